@@ -1,0 +1,3 @@
+from orgsync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""The exception hierarchy. Adapters map their library errors into these at the boundary.
+
+Classification decides behaviour in exactly one place each: `TransientError` is retried
+(honouring `retry_after`), `ConflictError` on a create means "look it up and adopt it",
+`NotFoundError` on a delete means "already done", any other `TargetError` fails that one
+operation with the server's message.
+"""
+
+from __future__ import annotations
+
+
+class OrgsyncError(Exception):
+    """Base of every error orgsync raises on purpose."""
+
+
+class ConfigError(OrgsyncError):
+    """The configuration is unusable; the message names the key path and the reason."""
+
+
+class SourceError(OrgsyncError):
+    """The identity provider could not be read completely; nothing may be planned."""
+
+
+class SourceDataError(SourceError):
+    """A source record is malformed; the message names the record and the field."""
+
+
+class StateError(OrgsyncError):
+    """The state database is unusable (locked by another writer, corrupt, too new)."""
+
+
+class TargetError(OrgsyncError):
+    """A target API call failed. `status` is the HTTP status, or None for transport errors."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.insert(0, f"HTTP {self.status}:")
+        if self.request_id:
+            parts.append(f"(request id {self.request_id})")
+        return " ".join(parts)
+
+
+class TransientError(TargetError):
+    """429, 5xx, timeouts and connection resets: worth retrying after `retry_after` seconds."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class AuthError(TargetError):
+    """401/403: the credential is wrong or lacks permission; the whole run stops."""
+
+
+class ConflictError(TargetError):
+    """409: the object already exists."""
+
+
+class NotFoundError(TargetError):
+    """404: the object does not exist."""
+
+
+class RequestRejected(TargetError):
+    """Any other 4xx: the server refused this one operation."""

@@ -1,0 +1,182 @@
+"""Domain values shared by every layer: what a source says, what a target holds.
+
+Pure data, no I/O. Adapters translate wire formats into these types; the rules and the
+planner only ever see these types. Emails are always carried twice where it matters: as
+written (for display and for the API call) and normalized (for matching).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from types import MappingProxyType
+from typing import NewType
+
+EmailKey = NewType("EmailKey", str)
+"""An email address normalized for matching: Unicode NFKC, case-folded, trimmed."""
+
+SourceId = NewType("SourceId", str)
+"""The IdP's stable identifier of a person or group."""
+
+
+def normalize_email(email: str) -> EmailKey:
+    """Return the matching key of an email address (SPEC: NFKC, case-folded, trimmed)."""
+    return EmailKey(unicodedata.normalize("NFKC", email).casefold().strip())
+
+
+# --------------------------------------------------------------------------- source side
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePerson:
+    """One person as the identity provider reports them."""
+
+    id: SourceId
+    email: str
+    name: str = ""
+    active: bool = True
+    attributes: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def email_key(self) -> EmailKey:
+        return normalize_email(self.email)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceGroup:
+    """One IdP group; `members` holds person ids and group ids alike (nesting)."""
+
+    id: SourceId
+    name: str
+    members: tuple[SourceId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSnapshot:
+    """A complete read of the identity provider. Partial reads never become snapshots."""
+
+    people: tuple[SourcePerson, ...]
+    groups: tuple[SourceGroup, ...] = ()
+
+
+# --------------------------------------------------------------------------- target side
+
+
+@dataclass(frozen=True, slots=True)
+class RoleCatalog:
+    """The organization roles a target knows, lowest first.
+
+    `privileged` names the owner/admin-level roles whose downgrade counts as a removal.
+    `invitable` names the roles an invitation may carry (OpenAI: owner and reader only).
+    """
+
+    order: tuple[str, ...]
+    privileged: frozenset[str] = frozenset()
+    invitable: frozenset[str] | None = None
+
+    def rank(self, role: str | None) -> int:
+        """Position of `role` in the order; unknown or missing roles rank below all."""
+        if role is None or role not in self.order:
+            return -1
+        return self.order.index(role)
+
+    def highest(self, roles: Sequence[str]) -> str | None:
+        known = [r for r in roles if r in self.order]
+        return max(known, key=self.order.index) if known else None
+
+    def can_invite_as(self, role: str) -> bool:
+        return self.invitable is None or role in self.invitable
+
+    @property
+    def owner_roles(self) -> frozenset[str]:
+        """Roles that make someone an owner for the last-owner rule (the top role)."""
+        return frozenset(self.order[-1:])
+
+
+class InviteStatus(str, Enum):
+    PENDING = "pending"
+    EXPIRED = "expired"
+    ACCEPTED = "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMember:
+    """A member of the target organization."""
+
+    id: str
+    email: str | None
+    role: str | None
+    name: str = ""
+    is_service_account: bool = False
+    is_scim_managed: bool = False
+
+    @property
+    def email_key(self) -> EmailKey | None:
+        return normalize_email(self.email) if self.email else None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInvite:
+    """An invitation the target reports (pending, expired or accepted)."""
+
+    id: str
+    email: str
+    role: str | None
+    status: InviteStatus
+    expires_at: datetime | None = None
+
+    @property
+    def email_key(self) -> EmailKey:
+        return normalize_email(self.email)
+
+    def is_live(self, now: datetime) -> bool:
+        """A pending invitation whose expiry, if any, lies in the future."""
+        if self.status is not InviteStatus.PENDING:
+            return False
+        return self.expires_at is None or self.expires_at > now
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a target can do; the planner plans nothing beyond it."""
+
+    invites: bool = True
+    create_users: bool = False
+    suspend: bool = False
+    roles: bool = True
+    groups: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSnapshot:
+    """A complete read of one target organization."""
+
+    members: tuple[TargetMember, ...]
+    invites: tuple[TargetInvite, ...]
+    roles: RoleCatalog
+    key_owner_id: str | None = None
+    """The member behind the credential orgsync uses; never touched."""
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What earlier runs left in the state database, as the planner needs it.
+
+    `managed` holds the normalized emails orgsync linked or invited before: only those
+    unknown people may be removed when `remove_unmanaged` is off. `links` maps a source id
+    to the target member id it was linked to, so a person is found again after an email
+    change. `missing_since` records when a managed person was first seen missing from the
+    source, for `removal_grace`.
+    """
+
+    managed: frozenset[EmailKey] = frozenset()
+    links: Mapping[SourceId, str] = field(default_factory=lambda: MappingProxyType({}))
+    missing_since: Mapping[EmailKey, datetime] = field(
+        default_factory=lambda: MappingProxyType({})
+    )

@@ -1,0 +1,271 @@
+"""The plan: typed, ordered, serialisable operations with a checksum.
+
+Every operation carries the fields its API call needs and a human `reason`. The JSON form
+is the contract of SPEC "Plan format"; `Plan.checksum` covers what would be done (the
+operations and the held operations), not when the plan was made, so a reviewed plan file
+can be compared with a fresh plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from datetime import datetime
+from enum import IntEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class Phase(IntEnum):
+    """Order of application (SPEC): creations, additions and raises, lowerings, removals."""
+
+    CREATE = 1
+    ADD_OR_RAISE = 2
+    LOWER = 3
+    REMOVE = 4
+
+
+class _Operation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str
+
+    @property
+    def phase(self) -> Phase:
+        raise NotImplementedError
+
+    @property
+    def subject(self) -> str:
+        """The natural key the operation is about, for ordering and the journal."""
+        raise NotImplementedError
+
+    @property
+    def is_removal(self) -> bool:
+        """Whether the safety gate counts this operation as a removal."""
+        return False
+
+
+class Invite(_Operation):
+    """Invite a person; `replaces_invite_id` names a wrong-role or expired invite to delete first."""
+
+    op: Literal["invite"] = "invite"
+    email: str
+    role: str
+    source_id: str
+    replaces_invite_id: str | None = None
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.CREATE
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+
+class RevokeInvite(_Operation):
+    op: Literal["revoke_invite"] = "revoke_invite"
+    email: str
+    invite_id: str
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.REMOVE
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+    @property
+    def is_removal(self) -> bool:
+        return True
+
+
+class SetRole(_Operation):
+    """Change a member's organization role; `counts_as_removal` marks owner/admin downgrades."""
+
+    op: Literal["set_role"] = "set_role"
+    email: str
+    user_id: str
+    role: str
+    previous_role: str | None
+    raise_: bool = Field(alias="raise")
+    counts_as_removal: bool = False
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.ADD_OR_RAISE if self.raise_ else Phase.LOWER
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+    @property
+    def is_removal(self) -> bool:
+        return self.counts_as_removal
+
+
+class RemoveMember(_Operation):
+    op: Literal["remove_member"] = "remove_member"
+    email: str
+    user_id: str
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.REMOVE
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+    @property
+    def is_removal(self) -> bool:
+        return True
+
+
+class SuspendMember(_Operation):
+    op: Literal["suspend_member"] = "suspend_member"
+    email: str
+    user_id: str
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.REMOVE
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+    @property
+    def is_removal(self) -> bool:
+        return True
+
+
+Operation = Annotated[
+    Invite | RevokeInvite | SetRole | RemoveMember | SuspendMember,
+    Field(discriminator="op"),
+]
+OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
+
+
+def operation_key(operation: Operation) -> tuple[int, str, str]:
+    """Sort key giving the deterministic plan order: phase, subject, kind."""
+    return (operation.phase, operation.subject, operation.op)
+
+
+def operation_json(operation: Operation) -> dict[str, object]:
+    """The operation's wire form (SPEC plan format), stable across runs."""
+    return operation.model_dump(mode="json", by_alias=True)
+
+
+class HeldOperation(BaseModel):
+    """An operation the safety gate held back, with the guard's reason."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    operation: Operation
+    guard: str
+
+
+class Waiting(BaseModel):
+    """Something that cannot happen yet, e.g. a removal inside `removal_grace`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    op: str
+    email: str
+    reason: str
+    until: datetime | None = None
+
+
+class Plan(BaseModel):
+    """One target's plan. Build it with `Plan.build` so operations are ordered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: str
+    generated_at: datetime
+    operations: tuple[Operation, ...] = ()
+    held: tuple[HeldOperation, ...] = ()
+    waiting: tuple[Waiting, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        target: str,
+        generated_at: datetime,
+        operations: list[Operation],
+        held: list[HeldOperation] | None = None,
+        waiting: list[Waiting] | None = None,
+        warnings: list[str] | None = None,
+    ) -> Plan:
+        return cls(
+            target=target,
+            generated_at=generated_at,
+            operations=tuple(sorted(operations, key=operation_key)),
+            held=tuple(sorted(held or [], key=lambda h: operation_key(h.operation))),
+            waiting=tuple(sorted(waiting or [], key=lambda w: (w.email, w.op))),
+            warnings=tuple(sorted(set(warnings or []))),
+        )
+
+    @property
+    def checksum(self) -> str:
+        material = {
+            "target": self.target,
+            "operations": [operation_json(op) for op in self.operations],
+            "held": [
+                {"operation": operation_json(h.operation), "guard": h.guard} for h in self.held
+            ],
+        }
+        canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return dict(sorted(Counter(op.op for op in self.operations).items()))
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.operations and not self.held
+
+    def to_json(self) -> dict[str, object]:
+        """The SPEC plan document."""
+        return {
+            "target": self.target,
+            "generated_at": self.generated_at.isoformat().replace("+00:00", "Z"),
+            "operations": [operation_json(op) for op in self.operations],
+            "held": [{**operation_json(h.operation), "guard": h.guard} for h in self.held],
+            "waiting": [w.model_dump(mode="json", exclude_none=True) for w in self.waiting],
+            "warnings": list(self.warnings),
+            "checksum": self.checksum,
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, object]) -> Plan:
+        """Parse a plan document written by `to_json` (for `sync --plan FILE`)."""
+        held_docs = document.get("held", [])
+        held: list[HeldOperation] = []
+        if isinstance(held_docs, list):
+            for item in held_docs:
+                body = dict(item)
+                guard = str(body.pop("guard", ""))
+                held.append(
+                    HeldOperation(operation=OPERATION_ADAPTER.validate_python(body), guard=guard)
+                )
+        return cls.model_validate(
+            {
+                "target": document.get("target"),
+                "generated_at": document.get("generated_at"),
+                "operations": document.get("operations", []),
+                "held": held,
+                "waiting": document.get("waiting", []),
+                "warnings": document.get("warnings", []),
+            }
+        )

@@ -1,0 +1,82 @@
+"""The small typed protocols the engine wires together. Adapters implement them.
+
+They live in the core so that the applier and the planner depend on nothing but the core,
+and every adapter depends only inwards.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol
+
+from orgsync.core.model import Capabilities, SourceSnapshot, TargetInvite, TargetSnapshot
+from orgsync.core.plan import Operation
+
+
+class Source(Protocol):
+    """An identity provider, read completely or not at all."""
+
+    def read(self) -> SourceSnapshot:
+        """Return the whole directory, or raise `SourceError`/`SourceDataError`."""
+        ...
+
+
+class Target(Protocol):
+    """One organization's admin API."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def read(self) -> TargetSnapshot:
+        """Return every member, invitation and the role catalog, or raise `TargetError`."""
+        ...
+
+    def execute(self, operation: Operation) -> str | None:
+        """Perform one operation; return the id of the object it created, if any.
+
+        Raises `TargetError` subclasses. Must not retry non-idempotent calls itself: the
+        applier decides, after `find_existing`.
+        """
+        ...
+
+    def find_existing(self, operation: Operation) -> str | None:
+        """For a creation: the id of an object that already satisfies it (to adopt), or None."""
+        ...
+
+    def find_invite(self, email: str) -> TargetInvite | None:
+        """The live invitation for `email`, if any (used to adopt after a 409 or a crash)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class OperationStatus(str, Enum):
+    """The life of one journaled operation."""
+
+    PLANNED = "planned"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    FAILED = "failed"
+    HELD = "held"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+
+
+class OperationJournal(Protocol):
+    """Where the applier writes before and after each call (the state database)."""
+
+    def started(self, seq: int, operation: Operation) -> None:
+        """Written (durably) before the call is sent."""
+        ...
+
+    def finished(
+        self,
+        seq: int,
+        operation: Operation,
+        status: OperationStatus,
+        *,
+        detail: str | None = None,
+        object_id: str | None = None,
+    ) -> None:
+        """Written after the call returned or finally failed."""
+        ...
