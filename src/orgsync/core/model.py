@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import NewType
 
@@ -96,7 +96,7 @@ class RoleCatalog:
         return frozenset(self.order[-1:])
 
 
-class InviteStatus(str, Enum):
+class InviteStatus(StrEnum):
     PENDING = "pending"
     EXPIRED = "expired"
     ACCEPTED = "accepted"

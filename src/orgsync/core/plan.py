@@ -48,7 +48,7 @@ class _Operation(BaseModel):
 
 
 class Invite(_Operation):
-    """Invite a person; `replaces_invite_id` names a wrong-role or expired invite to delete first."""
+    """Invite a person; `replaces_invite_id` names a wrong-role or expired invite to drop first."""
 
     op: Literal["invite"] = "invite"
     email: str

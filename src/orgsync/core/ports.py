@@ -6,7 +6,7 @@ and every adapter depends only inwards.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from orgsync.core.model import Capabilities, SourceSnapshot, TargetInvite, TargetSnapshot
@@ -50,7 +50,7 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
-class OperationStatus(str, Enum):
+class OperationStatus(StrEnum):
     """The life of one journaled operation."""
 
     PLANNED = "planned"

@@ -1,0 +1,156 @@
+"""The applier: runs a plan's operations against one target, phase by phase, journaled.
+
+Each operation is written to the journal before its call and after it. Phases run in SPEC
+order, one after another; inside a phase, operations run on a bounded thread pool. The
+rules for what a failure means live here, once, for every target:
+- transient errors are retried by the one retry policy (`orgsync.retrying`), and before a
+  create is retried the target is asked whether the object exists after all, since a
+  lost response may hide a success;
+- 409 on a create → look the object up and adopt it; 404 on a removal → already done;
+- 401/403 stop the run; any other error fails that operation alone, with its message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import structlog
+
+from orgsync.core.errors import AuthError, ConflictError, NotFoundError, TargetError
+from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
+from orgsync.core.ports import OperationJournal, OperationStatus, Target
+from orgsync.retrying import RetrySettings, retry_policy
+
+log = structlog.get_logger(__name__)
+
+_CREATES = (Invite,)
+_REMOVALS = (RevokeInvite, RemoveMember, SuspendMember)
+
+
+@dataclass(slots=True)
+class Outcome:
+    seq: int
+    operation: Operation
+    status: OperationStatus
+    detail: str | None = None
+    object_id: str | None = None
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    aborted: str | None = None
+    """Why the run stopped before the end (credentials refused, shutdown), if it did."""
+
+    def count(self, status: OperationStatus) -> int:
+        return sum(1 for o in self.outcomes if o.status is status)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status is OperationStatus.FAILED]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplySettings:
+    max_concurrency: int = 4
+    retry: RetrySettings = RetrySettings()
+
+
+class Applier:
+    """Applies one plan; `stop` (SIGTERM) lets calls in flight finish and starts no more."""
+
+    def __init__(
+        self,
+        target: Target,
+        journal: OperationJournal,
+        settings: ApplySettings,
+        *,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.journal = journal
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self._sleep = sleep
+        self._on_outcome = on_outcome
+        self._abort: str | None = None
+        self._lock = threading.Lock()
+
+    def apply(self, plan: Plan) -> ApplyReport:
+        report = ApplyReport()
+        indexed = list(enumerate(plan.operations))
+        with ThreadPoolExecutor(
+            max_workers=self.settings.max_concurrency, thread_name_prefix="apply"
+        ) as pool:
+            for _, batch in groupby(indexed, key=lambda pair: pair[1].phase):
+                report.outcomes.extend(pool.map(lambda pair: self._run(*pair), list(batch)))
+        report.aborted = self._abort
+        return report
+
+    def _run(self, seq: int, operation: Operation) -> Outcome:
+        if self.stop.is_set() or self._abort is not None:
+            outcome = Outcome(seq, operation, OperationStatus.SKIPPED, self._abort or "shutdown")
+            self.journal.finished(seq, operation, outcome.status, detail=outcome.detail)
+            return outcome
+        self.journal.started(seq, operation)
+        bound = log.bind(seq=seq, op=operation.op, subject=operation.subject)
+        try:
+            object_id, detail = self._call(operation)
+            outcome = Outcome(seq, operation, OperationStatus.DONE, detail, object_id)
+            bound.info("apply.op.done", detail=detail)
+        except AuthError as error:
+            with self._lock:
+                self._abort = f"credentials refused: {error}"
+            outcome = Outcome(seq, operation, OperationStatus.FAILED, str(error))
+            bound.error("apply.op.failed", error=str(error))
+        except TargetError as error:
+            outcome = Outcome(seq, operation, OperationStatus.FAILED, str(error))
+            bound.error("apply.op.failed", error=str(error))
+        self.journal.finished(
+            seq, operation, outcome.status, detail=outcome.detail, object_id=outcome.object_id
+        )
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+        return outcome
+
+    def _call(self, operation: Operation) -> tuple[str | None, str | None]:
+        """Perform one operation under the retry policy; returns (object id, detail)."""
+        creates = isinstance(operation, _CREATES)
+        retry = self.settings.retry
+        policy = retry_policy(
+            max_attempts=retry.max_attempts,
+            max_delay=retry.max_delay,
+            base=retry.base,
+            cap=retry.cap,
+            **({"sleep": self._sleep} if self._sleep is not None else {}),
+        )
+        try:
+            for attempt in policy:
+                with attempt:
+                    if creates and attempt.retry_state.attempt_number > 1:
+                        existing = self.target.find_existing(operation)
+                        if existing is not None:
+                            return existing, "adopted after a lost response"
+                    return self.target.execute(operation), None
+        except ConflictError as conflict:
+            if not creates:
+                raise
+            existing = self.target.find_existing(operation)
+            if existing is None:
+                raise TargetError(
+                    f"{conflict.message}; and no matching object was found to adopt",
+                    status=conflict.status,
+                    request_id=conflict.request_id,
+                ) from conflict
+            return existing, "already existed (409): adopted"
+        except NotFoundError:
+            if isinstance(operation, _REMOVALS):
+                return None, "already gone (404)"
+            raise
+        raise AssertionError("retry policy ended without result or error")  # pragma: no cover

@@ -1,0 +1,280 @@
+"""The configuration file: TOML parsed into frozen pydantic models, refused whole when wrong.
+
+Owns the key names of SPEC "Configuration" and the secret rule: a secret is never in the
+file, only the name of an environment variable (`*_env`) or a file path (`*_file`,
+relative paths resolved in systemd's `$CREDENTIALS_DIRECTORY` when it is set). Errors are
+`ConfigError`s whose message names the key path and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orgsync.core.errors import ConfigError
+
+SOURCE_TYPES_LATER = ("scim", "ldap", "okta", "entra", "google")
+TARGET_TYPES_LATER = ("keycard", "scim")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`"90s"`, `"15m"`, `"1h"`, `"7d"`, `"250ms"`; a bare number is seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration such as '30s', '15m', '1h' or '7d'")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if field is not None and field.annotation is timedelta and isinstance(value, str):
+            return parse_duration(value)
+        return value
+
+
+class SecretRef(BaseModel):
+    """Where a secret comes from; exactly one of `env` and `file` is set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    env: str | None = None
+    file: Path | None = None
+
+    def resolve(self, environ: Mapping[str, str]) -> SecretStr:
+        if self.env is not None:
+            value = environ.get(self.env)
+            if not value:
+                raise ConfigError(
+                    f"{self.key}_env: environment variable {self.env} is not set or empty"
+                )
+            return SecretStr(value)
+        assert self.file is not None
+        path = self.file
+        credentials = environ.get("CREDENTIALS_DIRECTORY")
+        if not path.is_absolute() and credentials:
+            path = Path(credentials) / path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(f"{self.key}_file: cannot read {path}: {error.strerror}") from error
+        if not value:
+            raise ConfigError(f"{self.key}_file: {path} is empty")
+        return SecretStr(value)
+
+
+def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> SecretRef | None:
+    if env is not None and file is not None:
+        raise ValueError(f"give either {key}_env or {key}_file, not both")
+    if env is None and file is None:
+        if required:
+            raise ValueError(f"{key}_env or {key}_file is required (secrets never sit in the file)")
+        return None
+    return SecretRef(key=key, env=env, file=file)
+
+
+class FileSource(_Strict):
+    type: Literal["file"]
+    path: Path
+
+
+class RoleRuleConfig(_Strict):
+    group: str = Field(min_length=1)
+    role: str = Field(min_length=1)
+
+
+class InviteProject(_Strict):
+    id: str = Field(min_length=1)
+    role: Literal["member", "owner"] = "member"
+
+
+class TargetConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    type: Literal["openai"]
+    base_url: str
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    default_role: str | None = None
+    scope_groups: tuple[str, ...] = ()
+    on_removal: Literal["remove", "suspend"] = "remove"
+    roles: tuple[RoleRuleConfig, ...] = ()
+    invite_projects: tuple[InviteProject, ...] = ()
+    """Projects an invitation grants; always sent explicitly (none by default)."""
+    allow_plaintext: bool = False
+    ca_file: Path | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=6, ge=1, le=20)
+    max_retry_delay: timedelta = timedelta(seconds=60)
+
+    @model_validator(mode="after")
+    def _check(self) -> TargetConfig:
+        _secret("api_key", self.api_key_env, self.api_key_file, required=True)
+        _check_url(self.base_url, allow_plaintext=self.allow_plaintext)
+        return self
+
+    @property
+    def api_key(self) -> SecretRef:
+        ref = _secret("api_key", self.api_key_env, self.api_key_file, required=True)
+        assert ref is not None
+        return ref
+
+
+class SafetyConfig(_Strict):
+    max_removals: int = Field(default=10, ge=0)
+    max_removal_ratio: float = Field(default=0.05, ge=0, le=1)
+    min_source_users: int = Field(default=1, ge=0)
+    removal_grace: timedelta = timedelta(0)
+    protected: tuple[str, ...] = ()
+    remove_unmanaged: bool = False
+    max_group_member_removals: int = Field(default=50, ge=0)
+
+
+class StateConfig(_Strict):
+    path: Path = Path("orgsync.db")
+    lease_ttl: timedelta = timedelta(minutes=10)
+
+
+class ScheduleConfig(_Strict):
+    interval: timedelta = timedelta(minutes=15)
+    jitter: timedelta = timedelta(seconds=30)
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+    webhook_secret_env: str | None = None
+    webhook_secret_file: Path | None = None
+
+
+class Config(_Strict):
+    source: Annotated[FileSource, Field(discriminator="type")]
+    targets: tuple[TargetConfig, ...] = Field(min_length=1)
+    safety: SafetyConfig = SafetyConfig()
+    state: StateConfig = StateConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    server: ServerConfig = ServerConfig()
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
+        names = [t.name for t in targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
+        return targets
+
+    def target(self, name: str) -> TargetConfig:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.targets)
+        raise ConfigError(f"--target {name}: no such target (configured: {known})")
+
+
+def _check_url(url: str, *, allow_plaintext: bool) -> None:
+    if url.startswith("https://"):
+        return
+    if url.startswith("http://"):
+        if not allow_plaintext:
+            raise ValueError(
+                f"{url} is plain HTTP; use https:// or set allow_plaintext = true "
+                "(meant for loopback test rigs)"
+            )
+        return
+    raise ValueError(f"{url!r} is not an http(s) URL")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """`targets[0].roles[1].role` from a pydantic error location."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not (item == "file" and parts == ["source"]):  # the discriminator tag
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def _explain(error: ValidationError, origin: str) -> ConfigError:
+    lines = []
+    for problem in error.errors():
+        where = _location(tuple(problem["loc"])) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {where}: {message}")
+    return ConfigError(f"{origin}: invalid configuration\n" + "\n".join(lines))
+
+
+def parse_config(document: Mapping[str, Any], *, origin: str, base_dir: Path) -> Config:
+    """Validate a parsed TOML document; relative paths are taken from `base_dir`."""
+    source = document.get("source")
+    if isinstance(source, dict) and source.get("type") in SOURCE_TYPES_LATER:
+        raise ConfigError(
+            f"{origin}: source.type = {source['type']!r} is not available in this version "
+            "(available: 'file')"
+        )
+    for index, target in enumerate(document.get("targets") or []):
+        if isinstance(target, dict) and target.get("type") in TARGET_TYPES_LATER:
+            raise ConfigError(
+                f"{origin}: targets[{index}].type = {target['type']!r} is not available in "
+                "this version (available: 'openai')"
+            )
+    try:
+        config = Config.model_validate(document)
+    except ValidationError as error:
+        raise _explain(error, origin) from None
+    return _anchor_paths(config, base_dir)
+
+
+def _anchor_paths(config: Config, base_dir: Path) -> Config:
+    def anchored(path: Path) -> Path:
+        return path if path.is_absolute() else base_dir / path
+
+    source = config.source.model_copy(update={"path": anchored(config.source.path)})
+    state = config.state
+    if str(state.path) != ":memory:":
+        state = state.model_copy(update={"path": anchored(state.path)})
+    return config.model_copy(update={"source": source, "state": state})
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the configuration file at `path`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from error
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    return parse_config(document, origin=str(path), base_dir=path.resolve().parent)
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("ORGSYNC_CONFIG", "orgsync.toml"))

@@ -1,0 +1,309 @@
+"""The planner: desired state + what the target holds + memory → an ordered plan.
+
+Pure and linear: every member, invitation and wanted person is looked at once, through
+dictionaries built once. It decides *what* to change under the SPEC rules of ownership
+(unknown people are touched only when orgsync managed them, or `remove_unmanaged`),
+untouchables (protected people, the last owner, the key's owner, service accounts,
+members another provisioner manages) and `removal_grace`. The safety gate that holds
+mass removals runs afterwards (`orgsync.core.safety`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from orgsync.core.model import (
+    Capabilities,
+    EmailKey,
+    InviteStatus,
+    Memory,
+    TargetInvite,
+    TargetMember,
+    TargetSnapshot,
+)
+from orgsync.core.plan import (
+    Invite,
+    Operation,
+    Plan,
+    RemoveMember,
+    RevokeInvite,
+    SetRole,
+    SuspendMember,
+    Waiting,
+)
+from orgsync.core.rules import DesiredState, Wanted
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalPolicy:
+    """How a target treats people who should no longer be there."""
+
+    on_removal: Literal["remove", "suspend"] = "remove"
+    remove_unmanaged: bool = False
+    protected: frozenset[EmailKey] = frozenset()
+    removal_grace: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInput:
+    """Everything one plan depends on; equal inputs give equal plans."""
+
+    target: str
+    desired: DesiredState
+    observed: TargetSnapshot
+    memory: Memory
+    policy: RemovalPolicy
+    capabilities: Capabilities
+    now: datetime
+
+
+class _Planner:
+    def __init__(self, given: PlanInput) -> None:
+        self.given = given
+        self.operations: list[Operation] = []
+        self.waiting: list[Waiting] = []
+        self.warnings: list[str] = list(given.desired.warnings)
+        observed = given.observed
+        self.catalog = observed.roles
+        self.members_by_id = {m.id: m for m in observed.members}
+        self.members_by_email: dict[EmailKey, TargetMember] = {}
+        for member in sorted(observed.members, key=lambda m: m.id):
+            key = member.email_key
+            if key is not None:
+                self.members_by_email.setdefault(key, member)
+        self.live_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
+        self.expired_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
+        for invite in sorted(observed.invites, key=lambda i: i.id):
+            if invite.is_live(given.now):
+                self.live_invites[invite.email_key].append(invite)
+            elif invite.status is not InviteStatus.ACCEPTED:
+                self.expired_invites[invite.email_key].append(invite)
+        self.owners_left = sum(
+            1 for m in observed.members if m.role in self.catalog.owner_roles
+        )
+        self.linked_member_ids = frozenset(given.memory.links.values())
+        self.matched_members: set[str] = set()
+        self.handled_invite_emails: set[EmailKey] = set()
+
+    # ------------------------------------------------------------------ classification
+
+    def untouchable(self, member: TargetMember) -> str | None:
+        """Why a member is never changed, or None."""
+        if member.is_service_account:
+            return "a service account"
+        if member.is_scim_managed:
+            return "managed by another provisioner (is_scim_managed)"
+        if member.id == self.given.observed.key_owner_id:
+            return "the owner of orgsync's API key"
+        return None
+
+    def is_protected(self, key: EmailKey | None) -> bool:
+        return key is not None and key in self.given.policy.protected
+
+    def removal_reason(self, key: EmailKey | None, member_id: str | None) -> str | None:
+        """Why an unwanted person should go, or None when orgsync must leave them alone."""
+        desired, memory = self.given.desired, self.given.memory
+        if key is not None and key in desired.ambiguous:
+            return None
+        if key is not None and key in desired.out_of_scope:
+            return desired.out_of_scope[key]
+        if key is not None and key in desired.known:
+            return None  # wanted: handled by the wanted pass
+        if (key is not None and key in memory.managed) or (
+            member_id is not None and member_id in self.linked_member_ids
+        ):
+            return "no longer in the source (orgsync managed them)"
+        if self.given.policy.remove_unmanaged:
+            return "not in the source (remove_unmanaged = true)"
+        return None
+
+    # ------------------------------------------------------------------ wanted people
+
+    def find_member(self, wanted: Wanted) -> TargetMember | None:
+        linked_id = self.given.memory.links.get(wanted.source_id)
+        member = self.members_by_id.get(linked_id) if linked_id else None
+        if member is not None and member.email_key != wanted.email_key:
+            other = self.members_by_email.get(wanted.email_key)
+            if other is not None:
+                return other
+            self.warnings.append(
+                f"{wanted.email}: the source changed this person's email; the organization "
+                f"still lists them as {member.email} (member {member.id}), and this target "
+                "cannot change emails: kept as they are"
+            )
+            return member
+        return member or self.members_by_email.get(wanted.email_key)
+
+    def plan_wanted(self, wanted: Wanted) -> None:
+        member = self.find_member(wanted)
+        if member is not None:
+            self.matched_members.add(member.id)
+            self.plan_role(wanted, member)
+            return
+        self.handled_invite_emails.add(wanted.email_key)
+        live = self.live_invites.get(wanted.email_key, [])
+        keep = next((i for i in live if i.role == wanted.role), None)
+        for extra in live:
+            if extra is keep:
+                continue
+            if keep is None:
+                keep = extra  # replaced below
+                continue
+            self.operations.append(
+                RevokeInvite(
+                    email=extra.email,
+                    invite_id=extra.id,
+                    reason="duplicate pending invitation for the same person",
+                )
+            )
+        if keep is not None and keep.role == wanted.role:
+            return
+        if not self.catalog.can_invite_as(wanted.role):
+            self.warnings.append(
+                f"{wanted.email}: role {wanted.role!r} cannot be given in an invitation "
+                "on this target; not invited"
+            )
+            return
+        if keep is not None:
+            self.operations.append(
+                Invite(
+                    email=wanted.email,
+                    role=wanted.role,
+                    source_id=wanted.source_id,
+                    replaces_invite_id=keep.id,
+                    reason=f"{wanted.reason}; pending invitation has role {keep.role}",
+                )
+            )
+            return
+        expired = self.expired_invites.get(wanted.email_key)
+        if expired:
+            self.operations.append(
+                Invite(
+                    email=wanted.email,
+                    role=wanted.role,
+                    source_id=wanted.source_id,
+                    replaces_invite_id=expired[-1].id,
+                    reason=f"{wanted.reason}; invitation expired, renewing",
+                )
+            )
+            return
+        self.operations.append(
+            Invite(
+                email=wanted.email,
+                role=wanted.role,
+                source_id=wanted.source_id,
+                reason=wanted.reason,
+            )
+        )
+
+    def plan_role(self, wanted: Wanted, member: TargetMember) -> None:
+        if not self.given.capabilities.roles or member.role == wanted.role:
+            return
+        raising = self.catalog.rank(wanted.role) > self.catalog.rank(member.role)
+        if not raising:
+            blocked = self.untouchable(member) or (
+                "protected" if self.is_protected(member.email_key) else None
+            )
+            if blocked is None and self.would_drop_last_owner(member):
+                blocked = "the last owner"
+            if blocked is not None:
+                self.warnings.append(
+                    f"{wanted.email}: would lower role {member.role} to {wanted.role}, "
+                    f"but they are {blocked}; left as they are"
+                )
+                return
+            if member.role in self.catalog.owner_roles:
+                self.owners_left -= 1
+        self.operations.append(
+            SetRole(
+                email=wanted.email,
+                user_id=member.id,
+                role=wanted.role,
+                previous_role=member.role,
+                raise_=raising,
+                counts_as_removal=(not raising and member.role in self.catalog.privileged),
+                reason=f"{wanted.reason}; has role {member.role}",
+            )
+        )
+
+    def would_drop_last_owner(self, member: TargetMember) -> bool:
+        return member.role in self.catalog.owner_roles and self.owners_left <= 1
+
+    # ------------------------------------------------------------------ everybody else
+
+    def plan_member_removal(self, member: TargetMember) -> None:
+        key = member.email_key
+        reason = self.removal_reason(key, member.id)
+        if reason is None:
+            return
+        label = member.email or member.id
+        blocked = self.untouchable(member) or ("protected" if self.is_protected(key) else None)
+        if blocked is None and self.would_drop_last_owner(member):
+            blocked = "the last owner"
+        if blocked is not None:
+            self.warnings.append(f"{label}: {reason}, but they are {blocked}; left alone")
+            return
+        if self.in_grace(key, member.email or member.id, "remove_member", reason):
+            return
+        if member.role in self.catalog.owner_roles:
+            self.owners_left -= 1
+        suspend = (
+            self.given.policy.on_removal == "suspend" and self.given.capabilities.suspend
+        )
+        kind = SuspendMember if suspend else RemoveMember
+        self.operations.append(kind(email=label, user_id=member.id, reason=reason))
+
+    def plan_invite_removal(self, key: EmailKey, invites: list[TargetInvite]) -> None:
+        if key in self.handled_invite_emails or key in self.members_by_email:
+            return
+        reason = self.removal_reason(key, None)
+        if reason is None:
+            return
+        if self.is_protected(key):
+            self.warnings.append(f"{invites[0].email}: {reason}, but protected; invitation kept")
+            return
+        if self.in_grace(key, invites[0].email, "revoke_invite", reason):
+            return
+        for invite in invites:
+            self.operations.append(
+                RevokeInvite(email=invite.email, invite_id=invite.id, reason=reason)
+            )
+
+    def in_grace(self, key: EmailKey | None, label: str, op: str, reason: str) -> bool:
+        """Keep someone missing from the source for less than `removal_grace`."""
+        grace = self.given.policy.removal_grace
+        if key is None or not grace or key in self.given.desired.known:
+            return False  # out of scope is a decision of the source, not an absence
+        since = self.given.memory.missing_since.get(key, self.given.now)
+        until = since + grace
+        if self.given.now >= until:
+            return False
+        self.waiting.append(
+            Waiting(op=op, email=label, reason=f"{reason}; pending removal", until=until)
+        )
+        return True
+
+    def run(self) -> Plan:
+        desired = self.given.desired
+        for key in sorted(desired.wanted):
+            self.plan_wanted(desired.wanted[key])
+        for member in sorted(self.given.observed.members, key=lambda m: m.id):
+            if member.id not in self.matched_members:
+                self.plan_member_removal(member)
+        for key in sorted(self.live_invites):
+            self.plan_invite_removal(key, self.live_invites[key])
+        return Plan.build(
+            target=self.given.target,
+            generated_at=self.given.now,
+            operations=self.operations,
+            waiting=self.waiting,
+            warnings=self.warnings,
+        )
+
+
+def plan(given: PlanInput) -> Plan:
+    """Compute the plan for one target (before the safety gate)."""
+    return _Planner(given).run()
