@@ -1,0 +1,5 @@
+"""The OpenAI Admin API target (organization members, invitations and roles)."""
+
+from orgsync.targets.openai.target import OpenAITarget
+
+__all__ = ["OpenAITarget"]

@@ -1,0 +1,358 @@
+"""OpenAI organization as an orgsync target: members, invitations and organization roles.
+
+What the Admin API allows shapes everything here (see `wire` for the shapes):
+- people join only by invitation, which carries `owner` or `reader`; a wrong-role or
+  expired invitation is replaced by delete + create, since invitations cannot be edited;
+- members are removed, never suspended; their role changes with `POST /users/{id}`;
+- lists come in two pagination styles (id cursor for users, invites and admin keys; an
+  opaque `next` cursor for roles), and a server that contradicts itself (a repeated
+  cursor, `has_more` with nothing in the page) is refused rather than followed forever;
+- the admin key's own owner is found by matching the key against each key's redacted
+  value, so the planner can leave that person alone.
+
+Only `orgsync.core`, `orgsync.retrying` and `orgsync.targets.http` are imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Final, Protocol, TypeVar
+from urllib.parse import quote
+
+import structlog
+
+from orgsync.core.errors import (
+    AuthError,
+    NotFoundError,
+    RequestRejected,
+    TargetError,
+    TransientError,
+)
+from orgsync.core.model import (
+    Capabilities,
+    InviteStatus,
+    RoleCatalog,
+    TargetInvite,
+    TargetMember,
+    TargetSnapshot,
+    normalize_email,
+)
+from orgsync.core.plan import Invite, Operation, RemoveMember, RevokeInvite, SetRole, SuspendMember
+from orgsync.targets.http import ApiClient
+from orgsync.targets.openai import wire
+
+__all__ = ["OpenAITarget"]
+
+log = structlog.get_logger(__name__)
+
+USERS: Final = "/organization/users"
+INVITES: Final = "/organization/invites"
+ROLES: Final = "/organization/roles"
+ADMIN_KEYS: Final = "/organization/admin_api_keys"
+
+LEGACY_PAGE_SIZE: Final = 100
+"""The largest page the id-cursor lists accept (spec: 1-100)."""
+ROLES_PAGE_SIZE: Final = 1000
+"""The largest page the roles list accepts (spec: 0-1000)."""
+
+ORG_ROLES: Final = RoleCatalog(
+    order=("reader", "owner"),
+    privileged=frozenset({"owner"}),
+    invitable=frozenset({"owner", "reader"}),
+)
+"""The organization roles that `User.role` reports and that invitations and role updates
+accept. Custom roles of the catalog are granted by id through other endpoints, which
+orgsync does not manage yet."""
+
+CAPABILITIES: Final = Capabilities(
+    invites=True, create_users=False, suspend=False, roles=True, groups=False
+)
+
+_REDACTION = re.compile(r"(?s)(.*?)(?:\.{2,}|\u2026|\*{2,})(.*)")
+"""How `redacted_value` hides the middle of a key: "sk-admin...def" (dots, an ellipsis or
+asterisks), leaving a visible prefix and suffix."""
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+_Item = TypeVar("_Item", bound=_HasId)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OpenAITarget:
+    """The `orgsync.core.ports.Target` for one OpenAI organization.
+
+    Args:
+        client: the HTTP client for the Admin API; the target owns it from now on and
+            closes it in `close`.
+        api_key: the admin key `client` authenticates with, used only to recognise its
+            owner among the organization's admin keys; never logged or sent elsewhere.
+        invite_projects: `(project id, project role)` pairs every invitation grants; empty
+            means none (the field is still sent, so the default project is not implied).
+        clock: the current time, for telling live invitations from expired ones.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        *,
+        api_key: str,
+        invite_projects: Sequence[tuple[str, str]] = (),
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._client = client
+        self._key_matches: Callable[[str], bool] = lambda redacted: _redaction_matches(
+            redacted, api_key
+        )
+        self._projects = tuple(
+            wire.InviteProject(id=project, role=role) for project, role in invite_projects
+        )
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"OpenAITarget(client={self._client!r})"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self) -> TargetSnapshot:
+        """Read every member, every invitation (any status), the roles and the key owner."""
+        members = tuple(_member(user) for user in self._list_by_id(USERS, wire.UserPage))
+        invites = tuple(_invite(invite) for invite in self._list_by_id(INVITES, wire.InvitePage))
+        roles = self._list_roles()
+        log.debug(
+            "openai.read",
+            system=self._client.system,
+            members=len(members),
+            invites=len(invites),
+            organization_roles=sorted(
+                role.name or role.id for role in roles if role.resource_type == "api.organization"
+            ),
+        )
+        return TargetSnapshot(
+            members=members,
+            invites=invites,
+            roles=ORG_ROLES,
+            key_owner_id=self._key_owner_id(),
+        )
+
+    def find_invite(self, email: str) -> TargetInvite | None:
+        """The live (pending, unexpired) invitation of `email`, matched on the normalized
+        email; the newest if the organization somehow holds several."""
+        key = normalize_email(email)
+        now = self._clock()
+        live = [
+            invite
+            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
+            if invite.email_key == key and invite.is_live(now)
+        ]
+        if not live:
+            return None
+        # An invite without expiry outlives any that has one.
+        return max(live, key=lambda i: i.expires_at or datetime.max.replace(tzinfo=UTC))
+
+    def find_existing(self, operation: Operation) -> str | None:
+        """For an invitation: the id of a live one for that email with the same role."""
+        if not isinstance(operation, Invite):
+            return None
+        invite = self.find_invite(operation.email)
+        if invite is not None and invite.role == operation.role:
+            return invite.id
+        return None
+
+    # ------------------------------------------------------------------ writing
+
+    def execute(self, operation: Operation) -> str | None:
+        """Perform one operation; return the new invitation's id for `invite`."""
+        if isinstance(operation, Invite):
+            return self._invite(operation)
+        if isinstance(operation, RevokeInvite):
+            # An accepted invitation cannot be deleted; the API's refusal (a 4xx) surfaces
+            # as RequestRejected with its message, which is the truth to report.
+            self._delete(f"{INVITES}/{_segment(operation.invite_id)}", wire.InviteDeleted)
+            return None
+        if isinstance(operation, SetRole):
+            self._client.request_model(
+                "POST",
+                f"{USERS}/{_segment(operation.user_id)}",
+                wire.User,
+                json=wire.UserRoleUpdate(role=operation.role).model_dump(),
+                idempotent=True,  # setting the same role twice ends in the same state
+            )
+            return None
+        if isinstance(operation, RemoveMember):
+            self._delete(f"{USERS}/{_segment(operation.user_id)}", wire.UserDeleted)
+            return None
+        if isinstance(operation, SuspendMember):
+            raise RequestRejected("target cannot suspend members (OpenAI only removes them)")
+        raise TargetError(f"operation {operation.op!r} is not supported by the OpenAI target")
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _invite(self, operation: Invite) -> str:
+        if operation.replaces_invite_id is not None:
+            # Already gone (expired and purged, or deleted by hand): nothing left to drop.
+            with contextlib.suppress(NotFoundError):
+                self._delete(
+                    f"{INVITES}/{_segment(operation.replaces_invite_id)}", wire.InviteDeleted
+                )
+        body = wire.InviteRequest(
+            email=operation.email, role=operation.role, projects=list(self._projects)
+        )
+        # Not idempotent: a lost response may hide a created invitation, so the applier
+        # retries only after `find_existing` has looked for it.
+        created = self._client.request_model(
+            "POST", INVITES, wire.Invite, json=body.model_dump(), idempotent=False
+        )
+        return created.id
+
+    def _delete(self, path: str, model: type[wire.InviteDeleted | wire.UserDeleted]) -> None:
+        result = self._client.request_model("DELETE", path, model, idempotent=True)
+        if not result.deleted:
+            raise TargetError(f"DELETE {path}: the server answered but reports nothing deleted")
+
+    def _list_by_id(self, path: str, page_model: type[wire.CursorPage[_Item]]) -> list[_Item]:
+        """Every item of an id-cursor list, in server order, each id once."""
+        items: dict[str, _Item] = {}
+        after: str | None = None
+        cursors: set[str] = set()
+        while True:
+            page = self._client.request_model(
+                "GET",
+                path,
+                page_model,
+                params={"limit": LEGACY_PAGE_SIZE, "after": after},
+                idempotent=True,
+            )
+            for item in page.data:
+                items.setdefault(item.id, item)
+            if not page.has_more:
+                return list(items.values())
+            if not page.data:
+                raise TransientError(f"GET {path}: has_more with an empty page (after {after!r})")
+            cursor = page.last_id or page.data[-1].id
+            if cursor in cursors:
+                raise TransientError(f"GET {path}: pagination repeats cursor {cursor!r}")
+            cursors.add(cursor)
+            after = cursor
+
+    def _list_roles(self) -> list[wire.Role]:
+        roles: dict[str, wire.Role] = {}
+        after: str | None = None
+        cursors: set[str] = set()
+        while True:
+            page = self._client.request_model(
+                "GET",
+                ROLES,
+                wire.RolePage,
+                params={"limit": ROLES_PAGE_SIZE, "after": after},
+                idempotent=True,
+            )
+            for role in page.data:
+                roles.setdefault(role.id, role)
+            if not page.has_more:
+                return list(roles.values())
+            if not page.next:
+                raise TransientError(f"GET {ROLES}: has_more without a next cursor")
+            if page.next in cursors:
+                raise TransientError(f"GET {ROLES}: pagination repeats cursor {page.next!r}")
+            cursors.add(page.next)
+            after = page.next
+
+    def _key_owner_id(self) -> str | None:
+        """The id of the member who owns our admin key, or None (with a warning)."""
+        try:
+            keys = self._list_by_id(ADMIN_KEYS, wire.AdminApiKeyPage)
+        except AuthError as error:
+            if error.status != 403:
+                raise
+            # A restricted key may manage users without seeing admin keys; syncing stays
+            # possible, but the key's owner is then unprotected, so say so loudly.
+            log.warning(
+                "openai.key_owner.unknown",
+                system=self._client.system,
+                reason="the key may not list admin keys",
+                error=str(error),
+            )
+            return None
+        owners = {
+            key.owner.id for key in keys if key.owner and self._key_matches(key.redacted_value)
+        }
+        if len(owners) == 1:
+            return owners.pop()
+        log.warning(
+            "openai.key_owner.unknown",
+            system=self._client.system,
+            reason="no admin key matches" if not owners else "several admin keys match",
+            keys=len(keys),
+        )
+        return None
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def _member(user: wire.User) -> TargetMember:
+    nested = user.user
+    email = user.email or (nested.email if nested else None)
+    return TargetMember(
+        id=user.id,
+        email=email or None,
+        role=user.role,
+        name=user.name or (nested.name if nested and nested.name else ""),
+        is_service_account=bool(user.is_service_account),
+        is_scim_managed=bool(user.is_scim_managed),
+    )
+
+
+def _invite(invite: wire.Invite) -> TargetInvite:
+    try:
+        status = InviteStatus(invite.status)
+    except ValueError:
+        # Guessing would be worse than failing: reading an unknown status as "expired"
+        # would renew it, as "gone" would invite the person twice.
+        raise TargetError(
+            f"invitation {invite.id} has an unknown status {invite.status!r}"
+        ) from None
+    return TargetInvite(
+        id=invite.id,
+        email=invite.email,
+        role=invite.role,
+        status=status,
+        expires_at=(
+            datetime.fromtimestamp(invite.expires_at, UTC)
+            if invite.expires_at is not None
+            else None
+        ),
+    )
+
+
+def _redaction_matches(redacted: str, key: str) -> bool:
+    """Whether `key` could be the key shown as `redacted` ("sk-admin...def")."""
+    match = _REDACTION.fullmatch(redacted)
+    if match is None:
+        return bool(key) and redacted == key
+    prefix, suffix = match.group(1), match.group(2)
+    if not prefix and not suffix:
+        return False  # nothing visible: it would match any key
+    return len(key) >= len(prefix) + len(suffix) and key.startswith(prefix) and key.endswith(suffix)
+
+
+def _segment(identifier: str) -> str:
+    """An id as one path segment: ids come from the server, but a '/' must not escape."""
+    return quote(identifier, safe="")
