@@ -177,6 +177,4 @@ class Memory:
 
     managed: frozenset[EmailKey] = frozenset()
     links: Mapping[SourceId, str] = field(default_factory=lambda: MappingProxyType({}))
-    missing_since: Mapping[EmailKey, datetime] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    missing_since: Mapping[EmailKey, datetime] = field(default_factory=lambda: MappingProxyType({}))

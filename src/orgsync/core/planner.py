@@ -81,12 +81,9 @@ class _Planner:
                 self.live_invites[invite.email_key].append(invite)
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
-        self.owners_left = sum(
-            1 for m in observed.members if m.role in self.catalog.owner_roles
-        )
+        self.owners_left = sum(1 for m in observed.members if m.role in self.catalog.owner_roles)
         self.linked_member_ids = frozenset(given.memory.links.values())
         self.matched_members: set[str] = set()
-        self.handled_invite_emails: set[EmailKey] = set()
 
     # ------------------------------------------------------------------ classification
 
@@ -143,7 +140,6 @@ class _Planner:
             self.matched_members.add(member.id)
             self.plan_role(wanted, member)
             return
-        self.handled_invite_emails.add(wanted.email_key)
         live = self.live_invites.get(wanted.email_key, [])
         keep = next((i for i in live if i.role == wanted.role), None)
         for extra in live:
@@ -203,20 +199,19 @@ class _Planner:
         if not self.given.capabilities.roles or member.role == wanted.role:
             return
         raising = self.catalog.rank(wanted.role) > self.catalog.rank(member.role)
-        if not raising:
-            blocked = self.untouchable(member) or (
-                "protected" if self.is_protected(member.email_key) else None
-            )
+        blocked = self.untouchable(member)
+        if not raising and blocked is None:
+            blocked = "protected" if self.is_protected(member.email_key) else None
             if blocked is None and self.would_drop_last_owner(member):
                 blocked = "the last owner"
-            if blocked is not None:
-                self.warnings.append(
-                    f"{wanted.email}: would lower role {member.role} to {wanted.role}, "
-                    f"but they are {blocked}; left as they are"
-                )
-                return
-            if member.role in self.catalog.owner_roles:
-                self.owners_left -= 1
+        if blocked is not None:
+            self.warnings.append(
+                f"{wanted.email}: would change role {member.role} to {wanted.role}, "
+                f"but they are {blocked}; left as they are"
+            )
+            return
+        if not raising and member.role in self.catalog.owner_roles:
+            self.owners_left -= 1
         self.operations.append(
             SetRole(
                 email=wanted.email,
@@ -250,14 +245,12 @@ class _Planner:
             return
         if member.role in self.catalog.owner_roles:
             self.owners_left -= 1
-        suspend = (
-            self.given.policy.on_removal == "suspend" and self.given.capabilities.suspend
-        )
+        suspend = self.given.policy.on_removal == "suspend" and self.given.capabilities.suspend
         kind = SuspendMember if suspend else RemoveMember
         self.operations.append(kind(email=label, user_id=member.id, reason=reason))
 
     def plan_invite_removal(self, key: EmailKey, invites: list[TargetInvite]) -> None:
-        if key in self.handled_invite_emails or key in self.members_by_email:
+        if key in self.given.desired.wanted:
             return
         reason = self.removal_reason(key, None)
         if reason is None:

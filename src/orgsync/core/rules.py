@@ -60,9 +60,7 @@ class DesiredState:
     ambiguous: frozenset[EmailKey] = frozenset()
     """Emails shared by several source people: nothing is done about them."""
     warnings: tuple[str, ...] = ()
-    by_source_id: Mapping[SourceId, EmailKey] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    by_source_id: Mapping[SourceId, EmailKey] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:

@@ -38,9 +38,7 @@ def managed_population(observed: TargetSnapshot) -> int:
     Service accounts and members managed by another provisioner are never orgsync's to
     remove, so they would only dilute the ratio.
     """
-    members = sum(
-        1 for m in observed.members if not (m.is_service_account or m.is_scim_managed)
-    )
+    members = sum(1 for m in observed.members if not (m.is_service_account or m.is_scim_managed))
     return members + len(observed.invites)
 
 

@@ -30,14 +30,17 @@ class FileSource:
         try:
             text = self.path.read_text(encoding="utf-8")
         except OSError as error:
-            raise SourceError(f"{self.path}: cannot read the directory file: {error.strerror}") from error
+            raise SourceError(
+                f"{self.path}: cannot read the directory file: {error.strerror}"
+            ) from error
         except UnicodeDecodeError as error:
             raise SourceDataError(f"{self.path}: not UTF-8 text ({error.reason})") from error
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
             raise SourceDataError(
-                f"{self.path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+                f"{self.path}: invalid JSON at line {error.lineno} "
+                f"column {error.colno}: {error.msg}"
             ) from error
         return parse_directory(document, origin=str(self.path))
 
@@ -78,7 +81,9 @@ def _record_id(doc: Mapping[str, Any], where: str, ids: dict[str, str]) -> str:
     if not isinstance(record_id, str) or not record_id.strip():
         raise SourceDataError(f"{where}: 'id' must be a non-empty string")
     if record_id in ids:
-        raise SourceDataError(f"{where}: duplicate id {record_id!r} (first used by {ids[record_id]})")
+        raise SourceDataError(
+            f"{where}: duplicate id {record_id!r} (first used by {ids[record_id]})"
+        )
     ids[record_id] = where.split(": ", 1)[-1]
     return record_id
 
@@ -120,4 +125,6 @@ def _group(doc: Any, where: str, ids: dict[str, str]) -> SourceGroup:
     members = doc.get("members", [])
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise SourceDataError(f"{where}: 'members' must be a list of id strings")
-    return SourceGroup(id=SourceId(record_id), name=name, members=tuple(SourceId(m) for m in members))
+    return SourceGroup(
+        id=SourceId(record_id), name=name, members=tuple(SourceId(m) for m in members)
+    )

@@ -1,0 +1,189 @@
+"""Generated directories and organizations: the planner's invariants hold for all of them.
+
+- convergence: applying a plan to an in-memory organization, then planning again, is empty;
+- determinism: the same inputs, in any order, give the same checksum;
+- ownership: no operation touches an unknown-unmanaged, protected or foreign person;
+- ordering: phases never go backwards.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orgsync.core.model import (
+    Capabilities,
+    EmailKey,
+    InviteStatus,
+    Memory,
+    SourceSnapshot,
+    TargetSnapshot,
+    normalize_email,
+)
+from orgsync.core.plan import Invite, Plan, RemoveMember, RevokeInvite, SetRole, SuspendMember
+from orgsync.core.planner import RemovalPolicy
+from tests.coremodels import CATALOG, NOW, InMemoryOrg, group, invite, make_plan, member, person
+
+EMAILS = [
+    "a@x.com",
+    "A@x.com ",
+    "b@x.com",
+    "c@x.com",
+    "d@x.com",
+    "e@x.com",
+    "ｆ@x.com",
+    "f@x.com",
+    "g@x.com",
+]
+GROUP_NAMES = ["openai-users", "openai-owners", "team-a", "team-b"]
+
+emails = st.sampled_from(EMAILS)
+
+
+@st.composite
+def worlds(
+    draw: st.DrawFn,
+) -> tuple[SourceSnapshot, TargetSnapshot, Memory, RemovalPolicy, Capabilities]:
+    people = [
+        person(f"p{i}", email, active=draw(st.booleans()) or draw(st.booleans()))
+        for i, email in enumerate(draw(st.lists(emails, max_size=8)))
+    ]
+    ids = [p.id for p in people] + [f"g{j}" for j in range(len(GROUP_NAMES))]
+    groups = tuple(
+        group(f"g{j}", name, *draw(st.lists(st.sampled_from(ids), max_size=6, unique=True)))
+        for j, name in enumerate(GROUP_NAMES)
+    )
+    members = []
+    for i, email in enumerate(draw(st.lists(st.one_of(emails, st.none()), max_size=8))):
+        flag = draw(st.sampled_from(["", "", "", "", "service", "scim"]))
+        members.append(
+            member(
+                f"u{i}",
+                email,
+                draw(st.sampled_from(["reader", "owner"])),
+                is_service_account=flag == "service",
+                is_scim_managed=flag == "scim",
+            )
+        )
+    invites = tuple(
+        invite(
+            f"i{k}",
+            email,
+            draw(st.sampled_from(["reader", "owner"])),
+            draw(st.sampled_from(list(InviteStatus))),
+            expires_at=NOW + timedelta(days=draw(st.sampled_from([-1, 3]))),
+        )
+        for k, email in enumerate(draw(st.lists(emails, max_size=6)))
+    )
+    key_owner = draw(st.sampled_from([None, *[m.id for m in members]]))
+    observed = TargetSnapshot(
+        members=tuple(members), invites=invites, roles=CATALOG, key_owner_id=key_owner
+    )
+    managed = frozenset(normalize_email(e) for e in draw(st.lists(emails, max_size=4)))
+    protected = frozenset(normalize_email(e) for e in draw(st.lists(emails, max_size=2)))
+    policy = RemovalPolicy(
+        on_removal=draw(st.sampled_from(["remove", "suspend"])),
+        remove_unmanaged=draw(st.booleans()),
+        protected=protected,
+    )
+    capabilities = Capabilities(suspend=draw(st.booleans()))
+    return (
+        SourceSnapshot(people=tuple(people), groups=groups),
+        observed,
+        Memory(managed=managed),
+        policy,
+        capabilities,
+    )
+
+
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(worlds())
+def test_applying_a_plan_then_planning_again_is_empty(world) -> None:  # type: ignore[no-untyped-def]
+    source, observed, memory, policy, capabilities = world
+    first = make_plan(source, observed, memory=memory, policy=policy, capabilities=capabilities)
+    organization = InMemoryOrg(observed, memory)
+    organization.apply(first.operations)
+    second = make_plan(
+        source,
+        organization.snapshot(),
+        memory=organization.memory(),
+        policy=policy,
+        capabilities=capabilities,
+    )
+    assert second.operations == (), second.to_json()
+
+
+@PROPERTY
+@given(worlds(), st.randoms(use_true_random=False))
+def test_same_inputs_in_any_order_give_the_same_checksum(world, rnd: random.Random) -> None:  # type: ignore[no-untyped-def]
+    source, observed, memory, policy, capabilities = world
+    first = make_plan(source, observed, memory=memory, policy=policy, capabilities=capabilities)
+    people, groups = list(source.people), list(source.groups)
+    members, invites = list(observed.members), list(observed.invites)
+    for items in (people, groups, members, invites):
+        rnd.shuffle(items)
+    shuffled = make_plan(
+        SourceSnapshot(people=tuple(people), groups=tuple(groups)),
+        TargetSnapshot(
+            members=tuple(members),
+            invites=tuple(invites),
+            roles=CATALOG,
+            key_owner_id=observed.key_owner_id,
+        ),
+        memory=memory,
+        policy=policy,
+        capabilities=capabilities,
+    )
+    assert shuffled.checksum == first.checksum
+    assert shuffled.to_json()["warnings"] == first.to_json()["warnings"]
+
+
+@PROPERTY
+@given(worlds())
+def test_no_operation_touches_unknown_protected_or_foreign_people(world) -> None:  # type: ignore[no-untyped-def]
+    source, observed, memory, policy, capabilities = world
+    plan = make_plan(source, observed, memory=memory, policy=policy, capabilities=capabilities)
+    foreign = {
+        m.id
+        for m in observed.members
+        if m.is_service_account or m.is_scim_managed or m.id == observed.key_owner_id
+    }
+    known: set[EmailKey] = {p.email_key for p in source.people}
+    for op in plan.operations:
+        key = normalize_email(op.email)
+        if isinstance(op, SetRole | RemoveMember | SuspendMember):
+            assert op.user_id not in foreign, op
+        if isinstance(op, RemoveMember | SuspendMember | RevokeInvite) or (
+            isinstance(op, SetRole) and not op.raise_
+        ):
+            assert key not in policy.protected, op
+            if not policy.remove_unmanaged and key not in known:
+                linked = (
+                    isinstance(op, RemoveMember | SuspendMember)
+                    and op.user_id in memory.links.values()
+                )
+                assert key in memory.managed or linked, op
+        if isinstance(op, Invite):
+            assert key in known
+
+
+@PROPERTY
+@given(worlds())
+def test_phases_never_go_backwards_and_an_owner_always_remains(world) -> None:  # type: ignore[no-untyped-def]
+    source, observed, memory, policy, capabilities = world
+    plan: Plan = make_plan(
+        source, observed, memory=memory, policy=policy, capabilities=capabilities
+    )
+    phases = [op.phase for op in plan.operations]
+    assert phases == sorted(phases)
+    owners_before = sum(1 for m in observed.members if m.role == "owner")
+    organization = InMemoryOrg(observed, memory)
+    organization.apply(plan.operations)
+    owners_after = sum(1 for m in organization.members.values() if m.role == "owner")
+    assert owners_after >= min(owners_before, 1)
