@@ -210,8 +210,10 @@ class _Planner:
                 f"but they are {blocked}; left as they are"
             )
             return
-        if not raising and member.role in self.catalog.owner_roles:
-            self.owners_left -= 1
+        # Raises apply before lowerings and removals (phase order), so an owner made
+        # here already counts when the last-owner rule looks at later operations.
+        owners = self.catalog.owner_roles
+        self.owners_left += (wanted.role in owners) - (member.role in owners)
         self.operations.append(
             SetRole(
                 email=wanted.email,
