@@ -1,0 +1,23 @@
+"""The state database: run history, operation journal, links, missing people, leases.
+
+The only package that talks to SQLite. It depends on `orgsync.core` alone and stores no
+secret. Use `StateStore.open(path)`.
+"""
+
+from orgsync.store.journal import OperationRecord, RunJournal
+from orgsync.store.lease import LeaseRecord
+from orgsync.store.migrations import LATEST_VERSION
+from orgsync.store.runs import FINAL_STATUSES, RUN_MODES, RUN_STATUSES, RunRecord
+from orgsync.store.state import StateStore
+
+__all__ = [
+    "FINAL_STATUSES",
+    "LATEST_VERSION",
+    "RUN_MODES",
+    "RUN_STATUSES",
+    "LeaseRecord",
+    "OperationRecord",
+    "RunJournal",
+    "RunRecord",
+    "StateStore",
+]

@@ -1,0 +1,351 @@
+"""The one SQLite connection of a state database: opening, pragmas, transactions, rows.
+
+This module owns everything that touches `sqlite3`/`sqlite_utils` directly: creating the
+file with mode 0600, the connection pragmas (WAL, busy timeout, foreign keys, durable
+commits), the lock that lets several threads share the connection, the translation of
+driver errors into `StateError`, and the typed `Row` through which the rest of the store
+reads values, so that SQLite's dynamic typing (and sqlite-utils' `Any`) stops here.
+Schema and migrations live in `migrations.py`; the tables' meaning in the other modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from orgsync.core.errors import StateError
+
+SqlValue = str | int | float | bytes | None
+"""What may be bound as a statement parameter."""
+
+Params = Sequence[SqlValue] | Mapping[str, SqlValue]
+
+Clock = Callable[[], datetime]
+
+MEMORY = ":memory:"
+BUSY_TIMEOUT_MS = 5000
+
+# umask is process-wide: two threads opening stores at once must not restore each other's
+# saved value (the second would "restore" the restrictive one for good).
+_UMASK_LOCK = threading.Lock()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def encode_time(value: datetime) -> str:
+    """Fixed-width ISO 8601 in UTC, so that text order is time order in SQL."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: the state database stores UTC only")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def iso_z(value: datetime) -> str:
+    """A UTC time as the plan format writes it (`2026-01-01T00:00:00Z`), for JSON output."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def decode_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def encode_json(value: object) -> str:
+    # sort_keys: the same payload always produces the same text (diffable, comparable).
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Row:
+    """One result row with checked accessors; a wrong type is a corrupt database."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self._values = values
+
+    def _get(self, key: str) -> object:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise StateError(f"state database row has no column {key!r}") from None
+
+    def _corrupt(self, key: str, expected: str) -> StateError:
+        value = self._values.get(key)
+        return StateError(
+            f"state database column {key!r} holds {type(value).__name__} {value!r}, "
+            f"expected {expected}"
+        )
+
+    def text(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise self._corrupt(key, "text")
+        return value
+
+    def opt_text(self, key: str) -> str | None:
+        return None if self._get(key) is None else self.text(key)
+
+    def integer(self, key: str) -> int:
+        value = self._get(key)
+        # bool is an int subclass but never comes out of SQLite: excluding it keeps this honest.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._corrupt(key, "integer")
+        return value
+
+    def opt_integer(self, key: str) -> int | None:
+        return None if self._get(key) is None else self.integer(key)
+
+    def time(self, key: str) -> datetime:
+        text = self.text(key)
+        try:
+            return decode_time(text)
+        except ValueError:
+            raise self._corrupt(key, "an ISO 8601 timestamp") from None
+
+    def opt_time(self, key: str) -> datetime | None:
+        return None if self._get(key) is None else self.time(key)
+
+    def json_object(self, key: str) -> dict[str, object]:
+        try:
+            value: object = json.loads(self.text(key))
+        except json.JSONDecodeError:
+            raise self._corrupt(key, "a JSON object") from None
+        if not isinstance(value, dict):
+            raise self._corrupt(key, "a JSON object")
+        return {str(k): v for k, v in value.items()}
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class Session:
+    """Statements run while the connection lock is held (see `StateDB.read`/`write`)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
+        return [Row(dict(r)) for r in self._db.query(sql, _bind(params))]
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        rows = self.query(sql, params)
+        if len(rows) > 1:
+            raise StateError(f"expected at most one row, got {len(rows)}: {sql}")
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Params = ()) -> object:
+        cursor = self._db.execute(sql, _bind(params))
+        row = cursor.fetchone()
+        return None if row is None else row[0]
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        return self._db.execute(sql, _bind(params)).rowcount
+
+    def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None:
+        # alter=False: a row with an unknown column is a bug, never a reason to change the schema.
+        self._db.table(table).insert_all(
+            (dict(r) for r in rows), alter=False, ignore=False, replace=False
+        )
+
+
+def _bind(params: Params) -> Sequence[SqlValue] | dict[str, SqlValue]:
+    # sqlite-utils accepts a dict, not any Mapping, for named parameters.
+    return dict(params) if isinstance(params, Mapping) else params
+
+
+# --------------------------------------------------------------------------- the database
+
+
+class StateDB:
+    """A state database file (or `:memory:`) behind one lock-guarded connection.
+
+    Every write runs in `BEGIN IMMEDIATE` … `COMMIT` and returns only after the commit, with
+    `synchronous=FULL`, so a row written by a call that returned survives `kill -9` (and a
+    power loss). The lock is re-entrant so a write may call helpers that read; writes do
+    not nest (one call, one transaction).
+    """
+
+    def __init__(self, db: Database, path: Path | None, clock: Clock) -> None:
+        self._db = db
+        self._session = Session(db)
+        self._lock = threading.RLock()
+        self._closed = False
+        self.path = path
+        self.clock = clock
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock = utc_now,
+        prepare: Callable[[StateDB], object] | None = None,
+    ) -> StateDB:
+        """Open `path` (`":memory:"` for tests) and run `prepare` (the migrations) on it.
+
+        The connection is closed again if `prepare` fails.
+        """
+        if str(path) == MEMORY:
+            return cls._prepared(cls._connect(MEMORY, None, clock), prepare)
+        file = Path(path)
+        if not file.parent.is_dir():
+            raise StateError(f"state database directory {file.parent} does not exist")
+        with _UMASK_LOCK:
+            # 077 also covers the -wal and -shm files SQLite creates lazily on first access,
+            # which happens in `_connect` (journal_mode) or in `prepare` (the first write).
+            previous = os.umask(0o077)
+            try:
+                _create_private(file)
+                return cls._prepared(cls._connect(str(file), file, clock), prepare)
+            finally:
+                os.umask(previous)
+
+    @staticmethod
+    def _prepared(db: StateDB, prepare: Callable[[StateDB], object] | None) -> StateDB:
+        if prepare is not None:
+            try:
+                prepare(db)
+            except BaseException:
+                db.close()
+                raise
+        return db
+
+    @classmethod
+    def _connect(cls, target: str, path: Path | None, clock: Clock) -> StateDB:
+        try:
+            # isolation_level=None: the driver opens no implicit transactions; every
+            # transaction is an explicit BEGIN IMMEDIATE below. check_same_thread=False: the
+            # connection is shared by the applier's threads, serialised by `_lock`.
+            conn = sqlite3.connect(
+                target,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state database {target}: {exc}") from exc
+        try:
+            db = Database(conn, execute_plugins=False)
+            store = cls(db, path, clock)
+            store._configure()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StateError(f"state database {target} is unusable: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _configure(self) -> None:
+        conn = self._db.conn
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Schema SQL comes from this code only; nothing stored may run functions on read.
+        conn.execute("PRAGMA trusted_schema = OFF")
+        if self.path is not None:
+            # The first statement that reads the file: a non-database fails here.
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StateError(
+                    f"state database {self.path}: cannot enable WAL journaling "
+                    f"(got {mode[0] if mode else None!r}); is it on a network file system?"
+                )
+        # FULL: in WAL mode NORMAL may lose the last commits on power loss; the journal
+        # must not, and it is a few small rows per operation.
+        conn.execute("PRAGMA synchronous = FULL")
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A consistent snapshot for several SELECTs (a deferred read transaction)."""
+        with self._guard():
+            conn = self._db.conn
+            if conn.in_transaction:
+                # Inside a write of this thread: its transaction already is the snapshot.
+                yield self._session
+                return
+            conn.execute("BEGIN DEFERRED")
+            try:
+                yield self._session
+            finally:
+                # An error may already have ended the transaction; COMMIT would then mask it.
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One durable write transaction; committed before the block's caller continues.
+
+        IMMEDIATE takes the write lock up front, so two processes never both read-then-write
+        (the lease and the migrations depend on it) and a busy database waits for
+        `busy_timeout` instead of failing on upgrade.
+        """
+        with self._guard():
+            conn = self._db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._session
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        with self._lock:
+            if self._closed:
+                raise StateError("the state database is closed")
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StateError(
+                        f"state database {self._name} is locked by another writer "
+                        f"(waited {BUSY_TIMEOUT_MS} ms): {exc}"
+                    ) from exc
+                raise StateError(f"state database {self._name}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StateError(f"state database {self._name}: {exc}") from exc
+
+    @property
+    def _name(self) -> str:
+        return str(self.path) if self.path is not None else MEMORY
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path is None
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, before SQLite opens it.
+
+    An existing file keeps the mode its operator gave it; SQLite gives the -wal and -shm
+    files the database file's mode.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot create state database {path}: {exc.strerror}") from exc
+    os.close(fd)

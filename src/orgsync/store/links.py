@@ -1,0 +1,109 @@
+"""What orgsync remembers about people between runs: links and first-missing times.
+
+Owns the `links` and `missing` tables and builds the planner's `Memory` from them. A link
+row says "orgsync linked or invited this person on this target", which is what allows an
+unknown person to be removed later (SPEC); `source_id`→`member_id` lets a person be found
+again after an email change. A `missing` row holds when a managed person was first seen
+absent from the source, for `removal_grace`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from types import MappingProxyType
+
+from orgsync.core.model import EmailKey, Memory, SourceId
+from orgsync.store.db import StateDB, encode_json, encode_time
+
+
+class Links:
+    def __init__(self, db: StateDB) -> None:
+        self._db = db
+
+    def link(
+        self,
+        target: str,
+        *,
+        email_key: str,
+        source_id: str | None,
+        member_id: str | None = None,
+        invite_id: str | None = None,
+    ) -> None:
+        """Insert or update one link. A None value keeps what is stored: a later call that
+        only learns the member id must not forget the source id, nor the invitation."""
+        now = encode_time(self._db.clock())
+        with self._db.write() as session:
+            session.execute(
+                """
+                INSERT INTO links (target, email_key, source_id, member_id, invite_id,
+                                   first_linked_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (target, email_key) DO UPDATE SET
+                    source_id = COALESCE(excluded.source_id, links.source_id),
+                    member_id = COALESCE(excluded.member_id, links.member_id),
+                    invite_id = COALESCE(excluded.invite_id, links.invite_id),
+                    updated_at = excluded.updated_at
+                """,
+                (target, email_key, source_id, member_id, invite_id, now, now),
+            )
+
+    def unlink(self, target: str, email_key: str) -> None:
+        """Forget a person. Their missing row goes too: were they linked again and then
+        left again, an old first-missing time would cut their removal grace short."""
+        with self._db.write() as session:
+            session.execute(
+                "DELETE FROM links WHERE target = ? AND email_key = ?", (target, email_key)
+            )
+            session.execute(
+                "DELETE FROM missing WHERE target = ? AND email_key = ?", (target, email_key)
+            )
+
+    def memory(self, target: str) -> Memory:
+        with self._db.read() as session:
+            links = session.query(
+                "SELECT email_key, source_id, member_id FROM links WHERE target = ? "
+                "ORDER BY updated_at, email_key",
+                (target,),
+            )
+            missing = session.query(
+                "SELECT email_key, since FROM missing WHERE target = ?", (target,)
+            )
+        by_source: dict[SourceId, str] = {}
+        for row in links:
+            source_id, member_id = row.opt_text("source_id"), row.opt_text("member_id")
+            if source_id is not None and member_id is not None:
+                # Rows come oldest first: after an email change the newest link wins.
+                by_source[SourceId(source_id)] = member_id
+        return Memory(
+            managed=frozenset(EmailKey(row.text("email_key")) for row in links),
+            links=MappingProxyType(by_source),
+            missing_since=MappingProxyType(
+                {EmailKey(row.text("email_key")): row.time("since") for row in missing}
+            ),
+        )
+
+    def mark_missing(self, target: str, email_keys: Iterable[str], now: datetime) -> None:
+        since = encode_time(now)
+        with self._db.write() as session:
+            for key in sorted(set(email_keys)):
+                # MIN: the first time someone went missing is what the grace counts from.
+                session.execute(
+                    """
+                    INSERT INTO missing (target, email_key, since) VALUES (?, ?, ?)
+                    ON CONFLICT (target, email_key) DO UPDATE SET
+                        since = MIN(missing.since, excluded.since)
+                    """,
+                    (target, key, since),
+                )
+
+    def clear_missing(self, target: str, keep_only: Iterable[str]) -> None:
+        """Drop the missing rows of everyone not in `keep_only` (they came back)."""
+        keep = encode_json(sorted(set(keep_only)))
+        with self._db.write() as session:
+            # json_each binds the whole set as one parameter, whatever its size.
+            session.execute(
+                "DELETE FROM missing WHERE target = ? "
+                "AND email_key NOT IN (SELECT value FROM json_each(?))",
+                (target, keep),
+            )

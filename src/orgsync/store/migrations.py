@@ -1,0 +1,181 @@
+"""The schema of the state database: numbered migrations and the `schema_version` table.
+
+A migration is frozen text once released: never edit one, append the next number. The
+CHECK constraints spell their allowed values out literally for that reason (a constant
+changed in code must not silently change what an old migration created). No column holds
+a secret: credentials live in the environment or in files named by the configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orgsync.core.errors import StateError
+from orgsync.store.db import Session, StateDB, encode_time
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "runs, operation journal, links, missing people, leases",
+        (
+            """
+            CREATE TABLE runs (
+                run_id       TEXT PRIMARY KEY,
+                target       TEXT NOT NULL,
+                mode         TEXT NOT NULL CHECK (mode IN ('dry-run', 'sync')),
+                triggered_by TEXT NOT NULL,
+                status       TEXT NOT NULL CHECK (status IN (
+                    'running', 'ok', 'changes-pending', 'held', 'failed', 'interrupted')),
+                exit_code    INTEGER,
+                started_at   TEXT NOT NULL,
+                finished_at  TEXT,
+                summary      TEXT NOT NULL DEFAULT '{}',
+                checksum     TEXT,
+                error        TEXT,
+                held         INTEGER NOT NULL DEFAULT 0,
+                failed       INTEGER NOT NULL DEFAULT 0,
+                waiting      INTEGER NOT NULL DEFAULT 0,
+                host         TEXT NOT NULL,
+                pid          INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX runs_by_target ON runs (target, started_at)",
+            "CREATE INDEX runs_running ON runs (target) WHERE status = 'running'",
+            """
+            CREATE TABLE operations (
+                run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+                seq         INTEGER NOT NULL CHECK (seq >= 0),
+                kind        TEXT NOT NULL,
+                subject     TEXT NOT NULL,
+                status      TEXT NOT NULL CHECK (status IN (
+                    'planned', 'in_flight', 'done', 'failed', 'held', 'skipped',
+                    'interrupted')),
+                guard       TEXT,
+                payload     TEXT NOT NULL,
+                detail      TEXT,
+                object_id   TEXT,
+                attempts    INTEGER NOT NULL DEFAULT 0,
+                planned_at  TEXT NOT NULL,
+                started_at  TEXT,
+                finished_at TEXT,
+                PRIMARY KEY (run_id, seq)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE links (
+                target          TEXT NOT NULL,
+                email_key       TEXT NOT NULL,
+                source_id       TEXT,
+                member_id       TEXT,
+                invite_id       TEXT,
+                first_linked_at TEXT NOT NULL,
+                updated_at      TEXT NOT NULL,
+                PRIMARY KEY (target, email_key)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX links_by_source ON links (target, source_id)",
+            """
+            CREATE TABLE missing (
+                target    TEXT NOT NULL,
+                email_key TEXT NOT NULL,
+                since     TEXT NOT NULL,
+                PRIMARY KEY (target, email_key)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE leases (
+                target      TEXT PRIMARY KEY,
+                holder      TEXT NOT NULL,
+                acquired_at TEXT NOT NULL,
+                expires_at  TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_CREATE_VERSION_TABLE = """
+    CREATE TABLE IF NOT EXISTS schema_version (
+        version     INTEGER PRIMARY KEY,
+        description TEXT NOT NULL,
+        applied_at  TEXT NOT NULL
+    )
+"""
+
+
+def migrate(db: StateDB) -> int:
+    """Bring the schema to `LATEST_VERSION`; returns the version found before.
+
+    Refuses a database written by a newer orgsync: its tables may mean something this
+    code does not know, and writing to them could corrupt it for the newer version.
+    """
+    with db.read() as session:
+        found = _current_version(session)
+    _refuse_newer(db, found)
+    if found == LATEST_VERSION:
+        return found
+    # All pending migrations in one IMMEDIATE transaction: a crash leaves the old schema,
+    # and a second process opening at the same moment waits, re-reads, and finds no work.
+    with db.write() as session:
+        found = _current_version(session)
+        _refuse_newer(db, found)
+        if found == 0:
+            _refuse_foreign(db, session)
+        session.execute(_CREATE_VERSION_TABLE)
+        for migration in MIGRATIONS:
+            if migration.version <= found:
+                continue
+            for statement in migration.statements:
+                session.execute(statement)
+            session.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.description, encode_time(db.clock())),
+            )
+    return found
+
+
+def _current_version(session: Session) -> int:
+    exists = session.scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    )
+    if exists is None:
+        return 0
+    version = session.scalar("SELECT MAX(version) FROM schema_version")
+    if version is None:
+        return 0
+    if not isinstance(version, int):
+        raise StateError(f"schema_version holds {version!r}, not a number")
+    return version
+
+
+def _refuse_foreign(db: StateDB, session: Session) -> None:
+    """An unversioned file with tables belongs to something else; never write into it."""
+    tables = session.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    if tables:
+        names = ", ".join(sorted(row.text("name") for row in tables))
+        raise StateError(
+            f"{db.path} is not an orgsync state database (it has tables {names} but no "
+            "schema_version); refusing to write into it"
+        )
+
+
+def _refuse_newer(db: StateDB, found: int) -> None:
+    if found > LATEST_VERSION:
+        where = db.path if db.path is not None else "(memory)"
+        raise StateError(
+            f"state database {where} has schema version {found}, newer than the "
+            f"{LATEST_VERSION} this orgsync understands; upgrade orgsync or use another "
+            "[state] path"
+        )

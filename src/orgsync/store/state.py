@@ -1,0 +1,180 @@
+"""`StateStore`: the one object the rest of orgsync uses to reach the state database.
+
+A thin facade: it opens and migrates the database and delegates each concern to the
+module that owns it (runs, journal, recovery, links, lease). It holds no logic of its
+own, so each rule is written, and tested, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+
+from orgsync.core.model import Memory
+from orgsync.core.plan import Plan
+from orgsync.store.db import Clock, StateDB, utc_now
+from orgsync.store.journal import Journal, OperationRecord, RunJournal
+from orgsync.store.lease import LeaseRecord, Leases
+from orgsync.store.links import Links
+from orgsync.store.migrations import migrate
+from orgsync.store.recovery import recover_interrupted
+from orgsync.store.runs import RunRecord, Runs
+
+
+class StateStore:
+    """Run history, operation journal, links and leases in one SQLite file.
+
+    Safe to share between threads. Every write has committed durably when it returns.
+    """
+
+    def __init__(self, db: StateDB) -> None:
+        self._db = db
+        self._runs = Runs(db)
+        self._journal = Journal(db)
+        self._links = Links(db)
+        self._leases = Leases(db)
+
+    @classmethod
+    def open(cls, path: str | Path, *, clock: Clock = utc_now) -> StateStore:
+        """Open (creating with mode 0600) and migrate; `":memory:"` for tests.
+
+        Raises `StateError` for an unusable file, one locked beyond the busy timeout, or one
+        whose schema is newer than this code. `clock` must return aware datetimes.
+        """
+        return cls(StateDB.open(path, clock=clock, prepare=migrate))
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, or None for `:memory:`."""
+        return self._db.path
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, target: str, mode: str, trigger: str = "cli") -> str:
+        """Record a run as `running`; returns its time-sortable id. `mode`: dry-run | sync."""
+        return self._runs.start(target, mode, trigger)
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        exit_code: int,
+        summary: dict[str, int],
+        checksum: str | None,
+        error: str | None = None,
+        held: int = 0,
+        failed: int = 0,
+        waiting: int = 0,
+    ) -> None:
+        """Status: ok | changes-pending | held | failed | interrupted."""
+        self._runs.finish(
+            run_id,
+            status=status,
+            exit_code=exit_code,
+            summary=summary,
+            checksum=checksum,
+            error=error,
+            held=held,
+            failed=failed,
+            waiting=waiting,
+        )
+
+    def run(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    def runs(self, limit: int = 20, target: str | None = None) -> list[RunRecord]:
+        """Newest first."""
+        return self._runs.history(limit, target)
+
+    def last_run(self, target: str) -> RunRecord | None:
+        """The newest run of `target`, whatever its status (a `running` one included)."""
+        history = self._runs.history(1, target)
+        return history[0] if history else None
+
+    # ------------------------------------------------------------------ journal
+
+    def record_plan(self, run_id: str, plan: Plan) -> None:
+        """Journal `plan.operations` as planned (seq 0…) and `plan.held` as held after them."""
+        self._journal.record_plan(run_id, plan)
+
+    def journal(self, run_id: str) -> RunJournal:
+        """The run's `OperationJournal` for the applier."""
+        return self._journal.for_run(run_id)
+
+    def operations(self, run_id: str) -> list[OperationRecord]:
+        """The run's journaled operations in seq order."""
+        return self._journal.operations(run_id)
+
+    def recover_interrupted(self, target: str) -> int:
+        """Mark `target`'s runs of dead processes interrupted; returns the operations marked."""
+        return recover_interrupted(self._db, target)
+
+    def pending(self, target: str) -> list[OperationRecord]:
+        """Operations the latest finished sync run of `target` did not settle."""
+        return self._journal.pending(target)
+
+    # ------------------------------------------------------------------ links and memory
+
+    def link(
+        self,
+        target: str,
+        *,
+        email_key: str,
+        source_id: str | None,
+        member_id: str | None = None,
+        invite_id: str | None = None,
+    ) -> None:
+        self._links.link(
+            target,
+            email_key=email_key,
+            source_id=source_id,
+            member_id=member_id,
+            invite_id=invite_id,
+        )
+
+    def unlink(self, target: str, email_key: str) -> None:
+        self._links.unlink(target, email_key)
+
+    def memory(self, target: str) -> Memory:
+        return self._links.memory(target)
+
+    def mark_missing(self, target: str, email_keys: Iterable[str], now: datetime) -> None:
+        self._links.mark_missing(target, email_keys, now)
+
+    def clear_missing(self, target: str, keep_only: Iterable[str]) -> None:
+        self._links.clear_missing(target, keep_only)
+
+    # ------------------------------------------------------------------ lease
+
+    def acquire_lease(
+        self, target: str, holder: str, ttl: timedelta, now: datetime | None = None
+    ) -> bool:
+        return self._leases.acquire(target, holder, ttl, now)
+
+    def renew_lease(
+        self, target: str, holder: str, ttl: timedelta, now: datetime | None = None
+    ) -> bool:
+        return self._leases.renew(target, holder, ttl, now)
+
+    def release_lease(self, target: str, holder: str) -> None:
+        self._leases.release(target, holder)
+
+    def lease_holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
+        return self._leases.holder(target, now)
