@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -43,16 +44,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _durations(cls, value: Any, info: Any) -> Any:
-        field = cls.model_fields.get(info.field_name)
-        if field is not None and field.annotation is timedelta and isinstance(value, str):
-            return parse_duration(value)
-        return value
 
 
 class SecretRef(BaseModel):
@@ -125,11 +125,11 @@ class TargetConfig(_Strict):
     """Projects an invitation grants; always sent explicitly (none by default)."""
     allow_plaintext: bool = False
     ca_file: Path | None = None
-    timeout: timedelta = timedelta(seconds=30)
+    timeout: Duration = timedelta(seconds=30)
     requests_per_second: float | None = Field(default=None, gt=0)
     max_concurrency: int = Field(default=4, ge=1, le=64)
     max_attempts: int = Field(default=6, ge=1, le=20)
-    max_retry_delay: timedelta = timedelta(seconds=60)
+    max_retry_delay: Duration = timedelta(seconds=60)
 
     @model_validator(mode="after")
     def _check(self) -> TargetConfig:
@@ -141,14 +141,14 @@ class TargetConfig(_Strict):
     def api_key(self) -> SecretRef:
         ref = _secret("api_key", self.api_key_env, self.api_key_file, required=True)
         assert ref is not None
-        return ref
+        return ref.model_copy(update={"key": f"targets.{self.name}.api_key"})
 
 
 class SafetyConfig(_Strict):
     max_removals: int = Field(default=10, ge=0)
     max_removal_ratio: float = Field(default=0.05, ge=0, le=1)
     min_source_users: int = Field(default=1, ge=0)
-    removal_grace: timedelta = timedelta(0)
+    removal_grace: Duration = timedelta(0)
     protected: tuple[str, ...] = ()
     remove_unmanaged: bool = False
     max_group_member_removals: int = Field(default=50, ge=0)
@@ -156,12 +156,12 @@ class SafetyConfig(_Strict):
 
 class StateConfig(_Strict):
     path: Path = Path("orgsync.db")
-    lease_ttl: timedelta = timedelta(minutes=10)
+    lease_ttl: Duration = timedelta(minutes=10)
 
 
 class ScheduleConfig(_Strict):
-    interval: timedelta = timedelta(minutes=15)
-    jitter: timedelta = timedelta(seconds=30)
+    interval: Duration = timedelta(minutes=15)
+    jitter: Duration = timedelta(seconds=30)
 
 
 class ServerConfig(_Strict):
@@ -172,7 +172,7 @@ class ServerConfig(_Strict):
 
 class Config(_Strict):
     source: Annotated[FileSource, Field(discriminator="type")]
-    targets: tuple[TargetConfig, ...] = Field(min_length=1)
+    targets: tuple[TargetConfig, ...]
     safety: SafetyConfig = SafetyConfig()
     state: StateConfig = StateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -181,6 +181,8 @@ class Config(_Strict):
     @field_validator("targets")
     @classmethod
     def _unique_names(cls, targets: tuple[TargetConfig, ...]) -> tuple[TargetConfig, ...]:
+        if not targets:
+            raise ValueError("at least one [[targets]] table is required")
         names = [t.name for t in targets]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -1,0 +1,130 @@
+"""The configuration file is refused whole, with the key path and the reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from orgsync.config import load_config, parse_duration
+from orgsync.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+[source]
+type = "file"
+path = "directory.json"
+
+[[targets]]
+name = "openai-prod"
+type = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "KEY"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "orgsync.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_example_configuration_documents_a_valid_file() -> None:
+    config = load_config(ROOT / "config.example.toml")
+    assert config.targets[0].roles[0].role == "owner"
+    assert config.safety.removal_grace == timedelta(0)
+    assert config.source.path == ROOT / "directory.json"
+
+
+def test_minimal_configuration_gets_safe_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.safety.max_removals == 10
+    assert config.safety.remove_unmanaged is False
+    assert config.state.path == tmp_path / "orgsync.db"
+
+
+def test_malformed_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"orgsync\.toml: not valid TOML: .*line 2"):
+        load_config(write(tmp_path, "[source]\ntype = \n"))
+
+
+def test_unknown_keys_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.api_token: unknown key"):
+        load_config(write(tmp_path, MINIMAL + 'api_token = "sk-oops"\n'))
+    with pytest.raises(ConfigError, match=r"safety\.max_removal: unknown key"):
+        load_config(write(tmp_path, MINIMAL + "[safety]\nmax_removal = 3\n"))
+
+
+def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL.replace('api_key_env = "KEY"', 'api_key = "sk-admin-123"')
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert "targets[0].api_key: unknown key" in str(error.value)
+    assert "at least 1 item" not in str(error.value)
+    assert "sk-admin-123" not in str(error.value)
+
+
+def test_missing_secret_variable_names_the_key(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(
+        ConfigError, match=r"targets\.openai-prod\.api_key_env: environment variable KEY is not set"
+    ):
+        config.targets[0].api_key.resolve({})
+    assert config.targets[0].api_key.resolve({"KEY": "sk"}).get_secret_value() == "sk"
+
+
+def test_secret_files_resolve_in_the_credentials_directory(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, MINIMAL.replace('api_key_env = "KEY"', 'api_key_file = "openai-key"'))
+    )
+    (tmp_path / "openai-key").write_text("sk-from-file\n")
+    secret = config.targets[0].api_key.resolve({"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert secret.get_secret_value() == "sk-from-file"
+    with pytest.raises(ConfigError, match="api_key_file: cannot read"):
+        config.targets[0].api_key.resolve({})
+
+
+def test_plain_http_needs_allow_plaintext(tmp_path: Path) -> None:
+    text = MINIMAL.replace("https://api.openai.com/v1", "http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match=r"targets\[0\]: .*plain HTTP.*allow_plaintext"):
+        load_config(write(tmp_path, text))
+    assert load_config(write(tmp_path, text + "allow_plaintext = true\n"))
+
+
+def test_bad_values_name_their_key(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"safety\.max_removal_ratio: Input should be less than or equal to 1"
+    ):
+        load_config(write(tmp_path, MINIMAL + "[safety]\nmax_removal_ratio = 5\n"))
+    with pytest.raises(ConfigError, match=r"safety\.removal_grace: .*not a duration"):
+        load_config(write(tmp_path, MINIMAL + '[safety]\nremoval_grace = "soon"\n'))
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.on_removal"):
+        load_config(write(tmp_path, MINIMAL + 'on_removal = "delete"\n'))
+
+
+def test_sources_of_later_versions_are_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="source.type = 'ldap' is not available in this version"):
+        load_config(write(tmp_path, MINIMAL.replace('type = "file"', 'type = "ldap"')))
+
+
+def test_duplicate_target_names_are_refused(tmp_path: Path) -> None:
+    second = MINIMAL.split("[[targets]]")[1]
+    with pytest.raises(ConfigError, match="target names must be unique; repeated: openai-prod"):
+        load_config(write(tmp_path, MINIMAL + "[[targets]]" + second))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("15m", 900), ("1h", 3600), ("7d", 604800), ("250ms", 0.25), ("5", 5)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+def test_a_target_without_credentials_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"targets\[0\]: .*api_key_env or api_key_file is required"
+    ):
+        load_config(write(tmp_path, MINIMAL.replace('api_key_env = "KEY"\n', "")))
