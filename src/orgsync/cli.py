@@ -1,0 +1,225 @@
+"""The `orgsync` command: argument parsing, output, and exit codes (SPEC "Commands").
+
+Human output goes to stdout, logs to stderr. Exit codes: 0 nothing left to do, 1 error,
+2 changes pending (dry run), 3 held by a safety guard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orgsync import __version__
+from orgsync.config import Config, default_config_path, load_config
+from orgsync.core.errors import OrgsyncError
+from orgsync.core.plan import Plan
+from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine, RunOptions, worst_exit_code
+from orgsync.logs import configure_logging
+from orgsync.report import render_result, results_json
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orgsync",
+        description="Keep SaaS organizations in step with your identity provider.",
+    )
+    parser.add_argument("--version", action="version", version=f"orgsync {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="configuration file (default: $ORGSYNC_CONFIG, else ./orgsync.toml)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", help="plan and apply (or only plan, with --dry-run)")
+    sync.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    sync.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sync.add_argument("--target", help="only this target")
+    sync.add_argument(
+        "--allow-removals", type=int, metavar="N", help="lift the removal guard for up to N"
+    )
+    sync.add_argument("--plan-out", type=Path, metavar="FILE", help="write the plan for review")
+    sync.add_argument("--plan", type=Path, metavar="FILE", help="apply exactly this reviewed plan")
+
+    status = commands.add_parser("status", help="last run, pending work and lock per target")
+    status.add_argument("--json", action="store_true")
+
+    runs = commands.add_parser("runs", help="run history")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--target")
+    runs.add_argument("--json", action="store_true")
+
+    validate = commands.add_parser("validate", help="check configuration and connectivity")
+    validate.add_argument(
+        "--offline", action="store_true", help="check the file only, contact nothing"
+    )
+
+    demo = commands.add_parser("demo", help="a complete sync against a local emulator")
+    demo.add_argument("--json", action="store_true", help="print plans as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        if args.command == "demo":
+            from orgsync.demo import run_demo
+
+            return run_demo(as_json=args.json)
+        config = load_config(args.config or default_config_path())
+        if args.command == "sync":
+            return _sync(config, args)
+        if args.command == "status":
+            return _status(config, as_json=args.json)
+        if args.command == "runs":
+            return _runs(config, limit=args.limit, target=args.target, as_json=args.json)
+        return _validate(config, offline=args.offline)
+    except OrgsyncError as error:
+        print(f"orgsync: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _sync(config: Config, args: argparse.Namespace) -> int:
+    if args.plan and args.dry_run:
+        raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
+    reviewed = _read_plans(args.plan) if args.plan else None
+    options = RunOptions(
+        dry_run=args.dry_run,
+        target=args.target,
+        allow_removals=args.allow_removals,
+        reviewed_plans=reviewed,
+    )
+    if reviewed is not None and args.target is None:
+        options = RunOptions(
+            dry_run=False,
+            target=next(iter(reviewed)) if len(reviewed) == 1 else None,
+            allow_removals=args.allow_removals,
+            reviewed_plans=reviewed,
+        )
+    engine = Engine(config)
+    try:
+        results = engine.run(options)
+    finally:
+        engine.close()
+    if args.plan_out:
+        plans = [r.plan.to_json() for r in results if r.plan is not None]
+        document: Any = plans[0] if len(plans) == 1 else plans
+        args.plan_out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(results_json(results), indent=2))
+    else:
+        print("\n\n".join(render_result(r, dry_run=args.dry_run) for r in results))
+    return worst_exit_code([r.exit_code for r in results])
+
+
+def _read_plans(path: Path) -> dict[str, Plan]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise OrgsyncError(f"--plan {path}: cannot read the plan: {error}") from error
+    documents = document if isinstance(document, list) else [document]
+    plans: dict[str, Plan] = {}
+    for item in documents:
+        try:
+            parsed = Plan.from_json(item)
+        except (ValueError, TypeError) as error:
+            raise OrgsyncError(
+                f"--plan {path}: not a plan written by --plan-out: {error}"
+            ) from error
+        written = item.get("checksum")
+        if written != parsed.checksum:
+            raise OrgsyncError(
+                f"--plan {path}: the checksum in the file ({written}) does not match its "
+                f"operations ({parsed.checksum}): the file was edited"
+            )
+        plans[parsed.target] = parsed
+    return plans
+
+
+def _status(config: Config, *, as_json: bool) -> int:
+    engine = Engine(config)
+    try:
+        store = engine.store
+        rows = []
+        for target in config.targets:
+            last = store.last_run(target.name)
+            lease = store.lease_holder(target.name)
+            pending = store.pending(target.name)
+            rows.append(
+                {
+                    "target": target.name,
+                    "last_run": last.as_json() if last else None,
+                    "lock_holder": lease.holder if lease else None,
+                    "lock_expires_at": lease.expires_at.isoformat() if lease else None,
+                    "pending": [
+                        {"op": p.kind, "subject": p.subject, "status": p.status, "detail": p.detail}
+                        for p in pending
+                    ],
+                    "drift": last.summary if last else {},
+                }
+            )
+    finally:
+        engine.close()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        last = row["last_run"]
+        print(f"{row['target']}:")
+        if last is None:
+            print("  never run")
+        else:
+            print(
+                f"  last run {last['run_id']} ({last['mode']}) {last['status']}, "
+                f"exit {last['exit_code']}, finished {last['finished_at'] or 'not yet'}"
+            )
+            if last.get("error"):
+                print(f"  error: {last['error']}")
+        drift = ", ".join(f"{n} {op}" for op, n in row["drift"].items()) or "none"
+        print(f"  drift at last run: {drift}")
+        print(f"  lock: {row['lock_holder'] or 'free'}")
+        for item in row["pending"]:
+            print(f"  {item['status']}: {item['op']} {item['subject']} {item['detail'] or ''}")
+    return EXIT_OK
+
+
+def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> int:
+    engine = Engine(config)
+    try:
+        records = engine.store.runs(limit=limit, target=target)
+    finally:
+        engine.close()
+    if as_json:
+        print(json.dumps([r.as_json() for r in records], indent=2))
+        return EXIT_OK
+    for record in records:
+        summary = ", ".join(f"{n} {op}" for op, n in record.summary.items()) or "-"
+        print(
+            f"{record.run_id}  {record.target:<16} {record.mode:<8} {record.status:<16} "
+            f"exit {record.exit_code if record.exit_code is not None else '-'}  {summary}"
+        )
+    return EXIT_OK
+
+
+def _validate(config: Config, *, offline: bool) -> int:
+    from orgsync.validation import validate
+
+    lines, ok = validate(config, environ=dict(os.environ), offline=offline)
+    print("\n".join(lines))
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

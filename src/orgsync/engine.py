@@ -1,0 +1,385 @@
+"""The engine: the one place that wires source, rules, planner, safety, applier and store.
+
+`Engine.run(options)` reads the source once, then for each selected target: takes the
+target's lease (sync only), reads the organization, plans, holds what the safety gate
+holds, applies (sync only), records links and run history, and returns one
+`TargetResult` per target. The CLI and the daemon call it; adapters never call each other.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from orgsync.applier import Applier, ApplyReport, ApplySettings
+from orgsync.config import Config, TargetConfig
+from orgsync.core.errors import ConfigError, OrgsyncError, StateError
+from orgsync.core.model import RoleCatalog, SourceSnapshot, TargetSnapshot, normalize_email
+from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
+from orgsync.core.planner import PlanInput, RemovalPolicy, plan
+from orgsync.core.ports import OperationJournal, OperationStatus, Source, Target
+from orgsync.core.rules import DesiredState, MembershipRules, RoleRule, desired_state
+from orgsync.core.safety import (
+    SafetyLimits,
+    check_source_size,
+    hold_mass_removals,
+    managed_population,
+)
+from orgsync.retrying import RetrySettings
+from orgsync.sources.file import FileSource
+from orgsync.store import StateStore
+from orgsync.targets.http import ApiClient
+from orgsync.targets.openai import OpenAITarget
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
+_SEVERITY = {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_HELD: 2, EXIT_ERROR: 3}
+
+
+def worst_exit_code(codes: Sequence[int]) -> int:
+    """SPEC: with several targets the worst result decides the process's exit code."""
+    return max(codes, key=_SEVERITY.__getitem__, default=EXIT_OK)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    dry_run: bool = True
+    target: str | None = None
+    allow_removals: int | None = None
+    reviewed_plans: Mapping[str, Plan] | None = None
+    """`sync --plan FILE`: per target, the plan a person reviewed; refused if it changed."""
+    trigger: str = "cli"
+
+
+@dataclass(slots=True)
+class TargetResult:
+    target: str
+    exit_code: int
+    status: str
+    run_id: str | None = None
+    plan: Plan | None = None
+    report: ApplyReport | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+TargetFactory = Callable[[TargetConfig, Mapping[str, str]], Target]
+SourceFactory = Callable[[Config, Mapping[str, str]], Source]
+
+
+def build_source(config: Config, environ: Mapping[str, str]) -> Source:
+    del environ  # the file source needs no secret
+    return FileSource(config.source.path)
+
+
+def build_target(config: TargetConfig, environ: Mapping[str, str]) -> Target:
+    api_key = config.api_key.resolve(environ).get_secret_value()
+    if config.base_url.startswith("http://"):
+        log.warning("target.plaintext", target=config.name, base_url=config.base_url)
+    client = ApiClient(
+        config.base_url,
+        bearer_token=api_key,
+        system=config.name,
+        timeout=config.timeout.total_seconds(),
+        verify=str(config.ca_file) if config.ca_file else True,
+        requests_per_second=config.requests_per_second,
+        retry=retry_settings(config),
+        user_agent="orgsync",
+    )
+    projects = [(p.id, p.role) for p in config.invite_projects]
+    return OpenAITarget(client, api_key=api_key, invite_projects=projects)
+
+
+def retry_settings(config: TargetConfig) -> RetrySettings:
+    return RetrySettings(
+        max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
+    )
+
+
+def membership_rules(config: TargetConfig) -> MembershipRules:
+    return MembershipRules(
+        scope_groups=config.scope_groups,
+        roles=tuple(RoleRule(r.group, r.role) for r in config.roles),
+        default_role=config.default_role,
+    )
+
+
+def check_roles(config: TargetConfig, catalog: RoleCatalog) -> None:
+    """Every role the configuration names must exist in the target's catalog."""
+    named = [(f"targets.{config.name}.roles[{i}].role", r.role) for i, r in enumerate(config.roles)]
+    if config.default_role is not None:
+        named.append((f"targets.{config.name}.default_role", config.default_role))
+    for key, role in named:
+        if role not in catalog.order:
+            raise ConfigError(
+                f"{key}: role {role!r} is not in the target's role catalog "
+                f"({', '.join(catalog.order)})"
+            )
+
+
+class _LinkingJournal:
+    """Journal that also remembers, before the call, whom orgsync is about to invite.
+
+    Written before the call so that a crash between the server creating the invitation and
+    the journal recording it still leaves the person marked as managed by orgsync.
+    """
+
+    def __init__(self, inner: OperationJournal, store: StateStore, target: str) -> None:
+        self.inner, self.store, self.target = inner, store, target
+
+    def started(self, seq: int, operation: Operation) -> None:
+        if isinstance(operation, Invite):
+            self.store.link(
+                self.target,
+                email_key=normalize_email(operation.email),
+                source_id=operation.source_id,
+            )
+        self.inner.started(seq, operation)
+
+    def finished(
+        self,
+        seq: int,
+        operation: Operation,
+        status: OperationStatus,
+        *,
+        detail: str | None = None,
+        object_id: str | None = None,
+    ) -> None:
+        self.inner.finished(seq, operation, status, detail=detail, object_id=object_id)
+        if status is not OperationStatus.DONE:
+            return
+        key = normalize_email(operation.email)
+        if isinstance(operation, Invite):
+            self.store.link(
+                self.target, email_key=key, source_id=operation.source_id, invite_id=object_id
+            )
+        elif isinstance(operation, (RemoveMember, SuspendMember, RevokeInvite)):
+            self.store.unlink(self.target, key)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        environ: Mapping[str, str] | None = None,
+        store: StateStore | None = None,
+        source_factory: SourceFactory = build_source,
+        target_factory: TargetFactory = build_target,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.environ = dict(os.environ if environ is None else environ)
+        self._store = store
+        self.source_factory = source_factory
+        self.target_factory = target_factory
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore.open(self.config.state.path)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def selected_targets(self, name: str | None) -> list[TargetConfig]:
+        return [self.config.target(name)] if name else list(self.config.targets)
+
+    def read_source(self) -> SourceSnapshot:
+        snapshot = self.source_factory(self.config, self.environ).read()
+        limits = self.safety_limits()
+        check_source_size(len(snapshot.people), limits)
+        log.info("source.read", people=len(snapshot.people), groups=len(snapshot.groups))
+        return snapshot
+
+    def safety_limits(self) -> SafetyLimits:
+        safety = self.config.safety
+        return SafetyLimits(
+            max_removals=safety.max_removals,
+            max_removal_ratio=safety.max_removal_ratio,
+            min_source_users=safety.min_source_users,
+        )
+
+    def run(self, options: RunOptions) -> list[TargetResult]:
+        targets = self.selected_targets(options.target)
+        mode = "dry-run" if options.dry_run else "sync"
+        try:
+            snapshot = self.read_source()
+        except OrgsyncError as error:
+            log.error("source.failed", error=str(error))
+            return [self._failed_run(t.name, mode, options.trigger, str(error)) for t in targets]
+        return [self._run_target(t, snapshot, options) for t in targets]
+
+    def _failed_run(self, target: str, mode: str, trigger: str, error: str) -> TargetResult:
+        run_id = self.store.start_run(target, mode, trigger)
+        self.store.finish_run(
+            run_id, status="failed", exit_code=EXIT_ERROR, summary={}, checksum=None, error=error
+        )
+        return TargetResult(target, EXIT_ERROR, "failed", run_id=run_id, error=error)
+
+    def _run_target(
+        self, config: TargetConfig, snapshot: SourceSnapshot, options: RunOptions
+    ) -> TargetResult:
+        mode = "dry-run" if options.dry_run else "sync"
+        bound = log.bind(target=config.name, mode=mode)
+        run_id = self.store.start_run(config.name, mode, options.trigger)
+        try:
+            with self._lease(config.name, exclusive=not options.dry_run):
+                result = self._plan_and_apply(config, snapshot, options, run_id)
+        except OrgsyncError as error:
+            bound.error("run.failed", error=str(error))
+            result = TargetResult(
+                config.name, EXIT_ERROR, "failed", run_id=run_id, error=str(error)
+            )
+        plan_ = result.plan
+        report = result.report
+        self.store.finish_run(
+            run_id,
+            status=result.status,
+            exit_code=result.exit_code,
+            summary=plan_.summary if plan_ else {},
+            checksum=plan_.checksum if plan_ else None,
+            error=result.error,
+            held=len(plan_.held) if plan_ else 0,
+            failed=len(report.failed) if report else 0,
+            waiting=len(plan_.waiting) if plan_ else 0,
+        )
+        bound.info("run.finished", status=result.status, exit_code=result.exit_code)
+        return result
+
+    @contextmanager
+    def _lease(self, target: str, *, exclusive: bool) -> Iterator[None]:
+        if not exclusive:
+            yield
+            return
+        ttl = self.config.state.lease_ttl
+        if not self.store.acquire_lease(target, self.holder, ttl):
+            holder = self.store.lease_holder(target)
+            who = f"{holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S}Z" if holder else "?"
+            raise StateError(f"another orgsync is syncing {target} ({who}); try again later")
+        try:
+            self.store.recover_interrupted(target)
+            yield
+        finally:
+            self.store.release_lease(target, self.holder)
+
+    def _plan_and_apply(
+        self, config: TargetConfig, snapshot: SourceSnapshot, options: RunOptions, run_id: str
+    ) -> TargetResult:
+        target = self.target_factory(config, self.environ)
+        try:
+            observed = target.read()
+            check_roles(config, observed.roles)
+            desired = desired_state(snapshot, membership_rules(config), observed.roles)
+            fresh = self.make_plan(config, desired, observed, target, options)
+            reviewed = (options.reviewed_plans or {}).get(config.name)
+            if reviewed is not None and reviewed.checksum != fresh.checksum:
+                raise OrgsyncError(
+                    f"the reviewed plan for {config.name} ({reviewed.checksum}) no longer matches "
+                    f"a fresh plan ({fresh.checksum}); nothing was applied: review again"
+                )
+            if options.dry_run:
+                return self._dry_result(config.name, fresh, run_id)
+            self.store.record_plan(run_id, fresh)
+            self._remember(config.name, desired, observed, fresh)
+            applier = Applier(
+                target,
+                _LinkingJournal(self.store.journal(run_id), self.store, config.name),
+                ApplySettings(max_concurrency=config.max_concurrency, retry=retry_settings(config)),
+                stop=self.stop,
+            )
+            report = applier.apply(fresh)
+        finally:
+            target.close()
+        return self._sync_result(config.name, fresh, report, run_id)
+
+    def make_plan(
+        self,
+        config: TargetConfig,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        target: Target,
+        options: RunOptions,
+    ) -> Plan:
+        safety = self.config.safety
+        policy = RemovalPolicy(
+            on_removal=config.on_removal,
+            remove_unmanaged=safety.remove_unmanaged,
+            protected=frozenset(normalize_email(e) for e in safety.protected),
+            removal_grace=safety.removal_grace,
+        )
+        draft = plan(
+            PlanInput(
+                target=config.name,
+                desired=desired,
+                observed=observed,
+                memory=self.store.memory(config.name),
+                policy=policy,
+                capabilities=target.capabilities,
+                now=self.clock(),
+            )
+        )
+        return hold_mass_removals(
+            draft,
+            population=managed_population(observed),
+            limits=self.safety_limits(),
+            allow_removals=options.allow_removals,
+        )
+
+    def _remember(
+        self, target: str, desired: DesiredState, observed: TargetSnapshot, fresh: Plan
+    ) -> None:
+        """Link wanted people to the members they matched, and track who went missing."""
+        by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
+        for key, wanted in desired.wanted.items():
+            member = by_email.get(key)
+            if member is not None:
+                self.store.link(
+                    target, email_key=key, source_id=wanted.source_id, member_id=member.id
+                )
+        removals = [op for op in fresh.operations if op.is_removal]
+        removals += [h.operation for h in fresh.held]
+        # Held removals keep their clock: the grace must not restart while a person waits
+        # for a human to lift the guard.
+        missing = [normalize_email(w.email) for w in fresh.waiting]
+        missing += [normalize_email(op.email) for op in removals]
+        self.store.mark_missing(target, missing, self.clock())
+        self.store.clear_missing(target, keep_only=missing)
+
+    @staticmethod
+    def _dry_result(target: str, fresh: Plan, run_id: str) -> TargetResult:
+        if fresh.held:
+            code, status = EXIT_HELD, "held"
+        elif fresh.operations:
+            code, status = EXIT_PENDING, "changes-pending"
+        else:
+            code, status = EXIT_OK, "ok"
+        return TargetResult(target, code, status, run_id=run_id, plan=fresh)
+
+    @staticmethod
+    def _sync_result(target: str, fresh: Plan, report: ApplyReport, run_id: str) -> TargetResult:
+        if report.failed or report.aborted:
+            failures = "; ".join(
+                f"{o.operation.op} {o.operation.subject}: {o.detail}" for o in report.failed[:5]
+            )
+            error = report.aborted or f"{len(report.failed)} operation(s) failed: {failures}"
+            return TargetResult(target, EXIT_ERROR, "failed", run_id, fresh, report, error)
+        if fresh.held:
+            return TargetResult(target, EXIT_HELD, "held", run_id, fresh, report)
+        return TargetResult(target, EXIT_OK, "ok", run_id, fresh, report)

@@ -1,0 +1,55 @@
+"""`orgsync validate`: the configuration, the secrets, the source and each target, checked.
+
+Reads, never writes. Offline, it checks the file, that every secret resolves, and that the
+source parses; online, it also reads each target and checks that every role the
+configuration names exists in that target's catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from orgsync.config import Config
+from orgsync.core.errors import OrgsyncError
+from orgsync.engine import build_source, build_target, check_roles
+
+
+def validate(
+    config: Config, *, environ: Mapping[str, str], offline: bool
+) -> tuple[list[str], bool]:
+    """Return report lines and whether everything checked is usable."""
+    lines = [f"configuration: ok ({len(config.targets)} target(s))"]
+    ok = True
+    try:
+        snapshot = build_source(config, environ).read()
+        inactive = sum(1 for p in snapshot.people if not p.active)
+        lines.append(
+            f"source {config.source.type}: {len(snapshot.people)} people "
+            f"({inactive} inactive), {len(snapshot.groups)} groups"
+        )
+    except OrgsyncError as error:
+        ok = False
+        lines.append(f"source {config.source.type}: FAILED: {error}")
+    for target_config in config.targets:
+        label = f"target {target_config.name} ({target_config.type})"
+        try:
+            target_config.api_key.resolve(environ)
+            if offline:
+                lines.append(f"{label}: credentials present (not contacted: --offline)")
+                continue
+            target = build_target(target_config, environ)
+            try:
+                observed = target.read()
+            finally:
+                target.close()
+            check_roles(target_config, observed.roles)
+            pending = sum(1 for i in observed.invites if i.status.value == "pending")
+            owner = "found" if observed.key_owner_id else "NOT found (it will not be protected)"
+            lines.append(
+                f"{label}: reachable; {len(observed.members)} members, {pending} pending "
+                f"invitations; roles {', '.join(observed.roles.order)}; API key owner {owner}"
+            )
+        except OrgsyncError as error:
+            ok = False
+            lines.append(f"{label}: FAILED: {error}")
+    return lines, ok
