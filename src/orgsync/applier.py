@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 import structlog
+from tenacity import Retrying
 
 from orgsync.core.errors import AuthError, ConflictError, NotFoundError, TargetError
 from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
 from orgsync.core.ports import OperationJournal, OperationStatus, Target
-from orgsync.retrying import RetrySettings, retry_policy
+from orgsync.retrying import RetrySettings
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +58,7 @@ class ApplyReport:
 @dataclass(frozen=True, slots=True)
 class ApplySettings:
     max_concurrency: int = 4
-    retry: RetrySettings = RetrySettings()
+    retry: RetrySettings = field(default_factory=RetrySettings)
 
 
 class Applier:
@@ -120,26 +121,24 @@ class Applier:
         return outcome
 
     def _call(self, operation: Operation) -> tuple[str | None, str | None]:
-        """Perform one operation under the retry policy; returns (object id, detail)."""
-        creates = isinstance(operation, _CREATES)
-        retry = self.settings.retry
-        policy = retry_policy(
-            max_attempts=retry.max_attempts,
-            max_delay=retry.max_delay,
-            base=retry.base,
-            cap=retry.cap,
-            **({"sleep": self._sleep} if self._sleep is not None else {}),
-        )
+        """Perform one operation; returns (object id, detail).
+
+        Idempotent calls (removals, role changes) are retried inside the target's HTTP
+        client. A create is not idempotent, so it is retried here, and only after asking
+        the target whether an earlier attempt succeeded despite a lost response.
+        """
         try:
-            for attempt in policy:
+            if not isinstance(operation, _CREATES):
+                return self.target.execute(operation), None
+            for attempt in self._policy():
                 with attempt:
-                    if creates and attempt.retry_state.attempt_number > 1:
+                    if attempt.retry_state.attempt_number > 1:
                         existing = self.target.find_existing(operation)
                         if existing is not None:
                             return existing, "adopted after a lost response"
                     return self.target.execute(operation), None
         except ConflictError as conflict:
-            if not creates:
+            if not isinstance(operation, _CREATES):
                 raise
             existing = self.target.find_existing(operation)
             if existing is None:
@@ -154,3 +153,9 @@ class Applier:
                 return None, "already gone (404)"
             raise
         raise AssertionError("retry policy ended without result or error")  # pragma: no cover
+
+    def _policy(self) -> Retrying:
+        retry = self.settings.retry
+        if self._sleep is None:
+            return retry.policy()
+        return retry.policy(sleep=self._sleep)

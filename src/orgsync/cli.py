@@ -152,46 +152,48 @@ def _status(config: Config, *, as_json: bool) -> int:
     engine = Engine(config)
     try:
         store = engine.store
-        rows = []
-        for target in config.targets:
-            last = store.last_run(target.name)
-            lease = store.lease_holder(target.name)
-            pending = store.pending(target.name)
-            rows.append(
-                {
-                    "target": target.name,
-                    "last_run": last.as_json() if last else None,
-                    "lock_holder": lease.holder if lease else None,
-                    "lock_expires_at": lease.expires_at.isoformat() if lease else None,
-                    "pending": [
-                        {"op": p.kind, "subject": p.subject, "status": p.status, "detail": p.detail}
-                        for p in pending
-                    ],
-                    "drift": last.summary if last else {},
-                }
+        views = [
+            (
+                target.name,
+                store.last_run(target.name),
+                store.lease_holder(target.name),
+                store.pending(target.name),
             )
+            for target in config.targets
+        ]
     finally:
         engine.close()
     if as_json:
-        print(json.dumps(rows, indent=2))
+        document = [
+            {
+                "target": name,
+                "last_run": last.as_json() if last else None,
+                "lock_holder": lease.holder if lease else None,
+                "lock_expires_at": lease.expires_at.isoformat() if lease else None,
+                "pending": [p.as_json() for p in pending],
+                "drift": last.summary if last else {},
+            }
+            for name, last, lease, pending in views
+        ]
+        print(json.dumps(document, indent=2))
         return EXIT_OK
-    for row in rows:
-        last = row["last_run"]
-        print(f"{row['target']}:")
+    for name, last, lease, pending in views:
+        print(f"{name}:")
         if last is None:
             print("  never run")
         else:
+            finished = f"{last.finished_at:%Y-%m-%d %H:%M:%S}Z" if last.finished_at else "not yet"
             print(
-                f"  last run {last['run_id']} ({last['mode']}) {last['status']}, "
-                f"exit {last['exit_code']}, finished {last['finished_at'] or 'not yet'}"
+                f"  last run {last.run_id} ({last.mode}) {last.status}, "
+                f"exit {last.exit_code}, finished {finished}"
             )
-            if last.get("error"):
-                print(f"  error: {last['error']}")
-        drift = ", ".join(f"{n} {op}" for op, n in row["drift"].items()) or "none"
-        print(f"  drift at last run: {drift}")
-        print(f"  lock: {row['lock_holder'] or 'free'}")
-        for item in row["pending"]:
-            print(f"  {item['status']}: {item['op']} {item['subject']} {item['detail'] or ''}")
+            if last.error:
+                print(f"  error: {last.error}")
+            drift = ", ".join(f"{n} {op}" for op, n in last.summary.items()) or "none"
+            print(f"  drift at last run: {drift}")
+        print(f"  lock: {lease.holder if lease else 'free'}")
+        for item in pending:
+            print(f"  {item.status.value}: {item.kind} {item.subject} {item.detail or ''}".rstrip())
     return EXIT_OK
 
 

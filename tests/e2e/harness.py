@@ -24,12 +24,21 @@ def directory(people: int, *, owners: int = 1, inactive: tuple[int, ...] = ()) -
     """`people` people p0..pN in openai-users, the first `owners` also in openai-owners."""
     return {
         "people": [
-            {"id": f"p{i}", "email": f"person{i}@example.com", "name": f"Person {i}", "active": i not in inactive}
+            {
+                "id": f"p{i}",
+                "email": f"person{i}@example.com",
+                "name": f"Person {i}",
+                "active": i not in inactive,
+            }
             for i in range(people)
         ],
         "groups": [
             {"id": "g-users", "name": "openai-users", "members": [f"p{i}" for i in range(people)]},
-            {"id": "g-owners", "name": "openai-owners", "members": [f"p{i}" for i in range(owners)]},
+            {
+                "id": "g-owners",
+                "name": "openai-owners",
+                "members": [f"p{i}" for i in range(owners)],
+            },
         ],
     }
 

@@ -52,7 +52,9 @@ def test_too_many_removals_are_held_while_the_rest_applies(rig: Rig) -> None:
     assert [h["op"] for h in plan["held"]] == ["remove_member"] * 3
     assert plan["held"][0]["guard"] == "3 removals exceed safety.max_removals = 2"
     held = rig.holdings()
-    assert {f"person{i}@example.com" for i in (2, 3, 4)} <= set(held), "held removals were not applied"
+    assert {f"person{i}@example.com" for i in (2, 3, 4)} <= set(held), (
+        "held removals were not applied"
+    )
     assert {"person0@example.com", "person1@example.com", "person5@example.com"} <= set(held)
     dry = rig.orgsync("sync", "--dry-run")
     assert dry.returncode == 3, "a dry run whose plan the guard would hold exits 3"
@@ -73,7 +75,10 @@ def test_an_empty_source_aborts_with_exit_1_and_zero_writes(rig: Rig) -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ('{"people": [{"id": "p1", "name": "No Mail"}]}', "people[0] (id 'p1'): 'email' is missing"),
+        (
+            '{"people": [{"id": "p1", "name": "No Mail"}]}',
+            "people[0] (id 'p1'): 'email' is missing",
+        ),
         (
             '{"people": [{"id": "p1", "email": "a@x.com"}, {"id": "p1", "email": "b@x.com"}]}',
             "people[1]: duplicate id 'p1'",
@@ -85,7 +90,9 @@ def test_an_empty_source_aborts_with_exit_1_and_zero_writes(rig: Rig) -> None:
         ('{"people": [', "invalid JSON at line 1"),
     ],
 )
-def test_a_malformed_source_exits_1_naming_the_record_with_zero_writes(rig: Rig, document: str, message: str) -> None:
+def test_a_malformed_source_exits_1_naming_the_record_with_zero_writes(
+    rig: Rig, document: str, message: str
+) -> None:
     rig.emulator.state.add_user("a@x.com", "reader")
     rig.write(document)
     result = rig.orgsync("sync")
@@ -98,12 +105,23 @@ def test_a_malformed_source_exits_1_naming_the_record_with_zero_writes(rig: Rig,
     ("mutate", "message"),
     [
         (lambda text: text.replace("[safety]", "[safety\n"), "not valid TOML"),
-        (lambda text: text.replace("[safety]", "[safety]\nmax_removalz = 1"), "safety.max_removalz: unknown key"),
-        (lambda text: text.replace("ORGSYNC_TEST_ADMIN_KEY", "ORGSYNC_UNSET_VARIABLE"), "api_key_env: environment variable ORGSYNC_UNSET_VARIABLE is not set"),
-        (lambda text: text.replace('role = "owner"', 'role = "superuser"'), "targets.openai-test.roles[0].role: role 'superuser' is not in the target's role catalog"),
+        (
+            lambda text: text.replace("[safety]", "[safety]\nmax_removalz = 1"),
+            "safety.max_removalz: unknown key",
+        ),
+        (
+            lambda text: text.replace("ORGSYNC_TEST_ADMIN_KEY", "ORGSYNC_UNSET_VARIABLE"),
+            "api_key_env: environment variable ORGSYNC_UNSET_VARIABLE is not set",
+        ),
+        (
+            lambda text: text.replace('role = "owner"', 'role = "superuser"'),
+            "targets.openai-test.roles[0].role: role 'superuser' is not in the target's role catalog",
+        ),
     ],
 )
-def test_bad_configuration_exits_1_naming_the_key_with_zero_writes(rig: Rig, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_configuration_exits_1_naming_the_key_with_zero_writes(
+    rig: Rig, mutate, message: str
+) -> None:  # type: ignore[no-untyped-def]
     rig.write(directory(3))
     rig.config_path.write_text(mutate(rig.config_path.read_text()))
     result = rig.orgsync("sync")
@@ -147,7 +165,10 @@ def test_status_runs_and_validate_report_what_happened(rig: Rig) -> None:
     rig.orgsync("sync", "--dry-run")
     rig.orgsync("sync")
     runs = json.loads(rig.orgsync("runs", "--json").stdout)
-    assert [(r["mode"], r["status"], r["exit_code"]) for r in runs] == [("sync", "ok", 0), ("dry-run", "changes-pending", 2)]
+    assert [(r["mode"], r["status"], r["exit_code"]) for r in runs] == [
+        ("sync", "ok", 0),
+        ("dry-run", "changes-pending", 2),
+    ]
     status = json.loads(rig.orgsync("status", "--json").stdout)
     assert status[0]["target"] == "openai-test"
     assert status[0]["last_run"]["status"] == "ok"

@@ -105,7 +105,9 @@ def test_bad_values_name_their_key(tmp_path: Path) -> None:
 
 
 def test_sources_of_later_versions_are_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="source.type = 'ldap' is not available in this version"):
+    with pytest.raises(
+        ConfigError, match=r"source\.type = .ldap. is not available in this version"
+    ):
         load_config(write(tmp_path, MINIMAL.replace('type = "file"', 'type = "ldap"')))
 
 
