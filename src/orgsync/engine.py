@@ -126,6 +126,16 @@ def check_roles(config: TargetConfig, catalog: RoleCatalog) -> None:
             )
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 class _LinkingJournal:
     """Journal that also remembers, before the call, whom orgsync is about to invite.
 
@@ -270,6 +280,8 @@ class Engine:
             return
         ttl = self.config.state.lease_ttl
         if not self.store.acquire_lease(target, self.holder, ttl):
+            self._break_dead_lease(target)
+        if not self.store.acquire_lease(target, self.holder, ttl):
             holder = self.store.lease_holder(target)
             who = f"{holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S}Z" if holder else "?"
             raise StateError(f"another orgsync is syncing {target} ({who}); try again later")
@@ -278,6 +290,25 @@ class Engine:
             yield
         finally:
             self.store.release_lease(target, self.holder)
+
+    def _break_dead_lease(self, target: str) -> None:
+        """Free a lease whose holder was a process on this host that no longer exists.
+
+        A sync killed with SIGKILL cannot release its lease; waiting for the TTL would
+        block the very rerun that repairs what it left half done. Holders on other hosts
+        are left to expire: their liveness cannot be checked from here.
+        """
+        lease = self.store.lease_holder(target)
+        if lease is None:
+            return
+        host, _, rest = lease.holder.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid_text.isdigit():
+            return
+        if _process_alive(int(pid_text)):
+            return
+        log.warning("lease.broken", target=target, holder=lease.holder, reason="holder is dead")
+        self.store.release_lease(target, lease.holder)
 
     def _plan_and_apply(
         self, config: TargetConfig, snapshot: SourceSnapshot, options: RunOptions, run_id: str
