@@ -112,9 +112,10 @@ def desired_state(
     snapshot: SourceSnapshot, rules: MembershipRules, catalog: RoleCatalog
 ) -> DesiredState:
     """Apply the SPEC membership rules to a complete source snapshot."""
+    keys = {person.id: person.email_key for person in snapshot.people}
     by_email: dict[EmailKey, list[SourceId]] = defaultdict(list)
     for person in snapshot.people:
-        by_email[person.email_key].append(person.id)
+        by_email[keys[person.id]].append(person.id)
     ambiguous = {key for key, ids in by_email.items() if len(ids) > 1}
     warnings = [
         f"{len(by_email[key])} source people share the email {key!r} "
@@ -142,7 +143,7 @@ def desired_state(
     out_of_scope: dict[EmailKey, str] = {}
     by_source_id: dict[SourceId, EmailKey] = {}
     for person in snapshot.people:
-        key = person.email_key
+        key = keys[person.id]
         if key in ambiguous:
             continue
         known[key] = person.id
