@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         help="configuration file (default: $ORGSYNC_CONFIG, else ./orgsync.toml)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level (default: info; warning for demo)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -70,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or ("warning" if args.command == "demo" else "info"))
     try:
         if args.command == "demo":
             from orgsync.demo import run_demo
