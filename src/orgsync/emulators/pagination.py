@@ -1,0 +1,118 @@
+"""The two list pagination styles vendor admin APIs use, for the emulators.
+
+Owns paging only, not ordering: callers pass rows already in list order.
+
+* *By id* (OpenAI users, invites, admin keys): ``after`` is the id of the last object
+  seen; the page reports ``first_id``, ``last_id``, ``has_more``.
+* *By opaque cursor* (OpenAI roles, groups, group users/roles): ``after`` is the ``next``
+  of the previous page; the cursor encodes the creation sequence number of the last object
+  returned, so it stays valid when that object is deleted between pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+_CURSOR_PREFIX = "seq:"
+
+
+class InvalidCursorError(ValueError):
+    """The ``after`` cursor was not produced by `page_by_cursor`."""
+
+
+class Sequenced(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+class Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+T = TypeVar("T", bound=Sequenced)
+R = TypeVar("R", bound=Identified)
+
+
+def page_by_id(
+    rows: Sequence[R],
+    after: str | None,
+    limit: int,
+    render: Callable[[R], dict[str, Any]],
+    *,
+    id_sorted: bool = True,
+) -> dict[str, Any]:
+    """One page of ``rows`` after the object whose id is ``after``; only it is rendered.
+
+    When the list order is by id, an ``after`` that is no longer present (deleted between
+    pages) still works: everything sorting after it follows. Otherwise an unknown ``after``
+    yields an empty page.
+    """
+    if after is None:
+        start = 0
+    else:
+        ids = [r.id for r in rows]
+        if id_sorted:
+            start = bisect.bisect_right(ids, after)
+        else:
+            start = ids.index(after) + 1 if after in ids else len(ids)
+    page = [render(r) for r in rows[start : start + limit]]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + len(page) < len(rows),
+    }
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The sequence number inside ``cursor``; raises `InvalidCursorError`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursorError(cursor) from exc
+    number = raw.removeprefix(_CURSOR_PREFIX)
+    if number == raw or not number.isdigit():
+        raise InvalidCursorError(cursor)
+    return int(number)
+
+
+def page_by_cursor(
+    rows: Sequence[T],
+    after: str | None,
+    limit: int,
+    order: str,
+    render: Callable[[T], dict[str, Any]],
+) -> dict[str, Any]:
+    """One page of ``rows`` (ascending by ``seq``) in ``order``, after cursor ``after``.
+
+    Raises `InvalidCursorError` for a cursor this module did not make.
+    """
+    ordered = list(rows) if order == "asc" else list(reversed(rows))
+    if after is not None:
+        pos = decode_cursor(after)
+        ordered = [r for r in ordered if (r.seq > pos if order == "asc" else r.seq < pos)]
+    page = ordered[:limit]
+    has_more = len(ordered) > len(page)
+    if page:
+        cursor_seq = page[-1].seq
+    elif after is not None:
+        cursor_seq = decode_cursor(after)
+    else:
+        # limit=0 on the first page: a cursor that starts from the beginning.
+        cursor_seq = 0 if order == "asc" else (rows[-1].seq + 1 if rows else 0)
+    return {
+        "object": "list",
+        "data": [render(r) for r in page],
+        "has_more": has_more,
+        "next": encode_cursor(cursor_seq) if has_more else None,
+    }
