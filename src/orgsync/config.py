@@ -29,7 +29,6 @@ from pydantic import (
 
 from orgsync.core.errors import ConfigError
 
-SOURCE_TYPES_LATER = ("scim", "ldap", "okta", "entra", "google")
 TARGET_TYPES_LATER = ("keycard", "scim")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -99,6 +98,168 @@ def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> 
 class FileSource(_Strict):
     type: Literal["file"]
     path: Path
+
+
+class _RemoteSource(_Strict):
+    """Keys every network source shares: TLS trust, plaintext opt-in, timeouts, retries."""
+
+    ca_file: Path | None = None
+    allow_plaintext: bool = False
+    timeout: Duration = timedelta(seconds=30)
+    max_attempts: int = Field(default=6, ge=1, le=20)
+    max_retry_delay: Duration = timedelta(seconds=60)
+
+
+class ScimSource(_RemoteSource):
+    type: Literal["scim"]
+    url: str
+    token_env: str | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    """With `password_env`/`password_file`: HTTP basic auth instead of a bearer token."""
+    password_env: str | None = None
+    password_file: Path | None = None
+    page_size: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScimSource:
+        _check_url(self.url, allow_plaintext=self.allow_plaintext)
+        bearer = _secret("token", self.token_env, self.token_file, required=False)
+        basic = _secret("password", self.password_env, self.password_file, required=False)
+        if (bearer is None) == (basic is None):
+            raise ValueError(
+                "give token_env/token_file, or username with password_env/password_file"
+            )
+        if basic is not None and not self.username:
+            raise ValueError("password_env/password_file needs username")
+        return self
+
+    @property
+    def token(self) -> SecretRef | None:
+        ref = _secret("token", self.token_env, self.token_file, required=False)
+        return ref.model_copy(update={"key": "source.token"}) if ref else None
+
+    @property
+    def password(self) -> SecretRef | None:
+        ref = _secret("password", self.password_env, self.password_file, required=False)
+        return ref.model_copy(update={"key": "source.password"}) if ref else None
+
+
+class LdapSource(_RemoteSource):
+    type: Literal["ldap"]
+    url: str
+    start_tls: bool = False
+    bind_dn: str
+    bind_password_env: str | None = None
+    bind_password_file: Path | None = None
+    users_base: str
+    groups_base: str
+    flavor: Literal["openldap", "ad"] = "openldap"
+    user_filter: str | None = None
+    group_filter: str | None = None
+    id_attribute: str | None = None
+    email_attribute: str = "mail"
+    name_attribute: str | None = None
+    disabled_filter: str | None = None
+    """An LDAP filter matching disabled accounts (AD: userAccountControl is used by default)."""
+    nested_groups: Literal["client", "in_chain"] = "client"
+    page_size: int = Field(default=500, ge=1, le=5000)
+
+    @model_validator(mode="after")
+    def _check(self) -> LdapSource:
+        _secret("bind_password", self.bind_password_env, self.bind_password_file, required=True)
+        if self.url.startswith("ldaps://"):
+            return self
+        if not self.url.startswith("ldap://"):
+            raise ValueError(f"{self.url!r} is not an ldap:// or ldaps:// URL")
+        if not self.start_tls and not self.allow_plaintext:
+            raise ValueError(
+                f"{self.url} without start_tls = true sends the bind password in clear; "
+                "use ldaps://, start_tls = true, or allow_plaintext = true (loopback test rigs)"
+            )
+        return self
+
+    @property
+    def bind_password(self) -> SecretRef:
+        ref = _secret(
+            "bind_password", self.bind_password_env, self.bind_password_file, required=True
+        )
+        assert ref is not None
+        return ref.model_copy(update={"key": "source.bind_password"})
+
+
+class OktaSource(_RemoteSource):
+    type: Literal["okta"]
+    url: str
+    token_env: str | None = None
+    token_file: Path | None = None
+    page_size: int = Field(default=200, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> OktaSource:
+        _check_url(self.url, allow_plaintext=self.allow_plaintext)
+        _secret("token", self.token_env, self.token_file, required=True)
+        return self
+
+    @property
+    def token(self) -> SecretRef:
+        ref = _secret("token", self.token_env, self.token_file, required=True)
+        assert ref is not None
+        return ref.model_copy(update={"key": "source.token"})
+
+
+class EntraSource(_RemoteSource):
+    type: Literal["entra"]
+    tenant_id: str
+    client_id: str
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    login_url: str = "https://login.microsoftonline.com"
+    page_size: int = Field(default=999, ge=1, le=999)
+
+    @model_validator(mode="after")
+    def _check(self) -> EntraSource:
+        _check_url(self.graph_url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.login_url, allow_plaintext=self.allow_plaintext)
+        _secret("client_secret", self.client_secret_env, self.client_secret_file, required=True)
+        return self
+
+    @property
+    def client_secret(self) -> SecretRef:
+        ref = _secret(
+            "client_secret", self.client_secret_env, self.client_secret_file, required=True
+        )
+        assert ref is not None
+        return ref.model_copy(update={"key": "source.client_secret"})
+
+
+class GoogleSource(_RemoteSource):
+    type: Literal["google"]
+    customer: str = "my_customer"
+    subject: str
+    """The admin user the service account impersonates (domain-wide delegation)."""
+    credentials_file: Path
+    """The service account key (JSON); a secret: keep it 0600 or in $CREDENTIALS_DIRECTORY."""
+    directory_url: str = "https://admin.googleapis.com/admin/directory/v1"
+    token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+    page_size: int = Field(default=500, ge=1, le=500)
+
+    @model_validator(mode="after")
+    def _check(self) -> GoogleSource:
+        _check_url(self.directory_url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.token_url, allow_plaintext=self.allow_plaintext)
+        return self
+
+    @property
+    def credentials(self) -> SecretRef:
+        return SecretRef(key="source.credentials", file=self.credentials_file)
+
+
+SourceConfig = Annotated[
+    FileSource | ScimSource | LdapSource | OktaSource | EntraSource | GoogleSource,
+    Field(discriminator="type"),
+]
 
 
 class RoleRuleConfig(_Strict):
@@ -171,7 +332,7 @@ class ServerConfig(_Strict):
 
 
 class Config(_Strict):
-    source: Annotated[FileSource, Field(discriminator="type")]
+    source: SourceConfig
     targets: tuple[TargetConfig, ...]
     safety: SafetyConfig = SafetyConfig()
     state: StateConfig = StateConfig()
@@ -210,13 +371,16 @@ def _check_url(url: str, *, allow_plaintext: bool) -> None:
     raise ValueError(f"{url!r} is not an http(s) URL")
 
 
+_SOURCE_TAGS = {"file", "scim", "ldap", "okta", "entra", "google"}
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     """`targets[0].roles[1].role` from a pydantic error location."""
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif not (item == "file" and parts == ["source"]):  # the discriminator tag
+        elif not (parts == ["source"] and item in _SOURCE_TAGS):  # the discriminator tag
             parts.append(("." if parts else "") + item)
     return "".join(parts)
 
@@ -234,12 +398,6 @@ def _explain(error: ValidationError, origin: str) -> ConfigError:
 
 def parse_config(document: Mapping[str, Any], *, origin: str, base_dir: Path) -> Config:
     """Validate a parsed TOML document; relative paths are taken from `base_dir`."""
-    source = document.get("source")
-    if isinstance(source, dict) and source.get("type") in SOURCE_TYPES_LATER:
-        raise ConfigError(
-            f"{origin}: source.type = {source['type']!r} is not available in this version "
-            "(available: 'file')"
-        )
     for index, target in enumerate(document.get("targets") or []):
         if isinstance(target, dict) and target.get("type") in TARGET_TYPES_LATER:
             raise ConfigError(
@@ -257,7 +415,9 @@ def _anchor_paths(config: Config, base_dir: Path) -> Config:
     def anchored(path: Path) -> Path:
         return path if path.is_absolute() else base_dir / path
 
-    source = config.source.model_copy(update={"path": anchored(config.source.path)})
+    source = config.source
+    if isinstance(source, FileSource):
+        source = source.model_copy(update={"path": anchored(source.path)})
     state = config.state
     if str(state.path) != ":memory:":
         state = state.model_copy(update={"path": anchored(state.path)})

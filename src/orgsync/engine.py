@@ -21,6 +21,7 @@ import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
 from orgsync.config import Config, TargetConfig
+from orgsync.config import FileSource as FileSourceConfig
 from orgsync.core.errors import ConfigError, OrgsyncError, StateError
 from orgsync.core.model import RoleCatalog, SourceSnapshot, TargetSnapshot, normalize_email
 from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
@@ -77,8 +78,12 @@ SourceFactory = Callable[[Config, Mapping[str, str]], Source]
 
 
 def build_source(config: Config, environ: Mapping[str, str]) -> Source:
-    del environ  # the file source needs no secret
-    return FileSource(config.source.path)
+    """The configured identity provider's adapter; secrets are resolved here, not earlier."""
+    del environ  # read by the sources that need a secret
+    source = config.source
+    if isinstance(source, FileSourceConfig):
+        return FileSource(source.path)
+    raise ConfigError(f"source.type = {source.type!r} is not available in this version")
 
 
 def build_target(config: TargetConfig, environ: Mapping[str, str]) -> Target:

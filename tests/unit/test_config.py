@@ -104,11 +104,21 @@ def test_bad_values_name_their_key(tmp_path: Path) -> None:
         load_config(write(tmp_path, MINIMAL + 'on_removal = "delete"\n'))
 
 
-def test_sources_of_later_versions_are_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"source\.type = .ldap. is not available in this version"
-    ):
-        load_config(write(tmp_path, MINIMAL.replace('type = "file"', 'type = "ldap"')))
+def test_ldap_without_tls_is_refused_unless_plaintext_is_allowed(tmp_path: Path) -> None:
+    ldap = """
+[source]
+type = "ldap"
+url = "ldap://127.0.0.1:3389"
+bind_dn = "cn=admin,dc=example,dc=org"
+bind_password_env = "LDAP_PASSWORD"
+users_base = "ou=people,dc=example,dc=org"
+groups_base = "ou=groups,dc=example,dc=org"
+"""
+    targets = MINIMAL[MINIMAL.index("[[targets]]") :]
+    with pytest.raises(ConfigError, match=r"source: .*sends the bind password in clear"):
+        load_config(write(tmp_path, ldap + targets))
+    config = load_config(write(tmp_path, ldap + "start_tls = true\n" + targets))
+    assert config.source.type == "ldap"
 
 
 def test_duplicate_target_names_are_refused(tmp_path: Path) -> None:
