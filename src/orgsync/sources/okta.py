@@ -1,0 +1,262 @@
+"""The Okta source: people, groups and group members of an Okta org (Management API v1).
+
+Owns the Okta dialect: the `SSWS` API token, `Link: <...>; rel="next"` pagination with
+`limit`, Okta's error body (`errorSummary`, `errorCode`, `errorCauses`) and its rate limit
+headers (`X-Rate-Limit-Reset`, epoch seconds, measured against the response's own `Date`
+so that a skewed local clock neither hammers nor stalls), and the mapping of Okta users
+and groups into a `SourceSnapshot`. Transport, retries and the page-sequence checks are
+`sources._http`'s.
+
+Calls, and nothing per user: users (two listings, see below), groups, and one member
+listing per group (`/api/v1/groups/{id}/users`), a few groups at a time. Okta groups
+cannot contain groups, so there is no nesting to resolve.
+
+Who is known, and who is active:
+
+* `GET /api/v1/users` leaves out `DEPROVISIONED` (deactivated) people. Leavers must be
+  *known* as inactive, not merely absent: orgsync removes an absent person only if it
+  manages them, while an inactive one is out of scope everywhere. So the deactivated are
+  read with a second listing, `filter=status eq "DEPROVISIONED"` (the documented way to
+  include them; `filter` reads Okta's primary store, unlike the eventually consistent
+  `search`). Someone seen by both listings changed status in between: the second wins.
+* Active: `ACTIVE`, `PROVISIONED` (activated, first sign-in pending: a joiner),
+  `RECOVERY`, `PASSWORD_EXPIRED` and `LOCKED_OUT` (a person who still works here with a
+  credential problem; removing their access over a forgotten password would be wrong).
+  Inactive: `STAGED` (not yet activated: a future joiner), `SUSPENDED`, `DEPROVISIONED`,
+  and any status Okta may add later, so an unknown state never grants access.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from types import MappingProxyType
+from typing import Any, Final
+
+import httpx
+import structlog
+
+from orgsync.core.errors import SourceDataError
+from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.sources._http import (
+    HttpSettings,
+    PageGuard,
+    SourceHttp,
+    StaticHeader,
+    parallel_map,
+    require_list,
+    retry_after_header,
+)
+
+__all__ = ["ACTIVE_STATUSES", "OktaSource", "okta_error_message", "okta_retry_after"]
+
+log = structlog.get_logger(__name__)
+
+ACTIVE_STATUSES: Final = frozenset(
+    {"ACTIVE", "PROVISIONED", "RECOVERY", "PASSWORD_EXPIRED", "LOCKED_OUT"}
+)
+USERS_MAX_LIMIT: Final = 200
+"""Okta answers at most 200 users per page of `/api/v1/users`, whatever `limit` asks."""
+DEPROVISIONED_FILTER: Final = 'status eq "DEPROVISIONED"'
+
+
+def okta_error_message(response: httpx.Response) -> str | None:
+    """`errorSummary [errorCode]: causes` of an Okta error body, else None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("errorSummary"), str):
+        return None
+    message = body["errorSummary"]
+    if isinstance(body.get("errorCode"), str):
+        message = f"{message} [{body['errorCode']}]"
+    causes = [
+        c["errorSummary"]
+        for c in body.get("errorCauses") or []
+        if isinstance(c, dict) and isinstance(c.get("errorSummary"), str)
+    ]
+    return f"{message}: {'; '.join(causes)}" if causes else message
+
+
+def okta_retry_after(
+    response: httpx.Response, *, clock: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds until Okta's rate limit window resets, from `X-Rate-Limit-Reset`.
+
+    The reset is an epoch second on Okta's clock; Okta's documentation says to compare it
+    with the response's `Date`, so a local clock that runs ahead or behind does not matter.
+    A `Retry-After`, should one come, is honoured first.
+    """
+    explicit = retry_after_header(response)
+    if explicit is not None:
+        return explicit
+    raw = response.headers.get("x-rate-limit-reset")
+    if raw is None:
+        return None
+    try:
+        reset = float(raw.strip())
+    except ValueError:
+        return None
+    now = clock()
+    date = response.headers.get("date")
+    if date is not None:
+        try:
+            server = parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError):
+            server = None
+        if server is not None:
+            if server.tzinfo is None:
+                server = server.replace(tzinfo=UTC)
+            now = server.timestamp()
+    wait = reset - now
+    # A reset already past means the clocks disagree; plain backoff is the safer guess.
+    return wait if wait > 0 else None
+
+
+def _person(doc: dict[str, Any]) -> SourcePerson:
+    user_id = doc.get("id")
+    if not isinstance(user_id, str) or not user_id:
+        raise SourceDataError("okta: a user without an id in GET /api/v1/users")
+    profile = doc.get("profile")
+    if not isinstance(profile, dict):
+        raise SourceDataError(f"okta: user {user_id!r}: no profile")
+    email = profile.get("email")
+    login = profile.get("login")
+    if not isinstance(email, str) or "@" not in email:
+        # `email` is required by Okta's base profile; `login` is usually an address too.
+        if isinstance(login, str) and "@" in login:
+            email = login
+        else:
+            raise SourceDataError(f"okta: user {user_id!r}: profile has no email address")
+    status = doc.get("status")
+    if not isinstance(status, str):
+        raise SourceDataError(f"okta: user {user_id!r}: no status")
+    name = profile.get("displayName")
+    if not isinstance(name, str) or not name.strip():
+        parts = [profile.get("firstName"), profile.get("lastName")]
+        name = " ".join(p for p in parts if isinstance(p, str) and p)
+    attributes: dict[str, object] = {"status": status}
+    if isinstance(login, str):
+        attributes["login"] = login
+    return SourcePerson(
+        id=SourceId(user_id),
+        email=email,
+        name=name,
+        active=status in ACTIVE_STATUSES,
+        attributes=MappingProxyType(attributes),
+    )
+
+
+def _group(doc: dict[str, Any]) -> tuple[SourceId, str]:
+    group_id = doc.get("id")
+    if not isinstance(group_id, str) or not group_id:
+        raise SourceDataError("okta: a group without an id in GET /api/v1/groups")
+    profile = doc.get("profile")
+    name = profile.get("name") if isinstance(profile, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise SourceDataError(f"okta: group {group_id!r}: profile has no name")
+    return SourceId(group_id), name
+
+
+class OktaSource:
+    """Reads an Okta org through the Management API with an API token.
+
+    Args:
+        url: the org URL, e.g. "https://example.okta.com" (a trailing "/api/v1" is ignored).
+        token: the API token, sent as `Authorization: SSWS <token>`.
+        page_size: `limit` of group and member pages (user pages are capped at 200).
+        settings: timeouts, TLS trust, retry budget, member-list workers.
+        transport, sleep: for tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str,
+        page_size: int = 200,
+        settings: HttpSettings | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.url = url.rstrip("/").removesuffix("/api/v1")
+        self._token = token
+        self.page_size = page_size
+        self.settings = settings or HttpSettings()
+        self._transport = transport
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"OktaSource(url={self.url!r})"
+
+    def read(self) -> SourceSnapshot:
+        with SourceHttp(
+            self.url,
+            system="okta",
+            credential_key="source.token",
+            credential=StaticHeader(f"SSWS {self._token}"),
+            secrets=(self._token,),
+            timeout=self.settings.timeout,
+            verify=self.settings.verify,
+            retry=self.settings.retry,
+            error_message=okta_error_message,
+            retry_after=okta_retry_after,
+            max_connections=self.settings.max_concurrency * 2,
+            transport=self._transport,
+            sleep=self._sleep,
+        ) as http:
+            return self._read(http)
+
+    def _read(self, http: SourceHttp) -> SourceSnapshot:
+        people: dict[SourceId, SourcePerson] = {}
+        user_limit = min(self.page_size, USERS_MAX_LIMIT)
+        for doc in self._pages(http, "/api/v1/users", {"limit": user_limit}):
+            person = _person(doc)
+            people[person.id] = person
+        deprovisioned = {"limit": user_limit, "filter": DEPROVISIONED_FILTER}
+        for doc in self._pages(http, "/api/v1/users", deprovisioned):
+            person = _person(doc)
+            people[person.id] = person  # the later listing is the fresher status
+
+        group_pages = self._pages(http, "/api/v1/groups", {"limit": self.page_size})
+        groups = [_group(doc) for doc in group_pages]
+
+        def members(group: tuple[SourceId, str]) -> tuple[SourceId, ...]:
+            path = f"/api/v1/groups/{group[0]}/users"
+            ids = []
+            for doc in self._pages(http, path, {"limit": self.page_size}):
+                member_id = doc.get("id")
+                if not isinstance(member_id, str) or not member_id:
+                    raise SourceDataError(f"okta: GET {path}: a member without an id")
+                ids.append(SourceId(member_id))
+            return tuple(dict.fromkeys(ids))
+
+        resolved = parallel_map(
+            members, groups, workers=self.settings.max_concurrency, stop=http.stop
+        )
+        snapshot_groups = tuple(
+            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        )
+        log.info("source.okta.read", people=len(people), groups=len(snapshot_groups))
+        return SourceSnapshot(people=tuple(people.values()), groups=snapshot_groups)
+
+    @staticmethod
+    def _pages(http: SourceHttp, path: str, params: dict[str, object]) -> Iterator[dict[str, Any]]:
+        """Every object of one listing, following `Link: rel="next"` to the end."""
+        listing = f"GET {path}"
+        guard = PageGuard("okta", listing)
+        body, response = http.get_page(path, params)
+        while True:
+            items = require_list(body, system="okta", where=f"{listing} (page {guard.pages + 1})")
+            next_url = response.links.get("next", {}).get("url")
+            guard.page(len(items), next_url)
+            yield from items
+            if next_url is None:
+                return
+            # The next link carries `after` and `limit` (and the filter) itself.
+            body, response = http.get_page(next_url)
