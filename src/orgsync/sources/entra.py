@@ -1,0 +1,269 @@
+"""The Microsoft Entra ID source: users, groups and direct members through Microsoft Graph.
+
+Owns the Graph dialect: the client-credentials token from
+`{login_url}/{tenant_id}/oauth2/v2.0/token` (scope `https://graph.microsoft.com/.default`),
+cached until shortly before it expires and renewed once if Graph refuses it; pages followed
+through `@odata.nextLink`; Graph's error body (`error.code`, `error.message`) and the
+OAuth one (`error`, `error_description`); and the mapping of users and groups into a
+`SourceSnapshot`. Transport, retries (429/503 with `Retry-After`) and page-sequence checks
+are `sources._http`'s.
+
+Calls, and nothing per user: `/users` and `/groups` with `$select` (only what is needed,
+and `accountEnabled` is returned only when selected) and `$top=999`, then one
+`/groups/{id}/members?$select=id` listing per group, a few at a time. Members are direct
+(users and nested groups); the core flattens nesting and breaks cycles. Devices, service
+principals and contacts in a group are not people and are left out.
+
+Decisions:
+
+* Email: `mail`, else `userPrincipalName` when it is an address. A guest's UPN
+  (`name_domain#EXT#@tenant.onmicrosoft.com`) is not a mailbox, so a guest without `mail`
+  has no email. Such people (rare: room or service accounts, mail-less guests) cannot be
+  matched to any target member; they are left out of the snapshot and counted in a
+  warning rather than failing every run for the whole directory.
+* Active: `accountEnabled` true. Null (unknown) is inactive: an unknown state never
+  grants access. A user object without the property means `$select` was not honoured,
+  and the read fails rather than guessing for everybody.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from types import MappingProxyType
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from orgsync.core.errors import SourceDataError, SourceError
+from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.sources._http import (
+    BearerToken,
+    HttpSettings,
+    PageGuard,
+    SourceHttp,
+    parallel_map,
+    require_list,
+)
+
+__all__ = ["GRAPH_SCOPE", "EntraSource", "graph_error_message", "pick_email"]
+
+log = structlog.get_logger(__name__)
+
+GRAPH_SCOPE: Final = "https://graph.microsoft.com/.default"
+USER_SELECT: Final = "id,mail,userPrincipalName,displayName,accountEnabled"
+GROUP_SELECT: Final = "id,displayName"
+MEMBER_TYPES: Final = frozenset({"#microsoft.graph.user", "#microsoft.graph.group"})
+
+
+def graph_error_message(response: httpx.Response) -> str | None:
+    """`message [code]` of a Graph error, or `error: error_description` of an OAuth one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        code = error.get("code")
+        return f"{error['message']} [{code}]" if isinstance(code, str) else error["message"]
+    if isinstance(error, str):
+        description = body.get("error_description")
+        if isinstance(description, str):
+            # AADSTS descriptions append trace and correlation ids on further lines.
+            return f"{error}: {description.splitlines()[0]}"
+        return error
+    return None
+
+
+def pick_email(user: dict[str, Any]) -> str | None:
+    """`mail`, else the UPN when it is an address (not a guest's `#EXT#` UPN), else None."""
+    mail = user.get("mail")
+    if isinstance(mail, str) and "@" in mail:
+        return mail
+    upn = user.get("userPrincipalName")
+    if isinstance(upn, str) and "@" in upn and "#EXT#" not in upn.upper():
+        return upn
+    return None
+
+
+def _person(doc: dict[str, Any]) -> SourcePerson | None:
+    user_id = doc.get("id")
+    if not isinstance(user_id, str) or not user_id:
+        raise SourceDataError("entra: a user without an id in GET /users")
+    if "accountEnabled" not in doc:
+        raise SourceDataError(
+            f"entra: user {user_id!r} has no accountEnabled: the server ignored $select, so "
+            "nobody's status can be known"
+        )
+    email = pick_email(doc)
+    if email is None:
+        return None
+    enabled = doc.get("accountEnabled")
+    name = doc.get("displayName")
+    attributes: dict[str, object] = {"accountEnabled": enabled}
+    if isinstance(doc.get("userPrincipalName"), str):
+        attributes["userPrincipalName"] = doc["userPrincipalName"]
+    return SourcePerson(
+        id=SourceId(user_id),
+        email=email,
+        name=name if isinstance(name, str) else "",
+        active=enabled is True,
+        attributes=MappingProxyType(attributes),
+    )
+
+
+class EntraSource:
+    """Reads an Entra ID tenant through Microsoft Graph as an application.
+
+    The app registration needs the application permissions `User.Read.All` and
+    `GroupMember.Read.All` (or `Group.Read.All`), with admin consent.
+
+    Args:
+        tenant_id, client_id, client_secret: the app registration's credentials.
+        graph_url: the Graph root ("https://graph.microsoft.com/v1.0").
+        login_url: the identity platform root ("https://login.microsoftonline.com").
+        page_size: `$top` of every listing (Graph allows up to 999).
+        settings: timeouts, TLS trust, retry budget, member-list workers.
+        transport, sleep, clock: for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        graph_url: str = "https://graph.microsoft.com/v1.0",
+        login_url: str = "https://login.microsoftonline.com",
+        page_size: int = 999,
+        settings: HttpSettings | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= page_size <= 999:
+            raise ValueError("page_size must be between 1 and 999")
+        self.graph_url = graph_url.rstrip("/")
+        self.token_url = f"{login_url.rstrip('/')}/{quote(tenant_id, safe='')}/oauth2/v2.0/token"
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.page_size = page_size
+        self.settings = settings or HttpSettings()
+        self._transport = transport
+        self._sleep = sleep
+        # Kept across reads: a daemon reusing this source asks for a token once an hour.
+        self.token = BearerToken(self._fetch_token, clock=clock)
+        self.skipped_without_email = 0
+
+    def __repr__(self) -> str:
+        return f"EntraSource(graph_url={self.graph_url!r}, token_url={self.token_url!r})"
+
+    def _fetch_token(self, http: SourceHttp) -> tuple[str, float]:
+        body = http.post_form(
+            self.token_url,
+            {
+                "grant_type": "client_credentials",
+                "client_id": self._client_id,
+                "client_secret": self._client_secret,
+                "scope": GRAPH_SCOPE,
+            },
+        )
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise SourceError(f"entra: POST {self.token_url}: the answer holds no access_token")
+        try:
+            lifetime = float(body.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0
+        return token, lifetime
+
+    def read(self) -> SourceSnapshot:
+        with SourceHttp(
+            self.graph_url,
+            system="entra",
+            credential_key="source.client_secret",
+            credential=self.token,
+            secrets=(self._client_secret,),
+            timeout=self.settings.timeout,
+            verify=self.settings.verify,
+            retry=self.settings.retry,
+            error_message=graph_error_message,
+            max_connections=self.settings.max_concurrency * 2,
+            transport=self._transport,
+            sleep=self._sleep,
+        ) as http:
+            return self._read(http)
+
+    def _read(self, http: SourceHttp) -> SourceSnapshot:
+        top = self.page_size
+        people: dict[SourceId, SourcePerson] = {}
+        skipped: list[str] = []
+        for doc in self._pages(http, "/users", {"$select": USER_SELECT, "$top": top}):
+            person = _person(doc)
+            if person is None:
+                skipped.append(str(doc["id"]))
+            else:
+                people[person.id] = person
+        self.skipped_without_email = len(skipped)
+        if skipped:
+            log.warning(
+                "source.people_without_email",
+                system="entra",
+                skipped=len(skipped),
+                ids=skipped[:10],
+                reason="neither mail nor an address-shaped userPrincipalName: cannot be matched",
+            )
+
+        groups: list[tuple[SourceId, str]] = []
+        for doc in self._pages(http, "/groups", {"$select": GROUP_SELECT, "$top": top}):
+            group_id, name = doc.get("id"), doc.get("displayName")
+            if not isinstance(group_id, str) or not group_id:
+                raise SourceDataError("entra: a group without an id in GET /groups")
+            if not isinstance(name, str) or not name.strip():
+                raise SourceDataError(f"entra: group {group_id!r} has no displayName")
+            groups.append((SourceId(group_id), name))
+
+        def members(group: tuple[SourceId, str]) -> tuple[SourceId, ...]:
+            path = f"/groups/{quote(group[0], safe='')}/members"
+            ids: list[SourceId] = []
+            for doc in self._pages(http, path, {"$select": "id", "$top": top}):
+                member_id, kind = doc.get("id"), doc.get("@odata.type")
+                if not isinstance(member_id, str) or not member_id:
+                    raise SourceDataError(f"entra: GET {path}: a member without an id")
+                if kind is None or kind in MEMBER_TYPES:
+                    ids.append(SourceId(member_id))
+            return tuple(dict.fromkeys(ids))
+
+        resolved = parallel_map(
+            members, groups, workers=self.settings.max_concurrency, stop=http.stop
+        )
+        snapshot_groups = tuple(
+            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        )
+        log.info("source.entra.read", people=len(people), groups=len(snapshot_groups))
+        return SourceSnapshot(people=tuple(people.values()), groups=snapshot_groups)
+
+    @staticmethod
+    def _pages(http: SourceHttp, path: str, params: dict[str, object]) -> Iterator[dict[str, Any]]:
+        """Every object of one listing, following `@odata.nextLink` to the end."""
+        listing = f"GET {path}"
+        guard = PageGuard("entra", listing)
+        body = http.get_json(path, params)
+        while True:
+            where = f"{listing} (page {guard.pages + 1})"
+            if not isinstance(body, dict):
+                raise SourceDataError(f"entra: {where}: expected a JSON object")
+            items = require_list(body.get("value"), system="entra", where=f"{where}: value")
+            next_link = body.get("@odata.nextLink")
+            if next_link is not None and not isinstance(next_link, str):
+                raise SourceDataError(f"entra: {where}: @odata.nextLink is not a string")
+            guard.page(len(items), next_link)
+            yield from items
+            if next_link is None:
+                return
+            # The next link repeats $select and $top and adds the $skiptoken.
+            body = http.get_json(next_link)
