@@ -1,0 +1,598 @@
+"""A local fake of Google Workspace: the Admin SDK Directory API and Google's token endpoint.
+
+Owns, on one loopback server: the OAuth token endpoint (`POST /token`) that accepts a
+service account's RS256-signed JWT (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`)
+when the key is registered, the claims are sound (`iss`, `aud` = this endpoint, an `exp`
+at most an hour after `iat`) and domain-wide delegation covers the asked scopes for the
+impersonated `sub`; and the Directory listings `users.list`, `groups.list`,
+`members.list` under `/admin/directory/v1` with `customer`, `maxResults` (500 for users,
+200 for groups and members), opaque `pageToken`/`nextPageToken`, scope checks per method,
+and the list key left out of an empty page (as Google does). Errors use Google's body
+(`error.code`, `error.message`, `error.errors[].reason`, `error.status`) and the OAuth one
+(`error`, `error_description`).
+
+Test switches: `throttle` (every Nth Directory request answers 403 `userRateLimitExceeded`,
+Google's usual way, or 429 `rateLimitExceeded` with `Retry-After`), `failure` (one page of
+one listing answers 503 forever, or its link carries a page token the server rejects, or
+points back to the page before) and the transport faults of `orgsync.emulators.faults`.
+Every request is recorded.
+
+Shapes follow the Directory v1 discovery document (revision 20260421: schemas `Users`,
+`User`, `UserName`, `Groups`, `Group`, `Members`, `Member`) and developers.google.com for
+the service-account token exchange. Imports nothing from orgsync outside
+``orgsync.emulators``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+import jwt
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orgsync.emulators._server import BackgroundServer
+from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+
+__all__ = ["DELEGABLE_SCOPES", "GoogleEmulator", "PageFailure", "Throttle"]
+
+_AUTH = "https://www.googleapis.com/auth/admin.directory."
+DELEGABLE_SCOPES = frozenset(
+    _AUTH + s
+    for s in (
+        "user",
+        "user.readonly",
+        "group",
+        "group.readonly",
+        "group.member",
+        "group.member.readonly",
+    )
+)
+_METHOD_SCOPES = {
+    "users": frozenset({_AUTH + "user", _AUTH + "user.readonly"}),
+    "groups": frozenset({_AUTH + "group", _AUTH + "group.readonly"}),
+    "members": frozenset(
+        {
+            _AUTH + "group",
+            _AUTH + "group.readonly",
+            _AUTH + "group.member",
+            _AUTH + "group.member.readonly",
+        }
+    ),
+}
+_MAX_RESULTS = {"users": (100, 500), "groups": (200, 200), "members": (200, 200)}
+"""Per listing: the default and the largest `maxResults`."""
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+PREFIX = "/admin/directory/v1"
+
+Listing = Literal["users", "groups", "members"]
+MemberType = Literal["USER", "GROUP", "CUSTOMER"]
+
+
+@dataclass
+class Throttle:
+    """Every `every`-th Directory request is refused for its rate.
+
+    `status` 403 answers `userRateLimitExceeded` (what Google usually sends); 429 answers
+    `rateLimitExceeded` with `Retry-After: seconds`.
+    """
+
+    every: int
+    status: Literal[403, 429] = 403
+    seconds: int = 1
+
+
+@dataclass
+class PageFailure:
+    """Page `page` (1-based) of `listing` cannot be had.
+
+    `mode`: "error" answers it 503 forever; "bad_cursor" puts a page token the server
+    rejects (400) in the link to it; "loop" makes the token to it name the page before.
+    For "members", `group` names the group id (None: any).
+    """
+
+    listing: Listing
+    page: int
+    mode: Literal["error", "bad_cursor", "loop"] = "error"
+    group: str | None = None
+
+
+def _error(status: int, message: str, reason: str, state: str) -> JSONResponse:
+    body = {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "status": state,
+        }
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+def _fault_body(kind: str) -> bytes:
+    if kind in ("429", "rate_limit"):
+        triple = (429, "Quota exceeded.", "rateLimitExceeded", "RESOURCE_EXHAUSTED")
+    elif kind == "timeout":
+        triple = (504, "Deadline exceeded.", "backendError", "DEADLINE_EXCEEDED")
+    else:
+        triple = (500, "Internal error encountered.", "backendError", "INTERNAL")
+    status, message, reason, state = triple
+    return json.dumps(
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [{"message": message, "domain": "global", "reason": reason}],
+                "status": state,
+            }
+        }
+    ).encode()
+
+
+def _etag(*parts: object) -> str:
+    digest = hashlib.sha1("/".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()
+    return f'"{digest[:27]}/{digest[27:40]}"'
+
+
+def _page_token(listing: str, group: str | None, offset: int) -> str:
+    raw = f"{listing}|{group or ''}|{offset}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _page_offset(token: str, listing: str, group: str | None) -> int | None:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    parts = raw.split("|")
+    if len(parts) != 3 or parts[0] != listing or parts[1] != (group or ""):
+        return None
+    return int(parts[2]) if parts[2].isdigit() else None
+
+
+@dataclass
+class _Grant:
+    subject: str | None
+    scopes: frozenset[str]
+    expires: float
+
+
+class GoogleEmulator:
+    """The emulated Workspace account. ``with GoogleEmulator() as google: ...``
+
+    Register a service account with `register_service_account` (its public key and the
+    scopes delegated to it), seed with `add_user`, `add_group`, `add_member`, then point a
+    client at `directory_url` and `token_url`. Only `admins` may be impersonated.
+    """
+
+    def __init__(
+        self,
+        *,
+        customer_id: str = "C01emu1at",
+        domain: str = "example.com",
+        admins: tuple[str, ...] = ("admin@example.com",),
+        token_lifetime: int = 3599,
+        faults: Faults | None = None,
+    ) -> None:
+        self.customer_id = customer_id
+        self.domain = domain
+        self.admins = set(admins)
+        self.token_lifetime = token_lifetime
+        self.throttle: Throttle | None = None
+        self.failure: PageFailure | None = None
+        self.tokens_issued = 0
+        self._lock = threading.Lock()
+        self._keys: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
+        self._grants: dict[str, _Grant] = {}
+        self._users: dict[str, dict[str, Any]] = {}
+        self._groups: dict[str, dict[str, Any]] = {}
+        self._members: dict[str, list[tuple[MemberType, str]]] = {}
+        self._counter = 0
+        self._directory_requests = 0
+        self._injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
+        self._server: BackgroundServer | None = None
+        self._origin: str | None = None
+
+    # -- seeding ---------------------------------------------------------------------
+
+    def register_service_account(
+        self,
+        client_email: str,
+        private_key_id: str,
+        public_key_pem: str,
+        *,
+        delegated_scopes: frozenset[str] = DELEGABLE_SCOPES,
+    ) -> None:
+        """Trust this key, with domain-wide delegation of `delegated_scopes`."""
+        with self._lock:
+            self._keys[(client_email, private_key_id)] = (public_key_pem, delegated_scopes)
+
+    def add_user(
+        self,
+        *,
+        primary_email: str,
+        given_name: str,
+        family_name: str,
+        suspended: bool = False,
+        archived: bool = False,
+    ) -> str:
+        with self._lock:
+            self._counter += 1
+            user_id = f"1{self._counter:020d}"
+            user: dict[str, Any] = {
+                "kind": "admin#directory#user",
+                "id": user_id,
+                "etag": _etag("user", user_id),
+                "primaryEmail": primary_email,
+                "name": {
+                    "givenName": given_name,
+                    "familyName": family_name,
+                    "fullName": f"{given_name} {family_name}".strip(),
+                },
+                "isAdmin": primary_email in self.admins,
+                "isDelegatedAdmin": False,
+                "lastLoginTime": "1970-01-01T00:00:00.000Z",
+                "creationTime": "2024-01-01T00:00:00.000Z",
+                "agreedToTerms": True,
+                "suspended": suspended,
+                "archived": archived,
+                "changePasswordAtNextLogin": False,
+                "ipWhitelisted": False,
+                "emails": [{"address": primary_email, "primary": True}],
+                "customerId": self.customer_id,
+                "orgUnitPath": "/",
+                "isMailboxSetup": True,
+                "isEnrolledIn2Sv": False,
+                "isEnforcedIn2Sv": False,
+                "includeInGlobalAddressList": True,
+            }
+            if suspended:
+                user["suspensionReason"] = "ADMIN"
+            self._users[user_id] = user
+            return user_id
+
+    def set_suspended(self, user_id: str, suspended: bool) -> None:
+        with self._lock:
+            self._users[user_id]["suspended"] = suspended
+
+    def add_group(self, name: str, *, email: str | None = None, description: str = "") -> str:
+        with self._lock:
+            self._counter += 1
+            group_id = f"0{self._counter:014x}"
+            address = email or f"{name.lower().replace(' ', '-')}@{self.domain}"
+            self._groups[group_id] = {
+                "kind": "admin#directory#group",
+                "id": group_id,
+                "etag": _etag("group", group_id),
+                "email": address,
+                "name": name,
+                "description": description,
+                "adminCreated": True,
+                "nonEditableAliases": [address.replace("@", "@test-google-a.")],
+            }
+            self._members[group_id] = []
+            return group_id
+
+    def add_member(self, group_id: str, member_id: str) -> None:
+        """Add a user or a group (nesting; cycles are not prevented here, unlike Google)."""
+        with self._lock:
+            kind: MemberType = "USER" if member_id in self._users else "GROUP"
+            if kind == "GROUP" and member_id not in self._groups:
+                raise KeyError(f"no user or group {member_id}")
+            if (kind, member_id) not in self._members[group_id]:
+                self._members[group_id].append((kind, member_id))
+
+    def add_everyone(self, group_id: str) -> None:
+        """Make the whole account a member (a member of type CUSTOMER)."""
+        with self._lock:
+            self._members[group_id].append(("CUSTOMER", self.customer_id))
+
+    def expire_tokens(self) -> None:
+        with self._lock:
+            self._grants.clear()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        return self._injector.faults
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        self._injector.faults = value
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._injector.requests
+
+    @property
+    def origin(self) -> str:
+        if self._origin is None:
+            raise RuntimeError("emulator not started")
+        return self._origin
+
+    @property
+    def directory_url(self) -> str:
+        return f"{self.origin}{PREFIX}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.origin}/token"
+
+    def start(self) -> str:
+        """Serve on 127.0.0.1 with an OS-chosen port; return the Directory API URL."""
+        if self._server is None:
+            self._injector.arm()
+            server = BackgroundServer(self._injector, name="google-emulator")
+            self._origin = f"http://127.0.0.1:{server.start()}"
+            self._server = server
+        return self.directory_url
+
+    def stop(self) -> None:
+        server, self._server, self._origin = self._server, None, None
+        if server is not None:
+            self._injector.release_stalls()
+            server.stop()
+
+    def __enter__(self) -> GoogleEmulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- HTTP: token endpoint --------------------------------------------------------
+
+    def _build_app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/token", self._token, methods=["POST"]),
+                Route(f"{PREFIX}/users", self._list_users, methods=["GET"]),
+                Route(f"{PREFIX}/groups", self._list_groups, methods=["GET"]),
+                Route(
+                    f"{PREFIX}/groups/{{group_key}}/members", self._list_members, methods=["GET"]
+                ),
+            ]
+        )
+
+    async def _token(self, request: Request) -> Response:
+        # Parsed by hand: Starlette's form parser needs python-multipart.
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
+        if form.get("grant_type") != JWT_BEARER_GRANT:
+            return _oauth_error(400, "unsupported_grant_type", "Invalid grant_type: ")
+        assertion = form.get("assertion", "")
+        try:
+            header = jwt.get_unverified_header(assertion)
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return _oauth_error(400, "invalid_grant", "Invalid JWT: could not be parsed.")
+        issuer = unverified.get("iss")
+        with self._lock:
+            known = self._keys.get((str(issuer), str(header.get("kid"))))
+        if known is None:
+            return _oauth_error(400, "invalid_grant", "Invalid grant: account not found")
+        public_key, delegated = known
+        try:
+            claims = jwt.decode(
+                assertion,
+                public_key,
+                algorithms=["RS256"],
+                audience=str(request.url),
+                options={"require": ["iss", "aud", "iat", "exp"]},
+            )
+        except jwt.InvalidSignatureError:
+            return _oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+        except jwt.PyJWTError as exc:
+            return _oauth_error(400, "invalid_grant", f"Invalid JWT: {exc}")
+        if not 0 < int(claims["exp"]) - int(claims["iat"]) <= 3600:
+            return _oauth_error(
+                400,
+                "invalid_grant",
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
+                "reasonable timeframe. Check your iat and exp values in the JWT claim.",
+            )
+        scopes = frozenset(str(claims.get("scope", "")).split())
+        if not scopes:
+            return _oauth_error(400, "invalid_scope", "Empty or missing scope not allowed.")
+        subject = claims.get("sub")
+        if subject is not None and (subject not in self.admins or not scopes <= delegated):
+            return _oauth_error(
+                401,
+                "unauthorized_client",
+                "Client is unauthorized to retrieve access tokens using this method, or "
+                "client not authorized for any of the scopes requested.",
+            )
+        token = "ya29.emu-" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._grants[token] = _Grant(subject, scopes, time.monotonic() + self.token_lifetime)
+            self.tokens_issued += 1
+        return JSONResponse(
+            {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"}
+        )
+
+    # -- HTTP: Directory -------------------------------------------------------------
+
+    def _gate(self, request: Request, listing: Listing) -> Response | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        with self._lock:
+            grant = self._grants.get(token) if scheme.lower() == "bearer" else None
+            if grant is not None and grant.expires <= time.monotonic():
+                del self._grants[token]
+                grant = None
+            self._directory_requests += 1
+            count = self._directory_requests
+        if grant is None:
+            return _error(
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access "
+                "token, login cookie or other valid authentication credential.",
+                "authError",
+                "UNAUTHENTICATED",
+            )
+        if grant.subject is None:
+            # The service account itself, not a delegated admin: no directory access.
+            return _error(
+                403, "Not Authorized to access this resource/api", "forbidden", "PERMISSION_DENIED"
+            )
+        if not grant.scopes & _METHOD_SCOPES[listing]:
+            return _error(
+                403,
+                "Request had insufficient authentication scopes.",
+                "insufficientPermissions",
+                "PERMISSION_DENIED",
+            )
+        throttle = self.throttle
+        if throttle is not None and count % throttle.every == 0:
+            if throttle.status == 429:
+                response = _error(429, "Quota exceeded.", "rateLimitExceeded", "RESOURCE_EXHAUSTED")
+                response.headers["Retry-After"] = str(throttle.seconds)
+                return response
+            return _error(
+                403,
+                "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per "
+                "user'.",
+                "userRateLimitExceeded",
+                "PERMISSION_DENIED",
+            )
+        return None
+
+    def _customer_ok(self, request: Request) -> Response | None:
+        customer = request.query_params.get("customer")
+        domain = request.query_params.get("domain")
+        if customer is None and domain is None:
+            return _error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT")
+        if customer is not None and customer not in ("my_customer", self.customer_id):
+            return _error(404, "Resource Not Found: customer", "notFound", "NOT_FOUND")
+        if customer is None and domain != self.domain:
+            return _error(
+                403, "Not Authorized to access this resource/api", "forbidden", "PERMISSION_DENIED"
+            )
+        return None
+
+    async def _list_users(self, request: Request) -> Response:
+        refused = self._gate(request, "users") or self._customer_ok(request)
+        if refused is not None:
+            return refused
+        with self._lock:
+            rows = [self._users[k] for k in sorted(self._users)]
+        return self._page(request, "users", rows, kind="admin#directory#users")
+
+    async def _list_groups(self, request: Request) -> Response:
+        refused = self._gate(request, "groups") or self._customer_ok(request)
+        if refused is not None:
+            return refused
+        with self._lock:
+            rows = []
+            for key in sorted(self._groups):
+                count = sum(1 for kind, _ in self._members[key] if kind == "USER")
+                rows.append({**self._groups[key], "directMembersCount": str(count)})
+        return self._page(request, "groups", rows, kind="admin#directory#groups")
+
+    async def _list_members(self, request: Request) -> Response:
+        refused = self._gate(request, "members")
+        if refused is not None:
+            return refused
+        key = request.path_params["group_key"]
+        with self._lock:
+            group_id = (
+                key
+                if key in self._groups
+                else next((g for g, doc in self._groups.items() if doc["email"] == key), None)
+            )
+            if group_id is None:
+                return _error(404, "Resource Not Found: groupKey", "notFound", "NOT_FOUND")
+            rows = [self._render_member(kind, member) for kind, member in self._members[group_id]]
+        return self._page(request, "members", rows, kind="admin#directory#members", group=group_id)
+
+    def _render_member(self, kind: MemberType, member_id: str) -> dict[str, Any]:
+        member: dict[str, Any] = {
+            "kind": "admin#directory#member",
+            "etag": _etag("member", kind, member_id),
+            "id": member_id,
+            "role": "MEMBER",
+            "type": kind,
+        }
+        if kind == "USER":
+            member["email"] = self._users[member_id]["primaryEmail"]
+            member["status"] = "SUSPENDED" if self._users[member_id]["suspended"] else "ACTIVE"
+        elif kind == "GROUP":
+            member["email"] = self._groups[member_id]["email"]
+        return member
+
+    def _page(
+        self,
+        request: Request,
+        listing: Listing,
+        rows: list[dict[str, Any]],
+        *,
+        kind: str,
+        group: str | None = None,
+    ) -> Response:
+        default, largest = _MAX_RESULTS[listing]
+        raw = request.query_params.get("maxResults")
+        size = default
+        if raw is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= largest:
+                return _error(
+                    400,
+                    f"Invalid value '{raw}'. Values must be within the range: [1, {largest}]",
+                    "invalid",
+                    "INVALID_ARGUMENT",
+                )
+            size = int(raw)
+        offset = 0
+        token = request.query_params.get("pageToken")
+        if token:
+            decoded = _page_offset(token, listing, group)
+            if decoded is None:
+                return _error(400, "Invalid Input: pageToken", "invalid", "INVALID_ARGUMENT")
+            offset = decoded
+        page_no = offset // size + 1
+        failure = self._failure_for(listing, group)
+        if failure is not None and failure.mode == "error" and page_no == failure.page:
+            return _error(
+                503, "The service is currently unavailable.", "backendError", "UNAVAILABLE"
+            )
+        chunk = rows[offset : offset + size]
+        body: dict[str, Any] = {"kind": kind, "etag": _etag(kind, offset, len(rows))}
+        if chunk:
+            # An empty list is left out of the answer altogether.
+            body[listing] = chunk
+        if offset + len(chunk) < len(rows):
+            next_token = _page_token(listing, group, offset + len(chunk))
+            if failure is not None and page_no + 1 == failure.page:
+                if failure.mode == "bad_cursor":
+                    next_token = _page_token(listing, "expired", offset + len(chunk))
+                elif failure.mode == "loop":
+                    next_token = _page_token(listing, group, offset)
+            body["nextPageToken"] = next_token
+        return JSONResponse(body)
+
+    def _failure_for(self, listing: Listing, group: str | None) -> PageFailure | None:
+        failure = self.failure
+        if failure is None or failure.listing != listing:
+            return None
+        if failure.group is not None and failure.group != group:
+            return None
+        return failure
