@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
-from orgsync.config import Config, TargetConfig
+from orgsync.config import Config, SecretRef, TargetConfig
 from orgsync.config import FileSource as FileSourceConfig
+from orgsync.config import LdapSource as LdapSourceConfig
+from orgsync.config import ScimSource as ScimSourceConfig
 from orgsync.core.errors import ConfigError, OrgsyncError, StateError
 from orgsync.core.model import RoleCatalog, SourceSnapshot, TargetSnapshot, normalize_email
 from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
@@ -79,11 +81,75 @@ SourceFactory = Callable[[Config, Mapping[str, str]], Source]
 
 def build_source(config: Config, environ: Mapping[str, str]) -> Source:
     """The configured identity provider's adapter; secrets are resolved here, not earlier."""
-    del environ  # read by the sources that need a secret
     source = config.source
     if isinstance(source, FileSourceConfig):
         return FileSource(source.path)
+    if isinstance(source, ScimSourceConfig):
+        return _scim_source(source, environ)
+    if isinstance(source, LdapSourceConfig):
+        return _ldap_source(source, environ)
     raise ConfigError(f"source.type = {source.type!r} is not available in this version")
+
+
+def _scim_source(config: ScimSourceConfig, environ: Mapping[str, str]) -> Source:
+    from orgsync.sources.scim import ScimSource  # scim2-models takes a second to import
+
+    token, password = config.token, config.password
+    if config.url.startswith("http://"):
+        log.warning("source.plaintext", source="scim", url=config.url)
+    return ScimSource.connect(
+        config.url,
+        token=token.resolve(environ).get_secret_value() if token else None,
+        username=config.username,
+        password=password.resolve(environ).get_secret_value() if password else None,
+        credential_key=_secret_key(token or password, "source.token"),
+        page_size=config.page_size,
+        timeout=config.timeout.total_seconds(),
+        verify=str(config.ca_file) if config.ca_file else True,
+        retry=RetrySettings(
+            max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
+        ),
+    )
+
+
+def _ldap_source(config: LdapSourceConfig, environ: Mapping[str, str]) -> Source:
+    from orgsync.sources.ldap import LdapSettings, LdapSource
+
+    ref = config.bind_password
+    if config.url.startswith("ldap://") and not config.start_tls:
+        log.warning("source.plaintext", source="ldap", url=config.url)
+    settings = LdapSettings(
+        url=config.url,
+        bind_dn=config.bind_dn,
+        password=ref.resolve(environ).get_secret_value(),
+        users_base=config.users_base,
+        groups_base=config.groups_base,
+        start_tls=config.start_tls,
+        flavor=config.flavor,
+        user_filter=config.user_filter,
+        group_filter=config.group_filter,
+        id_attribute=config.id_attribute,
+        email_attribute=config.email_attribute,
+        name_attribute=config.name_attribute,
+        disabled_filter=config.disabled_filter,
+        nested_groups=config.nested_groups,
+        page_size=config.page_size,
+        ca_file=str(config.ca_file) if config.ca_file else None,
+        allow_plaintext=config.allow_plaintext,
+        timeout=config.timeout.total_seconds(),
+        credential_key=_secret_key(ref, "source.bind_password"),
+    )
+    retry = RetrySettings(
+        max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
+    )
+    return LdapSource(settings, retry=retry)
+
+
+def _secret_key(ref: SecretRef | None, default: str) -> str:
+    """`source.token_env (IDP_TOKEN)`: the key an administrator must fix when refused."""
+    if ref is None:
+        return default
+    return f"{ref.key}_env ({ref.env})" if ref.env else f"{ref.key}_file ({ref.file})"
 
 
 def build_target(config: TargetConfig, environ: Mapping[str, str]) -> Target:

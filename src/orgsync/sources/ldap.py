@@ -1,0 +1,540 @@
+"""The LDAP / Active Directory source: people and groups read with ldap3, paged.
+
+Owns the connection (LDAPS or StartTLS, certificates verified unless the configuration
+allows plain LDAP; simple bind), the paged searches of the users and groups bases, the
+flavour defaults (OpenLDAP `inetOrgPerson`/`groupOfNames` keyed on `entryUUID`; Active
+Directory `user`/`group` keyed on `objectGUID`, disabled by `userAccountControl`), the
+attribute map, and the translation of member DNs into person and group ids.
+
+Read completely or not at all: the whole read (bind, users, disabled users, groups) runs
+on one connection and is retried from the start on a transient failure, because a paged
+search's cookie belongs to its connection and cannot resume elsewhere. A size limit, a
+missing paged-results control, a cookie that does not advance, or a server that goes away
+for good raise `SourceError`; the core plans nothing.
+
+Nested groups: by default group members that are group DNs become group ids, and the
+core flattens them, breaking cycles. With `nested_groups = "in_chain"` (Active Directory
+only) each group's transitive people are asked of the server with the
+LDAP_MATCHING_RULE_IN_CHAIN rule instead: one search per group, never one per user.
+Member DNs outside the users and groups found (other OUs, deleted entries) are skipped
+and counted in one warning, since groups routinely reference entries out of scope.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+import ldap3
+import structlog
+import tenacity
+from ldap3.core import exceptions as lx
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import parse_dn
+
+from orgsync.core.errors import SourceDataError, SourceError, TransientError
+from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.retrying import RetrySettings
+
+__all__ = ["AD", "OPENLDAP", "Flavor", "LdapSettings", "LdapSource"]
+
+log = structlog.get_logger(__name__)
+
+PAGED_RESULTS: Final = "1.2.840.113556.1.4.319"
+IN_CHAIN: Final = "1.2.840.113556.1.4.1941"
+"""LDAP_MATCHING_RULE_IN_CHAIN: Active Directory's transitive membership match."""
+_NO_ATTRIBUTES: Final = "1.1"
+"""RFC 4511: ask for no attributes at all (just the DNs)."""
+_RANGE: Final = re.compile(r"^(?P<name>[^;]+);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.I)
+
+_TRANSIENT_RESULTS: Final[tuple[type[lx.LDAPOperationResult], ...]] = (
+    lx.LDAPBusyResult,
+    lx.LDAPUnavailableResult,
+    lx.LDAPTimeLimitExceededResult,
+    lx.LDAPAdminLimitExceededResult,
+)
+"""Result codes a later attempt can clear: the server is loaded or restarting."""
+_TRANSIENT_ERRORS: Final[tuple[type[Exception], ...]] = (
+    lx.LDAPCommunicationError,  # refused, reset, closed by the server
+    lx.LDAPResponseTimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    """The defaults of one kind of directory server."""
+
+    user_class_filter: str
+    group_filter: str
+    id_attribute: str
+    disabled_filter: str | None
+
+
+OPENLDAP: Final = Flavor(
+    user_class_filter="(objectClass=inetOrgPerson)",
+    group_filter="(objectClass=groupOfNames)",
+    id_attribute="entryUUID",
+    # OpenLDAP has no standard "disabled" flag: give `disabled_filter` for yours.
+    disabled_filter=None,
+)
+AD: Final = Flavor(
+    user_class_filter="(&(objectCategory=person)(objectClass=user))",
+    group_filter="(objectClass=group)",
+    id_attribute="objectGUID",
+    # userAccountControl bit 2 (ACCOUNTDISABLE), with the bitwise-AND matching rule.
+    disabled_filter="(userAccountControl:1.2.840.113556.1.4.803:=2)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LdapSettings:
+    """What the LDAP source needs from the configuration (secrets already resolved)."""
+
+    url: str
+    bind_dn: str
+    password: str = field(repr=False)
+    users_base: str
+    groups_base: str
+    start_tls: bool = False
+    flavor: Literal["openldap", "ad"] = "openldap"
+    user_filter: str | None = None
+    group_filter: str | None = None
+    id_attribute: str | None = None
+    email_attribute: str = "mail"
+    name_attribute: str | None = None
+    disabled_filter: str | None = None
+    nested_groups: Literal["client", "in_chain"] = "client"
+    page_size: int = 500
+    ca_file: str | None = None
+    allow_plaintext: bool = False
+    timeout: float = 30.0
+    credential_key: str = "source.bind_password"
+    """The configuration key holding the password, named when the bind is refused."""
+
+    @property
+    def defaults(self) -> Flavor:
+        return AD if self.flavor == "ad" else OPENLDAP
+
+    @property
+    def users(self) -> str:
+        """The user filter; by default only entries with an email address are people."""
+        if self.user_filter:
+            return _wrapped(self.user_filter)
+        return f"(&{self.defaults.user_class_filter}({self.email_attribute}=*))"
+
+    @property
+    def groups(self) -> str:
+        return _wrapped(self.group_filter or self.defaults.group_filter)
+
+    @property
+    def disabled(self) -> str | None:
+        chosen = self.disabled_filter or self.defaults.disabled_filter
+        return _wrapped(chosen) if chosen else None
+
+    @property
+    def id_attr(self) -> str:
+        return self.id_attribute or self.defaults.id_attribute
+
+
+def _close(conn: ldap3.Connection) -> None:
+    """Unbind and close the socket, whatever state a failure left the connection in."""
+    # The server may already be gone; ldap3 may also keep a socket it failed to connect.
+    with suppress(lx.LDAPException, OSError):
+        conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with suppress(OSError):
+            sock.close()
+
+
+def _wrapped(text: str) -> str:
+    text = text.strip()
+    return text if text.startswith("(") else f"({text})"
+
+
+@lru_cache(maxsize=65536)
+def dn_key(dn: str) -> str:
+    """A DN in the form used to compare: attribute types and values case-folded, spaces
+    around separators dropped (member values and entry DNs are spelt differently)."""
+    if "\\" not in dn and '"' not in dn and "+" not in dn:
+        # The common case, without escapes or multi-valued RDNs: ldap3's parser costs
+        # a second per 10k entries, this a few milliseconds.
+        fast = [rdn.partition("=") for rdn in dn.split(",")]
+        if all(sep for _, sep, _ in fast):
+            return ",".join(f"{n.strip().lower()}={v.strip().lower()}" for n, _, v in fast)
+    try:
+        parts = parse_dn(dn, escape=False, strip=True)
+    except (lx.LDAPInvalidDnError, ValueError, IndexError):
+        return dn.strip().lower()
+    return ",".join(f"{name.lower()}={value.lower()}" for name, value, _ in parts)
+
+
+def _entry_id(raw: Sequence[bytes], attribute: str) -> str | None:
+    if not raw:
+        return None
+    value = raw[0]
+    if attribute.lower() == "objectguid" and len(value) == 16:
+        # AD's GUID is 16 bytes in Microsoft's mixed-endian layout: shown as AD shows it.
+        return str(uuid.UUID(bytes_le=value))
+    try:
+        return value.decode("utf-8").strip() or None
+    except UnicodeDecodeError:
+        return value.hex()
+
+
+def _text(raw: Mapping[str, Sequence[bytes]], attribute: str | None) -> str | None:
+    if not attribute:
+        return None
+    values = raw.get(attribute) or []
+    for value in values:
+        text = value.decode("utf-8", errors="replace").strip()
+        if text:
+            return text
+    return None
+
+
+class LdapSource:
+    """Reads people and groups from an LDAP directory or Active Directory.
+
+    Args:
+        settings: connection, bases, filters and attribute names.
+        retry: the retry budget of the whole read (each attempt starts over).
+        sleep: how to wait between attempts; tests pass a fake.
+    """
+
+    def __init__(
+        self,
+        settings: LdapSettings,
+        *,
+        retry: RetrySettings,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if settings.page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.settings = settings
+        self.retry = retry
+        self.sleep = sleep
+        self.pages = 0
+        """Pages (search result batches) fetched by the last successful attempt."""
+        self.searches = 0
+        """Search requests sent by the last successful attempt."""
+
+    def read(self) -> SourceSnapshot:
+        retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
+        try:
+            return retrying(self._read_once)
+        except TransientError as error:
+            raise SourceError(
+                f"ldap: {error} (gave up after retrying; nothing will be planned)"
+            ) from error
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _read_once(self) -> SourceSnapshot:
+        self.pages = self.searches = 0
+        conn = self._connect()
+        try:
+            people_entries = list(self._users(conn))
+            disabled = self._disabled(conn)
+            group_entries = list(self._groups(conn))
+            chains = self._in_chain(conn, group_entries)
+        except lx.LDAPException as error:
+            raise self._classify(error, "search") from error
+        finally:
+            _close(conn)
+        return self._snapshot(people_entries, disabled, group_entries, chains)
+
+    def _connect(self) -> ldap3.Connection:
+        s = self.settings
+        parts = urlsplit(s.url)
+        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+            raise SourceError(f"ldap: {s.url!r} is not an ldap:// or ldaps:// URL")
+        use_ssl = parts.scheme == "ldaps"
+        tls = ldap3.Tls(
+            validate=ssl.CERT_REQUIRED,
+            ca_certs_file=s.ca_file,
+            version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        server = ldap3.Server(
+            parts.hostname,
+            port=parts.port or (636 if use_ssl else 389),
+            use_ssl=use_ssl,
+            tls=tls,
+            get_info=ldap3.NONE,  # no schema round trip: values are decoded here
+            connect_timeout=max(1, math.ceil(s.timeout)),
+        )
+        conn = ldap3.Connection(
+            server,
+            user=s.bind_dn,
+            password=s.password,
+            authentication=ldap3.SIMPLE,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            read_only=True,
+            raise_exceptions=True,
+            auto_referrals=False,
+            # ldap3 packs this into SO_RCVTIMEO as an integer number of seconds.
+            receive_timeout=max(1, math.ceil(s.timeout)),
+        )
+        step = "connect"
+        try:
+            conn.open()
+            if s.start_tls and not use_ssl:
+                step = "StartTLS"
+                conn.start_tls()
+            step = "bind"
+            conn.bind()
+        except lx.LDAPInvalidCredentialsResult as error:
+            _close(conn)
+            raise SourceError(
+                f"ldap: {s.url}: the bind as {s.bind_dn!r} was refused (invalid credentials): "
+                f"check {s.credential_key} and bind_dn"
+            ) from error
+        except (lx.LDAPException, ssl.SSLError, OSError) as error:
+            _close(conn)
+            raise self._classify(error, step) from error
+        return conn
+
+    def _classify(self, error: Exception, step: str) -> Exception:
+        """Map an ldap3 failure to TransientError (retry the read) or SourceError."""
+        where = f"{self.settings.url}: {step}"
+        detail = f"{type(error).__name__}: {error}"
+        text = str(error).lower()
+        if "certificate" in text or isinstance(error, ssl.SSLError | lx.LDAPStartTLSError):
+            return SourceError(
+                f"ldap: {where}: TLS failed ({detail}); the server's certificate must be "
+                "trusted (source.ca_file) and match the host name"
+            )
+        if isinstance(error, lx.LDAPSizeLimitExceededResult):
+            return SourceError(
+                f"ldap: {where}: the server's size limit was exceeded, so the read is "
+                "incomplete; raise the limit for the bind account (OpenLDAP `limits`, AD "
+                "MaxPageSize) or narrow the bases/filters"
+            )
+        if isinstance(error, lx.LDAPNoSuchObjectResult):
+            return SourceError(f"ldap: {where}: a search base does not exist ({detail})")
+        if isinstance(error, lx.LDAPInsufficientAccessRightsResult):
+            return SourceError(
+                f"ldap: {where}: {self.settings.bind_dn!r} may not read this ({detail})"
+            )
+        if isinstance(error, (*_TRANSIENT_RESULTS, *_TRANSIENT_ERRORS)):
+            return TransientError(f"{where}: {detail}")
+        return SourceError(f"ldap: {where}: {detail}")
+
+    # ------------------------------------------------------------------ searches
+
+    def _paged(
+        self, conn: ldap3.Connection, base: str, search_filter: str, attributes: list[str]
+    ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+        """(dn, raw attributes) of every entry, page by page, the cookie sequence checked."""
+        cookie: bytes | None = None
+        self.searches += 1
+        while True:
+            conn.search(
+                base,
+                search_filter,
+                search_scope=ldap3.SUBTREE,
+                attributes=attributes,
+                paged_size=self.settings.page_size,
+                # Critical: a server that cannot page must refuse, not answer a truncated
+                # list that would read as "these people left".
+                paged_criticality=True,
+                paged_cookie=cookie,
+            )
+            self.pages += 1
+            self._check_result(conn, base)
+            for entry in conn.response or []:
+                if entry.get("type") == "searchResEntry":
+                    yield entry["dn"], dict(entry["raw_attributes"])
+            control = (conn.result.get("controls") or {}).get(PAGED_RESULTS)
+            if control is None:
+                raise SourceError(
+                    f"ldap: search of {base!r}: the answer carries no paged-results control, "
+                    "so it cannot be known complete"
+                )
+            following = control["value"]["cookie"]
+            if not following:
+                return
+            if following == cookie:
+                raise SourceError(
+                    f"ldap: search of {base!r}: the paged-results cookie did not advance"
+                )
+            cookie = following
+
+    @staticmethod
+    def _check_result(conn: ldap3.Connection, base: str) -> None:
+        """ldap3 does not raise for every failed search (sizeLimitExceeded among them)."""
+        code = conn.result.get("result", 0)
+        if code == 0:
+            return
+        description = conn.result.get("description", "")
+        message = conn.result.get("message", "")
+        if code == 4:  # sizeLimitExceeded: the entries so far are only part of the answer
+            raise lx.LDAPSizeLimitExceededResult(f"{description} {message}".strip())
+        raise SourceError(f"ldap: search of {base!r}: result {code} {description} {message}")
+
+    def _users(self, conn: ldap3.Connection) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+        s = self.settings
+        attributes = [s.id_attr, s.email_attribute, s.name_attribute or "displayName", "cn"]
+        return self._paged(conn, s.users_base, s.users, attributes)
+
+    def _disabled(self, conn: ldap3.Connection) -> set[str]:
+        s = self.settings
+        if s.disabled is None:
+            return set()
+        search_filter = f"(&{s.users}{s.disabled})"
+        return {
+            dn_key(dn) for dn, _ in self._paged(conn, s.users_base, search_filter, [_NO_ATTRIBUTES])
+        }
+
+    def _groups(self, conn: ldap3.Connection) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+        s = self.settings
+        attributes = [s.id_attr, "cn"]
+        if s.nested_groups == "client":
+            attributes.append("member")
+        for dn, raw in self._paged(conn, s.groups_base, s.groups, attributes):
+            if s.nested_groups == "client":
+                raw["member"] = self._all_members(conn, dn, raw)
+            yield dn, raw
+
+    def _all_members(
+        self, conn: ldap3.Connection, dn: str, raw: dict[str, list[bytes]]
+    ) -> list[bytes]:
+        """`member` values, following Active Directory's ranged retrieval.
+
+        AD returns at most MaxValRange (1500) values of a large attribute, under the name
+        `member;range=0-1499`, and an empty `member`; the rest is asked for range by range.
+        """
+        members = list(raw.get("member") or [])
+        ranged = [(k, _RANGE.match(k)) for k in raw if _RANGE.match(k)]
+        for key, match in ranged:
+            assert match is not None
+            members.extend(raw[key])
+            high = match.group("high")
+            while high != "*":
+                start = int(high) + 1
+                self.searches += 1
+                conn.search(
+                    dn,
+                    "(objectClass=*)",
+                    search_scope=ldap3.BASE,
+                    attributes=[f"member;range={start}-*"],
+                )
+                entry = next(
+                    (e for e in conn.response or [] if e.get("type") == "searchResEntry"), None
+                )
+                found = None
+                for name, values in (entry or {}).get("raw_attributes", {}).items():
+                    part = _RANGE.match(name)
+                    if part and part.group("name").lower() == "member":
+                        members.extend(values)
+                        found = part
+                if found is None or int(found.group("low")) != start:
+                    raise SourceError(
+                        f"ldap: {dn!r}: ranged retrieval of member from {start} answered "
+                        "no or the wrong range"
+                    )
+                high = found.group("high")
+        return members
+
+    def _in_chain(
+        self, conn: ldap3.Connection, groups: list[tuple[str, dict[str, list[bytes]]]]
+    ) -> dict[str, list[str]]:
+        """For `in_chain`: group DN key -> DNs of its transitive people, asked of AD."""
+        s = self.settings
+        if s.nested_groups != "in_chain":
+            return {}
+        chains = {}
+        for dn, _ in groups:
+            search_filter = f"(&{s.users}(memberOf:{IN_CHAIN}:={escape_filter_chars(dn)}))"
+            found = self._paged(conn, s.users_base, search_filter, [_NO_ATTRIBUTES])
+            chains[dn_key(dn)] = [member for member, _ in found]
+        return chains
+
+    # ------------------------------------------------------------------ the snapshot
+
+    def _snapshot(
+        self,
+        people_entries: list[tuple[str, dict[str, list[bytes]]]],
+        disabled: set[str],
+        group_entries: list[tuple[str, dict[str, list[bytes]]]],
+        chains: dict[str, list[str]],
+    ) -> SourceSnapshot:
+        s = self.settings
+        people: list[SourcePerson] = []
+        by_dn: dict[str, SourceId] = {}
+        for dn, raw in people_entries:
+            key = dn_key(dn)
+            person_id = _entry_id(raw.get(s.id_attr) or [], s.id_attr)
+            if person_id is None:
+                raise SourceDataError(f"ldap: {dn!r} has no {s.id_attr} (the stable id)")
+            email = _text(raw, s.email_attribute)
+            if email is None:
+                raise SourceDataError(
+                    f"ldap: {dn!r} (id {person_id!r}) has no {s.email_attribute}; add "
+                    f"({s.email_attribute}=*) to user_filter to leave such entries out"
+                )
+            name = _text(raw, s.name_attribute or "displayName") or _text(raw, "cn") or ""
+            people.append(
+                SourcePerson(
+                    id=SourceId(person_id),
+                    email=email,
+                    name=name,
+                    active=key not in disabled,
+                    attributes={"dn": dn},
+                )
+            )
+            by_dn[key] = SourceId(person_id)
+        group_ids: dict[str, SourceId] = {}
+        for dn, raw in group_entries:
+            group_id = _entry_id(raw.get(s.id_attr) or [], s.id_attr)
+            if group_id is None:
+                raise SourceDataError(f"ldap: group {dn!r} has no {s.id_attr} (the stable id)")
+            group_ids[dn_key(dn)] = SourceId(group_id)
+        dangling = 0
+        groups: list[SourceGroup] = []
+        for dn, raw in group_entries:
+            key = dn_key(dn)
+            if chains:
+                member_dns = chains.get(key, [])
+            else:
+                member_dns = [v.decode("utf-8", errors="replace") for v in raw.get("member") or []]
+            members: list[SourceId] = []
+            for member_dn in member_dns:
+                member_key = dn_key(member_dn)
+                if member_key == key:
+                    continue  # groupOfNames' placeholder for "no members"
+                found = by_dn.get(member_key) or group_ids.get(member_key)
+                if found is None:
+                    dangling += 1
+                else:
+                    members.append(found)
+            name = _text(raw, "cn") or dn
+            groups.append(SourceGroup(id=group_ids[key], name=name, members=tuple(members)))
+        if dangling:
+            log.warning(
+                "source.dangling_members",
+                system="ldap",
+                skipped=dangling,
+                reason="member DNs that are neither a person nor a group found under the bases",
+            )
+        return SourceSnapshot(people=tuple(people), groups=tuple(groups))
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "source.retry",
+            system="ldap",
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 3),
+            error=str(error),
+        )
