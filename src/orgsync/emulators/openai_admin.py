@@ -1,9 +1,11 @@
-"""A faithful local fake of the OpenAI Admin API (organization users, invites, roles, keys).
+"""A faithful local fake of the OpenAI Admin API (users, invites, roles, groups, keys).
 
 This module owns the HTTP face of the emulator: routes under ``/v1/organization/...``,
 bearer authentication, query/body parsing, the spec's error shape for every failure, and
-the lifecycle of the uvicorn server that serves it on 127.0.0.1. The organization itself
-and its rules live in `orgsync.emulators.openai_state`; transport faults and request
+the lifecycle of the uvicorn server that serves it on 127.0.0.1. Group and role-assignment
+routes are in `orgsync.emulators.openai_group_routes`, request parsing in
+`orgsync.emulators.openai_requests`. The organization itself and its rules live in
+`orgsync.emulators.openai_state` (and the modules it names); transport faults and request
 recording in `orgsync.emulators.faults`. Used by the contract/e2e tests and by
 ``orgsync demo``; it deliberately imports nothing from orgsync outside ``orgsync.emulators``,
 so it stays an independent fake of the vendor rather than a mirror of our own client.
@@ -18,7 +20,6 @@ import hmac
 import json
 import threading
 from types import TracebackType
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,14 +30,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orgsync.emulators._server import BackgroundServer
 from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+from orgsync.emulators.openai_group_routes import group_routes
 from orgsync.emulators.openai_records import ApiError
+from orgsync.emulators.openai_requests import (
+    CURSOR_MAX_LIMIT,
+    LEGACY_DEFAULT_LIMIT,
+    LEGACY_MAX_LIMIT,
+    int_param,
+    json_body,
+    order_param,
+)
 from orgsync.emulators.openai_state import OrgState
 
 __all__ = ["ApiError", "Faults", "OpenAIEmulator", "OrgState", "RecordedRequest", "redact_key"]
-
-LEGACY_MAX_LIMIT = 100
-LEGACY_DEFAULT_LIMIT = 20
-CURSOR_MAX_LIMIT = 1000
 
 
 def redact_key(api_key: str) -> str:
@@ -114,44 +120,6 @@ class _BearerAuth:
         await _error_response(err)(scope, receive, send)
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(
-            400, f"Invalid '{name}': expected an integer, got '{raw}'.", param=name
-        ) from None
-    if not low <= value <= high:
-        raise ApiError(
-            400,
-            f"Invalid '{name}': {value} is out of range, it must be between {low} and {high}.",
-            param=name,
-            code="integer_out_of_range",
-        )
-    return value
-
-
-def _order_param(request: Request, default: str) -> str:
-    order = request.query_params.get("order", default)
-    if order not in ("asc", "desc"):
-        raise ApiError(400, f"Invalid 'order': '{order}', must be 'asc' or 'desc'.", param="order")
-    return order
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
-    return body
-
-
 class OpenAIEmulator:
     """The emulated OpenAI Admin API. ``with OpenAIEmulator() as emu: emu.start()`` …
 
@@ -166,10 +134,14 @@ class OpenAIEmulator:
         api_key: str = "sk-admin-emulator",
         faults: Faults | None = None,
         allow_duplicate_invites: bool = False,
+        allow_duplicate_group_names: bool = False,
         key_owner_email: str = "key-owner@example.com",
     ) -> None:
         self.api_key = api_key
         self.allow_duplicate_invites = allow_duplicate_invites
+        #: Off: a group name already taken answers 409. On: a second group of that name is
+        #: created, so fault tests can see a blind retry of a create duplicate a group.
+        self.allow_duplicate_group_names = allow_duplicate_group_names
         self.state = OrgState(key_owner_email=key_owner_email)
         self.admin_key_id = self.state.add_admin_key(
             redact_key(api_key), self.state.key_owner_id, name="orgsync emulator key"
@@ -258,6 +230,11 @@ class OpenAIEmulator:
             Route(f"{prefix}/roles", self._list_roles, methods=["GET"]),
             Route(f"{prefix}/admin_api_keys", self._list_admin_keys, methods=["GET"]),
             Route(f"{prefix}/admin_api_keys/{{key_id}}", self._get_admin_key, methods=["GET"]),
+            *group_routes(
+                prefix,
+                lambda: self.state,
+                allow_duplicate_names=lambda: self.allow_duplicate_group_names,
+            ),
         ]
         return Starlette(
             routes=routes,
@@ -300,7 +277,7 @@ class OpenAIEmulator:
         )
 
     async def _list_users(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", LEGACY_DEFAULT_LIMIT, 1, LEGACY_MAX_LIMIT)
+        limit = int_param(request, "limit", LEGACY_DEFAULT_LIMIT, 1, LEGACY_MAX_LIMIT)
         # The spec names the parameter `emails`; the official SDK sends `emails[]`.
         emails = request.query_params.getlist("emails") + request.query_params.getlist("emails[]")
         after = request.query_params.get("after")
@@ -310,19 +287,19 @@ class OpenAIEmulator:
         return JSONResponse(self.state.api_get_user(request.path_params["user_id"]))
 
     async def _update_user(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         return JSONResponse(self.state.api_update_user(request.path_params["user_id"], body))
 
     async def _delete_user(self, request: Request) -> Response:
         return JSONResponse(self.state.api_delete_user(request.path_params["user_id"]))
 
     async def _list_invites(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", LEGACY_DEFAULT_LIMIT, 1, LEGACY_MAX_LIMIT)
+        limit = int_param(request, "limit", LEGACY_DEFAULT_LIMIT, 1, LEGACY_MAX_LIMIT)
         after = request.query_params.get("after")
         return JSONResponse(self.state.api_list_invites(limit=limit, after=after))
 
     async def _create_invite(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         invite = self.state.api_create_invite(body, allow_duplicates=self.allow_duplicate_invites)
         return JSONResponse(invite)
 
@@ -333,14 +310,14 @@ class OpenAIEmulator:
         return JSONResponse(self.state.api_delete_invite(request.path_params["invite_id"]))
 
     async def _list_roles(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", CURSOR_MAX_LIMIT, 0, CURSOR_MAX_LIMIT)
-        order = _order_param(request, "asc")
+        limit = int_param(request, "limit", CURSOR_MAX_LIMIT, 0, CURSOR_MAX_LIMIT)
+        order = order_param(request, "asc")
         after = request.query_params.get("after")
         return JSONResponse(self.state.api_list_roles(limit=limit, after=after, order=order))
 
     async def _list_admin_keys(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", LEGACY_DEFAULT_LIMIT, 1, LEGACY_MAX_LIMIT)
-        order = _order_param(request, "asc")
+        limit = int_param(request, "limit", LEGACY_DEFAULT_LIMIT, 1, LEGACY_MAX_LIMIT)
+        order = order_param(request, "asc")
         after = request.query_params.get("after")
         return JSONResponse(self.state.api_list_admin_keys(limit=limit, after=after, order=order))
 

@@ -1,8 +1,10 @@
 """Records of the OpenAI Admin API emulator and their rendering in the spec's shapes.
 
 Owns what an emulated object *is* (the mutable records `OrgState` keeps), how each is
-rendered exactly as the spec's ``User``, ``Invite``, ``Role`` and ``AdminApiKey`` schemas,
-and `ApiError`, the spec's ``ErrorResponse`` carried as an exception. No state, no rules.
+rendered exactly as the spec's ``User``, ``Invite``, ``Role``, ``AdminApiKey`` and group
+schemas (``GroupResponse``, ``Group``, ``GroupUser``, ``GroupMemberUser``,
+``AssignedRoleDetails``), and `ApiError`, the spec's ``ErrorResponse`` carried as an
+exception. No state, no rules.
 """
 
 from __future__ import annotations
@@ -88,6 +90,36 @@ class RoleRecord:
     permissions: list[str]
     resource_type: str
     predefined: bool
+    created_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A user's place in a group; ``seq`` orders the group's user list (by time added)."""
+
+    user_id: str
+    seq: int
+    added_at: int
+
+
+@dataclass(frozen=True)
+class RoleGrant:
+    """A role assigned to a group, or directly to a user; ``seq`` orders assignment lists."""
+
+    role_id: str
+    seq: int
+    granted_at: int
+
+
+@dataclass
+class GroupRecord:
+    id: str
+    seq: int
+    name: str
+    created_at: int
+    is_scim_managed: bool
+    members: dict[str, Membership] = field(default_factory=dict)  # by user id
+    roles: dict[str, RoleGrant] = field(default_factory=dict)  # by role id
 
 
 @dataclass
@@ -206,4 +238,75 @@ def render_admin_key(k: AdminKeyRecord, owner: UserRecord | None) -> dict[str, A
             "created_at": owner.added_at if owner else k.created_at,
             "role": owner.role if owner else "owner",
         },
+    }
+
+
+# -- groups and role assignments -----------------------------------------------------
+
+
+def render_group(g: GroupRecord) -> dict[str, Any]:
+    """``GroupResponse`` (list, create, retrieve). The emulator has no tenant groups."""
+    return {
+        "id": g.id,
+        "name": g.name,
+        "created_at": g.created_at,
+        "is_scim_managed": g.is_scim_managed,
+        "group_type": "group",
+    }
+
+
+def render_group_updated(g: GroupRecord) -> dict[str, Any]:
+    """``GroupResourceWithSuccess`` (rename): the spec leaves ``group_type`` out here."""
+    return {
+        "id": g.id,
+        "name": g.name,
+        "created_at": g.created_at,
+        "is_scim_managed": g.is_scim_managed,
+    }
+
+
+def render_group_summary(g: GroupRecord) -> dict[str, Any]:
+    """``Group`` inside a role assignment: note ``scim_managed``, not ``is_scim_managed``."""
+    return {
+        "object": "group",
+        "id": g.id,
+        "name": g.name,
+        "created_at": g.created_at,
+        "scim_managed": g.is_scim_managed,
+    }
+
+
+def render_group_user(u: UserRecord) -> dict[str, Any]:
+    """``GroupUser``: an entry of a group's user list."""
+    return {"id": u.id, "name": u.name, "email": u.email}
+
+
+def render_group_member(u: UserRecord) -> dict[str, Any]:
+    """``GroupMemberUser``: one member looked up in a group."""
+    return {
+        "id": u.id,
+        "name": u.name,
+        "email": u.email,
+        "picture": None,
+        "is_service_account": u.is_service_account,
+        "user_type": "user",
+    }
+
+
+def render_assigned_role(r: RoleRecord, sources: list[dict[str, str]] | None) -> dict[str, Any]:
+    """``AssignedRoleDetails``; ``sources`` are the principals the role is inherited from
+    (None for a direct assignment only)."""
+    return {
+        "id": r.id,
+        "name": r.name,
+        "permissions": list(r.permissions),
+        "resource_type": r.resource_type,
+        "predefined_role": r.predefined,
+        "description": r.description,
+        "created_at": r.created_at,
+        "updated_at": r.created_at,
+        "created_by": None,
+        "created_by_user_obj": None,
+        "metadata": {},
+        "assignment_sources": sources,
     }

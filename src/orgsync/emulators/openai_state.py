@@ -3,14 +3,13 @@
 This module owns the emulated organization (members, invites, the role catalog, admin
 keys) and every rule the emulator enforces on it: duplicate invites, the last owner,
 accepted invites not deletable, invite expiry, which pagination style each list uses.
+Groups live in `orgsync.emulators.openai_groups` (`OrgState.directory`), members' own role
+assignments in `orgsync.emulators.openai_user_roles` (`OrgState.user_roles`); their
+seeding and inspection methods are repeated here.
 Records and their spec-shaped rendering live in `orgsync.emulators.openai_records`, paging
 in `orgsync.emulators.pagination`. It knows nothing about HTTP except `ApiError`, which
 carries the status and the spec's error body. All methods are thread-safe: tests seed and
 inspect it from their own thread while the server thread mutates it.
-
-Adding groups later: a ``GroupRecord`` with a ``seq`` from `_next_seq` (plus member and
-role-assignment ids), a ``render_group`` in the spec's ``Group`` shape, and `page_by_cursor`
-for the lists (groups, group users and group roles all use the opaque ``next`` cursor).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable, Container
 from typing import Any
 
+from orgsync.emulators.openai_groups import GroupDirectory
 from orgsync.emulators.openai_records import (
     INVITE_STATUSES,
     INVITE_TTL,
@@ -41,6 +41,7 @@ from orgsync.emulators.openai_records import (
     render_role,
     render_user,
 )
+from orgsync.emulators.openai_user_roles import UserRoles
 from orgsync.emulators.pagination import InvalidCursorError, page_by_cursor, page_by_id
 
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -67,6 +68,23 @@ class OrgState:
         self._invites: dict[str, InviteRecord] = {}
         self._roles: dict[str, RoleRecord] = {}
         self._admin_keys: dict[str, AdminKeyRecord] = {}
+        #: Groups, their members and role assignments; then members' own role lists.
+        self.directory = GroupDirectory(
+            lock=self.lock,
+            users=self._users,
+            roles=self._roles,
+            new_id=self._new_id,
+            next_seq=self._next_seq,
+            now=self.now,
+        )
+        self.user_roles = UserRoles(
+            lock=self.lock,
+            users=self._users,
+            roles=self._roles,
+            groups=self.directory.records,
+            next_seq=self._next_seq,
+            now=self.now,
+        )
         for name, description, permissions in PREDEFINED_ROLES:
             self.add_role(name, permissions, description=description, predefined=True)
         self.key_owner_id: str = self.add_user(key_owner_email, "owner", name="Key Owner")
@@ -202,8 +220,40 @@ class OrgState:
                 list(permissions),
                 resource_type,
                 predefined,
+                self.now(),
             )
             return rid
+
+    def role_id(self, name: str, *, resource_type: str = "api.organization") -> str:
+        """The id of the catalog role called ``name``; KeyError if there is none."""
+        with self.lock:
+            for role in sorted(self._roles.values(), key=_seq):
+                if role.name == name and role.resource_type == resource_type:
+                    return role.id
+            raise KeyError(name)
+
+    def add_group(self, name: str, *, is_scim_managed: bool = False) -> str:
+        """Create a group (SCIM-managed too, as an IdP would); return its ``group_…`` id."""
+        return self.directory.add_group(name, is_scim_managed=is_scim_managed)
+
+    def add_group_member(self, group_id: str, user_id: str) -> None:
+        self.directory.add_group_member(group_id, user_id)
+
+    def assign_group_role(self, group_id: str, role_id: str) -> None:
+        self.directory.assign_group_role(group_id, role_id)
+
+    def assign_user_role(self, user_id: str, role_id: str) -> None:
+        """Give a member an organization role directly (a custom one: not owner/reader)."""
+        self.user_roles.assign(user_id, role_id)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """All groups in list order, spec-shaped, with ``members`` (user ids, in the order
+        they joined) and ``roles`` (role ids, in the order assigned)."""
+        return self.directory.groups()
+
+    def user_role_list(self, user_id: str) -> list[dict[str, Any]]:
+        """The member's role list (direct and inherited) as the API shows it."""
+        return self.user_roles.listing(user_id)
 
     def add_admin_key(self, redacted_value: str, owner_id: str, *, name: str = "Admin key") -> str:
         with self.lock:
@@ -310,6 +360,8 @@ class OrgState:
                 raise ApiError(400, "Cannot remove the last owner of the organization.")
             del self._users[user_id]
             del self._by_email[norm_email(u.email)]
+            self.directory.forget_user(user_id)
+            self.user_roles.forget_user(user_id)
             return {"object": "organization.user.deleted", "id": user_id, "deleted": True}
 
     def api_list_invites(self, *, limit: int, after: str | None) -> dict[str, Any]:
