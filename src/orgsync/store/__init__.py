@@ -1,9 +1,11 @@
-"""The state database: run history, operation journal, links, missing people, leases.
+"""The state database: run history, operation journal, links, missing people, the
+ownership ledger of target groups, leases.
 
 The only package that talks to SQLite. It depends on `orgsync.core` alone and stores no
 secret. Use `StateStore.open(path)`.
 """
 
+from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
 from orgsync.store.journal import OperationRecord, RunJournal
 from orgsync.store.lease import LeaseRecord
 from orgsync.store.migrations import LATEST_VERSION
@@ -13,10 +15,13 @@ from orgsync.store.state import StateStore
 __all__ = [
     "FINAL_STATUSES",
     "LATEST_VERSION",
+    "OWNED_HOW",
     "RUN_MODES",
     "RUN_STATUSES",
     "LeaseRecord",
     "OperationRecord",
+    "OwnedGroup",
+    "OwnedHow",
     "RunJournal",
     "RunRecord",
     "StateStore",

@@ -100,6 +100,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "ownership ledger of target groups",
+        (
+            """
+            CREATE TABLE owned_groups (
+                target          TEXT NOT NULL,
+                group_id        TEXT NOT NULL,
+                source_group_id TEXT NOT NULL,
+                name            TEXT NOT NULL,
+                how             TEXT NOT NULL CHECK (how IN ('created', 'adopted')),
+                first_owned_at  TEXT NOT NULL,
+                updated_at      TEXT NOT NULL,
+                PRIMARY KEY (target, group_id)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX owned_groups_by_source ON owned_groups (target, source_group_id)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,20 +1,22 @@
 """`StateStore`: the one object the rest of orgsync uses to reach the state database.
 
 A thin facade: it opens and migrates the database and delegates each concern to the
-module that owns it (runs, journal, recovery, links, lease). It holds no logic of its
+module that owns it (runs, journal, recovery, links, group ledger, lease). It holds no logic of its
 own, so each rule is written, and tested, in one place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 
-from orgsync.core.model import Memory
+from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Plan
 from orgsync.store.db import Clock, StateDB, utc_now
+from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
 from orgsync.store.journal import Journal, OperationRecord, RunJournal
 from orgsync.store.lease import LeaseRecord, Leases
 from orgsync.store.links import Links
@@ -24,7 +26,7 @@ from orgsync.store.runs import RunRecord, Runs
 
 
 class StateStore:
-    """Run history, operation journal, links and leases in one SQLite file.
+    """Run history, operation journal, links, owned groups and leases in one SQLite file.
 
     Safe to share between threads. Every write has committed durably when it returns.
     """
@@ -34,6 +36,7 @@ class StateStore:
         self._runs = Runs(db)
         self._journal = Journal(db)
         self._links = Links(db)
+        self._groups = GroupLedger(db)
         self._leases = Leases(db)
 
     @classmethod
@@ -153,13 +156,48 @@ class StateStore:
         self._links.unlink(target, email_key)
 
     def memory(self, target: str) -> Memory:
-        return self._links.memory(target)
+        """What the planner needs from earlier runs: links, missing times, owned groups."""
+        owned = {group: SourceId(source) for group, source in self.owned_groups(target).items()}
+        return dataclasses.replace(self._links.memory(target), owned_groups=MappingProxyType(owned))
 
     def mark_missing(self, target: str, email_keys: Iterable[str], now: datetime) -> None:
         self._links.mark_missing(target, email_keys, now)
 
     def clear_missing(self, target: str, keep_only: Iterable[str]) -> None:
         self._links.clear_missing(target, keep_only)
+
+    # ------------------------------------------------------------------ owned groups
+
+    def own_group(
+        self,
+        target: str,
+        *,
+        group_id: str,
+        source_group_id: str,
+        name: str,
+        how: OwnedHow,
+    ) -> None:
+        """Record that orgsync owns `group_id` (`how`: created | adopted) for the IdP group
+        `source_group_id`. Owning it again updates the source and name, keeps `how`."""
+        self._groups.own(
+            target, group_id=group_id, source_group_id=source_group_id, name=name, how=how
+        )
+
+    def rename_owned_group(self, target: str, group_id: str, name: str) -> bool:
+        """Record a rename; False (nothing written) if the group is not owned."""
+        return self._groups.rename(target, group_id, name)
+
+    def disown_group(self, target: str, group_id: str) -> bool:
+        """Forget an owned group (deleted); False if it was not owned."""
+        return self._groups.disown(target, group_id)
+
+    def owned_groups(self, target: str) -> dict[str, str]:
+        """Target group id → IdP group id of every group `target` owns."""
+        return self._groups.owned(target)
+
+    def owned_group_records(self, target: str) -> list[OwnedGroup]:
+        """The ledger rows of `target` with name, how and times (for status output)."""
+        return self._groups.records(target)
 
     # ------------------------------------------------------------------ lease
 
