@@ -1,0 +1,137 @@
+"""The Prometheus metrics of the daemon, under the names SPEC "Metrics" binds.
+
+`Metrics` owns one `CollectorRegistry` (not the process-global one, so tests can build
+several) and implements the engine's `RunObserver`: the engine reports what happened
+through plain callbacks and never imports prometheus-client itself.
+
+Names and labels are a contract with dashboards and alerts: change none of them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["CONTENT_TYPE", "SPEC_METRICS", "Metrics"]
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+SPEC_METRICS: Final = (
+    "orgsync_runs_total",
+    "orgsync_run_duration_seconds",
+    "orgsync_operations_total",
+    "orgsync_held_operations",
+    "orgsync_last_success_timestamp_seconds",
+    "orgsync_source_people",
+    "orgsync_http_requests_total",
+    "orgsync_webhooks_total",
+)
+"""Every metric name SPEC requires, as exposed (counters without their `_total` twin)."""
+
+# Runs last from a fraction of a second (nothing to do) to many minutes (a first sync of
+# a large organization under a rate limit).
+_DURATION_BUCKETS: Final = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class Metrics:
+    """Every orgsync metric, registered in a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs = Counter(
+            "orgsync_runs", "Runs per target by result", ["target", "result"], registry=r
+        )
+        self.run_duration = Histogram(
+            "orgsync_run_duration_seconds",
+            "Wall time of one run of one target",
+            ["target"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.operations = Counter(
+            "orgsync_operations",
+            "Applied operations by kind and outcome (done, failed)",
+            ["target", "op", "result"],
+            registry=r,
+        )
+        self.held = Gauge(
+            "orgsync_held_operations",
+            "Operations the safety gate held back in the target's last run",
+            ["target"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "orgsync_last_success_timestamp_seconds",
+            "Unix time of the target's last run that ended ok or held",
+            ["target"],
+            registry=r,
+        )
+        self.source_people = Gauge(
+            "orgsync_source_people", "People in the last complete read of the source", registry=r
+        )
+        self.http_requests = Counter(
+            "orgsync_http_requests",
+            "HTTP requests to targets by system and status (0: no response), retries included",
+            ["system", "status"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "orgsync_webhooks",
+            "Webhook deliveries by kind and result",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.quarantined = Gauge(
+            "orgsync_quarantined",
+            "1 while the target is quarantined (runs back off after repeated failures)",
+            ["target"],
+            registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "orgsync_consecutive_failed_runs",
+            "Failed runs of the target since its last clean one",
+            ["target"],
+            registry=r,
+        )
+
+    # ------------------------------------------------------------------ the engine's observer
+
+    def source_read(self, people: int) -> None:
+        self.source_people.set(people)
+
+    def http_response(self, system: str, status: int) -> None:
+        self.http_requests.labels(system=system, status=str(status)).inc()
+
+    def operation_finished(self, target: str, op: str, result: str) -> None:
+        self.operations.labels(target=target, op=op, result=result).inc()
+
+    def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None:
+        self.runs.labels(target=target, result=status).inc()
+        self.run_duration.labels(target=target).observe(seconds)
+        self.held.labels(target=target).set(held)
+        if status in {"ok", "held"}:
+            self.last_success.labels(target=target).set(time.time())
+
+    # ------------------------------------------------------------------ the daemon's own
+
+    def webhook(self, kind: str, result: str) -> None:
+        self.webhooks.labels(kind=kind, result=result).inc()
+
+    def quarantine(self, target: str, *, quarantined: bool, failures: int) -> None:
+        self.quarantined.labels(target=target).set(1 if quarantined else 0)
+        self.consecutive_failures.labels(target=target).set(failures)
+
+    def declare_target(self, target: str) -> None:
+        """Create the target's series at zero, so that absent means "no such target"."""
+        self.held.labels(target=target).set(0)
+        self.quarantined.labels(target=target).set(0)
+        self.consecutive_failures.labels(target=target).set(0)
+        self.run_duration.labels(target=target)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)
