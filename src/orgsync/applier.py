@@ -22,14 +22,37 @@ import structlog
 from tenacity import Retrying
 
 from orgsync.core.errors import AuthError, ConflictError, NotFoundError, TargetError
-from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
+from orgsync.core.model import normalize_email
+from orgsync.core.plan import (
+    AddGroupMember,
+    AssignGroupRole,
+    CreateGroup,
+    CreateUser,
+    DeleteGroup,
+    GroupOperationFields,
+    Invite,
+    Operation,
+    Plan,
+    RemoveGroupMember,
+    RemoveMember,
+    RevokeInvite,
+    SuspendMember,
+    UnassignGroupRole,
+)
 from orgsync.core.ports import OperationJournal, OperationStatus, Target
 from orgsync.retrying import RetrySettings
 
 log = structlog.get_logger(__name__)
 
-_CREATES = (Invite,)
-_REMOVALS = (RevokeInvite, RemoveMember, SuspendMember)
+_CREATES = (Invite, CreateUser, CreateGroup, AddGroupMember, AssignGroupRole)
+_REMOVALS = (
+    RevokeInvite,
+    RemoveMember,
+    SuspendMember,
+    RemoveGroupMember,
+    UnassignGroupRole,
+    DeleteGroup,
+)
 
 
 @dataclass(slots=True)
@@ -82,6 +105,10 @@ class Applier:
         self._on_outcome = on_outcome
         self._abort: str | None = None
         self._lock = threading.Lock()
+        self._created_groups: dict[str, str] = {}
+        self._created_users: dict[str, str] = {}
+        """Ids of groups this apply created, by source group id (phases run in order, so
+        every create finishes before the memberships that need its id)."""
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
@@ -99,11 +126,20 @@ class Applier:
             outcome = Outcome(seq, operation, OperationStatus.SKIPPED, self._abort or "shutdown")
             self.journal.finished(seq, operation, outcome.status, detail=outcome.detail)
             return outcome
+        resolved = self._resolve_group(operation)
+        if resolved is None:
+            reason = "skipped: the group or user it needs was not created"
+            outcome = Outcome(seq, operation, OperationStatus.SKIPPED, reason)
+            self.journal.finished(seq, operation, outcome.status, detail=reason)
+            return outcome
+        operation = resolved
         self.journal.started(seq, operation)
         bound = log.bind(seq=seq, op=operation.op, subject=operation.subject)
         try:
             object_id, detail = self._call(operation)
             outcome = Outcome(seq, operation, OperationStatus.DONE, detail, object_id)
+            if object_id is not None:
+                self._remember_created(operation, object_id)
             bound.info("apply.op.done", detail=detail)
         except AuthError as error:
             with self._lock:
@@ -119,6 +155,31 @@ class Applier:
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return outcome
+
+    def _remember_created(self, operation: Operation, object_id: str) -> None:
+        with self._lock:
+            if isinstance(operation, CreateGroup):
+                self._created_groups[operation.source_group_id or operation.group] = object_id
+            elif isinstance(operation, CreateUser):
+                self._created_users[normalize_email(operation.email)] = object_id
+
+    def _resolve_group(self, operation: Operation) -> Operation | None:
+        """Fill in ids of a group or user created earlier in this plan; None if one was not."""
+        if not isinstance(operation, GroupOperationFields) or isinstance(operation, CreateGroup):
+            return operation
+        update: dict[str, str] = {}
+        with self._lock:
+            if operation.group_id is None:
+                group_id = self._created_groups.get(operation.source_group_id or operation.group)
+                if group_id is None:
+                    return None
+                update["group_id"] = group_id
+            if isinstance(operation, AddGroupMember) and operation.user_id is None:
+                user_id = self._created_users.get(normalize_email(operation.email))
+                if user_id is None:
+                    return None
+                update["user_id"] = user_id
+        return operation.model_copy(update=update) if update else operation
 
     def _call(self, operation: Operation) -> tuple[str | None, str | None]:
         """Perform one operation; returns (object id, detail).

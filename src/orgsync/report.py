@@ -10,32 +10,61 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from orgsync.core.plan import Operation, Phase, Plan, SetRole
+from orgsync.core.plan import (
+    AddGroupMember,
+    AssignGroupRole,
+    GroupOperation,
+    GroupOperationFields,
+    Operation,
+    Phase,
+    Plan,
+    RemoveGroupMember,
+    RenameGroup,
+    SetRole,
+    UnassignGroupRole,
+)
 from orgsync.engine import TargetResult
 
 _PHASE_TITLES = {
+    Phase.RENAME: "Group renames",
     Phase.CREATE: "Creations",
     Phase.ADD_OR_RAISE: "Additions and role raises",
     Phase.LOWER: "Role lowerings",
     Phase.REMOVE: "Removals",
+    Phase.DELETE_GROUPS: "Group deletions",
 }
-_MARKS = {Phase.CREATE: "+", Phase.ADD_OR_RAISE: "^", Phase.LOWER: "v", Phase.REMOVE: "-"}
+_MARKS = {
+    Phase.RENAME: "~",
+    Phase.CREATE: "+",
+    Phase.ADD_OR_RAISE: "^",
+    Phase.LOWER: "v",
+    Phase.REMOVE: "-",
+    Phase.DELETE_GROUPS: "x",
+}
 
 
 def describe(operation: Operation) -> str:
     """The operation's object in a few words: who, and to what."""
     if isinstance(operation, SetRole):
         return f"{operation.email}  {operation.previous_role or '-'} -> {operation.role}"
+    if isinstance(operation, RenameGroup):
+        return f"{operation.previous_name!r} -> {operation.group!r}"
+    if isinstance(operation, AddGroupMember | RemoveGroupMember):
+        return operation.email
+    if isinstance(operation, AssignGroupRole | UnassignGroupRole):
+        return f"role {operation.role}"
+    if isinstance(operation, GroupOperationFields):
+        return f"id {operation.group_id}" if operation.group_id else "(new)"
     role = getattr(operation, "role", None)
     return f"{operation.subject}  {role}" if role else operation.subject
 
 
 def _line(mark: str, operation: Operation, width: int) -> str:
-    return f"  {mark} {operation.op:<14} {describe(operation):<{width}}  {operation.reason}"
+    return f"  {mark} {operation.op:<19} {describe(operation):<{width}}  {operation.reason}"
 
 
 def render_plan(plan: Plan) -> str:
-    """The plan as a person reads it."""
+    """The plan as a person reads it: counts, people by phase, then each group's changes."""
     counts = ", ".join(f"{n} {op}" for op, n in plan.summary.items()) or "no changes"
     lines = [
         f"Target {plan.target}: {counts}",
@@ -43,12 +72,22 @@ def render_plan(plan: Plan) -> str:
         f"  ({plan.checksum[:19]})",
     ]
     everything = [*plan.operations, *(h.operation for h in plan.held)]
-    width = min(60, max((len(describe(op)) for op in everything), default=0))
+    width = min(48, max((len(describe(op)) for op in everything), default=0))
+    people = [op for op in plan.operations if not isinstance(op, GroupOperationFields)]
     for phase in Phase:
-        in_phase = [op for op in plan.operations if op.phase is phase]
+        in_phase = [op for op in people if op.phase is phase]
         if in_phase:
             lines.append(f"{_PHASE_TITLES[phase]}:")
             lines.extend(_line(_MARKS[phase], op, width) for op in in_phase)
+    by_group: dict[str, list[GroupOperation]] = {}
+    for op in plan.operations:
+        if isinstance(op, GroupOperationFields):
+            by_group.setdefault(op.group, []).append(op)
+    for name in sorted(by_group):
+        first = by_group[name][0]
+        known = f" ({first.group_id})" if first.group_id else ""
+        lines.append(f"Group {name!r}{known}:")
+        lines.extend(_line(_MARKS[op.phase], op, width) for op in by_group[name])
     if plan.held:
         lines.append(f"Held by the safety gate ({plan.held[0].guard}):")
         lines.extend(_line("!", h.operation, width) for h in plan.held)
@@ -56,7 +95,8 @@ def render_plan(plan: Plan) -> str:
         lines.append("Waiting:")
         for item in plan.waiting:
             until = f" until {item.until:%Y-%m-%d %H:%M}Z" if item.until else ""
-            lines.append(f"  . {item.op:<14} {item.email}{until}  {item.reason}")
+            group = f" group {item.group!r}" if item.group else ""
+            lines.append(f"  . {item.op:<19} {item.email}{group}{until}  {item.reason}")
     if plan.warnings:
         lines.append("Warnings:")
         lines.extend(f"  ! {warning}" for warning in plan.warnings)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
-from orgsync.engine import build_source, build_target, check_roles
+from orgsync.engine import build_source, build_target, check_capabilities, check_roles
 
 
 def validate(
@@ -33,11 +33,13 @@ def validate(
     for target_config in config.targets:
         label = f"target {target_config.name} ({target_config.type})"
         try:
-            target_config.api_key.resolve(environ)
+            keycard = target_config.type == "keycard"
+            (target_config.client_secret if keycard else target_config.api_key).resolve(environ)
             if offline:
                 lines.append(f"{label}: credentials present (not contacted: --offline)")
                 continue
             target = build_target(target_config, environ)
+            check_capabilities(target_config, target.capabilities)
             try:
                 observed = target.read()
             finally:

@@ -19,11 +19,22 @@ from orgsync.core.model import (
     EmailKey,
     InviteStatus,
     Memory,
+    SourceId,
     SourceSnapshot,
+    TargetGroup,
     TargetSnapshot,
     normalize_email,
 )
-from orgsync.core.plan import Invite, Plan, RemoveMember, RevokeInvite, SetRole, SuspendMember
+from orgsync.core.plan import (
+    AdoptGroup,
+    GroupOperationFields,
+    Invite,
+    Plan,
+    RemoveMember,
+    RevokeInvite,
+    SetRole,
+    SuspendMember,
+)
 from orgsync.core.planner import RemovalPolicy
 from tests.coremodels import CATALOG, NOW, InMemoryOrg, group, invite, make_plan, member, person
 
@@ -39,8 +50,15 @@ EMAILS = [
     "g@x.com",
 ]
 GROUP_NAMES = ["openai-users", "openai-owners", "team-a", "team-b"]
+TARGET_GROUP_NAMES = ["team-a", "team-b", "other", "legacy"]
+ROLE_IDS = ["role-owner", "role-reader", "role-ml", "role-custom"]
 
 emails = st.sampled_from(EMAILS)
+KINDS_OF_TARGET = [
+    Capabilities(invites=True, roles=True, groups=True),  # OpenAI
+    Capabilities(invites=True, roles=True, suspend=True),  # Keycard
+    Capabilities(invites=False, create_users=True, roles=False, suspend=True, groups=True),  # SCIM
+]
 
 
 @st.composite
@@ -66,6 +84,7 @@ def worlds(
                 draw(st.sampled_from(["reader", "owner"])),
                 is_service_account=flag == "service",
                 is_scim_managed=flag == "scim",
+                active=draw(st.integers(0, 4)) > 0,
             )
         )
     invites = tuple(
@@ -79,8 +98,31 @@ def worlds(
         for k, email in enumerate(draw(st.lists(emails, max_size=6)))
     )
     key_owner = draw(st.sampled_from([None, *[m.id for m in members]]))
+    member_ids = [m.id for m in members]
+    target_groups = []
+    owned: dict[str, SourceId] = {}
+    for k, name in enumerate(draw(st.lists(st.sampled_from(TARGET_GROUP_NAMES), max_size=4))):
+        group_id = f"tg{k}"
+        target_groups.append(
+            TargetGroup(
+                group_id,
+                name,
+                frozenset(
+                    draw(st.lists(st.sampled_from(member_ids), max_size=3)) if member_ids else ()
+                ),
+                frozenset(draw(st.lists(st.sampled_from(ROLE_IDS), max_size=2))),
+                is_scim_managed=draw(st.integers(0, 5)) == 0,
+            )
+        )
+        ledger = draw(st.sampled_from([None, None, "g2", "g3", "gone"]))
+        if ledger is not None:
+            owned[group_id] = SourceId(ledger)
     observed = TargetSnapshot(
-        members=tuple(members), invites=invites, roles=CATALOG, key_owner_id=key_owner
+        members=tuple(members),
+        invites=invites,
+        roles=CATALOG,
+        key_owner_id=key_owner,
+        groups=tuple(target_groups),
     )
     managed = frozenset(normalize_email(e) for e in draw(st.lists(emails, max_size=4)))
     protected = frozenset(normalize_email(e) for e in draw(st.lists(emails, max_size=2)))
@@ -89,11 +131,11 @@ def worlds(
         remove_unmanaged=draw(st.booleans()),
         protected=protected,
     )
-    capabilities = Capabilities(suspend=draw(st.booleans()))
+    capabilities = draw(st.sampled_from(KINDS_OF_TARGET))
     return (
         SourceSnapshot(people=tuple(people), groups=groups),
         observed,
-        Memory(managed=managed),
+        Memory(managed=managed, owned_groups=owned),
         policy,
         capabilities,
     )
@@ -126,7 +168,8 @@ def test_same_inputs_in_any_order_give_the_same_checksum(world, rnd: random.Rand
     first = make_plan(source, observed, memory=memory, policy=policy, capabilities=capabilities)
     people, groups = list(source.people), list(source.groups)
     members, invites = list(observed.members), list(observed.invites)
-    for items in (people, groups, members, invites):
+    target_groups = list(observed.groups)
+    for items in (people, groups, members, invites, target_groups):
         rnd.shuffle(items)
     shuffled = make_plan(
         SourceSnapshot(people=tuple(people), groups=tuple(groups)),
@@ -135,6 +178,7 @@ def test_same_inputs_in_any_order_give_the_same_checksum(world, rnd: random.Rand
             invites=tuple(invites),
             roles=CATALOG,
             key_owner_id=observed.key_owner_id,
+            groups=tuple(target_groups),
         ),
         memory=memory,
         policy=policy,
@@ -155,7 +199,14 @@ def test_no_operation_touches_unknown_protected_or_foreign_people(world) -> None
         if m.is_service_account or m.is_scim_managed or m.id == observed.key_owner_id
     }
     known: set[EmailKey] = {p.email_key for p in source.people}
+    scim_groups = {g.id for g in observed.groups if g.is_scim_managed}
+    adopted = {op.group_id for op in plan.operations if isinstance(op, AdoptGroup)}
     for op in plan.operations:
+        if isinstance(op, GroupOperationFields):
+            assert op.group_id not in scim_groups, op
+            if op.group_id is not None and not isinstance(op, AdoptGroup):
+                assert op.group_id in memory.owned_groups or op.group_id in adopted, op
+            continue
         key = normalize_email(op.email)
         if isinstance(op, SetRole | RemoveMember | SuspendMember):
             assert op.user_id not in foreign, op

@@ -76,6 +76,8 @@ class RoleCatalog:
     order: tuple[str, ...]
     privileged: frozenset[str] = frozenset()
     invitable: frozenset[str] | None = None
+    assignable: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Roles a group can be given, by name → the target's role id (OpenAI RBAC roles)."""
 
     def rank(self, role: str | None) -> int:
         """Position of `role` in the order; unknown or missing roles rank below all."""
@@ -112,6 +114,8 @@ class TargetMember:
     name: str = ""
     is_service_account: bool = False
     is_scim_managed: bool = False
+    active: bool = True
+    """False for a suspended member (Keycard `status = disabled`, SCIM `active = false`)."""
 
     @property
     def email_key(self) -> EmailKey | None:
@@ -151,6 +155,18 @@ class Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetGroup:
+    """A group of the target organization with its direct members and role assignments."""
+
+    id: str
+    name: str
+    member_ids: frozenset[str] = frozenset()
+    role_ids: frozenset[str] = frozenset()
+    """Roles assigned to the group itself (not those its members hold otherwise)."""
+    is_scim_managed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TargetSnapshot:
     """A complete read of one target organization."""
 
@@ -159,6 +175,7 @@ class TargetSnapshot:
     roles: RoleCatalog
     key_owner_id: str | None = None
     """The member behind the credential orgsync uses; never touched."""
+    groups: tuple[TargetGroup, ...] = ()
 
 
 # --------------------------------------------------------------------------- memory
@@ -178,3 +195,6 @@ class Memory:
     managed: frozenset[EmailKey] = frozenset()
     links: Mapping[SourceId, str] = field(default_factory=lambda: MappingProxyType({}))
     missing_since: Mapping[EmailKey, datetime] = field(default_factory=lambda: MappingProxyType({}))
+    owned_groups: Mapping[str, SourceId] = field(default_factory=lambda: MappingProxyType({}))
+    """The ownership ledger: target group id → the IdP group it mirrors. Only these groups
+    (and groups a rule adopts by exact name) are ever changed."""

@@ -19,12 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class Phase(IntEnum):
-    """Order of application (SPEC): creations, additions and raises, lowerings, removals."""
+    """Order of application (SPEC): creations, additions and raises, lowerings, removals.
 
+    Renames come first so that a name one group gives up is free before another group
+    is created or adopted under it.
+    """
+
+    RENAME = 0
     CREATE = 1
     ADD_OR_RAISE = 2
     LOWER = 3
     REMOVE = 4
+    DELETE_GROUPS = 5
 
 
 class _Operation(BaseModel):
@@ -40,6 +46,11 @@ class _Operation(BaseModel):
     def subject(self) -> str:
         """The natural key the operation is about, for ordering and the journal."""
         raise NotImplementedError
+
+    @property
+    def detail(self) -> str:
+        """Second sort key within one subject (the member or role of a group operation)."""
+        return ""
 
     @property
     def is_removal(self) -> bool:
@@ -59,6 +70,41 @@ class Invite(_Operation):
     @property
     def phase(self) -> Phase:
         return Phase.CREATE
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+
+class CreateUser(_Operation):
+    """Provision a person directly, on targets that create users (SCIM)."""
+
+    op: Literal["create_user"] = "create_user"
+    email: str
+    name: str = ""
+    role: str | None = None
+    source_id: str
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.CREATE
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+
+class UpdateUser(_Operation):
+    """Re-enable a suspended member who is wanted again (never a second invitation)."""
+
+    op: Literal["update_user"] = "update_user"
+    email: str
+    user_id: str
+    active: bool = True
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.ADD_OR_RAISE
 
     @property
     def subject(self) -> str:
@@ -145,16 +191,147 @@ class SuspendMember(_Operation):
         return True
 
 
-Operation = Annotated[
-    Invite | RevokeInvite | SetRole | RemoveMember | SuspendMember,
-    Field(discriminator="op"),
-]
+class GroupOperationFields(_Operation):
+    """Common fields of group operations: the group's name, and its id where known.
+
+    `group_id` is None for a group this plan creates; the applier fills it in from the
+    create's result, keyed by `source_group_id`.
+    """
+
+    group: str
+    group_id: str | None = None
+    source_group_id: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return f"group {self.group}"
+
+
+class CreateGroup(GroupOperationFields):
+    op: Literal["create_group"] = "create_group"
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.CREATE
+
+
+class AdoptGroup(GroupOperationFields):
+    """Take ownership of an existing group a rule names exactly (recorded, no API call)."""
+
+    op: Literal["adopt_group"] = "adopt_group"
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.CREATE
+
+
+class RenameGroup(GroupOperationFields):
+    op: Literal["rename_group"] = "rename_group"
+    previous_name: str
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.RENAME
+
+
+class DeleteGroup(GroupOperationFields):
+    op: Literal["delete_group"] = "delete_group"
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.DELETE_GROUPS
+
+    @property
+    def is_removal(self) -> bool:
+        return True
+
+
+class AddGroupMember(GroupOperationFields):
+    """Add a member; `user_id` is None for a user this plan creates (filled in on apply)."""
+
+    op: Literal["add_group_member"] = "add_group_member"
+    email: str
+    user_id: str | None
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.ADD_OR_RAISE
+
+    @property
+    def detail(self) -> str:
+        return self.email
+
+
+class RemoveGroupMember(GroupOperationFields):
+    op: Literal["remove_group_member"] = "remove_group_member"
+    email: str
+    user_id: str
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.REMOVE
+
+    @property
+    def detail(self) -> str:
+        return self.email
+
+
+class AssignGroupRole(GroupOperationFields):
+    op: Literal["assign_group_role"] = "assign_group_role"
+    role: str
+    role_id: str
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.ADD_OR_RAISE
+
+    @property
+    def detail(self) -> str:
+        return self.role
+
+
+class UnassignGroupRole(GroupOperationFields):
+    """Remove a role from a group; the last owner-level assignment counts as a downgrade."""
+
+    op: Literal["unassign_group_role"] = "unassign_group_role"
+    role: str
+    role_id: str
+    counts_as_removal: bool = False
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.LOWER
+
+    @property
+    def detail(self) -> str:
+        return self.role
+
+    @property
+    def is_removal(self) -> bool:
+        return self.counts_as_removal
+
+
+GroupOperation = (
+    CreateGroup
+    | AdoptGroup
+    | RenameGroup
+    | DeleteGroup
+    | AddGroupMember
+    | RemoveGroupMember
+    | AssignGroupRole
+    | UnassignGroupRole
+)
+MemberOperation = (
+    Invite | CreateUser | UpdateUser | RevokeInvite | SetRole | RemoveMember | SuspendMember
+)
+
+Operation = Annotated[MemberOperation | GroupOperation, Field(discriminator="op")]
 OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
 
 
-def operation_key(operation: Operation) -> tuple[int, str, str]:
-    """Sort key giving the deterministic plan order: phase, subject, kind."""
-    return (operation.phase, operation.subject, operation.op)
+def operation_key(operation: Operation) -> tuple[int, str, str, str]:
+    """Sort key giving the deterministic plan order: phase, subject, kind, detail."""
+    return (operation.phase, operation.subject, operation.op, operation.detail)
 
 
 def operation_json(operation: Operation) -> dict[str, object]:
@@ -180,6 +357,7 @@ class Waiting(BaseModel):
     email: str
     reason: str
     until: datetime | None = None
+    group: str | None = None
 
 
 class Plan(BaseModel):
@@ -210,7 +388,7 @@ class Plan(BaseModel):
             generated_at=generated_at,
             operations=tuple(sorted(operations, key=operation_key)),
             held=tuple(sorted(held or [], key=lambda h: operation_key(h.operation))),
-            waiting=tuple(sorted(waiting or [], key=lambda w: (w.email, w.op))),
+            waiting=tuple(sorted(waiting or [], key=lambda w: (w.email, w.op, w.group or ""))),
             warnings=tuple(sorted(set(warnings or []))),
         )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from orgsync.core.group_planner import GroupPlanner
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -23,8 +24,10 @@ from orgsync.core.model import (
     TargetInvite,
     TargetMember,
     TargetSnapshot,
+    normalize_email,
 )
 from orgsync.core.plan import (
+    CreateUser,
     Invite,
     Operation,
     Plan,
@@ -32,6 +35,7 @@ from orgsync.core.plan import (
     RevokeInvite,
     SetRole,
     SuspendMember,
+    UpdateUser,
     Waiting,
 )
 from orgsync.core.rules import DesiredState, Wanted
@@ -84,6 +88,7 @@ class _Planner:
         self.owners_left = sum(1 for m in observed.members if m.role in self.catalog.owner_roles)
         self.linked_member_ids = frozenset(given.memory.links.values())
         self.matched_members: set[str] = set()
+        self.member_ids: dict[EmailKey, str] = {}
 
     # ------------------------------------------------------------------ classification
 
@@ -138,7 +143,20 @@ class _Planner:
         member = self.find_member(wanted)
         if member is not None:
             self.matched_members.add(member.id)
+            self.member_ids[wanted.email_key] = member.id
+            if not member.active and self.untouchable(member) is None:
+                self.operations.append(
+                    UpdateUser(
+                        email=wanted.email,
+                        user_id=member.id,
+                        active=True,
+                        reason=f"{wanted.reason}; suspended member returns: re-enabled",
+                    )
+                )
             self.plan_role(wanted, member)
+            return
+        if not self.given.capabilities.invites:
+            self.plan_creation(wanted)
             return
         live = self.live_invites.get(wanted.email_key, [])
         keep = next((i for i in live if i.role == wanted.role), None)
@@ -190,6 +208,21 @@ class _Planner:
             Invite(
                 email=wanted.email,
                 role=wanted.role,
+                source_id=wanted.source_id,
+                reason=wanted.reason,
+            )
+        )
+
+    def plan_creation(self, wanted: Wanted) -> None:
+        """Targets without invitations create the user directly."""
+        if not self.given.capabilities.create_users:
+            self.warnings.append(f"{wanted.email}: this target can neither invite nor create users")
+            return
+        self.operations.append(
+            CreateUser(
+                email=wanted.email,
+                name=wanted.name,
+                role=wanted.role if self.given.capabilities.roles else None,
                 source_id=wanted.source_id,
                 reason=wanted.reason,
             )
@@ -248,6 +281,8 @@ class _Planner:
         if member.role in self.catalog.owner_roles:
             self.owners_left -= 1
         suspend = self.given.policy.on_removal == "suspend" and self.given.capabilities.suspend
+        if suspend and not member.active:
+            return  # already suspended
         kind = SuspendMember if suspend else RemoveMember
         self.operations.append(kind(email=label, user_id=member.id, reason=reason))
 
@@ -281,6 +316,24 @@ class _Planner:
         )
         return True
 
+    def plan_groups(self) -> None:
+        given = self.given
+        if not given.desired.groups and not given.memory.owned_groups:
+            return
+        if not given.capabilities.groups:
+            self.warnings.append("group rules are configured, but this target has no groups")
+            return
+        created = frozenset(
+            normalize_email(op.email) for op in self.operations if isinstance(op, CreateUser)
+        )
+        groups = GroupPlanner(
+            given.observed, given.memory.owned_groups, self.member_ids, self.untouchable, created
+        )
+        groups.plan(given.desired.groups)
+        self.operations.extend(groups.operations)
+        self.waiting.extend(groups.waiting)
+        self.warnings.extend(groups.warnings)
+
     def run(self) -> Plan:
         desired = self.given.desired
         for key in sorted(desired.wanted):
@@ -290,6 +343,7 @@ class _Planner:
                 self.plan_member_removal(member)
         for key in sorted(self.live_invites):
             self.plan_invite_removal(key, self.live_invites[key])
+        self.plan_groups()
         return Plan.build(
             target=self.given.target,
             generated_at=self.given.now,

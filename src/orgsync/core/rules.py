@@ -28,6 +28,32 @@ class RoleRule:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupRule:
+    """IdP groups whose name matches `source` (a glob) are mirrored as target groups named
+    by `name` (`{source}` stands for the IdP group's name), holding `roles`."""
+
+    source: str
+    name: str = "{source}"
+    roles: tuple[str, ...] = ()
+
+    def target_name(self, source_name: str) -> str:
+        return self.name.replace("{source}", source_name)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredGroup:
+    """A target group orgsync must keep: its members are wanted organization members."""
+
+    source_id: SourceId
+    source_name: str
+    name: str
+    members: frozenset[EmailKey]
+    roles: tuple[str, ...]
+    rule: int
+    """Index of the `[[targets.groups]]` rule that selected it (for messages)."""
+
+
+@dataclass(frozen=True, slots=True)
 class MembershipRules:
     """The part of a target's configuration that decides who is wanted, with which role."""
 
@@ -35,6 +61,9 @@ class MembershipRules:
     """Globs over IdP group names; empty means every active person is in scope."""
     roles: tuple[RoleRule, ...] = ()
     default_role: str | None = None
+    groups: tuple[GroupRule, ...] = ()
+    roleless: bool = False
+    """The target has no organization roles: everyone in scope is wanted, with role ""."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +74,9 @@ class Wanted:
     email: str
     email_key: EmailKey
     role: str
+    """Empty on targets without organization roles (scope alone decides)."""
     reason: str
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +92,8 @@ class DesiredState:
     """Emails shared by several source people: nothing is done about them."""
     warnings: tuple[str, ...] = ()
     by_source_id: Mapping[SourceId, EmailKey] = field(default_factory=lambda: MappingProxyType({}))
+    groups: tuple[DesiredGroup, ...] = ()
+    """Target groups to keep, in IdP group name order (empty without group rules)."""
 
 
 def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -155,7 +188,11 @@ def desired_state(
             out_of_scope[key] = "in no scope group"
             continue
         grant = _highest_grant(role_grants.get(person.id, []), catalog)
-        if grant is not None:
+        if rules.roleless:
+            role = ""
+            scope_names = in_scope_groups.get(person.id)
+            reason = f"member of {scope_names[0]}" if scope_names else "active in the source"
+        elif grant is not None:
             role, group_name = grant
             reason = f"member of {group_name}"
         elif rules.default_role is not None:
@@ -169,8 +206,10 @@ def desired_state(
         else:
             out_of_scope[key] = "no role rule matches and no default_role is set"
             continue
-        wanted[key] = Wanted(person.id, person.email.strip(), key, role, reason)
+        wanted[key] = Wanted(person.id, person.email.strip(), key, role, reason, person.name)
 
+    groups, group_warnings = _desired_groups(snapshot, rules.groups, nesting, keys, wanted)
+    warnings.extend(group_warnings)
     return DesiredState(
         wanted=MappingProxyType(wanted),
         known=MappingProxyType(known),
@@ -178,7 +217,43 @@ def desired_state(
         ambiguous=frozenset(ambiguous),
         warnings=tuple(warnings),
         by_source_id=MappingProxyType(by_source_id),
+        groups=groups,
     )
+
+
+def _desired_groups(
+    snapshot: SourceSnapshot,
+    rules: tuple[GroupRule, ...],
+    nesting: _Nesting,
+    keys: Mapping[SourceId, EmailKey],
+    wanted: Mapping[EmailKey, Wanted],
+) -> tuple[tuple[DesiredGroup, ...], list[str]]:
+    """Mirror IdP groups selected by the group rules; the first matching rule wins."""
+    if not rules:
+        return (), []
+    patterns = [(_glob([rule.source]), rule) for rule in rules]
+    chosen: list[DesiredGroup] = []
+    for group in sorted(snapshot.groups, key=lambda g: (g.name, g.id)):
+        folded = group.name.casefold()
+        for index, (pattern, rule) in enumerate(patterns):
+            if pattern is not None and pattern.fullmatch(folded):
+                members = frozenset(
+                    keys[p] for p in nesting.people_in(group.id) if keys[p] in wanted
+                )
+                name = rule.target_name(group.name)
+                chosen.append(DesiredGroup(group.id, group.name, name, members, rule.roles, index))
+                break
+    by_name: dict[str, list[DesiredGroup]] = defaultdict(list)
+    for desired in chosen:
+        by_name[desired.name.casefold()].append(desired)
+    warnings = [
+        f"IdP groups {', '.join(repr(d.source_name) for d in clash)} would all become target "
+        f"group {clash[0].name!r}: none of them is mirrored"
+        for clash in by_name.values()
+        if len(clash) > 1
+    ]
+    unique = tuple(d for d in chosen if len(by_name[d.name.casefold()]) == 1)
+    return unique, warnings
 
 
 def _highest_grant(grants: list[tuple[str, str]], catalog: RoleCatalog) -> tuple[str, str] | None:

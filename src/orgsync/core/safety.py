@@ -9,11 +9,20 @@ Two kinds of guard (SPEC "Safety guards"):
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orgsync.core.errors import SourceError
 from orgsync.core.model import TargetSnapshot
-from orgsync.core.plan import HeldOperation, Plan
+from orgsync.core.plan import (
+    DeleteGroup,
+    GroupOperationFields,
+    HeldOperation,
+    Operation,
+    Plan,
+    RemoveGroupMember,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +30,7 @@ class SafetyLimits:
     max_removals: int = 10
     max_removal_ratio: float = 0.05
     min_source_users: int = 1
+    max_group_member_removals: int = 50
 
 
 def check_source_size(people: int, limits: SafetyLimits) -> None:
@@ -68,11 +78,58 @@ def hold_mass_removals(
         return plan
     if allow_removals is not None:
         guard += f" and --allow-removals {allow_removals}"
-    held = [HeldOperation(operation=op, guard=guard) for op in removals]
+    # A held group deletion holds the emptying of that group too: half a deletion would
+    # strip the group's members and roles while the group itself stays.
+    deleted_groups = {op.group_id for op in removals if isinstance(op, DeleteGroup)}
+    return _hold(
+        plan,
+        lambda op: (
+            op.is_removal
+            or (isinstance(op, GroupOperationFields) and op.group_id in deleted_groups)
+        ),
+        guard,
+    )
+
+
+def hold_group_member_removals(plan: Plan, *, limit: int) -> Plan:
+    """Hold all member removals of any group that would lose more than `limit` members.
+
+    Groups being deleted are exempt: their deletion is one removal for the run's gate.
+    """
+    deleted = {op.group_id for op in plan.operations if isinstance(op, DeleteGroup)}
+    per_group = Counter(
+        op.group_id or op.group
+        for op in plan.operations
+        if isinstance(op, RemoveGroupMember) and op.group_id not in deleted
+    )
+    over = {group for group, count in per_group.items() if count > limit}
+    if not over:
+        return plan
+    held: list[HeldOperation] = []
+    kept: list[Operation] = []
+    for op in plan.operations:
+        key = op.group_id or op.group if isinstance(op, RemoveGroupMember) else None
+        if key in over and isinstance(op, RemoveGroupMember):
+            guard = (
+                f"{per_group[key]} removals from group {op.group!r} exceed "
+                f"safety.max_group_member_removals = {limit}"
+            )
+            held.append(HeldOperation(operation=op, guard=guard))
+        else:
+            kept.append(op)
+    return _rebuild(plan, kept, held)
+
+
+def _hold(plan: Plan, holds: Callable[[Operation], bool], guard: str) -> Plan:
+    held = [HeldOperation(operation=op, guard=guard) for op in plan.operations if holds(op)]
+    return _rebuild(plan, [op for op in plan.operations if not holds(op)], held)
+
+
+def _rebuild(plan: Plan, operations: list[Operation], held: list[HeldOperation]) -> Plan:
     return Plan.build(
         target=plan.target,
         generated_at=plan.generated_at,
-        operations=[op for op in plan.operations if not op.is_removal],
+        operations=operations,
         held=[*plan.held, *held],
         waiting=list(plan.waiting),
         warnings=list(plan.warnings),

@@ -1,0 +1,288 @@
+"""Planning target groups: create, adopt, rename, delete, members and role assignments.
+
+Pure. Owns the ownership rules of SPEC and issue 3: orgsync changes only groups in its
+ledger (created, or adopted by exact name on first sight) and never a group the target
+marks as managed elsewhere (`is_scim_managed`); a rule whose name collides with such a
+group, or with a group owned for another IdP group, is reported as a warning. People
+who are only invited cannot join a group yet (the API wants a user id): those
+memberships are listed as waiting, not planned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+
+from orgsync.core.model import EmailKey, SourceId, TargetGroup, TargetMember, TargetSnapshot
+from orgsync.core.plan import (
+    AddGroupMember,
+    AdoptGroup,
+    AssignGroupRole,
+    CreateGroup,
+    DeleteGroup,
+    Operation,
+    RemoveGroupMember,
+    RenameGroup,
+    UnassignGroupRole,
+    Waiting,
+)
+from orgsync.core.rules import DesiredGroup
+
+
+class GroupPlanner:
+    """Plans every group operation of one target.
+
+    `member_ids` maps the email of each wanted person who already is a member to their
+    user id; `untouchable` says why a member must never be removed from a group (None if
+    they may be).
+    """
+
+    def __init__(
+        self,
+        observed: TargetSnapshot,
+        owned: Mapping[str, SourceId],
+        member_ids: Mapping[EmailKey, str],
+        untouchable: Callable[[TargetMember], str | None],
+        being_created: frozenset[EmailKey] = frozenset(),
+    ) -> None:
+        self.observed = observed
+        self.owned = owned
+        self.member_ids = member_ids
+        self.untouchable = untouchable
+        self.being_created = being_created
+        self.operations: list[Operation] = []
+        self.waiting: list[Waiting] = []
+        self.warnings: list[str] = []
+        self.groups_by_id = {g.id: g for g in observed.groups}
+        self.groups_by_name: dict[str, list[TargetGroup]] = defaultdict(list)
+        for group in sorted(observed.groups, key=lambda g: g.id):
+            self.groups_by_name[group.name.casefold()].append(group)
+        # One group per IdP group; should the ledger hold several (a crash between a
+        # create and its journal entry, then an adoption), a changeable one is preferred
+        # and the others are free for other rules or deletion.
+        self.owned_by_source: dict[SourceId, str] = {}
+        present = [(g.is_scim_managed, g.id) for g in observed.groups if g.id in owned]
+        for _, group_id in sorted(present):
+            self.owned_by_source.setdefault(owned[group_id], group_id)
+        self.members_by_id = {m.id: m for m in observed.members}
+        catalog = observed.roles
+        self.role_names = {role_id: name for name, role_id in catalog.assignable.items()}
+        self.kept: set[str] = set()
+        self.vacating: set[str] = set()
+        self.desired_sources: set[SourceId] = set()
+
+    def plan(self, desired: tuple[DesiredGroup, ...]) -> None:
+        # Names owned groups give up by being renamed this run are free for other rules.
+        final_names = {d.source_id: d.name.casefold() for d in desired}
+        self.desired_sources = set(final_names)
+        self.vacating = {
+            group_id
+            for source_id, group_id in self.owned_by_source.items()
+            if final_names.get(source_id, self.groups_by_id[group_id].name.casefold())
+            != self.groups_by_id[group_id].name.casefold()
+        }
+        for group in desired:
+            self.plan_group(group)
+        for group_id, source_id in sorted(self.owned.items()):
+            target = self.groups_by_id.get(group_id)
+            if target is not None and group_id not in self.kept and not target.is_scim_managed:
+                self.plan_deletion(target, source_id)
+
+    # ------------------------------------------------------------------ one desired group
+
+    def find_or_claim(self, desired: DesiredGroup) -> tuple[TargetGroup | None, bool]:
+        """The target group mirroring `desired`, and whether it may be changed."""
+        owned_id = self.owned_by_source.get(desired.source_id)
+        if owned_id is not None:
+            target = self.groups_by_id[owned_id]
+            if target.is_scim_managed:
+                self.warnings.append(
+                    f"group {target.name!r} is now managed by another provisioner "
+                    "(is_scim_managed): left alone"
+                )
+                return target, False
+            return target, True
+        candidates = [
+            g
+            for g in self.groups_by_name.get(desired.name.casefold(), [])
+            if g.id not in self.vacating
+        ]
+        foreign = [g for g in candidates if g.is_scim_managed]
+        # A group owned for an IdP group that no rule selects any more (deleted and
+        # recreated under a new id, say) is re-adopted, not deleted and created again.
+        taken = [
+            g
+            for g in candidates
+            if self.owned_by_source.get(self.owned.get(g.id, SourceId(""))) == g.id
+            and self.owned[g.id] in self.desired_sources
+        ]
+        if foreign or taken:
+            why = (
+                "managed by another provisioner (is_scim_managed)"
+                if foreign
+                else "owned by orgsync for another IdP group"
+            )
+            self.warnings.append(
+                f"rule targets.groups[{desired.rule}] names group {desired.name!r} for IdP "
+                f"group {desired.source_name!r}, but that group is {why}: left alone"
+            )
+            return None, False
+        if candidates:
+            target = candidates[0]
+            self.operations.append(
+                AdoptGroup(
+                    group=target.name,
+                    group_id=target.id,
+                    source_group_id=desired.source_id,
+                    reason=f"rule targets.groups[{desired.rule}] names this existing group "
+                    f"exactly (IdP group {desired.source_name!r}): adopting it",
+                )
+            )
+            return target, True
+        self.operations.append(
+            CreateGroup(
+                group=desired.name,
+                source_group_id=desired.source_id,
+                reason=f"IdP group {desired.source_name!r} (rule targets.groups[{desired.rule}])",
+            )
+        )
+        return None, True
+
+    def plan_group(self, desired: DesiredGroup) -> None:
+        target, changeable = self.find_or_claim(desired)
+        if target is not None:
+            self.kept.add(target.id)
+        if not changeable:
+            return
+        group_id = target.id if target is not None else None
+        label = desired.name
+        if target is not None and target.name != desired.name:
+            self.operations.append(
+                RenameGroup(
+                    group=desired.name,
+                    previous_name=target.name,
+                    group_id=group_id,
+                    source_group_id=desired.source_id,
+                    reason=f"IdP group {desired.source_id} is now named {desired.source_name!r}",
+                )
+            )
+        common = {"group": label, "group_id": group_id, "source_group_id": desired.source_id}
+        self.plan_members(desired, target, common)
+        self.plan_roles(desired, target, common)
+
+    def plan_members(
+        self, desired: DesiredGroup, target: TargetGroup | None, common: dict[str, str | None]
+    ) -> None:
+        current = target.member_ids if target is not None else frozenset()
+        wanted_ids: set[str] = set()
+        for key in sorted(desired.members):
+            user_id = self.member_ids.get(key)
+            if user_id is None and key in self.being_created:
+                self.operations.append(
+                    AddGroupMember(
+                        **common,
+                        email=key,
+                        user_id=None,
+                        reason=f"member of IdP group {desired.source_name!r} (user created "
+                        "by this plan)",
+                    )
+                )
+                continue
+            if user_id is None:
+                self.waiting.append(
+                    Waiting(
+                        op="add_group_member",
+                        email=key,
+                        group=desired.name,
+                        reason=f"invited, not yet a member: joins {desired.name!r} on acceptance",
+                    )
+                )
+                continue
+            wanted_ids.add(user_id)
+            if user_id not in current:
+                self.operations.append(
+                    AddGroupMember(
+                        **common,
+                        email=key,
+                        user_id=user_id,
+                        reason=f"member of IdP group {desired.source_name!r}",
+                    )
+                )
+        for user_id in sorted(current - wanted_ids):
+            self.plan_member_removal(
+                user_id, common, f"not a member of IdP group {desired.source_name!r}"
+            )
+
+    def plan_member_removal(self, user_id: str, common: dict[str, str | None], reason: str) -> None:
+        member = self.members_by_id.get(user_id)
+        label = (member.email if member else None) or user_id
+        if member is not None:
+            blocked = self.untouchable(member)
+            if blocked is not None:
+                self.warnings.append(
+                    f"{label}: would leave group {common['group']!r}, but they are {blocked}; "
+                    "left in it"
+                )
+                return
+        self.operations.append(
+            RemoveGroupMember(**common, email=label, user_id=user_id, reason=reason)
+        )
+
+    def plan_roles(
+        self, desired: DesiredGroup, target: TargetGroup | None, common: dict[str, str | None]
+    ) -> None:
+        catalog = self.observed.roles
+        wanted: dict[str, str] = {}
+        for name in desired.roles:
+            role_id = catalog.assignable.get(name)
+            if role_id is None:
+                self.warnings.append(
+                    f"rule targets.groups[{desired.rule}]: role {name!r} is not in the "
+                    "target's role catalog; not assigned"
+                )
+                continue
+            wanted[role_id] = name
+        current = target.role_ids if target is not None else frozenset()
+        for role_id in sorted(set(wanted) - current):
+            self.operations.append(
+                AssignGroupRole(
+                    **common,
+                    role=wanted[role_id],
+                    role_id=role_id,
+                    reason=f"rule targets.groups[{desired.rule}] gives it {wanted[role_id]!r}",
+                )
+            )
+        self.plan_unassignments(
+            current, set(wanted), common, f"not in rule targets.groups[{desired.rule}].roles"
+        )
+
+    def plan_unassignments(
+        self, current: frozenset[str], keep: set[str], common: dict[str, str | None], reason: str
+    ) -> None:
+        privileged = self.observed.roles.privileged
+        kept_privileged = any(self.role_names.get(r) in privileged for r in keep)
+        for role_id in sorted(current - keep):
+            name = self.role_names.get(role_id, role_id)
+            self.operations.append(
+                UnassignGroupRole(
+                    **common,
+                    role=name,
+                    role_id=role_id,
+                    counts_as_removal=name in privileged and not kept_privileged,
+                    reason=reason,
+                )
+            )
+
+    # ------------------------------------------------------------------ groups that go
+
+    def plan_deletion(self, target: TargetGroup, source_id: SourceId) -> None:
+        common: dict[str, str | None] = {
+            "group": target.name,
+            "group_id": target.id,
+            "source_group_id": source_id,
+        }
+        reason = f"its IdP group {source_id} is gone or no rule selects it"
+        for user_id in sorted(target.member_ids):
+            self.plan_member_removal(user_id, common, f"{reason}; emptied before deletion")
+        self.plan_unassignments(target.role_ids, set(), common, f"{reason}; before deletion")
+        self.operations.append(DeleteGroup(**common, reason=reason))
