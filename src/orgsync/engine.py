@@ -12,10 +12,13 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from typing import Protocol
 
 import structlog
 
@@ -25,7 +28,14 @@ from orgsync.config import FileSource as FileSourceConfig
 from orgsync.config import LdapSource as LdapSourceConfig
 from orgsync.config import ScimSource as ScimSourceConfig
 from orgsync.core.errors import ConfigError, OrgsyncError, StateError
-from orgsync.core.model import RoleCatalog, SourceSnapshot, TargetSnapshot, normalize_email
+from orgsync.core.model import (
+    EmailKey,
+    Memory,
+    RoleCatalog,
+    SourceSnapshot,
+    TargetSnapshot,
+    normalize_email,
+)
 from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.ports import OperationJournal, OperationStatus, Source, Target
@@ -36,6 +46,7 @@ from orgsync.core.safety import (
     hold_mass_removals,
     managed_population,
 )
+from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.retrying import RetrySettings
 from orgsync.sources.file import FileSource
 from orgsync.store import StateStore
@@ -61,6 +72,14 @@ class RunOptions:
     reviewed_plans: Mapping[str, Plan] | None = None
     """`sync --plan FILE`: per target, the plan a person reviewed; refused if it changed."""
     trigger: str = "cli"
+    only_emails: frozenset[str] = frozenset()
+    only_source_ids: frozenset[str] = frozenset()
+    """A targeted reconcile (a webhook naming people): plan for these people only. Empty
+    both: the whole organization. See `orgsync.core.scope`."""
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects.of(self.only_emails, self.only_source_ids)
 
 
 @dataclass(slots=True)
@@ -77,6 +96,44 @@ class TargetResult:
 
 TargetFactory = Callable[[TargetConfig, Mapping[str, str]], Target]
 SourceFactory = Callable[[Config, Mapping[str, str]], Source]
+
+
+class RunObserver(Protocol):
+    """What the engine reports while it works (the daemon's metrics implement it).
+
+    Plain callbacks, so that the engine knows nothing of Prometheus; each must be cheap
+    and must not raise.
+    """
+
+    def source_read(self, people: int) -> None: ...
+    def http_response(self, system: str, status: int) -> None: ...
+    def operation_finished(self, target: str, op: str, result: str) -> None: ...
+    def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None: ...
+
+
+class _Unobserved:
+    def source_read(self, people: int) -> None:
+        pass
+
+    def http_response(self, system: str, status: int) -> None:
+        pass
+
+    def operation_finished(self, target: str, op: str, result: str) -> None:
+        pass
+
+    def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None:
+        pass
+
+
+class _Halt(threading.Event):
+    """Stops one run's applier: set when the run lost its lease, or on shutdown."""
+
+    def __init__(self, shutdown: threading.Event) -> None:
+        super().__init__()
+        self._shutdown = shutdown
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._shutdown.is_set()
 
 
 def build_source(config: Config, environ: Mapping[str, str]) -> Source:
@@ -152,7 +209,12 @@ def _secret_key(ref: SecretRef | None, default: str) -> str:
     return f"{ref.key}_env ({ref.env})" if ref.env else f"{ref.key}_file ({ref.file})"
 
 
-def build_target(config: TargetConfig, environ: Mapping[str, str]) -> Target:
+def build_target(
+    config: TargetConfig,
+    environ: Mapping[str, str],
+    *,
+    on_response: Callable[[str, int], None] | None = None,
+) -> Target:
     api_key = config.api_key.resolve(environ).get_secret_value()
     if config.base_url.startswith("http://"):
         log.warning("target.plaintext", target=config.name, base_url=config.base_url)
@@ -165,6 +227,7 @@ def build_target(config: TargetConfig, environ: Mapping[str, str]) -> Target:
         requests_per_second=config.requests_per_second,
         retry=retry_settings(config),
         user_agent="orgsync",
+        on_response=on_response,
     )
     projects = [(p.id, p.role) for p in config.invite_projects]
     return OpenAITarget(client, api_key=api_key, invite_projects=projects)
@@ -255,15 +318,19 @@ class Engine:
         environ: Mapping[str, str] | None = None,
         store: StateStore | None = None,
         source_factory: SourceFactory = build_source,
-        target_factory: TargetFactory = build_target,
+        target_factory: TargetFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stop: threading.Event | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.config = config
         self.environ = dict(os.environ if environ is None else environ)
         self._store = store
+        self.observer: RunObserver = observer or _Unobserved()
         self.source_factory = source_factory
-        self.target_factory = target_factory
+        self.target_factory: TargetFactory = target_factory or partial(
+            build_target, on_response=self.observer.http_response
+        )
         self.clock = clock
         self.stop = stop or threading.Event()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -286,6 +353,7 @@ class Engine:
         snapshot = self.source_factory(self.config, self.environ).read()
         limits = self.safety_limits()
         check_source_size(len(snapshot.people), limits)
+        self.observer.source_read(len(snapshot.people))
         log.info("source.read", people=len(snapshot.people), groups=len(snapshot.groups))
         return snapshot
 
@@ -319,10 +387,11 @@ class Engine:
     ) -> TargetResult:
         mode = "dry-run" if options.dry_run else "sync"
         bound = log.bind(target=config.name, mode=mode)
+        started = time.monotonic()
         run_id = self.store.start_run(config.name, mode, options.trigger)
         try:
-            with self._lease(config.name, exclusive=not options.dry_run):
-                result = self._plan_and_apply(config, snapshot, options, run_id)
+            with self._lease(config.name, exclusive=not options.dry_run) as halt:
+                result = self._plan_and_apply(config, snapshot, options, run_id, halt)
         except OrgsyncError as error:
             bound.error("run.failed", error=str(error))
             result = TargetResult(
@@ -342,25 +411,71 @@ class Engine:
             waiting=len(plan_.waiting) if plan_ else 0,
         )
         bound.info("run.finished", status=result.status, exit_code=result.exit_code)
+        self.observer.run_finished(
+            config.name,
+            result.status,
+            held=len(plan_.held) if plan_ else 0,
+            seconds=time.monotonic() - started,
+        )
         return result
 
-    @contextmanager
-    def _lease(self, target: str, *, exclusive: bool) -> Iterator[None]:
-        if not exclusive:
-            yield
-            return
+    def try_lease(self, target: str) -> bool:
+        """Take (or extend) `target`'s lease for this engine; False while another holds it.
+
+        The daemon takes the lease before a run so that a busy target is a reason to wait,
+        not a failed run; `run` then extends it and releases it at the end.
+        """
         ttl = self.config.state.lease_ttl
-        if not self.store.acquire_lease(target, self.holder, ttl):
-            self._break_dead_lease(target)
-        if not self.store.acquire_lease(target, self.holder, ttl):
+        if self.store.acquire_lease(target, self.holder, ttl):
+            return True
+        self._break_dead_lease(target)
+        return self.store.acquire_lease(target, self.holder, ttl)
+
+    @contextmanager
+    def _lease(self, target: str, *, exclusive: bool) -> Iterator[threading.Event]:
+        halt = _Halt(self.stop)
+        if not exclusive:
+            yield halt
+            return
+        if not self.try_lease(target):
             holder = self.store.lease_holder(target)
             who = f"{holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S}Z" if holder else "?"
             raise StateError(f"another orgsync is syncing {target} ({who}); try again later")
         try:
             self.store.recover_interrupted(target)
-            yield
+            with self._keep_lease(target, halt):
+                yield halt
         finally:
             self.store.release_lease(target, self.holder)
+
+    @contextmanager
+    def _keep_lease(self, target: str, halt: threading.Event) -> Iterator[None]:
+        """Renew the lease every third of its TTL for as long as the run holds it.
+
+        A run longer than the TTL (a first sync under a rate limit) would otherwise lose
+        it half-way, and a second orgsync waiting for it would start writing to the same
+        organization. A lease that could not be renewed halts the applier.
+        """
+        ttl = self.config.state.lease_ttl
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(ttl.total_seconds() / 3):
+                try:
+                    if not self.store.renew_lease(target, self.holder, ttl):
+                        log.error("lease.lost", target=target, holder=self.holder)
+                        halt.set()
+                        return
+                except StateError as error:  # a busy database: try again next time
+                    log.warning("lease.renew_failed", target=target, error=str(error))
+
+        keeper = threading.Thread(target=renew, name=f"lease:{target}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
 
     def _break_dead_lease(self, target: str) -> None:
         """Free a lease whose holder was a process on this host that no longer exists.
@@ -382,14 +497,29 @@ class Engine:
         self.store.release_lease(target, lease.holder)
 
     def _plan_and_apply(
-        self, config: TargetConfig, snapshot: SourceSnapshot, options: RunOptions, run_id: str
+        self,
+        config: TargetConfig,
+        snapshot: SourceSnapshot,
+        options: RunOptions,
+        run_id: str,
+        halt: threading.Event,
     ) -> TargetResult:
         target = self.target_factory(config, self.environ)
         try:
             observed = target.read()
             check_roles(config, observed.roles)
             desired = desired_state(snapshot, membership_rules(config), observed.roles)
-            fresh = self.make_plan(config, desired, observed, target, options)
+            memory = self.store.memory(config.name)
+            scoped = self._scope(config.name, desired, observed, memory, options)
+            fresh = self.make_plan(
+                config,
+                scoped.desired if scoped else desired,
+                scoped.observed if scoped else observed,
+                target,
+                options,
+                memory=scoped.memory if scoped else memory,
+                population=managed_population(observed),
+            )
             reviewed = (options.reviewed_plans or {}).get(config.name)
             if reviewed is not None and reviewed.checksum != fresh.checksum:
                 raise OrgsyncError(
@@ -399,17 +529,43 @@ class Engine:
             if options.dry_run:
                 return self._dry_result(config.name, fresh, run_id)
             self.store.record_plan(run_id, fresh)
-            self._remember(config.name, desired, observed, fresh)
+            self._remember(
+                config.name,
+                scoped.desired if scoped else desired,
+                observed,
+                fresh,
+                scope=scoped.keys if scoped else None,
+            )
             applier = Applier(
                 target,
                 _LinkingJournal(self.store.journal(run_id), self.store, config.name),
                 ApplySettings(max_concurrency=config.max_concurrency, retry=retry_settings(config)),
-                stop=self.stop,
+                stop=halt,
+                on_outcome=lambda o: self.observer.operation_finished(
+                    config.name, o.operation.op, o.status.value
+                ),
             )
             report = applier.apply(fresh)
         finally:
             target.close()
         return self._sync_result(config.name, fresh, report, run_id)
+
+    @staticmethod
+    def _scope(
+        target: str,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        memory: Memory,
+        options: RunOptions,
+    ) -> Scoped | None:
+        """The slice of a targeted reconcile, or None to plan the whole organization."""
+        subjects = options.subjects
+        if not subjects:
+            return None
+        scoped = restrict(desired, observed, memory, subjects)
+        if scoped is None:
+            log.info("run.widened", target=target, reason="a named person is an owner")
+        return scoped
 
     def make_plan(
         self,
@@ -418,7 +574,15 @@ class Engine:
         observed: TargetSnapshot,
         target: Target,
         options: RunOptions,
+        *,
+        memory: Memory | None = None,
+        population: int | None = None,
     ) -> Plan:
+        """Plan and gate; `memory` and `population` default to the store's and `observed`'s.
+
+        A targeted plan passes the whole organization's `population`: the removal ratio
+        is measured against everyone, not against the few people in the slice.
+        """
         safety = self.config.safety
         policy = RemovalPolicy(
             on_removal=config.on_removal,
@@ -431,7 +595,7 @@ class Engine:
                 target=config.name,
                 desired=desired,
                 observed=observed,
-                memory=self.store.memory(config.name),
+                memory=memory if memory is not None else self.store.memory(config.name),
                 policy=policy,
                 capabilities=target.capabilities,
                 now=self.clock(),
@@ -439,15 +603,25 @@ class Engine:
         )
         return hold_mass_removals(
             draft,
-            population=managed_population(observed),
+            population=population if population is not None else managed_population(observed),
             limits=self.safety_limits(),
             allow_removals=options.allow_removals,
         )
 
     def _remember(
-        self, target: str, desired: DesiredState, observed: TargetSnapshot, fresh: Plan
+        self,
+        target: str,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        fresh: Plan,
+        *,
+        scope: frozenset[EmailKey] | None = None,
     ) -> None:
-        """Link wanted people to the members they matched, and track who went missing."""
+        """Link wanted people to the members they matched, and track who went missing.
+
+        `scope`: a targeted plan decided about these people only; everybody else's
+        missing-since clock is kept as it is.
+        """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         for key, wanted in desired.wanted.items():
             member = by_email.get(key)
@@ -462,6 +636,8 @@ class Engine:
         missing = [normalize_email(w.email) for w in fresh.waiting]
         missing += [normalize_email(op.email) for op in removals]
         self.store.mark_missing(target, missing, self.clock())
+        if scope is not None:
+            missing += [k for k in self.store.memory(target).missing_since if k not in scope]
         self.store.clear_missing(target, keep_only=missing)
 
     @staticmethod
@@ -482,6 +658,11 @@ class Engine:
             )
             error = report.aborted or f"{len(report.failed)} operation(s) failed: {failures}"
             return TargetResult(target, EXIT_ERROR, "failed", run_id, fresh, report, error)
+        skipped = report.count(OperationStatus.SKIPPED)
+        if skipped:
+            # Shutdown (SIGTERM) or a lost lease: calls in flight finished, no more started.
+            error = f"stopped before {skipped} operation(s) started; the next run does them"
+            return TargetResult(target, EXIT_ERROR, "interrupted", run_id, fresh, report, error)
         if fresh.held:
             return TargetResult(target, EXIT_HELD, "held", run_id, fresh, report)
         return TargetResult(target, EXIT_OK, "ok", run_id, fresh, report)

@@ -1,0 +1,89 @@
+"""Targeted reconcile: the part of one organization that concerns a few named people.
+
+A webhook that names people asks for *those* people to be reconciled now; the scheduled
+full pass stays the safety net for everything else. Planning on the whole desired state
+against a partial view of the organization would be wrong both ways (wanted people
+outside the view would be invited again; members outside it would be judged on partial
+facts), so both sides are cut to the same people before the planner sees them:
+
+- `wanted`, the members and the invitations are restricted to the named people, found
+  by normalized email, by source id, and by the member a source id was linked to earlier
+  (so a person whose email changed is still found);
+- what the source knows about everybody else (`known`, `out_of_scope`, `ambiguous`) is
+  kept whole: it only ever stops the planner from acting;
+- group planning is switched off (no desired groups, no observed groups, no owned
+  groups): group membership is decided over whole groups, which a slice cannot see;
+- when a named person is an owner today, the slice is refused (`None`): the last-owner
+  rule needs every owner in view, so the caller runs a full pass instead.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from orgsync.core.model import EmailKey, Memory, SourceId, TargetSnapshot, normalize_email
+from orgsync.core.rules import DesiredState
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """The people a targeted reconcile is about, as an event named them."""
+
+    emails: frozenset[EmailKey] = frozenset()
+    source_ids: frozenset[SourceId] = frozenset()
+
+    @classmethod
+    def of(cls, emails: Iterable[str] = (), source_ids: Iterable[str] = ()) -> Subjects:
+        return cls(
+            emails=frozenset(normalize_email(e) for e in emails if e.strip()),
+            source_ids=frozenset(SourceId(s) for s in source_ids if s),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.emails or self.source_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Scoped:
+    """The three planner inputs cut down to the subjects, and whom they cover."""
+
+    desired: DesiredState
+    observed: TargetSnapshot
+    memory: Memory
+    keys: frozenset[EmailKey]
+    """Every email key the slice covers (named, resolved from ids, or of a linked member)."""
+
+
+def restrict(
+    desired: DesiredState, observed: TargetSnapshot, memory: Memory, subjects: Subjects
+) -> Scoped | None:
+    """Cut desired state, organization and memory down to `subjects`.
+
+    Returns None when the people cannot be reconciled on their own (one of them is an
+    owner of the organization now); the caller then plans the whole organization.
+    """
+    keys = set(subjects.emails)
+    keys.update(desired.by_source_id[s] for s in subjects.source_ids if s in desired.by_source_id)
+    source_ids = set(subjects.source_ids)
+    source_ids.update(desired.known[k] for k in keys if k in desired.known)
+    linked = {memory.links[s] for s in source_ids if s in memory.links}
+
+    members = tuple(m for m in observed.members if m.email_key in keys or m.id in linked)
+    if any(m.role in observed.roles.owner_roles for m in members):
+        return None
+    # A linked member found by id may still carry an old email: its key belongs to the
+    # slice too, so that its invitations and removal decision are judged consistently.
+    keys.update(m.email_key for m in members if m.email_key is not None)
+    invites = tuple(i for i in observed.invites if i.email_key in keys)
+    wanted = {k: w for k, w in desired.wanted.items() if k in keys}
+
+    return Scoped(
+        desired=replace(desired, wanted=MappingProxyType(wanted), groups=()),
+        observed=replace(observed, members=members, invites=invites, groups=()),
+        memory=replace(memory, owned_groups=MappingProxyType({})),
+        keys=frozenset(keys),
+    )
