@@ -1,0 +1,5 @@
+"""The Keycard target (organization users, invitations, roles; soft disable)."""
+
+from orgsync.targets.keycard.target import CAPABILITIES, KeycardTarget
+
+__all__ = ["CAPABILITIES", "KeycardTarget"]
