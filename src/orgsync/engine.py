@@ -24,8 +24,11 @@ import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
 from orgsync.config import Config, SecretRef, TargetConfig
+from orgsync.config import EntraSource as EntraSourceConfig
 from orgsync.config import FileSource as FileSourceConfig
+from orgsync.config import GoogleSource as GoogleSourceConfig
 from orgsync.config import LdapSource as LdapSourceConfig
+from orgsync.config import OktaSource as OktaSourceConfig
 from orgsync.config import ScimSource as ScimSourceConfig
 from orgsync.core.errors import ConfigError, OrgsyncError, StateError
 from orgsync.core.model import (
@@ -48,7 +51,10 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.retrying import RetrySettings
+from orgsync.sources._http import HttpSettings
+from orgsync.sources.entra import EntraSource
 from orgsync.sources.file import FileSource
+from orgsync.sources.okta import OktaSource
 from orgsync.store import StateStore
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import OpenAITarget
@@ -145,7 +151,60 @@ def build_source(config: Config, environ: Mapping[str, str]) -> Source:
         return _scim_source(source, environ)
     if isinstance(source, LdapSourceConfig):
         return _ldap_source(source, environ)
+    if isinstance(source, OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig):
+        return _rest_source(source, environ)
     raise ConfigError(f"source.type = {source.type!r} is not available in this version")
+
+
+def _rest_source(
+    config: OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig, environ: Mapping[str, str]
+) -> Source:
+    """Okta, Entra ID or Google Workspace: the REST identity providers."""
+    settings = HttpSettings(
+        timeout=config.timeout.total_seconds(),
+        verify=str(config.ca_file) if config.ca_file else True,
+        retry=RetrySettings(
+            max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
+        ),
+    )
+    if isinstance(config, OktaSourceConfig):
+        urls = [config.url]
+    elif isinstance(config, EntraSourceConfig):
+        urls = [config.graph_url, config.login_url]
+    else:
+        urls = [config.directory_url, config.token_url]
+    for url in urls:
+        if url.startswith("http://"):
+            log.warning("source.plaintext", source=config.type, url=url)
+    if isinstance(config, OktaSourceConfig):
+        return OktaSource(
+            config.url,
+            token=config.token.resolve(environ).get_secret_value(),
+            page_size=config.page_size,
+            settings=settings,
+        )
+    if isinstance(config, EntraSourceConfig):
+        return EntraSource(
+            tenant_id=config.tenant_id,
+            client_id=config.client_id,
+            client_secret=config.client_secret.resolve(environ).get_secret_value(),
+            graph_url=config.graph_url,
+            login_url=config.login_url,
+            page_size=config.page_size,
+            settings=settings,
+        )
+    # PyJWT and cryptography take a while to import; only a Google source needs them.
+    from orgsync.sources.google import GoogleSource, ServiceAccountKey
+
+    return GoogleSource(
+        key=ServiceAccountKey.from_json(config.credentials.resolve(environ).get_secret_value()),
+        subject=config.subject,
+        customer=config.customer,
+        directory_url=config.directory_url,
+        token_url=config.token_url,
+        page_size=config.page_size,
+        settings=settings,
+    )
 
 
 def _scim_source(config: ScimSourceConfig, environ: Mapping[str, str]) -> Source:

@@ -223,7 +223,7 @@ class OktaEmulator:
                 "lastMembershipUpdated": _stamp(n),
                 "objectClass": ["okta:user_group"],
                 "type": group_type,
-                "profile": {"name": name, "description": description or None},
+                "profile": {"name": name, "description": description},
             }
             self._members[group_id] = set()
             return group_id
