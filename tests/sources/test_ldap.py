@@ -232,6 +232,11 @@ def test_an_untrusted_certificate_is_refused(tls_slapd: Slapd, scheme: str) -> N
 # --------------------------------------------------------------------------- without a server
 
 
+def test_plain_ldap_needs_an_explicit_opt_in(small_slapd: Slapd) -> None:
+    with pytest.raises(SourceError, match="would send the bind password in clear"):
+        source(small_slapd.url, allow_plaintext=False).read()
+
+
 def test_active_directory_defaults() -> None:
     ad = LdapSettings(
         url="ldaps://dc.example.com",

@@ -260,6 +260,12 @@ class LdapSource:
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
             raise SourceError(f"ldap: {s.url!r} is not an ldap:// or ldaps:// URL")
         use_ssl = parts.scheme == "ldaps"
+        if not (use_ssl or s.start_tls or s.allow_plaintext):
+            # The configuration refuses this too; kept here for sources built in code.
+            raise SourceError(
+                f"ldap: {s.url} without TLS would send the bind password in clear; use "
+                "ldaps://, start_tls, or allow_plaintext for a loopback test rig"
+            )
         tls = ldap3.Tls(
             validate=ssl.CERT_REQUIRED,
             ca_certs_file=s.ca_file,

@@ -160,6 +160,8 @@ class ScimSource:
         self.http.close()
 
     def read(self) -> SourceSnapshot:
+        """Walk /Users then /Groups; the connections are closed at the end (one read per
+        instance: the engine builds a source for every run)."""
         self.pages = 0
         try:
             users = list(self._walk("/Users", ListResponse[_UserModel], USER_ATTRIBUTES))
