@@ -188,7 +188,7 @@ class TestRead:
 
     def test_capabilities(self, harness: Harness) -> None:
         assert harness.target.capabilities == Capabilities(
-            invites=True, create_users=False, suspend=False, roles=True, groups=False
+            invites=True, create_users=False, suspend=False, roles=True, groups=True
         )
 
 

@@ -1,4 +1,4 @@
-"""OpenAI organization as an orgsync target: members, invitations and organization roles.
+"""OpenAI organization as an orgsync target: members, invitations, roles and groups.
 
 What the Admin API allows shapes everything here (see `wire` for the shapes):
 - people join only by invitation, which carries `owner` or `reader`; a wrong-role or
@@ -8,7 +8,10 @@ What the Admin API allows shapes everything here (see `wire` for the shapes):
   opaque `next` cursor for roles), and a server that contradicts itself (a repeated
   cursor, `has_more` with nothing in the page) is refused rather than followed forever;
 - the admin key's own owner is found by matching the key against each key's redacted
-  value, so the planner can leave that person alone.
+  value, so the planner can leave that person alone;
+- groups, their members and their role assignments are read and changed by
+  `orgsync.targets.openai.groups`; the role catalog adds the organization's RBAC roles
+  (predefined and custom) by name, for the roles groups are given.
 
 Only `orgsync.core`, `orgsync.retrying` and `orgsync.targets.http` are imported here.
 """
@@ -40,9 +43,19 @@ from orgsync.core.model import (
     TargetSnapshot,
     normalize_email,
 )
-from orgsync.core.plan import Invite, Operation, RemoveMember, RevokeInvite, SetRole, SuspendMember
+from orgsync.core.plan import (
+    GroupOperationFields,
+    Invite,
+    Operation,
+    RemoveMember,
+    RevokeInvite,
+    SetRole,
+    SuspendMember,
+)
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
+from orgsync.targets.openai.groups import OpenAIGroups, role_catalog
+from orgsync.targets.openai.paging import list_by_next
 
 __all__ = ["OpenAITarget"]
 
@@ -64,11 +77,11 @@ ORG_ROLES: Final = RoleCatalog(
     invitable=frozenset({"owner", "reader"}),
 )
 """The organization roles that `User.role` reports and that invitations and role updates
-accept. Custom roles of the catalog are granted by id through other endpoints, which
-orgsync does not manage yet."""
+accept. `read` adds the catalog's RBAC roles as `assignable` (what groups can be given)
+and its owner-level ones to `privileged`."""
 
 CAPABILITIES: Final = Capabilities(
-    invites=True, create_users=False, suspend=False, roles=True, groups=False
+    invites=True, create_users=False, suspend=False, roles=True, groups=True
 )
 
 _REDACTION = re.compile(r"(?s)(.*?)(?:\.{2,}|\u2026|\*{2,})(.*)")
@@ -99,6 +112,7 @@ class OpenAITarget:
         invite_projects: `(project id, project role)` pairs every invitation grants; empty
             means none (the field is still sent, so the default project is not implied).
         clock: the current time, for telling live invitations from expired ones.
+        read_concurrency: threads reading the groups' members and roles.
     """
 
     def __init__(
@@ -108,8 +122,10 @@ class OpenAITarget:
         api_key: str,
         invite_projects: Sequence[tuple[str, str]] = (),
         clock: Callable[[], datetime] = _utcnow,
+        read_concurrency: int = 4,
     ) -> None:
         self._client = client
+        self._groups = OpenAIGroups(client, read_concurrency=read_concurrency)
         self._key_matches: Callable[[str], bool] = lambda redacted: _redaction_matches(
             redacted, api_key
         )
@@ -128,24 +144,26 @@ class OpenAITarget:
     # ------------------------------------------------------------------ reading
 
     def read(self) -> TargetSnapshot:
-        """Read every member, every invitation (any status), the roles and the key owner."""
+        """Read every member, every invitation (any status), the roles, every group with
+        its members and role assignments, and the key owner."""
         members = tuple(_member(user) for user in self._list_by_id(USERS, wire.UserPage))
         invites = tuple(_invite(invite) for invite in self._list_by_id(INVITES, wire.InvitePage))
-        roles = self._list_roles()
+        catalog = role_catalog(ORG_ROLES, self._list_roles())
+        groups = self._groups.read()
         log.debug(
             "openai.read",
             system=self._client.system,
             members=len(members),
             invites=len(invites),
-            organization_roles=sorted(
-                role.name or role.id for role in roles if role.resource_type == "api.organization"
-            ),
+            groups=len(groups),
+            assignable_roles=sorted(catalog.assignable),
         )
         return TargetSnapshot(
             members=members,
             invites=invites,
-            roles=ORG_ROLES,
+            roles=catalog,
             key_owner_id=self._key_owner_id(),
+            groups=groups,
         )
 
     def find_invite(self, email: str) -> TargetInvite | None:
@@ -164,7 +182,11 @@ class OpenAITarget:
         return max(live, key=lambda i: i.expires_at or datetime.max.replace(tzinfo=UTC))
 
     def find_existing(self, operation: Operation) -> str | None:
-        """For an invitation: the id of a live one for that email with the same role."""
+        """For an invitation: the id of a live one for that email with the same role. For a
+        group creation: the id of a group with that name orgsync may own; for a group
+        membership or role assignment: the group's id if it is already in place."""
+        if isinstance(operation, GroupOperationFields):
+            return self._groups.find_existing(operation)
         if not isinstance(operation, Invite):
             return None
         invite = self.find_invite(operation.email)
@@ -175,7 +197,10 @@ class OpenAITarget:
     # ------------------------------------------------------------------ writing
 
     def execute(self, operation: Operation) -> str | None:
-        """Perform one operation; return the new invitation's id for `invite`."""
+        """Perform one operation; return the new invitation's id for `invite`, the group's
+        id for `create_group` and `adopt_group`."""
+        if isinstance(operation, GroupOperationFields):
+            return self._groups.execute(operation)
         if isinstance(operation, Invite):
             return self._invite(operation)
         if isinstance(operation, RevokeInvite):
@@ -221,7 +246,7 @@ class OpenAITarget:
         )
         return created.id
 
-    def _delete(self, path: str, model: type[wire.InviteDeleted | wire.UserDeleted]) -> None:
+    def _delete(self, path: str, model: type[wire.Deletion]) -> None:
         result = self._client.request_model("DELETE", path, model, idempotent=True)
         if not result.deleted:
             raise TargetError(f"DELETE {path}: the server answered but reports nothing deleted")
@@ -252,27 +277,7 @@ class OpenAITarget:
             after = cursor
 
     def _list_roles(self) -> list[wire.Role]:
-        roles: dict[str, wire.Role] = {}
-        after: str | None = None
-        cursors: set[str] = set()
-        while True:
-            page = self._client.request_model(
-                "GET",
-                ROLES,
-                wire.RolePage,
-                params={"limit": ROLES_PAGE_SIZE, "after": after},
-                idempotent=True,
-            )
-            for role in page.data:
-                roles.setdefault(role.id, role)
-            if not page.has_more:
-                return list(roles.values())
-            if not page.next:
-                raise TransientError(f"GET {ROLES}: has_more without a next cursor")
-            if page.next in cursors:
-                raise TransientError(f"GET {ROLES}: pagination repeats cursor {page.next!r}")
-            cursors.add(page.next)
-            after = page.next
+        return list_by_next(self._client, ROLES, wire.RolePage, limit=ROLES_PAGE_SIZE)
 
     def _key_owner_id(self) -> str | None:
         """The id of the member who owns our admin key, or None (with a warning)."""

@@ -1,7 +1,8 @@
 """Wire shapes of the OpenAI Admin API, as far as orgsync reads and writes them.
 
 Field names and nullability follow the official OpenAPI description (components `User`,
-`Invite`, `Role`, `AdminApiKey` and their list envelopes). Every model ignores fields it
+`Invite`, `Role`, `AdminApiKey`, `GroupResponse`, `GroupUser`, `AssignedRoleDetails` and
+their list envelopes). Every model ignores fields it
 does not know and makes optional whatever orgsync can live without, so the vendor adding
 or dropping an unused field never breaks a sync; only what the mapping truly needs (ids,
 emails of invitations, statuses, list envelopes) is required.
@@ -34,7 +35,8 @@ class CursorPage(_Wire, Generic[_Item]):
 
 
 class NextPage(_Wire, Generic[_Item]):
-    """Opaque-cursor list (`PublicRoleListResource`): the next page is `after=<next>`."""
+    """Opaque-cursor list (`PublicRoleListResource`, `GroupListResource`, `UserListResource`,
+    `RoleListResource`): the next page is `after=<next>`."""
 
     data: list[_Item]
     has_more: bool
@@ -65,11 +67,16 @@ class User(_Wire):
     user: NestedUser | None = None
 
 
-class UserDeleted(_Wire):
+class Deletion(_Wire):
+    """Every deletion answer carries `deleted`; a false one means nothing was removed."""
+
+    deleted: bool = True
+
+
+class UserDeleted(Deletion):
     """`UserDeleteResponse`."""
 
     id: str | None = None
-    deleted: bool = True
 
 
 class UserRoleUpdate(_Wire):
@@ -109,11 +116,10 @@ class InviteRequest(_Wire):
     projects: list[InviteProject]
 
 
-class InviteDeleted(_Wire):
+class InviteDeleted(Deletion):
     """`InviteDeleteResponse`."""
 
     id: str | None = None
-    deleted: bool = True
 
 
 # --------------------------------------------------------------------------- roles
@@ -126,6 +132,86 @@ class Role(_Wire):
     name: str | None = None
     resource_type: str | None = None
     predefined_role: bool | None = None
+    permissions: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- groups
+
+
+class Group(_Wire):
+    """`GroupResponse`. `group_type` is `group` or `tenant_group`."""
+
+    id: str
+    name: str
+    is_scim_managed: bool | None = None
+    group_type: str | None = None
+
+
+class GroupUpdated(_Wire):
+    """`GroupResourceWithSuccess`, the answer to a rename (no `group_type` there)."""
+
+    id: str
+    name: str | None = None
+
+
+class GroupName(_Wire):
+    """`CreateGroupBody` and `UpdateGroupBody` (1-255 characters)."""
+
+    name: str = Field(min_length=1, max_length=255)
+
+
+class GroupDeleted(Deletion):
+    """`GroupDeletedResource`."""
+
+    id: str | None = None
+
+
+class GroupUser(_Wire):
+    """`GroupUser`: an entry of a group's user list."""
+
+    id: str
+    name: str | None = None
+    email: str | None = None
+
+
+class GroupUserRequest(_Wire):
+    """`CreateGroupUserBody`."""
+
+    user_id: str
+
+
+class GroupUserAdded(_Wire):
+    """`GroupUserAssignment`."""
+
+    user_id: str | None = None
+    group_id: str | None = None
+
+
+class RoleAssignmentRequest(_Wire):
+    """`PublicAssignOrganizationGroupRoleBody` (groups and users alike)."""
+
+    role_id: str
+
+
+class GroupRoleAssigned(_Wire):
+    """`GroupRoleAssignment`: only the role is read back."""
+
+    role: Role | None = None
+
+
+class AssignmentSource(_Wire):
+    principal_id: str
+    principal_type: str | None = None
+
+
+class AssignedRole(_Wire):
+    """`AssignedRoleDetails`: one entry of a principal's role list. `assignment_sources`
+    names the principals a role is inherited from (null for a direct assignment)."""
+
+    id: str
+    name: str | None = None
+    resource_type: str | None = None
+    assignment_sources: list[AssignmentSource] | None = None
 
 
 # --------------------------------------------------------------------------- admin keys
@@ -152,3 +238,6 @@ UserPage = CursorPage[User]
 InvitePage = CursorPage[Invite]
 AdminApiKeyPage = CursorPage[AdminApiKey]
 RolePage = NextPage[Role]
+GroupPage = NextPage[Group]
+GroupUserPage = NextPage[GroupUser]
+AssignedRolePage = NextPage[AssignedRole]

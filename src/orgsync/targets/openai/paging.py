@@ -1,0 +1,46 @@
+"""Following the OpenAI Admin API's opaque-cursor lists to the end.
+
+Roles, groups, group users and role-assignment lists page with `after=<next>` while
+`has_more`. A server that contradicts itself (`has_more` without a `next`, a cursor seen
+before) is refused with a `TransientError` rather than followed forever: a read that
+cannot be completed must not become a partial snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+from orgsync.core.errors import TransientError
+from orgsync.targets.http import ApiClient
+from orgsync.targets.openai import wire
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+_Item = TypeVar("_Item", bound=_HasId)
+
+
+def list_by_next(
+    client: ApiClient, path: str, page_model: type[wire.NextPage[_Item]], *, limit: int
+) -> list[_Item]:
+    """Every item of the list at `path`, in server order, each id once."""
+    items: dict[str, _Item] = {}
+    after: str | None = None
+    cursors: set[str] = set()
+    while True:
+        page = client.request_model(
+            "GET", path, page_model, params={"limit": limit, "after": after}, idempotent=True
+        )
+        for item in page.data:
+            items.setdefault(item.id, item)
+        if not page.has_more:
+            return list(items.values())
+        if not page.next:
+            raise TransientError(f"GET {path}: has_more without a next cursor")
+        if page.next in cursors:
+            raise TransientError(f"GET {path}: pagination repeats cursor {page.next!r}")
+        cursors.add(page.next)
+        after = page.next
