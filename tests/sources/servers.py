@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -440,7 +441,9 @@ FaultPlan = Callable[[int, str], Fault | None]
 class FaultProxy:
     """An HTTP proxy in front of a real server that breaks the requests a plan picks."""
 
-    def __init__(self, upstream: str, plan: FaultPlan | None = None) -> None:
+    def __init__(
+        self, upstream: str, plan: FaultPlan | None = None, *, tls: TlsFiles | None = None
+    ) -> None:
         parsed = httpx.URL(upstream)
         self.upstream_origin = f"{parsed.scheme}://{parsed.host}:{parsed.port}"
         self.base_path = parsed.raw_path.decode().rstrip("/")
@@ -496,11 +499,17 @@ class FaultProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:  # HTTPS with a certificate from a private CA
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.cert, tls.key)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}{self.base_path}"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_port}{self.base_path}"
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()

@@ -30,6 +30,7 @@ from tests.sources.servers import (
     Respond,
     Rewrite,
     ServerProcess,
+    make_tls,
     start_scim2_server,
     start_scimmy,
 )
@@ -44,6 +45,7 @@ def scim_source(
     token: str = SCIM_TOKEN,
     max_attempts: int = 3,
     sleep: Callable[[float], None] = lambda _s: None,
+    verify: bool | str = True,
 ) -> ScimSource:
     return ScimSource.connect(
         url,
@@ -51,6 +53,7 @@ def scim_source(
         credential_key="source.token_env (IDP_TOKEN)",
         page_size=page_size,
         timeout=10,
+        verify=verify,
         retry=RetrySettings(max_attempts=max_attempts, max_delay=30),
         sleep=sleep,
     )
@@ -230,6 +233,16 @@ def test_a_server_killed_between_pages_fails_the_read(tmp_path: Path) -> None:
                 scim_source(proxy.url, page_size=10).read()
     finally:
         server.stop()
+
+
+def test_https_is_verified_against_the_configured_ca(scimmy: ServerProcess, tmp_path: Path) -> None:
+    tls = make_tls(tmp_path)
+    with FaultProxy(scimmy.url, tls=tls) as proxy:
+        assert proxy.url.startswith("https://")
+        snapshot = scim_source(proxy.url, verify=str(tls.ca)).read()
+        assert len(snapshot.people) == 600
+        with pytest.raises(SourceError, match="CERTIFICATE_VERIFY_FAILED"):
+            scim_source(proxy.url, max_attempts=1).read()
 
 
 def test_a_refused_token_names_the_key_that_holds_it(scimmy: ServerProcess) -> None:
