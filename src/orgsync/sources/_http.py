@@ -44,7 +44,9 @@ __all__ = [
     "PageGuard",
     "SourceHttp",
     "StaticHeader",
+    "default_is_transient",
     "parallel_map",
+    "require_list",
     "retry_after_header",
 ]
 
