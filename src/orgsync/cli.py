@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="check the file only, contact nothing"
     )
 
+    commands.add_parser(
+        "daemon", help="serve: scheduled reconciliation, webhooks, health and metrics"
+    )
+
     demo = commands.add_parser("demo", help="a complete sync against a local emulator")
     demo.add_argument("--json", action="store_true", help="print plans as JSON")
     return parser
@@ -81,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config or default_config_path())
         if args.command == "sync":
             return _sync(config, args)
+        if args.command == "daemon":
+            from orgsync.daemon import run_daemon
+
+            return run_daemon(config)
         if args.command == "status":
             return _status(config, as_json=args.json)
         if args.command == "runs":
@@ -151,7 +159,10 @@ def _read_plans(path: Path) -> dict[str, Plan]:
 
 
 def _status(config: Config, *, as_json: bool) -> int:
+    from orgsync.daemon.quarantine import HISTORY, assess
+
     engine = Engine(config)
+    schedule = config.schedule
     try:
         store = engine.store
         views = [
@@ -163,6 +174,15 @@ def _status(config: Config, *, as_json: bool) -> int:
             )
             for target in config.targets
         ]
+        standings = {
+            target.name: assess(
+                store.runs(limit=HISTORY, target=target.name),
+                after=schedule.quarantine_after,
+                interval=schedule.interval,
+                ceiling=schedule.quarantine_max_interval,
+            )
+            for target in config.targets
+        }
     finally:
         engine.close()
     if as_json:
@@ -174,6 +194,7 @@ def _status(config: Config, *, as_json: bool) -> int:
                 "lock_expires_at": lease.expires_at.isoformat() if lease else None,
                 "pending": [p.as_json() for p in pending],
                 "drift": last.summary if last else {},
+                "quarantine": standings[name].as_json(),
             }
             for name, last, lease, pending in views
         ]
@@ -194,6 +215,14 @@ def _status(config: Config, *, as_json: bool) -> int:
             drift = ", ".join(f"{n} {op}" for op, n in last.summary.items()) or "none"
             print(f"  drift at last run: {drift}")
         print(f"  lock: {lease.holder if lease else 'free'}")
+        standing = standings[name]
+        if standing.quarantined and standing.next_run_at is not None:
+            print(
+                f"  QUARANTINED after {standing.failures} failed runs in a row; next attempt "
+                f"not before {standing.next_run_at:%Y-%m-%d %H:%M:%S}Z (one clean run ends it)"
+            )
+        elif standing.failures:
+            print(f"  failed runs in a row: {standing.failures}")
         for item in pending:
             print(f"  {item.status.value}: {item.kind} {item.subject} {item.detail or ''}".rstrip())
     return EXIT_OK

@@ -323,12 +323,62 @@ class StateConfig(_Strict):
 class ScheduleConfig(_Strict):
     interval: Duration = timedelta(minutes=15)
     jitter: Duration = timedelta(seconds=30)
+    quarantine_after: int = Field(default=3, ge=1)
+    """Consecutive failed runs after which a target is quarantined (runs back off)."""
+    quarantine_max_interval: Duration = timedelta(days=1)
+    """The back-off of a quarantined target grows towards this, and no further."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleConfig:
+        if self.interval < timedelta(seconds=1):
+            raise ValueError("interval must be at least 1s")
+        if self.jitter < timedelta(0) or self.jitter >= self.interval:
+            raise ValueError("jitter must be at least 0s and shorter than interval")
+        if self.quarantine_max_interval < self.interval:
+            raise ValueError("quarantine_max_interval must not be shorter than interval")
+        return self
 
 
 class ServerConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     webhook_secret_env: str | None = None
     webhook_secret_file: Path | None = None
+    """HMAC-SHA256 key of `POST /webhooks/generic`; without it that endpoint answers 404."""
+    okta_authorization_env: str | None = None
+    okta_authorization_file: Path | None = None
+    """The Authorization header value configured on the Okta event hook; enables
+    `/webhooks/okta`."""
+    entra_client_state_env: str | None = None
+    entra_client_state_file: Path | None = None
+    """The `clientState` given when creating the Graph subscription; enables
+    `/webhooks/entra`."""
+    debounce: Duration = timedelta(seconds=1)
+    """Webhook events closer together than this are coalesced into one run."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerConfig:
+        parse_listen(self.listen)
+        for key in ("webhook_secret", "okta_authorization", "entra_client_state"):
+            _secret(key, getattr(self, f"{key}_env"), getattr(self, f"{key}_file"), required=False)
+        if not timedelta(0) <= self.debounce <= timedelta(seconds=60):
+            raise ValueError("debounce must be between 0s and 60s")
+        return self
+
+    def secret(self, key: str) -> SecretRef | None:
+        """`webhook_secret`, `okta_authorization` or `entra_client_state`, if configured."""
+        ref = _secret(
+            key, getattr(self, f"{key}_env"), getattr(self, f"{key}_file"), required=False
+        )
+        return ref.model_copy(update={"key": f"server.{key}"}) if ref else None
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`"127.0.0.1:8080"`, `"[::1]:8080"` or `"0.0.0.0:8080"` → (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen = {listen!r} is not host:port (e.g. 127.0.0.1:8080)")
+    return host, int(port)
 
 
 class Config(_Strict):

@@ -1,0 +1,214 @@
+"""The daemon's lifecycle: start every part, serve, and stop cleanly on SIGTERM.
+
+Start: refuse a bad start early (secrets unresolvable, state database unusable, port in
+use: exit 1 before anything runs); start one worker per target, the HTTP server and the
+scheduler; queue a full reconcile of every target (the start is when drift accumulated
+while the daemon was down gets repaired); tell systemd READY.
+
+Run: the main thread only waits for a signal and, under a systemd watchdog, sends the
+heartbeat while every part is alive (a wedged daemon is then restarted by systemd).
+
+Stop (SIGTERM or SIGINT): tell systemd STOPPING, refuse new webhooks (503), stop the
+scheduler, set the shared stop event, which lets each applier finish the calls in flight
+and start no more, wait for the workers to record their runs (`interrupted`, with the
+operations not started listed as skipped), then stop the HTTP server. Exit 0. A second
+signal exits at once with 1: the journal is crash-safe, so this loses nothing but time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from types import FrameType
+
+import structlog
+
+from orgsync.config import Config, parse_listen
+from orgsync.core.errors import ConfigError, OrgsyncError
+from orgsync.daemon.http import HttpServer, Readiness, build_app
+from orgsync.daemon.quarantine import Quarantine
+from orgsync.daemon.queue import Mailbox, SyncRequest
+from orgsync.daemon.scheduler import ReconcileSchedule
+from orgsync.daemon.systemd import Notifier
+from orgsync.daemon.webhooks import WebhookEvent, WebhookReceiver, WebhookSecrets
+from orgsync.daemon.worker import TargetWorker
+from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine
+from orgsync.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+_IDLE_TICK = 1.0
+"""Seconds between checks of the main loop when systemd asks for no heartbeat."""
+
+
+def resolve_secrets(config: Config, environ: Mapping[str, str]) -> WebhookSecrets:
+    """Read the webhook secrets now, so that a missing one stops the start, not a delivery."""
+    server = config.server
+
+    def value(key: str) -> str | None:
+        ref = server.secret(key)
+        return ref.resolve(environ).get_secret_value() if ref is not None else None
+
+    generic = value("webhook_secret")
+    return WebhookSecrets(
+        generic=generic.encode() if generic is not None else None,
+        okta_authorization=value("okta_authorization"),
+        entra_client_state=value("entra_client_state"),
+    )
+
+
+class Service:
+    """Every part of one daemon process; `run()` blocks until it has stopped."""
+
+    def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None) -> None:
+        env = dict(os.environ if environ is None else environ)
+        if str(config.state.path) == ":memory:":
+            raise ConfigError("state.path = ':memory:' cannot be used by the daemon")
+        self.config = config
+        self.stop = threading.Event()
+        self.metrics = Metrics()
+        self.notifier = Notifier(env)
+        self.secrets = resolve_secrets(config, env)
+        self.engine = Engine(config, environ=env, stop=self.stop, observer=self.metrics)
+        self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
+        names = [t.name for t in config.targets]
+        debounce = config.server.debounce.total_seconds()
+        self.mailboxes = {name: Mailbox(debounce=debounce) for name in names}
+        self.workers = [
+            TargetWorker(
+                name,
+                config=config,
+                engine=self.engine,
+                mailbox=self.mailboxes[name],
+                stop=self.stop,
+                on_quarantine=self._quarantine_changed,
+            )
+            for name in names
+        ]
+        self.schedule = ReconcileSchedule(
+            names,
+            interval=config.schedule.interval,
+            jitter=config.schedule.jitter,
+            enqueue=self._scheduled,
+        )
+        self.receiver = WebhookReceiver(
+            secrets=self.secrets,
+            enqueue=self._webhook,
+            count=self.metrics.webhook,
+            known_targets=frozenset(names),
+        )
+        app = build_app(
+            metrics=self.metrics,
+            readiness=Readiness(self.engine.store, names),
+            alive=self.alive,
+            webhook_routes=self.receiver.routes(),
+        )
+        host, port = parse_listen(config.server.listen)
+        self.http = HttpServer(app, host, port)
+        self._signals = 0
+        for name in names:
+            self.metrics.declare_target(name)
+
+    # ------------------------------------------------------------------ the pieces' callbacks
+
+    def _scheduled(self, target: str) -> None:
+        self.mailboxes[target].put(SyncRequest("schedule"))
+
+    def _webhook(self, event: WebhookEvent) -> None:
+        request = SyncRequest(f"webhook:{event.kind}", event.emails, event.source_ids)
+        for name in event.targets if event.targets is not None else self.mailboxes:
+            self.mailboxes[name].put(request, debounce=True)
+
+    def _quarantine_changed(self, target: str, standing: Quarantine) -> None:
+        self.metrics.quarantine(
+            target, quarantined=standing.quarantined, failures=standing.failures
+        )
+
+    def alive(self) -> dict[str, bool]:
+        """Each part that must be running, and whether it is (for `/healthz`)."""
+        parts = {f"worker:{w.target}": w.alive for w in self.workers}
+        parts["scheduler"] = self.schedule.running
+        parts["http"] = self.http.alive
+        return parts
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self, *, install_signals: bool = True) -> int:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            host, port = self.http.start()
+        except OrgsyncError as error:
+            log.error("daemon.failed", error=str(error))
+            self.engine.close()
+            return EXIT_ERROR
+        for worker in self.workers:
+            worker.start()
+        for mailbox in self.mailboxes.values():
+            mailbox.put(SyncRequest("startup"))
+        self.schedule.start()
+        log.info(
+            "daemon.started",
+            listen=f"{host}:{port}",
+            port=port,
+            targets=list(self.mailboxes),
+            interval_seconds=self.config.schedule.interval.total_seconds(),
+            webhooks=[
+                kind
+                for kind, secret in (
+                    ("generic", self.secrets.generic),
+                    ("okta", self.secrets.okta_authorization),
+                    ("entra", self.secrets.entra_client_state),
+                )
+                if secret is not None
+            ],
+        )
+        self.notifier.ready(f"serving on {host}:{port}")
+        tick = self.notifier.watchdog_interval or _IDLE_TICK
+        while not self.stop.wait(tick):
+            parts = self.alive()
+            if all(parts.values()):
+                self.notifier.watchdog()
+            else:
+                # No heartbeat: systemd's watchdog restarts a daemon with a dead part.
+                log.error("daemon.unhealthy", dead=[k for k, v in parts.items() if not v])
+        return self._shutdown()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("daemon.forced_exit", signal=signal.Signals(signum).name)
+            os._exit(EXIT_ERROR)
+        log.info("daemon.signal", signal=signal.Signals(signum).name)
+        self.stop.set()
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping()
+        log.info("daemon.stopping")
+        self.receiver.accepting = False
+        self.schedule.shutdown()
+        for mailbox in self.mailboxes.values():
+            mailbox.close()
+        for worker in self.workers:
+            worker.join()
+        self.http.stop()
+        self.engine.close()
+        log.info("daemon.stopped")
+        return EXIT_OK
+
+
+def run_daemon(config: Config, *, environ: Mapping[str, str] | None = None) -> int:
+    """`orgsync daemon`: serve until SIGTERM; 0 after a clean stop, 1 if it cannot start."""
+    try:
+        service = Service(config, environ=environ)
+    except OrgsyncError as error:
+        log.error("daemon.failed", error=str(error))
+        return EXIT_ERROR
+    return service.run()

@@ -1,0 +1,437 @@
+"""The webhook receivers: verify, parse, de-duplicate, enqueue, answer at once.
+
+Three senders, one rule: nothing is trusted before it is verified, nothing is run inline
+(a request only enqueues work, so the answer comes in milliseconds whatever the target's
+API does), and every refusal has its status, a log line and a count in
+`orgsync_webhooks_total{kind,result}`.
+
+- `POST /webhooks/generic`: `X-Orgsync-Signature: t=<unix>,v1=<hex>` where the hex is
+  HMAC-SHA256(secret, "<t>.<body>"); several `v1` are accepted (secret rotation). A
+  timestamp more than 300 s away from now is refused; an event `id` (or, without one, the
+  signature) seen before is a replay and refused with 409, so a captured request cannot
+  be sent again. Body: `{"id"?, "emails"?, "source_ids"?, "targets"?}`; naming people
+  asks for a targeted reconcile of only them.
+- `GET`/`POST /webhooks/okta`: Okta event hooks. Every request must carry the
+  Authorization header value configured on the hook (constant-time comparison). GET
+  answers the one-time verification challenge; POST takes events, whose `User` targets
+  name the people. Okta delivers at least once and wants an empty 200 or 204: a delivery
+  whose events were all seen is acknowledged (204) and not run again.
+- `POST /webhooks/entra`: Microsoft Graph change notifications. `?validationToken=`
+  is echoed as text/plain (subscription validation); otherwise each notification's
+  `clientState` must equal the configured secret, and user resources name the people.
+
+Refusals: body over 1 MiB → 413; bad or missing signature/authorization/clientState →
+401; stale timestamp → 401; replay → 409; malformed JSON or shape → 400; endpoint
+without a configured secret → 404; shutting down → 503.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY: Final = 1024 * 1024
+"""SPEC: larger bodies are refused with 413."""
+_DRAIN_LIMIT: Final = 8 * MAX_BODY
+"""An oversized body is read (and dropped) up to this much, so the sender sees a clean 413
+instead of a reset; beyond it the connection is simply closed."""
+REPLAY_WINDOW: Final = 300
+"""Seconds a signed timestamp may be away from now (SPEC)."""
+SIGNATURE_HEADER: Final = "x-orgsync-signature"
+_MAX_TOKEN: Final = 1024
+_GRAPH_USER = re.compile(r"^/?users/([^/?]+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """What a verified delivery asks for: whom to reconcile (nobody named: everybody)."""
+
+    kind: str
+    emails: frozenset[str] = frozenset()
+    source_ids: frozenset[str] = frozenset()
+    targets: tuple[str, ...] | None = None
+    """Target names the event is for; None for every target."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSecrets:
+    """The configured secrets; a None endpoint is disabled (404)."""
+
+    generic: bytes | None = None
+    okta_authorization: str | None = None
+    entra_client_state: str | None = None
+
+
+class Refused(Exception):
+    """A delivery refused with `status`; `result` is the metric label."""
+
+    def __init__(self, status: int, result: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.result, self.message = status, result, message
+
+
+# --------------------------------------------------------------------------- pure checks
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The `X-Orgsync-Signature` header value for `body` sent at `timestamp`."""
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(header: str | None, body: bytes, secret: bytes, now: float) -> str:
+    """Check a generic delivery's signature and age; returns the matching signature.
+
+    Raises `Refused` (401) for a missing, malformed or wrong signature, or a timestamp
+    more than `REPLAY_WINDOW` seconds from `now` (in either direction: a clock far ahead
+    would otherwise extend the window of a captured request).
+    """
+    if not header:
+        raise Refused(401, "bad_signature", "no X-Orgsync-Signature header")
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit() and len(value) <= 12:
+            timestamp = int(value)
+        elif key == "v1" and value:
+            candidates.append(value.strip().lower())
+    if timestamp is None or not candidates:
+        raise Refused(401, "bad_signature", "X-Orgsync-Signature must be t=<unix>,v1=<hex>")
+    expected = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    # compare_digest for every candidate, whatever matched: timing says nothing.
+    matched = [hmac.compare_digest(expected, c) for c in candidates]
+    if not any(matched):
+        raise Refused(401, "bad_signature", "signature does not match the body")
+    if abs(now - timestamp) > REPLAY_WINDOW:
+        raise Refused(401, "stale", f"timestamp {timestamp} is more than {REPLAY_WINDOW}s away")
+    return expected
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Refused(400, "malformed", f"body is not JSON: {error}") from None
+
+
+def _strings(document: dict[str, Any], key: str, *, limit: int = 10_000) -> frozenset[str]:
+    value = document.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Refused(400, "malformed", f"{key!r} must be a list of strings")
+    if len(value) > limit:
+        raise Refused(400, "malformed", f"{key!r} lists more than {limit} items")
+    return frozenset(v.strip() for v in value if v.strip())
+
+
+def parse_generic(body: bytes) -> tuple[str | None, WebhookEvent]:
+    """`(event id, event)` of a generic delivery; `Refused` (400) for a wrong shape."""
+    document = _json(body)
+    if not isinstance(document, dict):
+        raise Refused(400, "malformed", "body must be a JSON object")
+    event_id = document.get("id")
+    if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id) <= 256):
+        raise Refused(400, "malformed", "'id' must be a string of 1 to 256 characters")
+    targets = document.get("targets")
+    if targets is not None:
+        targets = sorted(_strings(document, "targets"))
+    return event_id, WebhookEvent(
+        kind="generic",
+        emails=_strings(document, "emails"),
+        source_ids=_strings(document, "source_ids"),
+        targets=tuple(targets) if targets is not None else None,
+    )
+
+
+def parse_okta(body: bytes) -> tuple[list[str], WebhookEvent]:
+    """`(event uuids, event)` of an Okta event hook delivery.
+
+    People are the `User` entries of each event's `target` list (`id` is the Okta user id,
+    the source id of the `okta` source; `alternateId` the login, usually the email). An
+    event naming no user (a group renamed, an app changed) asks for a full reconcile.
+    """
+    document = _json(body)
+    events = document.get("data", {}).get("events") if isinstance(document, dict) else None
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise Refused(400, "malformed", "expected an Okta event hook body with data.events")
+    uuids: list[str] = []
+    emails: set[str] = set()
+    ids: set[str] = set()
+    everybody = not events
+    for event in events:
+        uuid = event.get("uuid")
+        if isinstance(uuid, str) and uuid:
+            uuids.append(uuid)
+        users = [
+            t
+            for t in event.get("target") or []
+            if isinstance(t, dict) and str(t.get("type", "")).lower() == "user"
+        ]
+        if not users:
+            everybody = True
+        for user in users:
+            if isinstance(user.get("id"), str):
+                ids.add(user["id"])
+            alternate = user.get("alternateId")
+            if isinstance(alternate, str) and "@" in alternate:
+                emails.add(alternate)
+    if everybody:
+        return uuids, WebhookEvent(kind="okta")
+    return uuids, WebhookEvent("okta", frozenset(emails), frozenset(ids))
+
+
+def parse_graph(body: bytes, client_state: str) -> tuple[list[str], WebhookEvent]:
+    """`(notification keys, event)` of a Microsoft Graph change notification delivery.
+
+    Every notification must carry the configured `clientState` (else 401: someone who
+    knows the URL but not the secret). A user resource (`Users/<id>`) names that user's
+    object id, the source id of the `entra` source; any other resource (a group's
+    members changed) asks for a full reconcile.
+    """
+    document = _json(body)
+    items = document.get("value") if isinstance(document, dict) else None
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        raise Refused(400, "malformed", "expected a Graph notification body with 'value'")
+    keys: list[str] = []
+    ids: set[str] = set()
+    everybody = False
+    for item in items:
+        state = item.get("clientState")
+        if not isinstance(state, str) or not hmac.compare_digest(
+            state.encode(), client_state.encode()
+        ):
+            raise Refused(401, "bad_client_state", "clientState does not match")
+        keys.append(hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
+        resource = item.get("resource")
+        data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
+        odata_type = str(data.get("@odata.type", "")).lower()
+        match = _GRAPH_USER.match(resource) if isinstance(resource, str) else None
+        if match is not None:
+            ids.add(match.group(1))
+        elif odata_type.endswith(".user") and isinstance(data.get("id"), str):
+            ids.add(data["id"])
+        else:
+            everybody = True
+    if everybody:
+        return keys, WebhookEvent(kind="entra")
+    return keys, WebhookEvent("entra", source_ids=frozenset(ids))
+
+
+# --------------------------------------------------------------------------- de-duplication
+
+
+class SeenEvents:
+    """Event keys seen recently; thread-safe, bounded in time and in size."""
+
+    def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, keys: Iterable[str], now: float) -> list[str]:
+        """Record `keys`; return those not seen within the TTL, in order."""
+        fresh: list[str] = []
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) <= now:
+                self._seen.popitem(last=False)
+            for key in keys:
+                if key in self._seen:
+                    continue
+                self._seen[key] = now + self._ttl
+                fresh.append(key)
+            while len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+        return fresh
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, or `Refused` (413) past `MAX_BODY` (declared or actual)."""
+    declared = request.headers.get("content-length", "")
+    too_large = declared.isdigit() and int(declared) > MAX_BODY
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            too_large = True
+        if too_large:
+            chunks.clear()
+            if size > _DRAIN_LIMIT:
+                break
+            continue
+        chunks.append(chunk)
+    if too_large:
+        raise Refused(413, "too_large", f"body larger than {MAX_BODY} bytes")
+    return b"".join(chunks)
+
+
+@dataclass
+class WebhookReceiver:
+    """The webhook routes; `enqueue` gets every accepted event."""
+
+    secrets: WebhookSecrets
+    enqueue: Callable[[WebhookEvent], None]
+    count: Callable[[str, str], None]
+    """`(kind, result)`: the `orgsync_webhooks_total` counter."""
+    known_targets: frozenset[str]
+    clock: Callable[[], float] = time.time
+    accepting: bool = True
+    _generic_seen: SeenEvents = field(default_factory=lambda: SeenEvents(2 * REPLAY_WINDOW))
+    _okta_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
+    _graph_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/webhooks/generic", self.generic, methods=["POST"]),
+            Route("/webhooks/okta", self.okta_verify, methods=["GET"]),
+            Route("/webhooks/okta", self.okta, methods=["POST"]),
+            Route("/webhooks/entra", self.entra, methods=["POST"]),
+        ]
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def generic(self, request: Request) -> Response:
+        async def handle() -> Response:
+            secret = self._enabled(self.secrets.generic, "generic")
+            body = await read_body(request)
+            signature = verify_signature(
+                request.headers.get(SIGNATURE_HEADER), body, secret, self.clock()
+            )
+            event_id, event = parse_generic(body)
+            unknown = sorted(set(event.targets or ()) - self.known_targets)
+            if unknown:
+                raise Refused(400, "malformed", f"no such target(s): {', '.join(unknown)}")
+            key = f"id:{event_id}" if event_id is not None else f"sig:{signature}"
+            if not self._generic_seen.first_time([key], time.monotonic()):
+                raise Refused(409, "replay", f"event {event_id or signature[:12]} seen before")
+            return self._accept(event, event_id=event_id)
+
+        return await self._guarded("generic", request, handle)
+
+    async def okta_verify(self, request: Request) -> Response:
+        async def handle() -> Response:
+            self._authorize_okta(request)
+            challenge = request.headers.get("x-okta-verification-challenge", "")
+            if not challenge or len(challenge) > _MAX_TOKEN:
+                raise Refused(400, "malformed", "no X-Okta-Verification-Challenge header")
+            self.count("okta", "verification")
+            log.info("webhook.verification", kind="okta")
+            return JSONResponse({"verification": challenge})
+
+        return await self._guarded("okta", request, handle, check_accepting=False)
+
+    async def okta(self, request: Request) -> Response:
+        async def handle() -> Response:
+            self._authorize_okta(request)
+            body = await read_body(request)
+            uuids, event = parse_okta(body)
+            if uuids and not self._okta_seen.first_time(uuids, time.monotonic()):
+                self.count("okta", "duplicate")
+                log.info("webhook.duplicate", kind="okta", events=len(uuids))
+                return Response(status_code=204)
+            self._accept(event)
+            return Response(status_code=204)  # Okta wants an empty 200 or 204
+
+        return await self._guarded("okta", request, handle)
+
+    async def entra(self, request: Request) -> Response:
+        async def handle() -> Response:
+            client_state = self._enabled(self.secrets.entra_client_state, "entra")
+            token = request.query_params.get("validationToken")
+            if token is not None:
+                if not token or len(token) > _MAX_TOKEN:
+                    raise Refused(400, "malformed", "validationToken is empty or too long")
+                self.count("entra", "verification")
+                log.info("webhook.verification", kind="entra")
+                # text/plain and nosniff: the echo must never be interpreted as a page.
+                return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
+            self._check_accepting()
+            body = await read_body(request)
+            keys, event = parse_graph(body, client_state)
+            if not self._graph_seen.first_time(keys, time.monotonic()):
+                self.count("entra", "duplicate")
+                log.info("webhook.duplicate", kind="entra", notifications=len(keys))
+                return Response(status_code=202)
+            return self._accept(event)
+
+        return await self._guarded("entra", request, handle, check_accepting=False)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _guarded(
+        self,
+        kind: str,
+        request: Request,
+        handle: Callable[[], Any],
+        *,
+        check_accepting: bool = True,
+    ) -> Response:
+        """Run `handle`, turning a `Refused` into its status, a log line and a count."""
+        try:
+            if check_accepting:
+                self._check_accepting()
+            response: Response = await handle()
+        except Refused as refusal:
+            self.count(kind, refusal.result)
+            log.warning(
+                "webhook.refused",
+                kind=kind,
+                status=refusal.status,
+                result=refusal.result,
+                reason=refusal.message,
+                client=request.client.host if request.client else None,
+            )
+            headers = {"Retry-After": "30"} if refusal.status == 503 else None
+            return JSONResponse(
+                {"error": refusal.result, "message": refusal.message},
+                status_code=refusal.status,
+                headers=headers,
+            )
+        return response
+
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise Refused(503, "unavailable", "shutting down")
+
+    def _enabled(self, secret: Any, kind: str) -> Any:
+        if secret is None:
+            raise Refused(404, "disabled", f"the {kind} webhook has no secret configured")
+        return secret
+
+    def _authorize_okta(self, request: Request) -> None:
+        expected = self._enabled(self.secrets.okta_authorization, "okta")
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), str(expected).encode()):
+            raise Refused(401, "unauthorized", "Authorization header does not match")
+
+    def _accept(self, event: WebhookEvent, *, event_id: str | None = None) -> Response:
+        self.enqueue(event)
+        self.count(event.kind, "accepted")
+        scope = "targeted" if event.emails or event.source_ids else "full"
+        log.info(
+            "webhook.accepted",
+            kind=event.kind,
+            event_id=event_id,
+            scope=scope,
+            people=len(event.emails) + len(event.source_ids),
+        )
+        return JSONResponse({"status": "accepted", "scope": scope}, status_code=202)

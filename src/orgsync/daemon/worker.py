@@ -1,0 +1,183 @@
+"""One worker thread per target: the only place the daemon runs a sync.
+
+The worker takes the next due request from its target's mailbox and runs it through
+`Engine.run`. Before a run it takes the target's lease in the state database itself: a
+lease held by another process (a second daemon, an operator's `orgsync sync`) is a
+reason to wait and try again, not a failed run, so two processes sharing one database
+take turns and never write to the organization at the same time. A quarantined target's
+requests wait for its next attempt, which is always a full reconcile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from orgsync.config import Config
+from orgsync.core.errors import OrgsyncError
+from orgsync.daemon.quarantine import HISTORY, Quarantine, assess
+from orgsync.daemon.queue import Mailbox, SyncRequest
+from orgsync.engine import Engine, RunOptions, TargetResult
+
+log = structlog.get_logger(__name__)
+
+LEASE_RETRY_FIRST = 1.0
+LEASE_RETRY_MAX = 30.0
+
+
+class TargetWorker:
+    """Runs the syncs of one target, one at a time, until the mailbox is closed."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        config: Config,
+        engine: Engine,
+        mailbox: Mailbox,
+        stop: threading.Event,
+        on_quarantine: Callable[[str, Quarantine], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.target = target
+        self.config = config
+        self.engine = engine
+        self.mailbox = mailbox
+        self.stop = stop
+        self.on_quarantine = on_quarantine
+        self.clock = clock
+        self.runs = 0
+        self.busy_since: float | None = None
+        self.standing = Quarantine()
+        self._thread = threading.Thread(target=self._loop, name=f"worker:{target}", daemon=True)
+        self._log = log.bind(target=target)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.standing = self._assess()
+        self.on_quarantine(self.target, self.standing)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        lease_wait = LEASE_RETRY_FIRST
+        while not self.stop.is_set():
+            request = self.mailbox.take(not_before=self._not_before())
+            if request is None or self.stop.is_set():
+                return
+            if self.standing.quarantined and not request.full:
+                # The attempt that may end a quarantine checks the whole organization.
+                request = request.widened()
+            try:
+                leased = self.engine.try_lease(self.target)
+            except OrgsyncError as error:  # the state database is busy or broken
+                self._log.error("lease.unavailable", error=str(error))
+                leased = False
+            if not leased:
+                holder = self._holder()
+                self._log.info("run.waiting_for_lease", holder=holder, retry_in=lease_wait)
+                self.mailbox.put(request, delay=lease_wait)
+                lease_wait = min(lease_wait * 2, LEASE_RETRY_MAX)
+                continue
+            lease_wait = LEASE_RETRY_FIRST
+            self._run(request)
+
+    def _run(self, request: SyncRequest) -> None:
+        self.busy_since = time.monotonic()
+        options = RunOptions(
+            dry_run=False,
+            target=self.target,
+            trigger=request.trigger,
+            only_emails=request.emails,
+            only_source_ids=request.source_ids,
+        )
+        self._log.info(
+            "run.starting",
+            trigger=request.trigger,
+            scope="full" if request.full else "targeted",
+            people=len(request.emails) + len(request.source_ids),
+        )
+        try:
+            results = self.engine.run(options)
+            self._after(results)
+        except Exception:  # noqa: BLE001 - a bug must not kill the target's only worker
+            self._log.exception("run.crashed")
+        finally:
+            try:
+                # The engine releases the lease it used; this covers runs that ended
+                # before taking it (the source failed), so it is never left held.
+                self.engine.store.release_lease(self.target, self.engine.holder)
+            except OrgsyncError as error:
+                self._log.warning("lease.release_failed", error=str(error))
+            self.busy_since = None
+            self.runs += 1
+
+    def _after(self, results: list[TargetResult]) -> None:
+        before = self.standing
+        self.standing = self._assess()
+        self.on_quarantine(self.target, self.standing)
+        for result in results:
+            self._log.info("run.done", status=result.status, run_id=result.run_id)
+        if self.standing.quarantined and not before.quarantined:
+            self._log.warning(
+                "target.quarantined",
+                failures=self.standing.failures,
+                next_run_at=self.standing.next_run_at.isoformat()
+                if self.standing.next_run_at
+                else None,
+                error=self.standing.last_error,
+            )
+        elif self.standing.quarantined:
+            self._log.warning(
+                "target.still_quarantined",
+                failures=self.standing.failures,
+                next_run_at=self.standing.next_run_at.isoformat()
+                if self.standing.next_run_at
+                else None,
+            )
+        elif before.quarantined:
+            self._log.info("target.released", reason="a clean run")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _assess(self) -> Quarantine:
+        schedule = self.config.schedule
+        try:
+            history = self.engine.store.runs(limit=HISTORY, target=self.target)
+        except OrgsyncError as error:
+            self._log.error("quarantine.unreadable", error=str(error))
+            return self.standing
+        return assess(
+            history,
+            after=schedule.quarantine_after,
+            interval=schedule.interval,
+            ceiling=schedule.quarantine_max_interval,
+        )
+
+    def _not_before(self) -> float | None:
+        """The quarantine's next attempt on the mailbox's (monotonic) clock."""
+        next_run = self.standing.next_run_at
+        if not self.standing.quarantined or next_run is None:
+            return None
+        wait = max(timedelta(0), next_run - self.clock())
+        return time.monotonic() + wait.total_seconds()
+
+    def _holder(self) -> str | None:
+        try:
+            lease = self.engine.store.lease_holder(self.target)
+        except OrgsyncError:
+            return None
+        return lease.holder if lease else None

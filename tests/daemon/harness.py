@@ -1,0 +1,263 @@
+"""`orgsync daemon` as a real process on loopback, and what tests need around it.
+
+`DaemonRig` writes a directory file and a configuration (schedule, server, webhook
+secret) into a folder; `Daemon` is one `python -m orgsync ... daemon` process whose
+JSON log goes to a file (never a pipe a busy test could leave unread), whose port is read
+from its `daemon.started` line, and which is stopped by its pid. The state database is
+read with sqlite3 in read-only mode, as any outside observer could.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from orgsync.daemon.webhooks import sign
+from orgsync.emulators.openai_admin import OpenAIEmulator
+from tests.e2e.harness import API_KEY, KEY_ENV
+
+SECRET = "daemon-test-webhook-secret-0123456789"
+SECRET_ENV = "ORGSYNC_TEST_WEBHOOK_SECRET"
+OKTA_AUTH = "okta-test-authorization-value"
+OKTA_ENV = "ORGSYNC_TEST_OKTA_AUTH"
+GRAPH_STATE = "graph-test-client-state"
+GRAPH_ENV = "ORGSYNC_TEST_GRAPH_STATE"
+
+T = TypeVar("T")
+
+
+def wait_for(
+    check: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+@dataclass
+class DaemonRig:
+    folder: Path
+    emulator: OpenAIEmulator
+    interval: str = "1h"
+    jitter: str = "0s"
+    debounce: str = "300ms"
+    quarantine: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "orgsync.toml"
+
+    @property
+    def state_db(self) -> Path:
+        return self.folder / "state.db"
+
+    def write(self, document: dict[str, Any]) -> None:
+        (self.folder / "directory.json").write_text(json.dumps(document), encoding="utf-8")
+        self.config_path.write_text(
+            f"""
+[source]
+type = "file"
+path = "directory.json"
+
+[[targets]]
+name = "openai-test"
+type = "openai"
+base_url = "{self.emulator.start()}"
+api_key_env = "{KEY_ENV}"
+allow_plaintext = true
+default_role = "reader"
+scope_groups = ["openai-*"]
+timeout = "5s"
+max_attempts = 2
+max_retry_delay = "1s"
+[[targets.roles]]
+group = "openai-owners"
+role = "owner"
+
+[safety]
+max_removals = 100
+max_removal_ratio = 1.0
+
+[state]
+path = "state.db"
+
+[schedule]
+interval = "{self.interval}"
+jitter = "{self.jitter}"
+{self.quarantine}
+
+[server]
+listen = "127.0.0.1:0"
+webhook_secret_env = "{SECRET_ENV}"
+okta_authorization_env = "{OKTA_ENV}"
+entra_client_state_env = "{GRAPH_ENV}"
+debounce = "{self.debounce}"
+""",
+            encoding="utf-8",
+        )
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            KEY_ENV: API_KEY,
+            SECRET_ENV: SECRET,
+            OKTA_ENV: OKTA_AUTH,
+            GRAPH_ENV: GRAPH_STATE,
+            **self.env,
+            **extra,
+        }
+
+    def start(self, name: str = "daemon", **extra_env: str) -> Daemon:
+        log_path = self.folder / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "orgsync", "--config", str(self.config_path), "daemon"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.environ(**extra_env),
+            )
+        return Daemon(process, log_path)
+
+    def orgsync(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orgsync", "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=self.environ(),
+            check=False,
+        )
+
+    # ------------------------------------------------------------------ the state database
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        if not self.state_db.exists():
+            return []
+        try:
+            with sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True, timeout=5) as db:
+                db.row_factory = sqlite3.Row
+                return list(db.execute(sql, params))
+        except sqlite3.OperationalError:
+            return []  # not created yet, or tables not migrated yet
+
+    def runs(self) -> list[sqlite3.Row]:
+        """Every run, oldest first."""
+        return self.query("SELECT * FROM runs ORDER BY started_at")
+
+    def finished_runs(self) -> list[sqlite3.Row]:
+        return [r for r in self.runs() if r["status"] != "running"]
+
+    def operations(self, run_id: str) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM operations WHERE run_id = ? ORDER BY seq", (run_id,))
+
+    # ------------------------------------------------------------------ the organization
+
+    def holdings(self) -> dict[str, str]:
+        """email -> role of every member and pending invitation, minus the key's owner."""
+        state = self.emulator.state
+        held = {
+            str(u["email"]).lower(): str(u["role"])
+            for u in state.users()
+            if u["id"] != state.key_owner_id
+        }
+        for invite in state.invites():
+            if invite["status"] == "pending":
+                held[str(invite["email"]).lower()] = str(invite["role"])
+        return held
+
+    def pending_invites(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for invite in self.emulator.state.invites():
+            if invite["status"] == "pending":
+                email = str(invite["email"]).lower()
+                counts[email] = counts.get(email, 0) + 1
+        return counts
+
+
+@dataclass
+class Daemon:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int | None = None
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (non-JSON lines, e.g. uvicorn's, skipped)."""
+        found = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line being written right now
+        return found
+
+    def wait_started(self, timeout: float = 60) -> int:
+        def started() -> int | None:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited {self.process.returncode}: {self.log()}")
+            for event in self.events():
+                if event.get("event") == "daemon.started":
+                    return int(event["port"])
+            return None
+
+        self.port = wait_for(started, timeout=timeout, what="daemon.started")
+        return self.port
+
+    def url(self, path: str) -> str:
+        assert self.port is not None, "wait_started() first"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url(path), timeout=10)
+
+    def post_generic(
+        self,
+        document: dict[str, Any] | None = None,
+        *,
+        body: bytes | None = None,
+        timestamp: int | None = None,
+        secret: str = SECRET,
+        client: httpx.Client | None = None,
+    ) -> httpx.Response:
+        content = body if body is not None else json.dumps(document).encode()
+        at = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "X-Orgsync-Signature": sign(secret.encode(), at, content),
+            "Content-Type": "application/json",
+        }
+        if client is not None:
+            return client.post(self.url("/webhooks/generic"), content=content, headers=headers)
+        return httpx.post(self.url("/webhooks/generic"), content=content, headers=headers)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM (by pid) and wait; returns the exit code."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]

@@ -1,0 +1,262 @@
+"""Webhook deliveries are verified before anything else, refused with the right status,
+counted, and accepted ones only enqueue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from orgsync.daemon.webhooks import (
+    MAX_BODY,
+    REPLAY_WINDOW,
+    Refused,
+    WebhookEvent,
+    WebhookReceiver,
+    WebhookSecrets,
+    parse_graph,
+    parse_okta,
+    sign,
+    verify_signature,
+)
+
+SECRET = b"generic-secret"
+OKTA = "okta-shared-authorization"
+STATE = "graph-client-state"
+NOW = 1_800_000_000
+
+
+class Client:
+    """A synchronous face on httpx's ASGI transport: the app runs in this thread."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def call() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                return await http.request(method, url, **kwargs)
+
+        return asyncio.run(call())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+
+class Rig:
+    def __init__(self, secrets: WebhookSecrets | None = None) -> None:
+        self.events: list[WebhookEvent] = []
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.receiver = WebhookReceiver(
+            secrets=secrets or WebhookSecrets(SECRET, OKTA, STATE),
+            enqueue=self.events.append,
+            count=lambda kind, result: self.counts.update([(kind, result)]),
+            known_targets=frozenset({"openai-prod", "openai-test"}),
+            clock=lambda: NOW,
+        )
+        self.client = Client(Starlette(routes=self.receiver.routes()))
+
+    def generic(
+        self,
+        document: Any = None,
+        *,
+        body: bytes | None = None,
+        at: int = NOW,
+        secret: bytes = SECRET,
+        header: str | None = None,
+    ) -> Any:
+        content = body if body is not None else json.dumps(document).encode()
+        signature = header if header is not None else sign(secret, at, content)
+        return self.client.post(
+            "/webhooks/generic", content=content, headers={"X-Orgsync-Signature": signature}
+        )
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig()
+
+
+class TestGeneric:
+    def test_a_signed_event_naming_people_is_accepted_as_targeted(self, rig: Rig) -> None:
+        response = rig.generic({"id": "e1", "emails": ["ada@x.com"], "source_ids": ["00u1"]})
+        assert response.status_code == 202
+        assert response.json() == {"status": "accepted", "scope": "targeted"}
+        assert rig.events == [
+            WebhookEvent("generic", frozenset({"ada@x.com"}), frozenset({"00u1"}))
+        ]
+        assert rig.counts == {("generic", "accepted"): 1}
+
+    def test_an_event_naming_nobody_asks_for_everybody(self, rig: Rig) -> None:
+        assert rig.generic({}).json()["scope"] == "full"
+        assert rig.events == [WebhookEvent("generic")]
+
+    def test_targets_narrow_the_event_and_unknown_ones_are_refused(self, rig: Rig) -> None:
+        assert rig.generic({"id": "1", "targets": ["openai-test"]}).status_code == 202
+        assert rig.events[0].targets == ("openai-test",)
+        assert rig.generic({"id": "2", "targets": ["nope"]}).status_code == 400
+
+    @pytest.mark.parametrize(
+        ("kwargs", "status", "result"),
+        [
+            ({"secret": b"wrong"}, 401, "bad_signature"),
+            ({"header": ""}, 401, "bad_signature"),
+            ({"header": "t=abc,v1=00"}, 401, "bad_signature"),
+            ({"header": f"t={NOW}"}, 401, "bad_signature"),
+            ({"at": NOW - REPLAY_WINDOW - 1}, 401, "stale"),
+            ({"at": NOW + REPLAY_WINDOW + 1}, 401, "stale"),
+            ({"body": b"{not json"}, 400, "malformed"),
+            ({"body": b"[1, 2]"}, 400, "malformed"),
+            ({"body": b'{"emails": "ada@x.com"}'}, 400, "malformed"),
+            ({"body": b'{"emails": [1]}'}, 400, "malformed"),
+            ({"body": b'{"id": 7}'}, 400, "malformed"),
+        ],
+    )
+    def test_hostile_deliveries_are_refused(
+        self, rig: Rig, kwargs: dict[str, Any], status: int, result: str
+    ) -> None:
+        response = rig.generic({"id": "x", "emails": ["ada@x.com"]}, **kwargs)
+        assert response.status_code == status
+        assert response.json()["error"] == result
+        assert rig.events == []
+        assert rig.counts == {("generic", result): 1}
+
+    def test_a_replay_of_an_accepted_event_is_refused(self, rig: Rig) -> None:
+        first = rig.generic({"id": "e1"})
+        again = rig.generic({"id": "e1"}, at=NOW - 10)
+        assert (first.status_code, again.status_code) == (202, 409)
+        assert len(rig.events) == 1
+
+    def test_without_an_id_the_same_signed_request_is_a_replay(self, rig: Rig) -> None:
+        assert rig.generic({"emails": ["a@x.com"]}).status_code == 202
+        assert rig.generic({"emails": ["a@x.com"]}).status_code == 409
+        assert rig.generic({"emails": ["a@x.com"]}, at=NOW + 1).status_code == 202
+
+    def test_a_body_over_one_mebibyte_is_refused_before_the_signature(self, rig: Rig) -> None:
+        body = b'{"pad": "' + b"x" * MAX_BODY + b'"}'
+        response = rig.generic(body=body)
+        assert response.status_code == 413
+        assert rig.counts == {("generic", "too_large"): 1}
+
+    def test_an_endpoint_without_a_secret_is_disabled(self) -> None:
+        rig = Rig(WebhookSecrets())
+        assert rig.generic({"id": "1"}).status_code == 404
+        assert rig.client.post("/webhooks/okta", json={}).status_code == 404
+        assert rig.client.post("/webhooks/entra", json={}).status_code == 404
+        assert rig.counts[("generic", "disabled")] == 1
+
+    def test_a_shutting_down_daemon_answers_503(self, rig: Rig) -> None:
+        rig.receiver.accepting = False
+        response = rig.generic({"id": "1"})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "30"
+
+
+def test_rotation_several_v1_signatures_one_of_which_matches() -> None:
+    body = b"{}"
+    good = sign(SECRET, NOW, body).split("v1=")[1]
+    verify_signature(f"t={NOW},v1={'0' * 64},v1={good}", body, SECRET, NOW)
+    with pytest.raises(Refused):
+        verify_signature(f"t={NOW},v1={'0' * 64}", body, SECRET, NOW)
+
+
+OKTA_EVENT = {
+    "eventType": "com.okta.event_hook",
+    "eventId": "delivery-1",
+    "data": {
+        "events": [
+            {
+                "uuid": "ev-1",
+                "eventType": "user.lifecycle.deactivate",
+                "target": [
+                    {"id": "00u1", "type": "User", "alternateId": "ada@x.com"},
+                    {"id": "0oa1", "type": "AppInstance", "alternateId": "app"},
+                ],
+            }
+        ]
+    },
+}
+
+
+class TestOkta:
+    def test_the_verification_challenge_is_echoed_to_an_authorized_caller(self, rig: Rig) -> None:
+        response = rig.client.get(
+            "/webhooks/okta",
+            headers={"Authorization": OKTA, "X-Okta-Verification-Challenge": "abc123"},
+        )
+        assert response.status_code == 200
+        assert response.json() == {"verification": "abc123"}
+        refused = rig.client.get(
+            "/webhooks/okta", headers={"X-Okta-Verification-Challenge": "abc123"}
+        )
+        assert refused.status_code == 401
+
+    def test_events_name_their_users_and_a_redelivery_is_acknowledged_once(self, rig: Rig) -> None:
+        first = rig.client.post("/webhooks/okta", json=OKTA_EVENT, headers={"Authorization": OKTA})
+        again = rig.client.post("/webhooks/okta", json=OKTA_EVENT, headers={"Authorization": OKTA})
+        assert (first.status_code, again.status_code) == (204, 204)
+        assert rig.events == [WebhookEvent("okta", frozenset({"ada@x.com"}), frozenset({"00u1"}))]
+        assert rig.counts == {("okta", "accepted"): 1, ("okta", "duplicate"): 1}
+
+    def test_a_wrong_authorization_header_is_refused(self, rig: Rig) -> None:
+        response = rig.client.post(
+            "/webhooks/okta", json=OKTA_EVENT, headers={"Authorization": OKTA + "x"}
+        )
+        assert response.status_code == 401
+        assert rig.events == []
+
+    def test_an_event_without_a_user_asks_for_everybody(self) -> None:
+        body = {"data": {"events": [{"uuid": "g", "target": [{"type": "UserGroup", "id": "g"}]}]}}
+        _, event = parse_okta(json.dumps(body).encode())
+        assert event == WebhookEvent("okta")
+
+
+def graph(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"value": list(items)}
+
+
+USER_CHANGE = {
+    "subscriptionId": "s1",
+    "clientState": STATE,
+    "changeType": "updated",
+    "resource": "Users/11111111-2222-3333-4444-555555555555",
+    "resourceData": {"@odata.type": "#Microsoft.Graph.User", "id": "11111111-2222"},
+}
+
+
+class TestEntra:
+    def test_subscription_validation_echoes_the_token_as_plain_text(self, rig: Rig) -> None:
+        response = rig.client.post("/webhooks/entra?validationToken=Validation%3A%20tok%3Cen")
+        assert response.status_code == 200
+        assert response.text == "Validation: tok<en"
+        assert response.headers["content-type"].startswith("text/plain")
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+    def test_a_user_notification_names_the_user(self, rig: Rig) -> None:
+        response = rig.client.post("/webhooks/entra", json=graph(USER_CHANGE))
+        assert response.status_code == 202
+        assert rig.events == [
+            WebhookEvent("entra", source_ids=frozenset({"11111111-2222-3333-4444-555555555555"}))
+        ]
+        assert rig.client.post("/webhooks/entra", json=graph(USER_CHANGE)).status_code == 202
+        assert len(rig.events) == 1  # the redelivery was recognised
+
+    def test_a_wrong_client_state_is_refused(self, rig: Rig) -> None:
+        forged = {**USER_CHANGE, "clientState": "guess"}
+        response = rig.client.post("/webhooks/entra", json=graph(USER_CHANGE, forged))
+        assert response.status_code == 401
+        assert rig.events == []
+
+    def test_a_group_notification_asks_for_everybody(self) -> None:
+        change = {**USER_CHANGE, "resource": "Groups/g1", "resourceData": {"id": "g1"}}
+        _, event = parse_graph(json.dumps(graph(change)).encode(), STATE)
+        assert event == WebhookEvent("entra")
