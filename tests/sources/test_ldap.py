@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ldap3.utils.conv import escape_filter_chars
 from structlog.testing import capture_logs
 
 from orgsync.core.errors import SourceError
+from orgsync.core.model import RoleCatalog, SourceSnapshot
+from orgsync.core.rules import MembershipRules, desired_state
 from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.retrying import RetrySettings
-from orgsync.sources.ldap import LdapSettings, LdapSource, dn_key
+from orgsync.sources.ldap import PAGED_RESULTS, LdapSettings, LdapSource, dn_key
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.conftest import LDAP_DANGLING
 from tests.sources.directory import Directory, Person, make_directory
@@ -37,6 +41,12 @@ from tests.sources.servers import (
 )
 
 PEOPLE, GROUPS = f"ou=people,{SUFFIX}", f"ou=groups,{SUFFIX}"
+
+
+def wanted(snapshot: SourceSnapshot, scope: str) -> set[str]:
+    """The emails the core wants for a target scoped to group `scope`."""
+    rules = MembershipRules(scope_groups=(scope,), default_role="reader")
+    return set(desired_state(snapshot, rules, RoleCatalog(("reader", "owner"))).wanted)
 
 
 def settings(url: str, **overrides: Any) -> LdapSettings:
@@ -117,6 +127,10 @@ def test_a_complete_read_of_10k_people_and_1k_groups(
     assert reader.pages == 20 + 1 + math.ceil(1007 / 500)
     dangling = [e for e in logs if e["event"] == "source.dangling_members"]
     assert [e["skipped"] for e in dangling] == [LDAP_DANGLING]
+    # The core flattens what was read: the cycle is broken, two levels of nesting reach
+    # every active person.
+    assert wanted(snapshot, "cycle-a") == {"user0@example.test", "user1@example.test"}
+    assert len(wanted(snapshot, "all-staff")) == 10_000 - 104
 
 
 @pytest.mark.parametrize("page_size", [19, 20, 21, 39, 40, 41])
@@ -280,6 +294,59 @@ def test_active_directory_ranged_member_retrieval() -> None:
     got = reader._all_members(conn, "CN=big,DC=example,DC=com", first)  # type: ignore[arg-type]
     assert got == members
     assert conn.asked == ["member;range=1500-*", "member;range=3000-*"]
+
+
+class _InChainConnection:
+    """Answers `memberOf:1.2.840.113556.1.4.1941:=<group>` searches as AD would."""
+
+    def __init__(self, transitive: dict[str, list[str]]) -> None:
+        self.transitive = transitive
+        self.filters: list[str] = []
+        self.response: list[dict[str, Any]] = []
+        self.result: dict[str, Any] = {}
+
+    def search(self, base: str, search_filter: str, **_: Any) -> bool:
+        self.filters.append(search_filter)
+        group = next(g for g in self.transitive if escape_filter_chars(g) in search_filter)
+        self.response = [
+            {"type": "searchResEntry", "dn": dn, "raw_attributes": {}}
+            for dn in self.transitive[group]
+        ]
+        self.result = {"result": 0, "controls": {PAGED_RESULTS: {"value": {"cookie": b""}}}}
+        return True
+
+
+def guid(first: int) -> list[bytes]:
+    """A 16-byte objectGUID value, as AD sends it."""
+    return [bytes(range(first, first + 16))]
+
+
+def test_active_directory_in_chain_asks_one_search_per_group() -> None:
+    people = [f"CN=User {i},OU=People,DC=example,DC=com" for i in range(3)]
+    team, parent = "CN=R&D (EU),OU=Groups,DC=example,DC=com", "CN=All,OU=Groups,DC=example,DC=com"
+    conn = _InChainConnection({team: people[:2], parent: people})
+    reader = source("ldaps://dc.example.com", flavor="ad", nested_groups="in_chain")
+    groups = [
+        (team, {"objectGUID": guid(1), "cn": [b"R&D (EU)"]}),
+        (parent, {"objectGUID": guid(2), "cn": [b"All"]}),
+    ]
+    chains = reader._in_chain(conn, groups)  # type: ignore[arg-type]
+    assert conn.filters == [
+        "(&(&(&(objectCategory=person)(objectClass=user))(mail=*))"
+        f"(memberOf:1.2.840.113556.1.4.1941:={escape_filter_chars(g)}))"
+        for g in (team, parent)
+    ]
+    assert "\\28EU\\29" in conn.filters[0], "parentheses in a DN are escaped"
+    entries = [
+        (dn, {"objectGUID": guid(10 + i), "mail": [f"u{i}@example.com".encode()]})
+        for i, dn in enumerate(people)
+    ]
+    snapshot = reader._snapshot(entries, set(), groups, chains)
+    ids = {p.email: p.id for p in snapshot.people}
+    assert str(uuid.UUID(bytes_le=bytes(range(10, 26)))) == ids["u0@example.com"]
+    by_name = {g.name: g for g in snapshot.groups}
+    assert set(by_name["All"].members) == set(ids.values())
+    assert set(by_name["R&D (EU)"].members) == {ids["u0@example.com"], ids["u1@example.com"]}
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -16,7 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from orgsync.core.errors import SourceDataError, SourceError
-from orgsync.core.model import SourceSnapshot
+from orgsync.core.model import RoleCatalog, SourceSnapshot
+from orgsync.core.rules import MembershipRules, desired_state
 from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.retrying import RetrySettings
 from orgsync.sources.scim import ScimSource
@@ -109,6 +110,9 @@ def test_a_complete_read_has_every_person_group_and_nested_membership(
     assert ids["cycle-b"] in groups["cycle-a"].members
     assert ids["cycle-a"] in groups["cycle-b"].members
     assert ids["team-ml"] in groups["openai-users"].members
+    rules = MembershipRules(scope_groups=("cycle-a",), default_role="reader")
+    desired = desired_state(snapshot, rules, RoleCatalog(("reader", "owner")))
+    assert set(desired.wanted) == {"user0@example.test", "user1@example.test"}, "cycle broken"
     people, group_count = len(directory.people), len(directory.groups)
     assert source.pages == math.ceil(people / 100) + math.ceil(group_count / 100)
 
