@@ -200,3 +200,18 @@ def test_role_rules_still_apply_next_to_group_rules() -> None:
     )
     plan = make_plan(source("1"), org_with_groups(members=MEMBERS), rules=rules)
     assert [op.op for op in plan.operations] == ["set_role"]
+
+
+def test_namesakes_nobody_owns_are_not_adopted_at_random() -> None:
+    one, two = target_group("ta", "team-ml"), target_group("tb", "TEAM-ML")
+    plan = make_plan(source("1"), org_with_groups(one, two, members=MEMBERS))
+    assert plan.operations == ()
+    assert any("2 unowned groups have that name: none is adopted" in w for w in plan.warnings)
+
+
+def test_deleting_a_group_counts_once_for_the_gate() -> None:
+    existing = target_group("tg", "team-old", ("u1",), ("role-owner",))
+    plan = make_plan(
+        source("1"), org_with_groups(existing, members=MEMBERS), memory=owned(tg="gone")
+    )
+    assert [op.op for op in plan.operations if op.is_removal] == ["delete_group"]

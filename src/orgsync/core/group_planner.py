@@ -127,6 +127,17 @@ class GroupPlanner:
                 f"group {desired.source_name!r}, but that group is {why}: left alone"
             )
             return None, False
+        ours = [g for g in candidates if g.id in self.owned]
+        if ours:
+            # A group orgsync already owns wins over strangers' namesakes; among several of
+            # its own, the first is kept and the rest are deleted as orphans.
+            candidates = ours[:1]
+        if len(candidates) > 1:
+            self.warnings.append(
+                f"rule targets.groups[{desired.rule}] names group {desired.name!r}, but "
+                f"{len(candidates)} unowned groups have that name: none is adopted"
+            )
+            return None, False
         if candidates:
             target = candidates[0]
             self.operations.append(
@@ -194,7 +205,7 @@ class GroupPlanner:
                         op="add_group_member",
                         email=key,
                         group=desired.name,
-                        reason=f"invited, not yet a member: joins {desired.name!r} on acceptance",
+                        reason=f"not a member yet (invited): joins {desired.name!r} once they accept",
                     )
                 )
                 continue
@@ -213,16 +224,19 @@ class GroupPlanner:
                 user_id, common, f"not a member of IdP group {desired.source_name!r}"
             )
 
-    def plan_member_removal(self, user_id: str, common: dict[str, str | None], reason: str) -> None:
+    def plan_member_removal(
+        self, user_id: str, common: dict[str, str | None], reason: str, *, deleting: bool = False
+    ) -> None:
         member = self.members_by_id.get(user_id)
         label = (member.email if member else None) or user_id
         if member is not None:
             blocked = self.untouchable(member)
             if blocked is not None:
-                self.warnings.append(
-                    f"{label}: would leave group {common['group']!r}, but they are {blocked}; "
-                    "left in it"
-                )
+                if not deleting:  # a deleted group takes them out with it; nothing to say
+                    self.warnings.append(
+                        f"{label}: would leave group {common['group']!r}, but they are "
+                        f"{blocked}; left in it"
+                    )
                 return
         self.operations.append(
             RemoveGroupMember(**common, email=label, user_id=user_id, reason=reason)
@@ -257,10 +271,17 @@ class GroupPlanner:
         )
 
     def plan_unassignments(
-        self, current: frozenset[str], keep: set[str], common: dict[str, str | None], reason: str
+        self,
+        current: frozenset[str],
+        keep: set[str],
+        common: dict[str, str | None],
+        reason: str,
+        *,
+        deleting: bool = False,
     ) -> None:
         privileged = self.observed.roles.privileged
-        kept_privileged = any(self.role_names.get(r) in privileged for r in keep)
+        # A deletion already counts once for the gate; its unassignments do not add to it.
+        kept_privileged = deleting or any(self.role_names.get(r) in privileged for r in keep)
         for role_id in sorted(current - keep):
             name = self.role_names.get(role_id, role_id)
             self.operations.append(
@@ -283,6 +304,10 @@ class GroupPlanner:
         }
         reason = f"its IdP group {source_id} is gone or no rule selects it"
         for user_id in sorted(target.member_ids):
-            self.plan_member_removal(user_id, common, f"{reason}; emptied before deletion")
-        self.plan_unassignments(target.role_ids, set(), common, f"{reason}; before deletion")
+            self.plan_member_removal(
+                user_id, common, f"{reason}; emptied before deletion", deleting=True
+            )
+        self.plan_unassignments(
+            target.role_ids, set(), common, f"{reason}; before deletion", deleting=True
+        )
         self.operations.append(DeleteGroup(**common, reason=reason))
