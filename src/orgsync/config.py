@@ -29,8 +29,6 @@ from pydantic import (
 
 from orgsync.core.errors import ConfigError
 
-TARGET_TYPES_LATER = ("keycard", "scim")
-
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -267,6 +265,25 @@ class RoleRuleConfig(_Strict):
     role: str = Field(min_length=1)
 
 
+class GroupRuleConfig(_Strict):
+    source: str = Field(min_length=1)
+    """Glob over IdP group names."""
+    name: str = "{source}"
+    """Target group name template; `{source}` is the IdP group's name."""
+    roles: tuple[str, ...] = ()
+    """Roles the target group must hold (names from the target's role catalog)."""
+
+    @field_validator("name")
+    @classmethod
+    def _template(cls, name: str) -> str:
+        leftover = name.replace("{source}", "")
+        if "{" in leftover or "}" in leftover:
+            raise ValueError(f"{name!r}: the only placeholder a group name may use is {{source}}")
+        if not name.strip():
+            raise ValueError("a group name template must not be empty")
+        return name
+
+
 class InviteProject(_Strict):
     id: str = Field(min_length=1)
     role: Literal["member", "owner"] = "member"
@@ -274,16 +291,30 @@ class InviteProject(_Strict):
 
 class TargetConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    type: Literal["openai"]
+    type: Literal["openai", "keycard", "scim"]
     base_url: str
     api_key_env: str | None = None
+    """Bearer credential of openai and scim targets (or api_key_file)."""
     api_key_file: Path | None = None
+    client_id: str | None = None
+    """Keycard: the service account's OAuth client id (with client_secret_env/_file)."""
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    organization_id: str | None = None
+    """Keycard: the organization's id or label."""
+    token_url: str | None = None
+    """Keycard: OAuth token endpoint (default: base_url + /service-account-token)."""
     default_role: str | None = None
     scope_groups: tuple[str, ...] = ()
     on_removal: Literal["remove", "suspend"] = "remove"
     roles: tuple[RoleRuleConfig, ...] = ()
+    groups: tuple[GroupRuleConfig, ...] = ()
     invite_projects: tuple[InviteProject, ...] = ()
-    """Projects an invitation grants; always sent explicitly (none by default)."""
+    """OpenAI: projects an invitation grants; always sent explicitly (none by default)."""
+    max_patch_operations: int = Field(default=100, ge=1, le=10000)
+    """SCIM: most member changes one PATCH carries (AWS accepts 100)."""
+    scim_dialect: Literal["strict", "aws", "azure", "loose"] = "strict"
+    """SCIM: known server quirks to work around (see README)."""
     allow_plaintext: bool = False
     ca_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)
@@ -294,8 +325,28 @@ class TargetConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TargetConfig:
-        _secret("api_key", self.api_key_env, self.api_key_file, required=True)
         _check_url(self.base_url, allow_plaintext=self.allow_plaintext)
+        if self.type == "keycard":
+            if not self.client_id or not self.organization_id:
+                raise ValueError("keycard targets need client_id and organization_id")
+            _secret("client_secret", self.client_secret_env, self.client_secret_file, required=True)
+            if self.api_key_env or self.api_key_file:
+                raise ValueError(
+                    "keycard targets authenticate with client_id/client_secret, not api_key"
+                )
+        else:
+            _secret("api_key", self.api_key_env, self.api_key_file, required=True)
+            if self.client_id or self.client_secret_env or self.client_secret_file:
+                raise ValueError(
+                    f"{self.type} targets take api_key_env or api_key_file, not client_id"
+                )
+        if self.type == "scim" and (self.default_role or self.roles):
+            raise ValueError(
+                "scim targets have no organization roles: scope alone decides who is "
+                "provisioned, so default_role and [[targets.roles]] cannot be used"
+            )
+        if self.token_url is not None:
+            _check_url(self.token_url, allow_plaintext=self.allow_plaintext)
         return self
 
     @property
@@ -303,6 +354,14 @@ class TargetConfig(_Strict):
         ref = _secret("api_key", self.api_key_env, self.api_key_file, required=True)
         assert ref is not None
         return ref.model_copy(update={"key": f"targets.{self.name}.api_key"})
+
+    @property
+    def client_secret(self) -> SecretRef:
+        ref = _secret(
+            "client_secret", self.client_secret_env, self.client_secret_file, required=True
+        )
+        assert ref is not None
+        return ref.model_copy(update={"key": f"targets.{self.name}.client_secret"})
 
 
 class SafetyConfig(_Strict):
@@ -448,12 +507,6 @@ def _explain(error: ValidationError, origin: str) -> ConfigError:
 
 def parse_config(document: Mapping[str, Any], *, origin: str, base_dir: Path) -> Config:
     """Validate a parsed TOML document; relative paths are taken from `base_dir`."""
-    for index, target in enumerate(document.get("targets") or []):
-        if isinstance(target, dict) and target.get("type") in TARGET_TYPES_LATER:
-            raise ConfigError(
-                f"{origin}: targets[{index}].type = {target['type']!r} is not available in "
-                "this version (available: 'openai')"
-            )
     try:
         config = Config.model_validate(document)
     except ValidationError as error:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -32,6 +32,7 @@ from orgsync.config import OktaSource as OktaSourceConfig
 from orgsync.config import ScimSource as ScimSourceConfig
 from orgsync.core.errors import ConfigError, OrgsyncError, StateError
 from orgsync.core.model import (
+    Capabilities,
     EmailKey,
     Memory,
     RoleCatalog,
@@ -39,13 +40,26 @@ from orgsync.core.model import (
     TargetSnapshot,
     normalize_email,
 )
-from orgsync.core.plan import Invite, Operation, Plan, RemoveMember, RevokeInvite, SuspendMember
+from orgsync.core.plan import (
+    AdoptGroup,
+    CreateGroup,
+    CreateUser,
+    DeleteGroup,
+    Invite,
+    Operation,
+    Plan,
+    RemoveMember,
+    RenameGroup,
+    RevokeInvite,
+    SuspendMember,
+)
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.ports import OperationJournal, OperationStatus, Source, Target
-from orgsync.core.rules import DesiredState, MembershipRules, RoleRule, desired_state
+from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
 from orgsync.core.safety import (
     SafetyLimits,
     check_source_size,
+    hold_group_member_removals,
     hold_mass_removals,
     managed_population,
 )
@@ -57,6 +71,7 @@ from orgsync.sources.file import FileSource
 from orgsync.sources.okta import OktaSource
 from orgsync.store import StateStore
 from orgsync.targets.http import ApiClient
+from orgsync.targets.keycard import KeycardTarget
 from orgsync.targets.openai import OpenAITarget
 
 log = structlog.get_logger(__name__)
@@ -98,6 +113,13 @@ class TargetResult:
     report: ApplyReport | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class PlanAware(Protocol):
+    """A target that wants the plan before it is applied (to batch calls)."""
+
+    def prepare(self, operations: Sequence[Operation]) -> None: ...
 
 
 TargetFactory = Callable[[TargetConfig, Mapping[str, str]], Target]
@@ -274,6 +296,11 @@ def build_target(
     *,
     on_response: Callable[[str, int], None] | None = None,
 ) -> Target:
+    """The configured organization's adapter; secrets are resolved here, not earlier."""
+    if config.type == "keycard":
+        return _keycard_target(config, environ, on_response)
+    if config.type == "scim":
+        return _scim_target(config, environ, on_response)
     api_key = config.api_key.resolve(environ).get_secret_value()
     if config.base_url.startswith("http://"):
         log.warning("target.plaintext", target=config.name, base_url=config.base_url)
@@ -292,18 +319,78 @@ def build_target(
     return OpenAITarget(client, api_key=api_key, invite_projects=projects)
 
 
+def _keycard_target(
+    config: TargetConfig,
+    environ: Mapping[str, str],
+    on_response: Callable[[str, int], None] | None,
+) -> Target:
+    if config.client_id is None or config.organization_id is None:
+        raise ConfigError(f"targets.{config.name}: keycard needs client_id and organization_id")
+    secret = config.client_secret.resolve(environ).get_secret_value()
+    if config.base_url.startswith("http://"):
+        log.warning("target.plaintext", target=config.name, base_url=config.base_url)
+    return KeycardTarget.connect(
+        config.base_url,
+        organization_id=config.organization_id,
+        client_id=config.client_id,
+        client_secret=secret,
+        token_url=config.token_url,
+        system=config.name,
+        retry=retry_settings(config),
+        timeout=config.timeout.total_seconds(),
+        verify=str(config.ca_file) if config.ca_file else True,
+        requests_per_second=config.requests_per_second,
+        on_response=on_response,
+    )
+
+
+def _scim_target(
+    config: TargetConfig,
+    environ: Mapping[str, str],
+    on_response: Callable[[str, int], None] | None,
+) -> Target:
+    from orgsync.targets.scim import ScimTarget  # scim2-models takes a second to import
+
+    token = config.api_key.resolve(environ).get_secret_value()
+    if config.base_url.startswith("http://"):
+        log.warning("target.plaintext", target=config.name, base_url=config.base_url)
+    return ScimTarget.connect(
+        config.base_url,
+        token=token,
+        system=config.name,
+        retry=retry_settings(config),
+        dialect=config.scim_dialect,
+        max_patch_operations=config.max_patch_operations,
+        timeout=config.timeout.total_seconds(),
+        verify=str(config.ca_file) if config.ca_file else True,
+        requests_per_second=config.requests_per_second,
+        on_response=on_response,
+    )
+
+
 def retry_settings(config: TargetConfig) -> RetrySettings:
     return RetrySettings(
         max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
     )
 
 
-def membership_rules(config: TargetConfig) -> MembershipRules:
+def membership_rules(config: TargetConfig, capabilities: Capabilities) -> MembershipRules:
     return MembershipRules(
+        roleless=not capabilities.roles,
         scope_groups=config.scope_groups,
         roles=tuple(RoleRule(r.group, r.role) for r in config.roles),
         default_role=config.default_role,
+        groups=tuple(GroupRule(g.source, g.name, g.roles) for g in config.groups),
     )
+
+
+def check_capabilities(config: TargetConfig, capabilities: Capabilities) -> None:
+    """A configuration asking a target for more than it can do is refused, by rule."""
+    if config.groups and not capabilities.groups:
+        raise ConfigError(
+            f"targets.{config.name}.groups[0]: group rules need a target with groups, "
+            f"and {config.type} targets have none"
+        )
 
 
 def check_roles(config: TargetConfig, catalog: RoleCatalog) -> None:
@@ -317,6 +404,17 @@ def check_roles(config: TargetConfig, catalog: RoleCatalog) -> None:
                 f"{key}: role {role!r} is not in the target's role catalog "
                 f"({', '.join(catalog.order)})"
             )
+    for index, rule in enumerate(config.groups):
+        for role in rule.roles:
+            if role not in catalog.assignable:
+                known = ", ".join(sorted(catalog.assignable)) or "none"
+                raise ConfigError(
+                    f"targets.{config.name}.groups[{index}].roles: role {role!r} is not in "
+                    f"the target's role catalog (roles a group can hold: {known})"
+                )
+
+
+_PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
 
 
 def _process_alive(pid: int) -> bool:
@@ -340,7 +438,7 @@ class _LinkingJournal:
         self.inner, self.store, self.target = inner, store, target
 
     def started(self, seq: int, operation: Operation) -> None:
-        if isinstance(operation, Invite):
+        if isinstance(operation, Invite | CreateUser):
             self.store.link(
                 self.target,
                 email_key=normalize_email(operation.email),
@@ -360,13 +458,36 @@ class _LinkingJournal:
         self.inner.finished(seq, operation, status, detail=detail, object_id=object_id)
         if status is not OperationStatus.DONE:
             return
-        key = normalize_email(operation.email)
         if isinstance(operation, Invite):
             self.store.link(
-                self.target, email_key=key, source_id=operation.source_id, invite_id=object_id
+                self.target,
+                email_key=normalize_email(operation.email),
+                source_id=operation.source_id,
+                invite_id=object_id,
+            )
+        elif isinstance(operation, CreateUser):
+            self.store.link(
+                self.target,
+                email_key=normalize_email(operation.email),
+                source_id=operation.source_id,
+                member_id=object_id,
             )
         elif isinstance(operation, (RemoveMember, SuspendMember, RevokeInvite)):
-            self.store.unlink(self.target, key)
+            self.store.unlink(self.target, normalize_email(operation.email))
+        elif isinstance(operation, (CreateGroup, AdoptGroup)):
+            group_id = object_id or operation.group_id
+            if group_id is not None and operation.source_group_id is not None:
+                self.store.own_group(
+                    self.target,
+                    group_id=group_id,
+                    source_group_id=operation.source_group_id,
+                    name=operation.group,
+                    how="created" if isinstance(operation, CreateGroup) else "adopted",
+                )
+        elif isinstance(operation, RenameGroup) and operation.group_id is not None:
+            self.store.rename_owned_group(self.target, operation.group_id, operation.group)
+        elif isinstance(operation, DeleteGroup) and operation.group_id is not None:
+            self.store.disown_group(self.target, operation.group_id)
 
 
 class Engine:
@@ -566,8 +687,10 @@ class Engine:
         target = self.target_factory(config, self.environ)
         try:
             observed = target.read()
+            check_capabilities(config, target.capabilities)
             check_roles(config, observed.roles)
-            desired = desired_state(snapshot, membership_rules(config), observed.roles)
+            rules = membership_rules(config, target.capabilities)
+            desired = desired_state(snapshot, rules, observed.roles)
             memory = self.store.memory(config.name)
             scoped = self._scope(config.name, desired, observed, memory, options)
             fresh = self.make_plan(
@@ -595,6 +718,9 @@ class Engine:
                 fresh,
                 scope=scoped.keys if scoped else None,
             )
+            if isinstance(target, PlanAware):
+                # Knowing the plan, SCIM carries many member changes per PATCH request.
+                target.prepare(fresh.operations)
             applier = Applier(
                 target,
                 _LinkingJournal(self.store.journal(run_id), self.store, config.name),
@@ -660,12 +786,13 @@ class Engine:
                 now=self.clock(),
             )
         )
-        return hold_mass_removals(
+        gated = hold_mass_removals(
             draft,
             population=population if population is not None else managed_population(observed),
             limits=self.safety_limits(),
             allow_removals=options.allow_removals,
         )
+        return hold_group_member_removals(gated, limit=safety.max_group_member_removals)
 
     def _remember(
         self,
@@ -688,16 +815,20 @@ class Engine:
                 self.store.link(
                     target, email_key=key, source_id=wanted.source_id, member_id=member.id
                 )
-        removals = [op for op in fresh.operations if op.is_removal]
-        removals += [h.operation for h in fresh.held]
+        leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]
+        leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
         # Held removals keep their clock: the grace must not restart while a person waits
         # for a human to lift the guard.
-        missing = [normalize_email(w.email) for w in fresh.waiting]
-        missing += [normalize_email(op.email) for op in removals]
+        missing = [normalize_email(w.email) for w in fresh.waiting if w.group is None]
+        missing += [normalize_email(op.email) for op in leaving]
         self.store.mark_missing(target, missing, self.clock())
         if scope is not None:
             missing += [k for k in self.store.memory(target).missing_since if k not in scope]
         self.store.clear_missing(target, keep_only=missing)
+        present = {group.id for group in observed.groups}
+        for group_id in self.store.owned_groups(target):
+            if group_id not in present:
+                self.store.disown_group(target, group_id)  # deleted by someone else
 
     @staticmethod
     def _dry_result(target: str, fresh: Plan, run_id: str) -> TargetResult:
