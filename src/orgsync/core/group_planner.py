@@ -205,7 +205,7 @@ class GroupPlanner:
                         op="add_group_member",
                         email=key,
                         group=desired.name,
-                        reason=f"not a member yet (invited): joins {desired.name!r} once they accept",
+                        reason=f"not a member yet (invited): joins {desired.name!r} on acceptance",
                     )
                 )
                 continue
