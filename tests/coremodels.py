@@ -22,11 +22,10 @@ from orgsync.core.model import (
 )
 from orgsync.core.plan import (
     AddGroupMember,
-    CreateUser,
-    UpdateUser,
     AdoptGroup,
     AssignGroupRole,
     CreateGroup,
+    CreateUser,
     DeleteGroup,
     Invite,
     Plan,
@@ -37,6 +36,7 @@ from orgsync.core.plan import (
     SetRole,
     SuspendMember,
     UnassignGroupRole,
+    UpdateUser,
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import GroupRule, MembershipRules, RoleRule, desired_state
