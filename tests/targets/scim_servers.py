@@ -1,0 +1,303 @@
+"""Real SCIM servers on loopback for the SCIM target tests, and a proxy that counts and breaks.
+
+* `Scim2Server`: the `scim2-server` command from PyPI, unchanged, with `--dynamic-tenants`:
+  every test gets its own empty tenant (`/<tenant>/v2`) of one long-lived process, since
+  starting one takes a second. Two processes serve the session: one announcing every
+  feature, one whose `/ServiceProviderConfig` announces no PATCH (a server without PATCH);
+* `start_scimmy`: SCIMMY + scimmy-routers (npm) in a child process with the storage glue in
+  `tests/targets/scimmy/server.mjs` (userName uniqueness, optional PATCH, optional members
+  in group lists); one process per test (it starts in a third of a second);
+* `ScimProxy`: a reverse proxy in this process (ASGI under uvicorn) wrapped in the shared
+  `orgsync.emulators.faults.FaultInjector`, so SCIM servers that have no fault injection of
+  their own get the same seeded 429/500/reset/timeout faults as the emulators, and every
+  request is recorded (the tests count PATCH requests on it). `refuse` answers a chosen
+  request with a SCIM 400 instead of forwarding it, `lose` forwards one and answers 502
+  (the change happened, the client never learns), `before` runs ahead of forwarding.
+
+A missing `node` fails under CI=true and skips on a workstation, like the source tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from orgsync.emulators._server import BackgroundServer
+from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+
+HERE = Path(__file__).resolve().parent
+SCIMMY_DIR = HERE / "scimmy"
+TOKEN = "scim-target-token-0123456789"  # a loopback test server's token
+_FORWARDED = ("authorization", "content-type", "accept", "if-match", "if-none-match")
+_RETURNED = ("content-type", "etag", "location", "www-authenticate")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (.ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class Scim2Server:
+    """One `scim2-server --dynamic-tenants` process; `tenant()` gives a fresh base URL."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    patch: bool
+
+    @classmethod
+    def start(cls, folder: Path, *, patch: bool = True) -> Scim2Server:
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(Path(sys.executable).with_name("scim2-server")),
+            "--hostname", "127.0.0.1", "--port", "0", "--bearer-token", TOKEN,
+            "--dynamic-tenants",
+        ]  # fmt: skip
+        if not patch:
+            config = {
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+                "patch": {"supported": False},
+                "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+                "filter": {"supported": True, "maxResults": 1000},
+                "changePassword": {"supported": False},
+                "sort": {"supported": True},
+                "etag": {"supported": True},
+                "authenticationSchemes": [],
+            }
+            (folder / "spc.json").write_text(json.dumps(config))
+            command += ["--service-provider-config", str(folder / "spc.json")]
+        # scim2-server has no "print the port" option: pick one, then poll it.
+        for _ in range(5):
+            port = free_port()
+            command[command.index("--port") + 1] = str(port)
+            with (folder / "stderr.log").open("w") as log:
+                process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+            if _wait_http(f"http://127.0.0.1:{port}/probe/v2/ServiceProviderConfig", process):
+                return cls(process, port, patch)
+            process.kill()
+            process.wait(5)
+        raise RuntimeError("scim2-server did not start; see its stderr.log")
+
+    def tenant(self) -> str:
+        return f"http://127.0.0.1:{self.port}/t{uuid.uuid4().hex[:12]}/v2"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+@dataclass
+class Scimmy:
+    process: subprocess.Popen[str]
+    url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def ensure_scimmy_installed() -> None:
+    """`npm ci` once, when node_modules is missing (the lock file pins every package)."""
+    require_binary("node")
+    npm = require_binary("npm")
+    if (SCIMMY_DIR / "node_modules" / "scimmy-routers").is_dir():
+        return
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=SCIMMY_DIR,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+
+
+def start_scimmy(folder: Path, *, patch: bool = True, list_members: bool = True) -> Scimmy:
+    """SCIMMY on a free loopback port; base URL `http://127.0.0.1:PORT/scim/v2`."""
+    ensure_scimmy_installed()
+    folder.mkdir(parents=True, exist_ok=True)
+    options = json.dumps({"token": TOKEN, "patch": patch, "listMembers": list_members})
+    with (folder / "scimmy.log").open("w") as log:
+        process = subprocess.Popen(
+            ["node", str(SCIMMY_DIR / "server.mjs"), options],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=SCIMMY_DIR,
+        )
+    port = _read_port(process)
+    return Scimmy(process, f"http://127.0.0.1:{port}/scim/v2")
+
+
+def _read_port(process: subprocess.Popen[str], timeout: float = 30) -> int:
+    assert process.stdout is not None
+    found: list[int] = []
+
+    def reader(stream: IO[str]) -> None:
+        for line in stream:
+            if line.startswith("PORT "):
+                found.append(int(line.split()[1]))
+                return
+
+    thread = threading.Thread(target=reader, args=(process.stdout,), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        process.kill()
+        process.wait(5)
+        raise RuntimeError("SCIMMY did not start; see scimmy.log")
+    return found[0]
+
+
+# --------------------------------------------------------------------------- the proxy
+
+
+def _scim_error(status: int, detail: str) -> bytes:
+    return json.dumps(
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+            "status": str(status),
+            "detail": detail,
+        }
+    ).encode()
+
+
+def _fault_body(kind: str) -> bytes:
+    status = {"429": 429, "rate_limit": 429, "timeout": 504}.get(kind, 500)
+    return _scim_error(status, f"injected {kind}")
+
+
+Refusal = Callable[[str, str, bytes], bool]
+"""(method, path, body) -> whether to answer a SCIM 400 instead of forwarding."""
+Loss = Callable[[str, str, bytes], bool]
+"""(method, path, body) -> whether to forward, then answer 502 (a lost response)."""
+Before = Callable[[str, str], None]
+"""(method, path) -> called before forwarding (to change the server behind our back)."""
+
+
+@dataclass
+class ScimProxy:
+    """A recording, fault-injecting reverse proxy in front of a SCIM server's base URL."""
+
+    upstream: str
+    faults: Faults | None = None
+    refuse: Refusal | None = None
+    lose: Loss | None = None
+    before: Before | None = None
+    bodies: list[tuple[str, str, bytes]] = field(default_factory=list)
+    """(method, path?query, body) of every request forwarded or refused, in order."""
+
+    def __post_init__(self) -> None:
+        parsed = httpx.URL(self.upstream)
+        self._origin = f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+        self._lock = threading.Lock()
+        self._injector = FaultInjector(self._app, error_body=_fault_body, faults=self.faults)
+        self._server = BackgroundServer(self._injector, name="scim-proxy")
+        # No kept-alive connections: they would outlive the proxy's event loop and end up
+        # as unclosed sockets (and ResourceWarnings) when it stops.
+        self._client = httpx.AsyncClient(
+            timeout=60, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+        port = self._server.start()
+        self.url = f"http://127.0.0.1:{port}{parsed.raw_path.decode().rstrip('/')}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._injector.requests
+
+    def set_faults(self, faults: Faults) -> None:
+        self._injector.faults = faults
+
+    def count(self, method: str, path_part: str = "") -> int:
+        return sum(1 for r in self.requests if r.method == method and path_part in r.path)
+
+    def stop(self) -> None:
+        self._injector.release_stalls()
+        self._server.stop()
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        method, path = scope["method"], scope["path"]
+        query = scope["query_string"].decode()
+        with self._lock:
+            self.bodies.append((method, path + (f"?{query}" if query else ""), body))
+        if self.refuse is not None and self.refuse(method, path, body):
+            await _answer(send, 400, {"content-type": "application/scim+json"},
+                          _scim_error(400, "refused by the test proxy"))  # fmt: skip
+            return
+        if self.before is not None:
+            self.before(method, path)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k.decode() in _FORWARDED}
+        url = f"{self._origin}{path}" + (f"?{query}" if query else "")
+        upstream = await self._client.request(method, url, content=body, headers=headers)
+        if self.lose is not None and self.lose(method, path, body):
+            await _answer(send, 502, {"content-type": "application/scim+json"},
+                          _scim_error(502, "the response was lost"))  # fmt: skip
+            return
+        returned = {k: v for k, v in upstream.headers.items() if k.lower() in _RETURNED}
+        await _answer(send, upstream.status_code, returned, upstream.content)
+
+
+async def _answer(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
