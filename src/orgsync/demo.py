@@ -58,6 +58,7 @@ def seed_organization(emulator: OpenAIEmulator) -> None:
     state.add_user("ci-bot@example.com", "reader", is_service_account=True)
     state.add_invite("alan@example.com", "owner")  # wrong role on a pending invitation
     state.add_invite("edsger@example.com", "reader", expires_at=int(time.time()) - 86400)
+    state.add_role("ml-engineer", ["api.model.read"])  # a custom role for the team's group
 
 
 def demo_config(folder: Path, base_url: str) -> Path:
@@ -80,6 +81,9 @@ scope_groups = ["openai-*"]
 [[targets.roles]]
 group = "openai-owners"
 role = "owner"
+[[targets.groups]]          # IdP teams mirrored as groups holding a role
+source = "team-*"
+roles = ["ml-engineer"]
 
 [safety]
 max_removals = 5
@@ -128,4 +132,8 @@ def run_demo(*, as_json: bool = False) -> int:
         for invite in sorted(emulator.state.invites(), key=lambda i: str(i.get("email"))):
             if invite.get("status") == "pending":
                 print(f"  invited  {invite.get('email')!s:<28} {invite.get('role')}")
+        emails = {u["id"]: u.get("email") for u in emulator.state.users()}
+        for group in emulator.state.groups():
+            members = ", ".join(sorted(str(emails.get(m)) for m in group["members"]))
+            print(f"  group    {group['name']!s:<28} members: {members or '-'}")
     return worst_exit_code([r.exit_code for r in after])
