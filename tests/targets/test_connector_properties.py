@@ -39,7 +39,7 @@ SECRET = "property-secret-0123456789"
 CLIENT_ID = "sa_property"
 ROOT = "root@x.org"
 PROPERTY_SETTINGS = settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -243,7 +243,7 @@ def test_scim_converges_to_the_rules_and_leaves_strangers_alone(
             for g in http.get("/Groups").json().get("Resources", [])
         }
     wanted = wanted_people(people)
-    by_key = {normalize_email(name): user for name, user in users.items()}
+    by_key: dict[str, Any] = {normalize_email(name): user for name, user in users.items()}
     assert len(by_key) == len(users)
     for key in wanted:
         assert by_key[key].get("active") is not False

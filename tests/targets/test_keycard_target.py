@@ -117,7 +117,8 @@ def test_read_walks_every_page_and_maps_users_invitations_roles(
     assert set(invites) == {pending, expired}  # revoked means gone
     assert revoked not in invites
     assert invites[pending].status is InviteStatus.PENDING
-    assert invites[pending].expires_at is not None and invites[pending].expires_at.tzinfo
+    expires = invites[pending].expires_at
+    assert expires is not None and expires.tzinfo is not None
     assert invites[expired].status is InviteStatus.EXPIRED
     assert snapshot.roles.order == ("org_viewer", "org_member", "org_admin")
     assert snapshot.roles.privileged == {"org_admin"}
@@ -154,6 +155,18 @@ def test_token_refreshed_once_on_401_then_reused(
     assert emulator.token_grants == 2
     refused = [r for r in recorder.responses if r.status_code == 401]
     assert len(refused) == 1  # one 401, one refresh, then the retried call succeeded
+
+
+def test_a_token_the_api_keeps_refusing_is_renewed_once_then_an_auth_error() -> None:
+    with KeycardEmulator(client_id=CLIENT_ID, client_secret=SECRET, token_lifetime=0.0) as kc:
+        recorder = Recorder()
+        target = connect(kc, recorder)
+        with pytest.raises(AuthError) as caught:
+            target.read()
+        target.close()
+        assert caught.value.status == 401
+        assert kc.token_grants == 2  # the first token and exactly one renewal
+        assert [r.status_code for r in recorder.responses if r.status_code == 401] == [401, 401]
 
 
 def test_token_renewed_before_expiry_without_a_401() -> None:

@@ -26,9 +26,9 @@ from tests.targets.crash import killed_during_apply, wait_for_apply
 from tests.targets.scim_servers import Scim2Server, ScimProxy, start_scimmy
 from tests.targets.test_scim_e2e import Org
 
-PEOPLE = 40
-INACTIVE = tuple(range(30, 40))
-TEAMS = {"team-a": list(range(0, 20)), "team-b": list(range(10, 30))}
+PEOPLE = 30
+INACTIVE = tuple(range(22, 30))
+TEAMS = {"team-a": list(range(0, 15)), "team-b": list(range(8, 22))}
 KILLS = 10
 
 
@@ -134,7 +134,7 @@ def test_thirty_percent_faults_converge_without_duplicates(
             "/Users",
             json={
                 "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                "userName": "person31@example.com",
+                "userName": "person25@example.com",
                 "active": True,
             },
         ).raise_for_status()
