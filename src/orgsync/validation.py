@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
-from orgsync.engine import build_source, build_target, check_capabilities, check_roles
+from orgsync.engine import check_capabilities, check_roles
+from orgsync.factories import build_source, build_target
 
 
 def validate(
