@@ -20,6 +20,47 @@ PEOPLE = 40
 INACTIVE = tuple(range(30, 40))
 
 
+TEAMS = {"team-a": range(0, 8), "team-b": range(5, 14), "team-c": range(20, 26)}
+SEEDED_USERS = range(0, 12)
+GROUP_RULE = """
+[[targets.groups]]
+source = "team-*"
+roles = ["ml-engineer"]
+"""
+
+
+def with_teams(document: dict[str, Any]) -> dict[str, Any]:
+    """Add IdP teams mirrored as groups; some members are users, others only invited."""
+    teams = [
+        {"id": f"t-{name}", "name": name, "members": [f"p{i}" for i in members]}
+        for name, members in TEAMS.items()
+    ]
+    return {**document, "groups": [*document["groups"], *teams]}
+
+
+def seed_users_and_role(emulator: OpenAIEmulator) -> None:
+    for i in SEEDED_USERS:
+        emulator.state.add_user(f"person{i}@example.com", "reader")
+    emulator.state.add_role("ml-engineer", ["api.model.read"])
+
+
+def _assert_groups_converged(rig: Rig) -> None:
+    """Each team is one group (never two), holding its members who are users, and the role."""
+    state = rig.emulator.state
+    user_ids = {str(u["email"]): u["id"] for u in state.users()}
+    names = [g["name"] for g in state.groups()]
+    assert sorted(names) == sorted(TEAMS), f"groups: {names}"
+    role = state.role_id("ml-engineer")
+    for group in state.groups():
+        expected = {
+            user_ids[f"person{i}@example.com"]
+            for i in TEAMS[group["name"]]
+            if f"person{i}@example.com" in user_ids
+        }
+        assert set(group["members"]) == expected, group["name"]
+        assert group["roles"] == [role], group["name"]
+
+
 def _drift(emulator: OpenAIEmulator, rng: random.Random) -> None:
     """Undo some of what earlier syncs did, so every run has work to be killed in."""
     state = emulator.state
@@ -30,6 +71,10 @@ def _drift(emulator: OpenAIEmulator, rng: random.Random) -> None:
     for i in INACTIVE:
         if f"person{i}@example.com" not in present:
             state.add_user(f"person{i}@example.com", "reader")
+    groups = state.groups()
+    if groups and rng.random() < 0.3:  # and take a group away, so group creates get killed too
+        with state.lock:
+            state.directory.api_delete_group(rng.choice(groups)["id"])
 
 
 def _killed_during_apply(state_db: Path, *, any_started: bool = False) -> bool:
@@ -70,15 +115,20 @@ def _assert_converged(rig: Rig, document: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_sync_converges(tmp_path: Path) -> None:
     rng = random.Random(20261123)
-    document = directory(PEOPLE, owners=3, inactive=INACTIVE)
-    # Duplicates allowed server-side: only orgsync's own care can keep invitations unique.
+    document = with_teams(directory(PEOPLE, owners=3, inactive=INACTIVE))
+    # Duplicates allowed server-side: only orgsync's own care can keep invitations and
+    # groups unique.
     with OpenAIEmulator(
-        api_key=API_KEY, allow_duplicate_invites=True, faults=Faults(latency=0.05)
+        api_key=API_KEY,
+        allow_duplicate_invites=True,
+        allow_duplicate_group_names=True,
+        faults=Faults(latency=0.05),
     ) as emulator:
+        seed_users_and_role(emulator)
         rig = Rig(
             folder=tmp_path, emulator=emulator, safety="max_removals = 100\nmax_removal_ratio = 1.0"
         )
-        rig.extra_target = "max_concurrency = 2"
+        rig.extra_target = "max_concurrency = 2" + GROUP_RULE
         rig.write(document)
         kills_during_apply, attempts = 0, 0
         while kills_during_apply < 20:
@@ -97,6 +147,7 @@ def test_kill_9_at_random_moments_then_sync_converges(tmp_path: Path) -> None:
         final = rig.orgsync("sync")
         assert final.returncode == 0, final.stdout + final.stderr
         _assert_converged(rig, document)
+        _assert_groups_converged(rig)
         check = rig.orgsync("sync", "--dry-run", "--json")
         assert check.returncode == 0, check.stdout
         print(f"{kills_during_apply} kills during apply in {attempts} attempts")
@@ -104,14 +155,16 @@ def test_kill_9_at_random_moments_then_sync_converges(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_thirty_percent_faults_converge_without_duplicates(tmp_path: Path, seed: int) -> None:
-    document = directory(60, owners=2, inactive=(28, 29))
+    document = with_teams(directory(60, owners=2, inactive=(28, 29)))
     faults = Faults(error_rate=0.3, kinds=("429", "500", "reset"), seed=seed)
-    with OpenAIEmulator(api_key=API_KEY, allow_duplicate_invites=True) as emulator:
+    with OpenAIEmulator(
+        api_key=API_KEY, allow_duplicate_invites=True, allow_duplicate_group_names=True
+    ) as emulator:
+        seed_users_and_role(emulator)
         emulator.state.add_user("person28@example.com", "reader")
-        emulator.state.add_user("person1@example.com", "reader")
-        emulator.state.add_invite("person5@example.com", "owner")
+        emulator.state.add_invite("person40@example.com", "owner")  # wrong role: replaced
         rig = Rig(folder=tmp_path, emulator=emulator)
-        rig.extra_target = "max_attempts = 8"
+        rig.extra_target = "max_attempts = 8" + GROUP_RULE
         rig.write(document)
         emulator.faults = faults
         result = rig.orgsync("sync")
@@ -120,6 +173,7 @@ def test_thirty_percent_faults_converge_without_duplicates(tmp_path: Path, seed:
         assert result.returncode == 0, result.stdout + result.stderr
         emulator.faults = Faults()
         _assert_converged(rig, document)
+        _assert_groups_converged(rig)
         assert rig.orgsync("sync", "--dry-run").returncode == 0
 
 
