@@ -229,7 +229,11 @@ class InMemoryOrg:
             self.created_users[normalize_email(op.email)] = new_id
             self.managed.add(normalize_email(op.email))
         elif isinstance(op, UpdateUser):
-            self.members[op.user_id] = replace(self.members[op.user_id], active=op.active)
+            renamed = op.previous_email is not None
+            email = op.email if renamed else self.members[op.user_id].email
+            self.members[op.user_id] = replace(
+                self.members[op.user_id], active=op.active, email=email
+            )
         elif isinstance(op, RevokeInvite):
             del self.invites[op.invite_id]
             self.managed.discard(normalize_email(op.email))

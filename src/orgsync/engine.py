@@ -46,6 +46,7 @@ from orgsync.core.plan import (
     RenameGroup,
     RevokeInvite,
     SuspendMember,
+    UpdateUser,
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.ports import OperationJournal, OperationStatus, Source, Target
@@ -241,6 +242,14 @@ class _LinkingJournal:
                 email_key=normalize_email(operation.email),
                 source_id=operation.source_id,
                 invite_id=object_id,
+            )
+        elif isinstance(operation, UpdateUser) and operation.previous_email is not None:
+            self.store.unlink(self.target, normalize_email(operation.previous_email))
+            self.store.link(
+                self.target,
+                email_key=normalize_email(operation.email),
+                source_id=operation.source_id,
+                member_id=operation.user_id,
             )
         elif isinstance(operation, CreateUser):
             self.store.link(

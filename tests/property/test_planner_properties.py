@@ -57,7 +57,9 @@ emails = st.sampled_from(EMAILS)
 KINDS_OF_TARGET = [
     Capabilities(invites=True, roles=True, groups=True),  # OpenAI
     Capabilities(invites=True, roles=True, suspend=True),  # Keycard
-    Capabilities(invites=False, create_users=True, roles=False, suspend=True, groups=True),  # SCIM
+    Capabilities(
+        invites=False, create_users=True, roles=False, suspend=True, groups=True, change_emails=True
+    ),  # SCIM
 ]
 
 
@@ -132,10 +134,16 @@ def worlds(
         protected=protected,
     )
     capabilities = draw(st.sampled_from(KINDS_OF_TARGET))
+    # Links from earlier runs, some pointing at members whose email the IdP has changed.
+    links = {
+        SourceId(p.id): draw(st.sampled_from(member_ids))
+        for p in people
+        if member_ids and draw(st.integers(0, 3)) == 0
+    }
     return (
         SourceSnapshot(people=tuple(people), groups=groups),
         observed,
-        Memory(managed=managed, owned_groups=owned),
+        Memory(managed=managed, owned_groups=owned, links=links),
         policy,
         capabilities,
     )

@@ -197,6 +197,24 @@ def test_users_created_suspended_reenabled_deleted(server: Server) -> None:
     target.close()
 
 
+def test_an_idp_email_change_renames_the_user_in_place(server: Server) -> None:
+    target = server.target()
+    ada = create_users(target, 1)["user0@example.test"]
+    rename = UpdateUser(
+        email="ada.lovelace@example.test",
+        user_id=ada,
+        previous_email="user0@example.test",
+        source_id="src-user0",
+        reason="email changed in the IdP",
+    )
+    assert done(apply(target, [rename]))
+    renamed = server.direct.get(f"/Users/{ada}").json()
+    assert renamed["userName"] == "ada.lovelace@example.test"
+    assert [e["value"] for e in renamed["emails"]] == ["ada.lovelace@example.test"]
+    assert {m.id: m.email for m in target.read().members}[ada] == "ada.lovelace@example.test"
+    target.close()
+
+
 def test_a_409_on_create_adopts_the_user_found_by_username(server: Server) -> None:
     existing = server.direct.post(
         "/Users",

@@ -14,6 +14,7 @@ from orgsync.core.plan import (
     RemoveMember,
     SetRole,
     SuspendMember,
+    UpdateUser,
 )
 from orgsync.core.planner import RemovalPolicy
 from tests.coremodels import NOW, group, invite, make_plan, member, org, person, snapshot
@@ -286,13 +287,42 @@ def test_duplicate_source_emails_protect_the_member_from_removal() -> None:
     assert plan.warnings
 
 
-def test_linked_person_whose_email_changed_is_kept_with_a_warning() -> None:
+def test_an_email_change_on_a_target_that_cannot_rename_is_kept_and_shown_waiting() -> None:
     memory = Memory(links={SourceId("1"): "u1"}, managed=frozenset({normalize_email("old@x.com")}))
     plan = make_plan(
         source(person("1", "new@x.com")), org(member("u1", "old@x.com")), memory=memory
     )
+    assert plan.operations == (), "never a removal plus a new invitation"
+    (waiting,) = plan.waiting
+    assert waiting.op == "update_user"
+    assert "from old@x.com" in waiting.reason and "linked by source id" in waiting.reason
+
+
+def test_an_email_change_on_a_target_that_can_rename_is_a_rename() -> None:
+    memory = Memory(links={SourceId("1"): "u1"}, managed=frozenset({normalize_email("old@x.com")}))
+    capable = Capabilities(invites=False, create_users=True, roles=False, change_emails=True)
+    plan = make_plan(
+        source(person("1", "new@x.com")),
+        org(member("u1", "old@x.com")),
+        memory=memory,
+        capabilities=capable,
+    )
+    (rename,) = plan.operations
+    assert isinstance(rename, UpdateUser)
+    assert (rename.email, rename.previous_email, rename.user_id) == ("new@x.com", "old@x.com", "u1")
+
+
+def test_a_case_only_email_change_is_no_change() -> None:
+    memory = Memory(links={SourceId("1"): "u1"})
+    capable = Capabilities(invites=False, create_users=True, roles=False, change_emails=True)
+    plan = make_plan(
+        source(person("1", "Ada@X.com")),
+        org(member("u1", "ada@x.com")),
+        memory=memory,
+        capabilities=capable,
+    )
     assert plan.operations == ()
-    assert any("changed this person's email" in w for w in plan.warnings)
+    assert plan.waiting == ()
 
 
 def test_roleless_targets_plan_no_role_changes() -> None:

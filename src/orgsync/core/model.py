@@ -152,6 +152,9 @@ class Capabilities:
     suspend: bool = False
     roles: bool = True
     groups: bool = False
+    change_emails: bool = False
+    """The target can change a member's email (SCIM `userName`); else a changed IdP email
+    is shown as waiting and the member is kept, linked by source id."""
 
 
 @dataclass(frozen=True, slots=True)

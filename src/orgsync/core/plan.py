@@ -95,12 +95,15 @@ class CreateUser(_Operation):
 
 
 class UpdateUser(_Operation):
-    """Re-enable a suspended member who is wanted again (never a second invitation)."""
+    """Re-enable a suspended member who is wanted again (never a second invitation), and/or
+    rename their email when the IdP changed it (`previous_email` set; same source id)."""
 
     op: Literal["update_user"] = "update_user"
     email: str
     user_id: str
     active: bool = True
+    previous_email: str | None = None
+    source_id: str | None = None
 
     @property
     def phase(self) -> Phase:

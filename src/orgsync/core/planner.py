@@ -127,15 +127,22 @@ class _Planner:
     def find_member(self, wanted: Wanted) -> TargetMember | None:
         linked_id = self.given.memory.links.get(wanted.source_id)
         member = self.members_by_id.get(linked_id) if linked_id else None
+        if member is not None and member.id in self.matched_members:
+            member = None  # one member stands for one person; a stale link loses
         if member is not None and member.email_key != wanted.email_key:
             other = self.members_by_email.get(wanted.email_key)
             if other is not None:
                 return other
-            self.warnings.append(
-                f"{wanted.email}: the source changed this person's email; the organization "
-                f"still lists them as {member.email} (member {member.id}), and this target "
-                "cannot change emails: kept as they are"
-            )
+            if not self.given.capabilities.change_emails:
+                self.waiting.append(
+                    Waiting(
+                        op="update_user",
+                        email=wanted.email,
+                        reason=f"the IdP changed this person's email from {member.email}; "
+                        "this target cannot change emails, so member "
+                        f"{member.id} is kept as {member.email}, linked by source id",
+                    )
+                )
             return member
         return member or self.members_by_email.get(wanted.email_key)
 
@@ -144,13 +151,22 @@ class _Planner:
         if member is not None:
             self.matched_members.add(member.id)
             self.member_ids[wanted.email_key] = member.id
-            if not member.active and self.untouchable(member) is None:
+            renamed = self.given.capabilities.change_emails and member.email_key != wanted.email_key
+            if (renamed or not member.active) and self.untouchable(member) is None:
+                why = [] if member.active else ["suspended member returns: re-enabled"]
+                if renamed:
+                    why.append(
+                        f"email changed in the IdP from {member.email or 'no email'} "
+                        "(same source id)"
+                    )
                 self.operations.append(
                     UpdateUser(
                         email=wanted.email,
                         user_id=member.id,
                         active=True,
-                        reason=f"{wanted.reason}; suspended member returns: re-enabled",
+                        previous_email=(member.email or "") if renamed else None,
+                        source_id=wanted.source_id,
+                        reason=f"{wanted.reason}; {'; '.join(why)}",
                     )
                 )
             self.plan_role(wanted, member)

@@ -71,7 +71,7 @@ __all__ = ["CAPABILITIES", "ScimTarget", "ServerFeatures"]
 log = structlog.get_logger(__name__)
 
 CAPABILITIES: Final = Capabilities(
-    invites=False, create_users=True, suspend=True, roles=False, groups=True
+    invites=False, create_users=True, suspend=True, roles=False, groups=True, change_emails=True
 )
 PAGE_SIZE: Final = 200
 """Resources asked for per list page (servers cap it at their maxResults, often 1000)."""
@@ -248,6 +248,8 @@ class ScimTarget:
         if isinstance(operation, CreateUser):
             return self._create_user(operation)
         if isinstance(operation, UpdateUser):
+            if operation.previous_email is not None:
+                self._set_email(operation.user_id, operation.email)
             self._set_active(operation.user_id, active=operation.active)
             return None
         if isinstance(operation, SuspendMember):
@@ -337,6 +339,28 @@ class ScimTarget:
 
         def change(resource: dict[str, Any]) -> None:
             resource["active"] = active
+
+        self._put_modified(path, change)
+
+    def _set_email(self, user_id: str, email: str) -> None:
+        """The IdP changed this person's email: rename the user in place (same id)."""
+        path = f"/Users/{_segment(user_id)}"
+        emails = [{"value": email, "type": "work", "primary": True}]
+        if self.features.patch:
+            operations = [
+                PatchOperation[wire.ScimUser](
+                    op=PatchOperation.Op.replace_, path="userName", value=email
+                ),
+                PatchOperation[wire.ScimUser](
+                    op=PatchOperation.Op.replace_, path="emails", value=emails
+                ),
+            ]
+            self._client.request("PATCH", path, json=wire.user_patch(operations), idempotent=True)
+            return
+
+        def change(resource: dict[str, Any]) -> None:
+            resource["userName"] = email
+            resource["emails"] = emails
 
         self._put_modified(path, change)
 
