@@ -1,4 +1,5 @@
-"""Runs an ASGI app under uvicorn on 127.0.0.1 in a background thread (for emulators).
+"""Runs an ASGI app under uvicorn on 127.0.0.1 in a background thread (for emulators),
+and the lifecycle every emulator shares (`LoopbackEmulator`).
 
 Owns the socket and the thread: the port is chosen by the OS when the socket is bound, so
 it is known before uvicorn starts and two emulators never race for a port.
@@ -9,11 +10,18 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from types import TracebackType
+from typing import Self
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from orgsync.emulators.faults import install_reset_log_filter
+from orgsync.emulators.faults import (
+    FaultInjector,
+    Faults,
+    RecordedRequest,
+    install_reset_log_filter,
+)
 
 
 class BackgroundServer:
@@ -77,3 +85,81 @@ class BackgroundServer:
             sock.close()
         if thread.is_alive():
             raise RuntimeError(f"{self._name} server thread did not stop within {2 * timeout}s")
+
+
+class LoopbackEmulator:
+    """What every vendor emulator shares: a fault-injecting app served on loopback.
+
+    Subclasses build their Starlette app, wrap it in a `FaultInjector`, pass it here, and
+    name the URL clients use with `_public_url` (the origin plus the API's base path).
+    State and recorded requests outlive `stop()`; `start()` again serves them anew.
+    """
+
+    def __init__(self, injector: FaultInjector, *, name: str) -> None:
+        self._injector = injector
+        self._name = name
+        self._server: BackgroundServer | None = None
+        self._origin: str | None = None
+        self._lifecycle = threading.Lock()
+
+    @property
+    def faults(self) -> Faults:
+        return self._injector.faults
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        self._injector.faults = value
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._injector.requests
+
+    def writes(self) -> list[RecordedRequest]:
+        """Recorded requests with a method other than GET (faulted ones included)."""
+        return self._injector.writes()
+
+    @property
+    def asgi_app(self) -> ASGIApp:
+        """The whole stack (faults, auth, routes), e.g. for ``httpx.ASGITransport``."""
+        return self._injector
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:PORT`` while serving."""
+        if self._origin is None:
+            raise RuntimeError(f"{self._name} not started")
+        return self._origin
+
+    def _public_url(self, origin: str) -> str:
+        """The URL `start` returns; the origin unless the API lives under a path."""
+        return origin
+
+    def start(self) -> str:
+        """Serve on 127.0.0.1 with an OS-chosen port (idempotent); return the API's URL."""
+        with self._lifecycle:
+            if self._server is None:
+                self._injector.arm()
+                server = BackgroundServer(self._injector, name=self._name)
+                self._origin = f"http://127.0.0.1:{server.start()}"
+                self._server = server
+            return self._public_url(self.origin)
+
+    def stop(self) -> None:
+        """Stop serving (idempotent); a stalled "timeout" fault is released at once."""
+        with self._lifecycle:
+            server, self._server, self._origin = self._server, None, None
+            if server is not None:
+                self._injector.release_stalls()
+                server.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -33,7 +33,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode
 
@@ -42,8 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orgsync.emulators._server import BackgroundServer
-from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+from orgsync.emulators._server import LoopbackEmulator
+from orgsync.emulators.faults import FaultInjector, Faults
 
 __all__ = ["EntraEmulator", "PageFailure", "Throttle"]
 
@@ -161,7 +160,7 @@ def _untoken(token: str, listing: str, group: str | None) -> int | None:
     return int(offset)
 
 
-class EntraEmulator:
+class EntraEmulator(LoopbackEmulator):
     """The emulated tenant. ``with EntraEmulator() as entra: entra.add_user(...)`` …
 
     `login_url` and `graph_url` are what to configure; `tenant_id`, `client_id` and
@@ -192,9 +191,8 @@ class EntraEmulator:
         self._members: dict[str, list[tuple[MemberType, str]]] = {}
         self._counter = 0
         self._graph_requests = 0
-        self._injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
-        self._server: BackgroundServer | None = None
-        self._origin: str | None = None
+        injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
+        super().__init__(injector, name="entra-emulator")
 
     # -- seeding ---------------------------------------------------------------------
 
@@ -284,53 +282,15 @@ class EntraEmulator:
     # -- lifecycle -------------------------------------------------------------------
 
     @property
-    def faults(self) -> Faults:
-        return self._injector.faults
-
-    @faults.setter
-    def faults(self, value: Faults) -> None:
-        self._injector.faults = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._injector.requests
-
-    @property
     def login_url(self) -> str:
-        if self._origin is None:
-            raise RuntimeError("emulator not started")
-        return self._origin
+        return self.origin
+
+    def _public_url(self, origin: str) -> str:
+        return f"{origin}/v1.0"
 
     @property
     def graph_url(self) -> str:
         return f"{self.login_url}/v1.0"
-
-    def start(self) -> str:
-        """Serve on 127.0.0.1 with an OS-chosen port; return the Graph URL."""
-        if self._server is None:
-            self._injector.arm()
-            server = BackgroundServer(self._injector, name="entra-emulator")
-            self._origin = f"http://127.0.0.1:{server.start()}"
-            self._server = server
-        return self.graph_url
-
-    def stop(self) -> None:
-        server, self._server, self._origin = self._server, None, None
-        if server is not None:
-            self._injector.release_stalls()
-            server.stop()
-
-    def __enter__(self) -> EntraEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- HTTP: identity platform -----------------------------------------------------
 

@@ -33,7 +33,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -43,8 +42,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orgsync.emulators._server import BackgroundServer
-from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+from orgsync.emulators._server import LoopbackEmulator
+from orgsync.emulators.faults import FaultInjector, Faults
 
 __all__ = ["DELEGABLE_SCOPES", "GoogleEmulator", "PageFailure", "Throttle"]
 
@@ -173,7 +172,7 @@ class _Grant:
     expires: float
 
 
-class GoogleEmulator:
+class GoogleEmulator(LoopbackEmulator):
     """The emulated Workspace account. ``with GoogleEmulator() as google: ...``
 
     Register a service account with `register_service_account` (its public key and the
@@ -205,9 +204,8 @@ class GoogleEmulator:
         self._members: dict[str, list[tuple[MemberType, str]]] = {}
         self._counter = 0
         self._directory_requests = 0
-        self._injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
-        self._server: BackgroundServer | None = None
-        self._origin: str | None = None
+        injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
+        super().__init__(injector, name="google-emulator")
 
     # -- seeding ---------------------------------------------------------------------
 
@@ -309,23 +307,8 @@ class GoogleEmulator:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    @property
-    def faults(self) -> Faults:
-        return self._injector.faults
-
-    @faults.setter
-    def faults(self, value: Faults) -> None:
-        self._injector.faults = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._injector.requests
-
-    @property
-    def origin(self) -> str:
-        if self._origin is None:
-            raise RuntimeError("emulator not started")
-        return self._origin
+    def _public_url(self, origin: str) -> str:
+        return f"{origin}{PREFIX}"
 
     @property
     def directory_url(self) -> str:
@@ -334,33 +317,6 @@ class GoogleEmulator:
     @property
     def token_url(self) -> str:
         return f"{self.origin}/token"
-
-    def start(self) -> str:
-        """Serve on 127.0.0.1 with an OS-chosen port; return the Directory API URL."""
-        if self._server is None:
-            self._injector.arm()
-            server = BackgroundServer(self._injector, name="google-emulator")
-            self._origin = f"http://127.0.0.1:{server.start()}"
-            self._server = server
-        return self.directory_url
-
-    def stop(self) -> None:
-        server, self._server, self._origin = self._server, None, None
-        if server is not None:
-            self._injector.release_stalls()
-            server.stop()
-
-    def __enter__(self) -> GoogleEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- HTTP: token endpoint --------------------------------------------------------
 

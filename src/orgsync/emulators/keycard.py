@@ -22,7 +22,6 @@ import json
 import secrets
 import threading
 import time
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -33,8 +32,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orgsync.emulators._server import BackgroundServer
-from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+from orgsync.emulators._server import LoopbackEmulator
+from orgsync.emulators.faults import FaultInjector, Faults
 from orgsync.emulators.keycard_state import DEFAULT_LIMIT, MAX_LIMIT, KeycardError, KeycardState
 
 __all__ = ["TOKEN_PATH", "Faults", "KeycardEmulator", "KeycardError", "KeycardState"]
@@ -120,7 +119,7 @@ class _BearerAuth:
         await response(scope, receive, send)
 
 
-class KeycardEmulator:
+class KeycardEmulator(LoopbackEmulator):
     """The emulated Keycard API. ``with KeycardEmulator() as kc: url = kc.start()`` …
 
     ``state`` is the organization (seed and assert on it directly), ``faults`` can be
@@ -147,29 +146,12 @@ class KeycardEmulator:
         self.allow_duplicate_invitations = allow_duplicate_invitations
         self.state = state or KeycardState()
         self._tokens = _Tokens()
-        self._injector = FaultInjector(
+        injector = FaultInjector(
             _BearerAuth(self._build_app(), self._tokens), error_body=_fault_body, faults=faults
         )
-        self._server: BackgroundServer | None = None
-        self._base_url: str | None = None
-        self._lifecycle = threading.Lock()
+        super().__init__(injector, name="keycard-emulator")
 
     # -- public surface --------------------------------------------------------------
-
-    @property
-    def faults(self) -> Faults:
-        return self._injector.faults
-
-    @faults.setter
-    def faults(self, value: Faults) -> None:
-        self._injector.faults = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._injector.requests
-
-    def writes(self) -> list[RecordedRequest]:
-        return self._injector.writes()
 
     @property
     def token_grants(self) -> int:
@@ -179,45 +161,8 @@ class KeycardEmulator:
         self._tokens.expire_all()
 
     @property
-    def asgi_app(self) -> ASGIApp:
-        return self._injector
-
-    @property
     def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("emulator not started")
-        return self._base_url
-
-    def start(self) -> str:
-        """Serve on 127.0.0.1 (OS-chosen port); return ``http://127.0.0.1:PORT``."""
-        with self._lifecycle:
-            if self._server is None:
-                self._injector.arm()
-                server = BackgroundServer(self._injector, name="keycard-emulator")
-                port = server.start()
-                self._server = server
-                self._base_url = f"http://127.0.0.1:{port}"
-            return self.base_url
-
-    def stop(self) -> None:
-        with self._lifecycle:
-            server, self._server = self._server, None
-            self._base_url = None
-            if server is not None:
-                self._injector.release_stalls()
-                server.stop()
-
-    def __enter__(self) -> KeycardEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self.origin
 
     # -- routes ----------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal
 
 from starlette.applications import Starlette
@@ -38,8 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orgsync.emulators._server import BackgroundServer
-from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+from orgsync.emulators._server import LoopbackEmulator
+from orgsync.emulators.faults import FaultInjector, Faults
 
 __all__ = ["OktaEmulator", "PageFailure", "Throttle"]
 
@@ -128,7 +127,7 @@ def _stamp(n: int) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class OktaEmulator:
+class OktaEmulator(LoopbackEmulator):
     """The emulated Okta org. ``with OktaEmulator() as okta: okta.add_user(...)`` …
 
     Seed it with `add_user`, `add_group` and `add_member` (before or while serving);
@@ -150,9 +149,8 @@ class OktaEmulator:
         self._members: dict[str, set[str]] = {}
         self._counter = 0
         self._api_requests = 0
-        self._injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
-        self._server: BackgroundServer | None = None
-        self._url: str | None = None
+        injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
+        super().__init__(injector, name="okta-emulator")
 
     # -- seeding ---------------------------------------------------------------------
 
@@ -238,49 +236,8 @@ class OktaEmulator:
     # -- lifecycle -------------------------------------------------------------------
 
     @property
-    def faults(self) -> Faults:
-        return self._injector.faults
-
-    @faults.setter
-    def faults(self, value: Faults) -> None:
-        self._injector.faults = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._injector.requests
-
-    @property
     def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("emulator not started")
-        return self._url
-
-    def start(self) -> str:
-        """Serve on 127.0.0.1 with an OS-chosen port; return the org URL."""
-        if self._server is None:
-            self._injector.arm()
-            server = BackgroundServer(self._injector, name="okta-emulator")
-            self._url = f"http://127.0.0.1:{server.start()}"
-            self._server = server
-        return self.url
-
-    def stop(self) -> None:
-        server, self._server, self._url = self._server, None, None
-        if server is not None:
-            self._injector.release_stalls()
-            server.stop()
-
-    def __enter__(self) -> OktaEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self.origin
 
     # -- HTTP ------------------------------------------------------------------------
 

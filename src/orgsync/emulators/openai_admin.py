@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import threading
-from types import TracebackType
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orgsync.emulators._server import BackgroundServer
+from orgsync.emulators._server import LoopbackEmulator
 from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
 from orgsync.emulators.openai_group_routes import group_routes
 from orgsync.emulators.openai_records import ApiError
@@ -120,7 +118,7 @@ class _BearerAuth:
         await _error_response(err)(scope, receive, send)
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(LoopbackEmulator):
     """The emulated OpenAI Admin API. ``with OpenAIEmulator() as emu: emu.start()`` …
 
     ``state`` is the organization (seed and assert on it directly), ``faults`` can be
@@ -146,73 +144,20 @@ class OpenAIEmulator:
         self.admin_key_id = self.state.add_admin_key(
             redact_key(api_key), self.state.key_owner_id, name="orgsync emulator key"
         )
-        self._injector = FaultInjector(
+        injector = FaultInjector(
             _BearerAuth(self._build_app(), self), error_body=_fault_body, faults=faults
         )
-        self._server: BackgroundServer | None = None
-        self._base_url: str | None = None
-        self._lifecycle = threading.Lock()
+        super().__init__(injector, name="openai-emulator")
 
     # -- public surface --------------------------------------------------------------
 
-    @property
-    def faults(self) -> Faults:
-        return self._injector.faults
-
-    @faults.setter
-    def faults(self, value: Faults) -> None:
-        self._injector.faults = value
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self._injector.requests
-
-    def writes(self) -> list[RecordedRequest]:
-        """Recorded requests with a method other than GET (faulted ones included)."""
-        return self._injector.writes()
+    def _public_url(self, origin: str) -> str:
+        return f"{origin}/v1"
 
     @property
     def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("emulator not started")
-        return self._base_url
-
-    @property
-    def asgi_app(self) -> ASGIApp:
-        """The whole stack (faults, auth, routes), e.g. for ``httpx.ASGITransport``."""
-        return self._injector
-
-    def start(self) -> str:
-        """Serve on 127.0.0.1 with an OS-chosen port; return ``http://127.0.0.1:PORT/v1``."""
-        with self._lifecycle:
-            if self._server is None:
-                self._injector.arm()
-                server = BackgroundServer(self._injector, name="openai-emulator")
-                port = server.start()
-                self._server = server
-                self._base_url = f"http://127.0.0.1:{port}/v1"
-            return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving (idempotent). State and recorded requests are kept."""
-        with self._lifecycle:
-            server, self._server = self._server, None
-            self._base_url = None
-            if server is not None:
-                self._injector.release_stalls()
-                server.stop()
-
-    def __enter__(self) -> OpenAIEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        """``http://127.0.0.1:PORT/v1`` while serving."""
+        return self._public_url(self.origin)
 
     # -- routes ----------------------------------------------------------------------
 
