@@ -47,11 +47,17 @@ def validate(
                 target.close()
             check_roles(target_config, observed.roles)
             pending = sum(1 for i in observed.invites if i.status.value == "pending")
-            owner = "found" if observed.key_owner_id else "NOT found (it will not be protected)"
-            lines.append(
+            roles = ", ".join(observed.roles.order) or "none (scope alone decides)"
+            line = (
                 f"{label}: reachable; {len(observed.members)} members, {pending} pending "
-                f"invitations; roles {', '.join(observed.roles.order)}; API key owner {owner}"
+                f"invitations, {len(observed.groups)} groups; roles {roles}"
             )
+            if target_config.type == "openai":  # the only API that says whose key it is
+                found = observed.key_owner_id is not None
+                line += "; API key owner " + (
+                    "found" if found else "NOT found (it will not be protected)"
+                )
+            lines.append(line)
         except OrgsyncError as error:
             ok = False
             lines.append(f"{label}: FAILED: {error}")
