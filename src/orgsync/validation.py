@@ -15,22 +15,30 @@ from orgsync.engine import check_capabilities, check_roles
 from orgsync.factories import build_source, build_target
 
 
+def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
+    """One report line for the source, and whether it is usable."""
+    label = f"source {config.source.type}"
+    try:
+        source = build_source(config, environ)  # resolves the source's secrets
+        if offline and config.source.type != "file":
+            return f"{label}: credentials present (not contacted: --offline)", True
+        snapshot = source.read()
+    except OrgsyncError as error:
+        return f"{label}: FAILED: {error}", False
+    inactive = sum(1 for p in snapshot.people if not p.active)
+    return (
+        f"{label}: {len(snapshot.people)} people ({inactive} inactive), "
+        f"{len(snapshot.groups)} groups",
+        True,
+    )
+
+
 def validate(
     config: Config, *, environ: Mapping[str, str], offline: bool
 ) -> tuple[list[str], bool]:
     """Return report lines and whether everything checked is usable."""
-    lines = [f"configuration: ok ({len(config.targets)} target(s))"]
-    ok = True
-    try:
-        snapshot = build_source(config, environ).read()
-        inactive = sum(1 for p in snapshot.people if not p.active)
-        lines.append(
-            f"source {config.source.type}: {len(snapshot.people)} people "
-            f"({inactive} inactive), {len(snapshot.groups)} groups"
-        )
-    except OrgsyncError as error:
-        ok = False
-        lines.append(f"source {config.source.type}: FAILED: {error}")
+    source_line, ok = _check_source(config, environ, offline=offline)
+    lines = [f"configuration: ok ({len(config.targets)} target(s))", source_line]
     for target_config in config.targets:
         label = f"target {target_config.name} ({target_config.type})"
         try:
