@@ -140,3 +140,30 @@ def test_a_target_without_credentials_is_refused(tmp_path: Path) -> None:
         ConfigError, match=r"targets\[0\]: .*api_key_env or api_key_file is required"
     ):
         load_config(write(tmp_path, MINIMAL.replace('api_key_env = "KEY"\n', "")))
+
+
+def test_the_example_file_documents_every_key() -> None:
+    """config.example.toml names every key each configuration model accepts."""
+    import re
+
+    from pydantic import BaseModel
+
+    from orgsync import config as config_module
+
+    text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    written = set(re.findall(r"\b[a-z][a-z_]*\b", text))
+    models = [
+        value
+        for value in vars(config_module).values()
+        if isinstance(value, type)
+        and issubclass(value, BaseModel)
+        and value.__module__ == config_module.__name__
+    ]
+    missing = sorted(
+        f"{model.__name__}.{name}"
+        for model in models
+        if model.__name__ not in {"SecretRef", "Config"}
+        for name in model.model_fields
+        if name not in written
+    )
+    assert missing == []
