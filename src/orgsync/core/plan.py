@@ -58,11 +58,20 @@ class _Operation(BaseModel):
         return False
 
 
-class Invite(_Operation):
+class _MemberOperation(_Operation):
+    """An operation about one person of the organization, named by email."""
+
+    email: str
+
+    @property
+    def subject(self) -> str:
+        return self.email
+
+
+class Invite(_MemberOperation):
     """Invite a person; `replaces_invite_id` names a wrong-role or expired invite to drop first."""
 
     op: Literal["invite"] = "invite"
-    email: str
     role: str
     source_id: str
     replaces_invite_id: str | None = None
@@ -71,16 +80,11 @@ class Invite(_Operation):
     def phase(self) -> Phase:
         return Phase.CREATE
 
-    @property
-    def subject(self) -> str:
-        return self.email
 
-
-class CreateUser(_Operation):
+class CreateUser(_MemberOperation):
     """Provision a person directly, on targets that create users (SCIM)."""
 
     op: Literal["create_user"] = "create_user"
-    email: str
     name: str = ""
     role: str | None = None
     source_id: str
@@ -89,17 +93,12 @@ class CreateUser(_Operation):
     def phase(self) -> Phase:
         return Phase.CREATE
 
-    @property
-    def subject(self) -> str:
-        return self.email
 
-
-class UpdateUser(_Operation):
+class UpdateUser(_MemberOperation):
     """Re-enable a suspended member who is wanted again (never a second invitation), and/or
     rename their email when the IdP changed it (`previous_email` set; same source id)."""
 
     op: Literal["update_user"] = "update_user"
-    email: str
     user_id: str
     active: bool = True
     previous_email: str | None = None
@@ -109,14 +108,9 @@ class UpdateUser(_Operation):
     def phase(self) -> Phase:
         return Phase.ADD_OR_RAISE
 
-    @property
-    def subject(self) -> str:
-        return self.email
 
-
-class RevokeInvite(_Operation):
+class RevokeInvite(_MemberOperation):
     op: Literal["revoke_invite"] = "revoke_invite"
-    email: str
     invite_id: str
 
     @property
@@ -124,19 +118,14 @@ class RevokeInvite(_Operation):
         return Phase.REMOVE
 
     @property
-    def subject(self) -> str:
-        return self.email
-
-    @property
     def is_removal(self) -> bool:
         return True
 
 
-class SetRole(_Operation):
+class SetRole(_MemberOperation):
     """Change a member's organization role; `counts_as_removal` marks owner/admin downgrades."""
 
     op: Literal["set_role"] = "set_role"
-    email: str
     user_id: str
     role: str
     previous_role: str | None
@@ -150,44 +139,30 @@ class SetRole(_Operation):
         return Phase.ADD_OR_RAISE if self.raise_ else Phase.LOWER
 
     @property
-    def subject(self) -> str:
-        return self.email
-
-    @property
     def is_removal(self) -> bool:
         return self.counts_as_removal
 
 
-class RemoveMember(_Operation):
+class RemoveMember(_MemberOperation):
     op: Literal["remove_member"] = "remove_member"
-    email: str
     user_id: str
 
     @property
     def phase(self) -> Phase:
         return Phase.REMOVE
-
-    @property
-    def subject(self) -> str:
-        return self.email
 
     @property
     def is_removal(self) -> bool:
         return True
 
 
-class SuspendMember(_Operation):
+class SuspendMember(_MemberOperation):
     op: Literal["suspend_member"] = "suspend_member"
-    email: str
     user_id: str
 
     @property
     def phase(self) -> Phase:
         return Phase.REMOVE
-
-    @property
-    def subject(self) -> str:
-        return self.email
 
     @property
     def is_removal(self) -> bool:
