@@ -401,7 +401,10 @@ class TestAlerts:
             )
             names = [name for name, _ in SELECTOR.findall(rule["expr"])]
             per = {
-                label for name in names for label in ("target", "system") if label in series[name]
+                label
+                for name in names
+                for label in ("target", "system")
+                if label in series.get(name, ())
             }
             for label in per:
                 assert f"{{{{ $labels.{label} }}}}" in annotations["summary"], rule["alert"]
