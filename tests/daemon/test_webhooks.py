@@ -10,16 +10,22 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 
+from orgsync.daemon.queue import MAX_TARGETED_PEOPLE
 from orgsync.daemon.webhooks import (
     MAX_BODY,
+    MAX_DEPTH,
     REPLAY_WINDOW,
     Refused,
     WebhookEvent,
     WebhookReceiver,
     WebhookSecrets,
+    nesting_problem,
     parse_graph,
+    parse_json,
     parse_okta,
     sign,
     verify_signature,
@@ -260,3 +266,98 @@ class TestEntra:
         change = {**USER_CHANGE, "resource": "Groups/g1", "resourceData": {"id": "g1"}}
         _, event = parse_graph(json.dumps(graph(change)).encode(), STATE)
         assert event == WebhookEvent("entra")
+
+
+# --------------------------------------------------------------------------- the depth pre-scan
+
+
+def reference_depth(text: str) -> int:
+    """How deep `json.loads` recurses on `text` before it finishes or fails: a plain
+    character-by-character reading that stops where JSON must fail (a backslash outside
+    a string, a closing bracket with nothing open)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "\\":
+            break
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            if depth == 0:
+                break
+            depth -= 1
+    return deepest
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='ab"\\[]{}', max_size=6),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(alphabet='k"\\[{', max_size=3), children, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet='[]{}"\\ a,:1', max_size=200))
+def test_what_the_prescan_lets_through_never_recurses_past_the_limit(text: str) -> None:
+    if nesting_problem(text.encode()) is None:
+        assert reference_depth(text) <= MAX_DEPTH
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.integers(0, 40))
+def test_the_prescan_passes_json_exactly_as_deep_as_the_limit(value: Any, wrap: int) -> None:
+    text = "[" * wrap + json.dumps(value) + "]" * wrap
+    depth = reference_depth(text)
+    assert (nesting_problem(text.encode()) is None) == (depth <= MAX_DEPTH)
+    if depth <= MAX_DEPTH:
+        assert parse_json(text.encode()) == json.loads(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.binary(max_size=300) | st.text(alphabet='[]{}"\\u0d8 1e9,:', max_size=300).map(str.encode)
+)
+def test_parse_json_raises_nothing_but_a_400(body: bytes) -> None:
+    refusal: Refused | None = None
+    try:
+        parse_json(body)
+    except Refused as refused:
+        refusal = refused
+    assert refusal is None or (refusal.status, refusal.result) == (400, "malformed")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 40_000 + b"1" + b"}" * 40_000],
+)
+def test_deep_nesting_is_refused_before_json_loads_recurses(body: bytes) -> None:
+    with pytest.raises(Refused, match=r"nested deeper|do not balance"):
+        parse_json(body)
+
+
+def test_escaped_quotes_and_brackets_inside_strings_do_not_count() -> None:
+    inside = json.dumps({"s": '\\"[[[[' * 100, "t": "]]]" * 100})
+    assert parse_json(inside.encode()) == json.loads(inside)
+
+
+def test_one_webhook_naming_more_than_the_cap_is_one_full_reconcile(rig: Rig) -> None:
+    many = [f"p{i}@x.com" for i in range(MAX_TARGETED_PEOPLE + 1)]
+    response = rig.generic({"id": "many", "emails": many})
+    assert response.status_code == 202
+    assert response.json()["scope"] == "full"
+    assert rig.events == [WebhookEvent("generic")]
+    few = rig.generic({"id": "few", "emails": many[:MAX_TARGETED_PEOPLE]})
+    assert few.json()["scope"] == "targeted"

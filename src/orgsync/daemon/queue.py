@@ -39,6 +39,12 @@ class SyncRequest:
         """The same request for the whole organization."""
         return SyncRequest(trigger or self.trigger)
 
+    def capped(self) -> SyncRequest:
+        """This request, or the full one when it names more than `MAX_TARGETED_PEOPLE`."""
+        if len(self.emails) + len(self.source_ids) > MAX_TARGETED_PEOPLE:
+            return self.widened()
+        return self
+
     def merge(self, other: SyncRequest) -> SyncRequest:
         """One request doing the work of both."""
         if self.full:
@@ -48,9 +54,7 @@ class SyncRequest:
         merged = SyncRequest(
             self.trigger, self.emails | other.emails, self.source_ids | other.source_ids
         )
-        if len(merged.emails) + len(merged.source_ids) > MAX_TARGETED_PEOPLE:
-            return merged.widened()
-        return merged
+        return merged.capped()
 
 
 class Mailbox:
@@ -83,6 +87,7 @@ class Mailbox:
             if self._closed:
                 return
             now = self._clock()
+            request = request.capped()
             if self._pending is None:
                 self._pending, self._first_at, self._due = request, now, now
             else:

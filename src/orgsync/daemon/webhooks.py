@@ -20,9 +20,20 @@ API does), and every refusal has its status, a log line and a count in
   is echoed as text/plain (subscription validation); otherwise each notification's
   `clientState` must equal the configured secret, and user resources name the people.
 
-Refusals: body over 1 MiB → 413; bad or missing signature/authorization/clientState →
-401; stale timestamp → 401; replay → 409; malformed JSON or shape → 400; endpoint
-without a configured secret → 404; shutting down → 503.
+Refusals: body over 1 MiB → 413; body not in full within `body_timeout` → 408; bad or
+missing signature/authorization/clientState → 401; stale timestamp → 401; replay → 409;
+malformed JSON (not UTF-8, nested deeper than `MAX_DEPTH`, a number too long) or shape →
+400; endpoint without a configured secret → 404; shutting down → 503. Each is one log
+line and one count; a hostile body never reaches a recursive parser unbounded (a linear
+pre-scan of the raw bytes checks the nesting first), so no input gives a 500.
+
+Authentication comes before parsing wherever the protocol allows: the generic HMAC is
+checked over the raw bytes, Okta's Authorization header before the body is read. Graph
+puts its secret (`clientState`) inside the body, so that body is parsed first, bounded.
+
+An event naming more than `MAX_TARGETED_PEOPLE` people is accepted as a full reconcile
+(answered `"scope": "full"` with the reason): every person it names is reconciled, and
+one read of the whole organization costs less than thousands of targeted look-ups.
 """
 
 from __future__ import annotations
@@ -36,12 +47,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
+import anyio
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from orgsync.daemon.queue import MAX_TARGETED_PEOPLE
 
 log = structlog.get_logger(__name__)
 
@@ -49,12 +63,19 @@ MAX_BODY: Final = 1024 * 1024
 """SPEC: larger bodies are refused with 413."""
 _DRAIN_LIMIT: Final = 8 * MAX_BODY
 """An oversized body is read (and dropped) up to this much, so the sender sees a clean 413
-instead of a reset; beyond it the connection is simply closed."""
+instead of a reset; one declared larger is refused before a byte of it is read, and the
+connection closed."""
+MAX_DEPTH: Final = 32
+"""Deepest JSON nesting a webhook body may have (Okta's and Graph's nest about six)."""
+BODY_TIMEOUT: Final = 30.0
+"""Default seconds a body may take to arrive after its headers (`[server] body_timeout`)."""
 REPLAY_WINDOW: Final = 300
 """Seconds a signed timestamp may be away from now (SPEC)."""
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
 _GRAPH_USER = re.compile(r"^/?users/([^/?]+)$", re.IGNORECASE)
+_SHOWN: Final = 64
+"""Characters of a sender's value quoted back in a refusal, at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +128,7 @@ def verify_signature(header: str | None, body: bytes, secret: bytes, now: float)
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
+        if key == "t" and _is_digits(value) and len(value) <= 12:
             timestamp = int(value)
         elif key == "v1" and value:
             candidates.append(value.strip().lower())
@@ -123,33 +144,108 @@ def verify_signature(header: str | None, body: bytes, secret: bytes, now: float)
     return expected
 
 
-def _json(body: bytes) -> Any:
+def _is_digits(value: str) -> bool:
+    """ASCII digits only: `str.isdigit` is also true of "²", which `int` refuses."""
+    return value.isascii() and value.isdigit()
+
+
+def _is_text(value: object) -> TypeGuard[str]:
+    """A string that can be stored and logged: JSON's `\\ud800` gives a lone surrogate."""
+    if not isinstance(value, str):
+        return False
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= _SHOWN else value[:_SHOWN] + "…"
+
+
+# JSON's structure, outside strings, reduced to brackets: escapes first (`\\` pairs, then
+# `\"`), so that every `"` left opens or closes a string; `{}` count as `[]`, since only
+# the depth matters. A body whose brackets do not fullmatch `_NESTED` (at most MAX_DEPTH
+# levels, balanced) is refused before the recursive `json.loads` sees it. Each step is a
+# C-level pass (bytes.replace, translate, split, one possessive regex): linear, no stack.
+_STRUCTURE: Final = b'"[]{}'
+_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in _STRUCTURE)
+_ONE_BRACKET_KIND: Final = bytes.maketrans(b"{}", b"[]")
+
+
+def _nested_pattern(depth: int) -> re.Pattern[bytes]:
+    pattern = ""
+    for _ in range(depth):
+        pattern = r"(?:\[" + pattern + r"\])*+"
+    return re.compile(pattern.encode())
+
+
+_NESTED: Final = _nested_pattern(MAX_DEPTH)
+
+
+def nesting_problem(body: bytes) -> str | None:
+    """Why `body`'s JSON brackets cannot be parsed safely (too deep, or not balanced), or
+    None when they are balanced and at most `MAX_DEPTH` deep."""
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = unescaped.translate(_ONE_BRACKET_KIND, _NOT_STRUCTURE).replace(b'""', b"")
+    # Between the 2k-th and (2k+1)-th quote is string content: keep the even pieces.
+    # (Dropping a `""` pair above moves no character to the other side of a quote.)
+    outside = b"".join(marks.split(b'"')[::2])
+    if _NESTED.fullmatch(outside) is not None:
+        return None
+    if outside.count(b"[") != outside.count(b"]"):
+        return "its brackets do not balance"
+    return f"it is nested deeper than {MAX_DEPTH} levels"
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document in `body`; `Refused` (400, `malformed`) for anything else.
+
+    UTF-8 only (RFC 8259), nested at most `MAX_DEPTH` deep, numbers of at most 4300
+    digits (Python's int limit): never an exception other than `Refused`.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Refused(
+            400, "malformed", f"body is not UTF-8 (invalid byte at offset {error.start})"
+        ) from None
+    problem = nesting_problem(body)
+    if problem is not None:
+        raise Refused(400, "malformed", f"body is not JSON this daemon reads: {problem}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
         raise Refused(400, "malformed", f"body is not JSON: {error}") from None
+    except (ValueError, RecursionError):  # past int's digit limit; depth is checked above
+        raise Refused(
+            400, "malformed", "body is not JSON this daemon reads: a number is too long"
+        ) from None
 
 
-def _strings(document: dict[str, Any], key: str, *, limit: int = 10_000) -> frozenset[str]:
+def _strings(document: dict[str, Any], key: str) -> frozenset[str]:
     value = document.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Refused(400, "malformed", f"{key!r} must be a list of strings")
-    if len(value) > limit:
-        raise Refused(400, "malformed", f"{key!r} lists more than {limit} items")
-    return frozenset(v.strip() for v in value if v.strip())
+    if not isinstance(value, list) or not all(_is_text(v) and v.strip() for v in value):
+        raise Refused(400, "malformed", f"{key!r} must be a list of non-empty strings")
+    return frozenset(v.strip() for v in value)
 
 
 def parse_generic(body: bytes) -> tuple[str | None, WebhookEvent]:
     """`(event id, event)` of a generic delivery; `Refused` (400) for a wrong shape."""
-    document = _json(body)
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise Refused(400, "malformed", "body must be a JSON object")
     event_id = document.get("id")
-    if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id) <= 256):
+    if event_id is not None and (not _is_text(event_id) or not 0 < len(event_id) <= 256):
         raise Refused(400, "malformed", "'id' must be a string of 1 to 256 characters")
     targets = document.get("targets")
     if targets is not None:
         targets = sorted(_strings(document, "targets"))
+        if not targets:
+            raise Refused(
+                400, "malformed", "'targets' is empty: name a target, or leave it out for all"
+            )
     return event_id, WebhookEvent(
         kind="generic",
         emails=_strings(document, "emails"),
@@ -165,8 +261,9 @@ def parse_okta(body: bytes) -> tuple[list[str], WebhookEvent]:
     the source id of the `okta` source; `alternateId` the login, usually the email). An
     event naming no user (a group renamed, an app changed) asks for a full reconcile.
     """
-    document = _json(body)
-    events = document.get("data", {}).get("events") if isinstance(document, dict) else None
+    document = parse_json(body)
+    data = document.get("data") if isinstance(document, dict) else None
+    events = data.get("events") if isinstance(data, dict) else None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise Refused(400, "malformed", "expected an Okta event hook body with data.events")
     uuids: list[str] = []
@@ -175,24 +272,28 @@ def parse_okta(body: bytes) -> tuple[list[str], WebhookEvent]:
     everybody = not events
     for event in events:
         uuid = event.get("uuid")
-        if isinstance(uuid, str) and uuid:
+        if _is_text(uuid) and uuid:
             uuids.append(uuid)
-        users = [
-            t
-            for t in event.get("target") or []
-            if isinstance(t, dict) and str(t.get("type", "")).lower() == "user"
-        ]
+        targets = event.get("target") or []
+        if not isinstance(targets, list):
+            raise Refused(400, "malformed", "an Okta event's 'target' must be a list")
+        users = [t for t in targets if isinstance(t, dict) and _is_user(t.get("type"))]
         if not users:
             everybody = True
         for user in users:
-            if isinstance(user.get("id"), str):
-                ids.add(user["id"])
+            user_id = user.get("id")
+            if _is_text(user_id) and user_id.strip():
+                ids.add(user_id.strip())
             alternate = user.get("alternateId")
-            if isinstance(alternate, str) and "@" in alternate:
-                emails.add(alternate)
+            if _is_text(alternate) and "@" in alternate:
+                emails.add(alternate.strip())
     if everybody:
         return uuids, WebhookEvent(kind="okta")
     return uuids, WebhookEvent("okta", frozenset(emails), frozenset(ids))
+
+
+def _is_user(kind: object) -> bool:
+    return isinstance(kind, str) and kind.lower() == "user"
 
 
 def parse_graph(body: bytes, client_state: str) -> tuple[list[str], WebhookEvent]:
@@ -203,7 +304,7 @@ def parse_graph(body: bytes, client_state: str) -> tuple[list[str], WebhookEvent
     object id, the source id of the `entra` source; any other resource (a group's
     members changed) asks for a full reconcile.
     """
-    document = _json(body)
+    document = parse_json(body)
     items = document.get("value") if isinstance(document, dict) else None
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
         raise Refused(400, "malformed", "expected a Graph notification body with 'value'")
@@ -212,19 +313,18 @@ def parse_graph(body: bytes, client_state: str) -> tuple[list[str], WebhookEvent
     everybody = False
     for item in items:
         state = item.get("clientState")
-        if not isinstance(state, str) or not hmac.compare_digest(
-            state.encode(), client_state.encode()
-        ):
+        if not _is_text(state) or not hmac.compare_digest(state.encode(), client_state.encode()):
             raise Refused(401, "bad_client_state", "clientState does not match")
         keys.append(hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
         resource = item.get("resource")
         data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
         odata_type = str(data.get("@odata.type", "")).lower()
-        match = _GRAPH_USER.match(resource) if isinstance(resource, str) else None
+        match = _GRAPH_USER.match(resource) if _is_text(resource) else None
+        user_id = data.get("id")
         if match is not None:
             ids.add(match.group(1))
-        elif odata_type.endswith(".user") and isinstance(data.get("id"), str):
-            ids.add(data["id"])
+        elif odata_type.endswith(".user") and _is_text(user_id) and user_id.strip():
+            ids.add(user_id.strip())
         else:
             everybody = True
     if everybody:
@@ -263,22 +363,34 @@ class SeenEvents:
 # --------------------------------------------------------------------------- HTTP
 
 
-async def read_body(request: Request) -> bytes:
-    """The request body, or `Refused` (413) past `MAX_BODY` (declared or actual)."""
+async def read_body(request: Request, timeout: float = BODY_TIMEOUT) -> bytes:
+    """The request body, read as it arrives; `Refused` past `MAX_BODY` (declared or
+    actual: 413), slower than `timeout` seconds (408), or cut off by the sender (400)."""
     declared = request.headers.get("content-length", "")
-    too_large = declared.isdigit() and int(declared) > MAX_BODY
+    declared_size = int(declared) if _is_digits(declared) else None
+    too_large = declared_size is not None and declared_size > MAX_BODY
+    if declared_size is not None and declared_size > _DRAIN_LIMIT:
+        # Not worth reading to drop: the answer goes out now, and the connection is closed
+        # after it, since its body was not read (see daemon.http).
+        raise Refused(413, "too_large", f"body larger than {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            too_large = True
-        if too_large:
-            chunks.clear()
-            if size > _DRAIN_LIMIT:
-                break
-            continue
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    too_large = True
+                if too_large:
+                    chunks.clear()
+                    if size > _DRAIN_LIMIT:
+                        break
+                    continue
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused(408, "timeout", f"the body did not arrive within {timeout:g}s") from None
+    except ClientDisconnect:
+        raise Refused(400, "incomplete", "the sender closed the connection mid-body") from None
     if too_large:
         raise Refused(413, "too_large", f"body larger than {MAX_BODY} bytes")
     return b"".join(chunks)
@@ -294,6 +406,7 @@ class WebhookReceiver:
     """`(kind, result)`: the `orgsync_webhooks_total` counter."""
     known_targets: frozenset[str]
     clock: Callable[[], float] = time.time
+    body_timeout: float = BODY_TIMEOUT
     accepting: bool = True
     _generic_seen: SeenEvents = field(default_factory=lambda: SeenEvents(2 * REPLAY_WINDOW))
     _okta_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
@@ -312,17 +425,20 @@ class WebhookReceiver:
     async def generic(self, request: Request) -> Response:
         async def handle() -> Response:
             secret = self._enabled(self.secrets.generic, "generic")
-            body = await read_body(request)
+            body = await read_body(request, self.body_timeout)
             signature = verify_signature(
                 request.headers.get(SIGNATURE_HEADER), body, secret, self.clock()
             )
             event_id, event = parse_generic(body)
             unknown = sorted(set(event.targets or ()) - self.known_targets)
             if unknown:
-                raise Refused(400, "malformed", f"no such target(s): {', '.join(unknown)}")
+                named = ", ".join(_shown(name) for name in unknown[:5])
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                raise Refused(400, "malformed", f"no such target(s): {named}{more}")
             key = f"id:{event_id}" if event_id is not None else f"sig:{signature}"
             if not self._generic_seen.first_time([key], time.monotonic()):
-                raise Refused(409, "replay", f"event {event_id or signature[:12]} seen before")
+                seen = _shown(event_id) if event_id is not None else signature[:12]
+                raise Refused(409, "replay", f"event {seen} seen before")
             return self._accept(event, event_id=event_id)
 
         return await self._guarded("generic", request, handle)
@@ -342,7 +458,7 @@ class WebhookReceiver:
     async def okta(self, request: Request) -> Response:
         async def handle() -> Response:
             self._authorize_okta(request)
-            body = await read_body(request)
+            body = await read_body(request, self.body_timeout)
             uuids, event = parse_okta(body)
             if uuids and not self._okta_seen.first_time(uuids, time.monotonic()):
                 self.count("okta", "duplicate")
@@ -365,7 +481,7 @@ class WebhookReceiver:
                 # text/plain and nosniff: the echo must never be interpreted as a page.
                 return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
             self._check_accepting()
-            body = await read_body(request)
+            body = await read_body(request, self.body_timeout)
             keys, event = parse_graph(body, client_state)
             if not self._graph_seen.first_time(keys, time.monotonic()):
                 self.count("entra", "duplicate")
@@ -424,14 +540,23 @@ class WebhookReceiver:
             raise Refused(401, "unauthorized", "Authorization header does not match")
 
     def _accept(self, event: WebhookEvent, *, event_id: str | None = None) -> Response:
+        people = len(event.emails) + len(event.source_ids)
+        answer: dict[str, str] = {"status": "accepted"}
+        if people > MAX_TARGETED_PEOPLE:
+            event = WebhookEvent(event.kind, targets=event.targets)
+            answer["reason"] = (
+                f"names {people} people, more than the {MAX_TARGETED_PEOPLE} a targeted run "
+                "takes: everybody is reconciled"
+            )
         self.enqueue(event)
         self.count(event.kind, "accepted")
-        scope = "targeted" if event.emails or event.source_ids else "full"
+        answer["scope"] = "targeted" if event.emails or event.source_ids else "full"
         log.info(
             "webhook.accepted",
             kind=event.kind,
             event_id=event_id,
-            scope=scope,
-            people=len(event.emails) + len(event.source_ids),
+            scope=answer["scope"],
+            people=people,
+            **({"reason": answer["reason"]} if "reason" in answer else {}),
         )
-        return JSONResponse({"status": "accepted", "scope": scope}, status_code=202)
+        return JSONResponse(answer, status_code=202)
