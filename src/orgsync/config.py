@@ -413,10 +413,32 @@ class ServerConfig(_Strict):
     `/webhooks/entra`."""
     debounce: Duration = timedelta(seconds=1)
     """Webhook events closer together than this are coalesced into one run."""
+    health_listen: str | None = None
+    """host:port of a listener of its own for `/healthz`, `/readyz` and `/metrics`, which
+    keep answering however `listen` is flooded; unset, they are served on `listen`."""
+    header_timeout: Duration = timedelta(seconds=10)
+    """A request line and its headers must arrive within this (counted from the
+    connection, or from the previous response); else 408 and the connection is closed."""
+    body_timeout: Duration = timedelta(seconds=30)
+    """A webhook body must arrive within this after its headers (else 408), and a response
+    the client does not read is dropped after this."""
+    max_connections: int = Field(default=256, ge=1, le=10_000)
+    """Open connections per listener; more are answered 503 and closed at once."""
+    max_connections_per_client: int = Field(default=32, ge=1, le=10_000)
+    """Open connections per client address (IPv6: per /64) and listener; more get 503."""
 
     @model_validator(mode="after")
     def _check(self) -> ServerConfig:
-        parse_listen(self.listen)
+        host, port = parse_listen(self.listen)
+        if self.health_listen is not None:
+            health = parse_listen(self.health_listen, "health_listen")
+            if port != 0 and health == (host, port):
+                raise ValueError("health_listen must be another address than listen")
+        for key in ("header_timeout", "body_timeout"):
+            if not timedelta(milliseconds=100) <= getattr(self, key) <= timedelta(minutes=5):
+                raise ValueError(f"{key} must be between 100ms and 5m")
+        if self.max_connections_per_client > self.max_connections:
+            raise ValueError("max_connections_per_client must not exceed max_connections")
         for key in ("webhook_secret", "okta_authorization", "entra_client_state"):
             _secret(key, getattr(self, f"{key}_env"), getattr(self, f"{key}_file"), required=False)
         if not timedelta(0) <= self.debounce <= timedelta(seconds=60):
@@ -431,12 +453,12 @@ class ServerConfig(_Strict):
         return ref.model_copy(update={"key": f"server.{key}"}) if ref else None
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, key: str = "listen") -> tuple[str, int]:
     """`"127.0.0.1:8080"`, `"[::1]:8080"` or `"0.0.0.0:8080"` → (host, port)."""
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen = {listen!r} is not host:port (e.g. 127.0.0.1:8080)")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"{key} = {listen!r} is not host:port (e.g. 127.0.0.1:8080)")
     return host, int(port)
 
 

@@ -85,6 +85,14 @@ class Metrics:
             ["kind", "result"],
             registry=r,
         )
+        self.connections_dropped = Counter(
+            "orgsync_http_connections_dropped",
+            "Connections the daemon closed unserved, by listener (main, health) and reason "
+            "(too_many, too_many_from_client, header_timeout, head_too_large, unread_body, "
+            "write_timeout)",
+            ["listener", "reason"],
+            registry=r,
+        )
         self.quarantined = Gauge(
             "orgsync_quarantined",
             "1 while the target is quarantined (runs back off after repeated failures)",
@@ -120,6 +128,9 @@ class Metrics:
 
     def webhook(self, kind: str, result: str) -> None:
         self.webhooks.labels(kind=kind, result=result).inc()
+
+    def connection_dropped(self, listener: str, reason: str) -> None:
+        self.connections_dropped.labels(listener=listener, reason=reason).inc()
 
     def quarantine(self, target: str, *, quarantined: bool, failures: int) -> None:
         self.quarantined.labels(target=target).set(1 if quarantined else 0)

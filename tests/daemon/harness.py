@@ -59,6 +59,8 @@ class DaemonRig:
     jitter: str = "0s"
     debounce: str = "300ms"
     quarantine: str = ""
+    server_extra: str = ""
+    """More `[server]` lines (health_listen, timeouts, connection limits)."""
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,6 +112,7 @@ webhook_secret_env = "{SECRET_ENV}"
 okta_authorization_env = "{OKTA_ENV}"
 entra_client_state_env = "{GRAPH_ENV}"
 debounce = "{self.debounce}"
+{self.server_extra}
 """,
             encoding="utf-8",
         )
@@ -198,6 +201,8 @@ class Daemon:
     process: subprocess.Popen[bytes]
     log_path: Path
     port: int | None = None
+    health_port: int | None = None
+    """The `[server] health_listen` port, when configured."""
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far (non-JSON lines, e.g. uvicorn's, skipped)."""
@@ -216,6 +221,8 @@ class Daemon:
                 raise AssertionError(f"daemon exited {self.process.returncode}: {self.log()}")
             for event in self.events():
                 if event.get("event") == "daemon.started":
+                    if "health_port" in event:
+                        self.health_port = int(event["health_port"])
                     return int(event["port"])
             return None
 
@@ -225,6 +232,11 @@ class Daemon:
     def url(self, path: str) -> str:
         assert self.port is not None, "wait_started() first"
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def probe_url(self, path: str) -> str:
+        """Where `/healthz`, `/readyz` and `/metrics` are: `health_listen`, else `listen`."""
+        assert self.port is not None, "wait_started() first"
+        return f"http://127.0.0.1:{self.health_port or self.port}{path}"
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url(path), timeout=10)

@@ -36,6 +36,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.schedule.quarantine_max_interval == timedelta(days=1)
     assert config.server.debounce == timedelta(seconds=1)
     assert config.server.secret("webhook_secret") is None
+    assert config.server.health_listen is None
+    assert (config.server.header_timeout, config.server.body_timeout) == (
+        timedelta(seconds=10),
+        timedelta(seconds=30),
+    )
+    assert (config.server.max_connections, config.server.max_connections_per_client) == (256, 32)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +52,15 @@ def test_defaults(tmp_path: Path) -> None:
         ('[server]\nwebhook_secret_env = "A"\nwebhook_secret_file = "b"', "not both"),
         ('[server]\nokta_authorization_env = "A"\nokta_authorization_file = "b"', "not both"),
         ('[server]\ndebounce = "2m"', "debounce"),
+        ('[server]\nhealth_listen = "9090"', r"server: .*health_listen = '9090' is not host:port"),
+        ('[server]\nhealth_listen = "127.0.0.1:8080"', "another address than listen"),
+        ('[server]\nheader_timeout = "0s"', "header_timeout must be between 100ms and 5m"),
+        ('[server]\nbody_timeout = "1h"', "body_timeout must be between 100ms and 5m"),
+        ("[server]\nmax_connections = 0", "max_connections"),
+        (
+            "[server]\nmax_connections = 10\nmax_connections_per_client = 11",
+            "max_connections_per_client must not exceed max_connections",
+        ),
         ('[server]\nwebhook_secret = "inline"', r"server\.webhook_secret: unknown key"),
         ('[schedule]\ninterval = "10s"\njitter = "10s"', "jitter"),
         ('[schedule]\ninterval = "500ms"', "at least 1s"),

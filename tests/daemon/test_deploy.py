@@ -25,7 +25,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from orgsync.config import parse_config
+from orgsync.config import parse_config, parse_listen
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -118,6 +118,7 @@ class TestContainerfile:
         assert user and not user.group(1).startswith(("0", "root"))
         assert 'VOLUME ["/var/lib/orgsync"]' in final_stage
         assert "HEALTHCHECK" in final_stage and "/healthz" in final_stage
+        assert "EXPOSE 8080 9090" in final_stage  # listen and health_listen
         assert re.search(r'^CMD \["daemon"\]', final_stage, re.MULTILINE)
 
 
@@ -162,6 +163,9 @@ class TestKubernetes:
         (container,) = deployment["template"]["spec"]["containers"]
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # On the probe listener, which a flood of the webhook port does not reach.
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"]["port"] == "health", probe
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert deployment["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
@@ -177,6 +181,13 @@ class TestKubernetes:
         }
         assert config.state.path.parent == Path(mounts["state"])
         assert config.server.listen.startswith("0.0.0.0:")
+        container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert parse_listen(config.server.listen) == ("0.0.0.0", ports["http"])
+        assert config.server.health_listen is not None
+        assert parse_listen(config.server.health_listen) == ("0.0.0.0", ports["health"])
+        service_ports = {p["targetPort"] for p in documents["Service"]["spec"]["ports"]}
+        assert service_ports == {"http", "health"}
         secret_keys = set(documents["Secret"]["stringData"])
         files = [config.targets[0].api_key_file, config.server.webhook_secret_file]
         for file in files:

@@ -8,16 +8,40 @@ webhook routes. Handlers never run a sync: they read state or enqueue.
 
 The listening socket is bound before uvicorn starts, so a port in use fails the start
 at once with a clear message, and `listen = "127.0.0.1:0"` gets a free port (logged).
+With `[server] health_listen`, the probes and `/metrics` get a listener (and a thread,
+and an event loop) of their own, so no flood of the webhook listener reaches them.
+
+What a hostile client can hold is bounded per listener, below uvicorn (whose h11
+protocol has no header timeout, and whose `limit_concurrency` counts idle connections,
+so 512 idle sockets turned every probe into a 503), by `GuardedH11Protocol`:
+- connections: at most `max_connections`, and `max_per_client` per address (IPv6: per
+  /64); one more is answered 503 and closed at once, before anything is read;
+- the request line and headers must arrive within `header_timeout` of the connection
+  (or of the previous response): else 408 and closed (slowloris); a head over 16 KiB is
+  refused with 431;
+- the rest of a body its handler answered without reading must also come within
+  `header_timeout` (and `UNREAD_BODY_BYTES`), so it cannot be trickled in forever
+  (webhook handlers read bodies under their own `body_timeout`);
+- a response the client does not read (a pipelining flood never read) is dropped with
+  its connection after `write_timeout`.
+Each connection closed unserved is counted in `orgsync_http_connections_dropped_total`
+and logged, at most once every `DROP_LOG_INTERVAL`, in one summary line.
+No route redirects and nothing echoes a request header, so no answer carries a Host.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Final
 
+import h11
 import structlog
 import uvicorn
 from starlette.applications import Starlette
@@ -25,6 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orgsync.core.errors import OrgsyncError
 from orgsync.metrics import CONTENT_TYPE, Metrics
@@ -33,6 +58,14 @@ from orgsync.store import StateStore
 log = structlog.get_logger(__name__)
 
 READY_CACHE_SECONDS = 2.0
+MAX_HEAD_BYTES: Final = 16 * 1024
+"""Request line plus headers; a longer head is refused with 431 and the connection closed."""
+DROP_LOG_INTERVAL: Final = 10.0
+"""Seconds between two `http.connections_dropped` lines: a flood is one line, not 10,000."""
+KEEP_ALIVE_SECONDS: Final = 5
+UNREAD_BODY_BYTES: Final = 256 * 1024
+"""Of a body its handler answered without reading, this much is read and dropped (so the
+client sees the answer, not a reset); beyond, the connection is closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +116,13 @@ def build_app(
     readiness: Readiness,
     alive: Callable[[], dict[str, bool]],
     webhook_routes: Sequence[BaseRoute],
+    probes: bool = True,
 ) -> Starlette:
-    """The ASGI app; `alive()` names each component that must be running for liveness."""
+    """The ASGI app; `alive()` names each component that must be running for liveness.
+
+    `probes`: serve `/healthz`, `/readyz` and `/metrics` (False on the webhook listener
+    when they have a listener of their own).
+    """
 
     async def healthz(request: Request) -> Response:
         components = alive()
@@ -99,21 +137,253 @@ def build_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    routes: list[BaseRoute] = [
+    probe_routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *webhook_routes,
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=[*(probe_routes if probes else []), *webhook_routes])
+    # Starlette would answer `/metrics/` with a redirect to an absolute URL built from the
+    # Host header: a path is served exactly as spelled, or not found.
+    app.router.redirect_slashes = False
+    return app
+
+
+# --------------------------------------------------------------------------- connections
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one listener gives its clients, in seconds and connections (from `[server]`:
+    `header_timeout`, `body_timeout` as `write_timeout`, `max_connections`,
+    `max_connections_per_client`)."""
+
+    header_timeout: float = 10.0
+    write_timeout: float = 30.0
+    max_connections: int = 256
+    max_per_client: int = 32
+
+
+def _plain(status: str, text: str, *extra_headers: str) -> bytes:
+    """A complete `connection: close` response, written before (or instead of) h11."""
+    head = [
+        f"HTTP/1.1 {status}",
+        "content-type: text/plain; charset=utf-8",
+        f"content-length: {len(text)}",
+        "connection: close",
+        *extra_headers,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n" + text).encode("ascii")
+
+
+_TOO_MANY: Final = _plain("503 Service Unavailable", "too many connections", "retry-after: 5")
+_HEADER_TIMEOUT: Final = _plain("408 Request Timeout", "request head too slow")
+_HEAD_TOO_LARGE: Final = _plain(
+    "431 Request Header Fields Too Large", f"request head over {MAX_HEAD_BYTES} bytes"
+)
+
+
+def client_key(host: str) -> str:
+    """Whom a connection counts against: its address, or for IPv6 its /64 (what one
+    host is usually given)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class ConnectionGuard:
+    """The open connections of one listener, by client; only its event loop touches it."""
+
+    def __init__(
+        self, listener: str, limits: ConnectionLimits, on_drop: Callable[[str, str], None]
+    ) -> None:
+        self.listener = listener
+        self.limits = limits
+        self._on_drop = on_drop
+        self.total = 0
+        self.by_client: Counter[str] = Counter()
+        self._unlogged: Counter[str] = Counter()
+        self._next_log = 0.0
+
+    def admit(self, client: str) -> str | None:
+        """Count a new connection in; or the reason it is refused."""
+        if self.total >= self.limits.max_connections:
+            return "too_many"
+        if self.by_client[client] >= self.limits.max_per_client:
+            return "too_many_from_client"
+        self.total += 1
+        self.by_client[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self.total -= 1
+        self.by_client[client] -= 1
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
+
+    def dropped(self, reason: str) -> None:
+        self._on_drop(self.listener, reason)
+        self._unlogged[reason] += 1
+        now = time.monotonic()
+        if now >= self._next_log:
+            log.warning(
+                "http.connections_dropped",
+                listener=self.listener,
+                dropped=dict(self._unlogged),
+                open=self.total,
+                clients=len(self.by_client),
+            )
+            self._unlogged.clear()
+            self._next_log = now + DROP_LOG_INTERVAL
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the bounds its configuration does not offer.
+
+    One clock, `header_timeout`, runs whenever the client owes bytes that no handler is
+    waiting for: a request's head (from the connection, or from the previous response),
+    or the rest of a body the handler answered without reading. The latter is read and
+    dropped (up to `UNREAD_BODY_BYTES`), so that a client still sending it sees the answer
+    instead of a reset; past either bound the connection is closed.
+    """
+
+    guard: ClassVar[ConnectionGuard]
+
+    _client_key: str | None = None
+    """Set while the connection counts against its client (admitted, not yet lost)."""
+    _head_timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
+    _unread: int = 0
+    """Bytes of an answered request's body dropped so far."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        key = client_key(self.client[0] if self.client else "")
+        refusal = self.guard.admit(key)
+        if refusal is not None:
+            transport.write(_TOO_MANY)
+            transport.close()
+            self.guard.dropped(refusal)
+            return
+        self._client_key = key
+        self._watch_client()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._client_key is not None:
+            self.guard.release(self._client_key)
+            self._client_key = None
+        for timer in (self._head_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._write_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+            self.transport.write(_HEAD_TOO_LARGE)
+            self._drop("head_too_large")
+            return
+        if self._answered_before_body():
+            self._unread += len(data)
+            if self._unread > UNREAD_BODY_BYTES:
+                self._drop("unread_body")
+                return
+        super().data_received(data)
+        self._watch_client()
+
+    def on_response_complete(self) -> None:
+        self._unread = 0
+        super().on_response_complete()
+        self._watch_client()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(
+                self.guard.limits.write_timeout, self._write_timed_out
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _head_too_large(self, data: bytes) -> bool:
+        """Whether the awaited head runs past `MAX_HEAD_BYTES`. (h11's own bound only
+        applies to a head still incomplete: one that comes in one read is not bounded.)"""
+        buffered = self.conn.trailing_data[0]
+        if len(buffered) + len(data) <= MAX_HEAD_BYTES:
+            return False
+        head = (buffered + data)[: MAX_HEAD_BYTES + 4]
+        return b"\r\n\r\n" not in head and b"\n\n" not in head
+
+    def _answered_before_body(self) -> bool:
+        return self.conn.their_state is h11.SEND_BODY and self.conn.our_state is h11.DONE
+
+    def _watch_client(self) -> None:
+        """Run the clock while the client owes bytes nobody waits for; stop it otherwise."""
+        owing = not self.transport.is_closing() and (
+            self.conn.their_state is h11.IDLE or self._answered_before_body()
+        )
+        if owing and self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.guard.limits.header_timeout, self._head_timed_out
+            )
+        elif not owing and self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self.transport.write(_HEADER_TIMEOUT)  # part of a head came: say why it ends
+        self._drop("header_timeout")
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            self._drop("write_timeout")
+
+    def _drop(self, reason: str) -> None:
+        if reason == "write_timeout":
+            self.transport.abort()  # close() would wait for the buffer nobody reads
+        else:
+            self.transport.close()
+        self.guard.dropped(reason)
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+    """A protocol class for one listener (uvicorn instantiates it per connection)."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guard": guard})
 
 
 class HttpServer:
-    """uvicorn serving `app` on (host, port) in a daemon thread."""
+    """uvicorn serving `app` on (host, port) in a daemon thread of its own."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        host: str,
+        port: int,
+        *,
+        name: str = "main",
+        key: str = "server.listen",
+        limits: ConnectionLimits | None = None,
+        on_drop: Callable[[str, str], None] = lambda listener, reason: None,
+    ) -> None:
         self._app = app
         self._host, self._port = host, port
+        self._name, self._key = name, key
+        self.guard = ConnectionGuard(name, limits or ConnectionLimits(), on_drop)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -128,7 +398,7 @@ class HttpServer:
         except OSError as error:
             sock.close()
             raise OrgsyncError(
-                f"server.listen = {self._host}:{self._port}: cannot listen: {error.strerror}"
+                f"{self._key} = {self._host}:{self._port}: cannot listen: {error.strerror}"
             ) from error
         sock.set_inheritable(True)
         host, port = sock.getsockname()[:2]
@@ -139,14 +409,22 @@ class HttpServer:
             access_log=False,  # webhooks log their own outcome; probes would flood
             lifespan="off",
             server_header=False,
-            timeout_keep_alive=5,
+            # The client is the TCP peer: no header may claim another address.
+            proxy_headers=False,
+            http=guarded_protocol(self.guard),
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=5,
-            # Above it uvicorn answers 503 at once instead of queueing without bound.
-            limit_concurrency=512,
+            # The guard bounds connections (so requests: one at a time on each); uvicorn's
+            # own limit would count idle sockets against the probes.
+            limit_concurrency=None,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True
+            target=server.run,
+            kwargs={"sockets": [sock]},
+            name=f"http-{self._name}",
+            daemon=True,
         )
         thread.start()
         deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ import structlog
 
 from orgsync.config import Config, parse_listen
 from orgsync.core.errors import ConfigError, OrgsyncError
-from orgsync.daemon.http import HttpServer, Readiness, build_app
+from orgsync.daemon.http import ConnectionLimits, HttpServer, Readiness, build_app
 from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.daemon.scheduler import ReconcileSchedule
@@ -93,20 +93,46 @@ class Service:
             jitter=config.schedule.jitter,
             enqueue=self._scheduled,
         )
+        server = config.server
         self.receiver = WebhookReceiver(
             secrets=self.secrets,
             enqueue=self._webhook,
             count=self.metrics.webhook,
             known_targets=frozenset(names),
+            body_timeout=server.body_timeout.total_seconds(),
         )
+        readiness = Readiness(self.engine.store, names)
+        limits = ConnectionLimits(
+            header_timeout=server.header_timeout.total_seconds(),
+            write_timeout=server.body_timeout.total_seconds(),
+            max_connections=server.max_connections,
+            max_per_client=server.max_connections_per_client,
+        )
+        probes_apart = server.health_listen is not None
         app = build_app(
             metrics=self.metrics,
-            readiness=Readiness(self.engine.store, names),
+            readiness=readiness,
             alive=self.alive,
             webhook_routes=self.receiver.routes(),
+            probes=not probes_apart,
         )
-        host, port = parse_listen(config.server.listen)
-        self.http = HttpServer(app, host, port)
+        host, port = parse_listen(server.listen)
+        self.http = HttpServer(
+            app, host, port, limits=limits, on_drop=self.metrics.connection_dropped
+        )
+        self.health_http: HttpServer | None = None
+        if server.health_listen is not None:
+            probes = build_app(
+                metrics=self.metrics, readiness=readiness, alive=self.alive, webhook_routes=[]
+            )
+            self.health_http = HttpServer(
+                probes,
+                *parse_listen(server.health_listen),
+                name="health",
+                key="server.health_listen",
+                limits=limits,
+                on_drop=self.metrics.connection_dropped,
+            )
         self._signals = 0
         for name in names:
             self.metrics.declare_target(name)
@@ -131,6 +157,8 @@ class Service:
         parts = {f"worker:{w.target}": w.alive for w in self.workers}
         parts["scheduler"] = self.schedule.running
         parts["http"] = self.http.alive
+        if self.health_http is not None:
+            parts["http:health"] = self.health_http.alive
         return parts
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,8 +169,10 @@ class Service:
             signal.signal(signal.SIGINT, self._on_signal)
         try:
             host, port = self.http.start()
+            health = self.health_http.start() if self.health_http is not None else None
         except OrgsyncError as error:
             log.error("daemon.failed", error=str(error))
+            self.http.stop()
             self.engine.close()
             return EXIT_ERROR
         for worker in self.workers:
@@ -154,6 +184,11 @@ class Service:
             "daemon.started",
             listen=f"{host}:{port}",
             port=port,
+            **(
+                {"health_listen": f"{health[0]}:{health[1]}", "health_port": health[1]}
+                if health is not None
+                else {}
+            ),
             targets=list(self.mailboxes),
             interval_seconds=self.config.schedule.interval.total_seconds(),
             webhooks=[
@@ -199,6 +234,8 @@ class Service:
         for worker in self.workers:
             worker.join()
         self.http.stop()
+        if self.health_http is not None:
+            self.health_http.stop()
         self.engine.close()
         log.info("daemon.stopped")
         return EXIT_OK
