@@ -89,7 +89,7 @@ class Metrics:
             "orgsync_http_connections_dropped",
             "Connections the daemon closed unserved, by listener (main, health) and reason "
             "(too_many, too_many_from_client, header_timeout, head_too_large, unread_body, "
-            "write_timeout)",
+            "write_timeout) or request it could not parse (bad_request)",
             ["listener", "reason"],
             registry=r,
         )

@@ -309,7 +309,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.text(alphabet='[]{}"\\ a,:1', max_size=200))
 def test_what_the_prescan_lets_through_never_recurses_past_the_limit(text: str) -> None:
     if nesting_problem(text.encode()) is None:
@@ -326,7 +326,7 @@ def test_the_prescan_passes_json_exactly_as_deep_as_the_limit(value: Any, wrap: 
         assert parse_json(text.encode()) == json.loads(text)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.binary(max_size=300) | st.text(alphabet='[]{}"\\u0d8 1e9,:', max_size=300).map(str.encode)
 )

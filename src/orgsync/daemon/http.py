@@ -24,8 +24,9 @@ so 512 idle sockets turned every probe into a 503), by `GuardedH11Protocol`:
   (webhook handlers read bodies under their own `body_timeout`);
 - a response the client does not read (a pipelining flood never read) is dropped with
   its connection after `write_timeout`.
-Each connection closed unserved is counted in `orgsync_http_connections_dropped_total`
-and logged, at most once every `DROP_LOG_INTERVAL`, in one summary line.
+Each connection closed unserved (and each request h11 cannot parse: 400) is counted in
+`orgsync_http_connections_dropped_total` and logged, at most once every
+`DROP_LOG_INTERVAL`, in one summary line; uvicorn's own per-request warnings are off.
 No route redirects and nothing echoes a request header, so no answer carries a Host.
 """
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import resource
 import socket
 import threading
 import time
@@ -302,6 +304,12 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         self._watch_client()
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn logs each one at warning level; counted and summed up instead, so that a
+        # stream of garbage is one line every DROP_LOG_INTERVAL, not one per request.
+        super().send_400_response(msg)
+        self.guard.dropped("bad_request")
+
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._write_timer is None:
@@ -366,6 +374,22 @@ def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
     return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guard": guard})
 
 
+def reserve_open_files(needed: int) -> None:
+    """Raise the soft open-file limit to `needed` if it is lower; `OrgsyncError` if the
+    hard limit does not allow it. (Past the limit, accept() fails with EMFILE and asyncio
+    stops accepting on every listener for a second at a time, with a traceback each.)"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise OrgsyncError(
+            f"server.max_connections needs about {needed} open files, but this process may "
+            f"open only {hard} (ulimit -n; LimitNOFILE= in systemd): lower max_connections "
+            "or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 class HttpServer:
     """uvicorn serving `app` on (host, port) in a daemon thread of its own."""
 
@@ -404,7 +428,9 @@ class HttpServer:
         host, port = sock.getsockname()[:2]
         config = uvicorn.Config(
             self._app,
-            log_level="warning",
+            # uvicorn's warnings are per request (a malformed one, an upgrade attempt):
+            # the guard counts and sums those up. Errors (a handler's bug) still show.
+            log_level="error",
             log_config=None,  # leave logging to orgsync
             access_log=False,  # webhooks log their own outcome; probes would flood
             lifespan="off",

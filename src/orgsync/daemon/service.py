@@ -27,7 +27,13 @@ import structlog
 
 from orgsync.config import Config, parse_listen
 from orgsync.core.errors import ConfigError, OrgsyncError
-from orgsync.daemon.http import ConnectionLimits, HttpServer, Readiness, build_app
+from orgsync.daemon.http import (
+    ConnectionLimits,
+    HttpServer,
+    Readiness,
+    build_app,
+    reserve_open_files,
+)
 from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.daemon.scheduler import ReconcileSchedule
@@ -39,6 +45,9 @@ from orgsync.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
+OTHER_OPEN_FILES = 256
+"""Room for what is not a client connection: the state database, the connections to the
+identity provider and the targets, logs, the listening sockets."""
 _IDLE_TICK = 1.0
 """Seconds between checks of the main loop when systemd asks for no heartbeat."""
 
@@ -109,6 +118,8 @@ class Service:
             max_per_client=server.max_connections_per_client,
         )
         probes_apart = server.health_listen is not None
+        listeners = 2 if probes_apart else 1
+        reserve_open_files(listeners * server.max_connections + OTHER_OPEN_FILES)
         app = build_app(
             metrics=self.metrics,
             readiness=readiness,
