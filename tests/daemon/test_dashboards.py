@@ -63,6 +63,8 @@ KNOWN_VALUES = {
             "bad_client_state",
             "too_large",
             "replay",
+            "timeout",
+            "incomplete",
             "unavailable",
             "disabled",
             "unauthorized",
@@ -112,6 +114,7 @@ def exercised_metrics() -> Metrics:
     metrics.webhook("generic", "bad_signature")
     metrics.webhook("okta", "duplicate")
     metrics.quarantine(TARGET, quarantined=True, failures=3)
+    metrics.connection_dropped("main", "header_timeout")
     return metrics
 
 
