@@ -39,7 +39,7 @@ from orgsync.core.plan import (
     UpdateUser,
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
-from orgsync.core.rules import GroupRule, MembershipRules, RoleRule, desired_state
+from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 CATALOG = RoleCatalog(
@@ -100,6 +100,25 @@ def org(
     )
 
 
+def desired_for(
+    source: SourceSnapshot,
+    observed: TargetSnapshot,
+    *,
+    rules: MembershipRules | None = None,
+    capabilities: Capabilities = OPENAI,
+) -> DesiredState:
+    """What `make_plan` plans towards: the test rules (or `rules`) applied to `source`."""
+    rules = rules or MembershipRules(
+        scope_groups=("openai-*",),
+        roles=(RoleRule("openai-owners", "owner"),),
+        default_role="reader",
+        groups=(GroupRule("team-*", "{source}", ("ml-engineer",)),),
+    )
+    if not capabilities.roles:
+        rules = replace(rules, roles=(), default_role=None, roleless=True)
+    return desired_state(source, rules, observed.roles)
+
+
 def make_plan(
     source: SourceSnapshot,
     observed: TargetSnapshot,
@@ -110,15 +129,7 @@ def make_plan(
     capabilities: Capabilities = OPENAI,
     now: datetime = NOW,
 ) -> Plan:
-    rules = rules or MembershipRules(
-        scope_groups=("openai-*",),
-        roles=(RoleRule("openai-owners", "owner"),),
-        default_role="reader",
-        groups=(GroupRule("team-*", "{source}", ("ml-engineer",)),),
-    )
-    if not capabilities.roles:
-        rules = replace(rules, roles=(), default_role=None, roleless=True)
-    desired = desired_state(source, rules, observed.roles)
+    desired = desired_for(source, observed, rules=rules, capabilities=capabilities)
     return plan(
         PlanInput(
             target="t",

@@ -10,14 +10,15 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from orgsync import __version__
 from orgsync.config import Config, default_config_path, load_config
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.plan import Plan
+from orgsync.core.plan_file import PlanFileError, plan_file_text, read_plan_file
 from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine, RunOptions, worst_exit_code
 from orgsync.logs import configure_logging
 from orgsync.report import render_result, results_json
@@ -47,10 +48,31 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--json", action="store_true", help="print the plan as JSON")
     sync.add_argument("--target", help="only this target")
     sync.add_argument(
-        "--allow-removals", type=int, metavar="N", help="lift the removal guard for up to N"
+        "--allow-removals",
+        type=_count,
+        metavar="N",
+        help="this run only: apply the access removals the safety gate holds, if they are "
+        "at most N (removals, suspensions, revocations, role lowerings, group member "
+        "removals and deletions)",
     )
-    sync.add_argument("--plan-out", type=Path, metavar="FILE", help="write the plan for review")
-    sync.add_argument("--plan", type=Path, metavar="FILE", help="apply exactly this reviewed plan")
+    sync.add_argument(
+        "--allow-additions",
+        type=_count,
+        metavar="N",
+        help="this run only: send the invitations and create the users the safety gate "
+        "holds, if they are at most N (held when a source loses too many people, or over "
+        "max_additions / max_addition_ratio)",
+    )
+    sync.add_argument(
+        "--plan-out", type=Path, metavar="FILE", help="write the plan for review (mode 0600)"
+    )
+    sync.add_argument(
+        "--plan",
+        type=Path,
+        metavar="FILE",
+        help="apply exactly this reviewed plan: only its targets, each only while a fresh "
+        "plan is the same (pass the same --allow-* as when it was written)",
+    )
 
     status = commands.add_parser("status", help="last run, pending work and lock per target")
     status.add_argument("--json", action="store_true")
@@ -101,6 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _count(text: str) -> int:
+    """An `--allow-*` value: a whole number, 0 or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of operations (0 or more)")
+    return int(text)
+
+
 def _sync(config: Config, args: argparse.Namespace) -> int:
     if args.plan and args.dry_run:
         raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
@@ -109,24 +138,16 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         target=args.target,
         allow_removals=args.allow_removals,
+        allow_additions=args.allow_additions,
         reviewed_plans=reviewed,
     )
-    if reviewed is not None and args.target is None:
-        options = RunOptions(
-            dry_run=False,
-            target=next(iter(reviewed)) if len(reviewed) == 1 else None,
-            allow_removals=args.allow_removals,
-            reviewed_plans=reviewed,
-        )
     engine = Engine(config)
     try:
         results = engine.run(options)
     finally:
         engine.close()
     if args.plan_out:
-        plans = [r.plan.to_json() for r in results if r.plan is not None]
-        document: Any = plans[0] if len(plans) == 1 else plans
-        args.plan_out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))
     if args.json:
         print(json.dumps(results_json(results), indent=2))
     else:
@@ -136,26 +157,40 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
 
 def _read_plans(path: Path) -> dict[str, Plan]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise OrgsyncError(f"--plan {path}: cannot read the plan: {error}") from error
-    documents = document if isinstance(document, list) else [document]
-    plans: dict[str, Plan] = {}
-    for item in documents:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise OrgsyncError(f"--plan {path}: cannot read the plan: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise OrgsyncError(f"--plan {path}: not a plan written by --plan-out (not UTF-8)") from None
+    try:
+        return read_plan_file(text)
+    except PlanFileError as error:
+        raise OrgsyncError(f"--plan {path}: {error}") from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (plans hold e-mails and ids).
+
+    A new file replaces an existing one, so a file that was readable by others before is
+    never written into, and a reader holding it open sees only its old content.
+    """
+    if path.exists() and not path.is_file():  # /dev/stdout and the like: write through
         try:
-            parsed = Plan.from_json(item)
-        except (ValueError, TypeError) as error:
-            raise OrgsyncError(
-                f"--plan {path}: not a plan written by --plan-out: {error}"
-            ) from error
-        written = item.get("checksum")
-        if written != parsed.checksum:
-            raise OrgsyncError(
-                f"--plan {path}: the checksum in the file ({written}) does not match its "
-                f"operations ({parsed.checksum}): the file was edited"
-            )
-        plans[parsed.target] = parsed
-    return plans
+            path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise OrgsyncError(f"--plan-out {path}: cannot write: {error.strerror}") from None
+        return
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise OrgsyncError(f"--plan-out {path}: cannot write: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp makes it 0600
+            handle.write(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OrgsyncError(f"--plan-out {path}: cannot write: {error.strerror}") from None
 
 
 def _status(config: Config, *, as_json: bool) -> int:

@@ -367,6 +367,12 @@ class TargetConfig(_Strict):
 class SafetyConfig(_Strict):
     max_removals: int = Field(default=10, ge=0)
     max_removal_ratio: float = Field(default=0.05, ge=0, le=1)
+    min_managed_for_ratio: int = Field(default=20, ge=0)
+    """The ratios apply only once orgsync manages this many people in the organization."""
+    max_additions: int | None = Field(default=None, ge=0)
+    """Invitations and user creations per run and target; unset: no limit."""
+    max_addition_ratio: float | None = Field(default=None, ge=0)
+    """Of the people orgsync manages; unset: no limit."""
     min_source_users: int = Field(default=1, ge=0)
     removal_grace: Duration = timedelta(0)
     protected: tuple[str, ...] = ()

@@ -48,15 +48,17 @@ from orgsync.core.plan import (
     SuspendMember,
     UpdateUser,
 )
+from orgsync.core.plan_file import check_reviewed
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.ports import OperationJournal, OperationStatus, Source, Target
 from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
 from orgsync.core.safety import (
+    Allowances,
+    Population,
     SafetyLimits,
     check_source_size,
-    hold_group_member_removals,
-    hold_mass_removals,
-    managed_population,
+    gate,
+    managed_people,
 )
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.factories import build_source, build_target, retry_settings
@@ -78,8 +80,10 @@ class RunOptions:
     dry_run: bool = True
     target: str | None = None
     allow_removals: int | None = None
+    allow_additions: int | None = None
     reviewed_plans: Mapping[str, Plan] | None = None
-    """`sync --plan FILE`: per target, the plan a person reviewed; refused if it changed."""
+    """`sync --plan FILE`: per target, the plan a person reviewed. Only these targets run,
+    each only while its fresh plan is the reviewed one."""
     trigger: str = "cli"
     only_emails: frozenset[str] = frozenset()
     only_source_ids: frozenset[str] = frozenset()
@@ -312,8 +316,29 @@ class Engine:
             self._store.close()
             self._store = None
 
-    def selected_targets(self, name: str | None) -> list[TargetConfig]:
-        return [self.config.target(name)] if name else list(self.config.targets)
+    def selected_targets(self, options: RunOptions) -> list[TargetConfig]:
+        """`--target`, or every target; with reviewed plans exactly the reviewed targets."""
+        reviewed = options.reviewed_plans
+        if reviewed is None:
+            return (
+                [self.config.target(options.target)]
+                if options.target
+                else list(self.config.targets)
+            )
+        configured = [t.name for t in self.config.targets]
+        unknown = sorted(set(reviewed) - set(configured))
+        if unknown:
+            raise ConfigError(
+                f"--plan: the plan is for target(s) {', '.join(unknown)}, which the configuration "
+                f"does not have (configured: {', '.join(configured)}); nothing was applied"
+            )
+        if options.target is not None and options.target not in reviewed:
+            raise ConfigError(
+                f"--target {options.target}: the reviewed plan has no plan for this target "
+                f"(it has {', '.join(sorted(reviewed))}); nothing was applied"
+            )
+        chosen = {options.target} if options.target else set(reviewed)
+        return [t for t in self.config.targets if t.name in chosen]
 
     def read_source(self) -> SourceSnapshot:
         snapshot = self.source_factory(self.config, self.environ).read()
@@ -324,15 +349,20 @@ class Engine:
         return snapshot
 
     def safety_limits(self) -> SafetyLimits:
+        """The `[safety]` limits, taken from the configuration here and nowhere else."""
         safety = self.config.safety
         return SafetyLimits(
             max_removals=safety.max_removals,
             max_removal_ratio=safety.max_removal_ratio,
+            min_managed_for_ratio=safety.min_managed_for_ratio,
+            max_group_member_removals=safety.max_group_member_removals,
+            max_additions=safety.max_additions,
+            max_addition_ratio=safety.max_addition_ratio,
             min_source_users=safety.min_source_users,
         )
 
     def run(self, options: RunOptions) -> list[TargetResult]:
-        targets = self.selected_targets(options.target)
+        targets = self.selected_targets(options)
         mode = "dry-run" if options.dry_run else "sync"
         try:
             snapshot = self.read_source()
@@ -486,14 +516,13 @@ class Engine:
                 target,
                 options,
                 memory=scoped.memory if scoped else memory,
-                population=managed_population(observed),
+                population=self._population(observed, memory, desired),
             )
             reviewed = (options.reviewed_plans or {}).get(config.name)
-            if reviewed is not None and reviewed.checksum != fresh.checksum:
-                raise OrgsyncError(
-                    f"the reviewed plan for {config.name} ({reviewed.checksum}) no longer matches "
-                    f"a fresh plan ({fresh.checksum}); nothing was applied: review again"
-                )
+            if options.reviewed_plans is not None and reviewed is None:
+                raise ConfigError(f"the reviewed plan has no plan for {config.name}")
+            if reviewed is not None:
+                check_reviewed(reviewed, fresh)
             if options.dry_run:
                 return self._dry_result(config.name, fresh, run_id)
             self.store.record_plan(run_id, fresh)
@@ -547,14 +576,16 @@ class Engine:
         options: RunOptions,
         *,
         memory: Memory | None = None,
-        population: int | None = None,
+        population: Population | None = None,
     ) -> Plan:
-        """Plan and gate; `memory` and `population` default to the store's and `observed`'s.
+        """Plan and gate; `memory` defaults to the store's, `population` to the people
+        orgsync manages in `observed` (and how many of them `desired` no longer reports).
 
-        A targeted plan passes the whole organization's `population`: the removal ratio
-        is measured against everyone, not against the few people in the slice.
+        A targeted plan passes the whole organization's `population`: the ratios are
+        measured against everyone orgsync manages, not against the few people in the slice.
         """
         safety = self.config.safety
+        memory = memory if memory is not None else self.store.memory(config.name)
         policy = RemovalPolicy(
             on_removal=config.on_removal,
             remove_unmanaged=safety.remove_unmanaged,
@@ -566,19 +597,31 @@ class Engine:
                 target=config.name,
                 desired=desired,
                 observed=observed,
-                memory=memory if memory is not None else self.store.memory(config.name),
+                memory=memory,
                 policy=policy,
                 capabilities=target.capabilities,
                 now=self.clock(),
             )
         )
-        gated = hold_mass_removals(
+        return gate(
             draft,
-            population=population if population is not None else managed_population(observed),
+            population=(
+                population
+                if population is not None
+                else self._population(observed, memory, desired)
+            ),
             limits=self.safety_limits(),
-            allow_removals=options.allow_removals,
+            allowances=Allowances(
+                removals=options.allow_removals, additions=options.allow_additions
+            ),
         )
-        return hold_group_member_removals(gated, limit=safety.max_group_member_removals)
+
+    def _population(
+        self, observed: TargetSnapshot, memory: Memory, desired: DesiredState
+    ) -> Population:
+        return managed_people(
+            observed, memory, desired, remove_unmanaged=self.config.safety.remove_unmanaged
+        )
 
     def _remember(
         self,

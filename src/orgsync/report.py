@@ -89,8 +89,7 @@ def render_plan(plan: Plan) -> str:
         lines.append(f"Group {name!r}{known}:")
         lines.extend(_line(_MARKS[op.phase], op, width) for op in by_group[name])
     if plan.held:
-        lines.append(f"Held by the safety gate ({plan.held[0].guard}):")
-        lines.extend(_line("!", h.operation, width) for h in plan.held)
+        lines.extend(_held_lines(plan, width))
     if plan.waiting:
         lines.append("Waiting:")
         for item in plan.waiting:
@@ -101,6 +100,33 @@ def render_plan(plan: Plan) -> str:
         lines.append("Warnings:")
         lines.extend(f"  ! {warning}" for warning in plan.warnings)
     return "\n".join(lines)
+
+
+def _held_lines(plan: Plan, width: int) -> list[str]:
+    """What the safety gate holds, under each guard's reason, and how to let it through."""
+    by_guard: dict[str, list[Operation]] = {}
+    for held in plan.held:
+        by_guard.setdefault(held.guard, []).append(held.operation)
+    lines: list[str] = []
+    for guard, operations in by_guard.items():
+        lines.append(f"Held by the safety gate: {guard}")
+        lines.extend(_line("!", op, width) for op in operations)
+    everything = [*plan.operations, *(h.operation for h in plan.held)]
+    flags = [
+        f"--allow-{kind} {count}"
+        for kind, count, held in (
+            ("removals", sum(op.is_removal for op in everything), _any_held(plan, removal=True)),
+            ("additions", sum(op.is_addition for op in everything), _any_held(plan, removal=False)),
+        )
+        if held
+    ]
+    if flags:
+        lines.append(f"  To apply what is held after checking it: orgsync sync {' '.join(flags)}")
+    return lines
+
+
+def _any_held(plan: Plan, *, removal: bool) -> bool:
+    return any(h.operation.is_removal if removal else h.operation.is_addition for h in plan.held)
 
 
 def render_result(result: TargetResult, *, dry_run: bool) -> str:
@@ -124,7 +150,7 @@ def render_result(result: TargetResult, *, dry_run: bool) -> str:
         0: "in sync" if not dry_run else "nothing to do",
         1: "error",
         2: "changes pending",
-        3: "held by the safety gate",
+        3: "some changes held by the safety gate",
     }[result.exit_code]
     parts.append(f"=> {result.target}: {verdict} (exit {result.exit_code})")
     return "\n".join(parts)

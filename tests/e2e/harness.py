@@ -43,6 +43,25 @@ def directory(people: int, *, owners: int = 1, inactive: tuple[int, ...] = ()) -
     }
 
 
+def openai_target(name: str, url: str) -> str:
+    """A second OpenAI organization for `Rig.more_targets`, with the rig's rules."""
+    return f"""
+[[targets]]
+name = "{name}"
+type = "openai"
+base_url = "{url}"
+api_key_env = "{KEY_ENV}"
+allow_plaintext = true
+default_role = "reader"
+scope_groups = ["openai-*"]
+timeout = "2s"
+max_retry_delay = "20s"
+[[targets.roles]]
+group = "openai-owners"
+role = "owner"
+"""
+
+
 def wanted_roles(document: dict[str, Any]) -> dict[str, str]:
     """What the organization must hold for `directory()` documents under the rig's rules."""
     owners = set(next(g for g in document["groups"] if g["name"] == "openai-owners")["members"])
@@ -59,6 +78,8 @@ class Rig:
     emulator: OpenAIEmulator
     safety: str = "max_removals = 10\nmax_removal_ratio = 0.5"
     extra_target: str = ""
+    more_targets: str = ""
+    """Further `[[targets]]` tables, after the first target's."""
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -88,7 +109,7 @@ max_retry_delay = "20s"
 [[targets.roles]]
 group = "openai-owners"
 role = "owner"
-
+{self.more_targets}
 [safety]
 {self.safety}
 

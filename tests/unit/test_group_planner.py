@@ -5,7 +5,7 @@ from __future__ import annotations
 from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Phase, Plan
 from orgsync.core.rules import GroupRule, MembershipRules, RoleRule
-from orgsync.core.safety import SafetyLimits, hold_group_member_removals, hold_mass_removals
+from orgsync.core.safety import Population, SafetyLimits, gate
 from tests.coremodels import (
     group,
     make_plan,
@@ -122,7 +122,7 @@ def test_foreign_members_stay_in_owned_groups() -> None:
     assert any("bot@x.com" in w and "service account" in w for w in plan.warnings)
 
 
-def test_roles_not_in_the_rule_are_unassigned_and_the_last_privileged_one_counts() -> None:
+def test_roles_not_in_the_rule_are_unassigned_and_each_unassignment_counts() -> None:
     rules = MembershipRules(
         scope_groups=("openai-*",),
         default_role="reader",
@@ -134,8 +134,8 @@ def test_roles_not_in_the_rule_are_unassigned_and_the_last_privileged_one_counts
     )
     (unassign,) = plan.operations
     assert unassign.op == "unassign_group_role"
-    assert unassign.is_removal, "removing the group's last owner-level role is a downgrade"
-    held = hold_mass_removals(plan, population=2, limits=SafetyLimits(max_removals=0))
+    assert unassign.is_removal, "every member of the group loses what the role granted"
+    held = gate(plan, population=Population(2), limits=SafetyLimits(max_removals=0))
     assert [h.operation.op for h in held.held] == ["unassign_group_role"]
 
 
@@ -143,13 +143,15 @@ def test_group_member_removals_over_the_limit_are_held_per_group() -> None:
     existing = target_group("tg", "team-ml", ("u1", "u2"), ("role-ml",))
     plan = make_plan(source(), org_with_groups(existing, members=MEMBERS), memory=owned(tg="t1"))
     assert len(plan.operations) == 2
-    gated = hold_group_member_removals(plan, limit=1)
+    per_group = SafetyLimits(max_removals=100, max_removal_ratio=1, max_group_member_removals=1)
+    gated = gate(plan, population=Population(2), limits=per_group)
     assert gated.operations == ()
     assert (
         gated.held[0].guard
         == "2 removals from group 'team-ml' exceed safety.max_group_member_removals = 1"
     )
-    assert hold_group_member_removals(plan, limit=2) == plan
+    roomy = SafetyLimits(max_removals=100, max_removal_ratio=1, max_group_member_removals=2)
+    assert gate(plan, population=Population(2), limits=roomy) == plan
 
 
 def test_a_held_group_deletion_holds_the_emptying_of_that_group() -> None:
@@ -157,7 +159,7 @@ def test_a_held_group_deletion_holds_the_emptying_of_that_group() -> None:
     plan = make_plan(
         source("1"), org_with_groups(existing, members=MEMBERS), memory=owned(tg="gone")
     )
-    gated = hold_mass_removals(plan, population=2, limits=SafetyLimits(max_removals=0))
+    gated = gate(plan, population=Population(2), limits=SafetyLimits(max_removals=0))
     assert [op.op for op in gated.operations if op.source_group_id == "gone"] == []  # type: ignore[union-attr]
     assert {h.operation.op for h in gated.held} == {
         "delete_group",
@@ -209,9 +211,13 @@ def test_namesakes_nobody_owns_are_not_adopted_at_random() -> None:
     assert any("2 unowned groups have that name: none is adopted" in w for w in plan.warnings)
 
 
-def test_deleting_a_group_counts_once_for_the_gate() -> None:
+def test_deleting_a_group_counts_every_access_it_takes_away() -> None:
     existing = target_group("tg", "team-old", ("u1",), ("role-owner",))
     plan = make_plan(
         source("1"), org_with_groups(existing, members=MEMBERS), memory=owned(tg="gone")
     )
-    assert [op.op for op in plan.operations if op.is_removal] == ["delete_group"]
+    assert [op.op for op in plan.operations if op.is_removal] == [
+        "unassign_group_role",
+        "remove_group_member",
+        "delete_group",
+    ]

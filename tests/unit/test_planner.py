@@ -109,7 +109,7 @@ def test_role_raise_and_lowering_are_separate_phases() -> None:
         and raise_.phase is Phase.ADD_OR_RAISE
         and raise_.role == "owner"
     )
-    assert isinstance(lower, SetRole) and lower.phase is Phase.LOWER and lower.counts_as_removal
+    assert isinstance(lower, SetRole) and lower.phase is Phase.LOWER and lower.is_removal
 
 
 def test_out_of_scope_member_is_removed_and_invite_revoked() -> None:

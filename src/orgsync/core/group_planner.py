@@ -271,25 +271,14 @@ class GroupPlanner:
         )
 
     def plan_unassignments(
-        self,
-        current: frozenset[str],
-        keep: set[str],
-        common: dict[str, str | None],
-        reason: str,
-        *,
-        deleting: bool = False,
+        self, current: frozenset[str], keep: set[str], common: dict[str, str | None], reason: str
     ) -> None:
-        privileged = self.observed.roles.privileged
-        # A deletion already counts once for the gate; its unassignments do not add to it.
-        kept_privileged = deleting or any(self.role_names.get(r) in privileged for r in keep)
         for role_id in sorted(current - keep):
-            name = self.role_names.get(role_id, role_id)
             self.operations.append(
                 UnassignGroupRole(
                     **common,
-                    role=name,
+                    role=self.role_names.get(role_id, role_id),
                     role_id=role_id,
-                    counts_as_removal=name in privileged and not kept_privileged,
                     reason=reason,
                 )
             )
@@ -307,7 +296,5 @@ class GroupPlanner:
             self.plan_member_removal(
                 user_id, common, f"{reason}; emptied before deletion", deleting=True
             )
-        self.plan_unassignments(
-            target.role_ids, set(), common, f"{reason}; before deletion", deleting=True
-        )
+        self.plan_unassignments(target.role_ids, set(), common, f"{reason}; before deletion")
         self.operations.append(DeleteGroup(**common, reason=reason))

@@ -13,9 +13,9 @@ import json
 from collections import Counter
 from datetime import datetime
 from enum import IntEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class Phase(IntEnum):
@@ -54,7 +54,17 @@ class _Operation(BaseModel):
 
     @property
     def is_removal(self) -> bool:
-        """Whether the safety gate counts this operation as a removal."""
+        """Whether it takes access away from someone: the safety gate counts it against
+        `max_removals` / `max_removal_ratio` and holds it when the run removes too much.
+
+        Each kind declares this once, here and in its subclass; `core.safety` asks, never
+        lists kinds itself."""
+        return False
+
+    @property
+    def is_addition(self) -> bool:
+        """Whether it brings someone new in (an invitation e-mail, an account): what cannot
+        be taken back, so a suspect source holds it (`core.safety`)."""
         return False
 
 
@@ -80,6 +90,10 @@ class Invite(_MemberOperation):
     def phase(self) -> Phase:
         return Phase.CREATE
 
+    @property
+    def is_addition(self) -> bool:
+        return True
+
 
 class CreateUser(_MemberOperation):
     """Provision a person directly, on targets that create users (SCIM)."""
@@ -92,6 +106,10 @@ class CreateUser(_MemberOperation):
     @property
     def phase(self) -> Phase:
         return Phase.CREATE
+
+    @property
+    def is_addition(self) -> bool:
+        return True
 
 
 class UpdateUser(_MemberOperation):
@@ -123,14 +141,13 @@ class RevokeInvite(_MemberOperation):
 
 
 class SetRole(_MemberOperation):
-    """Change a member's organization role; `counts_as_removal` marks owner/admin downgrades."""
+    """Change a member's organization role; every lowering takes access away."""
 
     op: Literal["set_role"] = "set_role"
     user_id: str
     role: str
     previous_role: str | None
     raise_: bool = Field(alias="raise")
-    counts_as_removal: bool = False
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -140,7 +157,7 @@ class SetRole(_MemberOperation):
 
     @property
     def is_removal(self) -> bool:
-        return self.counts_as_removal
+        return not self.raise_
 
 
 class RemoveMember(_MemberOperation):
@@ -253,6 +270,10 @@ class RemoveGroupMember(GroupOperationFields):
     def detail(self) -> str:
         return self.email
 
+    @property
+    def is_removal(self) -> bool:
+        return True
+
 
 class AssignGroupRole(GroupOperationFields):
     op: Literal["assign_group_role"] = "assign_group_role"
@@ -269,12 +290,11 @@ class AssignGroupRole(GroupOperationFields):
 
 
 class UnassignGroupRole(GroupOperationFields):
-    """Remove a role from a group; the last owner-level assignment counts as a downgrade."""
+    """Remove a role from a group: every member of the group loses what it granted."""
 
     op: Literal["unassign_group_role"] = "unassign_group_role"
     role: str
     role_id: str
-    counts_as_removal: bool = False
 
     @property
     def phase(self) -> Phase:
@@ -286,7 +306,7 @@ class UnassignGroupRole(GroupOperationFields):
 
     @property
     def is_removal(self) -> bool:
-        return self.counts_as_removal
+        return True
 
 
 GroupOperation = (
@@ -404,24 +424,82 @@ class Plan(BaseModel):
         }
 
     @classmethod
-    def from_json(cls, document: dict[str, object]) -> Plan:
-        """Parse a plan document written by `to_json` (for `sync --plan FILE`)."""
-        held_docs = document.get("held", [])
+    def from_json(cls, document: object) -> Plan:
+        """Parse a plan document written by `to_json`; `PlanDocumentError` names what is wrong.
+
+        The checksum and summary written in it are checked by `core.plan_file`.
+        """
+        if not isinstance(document, dict):
+            raise PlanDocumentError(f"expected a plan object, found {_json_kind(document)}")
+        missing = [key for key in PLAN_KEYS if key not in document]
+        if missing:
+            raise PlanDocumentError(f"'{missing[0]}' is missing")
+        unknown = sorted(str(key) for key in document if key not in PLAN_KEYS)
+        if unknown:
+            raise PlanDocumentError(f"unknown key '{unknown[0]}'")
+        held_docs = document["held"]
+        if not isinstance(held_docs, list):
+            raise PlanDocumentError(f"held: expected a list, found {_json_kind(held_docs)}")
         held: list[HeldOperation] = []
-        if isinstance(held_docs, list):
-            for item in held_docs:
-                body = dict(item)
-                guard = str(body.pop("guard", ""))
-                held.append(
-                    HeldOperation(operation=OPERATION_ADAPTER.validate_python(body), guard=guard)
+        for index, item in enumerate(held_docs):
+            if not isinstance(item, dict) or not isinstance(item.get("guard"), str):
+                raise PlanDocumentError(f"held[{index}]: expected an operation with its 'guard'")
+            body = {key: value for key, value in item.items() if key != "guard"}
+            held.append(
+                HeldOperation(
+                    operation=_validated(OPERATION_ADAPTER, body, f"held[{index}]"),
+                    guard=item["guard"],
                 )
-        return cls.model_validate(
-            {
-                "target": document.get("target"),
-                "generated_at": document.get("generated_at"),
-                "operations": document.get("operations", []),
-                "held": held,
-                "waiting": document.get("waiting", []),
-                "warnings": document.get("warnings", []),
-            }
+            )
+        return _validated(
+            PLAN_ADAPTER,
+            {key: document[key] for key in PLAN_KEYS if key not in ("held", "checksum", "summary")}
+            | {"held": held},
+            "",
         )
+
+
+class PlanDocumentError(ValueError):
+    """A document that is not a plan as `Plan.to_json` writes it; the message says where."""
+
+
+PLAN_KEYS = (
+    "target",
+    "generated_at",
+    "operations",
+    "held",
+    "waiting",
+    "warnings",
+    "checksum",
+    "summary",
+)
+"""The keys of a plan document (SPEC "Plan format"), no more, no fewer."""
+
+PLAN_ADAPTER: TypeAdapter[Plan] = TypeAdapter(Plan)
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _validated(adapter: TypeAdapter[_Parsed], value: object, where: str) -> _Parsed:
+    """`adapter.validate_python`, its error told in one line: the first problem's place."""
+    try:
+        return adapter.validate_python(value, strict=False)
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]
+        place = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"]
+        )
+        place = (where + place).lstrip(".")
+        raise PlanDocumentError(f"{place or 'plan'}: {problem['msg']}") from None
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a number" if not isinstance(value, bool) else "true/false"

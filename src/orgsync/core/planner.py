@@ -270,7 +270,6 @@ class _Planner:
                 role=wanted.role,
                 previous_role=member.role,
                 raise_=raising,
-                counts_as_removal=(not raising and member.role in self.catalog.privileged),
                 reason=f"{wanted.reason}; has role {member.role}",
             )
         )

@@ -1,36 +1,73 @@
 """The safety gate: what a run may not do without a human saying so.
 
-Two kinds of guard (SPEC "Safety guards"):
+Guards (SPEC "Safety guards", issue 9):
 - before planning, a source that answers with fewer than `min_source_users` people aborts
   the run (`check_source_size`): an IdP hiccup must never read as "everybody left";
-- after planning, removals (and owner/admin downgrades) beyond `max_removals` or
-  `max_removal_ratio` are all held (`hold_mass_removals`) while everything else applies.
+- after planning, `gate` holds back, in one place:
+  - every operation that takes access away (`Operation.is_removal`: removals, suspensions,
+    revocations, role lowerings, group member removals, group role unassignments, group
+    deletions) when there are more than `max_removals` of them, or more than
+    `max_removal_ratio` of the people orgsync manages;
+  - a group's removals when that one group would lose more than `max_group_member_removals`
+    members (an additional, finer limit);
+  - every invitation and user creation (`Operation.is_addition`) when the source looks
+    suspect (the managed people it no longer reports at all, those waiting out
+    `removal_grace` included, exceed the removal limits: it may be truncated, or another
+    tenant), or beyond the optional `max_additions` / `max_addition_ratio`.
+  Everything else still applies. `--allow-removals N` lifts the removal guards for a run
+  removing at most N; `--allow-additions N` the addition guards for a run adding at most N.
+
+The ratios apply only once orgsync manages `min_managed_for_ratio` people: below that one
+leaver is already a large share, and the absolute limits guard alone.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from orgsync.core.errors import SourceError
-from orgsync.core.model import TargetSnapshot
+from orgsync.core.model import (
+    EmailKey,
+    InviteStatus,
+    Memory,
+    SourceId,
+    TargetSnapshot,
+    normalize_email,
+)
 from orgsync.core.plan import (
-    DeleteGroup,
+    AddGroupMember,
+    CreateUser,
     GroupOperationFields,
     HeldOperation,
     Operation,
     Plan,
     RemoveGroupMember,
 )
+from orgsync.core.rules import DesiredState
 
 
 @dataclass(frozen=True, slots=True)
 class SafetyLimits:
+    """The `[safety]` limits of a run; built from the configuration in one place
+    (`engine.safety_limits`)."""
+
     max_removals: int = 10
     max_removal_ratio: float = 0.05
-    min_source_users: int = 1
+    min_managed_for_ratio: int = 20
     max_group_member_removals: int = 50
+    max_additions: int | None = None
+    max_addition_ratio: float | None = None
+    min_source_users: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Allowances:
+    """What an operator accepted for one run: `--allow-removals N`, `--allow-additions N`."""
+
+    removals: int | None = None
+    additions: int | None = None
 
 
 def check_source_size(people: int, limits: SafetyLimits) -> None:
@@ -42,95 +79,203 @@ def check_source_size(people: int, limits: SafetyLimits) -> None:
         )
 
 
-def managed_population(observed: TargetSnapshot) -> int:
-    """Members and pending invitations the ratio guard is measured against.
+@dataclass(frozen=True, slots=True)
+class Population:
+    """The people orgsync manages in one organization, and how many the source lost."""
 
-    Service accounts and members managed by another provisioner are never orgsync's to
-    remove, so they would only dilute the ratio.
+    managed: int
+    """What the ratios are measured against."""
+    missing: int = 0
+    """Managed people the source no longer reports at all (not merely out of scope)."""
+
+
+def managed_people(
+    observed: TargetSnapshot,
+    memory: Memory,
+    desired: DesiredState | None = None,
+    *,
+    remove_unmanaged: bool = False,
+) -> Population:
+    """Count the people orgsync manages here, and those of them absent from `desired`.
+
+    A member counts when orgsync linked or invited them (the state database's memory), an
+    invitation when orgsync sent it and it is not accepted yet; each person once, so an
+    accepted invitation never counts its member twice. With `remove_unmanaged` every
+    member orgsync may remove counts. Never counted: the API key's owner, service accounts
+    and members another provisioner manages, which orgsync never removes.
     """
-    members = sum(1 for m in observed.members if not (m.is_service_account or m.is_scim_managed))
-    return members + len(observed.invites)
-
-
-def hold_mass_removals(
-    plan: Plan, *, population: int, limits: SafetyLimits, allow_removals: int | None = None
-) -> Plan:
-    """Move every removal into `held` when there are too many of them.
-
-    `allow_removals` (CLI `--allow-removals N`) lifts the guard for one run when the plan
-    removes at most N.
-    """
-    removals = [op for op in plan.operations if op.is_removal]
-    if not removals:
-        return plan
-    count = len(removals)
-    if allow_removals is not None and count <= allow_removals:
-        return plan
-    guard: str | None = None
-    if count > limits.max_removals:
-        guard = f"{count} removals exceed safety.max_removals = {limits.max_removals}"
-    elif population > 0 and count / population > limits.max_removal_ratio:
-        guard = (
-            f"{count} removals of {population} managed members ({count / population:.0%}) "
-            f"exceed safety.max_removal_ratio = {limits.max_removal_ratio}"
-        )
-    if guard is None:
-        return plan
-    if allow_removals is not None:
-        guard += f" and --allow-removals {allow_removals}"
-    # A held group deletion holds the emptying of that group too: half a deletion would
-    # strip the group's members and roles while the group itself stays.
-    deleted_groups = {op.group_id for op in removals if isinstance(op, DeleteGroup)}
-    return _hold(
-        plan,
-        lambda op: (
-            op.is_removal
-            or (isinstance(op, GroupOperationFields) and op.group_id in deleted_groups)
-        ),
-        guard,
-    )
-
-
-def hold_group_member_removals(plan: Plan, *, limit: int) -> Plan:
-    """Hold all member removals of any group that would lose more than `limit` members.
-
-    Groups being deleted are exempt: their deletion is one removal for the run's gate.
-    """
-    deleted = {op.group_id for op in plan.operations if isinstance(op, DeleteGroup)}
-    per_group = Counter(
-        op.group_id or op.group
-        for op in plan.operations
-        if isinstance(op, RemoveGroupMember) and op.group_id not in deleted
-    )
-    over = {group for group, count in per_group.items() if count > limit}
-    if not over:
-        return plan
-    held: list[HeldOperation] = []
-    kept: list[Operation] = []
-    for op in plan.operations:
-        key = op.group_id or op.group if isinstance(op, RemoveGroupMember) else None
-        if key in over and isinstance(op, RemoveGroupMember):
-            guard = (
-                f"{per_group[key]} removals from group {op.group!r} exceed "
-                f"safety.max_group_member_removals = {limit}"
+    linked: dict[str, set[SourceId]] = {}
+    for source_id, member_id in memory.links.items():
+        linked.setdefault(member_id, set()).add(source_id)
+    people: dict[str, bool] = {}  # person → reported by the source
+    for member in observed.members:
+        if (
+            member.is_service_account
+            or member.is_scim_managed
+            or member.id == observed.key_owner_id
+        ):
+            continue
+        key = member.email_key
+        ids = linked.get(member.id, set())
+        if remove_unmanaged or ids or (key is not None and key in memory.managed):
+            reported = _reported(desired, key) or any(
+                desired is not None and i in desired.by_source_id for i in ids
             )
-            held.append(HeldOperation(operation=op, guard=guard))
-        else:
-            kept.append(op)
-    return _rebuild(plan, kept, held)
+            people[key if key is not None else f"member {member.id}"] = reported
+    for invite in observed.invites:
+        if invite.status is InviteStatus.ACCEPTED or invite.email_key in people:
+            continue
+        if remove_unmanaged or invite.email_key in memory.managed:
+            people[invite.email_key] = _reported(desired, invite.email_key)
+    missing = 0 if desired is None else sum(not reported for reported in people.values())
+    return Population(managed=len(people), missing=missing)
 
 
-def _hold(plan: Plan, holds: Callable[[Operation], bool], guard: str) -> Plan:
-    held = [HeldOperation(operation=op, guard=guard) for op in plan.operations if holds(op)]
-    return _rebuild(plan, [op for op in plan.operations if not holds(op)], held)
+def _reported(desired: DesiredState | None, key: EmailKey | None) -> bool:
+    return desired is None or key is None or key in desired.known or key in desired.ambiguous
 
 
-def _rebuild(plan: Plan, operations: list[Operation], held: list[HeldOperation]) -> Plan:
+def gate(
+    plan: Plan,
+    *,
+    population: Population,
+    limits: SafetyLimits,
+    allowances: Allowances | None = None,
+) -> Plan:
+    """Move what the guards hold into `plan.held`, each with its guard's reason."""
+    allowances = allowances or Allowances()
+    operations = plan.operations
+    managed = population.managed
+    removals = [i for i, op in enumerate(operations) if op.is_removal]
+    too_many = _over("removals", len(removals), managed, limits)
+    guards = _removal_guards(operations, removals, too_many, limits, allowances.removals)
+    # People the source no longer reports at all, whether removed now or waiting out
+    # removal_grace: too many of them, and the new people it reports may be strangers.
+    suspicion = _over(
+        "removals",
+        population.missing,
+        managed,
+        limits,
+        counted="managed people missing from the source",
+    )
+    guards.update(_addition_guards(operations, suspicion, managed, limits, allowances.additions))
+    if not guards:
+        return plan
+    kept = [op for i, op in enumerate(operations) if i not in guards]
+    held = [HeldOperation(operation=operations[i], guard=guard) for i, guard in guards.items()]
     return Plan.build(
         target=plan.target,
         generated_at=plan.generated_at,
-        operations=operations,
+        operations=kept,
         held=[*plan.held, *held],
         waiting=list(plan.waiting),
         warnings=list(plan.warnings),
     )
+
+
+def _removal_guards(
+    operations: tuple[Operation, ...],
+    removals: list[int],
+    too_many: str | None,
+    limits: SafetyLimits,
+    allowed: int | None,
+) -> dict[int, str]:
+    """Operation index → guard, for the removals held back."""
+    if allowed is not None and len(removals) <= allowed:
+        return {}
+    suffix = _refused_allowance("--allow-removals", allowed)
+    if too_many is not None:
+        return dict.fromkeys(removals, too_many + suffix)
+    return {i: guard + suffix for i, guard in _over_per_group(operations, removals, limits).items()}
+
+
+def _addition_guards(
+    operations: tuple[Operation, ...],
+    suspicion: str | None,
+    population: int,
+    limits: SafetyLimits,
+    allowed: int | None,
+) -> dict[int, str]:
+    """Operation index → guard, for the invitations and creations held back."""
+    additions = [i for i, op in enumerate(operations) if op.is_addition]
+    if not additions or (allowed is not None and len(additions) <= allowed):
+        return {}
+    guard = _over("additions", len(additions), population, limits)
+    if guard is None and suspicion is not None:
+        guard = f"the source looks wrong ({suspicion}): nobody new is let in until it is checked"
+    if guard is None:
+        return {}
+    guard += _refused_allowance("--allow-additions", allowed)
+    held = dict.fromkeys(additions, guard)
+    # A group membership of a user this plan creates cannot happen without the user.
+    created = {
+        normalize_email(op.email) for i in additions if isinstance(op := operations[i], CreateUser)
+    }
+    for i, op in enumerate(operations):
+        if (
+            isinstance(op, AddGroupMember)
+            and op.user_id is None
+            and normalize_email(op.email) in created
+        ):
+            held[i] = guard
+    return held
+
+
+def _over(
+    kind: Literal["removals", "additions"],
+    count: int,
+    population: int,
+    limits: SafetyLimits,
+    *,
+    counted: str | None = None,
+) -> str | None:
+    """Why `count` removals (or additions) exceed their count or ratio limit, or None;
+    `counted` names what was counted when it is not the operations themselves."""
+    most: int | None = limits.max_removals if kind == "removals" else limits.max_additions
+    ratio: float | None = (
+        limits.max_removal_ratio if kind == "removals" else limits.max_addition_ratio
+    )
+    if count == 0:
+        return None
+    counted = counted or kind
+    if most is not None and count > most:
+        return f"{count} {counted} exceed safety.max_{kind} = {most}"
+    if (
+        ratio is not None
+        and population > 0
+        and population >= limits.min_managed_for_ratio
+        and count / population > ratio
+    ):
+        return (
+            f"{count} {counted} of {population} managed people ({count / population:.0%}) "
+            f"exceed safety.max_{kind[:-1]}_ratio = {ratio}"
+        )
+    return None
+
+
+def _over_per_group(
+    operations: tuple[Operation, ...], removals: list[int], limits: SafetyLimits
+) -> dict[int, str]:
+    """Every removal of each group that would lose more than `max_group_member_removals`
+    members (its deletion and role unassignments too: half a deletion helps nobody)."""
+    per_group = Counter(
+        _group_key(op) for i in removals if isinstance(op := operations[i], RemoveGroupMember)
+    )
+    limit = limits.max_group_member_removals
+    guards: dict[int, str] = {}
+    for i in removals:
+        op = operations[i]
+        if isinstance(op, GroupOperationFields) and per_group[_group_key(op)] > limit:
+            guards[i] = (
+                f"{per_group[_group_key(op)]} removals from group {op.group!r} exceed "
+                f"safety.max_group_member_removals = {limit}"
+            )
+    return guards
+
+
+def _group_key(op: GroupOperationFields) -> str:
+    return op.group_id or f"new:{op.source_group_id or op.group}"
+
+
+def _refused_allowance(flag: str, allowed: int | None) -> str:
+    return "" if allowed is None else f" (more than {flag} {allowed})"

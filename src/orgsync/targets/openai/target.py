@@ -144,10 +144,20 @@ class OpenAITarget:
     # ------------------------------------------------------------------ reading
 
     def read(self) -> TargetSnapshot:
-        """Read every member, every invitation (any status), the roles, every group with
-        its members and role assignments, and the key owner."""
+        """Read every member, every outstanding invitation (pending or expired), the roles,
+        every group with its members and role assignments, and the key owner.
+
+        Accepted invitations are history (the list keeps them, the person is a member now)
+        and are left out: counted as well, everyone who joined by invitation would count
+        twice in the safety gate's managed population. Expired ones stay: renewing one
+        deletes it first.
+        """
         members = tuple(_member(user) for user in self._list_by_id(USERS, wire.UserPage))
-        invites = tuple(_invite(invite) for invite in self._list_by_id(INVITES, wire.InvitePage))
+        invites = tuple(
+            invite
+            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
+            if invite.status is not InviteStatus.ACCEPTED
+        )
         catalog = role_catalog(ORG_ROLES, self._list_roles())
         groups = self._groups.read()
         log.debug(

@@ -1,0 +1,225 @@
+"""Plan files: `--plan` reads only what `--plan-out` writes, and applies nothing edited."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orgsync.core.model import Memory, SourceId, normalize_email
+from orgsync.core.plan import Plan
+from orgsync.core.plan_file import PlanFileError, check_reviewed, plan_file_text, read_plan_file
+from orgsync.core.safety import Population, SafetyLimits, gate
+from tests.coremodels import (
+    group,
+    invite,
+    make_plan,
+    member,
+    org_with_groups,
+    person,
+    snapshot,
+    target_group,
+)
+
+
+def sample_plans() -> list[Plan]:
+    """Plans with every shape a file holds: invitations, roles, removals, groups, held."""
+    people = [person(f"p{i}", f"p{i}@x.com") for i in range(4)]
+    source = snapshot(
+        *people,
+        groups=(
+            group("g", "openai-users", "p0", "p1", "p2", "p3"),
+            group("o", "openai-owners", "p0"),
+            group("t", "team-ml", "p0", "p1"),
+        ),
+    )
+    members = (member("u0", "p0@x.com"), member("u1", "p1@x.com"), member("u9", "gone@x.com"))
+    observed = org_with_groups(target_group("tg", "team-old", ("u1", "u9")), members=members)
+    observed = observed.__class__(
+        members=observed.members,
+        invites=(invite("i1", "p3@x.com", "owner"),),
+        roles=observed.roles,
+        groups=observed.groups,
+    )
+    memory = Memory(
+        managed=frozenset({normalize_email("gone@x.com")}), owned_groups={"tg": SourceId("old")}
+    )
+    draft = make_plan(source, observed, memory=memory)
+    held = gate(draft, population=Population(3), limits=SafetyLimits(max_removals=1))
+    return [draft, held, make_plan(snapshot(people[0]), org_with_groups())]
+
+
+PLANS = sample_plans()
+
+
+def test_samples_cover_operations_and_held() -> None:
+    kinds = {op.op for plan in PLANS for op in plan.operations}
+    assert {"invite", "set_role", "remove_member", "create_group", "delete_group"} <= kinds
+    assert PLANS[1].held
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_a_written_plan_reads_back_as_itself(plan: Plan) -> None:
+    (read,) = read_plan_file(plan_file_text([plan])).values()
+    assert read.checksum == plan.checksum
+    assert read.operations == plan.operations and read.held == plan.held
+    check_reviewed(read, plan)
+
+
+def test_several_targets_in_one_file() -> None:
+    one, other = PLANS[0], PLANS[2].model_copy(update={"target": "other"})
+    plans = read_plan_file(plan_file_text([one, other]))
+    assert sorted(plans) == ["other", "t"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"hello": "world"}', "not a plan written by --plan-out: 'target' is missing"),
+        ("[]", "not a plan written by --plan-out: an empty list, no plan in it"),
+        ('"a string"', "not a plan written by --plan-out: expected a plan object, found a string"),
+        ("{", "not a plan written by --plan-out: not JSON"),
+        ("[1]", "not a plan written by --plan-out: expected a plan object, found a number"),
+    ],
+)
+def test_what_is_not_a_plan_says_so_in_one_line(text: str, message: str) -> None:
+    with pytest.raises(PlanFileError) as raised:
+        read_plan_file(text)
+    assert str(raised.value).startswith(message)
+    assert "pydantic" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_operation_that_is_not_one_is_named_by_its_place() -> None:
+    document = PLANS[0].to_json()
+    document["operations"][0]["op"] = "grant_everything"  # type: ignore[index]
+    with pytest.raises(PlanFileError) as raised:
+        read_plan_file(json.dumps(document))
+    text = str(raised.value)
+    assert text.startswith("not a plan written by --plan-out: operations[0]")
+    assert "errors.pydantic.dev" not in text and "\n" not in text
+
+
+def test_an_edited_summary_is_refused() -> None:
+    """Issue 9.6: the summary a reviewer reads first must be the operations' summary."""
+    document = PLANS[0].to_json()
+    document["summary"] = {"invite": 1}
+    with pytest.raises(PlanFileError, match=r"the summary in the file .* the file was edited"):
+        read_plan_file(json.dumps(document))
+
+
+def test_an_edited_operation_is_refused() -> None:
+    document = PLANS[0].to_json()
+    assert document["operations"][1]["op"] == "invite"  # type: ignore[index]
+    document["operations"][1]["role"] = "owner"  # type: ignore[index]
+    with pytest.raises(PlanFileError, match=r"the checksum in the file .* the file was edited"):
+        read_plan_file(json.dumps(document))
+
+
+def test_two_plans_for_one_target_are_refused() -> None:
+    text = json.dumps([PLANS[0].to_json(), PLANS[0].to_json()])
+    with pytest.raises(PlanFileError, match="a second plan for target t"):
+        read_plan_file(text)
+
+
+def test_a_reviewed_plan_is_not_applied_to_a_different_fresh_plan() -> None:
+    with pytest.raises(PlanFileError, match="no longer matches a fresh plan"):
+        check_reviewed(PLANS[0], PLANS[1])
+
+
+# ---------------------------------------------------------------- properties
+
+PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@PROPERTY
+@given(json_values)
+def test_any_json_is_read_or_refused_never_a_crash(value: object) -> None:
+    try:
+        read_plan_file(json.dumps(value))
+    except PlanFileError as error:
+        message = str(error)
+    else:
+        return
+    assert (
+        message.startswith("not a plan written by --plan-out") or "the file was edited" in message
+    )
+    assert "\n" not in message
+
+
+@PROPERTY
+@given(st.text(max_size=200))
+def test_any_text_is_read_or_refused_never_a_crash(text: str) -> None:
+    with contextlib.suppress(PlanFileError):
+        read_plan_file(text)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document, as a path of keys and indices."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+@st.composite
+def tampered(draw: st.DrawFn) -> tuple[Plan, dict[str, Any]]:
+    """A plan and its document with one place changed: replaced, removed, or added to."""
+    plan = draw(st.sampled_from(PLANS))
+    document = copy.deepcopy(plan.to_json())
+    path = draw(st.sampled_from(_paths(document)[1:]))
+    parent: Any = document
+    for step in path[:-1]:
+        parent = parent[step]
+    action = draw(st.sampled_from(["replace", "remove", "add", "tweak"]))
+    last = path[-1]
+    if action == "remove":
+        del parent[last]
+    elif action == "add" and isinstance(parent[last], dict):
+        parent[last][draw(st.text(max_size=8))] = draw(json_values)
+    elif action == "add" and isinstance(parent[last], list):
+        parent[last].append(draw(json_values))
+    elif action == "tweak" and isinstance(parent[last], str):
+        parent[last] = parent[last] + draw(st.sampled_from(["x", " ", "\u00a0", "A"]))
+    elif action == "tweak" and isinstance(parent[last], int | float | bool):
+        parent[last] = not parent[last] if isinstance(parent[last], bool) else parent[last] + 1
+    else:
+        parent[last] = draw(json_values)
+    return plan, document
+
+
+@PROPERTY
+@given(tampered())
+def test_a_tampered_plan_is_refused_or_applies_only_what_was_reviewed(case) -> None:  # type: ignore[no-untyped-def]
+    """Whatever changed in the file, what `--plan` would apply is the reviewed operations."""
+    fresh, document = case
+    try:
+        plans = read_plan_file(json.dumps(document))
+    except PlanFileError:
+        return
+    (reviewed,) = plans.values()
+    try:
+        check_reviewed(reviewed, fresh)
+    except PlanFileError:
+        return
+    # Accepted: only what is never applied may have changed (generated_at, waiting, warnings).
+    assert reviewed.operations == fresh.operations
+    assert reviewed.held == fresh.held
+    assert document["summary"] == fresh.summary
+    assert document["target"] == fresh.target
