@@ -51,17 +51,19 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-removals",
         type=_count,
         metavar="N",
-        help="this run only: apply the access removals the safety gate holds, if they are "
-        "at most N (removals, suspensions, revocations, role lowerings, group member "
-        "removals and deletions)",
+        help="this run only: apply the access removals the safety gate would hold, when "
+        "the run has at most N of them (removals, suspensions, revocations, role "
+        "lowerings, group member removals, group role unassignments and deletions); "
+        "additions stay held",
     )
     sync.add_argument(
         "--allow-additions",
         type=_count,
         metavar="N",
         help="this run only: send the invitations and create the users the safety gate "
-        "holds, if they are at most N (held when a source loses too many people, or over "
-        "max_additions / max_addition_ratio)",
+        "would hold, when the run has at most N of them (held when the source lost too "
+        "many managed people, or over max_additions / max_addition_ratio); removals stay "
+        "held",
     )
     sync.add_argument(
         "--plan-out", type=Path, metavar="FILE", help="write the plan for review (mode 0600)"
@@ -134,6 +136,8 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     if args.plan and args.dry_run:
         raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
     reviewed = _read_plans(args.plan) if args.plan else None
+    if args.plan_out and not args.plan_out.parent.is_dir():
+        raise OrgsyncError(f"--plan-out {args.plan_out}: no such directory; nothing was run")
     options = RunOptions(
         dry_run=args.dry_run,
         target=args.target,

@@ -167,3 +167,37 @@ def test_the_example_file_documents_every_key() -> None:
         if name not in written
     )
     assert missing == []
+
+
+def test_every_safety_limit_comes_from_its_key(tmp_path: Path) -> None:
+    """Issue 9.3: `[safety]` fills `SafetyLimits` in one place, every field by its key
+    (`max_group_member_removals` used to bypass it)."""
+    from dataclasses import fields
+
+    from orgsync.engine import Engine
+
+    safety = """
+[safety]
+max_removals = 7
+max_removal_ratio = 0.25
+min_managed_for_ratio = 3
+max_group_member_removals = 4
+max_additions = 9
+max_addition_ratio = 1.5
+min_source_users = 2
+"""
+    config = load_config(write(tmp_path, MINIMAL + safety))
+    limits = Engine(config).safety_limits()
+    for field in fields(limits):
+        assert getattr(limits, field.name) == getattr(config.safety, field.name), field.name
+    assert limits.max_group_member_removals == 4
+    assert config.safety.max_additions == 9
+
+
+def test_additions_are_unlimited_unless_configured(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.safety.max_additions is None
+    assert config.safety.max_addition_ratio is None
+    assert config.safety.min_managed_for_ratio == 20
+    with pytest.raises(ConfigError, match=r"safety\.max_additions: Input should be greater"):
+        load_config(write(tmp_path, MINIMAL + "[safety]\nmax_additions = -1\n"))

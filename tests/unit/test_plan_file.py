@@ -126,6 +126,20 @@ def test_two_plans_for_one_target_are_refused() -> None:
         read_plan_file(text)
 
 
+def test_held_operations_moved_into_the_operations_never_apply() -> None:
+    """A careful tamperer moves what the gate held into `operations` and rewrites the
+    checksum and summary: the file reads, but the fresh plan still holds them."""
+    fresh = PLANS[1]
+    tampered = Plan.build(
+        target=fresh.target,
+        generated_at=fresh.generated_at,
+        operations=[*fresh.operations, *(h.operation for h in fresh.held)],
+    )
+    (reviewed,) = read_plan_file(plan_file_text([tampered])).values()
+    with pytest.raises(PlanFileError, match="no longer matches a fresh plan"):
+        check_reviewed(reviewed, fresh)
+
+
 def test_a_reviewed_plan_is_not_applied_to_a_different_fresh_plan() -> None:
     with pytest.raises(PlanFileError, match="no longer matches a fresh plan"):
         check_reviewed(PLANS[0], PLANS[1])
