@@ -43,8 +43,8 @@ def directory(people: int, *, owners: int = 1, inactive: tuple[int, ...] = ()) -
     }
 
 
-def openai_target(name: str, url: str) -> str:
-    """A second OpenAI organization for `Rig.more_targets`, with the rig's rules."""
+def openai_target(name: str, url: str, extra: str = "") -> str:
+    """One OpenAI organization under the rig's rules; `extra` goes into its table."""
     return f"""
 [[targets]]
 name = "{name}"
@@ -56,6 +56,7 @@ default_role = "reader"
 scope_groups = ["openai-*"]
 timeout = "2s"
 max_retry_delay = "20s"
+{extra}
 [[targets.roles]]
 group = "openai-owners"
 role = "owner"
@@ -95,21 +96,7 @@ class Rig:
 type = "file"
 path = "directory.json"
 
-[[targets]]
-name = "openai-test"
-type = "openai"
-base_url = "{self.emulator.start()}"
-api_key_env = "{KEY_ENV}"
-allow_plaintext = true
-default_role = "reader"
-scope_groups = ["openai-*"]
-timeout = "2s"
-max_retry_delay = "20s"
-{self.extra_target}
-[[targets.roles]]
-group = "openai-owners"
-role = "owner"
-{self.more_targets}
+{openai_target("openai-test", self.emulator.start(), self.extra_target)}{self.more_targets}
 [safety]
 {self.safety}
 
