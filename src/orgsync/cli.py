@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _count(text: str) -> int:
     """An `--allow-*` value: a whole number, 0 or more."""
-    if not text.strip().isdigit():
+    if not text.strip().isdecimal():
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of operations (0 or more)")
     return int(text)
 

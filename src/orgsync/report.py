@@ -65,7 +65,9 @@ def _line(mark: str, operation: Operation, width: int) -> str:
 
 def render_plan(plan: Plan) -> str:
     """The plan as a person reads it: counts, people by phase, then each group's changes."""
-    counts = ", ".join(f"{n} {op}" for op, n in plan.summary.items()) or "no changes"
+    counts = ", ".join(f"{n} {op}" for op, n in plan.summary.items()) or (
+        "nothing applies until what is held is lifted" if plan.held else "no changes"
+    )
     lines = [
         f"Target {plan.target}: {counts}",
         f"  held {len(plan.held)}, waiting {len(plan.waiting)}, warnings {len(plan.warnings)}"
