@@ -19,8 +19,16 @@ from orgsync.config import Config, default_config_path, load_config
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.plan import Plan
 from orgsync.core.plan_file import PlanFileError, plan_file_text, read_plan_file
-from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine, RunOptions, worst_exit_code
+from orgsync.engine import (
+    EXIT_ERROR,
+    EXIT_OK,
+    Engine,
+    RunOptions,
+    TargetResult,
+    worst_exit_code,
+)
 from orgsync.logs import configure_logging
+from orgsync.notify import DRAIN_SECONDS, build_dispatcher
 from orgsync.report import render_result, results_json
 
 
@@ -145,11 +153,22 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         allow_additions=args.allow_additions,
         reviewed_plans=reviewed,
     )
-    engine = Engine(config)
+    # A dry run is a person reading a plan: it notifies nobody. A sync that holds or
+    # fails is a real run and does; its messages go out after the result is printed.
+    notifier = None if args.dry_run else build_dispatcher(config, os.environ, strict=False)
+    engine = Engine(config, on_finished=notifier.run_finished if notifier else None)
     try:
         results = engine.run(options)
     finally:
         engine.close()
+    try:
+        return _print_sync(results, args)
+    finally:
+        if notifier is not None:
+            notifier.close(DRAIN_SECONDS)
+
+
+def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
     if args.plan_out:
         _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))
     if args.json:

@@ -468,6 +468,125 @@ def parse_listen(listen: str, key: str = "listen") -> tuple[str, int]:
     return host, int(port)
 
 
+NotifyEvent = Literal["held", "failed", "quarantined", "recovered"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("held", "failed", "quarantined", "recovered")
+
+
+class _NotifyEntry(_Strict):
+    """Keys every `[[notify]]` entry shares: what it is sent, how often, how hard it tries.
+
+    The models live here, beside `SecretRef` and `Duration`, because `orgsync.notify`
+    (which sends) imports this module; the sender package never defines keys of its own.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+    targets: tuple[str, ...] = ()
+    """Only events of these targets; empty: every target."""
+    timeout: Duration = timedelta(seconds=10)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_per_hour: int = Field(default=12, ge=1, le=3600)
+    repeat_after: Duration = timedelta(hours=6)
+    allow_plaintext: bool = False
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_common(self) -> _NotifyEntry:
+        if not self.events:
+            raise ValueError("events must name at least one of " + ", ".join(NOTIFY_EVENTS))
+        if not timedelta(0) < self.timeout <= timedelta(minutes=2):
+            raise ValueError("timeout must be more than 0s and at most 2m")
+        if self.repeat_after < timedelta(minutes=1):
+            raise ValueError("repeat_after must be at least 1m")
+        return self
+
+
+class WebhookNotify(_NotifyEntry):
+    """A JSON POST signed like `POST /webhooks/generic` (`X-Orgsync-Signature`)."""
+
+    type: Literal["webhook"]
+    url: str
+    secret_env: str | None = None
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookNotify:
+        _check_url(self.url, allow_plaintext=self.allow_plaintext)
+        _secret("secret", self.secret_env, self.secret_file, required=True)
+        return self
+
+    @property
+    def secret(self) -> SecretRef:
+        ref = _secret("secret", self.secret_env, self.secret_file, required=True)
+        assert ref is not None
+        return ref.model_copy(update={"key": f"notify.{self.name}.secret"})
+
+
+class SlackNotify(_NotifyEntry):
+    """A Slack-compatible incoming webhook; its URL is the credential, so it is a secret."""
+
+    type: Literal["slack"]
+    url_env: str | None = None
+    url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SlackNotify:
+        _secret("url", self.url_env, self.url_file, required=True)
+        return self
+
+    @property
+    def url(self) -> SecretRef:
+        ref = _secret("url", self.url_env, self.url_file, required=True)
+        assert ref is not None
+        return ref.model_copy(update={"key": f"notify.{self.name}.url"})
+
+
+class EmailNotify(_NotifyEntry):
+    """SMTP: STARTTLS (default) or implicit TLS; `tls = "none"` only with allow_plaintext."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Default: 587 for starttls, 465 for implicit, 25 for none."""
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    sender: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")
+    recipients: tuple[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")], ...] = Field(
+        alias="to", min_length=1, max_length=50
+    )
+    subject_prefix: str = Field(default="[orgsync]", max_length=40)
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailNotify:
+        if self.tls == "none" and not self.allow_plaintext:
+            raise ValueError(
+                'tls = "none" sends the message (and any password) in clear; use "starttls" '
+                'or "implicit", or set allow_plaintext = true (loopback test rigs)'
+            )
+        password = _secret("password", self.password_env, self.password_file, required=False)
+        if (password is None) != (self.username is None):
+            raise ValueError("username and password_env/password_file go together")
+        if "\n" in self.subject_prefix or "\r" in self.subject_prefix:
+            raise ValueError("subject_prefix must be one line")
+        return self
+
+    @property
+    def password(self) -> SecretRef | None:
+        ref = _secret("password", self.password_env, self.password_file, required=False)
+        return ref.model_copy(update={"key": f"notify.{self.name}.password"}) if ref else None
+
+    @property
+    def smtp_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return {"starttls": 587, "implicit": 465, "none": 25}[self.tls]
+
+
+NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discriminator="type")]
+
+
 class Config(_Strict):
     source: SourceConfig
     targets: tuple[TargetConfig, ...]
@@ -475,6 +594,7 @@ class Config(_Strict):
     state: StateConfig = StateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     server: ServerConfig = ServerConfig()
+    notify: tuple[NotifyConfig, ...] = ()
 
     @field_validator("targets")
     @classmethod
@@ -486,6 +606,22 @@ class Config(_Strict):
         if duplicates:
             raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
         return targets
+
+    @model_validator(mode="after")
+    def _check_notify(self) -> Config:
+        names = [n.name for n in self.notify]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"notify names must be unique; repeated: {', '.join(repeated)}")
+        known = {t.name for t in self.targets}
+        for index, entry in enumerate(self.notify):
+            unknown = sorted(set(entry.targets) - known)
+            if unknown:
+                raise ValueError(
+                    f"notify[{index}].targets: no such target {', '.join(unknown)} "
+                    f"(configured: {', '.join(sorted(known))})"
+                )
+        return self
 
     def target(self, name: str) -> TargetConfig:
         for target in self.targets:
@@ -509,6 +645,7 @@ def _check_url(url: str, *, allow_plaintext: bool) -> None:
 
 
 _SOURCE_TAGS = {"file", "scim", "ldap", "okta", "entra", "google"}
+_NOTIFY_TAGS = {"webhook", "slack", "email"}
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -517,7 +654,9 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif not (parts == ["source"] and item in _SOURCE_TAGS):  # the discriminator tag
+        elif not (parts == ["source"] and item in _SOURCE_TAGS) and not (
+            len(parts) == 2 and parts[0] == "notify" and item in _NOTIFY_TAGS
+        ):  # the discriminator tag
             parts.append(("." if parts else "") + item)
     return "".join(parts)
 

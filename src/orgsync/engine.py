@@ -292,11 +292,14 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stop: threading.Event | None = None,
         observer: RunObserver | None = None,
+        on_finished: Callable[[TargetResult, RunOptions], None] | None = None,
     ) -> None:
         self.config = config
         self.environ = dict(os.environ if environ is None else environ)
         self._store = store
         self.observer: RunObserver = observer or _Unobserved()
+        # Told each target's result once a run returns (notifications); cheap, never raises.
+        self.on_finished = on_finished or (lambda result, options: None)
         self.source_factory = source_factory
         self.target_factory: TargetFactory = target_factory or partial(
             build_target, on_response=self.observer.http_response
@@ -368,8 +371,12 @@ class Engine:
             snapshot = self.read_source()
         except OrgsyncError as error:
             log.error("source.failed", error=str(error))
-            return [self._failed_run(t.name, mode, options.trigger, str(error)) for t in targets]
-        return [self._run_target(t, snapshot, options) for t in targets]
+            results = [self._failed_run(t.name, mode, options.trigger, str(error)) for t in targets]
+        else:
+            results = [self._run_target(t, snapshot, options) for t in targets]
+        for result in results:
+            self.on_finished(result, options)
+        return results
 
     def _failed_run(self, target: str, mode: str, trigger: str, error: str) -> TargetResult:
         run_id = self.store.start_run(target, mode, trigger)

@@ -99,6 +99,13 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.notifications = Counter(
+            "orgsync_notifications",
+            "Notifications per [[notify]] entry by result (sent, failed, suppressed, "
+            "rate_limited, dropped, abandoned)",
+            ["entry", "result"],
+            registry=r,
+        )
         self.consecutive_failures = Gauge(
             "orgsync_consecutive_failed_runs",
             "Failed runs of the target since its last clean one",
@@ -135,6 +142,9 @@ class Metrics:
     def quarantine(self, target: str, *, quarantined: bool, failures: int) -> None:
         self.quarantined.labels(target=target).set(1 if quarantined else 0)
         self.consecutive_failures.labels(target=target).set(failures)
+
+    def notification(self, entry: str, result: str) -> None:
+        self.notifications.labels(entry=entry, result=result).inc()
 
     def declare_target(self, target: str) -> None:
         """Create the target's series at zero, so that absent means "no such target"."""

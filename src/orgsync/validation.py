@@ -13,6 +13,7 @@ from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
 from orgsync.engine import check_capabilities, check_roles
 from orgsync.factories import build_source, build_target
+from orgsync.notify import check_secrets
 
 
 def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
@@ -66,6 +67,14 @@ def validate(
                     "found" if found else "NOT found (it will not be protected)"
                 )
             lines.append(line)
+        except OrgsyncError as error:
+            ok = False
+            lines.append(f"{label}: FAILED: {error}")
+    for entry in config.notify:
+        label = f"notify {entry.name} ({entry.type})"
+        try:
+            check_secrets(entry, environ)
+            lines.append(f"{label}: credentials present (not contacted)")
         except OrgsyncError as error:
             ok = False
             lines.append(f"{label}: FAILED: {error}")

@@ -163,8 +163,8 @@ def test_the_example_file_documents_every_key() -> None:
         f"{model.__name__}.{name}"
         for model in models
         if model.__name__ not in {"SecretRef", "Config"}
-        for name in model.model_fields
-        if name not in written
+        for name, field in model.model_fields.items()
+        if (field.alias or name) not in written
     )
     assert missing == []
 

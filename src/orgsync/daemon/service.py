@@ -42,6 +42,7 @@ from orgsync.daemon.webhooks import WebhookEvent, WebhookReceiver, WebhookSecret
 from orgsync.daemon.worker import TargetWorker
 from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine
 from orgsync.metrics import Metrics
+from orgsync.notify import DRAIN_SECONDS, Standing, build_dispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +81,16 @@ class Service:
         self.metrics = Metrics()
         self.notifier = Notifier(env)
         self.secrets = resolve_secrets(config, env)
-        self.engine = Engine(config, environ=env, stop=self.stop, observer=self.metrics)
+        self.notifications = build_dispatcher(
+            config, env, strict=True, count=self.metrics.notification
+        )
+        self.engine = Engine(
+            config,
+            environ=env,
+            stop=self.stop,
+            observer=self.metrics,
+            on_finished=self.notifications.run_finished,
+        )
         self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
         names = [t.name for t in config.targets]
         debounce = config.server.debounce.total_seconds()
@@ -161,6 +171,12 @@ class Service:
     def _quarantine_changed(self, target: str, standing: Quarantine) -> None:
         self.metrics.quarantine(
             target, quarantined=standing.quarantined, failures=standing.failures
+        )
+        self.notifications.quarantine(
+            target,
+            Standing(
+                standing.quarantined, standing.failures, standing.next_run_at, standing.last_error
+            ),
         )
 
     def alive(self) -> dict[str, bool]:
@@ -244,6 +260,7 @@ class Service:
             mailbox.close()
         for worker in self.workers:
             worker.join()
+        self.notifications.close(DRAIN_SECONDS)
         self.http.stop()
         if self.health_http is not None:
             self.health_http.stop()

@@ -1,0 +1,118 @@
+"""The dispatcher built from `[[notify]]`: secrets resolved, channels made, ledger chosen.
+
+Secrets (`secret_*`, `url_*`, `password_*`) are read here, once, when the CLI's sync or
+the daemon starts. `strict` decides what an unresolvable one does: the daemon refuses to
+start (as with its webhook secrets: a mistake is found at start, not at 3 a.m.); an
+operator's `orgsync sync` logs it and runs without that entry, because a notification
+must never stop a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import structlog
+
+from orgsync.config import Config, EmailNotify, NotifyConfig, SlackNotify, WebhookNotify
+from orgsync.core.errors import ConfigError
+from orgsync.notify.dispatcher import Dispatcher, Route
+from orgsync.notify.ledger import FileLedger, Ledger, MemoryLedger, ledger_path
+from orgsync.notify.render import Redactor
+from orgsync.notify.senders import Channel, EmailChannel, SlackChannel, WebhookChannel
+
+log = structlog.get_logger(__name__)
+
+
+def _secrets(entry: NotifyConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """The entry's secrets by role; `ConfigError` naming the key if one is missing."""
+    if isinstance(entry, WebhookNotify):
+        return {"secret": entry.secret.resolve(environ).get_secret_value()}
+    if isinstance(entry, SlackNotify):
+        url = entry.url.resolve(environ).get_secret_value()
+        plain_ok = entry.allow_plaintext and url.startswith("http://")
+        if not (url.startswith("https://") or plain_ok):
+            # The URL is the credential: say what is wrong with it, never what it is.
+            raise ConfigError(
+                f"notify.{entry.name}.url: the webhook URL must start with https:// "
+                "(http:// only with allow_plaintext = true)"
+            )
+        return {"url": url}
+    password = entry.password
+    return {"password": password.resolve(environ).get_secret_value()} if password else {}
+
+
+def _channel(entry: NotifyConfig, secrets: Mapping[str, str], redact: Redactor) -> Channel:
+    timeout = entry.timeout.total_seconds()
+    if isinstance(entry, WebhookNotify):
+        if entry.url.startswith("http://"):
+            log.warning("notify.plaintext", entry=entry.name)
+        return WebhookChannel(
+            entry.url,
+            secret=secrets["secret"].encode(),
+            timeout=timeout,
+            ca_file=entry.ca_file,
+            redact=redact,
+        )
+    if isinstance(entry, SlackNotify):
+        return SlackChannel(secrets["url"], timeout=timeout, ca_file=entry.ca_file, redact=redact)
+    assert isinstance(entry, EmailNotify)
+    if entry.tls == "none":
+        log.warning("notify.plaintext", entry=entry.name)
+    return EmailChannel(
+        host=entry.host,
+        port=entry.smtp_port,
+        tls=entry.tls,
+        sender=entry.sender,
+        recipients=entry.recipients,
+        subject_prefix=entry.subject_prefix,
+        username=entry.username,
+        password=secrets.get("password"),
+        timeout=timeout,
+        ca_file=entry.ca_file,
+        redact=redact,
+    )
+
+
+def check_secrets(entry: NotifyConfig, environ: Mapping[str, str]) -> None:
+    """Raise `ConfigError` if the entry's secret cannot be read (`orgsync validate`)."""
+    _secrets(entry, environ)
+
+
+def build_dispatcher(
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    strict: bool,
+    count: Callable[[str, str], None] | None = None,
+) -> Dispatcher:
+    """The dispatcher of `config.notify` (one that does nothing when there is none)."""
+    resolved: list[tuple[NotifyConfig, dict[str, str]]] = []
+    for entry in config.notify:
+        try:
+            resolved.append((entry, _secrets(entry, environ)))
+        except ConfigError as error:
+            if strict:
+                raise
+            log.error("notify.disabled", entry=entry.name, error=str(error))
+    redact = Redactor(value for _, secrets in resolved for value in secrets.values())
+    routes = [
+        Route(
+            name=entry.name,
+            channel=_channel(entry, secrets, redact),
+            events=frozenset(entry.events),
+            targets=frozenset(entry.targets),
+            max_per_hour=entry.max_per_hour,
+            repeat_after=entry.repeat_after.total_seconds(),
+            max_attempts=entry.max_attempts,
+        )
+        for entry, secrets in resolved
+    ]
+    ledger = _ledger(config.state.path) if routes else None
+    return Dispatcher(routes, ledger=ledger, redact=redact, count=count)
+
+
+def _ledger(state_path: Path) -> Ledger:
+    if str(state_path) == ":memory:":
+        return MemoryLedger()
+    return FileLedger(ledger_path(state_path))

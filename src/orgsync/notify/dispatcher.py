@@ -1,0 +1,285 @@
+"""The dispatcher: takes events from the run's thread, sends them from its own.
+
+Never blocks, never fails a run: `publish` (and the engine's `run_finished` hook, and the
+daemon's `quarantine`) only put the event on each matching entry's bounded queue, and
+catch everything. Each `[[notify]]` entry has its own queue and sender thread, so a
+receiver that hangs delays only its own messages. A full queue drops the event with a
+`notify.dropped` log line and a count.
+
+Per entry, in its sender thread:
+1. Rate limit: at most `max_per_hour` sent in any hour; beyond that an event is dropped
+   (`notify.rate_limited`) and the next message sent says how many were.
+2. De-duplication: an event with the same fingerprint as one sent within `repeat_after`
+   (the same held plan, the same failure) is not sent, only counted (`notify.suppressed`);
+   the first one after the quiet period is sent with that count. See `ledger.py`.
+3. Send, retried by the project's retry policy (`orgsync.retrying`): `TransientError`
+   (5xx, 429 with its Retry-After, timeouts) up to `max_attempts`, nothing else.
+
+`close(timeout)` waits at most `timeout` seconds for the queues to drain, then abandons
+what is left (logged): the CLI calls it after printing its result, the daemon when it
+stops, so a dead receiver costs a bounded wait at exit and nothing during a run.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from orgsync.core.errors import OrgsyncError
+from orgsync.notify.events import (
+    FinishedRun,
+    Notification,
+    RunMode,
+    Standing,
+    from_run,
+    quarantine_change,
+)
+from orgsync.notify.ledger import Ledger, MemoryLedger
+from orgsync.notify.render import Delivery, Redactor
+from orgsync.notify.senders import Channel
+from orgsync.retrying import RetrySettings
+
+log = structlog.get_logger(__name__)
+
+QUEUE_SIZE = 100
+"""Events waiting per entry; more are dropped (a receiver down for a long time)."""
+DRAIN_SECONDS = 10.0
+"""How long `orgsync sync` and a stopping daemon wait for unsent notifications."""
+RETRY_BUDGET = 60.0
+"""Seconds one notification may spend on retries (waits and attempts together)."""
+_HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One `[[notify]]` entry: which events, where to, and how often at most."""
+
+    name: str
+    channel: Channel
+    events: frozenset[str]
+    targets: frozenset[str] = frozenset()
+    """Empty: every target."""
+    max_per_hour: int = 12
+    repeat_after: float = 6 * _HOUR
+    max_attempts: int = 3
+
+    def wants(self, event: Notification) -> bool:
+        return event.kind in self.events and (not self.targets or event.target in self.targets)
+
+
+class _Abandoned(Exception):
+    """Raised inside a retry wait once the dispatcher gave up draining."""
+
+
+_STOP = object()
+
+
+class _Sender:
+    """One entry's queue and thread."""
+
+    def __init__(self, route: Route, dispatcher: Dispatcher, queue_size: int) -> None:
+        self.route = route
+        self.dispatcher = dispatcher
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self.sent_at: deque[float] = deque()
+        self.rate_limited = 0
+        self.abandon = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"notify:{route.name}", daemon=True)
+
+    def sleep(self, seconds: float) -> None:
+        if self.abandon.wait(seconds):
+            raise _Abandoned
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, Notification)
+            if self.abandon.is_set():
+                self.dispatcher.tally(self.route, "abandoned", item)
+                continue
+            try:
+                self.dispatcher.deliver(self, item)
+            except Exception as error:  # noqa: BLE001 - the sender thread must outlive any bug
+                log.error(
+                    "notify.crashed",
+                    entry=self.route.name,
+                    error=self.dispatcher.redact(f"{type(error).__name__}: {error}"),
+                )
+
+
+class Dispatcher:
+    """Routes events to the configured entries; see the module docstring."""
+
+    def __init__(
+        self,
+        routes: Sequence[Route] = (),
+        *,
+        ledger: Ledger | None = None,
+        redact: Redactor | None = None,
+        count: Callable[[str, str], None] | None = None,
+        host: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self.routes = tuple(routes)
+        self.ledger: Ledger = ledger or MemoryLedger()
+        self.redact = redact or Redactor()
+        self.host = socket.gethostname() if host is None else host
+        self.clock = clock
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._count = count
+        self._senders = [_Sender(route, self, queue_size) for route in self.routes]
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._standings: dict[str, Standing] = {}
+
+    # ------------------------------------------------------------------ what callers feed
+
+    def run_finished(self, result: FinishedRun, options: RunMode) -> None:
+        """The engine's hook: a held or failed real run becomes a notification."""
+        if not self.routes:
+            return
+        try:
+            event = from_run(result, options, self.clock(), self.redact)
+        except Exception as error:  # noqa: BLE001 - never fail a run over a message
+            log.error("notify.unformattable", error=f"{type(error).__name__}")
+            return
+        if event is not None:
+            self.publish(event)
+
+    def quarantine(self, target: str, standing: Standing) -> None:
+        """The daemon's standing of `target` after a run (or at start: the baseline)."""
+        with self._lock:
+            before = self._standings.get(target)
+            self._standings[target] = standing
+        event = quarantine_change(target, before, standing, self.clock(), self.redact)
+        if event is not None:
+            self.publish(event)
+
+    def publish(self, event: Notification) -> None:
+        """Queue `event` for every entry that wants it; never blocks, never raises."""
+        try:
+            for sender in self._senders:
+                if not sender.route.wants(event):
+                    continue
+                self._start()
+                if self._closed:
+                    self.tally(sender.route, "dropped", event)
+                    continue
+                try:
+                    sender.queue.put_nowait(event)
+                except queue.Full:
+                    self.tally(sender.route, "dropped", event, queue_size=sender.queue.maxsize)
+        except Exception as error:  # noqa: BLE001 - the caller is a run; it must go on
+            log.error("notify.publish_failed", error=f"{type(error).__name__}")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            for sender in self._senders:
+                sender.thread.start()
+
+    def close(self, timeout: float = DRAIN_SECONDS) -> bool:
+        """Send what is queued for at most `timeout` seconds; True if everything went."""
+        with self._lock:
+            self._closed = True
+            started = self._started
+        if not started:
+            return True
+        deadline = time.monotonic() + timeout
+        for sender in self._senders:
+            try:
+                sender.queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                sender.abandon.set()
+        for sender in self._senders:
+            sender.thread.join(max(0.0, deadline - time.monotonic()))
+        drained = True
+        for sender in self._senders:
+            if sender.thread.is_alive():
+                drained = False
+                sender.abandon.set()
+                log.warning(
+                    "notify.abandoned",
+                    entry=sender.route.name,
+                    waiting=sender.queue.qsize(),
+                    reason=f"not delivered within {timeout:g}s of the end",
+                )
+            else:
+                sender.route.channel.close()
+        return drained
+
+    # ------------------------------------------------------------------ in a sender thread
+
+    def tally(self, route: Route, result: str, event: Notification, **fields: object) -> None:
+        self.counts[(route.name, result)] += 1
+        if self._count is not None:
+            self._count(route.name, result)
+        level = {"sent": "info", "suppressed": "info"}.get(result, "warning")
+        getattr(log, level)(
+            f"notify.{result}", entry=route.name, kind=event.kind, target=event.target, **fields
+        )
+
+    def deliver(self, sender: _Sender, event: Notification) -> None:
+        route = sender.route
+        now = time.monotonic()
+        while sender.sent_at and now - sender.sent_at[0] >= _HOUR:
+            sender.sent_at.popleft()
+        if len(sender.sent_at) >= route.max_per_hour:
+            sender.rate_limited += 1
+            self.tally(route, "rate_limited", event, max_per_hour=route.max_per_hour)
+            return
+        fingerprint = event.fingerprint
+        claim = None
+        if fingerprint is not None:
+            key = (route.name, event.target, event.kind, fingerprint)
+            claim = self.ledger.claim(key, now=time.time(), window=route.repeat_after)
+            if claim is None:
+                self.tally(route, "suppressed", event, repeat_after=route.repeat_after)
+                return
+        delivery = Delivery(
+            id=uuid.uuid4().hex,
+            host=self.host,
+            repeats=claim.repeats if claim else 0,
+            since=datetime.fromtimestamp(claim.since, UTC) if claim and claim.since else None,
+            dropped=sender.rate_limited,
+        )
+        policy = RetrySettings(
+            max_attempts=route.max_attempts, max_delay=RETRY_BUDGET, base=0.5, cap=8.0
+        ).policy(sleep=sender.sleep)
+        attempts = 0
+        try:
+            for attempt in policy:
+                with attempt:
+                    attempts += 1
+                    route.channel.send(event, delivery)
+        except _Abandoned:
+            if claim is not None:
+                self.ledger.release(claim)
+            self.tally(route, "abandoned", event)
+            return
+        except Exception as error:  # noqa: BLE001 - any failure is this message's, not the run's
+            if claim is not None:
+                self.ledger.release(claim)
+            reason = str(error) if isinstance(error, OrgsyncError) else type(error).__name__
+            self.tally(route, "failed", event, attempts=attempts, error=self.redact(reason))
+            return
+        sender.sent_at.append(time.monotonic())
+        sender.rate_limited = 0
+        self.tally(route, "sent", event, attempts=attempts, repeats=delivery.repeats)

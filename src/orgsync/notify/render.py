@@ -1,0 +1,259 @@
+"""Notifications as people read them: one message, three wire forms. Pure: no I/O.
+
+`compose` turns a `Notification` into a `Message` (a title, fact lines, the commands to
+type next, a footer), and each channel renders that: `webhook_document` (JSON with the
+structured fields too), `slack_payload` (incoming-webhook `text` + Block Kit `blocks`),
+`email_message` (text/plain).
+
+Every string that came from outside (reasons, e-mail addresses, errors, group names) goes
+through a `Redactor` before it is used, which removes the channel secrets it was given
+and anything shaped like a credential; Slack text is escaped so that a group named
+`<!channel>` cannot ping a whole channel; an e-mail subject is one line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from orgsync.notify.events import Notification, clip
+
+REDACTED = "[redacted]"
+
+_CREDENTIAL_SHAPES = (
+    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s,;]+"), r"\1 " + REDACTED),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{12,}"), REDACTED),
+    (re.compile(r"(://)[^/\s@]+@"), r"\1" + REDACTED + "@"),
+    (re.compile(r"(?i)(hooks\.slack\.com/)[^\s]+"), r"\1" + REDACTED),
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # all that splitlines() splits on
+
+
+class Redactor:
+    """Removes known secret values and credential-shaped text from a string."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first: a secret containing another must go whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        for pattern, replacement in _CREDENTIAL_SHAPES:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+def one_line(text: str) -> str:
+    """Control characters and line breaks become single spaces."""
+    return _CONTROL.sub(" ", text).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the dispatcher knows about this sending, beyond the event itself."""
+
+    id: str = ""
+    """This delivery's id (the webhook's `id`), the same in each attempt."""
+    host: str = ""
+    repeats: int = 0
+    """Identical events not sent since the last one that was."""
+    since: datetime | None = None
+    """When that last identical one was sent."""
+    dropped: int = 0
+    """Notifications of this entry the rate limit dropped before this one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    lines: tuple[str, ...]
+    commands: tuple[str, ...]
+    footer: str
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _ops(count: int) -> str:
+    return f"{count} operation" + ("" if count == 1 else "s")
+
+
+def _runs(count: int) -> str:
+    return f"{count} failed run" + ("" if count == 1 else "s")
+
+
+def compose(event: Notification, delivery: Delivery, redact: Redactor) -> Message:
+    """The message for `event`: never raises, never longer than a screen."""
+
+    def safe(text: str, limit: int = 500) -> str:
+        return clip(one_line(redact(text)), limit)
+
+    target = safe(event.target, 100)
+    trigger = f" ({safe(event.trigger, 60)})" if event.trigger else ""
+    lines: list[str] = []
+    commands = ["orgsync status", f"orgsync sync --dry-run --target {target}"]
+    if event.kind == "held":
+        title = f"{target}: {_ops(event.held)} held by the safety gate"
+        lines.append(
+            f"A sync of {target}{trigger} held {_ops(event.held)} back for a person to "
+            f"review; {_ops(event.applied)} were applied."
+        )
+        if event.guards:
+            lines.append("Why:")
+            lines.extend(f"• {safe(guard, 300)} ({_ops(n)})" for guard, n in event.guards)
+        if event.held_subjects:
+            lines.append("Held:")
+            lines.extend(f"• {safe(subject, 200)}" for subject in event.held_subjects)
+            more = event.held - len(event.held_subjects)
+            if more > 0:
+                lines.append(f"• and {more} more")
+        if event.checksum:
+            lines.append(f"Plan checksum: {safe(event.checksum, 80)}")
+        if any("max_removal" in guard for guard, _ in event.guards):
+            commands.append(
+                f"orgsync sync --target {target} --allow-removals {event.held}"
+                "   # only if the removals are intended"
+            )
+    elif event.kind == "failed":
+        title = f"{target}: sync failed"
+        lines.append(f"A sync of {target}{trigger} failed: {safe(event.error or 'no reason')}")
+        if event.failed_operations:
+            lines.append(
+                f"{_ops(event.failed_operations)} failed, {_ops(event.applied)} were applied."
+            )
+        if event.held:
+            lines.append(f"{_ops(event.held)} were also held by the safety gate.")
+        commands.insert(1, f"orgsync runs --target {target}")
+    elif event.kind == "quarantined":
+        title = f"{target}: quarantined after {_runs(event.failures)}"
+        after = f"; next attempt at {_when(event.next_run_at)}" if event.next_run_at else ""
+        lines.append(
+            f"{target} failed {_runs(event.failures)} in a row and is quarantined: its runs "
+            f"back off{after}. One clean run ends the quarantine."
+        )
+        if event.error:
+            lines.append(f"Last error: {safe(event.error)}")
+        commands.insert(1, f"orgsync runs --target {target}")
+    else:
+        title = f"{target}: recovered"
+        lines.append(
+            f"{target} ran clean again after {_runs(event.failures)}; "
+            "it is back on its normal schedule."
+        )
+        commands = ["orgsync status"]
+    if delivery.repeats:
+        since = f" since {_when(delivery.since)}" if delivery.since else ""
+        lines.append(f"The same happened {delivery.repeats} more time(s){since} without a message.")
+    if delivery.dropped:
+        lines.append(
+            f"{delivery.dropped} earlier notification(s) were dropped by this channel's "
+            "rate limit (max_per_hour); see the log."
+        )
+    footer = " · ".join(
+        part
+        for part in (
+            f"orgsync on {safe(delivery.host, 100)}" if delivery.host else "orgsync",
+            f"run {safe(event.run_id, 80)}" if event.run_id else "",
+            _when(event.at),
+        )
+        if part
+    )
+    return Message(title=title, lines=tuple(lines), commands=tuple(commands), footer=footer)
+
+
+def plain_text(message: Message) -> str:
+    """The message as plain text (e-mail body, the webhook's `text`)."""
+    parts = [message.title, "", *message.lines, "", "Next:"]
+    parts.extend(f"  {command}" for command in message.commands)
+    parts.extend(["", message.footer])
+    return "\n".join(parts) + "\n"
+
+
+def webhook_document(
+    event: Notification, message: Message, delivery: Delivery, redact: Redactor, event_id: str
+) -> dict[str, Any]:
+    """The JSON body of a generic webhook: the message and the event's fields."""
+
+    def safe(text: str | None) -> str | None:
+        return one_line(redact(text)) if text is not None else None
+
+    return {
+        "id": event_id,
+        "kind": event.kind,
+        "target": safe(event.target),
+        "at": event.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "host": safe(delivery.host),
+        "title": message.title,
+        "text": plain_text(message),
+        "commands": list(message.commands),
+        "trigger": safe(event.trigger),
+        "run_id": safe(event.run_id),
+        "held": event.held,
+        "guards": [{"reason": safe(g), "operations": n} for g, n in event.guards],
+        "held_operations": [safe(s) for s in event.held_subjects],
+        "held_not_listed": max(0, event.held - len(event.held_subjects)),
+        "summary": dict(event.summary),
+        "applied": event.applied,
+        "failed_operations": event.failed_operations,
+        "error": safe(event.error),
+        "checksum": safe(event.checksum),
+        "consecutive_failures": event.failures,
+        "next_run_at": event.next_run_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if event.next_run_at
+        else None,
+        "repeats": delivery.repeats,
+        "dropped_before": delivery.dropped,
+    }
+
+
+def _slack_escape(text: str) -> str:
+    # Slack's only control characters in mrkdwn; escaping them disarms <!channel>, <@U…>
+    # and <http://link|label> in anything a directory or a target sent us.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_SLACK_SECTION = 2900  # Slack refuses a section text over 3000 characters
+
+
+def slack_payload(message: Message) -> dict[str, Any]:
+    """An incoming-webhook body: `text` (notifications, old clients) and `blocks`."""
+    body = clip("\n".join(_slack_escape(line) for line in message.lines), _SLACK_SECTION)
+    commands = clip("\n".join(message.commands), _SLACK_SECTION - 20).replace("```", "'''")
+    return {
+        "text": _slack_escape(clip(message.title, 300)),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": clip(message.title, 150)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": body or "-"}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*Next:*\n```{_slack_escape(commands)}```"},
+            },
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": _slack_escape(message.footer)}],
+            },
+        ],
+    }
+
+
+def email_message(
+    message: Message, *, sender: str, recipients: Iterable[str], prefix: str, at: datetime
+) -> EmailMessage:
+    """A text/plain e-mail; the subject is one line whatever the event held."""
+    mail = EmailMessage()
+    subject = one_line(f"{prefix} {message.title}" if prefix else message.title)
+    mail["Subject"] = clip(subject, 200)
+    mail["From"] = sender
+    mail["To"] = ", ".join(recipients)
+    mail["Date"] = format_datetime(at.astimezone(UTC))
+    mail["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
+    mail.set_content(plain_text(message))
+    return mail

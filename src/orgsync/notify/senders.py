@@ -1,0 +1,246 @@
+"""The three channels: a signed JSON webhook, a Slack incoming webhook, SMTP e-mail.
+
+Each `send` is ONE attempt and says how it failed in the project's error vocabulary, so
+that `orgsync.retrying` decides about retries as it does everywhere else:
+`TransientError` (HTTP 429 and 5xx, timeouts, refused or reset connections, SMTP 4yz
+replies) is retried; `RequestRejected` (any other HTTP 4xx or 3xx, SMTP 5yz replies,
+a certificate that does not verify, a server without STARTTLS) is not.
+
+No error message names a URL (a Slack webhook URL *is* the credential) or a password.
+
+The generic webhook is signed exactly like the daemon's own `POST /webhooks/generic`:
+`X-Orgsync-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`,
+so one verifier serves both directions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final, Protocol
+
+import httpx
+
+from orgsync import __version__
+from orgsync.core.errors import RequestRejected, TransientError
+from orgsync.notify.events import Notification, clip
+from orgsync.notify.render import (
+    Delivery,
+    Redactor,
+    compose,
+    email_message,
+    slack_payload,
+    webhook_document,
+)
+
+SIGNATURE_HEADER: Final = "X-Orgsync-Signature"
+USER_AGENT: Final = f"orgsync/{__version__}"
+
+
+class Channel(Protocol):
+    """One configured destination."""
+
+    kind: str
+
+    def send(self, event: Notification, delivery: Delivery) -> None:
+        """Deliver once; raise `TransientError` (worth retrying) or `RequestRejected`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The `X-Orgsync-Signature` value of `body` sent at `timestamp` (see module doc)."""
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verification always on; `ca_file` adds a private CA to trust."""
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isdigit() else None
+
+
+class _HttpChannel:
+    """POSTs JSON to one URL; the URL is never put in an error."""
+
+    kind = "http"
+
+    def __init__(self, url: str, *, timeout: float, ca_file: Path | None, redact: Redactor) -> None:
+        self._url = url
+        self._redact = redact
+        self._client = httpx.Client(
+            timeout=timeout,
+            verify=tls_context(ca_file),
+            follow_redirects=False,  # a redirect could carry the message somewhere else
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            response = self._client.post(self._url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            raise TransientError(f"no answer within {self._client.timeout.read}s") from None
+        except ssl.SSLCertVerificationError as error:
+            raise RequestRejected(f"TLS certificate not trusted: {error.verify_message}") from None
+        except httpx.TransportError as error:
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                raise RequestRejected(
+                    f"TLS certificate not trusted: {cause.verify_message}"
+                ) from None
+            raise TransientError(f"cannot deliver: {type(error).__name__}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = clip(self._redact(response.text.strip()), 200)
+        message = f"the receiver answered {status}" + (f": {detail}" if detail else "")
+        if status == 429 or status >= 500:
+            raise TransientError(message, status=status, retry_after=_retry_after(response))
+        raise RequestRejected(message, status=status)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class WebhookChannel(_HttpChannel):
+    kind = "webhook"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        secret: bytes,
+        timeout: float,
+        ca_file: Path | None,
+        redact: Redactor,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(url, timeout=timeout, ca_file=ca_file, redact=redact)
+        self._secret = secret
+        self._clock = clock
+
+    def send(self, event: Notification, delivery: Delivery) -> None:
+        message = compose(event, delivery, self._redact)
+        document = webhook_document(event, message, delivery, self._redact, delivery.id)
+        body = json.dumps(document, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            # Signed per attempt: a retry minutes later must still be inside the window.
+            SIGNATURE_HEADER: sign(self._secret, int(self._clock()), body),
+            "X-Orgsync-Event": event.kind,
+            "X-Orgsync-Delivery": delivery.id,
+        }
+        self._post(body, headers)
+
+
+class SlackChannel(_HttpChannel):
+    kind = "slack"
+
+    def send(self, event: Notification, delivery: Delivery) -> None:
+        payload = slack_payload(compose(event, delivery, self._redact))
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self._post(body, {"Content-Type": "application/json"})
+
+
+class EmailChannel:
+    kind = "email"
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        tls: str,
+        sender: str,
+        recipients: Sequence[str],
+        subject_prefix: str,
+        username: str | None,
+        password: str | None,
+        timeout: float,
+        ca_file: Path | None,
+        redact: Redactor,
+    ) -> None:
+        self._host, self._port, self._tls = host, port, tls
+        self._sender, self._recipients = sender, tuple(recipients)
+        self._prefix = subject_prefix
+        self._username, self._password = username, password
+        self._timeout = timeout
+        self._context = tls_context(ca_file)
+        self._redact = redact
+
+    def send(self, event: Notification, delivery: Delivery) -> None:
+        mail = email_message(
+            compose(event, delivery, self._redact),
+            sender=self._sender,
+            recipients=self._recipients,
+            prefix=self._prefix,
+            at=event.at,
+        )
+        try:
+            with self._connect() as smtp:
+                if self._tls == "starttls":
+                    smtp.ehlo()
+                    if not smtp.has_extn("starttls"):
+                        raise RequestRejected(
+                            f"{self._host}:{self._port} offers no STARTTLS; not sending in clear"
+                        )
+                    smtp.starttls(context=self._context)
+                    smtp.ehlo()
+                if self._username is not None and self._password is not None:
+                    smtp.login(self._username, self._password)
+                smtp.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as error:
+            codes = [code for code, _ in error.recipients.values()]
+            text = f"every recipient refused (SMTP {', '.join(map(str, sorted(set(codes))))})"
+            if all(400 <= code < 500 for code in codes):
+                raise TransientError(text) from None
+            raise RequestRejected(text) from None
+        except smtplib.SMTPResponseException as error:
+            reply = error.smtp_error
+            said = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+            text = f"SMTP {error.smtp_code}: {clip(self._redact(said), 200)}"
+            if 400 <= error.smtp_code < 500:
+                raise TransientError(text) from None
+            raise RequestRejected(text) from None
+        except smtplib.SMTPServerDisconnected:
+            raise TransientError("the SMTP server closed the connection") from None
+        except smtplib.SMTPException as error:
+            raise RequestRejected(f"SMTP: {type(error).__name__}") from None
+        except ssl.SSLCertVerificationError as error:
+            raise RequestRejected(f"TLS certificate not trusted: {error.verify_message}") from None
+        except ssl.SSLError as error:
+            raise RequestRejected(f"TLS failed: {error.reason}") from None
+        except TimeoutError:
+            raise TransientError(f"no answer within {self._timeout}s") from None
+        except OSError as error:
+            raise TransientError(
+                f"cannot reach {self._host}:{self._port}: {error.strerror}"
+            ) from None
+
+    def _connect(self) -> smtplib.SMTP:
+        # gethostname, not smtplib's default getfqdn: that can wait on DNS for seconds.
+        local = socket.gethostname()
+        if self._tls == "implicit":
+            return smtplib.SMTP_SSL(
+                self._host,
+                self._port,
+                local_hostname=local,
+                timeout=self._timeout,
+                context=self._context,
+            )
+        return smtplib.SMTP(self._host, self._port, local_hostname=local, timeout=self._timeout)
+
+    def close(self) -> None:
+        pass

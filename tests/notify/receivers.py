@@ -1,0 +1,254 @@
+"""Real receivers on loopback for notification tests: an HTTP endpoint and an SMTP server.
+
+`HttpReceiver` is a stdlib HTTP server that records every request, checks the
+`X-Orgsync-Signature` with the daemon's own verifier (`orgsync.daemon.webhooks`), and
+answers from a script: a status, `("429", seconds)` with Retry-After, or `"hang"` (read
+the request, never answer, until the receiver stops). `SmtpReceiver` is aiosmtpd with
+STARTTLS, implicit TLS or none, and optional AUTH, recording each message.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from orgsync.daemon.webhooks import Refused, verify_signature
+from tests.sources.servers import TlsFiles, free_port, make_tls
+
+Answer = int | str | tuple[int, int]
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    signature_ok: bool | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HttpReceiver:
+    """Answers `script` in order, then `default`; records every request."""
+
+    secret: bytes | None = None
+    script: list[Answer] = field(default_factory=list)
+    default: Answer = 200
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def _next_answer(self) -> Answer:
+        with self._lock:
+            return self.script.pop(0) if self.script else self.default
+
+    def _record(self, received: Received) -> None:
+        with self._lock:
+            self.received.append(received)
+
+    def start(self) -> HttpReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                signature_ok = None
+                if receiver.secret is not None:
+                    try:
+                        verify_signature(
+                            headers.get("x-orgsync-signature"), body, receiver.secret, time.time()
+                        )
+                        signature_ok = True
+                    except Refused:
+                        signature_ok = False
+                receiver._record(Received(self.path, headers, body, time.monotonic(), signature_ok))
+                answer = receiver._next_answer()
+                if answer == "hang":
+                    receiver._released.wait(120)
+                    return
+                if signature_ok is False:
+                    answer = 401
+                status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
+                assert isinstance(status, int)
+                self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", str(retry_after))
+                reply = b"ok" if status < 300 else b"no"
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._released.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> HttpReceiver:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def bodies(self) -> list[Any]:
+        with self._lock:
+            return [r.json() for r in self.received]
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.02)
+        raise AssertionError(f"{len(self.received)} request(s) after {timeout}s, wanted {count}")
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens (connection refused)."""
+    return f"http://127.0.0.1:{free_port()}/hook"
+
+
+@dataclass
+class Mail:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    tls: bool
+    authenticated: str | None
+
+
+class _Handler:
+    def __init__(self, sink: Callable[[Mail], None], reply: Callable[[], str]) -> None:
+        self._sink = sink
+        self._reply = reply
+
+    async def handle_DATA(  # noqa: N802 - the name aiosmtpd calls
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        answer = self._reply()
+        if not answer.startswith("250"):
+            return answer
+        raw = envelope.original_content or b""
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        login = session.auth_data.login.decode() if session.authenticated else None
+        self._sink(
+            Mail(
+                str(envelope.mail_from),
+                list(envelope.rcpt_tos),
+                parsed,
+                tls=server.transport is not None
+                and server.transport.get_extra_info("ssl_object") is not None,
+                authenticated=login,
+            )
+        )
+        return "250 OK"
+
+
+class SmtpReceiver:
+    """aiosmtpd on loopback; `tls`: "starttls" (required), "implicit", "none", or
+    "offers-none" (plain, without STARTTLS on offer)."""
+
+    def __init__(
+        self,
+        tls_files: TlsFiles | None,
+        *,
+        tls: str = "starttls",
+        users: Mapping[str, str] | None = None,
+        replies: list[str] | None = None,
+    ) -> None:
+        self.messages: list[Mail] = []
+        self.port = free_port()
+        self._replies = list(replies or [])
+        self._lock = threading.Lock()
+        self._users = dict(users or {})
+        context = None
+        if tls_files is not None and tls in ("starttls", "implicit"):
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls_files.cert, tls_files.key)
+        kwargs: dict[str, Any] = {}
+        if tls == "starttls":
+            kwargs.update(tls_context=context, require_starttls=True)
+        elif tls == "implicit":
+            kwargs.update(ssl_context=context)
+        if self._users:
+            # aiosmtpd offers AUTH only after STARTTLS (not over implicit TLS).
+            assert tls == "starttls", "AUTH is tested over STARTTLS"
+            kwargs.update(authenticator=self._authenticate, auth_required=True)
+        self._controller = Controller(
+            _Handler(self._store, self._reply), hostname="127.0.0.1", port=self.port, **kwargs
+        )
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        ok = self._users.get(data.login.decode()) == data.password.decode()
+        return AuthResult(success=ok, auth_data=data)
+
+    def _reply(self) -> str:
+        with self._lock:
+            return self._replies.pop(0) if self._replies else "250 OK"
+
+    def _store(self, mail: Mail) -> None:
+        with self._lock:
+            self.messages.append(mail)
+
+    def __enter__(self) -> SmtpReceiver:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._controller.stop()
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Mail]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.02)
+        raise AssertionError(f"{len(self.messages)} message(s) after {timeout}s, wanted {count}")
+
+
+@contextmanager
+def throwaway_tls(folder: Path) -> Iterator[TlsFiles]:
+    """A private CA and a loopback server certificate, made with openssl for this test."""
+    yield make_tls(folder)
