@@ -110,7 +110,9 @@ class HttpReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -221,7 +223,7 @@ class SmtpReceiver:
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
         ok = self._users.get(data.login.decode()) == data.password.decode()
-        return AuthResult(success=ok, auth_data=data)
+        return AuthResult(success=ok, handled=False, auth_data=data)
 
     def _reply(self) -> str:
         with self._lock:

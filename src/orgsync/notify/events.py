@@ -13,6 +13,7 @@ thousands of removals is a small event in a bounded queue and a short message.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from orgsync.core.plan import Plan
+from orgsync.core.plan import Plan, operation_json
 from orgsync.core.ports import OperationStatus
 
 Kind = Literal["held", "failed", "quarantined", "recovered"]
@@ -54,6 +55,9 @@ class Notification:
     """The plan's operations by kind (what the run set out to do)."""
     error: str | None = None
     checksum: str | None = None
+    held_digest: str | None = None
+    """Digest of the held operations and their guards only: a run that also applied
+    other changes and the next run holding the same removals hold "the same plan"."""
     failures: int = 0
     """Consecutive failed runs (quarantine events)."""
     next_run_at: datetime | None = None
@@ -62,13 +66,13 @@ class Notification:
     def fingerprint(self) -> str | None:
         """What makes two events "the same" for de-duplication; None: never de-duplicated.
 
-        A held plan is the same while its checksum is; a failure is the same while its
+        A held plan is the same while what it holds is; a failure is the same while its
         error reads the same with numbers and ids ignored (so "3 operation(s) failed" and
         "4 operation(s) failed" with the same cause, or a new request id, are one
         failure). Quarantine and recovery are transitions, each news on its own.
         """
         if self.kind == "held":
-            return self.checksum or _digest(";".join(g for g, _ in self.guards))
+            return self.held_digest or self.checksum or _digest(";".join(g for g, _ in self.guards))
         if self.kind == "failed":
             return _digest(_normalized(self.error or ""))
         return None
@@ -160,6 +164,15 @@ def from_run(
         summary=tuple(plan.summary.items()) if plan is not None else (),
         error=clip(redact(result.error)) if result.error else None,
         checksum=plan.checksum if plan is not None else None,
+        held_digest=_digest(
+            json.dumps(
+                [[operation_json(h.operation), h.guard] for h in held],
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+        )
+        if held
+        else None,
     )
 
 
