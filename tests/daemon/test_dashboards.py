@@ -72,6 +72,10 @@ KNOWN_VALUES = {
         },
         "kind": {"generic", "okta", "entra"},
     },
+    # notify/dispatcher.py: Dispatcher.tally's results.
+    "orgsync_notifications_total": {
+        "result": {"sent", "failed", "suppressed", "rate_limited", "dropped", "abandoned"}
+    },
 }
 
 
@@ -115,6 +119,8 @@ def exercised_metrics() -> Metrics:
     metrics.webhook("okta", "duplicate")
     metrics.quarantine(TARGET, quarantined=True, failures=3)
     metrics.connection_dropped("main", "header_timeout")
+    metrics.notification("ops-slack", "sent")
+    metrics.notification("ops-slack", "failed")
     return metrics
 
 
