@@ -15,19 +15,17 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from orgsync.daemon.webhooks import Refused, verify_signature
-from tests.sources.servers import TlsFiles, free_port, make_tls
+from tests.sources.servers import TlsFiles, free_port
 
 Answer = int | str | tuple[int, int]
 
@@ -248,9 +246,3 @@ class SmtpReceiver:
                     return list(self.messages)
             time.sleep(0.02)
         raise AssertionError(f"{len(self.messages)} message(s) after {timeout}s, wanted {count}")
-
-
-@contextmanager
-def throwaway_tls(folder: Path) -> Iterator[TlsFiles]:
-    """A private CA and a loopback server certificate, made with openssl for this test."""
-    yield make_tls(folder)

@@ -4,7 +4,7 @@ never a list of thousands, never a Slack ping or a second e-mail header smuggled
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from orgsync.notify.render import (
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SECRET = "whsec-0123456789abcdefXYZ"
+FAILED_EVENT = Notification(kind="failed", target="t", at=AT, error="HTTP 500")
 
 
 @dataclass
@@ -110,6 +111,13 @@ def test_thousands_of_held_removals_stay_a_short_message() -> None:
     text = everything(event, Redactor())
     assert "and 4990 more" in text
     assert len(json.dumps(slack_payload(compose(event, Delivery(), Redactor())))) < 6000
+
+
+def test_a_message_after_a_quiet_period_or_a_rate_limit_says_what_was_not_sent() -> None:
+    delivery = Delivery(repeats=4, since=AT, dropped=3)
+    text = plain_text(compose(replace(FAILED_EVENT), delivery, Redactor()))
+    assert "The same happened 4 more time(s) since 2026-03-01 12:00 UTC" in text
+    assert "3 earlier notification(s) were dropped by this channel's rate limit" in text
 
 
 def test_dry_runs_and_clean_runs_notify_nobody() -> None:
