@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -28,6 +28,20 @@ from orgsync.daemon.webhooks import Refused, verify_signature
 from tests.sources.servers import TlsFiles, free_port
 
 Answer = int | str | tuple[int, int]
+T = TypeVar("T")
+
+
+def _wait_for(
+    lock: threading.Lock, items: list[T], count: int, timeout: float, what: str
+) -> list[T]:
+    """A copy of `items` once it holds `count`; an AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with lock:
+            if len(items) >= count:
+                return list(items)
+        time.sleep(0.02)
+    raise AssertionError(f"{len(items)} {what} after {timeout}s, wanted {count}")
 
 
 @dataclass
@@ -130,13 +144,7 @@ class HttpReceiver:
             return [r.json() for r in self.received]
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.02)
-        raise AssertionError(f"{len(self.received)} request(s) after {timeout}s, wanted {count}")
+        return _wait_for(self._lock, self.received, count, timeout, "request(s)")
 
 
 def closed_port_url() -> str:
@@ -239,10 +247,4 @@ class SmtpReceiver:
         self._controller.stop()
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Mail]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.messages) >= count:
-                    return list(self.messages)
-            time.sleep(0.02)
-        raise AssertionError(f"{len(self.messages)} message(s) after {timeout}s, wanted {count}")
+        return _wait_for(self._lock, self.messages, count, timeout, "message(s)")
