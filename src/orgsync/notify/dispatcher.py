@@ -161,10 +161,14 @@ class Dispatcher:
 
     def quarantine(self, target: str, standing: Standing) -> None:
         """The daemon's standing of `target` after a run (or at start: the baseline)."""
-        with self._lock:
-            before = self._standings.get(target)
-            self._standings[target] = standing
-        event = quarantine_change(target, before, standing, self.clock(), self.redact)
+        try:
+            with self._lock:
+                before = self._standings.get(target)
+                self._standings[target] = standing
+            event = quarantine_change(target, before, standing, self.clock(), self.redact)
+        except Exception as error:  # noqa: BLE001 - called from a target's only worker
+            log.error("notify.unformattable", error=f"{type(error).__name__}")
+            return
         if event is not None:
             self.publish(event)
 
@@ -174,10 +178,10 @@ class Dispatcher:
             for sender in self._senders:
                 if not sender.route.wants(event):
                     continue
-                self._start()
-                if self._closed:
+                if self._closed:  # a late event after close(): nobody would send it
                     self.tally(sender.route, "dropped", event)
                     continue
+                self._start()
                 try:
                     sender.queue.put_nowait(event)
                 except queue.Full:
