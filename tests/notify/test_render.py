@@ -207,6 +207,10 @@ _secret = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-",
     min_size=16,
     max_size=64,
+).filter(
+    # A real credential mixes cases and digits; a lowercase word such as
+    # "failed_operation" would be "found" in the message's own wording.
+    lambda s: any(c.isdigit() for c in s) and any(c.isupper() for c in s)
 )
 
 
