@@ -21,6 +21,7 @@ from orgsync.core.errors import (
     RequestRejected,
     TargetError,
     TransientError,
+    UnsupportedRequest,
 )
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient, TokenBucket, error_for_transport, parse_retry_after
@@ -97,6 +98,8 @@ def expected_class(status: int) -> type[TargetError]:
         return NotFoundError
     if status == 409:
         return ConflictError
+    if status == 501:
+        return UnsupportedRequest
     if status in (408, 429) or status >= 500:
         return TransientError
     return RequestRejected
@@ -346,7 +349,7 @@ class TestRetries:
         assert len(recorder.requests) == 1
         assert recorder.sleeps == []
 
-    @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+    @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 501])
     def test_permanent_errors_are_not_retried(
         self, status: int, make_client: Callable[..., ApiClient], recorder: Recorder
     ) -> None:
@@ -354,6 +357,26 @@ class TestRetries:
         with pytest.raises(expected_class(status)):
             client.request("DELETE", "/x", idempotent=True)
         assert len(recorder.requests) == 1
+
+    def test_a_refusal_of_the_form_is_unsupported_and_not_retried(
+        self, make_client: Callable[..., ApiClient], recorder: Recorder
+    ) -> None:
+        """The adapter's `form_refusal` turns a 4xx naming the request's form (SCIM's
+        `invalidPath`) into `UnsupportedRequest`; other 4xx stay `RequestRejected`."""
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            code = "invalidPath" if request.url.path.endswith("/form") else "invalidValue"
+            return httpx.Response(400, json={"scimType": code, "detail": "no"})
+
+        client = make_client(
+            answer, form_refusal=lambda r: r.json().get("scimType") == "invalidPath"
+        )
+        with pytest.raises(UnsupportedRequest):
+            client.request("PATCH", "/form", json={}, idempotent=True)
+        with pytest.raises(RequestRejected) as rejected:
+            client.request("PATCH", "/value", json={}, idempotent=True)
+        assert type(rejected.value) is RequestRejected
+        assert len(recorder.requests) == 2
 
     def test_success_after_failures_returns_the_response(
         self, make_client: Callable[..., ApiClient], recorder: Recorder

@@ -2,8 +2,8 @@
 
 Classification decides behaviour in exactly one place each: `TransientError` is retried
 (honouring `retry_after`), `ConflictError` on a create means "look it up and adopt it",
-`NotFoundError` on a delete means "already done", any other `TargetError` fails that one
-operation with the server's message.
+`NotFoundError` on a delete means "already done", `UnsupportedRequest` means "ask another
+way", any other `TargetError` fails that one operation with the server's message.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class TargetError(OrgsyncError):
 
 
 class TransientError(TargetError):
-    """429, 5xx, timeouts and connection resets: worth retrying after `retry_after` seconds."""
+    """429, 5xx but 501, timeouts and connection resets: worth retrying after `retry_after`
+    seconds."""
 
     def __init__(
         self,
@@ -78,3 +79,12 @@ class NotFoundError(TargetError):
 
 class RequestRejected(TargetError):
     """Any other 4xx: the server refused this one operation."""
+
+
+class UnsupportedRequest(RequestRejected):
+    """The server does not implement this way of asking (HTTP 501, RFC 9110 §15.6.2; or a
+    refusal whose code names the request's form, such as a SCIM 400 `invalidPath`).
+
+    Permanent for the request as sent, so never retried; another request meaning the same
+    change may succeed (the SCIM target falls back to one).
+    """

@@ -5,9 +5,11 @@ It owns the boundary between the wire and orgsync's error taxonomy, in one place
 * transport failures (timeouts, refused or reset connections, broken responses) become
   `TransientError` with no status; misconfiguration that no retry can fix (an unsupported
   scheme, a redirect loop) becomes a plain `TargetError`;
-* 429, 408 and 5xx become `TransientError` carrying the server's `Retry-After`; 401/403
-  `AuthError`; 404 `NotFoundError`; 409 `ConflictError`; any other 4xx `RequestRejected`;
-  the message is the server's own (see `ErrorParser`) and the `x-request-id` rides along;
+* 429, 408 and 5xx but 501 become `TransientError` carrying the server's `Retry-After`;
+  501 (not implemented: permanent for the request as sent) and a 4xx the adapter's
+  `FormRefusal` recognises become `UnsupportedRequest`; 401/403 `AuthError`; 404
+  `NotFoundError`; 409 `ConflictError`; any other 4xx `RequestRejected`; the message is
+  the server's own (see `ErrorParser`) and the `x-request-id` rides along;
 * idempotent calls are retried with `orgsync.retrying`; non-idempotent ones never are,
   because only the applier can tell, after a lookup, whether a create already happened;
 * an optional client-side token bucket keeps us under vendor rate limits that are not
@@ -41,12 +43,14 @@ from orgsync.core.errors import (
     RequestRejected,
     TargetError,
     TransientError,
+    UnsupportedRequest,
 )
 from orgsync.retrying import RetrySettings
 
 __all__ = [
     "ApiClient",
     "ErrorParser",
+    "FormRefusal",
     "QueryParams",
     "TokenBucket",
     "error_for_response",
@@ -65,6 +69,15 @@ QueryParams = Mapping[str, QueryValue | Sequence[QueryValue]]
 
 ErrorParser = Callable[[httpx.Response], str | None]
 """Extracts the human message from an error response body, or None if it has no known shape."""
+
+FormRefusal = Callable[[httpx.Response], bool]
+"""Whether a 4xx answer refuses the request's form rather than its content (an API's own
+error code for it, such as SCIM's `invalidPath`): it becomes `UnsupportedRequest`."""
+
+
+def _no_form_refusal(response: httpx.Response) -> bool:
+    return False
+
 
 _REDACTED: Final = "[redacted]"
 _BODY_SNIPPET: Final = 200
@@ -163,6 +176,7 @@ def error_for_response(
     *,
     context: str,
     error_parser: ErrorParser = openai_error_message,
+    form_refusal: FormRefusal = _no_form_refusal,
     now: datetime | None = None,
 ) -> TargetError | None:
     """The orgsync error a response stands for, or None for a success (2xx).
@@ -176,6 +190,10 @@ def error_for_response(
     request_id = response.headers.get("x-request-id")
     detail = error_parser(response) or _fallback_message(response)
     message = f"{context}: {detail}"
+    if status == 501:
+        # Not Implemented: the server does not support what this request asks for; the
+        # same request will be refused again, so it is no transient 5xx (RFC 9110 §15.6.2).
+        return UnsupportedRequest(message, status=status, request_id=request_id)
     if status in {408, 429} or status >= 500:
         # 408 is the server timing out on our request: the same event as a client-side
         # timeout, which is transient, so it is classified alike.
@@ -192,6 +210,8 @@ def error_for_response(
     if status == 409:
         return ConflictError(message, status=status, request_id=request_id)
     if 400 <= status < 500:
+        if form_refusal(response):
+            return UnsupportedRequest(message, status=status, request_id=request_id)
         return RequestRejected(message, status=status, request_id=request_id)
     # 1xx cannot reach us and httpx does not follow redirects unless told to: a 3xx means
     # base_url points somewhere else (often http:// redirected to https://).
@@ -294,6 +314,7 @@ class ApiClient:
         on_response: called as `(system, status)` after every attempt, 0 for transport
             errors, so metrics count retries too.
         error_parser: extracts the server's message from an error body (OpenAI's by default).
+        form_refusal: recognises a 4xx that refuses the request's form (none by default).
         sleep: how to wait for backoff and the rate limit; tests pass a fake.
     """
 
@@ -311,6 +332,7 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         on_response: Callable[[str, int], None] | None = None,
         error_parser: ErrorParser = openai_error_message,
+        form_refusal: FormRefusal = _no_form_refusal,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._token = _Secret(bearer_token)
@@ -318,6 +340,7 @@ class ApiClient:
         self._retry = retry
         self._on_response = on_response
         self._error_parser = error_parser
+        self._form_refusal = form_refusal
         self._sleep = sleep
         self._bucket = (
             TokenBucket(requests_per_second, sleep=sleep)
@@ -460,7 +483,12 @@ class ApiClient:
             request_id=response.headers.get("x-request-id"),
             duration_ms=_millis(started),
         )
-        error = error_for_response(response, context=context, error_parser=self._error_parser)
+        error = error_for_response(
+            response,
+            context=context,
+            error_parser=self._error_parser,
+            form_refusal=self._form_refusal,
+        )
         if error is not None:
             raise self._scrubbed(error)
         return response
