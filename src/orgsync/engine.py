@@ -50,7 +50,7 @@ from orgsync.core.plan import (
 )
 from orgsync.core.plan_file import check_reviewed
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
-from orgsync.core.ports import OperationJournal, OperationStatus, Source, Target
+from orgsync.core.ports import LearnsForms, OperationJournal, OperationStatus, Source, Target
 from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
 from orgsync.core.safety import (
     Allowances,
@@ -508,6 +508,9 @@ class Engine:
         halt: threading.Event,
     ) -> TargetResult:
         target = self.target_factory(config, self.environ)
+        if isinstance(target, LearnsForms):  # SCIM: ask first in the forms that worked
+            learned = self.store.learned_forms(config.name)
+            target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
         try:
             observed = target.read()
             check_capabilities(config, target.capabilities)

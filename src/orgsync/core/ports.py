@@ -6,9 +6,11 @@ and every adapter depends only inwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Capabilities, SourceSnapshot, TargetInvite, TargetSnapshot
 from orgsync.core.plan import Operation
 
@@ -48,6 +50,19 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LearnsForms(Protocol):
+    """A target that learns which request forms its server accepts (SCIM).
+
+    The engine hands it what earlier runs learned and a callback that stores each new
+    finding at once (a run killed later keeps it).
+    """
+
+    def use_learned_forms(
+        self, learned: Sequence[LearnedForm], record: Callable[[LearnedForm], None]
+    ) -> None: ...
 
 
 class OperationStatus(StrEnum):

@@ -119,6 +119,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX owned_groups_by_source ON owned_groups (target, source_group_id)",
         ),
     ),
+    Migration(
+        3,
+        "request forms each target's server accepted (learned SCIM dialect)",
+        (
+            """
+            CREATE TABLE learned_forms (
+                target     TEXT NOT NULL,
+                change     TEXT NOT NULL,
+                form       TEXT NOT NULL,
+                server     TEXT NOT NULL,
+                reason     TEXT NOT NULL,
+                learned_at TEXT NOT NULL,
+                PRIMARY KEY (target, change)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

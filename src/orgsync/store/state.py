@@ -13,9 +13,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 
+from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Plan
 from orgsync.store.db import Clock, StateDB, utc_now
+from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
 from orgsync.store.journal import Journal, OperationRecord, RunJournal
 from orgsync.store.lease import LeaseRecord, Leases
@@ -26,7 +28,8 @@ from orgsync.store.runs import RunRecord, Runs
 
 
 class StateStore:
-    """Run history, operation journal, links, owned groups and leases in one SQLite file.
+    """Run history, operation journal, links, owned groups, learned request forms and
+    leases in one SQLite file.
 
     Safe to share between threads. Every write has committed durably when it returns.
     """
@@ -38,6 +41,7 @@ class StateStore:
         self._links = Links(db)
         self._groups = GroupLedger(db)
         self._leases = Leases(db)
+        self._forms = FormMemory(db)
 
     @classmethod
     def open(cls, path: str | Path, *, clock: Clock = utc_now) -> StateStore:
@@ -198,6 +202,19 @@ class StateStore:
     def owned_group_records(self, target: str) -> list[OwnedGroup]:
         """The ledger rows of `target` with name, how and times (for status output)."""
         return self._groups.records(target)
+
+    # ------------------------------------------------------------------ learned forms
+
+    def learn_form(self, target: str, learned: LearnedForm) -> None:
+        """Remember the request form of one change that `target`'s server accepted."""
+        self._forms.learn(target, learned)
+
+    def learned_forms(self, target: str) -> list[LearnedForm]:
+        """The forms learned for `target` (all servers it pointed at; newest per change)."""
+        return self._forms.learned(target)
+
+    def forget_forms(self, target: str) -> int:
+        return self._forms.forget(target)
 
     # ------------------------------------------------------------------ lease
 

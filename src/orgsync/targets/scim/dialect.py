@@ -6,13 +6,16 @@ Each switch exists because a class of servers needs it (research/anchors.md §3.
   Identity Center leaves members out of list answers (authentik #23005 and idp-scim-sync
   work around it), so the membership of each group is read with `GET /Groups/{id}`;
   the `attributes` parameter is dropped too, since such servers often reject it.
-* `remove_by_value` — how a member is removed. RFC 7644 §3.5.2.2 selects the value with a
-  path filter, `{"op": "remove", "path": "members[value eq \"ID\"]"}`, one operation per
-  member; strict servers (scim2-server) refuse anything else. Servers built for Microsoft
-  Entra ID and AWS expect what Entra sends instead, `{"op": "remove", "path": "members",
-  "value": [{"value": "ID"}, ...]}`, and some mishandle the filter form (authentik
-  #24173/#25686, agent-bom #3533).
 * `attributes` — whether list calls send `attributes=` to keep pages small.
+* `forms` — how each change is asked for (`orgsync.targets.scim.forms`). `auto`, the
+  default, learns it: it asks as RFC 7644 says, falls back to the next form that means the
+  same change when the server refuses one as unsupported (501, or a 400 whose `scimType`
+  names the path, filter or syntax), and remembers per target what worked. A named dialect
+  fixes every form instead, as an override for servers whose answer to an unsupported form
+  is misleading: `strict` asks RFC 7644's way (scim2-server refuses anything else); the
+  others remove members with the value array servers built for Microsoft Entra ID and AWS
+  expect, `{"op": "remove", "path": "members", "value": [{"value": "ID"}, ...]}` (some
+  mishandle the filter form: authentik #24173/#25686, agent-bom #3533).
 
 The number of member changes per request is not a dialect switch but the target's
 `max_patch_operations` (AWS accepts 100, the default).
@@ -20,24 +23,39 @@ The number of member changes per request is not a dialect switch but the target'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
+
+from orgsync.targets.scim.forms import RFC_FORMS, Change, Form
 
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
     name: str
     groups_list_members: bool
-    remove_by_value: bool
     attributes: bool
+    forms: Mapping[Change, Form] | None
+    """The form of every change, fixed; None to learn them."""
 
+
+_VALUE_ARRAY_REMOVAL: Final[Mapping[Change, Form]] = MappingProxyType(
+    {**RFC_FORMS, "remove_members": "value_array"}
+)
 
 DIALECTS: Final = {
-    "strict": Dialect("strict", groups_list_members=True, remove_by_value=False, attributes=True),
-    "aws": Dialect("aws", groups_list_members=False, remove_by_value=True, attributes=False),
-    "azure": Dialect("azure", groups_list_members=True, remove_by_value=True, attributes=True),
-    "loose": Dialect("loose", groups_list_members=False, remove_by_value=True, attributes=False),
+    "auto": Dialect("auto", groups_list_members=True, attributes=True, forms=None),
+    "strict": Dialect("strict", groups_list_members=True, attributes=True, forms=RFC_FORMS),
+    "aws": Dialect("aws", groups_list_members=False, attributes=False, forms=_VALUE_ARRAY_REMOVAL),
+    "azure": Dialect(
+        "azure", groups_list_members=True, attributes=True, forms=_VALUE_ARRAY_REMOVAL
+    ),
+    "loose": Dialect(
+        "loose", groups_list_members=False, attributes=False, forms=_VALUE_ARRAY_REMOVAL
+    ),
 }
-"""`strict`: RFC 7644 as written (scim2-server). `aws`: AWS IAM Identity Center. `azure`:
-servers built to receive Microsoft Entra ID provisioning. `loose`: the most forgiving
-combination, for servers whose quirks are unknown (one extra GET per group per run)."""
+"""`auto` (default): RFC 7644 lists, forms learned. `strict`: RFC 7644 as written
+(scim2-server). `aws`: AWS IAM Identity Center. `azure`: servers built to receive Microsoft
+Entra ID provisioning. `loose`: the most forgiving combination, for servers whose quirks
+are unknown (one extra GET per group per run)."""

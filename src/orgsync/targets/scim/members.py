@@ -15,7 +15,8 @@ Failures stay attributed to operations:
   only what is still missing (re-adding an existing member duplicates it on some servers);
 * a refusal of a multi-member request (4xx other than 404) splits the chunk: every
   operation then sends its own change, so one bad member fails alone;
-* a 404 (the group is gone) or refused credentials end the chunk for all its operations.
+* a 404 (the group is gone), refused credentials, or a change the server takes in no
+  form (`UnsupportedRequest`) end the chunk for all its operations.
 
 An operation that rides along in another's request is journaled when its own turn comes;
 killed in between, the change is made but not journaled, which the next run reads back
@@ -29,7 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from orgsync.core.errors import AuthError, NotFoundError, RequestRejected, TargetError
+from orgsync.core.errors import (
+    AuthError,
+    NotFoundError,
+    RequestRejected,
+    TargetError,
+    UnsupportedRequest,
+)
 from orgsync.core.model import EmailKey, normalize_email
 from orgsync.core.plan import AddGroupMember, Operation, RemoveGroupMember
 
@@ -156,7 +163,9 @@ class MemberChanges:
         """Send one chunk; True when done, False when it was split (each op goes alone)."""
         try:
             send(group_id, chunk.change, members, verify)
-        except (NotFoundError, AuthError) as error:
+        except (NotFoundError, AuthError, UnsupportedRequest) as error:
+            # Gone, refused credentials, or no form of this change the server takes: each
+            # member alone would meet the same answer.
             with chunk.lock:
                 chunk.final = error
             raise

@@ -1,7 +1,7 @@
 """Any SCIM 2.0 service provider as an orgsync target: users, groups, group members.
 
 RFC 7644 shapes everything here; the departures of real servers are dialect switches
-(`orgsync.targets.scim.dialect`):
+(`orgsync.targets.scim.dialect`) and learned request forms (`orgsync.targets.scim.forms`):
 - the server's features are read once from `/ServiceProviderConfig` (patch, filter, bulk,
   etag): without PATCH, every change is a read-modify-write PUT of the whole resource,
   guarded by `If-Match` where the server has ETags; without filtering, lookups walk the
@@ -12,6 +12,12 @@ RFC 7644 shapes everything here; the departures of real servers are dialect swit
 - groups are created, renamed (PATCH replace `displayName`, or PUT) and deleted; members
   change by PATCH `add`/`remove` on `members`, many per request and at most
   `max_patch_operations` changes each (`orgsync.targets.scim.members`);
+- each change is asked in the form the server accepts: a refusal as unsupported (501, or
+  a 400 `invalidPath`...) falls back to the next form meaning the same change, and what
+  worked is remembered per target in the state database (`use_learned_forms`);
+- a group member is a user or a nested group by its `type`, else its `$ref`, and only then
+  by which ids it matches (`orgsync.targets.scim.kinds`): servers numbering users and
+  groups from separate sequences give user 2 and group 2 the same id;
 - after a 409 or a lost response, a user is found again by `userName eq "…"`, a group by
   `displayName eq "…"`, a membership by reading the group;
 - lists are index pages (`startIndex`/`count`) checked for consistency: a total that
@@ -36,7 +42,14 @@ import httpx
 import structlog
 from scim2_models import Group, PatchOperation, Resource
 
-from orgsync.core.errors import NotFoundError, RequestRejected, TargetError, TransientError
+from orgsync.core.errors import (
+    NotFoundError,
+    RequestRejected,
+    TargetError,
+    TransientError,
+    UnsupportedRequest,
+)
+from orgsync.core.forms import LearnedForm
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -64,6 +77,9 @@ from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.dialect import DIALECTS, Dialect
+from orgsync.targets.scim.forms import CHAINS, Form, FormBook
+from orgsync.targets.scim.forms import Change as FormChange
+from orgsync.targets.scim.kinds import member_kind, user_ids_of
 from orgsync.targets.scim.members import Change, MemberChanges
 
 __all__ = ["CAPABILITIES", "ScimTarget", "ServerFeatures"]
@@ -117,7 +133,7 @@ class ScimTarget:
         self,
         client: ApiClient,
         *,
-        dialect: Dialect = DIALECTS["strict"],
+        dialect: Dialect = DIALECTS["auto"],
         max_patch_operations: int = 100,
         retry: RetrySettings,
         page_size: int = PAGE_SIZE,
@@ -134,6 +150,10 @@ class ScimTarget:
         self._discovery = threading.Lock()
         self._features: ServerFeatures | None = None
         self._group_locks: dict[str, threading.Lock] = {}
+        self._forms = FormBook(client.base_url, fixed=dialect.forms, dialect=dialect.name)
+        # The ids of the last read, to tell a member without `type` and `$ref` apart.
+        self._user_ids: frozenset[str] = frozenset()
+        self._group_ids: frozenset[str] = frozenset()
 
     @classmethod
     def connect(
@@ -143,7 +163,7 @@ class ScimTarget:
         token: str,
         system: str,
         retry: RetrySettings,
-        dialect: str = "strict",
+        dialect: str = "auto",
         max_patch_operations: int = 100,
         timeout: float = 30.0,
         verify: bool | str = True,
@@ -165,6 +185,7 @@ class ScimTarget:
             transport=wire.ScimTransport(inner),
             on_response=on_response,
             error_parser=wire.error_message,
+            form_refusal=wire.refuses_form,
         )
         return cls(
             client,
@@ -189,9 +210,24 @@ class ScimTarget:
                 self._features = self._discover()
             return self._features
 
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
     def prepare(self, operations: Sequence[Operation]) -> None:
         """Learn the plan before it is applied, so member changes share requests."""
         self._changes.prepare(operations)
+
+    def use_learned_forms(
+        self, learned: Sequence[LearnedForm], record: Callable[[LearnedForm], None]
+    ) -> None:
+        """Ask first in the forms earlier runs learned; `record` each new finding."""
+        self._forms.use(learned, record)
+
+    def forms_in_use(self) -> dict[str, str]:
+        """Change -> the form asked first: fixed by the dialect, learned, or RFC 7644's."""
+        patch = self.features.patch
+        return {change: self._forms.forms(change, patch=patch)[0] for change in CHAINS}
 
     # ------------------------------------------------------------------ reading
 
@@ -204,13 +240,16 @@ class ScimTarget:
         if not self._dialect.groups_list_members:
             # The list left members out (AWS): read each group on its own.
             groups = [self._get_group(g.id or "") for g in groups]
-        group_ids = {g.id for g in groups}
+        user_ids = frozenset(u.id for u in users if u.id)
+        group_ids = frozenset(g.id for g in groups if g.id)
+        with self._discovery:
+            self._user_ids, self._group_ids = user_ids, group_ids
         snapshot = TargetSnapshot(
             members=tuple(_member(u) for u in users),
             invites=(),
             roles=RoleCatalog(order=()),
             key_owner_id=None,
-            groups=tuple(_group(g, group_ids) for g in groups),
+            groups=tuple(_group(g, user_ids, group_ids) for g in groups),
         )
         log.debug(
             "scim.read",
@@ -248,12 +287,14 @@ class ScimTarget:
         if isinstance(operation, CreateUser):
             return self._create_user(operation)
         if isinstance(operation, UpdateUser):
+            changes: dict[str, Any] = {"active": operation.active}
             if operation.previous_email is not None:
-                self._set_email(operation.user_id, operation.email)
-            self._set_active(operation.user_id, active=operation.active)
+                changes["userName"] = operation.email
+                changes["emails"] = [{"value": operation.email, "type": "work", "primary": True}]
+            self._update_user(operation.user_id, changes)
             return None
         if isinstance(operation, SuspendMember):
-            self._set_active(operation.user_id, active=False)
+            self._update_user(operation.user_id, {"active": False})
             return None
         if isinstance(operation, RemoveMember):
             self._client.request("DELETE", f"/Users/{_segment(operation.user_id)}", idempotent=True)
@@ -287,7 +328,7 @@ class ScimTarget:
     def _discover(self) -> ServerFeatures:
         try:
             response = self._client.request("GET", "/ServiceProviderConfig", idempotent=True)
-        except NotFoundError:
+        except (NotFoundError, UnsupportedRequest):
             log.warning(
                 "scim.discovery.missing",
                 system=self._client.system,
@@ -327,48 +368,47 @@ class ScimTarget:
         self._changes.user_created(operation.email, user_id)
         return user_id
 
-    def _set_active(self, user_id: str, *, active: bool) -> None:
+    def _update_user(self, user_id: str, changes: dict[str, Any]) -> None:
+        """Replace these attributes of a user, in the form the server accepts."""
         path = f"/Users/{_segment(user_id)}"
-        if self.features.patch:
-            operation = PatchOperation[wire.ScimUser](
-                op=PatchOperation.Op.replace_, path="active", value=active
+
+        def send(form: Form) -> None:
+            if form == "put":
+
+                def edit(resource: dict[str, Any]) -> None:
+                    resource.update(changes)
+
+                def made(resource: dict[str, Any]) -> bool:
+                    return all(
+                        resource.get(key) == changes[key]
+                        for key in ("active", "userName")
+                        if key in changes
+                    )
+
+                self._put_modified(path, edit, made)
+                return
+            operations = (
+                [
+                    PatchOperation[wire.ScimUser](
+                        op=PatchOperation.Op.replace_, path=key, value=value
+                    )
+                    for key, value in changes.items()
+                ]
+                if form == "path"
+                else [PatchOperation[wire.ScimUser](op=PatchOperation.Op.replace_, value=changes)]
             )
-            body = wire.user_patch([operation])
-            self._client.request("PATCH", path, json=body, idempotent=True)
-            return
-
-        def change(resource: dict[str, Any]) -> None:
-            resource["active"] = active
-
-        self._put_modified(path, change)
-
-    def _set_email(self, user_id: str, email: str) -> None:
-        """The IdP changed this person's email: rename the user in place (same id)."""
-        path = f"/Users/{_segment(user_id)}"
-        emails = [{"value": email, "type": "work", "primary": True}]
-        if self.features.patch:
-            operations = [
-                PatchOperation[wire.ScimUser](
-                    op=PatchOperation.Op.replace_, path="userName", value=email
-                ),
-                PatchOperation[wire.ScimUser](
-                    op=PatchOperation.Op.replace_, path="emails", value=emails
-                ),
-            ]
             self._client.request("PATCH", path, json=wire.user_patch(operations), idempotent=True)
-            return
 
-        def change(resource: dict[str, Any]) -> None:
-            resource["userName"] = email
-            resource["emails"] = emails
-
-        self._put_modified(path, change)
+        self._forms.attempt("update_user", send, patch=self.features.patch)
 
     def _find_user(self, email: str) -> str | None:
         key = normalize_email(email)
         if self.features.filter:
             query = f"userName eq {_quoted(email)}"
-            found = self._search("/Users", wire.ScimUser, query)
+            try:
+                found = self._search("/Users", wire.ScimUser, query)
+            except UnsupportedRequest:
+                found = []  # a filter the server does not take after all: walk
             for user in found:
                 if user.id and _user_key(user) == key:
                     return user.id
@@ -382,9 +422,13 @@ class ScimTarget:
     # ------------------------------------------------------------------ groups
 
     def _find_group(self, name: str) -> str | None:
+        found: list[Group] | None = None
         if self.features.filter:
-            found = self._search("/Groups", Group, f"displayName eq {_quoted(name)}")
-        else:
+            try:
+                found = self._search("/Groups", Group, f"displayName eq {_quoted(name)}")
+            except UnsupportedRequest:
+                found = None  # a filter the server does not take after all: walk
+        if found is None:
             found = self._walk("/Groups", Group, _attrs(self._dialect, "id,displayName"))
         matches = sorted(g.id for g in found if g.id and g.display_name == name)
         return matches[0] if matches else None
@@ -394,23 +438,37 @@ class ScimTarget:
         response = self._client.request("GET", path, idempotent=True)
         return wire.parse(Group, response.json(), f"GET {path}")
 
-    def _member_values(self, group_id: str) -> set[str]:
-        return {m.value for m in self._get_group(group_id).members or [] if m.value}
+    def _member_values(self, group_id: str) -> frozenset[str]:
+        """The ids of the group's user members (nested groups left out)."""
+        with self._discovery:
+            user_ids, group_ids = self._user_ids, self._group_ids
+        members = self._get_group(group_id).members or []
+        return user_ids_of(
+            ((m.value, m.type, m.ref) for m in members), user_ids=user_ids, group_ids=group_ids
+        )
 
     def _rename_group(self, group_id: str, name: str) -> None:
         path = f"/Groups/{_segment(group_id)}"
-        if self.features.patch:
-            operation = PatchOperation[Group](
-                op=PatchOperation.Op.replace_, path="displayName", value=name
+
+        def send(form: Form) -> None:
+            if form == "put":
+
+                def edit(resource: dict[str, Any]) -> None:
+                    resource["displayName"] = name
+
+                with self._group_lock(group_id):
+                    self._put_modified(path, edit, lambda r: r.get("displayName") == name)
+                return
+            operation = (
+                PatchOperation[Group](op=PatchOperation.Op.replace_, path="displayName", value=name)
+                if form == "path"
+                else PatchOperation[Group](
+                    op=PatchOperation.Op.replace_, value={"displayName": name}
+                )
             )
             self._client.request("PATCH", path, json=wire.group_patch([operation]), idempotent=True)
-            return
 
-        def change(resource: dict[str, Any]) -> None:
-            resource["displayName"] = name
-
-        with self._group_lock(group_id):
-            self._put_modified(path, change)
+        self._forms.attempt("rename_group", send, patch=self.features.patch)
 
     def _send_members(
         self, group_id: str, change: Change, members: Mapping[EmailKey, str], verify: bool
@@ -433,20 +491,28 @@ class ScimTarget:
                     }
                     if not pending:
                         return
-                if self.features.patch:
-                    self._patch_members(group_id, change, list(pending.values()))
-                else:
-                    with self._group_lock(group_id):
-                        self._put_members(group_id, change, set(pending.values()))
+                user_ids = list(pending.values())
 
-    def _patch_members(self, group_id: str, change: Change, user_ids: list[str]) -> None:
+                def send(form: Form, user_ids: list[str] = user_ids) -> None:
+                    if form == "put":
+                        with self._group_lock(group_id):
+                            self._put_members(group_id, change, set(user_ids))
+                    else:
+                        self._patch_members(group_id, change, user_ids, form)
+
+                kind: FormChange = "add_members" if change == "add" else "remove_members"
+                self._forms.attempt(kind, send, patch=self.features.patch)
+
+    def _patch_members(
+        self, group_id: str, change: Change, user_ids: list[str], form: Form
+    ) -> None:
         operations: list[PatchOperation[Group]]
         values = [{"value": user_id} for user_id in user_ids]
         if change == "add":
             operations = [
                 PatchOperation[Group](op=PatchOperation.Op.add, path="members", value=values)
             ]
-        elif self._dialect.remove_by_value:
+        elif form == "value_array":
             operations = [
                 PatchOperation[Group](op=PatchOperation.Op.remove, path="members", value=values)
             ]
@@ -460,16 +526,48 @@ class ScimTarget:
         self._client.request("PATCH", path, json=wire.group_patch(operations), idempotent=False)
 
     def _put_members(self, group_id: str, change: Change, user_ids: set[str]) -> None:
+        """Add or remove user members by PUT; nested groups (even one whose id equals a
+        user's) are kept as they are."""
+
+        def users_in(resource: dict[str, Any]) -> frozenset[str]:
+            return self._user_values(resource.get("members"))
+
         def edit(resource: dict[str, Any]) -> None:
             current = [m for m in resource.get("members") or [] if isinstance(m, dict)]
+            users = users_in(resource)
             if change == "add":
-                have = {m.get("value") for m in current}
-                current += [{"value": u, "type": "User"} for u in sorted(user_ids - have)]
+                current += [{"value": u, "type": "User"} for u in sorted(user_ids - users)]
             else:
-                current = [m for m in current if m.get("value") not in user_ids]
+                current = [
+                    m for m in current if not (m.get("value") in user_ids and self._is_user(m))
+                ]
             resource["members"] = current
 
-        self._put_modified(f"/Groups/{_segment(group_id)}", edit)
+        def made(resource: dict[str, Any]) -> bool:
+            users = users_in(resource)
+            return user_ids <= users if change == "add" else not (user_ids & users)
+
+        self._put_modified(f"/Groups/{_segment(group_id)}", edit, made)
+
+    def _is_user(self, member: dict[str, Any]) -> bool:
+        value, type_, ref = member.get("value"), member.get("type"), member.get("$ref")
+        if not isinstance(value, str):
+            return False
+        with self._discovery:
+            user_ids, group_ids = self._user_ids, self._group_ids
+        kind = member_kind(
+            value,
+            type_=type_ if isinstance(type_, str) else None,
+            ref=ref if isinstance(ref, str) else None,
+            user_ids=user_ids,
+            group_ids=group_ids,
+        )
+        return kind == "User"
+
+    def _user_values(self, members: object) -> frozenset[str]:
+        if not isinstance(members, list):
+            return frozenset()
+        return frozenset(m["value"] for m in members if isinstance(m, dict) and self._is_user(m))
 
     def _group_lock(self, group_id: str) -> threading.Lock:
         # Two of our own read-modify-write rounds on one group must not interleave, or
@@ -479,12 +577,20 @@ class ScimTarget:
 
     # ------------------------------------------------------------------ PUT fallback
 
-    def _put_modified(self, path: str, change: Callable[[dict[str, Any]], None]) -> None:
+    def _put_modified(
+        self,
+        path: str,
+        change: Callable[[dict[str, Any]], None],
+        made: Callable[[dict[str, Any]], bool],
+    ) -> None:
         """Read the resource, change it, and PUT it back whole (servers without PATCH).
 
         The resource is edited as the server sent it, so attributes orgsync does not know
         (extensions) survive the replacement. With ETags, `If-Match` makes a concurrent
-        change elsewhere a 412, after which the round starts over.
+        change elsewhere a 412, after which the round starts over. The server's answer is
+        checked with `made`: some servers answer 200 to a PUT and ignore part of it
+        (django-scim2 keeps a group's members as they were), which is an
+        `UnsupportedRequest`, not a success.
         """
         for _ in range(PUT_ATTEMPTS):
             response = self._client.request("GET", path, idempotent=True)
@@ -496,11 +602,12 @@ class ScimTarget:
             resource.pop("meta", None)  # read-only (RFC 7643 §3.1)
             try:
                 with wire.if_match(etag if self.features.etag else None):
-                    self._client.request("PUT", path, json=resource, idempotent=True)
+                    answer = self._client.request("PUT", path, json=resource, idempotent=True)
             except RequestRejected as error:
                 if error.status == 412:
                     continue  # changed since we read it: read again
                 raise
+            _check_put(path, answer, made)
             return
         raise TransientError(f"PUT {path}: the resource kept changing (412 {PUT_ATTEMPTS} times)")
 
@@ -559,14 +666,30 @@ def _member(user: wire.ScimUser) -> TargetMember:
     )
 
 
-def _group(group: Group, group_ids: set[str | None]) -> TargetGroup:
+def _group(group: Group, user_ids: frozenset[str], group_ids: frozenset[str]) -> TargetGroup:
     assert group.id is not None  # checked by the walk
-    members = frozenset(
-        m.value
-        for m in group.members or []
-        if m.value and (m.type or "User") == "User" and m.value not in group_ids
+    members = user_ids_of(
+        ((m.value, m.type, m.ref) for m in group.members or []),
+        user_ids=user_ids,
+        group_ids=group_ids,
     )
     return TargetGroup(id=group.id, name=group.display_name or group.id, member_ids=members)
+
+
+def _check_put(path: str, answer: httpx.Response, made: Callable[[dict[str, Any]], bool]) -> None:
+    """Raise `UnsupportedRequest` when the resource a PUT answered lacks the change."""
+    if not answer.content:
+        return  # 204: nothing to check
+    try:
+        resource = answer.json()
+    except ValueError:
+        return
+    if isinstance(resource, dict) and not made(resource):
+        raise UnsupportedRequest(
+            f"PUT {path}: the server answered {answer.status_code} but did not make the "
+            "change (it ignores that attribute in a PUT)",
+            status=answer.status_code,
+        )
 
 
 def _user_key(user: wire.ScimUser) -> EmailKey | None:

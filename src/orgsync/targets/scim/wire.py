@@ -55,12 +55,19 @@ __all__ = [
     "parse",
     "parse_list",
     "pick_email",
+    "refuses_form",
     "user_patch",
 ]
 
 SCIM_JSON: Final = "application/scim+json"
 TOLERANT: Final = ScimPolicy(unknown=ScimPolicy.Unknown.ignore)
 """Vendor extensions and attributes we did not ask for are dropped, never fatal."""
+
+FORM_SCIM_TYPES: Final = frozenset(
+    {"invalidPath", "invalidFilter", "noTarget", "invalidSyntax", "mutability"}
+)
+"""400 `scimType`s that refuse how a request asks, not what it asks for (RFC 7644 §3.12):
+the same change may succeed in another form."""
 
 _IF_MATCH: contextvars.ContextVar[str | None] = contextvars.ContextVar("if_match", default=None)
 
@@ -185,6 +192,17 @@ def error_message(response: httpx.Response) -> str | None:
         return None
     detail = (error.detail or "").strip() or f"SCIM error {error.status}"
     return f"{detail} [{error.scim_type}]" if error.scim_type else detail
+
+
+def refuses_form(response: httpx.Response) -> bool:
+    """Whether a 400 refuses the request's form: its `scimType` is one of `FORM_SCIM_TYPES`."""
+    if response.status_code != 400:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("scimType") in FORM_SCIM_TYPES
 
 
 # --------------------------------------------------------------------------- transport
