@@ -313,8 +313,9 @@ class TargetConfig(_Strict):
     """OpenAI: projects an invitation grants; always sent explicitly (none by default)."""
     max_patch_operations: int = Field(default=100, ge=1, le=10000)
     """SCIM: most member changes one PATCH carries (AWS accepts 100)."""
-    scim_dialect: Literal["strict", "aws", "azure", "loose"] = "strict"
-    """SCIM: known server quirks to work around (see README)."""
+    scim_dialect: Literal["auto", "strict", "aws", "azure", "loose"] = "auto"
+    """SCIM: `auto` learns the request forms the server accepts; a named dialect fixes them
+    and the known quirks of a class of servers (see README)."""
     allow_plaintext: bool = False
     ca_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)

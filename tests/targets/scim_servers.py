@@ -7,11 +7,17 @@
 * `start_scimmy`: SCIMMY + scimmy-routers (npm) in a child process with the storage glue in
   `tests/targets/scimmy/server.mjs` (userName uniqueness, optional PATCH, optional members
   in group lists); one process per test (it starts in a third of a second);
+* `start_django_scim`: django-scim2 (PyPI) in a minimal Django project
+  (`tests/targets/django_scim`) over SQLite, served by the standard library's WSGI server
+  in a child process; users and groups are Django models with integer keys, so their ids
+  come from separate sequences (user 2 and group 2 are both "2"), members carry `$ref`
+  but no `type`, and PATCH forms it does not implement get 501. One process per test;
 * `ScimProxy`: a reverse proxy in this process (ASGI under uvicorn) wrapped in the shared
   `orgsync.emulators.faults.FaultInjector`, so SCIM servers that have no fault injection of
   their own get the same seeded 429/500/reset/timeout faults as the emulators, and every
-  request is recorded (the tests count PATCH requests on it). `refuse` answers a chosen
-  request with a SCIM 400 instead of forwarding it, `lose` forwards one and answers 502
+  request is recorded (the tests count PATCH requests on it). `quirks` answer 501 to the
+  PATCH forms a server in production use did not implement (`QUIRKS`), `refuse` answers
+  a chosen request with a SCIM 400 instead of forwarding it, `lose` forwards one and answers 502
   (the change happened, the client never learns), `before` runs ahead of forwarding.
 
 A missing `node` fails under CI=true and skips on a workstation, like the source tests.
@@ -197,8 +203,41 @@ def _read_port(process: subprocess.Popen[str], timeout: float = 30) -> int:
     if not found:
         process.kill()
         process.wait(5)
-        raise RuntimeError("SCIMMY did not start; see scimmy.log")
+        raise RuntimeError("the SCIM server did not start; see its log")
     return found[0]
+
+
+@dataclass
+class DjangoScim:
+    process: subprocess.Popen[str]
+    url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start_django_scim(folder: Path) -> DjangoScim:
+    """django-scim2 over a fresh SQLite file; base URL `http://127.0.0.1:PORT/scim/v2`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "django.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.targets.django_scim.serve", str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=HERE.parent.parent,
+            env={**os.environ, "SCIM_TEST_TOKEN": TOKEN},
+        )
+    port = _read_port(process)
+    return DjangoScim(process, f"http://127.0.0.1:{port}/scim/v2")
 
 
 # --------------------------------------------------------------------------- the proxy
@@ -219,6 +258,37 @@ def _fault_body(kind: str) -> bytes:
     return _scim_error(status, f"injected {kind}")
 
 
+QUIRKS = frozenset({"no-filter-removal", "no-value-array-removal", "no-display-name-replace"})
+"""PATCH forms a proxy can answer with 501 (what a provider in production use did, issue 11):
+`no-filter-removal`: `{"op": "remove", "path": "members[value eq …]"}`;
+`no-value-array-removal`: `{"op": "remove", "path": "members", "value": [...]}`;
+`no-display-name-replace`: a replace of `displayName`, with a path or in a value object."""
+
+
+def refused_by_quirks(quirks: frozenset[str], method: str, body: bytes) -> bool:
+    """Whether a PATCH uses a form one of `quirks` does not implement."""
+    if method != "PATCH" or not quirks:
+        return False
+    try:
+        operations = json.loads(body).get("Operations") or []
+    except (ValueError, AttributeError):
+        return False
+    for operation in operations:
+        op = str(operation.get("op", "")).lower()
+        path = operation.get("path") or ""
+        value = operation.get("value")
+        if op == "remove" and path.startswith("members["):
+            if "no-filter-removal" in quirks:
+                return True
+        elif op == "remove" and path == "members":
+            if "no-value-array-removal" in quirks:
+                return True
+        elif op == "replace" and "no-display-name-replace" in quirks:
+            if path == "displayName" or (isinstance(value, dict) and "displayName" in value):
+                return True
+    return False
+
+
 Refusal = Callable[[str, str, bytes], bool]
 """(method, path, body) -> whether to answer a SCIM 400 instead of forwarding."""
 Loss = Callable[[str, str, bytes], bool]
@@ -236,10 +306,16 @@ class ScimProxy:
     refuse: Refusal | None = None
     lose: Loss | None = None
     before: Before | None = None
+    quirks: frozenset[str] = frozenset()
     bodies: list[tuple[str, str, bytes]] = field(default_factory=list)
     """(method, path?query, body) of every request forwarded or refused, in order."""
+    put_if_match: list[str | None] = field(default_factory=list)
+    """The `If-Match` header of every PUT, in order."""
 
     def __post_init__(self) -> None:
+        unknown = self.quirks - QUIRKS
+        if unknown:
+            raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")
         parsed = httpx.URL(self.upstream)
         self._origin = f"{parsed.scheme}://{parsed.host}:{parsed.port}"
         self._lock = threading.Lock()
@@ -279,6 +355,13 @@ class ScimProxy:
         query = scope["query_string"].decode()
         with self._lock:
             self.bodies.append((method, path + (f"?{query}" if query else ""), body))
+            if method == "PUT":
+                sent = dict(scope["headers"]).get(b"if-match")
+                self.put_if_match.append(sent.decode() if sent is not None else None)
+        if refused_by_quirks(self.quirks, method, body):
+            await _answer(send, 501, {"content-type": "application/scim+json"},
+                          _scim_error(501, "not implemented by this server"))  # fmt: skip
+            return
         if self.refuse is not None and self.refuse(method, path, body):
             await _answer(send, 400, {"content-type": "application/scim+json"},
                           _scim_error(400, "refused by the test proxy"))  # fmt: skip
