@@ -277,15 +277,13 @@ def refused_by_quirks(quirks: frozenset[str], method: str, body: bytes) -> bool:
         op = str(operation.get("op", "")).lower()
         path = operation.get("path") or ""
         value = operation.get("value")
-        if op == "remove" and path.startswith("members["):
-            if "no-filter-removal" in quirks:
-                return True
-        elif op == "remove" and path == "members":
-            if "no-value-array-removal" in quirks:
-                return True
-        elif op == "replace" and "no-display-name-replace" in quirks:
-            if path == "displayName" or (isinstance(value, dict) and "displayName" in value):
-                return True
+        renames = path == "displayName" or (isinstance(value, dict) and "displayName" in value)
+        if (
+            (op == "remove" and path.startswith("members[") and "no-filter-removal" in quirks)
+            or (op == "remove" and path == "members" and "no-value-array-removal" in quirks)
+            or (op == "replace" and renames and "no-display-name-replace" in quirks)
+        ):
+            return True
     return False
 
 

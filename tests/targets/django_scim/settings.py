@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-SECRET_KEY = "orgsync-test-provider-not-a-secret"  # noqa: S105 - a loopback test server
+SECRET_KEY = "orgsync-test-provider-not-a-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
