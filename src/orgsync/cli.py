@@ -17,6 +17,8 @@ from pathlib import Path
 from orgsync import __version__
 from orgsync.config import Config, default_config_path, load_config
 from orgsync.core.errors import OrgsyncError
+from orgsync.core.forms import LearnedForm
+from orgsync.core.forms import describe as describe_forms
 from orgsync.core.plan import Plan
 from orgsync.core.plan_file import PlanFileError, plan_file_text, read_plan_file
 from orgsync.engine import (
@@ -232,6 +234,7 @@ def _status(config: Config, *, as_json: bool) -> int:
             )
             for target in config.targets
         ]
+        learned = {target.name: store.learned_forms(target.name) for target in config.targets}
         standings = {
             target.name: assess(
                 store.runs(limit=HISTORY, target=target.name),
@@ -253,6 +256,7 @@ def _status(config: Config, *, as_json: bool) -> int:
                 "pending": [p.as_json() for p in pending],
                 "drift": last.summary if last else {},
                 "quarantine": standings[name].as_json(),
+                "learned_forms": [_learned_json(f) for f in learned[name]],
             }
             for name, last, lease, pending in views
         ]
@@ -283,7 +287,23 @@ def _status(config: Config, *, as_json: bool) -> int:
             print(f"  failed runs in a row: {standing.failures}")
         for item in pending:
             print(f"  {item.status.value}: {item.kind} {item.subject} {item.detail or ''}".rstrip())
+        scim = next(t for t in config.targets if t.name == name)
+        if scim.type == "scim":
+            forms = f'fixed by scim_dialect = "{scim.scim_dialect}"'
+            if scim.scim_dialect == "auto":
+                forms = describe_forms(learned[name])
+            print(f"  SCIM request forms: {forms}")
     return EXIT_OK
+
+
+def _learned_json(learned: LearnedForm) -> dict[str, str | None]:
+    return {
+        "change": learned.change,
+        "form": learned.form,
+        "server": learned.server,
+        "reason": learned.reason,
+        "learned_at": learned.learned_at.isoformat() if learned.learned_at else None,
+    }
 
 
 def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> int:

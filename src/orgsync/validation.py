@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orgsync.config import Config
+from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import OrgsyncError
+from orgsync.core.forms import LearnedForm
+from orgsync.core.ports import Target
 from orgsync.engine import check_capabilities, check_roles
 from orgsync.factories import build_source, build_target
 from orgsync.notify import check_secrets
+from orgsync.store import StateStore
 
 
 def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
@@ -52,6 +55,7 @@ def validate(
             check_capabilities(target_config, target.capabilities)
             try:
                 observed = target.read()
+                details = _scim_lines(config, target_config, target)
             finally:
                 target.close()
             check_roles(target_config, observed.roles)
@@ -67,6 +71,7 @@ def validate(
                     "found" if found else "NOT found (it will not be protected)"
                 )
             lines.append(line)
+            lines.extend(details)
         except OrgsyncError as error:
             ok = False
             lines.append(f"{label}: FAILED: {error}")
@@ -79,3 +84,26 @@ def validate(
             ok = False
             lines.append(f"{label}: FAILED: {error}")
     return lines, ok
+
+
+def _scim_lines(config: Config, target_config: TargetConfig, target: Target) -> list[str]:
+    """For a SCIM target: what `/ServiceProviderConfig` announced and the request forms
+    orgsync asks in (learned ones from the state database, if there is one)."""
+    if target_config.type != "scim":
+        return []
+    from orgsync.targets.scim import ScimTarget
+
+    if not isinstance(target, ScimTarget):
+        return []
+    learned: list[LearnedForm] = []
+    path = config.state.path
+    if path.is_file():
+        with StateStore.open(path) as store:
+            learned = store.learned_forms(target_config.name)
+    target.use_learned_forms(learned, lambda _: None)  # validate records nothing
+    forms = target.describe_forms(learned)
+    dialect = target_config.scim_dialect
+    return [
+        f"  ServiceProviderConfig: {target.describe_features()}",
+        f'  request forms (scim_dialect = "{dialect}"): {forms}',
+    ]

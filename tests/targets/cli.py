@@ -28,7 +28,7 @@ def scim_target(
     name: str = "scim-test",
     on_removal: str = "suspend",
     max_patch: int = 100,
-    dialect: str = "strict",
+    dialect: str = "auto",
     extra: str = "",
     groups: bool = True,
 ) -> str:

@@ -49,7 +49,7 @@ from orgsync.core.errors import (
     TransientError,
     UnsupportedRequest,
 )
-from orgsync.core.forms import LearnedForm
+from orgsync.core.forms import CHANGE_LABELS, LearnedForm
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -110,9 +110,11 @@ class ServerFeatures:
     bulk: bool
     bulk_max_operations: int | None = None
     filter_max_results: int | None = None
+    announced: bool = True
+    """False when the server has no `/ServiceProviderConfig` and these are assumed."""
 
 
-_ASSUMED: Final = ServerFeatures(patch=True, filter=True, etag=False, bulk=False)
+_ASSUMED: Final = ServerFeatures(patch=True, filter=True, etag=False, bulk=False, announced=False)
 """Used when a server has no `/ServiceProviderConfig` (RFC 7644 makes it mandatory, but
 some providers answer 404): PATCH and filtering are what every such provider known does."""
 
@@ -224,10 +226,41 @@ class ScimTarget:
         """Ask first in the forms earlier runs learned; `record` each new finding."""
         self._forms.use(learned, record)
 
-    def forms_in_use(self) -> dict[str, str]:
-        """Change -> the form asked first: fixed by the dialect, learned, or RFC 7644's."""
+    def describe_forms(self, learned: Sequence[LearnedForm]) -> str:
+        """How each change will be asked for, and why (for `validate`)."""
+        if self._dialect.forms is not None:
+            fixed = ", ".join(f"{CHANGE_LABELS[c]} {f}" for c, f in self._dialect.forms.items())
+            return f'fixed by scim_dialect = "{self._dialect.name}": {fixed}'
         patch = self.features.patch
-        return {change: self._forms.forms(change, patch=patch)[0] for change in CHAINS}
+        mine = {r.change: r for r in learned if r.server == self._forms.server}
+        parts = []
+        for change in CHAINS:
+            form = self._forms.forms(change, patch=patch)[0]
+            record = mine.get(change)
+            if record is not None and record.form == form:
+                why = record.reason
+            elif not patch:
+                why = "the server announces no PATCH"
+            else:
+                why = "not needed yet; RFC 7644 form first"
+            parts.append(f"{CHANGE_LABELS[change]} {form} ({why})")
+        return "; ".join(parts)
+
+    def describe_features(self) -> str:
+        """`/ServiceProviderConfig` as `validate` reports it."""
+        features = self.features
+
+        def yes(flag: bool) -> str:
+            return "yes" if flag else "no"
+
+        bulk = yes(features.bulk)
+        if features.bulk and features.bulk_max_operations:
+            bulk += f" (at most {features.bulk_max_operations} operations; not used)"
+        found = (
+            f"PATCH {yes(features.patch)}, filter {yes(features.filter)}, "
+            f"ETag {yes(features.etag)}, bulk {bulk}"
+        )
+        return found if features.announced else f"none served; assumed {found}"
 
     # ------------------------------------------------------------------ reading
 
