@@ -287,10 +287,10 @@ def _status(config: Config, *, as_json: bool) -> int:
             print(f"  failed runs in a row: {standing.failures}")
         for item in pending:
             print(f"  {item.status.value}: {item.kind} {item.subject} {item.detail or ''}".rstrip())
-        scim = next(t for t in config.targets if t.name == name)
-        if scim.type == "scim":
-            forms = f'fixed by scim_dialect = "{scim.scim_dialect}"'
-            if scim.scim_dialect == "auto":
+        target = config.target(name)
+        if target.type == "scim":
+            forms = f'fixed by scim_dialect = "{target.scim_dialect}"'
+            if target.scim_dialect == "auto":
                 forms = describe_forms(learned[name])
             print(f"  SCIM request forms: {forms}")
     return EXIT_OK
