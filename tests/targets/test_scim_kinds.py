@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 from scim2_models import Context, Group
 
-from orgsync.targets.scim.kinds import member_kind, user_ids_of
+from orgsync.core.member_kinds import member_kind, user_ids_of
+from orgsync.core.model import SourceId, SourcePerson
+from orgsync.sources.scim import _groups
 
 USERS = frozenset({"1", "2", "3"})
 GROUPS = frozenset({"2", "7"})
@@ -83,3 +85,27 @@ def test_colliding_ids_keep_the_user_whose_ref_says_so() -> None:
     )
     members = [(m.value, m.type, m.ref) for m in group.members or []]
     assert user_ids_of(members, user_ids=USERS, group_ids=GROUPS) == {"2", "3"}
+
+
+def test_the_scim_source_puts_nested_groups_apart_from_people() -> None:
+    """The SCIM *source* reads the same shapes: a member typed Group, or whose `$ref` names
+    /Groups/, is a nested group even when a person has that id; a dangling one is dropped."""
+    listed = [
+        Group.model_validate(body, scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        for body in (
+            {
+                "id": "1",
+                "displayName": "parent",
+                "members": [
+                    {"value": "2", "type": "Group"},
+                    {"value": "3", "$ref": "https://idp/scim/v2/Users/3"},
+                    {"value": "9", "type": "User"},
+                ],
+            },
+            {"id": "2", "displayName": "child", "members": [{"value": "2", "$ref": "../Users/2"}]},
+        )
+    ]
+    people = tuple(SourcePerson(id=SourceId(i), email=f"p{i}@x.com") for i in ("2", "3"))
+    parent, child = _groups(listed, people)
+    assert (parent.members, parent.subgroups) == (("3",), ("2",))
+    assert (child.members, child.subgroups) == (("2",), ())

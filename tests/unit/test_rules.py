@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orgsync.core.model import normalize_email
+from orgsync.core.model import SourceGroup, SourceId, normalize_email
 from orgsync.core.rules import MembershipRules, RoleRule, desired_state
 from tests.coremodels import CATALOG, group, person, snapshot
 
@@ -119,3 +119,18 @@ def test_deep_nesting_does_not_exhaust_the_stack() -> None:
     groups[0] = group("g0", "openai-users", "g1")
     source = snapshot(person("1", "a@x.com"), groups=tuple(groups))
     assert set(desired_state(source, RULES, CATALOG).wanted) == {"a@x.com"}
+
+
+def test_a_nested_group_sharing_a_persons_id_is_a_group() -> None:
+    """An IdP numbering people and groups from separate sequences: person "2" and group "2".
+    A source that knows group "2" is nested says so with `subgroups`; its people are in
+    scope, and person "2" is not (issue 11: taking a group for a person gives access)."""
+    source = snapshot(
+        person("2", "two@x.com"),
+        person("3", "three@x.com"),
+        groups=(
+            SourceGroup(id=SourceId("1"), name="openai-users", subgroups=(SourceId("2"),)),
+            group("2", "team", "3"),
+        ),
+    )
+    assert set(desired_state(source, RULES, CATALOG).wanted) == {"three@x.com"}

@@ -47,11 +47,19 @@ class SourcePerson:
 
 @dataclass(frozen=True, slots=True)
 class SourceGroup:
-    """One IdP group; `members` holds person ids and group ids alike (nesting)."""
+    """One IdP group.
+
+    `members` holds person ids and, from sources that cannot tell them apart, group ids (a
+    member that is no person is a nested group); `subgroups` holds the nested groups a
+    source knows to be groups. An IdP numbering people and groups from separate sequences
+    (person 2 and group 2 are both "2") must use `subgroups`: in `members`, group 2 would
+    be taken for person 2.
+    """
 
     id: SourceId
     name: str
     members: tuple[SourceId, ...] = ()
+    subgroups: tuple[SourceId, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

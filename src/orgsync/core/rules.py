@@ -126,16 +126,20 @@ class _Nesting:
             group = self._groups.get(stack.pop())
             if group is None:
                 continue
+            nested = list(group.subgroups)
             for member in group.members:
                 if member in self._people:
                     found.add(member)
-                elif member not in seen:
-                    seen.add(member)
-                    done = self._cache.get(member)
+                else:
+                    nested.append(member)
+            for subgroup in nested:
+                if subgroup not in seen:
+                    seen.add(subgroup)
+                    done = self._cache.get(subgroup)
                     if done is not None:
                         found.update(done)
                     else:
-                        stack.append(member)
+                        stack.append(subgroup)
         result = frozenset(found)
         self._cache[group_id] = result
         return result

@@ -36,6 +36,7 @@ from scim2_models import (
 )
 
 from orgsync.core.errors import SourceDataError, SourceError
+from orgsync.core.member_kinds import member_kind
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import SourceHttp
@@ -269,24 +270,41 @@ def _person(user: User[Any]) -> SourcePerson:
 
 
 def _groups(groups: list[Group], people: tuple[SourcePerson, ...]) -> tuple[SourceGroup, ...]:
-    """Groups with members resolved to person or group ids; dangling members skipped."""
-    known = {p.id for p in people} | {g.id for g in groups if g.id}
+    """Groups with members resolved to people and nested groups; dangling members skipped.
+
+    A member is a person or a group by `type`, then `$ref`, then the ids it matches
+    (`orgsync.core.member_kinds`): servers numbering users and groups from separate
+    sequences give user 2 and group 2 the same id, and taking a nested group for a person
+    would give that person its access.
+    """
+    person_ids = frozenset(p.id for p in people)
+    group_ids = frozenset(g.id for g in groups if g.id)
     dangling = 0
     result = []
     for group in groups:
         assert group.id is not None  # checked by the walk
         members: list[SourceId] = []
+        subgroups: list[SourceId] = []
         for member in group.members or []:
+            value = member.value or ""
+            kind = member_kind(
+                value, type_=member.type, ref=member.ref, user_ids=person_ids, group_ids=group_ids
+            )
             # Servers need not check references (scim2-server does not), and a user can
             # be deleted between the /Users and /Groups walks: such members are skipped,
             # counted, and picked up by the next run if they come back.
-            if member.value in known:
-                members.append(SourceId(member.value))
+            if kind == "User" and value in person_ids:
+                members.append(SourceId(value))
+            elif kind == "Group" and value in group_ids:
+                subgroups.append(SourceId(value))
             else:
                 dangling += 1
         result.append(
             SourceGroup(
-                id=SourceId(group.id), name=group.display_name or group.id, members=tuple(members)
+                id=SourceId(group.id),
+                name=group.display_name or group.id,
+                members=tuple(members),
+                subgroups=tuple(subgroups),
             )
         )
     if dangling:

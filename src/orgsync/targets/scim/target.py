@@ -16,7 +16,7 @@ RFC 7644 shapes everything here; the departures of real servers are dialect swit
   a 400 `invalidPath`...) falls back to the next form meaning the same change, and what
   worked is remembered per target in the state database (`use_learned_forms`);
 - a group member is a user or a nested group by its `type`, else its `$ref`, and only then
-  by which ids it matches (`orgsync.targets.scim.kinds`): servers numbering users and
+  by which ids it matches (`orgsync.core.member_kinds`): servers numbering users and
   groups from separate sequences give user 2 and group 2 the same id;
 - after a 409 or a lost response, a user is found again by `userName eq "…"`, a group by
   `displayName eq "…"`, a membership by reading the group;
@@ -50,6 +50,7 @@ from orgsync.core.errors import (
     UnsupportedRequest,
 )
 from orgsync.core.forms import CHANGE_LABELS, LearnedForm
+from orgsync.core.member_kinds import member_kind, user_ids_of
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -79,7 +80,6 @@ from orgsync.targets.scim import wire
 from orgsync.targets.scim.dialect import DIALECTS, Dialect
 from orgsync.targets.scim.forms import CHAINS, Form, FormBook
 from orgsync.targets.scim.forms import Change as FormChange
-from orgsync.targets.scim.kinds import member_kind, user_ids_of
 from orgsync.targets.scim.members import Change, MemberChanges
 
 __all__ = ["CAPABILITIES", "ScimTarget", "ServerFeatures"]

@@ -12,7 +12,8 @@ or a group by, in this order:
    a user for a group would keep that person in the group for good (issue 11: a suspended
    person kept group access).
 
-User ids and group ids are never mixed in one set anywhere else in this package.
+Pure, and shared by the SCIM target (whose snapshot lists user members only) and the SCIM
+source (which puts nested groups in `SourceGroup.subgroups`, never among the people).
 """
 
 from __future__ import annotations
