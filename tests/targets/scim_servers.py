@@ -135,6 +135,8 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) 
 
 @dataclass
 class Scimmy:
+    """A server in a child process that printed its port (SCIMMY, or django-scim2)."""
+
     process: subprocess.Popen[str]
     url: str
 
@@ -207,24 +209,7 @@ def _read_port(process: subprocess.Popen[str], timeout: float = 30) -> int:
     return found[0]
 
 
-@dataclass
-class DjangoScim:
-    process: subprocess.Popen[str]
-    url: str
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-def start_django_scim(folder: Path) -> DjangoScim:
+def start_django_scim(folder: Path) -> Scimmy:
     """django-scim2 over a fresh SQLite file; base URL `http://127.0.0.1:PORT/scim/v2`."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "django.log").open("w") as log:
@@ -237,7 +222,7 @@ def start_django_scim(folder: Path) -> DjangoScim:
             env={**os.environ, "SCIM_TEST_TOKEN": TOKEN},
         )
     port = _read_port(process)
-    return DjangoScim(process, f"http://127.0.0.1:{port}/scim/v2")
+    return Scimmy(process, f"http://127.0.0.1:{port}/scim/v2")
 
 
 # --------------------------------------------------------------------------- the proxy
