@@ -89,8 +89,11 @@ def check_snapshot(snapshot: SourceSnapshot, server: ServerProcess, directory: D
     for team in directory.groups:
         read_group = groups[team.name]
         assert read_group.id == ids[team.key]
-        assert set(read_group.members) == {ids[k] for k in team.members}
-        assert len(read_group.members) == len(team.members)
+        # People as members, nested groups as subgroups (never mixed: ids may collide).
+        read_members = [*read_group.members, *read_group.subgroups]
+        assert set(read_members) == {ids[k] for k in team.members}
+        assert len(read_members) == len(team.members)
+        assert not set(read_group.subgroups) & {p.id for p in snapshot.people}
 
 
 # --------------------------------------------------------------------------- complete reads
@@ -106,10 +109,10 @@ def test_a_complete_read_has_every_person_group_and_nested_membership(
     assert sum(not p.active for p in snapshot.people) == directory.inactive > 0
     groups = {g.name: g for g in snapshot.groups}
     ids = process.ids
-    # nesting and the cycle come through as group ids, for the core to flatten and break
-    assert ids["cycle-b"] in groups["cycle-a"].members
-    assert ids["cycle-a"] in groups["cycle-b"].members
-    assert ids["team-ml"] in groups["openai-users"].members
+    # nesting and the cycle come through as subgroups, for the core to flatten and break
+    assert ids["cycle-b"] in groups["cycle-a"].subgroups
+    assert ids["cycle-a"] in groups["cycle-b"].subgroups
+    assert ids["team-ml"] in groups["openai-users"].subgroups
     rules = MembershipRules(scope_groups=("cycle-a",), default_role="reader")
     desired = desired_state(snapshot, rules, RoleCatalog(("reader", "owner")))
     assert set(desired.wanted) == {"user0@example.test", "user1@example.test"}, "cycle broken"
