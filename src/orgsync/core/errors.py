@@ -78,3 +78,9 @@ class NotFoundError(TargetError):
 
 class RequestRejected(TargetError):
     """Any other 4xx: the server refused this one operation."""
+
+
+class Interrupted(OrgsyncError):
+    """orgsync was told to stop (SIGTERM, SIGINT) while reading a source or a target: the
+    read ended early, so nothing may be planned from it. Not a failure of the system read:
+    the run is recorded `interrupted`."""

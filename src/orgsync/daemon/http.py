@@ -2,7 +2,7 @@
 
 Routes: `/healthz` (liveness: the workers and the scheduler are alive; no I/O, so a busy
 database never gets the process killed), `/readyz` (the state database answers and no
-target's last run failed; computed at most every two seconds behind a lock, so a probe
+target's last daemon write run failed; computed at most every two seconds behind a lock, so a probe
 storm costs nothing, kopf's probing pattern), `/metrics` (Prometheus text), and the
 webhook routes. Handlers never run a sync: they read state or enqueue.
 
@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from orgsync.core.errors import OrgsyncError
+from orgsync.daemon.quarantine import DAEMON_WRITES, daemon_writes
 from orgsync.metrics import CONTENT_TYPE, Metrics
 from orgsync.store import StateStore
 
@@ -42,7 +43,12 @@ class Verdict:
 
 
 class Readiness:
-    """`/readyz`: the state database is usable and no target's last run failed."""
+    """`/readyz`: the state database is usable and no target's last daemon write run failed.
+
+    Like quarantine, it reads the daemon's own syncs only (any daemon instance, so that a
+    restart does not hide a failing target): an operator's dry run or `orgsync sync`,
+    failing in their shell or refused as busy, never turns it.
+    """
 
     def __init__(self, store: StateStore, targets: Sequence[str]) -> None:
         self._store = store
@@ -64,7 +70,7 @@ class Readiness:
         try:
             for target in self._targets:
                 # The newest *finished* run: one in progress says nothing yet.
-                for run in self._store.runs(limit=5, target=target):
+                for run in daemon_writes(self._store.runs(**DAEMON_WRITES, limit=5, target=target)):
                     if run.status == "running":
                         continue
                     if run.status == "failed":

@@ -71,7 +71,9 @@ class Service:
         self.metrics = Metrics()
         self.notifier = Notifier(env)
         self.secrets = resolve_secrets(config, env)
-        self.engine = Engine(config, environ=env, stop=self.stop, observer=self.metrics)
+        self.engine = Engine(
+            config, environ=env, stop=self.stop, observer=self.metrics, origin="daemon"
+        )
         self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
         names = [t.name for t in config.targets]
         debounce = config.server.debounce.total_seconds()

@@ -19,7 +19,7 @@ import structlog
 
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
-from orgsync.daemon.quarantine import HISTORY, Quarantine, assess
+from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.engine import Engine, RunOptions, TargetResult
 
@@ -119,7 +119,7 @@ class TargetWorker:
             try:
                 # The engine releases the lease it used; this covers runs that ended
                 # before taking it (the source failed), so it is never left held.
-                self.engine.store.release_lease(self.target, self.engine.holder)
+                self.engine.release_lease(self.target)
             except OrgsyncError as error:
                 self._log.warning("lease.release_failed", error=str(error))
             self.busy_since = None
@@ -156,7 +156,7 @@ class TargetWorker:
     def _assess(self) -> Quarantine:
         schedule = self.config.schedule
         try:
-            history = self.engine.store.runs(limit=HISTORY, target=self.target)
+            history = self.engine.store.runs(limit=HISTORY, target=self.target, **DAEMON_WRITES)
         except OrgsyncError as error:
             self._log.error("quarantine.unreadable", error=str(error))
             return self.standing
