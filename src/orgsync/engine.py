@@ -343,6 +343,10 @@ class Engine:
         return self._store
 
     def close(self) -> None:
+        with self._locks_guard:
+            locks, self._locks = list(self._locks.values()), {}
+        for lock in locks:
+            lock.release()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -370,6 +374,7 @@ class Engine:
     def run(self, options: RunOptions) -> list[TargetResult]:
         targets = self.selected_targets(options.target)
         mode = "dry-run" if options.dry_run else "sync"
+        self.store  # noqa: B018 - an unusable state database stops the run before any read
         started = self.clock()
         try:
             snapshot = self.read_source()
@@ -456,6 +461,11 @@ class Engine:
             except TargetBusy as busy:
                 bound.warning("run.busy", holder=busy.lease.holder if busy.lease else None)
                 return TargetResult(config.name, EXIT_ERROR, BUSY, error=str(busy))
+            except StateError as error:
+                # The state database itself failed (busy beyond its timeout, gone bad):
+                # nowhere to record the run; the next one tries again.
+                bound.error("run.state_failed", error=str(error))
+                return TargetResult(config.name, EXIT_ERROR, "failed", error=str(error))
         plan_ = result.plan
         bound.info("run.finished", status=result.status, exit_code=result.exit_code)
         self.observer.run_finished(
@@ -541,13 +551,6 @@ class Engine:
             lock = self._locks.pop(target, None)
         if lock is not None:
             lock.release()
-
-    def writer_active(self, target: str) -> bool:
-        """Whether some process (this one included) is `target`'s writer right now."""
-        with self._locks_guard:
-            if target in self._locks:
-                return True
-        return self.store.writer_lock(target).held_elsewhere()
 
     @contextmanager
     def _lease(self, target: str) -> Iterator[threading.Event]:

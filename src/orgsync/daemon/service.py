@@ -9,10 +9,11 @@ Run: the main thread only waits for a signal and, under a systemd watchdog, send
 heartbeat while every part is alive (a wedged daemon is then restarted by systemd).
 
 Stop (SIGTERM or SIGINT): tell systemd STOPPING, refuse new webhooks (503), stop the
-scheduler, set the shared stop event, which lets each applier finish the calls in flight
-and start no more, wait for the workers to record their runs (`interrupted`, with the
-operations not started listed as skipped), then stop the HTTP server. Exit 0. A second
-signal exits at once with 1: the journal is crash-safe, so this loses nothing but time.
+scheduler, set the shared stop event, which ends a source or target read in flight at
+once (no retry) and lets each applier finish the calls in flight and start no more, wait
+for the workers to record their runs (`interrupted`, with the operations not started
+listed as skipped), then stop the HTTP server. Exit 0. A second signal exits at once
+with 1: the journal is crash-safe, so this loses nothing but time.
 """
 
 from __future__ import annotations

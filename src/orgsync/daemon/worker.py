@@ -1,11 +1,12 @@
 """One worker thread per target: the only place the daemon runs a sync.
 
 The worker takes the next due request from its target's mailbox and runs it through
-`Engine.run`. Before a run it takes the target's lease in the state database itself: a
-lease held by another process (a second daemon, an operator's `orgsync sync`) is a
-reason to wait and try again, not a failed run, so two processes sharing one database
-take turns and never write to the organization at the same time. A quarantined target's
-requests wait for its next attempt, which is always a full reconcile.
+`Engine.run`. Before a run it becomes the target's writer itself (its kernel lock and
+lease, see `orgsync.store.writer_lock`): a target another process is writing (a second
+daemon, an operator's `orgsync sync`) is a reason to wait and try again, not a failed
+run, so processes sharing one database take turns and never write to the organization at
+the same time. A quarantined target's requests wait for its next attempt, which is always
+a full reconcile. Quarantine reads the daemon's own syncs only (`DAEMON_WRITES`).
 """
 
 from __future__ import annotations
