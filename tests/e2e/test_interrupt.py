@@ -205,8 +205,10 @@ def test_sigterm_during_a_slow_organization_read_stops_the_daemon_at_once(
         try:
             daemon.wait_started()
             wait_for(
-                lambda: any(r["status"] == "running" for r in rig.runs())
-                and connected_to(port_of(emulator.start())),
+                lambda: (
+                    any(r["status"] == "running" for r in rig.runs())
+                    and connected_to(port_of(emulator.start()))
+                ),
                 timeout=60,
                 what="the startup run's organization read",
             )

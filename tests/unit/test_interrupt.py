@@ -59,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client went away: that is the point
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         del format, args
 
 
