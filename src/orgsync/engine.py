@@ -568,15 +568,27 @@ class Engine:
     def _keep_lease(self, target: str, halt: threading.Event) -> Iterator[None]:
         """Renew the lease every third of its TTL for as long as the run holds it.
 
-        A run longer than the TTL (a first sync under a rate limit) would otherwise lose
-        it half-way, and a second orgsync waiting for it would start writing to the same
-        organization. A lease that could not be renewed halts the applier.
+        The row names the holder for `status` as long as the run lasts. A lease row taken
+        over by another process, or a lock file deleted or replaced under us (another
+        process could then lock a new one), halts the applier: finish the calls in
+        flight, start no more.
         """
         ttl = self.config.state.lease_ttl
         done = threading.Event()
 
         def renew() -> None:
             while not done.wait(ttl.total_seconds() / 3):
+                with self._locks_guard:
+                    lock = self._locks.get(target)
+                if lock is None or not lock.intact():
+                    log.error(
+                        "lease.lost",
+                        target=target,
+                        holder=self.holder,
+                        reason="the lock file was deleted or replaced",
+                    )
+                    halt.set()
+                    return
                 try:
                     if not self.store.renew_lease(target, self.holder, ttl):
                         log.error("lease.lost", target=target, holder=self.holder)

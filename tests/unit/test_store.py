@@ -744,12 +744,23 @@ def test_writer_locks_in_one_process_exclude_each_other_and_survive_a_replaced_f
         second.release()
         lock_file = db_path.with_name("state.db.t.lock")
         assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
-        # Someone deletes the lock file: the next holder locks the file that is there now.
-        lock_file.unlink()
+        # Someone deletes the lock file under its holder: another process could now lock a
+        # new file of that name, so the holder learns it no longer guards the target.
         assert first.try_acquire()
-        assert lock_file.exists()
-        assert second.held_elsewhere()
+        assert first.intact()
+        lock_file.unlink()
+        assert not first.intact()
+        assert second.try_acquire()  # what the holder's renewal guards against
+        assert second.intact()
+        second.release()
         first.release()
+        # A symbolic link in its place is refused, not followed.
+        lock_file.unlink()
+        lock_file.symlink_to(db_path.parent / "elsewhere")
+        with pytest.raises(StateError, match="cannot open the lock file"):
+            first.try_acquire()
+        assert not (db_path.parent / "elsewhere").exists()
+        lock_file.unlink()
         odd = store.writer_lock("../../etc/passwd")  # never a path outside the folder
         assert odd.try_acquire()
         odd.release()

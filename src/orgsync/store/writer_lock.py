@@ -11,8 +11,10 @@ flock does not arbitrate between hosts on a network file system: the state direc
 must be local (README "Operations"); SQLite's WAL mode needs that too.
 
 Lock files are created 0600 and never deleted: unlinking a file another process holds
-locked would let a third process lock a new file of the same name. A file replaced
-under a holder is detected (its inode changed) and locked afresh.
+locked would let a third process lock a new file of the same name. A holder checks
+(`intact`, at every lease renewal) that its file is still the one at the path and stops
+writing if it was replaced; a file replaced between open and lock is locked afresh. A
+symbolic link in its place is refused.
 
 A `:memory:` database lives in one process, so its locks are process-local ones.
 """
@@ -47,6 +49,11 @@ class WriterLock(Protocol):
 
     def held_elsewhere(self) -> bool:
         """Whether some other holder (another process, or another lock object) has it."""
+        ...
+
+    def intact(self) -> bool:
+        """While held: whether the lock still guards the target (its file was not
+        deleted or replaced under it, which would let another process lock a new one)."""
         ...
 
 
@@ -84,6 +91,9 @@ class FileLock:
         if fd is not None:
             os.close(fd)  # closing the only descriptor of the open file drops its flock
 
+    def intact(self) -> bool:
+        return self._fd is not None and _same_file(self._fd, self.path)
+
     def held_elsewhere(self) -> bool:
         if self._fd is not None:
             return False
@@ -99,7 +109,9 @@ class FileLock:
         """A descriptor of `path` holding `mode`, or None while another holds it."""
         for _ in range(10):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                )
             except OSError as error:
                 raise StateError(
                     f"cannot open the lock file {self.path}: {error.strerror}"
@@ -125,7 +137,7 @@ class FileLock:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        current = os.stat(path)
+        current = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return False
     opened = os.fstat(fd)
@@ -176,6 +188,9 @@ class _MemoryLock:
 
     def held_elsewhere(self) -> bool:
         return self._locks.held_by_other(self._target, self)
+
+    def intact(self) -> bool:
+        return not self._locks.held_by_other(self._target, self)
 
 
 class WriterLocks:
