@@ -138,3 +138,29 @@ def test_an_operator_s_refused_and_failing_runs_never_quarantine_the_daemon(
         assert sample(metric_families(again), "orgsync_quarantined", target="openai-test") == 0
         assert ready(again) == 200
         assert again.terminate() == 0
+
+
+def test_another_daemon_s_failures_do_not_turn_this_daemon_s_readiness(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """A second daemon on the same database whose environment lacks the API key (a bad
+    rollout) is not ready; the first, whose own runs are clean, stays ready."""
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = DaemonRig(folder=tmp_path, emulator=emulator)
+        rig.write(directory(3, owners=1))
+        good = rig.start("good")
+        started.append(good)
+        good.wait_started()
+        wait_for(rig.finished_runs, timeout=60, what="the good daemon's run")
+        bad = rig.start("bad", **{KEY_ENV: ""})
+        started.append(bad)
+        bad.wait_started()
+        wait_for(lambda: len(rig.finished_runs()) == 2, timeout=60, what="the bad daemon's run")
+        assert [(r["origin"], r["status"]) for r in rig.finished_runs()] == [
+            ("daemon", "ok"),
+            ("daemon", "failed"),
+        ]
+        assert ready(bad) == 503
+        assert ready(good) == 200
+        assert good.terminate() == 0
+        assert bad.terminate() == 0

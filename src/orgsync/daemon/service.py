@@ -90,6 +90,7 @@ class Service:
             )
             for name in names
         ]
+        self._workers_by_target = {w.target: w for w in self.workers}
         self.schedule = ReconcileSchedule(
             names,
             interval=config.schedule.interval,
@@ -104,7 +105,12 @@ class Service:
         )
         app = build_app(
             metrics=self.metrics,
-            readiness=Readiness(self.engine.store, names),
+            readiness=Readiness(
+                self.engine.store,
+                names,
+                instance=self.engine.origin.instance,
+                standing=lambda target: self._workers_by_target[target].standing,
+            ),
             alive=self.alive,
             webhook_routes=self.receiver.routes(),
         )

@@ -214,6 +214,7 @@ class Runs:
         *,
         origin: str | None = None,
         mode: str | None = None,
+        instance: str | None = None,
     ) -> list[RunRecord]:
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
@@ -221,8 +222,15 @@ class Runs:
             rows = session.query(
                 "SELECT * FROM runs WHERE (:target IS NULL OR target = :target) "
                 "AND (:origin IS NULL OR origin = :origin) AND (:mode IS NULL OR mode = :mode) "
+                "AND (:instance IS NULL OR instance = :instance) "
                 "ORDER BY started_at DESC, run_id DESC LIMIT :limit",
-                {"target": target, "origin": origin, "mode": mode, "limit": limit},
+                {
+                    "target": target,
+                    "origin": origin,
+                    "mode": mode,
+                    "instance": instance,
+                    "limit": limit,
+                },
             )
         return [_record(row) for row in rows]
 

@@ -152,9 +152,11 @@ class StateStore:
         *,
         origin: str | None = None,
         mode: str | None = None,
+        instance: str | None = None,
     ) -> list[RunRecord]:
-        """Newest first; only `origin`'s (cli, daemon) and `mode`'s runs when given."""
-        return self._runs.history(limit, target, origin=origin, mode=mode)
+        """Newest first; only `origin`'s (cli, daemon), `mode`'s and `instance`'s runs
+        when given."""
+        return self._runs.history(limit, target, origin=origin, mode=mode, instance=instance)
 
     def last_run(self, target: str) -> RunRecord | None:
         """The newest run of `target`, whatever its status (a `running` one included)."""
