@@ -51,11 +51,28 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
-def terminate_and_time(process: subprocess.Popen[str]) -> tuple[float, str, str]:
-    signalled = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
-    return time.monotonic() - signalled, out, err
+def start_sync(config: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orgsync", "--config", str(config), "sync"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, KEY_ENV: API_KEY, **env},
+    )
+
+
+def terminate_while_reading(sync: subprocess.Popen[str], port: int) -> tuple[float, str, str]:
+    """SIGTERM `sync` once it is reading from `port`; seconds until it ended, its output."""
+    try:
+        wait_for(lambda: connected_to(port), timeout=60, what=f"a request to port {port}")
+        signalled = time.monotonic()
+        sync.send_signal(signal.SIGTERM)
+        out, err = sync.communicate(timeout=60)
+        return time.monotonic() - signalled, out, err
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+            sync.communicate()
 
 
 def runs(state_db: Path) -> list[sqlite3.Row]:
@@ -93,24 +110,8 @@ def test_sigterm_during_a_slow_organization_read_interrupts_the_cli_sync(
         rig.config_path.read_text().replace('timeout = "2s"', 'timeout = "30s"')
     )
     slow_emulator.faults = Faults(latency=SLOW)
-    sync = subprocess.Popen(
-        [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), "sync"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, KEY_ENV: API_KEY},
-    )
-    try:
-        wait_for(
-            lambda: connected_to(port_of(slow_emulator.start())),
-            timeout=60,
-            what="the organization read",
-        )
-        took, out, err = terminate_and_time(sync)
-    finally:
-        if sync.poll() is None:
-            sync.kill()
-            sync.communicate()
+    sync = start_sync(rig.config_path)
+    took, out, err = terminate_while_reading(sync, port_of(slow_emulator.start()))
     print(f"\nCLI sync ended {took:.2f} s after SIGTERM during a {SLOW} s organization read")
     assert took < PROMPT, err
     assert sync.returncode == 1, out + err
@@ -163,20 +164,8 @@ path = "state.db"
 """,
             encoding="utf-8",
         )
-        sync = subprocess.Popen(
-            [sys.executable, "-m", "orgsync", "--config", str(config), "sync"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, KEY_ENV: API_KEY, OKTA_TOKEN_ENV: okta.token},
-        )
-        try:
-            wait_for(lambda: connected_to(port_of(okta.url)), timeout=60, what="the IdP read")
-            took, out, err = terminate_and_time(sync)
-        finally:
-            if sync.poll() is None:
-                sync.kill()
-                sync.communicate()
+        sync = start_sync(config, **{OKTA_TOKEN_ENV: okta.token})
+        took, out, err = terminate_while_reading(sync, port_of(okta.url))
         print(f"\nCLI sync ended {took:.2f} s after SIGTERM during a {SLOW} s IdP read")
         assert took < PROMPT, err
         assert sync.returncode == 1, out + err
