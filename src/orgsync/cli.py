@@ -266,6 +266,8 @@ def _status(config: Config, *, as_json: bool) -> int:
                 f"  last run {last.run_id} ({last.mode}, {last.origin}) {last.status}, "
                 f"exit {last.exit_code}, finished {finished}"
             )
+            if last.status == "running" and not held:
+                print("  (its process ended without finishing; the next sync records it)")
             if last.error:
                 print(f"  error: {last.error}")
             drift = ", ".join(f"{n} {op}" for op, n in last.summary.items()) or "none"

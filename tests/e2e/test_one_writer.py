@@ -155,6 +155,7 @@ def test_two_syncs_one_in_another_pid_namespace_never_write_together(
         # to start on a busy machine.
         rig.emulator.faults = Faults(latency=2.0)
         second = start_second(rig, "sync")
+        status = rig.orgsync("status")  # meanwhile, an operator asks who is writing
         out, err = second.communicate(timeout=120)
         overlapped = first.poll() is None  # the second ended while the first was writing
         rig.emulator.faults = Faults()
@@ -174,6 +175,7 @@ def test_two_syncs_one_in_another_pid_namespace_never_write_together(
     assert f"another orgsync is syncing {TARGET}: cli on {socket.gethostname()} " in out
     assert f"(pid {holder_pid}, instance " in out
     assert "nothing was done" in out
+    assert f"lock: held by cli on {socket.gethostname()} (pid {holder_pid}, " in status.stdout
     recorded = runs(state_db)
     assert [(r["mode"], r["status"]) for r in recorded] == [("sync", "ok")]  # busy: no run
 
@@ -196,8 +198,12 @@ def test_a_sync_killed_as_pid_1_does_not_block_the_next_pid_1(rig: Rig) -> None:
             timeout=30,
             what="the kernel to free the dead sync's lock",
         )
-        # The dead holder's lease row is still there, far from expiring (TTL 10 minutes).
+        # The dead holder's lease row is still there, far from expiring (TTL 10 minutes),
+        # but `status` asks the kernel: the target is free.
         assert [holder for (holder,) in query(state_db, "SELECT holder FROM leases")] != []
+        status = rig.orgsync("status").stdout
+        assert "lock: free" in status
+        assert "its process ended without finishing" in status
     finally:
         if victim.poll() is None:
             victim.kill()
