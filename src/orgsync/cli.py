@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from orgsync import __version__
 from orgsync.config import Config, default_config_path, load_config
@@ -32,6 +39,12 @@ from orgsync.engine import (
 from orgsync.logs import configure_logging
 from orgsync.notify import DRAIN_SECONDS, build_dispatcher
 from orgsync.report import render_result, results_json
+from orgsync.store import LeaseRecord, NoStateDatabase, RunRecord, StateStore
+
+if TYPE_CHECKING:
+    from orgsync.daemon.quarantine import Quarantine
+
+log = structlog.get_logger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -160,7 +173,8 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     notifier = None if args.dry_run else build_dispatcher(config, os.environ, strict=False)
     engine = Engine(config, on_finished=notifier.run_finished if notifier else None)
     try:
-        results = engine.run(options)
+        with _stop_on_signals(engine.stop):
+            results = engine.run(options)
     finally:
         engine.close()
     try:
@@ -218,39 +232,87 @@ def _write_private(path: Path, text: str) -> None:
         raise OrgsyncError(f"--plan-out {path}: cannot write: {error.strerror}") from None
 
 
-def _status(config: Config, *, as_json: bool) -> int:
-    from orgsync.daemon.quarantine import HISTORY, assess
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM or SIGINT ends a sync cleanly: a read in flight ends at once, an apply
+    finishes its calls in flight and starts no more, and the run is recorded
+    `interrupted`. A second signal ends the process at once (the journal makes it safe)."""
 
-    engine = Engine(config)
-    schedule = config.schedule
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        if stop.is_set():
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        log.warning("sync.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may install handlers (an embedding caller's thread)
+        return
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        store = engine.store
-        views = [
-            (
-                target.name,
-                store.last_run(target.name),
-                store.lease_holder(target.name),
-                store.pending(target.name),
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _open_state(config: Config) -> StateStore | None:
+    """The state database for reading commands, which never create one (None: none yet)."""
+    try:
+        return StateStore.open(config.state.path, create=False)
+    except NoStateDatabase as missing:
+        print(f"orgsync: {missing}", file=sys.stderr)
+        return None
+
+
+def _lock_view(store: StateStore, target: str) -> tuple[LeaseRecord | None, bool]:
+    """The lease row worth showing, and whether a process holds the target's lock now.
+
+    A row whose holder no longer holds the kernel lock is a process that died holding it
+    (`kill -9`): shown as free, since the next sync takes it over at once.
+    """
+    held = store.writer_lock(target).held_elsewhere()
+    lease = store.lease_holder(target)
+    return (lease if held else None), held
+
+
+def _status(config: Config, *, as_json: bool) -> int:
+    from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
+
+    schedule = config.schedule
+    store = _open_state(config)
+    views: list[tuple[str, RunRecord | None, LeaseRecord | None, bool, list[Any]]] = []
+    standings: dict[str, Quarantine] = {}
+    learned: dict[str, list[LearnedForm]] = {}
+    try:
+        for target in config.targets:
+            if store is None:
+                views.append((target.name, None, None, False, []))
+                standings[target.name] = Quarantine()
+                learned[target.name] = []
+                continue
+            learned[target.name] = store.learned_forms(target.name)
+            lease, held = _lock_view(store, target.name)
+            views.append(
+                (target.name, store.last_run(target.name), lease, held, store.pending(target.name))
             )
-            for target in config.targets
-        ]
-        learned = {target.name: store.learned_forms(target.name) for target in config.targets}
-        standings = {
-            target.name: assess(
-                store.runs(limit=HISTORY, target=target.name),
+            standings[target.name] = assess(
+                store.runs(limit=HISTORY, target=target.name, **DAEMON_WRITES),
                 after=schedule.quarantine_after,
                 interval=schedule.interval,
                 ceiling=schedule.quarantine_max_interval,
             )
-            for target in config.targets
-        }
     finally:
-        engine.close()
+        if store is not None:
+            store.close()
     if as_json:
         document = [
             {
                 "target": name,
                 "last_run": last.as_json() if last else None,
+                "lock_held": held,
                 "lock_holder": lease.holder if lease else None,
                 "lock_expires_at": lease.expires_at.isoformat() if lease else None,
                 "pending": [p.as_json() for p in pending],
@@ -258,25 +320,42 @@ def _status(config: Config, *, as_json: bool) -> int:
                 "quarantine": standings[name].as_json(),
                 "learned_forms": [_learned_json(f) for f in learned[name]],
             }
-            for name, last, lease, pending in views
+            for name, last, lease, held, pending in views
         ]
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    for name, last, lease, pending in views:
+    _print_status(config, views, standings, learned)
+    return EXIT_OK
+
+
+def _print_status(
+    config: Config,
+    views: list[tuple[str, RunRecord | None, LeaseRecord | None, bool, list[Any]]],
+    standings: Mapping[str, Quarantine],
+    learned: Mapping[str, list[LearnedForm]],
+) -> None:
+    for name, last, lease, held, pending in views:
         print(f"{name}:")
         if last is None:
             print("  never run")
         else:
             finished = f"{last.finished_at:%Y-%m-%d %H:%M:%S}Z" if last.finished_at else "not yet"
             print(
-                f"  last run {last.run_id} ({last.mode}) {last.status}, "
+                f"  last run {last.run_id} ({last.mode}, {last.origin}) {last.status}, "
                 f"exit {last.exit_code}, finished {finished}"
             )
+            if last.status == "running" and not held:
+                print("  (its process ended without finishing; the next sync records it)")
             if last.error:
                 print(f"  error: {last.error}")
             drift = ", ".join(f"{n} {op}" for op, n in last.summary.items()) or "none"
             print(f"  drift at last run: {drift}")
-        print(f"  lock: {lease.holder if lease else 'free'}")
+        if lease is not None:
+            print(f"  lock: held by {lease.holder} since {lease.acquired_at:%Y-%m-%d %H:%M:%S}Z")
+        else:
+            print(
+                "  lock: held (its holder has not recorded itself yet)" if held else "  lock: free"
+            )
         standing = standings[name]
         if standing.quarantined and standing.next_run_at is not None:
             print(
@@ -293,7 +372,6 @@ def _status(config: Config, *, as_json: bool) -> int:
             if target.scim_dialect == "auto":
                 forms = describe_forms(learned[name])
             print(f"  SCIM request forms: {forms}")
-    return EXIT_OK
 
 
 def _learned_json(learned: LearnedForm) -> dict[str, str | None]:
@@ -307,19 +385,23 @@ def _learned_json(learned: LearnedForm) -> dict[str, str | None]:
 
 
 def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> int:
-    engine = Engine(config)
-    try:
-        records = engine.store.runs(limit=limit, target=target)
-    finally:
-        engine.close()
+    store = _open_state(config)
+    if store is None:
+        records: list[RunRecord] = []
+    else:
+        try:
+            records = store.runs(limit=limit, target=target)
+        finally:
+            store.close()
     if as_json:
         print(json.dumps([r.as_json() for r in records], indent=2))
         return EXIT_OK
     for record in records:
         summary = ", ".join(f"{n} {op}" for op, n in record.summary.items()) or "-"
         print(
-            f"{record.run_id}  {record.target:<16} {record.mode:<8} {record.status:<16} "
-            f"exit {record.exit_code if record.exit_code is not None else '-'}  {summary}"
+            f"{record.run_id}  {record.target:<16} {record.mode:<8} {record.origin:<7} "
+            f"{record.status:<16} exit {record.exit_code if record.exit_code is not None else '-'}"
+            f"  {summary}"
         )
     return EXIT_OK
 

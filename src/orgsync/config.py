@@ -384,6 +384,17 @@ class SafetyConfig(_Strict):
 class StateConfig(_Strict):
     path: Path = Path("orgsync.db")
     lease_ttl: Duration = timedelta(minutes=10)
+    keep_runs: Duration = timedelta(days=90)
+    """Run history (and its operation journal) older than this is deleted; the newest run
+    of each target, and its newest finished sync, are kept whatever their age."""
+
+    @model_validator(mode="after")
+    def _check(self) -> StateConfig:
+        if self.lease_ttl < timedelta(seconds=1):
+            raise ValueError("lease_ttl must be at least 1s")
+        if self.keep_runs < timedelta(hours=1):
+            raise ValueError("keep_runs must be at least 1h")
+        return self
 
 
 class ScheduleConfig(_Strict):

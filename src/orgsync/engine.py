@@ -1,9 +1,13 @@
 """The engine: the one place that wires source, rules, planner, safety, applier and store.
 
 `Engine.run(options)` reads the source once, then for each selected target: takes the
-target's lease (sync only), reads the organization, plans, holds what the safety gate
-holds, applies (sync only), records links and run history, and returns one
+target's writer lock and lease (sync only), reads the organization, plans, holds what the
+safety gate holds, applies (sync only), records links and run history, and returns one
 `TargetResult` per target. The CLI and the daemon call it; adapters never call each other.
+
+A sync refused because another process holds the target's lock is `busy`: not a run (it
+changed nothing and is not recorded), so it never counts towards quarantine. A stop
+request (SIGTERM) during a read ends the read at once and records the run `interrupted`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
 from orgsync.config import Config, TargetConfig
-from orgsync.core.errors import ConfigError, OrgsyncError, StateError
+from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -62,12 +66,19 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.factories import build_source, build_target, retry_settings
-from orgsync.store import StateStore
+from orgsync.interrupt import ReadInterrupt
+from orgsync.store import LeaseRecord, Origin, Outcome, StateStore, WriterLock
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
 _SEVERITY = {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_HELD: 2, EXIT_ERROR: 3}
+
+BUSY = "busy"
+"""A sync refused because another process is the target's writer: not recorded as a run."""
+LOCK_PATIENCE = 1.0
+"""Seconds a sync waits for a target's writer lock before it is refused as busy (long
+enough to ride out `orgsync status` probing the lock, far shorter than any run)."""
 
 
 def worst_exit_code(codes: Sequence[int]) -> int:
@@ -114,8 +125,31 @@ class PlanAware(Protocol):
     def prepare(self, operations: Sequence[Operation]) -> None: ...
 
 
-TargetFactory = Callable[[TargetConfig, Mapping[str, str]], Target]
-SourceFactory = Callable[[Config, Mapping[str, str]], Source]
+class TargetFactory(Protocol):
+    def __call__(
+        self, config: TargetConfig, environ: Mapping[str, str], *, interrupt: ReadInterrupt
+    ) -> Target: ...
+
+
+class SourceFactory(Protocol):
+    def __call__(
+        self, config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt
+    ) -> Source: ...
+
+
+class TargetBusy(StateError):
+    """Another process holds the target's writer lock; nothing was read or written."""
+
+    def __init__(self, target: str, lease: LeaseRecord | None) -> None:
+        if lease is not None:
+            who = f"{lease.holder}, holding it since {lease.acquired_at:%Y-%m-%d %H:%M:%S}Z"
+        else:
+            who = "a process that has not recorded itself yet"
+        super().__init__(
+            f"another orgsync is syncing {target}: {who}; nothing was done, try again "
+            "later (the lock is released when that run ends or its process dies)"
+        )
+        self.lease = lease
 
 
 class RunObserver(Protocol):
@@ -197,16 +231,6 @@ def check_roles(config: TargetConfig, catalog: RoleCatalog) -> None:
 
 
 _PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 class _LinkingJournal:
@@ -293,7 +317,10 @@ class Engine:
         stop: threading.Event | None = None,
         observer: RunObserver | None = None,
         on_finished: Callable[[TargetResult, RunOptions], None] | None = None,
+        origin: str = "cli",
     ) -> None:
+        """`origin`: "cli" or "daemon", recorded with each run; the daemon's quarantine and
+        readiness count the daemon's own runs only."""
         self.config = config
         self.environ = dict(os.environ if environ is None else environ)
         self._store = store
@@ -306,7 +333,15 @@ class Engine:
         )
         self.clock = clock
         self.stop = stop or threading.Event()
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.origin = Origin(origin, secrets.token_hex(4))
+        # Who holds a lease, for people: the pid is as this process sees itself, and is
+        # never used to decide anything (see `orgsync.store.writer_lock`).
+        self.holder = (
+            f"{origin} on {socket.gethostname()} (pid {os.getpid()}, "
+            f"instance {self.origin.instance})"
+        )
+        self._locks: dict[str, WriterLock] = {}
+        self._locks_guard = threading.Lock()
 
     @property
     def store(self) -> StateStore:
@@ -315,6 +350,10 @@ class Engine:
         return self._store
 
     def close(self) -> None:
+        with self._locks_guard:
+            locks, self._locks = list(self._locks.values()), {}
+        for lock in locks:
+            lock.release()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -344,7 +383,8 @@ class Engine:
         return [t for t in self.config.targets if t.name in chosen]
 
     def read_source(self) -> SourceSnapshot:
-        snapshot = self.source_factory(self.config, self.environ).read()
+        source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
+        snapshot = source.read()
         limits = self.safety_limits()
         check_source_size(len(snapshot.people), limits)
         self.observer.source_read(len(snapshot.people))
@@ -367,23 +407,53 @@ class Engine:
     def run(self, options: RunOptions) -> list[TargetResult]:
         targets = self.selected_targets(options)
         mode = "dry-run" if options.dry_run else "sync"
+        self.store  # noqa: B018 - an unusable state database stops the run before any read
+        started = self.clock()
         try:
             snapshot = self.read_source()
+        except Interrupted as error:
+            log.warning("source.interrupted", error=str(error))
+            results = [
+                self._ended_early(
+                    t.name, mode, options, started, status="interrupted", error=str(error)
+                )
+                for t in targets
+            ]
         except OrgsyncError as error:
             log.error("source.failed", error=str(error))
-            results = [self._failed_run(t.name, mode, options.trigger, str(error)) for t in targets]
+            results = [
+                self._ended_early(t.name, mode, options, started, status="failed", error=str(error))
+                for t in targets
+            ]
         else:
             results = [self._run_target(t, snapshot, options) for t in targets]
         for result in results:
             self.on_finished(result, options)
+        self._prune()
         return results
 
-    def _failed_run(self, target: str, mode: str, trigger: str, error: str) -> TargetResult:
-        run_id = self.store.start_run(target, mode, trigger)
-        self.store.finish_run(
-            run_id, status="failed", exit_code=EXIT_ERROR, summary={}, checksum=None, error=error
+    def _ended_early(
+        self,
+        target: str,
+        mode: str,
+        options: RunOptions,
+        started: datetime,
+        *,
+        status: str,
+        error: str,
+    ) -> TargetResult:
+        """A run that ended before it reached the target (the source failed or stopped)."""
+        run_id = self.store.record_run(
+            target,
+            mode,
+            options.trigger,
+            origin=self.origin,
+            started_at=started,
+            outcome=Outcome(
+                status=status, exit_code=EXIT_ERROR, summary={}, checksum=None, error=error
+            ),
         )
-        return TargetResult(target, EXIT_ERROR, "failed", run_id=run_id, error=error)
+        return TargetResult(target, EXIT_ERROR, status, run_id=run_id, error=error)
 
     def _run_target(
         self, config: TargetConfig, snapshot: SourceSnapshot, options: RunOptions
@@ -391,28 +461,47 @@ class Engine:
         mode = "dry-run" if options.dry_run else "sync"
         bound = log.bind(target=config.name, mode=mode)
         started = time.monotonic()
-        run_id = self.store.start_run(config.name, mode, options.trigger)
-        try:
-            with self._lease(config.name, exclusive=not options.dry_run) as halt:
-                result = self._plan_and_apply(config, snapshot, options, run_id, halt)
-        except OrgsyncError as error:
-            bound.error("run.failed", error=str(error))
-            result = TargetResult(
-                config.name, EXIT_ERROR, "failed", run_id=run_id, error=str(error)
+        if options.dry_run:
+            began = self.clock()
+            result = self._attempt(config, snapshot, options, None, _Halt(self.stop))
+            result.run_id = self.store.record_run(
+                config.name,
+                mode,
+                options.trigger,
+                origin=self.origin,
+                started_at=began,
+                outcome=_outcome(result),
             )
+        else:
+            try:
+                with self._lease(config.name) as halt:
+                    run_id = self.store.start_run(
+                        config.name, mode, options.trigger, origin=self.origin
+                    )
+                    result = self._attempt(config, snapshot, options, run_id, halt)
+                    # Finished before the lock is released: a `running` row never outlives
+                    # its writer's hold on the target.
+                    ended = _outcome(result)
+                    self.store.finish_run(
+                        run_id,
+                        status=ended.status,
+                        exit_code=ended.exit_code,
+                        summary=dict(ended.summary),
+                        checksum=ended.checksum,
+                        error=ended.error,
+                        held=ended.held,
+                        failed=ended.failed,
+                        waiting=ended.waiting,
+                    )
+            except TargetBusy as busy:
+                bound.warning("run.busy", holder=busy.lease.holder if busy.lease else None)
+                return TargetResult(config.name, EXIT_ERROR, BUSY, error=str(busy))
+            except StateError as error:
+                # The state database itself failed (busy beyond its timeout, gone bad):
+                # nowhere to record the run; the next one tries again.
+                bound.error("run.state_failed", error=str(error))
+                return TargetResult(config.name, EXIT_ERROR, "failed", error=str(error))
         plan_ = result.plan
-        report = result.report
-        self.store.finish_run(
-            run_id,
-            status=result.status,
-            exit_code=result.exit_code,
-            summary=plan_.summary if plan_ else {},
-            checksum=plan_.checksum if plan_ else None,
-            error=result.error,
-            held=len(plan_.held) if plan_ else 0,
-            failed=len(report.failed) if report else 0,
-            waiting=len(plan_.waiting) if plan_ else 0,
-        )
         bound.info("run.finished", status=result.status, exit_code=result.exit_code)
         self.observer.run_finished(
             config.name,
@@ -422,48 +511,119 @@ class Engine:
         )
         return result
 
-    def try_lease(self, target: str) -> bool:
-        """Take (or extend) `target`'s lease for this engine; False while another holds it.
+    def _attempt(
+        self,
+        config: TargetConfig,
+        snapshot: SourceSnapshot,
+        options: RunOptions,
+        run_id: str | None,
+        halt: threading.Event,
+    ) -> TargetResult:
+        """Plan (and apply); an error becomes a failed result, a stop an interrupted one."""
+        try:
+            return self._plan_and_apply(config, snapshot, options, run_id, halt)
+        except Interrupted as error:
+            log.warning("run.interrupted", target=config.name, error=str(error))
+            return TargetResult(
+                config.name, EXIT_ERROR, "interrupted", run_id=run_id, error=str(error)
+            )
+        except OrgsyncError as error:
+            log.error("run.failed", target=config.name, error=str(error))
+            return TargetResult(config.name, EXIT_ERROR, "failed", run_id=run_id, error=str(error))
 
-        The daemon takes the lease before a run so that a busy target is a reason to wait,
-        not a failed run; `run` then extends it and releases it at the end.
+    def _prune(self) -> None:
+        """Forget runs older than `[state] keep_runs`, with their journal."""
+        keep = self.config.state.keep_runs
+        try:
+            pruned = self.store.prune_runs(self.clock() - keep)
+        except StateError as error:  # a busy database: the next run prunes
+            log.warning("runs.prune_failed", error=str(error))
+            return
+        if pruned:
+            log.info("runs.pruned", runs=pruned, older_than_days=keep.total_seconds() / 86400)
+
+    def try_lease(self, target: str, *, patience: float = 0.0) -> bool:
+        """Become `target`'s writer: take its kernel lock, then record the lease; False
+        while another process (or another engine) holds the lock.
+
+        The daemon takes it before a run so that a busy target is a reason to wait, not a
+        failed run; `run` then keeps it and releases it at the end. Taking it again while
+        holding it extends the lease. A lease row left by a process that died holding the
+        lock (`kill -9`) is taken over at once: the kernel released its lock, so it is gone.
         """
-        ttl = self.config.state.lease_ttl
-        if self.store.acquire_lease(target, self.holder, ttl):
-            return True
-        self._break_dead_lease(target)
-        return self.store.acquire_lease(target, self.holder, ttl)
+        with self._locks_guard:
+            held = target in self._locks
+        if not held:
+            lock = self.store.writer_lock(target)
+            if not lock.try_acquire(patience):
+                return False
+            with self._locks_guard:
+                self._locks[target] = lock
+        try:
+            previous = self.store.take_lease(target, self.holder, self.config.state.lease_ttl)
+        except BaseException:
+            if not held:
+                self._unlock(target)
+            raise
+        if previous is not None:
+            log.warning(
+                "lease.taken_over",
+                target=target,
+                previous=previous.holder,
+                reason="its process ended without releasing the target's lock",
+            )
+        return True
+
+    def release_lease(self, target: str) -> None:
+        """Stop being `target`'s writer (a no-op if this engine is not)."""
+        try:
+            self.store.release_lease(target, self.holder)
+        finally:
+            self._unlock(target)
+
+    def _unlock(self, target: str) -> None:
+        with self._locks_guard:
+            lock = self._locks.pop(target, None)
+        if lock is not None:
+            lock.release()
 
     @contextmanager
-    def _lease(self, target: str, *, exclusive: bool) -> Iterator[threading.Event]:
+    def _lease(self, target: str) -> Iterator[threading.Event]:
         halt = _Halt(self.stop)
-        if not exclusive:
-            yield halt
-            return
-        if not self.try_lease(target):
-            holder = self.store.lease_holder(target)
-            who = f"{holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S}Z" if holder else "?"
-            raise StateError(f"another orgsync is syncing {target} ({who}); try again later")
+        if not self.try_lease(target, patience=LOCK_PATIENCE):
+            raise TargetBusy(target, self.store.lease_holder(target))
         try:
             self.store.recover_interrupted(target)
             with self._keep_lease(target, halt):
                 yield halt
         finally:
-            self.store.release_lease(target, self.holder)
+            self.release_lease(target)
 
     @contextmanager
     def _keep_lease(self, target: str, halt: threading.Event) -> Iterator[None]:
         """Renew the lease every third of its TTL for as long as the run holds it.
 
-        A run longer than the TTL (a first sync under a rate limit) would otherwise lose
-        it half-way, and a second orgsync waiting for it would start writing to the same
-        organization. A lease that could not be renewed halts the applier.
+        The row names the holder for `status` as long as the run lasts. A lease row taken
+        over by another process, or a lock file deleted or replaced under us (another
+        process could then lock a new one), halts the applier: finish the calls in
+        flight, start no more.
         """
         ttl = self.config.state.lease_ttl
         done = threading.Event()
 
         def renew() -> None:
             while not done.wait(ttl.total_seconds() / 3):
+                with self._locks_guard:
+                    lock = self._locks.get(target)
+                if lock is None or not lock.intact():
+                    log.error(
+                        "lease.lost",
+                        target=target,
+                        holder=self.holder,
+                        reason="the lock file was deleted or replaced",
+                    )
+                    halt.set()
+                    return
                 try:
                     if not self.store.renew_lease(target, self.holder, ttl):
                         log.error("lease.lost", target=target, holder=self.holder)
@@ -480,34 +640,16 @@ class Engine:
             done.set()
             keeper.join()
 
-    def _break_dead_lease(self, target: str) -> None:
-        """Free a lease whose holder was a process on this host that no longer exists.
-
-        A sync killed with SIGKILL cannot release its lease; waiting for the TTL would
-        block the very rerun that repairs what it left half done. Holders on other hosts
-        are left to expire: their liveness cannot be checked from here.
-        """
-        lease = self.store.lease_holder(target)
-        if lease is None:
-            return
-        host, _, rest = lease.holder.partition(":")
-        pid_text = rest.partition(":")[0]
-        if host != socket.gethostname() or not pid_text.isdigit():
-            return
-        if _process_alive(int(pid_text)):
-            return
-        log.warning("lease.broken", target=target, holder=lease.holder, reason="holder is dead")
-        self.store.release_lease(target, lease.holder)
-
     def _plan_and_apply(
         self,
         config: TargetConfig,
         snapshot: SourceSnapshot,
         options: RunOptions,
-        run_id: str,
+        run_id: str | None,
         halt: threading.Event,
     ) -> TargetResult:
-        target = self.target_factory(config, self.environ)
+        interrupt = ReadInterrupt(self.stop)
+        target = self.target_factory(config, self.environ, interrupt=interrupt)
         if isinstance(target, LearnsForms):  # SCIM: ask first in the forms that worked
             learned = self.store.learned_forms(config.name)
             target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
@@ -533,8 +675,10 @@ class Engine:
                 raise ConfigError(f"the reviewed plan has no plan for {config.name}")
             if reviewed is not None:
                 check_reviewed(reviewed, fresh)
-            if options.dry_run:
+            if options.dry_run or run_id is None:
                 return self._dry_result(config.name, fresh, run_id)
+            # From here on the calls are the apply's: a stop lets those in flight finish.
+            interrupt.pause()
             self.store.record_plan(run_id, fresh)
             self._remember(
                 config.name,
@@ -670,7 +814,7 @@ class Engine:
                 self.store.disown_group(target, group_id)  # deleted by someone else
 
     @staticmethod
-    def _dry_result(target: str, fresh: Plan, run_id: str) -> TargetResult:
+    def _dry_result(target: str, fresh: Plan, run_id: str | None) -> TargetResult:
         if fresh.held:
             code, status = EXIT_HELD, "held"
         elif fresh.operations:
@@ -695,3 +839,17 @@ class Engine:
         if fresh.held:
             return TargetResult(target, EXIT_HELD, "held", run_id, fresh, report)
         return TargetResult(target, EXIT_OK, "ok", run_id, fresh, report)
+
+
+def _outcome(result: TargetResult) -> Outcome:
+    plan_, report = result.plan, result.report
+    return Outcome(
+        status=result.status,
+        exit_code=result.exit_code,
+        summary=plan_.summary if plan_ else {},
+        checksum=plan_.checksum if plan_ else None,
+        error=result.error,
+        held=len(plan_.held) if plan_ else 0,
+        failed=len(report.failed) if report else 0,
+        waiting=len(plan_.waiting) if plan_ else 0,
+    )

@@ -20,6 +20,7 @@ from orgsync.config import OktaSource as OktaSourceConfig
 from orgsync.config import ScimSource as ScimSourceConfig
 from orgsync.core.errors import ConfigError
 from orgsync.core.ports import Source, Target
+from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import HttpSettings
 from orgsync.sources.entra import EntraSource
@@ -32,22 +33,30 @@ from orgsync.targets.openai import OpenAITarget
 log = structlog.get_logger(__name__)
 
 
-def build_source(config: Config, environ: Mapping[str, str]) -> Source:
-    """The configured identity provider's adapter; secrets are resolved here, not earlier."""
+def build_source(
+    config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt | None = None
+) -> Source:
+    """The configured identity provider's adapter; secrets are resolved here, not earlier.
+
+    `interrupt` ends an HTTP source's read in flight when orgsync is told to stop (the
+    LDAP and file sources finish their read).
+    """
     source = config.source
     if isinstance(source, FileSourceConfig):
         return FileSource(source.path)
     if isinstance(source, ScimSourceConfig):
-        return _scim_source(source, environ)
+        return _scim_source(source, environ, interrupt)
     if isinstance(source, LdapSourceConfig):
         return _ldap_source(source, environ)
     if isinstance(source, OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig):
-        return _rest_source(source, environ)
+        return _rest_source(source, environ, interrupt)
     raise ConfigError(f"source.type = {source.type!r} is not available in this version")
 
 
 def _rest_source(
-    config: OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig, environ: Mapping[str, str]
+    config: OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig,
+    environ: Mapping[str, str],
+    interrupt: ReadInterrupt | None,
 ) -> Source:
     """Okta, Entra ID or Google Workspace: the REST identity providers."""
     settings = HttpSettings(
@@ -56,6 +65,7 @@ def _rest_source(
         retry=RetrySettings(
             max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
         ),
+        interrupt=interrupt,
     )
     if isinstance(config, OktaSourceConfig):
         urls = [config.url]
@@ -97,7 +107,9 @@ def _rest_source(
     )
 
 
-def _scim_source(config: ScimSourceConfig, environ: Mapping[str, str]) -> Source:
+def _scim_source(
+    config: ScimSourceConfig, environ: Mapping[str, str], interrupt: ReadInterrupt | None
+) -> Source:
     from orgsync.sources.scim import ScimSource  # scim2-models takes a second to import
 
     token, password = config.token, config.password
@@ -115,6 +127,7 @@ def _scim_source(config: ScimSourceConfig, environ: Mapping[str, str]) -> Source
         retry=RetrySettings(
             max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
         ),
+        interrupt=interrupt,
     )
 
 
@@ -163,12 +176,16 @@ def build_target(
     environ: Mapping[str, str],
     *,
     on_response: Callable[[str, int], None] | None = None,
+    interrupt: ReadInterrupt | None = None,
 ) -> Target:
-    """The configured organization's adapter; secrets are resolved here, not earlier."""
+    """The configured organization's adapter; secrets are resolved here, not earlier.
+
+    `interrupt` ends a read of the organization in flight when orgsync is told to stop.
+    """
     if config.type == "keycard":
-        return _keycard_target(config, environ, on_response)
+        return _keycard_target(config, environ, on_response, interrupt)
     if config.type == "scim":
-        return _scim_target(config, environ, on_response)
+        return _scim_target(config, environ, on_response, interrupt)
     api_key = config.api_key.resolve(environ).get_secret_value()
     if config.base_url.startswith("http://"):
         log.warning("target.plaintext", target=config.name, base_url=config.base_url)
@@ -182,6 +199,7 @@ def build_target(
         retry=retry_settings(config),
         user_agent="orgsync",
         on_response=on_response,
+        interrupt=interrupt,
     )
     projects = [(p.id, p.role) for p in config.invite_projects]
     return OpenAITarget(client, api_key=api_key, invite_projects=projects)
@@ -191,6 +209,7 @@ def _keycard_target(
     config: TargetConfig,
     environ: Mapping[str, str],
     on_response: Callable[[str, int], None] | None,
+    interrupt: ReadInterrupt | None,
 ) -> Target:
     if config.client_id is None or config.organization_id is None:
         raise ConfigError(f"targets.{config.name}: keycard needs client_id and organization_id")
@@ -209,6 +228,7 @@ def _keycard_target(
         verify=str(config.ca_file) if config.ca_file else True,
         requests_per_second=config.requests_per_second,
         on_response=on_response,
+        interrupt=interrupt,
     )
 
 
@@ -216,6 +236,7 @@ def _scim_target(
     config: TargetConfig,
     environ: Mapping[str, str],
     on_response: Callable[[str, int], None] | None,
+    interrupt: ReadInterrupt | None,
 ) -> Target:
     from orgsync.targets.scim import ScimTarget  # scim2-models takes a second to import
 
@@ -233,6 +254,7 @@ def _scim_target(
         verify=str(config.ca_file) if config.ca_file else True,
         requests_per_second=config.requests_per_second,
         on_response=on_response,
+        interrupt=interrupt,
     )
 
 

@@ -1,8 +1,9 @@
 """`orgsync validate`: the configuration, the secrets, the source and each target, checked.
 
-Reads, never writes. Offline, it checks the file, that every secret resolves, and that the
-source parses; online, it also reads each target and checks that every role the
-configuration names exists in that target's catalog.
+Reads, never writes. Offline, it checks the file, that every secret resolves, that the
+source parses, and that the state path is usable (its directory exists and is writable,
+and a database already there is a sound orgsync one); online, it also reads each target
+and checks that every role the configuration names exists in that target's catalog.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from orgsync.core.ports import Target
 from orgsync.engine import check_capabilities, check_roles
 from orgsync.factories import build_source, build_target
 from orgsync.notify import check_secrets
-from orgsync.store import StateStore
+from orgsync.store import StateStore, check_state_path
 
 
 def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
@@ -43,6 +44,11 @@ def validate(
     """Return report lines and whether everything checked is usable."""
     source_line, ok = _check_source(config, environ, offline=offline)
     lines = [f"configuration: ok ({len(config.targets)} target(s))", source_line]
+    try:
+        lines.append(f"state {check_state_path(config.state.path)}")
+    except OrgsyncError as error:
+        ok = False
+        lines.append(f"state: FAILED: {error}")
     for target_config in config.targets:
         label = f"target {target_config.name} ({target_config.type})"
         try:

@@ -107,7 +107,7 @@ def test_the_lease_is_renewed_while_a_run_outlasts_its_ttl(
         while thread.is_alive() and time.monotonic() < deadline:
             if rival.try_lease("t"):
                 grabbed.append(datetime.now(UTC))
-                rival.store.release_lease("t", rival.holder)
+                rival.release_lease("t")
             else:
                 refused += 1
             time.sleep(0.1)
@@ -125,6 +125,36 @@ def test_the_lease_is_renewed_while_a_run_outlasts_its_ttl(
     finally:
         runner.close()
         rival.close()
+
+
+def test_a_writer_whose_lock_file_is_deleted_stops_writing(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """Deleting the lock file under a writer would let another process lock a new one:
+    the writer notices at its next renewal and starts no more calls."""
+    cfg = config(tmp_path, emulator, lease_ttl="1s")
+    write(tmp_path, directory(30))
+    emulator.faults = Faults(latency=0.25)  # 30 invites, 4 at a time: about 2 s
+    runner = engine(cfg)
+    try:
+        results: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: results.extend(runner.run(RunOptions(dry_run=False)))
+        )
+        thread.start()
+        lock_file = tmp_path / "state.db.t.lock"
+        deadline = time.monotonic() + 30
+        while runner.store.lease_holder("t") is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lock_file.unlink()
+        thread.join(60)
+        (result,) = results
+        assert result.status == "interrupted"
+        assert result.report is not None
+        skipped = [o for o in result.report.outcomes if o.status.value == "skipped"]
+        assert skipped, "the writer went on after its lock file was deleted"
+    finally:
+        runner.close()
 
 
 def test_a_stop_during_apply_is_recorded_as_interrupted(

@@ -20,6 +20,7 @@ class Run:
     finished_at: datetime | None = T0
     mode: str = "sync"
     error: str | None = None
+    origin: str = "daemon"
 
 
 def standing(*runs: Run):  # type: ignore[no-untyped-def]
@@ -44,6 +45,15 @@ def test_the_threshold_quarantines_and_counts_from_the_last_failure() -> None:
 def test_one_clean_run_ends_it() -> None:
     assert not standing(Run("ok"), *[Run("failed")] * 10).quarantined
     assert not standing(Run("held"), *[Run("failed")] * 10).quarantined
+
+
+def test_an_operator_s_runs_neither_count_nor_end_it() -> None:
+    """Refused, failing in their shell, or clean: a CLI run says nothing of the daemon's."""
+    operator = [Run("failed", origin="cli", error="OPENAI_ADMIN_KEY is not set")] * 5
+    assert standing(*operator) == standing()
+    assert not standing(*operator, Run("failed"), Run("ok")).quarantined
+    result = standing(Run("ok", origin="cli"), Run("failed"), Run("failed"), Run("failed"))
+    assert (result.quarantined, result.failures) == (True, 3)
 
 
 def test_interrupted_runs_and_dry_runs_neither_count_nor_end_it() -> None:

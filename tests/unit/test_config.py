@@ -121,6 +121,17 @@ groups_base = "ou=groups,dc=example,dc=org"
     assert config.source.type == "ldap"
 
 
+def test_run_history_is_kept_for_a_documented_time(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).state.keep_runs == timedelta(days=90)
+    assert load_config(ROOT / "config.example.toml").state.keep_runs == timedelta(days=90)
+    kept = load_config(write(tmp_path, MINIMAL + '[state]\nkeep_runs = "30d"\n'))
+    assert kept.state.keep_runs == timedelta(days=30)
+    with pytest.raises(ConfigError, match=r"state: .*keep_runs must be at least 1h"):
+        load_config(write(tmp_path, MINIMAL + '[state]\nkeep_runs = "10m"\n'))
+    with pytest.raises(ConfigError, match=r"state: .*lease_ttl must be at least 1s"):
+        load_config(write(tmp_path, MINIMAL + '[state]\nlease_ttl = "0s"\n'))
+
+
 def test_duplicate_target_names_are_refused(tmp_path: Path) -> None:
     second = MINIMAL.split("[[targets]]")[1]
     with pytest.raises(ConfigError, match="target names must be unique; repeated: openai-prod"):

@@ -1,5 +1,6 @@
 """The state database against real SQLite files: modes, migrations, journal durability,
-crash recovery, links and memory, and the cross-process lease."""
+crash recovery, links and memory, the lease row and the kernel writer lock, opening only
+what it was (never silently recreating an emptied file), pruning, and validate's check."""
 
 from __future__ import annotations
 
@@ -432,21 +433,25 @@ def test_journal_survives_kill_9_and_recovery_marks_the_run(db_path: Path) -> No
         assert run is not None
         assert run.status == "interrupted"
         assert run.error is not None
-        assert f":{dead.pid} ended" in run.error
+        assert f"pid {dead.pid}) ended" in run.error
         assert run.finished_at == after[0].started_at  # its last sign of life
         assert [r.seq for r in store.pending("t")] == [0, 1]
         assert store.recover_interrupted("t") == 0  # nothing left to recover
 
 
-def test_recovery_spares_live_runs(store: StateStore, db_path: Path) -> None:
+def test_recovery_spares_only_this_process_s_live_runs(store: StateStore, db_path: Path) -> None:
+    """Called by the holder of the target's writer lock, recovery needs no process id: a
+    `running` row of any other process is dead, even if its pid now names a live process
+    (the pid was reused, or it is a pid of another PID namespace)."""
     mine = store.start_run("t", "sync")  # running in this process
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with raw(db_path) as conn:
             host = conn.execute("SELECT host FROM runs").fetchone()[0]
             rows = [
-                ("other-live", sleeper.pid, host),  # another live process on this host
-                ("same-pid-dead", os.getpid(), host),  # an earlier process with our pid
+                ("pid-alive", sleeper.pid, host),  # a live process holds that pid now
+                ("same-pid", os.getpid(), host),  # an earlier process with our pid
+                ("pid-1", 1, host),  # pid 1 of a container: always "alive"
                 ("other-host", sleeper.pid, host + "-old"),  # an earlier incarnation elsewhere
             ]
             for run_id, pid, run_host in rows:
@@ -459,18 +464,16 @@ def test_recovery_spares_live_runs(store: StateStore, db_path: Path) -> None:
         status = {r.run_id: r.status for r in store.runs(target="t")}
         assert status == {
             mine: "running",
-            "other-live": "running",
-            "same-pid-dead": "interrupted",
+            "pid-alive": "interrupted",
+            "same-pid": "interrupted",
+            "pid-1": "interrupted",
             "other-host": "interrupted",
         }
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert store.recover_interrupted("t") == 0
-    other = store.run("other-live")
-    assert other is not None
-    assert other.status == "interrupted"
     store.finish_run(mine, status="ok", exit_code=0, summary={}, checksum=None)
+    assert store.recover_interrupted("t") == 0
     assert store.recover_interrupted("other-target") == 0
 
 
@@ -601,65 +604,69 @@ def test_naive_times_are_refused(store: StateStore) -> None:
 # --------------------------------------------------------------------------- lease
 
 
-def test_lease_is_exclusive_between_two_stores(db_path: Path) -> None:
+def test_taking_the_lease_records_the_holder_and_takes_over_a_dead_one(db_path: Path) -> None:
     with StateStore.open(db_path) as one, StateStore.open(db_path) as two:
-        assert one.acquire_lease("t", "host:1:a", TTL, now=T0)
-        assert not two.acquire_lease("t", "host:2:b", TTL, now=T0 + timedelta(seconds=30))
-        assert two.acquire_lease("other", "host:2:b", TTL, now=T0)  # leases are per target
-        assert one.acquire_lease("t", "host:1:a", TTL, now=T0 + timedelta(seconds=30))
+        assert one.take_lease("t", "cli a", TTL, now=T0) is None
+        assert two.take_lease("other", "cli b", TTL, now=T0) is None  # leases are per target
+        # Taking it again extends it and keeps when it was first taken.
+        assert one.take_lease("t", "cli a", TTL, now=T0 + timedelta(seconds=30)) is None
         holder = two.lease_holder("t", now=T0 + timedelta(seconds=31))
         assert holder is not None
         assert (holder.holder, holder.acquired_at, holder.expires_at) == (
-            "host:1:a",
-            T0,  # re-acquiring extends, it does not restart
+            "cli a",
+            T0,
             T0 + timedelta(seconds=90),
         )
-        two.release_lease("t", "host:2:b")  # not the holder: no effect
+        two.release_lease("t", "cli b")  # not the holder: no effect
         assert one.lease_holder("t", now=T0 + timedelta(seconds=31)) == holder
-        one.release_lease("t", "host:1:a")
-        assert two.lease_holder("t", now=T0) is None
-        assert two.acquire_lease("t", "host:2:b", TTL, now=T0 + timedelta(seconds=32))
+        # Only the holder of the writer lock takes the lease; a row it finds belongs to a
+        # process that died holding the lock: it is replaced at once, TTL or not.
+        later = T0 + timedelta(seconds=40)
+        previous = two.take_lease("t", "cli b", TTL, now=later)
+        assert previous == holder
+        assert not one.renew_lease("t", "cli a", TTL, now=later)  # taken over: lost
+        now_held = one.lease_holder("t", now=later)
+        assert now_held is not None
+        assert (now_held.holder, now_held.acquired_at) == ("cli b", later)
+        two.release_lease("t", "cli b")
+        assert one.lease_holder("t", now=later) is None
 
 
-def test_expired_lease_lets_another_holder_in(db_path: Path) -> None:
-    with StateStore.open(db_path) as one, StateStore.open(db_path) as two:
-        assert one.acquire_lease("t", "host:1:a", TTL, now=T0)
-        assert one.renew_lease("t", "host:1:a", TTL, now=T0 + timedelta(seconds=50))
-        assert not two.acquire_lease("t", "host:2:b", TTL, now=T0 + timedelta(seconds=100))
-        later = T0 + timedelta(seconds=111)
-        assert two.lease_holder("t", now=later) is None  # expired leases bind nobody
-        assert two.acquire_lease("t", "host:2:b", TTL, now=later)
-        assert not one.renew_lease("t", "host:1:a", TTL, now=later)  # taken over: lost
-        holder = one.lease_holder("t", now=later)
-        assert holder is not None
-        assert (holder.holder, holder.acquired_at) == ("host:2:b", later)
+def test_an_expired_lease_is_not_reported_but_its_holder_may_renew_it(db_path: Path) -> None:
+    with StateStore.open(db_path) as store:
+        assert store.take_lease("t", "daemon a", TTL, now=T0) is None
+        assert store.renew_lease("t", "daemon a", TTL, now=T0 + timedelta(seconds=50))
+        assert store.lease_holder("t", now=T0 + timedelta(seconds=111)) is None
+        assert store.renew_lease("t", "daemon a", TTL, now=T0 + timedelta(seconds=111))
+        assert store.lease_holder("t", now=T0 + timedelta(seconds=112)) is not None
         with pytest.raises(ValueError, match="positive"):
-            one.acquire_lease("t", "host:1:a", timedelta(0))
+            store.take_lease("t", "daemon a", timedelta(0))
 
 
 CONTENDER = """
     import sys
-    from datetime import timedelta
     from orgsync.store import StateStore
 
     store = StateStore.open(sys.argv[1])
+    lock = store.writer_lock("t")
     print("ready", flush=True)
     sys.stdin.readline()
-    won = store.acquire_lease("t", sys.argv[2], timedelta(minutes=5))
+    won = lock.try_acquire()
     print("won" if won else "lost", flush=True)
+    sys.stdin.readline()  # hold it until told to end
 """
 
 
-def test_concurrent_acquire_from_processes_has_one_winner(db_path: Path) -> None:
+def test_the_writer_lock_has_one_winner_among_processes(db_path: Path) -> None:
     StateStore.open(db_path).close()
     contenders = [
         subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(CONTENDER), str(db_path), f"host:{i}:x"],
+            [sys.executable, "-c", textwrap.dedent(CONTENDER), str(db_path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for i in range(6)
+        for _ in range(6)
     ]
     try:
         for proc in contenders:
@@ -669,14 +676,99 @@ def test_concurrent_acquire_from_processes_has_one_winner(db_path: Path) -> None
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        results = [proc.communicate(timeout=60)[0].strip() for proc in contenders]
+        results = []
+        for proc in contenders:
+            assert proc.stdout is not None
+            results.append(proc.stdout.readline().strip())
+        assert sorted(results) == ["lost"] * 5 + ["won"]
+        with StateStore.open(db_path) as store:
+            lock = store.writer_lock("t")
+            assert lock.held_elsewhere()
+            assert not lock.try_acquire()
+            assert store.writer_lock("other").try_acquire()  # locks are per target
     finally:
         for proc in contenders:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert sorted(results) == ["lost"] * 5 + ["won"]
+            proc.kill()
+            proc.communicate()
+
+
+HOLDER = """
+    import os, sys
+    from orgsync.store import StateStore
+
+    store = StateStore.open(sys.argv[1])
+    assert store.writer_lock("t").try_acquire()
+    print("holding", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_the_kernel_releases_the_lock_of_a_killed_process(db_path: Path) -> None:
+    """No process id, no TTL: `kill -9` of the holder frees the target at once."""
+    StateStore.open(db_path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLDER), str(db_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with StateStore.open(db_path) as store:
+            lock = store.writer_lock("t")
+            assert lock.held_elsewhere()
+            assert not lock.try_acquire(patience=0.2)
+            holder.kill()
+            holder.communicate()
+            assert not lock.held_elsewhere()
+            assert lock.try_acquire()
+            lock.release()
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_writer_locks_in_one_process_exclude_each_other_and_survive_a_replaced_file(
+    db_path: Path,
+) -> None:
     with StateStore.open(db_path) as store:
-        holder = store.lease_holder("t")
-        assert holder is not None
-        assert holder.holder == f"host:{results.index('won')}:x"
+        first, second = store.writer_lock("t"), store.writer_lock("t")
+        assert first.try_acquire()
+        assert first.try_acquire()  # already held: still ours
+        assert second.held_elsewhere()
+        assert not first.held_elsewhere()
+        assert not second.try_acquire()
+        first.release()
+        assert second.try_acquire()
+        second.release()
+        lock_file = db_path.with_name("state.db.t.lock")
+        assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+        # Someone deletes the lock file under its holder: another process could now lock a
+        # new file of that name, so the holder learns it no longer guards the target.
+        assert first.try_acquire()
+        assert first.intact()
+        lock_file.unlink()
+        assert not first.intact()
+        assert second.try_acquire()  # what the holder's renewal guards against
+        assert second.intact()
+        second.release()
+        first.release()
+        # A symbolic link in its place is refused, not followed.
+        lock_file.unlink()
+        lock_file.symlink_to(db_path.parent / "elsewhere")
+        with pytest.raises(StateError, match="cannot open the lock file"):
+            first.try_acquire()
+        assert not (db_path.parent / "elsewhere").exists()
+        lock_file.unlink()
+        odd = store.writer_lock("../../etc/passwd")  # never a path outside the folder
+        assert odd.try_acquire()
+        odd.release()
+        assert all(p.parent == db_path.parent for p in db_path.parent.glob("*.lock"))
+    with StateStore.open(":memory:") as memory:
+        first, second = memory.writer_lock("t"), memory.writer_lock("t")
+        assert first.try_acquire()
+        assert not second.try_acquire()
+        assert second.held_elsewhere()
+        first.release()
+        assert second.try_acquire()

@@ -153,7 +153,14 @@ def test_version_1_database_with_data_is_migrated(
         patch.setattr(migrations_module, "MIGRATIONS", migrations_module.MIGRATIONS[:1])
         patch.setattr(migrations_module, "LATEST_VERSION", 1)
         with StateStore.open(db_path, clock=clock) as old:
-            run_id = old.start_run("openai", "sync")
+            run_id = "20260101T000000.000000Z-00000001"
+            with old._db.write() as session:  # as that release wrote it: no origin column
+                session.execute(
+                    "INSERT INTO runs (run_id, target, mode, triggered_by, status, started_at, "
+                    "host, pid) VALUES (?, 'openai', 'sync', 'cli', 'running', "
+                    "'2026-01-01T00:00:00.000000+00:00', 'h', 1)",
+                    (run_id,),
+                )
             old.link("openai", email_key="ada@example.com", source_id="00u1", member_id="u1")
             with pytest.raises(StateError, match="no such table: owned_groups"):
                 old.owned_groups("openai")

@@ -88,3 +88,9 @@ class UnsupportedRequest(RequestRejected):
     Permanent for the request as sent, so never retried; another request meaning the same
     change may succeed (the SCIM target falls back to one).
     """
+
+
+class Interrupted(OrgsyncError):
+    """orgsync was told to stop (SIGTERM, SIGINT) while reading a source or a target: the
+    read ended early, so nothing may be planned from it. Not a failure of the system read:
+    the run is recorded `interrupted`."""

@@ -1,10 +1,11 @@
 """The daemon's HTTP side: a Starlette app on uvicorn, in a thread of its own.
 
 Routes: `/healthz` (liveness: the workers and the scheduler are alive; no I/O, so a busy
-database never gets the process killed), `/readyz` (the state database answers and no
-target's last run failed; computed at most every two seconds behind a lock, so a probe
-storm costs nothing, kopf's probing pattern), `/metrics` (Prometheus text), and the
-webhook routes. Handlers never run a sync: they read state or enqueue.
+database never gets the process killed), `/readyz` (the state database answers, and no
+target's last write run by this daemon failed, nor is any quarantined; computed at most
+every two seconds behind a lock, so a probe storm costs nothing, kopf's probing
+pattern), `/metrics` (Prometheus text), and the webhook routes. Handlers never run a
+sync: they read state or enqueue.
 
 The listening socket is bound before uvicorn starts, so a port in use fails the start
 at once with a clear message, and `listen = "127.0.0.1:0"` gets a free port (logged).
@@ -54,6 +55,7 @@ from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orgsync.core.errors import OrgsyncError
+from orgsync.daemon.quarantine import DAEMON_WRITES, Quarantine
 from orgsync.metrics import CONTENT_TYPE, Metrics
 from orgsync.store import StateStore
 
@@ -77,11 +79,27 @@ class Verdict:
 
 
 class Readiness:
-    """`/readyz`: the state database is usable and no target's last run failed."""
+    """`/readyz`: the state database is usable, and no target is failing for this daemon.
 
-    def __init__(self, store: StateStore, targets: Sequence[str]) -> None:
+    A target fails when this daemon's newest finished write run of it failed, or when it
+    is quarantined (the standing the worker acts on, which daemons share through the run
+    history and which survives a restart). Nothing else moves it: an operator's dry run
+    or `orgsync sync` (failing in their shell, refused as busy) and another daemon's runs
+    are not this daemon's.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        targets: Sequence[str],
+        *,
+        instance: str | None,
+        standing: Callable[[str], Quarantine] = lambda _target: Quarantine(),
+    ) -> None:
         self._store = store
         self._targets = tuple(targets)
+        self._instance = instance
+        self._standing = standing
         self._lock = threading.Lock()
         self._cached: tuple[float, Verdict] | None = None
 
@@ -98,8 +116,15 @@ class Readiness:
         failing: dict[str, str | None] = {}
         try:
             for target in self._targets:
+                standing = self._standing(target)
+                if standing.quarantined:
+                    failing[target] = f"quarantined: {standing.last_error}"
+                    continue
+                mine = self._store.runs(
+                    limit=5, target=target, **DAEMON_WRITES, instance=self._instance
+                )
                 # The newest *finished* run: one in progress says nothing yet.
-                for run in self._store.runs(limit=5, target=target):
+                for run in mine:
                     if run.status == "running":
                         continue
                     if run.status == "failed":

@@ -4,16 +4,19 @@ After `after` consecutive failed runs the target is quarantined: its next run wa
 `interval * 2 ** (failures - after + 1)`, growing towards `ceiling` (one day by default)
 and never beyond, counted from the end of the last failure. One clean run (ok or held)
 ends it. The state is *derived from the run history* in the state database, so it
-survives restarts, is shared by every process using that database, and `orgsync status`
-reads the same answer the daemon acts on. Interrupted runs (shutdown, a killed process)
-neither count as failures nor end a quarantine; dry runs are not considered.
+survives restarts, is shared by every daemon using that database, and `orgsync status`
+reads the same answer the daemon acts on. Only the daemon's own write runs count
+(`origin = daemon`, mode sync): an operator's `orgsync sync` or dry run, failing on a
+credential unset in their shell or refused because the daemon was writing, says nothing
+about the daemon's target and never quarantines it (nor ends a quarantine). Interrupted
+runs (shutdown, a killed process) neither count as failures nor end a quarantine.
 
 Pure: the caller passes the history and the clock's reading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -23,12 +26,17 @@ HISTORY = 200
 
 _NEUTRAL = frozenset({"running", "interrupted"})
 
+DAEMON_WRITES = {"origin": "daemon", "mode": "sync"}
+"""The run history filter (`StateStore.runs`) of the runs this policy reads."""
+
 
 class RunLike(Protocol):
     """The fields of a run record (`orgsync.store.RunRecord`) this policy reads."""
 
     @property
     def mode(self) -> str: ...
+    @property
+    def origin(self) -> str: ...
     @property
     def status(self) -> str: ...
     @property
@@ -58,6 +66,11 @@ class Quarantine:
         }
 
 
+def daemon_writes(newest_first: Iterable[RunLike]) -> Iterator[RunLike]:
+    """The runs that speak for the daemon's target: its own syncs (see the module doc)."""
+    return (run for run in newest_first if run.mode == "sync" and run.origin == "daemon")
+
+
 def backoff(failures: int, *, after: int, interval: timedelta, ceiling: timedelta) -> timedelta:
     """The wait after `failures` consecutive failures (zero below the threshold)."""
     if failures < after:
@@ -75,8 +88,8 @@ def assess(
     """The quarantine standing implied by a target's run history (newest run first)."""
     failures = 0
     last_failure: RunLike | None = None
-    for run in newest_first:
-        if run.mode != "sync" or run.status in _NEUTRAL:
+    for run in daemon_writes(newest_first):
+        if run.status in _NEUTRAL:
             continue
         if run.status != "failed":
             break

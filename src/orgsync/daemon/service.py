@@ -9,10 +9,11 @@ Run: the main thread only waits for a signal and, under a systemd watchdog, send
 heartbeat while every part is alive (a wedged daemon is then restarted by systemd).
 
 Stop (SIGTERM or SIGINT): tell systemd STOPPING, refuse new webhooks (503), stop the
-scheduler, set the shared stop event, which lets each applier finish the calls in flight
-and start no more, wait for the workers to record their runs (`interrupted`, with the
-operations not started listed as skipped), then stop the HTTP server. Exit 0. A second
-signal exits at once with 1: the journal is crash-safe, so this loses nothing but time.
+scheduler, set the shared stop event, which ends a source or target read in flight at
+once (no retry) and lets each applier finish the calls in flight and start no more, wait
+for the workers to record their runs (`interrupted`, with the operations not started
+listed as skipped), then stop the HTTP server. Exit 0. A second signal exits at once
+with 1: the journal is crash-safe, so this loses nothing but time.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Service:
             stop=self.stop,
             observer=self.metrics,
             on_finished=self.notifications.run_finished,
+            origin="daemon",
         )
         self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
         names = [t.name for t in config.targets]
@@ -106,6 +108,7 @@ class Service:
             )
             for name in names
         ]
+        self._workers_by_target = {w.target: w for w in self.workers}
         self.schedule = ReconcileSchedule(
             names,
             interval=config.schedule.interval,
@@ -120,7 +123,12 @@ class Service:
             known_targets=frozenset(names),
             body_timeout=server.body_timeout.total_seconds(),
         )
-        readiness = Readiness(self.engine.store, names)
+        readiness = Readiness(
+            self.engine.store,
+            names,
+            instance=self.engine.origin.instance,
+            standing=lambda target: self._workers_by_target[target].standing,
+        )
         limits = ConnectionLimits(
             header_timeout=server.header_timeout.total_seconds(),
             write_timeout=server.body_timeout.total_seconds(),

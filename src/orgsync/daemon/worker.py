@@ -1,11 +1,12 @@
 """One worker thread per target: the only place the daemon runs a sync.
 
 The worker takes the next due request from its target's mailbox and runs it through
-`Engine.run`. Before a run it takes the target's lease in the state database itself: a
-lease held by another process (a second daemon, an operator's `orgsync sync`) is a
-reason to wait and try again, not a failed run, so two processes sharing one database
-take turns and never write to the organization at the same time. A quarantined target's
-requests wait for its next attempt, which is always a full reconcile.
+`Engine.run`. Before a run it becomes the target's writer itself (its kernel lock and
+lease, see `orgsync.store.writer_lock`): a target another process is writing (a second
+daemon, an operator's `orgsync sync`) is a reason to wait and try again, not a failed
+run, so processes sharing one database take turns and never write to the organization at
+the same time. A quarantined target's requests wait for its next attempt, which is always
+a full reconcile. Quarantine reads the daemon's own syncs only (`DAEMON_WRITES`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import structlog
 
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
-from orgsync.daemon.quarantine import HISTORY, Quarantine, assess
+from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.engine import Engine, RunOptions, TargetResult
 
@@ -119,7 +120,7 @@ class TargetWorker:
             try:
                 # The engine releases the lease it used; this covers runs that ended
                 # before taking it (the source failed), so it is never left held.
-                self.engine.store.release_lease(self.target, self.engine.holder)
+                self.engine.release_lease(self.target)
             except OrgsyncError as error:
                 self._log.warning("lease.release_failed", error=str(error))
             self.busy_since = None
@@ -156,7 +157,7 @@ class TargetWorker:
     def _assess(self) -> Quarantine:
         schedule = self.config.schedule
         try:
-            history = self.engine.store.runs(limit=HISTORY, target=self.target)
+            history = self.engine.store.runs(limit=HISTORY, target=self.target, **DAEMON_WRITES)
         except OrgsyncError as error:
             self._log.error("quarantine.unreadable", error=str(error))
             return self.standing

@@ -195,6 +195,7 @@ class EntraSource:
             max_connections=self.settings.max_concurrency * 2,
             transport=self._transport,
             sleep=self._sleep,
+            interrupt=self.settings.interrupt,
         ) as http:
             return self._read(http)
 

@@ -209,6 +209,7 @@ class OktaSource:
             max_connections=self.settings.max_concurrency * 2,
             transport=self._transport,
             sleep=self._sleep,
+            interrupt=self.settings.interrupt,
         ) as http:
             return self._read(http)
 

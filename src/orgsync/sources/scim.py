@@ -38,6 +38,7 @@ from scim2_models import (
 from orgsync.core.errors import SourceDataError, SourceError
 from orgsync.core.member_kinds import member_kind
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import SourceHttp
 
@@ -132,6 +133,7 @@ class ScimSource:
         retry: RetrySettings,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        interrupt: ReadInterrupt | None = None,
     ) -> ScimSource:
         """A source with a bearer `token`, or HTTP basic auth with `username`/`password`."""
         headers = {"Accept": "application/scim+json, application/json"}
@@ -154,6 +156,7 @@ class ScimSource:
             retry=retry,
             transport=transport,
             sleep=sleep,
+            interrupt=interrupt,
         )
         return cls(http, page_size=page_size)
 

@@ -1,16 +1,19 @@
 """The state database: run history, operation journal, links, missing people, the
-ownership ledger of target groups, leases.
+ownership ledger of target groups, leases, and the writer locks beside it.
 
 The only package that talks to SQLite. It depends on `orgsync.core` alone and stores no
 secret. Use `StateStore.open(path)`.
 """
 
+from orgsync.store.checkup import check_state_path
+from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
 from orgsync.store.journal import OperationRecord, RunJournal
 from orgsync.store.lease import LeaseRecord
 from orgsync.store.migrations import LATEST_VERSION
-from orgsync.store.runs import FINAL_STATUSES, RUN_MODES, RUN_STATUSES, RunRecord
+from orgsync.store.runs import FINAL_STATUSES, RUN_MODES, RUN_STATUSES, Origin, Outcome, RunRecord
 from orgsync.store.state import StateStore
+from orgsync.store.writer_lock import WriterLock
 
 __all__ = [
     "FINAL_STATUSES",
@@ -19,10 +22,15 @@ __all__ = [
     "RUN_MODES",
     "RUN_STATUSES",
     "LeaseRecord",
+    "NoStateDatabase",
     "OperationRecord",
+    "Origin",
+    "Outcome",
     "OwnedGroup",
     "OwnedHow",
     "RunJournal",
     "RunRecord",
     "StateStore",
+    "WriterLock",
+    "check_state_path",
 ]

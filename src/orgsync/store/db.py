@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -184,6 +185,8 @@ class StateDB:
         self._closed = False
         self.path = path
         self.clock = clock
+        self.created = False
+        """True when `open` created the file (a brand-new database, announced once)."""
 
     # ------------------------------------------------------------------ opening
 
@@ -194,25 +197,61 @@ class StateDB:
         *,
         clock: Clock = utc_now,
         prepare: Callable[[StateDB], object] | None = None,
+        create: bool = True,
     ) -> StateDB:
         """Open `path` (`":memory:"` for tests) and run `prepare` (the migrations) on it.
 
-        The connection is closed again if `prepare` fails.
+        A file that does not exist is created (with `create`; else `NoStateDatabase`),
+        fully prepared before it appears under its name, and `created` is then True. A file
+        that exists must be a database with tables: an empty or unreadable one is an error
+        naming it and how to start over, never silently replaced (it would forget whom
+        orgsync manages). The connection is closed again if `prepare` fails.
         """
         if str(path) == MEMORY:
             return cls._prepared(cls._connect(MEMORY, None, clock), prepare)
         file = Path(path)
         if not file.parent.is_dir():
             raise StateError(f"state database directory {file.parent} does not exist")
+        if file.is_dir():
+            raise StateError(f"state database {file} is a directory, not a file")
         with _UMASK_LOCK:
             # 077 also covers the -wal and -shm files SQLite creates lazily on first access,
             # which happens in `_connect` (journal_mode) or in `prepare` (the first write).
             previous = os.umask(0o077)
             try:
-                _create_private(file)
-                return cls._prepared(cls._connect(str(file), file, clock), prepare)
+                created = False
+                if not file.exists():
+                    if not create:
+                        raise NoStateDatabase(file)
+                    created = cls._create(file, clock, prepare)
+                db = cls._prepared(cls._connect(str(file), file, clock), prepare)
             finally:
                 os.umask(previous)
+        db.created = created
+        return db
+
+    @classmethod
+    def _create(cls, file: Path, clock: Clock, prepare: Callable[[StateDB], object] | None) -> bool:
+        """Build a new database beside `file` and link it in; False if another process
+        created `file` first (then theirs is used).
+
+        Built under a temporary name, so that a database under `file` is always a prepared
+        one: an empty file there means something went wrong, never "being created".
+        """
+        scratch = file.with_name(f".{file.name}.new-{secrets.token_hex(4)}")
+        try:
+            _create_private(scratch)
+            cls._prepared(cls._connect(str(scratch), scratch, clock, fresh=True), prepare).close()
+            try:
+                os.link(scratch, file)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                raise StateError(f"cannot create state database {file}: {exc.strerror}") from exc
+            return True
+        finally:
+            for leftover in (scratch, *(Path(f"{scratch}{s}") for s in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
 
     @staticmethod
     def _prepared(db: StateDB, prepare: Callable[[StateDB], object] | None) -> StateDB:
@@ -225,23 +264,32 @@ class StateDB:
         return db
 
     @classmethod
-    def _connect(cls, target: str, path: Path | None, clock: Clock) -> StateDB:
+    def _connect(
+        cls, target: str, path: Path | None, clock: Clock, *, fresh: bool = False
+    ) -> StateDB:
         try:
             # isolation_level=None: the driver opens no implicit transactions; every
             # transaction is an explicit BEGIN IMMEDIATE below. check_same_thread=False: the
             # connection is shared by the applier's threads, serialised by `_lock`.
+            # mode=rw: SQLite must never create the file itself (see `open`).
             conn = sqlite3.connect(
-                target,
+                f"{path.absolute().as_uri()}?mode=rw" if path is not None else target,
                 timeout=BUSY_TIMEOUT_MS / 1000,
                 isolation_level=None,
                 check_same_thread=False,
+                uri=path is not None,
             )
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state database {target}: {exc}") from exc
         try:
             db = Database(conn, execute_plugins=False)
             store = cls(db, path, clock)
-            store._configure()
+            store._configure(fresh=fresh)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StateError(
+                f"state database {target} is unreadable ({exc}). {start_over(target)}"
+            ) from exc
         except sqlite3.Error as exc:
             conn.close()
             raise StateError(f"state database {target} is unusable: {exc}") from exc
@@ -250,14 +298,22 @@ class StateDB:
             raise
         return store
 
-    def _configure(self) -> None:
+    def _configure(self, *, fresh: bool) -> None:
         conn = self._db.conn
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         # Schema SQL comes from this code only; nothing stored may run functions on read.
         conn.execute("PRAGMA trusted_schema = OFF")
         if self.path is not None:
-            # The first statement that reads the file: a non-database fails here.
+            # The first statement that reads the file: a non-database fails here. Before
+            # journal_mode, which would write a header into an empty file.
+            tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            if not fresh and (tables is None or tables[0] == 0):
+                size = self.path.stat().st_size
+                raise StateError(
+                    f"state database {self.path} exists but is empty ({size} bytes, no "
+                    f"tables): it was truncated or replaced. {start_over(self.path)}"
+                )
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StateError(
@@ -320,6 +376,9 @@ class StateDB:
                         f"(waited {BUSY_TIMEOUT_MS} ms): {exc}"
                     ) from exc
                 raise StateError(f"state database {self._name}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                hint = f" {start_over(self._name)}" if _is_corruption(exc) else ""
+                raise StateError(f"state database {self._name}: {exc}.{hint}") from exc
             except sqlite3.Error as exc:
                 raise StateError(f"state database {self._name}: {exc}") from exc
 
@@ -338,14 +397,40 @@ class StateDB:
                 self._db.close()
 
 
+class NoStateDatabase(StateError):
+    """There is no state database at the configured path yet (nothing has run)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"no state database at {path} yet: the first `orgsync sync` (or the daemon) creates it"
+        )
+        self.path = path
+
+
+def start_over(path: str | Path) -> str:
+    """How to start over deliberately, for the message of an unusable database."""
+    return (
+        f"orgsync will not replace it by itself: a new database forgets whom orgsync "
+        f"manages (people it invited or linked become unmanaged, and leavers among them are "
+        f"no longer removed). Restore {path} from a backup; or, to start over on purpose, "
+        f"stop every orgsync using it, move it aside with its -wal and -shm files "
+        f"(mv {path} {path}.broken) and run again: a new database is created and announced"
+    )
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
 def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only, before SQLite opens it.
+    """Create a new database file readable by its owner only, before SQLite opens it.
 
     An existing file keeps the mode its operator gave it; SQLite gives the -wal and -shm
     files the database file's mode.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StateError(f"cannot create state database {path}: {exc.strerror}") from exc
     os.close(fd)

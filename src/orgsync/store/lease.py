@@ -1,9 +1,12 @@
-"""The per-target single-writer lease: one process applies to a target at a time.
+"""Who holds a target's writer lock: the lease row, for `orgsync status` and the logs.
 
-Owns the `leases` table. Every decision reads and writes inside one `BEGIN IMMEDIATE`
-transaction, which SQLite grants to one connection at a time across processes, so two
-contenders can never both see the lease free. A lease expires rather than relying on its
-holder to release it: a holder killed with `kill -9` stops blocking others after `ttl`.
+Owns the `leases` table. The row does not decide who writes: the kernel lock of
+`writer_lock.py` does, and a process writes a lease row only while it holds that lock. A
+row whose holder no longer holds the lock belongs to a process that ended without
+releasing it (`kill -9`, a power cut): the next lock holder takes it over at once. The
+holder renews the row every third of `ttl` for as long as its run lasts; a renewal that
+finds the row taken over (the lock file was replaced under it) halts its applier, and a
+row not renewed for `ttl` is no longer reported as held.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from orgsync.store.db import StateDB, encode_time
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
-    """Who holds a target's lease (e.g. "hostname:pid:random"), since when, until when."""
+    """Who holds a target's lease (e.g. "cli on host (pid 42, instance 1a2b3c4d)"), since
+    when, until when (unless renewed)."""
 
     target: str
     holder: str
@@ -28,44 +32,46 @@ class Leases:
     def __init__(self, db: StateDB) -> None:
         self._db = db
 
-    def acquire(
+    def take(
         self, target: str, holder: str, ttl: timedelta, now: datetime | None = None
-    ) -> bool:
-        """Take the lease if it is free, expired, or already `holder`'s (then extend it)."""
+    ) -> LeaseRecord | None:
+        """Record `holder` as the lease holder; call only while holding the writer lock.
+
+        Taking our own lease again extends it and keeps its `acquired_at`. Returns the
+        row it replaced if that was another holder's (a process that died holding it).
+        """
         _check_ttl(ttl)
         at = now if now is not None else self._db.clock()
         stamp, expires = encode_time(at), encode_time(at + ttl)
         with self._db.write() as session:
             current = session.one(
-                "SELECT holder, expires_at FROM leases WHERE target = ?", (target,)
+                "SELECT holder, acquired_at, expires_at FROM leases WHERE target = ?", (target,)
             )
-            if current is None:
-                session.execute(
-                    "INSERT INTO leases (target, holder, acquired_at, expires_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (target, holder, stamp, expires),
-                )
-                return True
-            if current.text("holder") == holder:
-                # Re-acquiring our own lease extends it and keeps the original acquired_at.
+            if current is not None and current.text("holder") == holder:
                 session.execute(
                     "UPDATE leases SET expires_at = ? WHERE target = ?", (expires, target)
                 )
-                return True
-            if current.time("expires_at") <= at:
-                session.execute(
-                    "UPDATE leases SET holder = ?, acquired_at = ?, expires_at = ? "
-                    "WHERE target = ?",
-                    (holder, stamp, expires, target),
-                )
-                return True
-            return False
+                return None
+            session.execute(
+                "INSERT INTO leases (target, holder, acquired_at, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (target) DO UPDATE SET holder = excluded.holder, "
+                "acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+                (target, holder, stamp, expires),
+            )
+        if current is None:
+            return None
+        return LeaseRecord(
+            target=target,
+            holder=current.text("holder"),
+            acquired_at=current.time("acquired_at"),
+            expires_at=current.time("expires_at"),
+        )
 
     def renew(self, target: str, holder: str, ttl: timedelta, now: datetime | None = None) -> bool:
         """Extend `holder`'s lease; False if someone else holds it (or nobody does).
 
-        A lease that expired but was not taken over is still ours to renew: nobody else
-        can have acted on the target in between.
+        A lease that expired but was not taken over is still ours to renew: we held the
+        writer lock all along, so nobody else can have acted on the target in between.
         """
         _check_ttl(ttl)
         at = now if now is not None else self._db.clock()
@@ -82,7 +88,7 @@ class Leases:
             session.execute("DELETE FROM leases WHERE target = ? AND holder = ?", (target, holder))
 
     def holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
-        """The live lease of `target`; an expired one binds nobody and is not reported."""
+        """The lease row of `target` unless it expired (a holder that stopped renewing)."""
         at = now if now is not None else self._db.clock()
         with self._db.read() as session:
             row = session.one(

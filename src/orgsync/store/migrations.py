@@ -136,6 +136,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        4,
+        "who ran each run (cli or daemon, which instance); runs by start time for pruning",
+        (
+            """
+            ALTER TABLE runs ADD COLUMN origin TEXT NOT NULL DEFAULT 'cli'
+                CHECK (origin IN ('cli', 'daemon'))
+            """,
+            # Before this version only the daemon's runs had triggers other than "cli".
+            "UPDATE runs SET origin = 'daemon' WHERE triggered_by != 'cli'",
+            "ALTER TABLE runs ADD COLUMN instance TEXT",
+            "CREATE INDEX runs_by_start ON runs (started_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -177,6 +191,17 @@ def migrate(db: StateDB) -> int:
                 "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.description, encode_time(db.clock())),
             )
+    return found
+
+
+def schema_version(db: StateDB) -> int:
+    """The version of `db`'s schema, reading only; refuses one that is not orgsync's or is
+    newer than this code (as `migrate` would)."""
+    with db.read() as session:
+        found = _current_version(session)
+        if found == 0:
+            _refuse_foreign(db, session)
+    _refuse_newer(db, found)
     return found
 
 

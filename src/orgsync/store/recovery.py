@@ -1,28 +1,31 @@
 """Crash recovery: turning the runs of dead processes into `interrupted` runs.
 
-Owns the decision "is this `running` run still alive?" and the rewrite of a dead run and
-its unfinished operations. An `in_flight` operation of a dead run may or may not have
-reached the target; the next run's fresh read of the target (and adoption of existing
-objects) decides, which is why recovery marks rather than retries anything.
+Owns the rewrite of a dead run and its unfinished operations. Which runs are dead needs no
+guess from a process id: a `running` row exists only while its process holds the target's
+writer lock (sync runs are started under it and finished before it is released; dry runs
+and runs that never took it are written once, finished). So the caller, holding that lock,
+knows every `running` row of the target that is not a live run of its own process belongs
+to a process that ended without finishing it.
+
+An `in_flight` operation of a dead run may or may not have reached the target; the next
+run's fresh read of the target (and adoption of existing objects) decides, which is why
+recovery marks rather than retries anything.
 """
 
 from __future__ import annotations
 
-import os
-
 from orgsync.core.ports import OperationStatus
 from orgsync.store.db import StateDB, encode_time
-from orgsync.store.runs import INTERRUPTED, RUNNING, is_live_here, this_host
+from orgsync.store.runs import INTERRUPTED, RUNNING, is_live_here
 
 
 def recover_interrupted(db: StateDB, target: str) -> int:
-    """Mark the dead `running` runs of `target` and their unfinished operations interrupted.
+    """Mark `target`'s `running` runs of ended processes, and their unfinished operations,
+    interrupted; call only while holding the target's writer lock.
 
-    Returns the number of operations marked. Runs of live processes (a concurrent dry run,
-    a run in another thread of this process) are left alone.
+    Returns the number of operations marked. Runs this process is running are left alone.
     """
     now = encode_time(db.clock())
-    host = this_host()
     marked = 0
     with db.write() as session:
         running = session.query(
@@ -31,7 +34,7 @@ def recover_interrupted(db: StateDB, target: str) -> int:
         )
         for run in running:
             run_id = run.text("run_id")
-            if _alive(run_id, run.integer("pid"), run.text("host"), host):
+            if is_live_here(run_id):
                 continue
             marked += session.execute(
                 """
@@ -64,36 +67,10 @@ def recover_interrupted(db: StateDB, target: str) -> int:
                 {
                     "status": INTERRUPTED,
                     "error": (
-                        f"interrupted: process {run.text('host')}:{run.integer('pid')} ended "
-                        f"without finishing the run (found at {now})"
+                        f"interrupted: its process ({run.text('host')}, pid {run.integer('pid')}) "
+                        f"ended without finishing the run (found at {now})"
                     ),
                     "run": run_id,
                 },
             )
     return marked
-
-
-def _alive(run_id: str, pid: int, run_host: str, host: str) -> bool:
-    if run_host != host:
-        # WAL works through shared memory, so every process using this file runs on this
-        # host: another name is an earlier incarnation (a re-created container, a rename).
-        return False
-    if pid == os.getpid():
-        # Our own pid: either a run of this process, or one of an earlier process that had
-        # the same pid (containers always start the daemon as pid 1).
-        return is_live_here(run_id)
-    return pid_alive(pid)
-
-
-def pid_alive(pid: int) -> bool:
-    """`kill(pid, 0)`: whether a process with that id exists (ours or someone else's)."""
-    if pid <= 0:
-        # 0 and negative ids address process groups, never one process.
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

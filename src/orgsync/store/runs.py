@@ -1,9 +1,16 @@
 """Run history: one row per dry run or sync of one target, from start to finish.
 
-Owns the `runs` table, the run id format, and the in-process register of runs this process
-has started and not finished yet (the only reliable way to tell a live run of our own pid
-from a dead one of an earlier process that happened to get the same pid, as in containers
-where the daemon is always pid 1).
+Owns the `runs` table, the run id format, the pruning of old history, and the in-process
+register of runs this process has started and not finished yet (recovery leaves those
+alone). A sync run is written `running` once its process holds the target's writer lock,
+and finished before the lock is released; everything else (dry runs, runs that failed or
+were stopped before taking the lock) is written once, finished, so a `running` row always
+means "the writer of that target, alive or dead". `host` and `pid` are shown to people,
+never used to decide anything: a process id means nothing in another PID namespace.
+
+`origin` says which kind of process ran it (`cli` or `daemon`) and `instance` which one
+(a random id per engine, also in its lease holder name): the daemon's quarantine and
+readiness count the daemon's own runs only.
 """
 
 from __future__ import annotations
@@ -12,17 +19,19 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from orgsync.core.errors import StateError
-from orgsync.store.db import Row, StateDB, encode_json, encode_time, iso_z
+from orgsync.store.db import Row, SqlValue, StateDB, encode_json, encode_time, iso_z
 
 RUN_MODES = frozenset({"dry-run", "sync"})
 RUNNING = "running"
 INTERRUPTED = "interrupted"
 RUN_STATUSES = frozenset({RUNNING, "ok", "changes-pending", "held", "failed", INTERRUPTED})
 FINAL_STATUSES = RUN_STATUSES - {RUNNING}
+ORIGINS = frozenset({"cli", "daemon"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +54,8 @@ class RunRecord:
     waiting: int
     pid: int
     host: str
+    origin: str = "cli"
+    instance: str | None = None
 
     def as_json(self) -> dict[str, object]:
         """The record for `--json` output; times in ISO 8601 UTC with a `Z`."""
@@ -65,6 +76,8 @@ class RunRecord:
             "waiting": self.waiting,
             "pid": self.pid,
             "host": self.host,
+            "origin": self.origin,
+            "instance": self.instance,
         }
 
 
@@ -107,67 +120,82 @@ class Runs:
             if self._last_stamp is not None and now <= self._last_stamp:
                 now = self._last_stamp + timedelta(microseconds=1)
             self._last_stamp = now
-        return f"{now:%Y%m%dT%H%M%S.%f}Z-{secrets.token_hex(4)}", now
+        return _run_id(now), now
 
-    def start(self, target: str, mode: str, trigger: str) -> str:
-        if mode not in RUN_MODES:
-            raise ValueError(f"run mode {mode!r} is not one of {sorted(RUN_MODES)}")
+    def start(self, target: str, mode: str, trigger: str, origin: Origin) -> str:
+        """Write a `running` run; only the holder of the target's writer lock may."""
         run_id, started = self._new_run_id()
+        row = _row(target, mode, trigger, origin, run_id=run_id, started=started)
+        with self._db.write() as session:
+            session.insert_all("runs", [{**row, "status": RUNNING}])
+        with _live_lock:
+            _live_runs.add(run_id)
+        return run_id
+
+    def record(
+        self,
+        target: str,
+        mode: str,
+        trigger: str,
+        origin: Origin,
+        *,
+        started: datetime,
+        outcome: Outcome,
+    ) -> str:
+        """Write a run that is already over, in one statement (nothing to recover later)."""
+        run_id = _run_id(started.astimezone(UTC))
+        row = _row(target, mode, trigger, origin, run_id=run_id, started=started)
         with self._db.write() as session:
             session.insert_all(
                 "runs",
                 [
                     {
-                        "run_id": run_id,
-                        "target": target,
-                        "mode": mode,
-                        "triggered_by": trigger,
-                        "status": RUNNING,
-                        "started_at": encode_time(started),
-                        "summary": "{}",
-                        "pid": os.getpid(),
-                        "host": this_host(),
+                        **row,
+                        **outcome.columns(),
+                        "finished_at": encode_time(self._db.clock()),
                     }
                 ],
             )
-        with _live_lock:
-            _live_runs.add(run_id)
         return run_id
 
-    def finish(
-        self,
-        run_id: str,
-        *,
-        status: str,
-        exit_code: int,
-        summary: dict[str, int],
-        checksum: str | None,
-        error: str | None,
-        held: int,
-        failed: int,
-        waiting: int,
-    ) -> None:
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"run status {status!r} is not one of {sorted(FINAL_STATUSES)}")
+    def prune(self, before: datetime) -> int:
+        """Delete runs started before `before`, with their journal; returns how many.
+
+        Kept whatever their age: runs still `running` (recovery needs them), the newest run
+        of each target (`status` shows it) and the newest finished sync run of each target
+        (what it left pending).
+        """
+        with self._db.write() as session:
+            return session.execute(
+                """
+                DELETE FROM runs
+                WHERE started_at < :before AND status != 'running' AND run_id NOT IN (
+                    SELECT run_id FROM (
+                        SELECT run_id, ROW_NUMBER() OVER (
+                            PARTITION BY target ORDER BY started_at DESC, run_id DESC) AS n
+                        FROM runs)
+                    WHERE n = 1
+                    UNION ALL
+                    SELECT run_id FROM (
+                        SELECT run_id, ROW_NUMBER() OVER (
+                            PARTITION BY target ORDER BY started_at DESC, run_id DESC) AS n
+                        FROM runs WHERE mode = 'sync' AND status != 'running')
+                    WHERE n = 1)
+                """,
+                {"before": encode_time(before)},
+            )
+
+    def finish(self, run_id: str, outcome: Outcome) -> None:
+        columns = {**outcome.columns(), "finished_at": encode_time(self._db.clock())}
         with self._db.write() as session:
             changed = session.execute(
                 """
-                UPDATE runs SET status = ?, exit_code = ?, finished_at = ?, summary = ?,
-                    checksum = ?, error = ?, held = ?, failed = ?, waiting = ?
-                WHERE run_id = ?
+                UPDATE runs SET status = :status, exit_code = :exit_code,
+                    finished_at = :finished_at, summary = :summary, checksum = :checksum,
+                    error = :error, held = :held, failed = :failed, waiting = :waiting
+                WHERE run_id = :run_id
                 """,
-                (
-                    status,
-                    exit_code,
-                    encode_time(self._db.clock()),
-                    encode_json(dict(summary)),
-                    checksum,
-                    error,
-                    held,
-                    failed,
-                    waiting,
-                    run_id,
-                ),
+                {**columns, "run_id": run_id},
             )
         if changed != 1:
             raise StateError(f"no run {run_id!r} in the state database")
@@ -179,14 +207,30 @@ class Runs:
             row = session.one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         return None if row is None else _record(row)
 
-    def history(self, limit: int, target: str | None) -> list[RunRecord]:
+    def history(
+        self,
+        limit: int,
+        target: str | None,
+        *,
+        origin: str | None = None,
+        mode: str | None = None,
+        instance: str | None = None,
+    ) -> list[RunRecord]:
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
         with self._db.read() as session:
             rows = session.query(
                 "SELECT * FROM runs WHERE (:target IS NULL OR target = :target) "
+                "AND (:origin IS NULL OR origin = :origin) AND (:mode IS NULL OR mode = :mode) "
+                "AND (:instance IS NULL OR instance = :instance) "
                 "ORDER BY started_at DESC, run_id DESC LIMIT :limit",
-                {"target": target, "limit": limit},
+                {
+                    "target": target,
+                    "origin": origin,
+                    "mode": mode,
+                    "instance": instance,
+                    "limit": limit,
+                },
             )
         return [_record(row) for row in rows]
 
@@ -215,4 +259,71 @@ def _record(row: Row) -> RunRecord:
         waiting=row.integer("waiting"),
         pid=row.integer("pid"),
         host=row.text("host"),
+        origin=row.text("origin"),
+        instance=row.opt_text("instance"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Which process runs: `kind` cli or daemon, `instance` the engine's random id."""
+
+    kind: str
+    instance: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ORIGINS:
+            raise ValueError(f"run origin {self.kind!r} is not one of {sorted(ORIGINS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended: the columns `finish` and `record` write."""
+
+    status: str
+    exit_code: int
+    summary: Mapping[str, int]
+    checksum: str | None
+    error: str | None = None
+    held: int = 0
+    failed: int = 0
+    waiting: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in FINAL_STATUSES:
+            raise ValueError(f"run status {self.status!r} is not one of {sorted(FINAL_STATUSES)}")
+
+    def columns(self) -> dict[str, SqlValue]:
+        return {
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "summary": encode_json(dict(self.summary)),
+            "checksum": self.checksum,
+            "error": self.error,
+            "held": self.held,
+            "failed": self.failed,
+            "waiting": self.waiting,
+        }
+
+
+def _run_id(started: datetime) -> str:
+    return f"{started:%Y%m%dT%H%M%S.%f}Z-{secrets.token_hex(4)}"
+
+
+def _row(
+    target: str, mode: str, trigger: str, origin: Origin, *, run_id: str, started: datetime
+) -> dict[str, SqlValue]:
+    if mode not in RUN_MODES:
+        raise ValueError(f"run mode {mode!r} is not one of {sorted(RUN_MODES)}")
+    return {
+        "run_id": run_id,
+        "target": target,
+        "mode": mode,
+        "triggered_by": trigger,
+        "started_at": encode_time(started),
+        "summary": "{}",
+        "pid": os.getpid(),
+        "host": this_host(),
+        "origin": origin.kind,
+        "instance": origin.instance,
+    }

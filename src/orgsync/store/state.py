@@ -1,8 +1,8 @@
 """`StateStore`: the one object the rest of orgsync uses to reach the state database.
 
 A thin facade: it opens and migrates the database and delegates each concern to the
-module that owns it (runs, journal, recovery, links, group ledger, lease). It holds no logic of its
-own, so each rule is written, and tested, in one place.
+module that owns it (runs, journal, recovery, links, group ledger, lease, writer locks).
+It holds no logic of its own, so each rule is written, and tested, in one place.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType, TracebackType
+
+import structlog
 
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Memory, SourceId
@@ -24,7 +26,12 @@ from orgsync.store.lease import LeaseRecord, Leases
 from orgsync.store.links import Links
 from orgsync.store.migrations import migrate
 from orgsync.store.recovery import recover_interrupted
-from orgsync.store.runs import RunRecord, Runs
+from orgsync.store.runs import Origin, Outcome, RunRecord, Runs
+from orgsync.store.writer_lock import WriterLock, WriterLocks
+
+log = structlog.get_logger(__name__)
+
+CLI = Origin("cli")
 
 
 class StateStore:
@@ -42,15 +49,26 @@ class StateStore:
         self._groups = GroupLedger(db)
         self._leases = Leases(db)
         self._forms = FormMemory(db)
+        self._locks = WriterLocks(db.path)
 
     @classmethod
-    def open(cls, path: str | Path, *, clock: Clock = utc_now) -> StateStore:
-        """Open (creating with mode 0600) and migrate; `":memory:"` for tests.
+    def open(cls, path: str | Path, *, clock: Clock = utc_now, create: bool = True) -> StateStore:
+        """Open and migrate; `":memory:"` for tests.
 
-        Raises `StateError` for an unusable file, one locked beyond the busy timeout, or one
-        whose schema is newer than this code. `clock` must return aware datetimes.
+        A missing file is created (mode 0600) and announced with a `state.created` log
+        line, unless `create` is False (`status`, `runs`): then `NoStateDatabase`. Raises
+        `StateError` for an existing file that is empty, unreadable or not orgsync's, one
+        locked beyond the busy timeout, or one whose schema is newer than this code.
+        `clock` must return aware datetimes.
         """
-        return cls(StateDB.open(path, clock=clock, prepare=migrate))
+        db = StateDB.open(path, clock=clock, prepare=migrate, create=create)
+        if db.created:
+            log.warning(
+                "state.created",
+                path=str(db.path),
+                note="a new state database: orgsync manages nobody in any target yet",
+            )
+        return cls(db)
 
     @property
     def path(self) -> Path | None:
@@ -73,9 +91,32 @@ class StateStore:
 
     # ------------------------------------------------------------------ runs
 
-    def start_run(self, target: str, mode: str, trigger: str = "cli") -> str:
-        """Record a run as `running`; returns its time-sortable id. `mode`: dry-run | sync."""
-        return self._runs.start(target, mode, trigger)
+    def start_run(
+        self, target: str, mode: str, trigger: str = "cli", *, origin: Origin = CLI
+    ) -> str:
+        """Record a run as `running`; returns its time-sortable id. `mode`: dry-run | sync.
+
+        Only while holding `target`'s writer lock: recovery takes any `running` run of a
+        target whose lock it holds for one whose process ended.
+        """
+        return self._runs.start(target, mode, trigger, origin)
+
+    def record_run(
+        self,
+        target: str,
+        mode: str,
+        trigger: str = "cli",
+        *,
+        origin: Origin = CLI,
+        started_at: datetime,
+        outcome: Outcome,
+    ) -> str:
+        """Record a run that is over (a dry run, a run stopped before taking the lock)."""
+        return self._runs.record(target, mode, trigger, origin, started=started_at, outcome=outcome)
+
+    def prune_runs(self, before: datetime) -> int:
+        """Forget runs started before `before` and their journal (see `Runs.prune`)."""
+        return self._runs.prune(before)
 
     def finish_run(
         self,
@@ -93,22 +134,33 @@ class StateStore:
         """Status: ok | changes-pending | held | failed | interrupted."""
         self._runs.finish(
             run_id,
-            status=status,
-            exit_code=exit_code,
-            summary=summary,
-            checksum=checksum,
-            error=error,
-            held=held,
-            failed=failed,
-            waiting=waiting,
+            Outcome(
+                status=status,
+                exit_code=exit_code,
+                summary=summary,
+                checksum=checksum,
+                error=error,
+                held=held,
+                failed=failed,
+                waiting=waiting,
+            ),
         )
 
     def run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
 
-    def runs(self, limit: int = 20, target: str | None = None) -> list[RunRecord]:
-        """Newest first."""
-        return self._runs.history(limit, target)
+    def runs(
+        self,
+        limit: int = 20,
+        target: str | None = None,
+        *,
+        origin: str | None = None,
+        mode: str | None = None,
+        instance: str | None = None,
+    ) -> list[RunRecord]:
+        """Newest first; only `origin`'s (cli, daemon), `mode`'s and `instance`'s runs
+        when given."""
+        return self._runs.history(limit, target, origin=origin, mode=mode, instance=instance)
 
     def last_run(self, target: str) -> RunRecord | None:
         """The newest run of `target`, whatever its status (a `running` one included)."""
@@ -130,7 +182,8 @@ class StateStore:
         return self._journal.operations(run_id)
 
     def recover_interrupted(self, target: str) -> int:
-        """Mark `target`'s runs of dead processes interrupted; returns the operations marked."""
+        """Mark `target`'s runs of ended processes interrupted (holding its writer lock);
+        returns the operations marked."""
         return recover_interrupted(self._db, target)
 
     def pending(self, target: str) -> list[OperationRecord]:
@@ -218,10 +271,16 @@ class StateStore:
 
     # ------------------------------------------------------------------ lease
 
-    def acquire_lease(
+    def writer_lock(self, target: str) -> WriterLock:
+        """The kernel lock that makes its holder the one writer of `target`."""
+        return self._locks.lock(target)
+
+    def take_lease(
         self, target: str, holder: str, ttl: timedelta, now: datetime | None = None
-    ) -> bool:
-        return self._leases.acquire(target, holder, ttl, now)
+    ) -> LeaseRecord | None:
+        """Record `holder` as `target`'s writer, holding its writer lock; returns the row of
+        a previous holder that died holding it, if any."""
+        return self._leases.take(target, holder, ttl, now)
 
     def renew_lease(
         self, target: str, holder: str, ttl: timedelta, now: datetime | None = None

@@ -14,10 +14,14 @@ It owns the boundary between the wire and orgsync's error taxonomy, in one place
   because only the applier can tell, after a lookup, whether a create already happened;
 * an optional client-side token bucket keeps us under vendor rate limits that are not
   documented, shared by every thread using the client;
-* the bearer token is sent in a header and appears in no log line, message or repr.
+* the bearer token is sent in a header and appears in no log line, message or repr;
+* a stop request (`interrupt`, set on SIGTERM while the engine reads the organization)
+  ends the call in flight within a fraction of a second and sends nothing more, retries
+  included (`orgsync.interrupt`); the engine pauses it for the apply phase, whose calls
+  in flight always finish.
 
 Adapters build one `ApiClient` per target. This module imports only httpx, pydantic,
-structlog, the standard library, `orgsync.core` and `orgsync.retrying`.
+structlog, the standard library, `orgsync.core`, `orgsync.retrying` and `orgsync.interrupt`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from orgsync.core.errors import (
     TransientError,
     UnsupportedRequest,
 )
+from orgsync.interrupt import ReadInterrupt, interruptible_transport
 from orgsync.retrying import RetrySettings
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "TokenBucket",
     "error_for_response",
     "error_for_transport",
+    "network_transport",
     "openai_error_message",
     "parse_retry_after",
 ]
@@ -316,6 +322,9 @@ class ApiClient:
         error_parser: extracts the server's message from an error body (OpenAI's by default).
         form_refusal: recognises a 4xx that refuses the request's form (none by default).
         sleep: how to wait for backoff and the rate limit; tests pass a fake.
+        interrupt: when set (shutdown during a read), the call in flight ends with
+            `Interrupted` and no other is sent; with `transport`, that transport must be
+            an `interruptible_transport` for the call in flight to end early.
     """
 
     def __init__(
@@ -334,8 +343,14 @@ class ApiClient:
         error_parser: ErrorParser = openai_error_message,
         form_refusal: FormRefusal = _no_form_refusal,
         sleep: Callable[[float], None] = time.sleep,
+        interrupt: ReadInterrupt | None = None,
     ) -> None:
         self._token = _Secret(bearer_token)
+        self._interrupt = interrupt or ReadInterrupt()
+        if sleep is time.sleep:
+            sleep = self._interrupt.sleep
+        if transport is None and interrupt is not None:
+            transport = interruptible_transport(interrupt, verify=_ssl_verify(verify))
         self._system = system
         self._retry = retry
         self._on_response = on_response
@@ -453,6 +468,7 @@ class ApiClient:
         if self._bucket is not None:
             self._bucket.acquire()
         context = f"{method} {path}"
+        self._interrupt.check(f"{self._system}: {context}")
         started = time.perf_counter()
         try:
             response = self._http.request(
@@ -561,6 +577,16 @@ def _query(params: QueryParams | None) -> httpx.QueryParams | None:
         else:
             items.extend((key, v) for v in value if v is not None)
     return httpx.QueryParams(items)
+
+
+def network_transport(
+    verify: ssl.SSLContext | bool, interrupt: ReadInterrupt | None
+) -> httpx.BaseTransport:
+    """The transport to the network for adapters that wrap it (auth, media types): one a
+    stop request can interrupt when `interrupt` is given."""
+    if interrupt is None:
+        return httpx.HTTPTransport(verify=verify)
+    return interruptible_transport(interrupt, verify=verify)
 
 
 def _ssl_verify(verify: bool | str) -> ssl.SSLContext | bool:

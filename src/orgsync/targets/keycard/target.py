@@ -51,8 +51,9 @@ from orgsync.core.plan import (
     SuspendMember,
     UpdateUser,
 )
+from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets.http import ApiClient
+from orgsync.targets.http import ApiClient, network_transport
 from orgsync.targets.keycard import wire
 from orgsync.targets.keycard.auth import BearerTransport, ClientCredentials, scrub
 
@@ -116,6 +117,7 @@ class KeycardTarget:
         requests_per_second: float | None = None,
         on_response: Callable[[str, int], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        interrupt: ReadInterrupt | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> KeycardTarget:
         """A target authenticating as a service account; `token_url` defaults to
@@ -135,7 +137,7 @@ class KeycardTarget:
             system=system,
             on_response=on_response,
         )
-        inner = transport or httpx.HTTPTransport(verify=context)
+        inner = transport or network_transport(context, interrupt)
 
         def parse_error(response: httpx.Response) -> str | None:
             message = wire.error_message(response)
@@ -153,6 +155,7 @@ class KeycardTarget:
             user_agent="orgsync",
             transport=BearerTransport(inner, credentials),
             on_response=on_response,
+            interrupt=interrupt,
             error_parser=parse_error,
         )
         return cls(client, organization_id=organization_id, clock=clock)

@@ -74,8 +74,9 @@ from orgsync.core.plan import (
     SuspendMember,
     UpdateUser,
 )
+from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets.http import ApiClient
+from orgsync.targets.http import ApiClient, network_transport
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.dialect import DIALECTS, Dialect
 from orgsync.targets.scim.forms import CHAINS, Form, FormBook
@@ -172,10 +173,11 @@ class ScimTarget:
         requests_per_second: float | None = None,
         on_response: Callable[[str, int], None] | None = None,
         transport: httpx.BaseTransport | None = None,
+        interrupt: ReadInterrupt | None = None,
         page_size: int = PAGE_SIZE,
     ) -> ScimTarget:
         """A target authenticating with a bearer token; `transport` replaces the network."""
-        inner = transport or httpx.HTTPTransport(verify=_ssl_context(verify))
+        inner = transport or network_transport(_ssl_context(verify), interrupt)
         client = ApiClient(
             base_url.rstrip("/"),
             bearer_token=token,
@@ -186,6 +188,7 @@ class ScimTarget:
             user_agent="orgsync",
             transport=wire.ScimTransport(inner),
             on_response=on_response,
+            interrupt=interrupt,
             error_parser=wire.error_message,
             form_refusal=wire.refuses_form,
         )
