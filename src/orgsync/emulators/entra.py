@@ -191,6 +191,10 @@ class EntraEmulator(LoopbackEmulator):
         self._members: dict[str, list[tuple[MemberType, str]]] = {}
         self._counter = 0
         self._graph_requests = 0
+        # Requests refused by `throttle`, served on their next try: the client did what
+        # Retry-After asked, and a retry that could draw the refusal again and again from
+        # other threads' traffic would make the test depend on scheduling.
+        self._throttled: set[str] = set()
         injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
         super().__init__(injector, name="entra-emulator")
 
@@ -378,6 +382,8 @@ class EntraEmulator(LoopbackEmulator):
                 valid = False
             self._graph_requests += 1
             count = self._graph_requests
+            retried = str(request.url) in self._throttled
+            self._throttled.discard(str(request.url))
         if not valid:
             return _graph_error(
                 401,
@@ -385,7 +391,9 @@ class EntraEmulator(LoopbackEmulator):
                 "Access token has expired or is not yet valid.",
             )
         throttle = self.throttle
-        if throttle is not None and count % throttle.every == 0:
+        if throttle is not None and count % throttle.every == 0 and not retried:
+            with self._lock:
+                self._throttled.add(str(request.url))
             response = _graph_error(
                 429,
                 "TooManyRequests",

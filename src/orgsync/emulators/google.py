@@ -204,6 +204,10 @@ class GoogleEmulator(LoopbackEmulator):
         self._members: dict[str, list[tuple[MemberType, str]]] = {}
         self._counter = 0
         self._directory_requests = 0
+        # Requests refused by `throttle`, served on their next try: the client did what
+        # Retry-After asked, and a retry that could draw the refusal again and again from
+        # other threads' traffic would make the test depend on scheduling.
+        self._throttled: set[str] = set()
         injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
         super().__init__(injector, name="google-emulator")
 
@@ -398,6 +402,8 @@ class GoogleEmulator(LoopbackEmulator):
                 grant = None
             self._directory_requests += 1
             count = self._directory_requests
+            retried = str(request.url) in self._throttled
+            self._throttled.discard(str(request.url))
         if grant is None:
             return _error(
                 401,
@@ -419,7 +425,9 @@ class GoogleEmulator(LoopbackEmulator):
                 "PERMISSION_DENIED",
             )
         throttle = self.throttle
-        if throttle is not None and count % throttle.every == 0:
+        if throttle is not None and count % throttle.every == 0 and not retried:
+            with self._lock:
+                self._throttled.add(str(request.url))
             if throttle.status == 429:
                 response = _error(429, "Quota exceeded.", "rateLimitExceeded", "RESOURCE_EXHAUSTED")
                 response.headers["Retry-After"] = str(throttle.seconds)
