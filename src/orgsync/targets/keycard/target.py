@@ -54,7 +54,7 @@ from orgsync.core.plan import (
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
 from orgsync.targets.keycard import wire
-from orgsync.targets.keycard.auth import BearerTransport, ClientCredentials, scrub
+from orgsync.targets.keycard.auth import BearerTransport, ClientCredentials
 
 __all__ = ["CAPABILITIES", "KeycardTarget"]
 
@@ -137,10 +137,6 @@ class KeycardTarget:
         )
         inner = transport or httpx.HTTPTransport(verify=context)
 
-        def parse_error(response: httpx.Response) -> str | None:
-            message = wire.error_message(response)
-            return scrub(message, credentials.secrets()) if message else None
-
         client = ApiClient(
             base_url,
             # The real header is set per request by BearerTransport from the token cache;
@@ -153,7 +149,8 @@ class KeycardTarget:
             user_agent="orgsync",
             transport=BearerTransport(inner, credentials),
             on_response=on_response,
-            error_parser=parse_error,
+            error_parser=wire.error_message,
+            more_secrets=credentials.secrets,
         )
         return cls(client, organization_id=organization_id, clock=clock)
 
