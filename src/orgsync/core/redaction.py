@@ -24,6 +24,7 @@ Eight characters of a random token do not occur by chance in an error message.""
 AUTH_DETAIL_LIMIT: Final = 160
 """Characters of a server's message kept for a refused credential (401/403)."""
 
+
 def _encodings(secret: str) -> set[str]:
     """The forms in which a server may quote `secret` back."""
     raw = secret.encode("utf-8")
