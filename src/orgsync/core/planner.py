@@ -89,6 +89,16 @@ class _Planner:
         self.linked_member_ids = frozenset(given.memory.links.values())
         self.matched_members: set[str] = set()
         self.member_ids: dict[EmailKey, str] = {}
+        # Whoever a rejected source record stands for: the member linked to its id, the
+        # emails linked to its id before, and the email it carries now. A bad record is
+        # not an absence: removing them (or their invitation, role or groups) would turn
+        # a typo in the directory into lost access.
+        rejected = given.desired.rejected
+        memory = given.memory
+        self.held_back_ids = frozenset(memory.links[s] for s in rejected if s in memory.links)
+        self.held_back_keys = given.desired.rejected_emails | {
+            key for key, source_id in memory.linked_sources.items() if source_id in rejected
+        }
 
     # ------------------------------------------------------------------ classification
 
@@ -100,6 +110,8 @@ class _Planner:
             return "managed by another provisioner (is_scim_managed)"
         if member.id == self.given.observed.key_owner_id:
             return "the owner of orgsync's API key"
+        if member.id in self.held_back_ids or member.email_key in self.held_back_keys:
+            return "the person of a rejected source record (see its warning)"
         return None
 
     def is_protected(self, key: EmailKey | None) -> bool:
@@ -307,6 +319,12 @@ class _Planner:
             return
         reason = self.removal_reason(key, None)
         if reason is None:
+            return
+        if key in self.held_back_keys:
+            self.warnings.append(
+                f"{invites[0].email}: {reason}, but the person of a rejected source record; "
+                "invitation kept"
+            )
             return
         if self.is_protected(key):
             self.warnings.append(f"{invites[0].email}: {reason}, but protected; invitation kept")

@@ -21,7 +21,7 @@ MIN_FRAGMENT: Final = 8
 """Characters of a secret that, found together in a text, are taken for an echo of it.
 Eight characters of a random token do not occur by chance in an error message."""
 
-AUTH_DETAIL_LIMIT: Final = 160
+AUTH_DETAIL_LIMIT: Final = 300
 """Characters of a server's message kept for a refused credential (401/403)."""
 
 
