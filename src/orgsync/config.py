@@ -33,6 +33,7 @@ from pydantic import (
 
 from orgsync.config_errors import Schema, explain, toml_error
 from orgsync.core.errors import ConfigError
+from orgsync.core.model import email_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -344,6 +345,18 @@ SourceConfig = Annotated[
 Glob = Annotated[str, AfterValidator(_check_glob)]
 
 
+def _check_address(email: str) -> str:
+    """A protected person must be an address: a typo would silently protect nobody."""
+    problem = email_problem(email)
+    if problem is not None:
+        shown = repr(email) if len(email) <= 80 else "the value given"
+        raise ValueError(f"{shown} is not an email address: {problem}")
+    return email
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
 class RoleRuleConfig(_Strict):
     group: Glob
     role: str = Field(min_length=1)
@@ -453,7 +466,7 @@ class SafetyConfig(_Strict):
     max_removal_ratio: float = Field(default=0.05, ge=0, le=1)
     min_source_users: int = Field(default=1, ge=0)
     removal_grace: Duration = timedelta(0)
-    protected: tuple[str, ...] = ()
+    protected: tuple[Address, ...] = ()
     remove_unmanaged: StrictBool = False
     max_group_member_removals: int = Field(default=50, ge=0)
 

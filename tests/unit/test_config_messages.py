@@ -196,6 +196,7 @@ SECTION_MISTAKES = [
     ("[safety]\nmax_removal_ratio = 2", "safety.max_removal_ratio: must be at most 1"),
     ('[safety]\nremoval_grace = "a week"', "safety.removal_grace: 'a week' is not a duration"),
     ('[safety]\nprotected = "ceo@example.com"', "must be a list of email addresses"),
+    ('[safety]\nprotected = ["ceo@examplecom"]', "safety.protected[0]: 'ceo@examplecom' is not an"),
     ('[safety]\nremove_unmanaged = "no"', "safety.remove_unmanaged: must be true or false"),
     ("[state]\npath = 3", 'state.path: must be a file path in quotes, e.g. "directory.json"'),
     ('[state]\nlease_tl = "10m"', "did you mean lease_ttl?"),
