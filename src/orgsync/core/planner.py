@@ -262,7 +262,10 @@ class _Planner:
         raising = self.catalog.rank(wanted.role) > self.catalog.rank(member.role)
         blocked = self.untouchable(member)
         if not raising and blocked is None:
-            blocked = "protected" if self.is_protected(member.email_key) else None
+            # Either address counts: a member linked by source id may still carry the
+            # old email while the IdP (and the protected list) has the new one.
+            protected = self.is_protected(member.email_key) or self.is_protected(wanted.email_key)
+            blocked = "protected" if protected else None
             if blocked is None and self.would_drop_last_owner(member):
                 blocked = "the last owner"
         if blocked is not None:
