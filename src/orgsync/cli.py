@@ -1,7 +1,8 @@
 """The `orgsync` command: argument parsing, output, and exit codes (SPEC "Commands").
 
 Human output goes to stdout, logs to stderr. Exit codes: 0 nothing left to do, 1 error,
-2 changes pending (dry run), 3 held by a safety guard.
+2 changes pending (dry run), 3 held by a safety guard, 64 usage error (nothing was read
+or changed).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -17,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
@@ -46,33 +48,94 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+EXIT_USAGE = 64
+"""BSD sysexits EX_USAGE: a mistyped command line is not an error of the run (1) and must
+never read as "changes pending" (2) to a script."""
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="orgsync",
-        description="Keep SaaS organizations in step with your identity provider.",
-    )
-    parser.add_argument("--version", action="version", version=f"orgsync {__version__}")
+_EXIT_CODES = """\
+exit codes:
+  0   nothing left to do
+  1   error: bad configuration, unreachable source or target, failed operations
+  2   changes pending (dry run)
+  3   a safety guard held operations back, the rest was applied (--allow-removals N,
+      --allow-additions N lift it for one run)
+  64  usage error: unknown command or option, bad option value; nothing was read or changed
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on exit code 64 instead of argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: usage error: {message}\n")
+
+
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        # ASCII digits only: int() would also take "1_000", "+5" and other scripts' digits.
+        if re.fullmatch(r"-?[0-9]+", text) is None:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    parse.__name__ = "number"  # argparse names the converter in its messages
+    return parse
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--config and --log-level, accepted before and after the command (SPEC).
+
+    On the command's parser the defaults are suppressed, so a value given before the
+    command is not overwritten by the command's own default.
+    """
+    default = None if top else argparse.SUPPRESS
     parser.add_argument(
         "--config",
         type=Path,
-        default=None,
+        default=default,
+        metavar="PATH",
         help="configuration file (default: $ORGSYNC_CONFIG, else ./orgsync.toml)",
     )
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
+        default=default,
         help="stderr log level (default: info; warning for demo)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="orgsync",
+        description="Keep SaaS organizations in step with your identity provider.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"orgsync {__version__}")
+    _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sync = commands.add_parser("sync", help="plan and apply (or only plan, with --dry-run)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _global_options(sub, top=False)
+        return sub
+
+    sync = command("sync", "plan and apply (or only plan, with --dry-run)")
     sync.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     sync.add_argument("--json", action="store_true", help="print the plan as JSON")
     sync.add_argument("--target", help="only this target")
     sync.add_argument(
         "--allow-removals",
-        type=_count,
+        type=_count(0),
         metavar="N",
         help="this run only: apply the access removals the safety gate would hold, when "
         "the run has at most N of them (removals, suspensions, revocations, role "
@@ -81,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.add_argument(
         "--allow-additions",
-        type=_count,
+        type=_count(0),
         metavar="N",
         help="this run only: send the invitations and create the users the safety gate "
         "would hold, when the run has at most N of them (held when the source lost too "
@@ -89,7 +152,10 @@ def _parser() -> argparse.ArgumentParser:
         "held",
     )
     sync.add_argument(
-        "--plan-out", type=Path, metavar="FILE", help="write the plan for review (mode 0600)"
+        "--plan-out",
+        type=Path,
+        metavar="FILE",
+        help="with --dry-run (required): write the plan for review (mode 0600)",
     )
     sync.add_argument(
         "--plan",
@@ -98,31 +164,40 @@ def _parser() -> argparse.ArgumentParser:
         help="apply exactly this reviewed plan: only its targets, each only while a fresh "
         "plan is the same (pass the same --allow-* as when it was written)",
     )
+    sync.set_defaults(usage=sync)
 
-    status = commands.add_parser("status", help="last run, pending work and lock per target")
+    status = command("status", "last run, pending work and lock per target")
     status.add_argument("--json", action="store_true")
 
-    runs = commands.add_parser("runs", help="run history")
-    runs.add_argument("--limit", type=int, default=20)
+    runs = command("runs", "run history")
+    runs.add_argument("--limit", type=_count(1), default=20, metavar="N", help="N >= 1")
     runs.add_argument("--target")
     runs.add_argument("--json", action="store_true")
 
-    validate = commands.add_parser("validate", help="check configuration and connectivity")
+    validate = command("validate", "check configuration and connectivity")
     validate.add_argument(
         "--offline", action="store_true", help="check the file only, contact nothing"
     )
 
-    commands.add_parser(
-        "daemon", help="serve: scheduled reconciliation, webhooks, health and metrics"
-    )
+    command("daemon", "serve: scheduled reconciliation, webhooks, health and metrics")
 
-    demo = commands.add_parser("demo", help="a complete sync against a local emulator")
+    demo = command("demo", "a complete sync against a local emulator")
     demo.add_argument("--json", action="store_true", help="print plans as JSON")
     return parser
 
 
+def _check_usage(args: argparse.Namespace) -> None:
+    """Combinations argparse cannot express; refused before anything is read."""
+    if args.command == "sync" and args.plan_out is not None and not args.dry_run:
+        args.usage.error(
+            "--plan-out writes a plan for review and needs --dry-run "
+            "(orgsync sync --dry-run --plan-out FILE); nothing was read or changed"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _check_usage(args)
     configure_logging(args.log_level or ("warning" if args.command == "demo" else "info"))
     try:
         if args.command == "demo":
@@ -146,13 +221,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-
-
-def _count(text: str) -> int:
-    """An `--allow-*` value: a whole number, 0 or more."""
-    if not text.strip().isdecimal():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of operations (0 or more)")
-    return int(text)
 
 
 def _sync(config: Config, args: argparse.Namespace) -> int:

@@ -15,19 +15,25 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from orgsync.config_errors import Schema, explain, toml_error
 from orgsync.core.errors import ConfigError
+from orgsync.core.model import email_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -37,8 +43,12 @@ def parse_duration(text: str) -> timedelta:
     """`"90s"`, `"15m"`, `"1h"`, `"7d"`, `"250ms"`; a bare number is seconds."""
     match = _DURATION.match(text)
     if match is None:
-        raise ValueError(f"{text!r} is not a duration such as '30s', '15m', '1h' or '7d'")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        shown = repr(text) if len(text) <= 40 else "the value given"
+        raise ValueError(f"{shown} is not a duration such as '30s', '15m', '1h' or '7d'")
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"{text.strip()!r} is too long a duration") from None
 
 
 def _duration(value: Any) -> Any:
@@ -48,8 +58,78 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
+def _check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{key} is not a valid URL (bad host or port)") from None
+    if parts.username is not None or parts.password is not None:
+        # Not repeated: the part before the @ is a credential.
+        raise ValueError(
+            f"{key} carries a user name or password; secrets never sit in the file: "
+            "give them with the *_env or *_file keys"
+        )
+    shown = url if len(url) <= 200 else url[:200] + "…"
+    if parts.scheme not in {"http", "https"} or not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"{key} = {shown!r} is not an http(s) URL such as https://host/path")
+    if port == 0:
+        raise ValueError(f"{key} = {shown!r}: port 0 is not a port")
+    if parts.scheme == "http" and not allow_plaintext:
+        raise ValueError(
+            f"{key} = {shown} is plain HTTP; use https:// or set allow_plaintext = true "
+            "(meant for loopback test rigs)"
+        )
+
+
+def _check_glob(pattern: str) -> str:
+    """A glob over IdP group names; a `[` that never closes is a typo, not a literal."""
+    if not pattern.strip():
+        raise ValueError("a group pattern must not be empty")
+    index = 0
+    while index < len(pattern):
+        if pattern[index] == "[":
+            close = index + 1
+            if close < len(pattern) and pattern[close] == "!":
+                close += 1
+            if close < len(pattern) and pattern[close] == "]":
+                close += 1
+            end = pattern.find("]", close)
+            if end < 0:
+                raise ValueError(
+                    f"group pattern {pattern!r}: '[' opens a character class that is never "
+                    "closed (write [[] for a literal '[')"
+                )
+            index = end
+        index += 1
+    return pattern
+
+
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONVENTIONAL_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _variable_names(cls, value: Any, info: ValidationInfo) -> Any:
+        """A `*_env` key holds the NAME of an environment variable, never the secret.
+
+        A pasted secret would otherwise travel on into error messages, logs, `status`
+        and the state database; the refusal does not repeat it either.
+        """
+        name = info.field_name or ""
+        if name.endswith("_env") and isinstance(value, str) and not _VARIABLE_NAME.match(value):
+            secret = name.removesuffix("_env")
+            raise ValueError(
+                "must be the NAME of an environment variable (letters, digits and _, not "
+                f"starting with a digit), such as {secret.upper()}; the value given is not "
+                "one, and may be the secret itself, so it is not shown: put the secret in "
+                f"an environment variable and give its name, or use {secret}_file"
+            )
+        return value
 
 
 class SecretRef(BaseModel):
@@ -65,8 +145,10 @@ class SecretRef(BaseModel):
         if self.env is not None:
             value = environ.get(self.env)
             if not value:
+                # A name that does not look like one may be a pasted secret: not repeated.
+                named = self.env if _CONVENTIONAL_NAME.match(self.env) else "it names"
                 raise ConfigError(
-                    f"{self.key}_env: environment variable {self.env} is not set or empty"
+                    f"{self.key}_env: environment variable {named} is not set or empty"
                 )
             return SecretStr(value)
         assert self.file is not None
@@ -102,7 +184,7 @@ class _RemoteSource(_Strict):
     """Keys every network source shares: TLS trust, plaintext opt-in, timeouts, retries."""
 
     ca_file: Path | None = None
-    allow_plaintext: bool = False
+    allow_plaintext: StrictBool = False
     timeout: Duration = timedelta(seconds=30)
     max_attempts: int = Field(default=6, ge=1, le=20)
     max_retry_delay: Duration = timedelta(seconds=60)
@@ -121,7 +203,7 @@ class ScimSource(_RemoteSource):
 
     @model_validator(mode="after")
     def _check(self) -> ScimSource:
-        _check_url(self.url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
         bearer = _secret("token", self.token_env, self.token_file, required=False)
         basic = _secret("password", self.password_env, self.password_file, required=False)
         if (bearer is None) == (basic is None):
@@ -146,7 +228,7 @@ class ScimSource(_RemoteSource):
 class LdapSource(_RemoteSource):
     type: Literal["ldap"]
     url: str
-    start_tls: bool = False
+    start_tls: StrictBool = False
     bind_dn: str
     bind_password_env: str | None = None
     bind_password_file: Path | None = None
@@ -195,7 +277,7 @@ class OktaSource(_RemoteSource):
 
     @model_validator(mode="after")
     def _check(self) -> OktaSource:
-        _check_url(self.url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
         _secret("token", self.token_env, self.token_file, required=True)
         return self
 
@@ -218,8 +300,8 @@ class EntraSource(_RemoteSource):
 
     @model_validator(mode="after")
     def _check(self) -> EntraSource:
-        _check_url(self.graph_url, allow_plaintext=self.allow_plaintext)
-        _check_url(self.login_url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.graph_url, "graph_url", allow_plaintext=self.allow_plaintext)
+        _check_url(self.login_url, "login_url", allow_plaintext=self.allow_plaintext)
         _secret("client_secret", self.client_secret_env, self.client_secret_file, required=True)
         return self
 
@@ -245,8 +327,8 @@ class GoogleSource(_RemoteSource):
 
     @model_validator(mode="after")
     def _check(self) -> GoogleSource:
-        _check_url(self.directory_url, allow_plaintext=self.allow_plaintext)
-        _check_url(self.token_url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.directory_url, "directory_url", allow_plaintext=self.allow_plaintext)
+        _check_url(self.token_url, "token_url", allow_plaintext=self.allow_plaintext)
         return self
 
     @property
@@ -260,13 +342,28 @@ SourceConfig = Annotated[
 ]
 
 
+Glob = Annotated[str, AfterValidator(_check_glob)]
+
+
+def _check_address(email: str) -> str:
+    """A protected person must be an address: a typo would silently protect nobody."""
+    problem = email_problem(email)
+    if problem is not None:
+        shown = repr(email) if len(email) <= 80 else "the value given"
+        raise ValueError(f"{shown} is not an email address: {problem}")
+    return email
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
 class RoleRuleConfig(_Strict):
-    group: str = Field(min_length=1)
+    group: Glob
     role: str = Field(min_length=1)
 
 
 class GroupRuleConfig(_Strict):
-    source: str = Field(min_length=1)
+    source: Glob
     """Glob over IdP group names."""
     name: str = "{source}"
     """Target group name template; `{source}` is the IdP group's name."""
@@ -305,7 +402,7 @@ class TargetConfig(_Strict):
     token_url: str | None = None
     """Keycard: OAuth token endpoint (default: base_url + /service-account-token)."""
     default_role: str | None = None
-    scope_groups: tuple[str, ...] = ()
+    scope_groups: tuple[Glob, ...] = ()
     on_removal: Literal["remove", "suspend"] = "remove"
     roles: tuple[RoleRuleConfig, ...] = ()
     groups: tuple[GroupRuleConfig, ...] = ()
@@ -316,7 +413,7 @@ class TargetConfig(_Strict):
     scim_dialect: Literal["auto", "strict", "aws", "azure", "loose"] = "auto"
     """SCIM: `auto` learns the request forms the server accepts; a named dialect fixes them
     and the known quirks of a class of servers (see README)."""
-    allow_plaintext: bool = False
+    allow_plaintext: StrictBool = False
     ca_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)
     requests_per_second: float | None = Field(default=None, gt=0)
@@ -326,7 +423,7 @@ class TargetConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TargetConfig:
-        _check_url(self.base_url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.base_url, "base_url", allow_plaintext=self.allow_plaintext)
         if self.type == "keycard":
             if not self.client_id or not self.organization_id:
                 raise ValueError("keycard targets need client_id and organization_id")
@@ -347,7 +444,7 @@ class TargetConfig(_Strict):
                 "provisioned, so default_role and [[targets.roles]] cannot be used"
             )
         if self.token_url is not None:
-            _check_url(self.token_url, allow_plaintext=self.allow_plaintext)
+            _check_url(self.token_url, "token_url", allow_plaintext=self.allow_plaintext)
         return self
 
     @property
@@ -376,8 +473,8 @@ class SafetyConfig(_Strict):
     """Of the people orgsync manages; unset: no limit."""
     min_source_users: int = Field(default=1, ge=0)
     removal_grace: Duration = timedelta(0)
-    protected: tuple[str, ...] = ()
-    remove_unmanaged: bool = False
+    protected: tuple[Address, ...] = ()
+    remove_unmanaged: StrictBool = False
     max_group_member_removals: int = Field(default=50, ge=0)
 
 
@@ -523,7 +620,7 @@ class WebhookNotify(_NotifyEntry):
 
     @model_validator(mode="after")
     def _check(self) -> WebhookNotify:
-        _check_url(self.url, allow_plaintext=self.allow_plaintext)
+        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
         _secret("secret", self.secret_env, self.secret_file, required=True)
         return self
 
@@ -643,53 +740,38 @@ class Config(_Strict):
         raise ConfigError(f"--target {name}: no such target (configured: {known})")
 
 
-def _check_url(url: str, *, allow_plaintext: bool) -> None:
-    if url.startswith("https://"):
-        return
-    if url.startswith("http://"):
-        if not allow_plaintext:
-            raise ValueError(
-                f"{url} is plain HTTP; use https:// or set allow_plaintext = true "
-                "(meant for loopback test rigs)"
-            )
-        return
-    raise ValueError(f"{url!r} is not an http(s) URL")
+_SCHEMA = Schema(
+    root=Config,
+    sources={
+        "file": FileSource,
+        "scim": ScimSource,
+        "ldap": LdapSource,
+        "okta": OktaSource,
+        "entra": EntraSource,
+        "google": GoogleSource,
+    },
+    notify={"webhook": WebhookNotify, "slack": SlackNotify, "email": EmailNotify},
+    sections={
+        "[targets]": TargetConfig,
+        "safety": SafetyConfig,
+        "state": StateConfig,
+        "schedule": ScheduleConfig,
+        "server": ServerConfig,
+    },
+)
 
 
-_SOURCE_TAGS = {"file", "scim", "ldap", "okta", "entra", "google"}
-_NOTIFY_TAGS = {"webhook", "slack", "email"}
+def parse_config(
+    document: Mapping[str, Any], *, origin: str, base_dir: Path, text: str = ""
+) -> Config:
+    """Validate a parsed TOML document; relative paths are taken from `base_dir`.
 
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    """`targets[0].roles[1].role` from a pydantic error location."""
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif not (parts == ["source"] and item in _SOURCE_TAGS) and not (
-            len(parts) == 2 and parts[0] == "notify" and item in _NOTIFY_TAGS
-        ):  # the discriminator tag
-            parts.append(("." if parts else "") + item)
-    return "".join(parts)
-
-
-def _explain(error: ValidationError, origin: str) -> ConfigError:
-    lines = []
-    for problem in error.errors():
-        where = _location(tuple(problem["loc"])) or "(top level)"
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {where}: {message}")
-    return ConfigError(f"{origin}: invalid configuration\n" + "\n".join(lines))
-
-
-def parse_config(document: Mapping[str, Any], *, origin: str, base_dir: Path) -> Config:
-    """Validate a parsed TOML document; relative paths are taken from `base_dir`."""
+    `text`, the file as written, lets the errors give line numbers.
+    """
     try:
         config = Config.model_validate(document)
     except ValidationError as error:
-        raise _explain(error, origin) from None
+        raise explain(error, origin=origin, text=text, schema=_SCHEMA) from None
     return _anchor_paths(config, base_dir)
 
 
@@ -713,10 +795,14 @@ def load_config(path: Path) -> Config:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from error
     try:
-        document = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    return parse_config(document, origin=str(path), base_dir=path.resolve().parent)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise toml_error(str(path), error, text) from None
+    return parse_config(document, origin=str(path), base_dir=path.resolve().parent, text=text)
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:

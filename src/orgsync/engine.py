@@ -37,6 +37,7 @@ from orgsync.core.model import (
     SourceSnapshot,
     TargetSnapshot,
     normalize_email,
+    screen,
 )
 from orgsync.core.plan import (
     AdoptGroup,
@@ -385,10 +386,20 @@ class Engine:
     def read_source(self) -> SourceSnapshot:
         source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
         snapshot = source.read()
+        people, rejected = screen(snapshot)
+        for record in rejected:
+            log.warning("source.record_rejected", source_id=record.source_id, reason=record.reason)
         limits = self.safety_limits()
-        check_source_size(len(snapshot.people), limits)
-        self.observer.source_read(len(snapshot.people))
-        log.info("source.read", people=len(snapshot.people), groups=len(snapshot.groups))
+        # Only people orgsync can act on count: a directory whose emails all broke at
+        # once (a mapping change) must stop the run, not shrink it.
+        check_source_size(len(people), limits)
+        self.observer.source_read(len(people))
+        log.info(
+            "source.read",
+            people=len(people),
+            groups=len(snapshot.groups),
+            rejected=len(rejected),
+        )
         return snapshot
 
     def safety_limits(self) -> SafetyLimits:

@@ -61,7 +61,10 @@ def test_defaults(tmp_path: Path) -> None:
             "[server]\nmax_connections = 10\nmax_connections_per_client = 11",
             "max_connections_per_client must not exceed max_connections",
         ),
-        ('[server]\nwebhook_secret = "inline"', r"server\.webhook_secret: unknown key"),
+        (
+            '[server]\nwebhook_secret = "inline"',
+            r"server\.webhook_secret: a secret never sits in the configuration file",
+        ),
         ('[schedule]\ninterval = "10s"\njitter = "10s"', "jitter"),
         ('[schedule]\ninterval = "500ms"', "at least 1s"),
         ('[schedule]\ninterval = "2h"\nquarantine_max_interval = "1h"', "quarantine_max"),

@@ -38,7 +38,7 @@ def tool(name: str) -> str:
     """A CLI tool from this environment's bin directory or PATH; its absence fails."""
     local = Path(sys.executable).parent / name
     found = str(local) if local.exists() else shutil.which(name)
-    assert found, f"{name} is not installed (.ci/run installs it)"
+    assert found, f"{name} is not installed (scripts/setup-system installs it)"
     return found
 
 

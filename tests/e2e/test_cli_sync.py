@@ -76,8 +76,8 @@ def test_an_empty_source_aborts_with_exit_1_and_zero_writes(rig: Rig) -> None:
     ("document", "message"),
     [
         (
-            '{"people": [{"id": "p1", "name": "No Mail"}]}',
-            "people[0] (id 'p1'): 'email' is missing",
+            '{"people": [{"name": "No Id", "email": "a@x.com"}]}',
+            "people[0]: 'id' must be a non-empty string",
         ),
         (
             '{"people": [{"id": "p1", "email": "a@x.com"}, {"id": "p1", "email": "b@x.com"}]}',

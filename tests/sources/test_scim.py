@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from orgsync.core.errors import SourceDataError, SourceError
-from orgsync.core.model import RoleCatalog, SourceSnapshot
+from orgsync.core.errors import SourceError
+from orgsync.core.model import RoleCatalog, SourceSnapshot, screen
 from orgsync.core.rules import MembershipRules, desired_state
 from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.retrying import RetrySettings
@@ -282,15 +282,24 @@ def test_basic_auth(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_a_user_without_any_email_is_a_data_error_naming_the_user(scimmy: ServerProcess) -> None:
+def test_a_user_without_any_email_is_rejected_by_id_and_the_rest_is_read(
+    scimmy: ServerProcess,
+) -> None:
+    """Issue 10: one mail-less user no longer fails the whole read; the core rejects that
+    record by id (reported, never acted on) and everybody else is read."""
+    stripped: list[str] = []
+
     def strip(body: dict[str, Any]) -> dict[str, Any]:
         user = {**body["Resources"][7], "userName": "jdoe"}
         user.pop("emails", None)
+        stripped.append(user["id"])
         return {**body, "Resources": [*body["Resources"][:7], user, *body["Resources"][8:]]}
 
     with FaultProxy(scimmy.url, on_request(2, Rewrite(strip))) as proxy:
-        with pytest.raises(SourceDataError, match=r"scim: user '[0-9a-f-]+' \(userName 'jdoe'\)"):
-            scim_source(proxy.url).read()
+        snapshot = scim_source(proxy.url).read()
+    people, rejected = screen(snapshot)
+    assert [(r.source_id, r.reason) for r in rejected] == [(stripped[0], "no email address")]
+    assert len(people) == len(snapshot.people) - 1 > 0
 
 
 def test_members_pointing_to_nothing_are_skipped_and_counted(scimmy: ServerProcess) -> None:

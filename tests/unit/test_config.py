@@ -46,7 +46,7 @@ def test_minimal_configuration_gets_safe_defaults(tmp_path: Path) -> None:
 
 
 def test_malformed_toml_names_the_file_and_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"orgsync\.toml: not valid TOML: .*line 2"):
+    with pytest.raises(ConfigError, match=r"orgsync\.toml: line 2, column 8: not valid TOML"):
         load_config(write(tmp_path, "[source]\ntype = \n"))
 
 
@@ -61,7 +61,8 @@ def test_a_secret_in_the_file_is_refused(tmp_path: Path) -> None:
     text = MINIMAL.replace('api_key_env = "KEY"', 'api_key = "sk-admin-123"')
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, text))
-    assert "targets[0].api_key: unknown key" in str(error.value)
+    assert "targets[0].api_key: a secret never sits in the configuration file" in str(error.value)
+    assert "api_key_env" in str(error.value)
     assert "at least 1 item" not in str(error.value)
     assert "sk-admin-123" not in str(error.value)
 
@@ -94,9 +95,7 @@ def test_plain_http_needs_allow_plaintext(tmp_path: Path) -> None:
 
 
 def test_bad_values_name_their_key(tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"safety\.max_removal_ratio: Input should be less than or equal to 1"
-    ):
+    with pytest.raises(ConfigError, match=r"safety\.max_removal_ratio: must be at most 1"):
         load_config(write(tmp_path, MINIMAL + "[safety]\nmax_removal_ratio = 5\n"))
     with pytest.raises(ConfigError, match=r"safety\.removal_grace: .*not a duration"):
         load_config(write(tmp_path, MINIMAL + '[safety]\nremoval_grace = "soon"\n'))
@@ -210,5 +209,5 @@ def test_additions_are_unlimited_unless_configured(tmp_path: Path) -> None:
     assert config.safety.max_additions is None
     assert config.safety.max_addition_ratio is None
     assert config.safety.min_managed_for_ratio == 20
-    with pytest.raises(ConfigError, match=r"safety\.max_additions: Input should be greater"):
+    with pytest.raises(ConfigError, match=r"safety\.max_additions: must be at least 0"):
         load_config(write(tmp_path, MINIMAL + "[safety]\nmax_additions = -1\n"))

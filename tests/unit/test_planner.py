@@ -383,3 +383,18 @@ def test_checksum_ignores_generation_time_but_not_operations() -> None:
     later = make_plan(source(person("1", "ada@x.com")), org(), now=NOW + timedelta(minutes=5))
     other = make_plan(source(person("1", "bob@x.com")), org())
     assert one.checksum == later.checksum != other.checksum
+
+
+def test_a_protected_person_is_not_demoted_under_an_old_email() -> None:
+    """Found by the ownership property: the member linked to a protected person still
+    carries their old address; the protection holds by either address."""
+    source = snapshot(person("p2", "b@x.com"), groups=(group("g0", "openai-users", "p2"),))
+    observed = org(member("u5", "a@x.com", "owner"), member("u6", "z@x.com", "owner"))
+    plan = make_plan(
+        source,
+        observed,
+        memory=Memory(links={SourceId("p2"): "u5"}),
+        policy=RemovalPolicy(protected=frozenset({normalize_email("b@x.com")})),
+    )
+    assert [op for op in plan.operations if op.op == "set_role"] == []
+    assert any("b@x.com" in w and "protected" in w for w in plan.warnings)

@@ -517,6 +517,7 @@ def test_link_upsert_keeps_known_values(db_path: Path) -> None:
         assert store.memory("t") == Memory(
             managed=frozenset({"ada@example.com", "eve@example.com"}),  # type: ignore[arg-type]
             links={"00u1": "user-1"},  # type: ignore[dict-item]
+            linked_sources={"ada@example.com": "00u1", "eve@example.com": "00u2"},  # type: ignore[dict-item]
         )
         with raw(db_path) as conn:
             row = conn.execute(

@@ -12,8 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import NewType
+
+# Pure: syntax only. Its DNS part (`check_deliverability`) is never asked for, and is
+# imported by email_validator only when it is (tests/unit/test_records.py checks both).
+from email_validator import EmailNotValidError, validate_email
 
 EmailKey = NewType("EmailKey", str)
 """An email address normalized for matching: Unicode NFKC, case-folded, trimmed."""
@@ -23,8 +28,27 @@ SourceId = NewType("SourceId", str)
 
 
 def normalize_email(email: str) -> EmailKey:
-    """Return the matching key of an email address (SPEC: NFKC, case-folded, trimmed)."""
+    """Return the matching key of an email address (SPEC: NFKC, case-folded, trimmed).
+
+    The one place emails are normalized: every comparison of two addresses goes through it.
+    """
     return EmailKey(unicodedata.normalize("NFKC", email).casefold().strip())
+
+
+@lru_cache(maxsize=1 << 17)
+def email_problem(email: str) -> str | None:
+    """Why `email` (as the source wrote it, trimmed) is no address to invite, or None.
+
+    email-validator's syntax rules (RFC 5322/6531, internationalized addresses allowed,
+    special-use domains such as `.local` refused, `.test` allowed for test rigs) without
+    any DNS lookup. Cached: the daemon sees the same directory every pass, and each
+    target of one run asks again.
+    """
+    try:
+        validate_email(email.strip(), check_deliverability=False, test_environment=True)
+    except EmailNotValidError as error:
+        return str(error)
+    return None
 
 
 # --------------------------------------------------------------------------- source side
@@ -63,11 +87,46 @@ class SourceGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A person record the source returned but orgsync cannot act on (no usable email,
+    a field of the wrong kind). Reported with its id on every run and never acted on:
+    not invited, and not taken for absent either, so a member it stands for is kept."""
+
+    source_id: SourceId
+    reason: str
+    email: str | None = None
+    """The email as the source gave it, when it gave a text."""
+
+
+@dataclass(frozen=True, slots=True)
 class SourceSnapshot:
     """A complete read of the identity provider. Partial reads never become snapshots."""
 
     people: tuple[SourcePerson, ...]
     groups: tuple[SourceGroup, ...] = ()
+    rejected: tuple[RejectedRecord, ...] = ()
+    """Person records the source could not map (see `screen` for those with bad emails)."""
+
+
+def screen(snapshot: SourceSnapshot) -> tuple[tuple[SourcePerson, ...], tuple[RejectedRecord, ...]]:
+    """The people orgsync may act on, and every rejected record with the reason.
+
+    A person whose email is no address joins the records the source itself rejected.
+    """
+    people: list[SourcePerson] = []
+    rejected = list(snapshot.rejected)
+    for person in snapshot.people:
+        problem = email_problem(person.email)
+        if problem is None:
+            people.append(person)
+        else:
+            reason = (
+                f"email {person.email!r} is not an address: {problem}"
+                if person.email.strip()
+                else "no email address"
+            )
+            rejected.append(RejectedRecord(person.id, reason, person.email))
+    return tuple(people), tuple(rejected)
 
 
 # --------------------------------------------------------------------------- target side
@@ -205,6 +264,11 @@ class Memory:
 
     managed: frozenset[EmailKey] = frozenset()
     links: Mapping[SourceId, str] = field(default_factory=lambda: MappingProxyType({}))
+    linked_sources: Mapping[EmailKey, SourceId] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """The source id each managed email was linked to, where known (an invitation not yet
+    accepted has no member id, but has this)."""
     missing_since: Mapping[EmailKey, datetime] = field(default_factory=lambda: MappingProxyType({}))
     owned_groups: Mapping[str, SourceId] = field(default_factory=lambda: MappingProxyType({}))
     """The ownership ledger: target group id → the IdP group it mirrors. Only these groups

@@ -89,6 +89,16 @@ class _Planner:
         self.linked_member_ids = frozenset(given.memory.links.values())
         self.matched_members: set[str] = set()
         self.member_ids: dict[EmailKey, str] = {}
+        # Whoever a rejected source record stands for: the member linked to its id, the
+        # emails linked to its id before, and the email it carries now. A bad record is
+        # not an absence: removing them (or their invitation, role or groups) would turn
+        # a typo in the directory into lost access.
+        rejected = given.desired.rejected
+        memory = given.memory
+        self.held_back_ids = frozenset(memory.links[s] for s in rejected if s in memory.links)
+        self.held_back_keys = given.desired.rejected_emails | {
+            key for key, source_id in memory.linked_sources.items() if source_id in rejected
+        }
 
     # ------------------------------------------------------------------ classification
 
@@ -100,6 +110,8 @@ class _Planner:
             return "managed by another provisioner (is_scim_managed)"
         if member.id == self.given.observed.key_owner_id:
             return "the owner of orgsync's API key"
+        if member.id in self.held_back_ids or member.email_key in self.held_back_keys:
+            return "the person of a rejected source record (see its warning)"
         return None
 
     def is_protected(self, key: EmailKey | None) -> bool:
@@ -250,7 +262,10 @@ class _Planner:
         raising = self.catalog.rank(wanted.role) > self.catalog.rank(member.role)
         blocked = self.untouchable(member)
         if not raising and blocked is None:
-            blocked = "protected" if self.is_protected(member.email_key) else None
+            # Either address counts: a member linked by source id may still carry the
+            # old email while the IdP (and the protected list) has the new one.
+            protected = self.is_protected(member.email_key) or self.is_protected(wanted.email_key)
+            blocked = "protected" if protected else None
             if blocked is None and self.would_drop_last_owner(member):
                 blocked = "the last owner"
         if blocked is not None:
@@ -306,6 +321,12 @@ class _Planner:
             return
         reason = self.removal_reason(key, None)
         if reason is None:
+            return
+        if key in self.held_back_keys:
+            self.warnings.append(
+                f"{invites[0].email}: {reason}, but the person of a rejected source record; "
+                "invitation kept"
+            )
             return
         if self.is_protected(key):
             self.warnings.append(f"{invites[0].email}: {reason}, but protected; invitation kept")

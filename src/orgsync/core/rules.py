@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from types import MappingProxyType
 
-from orgsync.core.model import EmailKey, RoleCatalog, SourceGroup, SourceId, SourceSnapshot
+from orgsync.core.model import (
+    EmailKey,
+    RejectedRecord,
+    RoleCatalog,
+    SourceGroup,
+    SourceId,
+    SourceSnapshot,
+    normalize_email,
+    screen,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,12 @@ class DesiredState:
     by_source_id: Mapping[SourceId, EmailKey] = field(default_factory=lambda: MappingProxyType({}))
     groups: tuple[DesiredGroup, ...] = ()
     """Target groups to keep, in IdP group name order (empty without group rules)."""
+    rejected: Mapping[SourceId, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Source records orgsync cannot act on, by id, with the reason. Whoever they stand
+    for in a target is left exactly as they are (see the planner's `held_back`)."""
+    rejected_emails: frozenset[EmailKey] = frozenset()
+    """The normalized emails those records carry, as written: a member with one of them
+    is theirs."""
 
 
 def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -149,18 +164,15 @@ def desired_state(
     snapshot: SourceSnapshot, rules: MembershipRules, catalog: RoleCatalog
 ) -> DesiredState:
     """Apply the SPEC membership rules to a complete source snapshot."""
-    keys = {person.id: person.email_key for person in snapshot.people}
+    people, rejected = screen(snapshot)
+    keys = {person.id: person.email_key for person in people}
     by_email: dict[EmailKey, list[SourceId]] = defaultdict(list)
-    for person in snapshot.people:
+    for person in people:
         by_email[keys[person.id]].append(person.id)
     ambiguous = {key for key, ids in by_email.items() if len(ids) > 1}
-    warnings = [
-        f"{len(by_email[key])} source people share the email {key!r} "
-        f"({', '.join(sorted(by_email[key]))}): none of them is acted on"
-        for key in sorted(ambiguous)
-    ]
+    warnings = _record_warnings(by_email, ambiguous, rejected)
 
-    nesting = _Nesting(snapshot.groups, frozenset(p.id for p in snapshot.people))
+    nesting = _Nesting(snapshot.groups, frozenset([*keys, *(r.source_id for r in rejected)]))
     scope_match = _glob(rules.scope_groups)
     role_matches = [(_glob([rule.group]), rule) for rule in rules.roles]
     in_scope_groups: dict[SourceId, list[str]] = defaultdict(list)
@@ -179,7 +191,7 @@ def desired_state(
     known: dict[EmailKey, SourceId] = {}
     out_of_scope: dict[EmailKey, str] = {}
     by_source_id: dict[SourceId, EmailKey] = {}
-    for person in snapshot.people:
+    for person in people:
         key = keys[person.id]
         if key in ambiguous:
             continue
@@ -222,7 +234,30 @@ def desired_state(
         warnings=tuple(warnings),
         by_source_id=MappingProxyType(by_source_id),
         groups=groups,
+        rejected=MappingProxyType({r.source_id: r.reason for r in rejected}),
+        rejected_emails=frozenset(
+            normalize_email(r.email) for r in rejected if r.email and r.email.strip()
+        ),
     )
+
+
+def _record_warnings(
+    by_email: Mapping[EmailKey, list[SourceId]],
+    ambiguous: set[EmailKey],
+    rejected: Sequence[RejectedRecord],
+) -> list[str]:
+    """One warning per shared email and per rejected record, each naming the ids."""
+    warnings = [
+        f"{len(by_email[key])} source people share the email {key!r} "
+        f"({', '.join(sorted(by_email[key]))}): none of them is acted on"
+        for key in sorted(ambiguous)
+    ]
+    warnings += [
+        f"source record {record.source_id!r} rejected: {record.reason}; nothing is done "
+        "about this person (not invited, and a member linked to them is left as is)"
+        for record in sorted(rejected, key=lambda r: r.source_id)
+    ]
+    return warnings
 
 
 def _desired_groups(
@@ -242,7 +277,7 @@ def _desired_groups(
         for index, (pattern, rule) in enumerate(patterns):
             if pattern is not None and pattern.fullmatch(folded):
                 members = frozenset(
-                    keys[p] for p in nesting.people_in(group.id) if keys[p] in wanted
+                    keys[p] for p in nesting.people_in(group.id) if p in keys and keys[p] in wanted
                 )
                 name = rule.target_name(group.name)
                 chosen.append(DesiredGroup(group.id, group.name, name, members, rule.roles, index))

@@ -40,6 +40,7 @@ import structlog
 import tenacity
 
 from orgsync.core.errors import SourceDataError, SourceError, TransientError
+from orgsync.core.redaction import auth_failure_detail, scrub
 from orgsync.interrupt import ReadInterrupt, interruptible_transport
 from orgsync.retrying import RetrySettings
 
@@ -61,7 +62,6 @@ log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
-_REDACTED: Final = "[redacted]"
 _BODY_SNIPPET: Final = 200
 """Characters of an unparseable error body quoted in a message: enough to recognise a
 proxy's HTML page, short enough for a log line."""
@@ -444,7 +444,13 @@ class SourceHttp:
         status = response.status_code
         if 200 <= status < 300:
             return
-        detail = self._scrub(self._error_message(response) or _fallback_message(response))
+        if status in (401, 403):
+            # A refused credential's body is never quoted raw (servers echo what they were
+            # sent): the vendor's parsed message, scrubbed and cut to one short line.
+            parsed = self._error_message(response) or response.reason_phrase or "refused"
+            detail = auth_failure_detail(self._scrub(parsed))
+        else:
+            detail = self._scrub(self._error_message(response) or _fallback_message(response))
         if self._is_transient(response):
             # TransientError's str() puts "HTTP <status>:" in front by itself.
             raise TransientError(
@@ -479,10 +485,8 @@ class SourceHttp:
 
     def _scrub(self, text: str) -> str:
         with self._secrets_lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
-        for secret in secrets:
-            text = text.replace(secret, _REDACTED)
-        return text
+            secrets = list(self._secrets)
+        return scrub(text, secrets)
 
     def _log_retry(self, context: str, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None

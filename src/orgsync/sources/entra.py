@@ -19,8 +19,9 @@ Decisions:
 * Email: `mail`, else `userPrincipalName` when it is an address. A guest's UPN
   (`name_domain#EXT#@tenant.onmicrosoft.com`) is not a mailbox, so a guest without `mail`
   has no email. Such people (rare: room or service accounts, mail-less guests) cannot be
-  matched to any target member; they are left out of the snapshot and counted in a
-  warning rather than failing every run for the whole directory.
+  matched by email; they are rejected records of the snapshot (reported with their id,
+  never acted on, and a member linked to them is kept) rather than failing every run
+  for the whole directory, or reading as absent.
 * Active: `accountEnabled` true. Null (unknown) is inactive: an unknown state never
   grants access. A user object without the property means `$select` was not honoured,
   and the read fails rather than guessing for everybody.
@@ -38,7 +39,13 @@ import httpx
 import structlog
 
 from orgsync.core.errors import SourceDataError, SourceError
-from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.model import (
+    RejectedRecord,
+    SourceGroup,
+    SourceId,
+    SourcePerson,
+    SourceSnapshot,
+)
 from orgsync.sources._http import (
     BearerToken,
     HttpSettings,
@@ -209,6 +216,10 @@ class EntraSource:
                 skipped.append(str(doc["id"]))
             else:
                 people[person.id] = person
+        rejected = tuple(
+            RejectedRecord(SourceId(user_id), "neither mail nor an address-shaped UPN")
+            for user_id in skipped
+        )
         self.skipped_without_email = len(skipped)
         if skipped:
             log.warning(
@@ -246,7 +257,9 @@ class EntraSource:
             SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
         )
         log.info("source.entra.read", people=len(people), groups=len(snapshot_groups))
-        return SourceSnapshot(people=tuple(people.values()), groups=snapshot_groups)
+        return SourceSnapshot(
+            people=tuple(people.values()), groups=snapshot_groups, rejected=rejected
+        )
 
     @staticmethod
     def _pages(http: SourceHttp, path: str, params: dict[str, object]) -> Iterator[dict[str, Any]]:

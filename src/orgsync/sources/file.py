@@ -1,8 +1,11 @@
 """The file source: a JSON export of people and groups (SPEC "The file source").
 
-Read completely or refused: any malformed record raises `SourceDataError` naming the file,
-the record (index and id) and the field, so a broken export can never read as "these
-people left".
+A person record with an id but a bad field (no email, a name that is not text) becomes a
+`RejectedRecord` naming the record and the field: reported on every run, never acted on,
+and never taken for an absence, while everybody else syncs. Anything that cannot be tied
+to one person refuses the whole read with a `SourceDataError` naming the record: a
+record without an id, a repeated id, a malformed group (its members decide who is in
+scope, so skipping it would read as "these people left"), or a broken document.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from types import MappingProxyType
 from typing import Any
 
 from orgsync.core.errors import SourceDataError, SourceError
-from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.model import (
+    RejectedRecord,
+    SourceGroup,
+    SourceId,
+    SourcePerson,
+    SourceSnapshot,
+)
 
 _PERSON_FIELDS = {"id", "email", "name", "active"}
 _GROUP_FIELDS = {"id", "name", "members"}
@@ -60,9 +69,14 @@ def parse_directory(document: Any, *, origin: str) -> SourceSnapshot:
         raise SourceDataError(f"{origin}: 'groups' must be a list")
 
     ids: dict[str, str] = {}
-    people = tuple(
-        _person(doc, f"{origin}: people[{index}]", ids) for index, doc in enumerate(people_docs)
-    )
+    people: list[SourcePerson] = []
+    rejected: list[RejectedRecord] = []
+    for index, doc in enumerate(people_docs):
+        person = _person(doc, f"people[{index}]", ids, origin)
+        if isinstance(person, SourcePerson):
+            people.append(person)
+        else:
+            rejected.append(person)
     groups = tuple(
         _group(doc, f"{origin}: groups[{index}]", ids) for index, doc in enumerate(group_docs)
     )
@@ -73,7 +87,7 @@ def parse_directory(document: Any, *, origin: str) -> SourceSnapshot:
                     f"{origin}: groups[{index}] (id {group.id!r}): member {member!r} is neither "
                     "a person id nor a group id"
                 )
-    return SourceSnapshot(people=people, groups=groups)
+    return SourceSnapshot(people=tuple(people), groups=groups, rejected=tuple(rejected))
 
 
 def _record_id(doc: Mapping[str, Any], where: str, ids: dict[str, str]) -> str:
@@ -88,25 +102,25 @@ def _record_id(doc: Mapping[str, Any], where: str, ids: dict[str, str]) -> str:
     return record_id
 
 
-def _person(doc: Any, where: str, ids: dict[str, str]) -> SourcePerson:
+def _person(
+    doc: Any, where: str, ids: dict[str, str], origin: str
+) -> SourcePerson | RejectedRecord:
     if not isinstance(doc, dict):
-        raise SourceDataError(f"{where}: must be an object")
-    record_id = _record_id(doc, where, ids)
-    where = f"{where} (id {record_id!r})"
+        raise SourceDataError(f"{origin}: {where}: must be an object")
+    record_id = SourceId(_record_id(doc, f"{origin}: {where}", ids))
     email = doc.get("email")
+    shown = email if isinstance(email, str) else None
     if not isinstance(email, str) or not email.strip():
-        raise SourceDataError(f"{where}: 'email' is missing or empty")
-    if "@" not in email:
-        raise SourceDataError(f"{where}: 'email' {email!r} is not an email address")
+        return RejectedRecord(record_id, f"{where}: 'email' is missing or empty", shown)
     name = doc.get("name", "")
     if not isinstance(name, str):
-        raise SourceDataError(f"{where}: 'name' must be a string")
+        return RejectedRecord(record_id, f"{where}: 'name' must be a string", email)
     active = doc.get("active", True)
     if not isinstance(active, bool):
-        raise SourceDataError(f"{where}: 'active' must be true or false")
+        return RejectedRecord(record_id, f"{where}: 'active' must be true or false", email)
     extra = {k: v for k, v in doc.items() if k not in _PERSON_FIELDS}
     return SourcePerson(
-        id=SourceId(record_id),
+        id=record_id,
         email=email,
         name=name,
         active=active,

@@ -483,12 +483,9 @@ class LdapSource:
             person_id = _entry_id(raw.get(s.id_attr) or [], s.id_attr)
             if person_id is None:
                 raise SourceDataError(f"ldap: {dn!r} has no {s.id_attr} (the stable id)")
-            email = _text(raw, s.email_attribute)
-            if email is None:
-                raise SourceDataError(
-                    f"ldap: {dn!r} (id {person_id!r}) has no {s.email_attribute}; add "
-                    f"({s.email_attribute}=*) to user_filter to leave such entries out"
-                )
+            # Without an address the core rejects the entry (reported with its id, never
+            # acted on); add (mail=*) to user_filter to leave such entries out.
+            email = _text(raw, s.email_attribute) or ""
             name = _text(raw, s.name_attribute or "displayName") or _text(raw, "cn") or ""
             people.append(
                 SourcePerson(

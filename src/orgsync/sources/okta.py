@@ -129,8 +129,8 @@ def _person(doc: dict[str, Any]) -> SourcePerson:
         # `email` is required by Okta's base profile; `login` is usually an address too.
         if isinstance(login, str) and "@" in login:
             email = login
-        else:
-            raise SourceDataError(f"okta: user {user_id!r}: profile has no email address")
+        else:  # the core rejects it, with the id: reported, never acted on
+            email = email if isinstance(email, str) else ""
     status = doc.get("status")
     if not isinstance(status, str):
         raise SourceDataError(f"okta: user {user_id!r}: no status")

@@ -252,12 +252,8 @@ def _parse(model: type[ListResponse[R]], body: Any, where: str) -> ListResponse[
 
 def _person(user: User[Any]) -> SourcePerson:
     assert user.id is not None  # checked by the walk
-    email = pick_email(user)
-    if email is None:
-        raise SourceDataError(
-            f"scim: user {user.id!r} (userName {user.user_name!r}) has no email: no emails "
-            "value, and userName is not an address"
-        )
+    # No address at all is the core's to reject (reported with the id, never acted on).
+    email = pick_email(user) or ""
     attributes: dict[str, object] = {"userName": user.user_name}
     if user.external_id:
         attributes["externalId"] = user.external_id

@@ -70,14 +70,18 @@ class Links:
                 "SELECT email_key, since FROM missing WHERE target = ?", (target,)
             )
         by_source: dict[SourceId, str] = {}
+        sources: dict[EmailKey, SourceId] = {}
         for row in links:
             source_id, member_id = row.opt_text("source_id"), row.opt_text("member_id")
             if source_id is not None and member_id is not None:
                 # Rows come oldest first: after an email change the newest link wins.
                 by_source[SourceId(source_id)] = member_id
+            if source_id is not None:
+                sources[EmailKey(row.text("email_key"))] = SourceId(source_id)
         return Memory(
             managed=frozenset(EmailKey(row.text("email_key")) for row in links),
             links=MappingProxyType(by_source),
+            linked_sources=MappingProxyType(sources),
             missing_since=MappingProxyType(
                 {EmailKey(row.text("email_key")): row.time("since") for row in missing}
             ),

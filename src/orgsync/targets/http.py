@@ -30,7 +30,7 @@ import math
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeVar
@@ -49,6 +49,7 @@ from orgsync.core.errors import (
     TransientError,
     UnsupportedRequest,
 )
+from orgsync.core.redaction import auth_failure_detail, scrub
 from orgsync.interrupt import ReadInterrupt, interruptible_transport
 from orgsync.retrying import RetrySettings
 
@@ -85,7 +86,6 @@ def _no_form_refusal(response: httpx.Response) -> bool:
     return False
 
 
-_REDACTED: Final = "[redacted]"
 _BODY_SNIPPET: Final = 200
 """Characters of an unparseable error body quoted in the message (enough to recognise an
 HTML error page from a proxy, short enough to keep log lines readable)."""
@@ -194,7 +194,12 @@ def error_for_response(
     if 200 <= status < 300:
         return None
     request_id = response.headers.get("x-request-id")
-    detail = error_parser(response) or _fallback_message(response)
+    if status in (401, 403):
+        # A refused credential's body is never quoted raw: servers echo what they were
+        # sent. The vendor's parsed message (scrubbed and capped by `redact`) or nothing.
+        detail = error_parser(response) or response.reason_phrase or "refused"
+    else:
+        detail = error_parser(response) or _fallback_message(response)
     message = f"{context}: {detail}"
     if status == 501:
         # Not Implemented: the server does not support what this request asks for; the
@@ -235,6 +240,18 @@ def error_for_transport(error: httpx.RequestError, *, context: str) -> TargetErr
     # Timeouts, connect/read/write/close errors, resets and proxy failures: the request may
     # or may not have reached the server, and trying again later may well succeed.
     return TransientError(message)
+
+
+def redact(error: TargetError, secrets: Iterable[str]) -> TargetError:
+    """`error` with `secrets` scrubbed from its message; a refused credential's message
+    (401/403) is also cut to one short line. Changed in place, returned for `raise`."""
+    clean = scrub(error.message, secrets)
+    if isinstance(error, AuthError):
+        clean = auth_failure_detail(clean)
+    if clean != error.message:
+        error.message = clean
+        error.args = (clean,)
+    return error
 
 
 # --------------------------------------------------------------------------- rate limiting
@@ -297,7 +314,7 @@ class _Secret:
         return self._value
 
     def scrub(self, text: str) -> str:
-        return text.replace(self._value, _REDACTED) if self._value else text
+        return scrub(text, [self._value])
 
     def __repr__(self) -> str:
         return "_Secret('***')"
@@ -325,6 +342,8 @@ class ApiClient:
         interrupt: when set (shutdown during a read), the call in flight ends with
             `Interrupted` and no other is sent; with `transport`, that transport must be
             an `interruptible_transport` for the call in flight to end early.
+        more_secrets: credentials besides the bearer token to scrub from every message
+            (an OAuth client secret and the tokens fetched with it).
     """
 
     def __init__(
@@ -344,8 +363,10 @@ class ApiClient:
         form_refusal: FormRefusal = _no_form_refusal,
         sleep: Callable[[float], None] = time.sleep,
         interrupt: ReadInterrupt | None = None,
+        more_secrets: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self._token = _Secret(bearer_token)
+        self._more_secrets = more_secrets
         self._interrupt = interrupt or ReadInterrupt()
         if sleep is time.sleep:
             sleep = self._interrupt.sleep
@@ -513,13 +534,13 @@ class ApiClient:
         if self._on_response is not None:
             self._on_response(self._system, status)
 
+    def _secrets(self) -> list[str]:
+        return [self._token.reveal(), *(self._more_secrets() if self._more_secrets else ())]
+
     def _scrubbed(self, error: TargetError) -> TargetError:
-        """Remove the token from an error's message, should a server or httpx echo it."""
-        clean = self._token.scrub(error.message)
-        if clean != error.message:
-            error.message = clean
-            error.args = (clean,)
-        return error
+        """Remove the credentials from an error's message, should a server or httpx echo
+        them, in any form (`orgsync.core.redaction`)."""
+        return redact(error, self._secrets())
 
     def _log_retry(self, method: str, path: str, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
@@ -531,7 +552,7 @@ class ApiClient:
             attempt=state.attempt_number,
             wait_s=round(state.upcoming_sleep, 3),
             status=getattr(error, "status", None),
-            error=self._token.scrub(str(error)),
+            error=scrub(str(error), self._secrets()),
         )
 
 

@@ -23,7 +23,8 @@ import httpx
 import structlog
 
 from orgsync.core.errors import AuthError, TargetError
-from orgsync.targets.http import error_for_response, error_for_transport
+from orgsync.core.redaction import auth_failure_detail
+from orgsync.targets.http import error_for_response, error_for_transport, redact
 from orgsync.targets.keycard.wire import TokenResponse, error_message
 
 __all__ = ["BearerTransport", "ClientCredentials"]
@@ -32,7 +33,6 @@ log = structlog.get_logger(__name__)
 
 REFRESH_MARGIN: Final = 30.0
 """Seconds before expiry at which a cached token is replaced (clock skew, slow calls)."""
-_REDACTED: Final = "[redacted]"
 
 
 class ClientCredentials:
@@ -113,15 +113,18 @@ class ClientCredentials:
             )
         except httpx.RequestError as error:
             self._report(0)
-            raise error_for_transport(error, context=context) from error
+            raise redact(error_for_transport(error, context=context), [self._secret]) from error
         self._report(response.status_code)
         failure = error_for_response(response, context=context, error_parser=error_message)
         if failure is not None:
+            # Called under the token lock (`secrets()` would wait for it): no token yet.
+            failure = redact(failure, [self._secret])
             if response.status_code in (400, 401, 403):
                 # RFC 6749 §5.2: a refused client is 400 invalid_client or 401; either way
                 # no retry can help, and the run must stop rather than fail every call.
                 failure = AuthError(
-                    f"{failure.message} (check client_id and the client secret)",
+                    f"{auth_failure_detail(failure.message)} "
+                    "(check client_id and the client secret)",
                     status=response.status_code,
                     request_id=failure.request_id,
                 )
@@ -170,10 +173,3 @@ class BearerTransport(httpx.BaseTransport):
     def close(self) -> None:
         self._inner.close()
         self._credentials.close()
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every credential in `secrets` replaced."""
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-    return text

@@ -55,7 +55,7 @@ from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient, network_transport
 from orgsync.targets.keycard import wire
-from orgsync.targets.keycard.auth import BearerTransport, ClientCredentials, scrub
+from orgsync.targets.keycard.auth import BearerTransport, ClientCredentials
 
 __all__ = ["CAPABILITIES", "KeycardTarget"]
 
@@ -139,10 +139,6 @@ class KeycardTarget:
         )
         inner = transport or network_transport(context, interrupt)
 
-        def parse_error(response: httpx.Response) -> str | None:
-            message = wire.error_message(response)
-            return scrub(message, credentials.secrets()) if message else None
-
         client = ApiClient(
             base_url,
             # The real header is set per request by BearerTransport from the token cache;
@@ -156,7 +152,8 @@ class KeycardTarget:
             transport=BearerTransport(inner, credentials),
             on_response=on_response,
             interrupt=interrupt,
-            error_parser=parse_error,
+            error_parser=wire.error_message,
+            more_secrets=credentials.secrets,
         )
         return cls(client, organization_id=organization_id, clock=clock)
 
