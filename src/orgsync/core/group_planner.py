@@ -199,10 +199,11 @@ class GroupPlanner:
             found.discard(None)
             looked_at.update(k for k in desired.members if k not in member_ids)
         wanted_ids = cast(set[str], found)
+        missing = wanted_ids - current
         if self.key_of_user is None:  # two people matched one member: look at everyone
             looked_at.update(desired.members)
         else:
-            looked_at.update(map(self.key_of_user.__getitem__, wanted_ids - current))
+            looked_at.update(map(self.key_of_user.__getitem__, missing))
         for key in sorted(looked_at):
             user_id = member_ids.get(key)
             if user_id is None and key in self.being_created:
@@ -235,7 +236,10 @@ class GroupPlanner:
                         reason=f"member of IdP group {desired.source_name!r}",
                     )
                 )
-        for user_id in sorted(current - wanted_ids):
+        # The group holds len(wanted_ids) - len(missing) wanted members: anyone beyond them
+        # is extra (in a group already in sync, no second pass over its members).
+        extra = current - wanted_ids if len(current) > len(wanted_ids) - len(missing) else ()
+        for user_id in sorted(extra):
             self.plan_member_removal(
                 user_id, common, f"not a member of IdP group {desired.source_name!r}"
             )
