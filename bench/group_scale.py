@@ -1,20 +1,23 @@
-"""Planner scale with groups: 10k IdP groups and 1M memberships, mirrored by one rule.
+"""Planning at scale with groups: N people, N/10 IdP groups of 100, 10N memberships.
 
-The target already holds every group (owned by orgsync) with 98% of its members and its
-role; the plan must find the missing 2% and the extra members — linear in memberships.
-Prints the time and peak memory of mapping and planning, and operations per second.
+The goal line is the issue 13 figure: 100k people / 10k groups / 1M memberships, mirrored
+by one group rule, planned within 3 s of CPU and 500 MiB of peak RSS. The target already
+holds every group (owned by orgsync) with 98% of its members and its role; the plan must
+find the missing 2% and the extra members. The step measured is what `Engine.make_plan`
+does: desired state, plan, and both safety gates. Growth per doubling of the whole world
+from 10k to 160k people must stay at most x2.2 (linear, with room for caches).
 
-usage: .venv/bin/python bench/group_scale.py [GROUPS] [MEMBERS_PER_GROUP]   (default 10000 100)
+usage: .venv/bin/python bench/group_scale.py [--sizes 10000 20000 ...] [--goal-size 100000]
+       [--repeats 3] [--tracemalloc]
 """
 
 from __future__ import annotations
 
 import random
 import sys
-import time
-import tracemalloc
 from datetime import UTC, datetime
 
+import measure
 from orgsync.core.model import (
     Capabilities,
     Memory,
@@ -29,6 +32,12 @@ from orgsync.core.model import (
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import GroupRule, MembershipRules, desired_state
+from orgsync.core.safety import (
+    SafetyLimits,
+    hold_group_member_removals,
+    hold_mass_removals,
+    managed_population,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CATALOG = RoleCatalog(
@@ -37,13 +46,16 @@ CATALOG = RoleCatalog(
     frozenset({"reader", "owner"}),
     {"team-role": "role-team"},
 )
+PER_GROUP = 100
+RULES = MembershipRules(("openai-*",), (), "reader", (GroupRule("team-*", roles=("team-role",)),))
+
+World = tuple[SourceSnapshot, TargetSnapshot, Memory]
 
 
-def world(
-    groups: int, per_group: int, seed: int = 11
-) -> tuple[SourceSnapshot, TargetSnapshot, Memory]:
+def world(people_count: int, seed: int = 11) -> World:
+    """`people_count` people, all members already; people/10 groups of 100 random people."""
     rng = random.Random(seed)
-    people_count = max(per_group, groups * per_group // 10)
+    groups = max(1, people_count // 10)
     people = tuple(
         SourcePerson(SourceId(f"p{i}"), f"p{i}@example.com") for i in range(people_count)
     )
@@ -52,12 +64,12 @@ def world(
     )
     source_groups, target_groups, owned = [], [], {}
     for g in range(groups):
-        chosen = rng.sample(range(people_count), per_group)
+        chosen = rng.sample(range(people_count), min(PER_GROUP, people_count))
         source_groups.append(
             SourceGroup(SourceId(f"g{g}"), f"team-{g}", tuple(SourceId(f"p{i}") for i in chosen))
         )
         present = {f"u{i}" for i in chosen if rng.random() > 0.02}
-        present |= {f"u{rng.randrange(people_count)}" for _ in range(per_group // 50)}
+        present |= {f"u{rng.randrange(people_count)}" for _ in range(PER_GROUP // 50)}
         target_groups.append(
             TargetGroup(f"tg{g}", f"team-{g}", frozenset(present), frozenset({"role-team"}))
         )
@@ -67,30 +79,28 @@ def world(
     return SourceSnapshot(people, tuple(source_groups)), observed, Memory(owned_groups=owned)
 
 
-def main(groups: int, per_group: int) -> None:
-    source, observed, memory = world(groups, per_group)
-    rules = MembershipRules(
-        ("openai-*",), (), "reader", (GroupRule("team-*", roles=("team-role",)),)
+def make_plan(inputs: World) -> int:
+    source, observed, memory = inputs
+    desired = desired_state(source, RULES, CATALOG)
+    draft = plan(
+        PlanInput(
+            "bench", desired, observed, memory, RemovalPolicy(), Capabilities(groups=True), NOW
+        )
     )
-    capabilities = Capabilities(groups=True)
-    tracemalloc.start()
-    started = time.perf_counter()
-    desired = desired_state(source, rules, CATALOG)
-    mapped = time.perf_counter()
-    result = plan(PlanInput("bench", desired, observed, memory, RemovalPolicy(), capabilities, NOW))
-    done = time.perf_counter()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    memberships = groups * per_group
-    print(f"IdP groups {groups}, memberships {memberships}, people {len(source.people)}")
-    print(
-        f"map {mapped - started:.2f} s, plan {done - mapped:.2f} s (traced), peak {peak / 2**20:.0f} MiB"
-    )
-    print(
-        f"operations {len(result.operations)}; {memberships / (done - started):,.0f} memberships/s"
-    )
+    limits = SafetyLimits()
+    gated = hold_mass_removals(draft, population=managed_population(observed), limits=limits)
+    gated = hold_group_member_removals(gated, limit=limits.max_group_member_removals)
+    return len(gated.operations) + len(gated.held)
+
+
+def label(people: int) -> str:
+    groups = max(1, people // 10)
+    return f"{measure.human(people)}/{measure.human(groups)}/{measure.human(groups * PER_GROUP)}"
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    main(*(args or [10_000, 100]))
+    options = measure.arguments(__doc__, [10_000, 20_000, 40_000, 80_000, 160_000], 100_000)
+    if options.child is not None:
+        measure.child(world, make_plan, options.child, options.tracemalloc)
+    else:
+        measure.report(sys.argv[0], label, options)

@@ -1,22 +1,22 @@
-"""Planning time and peak memory for synthetic directories of 10k and 100k people.
+"""Planning people without target groups: N people in N/50 teams nested under a scope group.
 
-The planner must be linear: the script prints, for each size, the time to map the source
-to the desired state and to plan, the peak memory (tracemalloc), and the ratio of each
-size's time to the smallest size's, next to the ratio of the sizes. A quadratic step would
-show as a time ratio near the square of the size ratio.
+The organization holds 80% of them (some with the wrong role), invitations for 10%, and 2%
+have left. The step measured is what `Engine.make_plan` does: desired state, plan, and the
+safety gates. Prints the 100k line against the issue 13 goals (3 s of CPU, 500 MiB peak
+RSS; `bench/group_scale.py` adds 10k groups and 1M memberships to it) and the growth per
+doubling from 10k to 160k people (goal at most x2.2: linear, with room for caches).
 
-usage: .venv/bin/python bench/plan_scale.py [SIZE ...]   (default: 10000 100000)
+usage: .venv/bin/python bench/plan_scale.py [--sizes 10000 20000 ...] [--goal-size 100000]
+       [--repeats 3] [--tracemalloc]
 """
 
 from __future__ import annotations
 
-import gc
 import random
 import sys
-import time
-import tracemalloc
 from datetime import UTC, datetime, timedelta
 
+import measure
 from orgsync.core.model import (
     Capabilities,
     InviteStatus,
@@ -33,13 +33,21 @@ from orgsync.core.model import (
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import MembershipRules, RoleRule, desired_state
-from orgsync.core.safety import SafetyLimits, hold_mass_removals, managed_population
+from orgsync.core.safety import (
+    SafetyLimits,
+    hold_group_member_removals,
+    hold_mass_removals,
+    managed_population,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CATALOG = RoleCatalog(("reader", "owner"), frozenset({"owner"}), frozenset({"reader", "owner"}))
+RULES = MembershipRules(("openai-*",), (RoleRule("openai-owners", "owner"),), "reader")
+
+World = tuple[SourceSnapshot, TargetSnapshot, Memory]
 
 
-def world(size: int, seed: int = 7) -> tuple[SourceSnapshot, TargetSnapshot, Memory]:
+def world(size: int, seed: int = 7) -> World:
     """A company of `size` people in size/50 teams nested under openai-users; an org that
     holds 80% of them (some with the wrong role), invites for 10%, and 2% leavers."""
     rng = random.Random(seed)
@@ -90,61 +98,25 @@ def world(size: int, seed: int = 7) -> tuple[SourceSnapshot, TargetSnapshot, Mem
     return SourceSnapshot(people, tuple(groups)), observed, Memory(managed=managed)
 
 
-def run_once(
-    source: SourceSnapshot, observed: TargetSnapshot, memory: Memory
-) -> tuple[float, float, int]:
-    rules = MembershipRules(("openai-*",), (RoleRule("openai-owners", "owner"),), "reader")
-    started = time.perf_counter()
-    desired = desired_state(source, rules, CATALOG)
-    mapped = time.perf_counter()
+def make_plan(inputs: World) -> int:
+    source, observed, memory = inputs
+    desired = desired_state(source, RULES, CATALOG)
     draft = plan(
         PlanInput("bench", desired, observed, memory, RemovalPolicy(), Capabilities(), NOW)
     )
-    gated = hold_mass_removals(
-        draft, population=managed_population(observed), limits=SafetyLimits()
-    )
-    planned = time.perf_counter()
-    return mapped - started, planned - mapped, len(gated.operations) + len(gated.held)
+    limits = SafetyLimits()
+    gated = hold_mass_removals(draft, population=managed_population(observed), limits=limits)
+    gated = hold_group_member_removals(gated, limit=limits.max_group_member_removals)
+    return len(gated.operations) + len(gated.held)
 
 
-def measure(size: int) -> tuple[float, float, float, int, int]:
-    """Times from runs without tracing (tracemalloc slows Python 2-3x), memory from a traced
-    one; the last time is with the garbage collector paused, which isolates the algorithm
-    from CPython's collections of the growing heap."""
-    source, observed, memory = world(size)
-    map_s, plan_s, ops = min(run_once(source, observed, memory) for _ in range(3))
-    gc.collect()
-    gc.disable()
-    try:
-        quiet = min(sum(run_once(source, observed, memory)[:2]) for _ in range(3))
-    finally:
-        gc.enable()
-    tracemalloc.start()
-    run_once(source, observed, memory)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return map_s, plan_s, quiet, peak, ops
-
-
-def main(sizes: list[int]) -> None:
-    print(
-        f"{'people':>8} {'map s':>7} {'plan s':>7} {'total s':>8} {'no-gc s':>8} {'peak MiB':>9}"
-        f" {'ops':>7} {'size x':>7} {'time x':>7} {'no-gc x':>8}"
-    )
-    base: tuple[int, float, float] | None = None
-    for size in sizes:
-        map_s, plan_s, quiet, peak, ops = measure(size)
-        total = map_s + plan_s
-        base = base or (size, total, quiet)
-        print(
-            f"{size:>8} {map_s:>7.3f} {plan_s:>7.3f} {total:>8.3f} {quiet:>8.3f} {peak / 2**20:>9.1f}"
-            f" {ops:>7} {size / base[0]:>7.1f} {total / base[1]:>7.1f} {quiet / base[2]:>8.1f}"
-        )
-    print(
-        "linear: 'time x' should track 'size x'; a quadratic step would be its square\n"
-        "(CPU caches make per-person cost creep up with heap size; compare successive doublings)"
-    )
+def label(people: int) -> str:
+    return f"{measure.human(people)} people, {measure.human(max(1, people // 50))} nested teams"
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [10_000, 100_000])
+    options = measure.arguments(__doc__, [10_000, 20_000, 40_000, 80_000, 160_000], 100_000)
+    if options.child is not None:
+        measure.child(world, make_plan, options.child, options.tracemalloc)
+    else:
+        measure.report(sys.argv[0], label, options)

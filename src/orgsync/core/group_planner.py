@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from orgsync.core.model import EmailKey, SourceId, TargetGroup, TargetMember, TargetSnapshot
 from orgsync.core.plan import (
@@ -65,6 +66,10 @@ class GroupPlanner:
         for _, group_id in sorted(present):
             self.owned_by_source.setdefault(owned[group_id], group_id)
         self.members_by_id = {m.id: m for m in observed.members}
+        # Each member's wanted person, when no member stands for two people (the planner
+        # matches one member per person, but an email and a stale link can meet).
+        key_of_user = {user_id: key for key, user_id in member_ids.items()}
+        self.key_of_user = key_of_user if len(key_of_user) == len(member_ids) else None
         catalog = observed.roles
         self.role_names = {role_id: name for name, role_id in catalog.assignable.items()}
         self.kept: set[str] = set()
@@ -185,9 +190,22 @@ class GroupPlanner:
         self, desired: DesiredGroup, target: TargetGroup | None, common: dict[str, str | None]
     ) -> None:
         current = target.member_ids if target is not None else frozenset()
-        wanted_ids: set[str] = set()
-        for key in sorted(desired.members):
-            user_id = self.member_ids.get(key)
+        member_ids = self.member_ids
+        # Whole-set operations (one look-up per person) find the few people to look at
+        # one by one: those not in the organization yet, and members the group lacks.
+        found: set[str | None] = set(map(member_ids.get, desired.members))
+        looked_at: set[EmailKey] = set()
+        if None in found:
+            found.discard(None)
+            looked_at.update(k for k in desired.members if k not in member_ids)
+        wanted_ids = cast(set[str], found)
+        missing = wanted_ids - current
+        if self.key_of_user is None:  # two people matched one member: look at everyone
+            looked_at.update(desired.members)
+        else:
+            looked_at.update(map(self.key_of_user.__getitem__, missing))
+        for key in sorted(looked_at):
+            user_id = member_ids.get(key)
             if user_id is None and key in self.being_created:
                 self.operations.append(
                     AddGroupMember(
@@ -209,7 +227,6 @@ class GroupPlanner:
                     )
                 )
                 continue
-            wanted_ids.add(user_id)
             if user_id not in current:
                 self.operations.append(
                     AddGroupMember(
@@ -219,7 +236,10 @@ class GroupPlanner:
                         reason=f"member of IdP group {desired.source_name!r}",
                     )
                 )
-        for user_id in sorted(current - wanted_ids):
+        # The group holds len(wanted_ids) - len(missing) wanted members: anyone beyond them
+        # is extra (in a group already in sync, no second pass over its members).
+        extra = current - wanted_ids if len(current) > len(wanted_ids) - len(missing) else ()
+        for user_id in sorted(extra):
             self.plan_member_removal(
                 user_id, common, f"not a member of IdP group {desired.source_name!r}"
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Literal
 
 from orgsync.core.group_planner import GroupPlanner
@@ -74,7 +75,8 @@ class _Planner:
         self.catalog = observed.roles
         self.members_by_id = {m.id: m for m in observed.members}
         self.members_by_email: dict[EmailKey, TargetMember] = {}
-        for member in sorted(observed.members, key=lambda m: m.id):
+        self.members_in_id_order = sorted(observed.members, key=attrgetter("id"))
+        for member in self.members_in_id_order:
             key = member.email_key
             if key is not None:
                 self.members_by_email.setdefault(key, member)
@@ -85,7 +87,8 @@ class _Planner:
                 self.live_invites[invite.email_key].append(invite)
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
-        self.owners_left = sum(1 for m in observed.members if m.role in self.catalog.owner_roles)
+        owner_roles = self.catalog.owner_roles
+        self.owners_left = sum(1 for m in observed.members if m.role in owner_roles)
         self.linked_member_ids = frozenset(given.memory.links.values())
         self.matched_members: set[str] = set()
         self.member_ids: dict[EmailKey, str] = {}
@@ -374,7 +377,7 @@ class _Planner:
         desired = self.given.desired
         for key in sorted(desired.wanted):
             self.plan_wanted(desired.wanted[key])
-        for member in sorted(self.given.observed.members, key=lambda m: m.id):
+        for member in self.members_in_id_order:
             if member.id not in self.matched_members:
                 self.plan_member_removal(member)
         for key in sorted(self.live_invites):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from types import MappingProxyType
+from typing import cast
 
 from orgsync.core.model import (
     EmailKey,
@@ -22,6 +23,7 @@ from orgsync.core.model import (
     RoleCatalog,
     SourceGroup,
     SourceId,
+    SourcePerson,
     SourceSnapshot,
     normalize_email,
     screen,
@@ -117,47 +119,120 @@ def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
 
 
-class _Nesting:
-    """Transitive group membership with cycles broken; memoized per group."""
+_GROUP = object()
+"""What a member id that names a group (and no person) stands for in a `_Space`."""
+_SKIPPED = object()
+"""What the id of a person who is not wanted stands for when only wanted people count."""
 
-    def __init__(self, groups: Sequence[SourceGroup], person_ids: frozenset[SourceId]) -> None:
+
+class _Space:
+    """One kind of group closure: what each member id stands for, and the memos."""
+
+    def __init__(self, lookup: dict[SourceId, object]) -> None:
+        self.lookup = lookup
+        """Member id -> the value a closure holds for it, or `_GROUP`, or `_SKIPPED`."""
+        self.direct: dict[SourceId, frozenset[object]] = {}
+        self.closure: dict[SourceId, frozenset[object]] = {}
+
+
+class _Nesting:
+    """Transitive group membership with cycles broken, memoized per group.
+
+    A person id that is also a group id counts as a person; ids that are neither are
+    ignored. Closures are computed in two spaces, each with its own memo: `people_in`
+    gives source ids (for scope and role rules), `wanted_in` the email keys of wanted
+    people (for mirrored groups), so a mirrored group never builds a set of source ids
+    only to translate it. A group's members are read once per space, in one dictionary
+    look-up each (the dominant cost at a million memberships: every member id is a string
+    of its own, far from the others in memory). A closure made of one part (a group
+    without nested groups, or one that only nests another) is that part, shared.
+    """
+
+    def __init__(self, groups: Sequence[SourceGroup], person_ids: Iterable[SourceId]) -> None:
         self._groups = {g.id: g for g in groups}
-        self._people = person_ids
-        self._cache: dict[SourceId, frozenset[SourceId]] = {}
+        self._person_ids = person_ids
+        self._nested: dict[SourceId, tuple[SourceId, ...]] = {}
+        self._people: _Space | None = None
+        self._wanted: _Space | None = None
 
     def people_in(self, group_id: SourceId) -> frozenset[SourceId]:
-        """Everyone reachable from `group_id` through nested groups.
+        """Everyone reachable from `group_id` through nested groups."""
+        if self._people is None:
+            lookup: dict[SourceId, object] = dict.fromkeys(self._groups, _GROUP)
+            # The person's own id object, so that later look-ups find it by identity.
+            lookup.update(zip(self._person_ids, self._person_ids, strict=True))
+            self._people = _Space(lookup)
+        return cast(frozenset[SourceId], self._closure(group_id, self._people))
 
-        Iterative, so deep nesting cannot exhaust the stack; a group met twice on one walk
-        (a cycle or a diamond) is expanded once.
+    def wanted_in(
+        self, group_id: SourceId, wanted_keys: Mapping[SourceId, EmailKey]
+    ) -> frozenset[EmailKey]:
+        """The email keys of the wanted people reachable from `group_id`.
+
+        `wanted_keys` maps the source id of each wanted person to their key; it must be the
+        same mapping on every call (the memo is keyed by group only).
         """
-        cached = self._cache.get(group_id)
+        if self._wanted is None:
+            lookup: dict[SourceId, object] = dict.fromkeys(self._groups, _GROUP)
+            lookup.update(dict.fromkeys(self._person_ids, _SKIPPED))
+            lookup.update(wanted_keys)
+            self._wanted = _Space(lookup)
+        return cast(frozenset[EmailKey], self._closure(group_id, self._wanted))
+
+    def _closure(self, group_id: SourceId, space: _Space) -> frozenset[object]:
+        """Iterative, so deep nesting cannot exhaust the stack; a group met twice on one
+        walk (a cycle or a diamond) is expanded once."""
+        cached = space.closure.get(group_id)
         if cached is not None:
             return cached
-        found: set[SourceId] = set()
+        parts: list[frozenset[object]] = []
         seen: set[SourceId] = {group_id}
         stack = [group_id]
         while stack:
-            group = self._groups.get(stack.pop())
+            current = stack.pop()
+            group = self._groups.get(current)
             if group is None:
                 continue
-            nested = list(group.subgroups)
-            for member in group.members:
-                if member in self._people:
-                    found.add(member)
-                else:
-                    nested.append(member)
-            for subgroup in nested:
-                if subgroup not in seen:
-                    seen.add(subgroup)
-                    done = self._cache.get(subgroup)
-                    if done is not None:
-                        found.update(done)
-                    else:
-                        stack.append(subgroup)
-        result = frozenset(found)
-        self._cache[group_id] = result
+            own = self._direct(current, group, space)
+            if own:
+                parts.append(own)
+            for nested in self._nested[current]:
+                if nested not in seen:
+                    seen.add(nested)
+                    done = space.closure.get(nested)
+                    if done is None:
+                        stack.append(nested)
+                    elif done:
+                        parts.append(done)
+        result = _union(parts)
+        space.closure[group_id] = result
         return result
+
+    def _direct(self, group_id: SourceId, group: SourceGroup, space: _Space) -> frozenset[object]:
+        """What the group's own members stand for in `space`; records its nested groups."""
+        found = space.direct.get(group_id)
+        if found is not None:
+            return found
+        values = set(map(space.lookup.get, group.members))
+        if group_id not in self._nested:
+            nests = _GROUP in values
+            listed = tuple(m for m in group.members if space.lookup.get(m) is _GROUP)
+            # `subgroups` are groups whatever their id: a source that knows the kind (SCIM
+            # `type`/`$ref`) says so, and ids shared with a person mean the group there.
+            self._nested[group_id] = (listed if nests else ()) + group.subgroups
+        values.difference_update((_GROUP, _SKIPPED, None))
+        # Copied from a set, a frozenset's table is sized for its contents.
+        found = frozenset(values)
+        space.direct[group_id] = found
+        return found
+
+
+def _union(parts: list[frozenset[object]]) -> frozenset[object]:
+    if not parts:
+        return frozenset()
+    if len(parts) == 1:
+        return parts[0]
+    return frozenset(set().union(*parts))
 
 
 def desired_state(
@@ -166,31 +241,20 @@ def desired_state(
     """Apply the SPEC membership rules to a complete source snapshot."""
     people, rejected = screen(snapshot)
     keys = {person.id: person.email_key for person in people}
-    by_email: dict[EmailKey, list[SourceId]] = defaultdict(list)
-    for person in people:
-        by_email[keys[person.id]].append(person.id)
-    ambiguous = {key for key, ids in by_email.items() if len(ids) > 1}
-    warnings = _record_warnings(by_email, ambiguous, rejected)
+    ambiguous, warnings = _shared_emails(people, keys)
+    warnings += _rejected_warnings(rejected)
 
-    nesting = _Nesting(snapshot.groups, frozenset([*keys, *(r.source_id for r in rejected)]))
+    # Rejected records' ids are people too: a group listing one must not read it as
+    # a nested group.
+    nesting = _Nesting(snapshot.groups, [*keys, *(r.source_id for r in rejected)])
     scope_match = _glob(rules.scope_groups)
-    role_matches = [(_glob([rule.group]), rule) for rule in rules.roles]
-    in_scope_groups: dict[SourceId, list[str]] = defaultdict(list)
-    role_grants: dict[SourceId, list[tuple[str, str]]] = defaultdict(list)
-    for group in sorted(snapshot.groups, key=lambda g: g.name):
-        name = group.name.casefold()
-        if scope_match is not None and scope_match.fullmatch(name):
-            for person_id in nesting.people_in(group.id):
-                in_scope_groups[person_id].append(group.name)
-        for pattern, rule in role_matches:
-            if pattern is not None and pattern.fullmatch(name):
-                for person_id in nesting.people_in(group.id):
-                    role_grants[person_id].append((rule.role, group.name))
+    first_scope, best_grant = _scope_and_grants(snapshot, rules, catalog, nesting)
 
     wanted: dict[EmailKey, Wanted] = {}
     known: dict[EmailKey, SourceId] = {}
     out_of_scope: dict[EmailKey, str] = {}
     by_source_id: dict[SourceId, EmailKey] = {}
+    reasons: dict[str, str] = {}  # one string per distinct reason, shared by its people
     for person in people:
         key = keys[person.id]
         if key in ambiguous:
@@ -200,28 +264,28 @@ def desired_state(
         if not person.active:
             out_of_scope[key] = "inactive in the source"
             continue
-        if scope_match is not None and not in_scope_groups.get(person.id):
+        scope_name = first_scope.get(person.id)
+        if scope_match is not None and scope_name is None:
             out_of_scope[key] = "in no scope group"
             continue
-        grant = _highest_grant(role_grants.get(person.id, []), catalog)
+        grant = best_grant.get(person.id)
         if rules.roleless:
             role = ""
-            scope_names = in_scope_groups.get(person.id)
-            reason = f"member of {scope_names[0]}" if scope_names else "active in the source"
+            reason = f"member of {scope_name}" if scope_name else "active in the source"
         elif grant is not None:
             role, group_name = grant
             reason = f"member of {group_name}"
         elif rules.default_role is not None:
             role = rules.default_role
-            scope_names = in_scope_groups.get(person.id)
             reason = (
-                f"member of {scope_names[0]} (default role)"
-                if scope_names
+                f"member of {scope_name} (default role)"
+                if scope_name
                 else "active in the source (default role)"
             )
         else:
             out_of_scope[key] = "no role rule matches and no default_role is set"
             continue
+        reason = reasons.setdefault(reason, reason)
         wanted[key] = Wanted(person.id, person.email.strip(), key, role, reason, person.name)
 
     groups, group_warnings = _desired_groups(snapshot, rules.groups, nesting, keys, wanted)
@@ -241,23 +305,60 @@ def desired_state(
     )
 
 
-def _record_warnings(
-    by_email: Mapping[EmailKey, list[SourceId]],
-    ambiguous: set[EmailKey],
-    rejected: Sequence[RejectedRecord],
-) -> list[str]:
-    """One warning per shared email and per rejected record, each naming the ids."""
+def _scope_and_grants(
+    snapshot: SourceSnapshot, rules: MembershipRules, catalog: RoleCatalog, nesting: _Nesting
+) -> tuple[dict[SourceId, str], dict[SourceId, tuple[str, str]]]:
+    """Each person's first scope group by name, and their winning (role, group name): the
+    highest role by the catalog's order and, among equals, the first group by name (then
+    the first rule). Whole groups are written at a time (dict.fromkeys), later groups
+    overriding earlier ones, so the cost is one dictionary write per membership."""
+    scope_match = _glob(rules.scope_groups)
+    role_matches = [(_glob([rule.group]), rule) for rule in rules.roles]
+    scope_groups: list[SourceGroup] = []
+    # (rank, -position, grant, group id): once sorted, the grant that wins comes last.
+    grants: list[tuple[int, int, tuple[str, str], SourceId]] = []
+    for group in sorted(snapshot.groups, key=lambda g: g.name):
+        name = group.name.casefold()
+        if scope_match is not None and scope_match.fullmatch(name):
+            scope_groups.append(group)
+        for pattern, rule in role_matches:
+            if pattern is not None and pattern.fullmatch(name):
+                rank = catalog.rank(rule.role)
+                grants.append((rank, -len(grants), (rule.role, group.name), group.id))
+    first_scope: dict[SourceId, str] = {}
+    for group in reversed(scope_groups):
+        first_scope.update(dict.fromkeys(nesting.people_in(group.id), group.name))
+    best_grant: dict[SourceId, tuple[str, str]] = {}
+    for _, _, grant, group_id in sorted(grants):
+        best_grant.update(dict.fromkeys(nesting.people_in(group_id), grant))
+    return first_scope, best_grant
+
+
+def _shared_emails(
+    people: Sequence[SourcePerson], keys: Mapping[SourceId, EmailKey]
+) -> tuple[set[EmailKey], list[str]]:
+    """Emails several source people share, and a warning naming each."""
+    if len(set(keys.values())) == len(people):
+        return set(), []  # as many distinct emails as people: nobody shares one
+    by_email: dict[EmailKey, list[SourceId]] = defaultdict(list)
+    for person in people:
+        by_email[keys[person.id]].append(person.id)
+    ambiguous = {key for key, ids in by_email.items() if len(ids) > 1}
     warnings = [
         f"{len(by_email[key])} source people share the email {key!r} "
         f"({', '.join(sorted(by_email[key]))}): none of them is acted on"
         for key in sorted(ambiguous)
     ]
-    warnings += [
+    return ambiguous, warnings
+
+
+def _rejected_warnings(rejected: Sequence[RejectedRecord]) -> list[str]:
+    """One warning per source record orgsync cannot act on, naming its id."""
+    return [
         f"source record {record.source_id!r} rejected: {record.reason}; nothing is done "
         "about this person (not invited, and a member linked to them is left as is)"
         for record in sorted(rejected, key=lambda r: r.source_id)
     ]
-    return warnings
 
 
 def _desired_groups(
@@ -270,15 +371,14 @@ def _desired_groups(
     """Mirror IdP groups selected by the group rules; the first matching rule wins."""
     if not rules:
         return (), []
+    wanted_keys = {person_id: key for person_id, key in keys.items() if key in wanted}
     patterns = [(_glob([rule.source]), rule) for rule in rules]
     chosen: list[DesiredGroup] = []
     for group in sorted(snapshot.groups, key=lambda g: (g.name, g.id)):
         folded = group.name.casefold()
         for index, (pattern, rule) in enumerate(patterns):
             if pattern is not None and pattern.fullmatch(folded):
-                members = frozenset(
-                    keys[p] for p in nesting.people_in(group.id) if p in keys and keys[p] in wanted
-                )
+                members = nesting.wanted_in(group.id, wanted_keys)
                 name = rule.target_name(group.name)
                 chosen.append(DesiredGroup(group.id, group.name, name, members, rule.roles, index))
                 break
@@ -293,12 +393,3 @@ def _desired_groups(
     ]
     unique = tuple(d for d in chosen if len(by_name[d.name.casefold()]) == 1)
     return unique, warnings
-
-
-def _highest_grant(grants: list[tuple[str, str]], catalog: RoleCatalog) -> tuple[str, str] | None:
-    """The (role, group) with the highest role; ties go to the first group by name."""
-    best: tuple[str, str] | None = None
-    for role, group_name in grants:
-        if best is None or catalog.rank(role) > catalog.rank(best[0]):
-            best = (role, group_name)
-    return best

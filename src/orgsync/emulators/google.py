@@ -32,8 +32,9 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs
 
 import jwt
@@ -44,6 +45,7 @@ from starlette.routing import Route
 
 from orgsync.emulators._server import LoopbackEmulator
 from orgsync.emulators.faults import FaultInjector, Faults
+from orgsync.emulators.tables import Table
 
 __all__ = ["DELEGABLE_SCOPES", "GoogleEmulator", "PageFailure", "Throttle"]
 
@@ -149,6 +151,13 @@ def _etag(*parts: object) -> str:
     return f'"{digest[:27]}/{digest[27:40]}"'
 
 
+_Row = TypeVar("_Row")
+
+
+def _by_id(record: dict[str, Any]) -> str:
+    return str(record["id"])
+
+
 def _page_token(listing: str, group: str | None, offset: int) -> str:
     raw = f"{listing}|{group or ''}|{offset}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -199,8 +208,9 @@ class GoogleEmulator(LoopbackEmulator):
         self._lock = threading.Lock()
         self._keys: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
         self._grants: dict[str, _Grant] = {}
-        self._users: dict[str, dict[str, Any]] = {}
-        self._groups: dict[str, dict[str, Any]] = {}
+        # Kept in list (id) order between requests: a page never sorts the table.
+        self._users: Table[dict[str, Any]] = Table(_by_id)
+        self._groups: Table[dict[str, Any]] = Table(_by_id)
         self._members: dict[str, list[tuple[MemberType, str]]] = {}
         self._counter = 0
         self._directory_requests = 0
@@ -459,19 +469,26 @@ class GoogleEmulator(LoopbackEmulator):
         if refused is not None:
             return refused
         with self._lock:
-            rows = [self._users[k] for k in sorted(self._users)]
-        return self._page(request, "users", rows, kind="admin#directory#users")
+            return self._page(
+                request, "users", self._users.rows(), kind="admin#directory#users", render=dict
+            )
 
     async def _list_groups(self, request: Request) -> Response:
         refused = self._gate(request, "groups") or self._customer_ok(request)
         if refused is not None:
             return refused
         with self._lock:
-            rows = []
-            for key in sorted(self._groups):
-                count = sum(1 for kind, _ in self._members[key] if kind == "USER")
-                rows.append({**self._groups[key], "directMembersCount": str(count)})
-        return self._page(request, "groups", rows, kind="admin#directory#groups")
+            return self._page(
+                request,
+                "groups",
+                self._groups.rows(),
+                kind="admin#directory#groups",
+                render=self._render_group,
+            )
+
+    def _render_group(self, group: dict[str, Any]) -> dict[str, Any]:
+        count = sum(1 for kind, _ in self._members[group["id"]] if kind == "USER")
+        return {**group, "directMembersCount": str(count)}
 
     async def _list_members(self, request: Request) -> Response:
         refused = self._gate(request, "members")
@@ -486,8 +503,14 @@ class GoogleEmulator(LoopbackEmulator):
             )
             if group_id is None:
                 return _error(404, "Resource Not Found: groupKey", "notFound", "NOT_FOUND")
-            rows = [self._render_member(kind, member) for kind, member in self._members[group_id]]
-        return self._page(request, "members", rows, kind="admin#directory#members", group=group_id)
+            return self._page(
+                request,
+                "members",
+                self._members[group_id],
+                kind="admin#directory#members",
+                group=group_id,
+                render=lambda member: self._render_member(*member),
+            )
 
     def _render_member(self, kind: MemberType, member_id: str) -> dict[str, Any]:
         member: dict[str, Any] = {
@@ -508,11 +531,13 @@ class GoogleEmulator(LoopbackEmulator):
         self,
         request: Request,
         listing: Listing,
-        rows: list[dict[str, Any]],
+        rows: Sequence[_Row],
         *,
         kind: str,
+        render: Callable[[_Row], dict[str, Any]],
         group: str | None = None,
     ) -> Response:
+        """One page of `rows` (in list order); only the page is rendered."""
         default, largest = _MAX_RESULTS[listing]
         raw = request.query_params.get("maxResults")
         size = default
@@ -538,7 +563,7 @@ class GoogleEmulator(LoopbackEmulator):
             return _error(
                 503, "The service is currently unavailable.", "backendError", "UNAVAILABLE"
             )
-        chunk = rows[offset : offset + size]
+        chunk = [render(r) for r in rows[offset : offset + size]]
         body: dict[str, Any] = {"kind": kind, "etag": _etag(kind, offset, len(rows))}
         if chunk:
             # An empty list is left out of the answer altogether.

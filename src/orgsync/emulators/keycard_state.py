@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import random
 import string
 import threading
@@ -27,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
+
+from orgsync.emulators.tables import Table, by_seq
 
 ORG_ROLES: Final = ("org_admin", "org_member", "org_viewer")
 ZONE_ROLES: Final = ("zone_manager", "zone_viewer")
@@ -124,16 +127,17 @@ def page(
     """One page in creation order with the spec's `PageInfo`; cursors survive deletions."""
     if after is not None and before is not None:
         raise KeycardError(400, "invalid_request", "Give either 'after' or 'before', not both.")
+    # Rows are in creation (seq) order: bisection finds a cursor's place without a scan.
     if after is not None:
         mark = decode_cursor(after, "after")
-        later = [r for r in rows if r.seq > mark]
-        chosen = later[:limit]
-        has_next, has_previous = len(later) > limit, any(r.seq <= mark for r in rows)
+        start = bisect.bisect_right(rows, mark, key=_seq)
+        chosen = rows[start : start + limit]
+        has_next, has_previous = len(rows) - start > limit, start > 0
     elif before is not None:
         mark = decode_cursor(before, "before")
-        earlier = [r for r in rows if r.seq < mark]
-        chosen = earlier[-limit:]
-        has_next, has_previous = any(r.seq >= mark for r in rows), len(earlier) > limit
+        end = bisect.bisect_left(rows, mark, key=_seq)
+        chosen = rows[max(0, end - limit) : end] if limit > 0 else rows[:end][-limit:]
+        has_next, has_previous = end < len(rows), end > limit
     else:
         chosen = rows[:limit]
         has_next, has_previous = len(rows) > limit, False
@@ -146,6 +150,10 @@ def page(
             "end_cursor": encode_cursor(chosen[-1].seq) if chosen else None,
         },
     }
+
+
+def _seq(row: UserRecord | InvitationRecord) -> int:
+    return row.seq
 
 
 class KeycardState:
@@ -170,8 +178,12 @@ class KeycardState:
         self.label = label
         self.issuer = issuer
         self._seq = 0
-        self._users: dict[str, UserRecord] = {}
-        self._invitations: dict[str, InvitationRecord] = {}
+        # In list (creation) order between requests, and indexed by normalised email, so
+        # that neither a page nor a create scans every record.
+        self._users: Table[UserRecord] = Table(by_seq)
+        self._invitations: Table[InvitationRecord] = Table(by_seq)
+        self._user_ids_by_email: dict[str, list[str]] = {}
+        self._invitation_ids_by_email: dict[str, list[str]] = {}
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -192,11 +204,8 @@ class KeycardState:
         return record.status
 
     def _user_by_email(self, email: str) -> UserRecord | None:
-        key = _norm(email)
-        return next(
-            (u for u in self._users.values() if u.email and _norm(u.email) == key),
-            None,
-        )
+        ids = self._user_ids_by_email.get(_norm(email))
+        return self._users[ids[0]] if ids else None
 
     def _active_admins(self) -> int:
         return sum(
@@ -257,6 +266,8 @@ class KeycardState:
                 now,
             )
             self._users[record.id] = record
+            if email:
+                self._user_ids_by_email.setdefault(_norm(email), []).append(record.id)
             return record.id
 
     def add_invitation(
@@ -284,6 +295,7 @@ class KeycardState:
                 now,
             )
             self._invitations[record.id] = record
+            self._invitation_ids_by_email.setdefault(_norm(email), []).append(record.id)
             return record.id
 
     def accept_invitation(self, invitation_id: str) -> str:
@@ -312,7 +324,9 @@ class KeycardState:
         if role is not None and role not in ORG_ROLES:
             raise KeycardError(400, "invalid_request", f"Invalid 'role': {role!r}.")
         with self.lock:
-            rows = [u for u in self._users.values() if role is None or u.role == role]
+            rows = self._users.rows()
+            if role is not None:
+                rows = [u for u in rows if u.role == role]
             return page(rows, after=after, before=before, limit=limit, render=self.render_user)
 
     def _user(self, user_id: str) -> UserRecord:
@@ -361,12 +375,17 @@ class KeycardState:
                     400, "last_admin", "The organization must keep at least one active org_admin."
                 )
             del self._users[user_id]
+            if record.email:
+                same_email = self._user_ids_by_email[_norm(record.email)]
+                same_email.remove(user_id)
+                if not same_email:
+                    del self._user_ids_by_email[_norm(record.email)]
 
     def api_list_invitations(
         self, *, after: str | None, before: str | None, limit: int
     ) -> dict[str, Any]:
         with self.lock:
-            rows = list(self._invitations.values())
+            rows = self._invitations.rows()
             return page(
                 rows, after=after, before=before, limit=limit, render=self.render_invitation
             )
@@ -386,11 +405,8 @@ class KeycardState:
                     raise KeycardError(
                         409, "conflict", "This email already belongs to an organization user."
                     )
-                key = _norm(email)
-                if any(
-                    _norm(i.email) == key and self._status(i) == "pending"
-                    for i in self._invitations.values()
-                ):
+                same_email = self._invitation_ids_by_email.get(_norm(email), [])
+                if any(self._status(self._invitations[i]) == "pending" for i in same_email):
                     raise KeycardError(
                         409, "conflict", "A pending invitation for this email already exists."
                     )

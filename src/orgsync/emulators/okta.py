@@ -28,6 +28,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from starlette.routing import Route
 
 from orgsync.emulators._server import LoopbackEmulator
 from orgsync.emulators.faults import FaultInjector, Faults
+from orgsync.emulators.tables import Table
 
 __all__ = ["OktaEmulator", "PageFailure", "Throttle"]
 
@@ -144,9 +146,14 @@ class OktaEmulator(LoopbackEmulator):
         self.throttle: Throttle | None = None
         self.failure: PageFailure | None = None
         self._lock = threading.Lock()
-        self._users: dict[str, dict[str, Any]] = {}
-        self._groups: dict[str, dict[str, Any]] = {}
+        # Ids grow with creation, so id order is creation order; the tables keep it between
+        # requests, and the lists a filter or a group selects are kept until a change,
+        # so that a page never sorts, filters or renders the whole table.
+        self._users: Table[dict[str, Any]] = Table(_by_id)
+        self._groups: Table[dict[str, Any]] = Table(_by_id)
         self._members: dict[str, set[str]] = {}
+        self._users_with_status: dict[frozenset[str], list[dict[str, Any]]] = {}
+        self._member_rows: dict[str, list[dict[str, Any]]] = {}
         self._counter = 0
         self._api_requests = 0
         injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
@@ -186,6 +193,7 @@ class OktaEmulator(LoopbackEmulator):
             }
             if display_name is not None:
                 profile["displayName"] = display_name
+            self._users_with_status.clear()
             self._users[user_id] = {
                 "id": user_id,
                 "status": status,
@@ -206,6 +214,7 @@ class OktaEmulator(LoopbackEmulator):
             raise ValueError(f"unknown Okta user status {status!r}")
         with self._lock:
             self._users[user_id]["status"] = status
+            self._users_with_status.clear()
 
     def set_email(self, user_id: str, email: str) -> None:
         with self._lock:
@@ -232,6 +241,7 @@ class OktaEmulator(LoopbackEmulator):
             if user_id not in self._users:
                 raise KeyError(f"no user {user_id}")
             self._members[group_id].add(user_id)
+            self._member_rows.pop(group_id, None)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -289,17 +299,28 @@ class OktaEmulator(LoopbackEmulator):
                 return _error(400, "E0000031", "Invalid search criteria.", (raw_filter,))
             statuses = parsed
         with self._lock:
-            rows = [self._users[k] for k in sorted(self._users)]
-            rows = [self._render_user(r, request) for r in rows if r["status"] in statuses]
-        return self._page(request, "users", rows, USERS_MAX_LIMIT, USERS_MAX_LIMIT)
+            key = frozenset(statuses)
+            rows = self._users_with_status.get(key)
+            if rows is None:
+                rows = [r for r in self._users.rows() if r["status"] in statuses]
+                self._users_with_status[key] = rows
+            return self._page(
+                request, "users", rows, USERS_MAX_LIMIT, USERS_MAX_LIMIT, render=self._render_user
+            )
 
     async def _list_groups(self, request: Request) -> Response:
         refused = self._gate(request)
         if refused is not None:
             return refused
         with self._lock:
-            rows = [self._render_group(self._groups[k], request) for k in sorted(self._groups)]
-        return self._page(request, "groups", rows, GROUPS_MAX_LIMIT, GROUPS_MAX_LIMIT)
+            return self._page(
+                request,
+                "groups",
+                self._groups.rows(),
+                GROUPS_MAX_LIMIT,
+                GROUPS_MAX_LIMIT,
+                render=self._render_group,
+            )
 
     async def _list_members(self, request: Request) -> Response:
         refused = self._gate(request)
@@ -311,11 +332,19 @@ class OktaEmulator(LoopbackEmulator):
                 return _error(
                     404, "E0000007", f"Not found: Resource not found: {group_id} (UserGroup)"
                 )
-            ids = sorted(self._members[group_id])
-            rows = [self._render_user(self._users[i], request) for i in ids]
-        return self._page(
-            request, "members", rows, MEMBERS_DEFAULT_LIMIT, GROUPS_MAX_LIMIT, group=group_id
-        )
+            rows = self._member_rows.get(group_id)
+            if rows is None:
+                rows = [self._users[i] for i in sorted(self._members[group_id])]
+                self._member_rows[group_id] = rows
+            return self._page(
+                request,
+                "members",
+                rows,
+                MEMBERS_DEFAULT_LIMIT,
+                GROUPS_MAX_LIMIT,
+                group=group_id,
+                render=self._render_user,
+            )
 
     @staticmethod
     def _render_user(user: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -347,8 +376,10 @@ class OktaEmulator(LoopbackEmulator):
         default_limit: int,
         max_limit: int,
         *,
+        render: Callable[[dict[str, Any], Request], dict[str, Any]],
         group: str | None = None,
     ) -> Response:
+        """One page of `rows` (sorted by id); only the page is rendered."""
         raw_limit = request.query_params.get("limit")
         limit = default_limit
         if raw_limit is not None:
@@ -358,21 +389,20 @@ class OktaEmulator(LoopbackEmulator):
                 )
             # Okta quietly serves at most its maximum, whatever `limit` asks.
             limit = min(int(raw_limit), max_limit)
-        ids = [r["id"] for r in rows]
         start = 0
         cursor = request.query_params.get("after")
         if cursor is not None:
             after = _decode_cursor(cursor)
             # A cursor names the last object of the page before; one whose object is gone
             # is refused, as an expired cursor would be.
-            if after is None or (after and after not in ids):
+            if after is None or (after and not _holds(rows, after)):
                 return _error(400, "E0000031", "Invalid search criteria.", ("after",))
-            start = bisect.bisect_right(ids, after)
+            start = bisect.bisect_right(rows, after, key=_by_id)
         page_no = start // limit + 1
         failure = self._failure_for(listing, group)
         if failure is not None and failure.mode == "error" and page_no == failure.page:
             return _error(500, "E0000009", "Internal Server Error")
-        chunk = rows[start : start + limit]
+        chunk = [render(r, request) for r in rows[start : start + limit]]
         url = request.url
         links = [f'<{url.remove_query_params("after")}>; rel="self"']
         if start + len(chunk) < len(rows):
@@ -395,6 +425,16 @@ class OktaEmulator(LoopbackEmulator):
         if failure.group is not None and failure.group != group:
             return None
         return failure
+
+
+def _by_id(record: dict[str, Any]) -> str:
+    return str(record["id"])
+
+
+def _holds(rows: list[dict[str, Any]], object_id: str) -> bool:
+    """Whether `rows` (sorted by id) hold the object `object_id`."""
+    at = bisect.bisect_left(rows, object_id, key=_by_id)
+    return at < len(rows) and rows[at]["id"] == object_id
 
 
 def _status_filter(expression: str) -> set[str] | None:

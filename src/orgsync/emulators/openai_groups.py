@@ -51,6 +51,7 @@ from orgsync.emulators.openai_records import (
     render_role,
 )
 from orgsync.emulators.pagination import InvalidCursorError, Sequenced, page_by_cursor
+from orgsync.emulators.tables import Table, by_seq
 
 NAME_MAX = 255
 ORG_RESOURCE = "api.organization"
@@ -136,7 +137,12 @@ class GroupDirectory:
         self._new_id = new_id
         self._next_seq = next_seq
         self._now = now
-        self._groups: dict[str, GroupRecord] = {}
+        # In list order between requests (a page never sorts every group), with two
+        # indexes so that no request scans every group: names (case-folded, trimmed) to
+        # group ids, and each user's groups.
+        self._groups: Table[GroupRecord] = Table(by_seq)
+        self._by_name: dict[str, set[str]] = {}
+        self._groups_of: dict[str, set[str]] = {}
 
     @property
     def records(self) -> Mapping[str, GroupRecord]:
@@ -170,8 +176,32 @@ class GroupDirectory:
         return user
 
     def _name_taken(self, name: str, *, other_than: str | None = None) -> bool:
-        key = _name_key(name)
-        return any(_name_key(g.name) == key and g.id != other_than for g in self._groups.values())
+        return any(gid != other_than for gid in self._by_name.get(_name_key(name), ()))
+
+    def _store_group(self, group: GroupRecord) -> None:
+        self._groups[group.id] = group
+        self._by_name.setdefault(_name_key(group.name), set()).add(group.id)
+
+    def _rename(self, group: GroupRecord, name: str) -> None:
+        self._unname(group)
+        group.name = name
+        self._by_name.setdefault(_name_key(name), set()).add(group.id)
+
+    def _unname(self, group: GroupRecord) -> None:
+        key = _name_key(group.name)
+        namesakes = self._by_name[key]
+        namesakes.discard(group.id)
+        if not namesakes:
+            del self._by_name[key]
+
+    def _remove_member(self, group: GroupRecord, user_id: str) -> bool:
+        if group.members.pop(user_id, None) is None:
+            return False
+        groups = self._groups_of[user_id]
+        groups.discard(group.id)
+        if not groups:
+            del self._groups_of[user_id]
+        return True
 
     def _check_name(self, name: str, *, allow_duplicates: bool, other_than: str | None) -> None:
         if not allow_duplicates and self._name_taken(name, other_than=other_than):
@@ -184,6 +214,7 @@ class GroupDirectory:
 
     def _add_member(self, group: GroupRecord, user_id: str) -> None:
         group.members[user_id] = Membership(user_id, self._next_seq(), self._now())
+        self._groups_of.setdefault(user_id, set()).add(group.id)
 
     # -- seeding and inspection ------------------------------------------------------
 
@@ -194,8 +225,8 @@ class GroupDirectory:
             if self._name_taken(name):
                 raise ValueError(f"a group named {name!r} already exists")
             gid = self._new_id("group_", self._groups)
-            self._groups[gid] = GroupRecord(
-                gid, self._next_seq(), name, self._now(), is_scim_managed
+            self._store_group(
+                GroupRecord(gid, self._next_seq(), name, self._now(), is_scim_managed)
             )
             return gid
 
@@ -216,31 +247,28 @@ class GroupDirectory:
 
     def groups(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [self.group(g.id) for g in sorted(self._groups.values(), key=lambda g: g.seq)]
+            return [self.group(g.id) for g in self._groups.rows()]
 
     def group(self, group_id: str) -> dict[str, Any]:
         with self._lock:
             group = self._groups[group_id]
-            members = sorted(group.members.values(), key=lambda m: m.seq)
-            grants = sorted(group.roles.values(), key=lambda r: r.seq)
             return {
                 **render_group(group),
-                "members": [m.user_id for m in members],
-                "roles": [r.role_id for r in grants],
+                "members": [m.user_id for m in group.members.rows()],
+                "roles": [r.role_id for r in group.roles.rows()],
             }
 
     def forget_user(self, user_id: str) -> None:
         """A member left the organization: they leave every group."""
         with self._lock:
-            for group in self._groups.values():
-                group.members.pop(user_id, None)
+            for group_id in list(self._groups_of.get(user_id, ())):
+                self._remove_member(self._groups[group_id], user_id)
 
     # -- groups ----------------------------------------------------------------------
 
     def api_list_groups(self, *, limit: int, after: str | None, order: str) -> dict[str, Any]:
         with self._lock:
-            rows = sorted(self._groups.values(), key=lambda g: g.seq)
-            return paged(rows, after, limit, order, render_group)
+            return paged(self._groups.rows(), after, limit, order, render_group)
 
     def api_create_group(
         self, body: Mapping[str, Any], *, allow_duplicates: bool
@@ -250,7 +278,7 @@ class GroupDirectory:
             self._check_name(name, allow_duplicates=allow_duplicates, other_than=None)
             gid = self._new_id("group_", self._groups)
             group = GroupRecord(gid, self._next_seq(), name, self._now(), False)
-            self._groups[gid] = group
+            self._store_group(group)
             return render_group(group)
 
     def api_get_group(self, group_id: str) -> dict[str, Any]:
@@ -264,14 +292,17 @@ class GroupDirectory:
             group = self._writable(group_id)
             name = body_string(body, "name", max_length=NAME_MAX)
             self._check_name(name, allow_duplicates=allow_duplicates, other_than=group_id)
-            group.name = name
+            self._rename(group, name)
             return render_group_updated(group)
 
     def api_delete_group(self, group_id: str) -> dict[str, Any]:
         with self._lock:
-            self._writable(group_id)
+            group = self._writable(group_id)
             # Its memberships and role assignments go with it (and so do the roles its
             # members inherited through it).
+            for user_id in list(group.members):
+                self._remove_member(group, user_id)
+            self._unname(group)
             del self._groups[group_id]
             return {"object": "group.deleted", "id": group_id, "deleted": True}
 
@@ -282,9 +313,12 @@ class GroupDirectory:
     ) -> dict[str, Any]:
         with self._lock:
             group = self._group(group_id)
-            rows = sorted(group.members.values(), key=lambda m: m.seq)
             return paged(
-                rows, after, limit, order, lambda m: render_group_user(self._users[m.user_id])
+                group.members.rows(),
+                after,
+                limit,
+                order,
+                lambda m: render_group_user(self._users[m.user_id]),
             )
 
     def api_add_group_user(self, group_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -312,7 +346,7 @@ class GroupDirectory:
     def api_remove_group_user(self, group_id: str, user_id: str) -> dict[str, Any]:
         with self._lock:
             group = self._writable(group_id)
-            if group.members.pop(user_id, None) is None:
+            if not self._remove_member(group, user_id):
                 raise not_found("user in this group", user_id, "user_id")
             return {"object": "group.user.deleted", "deleted": True}
 
@@ -323,9 +357,8 @@ class GroupDirectory:
     ) -> dict[str, Any]:
         with self._lock:
             group = self._group(group_id)
-            rows = sorted(group.roles.values(), key=lambda r: r.seq)
             return paged(
-                rows,
+                group.roles.rows(),
                 after,
                 limit,
                 order,

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orgsync.emulators.tables import Table, by_seq
+
 DAY = 86_400
 INVITE_TTL = 7 * DAY
 ORG_ROLES = ("owner", "reader")
@@ -118,8 +120,9 @@ class GroupRecord:
     name: str
     created_at: int
     is_scim_managed: bool
-    members: dict[str, Membership] = field(default_factory=dict)  # by user id
-    roles: dict[str, RoleGrant] = field(default_factory=dict)  # by role id
+    # By user id / role id, listed in the order they were added.
+    members: Table[Membership] = field(default_factory=lambda: Table(by_seq))
+    roles: Table[RoleGrant] = field(default_factory=lambda: Table(by_seq))
 
 
 @dataclass

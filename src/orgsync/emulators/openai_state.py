@@ -43,6 +43,7 @@ from orgsync.emulators.openai_records import (
 )
 from orgsync.emulators.openai_user_roles import UserRoles
 from orgsync.emulators.pagination import InvalidCursorError, page_by_cursor, page_by_id
+from orgsync.emulators.tables import Table, by_id, by_seq
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -63,11 +64,14 @@ class OrgState:
         self.clock = clock
         self._ids = random.Random(f"orgsync-emulator-ids:{seed}")  # noqa: S311 - ids, not secrets
         self._seq = 0
-        self._users: dict[str, UserRecord] = {}
+        # Tables keep their list order between requests: a page never sorts the table.
+        self._users: Table[UserRecord] = Table(by_id)
         self._by_email: dict[str, str] = {}  # normalised email -> user id
-        self._invites: dict[str, InviteRecord] = {}
-        self._roles: dict[str, RoleRecord] = {}
-        self._admin_keys: dict[str, AdminKeyRecord] = {}
+        self._invites: Table[InviteRecord] = Table(by_id)
+        # Normalised email -> ids of its invites, so a create need not scan every invite.
+        self._invites_by_email: dict[str, set[str]] = {}
+        self._roles: Table[RoleRecord] = Table(by_seq)
+        self._admin_keys: Table[AdminKeyRecord] = Table(by_seq)
         #: Groups, their members and role assignments; then members' own role lists.
         self.directory = GroupDirectory(
             lock=self.lock,
@@ -103,6 +107,17 @@ class OrgState:
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    def _store_invite(self, inv: InviteRecord) -> None:
+        self._invites[inv.id] = inv
+        self._invites_by_email.setdefault(norm_email(inv.email), set()).add(inv.id)
+
+    def _drop_invite(self, inv: InviteRecord) -> None:
+        del self._invites[inv.id]
+        same_email = self._invites_by_email[norm_email(inv.email)]
+        same_email.discard(inv.id)
+        if not same_email:
+            del self._invites_by_email[norm_email(inv.email)]
 
     def _member_by_email(self, email: str) -> UserRecord | None:
         uid = self._by_email.get(norm_email(email))
@@ -178,13 +193,15 @@ class OrgState:
                 expires = now + INVITE_TTL if expires_at is None else expires_at
             created = min(now, expires - INVITE_TTL)
             iid = self._new_id("invite-", self._invites)
-            self._invites[iid] = InviteRecord(
-                id=iid,
-                email=email,
-                role=role,
-                created_at=created,
-                expires_at=expires,
-                accepted_at=now if status == "accepted" else None,
+            self._store_invite(
+                InviteRecord(
+                    id=iid,
+                    email=email,
+                    role=role,
+                    created_at=created,
+                    expires_at=expires,
+                    accepted_at=now if status == "accepted" else None,
+                )
             )
             return iid
 
@@ -227,7 +244,7 @@ class OrgState:
     def role_id(self, name: str, *, resource_type: str = "api.organization") -> str:
         """The id of the catalog role called ``name``; KeyError if there is none."""
         with self.lock:
-            for role in sorted(self._roles.values(), key=_seq):
+            for role in self._roles.rows():
                 if role.name == name and role.resource_type == resource_type:
                     return role.id
             raise KeyError(name)
@@ -274,16 +291,16 @@ class OrgState:
     def users(self) -> list[dict[str, Any]]:
         """All members, spec-shaped, in the list order of the API (by id)."""
         with self.lock:
-            return [render_user(self._users[k]) for k in sorted(self._users)]
+            return [render_user(u) for u in self._users.rows()]
 
     def invites(self) -> list[dict[str, Any]]:
         """All invites incl. accepted/expired history, spec-shaped, by id."""
         with self.lock:
-            return [self._render_invite(self._invites[k]) for k in sorted(self._invites)]
+            return [self._render_invite(inv) for inv in self._invites.rows()]
 
     def roles(self) -> list[dict[str, Any]]:
         with self.lock:
-            return [render_role(r) for r in sorted(self._roles.values(), key=_seq)]
+            return [render_role(r) for r in self._roles.rows()]
 
     def user(self, user_id: str) -> dict[str, Any]:
         with self.lock:
@@ -301,7 +318,7 @@ class OrgState:
                 wanted = {self._by_email.get(norm_email(e)) for e in emails}
                 rows = [self._users[k] for k in sorted(k for k in wanted if k is not None)]
             else:
-                rows = [self._users[k] for k in sorted(self._users)]
+                rows = self._users.rows()
             return page_by_id(rows, after, limit, render_user)
 
     def api_get_user(self, user_id: str) -> dict[str, Any]:
@@ -366,8 +383,7 @@ class OrgState:
 
     def api_list_invites(self, *, limit: int, after: str | None) -> dict[str, Any]:
         with self.lock:
-            rows = [self._invites[k] for k in sorted(self._invites)]
-            return page_by_id(rows, after, limit, self._render_invite)
+            return page_by_id(self._invites.rows(), after, limit, self._render_invite)
 
     def api_create_invite(self, body: dict[str, Any], *, allow_duplicates: bool) -> dict[str, Any]:
         email = body.get("email")
@@ -394,8 +410,8 @@ class OrgState:
                         code="user_already_member",
                     )
                 key = norm_email(email)
-                for inv in self._invites.values():
-                    if norm_email(inv.email) == key and self._invite_status(inv) == "pending":
+                for same in self._invites_by_email.get(key, ()):
+                    if self._invite_status(self._invites[same]) == "pending":
                         raise ApiError(
                             409,
                             f"{email} already has a pending invite.",
@@ -412,7 +428,7 @@ class OrgState:
                 expires_at=now + INVITE_TTL,
                 projects=[{"id": p["id"], "role": p["role"]} for p in projects],
             )
-            self._invites[iid] = inv
+            self._store_invite(inv)
             return self._render_invite(inv)
 
     def api_get_invite(self, invite_id: str) -> dict[str, Any]:
@@ -433,14 +449,13 @@ class OrgState:
                     "This invite has already been accepted and cannot be deleted.",
                     param="invite_id",
                 )
-            del self._invites[invite_id]
+            self._drop_invite(inv)
             return {"object": "organization.invite.deleted", "id": invite_id, "deleted": True}
 
     def api_list_roles(self, *, limit: int, after: str | None, order: str) -> dict[str, Any]:
         with self.lock:
-            rows = sorted(self._roles.values(), key=_seq)
             try:
-                return page_by_cursor(rows, after, limit, order, render_role)
+                return page_by_cursor(self._roles.rows(), after, limit, order, render_role)
             except InvalidCursorError:
                 raise ApiError(
                     400, f"Invalid pagination cursor '{after}'.", param="after"
@@ -448,7 +463,9 @@ class OrgState:
 
     def api_list_admin_keys(self, *, limit: int, after: str | None, order: str) -> dict[str, Any]:
         with self.lock:
-            keys = sorted(self._admin_keys.values(), key=_seq, reverse=order == "desc")
+            keys = self._admin_keys.rows()
+            if order == "desc":
+                keys = keys[::-1]
             return page_by_id(keys, after, limit, self._render_admin_key, id_sorted=False)
 
     def api_get_admin_key(self, key_id: str) -> dict[str, Any]:
@@ -457,7 +474,3 @@ class OrgState:
             if k is None:
                 raise not_found("API key", key_id, "key_id")
             return self._render_admin_key(k)
-
-
-def _seq(obj: RoleRecord | AdminKeyRecord) -> int:
-    return obj.seq

@@ -1,6 +1,8 @@
 """The two list pagination styles vendor admin APIs use, for the emulators.
 
-Owns paging only, not ordering: callers pass rows already in list order.
+Owns paging only, not ordering: callers pass rows already in list order (an
+`orgsync.emulators.tables.Table` keeps it between requests). A page costs O(log N + limit):
+the start is found by bisection, never by scanning or copying the rows.
 
 * *By id* (OpenAI users, invites, admin keys): ``after`` is the id of the last object
   seen; the page reports ``first_id``, ``last_id``, ``has_more``.
@@ -54,12 +56,11 @@ def page_by_id(
     """
     if after is None:
         start = 0
+    elif id_sorted:
+        start = bisect.bisect_right(rows, after, key=_id)
     else:
         ids = [r.id for r in rows]
-        if id_sorted:
-            start = bisect.bisect_right(ids, after)
-        else:
-            start = ids.index(after) + 1 if after in ids else len(ids)
+        start = ids.index(after) + 1 if after in ids else len(ids)
     page = [render(r) for r in rows[start : start + limit]]
     return {
         "object": "list",
@@ -68,6 +69,14 @@ def page_by_id(
         "last_id": page[-1]["id"] if page else None,
         "has_more": start + len(page) < len(rows),
     }
+
+
+def _id(row: Identified) -> str:
+    return row.id
+
+
+def _seq(row: Sequenced) -> int:
+    return row.seq
 
 
 def encode_cursor(seq: int) -> str:
@@ -97,16 +106,20 @@ def page_by_cursor(
 
     Raises `InvalidCursorError` for a cursor this module did not make.
     """
-    ordered = list(rows) if order == "asc" else list(reversed(rows))
-    if after is not None:
-        pos = decode_cursor(after)
-        ordered = [r for r in ordered if (r.seq > pos if order == "asc" else r.seq < pos)]
-    page = ordered[:limit]
-    has_more = len(ordered) > len(page)
+    pos = None if after is None else decode_cursor(after)
+    if order == "asc":
+        start = 0 if pos is None else bisect.bisect_right(rows, pos, key=_seq)
+        page = list(rows[start : start + limit])
+        remaining = len(rows) - start
+    else:
+        end = len(rows) if pos is None else bisect.bisect_left(rows, pos, key=_seq)
+        page = list(rows[max(0, end - limit) : end])[::-1]
+        remaining = end
+    has_more = remaining > len(page)
     if page:
         cursor_seq = page[-1].seq
-    elif after is not None:
-        cursor_seq = decode_cursor(after)
+    elif pos is not None:
+        cursor_seq = pos
     else:
         # limit=0 on the first page: a cursor that starts from the beginning.
         cursor_seq = 0 if order == "asc" else (rows[-1].seq + 1 if rows else 0)
