@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         "--plan-out",
         type=Path,
         metavar="FILE",
-        help="with --dry-run (required): write the plan for review (mode 0600)",
+        help="required: --dry-run; write the plan for review (mode 0600)",
     )
     sync.add_argument(
         "--plan",
