@@ -292,39 +292,56 @@ class _Person:
 def _find(lookup: str, given: PlanInput, snapshot: SourceSnapshot) -> _Person:
     """Everything that stands for the person `lookup` names, on each side.
 
-    A source id names its record; anything else is taken as an email. From there: the
-    emails and member ids earlier runs linked to the source ids, the members those emails
-    and links lead to, and those members' own emails (an old address a rename left).
+    A source id names its record (or what earlier runs linked to it); anything else is
+    taken as an email. From there, until nothing new turns up: the records with those ids
+    or emails, the emails and member ids earlier runs linked to the ids, the members those
+    emails and links lead to, and those members' own emails (an old address a rename left).
     """
     text = lookup.strip()
-    source_id, key = SourceId(text), normalize_email(text)
+    source_id = SourceId(text)
     memory, observed = given.memory, given.observed
     people, rejected = screen(snapshot)
-    by_id = [p for p in people if p.id == source_id]
-    bad_by_id = [r for r in rejected if r.source_id == source_id]
-    remembered = source_id in memory.links or source_id in memory.linked_sources.values()
-    if by_id or bad_by_id or remembered:
-        keys = {p.email_key for p in by_id}
-        keys.update(normalize_email(r.email) for r in bad_by_id if r.email and r.email.strip())
+    ids: set[SourceId] = set()
+    keys: set[EmailKey] = set()
+    if (
+        any(p.id == source_id for p in people)
+        or any(r.source_id == source_id for r in rejected)
+        or source_id in memory.links
+        or source_id in memory.linked_sources.values()
+    ):
+        ids.add(source_id)
     else:
-        keys = {key}
-    by_email = [p for p in people if p.email_key in keys]
-    bad_by_email = [r for r in rejected if r.email and normalize_email(r.email) in keys]
-    found_people = {p.id: p for p in (*by_id, *by_email)}
-    found_rejected = {r.source_id: r for r in (*bad_by_id, *bad_by_email)}
-    ids = set(found_people) | set(found_rejected) | ({source_id} if remembered else set())
-    ids.update(memory.linked_sources[k] for k in keys if k in memory.linked_sources)
-    keys.update(k for k, s in memory.linked_sources.items() if s in ids)
-    member_ids = {memory.links[s] for s in ids if s in memory.links}
-    members = [m for m in observed.members if m.id in member_ids or m.email_key in keys]
-    keys.update(m.email_key for m in members if m.email_key is not None)
+        keys.add(normalize_email(text))
+    found_people: dict[SourceId, SourcePerson] = {}
+    found_rejected: dict[SourceId, RejectedRecord] = {}
+    members: dict[str, TargetMember] = {}
+    size = -1
+    while size != len(ids) + len(keys):
+        size = len(ids) + len(keys)
+        for p in people:
+            if p.id in ids or p.email_key in keys:
+                found_people[p.id] = p
+        for r in rejected:
+            if r.source_id in ids or (r.email and normalize_email(r.email) in keys):
+                found_rejected[r.source_id] = r
+        ids.update(found_people, found_rejected)
+        keys.update(p.email_key for p in found_people.values())
+        keys.update(normalize_email(r.email) for r in found_rejected.values() if r.email)
+        ids.update(memory.linked_sources[k] for k in keys if k in memory.linked_sources)
+        keys.update(k for k, s in memory.linked_sources.items() if s in ids)
+        linked = {memory.links[s] for s in ids if s in memory.links}
+        for m in observed.members:
+            if m.id in linked or m.email_key in keys:
+                members[m.id] = m
+        keys.update(m.email_key for m in members.values() if m.email_key is not None)
+    keys.discard(EmailKey(""))
     invites = [i for i in observed.invites if i.email_key in keys]
     return _Person(
         people=tuple(sorted(found_people.values(), key=lambda p: p.id)),
         rejected=tuple(sorted(found_rejected.values(), key=lambda r: r.source_id)),
         source_ids=frozenset(ids),
         keys=frozenset(keys),
-        members=tuple(sorted(members, key=lambda m: m.id)),
+        members=tuple(sorted(members.values(), key=lambda m: m.id)),
         invites=tuple(sorted(invites, key=lambda i: i.id)),
     )
 
