@@ -50,11 +50,14 @@ def guard_kinds(target: dict[str, Any]) -> list[str]:
 def test_a_new_joiner_is_explained_as_the_dry_run_plans_them_and_nothing_is_recorded(
     rig: Rig,
 ) -> None:
-    rig.write(directory(3))
-    code, document = explain_json(rig, "Person1@Example.com")
+    document = directory(3)
+    # Whatever else a directory export carries stays out of the explanation.
+    document["people"][1]["recovery_code"] = "rc-7f3a9c1e55d0b2"
+    rig.write(document)
+    code, explained = explain_json(rig, "Person1@Example.com")
     assert code == 2
     assert not (rig.folder / "state.db").exists(), "explain must not create the state database"
-    target = only_target(document)
+    target = only_target(explained)
     assert [(op["op"], op["email"], op["role"]) for op in target["operations"]] == [
         ("invite", "person1@example.com", "reader")
     ]
@@ -70,6 +73,8 @@ def test_a_new_joiner_is_explained_as_the_dry_run_plans_them_and_nothing_is_reco
     assert "scope_groups = 'openai-*'" in human.stdout
     assert "=> openai-test: changes pending for this person (exit 2)" in human.stdout
     assert run_count(rig) == before
+    everything = human.stdout + human.stderr + json.dumps(explained)
+    assert "rc-7f3a9c1e55d0b2" not in everything and "recovery_code" not in everything
     assert rig.emulator.state.invites() == [], "explain changed the organization"
 
 
