@@ -91,7 +91,7 @@ def render_explanation(item: Explanation) -> str:
     block("target", _current_lines(item))
     block("plan", [_operation(op) for op in item.operations] or ["nothing for this person"])
     if item.held:
-        block("held", [f"! {_operation(h.operation)}  [guard: {h.guard}]" for h in item.held])
+        block("held", [f"! {_operation(h.operation)[2:]}" for h in item.held])
     if item.waiting:
         block("waiting", [_waiting(w.op, w.email, w.group, w.reason) for w in item.waiting])
     if item.guards:

@@ -70,7 +70,7 @@ def test_a_new_joiner_is_explained_as_the_dry_run_plans_them_and_nothing_is_reco
     human = rig.orgsync("explain", "p1")
     assert human.returncode == 2, human.stderr
     assert "+ invite person1@example.com as reader" in human.stdout
-    assert "scope_groups = 'openai-*'" in human.stdout
+    assert "(targets.scope_groups: 'openai-*')" in human.stdout
     assert "=> openai-test: changes pending for this person (exit 2)" in human.stdout
     assert run_count(rig) == before
     everything = human.stdout + human.stderr + json.dumps(explained)
@@ -109,7 +109,7 @@ def test_a_role_change_names_the_rule_and_the_nested_group(rig: Rig) -> None:
     assert code == 2
     (op,) = target["operations"]
     assert (op["op"], op["previous_role"], op["role"]) == ("set_role", "reader", "owner")
-    grant = next(m for m in target["source"][0]["matches"] if m["rule"] == "roles[0]")
+    grant = next(m for m in target["source"][0]["matches"] if m["rule"] == "targets.roles[0]")
     assert grant["path"] == ["openai-owners", "admins"] and grant["decides"]
     human = rig.orgsync("explain", "person1@example.com").stdout
     assert "^ set_role person1@example.com reader -> owner" in human

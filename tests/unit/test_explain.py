@@ -79,12 +79,16 @@ def test_a_new_joiner_is_invited_and_the_scope_rule_says_why() -> None:
     assert (record.source_id, record.email, record.name) == ("p1", "Ada@X.com", "Ada")
     scope, default = record.matches
     assert (scope.rule, scope.pattern, scope.path, scope.decides) == (
-        "scope_groups",
+        "targets.scope_groups",
         "openai-*",
         ("openai-users",),
         True,
     )
-    assert (default.rule, default.gives, default.decides) == ("default_role", "role reader", True)
+    assert (default.rule, default.gives, default.decides) == (
+        "targets.default_role",
+        "role reader",
+        True,
+    )
     # By source id: the same explanation.
     assert explained("p1", source, org()).operations == result.operations
 
@@ -102,7 +106,7 @@ def test_a_role_through_a_nested_group_names_the_path() -> None:
     result = explained("p1", source, org(member("u1", "ada@x.com", "reader")))
     (op,) = result.operations
     assert (op.op, getattr(op, "role", None)) == ("set_role", "owner")
-    grant = next(m for m in result.sources[0].matches if m.rule == "roles[0]")
+    grant = next(m for m in result.sources[0].matches if m.rule == "targets.roles[0]")
     assert grant.path == ("openai-owners", "admins", "oncall") and grant.decides
     assert "via nested group 'admins' via nested group 'oncall'" in grant.describe()
     assert result.current.state == "member" and result.current.members[0].role == "reader"
@@ -155,6 +159,7 @@ def test_a_held_removal_exits_3_and_names_the_guard() -> None:
     assert result.exit_code == 3
     (guard,) = [g for g in result.guards if g.kind == "safety_gate"]
     assert "safety.max_removals = 0" in guard.reason
+    assert "orgsync sync --allow-removals 1" in guard.reason
 
 
 def test_removal_grace_is_a_waiting_removal_with_its_date() -> None:

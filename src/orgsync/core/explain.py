@@ -89,7 +89,9 @@ class RuleMatch:
     """One rule of the target's configuration that matched one of the person's groups."""
 
     rule: str
-    """`scope_groups`, `roles[i]`, `groups[i]` (of the target's table) or `default_role`."""
+    """The configuration key: `targets.scope_groups`, `targets.roles[i]`, `targets.groups[i]`
+    (the i-th `[[targets.roles]]` / `[[targets.groups]]` of the target) or
+    `targets.default_role`."""
     pattern: str
     """The glob that matched (the role for `default_role`)."""
     gives: str
@@ -102,10 +104,15 @@ class RuleMatch:
 
     def describe(self) -> str:
         if not self.path:
-            return f"{self.gives} (default_role)"
+            return f"{self.gives} ({self.rule}, no role rule matches)"
         via = "".join(f" via nested group {name!r}" for name in self.path[1:])
-        where = f"{self.rule} = {self.pattern!r}"
-        return f"{self.gives}: member of IdP group {self.path[0]!r}{via} ({where})"
+        field = {"targets.roles": "group = ", "targets.groups": "source = "}.get(
+            self.rule.partition("[")[0], ""
+        )
+        return (
+            f"{self.gives}: member of IdP group {self.path[0]!r}{via} "
+            f"({self.rule}: {field}{self.pattern!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +415,13 @@ def explain(lookup: str, inputs: ExplainInput) -> Explanation:
         held=held,
         waiting=waiting,
         guards=_guards(
-            person, planner=planner, held=held, waiting=waiting, warnings=warnings, desired=desired
+            person,
+            planner=planner,
+            full=full,
+            held=held,
+            waiting=waiting,
+            warnings=warnings,
+            desired=desired,
         ),
         warnings=warnings,
     )
@@ -471,23 +484,24 @@ def _matches(p: SourcePerson, inputs: ExplainInput, desired: Desired) -> tuple[R
                 # The rules keep each person's first scope group by name: this one.
                 first = bool(decided) and not scope_decided
                 scope_decided = True
-                matches.append(RuleMatch("scope_groups", pattern, "in scope", path, first))
+                matches.append(RuleMatch("targets.scope_groups", pattern, "in scope", path, first))
                 break
         if not rules.roleless:
             for i, rule, matches_name in roles:
                 if matches_name(group.name):
                     wins = by_name and wanted is not None and wanted.role == rule.role
-                    matches.append(
-                        RuleMatch(f"roles[{i}]", rule.group, f"role {rule.role}", path, wins)
-                    )
+                    role = f"role {rule.role}"
+                    matches.append(RuleMatch(f"targets.roles[{i}]", rule.group, role, path, wins))
         for i, mirror, matches_name in mirrors:
             if matches_name(group.name):
                 gives = f"target group {mirror.target_name(group.name)!r}"
                 chosen = mirror.target_name(group.name) in desired.groups
-                matches.append(RuleMatch(f"groups[{i}]", mirror.source, gives, path, chosen))
+                key = f"targets.groups[{i}]"
+                matches.append(RuleMatch(key, mirror.source, gives, path, chosen))
                 break
     if wanted is not None and wanted.source_id == p.id and "(default role)" in decided:
-        matches.append(RuleMatch("default_role", wanted.role, f"role {wanted.role}", (), True))
+        role = f"role {wanted.role}"
+        matches.append(RuleMatch("targets.default_role", wanted.role, role, (), True))
     return tuple(matches)
 
 
@@ -577,6 +591,7 @@ def _guards(
     person: _Person,
     *,
     planner: _Planner,
+    full: Plan,
     held: tuple[HeldOperation, ...],
     waiting: tuple[Waiting, ...],
     warnings: tuple[str, ...],
@@ -656,13 +671,12 @@ def _guards(
                     f"{item.op} waits{until} (safety.removal_grace): {item.reason}",
                 )
             )
+    by_guard: dict[str, list[Operation]] = {}
     for kept in held:
-        guards.append(
-            Guard(
-                "safety_gate",
-                f"{kept.operation.op} {kept.operation.subject} held: {kept.guard}",
-            )
-        )
+        by_guard.setdefault(kept.guard, []).append(kept.operation)
+    for guard, operations in by_guard.items():
+        what = ", ".join(_what(op) for op in operations)
+        guards.append(Guard("safety_gate", f"held: {what}; {guard}{_allowance(full, operations)}"))
     for member in person.members:
         for group in given.observed.groups:
             if member.id in group.member_ids and group.is_scim_managed:
@@ -677,6 +691,27 @@ def _guards(
         if any(f"group {name!r}" in warning for name in desired.groups):
             guards.append(Guard("group_rule", warning))
     return tuple(guards)
+
+
+def _what(operation: Operation) -> str:
+    if isinstance(operation, AddGroupMember | RemoveGroupMember):
+        return f"{operation.op} {operation.email} (group {operation.group!r})"
+    return f"{operation.op} {operation.subject}"
+
+
+def _allowance(full: Plan, operations: list[Operation]) -> str:
+    """The one-run override a person would pass after checking, with the whole plan's
+    count (the gate lifts a guard only for a run doing at most that many)."""
+    everything = [*full.operations, *(h.operation for h in full.held)]
+    flags = [
+        f"--allow-{kind} {sum(map(counts, everything))}"
+        for kind, counts in (
+            ("removals", lambda op: op.is_removal),
+            ("additions", lambda op: op.is_addition),
+        )
+        if any(map(counts, operations))
+    ]
+    return f" (after checking, for one run: orgsync sync {' '.join(flags)})" if flags else ""
 
 
 def _unmanaged(person: _Person, planner: _Planner) -> list[Guard]:
