@@ -378,6 +378,8 @@ def concerns(operation: Operation, keys: Iterable[EmailKey], member_ids: Iterabl
 def explain(lookup: str, inputs: ExplainInput) -> Explanation:
     """Explain `lookup` (an email or a source id) in one target, from a dry run's inputs."""
     given = inputs.given
+    # The planner's own object (what `planner.plan` runs): the plan, and its answers to
+    # "untouchable?" and "why remove?", are the ones a dry run gets.
     planner = _Planner(given)
     full = gate(
         planner.run(),
