@@ -4,10 +4,13 @@ emulator, compared with what `orgsync sync --dry-run` plans for the same person.
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import Rig, directory
+from orgsync.store.writer_lock import FileLock, lock_path
+from tests.e2e.harness import Rig, directory, openai_target
 
 TEAM_RULE = """
 [[targets.groups]]
@@ -205,3 +208,51 @@ def test_usage_errors_exit_64_and_an_unknown_target_is_an_error(rig: Rig) -> Non
     unknown = rig.orgsync("explain", "p0", "--target", "nope")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
     assert not Path(rig.folder / "state.db").exists()
+
+
+def database_dump(path: Path) -> list[str]:
+    with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+        return list(db.iterdump())
+
+
+def test_explain_runs_beside_a_sync_holding_the_lock_and_changes_no_byte_of_state(
+    rig: Rig,
+) -> None:
+    rig.emulator.state.add_user("person0@example.com", "reader")
+    rig.write(directory(2, owners=0))
+    assert rig.orgsync("sync").returncode == 0
+    rig.write(directory(1, owners=0))
+    before = database_dump(rig.folder / "state.db")
+    lock = FileLock(lock_path(rig.folder / "state.db", "openai-test"))
+    assert lock.try_acquire(), "the test could not take the writer lock"
+    try:
+        busy = rig.orgsync("sync")
+        assert busy.returncode == 1 and "run.busy" in busy.stderr, "the lock is not held"
+        code, document = explain_json(rig, "person1@example.com")
+    finally:
+        lock.release()
+    assert code == 2
+    assert [op["op"] for op in only_target(document)["operations"]] == ["revoke_invite"]
+    assert database_dump(rig.folder / "state.db") == before
+
+
+def test_every_target_is_explained_unless_one_is_named(rig: Rig) -> None:
+    rig.more_targets = openai_target("openai-second", rig.emulator.start()).replace(
+        'scope_groups = ["openai-*"]', 'scope_groups = ["nobody-*"]'
+    )
+    rig.write(directory(2))
+    code, both = explain_json(rig, "person1@example.com")
+    assert [(t["target"], t["exit_code"]) for t in both["targets"]] == [
+        ("openai-test", 2),
+        ("openai-second", 0),
+    ]
+    assert code == 2 and both["exit_code"] == 2
+    second = only_target(both | {"targets": both["targets"][1:]})
+    assert second["desired"] == {
+        "wanted": False,
+        "reason": "in no scope group",
+        "role": None,
+        "groups": [],
+    }
+    code, one = explain_json(rig, "person1@example.com", "--target", "openai-second")
+    assert code == 0 and [t["target"] for t in one["targets"]] == ["openai-second"]

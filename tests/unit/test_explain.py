@@ -205,6 +205,12 @@ def test_a_rejected_record_keeps_its_member_and_is_found_by_id_and_by_its_email(
         assert "rejected_record" in kinds(result), lookup
         assert result.sources and result.sources[0].rejected, lookup
         assert result.desired.reason.startswith("source record rejected"), lookup
+    (scope,) = explained("p1", source, observed, memory=memory).sources[0].matches
+    assert (scope.rule, scope.path, scope.decides) == (
+        "targets.scope_groups",
+        ("openai-users",),
+        False,
+    )
     only_rejected = explained("p3", source, observed, memory=memory)
     assert only_rejected.found and only_rejected.sources[0].rejected == "email is a list"
 

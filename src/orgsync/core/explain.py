@@ -457,6 +457,9 @@ def _sources(person: _Person, inputs: ExplainInput, desired: Desired) -> tuple[S
                 name=listed.name if listed else "",
                 active=listed.active if listed else True,
                 rejected=bad.reason,
+                # What the rules would read, were the record usable: a fixed email is
+                # all it takes for these to apply.
+                matches=_matches(listed, inputs, desired) if listed else (),
             )
         )
     return tuple(records)
