@@ -300,3 +300,33 @@ def test_paths_to_breaks_cycles_and_takes_a_person_id_for_the_person() -> None:
     # g1 lists "g2", which is a person: not a nested group. g3 <-> g1 is a cycle.
     assert dict(paths) == {"g2": ("b",), "g3": ("c",), "g1": ("a", "c")}
     assert dict(paths_to(source, SourceId("g2"))) == {"g1": ("a",), "g3": ("c", "a")}
+
+
+def test_a_leaver_is_suspended_where_the_target_suspends() -> None:
+    source = snapshot(person("p2", "bob@x.com"), groups=(users("p2"),))
+    observed = org(member("u1", "ada@x.com"), member("u2", "bob@x.com"))
+    memory = Memory(managed=frozenset({normalize_email("ada@x.com")}))
+    keycard = Capabilities(invites=True, roles=True, suspend=True)
+    result = explained(
+        "ada@x.com",
+        source,
+        observed,
+        memory=memory,
+        policy=RemovalPolicy(on_removal="suspend"),
+        capabilities=keycard,
+    )
+    assert [(op.op, op.reason) for op in result.operations] == [
+        ("suspend_member", "no longer in the source (orgsync managed them)")
+    ]
+
+
+def test_a_group_rule_naming_a_group_another_provisioner_manages_is_a_guard() -> None:
+    source = snapshot(person("p1", "ada@x.com"), groups=(users("p1"), group("t", "team-ml", "p1")))
+    observed = org_with_groups(
+        target_group("tg1", "team-ml", (), scim=True), members=(member("u1", "ada@x.com"),)
+    )
+    result = explained("ada@x.com", source, observed)
+    assert result.desired.groups == ("team-ml",)
+    (guard,) = [g for g in result.guards if g.kind == "group_rule"]
+    assert "managed by another provisioner" in guard.reason
+    assert not [op for op in result.operations if op.op == "add_group_member"]
