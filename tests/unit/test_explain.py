@@ -330,3 +330,13 @@ def test_a_group_rule_naming_a_group_another_provisioner_manages_is_a_guard() ->
     (guard,) = [g for g in result.guards if g.kind == "group_rule"]
     assert "managed by another provisioner" in guard.reason
     assert not [op for op in result.operations if op.op == "add_group_member"]
+
+
+def test_the_last_owner_is_kept_and_says_so() -> None:
+    source = snapshot(person("p2", "bob@x.com"), groups=(users("p2"),))
+    observed = org(member("u1", "ada@x.com", "owner"), member("u2", "bob@x.com"))
+    memory = Memory(managed=frozenset({normalize_email("ada@x.com")}))
+    result = explained("ada@x.com", source, observed, memory=memory)
+    assert result.operations == () and result.exit_code == 0
+    (guard,) = [g for g in result.guards if g.kind == "last_owner"]
+    assert "the last owner" in guard.reason
