@@ -70,6 +70,10 @@ def resolve_secrets(config: Config, environ: Mapping[str, str]) -> WebhookSecret
     )
 
 
+# How far back a restart looks for the last good run; older history reads as none.
+RECENT_RUNS_SCANNED = 50
+
+
 class Service:
     """Every part of one daemon process; `run()` blocks until it has stopped."""
 
@@ -164,7 +168,14 @@ class Service:
             )
         self._signals = 0
         for name in names:
-            self.metrics.declare_target(name)
+            self.metrics.declare_target(name, last_success=self._last_success(name))
+
+    def _last_success(self, target: str) -> float | None:
+        """When the target's newest good write run (ok or held, any process) finished."""
+        for run in self.engine.store.runs(RECENT_RUNS_SCANNED, target, mode="sync"):
+            if run.status in {"ok", "held"} and run.finished_at is not None:
+                return run.finished_at.timestamp()
+        return None
 
     # ------------------------------------------------------------------ the pieces' callbacks
 
