@@ -140,6 +140,52 @@ class Journal:
             )
         return [_record(row) for row in rows]
 
+    def unsettled(self, target: str, per_status: int) -> Unsettled:
+        """`pending`, bounded for a page that is rendered often: the first `per_status`
+        operations of each status (by seq) and how many there are of each."""
+        if per_status < 0:
+            raise ValueError(f"per_status must not be negative, got {per_status}")
+        with self._db.read() as session:
+            run = session.one(
+                """
+                SELECT run_id FROM runs
+                WHERE target = ? AND mode = 'sync' AND status != 'running'
+                ORDER BY started_at DESC, run_id DESC LIMIT 1
+                """,
+                (target,),
+            )
+            if run is None:
+                return Unsettled(records=[], counts={})
+            run_id = run.text("run_id")
+            counts = {
+                row.text("status"): row.integer("n")
+                for row in session.query(
+                    "SELECT status, COUNT(*) AS n FROM operations "
+                    "WHERE run_id = ? AND status NOT IN (?, ?) GROUP BY status",
+                    (run_id, *_SETTLED),
+                )
+            }
+            rows = session.query(
+                """
+                SELECT * FROM (
+                    SELECT *, ROW_NUMBER() OVER (PARTITION BY status ORDER BY seq) AS n
+                    FROM operations WHERE run_id = ? AND status NOT IN (?, ?))
+                WHERE n <= ? ORDER BY seq
+                """,
+                (run_id, *_SETTLED, per_status),
+            )
+        return Unsettled(records=[_record(row) for row in rows], counts=counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """Part of what a target's latest finished sync run left undone, and all the counts."""
+
+    records: list[OperationRecord]
+    """At most the asked number per status, in seq order."""
+    counts: dict[str, int]
+    """Status -> how many operations of the run are in it (settled ones not counted)."""
+
 
 class RunJournal:
     """The `OperationJournal` of one run; every call has committed when it returns."""

@@ -21,7 +21,7 @@ from orgsync.core.plan import Plan
 from orgsync.store.db import Clock, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
-from orgsync.store.journal import Journal, OperationRecord, RunJournal
+from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
 from orgsync.store.lease import LeaseRecord, Leases
 from orgsync.store.links import Links
 from orgsync.store.migrations import migrate
@@ -189,6 +189,10 @@ class StateStore:
     def pending(self, target: str) -> list[OperationRecord]:
         """Operations the latest finished sync run of `target` did not settle."""
         return self._journal.pending(target)
+
+    def unsettled(self, target: str, per_status: int) -> Unsettled:
+        """`pending`, at most `per_status` of each status, with the full count of each."""
+        return self._journal.unsettled(target, per_status)
 
     # ------------------------------------------------------------------ links and memory
 
