@@ -14,7 +14,6 @@ import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -38,33 +37,11 @@ from orgsync.daemon.status_page import (
 )
 from orgsync.engine import RunOptions, TargetResult
 from orgsync.store import Origin, Outcome, RunRecord, StateStore
+from tests.daemon.browser import Dom
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EVIL = "<script>document.title='pwned'</script>"
 EVIL_ATTR = '"><img src=x onerror="alert(1)">'
-
-
-class Dom(HTMLParser):
-    """The elements and the text of a page, as a browser's parser sees them."""
-
-    def __init__(self, page: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[str] = []
-        self.attrs: list[tuple[str, str | None]] = []
-        self.texts: list[str] = []
-        self.feed(page)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        self.attrs.extend(attrs)
-
-    def handle_data(self, data: str) -> None:
-        self.texts.append(data)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.texts)
 
 
 def run(

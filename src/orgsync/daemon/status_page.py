@@ -133,7 +133,7 @@ h3{font-size:14px;margin:16px 0 6px}
 table{border-collapse:collapse;width:100%;font-size:13px;background:#fff}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--line);vertical-align:top;
 overflow-wrap:anywhere}
-th{color:var(--muted);font-weight:600;background:#fafbfc}
+th{color:var(--muted);font-weight:600;background:#fafbfc;white-space:nowrap}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 .badge{display:inline-block;padding:1px 9px;border-radius:999px;font-size:12px;
 font-weight:600;white-space:nowrap}
@@ -295,7 +295,9 @@ class Page:
             if run.finished_at is not None
             else ""
         )
-        changes = ", ".join(f"{n} {op}" for op, n in sorted(run.summary.items())) or "no changes"
+        changes = ", ".join(f"{n} {op}" for op, n in sorted(run.summary.items())) or (
+            "nothing applied" if run.held or run.failed else "no changes"
+        )
         counts = [f"{n} {what}" for n, what in ((run.held, "held"), (run.failed, "failed")) if n]
         error = (
             Html(f'<br><span class="error">{self.text(run.error)}</span>')
@@ -361,6 +363,8 @@ class Page:
                 )
                 + "</tbody></table>"
                 + self.more(held, "held operations")
+                + '<p class="more">Nothing held is applied until a person lets it through: '
+                "<code>orgsync sync --dry-run</code> shows the plan and the flag that does.</p>"
             )
         for status, title in _UNSETTLED_TITLES.items():
             listed = t.unsettled.get(status)
