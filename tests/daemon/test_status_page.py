@@ -20,6 +20,7 @@ import pytest
 
 from orgsync.config import load_config
 from orgsync.core.plan import HeldOperation, Invite, Plan, RemoveMember, Waiting
+from orgsync.core.ports import OperationStatus
 from orgsync.core.redaction import Scrubber
 from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import SyncRequest
@@ -260,12 +261,27 @@ api_key_file = "{key_file}"
 
 [server]
 webhook_secret_env = "HOOK"
+
+[[notify]]
+name = "chat"
+type = "slack"
+url_env = "SLACK"
 """,
         encoding="utf-8",
     )
     config = load_config(config_path)
-    found = secret_values(config, {"A_KEY": "env-secret-abcdefgh", "HOOK": "hook-secret-xyz12"})
-    assert found == {"env-secret-abcdefgh", "file-secret-0123456789", "hook-secret-xyz12"}
+    slack = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXX"
+    found = secret_values(
+        config, {"A_KEY": "env-secret-abcdefgh", "HOOK": "hook-secret-xyz12", "SLACK": slack}
+    )
+    expected = {"env-secret-abcdefgh", "file-secret-0123456789", "hook-secret-xyz12"}
+    assert found == expected | {"/services/T000/B000/XXXXXXXXXXXX"}
+    # The URL's path is the secret: scrubbed, while other URLs on the page stay readable.
+    scrub = Scrubber(found)
+    assert "XXXXXXXX" not in scrub(f"posted to {slack}")
+    assert scrub("cannot reach https://api.example.com/v1") == (
+        "cannot reach https://api.example.com/v1"
+    )
 
 
 # --------------------------------------------------------------------------- the collector
@@ -431,3 +447,46 @@ def test_each_run_status_gets_a_badge(status: str) -> None:
     target = TargetStatus("t", "openai", last_sync=run(status=status))
     page = render(StatusSnapshot(NOW, (target,), (run(status=status),)))
     assert f">{status}</span>" in page
+
+
+def test_unsettled_lists_a_few_of_each_status_and_counts_them_all(tmp_path: Path) -> None:
+    """`StateStore.unsettled`: the latest finished sync's undone operations, bounded per
+    status (so a long list of one kind never hides another), with full counts."""
+    store = StateStore.open(tmp_path / "state.db", clock=lambda: NOW)
+    operations = [
+        Invite(email=f"i{i:03}@example.com", role="reader", source_id=f"s{i}", reason="r")
+        for i in range(10)
+    ]
+    held = [
+        HeldOperation(
+            operation=RemoveMember(email=f"h{i:03}@example.com", user_id=f"u{i}", reason="r"),
+            guard="too many",
+        )
+        for i in range(120)
+    ]
+    plan = Plan.build(target="t", generated_at=NOW, operations=operations, held=held)
+    older = finished_sync(store, "t", plan, "held")
+    run_id = store.start_run("t", "sync", origin=Origin("daemon", "i"))
+    store.record_plan(run_id, plan)
+    journal = store.journal(run_id)
+    for seq, op in enumerate(plan.operations[:8]):
+        journal.started(seq, op)
+        outcome = OperationStatus.DONE if seq < 5 else OperationStatus.FAILED
+        journal.finished(seq, op, outcome, detail="409" if seq >= 5 else None)
+    # Seqs 8 and 9 never started (planned); a dry run afterwards changes nothing.
+    store.finish_run(run_id, status="failed", exit_code=1, summary={}, checksum=None)
+    store.record_run(
+        "t",
+        "dry-run",
+        started_at=NOW,
+        outcome=Outcome(status="ok", exit_code=0, summary={}, checksum=None),
+    )
+    found = store.unsettled("t", 50)
+    assert found.counts == {"held": 120, "failed": 3, "planned": 2}
+    statuses = [r.status.value for r in found.records]
+    assert statuses.count("held") == 50 and statuses.count("failed") == 3
+    assert statuses.count("planned") == 2
+    assert all(r.run_id == run_id != older for r in found.records)
+    assert [r.seq for r in found.records] == sorted(r.seq for r in found.records)
+    assert store.unsettled("nobody", 50).counts == {}
+    store.close()

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Final, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -43,6 +44,7 @@ from orgsync import __version__
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.plan import Waiting
 from orgsync.core.ports import OperationStatus
+from orgsync.core.redaction import MIN_FRAGMENT
 from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import SyncRequest
 from orgsync.engine import RunOptions, TargetResult
@@ -525,7 +527,18 @@ def secret_values(config: BaseModel, environ: Mapping[str, str]) -> set[str]:
                 found.update(_file_secret(value, environ))
 
     visit(config)
-    return found
+    return {_secret_part(secret) for secret in found}
+
+
+def _secret_part(secret: str) -> str:
+    """A URL given as a secret (a Slack webhook) is secret in its path, not in
+    `https://host`, whose fragments would otherwise hide every URL on the page."""
+    parts = urlsplit(secret)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        rest = secret[len(f"{parts.scheme}://{parts.netloc}") :]
+        if len(rest.strip("/")) >= MIN_FRAGMENT:
+            return rest
+    return secret
 
 
 def _file_secret(path: Path, environ: Mapping[str, str]) -> set[str]:
