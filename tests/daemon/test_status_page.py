@@ -37,7 +37,7 @@ from orgsync.daemon.status_page import (
     secret_values,
 )
 from orgsync.engine import RunOptions, TargetResult
-from orgsync.store import Origin, Outcome, RunRecord, StateStore
+from orgsync.store import Origin, Outcome, RunRecord, StateStore, Unsettled
 from tests.daemon.browser import Dom
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -119,7 +119,7 @@ def hostile_snapshot() -> StatusSnapshot:
     )
     store_records.record_plan(run_id, plan)
     store_records.finish_run(run_id, status="held", exit_code=3, summary={}, checksum=None)
-    held = store_records.unsettled(EVIL, MAX_LISTED)
+    held = store_records.unsettled(run_id, MAX_LISTED)
     assert len(held.records) == 1
     store_records.close()
     waiting = Waiting(op="remove_member", email=EVIL, reason=EVIL_ATTR, group=EVIL)
@@ -450,8 +450,8 @@ def test_each_run_status_gets_a_badge(status: str) -> None:
 
 
 def test_unsettled_lists_a_few_of_each_status_and_counts_them_all(tmp_path: Path) -> None:
-    """`StateStore.unsettled`: the latest finished sync's undone operations, bounded per
-    status (so a long list of one kind never hides another), with full counts."""
+    """`StateStore.unsettled`: a run's undone operations, bounded per status (so a long
+    list of one kind never hides another), with full counts."""
     store = StateStore.open(tmp_path / "state.db", clock=lambda: NOW)
     operations = [
         Invite(email=f"i{i:03}@example.com", role="reader", source_id=f"s{i}", reason="r")
@@ -473,20 +473,62 @@ def test_unsettled_lists_a_few_of_each_status_and_counts_them_all(tmp_path: Path
         journal.started(seq, op)
         outcome = OperationStatus.DONE if seq < 5 else OperationStatus.FAILED
         journal.finished(seq, op, outcome, detail="409" if seq >= 5 else None)
-    # Seqs 8 and 9 never started (planned); a dry run afterwards changes nothing.
+    # Seqs 8 and 9 never started (planned).
     store.finish_run(run_id, status="failed", exit_code=1, summary={}, checksum=None)
-    store.record_run(
-        "t",
-        "dry-run",
-        started_at=NOW,
-        outcome=Outcome(status="ok", exit_code=0, summary={}, checksum=None),
-    )
-    found = store.unsettled("t", 50)
+    found = store.unsettled(run_id, 50)
     assert found.counts == {"held": 120, "failed": 3, "planned": 2}
     statuses = [r.status.value for r in found.records]
     assert statuses.count("held") == 50 and statuses.count("failed") == 3
     assert statuses.count("planned") == 2
-    assert all(r.run_id == run_id != older for r in found.records)
+    assert all(r.run_id == run_id for r in found.records)
     assert [r.seq for r in found.records] == sorted(r.seq for r in found.records)
-    assert store.unsettled("nobody", 50).counts == {}
+    assert store.unsettled(older, 50).counts == {"held": 120, "planned": 10}
+    assert store.unsettled("no-such-run", 50).counts == {}
+    store.close()
+
+
+def test_the_page_follows_the_newest_finished_sync_and_reads_each_run_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore.open(path)
+    held = [
+        HeldOperation(
+            operation=RemoveMember(email="gone@example.com", user_id="u1", reason="r"),
+            guard="first guard",
+        )
+    ]
+    finished_sync(
+        store, "t", Plan.build(target="t", generated_at=NOW, operations=[], held=held), "held"
+    )
+    reads: list[str] = []
+
+    class Counting(StateStore):
+        def unsettled(self, run_id: str, per_status: int) -> Unsettled:
+            reads.append(run_id)
+            return super().unsettled(run_id, per_status)
+
+    page = StatusPage(
+        [("t", "openai")],
+        open_store=lambda: Counting(StateStore.open(path, create=False)._db),
+        standing=lambda _t: Quarantine(),
+        next_run=lambda _t: None,
+        queued=lambda _t: None,
+        cache_seconds=0,
+    )
+    assert "first guard" in page.html()
+    assert "first guard" in page.html()
+    assert len(reads) == 1
+    # A dry run changes nothing; a new sync that held nothing empties the list.
+    store.record_run(
+        "t",
+        "dry-run",
+        started_at=datetime.now(UTC),
+        outcome=Outcome(status="held", exit_code=3, summary={}, checksum=None, held=1),
+    )
+    assert "first guard" in page.html() and len(reads) == 1
+    finished_sync(store, "t", Plan.build(target="t", generated_at=NOW, operations=[]), "ok")
+    assert "first guard" not in page.html()
+    assert len(reads) == 2
+    page.close()
     store.close()

@@ -140,23 +140,12 @@ class Journal:
             )
         return [_record(row) for row in rows]
 
-    def unsettled(self, target: str, per_status: int) -> Unsettled:
-        """`pending`, bounded for a page that is rendered often: the first `per_status`
-        operations of each status (by seq) and how many there are of each."""
+    def unsettled(self, run_id: str, per_status: int) -> Unsettled:
+        """What run `run_id` left undone, bounded for a page that is rendered often: the
+        first `per_status` operations of each status (by seq) and how many of each."""
         if per_status < 0:
             raise ValueError(f"per_status must not be negative, got {per_status}")
         with self._db.read() as session:
-            run = session.one(
-                """
-                SELECT run_id FROM runs
-                WHERE target = ? AND mode = 'sync' AND status != 'running'
-                ORDER BY started_at DESC, run_id DESC LIMIT 1
-                """,
-                (target,),
-            )
-            if run is None:
-                return Unsettled(records=[], counts={})
-            run_id = run.text("run_id")
             counts = {
                 row.text("status"): row.integer("n")
                 for row in session.query(
@@ -165,21 +154,23 @@ class Journal:
                     (run_id, *_SETTLED),
                 )
             }
-            rows = session.query(
-                """
-                SELECT * FROM (
-                    SELECT *, ROW_NUMBER() OVER (PARTITION BY status ORDER BY seq) AS n
-                    FROM operations WHERE run_id = ? AND status NOT IN (?, ?))
-                WHERE n <= ? ORDER BY seq
-                """,
-                (run_id, *_SETTLED, per_status),
-            )
-        return Unsettled(records=[_record(row) for row in rows], counts=counts)
+            # One query per status present, each stopping at its limit (a window function
+            # over every row would read and sort the payloads of a whole mass hold).
+            rows = [
+                row
+                for status in sorted(counts)
+                for row in session.query(
+                    "SELECT * FROM operations WHERE run_id = ? AND status = ? ORDER BY seq LIMIT ?",
+                    (run_id, status, per_status),
+                )
+            ]
+        records = sorted((_record(row) for row in rows), key=lambda r: r.seq)
+        return Unsettled(records=records, counts=counts)
 
 
 @dataclass(frozen=True, slots=True)
 class Unsettled:
-    """Part of what a target's latest finished sync run left undone, and all the counts."""
+    """Part of what a run left undone, and all the counts."""
 
     records: list[OperationRecord]
     """At most the asked number per status, in seq order."""

@@ -190,9 +190,10 @@ class StateStore:
         """Operations the latest finished sync run of `target` did not settle."""
         return self._journal.pending(target)
 
-    def unsettled(self, target: str, per_status: int) -> Unsettled:
-        """`pending`, at most `per_status` of each status, with the full count of each."""
-        return self._journal.unsettled(target, per_status)
+    def unsettled(self, run_id: str, per_status: int) -> Unsettled:
+        """The operations `run_id` did not settle, at most `per_status` of each status, with
+        the full count of each (`pending` of one run, bounded)."""
+        return self._journal.unsettled(run_id, per_status)
 
     # ------------------------------------------------------------------ links and memory
 
