@@ -138,6 +138,36 @@ def test_a_person_sees_targets_results_held_and_waiting_and_no_script_runs(
         assert daemon.terminate() == 0
 
 
+def test_a_failing_target_shows_failed_and_quarantined_without_its_key(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """The organization refuses the daemon's key and quotes it back (masked, as OpenAI
+    does): the page says failed and quarantined, with the server's message, and no part
+    of the key."""
+    browser = Browser(tmp_path)
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = DaemonRig(
+            folder=tmp_path,
+            emulator=emulator,
+            quarantine='quarantine_after = 1\nquarantine_max_interval = "1h"',
+        )
+        rig.write(document([0, 1], []))
+        emulator.api_key = "sk-admin-rotated-elsewhere-0000000000000000000"  # every call: 401
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(rig.finished_runs, timeout=60, what="the failed startup run")
+
+        page = browser.dom(daemon.url("/"))
+        assert browser.csp_violations() == []
+        text = Dom(page).text
+        assert "quarantined" in text and "Quarantined after 1 failed run in a row" in text
+        assert "failed" in text and "Incorrect API key" in text
+        assert traces(API_KEY, page) == []
+        assert traces(API_KEY, daemon.get("/").text) == []
+        assert daemon.terminate() == 0
+
+
 def test_status_page_false_serves_no_page(tmp_path: Path, started: list[Daemon]) -> None:
     with OpenAIEmulator(api_key=API_KEY) as emulator:
         rig = DaemonRig(

@@ -345,8 +345,9 @@ class Page:
         )
         return Html(
             '<p class="quarantine"><strong>Quarantined</strong> after '
-            f"{self.text(standing.failures)} failed runs in a row; the next attempt is not "
-            f"before {self.when(standing.next_run_at)}, and one clean run ends it.{error}</p>"
+            f"{self.text(_count(standing.failures, 'failed run'))} in a row; the next "
+            f"attempt is not before {self.when(standing.next_run_at)}, and one clean run "
+            f"ends it.{error}</p>"
         )
 
     def operations(self, t: TargetStatus) -> Html:
@@ -482,6 +483,10 @@ def _describe(record: OperationRecord) -> str:
     if isinstance(role, str) and role:
         what = f"{what}, {previous} → {role}" if isinstance(previous, str) else f"{what}, {role}"
     return what
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _duration(delta: timedelta) -> str:
