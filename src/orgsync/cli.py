@@ -166,6 +166,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.set_defaults(usage=sync)
 
+    explain = command(
+        "explain",
+        "read-only: why one person would be invited, changed, removed or left alone, "
+        "target by target, as a dry run plans it (exit 1 when found nowhere)",
+    )
+    explain.add_argument("person", metavar="EMAIL|SOURCE_ID", help="an email or a source id")
+    explain.add_argument("--target", help="only this target")
+    explain.add_argument("--json", action="store_true", help="print the explanation as JSON")
+
     status = command("status", "last run, pending work and lock per target")
     status.add_argument("--json", action="store_true")
 
@@ -211,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from orgsync.daemon import run_daemon
 
             return run_daemon(config)
+        if args.command == "explain":
+            return _explain(config, args.person, target=args.target, as_json=args.json)
         if args.command == "status":
             return _status(config, as_json=args.json)
         if args.command == "runs":
@@ -250,6 +261,26 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     finally:
         if notifier is not None:
             notifier.close(DRAIN_SECONDS)
+
+
+def _explain(config: Config, person: str, *, target: str | None, as_json: bool) -> int:
+    from orgsync import explaining
+
+    if not person.strip():
+        raise OrgsyncError("explain: give an email or a source id, not an empty text")
+    engine = Engine(config)
+    try:
+        with _stop_on_signals(engine.stop):
+            found = engine.explain(person, target=target)
+    finally:
+        engine.close()
+    if as_json:
+        print(json.dumps(explaining.explanations_json(person, found), indent=2))
+    else:
+        print(explaining.render_explanations(found))
+    if not explaining.found_anywhere(found):
+        print(f"orgsync: {explaining.not_found_message(person, found)}", file=sys.stderr)
+    return explaining.exit_code(found)
 
 
 def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:

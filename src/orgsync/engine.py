@@ -29,6 +29,7 @@ import structlog
 from orgsync.applier import Applier, ApplyReport, ApplySettings
 from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
+from orgsync.core.explain import ExplainInput, Explanation, explain
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -68,7 +69,7 @@ from orgsync.core.safety import (
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.factories import build_source, build_target, retry_settings
 from orgsync.interrupt import ReadInterrupt
-from orgsync.store import LeaseRecord, Origin, Outcome, StateStore, WriterLock
+from orgsync.store import LeaseRecord, NoStateDatabase, Origin, Outcome, StateStore, WriterLock
 
 log = structlog.get_logger(__name__)
 
@@ -672,11 +673,7 @@ class Engine:
             learned = self.store.learned_forms(config.name)
             target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
         try:
-            observed = target.read()
-            check_capabilities(config, target.capabilities)
-            check_roles(config, observed.roles)
-            rules = membership_rules(config, target.capabilities)
-            desired = desired_state(snapshot, rules, observed.roles)
+            observed, desired, _ = self._read_target(config, snapshot, target)
             memory = self.store.memory(config.name)
             scoped = self._scope(config.name, desired, observed, memory, options)
             fresh = self.make_plan(
@@ -723,6 +720,61 @@ class Engine:
         return self._sync_result(config.name, fresh, report, run_id)
 
     @staticmethod
+    def _read_target(
+        config: TargetConfig, snapshot: SourceSnapshot, target: Target
+    ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
+        """Read the organization, check the configuration against it, and apply the rules."""
+        observed = target.read()
+        check_capabilities(config, target.capabilities)
+        check_roles(config, observed.roles)
+        rules = membership_rules(config, target.capabilities)
+        return observed, desired_state(snapshot, rules, observed.roles), rules
+
+    def explain(self, person: str, *, target: str | None = None) -> list[Explanation]:
+        """`orgsync explain`: one person in each selected target, as a dry run plans it.
+
+        Read-only: the same reads, rules, planner and safety gate as a dry run, but no
+        writer lock, no run recorded, no pruning, nothing learned stored, and a missing
+        state database is not created (orgsync then manages nobody yet).
+        """
+        targets = self.selected_targets(RunOptions(target=target))
+        store = self._read_only_store()
+        snapshot = self.read_source()
+        explanations: list[Explanation] = []
+        for config in targets:
+            connector = self.target_factory(
+                config, self.environ, interrupt=ReadInterrupt(self.stop)
+            )
+            learned = store.learned_forms(config.name) if store is not None else []
+            if isinstance(connector, LearnsForms):
+                connector.use_learned_forms(learned, lambda form: None)
+            try:
+                observed, desired, rules = self._read_target(config, snapshot, connector)
+                memory = store.memory(config.name) if store is not None else Memory()
+                given = self.plan_input(config, desired, observed, connector, memory)
+                inputs = ExplainInput(
+                    given=given,
+                    snapshot=snapshot,
+                    rules=rules,
+                    population=self._population(observed, memory, desired),
+                    limits=self.safety_limits(),
+                )
+                explanations.append(explain(person, inputs))
+            finally:
+                connector.close()
+        return explanations
+
+    def _read_only_store(self) -> StateStore | None:
+        """The state database as it is, or None when there is none yet (never created)."""
+        if self._store is None:
+            try:
+                self._store = StateStore.open(self.config.state.path, create=False)
+            except NoStateDatabase:
+                log.info("state.absent", path=str(self.config.state.path))
+                return None
+        return self._store
+
+    @staticmethod
     def _scope(
         target: str,
         desired: DesiredState,
@@ -756,25 +808,8 @@ class Engine:
         A targeted plan passes the whole organization's `population`: the ratios are
         measured against everyone orgsync manages, not against the few people in the slice.
         """
-        safety = self.config.safety
         memory = memory if memory is not None else self.store.memory(config.name)
-        policy = RemovalPolicy(
-            on_removal=config.on_removal,
-            remove_unmanaged=safety.remove_unmanaged,
-            protected=frozenset(normalize_email(e) for e in safety.protected),
-            removal_grace=safety.removal_grace,
-        )
-        draft = plan(
-            PlanInput(
-                target=config.name,
-                desired=desired,
-                observed=observed,
-                memory=memory,
-                policy=policy,
-                capabilities=target.capabilities,
-                now=self.clock(),
-            )
-        )
+        draft = plan(self.plan_input(config, desired, observed, target, memory))
         return gate(
             draft,
             population=(
@@ -786,6 +821,33 @@ class Engine:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+        )
+
+    def plan_input(
+        self,
+        config: TargetConfig,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        target: Target,
+        memory: Memory,
+    ) -> PlanInput:
+        """What the planner plans from, with the target's `[safety]` removal policy: built
+        here only, so a dry run, a sync and `explain` plan from the same inputs."""
+        safety = self.config.safety
+        policy = RemovalPolicy(
+            on_removal=config.on_removal,
+            remove_unmanaged=safety.remove_unmanaged,
+            protected=frozenset(normalize_email(e) for e in safety.protected),
+            removal_grace=safety.removal_grace,
+        )
+        return PlanInput(
+            target=config.name,
+            desired=desired,
+            observed=observed,
+            memory=memory,
+            policy=policy,
+            capabilities=target.capabilities,
+            now=self.clock(),
         )
 
     def _population(
