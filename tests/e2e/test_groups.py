@@ -48,7 +48,8 @@ def groups_by_name(rig: Rig) -> dict[str, dict[str, Any]]:
 def plan_json(rig: Rig) -> dict[str, Any]:
     result = rig.orgsync("sync", "--dry-run", "--json")
     assert result.returncode in (0, 2, 3), result.stdout + result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    (plan,) = json.loads(result.stdout)["targets"]
+    return plan  # type: ignore[no-any-return]
 
 
 def test_teams_become_groups_with_roles_and_invitees_wait(rig: Rig) -> None:
