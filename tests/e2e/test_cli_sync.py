@@ -14,7 +14,8 @@ def test_dry_run_writes_nothing_and_exits_2(rig: Rig) -> None:
     rig.write(directory(5, owners=2))
     result = rig.orgsync("sync", "--dry-run")
     assert result.returncode == 2, result.stderr
-    assert "Target openai-test: 5 invite" in result.stdout
+    assert "Target openai-test: 5 operations to apply" in result.stdout
+    assert "to apply: 5 invite" in result.stdout
     assert "member of openai-owners" in result.stdout
     assert rig.emulator.writes() == []
     assert rig.holdings() == {}
