@@ -165,9 +165,8 @@ _CAPS = (21, 40, 24, 0)
 """Column caps: the longest kind with its mark fits; longer names overflow, whole."""
 _INDENT = "    "
 _CHECKSUM_NOTE = (
-    "(covers the operations and what is held, not the time: `sync --dry-run --plan-out FILE` "
-    "saves the plan with it, `sync --plan FILE` applies it only while a fresh plan has the "
-    "same checksum)"
+    "(covers the operations and the held ones, not the time: `--plan-out FILE` saves the "
+    "plan with it; `--plan FILE` applies only while a fresh plan has the same checksum)"
 )
 
 
@@ -230,8 +229,15 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-_Item = str | list[Cell]
-"""A section heading (a line of its own) or a table row."""
+@dataclass(frozen=True, slots=True)
+class _Note:
+    """A line inside the table that is not a row (what to type to release the held)."""
+
+    text: str
+
+
+_Item = str | _Note | list[Cell]
+"""A section heading, a note, or a table row."""
 
 
 def render_plan(plan: Plan, style: Style = PLAIN) -> str:
@@ -256,6 +262,9 @@ def render_plan(plan: Plan, style: Style = PLAIN) -> str:
     for guard, operations in by_guard.items():
         items.append(f"Held by the safety gate: {guard}")
         items.extend(_operation_row(op, mark=HELD_MARK) for op in operations)
+    flags = _allow_flags(plan)
+    if flags:
+        items.append(_Note(f"to apply what is held after checking it: orgsync sync {flags}"))
     if plan.waiting:
         items.append("Waiting: cannot happen yet")
         for waiting in plan.waiting:
@@ -263,7 +272,7 @@ def render_plan(plan: Plan, style: Style = PLAIN) -> str:
             subject = f"{waiting.email} in {waiting.group}" if waiting.group else waiting.email
             items.append(_row(WAITING_MARK, waiting.op, subject, "", waiting.reason + until))
 
-    rows = [item for item in items if not isinstance(item, str)]
+    rows = [item for item in items if isinstance(item, list)]
     lines = [style.paint(_headline(plan), "bold")]
     if plan.operations:
         lines.append(f"  to apply: {counts(plan.operations)}")
@@ -283,11 +292,10 @@ def render_plan(plan: Plan, style: Style = PLAIN) -> str:
         for item in items:
             if isinstance(item, str):
                 lines.append("  " + style.paint(item, "bold"))
+            elif isinstance(item, _Note):
+                lines.append(_INDENT + item.text)
             else:
                 lines.append(table_line(item, widths, style, _INDENT))
-    flags = _allow_flags(plan)
-    if flags:
-        lines.append(f"  To apply what is held after checking it: orgsync sync {flags}")
     if plan.warnings:
         lines.append("  " + style.paint("Warnings", "bold", "yellow"))
         lines.extend(f"{_INDENT}{warning}" for warning in plan.warnings)

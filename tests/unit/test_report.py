@@ -156,7 +156,7 @@ def test_sections_counts_legend_and_checksum() -> None:
         assert f"{mark} {LEGEND[mark]}" in legend
     assert "v " + LEGEND["v"] not in legend, "only marks the plan uses"
     assert "  Held by the safety gate: 3 removals exceed safety.max_removals = 2" in lines
-    assert "  To apply what is held after checking it: orgsync sync --allow-removals 5" in lines
+    assert "    to apply what is held after checking it: orgsync sync --allow-removals 5" in lines
     assert "  Waiting: cannot happen yet" in lines
     assert any("bob@example.com" in r and "(until 2026-01-04 12:00Z)" in r for r in rows(text))
     assert any("alan@example.com in team-ml" in r for r in rows(text))
