@@ -354,7 +354,7 @@ def render_result(result: TargetResult, *, dry_run: bool, style: Style = PLAIN) 
             f"failed {len(report.failed)}; held {len(result.plan.held) if result.plan else 0}."
         )
         parts.extend(
-            f"  {style.paint('x', 'red')} {o.operation.op} {o.operation.subject}: {o.detail}"
+            f"  {style.paint('failed', 'red')}: {o.operation.op} {o.operation.subject}: {o.detail}"
             for o in report.failed
         )
     if result.error:

@@ -299,3 +299,22 @@ def test_runs_have_a_header_and_aligned_columns() -> None:
     assert "\x1b" not in text
     assert ESCAPE.sub("", render_runs(records, Style(colour=True))) == text
     assert render_runs([]) == "no runs recorded yet"
+
+
+def test_an_applied_run_says_what_failed_and_why() -> None:
+    from orgsync.applier import ApplyReport, Outcome
+    from orgsync.core.ports import OperationStatus
+
+    applied = Plan.build(target="t", generated_at=NOW, operations=list(plan().operations[:2]))
+    first, second = applied.operations
+    report = ApplyReport(
+        outcomes=[
+            Outcome(0, first, OperationStatus.DONE),
+            Outcome(1, second, OperationStatus.FAILED, detail="HTTP 400: unknown role"),
+        ]
+    )
+    text = render_result(TargetResult("t", 1, "failed", plan=applied, report=report), dry_run=False)
+    lines = text.splitlines()
+    assert "Applied 1 of 2; failed 1; held 0." in lines
+    assert f"  failed: {second.op} {second.subject}: HTTP 400: unknown role" in lines
+    assert lines[-1] == "=> t: error (exit 1)"
