@@ -46,3 +46,7 @@ def assert_plan_file(document: object) -> None:
 
 def assert_runs_output(document: object) -> None:
     assert problems(document, "runsOutput") == [], json.dumps(document, indent=1)[:3000]
+
+
+def assert_status_output(document: object) -> None:
+    assert problems(document, "statusOutput") == [], json.dumps(document, indent=1)[:3000]

@@ -20,7 +20,12 @@ import pytest
 from orgsync.emulators.openai_admin import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV, Rig, openai_target
 from tests.e2e.test_groups import GROUP_RULE, team_directory
-from tests.output_schema import assert_plan_file, assert_runs_output, assert_sync_output
+from tests.output_schema import (
+    assert_plan_file,
+    assert_runs_output,
+    assert_status_output,
+    assert_sync_output,
+)
 
 ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -225,9 +230,10 @@ def test_the_human_plan_is_coloured_on_a_terminal_unless_no_color(rig: Rig) -> N
     assert no_color == plain
 
 
-def test_runs_have_a_header_and_json_validates(two: Rig) -> None:
+def test_runs_have_a_header_and_runs_and_status_json_validate(two: Rig) -> None:
     two.orgsync("sync", "--dry-run")
     two.orgsync("sync", "--target", "openai-b")
+    assert two.orgsync("sync", "--target", "openai-test").returncode == 3
     runs = two.orgsync("runs")
     lines = runs.stdout.splitlines()
     assert lines[0].split() == [
@@ -241,11 +247,16 @@ def test_runs_have_a_header_and_json_validates(two: Rig) -> None:
         "EXIT",
         "CHANGES",
     ]
-    assert len(lines) == 1 + 3
+    assert len(lines) == 1 + 4
     for heading in ("TARGET", "STATUS", "EXIT", "CHANGES"):
         at = lines[0].index(heading)
         assert all(line[at - 2 : at] == "  " and line[at] != " " for line in lines[1:]), heading
     assert "\x1b" not in runs.stdout
     document = json.loads(two.orgsync("runs", "--json").stdout)
     assert_runs_output(document)
-    assert len(document) == 3
+    assert len(document) == 4
+    status = json.loads(two.orgsync("status", "--json").stdout)
+    assert_status_output(status)
+    assert [entry["target"] for entry in status] == ["openai-test", "openai-b"]
+    held = [p for p in status[0]["pending"] if p["status"] == "held"]
+    assert [p["operation"]["email"] for p in held] == ["person5@example.com", "person6@example.com"]
