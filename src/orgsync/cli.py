@@ -40,7 +40,7 @@ from orgsync.engine import (
 )
 from orgsync.logs import configure_logging
 from orgsync.notify import DRAIN_SECONDS, build_dispatcher
-from orgsync.report import render_result, results_json
+from orgsync.report import Style, render_results, render_runs, sync_json
 from orgsync.store import LeaseRecord, NoStateDatabase, RunRecord, StateStore
 
 if TYPE_CHECKING:
@@ -287,9 +287,9 @@ def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
     if args.plan_out:
         _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))
     if args.json:
-        print(json.dumps(results_json(results), indent=2))
+        print(json.dumps(sync_json(results, dry_run=args.dry_run), indent=2))
     else:
-        print("\n\n".join(render_result(r, dry_run=args.dry_run) for r in results))
+        print(render_results(results, dry_run=args.dry_run, style=Style.for_stream(sys.stdout)))
     return worst_exit_code([r.exit_code for r in results])
 
 
@@ -495,13 +495,7 @@ def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> i
     if as_json:
         print(json.dumps([r.as_json() for r in records], indent=2))
         return EXIT_OK
-    for record in records:
-        summary = ", ".join(f"{n} {op}" for op, n in record.summary.items()) or "-"
-        print(
-            f"{record.run_id}  {record.target:<16} {record.mode:<8} {record.origin:<7} "
-            f"{record.status:<16} exit {record.exit_code if record.exit_code is not None else '-'}"
-            f"  {summary}"
-        )
+    print(render_runs(records, Style.for_stream(sys.stdout)))
     return EXIT_OK
 
 
