@@ -17,6 +17,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -40,7 +41,8 @@ from orgsync.engine import (
 )
 from orgsync.logs import configure_logging
 from orgsync.notify import DRAIN_SECONDS, build_dispatcher
-from orgsync.report import render_result, results_json
+from orgsync.progress import quiet_stdout, reporter
+from orgsync.report import render_plan, render_result, results_json
 from orgsync.store import LeaseRecord, NoStateDatabase, RunRecord, StateStore
 
 if TYPE_CHECKING:
@@ -86,7 +88,8 @@ def _count(minimum: int) -> Any:
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """--config and --log-level, accepted before and after the command (SPEC).
+    """--config, --quiet, -v, --log-format and --log-level, accepted before and after the
+    command (SPEC).
 
     On the command's parser the defaults are suppressed, so a value given before the
     command is not overwritten by the command's own default.
@@ -103,7 +106,28 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default=default,
-        help="stderr log level (default: info; warning for demo)",
+        help="stderr log level (default: info; warning for demo and with --quiet)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="nothing on stdout on success (exit codes unchanged; when a run fails or a "
+        "guard holds operations, exit 1 or 3, the report goes to stderr); no progress",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug logs on stderr (same as --log-level debug)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default=default,
+        help="stderr log lines (default: console on a terminal, json otherwise)",
     )
 
 
@@ -198,7 +222,26 @@ def _check_usage(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _check_usage(args)
-    configure_logging(args.log_level or ("warning" if args.command == "demo" else "info"))
+    configure_logging(_log_level(args), json=_log_json(args))
+    if not args.quiet:
+        return _command(args)
+    with quiet_stdout() as quiet:
+        return quiet.ended(_command(args))
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    if args.log_level:
+        return str(args.log_level)
+    if args.verbose:
+        return "debug"
+    return "warning" if args.quiet or args.command in ("demo", "emulate") else "info"
+
+
+def _log_json(args: argparse.Namespace) -> bool | None:
+    return None if args.log_format is None else args.log_format == "json"
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "demo":
             from orgsync.demo import run_demo
@@ -239,26 +282,50 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     # A dry run is a person reading a plan: it notifies nobody. A sync that holds or
     # fails is a real run and does; its messages go out after the result is printed.
     notifier = None if args.dry_run else build_dispatcher(config, os.environ, strict=False)
-    engine = Engine(config, on_finished=notifier.run_finished if notifier else None)
+    # On a terminal a sync's plan is shown before its first call, as it is applied; the
+    # result then says how it went without repeating it.
+    shown: set[str] = set()
+    early = not (args.dry_run or args.json or args.quiet) and sys.stdout.isatty()
+    progress = reporter(
+        quiet=bool(args.quiet), show_plan=partial(_show_plan, shown) if early else None
+    )
+    engine = Engine(
+        config, on_finished=notifier.run_finished if notifier else None, progress=progress
+    )
     try:
         with _stop_on_signals(engine.stop):
             results = engine.run(options)
     finally:
         engine.close()
+        if progress is not None:
+            progress.close()
     try:
-        return _print_sync(results, args)
+        return _print_sync(results, args, shown)
     finally:
         if notifier is not None:
             notifier.close(DRAIN_SECONDS)
 
 
-def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
+def _show_plan(shown: set[str], plan: Plan) -> None:
+    print(render_plan(plan), flush=True)
+    shown.add(plan.target)
+
+
+def _print_sync(
+    results: list[TargetResult], args: argparse.Namespace, shown: set[str] | None = None
+) -> int:
     if args.plan_out:
         _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))
     if args.json:
         print(json.dumps(results_json(results), indent=2))
     else:
-        print("\n\n".join(render_result(r, dry_run=args.dry_run) for r in results))
+        shown = shown or set()
+        print(
+            "\n\n".join(
+                render_result(r, dry_run=args.dry_run, with_plan=r.target not in shown)
+                for r in results
+            )
+        )
     return worst_exit_code([r.exit_code for r in results])
 
 

@@ -131,10 +131,11 @@ def _any_held(plan: Plan, *, removal: bool) -> bool:
     return any(h.operation.is_removal if removal else h.operation.is_addition for h in plan.held)
 
 
-def render_result(result: TargetResult, *, dry_run: bool) -> str:
-    """The plan (if any) and one closing line with the outcome and the exit code."""
+def render_result(result: TargetResult, *, dry_run: bool, with_plan: bool = True) -> str:
+    """The plan (if any, unless shown already) and one closing line with the outcome and
+    the exit code."""
     parts = []
-    if result.plan is not None:
+    if result.plan is not None and with_plan:
         parts.append(render_plan(result.plan))
     if result.report is not None:
         report = result.report
