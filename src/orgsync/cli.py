@@ -207,7 +207,49 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "a complete sync against a local emulator")
     demo.add_argument("--json", action="store_true", help="print plans as JSON")
+    demo.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="leave the demo's configuration, directory file and state database in DIR "
+        "(new or empty) and print the commands to go on with",
+    )
+    _emulate_command(command("emulate", "serve an emulated organization to rehearse against"))
     return parser
+
+
+def _emulate_command(emulate: argparse.ArgumentParser) -> None:
+    def listen(text: str) -> tuple[str, int]:
+        from orgsync.demo import parse_listen  # the emulators load only when asked for
+
+        try:
+            return parse_listen(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    listen.__name__ = "HOST:PORT"
+    emulate.add_argument("kind", choices=["openai", "keycard"], help="which organization API")
+    emulate.add_argument(
+        "--listen",
+        type=listen,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="address to serve on (default: loopback, a free port)",
+    )
+    emulate.add_argument(
+        "--people",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="add N members person1..N@example.com to the organization",
+    )
+    emulate.add_argument(
+        "--seed-file",
+        type=Path,
+        metavar="F",
+        help="the organization's members, invitations and groups (JSON, README: Rehearse) "
+        "instead of the demo's sample organization",
+    )
 
 
 def _check_usage(args: argparse.Namespace) -> None:
@@ -246,7 +288,14 @@ def _command(args: argparse.Namespace) -> int:
         if args.command == "demo":
             from orgsync.demo import run_demo
 
-            return run_demo(as_json=args.json)
+            return run_demo(as_json=args.json, keep=args.keep)
+        if args.command == "emulate":
+            from orgsync.demo import run_emulator
+
+            host, port = args.listen
+            return run_emulator(
+                args.kind, host=host, port=port, people=args.people, seed_file=args.seed_file
+            )
         config = load_config(args.config or default_config_path())
         if args.command == "sync":
             return _sync(config, args)
