@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 from rich.console import Console
@@ -76,6 +76,37 @@ class _Rate(ProgressColumn):
         return Text(f"{task.completed / elapsed:,.1f}/s")
 
 
+class _KeptLines:
+    """`sys.stderr` while bars show: what is written (log lines) is kept, and printed
+    above the bars in batches.
+
+    rich's own redirection redraws the bars for every line, on the writing thread, under
+    the console's lock: a log line per operation then serialises the apply's workers on
+    terminal output and doubles its time (bench/apply_calls.py ... bars).
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._kept: list[str] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._kept.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> str:
+        with self._lock:
+            text, self._kept = "".join(self._kept), []
+        return text
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...
+        return getattr(self._real, name)
+
+
 class ProgressBars:
     """`RunProgress` on a terminal (stderr). Use as a context manager: the bars stop on exit."""
 
@@ -84,14 +115,40 @@ class ProgressBars:
         console: Console | None = None,
         *,
         show_plan: Callable[[Plan], None] | None = None,
+        batch_seconds: float = 0.1,
     ) -> None:
-        self._console = console or Console(stderr=True)
+        # Bound to the real stderr now: later sys.stderr is the line keeper.
+        self._console = console or Console(file=sys.stderr)
         self._show_plan = show_plan
+        self._batch = batch_seconds
         self._lock = threading.Lock()
         self._progress: Progress | None = None
         self._tasks: dict[tuple[str, str | None], TaskID] = {}
+        self._lines: _KeptLines | None = None
+        self._closed = threading.Event()
+        self._printer: threading.Thread | None = None
+
+    def _keep_lines(self) -> None:
+        """From the first bar on, stderr writes are kept and printed by one thread."""
+        if self._lines is not None:
+            return
+        self._lines = _KeptLines(sys.stderr)
+        sys.stderr = self._lines
+        self._printer = threading.Thread(target=self._print_lines, name="progress", daemon=True)
+        self._printer.start()
+
+    def _print_lines(self) -> None:
+        while not self._closed.wait(self._batch):
+            with self._lock:
+                self._print_kept()
+
+    def _print_kept(self) -> None:
+        text = self._lines.take() if self._lines is not None else ""
+        if text:
+            self._console.print(Text(text.rstrip("\n")), soft_wrap=True)
 
     def _bars(self) -> Progress:
+        self._keep_lines()
         if self._progress is None:
             self._progress = Progress(
                 SpinnerColumn(finished_text="[green]✓"),
@@ -103,6 +160,7 @@ class ProgressBars:
                 TextColumn("eta"),
                 TimeRemainingColumn(),
                 console=self._console,
+                redirect_stderr=False,  # `_KeptLines` does it, cheaply
             )
             self._progress.start()
         return self._progress
@@ -138,6 +196,7 @@ class ProgressBars:
         if self._show_plan is None:
             return
         with self._lock:
+            self._print_kept()
             self._stop()
             self._show_plan(plan)
 
@@ -148,8 +207,16 @@ class ProgressBars:
             self._tasks.clear()
 
     def close(self) -> None:
+        """Stop the bars, print what is still kept, and give stderr back."""
+        self._closed.set()
+        if self._printer is not None:
+            self._printer.join()
         with self._lock:
+            self._print_kept()
             self._stop()
+            if self._lines is not None and sys.stderr is self._lines:
+                sys.stderr = self._lines._real
+            self._lines = None
 
     def __enter__(self) -> Self:
         return self
