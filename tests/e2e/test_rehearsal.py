@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import directory
+from tests.e2e.shapes import only_target
 
 
 def _orgsync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -110,7 +111,7 @@ def test_emulate_openai_serves_a_sample_organization_to_dry_run_against(tmp_path
         )
         dry = _orgsync("--config", str(config), "sync", "--dry-run", "--json", env=env)
         assert dry.returncode == 2, dry.stderr
-        plan = json.loads(dry.stdout)
+        plan = only_target(json.loads(dry.stdout))
         ops = {(op["op"], op["email"]) for op in plan["operations"]}
         # person1..3 are the --people members, person0..3 the directory's people.
         assert ("invite", "person0@example.com") in ops
@@ -159,7 +160,8 @@ def test_emulate_keycard_with_a_seed_file(tmp_path: Path) -> None:
             "--config", str(config), "sync", "--dry-run", "--json", env=_exported(served.lines)
         )
         assert dry.returncode == 2, dry.stderr
-        ops = {(op["op"], op.get("email")) for op in json.loads(dry.stdout)["operations"]}
+        plan = only_target(json.loads(dry.stdout))
+        ops = {(op["op"], op.get("email")) for op in plan["operations"]}
         assert ("invite", "person2@example.com") in ops
         assert ("invite", "person1@example.com") in ops  # wrong role on the invitation
         assert not [o for o in ops if o[1] == "person0@example.com"]  # already an admin
