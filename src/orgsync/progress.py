@@ -10,8 +10,10 @@ stdout, so `--json` output and pipes stay clean:
   `progress` per phase start and end, and while a phase runs one every `interval`
   seconds and at every `step` of its total.
 `quiet_stdout` keeps stdout back for `--quiet`.
-Both reporters must never slow the apply: an advance is a counter under a lock; rendering happens
-on rich's refresh thread or the ticker thread, or once per step.
+
+Neither reporter may slow the apply: an advance is a counter under a lock; drawing
+happens on rich's refresh thread (4 times a second) and log lines written meanwhile are
+printed above the bars by one thread in batches; events are written once per step.
 """
 
 from __future__ import annotations
