@@ -312,7 +312,7 @@ class Engine:
         *,
         environ: Mapping[str, str] | None = None,
         store: StateStore | None = None,
-        source_factory: SourceFactory = build_source,
+        source_factory: SourceFactory | None = None,
         target_factory: TargetFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stop: threading.Event | None = None,
@@ -328,7 +328,9 @@ class Engine:
         self.observer: RunObserver = observer or _Unobserved()
         # Told each target's result once a run returns (notifications); cheap, never raises.
         self.on_finished = on_finished or (lambda result, options: None)
-        self.source_factory = source_factory
+        self.source_factory: SourceFactory = source_factory or partial(
+            build_source, on_response=self.observer.http_response
+        )
         self.target_factory: TargetFactory = target_factory or partial(
             build_target, on_response=self.observer.http_response
         )

@@ -268,29 +268,42 @@ class TokenEndpoint:
     ) -> None:
         self.url = url
         self._hint = hint
-        self._http = HttpClient(
-            system=system,
-            retry=RetrySettings(max_attempts=1),
-            secrets=secrets,
-            timeout=timeout,
-            verify=verify,
-            transport=transport,
-            interrupt=interrupt,
-            error_parser=error_parser,
-            on_response=on_response,
-        )
-        self.secrets: SecretSet = self._http.secrets
+        self.secrets = SecretSet(secrets)
+        self._options: dict[str, Any] = {
+            "system": system,
+            "error_parser": error_parser,
+            "timeout": timeout,
+            "verify": verify,
+            "transport": transport,
+            "interrupt": interrupt,
+            "on_response": on_response,
+        }
+        self._lock = threading.Lock()
+        self._http: HttpClient | None = None
 
     def __repr__(self) -> str:
         return f"TokenEndpoint({self.url!r})"
 
     def close(self) -> None:
-        self._http.close()
+        """Close the connections; the next grant opens new ones (a source closes its
+        connections after each read and keeps its token for the next)."""
+        with self._lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
+
+    def _client(self) -> HttpClient:
+        with self._lock:
+            if self._http is None:
+                self._http = HttpClient(
+                    retry=RetrySettings(max_attempts=1), secrets=self.secrets, **self._options
+                )
+            return self._http
 
     def grant(self, form: Mapping[str, str], *, auth: httpx.Auth | None = None) -> AccessToken:
         """POST `form`; the token, or `AuthError` if the client is refused."""
         try:
-            return self._http.send(
+            return self._client().send(
                 "POST", self.url, data=form, auth=auth, idempotent=False, parse=_token
             )
         except (AuthError, RequestRejected) as error:

@@ -289,7 +289,9 @@ class HttpClient:
         path = httpx.URL(url).path
 
         def attempt() -> _T:
-            return parse(self._send(method, url, path, params, json, data, auth))
+            return parse(
+                self._send(method, url, path, params=params, json_body=json, data=data, auth=auth)
+            )
 
         if not idempotent:
             return attempt()
@@ -309,6 +311,7 @@ class HttpClient:
         method: str,
         url: httpx.URL | str,
         path: str,
+        *,
         params: QueryParams | None,
         json_body: object,
         data: Mapping[str, str] | None,

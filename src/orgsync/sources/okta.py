@@ -5,7 +5,7 @@ Owns the Okta dialect: the `SSWS` API token, `Link: <...>; rel="next"` paginatio
 headers (`X-Rate-Limit-Reset`, epoch seconds, measured against the response's own `Date`
 so that a skewed local clock neither hammers nor stalls), and the mapping of Okta users
 and groups into a `SourceSnapshot`. Transport, retries and the page-sequence checks are
-`sources._http`'s.
+`orgsync.http`'s.
 
 Calls, and nothing per user: users (two listings, see below), groups, and one member
 listing per group (`/api/v1/groups/{id}/users`), a few groups at a time. Okta groups
@@ -40,14 +40,14 @@ import structlog
 
 from orgsync.core.errors import SourceDataError
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.http.auth import HeaderAuth
+from orgsync.http.responses import parse_retry_after
 from orgsync.sources._http import (
     HttpSettings,
-    PageGuard,
     SourceHttp,
-    StaticHeader,
+    page_guard,
     parallel_map,
     require_list,
-    retry_after_header,
 )
 
 __all__ = ["ACTIVE_STATUSES", "OktaSource", "okta_error_message", "okta_retry_after"]
@@ -90,7 +90,7 @@ def okta_retry_after(
     with the response's `Date`, so a local clock that runs ahead or behind does not matter.
     A `Retry-After`, should one come, is honoured first.
     """
-    explicit = retry_after_header(response)
+    explicit = parse_retry_after(response.headers)
     if explicit is not None:
         return explicit
     raw = response.headers.get("x-rate-limit-reset")
@@ -199,8 +199,7 @@ class OktaSource:
             self.url,
             system="okta",
             credential_key="source.token",
-            credential=StaticHeader(f"SSWS {self._token}"),
-            secrets=(self._token,),
+            auth=HeaderAuth(f"SSWS {self._token}", secret=self._token),
             timeout=self.settings.timeout,
             verify=self.settings.verify,
             retry=self.settings.retry,
@@ -210,6 +209,7 @@ class OktaSource:
             transport=self._transport,
             sleep=self._sleep,
             interrupt=self.settings.interrupt,
+            on_response=self.settings.on_response,
         ) as http:
             return self._read(http)
 
@@ -250,7 +250,7 @@ class OktaSource:
     def _pages(http: SourceHttp, path: str, params: dict[str, object]) -> Iterator[dict[str, Any]]:
         """Every object of one listing, following `Link: rel="next"` to the end."""
         listing = f"GET {path}"
-        guard = PageGuard("okta", listing)
+        guard = page_guard("okta", listing)
         body, response = http.get_page(path, params)
         while True:
             items = require_list(body, system="okta", where=f"{listing} (page {guard.pages + 1})")
