@@ -66,5 +66,5 @@ def test_source_requests_count_in_the_http_metric(tmp_path: Path) -> None:
         okta_requests = len([r for r in okta.requests if r.path.startswith("/api/v1")])
 
     counts = http_counts(metrics)
-    assert counts[("okta", "200")] == okta_requests > 1, "every page of every listing"
+    assert counts[("source:okta", "200")] == okta_requests > 1, "every page of every listing"
     assert counts[("openai-test", "200")] >= 1, "the target's calls count as before"

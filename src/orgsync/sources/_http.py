@@ -54,6 +54,7 @@ from orgsync.retrying import RetrySettings
 __all__ = [
     "HttpSettings",
     "SourceHttp",
+    "metrics_system",
     "page_guard",
     "parallel_map",
     "require_list",
@@ -79,11 +80,18 @@ class HttpSettings:
     interrupt: ReadInterrupt | None = None
     """Set when orgsync is told to stop: the read ends at once (see the module doc)."""
     on_response: OnResponse | None = None
-    """Told `(system, status)` of every response: `orgsync_http_requests_total`."""
+    """Told `(system, status)` of every response: `orgsync_http_requests_total`, where a
+    source's `system` is `source:<type>` (`metrics_system`), apart from every target's."""
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+
+
+def metrics_system(system: str) -> str:
+    """The `system` label of a source's HTTP calls in metrics and logs: `source:okta`, so
+    that no target's name can collide with it and the target alerts can leave it out."""
+    return f"source:{system}"
 
 
 def source_error(system: str, error: ApiError, *, credential_key: str | None = None) -> SourceError:
@@ -118,7 +126,8 @@ class SourceHttp:
     Args:
         base_url: the API root; relative paths are resolved against it, and absolute URLs
             (next links) must share its scheme, host, port and path prefix.
-        system: the name in messages, logs and metrics ("okta", "entra", "google", "scim").
+        system: the name in messages ("okta", "entra", "google", "scim"); in logs and
+            metrics it is `metrics_system(system)`.
         credential_key: the configuration key of the credential ("source.token"), named
             when the server refuses it.
         auth: the credential flow (`orgsync.http.auth`, or httpx's Basic).
@@ -158,7 +167,7 @@ class SourceHttp:
         self._base = httpx.URL(base_url.rstrip("/") + "/")
         self._credential_key = credential_key
         self._http = HttpClient(
-            system=system,
+            system=metrics_system(system),
             retry=retry,
             auth=auth,
             headers=headers,

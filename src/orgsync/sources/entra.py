@@ -50,6 +50,7 @@ from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.sources._http import (
     HttpSettings,
     SourceHttp,
+    metrics_system,
     page_guard,
     parallel_map,
     require_list,
@@ -164,7 +165,7 @@ class EntraSource:
         self.token = ClientCredentials(
             TokenEndpoint(
                 self.token_url,
-                system="entra",
+                system=metrics_system("entra"),
                 error_parser=graph_error_message,
                 timeout=self.settings.timeout,
                 verify=self.settings.verify,

@@ -50,6 +50,7 @@ from orgsync.http.responses import default_is_transient
 from orgsync.sources._http import (
     HttpSettings,
     SourceHttp,
+    metrics_system,
     page_guard,
     parallel_map,
     require_list,
@@ -232,7 +233,7 @@ class GoogleSource:
         self.token = JwtBearer(
             TokenEndpoint(
                 token_url,
-                system="google",
+                system=metrics_system("google"),
                 error_parser=google_error_message,
                 timeout=self.settings.timeout,
                 verify=self.settings.verify,
