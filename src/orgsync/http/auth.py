@@ -32,16 +32,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 import httpx
 import structlog
 
 from orgsync.core.errors import ApiError, AuthError, RequestRejected, TransientError
 from orgsync.core.redaction import auth_failure_detail
-from orgsync.http.client import HttpClient, OnResponse, SecretSet
-from orgsync.http.responses import ErrorParser
-from orgsync.interrupt import ReadInterrupt
+from orgsync.http.client import ClientOptions, HttpClient, SecretSet
 from orgsync.retrying import RetrySettings
 
 __all__ = [
@@ -247,9 +245,9 @@ class TokenEndpoint:
         system: the metrics/log label (the API's system).
         secrets: credentials to scrub (the client secret); assertions and tokens are
             added as they are made.
-        error_parser: the vendor's error body (OAuth's by default).
         hint: appended to a refused client's message (what to check).
-        timeout, verify, transport, interrupt, on_response: as the API's client.
+        options: as the API's client (`HttpClient`); the error parser is OAuth's unless
+            given.
     """
 
     def __init__(
@@ -258,26 +256,15 @@ class TokenEndpoint:
         *,
         system: str,
         secrets: Iterable[str] = (),
-        error_parser: ErrorParser = oauth_error_message,
         hint: str = "",
-        timeout: float = 30.0,
-        verify: bool | str = True,
-        transport: httpx.BaseTransport | None = None,
-        interrupt: ReadInterrupt | None = None,
-        on_response: OnResponse | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         self.url = url
+        self._system = system
         self._hint = hint
         self.secrets = SecretSet(secrets)
-        self._options: dict[str, Any] = {
-            "system": system,
-            "error_parser": error_parser,
-            "timeout": timeout,
-            "verify": verify,
-            "transport": transport,
-            "interrupt": interrupt,
-            "on_response": on_response,
-        }
+        options.setdefault("error_parser", oauth_error_message)
+        self._options = options
         self._lock = threading.Lock()
         self._http: HttpClient | None = None
 
@@ -296,7 +283,10 @@ class TokenEndpoint:
         with self._lock:
             if self._http is None:
                 self._http = HttpClient(
-                    retry=RetrySettings(max_attempts=1), secrets=self.secrets, **self._options
+                    system=self._system,
+                    retry=RetrySettings(max_attempts=1),
+                    secrets=self.secrets,
+                    **self._options,
                 )
             return self._http
 

@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
 
 import httpx
 import structlog
@@ -51,6 +51,7 @@ from orgsync.interrupt import ReadInterrupt, interruptible_transport
 from orgsync.retrying import RetrySettings
 
 __all__ = [
+    "ClientOptions",
     "HasSecrets",
     "HttpClient",
     "QueryParams",
@@ -171,6 +172,25 @@ def new_client(
 
 
 # --------------------------------------------------------------------------- the client
+
+
+class ClientOptions(TypedDict, total=False):
+    """`HttpClient`'s optional settings, for the clients built on it to pass through."""
+
+    timeout: float
+    verify: bool | str
+    user_agent: str
+    headers: Mapping[str, str] | None
+    max_connections: int | None
+    transport: httpx.BaseTransport | None
+    interrupt: ReadInterrupt | None
+    error_parser: ErrorParser
+    is_transient: IsTransient
+    retry_after: RetryAfter
+    form_refusal: FormRefusal
+    requests_per_second: float | None
+    on_response: OnResponse | None
+    sleep: Callable[[float], None]
 
 
 class HttpClient:
@@ -324,6 +344,7 @@ class HttpClient:
         if self._bucket is not None:
             self._bucket.acquire()
         started = time.perf_counter()
+        line = {"system": self.system, "method": method, "path": path}
         try:
             response = self._http.request(
                 method,
@@ -338,9 +359,7 @@ class HttpClient:
                 self._on_response(self.system, 0)
             log.debug(
                 "http.request",
-                system=self.system,
-                method=method,
-                path=path,
+                **line,
                 status=0,
                 error=type(exc).__name__,
                 duration_ms=_millis(started),
@@ -348,9 +367,7 @@ class HttpClient:
             raise redact(error_for_transport(exc, context=context), self._all_secrets()) from exc
         log.debug(
             "http.request",
-            system=self.system,
-            method=method,
-            path=path,
+            **line,
             status=response.status_code,
             request_id=response.headers.get("x-request-id"),
             duration_ms=_millis(started),

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
@@ -38,16 +37,9 @@ from orgsync.core.errors import (
     SourceError,
     TransientError,
 )
-from orgsync.http.client import HttpClient, OnResponse
+from orgsync.core.model import SourceGroup, SourceId
+from orgsync.http.client import ClientOptions, HttpClient, OnResponse
 from orgsync.http.paging import PageGuard
-from orgsync.http.responses import (
-    ErrorParser,
-    IsTransient,
-    RetryAfter,
-    default_is_transient,
-    no_message,
-    retry_after,
-)
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 
@@ -58,6 +50,7 @@ __all__ = [
     "page_guard",
     "parallel_map",
     "require_list",
+    "resolve_groups",
     "source_error",
 ]
 
@@ -86,6 +79,17 @@ class HttpSettings:
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+
+    def options(self, **more: Unpack[ClientOptions]) -> ClientOptions:
+        """What every client of a source's read takes from these settings, and `more`."""
+        return ClientOptions(
+            timeout=self.timeout,
+            verify=self.verify,
+            interrupt=self.interrupt,
+            on_response=self.on_response,
+            max_connections=self.max_concurrency * 2,
+            **more,
+        )
 
 
 def metrics_system(system: str) -> str:
@@ -131,12 +135,9 @@ class SourceHttp:
         credential_key: the configuration key of the credential ("source.token"), named
             when the server refuses it.
         auth: the credential flow (`orgsync.http.auth`, or httpx's Basic).
-        headers: extra headers on every request.
         secrets: values scrubbed from every message (tokens, passwords).
-        error_message, retry_after, is_transient: the vendor's dialect.
-        max_connections: the connection pool size (at least the member-list workers).
-        on_response: told `(system, status)` of every response (the metrics).
-        The others: as `orgsync.http.client.HttpClient`.
+        options: as `orgsync.http.client.HttpClient` (the vendor's dialect among them:
+            `error_parser`, `retry_after`, `is_transient`).
 
     `stop`, once set, makes the next request raise instead of being sent: a sibling worker
     failed, and finishing this one's pages would only spend rate limit.
@@ -150,38 +151,14 @@ class SourceHttp:
         retry: RetrySettings,
         credential_key: str | None = None,
         auth: httpx.Auth | None = None,
-        headers: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
-        timeout: float = 30.0,
-        verify: bool | str = True,
-        error_message: ErrorParser = no_message,
-        retry_after: RetryAfter = retry_after,
-        is_transient: IsTransient = default_is_transient,
-        max_connections: int = 10,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        interrupt: ReadInterrupt | None = None,
-        on_response: OnResponse | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         self.system = system
         self._base = httpx.URL(base_url.rstrip("/") + "/")
         self._credential_key = credential_key
         self._http = HttpClient(
-            system=metrics_system(system),
-            retry=retry,
-            auth=auth,
-            headers=headers,
-            secrets=secrets,
-            timeout=timeout,
-            verify=verify,
-            error_parser=error_message,
-            retry_after=retry_after,
-            is_transient=is_transient,
-            max_connections=max_connections,
-            transport=transport,
-            sleep=sleep,
-            interrupt=interrupt,
-            on_response=on_response,
+            system=metrics_system(system), retry=retry, auth=auth, secrets=secrets, **options
         )
         self.stop = self._http.stop
 
@@ -263,6 +240,19 @@ def require_list(value: Any, *, system: str, where: str) -> list[Any]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise SourceDataError(f"{system}: {where}: expected a list of objects")
     return value
+
+
+def resolve_groups(
+    http: SourceHttp,
+    groups: Iterable[tuple[SourceId, str]],
+    members: Callable[[tuple[SourceId, str]], tuple[SourceId, ...]],
+    *,
+    workers: int,
+) -> tuple[SourceGroup, ...]:
+    """Each `(id, name)` group with the members `members` lists for it, `workers` groups
+    at a time; the first failure stops every listing (`parallel_map`)."""
+    resolved = parallel_map(members, groups, workers=workers, stop=http.stop)
+    return tuple(SourceGroup(id=gid, name=name, members=ids) for (gid, name), ids in resolved)
 
 
 def parallel_map(

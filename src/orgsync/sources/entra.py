@@ -41,7 +41,6 @@ import structlog
 from orgsync.core.errors import SourceDataError
 from orgsync.core.model import (
     RejectedRecord,
-    SourceGroup,
     SourceId,
     SourcePerson,
     SourceSnapshot,
@@ -52,8 +51,8 @@ from orgsync.sources._http import (
     SourceHttp,
     metrics_system,
     page_guard,
-    parallel_map,
     require_list,
+    resolve_groups,
 )
 
 __all__ = ["GRAPH_SCOPE", "EntraSource", "graph_error_message", "pick_email"]
@@ -166,12 +165,10 @@ class EntraSource:
             TokenEndpoint(
                 self.token_url,
                 system=metrics_system("entra"),
-                error_parser=graph_error_message,
-                timeout=self.settings.timeout,
-                verify=self.settings.verify,
-                transport=transport,
-                interrupt=self.settings.interrupt,
-                on_response=self.settings.on_response,
+                **self.settings.options(
+                    error_parser=graph_error_message,
+                    transport=transport,
+                ),
             ),
             client_id=client_id,
             client_secret=client_secret,
@@ -190,15 +187,12 @@ class EntraSource:
             system="entra",
             credential_key="source.client_secret",
             auth=self.token,
-            timeout=self.settings.timeout,
-            verify=self.settings.verify,
             retry=self.settings.retry,
-            error_message=graph_error_message,
-            max_connections=self.settings.max_concurrency * 2,
-            transport=self._transport,
-            sleep=self._sleep,
-            interrupt=self.settings.interrupt,
-            on_response=self.settings.on_response,
+            **self.settings.options(
+                error_parser=graph_error_message,
+                transport=self._transport,
+                sleep=self._sleep,
+            ),
         ) as http:
             return self._read(http)
 
@@ -246,11 +240,8 @@ class EntraSource:
                     ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
-        resolved = parallel_map(
-            members, groups, workers=self.settings.max_concurrency, stop=http.stop
-        )
-        snapshot_groups = tuple(
-            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        snapshot_groups = resolve_groups(
+            http, groups, members, workers=self.settings.max_concurrency
         )
         log.info("source.entra.read", people=len(people), groups=len(snapshot_groups))
         return SourceSnapshot(

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from orgsync.core.errors import ConfigError, SourceDataError
-from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
 from orgsync.http.auth import JWT_BEARER_GRANT, JwtBearer, TokenEndpoint
 from orgsync.http.responses import default_is_transient
 from orgsync.sources._http import (
@@ -52,8 +52,8 @@ from orgsync.sources._http import (
     SourceHttp,
     metrics_system,
     page_guard,
-    parallel_map,
     require_list,
+    resolve_groups,
 )
 
 __all__ = [
@@ -234,12 +234,7 @@ class GoogleSource:
             TokenEndpoint(
                 token_url,
                 system=metrics_system("google"),
-                error_parser=google_error_message,
-                timeout=self.settings.timeout,
-                verify=self.settings.verify,
-                transport=transport,
-                interrupt=self.settings.interrupt,
-                on_response=self.settings.on_response,
+                **self.settings.options(error_parser=google_error_message, transport=transport),
             ),
             assertion=self.assertion,
             clock=clock,
@@ -272,16 +267,13 @@ class GoogleSource:
             system="google",
             credential_key="source.credentials_file",
             auth=self.token,
-            timeout=self.settings.timeout,
-            verify=self.settings.verify,
             retry=self.settings.retry,
-            error_message=google_error_message,
-            is_transient=google_is_transient,
-            max_connections=self.settings.max_concurrency * 2,
-            transport=self._transport,
-            sleep=self._sleep,
-            interrupt=self.settings.interrupt,
-            on_response=self.settings.on_response,
+            **self.settings.options(
+                error_parser=google_error_message,
+                is_transient=google_is_transient,
+                transport=self._transport,
+                sleep=self._sleep,
+            ),
         ) as http:
             return self._read(http)
 
@@ -328,11 +320,8 @@ class GoogleSource:
                     ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
-        resolved = parallel_map(
-            members, groups, workers=self.settings.max_concurrency, stop=http.stop
-        )
-        snapshot_groups = tuple(
-            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        snapshot_groups = resolve_groups(
+            http, groups, members, workers=self.settings.max_concurrency
         )
         log.info("source.google.read", people=len(people), groups=len(snapshot_groups))
         return SourceSnapshot(people=tuple(people.values()), groups=snapshot_groups)

@@ -39,15 +39,15 @@ import httpx
 import structlog
 
 from orgsync.core.errors import SourceDataError
-from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
 from orgsync.http.auth import HeaderAuth
 from orgsync.http.responses import parse_retry_after
 from orgsync.sources._http import (
     HttpSettings,
     SourceHttp,
     page_guard,
-    parallel_map,
     require_list,
+    resolve_groups,
 )
 
 __all__ = ["ACTIVE_STATUSES", "OktaSource", "okta_error_message", "okta_retry_after"]
@@ -200,16 +200,13 @@ class OktaSource:
             system="okta",
             credential_key="source.token",
             auth=HeaderAuth(f"SSWS {self._token}", secret=self._token),
-            timeout=self.settings.timeout,
-            verify=self.settings.verify,
             retry=self.settings.retry,
-            error_message=okta_error_message,
-            retry_after=okta_retry_after,
-            max_connections=self.settings.max_concurrency * 2,
-            transport=self._transport,
-            sleep=self._sleep,
-            interrupt=self.settings.interrupt,
-            on_response=self.settings.on_response,
+            **self.settings.options(
+                error_parser=okta_error_message,
+                retry_after=okta_retry_after,
+                transport=self._transport,
+                sleep=self._sleep,
+            ),
         ) as http:
             return self._read(http)
 
@@ -237,11 +234,8 @@ class OktaSource:
                 ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
-        resolved = parallel_map(
-            members, groups, workers=self.settings.max_concurrency, stop=http.stop
-        )
-        snapshot_groups = tuple(
-            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        snapshot_groups = resolve_groups(
+            http, groups, members, workers=self.settings.max_concurrency
         )
         log.info("source.okta.read", people=len(people), groups=len(snapshot_groups))
         return SourceSnapshot(people=tuple(people.values()), groups=snapshot_groups)

@@ -13,23 +13,20 @@ flows, error mapping, Retry-After, scrubbing, metrics and retries):
 * the OpenAI error body (`error.message [code]`) is the default dialect.
 
 This module imports only httpx, pydantic, the standard library, `orgsync.core`,
-`orgsync.retrying`, `orgsync.interrupt` and `orgsync.http`.
+`orgsync.retrying` and `orgsync.http`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
+from typing import TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orgsync.core.errors import TargetError, TransientError
 from orgsync.http.auth import HeaderAuth
-from orgsync.http.client import HttpClient, QueryParams
-from orgsync.http.responses import ErrorParser, FormRefusal, no_form_refusal
-from orgsync.interrupt import ReadInterrupt
+from orgsync.http.client import ClientOptions, HttpClient, QueryParams
 from orgsync.retrying import RetrySettings
 
 __all__ = ["ApiClient", "openai_error_message"]
@@ -70,11 +67,13 @@ class ApiClient:
 
     Args:
         base_url: the API root, e.g. "https://api.openai.com/v1"; paths are relative to it.
+        system: the `system` label of metrics and logs (the target's name).
+        retry: the retry budget of idempotent calls.
         bearer_token: sent as `Authorization: Bearer ...`; never logged. Or:
         auth: a credential flow (`orgsync.http.auth`), e.g. OAuth client credentials.
-        system: the `system` label of metrics and logs (the target's name).
         more_secrets: credentials besides the token to scrub from every message.
-        The others: as `orgsync.http.client.HttpClient`.
+        options: as `orgsync.http.client.HttpClient` (the error parser is OpenAI's unless
+            given).
     """
 
     def __init__(
@@ -83,38 +82,21 @@ class ApiClient:
         *,
         system: str,
         retry: RetrySettings,
-        user_agent: str,
         bearer_token: str | None = None,
         auth: httpx.Auth | None = None,
-        timeout: float = 30.0,
-        verify: bool | str = True,
-        requests_per_second: float | None = None,
-        transport: httpx.BaseTransport | None = None,
-        on_response: Callable[[str, int], None] | None = None,
-        error_parser: ErrorParser = openai_error_message,
-        form_refusal: FormRefusal = no_form_refusal,
-        sleep: Callable[[float], None] = time.sleep,
-        interrupt: ReadInterrupt | None = None,
         more_secrets: Iterable[str] = (),
+        **options: Unpack[ClientOptions],
     ) -> None:
         if (bearer_token is None) == (auth is None):
             raise ValueError("give a bearer_token or an auth flow")
+        options.setdefault("error_parser", openai_error_message)
         self._http = HttpClient(
             base_url,
             system=system,
             retry=retry,
             auth=HeaderAuth.bearer(bearer_token) if bearer_token is not None else auth,
             secrets=more_secrets,
-            timeout=timeout,
-            verify=verify,
-            user_agent=user_agent,
-            transport=transport,
-            interrupt=interrupt,
-            error_parser=error_parser,
-            form_refusal=form_refusal,
-            requests_per_second=requests_per_second,
-            on_response=on_response,
-            sleep=sleep,
+            **options,
         )
 
     @property
