@@ -27,8 +27,10 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
+from orgsync.applier import Outcome as ApplyOutcome
 from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
+from orgsync.core.explain import ExplainInput, Explanation, explain
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -68,7 +70,7 @@ from orgsync.core.safety import (
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.factories import build_source, build_target, retry_settings
 from orgsync.interrupt import ReadInterrupt
-from orgsync.store import LeaseRecord, Origin, Outcome, StateStore, WriterLock
+from orgsync.store import LeaseRecord, NoStateDatabase, Origin, Outcome, StateStore, WriterLock
 
 log = structlog.get_logger(__name__)
 
@@ -177,6 +179,39 @@ class _Unobserved:
         pass
 
     def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None:
+        pass
+
+
+class RunProgress(Protocol):
+    """How far a run has got, for a person watching (the CLI renders it; the engine
+    knows nothing of terminals). Phases: `READ_SOURCE`, `READ_TARGET`, `APPLY`.
+
+    Called from the run's threads (apply workers too); each call must be cheap and must
+    not raise. `advance` counts requests during reads and operations during the apply;
+    `end` gives the phase's result count (people, members, operations) and its unit.
+    """
+
+    def begin(self, phase: str, target: str | None, total: int | None) -> None: ...
+    def advance(self, phase: str, target: str | None) -> None: ...
+    def end(self, phase: str, target: str | None, count: int, unit: str) -> None: ...
+    def planned(self, plan: Plan) -> None:
+        """A sync's plan, once gated and before its first call (not for a dry run)."""
+
+
+READ_SOURCE, READ_TARGET, APPLY = "read source", "read target", "apply"
+
+
+class _Unwatched:
+    def begin(self, phase: str, target: str | None, total: int | None) -> None:
+        pass
+
+    def advance(self, phase: str, target: str | None) -> None:
+        pass
+
+    def end(self, phase: str, target: str | None, count: int, unit: str) -> None:
+        pass
+
+    def planned(self, plan: Plan) -> None:
         pass
 
 
@@ -319,6 +354,7 @@ class Engine:
         observer: RunObserver | None = None,
         on_finished: Callable[[TargetResult, RunOptions], None] | None = None,
         origin: str = "cli",
+        progress: RunProgress | None = None,
     ) -> None:
         """`origin`: "cli" or "daemon", recorded with each run; the daemon's quarantine and
         readiness count the daemon's own runs only."""
@@ -328,11 +364,14 @@ class Engine:
         self.observer: RunObserver = observer or _Unobserved()
         # Told each target's result once a run returns (notifications); cheap, never raises.
         self.on_finished = on_finished or (lambda result, options: None)
+        self.progress: RunProgress = progress or _Unwatched()
+        # The target being read, so that its HTTP responses count as that read's progress.
+        self._reading: str | None = None
         self.source_factory: SourceFactory = source_factory or partial(
             build_source, on_response=self.observer.http_response
         )
         self.target_factory: TargetFactory = target_factory or partial(
-            build_target, on_response=self.observer.http_response
+            build_target, on_response=self._on_response
         )
         self.clock = clock
         self.stop = stop or threading.Event()
@@ -345,6 +384,12 @@ class Engine:
         )
         self._locks: dict[str, WriterLock] = {}
         self._locks_guard = threading.Lock()
+
+    def _on_response(self, system: str, status: int) -> None:
+        self.observer.http_response(system, status)
+        reading = self._reading
+        if reading is not None:
+            self.progress.advance(READ_TARGET, reading)
 
     @property
     def store(self) -> StateStore:
@@ -387,8 +432,10 @@ class Engine:
 
     def read_source(self) -> SourceSnapshot:
         source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
+        self.progress.begin(READ_SOURCE, None, None)
         snapshot = source.read()
         people, rejected = screen(snapshot)
+        self.progress.end(READ_SOURCE, None, len(snapshot.people), "people")
         for record in rejected:
             log.warning("source.record_rejected", source_id=record.source_id, reason=record.reason)
         limits = self.safety_limits()
@@ -456,6 +503,10 @@ class Engine:
         error: str,
     ) -> TargetResult:
         """A run that ended before it reached the target (the source failed or stopped)."""
+        # Counted like any other run: an alert on failed runs must see a source that fails.
+        self.observer.run_finished(
+            target, status, held=0, seconds=(self.clock() - started).total_seconds()
+        )
         run_id = self.store.record_run(
             target,
             mode,
@@ -513,6 +564,9 @@ class Engine:
                 # The state database itself failed (busy beyond its timeout, gone bad):
                 # nowhere to record the run; the next one tries again.
                 bound.error("run.state_failed", error=str(error))
+                self.observer.run_finished(
+                    config.name, "failed", held=0, seconds=time.monotonic() - started
+                )
                 return TargetResult(config.name, EXIT_ERROR, "failed", error=str(error))
         plan_ = result.plan
         bound.info("run.finished", status=result.status, exit_code=result.exit_code)
@@ -667,11 +721,7 @@ class Engine:
             learned = self.store.learned_forms(config.name)
             target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
         try:
-            observed = target.read()
-            check_capabilities(config, target.capabilities)
-            check_roles(config, observed.roles)
-            rules = membership_rules(config, target.capabilities)
-            desired = desired_state(snapshot, rules, observed.roles)
+            observed, desired, _ = self._read_target(config, snapshot, target)
             memory = self.store.memory(config.name)
             scoped = self._scope(config.name, desired, observed, memory, options)
             fresh = self.make_plan(
@@ -708,14 +758,84 @@ class Engine:
                 _LinkingJournal(self.store.journal(run_id), self.store, config.name),
                 ApplySettings(max_concurrency=config.max_concurrency, retry=retry_settings(config)),
                 stop=halt,
-                on_outcome=lambda o: self.observer.operation_finished(
-                    config.name, o.operation.op, o.status.value
-                ),
+                on_outcome=partial(self._operation_finished, config.name),
             )
+            self.progress.planned(fresh)
+            self.progress.begin(APPLY, config.name, len(fresh.operations))
             report = applier.apply(fresh)
+            self.progress.end(APPLY, config.name, len(report.outcomes), "operations")
         finally:
             target.close()
         return self._sync_result(config.name, fresh, report, run_id)
+
+    def _operation_finished(self, target: str, outcome: ApplyOutcome) -> None:
+        self.observer.operation_finished(target, outcome.operation.op, outcome.status.value)
+        self.progress.advance(APPLY, target)
+
+    def _read_target(
+        self, config: TargetConfig, snapshot: SourceSnapshot, target: Target
+    ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
+        """Read the organization, check the configuration against it, and apply the rules."""
+        self.progress.begin(READ_TARGET, config.name, None)
+        self._reading = config.name
+        try:
+            observed = target.read()
+        finally:
+            self._reading = None
+        self.progress.end(
+            READ_TARGET,
+            config.name,
+            len(observed.members) + len(observed.invites),
+            "members and invitations",
+        )
+        check_capabilities(config, target.capabilities)
+        check_roles(config, observed.roles)
+        rules = membership_rules(config, target.capabilities)
+        return observed, desired_state(snapshot, rules, observed.roles), rules
+
+    def explain(self, person: str, *, target: str | None = None) -> list[Explanation]:
+        """`orgsync explain`: one person in each selected target, as a dry run plans it.
+
+        Read-only: the same reads, rules, planner and safety gate as a dry run, but no
+        writer lock, no run recorded, no pruning, nothing learned stored, and a missing
+        state database is not created (orgsync then manages nobody yet).
+        """
+        targets = self.selected_targets(RunOptions(target=target))
+        store = self._read_only_store()
+        snapshot = self.read_source()
+        explanations: list[Explanation] = []
+        for config in targets:
+            connector = self.target_factory(
+                config, self.environ, interrupt=ReadInterrupt(self.stop)
+            )
+            learned = store.learned_forms(config.name) if store is not None else []
+            if isinstance(connector, LearnsForms):
+                connector.use_learned_forms(learned, lambda form: None)
+            try:
+                observed, desired, rules = self._read_target(config, snapshot, connector)
+                memory = store.memory(config.name) if store is not None else Memory()
+                given = self.plan_input(config, desired, observed, connector, memory)
+                inputs = ExplainInput(
+                    given=given,
+                    snapshot=snapshot,
+                    rules=rules,
+                    population=self._population(observed, memory, desired),
+                    limits=self.safety_limits(),
+                )
+                explanations.append(explain(person, inputs))
+            finally:
+                connector.close()
+        return explanations
+
+    def _read_only_store(self) -> StateStore | None:
+        """The state database as it is, or None when there is none yet (never created)."""
+        if self._store is None:
+            try:
+                self._store = StateStore.open(self.config.state.path, create=False)
+            except NoStateDatabase:
+                log.info("state.absent", path=str(self.config.state.path))
+                return None
+        return self._store
 
     @staticmethod
     def _scope(
@@ -751,25 +871,8 @@ class Engine:
         A targeted plan passes the whole organization's `population`: the ratios are
         measured against everyone orgsync manages, not against the few people in the slice.
         """
-        safety = self.config.safety
         memory = memory if memory is not None else self.store.memory(config.name)
-        policy = RemovalPolicy(
-            on_removal=config.on_removal,
-            remove_unmanaged=safety.remove_unmanaged,
-            protected=frozenset(normalize_email(e) for e in safety.protected),
-            removal_grace=safety.removal_grace,
-        )
-        draft = plan(
-            PlanInput(
-                target=config.name,
-                desired=desired,
-                observed=observed,
-                memory=memory,
-                policy=policy,
-                capabilities=target.capabilities,
-                now=self.clock(),
-            )
-        )
+        draft = plan(self.plan_input(config, desired, observed, target, memory))
         return gate(
             draft,
             population=(
@@ -781,6 +884,33 @@ class Engine:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+        )
+
+    def plan_input(
+        self,
+        config: TargetConfig,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        target: Target,
+        memory: Memory,
+    ) -> PlanInput:
+        """What the planner plans from, with the target's `[safety]` removal policy: built
+        here only, so a dry run, a sync and `explain` plan from the same inputs."""
+        safety = self.config.safety
+        policy = RemovalPolicy(
+            on_removal=config.on_removal,
+            remove_unmanaged=safety.remove_unmanaged,
+            protected=frozenset(normalize_email(e) for e in safety.protected),
+            removal_grace=safety.removal_grace,
+        )
+        return PlanInput(
+            target=config.name,
+            desired=desired,
+            observed=observed,
+            memory=memory,
+            policy=policy,
+            capabilities=target.capabilities,
+            now=self.clock(),
         )
 
     def _population(
