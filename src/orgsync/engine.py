@@ -347,7 +347,7 @@ class Engine:
         *,
         environ: Mapping[str, str] | None = None,
         store: StateStore | None = None,
-        source_factory: SourceFactory = build_source,
+        source_factory: SourceFactory | None = None,
         target_factory: TargetFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stop: threading.Event | None = None,
@@ -367,7 +367,9 @@ class Engine:
         self.progress: RunProgress = progress or _Unwatched()
         # The target being read, so that its HTTP responses count as that read's progress.
         self._reading: str | None = None
-        self.source_factory = source_factory
+        self.source_factory: SourceFactory = source_factory or partial(
+            build_source, on_response=self.observer.http_response
+        )
         self.target_factory: TargetFactory = target_factory or partial(
             build_target, on_response=self._on_response
         )

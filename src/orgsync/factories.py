@@ -34,22 +34,26 @@ log = structlog.get_logger(__name__)
 
 
 def build_source(
-    config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt | None = None
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    interrupt: ReadInterrupt | None = None,
+    on_response: Callable[[str, int], None] | None = None,
 ) -> Source:
     """The configured identity provider's adapter; secrets are resolved here, not earlier.
 
     `interrupt` ends an HTTP source's read in flight when orgsync is told to stop (the
-    LDAP and file sources finish their read).
+    LDAP and file sources finish their read); `on_response` counts its HTTP responses.
     """
     source = config.source
     if isinstance(source, FileSourceConfig):
         return FileSource(source.path)
     if isinstance(source, ScimSourceConfig):
-        return _scim_source(source, environ, interrupt)
+        return _scim_source(source, environ, interrupt, on_response)
     if isinstance(source, LdapSourceConfig):
         return _ldap_source(source, environ)
     if isinstance(source, OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig):
-        return _rest_source(source, environ, interrupt)
+        return _rest_source(source, environ, interrupt, on_response)
     raise ConfigError(f"source.type = {source.type!r} is not available in this version")
 
 
@@ -57,6 +61,7 @@ def _rest_source(
     config: OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig,
     environ: Mapping[str, str],
     interrupt: ReadInterrupt | None,
+    on_response: Callable[[str, int], None] | None,
 ) -> Source:
     """Okta, Entra ID or Google Workspace: the REST identity providers."""
     settings = HttpSettings(
@@ -66,6 +71,7 @@ def _rest_source(
             max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
         ),
         interrupt=interrupt,
+        on_response=on_response,
     )
     if isinstance(config, OktaSourceConfig):
         urls = [config.url]
@@ -108,7 +114,10 @@ def _rest_source(
 
 
 def _scim_source(
-    config: ScimSourceConfig, environ: Mapping[str, str], interrupt: ReadInterrupt | None
+    config: ScimSourceConfig,
+    environ: Mapping[str, str],
+    interrupt: ReadInterrupt | None,
+    on_response: Callable[[str, int], None] | None,
 ) -> Source:
     from orgsync.sources.scim import ScimSource  # scim2-models takes a second to import
 
@@ -128,6 +137,7 @@ def _scim_source(
             max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
         ),
         interrupt=interrupt,
+        on_response=on_response,
     )
 
 

@@ -13,7 +13,8 @@ What the Admin API allows shapes everything here (see `wire` for the shapes):
   `orgsync.targets.openai.groups`; the role catalog adds the organization's RBAC roles
   (predefined and custom) by name, for the roles groups are given.
 
-Only `orgsync.core`, `orgsync.retrying` and `orgsync.targets.http` are imported here.
+Only `orgsync.core`, `orgsync.retrying`, `orgsync.http` and `orgsync.targets.http` are imported
+here.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from orgsync.core.plan import (
     SetRole,
     SuspendMember,
 )
+from orgsync.http.paging import PageGuard
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.groups import OpenAIGroups, role_catalog
@@ -265,7 +267,7 @@ class OpenAITarget:
         """Every item of an id-cursor list, in server order, each id once."""
         items: dict[str, _Item] = {}
         after: str | None = None
-        cursors: set[str] = set()
+        guard = PageGuard(f"GET {path}")
         while True:
             page = self._client.request_model(
                 "GET",
@@ -281,9 +283,7 @@ class OpenAITarget:
             if not page.data:
                 raise TransientError(f"GET {path}: has_more with an empty page (after {after!r})")
             cursor = page.last_id or page.data[-1].id
-            if cursor in cursors:
-                raise TransientError(f"GET {path}: pagination repeats cursor {cursor!r}")
-            cursors.add(cursor)
+            guard.page(len(page.data), cursor)
             after = cursor
 
     def _list_roles(self) -> list[wire.Role]:
