@@ -55,7 +55,15 @@ from orgsync.core.plan import (
 )
 from orgsync.core.plan_file import check_reviewed
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
-from orgsync.core.ports import LearnsForms, OperationJournal, OperationStatus, Source, Target
+from orgsync.core.ports import (
+    LearnsForms,
+    LooksUpPeople,
+    OperationJournal,
+    OperationStatus,
+    ReadsPeople,
+    Source,
+    Target,
+)
 from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
 from orgsync.core.safety import (
     Allowances,
@@ -63,9 +71,10 @@ from orgsync.core.safety import (
     SafetyLimits,
     check_source_size,
     gate,
+    managed_in_memory,
     managed_people,
 )
-from orgsync.core.scope import Scoped, Subjects, restrict
+from orgsync.core.scope import Scoped, Subjects, restrict, unknown_subjects
 from orgsync.factories import build_source, build_target, retry_settings
 from orgsync.interrupt import ReadInterrupt
 from orgsync.store import LeaseRecord, Origin, Outcome, StateStore, WriterLock
@@ -99,8 +108,11 @@ class RunOptions:
     trigger: str = "cli"
     only_emails: frozenset[str] = frozenset()
     only_source_ids: frozenset[str] = frozenset()
-    """A targeted reconcile (a webhook naming people): plan for these people only. Empty
-    both: the whole organization. See `orgsync.core.scope`."""
+    """A targeted reconcile (a webhook naming people, `sync --only`): read and plan for
+    these people only. Empty both: the whole organization. See `orgsync.core.scope`."""
+    only_must_exist: bool = False
+    """`sync --only`: a named person nobody answers to (source, target, memory) fails the
+    target's run, since a person typing a name means someone; a webhook may name anyone."""
 
     @property
     def subjects(self) -> Subjects:
@@ -117,6 +129,12 @@ class TargetResult:
     report: ApplyReport | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _LookedUp(SourceSnapshot):
+    """A source snapshot of the named people only (`LooksUpPeople`): never a directory,
+    so never planned as one (a widened run reads the whole source first)."""
 
 
 @runtime_checkable
@@ -383,8 +401,14 @@ class Engine:
         chosen = {options.target} if options.target else set(reviewed)
         return [t for t in self.config.targets if t.name in chosen]
 
-    def read_source(self) -> SourceSnapshot:
+    def read_source(self, subjects: Subjects | None = None) -> SourceSnapshot:
+        """The whole directory; with `subjects`, only those people where the source can
+        look people up (`LooksUpPeople`), else the whole directory all the same."""
         source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
+        if subjects and isinstance(source, LooksUpPeople):
+            found = source.read_people(subjects.emails, subjects.source_ids)
+            log.info("source.looked_up", asked=len(subjects.emails) + len(subjects.source_ids))
+            return _LookedUp(people=found.people, groups=found.groups, rejected=found.rejected)
         snapshot = source.read()
         people, rejected = screen(snapshot)
         for record in rejected:
@@ -421,7 +445,7 @@ class Engine:
         self.store  # noqa: B018 - an unusable state database stops the run before any read
         started = self.clock()
         try:
-            snapshot = self.read_source()
+            snapshot = self.read_source(options.subjects)
         except Interrupted as error:
             log.warning("source.interrupted", error=str(error))
             results = [
@@ -665,13 +689,34 @@ class Engine:
             learned = self.store.learned_forms(config.name)
             target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
         try:
-            observed = target.read()
+            memory = self.store.memory(config.name)
+            observed = self._read_target(target, snapshot, memory, options.subjects)
             check_capabilities(config, target.capabilities)
             check_roles(config, observed.roles)
             rules = membership_rules(config, target.capabilities)
             desired = desired_state(snapshot, rules, observed.roles)
-            memory = self.store.memory(config.name)
+            narrow = bool(options.subjects) and isinstance(target, ReadsPeople)
+            if options.only_must_exist:
+                unknown = unknown_subjects(options.subjects, desired, observed, memory)
+                if unknown:
+                    raise ConfigError(
+                        f"--only {' '.join(unknown)}: no such person in the source, in "
+                        f"{config.name} or in orgsync's memory; nothing was planned or changed"
+                    )
             scoped = self._scope(config.name, desired, observed, memory, options)
+            if scoped is None and (narrow or isinstance(snapshot, _LookedUp)):
+                # A named person is an owner: the last-owner rule needs every owner, and
+                # neither API here reads owners alone, so plan the whole organization.
+                if isinstance(snapshot, _LookedUp):
+                    snapshot = self.read_source()
+                observed = target.read()
+                desired = desired_state(snapshot, rules, observed.roles)
+                narrow = False
+            if narrow or isinstance(snapshot, _LookedUp):
+                looked_up = scoped.keys if scoped and isinstance(snapshot, _LookedUp) else None
+                population = managed_in_memory(memory, desired, among=looked_up)
+            else:
+                population = self._population(observed, memory, desired)
             fresh = self.make_plan(
                 config,
                 scoped.desired if scoped else desired,
@@ -679,7 +724,7 @@ class Engine:
                 target,
                 options,
                 memory=scoped.memory if scoped else memory,
-                population=self._population(observed, memory, desired),
+                population=population,
             )
             reviewed = (options.reviewed_plans or {}).get(config.name)
             if options.reviewed_plans is not None and reviewed is None:
@@ -697,6 +742,7 @@ class Engine:
                 observed,
                 fresh,
                 scope=scoped.keys if scoped else None,
+                groups_read=not narrow,
             )
             if isinstance(target, PlanAware):
                 # Knowing the plan, SCIM carries many member changes per PATCH request.
@@ -714,6 +760,31 @@ class Engine:
         finally:
             target.close()
         return self._sync_result(config.name, fresh, report, run_id)
+
+    def _read_target(
+        self, target: Target, snapshot: SourceSnapshot, memory: Memory, subjects: Subjects
+    ) -> TargetSnapshot:
+        """The whole organization, or for a targeted run only the named people where the
+        target can read people (`ReadsPeople`).
+
+        Asked for: the named emails and those the source gives the named ids, and the
+        members earlier runs linked to either (a person whose email changed since).
+        """
+        if not subjects or not isinstance(target, ReadsPeople):  # the test `narrow` repeats
+            return target.read()
+        emails = set(subjects.emails)
+        source_ids = set(subjects.source_ids)
+        for person in snapshot.people:
+            key = person.email_key
+            if person.id in subjects.source_ids:
+                emails.add(key)
+            elif key in subjects.emails:
+                source_ids.add(person.id)
+        source_ids.update(
+            memory.linked_sources[k] for k in subjects.emails if k in memory.linked_sources
+        )
+        member_ids = frozenset(memory.links[s] for s in source_ids if s in memory.links)
+        return target.read_people(frozenset(emails), member_ids)
 
     @staticmethod
     def _scope(
@@ -796,11 +867,14 @@ class Engine:
         fresh: Plan,
         *,
         scope: frozenset[EmailKey] | None = None,
+        groups_read: bool = True,
     ) -> None:
         """Link wanted people to the members they matched, and track who went missing.
 
         `scope`: a targeted plan decided about these people only; everybody else's
-        missing-since clock is kept as it is.
+        missing-since clock is kept as it is. `groups_read`: False when the organization
+        was read for a few people only, so an owned group absent from `observed` was
+        simply not read, not deleted by someone else.
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         for key, wanted in desired.wanted.items():
@@ -819,6 +893,8 @@ class Engine:
         if scope is not None:
             missing += [k for k in self.store.memory(target).missing_since if k not in scope]
         self.store.clear_missing(target, keep_only=missing)
+        if not groups_read:
+            return
         present = {group.id for group in observed.groups}
         for group_id in self.store.owned_groups(target):
             if group_id not in present:

@@ -11,7 +11,13 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from orgsync.core.forms import LearnedForm
-from orgsync.core.model import Capabilities, SourceSnapshot, TargetInvite, TargetSnapshot
+from orgsync.core.model import (
+    Capabilities,
+    EmailKey,
+    SourceSnapshot,
+    TargetInvite,
+    TargetSnapshot,
+)
 from orgsync.core.plan import Operation
 
 
@@ -50,6 +56,42 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReadsPeople(Protocol):
+    """A target that can read a few named people without reading the whole organization.
+
+    Optional: a targeted reconcile (a webhook, `sync --only`) uses it where a target has
+    it and reads everything otherwise, so correctness never depends on it.
+    """
+
+    def read_people(
+        self, emails: frozenset[EmailKey], member_ids: frozenset[str]
+    ) -> TargetSnapshot:
+        """A partial snapshot: every member whose normalized email is in `emails` or whose
+        id is in `member_ids` (an id the server no longer knows is simply absent), at least
+        every outstanding invitation of those emails, the role catalog and the key owner.
+        `groups` is left empty (a targeted plan does not plan groups). Raises
+        `TargetError` as `read` does."""
+        ...
+
+
+@runtime_checkable
+class LooksUpPeople(Protocol):
+    """A source that can look a few people up without reading the whole directory.
+
+    Optional, like `ReadsPeople`: without it a targeted reconcile reads the whole source.
+    """
+
+    def read_people(
+        self, emails: frozenset[EmailKey], source_ids: frozenset[str]
+    ) -> SourceSnapshot:
+        """Every person whose email (normalized) is in `emails` or whose id is in
+        `source_ids`, each with every group that decides their scope and roles (nested
+        groups resolved as `read` resolves them). A person the directory does not have
+        is absent, never an error."""
+        ...
 
 
 @runtime_checkable
