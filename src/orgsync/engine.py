@@ -57,7 +57,6 @@ from orgsync.core.plan_file import check_reviewed
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.ports import (
     LearnsForms,
-    LooksUpPeople,
     OperationJournal,
     OperationStatus,
     ReadsPeople,
@@ -129,12 +128,6 @@ class TargetResult:
     report: ApplyReport | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _LookedUp(SourceSnapshot):
-    """A source snapshot of the named people only (`LooksUpPeople`): never a directory,
-    so never planned as one (a widened run reads the whole source first)."""
 
 
 @runtime_checkable
@@ -401,14 +394,8 @@ class Engine:
         chosen = {options.target} if options.target else set(reviewed)
         return [t for t in self.config.targets if t.name in chosen]
 
-    def read_source(self, subjects: Subjects | None = None) -> SourceSnapshot:
-        """The whole directory; with `subjects`, only those people where the source can
-        look people up (`LooksUpPeople`), else the whole directory all the same."""
+    def read_source(self) -> SourceSnapshot:
         source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
-        if subjects and isinstance(source, LooksUpPeople):
-            found = source.read_people(subjects.emails, subjects.source_ids)
-            log.info("source.looked_up", asked=len(subjects.emails) + len(subjects.source_ids))
-            return _LookedUp(people=found.people, groups=found.groups, rejected=found.rejected)
         snapshot = source.read()
         people, rejected = screen(snapshot)
         for record in rejected:
@@ -445,7 +432,7 @@ class Engine:
         self.store  # noqa: B018 - an unusable state database stops the run before any read
         started = self.clock()
         try:
-            snapshot = self.read_source(options.subjects)
+            snapshot = self.read_source()
         except Interrupted as error:
             log.warning("source.interrupted", error=str(error))
             results = [
@@ -704,19 +691,19 @@ class Engine:
                         f"{config.name} or in orgsync's memory; nothing was planned or changed"
                     )
             scoped = self._scope(config.name, desired, observed, memory, options)
-            if scoped is None and (narrow or isinstance(snapshot, _LookedUp)):
+            if scoped is None and narrow:
                 # A named person is an owner: the last-owner rule needs every owner, and
-                # neither API here reads owners alone, so plan the whole organization.
-                if isinstance(snapshot, _LookedUp):
-                    snapshot = self.read_source()
+                # no API here lists owners alone, so read and plan the whole organization.
                 observed = target.read()
                 desired = desired_state(snapshot, rules, observed.roles)
                 narrow = False
-            if narrow or isinstance(snapshot, _LookedUp):
-                looked_up = scoped.keys if scoped and isinstance(snapshot, _LookedUp) else None
-                population = managed_in_memory(memory, desired, among=looked_up)
-            else:
-                population = self._population(observed, memory, desired)
+            # The gate's ratios stay measured against everyone orgsync manages: counted
+            # from the state database when the organization was read for a few people.
+            population = (
+                managed_in_memory(memory, desired)
+                if narrow
+                else self._population(observed, memory, desired)
+            )
             fresh = self.make_plan(
                 config,
                 scoped.desired if scoped else desired,

@@ -16,7 +16,7 @@ from orgsync.core.model import (
 from orgsync.core.plan import Plan
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import GroupRule, MembershipRules, RoleRule, desired_state
-from orgsync.core.scope import Subjects, restrict
+from orgsync.core.scope import Subjects, restrict, unknown_subjects
 from tests.coremodels import (
     NOW,
     OPENAI,
@@ -177,3 +177,26 @@ def test_a_scoped_plan_is_the_full_plan_restricted_to_the_named(
     assert scoped is not None
     names = {EMAILS[i] for i in named}
     assert scoped.operations == tuple(op for op in full.operations if op.subject in names)
+
+
+def test_unknown_subjects_are_names_nobody_answers_to() -> None:
+    source = directory(("1", "ada@x.com"), out=(("2", "oscar@x.com"),))
+    observed = org(member("u7", "gone@x.com"), invites=(invite("i1", "invited@x.com"),))
+    memory = Memory(
+        managed=frozenset({EmailKey("remembered@x.com")}),
+        links={SourceId("9"): "u9"},
+        linked_sources={EmailKey("pending@x.com"): SourceId("8")},
+    )
+    desired = desired_state(source, RULES, observed.roles)
+    subjects = Subjects.of(
+        emails=[
+            "ADA@x.com",  # in scope at the source (normalized)
+            "oscar@x.com",  # at the source, out of scope
+            "gone@x.com",  # a member only
+            "invited@x.com",  # an invitation only
+            "remembered@x.com",  # in orgsync's memory only
+            "typo@x.com",
+        ],
+        source_ids=["1", "2", "9", "8", "p404"],
+    )
+    assert unknown_subjects(subjects, desired, observed, memory) == ["typo@x.com", "p404"]

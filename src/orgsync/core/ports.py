@@ -78,23 +78,6 @@ class ReadsPeople(Protocol):
 
 
 @runtime_checkable
-class LooksUpPeople(Protocol):
-    """A source that can look a few people up without reading the whole directory.
-
-    Optional, like `ReadsPeople`: without it a targeted reconcile reads the whole source.
-    """
-
-    def read_people(
-        self, emails: frozenset[EmailKey], source_ids: frozenset[str]
-    ) -> SourceSnapshot:
-        """Every person whose email (normalized) is in `emails` or whose id is in
-        `source_ids`, each with every group that decides their scope and roles (nested
-        groups resolved as `read` resolves them). A person the directory does not have
-        is absent, never an error."""
-        ...
-
-
-@runtime_checkable
 class LearnsForms(Protocol):
     """A target that learns which request forms its server accepts (SCIM).
 

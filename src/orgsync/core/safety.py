@@ -131,19 +131,16 @@ def managed_people(
     return Population(managed=len(people), missing=missing)
 
 
-def managed_in_memory(
-    memory: Memory, desired: DesiredState, *, among: frozenset[EmailKey] | None = None
-) -> Population:
+def managed_in_memory(memory: Memory, desired: DesiredState) -> Population:
     """The population of a targeted plan that did not read the whole organization.
 
     The ratios stay measured against everyone orgsync manages, counted from the state
     database's memory (every email it linked or invited) instead of a full read; without
     `remove_unmanaged` that is what `managed_people` counts, with it this is smaller, so the
-    gate only gets stricter. `missing` counts the managed people `desired` no longer
-    reports, among `among` when the source was only asked about those people.
+    gate only gets stricter. `missing`: those of them `desired` (a whole source read) no
+    longer reports.
     """
-    considered = memory.managed if among is None else memory.managed & among
-    missing = sum(1 for key in considered if not _reported(desired, key))
+    missing = sum(1 for key in memory.managed if not _reported(desired, key))
     return Population(managed=len(memory.managed), missing=missing)
 
 
