@@ -15,7 +15,12 @@ fsyncs; issue 13's "state writes" item is another engineer's). Then, each as a f
 Requests are counted by the emulator. Goal (issue 13): the targeted run makes a handful of
 requests, independent of the organization's size.
 
-usage: .venv/bin/python bench/targeted.py [PEOPLE ...]   (default 10000 100000)
+`--invite-history` also records an accepted invitation per member, as an organization
+whose people all joined by invitation holds: the Admin API's invitations list has no
+filter, so a targeted run reads it whole (one request per 100 invitations).
+
+usage: .venv/bin/python bench/targeted.py [--invite-history] [PEOPLE ...]
+       (default 10000 100000)
 """
 
 from __future__ import annotations
@@ -36,13 +41,16 @@ GOAL_REQUESTS = 5
 PEOPLE_PER_GROUP = 100
 
 
-def serve(people: int, ids_file: Path) -> None:
+def serve(people: int, ids_file: Path, *, history: bool) -> None:
     """The emulator's process: seed, print the base URL, answer `count` on stdin."""
     from orgsync.emulators.openai_admin import OpenAIEmulator
 
     with OpenAIEmulator(api_key=KEY) as emulator:
         state = emulator.state
         ids = {f"p{i}": state.add_user(f"p{i}@example.com", "reader") for i in range(people)}
+        if history:
+            for i in range(people):
+                state.add_invite(f"p{i}@example.com", "reader", status="accepted")
         groups = {}
         for g in range(people // PEOPLE_PER_GROUP):
             group_id = state.add_group(f"team-{g}")
@@ -139,12 +147,19 @@ def orgsync(folder: Path, *args: str) -> tuple[int, float, float, float]:
     return code, elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def measure(people: int) -> None:
+def measure(people: int, *, history: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ids_file = folder / "ids.json"
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(people), str(ids_file)],
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                str(people),
+                str(ids_file),
+                *(["--invite-history"] if history else []),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -175,8 +190,9 @@ def measure(people: int) -> None:
             server.stdin.close()
             server.wait(30)
         groups = people // PEOPLE_PER_GROUP
+        invitations = f", {people} accepted invitations" if history else ""
         print(
-            f"{people:>7} people, {groups:>5} groups\n"
+            f"{people:>7} people, {groups:>5} groups{invitations}\n"
             f"  full pass (sync --dry-run):    {full_requests:>6} requests, {full_s:6.2f} s "
             f"elapsed, {full_cpu:6.2f} s CPU, {full_rss:4.0f} MiB peak RSS\n"
             f"  sync --only one joiner (exit {code}): {only_requests:>6} requests, "
@@ -189,14 +205,16 @@ def measure(people: int) -> None:
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--serve"]:
-        serve(int(argv[1]), Path(argv[2]))
+        serve(int(argv[1]), Path(argv[2]), history="--invite-history" in argv)
         return
+    history = "--invite-history" in argv
+    sizes = [int(a) for a in argv if a != "--invite-history"]
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores; goal: a targeted run "
         f"makes at most {GOAL_REQUESTS} requests at any size"
     )
-    for people in [int(a) for a in argv] or [10_000, 100_000]:
-        measure(people)
+    for people in sizes or [10_000, 100_000]:
+        measure(people, history=history)
 
 
 if __name__ == "__main__":

@@ -270,6 +270,8 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
         allow_removals=args.allow_removals,
         allow_additions=args.allow_additions,
         reviewed_plans=reviewed,
+        # `runs` and `status` tell a targeted run's (partial) drift from a full pass's.
+        trigger="cli:only" if args.only else "cli",
         only_emails=emails,
         only_source_ids=source_ids,
         only_must_exist=bool(args.only),

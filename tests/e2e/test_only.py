@@ -4,6 +4,7 @@ and the last-owner rule hold as in a full pass (issue 13, "targeted runs")."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -91,6 +92,9 @@ def test_only_a_leaver_removes_them_and_nobody_else(rig: Rig) -> None:
     assert len(emails) == PEOPLE  # 150 people + the key owner - person7
     assert [m for m, _ in writes(rig, mark)] == ["DELETE"]
     assert reads(rig, mark)[USERS] == 2  # one filtered read per run (dry run, then sync)
+
+    runs = json.loads(rig.orgsync("runs", "--json").stdout)
+    assert [r["trigger"] for r in runs[:2]] == ["cli:only", "cli:only"]
 
     full = rig.orgsync("sync")
     assert full.returncode == 0, full.stdout + full.stderr
