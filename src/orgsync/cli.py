@@ -157,9 +157,9 @@ def _parser() -> argparse.ArgumentParser:
         action="extend",
         type=_person,
         metavar="EMAIL|SOURCE_ID",
-        help="reconcile only these people (an argument with '@' is an email, anything else "
-        "a source id), reading only them where the source and target can look people up; "
-        "the path webhooks take",
+        help="reconcile only these people, as a webhook naming them does (an argument with "
+        "'@' is an email, anything else a source id); the organization is read for them "
+        "alone where its API can look people up, the source is read whole",
     )
     sync.add_argument(
         "--allow-removals",
