@@ -10,7 +10,9 @@ fsyncs; issue 13's "state writes" item is another engineer's). Then, each as a f
 `python -m orgsync` process, timed from spawn to exit with its peak RSS (`wait4`):
 
 - `sync --dry-run` (the full pass: every member, invitation and group is read);
-- `sync --only NEW_JOINER` (a real sync: the joiner is invited).
+- `sync --only NEW_JOINER` (a real sync: the joiner is invited; the invitations list is
+  read, since the joiner may hold one already);
+- `sync --dry-run --only MEMBER` (a member who stays: no invitations list).
 
 Requests are counted by the emulator. Goal (issue 13): the targeted run makes a handful of
 requests, independent of the organization's size.
@@ -186,6 +188,11 @@ def measure(people: int, *, history: bool) -> None:
                 folder, "sync", "--only", f"p{people}@example.com"
             )
             only_requests = count() - before
+            before = count()
+            _, member_s, member_cpu, member_rss = orgsync(
+                folder, "sync", "--dry-run", "--only", "p1@example.com"
+            )
+            member_requests = count() - before
         finally:
             server.stdin.close()
             server.wait(30)
@@ -197,8 +204,11 @@ def measure(people: int, *, history: bool) -> None:
             f"elapsed, {full_cpu:6.2f} s CPU, {full_rss:4.0f} MiB peak RSS\n"
             f"  sync --only one joiner (exit {code}): {only_requests:>6} requests, "
             f"{only_s:6.2f} s elapsed, {only_cpu:6.2f} s CPU, {only_rss:4.0f} MiB peak RSS\n"
-            f"  targeted requests / goal ({GOAL_REQUESTS}): {only_requests / GOAL_REQUESTS:.2f}; "
-            f"full / targeted requests: {full_requests / max(only_requests, 1):.0f}x",
+            f"  sync --dry-run --only a member:  {member_requests:>6} requests, "
+            f"{member_s:6.2f} s elapsed, {member_cpu:6.2f} s CPU, {member_rss:4.0f} MiB peak RSS\n"
+            f"  requests / goal ({GOAL_REQUESTS}): joiner {only_requests / GOAL_REQUESTS:.2f}, "
+            f"member {member_requests / GOAL_REQUESTS:.2f}; "
+            f"full / joiner requests: {full_requests / max(only_requests, 1):.0f}x",
             flush=True,
         )
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Protocol, runtime_checkable
@@ -73,7 +73,7 @@ from orgsync.core.safety import (
     managed_in_memory,
     managed_people,
 )
-from orgsync.core.scope import Scoped, Subjects, restrict, unknown_subjects
+from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
 from orgsync.factories import build_source, build_target, retry_settings
 from orgsync.interrupt import ReadInterrupt
 from orgsync.store import LeaseRecord, Origin, Outcome, StateStore, WriterLock
@@ -682,7 +682,18 @@ class Engine:
             check_roles(config, observed.roles)
             rules = membership_rules(config, target.capabilities)
             desired = desired_state(snapshot, rules, observed.roles)
-            narrow = bool(options.subjects) and isinstance(target, ReadsPeople)
+            narrow = isinstance(target, ReadsPeople) and bool(options.subjects)
+            scoped = self._scope(config.name, desired, observed, memory, options)
+            if narrow and scoped and needs_invitations(scoped) and isinstance(target, ReadsPeople):
+                # Only a person who is not a wanted member can be invited or lose one.
+                observed = replace(observed, invites=target.read_invitations())
+                scoped = self._scope(config.name, desired, observed, memory, options)
+            if scoped is None and narrow:
+                # A named person is an owner: the last-owner rule needs every owner, and
+                # no API here lists owners alone, so read and plan the whole organization.
+                observed = target.read()
+                desired = desired_state(snapshot, rules, observed.roles)
+                narrow = False
             if options.only_must_exist:
                 unknown = unknown_subjects(options.subjects, desired, observed, memory)
                 if unknown:
@@ -690,13 +701,6 @@ class Engine:
                         f"--only {' '.join(unknown)}: no such person in the source, in "
                         f"{config.name} or in orgsync's memory; nothing was planned or changed"
                     )
-            scoped = self._scope(config.name, desired, observed, memory, options)
-            if scoped is None and narrow:
-                # A named person is an owner: the last-owner rule needs every owner, and
-                # no API here lists owners alone, so read and plan the whole organization.
-                observed = target.read()
-                desired = desired_state(snapshot, rules, observed.roles)
-                narrow = False
             # The gate's ratios stay measured against everyone orgsync manages: counted
             # from the state database when the organization was read for a few people.
             population = (

@@ -67,6 +67,25 @@ def test_only_a_new_joiner_invites_them_alone_reading_only_them(rig: Rig) -> Non
     assert sum(got.values()) <= 5, got
 
 
+def test_only_a_member_whose_role_changes_never_lists_the_invitations(rig: Rig) -> None:
+    """A wanted member's invitations change nothing in a plan: the run reads the users
+    list (filtered), the roles and the key owner, however many invitations there are."""
+    synced(rig)
+    for i in range(150):
+        rig.emulator.state.add_invite(f"history{i}@example.com", "reader", status="accepted")
+    promoted = directory(PEOPLE, owners=2)  # person1 joins openai-owners
+    rig.write(promoted)
+    mark = len(rig.emulator.requests)
+    result = rig.orgsync("sync", "--only", "person1@example.com")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (person1,) = [u for u in rig.emulator.state.users() if u["email"] == "person1@example.com"]
+    assert person1["role"] == "owner"
+    assert writes(rig, mark) == [("POST", f"{USERS}/{person1['id']}")]
+    got = reads(rig, mark)
+    assert INVITES not in got, got
+    assert sum(got.values()) == 3, got  # users (filtered), roles, admin keys
+
+
 def test_only_by_source_id_finds_the_person(rig: Rig) -> None:
     synced(rig)
     rig.write(directory(PEOPLE + 1))

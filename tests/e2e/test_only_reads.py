@@ -107,6 +107,8 @@ def organization(tmp_path: Path, emulator: OpenAIEmulator) -> Path:
     state.add_invite("joiner-wrong-role@example.com", "owner")
     state.add_invite("joiner-expired@example.com", "reader", status="expired")
     state.add_invite("person9@example.com", "reader", status="expired")
+    state.add_invite("person5@example.com", "reader")  # a member's leftover invitation
+    state.add_invite("person3@example.com", "reader")  # a leaver's leftover invitation
     changed = [
         person(0),  # an owner who stays
         {**person(1), "active": False},  # an owner who leaves
@@ -133,6 +135,7 @@ SUBJECTS = [
     {"only_emails": frozenset({"person1@example.com"})},  # an owner: the whole org is read
     {"only_emails": frozenset({"stranger@example.com"})},
     {"only_emails": frozenset({"person9@example.com"})},
+    {"only_emails": frozenset({"person5@example.com"})},
     {"only_emails": frozenset({"nobody@example.com"}), "only_source_ids": frozenset({"p404"})},
     {
         "only_emails": frozenset({"person3@example.com", "brand-new@example.com"}),

@@ -70,10 +70,15 @@ class ReadsPeople(Protocol):
         self, emails: frozenset[EmailKey], member_ids: frozenset[str]
     ) -> TargetSnapshot:
         """A partial snapshot: every member whose normalized email is in `emails` or whose
-        id is in `member_ids` (an id the server no longer knows is simply absent), at least
-        every outstanding invitation of those emails, the role catalog and the key owner.
-        `groups` is left empty (a targeted plan does not plan groups). Raises
-        `TargetError` as `read` does."""
+        id is in `member_ids` (an id the server no longer knows is simply absent), the
+        role catalog and the key owner. `invites` and `groups` are left empty: a targeted
+        plan does not plan groups, and invitations are read only when one can matter
+        (`read_invitations`). Raises `TargetError` as `read` does."""
+        ...
+
+    def read_invitations(self) -> tuple[TargetInvite, ...]:
+        """At least every outstanding invitation (pending or expired) of the organization
+        that `read` would return."""
         ...
 
 

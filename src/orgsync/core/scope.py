@@ -58,6 +58,15 @@ class Scoped:
     """Every email key the slice covers (named, resolved from ids, or of a linked member)."""
 
 
+def needs_invitations(scoped: Scoped) -> bool:
+    """Whether the slice's plan can depend on invitations: only a person who is not a
+    wanted member can be invited, have an invitation replaced or revoked. The planner
+    ignores the invitations of a wanted member (they are neither renewed nor revoked),
+    so a targeted run about wanted members alone need not list them."""
+    members = {m.email_key for m in scoped.observed.members}
+    return any(k not in scoped.desired.wanted or k not in members for k in scoped.keys)
+
+
 def unknown_subjects(
     subjects: Subjects, desired: DesiredState, observed: TargetSnapshot, memory: Memory
 ) -> list[str]:

@@ -145,20 +145,10 @@ class OpenAITarget:
     # ------------------------------------------------------------------ reading
 
     def read(self) -> TargetSnapshot:
-        """Read every member, every outstanding invitation (pending or expired), the roles,
-        every group with its members and role assignments, and the key owner.
-
-        Accepted invitations are history (the list keeps them, the person is a member now)
-        and are left out: counted as well, everyone who joined by invitation would count
-        twice in the safety gate's managed population. Expired ones stay: renewing one
-        deletes it first.
-        """
+        """Read every member, every outstanding invitation (`read_invitations`), the
+        roles, every group with its members and role assignments, and the key owner."""
         members = tuple(_member(user) for user in self._list_by_id(USERS, wire.UserPage))
-        invites = tuple(
-            invite
-            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
-            if invite.status is not InviteStatus.ACCEPTED
-        )
+        invites = self.read_invitations()
         catalog = role_catalog(ORG_ROLES, self._list_roles())
         groups = self._groups.read()
         log.debug(
@@ -183,11 +173,7 @@ class OpenAITarget:
         """The named people only (`orgsync.core.ports.ReadsPeople`): the users list
         filtered by `emails` (one request per 100 emails), each linked member id the
         filter did not return by `GET /users/{id}` (a person whose email changed), the
-        outstanding invitations, the roles and the key owner; no groups.
-
-        The invitations list has no filter in the Admin API, so it is read whole: a
-        targeted run that missed a person's pending invitation would send a second one.
-        """
+        roles and the key owner; no invitations (`read_invitations`), no groups."""
         found: dict[str, wire.User] = {}
         ordered = sorted(emails)
         for start in range(0, len(ordered), LEGACY_PAGE_SIZE):
@@ -207,11 +193,6 @@ class OpenAITarget:
         members = tuple(
             m for m in map(_member, found.values()) if m.email_key in emails or m.id in member_ids
         )
-        invites = tuple(
-            invite
-            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
-            if invite.status is not InviteStatus.ACCEPTED
-        )
         catalog = role_catalog(ORG_ROLES, self._list_roles())
         log.debug(
             "openai.read_people",
@@ -220,7 +201,22 @@ class OpenAITarget:
             members=len(members),
         )
         return TargetSnapshot(
-            members=members, invites=invites, roles=catalog, key_owner_id=self._key_owner_id()
+            members=members, invites=(), roles=catalog, key_owner_id=self._key_owner_id()
+        )
+
+    def read_invitations(self) -> tuple[TargetInvite, ...]:
+        """Every outstanding invitation (pending or expired). The Admin API's list has no
+        filter, so it is read whole, also for a targeted run.
+
+        Accepted invitations are history (the list keeps them, the person is a member now)
+        and are left out: counted as well, everyone who joined by invitation would count
+        twice in the safety gate's managed population. Expired ones stay: renewing one
+        deletes it first.
+        """
+        return tuple(
+            invite
+            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
+            if invite.status is not InviteStatus.ACCEPTED
         )
 
     def find_invite(self, email: str) -> TargetInvite | None:
