@@ -87,6 +87,24 @@ def _count(minimum: int) -> Any:
     return parse
 
 
+def _person(text: str) -> str:
+    """One `--only` name, kept as typed: `_subjects` decides email or source id."""
+    name = text.strip()
+    if not name:
+        raise argparse.ArgumentTypeError("an empty name names nobody")
+    if "@" in name:
+        local, _, domain = name.rpartition("@")
+        if not local or not domain or any(c.isspace() for c in name):
+            raise argparse.ArgumentTypeError(f"{text!r} is not an email address")
+    return name
+
+
+def _subjects(names: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """`--only` names as (emails, source ids): with '@' an email, else a source id."""
+    emails = frozenset(n for n in names if "@" in n)
+    return emails, frozenset(n for n in names if "@" not in n)
+
+
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--config, --quiet, -v, --log-format and --log-level, accepted before and after the
     command (SPEC).
@@ -157,6 +175,16 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     sync.add_argument("--json", action="store_true", help="print the plan as JSON")
     sync.add_argument("--target", help="only this target")
+    sync.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        type=_person,
+        metavar="EMAIL|SOURCE_ID",
+        help="reconcile only these people, as a webhook naming them does (an argument with "
+        "'@' is an email, anything else a source id); the organization is read for them "
+        "alone where its API can look people up, the source is read whole",
+    )
     sync.add_argument(
         "--allow-removals",
         type=_count(0),
@@ -263,6 +291,12 @@ def _emulate_command(emulate: argparse.ArgumentParser) -> None:
 
 def _check_usage(args: argparse.Namespace) -> None:
     """Combinations argparse cannot express; refused before anything is read."""
+    if args.command == "sync" and args.only and (args.plan or args.plan_out):
+        args.usage.error(
+            f"--only reconciles a few people and cannot be combined with "
+            f"{'--plan' if args.plan else '--plan-out'}: a reviewed plan covers whole "
+            "organizations; nothing was read or changed"
+        )
     if args.command == "sync" and args.plan_out is not None and not args.dry_run:
         args.usage.error(
             "--plan-out writes a plan for review and needs --dry-run "
@@ -332,12 +366,18 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     reviewed = _read_plans(args.plan) if args.plan else None
     if args.plan_out and not args.plan_out.parent.is_dir():
         raise OrgsyncError(f"--plan-out {args.plan_out}: no such directory; nothing was run")
+    emails, source_ids = _subjects(args.only or ())
     options = RunOptions(
         dry_run=args.dry_run,
         target=args.target,
         allow_removals=args.allow_removals,
         allow_additions=args.allow_additions,
         reviewed_plans=reviewed,
+        # `runs` and `status` tell a targeted run's (partial) drift from a full pass's.
+        trigger="cli:only" if args.only else "cli",
+        only_emails=emails,
+        only_source_ids=source_ids,
+        only_must_exist=bool(args.only),
     )
     # A dry run is a person reading a plan: it notifies nobody. A sync that holds or
     # fails is a real run and does; its messages go out after the result is printed.
