@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from orgsync.core.errors import StateError
-from orgsync.store.db import MEMORY, StateDB, start_over
+from orgsync.store.db import MEMORY, SqliteDB, start_over
 from orgsync.store.migrations import LATEST_VERSION, schema_version
 
 
@@ -31,7 +31,7 @@ def check_state_path(path: str | Path) -> str:
         return f"{file}: none yet (the first sync creates it)"
     if not os.access(file, os.R_OK | os.W_OK):
         raise StateError(f"{file} is not readable and writable by this user")
-    db = StateDB.open(file, create=False)
+    db = SqliteDB.open(file, create=False)
     try:
         version = schema_version(db)
         with db.read() as session:
