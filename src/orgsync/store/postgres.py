@@ -369,8 +369,19 @@ class AdvisoryLock:
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()  # ending the session drops its advisory locks
+        if conn is None:
+            return
+        try:
+            # Unlocked before the call returns; a close alone is noticed by the server a
+            # moment later, and the next holder would find the lock still taken.
+            conn.execute(
+                "SELECT pg_advisory_unlock(CAST(%s AS integer), CAST(%s AS integer))",
+                (_LOCK_SPACE, self._key),
+            )
+        except _psycopg().Error:
+            pass  # the session is gone already, and its lock with it
+        finally:
+            conn.close()
 
     def held_elsewhere(self) -> bool:
         if self._conn is not None:
