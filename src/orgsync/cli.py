@@ -38,6 +38,7 @@ from orgsync.engine import (
     TargetResult,
     worst_exit_code,
 )
+from orgsync.factories import open_state_store
 from orgsync.logs import configure_logging
 from orgsync.notify import DRAIN_SECONDS, build_dispatcher
 from orgsync.report import render_result, results_json
@@ -183,7 +184,52 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "a complete sync against a local emulator")
     demo.add_argument("--json", action="store_true", help="print plans as JSON")
+    _state_commands(command("state", "move the state database to another one"))
     return parser
+
+
+def _state_commands(state: argparse.ArgumentParser) -> None:
+    from orgsync.state_command import state_location
+
+    actions = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
+    migrate = actions.add_parser(
+        "migrate",
+        help="copy links, ledger, missing-since clocks, learned forms and run history",
+        description="Copy an installation's state to another database (stop orgsync "
+        "first); the row counts are verified after the copy.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(migrate, top=False)
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=state_location,
+        metavar="FROM",
+        help="sqlite:PATH or postgresql://USER@HOST:PORT/DB (must exist)",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="destination",
+        required=True,
+        type=state_location,
+        metavar="TO",
+        help="postgresql://USER@HOST:PORT/DB?sslmode=... or sqlite:PATH (must be empty)",
+    )
+    migrate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the orgsync state the destination already holds",
+    )
+    migrate.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="environment variable with the PostgreSQL password (else PGPASSWORD etc.)",
+    )
+    migrate.add_argument(
+        "--password-file", type=Path, metavar="PATH", help="file with the PostgreSQL password"
+    )
 
 
 def _check_usage(args: argparse.Namespace) -> None:
@@ -204,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from orgsync.demo import run_demo
 
             return run_demo(as_json=args.json)
+        if args.command == "state":
+            from orgsync.state_command import migrate_state
+
+            return migrate_state(args, os.environ)
         config = load_config(args.config or default_config_path())
         if args.command == "sync":
             return _sync(config, args)
@@ -329,7 +379,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def _open_state(config: Config) -> StateStore | None:
     """The state database for reading commands, which never create one (None: none yet)."""
     try:
-        return StateStore.open(config.state.path, create=False)
+        return open_state_store(config.state, os.environ, create=False)
     except NoStateDatabase as missing:
         print(f"orgsync: {missing}", file=sys.stderr)
         return None

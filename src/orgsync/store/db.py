@@ -84,6 +84,15 @@ class Row:
     def __init__(self, values: Mapping[str, object]) -> None:
         self._values = values
 
+    def values(self) -> dict[str, SqlValue]:
+        """Every column, as stored (to copy a row to another database)."""
+        out: dict[str, SqlValue] = {}
+        for key, value in self._values.items():
+            if value is not None and not isinstance(value, str | int | float | bytes):
+                raise self._corrupt(key, "a value SQL stores")
+            out[key] = value
+        return out
+
     def _get(self, key: str) -> object:
         try:
             return self._values[key]
