@@ -34,7 +34,7 @@ from pydantic import (
 from orgsync.config_errors import Schema, explain, toml_error
 from orgsync.core.errors import ConfigError
 from orgsync.core.model import email_problem
-from orgsync.core.state_url import redact_state_url, state_url_problem
+from orgsync.core.state_url import is_server_url, redact_state_url, state_url_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -508,8 +508,10 @@ class StateConfig(_Strict):
             raise ValueError("give either path (SQLite) or url (PostgreSQL), not both")
         problem = state_url_problem(self.url)
         if problem is not None:
-            # The URL is shown redacted: a password pasted into it stays out of messages.
-            raise ValueError(f"url {redact_state_url(self.url)} {problem}")
+            # Shown redacted, and only when it parses as PostgreSQL's: a password pasted
+            # into it stays out of messages.
+            shown = f" {redact_state_url(self.url)}" if is_server_url(self.url) else ""
+            raise ValueError(f"url{shown} {problem}")
         return self
 
     @property

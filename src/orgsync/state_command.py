@@ -30,8 +30,9 @@ def state_location(text: str) -> str:
         return text
     if text.startswith(SQLITE_PREFIX) and text[len(SQLITE_PREFIX) :].strip():
         return text
+    # Not repeated: a mistyped URL may hold a password.
     raise argparse.ArgumentTypeError(
-        f"{text!r} is neither sqlite:PATH nor postgresql://USER@HOST:PORT/DATABASE"
+        "is neither sqlite:PATH nor postgresql://USER@HOST:PORT/DATABASE"
     )
 
 
