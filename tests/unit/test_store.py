@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -840,3 +841,26 @@ def test_advisory_locks_exclude_each_other_and_a_lost_session_is_noticed(
         assert odd.try_acquire()
         odd.release()
         assert store.runs() == []
+
+
+def test_a_store_reconnects_when_the_server_ended_its_session(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server restart or failover ends the store's connection: the next transaction
+    starts on a new one (nothing was done in it yet), so a daemon keeps reconciling."""
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    url = postgres.url_for_new_database()
+    with StateStore.open(url) as store:
+        run_id = store.start_run("t", "sync")
+        with postgres.admin() as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid != pg_backend_pid()",
+                (url.rsplit("/", 1)[1].split("?")[0],),
+            )
+        time.sleep(0.2)
+        assert [r.run_id for r in store.runs()] == [run_id]
+        store.finish_run(run_id, status="ok", exit_code=0, summary={}, checksum=None)
+        last = store.last_run("t")
+        assert last is not None
+        assert last.status == "ok"

@@ -238,7 +238,7 @@ class PostgresDB(StateDB):
             if self._in_transaction():
                 yield self._session  # inside a write of this thread: that is the snapshot
                 return
-            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 yield self._session
             finally:
@@ -249,7 +249,7 @@ class PostgresDB(StateDB):
     def write(self) -> Iterator[Session]:
         """One write transaction, committed before the block's caller continues."""
         with self._guard():
-            self._conn.execute("BEGIN")
+            self._begin("BEGIN")
             try:
                 yield self._session
             except BaseException:
@@ -257,6 +257,22 @@ class PostgresDB(StateDB):
                     self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def _begin(self, statement: str) -> None:
+        """Start a transaction, on a new connection if the server ended ours (a restart,
+        a failover, an idle timeout): nothing was done in it yet, so nothing is lost, and
+        a daemon goes on reconciling instead of failing every run until restarted."""
+        try:
+            self._conn.execute(statement)
+        except _psycopg().OperationalError:
+            if not self._conn.broken:
+                raise
+        else:
+            return
+        self._conn.close()
+        self._conn = self._connect()
+        self._session = PostgresSession(self._conn)
+        self._conn.execute(statement)
 
     def _in_transaction(self) -> bool:
         status = self._conn.info.transaction_status
