@@ -71,7 +71,8 @@ def test_a_sync_on_postgresql_keeps_the_password_out_of_everything(
     first = rig.orgsync("sync")
     assert first.returncode == 0, first.stdout + first.stderr
     assert rig.holdings() == wanted_roles(document)
-    again = rig.orgsync("sync", "--dry-run")
+    # Debug logs too (the driver's own logger included).
+    again = rig.orgsync("--log-level", "debug", "sync", "--dry-run")
     assert again.returncode == 0, again.stdout + again.stderr  # it remembers what it did
     status = rig.orgsync("status")
     history = rig.orgsync("runs", "--json")

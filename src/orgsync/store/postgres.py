@@ -55,6 +55,11 @@ LOCK_TIMEOUT_MS = 5000
 """How long a statement waits for a row another transaction holds (SQLite's busy
 timeout): a stuck writer elsewhere makes a run fail with a clear error, not hang."""
 
+_KEEPALIVES = (
+    ("tcp_keepalives_idle", 30),
+    ("tcp_keepalives_interval", 10),
+    ("tcp_keepalives_count", 3),
+)
 _LOCK_SPACE = 0x6F726773  # "orgs": the first key of orgsync's advisory locks
 _SCHEMA_LOCK = 0  # second key of the lock that serialises migrations
 _POLL = 0.05
@@ -327,6 +332,12 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
             raise StateError(f"cannot connect to the state database {shown}: {message}") from exc
         try:
             conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            # The server probes an idle connection after 30 s and drops it (and the
+            # session's advisory lock) after three unanswered probes: a writer whose host
+            # vanished without closing it frees its targets in about a minute, not after
+            # the kernel's default two hours.
+            for setting, value in _KEEPALIVES:
+                conn.execute(f"SET {setting} = {value}")
         except pg.Error as exc:
             conn.close()
             raise StateError(f"state database {shown}: {scrubber(str(exc))}") from exc
