@@ -20,12 +20,16 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def location(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
+) -> Iterator[str]:
     """Where a test's state database is, on each backend: a SQLite file, or a fresh
     database on the suite's PostgreSQL (its password in PGPASSWORD, as libpq reads it,
     which the tests' child processes inherit)."""
     if request.param == "sqlite":
-        return str(tmp_path / "state.db")
+        yield str(tmp_path / "state.db")
+        return
     server: PostgresServer = request.getfixturevalue("postgres")
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
-    return server.url_for_new_database()
+    name = server.new_database()
+    yield server.url(name)
+    # Each new database costs the server several megabytes of disk.
+    server.drop_database(name)

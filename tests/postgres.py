@@ -99,6 +99,10 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}" OWNER {USER}')
         return name
 
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def url_for_new_database(self, prefix: str = "state") -> str:
         return self.url(self.new_database(prefix))
 
