@@ -864,3 +864,29 @@ def test_a_store_reconnects_when_the_server_ended_its_session(
         last = store.last_run("t")
         assert last is not None
         assert last.status == "ok"
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(location: str) -> None:
+    """The first runs of several processes (a daemon and an operator, replicas) meet an
+    empty database together: one creates the schema, the others wait and find it."""
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            with StateStore.open(location) as store:
+                store.start_run("t", "dry-run")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_it) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with StateStore.open(location) as store:
+        rows = sql(store, "SELECT version FROM schema_version ORDER BY version")
+        assert len(store.runs()) == 5
+    assert [row.integer("version") for row in rows] == list(range(1, LATEST_VERSION + 1))
