@@ -454,6 +454,10 @@ class Engine:
         error: str,
     ) -> TargetResult:
         """A run that ended before it reached the target (the source failed or stopped)."""
+        # Counted like any other run: an alert on failed runs must see a source that fails.
+        self.observer.run_finished(
+            target, status, held=0, seconds=(self.clock() - started).total_seconds()
+        )
         run_id = self.store.record_run(
             target,
             mode,
@@ -511,6 +515,9 @@ class Engine:
                 # The state database itself failed (busy beyond its timeout, gone bad):
                 # nowhere to record the run; the next one tries again.
                 bound.error("run.state_failed", error=str(error))
+                self.observer.run_finished(
+                    config.name, "failed", held=0, seconds=time.monotonic() - started
+                )
                 return TargetResult(config.name, EXIT_ERROR, "failed", error=str(error))
         plan_ = result.plan
         bound.info("run.finished", status=result.status, exit_code=result.exit_code)

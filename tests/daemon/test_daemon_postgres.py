@@ -1,6 +1,7 @@
 """`orgsync daemon` with its state on PostgreSQL (issue 15, first half): two daemon
 processes on one database take turns per target (the advisory lock), both converge the
-organization, `/readyz` answers from the server, and the password is in no log line."""
+organization, `/readyz` and the status page answer from the server, and the password is
+in no log line or page."""
 
 from __future__ import annotations
 
@@ -108,6 +109,10 @@ def test_two_daemons_on_one_postgresql_database_take_turns(
                     assert end <= other_start or other_end <= start, intervals
         assert statuses == {"ok"}
         assert max(rig.pending_invites().values()) == 1
+        page = first.get("/")  # the status page reads the state on a connection of its own
+        assert page.status_code == 200
+        assert "openai-test" in page.text
+        assert traces(PASSWORD, page.text) == []
         assert first.terminate() == 0
         assert second.terminate() == 0
         for daemon in (first, second):

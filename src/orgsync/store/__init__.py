@@ -9,7 +9,7 @@ through `orgsync.factories.open_state_store`).
 from orgsync.store.checkup import check_state_path, check_state_url
 from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
-from orgsync.store.journal import OperationRecord, RunJournal
+from orgsync.store.journal import OperationRecord, RunJournal, Unsettled
 from orgsync.store.lease import LeaseRecord
 from orgsync.store.migrations import LATEST_VERSION
 from orgsync.store.runs import FINAL_STATUSES, RUN_MODES, RUN_STATUSES, Origin, Outcome, RunRecord
@@ -32,6 +32,7 @@ __all__ = [
     "RunJournal",
     "RunRecord",
     "StateStore",
+    "Unsettled",
     "WriterLock",
     "check_state_path",
     "check_state_url",
