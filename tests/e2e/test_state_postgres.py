@@ -232,7 +232,14 @@ def test_state_migrate_moves_an_installation_without_losing_anything(
     assert {r["email_key"] for r in moved_dump["links"]} == {
         r["email_key"] for r in original["links"]
     }
-    no_password_in(*(p.stdout + p.stderr for p in (moved, again, replaced, busy, carried)))
+
+    # And back: PostgreSQL to a new SQLite file, every row as it is on the server.
+    back_path = rig.folder / "back.db"
+    back = rig.orgsync("state", "migrate", "--from", url, "--to", f"sqlite:{back_path}")
+    assert back.returncode == 0, back.stdout + back.stderr
+    with StateStore.open(back_path) as store:
+        assert dump(store) == moved_dump
+    no_password_in(*(p.stdout + p.stderr for p in (moved, again, replaced, busy, carried, back)))
 
 
 def test_bad_urls_and_unreachable_servers_are_named_and_exit_1(
