@@ -39,6 +39,7 @@ from orgsync.engine import (
     TargetResult,
     worst_exit_code,
 )
+from orgsync.factories import open_state_store
 from orgsync.logs import configure_logging
 from orgsync.notify import DRAIN_SECONDS, build_dispatcher
 from orgsync.progress import quiet_stdout, reporter
@@ -252,6 +253,7 @@ def _parser() -> argparse.ArgumentParser:
         "(new or empty) and print the commands to go on with",
     )
     _emulate_command(command("emulate", "serve an emulated organization to rehearse against"))
+    _state_commands(command("state", "move the state database to another one"))
     return parser
 
 
@@ -286,6 +288,50 @@ def _emulate_command(emulate: argparse.ArgumentParser) -> None:
         metavar="F",
         help="the organization's members, invitations and groups (JSON, README: Rehearse) "
         "instead of the demo's sample organization",
+    )
+
+
+def _state_commands(state: argparse.ArgumentParser) -> None:
+    from orgsync.state_command import state_location
+
+    actions = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
+    migrate = actions.add_parser(
+        "migrate",
+        help="copy links, ledger, missing-since clocks, learned forms and run history",
+        description="Copy an installation's state to another database (stop orgsync "
+        "first); the row counts are verified after the copy.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(migrate, top=False)
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=state_location,
+        metavar="FROM",
+        help="sqlite:PATH or postgresql://USER@HOST:PORT/DB (must exist)",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="destination",
+        required=True,
+        type=state_location,
+        metavar="TO",
+        help="postgresql://USER@HOST:PORT/DB?sslmode=... or sqlite:PATH (must be empty)",
+    )
+    migrate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the orgsync state the destination already holds",
+    )
+    migrate.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="environment variable with the PostgreSQL password (else PGPASSWORD etc.)",
+    )
+    migrate.add_argument(
+        "--password-file", type=Path, metavar="PATH", help="file with the PostgreSQL password"
     )
 
 
@@ -339,6 +385,10 @@ def _command(args: argparse.Namespace) -> int:
             return run_emulator(
                 args.kind, host=host, port=port, people=args.people, seed_file=args.seed_file
             )
+        if args.command == "state":
+            from orgsync.state_command import migrate_state
+
+            return migrate_state(args, os.environ)
         config = load_config(args.config or default_config_path())
         if args.command == "sync":
             return _sync(config, args)
@@ -511,7 +561,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def _open_state(config: Config) -> StateStore | None:
     """The state database for reading commands, which never create one (None: none yet)."""
     try:
-        return StateStore.open(config.state.path, create=False)
+        return open_state_store(config.state, os.environ, create=False)
     except NoStateDatabase as missing:
         print(f"orgsync: {missing}", file=sys.stderr)
         return None

@@ -76,7 +76,7 @@ from orgsync.core.safety import (
     managed_people,
 )
 from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
-from orgsync.factories import build_source, build_target, retry_settings
+from orgsync.factories import build_source, build_target, open_state_store, retry_settings
 from orgsync.interrupt import ReadInterrupt
 from orgsync.store import LeaseRecord, NoStateDatabase, Origin, Outcome, StateStore, WriterLock
 
@@ -405,7 +405,7 @@ class Engine:
     @property
     def store(self) -> StateStore:
         if self._store is None:
-            self._store = StateStore.open(self.config.state.path)
+            self._store = open_state_store(self.config.state, self.environ)
         return self._store
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 The one place that knows every adapter module. Secrets are resolved here, at the moment an
 adapter is built, never earlier and never stored. Adapters whose libraries are slow to
-import (scim2-models, PyJWT) are imported only when configured.
+import (scim2-models, PyJWT, psycopg) are imported only when configured. The state
+database is opened here too (`open_state_store`), with its password if it has one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from orgsync.config import Config, SecretRef, TargetConfig
+from orgsync.config import Config, SecretRef, StateConfig, TargetConfig
 from orgsync.config import EntraSource as EntraSourceConfig
 from orgsync.config import FileSource as FileSourceConfig
 from orgsync.config import GoogleSource as GoogleSourceConfig
@@ -26,6 +27,7 @@ from orgsync.sources._http import HttpSettings
 from orgsync.sources.entra import EntraSource
 from orgsync.sources.file import FileSource
 from orgsync.sources.okta import OktaSource
+from orgsync.store import StateStore, check_state_path, check_state_url
 from orgsync.targets.http import ApiClient
 from orgsync.targets.keycard import KeycardTarget
 from orgsync.targets.openai import OpenAITarget
@@ -272,3 +274,27 @@ def retry_settings(config: TargetConfig) -> RetrySettings:
     return RetrySettings(
         max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
     )
+
+
+def open_state_store(
+    state: StateConfig, environ: Mapping[str, str], *, create: bool = True
+) -> StateStore:
+    """The state database `[state]` names: the SQLite file at `path`, or the PostgreSQL
+    database at `url` with the password of `password_env` / `password_file` (resolved
+    now, handed to the connection, kept nowhere else). `create=False`: `NoStateDatabase`
+    rather than a new database (reading commands)."""
+    if state.url is None:
+        return StateStore.open(state.path, create=create)
+    password = state.password.resolve(environ).get_secret_value() if state.password else None
+    return StateStore.open(state.url, password=password, create=create)
+
+
+def check_state(state: StateConfig, environ: Mapping[str, str], *, offline: bool) -> str:
+    """`validate`'s line about the state database: usable as it is, reading only
+    (offline: its password is there, the server is not contacted)."""
+    if state.url is None:
+        return check_state_path(state.path)
+    password = state.password.resolve(environ).get_secret_value() if state.password else None
+    if offline:
+        return f"{state.location}: not contacted (--offline)"
+    return check_state_url(state.url, password=password)
