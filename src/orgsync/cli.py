@@ -125,7 +125,8 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default=default,
-        help="stderr log level (default: info; warning for demo and with --quiet)",
+        help="stderr log level (default: info; warning for demo, with --quiet, and for "
+        "sync on a terminal, where progress bars show what happens)",
     )
     parser.add_argument(
         "-q",
@@ -365,7 +366,13 @@ def _log_level(args: argparse.Namespace) -> str:
         return str(args.log_level)
     if args.verbose:
         return "debug"
-    return "warning" if args.quiet or args.command in ("demo", "emulate") else "info"
+    if args.quiet or args.command in ("demo", "emulate"):
+        return "warning"
+    if args.command == "sync" and sys.stderr.isatty() and _log_json(args) is not True:
+        # A person at a terminal watches the bars and the plan; a line per operation
+        # would bury them (1,500 invitations, 1,500 lines). Journals and pipes keep info.
+        return "warning"
+    return "info"
 
 
 def _log_json(args: argparse.Namespace) -> bool | None:

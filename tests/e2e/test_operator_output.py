@@ -164,11 +164,20 @@ def test_progress_bars_on_a_terminal_with_the_plan_before_the_apply(rig: Rig) ->
 
 def test_log_lines_print_above_the_bars_on_a_terminal(rig: Rig) -> None:
     rig.write(directory(12))
-    code, screen = _run_on_terminal(rig, "sync", "--log-format", "console")
+    code, screen = _run_on_terminal(rig, "sync", "--log-format", "console", "--log-level", "info")
     assert code == 0, screen
     done = [line for line in screen.splitlines() if "apply.op.done" in line]
     assert len(done) == 12  # every operation's log line, none lost in the bars
     assert "run.finished" in screen
+
+
+def test_a_sync_on_a_terminal_shows_bars_not_a_line_per_operation(rig: Rig) -> None:
+    # 1,500 invitations must not print 1,500 log lines over the bars by default.
+    rig.write(directory(12))
+    code, screen = _run_on_terminal(rig, "sync")
+    assert code == 0, screen
+    assert "apply.op.done" not in screen
+    assert "apply openai-test: 12 operations" in screen
 
 
 def test_on_a_terminal_json_stdout_gets_no_progress(rig: Rig) -> None:
