@@ -8,6 +8,7 @@ relative paths resolved in systemd's `$CREDENTIALS_DIRECTORY` when it is set). E
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -24,13 +25,17 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializeAsAny,
     StrictBool,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
 
+from orgsync import connectors
 from orgsync.config_errors import Schema, explain, toml_error
 from orgsync.core.errors import ConfigError
 from orgsync.core.model import email_problem
@@ -131,6 +136,10 @@ class _Strict(BaseModel):
                 f"an environment variable and give its name, or use {secret}_file"
             )
         return value
+
+
+StrictModel = _Strict
+"""The base of every configuration table: unknown keys refused, frozen, `*_env` checked."""
 
 
 class SecretRef(BaseModel):
@@ -382,38 +391,23 @@ class GroupRuleConfig(_Strict):
         return name
 
 
-class InviteProject(_Strict):
-    id: str = Field(min_length=1)
-    role: Literal["member", "owner"] = "member"
-
-
 class TargetConfig(_Strict):
+    """The keys every `[[targets]]` table has, whatever its type.
+
+    Each target type's own model (in its package, found through `orgsync.connectors`)
+    subclasses this one and narrows `type` to its tag; `Config.targets` holds instances
+    of those, chosen by `type` (a discriminated union whose members are loaded on first
+    use of their type).
+    """
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    type: Literal["openai", "keycard", "scim"]
+    type: str
     base_url: str
-    api_key_env: str | None = None
-    """Bearer credential of openai and scim targets (or api_key_file)."""
-    api_key_file: Path | None = None
-    client_id: str | None = None
-    """Keycard: the service account's OAuth client id (with client_secret_env/_file)."""
-    client_secret_env: str | None = None
-    client_secret_file: Path | None = None
-    organization_id: str | None = None
-    """Keycard: the organization's id or label."""
-    token_url: str | None = None
-    """Keycard: OAuth token endpoint (default: base_url + /service-account-token)."""
     default_role: str | None = None
     scope_groups: tuple[Glob, ...] = ()
     on_removal: Literal["remove", "suspend"] = "remove"
     roles: tuple[RoleRuleConfig, ...] = ()
     groups: tuple[GroupRuleConfig, ...] = ()
-    invite_projects: tuple[InviteProject, ...] = ()
-    """OpenAI: projects an invitation grants; always sent explicitly (none by default)."""
-    max_patch_operations: int = Field(default=100, ge=1, le=10000)
-    """SCIM: most member changes one PATCH carries (AWS accepts 100)."""
-    scim_dialect: Literal["auto", "strict", "aws", "azure", "loose"] = "auto"
-    """SCIM: `auto` learns the request forms the server accepts; a named dialect fixes them
-    and the known quirks of a class of servers (see README)."""
     allow_plaintext: StrictBool = False
     ca_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)
@@ -423,44 +417,62 @@ class TargetConfig(_Strict):
     max_retry_delay: Duration = timedelta(seconds=60)
 
     @model_validator(mode="after")
-    def _check(self) -> TargetConfig:
+    def _check_base_url(self) -> TargetConfig:
         _check_url(self.base_url, "base_url", allow_plaintext=self.allow_plaintext)
-        if self.type == "keycard":
-            if not self.client_id or not self.organization_id:
-                raise ValueError("keycard targets need client_id and organization_id")
-            _secret("client_secret", self.client_secret_env, self.client_secret_file, required=True)
-            if self.api_key_env or self.api_key_file:
-                raise ValueError(
-                    "keycard targets authenticate with client_id/client_secret, not api_key"
-                )
-        else:
-            _secret("api_key", self.api_key_env, self.api_key_file, required=True)
-            if self.client_id or self.client_secret_env or self.client_secret_file:
-                raise ValueError(
-                    f"{self.type} targets take api_key_env or api_key_file, not client_id"
-                )
-        if self.type == "scim" and (self.default_role or self.roles):
-            raise ValueError(
-                "scim targets have no organization roles: scope alone decides who is "
-                "provisioned, so default_role and [[targets.roles]] cannot be used"
-            )
-        if self.token_url is not None:
-            _check_url(self.token_url, "token_url", allow_plaintext=self.allow_plaintext)
         return self
 
-    @property
-    def api_key(self) -> SecretRef:
-        ref = _secret("api_key", self.api_key_env, self.api_key_file, required=True)
-        assert ref is not None
-        return ref.model_copy(update={"key": f"targets.{self.name}.api_key"})
-
-    @property
-    def client_secret(self) -> SecretRef:
+    def secret(self, key: str, *, required: bool = True) -> SecretRef | None:
+        """`<key>_env` / `<key>_file` of this target as a `SecretRef` (None when neither is
+        given and it is optional), named `targets.<name>.<key>` in errors."""
         ref = _secret(
-            "client_secret", self.client_secret_env, self.client_secret_file, required=True
+            key, getattr(self, f"{key}_env"), getattr(self, f"{key}_file"), required=required
         )
-        assert ref is not None
-        return ref.model_copy(update={"key": f"targets.{self.name}.client_secret"})
+        return ref.model_copy(update={"key": f"targets.{self.name}.{key}"}) if ref else None
+
+
+def secret_ref(key: str, env: str | None, file: Path | None, *, required: bool) -> SecretRef | None:
+    """Check a `<key>_env` / `<key>_file` pair (for a connector's model validator): one of
+    them, not both; `required` refuses neither."""
+    return _secret(key, env, file, required=required)
+
+
+def check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
+    """Refuse a URL that is not http(s), carries a credential, or is plain HTTP unasked."""
+    _check_url(url, key, allow_plaintext=allow_plaintext)
+
+
+def _target_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate one `[[targets]]` table with the model of its `type`.
+
+    The type's connector is imported here, on first use. An unknown type is reported as
+    a choice among the installed ones, exactly as a fixed `Literal` would be.
+    """
+    if isinstance(value, TargetConfig) or not isinstance(value, dict):
+        return handler(value)  # not a table: "must be a table"
+    tag = value.get("type")
+    if tag is None:
+        raise ValidationError.from_exception_data(
+            "TargetConfig", [{"type": "missing", "loc": ("type",), "input": value}]
+        )
+    known = connectors.target_types()
+    if not isinstance(tag, str) or tag not in known:
+        expected = " or ".join(", ".join(repr(k) for k in known).rsplit(", ", 1))
+        raise ValidationError.from_exception_data(
+            "TargetConfig",
+            [
+                {
+                    "type": "literal_error",
+                    "loc": ("type",),
+                    "input": tag,
+                    "ctx": {"expected": expected},
+                }
+            ],
+        )
+    return connectors.target(tag).settings.model_validate(value)
+
+
+AnyTarget = SerializeAsAny[Annotated[TargetConfig, WrapValidator(_target_model)]]
+"""A `[[targets]]` table: an instance of its type's own model."""
 
 
 class SafetyConfig(_Strict):
@@ -733,7 +745,7 @@ NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discri
 
 class Config(_Strict):
     source: SourceConfig
-    targets: tuple[TargetConfig, ...]
+    targets: tuple[AnyTarget, ...]
     safety: SafetyConfig = SafetyConfig()
     state: StateConfig = StateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -806,8 +818,30 @@ def parse_config(
     try:
         config = Config.model_validate(document)
     except ValidationError as error:
-        raise explain(error, origin=origin, text=text, schema=_SCHEMA) from None
+        raise explain(error, origin=origin, text=text, schema=_schema(document)) from None
     return _anchor_paths(config, base_dir)
+
+
+def _schema(document: Mapping[str, Any]) -> Schema:
+    """`_SCHEMA` with the model of each `[[targets]]` table of `document`, so that key
+    hints speak of the right type's keys. Only on the error path: it loads every
+    built-in target type (to say which type a misplaced key belongs to) and those named."""
+    tables = document.get("targets")
+    tables = tables if isinstance(tables, list) else []
+    named = [t.get("type") for t in tables if isinstance(t, dict)]
+    known = connectors.target_types()
+    models: dict[str, type[BaseModel]] = {}
+    for tag in (*connectors.BUILTIN_TARGETS, *named):
+        if isinstance(tag, str) and tag in known and tag not in models:
+            try:
+                models[tag] = connectors.target(tag).settings
+            except ConfigError:
+                continue
+    by_index: list[type[BaseModel] | None] = []
+    for table in tables:
+        tag = table.get("type") if isinstance(table, dict) else None
+        by_index.append(models.get(tag) if isinstance(tag, str) else None)
+    return dataclasses.replace(_SCHEMA, targets=tuple(by_index), target_types=models)
 
 
 def _anchor_paths(config: Config, base_dir: Path) -> Config:

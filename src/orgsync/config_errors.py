@@ -15,8 +15,8 @@ import json
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,11 @@ class Schema:
     """`[[notify]] type` → its model (the other discriminated union)."""
     sections: Mapping[str, type[BaseModel]]
     """Table name → model, to say in which table a misplaced key belongs."""
+    targets: Sequence[type[BaseModel] | None] = ()
+    """The model of each `[[targets]]` table, by index (None: its type is unknown)."""
+    target_types: Mapping[str, type[BaseModel]] = field(default_factory=dict)
+    """`[[targets]] type` → its model, for the types loaded (to say which type a key
+    belongs to)."""
 
 
 def explain(error: ValidationError, *, origin: str, text: str, schema: Schema) -> ConfigError:
@@ -287,6 +292,10 @@ def _unknown_key(key: str, raw: Location, schema: Schema) -> str:
             f"variable and give its name as {key}_env, or put it in a file and give the "
             f"path as {key}_file (the value written here is not shown)"
         )
+    if raw[:1] == ("targets",) and len(raw) == 3:
+        owners = [tag for tag, m in schema.target_types.items() if key in m.model_fields]
+        if owners:
+            return f"unknown key here; {key} is a key of type = {' or '.join(owners)} targets"
     home = [name for name, section in schema.sections.items() if key in section.model_fields] + [
         f"source (type = {tag})" for tag, m in schema.sources.items() if key in m.model_fields
     ]
@@ -308,10 +317,17 @@ def _model_at(loc: Location, schema: Schema) -> type[BaseModel] | None:
         item = items.pop(0)
         if isinstance(item, int):
             continue
-        field = model.model_fields.get(item)
-        if field is None:
+        declared = model.model_fields.get(item)
+        if declared is None:
             return None
-        candidates = list(_models_in(field.annotation))
+        if model is schema.root and item == "targets" and items and isinstance(items[0], int):
+            index = items.pop(0)
+            assert isinstance(index, int)
+            chosen = schema.targets[index] if index < len(schema.targets) else None
+            if chosen is not None:
+                model = chosen
+                continue
+        candidates = list(_models_in(declared.annotation))
         if len(candidates) > 1:
             if item == "notify" and items and isinstance(items[0], int):
                 items.pop(0)  # the entry's index, then its tag

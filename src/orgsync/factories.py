@@ -1,9 +1,10 @@
 """Building adapters from configuration: which source, which target, with which settings.
 
-The one place that knows every adapter module. Secrets are resolved here, at the moment an
-adapter is built, never earlier and never stored. Adapters whose libraries are slow to
-import (scim2-models, PyJWT, psycopg) are imported only when configured. The state
-database is opened here too (`open_state_store`), with its password if it has one.
+Sources are built here; a target by its type's connector, found through the registry
+(`orgsync.connectors`). Secrets are resolved at the moment an adapter is built, never
+earlier and never stored. Adapters whose libraries are slow to import (scim2-models,
+PyJWT, psycopg) are imported only when configured. The state database is opened here
+too (`open_state_store`), with its password if it has one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from orgsync import connectors
 from orgsync.config import Config, SecretRef, StateConfig, TargetConfig
 from orgsync.config import EntraSource as EntraSourceConfig
 from orgsync.config import FileSource as FileSourceConfig
@@ -28,9 +30,6 @@ from orgsync.sources.entra import EntraSource
 from orgsync.sources.file import FileSource
 from orgsync.sources.okta import OktaSource
 from orgsync.store import StateStore, check_state_path, check_state_url
-from orgsync.targets.http import ApiClient
-from orgsync.targets.keycard import KeycardTarget
-from orgsync.targets.openai import OpenAITarget
 
 log = structlog.get_logger(__name__)
 
@@ -190,90 +189,16 @@ def build_target(
     on_response: Callable[[str, int], None] | None = None,
     interrupt: ReadInterrupt | None = None,
 ) -> Target:
-    """The configured organization's adapter; secrets are resolved here, not earlier.
+    """The configured organization's adapter, built by its type's connector (imported on
+    first use); secrets are resolved there, not earlier.
 
     `interrupt` ends a read of the organization in flight when orgsync is told to stop.
     """
-    if config.type == "keycard":
-        return _keycard_target(config, environ, on_response, interrupt)
-    if config.type == "scim":
-        return _scim_target(config, environ, on_response, interrupt)
-    api_key = config.api_key.resolve(environ).get_secret_value()
-    if config.base_url.startswith("http://"):
-        log.warning("target.plaintext", target=config.name, base_url=config.base_url)
-    client = ApiClient(
-        config.base_url,
-        bearer_token=api_key,
-        system=config.name,
-        timeout=config.timeout.total_seconds(),
-        verify=str(config.ca_file) if config.ca_file else True,
-        requests_per_second=config.requests_per_second,
-        retry=retry_settings(config),
-        user_agent="orgsync",
-        on_response=on_response,
-        interrupt=interrupt,
-    )
-    projects = [(p.id, p.role) for p in config.invite_projects]
-    return OpenAITarget(client, api_key=api_key, invite_projects=projects)
+    connector = connectors.target(config.type)
+    return connector.build(config, environ, connectors.Hooks(on_response, interrupt))
 
 
-def _keycard_target(
-    config: TargetConfig,
-    environ: Mapping[str, str],
-    on_response: Callable[[str, int], None] | None,
-    interrupt: ReadInterrupt | None,
-) -> Target:
-    if config.client_id is None or config.organization_id is None:
-        raise ConfigError(f"targets.{config.name}: keycard needs client_id and organization_id")
-    secret = config.client_secret.resolve(environ).get_secret_value()
-    if config.base_url.startswith("http://"):
-        log.warning("target.plaintext", target=config.name, base_url=config.base_url)
-    return KeycardTarget.connect(
-        config.base_url,
-        organization_id=config.organization_id,
-        client_id=config.client_id,
-        client_secret=secret,
-        token_url=config.token_url,
-        system=config.name,
-        retry=retry_settings(config),
-        timeout=config.timeout.total_seconds(),
-        verify=str(config.ca_file) if config.ca_file else True,
-        requests_per_second=config.requests_per_second,
-        on_response=on_response,
-        interrupt=interrupt,
-    )
-
-
-def _scim_target(
-    config: TargetConfig,
-    environ: Mapping[str, str],
-    on_response: Callable[[str, int], None] | None,
-    interrupt: ReadInterrupt | None,
-) -> Target:
-    from orgsync.targets.scim import ScimTarget  # scim2-models takes a second to import
-
-    token = config.api_key.resolve(environ).get_secret_value()
-    if config.base_url.startswith("http://"):
-        log.warning("target.plaintext", target=config.name, base_url=config.base_url)
-    return ScimTarget.connect(
-        config.base_url,
-        token=token,
-        system=config.name,
-        retry=retry_settings(config),
-        dialect=config.scim_dialect,
-        max_patch_operations=config.max_patch_operations,
-        timeout=config.timeout.total_seconds(),
-        verify=str(config.ca_file) if config.ca_file else True,
-        requests_per_second=config.requests_per_second,
-        on_response=on_response,
-        interrupt=interrupt,
-    )
-
-
-def retry_settings(config: TargetConfig) -> RetrySettings:
-    return RetrySettings(
-        max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
-    )
+retry_settings = connectors.retry_settings
 
 
 def open_state_store(
