@@ -149,13 +149,10 @@ def refresh() -> None:
 
 
 def target_types() -> list[str]:
-    """Every usable target type: built-ins in their order, then third-party ones sorted."""
-    usable = [
-        tag
-        for tag, declared in sorted(_third_party().items())
-        if tag not in BUILTIN_TARGETS and len(declared) == 1
-    ]
-    return [*BUILTIN_TARGETS, *usable]
+    """Every target type: built-ins in their order, then third-party ones sorted (one
+    declared by two packages too: using it says which, rather than "unknown type")."""
+    declared = sorted(tag for tag in _third_party() if tag not in BUILTIN_TARGETS)
+    return [*BUILTIN_TARGETS, *declared]
 
 
 def found() -> list[Found]:
