@@ -185,12 +185,22 @@ def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> 
     return SecretRef(key=key, env=env, file=file)
 
 
-class FileSource(_Strict):
-    type: Literal["file"]
-    path: Path
+class SourceConfig(_Strict):
+    """The `[source]` table, whatever its type.
+
+    Each source type's model (beside its reader in `orgsync.sources`, found through
+    `orgsync.connectors`) subclasses this one, or `RemoteSourceConfig`, and narrows
+    `type` to its tag; `Config.source` is an instance of the one its `type` names.
+    """
+
+    type: str
+
+    def anchored(self, base_dir: Path) -> SourceConfig:
+        """Itself with the relative paths the reader opens taken from `base_dir`."""
+        return self
 
 
-class _RemoteSource(_Strict):
+class RemoteSourceConfig(SourceConfig):
     """Keys every network source shares: TLS trust, plaintext opt-in, timeouts, retries."""
 
     ca_file: Path | None = None
@@ -200,156 +210,46 @@ class _RemoteSource(_Strict):
     max_retry_delay: Duration = timedelta(seconds=60)
 
 
-class ScimSource(_RemoteSource):
-    type: Literal["scim"]
-    url: str
-    token_env: str | None = None
-    token_file: Path | None = None
-    username: str | None = None
-    """With `password_env`/`password_file`: HTTP basic auth instead of a bearer token."""
-    password_env: str | None = None
-    password_file: Path | None = None
-    page_size: int = Field(default=100, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _check(self) -> ScimSource:
-        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
-        bearer = _secret("token", self.token_env, self.token_file, required=False)
-        basic = _secret("password", self.password_env, self.password_file, required=False)
-        if (bearer is None) == (basic is None):
-            raise ValueError(
-                "give token_env/token_file, or username with password_env/password_file"
-            )
-        if basic is not None and not self.username:
-            raise ValueError("password_env/password_file needs username")
-        return self
-
-    @property
-    def token(self) -> SecretRef | None:
-        ref = _secret("token", self.token_env, self.token_file, required=False)
-        return ref.model_copy(update={"key": "source.token"}) if ref else None
-
-    @property
-    def password(self) -> SecretRef | None:
-        ref = _secret("password", self.password_env, self.password_file, required=False)
-        return ref.model_copy(update={"key": "source.password"}) if ref else None
-
-
-class LdapSource(_RemoteSource):
-    type: Literal["ldap"]
-    url: str
-    start_tls: StrictBool = False
-    bind_dn: str
-    bind_password_env: str | None = None
-    bind_password_file: Path | None = None
-    users_base: str
-    groups_base: str
-    flavor: Literal["openldap", "ad"] = "openldap"
-    user_filter: str | None = None
-    group_filter: str | None = None
-    id_attribute: str | None = None
-    email_attribute: str = "mail"
-    name_attribute: str | None = None
-    disabled_filter: str | None = None
-    """An LDAP filter matching disabled accounts (AD: userAccountControl is used by default)."""
-    nested_groups: Literal["client", "in_chain"] = "client"
-    page_size: int = Field(default=500, ge=1, le=5000)
-
-    @model_validator(mode="after")
-    def _check(self) -> LdapSource:
-        _secret("bind_password", self.bind_password_env, self.bind_password_file, required=True)
-        if self.url.startswith("ldaps://"):
-            return self
-        if not self.url.startswith("ldap://"):
-            raise ValueError(f"{self.url!r} is not an ldap:// or ldaps:// URL")
-        if not self.start_tls and not self.allow_plaintext:
-            raise ValueError(
-                f"{self.url} without start_tls = true sends the bind password in clear; "
-                "use ldaps://, start_tls = true, or allow_plaintext = true (loopback test rigs)"
-            )
-        return self
-
-    @property
-    def bind_password(self) -> SecretRef:
-        ref = _secret(
-            "bind_password", self.bind_password_env, self.bind_password_file, required=True
+def _source_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate the `[source]` table with the model of its `type`, loaded on first use;
+    a missing or unknown type is reported as pydantic reports a discriminated union's."""
+    if isinstance(value, SourceConfig) or not isinstance(value, dict):
+        return handler(value)  # not a table: "must be a table"
+    tag = value.get("type")
+    known = connectors.source_types()
+    if tag is None:
+        raise ValidationError.from_exception_data(
+            "SourceConfig",
+            [
+                {
+                    "type": "union_tag_not_found",
+                    "loc": (),
+                    "input": value,
+                    "ctx": {"discriminator": "'type'"},
+                }
+            ],
         )
-        assert ref is not None
-        return ref.model_copy(update={"key": "source.bind_password"})
-
-
-class OktaSource(_RemoteSource):
-    type: Literal["okta"]
-    url: str
-    token_env: str | None = None
-    token_file: Path | None = None
-    page_size: int = Field(default=200, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _check(self) -> OktaSource:
-        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
-        _secret("token", self.token_env, self.token_file, required=True)
-        return self
-
-    @property
-    def token(self) -> SecretRef:
-        ref = _secret("token", self.token_env, self.token_file, required=True)
-        assert ref is not None
-        return ref.model_copy(update={"key": "source.token"})
-
-
-class EntraSource(_RemoteSource):
-    type: Literal["entra"]
-    tenant_id: str
-    client_id: str
-    client_secret_env: str | None = None
-    client_secret_file: Path | None = None
-    graph_url: str = "https://graph.microsoft.com/v1.0"
-    login_url: str = "https://login.microsoftonline.com"
-    page_size: int = Field(default=999, ge=1, le=999)
-
-    @model_validator(mode="after")
-    def _check(self) -> EntraSource:
-        _check_url(self.graph_url, "graph_url", allow_plaintext=self.allow_plaintext)
-        _check_url(self.login_url, "login_url", allow_plaintext=self.allow_plaintext)
-        _secret("client_secret", self.client_secret_env, self.client_secret_file, required=True)
-        return self
-
-    @property
-    def client_secret(self) -> SecretRef:
-        ref = _secret(
-            "client_secret", self.client_secret_env, self.client_secret_file, required=True
+    if not isinstance(tag, str) or tag not in known:
+        raise ValidationError.from_exception_data(
+            "SourceConfig",
+            [
+                {
+                    "type": "union_tag_invalid",
+                    "loc": (),
+                    "input": value,
+                    "ctx": {
+                        "discriminator": "'type'",
+                        "tag": str(tag),
+                        "expected_tags": ", ".join(repr(k) for k in known),
+                    },
+                }
+            ],
         )
-        assert ref is not None
-        return ref.model_copy(update={"key": "source.client_secret"})
+    return connectors.source(tag).settings.model_validate(value)
 
 
-class GoogleSource(_RemoteSource):
-    type: Literal["google"]
-    customer: str = "my_customer"
-    subject: str
-    """The admin user the service account impersonates (domain-wide delegation)."""
-    credentials_file: Path
-    """The service account key (JSON); a secret: keep it 0600 or in $CREDENTIALS_DIRECTORY."""
-    directory_url: str = "https://admin.googleapis.com/admin/directory/v1"
-    token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
-    page_size: int = Field(default=500, ge=1, le=500)
-
-    @model_validator(mode="after")
-    def _check(self) -> GoogleSource:
-        _check_url(self.directory_url, "directory_url", allow_plaintext=self.allow_plaintext)
-        _check_url(self.token_url, "token_url", allow_plaintext=self.allow_plaintext)
-        return self
-
-    @property
-    def credentials(self) -> SecretRef:
-        return SecretRef(key="source.credentials", file=self.credentials_file)
-
-
-SourceConfig = Annotated[
-    FileSource | ScimSource | LdapSource | OktaSource | EntraSource | GoogleSource,
-    Field(discriminator="type"),
-]
+AnySource = SerializeAsAny[Annotated[SourceConfig, WrapValidator(_source_model)]]
+"""The `[source]` table: an instance of its type's own model."""
 
 
 Glob = Annotated[str, AfterValidator(_check_glob)]
@@ -744,7 +644,7 @@ NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discri
 
 
 class Config(_Strict):
-    source: SourceConfig
+    source: AnySource
     targets: tuple[AnyTarget, ...]
     safety: SafetyConfig = SafetyConfig()
     state: StateConfig = StateConfig()
@@ -789,14 +689,7 @@ class Config(_Strict):
 
 _SCHEMA = Schema(
     root=Config,
-    sources={
-        "file": FileSource,
-        "scim": ScimSource,
-        "ldap": LdapSource,
-        "okta": OktaSource,
-        "entra": EntraSource,
-        "google": GoogleSource,
-    },
+    sources={},
     notify={"webhook": WebhookNotify, "slack": SlackNotify, "email": EmailNotify},
     sections={
         "[targets]": TargetConfig,
@@ -841,16 +734,31 @@ def _schema(document: Mapping[str, Any]) -> Schema:
     for table in tables:
         tag = table.get("type") if isinstance(table, dict) else None
         by_index.append(models.get(tag) if isinstance(tag, str) else None)
-    return dataclasses.replace(_SCHEMA, targets=tuple(by_index), target_types=models)
+    sources: dict[str, type[BaseModel]] = {}
+    declared = document.get("source")
+    named_source = declared.get("type") if isinstance(declared, dict) else None
+    source_types = connectors.source_types()
+    for tag in (*connectors.BUILTIN_SOURCES, named_source):
+        if isinstance(tag, str) and tag in source_types and tag not in sources:
+            try:
+                sources[tag] = connectors.source(tag).settings
+            except ConfigError:
+                continue
+    return dataclasses.replace(
+        _SCHEMA,
+        sources=sources,
+        source_types=tuple(source_types),
+        source=sources.get(named_source) if isinstance(named_source, str) else None,
+        targets=tuple(by_index),
+        target_types=models,
+    )
 
 
 def _anchor_paths(config: Config, base_dir: Path) -> Config:
     def anchored(path: Path) -> Path:
         return path if path.is_absolute() else base_dir / path
 
-    source = config.source
-    if isinstance(source, FileSource):
-        source = source.model_copy(update={"path": anchored(source.path)})
+    source = config.source.anchored(base_dir)
     state = config.state
     if str(state.path) != ":memory:":
         state = state.model_copy(update={"path": anchored(state.path)})

@@ -113,11 +113,15 @@ class Schema:
 
     root: type[BaseModel]
     sources: Mapping[str, type[BaseModel]]
-    """`[source] type` → its model (the discriminated union's members)."""
+    """`[source] type` → its model, for the types loaded."""
     notify: Mapping[str, type[BaseModel]]
     """`[[notify]] type` → its model (the other discriminated union)."""
     sections: Mapping[str, type[BaseModel]]
     """Table name → model, to say in which table a misplaced key belongs."""
+    source_types: Sequence[str] = ()
+    """Every `[source] type` installed, in the order errors list them."""
+    source: type[BaseModel] | None = None
+    """The model of this document's `[source]` table (None: its type is unknown)."""
     targets: Sequence[type[BaseModel] | None] = ()
     """The model of each `[[targets]]` table, by index (None: its type is unknown)."""
     target_types: Mapping[str, type[BaseModel]] = field(default_factory=dict)
@@ -153,10 +157,9 @@ def _anchor(problem: ErrorDetails, raw: Location, path: Location, schema: Schema
 
 
 def _strip_tags(loc: Location) -> Location:
-    """Drop the discriminator tag pydantic puts after `source` (`source.ldap.url`) and
-    after a `[[notify]]` entry's index (`notify[0].slack.url`)."""
-    if len(loc) >= 2 and loc[0] == "source" and isinstance(loc[1], str):
-        return (loc[0], *loc[2:])
+    """Drop the discriminator tag pydantic puts after a `[[notify]]` entry's index
+    (`notify[0].slack.url`); `[source]` and `[[targets]]` tables are validated by their
+    type's model, with no tag in the location."""
     if len(loc) >= 3 and loc[0] == "notify" and isinstance(loc[1], int) and isinstance(loc[2], str):
         return (*loc[:2], *loc[3:])
     return loc
@@ -196,12 +199,9 @@ def _message(problem: ErrorDetails, raw: Location, path: Location, schema: Schem
         return _missing(key, path)
     if kind in {"union_tag_invalid", "union_tag_not_found"}:
         what, tags = (
-            ("notification", schema.notify)
+            ("notification", list(schema.notify))
             if path[:1] == ("notify",)
-            else (
-                "source",
-                schema.sources,
-            )
+            else ("source", list(schema.source_types or schema.sources))
         )
         if kind == "union_tag_not_found":
             return f"type is required: one of {', '.join(tags)}"
@@ -320,6 +320,9 @@ def _model_at(loc: Location, schema: Schema) -> type[BaseModel] | None:
         declared = model.model_fields.get(item)
         if declared is None:
             return None
+        if model is schema.root and item == "source" and schema.source is not None:
+            model = schema.source
+            continue
         if model is schema.root and item == "targets" and items and isinstance(items[0], int):
             index = items.pop(0)
             assert isinstance(index, int)

@@ -24,15 +24,15 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast
 
 from orgsync.core.errors import ConfigError
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Capabilities, TargetSnapshot
-from orgsync.core.ports import Target
+from orgsync.core.ports import Source, Target
 
 if TYPE_CHECKING:
-    from orgsync.config import SecretRef, TargetConfig
+    from orgsync.config import SecretRef, SourceConfig, TargetConfig
     from orgsync.interrupt import ReadInterrupt
     from orgsync.retrying import RetrySettings
 
@@ -44,6 +44,15 @@ BUILTIN_TARGETS: Final[Mapping[str, str]] = {
     "scim": "orgsync.targets.scim",
 }
 """`type` → the package whose `CONNECTOR` describes it; in the order errors list them."""
+
+BUILTIN_SOURCES: Final[Mapping[str, str]] = {
+    "file": "orgsync.sources.file_connector",
+    "scim": "orgsync.sources.scim_connector",
+    "ldap": "orgsync.sources.ldap_connector",
+    "okta": "orgsync.sources.okta_connector",
+    "entra": "orgsync.sources.entra_connector",
+    "google": "orgsync.sources.google_connector",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +102,33 @@ class TargetConnector(Generic[C]):
     """One line for `validate`'s list of connectors."""
 
 
+S = TypeVar("S", bound="SourceConfig")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConnector(Generic[S]):
+    """Everything orgsync needs to know about one kind of identity provider."""
+
+    type: str
+    """The `[source] type` tag; the model's `type` field is `Literal[<this>]`."""
+    settings: builtins.type[S]
+    """Its `[source]` keys: a subclass of `orgsync.config.SourceConfig`."""
+    build: Callable[[S, Mapping[str, str], Hooks], Source]
+    """A ready source; secrets are resolved here (from `environ`), never earlier."""
+    reads_offline: bool = False
+    """`validate --offline` still reads it (a local file contacts nobody)."""
+    summary: str = ""
+    """One line for `validate`'s list of connectors."""
+
+
+Kind = Literal["source", "target"]
+
+
 @dataclass(frozen=True, slots=True)
 class Found:
     """A connector the registry knows of, without importing it."""
 
-    kind: str
+    kind: Kind
     type: str
     origin: str
     """`built-in`, or the distribution that declares it (`acme-orgsync 1.2`)."""
@@ -111,9 +142,13 @@ class _Declared:
     origin: str
 
 
+_BUILTIN: Final[Mapping[Kind, Mapping[str, str]]] = {
+    "source": BUILTIN_SOURCES,
+    "target": BUILTIN_TARGETS,
+}
 _lock = threading.Lock()
-_loaded: dict[str, TargetConnector[Any]] = {}
-_declared: dict[str, list[_Declared]] | None = None
+_loaded: dict[tuple[Kind, str], object] = {}
+_declared: dict[tuple[Kind, str], list[_Declared]] | None = None
 
 
 def _origin(entry_point: metadata.EntryPoint) -> str:
@@ -123,19 +158,20 @@ def _origin(entry_point: metadata.EntryPoint) -> str:
     return f"{dist.metadata['Name'] or dist.name} {dist.version}"
 
 
-def _third_party() -> dict[str, list[_Declared]]:
-    """`target.<type>` entry points by type, read once (metadata only, nothing imported)."""
+def _third_party() -> dict[tuple[Kind, str], list[_Declared]]:
+    """`<kind>.<type>` entry points, read once (metadata only, nothing imported)."""
     global _declared  # noqa: PLW0603 - one read of the installed packages per process
     with _lock:
         if _declared is None:
-            found: dict[str, list[_Declared]] = {}
+            found: dict[tuple[Kind, str], list[_Declared]] = {}
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 kind, _, tag = entry_point.name.partition(".")
-                if kind != "target" or not tag:
+                if kind not in _BUILTIN or not tag:
                     continue
+                key = (cast(Kind, kind), tag)
                 declared = _Declared(entry_point, _origin(entry_point))
-                if declared not in found.get(tag, []):
-                    found.setdefault(tag, []).append(declared)
+                if declared not in found.get(key, []):
+                    found.setdefault(key, []).append(declared)
             _declared = found
         return _declared
 
@@ -148,25 +184,34 @@ def refresh() -> None:
         _loaded.clear()
 
 
-def target_types() -> list[str]:
-    """Every target type: built-ins in their order, then third-party ones sorted (one
+def types(kind: Kind) -> list[str]:
+    """Every type of `kind`: built-ins in their order, then third-party ones sorted (one
     declared by two packages too: using it says which, rather than "unknown type")."""
-    declared = sorted(tag for tag in _third_party() if tag not in BUILTIN_TARGETS)
-    return [*BUILTIN_TARGETS, *declared]
+    builtin = _BUILTIN[kind]
+    declared = sorted(tag for k, tag in _third_party() if k == kind and tag not in builtin)
+    return [*builtin, *declared]
+
+
+def target_types() -> list[str]:
+    return types("target")
+
+
+def source_types() -> list[str]:
+    return types("source")
 
 
 def found() -> list[Found]:
     """The connectors installed, for `validate`: built-in first, then each package's."""
-    listed = [Found("target", tag, "built-in") for tag in BUILTIN_TARGETS]
-    for tag, declared in sorted(_third_party().items()):
+    listed = [Found(kind, tag, "built-in") for kind, tags in _BUILTIN.items() for tag in tags]
+    for (kind, tag), declared in sorted(_third_party().items()):
         for item in declared:
             ignored = None
-            if tag in BUILTIN_TARGETS:
+            if tag in _BUILTIN[kind]:
                 ignored = "a built-in type has this name"
             elif len(declared) > 1:
                 others = ", ".join(d.origin for d in declared if d is not item)
                 ignored = f"also declared by {others}"
-            listed.append(Found("target", tag, item.origin, ignored))
+            listed.append(Found(kind, tag, item.origin, ignored))
     return listed
 
 
@@ -176,28 +221,39 @@ def target(type_: str) -> TargetConnector[Any]:
     `ConfigError` when no installed package provides it, when two do, or when it fails
     to load (naming the package: the operator's fix is there, not in orgsync).
     """
+    return cast(TargetConnector[Any], _connector("target", type_))
+
+
+def source(type_: str) -> SourceConnector[Any]:
+    """The connector of `[source] type = type_`, imported on first use (as `target`)."""
+    return cast(SourceConnector[Any], _connector("source", type_))
+
+
+def _connector(kind: Kind, type_: str) -> object:
     with _lock:
-        cached = _loaded.get(type_)
+        cached = _loaded.get((kind, type_))
     if cached is not None:
         return cached
-    if type_ in BUILTIN_TARGETS:
-        connector = _check(_load(BUILTIN_TARGETS[type_], "CONNECTOR", "built-in"), type_, "")
+    builtin = _BUILTIN[kind]
+    if type_ in builtin:
+        connector = _check(kind, _load(builtin[type_], "CONNECTOR", "built-in"), type_, "")
     else:
-        declared = _third_party().get(type_, [])
+        declared = _third_party().get((kind, type_), [])
         if not declared:
             raise ConfigError(
-                f"type = {type_!r} is not a target type; use one of: " + ", ".join(target_types())
+                f"type = {type_!r} is not a {kind} type; use one of: " + ", ".join(types(kind))
             )
         if len(declared) > 1:
             raise ConfigError(
-                f"target type {type_!r} is declared by several packages ("
+                f"{kind} type {type_!r} is declared by several packages ("
                 + ", ".join(d.origin for d in declared)
                 + "); uninstall all but one"
             )
         origin = declared[0].origin
-        connector = _check(_load_entry_point(declared[0].entry_point, origin), type_, origin)
+        loaded = _load_entry_point(declared[0].entry_point, origin)
+        connector = _check(kind, loaded, type_, origin)
     with _lock:
-        return _loaded.setdefault(type_, connector)
+        return _loaded.setdefault((kind, type_), connector)
 
 
 def _load(module: str, attribute: str, origin: str) -> object:
@@ -217,24 +273,27 @@ def _load_entry_point(entry_point: metadata.EntryPoint, origin: str) -> object:
         ) from error
 
 
-def _check(candidate: object, type_: str, origin: str) -> TargetConnector[Any]:
+def _check(kind: Kind, candidate: object, type_: str, origin: str) -> object:
     """A foreign entry point is trusted only once it is what it claims to be."""
-    from_where = f" ({origin})" if origin else ""
-    if not isinstance(candidate, TargetConnector):
+    from orgsync.config import SourceConfig, TargetConfig
+
+    descriptor, base = {
+        "source": (SourceConnector, SourceConfig),
+        "target": (TargetConnector, TargetConfig),
+    }[kind]
+    name = f"connector {kind}.{type_}" + (f" ({origin})" if origin else "")
+    if not isinstance(candidate, TargetConnector | SourceConnector) or not isinstance(
+        candidate, descriptor
+    ):
         raise ConfigError(
-            f"connector target.{type_}{from_where} is not an orgsync.connectors."
-            f"TargetConnector but {type(candidate).__name__}"
+            f"{name} is not an orgsync.connectors.{descriptor.__name__} but "
+            f"{type(candidate).__name__}"
         )
     if candidate.type != type_:
-        raise ConfigError(f"connector target.{type_}{from_where} describes type {candidate.type!r}")
-    from orgsync.config import TargetConfig
-
+        raise ConfigError(f"{name} describes type {candidate.type!r}")
     settings = candidate.settings
-    if not (isinstance(settings, type) and issubclass(settings, TargetConfig)):
-        raise ConfigError(
-            f"connector target.{type_}{from_where}: settings is not a subclass of "
-            "orgsync.config.TargetConfig"
-        )
+    if not (isinstance(settings, type) and issubclass(settings, base)):
+        raise ConfigError(f"{name}: settings is not a subclass of orgsync.config.{base.__name__}")
     return candidate
 
 
@@ -255,3 +314,17 @@ def plaintext_warning(config: TargetConfig) -> None:
         structlog.get_logger("orgsync.factories").warning(
             "target.plaintext", target=config.name, base_url=config.base_url
         )
+
+
+def plaintext_source_warning(source: str, url: str) -> None:
+    """The warning SPEC asks for when a source is reached without TLS."""
+    import structlog
+
+    structlog.get_logger("orgsync.factories").warning("source.plaintext", source=source, url=url)
+
+
+def secret_key(ref: SecretRef | None, default: str) -> str:
+    """`source.token_env (IDP_TOKEN)`: the key an administrator must fix when refused."""
+    if ref is None:
+        return default
+    return f"{ref.key}_env ({ref.env})" if ref.env else f"{ref.key}_file ({ref.file})"

@@ -26,7 +26,7 @@ def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) 
     label = f"source {config.source.type}"
     try:
         source = build_source(config, environ)  # resolves the source's secrets
-        if offline and config.source.type != "file":
+        if offline and not connectors.source(config.source.type).reads_offline:
             return f"{label}: credentials present (not contacted: --offline)", True
         snapshot = source.read()
     except OrgsyncError as error:
@@ -112,8 +112,9 @@ def _learned_forms(
 def connector_lines() -> list[str]:
     """The connectors installed: built-in ones, and each package's, with its version."""
     found = connectors.found()
-    builtin = [f.type for f in found if f.origin == "built-in"]
-    lines = [f"connectors: targets {', '.join(builtin)} (built-in)"]
+    sources = [f.type for f in found if f.kind == "source" and f.origin == "built-in"]
+    targets = [f.type for f in found if f.kind == "target" and f.origin == "built-in"]
+    lines = [f"connectors: sources {', '.join(sources)}; targets {', '.join(targets)} (built-in)"]
     for item in found:
         if item.origin == "built-in":
             continue

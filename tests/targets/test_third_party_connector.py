@@ -198,7 +198,10 @@ def test_an_installed_connector_is_listed_planned_and_synced(
 
     checked = orgsync(config, "validate", path=[site])
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "connectors: targets openai, keycard, scim (built-in)" in checked.stdout
+    assert (
+        "connectors: sources file, scim, ldap, okta, entra, google; targets openai, keycard, scim (built-in)"
+        in checked.stdout
+    )
     assert "  target acme from orgsync-acme 0.1.0" in checked.stdout
     assert "target acme-eng (acme): reachable; 2 members" in checked.stdout
 

@@ -85,6 +85,27 @@ def test_reading_a_configuration_imports_only_the_connectors_it_names(tmp_path: 
     assert "orgsync.targets.openai.target" not in after  # the client waits for build
 
 
+def test_the_source_table_gets_its_type_s_model_and_reader_on_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "orgsync.toml"
+    path.write_text(
+        '[source]\ntype = "ldap"\nurl = "ldaps://ldap.example.com"\nbind_dn = "cn=o"\n'
+        'bind_password_env = "PW"\nusers_base = "ou=p"\ngroups_base = "ou=g"\n' + OPENAI,
+        encoding="utf-8",
+    )
+    probe = (
+        "import sys, json\nfrom pathlib import Path\nfrom orgsync.config import load_config\n"
+        f"config = load_config(Path({str(path)!r}))\n"
+        "print(json.dumps([type(config.source).__name__,"
+        " sorted(m for m in sys.modules if m.startswith(('orgsync.sources', 'ldap3')))]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    model, imported = json.loads(out)
+    assert model == "LdapSourceConfig"
+    assert imported == ["orgsync.sources", "orgsync.sources.ldap_connector"]  # not ldap3 yet
+
+
 def test_keys_of_another_built_in_type_still_load_as_before(tmp_path: Path) -> None:
     """A file that loaded before the types had models of their own still loads."""
     extra = 'scim_dialect = "aws"\nmax_patch_operations = 50\norganization_id = "x"\n'
@@ -118,11 +139,14 @@ def test_each_type_s_rules_in_the_operator_s_words(tmp_path: Path, text: str, sa
 def test_the_built_in_types_are_listed_in_order_and_loaded_once() -> None:
     assert connectors.target_types()[:3] == ["openai", "keycard", "scim"]
     assert connectors.target("scim") is connectors.target("scim")
-    assert [f.type for f in connectors.found() if f.origin == "built-in"] == [
-        "openai",
-        "keycard",
-        "scim",
+    builtin = [(f.kind, f.type) for f in connectors.found() if f.origin == "built-in"]
+    assert builtin == [
+        *[("source", t) for t in ("file", "scim", "ldap", "okta", "entra", "google")],
+        *[("target", t) for t in ("openai", "keycard", "scim")],
     ]
+    assert connectors.source("ldap") is connectors.source("ldap")
+    with pytest.raises(ConfigError, match="'nope' is not a source type; use one of: file"):
+        connectors.source("nope")
     with pytest.raises(ConfigError, match="'nope' is not a target type; use one of: openai"):
         connectors.target("nope")
 
