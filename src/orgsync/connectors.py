@@ -33,6 +33,7 @@ from orgsync.core.ports import Source, Target
 
 if TYPE_CHECKING:
     from orgsync.config import SecretRef, SourceConfig, TargetConfig
+    from orgsync.core.webhook import WebhookParser
     from orgsync.interrupt import ReadInterrupt
     from orgsync.retrying import RetrySettings
 
@@ -117,6 +118,9 @@ class SourceConnector(Generic[S]):
     """A ready source; secrets are resolved here (from `environ`), never earlier."""
     reads_offline: bool = False
     """`validate --offline` still reads it (a local file contacts nobody)."""
+    webhook: WebhookParser | None = None
+    """How the daemon reads this provider's event deliveries (`/webhooks/<type>`), after
+    checking what the vendor authenticates with outside the body."""
     summary: str = ""
     """One line for `validate`'s list of connectors."""
 
