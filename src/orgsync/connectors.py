@@ -1,16 +1,18 @@
-"""Connectors as plug-ins: what a target package declares, and the registry that finds it.
+"""Connectors as plug-ins: what a source or target type declares, and the registry.
 
-A target is one package exporting one `TargetConnector`: its `type` tag, its pydantic
-configuration model, how to build it, what it can do, and what `validate` says about
-it. The registry maps a `type` to the module holding that descriptor and imports it on
-the first use of the type, never before, so `orgsync --help` imports no connector.
+A target type is one package exporting one `TargetConnector`: its `type` tag, its
+pydantic configuration model, how to build it, what it can do, and what `validate` says
+about it. A source type is a `SourceConnector`: its model, how to build it, and (Okta,
+Entra) how the daemon reads its event deliveries. The registry maps a `type` to the
+module holding that descriptor and imports it on the first use of the type, never
+before, so `orgsync --help` imports no connector.
 
 Built-in connectors are listed here by module name. Third-party ones are installed
 packages that declare an entry point in the group `orgsync.connectors` named
-`target.<type>`, whose object is the descriptor (see docs/connectors.md). A built-in
-type cannot be replaced by a package: an entry point claiming one is ignored and shown
-by `validate`, so installing a package never silently reroutes an existing
-configuration's credentials.
+`target.<type>` or `source.<type>`, whose object is the descriptor (see
+docs/connectors.md). A built-in type cannot be replaced by a package: an entry point
+claiming one is ignored and shown by `validate`, so installing a package never silently
+reroutes an existing configuration's credentials.
 
 This module imports no connector (`importlib` by name only), nothing of the
 configuration at run time, and nothing above the retry policy.
