@@ -294,3 +294,93 @@ def test_a_type_declared_twice_or_broken_is_refused_naming_the_packages(tmp_path
     failed = orgsync(config, "validate", "--offline", path=[broken])
     assert failed.returncode != 0
     assert "(orgsync-broken 0.1.0) cannot be loaded: ModuleNotFoundError" in failed.stderr
+
+
+ROSTER = '''
+"""A CSV roster as an identity provider: `email,group` per line (a test package)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from orgsync.config import SourceConfig
+from orgsync.connectors import Hooks, SourceConnector
+from orgsync.core.errors import SourceError
+from orgsync.core.model import SourceGroup, SourcePerson, SourceSnapshot
+
+
+class RosterConfig(SourceConfig):
+    type: Literal["roster"]
+    path: Path
+
+    def anchored(self, base_dir: Path) -> RosterConfig:
+        return self.model_copy(update={"path": base_dir / self.path})
+
+
+class Roster:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def read(self) -> SourceSnapshot:
+        try:
+            rows = list(csv.reader(self._path.read_text(encoding="utf-8").splitlines()))
+        except OSError as error:
+            raise SourceError(f"{self._path}: {error.strerror}") from None
+        groups: dict[str, list[str]] = {}
+        for email, group in rows:
+            groups.setdefault(group, []).append(email)
+        return SourceSnapshot(
+            people=tuple(SourcePerson(id=email, email=email) for email, _ in rows),
+            groups=tuple(
+                SourceGroup(id=name, name=name, members=tuple(members))
+                for name, members in groups.items()
+            ),
+        )
+
+
+CONNECTOR = SourceConnector(
+    type="roster",
+    settings=RosterConfig,
+    build=lambda config, environ, hooks: Roster(config.path),
+    reads_offline=True,
+    summary="a CSV roster",
+)
+'''
+
+
+def test_an_installed_source_is_read_and_planned_from(tmp_path: Path, acme: AcmeServer) -> None:
+    site = install(
+        tmp_path / "site",
+        name="orgsync-acme",
+        entry_points=ACME_ENTRY + "source.roster = orgsync_acme.roster:CONNECTOR\n",
+        module=example_source(),
+    )
+    (site / "orgsync_acme" / "roster.py").write_text(ROSTER, encoding="utf-8")
+    (tmp_path / "roster.csv").write_text(
+        "eve@example.com,acme-admins\nfay@example.com,acme-users\n", encoding="utf-8"
+    )
+    config = write_config(tmp_path, acme.start())
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace(
+            'type = "file"\npath = "directory.json"', 'type = "roster"\npath = "roster.csv"'
+        )
+    )
+
+    checked = orgsync(config, "validate", "--offline", path=[site])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "source roster: 2 people (0 inactive), 2 groups" in checked.stdout
+    assert "  source roster from orgsync-acme 0.1.0" in checked.stdout
+
+    dry = orgsync(config, "sync", "--dry-run", "--json", path=[site])
+    assert dry.returncode == 2, dry.stdout + dry.stderr
+    planned = sorted(
+        (op["op"], op["email"], op.get("role")) for op in json.loads(dry.stdout)["operations"]
+    )
+    assert planned == [
+        ("create_user", "eve@example.com", "admin"),
+        ("create_user", "fay@example.com", "member"),
+    ]
