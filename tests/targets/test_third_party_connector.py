@@ -207,7 +207,7 @@ def test_an_installed_connector_is_listed_planned_and_synced(
 
     dry = orgsync(config, "sync", "--dry-run", "--json", path=[site])
     assert dry.returncode == 2, dry.stdout + dry.stderr
-    plan = json.loads(dry.stdout)
+    (plan,) = json.loads(dry.stdout)["targets"]
     kinds = sorted((op["op"], op["email"]) for op in plan["operations"])
     assert kinds == [("create_user", "ada@example.com"), ("set_role", "bob@example.com")]
     assert [r for r in acme.requests if not r.startswith("GET")] == []  # a dry run changes nothing
@@ -378,7 +378,8 @@ def test_an_installed_source_is_read_and_planned_from(tmp_path: Path, acme: Acme
     dry = orgsync(config, "sync", "--dry-run", "--json", path=[site])
     assert dry.returncode == 2, dry.stdout + dry.stderr
     planned = sorted(
-        (op["op"], op["email"], op.get("role")) for op in json.loads(dry.stdout)["operations"]
+        (op["op"], op["email"], op.get("role"))
+        for op in json.loads(dry.stdout)["targets"][0]["operations"]
     )
     assert planned == [
         ("create_user", "eve@example.com", "admin"),
