@@ -29,12 +29,14 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast
 
 from orgsync.core.errors import ConfigError
-from orgsync.core.forms import LearnedForm
-from orgsync.core.model import Capabilities, TargetSnapshot
-from orgsync.core.ports import Source, Target
 
 if TYPE_CHECKING:
+    # Types only: the configuration imports this module, and must not pay for the plan
+    # models (`core.ports` imports `core.plan`) to read a file.
     from orgsync.config import SecretRef, SourceConfig, TargetConfig
+    from orgsync.core.forms import LearnedForm
+    from orgsync.core.model import Capabilities, TargetSnapshot
+    from orgsync.core.ports import Source, Target
     from orgsync.core.webhook import WebhookParser
     from orgsync.interrupt import ReadInterrupt
     from orgsync.retrying import RetrySettings
