@@ -673,8 +673,10 @@ def _print_status(
             print(f"  failed runs in a row: {standing.failures}")
         for item in pending:
             print(f"  {item.status.value}: {item.kind} {item.subject} {item.detail or ''}".rstrip())
+        from orgsync.targets.scim.connector import ScimTargetConfig
+
         target = config.target(name)
-        if target.type == "scim":
+        if isinstance(target, ScimTargetConfig):
             forms = f'fixed by scim_dialect = "{target.scim_dialect}"'
             if target.scim_dialect == "auto":
                 forms = describe_forms(learned[name])

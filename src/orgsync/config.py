@@ -8,6 +8,7 @@ relative paths resolved in systemd's `$CREDENTIALS_DIRECTORY` when it is set). E
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -24,13 +25,17 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    SerializeAsAny,
     StrictBool,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
 
+from orgsync import connectors
 from orgsync.config_errors import Schema, explain, toml_error
 from orgsync.core.errors import ConfigError
 from orgsync.core.model import email_problem
@@ -133,6 +138,10 @@ class _Strict(BaseModel):
         return value
 
 
+StrictModel = _Strict
+"""The base of every configuration table: unknown keys refused, frozen, `*_env` checked."""
+
+
 class SecretRef(BaseModel):
     """Where a secret comes from; exactly one of `env` and `file` is set."""
 
@@ -176,12 +185,22 @@ def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> 
     return SecretRef(key=key, env=env, file=file)
 
 
-class FileSource(_Strict):
-    type: Literal["file"]
-    path: Path
+class SourceConfig(_Strict):
+    """The `[source]` table, whatever its type.
+
+    Each source type's model (beside its reader in `orgsync.sources`, found through
+    `orgsync.connectors`) subclasses this one, or `RemoteSourceConfig`, and narrows
+    `type` to its tag; `Config.source` is an instance of the one its `type` names.
+    """
+
+    type: str
+
+    def anchored(self, base_dir: Path) -> SourceConfig:
+        """Itself with the relative paths the reader opens taken from `base_dir`."""
+        return self
 
 
-class _RemoteSource(_Strict):
+class RemoteSourceConfig(SourceConfig):
     """Keys every network source shares: TLS trust, plaintext opt-in, timeouts, retries."""
 
     ca_file: Path | None = None
@@ -191,156 +210,46 @@ class _RemoteSource(_Strict):
     max_retry_delay: Duration = timedelta(seconds=60)
 
 
-class ScimSource(_RemoteSource):
-    type: Literal["scim"]
-    url: str
-    token_env: str | None = None
-    token_file: Path | None = None
-    username: str | None = None
-    """With `password_env`/`password_file`: HTTP basic auth instead of a bearer token."""
-    password_env: str | None = None
-    password_file: Path | None = None
-    page_size: int = Field(default=100, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _check(self) -> ScimSource:
-        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
-        bearer = _secret("token", self.token_env, self.token_file, required=False)
-        basic = _secret("password", self.password_env, self.password_file, required=False)
-        if (bearer is None) == (basic is None):
-            raise ValueError(
-                "give token_env/token_file, or username with password_env/password_file"
-            )
-        if basic is not None and not self.username:
-            raise ValueError("password_env/password_file needs username")
-        return self
-
-    @property
-    def token(self) -> SecretRef | None:
-        ref = _secret("token", self.token_env, self.token_file, required=False)
-        return ref.model_copy(update={"key": "source.token"}) if ref else None
-
-    @property
-    def password(self) -> SecretRef | None:
-        ref = _secret("password", self.password_env, self.password_file, required=False)
-        return ref.model_copy(update={"key": "source.password"}) if ref else None
-
-
-class LdapSource(_RemoteSource):
-    type: Literal["ldap"]
-    url: str
-    start_tls: StrictBool = False
-    bind_dn: str
-    bind_password_env: str | None = None
-    bind_password_file: Path | None = None
-    users_base: str
-    groups_base: str
-    flavor: Literal["openldap", "ad"] = "openldap"
-    user_filter: str | None = None
-    group_filter: str | None = None
-    id_attribute: str | None = None
-    email_attribute: str = "mail"
-    name_attribute: str | None = None
-    disabled_filter: str | None = None
-    """An LDAP filter matching disabled accounts (AD: userAccountControl is used by default)."""
-    nested_groups: Literal["client", "in_chain"] = "client"
-    page_size: int = Field(default=500, ge=1, le=5000)
-
-    @model_validator(mode="after")
-    def _check(self) -> LdapSource:
-        _secret("bind_password", self.bind_password_env, self.bind_password_file, required=True)
-        if self.url.startswith("ldaps://"):
-            return self
-        if not self.url.startswith("ldap://"):
-            raise ValueError(f"{self.url!r} is not an ldap:// or ldaps:// URL")
-        if not self.start_tls and not self.allow_plaintext:
-            raise ValueError(
-                f"{self.url} without start_tls = true sends the bind password in clear; "
-                "use ldaps://, start_tls = true, or allow_plaintext = true (loopback test rigs)"
-            )
-        return self
-
-    @property
-    def bind_password(self) -> SecretRef:
-        ref = _secret(
-            "bind_password", self.bind_password_env, self.bind_password_file, required=True
+def _source_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate the `[source]` table with the model of its `type`, loaded on first use;
+    a missing or unknown type is reported as pydantic reports a discriminated union's."""
+    if isinstance(value, SourceConfig) or not isinstance(value, dict):
+        return handler(value)  # not a table: "must be a table"
+    tag = value.get("type")
+    known = connectors.source_types()
+    if tag is None:
+        raise ValidationError.from_exception_data(
+            "SourceConfig",
+            [
+                {
+                    "type": "union_tag_not_found",
+                    "loc": (),
+                    "input": value,
+                    "ctx": {"discriminator": "'type'"},
+                }
+            ],
         )
-        assert ref is not None
-        return ref.model_copy(update={"key": "source.bind_password"})
-
-
-class OktaSource(_RemoteSource):
-    type: Literal["okta"]
-    url: str
-    token_env: str | None = None
-    token_file: Path | None = None
-    page_size: int = Field(default=200, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _check(self) -> OktaSource:
-        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
-        _secret("token", self.token_env, self.token_file, required=True)
-        return self
-
-    @property
-    def token(self) -> SecretRef:
-        ref = _secret("token", self.token_env, self.token_file, required=True)
-        assert ref is not None
-        return ref.model_copy(update={"key": "source.token"})
-
-
-class EntraSource(_RemoteSource):
-    type: Literal["entra"]
-    tenant_id: str
-    client_id: str
-    client_secret_env: str | None = None
-    client_secret_file: Path | None = None
-    graph_url: str = "https://graph.microsoft.com/v1.0"
-    login_url: str = "https://login.microsoftonline.com"
-    page_size: int = Field(default=999, ge=1, le=999)
-
-    @model_validator(mode="after")
-    def _check(self) -> EntraSource:
-        _check_url(self.graph_url, "graph_url", allow_plaintext=self.allow_plaintext)
-        _check_url(self.login_url, "login_url", allow_plaintext=self.allow_plaintext)
-        _secret("client_secret", self.client_secret_env, self.client_secret_file, required=True)
-        return self
-
-    @property
-    def client_secret(self) -> SecretRef:
-        ref = _secret(
-            "client_secret", self.client_secret_env, self.client_secret_file, required=True
+    if not isinstance(tag, str) or tag not in known:
+        raise ValidationError.from_exception_data(
+            "SourceConfig",
+            [
+                {
+                    "type": "union_tag_invalid",
+                    "loc": (),
+                    "input": value,
+                    "ctx": {
+                        "discriminator": "'type'",
+                        "tag": str(tag),
+                        "expected_tags": ", ".join(repr(k) for k in known),
+                    },
+                }
+            ],
         )
-        assert ref is not None
-        return ref.model_copy(update={"key": "source.client_secret"})
+    return connectors.source(tag).settings.model_validate(value)
 
 
-class GoogleSource(_RemoteSource):
-    type: Literal["google"]
-    customer: str = "my_customer"
-    subject: str
-    """The admin user the service account impersonates (domain-wide delegation)."""
-    credentials_file: Path
-    """The service account key (JSON); a secret: keep it 0600 or in $CREDENTIALS_DIRECTORY."""
-    directory_url: str = "https://admin.googleapis.com/admin/directory/v1"
-    token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
-    page_size: int = Field(default=500, ge=1, le=500)
-
-    @model_validator(mode="after")
-    def _check(self) -> GoogleSource:
-        _check_url(self.directory_url, "directory_url", allow_plaintext=self.allow_plaintext)
-        _check_url(self.token_url, "token_url", allow_plaintext=self.allow_plaintext)
-        return self
-
-    @property
-    def credentials(self) -> SecretRef:
-        return SecretRef(key="source.credentials", file=self.credentials_file)
-
-
-SourceConfig = Annotated[
-    FileSource | ScimSource | LdapSource | OktaSource | EntraSource | GoogleSource,
-    Field(discriminator="type"),
-]
+AnySource = SerializeAsAny[Annotated[SourceConfig, WrapValidator(_source_model)]]
+"""The `[source]` table: an instance of its type's own model."""
 
 
 Glob = Annotated[str, AfterValidator(_check_glob)]
@@ -382,38 +291,23 @@ class GroupRuleConfig(_Strict):
         return name
 
 
-class InviteProject(_Strict):
-    id: str = Field(min_length=1)
-    role: Literal["member", "owner"] = "member"
-
-
 class TargetConfig(_Strict):
+    """The keys every `[[targets]]` table has, whatever its type.
+
+    Each target type's own model (in its package, found through `orgsync.connectors`)
+    subclasses this one and narrows `type` to its tag; `Config.targets` holds instances
+    of those, chosen by `type` (a discriminated union whose members are loaded on first
+    use of their type).
+    """
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    type: Literal["openai", "keycard", "scim"]
+    type: str
     base_url: str
-    api_key_env: str | None = None
-    """Bearer credential of openai and scim targets (or api_key_file)."""
-    api_key_file: Path | None = None
-    client_id: str | None = None
-    """Keycard: the service account's OAuth client id (with client_secret_env/_file)."""
-    client_secret_env: str | None = None
-    client_secret_file: Path | None = None
-    organization_id: str | None = None
-    """Keycard: the organization's id or label."""
-    token_url: str | None = None
-    """Keycard: OAuth token endpoint (default: base_url + /service-account-token)."""
     default_role: str | None = None
     scope_groups: tuple[Glob, ...] = ()
     on_removal: Literal["remove", "suspend"] = "remove"
     roles: tuple[RoleRuleConfig, ...] = ()
     groups: tuple[GroupRuleConfig, ...] = ()
-    invite_projects: tuple[InviteProject, ...] = ()
-    """OpenAI: projects an invitation grants; always sent explicitly (none by default)."""
-    max_patch_operations: int = Field(default=100, ge=1, le=10000)
-    """SCIM: most member changes one PATCH carries (AWS accepts 100)."""
-    scim_dialect: Literal["auto", "strict", "aws", "azure", "loose"] = "auto"
-    """SCIM: `auto` learns the request forms the server accepts; a named dialect fixes them
-    and the known quirks of a class of servers (see README)."""
     allow_plaintext: StrictBool = False
     ca_file: Path | None = None
     timeout: Duration = timedelta(seconds=30)
@@ -423,44 +317,62 @@ class TargetConfig(_Strict):
     max_retry_delay: Duration = timedelta(seconds=60)
 
     @model_validator(mode="after")
-    def _check(self) -> TargetConfig:
+    def _check_base_url(self) -> TargetConfig:
         _check_url(self.base_url, "base_url", allow_plaintext=self.allow_plaintext)
-        if self.type == "keycard":
-            if not self.client_id or not self.organization_id:
-                raise ValueError("keycard targets need client_id and organization_id")
-            _secret("client_secret", self.client_secret_env, self.client_secret_file, required=True)
-            if self.api_key_env or self.api_key_file:
-                raise ValueError(
-                    "keycard targets authenticate with client_id/client_secret, not api_key"
-                )
-        else:
-            _secret("api_key", self.api_key_env, self.api_key_file, required=True)
-            if self.client_id or self.client_secret_env or self.client_secret_file:
-                raise ValueError(
-                    f"{self.type} targets take api_key_env or api_key_file, not client_id"
-                )
-        if self.type == "scim" and (self.default_role or self.roles):
-            raise ValueError(
-                "scim targets have no organization roles: scope alone decides who is "
-                "provisioned, so default_role and [[targets.roles]] cannot be used"
-            )
-        if self.token_url is not None:
-            _check_url(self.token_url, "token_url", allow_plaintext=self.allow_plaintext)
         return self
 
-    @property
-    def api_key(self) -> SecretRef:
-        ref = _secret("api_key", self.api_key_env, self.api_key_file, required=True)
-        assert ref is not None
-        return ref.model_copy(update={"key": f"targets.{self.name}.api_key"})
-
-    @property
-    def client_secret(self) -> SecretRef:
+    def secret(self, key: str, *, required: bool = True) -> SecretRef | None:
+        """`<key>_env` / `<key>_file` of this target as a `SecretRef` (None when neither is
+        given and it is optional), named `targets.<name>.<key>` in errors."""
         ref = _secret(
-            "client_secret", self.client_secret_env, self.client_secret_file, required=True
+            key, getattr(self, f"{key}_env"), getattr(self, f"{key}_file"), required=required
         )
-        assert ref is not None
-        return ref.model_copy(update={"key": f"targets.{self.name}.client_secret"})
+        return ref.model_copy(update={"key": f"targets.{self.name}.{key}"}) if ref else None
+
+
+def secret_ref(key: str, env: str | None, file: Path | None, *, required: bool) -> SecretRef | None:
+    """Check a `<key>_env` / `<key>_file` pair (for a connector's model validator): one of
+    them, not both; `required` refuses neither."""
+    return _secret(key, env, file, required=required)
+
+
+def check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
+    """Refuse a URL that is not http(s), carries a credential, or is plain HTTP unasked."""
+    _check_url(url, key, allow_plaintext=allow_plaintext)
+
+
+def _target_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate one `[[targets]]` table with the model of its `type`.
+
+    The type's connector is imported here, on first use. An unknown type is reported as
+    a choice among the installed ones, exactly as a fixed `Literal` would be.
+    """
+    if isinstance(value, TargetConfig) or not isinstance(value, dict):
+        return handler(value)  # not a table: "must be a table"
+    tag = value.get("type")
+    if tag is None:
+        raise ValidationError.from_exception_data(
+            "TargetConfig", [{"type": "missing", "loc": ("type",), "input": value}]
+        )
+    known = connectors.target_types()
+    if not isinstance(tag, str) or tag not in known:
+        expected = " or ".join(", ".join(repr(k) for k in known).rsplit(", ", 1))
+        raise ValidationError.from_exception_data(
+            "TargetConfig",
+            [
+                {
+                    "type": "literal_error",
+                    "loc": ("type",),
+                    "input": tag,
+                    "ctx": {"expected": expected},
+                }
+            ],
+        )
+    return connectors.target(tag).settings.model_validate(value)
+
+
+AnyTarget = SerializeAsAny[Annotated[TargetConfig, WrapValidator(_target_model)]]
+"""A `[[targets]]` table: an instance of its type's own model."""
 
 
 class SafetyConfig(_Strict):
@@ -732,8 +644,8 @@ NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discri
 
 
 class Config(_Strict):
-    source: SourceConfig
-    targets: tuple[TargetConfig, ...]
+    source: AnySource
+    targets: tuple[AnyTarget, ...]
     safety: SafetyConfig = SafetyConfig()
     state: StateConfig = StateConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -777,14 +689,7 @@ class Config(_Strict):
 
 _SCHEMA = Schema(
     root=Config,
-    sources={
-        "file": FileSource,
-        "scim": ScimSource,
-        "ldap": LdapSource,
-        "okta": OktaSource,
-        "entra": EntraSource,
-        "google": GoogleSource,
-    },
+    sources={},
     notify={"webhook": WebhookNotify, "slack": SlackNotify, "email": EmailNotify},
     sections={
         "[targets]": TargetConfig,
@@ -806,17 +711,54 @@ def parse_config(
     try:
         config = Config.model_validate(document)
     except ValidationError as error:
-        raise explain(error, origin=origin, text=text, schema=_SCHEMA) from None
+        raise explain(error, origin=origin, text=text, schema=_schema(document)) from None
     return _anchor_paths(config, base_dir)
+
+
+def _schema(document: Mapping[str, Any]) -> Schema:
+    """`_SCHEMA` with the model of each `[[targets]]` table of `document`, so that key
+    hints speak of the right type's keys. Only on the error path: it loads every
+    built-in target type (to say which type a misplaced key belongs to) and those named."""
+    tables = document.get("targets")
+    tables = tables if isinstance(tables, list) else []
+    named = [t.get("type") for t in tables if isinstance(t, dict)]
+    known = connectors.target_types()
+    models: dict[str, type[BaseModel]] = {}
+    for tag in (*connectors.BUILTIN_TARGETS, *named):
+        if isinstance(tag, str) and tag in known and tag not in models:
+            try:
+                models[tag] = connectors.target(tag).settings
+            except ConfigError:
+                continue
+    by_index: list[type[BaseModel] | None] = []
+    for table in tables:
+        tag = table.get("type") if isinstance(table, dict) else None
+        by_index.append(models.get(tag) if isinstance(tag, str) else None)
+    sources: dict[str, type[BaseModel]] = {}
+    declared = document.get("source")
+    named_source = declared.get("type") if isinstance(declared, dict) else None
+    source_types = connectors.source_types()
+    for tag in (*connectors.BUILTIN_SOURCES, named_source):
+        if isinstance(tag, str) and tag in source_types and tag not in sources:
+            try:
+                sources[tag] = connectors.source(tag).settings
+            except ConfigError:
+                continue
+    return dataclasses.replace(
+        _SCHEMA,
+        sources=sources,
+        source_types=tuple(source_types),
+        source=sources.get(named_source) if isinstance(named_source, str) else None,
+        targets=tuple(by_index),
+        target_types=models,
+    )
 
 
 def _anchor_paths(config: Config, base_dir: Path) -> Config:
     def anchored(path: Path) -> Path:
         return path if path.is_absolute() else base_dir / path
 
-    source = config.source
-    if isinstance(source, FileSource):
-        source = source.model_copy(update={"path": anchored(source.path)})
+    source = config.source.anchored(base_dir)
     state = config.state
     if str(state.path) != ":memory:":
         state = state.model_copy(update={"path": anchored(state.path)})

@@ -15,8 +15,8 @@ import json
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -113,11 +113,20 @@ class Schema:
 
     root: type[BaseModel]
     sources: Mapping[str, type[BaseModel]]
-    """`[source] type` → its model (the discriminated union's members)."""
+    """`[source] type` → its model, for the types loaded."""
     notify: Mapping[str, type[BaseModel]]
     """`[[notify]] type` → its model (the other discriminated union)."""
     sections: Mapping[str, type[BaseModel]]
     """Table name → model, to say in which table a misplaced key belongs."""
+    source_types: Sequence[str] = ()
+    """Every `[source] type` installed, in the order errors list them."""
+    source: type[BaseModel] | None = None
+    """The model of this document's `[source]` table (None: its type is unknown)."""
+    targets: Sequence[type[BaseModel] | None] = ()
+    """The model of each `[[targets]]` table, by index (None: its type is unknown)."""
+    target_types: Mapping[str, type[BaseModel]] = field(default_factory=dict)
+    """`[[targets]] type` → its model, for the types loaded (to say which type a key
+    belongs to)."""
 
 
 def explain(error: ValidationError, *, origin: str, text: str, schema: Schema) -> ConfigError:
@@ -148,10 +157,9 @@ def _anchor(problem: ErrorDetails, raw: Location, path: Location, schema: Schema
 
 
 def _strip_tags(loc: Location) -> Location:
-    """Drop the discriminator tag pydantic puts after `source` (`source.ldap.url`) and
-    after a `[[notify]]` entry's index (`notify[0].slack.url`)."""
-    if len(loc) >= 2 and loc[0] == "source" and isinstance(loc[1], str):
-        return (loc[0], *loc[2:])
+    """Drop the discriminator tag pydantic puts after a `[[notify]]` entry's index
+    (`notify[0].slack.url`); `[source]` and `[[targets]]` tables are validated by their
+    type's model, with no tag in the location."""
     if len(loc) >= 3 and loc[0] == "notify" and isinstance(loc[1], int) and isinstance(loc[2], str):
         return (*loc[:2], *loc[3:])
     return loc
@@ -191,12 +199,9 @@ def _message(problem: ErrorDetails, raw: Location, path: Location, schema: Schem
         return _missing(key, path)
     if kind in {"union_tag_invalid", "union_tag_not_found"}:
         what, tags = (
-            ("notification", schema.notify)
+            ("notification", list(schema.notify))
             if path[:1] == ("notify",)
-            else (
-                "source",
-                schema.sources,
-            )
+            else ("source", list(schema.source_types or schema.sources))
         )
         if kind == "union_tag_not_found":
             return f"type is required: one of {', '.join(tags)}"
@@ -287,6 +292,10 @@ def _unknown_key(key: str, raw: Location, schema: Schema) -> str:
             f"variable and give its name as {key}_env, or put it in a file and give the "
             f"path as {key}_file (the value written here is not shown)"
         )
+    if raw[:1] == ("targets",) and len(raw) == 3:
+        owners = [tag for tag, m in schema.target_types.items() if key in m.model_fields]
+        if owners:
+            return f"unknown key here; {key} is a key of type = {' or '.join(owners)} targets"
     home = [name for name, section in schema.sections.items() if key in section.model_fields] + [
         f"source (type = {tag})" for tag, m in schema.sources.items() if key in m.model_fields
     ]
@@ -308,10 +317,20 @@ def _model_at(loc: Location, schema: Schema) -> type[BaseModel] | None:
         item = items.pop(0)
         if isinstance(item, int):
             continue
-        field = model.model_fields.get(item)
-        if field is None:
+        declared = model.model_fields.get(item)
+        if declared is None:
             return None
-        candidates = list(_models_in(field.annotation))
+        if model is schema.root and item == "source" and schema.source is not None:
+            model = schema.source
+            continue
+        if model is schema.root and item == "targets" and items and isinstance(items[0], int):
+            index = items.pop(0)
+            assert isinstance(index, int)
+            chosen = schema.targets[index] if index < len(schema.targets) else None
+            if chosen is not None:
+                model = chosen
+                continue
+        candidates = list(_models_in(declared.annotation))
         if len(candidates) > 1:
             if item == "notify" and items and isinstance(items[0], int):
                 items.pop(0)  # the entry's index, then its tag

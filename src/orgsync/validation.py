@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from orgsync import connectors
 from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.forms import LearnedForm
-from orgsync.core.ports import Target
+from orgsync.core.ports import LearnsForms, Target
 from orgsync.engine import check_capabilities, check_roles
 from orgsync.factories import build_source, build_target, check_state, open_state_store
 from orgsync.notify import check_secrets
@@ -25,7 +26,7 @@ def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) 
     label = f"source {config.source.type}"
     try:
         source = build_source(config, environ)  # resolves the source's secrets
-        if offline and config.source.type != "file":
+        if offline and not connectors.source(config.source.type).reads_offline:
             return f"{label}: credentials present (not contacted: --offline)", True
         snapshot = source.read()
     except OrgsyncError as error:
@@ -52,8 +53,9 @@ def validate(
     for target_config in config.targets:
         label = f"target {target_config.name} ({target_config.type})"
         try:
-            keycard = target_config.type == "keycard"
-            (target_config.client_secret if keycard else target_config.api_key).resolve(environ)
+            connector = connectors.target(target_config.type)
+            for ref in connector.credentials(target_config):
+                ref.resolve(environ)
             if offline:
                 lines.append(f"{label}: credentials present (not contacted: --offline)")
                 continue
@@ -61,7 +63,8 @@ def validate(
             check_capabilities(target_config, target.capabilities)
             try:
                 observed = target.read()
-                details = _scim_lines(config, target_config, target, environ)
+                learned = _learned_forms(config, target_config, target, environ)
+                report = connector.probe(target_config, target, observed, learned)
             finally:
                 target.close()
             check_roles(target_config, observed.roles)
@@ -71,13 +74,8 @@ def validate(
                 f"{label}: reachable; {len(observed.members)} members, {pending} pending "
                 f"invitations, {len(observed.groups)} groups; roles {roles}"
             )
-            if target_config.type == "openai":  # the only API that says whose key it is
-                found = observed.key_owner_id is not None
-                line += "; API key owner " + (
-                    "found" if found else "NOT found (it will not be protected)"
-                )
-            lines.append(line)
-            lines.extend(details)
+            lines.append("; ".join((line, *report.notes)))
+            lines.extend(report.details)
         except OrgsyncError as error:
             ok = False
             lines.append(f"{label}: FAILED: {error}")
@@ -89,19 +87,16 @@ def validate(
         except OrgsyncError as error:
             ok = False
             lines.append(f"{label}: FAILED: {error}")
+    lines.extend(connector_lines())
     return lines, ok
 
 
-def _scim_lines(
+def _learned_forms(
     config: Config, target_config: TargetConfig, target: Target, environ: Mapping[str, str]
-) -> list[str]:
-    """For a SCIM target: what `/ServiceProviderConfig` announced and the request forms
-    orgsync asks in (learned ones from the state database, if there is one)."""
-    if target_config.type != "scim":
-        return []
-    from orgsync.targets.scim import ScimTarget
-
-    if not isinstance(target, ScimTarget):
+) -> list[LearnedForm]:
+    """For a target that learns request forms (SCIM): what earlier runs learned, from the
+    state database if there is one, handed to it as a run would (validate records nothing)."""
+    if not isinstance(target, LearnsForms):
         return []
     learned: list[LearnedForm] = []
     if config.state.url is not None or config.state.path.is_file():
@@ -110,10 +105,19 @@ def _scim_lines(
                 learned = store.learned_forms(target_config.name)
         except NoStateDatabase:
             pass  # an empty database has learned nothing yet
-    target.use_learned_forms(learned, lambda _: None)  # validate records nothing
-    forms = target.describe_forms(learned)
-    dialect = target_config.scim_dialect
-    return [
-        f"  ServiceProviderConfig: {target.describe_features()}",
-        f'  request forms (scim_dialect = "{dialect}"): {forms}',
-    ]
+    target.use_learned_forms(learned, lambda _: None)
+    return learned
+
+
+def connector_lines() -> list[str]:
+    """The connectors installed: built-in ones, and each package's, with its version."""
+    found = connectors.found()
+    sources = [f.type for f in found if f.kind == "source" and f.origin == "built-in"]
+    targets = [f.type for f in found if f.kind == "target" and f.origin == "built-in"]
+    lines = [f"connectors: sources {', '.join(sources)}; targets {', '.join(targets)} (built-in)"]
+    for item in found:
+        if item.origin == "built-in":
+            continue
+        why = f" (IGNORED: {item.ignored})" if item.ignored else ""
+        lines.append(f"  {item.kind} {item.type} from {item.origin}{why}")
+    return lines

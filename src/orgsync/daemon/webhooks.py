@@ -40,14 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 import anyio
 import structlog
@@ -55,7 +53,38 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from orgsync import connectors
+from orgsync.core.webhook import (
+    MAX_DEPTH,
+    Refused,
+    WebhookEvent,
+    WebhookParser,
+    nesting_problem,
+    parse_json,
+)
+from orgsync.core.webhook import is_text as _is_text
 from orgsync.daemon.queue import MAX_TARGETED_PEOPLE
+
+__all__ = [
+    "BODY_TIMEOUT",
+    "MAX_BODY",
+    "MAX_DEPTH",
+    "REPLAY_WINDOW",
+    "SIGNATURE_HEADER",
+    "Refused",
+    "SeenEvents",
+    "WebhookEvent",
+    "WebhookReceiver",
+    "WebhookSecrets",
+    "nesting_problem",
+    "parse_generic",
+    "parse_graph",
+    "parse_json",
+    "parse_okta",
+    "read_body",
+    "sign",
+    "verify_signature",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -65,28 +94,14 @@ _DRAIN_LIMIT: Final = 8 * MAX_BODY
 """An oversized body is read (and dropped) up to this much, so the sender sees a clean 413
 instead of a reset; one declared larger is refused before a byte of it is read, and the
 connection closed."""
-MAX_DEPTH: Final = 32
-"""Deepest JSON nesting a webhook body may have (Okta's and Graph's nest about six)."""
 BODY_TIMEOUT: Final = 30.0
 """Default seconds a body may take to arrive after its headers (`[server] body_timeout`)."""
 REPLAY_WINDOW: Final = 300
 """Seconds a signed timestamp may be away from now (SPEC)."""
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
-_GRAPH_USER = re.compile(r"^/?users/([^/?]+)$", re.IGNORECASE)
 _SHOWN: Final = 64
 """Characters of a sender's value quoted back in a refusal, at most."""
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookEvent:
-    """What a verified delivery asks for: whom to reconcile (nobody named: everybody)."""
-
-    kind: str
-    emails: frozenset[str] = frozenset()
-    source_ids: frozenset[str] = frozenset()
-    targets: tuple[str, ...] | None = None
-    """Target names the event is for; None for every target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +111,6 @@ class WebhookSecrets:
     generic: bytes | None = None
     okta_authorization: str | None = None
     entra_client_state: str | None = None
-
-
-class Refused(Exception):
-    """A delivery refused with `status`; `result` is the metric label."""
-
-    def __init__(self, status: int, result: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.result, self.message = status, result, message
 
 
 # --------------------------------------------------------------------------- pure checks
@@ -149,79 +156,8 @@ def _is_digits(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
 
-def _is_text(value: object) -> TypeGuard[str]:
-    """A string that can be stored and logged: JSON's `\\ud800` gives a lone surrogate."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _shown(value: str) -> str:
     return value if len(value) <= _SHOWN else value[:_SHOWN] + "…"
-
-
-# JSON's structure, outside strings, reduced to brackets: escapes first (`\\` pairs, then
-# `\"`), so that every `"` left opens or closes a string; `{}` count as `[]`, since only
-# the depth matters. A body whose brackets do not fullmatch `_NESTED` (at most MAX_DEPTH
-# levels, balanced) is refused before the recursive `json.loads` sees it. Each step is a
-# C-level pass (bytes.replace, translate, split, one possessive regex): linear, no stack.
-_STRUCTURE: Final = b'"[]{}'
-_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in _STRUCTURE)
-_ONE_BRACKET_KIND: Final = bytes.maketrans(b"{}", b"[]")
-
-
-def _nested_pattern(depth: int) -> re.Pattern[bytes]:
-    pattern = ""
-    for _ in range(depth):
-        pattern = r"(?:\[" + pattern + r"\])*+"
-    return re.compile(pattern.encode())
-
-
-_NESTED: Final = _nested_pattern(MAX_DEPTH)
-
-
-def nesting_problem(body: bytes) -> str | None:
-    """Why `body`'s JSON brackets cannot be parsed safely (too deep, or not balanced), or
-    None when they are balanced and at most `MAX_DEPTH` deep."""
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    marks = unescaped.translate(_ONE_BRACKET_KIND, _NOT_STRUCTURE).replace(b'""', b"")
-    # Between the 2k-th and (2k+1)-th quote is string content: keep the even pieces.
-    # (Dropping a `""` pair above moves no character to the other side of a quote.)
-    outside = b"".join(marks.split(b'"')[::2])
-    if _NESTED.fullmatch(outside) is not None:
-        return None
-    if outside.count(b"[") != outside.count(b"]"):
-        return "its brackets do not balance"
-    return f"it is nested deeper than {MAX_DEPTH} levels"
-
-
-def parse_json(body: bytes) -> Any:
-    """The JSON document in `body`; `Refused` (400, `malformed`) for anything else.
-
-    UTF-8 only (RFC 8259), nested at most `MAX_DEPTH` deep, numbers of at most 4300
-    digits (Python's int limit): never an exception other than `Refused`.
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Refused(
-            400, "malformed", f"body is not UTF-8 (invalid byte at offset {error.start})"
-        ) from None
-    problem = nesting_problem(body)
-    if problem is not None:
-        raise Refused(400, "malformed", f"body is not JSON this daemon reads: {problem}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise Refused(400, "malformed", f"body is not JSON: {error}") from None
-    except (ValueError, RecursionError):  # past int's digit limit; depth is checked above
-        raise Refused(
-            400, "malformed", "body is not JSON this daemon reads: a number is too long"
-        ) from None
 
 
 def _strings(document: dict[str, Any], key: str) -> frozenset[str]:
@@ -229,6 +165,25 @@ def _strings(document: dict[str, Any], key: str) -> frozenset[str]:
     if not isinstance(value, list) or not all(_is_text(v) and v.strip() for v in value):
         raise Refused(400, "malformed", f"{key!r} must be a list of non-empty strings")
     return frozenset(v.strip() for v in value)
+
+
+def parse_okta(body: bytes) -> tuple[list[str], WebhookEvent]:
+    """`(event uuids, event)` of an Okta event hook delivery, read by the `okta` source's
+    connector (`orgsync.sources.okta_connector.parse_webhook`)."""
+    return _parser("okta")(body, "")
+
+
+def parse_graph(body: bytes, client_state: str) -> tuple[list[str], WebhookEvent]:
+    """`(notification keys, event)` of a Microsoft Graph change notification delivery, read
+    by the `entra` source's connector (`orgsync.sources.entra_connector.parse_webhook`)."""
+    return _parser("entra")(body, client_state)
+
+
+def _parser(source_type: str) -> WebhookParser:
+    parser = connectors.source(source_type).webhook
+    if parser is None:  # a built-in connector lost its parser: a bug, not a bad delivery
+        raise RuntimeError(f"the {source_type} source connector reads no webhooks")
+    return parser
 
 
 def parse_generic(body: bytes) -> tuple[str | None, WebhookEvent]:
@@ -252,84 +207,6 @@ def parse_generic(body: bytes) -> tuple[str | None, WebhookEvent]:
         source_ids=_strings(document, "source_ids"),
         targets=tuple(targets) if targets is not None else None,
     )
-
-
-def parse_okta(body: bytes) -> tuple[list[str], WebhookEvent]:
-    """`(event uuids, event)` of an Okta event hook delivery.
-
-    People are the `User` entries of each event's `target` list (`id` is the Okta user id,
-    the source id of the `okta` source; `alternateId` the login, usually the email). An
-    event naming no user (a group renamed, an app changed) asks for a full reconcile.
-    """
-    document = parse_json(body)
-    data = document.get("data") if isinstance(document, dict) else None
-    events = data.get("events") if isinstance(data, dict) else None
-    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-        raise Refused(400, "malformed", "expected an Okta event hook body with data.events")
-    uuids: list[str] = []
-    emails: set[str] = set()
-    ids: set[str] = set()
-    everybody = not events
-    for event in events:
-        uuid = event.get("uuid")
-        if _is_text(uuid) and uuid:
-            uuids.append(uuid)
-        targets = event.get("target") or []
-        if not isinstance(targets, list):
-            raise Refused(400, "malformed", "an Okta event's 'target' must be a list")
-        users = [t for t in targets if isinstance(t, dict) and _is_user(t.get("type"))]
-        if not users:
-            everybody = True
-        for user in users:
-            user_id = user.get("id")
-            if _is_text(user_id) and user_id.strip():
-                ids.add(user_id.strip())
-            alternate = user.get("alternateId")
-            if _is_text(alternate) and "@" in alternate:
-                emails.add(alternate.strip())
-    if everybody:
-        return uuids, WebhookEvent(kind="okta")
-    return uuids, WebhookEvent("okta", frozenset(emails), frozenset(ids))
-
-
-def _is_user(kind: object) -> bool:
-    return isinstance(kind, str) and kind.lower() == "user"
-
-
-def parse_graph(body: bytes, client_state: str) -> tuple[list[str], WebhookEvent]:
-    """`(notification keys, event)` of a Microsoft Graph change notification delivery.
-
-    Every notification must carry the configured `clientState` (else 401: someone who
-    knows the URL but not the secret). A user resource (`Users/<id>`) names that user's
-    object id, the source id of the `entra` source; any other resource (a group's
-    members changed) asks for a full reconcile.
-    """
-    document = parse_json(body)
-    items = document.get("value") if isinstance(document, dict) else None
-    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-        raise Refused(400, "malformed", "expected a Graph notification body with 'value'")
-    keys: list[str] = []
-    ids: set[str] = set()
-    everybody = False
-    for item in items:
-        state = item.get("clientState")
-        if not _is_text(state) or not hmac.compare_digest(state.encode(), client_state.encode()):
-            raise Refused(401, "bad_client_state", "clientState does not match")
-        keys.append(hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
-        resource = item.get("resource")
-        data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
-        odata_type = str(data.get("@odata.type", "")).lower()
-        match = _GRAPH_USER.match(resource) if _is_text(resource) else None
-        user_id = data.get("id")
-        if match is not None:
-            ids.add(match.group(1))
-        elif odata_type.endswith(".user") and _is_text(user_id) and user_id.strip():
-            ids.add(user_id.strip())
-        else:
-            everybody = True
-    if everybody:
-        return keys, WebhookEvent(kind="entra")
-    return keys, WebhookEvent("entra", source_ids=frozenset(ids))
 
 
 # --------------------------------------------------------------------------- de-duplication

@@ -55,14 +55,12 @@ from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
 from orgsync.targets.keycard import wire
+from orgsync.targets.keycard.connector import CAPABILITIES
 
 __all__ = ["CAPABILITIES", "KeycardTarget"]
 
 log = structlog.get_logger(__name__)
 
-CAPABILITIES: Final = Capabilities(
-    invites=True, create_users=False, suspend=True, roles=True, groups=False
-)
 PAGE_SIZE: Final = 100
 """Items asked for per page (the subset spec allows 1-1000 and defaults to 100)."""
 TOKEN_PATH: Final = "/service-account-token"  # noqa: S105 - a path, not a secret

@@ -57,6 +57,7 @@ from orgsync.core.plan import (
 from orgsync.http.paging import PageGuard
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
+from orgsync.targets.openai.connector import CAPABILITIES
 from orgsync.targets.openai.groups import OpenAIGroups, role_catalog
 from orgsync.targets.openai.paging import list_by_next
 
@@ -83,9 +84,6 @@ ORG_ROLES: Final = RoleCatalog(
 accept. `read` adds the catalog's RBAC roles as `assignable` (what groups can be given)
 and its owner-level ones to `privileged`."""
 
-CAPABILITIES: Final = Capabilities(
-    invites=True, create_users=False, suspend=False, roles=True, groups=True
-)
 
 _REDACTION = re.compile(r"(?s)(.*?)(?:\.{2,}|\u2026|\*{2,})(.*)")
 """How `redacted_value` hides the middle of a key: "sk-admin...def" (dots, an ellipsis or

@@ -78,6 +78,7 @@ from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
 from orgsync.targets.scim import wire
+from orgsync.targets.scim.connector import CAPABILITIES
 from orgsync.targets.scim.dialect import DIALECTS, Dialect
 from orgsync.targets.scim.forms import CHAINS, Form, FormBook
 from orgsync.targets.scim.forms import Change as FormChange
@@ -87,9 +88,6 @@ __all__ = ["CAPABILITIES", "ScimTarget", "ServerFeatures"]
 
 log = structlog.get_logger(__name__)
 
-CAPABILITIES: Final = Capabilities(
-    invites=False, create_users=True, suspend=True, roles=False, groups=True, change_emails=True
-)
 PAGE_SIZE: Final = 200
 """Resources asked for per list page (servers cap it at their maxResults, often 1000)."""
 USER_ATTRIBUTES: Final = "id,userName,emails,name,displayName,active,externalId"

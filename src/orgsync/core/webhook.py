@@ -1,0 +1,113 @@
+"""A webhook delivery, read: what it asks for, and the bounded JSON every reader shares.
+
+Pure (no I/O): the daemon's receivers (`orgsync.daemon.webhooks`) verify and answer; the
+identity providers' connectors (`okta`, `entra`) read their vendor's deliveries with
+`parse_json` and return a `WebhookEvent`, or raise `Refused` with the HTTP status the
+daemon answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeGuard
+
+MAX_DEPTH: Final = 32
+"""Deepest JSON nesting a webhook body may have (Okta's and Graph's nest about six)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """What a verified delivery asks for: whom to reconcile (nobody named: everybody)."""
+
+    kind: str
+    emails: frozenset[str] = frozenset()
+    source_ids: frozenset[str] = frozenset()
+    targets: tuple[str, ...] | None = None
+    """Target names the event is for; None for every target."""
+
+
+class Refused(Exception):
+    """A delivery refused with `status`; `result` is the metric label."""
+
+    def __init__(self, status: int, result: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.result, self.message = status, result, message
+
+
+WebhookParser = Callable[[bytes, str], tuple[list[str], WebhookEvent]]
+"""`(body, secret)` → (the delivery's event keys for de-duplication, the event); the
+secret is what the vendor puts in the body (Graph's `clientState`), else empty."""
+
+
+def is_text(value: object) -> TypeGuard[str]:
+    """A string that can be stored and logged: JSON's `\\ud800` gives a lone surrogate."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# JSON's structure, outside strings, reduced to brackets: escapes first (`\\` pairs, then
+# `\"`), so that every `"` left opens or closes a string; `{}` count as `[]`, since only
+# the depth matters. A body whose brackets do not fullmatch `_NESTED` (at most MAX_DEPTH
+# levels, balanced) is refused before the recursive `json.loads` sees it. Each step is a
+# C-level pass (bytes.replace, translate, split, one possessive regex): linear, no stack.
+_STRUCTURE: Final = b'"[]{}'
+_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in _STRUCTURE)
+_ONE_BRACKET_KIND: Final = bytes.maketrans(b"{}", b"[]")
+
+
+def _nested_pattern(depth: int) -> re.Pattern[bytes]:
+    pattern = ""
+    for _ in range(depth):
+        pattern = r"(?:\[" + pattern + r"\])*+"
+    return re.compile(pattern.encode())
+
+
+_NESTED: Final = _nested_pattern(MAX_DEPTH)
+
+
+def nesting_problem(body: bytes) -> str | None:
+    """Why `body`'s JSON brackets cannot be parsed safely (too deep, or not balanced), or
+    None when they are balanced and at most `MAX_DEPTH` deep."""
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = unescaped.translate(_ONE_BRACKET_KIND, _NOT_STRUCTURE).replace(b'""', b"")
+    # Between the 2k-th and (2k+1)-th quote is string content: keep the even pieces.
+    # (Dropping a `""` pair above moves no character to the other side of a quote.)
+    outside = b"".join(marks.split(b'"')[::2])
+    if _NESTED.fullmatch(outside) is not None:
+        return None
+    if outside.count(b"[") != outside.count(b"]"):
+        return "its brackets do not balance"
+    return f"it is nested deeper than {MAX_DEPTH} levels"
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON document in `body`; `Refused` (400, `malformed`) for anything else.
+
+    UTF-8 only (RFC 8259), nested at most `MAX_DEPTH` deep, numbers of at most 4300
+    digits (Python's int limit): never an exception other than `Refused`.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Refused(
+            400, "malformed", f"body is not UTF-8 (invalid byte at offset {error.start})"
+        ) from None
+    problem = nesting_problem(body)
+    if problem is not None:
+        raise Refused(400, "malformed", f"body is not JSON this daemon reads: {problem}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise Refused(400, "malformed", f"body is not JSON: {error}") from None
+    except (ValueError, RecursionError):  # past int's digit limit; depth is checked above
+        raise Refused(
+            400, "malformed", "body is not JSON this daemon reads: a number is too long"
+        ) from None

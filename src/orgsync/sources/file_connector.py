@@ -1,0 +1,36 @@
+"""The `file` source type: a JSON export read from disk (SPEC "The file source")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from orgsync.config import SourceConfig
+from orgsync.connectors import Hooks, SourceConnector
+from orgsync.core.ports import Source
+
+
+class FileSourceConfig(SourceConfig):
+    type: Literal["file"]
+    path: Path
+
+    def anchored(self, base_dir: Path) -> FileSourceConfig:
+        if self.path.is_absolute():
+            return self
+        return self.model_copy(update={"path": base_dir / self.path})
+
+
+def build(config: FileSourceConfig, environ: Mapping[str, str], hooks: Hooks) -> Source:
+    from orgsync.sources.file import FileSource
+
+    return FileSource(config.path)
+
+
+CONNECTOR = SourceConnector(
+    type="file",
+    settings=FileSourceConfig,
+    build=build,
+    reads_offline=True,
+    summary="a JSON export on disk",
+)

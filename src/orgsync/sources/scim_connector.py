@@ -1,0 +1,80 @@
+"""The `scim` source type: an identity provider's SCIM 2.0 endpoint, read in full."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from orgsync.config import RemoteSourceConfig, SecretRef, check_url, secret_ref
+from orgsync.connectors import Hooks, SourceConnector, plaintext_source_warning, secret_key
+from orgsync.core.ports import Source
+
+
+class ScimSourceConfig(RemoteSourceConfig):
+    type: Literal["scim"]
+    url: str
+    token_env: str | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    """With `password_env`/`password_file`: HTTP basic auth instead of a bearer token."""
+    password_env: str | None = None
+    password_file: Path | None = None
+    page_size: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScimSourceConfig:
+        check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
+        bearer = secret_ref("token", self.token_env, self.token_file, required=False)
+        basic = secret_ref("password", self.password_env, self.password_file, required=False)
+        if (bearer is None) == (basic is None):
+            raise ValueError(
+                "give token_env/token_file, or username with password_env/password_file"
+            )
+        if basic is not None and not self.username:
+            raise ValueError("password_env/password_file needs username")
+        return self
+
+    @property
+    def token(self) -> SecretRef | None:
+        ref = secret_ref("token", self.token_env, self.token_file, required=False)
+        return ref.model_copy(update={"key": "source.token"}) if ref else None
+
+    @property
+    def password(self) -> SecretRef | None:
+        ref = secret_ref("password", self.password_env, self.password_file, required=False)
+        return ref.model_copy(update={"key": "source.password"}) if ref else None
+
+
+def build(config: ScimSourceConfig, environ: Mapping[str, str], hooks: Hooks) -> Source:
+    from orgsync.retrying import RetrySettings
+    from orgsync.sources.scim import ScimSource  # scim2-models takes a second to import
+
+    token, password = config.token, config.password
+    if config.url.startswith("http://"):
+        plaintext_source_warning("scim", config.url)
+    return ScimSource.connect(
+        config.url,
+        token=token.resolve(environ).get_secret_value() if token else None,
+        username=config.username,
+        password=password.resolve(environ).get_secret_value() if password else None,
+        credential_key=secret_key(token or password, "source.token"),
+        page_size=config.page_size,
+        timeout=config.timeout.total_seconds(),
+        verify=str(config.ca_file) if config.ca_file else True,
+        retry=RetrySettings(
+            max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
+        ),
+        interrupt=hooks.interrupt,
+        on_response=hooks.on_response,
+    )
+
+
+CONNECTOR = SourceConnector(
+    type="scim",
+    settings=ScimSourceConfig,
+    build=build,
+    summary="an identity provider's SCIM 2.0 endpoint",
+)
