@@ -68,7 +68,7 @@ from orgsync.core.safety import (
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.factories import build_source, build_target, retry_settings
 from orgsync.interrupt import ReadInterrupt
-from orgsync.store import LeaseRecord, Origin, Outcome, StateStore, WriterLock
+from orgsync.store import LeaseRecord, LinkRow, Origin, Outcome, StateStore, WriterLock
 
 log = structlog.get_logger(__name__)
 
@@ -803,12 +803,15 @@ class Engine:
         missing-since clock is kept as it is.
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
-        for key, wanted in desired.wanted.items():
-            member = by_email.get(key)
-            if member is not None:
-                self.store.link(
-                    target, email_key=key, source_id=wanted.source_id, member_id=member.id
-                )
+        # One transaction writing only the links that change: a quiet pass costs no fsync.
+        self.store.record_links(
+            target,
+            (
+                LinkRow(email_key=key, source_id=wanted.source_id, member_id=member.id)
+                for key, wanted in desired.wanted.items()
+                if (member := by_email.get(key)) is not None
+            ),
+        )
         leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]
         leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
         # Held removals keep their clock: the grace must not restart while a person waits
