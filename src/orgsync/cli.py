@@ -21,32 +21,19 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import structlog
-
 from orgsync import __version__
-from orgsync.config import Config, default_config_path, load_config
-from orgsync.core.errors import OrgsyncError
-from orgsync.core.forms import LearnedForm
-from orgsync.core.forms import describe as describe_forms
-from orgsync.core.plan import Plan
-from orgsync.core.plan_file import PlanFileError, plan_file_text, read_plan_file
-from orgsync.engine import (
-    EXIT_ERROR,
-    EXIT_OK,
-    Engine,
-    RunOptions,
-    TargetResult,
-    worst_exit_code,
-)
-from orgsync.logs import configure_logging
-from orgsync.notify import DRAIN_SECONDS, build_dispatcher
-from orgsync.report import render_result, results_json
-from orgsync.store import LeaseRecord, NoStateDatabase, RunRecord, StateStore
+from orgsync.core.errors import EXIT_ERROR, EXIT_OK, OrgsyncError
 
 if TYPE_CHECKING:
+    from orgsync.config import Config
+    from orgsync.core.forms import LearnedForm
+    from orgsync.core.plan import Plan
     from orgsync.daemon.quarantine import Quarantine
+    from orgsync.engine import TargetResult
+    from orgsync.store import LeaseRecord, RunRecord, StateStore
 
-log = structlog.get_logger(__name__)
+# Everything else is imported by the command that needs it: `orgsync --help` must not pay
+# for pydantic, the connectors, the HTTP client, SQLite helpers and structlog (SPEC start-up).
 
 EXIT_USAGE = 64
 """BSD sysexits EX_USAGE: a mistyped command line is not an error of the run (1) and must
@@ -198,6 +185,9 @@ def _check_usage(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _check_usage(args)
+    from orgsync.config import default_config_path, load_config
+    from orgsync.logs import configure_logging
+
     configure_logging(args.log_level or ("warning" if args.command == "demo" else "info"))
     try:
         if args.command == "demo":
@@ -224,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sync(config: Config, args: argparse.Namespace) -> int:
+    from orgsync.engine import Engine, RunOptions
+    from orgsync.notify import DRAIN_SECONDS, build_dispatcher
+
     if args.plan and args.dry_run:
         raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
     reviewed = _read_plans(args.plan) if args.plan else None
@@ -253,6 +246,10 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
 
 
 def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
+    from orgsync.core.plan_file import plan_file_text
+    from orgsync.engine import worst_exit_code
+    from orgsync.report import render_result, results_json
+
     if args.plan_out:
         _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))
     if args.json:
@@ -263,6 +260,8 @@ def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
 
 
 def _read_plans(path: Path) -> dict[str, Plan]:
+    from orgsync.core.plan_file import PlanFileError, read_plan_file
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -312,7 +311,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
             return
-        log.warning("sync.stopping", signal=signal.Signals(signum).name)
+        import structlog
+
+        structlog.get_logger(__name__).warning("sync.stopping", signal=signal.Signals(signum).name)
         stop.set()
 
     if threading.current_thread() is not threading.main_thread():
@@ -328,6 +329,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def _open_state(config: Config) -> StateStore | None:
     """The state database for reading commands, which never create one (None: none yet)."""
+    from orgsync.store import NoStateDatabase, StateStore
+
     try:
         return StateStore.open(config.state.path, create=False)
     except NoStateDatabase as missing:
@@ -402,6 +405,8 @@ def _print_status(
     standings: Mapping[str, Quarantine],
     learned: Mapping[str, list[LearnedForm]],
 ) -> None:
+    from orgsync.core.forms import describe as describe_forms
+
     for name, last, lease, held, pending in views:
         print(f"{name}:")
         if last is None:
@@ -453,6 +458,7 @@ def _learned_json(learned: LearnedForm) -> dict[str, str | None]:
 
 
 def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> int:
+
     store = _open_state(config)
     if store is None:
         records: list[RunRecord] = []

@@ -22,12 +22,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
 from orgsync.config import Config, TargetConfig
+
+# Re-exported: the exit codes live beside the errors, so that a command names them without
+# importing the engine.
+from orgsync.core.errors import EXIT_ERROR as EXIT_ERROR  # noqa: PLC0414
+from orgsync.core.errors import EXIT_HELD as EXIT_HELD  # noqa: PLC0414
+from orgsync.core.errors import EXIT_OK as EXIT_OK  # noqa: PLC0414
+from orgsync.core.errors import EXIT_PENDING as EXIT_PENDING  # noqa: PLC0414
 from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
 from orgsync.core.model import (
     Capabilities,
@@ -67,12 +74,14 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.factories import build_source, build_target, retry_settings
-from orgsync.interrupt import ReadInterrupt
 from orgsync.store import LeaseRecord, LinkRow, Origin, Outcome, StateStore, WriterLock
 
 log = structlog.get_logger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from orgsync.interrupt import ReadInterrupt  # imports httpx: only when a run reads
+
+
 _SEVERITY = {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_HELD: 2, EXIT_ERROR: 3}
 
 BUSY = "busy"
@@ -384,6 +393,8 @@ class Engine:
         return [t for t in self.config.targets if t.name in chosen]
 
     def read_source(self) -> SourceSnapshot:
+        from orgsync.interrupt import ReadInterrupt
+
         source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
         snapshot = source.read()
         people, rejected = screen(snapshot)
@@ -659,6 +670,8 @@ class Engine:
         run_id: str | None,
         halt: threading.Event,
     ) -> TargetResult:
+        from orgsync.interrupt import ReadInterrupt
+
         interrupt = ReadInterrupt(self.stop)
         target = self.target_factory(config, self.environ, interrupt=interrupt)
         if isinstance(target, LearnsForms):  # SCIM: ask first in the forms that worked

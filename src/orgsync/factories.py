@@ -8,6 +8,7 @@ import (scim2-models, PyJWT) are imported only when configured.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,16 +20,15 @@ from orgsync.config import LdapSource as LdapSourceConfig
 from orgsync.config import OktaSource as OktaSourceConfig
 from orgsync.config import ScimSource as ScimSourceConfig
 from orgsync.core.errors import ConfigError
-from orgsync.core.ports import Source, Target
-from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.sources._http import HttpSettings
-from orgsync.sources.entra import EntraSource
-from orgsync.sources.file import FileSource
-from orgsync.sources.okta import OktaSource
-from orgsync.targets.http import ApiClient
-from orgsync.targets.keycard import KeycardTarget
-from orgsync.targets.openai import OpenAITarget
+
+if TYPE_CHECKING:
+    from orgsync.core.ports import Source, Target
+    from orgsync.interrupt import ReadInterrupt
+
+# Each adapter is imported when configured, not here: the HTTP client, LDAP, the wire
+# models and the SCIM and JWT libraries cost start-up time to every command that builds
+# none of them (`validate --offline`, `--help`).
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +43,8 @@ def build_source(
     """
     source = config.source
     if isinstance(source, FileSourceConfig):
+        from orgsync.sources.file import FileSource
+
         return FileSource(source.path)
     if isinstance(source, ScimSourceConfig):
         return _scim_source(source, environ, interrupt)
@@ -59,6 +61,8 @@ def _rest_source(
     interrupt: ReadInterrupt | None,
 ) -> Source:
     """Okta, Entra ID or Google Workspace: the REST identity providers."""
+    from orgsync.sources._http import HttpSettings
+
     settings = HttpSettings(
         timeout=config.timeout.total_seconds(),
         verify=str(config.ca_file) if config.ca_file else True,
@@ -77,6 +81,8 @@ def _rest_source(
         if url.startswith("http://"):
             log.warning("source.plaintext", source=config.type, url=url)
     if isinstance(config, OktaSourceConfig):
+        from orgsync.sources.okta import OktaSource
+
         return OktaSource(
             config.url,
             token=config.token.resolve(environ).get_secret_value(),
@@ -84,6 +90,8 @@ def _rest_source(
             settings=settings,
         )
     if isinstance(config, EntraSourceConfig):
+        from orgsync.sources.entra import EntraSource
+
         return EntraSource(
             tenant_id=config.tenant_id,
             client_id=config.client_id,
@@ -186,6 +194,9 @@ def build_target(
         return _keycard_target(config, environ, on_response, interrupt)
     if config.type == "scim":
         return _scim_target(config, environ, on_response, interrupt)
+    from orgsync.targets.http import ApiClient
+    from orgsync.targets.openai import OpenAITarget
+
     api_key = config.api_key.resolve(environ).get_secret_value()
     if config.base_url.startswith("http://"):
         log.warning("target.plaintext", target=config.name, base_url=config.base_url)
@@ -211,6 +222,8 @@ def _keycard_target(
     on_response: Callable[[str, int], None] | None,
     interrupt: ReadInterrupt | None,
 ) -> Target:
+    from orgsync.targets.keycard import KeycardTarget
+
     if config.client_id is None or config.organization_id is None:
         raise ConfigError(f"targets.{config.name}: keycard needs client_id and organization_id")
     secret = config.client_secret.resolve(environ).get_secret_value()

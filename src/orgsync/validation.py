@@ -14,7 +14,6 @@ from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.forms import LearnedForm
 from orgsync.core.ports import Target
-from orgsync.engine import check_capabilities, check_roles
 from orgsync.factories import build_source, build_target
 from orgsync.notify import check_secrets
 from orgsync.store import StateStore, check_state_path
@@ -57,6 +56,8 @@ def validate(
             if offline:
                 lines.append(f"{label}: credentials present (not contacted: --offline)")
                 continue
+            from orgsync.engine import check_capabilities, check_roles  # online only
+
             target = build_target(target_config, environ)
             check_capabilities(target_config, target.capabilities)
             try:

@@ -8,6 +8,10 @@ way", any other `TargetError` fails that one operation with the server's message
 
 from __future__ import annotations
 
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
+"""The process exit codes of SPEC "Commands" (here, beside the errors that cause 1, so that
+a command can name them without importing the engine)."""
+
 
 class OrgsyncError(Exception):
     """Base of every error orgsync raises on purpose."""

@@ -19,10 +19,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING
 
 from orgsync.core.errors import StateError
+
+if TYPE_CHECKING:
+    # Imported on first connection: sqlite-utils (and click, which it imports) cost every
+    # command start-up time, `--help` and `validate --offline` included.
+    from sqlite_utils import Database
 
 SqlValue = str | int | float | bytes | None
 """What may be bound as a statement parameter."""
@@ -281,6 +285,8 @@ class StateDB:
             )
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state database {target}: {exc}") from exc
+        from sqlite_utils import Database
+
         try:
             db = Database(conn, execute_plugins=False)
             store = cls(db, path, clock)
