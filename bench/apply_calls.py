@@ -2,14 +2,16 @@
 rate-limit lower bound.
 
 The organization starts with half the people as members (some with the wrong role) and the
-rest to be invited; the emulator enforces a rate limit and orgsync is configured with the
-same `requests_per_second`. Prints:
+rest to be invited; the emulator enforces a rate limit of RATE requests per second and
+orgsync is configured with `requests_per_second` = RATE x CLIENT (CLIENT 1.2: a client
+configured above the server's limit, which must adapt). Prints:
 - requests made / minimum requests (every list page once, one call per operation);
-- elapsed / ((requests - burst) / rate), the rate-limit lower bound (the server's bucket
-  starts full);
+- elapsed / ((minimum - burst) / rate), the rate-limit lower bound: the time the fewest
+  requests possible take at the server's rate (its bucket starts full);
 - 429 answers received (a client-side limiter that works keeps this at zero).
 
-usage: .venv/bin/python bench/apply_calls.py [PEOPLE] [RATE]   (default 400 people, 50 req/s)
+usage: .venv/bin/python bench/apply_calls.py [PEOPLE] [RATE] [CLIENT]
+       (default 400 people, 50 req/s, client 1.0)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from orgsync.logs import configure_logging
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
 
 
-def main(people: int, rate: float) -> None:
+def main(people: int, rate: float, client: float) -> None:
     configure_logging("warning")
     with tempfile.TemporaryDirectory() as tmp, OpenAIEmulator(api_key=KEY) as emulator:
         folder = Path(tmp)
@@ -61,7 +63,7 @@ api_key_env = "BENCH_KEY"
 allow_plaintext = true
 default_role = "reader"
 scope_groups = ["openai-*"]
-requests_per_second = {rate}
+requests_per_second = {rate * client}
 max_concurrency = 4
 [[targets.roles]]
 group = "openai-owners"
@@ -88,14 +90,21 @@ path = "state.db"
         writes = len(result.plan.operations)
         minimum = reads + writes
         limited = sum(1 for r in requests if r.injected_fault == "rate_limit")
-        print(f"people {people}, operations {writes}, rate limit {rate:g} req/s")
+        print(
+            f"people {people}, operations {writes}, rate limit {rate:g} req/s, "
+            f"client configured at {rate * client:g} req/s"
+        )
         print(f"requests {len(requests)} / minimum {minimum} = {len(requests) / minimum:.2f}")
         # The emulator's bucket starts full (one second's worth), so that many go free.
-        bound = max(0.0, len(requests) - rate) / rate
+        bound = max(0.0, minimum - rate) / rate
         print(f"elapsed {elapsed:.1f} s / rate-limit bound {bound:.1f} s = {elapsed / bound:.2f}")
         print(f"429 answers {limited}")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(int(args[0]) if args else 400, float(args[1]) if len(args) > 1 else 50.0)
+    main(
+        int(args[0]) if args else 400,
+        float(args[1]) if len(args) > 1 else 50.0,
+        float(args[2]) if len(args) > 2 else 1.0,
+    )

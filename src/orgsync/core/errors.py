@@ -68,6 +68,13 @@ class TransientError(TargetError):
         super().__init__(message, status=status, request_id=request_id)
         self.retry_after = retry_after
 
+    @property
+    def not_processed(self) -> bool:
+        """The server says it did not act on the request: 429, or 503 with Retry-After
+        (RFC 9110 §15.6.4: unavailable, try later). A create refused so needs no look-up
+        before its retry; after a timeout, a reset or a 500 it might have happened."""
+        return self.status == 429 or (self.status == 503 and self.retry_after is not None)
+
 
 class AuthError(TargetError):
     """401/403: the credential is wrong or lacks permission; the whole run stops."""
