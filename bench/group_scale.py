@@ -32,12 +32,7 @@ from orgsync.core.model import (
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import GroupRule, MembershipRules, desired_state
-from orgsync.core.safety import (
-    SafetyLimits,
-    hold_group_member_removals,
-    hold_mass_removals,
-    managed_population,
-)
+from orgsync.core.safety import SafetyLimits, gate, managed_people
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CATALOG = RoleCatalog(
@@ -87,9 +82,9 @@ def make_plan(inputs: World) -> int:
             "bench", desired, observed, memory, RemovalPolicy(), Capabilities(groups=True), NOW
         )
     )
-    limits = SafetyLimits()
-    gated = hold_mass_removals(draft, population=managed_population(observed), limits=limits)
-    gated = hold_group_member_removals(gated, limit=limits.max_group_member_removals)
+    # As `Engine.make_plan`: the gate, counting the people orgsync manages.
+    population = managed_people(observed, memory, desired)
+    gated = gate(draft, population=population, limits=SafetyLimits())
     return len(gated.operations) + len(gated.held)
 
 

@@ -33,12 +33,7 @@ from orgsync.core.model import (
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import MembershipRules, RoleRule, desired_state
-from orgsync.core.safety import (
-    SafetyLimits,
-    hold_group_member_removals,
-    hold_mass_removals,
-    managed_population,
-)
+from orgsync.core.safety import SafetyLimits, gate, managed_people
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CATALOG = RoleCatalog(("reader", "owner"), frozenset({"owner"}), frozenset({"reader", "owner"}))
@@ -104,9 +99,9 @@ def make_plan(inputs: World) -> int:
     draft = plan(
         PlanInput("bench", desired, observed, memory, RemovalPolicy(), Capabilities(), NOW)
     )
-    limits = SafetyLimits()
-    gated = hold_mass_removals(draft, population=managed_population(observed), limits=limits)
-    gated = hold_group_member_removals(gated, limit=limits.max_group_member_removals)
+    # As `Engine.make_plan`: the gate, counting the people orgsync manages.
+    population = managed_people(observed, memory, desired)
+    gated = gate(draft, population=population, limits=SafetyLimits())
     return len(gated.operations) + len(gated.held)
 
 
