@@ -32,7 +32,11 @@ from orgsync.core.model import (
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import GroupRule, MembershipRules, desired_state
-from orgsync.core.safety import SafetyLimits, gate, managed_people
+from orgsync.core.safety import (
+    SafetyLimits,
+    gate,
+    managed_people,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CATALOG = RoleCatalog(
@@ -82,7 +86,6 @@ def make_plan(inputs: World) -> int:
             "bench", desired, observed, memory, RemovalPolicy(), Capabilities(groups=True), NOW
         )
     )
-    # As `Engine.make_plan`: the gate, counting the people orgsync manages.
     population = managed_people(observed, memory, desired)
     gated = gate(draft, population=population, limits=SafetyLimits())
     return len(gated.operations) + len(gated.held)

@@ -33,7 +33,11 @@ from orgsync.core.model import (
 )
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import MembershipRules, RoleRule, desired_state
-from orgsync.core.safety import SafetyLimits, gate, managed_people
+from orgsync.core.safety import (
+    SafetyLimits,
+    gate,
+    managed_people,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CATALOG = RoleCatalog(("reader", "owner"), frozenset({"owner"}), frozenset({"reader", "owner"}))
@@ -99,7 +103,6 @@ def make_plan(inputs: World) -> int:
     draft = plan(
         PlanInput("bench", desired, observed, memory, RemovalPolicy(), Capabilities(), NOW)
     )
-    # As `Engine.make_plan`: the gate, counting the people orgsync manages.
     population = managed_people(observed, memory, desired)
     gated = gate(draft, population=population, limits=SafetyLimits())
     return len(gated.operations) + len(gated.held)

@@ -153,6 +153,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.set_defaults(usage=sync)
 
+    explain = command(
+        "explain",
+        "read-only: why one person would be invited, changed, removed or left alone, "
+        "target by target, as a dry run plans it (exit 1 when found nowhere)",
+    )
+    explain.add_argument("person", metavar="EMAIL|SOURCE_ID", help="an email or a source id")
+    explain.add_argument("--target", help="only this target")
+    explain.add_argument("--json", action="store_true", help="print the explanation as JSON")
+
     status = command("status", "last run, pending work and lock per target")
     status.add_argument("--json", action="store_true")
 
@@ -201,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from orgsync.daemon import run_daemon
 
             return run_daemon(config)
+        if args.command == "explain":
+            return _explain(config, args.person, target=args.target, as_json=args.json)
         if args.command == "status":
             return _status(config, as_json=args.json)
         if args.command == "runs":
@@ -245,17 +256,38 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
             notifier.close(DRAIN_SECONDS)
 
 
+def _explain(config: Config, person: str, *, target: str | None, as_json: bool) -> int:
+    from orgsync import explaining
+    from orgsync.engine import Engine
+
+    if not person.strip():
+        raise OrgsyncError("explain: give an email or a source id, not an empty text")
+    engine = Engine(config)
+    try:
+        with _stop_on_signals(engine.stop):
+            found = engine.explain(person, target=target)
+    finally:
+        engine.close()
+    if as_json:
+        print(json.dumps(explaining.explanations_json(person, found), indent=2))
+    else:
+        print(explaining.render_explanations(found))
+    if not explaining.found_anywhere(found):
+        print(f"orgsync: {explaining.not_found_message(person, found)}", file=sys.stderr)
+    return explaining.exit_code(found)
+
+
 def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
     from orgsync.core.plan_file import plan_file_text
     from orgsync.engine import worst_exit_code
-    from orgsync.report import render_result, results_json
+    from orgsync.report import Style, render_results, sync_json
 
     if args.plan_out:
         _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))
     if args.json:
-        print(json.dumps(results_json(results), indent=2))
+        print(json.dumps(sync_json(results, dry_run=args.dry_run), indent=2))
     else:
-        print("\n\n".join(render_result(r, dry_run=args.dry_run) for r in results))
+        print(render_results(results, dry_run=args.dry_run, style=Style.for_stream(sys.stdout)))
     return worst_exit_code([r.exit_code for r in results])
 
 
@@ -458,6 +490,7 @@ def _learned_json(learned: LearnedForm) -> dict[str, str | None]:
 
 
 def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> int:
+    from orgsync.report import Style, render_runs
 
     store = _open_state(config)
     if store is None:
@@ -470,13 +503,7 @@ def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> i
     if as_json:
         print(json.dumps([r.as_json() for r in records], indent=2))
         return EXIT_OK
-    for record in records:
-        summary = ", ".join(f"{n} {op}" for op, n in record.summary.items()) or "-"
-        print(
-            f"{record.run_id}  {record.target:<16} {record.mode:<8} {record.origin:<7} "
-            f"{record.status:<16} exit {record.exit_code if record.exit_code is not None else '-'}"
-            f"  {summary}"
-        )
+    print(render_runs(records, Style.for_stream(sys.stdout)))
     return EXIT_OK
 
 

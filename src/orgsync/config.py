@@ -531,6 +531,10 @@ class ServerConfig(_Strict):
     health_listen: str | None = None
     """host:port of a listener of its own for `/healthz`, `/readyz` and `/metrics`, which
     keep answering however `listen` is flooded; unset, they are served on `listen`."""
+    status_page: bool = True
+    """Serve the read-only HTML status page at `GET /` (on `listen`, and on
+    `health_listen` when set). It shows the emails and group names of held and failed
+    operations: set false when `listen` is reachable by people who must not see them."""
     header_timeout: Duration = timedelta(seconds=10)
     """A request line and its headers must arrive within this (counted from the
     connection, or from the previous response); else 408 and the connection is closed."""

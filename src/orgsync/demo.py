@@ -8,6 +8,7 @@ second dry run through the real engine, prints all three, and stops what it star
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from orgsync.config import load_config
 from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.engine import Engine, RunOptions, TargetResult, worst_exit_code
-from orgsync.report import render_result, results_json
+from orgsync.report import Style, render_results, sync_json
 
 DEMO_KEY_ENV = "ORGSYNC_DEMO_ADMIN_KEY"
 DEMO_KEY = "sk-admin-demo-0000000000000000000000000000000000000000"
@@ -101,9 +102,9 @@ path = "orgsync.db"
 def _show(title: str, results: list[TargetResult], *, dry_run: bool, as_json: bool) -> None:
     print(f"\n=== {title} ===")
     if as_json:
-        print(json.dumps(results_json(results), indent=2))
+        print(json.dumps(sync_json(results, dry_run=dry_run), indent=2))
     else:
-        print("\n\n".join(render_result(r, dry_run=dry_run) for r in results))
+        print(render_results(results, dry_run=dry_run, style=Style.for_stream(sys.stdout)))
 
 
 def run_demo(*, as_json: bool = False) -> int:

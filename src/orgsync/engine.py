@@ -36,6 +36,7 @@ from orgsync.core.errors import EXIT_HELD as EXIT_HELD  # noqa: PLC0414
 from orgsync.core.errors import EXIT_OK as EXIT_OK  # noqa: PLC0414
 from orgsync.core.errors import EXIT_PENDING as EXIT_PENDING  # noqa: PLC0414
 from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
+from orgsync.core.explain import ExplainInput, Explanation, explain
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -74,7 +75,15 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.factories import build_source, build_target, retry_settings
-from orgsync.store import LeaseRecord, LinkRow, Origin, Outcome, StateStore, WriterLock
+from orgsync.store import (
+    LeaseRecord,
+    LinkRow,
+    NoStateDatabase,
+    Origin,
+    Outcome,
+    StateStore,
+    WriterLock,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -465,6 +474,10 @@ class Engine:
         error: str,
     ) -> TargetResult:
         """A run that ended before it reached the target (the source failed or stopped)."""
+        # Counted like any other run: an alert on failed runs must see a source that fails.
+        self.observer.run_finished(
+            target, status, held=0, seconds=(self.clock() - started).total_seconds()
+        )
         run_id = self.store.record_run(
             target,
             mode,
@@ -522,6 +535,9 @@ class Engine:
                 # The state database itself failed (busy beyond its timeout, gone bad):
                 # nowhere to record the run; the next one tries again.
                 bound.error("run.state_failed", error=str(error))
+                self.observer.run_finished(
+                    config.name, "failed", held=0, seconds=time.monotonic() - started
+                )
                 return TargetResult(config.name, EXIT_ERROR, "failed", error=str(error))
         plan_ = result.plan
         bound.info("run.finished", status=result.status, exit_code=result.exit_code)
@@ -678,11 +694,7 @@ class Engine:
             learned = self.store.learned_forms(config.name)
             target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
         try:
-            observed = target.read()
-            check_capabilities(config, target.capabilities)
-            check_roles(config, observed.roles)
-            rules = membership_rules(config, target.capabilities)
-            desired = desired_state(snapshot, rules, observed.roles)
+            observed, desired, _ = self._read_target(config, snapshot, target)
             memory = self.store.memory(config.name)
             scoped = self._scope(config.name, desired, observed, memory, options)
             fresh = self.make_plan(
@@ -729,6 +741,63 @@ class Engine:
         return self._sync_result(config.name, fresh, report, run_id)
 
     @staticmethod
+    def _read_target(
+        config: TargetConfig, snapshot: SourceSnapshot, target: Target
+    ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
+        """Read the organization, check the configuration against it, and apply the rules."""
+        observed = target.read()
+        check_capabilities(config, target.capabilities)
+        check_roles(config, observed.roles)
+        rules = membership_rules(config, target.capabilities)
+        return observed, desired_state(snapshot, rules, observed.roles), rules
+
+    def explain(self, person: str, *, target: str | None = None) -> list[Explanation]:
+        """`orgsync explain`: one person in each selected target, as a dry run plans it.
+
+        Read-only: the same reads, rules, planner and safety gate as a dry run, but no
+        writer lock, no run recorded, no pruning, nothing learned stored, and a missing
+        state database is not created (orgsync then manages nobody yet).
+        """
+        from orgsync.interrupt import ReadInterrupt
+
+        targets = self.selected_targets(RunOptions(target=target))
+        store = self._read_only_store()
+        snapshot = self.read_source()
+        explanations: list[Explanation] = []
+        for config in targets:
+            connector = self.target_factory(
+                config, self.environ, interrupt=ReadInterrupt(self.stop)
+            )
+            learned = store.learned_forms(config.name) if store is not None else []
+            if isinstance(connector, LearnsForms):
+                connector.use_learned_forms(learned, lambda form: None)
+            try:
+                observed, desired, rules = self._read_target(config, snapshot, connector)
+                memory = store.memory(config.name) if store is not None else Memory()
+                given = self.plan_input(config, desired, observed, connector, memory)
+                inputs = ExplainInput(
+                    given=given,
+                    snapshot=snapshot,
+                    rules=rules,
+                    population=self._population(observed, memory, desired),
+                    limits=self.safety_limits(),
+                )
+                explanations.append(explain(person, inputs))
+            finally:
+                connector.close()
+        return explanations
+
+    def _read_only_store(self) -> StateStore | None:
+        """The state database as it is, or None when there is none yet (never created)."""
+        if self._store is None:
+            try:
+                self._store = StateStore.open(self.config.state.path, create=False)
+            except NoStateDatabase:
+                log.info("state.absent", path=str(self.config.state.path))
+                return None
+        return self._store
+
+    @staticmethod
     def _scope(
         target: str,
         desired: DesiredState,
@@ -762,25 +831,8 @@ class Engine:
         A targeted plan passes the whole organization's `population`: the ratios are
         measured against everyone orgsync manages, not against the few people in the slice.
         """
-        safety = self.config.safety
         memory = memory if memory is not None else self.store.memory(config.name)
-        policy = RemovalPolicy(
-            on_removal=config.on_removal,
-            remove_unmanaged=safety.remove_unmanaged,
-            protected=frozenset(normalize_email(e) for e in safety.protected),
-            removal_grace=safety.removal_grace,
-        )
-        draft = plan(
-            PlanInput(
-                target=config.name,
-                desired=desired,
-                observed=observed,
-                memory=memory,
-                policy=policy,
-                capabilities=target.capabilities,
-                now=self.clock(),
-            )
-        )
+        draft = plan(self.plan_input(config, desired, observed, target, memory))
         return gate(
             draft,
             population=(
@@ -792,6 +844,33 @@ class Engine:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+        )
+
+    def plan_input(
+        self,
+        config: TargetConfig,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        target: Target,
+        memory: Memory,
+    ) -> PlanInput:
+        """What the planner plans from, with the target's `[safety]` removal policy: built
+        here only, so a dry run, a sync and `explain` plan from the same inputs."""
+        safety = self.config.safety
+        policy = RemovalPolicy(
+            on_removal=config.on_removal,
+            remove_unmanaged=safety.remove_unmanaged,
+            protected=frozenset(normalize_email(e) for e in safety.protected),
+            removal_grace=safety.removal_grace,
+        )
+        return PlanInput(
+            target=config.name,
+            desired=desired,
+            observed=observed,
+            memory=memory,
+            policy=policy,
+            capabilities=target.capabilities,
+            now=self.clock(),
         )
 
     def _population(

@@ -146,8 +146,13 @@ class Metrics:
     def notification(self, entry: str, result: str) -> None:
         self.notifications.labels(entry=entry, result=result).inc()
 
-    def declare_target(self, target: str) -> None:
-        """Create the target's series at zero, so that absent means "no such target"."""
+    def declare_target(self, target: str, *, last_success: float | None = None) -> None:
+        """Create the target's series at zero, so that absent means "no such target".
+
+        `last_success` (Unix time, from the run history) carries the last good run across
+        a restart: otherwise every restart would reset "time since the last success"."""
+        if last_success is not None:
+            self.last_success.labels(target=target).set(last_success)
         self.held.labels(target=target).set(0)
         self.quarantined.labels(target=target).set(0)
         self.consecutive_failures.labels(target=target).set(0)

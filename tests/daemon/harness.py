@@ -61,6 +61,8 @@ class DaemonRig:
     quarantine: str = ""
     server_extra: str = ""
     """More `[server]` lines (health_listen, timeouts, connection limits)."""
+    safety_extra: str = ""
+    """More `[safety]` lines (addition limits, removal_grace)."""
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -97,6 +99,7 @@ role = "owner"
 [safety]
 max_removals = 100
 max_removal_ratio = 1.0
+{self.safety_extra}
 
 [state]
 path = "state.db"

@@ -193,3 +193,44 @@ def test_a_stop_during_apply_is_recorded_as_interrupted(
             store.close()
     finally:
         worker.close()
+
+
+def test_a_failing_source_counts_as_a_failed_run_in_the_metrics(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    # The "failed runs" alert must see a source that fails before any target is read.
+    from orgsync.metrics import Metrics
+
+    cfg = config(tmp_path, emulator)
+    (tmp_path / "directory.json").write_text("{not json", encoding="utf-8")
+    metrics = Metrics()
+    running = engine(cfg, observer=metrics)
+    try:
+        assert running.run(RunOptions(dry_run=False))[0].status == "failed"
+    finally:
+        running.close()
+    assert metrics.runs.labels(target="t", result="failed")._value.get() == 1
+
+
+def test_a_restarted_daemon_remembers_the_last_good_run(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    # Otherwise every restart resets "time since the last success" and hides a target
+    # that has not synced for days behind a fresh-looking gauge (or shows none at all).
+    from orgsync.daemon.service import Service
+
+    cfg = config(tmp_path, emulator)
+    write(tmp_path, directory(2))
+    first = engine(cfg)
+    try:
+        assert first.run(RunOptions(dry_run=False))[0].status == "ok"
+        finished = first.store.last_run("t")
+    finally:
+        first.close()
+    assert finished is not None and finished.finished_at is not None
+    service = Service(cfg, environ={KEY_ENV: API_KEY})
+    try:
+        gauge = service.metrics.last_success.labels(target="t")._value.get()
+        assert gauge == pytest.approx(finished.finished_at.timestamp())
+    finally:
+        service.engine.close()

@@ -34,7 +34,7 @@ def test_bad_emails_are_reported_never_invited_and_cost_nobody_access(rig: Rig) 
     )
     dry = rig.orgsync("sync", "--dry-run", "--json")
     assert dry.returncode == 2, dry.stderr
-    plan = json.loads(dry.stdout)
+    (plan,) = json.loads(dry.stdout)["targets"]
     assert [(op["op"], op["email"]) for op in plan["operations"]] == [("invite", "eve@example.com")]
     logged = [json.loads(line) for line in dry.stderr.splitlines() if line.startswith("{")]
     rejected_in_log = {e["source_id"] for e in logged if e["event"] == "source.record_rejected"}

@@ -14,7 +14,8 @@ def test_dry_run_writes_nothing_and_exits_2(rig: Rig) -> None:
     rig.write(directory(5, owners=2))
     result = rig.orgsync("sync", "--dry-run")
     assert result.returncode == 2, result.stderr
-    assert "Target openai-test: 5 invite" in result.stdout
+    assert "Target openai-test: 5 operations to apply" in result.stdout
+    assert "to apply: 5 invite" in result.stdout
     assert "member of openai-owners" in result.stdout
     assert rig.emulator.writes() == []
     assert rig.holdings() == {}
@@ -32,7 +33,7 @@ def test_sync_converges_and_a_second_dry_run_is_empty(rig: Rig) -> None:
     assert rig.holdings() == {**wanted_roles(document), "stranger@example.com": "owner"}
     again = rig.orgsync("sync", "--dry-run", "--json")
     assert again.returncode == 0, again.stderr
-    plan = json.loads(again.stdout)
+    (plan,) = json.loads(again.stdout)["targets"]
     assert plan["operations"] == []
     assert plan["held"] == []
     writes = len(rig.emulator.writes())
@@ -48,7 +49,7 @@ def test_too_many_removals_are_held_while_the_rest_applies(rig: Rig) -> None:
     rig.write(document)
     result = rig.orgsync("sync", "--json")
     assert result.returncode == 3, result.stderr
-    plan = json.loads(result.stdout)
+    (plan,) = json.loads(result.stdout)["targets"]
     assert [h["op"] for h in plan["held"]] == ["remove_member"] * 3
     assert plan["held"][0]["guard"] == "3 removals exceed safety.max_removals = 2"
     held = rig.holdings()
@@ -134,7 +135,7 @@ def test_a_reviewed_plan_applies_only_while_it_still_holds(rig: Rig, tmp_path: P
     rig.write(directory(3))
     plan_file = tmp_path / "plan.json"
     assert rig.orgsync("sync", "--dry-run", "--plan-out", str(plan_file)).returncode == 2
-    reviewed = json.loads(plan_file.read_text())
+    (reviewed,) = json.loads(plan_file.read_text())["targets"]
     assert reviewed["summary"] == {"invite": 3}
     rig.emulator.state.add_invite("person0@example.com", "reader")  # the world moved on
     refused = rig.orgsync("sync", "--plan", str(plan_file))
@@ -152,7 +153,7 @@ def test_an_edited_plan_file_is_refused(rig: Rig, tmp_path: Path) -> None:
     plan_file = tmp_path / "plan.json"
     rig.orgsync("sync", "--dry-run", "--plan-out", str(plan_file))
     document = json.loads(plan_file.read_text())
-    document["operations"][-1]["role"] = "owner"  # person1 is a reader
+    document["targets"][0]["operations"][-1]["role"] = "owner"  # person1 is a reader
     plan_file.write_text(json.dumps(document))
     result = rig.orgsync("sync", "--plan", str(plan_file))
     assert result.returncode == 1

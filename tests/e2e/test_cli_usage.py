@@ -52,7 +52,7 @@ def test_config_is_accepted_after_the_command(rig: Rig) -> None:
         timeout=60,
     )
     assert after.returncode == 2, after.stderr
-    assert "Target openai-test: 2 invite" in after.stdout
+    assert "to apply: 2 invite" in after.stdout
 
 
 def test_config_after_the_command_wins_over_the_one_before(rig: Rig) -> None:

@@ -48,7 +48,8 @@ def groups_by_name(rig: Rig) -> dict[str, dict[str, Any]]:
 def plan_json(rig: Rig) -> dict[str, Any]:
     result = rig.orgsync("sync", "--dry-run", "--json")
     assert result.returncode in (0, 2, 3), result.stdout + result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    (plan,) = json.loads(result.stdout)["targets"]
+    return plan  # type: ignore[no-any-return]
 
 
 def test_teams_become_groups_with_roles_and_invitees_wait(rig: Rig) -> None:
@@ -65,7 +66,7 @@ def test_teams_become_groups_with_roles_and_invitees_wait(rig: Rig) -> None:
         ("person2@example.com", "team-ml")
     ]
     human = rig.orgsync("sync", "--dry-run").stdout
-    assert "Group 'team-ml':" in human and "Group 'team-data':" in human
+    assert "Group team-ml (new)" in human and "Group team-data (new)" in human
     result = rig.orgsync("sync")
     assert result.returncode == 0, result.stdout + result.stderr
     groups = groups_by_name(rig)

@@ -66,11 +66,11 @@ def test_a_plan_naming_a_target_the_configuration_lacks_applies_nothing(
 ) -> None:
     both = tmp_path / "both.json"
     assert two.orgsync("sync", "--dry-run", "--plan-out", str(both)).returncode == 2
-    documents = json.loads(both.read_text())
+    documents = json.loads(both.read_text())["targets"]
     assert [d["target"] for d in documents] == ["openai-test", "openai-b"]
     ghost = Plan.from_json(documents[1]).model_copy(update={"target": "openai-ghost"})
     mixed = tmp_path / "mixed.json"
-    mixed.write_text(json.dumps([documents[0], ghost.to_json()]))
+    mixed.write_text(json.dumps({"targets": [documents[0], ghost.to_json()]}))
     result = two.orgsync("sync", "--plan", str(mixed))
     assert result.returncode == 1
     assert "the plan is for target(s) openai-ghost, which the configuration does not have" in (
@@ -83,7 +83,7 @@ def test_an_edited_summary_is_refused(two: Rig, second: OpenAIEmulator, tmp_path
     plan_file = tmp_path / "plan.json"
     two.orgsync("sync", "--dry-run", "--target", "openai-test", "--plan-out", str(plan_file))
     document = json.loads(plan_file.read_text())
-    document["summary"] = {"invite": 1}  # what a reviewer reads first
+    document["targets"][0]["summary"] = {"invite": 1}  # what a reviewer reads first
     plan_file.write_text(json.dumps(document))
     result = two.orgsync("sync", "--plan", str(plan_file))
     assert result.returncode == 1

@@ -29,7 +29,8 @@ def with_team(document: dict[str, Any], members: list[str]) -> dict[str, Any]:
 def sync_json(rig: Rig, *args: str) -> tuple[int, dict[str, Any]]:
     result = rig.orgsync("sync", "--json", *args)
     assert result.returncode in (0, 2, 3), result.stdout + result.stderr
-    return result.returncode, json.loads(result.stdout)
+    (plan,) = json.loads(result.stdout)["targets"]
+    return result.returncode, plan
 
 
 def other_tenant(count: int) -> dict[str, Any]:

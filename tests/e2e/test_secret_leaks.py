@@ -124,9 +124,12 @@ def test_a_target_echoing_the_key_leaks_it_nowhere(
         assert result.returncode == 1, result.stderr
         assert "HTTP 401" in result.stdout + result.stderr
         seen.append((group, "sync", result.stdout + result.stderr))
+    explained = orgsync(config, "explain", "ada@example.com", "--json")
+    assert explained.returncode == 1 and "HTTP 401" in explained.stderr
+    seen.append((group, "explain", explained.stdout + explained.stderr))
     status = orgsync(config, "status")
     runs = orgsync(config, "runs", "--json")
-    assert len(json.loads(runs.stdout)) == len(ECHO_GROUPS)
+    assert len(json.loads(runs.stdout)) == len(ECHO_GROUPS)  # explain records no run
     seen += [(group, "status", status.stdout), (group, "runs", runs.stdout)]
     seen.append((group, "state.db", state_bytes(tmp_path)))
     leaks = [(how, where, traces(KEY, text)) for how, where, text in seen if traces(KEY, text)]

@@ -204,7 +204,7 @@ def test_dry_run_sync_and_a_quiet_second_dry_run(rig: IdpRig) -> None:
     dry = rig.orgsync("sync", "--dry-run", "--json")
     assert dry.returncode == 2, dry.stdout + dry.stderr
     assert rig.openai.writes() == []
-    plan = json.loads(dry.stdout)
+    (plan,) = json.loads(dry.stdout)["targets"]
     assert sorted((op["email"], op["role"]) for op in plan["operations"]) == sorted(want.items())
 
     applied = rig.orgsync("sync")

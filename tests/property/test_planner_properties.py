@@ -259,11 +259,13 @@ def test_phases_never_go_backwards_and_an_owner_always_remains(world) -> None:  
     )
     phases = [op.phase for op in plan.operations]
     assert phases == sorted(phases)
-    owners_before = sum(1 for m in observed.members if m.role == "owner")
+    # Active owners only: a suspended owner administers nothing, so an organization whose
+    # one active owner was removed "because a suspended owner remains" is lost.
+    owners_before = sum(1 for m in observed.members if m.role == "owner" and m.active)
     organization = InMemoryOrg(observed, memory)
     organization.apply(plan.operations)
-    owners_after = sum(1 for m in organization.members.values() if m.role == "owner")
-    assert owners_after >= min(owners_before, 1)
+    owners_after = sum(1 for m in organization.members.values() if m.role == "owner" and m.active)
+    assert owners_after >= min(owners_before, 1), plan.to_json()
 
 
 limits_strategy = st.builds(

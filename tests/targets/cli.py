@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.output_schema import assert_sync_output
 from tests.targets.scim_servers import TOKEN as SCIM_TOKEN
 
 SCIM_TOKEN_ENV = "ORGSYNC_TEST_SCIM_TOKEN"
@@ -163,6 +164,6 @@ class Rig:
         result = self.orgsync("sync", "--json", *args)
         assert result.stdout.strip(), result.stderr[-3000:]
         document = json.loads(result.stdout)
-        runs = document if isinstance(document, list) else document.get("targets", [document])
-        by_target = {run["target"]: run for run in runs}
+        assert_sync_output(document)  # SCIM, Keycard and OpenAI plans in the documented shape
+        by_target = {run["target"]: run for run in document["targets"]}
         return result.returncode, by_target

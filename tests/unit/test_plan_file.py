@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from tests.coremodels import (
     snapshot,
     target_group,
 )
+from tests.output_schema import assert_plan_file
 
 
 def sample_plans() -> list[Plan]:
@@ -237,3 +239,75 @@ def test_a_tampered_plan_is_refused_or_applies_only_what_was_reviewed(case) -> N
     assert reviewed.held == fresh.held
     assert document["summary"] == fresh.summary
     assert document["target"] == fresh.target
+
+
+# ---------------------------------------------------------------- the file's one shape
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_file_is_one_object_with_a_targets_list_whatever_the_count(count: int) -> None:
+    plans = [PLANS[0], PLANS[2].model_copy(update={"target": "other"})][:count]
+    document = json.loads(plan_file_text(plans))
+    assert list(document) == ["targets"]
+    assert [d["target"] for d in document["targets"]] == [p.target for p in plans]
+    assert_plan_file(document)
+    assert [p.checksum for p in read_plan_file(json.dumps(document)).values()] == [
+        p.checksum for p in plans
+    ]
+
+
+def test_files_written_before_the_targets_object_still_read() -> None:
+    """A plan reviewed with the previous release applies with this one: one bare document
+    for one target, a list for several."""
+    one, other = PLANS[1], PLANS[2].model_copy(update={"target": "other"})
+    (single,) = read_plan_file(json.dumps(one.to_json())).values()
+    assert (single.checksum, single.held) == (one.checksum, one.held)
+    several = read_plan_file(json.dumps([one.to_json(), other.to_json()]))
+    assert {t: p.checksum for t, p in several.items()} == {
+        "t": one.checksum,
+        "other": other.checksum,
+    }
+
+
+def test_sync_json_output_is_not_a_plan_file_and_says_what_to_do() -> None:
+    output = {"dry_run": True, "exit_code": 2, "targets": [{**PLANS[0].to_json(), "run": {}}]}
+    with pytest.raises(PlanFileError) as raised:
+        read_plan_file(json.dumps(output))
+    assert str(raised.value) == (
+        "not a plan written by --plan-out: unknown key 'dry_run' (this is `sync --json` "
+        "output, not a plan file: write one with `orgsync sync --dry-run --plan-out FILE`)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"targets": {"t": 1}}, "targets: expected a list, found an object"),
+        ({"targets": []}, "an empty list, no plan in it"),
+        ({"targets": [PLANS[0].to_json()], "note": "ok"}, "unknown key 'note'"),
+        ({"targets": [{**PLANS[0].to_json(), "run": {}}]}, "unknown key 'run'"),
+    ],
+)
+def test_a_targets_object_that_is_not_a_plan_file_is_refused(
+    document: object, message: str
+) -> None:
+    with pytest.raises(PlanFileError, match=r"^not a plan written by --plan-out: ") as raised:
+        read_plan_file(json.dumps(document))
+    assert message in str(raised.value)
+
+
+def _outcome(text: str) -> tuple[str, object]:
+    try:
+        plans = read_plan_file(text)
+    except PlanFileError as error:
+        return "refused", re.sub(r"plan \d+ of \d+: ", "", str(error))
+    return "read", {t: p.model_dump() for t, p in plans.items()}
+
+
+@PROPERTY
+@given(tampered())
+def test_a_tampered_plan_reads_the_same_inside_the_targets_object(case) -> None:  # type: ignore[no-untyped-def]
+    """The `targets` object adds nothing to trust: a document is accepted or refused inside
+    it exactly as on its own (the previous format)."""
+    _, document = case
+    assert _outcome(json.dumps({"targets": [document]})) == _outcome(json.dumps(document))

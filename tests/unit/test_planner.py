@@ -238,6 +238,36 @@ def test_the_last_owner_is_never_removed_or_demoted() -> None:
     assert any("last owner" in w for w in plan.warnings)
 
 
+def test_a_suspended_owner_does_not_make_the_active_one_removable() -> None:
+    # Found by a property: a suspended owner (here the API key's, never touched) counted as
+    # "another owner", so the only active owner was removed as unmanaged and nobody could
+    # administer the organization.
+    observed = org(
+        member("u0", "gone@x.com", "owner", active=False),
+        member("u2", "boss@x.com", "owner"),
+        key_owner="u0",
+    )
+    plan = make_plan(
+        source(person("1", "a@x.com")), observed, policy=RemovalPolicy(remove_unmanaged=True)
+    )
+    assert ("remove_member", "boss@x.com") not in ops(plan)
+    assert any("boss@x.com" in w and "last owner" in w for w in plan.warnings)
+
+
+def test_a_returning_owner_counts_as_an_owner_in_the_same_plan() -> None:
+    # Re-enabling applies before removals, as raises do: the returning owner keeps the
+    # organization administered, so the leaver goes now rather than on the next run.
+    people = source(person("1", "back@x.com"), owners=("1",))
+    observed = org(
+        member("u1", "back@x.com", "owner", active=False),
+        member("u2", "leaver@x.com", "owner"),
+    )
+    memory = Memory(managed=frozenset({normalize_email("leaver@x.com")}))
+    plan = make_plan(people, observed, memory=memory)
+    assert ("update_user", "back@x.com") in ops(plan)
+    assert ("remove_member", "leaver@x.com") in ops(plan)
+
+
 def test_suspend_where_the_target_can_remove_elsewhere() -> None:
     people = snapshot(person("1", "a@x.com", active=False), groups=())
     observed = org(member("u1", "a@x.com"))

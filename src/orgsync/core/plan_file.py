@@ -1,19 +1,21 @@
 """Plan files: what `sync --plan-out FILE` writes and `sync --plan FILE` applies.
 
-A plan file is one plan document (SPEC "Plan format") or a list of them, one per target.
-Reading it refuses anything `--plan-out` would not have written: a document that is not a
-plan, a checksum or summary that does not match the operations (an edited file), two plans
-for one target. `check_reviewed` then lets the engine apply a fresh plan only when it is
-the reviewed one.
+A plan file is `{"targets": [plan document, ...]}`, one SPEC "Plan format" document per
+target: the same shape as `sync --json` whatever the number of targets. Files written
+before that (one bare plan document, or a list of them) still read. Reading refuses
+anything `--plan-out` would not have written: a document that is not a plan, a checksum or
+summary that does not match the operations (an edited file), two plans for one target.
+`check_reviewed` then lets the engine apply a fresh plan only when it is the reviewed one.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from orgsync.core.errors import OrgsyncError
-from orgsync.core.plan import Plan, PlanDocumentError
+from orgsync.core.plan import Plan, PlanDocumentError, _json_kind
 
 
 class PlanFileError(OrgsyncError):
@@ -21,9 +23,32 @@ class PlanFileError(OrgsyncError):
 
 
 def plan_file_text(plans: Sequence[Plan]) -> str:
-    """The file's text: one plan's document, or a list of documents for several targets."""
-    documents = [plan.to_json() for plan in plans]
-    return json.dumps(documents[0] if len(documents) == 1 else documents, indent=2) + "\n"
+    """The file's text: `{"targets": [...]}` with each plan's document, in order."""
+    return json.dumps({"targets": [plan.to_json() for plan in plans]}, indent=2) + "\n"
+
+
+def _documents(document: Any) -> list[Any]:
+    """The plan documents in a file's JSON, in any form `--plan-out` has written."""
+    if isinstance(document, list):
+        return document  # several targets, as written before the `targets` object
+    if not isinstance(document, dict) or "targets" not in document:
+        return [document]  # one target, as written before the `targets` object
+    unknown = sorted(str(key) for key in document if key != "targets")
+    if unknown:
+        hint = (
+            " (this is `sync --json` output, not a plan file: write one with "
+            "`orgsync sync --dry-run --plan-out FILE`)"
+            if "exit_code" in document or "dry_run" in document
+            else ""
+        )
+        raise PlanFileError(f"not a plan written by --plan-out: unknown key '{unknown[0]}'{hint}")
+    targets = document["targets"]
+    if not isinstance(targets, list):
+        found = _json_kind(targets)
+        raise PlanFileError(
+            f"not a plan written by --plan-out: targets: expected a list, found {found}"
+        )
+    return targets
 
 
 def read_plan_file(text: str) -> dict[str, Plan]:
@@ -32,7 +57,7 @@ def read_plan_file(text: str) -> dict[str, Plan]:
         document = json.loads(text)
     except ValueError as error:
         raise PlanFileError(f"not a plan written by --plan-out: not JSON ({error})") from None
-    documents = document if isinstance(document, list) else [document]
+    documents = _documents(document)
     if not documents:
         raise PlanFileError("not a plan written by --plan-out: an empty list, no plan in it")
     plans: dict[str, Plan] = {}

@@ -11,7 +11,7 @@ mass removals runs afterwards (`orgsync.core.safety`).
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Literal
@@ -88,7 +88,9 @@ class _Planner:
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
         owner_roles = self.catalog.owner_roles
-        self.owners_left = sum(1 for m in observed.members if m.role in owner_roles)
+        # A suspended owner administers nothing: only active owners keep the organization
+        # in someone's hands, so only they count towards the last-owner rule.
+        self.owners_left = sum(1 for m in observed.members if m.role in owner_roles and m.active)
         self.linked_member_ids = frozenset(given.memory.links.values())
         self.matched_members: set[str] = set()
         self.member_ids: dict[EmailKey, str] = {}
@@ -184,6 +186,11 @@ class _Planner:
                         reason=f"{wanted.reason}; {'; '.join(why)}",
                     )
                 )
+                if not member.active:
+                    # Re-enabling comes before lowerings and removals (phase order), so a
+                    # returning owner already counts, as a raised one does.
+                    member = replace(member, active=True)
+                    self.owners_left += member.role in self.catalog.owner_roles
             self.plan_role(wanted, member)
             return
         if not self.given.capabilities.invites:
@@ -280,7 +287,8 @@ class _Planner:
         # Raises apply before lowerings and removals (phase order), so an owner made
         # here already counts when the last-owner rule looks at later operations.
         owners = self.catalog.owner_roles
-        self.owners_left += (wanted.role in owners) - (member.role in owners)
+        if member.active:
+            self.owners_left += (wanted.role in owners) - (member.role in owners)
         self.operations.append(
             SetRole(
                 email=wanted.email,
@@ -293,7 +301,7 @@ class _Planner:
         )
 
     def would_drop_last_owner(self, member: TargetMember) -> bool:
-        return member.role in self.catalog.owner_roles and self.owners_left <= 1
+        return member.active and member.role in self.catalog.owner_roles and self.owners_left <= 1
 
     # ------------------------------------------------------------------ everybody else
 
@@ -311,7 +319,7 @@ class _Planner:
             return
         if self.in_grace(key, member.email or member.id, "remove_member", reason):
             return
-        if member.role in self.catalog.owner_roles:
+        if member.active and member.role in self.catalog.owner_roles:
             self.owners_left -= 1
         suspend = self.given.policy.on_removal == "suspend" and self.given.capabilities.suspend
         if suspend and not member.active:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from types import MappingProxyType
@@ -393,3 +393,48 @@ def _desired_groups(
     ]
     unique = tuple(d for d in chosen if len(by_name[d.name.casefold()]) == 1)
     return unique, warnings
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def name_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """Whether an IdP group name matches one of `patterns`, the way the rules match it
+    (globs, case-insensitive, whole name)."""
+    pattern = _glob(patterns)
+    if pattern is None:
+        return lambda name: False
+    return lambda name: pattern.fullmatch(name.casefold()) is not None
+
+
+def paths_to(snapshot: SourceSnapshot, person_id: SourceId) -> Mapping[SourceId, tuple[str, ...]]:
+    """Every IdP group `person_id` belongs to, directly or through nested groups, with one
+    shortest path: the names of the groups from that group down to a group listing them.
+
+    For `orgsync explain` (one person), never for planning: it walks the whole directory
+    once. Nesting is read as `desired_state` reads it (`_Nesting`): a member id that is a
+    person (a rejected record's too) is that person, one that is only a group's id is a
+    nested group, and `subgroups` are nested groups whatever their id.
+    """
+    groups = {g.id: g for g in snapshot.groups}
+    people = {p.id for p in snapshot.people} | {r.source_id for r in snapshot.rejected}
+    parents: dict[SourceId, list[SourceId]] = defaultdict(list)
+    found: dict[SourceId, tuple[str, ...]] = {}
+    queue: list[SourceId] = []
+    for group in groups.values():
+        nested = [m for m in group.members if m in groups and m not in people]
+        for child in (*nested, *group.subgroups):
+            parents[child].append(group.id)
+        if person_id in group.members and person_id in people:
+            found[group.id] = (group.name,)
+            queue.append(group.id)
+    # Breadth first over "is nested in": each group is reached by a shortest path.
+    while queue:
+        following: list[SourceId] = []
+        for child in sorted(queue):
+            for parent in sorted(parents.get(child, ())):
+                if parent not in found:
+                    found[parent] = (groups[parent].name, *found[child])
+                    following.append(parent)
+        queue = following
+    return MappingProxyType(found)

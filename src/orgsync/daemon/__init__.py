@@ -1,8 +1,9 @@
 """`orgsync daemon`: the long-running service (SPEC "Daemon endpoints", issue 6).
 
 Scheduled full reconciliation (APScheduler 3), webhook receivers (generic HMAC, Okta
-event hooks, Microsoft Graph change notifications), health, readiness and Prometheus
-metrics over HTTP, systemd notification, and quarantine of targets that keep failing.
+event hooks, Microsoft Graph change notifications), a read-only HTML status page,
+health, readiness and Prometheus metrics over HTTP, systemd notification, and
+quarantine of targets that keep failing.
 
 Shape: the scheduler and the webhooks only *enqueue* a `SyncRequest` into the target's
 `Mailbox`, which coalesces; one `TargetWorker` thread per target takes from it and calls

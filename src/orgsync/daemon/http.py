@@ -1,11 +1,11 @@
 """The daemon's HTTP side: a Starlette app on uvicorn, in a thread of its own.
 
-Routes: `/healthz` (liveness: the workers and the scheduler are alive; no I/O, so a busy
-database never gets the process killed), `/readyz` (the state database answers, and no
-target's last write run by this daemon failed, nor is any quarantined; computed at most
-every two seconds behind a lock, so a probe storm costs nothing, kopf's probing
-pattern), `/metrics` (Prometheus text), and the webhook routes. Handlers never run a
-sync: they read state or enqueue.
+Routes: `/` (the read-only status page, `status_page.py`), `/healthz` (liveness: the
+workers and the scheduler are alive; no I/O, so a busy database never gets the process
+killed), `/readyz` (the state database answers, and no target's last write run by this
+daemon failed, nor is any quarantined; computed at most every two seconds behind a lock,
+so a probe storm costs nothing, kopf's probing pattern), `/metrics` (Prometheus text),
+and the webhook routes. Handlers never run a sync: they read state or enqueue.
 
 The listening socket is bound before uvicorn starts, so a port in use fails the start
 at once with a clear message, and `listen = "127.0.0.1:0"` gets a free port (logged).
@@ -50,12 +50,13 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orgsync.core.errors import OrgsyncError
 from orgsync.daemon.quarantine import DAEMON_WRITES, Quarantine
+from orgsync.daemon.status_page import HEADERS as STATUS_HEADERS
 from orgsync.metrics import CONTENT_TYPE, Metrics
 from orgsync.store import StateStore
 
@@ -144,11 +145,13 @@ def build_app(
     alive: Callable[[], dict[str, bool]],
     webhook_routes: Sequence[BaseRoute],
     probes: bool = True,
+    status_page: Callable[[], str] | None = None,
 ) -> Starlette:
     """The ASGI app; `alive()` names each component that must be running for liveness.
 
     `probes`: serve `/healthz`, `/readyz` and `/metrics` (False on the webhook listener
-    when they have a listener of their own).
+    when they have a listener of their own). `status_page`: renders `GET /` (blocking:
+    it reads the state database, so it runs in the thread pool).
     """
 
     async def healthz(request: Request) -> Response:
@@ -169,7 +172,16 @@ def build_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=[*(probe_routes if probes else []), *webhook_routes])
+
+    async def status(request: Request) -> Response:
+        assert status_page is not None
+        page = await run_in_threadpool(status_page)
+        return HTMLResponse(page, headers=dict(STATUS_HEADERS))
+
+    page_routes: list[BaseRoute] = (
+        [Route("/", status, methods=["GET"])] if status_page is not None else []
+    )
+    app = Starlette(routes=[*page_routes, *(probe_routes if probes else []), *webhook_routes])
     # Starlette would answer `/metrics/` with a redirect to an absolute URL built from the
     # Host header: a path is served exactly as spelled, or not found.
     app.router.redirect_slashes = False

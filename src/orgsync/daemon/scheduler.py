@@ -10,7 +10,7 @@ Jitter spreads the runs of several daemons (or several targets) over time.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -63,6 +63,12 @@ class ReconcileSchedule:
     @property
     def running(self) -> bool:
         return bool(self._scheduler.running)
+
+    def next_run(self, target: str) -> datetime | None:
+        """When `target`'s next full reconcile is due (None: not scheduled, or stopped)."""
+        job = self._scheduler.get_job(f"reconcile:{target}")
+        when = getattr(job, "next_run_time", None) if job is not None else None
+        return when if isinstance(when, datetime) else None
 
     def job_ids(self) -> list[str]:
         return sorted(job.id for job in self._scheduler.get_jobs())

@@ -28,6 +28,7 @@ import structlog
 
 from orgsync.config import Config, parse_listen
 from orgsync.core.errors import ConfigError, OrgsyncError
+from orgsync.core.redaction import Scrubber
 from orgsync.daemon.http import (
     ConnectionLimits,
     HttpServer,
@@ -38,12 +39,14 @@ from orgsync.daemon.http import (
 from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.daemon.scheduler import ReconcileSchedule
+from orgsync.daemon.status_page import StatusPage, secret_values
 from orgsync.daemon.systemd import Notifier
 from orgsync.daemon.webhooks import WebhookEvent, WebhookReceiver, WebhookSecrets
 from orgsync.daemon.worker import TargetWorker
-from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine
+from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine, RunOptions, TargetResult
 from orgsync.metrics import Metrics
 from orgsync.notify import DRAIN_SECONDS, Standing, build_dispatcher
+from orgsync.store import StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +73,10 @@ def resolve_secrets(config: Config, environ: Mapping[str, str]) -> WebhookSecret
     )
 
 
+# How far back a restart looks for the last good run; older history reads as none.
+RECENT_RUNS_SCANNED = 50
+
+
 class Service:
     """Every part of one daemon process; `run()` blocks until it has stopped."""
 
@@ -90,7 +97,7 @@ class Service:
             environ=env,
             stop=self.stop,
             observer=self.metrics,
-            on_finished=self.notifications.run_finished,
+            on_finished=self._run_finished,
             origin="daemon",
         )
         self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
@@ -115,6 +122,16 @@ class Service:
             jitter=config.schedule.jitter,
             enqueue=self._scheduled,
         )
+        state_path = config.state.path
+        self.status_page = StatusPage(
+            [(t.name, t.type) for t in config.targets],
+            # A connection of its own: the page never waits on (or holds up) the engine's.
+            open_store=lambda: StateStore.open(state_path, create=False),
+            standing=lambda target: self._workers_by_target[target].standing,
+            next_run=self.schedule.next_run,
+            queued=lambda target: self.mailboxes[target].pending(),
+            scrub=Scrubber(secret_values(config, env)),
+        )
         server = config.server
         self.receiver = WebhookReceiver(
             secrets=self.secrets,
@@ -136,6 +153,7 @@ class Service:
             max_per_client=server.max_connections_per_client,
         )
         probes_apart = server.health_listen is not None
+        page = self.status_page.html if server.status_page else None
         listeners = 2 if probes_apart else 1
         reserve_open_files(listeners * server.max_connections + OTHER_OPEN_FILES)
         app = build_app(
@@ -144,6 +162,7 @@ class Service:
             alive=self.alive,
             webhook_routes=self.receiver.routes(),
             probes=not probes_apart,
+            status_page=page,
         )
         host, port = parse_listen(server.listen)
         self.http = HttpServer(
@@ -152,7 +171,11 @@ class Service:
         self.health_http: HttpServer | None = None
         if server.health_listen is not None:
             probes = build_app(
-                metrics=self.metrics, readiness=readiness, alive=self.alive, webhook_routes=[]
+                metrics=self.metrics,
+                readiness=readiness,
+                alive=self.alive,
+                webhook_routes=[],
+                status_page=page,
             )
             self.health_http = HttpServer(
                 probes,
@@ -164,9 +187,20 @@ class Service:
             )
         self._signals = 0
         for name in names:
-            self.metrics.declare_target(name)
+            self.metrics.declare_target(name, last_success=self._last_success(name))
+
+    def _last_success(self, target: str) -> float | None:
+        """When the target's newest good write run (ok or held, any process) finished."""
+        for run in self.engine.store.runs(RECENT_RUNS_SCANNED, target, mode="sync"):
+            if run.status in {"ok", "held"} and run.finished_at is not None:
+                return run.finished_at.timestamp()
+        return None
 
     # ------------------------------------------------------------------ the pieces' callbacks
+
+    def _run_finished(self, result: TargetResult, options: RunOptions) -> None:
+        self.status_page.run_finished(result, options)
+        self.notifications.run_finished(result, options)
 
     def _scheduled(self, target: str) -> None:
         self.mailboxes[target].put(SyncRequest("schedule"))
@@ -272,6 +306,7 @@ class Service:
         self.http.stop()
         if self.health_http is not None:
             self.health_http.stop()
+        self.status_page.close()
         self.engine.close()
         log.info("daemon.stopped")
         return EXIT_OK

@@ -8,7 +8,7 @@ secret. Use `StateStore.open(path)`.
 from orgsync.store.checkup import check_state_path
 from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
-from orgsync.store.journal import OperationRecord, RunJournal
+from orgsync.store.journal import OperationRecord, RunJournal, Unsettled
 from orgsync.store.lease import LeaseRecord
 from orgsync.store.links import LinkRow
 from orgsync.store.migrations import LATEST_VERSION
@@ -33,6 +33,7 @@ __all__ = [
     "RunJournal",
     "RunRecord",
     "StateStore",
+    "Unsettled",
     "WriterLock",
     "check_state_path",
 ]

@@ -140,6 +140,43 @@ class Journal:
             )
         return [_record(row) for row in rows]
 
+    def unsettled(self, run_id: str, per_status: int) -> Unsettled:
+        """What run `run_id` left undone, bounded for a page that is rendered often: the
+        first `per_status` operations of each status (by seq) and how many of each."""
+        if per_status < 0:
+            raise ValueError(f"per_status must not be negative, got {per_status}")
+        with self._db.read() as session:
+            counts = {
+                row.text("status"): row.integer("n")
+                for row in session.query(
+                    "SELECT status, COUNT(*) AS n FROM operations "
+                    "WHERE run_id = ? AND status NOT IN (?, ?) GROUP BY status",
+                    (run_id, *_SETTLED),
+                )
+            }
+            # One query per status present, each stopping at its limit (a window function
+            # over every row would read and sort the payloads of a whole mass hold).
+            rows = [
+                row
+                for status in sorted(counts)
+                for row in session.query(
+                    "SELECT * FROM operations WHERE run_id = ? AND status = ? ORDER BY seq LIMIT ?",
+                    (run_id, status, per_status),
+                )
+            ]
+        records = sorted((_record(row) for row in rows), key=lambda r: r.seq)
+        return Unsettled(records=records, counts=counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """Part of what a run left undone, and all the counts."""
+
+    records: list[OperationRecord]
+    """At most the asked number per status, in seq order."""
+    counts: dict[str, int]
+    """Status -> how many operations of the run are in it (settled ones not counted)."""
+
 
 class RunJournal:
     """The `OperationJournal` of one run; every call has committed when it returns."""

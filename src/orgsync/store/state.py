@@ -21,7 +21,7 @@ from orgsync.core.plan import Plan
 from orgsync.store.db import Clock, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
-from orgsync.store.journal import Journal, OperationRecord, RunJournal
+from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
 from orgsync.store.lease import LeaseRecord, Leases
 from orgsync.store.links import LinkRow, Links
 from orgsync.store.migrations import migrate
@@ -189,6 +189,11 @@ class StateStore:
     def pending(self, target: str) -> list[OperationRecord]:
         """Operations the latest finished sync run of `target` did not settle."""
         return self._journal.pending(target)
+
+    def unsettled(self, run_id: str, per_status: int) -> Unsettled:
+        """The operations `run_id` did not settle, at most `per_status` of each status, with
+        the full count of each (`pending` of one run, bounded)."""
+        return self._journal.unsettled(run_id, per_status)
 
     # ------------------------------------------------------------------ links and memory
 
