@@ -7,20 +7,29 @@ orgsync is configured with `requests_per_second` = RATE x CLIENT (CLIENT 1.2: a 
 configured above the server's limit, which must adapt). Prints:
 - requests made / minimum requests (every list page once, one call per operation);
 - elapsed / ((minimum - burst) / rate), the rate-limit lower bound: the time the fewest
-  requests possible take at the server's rate (its bucket starts full);
-- 429 answers received (a client-side limiter that works keeps this at zero).
+  requests possible take at the server's rate (its bucket starts full); the elapsed time
+  includes reading and planning, which the bound does not count;
+- 429 answers received (a client-side limiter that works keeps them to a few).
 
-usage: .venv/bin/python bench/apply_calls.py [PEOPLE] [RATE] [CLIENT]
-       (default 400 people, 50 req/s, client 1.0)
+With a third argument the run reports progress as `orgsync sync` does: `events` (the
+structlog progress events off a terminal) or `bars` (rich bars, drawn as on a terminal
+into /dev/null); `none` (default) reports nothing. Compare the elapsed times at a high
+RATE, where the rate limit does not hide the cost, to see what progress costs the apply.
+
+usage: .venv/bin/python bench/apply_calls.py [PEOPLE] [RATE] [none|events|bars] [CLIENT]
+       (default 400 people, 50 req/s, none, client 1.0)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import resource
 import sys
 import tempfile
 import time
+from contextlib import redirect_stderr
 from pathlib import Path
 
 from orgsync.config import load_config
@@ -28,12 +37,27 @@ from orgsync.emulators.faults import Faults
 from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.engine import Engine, RunOptions
 from orgsync.logs import configure_logging
+from orgsync.progress import ProgressBars, ProgressEvents
 
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
 
 
-def main(people: int, rate: float, client: float) -> None:
-    configure_logging("warning")
+def _reporter(mode: str) -> ProgressBars | ProgressEvents | None:
+    if mode == "events":
+        return ProgressEvents()
+    if mode == "bars":
+        from rich.console import Console
+
+        screen = Console(file=open(os.devnull, "w"), force_terminal=True, width=120)  # noqa: SIM115
+        return ProgressBars(screen)
+    return None
+
+
+def main(people: int, rate: float, mode: str = "none", client: float = 1.0) -> None:
+    # Progress events are info lines: at "info" they are rendered (into /dev/null, as
+    # journald would take them), apply.op.done lines too, in every mode alike, so that
+    # the modes differ by their progress reporting only.
+    configure_logging("info", json=True)
     with tempfile.TemporaryDirectory() as tmp, OpenAIEmulator(api_key=KEY) as emulator:
         folder = Path(tmp)
         document = {
@@ -75,12 +99,20 @@ max_removal_ratio = 1.0
 path = "state.db"
 """
         )
-        engine = Engine(load_config(folder / "orgsync.toml"), environ={"BENCH_KEY": KEY})
+        progress = _reporter(mode)
+        engine = Engine(
+            load_config(folder / "orgsync.toml"), environ={"BENCH_KEY": KEY}, progress=progress
+        )
         emulator.faults = Faults(rate_limit=rate)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_before = before.ru_utime + before.ru_stime
         started = time.perf_counter()
-        (result,) = engine.run(RunOptions(dry_run=False))
+        with open(os.devnull, "w") as devnull, redirect_stderr(devnull):
+            (result,) = engine.run(RunOptions(dry_run=False))
         elapsed = time.perf_counter() - started
         engine.close()
+        if progress is not None:
+            progress.close()
         assert result.exit_code == 0, result.error
         assert result.plan is not None
         requests = emulator.requests
@@ -97,8 +129,15 @@ path = "state.db"
         print(f"requests {len(requests)} / minimum {minimum} = {len(requests) / minimum:.2f}")
         # The emulator's bucket starts full (one second's worth), so that many go free.
         bound = max(0.0, minimum - rate) / rate
-        print(f"elapsed {elapsed:.1f} s / rate-limit bound {bound:.1f} s = {elapsed / bound:.2f}")
+        ratio = f"{elapsed / bound:.2f}" if bound else "-"
+        print(f"elapsed {elapsed:.1f} s / rate-limit bound {bound:.1f} s = {ratio}")
         print(f"429 answers {limited}")
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = usage.ru_utime + usage.ru_stime - cpu_before
+        print(
+            f"progress {mode}: elapsed {elapsed:.2f} s, process CPU {cpu:.2f} s (the emulator's "
+            f"included), max RSS {usage.ru_maxrss / 1024:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":
@@ -106,5 +145,6 @@ if __name__ == "__main__":
     main(
         int(args[0]) if args else 400,
         float(args[1]) if len(args) > 1 else 50.0,
-        float(args[2]) if len(args) > 2 else 1.0,
+        args[2] if len(args) > 2 else "none",
+        float(args[3]) if len(args) > 3 else 1.0,
     )

@@ -11,13 +11,14 @@ __version__ = "0.1.0"
 
 
 class _StructlogWithoutRich:
-    """Keeps `import structlog` from importing rich, which orgsync never uses.
+    """Keeps `import structlog` from importing rich, which only the progress bars use.
 
     structlog imports its development console module on import, and that module imports
-    rich whenever rich is installed (it is not a dependency of orgsync; a development
-    tool brings it): a third of a command's start-up. orgsync's renderers name their
+    rich whenever rich is installed: a third of a command's start-up, paid by commands
+    that draw no bar (`validate`, `status`, the daemon). orgsync's renderers name their
     exception formatter, so structlog renders the same with or without rich. Only the
-    import that structlog's console module makes is refused; anyone else gets rich.
+    import that structlog's console module makes is refused; `orgsync.progress` and
+    anyone else get rich when they import it.
     """
 
     def find_spec(

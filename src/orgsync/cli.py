@@ -17,6 +17,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -73,7 +74,8 @@ def _count(minimum: int) -> Any:
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """--config and --log-level, accepted before and after the command (SPEC).
+    """--config, --quiet, -v, --log-format and --log-level, accepted before and after the
+    command (SPEC).
 
     On the command's parser the defaults are suppressed, so a value given before the
     command is not overwritten by the command's own default.
@@ -90,7 +92,28 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default=default,
-        help="stderr log level (default: info; warning for demo)",
+        help="stderr log level (default: info; warning for demo and with --quiet)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="nothing on stdout on success (exit codes unchanged; when a run fails or a "
+        "guard holds operations, exit 1 or 3, the report goes to stderr); no progress",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug logs on stderr (same as --log-level debug)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default=default,
+        help="stderr log lines (default: console on a terminal, json otherwise)",
     )
 
 
@@ -179,7 +202,49 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "a complete sync against a local emulator")
     demo.add_argument("--json", action="store_true", help="print plans as JSON")
+    demo.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="leave the demo's configuration, directory file and state database in DIR "
+        "(new or empty) and print the commands to go on with",
+    )
+    _emulate_command(command("emulate", "serve an emulated organization to rehearse against"))
     return parser
+
+
+def _emulate_command(emulate: argparse.ArgumentParser) -> None:
+    def listen(text: str) -> tuple[str, int]:
+        from orgsync.demo import parse_listen  # the emulators load only when asked for
+
+        try:
+            return parse_listen(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    listen.__name__ = "HOST:PORT"
+    emulate.add_argument("kind", choices=["openai", "keycard"], help="which organization API")
+    emulate.add_argument(
+        "--listen",
+        type=listen,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="address to serve on (default: loopback, a free port)",
+    )
+    emulate.add_argument(
+        "--people",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="add N members person1..N@example.com to the organization",
+    )
+    emulate.add_argument(
+        "--seed-file",
+        type=Path,
+        metavar="F",
+        help="the organization's members, invitations and groups (JSON, README: Rehearse) "
+        "instead of the demo's sample organization",
+    )
 
 
 def _check_usage(args: argparse.Namespace) -> None:
@@ -194,15 +259,44 @@ def _check_usage(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _check_usage(args)
-    from orgsync.config import default_config_path, load_config
     from orgsync.logs import configure_logging
 
-    configure_logging(args.log_level or ("warning" if args.command == "demo" else "info"))
+    configure_logging(_log_level(args), json=_log_json(args))
+    if not args.quiet:
+        return _command(args)
+    from orgsync.progress import quiet_stdout
+
+    with quiet_stdout() as quiet:
+        return quiet.ended(_command(args))
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    if args.log_level:
+        return str(args.log_level)
+    if args.verbose:
+        return "debug"
+    return "warning" if args.quiet or args.command in ("demo", "emulate") else "info"
+
+
+def _log_json(args: argparse.Namespace) -> bool | None:
+    return None if args.log_format is None else args.log_format == "json"
+
+
+def _command(args: argparse.Namespace) -> int:
+    from orgsync.config import default_config_path, load_config
+
     try:
         if args.command == "demo":
             from orgsync.demo import run_demo
 
-            return run_demo(as_json=args.json)
+            return run_demo(as_json=args.json, keep=args.keep)
+        if args.command == "emulate":
+            from orgsync.demo import run_emulator
+
+            host, port = args.listen
+            return run_emulator(
+                args.kind, host=host, port=port, people=args.people, seed_file=args.seed_file
+            )
         config = load_config(args.config or default_config_path())
         if args.command == "sync":
             return _sync(config, args)
@@ -227,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _sync(config: Config, args: argparse.Namespace) -> int:
     from orgsync.engine import Engine, RunOptions
     from orgsync.notify import DRAIN_SECONDS, build_dispatcher
+    from orgsync.progress import reporter
 
     if args.plan and args.dry_run:
         raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
@@ -243,14 +338,25 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     # A dry run is a person reading a plan: it notifies nobody. A sync that holds or
     # fails is a real run and does; its messages go out after the result is printed.
     notifier = None if args.dry_run else build_dispatcher(config, os.environ, strict=False)
-    engine = Engine(config, on_finished=notifier.run_finished if notifier else None)
+    # On a terminal a sync's plan is shown before its first call, as it is applied; the
+    # result then says how it went without repeating it.
+    shown: set[str] = set()
+    early = not (args.dry_run or args.json or args.quiet) and sys.stdout.isatty()
+    progress = reporter(
+        quiet=bool(args.quiet), show_plan=partial(_show_plan, shown) if early else None
+    )
+    engine = Engine(
+        config, on_finished=notifier.run_finished if notifier else None, progress=progress
+    )
     try:
         with _stop_on_signals(engine.stop):
             results = engine.run(options)
     finally:
         engine.close()
+        if progress is not None:
+            progress.close()
     try:
-        return _print_sync(results, args)
+        return _print_sync(results, args, shown)
     finally:
         if notifier is not None:
             notifier.close(DRAIN_SECONDS)
@@ -277,7 +383,16 @@ def _explain(config: Config, person: str, *, target: str | None, as_json: bool) 
     return explaining.exit_code(found)
 
 
-def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
+def _show_plan(shown: set[str], plan: Plan) -> None:
+    from orgsync.report import Style, render_plan
+
+    print(render_plan(plan, Style.for_stream(sys.stdout)), flush=True)
+    shown.add(plan.target)
+
+
+def _print_sync(
+    results: list[TargetResult], args: argparse.Namespace, shown: set[str] | None = None
+) -> int:
     from orgsync.core.plan_file import plan_file_text
     from orgsync.engine import worst_exit_code
     from orgsync.report import Style, render_results, sync_json
@@ -287,7 +402,8 @@ def _print_sync(results: list[TargetResult], args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(sync_json(results, dry_run=args.dry_run), indent=2))
     else:
-        print(render_results(results, dry_run=args.dry_run, style=Style.for_stream(sys.stdout)))
+        style = Style.for_stream(sys.stdout)
+        print(render_results(results, dry_run=args.dry_run, style=style, shown=shown or set()))
     return worst_exit_code([r.exit_code for r in results])
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
+from orgsync.applier import Outcome as ApplyOutcome
 from orgsync.config import Config, TargetConfig
 
 # Re-exported: the exit codes live beside the errors, so that a command names them without
@@ -198,6 +199,39 @@ class _Unobserved:
         pass
 
 
+class RunProgress(Protocol):
+    """How far a run has got, for a person watching (the CLI renders it; the engine
+    knows nothing of terminals). Phases: `READ_SOURCE`, `READ_TARGET`, `APPLY`.
+
+    Called from the run's threads (apply workers too); each call must be cheap and must
+    not raise. `advance` counts requests during reads and operations during the apply;
+    `end` gives the phase's result count (people, members, operations) and its unit.
+    """
+
+    def begin(self, phase: str, target: str | None, total: int | None) -> None: ...
+    def advance(self, phase: str, target: str | None) -> None: ...
+    def end(self, phase: str, target: str | None, count: int, unit: str) -> None: ...
+    def planned(self, plan: Plan) -> None:
+        """A sync's plan, once gated and before its first call (not for a dry run)."""
+
+
+READ_SOURCE, READ_TARGET, APPLY = "read source", "read target", "apply"
+
+
+class _Unwatched:
+    def begin(self, phase: str, target: str | None, total: int | None) -> None:
+        pass
+
+    def advance(self, phase: str, target: str | None) -> None:
+        pass
+
+    def end(self, phase: str, target: str | None, count: int, unit: str) -> None:
+        pass
+
+    def planned(self, plan: Plan) -> None:
+        pass
+
+
 class _Halt(threading.Event):
     """Stops one run's applier: set when the run lost its lease, or on shutdown."""
 
@@ -337,6 +371,7 @@ class Engine:
         observer: RunObserver | None = None,
         on_finished: Callable[[TargetResult, RunOptions], None] | None = None,
         origin: str = "cli",
+        progress: RunProgress | None = None,
     ) -> None:
         """`origin`: "cli" or "daemon", recorded with each run; the daemon's quarantine and
         readiness count the daemon's own runs only."""
@@ -346,9 +381,12 @@ class Engine:
         self.observer: RunObserver = observer or _Unobserved()
         # Told each target's result once a run returns (notifications); cheap, never raises.
         self.on_finished = on_finished or (lambda result, options: None)
+        self.progress: RunProgress = progress or _Unwatched()
+        # The target being read, so that its HTTP responses count as that read's progress.
+        self._reading: str | None = None
         self.source_factory = source_factory
         self.target_factory: TargetFactory = target_factory or partial(
-            build_target, on_response=self.observer.http_response
+            build_target, on_response=self._on_response
         )
         self.clock = clock
         self.stop = stop or threading.Event()
@@ -361,6 +399,12 @@ class Engine:
         )
         self._locks: dict[str, WriterLock] = {}
         self._locks_guard = threading.Lock()
+
+    def _on_response(self, system: str, status: int) -> None:
+        self.observer.http_response(system, status)
+        reading = self._reading
+        if reading is not None:
+            self.progress.advance(READ_TARGET, reading)
 
     @property
     def store(self) -> StateStore:
@@ -405,8 +449,10 @@ class Engine:
         from orgsync.interrupt import ReadInterrupt
 
         source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
+        self.progress.begin(READ_SOURCE, None, None)
         snapshot = source.read()
         people, rejected = screen(snapshot)
+        self.progress.end(READ_SOURCE, None, len(snapshot.people), "people")
         for record in rejected:
             log.warning("source.record_rejected", source_id=record.source_id, reason=record.reason)
         limits = self.safety_limits()
@@ -731,21 +777,36 @@ class Engine:
                 _LinkingJournal(self.store.journal(run_id), self.store, config.name),
                 ApplySettings(max_concurrency=config.max_concurrency, retry=retry_settings(config)),
                 stop=halt,
-                on_outcome=lambda o: self.observer.operation_finished(
-                    config.name, o.operation.op, o.status.value
-                ),
+                on_outcome=partial(self._operation_finished, config.name),
             )
+            self.progress.planned(fresh)
+            self.progress.begin(APPLY, config.name, len(fresh.operations))
             report = applier.apply(fresh)
+            self.progress.end(APPLY, config.name, len(report.outcomes), "operations")
         finally:
             target.close()
         return self._sync_result(config.name, fresh, report, run_id)
 
-    @staticmethod
+    def _operation_finished(self, target: str, outcome: ApplyOutcome) -> None:
+        self.observer.operation_finished(target, outcome.operation.op, outcome.status.value)
+        self.progress.advance(APPLY, target)
+
     def _read_target(
-        config: TargetConfig, snapshot: SourceSnapshot, target: Target
+        self, config: TargetConfig, snapshot: SourceSnapshot, target: Target
     ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
         """Read the organization, check the configuration against it, and apply the rules."""
-        observed = target.read()
+        self.progress.begin(READ_TARGET, config.name, None)
+        self._reading = config.name
+        try:
+            observed = target.read()
+        finally:
+            self._reading = None
+        self.progress.end(
+            READ_TARGET,
+            config.name,
+            len(observed.members) + len(observed.invites),
+            "members and invitations",
+        )
         check_capabilities(config, target.capabilities)
         check_roles(config, observed.roles)
         rules = membership_rules(config, target.capabilities)

@@ -15,8 +15,20 @@ _LEVELS = {
 }
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is at the moment of writing, not when logging was set up:
+    progress bars on a terminal swap it for a proxy that prints log lines above them."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Human-readable lines on a TTY, one JSON object per line otherwise (SPEC)."""
+    """Human-readable lines on a TTY, one JSON object per line otherwise (SPEC);
+    `json` True or False forces one (`--log-format`)."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
@@ -35,6 +47,6 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

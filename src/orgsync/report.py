@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -341,10 +341,13 @@ def _allow_flags(plan: Plan) -> str:
 _VERDICT_STYLES = {0: ("green",), 1: ("red", "bold"), 2: ("yellow",), 3: ("magenta", "bold")}
 
 
-def render_result(result: TargetResult, *, dry_run: bool, style: Style = PLAIN) -> str:
-    """The plan (if any) and one closing line with the outcome and the exit code."""
+def render_result(
+    result: TargetResult, *, dry_run: bool, style: Style = PLAIN, with_plan: bool = True
+) -> str:
+    """The plan (if any, unless shown already) and one closing line with the outcome and
+    the exit code."""
     parts = []
-    if result.plan is not None:
+    if result.plan is not None and with_plan:
         parts.append(render_plan(result.plan, style))
     if result.report is not None:
         report = result.report
@@ -374,9 +377,19 @@ def render_result(result: TargetResult, *, dry_run: bool, style: Style = PLAIN) 
     return "\n".join(parts)
 
 
-def render_results(results: Sequence[TargetResult], *, dry_run: bool, style: Style = PLAIN) -> str:
-    """Every target's result, in configuration order, a blank line between them."""
-    return "\n\n".join(render_result(r, dry_run=dry_run, style=style) for r in results)
+def render_results(
+    results: Sequence[TargetResult],
+    *,
+    dry_run: bool,
+    style: Style = PLAIN,
+    shown: Collection[str] = (),
+) -> str:
+    """Every target's result, in configuration order, a blank line between them; the plans
+    of the targets in `shown` (printed before their apply began) are not repeated."""
+    return "\n\n".join(
+        render_result(r, dry_run=dry_run, style=style, with_plan=r.target not in shown)
+        for r in results
+    )
 
 
 # ---------------------------------------------------------------- JSON

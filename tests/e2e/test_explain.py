@@ -34,7 +34,7 @@ def dry_run_about(rig: Rig, email: str) -> tuple[int, list[Any], list[Any]]:
     """The dry run's exit code, and its operations and held operations naming `email`."""
     result = rig.orgsync("sync", "--dry-run", "--json")
     assert result.returncode in (0, 2, 3), result.stdout + result.stderr
-    plan = json.loads(result.stdout)
+    (plan,) = json.loads(result.stdout)["targets"]
     mine = [op for op in plan["operations"] if op.get("email", "").lower() == email]
     held = [op for op in plan["held"] if op.get("email", "").lower() == email]
     return result.returncode, mine, held

@@ -36,14 +36,19 @@ class BackgroundServer:
         self._sock: socket.socket | None = None
         self.port: int | None = None
 
-    def start(self, timeout: float = 10.0) -> int:
+    def start(self, timeout: float = 10.0, *, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Bind `host:port` (port 0: one the OS chooses) and serve; return the port."""
         install_reset_log_filter()
         # proto must be IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted
         # sockets whose proto says TCP, and without it every keep-alive response waits
         # ~40 ms on Nagle + delayed ACK (uvicorn writes head and body separately).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
         port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self._app,
@@ -64,7 +69,7 @@ class BackgroundServer:
             if not thread.is_alive() or time.monotonic() > deadline:
                 server.should_exit = True
                 sock.close()
-                raise RuntimeError(f"{self._name} did not start on 127.0.0.1:{port}")
+                raise RuntimeError(f"{self._name} did not start on {host}:{port}")
             time.sleep(0.005)
         self._server, self._thread, self._sock, self.port = server, thread, sock, port
         return port
@@ -134,13 +139,16 @@ class LoopbackEmulator:
         """The URL `start` returns; the origin unless the API lives under a path."""
         return origin
 
-    def start(self) -> str:
-        """Serve on 127.0.0.1 with an OS-chosen port (idempotent); return the API's URL."""
+    def start(self, *, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on `host:port`, by default loopback with an OS-chosen port (idempotent:
+        once serving, the address given first stays); return the API's URL."""
         with self._lifecycle:
             if self._server is None:
                 self._injector.arm()
                 server = BackgroundServer(self._injector, name=self._name)
-                self._origin = f"http://127.0.0.1:{server.start()}"
+                bound = server.start(host=host, port=port)
+                shown = f"[{host}]" if ":" in host else host
+                self._origin = f"http://{shown}:{bound}"
                 self._server = server
             return self._public_url(self.origin)
 
