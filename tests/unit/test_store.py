@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from orgsync.core.errors import StateError
@@ -583,6 +583,12 @@ BATCH = st.lists(st.tuples(KEYS, MAYBE, MAYBE), max_size=6, unique_by=lambda row
 
 @settings(max_examples=150, deadline=None)
 @given(steps=LINK_STEPS, batches=st.lists(BATCH, min_size=1, max_size=3))
+# Two people claiming one source id, recorded twice while the clock stands still: the rows
+# written the second time must still sort after those of the first.
+@example(
+    steps=[],
+    batches=[[("b@x", "1", None)], [("b@x", None, "1"), ("c@x", "1", "1"), ("a@x", "1", "2")]],
+)
 def test_recording_links_in_batches_means_linking_each(
     steps: list[tuple[str, str, str | None, str | None, str | None]],
     batches: list[list[tuple[str, str | None, str | None]]],

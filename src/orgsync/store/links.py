@@ -75,8 +75,8 @@ class Links:
             stored: dict[str, tuple[str | None, str | None]] = {}
             winner: dict[str, str] = {}  # source id -> member id of its newest link
             for row in session.query(
-                "SELECT email_key, source_id, member_id FROM links WHERE target = ? "
-                "ORDER BY updated_at, email_key",
+                "SELECT email_key, source_id, member_id, updated_at FROM links "
+                "WHERE target = ? ORDER BY updated_at, email_key",
                 (target,),
             ):
                 key, source_id = row.text("email_key"), row.opt_text("source_id")
@@ -84,6 +84,9 @@ class Links:
                 stored[key] = (source_id, member_id)
                 if source_id is not None and member_id is not None:
                     winner[source_id] = member_id
+                # Rows come oldest first: what is written now must sort after all of them
+                # (a clock that did not move, or went back, must not make it older).
+                now = max(now, row.time("updated_at") + timedelta(microseconds=1))
             written = 0
             for link in rows:
                 old = stored.get(link.email_key)
