@@ -73,6 +73,24 @@ def _count(minimum: int) -> Any:
     return parse
 
 
+def _person(text: str) -> str:
+    """One `--only` name, kept as typed: `_subjects` decides email or source id."""
+    name = text.strip()
+    if not name:
+        raise argparse.ArgumentTypeError("an empty name names nobody")
+    if "@" in name:
+        local, _, domain = name.rpartition("@")
+        if not local or not domain or any(c.isspace() for c in name):
+            raise argparse.ArgumentTypeError(f"{text!r} is not an email address")
+    return name
+
+
+def _subjects(names: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """`--only` names as (emails, source ids): with '@' an email, else a source id."""
+    emails = frozenset(n for n in names if "@" in n)
+    return emails, frozenset(n for n in names if "@" not in n)
+
+
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--config, --quiet, -v, --log-format and --log-level, accepted before and after the
     command (SPEC).
@@ -144,6 +162,16 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--json", action="store_true", help="print the plan as JSON")
     sync.add_argument("--target", help="only this target")
     sync.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        type=_person,
+        metavar="EMAIL|SOURCE_ID",
+        help="reconcile only these people, as a webhook naming them does (an argument with "
+        "'@' is an email, anything else a source id); the organization is read for them "
+        "alone where its API can look people up, the source is read whole",
+    )
+    sync.add_argument(
         "--allow-removals",
         type=_count(0),
         metavar="N",
@@ -210,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
         "(new or empty) and print the commands to go on with",
     )
     _emulate_command(command("emulate", "serve an emulated organization to rehearse against"))
+    _state_commands(command("state", "move the state database to another one"))
     return parser
 
 
@@ -247,8 +276,62 @@ def _emulate_command(emulate: argparse.ArgumentParser) -> None:
     )
 
 
+def _state_commands(state: argparse.ArgumentParser) -> None:
+    def state_location(text: str) -> str:
+        # Imported when parsed: the store and config modules cost every command's start-up.
+        from orgsync.state_command import state_location as parse
+
+        return parse(text)
+
+    actions = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
+    migrate = actions.add_parser(
+        "migrate",
+        help="copy links, ledger, missing-since clocks, learned forms and run history",
+        description="Copy an installation's state to another database (stop orgsync "
+        "first); the row counts are verified after the copy.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(migrate, top=False)
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=state_location,
+        metavar="FROM",
+        help="sqlite:PATH or postgresql://USER@HOST:PORT/DB (must exist)",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="destination",
+        required=True,
+        type=state_location,
+        metavar="TO",
+        help="postgresql://USER@HOST:PORT/DB?sslmode=... or sqlite:PATH (must be empty)",
+    )
+    migrate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the orgsync state the destination already holds",
+    )
+    migrate.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="environment variable with the PostgreSQL password (else PGPASSWORD etc.)",
+    )
+    migrate.add_argument(
+        "--password-file", type=Path, metavar="PATH", help="file with the PostgreSQL password"
+    )
+
+
 def _check_usage(args: argparse.Namespace) -> None:
     """Combinations argparse cannot express; refused before anything is read."""
+    if args.command == "sync" and args.only and (args.plan or args.plan_out):
+        args.usage.error(
+            f"--only reconciles a few people and cannot be combined with "
+            f"{'--plan' if args.plan else '--plan-out'}: a reviewed plan covers whole "
+            "organizations; nothing was read or changed"
+        )
     if args.command == "sync" and args.plan_out is not None and not args.dry_run:
         args.usage.error(
             "--plan-out writes a plan for review and needs --dry-run "
@@ -297,6 +380,10 @@ def _command(args: argparse.Namespace) -> int:
             return run_emulator(
                 args.kind, host=host, port=port, people=args.people, seed_file=args.seed_file
             )
+        if args.command == "state":
+            from orgsync.state_command import migrate_state
+
+            return migrate_state(args, os.environ)
         config = load_config(args.config or default_config_path())
         if args.command == "sync":
             return _sync(config, args)
@@ -328,12 +415,18 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
     reviewed = _read_plans(args.plan) if args.plan else None
     if args.plan_out and not args.plan_out.parent.is_dir():
         raise OrgsyncError(f"--plan-out {args.plan_out}: no such directory; nothing was run")
+    emails, source_ids = _subjects(args.only or ())
     options = RunOptions(
         dry_run=args.dry_run,
         target=args.target,
         allow_removals=args.allow_removals,
         allow_additions=args.allow_additions,
         reviewed_plans=reviewed,
+        # `runs` and `status` tell a targeted run's (partial) drift from a full pass's.
+        trigger="cli:only" if args.only else "cli",
+        only_emails=emails,
+        only_source_ids=source_ids,
+        only_must_exist=bool(args.only),
     )
     # A dry run is a person reading a plan: it notifies nobody. A sync that holds or
     # fails is a real run and does; its messages go out after the result is printed.
@@ -477,10 +570,11 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def _open_state(config: Config) -> StateStore | None:
     """The state database for reading commands, which never create one (None: none yet)."""
-    from orgsync.store import NoStateDatabase, StateStore
+    from orgsync.factories import open_state_store
+    from orgsync.store import NoStateDatabase
 
     try:
-        return StateStore.open(config.state.path, create=False)
+        return open_state_store(config.state, os.environ, create=False)
     except NoStateDatabase as missing:
         print(f"orgsync: {missing}", file=sys.stderr)
         return None

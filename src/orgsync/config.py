@@ -34,6 +34,7 @@ from pydantic import (
 from orgsync.config_errors import Schema, explain, toml_error
 from orgsync.core.errors import ConfigError
 from orgsync.core.model import email_problem
+from orgsync.core.state_url import is_server_url, redact_state_url, state_url_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -480,6 +481,13 @@ class SafetyConfig(_Strict):
 
 class StateConfig(_Strict):
     path: Path = Path("orgsync.db")
+    """SQLite, the embedded default."""
+    url: str | None = None
+    """A PostgreSQL database instead (`postgresql://USER@HOST:PORT/DB?sslmode=...`)."""
+    password_env: str | None = None
+    password_file: Path | None = None
+    """The password of `url`'s user; without them, libpq's own environment (PGPASSWORD,
+    PGPASSFILE, ~/.pgpass) or a password-less method (peer, certificates) is used."""
     lease_ttl: Duration = timedelta(minutes=10)
     keep_runs: Duration = timedelta(days=90)
     """Run history (and its operation journal) older than this is deleted; the newest run
@@ -491,7 +499,30 @@ class StateConfig(_Strict):
             raise ValueError("lease_ttl must be at least 1s")
         if self.keep_runs < timedelta(hours=1):
             raise ValueError("keep_runs must be at least 1h")
+        password = _secret("password", self.password_env, self.password_file, required=False)
+        if self.url is None:
+            if password is not None:
+                raise ValueError("password_env/password_file need url (SQLite has no password)")
+            return self
+        if "path" in self.model_fields_set:
+            raise ValueError("give either path (SQLite) or url (PostgreSQL), not both")
+        problem = state_url_problem(self.url)
+        if problem is not None:
+            # Shown redacted, and only when it parses as PostgreSQL's: a password pasted
+            # into it stays out of messages.
+            shown = f" {redact_state_url(self.url)}" if is_server_url(self.url) else ""
+            raise ValueError(f"url{shown} {problem}")
         return self
+
+    @property
+    def password(self) -> SecretRef | None:
+        ref = _secret("password", self.password_env, self.password_file, required=False)
+        return ref.model_copy(update={"key": "state.password"}) if ref else None
+
+    @property
+    def location(self) -> str:
+        """Where the state is, for people: the file, or the URL without any secret."""
+        return redact_state_url(self.url) if self.url is not None else str(self.path)
 
 
 class ScheduleConfig(_Strict):

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -64,7 +64,14 @@ from orgsync.core.plan import (
 )
 from orgsync.core.plan_file import check_reviewed
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
-from orgsync.core.ports import LearnsForms, OperationJournal, OperationStatus, Source, Target
+from orgsync.core.ports import (
+    LearnsForms,
+    OperationJournal,
+    OperationStatus,
+    ReadsPeople,
+    Source,
+    Target,
+)
 from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
 from orgsync.core.safety import (
     Allowances,
@@ -72,10 +79,11 @@ from orgsync.core.safety import (
     SafetyLimits,
     check_source_size,
     gate,
+    managed_in_memory,
     managed_people,
 )
-from orgsync.core.scope import Scoped, Subjects, restrict
-from orgsync.factories import build_source, build_target, retry_settings
+from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
+from orgsync.factories import build_source, build_target, open_state_store, retry_settings
 from orgsync.store import (
     LeaseRecord,
     LinkRow,
@@ -118,8 +126,11 @@ class RunOptions:
     trigger: str = "cli"
     only_emails: frozenset[str] = frozenset()
     only_source_ids: frozenset[str] = frozenset()
-    """A targeted reconcile (a webhook naming people): plan for these people only. Empty
-    both: the whole organization. See `orgsync.core.scope`."""
+    """A targeted reconcile (a webhook naming people, `sync --only`): read and plan for
+    these people only. Empty both: the whole organization. See `orgsync.core.scope`."""
+    only_must_exist: bool = False
+    """`sync --only`: a named person nobody answers to (source, target, memory) fails the
+    target's run, since a person typing a name means someone; a webhook may name anyone."""
 
     @property
     def subjects(self) -> Subjects:
@@ -364,7 +375,7 @@ class Engine:
         *,
         environ: Mapping[str, str] | None = None,
         store: StateStore | None = None,
-        source_factory: SourceFactory = build_source,
+        source_factory: SourceFactory | None = None,
         target_factory: TargetFactory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stop: threading.Event | None = None,
@@ -384,7 +395,9 @@ class Engine:
         self.progress: RunProgress = progress or _Unwatched()
         # The target being read, so that its HTTP responses count as that read's progress.
         self._reading: str | None = None
-        self.source_factory = source_factory
+        self.source_factory: SourceFactory = source_factory or partial(
+            build_source, on_response=self.observer.http_response
+        )
         self.target_factory: TargetFactory = target_factory or partial(
             build_target, on_response=self._on_response
         )
@@ -409,7 +422,7 @@ class Engine:
     @property
     def store(self) -> StateStore:
         if self._store is None:
-            self._store = StateStore.open(self.config.state.path)
+            self._store = open_state_store(self.config.state, self.environ)
         return self._store
 
     def close(self) -> None:
@@ -740,9 +753,35 @@ class Engine:
             learned = self.store.learned_forms(config.name)
             target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
         try:
-            observed, desired, _ = self._read_target(config, snapshot, target)
             memory = self.store.memory(config.name)
+            observed, desired, _ = self._read_target(
+                config, snapshot, target, memory=memory, subjects=options.subjects
+            )
+            narrow = isinstance(target, ReadsPeople) and bool(options.subjects)
             scoped = self._scope(config.name, desired, observed, memory, options)
+            if narrow and scoped and needs_invitations(scoped) and isinstance(target, ReadsPeople):
+                # Only a person who is not a wanted member can be invited or lose one.
+                observed = replace(observed, invites=target.read_invitations())
+                scoped = self._scope(config.name, desired, observed, memory, options)
+            if scoped is None and narrow:
+                # A named person is an owner: the last-owner rule needs every owner, and
+                # no API here lists owners alone, so read and plan the whole organization.
+                observed, desired, _ = self._read_target(config, snapshot, target)
+                narrow = False
+            if options.only_must_exist:
+                unknown = unknown_subjects(options.subjects, desired, observed, memory)
+                if unknown:
+                    raise ConfigError(
+                        f"--only {' '.join(unknown)}: no such person in the source, in "
+                        f"{config.name} or in orgsync's memory; nothing was planned or changed"
+                    )
+            # The gate's ratios stay measured against everyone orgsync manages: counted
+            # from the state database when the organization was read for a few people.
+            population = (
+                managed_in_memory(memory, desired)
+                if narrow
+                else self._population(observed, memory, desired)
+            )
             fresh = self.make_plan(
                 config,
                 scoped.desired if scoped else desired,
@@ -750,7 +789,7 @@ class Engine:
                 target,
                 options,
                 memory=scoped.memory if scoped else memory,
-                population=self._population(observed, memory, desired),
+                population=population,
             )
             reviewed = (options.reviewed_plans or {}).get(config.name)
             if options.reviewed_plans is not None and reviewed is None:
@@ -768,6 +807,7 @@ class Engine:
                 observed,
                 fresh,
                 scope=scoped.keys if scoped else None,
+                groups_read=not narrow,
             )
             if isinstance(target, PlanAware):
                 # Knowing the plan, SCIM carries many member changes per PATCH request.
@@ -791,14 +831,50 @@ class Engine:
         self.observer.operation_finished(target, outcome.operation.op, outcome.status.value)
         self.progress.advance(APPLY, target)
 
+    @staticmethod
+    def _read_org(
+        target: Target, snapshot: SourceSnapshot, memory: Memory, subjects: Subjects
+    ) -> TargetSnapshot:
+        """The whole organization, or for a targeted run only the named people where the
+        target can read people (`ReadsPeople`).
+
+        Asked for: the named emails and those the source gives the named ids, and the
+        members earlier runs linked to either (a person whose email changed since).
+        """
+        if not subjects or not isinstance(target, ReadsPeople):  # the test `narrow` repeats
+            return target.read()
+        emails = set(subjects.emails)
+        source_ids = set(subjects.source_ids)
+        for person in snapshot.people:
+            key = person.email_key
+            if person.id in subjects.source_ids:
+                emails.add(key)
+            elif key in subjects.emails:
+                source_ids.add(person.id)
+        source_ids.update(
+            memory.linked_sources[k] for k in subjects.emails if k in memory.linked_sources
+        )
+        member_ids = frozenset(memory.links[s] for s in source_ids if s in memory.links)
+        return target.read_people(frozenset(emails), member_ids)
+
     def _read_target(
-        self, config: TargetConfig, snapshot: SourceSnapshot, target: Target
+        self,
+        config: TargetConfig,
+        snapshot: SourceSnapshot,
+        target: Target,
+        *,
+        memory: Memory | None = None,
+        subjects: Subjects | None = None,
     ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
-        """Read the organization, check the configuration against it, and apply the rules."""
+        """Read the organization (for a targeted run only the named people, where the
+        target can: `_read_org`), check the configuration against it, and apply the rules."""
         self.progress.begin(READ_TARGET, config.name, None)
         self._reading = config.name
         try:
-            observed = target.read()
+            if subjects and memory is not None:
+                observed = self._read_org(target, snapshot, memory, subjects)
+            else:
+                observed = target.read()
         finally:
             self._reading = None
         self.progress.end(
@@ -949,11 +1025,14 @@ class Engine:
         fresh: Plan,
         *,
         scope: frozenset[EmailKey] | None = None,
+        groups_read: bool = True,
     ) -> None:
         """Link wanted people to the members they matched, and track who went missing.
 
         `scope`: a targeted plan decided about these people only; everybody else's
-        missing-since clock is kept as it is.
+        missing-since clock is kept as it is. `groups_read`: False when the organization
+        was read for a few people only, so an owned group absent from `observed` was
+        simply not read, not deleted by someone else.
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         # One transaction writing only the links that change: a quiet pass costs no fsync.
@@ -975,6 +1054,8 @@ class Engine:
         if scope is not None:
             missing += [k for k in self.store.memory(target).missing_since if k not in scope]
         self.store.clear_missing(target, keep_only=missing)
+        if not groups_read:
+            return
         present = {group.id for group in observed.groups}
         for group_id in self.store.owned_groups(target):
             if group_id not in present:

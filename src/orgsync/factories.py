@@ -2,7 +2,8 @@
 
 The one place that knows every adapter module. Secrets are resolved here, at the moment an
 adapter is built, never earlier and never stored. Adapters whose libraries are slow to
-import (scim2-models, PyJWT) are imported only when configured.
+import (scim2-models, PyJWT, psycopg) are imported only when configured. The state
+database is opened here too (`open_state_store`), with its password if it has one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from orgsync.config import Config, SecretRef, TargetConfig
+from orgsync.config import Config, SecretRef, StateConfig, TargetConfig
 from orgsync.config import EntraSource as EntraSourceConfig
 from orgsync.config import FileSource as FileSourceConfig
 from orgsync.config import GoogleSource as GoogleSourceConfig
@@ -21,6 +22,7 @@ from orgsync.config import OktaSource as OktaSourceConfig
 from orgsync.config import ScimSource as ScimSourceConfig
 from orgsync.core.errors import ConfigError
 from orgsync.retrying import RetrySettings
+from orgsync.store import StateStore, check_state_path, check_state_url
 
 if TYPE_CHECKING:
     from orgsync.core.ports import Source, Target
@@ -34,12 +36,16 @@ log = structlog.get_logger(__name__)
 
 
 def build_source(
-    config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt | None = None
+    config: Config,
+    environ: Mapping[str, str],
+    *,
+    interrupt: ReadInterrupt | None = None,
+    on_response: Callable[[str, int], None] | None = None,
 ) -> Source:
     """The configured identity provider's adapter; secrets are resolved here, not earlier.
 
     `interrupt` ends an HTTP source's read in flight when orgsync is told to stop (the
-    LDAP and file sources finish their read).
+    LDAP and file sources finish their read); `on_response` counts its HTTP responses.
     """
     source = config.source
     if isinstance(source, FileSourceConfig):
@@ -47,11 +53,11 @@ def build_source(
 
         return FileSource(source.path)
     if isinstance(source, ScimSourceConfig):
-        return _scim_source(source, environ, interrupt)
+        return _scim_source(source, environ, interrupt, on_response)
     if isinstance(source, LdapSourceConfig):
         return _ldap_source(source, environ)
     if isinstance(source, OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig):
-        return _rest_source(source, environ, interrupt)
+        return _rest_source(source, environ, interrupt, on_response)
     raise ConfigError(f"source.type = {source.type!r} is not available in this version")
 
 
@@ -59,6 +65,7 @@ def _rest_source(
     config: OktaSourceConfig | EntraSourceConfig | GoogleSourceConfig,
     environ: Mapping[str, str],
     interrupt: ReadInterrupt | None,
+    on_response: Callable[[str, int], None] | None,
 ) -> Source:
     """Okta, Entra ID or Google Workspace: the REST identity providers."""
     from orgsync.sources._http import HttpSettings
@@ -70,6 +77,7 @@ def _rest_source(
             max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
         ),
         interrupt=interrupt,
+        on_response=on_response,
     )
     if isinstance(config, OktaSourceConfig):
         urls = [config.url]
@@ -116,7 +124,10 @@ def _rest_source(
 
 
 def _scim_source(
-    config: ScimSourceConfig, environ: Mapping[str, str], interrupt: ReadInterrupt | None
+    config: ScimSourceConfig,
+    environ: Mapping[str, str],
+    interrupt: ReadInterrupt | None,
+    on_response: Callable[[str, int], None] | None,
 ) -> Source:
     from orgsync.sources.scim import ScimSource  # scim2-models takes a second to import
 
@@ -136,6 +147,7 @@ def _scim_source(
             max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
         ),
         interrupt=interrupt,
+        on_response=on_response,
     )
 
 
@@ -275,3 +287,27 @@ def retry_settings(config: TargetConfig) -> RetrySettings:
     return RetrySettings(
         max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
     )
+
+
+def open_state_store(
+    state: StateConfig, environ: Mapping[str, str], *, create: bool = True
+) -> StateStore:
+    """The state database `[state]` names: the SQLite file at `path`, or the PostgreSQL
+    database at `url` with the password of `password_env` / `password_file` (resolved
+    now, handed to the connection, kept nowhere else). `create=False`: `NoStateDatabase`
+    rather than a new database (reading commands)."""
+    if state.url is None:
+        return StateStore.open(state.path, create=create)
+    password = state.password.resolve(environ).get_secret_value() if state.password else None
+    return StateStore.open(state.url, password=password, create=create)
+
+
+def check_state(state: StateConfig, environ: Mapping[str, str], *, offline: bool) -> str:
+    """`validate`'s line about the state database: usable as it is, reading only
+    (offline: its password is there, the server is not contacted)."""
+    if state.url is None:
+        return check_state_path(state.path)
+    password = state.password.resolve(environ).get_secret_value() if state.password else None
+    if offline:
+        return f"{state.location}: not contacted (--offline)"
+    return check_state_url(state.url, password=password)

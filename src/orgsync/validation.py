@@ -14,9 +14,9 @@ from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.forms import LearnedForm
 from orgsync.core.ports import Target
-from orgsync.factories import build_source, build_target
+from orgsync.factories import build_source, build_target, check_state, open_state_store
 from orgsync.notify import check_secrets
-from orgsync.store import StateStore, check_state_path
+from orgsync.store import NoStateDatabase
 
 
 def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
@@ -44,7 +44,7 @@ def validate(
     source_line, ok = _check_source(config, environ, offline=offline)
     lines = [f"configuration: ok ({len(config.targets)} target(s))", source_line]
     try:
-        lines.append(f"state {check_state_path(config.state.path)}")
+        lines.append(f"state {check_state(config.state, environ, offline=offline)}")
     except OrgsyncError as error:
         ok = False
         lines.append(f"state: FAILED: {error}")
@@ -62,7 +62,7 @@ def validate(
             check_capabilities(target_config, target.capabilities)
             try:
                 observed = target.read()
-                details = _scim_lines(config, target_config, target)
+                details = _scim_lines(config, target_config, target, environ)
             finally:
                 target.close()
             check_roles(target_config, observed.roles)
@@ -93,7 +93,9 @@ def validate(
     return lines, ok
 
 
-def _scim_lines(config: Config, target_config: TargetConfig, target: Target) -> list[str]:
+def _scim_lines(
+    config: Config, target_config: TargetConfig, target: Target, environ: Mapping[str, str]
+) -> list[str]:
     """For a SCIM target: what `/ServiceProviderConfig` announced and the request forms
     orgsync asks in (learned ones from the state database, if there is one)."""
     if target_config.type != "scim":
@@ -103,10 +105,12 @@ def _scim_lines(config: Config, target_config: TargetConfig, target: Target) -> 
     if not isinstance(target, ScimTarget):
         return []
     learned: list[LearnedForm] = []
-    path = config.state.path
-    if path.is_file():
-        with StateStore.open(path) as store:
-            learned = store.learned_forms(target_config.name)
+    if config.state.url is not None or config.state.path.is_file():
+        try:
+            with open_state_store(config.state, environ, create=False) as store:
+                learned = store.learned_forms(target_config.name)
+        except NoStateDatabase:
+            pass  # an empty database has learned nothing yet
     target.use_learned_forms(learned, lambda _: None)  # validate records nothing
     forms = target.describe_forms(learned)
     dialect = target_config.scim_dialect

@@ -22,7 +22,7 @@ from orgsync.core.errors import (
     TargetError,
     TransientError,
 )
-from orgsync.core.model import Capabilities, InviteStatus, TargetSnapshot
+from orgsync.core.model import Capabilities, EmailKey, InviteStatus, TargetSnapshot
 from orgsync.core.plan import Invite, RemoveMember, RevokeInvite, SetRole, SuspendMember
 from orgsync.emulators.openai_admin import Faults, OpenAIEmulator, redact_key
 from orgsync.retrying import RetrySettings
@@ -648,3 +648,54 @@ class TestMisbehavingServer:
         target.execute(RemoveMember(email="a", user_id="../invites/inv_1", reason="t"))
         target.close()
         assert seen == ["/v1/organization/users/..%2Finvites%2Finv_1"]
+
+
+class TestReadPeople:
+    """`read_people`: the named people through the users list's `emails` filter (as the
+    spec's repeated array parameter), validated against the spec like every exchange."""
+
+    def test_reads_only_the_named_people_with_one_filtered_request(self, harness: Harness) -> None:
+        state = harness.emulator.state
+        for i in range(250):
+            state.add_user(f"user{i:03}@example.com", "reader")
+        state.add_invite("joiner@example.com", "reader")
+        state.add_invite("other@example.com", "reader")
+        asked = frozenset({EmailKey("user007@example.com"), EmailKey("user123@example.com")})
+
+        snapshot = harness.target.read_people(asked, frozenset())
+
+        assert sorted(m.email_key for m in snapshot.members) == sorted(asked)
+        (users,) = harness.requests("GET", "/organization/users")
+        assert sorted(users.url.params.get_list("emails")) == sorted(asked)
+        assert snapshot.invites == ()  # read only when they can matter: read_invitations
+        assert snapshot.groups == ()
+        assert not harness.requests("GET", "/organization/invites")
+        invitations = harness.target.read_invitations()
+        assert {i.email_key for i in invitations} == {"joiner@example.com", "other@example.com"}
+        assert snapshot.key_owner_id == state.key_owner_id
+        assert "owner" in snapshot.roles.owner_roles
+        harness.check_all()
+
+    def test_a_linked_member_is_read_by_id_and_a_gone_one_is_absent(self, harness: Harness) -> None:
+        state = harness.emulator.state
+        renamed = state.add_user("new-name@example.com", "reader")
+        snapshot = harness.target.read_people(
+            frozenset({EmailKey("old-name@example.com")}), frozenset({renamed, "user-gone"})
+        )
+        assert [m.id for m in snapshot.members] == [renamed]
+        assert len(harness.requests("GET", f"/organization/users/{renamed}")) == 1
+        harness.check_all()
+
+    def test_the_filter_matches_normalized_emails_and_asks_in_batches_of_100(
+        self, harness: Harness
+    ) -> None:
+        state = harness.emulator.state
+        state.add_user("Mixed.Case@Example.com", "reader")
+        asked = frozenset(EmailKey(f"nobody{i:03}@example.com") for i in range(150)) | {
+            EmailKey("mixed.case@example.com")
+        }
+        snapshot = harness.target.read_people(asked, frozenset())
+        assert [m.email for m in snapshot.members] == ["Mixed.Case@Example.com"]
+        batches = harness.requests("GET", "/organization/users")
+        assert sorted(len(r.url.params.get_list("emails")) for r in batches) == [51, 100]
+        harness.check_all()

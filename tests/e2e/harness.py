@@ -82,6 +82,8 @@ class Rig:
     more_targets: str = ""
     """Further `[[targets]]` tables, after the first target's."""
     env: dict[str, str] = field(default_factory=dict)
+    state: str = 'path = "state.db"'
+    """The `[state]` table's keys (a PostgreSQL `url` instead of the SQLite file)."""
 
     @property
     def config_path(self) -> Path:
@@ -101,7 +103,7 @@ path = "directory.json"
 {self.safety}
 
 [state]
-path = "state.db"
+{self.state}
 """,
             encoding="utf-8",
         )

@@ -1,23 +1,24 @@
-"""`orgsync.sources._http`: the error mapping, retries, credentials and page checks, in-process."""
+"""`orgsync.sources._http` on `orgsync.http`: what a source makes of errors, retries,
+credentials and page checks, in-process."""
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from orgsync.core.errors import SourceError
-from orgsync.retrying import RetrySettings
-from orgsync.sources._http import (
-    BearerToken,
-    PageGuard,
-    SourceHttp,
-    parallel_map,
-    retry_after_header,
+from orgsync.http.auth import (
+    AccessToken,
+    ClientCredentials,
+    RenewingBearerAuth,
+    TokenCache,
+    TokenEndpoint,
 )
+from orgsync.retrying import RetrySettings
+from orgsync.sources._http import SourceHttp, page_guard, parallel_map
 from orgsync.sources.google import google_is_transient
 from tests.idp.conftest import Sleeps
 
@@ -40,36 +41,23 @@ def session(
     )
 
 
-class TestRetryAfter:
-    def test_delay_seconds_and_http_dates(self) -> None:
-        now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-        seconds = httpx.Response(429, headers={"Retry-After": "12"})
-        date = httpx.Response(429, headers={"Retry-After": "Thu, 01 Jan 2026 12:00:30 GMT"})
-        assert retry_after_header(seconds) == 12.0
-        assert retry_after_header(date, now=now) == 30.0
-
-    @pytest.mark.parametrize("value", ["soon", "-5", "inf", ""])
-    def test_nonsense_is_ignored(self, value: str) -> None:
-        assert retry_after_header(httpx.Response(429, headers={"Retry-After": value})) is None
-
-
 class TestPageGuard:
     def test_a_cursor_seen_twice_is_inconsistent(self) -> None:
-        guard = PageGuard("okta", "GET /users")
+        guard = page_guard("okta", "GET /users")
         guard.page(5, "a")
         guard.page(5, "b")
         with pytest.raises(SourceError, match="page 3 points back"):
             guard.page(5, "a")
 
     def test_endless_empty_pages_are_inconsistent(self) -> None:
-        guard = PageGuard("google", "GET /users")
+        guard = page_guard("google", "GET /users")
         for n in range(20):
             guard.page(0, f"cursor-{n}")
         with pytest.raises(SourceError, match="empty pages in a row"):
             guard.page(0, "cursor-20")
 
     def test_a_normal_sequence_passes(self) -> None:
-        guard = PageGuard("entra", "GET /users")
+        guard = page_guard("entra", "GET /users")
         for n in range(50):
             guard.page(0 if n % 5 else 3, f"c{n}")
         guard.page(2, None)
@@ -197,20 +185,20 @@ class TestSourceHttp:
         assert sent == []
 
 
-class TestBearerToken:
+class TestTokens:
     def test_a_refused_token_is_replaced_once(self) -> None:
         issued: list[str] = []
 
-        def fetch(http: SourceHttp) -> tuple[str, float]:
+        def fetch() -> AccessToken:
             issued.append(f"token-{len(issued)}")
-            return issued[-1], 3600.0
+            return AccessToken(issued[-1], 3600.0)
 
         def handler(request: httpx.Request) -> httpx.Response:
             ok = request.headers["authorization"] == "Bearer token-1"
             return httpx.Response(200 if ok else 401, json={})
 
-        token = BearerToken(fetch)
-        with session(httpx.MockTransport(handler), credential=token) as http:
+        token = RenewingBearerAuth(fetch)
+        with session(httpx.MockTransport(handler), auth=token) as http:
             assert http.get_json("/users") == {}
             assert http.get_json("/groups") == {}
         assert issued == ["token-0", "token-1"]
@@ -219,29 +207,63 @@ class TestBearerToken:
         now = [1000.0]
         issued: list[str] = []
 
-        def fetch(http: SourceHttp) -> tuple[str, float]:
+        def fetch() -> AccessToken:
             issued.append(f"t{len(issued)}")
-            return issued[-1], 3600.0
+            return AccessToken(issued[-1], 3600.0)
 
-        token = BearerToken(fetch, clock=lambda: now[0])
-        with session() as http:
-            assert token.header(http) == "Bearer t0"
-            now[0] += 3500
-            assert token.header(http) == "Bearer t0"
-            now[0] += 60  # within the last minute of its life
-            assert token.header(http) == "Bearer t1"
+        tokens = TokenCache(fetch, clock=lambda: now[0])
+        assert tokens.get() == "t0"
+        now[0] += 3500
+        assert tokens.get() == "t0"
+        now[0] += 60  # within the last minute of its life
+        assert tokens.get() == "t1"
 
     def test_the_token_endpoint_gets_no_api_credential(self) -> None:
         seen: list[str | None] = []
 
         def handler(request: httpx.Request) -> httpx.Response:
             seen.append(request.headers.get("authorization"))
-            return httpx.Response(200, json={"access_token": "x"})
+            if request.url.path == "/token":
+                return httpx.Response(200, json={"access_token": "x", "expires_in": 60})
+            return httpx.Response(200, json={})
 
-        with session(httpx.MockTransport(handler), auth=httpx.BasicAuth("u", "p")) as http:
-            http.post_form("https://login.example/token", {"grant_type": "client_credentials"})
+        transport = httpx.MockTransport(handler)
+        endpoint = TokenEndpoint("https://login.example/token", system="t", transport=transport)
+        auth = ClientCredentials(endpoint, client_id="u", client_secret="p")
+        with session(transport, auth=auth) as http:
             http.get_json("/users")
-        assert seen == [None, "Basic dTpw"]
+        assert seen == ["Basic dTpw", "Bearer x"]
+
+
+class TestStatuses:
+    def test_501_is_never_retried(self) -> None:
+        """Not Implemented is permanent for the request as sent: asking again is refused
+        again, so the read fails at once instead of spending the retry budget."""
+        calls: list[int] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            calls.append(1)
+            return httpx.Response(501, text="filter not implemented")
+
+        with (
+            session(httpx.MockTransport(handler)) as http,
+            pytest.raises(SourceError, match=r"HTTP 501: .*not implemented") as caught,
+        ):
+            http.get_json("/users")
+        assert calls == [1]
+        assert "gave up after retrying" not in str(caught.value)
+
+    @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])
+    def test_other_server_errors_are_retried(self, status: int) -> None:
+        calls: list[int] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            calls.append(1)
+            return httpx.Response(status)
+
+        with session(httpx.MockTransport(handler)) as http, pytest.raises(SourceError):
+            http.get_json("/users")
+        assert len(calls) == RETRY.max_attempts
 
 
 @pytest.mark.parametrize(

@@ -211,3 +211,41 @@ def test_additions_are_unlimited_unless_configured(tmp_path: Path) -> None:
     assert config.safety.min_managed_for_ratio == 20
     with pytest.raises(ConfigError, match=r"safety\.max_additions: must be at least 0"):
         load_config(write(tmp_path, MINIMAL + "[safety]\nmax_additions = -1\n"))
+
+
+def test_state_url_keys(tmp_path: Path) -> None:
+    url = "postgresql://orgsync@db.internal:5432/orgsync?sslmode=verify-full"
+    config = load_config(
+        write(tmp_path, MINIMAL + f'[state]\nurl = "{url}"\npassword_file = "pg.pw"\n')
+    )
+    assert config.state.url == url
+    assert config.state.location == url
+    assert config.state.password is not None
+    assert config.state.password.key == "state.password"
+    # Without a password key, libpq's own environment (PGPASSWORD, ~/.pgpass) is used.
+    bare = load_config(write(tmp_path, MINIMAL + f'[state]\nurl = "{url}"\n'))
+    assert bare.state.password is None
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ('url = "postgresql://orgsync:hunter2-pw@db/orgsync"', "holds a password"),
+        ('url = "postgresql://orgsync@db/orgsync?password=hunter2-pw"', "holds password="),
+        ('url = "postgresql://orgsync@db/orgsync?sslpassword=hunter2-pw"', "holds sslpassword="),
+        ('url = "https://hunter2-pw@db/orgsync"', "must start with postgresql://"),
+        ('url = "postgresql://orgsync@db:port/orgsync"', "not a valid URL"),
+        ('url = "postgresql://orgsync@db"', "names no database"),
+        ('url = "postgresql:///orgsync"', "names no host"),
+        ('url = "postgresql://o@db/x"\npath = "x.db"', "either path .SQLite. or url"),
+        ('password_env = "PGPW"', "need url"),
+        ('url = "postgresql://o@db/x"\npassword_env = "A"\npassword_file = "b"', "not both"),
+        ('url = "postgresql://o@db/x"\npassword_env = "hunter2-pw!"', "NAME of an environment"),
+    ],
+)
+def test_bad_state_urls_are_refused_without_their_secret(
+    tmp_path: Path, state: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        load_config(write(tmp_path, MINIMAL + f"[state]\n{state}\n"))
+    assert "hunter2" not in str(refused.value)

@@ -23,8 +23,10 @@ from orgsync.core.errors import (
     TransientError,
     UnsupportedRequest,
 )
+from orgsync.http.ratelimit import TokenBucket
+from orgsync.http.responses import error_for_transport, parse_retry_after
 from orgsync.retrying import RetrySettings
-from orgsync.targets.http import ApiClient, TokenBucket, error_for_transport, parse_retry_after
+from orgsync.targets.http import ApiClient
 
 TOKEN = "sk-admin-TOPSECRET0123456789abcdef"
 BASE_URL = "https://api.example.test/v1"

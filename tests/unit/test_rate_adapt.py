@@ -15,8 +15,10 @@ import pytest
 from orgsync.core.errors import TransientError
 from orgsync.emulators.faults import Faults
 from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.http.ratelimit import TokenBucket
+from orgsync.http.responses import error_for_response
 from orgsync.retrying import RetrySettings
-from orgsync.targets.http import ApiClient, TokenBucket, error_for_response
+from orgsync.targets.http import ApiClient
 
 KEY = "sk-admin-test-rate-0000000000000000000000000000000000000"
 

@@ -18,7 +18,7 @@ from orgsync.core.model import (
     TargetSnapshot,
     normalize_email,
 )
-from orgsync.core.planner import RemovalPolicy
+from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import GroupRule, MembershipRules
 from orgsync.core.safety import (
     Allowances,
@@ -26,8 +26,10 @@ from orgsync.core.safety import (
     SafetyLimits,
     check_source_size,
     gate,
+    managed_in_memory,
     managed_people,
 )
+from orgsync.core.scope import Subjects, restrict
 from tests.coremodels import (
     NOW,
     OPENAI,
@@ -433,3 +435,25 @@ def test_accepted_invitations_do_not_dilute_the_ratio() -> None:
         make_plan(source, observed, memory=memory), population=population, limits=SafetyLimits()
     )
     assert len(gated.held) == 2 and "(8%)" in gated.held[0].guard
+
+
+def test_a_targeted_population_is_everyone_orgsync_manages_not_the_slice() -> None:
+    """A targeted run reads one member; its gate still measures against the 25 people the
+    state database says orgsync manages, and counts the managed people the source lost."""
+    people = [person(str(i), f"p{i}@x.com") for i in range(23)]  # p23 and p24 left
+    source = snapshot(*people, groups=(group("g", "openai-users", *(p.id for p in people)),))
+    slice_ = org(member("u24", "p24@x.com"))
+    desired = desired_for(source, slice_)
+    memory = managed(*(f"p{i}@x.com" for i in range(25)))
+    population = managed_in_memory(memory, desired)
+    assert population == Population(managed=25, missing=2)
+    scoped = restrict(desired, slice_, memory, Subjects.of(emails=["p24@x.com"]))
+    assert scoped is not None
+    draft = plan(
+        PlanInput("t", scoped.desired, scoped.observed, scoped.memory, RemovalPolicy(), OPENAI, NOW)
+    )
+    assert [op.op for op in draft.operations] == ["remove_member"]
+    limits = SafetyLimits(max_removal_ratio=0.05, min_managed_for_ratio=1)
+    assert gate(draft, population=population, limits=limits).held == ()  # 1/25 = 4%
+    sliced = managed_people(slice_, memory, desired)
+    assert len(gate(draft, population=sliced, limits=limits).held) == 1  # 1/1 = 100%

@@ -16,7 +16,7 @@ from orgsync.core.model import (
 from orgsync.core.plan import Plan
 from orgsync.core.planner import PlanInput, RemovalPolicy, plan
 from orgsync.core.rules import GroupRule, MembershipRules, RoleRule, desired_state
-from orgsync.core.scope import Subjects, restrict
+from orgsync.core.scope import Subjects, needs_invitations, restrict, unknown_subjects
 from tests.coremodels import (
     NOW,
     OPENAI,
@@ -177,3 +177,43 @@ def test_a_scoped_plan_is_the_full_plan_restricted_to_the_named(
     assert scoped is not None
     names = {EMAILS[i] for i in named}
     assert scoped.operations == tuple(op for op in full.operations if op.subject in names)
+
+
+def test_unknown_subjects_are_names_nobody_answers_to() -> None:
+    source = directory(("1", "ada@x.com"), out=(("2", "oscar@x.com"),))
+    observed = org(member("u7", "gone@x.com"), invites=(invite("i1", "invited@x.com"),))
+    memory = Memory(
+        managed=frozenset({EmailKey("remembered@x.com")}),
+        links={SourceId("9"): "u9"},
+        linked_sources={EmailKey("pending@x.com"): SourceId("8")},
+    )
+    desired = desired_state(source, RULES, observed.roles)
+    subjects = Subjects.of(
+        emails=[
+            "ADA@x.com",  # in scope at the source (normalized)
+            "oscar@x.com",  # at the source, out of scope
+            "gone@x.com",  # a member only
+            "invited@x.com",  # an invitation only
+            "remembered@x.com",  # in orgsync's memory only
+            "typo@x.com",
+        ],
+        source_ids=["1", "2", "9", "8", "p404"],
+    )
+    assert unknown_subjects(subjects, desired, observed, memory) == ["typo@x.com", "p404"]
+
+
+def test_invitations_matter_only_for_people_who_are_not_wanted_members() -> None:
+    source = directory(("1", "ada@x.com"), ("2", "new@x.com"), out=(("3", "gone@x.com"),))
+    observed = org(member("u1", "ada@x.com"), member("u3", "gone@x.com"))
+    desired = desired_state(source, RULES, observed.roles)
+
+    def needs(*emails: str) -> bool:
+        scoped = restrict(desired, observed, Memory(), Subjects.of(emails=emails))
+        assert scoped is not None
+        return needs_invitations(scoped)
+
+    assert not needs("ada@x.com")  # a wanted member: their invitations change nothing
+    assert needs("new@x.com")  # a joiner: an invitation may exist already
+    assert needs("gone@x.com")  # a leaver: their invitations are revoked
+    assert needs("stranger@x.com")  # maybe someone with an invitation only
+    assert needs("ada@x.com", "new@x.com")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,8 @@ from orgsync.core.plan import (
 )
 from orgsync.core.ports import OperationJournal, OperationStatus
 from orgsync.store import LATEST_VERSION, LinkRow, StateStore
+from orgsync.store.db import Row
+from tests.postgres import PASSWORD, PostgresServer
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=60)
@@ -86,9 +89,24 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[StateStore]:
+def store(location: str) -> Iterator[StateStore]:
+    with StateStore.open(location) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[StateStore]:
     with StateStore.open(db_path) as opened:
         yield opened
+
+
+def sql(store: StateStore, statement: str, params: tuple[object, ...] = ()) -> list[Row]:
+    """Run one statement through the store's own connection, on either backend."""
+    with store.db.write() as session:
+        if statement.lstrip().upper().startswith("SELECT"):
+            return session.query(statement, params)  # type: ignore[arg-type]
+        session.execute(statement, params)  # type: ignore[arg-type]
+        return []
 
 
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -127,7 +145,8 @@ def test_new_file_and_its_wal_and_shm_are_private(db_path: Path) -> None:
         os.umask(previous)
 
 
-def test_wal_busy_timeout_and_foreign_keys(store: StateStore, db_path: Path) -> None:
+def test_wal_busy_timeout_and_foreign_keys(sqlite_store: StateStore, db_path: Path) -> None:
+    store = sqlite_store
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Per-connection pragmas can only be seen through the store's own connection.
@@ -150,26 +169,25 @@ def test_memory_database_works_without_a_file() -> None:
         assert store.runs()[0].run_id == run_id
 
 
-def test_open_twice_migrates_once_and_keeps_data(db_path: Path) -> None:
-    with StateStore.open(db_path) as store:
+def test_open_twice_migrates_once_and_keeps_data(location: str) -> None:
+    with StateStore.open(location) as store:
         run_id = store.start_run("t", "sync")
-    with StateStore.open(db_path) as store, StateStore.open(db_path) as other:
+    with StateStore.open(location) as store, StateStore.open(location) as other:
         assert store.last_run("t") is not None
         assert other.runs()[0].run_id == run_id
-    with raw(db_path) as conn:
-        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
-    assert versions == list(range(1, LATEST_VERSION + 1))
+        rows = sql(store, "SELECT version FROM schema_version ORDER BY version")
+    assert [row.integer("version") for row in rows] == list(range(1, LATEST_VERSION + 1))
 
 
-def test_newer_schema_is_refused(db_path: Path) -> None:
-    StateStore.open(db_path).close()
-    with raw(db_path) as conn:
-        conn.execute(
+def test_newer_schema_is_refused(location: str) -> None:
+    with StateStore.open(location) as store:
+        sql(
+            store,
             "INSERT INTO schema_version VALUES (?, 'from the future', '2030-01-01')",
             (LATEST_VERSION + 1,),
         )
     with pytest.raises(StateError, match=rf"schema version {LATEST_VERSION + 1}, newer"):
-        StateStore.open(db_path)
+        StateStore.open(location)
 
 
 def test_foreign_database_and_garbage_are_refused(tmp_path: Path) -> None:
@@ -189,15 +207,15 @@ def test_missing_directory_is_a_state_error(tmp_path: Path) -> None:
         StateStore.open(tmp_path / "nope" / "state.db")
 
 
-def test_closed_store_refuses_work(db_path: Path) -> None:
-    store = StateStore.open(db_path)
+def test_closed_store_refuses_work(location: str) -> None:
+    store = StateStore.open(location)
     store.close()
     store.close()  # idempotent
     with pytest.raises(StateError, match="closed"):
         store.runs()
 
 
-def test_no_column_is_named_like_a_secret(store: StateStore, db_path: Path) -> None:
+def test_no_column_is_named_like_a_secret(sqlite_store: StateStore, db_path: Path) -> None:
     secretish = re.compile(r"secret|token|passw|credential|api_?key|bearer|private|auth")
     with raw(db_path) as conn:
         tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -214,9 +232,9 @@ def test_no_column_is_named_like_a_secret(store: StateStore, db_path: Path) -> N
 # --------------------------------------------------------------------------- runs
 
 
-def test_run_lifecycle(db_path: Path) -> None:
+def test_run_lifecycle(location: str) -> None:
     clock = Clock()
-    with StateStore.open(db_path, clock=clock) as store:
+    with StateStore.open(location, clock=clock) as store:
         run_id = store.start_run("openai-prod", "sync", trigger="webhook")
         running = store.last_run("openai-prod")
         assert running is not None
@@ -324,9 +342,9 @@ def test_record_plan_refuses_mismatches(store: StateStore) -> None:
     assert store.operations(empty) == []
 
 
-def test_journal_started_and_finished(db_path: Path) -> None:
+def test_journal_started_and_finished(location: str) -> None:
     clock = Clock()
-    with StateStore.open(db_path, clock=clock) as store:
+    with StateStore.open(location, clock=clock) as store:
         plan = make_plan()
         run_id = store.start_run(plan.target, "sync")
         store.record_plan(run_id, plan)
@@ -409,13 +427,13 @@ CRASHING_CHILD = """
 """
 
 
-def test_journal_survives_kill_9_and_recovery_marks_the_run(db_path: Path) -> None:
-    StateStore.open(db_path).close()
-    child = run_python(CRASHING_CHILD, str(db_path))
+def test_journal_survives_kill_9_and_recovery_marks_the_run(location: str) -> None:
+    StateStore.open(location).close()
+    child = run_python(CRASHING_CHILD, location)
     assert child.returncode == -9, child.stderr
     run_id = child.stdout.strip()
 
-    with StateStore.open(db_path) as store:
+    with StateStore.open(location) as store:
         before = store.operations(run_id)
         assert [r.status for r in before] == [OperationStatus.IN_FLIGHT, OperationStatus.PLANNED]
         assert before[0].attempts == 1
@@ -439,27 +457,27 @@ def test_journal_survives_kill_9_and_recovery_marks_the_run(db_path: Path) -> No
         assert store.recover_interrupted("t") == 0  # nothing left to recover
 
 
-def test_recovery_spares_only_this_process_s_live_runs(store: StateStore, db_path: Path) -> None:
+def test_recovery_spares_only_this_process_s_live_runs(store: StateStore) -> None:
     """Called by the holder of the target's writer lock, recovery needs no process id: a
     `running` row of any other process is dead, even if its pid now names a live process
     (the pid was reused, or it is a pid of another PID namespace)."""
     mine = store.start_run("t", "sync")  # running in this process
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        with raw(db_path) as conn:
-            host = conn.execute("SELECT host FROM runs").fetchone()[0]
-            rows = [
-                ("pid-alive", sleeper.pid, host),  # a live process holds that pid now
-                ("same-pid", os.getpid(), host),  # an earlier process with our pid
-                ("pid-1", 1, host),  # pid 1 of a container: always "alive"
-                ("other-host", sleeper.pid, host + "-old"),  # an earlier incarnation elsewhere
-            ]
-            for run_id, pid, run_host in rows:
-                conn.execute(
-                    "INSERT INTO runs (run_id, target, mode, triggered_by, status, started_at, "
-                    "host, pid) VALUES (?, 't', 'sync', 'cli', 'running', ?, ?, ?)",
-                    (run_id, "2026-01-01T00:00:00.000000+00:00", run_host, pid),
-                )
+        host = sql(store, "SELECT host FROM runs")[0].text("host")
+        rows = [
+            ("pid-alive", sleeper.pid, host),  # a live process holds that pid now
+            ("same-pid", os.getpid(), host),  # an earlier process with our pid
+            ("pid-1", 1, host),  # pid 1 of a container: always "alive"
+            ("other-host", sleeper.pid, host + "-old"),  # an earlier incarnation elsewhere
+        ]
+        for run_id, pid, run_host in rows:
+            sql(
+                store,
+                "INSERT INTO runs (run_id, target, mode, triggered_by, status, started_at, "
+                "host, pid) VALUES (?, 't', 'sync', 'cli', 'running', ?, ?, ?)",
+                (run_id, "2026-01-01T00:00:00.000000+00:00", run_host, pid),
+            )
         assert store.recover_interrupted("t") == 0  # no operations, but runs are marked
         status = {r.run_id: r.status for r in store.runs(target="t")}
         assert status == {
@@ -506,9 +524,9 @@ def test_pending_is_what_the_latest_finished_sync_left(store: StateStore) -> Non
 # --------------------------------------------------------------------------- links
 
 
-def test_link_upsert_keeps_known_values(db_path: Path) -> None:
+def test_link_upsert_keeps_known_values(location: str) -> None:
     clock = Clock()
-    with StateStore.open(db_path, clock=clock) as store:
+    with StateStore.open(location, clock=clock) as store:
         store.link("t", email_key="ada@example.com", source_id="00u1", invite_id="inv-1")
         clock.advance(timedelta(hours=1))
         store.link("t", email_key="ada@example.com", source_id=None, member_id="user-1")
@@ -519,13 +537,14 @@ def test_link_upsert_keeps_known_values(db_path: Path) -> None:
             links={"00u1": "user-1"},  # type: ignore[dict-item]
             linked_sources={"ada@example.com": "00u1", "eve@example.com": "00u2"},  # type: ignore[dict-item]
         )
-        with raw(db_path) as conn:
-            row = conn.execute(
-                "SELECT source_id, invite_id, first_linked_at, updated_at FROM links "
-                "WHERE target = 't' AND email_key = 'ada@example.com'"
-            ).fetchone()
-        assert row[:2] == ("00u1", "inv-1")
-        assert row[2] < row[3]  # first link time kept, update time moved
+        (row,) = sql(
+            store,
+            "SELECT source_id, invite_id, first_linked_at, updated_at FROM links "
+            "WHERE target = 't' AND email_key = 'ada@example.com'",
+        )
+        assert (row.text("source_id"), row.text("invite_id")) == ("00u1", "inv-1")
+        # first link time kept, update time moved
+        assert row.time("first_linked_at") < row.time("updated_at")
 
         # After an email change the newer link of the same source id wins.
         clock.advance(timedelta(hours=1))
@@ -688,8 +707,8 @@ def test_naive_times_are_refused(store: StateStore) -> None:
 # --------------------------------------------------------------------------- lease
 
 
-def test_taking_the_lease_records_the_holder_and_takes_over_a_dead_one(db_path: Path) -> None:
-    with StateStore.open(db_path) as one, StateStore.open(db_path) as two:
+def test_taking_the_lease_records_the_holder_and_takes_over_a_dead_one(location: str) -> None:
+    with StateStore.open(location) as one, StateStore.open(location) as two:
         assert one.take_lease("t", "cli a", TTL, now=T0) is None
         assert two.take_lease("other", "cli b", TTL, now=T0) is None  # leases are per target
         # Taking it again extends it and keeps when it was first taken.
@@ -716,8 +735,8 @@ def test_taking_the_lease_records_the_holder_and_takes_over_a_dead_one(db_path: 
         assert one.lease_holder("t", now=later) is None
 
 
-def test_an_expired_lease_is_not_reported_but_its_holder_may_renew_it(db_path: Path) -> None:
-    with StateStore.open(db_path) as store:
+def test_an_expired_lease_is_not_reported_but_its_holder_may_renew_it(location: str) -> None:
+    with StateStore.open(location) as store:
         assert store.take_lease("t", "daemon a", TTL, now=T0) is None
         assert store.renew_lease("t", "daemon a", TTL, now=T0 + timedelta(seconds=50))
         assert store.lease_holder("t", now=T0 + timedelta(seconds=111)) is None
@@ -741,11 +760,11 @@ CONTENDER = """
 """
 
 
-def test_the_writer_lock_has_one_winner_among_processes(db_path: Path) -> None:
-    StateStore.open(db_path).close()
+def test_the_writer_lock_has_one_winner_among_processes(location: str) -> None:
+    StateStore.open(location).close()
     contenders = [
         subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(CONTENDER), str(db_path)],
+            [sys.executable, "-c", textwrap.dedent(CONTENDER), location],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -765,11 +784,13 @@ def test_the_writer_lock_has_one_winner_among_processes(db_path: Path) -> None:
             assert proc.stdout is not None
             results.append(proc.stdout.readline().strip())
         assert sorted(results) == ["lost"] * 5 + ["won"]
-        with StateStore.open(db_path) as store:
+        with StateStore.open(location) as store:
             lock = store.writer_lock("t")
             assert lock.held_elsewhere()
             assert not lock.try_acquire()
-            assert store.writer_lock("other").try_acquire()  # locks are per target
+            other = store.writer_lock("other")
+            assert other.try_acquire()  # locks are per target
+            other.release()
     finally:
         for proc in contenders:
             proc.kill()
@@ -781,17 +802,19 @@ HOLDER = """
     from orgsync.store import StateStore
 
     store = StateStore.open(sys.argv[1])
-    assert store.writer_lock("t").try_acquire()
+    lock = store.writer_lock("t")  # kept: a lock object dropped may close its session
+    assert lock.try_acquire()
     print("holding", flush=True)
     sys.stdin.readline()
 """
 
 
-def test_the_kernel_releases_the_lock_of_a_killed_process(db_path: Path) -> None:
-    """No process id, no TTL: `kill -9` of the holder frees the target at once."""
-    StateStore.open(db_path).close()
+def test_the_kernel_releases_the_lock_of_a_killed_process(location: str) -> None:
+    """No process id, no TTL: `kill -9` of the holder frees the target at once (the
+    kernel drops its flock; the server ends its session, and the session's lock)."""
+    StateStore.open(location).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOLDER), str(db_path)],
+        [sys.executable, "-c", textwrap.dedent(HOLDER), location],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -799,12 +822,16 @@ def test_the_kernel_releases_the_lock_of_a_killed_process(db_path: Path) -> None
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "holding"
-        with StateStore.open(db_path) as store:
+        with StateStore.open(location) as store:
             lock = store.writer_lock("t")
             assert lock.held_elsewhere()
             assert not lock.try_acquire(patience=0.2)
             holder.kill()
             holder.communicate()
+            # The server notices the closed connection within moments, not at once.
+            assert lock.try_acquire(patience=10)
+            assert lock.intact()
+            lock.release()
             assert not lock.held_elsewhere()
             assert lock.try_acquire()
             lock.release()
@@ -856,3 +883,93 @@ def test_writer_locks_in_one_process_exclude_each_other_and_survive_a_replaced_f
         assert second.held_elsewhere()
         first.release()
         assert second.try_acquire()
+
+
+def test_advisory_locks_exclude_each_other_and_a_lost_session_is_noticed(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the writer lock is a session's advisory lock: a holder whose session
+    ends (the server restarted, the connection was cut, an administrator terminated it)
+    no longer holds it, and `intact` says so before its next write."""
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    with StateStore.open(postgres.url_for_new_database()) as store:
+        first, second = store.writer_lock("t"), store.writer_lock("t")
+        assert first.try_acquire()
+        assert first.try_acquire()  # already held: still ours
+        assert first.intact()
+        assert second.held_elsewhere()
+        assert not first.held_elsewhere()
+        assert not second.try_acquire(patience=0.2)
+        other = store.writer_lock("other")
+        assert other.try_acquire()  # locks are per target
+        other.release()
+        first.release()
+        assert not second.held_elsewhere()
+        assert second.try_acquire()
+        second.release()
+
+        assert first.try_acquire()
+        with postgres.admin() as admin:
+            terminated = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted AND pid != pg_backend_pid()"
+            ).fetchall()
+        assert terminated
+        assert not first.intact()
+        assert second.try_acquire(patience=5)  # what the holder's renewal guards against
+        assert second.intact()
+        second.release()
+        first.release()
+        odd = store.writer_lock("../../etc/passwd'; DROP TABLE runs; --")
+        assert odd.try_acquire()
+        odd.release()
+        assert store.runs() == []
+
+
+def test_a_store_reconnects_when_the_server_ended_its_session(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server restart or failover ends the store's connection: the next transaction
+    starts on a new one (nothing was done in it yet), so a daemon keeps reconciling."""
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    url = postgres.url_for_new_database()
+    with StateStore.open(url) as store:
+        run_id = store.start_run("t", "sync")
+        with postgres.admin() as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid != pg_backend_pid()",
+                (url.rsplit("/", 1)[1].split("?")[0],),
+            )
+        time.sleep(0.2)
+        assert [r.run_id for r in store.runs()] == [run_id]
+        store.finish_run(run_id, status="ok", exit_code=0, summary={}, checksum=None)
+        last = store.last_run("t")
+        assert last is not None
+        assert last.status == "ok"
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(location: str) -> None:
+    """The first runs of several processes (a daemon and an operator, replicas) meet an
+    empty database together: one creates the schema, the others wait and find it."""
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            with StateStore.open(location) as store:
+                store.start_run("t", "dry-run")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_it) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with StateStore.open(location) as store:
+        rows = sql(store, "SELECT version FROM schema_version ORDER BY version")
+        assert len(store.runs()) == 5
+    assert [row.integer("version") for row in rows] == list(range(1, LATEST_VERSION + 1))

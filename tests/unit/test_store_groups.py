@@ -37,8 +37,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(db_path: Path, clock: Clock) -> Iterator[StateStore]:
-    with StateStore.open(db_path, clock=clock) as opened:
+def store(location: str, clock: Clock) -> Iterator[StateStore]:
+    with StateStore.open(location, clock=clock) as opened:
         yield opened
 
 
@@ -50,12 +50,12 @@ def own(store: StateStore, group_id: str, source: str, name: str, how: Any = "cr
     store.own_group("openai", group_id=group_id, source_group_id=source, name=name, how=how)
 
 
-def test_owned_groups_survive_reopening_and_fill_memory(db_path: Path, clock: Clock) -> None:
-    with StateStore.open(db_path, clock=clock) as store:
+def test_owned_groups_survive_reopening_and_fill_memory(location: str, clock: Clock) -> None:
+    with StateStore.open(location, clock=clock) as store:
         own(store, "group_a", "src-a", "team-a")
         own(store, "group_b", "src-b", "team-b", "adopted")
         store.link("openai", email_key="ada@example.com", source_id="00u1", member_id="user_1")
-    with StateStore.open(db_path, clock=clock) as store:
+    with StateStore.open(location, clock=clock) as store:
         assert store.owned_groups("openai") == {"group_a": "src-a", "group_b": "src-b"}
         memory = store.memory("openai")
         assert dict(memory.owned_groups) == {"group_a": "src-a", "group_b": "src-b"}
@@ -119,9 +119,8 @@ def test_unknown_how_is_refused_before_writing(store: StateStore) -> None:
     assert store.owned_groups("openai") == {}
 
 
-def test_schema_refuses_bad_rows_and_corrupt_rows_are_named(
-    store: StateStore, db_path: Path
-) -> None:
+def test_schema_refuses_bad_rows_and_corrupt_rows_are_named(db_path: Path) -> None:
+    store = StateStore.open(db_path)
     with raw(db_path) as conn, pytest.raises(sqlite3.IntegrityError, match="CHECK"):
         conn.execute(
             "INSERT INTO owned_groups VALUES ('openai', 'g', 's', 'n', 'stolen', 't', 't')"
@@ -134,6 +133,7 @@ def test_schema_refuses_bad_rows_and_corrupt_rows_are_named(
         )
     with pytest.raises(StateError, match=r"owned_groups\.how"):
         store.owned_group_records("openai")
+    store.close()
 
 
 def test_many_groups(store: StateStore) -> None:
@@ -145,14 +145,14 @@ def test_many_groups(store: StateStore) -> None:
 
 
 def test_version_1_database_with_data_is_migrated(
-    db_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    location: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Create the database exactly as the release with schema version 1 did: migration
     # texts are frozen, so running only the first one reproduces that file.
     with monkeypatch.context() as patch:
         patch.setattr(migrations_module, "MIGRATIONS", migrations_module.MIGRATIONS[:1])
         patch.setattr(migrations_module, "LATEST_VERSION", 1)
-        with StateStore.open(db_path, clock=clock) as old:
+        with StateStore.open(location, clock=clock) as old:
             run_id = "20260101T000000.000000Z-00000001"
             with old._db.write() as session:  # as that release wrote it: no origin column
                 session.execute(
@@ -162,20 +162,31 @@ def test_version_1_database_with_data_is_migrated(
                     (run_id,),
                 )
             old.link("openai", email_key="ada@example.com", source_id="00u1", member_id="u1")
-            with pytest.raises(StateError, match="no such table: owned_groups"):
+            with pytest.raises(StateError, match="owned_groups"):
                 old.owned_groups("openai")
-    with raw(db_path) as conn:
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version")] == [1]
+            assert versions(old) == [1]
 
     assert LATEST_VERSION >= 2
-    with StateStore.open(db_path, clock=clock) as store:
+    with StateStore.open(location, clock=clock) as store:
         assert store.run(run_id) is not None
         assert dict(store.memory("openai").links) == {"00u1": "u1"}
         assert store.owned_groups("openai") == {}
         own(store, "group_a", "src-a", "team-a")
         assert dict(store.memory("openai").owned_groups) == {"group_a": "src-a"}
-    with raw(db_path) as conn:
-        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
-        indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert versions == list(range(1, LATEST_VERSION + 1))
-    assert "owned_groups_by_source" in indexes
+        assert versions(store) == list(range(1, LATEST_VERSION + 1))
+        run = store.run(run_id)
+        assert run is not None
+        assert run.origin == "cli"  # migration 4's default reached the old row
+        with store.db.read() as session:
+            if session.dialect.name == "sqlite":
+                index_sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+            else:
+                index_sql = "SELECT indexname AS name FROM pg_indexes WHERE schemaname = 'public'"
+            indexes = {row.text("name") for row in session.query(index_sql)}
+    assert {"owned_groups_by_source", "runs_by_start", "runs_running"} <= indexes
+
+
+def versions(store: StateStore) -> list[int]:
+    with store.db.read() as session:
+        rows = session.query("SELECT version FROM schema_version ORDER BY version")
+    return [row.integer("version") for row in rows]

@@ -1,12 +1,37 @@
 """The exception hierarchy. Adapters map their library errors into these at the boundary.
 
-Classification decides behaviour in exactly one place each: `TransientError` is retried
-(honouring `retry_after`), `ConflictError` on a create means "look it up and adopt it",
-`NotFoundError` on a delete means "already done", `UnsupportedRequest` means "ask another
-way", any other `TargetError` fails that one operation with the server's message.
+```
+OrgsyncError                  anything orgsync raises on purpose
+├── ConfigError               the configuration is unusable (names the key)
+├── StateError                the state database is unusable
+├── Interrupted               told to stop during a read: nothing may be planned from it
+├── SourceError               the identity provider could not be read completely
+│   └── SourceDataError       a record is malformed (names the record and the field)
+└── ApiError                  one call to another system failed (`status`, `request_id`)
+    │                         alias: TargetError, the name the target side uses
+    ├── TransientError        429, 408, 5xx but 501, timeouts, resets: retryable
+    ├── AuthError             401/403: the credential is refused; the run stops
+    ├── ConflictError         409: it already exists (a create adopts it)
+    ├── NotFoundError         404: it does not exist (a delete is done)
+    └── RequestRejected       any other 4xx: this one operation is refused
+        └── UnsupportedRequest  501, or a refusal of the request's form: ask another way
+```
+
+Retryability belongs to the error, never to the side that raised it: `ApiError.retryable`
+is true for `TransientError` only, whether a source, a target, the directory server or a
+mail relay raised it, and `orgsync.retrying` retries exactly those. The HTTP layer
+(`orgsync.http`) decides the class from the answer in one place for sources and targets
+alike. A source turns the error it finally gets (retries spent, or a permanent one) into
+`SourceError`, because a read is complete or nothing; a target lets it through to the
+applier, where each class decides behaviour in one place: `ConflictError` on a create
+means "look it up and adopt it", `NotFoundError` on a delete means "already done",
+`UnsupportedRequest` means "ask another way", `AuthError` stops the run, any other
+`ApiError` fails that one operation with the server's message.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
 """The process exit codes of SPEC "Commands" (here, beside the errors that cause 1, so that
@@ -33,8 +58,12 @@ class StateError(OrgsyncError):
     """The state database is unusable (locked by another writer, corrupt, too new)."""
 
 
-class TargetError(OrgsyncError):
-    """A target API call failed. `status` is the HTTP status, or None for transport errors."""
+class ApiError(OrgsyncError):
+    """A call to another system failed. `status` is the HTTP status, or None for transport
+    errors (and for systems that are not HTTP)."""
+
+    retryable: ClassVar[bool] = False
+    """Whether the same call may succeed if sent again later (see the module doc)."""
 
     def __init__(
         self, message: str, *, status: int | None = None, request_id: str | None = None
@@ -53,9 +82,16 @@ class TargetError(OrgsyncError):
         return " ".join(parts)
 
 
-class TransientError(TargetError):
-    """429, 5xx but 501, timeouts and connection resets: worth retrying after `retry_after`
-    seconds."""
+TargetError = ApiError
+"""The name the target side and the applier use for `ApiError` ("a target API call
+failed"); one class, so a target's error and a source's are classified alike."""
+
+
+class TransientError(ApiError):
+    """429, 408, 5xx but 501, timeouts and connection resets: worth retrying after
+    `retry_after` seconds."""
+
+    retryable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -76,19 +112,19 @@ class TransientError(TargetError):
         return self.status == 429 or (self.status == 503 and self.retry_after is not None)
 
 
-class AuthError(TargetError):
+class AuthError(ApiError):
     """401/403: the credential is wrong or lacks permission; the whole run stops."""
 
 
-class ConflictError(TargetError):
+class ConflictError(ApiError):
     """409: the object already exists."""
 
 
-class NotFoundError(TargetError):
+class NotFoundError(ApiError):
     """404: the object does not exist."""
 
 
-class RequestRejected(TargetError):
+class RequestRejected(ApiError):
     """Any other 4xx: the server refused this one operation."""
 
 
@@ -96,8 +132,8 @@ class UnsupportedRequest(RequestRejected):
     """The server does not implement this way of asking (HTTP 501, RFC 9110 §15.6.2; or a
     refusal whose code names the request's form, such as a SCIM 400 `invalidPath`).
 
-    Permanent for the request as sent, so never retried; another request meaning the same
-    change may succeed (the SCIM target falls back to one).
+    Permanent for the request as sent, so never retried, on either side; another request
+    meaning the same change may succeed (the SCIM target falls back to one).
     """
 
 

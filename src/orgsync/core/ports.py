@@ -11,7 +11,13 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from orgsync.core.forms import LearnedForm
-from orgsync.core.model import Capabilities, SourceSnapshot, TargetInvite, TargetSnapshot
+from orgsync.core.model import (
+    Capabilities,
+    EmailKey,
+    SourceSnapshot,
+    TargetInvite,
+    TargetSnapshot,
+)
 from orgsync.core.plan import Operation
 
 
@@ -50,6 +56,30 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReadsPeople(Protocol):
+    """A target that can read a few named people without reading the whole organization.
+
+    Optional: a targeted reconcile (a webhook, `sync --only`) uses it where a target has
+    it and reads everything otherwise, so correctness never depends on it.
+    """
+
+    def read_people(
+        self, emails: frozenset[EmailKey], member_ids: frozenset[str]
+    ) -> TargetSnapshot:
+        """A partial snapshot: every member whose normalized email is in `emails` or whose
+        id is in `member_ids` (an id the server no longer knows is simply absent), the
+        role catalog and the key owner. `invites` and `groups` are left empty: a targeted
+        plan does not plan groups, and invitations are read only when one can matter
+        (`read_invitations`). Raises `TargetError` as `read` does."""
+        ...
+
+    def read_invitations(self) -> tuple[TargetInvite, ...]:
+        """At least every outstanding invitation (pending or expired) of the organization
+        that `read` would return."""
+        ...
 
 
 @runtime_checkable

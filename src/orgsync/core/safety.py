@@ -131,6 +131,19 @@ def managed_people(
     return Population(managed=len(people), missing=missing)
 
 
+def managed_in_memory(memory: Memory, desired: DesiredState) -> Population:
+    """The population of a targeted plan that did not read the whole organization.
+
+    The ratios stay measured against everyone orgsync manages, counted from the state
+    database's memory (every email it linked or invited) instead of a full read; without
+    `remove_unmanaged` that is what `managed_people` counts, with it this is smaller, so the
+    gate only gets stricter. `missing`: those of them `desired` (a whole source read) no
+    longer reports.
+    """
+    missing = sum(1 for key in memory.managed if not _reported(desired, key))
+    return Population(managed=len(memory.managed), missing=missing)
+
+
 def _reported(desired: DesiredState | None, key: EmailKey | None) -> bool:
     return desired is None or key is None or key in desired.known or key in desired.ambiguous
 

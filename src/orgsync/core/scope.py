@@ -58,6 +58,42 @@ class Scoped:
     """Every email key the slice covers (named, resolved from ids, or of a linked member)."""
 
 
+def needs_invitations(scoped: Scoped) -> bool:
+    """Whether the slice's plan can depend on invitations: only a person who is not a
+    wanted member can be invited, have an invitation replaced or revoked. The planner
+    ignores the invitations of a wanted member (they are neither renewed nor revoked),
+    so a targeted run about wanted members alone need not list them."""
+    members = {m.email_key for m in scoped.observed.members}
+    return any(k not in scoped.desired.wanted or k not in members for k in scoped.keys)
+
+
+def unknown_subjects(
+    subjects: Subjects, desired: DesiredState, observed: TargetSnapshot, memory: Memory
+) -> list[str]:
+    """The names in `subjects` nobody answers to: not in the source (rejected records
+    included), not a member or invitation in `observed`, not in orgsync's memory. For a
+    person typing `sync --only`, such a name is a typo, not a person to reconcile."""
+    on_target = {m.email_key for m in observed.members} | {i.email_key for i in observed.invites}
+    linked_ids = set(memory.links) | set(memory.linked_sources.values())
+    unknown: list[str] = [
+        email
+        for email in sorted(subjects.emails)
+        if email not in desired.known
+        and email not in desired.ambiguous
+        and email not in desired.rejected_emails
+        and email not in on_target
+        and email not in memory.managed
+    ]
+    unknown += [
+        source_id
+        for source_id in sorted(subjects.source_ids)
+        if source_id not in desired.by_source_id
+        and source_id not in desired.rejected
+        and source_id not in linked_ids
+    ]
+    return unknown
+
+
 def restrict(
     desired: DesiredState, observed: TargetSnapshot, memory: Memory, subjects: Subjects
 ) -> Scoped | None:

@@ -44,9 +44,9 @@ from orgsync.daemon.systemd import Notifier
 from orgsync.daemon.webhooks import WebhookEvent, WebhookReceiver, WebhookSecrets
 from orgsync.daemon.worker import TargetWorker
 from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine, RunOptions, TargetResult
+from orgsync.factories import open_state_store
 from orgsync.metrics import Metrics
 from orgsync.notify import DRAIN_SECONDS, Standing, build_dispatcher
-from orgsync.store import StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -122,11 +122,10 @@ class Service:
             jitter=config.schedule.jitter,
             enqueue=self._scheduled,
         )
-        state_path = config.state.path
         self.status_page = StatusPage(
             [(t.name, t.type) for t in config.targets],
             # A connection of its own: the page never waits on (or holds up) the engine's.
-            open_store=lambda: StateStore.open(state_path, create=False),
+            open_store=lambda: open_state_store(config.state, env, create=False),
             standing=lambda target: self._workers_by_target[target].standing,
             next_run=self.schedule.next_run,
             queued=lambda target: self.mailboxes[target].pending(),

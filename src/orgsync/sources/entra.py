@@ -6,7 +6,7 @@ cached until shortly before it expires and renewed once if Graph refuses it; pag
 through `@odata.nextLink`; Graph's error body (`error.code`, `error.message`) and the
 OAuth one (`error`, `error_description`); and the mapping of users and groups into a
 `SourceSnapshot`. Transport, retries (429/503 with `Retry-After`) and page-sequence checks
-are `sources._http`'s.
+are `orgsync.http`'s.
 
 Calls, and nothing per user: `/users` and `/groups` with `$select` (only what is needed,
 and `accountEnabled` is returned only when selected) and `$top=999`, then one
@@ -38,21 +38,21 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from orgsync.core.errors import SourceDataError, SourceError
+from orgsync.core.errors import SourceDataError
 from orgsync.core.model import (
     RejectedRecord,
-    SourceGroup,
     SourceId,
     SourcePerson,
     SourceSnapshot,
 )
+from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.sources._http import (
-    BearerToken,
     HttpSettings,
-    PageGuard,
     SourceHttp,
-    parallel_map,
+    metrics_system,
+    page_guard,
     require_list,
+    resolve_groups,
 )
 
 __all__ = ["GRAPH_SCOPE", "EntraSource", "graph_error_message", "pick_email"]
@@ -156,53 +156,43 @@ class EntraSource:
             raise ValueError("page_size must be between 1 and 999")
         self.graph_url = graph_url.rstrip("/")
         self.token_url = f"{login_url.rstrip('/')}/{quote(tenant_id, safe='')}/oauth2/v2.0/token"
-        self._client_id = client_id
-        self._client_secret = client_secret
         self.page_size = page_size
         self.settings = settings or HttpSettings()
         self._transport = transport
         self._sleep = sleep
         # Kept across reads: a daemon reusing this source asks for a token once an hour.
-        self.token = BearerToken(self._fetch_token, clock=clock)
+        self.token = ClientCredentials(
+            TokenEndpoint(
+                self.token_url,
+                system=metrics_system("entra"),
+                **self.settings.options(
+                    error_parser=graph_error_message,
+                    transport=transport,
+                ),
+            ),
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=GRAPH_SCOPE,
+            in_body=True,
+            clock=clock,
+        )
         self.skipped_without_email = 0
 
     def __repr__(self) -> str:
         return f"EntraSource(graph_url={self.graph_url!r}, token_url={self.token_url!r})"
-
-    def _fetch_token(self, http: SourceHttp) -> tuple[str, float]:
-        body = http.post_form(
-            self.token_url,
-            {
-                "grant_type": "client_credentials",
-                "client_id": self._client_id,
-                "client_secret": self._client_secret,
-                "scope": GRAPH_SCOPE,
-            },
-        )
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise SourceError(f"entra: POST {self.token_url}: the answer holds no access_token")
-        try:
-            lifetime = float(body.get("expires_in", 3600))
-        except (TypeError, ValueError):
-            lifetime = 3600.0
-        return token, lifetime
 
     def read(self) -> SourceSnapshot:
         with SourceHttp(
             self.graph_url,
             system="entra",
             credential_key="source.client_secret",
-            credential=self.token,
-            secrets=(self._client_secret,),
-            timeout=self.settings.timeout,
-            verify=self.settings.verify,
+            auth=self.token,
             retry=self.settings.retry,
-            error_message=graph_error_message,
-            max_connections=self.settings.max_concurrency * 2,
-            transport=self._transport,
-            sleep=self._sleep,
-            interrupt=self.settings.interrupt,
+            **self.settings.options(
+                error_parser=graph_error_message,
+                transport=self._transport,
+                sleep=self._sleep,
+            ),
         ) as http:
             return self._read(http)
 
@@ -250,11 +240,8 @@ class EntraSource:
                     ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
-        resolved = parallel_map(
-            members, groups, workers=self.settings.max_concurrency, stop=http.stop
-        )
-        snapshot_groups = tuple(
-            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        snapshot_groups = resolve_groups(
+            http, groups, members, workers=self.settings.max_concurrency
         )
         log.info("source.entra.read", people=len(people), groups=len(snapshot_groups))
         return SourceSnapshot(
@@ -265,7 +252,7 @@ class EntraSource:
     def _pages(http: SourceHttp, path: str, params: dict[str, object]) -> Iterator[dict[str, Any]]:
         """Every object of one listing, following `@odata.nextLink` to the end."""
         listing = f"GET {path}"
-        guard = PageGuard("entra", listing)
+        guard = page_guard("entra", listing)
         body = http.get_json(path, params)
         while True:
             where = f"{listing} (page {guard.pages + 1})"

@@ -7,8 +7,8 @@ shortly before expiry and renewed once if the API refuses it); `pageToken` /
 `nextPageToken` pagination; Google's error body (`error.message`, `error.errors[].reason`)
 including its habit of answering a rate limit with 403 `rateLimitExceeded` /
 `userRateLimitExceeded`, which is retried like a 429; and the mapping of users, groups and
-members into a `SourceSnapshot`. Transport, retries and page-sequence checks are
-`sources._http`'s.
+members into a `SourceSnapshot`. Transport, the token flow, retries and page-sequence
+checks are `orgsync.http`'s.
 
 Calls, and nothing per user: `users.list` and `groups.list` for the `customer`, then one
 `members.list` per group, a few at a time. Members are direct; nested groups (type
@@ -43,16 +43,17 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from orgsync.core.errors import ConfigError, SourceDataError, SourceError
-from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.errors import ConfigError, SourceDataError
+from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
+from orgsync.http.auth import JWT_BEARER_GRANT, JwtBearer, TokenEndpoint
+from orgsync.http.responses import default_is_transient
 from orgsync.sources._http import (
-    BearerToken,
     HttpSettings,
-    PageGuard,
     SourceHttp,
-    default_is_transient,
-    parallel_map,
+    metrics_system,
+    page_guard,
     require_list,
+    resolve_groups,
 )
 
 __all__ = [
@@ -71,7 +72,6 @@ SCOPES: Final = (
     "https://www.googleapis.com/auth/admin.directory.group.readonly",
     "https://www.googleapis.com/auth/admin.directory.group.member.readonly",
 )
-JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 USERS_MAX_RESULTS: Final = 500
 GROUPS_MAX_RESULTS: Final = 200
 """`groups.list` and `members.list` allow at most 200 per page (`users.list` 500)."""
@@ -229,7 +229,16 @@ class GoogleSource:
         self._transport = transport
         self._sleep = sleep
         self._wall_clock = wall_clock
-        self.token = BearerToken(self._fetch_token, clock=clock)
+        # Kept across reads: a daemon reusing this source asks for a token once an hour.
+        self.token = JwtBearer(
+            TokenEndpoint(
+                token_url,
+                system=metrics_system("google"),
+                **self.settings.options(error_parser=google_error_message, transport=transport),
+            ),
+            assertion=self.assertion,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return f"GoogleSource(customer={self.customer!r}, subject={self.subject!r})"
@@ -252,36 +261,19 @@ class GoogleSource:
             headers={"kid": self.key.private_key_id},
         )
 
-    def _fetch_token(self, http: SourceHttp) -> tuple[str, float]:
-        assertion = self.assertion()
-        http.add_secret(assertion)
-        body = http.post_form(
-            self.token_url, {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
-        )
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise SourceError(f"google: POST {self.token_url}: the answer holds no access_token")
-        try:
-            lifetime = float(body.get("expires_in", 3600))
-        except (TypeError, ValueError):
-            lifetime = 3600.0
-        return token, lifetime
-
     def read(self) -> SourceSnapshot:
         with SourceHttp(
             self.directory_url,
             system="google",
             credential_key="source.credentials_file",
-            credential=self.token,
-            timeout=self.settings.timeout,
-            verify=self.settings.verify,
+            auth=self.token,
             retry=self.settings.retry,
-            error_message=google_error_message,
-            is_transient=google_is_transient,
-            max_connections=self.settings.max_concurrency * 2,
-            transport=self._transport,
-            sleep=self._sleep,
-            interrupt=self.settings.interrupt,
+            **self.settings.options(
+                error_parser=google_error_message,
+                is_transient=google_is_transient,
+                transport=self._transport,
+                sleep=self._sleep,
+            ),
         ) as http:
             return self._read(http)
 
@@ -328,11 +320,8 @@ class GoogleSource:
                     ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
-        resolved = parallel_map(
-            members, groups, workers=self.settings.max_concurrency, stop=http.stop
-        )
-        snapshot_groups = tuple(
-            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        snapshot_groups = resolve_groups(
+            http, groups, members, workers=self.settings.max_concurrency
         )
         log.info("source.google.read", people=len(people), groups=len(snapshot_groups))
         return SourceSnapshot(people=tuple(people.values()), groups=snapshot_groups)
@@ -343,7 +332,7 @@ class GoogleSource:
     ) -> Iterator[dict[str, Any]]:
         """Every object of one listing, passing `nextPageToken` back until there is none."""
         listing = f"GET {path}"
-        guard = PageGuard("google", listing)
+        guard = page_guard("google", listing)
         body = http.get_json(path, params)
         while True:
             where = f"{listing} (page {guard.pages + 1})"

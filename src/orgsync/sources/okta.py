@@ -5,7 +5,7 @@ Owns the Okta dialect: the `SSWS` API token, `Link: <...>; rel="next"` paginatio
 headers (`X-Rate-Limit-Reset`, epoch seconds, measured against the response's own `Date`
 so that a skewed local clock neither hammers nor stalls), and the mapping of Okta users
 and groups into a `SourceSnapshot`. Transport, retries and the page-sequence checks are
-`sources._http`'s.
+`orgsync.http`'s.
 
 Calls, and nothing per user: users (two listings, see below), groups, and one member
 listing per group (`/api/v1/groups/{id}/users`), a few groups at a time. Okta groups
@@ -39,15 +39,15 @@ import httpx
 import structlog
 
 from orgsync.core.errors import SourceDataError
-from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
+from orgsync.http.auth import HeaderAuth
+from orgsync.http.responses import parse_retry_after
 from orgsync.sources._http import (
     HttpSettings,
-    PageGuard,
     SourceHttp,
-    StaticHeader,
-    parallel_map,
+    page_guard,
     require_list,
-    retry_after_header,
+    resolve_groups,
 )
 
 __all__ = ["ACTIVE_STATUSES", "OktaSource", "okta_error_message", "okta_retry_after"]
@@ -90,7 +90,7 @@ def okta_retry_after(
     with the response's `Date`, so a local clock that runs ahead or behind does not matter.
     A `Retry-After`, should one come, is honoured first.
     """
-    explicit = retry_after_header(response)
+    explicit = parse_retry_after(response.headers)
     if explicit is not None:
         return explicit
     raw = response.headers.get("x-rate-limit-reset")
@@ -199,17 +199,14 @@ class OktaSource:
             self.url,
             system="okta",
             credential_key="source.token",
-            credential=StaticHeader(f"SSWS {self._token}"),
-            secrets=(self._token,),
-            timeout=self.settings.timeout,
-            verify=self.settings.verify,
+            auth=HeaderAuth(f"SSWS {self._token}", secret=self._token),
             retry=self.settings.retry,
-            error_message=okta_error_message,
-            retry_after=okta_retry_after,
-            max_connections=self.settings.max_concurrency * 2,
-            transport=self._transport,
-            sleep=self._sleep,
-            interrupt=self.settings.interrupt,
+            **self.settings.options(
+                error_parser=okta_error_message,
+                retry_after=okta_retry_after,
+                transport=self._transport,
+                sleep=self._sleep,
+            ),
         ) as http:
             return self._read(http)
 
@@ -237,11 +234,8 @@ class OktaSource:
                 ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
-        resolved = parallel_map(
-            members, groups, workers=self.settings.max_concurrency, stop=http.stop
-        )
-        snapshot_groups = tuple(
-            SourceGroup(id=group_id, name=name, members=ids) for (group_id, name), ids in resolved
+        snapshot_groups = resolve_groups(
+            http, groups, members, workers=self.settings.max_concurrency
         )
         log.info("source.okta.read", people=len(people), groups=len(snapshot_groups))
         return SourceSnapshot(people=tuple(people.values()), groups=snapshot_groups)
@@ -250,7 +244,7 @@ class OktaSource:
     def _pages(http: SourceHttp, path: str, params: dict[str, object]) -> Iterator[dict[str, Any]]:
         """Every object of one listing, following `Link: rel="next"` to the end."""
         listing = f"GET {path}"
-        guard = PageGuard("okta", listing)
+        guard = page_guard("okta", listing)
         body, response = http.get_page(path, params)
         while True:
             items = require_list(body, system="okta", where=f"{listing} (page {guard.pages + 1})")

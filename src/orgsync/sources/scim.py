@@ -4,7 +4,7 @@ Owns the page walk and the translation of SCIM resources into `SourceSnapshot`s.
 formats are scim2-models' (`ListResponse[User[EnterpriseUser]]`, `ListResponse[Group]`),
 parsed under a tolerant policy so an attribute the models do not declare (a vendor
 extension) is dropped instead of failing the read; transport, auth and retries are
-`sources._http`'s.
+`orgsync.http`'s.
 
 Read completely or not at all. Index-based paging (`startIndex`/`count`) has no snapshot
 isolation: a user created or deleted between two pages shifts every later page. So each
@@ -38,6 +38,7 @@ from scim2_models import (
 from orgsync.core.errors import SourceDataError, SourceError
 from orgsync.core.member_kinds import member_kind
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.http.auth import HeaderAuth
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import SourceHttp
@@ -134,12 +135,13 @@ class ScimSource:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         interrupt: ReadInterrupt | None = None,
+        on_response: Callable[[str, int], None] | None = None,
     ) -> ScimSource:
         """A source with a bearer `token`, or HTTP basic auth with `username`/`password`."""
         headers = {"Accept": "application/scim+json, application/json"}
-        auth: httpx.Auth | None = None
+        auth: httpx.Auth
         if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
+            auth = HeaderAuth.bearer(token)
         elif username is not None and password is not None:
             auth = httpx.BasicAuth(username, password)
         else:
@@ -157,6 +159,7 @@ class ScimSource:
             transport=transport,
             sleep=sleep,
             interrupt=interrupt,
+            on_response=on_response,
         )
         return cls(http, page_size=page_size)
 

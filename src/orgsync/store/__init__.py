@@ -1,11 +1,12 @@
 """The state database: run history, operation journal, links, missing people, the
 ownership ledger of target groups, leases, and the writer locks beside it.
 
-The only package that talks to SQLite. It depends on `orgsync.core` alone and stores no
-secret. Use `StateStore.open(path)`.
+The only package that talks to SQLite and PostgreSQL. It depends on `orgsync.core` alone
+and stores no secret. Use `StateStore.open(path_or_url)` (the CLI and the engine go
+through `orgsync.factories.open_state_store`).
 """
 
-from orgsync.store.checkup import check_state_path
+from orgsync.store.checkup import check_state_path, check_state_url
 from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
 from orgsync.store.journal import OperationRecord, RunJournal, Unsettled
@@ -36,4 +37,5 @@ __all__ = [
     "Unsettled",
     "WriterLock",
     "check_state_path",
+    "check_state_url",
 ]

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from orgsync.core.errors import StateError
-from orgsync.store.db import MEMORY, StateDB, start_over
+from orgsync.core.state_url import redact_state_url
+from orgsync.store.db import MEMORY, NoStateDatabase, SqliteDB, start_over
 from orgsync.store.migrations import LATEST_VERSION, schema_version
 
 
@@ -31,7 +32,7 @@ def check_state_path(path: str | Path) -> str:
         return f"{file}: none yet (the first sync creates it)"
     if not os.access(file, os.R_OK | os.W_OK):
         raise StateError(f"{file} is not readable and writable by this user")
-    db = StateDB.open(file, create=False)
+    db = SqliteDB.open(file, create=False)
     try:
         version = schema_version(db)
         with db.read() as session:
@@ -46,3 +47,23 @@ def check_state_path(path: str | Path) -> str:
         )
     upgrade = f", upgraded to {LATEST_VERSION} by the next run" if version < LATEST_VERSION else ""
     return f"{file}: ok (schema version {version}{upgrade}, {runs} runs)"
+
+
+def check_state_url(url: str, *, password: str | None) -> str:
+    """What is in the PostgreSQL database at `url`, in a few words; `StateError` if a run
+    could not use it (unreachable, refused credentials, not orgsync's, too new)."""
+    from orgsync.store.postgres import PostgresDB
+
+    try:
+        db = PostgresDB.open(url, password=password, create=False)
+    except NoStateDatabase:
+        return f"{redact_state_url(url)}: reachable, empty (the first sync creates the schema)"
+    try:
+        version = schema_version(db)
+        with db.read() as session:
+            runs = session.scalar("SELECT COUNT(*) FROM runs")
+        location = db.location
+    finally:
+        db.close()
+    upgrade = f", upgraded to {LATEST_VERSION} by the next run" if version < LATEST_VERSION else ""
+    return f"{location}: ok (schema version {version}{upgrade}, {runs} runs)"

@@ -1,4 +1,10 @@
-"""The one SQLite connection of a state database: opening, pragmas, transactions, rows.
+"""The one connection of a state database: the backend seam, and SQLite behind it.
+
+`StateDB` and `Session` are what the rest of the store writes its SQL against: SQLite's
+dialect (`?` and `:name` parameters), run in a `read()` or `write()` transaction, with
+values read through the typed `Row`. Two backends implement them: `SqliteDB` here (the
+embedded default) and `PostgresDB` (`postgres.py`). The few statements that cannot be
+written once for both ask the session's `Dialect` for their backend's form.
 
 This module owns everything that touches `sqlite3`/`sqlite_utils` directly: creating the
 file with mode 0600, the connection pragmas (WAL, busy timeout, foreign keys, durable
@@ -15,13 +21,16 @@ import os
 import secrets
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orgsync.core.errors import StateError
+from orgsync.store.writer_lock import WriterLock, WriterLocks
 
 if TYPE_CHECKING:
     # Imported on first connection: sqlite-utils (and click, which it imports) cost every
@@ -79,6 +88,15 @@ class Row:
     def __init__(self, values: Mapping[str, object]) -> None:
         self._values = values
 
+    def values(self) -> dict[str, SqlValue]:
+        """Every column, as stored (to copy a row to another database)."""
+        out: dict[str, SqlValue] = {}
+        for key, value in self._values.items():
+            if value is not None and not isinstance(value, str | int | float | bytes):
+                raise self._corrupt(key, "a value SQL stores")
+            out[key] = value
+        return out
+
     def _get(self, key: str) -> object:
         try:
             return self._values[key]
@@ -134,14 +152,45 @@ class Row:
 # --------------------------------------------------------------------------- sessions
 
 
-class Session:
-    """Statements run while the connection lock is held (see `StateDB.read`/`write`)."""
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the backends' SQL, for the statements that cannot be written
+    once in the common subset (everything else is written in SQLite's form and translated
+    by the backend's session)."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    name: str
+    json_array_values: str
+    """A subquery of the text values of a JSON array bound as one parameter."""
+    table_names: str
+    """The names of the tables of the database (the current schema), column `name`."""
+    schema_lock: str | None
+    """Run first in a migration's transaction, to make concurrent migrations wait."""
 
-    def query(self, sql: str, params: Params = ()) -> list[Row]:
-        return [Row(dict(r)) for r in self._db.query(sql, _bind(params))]
+    def ddl(self, statement: str) -> str:
+        """A migration's statement (written for SQLite) in this backend's form."""
+        return statement
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    json_array_values="SELECT value FROM json_each(?)",
+    table_names=(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ),
+    schema_lock=None,  # BEGIN IMMEDIATE already serialises writers
+)
+
+
+class Session(ABC):
+    """Statements run while the connection lock is held (see `StateDB.read`/`write`).
+
+    SQL is written in SQLite's form (`?` or `:name` parameters); a backend translates it.
+    """
+
+    dialect: Dialect
+
+    @abstractmethod
+    def query(self, sql: str, params: Params = ()) -> list[Row]: ...
 
     def one(self, sql: str, params: Params = ()) -> Row | None:
         rows = self.query(sql, params)
@@ -149,13 +198,32 @@ class Session:
             raise StateError(f"expected at most one row, got {len(rows)}: {sql}")
         return rows[0] if rows else None
 
+    @abstractmethod
+    def scalar(self, sql: str, params: Params = ()) -> object: ...
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+
+    @abstractmethod
+    def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None: ...
+
+
+class SqliteSession(Session):
+    dialect = SQLITE
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
+        return [Row(dict(r)) for r in self._db.query(sql, _bind(params))]
+
     def scalar(self, sql: str, params: Params = ()) -> object:
         cursor = self._db.execute(sql, _bind(params))
         row = cursor.fetchone()
         return None if row is None else row[0]
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
         return self._db.execute(sql, _bind(params)).rowcount
 
     def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None:
@@ -173,7 +241,43 @@ def _bind(params: Params) -> Sequence[SqlValue] | dict[str, SqlValue]:
 # --------------------------------------------------------------------------- the database
 
 
-class StateDB:
+class StateDB(ABC):
+    """A state database behind one lock-guarded connection, whatever the backend.
+
+    `read()` is a consistent snapshot; `write()` one transaction, durable when the block
+    ends. Both may be used from several threads (they take turns).
+    """
+
+    path: Path | None
+    """The SQLite file; None in memory and on a server."""
+    clock: Clock
+    created: bool
+    """True when `open` created the database (a brand-new one, announced once)."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the database is, for people (a server's URL without any secret)."""
+
+    @property
+    def in_memory(self) -> bool:
+        return False
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Session]: ...
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Session]: ...
+
+    @abstractmethod
+    def writer_lock(self, target: str) -> WriterLock:
+        """The lock that makes its holder the one writer of `target` (see writer_lock.py)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SqliteDB(StateDB):
     """A state database file (or `:memory:`) behind one lock-guarded connection.
 
     Every write runs in `BEGIN IMMEDIATE` … `COMMIT` and returns only after the commit, with
@@ -184,13 +288,13 @@ class StateDB:
 
     def __init__(self, db: Database, path: Path | None, clock: Clock) -> None:
         self._db = db
-        self._session = Session(db)
+        self._session = SqliteSession(db)
         self._lock = threading.RLock()
         self._closed = False
         self.path = path
         self.clock = clock
         self.created = False
-        """True when `open` created the file (a brand-new database, announced once)."""
+        self._locks = WriterLocks(path)
 
     # ------------------------------------------------------------------ opening
 
@@ -202,7 +306,7 @@ class StateDB:
         clock: Clock = utc_now,
         prepare: Callable[[StateDB], object] | None = None,
         create: bool = True,
-    ) -> StateDB:
+    ) -> SqliteDB:
         """Open `path` (`":memory:"` for tests) and run `prepare` (the migrations) on it.
 
         A file that does not exist is created (with `create`; else `NoStateDatabase`),
@@ -258,7 +362,7 @@ class StateDB:
                 leftover.unlink(missing_ok=True)
 
     @staticmethod
-    def _prepared(db: StateDB, prepare: Callable[[StateDB], object] | None) -> StateDB:
+    def _prepared(db: SqliteDB, prepare: Callable[[StateDB], object] | None) -> SqliteDB:
         if prepare is not None:
             try:
                 prepare(db)
@@ -270,7 +374,7 @@ class StateDB:
     @classmethod
     def _connect(
         cls, target: str, path: Path | None, clock: Clock, *, fresh: bool = False
-    ) -> StateDB:
+    ) -> SqliteDB:
         try:
             # isolation_level=None: the driver opens no implicit transactions; every
             # transaction is an explicit BEGIN IMMEDIATE below. check_same_thread=False: the
@@ -393,8 +497,15 @@ class StateDB:
         return str(self.path) if self.path is not None else MEMORY
 
     @property
+    def location(self) -> str:
+        return self._name
+
+    @property
     def in_memory(self) -> bool:
         return self.path is None
+
+    def writer_lock(self, target: str) -> WriterLock:
+        return self._locks.lock(target)
 
     def close(self) -> None:
         with self._lock:
@@ -406,7 +517,7 @@ class StateDB:
 class NoStateDatabase(StateError):
     """There is no state database at the configured path yet (nothing has run)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         super().__init__(
             f"no state database at {path} yet: the first `orgsync sync` (or the daemon) creates it"
         )

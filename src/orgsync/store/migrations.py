@@ -1,5 +1,10 @@
 """The schema of the state database: numbered migrations and the `schema_version` table.
 
+Each migration is written once, in SQLite's form, and applied on both backends: the
+session's dialect turns it into PostgreSQL's (`Dialect.ddl`). So a migration uses the
+SQL both understand (TEXT, INTEGER, CHECK, partial indexes, ALTER TABLE ADD COLUMN);
+nothing but `WITHOUT ROWID` is SQLite's own.
+
 A migration is frozen text once released: never edit one, append the next number. The
 CHECK constraints spell their allowed values out literally for that reason (a constant
 changed in code must not silently change what an old migration created). No column holds
@@ -177,16 +182,18 @@ def migrate(db: StateDB) -> int:
     # All pending migrations in one IMMEDIATE transaction: a crash leaves the old schema,
     # and a second process opening at the same moment waits, re-reads, and finds no work.
     with db.write() as session:
+        if session.dialect.schema_lock is not None:
+            session.scalar(session.dialect.schema_lock)
         found = _current_version(session)
         _refuse_newer(db, found)
         if found == 0:
             _refuse_foreign(db, session)
-        session.execute(_CREATE_VERSION_TABLE)
+        session.execute(session.dialect.ddl(_CREATE_VERSION_TABLE))
         for migration in MIGRATIONS:
             if migration.version <= found:
                 continue
             for statement in migration.statements:
-                session.execute(statement)
+                session.execute(session.dialect.ddl(statement))
             session.execute(
                 "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                 (migration.version, migration.description, encode_time(db.clock())),
@@ -206,10 +213,8 @@ def schema_version(db: StateDB) -> int:
 
 
 def _current_version(session: Session) -> int:
-    exists = session.scalar(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    )
-    if exists is None:
+    tables = {row.text("name") for row in session.query(session.dialect.table_names)}
+    if "schema_version" not in tables:
         return 0
     version = session.scalar("SELECT MAX(version) FROM schema_version")
     if version is None:
@@ -221,22 +226,20 @@ def _current_version(session: Session) -> int:
 
 def _refuse_foreign(db: StateDB, session: Session) -> None:
     """An unversioned file with tables belongs to something else; never write into it."""
-    tables = session.query(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    )
+    tables = session.query(session.dialect.table_names)
     if tables:
         names = ", ".join(sorted(row.text("name") for row in tables))
         raise StateError(
-            f"{db.path} is not an orgsync state database (it has tables {names} but no "
+            f"{db.location} is not an orgsync state database (it has tables {names} but no "
             "schema_version); refusing to write into it"
         )
 
 
 def _refuse_newer(db: StateDB, found: int) -> None:
     if found > LATEST_VERSION:
-        where = db.path if db.path is not None else "(memory)"
+        where = db.location if not db.in_memory else "(memory)"
         raise StateError(
             f"state database {where} has schema version {found}, newer than the "
             f"{LATEST_VERSION} this orgsync understands; upgrade orgsync or use another "
-            "[state] path"
+            "[state] path or url"
         )

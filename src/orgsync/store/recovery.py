@@ -61,7 +61,8 @@ def recover_interrupted(db: StateDB, target: str) -> int:
                     SELECT MAX(t) FROM (
                         SELECT started_at AS t FROM runs WHERE run_id = :run
                         UNION ALL SELECT started_at FROM operations WHERE run_id = :run
-                        UNION ALL SELECT finished_at FROM operations WHERE run_id = :run))
+                        UNION ALL SELECT finished_at FROM operations WHERE run_id = :run
+                    ) AS signs)
                 WHERE run_id = :run
                 """,
                 {

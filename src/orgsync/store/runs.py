@@ -173,13 +173,13 @@ class Runs:
                     SELECT run_id FROM (
                         SELECT run_id, ROW_NUMBER() OVER (
                             PARTITION BY target ORDER BY started_at DESC, run_id DESC) AS n
-                        FROM runs)
+                        FROM runs) AS newest
                     WHERE n = 1
                     UNION ALL
                     SELECT run_id FROM (
                         SELECT run_id, ROW_NUMBER() OVER (
                             PARTITION BY target ORDER BY started_at DESC, run_id DESC) AS n
-                        FROM runs WHERE mode = 'sync' AND status != 'running')
+                        FROM runs WHERE mode = 'sync' AND status != 'running') AS newest_sync
                     WHERE n = 1)
                 """,
                 {"before": encode_time(before)},
@@ -220,9 +220,11 @@ class Runs:
             raise ValueError(f"limit must not be negative, got {limit}")
         with self._db.read() as session:
             rows = session.query(
-                "SELECT * FROM runs WHERE (:target IS NULL OR target = :target) "
-                "AND (:origin IS NULL OR origin = :origin) AND (:mode IS NULL OR mode = :mode) "
-                "AND (:instance IS NULL OR instance = :instance) "
+                # CAST: PostgreSQL cannot infer the type of a parameter only tested for NULL.
+                "SELECT * FROM runs WHERE (CAST(:target AS TEXT) IS NULL OR target = :target) "
+                "AND (CAST(:origin AS TEXT) IS NULL OR origin = :origin) "
+                "AND (CAST(:mode AS TEXT) IS NULL OR mode = :mode) "
+                "AND (CAST(:instance AS TEXT) IS NULL OR instance = :instance) "
                 "ORDER BY started_at DESC, run_id DESC LIMIT :limit",
                 {
                     "target": target,

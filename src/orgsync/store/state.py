@@ -18,7 +18,8 @@ import structlog
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Plan
-from orgsync.store.db import Clock, StateDB, utc_now
+from orgsync.core.state_url import is_server_url
+from orgsync.store.db import Clock, SqliteDB, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
 from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
@@ -27,7 +28,7 @@ from orgsync.store.links import LinkRow, Links
 from orgsync.store.migrations import migrate
 from orgsync.store.recovery import recover_interrupted
 from orgsync.store.runs import Origin, Outcome, RunRecord, Runs
-from orgsync.store.writer_lock import WriterLock, WriterLocks
+from orgsync.store.writer_lock import WriterLock
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +37,7 @@ CLI = Origin("cli")
 
 class StateStore:
     """Run history, operation journal, links, owned groups, learned request forms and
-    leases in one SQLite file.
+    leases in one SQLite file, or in a PostgreSQL database.
 
     Safe to share between threads. Every write has committed durably when it returns.
     """
@@ -49,31 +50,58 @@ class StateStore:
         self._groups = GroupLedger(db)
         self._leases = Leases(db)
         self._forms = FormMemory(db)
-        self._locks = WriterLocks(db.path)
 
     @classmethod
-    def open(cls, path: str | Path, *, clock: Clock = utc_now, create: bool = True) -> StateStore:
-        """Open and migrate; `":memory:"` for tests.
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        clock: Clock = utc_now,
+        create: bool = True,
+        password: str | None = None,
+    ) -> StateStore:
+        """Open and migrate a SQLite file, `":memory:"` for tests, or a PostgreSQL database
+        given as a `postgresql://` URL (`password`, if given, is used for it and for
+        nothing else; libpq's own variables, PGPASSWORD and the like, work too).
 
         A missing file is created (mode 0600) and announced with a `state.created` log
-        line, unless `create` is False (`status`, `runs`): then `NoStateDatabase`. Raises
-        `StateError` for an existing file that is empty, unreadable or not orgsync's, one
-        locked beyond the busy timeout, or one whose schema is newer than this code.
+        line, and so is the schema of an empty PostgreSQL database, unless `create` is
+        False (`status`, `runs`): then `NoStateDatabase`. Raises `StateError` for an
+        existing file that is empty, unreadable or not orgsync's, one locked beyond the
+        busy timeout, a server that cannot be reached, or a schema newer than this code.
         `clock` must return aware datetimes.
         """
-        db = StateDB.open(path, clock=clock, prepare=migrate, create=create)
+        db: StateDB
+        if is_server_url(str(path)):
+            from orgsync.store.postgres import PostgresDB
+
+            db = PostgresDB.open(
+                str(path), password=password, clock=clock, prepare=migrate, create=create
+            )
+        else:
+            db = SqliteDB.open(path, clock=clock, prepare=migrate, create=create)
         if db.created:
             log.warning(
                 "state.created",
-                path=str(db.path),
+                path=db.location,
                 note="a new state database: orgsync manages nobody in any target yet",
             )
         return cls(db)
 
     @property
     def path(self) -> Path | None:
-        """The database file, or None for `:memory:`."""
+        """The database file, or None for `:memory:` and a server."""
         return self._db.path
+
+    @property
+    def location(self) -> str:
+        """Where the state is, for people: a file, or a server's URL without a secret."""
+        return self._db.location
+
+    @property
+    def db(self) -> StateDB:
+        """The database itself, for `orgsync.store.transfer` and the tests."""
+        return self._db
 
     def close(self) -> None:
         self._db.close()
@@ -282,8 +310,9 @@ class StateStore:
     # ------------------------------------------------------------------ lease
 
     def writer_lock(self, target: str) -> WriterLock:
-        """The kernel lock that makes its holder the one writer of `target`."""
-        return self._locks.lock(target)
+        """The lock that makes its holder the one writer of `target`: a kernel lock on
+        SQLite, a session advisory lock on PostgreSQL."""
+        return self._db.writer_lock(target)
 
     def take_lease(
         self, target: str, holder: str, ttl: timedelta, now: datetime | None = None

@@ -15,15 +15,13 @@ What the Keycard API allows shapes everything here (research/target-apis.md §2)
 - service accounts are principals of their own, not organization users, so the
   credential's identity is never among the members (`key_owner_id` is None).
 
-Only `orgsync.core`, `orgsync.retrying` and `orgsync.targets.http` are imported here
-(besides this package).
+Only `orgsync.core`, `orgsync.retrying`, `orgsync.http` and `orgsync.targets.http` are
+imported here (besides this package).
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
-import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final, Protocol, TypeVar, cast, get_args
@@ -51,11 +49,12 @@ from orgsync.core.plan import (
     SuspendMember,
     UpdateUser,
 )
+from orgsync.http.auth import ClientCredentials, TokenEndpoint
+from orgsync.http.paging import PageGuard
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets.http import ApiClient, network_transport
+from orgsync.targets.http import ApiClient
 from orgsync.targets.keycard import wire
-from orgsync.targets.keycard.auth import BearerTransport, ClientCredentials
 
 __all__ = ["CAPABILITIES", "KeycardTarget"]
 
@@ -122,38 +121,36 @@ class KeycardTarget:
     ) -> KeycardTarget:
         """A target authenticating as a service account; `token_url` defaults to
         `base_url` + `/service-account-token`. `transport` replaces the network (tests)."""
-        context = _ssl_context(verify)
+        # OAuth client credentials, sent as HTTP Basic as Keycard's SDKs do; the token
+        # endpoint has its own client, so the Basic credentials never ride on API calls.
         credentials = ClientCredentials(
-            httpx.Client(
-                timeout=httpx.Timeout(timeout),
-                verify=context,
+            TokenEndpoint(
+                token_url or base_url.rstrip("/") + TOKEN_PATH,
+                system=system,
+                error_parser=wire.error_message,
+                hint=" (check client_id and the client secret)",
+                timeout=timeout,
+                verify=verify,
                 transport=transport,
-                follow_redirects=False,
-                headers={"User-Agent": "orgsync"},
+                interrupt=interrupt,
+                on_response=on_response,
             ),
-            token_url=token_url or base_url.rstrip("/") + TOKEN_PATH,
             client_id=client_id,
             client_secret=client_secret,
-            system=system,
-            on_response=on_response,
         )
-        inner = transport or network_transport(context, interrupt)
-
         client = ApiClient(
             base_url,
-            # The real header is set per request by BearerTransport from the token cache;
-            # this placeholder is overwritten before anything is sent.
-            bearer_token=secrets.token_urlsafe(24),  # a random placeholder, never sent
+            auth=credentials,
             system=system,
             timeout=timeout,
+            verify=verify,
             requests_per_second=requests_per_second,
             retry=retry,
             user_agent="orgsync",
-            transport=BearerTransport(inner, credentials),
+            transport=transport,
             on_response=on_response,
             interrupt=interrupt,
             error_parser=wire.error_message,
-            more_secrets=credentials.secrets,
         )
         return cls(client, organization_id=organization_id, clock=clock)
 
@@ -270,7 +267,7 @@ class KeycardTarget:
         """Every item of a cursor list, each id once, or an error: never a partial list."""
         items: dict[str, _Item] = {}
         after: str | None = None
-        cursors: set[str] = set()
+        guard = PageGuard(f"GET {self._org}{path}")
         while True:
             page = self._client.request_model(
                 "GET",
@@ -288,9 +285,7 @@ class KeycardTarget:
                 raise TransientError(
                     f"GET {self._org}{path}: has_next_page without items or end_cursor"
                 )
-            if cursor in cursors:
-                raise TransientError(f"GET {self._org}{path}: pagination repeats a cursor")
-            cursors.add(cursor)
+            guard.page(len(page.items), cursor)
             after = cursor
 
     def _roles(self) -> RoleCatalog:
@@ -364,9 +359,3 @@ def _role(role: str) -> wire.OrgRole:
 def _segment(identifier: str) -> str:
     """An id as one path segment: ids come from the server, but a '/' must not escape."""
     return quote(identifier, safe="")
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return verify

@@ -84,12 +84,6 @@ class InvitationCreate(_Model):
     """Always sent: the API would otherwise default to org_admin."""
 
 
-class TokenResponse(_Model):
-    access_token: str
-    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
-    expires_in: float | None = None
-
-
 class _Error(_Model):
     message: str
     code: str | None = None

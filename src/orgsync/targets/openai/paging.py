@@ -2,8 +2,8 @@
 
 Roles, groups, group users and role-assignment lists page with `after=<next>` while
 `has_more`. A server that contradicts itself (`has_more` without a `next`, a cursor seen
-before) is refused with a `TransientError` rather than followed forever: a read that
-cannot be completed must not become a partial snapshot.
+before: `orgsync.http.paging`) is refused with a `TransientError` rather than followed
+forever: a read that cannot be completed must not become a partial snapshot.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 from orgsync.core.errors import TransientError
+from orgsync.http.paging import PageGuard
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 
@@ -29,7 +30,7 @@ def list_by_next(
     """Every item of the list at `path`, in server order, each id once."""
     items: dict[str, _Item] = {}
     after: str | None = None
-    cursors: set[str] = set()
+    guard = PageGuard(f"GET {path}")
     while True:
         page = client.request_model(
             "GET", path, page_model, params={"limit": limit, "after": after}, idempotent=True
@@ -40,7 +41,5 @@ def list_by_next(
             return list(items.values())
         if not page.next:
             raise TransientError(f"GET {path}: has_more without a next cursor")
-        if page.next in cursors:
-            raise TransientError(f"GET {path}: pagination repeats cursor {page.next!r}")
-        cursors.add(page.next)
+        guard.page(len(page.data), page.next)
         after = page.next

@@ -13,7 +13,8 @@ What the Admin API allows shapes everything here (see `wire` for the shapes):
   `orgsync.targets.openai.groups`; the role catalog adds the organization's RBAC roles
   (predefined and custom) by name, for the roles groups are given.
 
-Only `orgsync.core`, `orgsync.retrying` and `orgsync.targets.http` are imported here.
+Only `orgsync.core`, `orgsync.retrying`, `orgsync.http` and `orgsync.targets.http` are imported
+here.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from orgsync.core.errors import (
 )
 from orgsync.core.model import (
     Capabilities,
+    EmailKey,
     InviteStatus,
     RoleCatalog,
     TargetInvite,
@@ -52,6 +54,7 @@ from orgsync.core.plan import (
     SetRole,
     SuspendMember,
 )
+from orgsync.http.paging import PageGuard
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.groups import OpenAIGroups, role_catalog
@@ -144,20 +147,10 @@ class OpenAITarget:
     # ------------------------------------------------------------------ reading
 
     def read(self) -> TargetSnapshot:
-        """Read every member, every outstanding invitation (pending or expired), the roles,
-        every group with its members and role assignments, and the key owner.
-
-        Accepted invitations are history (the list keeps them, the person is a member now)
-        and are left out: counted as well, everyone who joined by invitation would count
-        twice in the safety gate's managed population. Expired ones stay: renewing one
-        deletes it first.
-        """
+        """Read every member, every outstanding invitation (`read_invitations`), the
+        roles, every group with its members and role assignments, and the key owner."""
         members = tuple(_member(user) for user in self._list_by_id(USERS, wire.UserPage))
-        invites = tuple(
-            invite
-            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
-            if invite.status is not InviteStatus.ACCEPTED
-        )
+        invites = self.read_invitations()
         catalog = role_catalog(ORG_ROLES, self._list_roles())
         groups = self._groups.read()
         log.debug(
@@ -174,6 +167,58 @@ class OpenAITarget:
             roles=catalog,
             key_owner_id=self._key_owner_id(),
             groups=groups,
+        )
+
+    def read_people(
+        self, emails: frozenset[EmailKey], member_ids: frozenset[str]
+    ) -> TargetSnapshot:
+        """The named people only (`orgsync.core.ports.ReadsPeople`): the users list
+        filtered by `emails` (one request per 100 emails), each linked member id the
+        filter did not return by `GET /users/{id}` (a person whose email changed), the
+        roles and the key owner; no invitations (`read_invitations`), no groups."""
+        found: dict[str, wire.User] = {}
+        ordered = sorted(emails)
+        for start in range(0, len(ordered), LEGACY_PAGE_SIZE):
+            batch = ordered[start : start + LEGACY_PAGE_SIZE]
+            for user in self._list_by_id(USERS, wire.UserPage, emails=batch):
+                found.setdefault(user.id, user)
+        for member_id in sorted(member_ids - found.keys()):
+            try:
+                user = self._client.request_model(
+                    "GET", f"{USERS}/{_segment(member_id)}", wire.User, idempotent=True
+                )
+            except NotFoundError:
+                continue  # removed since orgsync linked it: absent, as in a full read
+            found[user.id] = user
+        # The filter is the server's; the email match is ours (normalized), so that a
+        # server matching loosely never brings a stranger into the slice.
+        members = tuple(
+            m for m in map(_member, found.values()) if m.email_key in emails or m.id in member_ids
+        )
+        catalog = role_catalog(ORG_ROLES, self._list_roles())
+        log.debug(
+            "openai.read_people",
+            system=self._client.system,
+            asked=len(emails) + len(member_ids),
+            members=len(members),
+        )
+        return TargetSnapshot(
+            members=members, invites=(), roles=catalog, key_owner_id=self._key_owner_id()
+        )
+
+    def read_invitations(self) -> tuple[TargetInvite, ...]:
+        """Every outstanding invitation (pending or expired). The Admin API's list has no
+        filter, so it is read whole, also for a targeted run.
+
+        Accepted invitations are history (the list keeps them, the person is a member now)
+        and are left out: counted as well, everyone who joined by invitation would count
+        twice in the safety gate's managed population. Expired ones stay: renewing one
+        deletes it first.
+        """
+        return tuple(
+            invite
+            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
+            if invite.status is not InviteStatus.ACCEPTED
         )
 
     def find_invite(self, email: str) -> TargetInvite | None:
@@ -261,17 +306,26 @@ class OpenAITarget:
         if not result.deleted:
             raise TargetError(f"DELETE {path}: the server answered but reports nothing deleted")
 
-    def _list_by_id(self, path: str, page_model: type[wire.CursorPage[_Item]]) -> list[_Item]:
-        """Every item of an id-cursor list, in server order, each id once."""
+    def _list_by_id(
+        self,
+        path: str,
+        page_model: type[wire.CursorPage[_Item]],
+        *,
+        emails: Sequence[str] = (),
+    ) -> list[_Item]:
+        """Every item of an id-cursor list, in server order, each id once; `emails`
+        filters the users list (repeated `emails` parameters, as the spec's array)."""
         items: dict[str, _Item] = {}
         after: str | None = None
-        cursors: set[str] = set()
+        guard = PageGuard(f"GET {path}")
         while True:
             page = self._client.request_model(
                 "GET",
                 path,
                 page_model,
-                params={"limit": LEGACY_PAGE_SIZE, "after": after},
+                params={"limit": LEGACY_PAGE_SIZE, "after": after, "emails": list(emails)}
+                if emails
+                else {"limit": LEGACY_PAGE_SIZE, "after": after},
                 idempotent=True,
             )
             for item in page.data:
@@ -281,9 +335,7 @@ class OpenAITarget:
             if not page.data:
                 raise TransientError(f"GET {path}: has_more with an empty page (after {after!r})")
             cursor = page.last_id or page.data[-1].id
-            if cursor in cursors:
-                raise TransientError(f"GET {path}: pagination repeats cursor {cursor!r}")
-            cursors.add(cursor)
+            guard.page(len(page.data), cursor)
             after = cursor
 
     def _list_roles(self) -> list[wire.Role]:

@@ -23,14 +23,13 @@ RFC 7644 shapes everything here; the departures of real servers are dialect swit
 - lists are index pages (`startIndex`/`count`) checked for consistency: a total that
   changes, a resource seen twice or a short walk is an error, never a partial snapshot.
 
-Only `orgsync.core`, `orgsync.retrying`, `orgsync.targets.http` and third-party libraries
-are imported here (besides this package).
+Only `orgsync.core`, `orgsync.retrying`, `orgsync.http`, `orgsync.targets.http` and
+third-party libraries are imported here (besides this package).
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,9 +73,10 @@ from orgsync.core.plan import (
     SuspendMember,
     UpdateUser,
 )
+from orgsync.http.client import network_transport, ssl_verify
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets.http import ApiClient, network_transport
+from orgsync.targets.http import ApiClient
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.dialect import DIALECTS, Dialect
 from orgsync.targets.scim.forms import CHAINS, Form, FormBook
@@ -177,7 +177,7 @@ class ScimTarget:
         page_size: int = PAGE_SIZE,
     ) -> ScimTarget:
         """A target authenticating with a bearer token; `transport` replaces the network."""
-        inner = transport or network_transport(_ssl_context(verify), interrupt)
+        inner = transport or network_transport(ssl_verify(verify), interrupt)
         client = ApiClient(
             base_url.rstrip("/"),
             bearer_token=token,
@@ -767,9 +767,3 @@ def _quoted(value: str) -> str:
 def _segment(identifier: str) -> str:
     """An id as one path segment: ids come from the server, but a '/' must not escape."""
     return quote(identifier, safe="")
-
-
-def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return verify

@@ -1,0 +1,429 @@
+"""The one HTTP client of orgsync's sources and targets (httpx, synchronous, thread-safe).
+
+`new_client` builds every `httpx.Client` orgsync opens: TLS verification on unless the
+configuration gives a CA file instead of the system store, one timeout for connect, read,
+write and pool, the `User-Agent`, redirects never followed (a next link or a redirect
+must not carry a credential to another host), and, when a stop request can come, the
+transport that ends a read in flight (`orgsync.interrupt`).
+
+`HttpClient` sends one call and returns what `parse` makes of its 2xx answer, or raises
+the `ApiError` the answer stands for (`orgsync.http.responses`), with every credential
+scrubbed from the message. Around each attempt, in this order: the stop request, the
+shared rate limit, the call (its credential set by an `httpx.Auth` flow, see
+`orgsync.http.auth`), a debug line, and the `(system, status)` report to the metrics
+(every response on the wire, token requests and refused attempts included; 0 for a
+transport failure). Idempotent calls are retried with `orgsync.retrying`; the others never
+are, because only the applier can tell, after a lookup, whether a create already happened.
+
+This module imports only httpx, structlog, tenacity, the standard library,
+`orgsync.core`, `orgsync.retrying` and `orgsync.interrupt`.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
+
+import httpx
+import structlog
+import tenacity
+
+from orgsync.core.errors import ApiError, TransientError
+from orgsync.core.redaction import scrub
+from orgsync.http.ratelimit import TokenBucket
+from orgsync.http.responses import (
+    ErrorParser,
+    FormRefusal,
+    IsTransient,
+    RetryAfter,
+    default_is_transient,
+    error_for_response,
+    error_for_transport,
+    no_form_refusal,
+    no_message,
+    redact,
+    retry_after,
+)
+from orgsync.interrupt import ReadInterrupt, interruptible_transport
+from orgsync.retrying import RetrySettings
+
+__all__ = [
+    "ClientOptions",
+    "HasSecrets",
+    "HttpClient",
+    "QueryParams",
+    "SecretSet",
+    "network_transport",
+    "new_client",
+    "ssl_verify",
+]
+
+log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
+
+QueryValue = str | int | float | bool | None
+QueryParams = Mapping[str, QueryValue | Sequence[QueryValue]]
+OnResponse = Callable[[str, int], None]
+"""Told `(system, status)` of every response (0: the transport failed); the metrics."""
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+class SecretSet:
+    """Credentials to scrub from every message: a thread-safe set that only grows.
+
+    Its own lock, never held while anything is sent: a token fetch in progress (under
+    the token cache's lock) can still have its failure scrubbed.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._values = {v for v in values if v}
+
+    def add(self, value: str | None) -> None:
+        if value:
+            with self._lock:
+                self._values.add(value)
+
+    def discard(self, value: str | None) -> None:
+        with self._lock:
+            self._values.discard(value or "")
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._values))
+
+    def __repr__(self) -> str:
+        return f"SecretSet({len(self._values)} hidden)"
+
+
+@runtime_checkable
+class HasSecrets(Protocol):
+    """An auth flow that knows credentials besides those given to the client."""
+
+    def secrets(self) -> Iterable[str]: ...
+
+
+# --------------------------------------------------------------------------- the factory
+
+
+def ssl_verify(verify: bool | str) -> ssl.SSLContext | bool:
+    """What httpx's `verify` takes for SPEC `ca_file` (a path) or True/False."""
+    # httpx 0.28 deprecates `verify=<path>`; a context built from the CA file is the
+    # supported spelling and still checks host names.
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
+def network_transport(
+    verify: ssl.SSLContext | bool,
+    interrupt: ReadInterrupt | None,
+    *,
+    limits: httpx.Limits | None = None,
+) -> httpx.BaseTransport:
+    """The transport to the network, one a stop request can interrupt when `interrupt`
+    is given; for adapters that wrap it (media types)."""
+    limits = limits or httpx.Limits()
+    if interrupt is None:
+        return httpx.HTTPTransport(verify=verify, limits=limits)
+    return interruptible_transport(interrupt, verify=verify, limits=limits)
+
+
+def new_client(
+    *,
+    base_url: str = "",
+    timeout: float = 30.0,
+    verify: bool | str = True,
+    user_agent: str = "orgsync",
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
+    transport: httpx.BaseTransport | None = None,
+    interrupt: ReadInterrupt | None = None,
+    max_connections: int | None = None,
+    on_response: Callable[[httpx.Response], None] | None = None,
+) -> httpx.Client:
+    """An `httpx.Client` configured the one way orgsync talks HTTP (see the module doc).
+
+    `transport` replaces the network (tests, or an adapter's wrapper around
+    `network_transport`); `on_response` sees every response, before any auth flow does.
+    """
+    trust = ssl_verify(verify)
+    limits = httpx.Limits(max_connections=max_connections) if max_connections else httpx.Limits()
+    if transport is None:
+        transport = network_transport(trust, interrupt, limits=limits)
+    hooks: dict[str, list[Callable[..., Any]]] = {"response": [on_response]} if on_response else {}
+    return httpx.Client(
+        base_url=base_url,
+        headers={"User-Agent": user_agent, "Accept": "application/json", **(headers or {})},
+        auth=auth,
+        timeout=httpx.Timeout(timeout),
+        verify=trust,
+        transport=transport,
+        follow_redirects=False,
+        limits=limits,
+        event_hooks=hooks,
+    )
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class ClientOptions(TypedDict, total=False):
+    """`HttpClient`'s optional settings, for the clients built on it to pass through."""
+
+    timeout: float
+    verify: bool | str
+    user_agent: str
+    headers: Mapping[str, str] | None
+    max_connections: int | None
+    transport: httpx.BaseTransport | None
+    interrupt: ReadInterrupt | None
+    error_parser: ErrorParser
+    is_transient: IsTransient
+    retry_after: RetryAfter
+    form_refusal: FormRefusal
+    requests_per_second: float | None
+    on_response: OnResponse | None
+    sleep: Callable[[float], None]
+
+
+class HttpClient:
+    """One system's HTTP session: auth, rate limit, error mapping, retries and metrics.
+
+    Args:
+        base_url: the root relative URLs are resolved against ("" for absolute URLs only).
+        system: the `system` label of metrics and logs (a target's name, a source's type).
+        retry: the retry budget of idempotent calls.
+        auth: the credential flow (`orgsync.http.auth`); its `secrets()` are scrubbed too.
+        secrets: credentials to scrub from every message (the set is shared, not copied,
+            when a `SecretSet` is given).
+        timeout, verify, user_agent, headers, max_connections, transport, interrupt: as
+            `new_client`; `interrupt`, when set, also ends retries and sends nothing more.
+        error_parser, is_transient, retry_after, form_refusal: the vendor's dialect
+            (`orgsync.http.responses`).
+        requests_per_second: a client-side rate limit shared by all threads; None for none.
+        on_response: told `(system, status)` of every response (0: transport failure).
+        sleep: how to wait for backoff and the rate limit; tests pass a fake.
+
+    `stop`, once set, makes the next attempt raise instead of being sent (a sibling worker
+    failed, and finishing this one's pages would only spend rate limit).
+    """
+
+    def __init__(
+        self,
+        base_url: str = "",
+        *,
+        system: str,
+        retry: RetrySettings,
+        auth: httpx.Auth | None = None,
+        secrets: Iterable[str] = (),
+        timeout: float = 30.0,
+        verify: bool | str = True,
+        user_agent: str = "orgsync",
+        headers: Mapping[str, str] | None = None,
+        max_connections: int | None = None,
+        transport: httpx.BaseTransport | None = None,
+        interrupt: ReadInterrupt | None = None,
+        error_parser: ErrorParser = no_message,
+        is_transient: IsTransient = default_is_transient,
+        retry_after: RetryAfter = retry_after,
+        form_refusal: FormRefusal = no_form_refusal,
+        requests_per_second: float | None = None,
+        on_response: OnResponse | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.system = system
+        self._retry = retry
+        self._auth = auth
+        self.secrets = secrets if isinstance(secrets, SecretSet) else SecretSet(secrets)
+        self._error_parser = error_parser
+        self._is_transient = is_transient
+        self._retry_after = retry_after
+        self._form_refusal = form_refusal
+        self._on_response = on_response
+        self._interrupt = interrupt or ReadInterrupt()
+        self._sleep = self._interrupt.sleep if sleep is time.sleep else sleep
+        self._bucket = (
+            TokenBucket(requests_per_second, sleep=self._sleep)
+            if requests_per_second is not None
+            else None
+        )
+        self.stop = threading.Event()
+        self._http = new_client(
+            base_url=base_url,
+            timeout=timeout,
+            verify=verify,
+            user_agent=user_agent,
+            headers=headers,
+            auth=auth,
+            transport=transport,
+            interrupt=interrupt,
+            max_connections=max_connections,
+            on_response=self._count if on_response is not None else None,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url)
+
+    def __repr__(self) -> str:
+        return f"HttpClient(system={self.system!r}, base_url={self.base_url!r})"
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+        closer = getattr(self._auth, "close", None)
+        if callable(closer):
+            closer()
+
+    def send(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        parse: Callable[[httpx.Response], _T],
+        idempotent: bool,
+        params: QueryParams | None = None,
+        json: object = None,
+        data: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> _T:
+        """Send one call; return `parse` of its 2xx answer or raise an `ApiError`.
+
+        `parse` runs inside the retry loop: a body it finds truncated (`TransientError`)
+        is fetched again. With `idempotent=False` the first failure is raised. `auth`
+        replaces the client's credential for this call (a token request's client
+        authentication).
+        """
+        path = httpx.URL(url).path
+
+        def attempt() -> _T:
+            return parse(
+                self._send(method, url, path, params=params, json_body=json, data=data, auth=auth)
+            )
+
+        if not idempotent:
+            return attempt()
+        retrying = self._retry.policy(sleep=self._sleep).copy(
+            before_sleep=lambda state: self._log_retry(method, path, state)
+        )
+        return retrying(attempt)
+
+    def scrubbed(self, text: str) -> str:
+        """`text` without any credential this client knows."""
+        return scrub(text, self._all_secrets())
+
+    # ------------------------------------------------------------------ internals
+
+    def _send(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        path: str,
+        *,
+        params: QueryParams | None,
+        json_body: object,
+        data: Mapping[str, str] | None,
+        auth: httpx.Auth | None,
+    ) -> httpx.Response:
+        context = f"{method} {path}"
+        self._interrupt.check(f"{self.system}: {context}")
+        if self.stop.is_set():
+            raise ApiError(f"{context}: abandoned (another call failed)")
+        if self._bucket is not None:
+            self._bucket.acquire()
+        started = time.perf_counter()
+        line = {"system": self.system, "method": method, "path": path}
+        try:
+            response = self._http.request(
+                method,
+                url,
+                params=_query(params),
+                json=json_body,
+                data=data,
+                auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.RequestError as exc:
+            if self._on_response is not None:
+                self._on_response(self.system, 0)
+            log.debug(
+                "http.request",
+                **line,
+                status=0,
+                error=type(exc).__name__,
+                duration_ms=_millis(started),
+            )
+            raise redact(error_for_transport(exc, context=context), self._all_secrets()) from exc
+        log.debug(
+            "http.request",
+            **line,
+            status=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+            duration_ms=_millis(started),
+        )
+        error = error_for_response(
+            response,
+            context=context,
+            error_parser=self._error_parser,
+            is_transient=self._is_transient,
+            retry_after=self._retry_after,
+            form_refusal=self._form_refusal,
+        )
+        if self._bucket is not None:
+            if isinstance(error, TransientError) and error.not_processed:
+                self._bucket.limited(error.retry_after)
+            elif error is None:
+                self._bucket.succeeded()
+        if error is not None:
+            raise redact(error, self._all_secrets())
+        return response
+
+    def _count(self, response: httpx.Response) -> None:
+        if self._on_response is not None:
+            self._on_response(self.system, response.status_code)
+
+    def _all_secrets(self) -> list[str]:
+        extra = self._auth.secrets() if isinstance(self._auth, HasSecrets) else ()
+        return [*self.secrets, *extra]
+
+    def _log_retry(self, method: str, path: str, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "http.retry",
+            system=self.system,
+            method=method,
+            path=path,
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 3),
+            status=getattr(error, "status", None),
+            error=self.scrubbed(str(error)),
+        )
+
+
+def _query(params: QueryParams | None) -> httpx.QueryParams | None:
+    if params is None:
+        return None
+    items: list[tuple[str, str | int | float | bool | None]] = []
+    for key, value in params.items():
+        if value is None:
+            continue  # an absent cursor is simply not sent
+        if isinstance(value, str | int | float | bool):
+            items.append((key, value))
+        else:
+            items.extend((key, v) for v in value if v is not None)
+    return httpx.QueryParams(items)
+
+
+def _millis(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 1)

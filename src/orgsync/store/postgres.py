@@ -1,0 +1,445 @@
+"""The state database on a PostgreSQL server (`[state] url`), through psycopg 3.
+
+The same tables, migrations and SQL as on SQLite (`db.py` is the seam): statements are
+written in SQLite's form and translated here (`?` and `:name` parameters become
+psycopg's), migrations are applied through `POSTGRESQL.ddl` (TEXT compares byte-wise,
+as SQLite's does, so times stored as ISO text sort as times whatever the database's
+locale). One connection per store, shared by threads in turn like SQLite's; every write
+is a transaction committed (durably: `synchronous_commit` is the server's business, on
+by default) before the block's caller continues.
+
+The writer lock of a target is a session-level advisory lock on a connection of its own
+(`AdvisoryLock`): the server grants it to one session at a time and drops it the moment
+that session ends, however its process ends. The same semantics as the flock beside a
+SQLite file, across hosts. (A lease with a fencing token, for replicas that may be
+paused or cut off while their connection lives on, is a later `WriterLock`.)
+
+psycopg is an optional dependency (`pip install orgsync[postgresql]`): imported on first
+use, with an error saying how to install it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from orgsync.core.errors import StateError
+from orgsync.core.redaction import Scrubber
+from orgsync.core.state_url import redact_state_url, state_url_problem
+from orgsync.store.db import (
+    Clock,
+    Dialect,
+    NoStateDatabase,
+    Params,
+    Row,
+    Session,
+    SqlValue,
+    StateDB,
+    utc_now,
+)
+from orgsync.store.writer_lock import WriterLock
+
+if TYPE_CHECKING:
+    import psycopg
+
+CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT_MS = 5000
+"""How long a statement waits for a row another transaction holds (SQLite's busy
+timeout): a stuck writer elsewhere makes a run fail with a clear error, not hang."""
+
+_KEEPALIVES = (
+    ("tcp_keepalives_idle", 30),
+    ("tcp_keepalives_interval", 10),
+    ("tcp_keepalives_count", 3),
+)
+_LOCK_SPACE = 0x6F726773  # "orgs": the first key of orgsync's advisory locks
+_SCHEMA_LOCK = 0  # second key of the lock that serialises migrations
+_POLL = 0.05
+
+
+def _psycopg() -> ModuleType:
+    try:
+        import psycopg
+    except ImportError:
+        raise StateError(
+            "[state] url names a PostgreSQL database, but psycopg (PostgreSQL's driver) is "
+            "not installed: install it with `pip install 'orgsync[postgresql]'`"
+        ) from None
+    return psycopg
+
+
+# --------------------------------------------------------------------------- dialect
+
+
+@dataclass(frozen=True, slots=True)
+class _PostgresDialect(Dialect):
+    def ddl(self, statement: str) -> str:
+        # WITHOUT ROWID is SQLite's storage hint; a PostgreSQL table has no rowid anyway.
+        statement = re.sub(r"\)\s*WITHOUT ROWID\s*$", ")", statement.rstrip())
+        # Byte order, as SQLite's BINARY collation: ISO times and run ids sort as written.
+        return re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', statement)
+
+
+POSTGRESQL = _PostgresDialect(
+    name="postgresql",
+    json_array_values="SELECT jsonb_array_elements_text(CAST(? AS jsonb))",
+    table_names=(
+        "SELECT CAST(table_name AS text) AS name FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+    ),
+    schema_lock=f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_SCHEMA_LOCK})",
+)
+
+
+@lru_cache(maxsize=512)
+def translate(sql: str) -> str:
+    """SQLite's parameters (`?`, `:name`) as psycopg's (`%s`, `%(name)s`); a literal `%`
+    doubled. Quoted literals and identifiers are copied as they are."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        char = sql[i]
+        if char in "'\"":
+            end = sql.index(char, i + 1) + 1  # the store's SQL has no escaped quotes
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif char == "?":
+            out.append("%s")
+            i += 1
+        elif char == "%":
+            out.append("%%")
+            i += 1
+        elif char == ":" and i + 1 < n and sql[i + 1] == ":":
+            out.append("::")  # a cast
+            i += 2
+        elif char == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
+            match = re.match(r"[A-Za-z_]\w*", sql[i + 1 :])
+            assert match is not None
+            out.append(f"%({match.group()})s")
+            i += 1 + match.end()
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class PostgresSession(Session):
+    dialect = POSTGRESQL
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def _run(self, sql: str, params: Params) -> psycopg.Cursor[Any]:
+        bound: Any = dict(params) if isinstance(params, Mapping) else tuple(params)
+        return self._conn.execute(translate(sql), bound)
+
+    def query(self, sql: str, params: Params = ()) -> list[Row]:
+        cursor = self._run(sql, params)
+        names = [c.name for c in cursor.description or ()]
+        return [Row(dict(zip(names, values, strict=True))) for values in cursor.fetchall()]
+
+    def scalar(self, sql: str, params: Params = ()) -> object:
+        row = self._run(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._run(sql, params).rowcount
+
+    def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None:
+        batch = [dict(r) for r in rows]
+        if not batch:
+            return
+        columns = list(batch[0])
+        if any(list(r) != columns for r in batch):
+            raise StateError(f"rows inserted into {table} have different columns")
+        # Table and column names come from this code, never from data.
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+            f"VALUES ({', '.join(f'%({c})s' for c in columns)})"
+        )
+        with self._conn.cursor() as cursor:
+            cursor.executemany(sql, batch)
+
+
+# --------------------------------------------------------------------------- the database
+
+
+class PostgresDB(StateDB):
+    """A state database in a PostgreSQL database, behind one lock-guarded connection."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        connect: Callable[[], psycopg.Connection[Any]],
+        url: str,
+        scrubber: Scrubber,
+        clock: Clock,
+    ) -> None:
+        self._conn = conn
+        self._connect = connect
+        self._session = PostgresSession(conn)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._url = redact_state_url(url)
+        self._scrubber = scrubber
+        self.path = None
+        self.clock = clock
+        self.created = False
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        clock: Clock = utc_now,
+        prepare: Callable[[StateDB], object] | None = None,
+        create: bool = True,
+    ) -> PostgresDB:
+        """Connect to `url` and run `prepare` (the migrations).
+
+        A database with no table gets the schema (with `create`; else `NoStateDatabase`)
+        and `created` is then True; one with tables that are not orgsync's is refused by
+        the migrations.
+        """
+        problem = state_url_problem(url)
+        if problem is not None:
+            raise StateError(f"state url {redact_state_url(url)} {problem}")
+        connect = _connector(url, password)
+        db = cls(connect(), connect, url, Scrubber([password] if password else []), clock)
+        try:
+            with db.read() as session:
+                empty = not session.query(POSTGRESQL.table_names)
+            if not (empty and not create) and prepare is not None:
+                prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        if empty and not create:
+            db.close()
+            raise NoStateDatabase(db.location)
+        db.created = empty
+        return db
+
+    @property
+    def location(self) -> str:
+        return self._url
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A consistent snapshot for several SELECTs (a repeatable-read transaction)."""
+        with self._guard():
+            if self._in_transaction():
+                yield self._session  # inside a write of this thread: that is the snapshot
+                return
+            self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield self._session
+            finally:
+                if self._in_transaction():
+                    self._conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction, committed before the block's caller continues."""
+        with self._guard():
+            self._begin("BEGIN")
+            try:
+                yield self._session
+            except BaseException:
+                if self._in_transaction():
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _begin(self, statement: str) -> None:
+        """Start a transaction, on a new connection if the server ended ours (a restart,
+        a failover, an idle timeout): nothing was done in it yet, so nothing is lost, and
+        a daemon goes on reconciling instead of failing every run until restarted."""
+        try:
+            self._conn.execute(statement)
+        except _psycopg().OperationalError:
+            if not self._conn.broken:
+                raise
+        else:
+            return
+        self._conn.close()
+        self._conn = self._connect()
+        self._session = PostgresSession(self._conn)
+        self._conn.execute(statement)
+
+    def _in_transaction(self) -> bool:
+        status = self._conn.info.transaction_status
+        return bool(status != _psycopg().pq.TransactionStatus.IDLE)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        pg = _psycopg()
+        with self._lock:
+            if self._closed:
+                raise StateError("the state database is closed")
+            try:
+                yield
+            except pg.errors.LockNotAvailable as exc:
+                raise StateError(
+                    f"state database {self._url} is locked by another writer "
+                    f"(waited {LOCK_TIMEOUT_MS} ms): {self._scrub(exc)}"
+                ) from exc
+            except pg.Error as exc:
+                raise StateError(f"state database {self._url}: {self._scrub(exc)}") from exc
+
+    def _scrub(self, exc: BaseException) -> str:
+        return self._scrubber(str(exc).strip())
+
+    def writer_lock(self, target: str) -> WriterLock:
+        return AdvisoryLock(self, target)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connection[Any]]:
+    """A function opening a new connection to `url`, its errors as `StateError`s that
+    name the server (never the password)."""
+    pg = _psycopg()
+    shown = redact_state_url(url)
+    scrubber = Scrubber([password] if password else [])
+    extra: dict[str, Any] = {"application_name": "orgsync"}
+    if password:
+        extra["password"] = password
+    if "connect_timeout" not in url:
+        extra["connect_timeout"] = CONNECT_TIMEOUT_S
+
+    def connect() -> psycopg.Connection[Any]:
+        try:
+            conn: psycopg.Connection[Any] = pg.connect(url, autocommit=True, **extra)
+        except pg.Error as exc:
+            message = scrubber(str(exc).strip()) or type(exc).__name__
+            raise StateError(f"cannot connect to the state database {shown}: {message}") from exc
+        try:
+            conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            # The server probes an idle connection after 30 s and drops it (and the
+            # session's advisory lock) after three unanswered probes: a writer whose host
+            # vanished without closing it frees its targets in about a minute, not after
+            # the kernel's default two hours.
+            for setting, value in _KEEPALIVES:
+                conn.execute(f"SET {setting} = {value}")
+        except pg.Error as exc:
+            conn.close()
+            raise StateError(f"state database {shown}: {scrubber(str(exc))}") from exc
+        return conn
+
+    return connect
+
+
+# --------------------------------------------------------------------------- writer lock
+
+
+def lock_key(target: str) -> int:
+    """The advisory lock's second key for `target`: 32 bits of its name's digest. Two
+    names sharing it only make their targets wait for each other, never both written."""
+    return int.from_bytes(hashlib.sha256(target.encode()).digest()[:4], "big", signed=True)
+
+
+class AdvisoryLock:
+    """A session-level advisory lock on a connection of its own (module docstring).
+
+    Not shared between threads, like `FileLock`."""
+
+    def __init__(self, db: PostgresDB, target: str) -> None:
+        self._db = db
+        self._key = lock_key(target)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"AdvisoryLock({self._db.location!r}, key={self._key}, held={self._conn is not None})"
+        )
+
+    def try_acquire(self, patience: float = 0.0) -> bool:
+        if self._conn is not None:
+            return True
+        pg = _psycopg()
+        deadline = time.monotonic() + patience
+        conn = self._db._connect()
+        try:
+            while True:
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(CAST(%s AS integer), CAST(%s AS integer))",
+                    (_LOCK_SPACE, self._key),
+                ).fetchone()
+                if row is not None and row[0] is True:
+                    self._conn = conn
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(_POLL)
+        except pg.Error as exc:
+            raise StateError(f"state database {self._db.location}: cannot lock: {exc}") from exc
+        finally:
+            if self._conn is not conn:
+                conn.close()
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            # Unlocked before the call returns; a close alone is noticed by the server a
+            # moment later, and the next holder would find the lock still taken.
+            conn.execute(
+                "SELECT pg_advisory_unlock(CAST(%s AS integer), CAST(%s AS integer))",
+                (_LOCK_SPACE, self._key),
+            )
+        except _psycopg().Error:
+            pass  # the session is gone already, and its lock with it
+        finally:
+            conn.close()
+
+    def held_elsewhere(self) -> bool:
+        if self._conn is not None:
+            return False
+        with self._db.read() as session:
+            return bool(session.scalar(_held_sql(mine=False), self._oids))
+
+    def intact(self) -> bool:
+        """Whether our session still holds the lock (a server restart or a connection cut
+        ends the session, and with it the lock: another process may hold it now)."""
+        if self._conn is None:
+            return False
+        try:
+            row = self._conn.execute(translate(_held_sql(mine=True)), self._oids).fetchone()
+        except _psycopg().Error:
+            return False
+        return row is not None and row[0] is True
+
+    @property
+    def _oids(self) -> tuple[int, int]:
+        # pg_locks shows the two int4 keys as oids: unsigned.
+        return _LOCK_SPACE, self._key & 0xFFFFFFFF
+
+
+def _held_sql(*, mine: bool) -> str:
+    """Whether a session (ours only, with `mine`) holds the advisory lock with the keys
+    bound as two parameters (a two-key lock shows in pg_locks with objsubid 2)."""
+    return (
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "  # noqa: S608
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid = CAST(CAST(? AS bigint) AS oid) "
+        "AND objid = CAST(CAST(? AS bigint) AS oid) AND objsubid = 2"
+        + (" AND pid = pg_backend_pid())" if mine else ")")
+    )

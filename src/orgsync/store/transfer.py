@@ -1,0 +1,105 @@
+"""Moving an installation's state from one database to another (`orgsync state migrate`).
+
+Everything orgsync remembers goes: run history and its journal, links (whom orgsync
+manages), missing-since clocks (removal grace), the ownership ledger of target groups and
+the learned request forms. Lease rows do not: they name the process holding a writer
+lock in the source, which means nothing in the destination.
+
+Both databases are brought to the latest schema first (the same migrations on either
+backend), so the tables and columns match. The source's writer locks of every target it
+knows are held for the whole copy: a sync running there is refused, not raced. The
+destination is written in one transaction (all or nothing), and must hold none of
+orgsync's rows unless `overwrite` (then they are replaced). The row counts of the
+destination are compared with the source's after the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orgsync.core.errors import StateError
+from orgsync.store.state import StateStore
+from orgsync.store.writer_lock import WriterLock
+
+# Parents before children (operations reference runs).
+TABLES = ("runs", "operations", "links", "missing", "owned_groups", "learned_forms")
+_NOT_COPIED = ("leases",)
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """What was copied: rows per table, as counted in the destination after the commit."""
+
+    counts: dict[str, int]
+    replaced: dict[str, int]
+    """Rows the destination held before, deleted with `overwrite`."""
+
+
+def count_rows(store: StateStore) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with store.db.read() as session:
+        for table in (*TABLES, *_NOT_COPIED):
+            value = session.scalar(f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - our names
+            counts[table] = value if isinstance(value, int) else 0
+    return counts
+
+
+def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) -> Transfer:
+    """Copy every table of `source` into `destination` (see the module docstring)."""
+    if source.location == destination.location:
+        raise StateError(f"--from and --to are the same database ({source.location})")
+    before = count_rows(destination)
+    held = {table: n for table, n in before.items() if n and table in TABLES}
+    if held and not overwrite:
+        listed = ", ".join(f"{n} {table}" for table, n in held.items())
+        raise StateError(
+            f"{destination.location} already holds orgsync state ({listed}); nothing was "
+            "copied. Copying into it would mix two installations' memory of whom they "
+            "manage: point --to at an empty database, or pass --overwrite to replace it"
+        )
+    locks = _hold_all_writer_locks(source)
+    try:
+        with source.db.read() as reading:
+            rows = {table: reading.query(f"SELECT * FROM {table}") for table in TABLES}  # noqa: S608
+        with destination.db.write() as writing:
+            for table in reversed((*TABLES, *_NOT_COPIED)):
+                writing.execute(f"DELETE FROM {table}")  # noqa: S608 - our names
+            for table in TABLES:
+                writing.insert_all(table, (row.values() for row in rows[table]))
+    finally:
+        for lock in locks:
+            lock.release()
+    after = count_rows(destination)
+    wrong = {t: (len(rows[t]), after[t]) for t in TABLES if after[t] != len(rows[t])}
+    if wrong:
+        detail = ", ".join(
+            f"{t}: {want} in the source, {got} copied" for t, (want, got) in wrong.items()
+        )
+        raise StateError(f"the copy in {destination.location} is incomplete ({detail})")
+    return Transfer(counts={t: after[t] for t in TABLES}, replaced=held)
+
+
+def _hold_all_writer_locks(store: StateStore) -> list[WriterLock]:
+    """The writer lock of every target `store` has state for; refused if one is busy."""
+    with store.db.read() as session:
+        found = session.query(
+            "SELECT target FROM runs UNION SELECT target FROM links "
+            "UNION SELECT target FROM missing UNION SELECT target FROM owned_groups "
+            "UNION SELECT target FROM learned_forms UNION SELECT target FROM leases"
+        )
+    locks: list[WriterLock] = []
+    busy: str | None = None
+    for target in sorted(row.text("target") for row in found):
+        lock = store.writer_lock(target)
+        if not lock.try_acquire():
+            busy = target
+            break
+        locks.append(lock)
+    if busy is not None:
+        for lock in locks:
+            lock.release()
+        raise StateError(
+            f"target {busy} is being synced from {store.location} right now: stop every "
+            "orgsync (daemon, timers) using it before moving its state"
+        )
+    return locks
