@@ -2,20 +2,22 @@
 rate-limit lower bound.
 
 The organization starts with half the people as members (some with the wrong role) and the
-rest to be invited; the emulator enforces a rate limit and orgsync is configured with the
-same `requests_per_second`. Prints:
+rest to be invited; the emulator enforces a rate limit of RATE requests per second and
+orgsync is configured with `requests_per_second` = RATE x CLIENT (CLIENT 1.2: a client
+configured above the server's limit, which must adapt). Prints:
 - requests made / minimum requests (every list page once, one call per operation);
-- elapsed / ((requests - burst) / rate), the rate-limit lower bound (the server's bucket
-  starts full);
-- 429 answers received (a client-side limiter that works keeps this at zero).
+- elapsed / ((minimum - burst) / rate), the rate-limit lower bound: the time the fewest
+  requests possible take at the server's rate (its bucket starts full); the elapsed time
+  includes reading and planning, which the bound does not count;
+- 429 answers received (a client-side limiter that works keeps them to a few).
 
 With a third argument the run reports progress as `orgsync sync` does: `events` (the
 structlog progress events off a terminal) or `bars` (rich bars, drawn as on a terminal
 into /dev/null); `none` (default) reports nothing. Compare the elapsed times at a high
 RATE, where the rate limit does not hide the cost, to see what progress costs the apply.
 
-usage: .venv/bin/python bench/apply_calls.py [PEOPLE] [RATE] [none|events|bars]
-       (default 400 people, 50 req/s, none)
+usage: .venv/bin/python bench/apply_calls.py [PEOPLE] [RATE] [none|events|bars] [CLIENT]
+       (default 400 people, 50 req/s, none, client 1.0)
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _reporter(mode: str) -> ProgressBars | ProgressEvents | None:
     return None
 
 
-def main(people: int, rate: float, mode: str = "none") -> None:
+def main(people: int, rate: float, mode: str = "none", client: float = 1.0) -> None:
     # Progress events are info lines: at "info" they are rendered (into /dev/null, as
     # journald would take them), apply.op.done lines too, in every mode alike, so that
     # the modes differ by their progress reporting only.
@@ -85,7 +87,7 @@ api_key_env = "BENCH_KEY"
 allow_plaintext = true
 default_role = "reader"
 scope_groups = ["openai-*"]
-requests_per_second = {rate}
+requests_per_second = {rate * client}
 max_concurrency = 4
 [[targets.roles]]
 group = "openai-owners"
@@ -120,10 +122,13 @@ path = "state.db"
         writes = len(result.plan.operations)
         minimum = reads + writes
         limited = sum(1 for r in requests if r.injected_fault == "rate_limit")
-        print(f"people {people}, operations {writes}, rate limit {rate:g} req/s")
+        print(
+            f"people {people}, operations {writes}, rate limit {rate:g} req/s, "
+            f"client configured at {rate * client:g} req/s"
+        )
         print(f"requests {len(requests)} / minimum {minimum} = {len(requests) / minimum:.2f}")
         # The emulator's bucket starts full (one second's worth), so that many go free.
-        bound = max(0.0, len(requests) - rate) / rate
+        bound = max(0.0, minimum - rate) / rate
         ratio = f"{elapsed / bound:.2f}" if bound else "-"
         print(f"elapsed {elapsed:.1f} s / rate-limit bound {bound:.1f} s = {ratio}")
         print(f"429 answers {limited}")
@@ -141,4 +146,5 @@ if __name__ == "__main__":
         int(args[0]) if args else 400,
         float(args[1]) if len(args) > 1 else 50.0,
         args[2] if len(args) > 2 else "none",
+        float(args[3]) if len(args) > 3 else 1.0,
     )

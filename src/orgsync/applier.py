@@ -4,8 +4,9 @@ Each operation is written to the journal before its call and after it. Phases ru
 order, one after another; inside a phase, operations run on a bounded thread pool. The
 rules for what a failure means live here, once, for every target:
 - transient errors are retried by the one retry policy (`orgsync.retrying`), and before a
-  create is retried the target is asked whether the object exists after all, since a
-  lost response may hide a success;
+  create is retried after a timeout, a reset or a 5xx the target is asked whether the
+  object exists after all, since a lost response may hide a success (not after a 429 or
+  a 503 with Retry-After: the server says it did nothing);
 - 409 on a create → look the object up and adopt it; 404 on a removal → already done;
 - 401/403 stop the run; any other error fails that operation alone, with its message.
 """
@@ -21,7 +22,13 @@ from itertools import groupby
 import structlog
 from tenacity import Retrying
 
-from orgsync.core.errors import AuthError, ConflictError, NotFoundError, TargetError
+from orgsync.core.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    TargetError,
+    TransientError,
+)
 from orgsync.core.model import normalize_email
 from orgsync.core.plan import (
     AddGroupMember,
@@ -191,13 +198,21 @@ class Applier:
         try:
             if not isinstance(operation, _CREATES):
                 return self.target.execute(operation), None
+            uncertain = False  # may an earlier attempt have created it?
             for attempt in self._policy():
                 with attempt:
-                    if attempt.retry_state.attempt_number > 1:
+                    if uncertain:
                         existing = self.target.find_existing(operation)
                         if existing is not None:
                             return existing, "adopted after a lost response"
-                    return self.target.execute(operation), None
+                    try:
+                        return self.target.execute(operation), None
+                    except TransientError as error:
+                        # A refusal for the rate (429, 503 with Retry-After) created
+                        # nothing: retrying it needs no look-up, which may page through
+                        # every invitation. Once an attempt is uncertain, every later one is.
+                        uncertain = uncertain or not error.not_processed
+                        raise
         except ConflictError as conflict:
             if not isinstance(operation, _CREATES):
                 raise

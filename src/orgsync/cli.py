@@ -22,34 +22,19 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import structlog
-
 from orgsync import __version__
-from orgsync.config import Config, default_config_path, load_config
-from orgsync.core.errors import OrgsyncError
-from orgsync.core.forms import LearnedForm
-from orgsync.core.forms import describe as describe_forms
-from orgsync.core.plan import Plan
-from orgsync.core.plan_file import PlanFileError, plan_file_text, read_plan_file
-from orgsync.engine import (
-    EXIT_ERROR,
-    EXIT_OK,
-    Engine,
-    RunOptions,
-    TargetResult,
-    worst_exit_code,
-)
-from orgsync.factories import open_state_store
-from orgsync.logs import configure_logging
-from orgsync.notify import DRAIN_SECONDS, build_dispatcher
-from orgsync.progress import quiet_stdout, reporter
-from orgsync.report import Style, render_plan, render_results, render_runs, sync_json
-from orgsync.store import LeaseRecord, NoStateDatabase, RunRecord, StateStore
+from orgsync.core.errors import EXIT_ERROR, EXIT_OK, OrgsyncError
 
 if TYPE_CHECKING:
+    from orgsync.config import Config
+    from orgsync.core.forms import LearnedForm
+    from orgsync.core.plan import Plan
     from orgsync.daemon.quarantine import Quarantine
+    from orgsync.engine import TargetResult
+    from orgsync.store import LeaseRecord, RunRecord, StateStore
 
-log = structlog.get_logger(__name__)
+# Everything else is imported by the command that needs it: `orgsync --help` must not pay
+# for pydantic, the connectors, the HTTP client, SQLite helpers and structlog (SPEC start-up).
 
 EXIT_USAGE = 64
 """BSD sysexits EX_USAGE: a mistyped command line is not an error of the run (1) and must
@@ -293,7 +278,11 @@ def _emulate_command(emulate: argparse.ArgumentParser) -> None:
 
 
 def _state_commands(state: argparse.ArgumentParser) -> None:
-    from orgsync.state_command import state_location
+    def state_location(text: str) -> str:
+        # Imported when parsed: the store and config modules cost every command's start-up.
+        from orgsync.state_command import state_location as parse
+
+        return parse(text)
 
     actions = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
     migrate = actions.add_parser(
@@ -354,9 +343,13 @@ def _check_usage(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _check_usage(args)
+    from orgsync.logs import configure_logging
+
     configure_logging(_log_level(args), json=_log_json(args))
     if not args.quiet:
         return _command(args)
+    from orgsync.progress import quiet_stdout
+
     with quiet_stdout() as quiet:
         return quiet.ended(_command(args))
 
@@ -380,6 +373,8 @@ def _log_json(args: argparse.Namespace) -> bool | None:
 
 
 def _command(args: argparse.Namespace) -> int:
+    from orgsync.config import default_config_path, load_config
+
     try:
         if args.command == "demo":
             from orgsync.demo import run_demo
@@ -418,6 +413,10 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _sync(config: Config, args: argparse.Namespace) -> int:
+    from orgsync.engine import Engine, RunOptions
+    from orgsync.notify import DRAIN_SECONDS, build_dispatcher
+    from orgsync.progress import reporter
+
     if args.plan and args.dry_run:
         raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
     reviewed = _read_plans(args.plan) if args.plan else None
@@ -465,6 +464,7 @@ def _sync(config: Config, args: argparse.Namespace) -> int:
 
 def _explain(config: Config, person: str, *, target: str | None, as_json: bool) -> int:
     from orgsync import explaining
+    from orgsync.engine import Engine
 
     if not person.strip():
         raise OrgsyncError("explain: give an email or a source id, not an empty text")
@@ -484,6 +484,8 @@ def _explain(config: Config, person: str, *, target: str | None, as_json: bool) 
 
 
 def _show_plan(shown: set[str], plan: Plan) -> None:
+    from orgsync.report import Style, render_plan
+
     print(render_plan(plan, Style.for_stream(sys.stdout)), flush=True)
     shown.add(plan.target)
 
@@ -491,6 +493,10 @@ def _show_plan(shown: set[str], plan: Plan) -> None:
 def _print_sync(
     results: list[TargetResult], args: argparse.Namespace, shown: set[str] | None = None
 ) -> int:
+    from orgsync.core.plan_file import plan_file_text
+    from orgsync.engine import worst_exit_code
+    from orgsync.report import Style, render_results, sync_json
+
     if args.plan_out:
         _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))
     if args.json:
@@ -502,6 +508,8 @@ def _print_sync(
 
 
 def _read_plans(path: Path) -> dict[str, Plan]:
+    from orgsync.core.plan_file import PlanFileError, read_plan_file
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -551,7 +559,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
             return
-        log.warning("sync.stopping", signal=signal.Signals(signum).name)
+        import structlog
+
+        structlog.get_logger(__name__).warning("sync.stopping", signal=signal.Signals(signum).name)
         stop.set()
 
     if threading.current_thread() is not threading.main_thread():
@@ -567,6 +577,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def _open_state(config: Config) -> StateStore | None:
     """The state database for reading commands, which never create one (None: none yet)."""
+    from orgsync.factories import open_state_store
+    from orgsync.store import NoStateDatabase
+
     try:
         return open_state_store(config.state, os.environ, create=False)
     except NoStateDatabase as missing:
@@ -641,6 +654,8 @@ def _print_status(
     standings: Mapping[str, Quarantine],
     learned: Mapping[str, list[LearnedForm]],
 ) -> None:
+    from orgsync.core.forms import describe as describe_forms
+
     for name, last, lease, held, pending in views:
         print(f"{name}:")
         if last is None:
@@ -694,6 +709,8 @@ def _learned_json(learned: LearnedForm) -> dict[str, str | None]:
 
 
 def _runs(config: Config, *, limit: int, target: str | None, as_json: bool) -> int:
+    from orgsync.report import Style, render_runs
+
     store = _open_state(config)
     if store is None:
         records: list[RunRecord] = []

@@ -22,13 +22,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
 from orgsync.applier import Applier, ApplyReport, ApplySettings
 from orgsync.applier import Outcome as ApplyOutcome
 from orgsync.config import Config, TargetConfig
+
+# Re-exported: the exit codes live beside the errors, so that a command names them without
+# importing the engine.
+from orgsync.core.errors import EXIT_ERROR as EXIT_ERROR  # noqa: PLC0414
+from orgsync.core.errors import EXIT_HELD as EXIT_HELD  # noqa: PLC0414
+from orgsync.core.errors import EXIT_OK as EXIT_OK  # noqa: PLC0414
+from orgsync.core.errors import EXIT_PENDING as EXIT_PENDING  # noqa: PLC0414
 from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
 from orgsync.core.explain import ExplainInput, Explanation, explain
 from orgsync.core.model import (
@@ -77,12 +84,22 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
 from orgsync.factories import build_source, build_target, open_state_store, retry_settings
-from orgsync.interrupt import ReadInterrupt
-from orgsync.store import LeaseRecord, NoStateDatabase, Origin, Outcome, StateStore, WriterLock
+from orgsync.store import (
+    LeaseRecord,
+    LinkRow,
+    NoStateDatabase,
+    Origin,
+    Outcome,
+    StateStore,
+    WriterLock,
+)
 
 log = structlog.get_logger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from orgsync.interrupt import ReadInterrupt  # imports httpx: only when a run reads
+
+
 _SEVERITY = {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_HELD: 2, EXIT_ERROR: 3}
 
 BUSY = "busy"
@@ -442,6 +459,8 @@ class Engine:
         return [t for t in self.config.targets if t.name in chosen]
 
     def read_source(self) -> SourceSnapshot:
+        from orgsync.interrupt import ReadInterrupt
+
         source = self.source_factory(self.config, self.environ, interrupt=ReadInterrupt(self.stop))
         self.progress.begin(READ_SOURCE, None, None)
         snapshot = source.read()
@@ -726,6 +745,8 @@ class Engine:
         run_id: str | None,
         halt: threading.Event,
     ) -> TargetResult:
+        from orgsync.interrupt import ReadInterrupt
+
         interrupt = ReadInterrupt(self.stop)
         target = self.target_factory(config, self.environ, interrupt=interrupt)
         if isinstance(target, LearnsForms):  # SCIM: ask first in the forms that worked
@@ -874,6 +895,8 @@ class Engine:
         writer lock, no run recorded, no pruning, nothing learned stored, and a missing
         state database is not created (orgsync then manages nobody yet).
         """
+        from orgsync.interrupt import ReadInterrupt
+
         targets = self.selected_targets(RunOptions(target=target))
         store = self._read_only_store()
         snapshot = self.read_source()
@@ -1012,12 +1035,15 @@ class Engine:
         simply not read, not deleted by someone else.
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
-        for key, wanted in desired.wanted.items():
-            member = by_email.get(key)
-            if member is not None:
-                self.store.link(
-                    target, email_key=key, source_id=wanted.source_id, member_id=member.id
-                )
+        # One transaction writing only the links that change: a quiet pass costs no fsync.
+        self.store.record_links(
+            target,
+            (
+                LinkRow(email_key=key, source_id=wanted.source_id, member_id=member.id)
+                for key, wanted in desired.wanted.items()
+                if (member := by_email.get(key)) is not None
+            ),
+        )
         leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]
         leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
         # Held removals keep their clock: the grace must not restart while a person waits

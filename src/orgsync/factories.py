@@ -11,12 +11,15 @@ if it has one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from orgsync import connectors
 from orgsync.config import Config, StateConfig, TargetConfig
-from orgsync.core.ports import Source, Target
-from orgsync.interrupt import ReadInterrupt
 from orgsync.store import StateStore, check_state_path, check_state_url
+
+if TYPE_CHECKING:
+    from orgsync.core.ports import Source, Target
+    from orgsync.interrupt import ReadInterrupt
 
 
 def build_source(

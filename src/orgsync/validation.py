@@ -15,7 +15,6 @@ from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.forms import LearnedForm
 from orgsync.core.ports import LearnsForms, Target
-from orgsync.engine import check_capabilities, check_roles
 from orgsync.factories import build_source, build_target, check_state, open_state_store
 from orgsync.notify import check_secrets
 from orgsync.store import NoStateDatabase
@@ -59,6 +58,8 @@ def validate(
             if offline:
                 lines.append(f"{label}: credentials present (not contacted: --offline)")
                 continue
+            from orgsync.engine import check_capabilities, check_roles  # online only
+
             target = build_target(target_config, environ)
             check_capabilities(target_config, target.capabilities)
             try:

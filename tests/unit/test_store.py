@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from orgsync.core.errors import StateError
@@ -33,7 +33,7 @@ from orgsync.core.plan import (
     operation_json,
 )
 from orgsync.core.ports import OperationJournal, OperationStatus
-from orgsync.store import LATEST_VERSION, StateStore
+from orgsync.store import LATEST_VERSION, LinkRow, StateStore
 from orgsync.store.db import Row
 from tests.postgres import PASSWORD, PostgresServer
 
@@ -594,6 +594,89 @@ def test_link_sequences_match_a_model(
         memory = store.memory("t")
         assert memory.managed == frozenset(model)
         assert dict(memory.links) == expected_links
+
+
+# One row per person, as the engine records them (its batch comes from a dict).
+BATCH = st.lists(st.tuples(KEYS, MAYBE, MAYBE), max_size=6, unique_by=lambda row: row[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=LINK_STEPS, batches=st.lists(BATCH, min_size=1, max_size=3))
+# Two people claiming one source id, recorded twice while the clock stands still: the rows
+# written the second time must still sort after those of the first.
+@example(
+    steps=[],
+    batches=[[("b@x", "1", None)], [("b@x", None, "1"), ("c@x", "1", "1"), ("a@x", "1", "2")]],
+)
+def test_recording_links_in_batches_means_linking_each(
+    steps: list[tuple[str, str, str | None, str | None, str | None]],
+    batches: list[list[tuple[str, str | None, str | None]]],
+) -> None:
+    """`record_links` skips rows that would not change, yet leaves the same memory as one
+    `link` call per row (the newest link of a source id still wins)."""
+    clock = Clock()
+    with (
+        StateStore.open(":memory:", clock=clock) as one,
+        StateStore.open(":memory:", clock=clock) as batched,
+    ):
+        for action, key, source_id, member_id, invite_id in steps:
+            clock.advance(timedelta(seconds=1))
+            for store in (one, batched):
+                if action == "unlink":
+                    store.unlink("t", key)
+                else:
+                    store.link(
+                        "t",
+                        email_key=key,
+                        source_id=source_id,
+                        member_id=member_id,
+                        invite_id=invite_id,
+                    )
+        for batch in batches:
+            for key, source_id, member_id in batch:
+                clock.advance(timedelta(seconds=1))
+                one.link("t", email_key=key, source_id=source_id, member_id=member_id)
+            clock.advance(timedelta(seconds=1))
+            batched.record_links("t", [LinkRow(k, s, m) for k, s, m in batch])
+            assert batched.memory("t") == one.memory("t")
+            # The same batch again changes nothing, so it writes nothing; unless two of its
+            # people claim one source id, when each write makes the other's link the older.
+            sources = [batched.memory("t").linked_sources.get(k) for k, _, _ in batch]  # type: ignore[call-overload]
+            claimed = [s for s in sources if s is not None]
+            again = batched.record_links("t", [LinkRow(k, s, m) for k, s, m in batch])
+            if len(claimed) == len(set(claimed)):
+                assert again == 0
+            assert batched.memory("t") == one.memory("t")
+
+
+def test_a_batch_that_changes_nothing_leaves_the_file_untouched(db_path: Path) -> None:
+    """No row written means no WAL frame, hence no fsync: what makes a quiet pass cheap."""
+    clock = Clock()
+    rows = [LinkRow(f"p{i}@x", f"s{i}", f"u{i}") for i in range(50)]
+    with StateStore.open(db_path, clock=clock) as store:
+        store.link("t", email_key="p0@x", source_id="s0", invite_id="inv-0")
+        assert store.record_links("t", rows) == 50
+        store.mark_missing("t", ["gone@x"], T0)
+        wal = Path(f"{db_path}-wal")
+        size, mtime = wal.stat().st_size, wal.stat().st_mtime_ns
+        with raw(db_path) as conn:
+            before = conn.execute("SELECT * FROM links ORDER BY email_key").fetchall()
+        clock.advance(timedelta(hours=1))
+        assert store.record_links("t", rows) == 0
+        store.mark_missing("t", ["gone@x"], clock())  # a later sighting keeps the first
+        store.clear_missing("t", keep_only=["gone@x"])
+        assert (wal.stat().st_size, wal.stat().st_mtime_ns) == (size, mtime)
+        with raw(db_path) as conn:
+            assert conn.execute("SELECT * FROM links ORDER BY email_key").fetchall() == before
+        assert store.memory("t").missing_since == {"gone@x": T0}
+        # A changed member id is written, and only it.
+        rows[3] = LinkRow("p3@x", "s3", "u3-new")
+        assert store.record_links("t", rows) == 1
+        assert store.memory("t").links["s3"] == "u3-new"  # type: ignore[index]
+        with raw(db_path) as conn:
+            assert conn.execute(
+                "SELECT invite_id FROM links WHERE email_key = 'p0@x'"
+            ).fetchone() == ("inv-0",)
 
 
 def test_missing_keeps_the_first_time_and_clears_the_returned(store: StateStore) -> None:

@@ -33,6 +33,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
+"""The process exit codes of SPEC "Commands" (here, beside the errors that cause 1, so that
+a command can name them without importing the engine)."""
+
 
 class OrgsyncError(Exception):
     """Base of every error orgsync raises on purpose."""
@@ -99,6 +103,13 @@ class TransientError(ApiError):
     ) -> None:
         super().__init__(message, status=status, request_id=request_id)
         self.retry_after = retry_after
+
+    @property
+    def not_processed(self) -> bool:
+        """The server says it did not act on the request: 429, or 503 with Retry-After
+        (RFC 9110 §15.6.4: unavailable, try later). A create refused so needs no look-up
+        before its retry; after a timeout, a reset or a 500 it might have happened."""
+        return self.status == 429 or (self.status == 503 and self.retry_after is not None)
 
 
 class AuthError(ApiError):

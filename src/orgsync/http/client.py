@@ -31,7 +31,7 @@ import httpx
 import structlog
 import tenacity
 
-from orgsync.core.errors import ApiError
+from orgsync.core.errors import ApiError, TransientError
 from orgsync.core.redaction import scrub
 from orgsync.http.ratelimit import TokenBucket
 from orgsync.http.responses import (
@@ -380,6 +380,11 @@ class HttpClient:
             retry_after=self._retry_after,
             form_refusal=self._form_refusal,
         )
+        if self._bucket is not None:
+            if isinstance(error, TransientError) and error.not_processed:
+                self._bucket.limited(error.retry_after)
+            elif error is None:
+                self._bucket.succeeded()
         if error is not None:
             raise redact(error, self._all_secrets())
         return response

@@ -24,9 +24,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Final, Protocol
 
 from orgsync import __version__
 from orgsync.core.errors import RequestRejected, TransientError
@@ -39,6 +37,9 @@ from orgsync.notify.render import (
     slack_payload,
     webhook_document,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 SIGNATURE_HEADER: Final = "X-Orgsync-Signature"
 USER_AGENT: Final = f"orgsync/{__version__}"
@@ -78,6 +79,8 @@ class _HttpChannel:
     kind = "http"
 
     def __init__(self, url: str, *, timeout: float, ca_file: Path | None, redact: Redactor) -> None:
+        import httpx  # only a configured Slack or webhook channel needs the HTTP client
+
         self._url = url
         self._redact = redact
         self._client = httpx.Client(
@@ -88,6 +91,8 @@ class _HttpChannel:
         )
 
     def _post(self, body: bytes, headers: dict[str, str]) -> None:
+        import httpx
+
         try:
             response = self._client.post(self._url, content=body, headers=headers)
         except httpx.TimeoutException:

@@ -11,6 +11,7 @@ from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
 from orgsync.store.journal import OperationRecord, RunJournal, Unsettled
 from orgsync.store.lease import LeaseRecord
+from orgsync.store.links import LinkRow
 from orgsync.store.migrations import LATEST_VERSION
 from orgsync.store.runs import FINAL_STATUSES, RUN_MODES, RUN_STATUSES, Origin, Outcome, RunRecord
 from orgsync.store.state import StateStore
@@ -23,6 +24,7 @@ __all__ = [
     "RUN_MODES",
     "RUN_STATUSES",
     "LeaseRecord",
+    "LinkRow",
     "NoStateDatabase",
     "OperationRecord",
     "Origin",

@@ -27,11 +27,15 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING
 
 from orgsync.core.errors import StateError
 from orgsync.store.writer_lock import WriterLock, WriterLocks
+
+if TYPE_CHECKING:
+    # Imported on first connection: sqlite-utils (and click, which it imports) cost every
+    # command start-up time, `--help` and `validate --offline` included.
+    from sqlite_utils import Database
 
 SqlValue = str | int | float | bytes | None
 """What may be bound as a statement parameter."""
@@ -385,6 +389,8 @@ class SqliteDB(StateDB):
             )
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state database {target}: {exc}") from exc
+        from sqlite_utils import Database
+
         try:
             db = Database(conn, execute_plugins=False)
             store = cls(db, path, clock)

@@ -10,11 +10,21 @@ absent from the source, for `removal_grace`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from orgsync.core.model import EmailKey, Memory, SourceId
 from orgsync.store.db import StateDB, encode_json, encode_time
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    """One person matched to a target member at the end of a plan (see `record_links`)."""
+
+    email_key: str
+    source_id: str | None
+    member_id: str | None
 
 
 class Links:
@@ -47,6 +57,66 @@ class Links:
                 """,
                 (target, email_key, source_id, member_id, invite_id, now, now),
             )
+
+    def record_links(self, target: str, batch: Iterable[LinkRow]) -> int:
+        """Link many people in one transaction, writing only the rows that change; returns
+        how many were written.
+
+        Same meaning as calling `link` for each, in order, except that a row already holding
+        these values is left alone (its `updated_at` too): a pass that changes nothing
+        writes nothing, so it costs no fsync. A row whose source id the newest link (the one
+        `memory` takes) maps to another member is written, so that it becomes the newest.
+        """
+        rows = list(batch)
+        if not rows:
+            return 0
+        now = self._db.clock()
+        with self._db.write() as session:
+            stored: dict[str, tuple[str | None, str | None]] = {}
+            winner: dict[str, str] = {}  # source id -> member id of its newest link
+            for row in session.query(
+                "SELECT email_key, source_id, member_id, updated_at FROM links "
+                "WHERE target = ? ORDER BY updated_at, email_key",
+                (target,),
+            ):
+                key, source_id = row.text("email_key"), row.opt_text("source_id")
+                member_id = row.opt_text("member_id")
+                stored[key] = (source_id, member_id)
+                if source_id is not None and member_id is not None:
+                    winner[source_id] = member_id
+                # Rows come oldest first: what is written now must sort after all of them
+                # (a clock that did not move, or went back, must not make it older).
+                now = max(now, row.time("updated_at") + timedelta(microseconds=1))
+            written = 0
+            for link in rows:
+                old = stored.get(link.email_key)
+                old_source, old_member = old if old is not None else (None, None)
+                # As in `link`: None keeps what is stored.
+                source_id = link.source_id if link.source_id is not None else old_source
+                member_id = link.member_id if link.member_id is not None else old_member
+                wins = source_id is None or member_id is None or winner.get(source_id) == member_id
+                if old == (source_id, member_id) and wins:
+                    continue
+                when = encode_time(now + timedelta(microseconds=written))
+                session.execute(
+                    """
+                    INSERT INTO links (target, email_key, source_id, member_id, invite_id,
+                                       first_linked_at, updated_at)
+                    VALUES (?, ?, ?, ?, NULL, ?, ?)
+                    ON CONFLICT (target, email_key) DO UPDATE SET
+                        source_id = excluded.source_id,
+                        member_id = excluded.member_id,
+                        updated_at = excluded.updated_at
+                    """,
+                    # A microsecond apart, in batch order: as with one `link` call each,
+                    # the later of two rows naming one source id is the newest.
+                    (target, link.email_key, source_id, member_id, *[when] * 2),
+                )
+                stored[link.email_key] = (source_id, member_id)
+                if source_id is not None and member_id is not None:
+                    winner[source_id] = member_id
+                written += 1
+        return written
 
     def unlink(self, target: str, email_key: str) -> None:
         """Forget a person. Their missing row goes too: were they linked again and then
@@ -89,15 +159,19 @@ class Links:
 
     def mark_missing(self, target: str, email_keys: Iterable[str], now: datetime) -> None:
         since = encode_time(now)
+        keys = sorted(set(email_keys))
+        if not keys:
+            return
         with self._db.write() as session:
-            for key in sorted(set(email_keys)):
-                # MIN: the first time someone went missing is what the grace counts from.
+            for key in keys:
+                # Only an earlier time replaces the stored one: the first time someone went
+                # missing is what the grace counts from (and an unchanged row is not written).
                 session.execute(
                     """
                     INSERT INTO missing (target, email_key, since) VALUES (?, ?, ?)
-                    ON CONFLICT (target, email_key) DO UPDATE SET since = CASE
-                        WHEN excluded.since < missing.since THEN excluded.since
-                        ELSE missing.since END
+                    ON CONFLICT (target, email_key) DO UPDATE SET
+                        since = excluded.since
+                    WHERE excluded.since < missing.since
                     """,
                     (target, key, since),
                 )

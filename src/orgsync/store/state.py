@@ -24,7 +24,7 @@ from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
 from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
 from orgsync.store.lease import LeaseRecord, Leases
-from orgsync.store.links import Links
+from orgsync.store.links import LinkRow, Links
 from orgsync.store.migrations import migrate
 from orgsync.store.recovery import recover_interrupted
 from orgsync.store.runs import Origin, Outcome, RunRecord, Runs
@@ -241,6 +241,11 @@ class StateStore:
             member_id=member_id,
             invite_id=invite_id,
         )
+
+    def record_links(self, target: str, batch: Iterable[LinkRow]) -> int:
+        """Link many people in one transaction, writing only rows that change (returns how
+        many); see `Links.record_links`."""
+        return self._links.record_links(target, batch)
 
     def unlink(self, target: str, email_key: str) -> None:
         self._links.unlink(target, email_key)

@@ -1,0 +1,87 @@
+"""Start-up cost of the `orgsync` command: `--help` and `validate --offline`, fresh processes.
+
+Each sample is a new interpreter (`python -m orgsync ...`, what the console script runs),
+so nothing is cached in memory between samples beyond the operating system's page cache
+(the first, cold sample, which also compiles the bytecode, is discarded). Prints, per command, the median wall time and the
+median CPU time (user + system, from `wait4`) of N samples, and the ratio of the wall
+median to the issue's goal (`--help` 0.2 s, `validate --offline` on the demo's
+configuration 0.3 s). The machine is shared: the CPU figure is the steadier one when
+other work runs, the wall figure is what an administrator waits.
+
+usage: .venv/bin/python bench/startup.py [N]   (default 15)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from orgsync.demo import DEMO_KEY, DEMO_KEY_ENV, demo_config
+
+GOALS = {"--help": 0.2, "validate --offline": 0.3}
+# An installed orgsync has its bytecode compiled: without .pyc files every sample would
+# measure the compiler. The cold sample writes them.
+ENVIRON = {
+    **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+    DEMO_KEY_ENV: DEMO_KEY,
+}
+
+
+def sample(command: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one fresh process running `command`."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=ENVIRON,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        error = process.stderr.read().decode() if process.stderr else ""
+        raise SystemExit(f"{' '.join(command)} exited {code}: {error}")
+    if process.stderr:
+        process.stderr.close()
+    process.returncode = code
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def main(samples: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config = demo_config(folder, "http://127.0.0.1:9/v1")  # --offline: never contacted
+        orgsync = [sys.executable, "-m", "orgsync"]
+        commands = {
+            "--help": [*orgsync, "--help"],
+            "validate --offline": [
+                *orgsync,
+                "validate",
+                "--offline",
+                "--config",
+                str(config),
+                "--log-level",
+                "warning",
+            ],
+        }
+        print(f"median of {samples} fresh processes ({sys.executable})")
+        for name, command in commands.items():
+            sample(command, folder)  # cold: page cache, .pyc files
+            walls, cpus = zip(*(sample(command, folder) for _ in range(samples)), strict=True)
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            goal = GOALS[name]
+            print(
+                f"orgsync {name:<20} wall {wall:.3f} s  cpu {cpu:.3f} s   "
+                f"goal {goal:.1f} s: wall {wall / goal:.2f}x, cpu {cpu / goal:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 15)

@@ -1,0 +1,97 @@
+"""Start-up stays cheap by what it imports, checked on the import graph (not on a timing).
+
+`orgsync --help` must import no third-party library at all, and `validate --offline` none
+of the connectors, HTTP client, LDAP, SQLite helpers or rich: each was a measurable part
+of a command's start-up (bench/startup.py measures the time). Each check runs in a fresh
+interpreter, since this test process has imported everything already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orgsync.demo import DEMO_KEY, DEMO_KEY_ENV, demo_config
+
+HEAVY = ("httpx", "httpcore", "ldap3", "sqlite_utils", "rich", "scim2_models", "jwt")
+CONNECTORS = ("orgsync.targets", "orgsync.sources.okta", "orgsync.sources.ldap")
+
+PROBE = """
+import contextlib, io, json, sys
+before = set(sys.modules)
+{action}
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def imported(action: str, *, cwd: Path, env: dict[str, str] | None = None) -> list[str]:
+    """The modules a fresh interpreter imports to perform `action`."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(action=action)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=60,
+    )
+    names: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return names
+
+
+def within(names: list[str], packages: tuple[str, ...]) -> list[str]:
+    return [n for n in names if any(n == p or n.startswith(f"{p}.") for p in packages)]
+
+
+def test_help_imports_no_third_party_library(tmp_path: Path) -> None:
+    action = (
+        "from orgsync.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass"
+    )
+    names = imported(action, cwd=tmp_path)
+    third_party = sorted(
+        {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"orgsync"}
+    )
+    assert third_party == []
+    assert within(names, ("orgsync",)) == [
+        "orgsync",
+        "orgsync.cli",
+        "orgsync.core",
+        "orgsync.core.errors",
+    ]
+
+
+def test_validate_offline_imports_no_connector(tmp_path: Path) -> None:
+    config = demo_config(tmp_path, "http://127.0.0.1:9/v1")
+    action = (
+        "from orgsync.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main(['validate', '--offline', '--config', {str(config)!r}])\n"
+        "assert code == 0, code"
+    )
+    env = {"PATH": "/usr/bin:/bin", DEMO_KEY_ENV: DEMO_KEY}
+    names = imported(action, cwd=tmp_path, env=env)
+    assert within(names, HEAVY) == []
+    assert within(names, CONNECTORS) == []
+    assert "orgsync.engine" not in names
+    assert "orgsync.sources.file" in names  # the probe did run the offline checks
+
+
+def test_structlog_goes_without_rich_yet_rich_still_imports(tmp_path: Path) -> None:
+    """Only structlog's own attempt is refused; anything else importing rich gets it."""
+    pytest.importorskip("rich")  # installed with the development tools (import-linter)
+    action = (
+        "import orgsync, structlog\n"
+        "assert structlog.dev.rich is None\n"
+        "assert 'rich' not in sys.modules\n"
+        "import rich.console"
+    )
+    assert "rich.console" in imported(action, cwd=tmp_path)
