@@ -12,20 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from orgsync.core.explain import Explanation, MemberView
-from orgsync.core.plan import Operation, Phase, SetRole
+from orgsync.core.plan import PHASE_MARKS, Operation, SetRole
 
 EXIT_NOT_FOUND = 1
 
-# The plan's marks (README "The plan"): + creations, ^ additions and raises, v lowerings,
-# - removals, ~ renames, x deletions; ! held, . waiting.
-_MARKS = {
-    Phase.RENAME: "~",
-    Phase.CREATE: "+",
-    Phase.ADD_OR_RAISE: "^",
-    Phase.LOWER: "v",
-    Phase.REMOVE: "-",
-    Phase.DELETE_GROUPS: "x",
-}
 _VERDICTS = {0: "nothing to do", 2: "changes pending", 3: "held by the safety gate"}
 _LABEL = 10
 
@@ -141,7 +131,7 @@ def _member(member: MemberView) -> str:
 
 
 def _operation(op: Operation) -> str:
-    mark = _MARKS[op.phase]
+    mark = PHASE_MARKS[op.phase]
     if isinstance(op, SetRole):
         what = f"{op.email} {op.previous_role or '-'} -> {op.role}"
     else:

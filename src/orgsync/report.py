@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orgsync.core.plan import (
+    PHASE_MARKS,
     AddGroupMember,
     AssignGroupRole,
     CreateUser,
     GroupOperationFields,
     Invite,
     Operation,
-    Phase,
     Plan,
     RemoveGroupMember,
     RenameGroup,
@@ -128,14 +128,6 @@ def table_line(row: Sequence[Cell], widths: Sequence[int], style: Style, indent:
 
 # ---------------------------------------------------------------- plans
 
-_MARKS = {
-    Phase.RENAME: "~",
-    Phase.CREATE: "+",
-    Phase.ADD_OR_RAISE: "^",
-    Phase.LOWER: "v",
-    Phase.REMOVE: "-",
-    Phase.DELETE_GROUPS: "x",
-}
 HELD_MARK = "!"
 WAITING_MARK = "."
 LEGEND = {
@@ -171,7 +163,7 @@ _CHECKSUM_NOTE = (
 
 
 def mark_of(operation: Operation) -> str:
-    return _MARKS[operation.phase]
+    return PHASE_MARKS[operation.phase]
 
 
 def subject_of(operation: Operation, *, in_group: bool = False) -> str:

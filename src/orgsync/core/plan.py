@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from enum import IntEnum
+from types import MappingProxyType
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -31,6 +33,21 @@ class Phase(IntEnum):
     LOWER = 3
     REMOVE = 4
     DELETE_GROUPS = 5
+
+
+# How a person reads a phase in a plan table (README "Reading a plan"): + creations,
+# ^ additions and raises, v lowerings, - removals, ~ renames, x deletions. The report and
+# `orgsync explain` both print them, so they are defined once, beside the phases.
+PHASE_MARKS: Mapping[Phase, str] = MappingProxyType(
+    {
+        Phase.RENAME: "~",
+        Phase.CREATE: "+",
+        Phase.ADD_OR_RAISE: "^",
+        Phase.LOWER: "v",
+        Phase.REMOVE: "-",
+        Phase.DELETE_GROUPS: "x",
+    }
+)
 
 
 class _Operation(BaseModel):
