@@ -423,10 +423,6 @@ class Plan(BaseModel):
     def summary(self) -> dict[str, int]:
         return dict(sorted(Counter(op.op for op in self.operations).items()))
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.operations and not self.held
-
     def to_json(self) -> dict[str, object]:
         """The SPEC plan document."""
         return {

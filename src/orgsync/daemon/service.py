@@ -280,9 +280,6 @@ class Service:
                 log.error("daemon.unhealthy", dead=[k for k, v in parts.items() if not v])
         return self._shutdown()
 
-    def request_stop(self) -> None:
-        self.stop.set()
-
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         del frame
         self._signals += 1

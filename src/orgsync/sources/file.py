@@ -26,7 +26,6 @@ from orgsync.core.model import (
 )
 
 _PERSON_FIELDS = {"id", "email", "name", "active"}
-_GROUP_FIELDS = {"id", "name", "members"}
 
 
 class FileSource:
