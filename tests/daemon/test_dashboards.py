@@ -37,7 +37,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "orgsync.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 ALERTS_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yaml"
-WEBHOOKS_SOURCE = ROOT / "src" / "orgsync" / "daemon" / "webhooks.py"
+# The receivers, and the sources' own webhook parsers (Okta's, Graph's), which name the
+# results they refuse with.
+WEBHOOKS_SOURCES = (
+    ROOT / "src" / "orgsync" / "daemon" / "webhooks.py",
+    ROOT / "src" / "orgsync" / "core" / "webhook.py",
+    *sorted((ROOT / "src" / "orgsync" / "sources").glob("*_connector.py")),
+)
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 TARGET = "openai-prod"
@@ -421,7 +427,7 @@ class TestAlerts:
 
 
 def test_the_known_webhook_results_are_the_receivers_own_words() -> None:
-    source = WEBHOOKS_SOURCE.read_text(encoding="utf-8")
+    source = "\n".join(path.read_text(encoding="utf-8") for path in WEBHOOKS_SOURCES)
     for result in KNOWN_VALUES["orgsync_webhooks_total"]["result"]:
         assert f'"{result}"' in source, result
     refusals = set(re.findall(r'Refused\(\s*\d+,\s*"(\w+)"', source))
