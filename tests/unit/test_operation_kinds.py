@@ -130,7 +130,7 @@ def test_plan_json_round_trips_byte_identical() -> None:
     text = json.dumps(plan.to_json(), sort_keys=True)
     again = Plan.from_json(json.loads(text))
     assert json.dumps(again.to_json(), sort_keys=True) == text
-    assert [op["op"] for op in plan.to_json()["operations"]] == [  # type: ignore[union-attr]
+    assert [op.op for op in plan.operations] == [
         "rename_group",
         "invite",
         "invite",
@@ -151,32 +151,51 @@ def test_plan_json_round_trips_byte_identical() -> None:
     ]
 
 
-# op → (phase, removes access, lets someone new in): the SPEC order of application and
-# what the safety gate counts, as it was before the kinds declared it themselves.
-CLASSIFICATION: dict[str, tuple[Phase, bool, bool]] = {
-    "invite": (Phase.CREATE, False, True),
-    "create_user": (Phase.CREATE, False, True),
-    "update_user": (Phase.ADD_OR_RAISE, False, False),
-    "revoke_invite": (Phase.REMOVE, True, False),
-    "remove_member": (Phase.REMOVE, True, False),
-    "suspend_member": (Phase.REMOVE, True, False),
-    "create_group": (Phase.CREATE, False, False),
-    "adopt_group": (Phase.CREATE, False, False),
-    "rename_group": (Phase.RENAME, False, False),
-    "delete_group": (Phase.DELETE_GROUPS, True, False),
-    "add_group_member": (Phase.ADD_OR_RAISE, False, False),
-    "remove_group_member": (Phase.REMOVE, True, False),
-    "assign_group_role": (Phase.ADD_OR_RAISE, False, False),
-    "unassign_group_role": (Phase.LOWER, True, False),
+# op → (phase, removes access, lets someone new in, read back before a retry, done if
+# absent): the SPEC order of application, what the safety gate counts and how the applier
+# retries, as main classified them before the kinds declared it themselves.
+CLASSIFICATION: dict[str, tuple[Phase, bool, bool, bool, bool]] = {
+    "invite": (Phase.CREATE, False, True, True, False),
+    "create_user": (Phase.CREATE, False, True, True, False),
+    "update_user": (Phase.ADD_OR_RAISE, False, False, False, False),
+    "revoke_invite": (Phase.REMOVE, True, False, False, True),
+    "remove_member": (Phase.REMOVE, True, False, False, True),
+    "suspend_member": (Phase.REMOVE, True, False, False, True),
+    "create_group": (Phase.CREATE, False, False, True, False),
+    "adopt_group": (Phase.CREATE, False, False, False, False),
+    "rename_group": (Phase.RENAME, False, False, False, False),
+    "delete_group": (Phase.DELETE_GROUPS, True, False, False, True),
+    "add_group_member": (Phase.ADD_OR_RAISE, False, False, True, False),
+    "remove_group_member": (Phase.REMOVE, True, False, False, True),
+    "assign_group_role": (Phase.ADD_OR_RAISE, False, False, True, False),
+    "unassign_group_role": (Phase.LOWER, True, False, False, True),
 }
 
 
 @pytest.mark.parametrize("operation", every_kind(), ids=lambda op: op.op)
 def test_each_kind_is_classified_as_before(operation: Operation) -> None:
     if isinstance(operation, SetRole):
+        # A lowering takes access away, yet a 404 on it is no success: the member is
+        # still there, or gone for another reason the next run will see.
         expected = (
-            (Phase.ADD_OR_RAISE, False, False) if operation.raise_ else (Phase.LOWER, True, False)
+            (Phase.ADD_OR_RAISE, False, False, False, False)
+            if operation.raise_
+            else (Phase.LOWER, True, False, False, False)
         )
     else:
         expected = CLASSIFICATION[operation.op]
-    assert (operation.phase, operation.is_removal, operation.is_addition) == expected
+    assert (
+        operation.phase,
+        operation.is_removal,
+        operation.is_addition,
+        operation.read_back_before_retry,
+        operation.done_if_absent,
+    ) == expected
+
+
+def test_each_kind_declares_its_phase_on_the_class() -> None:
+    """Only `set_role` decides its phase per instance; every other kind's is its class's,
+    readable without an instance."""
+    for operation in every_kind():
+        if not isinstance(operation, SetRole):
+            assert type(operation).phase is operation.phase
