@@ -32,34 +32,16 @@ from orgsync.core.errors import (
 from orgsync.core.model import normalize_email
 from orgsync.core.plan import (
     AddGroupMember,
-    AssignGroupRole,
     CreateGroup,
     CreateUser,
-    DeleteGroup,
     GroupOperationFields,
-    Invite,
     Operation,
     Plan,
-    RemoveGroupMember,
-    RemoveMember,
-    RevokeInvite,
-    SuspendMember,
-    UnassignGroupRole,
 )
 from orgsync.core.ports import OperationJournal, OperationStatus, Target
 from orgsync.retrying import RetrySettings
 
 log = structlog.get_logger(__name__)
-
-_CREATES = (Invite, CreateUser, CreateGroup, AddGroupMember, AssignGroupRole)
-_REMOVALS = (
-    RevokeInvite,
-    RemoveMember,
-    SuspendMember,
-    RemoveGroupMember,
-    UnassignGroupRole,
-    DeleteGroup,
-)
 
 
 @dataclass(slots=True)
@@ -196,7 +178,7 @@ class Applier:
         the target whether an earlier attempt succeeded despite a lost response.
         """
         try:
-            if not isinstance(operation, _CREATES):
+            if not operation.read_back_before_retry:
                 return self.target.execute(operation), None
             uncertain = False  # may an earlier attempt have created it?
             for attempt in self._policy():
@@ -214,7 +196,7 @@ class Applier:
                         uncertain = uncertain or not error.not_processed
                         raise
         except ConflictError as conflict:
-            if not isinstance(operation, _CREATES):
+            if not operation.read_back_before_retry:
                 raise
             existing = self.target.find_existing(operation)
             if existing is None:
@@ -225,7 +207,7 @@ class Applier:
                 ) from conflict
             return existing, "already existed (409): adopted"
         except NotFoundError:
-            if isinstance(operation, _REMOVALS):
+            if operation.done_if_absent:
                 return None, "already gone (404)"
             raise
         raise AssertionError("retry policy ended without result or error")  # pragma: no cover

@@ -34,16 +34,11 @@ from orgsync.core.model import (
 )
 from orgsync.core.plan import (
     AddGroupMember,
-    CreateUser,
     HeldOperation,
-    Invite,
+    MemberOperation,
     Operation,
     Plan,
     RemoveGroupMember,
-    RemoveMember,
-    RevokeInvite,
-    SetRole,
-    SuspendMember,
     UpdateUser,
     Waiting,
     operation_json,
@@ -359,10 +354,7 @@ def concerns(operation: Operation, keys: Iterable[EmailKey], member_ids: Iterabl
     keys, member_ids = frozenset(keys), frozenset(member_ids)
     if isinstance(operation, AddGroupMember | RemoveGroupMember):
         return normalize_email(operation.email) in keys or operation.user_id in member_ids
-    if isinstance(
-        operation,
-        Invite | CreateUser | UpdateUser | RevokeInvite | SetRole | RemoveMember | SuspendMember,
-    ):
+    if isinstance(operation, MemberOperation):
         if normalize_email(operation.email) in keys:
             return True
         previous = operation.previous_email if isinstance(operation, UpdateUser) else None

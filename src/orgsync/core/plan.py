@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -34,6 +34,11 @@ class Phase(IntEnum):
     REMOVE = 4
     DELETE_GROUPS = 5
 
+    @property
+    def takes_access_away(self) -> bool:
+        """Lowerings, removals and deletions: what the safety gate counts as removals."""
+        return self >= Phase.LOWER
+
 
 # How a person reads a phase in a plan table (README "Reading a plan"): + creations,
 # ^ additions and raises, v lowerings, - removals, ~ renames, x deletions. The report and
@@ -51,13 +56,36 @@ PHASE_MARKS: Mapping[Phase, str] = MappingProxyType(
 
 
 class _Operation(BaseModel):
+    """One kind of operation. Each kind declares how it is classified once, as class
+    attributes, and the planner, safety gate, applier, report and explain read them; none
+    of them lists kinds itself (as octoDNS's `Create`/`Update`/`Delete` changes carry
+    their own class)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    phase: ClassVar[Phase]
+    """When it is applied (SPEC order of application); `SetRole` alone decides per instance."""
+
+    is_addition: ClassVar[bool] = False
+    """Whether it brings someone new in (an invitation e-mail, an account): what cannot
+    be taken back, so a suspect source holds it (`core.safety`)."""
+
+    read_back_before_retry: ClassVar[bool] = False
+    """Whether it creates something (not idempotent): the applier retries it, and answers a
+    409, only after asking the target whether an earlier attempt took effect
+    (`Target.find_existing`), so a lost response never makes a duplicate."""
+
+    done_if_absent: ClassVar[bool] = False
+    """Whether a 404 means it is already done (what it removes is gone already)."""
 
     reason: str
 
     @property
-    def phase(self) -> Phase:
-        raise NotImplementedError
+    def is_removal(self) -> bool:
+        """Whether it takes access away from someone: the safety gate counts it against
+        `max_removals` / `max_removal_ratio` and holds it when the run removes too much.
+        It follows from the phase, so the two cannot disagree."""
+        return self.phase.takes_access_away
 
     @property
     def subject(self) -> str:
@@ -68,21 +96,6 @@ class _Operation(BaseModel):
     def detail(self) -> str:
         """Second sort key within one subject (the member or role of a group operation)."""
         return ""
-
-    @property
-    def is_removal(self) -> bool:
-        """Whether it takes access away from someone: the safety gate counts it against
-        `max_removals` / `max_removal_ratio` and holds it when the run removes too much.
-
-        Each kind declares this once, here and in its subclass; `core.safety` asks, never
-        lists kinds itself."""
-        return False
-
-    @property
-    def is_addition(self) -> bool:
-        """Whether it brings someone new in (an invitation e-mail, an account): what cannot
-        be taken back, so a suspect source holds it (`core.safety`)."""
-        return False
 
 
 class _MemberOperation(_Operation):
@@ -103,13 +116,9 @@ class Invite(_MemberOperation):
     source_id: str
     replaces_invite_id: str | None = None
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.CREATE
-
-    @property
-    def is_addition(self) -> bool:
-        return True
+    phase: ClassVar[Phase] = Phase.CREATE
+    is_addition: ClassVar[bool] = True
+    read_back_before_retry: ClassVar[bool] = True
 
 
 class CreateUser(_MemberOperation):
@@ -120,13 +129,9 @@ class CreateUser(_MemberOperation):
     role: str | None = None
     source_id: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.CREATE
-
-    @property
-    def is_addition(self) -> bool:
-        return True
+    phase: ClassVar[Phase] = Phase.CREATE
+    is_addition: ClassVar[bool] = True
+    read_back_before_retry: ClassVar[bool] = True
 
 
 class UpdateUser(_MemberOperation):
@@ -139,22 +144,15 @@ class UpdateUser(_MemberOperation):
     previous_email: str | None = None
     source_id: str | None = None
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.ADD_OR_RAISE
+    phase: ClassVar[Phase] = Phase.ADD_OR_RAISE
 
 
 class RevokeInvite(_MemberOperation):
     op: Literal["revoke_invite"] = "revoke_invite"
     invite_id: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.REMOVE
-
-    @property
-    def is_removal(self) -> bool:
-        return True
+    phase: ClassVar[Phase] = Phase.REMOVE
+    done_if_absent: ClassVar[bool] = True
 
 
 class SetRole(_MemberOperation):
@@ -168,39 +166,27 @@ class SetRole(_MemberOperation):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    # The one kind whose phase is the instance's, a raise or a lowering: a read-only
+    # property where the others declare a class attribute (hence the ignore).
     @property
-    def phase(self) -> Phase:
+    def phase(self) -> Phase:  # type: ignore[override]
         return Phase.ADD_OR_RAISE if self.raise_ else Phase.LOWER
-
-    @property
-    def is_removal(self) -> bool:
-        return not self.raise_
 
 
 class RemoveMember(_MemberOperation):
     op: Literal["remove_member"] = "remove_member"
     user_id: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.REMOVE
-
-    @property
-    def is_removal(self) -> bool:
-        return True
+    phase: ClassVar[Phase] = Phase.REMOVE
+    done_if_absent: ClassVar[bool] = True
 
 
 class SuspendMember(_MemberOperation):
     op: Literal["suspend_member"] = "suspend_member"
     user_id: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.REMOVE
-
-    @property
-    def is_removal(self) -> bool:
-        return True
+    phase: ClassVar[Phase] = Phase.REMOVE
+    done_if_absent: ClassVar[bool] = True
 
 
 class GroupOperationFields(_Operation):
@@ -222,9 +208,8 @@ class GroupOperationFields(_Operation):
 class CreateGroup(GroupOperationFields):
     op: Literal["create_group"] = "create_group"
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.CREATE
+    phase: ClassVar[Phase] = Phase.CREATE
+    read_back_before_retry: ClassVar[bool] = True
 
 
 class AdoptGroup(GroupOperationFields):
@@ -232,30 +217,21 @@ class AdoptGroup(GroupOperationFields):
 
     op: Literal["adopt_group"] = "adopt_group"
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.CREATE
+    phase: ClassVar[Phase] = Phase.CREATE
 
 
 class RenameGroup(GroupOperationFields):
     op: Literal["rename_group"] = "rename_group"
     previous_name: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.RENAME
+    phase: ClassVar[Phase] = Phase.RENAME
 
 
 class DeleteGroup(GroupOperationFields):
     op: Literal["delete_group"] = "delete_group"
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.DELETE_GROUPS
-
-    @property
-    def is_removal(self) -> bool:
-        return True
+    phase: ClassVar[Phase] = Phase.DELETE_GROUPS
+    done_if_absent: ClassVar[bool] = True
 
 
 class AddGroupMember(GroupOperationFields):
@@ -265,9 +241,8 @@ class AddGroupMember(GroupOperationFields):
     email: str
     user_id: str | None
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.ADD_OR_RAISE
+    phase: ClassVar[Phase] = Phase.ADD_OR_RAISE
+    read_back_before_retry: ClassVar[bool] = True
 
     @property
     def detail(self) -> str:
@@ -279,17 +254,12 @@ class RemoveGroupMember(GroupOperationFields):
     email: str
     user_id: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.REMOVE
+    phase: ClassVar[Phase] = Phase.REMOVE
+    done_if_absent: ClassVar[bool] = True
 
     @property
     def detail(self) -> str:
         return self.email
-
-    @property
-    def is_removal(self) -> bool:
-        return True
 
 
 class AssignGroupRole(GroupOperationFields):
@@ -297,9 +267,8 @@ class AssignGroupRole(GroupOperationFields):
     role: str
     role_id: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.ADD_OR_RAISE
+    phase: ClassVar[Phase] = Phase.ADD_OR_RAISE
+    read_back_before_retry: ClassVar[bool] = True
 
     @property
     def detail(self) -> str:
@@ -313,17 +282,12 @@ class UnassignGroupRole(GroupOperationFields):
     role: str
     role_id: str
 
-    @property
-    def phase(self) -> Phase:
-        return Phase.LOWER
+    phase: ClassVar[Phase] = Phase.LOWER
+    done_if_absent: ClassVar[bool] = True
 
     @property
     def detail(self) -> str:
         return self.role
-
-    @property
-    def is_removal(self) -> bool:
-        return True
 
 
 GroupOperation = (
