@@ -19,24 +19,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
-from orgsync.applier import Applier, ApplyReport, ApplySettings
+from orgsync.applier import Applier, ApplySettings
 from orgsync.applier import Outcome as ApplyOutcome
 from orgsync.config import Config, TargetConfig
-
-# Re-exported: the exit codes live beside the errors, so that a command names them without
-# importing the engine.
-from orgsync.core.errors import EXIT_ERROR as EXIT_ERROR  # noqa: PLC0414
-from orgsync.core.errors import EXIT_HELD as EXIT_HELD  # noqa: PLC0414
-from orgsync.core.errors import EXIT_OK as EXIT_OK  # noqa: PLC0414
-from orgsync.core.errors import EXIT_PENDING as EXIT_PENDING  # noqa: PLC0414
-from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
+from orgsync.core.errors import EXIT_ERROR, ConfigError, Interrupted, OrgsyncError, StateError
 from orgsync.core.explain import ExplainInput, Explanation, explain
 from orgsync.core.model import (
     Capabilities,
@@ -84,6 +77,7 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
 from orgsync.factories import build_source, build_target, open_state_store, retry_settings
+from orgsync.results import RunOptions, TargetResult, dry_result, outcome_of, sync_result
 from orgsync.store import (
     LeaseRecord,
     LinkRow,
@@ -100,53 +94,11 @@ if TYPE_CHECKING:
     from orgsync.interrupt import ReadInterrupt  # imports httpx: only when a run reads
 
 
-_SEVERITY = {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_HELD: 2, EXIT_ERROR: 3}
-
 BUSY = "busy"
 """A sync refused because another process is the target's writer: not recorded as a run."""
 LOCK_PATIENCE = 1.0
 """Seconds a sync waits for a target's writer lock before it is refused as busy (long
 enough to ride out `orgsync status` probing the lock, far shorter than any run)."""
-
-
-def worst_exit_code(codes: Sequence[int]) -> int:
-    """SPEC: with several targets the worst result decides the process's exit code."""
-    return max(codes, key=_SEVERITY.__getitem__, default=EXIT_OK)
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    dry_run: bool = True
-    target: str | None = None
-    allow_removals: int | None = None
-    allow_additions: int | None = None
-    reviewed_plans: Mapping[str, Plan] | None = None
-    """`sync --plan FILE`: per target, the plan a person reviewed. Only these targets run,
-    each only while its fresh plan is the reviewed one."""
-    trigger: str = "cli"
-    only_emails: frozenset[str] = frozenset()
-    only_source_ids: frozenset[str] = frozenset()
-    """A targeted reconcile (a webhook naming people, `sync --only`): read and plan for
-    these people only. Empty both: the whole organization. See `orgsync.core.scope`."""
-    only_must_exist: bool = False
-    """`sync --only`: a named person nobody answers to (source, target, memory) fails the
-    target's run, since a person typing a name means someone; a webhook may name anyone."""
-
-    @property
-    def subjects(self) -> Subjects:
-        return Subjects.of(self.only_emails, self.only_source_ids)
-
-
-@dataclass(slots=True)
-class TargetResult:
-    target: str
-    exit_code: int
-    status: str
-    run_id: str | None = None
-    plan: Plan | None = None
-    report: ApplyReport | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -564,7 +516,7 @@ class Engine:
                 options.trigger,
                 origin=self.origin,
                 started_at=began,
-                outcome=_outcome(result),
+                outcome=outcome_of(result),
             )
         else:
             try:
@@ -575,7 +527,7 @@ class Engine:
                     result = self._attempt(config, snapshot, options, run_id, halt)
                     # Finished before the lock is released: a `running` row never outlives
                     # its writer's hold on the target.
-                    ended = _outcome(result)
+                    ended = outcome_of(result)
                     self.store.finish_run(
                         run_id,
                         status=ended.status,
@@ -797,7 +749,7 @@ class Engine:
             if reviewed is not None:
                 check_reviewed(reviewed, fresh)
             if options.dry_run or run_id is None:
-                return self._dry_result(config.name, fresh, run_id)
+                return dry_result(config.name, fresh, run_id)
             # From here on the calls are the apply's: a stop lets those in flight finish.
             interrupt.pause()
             self.store.record_plan(run_id, fresh)
@@ -825,7 +777,7 @@ class Engine:
             self.progress.end(APPLY, config.name, len(report.outcomes), "operations")
         finally:
             target.close()
-        return self._sync_result(config.name, fresh, report, run_id)
+        return sync_result(config.name, fresh, report, run_id)
 
     def _operation_finished(self, target: str, outcome: ApplyOutcome) -> None:
         self.observer.operation_finished(target, outcome.operation.op, outcome.status.value)
@@ -1060,44 +1012,3 @@ class Engine:
         for group_id in self.store.owned_groups(target):
             if group_id not in present:
                 self.store.disown_group(target, group_id)  # deleted by someone else
-
-    @staticmethod
-    def _dry_result(target: str, fresh: Plan, run_id: str | None) -> TargetResult:
-        if fresh.held:
-            code, status = EXIT_HELD, "held"
-        elif fresh.operations:
-            code, status = EXIT_PENDING, "changes-pending"
-        else:
-            code, status = EXIT_OK, "ok"
-        return TargetResult(target, code, status, run_id=run_id, plan=fresh)
-
-    @staticmethod
-    def _sync_result(target: str, fresh: Plan, report: ApplyReport, run_id: str) -> TargetResult:
-        if report.failed or report.aborted:
-            failures = "; ".join(
-                f"{o.operation.op} {o.operation.subject}: {o.detail}" for o in report.failed[:5]
-            )
-            error = report.aborted or f"{len(report.failed)} operation(s) failed: {failures}"
-            return TargetResult(target, EXIT_ERROR, "failed", run_id, fresh, report, error)
-        skipped = report.count(OperationStatus.SKIPPED)
-        if skipped:
-            # Shutdown (SIGTERM) or a lost lease: calls in flight finished, no more started.
-            error = f"stopped before {skipped} operation(s) started; the next run does them"
-            return TargetResult(target, EXIT_ERROR, "interrupted", run_id, fresh, report, error)
-        if fresh.held:
-            return TargetResult(target, EXIT_HELD, "held", run_id, fresh, report)
-        return TargetResult(target, EXIT_OK, "ok", run_id, fresh, report)
-
-
-def _outcome(result: TargetResult) -> Outcome:
-    plan_, report = result.plan, result.report
-    return Outcome(
-        status=result.status,
-        exit_code=result.exit_code,
-        summary=plan_.summary if plan_ else {},
-        checksum=plan_.checksum if plan_ else None,
-        error=result.error,
-        held=len(plan_.held) if plan_ else 0,
-        failed=len(report.failed) if report else 0,
-        waiting=len(plan_.waiting) if plan_ else 0,
-    )
