@@ -32,10 +32,8 @@ from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import EXIT_ERROR, ConfigError, Interrupted, OrgsyncError, StateError
 from orgsync.core.explain import ExplainInput, Explanation, explain
 from orgsync.core.model import (
-    Capabilities,
     EmailKey,
     Memory,
-    RoleCatalog,
     SourceSnapshot,
     TargetSnapshot,
     normalize_email,
@@ -56,7 +54,7 @@ from orgsync.core.plan import (
     UpdateUser,
 )
 from orgsync.core.plan_file import check_reviewed
-from orgsync.core.planner import PlanInput, RemovalPolicy, plan
+from orgsync.core.planner import PlanInput, plan
 from orgsync.core.ports import (
     LearnsForms,
     OperationJournal,
@@ -65,11 +63,10 @@ from orgsync.core.ports import (
     Source,
     Target,
 )
-from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
+from orgsync.core.rules import DesiredState, MembershipRules, desired_state
 from orgsync.core.safety import (
     Allowances,
     Population,
-    SafetyLimits,
     check_source_size,
     gate,
     managed_in_memory,
@@ -77,6 +74,13 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
 from orgsync.factories import build_source, build_target, open_state_store, retry_settings
+from orgsync.policy import (
+    check_capabilities,
+    check_roles,
+    membership_rules,
+    removal_policy,
+    safety_limits,
+)
 from orgsync.results import RunOptions, TargetResult, dry_result, outcome_of, sync_result
 from orgsync.store import (
     LeaseRecord,
@@ -204,46 +208,6 @@ class _Halt(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or self._shutdown.is_set()
-
-
-def membership_rules(config: TargetConfig, capabilities: Capabilities) -> MembershipRules:
-    return MembershipRules(
-        roleless=not capabilities.roles,
-        scope_groups=config.scope_groups,
-        roles=tuple(RoleRule(r.group, r.role) for r in config.roles),
-        default_role=config.default_role,
-        groups=tuple(GroupRule(g.source, g.name, g.roles) for g in config.groups),
-    )
-
-
-def check_capabilities(config: TargetConfig, capabilities: Capabilities) -> None:
-    """A configuration asking a target for more than it can do is refused, by rule."""
-    if config.groups and not capabilities.groups:
-        raise ConfigError(
-            f"targets.{config.name}.groups[0]: group rules need a target with groups, "
-            f"and {config.type} targets have none"
-        )
-
-
-def check_roles(config: TargetConfig, catalog: RoleCatalog) -> None:
-    """Every role the configuration names must exist in the target's catalog."""
-    named = [(f"targets.{config.name}.roles[{i}].role", r.role) for i, r in enumerate(config.roles)]
-    if config.default_role is not None:
-        named.append((f"targets.{config.name}.default_role", config.default_role))
-    for key, role in named:
-        if role not in catalog.order:
-            raise ConfigError(
-                f"{key}: role {role!r} is not in the target's role catalog "
-                f"({', '.join(catalog.order)})"
-            )
-    for index, rule in enumerate(config.groups):
-        for role in rule.roles:
-            if role not in catalog.assignable:
-                known = ", ".join(sorted(catalog.assignable)) or "none"
-                raise ConfigError(
-                    f"targets.{config.name}.groups[{index}].roles: role {role!r} is not in "
-                    f"the target's role catalog (roles a group can hold: {known})"
-                )
 
 
 _PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
@@ -420,7 +384,7 @@ class Engine:
         self.progress.end(READ_SOURCE, None, len(snapshot.people), "people")
         for record in rejected:
             log.warning("source.record_rejected", source_id=record.source_id, reason=record.reason)
-        limits = self.safety_limits()
+        limits = safety_limits(self.config)
         # Only people orgsync can act on count: a directory whose emails all broke at
         # once (a mapping change) must stop the run, not shrink it.
         check_source_size(len(people), limits)
@@ -432,19 +396,6 @@ class Engine:
             rejected=len(rejected),
         )
         return snapshot
-
-    def safety_limits(self) -> SafetyLimits:
-        """The `[safety]` limits, taken from the configuration here and nowhere else."""
-        safety = self.config.safety
-        return SafetyLimits(
-            max_removals=safety.max_removals,
-            max_removal_ratio=safety.max_removal_ratio,
-            min_managed_for_ratio=safety.min_managed_for_ratio,
-            max_group_member_removals=safety.max_group_member_removals,
-            max_additions=safety.max_additions,
-            max_addition_ratio=safety.max_addition_ratio,
-            min_source_users=safety.min_source_users,
-        )
 
     def run(self, options: RunOptions) -> list[TargetResult]:
         targets = self.selected_targets(options)
@@ -869,7 +820,7 @@ class Engine:
                     snapshot=snapshot,
                     rules=rules,
                     population=self._population(observed, memory, desired),
-                    limits=self.safety_limits(),
+                    limits=safety_limits(self.config),
                 )
                 explanations.append(explain(person, inputs))
             finally:
@@ -929,7 +880,7 @@ class Engine:
                 if population is not None
                 else self._population(observed, memory, desired)
             ),
-            limits=self.safety_limits(),
+            limits=safety_limits(self.config),
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
@@ -945,19 +896,12 @@ class Engine:
     ) -> PlanInput:
         """What the planner plans from, with the target's `[safety]` removal policy: built
         here only, so a dry run, a sync and `explain` plan from the same inputs."""
-        safety = self.config.safety
-        policy = RemovalPolicy(
-            on_removal=config.on_removal,
-            remove_unmanaged=safety.remove_unmanaged,
-            protected=frozenset(normalize_email(e) for e in safety.protected),
-            removal_grace=safety.removal_grace,
-        )
         return PlanInput(
             target=config.name,
             desired=desired,
             observed=observed,
             memory=memory,
-            policy=policy,
+            policy=removal_policy(self.config, config),
             capabilities=target.capabilities,
             now=self.clock(),
         )
