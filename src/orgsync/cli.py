@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from orgsync.core.forms import LearnedForm
     from orgsync.core.plan import Plan
     from orgsync.daemon.quarantine import Quarantine
-    from orgsync.engine import TargetResult
+    from orgsync.results import TargetResult
     from orgsync.store import LeaseRecord, RunRecord, StateStore
 
 # Everything else is imported by the command that needs it: `orgsync --help` must not pay
@@ -413,9 +413,10 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _sync(config: Config, args: argparse.Namespace) -> int:
-    from orgsync.engine import Engine, RunOptions
+    from orgsync.engine import Engine
     from orgsync.notify import DRAIN_SECONDS, build_dispatcher
     from orgsync.progress import reporter
+    from orgsync.results import RunOptions
 
     if args.plan and args.dry_run:
         raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
@@ -494,8 +495,8 @@ def _print_sync(
     results: list[TargetResult], args: argparse.Namespace, shown: set[str] | None = None
 ) -> int:
     from orgsync.core.plan_file import plan_file_text
-    from orgsync.engine import worst_exit_code
     from orgsync.report import Style, render_results, sync_json
+    from orgsync.results import worst_exit_code
 
     if args.plan_out:
         _write_private(args.plan_out, plan_file_text([r.plan for r in results if r.plan]))

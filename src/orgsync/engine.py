@@ -19,64 +19,45 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
-from orgsync.applier import Applier, ApplyReport, ApplySettings
+from orgsync.applier import Applier, ApplySettings
 from orgsync.applier import Outcome as ApplyOutcome
 from orgsync.config import Config, TargetConfig
-
-# Re-exported: the exit codes live beside the errors, so that a command names them without
-# importing the engine.
-from orgsync.core.errors import EXIT_ERROR as EXIT_ERROR  # noqa: PLC0414
-from orgsync.core.errors import EXIT_HELD as EXIT_HELD  # noqa: PLC0414
-from orgsync.core.errors import EXIT_OK as EXIT_OK  # noqa: PLC0414
-from orgsync.core.errors import EXIT_PENDING as EXIT_PENDING  # noqa: PLC0414
-from orgsync.core.errors import ConfigError, Interrupted, OrgsyncError, StateError
+from orgsync.core.errors import EXIT_ERROR, ConfigError, Interrupted, OrgsyncError, StateError
 from orgsync.core.explain import ExplainInput, Explanation, explain
 from orgsync.core.model import (
-    Capabilities,
     EmailKey,
     Memory,
-    RoleCatalog,
     SourceSnapshot,
     TargetSnapshot,
     normalize_email,
     screen,
 )
 from orgsync.core.plan import (
-    AdoptGroup,
-    CreateGroup,
-    CreateUser,
-    DeleteGroup,
-    Invite,
     Operation,
     Plan,
     RemoveMember,
-    RenameGroup,
     RevokeInvite,
     SuspendMember,
-    UpdateUser,
 )
 from orgsync.core.plan_file import check_reviewed
-from orgsync.core.planner import PlanInput, RemovalPolicy, plan
+from orgsync.core.planner import PlanInput, plan
 from orgsync.core.ports import (
     LearnsForms,
-    OperationJournal,
-    OperationStatus,
     ReadsPeople,
     Source,
     Target,
 )
-from orgsync.core.rules import DesiredState, GroupRule, MembershipRules, RoleRule, desired_state
+from orgsync.core.rules import DesiredState, MembershipRules, desired_state
 from orgsync.core.safety import (
     Allowances,
     Population,
-    SafetyLimits,
     check_source_size,
     gate,
     managed_in_memory,
@@ -84,8 +65,17 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
 from orgsync.factories import build_source, build_target, open_state_store, retry_settings
+from orgsync.policy import (
+    check_capabilities,
+    check_roles,
+    membership_rules,
+    removal_policy,
+    safety_limits,
+)
+from orgsync.results import RunOptions, TargetResult, dry_result, outcome_of, sync_result
 from orgsync.store import (
     LeaseRecord,
+    LinkingJournal,
     LinkRow,
     NoStateDatabase,
     Origin,
@@ -100,53 +90,11 @@ if TYPE_CHECKING:
     from orgsync.interrupt import ReadInterrupt  # imports httpx: only when a run reads
 
 
-_SEVERITY = {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_HELD: 2, EXIT_ERROR: 3}
-
 BUSY = "busy"
 """A sync refused because another process is the target's writer: not recorded as a run."""
 LOCK_PATIENCE = 1.0
 """Seconds a sync waits for a target's writer lock before it is refused as busy (long
 enough to ride out `orgsync status` probing the lock, far shorter than any run)."""
-
-
-def worst_exit_code(codes: Sequence[int]) -> int:
-    """SPEC: with several targets the worst result decides the process's exit code."""
-    return max(codes, key=_SEVERITY.__getitem__, default=EXIT_OK)
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    dry_run: bool = True
-    target: str | None = None
-    allow_removals: int | None = None
-    allow_additions: int | None = None
-    reviewed_plans: Mapping[str, Plan] | None = None
-    """`sync --plan FILE`: per target, the plan a person reviewed. Only these targets run,
-    each only while its fresh plan is the reviewed one."""
-    trigger: str = "cli"
-    only_emails: frozenset[str] = frozenset()
-    only_source_ids: frozenset[str] = frozenset()
-    """A targeted reconcile (a webhook naming people, `sync --only`): read and plan for
-    these people only. Empty both: the whole organization. See `orgsync.core.scope`."""
-    only_must_exist: bool = False
-    """`sync --only`: a named person nobody answers to (source, target, memory) fails the
-    target's run, since a person typing a name means someone; a webhook may name anyone."""
-
-    @property
-    def subjects(self) -> Subjects:
-        return Subjects.of(self.only_emails, self.only_source_ids)
-
-
-@dataclass(slots=True)
-class TargetResult:
-    target: str
-    exit_code: int
-    status: str
-    run_id: str | None = None
-    plan: Plan | None = None
-    report: ApplyReport | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -254,118 +202,7 @@ class _Halt(threading.Event):
         return super().is_set() or self._shutdown.is_set()
 
 
-def membership_rules(config: TargetConfig, capabilities: Capabilities) -> MembershipRules:
-    return MembershipRules(
-        roleless=not capabilities.roles,
-        scope_groups=config.scope_groups,
-        roles=tuple(RoleRule(r.group, r.role) for r in config.roles),
-        default_role=config.default_role,
-        groups=tuple(GroupRule(g.source, g.name, g.roles) for g in config.groups),
-    )
-
-
-def check_capabilities(config: TargetConfig, capabilities: Capabilities) -> None:
-    """A configuration asking a target for more than it can do is refused, by rule."""
-    if config.groups and not capabilities.groups:
-        raise ConfigError(
-            f"targets.{config.name}.groups[0]: group rules need a target with groups, "
-            f"and {config.type} targets have none"
-        )
-
-
-def check_roles(config: TargetConfig, catalog: RoleCatalog) -> None:
-    """Every role the configuration names must exist in the target's catalog."""
-    named = [(f"targets.{config.name}.roles[{i}].role", r.role) for i, r in enumerate(config.roles)]
-    if config.default_role is not None:
-        named.append((f"targets.{config.name}.default_role", config.default_role))
-    for key, role in named:
-        if role not in catalog.order:
-            raise ConfigError(
-                f"{key}: role {role!r} is not in the target's role catalog "
-                f"({', '.join(catalog.order)})"
-            )
-    for index, rule in enumerate(config.groups):
-        for role in rule.roles:
-            if role not in catalog.assignable:
-                known = ", ".join(sorted(catalog.assignable)) or "none"
-                raise ConfigError(
-                    f"targets.{config.name}.groups[{index}].roles: role {role!r} is not in "
-                    f"the target's role catalog (roles a group can hold: {known})"
-                )
-
-
 _PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
-
-
-class _LinkingJournal:
-    """Journal that also remembers, before the call, whom orgsync is about to invite.
-
-    Written before the call so that a crash between the server creating the invitation and
-    the journal recording it still leaves the person marked as managed by orgsync.
-    """
-
-    def __init__(self, inner: OperationJournal, store: StateStore, target: str) -> None:
-        self.inner, self.store, self.target = inner, store, target
-
-    def started(self, seq: int, operation: Operation) -> None:
-        if isinstance(operation, Invite | CreateUser):
-            self.store.link(
-                self.target,
-                email_key=normalize_email(operation.email),
-                source_id=operation.source_id,
-            )
-        self.inner.started(seq, operation)
-
-    def finished(
-        self,
-        seq: int,
-        operation: Operation,
-        status: OperationStatus,
-        *,
-        detail: str | None = None,
-        object_id: str | None = None,
-    ) -> None:
-        self.inner.finished(seq, operation, status, detail=detail, object_id=object_id)
-        if status is not OperationStatus.DONE:
-            return
-        if isinstance(operation, Invite):
-            self.store.link(
-                self.target,
-                email_key=normalize_email(operation.email),
-                source_id=operation.source_id,
-                invite_id=object_id,
-            )
-        elif isinstance(operation, UpdateUser) and operation.previous_email is not None:
-            self.store.unlink(self.target, normalize_email(operation.previous_email))
-            self.store.link(
-                self.target,
-                email_key=normalize_email(operation.email),
-                source_id=operation.source_id,
-                member_id=operation.user_id,
-            )
-        elif isinstance(operation, CreateUser):
-            self.store.link(
-                self.target,
-                email_key=normalize_email(operation.email),
-                source_id=operation.source_id,
-                member_id=object_id,
-            )
-        elif isinstance(operation, (RemoveMember, SuspendMember, RevokeInvite)):
-            self.store.unlink(self.target, normalize_email(operation.email))
-        elif isinstance(operation, (CreateGroup, AdoptGroup)):
-            group_id = object_id or operation.group_id
-            if group_id is not None and operation.source_group_id is not None:
-                self.store.own_group(
-                    self.target,
-                    group_id=group_id,
-                    source_group_id=operation.source_group_id,
-                    name=operation.group,
-                    how="created" if isinstance(operation, CreateGroup) else "adopted",
-                )
-        elif isinstance(operation, RenameGroup) and operation.group_id is not None:
-            self.store.rename_owned_group(self.target, operation.group_id, operation.group)
-        elif isinstance(operation, DeleteGroup) and operation.group_id is not None:
-            self.store.disown_group(self.target, operation.group_id)
 
 
 class Engine:
@@ -468,7 +305,7 @@ class Engine:
         self.progress.end(READ_SOURCE, None, len(snapshot.people), "people")
         for record in rejected:
             log.warning("source.record_rejected", source_id=record.source_id, reason=record.reason)
-        limits = self.safety_limits()
+        limits = safety_limits(self.config)
         # Only people orgsync can act on count: a directory whose emails all broke at
         # once (a mapping change) must stop the run, not shrink it.
         check_source_size(len(people), limits)
@@ -480,19 +317,6 @@ class Engine:
             rejected=len(rejected),
         )
         return snapshot
-
-    def safety_limits(self) -> SafetyLimits:
-        """The `[safety]` limits, taken from the configuration here and nowhere else."""
-        safety = self.config.safety
-        return SafetyLimits(
-            max_removals=safety.max_removals,
-            max_removal_ratio=safety.max_removal_ratio,
-            min_managed_for_ratio=safety.min_managed_for_ratio,
-            max_group_member_removals=safety.max_group_member_removals,
-            max_additions=safety.max_additions,
-            max_addition_ratio=safety.max_addition_ratio,
-            min_source_users=safety.min_source_users,
-        )
 
     def run(self, options: RunOptions) -> list[TargetResult]:
         targets = self.selected_targets(options)
@@ -564,7 +388,7 @@ class Engine:
                 options.trigger,
                 origin=self.origin,
                 started_at=began,
-                outcome=_outcome(result),
+                outcome=outcome_of(result),
             )
         else:
             try:
@@ -575,7 +399,7 @@ class Engine:
                     result = self._attempt(config, snapshot, options, run_id, halt)
                     # Finished before the lock is released: a `running` row never outlives
                     # its writer's hold on the target.
-                    ended = _outcome(result)
+                    ended = outcome_of(result)
                     self.store.finish_run(
                         run_id,
                         status=ended.status,
@@ -797,7 +621,7 @@ class Engine:
             if reviewed is not None:
                 check_reviewed(reviewed, fresh)
             if options.dry_run or run_id is None:
-                return self._dry_result(config.name, fresh, run_id)
+                return dry_result(config.name, fresh, run_id)
             # From here on the calls are the apply's: a stop lets those in flight finish.
             interrupt.pause()
             self.store.record_plan(run_id, fresh)
@@ -814,7 +638,7 @@ class Engine:
                 target.prepare(fresh.operations)
             applier = Applier(
                 target,
-                _LinkingJournal(self.store.journal(run_id), self.store, config.name),
+                LinkingJournal(self.store.journal(run_id), self.store, config.name),
                 ApplySettings(max_concurrency=config.max_concurrency, retry=retry_settings(config)),
                 stop=halt,
                 on_outcome=partial(self._operation_finished, config.name),
@@ -825,7 +649,7 @@ class Engine:
             self.progress.end(APPLY, config.name, len(report.outcomes), "operations")
         finally:
             target.close()
-        return self._sync_result(config.name, fresh, report, run_id)
+        return sync_result(config.name, fresh, report, run_id)
 
     def _operation_finished(self, target: str, outcome: ApplyOutcome) -> None:
         self.observer.operation_finished(target, outcome.operation.op, outcome.status.value)
@@ -917,7 +741,7 @@ class Engine:
                     snapshot=snapshot,
                     rules=rules,
                     population=self._population(observed, memory, desired),
-                    limits=self.safety_limits(),
+                    limits=safety_limits(self.config),
                 )
                 explanations.append(explain(person, inputs))
             finally:
@@ -977,7 +801,7 @@ class Engine:
                 if population is not None
                 else self._population(observed, memory, desired)
             ),
-            limits=self.safety_limits(),
+            limits=safety_limits(self.config),
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
@@ -993,19 +817,12 @@ class Engine:
     ) -> PlanInput:
         """What the planner plans from, with the target's `[safety]` removal policy: built
         here only, so a dry run, a sync and `explain` plan from the same inputs."""
-        safety = self.config.safety
-        policy = RemovalPolicy(
-            on_removal=config.on_removal,
-            remove_unmanaged=safety.remove_unmanaged,
-            protected=frozenset(normalize_email(e) for e in safety.protected),
-            removal_grace=safety.removal_grace,
-        )
         return PlanInput(
             target=config.name,
             desired=desired,
             observed=observed,
             memory=memory,
-            policy=policy,
+            policy=removal_policy(self.config, config),
             capabilities=target.capabilities,
             now=self.clock(),
         )
@@ -1060,44 +877,3 @@ class Engine:
         for group_id in self.store.owned_groups(target):
             if group_id not in present:
                 self.store.disown_group(target, group_id)  # deleted by someone else
-
-    @staticmethod
-    def _dry_result(target: str, fresh: Plan, run_id: str | None) -> TargetResult:
-        if fresh.held:
-            code, status = EXIT_HELD, "held"
-        elif fresh.operations:
-            code, status = EXIT_PENDING, "changes-pending"
-        else:
-            code, status = EXIT_OK, "ok"
-        return TargetResult(target, code, status, run_id=run_id, plan=fresh)
-
-    @staticmethod
-    def _sync_result(target: str, fresh: Plan, report: ApplyReport, run_id: str) -> TargetResult:
-        if report.failed or report.aborted:
-            failures = "; ".join(
-                f"{o.operation.op} {o.operation.subject}: {o.detail}" for o in report.failed[:5]
-            )
-            error = report.aborted or f"{len(report.failed)} operation(s) failed: {failures}"
-            return TargetResult(target, EXIT_ERROR, "failed", run_id, fresh, report, error)
-        skipped = report.count(OperationStatus.SKIPPED)
-        if skipped:
-            # Shutdown (SIGTERM) or a lost lease: calls in flight finished, no more started.
-            error = f"stopped before {skipped} operation(s) started; the next run does them"
-            return TargetResult(target, EXIT_ERROR, "interrupted", run_id, fresh, report, error)
-        if fresh.held:
-            return TargetResult(target, EXIT_HELD, "held", run_id, fresh, report)
-        return TargetResult(target, EXIT_OK, "ok", run_id, fresh, report)
-
-
-def _outcome(result: TargetResult) -> Outcome:
-    plan_, report = result.plan, result.report
-    return Outcome(
-        status=result.status,
-        exit_code=result.exit_code,
-        summary=plan_.summary if plan_ else {},
-        checksum=plan_.checksum if plan_ else None,
-        error=result.error,
-        held=len(plan_.held) if plan_ else 0,
-        failed=len(report.failed) if report else 0,
-        waiting=len(plan_.waiting) if plan_ else 0,
-    )

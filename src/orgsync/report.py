@@ -34,7 +34,7 @@ from orgsync.core.plan import (
     UnassignGroupRole,
     UpdateUser,
 )
-from orgsync.engine import TargetResult, worst_exit_code
+from orgsync.results import TargetResult, worst_exit_code
 from orgsync.store import RunRecord
 
 SCHEMA_FILE = "docs/plan-output.schema.json"

@@ -58,7 +58,7 @@ def validate(
             if offline:
                 lines.append(f"{label}: credentials present (not contacted: --offline)")
                 continue
-            from orgsync.engine import check_capabilities, check_roles  # online only
+            from orgsync.policy import check_capabilities, check_roles  # online only
 
             target = build_target(target_config, environ)
             check_capabilities(target_config, target.capabilities)

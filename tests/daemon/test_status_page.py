@@ -36,7 +36,7 @@ from orgsync.daemon.status_page import (
     render,
     secret_values,
 )
-from orgsync.engine import RunOptions, TargetResult
+from orgsync.results import RunOptions, TargetResult
 from orgsync.store import Origin, Outcome, RunRecord, StateStore, Unsettled
 from tests.daemon.browser import Dom
 

@@ -14,8 +14,8 @@ from orgsync.core.plan import Plan
 from orgsync.core.plan_file import plan_file_text, read_plan_file
 from orgsync.core.ports import OperationStatus
 from orgsync.core.safety import SafetyLimits
-from orgsync.engine import TargetResult
 from orgsync.report import Style, render_result, sync_json
+from orgsync.results import TargetResult
 from tests.output_schema import assert_plan_file, assert_sync_output, schema
 from tests.property.test_planner_properties import gated_plan, limits_strategy, worlds
 

@@ -184,7 +184,7 @@ def test_every_safety_limit_comes_from_its_key(tmp_path: Path) -> None:
     (`max_group_member_removals` used to bypass it)."""
     from dataclasses import fields
 
-    from orgsync.engine import Engine
+    from orgsync.policy import safety_limits
 
     safety = """
 [safety]
@@ -197,7 +197,7 @@ max_addition_ratio = 1.5
 min_source_users = 2
 """
     config = load_config(write(tmp_path, MINIMAL + safety))
-    limits = Engine(config).safety_limits()
+    limits = safety_limits(config)
     for field in fields(limits):
         assert getattr(limits, field.name) == getattr(config.safety, field.name), field.name
     assert limits.max_group_member_removals == 4

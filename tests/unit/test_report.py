@@ -23,7 +23,6 @@ from orgsync.core.plan import (
     SetRole,
     Waiting,
 )
-from orgsync.engine import TargetResult
 from orgsync.report import (
     HEADINGS,
     LEGEND,
@@ -34,6 +33,7 @@ from orgsync.report import (
     render_runs,
     sync_json,
 )
+from orgsync.results import TargetResult
 from orgsync.store import RunRecord
 from tests.output_schema import assert_sync_output
 

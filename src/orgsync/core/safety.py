@@ -51,7 +51,7 @@ from orgsync.core.rules import DesiredState
 @dataclass(frozen=True, slots=True)
 class SafetyLimits:
     """The `[safety]` limits of a run; built from the configuration in one place
-    (`engine.safety_limits`)."""
+    (`policy.safety_limits`)."""
 
     max_removals: int = 10
     max_removal_ratio: float = 0.05

@@ -27,7 +27,7 @@ from types import FrameType
 import structlog
 
 from orgsync.config import Config, parse_listen
-from orgsync.core.errors import ConfigError, OrgsyncError
+from orgsync.core.errors import EXIT_ERROR, EXIT_OK, ConfigError, OrgsyncError
 from orgsync.core.redaction import Scrubber
 from orgsync.daemon.http import (
     ConnectionLimits,
@@ -43,10 +43,11 @@ from orgsync.daemon.status_page import StatusPage, secret_values
 from orgsync.daemon.systemd import Notifier
 from orgsync.daemon.webhooks import WebhookEvent, WebhookReceiver, WebhookSecrets
 from orgsync.daemon.worker import TargetWorker
-from orgsync.engine import EXIT_ERROR, EXIT_OK, Engine, RunOptions, TargetResult
+from orgsync.engine import Engine
 from orgsync.factories import open_state_store
 from orgsync.metrics import Metrics
 from orgsync.notify import DRAIN_SECONDS, Standing, build_dispatcher
+from orgsync.results import RunOptions, TargetResult
 
 log = structlog.get_logger(__name__)
 

@@ -49,7 +49,7 @@ from orgsync.core.ports import OperationStatus
 from orgsync.core.redaction import MIN_FRAGMENT
 from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import SyncRequest
-from orgsync.engine import RunOptions, TargetResult
+from orgsync.results import RunOptions, TargetResult
 from orgsync.store import OperationRecord, RunRecord, StateStore
 
 RECENT_RUNS: Final = 20

@@ -22,7 +22,8 @@ from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
 from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 from orgsync.daemon.queue import Mailbox, SyncRequest
-from orgsync.engine import Engine, RunOptions, TargetResult
+from orgsync.engine import Engine
+from orgsync.results import RunOptions, TargetResult
 
 log = structlog.get_logger(__name__)
 

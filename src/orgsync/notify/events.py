@@ -102,7 +102,7 @@ class _Report(Protocol):
 
 
 class FinishedRun(Protocol):
-    """The fields of one target's run result (`orgsync.engine.TargetResult`) read here."""
+    """The fields of one target's run result (`orgsync.results.TargetResult`) read here."""
 
     @property
     def target(self) -> str: ...
@@ -119,7 +119,7 @@ class FinishedRun(Protocol):
 
 
 class RunMode(Protocol):
-    """The fields of a run's options (`orgsync.engine.RunOptions`) read here."""
+    """The fields of a run's options (`orgsync.results.RunOptions`) read here."""
 
     @property
     def dry_run(self) -> bool: ...

@@ -1,5 +1,6 @@
 """The state database: run history, operation journal, links, missing people, the
-ownership ledger of target groups, leases, and the writer locks beside it.
+ownership ledger of target groups, leases, and the writer locks beside it; and the
+`LinkingJournal` through which a sync keeps links and ownership in step with each call.
 
 The only package that talks to SQLite and PostgreSQL. It depends on `orgsync.core` alone
 and stores no secret. Use `StateStore.open(path_or_url)` (the CLI and the engine go
@@ -11,6 +12,7 @@ from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
 from orgsync.store.journal import OperationRecord, RunJournal, Unsettled
 from orgsync.store.lease import LeaseRecord
+from orgsync.store.linking import LinkingJournal
 from orgsync.store.links import LinkRow
 from orgsync.store.migrations import LATEST_VERSION
 from orgsync.store.runs import FINAL_STATUSES, RUN_MODES, RUN_STATUSES, Origin, Outcome, RunRecord
@@ -25,6 +27,7 @@ __all__ = [
     "RUN_STATUSES",
     "LeaseRecord",
     "LinkRow",
+    "LinkingJournal",
     "NoStateDatabase",
     "OperationRecord",
     "Origin",
