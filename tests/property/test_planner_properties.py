@@ -182,7 +182,23 @@ def test_applying_a_plan_then_planning_again_is_empty(world) -> None:  # type: i
         policy=policy,
         capabilities=capabilities,
     )
-    assert second.operations == (), second.to_json()
+    # A newcomer whose address another person's account still carries waits for the
+    # rename that frees it (creations apply before renames): the only thing a second plan
+    # may still do, and a third has nothing left.
+    waited = {normalize_email(w.email) for w in first.waiting if w.op in {"invite", "create_user"}}
+    assert all(
+        op.op in {"invite", "create_user"} and normalize_email(op.subject) in waited
+        for op in second.operations
+    ), second.to_json()
+    organization.apply(second.operations)
+    third = make_plan(
+        source,
+        organization.snapshot(),
+        memory=organization.memory(),
+        policy=policy,
+        capabilities=capabilities,
+    )
+    assert third.operations == (), third.to_json()
 
 
 @PROPERTY
@@ -317,11 +333,15 @@ def test_the_gate_only_holds_and_a_second_plan_holds_what_the_first_held(world, 
     # Nothing new: at most what the first plan held comes back (released only when what
     # applied changed the managed population a ratio is measured against)...
     held_first = sorted((identity(h.operation), guard_of(h.guard)) for h in first.held)
-    assert {identity(op) for op in second.operations} <= {key for key, _ in held_first}
+    # (A newcomer waiting for another person's account to give up their address is not
+    # new either: see test_applying_a_plan_then_planning_again_is_empty.)
+    waited = {normalize_email(w.email) for w in first.waiting if w.op in {"invite", "create_user"}}
+    fresh = [op for op in second.operations if normalize_email(op.subject) not in waited]
+    assert {identity(op) for op in fresh} <= {key for key, _ in held_first}
     if before == after:
         # ...and otherwise the same operations (a group created meanwhile now has its id),
         # held by the same guard.
-        assert second.operations == (), second.to_json()
+        assert fresh == [], second.to_json()
         held_second = sorted((identity(h.operation), guard_of(h.guard)) for h in second.held)
         assert held_second == held_first, (first.to_json(), second.to_json())
 

@@ -428,3 +428,26 @@ def test_a_protected_person_is_not_demoted_under_an_old_email() -> None:
     )
     assert [op for op in plan.operations if op.op == "set_role"] == []
     assert any("b@x.com" in w and "protected" in w for w in plan.warnings)
+
+
+def test_two_links_to_one_member_the_one_whose_email_it_carries_wins() -> None:
+    # Found by a property: both people were matched to u1 (b@ through its stale link, c@
+    # by email), so the plan renamed c@'s account to b@ and back on every run.
+    people = source(person("1", "c@x.com"), person("2", "b@x.com"))
+    observed = org(member("u1", "c@x.com", "reader"))
+    memory = Memory(links={SourceId("1"): "u1", SourceId("2"): "u1"})
+    plan = make_plan(people, observed, memory=memory, capabilities=Capabilities(change_emails=True))
+    assert not [op for op in plan.operations if op.op == "update_user"]
+    assert ("invite", "b@x.com") in ops(plan)
+
+
+def test_a_reused_address_does_not_inherit_the_account_it_was_on() -> None:
+    # Ada (source id 1) is now ada.l@; her old address was given to a newcomer. Ada keeps
+    # her account (renamed); the newcomer waits until the address is free, never getting
+    # Ada's account (and groups) by email.
+    people = source(person("1", "ada.l@x.com"), person("2", "ada@x.com"))
+    observed = org(member("u1", "ada@x.com", "reader"))
+    memory = Memory(links={SourceId("1"): "u1"})
+    plan = make_plan(people, observed, memory=memory, capabilities=Capabilities(change_emails=True))
+    assert ops(plan) == [("update_user", "ada.l@x.com")]
+    assert [(w.op, w.email) for w in plan.waiting] == [("invite", "ada@x.com")]

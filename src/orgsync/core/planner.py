@@ -22,6 +22,7 @@ from orgsync.core.model import (
     EmailKey,
     InviteStatus,
     Memory,
+    SourceId,
     TargetInvite,
     TargetMember,
     TargetSnapshot,
@@ -87,6 +88,7 @@ class _Planner:
                 self.live_invites[invite.email_key].append(invite)
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
+        self.link_claimant = self._link_claimants()
         owner_roles = self.catalog.owner_roles
         # A suspended owner administers nothing: only active owners keep the organization
         # in someone's hands, so only they count towards the last-owner rule.
@@ -141,14 +143,46 @@ class _Planner:
 
     # ------------------------------------------------------------------ wanted people
 
+    def _link_claimants(self) -> dict[str, SourceId]:
+        """Which wanted person each linked member stands for.
+
+        Several source ids can be linked to one member (stale links of people whose
+        addresses moved around). The one whose email the member still carries wins, else
+        the first by email; everybody else's link to it is stale. Decided before anyone
+        is matched, so the plan does not depend on the order people are looked at.
+        """
+        links = self.given.memory.links
+        claimants: dict[str, Wanted] = {}
+        wanted = self.given.desired.wanted
+        for key in sorted(wanted):
+            person = wanted[key]
+            linked_id = links.get(person.source_id)
+            member = self.members_by_id.get(linked_id) if linked_id else None
+            if member is None:
+                continue
+            current = claimants.get(member.id)
+            if current is None or (
+                member.email_key == person.email_key and member.email_key != current.email_key
+            ):
+                claimants[member.id] = person
+        return {member_id: person.source_id for member_id, person in claimants.items()}
+
+    def free_for(self, member: TargetMember, wanted: Wanted) -> bool:
+        """Whether `wanted` may be matched to `member`: nobody has it yet, and no other
+        wanted person's link claims it (an address reused by a newcomer must not inherit
+        the account of the person it belonged to)."""
+        return member.id not in self.matched_members and self.link_claimant.get(
+            member.id, wanted.source_id
+        ) == (wanted.source_id)
+
     def find_member(self, wanted: Wanted) -> TargetMember | None:
         linked_id = self.given.memory.links.get(wanted.source_id)
         member = self.members_by_id.get(linked_id) if linked_id else None
-        if member is not None and member.id in self.matched_members:
+        if member is not None and not self.free_for(member, wanted):
             member = None  # one member stands for one person; a stale link loses
         if member is not None and member.email_key != wanted.email_key:
             other = self.members_by_email.get(wanted.email_key)
-            if other is not None:
+            if other is not None and self.free_for(other, wanted):
                 return other
             if not self.given.capabilities.change_emails:
                 self.waiting.append(
@@ -161,7 +195,10 @@ class _Planner:
                     )
                 )
             return member
-        return member or self.members_by_email.get(wanted.email_key)
+        if member is not None:
+            return member
+        by_email = self.members_by_email.get(wanted.email_key)
+        return by_email if by_email is not None and self.free_for(by_email, wanted) else None
 
     def plan_wanted(self, wanted: Wanted) -> None:
         member = self.find_member(wanted)
@@ -192,6 +229,20 @@ class _Planner:
                     member = replace(member, active=True)
                     self.owners_left += member.role in self.catalog.owner_roles
             self.plan_role(wanted, member)
+            return
+        holder = self.members_by_email.get(wanted.email_key)
+        if holder is not None:
+            # The address is still on a member another person's link claims (being renamed
+            # away, or kept): a newcomer with a reused address neither inherits that
+            # account nor collides with it; they are added once the address is free.
+            self.waiting.append(
+                Waiting(
+                    op="invite" if self.given.capabilities.invites else "create_user",
+                    email=wanted.email,
+                    reason=f"the address is still on member {holder.id}, which stands for "
+                    "another person (linked by source id); added once it no longer carries it",
+                )
+            )
             return
         if not self.given.capabilities.invites:
             self.plan_creation(wanted)
