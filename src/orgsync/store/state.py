@@ -8,7 +8,7 @@ It holds no logic of its own, so each rule is written, and tested, in one place.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -26,6 +26,15 @@ from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettle
 from orgsync.store.lease import LeaseRecord, Leases
 from orgsync.store.links import LinkRow, Links
 from orgsync.store.migrations import migrate
+from orgsync.store.queue import (
+    CHANNEL,
+    Claimed,
+    Queued,
+    QueueListener,
+    QueueRow,
+    Request,
+    WebhookQueue,
+)
 from orgsync.store.recovery import recover_interrupted
 from orgsync.store.runs import Origin, Outcome, RunRecord, Runs
 from orgsync.store.writer_lock import WriterLock
@@ -50,6 +59,7 @@ class StateStore:
         self._groups = GroupLedger(db)
         self._leases = Leases(db)
         self._forms = FormMemory(db)
+        self._queue = WebhookQueue(db)
 
     @classmethod
     def open(
@@ -331,3 +341,34 @@ class StateStore:
 
     def lease_holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
         return self._leases.holder(target, now)
+
+    # ------------------------------------------------------------------ webhook queue
+
+    def queue_requests(self, requests: Iterable[Request]) -> Queued:
+        """Queue webhook requests for the replicas holding their targets (see
+        `orgsync.store.queue`); on PostgreSQL every listening replica is notified."""
+        return self._queue.put(requests)
+
+    def claim_requests(self, claimer: str, targets: Collection[str]) -> list[Claimed]:
+        """Claim the queued requests of `targets`, which `claimer` holds."""
+        return self._queue.claim(claimer, targets)
+
+    def requests_waiting(self, targets: Collection[str] | None = None) -> bool:
+        return self._queue.waiting(targets)
+
+    def finish_requests(self, claimer: str, ids: Iterable[str]) -> int:
+        """Mark claimed requests done once the run they were part of finished."""
+        return self._queue.finish(claimer, ids)
+
+    def queued_requests(self, target: str | None = None) -> list[QueueRow]:
+        return self._queue.rows(target)
+
+    def queue_listener(self) -> QueueListener | None:
+        """What tells this process at once that requests were queued (by any replica):
+        a LISTEN connection on PostgreSQL; None on SQLite, where the only writer of the
+        queue is this process, which knows."""
+        from orgsync.store.postgres import PostgresDB
+
+        if isinstance(self._db, PostgresDB):
+            return self._db.listen(CHANNEL)
+        return None
