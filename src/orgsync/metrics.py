@@ -112,6 +112,14 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.webhook_queue = Counter(
+            "orgsync_webhook_queue_requests",
+            "Webhook requests through the state database's queue, by target and result "
+            "(queued by this replica, claimed by it, widened: too many people waiting, "
+            "replaced by one full reconcile)",
+            ["target", "result"],
+            registry=r,
+        )
 
     # ------------------------------------------------------------------ the engine's observer
 
@@ -142,6 +150,9 @@ class Metrics:
     def quarantine(self, target: str, *, quarantined: bool, failures: int) -> None:
         self.quarantined.labels(target=target).set(1 if quarantined else 0)
         self.consecutive_failures.labels(target=target).set(failures)
+
+    def queued_request(self, target: str, result: str) -> None:
+        self.webhook_queue.labels(target=target, result=result).inc()
 
     def notification(self, entry: str, result: str) -> None:
         self.notifications.labels(entry=entry, result=result).inc()

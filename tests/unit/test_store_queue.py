@@ -202,3 +202,17 @@ def test_only_parsed_ids_are_stored(store: StateStore) -> None:
         "done",
         "done_at",
     }
+
+
+def test_without_take_over_only_unclaimed_rows_are_claimed(
+    store: StateStore, other: StateStore
+) -> None:
+    store.queue_requests([people("a@example.com")])
+    store.claim_requests("first", ["t1"])
+    assert not other.requests_waiting(["t1"], claimer="second", take_over=False)
+    assert other.claim_requests("second", ["t1"], take_over=False) == []
+    assert other.requests_waiting(["t1"], claimer="second")
+    assert not store.requests_waiting(["t1"], claimer="first")  # its own: nothing to claim
+    store.queue_requests([people("b@example.com")])
+    (claimed,) = other.claim_requests("second", ["t1"], take_over=False)
+    assert claimed.emails == {"b@example.com"}

@@ -12,6 +12,7 @@ the events of one change in the IdP, which arrive as a burst, are planned togeth
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,9 @@ class SyncRequest:
     """Recorded in the run history: `startup`, `schedule`, `webhook:generic`, …"""
     emails: frozenset[str] = frozenset()
     source_ids: frozenset[str] = frozenset()
+    queued: frozenset[str] = frozenset()
+    """Ids of the state database's webhook queue rows this request serves, marked done
+    once its run has finished (`orgsync.daemon.relay`)."""
 
     @property
     def full(self) -> bool:
@@ -37,7 +41,7 @@ class SyncRequest:
 
     def widened(self, trigger: str | None = None) -> SyncRequest:
         """The same request for the whole organization."""
-        return SyncRequest(trigger or self.trigger)
+        return SyncRequest(trigger or self.trigger, queued=self.queued)
 
     def capped(self) -> SyncRequest:
         """This request, or the full one when it names more than `MAX_TARGETED_PEOPLE`."""
@@ -46,13 +50,17 @@ class SyncRequest:
         return self
 
     def merge(self, other: SyncRequest) -> SyncRequest:
-        """One request doing the work of both."""
+        """One request doing the work of both (and serving the queue rows of both)."""
+        queued = self.queued | other.queued
         if self.full:
-            return self
+            return dataclasses.replace(self, queued=queued)
         if other.full:
-            return other
+            return dataclasses.replace(other, queued=queued)
         merged = SyncRequest(
-            self.trigger, self.emails | other.emails, self.source_ids | other.source_ids
+            self.trigger,
+            self.emails | other.emails,
+            self.source_ids | other.source_ids,
+            queued,
         )
         return merged.capped()
 

@@ -1,9 +1,11 @@
 """The daemon's lifecycle: start every part, serve, and stop cleanly on SIGTERM.
 
 Start: refuse a bad start early (secrets unresolvable, state database unusable, port in
-use: exit 1 before anything runs); start one worker per target, the HTTP server and the
-scheduler; queue a full reconcile of every target (the start is when drift accumulated
-while the daemon was down gets repaired); tell systemd READY.
+use: exit 1 before anything runs); start one worker per target, the HTTP server, the
+scheduler and the relay (webhooks reach the worker through the state database's queue,
+whichever replica received them: `relay.py`); queue a full reconcile of every target
+(the start is when drift accumulated while the daemon was down gets repaired); tell
+systemd READY.
 
 Run: the main thread only waits for a signal and, under a systemd watchdog, sends the
 heartbeat while every part is alive (a wedged daemon is then restarted by systemd).
@@ -38,10 +40,11 @@ from orgsync.daemon.http import (
 )
 from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import Mailbox, SyncRequest
+from orgsync.daemon.relay import Relay
 from orgsync.daemon.scheduler import ReconcileSchedule
 from orgsync.daemon.status_page import StatusPage, secret_values
 from orgsync.daemon.systemd import Notifier
-from orgsync.daemon.webhooks import WebhookEvent, WebhookReceiver, WebhookSecrets
+from orgsync.daemon.webhooks import WebhookReceiver, WebhookSecrets
 from orgsync.daemon.worker import TargetWorker
 from orgsync.engine import Engine
 from orgsync.factories import open_state_store
@@ -105,6 +108,19 @@ class Service:
         names = [t.name for t in config.targets]
         debounce = config.server.debounce.total_seconds()
         self.mailboxes = {name: Mailbox(debounce=debounce) for name in names}
+        # Webhooks go through the state database's queue to the replica running the
+        # target; a connection of its own, so a delivery never waits on a run's writes.
+        self.relay_store = open_state_store(config.state, env, create=False)
+        self.relay = Relay(
+            store=self.relay_store,
+            instance=self.engine.origin.instance or "",
+            mailboxes=self.mailboxes,
+            # Every replica may run every target, one at a time (the writer lock); a
+            # request claimed by a live replica is never taken from it.
+            held=lambda: names,
+            take_over=False,
+            count=self.metrics.queued_request,
+        )
         self.workers = [
             TargetWorker(
                 name,
@@ -113,6 +129,7 @@ class Service:
                 mailbox=self.mailboxes[name],
                 stop=self.stop,
                 on_quarantine=self._quarantine_changed,
+                on_ran=self.relay.finished,
             )
             for name in names
         ]
@@ -135,7 +152,7 @@ class Service:
         server = config.server
         self.receiver = WebhookReceiver(
             secrets=self.secrets,
-            enqueue=self._webhook,
+            enqueue=self.relay.submit,
             count=self.metrics.webhook,
             known_targets=frozenset(names),
             body_timeout=server.body_timeout.total_seconds(),
@@ -205,11 +222,6 @@ class Service:
     def _scheduled(self, target: str) -> None:
         self.mailboxes[target].put(SyncRequest("schedule"))
 
-    def _webhook(self, event: WebhookEvent) -> None:
-        request = SyncRequest(f"webhook:{event.kind}", event.emails, event.source_ids)
-        for name in event.targets if event.targets is not None else self.mailboxes:
-            self.mailboxes[name].put(request, debounce=True)
-
     def _quarantine_changed(self, target: str, standing: Quarantine) -> None:
         self.metrics.quarantine(
             target, quarantined=standing.quarantined, failures=standing.failures
@@ -225,6 +237,7 @@ class Service:
         """Each part that must be running, and whether it is (for `/healthz`)."""
         parts = {f"worker:{w.target}": w.alive for w in self.workers}
         parts["scheduler"] = self.schedule.running
+        parts["relay"] = self.relay.alive
         parts["http"] = self.http.alive
         if self.health_http is not None:
             parts["http:health"] = self.health_http.alive
@@ -242,12 +255,14 @@ class Service:
         except OrgsyncError as error:
             log.error("daemon.failed", error=str(error))
             self.http.stop()
+            self.relay_store.close()
             self.engine.close()
             return EXIT_ERROR
         for worker in self.workers:
             worker.start()
         for mailbox in self.mailboxes.values():
             mailbox.put(SyncRequest("startup"))
+        self.relay.start()
         self.schedule.start()
         log.info(
             "daemon.started",
@@ -295,6 +310,7 @@ class Service:
         log.info("daemon.stopping")
         self.receiver.accepting = False
         self.schedule.shutdown()
+        self.relay.stop()
         for mailbox in self.mailboxes.values():
             mailbox.close()
         for worker in self.workers:
@@ -304,6 +320,7 @@ class Service:
         if self.health_http is not None:
             self.health_http.stop()
         self.status_page.close()
+        self.relay_store.close()
         self.engine.close()
         log.info("daemon.stopped")
         return EXIT_OK

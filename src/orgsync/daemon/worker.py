@@ -43,6 +43,7 @@ class TargetWorker:
         mailbox: Mailbox,
         stop: threading.Event,
         on_quarantine: Callable[[str, Quarantine], None],
+        on_ran: Callable[[str, SyncRequest], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.target = target
@@ -51,6 +52,7 @@ class TargetWorker:
         self.mailbox = mailbox
         self.stop = stop
         self.on_quarantine = on_quarantine
+        self.on_ran = on_ran
         self.clock = clock
         self.runs = 0
         self.busy_since: float | None = None
@@ -126,6 +128,10 @@ class TargetWorker:
                 self._log.warning("lease.release_failed", error=str(error))
             self.busy_since = None
             self.runs += 1
+            if self.on_ran is not None:
+                # Whatever the run's outcome: a failed one is the quarantine's business,
+                # and the request must not be run again by the next holder.
+                self.on_ran(self.target, request)
 
     def _after(self, results: list[TargetResult]) -> None:
         before = self.standing

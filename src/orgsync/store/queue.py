@@ -168,12 +168,16 @@ class WebhookQueue:
 
     # ------------------------------------------------------------------ the holder's side
 
-    def claim(self, claimer: str, targets: Collection[str]) -> list[Claimed]:
+    def claim(
+        self, claimer: str, targets: Collection[str], *, take_over: bool = True
+    ) -> list[Claimed]:
         """Take the waiting rows of `targets` (those `claimer` holds) for `claimer`.
 
-        Rows another claimer took but did not finish are taken too: whoever holds a
-        target now holds its lease, so their claimer lost it (died, or was cut off past
-        the lease's expiry) and will not run them. Returns one merged request per target.
+        With `take_over`, rows another claimer took but did not finish are taken too:
+        whoever holds a target's lease now, their claimer lost it (died, or was cut off
+        past the lease's expiry) and will not run them. Only for targets `claimer` holds
+        by a lease that excludes every other replica. Returns one merged request per
+        target.
         """
         if not targets:
             return []
@@ -185,8 +189,7 @@ class WebhookQueue:
             rows = session.query(
                 "UPDATE webhook_queue SET claimed_by = ?, claimed_at = ? WHERE id IN ("  # noqa: S608
                 "SELECT id FROM webhook_queue WHERE done = 0 "
-                f"AND target IN ({values}) "
-                f"AND (claimed_by IS NULL OR claimed_by != ?){lock}) "
+                f"AND target IN ({values}) AND {_claimable(take_over)}{lock}) "
                 "RETURNING id, target, kind, person, triggered_by, received_at",
                 (claimer, now, names, claimer),
             )
@@ -214,17 +217,28 @@ class WebhookQueue:
             for target, m in sorted(merged.items())
         ]
 
-    def waiting(self, targets: Collection[str] | None = None) -> bool:
-        """Whether any row (of `targets`) is not done: a cheap read before a claim."""
+    def waiting(
+        self,
+        targets: Collection[str] | None = None,
+        *,
+        claimer: str | None = None,
+        take_over: bool = True,
+    ) -> bool:
+        """Whether any row (of `targets`) is not done, or (with `claimer`) is one that
+        `claim` would take: a cheap read before a claim, which writes."""
+        where = "done = 0"
+        params: list[str] = []
+        if claimer is not None:
+            where += f" AND {_claimable(take_over)}"
+            params.append(claimer)
         with self._db.read() as session:
-            if targets is None:
-                found = session.scalar("SELECT 1 FROM webhook_queue WHERE done = 0 LIMIT 1")
-            else:
-                found = session.scalar(
-                    "SELECT 1 FROM webhook_queue WHERE done = 0 "  # noqa: S608
-                    f"AND target IN ({session.dialect.json_array_values}) LIMIT 1",
-                    (encode_json(sorted(targets)),),
-                )
+            if targets is not None:
+                where += f" AND target IN ({session.dialect.json_array_values})"
+                params.append(encode_json(sorted(targets)))
+            found = session.scalar(
+                f"SELECT 1 FROM webhook_queue WHERE {where} LIMIT 1",  # noqa: S608
+                params,
+            )
         return found is not None
 
     def finish(self, claimer: str, ids: Iterable[str]) -> int:
@@ -293,6 +307,14 @@ def _rows(request: Request) -> list[tuple[str, str]]:
     return [("email", e) for e in sorted(request.emails)] + [
         ("source_id", s) for s in sorted(request.source_ids)
     ]
+
+
+def _claimable(take_over: bool) -> str:
+    """The condition on a row `claim` takes, with one parameter: the claimer."""
+    if take_over:
+        return "(claimed_by IS NULL OR claimed_by != ?)"
+    # Only rows nobody claimed; the claimer is bound all the same (one statement's form).
+    return "(claimed_by IS NULL AND CAST(? AS TEXT) IS NOT NULL)"
 
 
 def _has_pending_full(session: Session, target: str) -> bool:

@@ -349,12 +349,22 @@ class StateStore:
         `orgsync.store.queue`); on PostgreSQL every listening replica is notified."""
         return self._queue.put(requests)
 
-    def claim_requests(self, claimer: str, targets: Collection[str]) -> list[Claimed]:
-        """Claim the queued requests of `targets`, which `claimer` holds."""
-        return self._queue.claim(claimer, targets)
+    def claim_requests(
+        self, claimer: str, targets: Collection[str], *, take_over: bool = True
+    ) -> list[Claimed]:
+        """Claim the queued requests of `targets`, which `claimer` holds (with
+        `take_over`, also those an earlier holder claimed and did not finish)."""
+        return self._queue.claim(claimer, targets, take_over=take_over)
 
-    def requests_waiting(self, targets: Collection[str] | None = None) -> bool:
-        return self._queue.waiting(targets)
+    def requests_waiting(
+        self,
+        targets: Collection[str] | None = None,
+        *,
+        claimer: str | None = None,
+        take_over: bool = True,
+    ) -> bool:
+        """Whether requests (of `targets`) are not done, or are for `claimer` to claim."""
+        return self._queue.waiting(targets, claimer=claimer, take_over=take_over)
 
     def finish_requests(self, claimer: str, ids: Iterable[str]) -> int:
         """Mark claimed requests done once the run they were part of finished."""
