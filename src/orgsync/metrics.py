@@ -1,7 +1,7 @@
 """The Prometheus metrics of the daemon, under the names SPEC "Metrics" binds.
 
 `Metrics` owns one `CollectorRegistry` (not the process-global one, so tests can build
-several) and implements the engine's `RunObserver`: the engine reports what happened
+several) and implements `core.ports.RunObserver`: the engine reports what happened
 through plain callbacks and never imports prometheus-client itself.
 
 Names and labels are a contract with dashboards and alerts: change none of them.

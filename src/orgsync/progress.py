@@ -1,6 +1,6 @@
 """How far a sync has got, as a person sees it: bars on a terminal, log events elsewhere.
 
-The engine reports through `orgsync.engine.RunProgress` and knows nothing of terminals;
+The engine reports through `orgsync.core.ports.RunProgress` and knows nothing of terminals;
 this module is the only one that imports rich. Everything here writes to stderr, never to
 stdout, so `--json` output and pipes stay clean:
 - `ProgressBars` (stderr is a terminal): one rich bar per phase (read source, read each
@@ -44,7 +44,7 @@ from rich.progress import (
 from rich.text import Text
 
 from orgsync.core.plan import Plan
-from orgsync.engine import APPLY, READ_SOURCE, READ_TARGET, RunProgress
+from orgsync.core.ports import APPLY, READ_SOURCE, READ_TARGET, RunProgress
 
 log = structlog.get_logger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.store import StateStore
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY, directory, wanted_roles
 from tests.leaks import traces

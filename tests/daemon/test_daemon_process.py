@@ -22,9 +22,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.metrics import SPEC_METRICS
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import OKTA_AUTH, Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY, directory, wanted_roles
 

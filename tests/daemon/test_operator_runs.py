@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import metric_families, sample
 from tests.e2e.harness import API_KEY, KEY_ENV, directory, wanted_roles

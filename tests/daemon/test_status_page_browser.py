@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.browser import Browser, Dom
 from tests.daemon.harness import GRAPH_STATE, OKTA_AUTH, SECRET, Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY
