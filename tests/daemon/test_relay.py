@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import OKTA_AUTH, SECRET, Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import with_people
 from tests.e2e.harness import API_KEY, directory, wanted_roles
