@@ -155,6 +155,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_by_start ON runs (started_at)",
         ),
     ),
+    Migration(
+        5,
+        "fencing tokens on leases; the replicas sharing the targets",
+        (
+            "ALTER TABLE leases ADD COLUMN fence INTEGER NOT NULL DEFAULT 0",  # the fencing token
+            """
+            CREATE TABLE replicas (
+                instance   TEXT PRIMARY KEY,
+                holder     TEXT NOT NULL,
+                seen_at    TEXT NOT NULL,
+                expires_at TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
