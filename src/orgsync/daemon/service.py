@@ -100,6 +100,7 @@ class Service:
             observer=self.metrics,
             on_finished=self._run_finished,
             origin="daemon",
+            on_lease=self.metrics.lease,
         )
         self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
         names = [t.name for t in config.targets]
@@ -113,6 +114,7 @@ class Service:
                 mailbox=self.mailboxes[name],
                 stop=self.stop,
                 on_quarantine=self._quarantine_changed,
+                share=self._share,
             )
             for name in names
         ]
@@ -145,6 +147,7 @@ class Service:
             names,
             instance=self.engine.origin.instance,
             standing=lambda target: self._workers_by_target[target].standing,
+            holders=self.lease_holders,
         )
         limits = ConnectionLimits(
             header_timeout=server.header_timeout.total_seconds(),
@@ -196,6 +199,17 @@ class Service:
                 return run.finished_at.timestamp()
         return None
 
+    # ------------------------------------------------------------------ replicas
+
+    def _share(self) -> int:
+        """How many targets this replica may hold at once (`LeaseKeeper.fair_share`)."""
+        return self.engine.leases.fair_share(len(self.workers))
+
+    def lease_holders(self) -> dict[str, str | None]:
+        """Who holds each configured target's lease now (None: nobody)."""
+        held = self.engine.store.lease_holders()
+        return {name: (held[name].holder if name in held else None) for name in self.mailboxes}
+
     # ------------------------------------------------------------------ the pieces' callbacks
 
     def _run_finished(self, result: TargetResult, options: RunOptions) -> None:
@@ -239,6 +253,14 @@ class Service:
         try:
             host, port = self.http.start()
             health = self.health_http.start() if self.health_http is not None else None
+        except OrgsyncError as error:
+            log.error("daemon.failed", error=str(error))
+            self.http.stop()
+            self.engine.close()
+            return EXIT_ERROR
+        try:
+            # Counted among the replicas sharing the targets before any worker takes one.
+            self.engine.leases.join()
         except OrgsyncError as error:
             log.error("daemon.failed", error=str(error))
             self.http.stop()

@@ -54,6 +54,8 @@ from orgsync.store.writer_lock import WriterLock
 log = structlog.get_logger(__name__)
 
 MAX_MARGIN = timedelta(seconds=5)
+RELEASED = ""
+"""The holder of a lease given up (its row stays, so that its token only grows)."""
 
 
 class LeaseLost(StateError):
@@ -191,9 +193,9 @@ class LeaseTable:
                 "WHERE target = ? AND fence = ?",
                 (holder, stamp, expires, token, target, current.token),
             )
-        released = current.expires_at <= at
         return Taken(
-            LeaseRecord(target, holder, at, at + ttl, token), None if released else current
+            LeaseRecord(target, holder, at, at + ttl, token),
+            None if current.holder == RELEASED else current,
         )
 
     def renew(
@@ -212,14 +214,14 @@ class LeaseTable:
         return changed == 1
 
     def release(self, target: str, holder: str, token: int) -> None:
-        """Give the lease up: it expires now (the row and its token stay); a no-op once
-        another holder has it."""
+        """Give the lease up: it expires now and names no holder (the row and its token
+        stay); a no-op once another holder has it."""
         with self._db.write() as session:
             at = _server_now(self._db, session)
             session.execute(
-                "UPDATE leases SET expires_at = ? "
+                "UPDATE leases SET holder = ?, expires_at = ? "
                 "WHERE target = ? AND holder = ? AND fence = ? AND expires_at > ?",
-                (encode_time(at), target, holder, token, encode_time(at)),
+                (RELEASED, encode_time(at), target, holder, token, encode_time(at)),
             )
 
     def holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
