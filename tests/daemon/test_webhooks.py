@@ -382,7 +382,7 @@ class TestQueueUnavailable:
                 store=store,
                 instance="i-1",
                 mailboxes=mailboxes,
-                held=lambda: list(mailboxes),
+                runnable=lambda: list(mailboxes),
                 count=lambda target, result: counts.update([(target, result)]),
             )
 

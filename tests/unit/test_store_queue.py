@@ -6,12 +6,14 @@ PostgreSQL listener hears a write from another connection."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from orgsync.store import StateStore
+from orgsync.store.leases import ReplicaTable
 from orgsync.store.queue import MAX_PENDING_PER_TARGET, Request, WebhookQueue
 
 
@@ -125,17 +127,27 @@ def test_too_many_waiting_people_become_one_full_reconcile(location: str, clock:
     assert MAX_PENDING_PER_TARGET >= 1000
 
 
-def test_a_dead_claimers_requests_go_to_the_next_holder(
-    store: StateStore, other: StateStore
+def test_a_dead_replicas_claims_return_once_its_registration_expired(
+    store: StateStore, other: StateStore, clock: Clock
 ) -> None:
+    replicas = ReplicaTable(store.db)
+    replicas.heartbeat("dying", "daemon on host-a", timedelta(seconds=0.3))
+    replicas.heartbeat("alive", "daemon on host-b", timedelta(hours=1))
     store.queue_requests([people("a@example.com")])
-    (first,) = store.claim_requests("dead-replica", ["t1"])
-    # The target's lease expired and `other` holds it now: it takes the unfinished rows.
-    (taken,) = other.claim_requests("new-holder", ["t1"])
+    (first,) = store.claim_requests("dying", ["t1"])
+    # While it is live, its claim stands: it will run them.
+    assert not other.requests_waiting(["t1"], claimer="alive")
+    assert other.claim_requests("alive", ["t1"]) == []
+    # It stops renewing (kill -9, a partition): after the TTL the rows are anyone's.
+    clock.now += timedelta(seconds=1)
+    time.sleep(0.4)  # PostgreSQL's clock is the server's
+    assert other.requests_waiting(["t1"], claimer="alive")
+    (taken,) = other.claim_requests("alive", ["t1"])
     assert taken.ids == first.ids and taken.emails == {"a@example.com"}
     # The old claimer, if it was only paused, cannot mark them done any more.
-    assert store.finish_requests("dead-replica", first.ids) == 0
-    assert other.finish_requests("new-holder", taken.ids) == 1
+    assert store.finish_requests("dying", first.ids) == 0
+    assert other.finish_requests("alive", taken.ids) == 1
+    assert not store.requests_waiting()
 
 
 def test_concurrent_claims_never_take_the_same_row(location: str, clock: Clock) -> None:
@@ -143,6 +155,8 @@ def test_concurrent_claims_never_take_the_same_row(location: str, clock: Clock) 
     during a handover): every row goes to exactly one."""
     emails = [f"p{i}@example.com" for i in range(200)]
     with StateStore.open(location, clock=clock) as writer:
+        for name in ("a", "b"):
+            ReplicaTable(writer.db).heartbeat(name, f"daemon {name}", timedelta(hours=1))
         for start in range(0, 200, 20):
             writer.queue_requests([people(*emails[start : start + 20])])
     results: dict[str, list[set[str]]] = {"a": [], "b": []}
@@ -161,10 +175,8 @@ def test_concurrent_claims_never_take_the_same_row(location: str, clock: Clock) 
         thread.join(60)
     a = set().union(*results["a"])
     b = set().union(*results["b"])
-    # A claimer that comes second sees the first's claims as another's: the rule that
-    # lets a new holder take a dead one's rows. What matters: nobody is lost, and the
-    # rows end up claimed by one of them.
     assert a | b == set(emails)
+    assert not a & b
     with StateStore.open(location, clock=clock) as reader:
         owners = {r.claimed_by for r in reader.queued_requests()}
     assert owners <= {"a", "b"} and None not in owners
@@ -202,17 +214,3 @@ def test_only_parsed_ids_are_stored(store: StateStore) -> None:
         "done",
         "done_at",
     }
-
-
-def test_without_take_over_only_unclaimed_rows_are_claimed(
-    store: StateStore, other: StateStore
-) -> None:
-    store.queue_requests([people("a@example.com")])
-    store.claim_requests("first", ["t1"])
-    assert not other.requests_waiting(["t1"], claimer="second", take_over=False)
-    assert other.claim_requests("second", ["t1"], take_over=False) == []
-    assert other.requests_waiting(["t1"], claimer="second")
-    assert not store.requests_waiting(["t1"], claimer="first")  # its own: nothing to claim
-    store.queue_requests([people("b@example.com")])
-    (claimed,) = other.claim_requests("second", ["t1"], take_over=False)
-    assert claimed.emails == {"b@example.com"}

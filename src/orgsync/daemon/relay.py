@@ -1,19 +1,21 @@
-"""Webhook requests through the state database, to whichever replica runs the target.
+"""Webhook requests through the state database, to a replica that runs the target.
 
-A webhook may reach any replica (a Service spreads deliveries), while each target is run
-by the replica holding it. So an accepted delivery is not put in a local mailbox but
-written to the state database's queue (`StateStore.queue_requests`): only what the parser
-produced, target names and people's ids, before the 202 is sent (a delivery the IdP
-thinks was taken is never only in the memory of a process that may die next). Every
-replica runs a `Relay` thread that claims the queued requests of the targets it holds
-and puts them in their mailboxes (debounced, merged as before), and marks them done
-once the run that served them has finished. A replica that dies in between leaves them
-claimed but not done; the next holder of the target claims them again.
+A webhook may reach any replica (a Service spreads deliveries), while a target is run by
+one replica at a time, the holder of its lease. So an accepted delivery is not put in a
+local mailbox but written to the state database's queue (`StateStore.queue_requests`):
+only what the parser produced, target names and people's ids, before the answer is sent
+(a delivery the IdP thinks was taken is never only in the memory of a process that may
+die next). Every replica runs a `Relay` thread that claims the queued requests of the
+targets it may run now (`runnable`: those it holds, and those nobody holds while it has
+room in its fair share) and puts them in their mailboxes (debounced, merged as before),
+and marks them done once the run that served them has finished. A request for a target
+another replica holds is left to that replica. A replica that dies in between leaves its
+claims unfinished; once its registration among the replicas has expired (the lease TTL),
+another replica claims them again.
 
 The thread wakes when this process queued something, when PostgreSQL notifies that
-another replica did (LISTEN), and every `poll` seconds regardless: a target this replica
-has just taken over may have requests waiting that nobody was told about, and a lost
-LISTEN connection must not leave requests waiting for long.
+another replica did (LISTEN), and every `poll` seconds regardless: a target may have
+become free, and a lost LISTEN connection must not leave requests waiting for long.
 """
 
 from __future__ import annotations
@@ -51,20 +53,16 @@ class Relay:
         store: StateStore,
         instance: str,
         mailboxes: Mapping[str, Mailbox],
-        held: Callable[[], Collection[str]],
+        runnable: Callable[[], Collection[str]],
         count: Callable[[str, str], None],
-        take_over: bool = True,
         poll: float = POLL_SECONDS,
     ) -> None:
-        """`held`: the targets this replica runs now. `take_over`: whether holding a
-        target excludes every other replica (a lease), so that requests another replica
-        claimed and did not finish are its to run again."""
+        """`runnable()`: the targets whose requests this replica takes now."""
         self._store = store
         self._instance = instance
         self._mailboxes = mailboxes
-        self._held = held
+        self._runnable = runnable
         self._count = count
-        self._take_over = take_over
         self._poll = poll
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -162,12 +160,10 @@ class Relay:
 
     def claim_now(self) -> int:
         """Claim the held targets' requests and hand them to their mailboxes."""
-        held = [t for t in self._held() if t in self._mailboxes]
-        if not held or not self._store.requests_waiting(
-            held, claimer=self._instance, take_over=self._take_over
-        ):
+        runnable = [t for t in self._runnable() if t in self._mailboxes]
+        if not runnable or not self._store.requests_waiting(runnable, claimer=self._instance):
             return 0
-        claims = self._store.claim_requests(self._instance, held, take_over=self._take_over)
+        claims = self._store.claim_requests(self._instance, runnable)
         for claimed in claims:
             request = SyncRequest(
                 claimed.trigger,

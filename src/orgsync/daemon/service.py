@@ -103,6 +103,7 @@ class Service:
             observer=self.metrics,
             on_finished=self._run_finished,
             origin="daemon",
+            on_lease=self.metrics.lease,
         )
         self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
         names = [t.name for t in config.targets]
@@ -113,12 +114,9 @@ class Service:
         self.relay_store = open_state_store(config.state, env, create=False)
         self.relay = Relay(
             store=self.relay_store,
-            instance=self.engine.origin.instance or "",
+            instance=self.engine.instance,
             mailboxes=self.mailboxes,
-            # Every replica may run every target, one at a time (the writer lock); a
-            # request claimed by a live replica is never taken from it.
-            held=lambda: names,
-            take_over=False,
+            runnable=self._runnable,
             count=self.metrics.queued_request,
         )
         self.workers = [
@@ -129,6 +127,7 @@ class Service:
                 mailbox=self.mailboxes[name],
                 stop=self.stop,
                 on_quarantine=self._quarantine_changed,
+                share=self._share,
                 on_ran=self.relay.finished,
             )
             for name in names
@@ -162,6 +161,7 @@ class Service:
             names,
             instance=self.engine.origin.instance,
             standing=lambda target: self._workers_by_target[target].standing,
+            holders=self.lease_holders,
         )
         limits = ConnectionLimits(
             header_timeout=server.header_timeout.total_seconds(),
@@ -213,6 +213,27 @@ class Service:
                 return run.finished_at.timestamp()
         return None
 
+    # ------------------------------------------------------------------ replicas
+
+    def _share(self) -> int:
+        """How many targets this replica may hold at once (`LeaseKeeper.fair_share`)."""
+        return self.engine.leases.fair_share(len(self.workers))
+
+    def _runnable(self) -> list[str]:
+        """The targets whose queued webhook requests this replica takes now: those it
+        holds, and, while it holds fewer than its fair share, those nobody holds (a
+        target another replica holds gets its requests from that replica's relay)."""
+        keeper = self.engine.leases
+        mine = keeper.held_targets()
+        holders = self.engine.store.lease_holders()
+        room = len(mine) < keeper.fair_share(len(self.workers))
+        return [t for t in self.mailboxes if t in mine or (room and t not in holders)]
+
+    def lease_holders(self) -> dict[str, str | None]:
+        """Who holds each configured target's lease now (None: nobody)."""
+        held = self.engine.store.lease_holders()
+        return {name: (held[name].holder if name in held else None) for name in self.mailboxes}
+
     # ------------------------------------------------------------------ the pieces' callbacks
 
     def _run_finished(self, result: TargetResult, options: RunOptions) -> None:
@@ -252,6 +273,15 @@ class Service:
         try:
             host, port = self.http.start()
             health = self.health_http.start() if self.health_http is not None else None
+        except OrgsyncError as error:
+            log.error("daemon.failed", error=str(error))
+            self.http.stop()
+            self.relay_store.close()
+            self.engine.close()
+            return EXIT_ERROR
+        try:
+            # Counted among the replicas sharing the targets before any worker takes one.
+            self.engine.leases.join()
         except OrgsyncError as error:
             log.error("daemon.failed", error=str(error))
             self.http.stop()

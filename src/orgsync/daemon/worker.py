@@ -7,6 +7,13 @@ daemon, an operator's `orgsync sync`) is a reason to wait and try again, not a f
 run, so processes sharing one database take turns and never write to the organization at
 the same time. A quarantined target's requests wait for its next attempt, which is always
 a full reconcile. Quarantine reads the daemon's own syncs only (`DAEMON_WRITES`).
+
+Replicas (several daemons on one PostgreSQL database) share the targets: a worker takes
+its target's lease only while its daemon holds fewer than its fair share (`share()`: the
+targets over the live replicas), and a scheduled or start-up reconcile that another
+replica has just done (a good full run of the target by another daemon within half the
+interval) is dropped, not repeated. So each pass, each replica reconciles about its share,
+and the targets of a replica that died are taken by the others once its leases expire.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 LEASE_RETRY_FIRST = 1.0
 LEASE_RETRY_MAX = 30.0
+SHARED_TRIGGERS = frozenset({"schedule", "startup"})
+"""Requests for a full reconcile that any replica's full reconcile satisfies."""
+_GOOD = frozenset({"ok", "held", "changes-pending"})
 
 
 class TargetWorker:
@@ -45,7 +55,9 @@ class TargetWorker:
         on_quarantine: Callable[[str, Quarantine], None],
         on_ran: Callable[[str, SyncRequest], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        share: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """`share()`: how many targets this daemon may hold at once (None: all)."""
         self.target = target
         self.config = config
         self.engine = engine
@@ -54,6 +66,7 @@ class TargetWorker:
         self.on_quarantine = on_quarantine
         self.on_ran = on_ran
         self.clock = clock
+        self.share = share
         self.runs = 0
         self.busy_since: float | None = None
         self.standing = Quarantine()
@@ -85,8 +98,11 @@ class TargetWorker:
             if self.standing.quarantined and not request.full:
                 # The attempt that may end a quarantine checks the whole organization.
                 request = request.widened()
+            if self._done_elsewhere(request):
+                lease_wait = LEASE_RETRY_FIRST
+                continue
             try:
-                leased = self.engine.try_lease(self.target)
+                leased = self.engine.try_lease(self.target, limit=self.share())
             except OrgsyncError as error:  # the state database is busy or broken
                 self._log.error("lease.unavailable", error=str(error))
                 leased = False
@@ -182,6 +198,27 @@ class TargetWorker:
             return None
         wait = max(timedelta(0), next_run - self.clock())
         return time.monotonic() + wait.total_seconds()
+
+    def _done_elsewhere(self, request: SyncRequest) -> bool:
+        """Whether another daemon just did this full reconcile (a replica's pass)."""
+        if request.trigger not in SHARED_TRIGGERS or not request.full:
+            return False
+        recent = self.clock() - self.config.schedule.interval / 2
+        try:
+            runs = self.engine.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
+        except OrgsyncError:
+            return False
+        for run in runs:
+            if run.started_at < recent:
+                break
+            if (
+                run.instance != self.engine.instance
+                and run.status in _GOOD
+                and run.trigger in SHARED_TRIGGERS
+            ):
+                self._log.info("run.done_elsewhere", run_id=run.run_id, by=run.instance)
+                return True
+        return False
 
     def _holder(self) -> str | None:
         try:

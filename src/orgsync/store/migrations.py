@@ -157,6 +157,21 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
+        "fencing tokens on leases; the replicas sharing the targets",
+        (
+            "ALTER TABLE leases ADD COLUMN fence INTEGER NOT NULL DEFAULT 0",  # the fencing token
+            """
+            CREATE TABLE replicas (
+                instance   TEXT PRIMARY KEY,
+                holder     TEXT NOT NULL,
+                seen_at    TEXT NOT NULL,
+                expires_at TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        6,
         "webhook queue: targeted-run requests on their way to the replica holding the target",
         (
             # Only what a webhook parser produced (target, kind of id, the id, the trigger),

@@ -96,6 +96,9 @@ POSTGRESQL = _PostgresDialect(
         "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
     ),
     schema_lock=f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_SCHEMA_LOCK})",
+    now_epoch="SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS double precision)",
+    lock_row=" FOR UPDATE",
+    share_row=" FOR SHARE",
 )
 
 
@@ -196,6 +199,7 @@ class PostgresDB(StateDB):
         self.path = None
         self.clock = clock
         self.created = False
+        self.leases_expire = True
 
     @classmethod
     def open(

@@ -6,8 +6,9 @@ else: never a body or a header, so no secret a vendor put in a delivery reaches 
 database. The replica that holds a target claims its rows (`claim`), hands them to the
 target's worker, and marks them done once the run they were part of has finished
 (`finish`), so a replica that dies between claim and finish leaves them claimed but not
-done: the next holder of the target, which by then holds the target's lease (the dead
-one's has expired), claims them again. Rows are claimed by the instance id of a daemon.
+done: once its registration among the replicas (`replicas`, renewed with its leases)
+has expired, whichever replica may run the target claims them again. Rows are claimed by
+the instance id of a daemon, its id among the replicas.
 
 One row per (target, person): a person named again while an earlier request for them
 is still waiting is not queued twice (the unique index over unclaimed rows). A `full`
@@ -27,9 +28,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from orgsync.core.errors import StateError
 from orgsync.store.db import Session, StateDB, encode_json, encode_time
 
 CHANNEL = "orgsync_webhook_queue"
@@ -168,30 +170,26 @@ class WebhookQueue:
 
     # ------------------------------------------------------------------ the holder's side
 
-    def claim(
-        self, claimer: str, targets: Collection[str], *, take_over: bool = True
-    ) -> list[Claimed]:
-        """Take the waiting rows of `targets` (those `claimer` holds) for `claimer`.
+    def claim(self, claimer: str, targets: Collection[str]) -> list[Claimed]:
+        """Take the waiting rows of `targets` (those `claimer` may run now) for `claimer`.
 
-        With `take_over`, rows another claimer took but did not finish are taken too:
-        whoever holds a target's lease now, their claimer lost it (died, or was cut off
-        past the lease's expiry) and will not run them. Only for targets `claimer` holds
-        by a lease that excludes every other replica. Returns one merged request per
-        target.
+        Rows another replica claimed are taken too once that replica is no longer live
+        (its `replicas` row expired: it died, or was cut off past its lease TTL, and runs
+        nothing any more). Returns one merged request per target.
         """
         if not targets:
             return []
-        now = encode_time(self._db.clock())
         names = encode_json(sorted(targets))
         with self._db.write() as session:
+            now = encode_time(_now(self._db, session))
             values = session.dialect.json_array_values
             lock = " FOR UPDATE SKIP LOCKED" if session.dialect.name == "postgresql" else ""
             rows = session.query(
                 "UPDATE webhook_queue SET claimed_by = ?, claimed_at = ? WHERE id IN ("  # noqa: S608
                 "SELECT id FROM webhook_queue WHERE done = 0 "
-                f"AND target IN ({values}) AND {_claimable(take_over)}{lock}) "
+                f"AND target IN ({values}) AND {_CLAIMABLE}{lock}) "
                 "RETURNING id, target, kind, person, triggered_by, received_at",
-                (claimer, now, names, claimer),
+                (claimer, now, names, claimer, now),
             )
         merged: dict[str, _Merging] = {}
         for row in sorted(rows, key=lambda r: (r.text("received_at"), r.text("id"))):
@@ -218,20 +216,16 @@ class WebhookQueue:
         ]
 
     def waiting(
-        self,
-        targets: Collection[str] | None = None,
-        *,
-        claimer: str | None = None,
-        take_over: bool = True,
+        self, targets: Collection[str] | None = None, *, claimer: str | None = None
     ) -> bool:
         """Whether any row (of `targets`) is not done, or (with `claimer`) is one that
         `claim` would take: a cheap read before a claim, which writes."""
-        where = "done = 0"
-        params: list[str] = []
-        if claimer is not None:
-            where += f" AND {_claimable(take_over)}"
-            params.append(claimer)
         with self._db.read() as session:
+            where = "done = 0"
+            params: list[str] = []
+            if claimer is not None:
+                where += f" AND {_CLAIMABLE}"
+                params += [claimer, encode_time(_now(self._db, session))]
             if targets is not None:
                 where += f" AND target IN ({session.dialect.json_array_values})"
                 params.append(encode_json(sorted(targets)))
@@ -309,12 +303,24 @@ def _rows(request: Request) -> list[tuple[str, str]]:
     ]
 
 
-def _claimable(take_over: bool) -> str:
-    """The condition on a row `claim` takes, with one parameter: the claimer."""
-    if take_over:
-        return "(claimed_by IS NULL OR claimed_by != ?)"
-    # Only rows nobody claimed; the claimer is bound all the same (one statement's form).
-    return "(claimed_by IS NULL AND CAST(? AS TEXT) IS NOT NULL)"
+_CLAIMABLE = (
+    "(claimed_by IS NULL OR (claimed_by != ? AND claimed_by NOT IN ("
+    "SELECT instance FROM replicas WHERE expires_at > ?)))"
+)
+"""A row `claim` takes: nobody's, or a claimer's that is no longer a live replica.
+Parameters: the claimer, now."""
+
+
+def _now(db: StateDB, session: Session) -> datetime:
+    """The server's time on PostgreSQL (what the replicas' expiry is written in, so that
+    hosts whose clocks disagree still agree on who is live); the store's on SQLite."""
+    query = session.dialect.now_epoch
+    if query is None:
+        return db.clock()
+    value = session.scalar(query)
+    if not isinstance(value, int | float):
+        raise StateError(f"the state database's clock answered {value!r}")
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _has_pending_full(session: Session, target: str) -> bool:

@@ -26,7 +26,7 @@ from orgsync.store.writer_lock import WriterLock
 TABLES = ("runs", "operations", "links", "missing", "owned_groups", "learned_forms")
 # Webhook requests waiting in the source are claimed by (or for) its daemons; a daemon
 # started on the destination reconciles every target in full first anyway.
-_NOT_COPIED = ("leases", "webhook_queue")
+_NOT_COPIED = ("leases", "replicas", "webhook_queue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,16 @@ def _hold_all_writer_locks(store: StateStore) -> list[WriterLock]:
             "UNION SELECT target FROM missing UNION SELECT target FROM owned_groups "
             "UNION SELECT target FROM learned_forms UNION SELECT target FROM leases"
         )
+    if store.db.leases_expire:
+        # On PostgreSQL the lease rows, not the advisory locks, say who is writing.
+        held = store.lease_holders()
+        if held:
+            target, lease = next(iter(held.items()))
+            raise StateError(
+                f"target {target} is being synced from {store.location} right now (by "
+                f"{lease.holder}): stop every orgsync (daemon, timers) using it before "
+                "moving its state"
+            )
     locks: list[WriterLock] = []
     busy: str | None = None
     for target in sorted(row.text("target") for row in found):
