@@ -200,8 +200,11 @@ class TargetWorker:
         return time.monotonic() + wait.total_seconds()
 
     def _done_elsewhere(self, request: SyncRequest) -> bool:
-        """Whether another daemon just did this full reconcile (a replica's pass)."""
-        if request.trigger not in SHARED_TRIGGERS or not request.full:
+        """Whether another daemon just did this full reconcile (a replica's pass).
+
+        Never when it serves webhook requests (merged into it, `queued`): they arrived
+        after whatever run is found, which may have read the source before the change."""
+        if request.trigger not in SHARED_TRIGGERS or not request.full or request.queued:
             return False
         recent = self.clock() - self.config.schedule.interval / 2
         try:
