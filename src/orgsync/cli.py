@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from orgsync.config import Config
     from orgsync.core.forms import LearnedForm
     from orgsync.core.plan import Plan
-    from orgsync.daemon.quarantine import Quarantine
+    from orgsync.core.quarantine import Quarantine
     from orgsync.results import TargetResult
     from orgsync.store import LeaseRecord, RunRecord, StateStore
 
@@ -600,7 +600,7 @@ def _lock_view(store: StateStore, target: str) -> tuple[LeaseRecord | None, bool
 
 
 def _status(config: Config, *, as_json: bool) -> int:
-    from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
+    from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 
     schedule = config.schedule
     store = _open_state(config)
