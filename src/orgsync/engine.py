@@ -789,10 +789,10 @@ class Engine:
         """Link wanted people to the members they matched, and track who went missing.
 
         `memory`: the target's, as read for this plan (the writer lock is held, so it is
-        still what the database holds). `scope`: a targeted plan decided about these
-        people only; everybody else's missing-since clock is kept as it is. `groups_read`: False when the organization
-        was read for a few people only, so an owned group absent from `observed` was
-        simply not read, not deleted by someone else.
+        still what the database holds). `scope`: a targeted plan decided about these people
+        only; everybody else's missing-since clock is kept as it is. `groups_read`: False
+        when the organization was read for a few people only, so an owned group absent from
+        `observed` was simply not read, not deleted by someone else.
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         # One transaction writing only the links that change: a quiet pass costs no fsync.

@@ -187,7 +187,7 @@ def test_webhooks_drive_targeted_runs_and_hostile_input_changes_nothing(
         )
         assert challenge.json() == {"verification": "c-42"}
 
-        # Metrics: parseable, every SPEC name, and the counts of what happened above.
+        # Metrics: parseable, every contract name, and the counts of what happened above.
         families = metric_families(daemon)
         missing = [n for n in SPEC_METRICS if n.removesuffix("_total") not in families]
         assert missing == []
