@@ -518,6 +518,7 @@ class Engine:
                 scoped.desired if scoped else desired,
                 observed,
                 fresh,
+                memory,
                 scope=scoped.keys if scoped else None,
                 groups_read=not narrow,
             )
@@ -730,16 +731,18 @@ class Engine:
         desired: DesiredState,
         observed: TargetSnapshot,
         fresh: Plan,
+        memory: Memory,
         *,
         scope: frozenset[EmailKey] | None = None,
         groups_read: bool = True,
     ) -> None:
         """Link wanted people to the members they matched, and track who went missing.
 
-        `scope`: a targeted plan decided about these people only; everybody else's
-        missing-since clock is kept as it is. `groups_read`: False when the organization
-        was read for a few people only, so an owned group absent from `observed` was
-        simply not read, not deleted by someone else.
+        `memory`: the target's, as read for this plan (the writer lock is held, so it is
+        still what the database holds). `scope`: a targeted plan decided about these people
+        only; everybody else's missing-since clock is kept as it is. `groups_read`: False
+        when the organization was read for a few people only, so an owned group absent from
+        `observed` was simply not read, not deleted by someone else.
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         # One transaction writing only the links that change: a quiet pass costs no fsync.
@@ -759,7 +762,7 @@ class Engine:
         missing += [normalize_email(op.email) for op in leaving]
         store.mark_missing(target, missing, self.clock())
         if scope is not None:
-            missing += [k for k in store.memory(target).missing_since if k not in scope]
+            missing += [k for k in memory.missing_since if k not in scope]
         store.clear_missing(target, keep_only=missing)
         if not groups_read:
             return

@@ -1,4 +1,4 @@
-"""The Prometheus metrics of the daemon, under the names SPEC "Metrics" binds.
+"""The Prometheus metrics of the daemon, under the names docs/reference.md "Metrics" binds.
 
 `Metrics` owns one `CollectorRegistry` (not the process-global one, so tests can build
 several) and implements `core.ports.RunObserver`: the engine reports what happened
@@ -29,7 +29,8 @@ SPEC_METRICS: Final = (
     "orgsync_http_requests_total",
     "orgsync_webhooks_total",
 )
-"""Every metric name SPEC requires, as exposed (counters without their `_total` twin)."""
+"""Every metric name the product contract requires, as exposed (counters without their
+`_total` twin)."""
 
 # Runs last from a fraction of a second (nothing to do) to many minutes (a first sync of
 # a large organization under a rate limit).

@@ -6,7 +6,6 @@ in no log line or page."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -23,14 +22,6 @@ from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
 
 PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def writing_intervals(store: StateStore) -> list[tuple[int, datetime, datetime]]:

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.browser import Browser, Dom
@@ -30,14 +28,6 @@ from tests.e2e.harness import API_KEY
 from tests.leaks import traces
 
 EVIL_GROUP = "openai-<script>document.title='pwned'</script>"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def person(i: int, name: str | None = None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """A source's HTTP calls count in `orgsync_http_requests_total{system,status}` as a
-target's do: the engine hands the metrics to both sides' clients (SPEC Metrics)."""
+target's do: the engine hands the metrics to both sides' clients (docs/reference.md "Metrics")."""
 
 from __future__ import annotations
 
