@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 MAX_TARGETED_PEOPLE = 1000
 """A targeted request naming more people than this becomes a full reconcile: one read of
@@ -30,6 +30,9 @@ class SyncRequest:
     """Recorded in the run history: `startup`, `schedule`, `webhook:generic`, …"""
     emails: frozenset[str] = frozenset()
     source_ids: frozenset[str] = frozenset()
+    absorbed: bool = field(default=False, compare=False)
+    """A full request into which a targeted one (a webhook's people) was merged: another
+    replica's earlier reconcile does not stand for it (`daemon.worker`)."""
 
     @property
     def full(self) -> bool:
@@ -48,9 +51,9 @@ class SyncRequest:
     def merge(self, other: SyncRequest) -> SyncRequest:
         """One request doing the work of both."""
         if self.full:
-            return self
+            return self if other.full else replace(self, absorbed=True)
         if other.full:
-            return other
+            return replace(other, absorbed=True)
         merged = SyncRequest(
             self.trigger, self.emails | other.emails, self.source_ids | other.source_ids
         )

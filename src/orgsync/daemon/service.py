@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from functools import partial
 from types import FrameType
 
 import structlog
@@ -115,6 +116,8 @@ class Service:
                 stop=self.stop,
                 on_quarantine=self._quarantine_changed,
                 share=self._share,
+                preferred=partial(self._preferred, name),
+                grace=config.state.lease_ttl.total_seconds(),
             )
             for name in names
         ]
@@ -205,6 +208,9 @@ class Service:
         """How many targets this replica may hold at once (`LeaseKeeper.fair_share`)."""
         return self.engine.leases.fair_share(len(self.workers))
 
+    def _preferred(self, target: str) -> bool:
+        return self.engine.leases.preferred(target)
+
     def lease_holders(self) -> dict[str, str | None]:
         """Who holds each configured target's lease now (None: nobody)."""
         held = self.engine.store.lease_holders()
@@ -268,8 +274,15 @@ class Service:
             return EXIT_ERROR
         for worker in self.workers:
             worker.start()
+        # On a shared database, replicas started together (a rollout) register first, so
+        # that the fair share of the first pass counts them all.
+        settle = (
+            self.config.state.lease_ttl.total_seconds() / 3
+            if self.engine.store.db.leases_expire
+            else 0.0
+        )
         for mailbox in self.mailboxes.values():
-            mailbox.put(SyncRequest("startup"))
+            mailbox.put(SyncRequest("startup"), delay=settle)
         self.schedule.start()
         log.info(
             "daemon.started",
