@@ -518,7 +518,7 @@ class Engine:
                 scoped.desired if scoped else desired,
                 observed,
                 fresh,
-                memory,
+                memory=memory,
                 scope=scoped.keys if scoped else None,
                 groups_read=not narrow,
             )
@@ -731,8 +731,8 @@ class Engine:
         desired: DesiredState,
         observed: TargetSnapshot,
         fresh: Plan,
-        memory: Memory,
         *,
+        memory: Memory,
         scope: frozenset[EmailKey] | None = None,
         groups_read: bool = True,
     ) -> None:

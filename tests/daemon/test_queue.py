@@ -21,6 +21,10 @@ class TestMerge:
     def test_a_full_reconcile_absorbs_targeted_ones_from_either_side(self) -> None:
         full = SyncRequest("schedule")
         assert people("a@x").merge(full) == full
+        # Remembered: another replica's earlier reconcile does not stand for these people.
+        assert people("a@x").merge(full).absorbed
+        assert full.merge(people("a@x")).absorbed
+        assert not full.merge(SyncRequest("schedule")).absorbed
         assert full.merge(people("a@x")) == full
 
     def test_too_many_people_become_a_full_reconcile(self) -> None:

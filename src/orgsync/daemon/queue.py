@@ -12,11 +12,10 @@ the events of one change in the IdP, which arrive as a burst, are planned togeth
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 MAX_TARGETED_PEOPLE = 1000
 """A targeted request naming more people than this becomes a full reconcile: one read of
@@ -34,6 +33,9 @@ class SyncRequest:
     queued: frozenset[str] = frozenset()
     """Ids of the state database's webhook queue rows this request serves, marked done
     once its run has finished (`orgsync.daemon.relay`)."""
+    absorbed: bool = field(default=False, compare=False)
+    """A full request into which a targeted one (a webhook's people) was merged: another
+    replica's earlier reconcile does not stand for it (`daemon.worker`)."""
 
     @property
     def full(self) -> bool:
@@ -53,9 +55,10 @@ class SyncRequest:
         """One request doing the work of both (and serving the queue rows of both)."""
         queued = self.queued | other.queued
         if self.full:
-            return dataclasses.replace(self, queued=queued)
+            absorbed = self.absorbed or not other.full
+            return replace(self, queued=queued, absorbed=absorbed)
         if other.full:
-            return dataclasses.replace(other, queued=queued)
+            return replace(other, queued=queued, absorbed=True)
         merged = SyncRequest(
             self.trigger,
             self.emails | other.emails,

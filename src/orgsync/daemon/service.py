@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from functools import partial
 from types import FrameType
 
 import structlog
@@ -133,6 +134,8 @@ class Service:
                 on_quarantine=self._quarantine_changed,
                 share=self._share,
                 on_ran=self.relay.finished,
+                preferred=partial(self._preferred, name),
+                grace=config.state.lease_ttl.total_seconds(),
             )
             for name in names
         ]
@@ -225,13 +228,15 @@ class Service:
 
     def _runnable(self) -> list[str]:
         """The targets whose queued webhook requests this replica takes now: those it
-        holds, and, while it holds fewer than its fair share, those nobody holds (a
-        target another replica holds gets its requests from that replica's relay)."""
-        keeper = self.engine.leases
-        mine = keeper.held_targets()
+        holds, and those nobody holds that fall to it (`_preferred`; when a replica
+        dies, its targets fall to the others once its registration expired). A target
+        another replica holds gets its requests from that replica's relay."""
+        mine = self.engine.leases.held_targets()
         holders = self.engine.store.lease_holders()
-        room = len(mine) < keeper.fair_share(len(self.workers))
-        return [t for t in self.mailboxes if t in mine or (room and t not in holders)]
+        return [t for t in self.mailboxes if t in mine or (t not in holders and self._preferred(t))]
+
+    def _preferred(self, target: str) -> bool:
+        return self.engine.leases.preferred(target)
 
     def lease_holders(self) -> dict[str, str | None]:
         """Who holds each configured target's lease now (None: nobody)."""
@@ -294,8 +299,15 @@ class Service:
             return EXIT_ERROR
         for worker in self.workers:
             worker.start()
+        # On a shared database, replicas started together (a rollout) register first, so
+        # that the fair share of the first pass counts them all.
+        settle = (
+            self.config.state.lease_ttl.total_seconds() / 3
+            if self.engine.store.db.leases_expire
+            else 0.0
+        )
         for mailbox in self.mailboxes.values():
-            mailbox.put(SyncRequest("startup"))
+            mailbox.put(SyncRequest("startup"), delay=settle)
         self.relay.start()
         self.schedule.start()
         log.info(

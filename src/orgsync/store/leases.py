@@ -37,9 +37,10 @@ clocks disagree still agree on who holds what; the store's clock on SQLite.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -312,6 +313,13 @@ class ReplicaTable:
         ]
 
 
+def assign(target: str, instances: Iterable[str]) -> str:
+    """The replica (instance) `target` falls to among `instances` (rendezvous hashing)."""
+    return max(
+        instances, key=lambda instance: hashlib.sha256(f"{target}\0{instance}".encode()).digest()
+    )
+
+
 def _check_ttl(ttl: timedelta) -> None:
     if ttl <= timedelta(0):
         raise ValueError(f"lease ttl must be positive, got {ttl}")
@@ -404,6 +412,7 @@ class LeaseKeeper:
         self._held: dict[str, HeldLease] = {}
         self._locks: dict[str, WriterLock] = {}
         self._joined = False
+        self._live_cache: tuple[float, frozenset[str]] | None = None
         self._stopped = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -423,8 +432,10 @@ class LeaseKeeper:
             held = self._held.get(target)
             if held is None and limit is not None and len(self._held) >= limit:
                 return None
-        if held is not None and held.valid:
-            return held
+        if held is not None:
+            if held.valid:
+                return held
+            self.release(target)  # lost: taken afresh below, with a new token
         deadline = time.monotonic() + patience
         while True:
             lease = self._take_once(target)
@@ -511,16 +522,32 @@ class LeaseKeeper:
     def replicas(self) -> list[Replica]:
         return self._replicas.live()
 
+    def _live(self) -> frozenset[str]:
+        """The live replicas' instances (this one counted), read at most once a second."""
+        with self._guard:
+            cached = self._live_cache
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        try:
+            live = frozenset({r.instance for r in self._replicas.live()} | {self.instance})
+        except StateError as error:
+            log.warning("replicas.unreadable", error=str(error))
+            return frozenset({self.instance})
+        with self._guard:
+            self._live_cache = (time.monotonic(), live)
+        return live
+
     def fair_share(self, targets: int) -> int:
         """How many targets this replica may hold at once: the targets over the live
         replicas (itself counted), rounded up."""
-        try:
-            live = {r.instance for r in self._replicas.live()}
-        except StateError as error:
-            log.warning("replicas.unreadable", error=str(error))
-            return targets
-        live.add(self.instance)
-        return max(1, -(-targets // len(live)))
+        return max(1, -(-targets // len(self._live())))
+
+    def preferred(self, target: str) -> bool:
+        """Whether `target` falls to this replica: the live replica whose hash with the
+        target's name is highest (rendezvous hashing), so the replicas agree on a split
+        of about 1/N each without talking, and a replica's departure moves only its own
+        targets."""
+        return assign(target, self._live()) == self.instance
 
     # ------------------------------------------------------------------ renewing
 
