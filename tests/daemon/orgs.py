@@ -29,7 +29,12 @@ class ManyOrgs:
             )
             for _ in range(count)
         ]
-        self._server = BackgroundServer(self._dispatch, name="openai-orgs")
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await self._dispatch(scope, receive, send)
+
+        # A plain function: uvicorn takes a bound method for an ASGI 2 application.
+        self._server = BackgroundServer(app, name="openai-orgs")
         self._origin: str | None = None
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
