@@ -17,16 +17,16 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orgsync.core.errors import OrgsyncError
 
 if TYPE_CHECKING:
-    from orgsync.core.model import SourceSnapshot
+    from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
     from orgsync.testing.entra import EntraEmulator
     from orgsync.testing.google import GoogleEmulator
     from orgsync.testing.keycard import KeycardEmulator
@@ -266,13 +266,13 @@ def _split_name(name: str) -> tuple[str, str]:
     return given, family
 
 
-def _people_of(snapshot: SourceSnapshot) -> dict[str, frozenset[str]]:
+def _people_of(snapshot: SourceSnapshot) -> dict[str, frozenset[SourceId]]:
     """Each group's people, nested groups followed (cycles broken): Okta has no nesting."""
     people = {p.id for p in snapshot.people}
     groups = {g.id: g for g in snapshot.groups}
-    reached: dict[str, frozenset[str]] = {}
+    reached: dict[str, frozenset[SourceId]] = {}
     for group in snapshot.groups:
-        found: set[str] = set()
+        found: set[SourceId] = set()
         seen, stack = {group.id}, [group.id]
         while stack:
             current = groups[stack.pop()]
@@ -286,57 +286,63 @@ def _people_of(snapshot: SourceSnapshot) -> dict[str, frozenset[str]]:
     return reached
 
 
+class _Directory(Protocol):
+    def add_group(self, name: str, /) -> str: ...
+    def add_member(self, group_id: str, member_id: str, /) -> None: ...
+
+
+def _fill(
+    directory: _Directory,
+    snapshot: SourceSnapshot,
+    add_person: Callable[[SourcePerson, str, str], str],
+    *,
+    nested: bool,
+) -> None:
+    """Add the snapshot's people (`add_person(person, given name, family name)` returns
+    the vendor's id), its groups and their members; without `nested`, each group holds
+    its people directly (Okta has no nested groups)."""
+    ids = {p.id: add_person(p, *_split_name(p.name)) for p in snapshot.people}
+    for group in snapshot.groups:
+        ids[group.id] = directory.add_group(group.name)
+    reached = _people_of(snapshot)
+    for group in snapshot.groups:
+        if nested:
+            members = [m for m in (*group.members, *group.subgroups) if m in ids]
+        else:
+            members = sorted(reached[group.id])
+        for member in members:
+            directory.add_member(ids[group.id], ids[member])
+
+
 def _okta(seed_file: Path | None, people: int) -> OktaEmulator:
     from orgsync.testing.okta import OktaEmulator
 
-    snapshot = _directory(seed_file, people)
     emulator = OktaEmulator(token=OKTA_TOKEN)
-    ids: dict[str, str] = {}
-    for person in snapshot.people:
-        given, family = _split_name(person.name)
-        ids[person.id] = emulator.add_user(
-            email=person.email,
-            first_name=given,
-            last_name=family,
-            status="ACTIVE" if person.active else "SUSPENDED",
-        )
-    reached = _people_of(snapshot)
-    for group in snapshot.groups:
-        group_id = emulator.add_group(group.name)
-        for member in sorted(reached[group.id]):
-            emulator.add_member(group_id, ids[member])
+
+    def person(p: SourcePerson, given: str, family: str) -> str:
+        status = "ACTIVE" if p.active else "SUSPENDED"
+        return emulator.add_user(email=p.email, first_name=given, last_name=family, status=status)
+
+    _fill(emulator, _directory(seed_file, people), person, nested=False)
     return emulator
-
-
-def _nested(snapshot: SourceSnapshot, ids: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(vendor group id, vendor member id) of every membership, nested groups kept."""
-    known = {p.id for p in snapshot.people} | {g.id for g in snapshot.groups}
-    for group in snapshot.groups:
-        for member in (*group.members, *group.subgroups):
-            if member in known:
-                yield ids[group.id], ids[member]
 
 
 def _entra(seed_file: Path | None, people: int) -> EntraEmulator:
     from orgsync.testing.entra import EntraEmulator
 
-    snapshot = _directory(seed_file, people)
     emulator = EntraEmulator(client_secret=ENTRA_SECRET)
-    ids: dict[str, str] = {}
-    for person in snapshot.people:
-        given, family = _split_name(person.name)
-        ids[person.id] = emulator.add_user(
-            display_name=person.name or person.email,
-            user_principal_name=person.email,
-            mail=person.email,
-            account_enabled=person.active,
+
+    def person(p: SourcePerson, given: str, family: str) -> str:
+        return emulator.add_user(
+            display_name=p.name or p.email,
+            user_principal_name=p.email,
+            mail=p.email,
+            account_enabled=p.active,
             given_name=given or None,
             surname=family or None,
         )
-    for group in snapshot.groups:
-        ids[group.id] = emulator.add_group(group.name)
-    for group_id, member_id in _nested(snapshot, ids):
-        emulator.add_member(group_id, member_id)
+
+    _fill(emulator, _directory(seed_file, people), person, nested=True)
     return emulator
 
 
@@ -347,7 +353,6 @@ def _google(seed_file: Path | None, people: int, key_folder: Path) -> GoogleEmul
 
     from orgsync.testing.google import GoogleEmulator
 
-    snapshot = _directory(seed_file, people)
     emulator = GoogleEmulator(admins=(GOOGLE_ADMIN,))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = key.public_key().public_bytes(
@@ -372,19 +377,13 @@ def _google(seed_file: Path | None, people: int, key_folder: Path) -> GoogleEmul
         ),
         encoding="utf-8",
     )
-    ids: dict[str, str] = {}
-    for person in snapshot.people:
-        given, family = _split_name(person.name)
-        ids[person.id] = emulator.add_user(
-            primary_email=person.email,
-            given_name=given,
-            family_name=family,
-            suspended=not person.active,
+
+    def person(p: SourcePerson, given: str, family: str) -> str:
+        return emulator.add_user(
+            primary_email=p.email, given_name=given, family_name=family, suspended=not p.active
         )
-    for group in snapshot.groups:
-        ids[group.id] = emulator.add_group(group.name)
-    for group_id, member_id in _nested(snapshot, ids):
-        emulator.add_member(group_id, member_id)
+
+    _fill(emulator, _directory(seed_file, people), person, nested=True)
     return emulator
 
 
