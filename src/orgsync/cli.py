@@ -596,17 +596,6 @@ def _open_state(config: Config) -> StateStore | None:
         return None
 
 
-def _lock_view(store: StateStore, target: str) -> tuple[LeaseRecord | None, bool]:
-    """The lease row worth showing, and whether a process holds the target's lock now.
-
-    A row whose holder no longer holds the kernel lock is a process that died holding it
-    (`kill -9`): shown as free, since the next sync takes it over at once.
-    """
-    held = store.writer_lock(target).held_elsewhere()
-    lease = store.lease_holder(target)
-    return (lease if held else None), held
-
-
 def _status(config: Config, *, as_json: bool) -> int:
     from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 
@@ -623,7 +612,7 @@ def _status(config: Config, *, as_json: bool) -> int:
                 learned[target.name] = []
                 continue
             learned[target.name] = store.learned_forms(target.name)
-            lease, held = _lock_view(store, target.name)
+            lease, held = store.lease_view(target.name)
             views.append(
                 (target.name, store.last_run(target.name), lease, held, store.pending(target.name))
             )
@@ -644,6 +633,7 @@ def _status(config: Config, *, as_json: bool) -> int:
                 "lock_held": held,
                 "lock_holder": lease.holder if lease else None,
                 "lock_expires_at": lease.expires_at.isoformat() if lease else None,
+                "lock_token": lease.token if lease else None,
                 "pending": [p.as_json() for p in pending],
                 "drift": last.summary if last else {},
                 "quarantine": standings[name].as_json(),
@@ -682,7 +672,10 @@ def _print_status(
             drift = ", ".join(f"{n} {op}" for op, n in last.summary.items()) or "none"
             print(f"  drift at last run: {drift}")
         if lease is not None:
-            print(f"  lock: held by {lease.holder} since {lease.acquired_at:%Y-%m-%d %H:%M:%S}Z")
+            print(
+                f"  lock: held by {lease.holder} since {lease.acquired_at:%Y-%m-%d %H:%M:%S}Z "
+                f"(lease until {lease.expires_at:%H:%M:%S}Z unless renewed, token {lease.token})"
+            )
         else:
             print(
                 "  lock: held (its holder has not recorded itself yet)" if held else "  lock: free"
