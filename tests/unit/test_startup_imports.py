@@ -87,6 +87,7 @@ def test_validate_offline_imports_only_the_configured_connectors_description(
     described = {
         "orgsync.targets",
         "orgsync.targets._shared_keys",
+        "orgsync.targets._keys",  # the api_key pair, part of the model
         "orgsync.targets.openai",
         "orgsync.targets.openai.connector",
     }
