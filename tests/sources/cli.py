@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
 from tests.e2e.harness import API_KEY, KEY_ENV
 

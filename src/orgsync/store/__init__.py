@@ -11,7 +11,7 @@ from orgsync.store.checkup import check_state_path, check_state_url
 from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
 from orgsync.store.journal import OperationRecord, RunJournal, Unsettled
-from orgsync.store.lease import LeaseRecord
+from orgsync.store.leases import HeldLease, LeaseKeeper, LeaseLost, LeaseRecord, TargetBusy
 from orgsync.store.linking import LinkingJournal
 from orgsync.store.links import LinkRow
 from orgsync.store.migrations import LATEST_VERSION
@@ -25,6 +25,9 @@ __all__ = [
     "OWNED_HOW",
     "RUN_MODES",
     "RUN_STATUSES",
+    "HeldLease",
+    "LeaseKeeper",
+    "LeaseLost",
     "LeaseRecord",
     "LinkRow",
     "LinkingJournal",
@@ -37,6 +40,7 @@ __all__ = [
     "RunJournal",
     "RunRecord",
     "StateStore",
+    "TargetBusy",
     "Unsettled",
     "WriterLock",
     "check_state_path",
