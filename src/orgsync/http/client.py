@@ -191,6 +191,7 @@ class ClientOptions(TypedDict, total=False):
     requests_per_second: float | None
     on_response: OnResponse | None
     sleep: Callable[[float], None]
+    clock: Callable[[], float]
 
 
 class HttpClient:
@@ -210,6 +211,8 @@ class HttpClient:
         requests_per_second: a client-side rate limit shared by all threads; None for none.
         on_response: told `(system, status)` of every response (0: transport failure).
         sleep: how to wait for backoff and the rate limit; tests pass a fake.
+        clock: the rate limit's monotonic clock; tests pass a fake with a fake `sleep`,
+            so the waits they see do not depend on how fast the machine runs the test.
 
     `stop`, once set, makes the next attempt raise instead of being sent (a sibling worker
     failed, and finishing this one's pages would only spend rate limit).
@@ -237,6 +240,7 @@ class HttpClient:
         requests_per_second: float | None = None,
         on_response: OnResponse | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.system = system
         self._retry = retry
@@ -250,7 +254,7 @@ class HttpClient:
         self._interrupt = interrupt or ReadInterrupt()
         self._sleep = self._interrupt.sleep if sleep is time.sleep else sleep
         self._bucket = (
-            TokenBucket(requests_per_second, sleep=self._sleep)
+            TokenBucket(requests_per_second, clock=clock, sleep=self._sleep)
             if requests_per_second is not None
             else None
         )
