@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import (
@@ -18,7 +18,11 @@ from orgsync.core.model import (
     TargetInvite,
     TargetSnapshot,
 )
-from orgsync.core.plan import Operation
+
+# Annotations only: every connector names a port, and the operation models are the
+# costliest module of the core to import (`validate --offline` checks no plan).
+if TYPE_CHECKING:
+    from orgsync.core.plan import Operation
 
 
 class Source(Protocol):
