@@ -63,7 +63,7 @@ class Seed:
 def serve(seed: Seed, ids_file: Path) -> None:
     """The emulator's process: seed, write the ids, print the base URL, then answer
     `count` on stdin with the number of requests it has served so far."""
-    from orgsync.emulators.openai_admin import OpenAIEmulator
+    from orgsync.testing.openai.emulator import OpenAIEmulator
 
     with OpenAIEmulator(api_key=KEY) as emulator:
         state = emulator.state

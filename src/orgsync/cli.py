@@ -1,4 +1,5 @@
-"""The `orgsync` command: argument parsing, output, and exit codes (SPEC "Commands").
+"""The `orgsync` command: argument parsing, output, and exit codes (docs/reference.md "Commands",
+"Exit codes").
 
 Human output goes to stdout, logs to stderr. Exit codes: 0 nothing left to do, 1 error,
 2 changes pending (dry run), 3 held by a safety guard, 64 usage error (nothing was read
@@ -29,12 +30,13 @@ if TYPE_CHECKING:
     from orgsync.config import Config
     from orgsync.core.forms import LearnedForm
     from orgsync.core.plan import Plan
-    from orgsync.daemon.quarantine import Quarantine
+    from orgsync.core.quarantine import Quarantine
     from orgsync.results import TargetResult
     from orgsync.store import LeaseRecord, RunRecord, StateStore
 
 # Everything else is imported by the command that needs it: `orgsync --help` must not pay
-# for pydantic, the connectors, the HTTP client, SQLite helpers and structlog (SPEC start-up).
+# for pydantic, the connectors, the HTTP client, SQLite helpers and structlog (docs/reference.md
+# "Output and logs").
 
 EXIT_USAGE = 64
 """BSD sysexits EX_USAGE: a mistyped command line is not an error of the run (1) and must
@@ -93,7 +95,7 @@ def _subjects(names: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--config, --quiet, -v, --log-format and --log-level, accepted before and after the
-    command (SPEC).
+    command (docs/reference.md "Commands").
 
     On the command's parser the defaults are suppressed, so a value given before the
     command is not overwritten by the command's own default.
@@ -588,19 +590,8 @@ def _open_state(config: Config) -> StateStore | None:
         return None
 
 
-def _lock_view(store: StateStore, target: str) -> tuple[LeaseRecord | None, bool]:
-    """The lease row worth showing, and whether a process holds the target's lock now.
-
-    A row whose holder no longer holds the kernel lock is a process that died holding it
-    (`kill -9`): shown as free, since the next sync takes it over at once.
-    """
-    held = store.writer_lock(target).held_elsewhere()
-    lease = store.lease_holder(target)
-    return (lease if held else None), held
-
-
 def _status(config: Config, *, as_json: bool) -> int:
-    from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
+    from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 
     schedule = config.schedule
     store = _open_state(config)
@@ -615,7 +606,7 @@ def _status(config: Config, *, as_json: bool) -> int:
                 learned[target.name] = []
                 continue
             learned[target.name] = store.learned_forms(target.name)
-            lease, held = _lock_view(store, target.name)
+            lease, held = store.lease_view(target.name)
             views.append(
                 (target.name, store.last_run(target.name), lease, held, store.pending(target.name))
             )
@@ -636,6 +627,7 @@ def _status(config: Config, *, as_json: bool) -> int:
                 "lock_held": held,
                 "lock_holder": lease.holder if lease else None,
                 "lock_expires_at": lease.expires_at.isoformat() if lease else None,
+                "lock_token": lease.token if lease else None,
                 "pending": [p.as_json() for p in pending],
                 "drift": last.summary if last else {},
                 "quarantine": standings[name].as_json(),
@@ -674,7 +666,10 @@ def _print_status(
             drift = ", ".join(f"{n} {op}" for op, n in last.summary.items()) or "none"
             print(f"  drift at last run: {drift}")
         if lease is not None:
-            print(f"  lock: held by {lease.holder} since {lease.acquired_at:%Y-%m-%d %H:%M:%S}Z")
+            print(
+                f"  lock: held by {lease.holder} since {lease.acquired_at:%Y-%m-%d %H:%M:%S}Z "
+                f"(lease until {lease.expires_at:%H:%M:%S}Z unless renewed, token {lease.token})"
+            )
         else:
             print(
                 "  lock: held (its holder has not recorded itself yet)" if held else "  lock: free"

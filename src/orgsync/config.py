@@ -1,9 +1,9 @@
 """The configuration file: TOML parsed into frozen pydantic models, refused whole when wrong.
 
-Owns the key names of SPEC "Configuration" and the secret rule: a secret is never in the
-file, only the name of an environment variable (`*_env`) or a file path (`*_file`,
-relative paths resolved in systemd's `$CREDENTIALS_DIRECTORY` when it is set). Errors are
-`ConfigError`s whose message names the key path and the reason.
+Owns the key names of docs/reference.md "Configuration" and the secret rule: a secret is
+never in the file, only the name of an environment variable (`*_env`) or a file path
+(`*_file`, relative paths resolved in systemd's `$CREDENTIALS_DIRECTORY` when it is set).
+Errors are `ConfigError`s whose message names the key path and the reason.
 """
 
 from __future__ import annotations
@@ -400,7 +400,9 @@ class StateConfig(_Strict):
     password_file: Path | None = None
     """The password of `url`'s user; without them, libpq's own environment (PGPASSWORD,
     PGPASSFILE, ~/.pgpass) or a password-less method (peer, certificates) is used."""
-    lease_ttl: Duration = timedelta(minutes=10)
+    lease_ttl: Duration = timedelta(seconds=30)
+    """How long a target's lease lasts unless renewed (every third of it). On PostgreSQL a
+    replica that stops renewing (dead, frozen, cut off) loses its targets after this."""
     keep_runs: Duration = timedelta(days=90)
     """Run history (and its operation journal) older than this is deleted; the newest run
     of each target, and its newest finished sync, are kept whatever their age."""

@@ -39,7 +39,8 @@ class _Stderr:
 
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Human-readable lines on a TTY, one JSON object per line otherwise (SPEC);
+    """Human-readable lines on a TTY, one JSON object per line otherwise
+    (reference "Output and logs");
     `json` True or False forces one (`--log-format`). Now if structlog is imported
     already, else right after its import."""
     for finder in [f for f in sys.meta_path if isinstance(f, _ConfigureOnImport)]:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from orgsync.store.db import NoStateDatabase
     from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
     from orgsync.store.journal import OperationRecord, RunJournal, Unsettled
-    from orgsync.store.lease import LeaseRecord
+    from orgsync.store.leases import HeldLease, LeaseKeeper, LeaseLost, LeaseRecord, TargetBusy
     from orgsync.store.linking import LinkingJournal
     from orgsync.store.links import LinkRow
     from orgsync.store.migrations import LATEST_VERSION
@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 
 _HOME = {
     "FINAL_STATUSES": "orgsync.store.runs",
+    "HeldLease": "orgsync.store.leases",
     "LATEST_VERSION": "orgsync.store.migrations",
-    "LeaseRecord": "orgsync.store.lease",
+    "LeaseKeeper": "orgsync.store.leases",
+    "LeaseLost": "orgsync.store.leases",
+    "LeaseRecord": "orgsync.store.leases",
     "LinkRow": "orgsync.store.links",
     "LinkingJournal": "orgsync.store.linking",
     "NoStateDatabase": "orgsync.store.db",
@@ -50,6 +53,7 @@ _HOME = {
     "RunJournal": "orgsync.store.journal",
     "RunRecord": "orgsync.store.runs",
     "StateStore": "orgsync.store.state",
+    "TargetBusy": "orgsync.store.leases",
     "Unsettled": "orgsync.store.journal",
     "WriterLock": "orgsync.store.writer_lock",
     "check_state_path": "orgsync.store.checkup",
@@ -72,6 +76,9 @@ __all__ = [
     "OWNED_HOW",
     "RUN_MODES",
     "RUN_STATUSES",
+    "HeldLease",
+    "LeaseKeeper",
+    "LeaseLost",
     "LeaseRecord",
     "LinkRow",
     "LinkingJournal",
@@ -84,6 +91,7 @@ __all__ = [
     "RunJournal",
     "RunRecord",
     "StateStore",
+    "TargetBusy",
     "Unsettled",
     "WriterLock",
     "check_state_path",

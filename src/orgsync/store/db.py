@@ -165,6 +165,14 @@ class Dialect:
     """The names of the tables of the database (the current schema), column `name`."""
     schema_lock: str | None
     """Run first in a migration's transaction, to make concurrent migrations wait."""
+    now_epoch: str | None = None
+    """A query of the server's clock (seconds since the epoch), the one clock of leases
+    shared by several hosts; None: the store's own clock (one host)."""
+    lock_row: str = ""
+    """Appended to a SELECT of one row that the transaction then decides on (a lease):
+    locks it against a concurrent writer where the backend does not serialise writers."""
+    share_row: str = ""
+    """The same, letting other readers share it (a fencing check)."""
 
     def ddl(self, statement: str) -> str:
         """A migration's statement (written for SQLite) in this backend's form."""
@@ -262,6 +270,11 @@ class StateDB(ABC):
     @property
     def in_memory(self) -> bool:
         return False
+
+    leases_expire: bool = False
+    """Whether a target's lease row, expiring by time, decides who writes it (a server
+    shared by hosts, where a holder may be frozen or cut off while its connection lives),
+    rather than the kernel lock of `writer_lock` (one host; the row only reports)."""
 
     @abstractmethod
     def read(self) -> AbstractContextManager[Session]: ...
