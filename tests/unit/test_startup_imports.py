@@ -86,6 +86,7 @@ def test_validate_offline_imports_only_the_configured_connectors_description(
     assert within(names, HEAVY) == []
     described = {
         "orgsync.targets",
+        "orgsync.targets._keys",  # the api_key pair of the openai model
         "orgsync.targets._shared_keys",
         "orgsync.targets.openai",
         "orgsync.targets.openai.connector",
