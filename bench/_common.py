@@ -61,8 +61,9 @@ class Seed:
 
 
 def serve(seed: Seed, ids_file: Path) -> None:
-    """The emulator's process: seed, write the ids, print the base URL, then answer
-    `count` on stdin with the number of requests it has served so far."""
+    """The emulator's process: seed, write the ids, print the base URL, then answer on
+    stdin `count` (requests served so far) and `invited EMAIL` (1 if an invitation to
+    EMAIL exists, else 0)."""
     from orgsync.testing.openai.emulator import OpenAIEmulator
 
     with OpenAIEmulator(api_key=KEY) as emulator:
@@ -81,8 +82,12 @@ def serve(seed: Seed, ids_file: Path) -> None:
         ids_file.write_text(json.dumps({"members": members, "groups": groups}))
         print(emulator.start(), flush=True)
         for line in sys.stdin:
-            if line.strip() == "count":
+            command, _, argument = line.strip().partition(" ")
+            if command == "count":
                 print(len(emulator.requests), flush=True)
+            elif command == "invited":
+                found = any(i["email"] == argument for i in state.invites())
+                print(int(found), flush=True)
 
 
 class Emulator:
@@ -98,11 +103,18 @@ class Emulator:
 
     def count(self) -> int:
         """Requests served so far."""
+        return int(self._ask("count"))
+
+    def invited(self, email: str) -> bool:
+        """Whether the organization holds an invitation to `email`."""
+        return self._ask(f"invited {email}") == "1"
+
+    def _ask(self, line: str) -> str:
         assert self._process.stdin is not None
         assert self._process.stdout is not None
-        self._process.stdin.write("count\n")
+        self._process.stdin.write(f"{line}\n")
         self._process.stdin.flush()
-        return int(self._process.stdout.readline())
+        return self._process.stdout.readline().strip()
 
 
 @contextmanager
