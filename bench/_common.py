@@ -166,8 +166,19 @@ def write_directory(folder: Path, seed: Seed, *, extra_people: int = 0) -> None:
     (folder / "directory.json").write_text(json.dumps(document))
 
 
-def write_config(folder: Path, url: str, *, extra: str = "") -> Path:
-    """`orgsync.toml`: the file source and one OpenAI target `bench` mirroring `team-*`."""
+SAFETY = """
+[safety]
+max_removals = 1000
+max_removal_ratio = 1.0
+"""
+
+
+def write_config(
+    folder: Path, url: str, *, groups: bool = True, safety: str = SAFETY, extra: str = ""
+) -> Path:
+    """`orgsync.toml`: the file source and one OpenAI target `bench` (its people: the
+    `openai-*` groups), mirroring `team-*` groups unless `groups` is false."""
+    mirror = '[[targets.groups]]\nsource = "team-*"\nname = "{source}"' if groups else ""
     path = folder / "orgsync.toml"
     path.write_text(
         f"""
@@ -183,12 +194,8 @@ allow_plaintext = true
 default_role = "reader"
 scope_groups = ["openai-*"]
 timeout = "60s"
-[[targets.groups]]
-source = "team-*"
-name = "{{source}}"
-[safety]
-max_removals = 1000
-max_removal_ratio = 1.0
+{mirror}
+{safety}
 [state]
 path = "state.db"
 {extra}
