@@ -12,9 +12,9 @@ from typing import Self
 
 from starlette.types import Receive, Scope, Send
 
-from orgsync.emulators._server import BackgroundServer
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing._server import BackgroundServer
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 
 class ManyOrgs:

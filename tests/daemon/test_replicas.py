@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.store import StateStore
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import SECRET, SECRET_ENV, Daemon, wait_for
 from tests.daemon.orgs import ManyOrgs
 from tests.e2e.harness import API_KEY, KEY_ENV, directory, openai_target, wanted_roles

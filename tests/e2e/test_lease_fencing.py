@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.store import StateStore
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV, directory, openai_target, wanted_roles
 from tests.postgres import PASSWORD, PostgresServer
 

@@ -30,10 +30,11 @@ import structlog
 
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
-from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
+from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.engine import Engine
 from orgsync.results import RunOptions, TargetResult
+from orgsync.store import StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +54,11 @@ class TargetWorker:
         *,
         config: Config,
         engine: Engine,
+        store: StateStore,
         mailbox: Mailbox,
         stop: threading.Event,
         on_quarantine: Callable[[str, Quarantine], None],
+        on_ran: Callable[[str, SyncRequest], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         share: Callable[[], int | None] = lambda: None,
         preferred: Callable[[], bool] = lambda: True,
@@ -67,9 +70,13 @@ class TargetWorker:
         self.target = target
         self.config = config
         self.engine = engine
+        # The engine's own store, read here for quarantine and the lease's holder: the
+        # engine is for runs, not a way to the database.
+        self.store = store
         self.mailbox = mailbox
         self.stop = stop
         self.on_quarantine = on_quarantine
+        self.on_ran = on_ran
         self.clock = clock
         self.share = share
         self.preferred = preferred
@@ -157,6 +164,10 @@ class TargetWorker:
                 self._log.warning("lease.release_failed", error=str(error))
             self.busy_since = None
             self.runs += 1
+            if self.on_ran is not None:
+                # Whatever the run's outcome: a failed one is the quarantine's business,
+                # and the request must not be run again by the next holder.
+                self.on_ran(self.target, request)
 
     def _after(self, results: list[TargetResult]) -> None:
         before = self.standing
@@ -189,7 +200,7 @@ class TargetWorker:
     def _assess(self) -> Quarantine:
         schedule = self.config.schedule
         try:
-            history = self.engine.store.runs(limit=HISTORY, target=self.target, **DAEMON_WRITES)
+            history = self.store.runs(limit=HISTORY, target=self.target, **DAEMON_WRITES)
         except OrgsyncError as error:
             self._log.error("quarantine.unreadable", error=str(error))
             return self.standing
@@ -217,6 +228,7 @@ class TargetWorker:
             or self.grace <= 0
             or request.trigger not in SHARED_TRIGGERS
             or not request.full
+            or request.queued  # webhook requests are served at once by who claimed them
         ):
             return False
         try:
@@ -230,8 +242,17 @@ class TargetWorker:
         return True
 
     def _done_elsewhere(self, request: SyncRequest) -> bool:
-        """Whether another daemon just did this full reconcile (a replica's pass)."""
-        if request.trigger not in SHARED_TRIGGERS or not request.full or request.absorbed:
+        """Whether another daemon just did this full reconcile (a replica's pass).
+
+        Never when it serves webhook requests (merged into it: `absorbed`, `queued`):
+        they arrived after whatever run is found, which may have read the source before
+        the change."""
+        if (
+            request.trigger not in SHARED_TRIGGERS
+            or not request.full
+            or request.absorbed
+            or request.queued
+        ):
             return False
         # Runs from before this daemon started do not count: a restart reconciles.
         # Within half an interval before the request, which may have waited `grace`.
@@ -255,7 +276,7 @@ class TargetWorker:
 
     def _holder(self) -> str | None:
         try:
-            lease = self.engine.store.lease_holder(self.target)
+            lease = self.store.lease_holder(self.target)
         except OrgsyncError:
             return None
         return lease.holder if lease else None

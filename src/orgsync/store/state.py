@@ -8,7 +8,7 @@ It holds no logic of its own, so each rule is written, and tested, in one place.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -26,6 +26,15 @@ from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettle
 from orgsync.store.leases import FencedDB, HeldLease, LeaseKeeper, LeaseRecord, LeaseTable
 from orgsync.store.links import LinkRow, Links
 from orgsync.store.migrations import migrate
+from orgsync.store.queue import (
+    CHANNEL,
+    Claimed,
+    Queued,
+    QueueListener,
+    QueueRow,
+    Request,
+    WebhookQueue,
+)
 from orgsync.store.recovery import recover_interrupted
 from orgsync.store.runs import Origin, Outcome, RunRecord, Runs
 from orgsync.store.writer_lock import WriterLock
@@ -50,6 +59,7 @@ class StateStore:
         self._groups = GroupLedger(db)
         self._leases = LeaseTable(db)
         self._forms = FormMemory(db)
+        self._queue = WebhookQueue(db)
 
     @classmethod
     def open(
@@ -355,3 +365,38 @@ class StateStore:
             return lease, lease is not None
         held = self._db.writer_lock(target).held_elsewhere()
         return (lease if held else None), held
+
+    # ------------------------------------------------------------------ webhook queue
+
+    def queue_requests(self, requests: Iterable[Request]) -> Queued:
+        """Queue webhook requests for the replicas holding their targets (see
+        `orgsync.store.queue`); on PostgreSQL every listening replica is notified."""
+        return self._queue.put(requests)
+
+    def claim_requests(self, claimer: str, targets: Collection[str]) -> list[Claimed]:
+        """Claim the queued requests of `targets`, which `claimer` may run now (also those
+        a replica no longer live claimed and did not finish)."""
+        return self._queue.claim(claimer, targets)
+
+    def requests_waiting(
+        self, targets: Collection[str] | None = None, *, claimer: str | None = None
+    ) -> bool:
+        """Whether requests (of `targets`) are not done, or are for `claimer` to claim."""
+        return self._queue.waiting(targets, claimer=claimer)
+
+    def finish_requests(self, claimer: str, ids: Iterable[str]) -> int:
+        """Mark claimed requests done once the run they were part of finished."""
+        return self._queue.finish(claimer, ids)
+
+    def queued_requests(self, target: str | None = None) -> list[QueueRow]:
+        return self._queue.rows(target)
+
+    def queue_listener(self) -> QueueListener | None:
+        """What tells this process at once that requests were queued (by any replica):
+        a LISTEN connection on PostgreSQL; None on SQLite, where the only writer of the
+        queue is this process, which knows."""
+        from orgsync.store.postgres import PostgresDB
+
+        if isinstance(self._db, PostgresDB):
+            return self._db.listen(CHANNEL)
+        return None
