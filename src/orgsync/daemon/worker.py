@@ -256,7 +256,7 @@ class TargetWorker:
         # Runs from before this daemon started do not count: a restart reconciles.
         recent = max(self.clock() - self.config.schedule.interval / 2, self.started_at)
         try:
-            runs = self.engine.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
+            runs = self.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
         except OrgsyncError:
             return False
         for run in runs:
