@@ -88,7 +88,6 @@ def test_validate_offline_imports_only_the_configured_connectors_description(
         "orgsync.targets",
         "orgsync.targets._keys",  # the api_key pair of the openai model
         "orgsync.targets._shared_keys",
-        "orgsync.targets._keys",  # the api_key pair, part of the model
         "orgsync.targets.openai",
         "orgsync.targets.openai.connector",
     }

@@ -302,9 +302,7 @@ class Service:
         # On a shared database, replicas started together (a rollout) register first, so
         # that the fair share of the first pass counts them all.
         settle = (
-            self.config.state.lease_ttl.total_seconds() / 3
-            if self.store.db.leases_expire
-            else 0.0
+            self.config.state.lease_ttl.total_seconds() / 3 if self.store.db.leases_expire else 0.0
         )
         for mailbox in self.mailboxes.values():
             mailbox.put(SyncRequest("startup"), delay=settle)
