@@ -13,8 +13,8 @@ expires by the server's clock even while a paused or cut-off holder's connection
 on, and carries a fencing token that every write of a run checks. Lease taking and
 renewing run on a connection of their own (`companion`). The session-level advisory
 lock of `writer_lock` (`AdvisoryLock`: granted to one session at a time, dropped the
-moment that session ends) only keeps `orgsync state migrate` from copying a database
-while something else holds it.
+moment that session ends) is taken only by `orgsync state migrate`, which also refuses a
+database with a lease held (`transfer.py`).
 
 psycopg is an optional dependency (`pip install orgsync[postgresql]`): imported on first
 use, with an error saying how to install it.
