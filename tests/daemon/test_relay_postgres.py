@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -27,14 +26,6 @@ RATE = 4
 """Requests per second to the target: the start-up run (30 invitations) holds the
 target's lease for several seconds, long enough to send a webhook while it does."""
 LEASE_TTL = 3
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def replicas_rig(

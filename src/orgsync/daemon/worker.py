@@ -259,7 +259,7 @@ class TargetWorker:
         window = self.config.schedule.interval / 2 + timedelta(seconds=self.grace)
         recent = max(self.clock() - window, self.started_at)
         try:
-            runs = self.engine.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
+            runs = self.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
         except OrgsyncError:
             return False
         for run in runs:

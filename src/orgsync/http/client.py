@@ -279,7 +279,12 @@ class HttpClient:
         base = self._http.base_url
         # Only a plain base (no query or fragment) is joined by `_resolve`.
         plain = base.is_absolute_url and not base.query and not base.fragment
-        self._base_text = str(base) if plain else ""
+        text = str(base)
+        # httpx keeps a bare origin's path "/" out of its text ("http://host:8080"), so the
+        # join below would glue the path to the port: the slash is put back here.
+        if plain and not text.endswith("/"):
+            text += "/"
+        self._base_text = text if plain else ""
 
     @property
     def base_url(self) -> str:

@@ -8,11 +8,13 @@ locale). One connection per store, shared by threads in turn like SQLite's; ever
 is a transaction committed (durably: `synchronous_commit` is the server's business, on
 by default) before the block's caller continues.
 
-The writer lock of a target is a session-level advisory lock on a connection of its own
-(`AdvisoryLock`): the server grants it to one session at a time and drops it the moment
-that session ends, however its process ends. The same semantics as the flock beside a
-SQLite file, across hosts. (A lease with a fencing token, for replicas that may be
-paused or cut off while their connection lives on, is a later `WriterLock`.)
+Who writes a target is decided by its lease row (`leases.py`, `leases_expire`): it
+expires by the server's clock even while a paused or cut-off holder's connection lives
+on, and carries a fencing token that every write of a run checks. Lease taking and
+renewing run on a connection of their own (`companion`). The session-level advisory
+lock of `writer_lock` (`AdvisoryLock`: granted to one session at a time, dropped the
+moment that session ends) is taken only by `orgsync state migrate`, which also refuses a
+database with a lease held (`transfer.py`).
 
 psycopg is an optional dependency (`pip install orgsync[postgresql]`): imported on first
 use, with an error saying how to install it.
