@@ -7,6 +7,7 @@ and stores no secret. Use `StateStore.open(path_or_url)` (the CLI and the engine
 through `orgsync.factories.open_state_store`).
 """
 
+from orgsync.store.baselines import INVALIDATED, Baseline
 from orgsync.store.checkup import check_state_path, check_state_url
 from orgsync.store.db import NoStateDatabase
 from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
@@ -21,10 +22,12 @@ from orgsync.store.writer_lock import WriterLock
 
 __all__ = [
     "FINAL_STATUSES",
+    "INVALIDATED",
     "LATEST_VERSION",
     "OWNED_HOW",
     "RUN_MODES",
     "RUN_STATUSES",
+    "Baseline",
     "LeaseRecord",
     "LinkRow",
     "LinkingJournal",

@@ -2,7 +2,8 @@
 
 Everything orgsync remembers goes: run history and its journal, links (whom orgsync
 manages), missing-since clocks (removal grace), the ownership ledger of target groups and
-the learned request forms. Lease rows do not: they name the process holding a writer
+the learned request forms, and the baselines incremental passes trust (source digests
+and cursors). Lease rows do not: they name the process holding a writer
 lock in the source, which means nothing in the destination.
 
 Both databases are brought to the latest schema first (the same migrations on either
@@ -22,7 +23,16 @@ from orgsync.store.state import StateStore
 from orgsync.store.writer_lock import WriterLock
 
 # Parents before children (operations reference runs).
-TABLES = ("runs", "operations", "links", "missing", "owned_groups", "learned_forms")
+TABLES = (
+    "runs",
+    "operations",
+    "links",
+    "missing",
+    "owned_groups",
+    "learned_forms",
+    "baselines",
+    "source_digests",
+)
 _NOT_COPIED = ("leases",)
 
 
