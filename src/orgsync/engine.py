@@ -469,7 +469,7 @@ class Engine:
         probe: ChangeProbe | None = None
         if isinstance(source, DetectsChanges) and baseline.cursor is not None:
             try:
-                probe = source.probe_changes(baseline.cursor, baseline.people)
+                probe = source.probe_changes(baseline.cursor, baseline.people, baseline.groups)
             except CursorExpired as error:
                 bound.warning("source.cursor_expired", error=str(error), fallback="full read")
             else:

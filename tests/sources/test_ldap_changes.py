@@ -55,15 +55,16 @@ def admin(server: Slapd) -> Iterator[ldap3.Connection]:
 class Prober:
     """Probes in a row, each from the cursor the last one gave, as passes do."""
 
-    def __init__(self, source: LdapSource, people: int) -> None:
+    def __init__(self, source: LdapSource, people: int, groups: int) -> None:
         self.source = source
         self.people = people
+        self.groups = groups
         cursor = source.change_cursor()
         assert cursor is not None
         self.cursor = cursor
 
     def changed(self) -> bool:
-        probe = self.source.probe_changes(self.cursor, self.people)
+        probe = self.source.probe_changes(self.cursor, self.people, self.groups)
         assert probe.cursor is not None
         self.cursor = probe.cursor
         self.calls = probe.calls
@@ -73,12 +74,13 @@ class Prober:
 def test_probes_report_each_change_once(server: Slapd, tmp_path: Path) -> None:
     source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
     assert isinstance(source, DetectsChanges)
-    people = len(source.read().people)
-    prober = Prober(source, people)
+    snapshot = source.read()
+    people, groups = len(snapshot.people), len(snapshot.groups)
+    prober = Prober(source, people, groups)
     # Everything was written in the last minutes (slapadd): seen once, then quiet.
     assert prober.changed()
     assert not prober.changed()
-    assert prober.calls == 3  # people and groups changed since, and the people counted
+    assert prober.calls == 4  # people and groups changed since; people and groups counted
 
     with admin(server) as conn:
         victim = person_dn(next(iter(make_directory(40, 2).people)))
@@ -109,6 +111,12 @@ def test_probes_report_each_change_once(server: Slapd, tmp_path: Path) -> None:
         prober.people = people
         assert not prober.changed()
 
+        # Deleting a group changes no member's entry (no refint here): counted too.
+        assert conn.delete(group_dn("cycle-b"))
+        assert prober.changed()
+        prober.groups = groups - 1
+        assert not prober.changed()
+
 
 def person_dn_of(index: int) -> str:
     return person_dn(make_directory(40, 2).people[index])
@@ -118,7 +126,7 @@ def test_a_cursor_it_did_not_write_is_expired(server: Slapd) -> None:
     source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
     for cursor in ("", "{}", '{"since": "yesterday", "seen": {}}', "[1]"):
         with pytest.raises(CursorExpired):
-            source.probe_changes(cursor, 40)
+            source.probe_changes(cursor, 40, 8)
 
 
 def events(stderr: str) -> list[dict[str, Any]]:

@@ -56,9 +56,10 @@ class DetectsChanges(Protocol):
         """A cursor for now, taken just before a full read (None: cannot)."""
         ...
 
-    def probe_changes(self, cursor: str, people: int) -> ChangeProbe:
+    def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         """Whether any person or group changed, appeared or disappeared since `cursor`;
-        `people` is how many person records the last reconciled read held. Raises
+        `people` and `groups` are how many person records (rejected ones included) and
+        groups the last reconciled read held: a deletion leaves no timestamp. Raises
         `CursorExpired` when the cursor can no longer be used, `SourceError` otherwise."""
         ...
 

@@ -22,8 +22,8 @@ and counted in one warning, since groups routinely reference entries out of scop
 Change probe (incremental passes, `core.ports.DetectsChanges`): one search per base for
 people and groups whose `modifyTimestamp` is at or after the cursor (entries added or
 changed, a group's membership included; `entryCSN` or `uSNChanged` tell two changes
-within one second apart), and one DN-only search (`1.1`, no attributes)
-counting the people, since a deletion leaves no timestamp behind. The cursor is a time
+within one second apart), and DN-only searches (`1.1`, no attributes) counting the
+people and the groups, since a deletion leaves no timestamp behind. The cursor is a time
 on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
 window, so the directory's clock may be that far behind orgsync's without a change being
 missed, and a change is reported once.
@@ -286,15 +286,17 @@ class LdapSource:
     def change_cursor(self) -> str | None:
         return _cursor(self.clock() - PROBE_OVERLAP, {})
 
-    def probe_changes(self, cursor: str, people: int) -> ChangeProbe:
+    def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         since, seen = _parse_cursor(cursor)
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
         try:
-            return retrying(self._probe_once, since, seen, people)
+            return retrying(self._probe_once, since, seen, (people, groups))
         except TransientError as error:
             raise SourceError(f"ldap: {error} (gave up after retrying)") from error
 
-    def _probe_once(self, since: datetime, seen: dict[str, str], people: int) -> ChangeProbe:
+    def _probe_once(
+        self, since: datetime, seen: dict[str, str], known: tuple[int, int]
+    ) -> ChangeProbe:
         s = self.settings
         started = self.clock()
         self.pages = self.searches = 0
@@ -308,20 +310,23 @@ class LdapSource:
                     # second is told apart by OpenLDAP's entryCSN or AD's uSNChanged.
                     version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
                     recent[dn_key(dn)] = "|".join(version)
-            counted = sum(1 for _ in self._paged(conn, s.users_base, s.users, [_NO_ATTRIBUTES]))
+            counted = (
+                sum(1 for _ in self._paged(conn, s.users_base, s.users, [_NO_ATTRIBUTES])),
+                sum(1 for _ in self._paged(conn, s.groups_base, s.groups, [_NO_ATTRIBUTES])),
+            )
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
             _close(conn)
         fresh = sorted(dn for dn, stamp in recent.items() if seen.get(dn) != stamp)
-        changed = bool(fresh) or counted != people
+        changed = bool(fresh) or counted != known
         if changed:
             log.info(
                 "source.changes_found",
                 system="ldap",
                 changed_entries=len(fresh),
-                people=counted,
-                people_before=people,
+                counted=counted,
+                before=known,
             )
         following = started - PROBE_OVERLAP
         keep = {dn: stamp for dn, stamp in recent.items() if _stamp(stamp) >= following}

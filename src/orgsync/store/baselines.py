@@ -30,6 +30,8 @@ class Baseline:
     """When the last clean full pass finished reconciling it."""
     updated_at: datetime
     people: int
+    """Person records (rejected ones included) and groups the snapshot holds."""
+    groups: int = 0
 
 
 class Baselines:
@@ -48,6 +50,7 @@ class Baselines:
             full_at=row.time("full_at"),
             updated_at=row.time("updated_at"),
             people=row.integer("people"),
+            groups=row.integer("groups"),
         )
 
     def fingerprint(self, target: str) -> Fingerprint:
@@ -104,14 +107,16 @@ class Baselines:
                 written += len(gone) + len(new)
             session.execute(
                 """
-                INSERT INTO baselines (target, config, cursor, full_at, updated_at, people)
-                VALUES (?, ?, ?, ?, ?, ?)
+                INSERT INTO baselines (target, config, cursor, full_at, updated_at, people,
+                                       groups)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (target) DO UPDATE SET
                     config = excluded.config,
                     cursor = excluded.cursor,
                     full_at = CASE WHEN ? = 1 THEN excluded.full_at ELSE baselines.full_at END,
                     updated_at = excluded.updated_at,
-                    people = excluded.people
+                    people = excluded.people,
+                    groups = excluded.groups
                 """,
                 (
                     target,
@@ -120,6 +125,7 @@ class Baselines:
                     encode_time(full_at) if full_at is not None else now,
                     now,
                     len(fingerprint.people),
+                    len(fingerprint.groups),
                     1 if full_at is not None else 0,
                 ),
             )

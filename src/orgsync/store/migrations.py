@@ -169,7 +169,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 cursor      TEXT,
                 full_at     TEXT NOT NULL,
                 updated_at  TEXT NOT NULL,
-                people      INTEGER NOT NULL DEFAULT 0
+                people      INTEGER NOT NULL DEFAULT 0,
+                groups      INTEGER NOT NULL DEFAULT 0
             )
             """,
             # One digest per source record (never the record): see orgsync.core.delta.
