@@ -240,6 +240,10 @@ class _SourceOnce:
             self._source = self._engine.build_source()
         return self._source
 
+    @property
+    def was_read(self) -> bool:
+        return self._read is not None
+
     def read(self) -> tuple[SourceSnapshot, str | None]:
         if self._error is not None:
             raise self._error
@@ -252,6 +256,12 @@ class _SourceOnce:
                 self._error = error
                 raise
         return self._read
+
+    def close(self) -> None:
+        """A source that was only probed still holds its connections (SCIM's client)."""
+        closer = getattr(self._source, "close", None)
+        if callable(closer):
+            closer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +396,10 @@ class Engine:
         started = self.clock()
         if options.incremental and not options.subjects and options.reviewed_plans is None:
             once = _SourceOnce(self)
-            results = [self._incremental(t, options, started, once) for t in targets]
+            try:
+                results = [self._incremental(t, options, started, once) for t in targets]
+            finally:
+                once.close()
             for result in results:
                 self.on_finished(result, options)
             self._prune()
@@ -467,7 +480,10 @@ class Engine:
         # pass that removes them is this one, whether or not anything else changed.
         due = frozenset(k for k, since in memory.missing_since.items() if since + grace <= now)
         probe: ChangeProbe | None = None
-        if isinstance(source, DetectsChanges) and baseline.cursor is not None:
+        # Once the run has read the source whole (for another target), comparing costs
+        # nothing more, and the read's cursor is as recent as a probe's.
+        probing = not once.was_read and baseline.cursor is not None
+        if isinstance(source, DetectsChanges) and probing:
             try:
                 probe = source.probe_changes(baseline.cursor, baseline.people, baseline.groups)
             except CursorExpired as error:
