@@ -482,10 +482,10 @@ class Engine:
         probe: ChangeProbe | None = None
         # Once the run has read the source whole (for another target), comparing costs
         # nothing more, and the read's cursor is as recent as a probe's.
-        probing = not once.was_read and baseline.cursor is not None
-        if isinstance(source, DetectsChanges) and probing:
+        cursor = None if once.was_read else baseline.cursor
+        if isinstance(source, DetectsChanges) and cursor is not None:
             try:
-                probe = source.probe_changes(baseline.cursor, baseline.people, baseline.groups)
+                probe = source.probe_changes(cursor, baseline.people, baseline.groups)
             except CursorExpired as error:
                 bound.warning("source.cursor_expired", error=str(error), fallback="full read")
             else:

@@ -270,7 +270,9 @@ class ScimSource:
         found: dict[str, str] = {}
         for resource in resources if isinstance(resources, list) else []:
             meta = resource.get("meta") if isinstance(resource, Mapping) else None
-            modified = meta.get("lastModified") if isinstance(meta, Mapping) else None
+            if not isinstance(meta, Mapping):
+                meta = {}
+            modified = meta.get("lastModified")
             if not isinstance(modified, str) or _instant(modified) < since:
                 # No time to compare, or one before what was asked: the filter was not
                 # applied, so this answer says nothing about what changed.
