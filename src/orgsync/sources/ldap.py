@@ -275,11 +275,13 @@ class LdapSource:
     def read(self) -> SourceSnapshot:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
         try:
-            return retrying(self._read_once)
+            snapshot = retrying(self._read_once)
         except TransientError as error:
             raise SourceError(
                 f"ldap: {error} (gave up after retrying; nothing will be planned)"
             ) from error
+        log.debug("source.requests", system="ldap", pages=self.pages, searches=self.searches)
+        return snapshot
 
     # ------------------------------------------------------------------ change probe
 
