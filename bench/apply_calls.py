@@ -33,12 +33,12 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 from orgsync.config import load_config
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.engine import Engine
 from orgsync.logs import configure_logging
 from orgsync.progress import ProgressBars, ProgressEvents
 from orgsync.results import RunOptions
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
 

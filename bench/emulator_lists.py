@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orgsync.emulators.keycard_state import KeycardState
-from orgsync.emulators.openai_state import OrgState
+from orgsync.testing.keycard.state import KeycardState
+from orgsync.testing.openai.state import OrgState
 
 GOAL_GROWTH = 2.2  # linear, with room for caches (a quadratic walk shows x4)
 

@@ -53,7 +53,7 @@ from tests.sources.servers import (
     start_scim2_server,
 )
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
 SOURCE_SECRET = "bench-source-secret"

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")

@@ -16,12 +16,12 @@ import sys
 import threading
 import time
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.interrupt import ReadInterrupt
 from orgsync.logs import configure_logging
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import OpenAITarget
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
 

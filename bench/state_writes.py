@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
 GOAL_NO_CHANGE = 10

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from orgsync.core.plan import HeldOperation, Invite, Plan, RemoveMember
 from orgsync.core.ports import OperationStatus
-from orgsync.daemon.quarantine import Quarantine
+from orgsync.core.quarantine import Quarantine
 from orgsync.daemon.status_page import StatusPage
 from orgsync.logs import configure_logging
 from orgsync.store import Origin, StateStore

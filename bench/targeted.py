@@ -45,7 +45,7 @@ PEOPLE_PER_GROUP = 100
 
 def serve(people: int, ids_file: Path, *, history: bool) -> None:
     """The emulator's process: seed, print the base URL, answer `count` on stdin."""
-    from orgsync.emulators.openai_admin import OpenAIEmulator
+    from orgsync.testing.openai.emulator import OpenAIEmulator
 
     with OpenAIEmulator(api_key=KEY) as emulator:
         state = emulator.state

@@ -1,8 +1,9 @@
 """The applier: runs a plan's operations against one target, phase by phase, journaled.
 
-Each operation is written to the journal before its call and after it. Phases run in SPEC
-order, one after another; inside a phase, operations run on a bounded thread pool. The
-rules for what a failure means live here, once, for every target:
+Each operation is written to the journal before its call and after it. Phases run in order
+(docs/reference.md "Order of application"), one after another; inside a phase, operations
+run on a bounded thread pool. The rules for what a failure means live here, once, for every
+target:
 - transient errors are retried by the one retry policy (`orgsync.retrying`), and before a
   create is retried after a timeout, a reset or a 5xx the target is asked whether the
   object exists after all, since a lost response may hide a success (not after a 429 or

@@ -1,4 +1,5 @@
-"""The `orgsync` command: argument parsing, output, and exit codes (SPEC "Commands").
+"""The `orgsync` command: argument parsing, output, and exit codes (docs/reference.md "Commands",
+"Exit codes").
 
 Human output goes to stdout, logs to stderr. Exit codes: 0 nothing left to do, 1 error,
 2 changes pending (dry run), 3 held by a safety guard, 64 usage error (nothing was read
@@ -29,12 +30,13 @@ if TYPE_CHECKING:
     from orgsync.config import Config
     from orgsync.core.forms import LearnedForm
     from orgsync.core.plan import Plan
-    from orgsync.daemon.quarantine import Quarantine
+    from orgsync.core.quarantine import Quarantine
     from orgsync.results import TargetResult
     from orgsync.store import LeaseRecord, RunRecord, StateStore
 
 # Everything else is imported by the command that needs it: `orgsync --help` must not pay
-# for pydantic, the connectors, the HTTP client, SQLite helpers and structlog (SPEC start-up).
+# for pydantic, the connectors, the HTTP client, SQLite helpers and structlog (docs/reference.md
+# "Output and logs").
 
 EXIT_USAGE = 64
 """BSD sysexits EX_USAGE: a mistyped command line is not an error of the run (1) and must
@@ -93,7 +95,7 @@ def _subjects(names: Sequence[str]) -> tuple[frozenset[str], frozenset[str]]:
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """--config, --quiet, -v, --log-format and --log-level, accepted before and after the
-    command (SPEC).
+    command (docs/reference.md "Commands").
 
     On the command's parser the defaults are suppressed, so a value given before the
     command is not overwritten by the command's own default.
@@ -613,7 +615,7 @@ def _lock_view(store: StateStore, target: str) -> tuple[LeaseRecord | None, bool
 
 
 def _status(config: Config, *, as_json: bool) -> int:
-    from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
+    from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 
     schedule = config.schedule
     store = _open_state(config)

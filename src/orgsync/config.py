@@ -1,9 +1,9 @@
 """The configuration file: TOML parsed into frozen pydantic models, refused whole when wrong.
 
-Owns the key names of SPEC "Configuration" and the secret rule: a secret is never in the
-file, only the name of an environment variable (`*_env`) or a file path (`*_file`,
-relative paths resolved in systemd's `$CREDENTIALS_DIRECTORY` when it is set). Errors are
-`ConfigError`s whose message names the key path and the reason.
+Owns the key names of docs/reference.md "Configuration" and the secret rule: a secret is
+never in the file, only the name of an environment variable (`*_env`) or a file path
+(`*_file`, relative paths resolved in systemd's `$CREDENTIALS_DIRECTORY` when it is set).
+Errors are `ConfigError`s whose message names the key path and the reason.
 """
 
 from __future__ import annotations

@@ -315,7 +315,7 @@ def retry_settings(config: TargetConfig) -> RetrySettings:
 
 
 def plaintext_warning(config: TargetConfig) -> None:
-    """The warning SPEC asks for when a target is reached without TLS."""
+    """Warn when a target is reached without TLS (`allow_plaintext = true`)."""
     if config.base_url.startswith("http://"):
         import structlog
 
@@ -325,7 +325,7 @@ def plaintext_warning(config: TargetConfig) -> None:
 
 
 def plaintext_source_warning(source: str, url: str) -> None:
-    """The warning SPEC asks for when a source is reached without TLS."""
+    """Warn when a source is reached without TLS (`allow_plaintext = true`)."""
     import structlog
 
     structlog.get_logger("orgsync.factories").warning("source.plaintext", source=source, url=url)

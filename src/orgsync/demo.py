@@ -26,12 +26,12 @@ from typing import Any
 
 from orgsync.config import load_config
 from orgsync.core.errors import OrgsyncError
-from orgsync.emulators.keycard import KeycardEmulator
-from orgsync.emulators.keycard_state import KeycardState
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.engine import Engine
 from orgsync.report import Style, render_results, sync_json
 from orgsync.results import RunOptions, TargetResult, worst_exit_code
+from orgsync.testing.keycard.emulator import KeycardEmulator
+from orgsync.testing.keycard.state import KeycardState
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 DEMO_KEY_ENV = "ORGSYNC_DEMO_ADMIN_KEY"
 DEMO_KEY = "sk-admin-demo-0000000000000000000000000000000000000000"

@@ -17,12 +17,12 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -49,7 +49,6 @@ from orgsync.core.model import (
     screen,
 )
 from orgsync.core.plan import (
-    Operation,
     Plan,
     RemoveMember,
     RevokeInvite,
@@ -58,12 +57,20 @@ from orgsync.core.plan import (
 from orgsync.core.plan_file import check_reviewed
 from orgsync.core.planner import PlanInput, plan
 from orgsync.core.ports import (
+    APPLY,
+    READ_SOURCE,
+    READ_TARGET,
     ChangeProbe,
     DetectsChanges,
     LearnsForms,
+    PlanAware,
     ReadsPeople,
+    RunObserver,
+    RunProgress,
     Source,
     Target,
+    Unobserved,
+    Unwatched,
 )
 from orgsync.core.rules import DesiredState, MembershipRules, desired_state
 from orgsync.core.safety import (
@@ -110,13 +117,6 @@ LOCK_PATIENCE = 1.0
 enough to ride out `orgsync status` probing the lock, far shorter than any run)."""
 
 
-@runtime_checkable
-class PlanAware(Protocol):
-    """A target that wants the plan before it is applied (to batch calls)."""
-
-    def prepare(self, operations: Sequence[Operation]) -> None: ...
-
-
 class TargetFactory(Protocol):
     def __call__(
         self, config: TargetConfig, environ: Mapping[str, str], *, interrupt: ReadInterrupt
@@ -142,66 +142,6 @@ class TargetBusy(StateError):
             "later (the lock is released when that run ends or its process dies)"
         )
         self.lease = lease
-
-
-class RunObserver(Protocol):
-    """What the engine reports while it works (the daemon's metrics implement it).
-
-    Plain callbacks, so that the engine knows nothing of Prometheus; each must be cheap
-    and must not raise.
-    """
-
-    def source_read(self, people: int) -> None: ...
-    def http_response(self, system: str, status: int) -> None: ...
-    def operation_finished(self, target: str, op: str, result: str) -> None: ...
-    def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None: ...
-
-
-class _Unobserved:
-    def source_read(self, people: int) -> None:
-        pass
-
-    def http_response(self, system: str, status: int) -> None:
-        pass
-
-    def operation_finished(self, target: str, op: str, result: str) -> None:
-        pass
-
-    def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None:
-        pass
-
-
-class RunProgress(Protocol):
-    """How far a run has got, for a person watching (the CLI renders it; the engine
-    knows nothing of terminals). Phases: `READ_SOURCE`, `READ_TARGET`, `APPLY`.
-
-    Called from the run's threads (apply workers too); each call must be cheap and must
-    not raise. `advance` counts requests during reads and operations during the apply;
-    `end` gives the phase's result count (people, members, operations) and its unit.
-    """
-
-    def begin(self, phase: str, target: str | None, total: int | None) -> None: ...
-    def advance(self, phase: str, target: str | None) -> None: ...
-    def end(self, phase: str, target: str | None, count: int, unit: str) -> None: ...
-    def planned(self, plan: Plan) -> None:
-        """A sync's plan, once gated and before its first call (not for a dry run)."""
-
-
-READ_SOURCE, READ_TARGET, APPLY = "read source", "read target", "apply"
-
-
-class _Unwatched:
-    def begin(self, phase: str, target: str | None, total: int | None) -> None:
-        pass
-
-    def advance(self, phase: str, target: str | None) -> None:
-        pass
-
-    def end(self, phase: str, target: str | None, count: int, unit: str) -> None:
-        pass
-
-    def planned(self, plan: Plan) -> None:
-        pass
 
 
 class _Halt(threading.Event):
@@ -294,10 +234,10 @@ class Engine:
         self.config = config
         self.environ = dict(os.environ if environ is None else environ)
         self._store = store
-        self.observer: RunObserver = observer or _Unobserved()
+        self.observer: RunObserver = observer or Unobserved()
         # Told each target's result once a run returns (notifications); cheap, never raises.
         self.on_finished = on_finished or (lambda result, options: None)
-        self.progress: RunProgress = progress or _Unwatched()
+        self.progress: RunProgress = progress or Unwatched()
         # The target being read, so that its HTTP responses count as that read's progress.
         self._reading: str | None = None
         self.source_factory: SourceFactory = source_factory or partial(
@@ -877,6 +817,7 @@ class Engine:
                 scoped.desired if scoped else desired,
                 observed,
                 fresh,
+                memory,
                 scope=scoped.keys if scoped else None,
                 groups_read=not narrow,
             )
@@ -1087,16 +1028,18 @@ class Engine:
         desired: DesiredState,
         observed: TargetSnapshot,
         fresh: Plan,
+        memory: Memory,
         *,
         scope: frozenset[EmailKey] | None = None,
         groups_read: bool = True,
     ) -> None:
         """Link wanted people to the members they matched, and track who went missing.
 
-        `scope`: a targeted plan decided about these people only; everybody else's
-        missing-since clock is kept as it is. `groups_read`: False when the organization
-        was read for a few people only, so an owned group absent from `observed` was
-        simply not read, not deleted by someone else.
+        `memory`: the target's, as read for this plan (the writer lock is held, so it is
+        still what the database holds). `scope`: a targeted plan decided about these people
+        only; everybody else's missing-since clock is kept as it is. `groups_read`: False
+        when the organization was read for a few people only, so an owned group absent from
+        `observed` was simply not read, not deleted by someone else.
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         # One transaction writing only the links that change: a quiet pass costs no fsync.
@@ -1116,7 +1059,7 @@ class Engine:
         missing += [normalize_email(op.email) for op in leaving]
         self.store.mark_missing(target, missing, self.clock())
         if scope is not None:
-            missing += [k for k in self.store.memory(target).missing_since if k not in scope]
+            missing += [k for k in memory.missing_since if k not in scope]
         self.store.clear_missing(target, keep_only=missing)
         if not groups_read:
             return

@@ -27,7 +27,8 @@ class _Stderr:
 
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
-    """Human-readable lines on a TTY, one JSON object per line otherwise (SPEC);
+    """Human-readable lines on a TTY, one JSON object per line otherwise
+    (reference "Output and logs");
     `json` True or False forces one (`--log-format`)."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.types.Processor = (

@@ -1,7 +1,7 @@
-"""The Prometheus metrics of the daemon, under the names SPEC "Metrics" binds.
+"""The Prometheus metrics of the daemon, under the names docs/reference.md "Metrics" binds.
 
 `Metrics` owns one `CollectorRegistry` (not the process-global one, so tests can build
-several) and implements the engine's `RunObserver`: the engine reports what happened
+several) and implements `core.ports.RunObserver`: the engine reports what happened
 through plain callbacks and never imports prometheus-client itself.
 
 Names and labels are a contract with dashboards and alerts: change none of them.
@@ -29,7 +29,8 @@ SPEC_METRICS: Final = (
     "orgsync_http_requests_total",
     "orgsync_webhooks_total",
 )
-"""Every metric name SPEC requires, as exposed (counters without their `_total` twin)."""
+"""Every metric name the product contract requires, as exposed (counters without their
+`_total` twin)."""
 
 # Runs last from a fraction of a second (nothing to do) to many minutes (a first sync of
 # a large organization under a rate limit).

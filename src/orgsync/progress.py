@@ -1,6 +1,6 @@
 """How far a sync has got, as a person sees it: bars on a terminal, log events elsewhere.
 
-The engine reports through `orgsync.engine.RunProgress` and knows nothing of terminals;
+The engine reports through `orgsync.core.ports.RunProgress` and knows nothing of terminals;
 this module is the only one that imports rich. Everything here writes to stderr, never to
 stdout, so `--json` output and pipes stay clean:
 - `ProgressBars` (stderr is a terminal): one rich bar per phase (read source, read each
@@ -44,7 +44,7 @@ from rich.progress import (
 from rich.text import Text
 
 from orgsync.core.plan import Plan
-from orgsync.engine import APPLY, READ_SOURCE, READ_TARGET, RunProgress
+from orgsync.core.ports import APPLY, READ_SOURCE, READ_TARGET, RunProgress
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +109,41 @@ class _KeptLines:
         return getattr(self._real, name)
 
 
-class ProgressBars:
+class _Reporter:
+    """A `RunProgress` with one background thread (started on first use), which `close`
+    ends; leaving a `with` block closes it."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _start(self, work: Callable[[], None]) -> None:
+        """Run `work` on the thread; it returns once `_closed` is set."""
+        self._thread = threading.Thread(target=work, name="progress", daemon=True)
+        self._thread.start()
+
+    def _finish(self) -> None:
+        """What is left to do once the thread has ended."""
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._finish()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ProgressBars(_Reporter):
     """`RunProgress` on a terminal (stderr). Use as a context manager: the bars stop on exit."""
 
     def __init__(
@@ -119,6 +153,7 @@ class ProgressBars:
         show_plan: Callable[[Plan], None] | None = None,
         batch_seconds: float = 0.25,
     ) -> None:
+        super().__init__()
         # Bound to the real stderr now: later sys.stderr is the line keeper.
         self._console = console or Console(file=sys.stderr)
         self._show_plan = show_plan
@@ -127,8 +162,6 @@ class ProgressBars:
         self._progress: Progress | None = None
         self._tasks: dict[tuple[str, str | None], TaskID] = {}
         self._lines: _KeptLines | None = None
-        self._closed = threading.Event()
-        self._printer: threading.Thread | None = None
 
     def _keep_lines(self) -> None:
         """From the first bar on, stderr writes are kept and printed by one thread."""
@@ -136,8 +169,7 @@ class ProgressBars:
             return
         self._lines = _KeptLines(sys.stderr)
         sys.stderr = self._lines
-        self._printer = threading.Thread(target=self._print_lines, name="progress", daemon=True)
-        self._printer.start()
+        self._start(self._print_lines)
 
     def _print_lines(self) -> None:
         while not self._closed.wait(self._batch):
@@ -211,28 +243,14 @@ class ProgressBars:
             self._progress = None
             self._tasks.clear()
 
-    def close(self) -> None:
+    def _finish(self) -> None:
         """Stop the bars, print what is still kept, and give stderr back."""
-        self._closed.set()
-        if self._printer is not None:
-            self._printer.join()
         with self._lock:
             self._print_kept()
             self._stop()
             if self._lines is not None and sys.stderr is self._lines:
                 sys.stderr = self._lines._real
             self._lines = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(slots=True)
@@ -247,7 +265,7 @@ class _Phase:
     """The count at which the next step event is due (0: no steps, total unknown)."""
 
 
-class ProgressEvents:
+class ProgressEvents(_Reporter):
     """`RunProgress` as structlog events on stderr, for logs read later (not a terminal)."""
 
     def __init__(
@@ -257,13 +275,12 @@ class ProgressEvents:
         step: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self._interval = interval
         self._step = step
         self._clock = clock
         self._lock = threading.Lock()
         self._phases: dict[tuple[str, str | None], _Phase] = {}
-        self._stopped = threading.Event()
-        self._ticker: threading.Thread | None = None
 
     def _step_size(self, total: int | None) -> int:
         return max(1, int(total * self._step)) if total else 0
@@ -273,9 +290,8 @@ class ProgressEvents:
         state = _Phase(phase, target, total, now, reported_at=now, next_step=self._step_size(total))
         with self._lock:
             self._phases[(phase, target)] = state
-            if self._ticker is None:
-                self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
-                self._ticker.start()
+            if self._thread is None:
+                self._start(self._tick)
         log.info("progress", phase=phase, target=target, state="started", total=total)
 
     def advance(self, phase: str, target: str | None) -> None:
@@ -328,7 +344,7 @@ class ProgressEvents:
 
     def _tick(self) -> None:
         """Every `interval`, a line for each phase nothing was said about meanwhile."""
-        while not self._stopped.wait(min(self._interval, 1.0)):
+        while not self._closed.wait(min(self._interval, 1.0)):
             now = self._clock()
             with self._lock:
                 due = [
@@ -338,23 +354,6 @@ class ProgressEvents:
                 ]
             for fields in due:
                 log.info("progress", **fields)
-
-    def close(self) -> None:
-        self._stopped.set()
-        ticker = self._ticker
-        if ticker is not None:
-            ticker.join()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 if TYPE_CHECKING:  # mypy proves both satisfy the engine's protocol

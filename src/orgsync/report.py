@@ -8,7 +8,7 @@ line saying what the checksum covers. Colour only on a terminal, never with `NO_
 piped or redirected output is plain text that diffs and greps.
 
 The JSON form has one shape whatever the number of targets (docs/plan-output.schema.json):
-`{"dry_run", "exit_code", "targets": [SPEC plan document + "run", ...]}`.
+`{"dry_run", "exit_code", "targets": [plan document + "run", ...]}` (docs/reference.md "Plan JSON").
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ def render_results(
 
 
 def result_json(result: TargetResult) -> dict[str, Any]:
-    """SPEC plan document plus a `run` object with the outcome.
+    """The plan document (reference "Plan JSON") plus a `run` object with the outcome.
 
     A target that failed before it had a plan (source or target unreachable, bad
     configuration) is only `{"target", "run"}`, its `run` naming the error: never an

@@ -21,7 +21,7 @@ _SEVERITY = {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_HELD: 2, EXIT_ERROR: 3}
 
 
 def worst_exit_code(codes: Sequence[int]) -> int:
-    """SPEC: with several targets the worst result decides the process's exit code."""
+    """With several targets the worst result decides the process's exit code."""
     return max(codes, key=_SEVERITY.__getitem__, default=EXIT_OK)
 
 

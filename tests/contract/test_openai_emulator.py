@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orgsync.emulators.openai_admin import Faults, OpenAIEmulator, redact_key
-from orgsync.emulators.openai_records import INVITE_TTL
+from orgsync.testing.openai.emulator import Faults, OpenAIEmulator, redact_key
+from orgsync.testing.openai.records import INVITE_TTL
 from tests.openapi_contract import (
     ContractViolation,
     check_exchange,
@@ -621,7 +621,7 @@ def test_contract_check_rejects_malformed_responses(
             check_exchange(response)
 
     # End to end: an emulator that forgot a required field is caught over real HTTP.
-    from orgsync.emulators import openai_state
+    from orgsync.testing.openai import state as openai_state
 
     original = openai_state.OrgState._render_invite
 

@@ -3,7 +3,7 @@
 Every response goes through `check_exchange` against the spec subset in tests/data/ (the
 `Api` helper enforces it at teardown). Rules the spec leaves open (SCIM-managed groups
 refused with 400, unique names with 409, inherited roles not unassignable from the user)
-are pinned as `orgsync.emulators.openai_groups` and `openai_user_roles` document them.
+are pinned as `orgsync.testing.openai.groups` and `openai_user_roles` document them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orgsync.emulators.openai_admin import Faults, OpenAIEmulator
+from orgsync.testing.openai.emulator import Faults, OpenAIEmulator
 from tests.contract.test_openai_emulator import KEY, Api, error_of
 from tests.openapi_contract import openai_admin_api
 

@@ -24,10 +24,10 @@ from orgsync.core.errors import (
 )
 from orgsync.core.model import Capabilities, EmailKey, InviteStatus, TargetSnapshot
 from orgsync.core.plan import Invite, RemoveMember, RevokeInvite, SetRole, SuspendMember
-from orgsync.emulators.openai_admin import Faults, OpenAIEmulator, redact_key
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import OpenAITarget
+from orgsync.testing.openai.emulator import Faults, OpenAIEmulator, redact_key
 from tests.openapi_contract import check_exchange, check_response
 
 API_KEY = "sk-admin-contract-0123456789abcdefXYZ"

@@ -38,10 +38,10 @@ from orgsync.core.plan import (
     RenameGroup,
     UnassignGroupRole,
 )
-from orgsync.emulators.openai_admin import Faults, OpenAIEmulator
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import OpenAITarget
+from orgsync.testing.openai.emulator import Faults, OpenAIEmulator
 from tests.contract.test_openai_target import API_KEY, FAST_RETRY, Harness
 from tests.openapi_contract import check_exchange
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 
 from orgsync.daemon.webhooks import sign
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV
 
 SECRET = "daemon-test-webhook-secret-0123456789"

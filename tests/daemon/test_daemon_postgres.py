@@ -6,7 +6,6 @@ in no log line or page."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -14,23 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.store import StateStore
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY, directory, wanted_roles
 from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
 
 PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def writing_intervals(store: StateStore) -> list[tuple[int, datetime, datetime]]:

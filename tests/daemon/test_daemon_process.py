@@ -12,30 +12,19 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.metrics import SPEC_METRICS
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import OKTA_AUTH, Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY, directory, wanted_roles
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    """Daemons a test started; any still running at the end is killed (by pid)."""
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def with_people(document: dict[str, Any], *indexes: int) -> dict[str, Any]:
@@ -198,7 +187,7 @@ def test_webhooks_drive_targeted_runs_and_hostile_input_changes_nothing(
         )
         assert challenge.json() == {"verification": "c-42"}
 
-        # Metrics: parseable, every SPEC name, and the counts of what happened above.
+        # Metrics: parseable, every contract name, and the counts of what happened above.
         families = metric_families(daemon)
         missing = [n for n in SPEC_METRICS if n.removesuffix("_total") not in families]
         assert missing == []

@@ -15,11 +15,11 @@ import pytest
 
 from orgsync.config import Config, parse_config
 from orgsync.core.model import normalize_email
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.engine import Engine
 from orgsync.results import RunOptions
 from orgsync.store import StateStore
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV, directory
 
 

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from orgsync.daemon.webhooks import MAX_BODY, sign
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import (
     GRAPH_STATE,
     OKTA_AUTH,

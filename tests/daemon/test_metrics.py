@@ -1,4 +1,4 @@
-"""The metrics carry SPEC's names, parse as Prometheus text, and count what happened."""
+"""The metrics carry the names docs/reference.md "Metrics" binds, parse as Prometheus text, and count what happened."""
 
 from __future__ import annotations
 

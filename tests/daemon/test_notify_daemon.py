@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY, directory
 from tests.notify.receivers import HttpReceiver
 
 SECRET = "daemon-notify-secret-0123456789"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def add_webhook(rig: DaemonRig, name: str, url: str, **extra: str) -> None:

@@ -16,27 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import metric_families, sample
 from tests.e2e.harness import API_KEY, KEY_ENV, directory, wanted_roles
 
 QUARANTINE = 'quarantine_after = 2\nquarantine_max_interval = "2h"'
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def applying(rig: DaemonRig) -> bool:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orgsync.daemon.quarantine import assess, backoff
+from orgsync.core.quarantine import assess, backoff
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 INTERVAL = timedelta(minutes=15)

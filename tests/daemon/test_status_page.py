@@ -21,8 +21,8 @@ import pytest
 from orgsync.config import load_config
 from orgsync.core.plan import HeldOperation, Invite, Plan, RemoveMember, Waiting
 from orgsync.core.ports import OperationStatus
+from orgsync.core.quarantine import Quarantine
 from orgsync.core.redaction import Scrubber
-from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import SyncRequest
 from orgsync.daemon.status_page import (
     CONTENT_SECURITY_POLICY,

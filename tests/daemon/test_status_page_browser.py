@@ -16,28 +16,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.browser import Browser, Dom
 from tests.daemon.harness import GRAPH_STATE, OKTA_AUTH, SECRET, Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY
 from tests.leaks import traces
 
 EVIL_GROUP = "openai-<script>document.title='pwned'</script>"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def person(i: int, name: str | None = None) -> dict[str, Any]:

@@ -6,25 +6,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.e2e.harness import API_KEY, directory
 
 PEOPLE = 350
 """Four pages of the users list: a full read of the members alone is four requests."""
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def test_a_webhook_naming_one_person_reads_only_them(tmp_path: Path, started: list[Daemon]) -> None:

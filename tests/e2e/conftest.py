@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, Rig
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 API_KEY = "sk-admin-e2e-test-key-0123456789abcdef0123456789"
 KEY_ENV = "ORGSYNC_TEST_ADMIN_KEY"

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, Rig, directory, wanted_roles
 
 PEOPLE = 40

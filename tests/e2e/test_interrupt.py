@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.okta import OktaEmulator
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.faults import Faults
+from orgsync.testing.okta import OktaEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import DaemonRig, wait_for
 from tests.e2e.harness import API_KEY, KEY_ENV, Rig, directory
 from tests.idp.directory import build, seed_okta

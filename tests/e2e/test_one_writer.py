@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.faults import Faults
+from orgsync.testing.faults import Faults
 from tests.e2e.harness import API_KEY, KEY_ENV, Rig, directory, wanted_roles
 
 PEOPLE = 40

@@ -15,11 +15,11 @@ import pytest
 from orgsync.config import load_config
 from orgsync.core.plan import Plan
 from orgsync.core.ports import ReadsPeople, Target
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.engine import Engine
 from orgsync.factories import build_target
 from orgsync.interrupt import ReadInterrupt
 from orgsync.results import RunOptions
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV, openai_target
 
 ENV = {KEY_ENV: API_KEY}

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV, Rig, openai_target
 from tests.e2e.test_groups import GROUP_RULE, team_directory
 from tests.output_schema import (

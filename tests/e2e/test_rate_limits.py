@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orgsync.emulators.faults import Faults, RecordedRequest
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.faults import Faults, RecordedRequest
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, Rig, directory, wanted_roles
 
 INVITES = "/organization/invites"

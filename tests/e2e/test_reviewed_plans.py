@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orgsync.core.plan import Plan
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, Rig, directory, openai_target
 
 

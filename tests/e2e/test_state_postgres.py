@@ -21,9 +21,9 @@ import psycopg
 import pytest
 
 from orgsync.core.forms import LearnedForm
-from orgsync.emulators.faults import Faults
 from orgsync.store import StateStore
 from orgsync.store.transfer import TABLES
+from orgsync.testing.faults import Faults
 from tests.e2e.harness import API_KEY, KEY_ENV, Rig, directory, wanted_roles
 from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer

@@ -19,10 +19,10 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from orgsync.core.errors import AuthError, TransientError
-from orgsync.emulators._server import BackgroundServer
 from orgsync.http.auth import ClientCredentials, JwtBearer, TokenEndpoint
 from orgsync.http.client import HttpClient
 from orgsync.retrying import RetrySettings
+from orgsync.testing._server import BackgroundServer
 
 CLIENT_ID = "svc-orgsync"
 SECRET = "client-secret-0123456789abcdef"

@@ -1,5 +1,5 @@
 """A source's HTTP calls count in `orgsync_http_requests_total{system,status}` as a
-target's do: the engine hands the metrics to both sides' clients (SPEC Metrics)."""
+target's do: the engine hands the metrics to both sides' clients (docs/reference.md "Metrics")."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from orgsync.config import parse_config
-from orgsync.emulators.okta import OktaEmulator
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.engine import Engine
 from orgsync.metrics import Metrics
 from orgsync.results import RunOptions
+from orgsync.testing.okta import OktaEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV
 
 OKTA_ENV = "ORGSYNC_TEST_OKTA_TOKEN"

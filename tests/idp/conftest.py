@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from orgsync.emulators.entra import EntraEmulator
-from orgsync.emulators.google import GoogleEmulator
-from orgsync.emulators.okta import OktaEmulator
+from orgsync.testing.entra import EntraEmulator
+from orgsync.testing.google import GoogleEmulator
+from orgsync.testing.okta import OktaEmulator
 
 SERVICE_ACCOUNT = "orgsync-test@orgsync-test.iam.gserviceaccount.com"
 KEY_ID = "0123456789abcdef0123456789abcdef01234567"

@@ -15,9 +15,9 @@ import random
 from dataclasses import dataclass, field
 
 from orgsync.core.model import SourceSnapshot
-from orgsync.emulators.entra import EntraEmulator
-from orgsync.emulators.google import GoogleEmulator
-from orgsync.emulators.okta import OktaEmulator
+from orgsync.testing.entra import EntraEmulator
+from orgsync.testing.google import GoogleEmulator
+from orgsync.testing.okta import OktaEmulator
 
 OKTA_ACTIVE = ("ACTIVE", "PROVISIONED", "RECOVERY", "PASSWORD_EXPIRED", "LOCKED_OUT")
 OKTA_INACTIVE = ("STAGED", "SUSPENDED", "DEPROVISIONED")

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.entra import EntraEmulator
-from orgsync.emulators.entra import PageFailure as EntraFailure
-from orgsync.emulators.google import GoogleEmulator
-from orgsync.emulators.google import PageFailure as GoogleFailure
-from orgsync.emulators.okta import OktaEmulator
-from orgsync.emulators.okta import PageFailure as OktaFailure
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.entra import EntraEmulator
+from orgsync.testing.entra import PageFailure as EntraFailure
+from orgsync.testing.google import GoogleEmulator
+from orgsync.testing.google import PageFailure as GoogleFailure
+from orgsync.testing.okta import OktaEmulator
+from orgsync.testing.okta import PageFailure as OktaFailure
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV
 from tests.idp.conftest import ADMIN, KEY_ID, SERVICE_ACCOUNT, ServiceAccount
 from tests.idp.directory import Directory, build, seed_entra, seed_google, seed_okta

@@ -10,11 +10,11 @@ import pytest
 from orgsync.core.errors import SourceDataError, SourceError
 from orgsync.core.model import RoleCatalog
 from orgsync.core.rules import MembershipRules, desired_state
-from orgsync.emulators.entra import EntraEmulator, PageFailure, Throttle
-from orgsync.emulators.faults import Faults
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import HttpSettings
 from orgsync.sources.entra import EntraSource, pick_email
+from orgsync.testing.entra import EntraEmulator, PageFailure, Throttle
+from orgsync.testing.faults import Faults
 from tests.idp.conftest import Recorder, Sleeps
 from tests.idp.contract import ContractViolation, check_openapi
 from tests.idp.directory import (

@@ -10,11 +10,11 @@ import jwt
 import pytest
 
 from orgsync.core.errors import ConfigError, SourceError
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.google import GoogleEmulator, PageFailure, Throttle
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import HttpSettings
 from orgsync.sources.google import SCOPES, GoogleSource, ServiceAccountKey
+from orgsync.testing.faults import Faults
+from orgsync.testing.google import GoogleEmulator, PageFailure, Throttle
 from tests.idp.conftest import ADMIN, KEY_ID, SERVICE_ACCOUNT, Recorder, ServiceAccount, Sleeps
 from tests.idp.contract import ContractViolation, check_google
 from tests.idp.directory import (

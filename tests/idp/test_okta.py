@@ -8,11 +8,11 @@ import httpx
 import pytest
 
 from orgsync.core.errors import SourceError
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.okta import OktaEmulator, PageFailure, Throttle
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import HttpSettings
 from orgsync.sources.okta import ACTIVE_STATUSES, OktaSource, okta_retry_after
+from orgsync.testing.faults import Faults
+from orgsync.testing.okta import OktaEmulator, PageFailure, Throttle
 from tests.idp.conftest import Recorder, Sleeps
 from tests.idp.contract import ContractViolation, check_openapi
 from tests.idp.directory import Directory, build, expected, member_pages, observed, pages, seed_okta

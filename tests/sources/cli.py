@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY, KEY_ENV
 
 SOURCE_SECRET_ENV = "ORGSYNC_TEST_SOURCE_SECRET"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY
 from tests.sources.directory import Directory, make_directory
 from tests.sources.servers import ServerProcess, Slapd, ldif, start_scim2_server, start_scimmy

@@ -22,9 +22,9 @@ from structlog.testing import capture_logs
 from orgsync.core.errors import SourceError
 from orgsync.core.model import RoleCatalog, SourceSnapshot
 from orgsync.core.rules import MembershipRules, desired_state
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap import PAGED_RESULTS, LdapSettings, LdapSource, dn_key
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.conftest import LDAP_DANGLING
 from tests.sources.directory import Directory, Person, make_directory

@@ -16,9 +16,9 @@ import pytest
 
 from orgsync.core.errors import CursorExpired
 from orgsync.core.ports import DetectsChanges
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap import LdapSource
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import holdings, orgsync, write_config
 from tests.sources.directory import Directory, make_directory
 from tests.sources.servers import READER_PASSWORD, SUFFIX, Slapd, group_dn, ldif, person_dn

@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 from orgsync.core.errors import SourceError
 from orgsync.core.model import RoleCatalog, SourceSnapshot, screen
 from orgsync.core.rules import MembershipRules, desired_state
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.retrying import RetrySettings
 from orgsync.sources.scim import ScimSource
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import Directory, make_directory

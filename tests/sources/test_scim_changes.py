@@ -16,8 +16,8 @@ import pytest
 
 from orgsync.core.errors import CursorExpired
 from orgsync.core.ports import DetectsChanges
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.sources.scim import ScimSource
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import holdings, orgsync, write_config
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory

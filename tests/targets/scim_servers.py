@@ -13,7 +13,7 @@
   come from separate sequences (user 2 and group 2 are both "2"), members carry `$ref`
   but no `type`, and PATCH forms it does not implement get 501. One process per test;
 * `ScimProxy`: a reverse proxy in this process (ASGI under uvicorn) wrapped in the shared
-  `orgsync.emulators.faults.FaultInjector`, so SCIM servers that have no fault injection of
+  `orgsync.testing.faults.FaultInjector`, so SCIM servers that have no fault injection of
   their own get the same seeded 429/500/reset/timeout faults as the emulators, and every
   request is recorded (the tests count PATCH requests on it). `quirks` answer 501 to the
   PATCH forms a server in production use did not implement (`QUIRKS`), `refuse` answers
@@ -43,8 +43,8 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from orgsync.emulators._server import BackgroundServer
-from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
+from orgsync.testing._server import BackgroundServer
+from orgsync.testing.faults import FaultInjector, Faults, RecordedRequest
 
 HERE = Path(__file__).resolve().parent
 SCIMMY_DIR = HERE / "scimmy"

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from orgsync.config import load_config
 from orgsync.core.model import normalize_email
-from orgsync.emulators.keycard import KeycardEmulator, KeycardState
 from orgsync.engine import Engine
 from orgsync.results import RunOptions
+from orgsync.testing.keycard.emulator import KeycardEmulator, KeycardState
 from tests.targets.cli import (
     KEYCARD_SECRET_ENV,
     SCIM_TOKEN_ENV,

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.keycard import KeycardEmulator
+from orgsync.testing.faults import Faults
+from orgsync.testing.keycard.emulator import KeycardEmulator
 from tests.targets.keycard_contract import check_error, check_page
 
 CLIENT_ID = "sa_contract"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.keycard import KeycardEmulator
+from orgsync.testing.faults import Faults
+from orgsync.testing.keycard.emulator import KeycardEmulator
 from tests.targets.cli import KEYCARD_SECRET_ENV, Rig, directory, keycard_target
 from tests.targets.crash import killed_during_apply, wait_for_apply
 

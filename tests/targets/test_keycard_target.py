@@ -27,10 +27,10 @@ from orgsync.core.plan import (
     SuspendMember,
     UpdateUser,
 )
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.keycard import KeycardEmulator
 from orgsync.retrying import RetrySettings
 from orgsync.targets.keycard import KeycardTarget
+from orgsync.testing.faults import Faults
+from orgsync.testing.keycard.emulator import KeycardEmulator
 from tests.targets.keycard_contract import check_error, check_page
 
 CLIENT_ID = "sa_target"

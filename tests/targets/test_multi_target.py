@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.emulators.keycard import KeycardEmulator
-from orgsync.emulators.openai_admin import OpenAIEmulator
+from orgsync.testing.keycard.emulator import KeycardEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.e2e.harness import API_KEY
 from tests.targets.cli import (
     KEYCARD_SECRET_ENV,

@@ -2,7 +2,7 @@
 django-scim2.
 
 Each test runs the real CLI in a child process, with a file source, against a real SCIM
-server behind the recording proxy, and checks both the exit codes SPEC promises and what
+server behind the recording proxy, and checks both the exit codes the reference promises and what
 the server holds afterwards. The scenarios of issue 11 (`tests/targets/scim_scenarios.py`)
 run against every provider, plus scim2-server with emulated 501 refusals.
 """

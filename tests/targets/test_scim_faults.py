@@ -3,7 +3,7 @@ test_crash_and_faults.py).
 
 scim2-server and SCIMMY have no fault injection of their own, so a reverse proxy in the
 test process (`ScimProxy`: an ASGI app under uvicorn wrapped in the shared
-`orgsync.emulators.faults.FaultInjector`) sits in front of them and injects the same
+`orgsync.testing.faults.FaultInjector`) sits in front of them and injects the same
 seeded 429/500/reset faults, before or after forwarding (after: the change is made and
 the answer lost). SCIMMY lists a member added twice twice, so a blind retry of a member
 change shows up as a duplicate there.
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from orgsync.emulators.faults import Faults
+from orgsync.testing.faults import Faults
 from tests.targets.cli import Rig, directory, scim_target
 from tests.targets.crash import killed_during_apply, wait_for_apply
 from tests.targets.scim_servers import Scim2Server, ScimProxy, start_scimmy

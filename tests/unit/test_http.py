@@ -478,7 +478,7 @@ class TestRequestShape:
         assert isinstance(line["duration_ms"], float)
 
     def test_a_ca_file_is_accepted_as_verify(self) -> None:
-        """SPEC `ca_file`: a path builds a verifying SSL context (no deprecated str verify)."""
+        """`ca_file`: a path builds a verifying SSL context (no deprecated str verify)."""
         client = ApiClient(
             BASE_URL,
             bearer_token=TOKEN,

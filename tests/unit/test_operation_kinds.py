@@ -1,7 +1,7 @@
 """Operation kinds: each declares its classification once, and the plan's wire form is pinned.
 
 The checksum below was computed on main before the kinds' classification moved into class
-attributes: the plan JSON (SPEC "Plan format") of a plan holding every kind, and its
+attributes: the plan JSON (docs/reference.md "Plan JSON") of a plan holding every kind, and its
 checksum, must never change by accident, since a reviewed `--plan-out` file is compared
 with a fresh plan by that checksum.
 """
@@ -152,7 +152,7 @@ def test_plan_json_round_trips_byte_identical() -> None:
 
 
 # op → (phase, removes access, lets someone new in, read back before a retry, done if
-# absent): the SPEC order of application, what the safety gate counts and how the applier
+# absent): the order of application, what the safety gate counts and how the applier
 # retries, as main classified them before the kinds declared it themselves.
 CLASSIFICATION: dict[str, tuple[Phase, bool, bool, bool, bool]] = {
     "invite": (Phase.CREATE, False, True, True, False),

@@ -1,4 +1,4 @@
-"""The SPEC rules that decide the plan, one test each."""
+"""The rules that decide the plan (docs/reference.md "Rules"), one test each."""
 
 from __future__ import annotations
 

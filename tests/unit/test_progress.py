@@ -14,7 +14,7 @@ from rich.console import Console
 from structlog.testing import capture_logs
 
 from orgsync.core.plan import Plan
-from orgsync.engine import APPLY, READ_SOURCE, READ_TARGET
+from orgsync.core.ports import APPLY, READ_SOURCE, READ_TARGET
 from orgsync.progress import ProgressBars, ProgressEvents, quiet_stdout
 
 

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from orgsync.core.errors import TransientError
-from orgsync.emulators.faults import Faults
-from orgsync.emulators.openai_admin import OpenAIEmulator
 from orgsync.http.ratelimit import TokenBucket
 from orgsync.http.responses import error_for_response
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
 
 KEY = "sk-admin-test-rate-0000000000000000000000000000000000000"
 

@@ -1,4 +1,4 @@
-"""The SPEC rules that decide who is wanted, with which role."""
+"""The rules (docs/reference.md "Matching", "Roles") that decide who is wanted, with which role."""
 
 from __future__ import annotations
 

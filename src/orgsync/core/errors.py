@@ -34,8 +34,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
-"""The process exit codes of SPEC "Commands" (here, beside the errors that cause 1, so that
-a command can name them without importing the engine)."""
+"""The process exit codes of docs/reference.md "Exit codes" (here, beside the errors that
+cause 1, so that a command can name them without importing the engine)."""
 
 
 class OrgsyncError(Exception):

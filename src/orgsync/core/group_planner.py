@@ -1,11 +1,11 @@
 """Planning target groups: create, adopt, rename, delete, members and role assignments.
 
-Pure. Owns the ownership rules of SPEC and issue 3: orgsync changes only groups in its
-ledger (created, or adopted by exact name on first sight) and never a group the target
-marks as managed elsewhere (`is_scim_managed`); a rule whose name collides with such a
-group, or with a group owned for another IdP group, is reported as a warning. People
-who are only invited cannot join a group yet (the API wants a user id): those
-memberships are listed as waiting, not planned.
+Pure. Owns the group ownership rules (docs/reference.md "Ownership"): orgsync changes only
+groups in its ledger (created, or adopted by exact name on first sight) and never a group
+the target marks as managed elsewhere (`is_scim_managed`); a rule whose name collides with
+such a group, or with a group owned for another IdP group, is reported as a warning. People
+who are only invited cannot join a group yet (the API wants a user id): those memberships
+are listed as waiting, not planned.
 """
 
 from __future__ import annotations

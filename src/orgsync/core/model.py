@@ -29,7 +29,8 @@ SourceId = NewType("SourceId", str)
 
 
 def normalize_email(email: str) -> EmailKey:
-    """Return the matching key of an email address (SPEC: NFKC, case-folded, trimmed).
+    """Return the matching key of an email address (reference "Matching": NFKC, case-folded,
+    trimmed).
 
     The one place emails are normalized: every comparison of two addresses goes through it.
     """

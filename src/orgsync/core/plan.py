@@ -1,7 +1,7 @@
 """The plan: typed, ordered, serialisable operations with a checksum.
 
 Every operation carries the fields its API call needs and a human `reason`. The JSON form
-is the contract of SPEC "Plan format"; `Plan.checksum` covers what would be done (the
+is the contract of docs/reference.md "Plan JSON"; `Plan.checksum` covers what would be done (the
 operations and the held operations), not when the plan was made, so a reviewed plan file
 can be compared with a fresh plan.
 """
@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class Phase(IntEnum):
-    """Order of application (SPEC): creations, additions and raises, lowerings, removals.
+    """Order of application (reference "Order of application"): creations, additions and
+    raises, lowerings, removals.
 
     Renames come first so that a name one group gives up is free before another group
     is created or adopted under it.
@@ -64,7 +65,8 @@ class _Operation(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     phase: ClassVar[Phase]
-    """When it is applied (SPEC order of application); `SetRole` alone decides per instance."""
+    """When it is applied (reference "Order of application"); `SetRole` alone decides per
+    instance."""
 
     is_addition: ClassVar[bool] = False
     """Whether it brings someone new in (an invitation e-mail, an account): what cannot
@@ -314,7 +316,7 @@ def operation_key(operation: Operation) -> tuple[int, str, str, str]:
 
 
 def operation_json(operation: Operation) -> dict[str, object]:
-    """The operation's wire form (SPEC plan format), stable across runs."""
+    """The operation's wire form (reference "Plan JSON"), stable across runs."""
     return operation.model_dump(mode="json", by_alias=True)
 
 
@@ -388,7 +390,7 @@ class Plan(BaseModel):
         return dict(sorted(Counter(op.op for op in self.operations).items()))
 
     def to_json(self) -> dict[str, object]:
-        """The SPEC plan document."""
+        """The plan document (reference "Plan JSON")."""
         return {
             "target": self.target,
             "generated_at": self.generated_at.isoformat().replace("+00:00", "Z"),
@@ -450,7 +452,7 @@ PLAN_KEYS = (
     "checksum",
     "summary",
 )
-"""The keys of a plan document (SPEC "Plan format"), no more, no fewer."""
+"""The keys of a plan document (reference "Plan JSON"), no more, no fewer."""
 
 PLAN_ADAPTER: TypeAdapter[Plan] = TypeAdapter(Plan)
 

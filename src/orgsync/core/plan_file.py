@@ -1,6 +1,6 @@
 """Plan files: what `sync --plan-out FILE` writes and `sync --plan FILE` applies.
 
-A plan file is `{"targets": [plan document, ...]}`, one SPEC "Plan format" document per
+A plan file is `{"targets": [plan document, ...]}`, one plan document (reference "Plan JSON") per
 target: the same shape as `sync --json` whatever the number of targets. Files written
 before that (one bare plan document, or a list of them) still read. Reading refuses
 anything `--plan-out` would not have written: a document that is not a plan, a checksum or

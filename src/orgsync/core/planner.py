@@ -1,11 +1,11 @@
 """The planner: desired state + what the target holds + memory → an ordered plan.
 
 Pure and linear: every member, invitation and wanted person is looked at once, through
-dictionaries built once. It decides *what* to change under the SPEC rules of ownership
-(unknown people are touched only when orgsync managed them, or `remove_unmanaged`),
-untouchables (protected people, the last owner, the key's owner, service accounts,
-members another provisioner manages) and `removal_grace`. The safety gate that holds
-mass removals runs afterwards (`orgsync.core.safety`).
+dictionaries built once. It decides *what* to change under the rules of ownership
+(docs/reference.md "Ownership": unknown people are touched only when orgsync managed them,
+or `remove_unmanaged`), untouchables (protected people, the last owner, the key's owner,
+service accounts, members another provisioner manages) and `removal_grace`. The safety gate
+that holds mass removals runs afterwards (`orgsync.core.safety`).
 """
 
 from __future__ import annotations

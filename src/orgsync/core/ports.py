@@ -1,7 +1,11 @@
 """The small typed protocols the engine wires together. Adapters implement them.
 
 They live in the core so that the applier and the planner depend on nothing but the core,
-and every adapter depends only inwards.
+and every adapter depends only inwards. Sources and targets implement `Source`, `Target`
+and the optional `ReadsPeople`, `LearnsForms` and `PlanAware`; the store implements
+`OperationJournal`; the entry points implement `RunObserver` (the daemon's metrics) and
+`RunProgress` (the CLI's bars and events), which the engine reports to without knowing
+Prometheus or terminals.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from orgsync.core.model import (
     TargetInvite,
     TargetSnapshot,
 )
-from orgsync.core.plan import Operation
+from orgsync.core.plan import Operation, Plan
 
 
 class Source(Protocol):
@@ -130,6 +134,13 @@ class LearnsForms(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class PlanAware(Protocol):
+    """A target that wants the plan before it is applied (to batch calls)."""
+
+    def prepare(self, operations: Sequence[Operation]) -> None: ...
+
+
 class OperationStatus(StrEnum):
     """The life of one journaled operation."""
 
@@ -160,3 +171,68 @@ class OperationJournal(Protocol):
     ) -> None:
         """Written after the call returned or finally failed."""
         ...
+
+
+class RunObserver(Protocol):
+    """What the engine reports while it works (the daemon's metrics implement it).
+
+    Plain callbacks, so that the engine knows nothing of Prometheus; each must be cheap
+    and must not raise.
+    """
+
+    def source_read(self, people: int) -> None: ...
+    def http_response(self, system: str, status: int) -> None: ...
+    def operation_finished(self, target: str, op: str, result: str) -> None: ...
+    def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None: ...
+
+
+class Unobserved:
+    """A `RunObserver` that ignores everything (no daemon, no metrics)."""
+
+    def source_read(self, people: int) -> None:
+        pass
+
+    def http_response(self, system: str, status: int) -> None:
+        pass
+
+    def operation_finished(self, target: str, op: str, result: str) -> None:
+        pass
+
+    def run_finished(self, target: str, status: str, *, held: int, seconds: float) -> None:
+        pass
+
+
+class RunProgress(Protocol):
+    """How far a run has got, for a person watching (the CLI renders it; the engine
+    knows nothing of terminals). Phases: `READ_SOURCE`, `READ_TARGET`, `APPLY`.
+
+    Called from the run's threads (apply workers too); each call must be cheap and must
+    not raise. `advance` counts requests during reads and operations during the apply;
+    `end` gives the phase's result count (people, members, operations) and its unit.
+    """
+
+    def begin(self, phase: str, target: str | None, total: int | None) -> None: ...
+    def advance(self, phase: str, target: str | None) -> None: ...
+    def end(self, phase: str, target: str | None, count: int, unit: str) -> None: ...
+    def planned(self, plan: Plan) -> None:
+        """A sync's plan, once gated and before its first call (not for a dry run)."""
+
+
+READ_SOURCE, READ_TARGET, APPLY = "read source", "read target", "apply"
+"""The phases a `RunProgress` hears of."""
+
+
+class Unwatched:
+    """A `RunProgress` that shows nothing (`--quiet`, the daemon)."""
+
+    def begin(self, phase: str, target: str | None, total: int | None) -> None:
+        pass
+
+    def advance(self, phase: str, target: str | None) -> None:
+        pass
+
+    def end(self, phase: str, target: str | None, count: int, unit: str) -> None:
+        pass
+
+    def planned(self, plan: Plan) -> None:
+        pass

@@ -1,10 +1,10 @@
 """From a source snapshot to the desired membership of one target organization.
 
-Owns the SPEC rules that decide *who* should be a member and with *which role*: scope
-globs over IdP group names, role rules where the highest role wins by the target's role
-order, nested groups flattened with cycles broken, inactive people out of scope, and
-people sharing one normalized email excluded with a warning. Pure; linear in the size
-of the directory plus the memberships reachable from the groups the rules name.
+Owns the rules (docs/reference.md "Matching", "Roles") that decide *who* should be a member
+and with *which role*: scope globs over IdP group names, role rules where the highest role
+wins by the target's role order, nested groups flattened with cycles broken, inactive people
+out of scope, and people sharing one normalized email excluded with a warning. Pure; linear
+in the size of the directory plus the memberships reachable from the groups the rules name.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def _union(parts: list[frozenset[object]]) -> frozenset[object]:
 def desired_state(
     snapshot: SourceSnapshot, rules: MembershipRules, catalog: RoleCatalog
 ) -> DesiredState:
-    """Apply the SPEC membership rules to a complete source snapshot."""
+    """Apply the membership rules to a complete source snapshot."""
     people, rejected = screen(snapshot)
     keys = {person.id: person.email_key for person in people}
     ambiguous, warnings = _shared_emails(people, keys)

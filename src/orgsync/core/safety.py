@@ -1,6 +1,6 @@
 """The safety gate: what a run may not do without a human saying so.
 
-Guards (SPEC "Safety guards", issue 9):
+Guards (docs/reference.md "Safety guards"):
 - before planning, a source that answers with fewer than `min_source_users` people aborts
   the run (`check_source_size`): an IdP hiccup must never read as "everybody left";
 - after planning, `gate` holds back, in one place:

@@ -1,4 +1,4 @@
-"""`orgsync daemon`: the long-running service (SPEC "Daemon endpoints", issue 6).
+"""`orgsync daemon`: the long-running service (docs/reference.md "Daemon endpoints").
 
 Scheduled full reconciliation (APScheduler 3), webhook receivers (generic HMAC, Okta
 event hooks, Microsoft Graph change notifications), a read-only HTML status page,

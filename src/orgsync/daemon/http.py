@@ -55,7 +55,7 @@ from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orgsync.core.errors import OrgsyncError
-from orgsync.daemon.quarantine import DAEMON_WRITES, Quarantine
+from orgsync.core.quarantine import DAEMON_WRITES, Quarantine
 from orgsync.daemon.status_page import HEADERS as STATUS_HEADERS
 from orgsync.metrics import CONTENT_TYPE, Metrics
 from orgsync.store import StateStore

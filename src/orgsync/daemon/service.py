@@ -28,6 +28,7 @@ import structlog
 
 from orgsync.config import Config, parse_listen
 from orgsync.core.errors import EXIT_ERROR, EXIT_OK, ConfigError, OrgsyncError
+from orgsync.core.quarantine import Quarantine
 from orgsync.core.redaction import Scrubber
 from orgsync.daemon.http import (
     ConnectionLimits,
@@ -36,7 +37,6 @@ from orgsync.daemon.http import (
     build_app,
     reserve_open_files,
 )
-from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.daemon.scheduler import ReconcileSchedule
 from orgsync.daemon.status_page import StatusPage, secret_values
@@ -93,15 +93,18 @@ class Service:
         self.notifications = build_dispatcher(
             config, env, strict=True, count=self.metrics.notification
         )
+        # Opened (and migrated) now: an unusable database stops the start. The engine runs
+        # on it (and closes it); the workers, readiness and the metrics read it directly.
+        self.store = open_state_store(config.state, env)
         self.engine = Engine(
             config,
             environ=env,
+            store=self.store,
             stop=self.stop,
             observer=self.metrics,
             on_finished=self._run_finished,
             origin="daemon",
         )
-        self.engine.store  # noqa: B018 - open and migrate now: an unusable database stops the start
         names = [t.name for t in config.targets]
         debounce = config.server.debounce.total_seconds()
         self.mailboxes = {name: Mailbox(debounce=debounce) for name in names}
@@ -110,6 +113,7 @@ class Service:
                 name,
                 config=config,
                 engine=self.engine,
+                store=self.store,
                 mailbox=self.mailboxes[name],
                 stop=self.stop,
                 on_quarantine=self._quarantine_changed,
@@ -141,7 +145,7 @@ class Service:
             body_timeout=server.body_timeout.total_seconds(),
         )
         readiness = Readiness(
-            self.engine.store,
+            self.store,
             names,
             instance=self.engine.origin.instance,
             standing=lambda target: self._workers_by_target[target].standing,
@@ -191,7 +195,7 @@ class Service:
 
     def _last_success(self, target: str) -> float | None:
         """When the target's newest good write run (ok or held, any process) finished."""
-        for run in self.engine.store.runs(RECENT_RUNS_SCANNED, target, mode="sync"):
+        for run in self.store.runs(RECENT_RUNS_SCANNED, target, mode="sync"):
             if run.status in {"ok", "held"} and run.finished_at is not None:
                 return run.finished_at.timestamp()
         return None

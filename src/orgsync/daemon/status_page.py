@@ -46,8 +46,8 @@ from orgsync import __version__
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.plan import Waiting
 from orgsync.core.ports import OperationStatus
+from orgsync.core.quarantine import Quarantine
 from orgsync.core.redaction import MIN_FRAGMENT
-from orgsync.daemon.quarantine import Quarantine
 from orgsync.daemon.queue import SyncRequest
 from orgsync.results import RunOptions, TargetResult
 from orgsync.store import OperationRecord, RunRecord, StateStore

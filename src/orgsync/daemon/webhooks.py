@@ -89,7 +89,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 MAX_BODY: Final = 1024 * 1024
-"""SPEC: larger bodies are refused with 413."""
+"""Larger bodies are refused with 413 (docs/reference.md "Daemon endpoints")."""
 _DRAIN_LIMIT: Final = 8 * MAX_BODY
 """An oversized body is read (and dropped) up to this much, so the sender sees a clean 413
 instead of a reset; one declared larger is refused before a byte of it is read, and the
@@ -97,7 +97,7 @@ connection closed."""
 BODY_TIMEOUT: Final = 30.0
 """Default seconds a body may take to arrive after its headers (`[server] body_timeout`)."""
 REPLAY_WINDOW: Final = 300
-"""Seconds a signed timestamp may be away from now (SPEC)."""
+"""Seconds a signed timestamp may be away from now (older: 401, "stale timestamp")."""
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
 _SHOWN: Final = 64

@@ -22,10 +22,11 @@ import structlog
 
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
-from orgsync.daemon.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
+from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.engine import Engine
 from orgsync.results import RunOptions, TargetResult
+from orgsync.store import StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,7 @@ class TargetWorker:
         *,
         config: Config,
         engine: Engine,
+        store: StateStore,
         mailbox: Mailbox,
         stop: threading.Event,
         on_quarantine: Callable[[str, Quarantine], None],
@@ -50,6 +52,9 @@ class TargetWorker:
         self.target = target
         self.config = config
         self.engine = engine
+        # The engine's own store, read here for quarantine and the lease's holder: the
+        # engine is for runs, not a way to the database.
+        self.store = store
         self.mailbox = mailbox
         self.stop = stop
         self.on_quarantine = on_quarantine
@@ -165,7 +170,7 @@ class TargetWorker:
     def _assess(self) -> Quarantine:
         schedule = self.config.schedule
         try:
-            history = self.engine.store.runs(limit=HISTORY, target=self.target, **DAEMON_WRITES)
+            history = self.store.runs(limit=HISTORY, target=self.target, **DAEMON_WRITES)
         except OrgsyncError as error:
             self._log.error("quarantine.unreadable", error=str(error))
             return self.standing
@@ -186,7 +191,7 @@ class TargetWorker:
 
     def _holder(self) -> str | None:
         try:
-            lease = self.engine.store.lease_holder(self.target)
+            lease = self.store.lease_holder(self.target)
         except OrgsyncError:
             return None
         return lease.holder if lease else None

@@ -113,7 +113,7 @@ class HasSecrets(Protocol):
 
 
 def ssl_verify(verify: bool | str) -> ssl.SSLContext | bool:
-    """What httpx's `verify` takes for SPEC `ca_file` (a path) or True/False."""
+    """What httpx's `verify` takes for a `ca_file` key (a path) or True/False."""
     # httpx 0.28 deprecates `verify=<path>`; a context built from the CA file is the
     # supported spelling and still checks host names.
     if isinstance(verify, str):

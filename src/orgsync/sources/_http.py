@@ -65,7 +65,7 @@ class HttpSettings:
     timeout: float = 30.0
     """Seconds for connect, read, write and pool each."""
     verify: bool | str = True
-    """True, or a CA bundle to trust instead of the system store (SPEC `ca_file`)."""
+    """True, or a CA bundle to trust instead of the system store (`ca_file`)."""
     retry: RetrySettings = field(default_factory=RetrySettings)
     max_concurrency: int = 4
     """Group member lists fetched at once: bounded so that a directory with thousands of

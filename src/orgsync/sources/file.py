@@ -1,4 +1,5 @@
-"""The file source: a JSON export of people and groups (SPEC "The file source").
+"""The file source: a JSON export of people and groups (docs/reference.md, `[source]`
+`type = "file"`).
 
 A person record with an id but a bad field (no email, a name that is not text) becomes a
 `RejectedRecord` naming the record and the field: reported on every run, never acted on,

@@ -1,4 +1,4 @@
-"""The `file` source type: a JSON export read from disk (SPEC "The file source")."""
+"""The `file` source type: a JSON export read from disk (docs/reference.md)."""
 
 from __future__ import annotations
 

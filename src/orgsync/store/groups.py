@@ -2,10 +2,10 @@
 
 Owns the `owned_groups` table. A row says "orgsync created this group, or a
 `[[targets.groups]]` rule adopted it by name", and names the IdP group it mirrors; the
-planner changes only groups in this ledger (SPEC), so a row must exist for as long as
-orgsync treats the group as its own and must go once the group is deleted. The target's
-group id is the identity (names are not unique, and change on rename); the name is kept
-for `orgsync status` and for messages.
+planner changes only groups in this ledger (reference "Ownership"), so a row must exist for
+as long as orgsync treats the group as its own and must go once the group is deleted. The
+target's group id is the identity (names are not unique, and change on rename); the name is
+kept for `orgsync status` and for messages.
 """
 
 from __future__ import annotations

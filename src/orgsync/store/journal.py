@@ -34,7 +34,7 @@ _SETTLED = (OperationStatus.DONE.value, OperationStatus.SKIPPED.value)
 
 @dataclass(frozen=True, slots=True)
 class OperationRecord:
-    """One journaled operation. `payload` is the operation's wire form (SPEC plan format)."""
+    """One journaled operation. `payload` is the operation's wire form (reference "Plan JSON")."""
 
     run_id: str
     seq: int

@@ -2,9 +2,9 @@
 
 Owns the `links` and `missing` tables and builds the planner's `Memory` from them. A link
 row says "orgsync linked or invited this person on this target", which is what allows an
-unknown person to be removed later (SPEC); `source_id`→`member_id` lets a person be found
-again after an email change. A `missing` row holds when a managed person was first seen
-absent from the source, for `removal_grace`.
+unknown person to be removed later (reference "Ownership"); `source_id`→`member_id` lets a
+person be found again after an email change. A `missing` row holds when a managed person was
+first seen absent from the source, for `removal_grace`.
 """
 
 from __future__ import annotations

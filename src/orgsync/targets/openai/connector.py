@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import model_validator
-
-from orgsync.config import SecretRef, secret_ref
 from orgsync.connectors import (
     Hooks,
     ProbeReport,
@@ -19,29 +15,17 @@ from orgsync.connectors import (
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Capabilities, TargetSnapshot
 from orgsync.core.ports import Target
-from orgsync.targets._shared_keys import SharedKeys
+from orgsync.targets._keys import ApiKeyTarget
 
 CAPABILITIES: Final = Capabilities(
     invites=True, create_users=False, suspend=False, roles=True, groups=True
 )
 
 
-class OpenAITargetConfig(SharedKeys):
+class OpenAITargetConfig(ApiKeyTarget):
+    """An OpenAI organization; its `api_key` is an admin API key."""
+
     type: Literal["openai"]
-    api_key_env: str | None = None
-    """The organization's admin API key (or api_key_file)."""
-    api_key_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> OpenAITargetConfig:
-        secret_ref("api_key", self.api_key_env, self.api_key_file, required=True)
-        return self
-
-    @property
-    def api_key(self) -> SecretRef:
-        ref = self.secret("api_key")
-        assert ref is not None
-        return ref
 
 
 def build(config: OpenAITargetConfig, environ: Mapping[str, str], hooks: Hooks) -> Target:

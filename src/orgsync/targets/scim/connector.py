@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Final, Literal
 
 from pydantic import model_validator
 
-from orgsync.config import SecretRef, secret_ref
 from orgsync.connectors import (
     Hooks,
     ProbeReport,
@@ -19,34 +17,26 @@ from orgsync.connectors import (
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Capabilities, TargetSnapshot
 from orgsync.core.ports import Target
-from orgsync.targets._shared_keys import SharedKeys
+from orgsync.targets._keys import ApiKeyTarget
 
 CAPABILITIES: Final = Capabilities(
     invites=False, create_users=True, suspend=True, roles=False, groups=True, change_emails=True
 )
 
 
-class ScimTargetConfig(SharedKeys):
+class ScimTargetConfig(ApiKeyTarget):
+    """A SCIM 2.0 server; its `api_key` is the bearer token it issued."""
+
     type: Literal["scim"]
-    api_key_env: str | None = None
-    """The server's bearer token (or api_key_file)."""
-    api_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ScimTargetConfig:
-        secret_ref("api_key", self.api_key_env, self.api_key_file, required=True)
         if self.default_role or self.roles:
             raise ValueError(
                 "scim targets have no organization roles: scope alone decides who is "
                 "provisioned, so default_role and [[targets.roles]] cannot be used"
             )
         return self
-
-    @property
-    def api_key(self) -> SecretRef:
-        ref = self.secret("api_key")
-        assert ref is not None
-        return ref
 
 
 def build(config: ScimTargetConfig, environ: Mapping[str, str], hooks: Hooks) -> Target:

@@ -5,7 +5,7 @@ SDK models' shapes (`keycardai/keycard-python` @ d9a374f: `OrganizationUser`,
 `Invitation`, the roles list item), with pages carrying the subset spec's `PageInfo`
 (`has_next_page`, `has_previous_page`, `start_cursor`, `end_cursor`). Every refusal is a
 `KeycardError`, the subset spec's `Error` (`message`, `code`, `status`) carried as an
-exception. No HTTP here: `orgsync.emulators.keycard` serves it.
+exception. No HTTP here: `orgsync.testing.keycard.emulator` serves it.
 
 Rules the SDKs do not state are emulator choices, each pinned by the contract tests:
 a second pending invitation for one email, or one for a current member, is a 409; DELETE
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from orgsync.emulators.tables import Table, by_seq
+from orgsync.testing.tables import Table, by_seq
 
 ORG_ROLES: Final = ("org_admin", "org_member", "org_viewer")
 ZONE_ROLES: Final = ("zone_manager", "zone_viewer")

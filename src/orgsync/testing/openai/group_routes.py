@@ -2,7 +2,7 @@
 
 Owns the URL map and query defaults of ``/organization/groups`` (with ``/users`` and
 ``/roles`` below a group) and ``/organization/users/{user_id}/roles``; the rules live in
-`orgsync.emulators.openai_groups` and `orgsync.emulators.openai_user_roles`.
+`orgsync.testing.openai.groups` and `orgsync.testing.openai.user_roles`.
 
 List defaults follow the spec where it states them: groups and group users 100 a page,
 groups ``asc``, group users **``desc``**. For role-assignment lists the spec states no
@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orgsync.emulators.openai_requests import cursor_listing, json_body
-from orgsync.emulators.openai_state import OrgState
+from orgsync.testing.openai.requests import cursor_listing, json_body
+from orgsync.testing.openai.state import OrgState
 
 GROUPS_DEFAULT_LIMIT = 100
 GROUP_USERS_DEFAULT_LIMIT = 100

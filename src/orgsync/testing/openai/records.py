@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from orgsync.emulators.tables import Table, by_seq
+from orgsync.testing.tables import Table, by_seq
 
 DAY = 86_400
 INVITE_TTL = 7 * DAY

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from orgsync.emulators.openai_records import ApiError
+from orgsync.testing.openai.records import ApiError
 
 LEGACY_MAX_LIMIT = 100
 LEGACY_DEFAULT_LIMIT = 20

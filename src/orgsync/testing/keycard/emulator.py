@@ -6,10 +6,10 @@ SDKs do, or with form fields as the Terraform provider does), bearer-token check
 expiry (so a client's refresh-on-401 path can be exercised: `token_lifetime` is seconds and
 may be tiny), the organization routes the SDKs' `api.md` lists (users, invitations,
 roles), the spec's `Error` shape for every failure, and the uvicorn lifecycle. The
-organization itself is `orgsync.emulators.keycard_state`; transport faults and request
-recording come from the shared `orgsync.emulators.faults.FaultInjector`.
+organization itself is `orgsync.testing.keycard.state`; transport faults and request
+recording come from the shared `orgsync.testing.faults.FaultInjector`.
 
-Like the other emulators it imports nothing from orgsync outside `orgsync.emulators`, so it
+Like the other emulators it imports nothing from orgsync outside `orgsync.testing`, so it
 stays a fake of the vendor rather than a mirror of our own client.
 """
 
@@ -32,9 +32,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orgsync.emulators._server import LoopbackEmulator
-from orgsync.emulators.faults import FaultInjector, Faults
-from orgsync.emulators.keycard_state import DEFAULT_LIMIT, MAX_LIMIT, KeycardError, KeycardState
+from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing.faults import FaultInjector, Faults
+from orgsync.testing.keycard.state import DEFAULT_LIMIT, MAX_LIMIT, KeycardError, KeycardState
 
 __all__ = ["TOKEN_PATH", "Faults", "KeycardEmulator", "KeycardError", "KeycardState"]
 

@@ -11,11 +11,11 @@ error body (`errorCode`, `errorSummary`, `errorLink`, `errorId`, `errorCauses`).
 Test switches: `throttle` (every Nth request answers 429), `failure` (one page of one
 listing answers 500 forever, or the link to it carries a cursor the server no longer
 knows, or points back to the page before), and the transport faults of
-`orgsync.emulators.faults` (`faults`). Every request is recorded (`requests`).
+`orgsync.testing.faults` (`faults`). Every request is recorded (`requests`).
 
 Shapes follow ``okta/okta-management-openapi-spec`` ``management-minimal.yaml`` 2026.06.3
 (schemas `User`, `UserProfile`, `Group`, `Error`); status semantics and error codes follow
-developer.okta.com. Imports nothing from orgsync outside ``orgsync.emulators``.
+developer.okta.com. Imports nothing from orgsync outside ``orgsync.testing``.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orgsync.emulators._server import LoopbackEmulator
-from orgsync.emulators.faults import FaultInjector, Faults
-from orgsync.emulators.tables import Table
+from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing.faults import FaultInjector, Faults
+from orgsync.testing.tables import Table
 
 __all__ = ["OktaEmulator", "PageFailure", "Throttle"]
 

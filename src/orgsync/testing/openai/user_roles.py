@@ -2,7 +2,7 @@
 
 Owns users' direct role assignments and what ``/organization/users/{id}/roles`` shows:
 one entry per role the user holds, whether directly or inherited through groups. The
-groups themselves belong to `orgsync.emulators.openai_groups`; this module only reads them.
+groups themselves belong to `orgsync.testing.openai.groups`; this module only reads them.
 
 Rules the spec does not state, chosen as the real API plausibly behaves:
 
@@ -26,14 +26,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from orgsync.emulators.openai_groups import (
+from orgsync.testing.openai.groups import (
     ORG_RESOURCE,
     body_string,
     check_seed_grant,
     org_role,
     paged,
 )
-from orgsync.emulators.openai_records import (
+from orgsync.testing.openai.records import (
     ORG_ROLES,
     ApiError,
     GroupRecord,

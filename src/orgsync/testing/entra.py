@@ -13,12 +13,12 @@ does), `$top` (1..999), opaque `$skiptoken`s in `@odata.nextLink`, `@odata.conte
 Test switches: `throttle` (every Nth Graph request answers 429 with `Retry-After`),
 `failure` (one page of one listing answers 500 forever, or its link carries an expired
 `$skiptoken`, or points back to the page before) and the transport faults of
-`orgsync.emulators.faults`. Every request is recorded.
+`orgsync.testing.faults`. Every request is recorded.
 
 Shapes follow Microsoft Graph v1.0 as described by ``msgraph-sdk-powershell``
 ``openApiDocs/v1.0`` (schemas `microsoft.graph.user`, `.group`, `.directoryObject`,
 `*CollectionResponse`, `ODataErrors.ODataError`) and learn.microsoft.com for the token
-endpoint. Imports nothing from orgsync outside ``orgsync.emulators``.
+endpoint. Imports nothing from orgsync outside ``orgsync.testing``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orgsync.emulators._server import LoopbackEmulator
-from orgsync.emulators.faults import FaultInjector, Faults
+from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing.faults import FaultInjector, Faults
 
 __all__ = ["EntraEmulator", "PageFailure", "Throttle"]
 

@@ -16,7 +16,7 @@ from typing import Self
 import uvicorn
 from starlette.types import ASGIApp
 
-from orgsync.emulators.faults import (
+from orgsync.testing.faults import (
     FaultInjector,
     Faults,
     RecordedRequest,

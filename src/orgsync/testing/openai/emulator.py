@@ -3,11 +3,11 @@
 This module owns the HTTP face of the emulator: routes under ``/v1/organization/...``,
 bearer authentication, query/body parsing, the spec's error shape for every failure, and
 the lifecycle of the uvicorn server that serves it on 127.0.0.1. Group and role-assignment
-routes are in `orgsync.emulators.openai_group_routes`, request parsing in
-`orgsync.emulators.openai_requests`. The organization itself and its rules live in
-`orgsync.emulators.openai_state` (and the modules it names); transport faults and request
-recording in `orgsync.emulators.faults`. Used by the contract/e2e tests and by
-``orgsync demo``; it deliberately imports nothing from orgsync outside ``orgsync.emulators``,
+routes are in `orgsync.testing.openai.group_routes`, request parsing in
+`orgsync.testing.openai.requests`. The organization itself and its rules live in
+`orgsync.testing.openai.state` (and the modules it names); transport faults and request
+recording in `orgsync.testing.faults`. Used by the contract/e2e tests and by
+``orgsync demo``; it deliberately imports nothing from orgsync outside ``orgsync.testing``,
 so it stays an independent fake of the vendor rather than a mirror of our own client.
 
 Shapes follow ``openai/openai-openapi`` ``openapi.yaml`` @ f85dbe2 (2026-08-21).
@@ -26,11 +26,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orgsync.emulators._server import LoopbackEmulator
-from orgsync.emulators.faults import FaultInjector, Faults, RecordedRequest
-from orgsync.emulators.openai_group_routes import group_routes
-from orgsync.emulators.openai_records import ApiError
-from orgsync.emulators.openai_requests import (
+from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing.faults import FaultInjector, Faults, RecordedRequest
+from orgsync.testing.openai.group_routes import group_routes
+from orgsync.testing.openai.records import ApiError
+from orgsync.testing.openai.requests import (
     CURSOR_MAX_LIMIT,
     LEGACY_DEFAULT_LIMIT,
     LEGACY_MAX_LIMIT,
@@ -38,7 +38,7 @@ from orgsync.emulators.openai_requests import (
     json_body,
     order_param,
 )
-from orgsync.emulators.openai_state import OrgState
+from orgsync.testing.openai.state import OrgState
 
 __all__ = ["ApiError", "Faults", "OpenAIEmulator", "OrgState", "RecordedRequest", "redact_key"]
 

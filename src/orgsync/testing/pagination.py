@@ -1,7 +1,7 @@
 """The two list pagination styles vendor admin APIs use, for the emulators.
 
 Owns paging only, not ordering: callers pass rows already in list order (an
-`orgsync.emulators.tables.Table` keeps it between requests). A page costs O(log N + limit):
+`orgsync.testing.tables.Table` keeps it between requests). A page costs O(log N + limit):
 the start is found by bisection, never by scanning or copying the rows.
 
 * *By id* (OpenAI users, invites, admin keys): ``after`` is the id of the last object

@@ -3,11 +3,11 @@
 This module owns the emulated organization (members, invites, the role catalog, admin
 keys) and every rule the emulator enforces on it: duplicate invites, the last owner,
 accepted invites not deletable, invite expiry, which pagination style each list uses.
-Groups live in `orgsync.emulators.openai_groups` (`OrgState.directory`), members' own role
-assignments in `orgsync.emulators.openai_user_roles` (`OrgState.user_roles`); their
+Groups live in `orgsync.testing.openai.groups` (`OrgState.directory`), members' own role
+assignments in `orgsync.testing.openai.user_roles` (`OrgState.user_roles`); their
 seeding and inspection methods are repeated here.
-Records and their spec-shaped rendering live in `orgsync.emulators.openai_records`, paging
-in `orgsync.emulators.pagination`. It knows nothing about HTTP except `ApiError`, which
+Records and their spec-shaped rendering live in `orgsync.testing.openai.records`, paging
+in `orgsync.testing.pagination`. It knows nothing about HTTP except `ApiError`, which
 carries the status and the spec's error body. All methods are thread-safe: tests seed and
 inspect it from their own thread while the server thread mutates it.
 """
@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Container
 from typing import Any
 
-from orgsync.emulators.openai_groups import GroupDirectory
-from orgsync.emulators.openai_records import (
+from orgsync.testing.openai.groups import GroupDirectory
+from orgsync.testing.openai.records import (
     INVITE_STATUSES,
     INVITE_TTL,
     ORG_ROLES,
@@ -41,9 +41,9 @@ from orgsync.emulators.openai_records import (
     render_role,
     render_user,
 )
-from orgsync.emulators.openai_user_roles import UserRoles
-from orgsync.emulators.pagination import InvalidCursorError, page_by_cursor, page_by_id
-from orgsync.emulators.tables import Table, by_id, by_seq
+from orgsync.testing.openai.user_roles import UserRoles
+from orgsync.testing.pagination import InvalidCursorError, page_by_cursor, page_by_id
+from orgsync.testing.tables import Table, by_id, by_seq
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 

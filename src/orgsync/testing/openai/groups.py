@@ -2,7 +2,7 @@
 
 Owns the groups of `OrgState` and every rule the emulator enforces on them, plus the
 helpers every opaque-cursor list and assignment endpoint shares. What a user's own role
-list shows (direct and inherited roles) lives in `orgsync.emulators.openai_user_roles`.
+list shows (direct and inherited roles) lives in `orgsync.testing.openai.user_roles`.
 
 Rules the spec does not state, chosen as the real API plausibly behaves (documented here
 because tests and the target rely on them):
@@ -34,7 +34,7 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from orgsync.emulators.openai_records import (
+from orgsync.testing.openai.records import (
     ApiError,
     GroupRecord,
     Membership,
@@ -50,8 +50,8 @@ from orgsync.emulators.openai_records import (
     render_group_user,
     render_role,
 )
-from orgsync.emulators.pagination import InvalidCursorError, Sequenced, page_by_cursor
-from orgsync.emulators.tables import Table, by_seq
+from orgsync.testing.pagination import InvalidCursorError, Sequenced, page_by_cursor
+from orgsync.testing.tables import Table, by_seq
 
 NAME_MAX = 255
 ORG_RESOURCE = "api.organization"

@@ -14,13 +14,13 @@ and the list key left out of an empty page (as Google does). Errors use Google's
 Test switches: `throttle` (every Nth Directory request answers 403 `userRateLimitExceeded`,
 Google's usual way, or 429 `rateLimitExceeded` with `Retry-After`), `failure` (one page of
 one listing answers 503 forever, or its link carries a page token the server rejects, or
-points back to the page before) and the transport faults of `orgsync.emulators.faults`.
+points back to the page before) and the transport faults of `orgsync.testing.faults`.
 Every request is recorded.
 
 Shapes follow the Directory v1 discovery document (revision 20260421: schemas `Users`,
 `User`, `UserName`, `Groups`, `Group`, `Members`, `Member`) and developers.google.com for
 the service-account token exchange. Imports nothing from orgsync outside
-``orgsync.emulators``.
+``orgsync.testing``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orgsync.emulators._server import LoopbackEmulator
-from orgsync.emulators.faults import FaultInjector, Faults
-from orgsync.emulators.tables import Table
+from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing.faults import FaultInjector, Faults
+from orgsync.testing.tables import Table
 
 __all__ = ["DELEGABLE_SCOPES", "GoogleEmulator", "PageFailure", "Throttle"]
 
