@@ -68,6 +68,9 @@ _NO_ATTRIBUTES: Final = "1.1"
 """RFC 4511: ask for no attributes at all (just the DNs)."""
 PROBE_OVERLAP: Final = timedelta(minutes=5)
 """How far behind orgsync's clock the directory's may be (Kerberos allows as much)."""
+COUNT_PAGE: Final = 5000
+MAX_SEEN: Final = 1000
+"""Entries changed within the overlap that a cursor remembers, at most."""
 _GENERALIZED: Final = "%Y%m%d%H%M%SZ"
 _VERSION_ATTRIBUTES: Final = ("modifyTimestamp", "entryCSN", "uSNChanged")
 _RANGE: Final = re.compile(r"^(?P<name>[^;]+);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.I)
@@ -303,6 +306,8 @@ class LdapSource:
         started = self.clock()
         self.pages = self.searches = 0
         recent: dict[str, str] = {}
+        # DN-only entries are tiny: larger pages (a server capping them answers fewer).
+        counting = ([_NO_ATTRIBUTES], max(s.page_size, COUNT_PAGE))
         conn = self._connect()
         try:
             recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
@@ -313,8 +318,8 @@ class LdapSource:
                     version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
                     recent[dn_key(dn)] = "|".join(version)
             counted = (
-                sum(1 for _ in self._paged(conn, s.users_base, s.users, [_NO_ATTRIBUTES])),
-                sum(1 for _ in self._paged(conn, s.groups_base, s.groups, [_NO_ATTRIBUTES])),
+                sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
+                sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
             )
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
@@ -332,6 +337,10 @@ class LdapSource:
             )
         following = started - PROBE_OVERLAP
         keep = {dn: stamp for dn, stamp in recent.items() if _stamp(stamp) >= following}
+        if len(keep) > MAX_SEEN:
+            # A bulk load: not remembered (the cursor stays small); passes within the
+            # overlap read and compare until it is older than the window.
+            keep, changed = {}, True
         return ChangeProbe(changed=changed, cursor=_cursor(following, keep), calls=self.pages)
 
     # ------------------------------------------------------------------ one attempt
@@ -435,7 +444,12 @@ class LdapSource:
     # ------------------------------------------------------------------ searches
 
     def _paged(
-        self, conn: ldap3.Connection, base: str, search_filter: str, attributes: list[str]
+        self,
+        conn: ldap3.Connection,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        page_size: int | None = None,
     ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
         """(dn, raw attributes) of every entry, page by page, the cookie sequence checked."""
         cookie: bytes | None = None
@@ -446,7 +460,7 @@ class LdapSource:
                 search_filter,
                 search_scope=ldap3.SUBTREE,
                 attributes=attributes,
-                paged_size=self.settings.page_size,
+                paged_size=page_size or self.settings.page_size,
                 # Critical: a server that cannot page must refuse, not answer a truncated
                 # list that would read as "these people left".
                 paged_criticality=True,

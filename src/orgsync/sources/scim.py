@@ -239,6 +239,8 @@ class ScimSource:
                 before=(people, groups),
             )
         keep = {k: v for k, v in recent.items() if _instant(v.split("|")[0]) >= following}
+        if too_many:
+            keep = {}  # more than a page changed: read whole until the window has passed
         return ChangeProbe(
             changed=changed, cursor=_cursor(following, keep, filters=True), calls=calls
         )
