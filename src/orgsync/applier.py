@@ -9,7 +9,10 @@ target:
   object exists after all, since a lost response may hide a success (not after a 429 or
   a 503 with Retry-After: the server says it did nothing);
 - 409 on a create → look the object up and adopt it; 404 on a removal → already done;
-- 401/403 stop the run; any other error fails that operation alone, with its message.
+- 401/403 stop the run; any other error fails that operation alone, with its message;
+- `check_lease` is asked before every operation and every call to the target: once the
+  run's lease is lost (`orgsync.store.leases`) it raises, and the apply ends with no
+  further call and nothing more journaled.
 """
 
 from __future__ import annotations
@@ -86,8 +89,10 @@ class Applier:
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
+        check_lease: Callable[[], None] | None = None,
     ) -> None:
         self.target = target
+        self._check_lease = check_lease or (lambda: None)
         self.journal = journal
         self.settings = settings
         self.stop = stop or threading.Event()
@@ -112,6 +117,7 @@ class Applier:
         return report
 
     def _run(self, seq: int, operation: Operation) -> Outcome:
+        self._check_lease()
         if self.stop.is_set() or self._abort is not None:
             outcome = Outcome(seq, operation, OperationStatus.SKIPPED, self._abort or "shutdown")
             self.journal.finished(seq, operation, outcome.status, detail=outcome.detail)
@@ -180,10 +186,12 @@ class Applier:
         """
         try:
             if not operation.read_back_before_retry:
+                self._check_lease()
                 return self.target.execute(operation), None
             uncertain = False  # may an earlier attempt have created it?
             for attempt in self._policy():
                 with attempt:
+                    self._check_lease()
                     if uncertain:
                         existing = self.target.find_existing(operation)
                         if existing is not None:
@@ -199,6 +207,7 @@ class Applier:
         except ConflictError as conflict:
             if not operation.read_back_before_retry:
                 raise
+            self._check_lease()
             existing = self.target.find_existing(operation)
             if existing is None:
                 raise TargetError(

@@ -400,7 +400,9 @@ class StateConfig(_Strict):
     password_file: Path | None = None
     """The password of `url`'s user; without them, libpq's own environment (PGPASSWORD,
     PGPASSFILE, ~/.pgpass) or a password-less method (peer, certificates) is used."""
-    lease_ttl: Duration = timedelta(minutes=10)
+    lease_ttl: Duration = timedelta(seconds=30)
+    """How long a target's lease lasts unless renewed (every third of it). On PostgreSQL a
+    replica that stops renewing (dead, frozen, cut off) loses its targets after this."""
     keep_runs: Duration = timedelta(days=90)
     """Run history (and its operation journal) older than this is deleted; the newest run
     of each target, and its newest finished sync, are kept whatever their age."""

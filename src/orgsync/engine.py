@@ -94,14 +94,16 @@ from orgsync.results import RunOptions, TargetResult, dry_result, outcome_of, sy
 from orgsync.store import (
     INVALIDATED,
     Baseline,
-    LeaseRecord,
+    HeldLease,
+    LeaseKeeper,
+    LeaseLost,
     LinkingJournal,
     LinkRow,
     NoStateDatabase,
     Origin,
     Outcome,
     StateStore,
-    WriterLock,
+    TargetBusy,
 )
 
 log = structlog.get_logger(__name__)
@@ -112,6 +114,9 @@ if TYPE_CHECKING:
 
 BUSY = "busy"
 """A sync refused because another process is the target's writer: not recorded as a run."""
+LEASE_LOST = "lease-lost"
+"""A sync stopped because its lease was taken over or ran out (a frozen or cut-off replica):
+it calls the target no more and records nothing further; the new holder's run does."""
 LOCK_PATIENCE = 1.0
 """Seconds a sync waits for a target's writer lock before it is refused as busy (long
 enough to ride out `orgsync status` probing the lock, far shorter than any run)."""
@@ -127,32 +132,6 @@ class SourceFactory(Protocol):
     def __call__(
         self, config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt
     ) -> Source: ...
-
-
-class TargetBusy(StateError):
-    """Another process holds the target's writer lock; nothing was read or written."""
-
-    def __init__(self, target: str, lease: LeaseRecord | None) -> None:
-        if lease is not None:
-            who = f"{lease.holder}, holding it since {lease.acquired_at:%Y-%m-%d %H:%M:%S}Z"
-        else:
-            who = "a process that has not recorded itself yet"
-        super().__init__(
-            f"another orgsync is syncing {target}: {who}; nothing was done, try again "
-            "later (the lock is released when that run ends or its process dies)"
-        )
-        self.lease = lease
-
-
-class _Halt(threading.Event):
-    """Stops one run's applier: set when the run lost its lease, or on shutdown."""
-
-    def __init__(self, shutdown: threading.Event) -> None:
-        super().__init__()
-        self._shutdown = shutdown
-
-    def is_set(self) -> bool:
-        return super().is_set() or self._shutdown.is_set()
 
 
 _PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
@@ -210,7 +189,7 @@ class _Pass:
 
     kind: str
     reason: str | None = None
-    on_clean: Callable[[], None] | None = None
+    on_clean: Callable[[StateStore], None] | None = None
 
 
 class Engine:
@@ -228,9 +207,11 @@ class Engine:
         on_finished: Callable[[TargetResult, RunOptions], None] | None = None,
         origin: str = "cli",
         progress: RunProgress | None = None,
+        on_lease: Callable[[str, bool], None] | None = None,
     ) -> None:
         """`origin`: "cli" or "daemon", recorded with each run; the daemon's quarantine and
-        readiness count the daemon's own runs only."""
+        readiness count the daemon's own runs only. `on_lease(target, held)`: told when
+        this engine takes or gives up (or loses) a target's lease (metrics)."""
         self.config = config
         self.environ = dict(os.environ if environ is None else environ)
         self._store = store
@@ -248,15 +229,17 @@ class Engine:
         )
         self.clock = clock
         self.stop = stop or threading.Event()
-        self.origin = Origin(origin, secrets.token_hex(4))
+        self.instance = secrets.token_hex(4)
+        self.origin = Origin(origin, self.instance)
         # Who holds a lease, for people: the pid is as this process sees itself, and is
         # never used to decide anything (see `orgsync.store.writer_lock`).
         self.holder = (
             f"{origin} on {socket.gethostname()} (pid {os.getpid()}, "
             f"instance {self.origin.instance})"
         )
-        self._locks: dict[str, WriterLock] = {}
-        self._locks_guard = threading.Lock()
+        self._on_lease = on_lease
+        self._keeper: LeaseKeeper | None = None
+        self._keeper_guard = threading.Lock()
 
     def _on_response(self, system: str, status: int) -> None:
         self.observer.http_response(system, status)
@@ -270,11 +253,24 @@ class Engine:
             self._store = open_state_store(self.config.state, self.environ)
         return self._store
 
+    @property
+    def leases(self) -> LeaseKeeper:
+        """This engine's leases (`orgsync.store.leases`): which targets it holds now."""
+        with self._keeper_guard:
+            if self._keeper is None:
+                self._keeper = self.store.lease_keeper(
+                    self.holder,
+                    self.config.state.lease_ttl,
+                    instance=self.instance,
+                    on_change=self._on_lease,
+                )
+            return self._keeper
+
     def close(self) -> None:
-        with self._locks_guard:
-            locks, self._locks = list(self._locks.values()), {}
-        for lock in locks:
-            lock.release()
+        with self._keeper_guard:
+            keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -489,12 +485,12 @@ class Engine:
 
     def _baseline_writer(
         self, config: TargetConfig, snapshot: SourceSnapshot, cursor: str | None, *, full: bool
-    ) -> Callable[[], None]:
-        """Called once a sync's pass ended clean: the snapshot it reconciled becomes what
-        the next incremental pass compares with."""
+    ) -> Callable[[StateStore], None]:
+        """Called once a sync's pass ended clean (with the run's fenced store): the
+        snapshot it reconciled becomes what the next incremental pass compares with."""
 
-        def write() -> None:
-            written = self.store.record_baseline(
+        def write(store: StateStore) -> None:
+            written = store.record_baseline(
                 config.name,
                 config=self._config_fingerprint(config),
                 cursor=cursor,
@@ -507,10 +503,10 @@ class Engine:
 
     def _cursor_writer(
         self, target: str, before: str | None, after: str | None
-    ) -> Callable[[], None]:
-        def write() -> None:
+    ) -> Callable[[StateStore], None]:
+        def write(store: StateStore) -> None:
             if after != before:
-                self.store.advance_cursor(target, after)
+                store.advance_cursor(target, after)
 
         return write
 
@@ -554,7 +550,7 @@ class Engine:
         started = time.monotonic()
         if options.dry_run:
             began = self.clock()
-            result = self._attempt(config, snapshot, options, None, _Halt(self.stop))
+            result = self._attempt(config, snapshot, options, None, store=self.store, lease=None)
             result.pass_kind, result.pass_reason = pass_.kind, pass_.reason
             result.run_id = self.store.record_run(
                 config.name,
@@ -566,23 +562,27 @@ class Engine:
             )
         else:
             try:
-                with self._lease(config.name) as halt:
-                    run_id = self.store.start_run(
-                        config.name, mode, options.trigger, origin=self.origin
+                with self._lease(config.name) as lease:
+                    # Every write of the run is fenced by its lease: refused, nothing
+                    # written, once another holder took the target over.
+                    store = self.store.fenced(lease)
+                    store.recover_interrupted(config.name)
+                    run_id = store.start_run(config.name, mode, options.trigger, origin=self.origin)
+                    result = self._attempt(
+                        config, snapshot, options, run_id, store=store, lease=lease
                     )
-                    result = self._attempt(config, snapshot, options, run_id, halt)
                     result.pass_kind, result.pass_reason = pass_.kind, pass_.reason
                     if result.exit_code == EXIT_OK and pass_.on_clean is not None:
-                        # Under the lock: the baseline is the state this writer left.
-                        pass_.on_clean()
+                        # Under the lease: the baseline is the state this writer left.
+                        pass_.on_clean(store)
                     elif result.exit_code != EXIT_OK and pass_.kind == FULL:
                         # What it left undone concerns people no change may touch again:
                         # the next pass must be full too.
-                        self.store.invalidate_baseline(config.name)
-                    # Finished before the lock is released: a `running` row never outlives
+                        store.invalidate_baseline(config.name)
+                    # Finished before the lease is released: a `running` row never outlives
                     # its writer's hold on the target.
                     ended = outcome_of(result)
-                    self.store.finish_run(
+                    store.finish_run(
                         run_id,
                         status=ended.status,
                         exit_code=ended.exit_code,
@@ -598,6 +598,14 @@ class Engine:
             except TargetBusy as busy:
                 bound.warning("run.busy", holder=busy.lease.holder if busy.lease else None)
                 return TargetResult(config.name, EXIT_ERROR, BUSY, error=str(busy))
+            except LeaseLost as lost:
+                # Another holder has the target: nothing more is recorded by this run (the
+                # journal refuses it); its `running` row is the new holder's to close.
+                bound.error("run.lease_lost", error=str(lost))
+                self.observer.run_finished(
+                    config.name, LEASE_LOST, held=0, seconds=time.monotonic() - started
+                )
+                return TargetResult(config.name, EXIT_ERROR, LEASE_LOST, error=str(lost))
             except StateError as error:
                 # The state database itself failed (busy beyond its timeout, gone bad):
                 # nowhere to record the run; the next one tries again.
@@ -622,14 +630,19 @@ class Engine:
         snapshot: SourceSnapshot | None,
         options: RunOptions,
         run_id: str | None,
-        halt: threading.Event,
+        *,
+        store: StateStore,
+        lease: HeldLease | None,
     ) -> TargetResult:
-        """Plan (and apply); an error becomes a failed result, a stop an interrupted one."""
+        """Plan (and apply); an error becomes a failed result, a stop an interrupted one,
+        a lost lease `LeaseLost` (nothing of it may be recorded)."""
         if snapshot is None:  # an incremental pass that found nothing to do
             empty = Plan.build(target=config.name, generated_at=self.clock(), operations=[])
             return TargetResult(config.name, EXIT_OK, "ok", run_id=run_id, plan=empty)
         try:
-            return self._plan_and_apply(config, snapshot, options, run_id, halt)
+            return self._plan_and_apply(config, snapshot, options, run_id, store=store, lease=lease)
+        except LeaseLost:
+            raise
         except Interrupted as error:
             log.warning("run.interrupted", target=config.name, error=str(error))
             return TargetResult(
@@ -650,103 +663,35 @@ class Engine:
         if pruned:
             log.info("runs.pruned", runs=pruned, older_than_days=keep.total_seconds() / 86400)
 
-    def try_lease(self, target: str, *, patience: float = 0.0) -> bool:
-        """Become `target`'s writer: take its kernel lock, then record the lease; False
-        while another process (or another engine) holds the lock.
+    def try_lease(self, target: str, *, patience: float = 0.0, limit: int | None = None) -> bool:
+        """Become `target`'s writer (`orgsync.store.leases`); False while another holder
+        has it, or while this engine already holds `limit` other targets (a replica's
+        fair share).
 
         The daemon takes it before a run so that a busy target is a reason to wait, not a
         failed run; `run` then keeps it and releases it at the end. Taking it again while
-        holding it extends the lease. A lease row left by a process that died holding the
-        lock (`kill -9`) is taken over at once: the kernel released its lock, so it is gone.
+        holding it extends the lease.
         """
-        with self._locks_guard:
-            held = target in self._locks
-        if not held:
-            lock = self.store.writer_lock(target)
-            if not lock.try_acquire(patience):
-                return False
-            with self._locks_guard:
-                self._locks[target] = lock
-        try:
-            previous = self.store.take_lease(target, self.holder, self.config.state.lease_ttl)
-        except BaseException:
-            if not held:
-                self._unlock(target)
-            raise
-        if previous is not None:
-            log.warning(
-                "lease.taken_over",
-                target=target,
-                previous=previous.holder,
-                reason="its process ended without releasing the target's lock",
-            )
-        return True
+        return self.leases.try_take(target, patience=patience, limit=limit) is not None
 
     def release_lease(self, target: str) -> None:
         """Stop being `target`'s writer (a no-op if this engine is not)."""
-        try:
-            self.store.release_lease(target, self.holder)
-        finally:
-            self._unlock(target)
+        if self._keeper is not None:
+            self._keeper.release(target)
 
-    def _unlock(self, target: str) -> None:
-        with self._locks_guard:
-            lock = self._locks.pop(target, None)
-        if lock is not None:
-            lock.release()
+    def held_targets(self) -> frozenset[str]:
+        """The targets this engine holds a valid lease on now."""
+        return self._keeper.held_targets() if self._keeper is not None else frozenset()
 
     @contextmanager
-    def _lease(self, target: str) -> Iterator[threading.Event]:
-        halt = _Halt(self.stop)
-        if not self.try_lease(target, patience=LOCK_PATIENCE):
+    def _lease(self, target: str) -> Iterator[HeldLease]:
+        lease = self.leases.try_take(target, patience=LOCK_PATIENCE)
+        if lease is None:
             raise TargetBusy(target, self.store.lease_holder(target))
         try:
-            self.store.recover_interrupted(target)
-            with self._keep_lease(target, halt):
-                yield halt
+            yield lease
         finally:
             self.release_lease(target)
-
-    @contextmanager
-    def _keep_lease(self, target: str, halt: threading.Event) -> Iterator[None]:
-        """Renew the lease every third of its TTL for as long as the run holds it.
-
-        The row names the holder for `status` as long as the run lasts. A lease row taken
-        over by another process, or a lock file deleted or replaced under us (another
-        process could then lock a new one), halts the applier: finish the calls in
-        flight, start no more.
-        """
-        ttl = self.config.state.lease_ttl
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(ttl.total_seconds() / 3):
-                with self._locks_guard:
-                    lock = self._locks.get(target)
-                if lock is None or not lock.intact():
-                    log.error(
-                        "lease.lost",
-                        target=target,
-                        holder=self.holder,
-                        reason="the lock file was deleted or replaced",
-                    )
-                    halt.set()
-                    return
-                try:
-                    if not self.store.renew_lease(target, self.holder, ttl):
-                        log.error("lease.lost", target=target, holder=self.holder)
-                        halt.set()
-                        return
-                except StateError as error:  # a busy database: try again next time
-                    log.warning("lease.renew_failed", target=target, error=str(error))
-
-        keeper = threading.Thread(target=renew, name=f"lease:{target}", daemon=True)
-        keeper.start()
-        try:
-            yield
-        finally:
-            done.set()
-            keeper.join()
 
     def _plan_and_apply(
         self,
@@ -754,17 +699,19 @@ class Engine:
         snapshot: SourceSnapshot,
         options: RunOptions,
         run_id: str | None,
-        halt: threading.Event,
+        *,
+        store: StateStore,
+        lease: HeldLease | None,
     ) -> TargetResult:
         from orgsync.interrupt import ReadInterrupt
 
         interrupt = ReadInterrupt(self.stop)
         target = self.target_factory(config, self.environ, interrupt=interrupt)
         if isinstance(target, LearnsForms):  # SCIM: ask first in the forms that worked
-            learned = self.store.learned_forms(config.name)
-            target.use_learned_forms(learned, partial(self.store.learn_form, config.name))
+            learned = store.learned_forms(config.name)
+            target.use_learned_forms(learned, partial(store.learn_form, config.name))
         try:
-            memory = self.store.memory(config.name)
+            memory = store.memory(config.name)
             observed, desired, _ = self._read_target(
                 config, snapshot, target, memory=memory, subjects=options.subjects
             )
@@ -811,13 +758,14 @@ class Engine:
                 return dry_result(config.name, fresh, run_id)
             # From here on the calls are the apply's: a stop lets those in flight finish.
             interrupt.pause()
-            self.store.record_plan(run_id, fresh)
+            store.record_plan(run_id, fresh)
             self._remember(
+                store,
                 config.name,
                 scoped.desired if scoped else desired,
                 observed,
                 fresh,
-                memory,
+                memory=memory,
                 scope=scoped.keys if scoped else None,
                 groups_read=not narrow,
             )
@@ -826,9 +774,10 @@ class Engine:
                 target.prepare(fresh.operations)
             applier = Applier(
                 target,
-                LinkingJournal(self.store.journal(run_id), self.store, config.name),
+                LinkingJournal(store.journal(run_id), self.store, config.name),
                 ApplySettings(max_concurrency=config.max_concurrency, retry=retry_settings(config)),
-                stop=halt,
+                stop=self.stop,
+                check_lease=lease.check if lease is not None else None,
                 on_outcome=partial(self._operation_finished, config.name),
             )
             self.progress.planned(fresh)
@@ -1024,12 +973,13 @@ class Engine:
 
     def _remember(
         self,
+        store: StateStore,
         target: str,
         desired: DesiredState,
         observed: TargetSnapshot,
         fresh: Plan,
-        memory: Memory,
         *,
+        memory: Memory,
         scope: frozenset[EmailKey] | None = None,
         groups_read: bool = True,
     ) -> None:
@@ -1043,7 +993,7 @@ class Engine:
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         # One transaction writing only the links that change: a quiet pass costs no fsync.
-        self.store.record_links(
+        store.record_links(
             target,
             (
                 LinkRow(email_key=key, source_id=wanted.source_id, member_id=member.id)
@@ -1057,13 +1007,13 @@ class Engine:
         # for a human to lift the guard.
         missing = [normalize_email(w.email) for w in fresh.waiting if w.group is None]
         missing += [normalize_email(op.email) for op in leaving]
-        self.store.mark_missing(target, missing, self.clock())
+        store.mark_missing(target, missing, self.clock())
         if scope is not None:
             missing += [k for k in memory.missing_since if k not in scope]
-        self.store.clear_missing(target, keep_only=missing)
+        store.clear_missing(target, keep_only=missing)
         if not groups_read:
             return
         present = {group.id for group in observed.groups}
-        for group_id in self.store.owned_groups(target):
+        for group_id in store.owned_groups(target):
             if group_id not in present:
-                self.store.disown_group(target, group_id)  # deleted by someone else
+                store.disown_group(target, group_id)  # deleted by someone else

@@ -107,10 +107,24 @@ class Metrics:
             ["entry", "result"],
             registry=r,
         )
+        self.lease_held = Gauge(
+            "orgsync_target_lease_held",
+            "1 while this daemon holds the target's lease (is its writer), else 0",
+            ["target"],
+            registry=r,
+        )
         self.consecutive_failures = Gauge(
             "orgsync_consecutive_failed_runs",
             "Failed runs of the target since its last clean one",
             ["target"],
+            registry=r,
+        )
+        self.webhook_queue = Counter(
+            "orgsync_webhook_queue_requests",
+            "Webhook requests through the state database's queue, by target and result "
+            "(queued by this replica, claimed by it, widened: too many people waiting, "
+            "replaced by one full reconcile)",
+            ["target", "result"],
             registry=r,
         )
 
@@ -144,8 +158,14 @@ class Metrics:
         self.quarantined.labels(target=target).set(1 if quarantined else 0)
         self.consecutive_failures.labels(target=target).set(failures)
 
+    def queued_request(self, target: str, result: str) -> None:
+        self.webhook_queue.labels(target=target, result=result).inc()
+
     def notification(self, entry: str, result: str) -> None:
         self.notifications.labels(entry=entry, result=result).inc()
+
+    def lease(self, target: str, held: bool) -> None:
+        self.lease_held.labels(target=target).set(1 if held else 0)
 
     def declare_target(self, target: str, *, last_success: float | None = None) -> None:
         """Create the target's series at zero, so that absent means "no such target".
@@ -157,6 +177,7 @@ class Metrics:
         self.held.labels(target=target).set(0)
         self.quarantined.labels(target=target).set(0)
         self.consecutive_failures.labels(target=target).set(0)
+        self.lease_held.labels(target=target).set(0)
         self.run_duration.labels(target=target)
 
     def exposition(self) -> bytes:

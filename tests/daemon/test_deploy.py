@@ -194,3 +194,147 @@ class TestKubernetes:
             assert file is not None
             assert file.parent == Path(mounts["secrets"])
             assert file.name in secret_keys
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+def ha_manifests() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted((DEPLOY / "kubernetes-ha").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            assert document["kind"] not in found, f"two {document['kind']} in kubernetes-ha"
+            found[document["kind"]] = document
+    return found
+
+
+def served_paths(tmp_path: Path) -> set[str]:
+    """The paths the daemon's probe listener really serves (its app, built as the
+    daemon builds it, over a real state database)."""
+    from orgsync.daemon.http import Readiness, build_app
+    from orgsync.metrics import Metrics
+    from orgsync.store import StateStore
+
+    with StateStore.open(tmp_path / "state.db") as store:
+        app = build_app(
+            metrics=Metrics(),
+            readiness=Readiness(store, ["t"], instance=None),
+            alive=dict,
+            webhook_routes=[],
+        )
+        return {route.path for route in app.routes if hasattr(route, "path")}
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}, selector  # no expressions to evaluate here
+    wanted: dict[str, str] = selector["matchLabels"]
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+class TestKubernetesReplicas:
+    """deploy/kubernetes-ha: several replicas on a PostgreSQL state database (issue 15)."""
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    def test_every_manifest_validates_offline(
+        self, version: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def no_network(*args: object, **kwargs: object) -> None:
+            raise AssertionError("schema validation tried to use the network")
+
+        monkeypatch.setattr(socket.socket, "connect", no_network)
+        documents = ha_manifests()
+        assert set(documents) == {
+            "ConfigMap",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+        }
+        for document in documents.values():
+            kubernetes_validate.validate(document, version, strict=True)
+
+    def test_three_replicas_rolled_one_at_a_time_and_a_budget_that_keeps_two(self) -> None:
+        documents = ha_manifests()
+        spec = documents["Deployment"]["spec"]
+        assert spec["replicas"] == 3
+        assert spec["strategy"]["type"] == "RollingUpdate"
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
+        labels = spec["template"]["metadata"]["labels"]
+        assert matches(spec["selector"], labels)
+        budget = documents["PodDisruptionBudget"]["spec"]
+        assert matches(budget["selector"], labels)
+        # Either form, as long as a drain leaves at least two replicas serving.
+        if "maxUnavailable" in budget:
+            assert spec["replicas"] - budget["maxUnavailable"] >= 2
+        else:
+            assert 2 <= budget["minAvailable"] < spec["replicas"]
+        assert matches({"matchLabels": documents["Service"]["spec"]["selector"]}, labels)
+        # Spread over nodes: a node loss takes one replica, not the service.
+        spread = spec["template"]["spec"]["topologySpreadConstraints"]
+        assert any(
+            c["topologyKey"] == "kubernetes.io/hostname"
+            and c["whenUnsatisfiable"] == "DoNotSchedule"
+            and matches(c["labelSelector"], labels)
+            for c in spread
+        )
+        # No volume a second replica could not mount: the state is on the server.
+        volumes = spec["template"]["spec"]["volumes"]
+        assert not [v for v in volumes if "persistentVolumeClaim" in v]
+
+    def test_probes_point_at_endpoints_the_daemon_serves(self, tmp_path: Path) -> None:
+        documents = ha_manifests()
+        (container,) = documents["Deployment"]["spec"]["template"]["spec"]["containers"]
+        served = served_paths(tmp_path)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            assert get["path"] in served, (probe, get["path"], served)
+            assert get["port"] == "health", probe
+        config = parse_config(
+            tomllib.loads(documents["ConfigMap"]["data"]["orgsync.toml"]),
+            origin="configmap",
+            base_dir=Path("/"),
+        )
+        assert config.server.health_listen is not None
+        assert parse_listen(config.server.health_listen) == ("0.0.0.0", ports["health"])
+        assert parse_listen(config.server.listen) == ("0.0.0.0", ports["http"])
+        service_ports = {p["targetPort"] for p in documents["Service"]["spec"]["ports"]}
+        assert service_ports <= set(ports)
+
+    def test_the_state_is_on_postgresql_with_its_password_from_the_secret_only(self) -> None:
+        documents = ha_manifests()
+        text = documents["ConfigMap"]["data"]["orgsync.toml"]
+        config = parse_config(tomllib.loads(text), origin="configmap", base_dir=Path("/"))
+        state = config.state
+        assert state.url is not None and state.url.startswith("postgresql://")
+        netloc = state.url.split("://", 1)[1].split("/", 1)[0]
+        assert ":" not in netloc.split("@", 1)[0], "a password in the URL"
+        assert "sslmode=verify-full" in state.url
+        assert state.password_env is not None
+        (container,) = documents["Deployment"]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert all("value" not in e for e in env.values()), "a literal value in the env"
+        reference = env[state.password_env]["valueFrom"]["secretKeyRef"]
+        secret = documents["Secret"]
+        assert reference["name"] == secret["metadata"]["name"]
+        assert reference["key"] in secret["stringData"]
+        # No secret value anywhere but in the Secret (placeholders to replace).
+        for value in secret["stringData"].values():
+            assert value.startswith("REPLACE-")
+            for kind, document in documents.items():
+                if kind != "Secret":
+                    assert value not in yaml.safe_dump(document), kind
+        assert "password =" not in text and "PGPASSWORD" not in text
+        # The files named by the configuration are the Secret's, mounted where it says.
+        template = documents["Deployment"]["spec"]["template"]["spec"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        (volume,) = [v for v in template["volumes"] if v["name"] == "secrets"]
+        files = {item["path"] for item in volume["secret"]["items"]}
+        for file in (config.targets[0].api_key_file, config.server.webhook_secret_file):
+            assert file is not None
+            assert file.parent == Path(mounts["secrets"])
+            assert file.name in files
+        # The database password is an environment variable, not a file beside the others.
+        assert reference["key"] not in files

@@ -132,7 +132,8 @@ def test_a_writer_whose_lock_file_is_deleted_stops_writing(
     tmp_path: Path, emulator: OpenAIEmulator
 ) -> None:
     """Deleting the lock file under a writer would let another process lock a new one:
-    the writer notices at its next renewal and starts no more calls."""
+    the writer notices at its next renewal, starts no more calls and records nothing
+    more (its run is `lease-lost`, not recorded as finished)."""
     cfg = config(tmp_path, emulator, lease_ttl="1s")
     write(tmp_path, directory(30))
     emulator.faults = Faults(latency=0.25)  # 30 invites, 4 at a time: about 2 s
@@ -150,10 +151,13 @@ def test_a_writer_whose_lock_file_is_deleted_stops_writing(
         lock_file.unlink()
         thread.join(60)
         (result,) = results
-        assert result.status == "interrupted"
-        assert result.report is not None
-        skipped = [o for o in result.report.outcomes if o.status.value == "skipped"]
-        assert skipped, "the writer went on after its lock file was deleted"
+        assert result.status == "lease-lost"
+        writes = [r for r in emulator.requests if r.method in {"POST", "DELETE"}]
+        assert len(writes) < 30, "the writer went on after its lock file was deleted"
+        (run,) = runner.store.runs(limit=5, target="t")
+        assert run.status == "running"  # nothing more recorded; the next holder closes it
+        done = [op for op in runner.store.operations(run.run_id) if op.status.value == "done"]
+        assert len(done) <= len(writes)
     finally:
         runner.close()
 

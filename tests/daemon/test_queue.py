@@ -21,11 +21,35 @@ class TestMerge:
     def test_a_full_reconcile_absorbs_targeted_ones_from_either_side(self) -> None:
         full = SyncRequest("schedule")
         assert people("a@x").merge(full) == full
+        # Remembered: another replica's earlier reconcile does not stand for these people.
+        assert people("a@x").merge(full).absorbed
+        assert full.merge(people("a@x")).absorbed
+        assert not full.merge(SyncRequest("schedule")).absorbed
         assert full.merge(people("a@x")) == full
 
     def test_too_many_people_become_a_full_reconcile(self) -> None:
         many = SyncRequest("w", emails=frozenset(f"p{i}@x" for i in range(MAX_TARGETED_PEOPLE)))
         assert many.merge(people("one-more@x")).full
+
+    def test_the_queue_rows_served_add_up_whatever_absorbs_what(self) -> None:
+        """Every webhook queue row merged into a run is marked done after it: a full
+        reconcile absorbing targeted requests serves their rows too, and so does a
+        request widened for naming too many people."""
+        queued = SyncRequest("webhook:generic", emails=frozenset({"a@x"}), queued=frozenset("1"))
+        full = SyncRequest("schedule")
+        assert full.merge(queued).queued == {"1"}
+        assert queued.merge(full).queued == {"1"}
+        assert queued.merge(full).full
+        other = SyncRequest("webhook:okta", source_ids=frozenset({"u"}), queued=frozenset("2"))
+        assert queued.merge(other).queued == {"1", "2"}
+        many = SyncRequest(
+            "w",
+            emails=frozenset(f"p{i}@x" for i in range(MAX_TARGETED_PEOPLE)),
+            queued=frozenset("3"),
+        )
+        widened = many.merge(queued)
+        assert widened.full and widened.queued == {"1", "3"}
+        assert widened.widened().queued == {"1", "3"}
 
 
 class TestMailbox:

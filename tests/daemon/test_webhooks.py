@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from orgsync.daemon.queue import MAX_TARGETED_PEOPLE
+from orgsync.daemon.queue import MAX_TARGETED_PEOPLE, Mailbox
+from orgsync.daemon.relay import Relay
 from orgsync.daemon.webhooks import (
     MAX_BODY,
     MAX_DEPTH,
@@ -30,6 +32,7 @@ from orgsync.daemon.webhooks import (
     sign,
     verify_signature,
 )
+from orgsync.store import StateStore
 
 SECRET = b"generic-secret"
 OKTA = "okta-shared-authorization"
@@ -361,3 +364,71 @@ def test_one_webhook_naming_more_than_the_cap_is_one_full_reconcile(rig: Rig) ->
     assert rig.events == [WebhookEvent("generic")]
     few = rig.generic({"id": "few", "emails": many[:MAX_TARGETED_PEOPLE]})
     assert few.json()["scope"] == "targeted"
+
+
+class TestQueueUnavailable:
+    """The state database's queue could not take a delivery (the database is closed, as
+    when it is unreachable): 503 with Retry-After, and the sender's retry is taken, not
+    refused as a replay or acknowledged as a duplicate."""
+
+    def test_a_delivery_not_queued_is_refused_and_its_retry_is_taken(
+        self, rig: Rig, tmp_path: Path
+    ) -> None:
+        mailboxes = {name: Mailbox() for name in ("openai-prod", "openai-test")}
+        counts: Counter[tuple[str, str]] = Counter()
+
+        def relay(store: StateStore) -> Relay:
+            return Relay(
+                store=store,
+                instance="i-1",
+                mailboxes=mailboxes,
+                runnable=lambda: list(mailboxes),
+                count=lambda target, result: counts.update([(target, result)]),
+            )
+
+        broken = StateStore.open(tmp_path / "state.db")
+        broken.close()
+        rig.receiver.enqueue = relay(broken).submit
+        okta = {"headers": {"Authorization": OKTA}, "json": OKTA_EVENT}
+        refused = [
+            rig.generic({"id": "e1", "emails": ["ada@x.com"]}),
+            rig.client.post("/webhooks/okta", **okta),
+            rig.client.post("/webhooks/entra", json=graph(USER_CHANGE)),
+        ]
+        assert [r.status_code for r in refused] == [503, 503, 503]
+        assert all(r.headers["retry-after"] == "30" for r in refused)
+        assert refused[0].json()["error"] == "unavailable"
+
+        with StateStore.open(tmp_path / "state.db") as store:
+            rig.receiver.enqueue = relay(store).submit
+            retried = [
+                rig.generic({"id": "e1", "emails": ["ada@x.com"]}),
+                rig.client.post("/webhooks/okta", **okta),
+                rig.client.post("/webhooks/entra", json=graph(USER_CHANGE)),
+            ]
+            assert [r.status_code for r in retried] == [202, 204, 202]
+            rows = store.queued_requests()
+        assert {(r.target, r.kind, r.person) for r in rows} == {
+            (target, kind, person)
+            for target in mailboxes
+            for kind, person in (
+                ("email", "ada@x.com"),
+                ("source_id", "00u1"),
+                ("source_id", "11111111-2222-3333-4444-555555555555"),
+            )
+        }
+        assert counts[("openai-test", "queued")] == 3
+
+
+def test_an_id_too_long_to_name_anybody_is_refused_before_the_queue(tmp_path: Path) -> None:
+    """What the queue stores is bounded: a delivery naming a 3000-character "email" (the
+    state database's index over waiting people would refuse the row, and the sender would
+    retry a 503 for ever) is refused as malformed, on every endpoint, and nothing queued."""
+    rig = Rig()
+    huge = "a" * 3000 + "@example.com"
+    assert rig.generic({"id": "e1", "emails": [huge]}).status_code == 400
+    okta = {"data": {"events": [{"uuid": "u1", "target": [{"type": "User", "id": "x" * 600}]}]}}
+    answer = rig.client.post("/webhooks/okta", json=okta, headers={"Authorization": OKTA})
+    assert answer.status_code == 400
+    assert rig.events == []
+    assert rig.generic({"id": "e1", "emails": ["a" * 200 + "@example.com"]}).status_code == 202

@@ -576,9 +576,13 @@ class TestRateLimit:
         self, make_client: Callable[..., ApiClient], recorder: Recorder
     ) -> None:
         """Every attempt takes a token: a burst of 5 at 5/s, then 0.2 s apart."""
-        client = make_client(lambda _: httpx.Response(200, json={}), requests_per_second=5.0)
+        # The bucket's clock stands still (as the fake sleep returns at once), so what the
+        # client is told to wait does not depend on how fast a loaded machine runs this.
+        client = make_client(
+            lambda _: httpx.Response(200, json={}), requests_per_second=5.0, clock=lambda: 50.0
+        )
         for _ in range(10):
             client.request("GET", "/x", idempotent=True)
-        # The fake sleep returns at once, so each later caller owes 0.2 s more (less the
-        # few milliseconds the test itself takes).
-        assert recorder.sleeps == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0], abs=0.05)
+        # Each caller after the burst owes 0.2 s more than the one before.
+        assert recorder.sleeps == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+        assert len(recorder.requests) == 10

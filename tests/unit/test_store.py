@@ -707,43 +707,50 @@ def test_naive_times_are_refused(store: StateStore) -> None:
 # --------------------------------------------------------------------------- lease
 
 
-def test_taking_the_lease_records_the_holder_and_takes_over_a_dead_one(location: str) -> None:
-    with StateStore.open(location) as one, StateStore.open(location) as two:
-        assert one.take_lease("t", "cli a", TTL, now=T0) is None
-        assert two.take_lease("other", "cli b", TTL, now=T0) is None  # leases are per target
-        # Taking it again extends it and keeps when it was first taken.
-        assert one.take_lease("t", "cli a", TTL, now=T0 + timedelta(seconds=30)) is None
+def test_taking_the_lease_records_the_holder_and_takes_over_a_dead_one(db_path: Path) -> None:
+    # SQLite: the kernel lock decides who writes, the row only reports it (a row found by
+    # the next lock holder is a dead process's); PostgreSQL: tests/unit/test_leases.py.
+    with StateStore.open(db_path) as one, StateStore.open(db_path) as two:
+        taken = one.leases.take("t", "cli a", TTL, now=T0)
+        assert taken is not None and taken.previous is None and taken.record.token == 1
+        other = two.leases.take("other", "cli b", TTL, now=T0)  # leases are per target
+        assert other is not None and other.record.token == 1
+        # Taking it again extends it and keeps when it was first taken, and its token.
+        again = one.leases.take("t", "cli a", TTL, now=T0 + timedelta(seconds=30))
+        assert again is not None and again.previous is None and again.record.token == 1
         holder = two.lease_holder("t", now=T0 + timedelta(seconds=31))
         assert holder is not None
-        assert (holder.holder, holder.acquired_at, holder.expires_at) == (
+        assert (holder.holder, holder.acquired_at, holder.expires_at, holder.token) == (
             "cli a",
             T0,
             T0 + timedelta(seconds=90),
+            1,
         )
-        two.release_lease("t", "cli b")  # not the holder: no effect
+        two.leases.release("t", "cli b", 1)  # not the holder: no effect
         assert one.lease_holder("t", now=T0 + timedelta(seconds=31)) == holder
         # Only the holder of the writer lock takes the lease; a row it finds belongs to a
-        # process that died holding the lock: it is replaced at once, TTL or not.
+        # process that died holding the lock: it is replaced at once, TTL or not, and the
+        # fencing token grows.
         later = T0 + timedelta(seconds=40)
-        previous = two.take_lease("t", "cli b", TTL, now=later)
-        assert previous == holder
-        assert not one.renew_lease("t", "cli a", TTL, now=later)  # taken over: lost
+        took_over = two.leases.take("t", "cli b", TTL, now=later)
+        assert took_over is not None and took_over.previous == holder
+        assert took_over.record.token == 2
+        assert not one.leases.renew("t", "cli a", 1, TTL, now=later)  # taken over: lost
         now_held = one.lease_holder("t", now=later)
         assert now_held is not None
-        assert (now_held.holder, now_held.acquired_at) == ("cli b", later)
-        two.release_lease("t", "cli b")
-        assert one.lease_holder("t", now=later) is None
+        assert (now_held.holder, now_held.acquired_at, now_held.token) == ("cli b", later, 2)
 
 
-def test_an_expired_lease_is_not_reported_but_its_holder_may_renew_it(location: str) -> None:
-    with StateStore.open(location) as store:
-        assert store.take_lease("t", "daemon a", TTL, now=T0) is None
-        assert store.renew_lease("t", "daemon a", TTL, now=T0 + timedelta(seconds=50))
+def test_an_expired_lease_is_not_reported_but_its_holder_may_renew_it(db_path: Path) -> None:
+    with StateStore.open(db_path) as store:
+        assert store.leases.take("t", "daemon a", TTL, now=T0) is not None
+        assert store.leases.renew("t", "daemon a", 1, TTL, now=T0 + timedelta(seconds=50))
         assert store.lease_holder("t", now=T0 + timedelta(seconds=111)) is None
-        assert store.renew_lease("t", "daemon a", TTL, now=T0 + timedelta(seconds=111))
+        assert store.leases.renew("t", "daemon a", 1, TTL, now=T0 + timedelta(seconds=111))
         assert store.lease_holder("t", now=T0 + timedelta(seconds=112)) is not None
+        assert not store.leases.renew("t", "daemon a", 2, TTL)  # not its token
         with pytest.raises(ValueError, match="positive"):
-            store.take_lease("t", "daemon a", timedelta(0))
+            store.leases.take("t", "daemon a", timedelta(0))
 
 
 CONTENDER = """

@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -96,8 +96,12 @@ class Readiness:
         *,
         instance: str | None,
         standing: Callable[[str], Quarantine] = lambda _target: Quarantine(),
+        holders: Callable[[], Mapping[str, str | None]] | None = None,
     ) -> None:
+        """`holders()`: who holds each target's lease now, shown in the answer's
+        `leases` (replicas sharing the targets); it never decides readiness."""
         self._store = store
+        self._holders = holders
         self._targets = tuple(targets)
         self._instance = instance
         self._standing = standing
@@ -133,9 +137,15 @@ class Readiness:
                     break
         except OrgsyncError as error:
             return Verdict(False, {"status": "not ready", "state_database": str(error)})
+        shown: dict[str, object] = {}
+        if self._holders is not None:
+            try:
+                shown = {"instance": self._instance, "leases": dict(self._holders())}
+            except OrgsyncError as error:
+                return Verdict(False, {"status": "not ready", "state_database": str(error)})
         if failing:
-            return Verdict(False, {"status": "not ready", "failed_targets": failing})
-        return Verdict(True, {"status": "ready"})
+            return Verdict(False, {"status": "not ready", "failed_targets": failing, **shown})
+        return Verdict(True, {"status": "ready", **shown})
 
 
 def build_app(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 MAX_TARGETED_PEOPLE = 1000
 """A targeted request naming more people than this becomes a full reconcile: one read of
@@ -30,6 +30,12 @@ class SyncRequest:
     """Recorded in the run history: `startup`, `schedule`, `webhook:generic`, …"""
     emails: frozenset[str] = frozenset()
     source_ids: frozenset[str] = frozenset()
+    queued: frozenset[str] = frozenset()
+    """Ids of the state database's webhook queue rows this request serves, marked done
+    once its run has finished (`orgsync.daemon.relay`)."""
+    absorbed: bool = field(default=False, compare=False)
+    """A full request into which a targeted one (a webhook's people) was merged: another
+    replica's earlier reconcile does not stand for it (`daemon.worker`)."""
 
     @property
     def full(self) -> bool:
@@ -37,7 +43,7 @@ class SyncRequest:
 
     def widened(self, trigger: str | None = None) -> SyncRequest:
         """The same request for the whole organization."""
-        return SyncRequest(trigger or self.trigger)
+        return SyncRequest(trigger or self.trigger, queued=self.queued)
 
     def capped(self) -> SyncRequest:
         """This request, or the full one when it names more than `MAX_TARGETED_PEOPLE`."""
@@ -46,13 +52,18 @@ class SyncRequest:
         return self
 
     def merge(self, other: SyncRequest) -> SyncRequest:
-        """One request doing the work of both."""
+        """One request doing the work of both (and serving the queue rows of both)."""
+        queued = self.queued | other.queued
         if self.full:
-            return self
+            absorbed = self.absorbed or not other.full
+            return replace(self, queued=queued, absorbed=absorbed)
         if other.full:
-            return other
+            return replace(other, queued=queued, absorbed=True)
         merged = SyncRequest(
-            self.trigger, self.emails | other.emails, self.source_ids | other.source_ids
+            self.trigger,
+            self.emails | other.emails,
+            self.source_ids | other.source_ids,
+            queued,
         )
         return merged.capped()
 

@@ -1,9 +1,11 @@
 """The daemon's lifecycle: start every part, serve, and stop cleanly on SIGTERM.
 
 Start: refuse a bad start early (secrets unresolvable, state database unusable, port in
-use: exit 1 before anything runs); start one worker per target, the HTTP server and the
-scheduler; queue a full reconcile of every target (the start is when drift accumulated
-while the daemon was down gets repaired); tell systemd READY.
+use: exit 1 before anything runs); start one worker per target, the HTTP server, the
+scheduler and the relay (webhooks reach the worker through the state database's queue,
+whichever replica received them: `relay.py`); queue a full reconcile of every target
+(the start is when drift accumulated while the daemon was down gets repaired); tell
+systemd READY.
 
 Run: the main thread only waits for a signal and, under a systemd watchdog, sends the
 heartbeat while every part is alive (a wedged daemon is then restarted by systemd).
@@ -22,6 +24,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from functools import partial
 from types import FrameType
 
 import structlog
@@ -38,10 +41,11 @@ from orgsync.daemon.http import (
     reserve_open_files,
 )
 from orgsync.daemon.queue import Mailbox, SyncRequest
+from orgsync.daemon.relay import Relay
 from orgsync.daemon.scheduler import ReconcileSchedule
 from orgsync.daemon.status_page import StatusPage, secret_values
 from orgsync.daemon.systemd import Notifier
-from orgsync.daemon.webhooks import WebhookEvent, WebhookReceiver, WebhookSecrets
+from orgsync.daemon.webhooks import WebhookReceiver, WebhookSecrets
 from orgsync.daemon.worker import TargetWorker
 from orgsync.engine import Engine
 from orgsync.factories import open_state_store
@@ -104,10 +108,21 @@ class Service:
             observer=self.metrics,
             on_finished=self._run_finished,
             origin="daemon",
+            on_lease=self.metrics.lease,
         )
         names = [t.name for t in config.targets]
         debounce = config.server.debounce.total_seconds()
         self.mailboxes = {name: Mailbox(debounce=debounce) for name in names}
+        # Webhooks go through the state database's queue to the replica running the
+        # target; a connection of its own, so a delivery never waits on a run's writes.
+        self.relay_store = open_state_store(config.state, env, create=False)
+        self.relay = Relay(
+            store=self.relay_store,
+            instance=self.engine.instance,
+            mailboxes=self.mailboxes,
+            runnable=self._runnable,
+            count=self.metrics.queued_request,
+        )
         self.workers = [
             TargetWorker(
                 name,
@@ -117,6 +132,10 @@ class Service:
                 mailbox=self.mailboxes[name],
                 stop=self.stop,
                 on_quarantine=self._quarantine_changed,
+                share=self._share,
+                on_ran=self.relay.finished,
+                preferred=partial(self._preferred, name),
+                grace=config.state.lease_ttl.total_seconds(),
             )
             for name in names
         ]
@@ -139,7 +158,7 @@ class Service:
         server = config.server
         self.receiver = WebhookReceiver(
             secrets=self.secrets,
-            enqueue=self._webhook,
+            enqueue=self.relay.submit,
             count=self.metrics.webhook,
             known_targets=frozenset(names),
             body_timeout=server.body_timeout.total_seconds(),
@@ -149,6 +168,7 @@ class Service:
             names,
             instance=self.engine.origin.instance,
             standing=lambda target: self._workers_by_target[target].standing,
+            holders=self.lease_holders,
         )
         limits = ConnectionLimits(
             header_timeout=server.header_timeout.total_seconds(),
@@ -200,6 +220,29 @@ class Service:
                 return run.finished_at.timestamp()
         return None
 
+    # ------------------------------------------------------------------ replicas
+
+    def _share(self) -> int:
+        """How many targets this replica may hold at once (`LeaseKeeper.fair_share`)."""
+        return self.engine.leases.fair_share(len(self.workers))
+
+    def _runnable(self) -> list[str]:
+        """The targets whose queued webhook requests this replica takes now: those it
+        holds, and those nobody holds that fall to it (`_preferred`; when a replica
+        dies, its targets fall to the others once its registration expired). A target
+        another replica holds gets its requests from that replica's relay."""
+        mine = self.engine.leases.held_targets()
+        holders = self.store.lease_holders()
+        return [t for t in self.mailboxes if t in mine or (t not in holders and self._preferred(t))]
+
+    def _preferred(self, target: str) -> bool:
+        return self.engine.leases.preferred(target)
+
+    def lease_holders(self) -> dict[str, str | None]:
+        """Who holds each configured target's lease now (None: nobody)."""
+        held = self.store.lease_holders()
+        return {name: (held[name].holder if name in held else None) for name in self.mailboxes}
+
     # ------------------------------------------------------------------ the pieces' callbacks
 
     def _run_finished(self, result: TargetResult, options: RunOptions) -> None:
@@ -208,11 +251,6 @@ class Service:
 
     def _scheduled(self, target: str) -> None:
         self.mailboxes[target].put(SyncRequest("schedule"))
-
-    def _webhook(self, event: WebhookEvent) -> None:
-        request = SyncRequest(f"webhook:{event.kind}", event.emails, event.source_ids)
-        for name in event.targets if event.targets is not None else self.mailboxes:
-            self.mailboxes[name].put(request, debounce=True)
 
     def _quarantine_changed(self, target: str, standing: Quarantine) -> None:
         self.metrics.quarantine(
@@ -229,6 +267,7 @@ class Service:
         """Each part that must be running, and whether it is (for `/healthz`)."""
         parts = {f"worker:{w.target}": w.alive for w in self.workers}
         parts["scheduler"] = self.schedule.running
+        parts["relay"] = self.relay.alive
         parts["http"] = self.http.alive
         if self.health_http is not None:
             parts["http:health"] = self.health_http.alive
@@ -246,12 +285,28 @@ class Service:
         except OrgsyncError as error:
             log.error("daemon.failed", error=str(error))
             self.http.stop()
+            self.relay_store.close()
+            self.engine.close()
+            return EXIT_ERROR
+        try:
+            # Counted among the replicas sharing the targets before any worker takes one.
+            self.engine.leases.join()
+        except OrgsyncError as error:
+            log.error("daemon.failed", error=str(error))
+            self.http.stop()
+            self.relay_store.close()
             self.engine.close()
             return EXIT_ERROR
         for worker in self.workers:
             worker.start()
+        # On a shared database, replicas started together (a rollout) register first, so
+        # that the fair share of the first pass counts them all.
+        settle = (
+            self.config.state.lease_ttl.total_seconds() / 3 if self.store.db.leases_expire else 0.0
+        )
         for mailbox in self.mailboxes.values():
-            mailbox.put(SyncRequest("startup"))
+            mailbox.put(SyncRequest("startup"), delay=settle)
+        self.relay.start()
         self.schedule.start()
         log.info(
             "daemon.started",
@@ -299,6 +354,7 @@ class Service:
         log.info("daemon.stopping")
         self.receiver.accepting = False
         self.schedule.shutdown()
+        self.relay.stop()
         for mailbox in self.mailboxes.values():
             mailbox.close()
         for worker in self.workers:
@@ -308,6 +364,7 @@ class Service:
         if self.health_http is not None:
             self.health_http.stop()
         self.status_page.close()
+        self.relay_store.close()
         self.engine.close()
         log.info("daemon.stopped")
         return EXIT_OK

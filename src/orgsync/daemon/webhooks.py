@@ -22,10 +22,13 @@ API does), and every refusal has its status, a log line and a count in
 
 Refusals: body over 1 MiB → 413; body not in full within `body_timeout` → 408; bad or
 missing signature/authorization/clientState → 401; stale timestamp → 401; replay → 409;
-malformed JSON (not UTF-8, nested deeper than `MAX_DEPTH`, a number too long) or shape →
-400; endpoint without a configured secret → 404; shutting down → 503. Each is one log
-line and one count; a hostile body never reaches a recursive parser unbounded (a linear
-pre-scan of the raw bytes checks the nesting first), so no input gives a 500.
+malformed JSON (not UTF-8, nested deeper than `MAX_DEPTH`, a number too long), shape or
+an email or id longer than `MAX_ID` → 400; endpoint without a configured secret → 404;
+shutting down, or the state database unable to queue the request
+(`orgsync.daemon.relay`) → 503 with Retry-After, and the delivery is not remembered as
+seen, so the sender's retry is taken. Each is one log line and one count; a hostile
+body never reaches a recursive parser unbounded (a linear pre-scan of the raw bytes
+checks the nesting first), so no input gives a 500.
 
 Authentication comes before parsing wherever the protocol allows: the generic HMAC is
 checked over the raw bytes, Okta's Authorization header before the body is read. Graph
@@ -54,6 +57,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from orgsync import connectors
+from orgsync.core.errors import OrgsyncError
 from orgsync.core.webhook import (
     MAX_DEPTH,
     Refused,
@@ -100,6 +104,9 @@ REPLAY_WINDOW: Final = 300
 """Seconds a signed timestamp may be away from now (older: 401, "stale timestamp")."""
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
+MAX_ID: Final = 512
+"""Characters of a named person's email or id, at most (an address has at most 254): a
+longer one names nobody, and the queue's index over people would refuse it."""
 _SHOWN: Final = 64
 """Characters of a sender's value quoted back in a refusal, at most."""
 
@@ -236,6 +243,12 @@ class SeenEvents:
                 self._seen.popitem(last=False)
         return fresh
 
+    def forget(self, keys: Iterable[str]) -> None:
+        """Unrecord `keys`: their delivery was not taken, and its retry must be."""
+        with self._lock:
+            for key in keys:
+                self._seen.pop(key, None)
+
 
 # --------------------------------------------------------------------------- HTTP
 
@@ -316,7 +329,7 @@ class WebhookReceiver:
             if not self._generic_seen.first_time([key], time.monotonic()):
                 seen = _shown(event_id) if event_id is not None else signature[:12]
                 raise Refused(409, "replay", f"event {seen} seen before")
-            return self._accept(event, event_id=event_id)
+            return await self._accept(event, event_id=event_id, seen=(self._generic_seen, [key]))
 
         return await self._guarded("generic", request, handle)
 
@@ -337,11 +350,12 @@ class WebhookReceiver:
             self._authorize_okta(request)
             body = await read_body(request, self.body_timeout)
             uuids, event = parse_okta(body)
-            if uuids and not self._okta_seen.first_time(uuids, time.monotonic()):
+            fresh = self._okta_seen.first_time(uuids, time.monotonic())
+            if uuids and not fresh:
                 self.count("okta", "duplicate")
                 log.info("webhook.duplicate", kind="okta", events=len(uuids))
                 return Response(status_code=204)
-            self._accept(event)
+            await self._accept(event, seen=(self._okta_seen, fresh))
             return Response(status_code=204)  # Okta wants an empty 200 or 204
 
         return await self._guarded("okta", request, handle)
@@ -360,11 +374,12 @@ class WebhookReceiver:
             self._check_accepting()
             body = await read_body(request, self.body_timeout)
             keys, event = parse_graph(body, client_state)
-            if not self._graph_seen.first_time(keys, time.monotonic()):
+            fresh = self._graph_seen.first_time(keys, time.monotonic())
+            if not fresh:
                 self.count("entra", "duplicate")
                 log.info("webhook.duplicate", kind="entra", notifications=len(keys))
                 return Response(status_code=202)
-            return self._accept(event)
+            return await self._accept(event, seen=(self._graph_seen, fresh))
 
         return await self._guarded("entra", request, handle, check_accepting=False)
 
@@ -416,16 +431,35 @@ class WebhookReceiver:
         if not hmac.compare_digest(given.encode(), str(expected).encode()):
             raise Refused(401, "unauthorized", "Authorization header does not match")
 
-    def _accept(self, event: WebhookEvent, *, event_id: str | None = None) -> Response:
+    async def _accept(
+        self,
+        event: WebhookEvent,
+        *,
+        event_id: str | None = None,
+        seen: tuple[SeenEvents, list[str]] | None = None,
+    ) -> Response:
         people = len(event.emails) + len(event.source_ids)
         answer: dict[str, str] = {"status": "accepted"}
+        if any(len(value) > MAX_ID for value in (*event.emails, *event.source_ids)):
+            if seen is not None:
+                seen[0].forget(seen[1])
+            raise Refused(400, "malformed", f"an email or id longer than {MAX_ID} characters")
         if people > MAX_TARGETED_PEOPLE:
             event = WebhookEvent(event.kind, targets=event.targets)
             answer["reason"] = (
                 f"names {people} people, more than the {MAX_TARGETED_PEOPLE} a targeted run "
                 "takes: everybody is reconciled"
             )
-        self.enqueue(event)
+        try:
+            # The queue is in the state database: a write (and on SQLite an fsync) that
+            # must not hold up the event loop serving other deliveries and probes.
+            await anyio.to_thread.run_sync(self.enqueue, event)
+        except OrgsyncError:
+            if seen is not None:
+                seen[0].forget(seen[1])  # the sender's retry must be taken, not a replay
+            raise Refused(
+                503, "unavailable", "the request could not be queued; send it again"
+            ) from None
         self.count(event.kind, "accepted")
         answer["scope"] = "targeted" if event.emails or event.source_ids else "full"
         log.info(

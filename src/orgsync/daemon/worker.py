@@ -9,6 +9,16 @@ the same time. Scheduled requests are incremental passes, except the first of th
 and the one after `full_interval` (the engine decides). A quarantined target's requests
 wait for its next attempt, which is always a full reconcile. Quarantine reads the
 daemon's own syncs only (`DAEMON_WRITES`).
+
+Replicas (several daemons on one PostgreSQL database) share the targets: each target
+falls to one live replica (`preferred()`, rendezvous hashing); another replica's scheduled
+or start-up reconcile of it first waits `grace` (the lease TTL) for that one, and is
+dropped when a good full run of the target by another daemon started within half the
+interval before the request (and since this daemon started). A worker takes its target's
+lease only while its daemon holds fewer than its fair share (`share()`: the targets over
+the live replicas). So each pass, each replica reconciles about its share, and the
+targets of a replica that died are taken by the others once its leases and registration
+expire.
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ log = structlog.get_logger(__name__)
 
 LEASE_RETRY_FIRST = 1.0
 LEASE_RETRY_MAX = 30.0
+SHARED_TRIGGERS = frozenset({"schedule", "startup"})
+"""Requests for a full reconcile that any replica's full reconcile satisfies."""
+_GOOD = frozenset({"ok", "held", "changes-pending"})
 
 
 class TargetWorker:
@@ -47,8 +60,15 @@ class TargetWorker:
         mailbox: Mailbox,
         stop: threading.Event,
         on_quarantine: Callable[[str, Quarantine], None],
+        on_ran: Callable[[str, SyncRequest], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        share: Callable[[], int | None] = lambda: None,
+        preferred: Callable[[], bool] = lambda: True,
+        grace: float = 0.0,
     ) -> None:
+        """`share()`: how many targets this daemon may hold at once (None: all);
+        `preferred()`: whether the target falls to this replica, else a scheduled
+        reconcile waits `grace` seconds for the replica it falls to."""
         self.target = target
         self.config = config
         self.engine = engine
@@ -58,7 +78,13 @@ class TargetWorker:
         self.mailbox = mailbox
         self.stop = stop
         self.on_quarantine = on_quarantine
+        self.on_ran = on_ran
         self.clock = clock
+        self.share = share
+        self.preferred = preferred
+        self.grace = grace
+        self._deferred = False
+        self.started_at = clock()
         self.runs = 0
         self.busy_since: float | None = None
         self.standing = Quarantine()
@@ -90,8 +116,14 @@ class TargetWorker:
             if self.standing.quarantined and not request.full:
                 # The attempt that may end a quarantine checks the whole organization.
                 request = request.widened()
+            if self._defer(request):
+                continue
+            if self._done_elsewhere(request):
+                lease_wait = LEASE_RETRY_FIRST
+                self._deferred = False
+                continue
             try:
-                leased = self.engine.try_lease(self.target)
+                leased = self.engine.try_lease(self.target, limit=self.share())
             except OrgsyncError as error:  # the state database is busy or broken
                 self._log.error("lease.unavailable", error=str(error))
                 leased = False
@@ -102,6 +134,7 @@ class TargetWorker:
                 lease_wait = min(lease_wait * 2, LEASE_RETRY_MAX)
                 continue
             lease_wait = LEASE_RETRY_FIRST
+            self._deferred = False
             self._run(request)
 
     def _run(self, request: SyncRequest) -> None:
@@ -138,6 +171,10 @@ class TargetWorker:
                 self._log.warning("lease.release_failed", error=str(error))
             self.busy_since = None
             self.runs += 1
+            if self.on_ran is not None:
+                # Whatever the run's outcome: a failed one is the quarantine's business,
+                # and the request must not be run again by the next holder.
+                self.on_ran(self.target, request)
 
     def _after(self, results: list[TargetResult]) -> None:
         before = self.standing
@@ -188,6 +225,61 @@ class TargetWorker:
             return None
         wait = max(timedelta(0), next_run - self.clock())
         return time.monotonic() + wait.total_seconds()
+
+    def _defer(self, request: SyncRequest) -> bool:
+        """A scheduled (or start-up) reconcile of a target that falls to another replica waits once,
+        `grace` seconds, for that replica to do it (then it is done elsewhere, or that
+        replica is gone and this one does it)."""
+        if (
+            self._deferred
+            or self.grace <= 0
+            or request.trigger not in SHARED_TRIGGERS
+            or not request.full
+            or request.queued  # webhook requests are served at once by who claimed them
+        ):
+            return False
+        try:
+            mine = self.preferred()
+        except OrgsyncError:
+            return False
+        if mine:
+            return False
+        self._deferred = True
+        self.mailbox.put(request, delay=self.grace)
+        return True
+
+    def _done_elsewhere(self, request: SyncRequest) -> bool:
+        """Whether another daemon just did this full reconcile (a replica's pass).
+
+        Never when it serves webhook requests (merged into it: `absorbed`, `queued`):
+        they arrived after whatever run is found, which may have read the source before
+        the change."""
+        if (
+            request.trigger not in SHARED_TRIGGERS
+            or not request.full
+            or request.absorbed
+            or request.queued
+        ):
+            return False
+        # Runs from before this daemon started do not count: a restart reconciles.
+        # Within half an interval before the request, which may have waited `grace`.
+        window = self.config.schedule.interval / 2 + timedelta(seconds=self.grace)
+        recent = max(self.clock() - window, self.started_at)
+        try:
+            runs = self.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
+        except OrgsyncError:
+            return False
+        for run in runs:
+            if run.started_at < recent:
+                break
+            if (
+                run.instance != self.engine.instance
+                and run.status in _GOOD
+                and run.trigger in SHARED_TRIGGERS
+            ):
+                self._log.info("run.done_elsewhere", run_id=run.run_id, by=run.instance)
+                return True
+        return False
 
     def _holder(self) -> str | None:
         try:

@@ -21,6 +21,7 @@ This module imports only httpx, structlog, tenacity, the standard library,
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 import time
@@ -191,6 +192,7 @@ class ClientOptions(TypedDict, total=False):
     requests_per_second: float | None
     on_response: OnResponse | None
     sleep: Callable[[float], None]
+    clock: Callable[[], float]
 
 
 class HttpClient:
@@ -210,6 +212,8 @@ class HttpClient:
         requests_per_second: a client-side rate limit shared by all threads; None for none.
         on_response: told `(system, status)` of every response (0: transport failure).
         sleep: how to wait for backoff and the rate limit; tests pass a fake.
+        clock: the rate limit's monotonic clock; tests pass a fake with a fake `sleep`,
+            so the waits they see do not depend on how fast the machine runs the test.
 
     `stop`, once set, makes the next attempt raise instead of being sent (a sibling worker
     failed, and finishing this one's pages would only spend rate limit).
@@ -237,6 +241,7 @@ class HttpClient:
         requests_per_second: float | None = None,
         on_response: OnResponse | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.system = system
         self._retry = retry
@@ -250,11 +255,14 @@ class HttpClient:
         self._interrupt = interrupt or ReadInterrupt()
         self._sleep = self._interrupt.sleep if sleep is time.sleep else sleep
         self._bucket = (
-            TokenBucket(requests_per_second, sleep=self._sleep)
+            TokenBucket(requests_per_second, clock=clock, sleep=self._sleep)
             if requests_per_second is not None
             else None
         )
         self.stop = threading.Event()
+        # Built once: its stop and wait keep no state between calls, and `copy` per call
+        # costs one construction instead of two.
+        self._policy = retry.policy(sleep=self._sleep)
         self._http = new_client(
             base_url=base_url,
             timeout=timeout,
@@ -267,6 +275,11 @@ class HttpClient:
             max_connections=max_connections,
             on_response=self._count if on_response is not None else None,
         )
+
+        base = self._http.base_url
+        # Only a plain base (no query or fragment) is joined by `_resolve`.
+        plain = base.is_absolute_url and not base.query and not base.fragment
+        self._base_text = str(base) if plain else ""
 
     @property
     def base_url(self) -> str:
@@ -315,7 +328,7 @@ class HttpClient:
 
         if not idempotent:
             return attempt()
-        retrying = self._retry.policy(sleep=self._sleep).copy(
+        retrying = self._policy.copy(
             before_sleep=lambda state: self._log_retry(method, path, state)
         )
         return retrying(attempt)
@@ -346,10 +359,11 @@ class HttpClient:
         started = time.perf_counter()
         line = {"system": self.system, "method": method, "path": path}
         try:
+            target, query = self._resolve(url, params)
             response = self._http.request(
                 method,
-                url,
-                params=_query(params),
+                target,
+                params=query,
                 json=json_body,
                 data=data,
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
@@ -389,6 +403,27 @@ class HttpClient:
             raise redact(error, self._all_secrets())
         return response
 
+    def _resolve(
+        self, url: httpx.URL | str, params: QueryParams | None
+    ) -> tuple[httpx.URL | str, httpx.QueryParams | None]:
+        """The URL to send to and the parameters left for httpx to merge.
+
+        A relative path without query of its own is joined to the base URL and its
+        parameters here, and parsed once: httpx would parse it four times (the path, the
+        join, the request, the parameters' merge), a measurable part of a request's CPU
+        in a read of tens of thousands of pages. The text is the one httpx builds (its
+        join appends the path, stripped of leading slashes, to a base ending in a slash;
+        its parameters' encoding is `str(QueryParams)`). Anything else goes to httpx as is.
+        """
+        base = self._base_text
+        if not base or not isinstance(url, str) or not _PLAIN_PATH.fullmatch(url):
+            return url, _query(params)
+        text = base + url.lstrip("/")
+        query = _query(params)
+        if query:
+            text = f"{text}?{query}"
+        return httpx.URL(text), None
+
     def _count(self, response: httpx.Response) -> None:
         if self._on_response is not None:
             self._on_response(self.system, response.status_code)
@@ -409,6 +444,10 @@ class HttpClient:
             status=getattr(error, "status", None),
             error=self.scrubbed(str(error)),
         )
+
+
+# A relative path: no scheme or authority, no query, no fragment.
+_PLAIN_PATH = re.compile(r"(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^?#]*")
 
 
 def _query(params: QueryParams | None) -> httpx.QueryParams | None:

@@ -157,6 +157,50 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
+        "fencing tokens on leases; the replicas sharing the targets",
+        (
+            "ALTER TABLE leases ADD COLUMN fence INTEGER NOT NULL DEFAULT 0",  # the fencing token
+            """
+            CREATE TABLE replicas (
+                instance   TEXT PRIMARY KEY,
+                holder     TEXT NOT NULL,
+                seen_at    TEXT NOT NULL,
+                expires_at TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        6,
+        "webhook queue: targeted-run requests on their way to the replica holding the target",
+        (
+            # Only what a webhook parser produced (target, kind of id, the id, the trigger),
+            # never a body or header. `person` is '' for a full reconcile.
+            """
+            CREATE TABLE webhook_queue (
+                id           TEXT PRIMARY KEY,
+                target       TEXT NOT NULL,
+                kind         TEXT NOT NULL CHECK (kind IN ('email', 'source_id', 'full')),
+                person       TEXT NOT NULL,
+                triggered_by TEXT NOT NULL,
+                received_at  TEXT NOT NULL,
+                claimed_by   TEXT,
+                claimed_at   TEXT,
+                done         INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1)),
+                done_at      TEXT
+            )
+            """,
+            # One waiting row per person and target: a second webhook about them coalesces.
+            """
+            CREATE UNIQUE INDEX webhook_queue_waiting ON webhook_queue (target, kind, person)
+                WHERE claimed_by IS NULL AND done = 0
+            """,
+            "CREATE INDEX webhook_queue_open ON webhook_queue (target) WHERE done = 0",
+            "CREATE INDEX webhook_queue_done ON webhook_queue (done_at) WHERE done = 1",
+        ),
+    ),
+    Migration(
+        7,
         "incremental passes: per target baseline, source cursor and compact source snapshot",
         (
             # Which pass a run was: 'full', 'incremental' or 'targeted'; NULL before.

@@ -96,6 +96,9 @@ POSTGRESQL = _PostgresDialect(
         "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
     ),
     schema_lock=f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_SCHEMA_LOCK})",
+    now_epoch="SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS double precision)",
+    lock_row=" FOR UPDATE SKIP LOCKED",
+    share_row=" FOR KEY SHARE",
 )
 
 
@@ -196,6 +199,7 @@ class PostgresDB(StateDB):
         self.path = None
         self.clock = clock
         self.created = False
+        self.leases_expire = True
 
     @classmethod
     def open(
@@ -304,6 +308,19 @@ class PostgresDB(StateDB):
 
     def writer_lock(self, target: str) -> WriterLock:
         return AdvisoryLock(self, target)
+
+    def companion(self) -> PostgresDB:
+        """A new connection to the same database (its own lock, its own transactions)."""
+        with self._lock:
+            if self._closed:
+                raise StateError("the state database is closed")
+        twin = PostgresDB(self._connect(), self._connect, self._url, self._scrubber, self.clock)
+        twin.leases_expire = self.leases_expire
+        return twin
+
+    def listen(self, channel: str) -> Listener:
+        """A connection of its own listening on `channel` (see `Listener`)."""
+        return Listener(self, channel)
 
     def close(self) -> None:
         with self._lock:
@@ -443,3 +460,59 @@ def _held_sql(*, mine: bool) -> str:
         "AND objid = CAST(CAST(? AS bigint) AS oid) AND objsubid = 2"
         + (" AND pid = pg_backend_pid())" if mine else ")")
     )
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+class Listener:
+    """LISTEN on `channel` on a connection of its own (the store's is shared and runs
+    transactions; a notification is delivered to a session between them).
+
+    Used by one thread. A connection the server ended is opened again on the next
+    `wait`, which then reports `MISSED`: notifications sent meanwhile are lost, so the
+    caller looks at everything."""
+
+    MISSED = "*"
+
+    def __init__(self, db: PostgresDB, channel: str) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", channel):
+            raise ValueError(f"not a channel name: {channel!r}")
+        self._db = db
+        self._channel = channel
+        self._conn: psycopg.Connection[Any] | None = None
+        self._open()
+
+    def _open(self) -> None:
+        conn = self._db._connect()
+        try:
+            conn.execute(f"LISTEN {self._channel}")
+        except _psycopg().Error as exc:
+            conn.close()
+            raise StateError(f"state database {self._db.location}: cannot listen: {exc}") from exc
+        self._conn = conn
+
+    def wait(self, timeout: float) -> list[str]:
+        """The payloads notified within `timeout` seconds (at least one, or none when the
+        time ran out); `[MISSED]` when the connection was lost and opened again."""
+        pg = _psycopg()
+        if self._conn is None or self._conn.closed:
+            self._open()
+            return [self.MISSED]
+        conn = self._conn
+        try:
+            payloads = [n.payload for n in conn.notifies(timeout=timeout, stop_after=1)]
+            if payloads:
+                # A burst arrives together: take what is there already, without waiting.
+                payloads += [n.payload for n in conn.notifies(timeout=0.001)]
+        except pg.OperationalError as exc:
+            self.close()
+            raise StateError(
+                f"state database {self._db.location}: listening stopped: {exc}"
+            ) from exc
+        return payloads
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

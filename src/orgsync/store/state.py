@@ -8,7 +8,7 @@ It holds no logic of its own, so each rule is written, and tested, in one place.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -25,9 +25,18 @@ from orgsync.store.db import Clock, SqliteDB, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
 from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
-from orgsync.store.lease import LeaseRecord, Leases
+from orgsync.store.leases import FencedDB, HeldLease, LeaseKeeper, LeaseRecord, LeaseTable
 from orgsync.store.links import LinkRow, Links
 from orgsync.store.migrations import migrate
+from orgsync.store.queue import (
+    CHANNEL,
+    Claimed,
+    Queued,
+    QueueListener,
+    QueueRow,
+    Request,
+    WebhookQueue,
+)
 from orgsync.store.recovery import recover_interrupted
 from orgsync.store.runs import Origin, Outcome, RunRecord, Runs
 from orgsync.store.writer_lock import WriterLock
@@ -50,9 +59,10 @@ class StateStore:
         self._journal = Journal(db)
         self._links = Links(db)
         self._groups = GroupLedger(db)
-        self._leases = Leases(db)
+        self._leases = LeaseTable(db)
         self._forms = FormMemory(db)
         self._baselines = Baselines(db)
+        self._queue = WebhookQueue(db)
 
     @classmethod
     def open(
@@ -321,23 +331,82 @@ class StateStore:
         SQLite, a session advisory lock on PostgreSQL."""
         return self._db.writer_lock(target)
 
-    def take_lease(
-        self, target: str, holder: str, ttl: timedelta, now: datetime | None = None
-    ) -> LeaseRecord | None:
-        """Record `holder` as `target`'s writer, holding its writer lock; returns the row of
-        a previous holder that died holding it, if any."""
-        return self._leases.take(target, holder, ttl, now)
+    @property
+    def leases(self) -> LeaseTable:
+        """The lease rows themselves (tests, `orgsync status`); runs use `lease_keeper`."""
+        return self._leases
 
-    def renew_lease(
-        self, target: str, holder: str, ttl: timedelta, now: datetime | None = None
-    ) -> bool:
-        return self._leases.renew(target, holder, ttl, now)
+    def lease_keeper(
+        self,
+        holder: str,
+        ttl: timedelta,
+        *,
+        instance: str,
+        on_change: Callable[[str, bool], None] | None = None,
+    ) -> LeaseKeeper:
+        """The leases of one holder (an engine): take, renew, release, which it holds."""
+        return LeaseKeeper(self._db, holder, ttl, instance=instance, on_change=on_change)
 
-    def release_lease(self, target: str, holder: str) -> None:
-        self._leases.release(target, holder)
+    def fenced(self, lease: HeldLease) -> StateStore:
+        """This store (the same connection) with every write refused, nothing written,
+        once `lease` is no longer its holder's (`LeaseLost`): what a sync writes through."""
+        return StateStore(FencedDB(self._db, lease))
 
     def lease_holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
+        """The unexpired lease row of `target`, or None."""
         return self._leases.holder(target, now)
+
+    def lease_holders(self) -> dict[str, LeaseRecord]:
+        """Every unexpired lease, by target (who holds which target now)."""
+        return self._leases.holders()
+
+    def lease_view(self, target: str) -> tuple[LeaseRecord | None, bool]:
+        """The lease worth showing and whether someone holds `target` now.
+
+        On SQLite the kernel lock says whether it is held: a row whose holder no longer
+        holds it is a process that died holding it (`kill -9`), shown as free since the
+        next sync takes it over at once. On PostgreSQL the unexpired row decides.
+        """
+        lease = self._leases.holder(target)
+        if self._db.leases_expire:
+            return lease, lease is not None
+        held = self._db.writer_lock(target).held_elsewhere()
+        return (lease if held else None), held
+
+    # ------------------------------------------------------------------ webhook queue
+
+    def queue_requests(self, requests: Iterable[Request]) -> Queued:
+        """Queue webhook requests for the replicas holding their targets (see
+        `orgsync.store.queue`); on PostgreSQL every listening replica is notified."""
+        return self._queue.put(requests)
+
+    def claim_requests(self, claimer: str, targets: Collection[str]) -> list[Claimed]:
+        """Claim the queued requests of `targets`, which `claimer` may run now (also those
+        a replica no longer live claimed and did not finish)."""
+        return self._queue.claim(claimer, targets)
+
+    def requests_waiting(
+        self, targets: Collection[str] | None = None, *, claimer: str | None = None
+    ) -> bool:
+        """Whether requests (of `targets`) are not done, or are for `claimer` to claim."""
+        return self._queue.waiting(targets, claimer=claimer)
+
+    def finish_requests(self, claimer: str, ids: Iterable[str]) -> int:
+        """Mark claimed requests done once the run they were part of finished."""
+        return self._queue.finish(claimer, ids)
+
+    def queued_requests(self, target: str | None = None) -> list[QueueRow]:
+        return self._queue.rows(target)
+
+    def queue_listener(self) -> QueueListener | None:
+        """What tells this process at once that requests were queued (by any replica):
+        a LISTEN connection on PostgreSQL; None on SQLite, where the only writer of the
+        queue is this process, which knows."""
+        from orgsync.store.postgres import PostgresDB
+
+        if isinstance(self._db, PostgresDB):
+            return self._db.listen(CHANNEL)
+        return None
 
     # ------------------------------------------------------------------ incremental passes
 

@@ -3,8 +3,9 @@
 Everything orgsync remembers goes: run history and its journal, links (whom orgsync
 manages), missing-since clocks (removal grace), the ownership ledger of target groups and
 the learned request forms, and the baselines incremental passes trust (source digests
-and cursors). Lease rows do not: they name the process holding a writer
-lock in the source, which means nothing in the destination.
+and cursors). Lease rows do not: they name the process holding a writer lock in the
+source, which means nothing in the destination; nor does the webhook queue
+(its requests are covered by the full reconcile a daemon starts with).
 
 Both databases are brought to the latest schema first (the same migrations on either
 backend), so the tables and columns match. The source's writer locks of every target it
@@ -33,7 +34,9 @@ TABLES = (
     "baselines",
     "source_digests",
 )
-_NOT_COPIED = ("leases",)
+# Webhook requests waiting in the source are claimed by (or for) its daemons; a daemon
+# started on the destination reconciles every target in full first anyway.
+_NOT_COPIED = ("leases", "replicas", "webhook_queue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,16 @@ def _hold_all_writer_locks(store: StateStore) -> list[WriterLock]:
             "UNION SELECT target FROM missing UNION SELECT target FROM owned_groups "
             "UNION SELECT target FROM learned_forms UNION SELECT target FROM leases"
         )
+    if store.db.leases_expire:
+        # On PostgreSQL the lease rows, not the advisory locks, say who is writing.
+        held = store.lease_holders()
+        if held:
+            target, lease = next(iter(held.items()))
+            raise StateError(
+                f"target {target} is being synced from {store.location} right now (by "
+                f"{lease.holder}): stop every orgsync (daemon, timers) using it before "
+                "moving its state"
+            )
     locks: list[WriterLock] = []
     busy: str | None = None
     for target in sorted(row.text("target") for row in found):
