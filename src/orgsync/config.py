@@ -441,6 +441,10 @@ class StateConfig(_Strict):
 
 class ScheduleConfig(_Strict):
     interval: Duration = timedelta(minutes=15)
+    """The daemon's incremental pass (source deltas) per target."""
+    full_interval: Duration = timedelta(hours=24)
+    """A full reconciliation (reads everything, corrects what was changed by hand) at
+    least this often, and at start; `sync --incremental` is full past it too."""
     jitter: Duration = timedelta(seconds=30)
     quarantine_after: int = Field(default=3, ge=1)
     """Consecutive failed runs after which a target is quarantined (runs back off)."""
@@ -455,6 +459,8 @@ class ScheduleConfig(_Strict):
             raise ValueError("jitter must be at least 0s and shorter than interval")
         if self.quarantine_max_interval < self.interval:
             raise ValueError("quarantine_max_interval must not be shorter than interval")
+        if self.full_interval < self.interval:
+            raise ValueError("full_interval must not be shorter than interval")
         return self
 
 

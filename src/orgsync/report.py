@@ -354,6 +354,8 @@ def render_result(
         )
     if result.error:
         parts.append(style.paint(f"Error: {result.error}", "red"))
+    if result.pass_reason is not None:  # asked for an incremental pass: say which it was
+        parts.append(f"{result.pass_kind} pass: {result.pass_reason}")
     verdict = {
         0: "in sync" if not dry_run else "nothing to do",
         1: "error",
@@ -402,6 +404,9 @@ def result_json(result: TargetResult) -> dict[str, Any]:
     }
     if result.error:
         run["error"] = result.error
+    if result.pass_reason is not None and result.pass_kind is not None:
+        run["pass"] = result.pass_kind
+        run["pass_reason"] = result.pass_reason
     if result.report is not None:
         run["outcomes"] = [
             {

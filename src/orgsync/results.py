@@ -39,6 +39,9 @@ class RunOptions:
     only_source_ids: frozenset[str] = frozenset()
     """A targeted reconcile (a webhook naming people, `sync --only`): read and plan for
     these people only. Empty both: the whole organization. See `orgsync.core.scope`."""
+    incremental: bool = False
+    """`sync --incremental`, the daemon's scheduled passes: plan only what changed at the
+    source since the last clean pass (full when there is no usable baseline)."""
     only_must_exist: bool = False
     """`sync --only`: a named person nobody answers to (source, target, memory) fails the
     target's run, since a person typing a name means someone; a webhook may name anyone."""
@@ -58,6 +61,9 @@ class TargetResult:
     report: ApplyReport | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    pass_kind: str | None = None
+    """'full', 'incremental' or 'targeted'."""
+    pass_reason: str | None = None
 
 
 def dry_result(target: str, fresh: Plan, run_id: str | None) -> TargetResult:
@@ -98,4 +104,6 @@ def outcome_of(result: TargetResult) -> Outcome:
         held=len(plan_.held) if plan_ else 0,
         failed=len(report.failed) if report else 0,
         waiting=len(plan_.waiting) if plan_ else 0,
+        pass_kind=result.pass_kind,
+        pass_reason=result.pass_reason,
     )

@@ -56,6 +56,13 @@ def add_arguments(sync: argparse.ArgumentParser) -> None:
         "alone where its API can look people up, the source is read whole",
     )
     sync.add_argument(
+        "--incremental",
+        action="store_true",
+        help="plan only what changed at the source since the last clean pass, trusting the "
+        "organization as that pass left it (a full pass when there is no usable baseline, "
+        "the configuration changed, or the last full pass is [schedule] full_interval old)",
+    )
+    sync.add_argument(
         "--allow-removals",
         type=count(0),
         metavar="N",
@@ -97,6 +104,11 @@ def check_usage(args: argparse.Namespace) -> None:
             f"{'--plan' if args.plan else '--plan-out'}: a reviewed plan covers whole "
             "organizations; nothing was read or changed"
         )
+    if args.incremental and (args.only or args.plan):
+        args.usage.error(
+            f"--incremental cannot be combined with {'--only' if args.only else '--plan'}: "
+            "an incremental pass decides itself whom to reconcile; nothing was read or changed"
+        )
     if args.plan_out is not None and not args.dry_run:
         args.usage.error(
             "--plan-out writes a plan for review and needs --dry-run "
@@ -129,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         only_emails=emails,
         only_source_ids=source_ids,
         only_must_exist=bool(args.only),
+        incremental=args.incremental,
     )
     # A dry run is a person reading a plan: it notifies nobody. A sync that holds or
     # fails is a real run and does; its messages go out after the result is printed.

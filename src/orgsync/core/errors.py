@@ -54,6 +54,11 @@ class SourceDataError(SourceError):
     """A source record is malformed; the message names the record and the field."""
 
 
+class CursorExpired(SourceError):
+    """A source's change cursor is no longer valid (Graph's 410 Gone, a server restarted):
+    the caller reads the source whole instead."""
+
+
 class StateError(OrgsyncError):
     """The state database is unusable (locked by another writer, corrupt, too new)."""
 

@@ -11,6 +11,7 @@ Prometheus or terminals.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -34,6 +35,40 @@ class Source(Protocol):
 
     def read(self) -> SourceSnapshot:
         """Return the whole directory, or raise `SourceError`/`SourceDataError`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeProbe:
+    """A source's answer to "did anything change since this cursor?"."""
+
+    changed: bool
+    cursor: str | None
+    """Where the next probe starts: taken before this probe's first request, so a change
+    made while it ran is seen by the next one."""
+    calls: int = 0
+    """Requests the probe made (for the run's log and the benchmark)."""
+
+
+@runtime_checkable
+class DetectsChanges(Protocol):
+    """A source that can tell cheaply whether anything changed since a cursor.
+
+    Optional: an incremental pass over any other source reads it whole and compares it
+    with the digests kept in the state database (`orgsync.core.delta`). A probe never
+    replaces a read: when it says "changed", the source is read whole, so the rules, the
+    `min_source_users` guard and the safety gate see what a full pass sees.
+    """
+
+    def change_cursor(self) -> str | None:
+        """A cursor for now, taken just before a full read (None: cannot)."""
+        ...
+
+    def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
+        """Whether any person or group changed, appeared or disappeared since `cursor`;
+        `people` and `groups` are how many person records (rejected ones included) and
+        groups the last reconciled read held: a deletion leaves no timestamp. Raises
+        `CursorExpired` when the cursor can no longer be used, `SourceError` otherwise."""
         ...
 
 

@@ -1,9 +1,11 @@
-"""The APScheduler 3 wiring: one interval job per target that only enqueues a full pass.
+"""The APScheduler 3 wiring: one interval job per target that only enqueues a pass.
 
-The jobs do no work themselves (Flexget's pattern): a job puts a full-reconcile request
-into the target's mailbox and returns, so a slow run never blocks the scheduler, and
-`coalesce` plus `max_instances = 1` make a backlog of missed ticks (a suspended laptop, a
-stalled process) one request, not a storm. Job ids are stable (`reconcile:<target>`).
+The jobs do no work themselves (Flexget's pattern): a job puts a whole-organization
+request into the target's mailbox and returns (the worker runs it as an incremental pass;
+the engine makes it full at start, every `full_interval`, or when nothing recorded can be
+trusted), so a slow run never blocks the scheduler, and `coalesce` plus
+`max_instances = 1` make a backlog of missed ticks (a suspended laptop, a stalled
+process) one request, not a storm. Job ids are stable (`reconcile:<target>`).
 Jitter spreads the runs of several daemons (or several targets) over time.
 """
 

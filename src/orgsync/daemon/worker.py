@@ -5,8 +5,10 @@ The worker takes the next due request from its target's mailbox and runs it thro
 lease, see `orgsync.store.writer_lock`): a target another process is writing (a second
 daemon, an operator's `orgsync sync`) is a reason to wait and try again, not a failed
 run, so processes sharing one database take turns and never write to the organization at
-the same time. A quarantined target's requests wait for its next attempt, which is always
-a full reconcile. Quarantine reads the daemon's own syncs only (`DAEMON_WRITES`).
+the same time. Scheduled requests are incremental passes, except the first of the process
+and the one after `full_interval` (the engine decides). A quarantined target's requests
+wait for its next attempt, which is always a full reconcile. Quarantine reads the
+daemon's own syncs only (`DAEMON_WRITES`).
 
 Replicas (several daemons on one PostgreSQL database) share the targets: each target
 falls to one live replica (`preferred()`, rendezvous hashing); another replica's scheduled
@@ -137,17 +139,22 @@ class TargetWorker:
 
     def _run(self, request: SyncRequest) -> None:
         self.busy_since = time.monotonic()
+        # The first pass of this process is full (start), and so is the attempt that may
+        # end a quarantine; the engine makes any other one full when `full_interval` has
+        # passed or nothing it recorded can be trusted.
+        incremental = request.full and self.runs > 0 and not self.standing.quarantined
         options = RunOptions(
             dry_run=False,
             target=self.target,
             trigger=request.trigger,
             only_emails=request.emails,
             only_source_ids=request.source_ids,
+            incremental=incremental,
         )
         self._log.info(
             "run.starting",
             trigger=request.trigger,
-            scope="full" if request.full else "targeted",
+            scope=("incremental" if incremental else "full") if request.full else "targeted",
             people=len(request.emails) + len(request.source_ids),
         )
         try:

@@ -22,6 +22,11 @@ Decisions:
   matched by email; they are rejected records of the snapshot (reported with their id,
   never acted on, and a member linked to them is kept) rather than failing every run
   for the whole directory, or reading as absent.
+* Change probe (incremental passes, `core.ports.DetectsChanges`): Graph delta queries.
+  The cursor is the pair of `@odata.deltaLink`s of `/users/delta` and `/groups/delta`,
+  taken with `$deltatoken=latest` just before a full read; a probe follows both and
+  reports a change when either lists anything (deletions included, as `@removed`). A
+  410 Gone (the sync state expired) is `CursorExpired`: the source is read whole.
 * Active: `accountEnabled` true. Null (unknown) is inactive: an unknown state never
   grants access. A user object without the property means `$select` was not honoured,
   and the read fails rather than guessing for everybody.
@@ -29,6 +34,7 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
@@ -38,13 +44,14 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from orgsync.core.errors import SourceDataError
+from orgsync.core.errors import ApiError, CursorExpired, SourceDataError, SourceError
 from orgsync.core.model import (
     RejectedRecord,
     SourceId,
     SourcePerson,
     SourceSnapshot,
 )
+from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.sources._http import (
     HttpSettings,
@@ -180,6 +187,76 @@ class EntraSource:
 
     def __repr__(self) -> str:
         return f"EntraSource(graph_url={self.graph_url!r}, token_url={self.token_url!r})"
+
+    def _http(self) -> SourceHttp:
+        return SourceHttp(
+            self.graph_url,
+            system="entra",
+            credential_key="source.client_secret",
+            auth=self.token,
+            retry=self.settings.retry,
+            **self.settings.options(
+                error_parser=graph_error_message,
+                transport=self._transport,
+                sleep=self._sleep,
+            ),
+        )
+
+    # ------------------------------------------------------------------ change probe
+
+    def change_cursor(self) -> str | None:
+        with self._http() as http:
+            links = {
+                kind: self._delta_round(http, f"/{kind}/delta", {"$deltatoken": "latest"})[1]
+                for kind in ("users", "groups")
+            }
+        return json.dumps(links)
+
+    def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
+        try:
+            links = json.loads(cursor)
+            starts = {kind: str(links[kind]) for kind in ("users", "groups")}
+        except (ValueError, KeyError, TypeError) as error:
+            raise CursorExpired(
+                f"entra: the change cursor is not one this source wrote ({error})"
+            ) from None
+        changed = 0
+        calls = 0
+        following: dict[str, str] = {}
+        with self._http() as http:
+            for kind, link in starts.items():
+                try:
+                    count, following[kind], pages = self._delta_round(http, link, None)
+                except SourceError as error:
+                    cause = error.__cause__
+                    if isinstance(cause, ApiError) and cause.status == 410:
+                        raise CursorExpired(f"entra: {error}") from error
+                    raise
+                changed += count
+                calls += pages
+        if changed:
+            log.info("source.changes_found", system="entra", changed_objects=changed)
+        return ChangeProbe(changed=bool(changed), cursor=json.dumps(following), calls=calls)
+
+    def _delta_round(
+        self, http: SourceHttp, start: str, params: dict[str, object] | None
+    ) -> tuple[int, str, int]:
+        """Follow a delta round to its deltaLink: (objects listed, the deltaLink, pages)."""
+        guard = page_guard("entra", f"GET {start.split('?', maxsplit=1)[0]}")
+        body = http.get_json(start, params)
+        listed = 0
+        while True:
+            if not isinstance(body, dict):
+                raise SourceDataError("entra: a delta page is not a JSON object")
+            items = require_list(body.get("value"), system="entra", where="delta: value")
+            listed += len(items)
+            next_link, delta_link = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+            guard.page(len(items), next_link if isinstance(next_link, str) else None)
+            if isinstance(delta_link, str):
+                return listed, delta_link, guard.pages
+            if not isinstance(next_link, str):
+                raise SourceDataError("entra: a delta page without nextLink or deltaLink")
+            body = http.get_json(next_link)
 
     def read(self) -> SourceSnapshot:
         with SourceHttp(

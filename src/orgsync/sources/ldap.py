@@ -18,10 +18,20 @@ only) each group's transitive people are asked of the server with the
 LDAP_MATCHING_RULE_IN_CHAIN rule instead: one search per group, never one per user.
 Member DNs outside the users and groups found (other OUs, deleted entries) are skipped
 and counted in one warning, since groups routinely reference entries out of scope.
+
+Change probe (incremental passes, `core.ports.DetectsChanges`): one search per base for
+people and groups whose `modifyTimestamp` is at or after the cursor (entries added or
+changed, a group's membership included; `entryCSN` or `uSNChanged` tell two changes
+within one second apart), and DN-only searches (`1.1`, no attributes) counting the
+people and the groups, since a deletion leaves no timestamp behind. The cursor is a time
+on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
+window, so the directory's clock may be that far behind orgsync's without a change being
+missed, and a change is reported once.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import ssl
@@ -30,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -41,8 +52,9 @@ from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from orgsync.core.errors import SourceDataError, SourceError, TransientError
+from orgsync.core.errors import CursorExpired, SourceDataError, SourceError, TransientError
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.ports import ChangeProbe
 from orgsync.retrying import RetrySettings
 
 __all__ = ["AD", "OPENLDAP", "Flavor", "LdapSettings", "LdapSource"]
@@ -54,6 +66,13 @@ IN_CHAIN: Final = "1.2.840.113556.1.4.1941"
 """LDAP_MATCHING_RULE_IN_CHAIN: Active Directory's transitive membership match."""
 _NO_ATTRIBUTES: Final = "1.1"
 """RFC 4511: ask for no attributes at all (just the DNs)."""
+PROBE_OVERLAP: Final = timedelta(minutes=5)
+"""How far behind orgsync's clock the directory's may be (Kerberos allows as much)."""
+COUNT_PAGE: Final = 5000
+MAX_SEEN: Final = 1000
+"""Entries changed within the overlap that a cursor remembers, at most."""
+_GENERALIZED: Final = "%Y%m%d%H%M%SZ"
+_VERSION_ATTRIBUTES: Final = ("modifyTimestamp", "entryCSN", "uSNChanged")
 _RANGE: Final = re.compile(r"^(?P<name>[^;]+);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.I)
 
 _TRANSIENT_RESULTS: Final[tuple[type[lx.LDAPOperationResult], ...]] = (
@@ -157,6 +176,31 @@ def _close(conn: ldap3.Connection) -> None:
             sock.close()
 
 
+def _cursor(since: datetime, seen: Mapping[str, str]) -> str:
+    return json.dumps({"since": since.astimezone(UTC).strftime(_GENERALIZED), "seen": seen})
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str]]:
+    try:
+        value = json.loads(cursor)
+        since = datetime.strptime(value["since"], _GENERALIZED).replace(tzinfo=UTC)
+        seen = {str(k): str(v) for k, v in dict(value["seen"]).items()}
+    except (ValueError, KeyError, TypeError) as error:
+        raise CursorExpired(
+            f"ldap: the change cursor is not one this source wrote ({error})"
+        ) from None
+    return since, seen
+
+
+def _stamp(text: str) -> datetime:
+    """The generalizedTime that starts an entry's version (seconds, optional fraction);
+    unreadable: the epoch (never kept)."""
+    try:
+        return datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+
+
 def _wrapped(text: str) -> str:
     text = text.strip()
     return text if text.startswith("(") else f"({text})"
@@ -218,12 +262,14 @@ class LdapSource:
         *,
         retry: RetrySettings,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if settings.page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.settings = settings
         self.retry = retry
         self.sleep = sleep
+        self.clock = clock
         self.pages = 0
         """Pages (search result batches) fetched by the last successful attempt."""
         self.searches = 0
@@ -232,11 +278,70 @@ class LdapSource:
     def read(self) -> SourceSnapshot:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
         try:
-            return retrying(self._read_once)
+            snapshot = retrying(self._read_once)
         except TransientError as error:
             raise SourceError(
                 f"ldap: {error} (gave up after retrying; nothing will be planned)"
             ) from error
+        log.debug("source.requests", system="ldap", pages=self.pages, searches=self.searches)
+        return snapshot
+
+    # ------------------------------------------------------------------ change probe
+
+    def change_cursor(self) -> str | None:
+        return _cursor(self.clock() - PROBE_OVERLAP, {})
+
+    def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
+        since, seen = _parse_cursor(cursor)
+        retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
+        try:
+            return retrying(self._probe_once, since, seen, (people, groups))
+        except TransientError as error:
+            raise SourceError(f"ldap: {error} (gave up after retrying)") from error
+
+    def _probe_once(
+        self, since: datetime, seen: dict[str, str], known: tuple[int, int]
+    ) -> ChangeProbe:
+        s = self.settings
+        started = self.clock()
+        self.pages = self.searches = 0
+        recent: dict[str, str] = {}
+        # DN-only entries are tiny: larger pages (a server capping them answers fewer).
+        counting = ([_NO_ATTRIBUTES], max(s.page_size, COUNT_PAGE))
+        conn = self._connect()
+        try:
+            recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
+            for base in dict.fromkeys((s.users_base, s.groups_base)):
+                for dn, raw in self._paged(conn, base, recently, list(_VERSION_ATTRIBUTES)):
+                    # A timestamp has whole seconds: a second change within the same
+                    # second is told apart by OpenLDAP's entryCSN or AD's uSNChanged.
+                    version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
+                    recent[dn_key(dn)] = "|".join(version)
+            counted = (
+                sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
+                sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
+            )
+        except lx.LDAPException as error:
+            raise self._classify(error, "search") from error
+        finally:
+            _close(conn)
+        fresh = sorted(dn for dn, stamp in recent.items() if seen.get(dn) != stamp)
+        changed = bool(fresh) or counted != known
+        if changed:
+            log.info(
+                "source.changes_found",
+                system="ldap",
+                changed_entries=len(fresh),
+                counted=counted,
+                before=known,
+            )
+        following = started - PROBE_OVERLAP
+        keep = {dn: stamp for dn, stamp in recent.items() if _stamp(stamp) >= following}
+        if len(keep) > MAX_SEEN:
+            # A bulk load: not remembered (the cursor stays small); passes within the
+            # overlap read and compare until it is older than the window.
+            keep, changed = {}, True
+        return ChangeProbe(changed=changed, cursor=_cursor(following, keep), calls=self.pages)
 
     # ------------------------------------------------------------------ one attempt
 
@@ -339,7 +444,12 @@ class LdapSource:
     # ------------------------------------------------------------------ searches
 
     def _paged(
-        self, conn: ldap3.Connection, base: str, search_filter: str, attributes: list[str]
+        self,
+        conn: ldap3.Connection,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        page_size: int | None = None,
     ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
         """(dn, raw attributes) of every entry, page by page, the cookie sequence checked."""
         cookie: bytes | None = None
@@ -350,7 +460,7 @@ class LdapSource:
                 search_filter,
                 search_scope=ldap3.SUBTREE,
                 attributes=attributes,
-                paged_size=self.settings.page_size,
+                paged_size=page_size or self.settings.page_size,
                 # Critical: a server that cannot page must refuse, not answer a truncated
                 # list that would read as "these people left".
                 paged_criticality=True,

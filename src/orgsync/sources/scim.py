@@ -13,12 +13,22 @@ the one asked for, no page but the last may be shorter than the first, no resour
 come twice, and the walk must end with exactly `totalResults` resources. Any breach is a
 `SourceError`; the next run reads again. Servers may answer fewer resources than `count`
 asks (their `maxResults`): the first page's length is taken as the page size.
+
+Change probe (incremental passes, `core.ports.DetectsChanges`): `filter=meta.lastModified
+gt "<cursor>"` on `/Users` and `/Groups` (attributes `id,meta`), and a one-resource page
+of each for `totalResults`, since a deletion leaves no timestamp. The cursor is a time on
+orgsync's clock minus `PROBE_OVERLAP` with the resources already seen inside that window.
+A server that refuses the filter (400, 501), or answers resources older than it asked for
+(it ignored the filter), is read whole on every incremental pass instead (a snapshot
+diff), until the next full pass tries the filter again.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import httpx
@@ -35,9 +45,10 @@ from scim2_models import (
     User,
 )
 
-from orgsync.core.errors import SourceDataError, SourceError
+from orgsync.core.errors import ApiError, AuthError, CursorExpired, SourceDataError, SourceError
 from orgsync.core.member_kinds import member_kind
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import HeaderAuth
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
@@ -50,6 +61,9 @@ log = structlog.get_logger(__name__)
 USER_ATTRIBUTES: Final = "id,userName,emails,name,displayName,active,externalId"
 """What a person needs; `attributes` keeps pages small (no photos, addresses, groups)."""
 GROUP_ATTRIBUTES: Final = "id,displayName,members,externalId"
+
+PROBE_OVERLAP: Final = timedelta(minutes=5)
+"""How far behind orgsync's clock the provider's may be without a change being missed."""
 
 _TOLERANT: Final = ScimPolicy(unknown=ScimPolicy.Unknown.ignore)
 """Vendor extensions and attributes we did not ask for are dropped, never fatal."""
@@ -111,11 +125,18 @@ class ScimSource:
         page_size: the `count` asked for per page.
     """
 
-    def __init__(self, http: SourceHttp, *, page_size: int = 100) -> None:
+    def __init__(
+        self,
+        http: SourceHttp,
+        *,
+        page_size: int = 100,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.http = http
         self.page_size = page_size
+        self.clock = clock
         self.pages = 0
         """Pages fetched by the last `read` (the benchmark reports it)."""
 
@@ -178,6 +199,98 @@ class ScimSource:
         people = tuple(_person(u) for u in users)
         return SourceSnapshot(people=people, groups=_groups(groups, people))
 
+    # ------------------------------------------------------------------ change probe
+
+    def change_cursor(self) -> str | None:
+        return _cursor(self.clock() - PROBE_OVERLAP, {}, filters=True)
+
+    def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
+        """See the module docstring. The connection stays open: a probe that finds
+        something is followed by `read`, which closes it."""
+        since, seen, filters = _parse_cursor(cursor)
+        started = self.clock()
+        following = started - PROBE_OVERLAP
+        if not filters:
+            return ChangeProbe(changed=True, cursor=_cursor(following, {}, filters=False))
+        calls = 0
+        recent: dict[str, str] = {}
+        too_many = False
+        try:
+            for path in ("/Users", "/Groups"):
+                found, complete = self._changed_since(path, since)
+                calls += 1
+                recent.update(found)
+                too_many = too_many or not complete
+        except _FilterRefused as refused:
+            log.warning("source.filter_unsupported", system="scim", reason=str(refused))
+            return ChangeProbe(
+                changed=True, cursor=_cursor(following, {}, filters=False), calls=calls + 1
+            )
+        counted = (self._total("/Users"), self._total("/Groups"))
+        calls += 2
+        fresh = sorted(key for key, stamp in recent.items() if seen.get(key) != stamp)
+        changed = too_many or bool(fresh) or counted != (people, groups)
+        if changed:
+            log.info(
+                "source.changes_found",
+                system="scim",
+                changed_resources=len(fresh),
+                counted=counted,
+                before=(people, groups),
+            )
+        keep = {k: v for k, v in recent.items() if _instant(v.split("|")[0]) >= following}
+        if too_many:
+            keep = {}  # more than a page changed: read whole until the window has passed
+        return ChangeProbe(
+            changed=changed, cursor=_cursor(following, keep, filters=True), calls=calls
+        )
+
+    def _changed_since(self, path: str, since: datetime) -> tuple[dict[str, str], bool]:
+        """`path` resource key -> lastModified of one page of those changed since `since`,
+        and whether that page held them all."""
+        stamp = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+        params = {
+            "filter": f'meta.lastModified gt "{stamp}"',
+            "attributes": "id,meta",
+            "startIndex": 1,
+            "count": self.page_size,
+        }
+        try:
+            body = self.http.get_json(path, params)
+        except SourceError as error:
+            cause = error.__cause__
+            if (
+                isinstance(cause, ApiError)
+                and not isinstance(cause, AuthError)
+                and cause.status in (400, 501)
+            ):
+                raise _FilterRefused(f"GET {path}?filter=meta.lastModified: {error}") from error
+            raise
+        if not isinstance(body, Mapping):
+            raise SourceDataError(f"scim: GET {path} (filter): the answer is no JSON object")
+        resources = body.get("Resources") or []
+        found: dict[str, str] = {}
+        for resource in resources if isinstance(resources, list) else []:
+            meta = resource.get("meta") if isinstance(resource, Mapping) else None
+            if not isinstance(meta, Mapping):
+                meta = {}
+            modified = meta.get("lastModified")
+            if not isinstance(modified, str) or _instant(modified) < since:
+                # No time to compare, or one before what was asked: the filter was not
+                # applied, so this answer says nothing about what changed.
+                raise _FilterRefused(f"GET {path}: resources outside the filter came back")
+            # The version (an ETag) tells apart two changes with one timestamp.
+            found[f"{path}/{resource.get('id')}"] = f"{modified}|{meta.get('version') or ''}"
+        total = body.get("totalResults")
+        return found, isinstance(total, int) and total <= len(found)
+
+    def _total(self, path: str) -> int:
+        body = self.http.get_json(path, {"startIndex": 1, "count": 1, "attributes": "id"})
+        total = body.get("totalResults") if isinstance(body, Mapping) else None
+        if not isinstance(total, int):
+            raise SourceDataError(f"scim: GET {path}: the response has no totalResults")
+        return total
+
     # ------------------------------------------------------------------ the page walk
 
     def _walk(self, path: str, model: type[ListResponse[R]], attributes: str) -> Iterator[R]:
@@ -236,6 +349,37 @@ class ScimSource:
             if got == total:
                 return
             start += len(resources)
+
+
+class _FilterRefused(Exception):
+    """The provider does not filter on meta.lastModified (refused, or ignored)."""
+
+
+def _cursor(since: datetime, seen: Mapping[str, str], *, filters: bool) -> str:
+    text = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps({"since": text, "seen": dict(seen), "filters": filters})
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], bool]:
+    try:
+        value = json.loads(cursor)
+        since = datetime.fromisoformat(value["since"]).astimezone(UTC)
+        seen = {str(k): str(v) for k, v in dict(value["seen"]).items()}
+        filters = bool(value["filters"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CursorExpired(
+            f"scim: the change cursor is not one this source wrote ({error})"
+        ) from None
+    return since, seen, filters
+
+
+def _instant(text: str) -> datetime:
+    """An xsd:dateTime; unreadable or without a zone: the epoch (before any cursor)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+    return when if when.tzinfo is not None else datetime.fromtimestamp(0, UTC)
 
 
 def _parse(model: type[ListResponse[R]], body: Any, where: str) -> ListResponse[R]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 # Each name is imported on first use (PEP 562): `orgsync.store.checkup` must not load the
 # state store, the journal and SQLite for `validate --offline` (bench/startup.py).
 if TYPE_CHECKING:
+    from orgsync.store.baselines import INVALIDATED, Baseline
     from orgsync.store.checkup import check_state_path, check_state_url
     from orgsync.store.db import NoStateDatabase
     from orgsync.store.groups import OWNED_HOW, OwnedGroup, OwnedHow
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
     from orgsync.store.writer_lock import WriterLock
 
 _HOME = {
+    "Baseline": "orgsync.store.baselines",
     "FINAL_STATUSES": "orgsync.store.runs",
+    "INVALIDATED": "orgsync.store.baselines",
     "HeldLease": "orgsync.store.leases",
     "LATEST_VERSION": "orgsync.store.migrations",
     "LeaseKeeper": "orgsync.store.leases",
@@ -72,10 +75,12 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "FINAL_STATUSES",
+    "INVALIDATED",
     "LATEST_VERSION",
     "OWNED_HOW",
     "RUN_MODES",
     "RUN_STATUSES",
+    "Baseline",
     "HeldLease",
     "LeaseKeeper",
     "LeaseLost",

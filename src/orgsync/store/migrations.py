@@ -199,6 +199,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX webhook_queue_done ON webhook_queue (done_at) WHERE done = 1",
         ),
     ),
+    Migration(
+        7,
+        "incremental passes: per target baseline, source cursor and compact source snapshot",
+        (
+            # Which pass a run was: 'full', 'incremental' or 'targeted'; NULL before.
+            "ALTER TABLE runs ADD COLUMN pass_kind TEXT",
+            "ALTER TABLE runs ADD COLUMN pass_reason TEXT",
+            """
+            CREATE TABLE baselines (
+                target      TEXT PRIMARY KEY,
+                config      TEXT NOT NULL,
+                cursor      TEXT,
+                full_at     TEXT NOT NULL,
+                updated_at  TEXT NOT NULL,
+                people      INTEGER NOT NULL DEFAULT 0,
+                groups      INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            # One digest per source record (never the record): see orgsync.core.delta.
+            """
+            CREATE TABLE source_digests (
+                target    TEXT NOT NULL,
+                kind      TEXT NOT NULL CHECK (kind IN ('person', 'group')),
+                source_id TEXT NOT NULL,
+                digest    TEXT NOT NULL,
+                PRIMARY KEY (target, kind, source_id)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

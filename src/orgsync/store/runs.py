@@ -56,6 +56,10 @@ class RunRecord:
     host: str
     origin: str = "cli"
     instance: str | None = None
+    pass_kind: str | None = None
+    """'full', 'incremental' or 'targeted' (None: recorded before orgsync knew passes)."""
+    pass_reason: str | None = None
+    """Why a pass asked to be incremental was full (no baseline, configuration changed...)."""
 
     def as_json(self) -> dict[str, object]:
         """The record for `--json` output; times in ISO 8601 UTC with a `Z`."""
@@ -78,6 +82,8 @@ class RunRecord:
             "host": self.host,
             "origin": self.origin,
             "instance": self.instance,
+            "pass": self.pass_kind,
+            "pass_reason": self.pass_reason,
         }
 
 
@@ -192,7 +198,8 @@ class Runs:
                 """
                 UPDATE runs SET status = :status, exit_code = :exit_code,
                     finished_at = :finished_at, summary = :summary, checksum = :checksum,
-                    error = :error, held = :held, failed = :failed, waiting = :waiting
+                    error = :error, held = :held, failed = :failed, waiting = :waiting,
+                    pass_kind = :pass_kind, pass_reason = :pass_reason
                 WHERE run_id = :run_id
                 """,
                 {**columns, "run_id": run_id},
@@ -263,6 +270,8 @@ def _record(row: Row) -> RunRecord:
         host=row.text("host"),
         origin=row.text("origin"),
         instance=row.opt_text("instance"),
+        pass_kind=row.opt_text("pass_kind"),
+        pass_reason=row.opt_text("pass_reason"),
     )
 
 
@@ -290,6 +299,8 @@ class Outcome:
     held: int = 0
     failed: int = 0
     waiting: int = 0
+    pass_kind: str | None = None
+    pass_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
@@ -305,6 +316,8 @@ class Outcome:
             "held": self.held,
             "failed": self.failed,
             "waiting": self.waiting,
+            "pass_kind": self.pass_kind,
+            "pass_reason": self.pass_reason,
         }
 
 

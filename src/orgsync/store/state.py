@@ -15,10 +15,12 @@ from types import MappingProxyType, TracebackType
 
 import structlog
 
+from orgsync.core.delta import Fingerprint
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Plan
 from orgsync.core.state_url import is_server_url
+from orgsync.store.baselines import Baseline, Baselines
 from orgsync.store.db import Clock, SqliteDB, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
@@ -59,6 +61,7 @@ class StateStore:
         self._groups = GroupLedger(db)
         self._leases = LeaseTable(db)
         self._forms = FormMemory(db)
+        self._baselines = Baselines(db)
         self._queue = WebhookQueue(db)
 
     @classmethod
@@ -168,6 +171,8 @@ class StateStore:
         held: int = 0,
         failed: int = 0,
         waiting: int = 0,
+        pass_kind: str | None = None,
+        pass_reason: str | None = None,
     ) -> None:
         """Status: ok | changes-pending | held | failed | interrupted."""
         self._runs.finish(
@@ -181,6 +186,8 @@ class StateStore:
                 held=held,
                 failed=failed,
                 waiting=waiting,
+                pass_kind=pass_kind,
+                pass_reason=pass_reason,
             ),
         )
 
@@ -400,3 +407,34 @@ class StateStore:
         if isinstance(self._db, PostgresDB):
             return self._db.listen(CHANNEL)
         return None
+
+    # ------------------------------------------------------------------ incremental passes
+
+    def baseline(self, target: str) -> Baseline | None:
+        return self._baselines.get(target)
+
+    def source_fingerprint(self, target: str) -> Fingerprint:
+        return self._baselines.fingerprint(target)
+
+    def record_baseline(
+        self,
+        target: str,
+        *,
+        config: str,
+        cursor: str | None,
+        fingerprint: Fingerprint,
+        full_at: datetime | None,
+    ) -> int:
+        """See `Baselines.record`."""
+        return self._baselines.record(
+            target, config=config, cursor=cursor, fingerprint=fingerprint, full_at=full_at
+        )
+
+    def advance_cursor(self, target: str, cursor: str | None) -> None:
+        self._baselines.advance_cursor(target, cursor)
+
+    def invalidate_baseline(self, target: str) -> None:
+        self._baselines.invalidate(target)
+
+    def forget_baseline(self, target: str) -> None:
+        self._baselines.forget(target)

@@ -2,8 +2,9 @@
 
 Everything orgsync remembers goes: run history and its journal, links (whom orgsync
 manages), missing-since clocks (removal grace), the ownership ledger of target groups and
-the learned request forms. Lease rows do not: they name the process holding a writer
-lock in the source, which means nothing in the destination; nor does the webhook queue
+the learned request forms, and the baselines incremental passes trust (source digests
+and cursors). Lease rows do not: they name the process holding a writer lock in the
+source, which means nothing in the destination; nor does the webhook queue
 (its requests are covered by the full reconcile a daemon starts with).
 
 Both databases are brought to the latest schema first (the same migrations on either
@@ -23,7 +24,16 @@ from orgsync.store.state import StateStore
 from orgsync.store.writer_lock import WriterLock
 
 # Parents before children (operations reference runs).
-TABLES = ("runs", "operations", "links", "missing", "owned_groups", "learned_forms")
+TABLES = (
+    "runs",
+    "operations",
+    "links",
+    "missing",
+    "owned_groups",
+    "learned_forms",
+    "baselines",
+    "source_digests",
+)
 # Webhook requests waiting in the source are claimed by (or for) its daemons; a daemon
 # started on the destination reconciles every target in full first anyway.
 _NOT_COPIED = ("leases", "replicas", "webhook_queue")

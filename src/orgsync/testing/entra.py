@@ -163,6 +163,11 @@ class EntraEmulator(LoopbackEmulator):
         self._members: dict[str, list[tuple[MemberType, str]]] = {}
         self._counter = 0
         self._graph_requests = 0
+        # Delta queries: every change as (kind, id), in order; a delta token is a position
+        # in it, of a generation: one of an older generation is a sync state Graph no
+        # longer keeps.
+        self._changes: list[tuple[str, str]] = []
+        self._delta_generation = 0
         # Requests refused by `throttle`, served on their next try: the client did what
         # Retry-After asked, and a retry that could draw the refusal again and again from
         # other threads' traffic would make the test depend on scheduling.
@@ -202,15 +207,38 @@ class EntraEmulator(LoopbackEmulator):
                 "surname": surname,
                 "userPrincipalName": user_principal_name,
             }
+            self._changes.append(("user", user_id))
             return user_id
 
     def set_account_enabled(self, user_id: str, enabled: bool | None) -> None:
         with self._lock:
             self._users[user_id]["accountEnabled"] = enabled
+            self._changes.append(("user", user_id))
 
     def set_mail(self, user_id: str, mail: str | None) -> None:
         with self._lock:
             self._users[user_id]["mail"] = mail
+            self._changes.append(("user", user_id))
+
+    def set_display_name(self, user_id: str, name: str) -> None:
+        with self._lock:
+            self._users[user_id]["displayName"] = name
+            self._changes.append(("user", user_id))
+
+    def remove_user(self, user_id: str) -> None:
+        """Delete a user (and its group memberships, as Entra does)."""
+        with self._lock:
+            del self._users[user_id]
+            self._changes.append(("user", user_id))
+            for group_id, members in self._members.items():
+                if ("user", user_id) in members:
+                    members.remove(("user", user_id))
+                    self._changes.append(("group", group_id))
+
+    def expire_delta_tokens(self) -> None:
+        """Forget every sync state: each delta token given so far answers 410 Gone."""
+        with self._lock:
+            self._delta_generation += 1
 
     def add_group(self, display_name: str, *, description: str | None = None) -> str:
         with self._lock:
@@ -228,6 +256,7 @@ class EntraEmulator(LoopbackEmulator):
                 "securityEnabled": True,
             }
             self._members[group_id] = []
+            self._changes.append(("group", group_id))
             return group_id
 
     def add_device(self) -> str:
@@ -249,6 +278,7 @@ class EntraEmulator(LoopbackEmulator):
                 raise KeyError(f"no directory object {member_id}")
             if (kind, member_id) not in self._members[group_id]:
                 self._members[group_id].append((kind, member_id))
+                self._changes.append(("group", group_id))
 
     def expire_tokens(self) -> None:
         """Revoke every access token issued so far (the next Graph call answers 401)."""
@@ -275,6 +305,8 @@ class EntraEmulator(LoopbackEmulator):
             routes=[
                 Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
                 Route("/v1.0/users", self._list_users, methods=["GET"]),
+                Route("/v1.0/users/delta", self._users_delta, methods=["GET"]),
+                Route("/v1.0/groups/delta", self._groups_delta, methods=["GET"]),
                 Route("/v1.0/groups", self._list_groups, methods=["GET"]),
                 Route("/v1.0/groups/{group_id}/members", self._list_members, methods=["GET"]),
             ]
@@ -430,6 +462,70 @@ class EntraEmulator(LoopbackEmulator):
             default=DIRECTORY_OBJECT_PROPERTIES,
             context=f"directoryObjects/{group_id}/members",
             group=group_id,
+        )
+
+    async def _users_delta(self, request: Request) -> Response:
+        return self._delta(request, "user")
+
+    async def _groups_delta(self, request: Request) -> Response:
+        return self._delta(request, "group")
+
+    def _delta(self, request: Request, kind: str) -> Response:
+        """`/users/delta`, `/groups/delta`: a round without a token lists everything,
+        `$deltatoken=latest` nothing; either ends with a deltaLink, whose next use lists
+        what changed since (a deleted object as `@removed`) in one page. A token older
+        than the kept sync state answers 410 Gone (`syncStateNotFound`)."""
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
+        token = request.query_params.get("$deltatoken")
+        with self._lock:
+            now = len(self._changes)
+            generation_now = self._delta_generation
+            table = self._users if kind == "user" else self._groups
+            if token is None:
+                changed = list(table)
+            elif token == "latest":  # noqa: S105 - a Graph keyword, not a secret
+                changed = []
+            else:
+                generation, _, position = token.partition(".")
+                if (
+                    generation != str(self._delta_generation)
+                    or not position.isdigit()
+                    or int(position) > now
+                ):
+                    return _graph_error(
+                        410,
+                        "syncStateNotFound",
+                        "The sync state generation is not found. Delta tokens expire; "
+                        "start a new round without a token.",
+                    )
+                changed = list(
+                    dict.fromkeys(i for k, i in self._changes[int(position) :] if k == kind)
+                )
+            value: list[dict[str, Any]] = []
+            for object_id in changed:
+                row = table.get(object_id)
+                if row is None:
+                    value.append({"id": object_id, "@removed": {"reason": "changed"}})
+                elif kind == "user":
+                    value.append({k: row.get(k) for k in USER_DEFAULT})
+                else:
+                    members = [
+                        {"@odata.type": f"#microsoft.graph.{t}", "id": m}
+                        for t, m in self._members.get(object_id, [])
+                    ]
+                    value.append({**row, "members@delta": members})
+        origin = str(request.base_url).rstrip("/")
+        listing = "users" if kind == "user" else "groups"
+        return JSONResponse(
+            {
+                "@odata.context": f"{origin}/v1.0/$metadata#{listing}",
+                "@odata.deltaLink": (
+                    f"{origin}/v1.0/{listing}/delta?$deltatoken={generation_now}.{now}"
+                ),
+                "value": value,
+            }
         )
 
     def _page(

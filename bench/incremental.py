@@ -1,0 +1,297 @@
+"""Incremental passes per source kind: what a quiet pass and a one-change pass cost.
+
+For each source kind (the file source, a real slapd, a real scim2-server) the same made-up
+organization of N people (everyone in scope through the nested `all-staff` group) is
+loaded, the OpenAI emulator (in this process) already holds every active person, and
+`orgsync` runs in fresh processes against one state database:
+
+1. `orgsync sync`: the full pass that records the baseline;
+2. `orgsync sync --incremental`: settles (the seeded entries are minutes old, inside the
+   probes' overlap window, so this one still reads the source once);
+3. `orgsync sync --incremental`, measured: a quiet pass;
+4. one person's display name changed at the source, `orgsync sync --incremental`, measured.
+
+Per measured pass: source requests (LDAP pages, SCIM HTTP requests; the file source makes
+none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
+(`strace -f -c`, the emulator not traced), wall seconds and the process's peak RSS. The
+issue's goal for a quiet pass over 100k people: at most 5 calls in total (source and
+target), and 0 target calls for the file source; each line prints its ratio to it.
+
+usage: .venv/bin/python bench/incremental.py [--people 10000] [--only file,ldap,scim]
+needs: strace, slapd (scripts/setup-system installs both)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import ldap3
+from tests.sources.directory import Directory, make_directory
+from tests.sources.servers import (
+    READER_DN,
+    READER_PASSWORD,
+    SUFFIX,
+    ServerProcess,
+    Slapd,
+    ldif,
+    person_dn,
+    start_scim2_server,
+)
+
+from orgsync.testing.openai.emulator import OpenAIEmulator
+
+KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
+SOURCE_SECRET = "bench-source-secret"
+GOAL_CALLS = 5
+
+
+@dataclass
+class Pass:
+    source: int
+    target: int
+    fsyncs: int
+    seconds: float
+    rss_mib: float
+    kind: str
+
+
+def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
+    """One `orgsync sync` under strace; the counts of its calls."""
+    summary = folder / "strace.txt"
+    command = [
+        "strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", str(summary),
+        sys.executable, "-c",
+        "import resource, sys, runpy; sys.argv = ['orgsync', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('orgsync', run_name='__main__')\n"
+        "finally:\n    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        " file=sys.stderr)",
+        "--config", str(folder / "orgsync.toml"), "sync", "--json",
+        "--log-format", "json", "--log-level", "debug", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "BENCH_KEY": KEY, "BENCH_SOURCE_SECRET": secret}
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode not in (0, 2):
+        raise SystemExit(f"orgsync sync {args} failed ({done.returncode}): {done.stderr[-3000:]}")
+    fsyncs = 0
+    for line in summary.read_text().splitlines():
+        match = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)$", line)
+        if match:
+            fsyncs += int(match.group(1))
+    http_source = probe_calls = ldap_pages = 0
+    rss = 0.0
+    for line in done.stderr.splitlines():
+        if line.startswith("PEAK_RSS_KB"):
+            rss = int(line.split()[1]) / 1024
+            continue
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        if event.get("event") == "http.request" and event.get("system", "").startswith("source:"):
+            http_source += 1
+        elif event.get("event") == "source.probed":
+            probe_calls += int(event.get("calls", 0))
+        elif event.get("event") == "source.requests":
+            ldap_pages += int(event.get("pages", 0))
+    # HTTP sources log each request (their probes' too); LDAP logs pages per read or probe.
+    source = http_source or probe_calls + ldap_pages
+    (target,) = json.loads(done.stdout)["targets"]
+    kind = target["run"].get("pass", "full")
+    return Pass(source, 0, fsyncs, seconds, rss, kind)
+
+
+def file_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], None]]:
+    def write(renamed: int | None = None) -> None:
+        people = [
+            {
+                "id": p.key,
+                "email": p.email,
+                "name": "Renamed" if p.index == renamed else p.display,
+                "active": p.active,
+            }
+            for p in directory.people
+        ]
+        document = {
+            "people": people,
+            "groups": [
+                {"id": "all", "name": "all-staff", "members": [p.key for p in directory.people]}
+            ],
+        }
+        (folder / "directory.json").write_text(json.dumps(document))
+
+    write()
+    return '[source]\ntype = "file"\npath = "directory.json"\n', write
+
+
+def ldap_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], None], Slapd]:
+    # Loaded as a directory that has been there a while: a probe's overlap window (entries
+    # changed in the last 5 minutes are looked at again) would otherwise hold everyone.
+    old = "modifyTimestamp: 20200101000000Z\ncreateTimestamp: 20200101000000Z\n"
+    data = "\n".join(
+        block.rstrip("\n") + "\n" + old for block in ldif(directory).split("\n\n") if block
+    )
+    server = Slapd(folder / "slapd", data)
+    table = f"""[source]
+type = "ldap"
+url = "{server.url}"
+allow_plaintext = true
+bind_dn = "{READER_DN}"
+bind_password_env = "BENCH_SOURCE_SECRET"
+users_base = "ou=people,{SUFFIX}"
+groups_base = "ou=groups,{SUFFIX}"
+disabled_filter = "(employeeType=disabled)"
+page_size = 1000
+"""
+
+    def rename(index: int) -> None:
+        conn = ldap3.Connection(
+            ldap3.Server("127.0.0.1", port=server.port),
+            f"cn=admin,{SUFFIX}",
+            "admin-secret",
+            auto_bind=True,
+        )
+        try:
+            dn = person_dn(directory.people[index])
+            conn.modify(dn, {"displayName": [(ldap3.MODIFY_REPLACE, ["Renamed"])]})
+        finally:
+            conn.unbind()
+
+    return table, rename, server
+
+
+def scim_source(
+    directory: Directory, folder: Path
+) -> tuple[str, Callable[[int], None], ServerProcess]:
+    server = start_scim2_server(directory, folder / "scim2", SOURCE_SECRET)
+    table = f"""[source]
+type = "scim"
+url = "{server.url}"
+token_env = "BENCH_SOURCE_SECRET"
+allow_plaintext = true
+page_size = 1000
+"""
+    auth = {"Authorization": f"Bearer {SOURCE_SECRET}", "Content-Type": "application/scim+json"}
+
+    def rename(index: int) -> None:
+        user_id = server.ids[directory.people[index].key]
+        user: dict[str, Any] = httpx.get(f"{server.url}/Users/{user_id}", headers=auth).json()
+        httpx.put(
+            f"{server.url}/Users/{user['id']}",
+            json={**user, "displayName": "Renamed"},
+            headers=auth,
+        ).raise_for_status()
+
+    return table, rename, server
+
+
+def configure(folder: Path, source: str, url: str) -> None:
+    (folder / "orgsync.toml").write_text(
+        f"""{source}
+[[targets]]
+name = "bench"
+type = "openai"
+base_url = "{url}"
+api_key_env = "BENCH_KEY"
+allow_plaintext = true
+default_role = "reader"
+scope_groups = ["all-staff"]
+timeout = "60s"
+[safety]
+max_additions = 1000000
+max_addition_ratio = 1.0
+[state]
+path = "state.db"
+"""
+    )
+
+
+def bench(kind: str, people: int, groups: int) -> None:
+    directory = make_directory(people, groups)
+    with tempfile.TemporaryDirectory() as tmp, OpenAIEmulator(api_key=KEY) as emulator:
+        folder = Path(tmp)
+        for person in directory.people:
+            if person.active:
+                emulator.state.add_user(person.email, "reader")
+        stop: Callable[[], None] = lambda: None  # noqa: E731
+        loaded = time.monotonic()
+        if kind == "file":
+            table, rename = file_source(directory, folder)
+        elif kind == "ldap":
+            table, rename, ldap_server = ldap_source(directory, folder)
+            stop = ldap_server.stop
+        else:
+            table, rename, scim_server = scim_source(directory, folder)
+            stop = scim_server.stop
+            loaded = time.monotonic()
+        try:
+            configure(folder, table, emulator.start())
+
+            def measured(*args: str) -> Pass:
+                mark = len(emulator.requests)
+                secret = READER_PASSWORD if kind == "ldap" else SOURCE_SECRET
+                result = run_orgsync(folder, *args, secret=secret)
+                result.target = len(emulator.requests) - mark
+                return result
+
+            full = measured()
+            measured("--incremental")  # settles the probes' overlap window
+            if kind == "scim":
+                # scim2-server stamps the seeded users with the time it loaded them: the
+                # pass before the measured one must start once they are older than the
+                # probe's overlap window (5 minutes), or its cursor still covers them.
+                time.sleep(max(0.0, loaded + 310 - time.monotonic()))
+                measured("--incremental")
+            quiet = measured("--incremental")
+            rename(3)
+            one = measured("--incremental")
+        finally:
+            stop()
+    for name, result in (("full sync", full), ("quiet incremental", quiet), ("one change", one)):
+        calls = result.source + result.target
+        goal = ""
+        if name == "quiet incremental":
+            goal = f"   goal <= {GOAL_CALLS} calls: {calls / GOAL_CALLS:.2f}x"
+            if kind == "file":
+                goal += f"; target calls {result.target} (goal 0)"
+        print(
+            f"{kind:<5} {people:>7} {name:<18} {result.kind:<12} {result.source:>7} "
+            f"{result.target:>7} {result.fsyncs:>6} {result.seconds:>7.1f} {result.rss_mib:>7.0f}"
+            f"{goal}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--people", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--groups", type=int, default=100)
+    parser.add_argument("--only", default="file,ldap,scim")
+    args = parser.parse_args()
+    if shutil.which("strace") is None:
+        raise SystemExit("bench/incremental.py needs strace (apt-get install strace)")
+    print(
+        f"{'kind':<5} {'people':>7} {'pass':<18} {'was':<12} {'source':>7} {'target':>7} "
+        f"{'fsyncs':>6} {'seconds':>7} {'RSS MiB':>7}"
+    )
+    for people in args.people:
+        for kind in args.only.split(","):
+            bench(kind, people, args.groups)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The LDAP source's change probe (incremental passes) against a real OpenLDAP slapd on
+loopback: a quiet directory is reported quiet in three small searches, and every kind of
+change (an attribute, a second change within the same second, a group's members, a
+deletion, an addition) is reported once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ldap3
+import pytest
+
+from orgsync.core.errors import CursorExpired
+from orgsync.core.ports import DetectsChanges
+from orgsync.retrying import RetrySettings
+from orgsync.sources.ldap import LdapSource
+from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.sources.cli import holdings, orgsync, write_config
+from tests.sources.directory import Directory, make_directory
+from tests.sources.servers import READER_PASSWORD, SUFFIX, Slapd, group_dn, ldif, person_dn
+from tests.sources.test_ldap import ldap_config, settings
+
+ADMIN_DN, ADMIN_PASSWORD = f"cn=admin,{SUFFIX}", "admin-secret"
+
+
+@pytest.fixture(scope="module")
+def directory() -> Directory:
+    return make_directory(40, 2)
+
+
+@pytest.fixture(scope="module")
+def server(directory: Directory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    running = Slapd(tmp_path_factory.mktemp("slapd-changes"), ldif(directory))
+    yield running
+    running.stop()
+
+
+@contextmanager
+def admin(server: Slapd) -> Iterator[ldap3.Connection]:
+    conn = ldap3.Connection(
+        ldap3.Server("127.0.0.1", port=server.port), ADMIN_DN, ADMIN_PASSWORD, auto_bind=True
+    )
+    try:
+        yield conn
+    finally:
+        conn.unbind()
+        if conn.socket is not None:
+            conn.socket.close()
+
+
+class Prober:
+    """Probes in a row, each from the cursor the last one gave, as passes do."""
+
+    def __init__(self, source: LdapSource, people: int, groups: int) -> None:
+        self.source = source
+        self.people = people
+        self.groups = groups
+        cursor = source.change_cursor()
+        assert cursor is not None
+        self.cursor = cursor
+
+    def changed(self) -> bool:
+        probe = self.source.probe_changes(self.cursor, self.people, self.groups)
+        assert probe.cursor is not None
+        self.cursor = probe.cursor
+        self.calls = probe.calls
+        return probe.changed
+
+
+def test_probes_report_each_change_once(server: Slapd, tmp_path: Path) -> None:
+    source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
+    assert isinstance(source, DetectsChanges)
+    snapshot = source.read()
+    people, groups = len(snapshot.people), len(snapshot.groups)
+    prober = Prober(source, people, groups)
+    # Everything was written in the last minutes (slapadd): seen once, then quiet.
+    assert prober.changed()
+    assert not prober.changed()
+    assert prober.calls == 4  # people and groups changed since; people and groups counted
+
+    with admin(server) as conn:
+        victim = person_dn(next(iter(make_directory(40, 2).people)))
+        assert conn.modify(victim, {"displayName": [(ldap3.MODIFY_REPLACE, ["Renamed"])]})
+        assert prober.changed()
+        assert not prober.changed()
+        # The same entry again within the same second: its timestamp does not move.
+        assert conn.modify(victim, {"displayName": [(ldap3.MODIFY_REPLACE, ["Again"])]})
+        assert prober.changed()
+        assert not prober.changed()
+
+        assert conn.modify(group_dn("group1"), {"member": [(ldap3.MODIFY_ADD, [person_dn_of(0)])]})
+        assert prober.changed()
+        assert not prober.changed()
+
+        # A deletion leaves no timestamp: the count of people tells.
+        assert conn.delete(person_dn_of(7))
+        assert prober.changed()
+        prober.people = people - 1  # the pass that read the source whole records this
+        assert not prober.changed()
+
+        assert conn.add(
+            f"uid=newcomer,ou=people,{SUFFIX}",
+            ["inetOrgPerson"],
+            {"cn": "New", "sn": "Comer", "mail": "newcomer@example.com", "uid": "newcomer"},
+        )
+        assert prober.changed()
+        prober.people = people
+        assert not prober.changed()
+
+        # Deleting a group changes no member's entry (no refint here): counted too.
+        assert conn.delete(group_dn("cycle-b"))
+        assert prober.changed()
+        prober.groups = groups - 1
+        assert not prober.changed()
+
+
+def person_dn_of(index: int) -> str:
+    return person_dn(make_directory(40, 2).people[index])
+
+
+def test_a_cursor_it_did_not_write_is_expired(server: Slapd) -> None:
+    source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
+    for cursor in ("", "{}", '{"since": "yesterday", "seen": {}}', "[1]"):
+        with pytest.raises(CursorExpired):
+            source.probe_changes(cursor, 40, 8)
+
+
+def events(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def test_incremental_passes_over_ldap(
+    server: Slapd, tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """The first incremental pass after the full one reads the directory (its entries are
+    minutes old) and finds nothing to plan; the next is two probe searches and nothing
+    else; a change made in the directory reaches the organization by the next pass."""
+    config = write_config(tmp_path, emulator, ldap_config(server.url))
+
+    def incremental() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        run = orgsync(
+            config, "sync", "--incremental", "--json", "--log-format", "json",
+            secret=READER_PASSWORD,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        (target,) = json.loads(run.stdout)["targets"]
+        return target, events(run.stderr)
+
+    full = orgsync(config, "sync", secret=READER_PASSWORD)
+    assert full.returncode == 0, full.stdout + full.stderr
+    target, logged = incremental()
+    assert target["run"]["pass"] == "incremental"
+    assert any(e["event"] == "source.read" for e in logged)
+    mark = len(emulator.requests)
+    target, logged = incremental()
+    assert target["operations"] == []
+    assert [e["changed"] for e in logged if e["event"] == "source.probed"] == [False]
+    assert not any(e["event"] == "source.read" for e in logged), "a quiet probe reads nothing"
+    assert emulator.requests[mark:] == []
+
+    newcomer = "brand.new@example.com"
+    with admin(server) as conn:
+        assert conn.add(
+            f"uid=brandnew,ou=people,{SUFFIX}",
+            ["inetOrgPerson"],
+            {"cn": "Brand New", "sn": "New", "mail": newcomer, "uid": "brandnew"},
+        )
+        assert conn.modify(
+            group_dn("openai-users"),
+            {"member": [(ldap3.MODIFY_ADD, [f"uid=brandnew,ou=people,{SUFFIX}"])]},
+        )
+    target, logged = incremental()
+    assert [op["email"] for op in target["operations"]] == [newcomer]
+    assert newcomer in holdings(emulator)
