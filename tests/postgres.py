@@ -2,6 +2,17 @@
 temporary folder, listening on a loopback port (password auth, scram) and a unix socket
 in that folder (trust, for the suite's own administration).
 
+One server serves the whole session (initdb and start-up cost seconds); tests never share
+a database. In a test, use the fixtures of tests/conftest.py:
+
+* `postgres_url`: the URL of a fresh database of its own (dropped afterwards), with the
+  test role's password in PGPASSWORD, which libpq and the `orgsync` processes the test
+  starts read; give the URL to `[state] url`, or to several replicas at once;
+* `postgres`: the `PostgresServer` itself, for more than one database
+  (`url_for_new_database()`), a copy of a prepared one (`new_database(template=...)`),
+  or administration as the superuser (`admin()`, over the unix socket);
+* `location`: runs a test twice, on a SQLite file and on a fresh PostgreSQL database.
+
 initdb and the server refuse to run as root: as root, the cluster belongs to `nobody`
 and its commands run through `runuser`. A missing PostgreSQL is installed with apt-get
 when the suite runs as root; otherwise (or when that fails) the tests are skipped on a
@@ -23,7 +34,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.sources.servers import free_port
+from tests.servers import free_port
 
 USER = "orgsync"
 PASSWORD = "pg-Secret-" + "7f3a9c41e2b8d605"
@@ -92,11 +103,16 @@ class PostgresServer:
             autocommit=True,
         )
 
-    def new_database(self, prefix: str = "state") -> str:
-        """A fresh empty database owned by the test role; returns its name."""
+    def new_database(self, prefix: str = "state", *, template: str | None = None) -> str:
+        """A fresh database owned by the test role; returns its name.
+
+        Empty, or a copy of `template` (a database of this server nobody is connected to,
+        e.g. one a module migrated or seeded once): a file-level copy, much cheaper than
+        building the same rows again in every test."""
         name = f"{prefix}_{secrets.token_hex(6)}"
+        source = f' TEMPLATE "{template}"' if template is not None else ""
         with self.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" OWNER {USER}')
+            conn.execute(f'CREATE DATABASE "{name}" OWNER {USER}{source}')
         return name
 
     def drop_database(self, name: str) -> None:

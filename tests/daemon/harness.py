@@ -14,7 +14,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import httpx
 
 from orgsync.daemon.webhooks import sign
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
 from tests.e2e.harness import API_KEY, KEY_ENV
 
 SECRET = "daemon-test-webhook-secret-0123456789"
@@ -134,24 +134,13 @@ debounce = "{self.debounce}"
     def start(self, name: str = "daemon", **extra_env: str) -> Daemon:
         log_path = self.folder / f"{name}.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "orgsync", "--config", str(self.config_path), "daemon"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self.environ(**extra_env),
+            process = cli.start(
+                self.config_path, "daemon", env=self.environ(**extra_env), stdout=log, stderr=log
             )
         return Daemon(process, log_path)
 
     def orgsync(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orgsync", "--config", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=self.environ(),
-            check=False,
-        )
+        return cli.run(self.config_path, *args, env=self.environ())
 
     # ------------------------------------------------------------------ the state database
 
@@ -201,7 +190,7 @@ debounce = "{self.debounce}"
 
 @dataclass
 class Daemon:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     log_path: Path
     port: int | None = None
     health_port: int | None = None

@@ -1,7 +1,8 @@
 """A real organization on loopback and the real `orgsync` command, for end-to-end tests.
 
 `Rig` writes a directory file and a configuration into a temporary folder, runs the CLI
-as a separate process (as an administrator would), and reads the emulator's state back.
+as a separate process (as an administrator would, through `tests/cli.py`), and reads the
+emulator's state back.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
 
 API_KEY = "sk-admin-e2e-test-key-0123456789abcdef0123456789"
 KEY_ENV = "ORGSYNC_TEST_ADMIN_KEY"
@@ -108,26 +109,14 @@ path = "directory.json"
             encoding="utf-8",
         )
 
+    def environ(self) -> dict[str, str]:
+        return {**os.environ, KEY_ENV: API_KEY, **self.env}
+
     def orgsync(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, KEY_ENV: API_KEY, **self.env}
-        return subprocess.run(
-            [sys.executable, "-m", "orgsync", "--config", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
+        return cli.run(self.config_path, *args, env=self.environ(), timeout=timeout)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        env = {**os.environ, KEY_ENV: API_KEY, **self.env}
-        return subprocess.Popen(
-            [sys.executable, "-m", "orgsync", "--config", str(self.config_path), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
+        return cli.start(self.config_path, *args, env=self.environ())
 
     def holdings(self) -> dict[str, str]:
         """email -> role of every member and pending invitation, minus the key's owner."""

@@ -27,7 +27,7 @@ from orgsync.testing.faults import Faults
 from tests.e2e.harness import API_KEY, KEY_ENV, Rig, directory, wanted_roles
 from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
-from tests.sources.servers import free_port
+from tests.servers import free_port
 
 PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
 TARGET = "openai-test"

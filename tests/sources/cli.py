@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
 from tests.e2e.harness import API_KEY, KEY_ENV
 
 SOURCE_SECRET_ENV = "ORGSYNC_TEST_SOURCE_SECRET"
@@ -57,14 +57,7 @@ def orgsync(
     env.pop(SOURCE_SECRET_ENV, None)
     if secret is not None:
         env[SOURCE_SECRET_ENV] = secret
-    return subprocess.run(
-        [sys.executable, "-m", "orgsync", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+    return cli.run(config, *args, env=env, timeout=timeout)
 
 
 def holdings(emulator: OpenAIEmulator) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Real directory servers on loopback for the source tests, and proxies that break them.
 
 * `start_scim2_server` / `start_scimmy`: scim2-server (PyPI) and SCIMMY (npm) in child
-  processes, seeded from a `Directory` before they listen on a free port;
+  processes, seeded from a `Directory` before they listen on a free port (started by the
+  suite's one launcher, `tests/servers.py`);
 * `Slapd`: OpenLDAP's slapd with every file in one folder, loaded offline with slapadd;
 * `FaultProxy`: an HTTP proxy that can answer an error, reset the connection or rewrite
   the JSON body of chosen requests (a real server, made to fail at a chosen page);
@@ -9,15 +10,13 @@
   kill slapd, or cut the connection, in the middle of a paged search).
 
 A missing server binary skips the tests on a workstation but fails them under CI=true or
-scripts/test (ORGSYNC_REQUIRE_SERVERS=1):
-CI must never pass by running less.
+scripts/test (ORGSYNC_REQUIRE_SERVERS=1): CI must never pass by running less.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import signal
 import socket
@@ -31,11 +30,17 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
-import pytest
 
+from tests.servers import (
+    ChildServer,
+    ensure_npm_installed,
+    free_port,
+    require_binary,
+    start_printing_port,
+)
 from tests.sources.directory import Directory, Person
 
 HERE = Path(__file__).resolve().parent
@@ -45,84 +50,8 @@ READER_DN = f"cn=reader,{SUFFIX}"
 READER_PASSWORD = "reader-secret"
 
 
-def require_binary(name: str) -> str:
-    """The path of `name`; a skip on a workstation, a failure in CI."""
-    path = shutil.which(name) or (
-        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
-    )
-    if path is None:
-        message = f"{name} is not installed (scripts/setup-system installs it)"
-        if os.environ.get("CI") == "true" or os.environ.get("ORGSYNC_REQUIRE_SERVERS"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# --------------------------------------------------------------------------- processes
-
-
-@dataclass
-class ServerProcess:
-    """A child process that printed `PORT <n>` once it listens."""
-
-    process: subprocess.Popen[str]
-    port: int
-    url: str
-    ids: dict[str, str] = field(default_factory=dict)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._close_pipes()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def _spawn(argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """Start a server; its stderr goes to `log` (a pipe nobody drains could fill up)."""
-    with log.open("w") as errors:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=cwd)
-
-
-def _await_port(process: subprocess.Popen[str], what: str, timeout: float = 60) -> int:
-    """Read the child's stdout until `PORT <n>`; fail with its stderr if it dies first."""
-    assert process.stdout is not None
-    found: list[int] = []
-
-    def reader(stream: IO[str]) -> None:
-        for line in stream:
-            if line.startswith("PORT "):
-                found.append(int(line.split()[1]))
-                return
-
-    thread = threading.Thread(target=reader, args=(process.stdout,), daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not found:
-        process.kill()
-        process.wait(5)
-        raise RuntimeError(f"{what} did not start (exit {process.returncode}); see its log")
-    return found[0]
+ServerProcess = ChildServer
+"""A seeded source server (the shared launcher's `ChildServer`, by its older name)."""
 
 
 def scim_user(person: Person) -> dict[str, Any]:
@@ -174,35 +103,25 @@ def scim_seed(directory: Directory) -> dict[str, Any]:
     }
 
 
-def start_scim2_server(directory: Directory, folder: Path, token: str) -> ServerProcess:
+def start_scim2_server(directory: Directory, folder: Path, token: str) -> ChildServer:
     """scim2-server with `directory` in memory; base URL `http://127.0.0.1:PORT/v2`."""
     folder.mkdir(parents=True, exist_ok=True)
     seed, ids = folder / "seed.json", folder / "ids.json"
     seed.write_text(json.dumps(scim_seed(directory)))
-    process = _spawn(
+    process, port = start_printing_port(
         [sys.executable, str(HERE / "scim2_seeded.py"), str(seed), str(ids), token],
         folder / "stderr.log",
+        what="scim2-server",
+        timeout=120,
     )
-    port = _await_port(process, "scim2-server", timeout=120)
-    return ServerProcess(process, port, f"http://127.0.0.1:{port}/v2", json.loads(ids.read_text()))
+    return ChildServer(process, port, f"http://127.0.0.1:{port}/v2", json.loads(ids.read_text()))
 
 
 def ensure_scimmy_installed() -> None:
-    """`npm ci` once, when node_modules is missing (the lock file pins every package)."""
-    require_binary("node")
-    npm = require_binary("npm")
-    if (SCIMMY_DIR / "node_modules" / "scimmy-routers").is_dir():
-        return
-    subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=SCIMMY_DIR,
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    ensure_npm_installed(SCIMMY_DIR, "scimmy-routers")
 
 
-def start_scimmy(directory: Directory, folder: Path, auth: str) -> ServerProcess:
+def start_scimmy(directory: Directory, folder: Path, auth: str) -> ChildServer:
     """SCIMMY with `directory` in memory; base URL `http://127.0.0.1:PORT/scim/v2`.
 
     `auth` is `bearer:TOKEN` or `basic:USER:PASSWORD`.
@@ -211,13 +130,13 @@ def start_scimmy(directory: Directory, folder: Path, auth: str) -> ServerProcess
     folder.mkdir(parents=True, exist_ok=True)
     seed, ids = folder / "seed.json", folder / "ids.json"
     seed.write_text(json.dumps(scim_seed(directory)))
-    process = _spawn(
+    process, port = start_printing_port(
         ["node", str(SCIMMY_DIR / "server.mjs"), str(seed), str(ids), auth],
         folder / "stderr.log",
+        what="SCIMMY",
         cwd=SCIMMY_DIR,
     )
-    port = _await_port(process, "SCIMMY")
-    return ServerProcess(
+    return ChildServer(
         process, port, f"http://127.0.0.1:{port}/scim/v2", json.loads(ids.read_text())
     )
 
@@ -582,7 +501,7 @@ class TcpProxy:
 
 
 @contextmanager
-def serving(process: ServerProcess) -> Iterator[ServerProcess]:
+def serving(process: ChildServer) -> Iterator[ChildServer]:
     try:
         yield process
     finally:

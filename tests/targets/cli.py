@@ -2,7 +2,7 @@
 
 `Rig` writes a directory file and a configuration with any mix of `[[targets]]` blocks
 into a folder and runs `python -m orgsync --config …` as a separate process, as an
-administrator would (the pattern of `tests/e2e/harness.py`).
+administrator would (through `tests/cli.py`, as every rig does).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import cli
 from tests.output_schema import assert_sync_output
 from tests.targets.scim_servers import TOKEN as SCIM_TOKEN
 
@@ -141,23 +141,10 @@ class Rig:
         return {**os.environ, SCIM_TOKEN_ENV: SCIM_TOKEN, **self.env}
 
     def orgsync(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orgsync", "--config", str(self.config_path), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self._env(),
-            check=False,
-        )
+        return cli.run(self.config_path, *args, env=self._env(), timeout=timeout)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "orgsync", "--config", str(self.config_path), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=self._env(),
-        )
+        return cli.start(self.config_path, *args, env=self._env())
 
     def plans(self, *args: str) -> tuple[int, dict[str, dict[str, Any]]]:
         """Exit code and each target's plan of `sync --dry-run --json` (or a sync)."""

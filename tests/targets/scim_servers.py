@@ -20,31 +20,28 @@
   a chosen request with a SCIM 400 instead of forwarding it, `lose` forwards one and answers 502
   (the change happened, the client never learns), `before` runs ahead of forwarding.
 
-A missing `node` fails under CI=true and skips on a workstation, like the source tests.
+Every server process is started by the suite's one launcher (`tests/servers.py`). A
+missing `node` fails under CI=true and skips on a workstation, like the source tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx
-import pytest
 from starlette.types import Receive, Scope, Send
 
 from orgsync.testing._server import BackgroundServer
 from orgsync.testing.faults import FaultInjector, Faults, RecordedRequest
+from tests.servers import ChildServer, ensure_npm_installed, start_polled, start_printing_port
 
 HERE = Path(__file__).resolve().parent
 SCIMMY_DIR = HERE / "scimmy"
@@ -53,27 +50,11 @@ _FORWARDED = ("authorization", "content-type", "accept", "if-match", "if-none-ma
 _RETURNED = ("content-type", "etag", "location", "www-authenticate")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (scripts/setup-system installs it)"
-        if os.environ.get("CI") == "true" or os.environ.get("ORGSYNC_REQUIRE_SERVERS"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 @dataclass
 class Scim2Server:
     """One `scim2-server --dynamic-tenants` process; `tenant()` gives a fresh base URL."""
 
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     port: int
     patch: bool
 
@@ -98,17 +79,15 @@ class Scim2Server:
             }
             (folder / "spc.json").write_text(json.dumps(config))
             command += ["--service-provider-config", str(folder / "spc.json")]
-        # scim2-server has no "print the port" option: pick one, then poll it.
-        for _ in range(5):
-            port = free_port()
-            command[command.index("--port") + 1] = str(port)
-            with (folder / "stderr.log").open("w") as log:
-                process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-            if _wait_http(f"http://127.0.0.1:{port}/probe/v2/ServiceProviderConfig", process):
-                return cls(process, port, patch)
-            process.kill()
-            process.wait(5)
-        raise RuntimeError("scim2-server did not start; see its stderr.log")
+        # scim2-server has no "print the port" option: the launcher picks one and polls it.
+        process, port = start_polled(
+            command,
+            folder / "stderr.log",
+            what="scim2-server",
+            port_option="--port",
+            probe="/probe/v2/ServiceProviderConfig",
+        )
+        return cls(process, port, patch)
 
     def tenant(self) -> str:
         return f"http://127.0.0.1:{self.port}/t{uuid.uuid4().hex[:12]}/v2"
@@ -119,57 +98,12 @@ class Scim2Server:
             self.process.wait(10)
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    return False
-
-
-@dataclass
-class Scimmy:
-    """A server in a child process that printed its port (SCIMMY, or django-scim2)."""
-
-    process: subprocess.Popen[str]
-    url: str
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+Scimmy = ChildServer
+"""A SCIM server in a child process that printed its port (SCIMMY, or django-scim2)."""
 
 
 def ensure_scimmy_installed() -> None:
-    """`npm ci` once, when node_modules is missing (the lock file pins every package)."""
-    require_binary("node")
-    npm = require_binary("npm")
-    if (SCIMMY_DIR / "node_modules" / "scimmy-routers").is_dir():
-        return
-    subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=SCIMMY_DIR,
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    ensure_npm_installed(SCIMMY_DIR, "scimmy-routers")
 
 
 def start_scimmy(folder: Path, *, patch: bool = True, list_members: bool = True) -> Scimmy:
@@ -177,52 +111,28 @@ def start_scimmy(folder: Path, *, patch: bool = True, list_members: bool = True)
     ensure_scimmy_installed()
     folder.mkdir(parents=True, exist_ok=True)
     options = json.dumps({"token": TOKEN, "patch": patch, "listMembers": list_members})
-    with (folder / "scimmy.log").open("w") as log:
-        process = subprocess.Popen(
-            ["node", str(SCIMMY_DIR / "server.mjs"), options],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=SCIMMY_DIR,
-        )
-    port = _read_port(process)
-    return Scimmy(process, f"http://127.0.0.1:{port}/scim/v2")
-
-
-def _read_port(process: subprocess.Popen[str], timeout: float = 30) -> int:
-    assert process.stdout is not None
-    found: list[int] = []
-
-    def reader(stream: IO[str]) -> None:
-        for line in stream:
-            if line.startswith("PORT "):
-                found.append(int(line.split()[1]))
-                return
-
-    thread = threading.Thread(target=reader, args=(process.stdout,), daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not found:
-        process.kill()
-        process.wait(5)
-        raise RuntimeError("the SCIM server did not start; see its log")
-    return found[0]
+    process, port = start_printing_port(
+        ["node", str(SCIMMY_DIR / "server.mjs"), options],
+        folder / "scimmy.log",
+        what="SCIMMY",
+        cwd=SCIMMY_DIR,
+        timeout=30,
+    )
+    return ChildServer(process, port, f"http://127.0.0.1:{port}/scim/v2")
 
 
 def start_django_scim(folder: Path) -> Scimmy:
     """django-scim2 over a fresh SQLite file; base URL `http://127.0.0.1:PORT/scim/v2`."""
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "django.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.targets.django_scim.serve", str(folder)],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=HERE.parent.parent,
-            env={**os.environ, "SCIM_TEST_TOKEN": TOKEN},
-        )
-    port = _read_port(process)
-    return Scimmy(process, f"http://127.0.0.1:{port}/scim/v2")
+    process, port = start_printing_port(
+        [sys.executable, "-m", "tests.targets.django_scim.serve", str(folder)],
+        folder / "django.log",
+        what="django-scim2",
+        cwd=HERE.parent.parent,
+        env={**os.environ, "SCIM_TEST_TOKEN": TOKEN},
+        timeout=30,
+    )
+    return ChildServer(process, port, f"http://127.0.0.1:{port}/scim/v2")
 
 
 # --------------------------------------------------------------------------- the proxy

@@ -576,9 +576,57 @@ class TestRateLimit:
         self, make_client: Callable[..., ApiClient], recorder: Recorder
     ) -> None:
         """Every attempt takes a token: a burst of 5 at 5/s, then 0.2 s apart."""
-        client = make_client(lambda _: httpx.Response(200, json={}), requests_per_second=5.0)
+        # The bucket's clock stands still (as the fake sleep returns at once), so what the
+        # client is told to wait does not depend on how fast a loaded machine runs this.
+        client = make_client(
+            lambda _: httpx.Response(200, json={}), requests_per_second=5.0, clock=lambda: 50.0
+        )
         for _ in range(10):
             client.request("GET", "/x", idempotent=True)
-        # The fake sleep returns at once, so each later caller owes 0.2 s more (less the
-        # few milliseconds the test itself takes).
-        assert recorder.sleeps == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0], abs=0.05)
+        # Each caller after the burst owes 0.2 s more than the one before.
+        assert recorder.sleeps == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+        assert len(recorder.requests) == 10
+
+
+@pytest.mark.parametrize(
+    ("base_url", "path", "expected"),
+    [
+        # A bare origin (a test server, a proxy at the root): httpx's text of it has no
+        # slash, and the join once sent "http://127.0.0.1:45407organizations".
+        (
+            "http://127.0.0.1:45407",
+            "/organizations/o1/users",
+            "http://127.0.0.1:45407/organizations/o1/users",
+        ),
+        ("http://127.0.0.1:45407/", "/organizations", "http://127.0.0.1:45407/organizations"),
+        (
+            "https://api.example.test/v1",
+            "/organization/users",
+            "https://api.example.test/v1/organization/users",
+        ),
+        (
+            "https://api.example.test/v1/",
+            "/organization/users",
+            "https://api.example.test/v1/organization/users",
+        ),
+    ],
+)
+def test_paths_join_the_base_url_as_httpx_would(base_url: str, path: str, expected: str) -> None:
+    sent: list[httpx.URL] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url)
+        return httpx.Response(200, json={})
+
+    client = ApiClient(
+        base_url,
+        bearer_token=TOKEN,
+        system="join-test",
+        retry=RetrySettings(max_attempts=1, base=0.0, cap=0.0),
+        transport=httpx.MockTransport(answer),
+    )
+    try:
+        client.request("GET", path, params={"limit": 2}, idempotent=True)
+    finally:
+        client.close()
+    assert [str(url) for url in sent] == [f"{expected}?limit=2"]

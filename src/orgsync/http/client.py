@@ -192,6 +192,7 @@ class ClientOptions(TypedDict, total=False):
     requests_per_second: float | None
     on_response: OnResponse | None
     sleep: Callable[[float], None]
+    clock: Callable[[], float]
 
 
 class HttpClient:
@@ -211,6 +212,8 @@ class HttpClient:
         requests_per_second: a client-side rate limit shared by all threads; None for none.
         on_response: told `(system, status)` of every response (0: transport failure).
         sleep: how to wait for backoff and the rate limit; tests pass a fake.
+        clock: the rate limit's monotonic clock; tests pass a fake with a fake `sleep`,
+            so the waits they see do not depend on how fast the machine runs the test.
 
     `stop`, once set, makes the next attempt raise instead of being sent (a sibling worker
     failed, and finishing this one's pages would only spend rate limit).
@@ -238,6 +241,7 @@ class HttpClient:
         requests_per_second: float | None = None,
         on_response: OnResponse | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.system = system
         self._retry = retry
@@ -251,7 +255,7 @@ class HttpClient:
         self._interrupt = interrupt or ReadInterrupt()
         self._sleep = self._interrupt.sleep if sleep is time.sleep else sleep
         self._bucket = (
-            TokenBucket(requests_per_second, sleep=self._sleep)
+            TokenBucket(requests_per_second, clock=clock, sleep=self._sleep)
             if requests_per_second is not None
             else None
         )
@@ -275,7 +279,12 @@ class HttpClient:
         base = self._http.base_url
         # Only a plain base (no query or fragment) is joined by `_resolve`.
         plain = base.is_absolute_url and not base.query and not base.fragment
-        self._base_text = str(base) if plain else ""
+        text = str(base)
+        # httpx keeps a bare origin's path "/" out of its text ("http://host:8080"), so the
+        # join below would glue the path to the port: the slash is put back here.
+        if plain and not text.endswith("/"):
+            text += "/"
+        self._base_text = text if plain else ""
 
     @property
     def base_url(self) -> str:

@@ -8,11 +8,13 @@ locale). One connection per store, shared by threads in turn like SQLite's; ever
 is a transaction committed (durably: `synchronous_commit` is the server's business, on
 by default) before the block's caller continues.
 
-The writer lock of a target is a session-level advisory lock on a connection of its own
-(`AdvisoryLock`): the server grants it to one session at a time and drops it the moment
-that session ends, however its process ends. The same semantics as the flock beside a
-SQLite file, across hosts. (A lease with a fencing token, for replicas that may be
-paused or cut off while their connection lives on, is a later `WriterLock`.)
+Who writes a target is decided by its lease row (`leases.py`, `leases_expire`): it
+expires by the server's clock even while a paused or cut-off holder's connection lives
+on, and carries a fencing token that every write of a run checks. Lease taking and
+renewing run on a connection of their own (`companion`). The session-level advisory
+lock of `writer_lock` (`AdvisoryLock`: granted to one session at a time, dropped the
+moment that session ends) is taken only by `orgsync state migrate`, which also refuses a
+database with a lease held (`transfer.py`).
 
 psycopg is an optional dependency (`pip install orgsync[postgresql]`): imported on first
 use, with an error saying how to install it.
@@ -97,8 +99,8 @@ POSTGRESQL = _PostgresDialect(
     ),
     schema_lock=f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_SCHEMA_LOCK})",
     now_epoch="SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS double precision)",
-    lock_row=" FOR UPDATE",
-    share_row=" FOR SHARE",
+    lock_row=" FOR UPDATE SKIP LOCKED",
+    share_row=" FOR KEY SHARE",
 )
 
 
@@ -308,6 +310,15 @@ class PostgresDB(StateDB):
 
     def writer_lock(self, target: str) -> WriterLock:
         return AdvisoryLock(self, target)
+
+    def companion(self) -> PostgresDB:
+        """A new connection to the same database (its own lock, its own transactions)."""
+        with self._lock:
+            if self._closed:
+                raise StateError("the state database is closed")
+        twin = PostgresDB(self._connect(), self._connect, self._url, self._scrubber, self.clock)
+        twin.leases_expire = self.leases_expire
+        return twin
 
     def listen(self, channel: str) -> Listener:
         """A connection of its own listening on `channel` (see `Listener`)."""
