@@ -12,6 +12,7 @@ scope, so skipping it would read as "these people left"), or a broken document.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -107,7 +108,9 @@ def _person(
 ) -> SourcePerson | RejectedRecord:
     if not isinstance(doc, dict):
         raise SourceDataError(f"{origin}: {where}: must be an object")
-    record_id = SourceId(_record_id(doc, f"{origin}: {where}", ids))
+    # Interned, as group members are: one object per id however many groups list it
+    # (memory), and the rules' look-ups compare by identity.
+    record_id = SourceId(sys.intern(_record_id(doc, f"{origin}: {where}", ids)))
     email = doc.get("email")
     shown = email if isinstance(email, str) else None
     if not isinstance(email, str) or not email.strip():
@@ -140,5 +143,5 @@ def _group(doc: Any, where: str, ids: dict[str, str]) -> SourceGroup:
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise SourceDataError(f"{where}: 'members' must be a list of id strings")
     return SourceGroup(
-        id=SourceId(record_id), name=name, members=tuple(SourceId(m) for m in members)
+        id=SourceId(record_id), name=name, members=tuple(SourceId(sys.intern(m)) for m in members)
     )

@@ -21,6 +21,7 @@ a member inherits through a group is changed by changing the group.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
@@ -143,7 +144,9 @@ class OpenAIGroups:
         return TargetGroup(
             id=group.id,
             name=group.name,
-            member_ids=frozenset(user.id for user in users),
+            # Interned: a million memberships name a hundred thousand users, each id
+            # then one object (memory), compared by identity with the members' (planning).
+            member_ids=frozenset(sys.intern(user.id) for user in users),
             role_ids=_own_roles(group.id, roles),
             is_scim_managed=bool(group.is_scim_managed) or group.group_type == "tenant_group",
         )

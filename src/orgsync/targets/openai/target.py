@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -349,7 +350,9 @@ def _member(user: wire.User) -> TargetMember:
     nested = user.user
     email = user.email or (nested.email if nested else None)
     return TargetMember(
-        id=user.id,
+        # Interned, as the groups' member ids are: each user id is then one object, held
+        # once however many groups list it, and compared by identity when planning.
+        id=sys.intern(user.id),
         email=email or None,
         role=user.role,
         name=user.name or (nested.name if nested and nested.name else ""),
