@@ -451,3 +451,16 @@ def test_a_reused_address_does_not_inherit_the_account_it_was_on() -> None:
     plan = make_plan(people, observed, memory=memory, capabilities=Capabilities(change_emails=True))
     assert ops(plan) == [("update_user", "ada.l@x.com")]
     assert [(w.op, w.email) for w in plan.waiting] == [("invite", "ada@x.com")]
+
+
+def test_a_second_account_carrying_the_address_is_matched_instead_of_waiting() -> None:
+    # Found by the gate property: the target carries ada@ on two accounts (a provider
+    # allowing duplicates); Ada's old account u1 is another person's by link, so the
+    # newcomer takes the free duplicate u2 at once rather than waiting one run for the
+    # rename (and joining their groups a run late).
+    people = source(person("1", "ada.l@x.com"), person("2", "ada@x.com"))
+    observed = org(member("u1", "ada@x.com", "reader"), member("u2", "ada@x.com", "reader"))
+    memory = Memory(links={SourceId("1"): "u1"})
+    plan = make_plan(people, observed, memory=memory, capabilities=Capabilities(change_emails=True))
+    assert ops(plan) == [("update_user", "ada.l@x.com")]
+    assert plan.waiting == ()

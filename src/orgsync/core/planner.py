@@ -76,11 +76,15 @@ class _Planner:
         self.catalog = observed.roles
         self.members_by_id = {m.id: m for m in observed.members}
         self.members_by_email: dict[EmailKey, TargetMember] = {}
+        # Some targets let two accounts carry one address (SCIM providers, suspended
+        # duplicates): each is a candidate when the first is another person's.
+        self.members_with_email: dict[EmailKey, list[TargetMember]] = defaultdict(list)
         self.members_in_id_order = sorted(observed.members, key=attrgetter("id"))
         for member in self.members_in_id_order:
             key = member.email_key
             if key is not None:
                 self.members_by_email.setdefault(key, member)
+                self.members_with_email[key].append(member)
         self.live_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
         self.expired_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
         for invite in sorted(observed.invites, key=lambda i: i.id):
@@ -181,8 +185,8 @@ class _Planner:
         if member is not None and not self.free_for(member, wanted):
             member = None  # one member stands for one person; a stale link loses
         if member is not None and member.email_key != wanted.email_key:
-            other = self.members_by_email.get(wanted.email_key)
-            if other is not None and self.free_for(other, wanted):
+            other = self.free_by_email(wanted)
+            if other is not None:
                 return other
             if not self.given.capabilities.change_emails:
                 self.waiting.append(
@@ -197,8 +201,12 @@ class _Planner:
             return member
         if member is not None:
             return member
-        by_email = self.members_by_email.get(wanted.email_key)
-        return by_email if by_email is not None and self.free_for(by_email, wanted) else None
+        return self.free_by_email(wanted)
+
+    def free_by_email(self, wanted: Wanted) -> TargetMember | None:
+        """The first member (by id) carrying `wanted`'s address that may be theirs."""
+        candidates = self.members_with_email.get(wanted.email_key, ())
+        return next((m for m in candidates if self.free_for(m, wanted)), None)
 
     def plan_wanted(self, wanted: Wanted) -> None:
         member = self.find_member(wanted)
