@@ -127,6 +127,9 @@ def exercised_metrics() -> Metrics:
     metrics.connection_dropped("main", "header_timeout")
     metrics.notification("ops-slack", "sent")
     metrics.notification("ops-slack", "failed")
+    metrics.lease(TARGET, held=True)
+    metrics.queued_request(TARGET, "queued")
+    metrics.queued_request(TARGET, "claimed")
     return metrics
 
 
