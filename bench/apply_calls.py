@@ -32,6 +32,7 @@ import time
 from contextlib import redirect_stderr
 from pathlib import Path
 
+import _common
 from orgsync.config import load_config
 from orgsync.engine import Engine
 from orgsync.logs import configure_logging
@@ -40,7 +41,7 @@ from orgsync.results import RunOptions
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
 
-KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
+KEY = _common.KEY
 
 
 def _reporter(mode: str) -> ProgressBars | ProgressEvents | None:

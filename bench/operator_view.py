@@ -27,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 from orgsync.testing.openai.emulator import OpenAIEmulator
 
-KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
+KEY = _common.KEY
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 OPERATION_LINE = re.compile(rb"invite\s+person\d+@example\.com")
 

@@ -18,7 +18,6 @@ needs: strace (apt-get install strace)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -28,9 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 from orgsync.testing.openai.emulator import OpenAIEmulator
 
-KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
+KEY = _common.KEY
 GOAL_NO_CHANGE = 10
 """'A handful': one commit each for the lease, the run row, the plan's journal, the run's
 finish, the lease's release and the pruning of old runs, plus SQLite's sync of the
@@ -61,7 +61,7 @@ def traced_sync(folder: Path) -> tuple[int, float, int]:
     done = subprocess.run(
         command,
         cwd=folder,
-        env={**os.environ, "BENCH_KEY": KEY},
+        env={**os.environ, _common.KEY_ENV: KEY},
         capture_output=True,
         text=True,
         check=False,
@@ -78,12 +78,7 @@ def traced_sync(folder: Path) -> tuple[int, float, int]:
 
 
 def directory(folder: Path, people: int) -> None:
-    ids = [f"p{i}" for i in range(people)]
-    document = {
-        "people": [{"id": i, "email": f"{i}@example.com"} for i in ids],
-        "groups": [{"id": "u", "name": "openai-users", "members": ids}],
-    }
-    (folder / "directory.json").write_text(json.dumps(document))
+    _common.write_directory(folder, _common.Seed(people))
 
 
 def main(people: int, changes: int) -> None:
@@ -94,26 +89,8 @@ def main(people: int, changes: int) -> None:
         for i in range(people):
             emulator.state.add_user(f"p{i}@example.com", "reader")
         directory(folder, people)
-        (folder / "orgsync.toml").write_text(
-            f"""
-[source]
-type = "file"
-path = "directory.json"
-[[targets]]
-name = "bench"
-type = "openai"
-base_url = "{emulator.start()}"
-api_key_env = "BENCH_KEY"
-allow_plaintext = true
-default_role = "reader"
-scope_groups = ["openai-*"]
-[safety]
-max_additions = 1000000
-max_addition_ratio = 1.0
-[state]
-path = "state.db"
-"""
-        )
+        safety = "[safety]\nmax_additions = 1000000\nmax_addition_ratio = 1.0"
+        _common.write_config(folder, emulator.start(), groups=False, safety=safety)
         first, first_s, _ = traced_sync(folder)
         quiet, quiet_s, quiet_code = traced_sync(folder)
         directory(folder, people + changes)

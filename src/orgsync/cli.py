@@ -247,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _emulate_command(emulate: argparse.ArgumentParser) -> None:
     def listen(text: str) -> tuple[str, int]:
-        from orgsync.demo import parse_listen  # the emulators load only when asked for
+        from orgsync.emulate import parse_listen  # the emulators load only when asked for
 
         try:
             return parse_listen(text)
@@ -255,7 +255,11 @@ def _emulate_command(emulate: argparse.ArgumentParser) -> None:
             raise argparse.ArgumentTypeError(str(error)) from None
 
     listen.__name__ = "HOST:PORT"
-    emulate.add_argument("kind", choices=["openai", "keycard"], help="which organization API")
+    emulate.add_argument(
+        "kind",
+        choices=["openai", "keycard", "okta", "entra", "google"],
+        help="which organization API (openai, keycard) or directory (okta, entra, google)",
+    )
     emulate.add_argument(
         "--listen",
         type=listen,
@@ -268,14 +272,16 @@ def _emulate_command(emulate: argparse.ArgumentParser) -> None:
         type=_count(0),
         default=0,
         metavar="N",
-        help="add N members person1..N@example.com to the organization",
+        help="add N members person1..N@example.com to the organization (to a directory: "
+        "people in openai-users)",
     )
     emulate.add_argument(
         "--seed-file",
         type=Path,
         metavar="F",
-        help="the organization's members, invitations and groups (JSON, README: Rehearse) "
-        "instead of the demo's sample organization",
+        help="the organization's members, invitations and groups, or the directory's people "
+        "and groups in the file source's format (JSON, README: Rehearse) instead of the "
+        "demo's sample",
     )
 
 
@@ -383,7 +389,7 @@ def _command(args: argparse.Namespace) -> int:
 
             return run_demo(as_json=args.json, keep=args.keep)
         if args.command == "emulate":
-            from orgsync.demo import run_emulator
+            from orgsync.emulate import run_emulator
 
             host, port = args.listen
             return run_emulator(

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 from orgsync import connectors
 from orgsync.config import Config, StateConfig, TargetConfig
-from orgsync.store import StateStore, check_state_path, check_state_url
 
+# The state database's modules (SQLite, the store) are imported by the functions that
+# open or check it: `validate --offline` without a database yet needs neither.
 if TYPE_CHECKING:
     from orgsync.core.ports import Source, Target
     from orgsync.interrupt import ReadInterrupt
+    from orgsync.store import StateStore
 
 
 def build_source(
@@ -66,6 +68,8 @@ def open_state_store(
     database at `url` with the password of `password_env` / `password_file` (resolved
     now, handed to the connection, kept nowhere else). `create=False`: `NoStateDatabase`
     rather than a new database (reading commands)."""
+    from orgsync.store import StateStore
+
     if state.url is None:
         return StateStore.open(state.path, create=create)
     password = state.password.resolve(environ).get_secret_value() if state.password else None
@@ -75,6 +79,8 @@ def open_state_store(
 def check_state(state: StateConfig, environ: Mapping[str, str], *, offline: bool) -> str:
     """`validate`'s line about the state database: usable as it is, reading only
     (offline: its password is there, the server is not contacted)."""
+    from orgsync.store.checkup import check_state_path, check_state_url
+
     if state.url is None:
         return check_state_path(state.path)
     password = state.password.resolve(environ).get_secret_value() if state.password else None

@@ -1,11 +1,23 @@
-"""The only place that configures structlog: logs go to stderr, JSON unless on a terminal."""
+"""The only place that configures structlog: logs go to stderr, JSON unless on a terminal.
+
+structlog is configured when it is first imported, not before: importing it (and the
+asyncio it imports) is a good part of a command's start-up, and a command that logs
+nothing on its path (`validate --offline`, `--help`) never needs it. Every module that
+logs imports structlog, so it is configured before anything can log.
+"""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import logging
 import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -29,7 +41,53 @@ class _Stderr:
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Human-readable lines on a TTY, one JSON object per line otherwise
     (reference "Output and logs");
-    `json` True or False forces one (`--log-format`)."""
+    `json` True or False forces one (`--log-format`). Now if structlog is imported
+    already, else right after its import."""
+    for finder in [f for f in sys.meta_path if isinstance(f, _ConfigureOnImport)]:
+        sys.meta_path.remove(finder)
+    if "structlog" in sys.modules:
+        _configure(level, json)
+    else:
+        sys.meta_path.insert(0, _ConfigureOnImport(level, json))
+
+
+class _ConfigureOnImport(importlib.abc.MetaPathFinder):
+    """Finds structlog as the other finders do, and configures it once it is loaded."""
+
+    def __init__(self, level: str, json: bool | None) -> None:
+        self.level = level
+        self.json = json
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != "structlog":
+            return None
+        sys.meta_path.remove(self)  # once, and not while it looks for structlog itself
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _ThenConfigure(spec.loader, self.level, self.json)
+        return spec
+
+
+class _ThenConfigure(importlib.abc.Loader):
+    def __init__(self, inner: importlib.abc.Loader, level: str, json: bool | None) -> None:
+        self.inner = inner
+        self.level = level
+        self.json = json
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.inner.exec_module(module)
+        _configure(self.level, self.json)
+
+
+def _configure(level: str, json: bool | None) -> None:
+    import structlog
+
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()

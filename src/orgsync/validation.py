@@ -9,15 +9,19 @@ and checks that every role the configuration names exists in that target's catal
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from orgsync import connectors
 from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import OrgsyncError
-from orgsync.core.forms import LearnedForm
-from orgsync.core.ports import LearnsForms, Target
 from orgsync.factories import build_source, build_target, check_state, open_state_store
-from orgsync.notify import check_secrets
-from orgsync.store import NoStateDatabase
+
+# What only an online check or a configured notification uses is imported there:
+# `validate --offline` pays for neither the operation models, the notification senders
+# nor the state database's modules (bench/startup.py, tests/unit/test_startup_imports.py).
+if TYPE_CHECKING:
+    from orgsync.core.forms import LearnedForm
+    from orgsync.core.ports import Target
 
 
 def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
@@ -81,6 +85,8 @@ def validate(
             ok = False
             lines.append(f"{label}: FAILED: {error}")
     for entry in config.notify:
+        from orgsync.notify import check_secrets
+
         label = f"notify {entry.name} ({entry.type})"
         try:
             check_secrets(entry, environ)
@@ -97,6 +103,9 @@ def _learned_forms(
 ) -> list[LearnedForm]:
     """For a target that learns request forms (SCIM): what earlier runs learned, from the
     state database if there is one, handed to it as a run would (validate records nothing)."""
+    from orgsync.core.ports import LearnsForms
+    from orgsync.store import NoStateDatabase
+
     if not isinstance(target, LearnsForms):
         return []
     learned: list[LearnedForm] = []

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import directory
+from orgsync.testing.openai import OpenAIEmulator
+from tests.e2e.harness import API_KEY, KEY_ENV, directory
 from tests.e2e.shapes import only_target
 
 
@@ -167,6 +168,68 @@ def test_emulate_keycard_with_a_seed_file(tmp_path: Path) -> None:
         assert not [o for o in ops if o[1] == "person0@example.com"]  # already an admin
     finally:
         assert served.stop() == 0
+
+
+def _pasted(lines: list[str]) -> str:
+    """The configuration table the command printed, as a person would paste it."""
+    return "\n".join(line.strip() for line in lines if re.match(r"\s+(\[\[?\w+\]\]?|\w+ = )", line))
+
+
+def _dry_run_from(served: Served, folder: Path) -> set[str]:
+    """A dry run from the printed [source] table into an OpenAI organization: who would be
+    invited."""
+    with OpenAIEmulator(api_key=API_KEY) as organization:
+        config = folder / "orgsync.toml"
+        config.write_text(
+            f"{_pasted(served.lines)}\n\n[[targets]]\n"
+            f'name = "org"\ntype = "openai"\nbase_url = "{organization.base_url}"\n'
+            f'api_key_env = "{KEY_ENV}"\nallow_plaintext = true\n'
+            'default_role = "reader"\nscope_groups = ["openai-users"]\n'
+            '[state]\npath = "state.db"\n'
+        )
+        env = {**_exported(served.lines), KEY_ENV: API_KEY}
+        dry = _orgsync("--config", str(config), "sync", "--dry-run", "--json", env=env)
+    assert dry.returncode == 2, dry.stderr
+    plan = only_target(json.loads(dry.stdout))
+    return {op["email"] for op in plan["operations"] if op["op"] == "invite"}
+
+
+@pytest.mark.parametrize("kind", ["okta", "entra", "google"])
+def test_emulate_a_directory_and_plan_from_it(tmp_path: Path, kind: str) -> None:
+    """The printed [source] table works as printed: the sample company's active people in
+    openai-users (nested team-ml included, Okta's copy flattened) plus --people are wanted;
+    the leaver and the two people sharing one email are not."""
+    served = Served(kind, "--people", "2")
+    try:
+        served.wait_for("Ctrl-C stops")
+        assert _dry_run_from(served, tmp_path) == {
+            "grace@example.com",
+            "alan@example.com",
+            "edsger@example.com",
+            "margaret@example.com",
+            "barbara@example.com",
+            "person1@example.com",
+            "person2@example.com",
+        }
+    finally:
+        assert served.stop() == 0
+    assert served.lines[-1] == "emulator stopped"
+
+
+def test_emulate_a_directory_from_a_seed_file_in_the_file_source_format(tmp_path: Path) -> None:
+    seed = tmp_path / "directory.json"
+    seed.write_text(json.dumps(directory(3, inactive=(2,))))
+    served = Served("okta", "--seed-file", str(seed))
+    try:
+        served.wait_for("Ctrl-C stops")
+        assert _dry_run_from(served, tmp_path) == {"person0@example.com", "person1@example.com"}
+    finally:
+        assert served.stop() == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"people": [{"id": "p1", "email": "a@example.com"}], "groups": 3}))
+    refused = _orgsync("emulate", "okta", "--seed-file", str(bad))
+    assert refused.returncode == 1
+    assert "groups" in refused.stderr, refused.stderr
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,7 @@ def test_validate_offline_imports_only_the_configured_connectors_description(
     assert within(names, HEAVY) == []
     described = {
         "orgsync.targets",
+        "orgsync.targets._keys",  # the api_key pair of the openai model
         "orgsync.targets._shared_keys",
         "orgsync.targets.openai",
         "orgsync.targets.openai.connector",
@@ -93,6 +94,48 @@ def test_validate_offline_imports_only_the_configured_connectors_description(
     assert sorted(set(within(names, CONNECTORS)) - described) == []
     assert "orgsync.engine" not in names
     assert "orgsync.sources.file" in names  # the probe did run the offline checks
+    # Issue 13 start-up: nothing on this path logs, checks a plan, notifies or opens the
+    # state database (there is none yet), so none of their modules is loaded.
+    assert within(names, OFFLINE_UNUSED) == []
+
+
+OFFLINE_UNUSED = (
+    "structlog",
+    "asyncio",
+    "tenacity",
+    "orgsync.core.plan",
+    "orgsync.notify",
+    "orgsync.retrying",
+    "orgsync.store.state",
+    "orgsync.store.journal",
+)
+"""Loaded by `validate --offline` before issue 13, each a measurable part of its start-up."""
+
+
+def test_logging_configured_before_structlog_is_imported_applies_on_import(
+    tmp_path: Path,
+) -> None:
+    """`configure_logging` defers to structlog's import; what is logged then is formatted
+    and filtered as configured, and a later configuration still replaces it."""
+    action = (
+        "from orgsync.logs import configure_logging\n"
+        "configure_logging('warning', json=True)\n"
+        "assert 'structlog' not in sys.modules\n"
+        "import structlog\n"
+        "log = structlog.get_logger('probe')\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stderr(out):\n"
+        "    log.info('filtered')\n"
+        "    log.warning('kept', n=1)\n"
+        "    configure_logging('info', json=True)\n"
+        "    log.info('now kept')\n"
+        "lines = [json.loads(line) for line in out.getvalue().splitlines()]\n"
+        "assert [(l['event'], l['level']) for l in lines] == "
+        "[('kept', 'warning'), ('now kept', 'info')], lines\n"
+        "assert lines[0]['n'] == 1\n"
+        "assert not [f for f in sys.meta_path if type(f).__name__ == '_ConfigureOnImport']"
+    )
+    assert "structlog" in imported(action, cwd=tmp_path)
 
 
 def test_structlog_goes_without_rich_yet_rich_still_imports(tmp_path: Path) -> None:

@@ -34,6 +34,10 @@ def normalize_email(email: str) -> EmailKey:
 
     The one place emails are normalized: every comparison of two addresses goes through it.
     """
+    if email.isascii():
+        # NFKC leaves ASCII as it is and case-folds it as lower() does: the same key
+        # for a fifth of the cost, on nearly every address of a directory.
+        return EmailKey(email.lower().strip())
     return EmailKey(unicodedata.normalize("NFKC", email).casefold().strip())
 
 
@@ -48,6 +52,11 @@ _PLAIN = re.compile(
     r"@(?P<domain>(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)+[A-Za-z]{2,63})"
 )
 _SPECIAL_USE = tuple(d for d in SPECIAL_USE_DOMAIN_NAMES if d != "test")  # test_environment
+# A domain that is one of them or ends in one (".local" and "local" both), in one search.
+_SPECIAL_USE_SUFFIX = re.compile(
+    r"(?:^|\.)(?:" + "|".join(re.escape(d) for d in _SPECIAL_USE) + r")\Z"
+)
+_LONG_LABEL = re.compile(r"[^.]{64}")
 
 
 def plainly_valid(address: str) -> bool:
@@ -56,9 +65,9 @@ def plainly_valid(address: str) -> bool:
     if match is None or len(address) > 254 or len(match["local"]) > 64:
         return False
     domain = match["domain"].lower()
-    if len(domain) > 253 or any(len(label) > 63 for label in domain.split(".")):
+    if len(domain) > 253 or _LONG_LABEL.search(domain):
         return False
-    return not any(domain == d or domain.endswith(f".{d}") for d in _SPECIAL_USE)
+    return _SPECIAL_USE_SUFFIX.search(domain) is None
 
 
 @lru_cache(maxsize=1 << 17)

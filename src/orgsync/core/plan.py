@@ -364,7 +364,9 @@ class Plan(BaseModel):
         waiting: list[Waiting] | None = None,
         warnings: list[str] | None = None,
     ) -> Plan:
-        return cls(
+        # Every operation is a validated model already and the rest is typed: validating
+        # the tuples again would cost a pass over tens of thousands of operations.
+        return cls.model_construct(
             target=target,
             generated_at=generated_at,
             operations=tuple(sorted(operations, key=operation_key)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import (
@@ -22,7 +22,11 @@ from orgsync.core.model import (
     TargetInvite,
     TargetSnapshot,
 )
-from orgsync.core.plan import Operation, Plan
+
+# Annotations only: every connector names a port, and the operation models are the
+# costliest module of the core to import (`validate --offline` checks no plan).
+if TYPE_CHECKING:
+    from orgsync.core.plan import Operation, Plan
 
 
 class Source(Protocol):

@@ -215,11 +215,15 @@ class _Nesting:
             return found
         values = set(map(space.lookup.get, group.members))
         if group_id not in self._nested:
-            nests = _GROUP in values
-            listed = tuple(m for m in group.members if space.lookup.get(m) is _GROUP)
+            # Only a group that nests another pays a second pass over its members.
+            listed = (
+                tuple(m for m in group.members if space.lookup.get(m) is _GROUP)
+                if _GROUP in values
+                else ()
+            )
             # `subgroups` are groups whatever their id: a source that knows the kind (SCIM
             # `type`/`$ref`) says so, and ids shared with a person mean the group there.
-            self._nested[group_id] = (listed if nests else ()) + group.subgroups
+            self._nested[group_id] = listed + group.subgroups
         values.difference_update((_GROUP, _SKIPPED, None))
         # Copied from a set, a frozenset's table is sized for its contents.
         found = frozenset(values)

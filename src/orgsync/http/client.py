@@ -21,6 +21,7 @@ This module imports only httpx, structlog, tenacity, the standard library,
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 import time
@@ -259,6 +260,9 @@ class HttpClient:
             else None
         )
         self.stop = threading.Event()
+        # Built once: its stop and wait keep no state between calls, and `copy` per call
+        # costs one construction instead of two.
+        self._policy = retry.policy(sleep=self._sleep)
         self._http = new_client(
             base_url=base_url,
             timeout=timeout,
@@ -271,6 +275,11 @@ class HttpClient:
             max_connections=max_connections,
             on_response=self._count if on_response is not None else None,
         )
+
+        base = self._http.base_url
+        # Only a plain base (no query or fragment) is joined by `_resolve`.
+        plain = base.is_absolute_url and not base.query and not base.fragment
+        self._base_text = str(base) if plain else ""
 
     @property
     def base_url(self) -> str:
@@ -319,7 +328,7 @@ class HttpClient:
 
         if not idempotent:
             return attempt()
-        retrying = self._retry.policy(sleep=self._sleep).copy(
+        retrying = self._policy.copy(
             before_sleep=lambda state: self._log_retry(method, path, state)
         )
         return retrying(attempt)
@@ -350,10 +359,11 @@ class HttpClient:
         started = time.perf_counter()
         line = {"system": self.system, "method": method, "path": path}
         try:
+            target, query = self._resolve(url, params)
             response = self._http.request(
                 method,
-                url,
-                params=_query(params),
+                target,
+                params=query,
                 json=json_body,
                 data=data,
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
@@ -393,6 +403,27 @@ class HttpClient:
             raise redact(error, self._all_secrets())
         return response
 
+    def _resolve(
+        self, url: httpx.URL | str, params: QueryParams | None
+    ) -> tuple[httpx.URL | str, httpx.QueryParams | None]:
+        """The URL to send to and the parameters left for httpx to merge.
+
+        A relative path without query of its own is joined to the base URL and its
+        parameters here, and parsed once: httpx would parse it four times (the path, the
+        join, the request, the parameters' merge), a measurable part of a request's CPU
+        in a read of tens of thousands of pages. The text is the one httpx builds (its
+        join appends the path, stripped of leading slashes, to a base ending in a slash;
+        its parameters' encoding is `str(QueryParams)`). Anything else goes to httpx as is.
+        """
+        base = self._base_text
+        if not base or not isinstance(url, str) or not _PLAIN_PATH.fullmatch(url):
+            return url, _query(params)
+        text = base + url.lstrip("/")
+        query = _query(params)
+        if query:
+            text = f"{text}?{query}"
+        return httpx.URL(text), None
+
     def _count(self, response: httpx.Response) -> None:
         if self._on_response is not None:
             self._on_response(self.system, response.status_code)
@@ -413,6 +444,10 @@ class HttpClient:
             status=getattr(error, "status", None),
             error=self.scrubbed(str(error)),
         )
+
+
+# A relative path: no scheme or authority, no query, no fragment.
+_PLAIN_PATH = re.compile(r"(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^?#]*")
 
 
 def _query(params: QueryParams | None) -> httpx.QueryParams | None:

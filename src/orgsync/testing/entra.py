@@ -23,8 +23,6 @@ endpoint. Imports nothing from orgsync outside ``orgsync.testing``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 import secrets
@@ -43,6 +41,13 @@ from starlette.routing import Route
 
 from orgsync.testing._server import LoopbackEmulator
 from orgsync.testing.faults import FaultInjector, Faults
+from orgsync.testing.pagination import (
+    Listing,
+    PageFailure,
+    failure_for,
+    next_offset_token,
+    token_offset,
+)
 
 __all__ = ["EntraEmulator", "PageFailure", "Throttle"]
 
@@ -79,7 +84,6 @@ GROUP_PROPERTIES = (
 DIRECTORY_OBJECT_PROPERTIES = ("id", "deletedDateTime")
 _NAMESPACE = uuid.UUID("6f1c2f57-1b77-4b8a-9a52-0b3c2ad0e0a1")
 
-Listing = Literal["users", "groups", "members"]
 MemberType = Literal["user", "group", "device"]
 
 
@@ -89,21 +93,6 @@ class Throttle:
 
     every: int
     seconds: int = 1
-
-
-@dataclass
-class PageFailure:
-    """Page `page` (1-based) of `listing` cannot be had.
-
-    `mode`: "error" answers it 500 forever; "bad_cursor" puts an expired `$skiptoken` in
-    the link to it (Graph's `Directory_ExpiredPageToken`); "loop" makes the link to it
-    point back to the page before. For "members", `group` names the group (None: any).
-    """
-
-    listing: Listing
-    page: int
-    mode: Literal["error", "bad_cursor", "loop"] = "error"
-    group: str | None = None
 
 
 def _graph_error(status: int, code: str, message: str) -> JSONResponse:
@@ -141,23 +130,6 @@ def _fault_body(kind: str) -> bytes:
     else:
         code, message = "InternalServerError", "An internal server error occurred."
     return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
-def _token(listing: str, group: str | None, offset: int) -> str:
-    raw = f"{listing}:{group or ''}:{offset}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _untoken(token: str, listing: str, group: str | None) -> int | None:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    name, _, rest = raw.partition(":")
-    owner, _, offset = rest.rpartition(":")
-    if name != listing or owner != (group or "") or not offset.isdigit():
-        return None
-    return int(offset)
 
 
 class EntraEmulator(LoopbackEmulator):
@@ -501,7 +473,7 @@ class EntraEmulator(LoopbackEmulator):
         offset = 0
         skiptoken = query.get("$skiptoken")
         if skiptoken is not None:
-            decoded = _untoken(skiptoken, listing, group)
+            decoded = token_offset(skiptoken, listing, group)
             if decoded is None:
                 return _graph_error(
                     400,
@@ -511,7 +483,7 @@ class EntraEmulator(LoopbackEmulator):
                 )
             offset = decoded
         page_no = offset // top + 1
-        failure = self._failure_for(listing, group)
+        failure = failure_for(self.failure, listing, group)
         if failure is not None and failure.mode == "error" and page_no == failure.page:
             return _graph_error(500, "UnknownError", "An internal server error occurred.")
         chunk = rows[offset : offset + top]
@@ -520,22 +492,11 @@ class EntraEmulator(LoopbackEmulator):
         select_note = f"({','.join(selected)})" if raw_select is not None else ""
         body: dict[str, Any] = {"@odata.context": f"{origin}/v1.0/$metadata#{context}{select_note}"}
         if offset + len(chunk) < len(rows):
-            token = _token(listing, group, offset + len(chunk))
-            if failure is not None and page_no + 1 == failure.page:
-                if failure.mode == "bad_cursor":
-                    token = _token(listing, "expired", offset + len(chunk))
-                elif failure.mode == "loop":
-                    token = _token(listing, group, offset)
+            token = next_offset_token(
+                failure, listing, group, offset=offset, taken=len(chunk), page_no=page_no
+            )
             params = {k: v for k, v in query.items() if k != "$skiptoken"}
             params["$skiptoken"] = token
             body["@odata.nextLink"] = f"{origin}{request.url.path}?{urlencode(params)}"
         body["value"] = value
         return JSONResponse(body)
-
-    def _failure_for(self, listing: Listing, group: str | None) -> PageFailure | None:
-        failure = self.failure
-        if failure is None or failure.listing != listing:
-            return None
-        if failure.group is not None and failure.group != group:
-            return None
-        return failure

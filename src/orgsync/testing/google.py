@@ -25,8 +25,6 @@ the service-account token exchange. Imports nothing from orgsync outside
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import secrets
@@ -45,6 +43,13 @@ from starlette.routing import Route
 
 from orgsync.testing._server import LoopbackEmulator
 from orgsync.testing.faults import FaultInjector, Faults
+from orgsync.testing.pagination import (
+    Listing,
+    PageFailure,
+    failure_for,
+    next_offset_token,
+    token_offset,
+)
 from orgsync.testing.tables import Table
 
 __all__ = ["DELEGABLE_SCOPES", "GoogleEmulator", "PageFailure", "Throttle"]
@@ -78,7 +83,6 @@ _MAX_RESULTS = {"users": (100, 500), "groups": (200, 200), "members": (200, 200)
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PREFIX = "/admin/directory/v1"
 
-Listing = Literal["users", "groups", "members"]
 MemberType = Literal["USER", "GROUP", "CUSTOMER"]
 
 
@@ -93,21 +97,6 @@ class Throttle:
     every: int
     status: Literal[403, 429] = 403
     seconds: int = 1
-
-
-@dataclass
-class PageFailure:
-    """Page `page` (1-based) of `listing` cannot be had.
-
-    `mode`: "error" answers it 503 forever; "bad_cursor" puts a page token the server
-    rejects (400) in the link to it; "loop" makes the token to it name the page before.
-    For "members", `group` names the group id (None: any).
-    """
-
-    listing: Listing
-    page: int
-    mode: Literal["error", "bad_cursor", "loop"] = "error"
-    group: str | None = None
 
 
 def _error(status: int, message: str, reason: str, state: str) -> JSONResponse:
@@ -156,22 +145,6 @@ _Row = TypeVar("_Row")
 
 def _by_id(record: dict[str, Any]) -> str:
     return str(record["id"])
-
-
-def _page_token(listing: str, group: str | None, offset: int) -> str:
-    raw = f"{listing}|{group or ''}|{offset}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _page_offset(token: str, listing: str, group: str | None) -> int | None:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    parts = raw.split("|")
-    if len(parts) != 3 or parts[0] != listing or parts[1] != (group or ""):
-        return None
-    return int(parts[2]) if parts[2].isdigit() else None
 
 
 @dataclass
@@ -553,12 +526,12 @@ class GoogleEmulator(LoopbackEmulator):
         offset = 0
         token = request.query_params.get("pageToken")
         if token:
-            decoded = _page_offset(token, listing, group)
+            decoded = token_offset(token, listing, group)
             if decoded is None:
                 return _error(400, "Invalid Input: pageToken", "invalid", "INVALID_ARGUMENT")
             offset = decoded
         page_no = offset // size + 1
-        failure = self._failure_for(listing, group)
+        failure = failure_for(self.failure, listing, group)
         if failure is not None and failure.mode == "error" and page_no == failure.page:
             return _error(
                 503, "The service is currently unavailable.", "backendError", "UNAVAILABLE"
@@ -569,19 +542,7 @@ class GoogleEmulator(LoopbackEmulator):
             # An empty list is left out of the answer altogether.
             body[listing] = chunk
         if offset + len(chunk) < len(rows):
-            next_token = _page_token(listing, group, offset + len(chunk))
-            if failure is not None and page_no + 1 == failure.page:
-                if failure.mode == "bad_cursor":
-                    next_token = _page_token(listing, "expired", offset + len(chunk))
-                elif failure.mode == "loop":
-                    next_token = _page_token(listing, group, offset)
-            body["nextPageToken"] = next_token
+            body["nextPageToken"] = next_offset_token(
+                failure, listing, group, offset=offset, taken=len(chunk), page_no=page_no
+            )
         return JSONResponse(body)
-
-    def _failure_for(self, listing: Listing, group: str | None) -> PageFailure | None:
-        failure = self.failure
-        if failure is None or failure.listing != listing:
-            return None
-        if failure.group is not None and failure.group != group:
-            return None
-        return failure

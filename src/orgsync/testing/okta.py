@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from orgsync.testing._server import LoopbackEmulator
 from orgsync.testing.faults import FaultInjector, Faults
+from orgsync.testing.pagination import Listing, PageFailure, failure_for
 from orgsync.testing.tables import Table
 
 __all__ = ["OktaEmulator", "PageFailure", "Throttle"]
@@ -61,8 +62,6 @@ RATE_LIMIT = 600
 """The nominal per-minute limit reported in `X-Rate-Limit-Limit`."""
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-Listing = Literal["users", "groups", "members"]
-
 
 @dataclass
 class Throttle:
@@ -70,22 +69,6 @@ class Throttle:
 
     every: int
     seconds: int = 1
-
-
-@dataclass
-class PageFailure:
-    """Page `page` (1-based) of `listing` cannot be had.
-
-    `mode`: "error" answers it 500 forever; "bad_cursor" makes the link to it carry a
-    cursor the server rejects (400, as for an expired cursor); "loop" makes the link to it
-    point back to the page before (an inconsistent sequence). For "members", `group`
-    names the group (None: every group with that many pages).
-    """
-
-    listing: Listing
-    page: int
-    mode: Literal["error", "bad_cursor", "loop"] = "error"
-    group: str | None = None
 
 
 def _error(status: int, code: str, summary: str, causes: tuple[str, ...] = ()) -> JSONResponse:
@@ -399,7 +382,7 @@ class OktaEmulator(LoopbackEmulator):
                 return _error(400, "E0000031", "Invalid search criteria.", ("after",))
             start = bisect.bisect_right(rows, after, key=_by_id)
         page_no = start // limit + 1
-        failure = self._failure_for(listing, group)
+        failure = failure_for(self.failure, listing, group)
         if failure is not None and failure.mode == "error" and page_no == failure.page:
             return _error(500, "E0000009", "Internal Server Error")
         chunk = [render(r, request) for r in rows[start : start + limit]]
@@ -417,14 +400,6 @@ class OktaEmulator(LoopbackEmulator):
             links.append(f'<{next_url}>; rel="next"')
         headers = {"Link": ", ".join(links), **self._rate_headers(remaining=RATE_LIMIT - 1)}
         return JSONResponse(chunk, headers=headers)
-
-    def _failure_for(self, listing: Listing, group: str | None) -> PageFailure | None:
-        failure = self.failure
-        if failure is None or failure.listing != listing:
-            return None
-        if failure.group is not None and failure.group != group:
-            return None
-        return failure
 
 
 def _by_id(record: dict[str, Any]) -> str:

@@ -9,6 +9,9 @@ the start is found by bisection, never by scanning or copying the rows.
 * *By opaque cursor* (OpenAI roles, groups, group users/roles): ``after`` is the ``next``
   of the previous page; the cursor encodes the creation sequence number of the last object
   returned, so it stays valid when that object is deleted between pages.
+
+The directories (Okta, Entra ID, Google) share the `PageFailure` test switch, and Entra ID
+and Google an opaque *offset* page token (`offset_token`, `next_offset_token`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import base64
 import binascii
 import bisect
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
 
 _CURSOR_PREFIX = "seq:"
 
@@ -129,3 +133,74 @@ def page_by_cursor(
         "has_more": has_more,
         "next": encode_cursor(cursor_seq) if has_more else None,
     }
+
+
+# ------------------------------------------------------------------ directories
+
+Listing = Literal["users", "groups", "members"]
+
+
+@dataclass
+class PageFailure:
+    """Page `page` (1-based) of `listing` cannot be had.
+
+    `mode`: "error" answers it with a server error forever (Okta and Graph 500, Google
+    503); "bad_cursor" makes the link to it carry a cursor the server rejects (as an
+    expired one); "loop" makes the link to it point back to the page before (an
+    inconsistent sequence). For "members", `group` names the group (None: every group
+    with that many pages).
+    """
+
+    listing: Listing
+    page: int
+    mode: Literal["error", "bad_cursor", "loop"] = "error"
+    group: str | None = None
+
+
+def failure_for(
+    failure: PageFailure | None, listing: Listing, group: str | None
+) -> PageFailure | None:
+    """`failure` when it concerns this listing (and group), else None."""
+    if failure is None or failure.listing != listing:
+        return None
+    if failure.group is not None and failure.group != group:
+        return None
+    return failure
+
+
+def offset_token(listing: str, group: str | None, offset: int) -> str:
+    """An opaque page token for `offset` into one listing (of one group's members)."""
+    raw = f"{listing}:{group or ''}:{offset}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def token_offset(token: str, listing: str, group: str | None) -> int | None:
+    """The offset `offset_token` put in `token`, or None if it is not one of this listing's."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    name, _, rest = raw.partition(":")
+    owner, _, offset = rest.rpartition(":")
+    if name != listing or owner != (group or "") or not offset.isdigit():
+        return None
+    return int(offset)
+
+
+def next_offset_token(
+    failure: PageFailure | None,
+    listing: str,
+    group: str | None,
+    *,
+    offset: int,
+    taken: int,
+    page_no: int,
+) -> str:
+    """The token of the page after page `page_no` (at `offset`, holding `taken` rows),
+    spoilt as `failure` asks when that next page is the failing one."""
+    if failure is not None and page_no + 1 == failure.page:
+        if failure.mode == "bad_cursor":
+            return offset_token(listing, "expired", offset + taken)
+        if failure.mode == "loop":
+            return offset_token(listing, group, offset)
+    return offset_token(listing, group, offset + taken)

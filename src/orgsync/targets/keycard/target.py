@@ -24,8 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Final, Protocol, TypeVar, cast, get_args
-from urllib.parse import quote
+from typing import Final, cast, get_args
 
 import httpx
 import structlog
@@ -38,7 +37,6 @@ from orgsync.core.model import (
     TargetInvite,
     TargetMember,
     TargetSnapshot,
-    normalize_email,
 )
 from orgsync.core.plan import (
     Invite,
@@ -53,6 +51,7 @@ from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.http.paging import PageGuard
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
+from orgsync.targets._common import Item, invite_to_adopt, newest_live_invite, segment, utcnow
 from orgsync.targets.http import ApiClient
 from orgsync.targets.keycard import wire
 from orgsync.targets.keycard.connector import CAPABILITIES
@@ -64,18 +63,6 @@ log = structlog.get_logger(__name__)
 PAGE_SIZE: Final = 100
 """Items asked for per page (the subset spec allows 1-1000 and defaults to 100)."""
 TOKEN_PATH: Final = "/service-account-token"  # noqa: S105 - a path, not a secret
-
-
-class _HasId(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-_Item = TypeVar("_Item", bound=_HasId)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class KeycardTarget:
@@ -92,10 +79,10 @@ class KeycardTarget:
         client: ApiClient,
         *,
         organization_id: str,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._client = client
-        self._org = f"/organizations/{_segment(organization_id)}"
+        self._org = f"/organizations/{segment(organization_id)}"
         self._clock = clock
 
     @classmethod
@@ -115,7 +102,7 @@ class KeycardTarget:
         on_response: Callable[[str, int], None] | None = None,
         transport: httpx.BaseTransport | None = None,
         interrupt: ReadInterrupt | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> KeycardTarget:
         """A target authenticating as a service account; `token_url` defaults to
         `base_url` + `/service-account-token`. `transport` replaces the network (tests)."""
@@ -183,25 +170,12 @@ class KeycardTarget:
 
     def find_invite(self, email: str) -> TargetInvite | None:
         """The live invitation of `email` (the newest, should there be several)."""
-        key = normalize_email(email)
-        now = self._clock()
-        live = [
-            invite
-            for invite in map(_invite, self._walk("/invitations", wire.CursorPage[wire.Invitation]))
-            if invite is not None and invite.email_key == key and invite.is_live(now)
-        ]
-        if not live:
-            return None
-        return max(live, key=lambda i: i.expires_at or datetime.max.replace(tzinfo=UTC))
+        invites = map(_invite, self._walk("/invitations", wire.CursorPage[wire.Invitation]))
+        return newest_live_invite((i for i in invites if i is not None), email, self._clock())
 
     def find_existing(self, operation: Operation) -> str | None:
         """For an invitation: a live one for that email with the same role (to adopt)."""
-        if not isinstance(operation, Invite):
-            return None
-        invite = self.find_invite(operation.email)
-        if invite is not None and invite.role == operation.role:
-            return invite.id
-        return None
+        return invite_to_adopt(self.find_invite, operation)
 
     # ------------------------------------------------------------------ writing
 
@@ -210,7 +184,7 @@ class KeycardTarget:
         if isinstance(operation, Invite):
             return self._invite(operation)
         if isinstance(operation, RevokeInvite):
-            self._delete(f"/invitations/{_segment(operation.invite_id)}")
+            self._delete(f"/invitations/{segment(operation.invite_id)}")
             return None
         if isinstance(operation, SetRole):
             self._update(operation.user_id, wire.UserUpdate(role=_role(operation.role)))
@@ -223,7 +197,7 @@ class KeycardTarget:
             self._update(operation.user_id, wire.UserUpdate(status=status))
             return None
         if isinstance(operation, RemoveMember):
-            self._delete(f"/users/{_segment(operation.user_id)}")
+            self._delete(f"/users/{segment(operation.user_id)}")
             return None
         raise TargetError(
             f"operation {operation.op!r} is not supported by the Keycard target "
@@ -239,7 +213,7 @@ class KeycardTarget:
         if operation.replaces_invite_id is not None:
             # Gone already (revoked by hand, purged after expiry): nothing left to drop.
             with contextlib.suppress(NotFoundError):
-                self._delete(f"/invitations/{_segment(operation.replaces_invite_id)}")
+                self._delete(f"/invitations/{segment(operation.replaces_invite_id)}")
         body = wire.InvitationCreate(email=operation.email, role=_role(operation.role))
         # Not idempotent: a lost response may hide a created invitation, so the applier
         # retries only after `find_existing` has looked for it.
@@ -252,7 +226,7 @@ class KeycardTarget:
     def _update(self, user_id: str, body: wire.UserUpdate) -> None:
         self._client.request_model(
             "PATCH",
-            f"{self._org}/users/{_segment(user_id)}",
+            f"{self._org}/users/{segment(user_id)}",
             wire.OrganizationUser,
             json=body.model_dump(exclude_none=True),
             idempotent=True,  # setting a role or status twice ends in the same state
@@ -261,9 +235,9 @@ class KeycardTarget:
     def _delete(self, path: str) -> None:
         self._client.request("DELETE", f"{self._org}{path}", idempotent=True)
 
-    def _walk(self, path: str, model: type[wire.CursorPage[_Item]]) -> list[_Item]:
+    def _walk(self, path: str, model: type[wire.CursorPage[Item]]) -> list[Item]:
         """Every item of a cursor list, each id once, or an error: never a partial list."""
-        items: dict[str, _Item] = {}
+        items: dict[str, Item] = {}
         after: str | None = None
         guard = PageGuard(f"GET {self._org}{path}")
         while True:
@@ -352,8 +326,3 @@ def _role(role: str) -> wire.OrgRole:
         if role == known:
             return cast(wire.OrgRole, known)
     raise TargetError(f"{role!r} is not a Keycard organization role ({wire.ORG_ROLES})")
-
-
-def _segment(identifier: str) -> str:
-    """An id as one path segment: ids come from the server, but a '/' must not escape."""
-    return quote(identifier, safe="")

@@ -25,7 +25,6 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 from typing import Final
-from urllib.parse import quote
 
 import structlog
 
@@ -42,6 +41,7 @@ from orgsync.core.plan import (
     RenameGroup,
     UnassignGroupRole,
 )
+from orgsync.targets._common import segment
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.paging import list_by_next
@@ -55,11 +55,6 @@ GROUP_PAGE_SIZE: Final = 1000
 """The largest page the group, group user and group role lists accept (spec: 0-1000)."""
 ORGANIZATION_ROLE: Final = "api.organization"
 OWNER: Final = "owner"
-
-
-def _segment(identifier: str) -> str:
-    """An id as one path segment: ids come from the server, but a '/' must not escape."""
-    return quote(identifier, safe="")
 
 
 def role_catalog(base: RoleCatalog, roles: Iterable[wire.Role]) -> RoleCatalog:
@@ -138,7 +133,7 @@ class OpenAIGroups:
             return tuple(pool.map(self._detail, groups))
 
     def _detail(self, group: wire.Group) -> TargetGroup:
-        base = f"{GROUPS}/{_segment(group.id)}"
+        base = f"{GROUPS}/{segment(group.id)}"
         users = list_by_next(
             self._client, f"{base}/users", wire.GroupUserPage, limit=GROUP_PAGE_SIZE
         )
@@ -167,7 +162,7 @@ class OpenAIGroups:
             )
             return created.id
         group_id = _group_id(operation)
-        base = f"{GROUPS}/{_segment(group_id)}"
+        base = f"{GROUPS}/{segment(group_id)}"
         if isinstance(operation, AdoptGroup):
             return group_id  # ownership is recorded in the state database; no API call
         if isinstance(operation, RenameGroup):
@@ -196,7 +191,7 @@ class OpenAIGroups:
                 idempotent=False,
             )
         elif isinstance(operation, RemoveGroupMember):
-            self._delete(f"{base}/users/{_segment(operation.user_id)}", wire.Deletion)
+            self._delete(f"{base}/users/{segment(operation.user_id)}", wire.Deletion)
         elif isinstance(operation, AssignGroupRole):
             self._client.request_model(
                 "POST",
@@ -206,7 +201,7 @@ class OpenAIGroups:
                 idempotent=False,
             )
         elif isinstance(operation, UnassignGroupRole):
-            self._delete(f"{base}/roles/{_segment(operation.role_id)}", wire.Deletion)
+            self._delete(f"{base}/roles/{segment(operation.role_id)}", wire.Deletion)
         return None
 
     def find_existing(self, operation: GroupOperation) -> str | None:
@@ -217,13 +212,13 @@ class OpenAIGroups:
         group_id = operation.group_id
         if group_id is None:
             return None
-        base = f"{GROUPS}/{_segment(group_id)}"
+        base = f"{GROUPS}/{segment(group_id)}"
         if isinstance(operation, AddGroupMember):
             if operation.user_id is None:
                 return None
-            return self._exists(f"{base}/users/{_segment(operation.user_id)}", group_id)
+            return self._exists(f"{base}/users/{segment(operation.user_id)}", group_id)
         if isinstance(operation, AssignGroupRole):
-            return self._exists(f"{base}/roles/{_segment(operation.role_id)}", group_id)
+            return self._exists(f"{base}/roles/{segment(operation.role_id)}", group_id)
         return None
 
     def _find_group(self, name: str) -> str | None:

@@ -8,27 +8,18 @@ forever: a read that cannot be completed must not become a partial snapshot.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
-
 from orgsync.core.errors import TransientError
 from orgsync.http.paging import PageGuard
+from orgsync.targets._common import Item
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 
 
-class _HasId(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-_Item = TypeVar("_Item", bound=_HasId)
-
-
 def list_by_next(
-    client: ApiClient, path: str, page_model: type[wire.NextPage[_Item]], *, limit: int
-) -> list[_Item]:
+    client: ApiClient, path: str, page_model: type[wire.NextPage[Item]], *, limit: int
+) -> list[Item]:
     """Every item of the list at `path`, in server order, each id once."""
-    items: dict[str, _Item] = {}
+    items: dict[str, Item] = {}
     after: str | None = None
     guard = PageGuard(f"GET {path}")
     while True:

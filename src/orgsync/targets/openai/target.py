@@ -23,8 +23,7 @@ import contextlib
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Final, Protocol, TypeVar
-from urllib.parse import quote
+from typing import Final
 
 import structlog
 
@@ -43,7 +42,6 @@ from orgsync.core.model import (
     TargetInvite,
     TargetMember,
     TargetSnapshot,
-    normalize_email,
 )
 from orgsync.core.plan import (
     GroupOperationFields,
@@ -55,6 +53,7 @@ from orgsync.core.plan import (
     SuspendMember,
 )
 from orgsync.http.paging import PageGuard
+from orgsync.targets._common import Item, invite_to_adopt, newest_live_invite, segment, utcnow
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.connector import CAPABILITIES
@@ -90,18 +89,6 @@ _REDACTION = re.compile(r"(?s)(.*?)(?:\.{2,}|\u2026|\*{2,})(.*)")
 asterisks), leaving a visible prefix and suffix."""
 
 
-class _HasId(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-_Item = TypeVar("_Item", bound=_HasId)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class OpenAITarget:
     """The `orgsync.core.ports.Target` for one OpenAI organization.
 
@@ -122,7 +109,7 @@ class OpenAITarget:
         *,
         api_key: str,
         invite_projects: Sequence[tuple[str, str]] = (),
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         read_concurrency: int = 4,
     ) -> None:
         self._client = client
@@ -183,7 +170,7 @@ class OpenAITarget:
         for member_id in sorted(member_ids - found.keys()):
             try:
                 user = self._client.request_model(
-                    "GET", f"{USERS}/{_segment(member_id)}", wire.User, idempotent=True
+                    "GET", f"{USERS}/{segment(member_id)}", wire.User, idempotent=True
                 )
             except NotFoundError:
                 continue  # removed since orgsync linked it: absent, as in a full read
@@ -222,17 +209,8 @@ class OpenAITarget:
     def find_invite(self, email: str) -> TargetInvite | None:
         """The live (pending, unexpired) invitation of `email`, matched on the normalized
         email; the newest if the organization somehow holds several."""
-        key = normalize_email(email)
-        now = self._clock()
-        live = [
-            invite
-            for invite in map(_invite, self._list_by_id(INVITES, wire.InvitePage))
-            if invite.email_key == key and invite.is_live(now)
-        ]
-        if not live:
-            return None
-        # An invite without expiry outlives any that has one.
-        return max(live, key=lambda i: i.expires_at or datetime.max.replace(tzinfo=UTC))
+        invites = map(_invite, self._list_by_id(INVITES, wire.InvitePage))
+        return newest_live_invite(invites, email, self._clock())
 
     def find_existing(self, operation: Operation) -> str | None:
         """For an invitation: the id of a live one for that email with the same role. For a
@@ -240,12 +218,7 @@ class OpenAITarget:
         membership or role assignment: the group's id if it is already in place."""
         if isinstance(operation, GroupOperationFields):
             return self._groups.find_existing(operation)
-        if not isinstance(operation, Invite):
-            return None
-        invite = self.find_invite(operation.email)
-        if invite is not None and invite.role == operation.role:
-            return invite.id
-        return None
+        return invite_to_adopt(self.find_invite, operation)
 
     # ------------------------------------------------------------------ writing
 
@@ -259,19 +232,19 @@ class OpenAITarget:
         if isinstance(operation, RevokeInvite):
             # An accepted invitation cannot be deleted; the API's refusal (a 4xx) surfaces
             # as RequestRejected with its message, which is the truth to report.
-            self._delete(f"{INVITES}/{_segment(operation.invite_id)}", wire.InviteDeleted)
+            self._delete(f"{INVITES}/{segment(operation.invite_id)}", wire.InviteDeleted)
             return None
         if isinstance(operation, SetRole):
             self._client.request_model(
                 "POST",
-                f"{USERS}/{_segment(operation.user_id)}",
+                f"{USERS}/{segment(operation.user_id)}",
                 wire.User,
                 json=wire.UserRoleUpdate(role=operation.role).model_dump(),
                 idempotent=True,  # setting the same role twice ends in the same state
             )
             return None
         if isinstance(operation, RemoveMember):
-            self._delete(f"{USERS}/{_segment(operation.user_id)}", wire.UserDeleted)
+            self._delete(f"{USERS}/{segment(operation.user_id)}", wire.UserDeleted)
             return None
         if isinstance(operation, SuspendMember):
             raise RequestRejected("target cannot suspend members (OpenAI only removes them)")
@@ -287,7 +260,7 @@ class OpenAITarget:
             # Already gone (expired and purged, or deleted by hand): nothing left to drop.
             with contextlib.suppress(NotFoundError):
                 self._delete(
-                    f"{INVITES}/{_segment(operation.replaces_invite_id)}", wire.InviteDeleted
+                    f"{INVITES}/{segment(operation.replaces_invite_id)}", wire.InviteDeleted
                 )
         body = wire.InviteRequest(
             email=operation.email, role=operation.role, projects=list(self._projects)
@@ -307,13 +280,13 @@ class OpenAITarget:
     def _list_by_id(
         self,
         path: str,
-        page_model: type[wire.CursorPage[_Item]],
+        page_model: type[wire.CursorPage[Item]],
         *,
         emails: Sequence[str] = (),
-    ) -> list[_Item]:
+    ) -> list[Item]:
         """Every item of an id-cursor list, in server order, each id once; `emails`
         filters the users list (repeated `emails` parameters, as the spec's array)."""
-        items: dict[str, _Item] = {}
+        items: dict[str, Item] = {}
         after: str | None = None
         guard = PageGuard(f"GET {path}")
         while True:
@@ -416,8 +389,3 @@ def _redaction_matches(redacted: str, key: str) -> bool:
     if not prefix and not suffix:
         return False  # nothing visible: it would match any key
     return len(key) >= len(prefix) + len(suffix) and key.startswith(prefix) and key.endswith(suffix)
-
-
-def _segment(identifier: str) -> str:
-    """An id as one path segment: ids come from the server, but a '/' must not escape."""
-    return quote(identifier, safe="")

@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
-from urllib.parse import quote
 
 import httpx
 import structlog
@@ -76,6 +75,7 @@ from orgsync.core.plan import (
 from orgsync.http.client import network_transport, ssl_verify
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
+from orgsync.targets._common import segment
 from orgsync.targets.http import ApiClient
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.connector import CAPABILITIES
@@ -331,7 +331,7 @@ class ScimTarget:
             self._update_user(operation.user_id, {"active": False})
             return None
         if isinstance(operation, RemoveMember):
-            self._client.request("DELETE", f"/Users/{_segment(operation.user_id)}", idempotent=True)
+            self._client.request("DELETE", f"/Users/{segment(operation.user_id)}", idempotent=True)
             return None
         if isinstance(operation, CreateGroup):
             body = wire.new_group(name=operation.group, external_id=operation.source_group_id)
@@ -343,7 +343,7 @@ class ScimTarget:
             self._rename_group(_group_id(operation.group_id), operation.group)
             return None
         if isinstance(operation, DeleteGroup):
-            path = f"/Groups/{_segment(_group_id(operation.group_id))}"
+            path = f"/Groups/{segment(_group_id(operation.group_id))}"
             self._client.request("DELETE", path, idempotent=True)
             return None
         if isinstance(operation, AddGroupMember | RemoveGroupMember):
@@ -404,7 +404,7 @@ class ScimTarget:
 
     def _update_user(self, user_id: str, changes: dict[str, Any]) -> None:
         """Replace these attributes of a user, in the form the server accepts."""
-        path = f"/Users/{_segment(user_id)}"
+        path = f"/Users/{segment(user_id)}"
 
         def send(form: Form) -> None:
             if form == "put":
@@ -470,7 +470,7 @@ class ScimTarget:
         return matches[0] if matches else None
 
     def _get_group(self, group_id: str) -> Group:
-        path = f"/Groups/{_segment(group_id)}"
+        path = f"/Groups/{segment(group_id)}"
         response = self._client.request("GET", path, idempotent=True)
         return wire.parse(Group, response.json(), f"GET {path}")
 
@@ -484,7 +484,7 @@ class ScimTarget:
         )
 
     def _rename_group(self, group_id: str, name: str) -> None:
-        path = f"/Groups/{_segment(group_id)}"
+        path = f"/Groups/{segment(group_id)}"
 
         def send(form: Form) -> None:
             if form == "put":
@@ -557,7 +557,7 @@ class ScimTarget:
                 PatchOperation[Group](op=PatchOperation.Op.remove, path=wire.members_filter(u))
                 for u in user_ids
             ]
-        path = f"/Groups/{_segment(group_id)}"
+        path = f"/Groups/{segment(group_id)}"
         # Not idempotent (see `_send_members`): the retries are ours, with a re-read.
         self._client.request("PATCH", path, json=wire.group_patch(operations), idempotent=False)
 
@@ -585,7 +585,7 @@ class ScimTarget:
             users = users_in(resource)
             return user_ids <= users if change == "add" else not (user_ids & users)
 
-        self._put_modified(f"/Groups/{_segment(group_id)}", edit, made)
+        self._put_modified(f"/Groups/{segment(group_id)}", edit, made)
 
     def _is_user(self, member: dict[str, Any]) -> bool:
         value, type_, ref = member.get("value"), member.get("type"), member.get("$ref")
@@ -760,8 +760,3 @@ def _meta_version(resource: dict[str, Any]) -> str | None:
 def _quoted(value: str) -> str:
     """A filter's string literal: JSON string syntax (RFC 7644 §3.4.2.2)."""
     return json.dumps(value)
-
-
-def _segment(identifier: str) -> str:
-    """An id as one path segment: ids come from the server, but a '/' must not escape."""
-    return quote(identifier, safe="")

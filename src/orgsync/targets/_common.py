@@ -1,0 +1,53 @@
+"""Pieces the built-in targets share: path segments, the clock, listed items, invitations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+from urllib.parse import quote
+
+from orgsync.core.model import TargetInvite, normalize_email
+from orgsync.core.plan import Invite, Operation
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=HasId)
+"""An object of a listing, kept by id while its pages are walked."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def segment(identifier: str) -> str:
+    """An id as one path segment: ids come from the server, but a '/' must not escape."""
+    return quote(identifier, safe="")
+
+
+def newest_live_invite(
+    invites: Iterable[TargetInvite], email: str, now: datetime
+) -> TargetInvite | None:
+    """The live invitation of `email` (matched on the normalized email), the newest if the
+    organization somehow holds several; one without expiry outlives any that has one."""
+    key = normalize_email(email)
+    live = [invite for invite in invites if invite.email_key == key and invite.is_live(now)]
+    if not live:
+        return None
+    return max(live, key=lambda i: i.expires_at or datetime.max.replace(tzinfo=UTC))
+
+
+def invite_to_adopt(
+    find_invite: Callable[[str], TargetInvite | None], operation: Operation
+) -> str | None:
+    """For an invitation: the id of a live one for that email with the same role."""
+    if not isinstance(operation, Invite):
+        return None
+    invite = find_invite(operation.email)
+    if invite is not None and invite.role == operation.role:
+        return invite.id
+    return None
