@@ -29,10 +29,11 @@ class ManyOrgs:
             )
             for _ in range(count)
         ]
-        self._server = BackgroundServer(self._dispatch, name="openai-orgs")
+        self._server = BackgroundServer(self, name="openai-orgs")
         self._origin: str | None = None
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app: uvicorn tells ASGI 3 from 2 by a coroutine `__call__`."""
         if scope["type"] != "http":
             return
         path: str = scope["path"]

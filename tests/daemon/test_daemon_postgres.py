@@ -1,5 +1,5 @@
 """`orgsync daemon` with its state on PostgreSQL (issue 15, first half): two daemon
-processes on one database take turns per target (the advisory lock), both converge the
+processes on one database take turns per target (its lease), together converge the
 organization, `/readyz` and the status page answer from the server, and the password is
 in no log line or page."""
 
@@ -93,7 +93,10 @@ def test_two_daemons_on_one_postgresql_database_take_turns(
             )
             intervals = writing_intervals(store)
             statuses = {r.status for r in store.runs(limit=1000)}
-        assert {pid for pid, _, _ in intervals} == {first.process.pid, second.process.pid}
+        # Which daemon writes is the lease's business (the target falls to one replica,
+        # which claims the webhook requests of both); never two at the same time.
+        assert intervals
+        assert {pid for pid, _, _ in intervals} <= {first.process.pid, second.process.pid}
         for pid, start, end in intervals:
             for other_pid, other_start, other_end in intervals:
                 if pid != other_pid:

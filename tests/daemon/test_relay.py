@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.daemon.harness import OKTA_AUTH, SECRET, Daemon, DaemonRig, wait_for
@@ -20,14 +18,6 @@ from tests.leaks import traces
 
 BODY_MARKER = "raw-body-marker-5e1f0a77c2d94b38"
 HEADER_SECRET = "header-secret-9b3c1d7e55a04f2a"
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def everything_stored(path: Path) -> str:

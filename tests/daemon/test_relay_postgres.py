@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from orgsync.store import StateStore
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.daemon.harness import Daemon, DaemonRig, wait_for
+from tests.daemon.harness import SECRET, Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import with_people
 from tests.e2e.harness import API_KEY, directory, wanted_roles
+from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
 
 PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
@@ -25,14 +26,6 @@ RATE = 4
 """Requests per second to the target: the start-up run (30 invitations) holds the
 target's lease for several seconds, long enough to send a webhook while it does."""
 LEASE_TTL = 3
-
-
-@pytest.fixture
-def started() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill()
 
 
 def replicas_rig(
@@ -67,6 +60,21 @@ def holder_of(url: str) -> tuple[int, str] | None:
 def holder_pid(url: str) -> int | None:
     held = holder_of(url)
     return held[0] if held else None
+
+
+def everything_stored(url: str) -> str:
+    """Every value of every table of the database, as text."""
+    with psycopg.connect(url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+        ]
+        return "\n".join(
+            repr(row) for table in tables for row in conn.execute(f'SELECT * FROM "{table}"')
+        )
 
 
 def claimed_events(daemon: Daemon) -> list[dict[str, object]]:
@@ -118,6 +126,12 @@ def test_a_webhook_to_the_replica_not_holding_the_target_is_run_by_the_holder(
         writers = {r.pid for r in runs if r.status == "ok" and r.summary.get("invite")}
         assert writers == {holder.process.pid}
         assert max(rig.pending_invites().values()) == 1
+        # Nothing of the delivery but its ids is in the database: not the body's other
+        # fields, not the signature's secret, not the database's own password.
+        stored = everything_stored(url)
+        assert email in stored
+        for secret in (SECRET, PASSWORD, "to-the-other"):
+            assert traces(secret, stored) == [], secret
         print(f"\nwebhook to the other replica: invited {latency:.1f} s after it was sent")
         # The holder first finishes its start-up run (30 invitations at 4/s), then runs it.
         assert latency < 30

@@ -418,3 +418,17 @@ class TestQueueUnavailable:
             )
         }
         assert counts[("openai-test", "queued")] == 3
+
+
+def test_an_id_too_long_to_name_anybody_is_refused_before_the_queue(tmp_path: Path) -> None:
+    """What the queue stores is bounded: a delivery naming a 3000-character "email" (the
+    state database's index over waiting people would refuse the row, and the sender would
+    retry a 503 for ever) is refused as malformed, on every endpoint, and nothing queued."""
+    rig = Rig()
+    huge = "a" * 3000 + "@example.com"
+    assert rig.generic({"id": "e1", "emails": [huge]}).status_code == 400
+    okta = {"data": {"events": [{"uuid": "u1", "target": [{"type": "User", "id": "x" * 600}]}]}}
+    answer = rig.client.post("/webhooks/okta", json=okta, headers={"Authorization": OKTA})
+    assert answer.status_code == 400
+    assert rig.events == []
+    assert rig.generic({"id": "e1", "emails": ["a" * 200 + "@example.com"]}).status_code == 202

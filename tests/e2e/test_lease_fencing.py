@@ -64,6 +64,21 @@ def sync(config: Path, **popen: object) -> subprocess.Popen[str]:
     )
 
 
+def status(config: Path) -> list[dict[str, object]]:
+    env = {**os.environ, KEY_ENV: API_KEY, PASSWORD_ENV: PASSWORD}
+    env.pop("PGPASSWORD", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "orgsync", "--config", str(config), "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    document: list[dict[str, object]] = json.loads(done.stdout)
+    return document
+
+
 def journal(url: str) -> list[tuple[object, ...]]:
     """Every run and operation row as it stands (what a resumed process must not change)."""
     with StateStore.open(url, password=PASSWORD) as store:
@@ -97,14 +112,24 @@ def test_a_sync_frozen_past_its_lease_writes_nothing_when_resumed(
         first = sync(config)
         try:
             deadline = time.monotonic() + 60
-            while invite_posts(emulator) < 2:
+            while invite_posts(emulator) < 1:
                 assert first.poll() is None, first.communicate()
                 assert time.monotonic() < deadline, "A never started inviting"
+                time.sleep(0.01)
+            (view,) = status(config)  # while A runs: its lease, renewed
+            assert view["lock_held"] is True and view["lock_token"] == 1
+            assert f"pid {first.pid}," in str(view["lock_holder"])
+            seen = invite_posts(emulator)
+            while invite_posts(emulator) <= seen:
+                assert first.poll() is None, first.communicate()
+                assert time.monotonic() < deadline, "A stopped inviting"
                 time.sleep(0.002)
             os.kill(first.pid, signal.SIGSTOP)
             emulator.faults = Faults()  # the second sync runs at full speed
             sent_by_first = invite_posts(emulator)
             time.sleep(2.5)  # past A's lease (2 s), by the server's clock too
+            (view,) = status(config)
+            assert view["lock_held"] is False  # expired by time, A's connection still open
 
             second = sync(config)
             out, err = second.communicate(timeout=120)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from orgsync import cli, config, connectors
+from orgsync import config, connectors
+from orgsync.cli._common import EXIT_CODES
+from orgsync.cli._parser import build_parser
 from orgsync.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +62,7 @@ def _own_options(parser: argparse.ArgumentParser) -> Iterator[str]:
             yield action.dest
 
 
-COMMANDS = list(_subcommands(cli._parser()))
+COMMANDS = list(_subcommands(build_parser()))
 
 
 def test_the_parser_is_introspected() -> None:
@@ -72,7 +74,7 @@ def test_the_parser_is_introspected() -> None:
 
 def test_every_global_option_is_documented() -> None:
     commands = _section("Commands")
-    for action in cli._parser()._actions:
+    for action in build_parser()._actions:
         for option in action.option_strings:
             assert _named(option, commands), f"global option {option} missing from reference"
 
@@ -91,7 +93,7 @@ def test_every_command_and_option_is_documented(
 
 def test_every_exit_code_is_documented() -> None:
     codes = _section("Exit codes")
-    for code in re.findall(r"^  (\d+) ", cli._EXIT_CODES, re.MULTILINE):
+    for code in re.findall(r"^  (\d+) ", EXIT_CODES, re.MULTILINE):
         assert re.search(rf"^\| {code} \|", codes, re.MULTILINE), f"exit code {code}"
 
 

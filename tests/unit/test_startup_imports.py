@@ -61,7 +61,11 @@ def test_help_imports_no_third_party_library(tmp_path: Path) -> None:
         {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"orgsync"}
     )
     assert third_party == []
-    assert within(names, ("orgsync",)) == [
+    # The command modules are read to build the parser; each imports the rest of orgsync
+    # only when its command runs.
+    commands = sorted(n for n in within(names, ("orgsync.cli",)) if n != "orgsync.cli")
+    assert "orgsync.cli.sync" in commands
+    assert sorted(set(within(names, ("orgsync",))) - set(commands)) == [
         "orgsync",
         "orgsync.cli",
         "orgsync.core",

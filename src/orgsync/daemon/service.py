@@ -232,7 +232,7 @@ class Service:
         dies, its targets fall to the others once its registration expired). A target
         another replica holds gets its requests from that replica's relay."""
         mine = self.engine.leases.held_targets()
-        holders = self.engine.store.lease_holders()
+        holders = self.store.lease_holders()
         return [t for t in self.mailboxes if t in mine or (t not in holders and self._preferred(t))]
 
     def _preferred(self, target: str) -> bool:
@@ -240,7 +240,7 @@ class Service:
 
     def lease_holders(self) -> dict[str, str | None]:
         """Who holds each configured target's lease now (None: nobody)."""
-        held = self.engine.store.lease_holders()
+        held = self.store.lease_holders()
         return {name: (held[name].holder if name in held else None) for name in self.mailboxes}
 
     # ------------------------------------------------------------------ the pieces' callbacks
@@ -302,9 +302,7 @@ class Service:
         # On a shared database, replicas started together (a rollout) register first, so
         # that the fair share of the first pass counts them all.
         settle = (
-            self.config.state.lease_ttl.total_seconds() / 3
-            if self.engine.store.db.leases_expire
-            else 0.0
+            self.config.state.lease_ttl.total_seconds() / 3 if self.store.db.leases_expire else 0.0
         )
         for mailbox in self.mailboxes.values():
             mailbox.put(SyncRequest("startup"), delay=settle)

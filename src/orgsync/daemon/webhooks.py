@@ -22,12 +22,13 @@ API does), and every refusal has its status, a log line and a count in
 
 Refusals: body over 1 MiB → 413; body not in full within `body_timeout` → 408; bad or
 missing signature/authorization/clientState → 401; stale timestamp → 401; replay → 409;
-malformed JSON (not UTF-8, nested deeper than `MAX_DEPTH`, a number too long) or shape →
-400; endpoint without a configured secret → 404; shutting down, or the state database
-unable to queue the request (`orgsync.daemon.relay`) → 503 with Retry-After, and the
-delivery is not remembered as seen, so the sender's retry is taken. Each is one log
-line and one count; a hostile body never reaches a recursive parser unbounded (a linear
-pre-scan of the raw bytes checks the nesting first), so no input gives a 500.
+malformed JSON (not UTF-8, nested deeper than `MAX_DEPTH`, a number too long), shape or
+an email or id longer than `MAX_ID` → 400; endpoint without a configured secret → 404;
+shutting down, or the state database unable to queue the request
+(`orgsync.daemon.relay`) → 503 with Retry-After, and the delivery is not remembered as
+seen, so the sender's retry is taken. Each is one log line and one count; a hostile
+body never reaches a recursive parser unbounded (a linear pre-scan of the raw bytes
+checks the nesting first), so no input gives a 500.
 
 Authentication comes before parsing wherever the protocol allows: the generic HMAC is
 checked over the raw bytes, Okta's Authorization header before the body is read. Graph
@@ -103,6 +104,9 @@ REPLAY_WINDOW: Final = 300
 """Seconds a signed timestamp may be away from now (older: 401, "stale timestamp")."""
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
+MAX_ID: Final = 512
+"""Characters of a named person's email or id, at most (an address has at most 254): a
+longer one names nobody, and the queue's index over people would refuse it."""
 _SHOWN: Final = 64
 """Characters of a sender's value quoted back in a refusal, at most."""
 
@@ -436,6 +440,10 @@ class WebhookReceiver:
     ) -> Response:
         people = len(event.emails) + len(event.source_ids)
         answer: dict[str, str] = {"status": "accepted"}
+        if any(len(value) > MAX_ID for value in (*event.emails, *event.source_ids)):
+            if seen is not None:
+                seen[0].forget(seen[1])
+            raise Refused(400, "malformed", f"an email or id longer than {MAX_ID} characters")
         if people > MAX_TARGETED_PEOPLE:
             event = WebhookEvent(event.kind, targets=event.targets)
             answer["reason"] = (

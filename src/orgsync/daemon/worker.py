@@ -12,10 +12,11 @@ Replicas (several daemons on one PostgreSQL database) share the targets: each ta
 falls to one live replica (`preferred()`, rendezvous hashing); another replica's scheduled
 or start-up reconcile of it first waits `grace` (the lease TTL) for that one, and is
 dropped when a good full run of the target by another daemon started within half the
-interval. A worker takes its target's lease only while its daemon holds fewer than its
-fair share (`share()`: the targets over the live replicas). So each pass, each replica
-reconciles about its share, and the targets of a replica that died are taken by the
-others once its leases and registration expire.
+interval before the request (and since this daemon started). A worker takes its target's
+lease only while its daemon holds fewer than its fair share (`share()`: the targets over
+the live replicas). So each pass, each replica reconciles about its share, and the
+targets of a replica that died are taken by the others once its leases and registration
+expire.
 """
 
 from __future__ import annotations
@@ -254,9 +255,11 @@ class TargetWorker:
         ):
             return False
         # Runs from before this daemon started do not count: a restart reconciles.
-        recent = max(self.clock() - self.config.schedule.interval / 2, self.started_at)
+        # Within half an interval before the request, which may have waited `grace`.
+        window = self.config.schedule.interval / 2 + timedelta(seconds=self.grace)
+        recent = max(self.clock() - window, self.started_at)
         try:
-            runs = self.engine.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
+            runs = self.store.runs(limit=5, target=self.target, **DAEMON_WRITES)
         except OrgsyncError:
             return False
         for run in runs:

@@ -170,9 +170,11 @@ class Dialect:
     shared by several hosts; None: the store's own clock (one host)."""
     lock_row: str = ""
     """Appended to a SELECT of one row that the transaction then decides on (a lease):
-    locks it against a concurrent writer where the backend does not serialise writers."""
+    locks it against a concurrent writer where the backend does not serialise writers,
+    and skips it, rather than wait, while another transaction holds it."""
     share_row: str = ""
-    """The same, letting other readers share it (a fencing check)."""
+    """Appended to a SELECT of one row that a write transaction depends on (a fencing
+    check): excludes a concurrent `lock_row` (a takeover), not a plain update (a renewal)."""
 
     def ddl(self, statement: str) -> str:
         """A migration's statement (written for SQLite) in this backend's form."""
@@ -282,12 +284,51 @@ class StateDB(ABC):
     @abstractmethod
     def write(self) -> AbstractContextManager[Session]: ...
 
+    def companion(self) -> StateDB:
+        """The same database on a connection of its own, for work that must not queue
+        behind the runs' writes (lease renewals on a server); itself on SQLite, whose
+        writers are serialised by the file anyway. Close it when done (a no-op for
+        itself)."""
+        return _Borrowed(self)
+
     @abstractmethod
     def writer_lock(self, target: str) -> WriterLock:
         """The lock that makes its holder the one writer of `target` (see writer_lock.py)."""
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+class _Borrowed(StateDB):
+    """A `StateDB` handed out as a companion that is the original itself: closing it
+    leaves the original open."""
+
+    def __init__(self, inner: StateDB) -> None:
+        self._inner = inner
+        self.path = inner.path
+        self.clock = inner.clock
+        self.created = inner.created
+        self.leases_expire = inner.leases_expire
+
+    @property
+    def location(self) -> str:
+        return self._inner.location
+
+    @property
+    def in_memory(self) -> bool:
+        return self._inner.in_memory
+
+    def read(self) -> AbstractContextManager[Session]:
+        return self._inner.read()
+
+    def write(self) -> AbstractContextManager[Session]:
+        return self._inner.write()
+
+    def writer_lock(self, target: str) -> WriterLock:
+        return self._inner.writer_lock(target)
+
+    def close(self) -> None:
+        pass
 
 
 class SqliteDB(StateDB):

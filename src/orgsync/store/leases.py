@@ -11,14 +11,16 @@ target's lease. Owns the `leases` and `replicas` tables.
   (`writer_lock.py`: the kernel frees it the instant its process dies, and a frozen
   process keeps it); the row reports the holder and is taken over at once by the next
   lock holder. On PostgreSQL (`StateDB.leases_expire`: several hosts) the row decides:
-  taken in one transaction that locks it (`SELECT ... FOR UPDATE`) only if it is free or
+  taken in one transaction that locks it (`SELECT ... FOR UPDATE SKIP LOCKED`: a row
+  locked by another transaction is busy, never waited for) only if it is free or
   expired by the server's clock, renewed every third of the TTL, and lost by time even
   while the holder's connection stays open, so a replica frozen (SIGSTOP, a long pause)
   or cut off loses its targets after the TTL and another takes them over.
 - **Fencing.** Every write of a run goes through a store fenced by its lease
   (`StateStore.fenced`): each write transaction first checks, holding the row (`FOR
-  SHARE`), that the token is still the holder's and, on PostgreSQL, that the lease has not
-  expired by the server's clock; otherwise it raises `LeaseLost` and writes nothing. And
+  KEY SHARE`: a takeover skips the row meanwhile, a renewal does not wait), that the
+  token is still the holder's and, on PostgreSQL, that the lease has not expired by the
+  server's clock; otherwise it raises `LeaseLost` and writes nothing. And
   before every target call the applier asks `HeldLease.check`: the token not seen taken
   over and, on PostgreSQL, the lease's expiry not passed by this process's monotonic
   clock, counted from before the request that took or last renewed it, less a safety
@@ -162,10 +164,29 @@ class LeaseTable:
         with self._db.write() as session:
             at = now if now is not None else _server_now(self._db, session)
             stamp, expires = encode_time(at), encode_time(at + ttl)
+            if by_time:
+                # Another's unexpired lease: busy, without locking its row (a lock held
+                # here by a starved process would hold up its holder's renewals).
+                peek = session.one(
+                    f"SELECT {_COLUMNS} FROM leases WHERE target = ?",  # noqa: S608
+                    (target,),
+                )
+                if peek is not None:
+                    seen = _record(target, peek)
+                    if seen.holder not in {holder, RELEASED} and seen.expires_at > at:
+                        return None
             row = session.one(
                 f"SELECT {_COLUMNS} FROM leases WHERE target = ?{session.dialect.lock_row}",  # noqa: S608
                 (target,),
             )
+            # Locked by another transaction (a takeover, a fenced write): busy now, rather
+            # than wait for it on the connection the renewals need.
+            if (
+                row is None
+                and session.dialect.lock_row
+                and session.scalar("SELECT 1 FROM leases WHERE target = ?", (target,))
+            ):
+                return None
             if row is None:
                 # Two replicas inserting at once: one row wins, the other changes nothing.
                 inserted = session.execute(
@@ -198,6 +219,23 @@ class LeaseTable:
             LeaseRecord(target, holder, at, at + ttl, token),
             None if current.holder == RELEASED else current,
         )
+
+    def renew_all(self, holder: str, tokens: dict[str, int], ttl: timedelta) -> frozenset[str]:
+        """Renew several leases in one transaction; returns the targets renewed (the
+        others were taken over)."""
+        _check_ttl(ttl)
+        renewed: set[str] = set()
+        with self._db.write() as session:
+            expires = encode_time(_server_now(self._db, session) + ttl)
+            for target, token in sorted(tokens.items()):
+                changed = session.execute(
+                    "UPDATE leases SET expires_at = ? "
+                    "WHERE target = ? AND holder = ? AND fence = ?",
+                    (expires, target, holder, token),
+                )
+                if changed == 1:
+                    renewed.add(target)
+        return frozenset(renewed)
 
     def renew(
         self, target: str, holder: str, token: int, ttl: timedelta, now: datetime | None = None
@@ -252,7 +290,7 @@ class LeaseTable:
         """Inside a write transaction: raise `LeaseLost` (the transaction then writes
         nothing) unless `token` still holds `target` (and, where leases expire by time,
         has not expired). The row is held until the transaction ends, so a takeover
-        waits for the write, or the write sees the takeover."""
+        skips it while the write is under way, or the write sees the takeover."""
         row = session.one(
             f"SELECT {_COLUMNS} FROM leases WHERE target = ?{session.dialect.share_row}",  # noqa: S608
             (target,),
@@ -402,8 +440,11 @@ class LeaseKeeper:
     ) -> None:
         _check_ttl(ttl)
         self._db = db
-        self._table = LeaseTable(db)
-        self._replicas = ReplicaTable(db)
+        # Taking and renewing on a connection of their own (on a server): a renewal must
+        # not wait behind the runs' writes, or a busy replica would lose its leases.
+        self._own = db.companion()
+        self._table = LeaseTable(self._own)
+        self._replicas = ReplicaTable(self._own)
         self.holder = holder
         self.instance = instance
         self.ttl = ttl
@@ -559,8 +600,13 @@ class LeaseKeeper:
             self._renewer.start()
 
     def _renew_loop(self) -> None:
-        while not self._stopped.wait(self.ttl.total_seconds() / 3):
+        period = self.ttl.total_seconds() / 3
+        while not self._stopped.wait(period):
+            began = time.monotonic()
             self.renew_now()
+            late = time.monotonic() - began
+            if late > period:
+                log.warning("lease.renewal_late", seconds=round(late, 3))
 
     def renew_now(self) -> None:
         """Renew every lease held (and the replica registration): one pass of the
@@ -569,6 +615,7 @@ class LeaseKeeper:
             leases = list(self._held.values())
             locks = dict(self._locks)
             joined = self._joined
+        keep: list[HeldLease] = []
         for lease in leases:
             if lease.lost is not None:
                 continue
@@ -576,16 +623,26 @@ class LeaseKeeper:
             if lock is not None and not lock.intact():
                 self._lost(lease, "the lock file was deleted or replaced")
                 continue
+            keep.append(lease)
+        if keep:
             sent = time.monotonic()
             try:
-                renewed = self._table.renew(lease.target, self.holder, lease.token, self.ttl)
-            except StateError as error:  # unreachable for now: the lease runs out locally
-                log.warning("lease.renew_failed", target=lease.target, error=str(error))
-                continue
-            if renewed:
-                lease._extended(sent)
-            else:
-                self._lost(lease, "another holder took it over")
+                renewed = self._table.renew_all(
+                    self.holder, {lease.target: lease.token for lease in keep}, self.ttl
+                )
+            except StateError as error:  # unreachable for now: the leases run out locally
+                log.warning("lease.renew_failed", targets=len(keep), error=str(error))
+                renewed = None
+            took = time.monotonic() - sent
+            if took > self.ttl.total_seconds() / 6:
+                log.warning("lease.renew_slow", seconds=round(took, 3), leases=len(keep))
+            for lease in keep:
+                if renewed is None:
+                    break
+                if lease.target in renewed:
+                    lease._extended(sent)
+                else:
+                    self._lost(lease, "another holder took it over")
         if joined:
             try:
                 self._replicas.heartbeat(self.instance, self.holder, self.ttl)
@@ -616,6 +673,7 @@ class LeaseKeeper:
                 self._replicas.leave(self.instance)
             except StateError as error:
                 log.warning("replica.leave_failed", error=str(error))
+        self._own.close()
 
 
 # --------------------------------------------------------------------------- fenced writes

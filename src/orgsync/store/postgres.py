@@ -97,8 +97,8 @@ POSTGRESQL = _PostgresDialect(
     ),
     schema_lock=f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_SCHEMA_LOCK})",
     now_epoch="SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS double precision)",
-    lock_row=" FOR UPDATE",
-    share_row=" FOR SHARE",
+    lock_row=" FOR UPDATE SKIP LOCKED",
+    share_row=" FOR KEY SHARE",
 )
 
 
@@ -308,6 +308,15 @@ class PostgresDB(StateDB):
 
     def writer_lock(self, target: str) -> WriterLock:
         return AdvisoryLock(self, target)
+
+    def companion(self) -> PostgresDB:
+        """A new connection to the same database (its own lock, its own transactions)."""
+        with self._lock:
+            if self._closed:
+                raise StateError("the state database is closed")
+        twin = PostgresDB(self._connect(), self._connect, self._url, self._scrubber, self.clock)
+        twin.leases_expire = self.leases_expire
+        return twin
 
     def listen(self, channel: str) -> Listener:
         """A connection of its own listening on `channel` (see `Listener`)."""

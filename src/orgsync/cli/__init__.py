@@ -1,0 +1,70 @@
+"""The `orgsync` command: one module per command on a shared parser (docs/reference.md
+"Commands", "Exit codes").
+
+`main` parses (`_parser`: the global options and each command module's own), refuses
+what argparse cannot express, sets up logging and runs the command's module. Human
+output goes to stdout, logs to stderr. Exit codes: 0 nothing left to do, 1 error, 2
+changes pending (dry run), 3 held by a safety guard, 64 usage error (nothing was read or
+changed).
+
+Everything beyond the standard library is imported by the command that needs it:
+`orgsync --help` must not pay for pydantic, the connectors, the HTTP client, SQLite
+helpers and structlog (docs/reference.md "Output and logs").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from orgsync.cli._common import EXIT_USAGE
+from orgsync.core.errors import EXIT_ERROR, OrgsyncError
+
+__all__ = ["EXIT_USAGE", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from orgsync.cli._parser import build_parser, check_usage
+
+    args = build_parser().parse_args(argv)
+    check_usage(args)
+    from orgsync.logs import configure_logging
+
+    configure_logging(_log_level(args), json=_log_json(args))
+    if not args.quiet:
+        return _command(args)
+    from orgsync.progress import quiet_stdout
+
+    with quiet_stdout() as quiet:
+        return quiet.ended(_command(args))
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    if args.log_level:
+        return str(args.log_level)
+    if args.verbose:
+        return "debug"
+    if args.quiet or args.command in ("demo", "emulate"):
+        return "warning"
+    if args.command == "sync" and sys.stderr.isatty() and _log_json(args) is not True:
+        # A person at a terminal watches the bars and the plan; a line per operation
+        # would bury them (1,500 invitations, 1,500 lines). Journals and pipes keep info.
+        return "warning"
+    return "info"
+
+
+def _log_json(args: argparse.Namespace) -> bool | None:
+    return None if args.log_format is None else args.log_format == "json"
+
+
+def _command(args: argparse.Namespace) -> int:
+    from orgsync.cli._parser import COMMANDS
+
+    try:
+        return COMMANDS[args.command].run(args)
+    except OrgsyncError as error:
+        print(f"orgsync: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

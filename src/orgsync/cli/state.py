@@ -1,0 +1,68 @@
+"""`orgsync state migrate`: copy an installation's state to another database
+(`orgsync.state_command`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from orgsync.cli._common import EXIT_CODES, global_options
+
+NAME = "state"
+HELP = "move the state database to another one"
+
+
+def state_location(text: str) -> str:
+    # Imported when parsed: the store and config modules cost every command's start-up.
+    from orgsync.state_command import state_location as parse
+
+    return parse(text)
+
+
+def add_arguments(state: argparse.ArgumentParser) -> None:
+    actions = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
+    migrate = actions.add_parser(
+        "migrate",
+        help="copy links, ledger, missing-since clocks, learned forms and run history",
+        description="Copy an installation's state to another database (stop orgsync "
+        "first); the row counts are verified after the copy.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    global_options(migrate, top=False)
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=state_location,
+        metavar="FROM",
+        help="sqlite:PATH or postgresql://USER@HOST:PORT/DB (must exist)",
+    )
+    migrate.add_argument(
+        "--to",
+        dest="destination",
+        required=True,
+        type=state_location,
+        metavar="TO",
+        help="postgresql://USER@HOST:PORT/DB?sslmode=... or sqlite:PATH (must be empty)",
+    )
+    migrate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the orgsync state the destination already holds",
+    )
+    migrate.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="environment variable with the PostgreSQL password (else PGPASSWORD etc.)",
+    )
+    migrate.add_argument(
+        "--password-file", type=Path, metavar="PATH", help="file with the PostgreSQL password"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from orgsync.state_command import migrate_state
+
+    return migrate_state(args, os.environ)
