@@ -36,26 +36,35 @@ class _PromptServer(uvicorn.Server):
     left, uvicorn's own graceful shutdown runs, unchanged."""
 
     _loop: asyncio.AbstractEventLoop | None = None
-    _wake: asyncio.Event | None = None
+    _waiter: asyncio.Future[None] | None = None
 
     async def main_loop(self) -> None:
-        # uvicorn's loop, with its 0.1 s sleep cut short by `request_exit`.
-        self._wake = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
+        # uvicorn's loop, whose 0.1 s sleep (a future and a timer, as asyncio.sleep is)
+        # `request_exit` may end early; the tick, and so the Date header's refresh, keep
+        # their cadence.
+        loop = asyncio.get_running_loop()
+        self._loop = loop
         counter = 0
         should_exit = await self.on_tick(counter)
         while not should_exit:
             counter = (counter + 1) % 864000
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.1)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiter = waiter
+            timer = loop.call_later(0.1, _resolve, waiter)
+            await waiter
+            timer.cancel()
             should_exit = await self.on_tick(counter)
 
     def request_exit(self) -> None:
         self.should_exit = True
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
+        loop = self._loop
+        if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has already ended
-                loop.call_soon_threadsafe(wake.set)
+                loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.server_state.connections or self.server_state.tasks:
@@ -67,6 +76,11 @@ class _PromptServer(uvicorn.Server):
             sock.close()
         for server in self.servers:
             await server.wait_closed()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class BackgroundServer:
