@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -29,12 +29,10 @@ import structlog
 from orgsync.applier import Applier, ApplySettings
 from orgsync.applier import Outcome as ApplyOutcome
 from orgsync.config import Config, TargetConfig
-from orgsync.core.delta import config_fingerprint, diff, fingerprint
 from orgsync.core.errors import (
     EXIT_ERROR,
     EXIT_OK,
     ConfigError,
-    CursorExpired,
     Interrupted,
     OrgsyncError,
     StateError,
@@ -60,7 +58,6 @@ from orgsync.core.ports import (
     APPLY,
     READ_SOURCE,
     READ_TARGET,
-    ChangeProbe,
     DetectsChanges,
     LearnsForms,
     PlanAware,
@@ -83,6 +80,7 @@ from orgsync.core.safety import (
 )
 from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
 from orgsync.factories import build_source, build_target, open_state_store, retry_settings
+from orgsync.passes import FULL, TARGETED, Pass, Passes, SourceOnce
 from orgsync.policy import (
     check_capabilities,
     check_roles,
@@ -92,8 +90,6 @@ from orgsync.policy import (
 )
 from orgsync.results import RunOptions, TargetResult, dry_result, outcome_of, sync_result
 from orgsync.store import (
-    INVALIDATED,
-    Baseline,
     HeldLease,
     LeaseKeeper,
     LeaseLost,
@@ -136,61 +132,6 @@ class SourceFactory(Protocol):
 
 _PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
 
-FULL, INCREMENTAL, TARGETED = "full", "incremental", "targeted"
-INCREMENTAL_MAX_PEOPLE = 500
-"""An incremental pass touching more people than this plans the whole organization: one
-read of it is then cheaper than many lookups, and a full plan is never less safe."""
-
-
-class _SourceOnce:
-    """One run's source: built once, read whole at most once, with the change cursor taken
-    just before that read (a change made during it is seen by the next probe). A failed
-    read fails every target of the run alike, as a full run's does."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._source: Source | None = None
-        self._read: tuple[SourceSnapshot, str | None] | None = None
-        self._error: OrgsyncError | None = None
-
-    @property
-    def source(self) -> Source:
-        if self._source is None:
-            self._source = self._engine.build_source()
-        return self._source
-
-    @property
-    def was_read(self) -> bool:
-        return self._read is not None
-
-    def read(self) -> tuple[SourceSnapshot, str | None]:
-        if self._error is not None:
-            raise self._error
-        if self._read is None:
-            source = self.source
-            try:
-                cursor = source.change_cursor() if isinstance(source, DetectsChanges) else None
-                self._read = (self._engine.read_source(source), cursor)
-            except OrgsyncError as error:
-                self._error = error
-                raise
-        return self._read
-
-    def close(self) -> None:
-        """A source that was only probed still holds its connections (SCIM's client)."""
-        closer = getattr(self._source, "close", None)
-        if callable(closer):
-            closer()
-
-
-@dataclass(frozen=True, slots=True)
-class _Pass:
-    """Which pass a target's run is, why, and what to record once a sync of it ends clean."""
-
-    kind: str
-    reason: str | None = None
-    on_clean: Callable[[StateStore], None] | None = None
-
 
 class Engine:
     def __init__(
@@ -228,6 +169,7 @@ class Engine:
             build_target, on_response=self._on_response
         )
         self.clock = clock
+        self.passes = Passes(config, clock)
         self.stop = stop or threading.Event()
         self.instance = secrets.token_hex(4)
         self.origin = Origin(origin, self.instance)
@@ -331,7 +273,7 @@ class Engine:
         self.store  # noqa: B018 - an unusable state database stops the run before any read
         started = self.clock()
         if options.incremental and not options.subjects and options.reviewed_plans is None:
-            once = _SourceOnce(self)
+            once = SourceOnce(self.build_source, self.read_source)
             try:
                 results = [self._incremental(t, options, started, once) for t in targets]
             finally:
@@ -365,9 +307,7 @@ class Engine:
                     t,
                     snapshot,
                     options,
-                    _Pass(kind, None, self._baseline_writer(t, snapshot, cursor, full=True))
-                    if kind == FULL
-                    else _Pass(kind),
+                    self.passes.full(t, snapshot, cursor) if kind == FULL else Pass(kind),
                 )
                 for t in targets
             ]
@@ -376,16 +316,14 @@ class Engine:
         self._prune()
         return results
 
-    # ------------------------------------------------------------------ incremental passes
-
     def _incremental(
-        self, config: TargetConfig, options: RunOptions, started: datetime, once: _SourceOnce
+        self, config: TargetConfig, options: RunOptions, started: datetime, once: SourceOnce
     ) -> TargetResult:
-        """One target's incremental pass (see docs/design.md "Incremental passes"): full
-        when nothing can be trusted, else plan only the people the source changed."""
+        """One target's incremental pass (orgsync.passes decides what it plans)."""
         mode = "dry-run" if options.dry_run else "sync"
         try:
-            return self._incremental_pass(config, options, once)
+            decided = self.passes.decide(self.store, config, options, once)
+            return self._run_target(config, decided.snapshot, decided.options, decided.pass_)
         except Interrupted as error:
             log.warning("source.interrupted", error=str(error))
             status, message = "interrupted", str(error)
@@ -393,122 +331,6 @@ class Engine:
             log.error("source.failed", error=str(error))
             status, message = "failed", str(error)
         return self._ended_early(config.name, mode, options, started, status=status, error=message)
-
-    def _incremental_pass(
-        self, config: TargetConfig, options: RunOptions, once: _SourceOnce
-    ) -> TargetResult:
-        name = config.name
-        bound = log.bind(target=name)
-        source = once.source
-        baseline = self.store.baseline(name)
-        wanted_config = self._config_fingerprint(config)
-        reason = self._full_reason(config, baseline, wanted_config)
-        if reason is not None or baseline is None:
-            bound.info("pass.full", reason=reason)
-            snapshot, cursor = once.read()
-            writer = self._baseline_writer(config, snapshot, cursor, full=True)
-            return self._run_target(config, snapshot, options, _Pass(FULL, reason, writer))
-
-        memory = self.store.memory(name)
-        now = self.clock()
-        grace = self.config.safety.removal_grace
-        # People missing from the source wait out `removal_grace`; once it has passed, the
-        # pass that removes them is this one, whether or not anything else changed.
-        due = frozenset(k for k, since in memory.missing_since.items() if since + grace <= now)
-        probe: ChangeProbe | None = None
-        # Once the run has read the source whole (for another target), comparing costs
-        # nothing more, and the read's cursor is as recent as a probe's.
-        cursor = None if once.was_read else baseline.cursor
-        if isinstance(source, DetectsChanges) and cursor is not None:
-            try:
-                probe = source.probe_changes(cursor, baseline.people, baseline.groups)
-            except CursorExpired as error:
-                bound.warning("source.cursor_expired", error=str(error), fallback="full read")
-            else:
-                bound.info("source.probed", changed=probe.changed, calls=probe.calls)
-        if probe is not None and not probe.changed and not due:
-            writer = self._cursor_writer(name, baseline.cursor, probe.cursor)
-            note = "nothing changed at the source"
-            return self._run_target(config, None, options, _Pass(INCREMENTAL, note, writer))
-
-        snapshot, cursor = once.read()
-        if probe is not None:
-            cursor = probe.cursor
-        before = self.store.source_fingerprint(name)
-        after = fingerprint(snapshot)
-        touched = diff(before.people, after.people).touched
-        if before.groups != after.groups and config.groups:
-            reason = "source groups changed and this target mirrors groups"
-        elif len(touched) > INCREMENTAL_MAX_PEOPLE:
-            # A large change (a truncated directory among them) is planned over the whole
-            # organization, under exactly the guards of a full pass.
-            reason = f"{len(touched)} people changed (more than {INCREMENTAL_MAX_PEOPLE})"
-        if reason is not None:
-            bound.info("pass.full", reason=reason)
-            writer = self._baseline_writer(config, snapshot, cursor, full=True)
-            return self._run_target(config, snapshot, options, _Pass(FULL, reason, writer))
-        # The emails each touched id was linked under: a person deleted at the source, or
-        # whose email changed, is found on the target under the email orgsync knew.
-        emails = {k for k, s in memory.linked_sources.items() if s in touched} | set(due)
-        writer = self._baseline_writer(config, snapshot, cursor, full=False)
-        note = f"{len(touched)} changed at the source, {len(due)} missing past their grace"
-        bound.info("pass.incremental", changed=len(touched), due=len(due))
-        if not touched and not emails:
-            return self._run_target(config, None, options, _Pass(INCREMENTAL, note, writer))
-        scoped = replace(options, only_emails=frozenset(emails), only_source_ids=touched)
-        return self._run_target(config, snapshot, scoped, _Pass(INCREMENTAL, note, writer))
-
-    def _config_fingerprint(self, config: TargetConfig) -> str:
-        """What a baseline depends on: the source, the target's rules and the guards (not
-        the schedule, the server, notifications or the state's location)."""
-        return config_fingerprint(
-            {
-                "source": self.config.source.model_dump(mode="json"),
-                "target": config.model_dump(mode="json"),
-                "safety": self.config.safety.model_dump(mode="json"),
-            }
-        )
-
-    def _full_reason(
-        self, config: TargetConfig, baseline: Baseline | None, wanted_config: str
-    ) -> str | None:
-        if baseline is None:
-            return "no clean full pass recorded yet"
-        if baseline.config == INVALIDATED:
-            return "the last full pass did not end clean"
-        if baseline.config != wanted_config:
-            return "the configuration changed since the last full pass"
-        due = baseline.full_at + self.config.schedule.full_interval
-        if due <= self.clock():
-            return f"the last full pass ({baseline.full_at:%Y-%m-%d %H:%M}Z) is full_interval old"
-        return None
-
-    def _baseline_writer(
-        self, config: TargetConfig, snapshot: SourceSnapshot, cursor: str | None, *, full: bool
-    ) -> Callable[[StateStore], None]:
-        """Called once a sync's pass ended clean (with the run's fenced store): the
-        snapshot it reconciled becomes what the next incremental pass compares with."""
-
-        def write(store: StateStore) -> None:
-            written = store.record_baseline(
-                config.name,
-                config=self._config_fingerprint(config),
-                cursor=cursor,
-                fingerprint=fingerprint(snapshot),
-                full_at=self.clock() if full else None,
-            )
-            log.info("baseline.recorded", target=config.name, full=full, rows=written)
-
-        return write
-
-    def _cursor_writer(
-        self, target: str, before: str | None, after: str | None
-    ) -> Callable[[StateStore], None]:
-        def write(store: StateStore) -> None:
-            if after != before:
-                store.advance_cursor(target, after)
-
-        return write
 
     def _ended_early(
         self,
@@ -542,7 +364,7 @@ class Engine:
         config: TargetConfig,
         snapshot: SourceSnapshot | None,
         options: RunOptions,
-        pass_: _Pass,
+        pass_: Pass,
     ) -> TargetResult:
         """`snapshot` None: an incremental pass with nothing to plan (no target call)."""
         mode = "dry-run" if options.dry_run else "sync"

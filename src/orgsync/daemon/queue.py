@@ -22,6 +22,10 @@ MAX_TARGETED_PEOPLE = 1000
 the whole organization is then cheaper, and a full plan is never less safe."""
 
 
+SCHEDULED = "schedule"
+"""The trigger of the schedule's passes (incremental between `full_interval`s)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SyncRequest:
     """A reason to reconcile one target; naming nobody means the whole organization."""

@@ -40,7 +40,7 @@ from orgsync.daemon.http import (
     build_app,
     reserve_open_files,
 )
-from orgsync.daemon.queue import Mailbox, SyncRequest
+from orgsync.daemon.queue import SCHEDULED, Mailbox, SyncRequest
 from orgsync.daemon.relay import Relay
 from orgsync.daemon.scheduler import ReconcileSchedule
 from orgsync.daemon.status_page import StatusPage, secret_values
@@ -250,7 +250,7 @@ class Service:
         self.notifications.run_finished(result, options)
 
     def _scheduled(self, target: str) -> None:
-        self.mailboxes[target].put(SyncRequest("schedule"))
+        self.mailboxes[target].put(SyncRequest(SCHEDULED))
 
     def _quarantine_changed(self, target: str, standing: Quarantine) -> None:
         self.metrics.quarantine(

@@ -33,7 +33,7 @@ import structlog
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
-from orgsync.daemon.queue import Mailbox, SyncRequest
+from orgsync.daemon.queue import SCHEDULED, Mailbox, SyncRequest
 from orgsync.engine import Engine
 from orgsync.results import RunOptions, TargetResult
 from orgsync.store import StateStore
@@ -139,10 +139,19 @@ class TargetWorker:
 
     def _run(self, request: SyncRequest) -> None:
         self.busy_since = time.monotonic()
-        # The first pass of this process is full (start), and so is the attempt that may
-        # end a quarantine; the engine makes any other one full when `full_interval` has
-        # passed or nothing it recorded can be trusted.
-        incremental = request.full and self.runs > 0 and not self.standing.quarantined
+        # Only the schedule's own passes are incremental. The first pass of this process
+        # is full (start), and so is the attempt that may end a quarantine; the engine
+        # makes any other one full when `full_interval` has passed or nothing it recorded
+        # can be trusted. A webhook widened to the whole organization, or a scheduled
+        # pass that absorbed a webhook's people, asks for them to be reconciled against
+        # the organization as it is now, which an incremental pass would instead trust.
+        incremental = (
+            request.full
+            and request.trigger == SCHEDULED
+            and not request.absorbed
+            and self.runs > 0
+            and not self.standing.quarantined
+        )
         options = RunOptions(
             dry_run=False,
             target=self.target,
