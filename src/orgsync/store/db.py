@@ -289,7 +289,7 @@ class StateDB(ABC):
         behind the runs' writes (lease renewals on a server); itself on SQLite, whose
         writers are serialised by the file anyway. Close it when done (a no-op for
         itself)."""
-        return _Borrowed(self)
+        return BorrowedDB(self)
 
     @abstractmethod
     def writer_lock(self, target: str) -> WriterLock:
@@ -299,9 +299,9 @@ class StateDB(ABC):
     def close(self) -> None: ...
 
 
-class _Borrowed(StateDB):
-    """A `StateDB` handed out as a companion that is the original itself: closing it
-    leaves the original open."""
+class BorrowedDB(StateDB):
+    """Another `StateDB` itself, handed out for a while (a companion on SQLite, a fenced
+    view): everything goes to the original, and closing it leaves the original open."""
 
     def __init__(self, inner: StateDB) -> None:
         self._inner = inner

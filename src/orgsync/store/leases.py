@@ -46,12 +46,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import structlog
 
 from orgsync.core.errors import StateError
-from orgsync.store.db import Row, Session, StateDB, encode_time
+from orgsync.store.db import BorrowedDB, Row, Session, StateDB, encode_time
 from orgsync.store.writer_lock import WriterLock
 
 log = structlog.get_logger(__name__)
@@ -679,29 +678,15 @@ class LeaseKeeper:
 # --------------------------------------------------------------------------- fenced writes
 
 
-class FencedDB(StateDB):
+class FencedDB(BorrowedDB):
     """The same database, every write transaction of which first checks the lease
-    (`LeaseTable.check_fence`), and before it the holder's own view (`HeldLease.check`)."""
+    (`LeaseTable.check_fence`), and before it the holder's own view (`HeldLease.check`).
+    Closing it leaves the connection open: it is the unfenced store's."""
 
     def __init__(self, inner: StateDB, lease: HeldLease) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._lease = lease
         self._table = LeaseTable(inner)
-        self.path: Path | None = inner.path
-        self.clock = inner.clock
-        self.created = inner.created
-        self.leases_expire = inner.leases_expire
-
-    @property
-    def location(self) -> str:
-        return self._inner.location
-
-    @property
-    def in_memory(self) -> bool:
-        return self._inner.in_memory
-
-    def read(self) -> AbstractContextManager[Session]:
-        return self._inner.read()
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -712,9 +697,3 @@ class FencedDB(StateDB):
 
     def write(self) -> AbstractContextManager[Session]:
         return self._write()
-
-    def writer_lock(self, target: str) -> WriterLock:
-        return self._inner.writer_lock(target)
-
-    def close(self) -> None:
-        """The connection is the unfenced store's: closed with it, not here."""
