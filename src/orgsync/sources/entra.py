@@ -259,18 +259,7 @@ class EntraSource:
             body = http.get_json(next_link)
 
     def read(self) -> SourceSnapshot:
-        with SourceHttp(
-            self.graph_url,
-            system="entra",
-            credential_key="source.client_secret",
-            auth=self.token,
-            retry=self.settings.retry,
-            **self.settings.options(
-                error_parser=graph_error_message,
-                transport=self._transport,
-                sleep=self._sleep,
-            ),
-        ) as http:
+        with self._http() as http:
             return self._read(http)
 
     def _read(self, http: SourceHttp) -> SourceSnapshot:
