@@ -331,6 +331,19 @@ class BorrowedDB(StateDB):
         pass
 
 
+def server_now(db: StateDB, session: Session) -> datetime:
+    """The server's time on PostgreSQL (what lease and replica expiries are written in,
+    so that hosts whose clocks disagree still agree on who holds what and who is live);
+    the store's clock on SQLite."""
+    query = session.dialect.now_epoch
+    if query is None:
+        return db.clock()
+    value = session.scalar(query)
+    if not isinstance(value, int | float):
+        raise StateError(f"the state database's clock answered {value!r}")
+    return datetime.fromtimestamp(float(value), UTC)
+
+
 class SqliteDB(StateDB):
     """A state database file (or `:memory:`) behind one lock-guarded connection.
 

@@ -45,12 +45,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from orgsync.core.errors import StateError
-from orgsync.store.db import BorrowedDB, Row, Session, StateDB, encode_time
+from orgsync.store.db import BorrowedDB, Row, Session, StateDB, encode_time, server_now
 from orgsync.store.writer_lock import WriterLock
 
 log = structlog.get_logger(__name__)
@@ -114,16 +114,6 @@ def margin_of(ttl: timedelta) -> timedelta:
 # --------------------------------------------------------------------------- the tables
 
 
-def _server_now(db: StateDB, session: Session) -> datetime:
-    query = session.dialect.now_epoch
-    if query is None:
-        return db.clock()
-    value = session.scalar(query)
-    if not isinstance(value, int | float):
-        raise StateError(f"the state database's clock answered {value!r}")
-    return datetime.fromtimestamp(float(value), UTC)
-
-
 def _record(target: str, row: Row) -> LeaseRecord:
     return LeaseRecord(
         target=target,
@@ -146,7 +136,7 @@ class LeaseTable:
     def now(self) -> datetime:
         """The leases' clock: the server's on PostgreSQL, the store's on SQLite."""
         with self._db.read() as session:
-            return _server_now(self._db, session)
+            return server_now(self._db, session)
 
     def take(
         self, target: str, holder: str, ttl: timedelta, now: datetime | None = None
@@ -161,7 +151,7 @@ class LeaseTable:
         _check_ttl(ttl)
         by_time = self._db.leases_expire
         with self._db.write() as session:
-            at = now if now is not None else _server_now(self._db, session)
+            at = now if now is not None else server_now(self._db, session)
             stamp, expires = encode_time(at), encode_time(at + ttl)
             if by_time:
                 # Another's unexpired lease: busy, without locking its row (a lock held
@@ -225,7 +215,7 @@ class LeaseTable:
         _check_ttl(ttl)
         renewed: set[str] = set()
         with self._db.write() as session:
-            expires = encode_time(_server_now(self._db, session) + ttl)
+            expires = encode_time(server_now(self._db, session) + ttl)
             for target, token in sorted(tokens.items()):
                 changed = session.execute(
                     "UPDATE leases SET expires_at = ? "
@@ -244,7 +234,7 @@ class LeaseTable:
         nobody else held the target in between."""
         _check_ttl(ttl)
         with self._db.write() as session:
-            at = now if now is not None else _server_now(self._db, session)
+            at = now if now is not None else server_now(self._db, session)
             changed = session.execute(
                 "UPDATE leases SET expires_at = ? WHERE target = ? AND holder = ? AND fence = ?",
                 (encode_time(at + ttl), target, holder, token),
@@ -255,7 +245,7 @@ class LeaseTable:
         """Give the lease up: it expires now and names no holder (the row and its token
         stay); a no-op once another holder has it."""
         with self._db.write() as session:
-            at = _server_now(self._db, session)
+            at = server_now(self._db, session)
             session.execute(
                 "UPDATE leases SET holder = ?, expires_at = ? "
                 "WHERE target = ? AND holder = ? AND fence = ? AND expires_at > ?",
@@ -265,7 +255,7 @@ class LeaseTable:
     def holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
         """The lease of `target` unless it expired (released, or not renewed in time)."""
         with self._db.read() as session:
-            at = now if now is not None else _server_now(self._db, session)
+            at = now if now is not None else server_now(self._db, session)
             row = session.one(
                 f"SELECT {_COLUMNS} FROM leases WHERE target = ?",  # noqa: S608 - our names
                 (target,),
@@ -278,7 +268,7 @@ class LeaseTable:
     def holders(self, now: datetime | None = None) -> dict[str, LeaseRecord]:
         """Every unexpired lease, by target."""
         with self._db.read() as session:
-            at = now if now is not None else _server_now(self._db, session)
+            at = now if now is not None else server_now(self._db, session)
             rows = session.query(
                 f"SELECT target, {_COLUMNS} FROM leases WHERE expires_at > ? ORDER BY target",  # noqa: S608
                 (encode_time(at),),
@@ -301,7 +291,7 @@ class LeaseTable:
             raise LeaseLost(
                 target, f"{current.holder} took it over (token {current.token} > {token})"
             )
-        if self._db.leases_expire and current.expires_at <= _server_now(self._db, session):
+        if self._db.leases_expire and current.expires_at <= server_now(self._db, session):
             raise LeaseLost(target, f"it expired at {current.expires_at:%H:%M:%S}Z")
 
 
@@ -320,7 +310,7 @@ class ReplicaTable:
 
     def heartbeat(self, instance: str, holder: str, ttl: timedelta) -> None:
         with self._db.write() as session:
-            at = _server_now(self._db, session)
+            at = server_now(self._db, session)
             session.execute(
                 "INSERT INTO replicas (instance, holder, seen_at, expires_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (instance) DO UPDATE SET "
@@ -338,7 +328,7 @@ class ReplicaTable:
 
     def live(self) -> list[Replica]:
         with self._db.read() as session:
-            at = _server_now(self._db, session)
+            at = server_now(self._db, session)
             rows = session.query(
                 "SELECT instance, holder, expires_at FROM replicas WHERE expires_at > ? "
                 "ORDER BY instance",

@@ -28,11 +28,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from orgsync.core.errors import StateError
-from orgsync.store.db import Session, StateDB, encode_json, encode_time
+from orgsync.store.db import Session, StateDB, encode_json, encode_time, server_now
 
 CHANNEL = "orgsync_webhook_queue"
 """The PostgreSQL notification channel; the payload is a JSON list of target names."""
@@ -181,7 +180,7 @@ class WebhookQueue:
             return []
         names = encode_json(sorted(targets))
         with self._db.write() as session:
-            now = encode_time(_now(self._db, session))
+            now = encode_time(server_now(self._db, session))
             values = session.dialect.json_array_values
             lock = " FOR UPDATE SKIP LOCKED" if session.dialect.name == "postgresql" else ""
             rows = session.query(
@@ -225,7 +224,7 @@ class WebhookQueue:
             params: list[str] = []
             if claimer is not None:
                 where += f" AND {_CLAIMABLE}"
-                params += [claimer, encode_time(_now(self._db, session))]
+                params += [claimer, encode_time(server_now(self._db, session))]
             if targets is not None:
                 where += f" AND target IN ({session.dialect.json_array_values})"
                 params.append(encode_json(sorted(targets)))
@@ -309,18 +308,6 @@ _CLAIMABLE = (
 )
 """A row `claim` takes: nobody's, or a claimer's that is no longer a live replica.
 Parameters: the claimer, now."""
-
-
-def _now(db: StateDB, session: Session) -> datetime:
-    """The server's time on PostgreSQL (what the replicas' expiry is written in, so that
-    hosts whose clocks disagree still agree on who is live); the store's on SQLite."""
-    query = session.dialect.now_epoch
-    if query is None:
-        return db.clock()
-    value = session.scalar(query)
-    if not isinstance(value, int | float):
-        raise StateError(f"the state database's clock answered {value!r}")
-    return datetime.fromtimestamp(float(value), UTC)
 
 
 def _has_pending_full(session: Session, target: str) -> bool:
