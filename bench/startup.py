@@ -1,8 +1,10 @@
 """Start-up cost of the `orgsync` command: `--help` and `validate --offline`, fresh processes.
 
-Each sample is a new interpreter (`python -m orgsync ...`, what the console script runs),
-so nothing is cached in memory between samples beyond the operating system's page cache
-(the first, cold sample, which also compiles the bytecode, is discarded). Prints, per command, the median wall time and the
+Each sample is a new process of the installed `orgsync` command (the console script
+beside the interpreter, which imports `orgsync.cli` and calls `main`; `python -m orgsync`
+where there is none, which also pays for `runpy`), so nothing is cached in memory between
+samples beyond the operating system's page cache (the first, cold sample, which also
+compiles the bytecode, is discarded). Prints, per command, the median wall time and the
 median CPU time (user + system, from `wait4`) of N samples, and the ratio of the wall
 median to the issue's goal (`--help` 0.2 s, `validate --offline` on the demo's
 configuration 0.3 s). The machine is shared: the CPU figure is the steadier one when
@@ -54,11 +56,17 @@ def sample(command: list[str], cwd: Path) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
+def _load() -> str:
+    """The load averages: on a shared machine the wall figures mean little without them."""
+    return " ".join(f"{figure:.1f}" for figure in os.getloadavg())
+
+
 def main(samples: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         config = demo_config(folder, "http://127.0.0.1:9/v1")  # --offline: never contacted
-        orgsync = [sys.executable, "-m", "orgsync"]
+        script = Path(sys.executable).with_name("orgsync")
+        orgsync = [str(script)] if script.is_file() else [sys.executable, "-m", "orgsync"]
         commands = {
             "--help": [*orgsync, "--help"],
             "validate --offline": [
@@ -71,7 +79,7 @@ def main(samples: int) -> None:
                 "warning",
             ],
         }
-        print(f"median of {samples} fresh processes ({sys.executable})")
+        print(f"median of {samples} fresh processes ({' '.join(orgsync)}), load {_load()}")
         for name, command in commands.items():
             sample(command, folder)  # cold: page cache, .pyc files
             walls, cpus = zip(*(sample(command, folder) for _ in range(samples)), strict=True)
