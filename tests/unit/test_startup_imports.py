@@ -120,6 +120,8 @@ OFFLINE_UNUSED = (
     "orgsync.store.db",
     "orgsync.store.migrations",
     "logging",
+    "orgsync.config_errors",  # the error path's
+    "difflib",
 )
 """Loaded by `validate --offline` before issue 13, each a measurable part of its start-up."""
 
