@@ -25,7 +25,7 @@ import httpx
 from orgsync.daemon.webhooks import sign
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
-from tests.e2e.harness import API_KEY, KEY_ENV
+from tests.cli.harness import API_KEY, KEY_ENV
 
 SECRET = "daemon-test-webhook-secret-0123456789"
 SECRET_ENV = "ORGSYNC_TEST_WEBHOOK_SECRET"

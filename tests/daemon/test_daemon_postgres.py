@@ -16,8 +16,8 @@ import pytest
 from orgsync.store import StateStore
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
-from tests.e2e.harness import API_KEY, directory, wanted_roles
 from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
 

@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orgsync.daemon.webhooks import MAX_BODY, sign
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory
 from tests.daemon.harness import (
     GRAPH_STATE,
     OKTA_AUTH,
@@ -42,7 +43,6 @@ from tests.daemon.harness import (
     DaemonRig,
     wait_for,
 )
-from tests.e2e.harness import API_KEY, directory
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, KEY_ENV, directory, wanted_roles
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import metric_families, sample
-from tests.e2e.harness import API_KEY, KEY_ENV, directory, wanted_roles
 
 QUARANTINE = 'quarantine_after = 2\nquarantine_max_interval = "2h"'
 

@@ -14,9 +14,9 @@ import pytest
 
 from orgsync.store import StateStore
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import SECRET, Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import with_people
-from tests.e2e.harness import API_KEY, directory, wanted_roles
 from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
 

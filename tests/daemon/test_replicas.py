@@ -24,9 +24,9 @@ import pytest
 from orgsync.store import StateStore
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, KEY_ENV, directory, openai_target, wanted_roles
 from tests.daemon.harness import SECRET, SECRET_ENV, Daemon, wait_for
 from tests.daemon.orgs import ManyOrgs
-from tests.e2e.harness import API_KEY, KEY_ENV, directory, openai_target, wanted_roles
 from tests.postgres import PASSWORD, PostgresServer
 
 TARGETS = 30
