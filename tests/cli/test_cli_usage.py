@@ -5,9 +5,8 @@ wrong, and reads or changes nothing."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
 
 USAGE_ERRORS = [
@@ -42,13 +41,11 @@ def test_a_usage_error_exits_64_and_touches_nothing(rig: Rig) -> None:
 def test_config_is_accepted_after_the_command(rig: Rig) -> None:
     rig.write(directory(2))
     env = {**os.environ, KEY_ENV: API_KEY}
-    after = subprocess.run(
-        [sys.executable, "-m", "orgsync", "sync", "--dry-run", "--config", str(rig.config_path)],
-        capture_output=True,
-        text=True,
+    after = cli.run(
+        None,
+        *("sync", "--dry-run", "--config", str(rig.config_path)),
         env=env,
         cwd=rig.folder.parent,
-        check=False,
         timeout=60,
     )
     assert after.returncode == 2, after.stderr
@@ -60,44 +57,18 @@ def test_config_after_the_command_wins_over_the_one_before(rig: Rig) -> None:
     env = {**os.environ, KEY_ENV: API_KEY}
     missing = rig.folder / "absent.toml"
     given = ["--config", str(missing), "status", "--config", str(rig.config_path)]
-    both = subprocess.run(
-        [sys.executable, "-m", "orgsync", *given],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    both = cli.run(None, *given, env=env, timeout=60)
     assert both.returncode == 0, both.stderr
-    before_only = subprocess.run(
-        [sys.executable, "-m", "orgsync", "--config", str(missing), "status"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    before_only = cli.run(missing, "status", env=env, timeout=60)
     assert before_only.returncode == 1
     assert "absent.toml: cannot read the configuration" in before_only.stderr
 
 
 def test_help_documents_the_exit_codes_and_plan_out() -> None:
     for args in (["--help"], ["sync", "--help"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "orgsync", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        result = cli.run(None, *args, env=os.environ, timeout=60)
         assert result.returncode == 0
         for line in ("0   nothing left to do", "2   changes pending", "64  usage error"):
             assert line in result.stdout
-    sync_help = subprocess.run(
-        [sys.executable, "-m", "orgsync", "sync", "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    ).stdout
+    sync_help = cli.run(None, "sync", "--help", env=os.environ, timeout=60).stdout
     assert "required: --dry-run" in " ".join(sync_help.split())

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
+
+from tests import cli
 
 
 def test_demo_runs_dry_run_sync_and_ends_in_step() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "orgsync", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = cli.run(None, "demo", env=os.environ)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "=> openai-demo: changes pending (exit 2)" in out

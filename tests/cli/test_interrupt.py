@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 from orgsync.testing.faults import Faults
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
 from tests.daemon.harness import DaemonRig, wait_for
 from tests.sources.idp_directory import build, seed_okta
@@ -52,12 +52,12 @@ def port_of(url: str) -> int:
 
 
 def start_sync(config: Path, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orgsync", "--config", str(config), "sync"],
+    return cli.start(
+        config,
+        "sync",
+        env={**os.environ, KEY_ENV: API_KEY, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, KEY_ENV: API_KEY, **env},
     )
 
 

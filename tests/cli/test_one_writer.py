@@ -18,7 +18,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from orgsync.testing.faults import Faults
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory, wanted_roles
 
 PEOPLE = 40
@@ -58,30 +58,23 @@ pytestmark = pytest.mark.skipif(
 
 def namespaced(rig: Rig, *args: str) -> subprocess.Popen[str]:
     """`orgsync` as pid 1 of a new PID namespace; SIGKILL of this process kills it too."""
-    return subprocess.Popen(
-        [
-            *UNSHARE,
-            sys.executable,
-            "-m",
-            "orgsync",
-            "--config",
-            str(rig.config_path),
-            *args,
-        ],
+    return cli.start(
+        rig.config_path,
+        *args,
+        env={**os.environ, KEY_ENV: API_KEY},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, KEY_ENV: API_KEY},
+        wrapper=UNSHARE,
     )
 
 
 def plain(rig: Rig, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), *args],
+    return cli.start(
+        rig.config_path,
+        *args,
+        env={**os.environ, KEY_ENV: API_KEY},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, KEY_ENV: API_KEY},
     )
 
 

@@ -11,10 +11,9 @@ import os
 import pty
 import re
 import select
-import subprocess
-import sys
 import time
 
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
 from tests.cli.shapes import only_target
 
@@ -114,13 +113,7 @@ def _run_on_terminal(rig: Rig, *args: str, timeout: float = 120) -> tuple[int, s
     leader, follower = pty.openpty()
     env = {**os.environ, KEY_ENV: API_KEY, "COLUMNS": "140", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-        env=env,
-    )
+    process = cli.start(rig.config_path, *args, env=env, stdout=follower, stderr=follower)
     os.close(follower)
     output = bytearray()
     deadline = time.monotonic() + timeout
@@ -185,15 +178,13 @@ def test_on_a_terminal_json_stdout_gets_no_progress(rig: Rig) -> None:
     rig.write(directory(10))
     leader, follower = pty.openpty()
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), "sync", "--json"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=follower,
+        result = cli.run(
+            rig.config_path,
+            "sync",
+            "--json",
             env={**os.environ, KEY_ENV: API_KEY},
-            timeout=120,
-            check=False,
-            text=True,
+            stdin="",
+            stderr=follower,
         )
         os.close(follower)
         follower = -1

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, openai_target
 from tests.cli.test_groups import GROUP_RULE, team_directory
 from tests.output_schema import (
@@ -203,13 +202,11 @@ def in_terminal(rig: Rig, *args: str, env: dict[str, str]) -> str:
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        process = subprocess.run(
-            [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), *args],
-            stdout=follower,
-            stderr=subprocess.PIPE,
+        process = cli.run(
+            rig.config_path,
+            *args,
             env={**os.environ, KEY_ENV: API_KEY, "TERM": "xterm-256color", **env},
-            timeout=120,
-            check=False,
+            stdout=follower,
         )
     finally:
         os.close(follower)

@@ -12,7 +12,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,19 +20,13 @@ from pathlib import Path
 import pytest
 
 from orgsync.testing.openai import OpenAIEmulator
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, directory
 from tests.cli.shapes import only_target
 
 
 def _orgsync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orgsync", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    return cli.run(None, *args, env={**os.environ, **(env or {})})
 
 
 class Served:
@@ -41,12 +34,8 @@ class Served:
 
     def __init__(self, *args: str) -> None:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "orgsync", "emulate", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
+        self.process = cli.start(
+            None, "emulate", *args, env=os.environ, stdout=subprocess.PIPE, stderr=self._stderr
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

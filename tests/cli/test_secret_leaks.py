@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.leaks import ECHOES, echo, traces
 
 KEY = "sk-admin-Ab+/c=d~EFGH0123456789ijklmnop"
@@ -70,14 +70,7 @@ def server() -> Iterator[EchoingServer]:
 
 
 def orgsync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orgsync", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, KEY_ENV: KEY},
-        timeout=60,
-        check=False,
-    )
+    return cli.run(config, *args, env={**os.environ, KEY_ENV: KEY}, timeout=60)
 
 
 def state_bytes(folder: Path) -> str:

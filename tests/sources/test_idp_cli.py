@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from orgsync.testing.google import PageFailure as GoogleFailure
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.okta import PageFailure as OktaFailure
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV
 from tests.sources.idp import ADMIN, KEY_ID, SERVICE_ACCOUNT, ServiceAccount
 from tests.sources.idp_directory import Directory, build, seed_entra, seed_google, seed_okta
@@ -156,14 +156,7 @@ path = "state.db"
 
     def orgsync(self, *args: str) -> subprocess.CompletedProcess[str]:
         config = self.write_config()
-        return subprocess.run(
-            [sys.executable, "-m", "orgsync", "--config", str(config), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, KEY_ENV: API_KEY, **self.env},
-            check=False,
-        )
+        return cli.run(config, *args, env={**os.environ, KEY_ENV: API_KEY, **self.env})
 
     def holdings(self) -> dict[str, str]:
         held: dict[str, str] = {}
