@@ -24,17 +24,17 @@ from orgsync.core.forms import LearnedForm
 from orgsync.store import StateStore
 from orgsync.store.transfer import TABLES
 from orgsync.testing.faults import Faults
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory, wanted_roles
 from tests.leaks import traces
-from tests.postgres import PASSWORD, PostgresServer
+from tests.postgres import PASSWORD, PASSWORD_ENV, PostgresServer, state_keys
 from tests.servers import free_port
 
-PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
 TARGET = "openai-test"
 
 
 def use_postgres(rig: Rig, url: str) -> None:
-    rig.state = f'url = "{url}"\npassword_env = "{PASSWORD_ENV}"'
+    rig.state = state_keys(url)
     rig.env = {PASSWORD_ENV: PASSWORD}
 
 
@@ -121,12 +121,12 @@ def test_two_syncs_on_one_postgresql_database_never_write_together(
     )
     rig.emulator.faults = Faults(latency=0.25)
     rig.emulator.allow_duplicate_invites = True  # only the lock stands between two e-mails
-    first = subprocess.Popen(
-        [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), "sync"],
+    first = cli.start(
+        rig.config_path,
+        "sync",
+        env={**os.environ, **_rig_env(rig)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **_rig_env(rig)},
     )
     try:
         deadline = time.monotonic() + 60
@@ -331,13 +331,12 @@ sys.exit(main(sys.argv[1:]))
 def test_a_url_without_psycopg_installed_says_how_to_install_it(rig: Rig) -> None:
     use_postgres(rig, "postgresql://orgsync@127.0.0.1:5432/orgsync")
     rig.write(directory(2))
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_PSYCOPG, "--config", str(rig.config_path), "sync"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = cli.run(
+        rig.config_path,
+        "sync",
         env={**os.environ, **_rig_env(rig)},
-        check=False,
+        timeout=60,
+        entry=("-c", WITHOUT_PSYCOPG),
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "pip install 'orgsync[postgresql]'" in result.stderr

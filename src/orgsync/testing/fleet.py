@@ -1,4 +1,9 @@
-"""Many emulated OpenAI organizations behind one loopback server: `/o<i>/v1` is org i.
+"""A fleet for rehearsing replicas: many emulated OpenAI organizations behind one loopback
+server (`ManyOrgs`, `/o<i>/v1` is organization i), and the configuration of `orgsync
+daemon` replicas sharing them on one PostgreSQL state database (`replicas_config`).
+
+The replica test (tests/daemon/test_replicas.py) and its benchmark (bench/replicas.py)
+both build their fleet here, so what is measured is what is tested.
 
 One emulator serves one organization; a test with 30 targets would otherwise start 30
 servers (30 threads with an event loop each, on a machine with two cores). The emulators'
@@ -7,6 +12,7 @@ own apps (faults, auth, routes) answer, each seeing the path without its `/o<i>`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -70,3 +76,64 @@ class ManyOrgs:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def replicas_config(
+    target_urls: Sequence[str],
+    *,
+    key_env: str,
+    state_url: str,
+    password_env: str,
+    lease_ttl: str,
+    interval: str,
+    target_keys: str = "",
+    target_tables: str = "",
+    server_keys: str = "",
+) -> str:
+    """The configuration every replica runs: a file source (`directory.json` beside it),
+    one OpenAI target per URL (`t00`, `t01`... or `t000`... from 100 on) with the same
+    rules (`openai-*` in scope, `openai-owners` owners, `max_concurrency = 2`), the state
+    on PostgreSQL (password from `password_env`), every target every `interval`.
+    `target_keys` go into each target's table, `target_tables` after it (groups), and
+    `server_keys` into `[server]`."""
+    width = max(2, len(str(len(target_urls) - 1)))
+    targets = "".join(
+        f"""
+[[targets]]
+name = "t{i:0{width}d}"
+type = "openai"
+base_url = "{url}"
+api_key_env = "{key_env}"
+allow_plaintext = true
+default_role = "reader"
+scope_groups = ["openai-*"]
+max_concurrency = 2
+{target_keys}
+[[targets.roles]]
+group = "openai-owners"
+role = "owner"
+{target_tables}"""
+        for i, url in enumerate(target_urls)
+    )
+    return f"""
+[source]
+type = "file"
+path = "directory.json"
+{targets}
+[safety]
+max_removals = 100
+max_removal_ratio = 1.0
+
+[state]
+url = "{state_url}"
+password_env = "{password_env}"
+lease_ttl = "{lease_ttl}"
+
+[schedule]
+interval = "{interval}"
+jitter = "0s"
+
+[server]
+listen = "127.0.0.1:0"
+{server_keys}
+"""
