@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from orgsync.core.plan import Invite, Plan
 from orgsync.core.errors import StateError
+from orgsync.core.plan import Invite, Plan
 from orgsync.store import HeldLease, LeaseLost, StateStore
 from orgsync.store.db import utc_now
 from orgsync.store.leases import LeaseKeeper, LeaseRecord, margin_of

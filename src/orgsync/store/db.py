@@ -295,6 +295,7 @@ class StateDB(ABC):
         """Have a transaction this process leaves idle longer than `limit` ended by the
         server (PostgreSQL, see there). On SQLite nothing: the kernel lock decides who
         writes, and a frozen process keeps it, by design."""
+        return
 
     @abstractmethod
     def writer_lock(self, target: str) -> WriterLock:
