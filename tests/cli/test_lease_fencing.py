@@ -145,7 +145,7 @@ def test_a_sync_frozen_past_its_lease_writes_nothing_when_resumed(
             if first.poll() is None:
                 os.kill(first.pid, signal.SIGCONT)
                 first.kill()
-                first.wait()
+                first.communicate()  # closes its pipes, or a later test sees them collected
         assert first.returncode == 1, out + err
         assert "lease" in err and "lost" in err
         # Nothing reached the organization from A after it resumed, and nothing of it was

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orgsync.core.errors import StateError
 from orgsync.core.plan import Invite, Plan
 from orgsync.store import HeldLease, LeaseLost, StateStore
 from orgsync.store.db import utc_now
@@ -144,6 +145,28 @@ def test_the_holder_stops_before_its_lease_ends_by_its_own_clock(postgres_url: s
         assert not lease.valid
         with pytest.raises(LeaseLost, match="not renewed in time"):
             lease.check()
+
+
+def test_a_holder_frozen_inside_a_transaction_does_not_keep_its_target(postgres_url: str) -> None:
+    # A replica frozen (SIGSTOP, a VM pause) in the middle of a renewal or a fenced write
+    # keeps its connection open and the lease row locked; the takeover skips a locked
+    # row, so without a bound the target would wait for as long as the freeze lasts.
+    with StateStore.open(postgres_url) as one, StateStore.open(postgres_url) as two:
+        keeper = one.lease_keeper("replica a", TTL, instance="a")  # bounds its transactions
+        keeper.close()
+        assert one.leases.take("t", "replica a", TTL) is not None
+        taken = None
+        with pytest.raises(StateError, match="connection"):  # noqa: PT012
+            with one.db.write() as frozen:
+                frozen.one("SELECT fence FROM leases WHERE target = ? FOR KEY SHARE", ("t",))
+                deadline = time.monotonic() + 3 * TTL.total_seconds() + 5
+                while taken is None and time.monotonic() < deadline:
+                    taken = two.leases.take("t", "replica b", TTL)
+                    time.sleep(0.05)
+                assert taken is not None, "the frozen transaction kept the target"
+                frozen.one("SELECT 1")  # what the frozen replica does when resumed
+        assert taken.record.token == 2
+        assert one.lease_holders()["t"].holder == "replica b"  # its next session sees it
 
 
 def test_racing_replicas_take_a_free_lease_once(postgres_url: str) -> None:
