@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +21,9 @@ import pytest
 from orgsync.store import StateStore
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, directory, openai_target, wanted_roles
-from tests.postgres import PASSWORD, PostgresServer
-
-PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
+from tests.postgres import PASSWORD, PASSWORD_ENV, PostgresServer, state_keys
 
 
 def write_config(folder: Path, url: str, target: str, *, lease_ttl: str) -> Path:
@@ -41,8 +39,7 @@ max_removals = 100
 max_removal_ratio = 1.0
 
 [state]
-url = "{url}"
-password_env = "{PASSWORD_ENV}"
+{state_keys(url)}
 lease_ttl = "{lease_ttl}"
 """,
         encoding="utf-8",
@@ -50,31 +47,22 @@ lease_ttl = "{lease_ttl}"
     return path
 
 
-def sync(config: Path, **popen: object) -> subprocess.Popen[str]:
+def environ() -> dict[str, str]:
+    """The password only where the configuration says (PASSWORD_ENV), not in PGPASSWORD."""
     env = {**os.environ, KEY_ENV: API_KEY, PASSWORD_ENV: PASSWORD}
     env.pop("PGPASSWORD", None)
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "orgsync", "--config", str(config), "sync", "--quiet"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        **popen,
+    return env
+
+
+def sync(config: Path) -> subprocess.Popen[str]:
+    return cli.start(
+        config, "sync", "--quiet", env=environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
 def status(config: Path) -> list[dict[str, object]]:
-    env = {**os.environ, KEY_ENV: API_KEY, PASSWORD_ENV: PASSWORD}
-    env.pop("PGPASSWORD", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "orgsync", "--config", str(config), "status", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
+    done = cli.run(config, "status", "--json", env=environ(), timeout=60)
+    assert done.returncode == 0, done.stderr
     document: list[dict[str, object]] = json.loads(done.stdout)
     return document
 

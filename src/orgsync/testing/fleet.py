@@ -13,17 +13,15 @@ own apps (faults, auth, routes) answer, each seeing the path without its `/o<i>`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 from starlette.types import Receive, Scope, Send
 
-from orgsync.testing._server import BackgroundServer
+from orgsync.testing._server import BackgroundServer, Served
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
 
 
-class ManyOrgs:
+class ManyOrgs(Served):
     def __init__(self, count: int, *, api_key: str, faults: Faults | None = None) -> None:
         # Duplicates allowed, so that a second invitation or group is seen, not refused.
         self.orgs = [
@@ -64,18 +62,6 @@ class ManyOrgs:
 
     def stop(self) -> None:
         self._server.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def replicas_config(
