@@ -41,7 +41,7 @@ def normalize_email(email: str) -> EmailKey:
 # expression (about a microsecond) instead of its full parse (about 80 µs): a 100k-person
 # directory read by a fresh `orgsync sync` would spend seconds there. Anything else (quoted
 # or internationalized parts, Punycode, a double hyphen, special-use domains, overlong
-# parts) goes to email-validator. tests/unit/test_email_fast_path.py holds the two to
+# parts) goes to email-validator. tests/core/test_email_fast_path.py holds the two to
 # the same answers.
 _PLAIN = re.compile(
     r"(?P<local>[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)"
@@ -50,7 +50,7 @@ _PLAIN = re.compile(
 # email-validator's SPECIAL_USE_DOMAIN_NAMES less "test" (test_environment), copied so that
 # the fast path does not import it: email-validator compiles dozens of regular expressions
 # on import, a sixth of `orgsync validate --offline`'s start-up (bench/startup.py).
-# tests/unit/test_email_fast_path.py holds the copy to the installed list.
+# tests/core/test_email_fast_path.py holds the copy to the installed list.
 _SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion")
 # A domain that is one of them or ends in one (".local" and "local" both), in one search.
 _SPECIAL_USE_SUFFIX = re.compile(
@@ -82,7 +82,7 @@ def email_problem(email: str) -> str | None:
     if plainly_valid(email.strip()):
         return None
     # Pure: syntax only. Its DNS part (`check_deliverability`) is never asked for, and is
-    # imported by email_validator only when it is (tests/unit/test_records.py checks both).
+    # imported by email_validator only when it is (tests/core/test_records.py checks both).
     from email_validator import EmailNotValidError, validate_email
 
     try:
