@@ -240,15 +240,50 @@ class Run:
     peak_rss_mib: float
 
 
+PROFILED = """
+import cProfile, pstats, runpy, sys, threading, time
+profiles = []
+def start(*_):
+    sys.setprofile(None)
+    profile = cProfile.Profile(time.thread_time)
+    profiles.append(profile)
+    profile.enable()
+threading.setprofile(start)
+out, sys.argv = sys.argv[1], ["orgsync", *sys.argv[2:]]
+main = cProfile.Profile(time.thread_time)
+profiles.append(main)
+code = 0
+try:
+    main.runcall(runpy.run_module, "orgsync", run_name="__main__", alter_sys=True)
+except SystemExit as exit:
+    code = exit.code
+finally:
+    stats = pstats.Stats(profiles[0])
+    for other in profiles[1:]:
+        stats.add(other)
+    stats.dump_stats(out)
+sys.exit(code)
+"""
+"""`python -c PROFILED OUT ARGS...`: `python -m orgsync ARGS...` under cProfile in every
+thread (`-m cProfile` sees the main thread only, and the group reads run on a pool), the
+statistics of all threads merged into the file OUT."""
+
+
 def environment(folder: Path) -> dict[str, str]:
     return {**os.environ, KEY_ENV: KEY, "ORGSYNC_CONFIG": str(folder / "orgsync.toml")}
 
 
-def orgsync(folder: Path, *args: str, codes: Sequence[int] = (0, 2)) -> Run:
-    """Run the CLI in a fresh process in `folder`; exit if its code is not in `codes`."""
+def orgsync(
+    folder: Path, *args: str, codes: Sequence[int] = (0, 2), profile: Path | None = None
+) -> Run:
+    """Run the CLI in a fresh process in `folder`; exit if its code is not in `codes`.
+    With `profile`, the process runs under cProfile and writes its statistics there."""
     started = time.perf_counter()
+    command = ["-m", "orgsync", "--log-level", "warning", *args]
+    if profile is not None:
+        command = ["-c", PROFILED, str(profile), *command[2:]]
     process = subprocess.Popen(
-        [sys.executable, "-m", "orgsync", "--log-level", "warning", *args],
+        [sys.executable, *command],
         cwd=folder,
         env=environment(folder),
         stdout=subprocess.DEVNULL,

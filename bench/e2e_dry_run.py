@@ -36,7 +36,7 @@ def minimum_requests(people: int, groups: int) -> int:
     return users + invitations + roles + group_pages + 2 * groups
 
 
-def main(people: int, repeats: int) -> None:
+def main(people: int, repeats: int, profile: Path | None) -> None:
     seed = _common.Seed(people, groups=people // 10, per_group=PER_GROUP)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -53,6 +53,11 @@ def main(people: int, repeats: int) -> None:
                 before = server.count()
                 runs.append(_common.orgsync(folder, "sync", "--dry-run"))
                 requests.append(server.count() - before)
+            if profile is not None:
+                # One more run under cProfile, written to a file: not counted in the
+                # figures above (tracing slows it several times).
+                _common.orgsync(folder, "sync", "--dry-run", profile=profile.resolve())
+                print(f"profile of one more run: {profile}")
     cpu = [r.cpu_s for r in runs]
     rss_mb = [r.peak_rss_mib * _common.MiB / 1e6 for r in runs]
     least = minimum_requests(people, seed.groups)
@@ -76,5 +81,8 @@ if __name__ == "__main__":
         parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
         parser.add_argument("people", type=int, nargs="?", default=100_000)
         parser.add_argument("--repeats", type=int, default=3)
+        parser.add_argument(
+            "--profile", type=Path, help="also run once under cProfile, writing to this file"
+        )
         options = parser.parse_args()
-        main(options.people, options.repeats)
+        main(options.people, options.repeats, options.profile)
