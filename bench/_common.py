@@ -62,8 +62,8 @@ class Seed:
 
 def serve(seed: Seed, ids_file: Path) -> None:
     """The emulator's process: seed, write the ids, print the base URL, then answer on
-    stdin `count` (requests served so far) and `invited EMAIL` (1 if an invitation to
-    EMAIL exists, else 0)."""
+    stdin `count` (requests served so far), `cpu` (its own CPU seconds so far, all
+    threads) and `invited EMAIL` (1 if an invitation to EMAIL exists, else 0)."""
     from orgsync.testing.openai.emulator import OpenAIEmulator
 
     with OpenAIEmulator(api_key=KEY) as emulator:
@@ -85,6 +85,8 @@ def serve(seed: Seed, ids_file: Path) -> None:
             command, _, argument = line.strip().partition(" ")
             if command == "count":
                 print(len(emulator.requests), flush=True)
+            elif command == "cpu":
+                print(time.process_time(), flush=True)
             elif command == "invited":
                 found = any(i["email"] == argument for i in state.invites())
                 print(int(found), flush=True)
@@ -104,6 +106,10 @@ class Emulator:
     def count(self) -> int:
         """Requests served so far."""
         return int(self._ask("count"))
+
+    def cpu_s(self) -> float:
+        """The emulator process's own CPU seconds so far (user + system, all threads)."""
+        return float(self._ask("cpu"))
 
     def invited(self, email: str) -> bool:
         """Whether the organization holds an invitation to `email`."""
