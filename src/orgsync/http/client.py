@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import httpx
 import structlog
@@ -348,7 +348,7 @@ class HttpClient:
         replaces the client's credential for this call (a token request's client
         authentication).
         """
-        path = httpx.URL(url).path
+        path = _path_of(url)
 
         def attempt() -> _T:
             return parse(
@@ -582,6 +582,14 @@ _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 """Printable ASCII only: no line break to inject a header, nothing httpx would encode."""
 _DEFAULT_MAX_CONNECTIONS = 100
 """httpx's default `max_connections`, kept for the lean way."""
+
+
+def _path_of(url: httpx.URL | str) -> str:
+    """`httpx.URL(url).path` (decoded), without parsing a plain relative path: its path
+    is itself, percent escapes decoded as httpx decodes them."""
+    if isinstance(url, str) and url.startswith("/") and _PLAIN_PATH.fullmatch(url):
+        return unquote(url) if "%" in url else url
+    return httpx.URL(url).path
 
 
 def _items(params: QueryParams) -> list[tuple[str, str]]:
