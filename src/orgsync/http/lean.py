@@ -378,12 +378,14 @@ class LeanPool:
 
 
 def _readable(sock: socket.socket) -> bool:
-    """Whether an idle connection has something to read (the server closed it)."""
+    """Whether an idle connection has something to read (the server closed it). `poll`,
+    not `select`: a daemon may hold descriptors beyond select's limit of 1024."""
     try:
-        ready, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(ready)
 
 
 def _content_length(value: bytes, seen: int | None) -> int:
