@@ -62,8 +62,8 @@ class Seed:
 
 def serve(seed: Seed, ids_file: Path) -> None:
     """The emulator's process: seed, write the ids, print the base URL, then answer on
-    stdin `count` (requests served so far) and `invited EMAIL` (1 if an invitation to
-    EMAIL exists, else 0)."""
+    stdin `count` (requests served so far), `cpu` (its own CPU seconds so far, all
+    threads) and `invited EMAIL` (1 if an invitation to EMAIL exists, else 0)."""
     from orgsync.testing.openai.emulator import OpenAIEmulator
 
     with OpenAIEmulator(api_key=KEY) as emulator:
@@ -85,6 +85,8 @@ def serve(seed: Seed, ids_file: Path) -> None:
             command, _, argument = line.strip().partition(" ")
             if command == "count":
                 print(len(emulator.requests), flush=True)
+            elif command == "cpu":
+                print(time.process_time(), flush=True)
             elif command == "invited":
                 found = any(i["email"] == argument for i in state.invites())
                 print(int(found), flush=True)
@@ -104,6 +106,10 @@ class Emulator:
     def count(self) -> int:
         """Requests served so far."""
         return int(self._ask("count"))
+
+    def cpu_s(self) -> float:
+        """The emulator process's own CPU seconds so far (user + system, all threads)."""
+        return float(self._ask("cpu"))
 
     def invited(self, email: str) -> bool:
         """Whether the organization holds an invitation to `email`."""
@@ -240,15 +246,50 @@ class Run:
     peak_rss_mib: float
 
 
+PROFILED = """
+import cProfile, pstats, runpy, sys, threading, time
+profiles = []
+def start(*_):
+    sys.setprofile(None)
+    profile = cProfile.Profile(time.thread_time)
+    profiles.append(profile)
+    profile.enable()
+threading.setprofile(start)
+out, sys.argv = sys.argv[1], ["orgsync", *sys.argv[2:]]
+main = cProfile.Profile(time.thread_time)
+profiles.append(main)
+code = 0
+try:
+    main.runcall(runpy.run_module, "orgsync", run_name="__main__", alter_sys=True)
+except SystemExit as exit:
+    code = exit.code
+finally:
+    stats = pstats.Stats(profiles[0])
+    for other in profiles[1:]:
+        stats.add(other)
+    stats.dump_stats(out)
+sys.exit(code)
+"""
+"""`python -c PROFILED OUT ARGS...`: `python -m orgsync ARGS...` under cProfile in every
+thread (`-m cProfile` sees the main thread only, and the group reads run on a pool), the
+statistics of all threads merged into the file OUT."""
+
+
 def environment(folder: Path) -> dict[str, str]:
     return {**os.environ, KEY_ENV: KEY, "ORGSYNC_CONFIG": str(folder / "orgsync.toml")}
 
 
-def orgsync(folder: Path, *args: str, codes: Sequence[int] = (0, 2)) -> Run:
-    """Run the CLI in a fresh process in `folder`; exit if its code is not in `codes`."""
+def orgsync(
+    folder: Path, *args: str, codes: Sequence[int] = (0, 2), profile: Path | None = None
+) -> Run:
+    """Run the CLI in a fresh process in `folder`; exit if its code is not in `codes`.
+    With `profile`, the process runs under cProfile and writes its statistics there."""
     started = time.perf_counter()
+    command = ["-m", "orgsync", "--log-level", "warning", *args]
+    if profile is not None:
+        command = ["-c", PROFILED, str(profile), *command[2:]]
     process = subprocess.Popen(
-        [sys.executable, "-m", "orgsync", "--log-level", "warning", *args],
+        [sys.executable, *command],
         cwd=folder,
         env=environment(folder),
         stdout=subprocess.DEVNULL,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orgsync.core.errors import SourceDataError
 from orgsync.core.model import (
     Memory,
     RejectedRecord,
@@ -181,3 +183,56 @@ def test_the_email_validator_does_no_io_in_the_core() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {"people": [{"id": "p1", "email": "a@x.org"}], "groups": [{"id": "p1", "name": "g"}]},
+            "directory.json: groups[0]: duplicate id 'p1' (first used by people[0])",
+        ),
+        (
+            {"people": [], "groups": [{"id": "g", "name": "a"}, {"id": "g", "name": "b"}]},
+            "directory.json: groups[1]: duplicate id 'g' (first used by groups[0])",
+        ),
+        (
+            {"people": [{"id": "p1", "email": "a@x.org"}, {"id": " ", "email": "b@x.org"}]},
+            "directory.json: people[1]: 'id' must be a non-empty string",
+        ),
+        (
+            {"people": [], "groups": [{"id": "g", "name": "a", "members": ["p1", 2]}]},
+            "groups[0] (id 'g'): 'members' must be a list of id strings",
+        ),
+        (
+            {
+                "people": [{"id": "p1", "email": "a@x.org"}],
+                "groups": [{"id": "g", "name": "a", "members": ["p1", "x", "y"]}],
+            },
+            "groups[0] (id 'g'): member 'x' is neither a person id nor a group id",
+        ),
+    ],
+)
+def test_a_file_record_that_cannot_be_tied_to_one_person_refuses_the_read(
+    document: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SourceDataError) as refused:
+        parse_directory(document, origin="directory.json")
+    assert message in str(refused.value)
+
+
+def test_file_records_keep_their_extra_fields_and_share_member_ids() -> None:
+    # Parsed from text, as the file source does: each "p 2" below is its own string.
+    document = json.loads(
+        """{"people": [{"id": "p 1", "email": "a@x.org", "dept": "R&D"},
+                       {"id": "p 2", "email": "b@x.org", "active": false}],
+            "groups": [{"id": "g", "name": "a", "members": ["p 1", "p 2"]},
+                       {"id": "h", "name": "b", "members": ["g", "p 2"]}]}"""
+    )
+    snapshot = parse_directory(document, origin="directory.json")
+    first, second = snapshot.people
+    assert dict(first.attributes) == {"dept": "R&D"}
+    assert dict(second.attributes) == {}
+    assert not second.active
+    # One object per id, however many groups list it (memory at 1M memberships).
+    assert snapshot.groups[0].members[1] is snapshot.groups[1].members[1] is second.id

@@ -106,14 +106,21 @@ def read_stopped_after(server: SlowServer, layer: str, seconds: float) -> float:
     """Read through `layer`'s client, stopped after `seconds`; how long the read took."""
     stop = threading.Event()
     interrupt = ReadInterrupt(stop)
-    stop_after(stop, seconds)
-    started = time.monotonic()
+    # The clock starts once the client is built: building one (its TLS context reads the
+    # CA bundle) can take a good part of a second on a loaded machine, and a stop before
+    # the request is sent would leave no read in flight to end.
     if layer == "target":
-        with target_client(server, interrupt) as client, pytest.raises(Interrupted):
-            client.request("GET", "/organization/users", idempotent=True)
+        with target_client(server, interrupt) as client:
+            stop_after(stop, seconds)
+            started = time.monotonic()
+            with pytest.raises(Interrupted):
+                client.request("GET", "/organization/users", idempotent=True)
     else:
-        with source_client(server, interrupt) as http, pytest.raises(Interrupted):
-            http.get_json("/api/v1/users")
+        with source_client(server, interrupt) as http:
+            stop_after(stop, seconds)
+            started = time.monotonic()
+            with pytest.raises(Interrupted):
+                http.get_json("/api/v1/users")
     return time.monotonic() - started
 
 

@@ -553,3 +553,52 @@ class TestScriptedServer:
                     "/groups/g1/users": lambda _: _page([user], next_cursor="same"),
                 }
             )
+
+    def test_group_users_are_read_across_pages_each_once(self) -> None:
+        def user(n: int) -> dict[str, object]:
+            return {"object": "group.user", "id": f"user_{n}", "name": "", "email": f"{n}@x.test"}
+
+        pages = {
+            "": _page([user(1), user(2)], next_cursor="c1"),
+            "c1": _page([user(2), user(3)]),
+        }
+        (group,) = self._read(
+            {
+                "/groups": lambda _: _page([_group("g1", "team")]),
+                "/groups/g1/users": lambda after: pages[after],
+            }
+        )
+        assert group.member_ids == {"user_1", "user_2", "user_3"}
+
+    @pytest.mark.parametrize(
+        ("page", "error", "message"),
+        [
+            (
+                {"json": {"data": [{"name": "no id"}], "has_more": False}},
+                TargetError,
+                r"GET /organization/groups/g1/users: unexpected response shape \(data\.0\.id\)",
+            ),
+            (
+                {"json": {"data": [{"id": "u"}], "has_more": True}},
+                TransientError,
+                "has_more without a next cursor",
+            ),
+            ({"content": b"<html>proxy</html>"}, TransientError, "not JSON"),
+        ],
+    )
+    def test_a_bad_group_users_page_is_refused(
+        self, page: dict[str, Any], error: type[Exception], message: str
+    ) -> None:
+        # Not checked against the contract: these pages are the server breaking it.
+        def script(request: httpx.Request) -> httpx.Response:
+            path = request.url.path.removeprefix(V1)
+            if path == "/groups":
+                return _page([_group("g1", "team")])
+            if path == "/groups/g1/users":
+                return httpx.Response(200, **page)
+            return _page([])
+
+        target = _scripted(script)
+        with pytest.raises(error, match=message):
+            target.read()
+        target.close()

@@ -88,6 +88,10 @@ class HeaderAuth(httpx.Auth):
         request.headers[self._header] = self._value
         yield request
 
+    def fixed_header(self) -> tuple[str, str]:
+        """The header and its value (`orgsync.http.client.FixedHeader`)."""
+        return self._header, self._value
+
     def secrets(self) -> Iterable[str]:
         return (self._secret,)
 

@@ -21,12 +21,14 @@ This module imports only httpx, structlog, tenacity, the standard library,
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
+from urllib.parse import unquote, urlencode
 
 import httpx
 import structlog
@@ -34,6 +36,7 @@ import tenacity
 
 from orgsync.core.errors import ApiError, TransientError
 from orgsync.core.redaction import scrub
+from orgsync.http.lean import Exchange, LeanPool
 from orgsync.http.ratelimit import TokenBucket
 from orgsync.http.responses import (
     ErrorParser,
@@ -53,6 +56,7 @@ from orgsync.retrying import RetrySettings
 
 __all__ = [
     "ClientOptions",
+    "FixedHeader",
     "HasSecrets",
     "HttpClient",
     "QueryParams",
@@ -110,10 +114,18 @@ class HasSecrets(Protocol):
     def secrets(self) -> Iterable[str]: ...
 
 
+@runtime_checkable
+class FixedHeader(Protocol):
+    """An auth flow that only sets one header, the same on every request: the client may
+    then send its calls without httpx (`orgsync.http.lean`)."""
+
+    def fixed_header(self) -> tuple[str, str]: ...
+
+
 # --------------------------------------------------------------------------- the factory
 
 
-def ssl_verify(verify: bool | str) -> ssl.SSLContext | bool:
+def ssl_verify(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
     """What httpx's `verify` takes for a `ca_file` key (a path) or True/False."""
     # httpx 0.28 deprecates `verify=<path>`; a context built from the CA file is the
     # supported spelling and still checks host names.
@@ -140,7 +152,7 @@ def new_client(
     *,
     base_url: str = "",
     timeout: float = 30.0,
-    verify: bool | str = True,
+    verify: bool | str | ssl.SSLContext = True,
     user_agent: str = "orgsync",
     headers: Mapping[str, str] | None = None,
     auth: httpx.Auth | None = None,
@@ -263,10 +275,14 @@ class HttpClient:
         # Built once: its stop and wait keep no state between calls, and `copy` per call
         # costs one construction instead of two.
         self._policy = retry.policy(sleep=self._sleep)
+        # One TLS context for both ways of sending (building one reads the CA bundle).
+        trust = ssl_verify(verify)
+        if trust is True or trust is False:
+            trust = httpx.create_ssl_context(verify=trust)
         self._http = new_client(
             base_url=base_url,
             timeout=timeout,
-            verify=verify,
+            verify=trust,
             user_agent=user_agent,
             headers=headers,
             auth=auth,
@@ -285,6 +301,12 @@ class HttpClient:
         if plain and not text.endswith("/"):
             text += "/"
         self._base_text = text if plain else ""
+        self._lean: LeanPool | None = None
+        self._lean_prefix = ""
+        self._lean_origin = ""
+        self._lean_head = b""
+        if plain and transport is None:
+            self._lean_setup(base, trust, timeout, max_connections, interrupt)
 
     @property
     def base_url(self) -> str:
@@ -301,6 +323,8 @@ class HttpClient:
 
     def close(self) -> None:
         self._http.close()
+        if self._lean is not None:
+            self._lean.close()
         closer = getattr(self._auth, "close", None)
         if callable(closer):
             closer()
@@ -324,7 +348,7 @@ class HttpClient:
         replaces the client's credential for this call (a token request's client
         authentication).
         """
-        path = httpx.URL(url).path
+        path = _path_of(url)
 
         def attempt() -> _T:
             return parse(
@@ -364,15 +388,25 @@ class HttpClient:
         started = time.perf_counter()
         line = {"system": self.system, "method": method, "path": path}
         try:
-            target, query = self._resolve(url, params)
-            response = self._http.request(
-                method,
-                target,
-                params=query,
-                json=json_body,
-                data=data,
-                auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+            lean = self._lean_request(
+                method, url, params=params, json_body=json_body, data=data, auth=auth
             )
+            if lean is not None and self._lean is not None:
+                exchange = self._lean.exchange(lean[1], head=method == "HEAD")
+                response: httpx.Response = _LeanResponse(
+                    exchange, method, self._lean_origin + lean[0]
+                )
+                self._count(response)
+            else:
+                target, query = self._resolve(url, params)
+                response = self._http.request(
+                    method,
+                    target,
+                    params=query,
+                    json=json_body,
+                    data=data,
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                )
         except httpx.RequestError as exc:
             if self._on_response is not None:
                 self._on_response(self.system, 0)
@@ -424,10 +458,96 @@ class HttpClient:
         if not base or not isinstance(url, str) or not _PLAIN_PATH.fullmatch(url):
             return url, _query(params)
         text = base + url.lstrip("/")
-        query = _query(params)
+        query = _query_text(params)
         if query:
             text = f"{text}?{query}"
         return httpx.URL(text), None
+
+    # ------------------------------------------------------------------ the lean way
+
+    def _lean_setup(
+        self,
+        base: httpx.URL,
+        trust: ssl.SSLContext | bool,
+        timeout: float,
+        max_connections: int | None,
+        interrupt: ReadInterrupt | None,
+    ) -> None:
+        """Prepare `orgsync.http.lean` for this client's plain calls, when nothing it
+        does not do is asked of them: a proxy from the environment, an auth flow beyond
+        a fixed header, header values httpx would refuse."""
+        if base.scheme not in ("http", "https"):
+            return
+        # The headers httpx sends, in its order: Host, the client's (its defaults, with
+        # Accept-Encoding limited to what `lean` decodes, and the configured ones), then
+        # the credential.
+        headers = [
+            (
+                name.decode("latin-1"),
+                "gzip, deflate" if name.lower() == b"accept-encoding" else value.decode("latin-1"),
+            )
+            for name, value in self._http.headers.raw
+        ]
+        if self._auth is not None:
+            if not isinstance(self._auth, FixedHeader):
+                return
+            headers.append(self._auth.fixed_header())
+        if not all(_HEADER_NAME.fullmatch(n) and _HEADER_VALUE.fullmatch(v) for n, v in headers):
+            return  # httpx refuses them, or encodes them its own way: leave them to it
+        lines = [f"Host: {base.netloc.decode('ascii')}", *(f"{n}: {v}" for n, v in headers)]
+        self._lean_head = ("\r\n".join(lines) + "\r\n").encode("ascii")
+        tls = trust if isinstance(trust, ssl.SSLContext) else None
+        if base.scheme == "https":
+            if tls is None:
+                return
+            tls.set_alpn_protocols(["http/1.1"])
+        self._lean_prefix = base.raw_path.decode("ascii").rstrip("/") + "/"
+        self._lean_origin = f"{base.scheme}://{base.netloc.decode('ascii')}"
+        self._lean = LeanPool(
+            scheme=base.scheme,
+            host=base.raw_host.decode("ascii"),
+            port=base.port or (443 if base.scheme == "https" else 80),
+            tls=tls,
+            timeout=httpx.Timeout(timeout),
+            max_connections=max_connections or _DEFAULT_MAX_CONNECTIONS,
+            interrupt=interrupt,
+        )
+
+    def _lean_request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        params: QueryParams | None,
+        json_body: object,
+        data: Mapping[str, str] | None,
+        auth: httpx.Auth | None,
+    ) -> tuple[str, bytes] | None:
+        """The target and the bytes of the request, when it can go the lean way."""
+        if (
+            self._lean is None
+            or auth is not None
+            or data is not None
+            or not isinstance(url, str)
+            or not _PLAIN_PATH.fullmatch(url)
+        ):
+            return None
+        target = self._lean_prefix + url.lstrip("/")
+        query = _query_text(params)
+        if query:
+            target = f"{target}?{query}"
+        if not _SAFE_TARGET.fullmatch(target) or not _TOKEN.fullmatch(method):
+            return None  # httpx would percent-encode it: its text is the one to send
+        head = f"{method} {target} HTTP/1.1\r\n".encode("ascii") + self._lean_head
+        if json_body is not None:
+            body = jsonlib.dumps(
+                json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            head += b"Content-Length: %d\r\nContent-Type: application/json\r\n\r\n" % len(body)
+            return target, head + body
+        if method in ("POST", "PUT", "PATCH"):
+            return target, head + b"Content-Length: 0\r\n\r\n"
+        return target, head + b"\r\n"
 
     def _count(self, response: httpx.Response) -> None:
         if self._on_response is not None:
@@ -453,20 +573,86 @@ class HttpClient:
 
 # A relative path: no scheme or authority, no query, no fragment.
 _PLAIN_PATH = re.compile(r"(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^?#]*")
+# A request target httpx would send as it is (RFC 3986 path and query characters, with
+# percent escapes): anything else is left to httpx's own encoding.
+_SAFE_TARGET = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+_TOKEN = re.compile(r"[A-Z]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+"""Printable ASCII only: no line break to inject a header, nothing httpx would encode."""
+_DEFAULT_MAX_CONNECTIONS = 100
+"""httpx's default `max_connections`, kept for the lean way."""
 
 
-def _query(params: QueryParams | None) -> httpx.QueryParams | None:
-    if params is None:
-        return None
-    items: list[tuple[str, str | int | float | bool | None]] = []
+def _path_of(url: httpx.URL | str) -> str:
+    """`httpx.URL(url).path` (decoded), without parsing a plain relative path: its path
+    is itself, percent escapes decoded as httpx decodes them."""
+    if isinstance(url, str) and url.startswith("/") and _PLAIN_PATH.fullmatch(url):
+        return unquote(url) if "%" in url else url
+    return httpx.URL(url).path
+
+
+def _items(params: QueryParams) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
     for key, value in params.items():
         if value is None:
             continue  # an absent cursor is simply not sent
         if isinstance(value, str | int | float | bool):
-            items.append((key, value))
+            items.append((key, _text(value)))
         else:
-            items.extend((key, v) for v in value if v is not None)
-    return httpx.QueryParams(items)
+            items.extend((key, _text(v)) for v in value if v is not None)
+    return items
+
+
+def _text(value: str | int | float | bool) -> str:
+    # httpx's `primitive_value_to_str`: JSON-style booleans.
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def _query(params: QueryParams | None) -> httpx.QueryParams | None:
+    return None if params is None else httpx.QueryParams(tuple(_items(params)))
+
+
+def _query_text(params: QueryParams | None) -> str:
+    """`str(_query(params))` without building the `QueryParams`: the same encoding
+    (`urllib.parse.urlencode`, which httpx's `QueryParams` uses)."""
+    return urlencode(_items(params)) if params else ""
+
+
+class _LeanResponse(httpx.Response):
+    """An `httpx.Response` for an answer received the lean way, built without httpx's
+    per-response work: parsers and the error mapping read it as any other (status,
+    headers, content, text, json); its `request` is made only if asked for."""
+
+    def __init__(self, exchange: Exchange, method: str, url: str) -> None:
+        # Not `super().__init__`: that re-encodes the body into a stream and reads it back.
+        self.status_code = exchange.status
+        self.headers = httpx.Headers(exchange.headers)
+        self._request = None
+        self._method_url = (method, url)
+        self.next_request = None
+        self.extensions = {"http_version": b"HTTP/1.1", "reason_phrase": exchange.reason}
+        self.history = []
+        self.is_closed = True
+        self.is_stream_consumed = True
+        self.default_encoding = "utf-8"
+        self.stream = httpx.ByteStream(exchange.body)
+        self._content = exchange.body
+        self._num_bytes_downloaded = len(exchange.body)
+
+    @property
+    def request(self) -> httpx.Request:
+        if self._request is None:
+            self._request = httpx.Request(*self._method_url)
+        return self._request
+
+    @request.setter
+    def request(self, value: httpx.Request) -> None:
+        self._request = value
 
 
 def _millis(started: float) -> float:

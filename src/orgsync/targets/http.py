@@ -18,11 +18,11 @@ This module imports only httpx, pydantic, the standard library, `orgsync.core`,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TypeVar, Unpack
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from orgsync.core.errors import TargetError, TransientError
 from orgsync.http.auth import HeaderAuth
@@ -144,11 +144,29 @@ class ApiClient:
         _check_relative(path)
 
         def parse(response: httpx.Response) -> M:
-            return _parse_model(response, model, context=f"{method} {path}")
+            return _parse_model(response, model.model_validate_json, context=f"{method} {path}")
 
         return self._http.send(
             method, path, params=params, json=json, idempotent=idempotent, parse=parse
         )
+
+    def request_adapted(
+        self,
+        method: str,
+        path: str,
+        adapter: TypeAdapter[_T],
+        *,
+        params: QueryParams | None = None,
+        idempotent: bool,
+    ) -> _T:
+        """Like `request_model`, validating the body with `adapter` (plain dictionaries
+        for a high-volume list, where a model per item would cost more than it gives)."""
+        _check_relative(path)
+
+        def parse(response: httpx.Response) -> _T:
+            return _parse_model(response, adapter.validate_json, context=f"{method} {path}")
+
+        return self._http.send(method, path, params=params, idempotent=idempotent, parse=parse)
 
     def close(self) -> None:
         self._http.close()
@@ -164,10 +182,10 @@ def _identity(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def _parse_model(response: httpx.Response, model: type[M], *, context: str) -> M:
+def _parse_model(response: httpx.Response, validate: Callable[[bytes], _T], *, context: str) -> _T:
     request_id = response.headers.get("x-request-id")
     try:
-        return model.model_validate_json(response.content)
+        return validate(response.content)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise TransientError(

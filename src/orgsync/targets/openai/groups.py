@@ -45,7 +45,7 @@ from orgsync.core.plan import (
 from orgsync.targets._common import segment
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
-from orgsync.targets.openai.paging import list_by_next
+from orgsync.targets.openai.paging import ids_by_next, list_by_next
 
 __all__ = ["GROUPS", "GROUP_PAGE_SIZE", "OpenAIGroups", "role_catalog"]
 
@@ -135,9 +135,7 @@ class OpenAIGroups:
 
     def _detail(self, group: wire.Group) -> TargetGroup:
         base = f"{GROUPS}/{segment(group.id)}"
-        users = list_by_next(
-            self._client, f"{base}/users", wire.GroupUserPage, limit=GROUP_PAGE_SIZE
-        )
+        users = ids_by_next(self._client, f"{base}/users", limit=GROUP_PAGE_SIZE)
         roles = list_by_next(
             self._client, f"{base}/roles", wire.AssignedRolePage, limit=GROUP_PAGE_SIZE
         )
@@ -146,7 +144,7 @@ class OpenAIGroups:
             name=group.name,
             # Interned: a million memberships name a hundred thousand users, each id
             # then one object (memory), compared by identity with the members' (planning).
-            member_ids=frozenset(sys.intern(user.id) for user in users),
+            member_ids=frozenset(map(sys.intern, users)),
             role_ids=_own_roles(group.id, roles),
             is_scim_managed=bool(group.is_scim_managed) or group.group_type == "tenant_group",
         )
