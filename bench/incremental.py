@@ -1,23 +1,30 @@
 """Incremental passes per source kind: what a quiet pass and a one-change pass cost.
 
-For each source kind (the file source, a real slapd, a real scim2-server) the same made-up
-organization of N people (everyone in scope through the nested `all-staff` group) is
-loaded, the OpenAI emulator (in this process) already holds every active person, and
-`orgsync` runs in fresh processes against one state database:
+For each source kind (the file source; a real slapd without and with the syncprov overlay,
+`ldap` and `ldap-syncprov`; a real scim2-server; the Okta, Entra ID and Google emulators,
+in this process) the same made-up organization of N people (everyone in scope through the
+`all-staff` group) is loaded, the OpenAI emulator (in this process) already holds every
+active person, and `orgsync` runs in fresh processes against one state database:
 
 1. `orgsync sync`: the full pass that records the baseline;
 2. `orgsync sync --incremental`: settles (the seeded entries are minutes old, inside the
    probes' overlap window, so this one still reads the source once);
 3. `orgsync sync --incremental`, measured: a quiet pass;
-4. one person's display name changed at the source, `orgsync sync --incremental`, measured.
+4. one person changed at the source (a display name; Google: suspended, the emulator
+   changes nothing else), `orgsync sync --incremental`, measured.
 
-Per measured pass: source requests (LDAP pages, SCIM HTTP requests; the file source makes
-none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
+Okta's objects and System Log events are stamped a week back (a directory that has been
+there a while; its probe's overlap window holds none of them). Google has no change probe
+(see docs/design.md): its quiet pass reads the source whole and compares.
+
+Per measured pass: source requests (LDAP searches and pages, HTTP requests including
+token requests; the file source makes none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
 (`strace -f -c`, the emulator not traced), wall seconds and the process's peak RSS. The
 issue's goal for a quiet pass over 100k people: at most 5 calls in total (source and
 target), and 0 target calls for the file source; each line prints its ratio to it.
 
-usage: .venv/bin/python bench/incremental.py [--people 10000] [--only file,ldap,scim]
+usage: .venv/bin/python bench/incremental.py [--people 10000 100000]
+       [--only file,ldap,ldap-syncprov,scim,okta,entra,google]
 needs: strace, slapd (scripts/setup-system installs both)
 """
 
@@ -34,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import ldap3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.sources.directory import Directory, make_directory
 from tests.sources.servers import (
     READER_DN,
@@ -53,6 +63,9 @@ from tests.sources.servers import (
     start_scim2_server,
 )
 
+from orgsync.testing.entra import EntraEmulator
+from orgsync.testing.google import GoogleEmulator
+from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 
 KEY = "sk-admin-bench-0000000000000000000000000000000000000000"
@@ -139,14 +152,16 @@ def file_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int]
     return '[source]\ntype = "file"\npath = "directory.json"\n', write
 
 
-def ldap_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], None], Slapd]:
+def ldap_source(
+    directory: Directory, folder: Path, *, syncprov: bool = False
+) -> tuple[str, Callable[[int], None], Slapd]:
     # Loaded as a directory that has been there a while: a probe's overlap window (entries
     # changed in the last 5 minutes are looked at again) would otherwise hold everyone.
     old = "modifyTimestamp: 20200101000000Z\ncreateTimestamp: 20200101000000Z\n"
     data = "\n".join(
         block.rstrip("\n") + "\n" + old for block in ldif(directory).split("\n\n") if block
     )
-    server = Slapd(folder / "slapd", data)
+    server = Slapd(folder / "slapd", data, syncprov=syncprov)
     table = f"""[source]
 type = "ldap"
 url = "{server.url}"
@@ -200,6 +215,113 @@ page_size = 1000
     return table, rename, server
 
 
+Source = tuple[str, Callable[[int], None], Callable[[], None], str]
+"""The `[source]` table, a change to person N, how to stop the source, its secret."""
+
+
+def okta_source(directory: Directory) -> Source:
+    okta = OktaEmulator()
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    okta.clock = lambda: week_ago
+    ids = [
+        okta.add_user(
+            email=p.email,
+            first_name=p.given,
+            last_name=p.family,
+            display_name=p.display,
+            status="ACTIVE" if p.active else "SUSPENDED",
+        )
+        for p in directory.people
+    ]
+    group = okta.add_group("all-staff")
+    for user_id in ids:
+        okta.add_member(group, user_id)
+    okta.clock = lambda: datetime.now(UTC)
+    url = okta.start()
+    table = f"""[source]
+type = "okta"
+url = "{url}"
+token_env = "BENCH_SOURCE_SECRET"
+allow_plaintext = true
+"""
+    return table, lambda i: okta.set_display_name(ids[i], "Renamed"), okta.stop, okta.token
+
+
+def entra_source(directory: Directory) -> Source:
+    entra = EntraEmulator()
+    ids = [
+        entra.add_user(
+            display_name=p.display,
+            user_principal_name=p.email,
+            mail=p.email,
+            account_enabled=p.active,
+        )
+        for p in directory.people
+    ]
+    group = entra.add_group("all-staff")
+    for user_id in ids:
+        entra.add_member(group, user_id)
+    entra.start()
+    table = f"""[source]
+type = "entra"
+tenant_id = "{entra.tenant_id}"
+client_id = "{entra.client_id}"
+client_secret_env = "BENCH_SOURCE_SECRET"
+graph_url = "{entra.graph_url}"
+login_url = "{entra.login_url}"
+allow_plaintext = true
+"""
+    change = lambda i: entra.set_display_name(ids[i], "Renamed")  # noqa: E731
+    return table, change, entra.stop, entra.client_secret
+
+
+def google_source(directory: Directory, folder: Path) -> Source:
+    admin, account, key_id = "admin@example.test", "bench@orgsync.iam.example", "0" * 40
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    credentials = folder / "service-account.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "orgsync-bench",
+                "private_key_id": key_id,
+                "private_key": private,
+                "client_email": account,
+                "client_id": "100000000000000000001",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    credentials.chmod(0o600)
+    google = GoogleEmulator(domain="example.test", admins=(admin,))
+    google.register_service_account(account, key_id, public)
+    ids = [
+        google.add_user(
+            primary_email=p.email, given_name=p.given, family_name=p.family, suspended=not p.active
+        )
+        for p in directory.people
+    ]
+    google.add_everyone(google.add_group("all-staff"))
+    google.start()
+    table = f"""[source]
+type = "google"
+subject = "{admin}"
+credentials_file = "{credentials}"
+directory_url = "{google.directory_url}"
+token_url = "{google.token_url}"
+allow_plaintext = true
+"""
+    return table, lambda i: google.set_suspended(ids[i], True), google.stop, ""
+
+
 def configure(folder: Path, source: str, url: str) -> None:
     (folder / "orgsync.toml").write_text(
         f"""{source}
@@ -230,21 +352,31 @@ def bench(kind: str, people: int, groups: int) -> None:
                 emulator.state.add_user(person.email, "reader")
         stop: Callable[[], None] = lambda: None  # noqa: E731
         loaded = time.monotonic()
+        secret = SOURCE_SECRET
         if kind == "file":
             table, rename = file_source(directory, folder)
-        elif kind == "ldap":
-            table, rename, ldap_server = ldap_source(directory, folder)
-            stop = ldap_server.stop
-        else:
+        elif kind in ("ldap", "ldap-syncprov"):
+            table, rename, ldap_server = ldap_source(
+                directory, folder, syncprov=kind == "ldap-syncprov"
+            )
+            stop, secret = ldap_server.stop, READER_PASSWORD
+        elif kind == "scim":
             table, rename, scim_server = scim_source(directory, folder)
             stop = scim_server.stop
             loaded = time.monotonic()
+        elif kind == "okta":
+            table, rename, stop, secret = okta_source(directory)
+        elif kind == "entra":
+            table, rename, stop, secret = entra_source(directory)
+        elif kind == "google":
+            table, rename, stop, secret = google_source(directory, folder)
+        else:
+            raise SystemExit(f"unknown source kind {kind!r}")
         try:
             configure(folder, table, emulator.start())
 
             def measured(*args: str) -> Pass:
                 mark = len(emulator.requests)
-                secret = READER_PASSWORD if kind == "ldap" else SOURCE_SECRET
                 result = run_orgsync(folder, *args, secret=secret)
                 result.target = len(emulator.requests) - mark
                 return result
@@ -270,7 +402,7 @@ def bench(kind: str, people: int, groups: int) -> None:
             if kind == "file":
                 goal += f"; target calls {result.target} (goal 0)"
         print(
-            f"{kind:<5} {people:>7} {name:<18} {result.kind:<12} {result.source:>7} "
+            f"{kind:<13} {people:>7} {name:<18} {result.kind:<12} {result.source:>7} "
             f"{result.target:>7} {result.fsyncs:>6} {result.seconds:>7.1f} {result.rss_mib:>7.0f}"
             f"{goal}"
         )
@@ -280,12 +412,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--people", type=int, nargs="+", default=[10_000])
     parser.add_argument("--groups", type=int, default=100)
-    parser.add_argument("--only", default="file,ldap,scim")
+    parser.add_argument("--only", default="file,ldap,ldap-syncprov,scim,okta,entra,google")
     args = parser.parse_args()
     if shutil.which("strace") is None:
         raise SystemExit("bench/incremental.py needs strace (apt-get install strace)")
     print(
-        f"{'kind':<5} {'people':>7} {'pass':<18} {'was':<12} {'source':>7} {'target':>7} "
+        f"{'kind':<13} {'people':>7} {'pass':<18} {'was':<12} {'source':>7} {'target':>7} "
         f"{'fsyncs':>6} {'seconds':>7} {'RSS MiB':>7}"
     )
     for people in args.people:

@@ -7,7 +7,8 @@ source calls. This script copies, unchanged:
 
 * Okta (``okta/okta-management-openapi-spec`` ``dist/current/management-minimal.yaml``
   @ 5ef70f7, 2026-06-29, Apache-2.0): the ``get`` operations (and path-level parameters)
-  of ``/api/v1/users``, ``/api/v1/groups`` and ``/api/v1/groups/{groupId}/users``;
+  of ``/api/v1/users``, ``/api/v1/groups``, ``/api/v1/groups/{groupId}/users`` and
+  ``/api/v1/logs`` (the System Log, for the change probe);
 * Microsoft Graph v1.0 (the users/groups subset cut from
   ``microsoftgraph/msgraph-sdk-powershell`` ``openApiDocs/v1.0/{Users,Groups}.yml``
   @ 297822a, 2024-10-01, MIT): the ``get`` operations of ``/users``, ``/groups`` and
@@ -42,7 +43,12 @@ import yaml
 COMPONENT_PREFIX = "#/components/"
 
 OKTA_FILE = "okta-management-openapi.yaml"
-OKTA_PATHS = ("/api/v1/users", "/api/v1/groups", "/api/v1/groups/{groupId}/users")
+OKTA_PATHS = (
+    "/api/v1/users",
+    "/api/v1/groups",
+    "/api/v1/groups/{groupId}/users",
+    "/api/v1/logs",
+)
 OKTA_OUT = "okta-idp-subset.yaml"
 OKTA_SOURCE = (
     "okta/okta-management-openapi-spec dist/current/management-minimal.yaml, commit "

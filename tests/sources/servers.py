@@ -197,7 +197,7 @@ include  /etc/ldap/schema/inetorgperson.schema
 include  /etc/ldap/schema/nis.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
-pidfile  {dir}/slapd.pid
+{modules}pidfile  {dir}/slapd.pid
 argsfile {dir}/slapd.args
 loglevel none
 {tls}
@@ -215,7 +215,7 @@ index employeeType eq
 limits dn.exact="{reader}" size.soft={size} size.hard={size} size.prtotal={size}
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
-"""
+{overlays}"""
 
 
 @dataclass
@@ -256,7 +256,10 @@ class Slapd:
         *,
         size_limit: str = "unlimited",
         tls: TlsFiles | None = None,
+        syncprov: bool = False,
     ) -> None:
+        """`syncprov`: load the syncprov overlay (RFC 4533 provider), which keeps the
+        database's `contextCSN` on its suffix entry."""
         self.folder = folder
         self.port = free_port()
         self.ldaps_port = free_port() if tls else None
@@ -275,7 +278,13 @@ class Slapd:
         conf = folder / "slapd.conf"
         conf.write_text(
             _SLAPD_CONF.format(
-                dir=folder, suffix=SUFFIX, reader=READER_DN, size=size_limit, tls=tls_conf
+                dir=folder,
+                suffix=SUFFIX,
+                reader=READER_DN,
+                size=size_limit,
+                tls=tls_conf,
+                modules="moduleload syncprov\n" if syncprov else "",
+                overlays="index entryCSN,entryUUID eq\noverlay syncprov\n" if syncprov else "",
             )
         )
         seed = folder / "seed.ldif"

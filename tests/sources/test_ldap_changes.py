@@ -1,12 +1,14 @@
 """The LDAP source's change probe (incremental passes) against a real OpenLDAP slapd on
-loopback: a quiet directory is reported quiet in three small searches, and every kind of
-change (an attribute, a second change within the same second, a group's members, a
-deletion, an addition) is reported once."""
+loopback. Without syncprov: a quiet directory is reported quiet in four small searches,
+and every kind of change (an attribute, a second change within the same second, a
+group's members, a rename, a deletion, an addition) is reported once. With syncprov: a
+quiet directory is one base search (the database's `contextCSN`), every write moves it,
+and a write outside the bases costs the four searches once and is reported quiet."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,15 @@ def directory() -> Directory:
 @pytest.fixture(scope="module")
 def server(directory: Directory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     running = Slapd(tmp_path_factory.mktemp("slapd-changes"), ldif(directory))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    running = Slapd(
+        tmp_path_factory.mktemp("slapd-syncprov"), ldif(make_directory(40, 2)), syncprov=True
+    )
     yield running
     running.stop()
 
@@ -77,6 +88,7 @@ def test_probes_report_each_change_once(server: Slapd, tmp_path: Path) -> None:
     snapshot = source.read()
     people, groups = len(snapshot.people), len(snapshot.groups)
     prober = Prober(source, people, groups)
+    assert "csn" not in json.loads(prober.cursor), "this server keeps no contextCSN"
     # Everything was written in the last minutes (slapadd): seen once, then quiet.
     assert prober.changed()
     assert not prober.changed()
@@ -93,6 +105,18 @@ def test_probes_report_each_change_once(server: Slapd, tmp_path: Path) -> None:
         assert not prober.changed()
 
         assert conn.modify(group_dn("group1"), {"member": [(ldap3.MODIFY_ADD, [person_dn_of(0)])]})
+        assert prober.changed()
+        assert not prober.changed()
+
+        # A rename (modrdn) moves the entry's timestamp; the pass that reads it sees
+        # the same entryUUID under a new DN.
+        assert conn.modify_dn(person_dn_of(5), "uid=renamed5")
+        assert prober.changed()
+        assert not prober.changed()
+
+        assert conn.modify(
+            group_dn("group1"), {"member": [(ldap3.MODIFY_DELETE, [person_dn_of(0)])]}
+        )
         assert prober.changed()
         assert not prober.changed()
 
@@ -122,9 +146,67 @@ def person_dn_of(index: int) -> str:
     return person_dn(make_directory(40, 2).people[index])
 
 
+def test_with_syncprov_a_quiet_probe_is_one_search_and_every_write_is_seen(
+    synced: Slapd,
+) -> None:
+    source = LdapSource(settings(synced.url), retry=RetrySettings(max_attempts=1, max_delay=1))
+    snapshot = source.read()
+    people, groups = len(snapshot.people), len(snapshot.groups)
+    prober = Prober(source, people, groups)
+    assert list(json.loads(prober.cursor)["csn"]) == [SUFFIX]
+    assert not prober.changed(), "nothing was written since the cursor was taken"
+    assert prober.calls == 1
+    assert not prober.changed()
+    assert prober.calls == 1
+
+    def seen_once(write: Callable[[ldap3.Connection], bool], *, lost: str = "") -> None:
+        with admin(synced) as conn:
+            assert write(conn), conn.result
+        assert prober.changed()
+        assert prober.calls > 1, "a moved contextCSN falls back to the searches"
+        # What the pass that reads the source whole records.
+        prober.people -= lost == "person"
+        prober.groups -= lost == "group"
+        assert not prober.changed()
+        assert prober.calls == 1
+
+    replace = ldap3.MODIFY_REPLACE
+    seen_once(lambda c: c.modify(person_dn_of(1), {"displayName": [(replace, ["Renamed"])]}))
+    # The same entry again within the same second.
+    seen_once(lambda c: c.modify(person_dn_of(1), {"displayName": [(replace, ["Again"])]}))
+    seen_once(
+        lambda c: c.modify(group_dn("group1"), {"member": [(ldap3.MODIFY_ADD, [person_dn_of(2)])]})
+    )
+    seen_once(
+        lambda c: c.modify(
+            group_dn("group1"), {"member": [(ldap3.MODIFY_DELETE, [person_dn_of(2)])]}
+        )
+    )
+    seen_once(lambda c: c.modify_dn(person_dn_of(5), "uid=renamed5"))
+    seen_once(lambda c: c.delete(person_dn_of(7)), lost="person")
+    seen_once(lambda c: c.delete(group_dn("cycle-b")), lost="group")
+
+    # A write outside the bases moves the contextCSN too: the searches then find
+    # nothing in scope, once, and the next probe is one search again.
+    with admin(synced) as conn:
+        assert conn.add(f"ou=elsewhere,{SUFFIX}", ["organizationalUnit"], {"ou": "elsewhere"})
+    assert not prober.changed()
+    assert prober.calls > 1
+    assert not prober.changed()
+    assert prober.calls == 1
+
+
 def test_a_cursor_it_did_not_write_is_expired(server: Slapd) -> None:
     source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
-    for cursor in ("", "{}", '{"since": "yesterday", "seen": {}}', "[1]"):
+    for cursor in (
+        "",
+        "{}",
+        '{"since": "yesterday", "seen": {}}',
+        "[1]",
+        '{"since": "20260101000000Z", "seen": {}, "csn": {}}',
+        '{"since": "20260101000000Z", "seen": {}, "csn": {"dc=example,dc=com": []}}',
+        '{"since": "20260101000000Z", "seen": {}, "csn": ["x"]}',
+    ):
         with pytest.raises(CursorExpired):
             source.probe_changes(cursor, 40, 8)
 
@@ -133,12 +215,16 @@ def events(stderr: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.parametrize("kind", ["server", "synced"])
 def test_incremental_passes_over_ldap(
-    server: Slapd, tmp_path: Path, emulator: OpenAIEmulator
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, emulator: OpenAIEmulator
 ) -> None:
-    """The first incremental pass after the full one reads the directory (its entries are
-    minutes old) and finds nothing to plan; the next is two probe searches and nothing
-    else; a change made in the directory reaches the organization by the next pass."""
+    """Without syncprov, the first incremental pass after the full one reads the
+    directory (its entries are minutes old) and finds nothing to plan; the next is the
+    probe's four searches and nothing else. With syncprov, both are one search (the
+    contextCSN did not move). A change made in the directory reaches the organization by
+    the next pass."""
+    server: Slapd = request.getfixturevalue(kind)
     config = write_config(tmp_path, emulator, ldap_config(server.url))
 
     def incremental() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -154,24 +240,25 @@ def test_incremental_passes_over_ldap(
     assert full.returncode == 0, full.stdout + full.stderr
     target, logged = incremental()
     assert target["run"]["pass"] == "incremental"
-    assert any(e["event"] == "source.read" for e in logged)
+    assert any(e["event"] == "source.read" for e in logged) == (kind == "server")
     mark = len(emulator.requests)
     target, logged = incremental()
     assert target["operations"] == []
-    assert [e["changed"] for e in logged if e["event"] == "source.probed"] == [False]
+    probed = [(e["changed"], e["calls"]) for e in logged if e["event"] == "source.probed"]
+    assert probed == [(False, 1 if kind == "synced" else 4)]
     assert not any(e["event"] == "source.read" for e in logged), "a quiet probe reads nothing"
     assert emulator.requests[mark:] == []
 
-    newcomer = "brand.new@example.com"
+    newcomer = f"brand.new.{kind}@example.com"
     with admin(server) as conn:
         assert conn.add(
-            f"uid=brandnew,ou=people,{SUFFIX}",
+            f"uid=brandnew{kind},ou=people,{SUFFIX}",
             ["inetOrgPerson"],
-            {"cn": "Brand New", "sn": "New", "mail": newcomer, "uid": "brandnew"},
+            {"cn": "Brand New", "sn": "New", "mail": newcomer, "uid": f"brandnew{kind}"},
         )
         assert conn.modify(
             group_dn("openai-users"),
-            {"member": [(ldap3.MODIFY_ADD, [f"uid=brandnew,ou=people,{SUFFIX}"])]},
+            {"member": [(ldap3.MODIFY_ADD, [f"uid=brandnew{kind},ou=people,{SUFFIX}"])]},
         )
     target, logged = incremental()
     assert [op["email"] for op in target["operations"]] == [newcomer]

@@ -19,14 +19,23 @@ LDAP_MATCHING_RULE_IN_CHAIN rule instead: one search per group, never one per us
 Member DNs outside the users and groups found (other OUs, deleted entries) are skipped
 and counted in one warning, since groups routinely reference entries out of scope.
 
-Change probe (incremental passes, `core.ports.DetectsChanges`): one search per base for
+Change probe (incremental passes, `core.ports.DetectsChanges`). First, where the server
+offers it, the `contextCSN` of the database holding the bases (OpenLDAP's syncprov
+overlay keeps it on the database's suffix entry and moves it on every write: an add, a
+modify, a modrdn, a delete): one base search, and an unchanged value means nothing was
+written since the cursor was taken. The entry holding it is found once, when the cursor
+is taken before a full read (the nearest entry at or above each base that has a
+`contextCSN`), and kept in the cursor. Without it (no syncprov, Active Directory), or when
+it moved (a write anywhere in that database, in scope or not), one search per base for
 people and groups whose `modifyTimestamp` is at or after the cursor (entries added or
 changed, a group's membership included; `entryCSN` or `uSNChanged` tell two changes
 within one second apart), and DN-only searches (`1.1`, no attributes) counting the
 people and the groups, since a deletion leaves no timestamp behind. The cursor is a time
 on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
 window, so the directory's clock may be that far behind orgsync's without a change being
-missed, and a change is reported once.
+missed, and a change is reported once. A `contextCSN` does not move for what syncprov
+does not see: an offline `slapadd` without `-w`, or a glued subordinate database when
+syncprov sits on the subordinate only; full passes (`full_interval`) catch those.
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ import structlog
 import tenacity
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import parse_dn
+from ldap3.utils.dn import parse_dn, to_dn
 
 from orgsync.core.errors import CursorExpired, SourceDataError, SourceError, TransientError
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
@@ -176,20 +185,36 @@ def _close(conn: ldap3.Connection) -> None:
             sock.close()
 
 
-def _cursor(since: datetime, seen: Mapping[str, str]) -> str:
-    return json.dumps({"since": since.astimezone(UTC).strftime(_GENERALIZED), "seen": seen})
+Marker = dict[str, list[str]]
+"""DN of the entry holding a database's `contextCSN` -> its values (one per provider)."""
 
 
-def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str]]:
+def _cursor(since: datetime, seen: Mapping[str, str], marker: Marker | None = None) -> str:
+    value: dict[str, object] = {
+        "since": since.astimezone(UTC).strftime(_GENERALIZED),
+        "seen": seen,
+    }
+    if marker is not None:
+        value["csn"] = marker
+    return json.dumps(value)
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]:
     try:
         value = json.loads(cursor)
         since = datetime.strptime(value["since"], _GENERALIZED).replace(tzinfo=UTC)
         seen = {str(k): str(v) for k, v in dict(value["seen"]).items()}
-    except (ValueError, KeyError, TypeError) as error:
+        raw = value.get("csn")
+        marker = None
+        if raw is not None:
+            marker = {str(k): sorted(str(x) for x in v) for k, v in dict(raw).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CursorExpired(
             f"ldap: the change cursor is not one this source wrote ({error})"
         ) from None
-    return since, seen
+    if marker is not None and (not marker or not all(marker.values())):
+        raise CursorExpired("ldap: the change cursor holds an empty contextCSN")
+    return since, seen, marker
 
 
 def _stamp(text: str) -> datetime:
@@ -289,27 +314,56 @@ class LdapSource:
     # ------------------------------------------------------------------ change probe
 
     def change_cursor(self) -> str | None:
-        return _cursor(self.clock() - PROBE_OVERLAP, {})
+        """Now minus the overlap, and the `contextCSN` marker when the server keeps one
+        (looked for here, before a full read, so that a quiet probe is one search)."""
+        since = self.clock() - PROBE_OVERLAP
+        try:
+            conn = self._connect()
+        except (SourceError, TransientError) as error:
+            # The read that follows reports the failure; the cursor just goes without.
+            log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
+            return _cursor(since, {})
+        try:
+            marker = self._find_marker(conn)
+        except lx.LDAPException as error:
+            log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
+            marker = None
+        finally:
+            _close(conn)
+        return _cursor(since, {}, marker)
 
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
-        since, seen = _parse_cursor(cursor)
+        since, seen, marker = _parse_cursor(cursor)
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
         try:
-            return retrying(self._probe_once, since, seen, (people, groups))
+            return retrying(self._probe_once, since, seen, marker, (people, groups))
         except TransientError as error:
             raise SourceError(f"ldap: {error} (gave up after retrying)") from error
 
     def _probe_once(
-        self, since: datetime, seen: dict[str, str], known: tuple[int, int]
+        self,
+        since: datetime,
+        seen: dict[str, str],
+        marker: Marker | None,
+        known: tuple[int, int],
     ) -> ChangeProbe:
         s = self.settings
         started = self.clock()
+        following = started - PROBE_OVERLAP
         self.pages = self.searches = 0
         recent: dict[str, str] = {}
         # DN-only entries are tiny: larger pages (a server capping them answers fewer).
         counting = ([_NO_ATTRIBUTES], max(s.page_size, COUNT_PAGE))
         conn = self._connect()
         try:
+            now_marker = self._read_marker(conn, marker) if marker is not None else None
+            if marker is not None and now_marker == marker:
+                # Nothing written since the cursor was taken: the entries seen inside the
+                # overlap are still the latest versions.
+                keep = {dn: stamp for dn, stamp in seen.items() if _stamp(stamp) >= following}
+                return ChangeProbe(
+                    changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
+                )
             recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
             for base in dict.fromkeys((s.users_base, s.groups_base)):
                 for dn, raw in self._paged(conn, base, recently, list(_VERSION_ATTRIBUTES)):
@@ -335,13 +389,51 @@ class LdapSource:
                 counted=counted,
                 before=known,
             )
-        following = started - PROBE_OVERLAP
         keep = {dn: stamp for dn, stamp in recent.items() if _stamp(stamp) >= following}
         if len(keep) > MAX_SEEN:
             # A bulk load: not remembered (the cursor stays small); passes within the
             # overlap read and compare until it is older than the window.
             keep, changed = {}, True
-        return ChangeProbe(changed=changed, cursor=_cursor(following, keep), calls=self.pages)
+        return ChangeProbe(
+            changed=changed, cursor=_cursor(following, keep, now_marker), calls=self.pages
+        )
+
+    def _find_marker(self, conn: ldap3.Connection) -> Marker | None:
+        """The `contextCSN` of the database holding each base: the nearest entry at or
+        above the base that has one. None when a base has none (the server keeps none)."""
+        marker: Marker = {}
+        for base in dict.fromkeys((self.settings.users_base, self.settings.groups_base)):
+            rdns = [rdn.strip() for rdn in to_dn(base)]
+            for depth in range(len(rdns)):
+                dn = ",".join(rdns[depth:])
+                values = self._context_csn(conn, dn)
+                if values:
+                    marker[dn] = values
+                    break
+            else:
+                return None
+        return marker
+
+    def _read_marker(self, conn: ldap3.Connection, marker: Marker) -> Marker | None:
+        current: Marker = {}
+        for dn in marker:
+            values = self._context_csn(conn, dn)
+            if not values:
+                return None  # syncprov was removed, or the entry: today's method
+            current[dn] = values
+        return current
+
+    def _context_csn(self, conn: ldap3.Connection, dn: str) -> list[str]:
+        self.searches += 1
+        self.pages += 1
+        try:
+            conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["contextCSN"])
+        except (lx.LDAPNoSuchObjectResult, lx.LDAPInsufficientAccessRightsResult):
+            return []
+        entry = next((e for e in conn.response or [] if e.get("type") == "searchResEntry"), None)
+        raw = dict((entry or {}).get("raw_attributes") or {})
+        values: list[bytes] = next((v for k, v in raw.items() if k.lower() == "contextcsn"), [])
+        return sorted(v.decode("utf-8", errors="replace") for v in values)
 
     # ------------------------------------------------------------------ one attempt
 

@@ -152,7 +152,9 @@ class EntraEmulator(LoopbackEmulator):
         self._users: dict[str, dict[str, Any]] = {}
         self._groups: dict[str, dict[str, Any]] = {}
         self._devices: set[str] = set()
-        self._members: dict[str, list[tuple[MemberType, str]]] = {}
+        # Insertion-ordered sets (dicts of None): listing order is the order of adding,
+        # and adding a member never scans the group (100k members stay cheap to seed).
+        self._members: dict[str, dict[tuple[MemberType, str], None]] = {}
         self._counter = 0
         self._graph_requests = 0
         # Delta queries: every change as (kind, id), in order; a delta token is a position
@@ -224,7 +226,7 @@ class EntraEmulator(LoopbackEmulator):
             self._changes.append(("user", user_id))
             for group_id, members in self._members.items():
                 if ("user", user_id) in members:
-                    members.remove(("user", user_id))
+                    del members[("user", user_id)]
                     self._changes.append(("group", group_id))
 
     def expire_delta_tokens(self) -> None:
@@ -247,7 +249,7 @@ class EntraEmulator(LoopbackEmulator):
                 "mailNickname": nickname,
                 "securityEnabled": True,
             }
-            self._members[group_id] = []
+            self._members[group_id] = {}
             self._changes.append(("group", group_id))
             return group_id
 
@@ -269,7 +271,7 @@ class EntraEmulator(LoopbackEmulator):
             else:
                 raise KeyError(f"no directory object {member_id}")
             if (kind, member_id) not in self._members[group_id]:
-                self._members[group_id].append((kind, member_id))
+                self._members[group_id][(kind, member_id)] = None
                 self._changes.append(("group", group_id))
 
     def expire_tokens(self) -> None:
@@ -505,7 +507,7 @@ class EntraEmulator(LoopbackEmulator):
                 else:
                     members = [
                         {"@odata.type": f"#microsoft.graph.{t}", "id": m}
-                        for t, m in self._members.get(object_id, [])
+                        for t, m in self._members.get(object_id, {})
                     ]
                     value.append({**row, "members@delta": members})
         origin = str(request.base_url).rstrip("/")
