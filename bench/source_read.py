@@ -40,6 +40,7 @@ from tests.sources.servers import (
 )
 
 from orgsync.retrying import RetrySettings
+from orgsync.sources._http import HttpSettings
 from orgsync.sources.ldap import LdapSettings, LdapSource
 from orgsync.sources.scim import ScimSource
 
@@ -96,7 +97,11 @@ def bench_scim(
     load = time.perf_counter() - started
     try:
         source = ScimSource.connect(
-            server.url, token=TOKEN, credential_key="bench", page_size=page, retry=RETRY
+            server.url,
+            token=TOKEN,
+            credential_key="bench",
+            page_size=page,
+            settings=HttpSettings(retry=RETRY),
         )
         seconds = timed(source.read)
         # Servers may cap `count` (both cap at 1000): the fewest pages at that cap.

@@ -11,7 +11,10 @@ p95 (and the range) per size, and the daemon's CPU time over the samples. The fi
 is read whole on every run (SPEC: sources are never read in part), so the figure grows
 with the directory; the organization side is read for the named person only.
 
-Takes minutes at 100k (the start-up full pass reads the whole organization).
+Takes about a minute at 10k and eleven at 100k on a busy 2-core machine (load 10: the
+start-up full pass, which reads the whole organization, about 200 s of it). The load
+averages close each line: the wall figures mean little without them; the daemon's CPU
+per webhook is the steadier figure.
 
 usage: .venv/bin/python bench/webhook_latency.py [--samples 10] [PEOPLE ...]
        (default 10000 100000)
@@ -136,7 +139,8 @@ def measure(people: int, samples: int) -> None:
         f"{people:>7} people, {seed.groups} groups: webhook -> invitation p50 "
         f"{statistics.median(ordered):.2f} s, p95 {p95:.2f} s "
         f"(range {ordered[0]:.2f}-{ordered[-1]:.2f} s, {samples} samples); daemon CPU "
-        f"{cpu / samples:.2f} s per webhook; start-up full pass {first_pass:.1f} s",
+        f"{cpu / samples:.2f} s per webhook; start-up full pass {first_pass:.1f} s; load "
+        + " ".join(f"{figure:.1f}" for figure in os.getloadavg()),
         flush=True,
     )
 

@@ -8,14 +8,13 @@ Errors are `ConfigError`s whose message names the key path and the reason.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -36,10 +35,13 @@ from pydantic import (
 )
 
 from orgsync import connectors
-from orgsync.config_errors import Schema, explain, toml_error
 from orgsync.core.errors import ConfigError
 from orgsync.core.model import email_problem
 from orgsync.core.state_url import is_server_url, redact_state_url, state_url_problem
+
+if TYPE_CHECKING:
+    # The error path's own module (difflib, its patterns): a file that loads never needs it.
+    from orgsync.config_errors import Schema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -141,6 +143,11 @@ class _Strict(BaseModel):
 StrictModel = _Strict
 """The base of every configuration table: unknown keys refused, frozen, `*_env` checked."""
 
+BASE_ONLY = ConfigDict(defer_build=True)
+"""`model_config` of a model only ever subclassed (`RemoteSourceConfig`): pydantic builds
+no validator for it, and each subclass builds its own on first use rather than on import
+(`validate --offline` pays only for the tables the file has, bench/startup.py)."""
+
 
 class SecretRef(BaseModel):
     """Where a secret comes from; exactly one of `env` and `file` is set."""
@@ -203,6 +210,7 @@ class SourceConfig(_Strict):
 class RemoteSourceConfig(SourceConfig):
     """Keys every network source shares: TLS trust, plaintext opt-in, timeouts, retries."""
 
+    model_config = BASE_ONLY
     ca_file: Path | None = None
     allow_plaintext: StrictBool = False
     timeout: Duration = timedelta(seconds=30)
@@ -216,7 +224,6 @@ def _source_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     if isinstance(value, SourceConfig) or not isinstance(value, dict):
         return handler(value)  # not a table: "must be a table"
     tag = value.get("type")
-    known = connectors.source_types()
     if tag is None:
         raise ValidationError.from_exception_data(
             "SourceConfig",
@@ -229,7 +236,8 @@ def _source_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
                 }
             ],
         )
-    if not isinstance(tag, str) or tag not in known:
+    if not isinstance(tag, str) or not connectors.is_type("source", tag):
+        known = connectors.source_types()
         raise ValidationError.from_exception_data(
             "SourceConfig",
             [
@@ -354,8 +362,8 @@ def _target_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         raise ValidationError.from_exception_data(
             "TargetConfig", [{"type": "missing", "loc": ("type",), "input": value}]
         )
-    known = connectors.target_types()
-    if not isinstance(tag, str) or tag not in known:
+    if not isinstance(tag, str) or not connectors.is_type("target", tag):
+        known = connectors.target_types()
         expected = " or ".join(", ".join(repr(k) for k in known).rsplit(", ", 1))
         raise ValidationError.from_exception_data(
             "TargetConfig",
@@ -543,6 +551,8 @@ class _NotifyEntry(_Strict):
     (which sends) imports this module; the sender package never defines keys of its own.
     """
 
+    model_config = BASE_ONLY
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
     targets: tuple[str, ...] = ()
@@ -695,20 +705,6 @@ class Config(_Strict):
         raise ConfigError(f"--target {name}: no such target (configured: {known})")
 
 
-_SCHEMA = Schema(
-    root=Config,
-    sources={},
-    notify={"webhook": WebhookNotify, "slack": SlackNotify, "email": EmailNotify},
-    sections={
-        "[targets]": TargetConfig,
-        "safety": SafetyConfig,
-        "state": StateConfig,
-        "schedule": ScheduleConfig,
-        "server": ServerConfig,
-    },
-)
-
-
 def parse_config(
     document: Mapping[str, Any], *, origin: str, base_dir: Path, text: str = ""
 ) -> Config:
@@ -719,14 +715,19 @@ def parse_config(
     try:
         config = Config.model_validate(document)
     except ValidationError as error:
+        from orgsync.config_errors import explain
+
         raise explain(error, origin=origin, text=text, schema=_schema(document)) from None
     return _anchor_paths(config, base_dir)
 
 
 def _schema(document: Mapping[str, Any]) -> Schema:
-    """`_SCHEMA` with the model of each `[[targets]]` table of `document`, so that key
-    hints speak of the right type's keys. Only on the error path: it loads every
-    built-in target type (to say which type a misplaced key belongs to) and those named."""
+    """The models the explanation of `document`'s errors needs, with the model of each
+    `[[targets]]` table, so that key hints speak of the right type's keys. Only on the
+    error path: it loads every built-in target type (to say which type a misplaced key
+    belongs to) and those named."""
+    from orgsync.config_errors import Schema
+
     tables = document.get("targets")
     tables = tables if isinstance(tables, list) else []
     named = [t.get("type") for t in tables if isinstance(t, dict)]
@@ -752,8 +753,16 @@ def _schema(document: Mapping[str, Any]) -> Schema:
                 sources[tag] = connectors.source(tag).settings
             except ConfigError:
                 continue
-    return dataclasses.replace(
-        _SCHEMA,
+    return Schema(
+        root=Config,
+        notify={"webhook": WebhookNotify, "slack": SlackNotify, "email": EmailNotify},
+        sections={
+            "[targets]": TargetConfig,
+            "safety": SafetyConfig,
+            "state": StateConfig,
+            "schedule": ScheduleConfig,
+            "server": ServerConfig,
+        },
         sources=sources,
         source_types=tuple(source_types),
         source=sources.get(named_source) if isinstance(named_source, str) else None,
@@ -786,6 +795,8 @@ def load_config(path: Path) -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
+        from orgsync.config_errors import toml_error
+
         raise toml_error(str(path), error, text) from None
     return parse_config(document, origin=str(path), base_dir=path.resolve().parent, text=text)
 

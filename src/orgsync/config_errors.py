@@ -57,6 +57,9 @@ _TABLE_LISTS = {"roles": "[[targets.roles]]", "groups": "[[targets.groups]]"}
 
 _QUOTABLE = re.compile(r"^[\w .:/@*?\[\]{}-]{0,60}$")
 """Values short and plain enough to repeat back (choices, names); anything else is not."""
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9]{16,}")
+"""A run no choice or name has, and most credentials do (`sk-proj-…`, `ghp_…`, AWS keys):
+such a value pasted into `type` is not repeated either."""
 
 
 def key_lines(text: str) -> dict[Location, int]:
@@ -241,7 +244,7 @@ def _message(problem: ErrorDetails, raw: Location, path: Location, schema: Schem
 
 def _quote(value: object) -> str:
     """A value repeated back only when it is short and plain (a choice, not a secret)."""
-    if isinstance(value, str) and _QUOTABLE.match(value):
+    if isinstance(value, str) and _QUOTABLE.match(value) and not _TOKEN_LIKE.search(value):
         return repr(value)
     if isinstance(value, bool | int | float) and len(repr(value)) <= 20:
         return repr(value).lower() if isinstance(value, bool) else repr(value)

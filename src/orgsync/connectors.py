@@ -200,6 +200,12 @@ def types(kind: Kind) -> list[str]:
     return [*builtin, *declared]
 
 
+def is_type(kind: Kind, type_: str) -> bool:
+    """Whether `type_` is a connector of `kind`; a built-in one is known without reading
+    the installed packages' metadata (a start-up cost, bench/startup.py)."""
+    return type_ in _BUILTIN[kind] or type_ in types(kind)
+
+
 def target_types() -> list[str]:
     return types("target")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -19,12 +18,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import structlog
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+"""The standard library's logging levels (`logging.DEBUG`...), without importing it: a
+command that logs nothing (`validate --offline`) never loads it."""
 
 
 class _Stderr:
@@ -105,7 +101,7 @@ def _configure(level: str, json: bool | None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, _LEVELS["info"])),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

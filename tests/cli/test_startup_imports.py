@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from orgsync.demo import DEMO_KEY, DEMO_KEY_ENV, demo_config
+from tests import cli
 
 HEAVY = ("httpx", "httpcore", "ldap3", "sqlite_utils", "rich", "scim2_models", "jwt")
 CONNECTORS = ("orgsync.targets", "orgsync.sources.okta", "orgsync.sources.ldap")
@@ -112,6 +113,16 @@ OFFLINE_UNUSED = (
     "orgsync.retrying",
     "orgsync.store.state",
     "orgsync.store.journal",
+    # Issue 13, second pass: the fast path checks every address of this file, the state
+    # path holds no database yet, and nothing logs.
+    "email_validator",
+    "idna",
+    "sqlite3",
+    "orgsync.store.db",
+    "orgsync.store.migrations",
+    "logging",
+    "orgsync.config_errors",  # the error path's
+    "difflib",
 )
 """Loaded by `validate --offline` before issue 13, each a measurable part of its start-up."""
 
@@ -152,3 +163,49 @@ def test_structlog_goes_without_rich_yet_rich_still_imports(tmp_path: Path) -> N
         "import rich.console"
     )
     assert "rich.console" in imported(action, cwd=tmp_path)
+
+
+SPY_PLUGIN = """
+from pathlib import Path
+
+class _Spy:
+    def new_schema_validator(self, *args, **kwargs):
+        return None, None, None
+
+Path(__file__).with_name("loaded").write_text("yes")
+plugin = _Spy()
+"""
+
+
+@pytest.mark.parametrize("setting", [None, ""])
+def test_pydantic_plugins_are_not_looked_for_unless_asked(
+    tmp_path: Path, setting: str | None
+) -> None:
+    """Looking for pydantic plugins reads every installed package's metadata (start-up),
+    and a plugin would see every value orgsync validates: orgsync loads none unless the
+    administrator sets PYDANTIC_DISABLE_PLUGINS (empty: all of them)."""
+    site = tmp_path / "site"
+    (site / "spy_plugin").mkdir(parents=True)
+    (site / "spy_plugin" / "__init__.py").write_text(SPY_PLUGIN, encoding="utf-8")
+    dist = site / "spy_plugin-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: spy-plugin\nVersion: 0.1.0\n", encoding="utf-8"
+    )
+    (dist / "entry_points.txt").write_text("[pydantic]\nspy = spy_plugin:plugin\n", "utf-8")
+    config = demo_config(tmp_path, "http://127.0.0.1:9/v1")
+    env = {"PATH": "/usr/bin:/bin", DEMO_KEY_ENV: DEMO_KEY, "PYTHONPATH": str(site)}
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    done = cli.run(config, "validate", "--offline", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (site / "spy_plugin" / "loaded").exists() == (setting == "")
+
+
+def test_the_log_levels_are_the_standard_library_s() -> None:
+    import logging
+
+    from orgsync.logs import _LEVELS
+
+    assert {name: logging.getLevelName(name.upper()) for name in _LEVELS} == _LEVELS
+    assert sorted(_LEVELS) == ["debug", "error", "info", "warning"]

@@ -220,6 +220,20 @@ def test_section_mistakes(tmp_path: Path, tail: str, says: str) -> None:
     assert "whsec_live" not in message
 
 
+@pytest.mark.parametrize("table", ["source", "target"])
+def test_a_credential_pasted_as_a_type_is_not_repeated(tmp_path: Path, table: str) -> None:
+    # Found by tests/property/test_config_properties.py: a type is a choice, so a wrong
+    # one was repeated back, whatever it held.
+    token = "sk-SECRET-0123456789abcdef"
+    if table == "source":
+        text = f'[source]\ntype = "{token}"\n{TARGET}'
+    else:
+        text = f"[source]\n{SOURCES['file']}\n" + TARGET.replace('"openai"', f'"{token}"', 1)
+    message = refusal(tmp_path, text)
+    assert f"type = the value given is not a {table} type" in message
+    assert token not in message
+
+
 def test_missing_tables(tmp_path: Path) -> None:
     assert "source: required: add a [source] table" in refusal(tmp_path, TARGET)
     assert "targets: required: add at least one [[targets]] table" in refusal(

@@ -76,3 +76,11 @@ def test_common_addresses_take_the_fast_path() -> None:
         assert plainly_valid(address), address
         assert slow_problem(address) is None
     assert re.fullmatch(model._PLAIN, "a@b.test") and plainly_valid("a@b.test")
+
+
+def test_the_special_use_domains_are_email_validators() -> None:
+    # The fast path keeps its own copy (importing email-validator costs start-up time): an
+    # upgrade that adds a special-use domain must not let its addresses through unchecked.
+    import email_validator
+
+    assert set(model._SPECIAL_USE) == set(email_validator.SPECIAL_USE_DOMAIN_NAMES) - {"test"}

@@ -19,6 +19,7 @@ from orgsync.core.errors import SourceError
 from orgsync.core.model import RoleCatalog, SourceSnapshot, screen
 from orgsync.core.rules import MembershipRules, desired_state
 from orgsync.retrying import RetrySettings
+from orgsync.sources._http import HttpSettings
 from orgsync.sources.scim import ScimSource
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
@@ -53,9 +54,9 @@ def scim_source(
         token=token,
         credential_key="source.token_env (IDP_TOKEN)",
         page_size=page_size,
-        timeout=10,
-        verify=verify,
-        retry=RetrySettings(max_attempts=max_attempts, max_delay=30),
+        settings=HttpSettings(
+            timeout=10, verify=verify, retry=RetrySettings(max_attempts=max_attempts, max_delay=30)
+        ),
         sleep=sleep,
     )
 
@@ -266,7 +267,7 @@ def test_basic_auth(tmp_path: Path) -> None:
             username="orgsync",
             password="pa55-word",
             credential_key="source.password_env (P)",
-            retry=RetrySettings(max_attempts=1),
+            settings=HttpSettings(retry=RetrySettings(max_attempts=1)),
         )
         check_snapshot(source.read(), server, directory)
         wrong = ScimSource.connect(
@@ -274,7 +275,7 @@ def test_basic_auth(tmp_path: Path) -> None:
             username="orgsync",
             password="nope",
             credential_key="source.password_env (P)",
-            retry=RetrySettings(max_attempts=1),
+            settings=HttpSettings(retry=RetrySettings(max_attempts=1)),
         )
         with pytest.raises(SourceError, match=r"401.*source\.password_env \(P\)"):
             wrong.read()

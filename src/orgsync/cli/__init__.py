@@ -15,6 +15,7 @@ helpers and structlog (docs/reference.md "Output and logs").
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,12 @@ __all__ = ["EXIT_USAGE", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pydantic looks for plugins of its own in every installed package's metadata when the
+    # first model is built (a sixth of `validate --offline`'s start-up, bench/startup.py),
+    # and a plugin would see every value orgsync validates: the configuration and each
+    # API response, people's addresses among them. orgsync uses none; an administrator
+    # who wants one sets PYDANTIC_DISABLE_PLUGINS (empty: load them all).
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from orgsync.cli._parser import build_parser, check_usage
 
     args = build_parser().parse_args(argv)

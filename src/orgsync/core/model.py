@@ -17,10 +17,6 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import NewType
 
-# Pure: syntax only. Its DNS part (`check_deliverability`) is never asked for, and is
-# imported by email_validator only when it is (tests/core/test_records.py checks both).
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-
 EmailKey = NewType("EmailKey", str)
 """An email address normalized for matching: Unicode NFKC, case-folded, trimmed."""
 
@@ -51,7 +47,11 @@ _PLAIN = re.compile(
     r"(?P<local>[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*\.)+[A-Za-z]{2,63})"
 )
-_SPECIAL_USE = tuple(d for d in SPECIAL_USE_DOMAIN_NAMES if d != "test")  # test_environment
+# email-validator's SPECIAL_USE_DOMAIN_NAMES less "test" (test_environment), copied so that
+# the fast path does not import it: email-validator compiles dozens of regular expressions
+# on import, a sixth of `orgsync validate --offline`'s start-up (bench/startup.py).
+# tests/core/test_email_fast_path.py holds the copy to the installed list.
+_SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion")
 # A domain that is one of them or ends in one (".local" and "local" both), in one search.
 _SPECIAL_USE_SUFFIX = re.compile(
     r"(?:^|\.)(?:" + "|".join(re.escape(d) for d in _SPECIAL_USE) + r")\Z"
@@ -81,6 +81,10 @@ def email_problem(email: str) -> str | None:
     """
     if plainly_valid(email.strip()):
         return None
+    # Pure: syntax only. Its DNS part (`check_deliverability`) is never asked for, and is
+    # imported by email_validator only when it is (tests/core/test_records.py checks both).
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         validate_email(email.strip(), check_deliverability=False, test_environment=True)
     except EmailNotValidError as error:

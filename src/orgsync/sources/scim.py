@@ -50,9 +50,7 @@ from orgsync.core.member_kinds import member_kind
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import HeaderAuth
-from orgsync.interrupt import ReadInterrupt
-from orgsync.retrying import RetrySettings
-from orgsync.sources._http import SourceHttp
+from orgsync.sources._http import HttpSettings, SourceHttp
 
 __all__ = ["GROUP_ATTRIBUTES", "USER_ATTRIBUTES", "ScimSource", "pick_email"]
 
@@ -150,16 +148,16 @@ class ScimSource:
         password: str | None = None,
         credential_key: str,
         page_size: int = 100,
-        timeout: float = 30.0,
-        verify: bool | str = True,
-        retry: RetrySettings,
+        settings: HttpSettings | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        interrupt: ReadInterrupt | None = None,
-        on_response: Callable[[str, int], None] | None = None,
     ) -> ScimSource:
-        """A source with a bearer `token`, or HTTP basic auth with `username`/`password`."""
-        headers = {"Accept": "application/scim+json, application/json"}
+        """A source with a bearer `token`, or HTTP basic auth with `username`/`password`.
+
+        `settings`: timeouts, TLS trust, retry budget, stop signal and response counter,
+        as every REST source takes them (`transport`, `sleep`: for tests).
+        """
+        settings = settings or HttpSettings()
         auth: httpx.Auth
         if token is not None:
             auth = HeaderAuth.bearer(token)
@@ -172,15 +170,13 @@ class ScimSource:
             system="scim",
             credential_key=credential_key,
             auth=auth,
-            headers=headers,
             secrets=tuple(s for s in (token, password) if s),
-            timeout=timeout,
-            verify=verify,
-            retry=retry,
-            transport=transport,
-            sleep=sleep,
-            interrupt=interrupt,
-            on_response=on_response,
+            retry=settings.retry,
+            **settings.options(
+                headers={"Accept": "application/scim+json, application/json"},
+                transport=transport,
+                sleep=sleep,
+            ),
         )
         return cls(http, page_size=page_size)
 

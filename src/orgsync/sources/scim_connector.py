@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from orgsync.config import RemoteSourceConfig, SecretRef, check_url, secret_ref
-from orgsync.connectors import Hooks, SourceConnector, plaintext_source_warning, secret_key
+from orgsync.connectors import Hooks, SourceConnector, secret_key
 from orgsync.core.ports import Source
 
 
@@ -49,12 +49,11 @@ class ScimSourceConfig(RemoteSourceConfig):
 
 
 def build(config: ScimSourceConfig, environ: Mapping[str, str], hooks: Hooks) -> Source:
-    from orgsync.retrying import RetrySettings
+    from orgsync.sources._remote import http_settings
     from orgsync.sources.scim import ScimSource  # scim2-models takes a second to import
 
+    settings = http_settings(config, hooks, [config.url])
     token, password = config.token, config.password
-    if config.url.startswith("http://"):
-        plaintext_source_warning("scim", config.url)
     return ScimSource.connect(
         config.url,
         token=token.resolve(environ).get_secret_value() if token else None,
@@ -62,13 +61,7 @@ def build(config: ScimSourceConfig, environ: Mapping[str, str], hooks: Hooks) ->
         password=password.resolve(environ).get_secret_value() if password else None,
         credential_key=secret_key(token or password, "source.token"),
         page_size=config.page_size,
-        timeout=config.timeout.total_seconds(),
-        verify=str(config.ca_file) if config.ca_file else True,
-        retry=RetrySettings(
-            max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
-        ),
-        interrupt=hooks.interrupt,
-        on_response=hooks.on_response,
+        settings=settings,
     )
 
 

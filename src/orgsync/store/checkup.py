@@ -11,13 +11,16 @@ from pathlib import Path
 
 from orgsync.core.errors import StateError
 from orgsync.core.state_url import redact_state_url
-from orgsync.store.db import MEMORY, NoStateDatabase, SqliteDB, start_over
-from orgsync.store.migrations import LATEST_VERSION, schema_version
+
+# The database modules (SQLite, the writer locks, the migrations) are imported once there
+# is a database to look at: `validate --offline` before the first sync needs none of them
+# (bench/startup.py).
+_MEMORY = ":memory:"  # orgsync.store.db.MEMORY
 
 
 def check_state_path(path: str | Path) -> str:
     """What is at `path`, in a few words; `StateError` if a run could not use it."""
-    if str(path) == MEMORY:
+    if str(path) == _MEMORY:
         return "in memory (nothing is kept between runs)"
     file = Path(path)
     folder = file.parent
@@ -32,6 +35,9 @@ def check_state_path(path: str | Path) -> str:
         return f"{file}: none yet (the first sync creates it)"
     if not os.access(file, os.R_OK | os.W_OK):
         raise StateError(f"{file} is not readable and writable by this user")
+    from orgsync.store.db import SqliteDB, start_over
+    from orgsync.store.migrations import LATEST_VERSION, schema_version
+
     db = SqliteDB.open(file, create=False)
     try:
         version = schema_version(db)
@@ -52,6 +58,8 @@ def check_state_path(path: str | Path) -> str:
 def check_state_url(url: str, *, password: str | None) -> str:
     """What is in the PostgreSQL database at `url`, in a few words; `StateError` if a run
     could not use it (unreachable, refused credentials, not orgsync's, too new)."""
+    from orgsync.store.db import NoStateDatabase
+    from orgsync.store.migrations import LATEST_VERSION, schema_version
     from orgsync.store.postgres import PostgresDB
 
     try:

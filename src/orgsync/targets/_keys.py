@@ -11,11 +11,13 @@ from typing import Self
 
 from pydantic import model_validator
 
-from orgsync.config import SecretRef, secret_ref
+from orgsync.config import BASE_ONLY, SecretRef, secret_ref
 from orgsync.targets._shared_keys import SharedKeys
 
 
 class ApiKeyTarget(SharedKeys):
+    model_config = BASE_ONLY
+
     api_key_env: str | None = None
     """The variable holding the target's API key or bearer token (or api_key_file)."""
     api_key_file: Path | None = None

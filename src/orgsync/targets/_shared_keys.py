@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from orgsync.config import StrictModel, TargetConfig, check_url
+from orgsync.config import BASE_ONLY, StrictModel, TargetConfig, check_url
 
 
 class InviteProject(StrictModel):
@@ -22,6 +22,8 @@ class InviteProject(StrictModel):
 
 
 class SharedKeys(TargetConfig):
+    model_config = BASE_ONLY
+
     organization_id: str | None = None
     """Keycard: the organization's id or label."""
     token_url: str | None = None

@@ -29,7 +29,6 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode
@@ -40,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing._throttle import Throttle
 from orgsync.testing.faults import FaultInjector, Faults
 from orgsync.testing.pagination import (
     Listing,
@@ -85,14 +85,6 @@ DIRECTORY_OBJECT_PROPERTIES = ("id", "deletedDateTime")
 _NAMESPACE = uuid.UUID("6f1c2f57-1b77-4b8a-9a52-0b3c2ad0e0a1")
 
 MemberType = Literal["user", "group", "device"]
-
-
-@dataclass
-class Throttle:
-    """Every `every`-th Graph request answers 429 with `Retry-After: seconds`."""
-
-    every: int
-    seconds: int = 1
 
 
 def _graph_error(status: int, code: str, message: str) -> JSONResponse:

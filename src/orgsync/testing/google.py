@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing._throttle import Throttle
 from orgsync.testing.faults import FaultInjector, Faults
 from orgsync.testing.pagination import (
     Listing,
@@ -84,19 +85,6 @@ JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PREFIX = "/admin/directory/v1"
 
 MemberType = Literal["USER", "GROUP", "CUSTOMER"]
-
-
-@dataclass
-class Throttle:
-    """Every `every`-th Directory request is refused for its rate.
-
-    `status` 403 answers `userRateLimitExceeded` (what Google usually sends); 429 answers
-    `rateLimitExceeded` with `Retry-After: seconds`.
-    """
-
-    every: int
-    status: Literal[403, 429] = 403
-    seconds: int = 1
 
 
 def _error(status: int, message: str, reason: str, state: str) -> JSONResponse:

@@ -29,7 +29,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orgsync.testing._server import LoopbackEmulator
+from orgsync.testing._throttle import Throttle
 from orgsync.testing.faults import FaultInjector, Faults
 from orgsync.testing.pagination import Listing, PageFailure, failure_for
 from orgsync.testing.tables import Table
@@ -61,14 +61,6 @@ MEMBERS_DEFAULT_LIMIT = 1000
 RATE_LIMIT = 600
 """The nominal per-minute limit reported in `X-Rate-Limit-Limit`."""
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-@dataclass
-class Throttle:
-    """Every `every`-th API request answers 429, asking to wait `seconds`."""
-
-    every: int
-    seconds: int = 1
 
 
 def _error(status: int, code: str, summary: str, causes: tuple[str, ...] = ()) -> JSONResponse:
