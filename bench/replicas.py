@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orgsync.testing.fleet import ManyOrgs, replicas_config
+from orgsync.testing.fleet import ManyOrgs, replicas_config, target_names
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,7 +174,7 @@ def measure(count: int, url: str, password: str, origin: str, args: argparse.Nam
     config = write_config(folder, url, origin, args)
     daemons = start_daemons(count, config, folder, password)
     try:
-        names = {f"t{i:03d}" for i in range(args.targets)}
+        names = set(target_names(args.targets))
 
         def all_reconciled() -> bool:
             good = {r["target"] for r in runs(url, password) if r["status"] == "ok"}

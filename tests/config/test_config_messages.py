@@ -222,7 +222,7 @@ def test_section_mistakes(tmp_path: Path, tail: str, says: str) -> None:
 
 @pytest.mark.parametrize("table", ["source", "target"])
 def test_a_credential_pasted_as_a_type_is_not_repeated(tmp_path: Path, table: str) -> None:
-    # Found by tests/property/test_config_properties.py: a type is a choice, so a wrong
+    # Found by tests/config/test_config_properties.py: a type is a choice, so a wrong
     # one was repeated back, whatever it held.
     token = "sk-SECRET-0123456789abcdef"
     if table == "source":

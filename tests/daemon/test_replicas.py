@@ -22,7 +22,7 @@ import pytest
 
 from orgsync.store import StateStore
 from orgsync.testing.faults import Faults
-from orgsync.testing.fleet import ManyOrgs, replicas_config
+from orgsync.testing.fleet import ManyOrgs, replicas_config, target_names
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, directory, wanted_roles
 from tests.daemon.harness import SECRET, SECRET_ENV, Daemon, start_daemon, wait_for
@@ -124,7 +124,7 @@ def test_three_replicas_share_thirty_targets_and_survive_kills(
         assert min(by_instance.values()) >= 3, by_instance
         # /readyz names who holds which target; each replica's metrics say what it holds.
         ready = httpx.get(replicas[0].probe_url("/readyz"), timeout=60).json()
-        assert set(ready["leases"]) == {f"t{i:02d}" for i in range(TARGETS)}
+        assert set(ready["leases"]) == set(target_names(TARGETS))
         assert "instance" in ready
 
         # Kill replicas at random during applies while the directory keeps growing.

@@ -18,6 +18,8 @@ invitations, roles, groups) and `orgsync.testing.keycard` (Keycard's organizatio
 its service-account tokens). Directories (sources): `orgsync.testing.okta`,
 `orgsync.testing.entra` (Microsoft Graph and the identity platform's token endpoint) and
 `orgsync.testing.google` (the Admin SDK Directory API and the service-account JWT grant).
+`orgsync.testing.fleet` serves many OpenAI organizations at once and writes the
+configuration of daemon replicas sharing them (the replica test and bench/replicas.py).
 
 They follow the vendors' published OpenAPI or discovery documents (each module names the
 revision) and import nothing of orgsync outside this package, so each stays a fake of

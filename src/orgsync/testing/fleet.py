@@ -64,6 +64,13 @@ class ManyOrgs(Served):
         self._server.stop()
 
 
+def target_names(count: int) -> list[str]:
+    """The names `replicas_config` gives `count` targets: `t00`, `t01`... (`t000`... from
+    101 targets on), in the order of their URLs."""
+    width = max(2, len(str(count - 1)))
+    return [f"t{i:0{width}d}" for i in range(count)]
+
+
 def replicas_config(
     target_urls: Sequence[str],
     *,
@@ -77,16 +84,15 @@ def replicas_config(
     server_keys: str = "",
 ) -> str:
     """The configuration every replica runs: a file source (`directory.json` beside it),
-    one OpenAI target per URL (`t00`, `t01`... or `t000`... from 100 on) with the same
-    rules (`openai-*` in scope, `openai-owners` owners, `max_concurrency = 2`), the state
-    on PostgreSQL (password from `password_env`), every target every `interval`.
+    one OpenAI target per URL (named by `target_names`) with the same rules (`openai-*`
+    in scope, `openai-owners` owners, `max_concurrency = 2`), the state on PostgreSQL
+    (password from `password_env`), every target every `interval`.
     `target_keys` go into each target's table, `target_tables` after it (groups), and
     `server_keys` into `[server]`."""
-    width = max(2, len(str(len(target_urls) - 1)))
     targets = "".join(
         f"""
 [[targets]]
-name = "t{i:0{width}d}"
+name = "{name}"
 type = "openai"
 base_url = "{url}"
 api_key_env = "{key_env}"
@@ -99,7 +105,7 @@ max_concurrency = 2
 group = "openai-owners"
 role = "owner"
 {target_tables}"""
-        for i, url in enumerate(target_urls)
+        for name, url in zip(target_names(len(target_urls)), target_urls, strict=True)
     )
     return f"""
 [source]
