@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Literal
 
+from orgsync.core.collector import paused
 from orgsync.core.group_planner import GroupPlanner
 from orgsync.core.model import (
     Capabilities,
@@ -459,6 +460,7 @@ class _Planner:
         )
 
 
+@paused
 def plan(given: PlanInput) -> Plan:
     """Compute the plan for one target (before the safety gate)."""
     return _Planner(given).run()
