@@ -42,6 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orgsync.testing.fleet import ManyOrgs, replicas_config
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -52,8 +54,6 @@ PASSWORD_ENV = "ORGSYNC_BENCH_PG_PASSWORD"
 
 def serve(count: int) -> None:
     """The organizations' process: print the origin, serve until stdin closes."""
-    from tests.daemon.orgs import ManyOrgs
-
     with ManyOrgs(count, api_key=API_KEY) as orgs:
         print(orgs.url(0).rsplit("/o0/", 1)[0], flush=True)
         sys.stdin.read()
@@ -73,49 +73,17 @@ def directory(people: int) -> dict[str, Any]:
 
 
 def write_config(folder: Path, url: str, origin: str, args: argparse.Namespace) -> Path:
-    targets = "".join(
-        f"""
-[[targets]]
-name = "t{i:03d}"
-type = "openai"
-base_url = "{origin}/o{i}/v1"
-api_key_env = "{KEY_ENV}"
-allow_plaintext = true
-default_role = "reader"
-scope_groups = ["openai-*"]
-max_concurrency = 2
-[[targets.roles]]
-group = "openai-owners"
-role = "owner"
-"""
-        for i in range(args.targets)
-    )
     (folder / "directory.json").write_text(json.dumps(directory(args.people)))
     path = folder / "orgsync.toml"
-    path.write_text(
-        f"""
-[source]
-type = "file"
-path = "directory.json"
-{targets}
-[safety]
-max_removals = 100
-max_removal_ratio = 1.0
-
-[state]
-url = "{url}"
-password_env = "{PASSWORD_ENV}"
-lease_ttl = "{args.ttl}s"
-
-[schedule]
-interval = "{args.interval}s"
-jitter = "0s"
-
-[server]
-listen = "127.0.0.1:0"
-""",
-        encoding="utf-8",
+    text = replicas_config(
+        [f"{origin}/o{i}/v1" for i in range(args.targets)],
+        key_env=KEY_ENV,
+        state_url=url,
+        password_env=PASSWORD_ENV,
+        lease_ttl=f"{args.ttl}s",
+        interval=f"{args.interval}s",
     )
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -39,6 +39,14 @@ from tests.servers import free_port
 USER = "orgsync"
 PASSWORD = "pg-Secret-" + "7f3a9c41e2b8d605"
 """The test role's password: what no output, log or row may ever show."""
+PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
+"""Where the `orgsync` processes of a test read PASSWORD (`[state] password_env`)."""
+
+
+def state_keys(url: str) -> str:
+    """The `[state]` lines of an `orgsync` on the database at `url`, its password read
+    from PASSWORD_ENV."""
+    return f'url = "{url}"\npassword_env = "{PASSWORD_ENV}"'
 
 
 def _require(message: str) -> None:

@@ -18,7 +18,7 @@ from orgsync.factories import build_source, build_target, check_state, open_stat
 
 # What only an online check or a configured notification uses is imported there:
 # `validate --offline` pays for neither the operation models, the notification senders
-# nor the state database's modules (bench/startup.py, tests/unit/test_startup_imports.py).
+# nor the state database's modules (bench/startup.py, tests/cli/test_startup_imports.py).
 if TYPE_CHECKING:
     from orgsync.core.forms import LearnedForm
     from orgsync.core.ports import Target

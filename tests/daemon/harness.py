@@ -25,7 +25,8 @@ import httpx
 from orgsync.daemon.webhooks import sign
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
-from tests.e2e.harness import API_KEY, KEY_ENV
+from tests.cli.harness import API_KEY, KEY_ENV
+from tests.postgres import PASSWORD, PASSWORD_ENV, state_keys
 
 SECRET = "daemon-test-webhook-secret-0123456789"
 SECRET_ENV = "ORGSYNC_TEST_WEBHOOK_SECRET"
@@ -64,6 +65,16 @@ class DaemonRig:
     safety_extra: str = ""
     """More `[safety]` lines (addition limits, removal_grace)."""
     env: dict[str, str] = field(default_factory=dict)
+    state: str = 'path = "state.db"'
+    """The `[state]` lines; `on_postgres` puts the state on PostgreSQL."""
+    target_keys: str = ""
+    """More lines of the target's table (`requests_per_second`)."""
+
+    def on_postgres(self, url: str, *more: str) -> None:
+        """The state on the PostgreSQL database at `url` (password from PASSWORD_ENV),
+        with `more` `[state]` lines (`lease_ttl`); write() afterwards."""
+        self.state = "\n".join([state_keys(url), *more])
+        self.env[PASSWORD_ENV] = PASSWORD
 
     @property
     def config_path(self) -> Path:
@@ -92,6 +103,7 @@ scope_groups = ["openai-*"]
 timeout = "5s"
 max_attempts = 2
 max_retry_delay = "1s"
+{self.target_keys}
 [[targets.roles]]
 group = "openai-owners"
 role = "owner"
@@ -102,7 +114,7 @@ max_removal_ratio = 1.0
 {self.safety_extra}
 
 [state]
-path = "state.db"
+{self.state}
 
 [schedule]
 interval = "{self.interval}"
@@ -132,12 +144,9 @@ debounce = "{self.debounce}"
         }
 
     def start(self, name: str = "daemon", **extra_env: str) -> Daemon:
-        log_path = self.folder / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = cli.start(
-                self.config_path, "daemon", env=self.environ(**extra_env), stdout=log, stderr=log
-            )
-        return Daemon(process, log_path)
+        return start_daemon(
+            self.config_path, self.folder / f"{name}.log", self.environ(**extra_env)
+        )
 
     def orgsync(self, *args: str) -> subprocess.CompletedProcess[str]:
         return cli.run(self.config_path, *args, env=self.environ())
@@ -186,6 +195,13 @@ debounce = "{self.debounce}"
                 email = str(invite["email"]).lower()
                 counts[email] = counts.get(email, 0) + 1
         return counts
+
+
+def start_daemon(config: Path, log_path: Path, env: dict[str, str]) -> Daemon:
+    """`orgsync --config CONFIG daemon`, its output (the JSON log) into `log_path`."""
+    with log_path.open("wb") as log:
+        process = cli.start(config, "daemon", env=env, stdout=log, stderr=log)
+    return Daemon(process, log_path)
 
 
 @dataclass

@@ -16,12 +16,10 @@ import pytest
 from orgsync.store import StateStore
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
-from tests.e2e.harness import API_KEY, directory, wanted_roles
 from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
-
-PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
 
 
 def writing_intervals(store: StateStore) -> list[tuple[int, datetime, datetime]]:
@@ -50,13 +48,9 @@ def test_two_daemons_on_one_postgresql_database_take_turns(
     url = postgres.url_for_new_database()
     document = directory(12, owners=1)
     with OpenAIEmulator(api_key=API_KEY, faults=Faults(latency=0.1)) as emulator:
-        rig = DaemonRig(folder=tmp_path, emulator=emulator, env={PASSWORD_ENV: PASSWORD})
+        rig = DaemonRig(folder=tmp_path, emulator=emulator)
+        rig.on_postgres(url)
         rig.write(document)
-        rig.config_path.write_text(
-            rig.config_path.read_text().replace(
-                'path = "state.db"', f'url = "{url}"\npassword_env = "{PASSWORD_ENV}"'
-            )
-        )
         first, second = rig.start("a"), rig.start("b")
         started.extend([first, second])
         first.wait_started()

@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from orgsync.metrics import SPEC_METRICS
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import OKTA_AUTH, Daemon, DaemonRig, wait_for
-from tests.e2e.harness import API_KEY, directory, wanted_roles
 
 
 def with_people(document: dict[str, Any], *indexes: int) -> dict[str, Any]:

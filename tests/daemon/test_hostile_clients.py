@@ -18,7 +18,6 @@ import resource
 import select
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orgsync.daemon.webhooks import MAX_BODY, sign
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
+from tests.cli.harness import API_KEY, directory
 from tests.daemon.harness import (
     GRAPH_STATE,
     OKTA_AUTH,
@@ -42,7 +43,6 @@ from tests.daemon.harness import (
     DaemonRig,
     wait_for,
 )
-from tests.e2e.harness import API_KEY, directory
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
@@ -716,13 +716,13 @@ def start_with_open_files(rig: DaemonRig, limit: int) -> subprocess.Popen[bytes]
 
     log = (rig.folder / "daemon.log").open("wb")
     with log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), "daemon"],
-            stdin=subprocess.DEVNULL,
+        return cli.start(
+            rig.config_path,
+            "daemon",
+            env=rig.environ(),
             stdout=log,
             stderr=log,
-            env=rig.environ(),
-            preexec_fn=lower_limit,  # noqa: PLW1509 - only setrlimit, before exec
+            preexec_fn=lower_limit,
         )
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
-from tests.e2e.harness import API_KEY, directory
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
-from tests.e2e.harness import API_KEY, directory
 from tests.notify.receivers import HttpReceiver
 
 SECRET = "daemon-notify-secret-0123456789"

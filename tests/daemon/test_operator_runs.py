@@ -14,16 +14,16 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests import cli
+from tests.cli.harness import API_KEY, KEY_ENV, directory, wanted_roles
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import metric_families, sample
-from tests.e2e.harness import API_KEY, KEY_ENV, directory, wanted_roles
 
 QUARANTINE = 'quarantine_after = 2\nquarantine_max_interval = "2h"'
 
@@ -39,14 +39,7 @@ def without_the_key(rig: DaemonRig, *args: str) -> subprocess.CompletedProcess[s
     """`orgsync` run by an operator whose shell has no API key."""
     env = rig.environ()
     del env[KEY_ENV]
-    return subprocess.run(
-        [sys.executable, "-m", "orgsync", "--config", str(rig.config_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    return cli.run(rig.config_path, *args, env=env)
 
 
 def ready(daemon: Daemon) -> int:

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import OKTA_AUTH, SECRET, Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import with_people
-from tests.e2e.harness import API_KEY, directory, wanted_roles
 from tests.leaks import traces
 
 BODY_MARKER = "raw-body-marker-5e1f0a77c2d94b38"

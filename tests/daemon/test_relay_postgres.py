@@ -14,13 +14,12 @@ import pytest
 
 from orgsync.store import StateStore
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import SECRET, Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import with_people
-from tests.e2e.harness import API_KEY, directory, wanted_roles
 from tests.leaks import traces
 from tests.postgres import PASSWORD, PostgresServer
 
-PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
 PEOPLE = 30
 RATE = 4
 """Requests per second to the target: the start-up run (30 invitations) holds the
@@ -33,16 +32,13 @@ def replicas_rig(
 ) -> tuple[DaemonRig, str]:
     url = postgres.url_for_new_database()
     rig = DaemonRig(
-        folder=tmp_path, emulator=emulator, debounce="100ms", env={PASSWORD_ENV: PASSWORD}
+        folder=tmp_path,
+        emulator=emulator,
+        debounce="100ms",
+        target_keys=f"requests_per_second = {RATE}",
     )
+    rig.on_postgres(url, f'lease_ttl = "{LEASE_TTL}s"')
     rig.write(directory(PEOPLE, owners=1))
-    text = rig.config_path.read_text()
-    text = text.replace(
-        'path = "state.db"',
-        f'url = "{url}"\npassword_env = "{PASSWORD_ENV}"\nlease_ttl = "{LEASE_TTL}s"',
-    )
-    text = text.replace("max_attempts = 2", f"max_attempts = 2\nrequests_per_second = {RATE}")
-    rig.config_path.write_text(text)
     return rig, url
 
 

@@ -9,9 +9,8 @@ made twice. A bigger version with figures is bench/ (ha-queue's bench/replicas.p
 from __future__ import annotations
 
 import json
+import os
 import random
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,68 +22,38 @@ import pytest
 
 from orgsync.store import StateStore
 from orgsync.testing.faults import Faults
+from orgsync.testing.fleet import ManyOrgs, replicas_config
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.daemon.harness import SECRET, SECRET_ENV, Daemon, wait_for
-from tests.daemon.orgs import ManyOrgs
-from tests.e2e.harness import API_KEY, KEY_ENV, directory, openai_target, wanted_roles
-from tests.postgres import PASSWORD, PostgresServer
+from tests.cli.harness import API_KEY, KEY_ENV, directory, wanted_roles
+from tests.daemon.harness import SECRET, SECRET_ENV, Daemon, start_daemon, wait_for
+from tests.postgres import PASSWORD, PASSWORD_ENV, PostgresServer
 
 TARGETS = 30
 REPLICAS = 3
 KILLS = 20
-PASSWORD_ENV = "ORGSYNC_TEST_PG_PASSWORD"
 
 
 def write_config(folder: Path, url: str, orgs: ManyOrgs) -> Path:
-    targets = "".join(
-        openai_target(f"t{i:02d}", orgs.url(i), "max_concurrency = 2")
-        + '[[targets.groups]]\nsource = "openai-*"\nname = "{source}"\n'
-        for i in range(TARGETS)
-    )
     path = folder / "orgsync.toml"
-    path.write_text(
-        f"""
-[source]
-type = "file"
-path = "directory.json"
-{targets}
-[safety]
-max_removals = 100
-max_removal_ratio = 1.0
-
-[state]
-url = "{url}"
-password_env = "{PASSWORD_ENV}"
-lease_ttl = "6s"
-
-[schedule]
-interval = "4s"
-jitter = "0s"
-
-[server]
-listen = "127.0.0.1:0"
-webhook_secret_env = "{SECRET_ENV}"
-""",
-        encoding="utf-8",
+    text = replicas_config(
+        [orgs.url(i) for i in range(TARGETS)],
+        key_env=KEY_ENV,
+        state_url=url,
+        password_env=PASSWORD_ENV,
+        lease_ttl="6s",
+        interval="4s",
+        target_keys='timeout = "2s"\nmax_retry_delay = "20s"',
+        target_tables='[[targets.groups]]\nsource = "openai-*"\nname = "{source}"\n',
+        server_keys=f'webhook_secret_env = "{SECRET_ENV}"',
     )
+    path.write_text(text, encoding="utf-8")
     return path
 
 
 def start(folder: Path, config: Path, name: str) -> Daemon:
-    import os
-
     env = {**os.environ, KEY_ENV: API_KEY, SECRET_ENV: SECRET, PASSWORD_ENV: PASSWORD}
     env.pop("PGPASSWORD", None)
-    log_path = folder / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orgsync", "--config", str(config), "daemon"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
-    return Daemon(process, log_path)
+    return start_daemon(config, folder / f"{name}.log", env)
 
 
 def holdings(org: OpenAIEmulator) -> dict[str, str]:

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY
 from tests.daemon.browser import Browser, Dom
 from tests.daemon.harness import GRAPH_STATE, OKTA_AUTH, SECRET, Daemon, DaemonRig, wait_for
-from tests.e2e.harness import API_KEY
 from tests.leaks import traces
 
 EVIL_GROUP = "openai-<script>document.title='pwned'</script>"

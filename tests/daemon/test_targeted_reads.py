@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, directory
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
-from tests.e2e.harness import API_KEY, directory
 
 PEOPLE = 350
 """Four pages of the users list: a full read of the members alone is four requests."""

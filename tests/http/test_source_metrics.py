@@ -13,7 +13,7 @@ from orgsync.metrics import Metrics
 from orgsync.results import RunOptions
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.e2e.harness import API_KEY, KEY_ENV
+from tests.cli.harness import API_KEY, KEY_ENV
 
 OKTA_ENV = "ORGSYNC_TEST_OKTA_TOKEN"
 

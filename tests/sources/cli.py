@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
-from tests.e2e.harness import API_KEY, KEY_ENV
+from tests.cli.harness import API_KEY, KEY_ENV
 
 SOURCE_SECRET_ENV = "ORGSYNC_TEST_SOURCE_SECRET"
 

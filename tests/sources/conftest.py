@@ -1,4 +1,6 @@
-"""Session-scoped real servers for the source tests: each is seeded once and torn down."""
+"""Session-scoped real servers for the source tests: each is seeded once and torn down.
+The IdP emulators' fixtures live in `tests/sources/idp.py`; importing them here makes them
+this folder's fixtures."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.e2e.harness import API_KEY
+from tests.cli.harness import API_KEY
 from tests.sources.directory import Directory, make_directory
+from tests.sources.idp import entra, google, okta, service_account  # noqa: F401 - fixtures
 from tests.sources.servers import ServerProcess, Slapd, ldif, start_scim2_server, start_scimmy
 
 SCIM_TOKEN = "scim-test-token-0123456789"

@@ -2,7 +2,7 @@
 
 `Rig` writes a directory file and a configuration with any mix of `[[targets]]` blocks
 into a folder and runs `python -m orgsync --config …` as a separate process, as an
-administrator would (through `tests/cli.py`, as every rig does).
+administrator would (through `tests/cli/__init__.py`, as every rig does).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The core's properties, over generated directories and organizations, on the real thing.
 
-tests/property checks the planner against an in-memory organization; here the same
-claims are checked end to end through the engine (in this process) against the Keycard
-emulator and a real SCIM server (scim2-server, a fresh tenant per example):
+tests/core/test_planner_properties.py checks the planner against an in-memory
+organization; here the same claims are checked end to end through the engine (in this
+process) against the Keycard emulator and a real SCIM server (scim2-server, a fresh tenant
+per example):
 - convergence: after one sync, a second plan is empty;
 - the desired state holds: every active person in scope is a member (or invited) with
   the highest role their groups give, and team groups hold exactly their people;

@@ -1,4 +1,4 @@
-"""The core's crash and fault tests, against the Keycard emulator (after tests/e2e/
+"""The core's crash and fault tests, against the Keycard emulator (after tests/cli/
 test_crash_and_faults.py): a sync killed at any instant, or fighting a flaky API or an
 expiring token, still converges with no duplicate invitation.
 """

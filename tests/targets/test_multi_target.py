@@ -18,7 +18,7 @@ import pytest
 
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.e2e.harness import API_KEY
+from tests.cli.harness import API_KEY
 from tests.targets.cli import (
     KEYCARD_SECRET_ENV,
     OPENAI_KEY_ENV,

@@ -1,4 +1,4 @@
-"""The core's crash and fault tests, against real SCIM servers (after tests/e2e/
+"""The core's crash and fault tests, against real SCIM servers (after tests/cli/
 test_crash_and_faults.py).
 
 scim2-server and SCIMMY have no fault injection of their own, so a reverse proxy in the

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "connectors.md"
 KEY = "acme-key-0123456789abcdef"
@@ -175,14 +176,7 @@ path = "state.db"
 def orgsync(config: Path, *args: str, path: list[Path]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, KEY_ENV: KEY}
     env["PYTHONPATH"] = os.pathsep.join([*map(str, path), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "orgsync", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    return cli.run(config, *args, env=env)
 
 
 def test_an_installed_connector_is_listed_planned_and_synced(

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import NewType
 
 # Pure: syntax only. Its DNS part (`check_deliverability`) is never asked for, and is
-# imported by email_validator only when it is (tests/unit/test_records.py checks both).
+# imported by email_validator only when it is (tests/core/test_records.py checks both).
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 EmailKey = NewType("EmailKey", str)
@@ -45,7 +45,7 @@ def normalize_email(email: str) -> EmailKey:
 # expression (about a microsecond) instead of its full parse (about 80 µs): a 100k-person
 # directory read by a fresh `orgsync sync` would spend seconds there. Anything else (quoted
 # or internationalized parts, Punycode, a double hyphen, special-use domains, overlong
-# parts) goes to email-validator. tests/unit/test_email_fast_path.py holds the two to
+# parts) goes to email-validator. tests/core/test_email_fast_path.py holds the two to
 # the same answers.
 _PLAIN = re.compile(
     r"(?P<local>[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)"

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -291,6 +291,12 @@ class StateDB(ABC):
         itself)."""
         return BorrowedDB(self)
 
+    def bound_idle_transactions(self, limit: timedelta) -> None:
+        """Have a transaction this process leaves idle longer than `limit` ended by the
+        server (PostgreSQL, see there). On SQLite nothing: the kernel lock decides who
+        writes, and a frozen process keeps it, by design."""
+        return
+
     @abstractmethod
     def writer_lock(self, target: str) -> WriterLock:
         """The lock that makes its holder the one writer of `target` (see writer_lock.py)."""
@@ -326,6 +332,9 @@ class BorrowedDB(StateDB):
 
     def writer_lock(self, target: str) -> WriterLock:
         return self._inner.writer_lock(target)
+
+    def bound_idle_transactions(self, limit: timedelta) -> None:
+        self._inner.bound_idle_transactions(limit)
 
     def close(self) -> None:
         pass

@@ -429,6 +429,9 @@ class LeaseKeeper:
     ) -> None:
         _check_ttl(ttl)
         self._db = db
+        # A holder frozen inside a transaction must not keep its lease row locked past
+        # its lease (PostgreSQL: see `bound_idle_transactions`).
+        db.bound_idle_transactions(ttl)
         # Taking and renewing on a connection of their own (on a server): a renewal must
         # not wait behind the runs' writes, or a busy replica would lose its leases.
         self._own = db.companion()

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -202,6 +203,7 @@ class PostgresDB(StateDB):
         self.clock = clock
         self.created = False
         self.leases_expire = True
+        self._idle_limit_ms: int | None = None
 
     @classmethod
     def open(
@@ -276,18 +278,46 @@ class PostgresDB(StateDB):
         try:
             self._conn.execute(statement)
         except _psycopg().OperationalError:
-            if not self._conn.broken:
+            # `closed` too: psycopg closes a connection whose server ended it mid-call.
+            if not (self._conn.broken or self._conn.closed):
                 raise
         else:
             return
         self._conn.close()
         self._conn = self._connect()
         self._session = PostgresSession(self._conn)
+        self._limit_idle_transactions()
         self._conn.execute(statement)
 
+    def bound_idle_transactions(self, limit: timedelta) -> None:
+        """Have the server end any transaction of ours left idle longer than `limit`,
+        releasing the rows it locks (`idle_in_transaction_session_timeout`, on this
+        connection and every one it opens again or pairs with).
+
+        A replica frozen (SIGSTOP, a VM pause) or cut off inside a transaction, a lease
+        renewal or a fenced write, keeps its connection open, and its locks with it: the
+        kernel of a frozen process still answers the keepalives. The takeover of its
+        lease row (`FOR UPDATE SKIP LOCKED`) would then skip that row for as long as
+        the freeze lasts, and the target would stay unreconciled however long ago its
+        lease expired. Given the lease TTL, nobody waits longer than that. Our own
+        transactions never wait on anything but the database, so only a frozen or
+        starved process reaches the limit, and a process resumed after it finds its
+        session ended and its lease lost, and writes nothing.
+        """
+        self._idle_limit_ms = max(1, int(limit.total_seconds() * 1000))
+        with self._guard():
+            self._limit_idle_transactions()
+
+    def _limit_idle_transactions(self) -> None:
+        if self._idle_limit_ms is not None:
+            self._conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_limit_ms}")
+
     def _in_transaction(self) -> bool:
-        status = self._conn.info.transaction_status
-        return bool(status != _psycopg().pq.TransactionStatus.IDLE)
+        # UNKNOWN is a connection the server ended: no transaction of ours is open on it.
+        status = _psycopg().pq.TransactionStatus
+        return bool(
+            self._conn.info.transaction_status in (status.INTRANS, status.INERROR, status.ACTIVE)
+        )
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -318,6 +348,8 @@ class PostgresDB(StateDB):
                 raise StateError("the state database is closed")
         twin = PostgresDB(self._connect(), self._connect, self._url, self._scrubber, self.clock)
         twin.leases_expire = self.leases_expire
+        if self._idle_limit_ms is not None:
+            twin.bound_idle_transactions(timedelta(milliseconds=self._idle_limit_ms))
         return twin
 
     def listen(self, channel: str) -> Listener:

@@ -1,5 +1,5 @@
 """Runs an ASGI app under uvicorn on 127.0.0.1 in a background thread (for emulators),
-and the lifecycle every emulator shares (`LoopbackEmulator`).
+and the lifecycle every emulator shares (`LoopbackEmulator`, `Served`).
 
 Owns the socket and the thread: the port is chosen by the OS when the socket is bound, so
 it is known before uvicorn starts and two emulators never race for a port.
@@ -151,7 +151,30 @@ class BackgroundServer:
             raise RuntimeError(f"{self._name} server thread did not stop within {2 * timeout}s")
 
 
-class LoopbackEmulator:
+class Served:
+    """Served for the length of a `with` block: `start()` on entering, `stop()` on
+    leaving it, whatever happened inside."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LoopbackEmulator(Served):
     """What every vendor emulator shares: a fault-injecting app served on loopback.
 
     Subclasses build their Starlette app, wrap it in a `FaultInjector`, pass it here, and
@@ -218,15 +241,3 @@ class LoopbackEmulator:
             if server is not None:
                 self._injector.release_stalls()
                 server.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
