@@ -93,6 +93,7 @@ class _Planner:
                 self.live_invites[invite.email_key].append(invite)
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
+        self.wanted_order = sorted(given.desired.wanted)
         self.link_claimant = self._link_claimants()
         owner_roles = self.catalog.owner_roles
         # A suspended owner administers nothing: only active owners keep the organization
@@ -122,7 +123,9 @@ class _Planner:
             return "managed by another provisioner (is_scim_managed)"
         if member.id == self.given.observed.key_owner_id:
             return "the owner of orgsync's API key"
-        if member.id in self.held_back_ids or member.email_key in self.held_back_keys:
+        if member.id in self.held_back_ids or (
+            self.held_back_keys and member.email_key in self.held_back_keys
+        ):
             return "the person of a rejected source record (see its warning)"
         return None
 
@@ -159,7 +162,9 @@ class _Planner:
         links = self.given.memory.links
         claimants: dict[str, Wanted] = {}
         wanted = self.given.desired.wanted
-        for key in sorted(wanted):
+        if not links:
+            return {}
+        for key in self.wanted_order:
             person = wanted[key]
             linked_id = links.get(person.source_id)
             member = self.members_by_id.get(linked_id) if linked_id else None
@@ -206,8 +211,13 @@ class _Planner:
 
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
-        candidates = self.members_with_email.get(wanted.email_key, ())
-        return next((m for m in candidates if self.free_for(m, wanted)), None)
+        candidates = self.members_with_email.get(wanted.email_key)
+        if candidates is None:
+            return None
+        for member in candidates:
+            if self.free_for(member, wanted):
+                return member
+        return None
 
     def plan_wanted(self, wanted: Wanted) -> None:
         member = self.find_member(wanted)
@@ -443,7 +453,7 @@ class _Planner:
 
     def run(self) -> Plan:
         desired = self.given.desired
-        for key in sorted(desired.wanted):
+        for key in self.wanted_order:
             self.plan_wanted(desired.wanted[key])
         for member in self.members_in_id_order:
             if member.id not in self.matched_members:

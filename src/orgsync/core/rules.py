@@ -318,7 +318,11 @@ def desired_state(
 ) -> DesiredState:
     """Apply the membership rules to a complete source snapshot."""
     people, rejected = screen(snapshot)
-    keys = {person.id: person.email_key for person in people}
+    person_keys = [person.email_key for person in people]
+    keys = dict(zip([person.id for person in people], person_keys, strict=True))
+    if len(keys) != len(people):
+        # Two records share an id: each is read under the key the id's last record has.
+        person_keys = [keys[person.id] for person in people]
     ambiguous, warnings = _shared_emails(people, keys)
     warnings += _rejected_warnings(rejected)
 
@@ -333,8 +337,7 @@ def desired_state(
     out_of_scope: dict[EmailKey, str] = {}
     by_source_id: dict[SourceId, EmailKey] = {}
     reasons: dict[str, str] = {}  # one string per distinct reason, shared by its people
-    for person in people:
-        key = keys[person.id]
+    for person, key in zip(people, person_keys, strict=True):
         if key in ambiguous:
             continue
         known[key] = person.id
