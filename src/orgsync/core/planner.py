@@ -78,14 +78,14 @@ class _Planner:
         self.members_by_id = {m.id: m for m in observed.members}
         self.members_by_email: dict[EmailKey, TargetMember] = {}
         # Some targets let two accounts carry one address (SCIM providers, suspended
-        # duplicates): each is a candidate when the first is another person's.
-        self.members_with_email: dict[EmailKey, list[TargetMember]] = defaultdict(list)
+        # duplicates): each is a candidate when the first is another person's. Only
+        # those addresses get a list (not one per member).
+        self.more_with_email: dict[EmailKey, list[TargetMember]] = defaultdict(list)
         self.members_in_id_order = sorted(observed.members, key=attrgetter("id"))
         for member in self.members_in_id_order:
             key = member.email_key
-            if key is not None:
-                self.members_by_email.setdefault(key, member)
-                self.members_with_email[key].append(member)
+            if key is not None and self.members_by_email.setdefault(key, member) is not member:
+                self.more_with_email[key].append(member)
         self.live_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
         self.expired_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
         for invite in sorted(observed.invites, key=lambda i: i.id):
@@ -211,10 +211,10 @@ class _Planner:
 
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
-        candidates = self.members_with_email.get(wanted.email_key)
-        if candidates is None:
-            return None
-        for member in candidates:
+        first = self.members_by_email.get(wanted.email_key)
+        if first is None or self.free_for(first, wanted):
+            return first
+        for member in self.more_with_email.get(wanted.email_key, ()):
             if self.free_for(member, wanted):
                 return member
         return None
