@@ -166,6 +166,9 @@ def report(script: str, label: Callable[[int], str], options: argparse.Namespace
             + " ".join(f"x{s:.2f}" for s in steps)
             + f" (goal <= {GOAL_GROWTH:g}: worst {worst:.2f} = {worst / GOAL_GROWTH:.2f}x)"
         )
+        # One step's ratio swings with the machine's load; the mean over all steps does not.
+        mean = (figures[-1].cpu_s / figures[0].cpu_s) ** (1 / len(steps))
+        print(f"  mean growth per doubling: x{mean:.2f} ({mean / GOAL_GROWTH:.2f}x the goal)")
     print(
         "cpu = user + system CPU of the planning step (getrusage, untraced), median of "
         f"{options.repeats} fresh processes; load average at the end: "
