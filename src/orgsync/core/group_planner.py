@@ -27,7 +27,11 @@ from orgsync.core.plan import (
     UnassignGroupRole,
     Waiting,
 )
-from orgsync.core.rules import DesiredGroup
+from orgsync.core.rules import DesiredGroup, MembershipSpace
+
+_NOT_A_MEMBER = object()
+"""What a wanted person who is no member of the organization (yet) stands for among user
+ids."""
 
 
 class GroupPlanner:
@@ -75,6 +79,7 @@ class GroupPlanner:
         self.kept: set[str] = set()
         self.vacating: set[str] = set()
         self.desired_sources: set[SourceId] = set()
+        self._space: MembershipSpace | None = None
 
     def plan(self, desired: tuple[DesiredGroup, ...]) -> None:
         # Names owned groups give up by being renamed this run are free for other rules.
@@ -191,19 +196,27 @@ class GroupPlanner:
     ) -> None:
         current = target.member_ids if target is not None else frozenset()
         member_ids = self.member_ids
-        # Whole-set operations (one look-up per person) find the few people to look at
-        # one by one: those not in the organization yet, and members the group lacks.
-        found: set[str | None] = set(map(member_ids.get, desired.members))
+        key_of_user = self.key_of_user
         looked_at: set[EmailKey] = set()
-        if None in found:
-            found.discard(None)
-            looked_at.update(k for k in desired.members if k not in member_ids)
-        wanted_ids = cast(set[str], found)
-        missing = wanted_ids - current
-        if self.key_of_user is None:  # two people matched one member: look at everyone
+        if key_of_user is None:
+            # Two people matched one member: a user id no longer says whose membership it
+            # is, so every wanted person of the group is looked at by email.
+            by_email = set(map(member_ids.get, desired.members))
+            by_email.discard(None)
+            found: frozenset[object] | set[object] = cast(set[object], by_email)
             looked_at.update(desired.members)
         else:
-            looked_at.update(map(self.key_of_user.__getitem__, missing))
+            # The group resolved straight to user ids: one look-up per membership.
+            found = desired.membership.resolve(desired.source_id, self.user_space(desired))
+            if _NOT_A_MEMBER in found:
+                # Someone the group wants is no member yet (invited, or created by this
+                # plan): only such a group pays for its people's email keys.
+                found = found - {_NOT_A_MEMBER}
+                looked_at.update(k for k in desired.members if k not in member_ids)
+        wanted_ids = cast(frozenset[str], found)
+        missing = wanted_ids - current
+        if key_of_user is not None:
+            looked_at.update(map(key_of_user.__getitem__, missing))
         for key in sorted(looked_at):
             user_id = member_ids.get(key)
             if user_id is None and key in self.being_created:
@@ -243,6 +256,20 @@ class GroupPlanner:
             self.plan_member_removal(
                 user_id, common, f"not a member of IdP group {desired.source_name!r}"
             )
+
+    def user_space(self, desired: DesiredGroup) -> MembershipSpace:
+        """Each wanted person's source id -> their user id, or `_NOT_A_MEMBER`; one space
+        per desired state (every group of one shares its membership)."""
+        membership = desired.membership
+        if self._space is None or self._space.membership is not membership:
+            member_ids = self.member_ids
+            self._space = membership.space(
+                {
+                    source_id: member_ids.get(key, _NOT_A_MEMBER)
+                    for source_id, key in membership.wanted_keys.items()
+                }
+            )
+        return self._space
 
     def plan_member_removal(
         self, user_id: str, common: dict[str, str | None], reason: str, *, deleting: bool = False

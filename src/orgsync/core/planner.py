@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Literal
 
+from orgsync.core.collector import paused
 from orgsync.core.group_planner import GroupPlanner
 from orgsync.core.model import (
     Capabilities,
@@ -77,14 +78,14 @@ class _Planner:
         self.members_by_id = {m.id: m for m in observed.members}
         self.members_by_email: dict[EmailKey, TargetMember] = {}
         # Some targets let two accounts carry one address (SCIM providers, suspended
-        # duplicates): each is a candidate when the first is another person's.
-        self.members_with_email: dict[EmailKey, list[TargetMember]] = defaultdict(list)
+        # duplicates): each is a candidate when the first is another person's. Only
+        # those addresses get a list (not one per member).
+        self.more_with_email: dict[EmailKey, list[TargetMember]] = defaultdict(list)
         self.members_in_id_order = sorted(observed.members, key=attrgetter("id"))
         for member in self.members_in_id_order:
             key = member.email_key
-            if key is not None:
-                self.members_by_email.setdefault(key, member)
-                self.members_with_email[key].append(member)
+            if key is not None and self.members_by_email.setdefault(key, member) is not member:
+                self.more_with_email[key].append(member)
         self.live_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
         self.expired_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
         for invite in sorted(observed.invites, key=lambda i: i.id):
@@ -92,6 +93,7 @@ class _Planner:
                 self.live_invites[invite.email_key].append(invite)
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
+        self.wanted_order = sorted(given.desired.wanted)
         self.link_claimant = self._link_claimants()
         owner_roles = self.catalog.owner_roles
         # A suspended owner administers nothing: only active owners keep the organization
@@ -121,7 +123,9 @@ class _Planner:
             return "managed by another provisioner (is_scim_managed)"
         if member.id == self.given.observed.key_owner_id:
             return "the owner of orgsync's API key"
-        if member.id in self.held_back_ids or member.email_key in self.held_back_keys:
+        if member.id in self.held_back_ids or (
+            self.held_back_keys and member.email_key in self.held_back_keys
+        ):
             return "the person of a rejected source record (see its warning)"
         return None
 
@@ -158,7 +162,9 @@ class _Planner:
         links = self.given.memory.links
         claimants: dict[str, Wanted] = {}
         wanted = self.given.desired.wanted
-        for key in sorted(wanted):
+        if not links:
+            return {}
+        for key in self.wanted_order:
             person = wanted[key]
             linked_id = links.get(person.source_id)
             member = self.members_by_id.get(linked_id) if linked_id else None
@@ -205,8 +211,13 @@ class _Planner:
 
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
-        candidates = self.members_with_email.get(wanted.email_key, ())
-        return next((m for m in candidates if self.free_for(m, wanted)), None)
+        first = self.members_by_email.get(wanted.email_key)
+        if first is None or self.free_for(first, wanted):
+            return first
+        for member in self.more_with_email.get(wanted.email_key, ()):
+            if self.free_for(member, wanted):
+                return member
+        return None
 
     def plan_wanted(self, wanted: Wanted) -> None:
         member = self.find_member(wanted)
@@ -442,7 +453,7 @@ class _Planner:
 
     def run(self) -> Plan:
         desired = self.given.desired
-        for key in sorted(desired.wanted):
+        for key in self.wanted_order:
             self.plan_wanted(desired.wanted[key])
         for member in self.members_in_id_order:
             if member.id not in self.matched_members:
@@ -459,6 +470,7 @@ class _Planner:
         )
 
 
+@paused
 def plan(given: PlanInput) -> Plan:
     """Compute the plan for one target (before the safety gate)."""
     return _Planner(given).run()

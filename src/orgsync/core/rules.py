@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
 from types import MappingProxyType
-from typing import cast
+from typing import NamedTuple, cast
 
+from orgsync.core.collector import paused
 from orgsync.core.model import (
     EmailKey,
     RejectedRecord,
@@ -51,17 +52,38 @@ class GroupRule:
         return self.name.replace("{source}", source_name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class DesiredGroup:
     """A target group orgsync must keep: its members are wanted organization members."""
 
     source_id: SourceId
     source_name: str
     name: str
-    members: frozenset[EmailKey]
     roles: tuple[str, ...]
     rule: int
     """Index of the `[[targets.groups]]` rule that selected it (for messages)."""
+    membership: GroupMembership = field(repr=False)
+    """Resolves who the group holds, in whichever space a caller asks (see `members`)."""
+
+    @property
+    def members(self) -> frozenset[EmailKey]:
+        """The email keys of the wanted people the IdP group reaches (nesting included).
+
+        Resolved on first use and kept: planning never asks (it resolves groups straight
+        to user ids, `GroupMembership.resolve`), so a desired state costs no set of email
+        keys per group unless something (explain, a test) reads them."""
+        return self.membership.keys_in(self.source_id)
+
+    def _compared(self) -> tuple[object, ...]:
+        return (self.source_id, self.source_name, self.name, self.roles, self.rule, self.members)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DesiredGroup):
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash((self.source_id, self.name, self.rule))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +99,12 @@ class MembershipRules:
     """The target has no organization roles: everyone in scope is wanted, with role ""."""
 
 
-@dataclass(frozen=True, slots=True)
-class Wanted:
-    """A person who must be a member, with the role they must have and why."""
+class Wanted(NamedTuple):
+    """A person who must be a member, with the role they must have and why.
+
+    A named tuple rather than a frozen dataclass: a desired state makes one per wanted
+    person, and a tuple is built in a tenth of the time (100k people: 0.02 s, not 0.18 s).
+    """
 
     source_id: SourceId
     email: str
@@ -130,7 +155,8 @@ class _Space:
 
     def __init__(self, lookup: dict[SourceId, object]) -> None:
         self.lookup = lookup
-        """Member id -> the value a closure holds for it, or `_GROUP`, or `_SKIPPED`."""
+        """Member id -> the value a closure holds for it, or `_GROUP`, or `_SKIPPED`; an id
+        it lacks (a person who does not count, an unknown id) stands for nothing."""
         self.direct: dict[SourceId, frozenset[object]] = {}
         self.closure: dict[SourceId, frozenset[object]] = {}
 
@@ -139,13 +165,14 @@ class _Nesting:
     """Transitive group membership with cycles broken, memoized per group.
 
     A person id that is also a group id counts as a person; ids that are neither are
-    ignored. Closures are computed in two spaces, each with its own memo: `people_in`
-    gives source ids (for scope and role rules), `wanted_in` the email keys of wanted
-    people (for mirrored groups), so a mirrored group never builds a set of source ids
-    only to translate it. A group's members are read once per space, in one dictionary
-    look-up each (the dominant cost at a million memberships: every member id is a string
-    of its own, far from the others in memory). A closure made of one part (a group
-    without nested groups, or one that only nests another) is that part, shared.
+    ignored. Closures are computed in spaces, each with its own memo: `people_in` gives
+    source ids (for scope and role rules), `wanted_in` the email keys of wanted people,
+    and `space` any other values (the planner's: target user ids), so a mirrored group
+    never builds a set of one kind only to translate it into another. A group's members
+    are read once per space, in one dictionary look-up each (the dominant cost at a
+    million memberships: every member id is a string of its own, far from the others in
+    memory, so each look-up is a cache miss). A closure made of one part (a group without
+    nested groups, or one that only nests another) is that part, shared.
     """
 
     def __init__(self, groups: Sequence[SourceGroup], person_ids: Iterable[SourceId]) -> None:
@@ -154,6 +181,7 @@ class _Nesting:
         self._nested: dict[SourceId, tuple[SourceId, ...]] = {}
         self._people: _Space | None = None
         self._wanted: _Space | None = None
+        self._group_people: list[SourceId] | None = None
 
     def people_in(self, group_id: SourceId) -> frozenset[SourceId]:
         """Everyone reachable from `group_id` through nested groups."""
@@ -162,7 +190,7 @@ class _Nesting:
             # The person's own id object, so that later look-ups find it by identity.
             lookup.update(zip(self._person_ids, self._person_ids, strict=True))
             self._people = _Space(lookup)
-        return cast(frozenset[SourceId], self._closure(group_id, self._people))
+        return cast(frozenset[SourceId], self.closure(group_id, self._people))
 
     def wanted_in(
         self, group_id: SourceId, wanted_keys: Mapping[SourceId, EmailKey]
@@ -173,13 +201,22 @@ class _Nesting:
         same mapping on every call (the memo is keyed by group only).
         """
         if self._wanted is None:
-            lookup: dict[SourceId, object] = dict.fromkeys(self._groups, _GROUP)
-            lookup.update(dict.fromkeys(self._person_ids, _SKIPPED))
-            lookup.update(wanted_keys)
-            self._wanted = _Space(lookup)
-        return cast(frozenset[EmailKey], self._closure(group_id, self._wanted))
+            self._wanted = self.space(wanted_keys)
+        return cast(frozenset[EmailKey], self.closure(group_id, self._wanted))
 
-    def _closure(self, group_id: SourceId, space: _Space) -> frozenset[object]:
+    def space(self, values: Mapping[SourceId, object]) -> _Space:
+        """A space where the person of each id in `values` stands for its value, and
+        everybody else for nothing."""
+        if self._group_people is None:
+            self._group_people = [p for p in self._person_ids if p in self._groups]
+        lookup: dict[SourceId, object] = dict.fromkeys(self._groups, _GROUP)
+        # Only a person whose id is also a group's must be told apart from the group;
+        # anyone else missing from `values` is simply absent from the lookup.
+        lookup.update(dict.fromkeys(self._group_people, _SKIPPED))
+        lookup.update(values)
+        return _Space(lookup)
+
+    def closure(self, group_id: SourceId, space: _Space) -> frozenset[object]:
         """Iterative, so deep nesting cannot exhaust the stack; a group met twice on one
         walk (a cycle or a diamond) is expanded once."""
         cached = space.closure.get(group_id)
@@ -239,12 +276,56 @@ def _union(parts: list[frozenset[object]]) -> frozenset[object]:
     return frozenset(set().union(*parts))
 
 
+class GroupMembership:
+    """Who the mirrored IdP groups of one desired state hold: the wanted people each
+    reaches through nested groups, resolved per group when asked.
+
+    Resolution is left to whoever needs it, in the space they need: the group planner
+    maps each wanted person's source id straight to their target user id (`resolve`), so
+    each of the million memberships of a large directory is looked up once, never first
+    as an email key and then again as a user id.
+    """
+
+    def __init__(self, nesting: _Nesting, wanted_keys: Mapping[SourceId, EmailKey]) -> None:
+        self._nesting = nesting
+        self.wanted_keys: Mapping[SourceId, EmailKey] = MappingProxyType(wanted_keys)
+        """The source id of each wanted person -> their email key."""
+
+    def keys_in(self, group_id: SourceId) -> frozenset[EmailKey]:
+        """The email keys of the wanted people `group_id` reaches."""
+        return self._nesting.wanted_in(group_id, self.wanted_keys)
+
+    def space(self, values: Mapping[SourceId, object]) -> MembershipSpace:
+        """A space for `resolve`: each wanted person's source id -> what they stand for
+        there (ids it lacks count for nothing)."""
+        return MembershipSpace(self, self._nesting.space(values))
+
+    def resolve(self, group_id: SourceId, space: MembershipSpace) -> frozenset[object]:
+        """What the wanted people `group_id` reaches stand for in `space` (memoized)."""
+        if space.membership is not self:
+            raise ValueError("a space resolves the groups of the membership that made it")
+        return self._nesting.closure(group_id, space.inner)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipSpace:
+    """The values (and memo) `GroupMembership.resolve` answers in."""
+
+    membership: GroupMembership
+    inner: _Space
+
+
+@paused
 def desired_state(
     snapshot: SourceSnapshot, rules: MembershipRules, catalog: RoleCatalog
 ) -> DesiredState:
     """Apply the membership rules to a complete source snapshot."""
     people, rejected = screen(snapshot)
-    keys = {person.id: person.email_key for person in people}
+    person_keys = [person.email_key for person in people]
+    keys = dict(zip([person.id for person in people], person_keys, strict=True))
+    if len(keys) != len(people):
+        # Two records share an id: each is read under the key the id's last record has.
+        person_keys = [keys[person.id] for person in people]
     ambiguous, warnings = _shared_emails(people, keys)
     warnings += _rejected_warnings(rejected)
 
@@ -259,8 +340,7 @@ def desired_state(
     out_of_scope: dict[EmailKey, str] = {}
     by_source_id: dict[SourceId, EmailKey] = {}
     reasons: dict[str, str] = {}  # one string per distinct reason, shared by its people
-    for person in people:
-        key = keys[person.id]
+    for person, key in zip(people, person_keys, strict=True):
         if key in ambiguous:
             continue
         known[key] = person.id
@@ -375,16 +455,19 @@ def _desired_groups(
     """Mirror IdP groups selected by the group rules; the first matching rule wins."""
     if not rules:
         return (), []
-    wanted_keys = {person_id: key for person_id, key in keys.items() if key in wanted}
+    membership = GroupMembership(
+        nesting, {person_id: key for person_id, key in keys.items() if key in wanted}
+    )
     patterns = [(_glob([rule.source]), rule) for rule in rules]
     chosen: list[DesiredGroup] = []
     for group in sorted(snapshot.groups, key=lambda g: (g.name, g.id)):
         folded = group.name.casefold()
         for index, (pattern, rule) in enumerate(patterns):
             if pattern is not None and pattern.fullmatch(folded):
-                members = nesting.wanted_in(group.id, wanted_keys)
                 name = rule.target_name(group.name)
-                chosen.append(DesiredGroup(group.id, group.name, name, members, rule.roles, index))
+                chosen.append(
+                    DesiredGroup(group.id, group.name, name, rule.roles, index, membership)
+                )
                 break
     by_name: dict[str, list[DesiredGroup]] = defaultdict(list)
     for desired in chosen:

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+from orgsync.core.collector import paused
 from orgsync.core.errors import SourceError
 from orgsync.core.model import (
     EmailKey,
@@ -148,6 +149,7 @@ def _reported(desired: DesiredState | None, key: EmailKey | None) -> bool:
     return desired is None or key is None or key in desired.known or key in desired.ambiguous
 
 
+@paused
 def gate(
     plan: Plan,
     *,
