@@ -115,8 +115,10 @@ def test_throttling_waits_until_the_reset_then_completes(okta: OktaEmulator) -> 
     throttled = [r for r in okta.requests if r.status == 429]
     assert len(sleeps) == len(throttled) > 3
     # X-Rate-Limit-Reset is one second after the server's clock: the wait is measured
-    # against the response's Date (whole seconds), so it is 1 or 2 s, never a backoff guess.
-    assert all(1.0 <= s <= 2.0 for s in sleeps), sleeps
+    # against the response's Date (whole seconds), so it is 1 or 2 s, never a backoff
+    # guess; 3 s when uvicorn's Date, refreshed once a second, lags the reset's clock
+    # (seen at load 10).
+    assert all(1.0 <= s <= 3.0 for s in sleeps), sleeps
 
 
 def test_throttling_with_real_waits(okta: OktaEmulator) -> None:

@@ -55,7 +55,10 @@ def scim_source(
         credential_key="source.token_env (IDP_TOKEN)",
         page_size=page_size,
         settings=HttpSettings(
-            timeout=10, verify=verify, retry=RetrySettings(max_attempts=max_attempts, max_delay=30)
+            # scim2-server needed over 10 s for a 1000-resource page at load 10.
+            timeout=30,
+            verify=verify,
+            retry=RetrySettings(max_attempts=max_attempts, max_delay=30),
         ),
         sleep=sleep,
     )

@@ -104,12 +104,14 @@ def test_expired_missing_and_unknown_tokens_are_401(emulator: KeycardEmulator) -
 
 
 def test_token_lifetime_is_enforced() -> None:
-    with KeycardEmulator(client_id=CLIENT_ID, client_secret=SECRET, token_lifetime=0.3) as kc:
+    # Long enough that a loaded machine still makes the first call within it (0.3 s was
+    # not, once, in a 2-core run at load 10).
+    with KeycardEmulator(client_id=CLIENT_ID, client_secret=SECRET, token_lifetime=2.0) as kc:
         live = token(kc.base_url)
         url = f"{kc.base_url}/organizations/{kc.state.label}/roles"
         assert httpx.get(url, headers={"Authorization": f"Bearer {live}"}).status_code == 200
 
-        time.sleep(0.4)
+        time.sleep(2.1)
         response = httpx.get(url, headers={"Authorization": f"Bearer {live}"})
         assert response.status_code == 401
         assert "expired" in check_error(response)["message"]
