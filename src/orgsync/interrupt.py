@@ -79,9 +79,11 @@ def interruptible_transport(
     *,
     verify: ssl.SSLContext | bool = True,
     limits: httpx.Limits | None = None,
+    proxy: str | None = None,
 ) -> httpx.HTTPTransport:
-    """An `httpx.HTTPTransport` whose reads end with `Interrupted` once `interrupt` is set."""
-    transport = httpx.HTTPTransport(verify=verify, limits=limits or httpx.Limits())
+    """An `httpx.HTTPTransport` (through `proxy` when given) whose reads end with
+    `Interrupted` once `interrupt` is set."""
+    transport = httpx.HTTPTransport(verify=verify, limits=limits or httpx.Limits(), proxy=proxy)
     pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if not isinstance(pool, httpcore.ConnectionPool) or not isinstance(

@@ -134,18 +134,47 @@ def ssl_verify(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
     return verify
 
 
+def environment_proxies() -> dict[str, str | None]:
+    """The proxies the environment names, as httpx mount patterns: `HTTPS_PROXY`,
+    `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (either case), read as curl and httpx read
+    them; a None value is a host `NO_PROXY` sends direct."""
+    # httpx reads these itself only when it builds its own transports; orgsync gives it
+    # one (to interrupt reads), so it asks httpx's reader (pinned in requirements.lock;
+    # tests/http/test_proxy.py fails if it moves).
+    from httpx._utils import get_environment_proxies
+
+    return dict(get_environment_proxies())
+
+
 def network_transport(
     verify: ssl.SSLContext | bool,
     interrupt: ReadInterrupt | None,
     *,
     limits: httpx.Limits | None = None,
+    proxy: str | None = None,
 ) -> httpx.BaseTransport:
-    """The transport to the network, one a stop request can interrupt when `interrupt`
-    is given; for adapters that wrap it (media types)."""
+    """The transport to the network (through `proxy` when given), one a stop request can
+    interrupt when `interrupt` is given; for adapters that wrap it (media types)."""
     limits = limits or httpx.Limits()
     if interrupt is None:
-        return httpx.HTTPTransport(verify=verify, limits=limits)
-    return interruptible_transport(interrupt, verify=verify, limits=limits)
+        return httpx.HTTPTransport(verify=verify, limits=limits, proxy=proxy)
+    return interruptible_transport(interrupt, verify=verify, limits=limits, proxy=proxy)
+
+
+def proxy_mounts(
+    verify: ssl.SSLContext | bool,
+    interrupt: ReadInterrupt | None,
+    *,
+    limits: httpx.Limits | None = None,
+) -> dict[str, httpx.BaseTransport | None]:
+    """A transport through each proxy the environment names, by the URL pattern it
+    serves (`environment_proxies`); None for the patterns `NO_PROXY` sends direct."""
+    return {
+        pattern: None
+        if proxy is None
+        else network_transport(verify, interrupt, limits=limits, proxy=proxy)
+        for pattern, proxy in environment_proxies().items()
+    }
 
 
 def new_client(
@@ -168,8 +197,12 @@ def new_client(
     """
     trust = ssl_verify(verify)
     limits = httpx.Limits(max_connections=max_connections) if max_connections else httpx.Limits()
+    mounts: dict[str, httpx.BaseTransport | None] = {}
     if transport is None:
         transport = network_transport(trust, interrupt, limits=limits)
+        # An egress proxy from the environment, as every HTTP tool honours it; a transport
+        # given by an adapter or a test is its whole network.
+        mounts = proxy_mounts(trust, interrupt, limits=limits)
     hooks: dict[str, list[Callable[..., Any]]] = {"response": [on_response]} if on_response else {}
     return httpx.Client(
         base_url=base_url,
@@ -178,6 +211,7 @@ def new_client(
         timeout=httpx.Timeout(timeout),
         verify=trust,
         transport=transport,
+        mounts=mounts,
         follow_redirects=False,
         limits=limits,
         event_hooks=hooks,
@@ -477,6 +511,8 @@ class HttpClient:
         does not do is asked of them: a proxy from the environment, an auth flow beyond
         a fixed header, header values httpx would refuse."""
         if base.scheme not in ("http", "https"):
+            return
+        if any(environment_proxies().values()):  # httpx takes the calls through it
             return
         # The headers httpx sends, in its order: Host, the client's (its defaults, with
         # Accept-Encoding limited to what `lean` decodes, and the configured ones), then
