@@ -226,3 +226,21 @@ def test_a_jwt_bearer_grant_signs_a_fresh_assertion_per_token(server: OAuthServe
         get(client)
     assert server.assertions == ["signed.jwt.0", "signed.jwt.1"]
     assert server.grants == 2
+
+
+def test_a_proxy_password_from_the_environment_is_scrubbed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A proxy's error page, or an error naming the proxy URL, must not print it.
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress:proxy-pass-5678@proxy.example:3128")
+    client = HttpClient("https://api.example", system="test", retry=RETRY)
+    try:
+        assert "proxy-pass-5678" in list(client.secrets)
+        assert client.scrubbed("refused by http://egress:proxy-pass-5678@proxy") == (
+            "refused by http://egress:[redacted]@proxy"
+        )
+    finally:
+        client.close()

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
 import structlog
@@ -293,6 +293,9 @@ class HttpClient:
         self._retry = retry
         self._auth = auth
         self.secrets = secrets if isinstance(secrets, SecretSet) else SecretSet(secrets)
+        for proxy in environment_proxies().values():  # a proxy's password, if its URL has one
+            if proxy:
+                self.secrets.add(urlsplit(proxy).password)
         self._error_parser = error_parser
         self._is_transient = is_transient
         self._retry_after = retry_after
