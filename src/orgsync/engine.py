@@ -4,6 +4,8 @@
 target's writer lock and lease (sync only), reads the organization, plans, holds what the
 safety gate holds, applies (sync only), records links and run history, and returns one
 `TargetResult` per target. The CLI and the daemon call it; adapters never call each other.
+What is read from a target and what the planner is given belong to `orgsync.planning`;
+`orgsync explain` reads and plans through the same pieces (`orgsync.explaining.explain`).
 
 A sync refused because another process holds the target's lock is `busy`: not a run (it
 changed nothing and is not recorded), so it never counts towards quarantine. A stop
@@ -37,23 +39,9 @@ from orgsync.core.errors import (
     OrgsyncError,
     StateError,
 )
-from orgsync.core.explain import ExplainInput, Explanation, explain
-from orgsync.core.model import (
-    EmailKey,
-    Memory,
-    SourceSnapshot,
-    TargetSnapshot,
-    normalize_email,
-    screen,
-)
-from orgsync.core.plan import (
-    Plan,
-    RemoveMember,
-    RevokeInvite,
-    SuspendMember,
-)
+from orgsync.core.model import SourceSnapshot, screen
+from orgsync.core.plan import Plan
 from orgsync.core.plan_file import check_reviewed
-from orgsync.core.planner import PlanInput, plan
 from orgsync.core.ports import (
     APPLY,
     READ_SOURCE,
@@ -69,33 +57,18 @@ from orgsync.core.ports import (
     Unobserved,
     Unwatched,
 )
-from orgsync.core.rules import DesiredState, MembershipRules, desired_state
-from orgsync.core.safety import (
-    Allowances,
-    Population,
-    check_source_size,
-    gate,
-    managed_in_memory,
-    managed_people,
-)
-from orgsync.core.scope import Scoped, Subjects, needs_invitations, restrict, unknown_subjects
+from orgsync.core.safety import check_source_size, managed_in_memory
+from orgsync.core.scope import needs_invitations, unknown_subjects
 from orgsync.factories import build_source, build_target, open_state_store, retry_settings
 from orgsync.passes import FULL, TARGETED, Pass, Passes, SourceOnce
-from orgsync.policy import (
-    check_capabilities,
-    check_roles,
-    membership_rules,
-    removal_policy,
-    safety_limits,
-)
+from orgsync.planning import Planning, scope
+from orgsync.policy import safety_limits
 from orgsync.results import RunOptions, TargetResult, dry_result, outcome_of, sync_result
 from orgsync.store import (
     HeldLease,
     LeaseKeeper,
     LeaseLost,
     LinkingJournal,
-    LinkRow,
-    NoStateDatabase,
     Origin,
     Outcome,
     StateStore,
@@ -130,9 +103,6 @@ class SourceFactory(Protocol):
     ) -> Source: ...
 
 
-_PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
-
-
 class Engine:
     def __init__(
         self,
@@ -160,8 +130,6 @@ class Engine:
         # Told each target's result once a run returns (notifications); cheap, never raises.
         self.on_finished = on_finished or (lambda result, options: None)
         self.progress: RunProgress = progress or Unwatched()
-        # The target being read, so that its HTTP responses count as that read's progress.
-        self._reading: str | None = None
         self.source_factory: SourceFactory = source_factory or partial(
             build_source, on_response=self.observer.http_response
         )
@@ -170,6 +138,7 @@ class Engine:
         )
         self.clock = clock
         self.passes = Passes(config, clock)
+        self.planning = Planning(config, clock, self.progress)
         self.stop = stop or threading.Event()
         self.instance = secrets.token_hex(4)
         self.origin = Origin(origin, self.instance)
@@ -185,7 +154,7 @@ class Engine:
 
     def _on_response(self, system: str, status: int) -> None:
         self.observer.http_response(system, status)
-        reading = self._reading
+        reading = self.planning.reading
         if reading is not None:
             self.progress.advance(READ_TARGET, reading)
 
@@ -528,25 +497,26 @@ class Engine:
         from orgsync.interrupt import ReadInterrupt
 
         interrupt = ReadInterrupt(self.stop)
+        planning = self.planning
         target = self.target_factory(config, self.environ, interrupt=interrupt)
         if isinstance(target, LearnsForms):  # SCIM: ask first in the forms that worked
             learned = store.learned_forms(config.name)
             target.use_learned_forms(learned, partial(store.learn_form, config.name))
         try:
             memory = store.memory(config.name)
-            observed, desired, _ = self._read_target(
+            observed, desired, _ = planning.read_target(
                 config, snapshot, target, memory=memory, subjects=options.subjects
             )
             narrow = isinstance(target, ReadsPeople) and bool(options.subjects)
-            scoped = self._scope(config.name, desired, observed, memory, options)
+            scoped = scope(config.name, desired, observed, memory, options)
             if narrow and scoped and needs_invitations(scoped) and isinstance(target, ReadsPeople):
                 # Only a person who is not a wanted member can be invited or lose one.
                 observed = replace(observed, invites=target.read_invitations())
-                scoped = self._scope(config.name, desired, observed, memory, options)
+                scoped = scope(config.name, desired, observed, memory, options)
             if scoped is None and narrow:
                 # A named person is an owner: the last-owner rule needs every owner, and
                 # no API here lists owners alone, so read and plan the whole organization.
-                observed, desired, _ = self._read_target(config, snapshot, target)
+                observed, desired, _ = planning.read_target(config, snapshot, target)
                 narrow = False
             if options.only_must_exist:
                 unknown = unknown_subjects(options.subjects, desired, observed, memory)
@@ -560,9 +530,9 @@ class Engine:
             population = (
                 managed_in_memory(memory, desired)
                 if narrow
-                else self._population(observed, memory, desired)
+                else planning.population(observed, memory, desired)
             )
-            fresh = self.make_plan(
+            fresh = planning.make_plan(
                 config,
                 scoped.desired if scoped else desired,
                 scoped.observed if scoped else observed,
@@ -581,7 +551,7 @@ class Engine:
             # From here on the calls are the apply's: a stop lets those in flight finish.
             interrupt.pause()
             store.record_plan(run_id, fresh)
-            self._remember(
+            planning.remember(
                 store,
                 config.name,
                 scoped.desired if scoped else desired,
@@ -613,229 +583,3 @@ class Engine:
     def _operation_finished(self, target: str, outcome: ApplyOutcome) -> None:
         self.observer.operation_finished(target, outcome.operation.op, outcome.status.value)
         self.progress.advance(APPLY, target)
-
-    @staticmethod
-    def _read_org(
-        target: Target, snapshot: SourceSnapshot, memory: Memory, subjects: Subjects
-    ) -> TargetSnapshot:
-        """The whole organization, or for a targeted run only the named people where the
-        target can read people (`ReadsPeople`).
-
-        Asked for: the named emails and those the source gives the named ids, and the
-        members earlier runs linked to either (a person whose email changed since).
-        """
-        if not subjects or not isinstance(target, ReadsPeople):  # the test `narrow` repeats
-            return target.read()
-        emails = set(subjects.emails)
-        source_ids = set(subjects.source_ids)
-        for person in snapshot.people:
-            key = person.email_key
-            if person.id in subjects.source_ids:
-                emails.add(key)
-            elif key in subjects.emails:
-                source_ids.add(person.id)
-        source_ids.update(
-            memory.linked_sources[k] for k in subjects.emails if k in memory.linked_sources
-        )
-        member_ids = frozenset(memory.links[s] for s in source_ids if s in memory.links)
-        return target.read_people(frozenset(emails), member_ids)
-
-    def _read_target(
-        self,
-        config: TargetConfig,
-        snapshot: SourceSnapshot,
-        target: Target,
-        *,
-        memory: Memory | None = None,
-        subjects: Subjects | None = None,
-    ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
-        """Read the organization (for a targeted run only the named people, where the
-        target can: `_read_org`), check the configuration against it, and apply the rules."""
-        self.progress.begin(READ_TARGET, config.name, None)
-        self._reading = config.name
-        try:
-            if subjects and memory is not None:
-                observed = self._read_org(target, snapshot, memory, subjects)
-            else:
-                observed = target.read()
-        finally:
-            self._reading = None
-        self.progress.end(
-            READ_TARGET,
-            config.name,
-            len(observed.members) + len(observed.invites),
-            "members and invitations",
-        )
-        check_capabilities(config, target.capabilities)
-        check_roles(config, observed.roles)
-        rules = membership_rules(config, target.capabilities)
-        return observed, desired_state(snapshot, rules, observed.roles), rules
-
-    def explain(self, person: str, *, target: str | None = None) -> list[Explanation]:
-        """`orgsync explain`: one person in each selected target, as a dry run plans it.
-
-        Read-only: the same reads, rules, planner and safety gate as a dry run, but no
-        writer lock, no run recorded, no pruning, nothing learned stored, and a missing
-        state database is not created (orgsync then manages nobody yet).
-        """
-        from orgsync.interrupt import ReadInterrupt
-
-        targets = self.selected_targets(RunOptions(target=target))
-        store = self._read_only_store()
-        snapshot = self.read_source()
-        explanations: list[Explanation] = []
-        for config in targets:
-            connector = self.target_factory(
-                config, self.environ, interrupt=ReadInterrupt(self.stop)
-            )
-            learned = store.learned_forms(config.name) if store is not None else []
-            if isinstance(connector, LearnsForms):
-                connector.use_learned_forms(learned, lambda form: None)
-            try:
-                observed, desired, rules = self._read_target(config, snapshot, connector)
-                memory = store.memory(config.name) if store is not None else Memory()
-                given = self.plan_input(config, desired, observed, connector, memory)
-                inputs = ExplainInput(
-                    given=given,
-                    snapshot=snapshot,
-                    rules=rules,
-                    population=self._population(observed, memory, desired),
-                    limits=safety_limits(self.config),
-                )
-                explanations.append(explain(person, inputs))
-            finally:
-                connector.close()
-        return explanations
-
-    def _read_only_store(self) -> StateStore | None:
-        """The state database as it is, or None when there is none yet (never created)."""
-        if self._store is None:
-            try:
-                self._store = StateStore.open(self.config.state.path, create=False)
-            except NoStateDatabase:
-                log.info("state.absent", path=str(self.config.state.path))
-                return None
-        return self._store
-
-    @staticmethod
-    def _scope(
-        target: str,
-        desired: DesiredState,
-        observed: TargetSnapshot,
-        memory: Memory,
-        options: RunOptions,
-    ) -> Scoped | None:
-        """The slice of a targeted reconcile, or None to plan the whole organization."""
-        subjects = options.subjects
-        if not subjects:
-            return None
-        scoped = restrict(desired, observed, memory, subjects)
-        if scoped is None:
-            log.info("run.widened", target=target, reason="a named person is an owner")
-        return scoped
-
-    def make_plan(
-        self,
-        config: TargetConfig,
-        desired: DesiredState,
-        observed: TargetSnapshot,
-        target: Target,
-        options: RunOptions,
-        *,
-        memory: Memory | None = None,
-        population: Population | None = None,
-    ) -> Plan:
-        """Plan and gate; `memory` defaults to the store's, `population` to the people
-        orgsync manages in `observed` (and how many of them `desired` no longer reports).
-
-        A targeted plan passes the whole organization's `population`: the ratios are
-        measured against everyone orgsync manages, not against the few people in the slice.
-        """
-        memory = memory if memory is not None else self.store.memory(config.name)
-        draft = plan(self.plan_input(config, desired, observed, target, memory))
-        return gate(
-            draft,
-            population=(
-                population
-                if population is not None
-                else self._population(observed, memory, desired)
-            ),
-            limits=safety_limits(self.config),
-            allowances=Allowances(
-                removals=options.allow_removals, additions=options.allow_additions
-            ),
-        )
-
-    def plan_input(
-        self,
-        config: TargetConfig,
-        desired: DesiredState,
-        observed: TargetSnapshot,
-        target: Target,
-        memory: Memory,
-    ) -> PlanInput:
-        """What the planner plans from, with the target's `[safety]` removal policy: built
-        here only, so a dry run, a sync and `explain` plan from the same inputs."""
-        return PlanInput(
-            target=config.name,
-            desired=desired,
-            observed=observed,
-            memory=memory,
-            policy=removal_policy(self.config, config),
-            capabilities=target.capabilities,
-            now=self.clock(),
-        )
-
-    def _population(
-        self, observed: TargetSnapshot, memory: Memory, desired: DesiredState
-    ) -> Population:
-        return managed_people(
-            observed, memory, desired, remove_unmanaged=self.config.safety.remove_unmanaged
-        )
-
-    def _remember(
-        self,
-        store: StateStore,
-        target: str,
-        desired: DesiredState,
-        observed: TargetSnapshot,
-        fresh: Plan,
-        *,
-        memory: Memory,
-        scope: frozenset[EmailKey] | None = None,
-        groups_read: bool = True,
-    ) -> None:
-        """Link wanted people to the members they matched, and track who went missing.
-
-        `memory`: the target's, as read for this plan (the writer lock is held, so it is
-        still what the database holds). `scope`: a targeted plan decided about these people
-        only; everybody else's missing-since clock is kept as it is. `groups_read`: False
-        when the organization was read for a few people only, so an owned group absent from
-        `observed` was simply not read, not deleted by someone else.
-        """
-        by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
-        # One transaction writing only the links that change: a quiet pass costs no fsync.
-        store.record_links(
-            target,
-            (
-                LinkRow(email_key=key, source_id=wanted.source_id, member_id=member.id)
-                for key, wanted in desired.wanted.items()
-                if (member := by_email.get(key)) is not None
-            ),
-        )
-        leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]
-        leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
-        # Held removals keep their clock: the grace must not restart while a person waits
-        # for a human to lift the guard.
-        missing = [normalize_email(w.email) for w in fresh.waiting if w.group is None]
-        missing += [normalize_email(op.email) for op in leaving]
-        store.mark_missing(target, missing, self.clock())
-        if scope is not None:
-            missing += [k for k in memory.missing_since if k not in scope]
-        store.clear_missing(target, keep_only=missing)
-        if not groups_read:
-            return
-        present = {group.id for group in observed.groups}
-        for group_id in store.owned_groups(target):
-            if group_id not in present:
-                store.disown_group(target, group_id)  # deleted by someone else

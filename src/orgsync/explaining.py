@@ -1,9 +1,11 @@
-"""How `orgsync explain` looks to people and to scripts.
+"""`orgsync explain`: its read-only wiring, and how it looks to people and to scripts.
 
-The explanation itself is decided in the pure core (`orgsync.core.explain`); this module
-only lays it out: one block per target, the source record and the rules that matched,
-what is wanted and what the target holds, the person's operations (the dry run's own),
-and every guard with its reason, closed by the outcome and its exit code.
+`explain` reads as a dry run reads (the engine's source read, `orgsync.planning` for each
+target) and plans from the same inputs; the explanation itself is decided in the pure
+core (`orgsync.core.explain`). The rest of this module lays it out: one block per target,
+the source record and the rules that matched, what is wanted and what the target holds,
+the person's operations (the dry run's own), and every guard with its reason, closed by
+the outcome and its exit code.
 """
 
 from __future__ import annotations
@@ -11,13 +13,76 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from orgsync.core.explain import Explanation, MemberView
+import structlog
+
+from orgsync.config import Config
+from orgsync.core.explain import ExplainInput, Explanation, MemberView
+from orgsync.core.explain import explain as explain_one
+from orgsync.core.model import Memory
 from orgsync.core.plan import PHASE_MARKS, Operation, SetRole
+from orgsync.core.ports import LearnsForms
+from orgsync.engine import Engine
+from orgsync.policy import safety_limits
+from orgsync.results import RunOptions
+from orgsync.store import NoStateDatabase, StateStore
+
+log = structlog.get_logger(__name__)
 
 EXIT_NOT_FOUND = 1
 
 _VERDICTS = {0: "nothing to do", 2: "changes pending", 3: "held by the safety gate"}
 _LABEL = 10
+
+
+def explain(engine: Engine, person: str, *, target: str | None = None) -> list[Explanation]:
+    """One person in each selected target, as a dry run plans it.
+
+    Read-only: the same reads, rules, planner and safety gate as a dry run, but no
+    writer lock, no run recorded, no pruning, nothing learned stored, and a missing
+    state database is not created (orgsync then manages nobody yet).
+    """
+    from orgsync.interrupt import ReadInterrupt
+
+    targets = engine.selected_targets(RunOptions(target=target))
+    store = _read_only_store(engine.config)
+    try:
+        snapshot = engine.read_source()
+        planning = engine.planning
+        explanations: list[Explanation] = []
+        for config in targets:
+            connector = engine.target_factory(
+                config, engine.environ, interrupt=ReadInterrupt(engine.stop)
+            )
+            learned = store.learned_forms(config.name) if store is not None else []
+            if isinstance(connector, LearnsForms):
+                connector.use_learned_forms(learned, lambda form: None)
+            try:
+                observed, desired, rules = planning.read_target(config, snapshot, connector)
+                memory = store.memory(config.name) if store is not None else Memory()
+                given = planning.plan_input(config, desired, observed, connector, memory)
+                inputs = ExplainInput(
+                    given=given,
+                    snapshot=snapshot,
+                    rules=rules,
+                    population=planning.population(observed, memory, desired),
+                    limits=safety_limits(engine.config),
+                )
+                explanations.append(explain_one(person, inputs))
+            finally:
+                connector.close()
+        return explanations
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _read_only_store(config: Config) -> StateStore | None:
+    """The state database as it is, or None when there is none yet (never created)."""
+    try:
+        return StateStore.open(config.state.path, create=False)
+    except NoStateDatabase:
+        log.info("state.absent", path=str(config.state.path))
+        return None
 
 
 def found_anywhere(explanations: Sequence[Explanation]) -> bool:

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(config)
     try:
         with stop_on_signals(engine.stop):
-            found = engine.explain(person, target=target)
+            found = explaining.explain(engine, person, target=target)
     finally:
         engine.close()
     if args.json:

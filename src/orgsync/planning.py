@@ -1,0 +1,230 @@
+"""One target's side of a run: reading its organization and planning against it.
+
+`Planning` reads what a target holds (the whole organization, or for a targeted run the
+named people only where the target can), checks the configuration against it, applies the
+rules, and builds the planner's input, plans and gates. A dry run, a sync and `orgsync
+explain` all plan through it, so they plan from the same inputs. After a sync's plan is
+recorded, `remember` keeps the links and missing-since clocks it decided.
+
+The engine owns the run (source read, lease, apply, run history); this module owns what
+is read from the target and what the planner is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from orgsync.config import Config, TargetConfig
+from orgsync.core.model import EmailKey, Memory, SourceSnapshot, TargetSnapshot, normalize_email
+from orgsync.core.plan import Plan, RemoveMember, RevokeInvite, SuspendMember
+from orgsync.core.planner import PlanInput, plan
+from orgsync.core.ports import READ_TARGET, ReadsPeople, RunProgress, Target
+from orgsync.core.rules import DesiredState, MembershipRules, desired_state
+from orgsync.core.safety import Allowances, Population, gate, managed_people
+from orgsync.core.scope import Scoped, Subjects, restrict
+from orgsync.policy import (
+    check_capabilities,
+    check_roles,
+    membership_rules,
+    removal_policy,
+    safety_limits,
+)
+from orgsync.results import RunOptions
+from orgsync.store import LinkRow, StateStore
+
+log = structlog.get_logger(__name__)
+
+_PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
+
+
+class Planning:
+    """Reads a target's organization and plans against it, for one engine's runs."""
+
+    def __init__(
+        self, config: Config, clock: Callable[[], datetime], progress: RunProgress
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.progress = progress
+        # The target being read, so that its HTTP responses count as that read's progress.
+        self.reading: str | None = None
+
+    def read_target(
+        self,
+        config: TargetConfig,
+        snapshot: SourceSnapshot,
+        target: Target,
+        *,
+        memory: Memory | None = None,
+        subjects: Subjects | None = None,
+    ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
+        """Read the organization (for a targeted run only the named people, where the
+        target can: `read_org`), check the configuration against it, and apply the rules."""
+        self.progress.begin(READ_TARGET, config.name, None)
+        self.reading = config.name
+        try:
+            if subjects and memory is not None:
+                observed = read_org(target, snapshot, memory, subjects)
+            else:
+                observed = target.read()
+        finally:
+            self.reading = None
+        self.progress.end(
+            READ_TARGET,
+            config.name,
+            len(observed.members) + len(observed.invites),
+            "members and invitations",
+        )
+        check_capabilities(config, target.capabilities)
+        check_roles(config, observed.roles)
+        rules = membership_rules(config, target.capabilities)
+        return observed, desired_state(snapshot, rules, observed.roles), rules
+
+    def make_plan(
+        self,
+        config: TargetConfig,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        target: Target,
+        options: RunOptions,
+        *,
+        memory: Memory,
+        population: Population | None = None,
+    ) -> Plan:
+        """Plan and gate; `population` defaults to the people orgsync manages in
+        `observed` (and how many of them `desired` no longer reports).
+
+        A targeted plan passes the whole organization's `population`: the ratios are
+        measured against everyone orgsync manages, not against the few people in the slice.
+        """
+        draft = plan(self.plan_input(config, desired, observed, target, memory))
+        return gate(
+            draft,
+            population=(
+                population if population is not None else self.population(observed, memory, desired)
+            ),
+            limits=safety_limits(self.config),
+            allowances=Allowances(
+                removals=options.allow_removals, additions=options.allow_additions
+            ),
+        )
+
+    def plan_input(
+        self,
+        config: TargetConfig,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        target: Target,
+        memory: Memory,
+    ) -> PlanInput:
+        """What the planner plans from, with the target's `[safety]` removal policy: built
+        here only, so a dry run, a sync and `explain` plan from the same inputs."""
+        return PlanInput(
+            target=config.name,
+            desired=desired,
+            observed=observed,
+            memory=memory,
+            policy=removal_policy(self.config, config),
+            capabilities=target.capabilities,
+            now=self.clock(),
+        )
+
+    def population(
+        self, observed: TargetSnapshot, memory: Memory, desired: DesiredState
+    ) -> Population:
+        return managed_people(
+            observed, memory, desired, remove_unmanaged=self.config.safety.remove_unmanaged
+        )
+
+    def remember(
+        self,
+        store: StateStore,
+        target: str,
+        desired: DesiredState,
+        observed: TargetSnapshot,
+        fresh: Plan,
+        *,
+        memory: Memory,
+        scope: frozenset[EmailKey] | None = None,
+        groups_read: bool = True,
+    ) -> None:
+        """Link wanted people to the members they matched, and track who went missing.
+
+        `memory`: the target's, as read for this plan (the writer lock is held, so it is
+        still what the database holds). `scope`: a targeted plan decided about these people
+        only; everybody else's missing-since clock is kept as it is. `groups_read`: False
+        when the organization was read for a few people only, so an owned group absent from
+        `observed` was simply not read, not deleted by someone else.
+        """
+        by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
+        # One transaction writing only the links that change: a quiet pass costs no fsync.
+        store.record_links(
+            target,
+            (
+                LinkRow(email_key=key, source_id=wanted.source_id, member_id=member.id)
+                for key, wanted in desired.wanted.items()
+                if (member := by_email.get(key)) is not None
+            ),
+        )
+        leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]
+        leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
+        # Held removals keep their clock: the grace must not restart while a person waits
+        # for a human to lift the guard.
+        missing = [normalize_email(w.email) for w in fresh.waiting if w.group is None]
+        missing += [normalize_email(op.email) for op in leaving]
+        store.mark_missing(target, missing, self.clock())
+        if scope is not None:
+            missing += [k for k in memory.missing_since if k not in scope]
+        store.clear_missing(target, keep_only=missing)
+        if not groups_read:
+            return
+        present = {group.id for group in observed.groups}
+        for group_id in store.owned_groups(target):
+            if group_id not in present:
+                store.disown_group(target, group_id)  # deleted by someone else
+
+
+def read_org(
+    target: Target, snapshot: SourceSnapshot, memory: Memory, subjects: Subjects
+) -> TargetSnapshot:
+    """The whole organization, or for a targeted run only the named people where the
+    target can read people (`ReadsPeople`).
+
+    Asked for: the named emails and those the source gives the named ids, and the
+    members earlier runs linked to either (a person whose email changed since).
+    """
+    if not subjects or not isinstance(target, ReadsPeople):  # the engine's `narrow` repeats
+        return target.read()
+    emails = set(subjects.emails)
+    source_ids = set(subjects.source_ids)
+    for person in snapshot.people:
+        key = person.email_key
+        if person.id in subjects.source_ids:
+            emails.add(key)
+        elif key in subjects.emails:
+            source_ids.add(person.id)
+    source_ids.update(
+        memory.linked_sources[k] for k in subjects.emails if k in memory.linked_sources
+    )
+    member_ids = frozenset(memory.links[s] for s in source_ids if s in memory.links)
+    return target.read_people(frozenset(emails), member_ids)
+
+
+def scope(
+    target: str,
+    desired: DesiredState,
+    observed: TargetSnapshot,
+    memory: Memory,
+    options: RunOptions,
+) -> Scoped | None:
+    """The slice of a targeted reconcile, or None to plan the whole organization."""
+    subjects = options.subjects
+    if not subjects:
+        return None
+    scoped = restrict(desired, observed, memory, subjects)
+    if scoped is None:
+        log.info("run.widened", target=target, reason="a named person is an owner")
+    return scoped
