@@ -3,7 +3,7 @@
 The goal line is the issue 13 figure: 100k people / 10k groups / 1M memberships, mirrored
 by one group rule, planned within 3 s of CPU and 500 MiB of peak RSS. The target already
 holds every group (owned by orgsync) with 98% of its members and its role; the plan must
-find the missing 2% and the extra members. The step measured is what `Engine.make_plan`
+find the missing 2% and the extra members. The step measured is what `Planning.make_plan`
 does: desired state, plan, and both safety gates. Growth per doubling of the whole world
 from 10k to 160k people must stay at most x2.2 (linear, with room for caches).
 

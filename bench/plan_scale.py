@@ -1,7 +1,7 @@
 """Planning people without target groups: N people in N/50 teams nested under a scope group.
 
 The organization holds 80% of them (some with the wrong role), invitations for 10%, and 2%
-have left. The step measured is what `Engine.make_plan` does: desired state, plan, and the
+have left. The step measured is what `Planning.make_plan` does: desired state, plan, and the
 safety gates. Prints the 100k line against the issue 13 goals (3 s of CPU, 500 MiB peak
 RSS; `bench/group_scale.py` adds 10k groups and 1M memberships to it) and the growth per
 doubling from 10k to 160k people (goal at most x2.2: linear, with room for caches).
