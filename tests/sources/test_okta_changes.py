@@ -115,6 +115,25 @@ def test_orgsync_may_run_ahead_of_okta_by_less_than_the_overlap(okta: OktaEmulat
     assert prober.changed()
 
 
+def test_orgsync_far_ahead_of_okta_reads_whole_rather_than_miss_a_change(
+    okta: OktaEmulator,
+) -> None:
+    """A host clock ten minutes fast (NTP broken) puts the cursor after changes Okta
+    stamps meanwhile; a pass later Okta's clock has passed the cursor, so Okta takes the
+    query, and only the response's Date tells the probe the clocks disagree."""
+    users, _ = seed(okta)
+    start = datetime.now(UTC)
+    okta.clock = lambda: start
+    reader = source(okta)
+    reader.clock = lambda: start + timedelta(minutes=10)
+    prober = Prober(reader)  # its cursor: orgsync's time less the overlap, Okta's + 5 min
+    okta.set_display_name(users[0], "Changed")  # stamped at Okta's `start`
+    okta.clock = lambda: start + timedelta(minutes=15)  # the next pass, on both clocks
+    reader.clock = lambda: start + timedelta(minutes=25)
+    with pytest.raises(CursorExpired, match=r"clock runs 600 s ahead of Okta's"):
+        prober.changed()
+
+
 def test_more_changes_than_a_page_are_read_whole(okta: OktaEmulator) -> None:
     seed(okta)
     prober = Prober(source(okta))

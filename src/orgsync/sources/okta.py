@@ -35,7 +35,9 @@ record behind: deleted users and groups, and membership and deactivation events 
 A full page means more changed than one page holds: the source is read whole. The
 cursor is a time on orgsync's clock minus `PROBE_OVERLAP` with what was already seen
 inside that window (each object's stamps, each event's uuid), so Okta's clock may be that
-far behind orgsync's and a change is reported once. A query Okta refuses (400: the
+far behind orgsync's and a change is reported once; a probe whose answer's `Date` shows
+orgsync's clock further ahead than that is refused (`CursorExpired`: read whole), since
+its cursor may lie after changes Okta has stamped. A query Okta refuses (400: the
 System Log's `since` beyond its retention, a filter it does not take) or a token that may
 not read the System Log (403) is `CursorExpired`: the source is read whole that pass.
 """
@@ -78,6 +80,9 @@ USERS_MAX_LIMIT: Final = 200
 DEPROVISIONED_FILTER: Final = 'status eq "DEPROVISIONED"'
 PROBE_OVERLAP: Final = timedelta(minutes=5)
 """How far behind orgsync's clock Okta's may be, and how late an event may be indexed."""
+CLOCK_MARGIN: Final = timedelta(seconds=30)
+"""Of the overlap, what is kept for indexing delays when the clocks disagree (the probe
+refuses a clock further ahead than the overlap less this)."""
 PROBE_PAGE: Final = 200
 """One page per probe listing: more changes than this are read whole, not paged through."""
 PROBE_EVENTS: Final = (
@@ -139,20 +144,23 @@ def okta_retry_after(
         reset = float(raw.strip())
     except ValueError:
         return None
-    now = clock()
-    date = response.headers.get("date")
-    if date is not None:
-        try:
-            server = parsedate_to_datetime(date)
-        except (TypeError, ValueError, IndexError):
-            server = None
-        if server is not None:
-            if server.tzinfo is None:
-                server = server.replace(tzinfo=UTC)
-            now = server.timestamp()
+    server = _server_time(response)
+    now = server.timestamp() if server is not None else clock()
     wait = reset - now
     # A reset already past means the clocks disagree; plain backoff is the safer guess.
     return wait if wait > 0 else None
+
+
+def _server_time(response: httpx.Response) -> datetime | None:
+    """Okta's clock, from the response's `Date` (whole seconds); None without one."""
+    date = response.headers.get("date")
+    if date is None:
+        return None
+    try:
+        server = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return server if server.tzinfo is not None else server.replace(tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -322,7 +330,9 @@ class OktaSource:
         complete = True
         with self._http() as http:
             for kind, path, params in queries:
-                items = self._probe_page(http, path, {**params, "limit": PROBE_PAGE})
+                items, server = self._probe_page(http, path, {**params, "limit": PROBE_PAGE})
+                if kind == "user":
+                    self._check_clock(server)
                 # A polling System Log query always has a next link; a page that is not
                 # full holds everything there is so far, for every listing alike.
                 complete = complete and len(items) < PROBE_PAGE
@@ -344,9 +354,11 @@ class OktaSource:
         return ChangeProbe(changed=changed, cursor=_cursor(following, keep), calls=len(queries))
 
     @staticmethod
-    def _probe_page(http: SourceHttp, path: str, params: dict[str, object]) -> list[Any]:
+    def _probe_page(
+        http: SourceHttp, path: str, params: dict[str, object]
+    ) -> tuple[list[Any], datetime | None]:
         try:
-            body = http.get_json(path, params)
+            body, response = http.get_page(path, params)
         except SourceError as error:
             cause = error.__cause__
             if isinstance(cause, ApiError) and cause.status in (400, 403):
@@ -357,7 +369,24 @@ class OktaSource:
                 )
                 raise CursorExpired(f"okta: GET {path}: {why}: {error}") from error
             raise
-        return require_list(body, system="okta", where=f"GET {path} (change probe)")
+        items = require_list(body, system="okta", where=f"GET {path} (change probe)")
+        return items, _server_time(response)
+
+    def _check_clock(self, server: datetime | None) -> None:
+        """Refuse the probe when orgsync's clock runs so far ahead of Okta's that the
+        overlap no longer covers it: the cursor, a time on orgsync's clock, would then lie
+        after changes Okta stamped since, and they would be missed until the next full
+        pass. Reading whole is correct whatever the clocks say."""
+        if server is None:
+            return
+        ahead = self.clock() - server
+        if ahead > PROBE_OVERLAP - CLOCK_MARGIN:
+            raise CursorExpired(
+                f"okta: orgsync's clock runs {int(ahead.total_seconds())} s ahead of Okta's "
+                f"(the response's Date), more than the change probe's overlap of "
+                f"{int(PROBE_OVERLAP.total_seconds())} s allows; the source is read whole "
+                "until the host's time is corrected (NTP)"
+            )
 
     def _read(self, http: SourceHttp) -> SourceSnapshot:
         people: dict[SourceId, SourcePerson] = {}

@@ -12,11 +12,14 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
+from email.utils import formatdate
 from types import TracebackType
 from typing import Self
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orgsync.testing.faults import (
     FaultInjector,
@@ -86,10 +89,18 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 class BackgroundServer:
     """One uvicorn server in a daemon thread; `start` returns the port, `stop` joins."""
 
-    def __init__(self, app: ASGIApp, *, name: str = "emulator", graceful_seconds: float = 1.0):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        name: str = "emulator",
+        graceful_seconds: float = 1.0,
+        date_header: bool = True,
+    ):
         self._app = app
         self._name = name
         self._graceful = graceful_seconds
+        self._date_header = date_header
         self._server: _PromptServer | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -117,6 +128,7 @@ class BackgroundServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, round(self._graceful)),
+            date_header=self._date_header,
         )
         server = _PromptServer(config)
         thread = threading.Thread(
@@ -182,9 +194,19 @@ class LoopbackEmulator(Served):
     State and recorded requests outlive `stop()`; `start()` again serves them anew.
     """
 
-    def __init__(self, injector: FaultInjector, *, name: str) -> None:
+    def __init__(
+        self,
+        injector: FaultInjector,
+        *,
+        name: str,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """`clock`, when given, is the vendor's clock: every response's `Date` is read
+        from it (a test that moves the vendor's time moves its Date too), not from
+        uvicorn's, which also lags by up to a second."""
         self._injector = injector
         self._name = name
+        self._clock = clock
         self._server: BackgroundServer | None = None
         self._origin: str | None = None
         self._lifecycle = threading.Lock()
@@ -227,7 +249,13 @@ class LoopbackEmulator(Served):
         with self._lifecycle:
             if self._server is None:
                 self._injector.arm()
-                server = BackgroundServer(self._injector, name=self._name)
+                server = (
+                    BackgroundServer(self._injector, name=self._name)
+                    if self._clock is None
+                    else BackgroundServer(
+                        DatedBy(self._injector, self._clock), name=self._name, date_header=False
+                    )
+                )
                 bound = server.start(host=host, port=port)
                 shown = f"[{host}]" if ":" in host else host
                 self._origin = f"http://{shown}:{bound}"
@@ -241,3 +269,25 @@ class LoopbackEmulator(Served):
             if server is not None:
                 self._injector.release_stalls()
                 server.stop()
+
+
+class DatedBy:
+    """ASGI middleware: every response's `Date` header from `clock` (HTTP-date, GMT)."""
+
+    def __init__(self, app: ASGIApp, clock: Callable[[], datetime]) -> None:
+        self._app = app
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                stamp = formatdate(self._clock().timestamp(), usegmt=True).encode("ascii")
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", stamp)]}
+            await send(message)
+
+        await self._app(scope, receive, dated)

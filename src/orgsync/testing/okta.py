@@ -174,7 +174,8 @@ class OktaEmulator(LoopbackEmulator):
         self._counter = 0
         self._api_requests = 0
         injector = FaultInjector(self._build_app(), error_body=_fault_body, faults=faults)
-        super().__init__(injector, name="okta-emulator")
+        # Okta's Date is its clock's (a test moving Okta's time moves what probes compare).
+        super().__init__(injector, name="okta-emulator", clock=lambda: self.clock())  # noqa: PLW0108 (tests reassign self.clock)
 
     # -- seeding ---------------------------------------------------------------------
 
