@@ -203,7 +203,7 @@ class PostgresDB(StateDB):
         self.clock = clock
         self.created = False
         self.leases_expire = True
-        self._idle_limit_ms: int | None = None
+        self._idle_limit: timedelta | None = None
 
     @classmethod
     def open(
@@ -304,13 +304,14 @@ class PostgresDB(StateDB):
         starved process reaches the limit, and a process resumed after it finds its
         session ended and its lease lost, and writes nothing.
         """
-        self._idle_limit_ms = max(1, int(limit.total_seconds() * 1000))
+        self._idle_limit = limit
         with self._guard():
             self._limit_idle_transactions()
 
     def _limit_idle_transactions(self) -> None:
-        if self._idle_limit_ms is not None:
-            self._conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_limit_ms}")
+        if self._idle_limit is not None:
+            milliseconds = max(1, int(self._idle_limit.total_seconds() * 1000))
+            self._conn.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
 
     def _in_transaction(self) -> bool:
         # UNKNOWN is a connection the server ended: no transaction of ours is open on it.
@@ -348,8 +349,8 @@ class PostgresDB(StateDB):
                 raise StateError("the state database is closed")
         twin = PostgresDB(self._connect(), self._connect, self._url, self._scrubber, self.clock)
         twin.leases_expire = self.leases_expire
-        if self._idle_limit_ms is not None:
-            twin.bound_idle_transactions(timedelta(milliseconds=self._idle_limit_ms))
+        if self._idle_limit is not None:
+            twin.bound_idle_transactions(self._idle_limit)
         return twin
 
     def listen(self, channel: str) -> Listener:
