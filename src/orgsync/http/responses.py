@@ -47,6 +47,7 @@ __all__ = [
     "default_is_transient",
     "error_for_response",
     "error_for_transport",
+    "http_date",
     "no_form_refusal",
     "no_message",
     "parse_retry_after",
@@ -110,14 +111,23 @@ def parse_retry_after(headers: httpx.Headers, *, now: datetime | None = None) ->
     seconds = _finite_float(value)
     if seconds is not None:
         return seconds if seconds >= 0 else None
+    when = http_date(value)
+    if when is None:
+        return None
+    current = now if now is not None else datetime.now(UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+def http_date(value: str) -> datetime | None:
+    """An HTTP date (`Date`, `Retry-After`; RFC 9110 §5.6.7) as an aware datetime; None
+    when it does not parse."""
     try:
         when = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # RFC 5322 "-0000": UTC by definition of HTTP dates
         when = when.replace(tzinfo=UTC)
-    current = now if now is not None else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
+    return when
 
 
 def retry_after(response: httpx.Response) -> float | None:

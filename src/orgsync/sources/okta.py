@@ -48,7 +48,6 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -59,7 +58,7 @@ from orgsync.core.errors import ApiError, CursorExpired, SourceDataError, Source
 from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import HeaderAuth
-from orgsync.http.responses import parse_retry_after
+from orgsync.http.responses import http_date, parse_retry_after
 from orgsync.sources._http import (
     HttpSettings,
     SourceHttp,
@@ -154,13 +153,7 @@ def okta_retry_after(
 def _server_time(response: httpx.Response) -> datetime | None:
     """Okta's clock, from the response's `Date` (whole seconds); None without one."""
     date = response.headers.get("date")
-    if date is None:
-        return None
-    try:
-        server = parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return server if server.tzinfo is not None else server.replace(tzinfo=UTC)
+    return None if date is None else http_date(date)
 
 
 def _iso(moment: datetime) -> str:
