@@ -164,16 +164,17 @@ def network_transport(
 def proxy_mounts(
     verify: ssl.SSLContext | bool,
     interrupt: ReadInterrupt | None,
+    proxies: Mapping[str, str | None],
     *,
     limits: httpx.Limits | None = None,
 ) -> dict[str, httpx.BaseTransport | None]:
-    """A transport through each proxy the environment names, by the URL pattern it
-    serves (`environment_proxies`); None for the patterns `NO_PROXY` sends direct."""
+    """A transport through each proxy, by the URL pattern it serves (`proxies`, as
+    `environment_proxies` gives them); None for the patterns `NO_PROXY` sends direct."""
     return {
         pattern: None
         if proxy is None
         else network_transport(verify, interrupt, limits=limits, proxy=proxy)
-        for pattern, proxy in environment_proxies().items()
+        for pattern, proxy in proxies.items()
     }
 
 
@@ -189,11 +190,13 @@ def new_client(
     interrupt: ReadInterrupt | None = None,
     max_connections: int | None = None,
     on_response: Callable[[httpx.Response], None] | None = None,
+    proxies: Mapping[str, str | None] | None = None,
 ) -> httpx.Client:
     """An `httpx.Client` configured the one way orgsync talks HTTP (see the module doc).
 
     `transport` replaces the network (tests, or an adapter's wrapper around
-    `network_transport`); `on_response` sees every response, before any auth flow does.
+    `network_transport`); `on_response` sees every response, before any auth flow does;
+    `proxies` are the environment's (`environment_proxies`, read here when not given).
     """
     trust = ssl_verify(verify)
     limits = httpx.Limits(max_connections=max_connections) if max_connections else httpx.Limits()
@@ -202,7 +205,9 @@ def new_client(
         transport = network_transport(trust, interrupt, limits=limits)
         # An egress proxy from the environment, as every HTTP tool honours it; a transport
         # given by an adapter or a test is its whole network.
-        mounts = proxy_mounts(trust, interrupt, limits=limits)
+        if proxies is None:
+            proxies = environment_proxies()
+        mounts = proxy_mounts(trust, interrupt, proxies, limits=limits)
     hooks: dict[str, list[Callable[..., Any]]] = {"response": [on_response]} if on_response else {}
     return httpx.Client(
         base_url=base_url,
@@ -293,7 +298,8 @@ class HttpClient:
         self._retry = retry
         self._auth = auth
         self.secrets = secrets if isinstance(secrets, SecretSet) else SecretSet(secrets)
-        for proxy in environment_proxies().values():  # a proxy's password, if its URL has one
+        proxies = environment_proxies()
+        for proxy in proxies.values():  # a proxy's password, if its URL has one
             if proxy:
                 self.secrets.add(urlsplit(proxy).password)
         self._error_parser = error_parser
@@ -327,6 +333,7 @@ class HttpClient:
             interrupt=interrupt,
             max_connections=max_connections,
             on_response=self._count if on_response is not None else None,
+            proxies=proxies,
         )
 
         base = self._http.base_url
@@ -342,7 +349,8 @@ class HttpClient:
         self._lean_prefix = ""
         self._lean_origin = ""
         self._lean_head = b""
-        if plain and transport is None:
+        # A proxy from the environment: httpx takes the calls through it.
+        if plain and transport is None and not any(proxies.values()):
             self._lean_setup(base, trust, timeout, max_connections, interrupt)
 
     @property
@@ -514,8 +522,6 @@ class HttpClient:
         does not do is asked of them: a proxy from the environment, an auth flow beyond
         a fixed header, header values httpx would refuse."""
         if base.scheme not in ("http", "https"):
-            return
-        if any(environment_proxies().values()):  # httpx takes the calls through it
             return
         # The headers httpx sends, in its order: Host, the client's (its defaults, with
         # Accept-Encoding limited to what `lean` decodes, and the configured ones), then
