@@ -9,24 +9,9 @@ import pytest
 
 from orgsync.core.errors import CursorExpired
 from orgsync.core.ports import DetectsChanges
-from orgsync.sources.entra import EntraSource
 from orgsync.testing.entra import EntraEmulator
+from tests.sources.probing import Prober
 from tests.sources.test_entra import source
-
-
-class Prober:
-    def __init__(self, reader: EntraSource) -> None:
-        self.reader = reader
-        cursor = reader.change_cursor()
-        assert cursor is not None
-        self.cursor = cursor
-        self.calls = 0
-
-    def changed(self) -> bool:
-        probe = self.reader.probe_changes(self.cursor, 0, 0)
-        assert probe.cursor is not None
-        self.cursor, self.calls = probe.cursor, probe.calls
-        return probe.changed
 
 
 def test_delta_queries_report_each_change_once(entra: EntraEmulator) -> None:

@@ -23,6 +23,7 @@ from orgsync.sources.ldap import LdapSource
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import holdings, orgsync, write_config
 from tests.sources.directory import Directory, make_directory
+from tests.sources.probing import Prober
 from tests.sources.servers import READER_PASSWORD, SUFFIX, Slapd, group_dn, ldif, person_dn
 from tests.sources.test_ldap import ldap_config, settings
 
@@ -61,25 +62,6 @@ def admin(server: Slapd) -> Iterator[ldap3.Connection]:
         conn.unbind()
         if conn.socket is not None:
             conn.socket.close()
-
-
-class Prober:
-    """Probes in a row, each from the cursor the last one gave, as passes do."""
-
-    def __init__(self, source: LdapSource, people: int, groups: int) -> None:
-        self.source = source
-        self.people = people
-        self.groups = groups
-        cursor = source.change_cursor()
-        assert cursor is not None
-        self.cursor = cursor
-
-    def changed(self) -> bool:
-        probe = self.source.probe_changes(self.cursor, self.people, self.groups)
-        assert probe.cursor is not None
-        self.cursor = probe.cursor
-        self.calls = probe.calls
-        return probe.changed
 
 
 def test_probes_report_each_change_once(server: Slapd, tmp_path: Path) -> None:

@@ -23,12 +23,13 @@ import pytest
 
 from orgsync.core.errors import CursorExpired
 from orgsync.core.ports import DetectsChanges
-from orgsync.sources.okta import PROBE_PAGE, OktaSource
+from orgsync.sources.okta import PROBE_PAGE
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV
 from tests.sources.idp import Recorder
 from tests.sources.idp_contract import check_openapi
+from tests.sources.probing import Prober
 from tests.sources.test_okta import source
 
 LAST_WEEK = datetime.now(UTC) - timedelta(days=7)
@@ -47,23 +48,6 @@ def seed(okta: OktaEmulator, people: int = 6) -> tuple[list[str], str]:
         okta.add_member(group, user)
     okta.clock = lambda: datetime.now(UTC)
     return users, group
-
-
-class Prober:
-    """Probes in a row, each from the cursor the last one gave, as passes do."""
-
-    def __init__(self, reader: OktaSource) -> None:
-        self.reader = reader
-        cursor = reader.change_cursor()
-        assert cursor is not None
-        self.cursor = cursor
-        self.calls = 0
-
-    def changed(self) -> bool:
-        probe = self.reader.probe_changes(self.cursor, 0, 0)
-        assert probe.cursor is not None
-        self.cursor, self.calls = probe.cursor, probe.calls
-        return probe.changed
 
 
 def test_probes_report_each_change_once(okta: OktaEmulator) -> None:

@@ -21,6 +21,7 @@ from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import holdings, orgsync, write_config
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory
+from tests.sources.probing import Prober
 from tests.sources.servers import FaultProxy, Respond, ServerProcess, start_scim2_server
 from tests.sources.test_scim import scim_config, scim_source
 
@@ -34,25 +35,11 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     running.stop()
 
 
-class Prober:
-    """Probes in a row, each from the cursor the last one gave, as passes do (a read
-    closes its source's connections: the probes get a source of their own)."""
-
-    def __init__(self, source: ScimSource, url: str, **options: Any) -> None:
-        snapshot = source.read()
-        source = scim_source(url, **options)
-        self.source = source
-        self.people, self.groups = len(snapshot.people), len(snapshot.groups)
-        cursor = source.change_cursor()
-        assert cursor is not None
-        self.cursor = cursor
-        self.calls = 0
-
-    def changed(self) -> bool:
-        probe = self.source.probe_changes(self.cursor, self.people, self.groups)
-        assert probe.cursor is not None
-        self.cursor, self.calls = probe.cursor, probe.calls
-        return probe.changed
+def scim_prober(source: ScimSource, url: str, **options: Any) -> Prober:
+    """A prober after a whole read of `source` (a read closes its source's connections:
+    the probes get a source of their own)."""
+    snapshot = source.read()
+    return Prober(scim_source(url, **options), len(snapshot.people), len(snapshot.groups))
 
 
 def user_ids(server: ServerProcess) -> list[str]:
@@ -61,7 +48,7 @@ def user_ids(server: ServerProcess) -> list[str]:
 
 
 def test_probes_report_each_change_once(server: ServerProcess) -> None:
-    prober = Prober(scim_source(server.url), server.url)
+    prober = scim_prober(scim_source(server.url), server.url)
     source = prober.source
     assert isinstance(source, DetectsChanges)
     assert prober.changed()  # seeded moments ago: inside the overlap window
@@ -112,7 +99,7 @@ def test_a_provider_refusing_the_filter_is_read_whole_each_pass(
     server: ServerProcess, status: int
 ) -> None:
     with FaultProxy(server.url, refuse_filters(status)) as proxy:
-        prober = Prober(scim_source(proxy.url), proxy.url, max_attempts=1)
+        prober = scim_prober(scim_source(proxy.url), proxy.url, max_attempts=1)
         assert prober.changed()
         assert prober.changed(), "no filter: every pass reads the provider and compares"
         assert prober.calls == 0, "and the refused filter is not asked again until a full pass"
@@ -137,7 +124,7 @@ def test_a_provider_ignoring_the_filter_is_not_trusted(server: ServerProcess) ->
         return Respond(200, headers, json.dumps(unfiltered).encode())
 
     with FaultProxy(server.url, ignore_filters) as proxy:
-        prober = Prober(scim_source(proxy.url), proxy.url)
+        prober = scim_prober(scim_source(proxy.url), proxy.url)
         assert prober.changed()
         assert json.loads(prober.cursor)["filters"] is False
         prober.source.close()
