@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import cast
 
+from orgsync.core.collector import paused
 from orgsync.core.model import EmailKey, Memory, SourceId
 from orgsync.store.db import StateDB, encode_json, encode_time, text_time
 
@@ -131,6 +132,9 @@ class Links:
                 "DELETE FROM missing WHERE target = ? AND email_key = ?", (target, email_key)
             )
 
+    # A few objects per person, all kept in the result: the collector's passes during the
+    # build would find no garbage (see `orgsync.core.collector`).
+    @paused
     def memory(self, target: str) -> Memory:
         with self._db.read() as session:
             links = cast(
