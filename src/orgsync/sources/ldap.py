@@ -65,6 +65,7 @@ from orgsync.core.errors import CursorExpired, SourceDataError, SourceError, Tra
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.retrying import RetrySettings
+from orgsync.sources.ldap_ad import UsnCursor, probe_usn, usn_cursor
 
 __all__ = ["AD", "OPENLDAP", "Flavor", "LdapSettings", "LdapSource"]
 
@@ -185,6 +186,7 @@ def _close(conn: ldap3.Connection) -> None:
             sock.close()
 
 
+Raw = dict[str, list[bytes]]
 Marker = dict[str, list[str]]
 """DN of the entry holding a database's `contextCSN` -> its values (one per provider)."""
 
@@ -197,6 +199,17 @@ def _cursor(since: datetime, seen: Mapping[str, str], marker: Marker | None = No
     if marker is not None:
         value["csn"] = marker
     return json.dumps(value)
+
+
+def _usn_cursor(cursor: str) -> UsnCursor | None:
+    """The Active Directory cursor, when `cursor` is one (see `ldap_ad`)."""
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        return None  # _parse_cursor names the problem
+    if isinstance(value, dict) and "usn" in value:
+        return UsnCursor.parse(value["usn"])
+    return None
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]:
@@ -264,7 +277,12 @@ def _entry_id(raw: Sequence[bytes], attribute: str) -> str | None:
 def _text(raw: Mapping[str, Sequence[bytes]], attribute: str | None) -> str | None:
     if not attribute:
         return None
-    values = raw.get(attribute) or []
+    values = raw.get(attribute)
+    if values is None:
+        # Servers answer in their schema's spelling (AD: modifyTimeStamp), whatever the
+        # spelling asked for.
+        folded = attribute.lower()
+        values = next((v for k, v in raw.items() if k.lower() == folded), [])
     for value in values:
         text = value.decode("utf-8", errors="replace").strip()
         if text:
@@ -324,6 +342,17 @@ class LdapSource:
             log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
             return _cursor(since, {})
         try:
+            if self.settings.flavor == "ad":
+                usn, why = usn_cursor(self, conn, self._bases, now=self.clock(), key=dn_key)
+                if usn is not None:
+                    return usn.dump()
+                # Said at each full read, which is when the cursor is taken.
+                log.warning(
+                    "source.change_probe_degraded",
+                    system="ldap",
+                    reason=why,
+                    fallback="modifyTimestamp searches and counting every entry",
+                )
             marker = self._find_marker(conn)
         except lx.LDAPException as error:
             log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
@@ -332,9 +361,19 @@ class LdapSource:
             _close(conn)
         return _cursor(since, {}, marker)
 
+    @property
+    def _bases(self) -> list[str]:
+        return list(dict.fromkeys((self.settings.users_base, self.settings.groups_base)))
+
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
-        since, seen, marker = _parse_cursor(cursor)
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
+        usn = _usn_cursor(cursor)
+        if usn is not None:
+            try:
+                return retrying(self._probe_usn_once, usn)
+            except TransientError as error:
+                raise SourceError(f"ldap: {error} (gave up after retrying)") from error
+        since, seen, marker = _parse_cursor(cursor)
         try:
             return retrying(self._probe_once, since, seen, marker, (people, groups))
         except TransientError as error:
@@ -397,6 +436,45 @@ class LdapSource:
         return ChangeProbe(
             changed=changed, cursor=_cursor(following, keep, now_marker), calls=self.pages
         )
+
+    def _probe_usn_once(self, cursor: UsnCursor) -> ChangeProbe:
+        self.pages = self.searches = 0
+        started = self.clock()
+        conn = self._connect()
+        try:
+            changed, following, found = probe_usn(
+                self, conn, cursor, self._bases, now=started, key=dn_key
+            )
+        except lx.LDAPException as error:
+            raise self._classify(error, "search") from error
+        finally:
+            _close(conn)
+        if changed:
+            log.info("source.changes_found", system="ldap", changed_entries=found)
+        return ChangeProbe(changed=changed, cursor=following.dump(), calls=self.pages)
+
+    def entry(self, conn: ldap3.Connection, dn: str, attributes: Sequence[str]) -> Raw | None:
+        """One base search (a rootDSE, a configuration object); None when absent."""
+        self.searches += 1
+        self.pages += 1
+        try:
+            conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=list(attributes))
+        except (lx.LDAPNoSuchObjectResult, lx.LDAPInsufficientAccessRightsResult):
+            return None
+        found = next((e for e in conn.response or [] if e.get("type") == "searchResEntry"), None)
+        return dict(found["raw_attributes"]) if found else None
+
+    def entries(
+        self,
+        conn: ldap3.Connection,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        *,
+        scope: Literal["BASE", "LEVEL", "SUBTREE"] = "SUBTREE",
+        controls: list[tuple[str, bool, bytes | None]] | None = None,
+    ) -> Iterator[tuple[str, Raw]]:
+        return self._paged(conn, base, search_filter, attributes, scope=scope, controls=controls)
 
     def _find_marker(self, conn: ldap3.Connection) -> Marker | None:
         """The `contextCSN` of the database holding each base: the nearest entry at or
@@ -542,6 +620,9 @@ class LdapSource:
         search_filter: str,
         attributes: list[str],
         page_size: int | None = None,
+        *,
+        scope: Literal["BASE", "LEVEL", "SUBTREE"] = "SUBTREE",
+        controls: list[tuple[str, bool, bytes | None]] | None = None,
     ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
         """(dn, raw attributes) of every entry, page by page, the cookie sequence checked."""
         cookie: bytes | None = None
@@ -550,8 +631,9 @@ class LdapSource:
             conn.search(
                 base,
                 search_filter,
-                search_scope=ldap3.SUBTREE,
+                search_scope=scope,
                 attributes=attributes,
+                controls=controls,
                 paged_size=page_size or self.settings.page_size,
                 # Critical: a server that cannot page must refuse, not answer a truncated
                 # list that would read as "these people left".
