@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from orgsync.core.errors import CursorExpired
 from orgsync.retrying import RetrySettings
+from orgsync.sources import ldap as ldap_module
 from orgsync.sources.ldap import LdapSettings, LdapSource
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
@@ -286,10 +287,13 @@ def test_a_cursor_that_cannot_be_trusted_means_a_full_read(dc: SambaDC, prober: 
     assert not reader.probe_changes(prober.cursor, people, groups).changed
 
 
-def test_an_account_that_cannot_list_deleted_objects_keeps_counting(dc: SambaDC) -> None:
+def test_an_account_that_cannot_list_deleted_objects_keeps_counting(
+    dc: SambaDC, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """AD answers such an account's search of Deleted Objects with nothing, and success:
     trusting it would read a leaver as quiet. The source sees no tombstone, says why, and
     keeps the timestamp-and-count probe, which sees the deletion."""
+    monkeypatch.setattr(ldap_module, "_SAID_DEGRADED", set())
     dc.add_account("blind")
     blind = source(dc, "blind")
     snapshot = blind.read()
@@ -298,6 +302,7 @@ def test_an_account_that_cannot_list_deleted_objects_keeps_counting(dc: SambaDC)
     assert "usn" not in json.loads(prober.cursor)
     (degraded,) = [e for e in logs if e["event"] == "source.change_probe_degraded"]
     assert "Deleted Objects" in degraded["reason"]
+    assert "LCRP" in degraded["enable"]
     settle(prober)
     try:
         admin_write(dc, lambda c: c.delete(person(9)))

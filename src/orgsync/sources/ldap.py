@@ -186,6 +186,8 @@ def _close(conn: ldap3.Connection) -> None:
             sock.close()
 
 
+_SAID_DEGRADED: set[tuple[str, str]] = set()
+"""(server, reason) whose costlier probe was already reported by this process."""
 Raw = dict[str, list[bytes]]
 Marker = dict[str, list[str]]
 """DN of the entry holding a database's `contextCSN` -> its values (one per provider)."""
@@ -342,24 +344,50 @@ class LdapSource:
             log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
             return _cursor(since, {})
         try:
+            why = enable = ""
             if self.settings.flavor == "ad":
                 usn, why = usn_cursor(self, conn, self._bases, now=self.clock(), key=dn_key)
                 if usn is not None:
                     return usn.dump()
-                # Said at each full read, which is when the cursor is taken.
-                log.warning(
-                    "source.change_probe_degraded",
-                    system="ldap",
-                    reason=why,
-                    fallback="modifyTimestamp searches and counting every entry",
+                enable = (
+                    "grant the bind account List Contents and Read Property on "
+                    "CN=Deleted Objects (dsacls ... /G DOMAIN\\account:LCRP)"
                 )
             marker = self._find_marker(conn)
+            if marker is None:
+                if not why:
+                    why = "no contextCSN at or above the bases (OpenLDAP's syncprov keeps one)"
+                    enable = (
+                        "load the syncprov overlay on the database holding the bases "
+                        "(olcOverlay=syncprov): a quiet pass is then one search"
+                    )
+                self._say_degraded(why, enable)
         except lx.LDAPException as error:
             log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
             marker = None
         finally:
             _close(conn)
         return _cursor(since, {}, marker)
+
+    def _say_degraded(self, why: str, enable: str) -> None:
+        """Once per process and server: what every quiet incremental pass costs, and what
+        would make it one search. A deletion leaves no timestamp, so without a server-side
+        marker the probe must count every person and group to notice a leaver."""
+        said = (self.settings.url, why)
+        if said in _SAID_DEGRADED:
+            return
+        _SAID_DEGRADED.add(said)
+        pages = max(self.settings.page_size, COUNT_PAGE)
+        log.warning(
+            "source.change_probe_degraded",
+            system="ldap",
+            reason=why,
+            cost=(
+                "each incremental pass searches the changed entries and counts every "
+                f"person and group, DNs only, {pages} a page (a deletion leaves no timestamp)"
+            ),
+            enable=enable,
+        )
 
     @property
     def _bases(self) -> list[str]:
