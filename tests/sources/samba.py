@@ -16,6 +16,7 @@ the slapd rig allows plain LDAP; orgsync is configured with `allow_plaintext`.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -169,6 +170,14 @@ class SambaDC:
         """A plain domain user `name` with READER_PASSWORD (bind as NAME@example.test)."""
         self._run(self.tool, "user", "create", name, READER_PASSWORD, "-s", str(self.conf))
 
+    def bulk_add(self, entries: list[dict[str, str | list[str]]]) -> None:
+        """Add entries (`dn` plus attributes) in one transaction on the database itself,
+        through Samba's own Python bindings: about 10 ms an entry, where an LDAP add
+        costs about 50 (a 10k directory in two minutes rather than eight)."""
+        data = self.folder / "bulk.json"
+        data.write_text(json.dumps(entries))
+        self._run("/usr/bin/python3", "-c", _BULK, str(self.conf), str(data))
+
     def grant_deleted_objects(self, account: str = "reader") -> None:
         """Let `account` list the Deleted Objects container (List Contents, Read
         Property), as an administrator does with dsacls for a non-admin sync account."""
@@ -183,6 +192,27 @@ class SambaDC:
             account,
         )
 
+
+_BULK = """
+import json
+import sys
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.samdb import SamDB
+
+conf, data = sys.argv[1:]
+lp = LoadParm()
+lp.load(conf)
+db = SamDB(url=lp.samdb_url(), session_info=system_session(), lp=lp)
+db.transaction_start()
+try:
+    for entry in json.load(open(data)):
+        db.add(entry)
+except BaseException:
+    db.transaction_cancel()
+    raise
+db.transaction_commit()
+"""
 
 _GRANT = """
 import sys

@@ -43,15 +43,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import socket
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 import ldap3
@@ -61,11 +63,23 @@ from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn, to_dn
 
-from orgsync.core.errors import CursorExpired, SourceDataError, SourceError, TransientError
+from orgsync.core.errors import (
+    CursorExpired,
+    Interrupted,
+    SourceDataError,
+    SourceError,
+    TransientError,
+)
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap_ad import UsnCursor, probe_usn, usn_cursor
+
+if TYPE_CHECKING:
+    from orgsync.interrupt import ReadInterrupt
+
+SLICE: Final = 0.1
+"""Seconds between two looks at a stop request while a search waits (as `interrupt.SLICE`)."""
 
 __all__ = ["AD", "OPENLDAP", "Flavor", "LdapSettings", "LdapSource"]
 
@@ -299,6 +313,8 @@ class LdapSource:
         settings: connection, bases, filters and attribute names.
         retry: the retry budget of the whole read (each attempt starts over).
         sleep: how to wait between attempts; tests pass a fake.
+        interrupt: set on a stop request (SIGTERM): a read or probe in flight ends within
+            `SLICE` seconds with `Interrupted`, and no attempt follows.
     """
 
     def __init__(
@@ -308,12 +324,15 @@ class LdapSource:
         retry: RetrySettings,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        interrupt: ReadInterrupt | None = None,
     ) -> None:
         if settings.page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.settings = settings
         self.retry = retry
-        self.sleep = sleep
+        # A retry's wait ends at a stop request too (the next attempt is then refused).
+        self.sleep = interrupt.sleep if interrupt is not None and sleep is time.sleep else sleep
+        self.interrupt = interrupt
         self.clock = clock
         self.pages = 0
         """Pages (search result batches) fetched by the last successful attempt."""
@@ -423,25 +442,26 @@ class LdapSource:
         counting = ([_NO_ATTRIBUTES], max(s.page_size, COUNT_PAGE))
         conn = self._connect()
         try:
-            now_marker = self._read_marker(conn, marker) if marker is not None else None
-            if marker is not None and now_marker == marker:
-                # Nothing written since the cursor was taken: the entries seen inside the
-                # overlap are still the latest versions.
-                keep = {dn: stamp for dn, stamp in seen.items() if _stamp(stamp) >= following}
-                return ChangeProbe(
-                    changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
+            with self._stoppable(conn):
+                now_marker = self._read_marker(conn, marker) if marker is not None else None
+                if marker is not None and now_marker == marker:
+                    # Nothing written since the cursor was taken: the entries seen inside the
+                    # overlap are still the latest versions.
+                    keep = {dn: stamp for dn, stamp in seen.items() if _stamp(stamp) >= following}
+                    return ChangeProbe(
+                        changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
+                    )
+                recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
+                for base in dict.fromkeys((s.users_base, s.groups_base)):
+                    for dn, raw in self._paged(conn, base, recently, list(_VERSION_ATTRIBUTES)):
+                        # A timestamp has whole seconds: a second change within the same
+                        # second is told apart by OpenLDAP's entryCSN or AD's uSNChanged.
+                        version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
+                        recent[dn_key(dn)] = "|".join(version)
+                counted = (
+                    sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
+                    sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
                 )
-            recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
-            for base in dict.fromkeys((s.users_base, s.groups_base)):
-                for dn, raw in self._paged(conn, base, recently, list(_VERSION_ATTRIBUTES)):
-                    # A timestamp has whole seconds: a second change within the same
-                    # second is told apart by OpenLDAP's entryCSN or AD's uSNChanged.
-                    version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
-                    recent[dn_key(dn)] = "|".join(version)
-            counted = (
-                sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
-                sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
-            )
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
@@ -470,9 +490,10 @@ class LdapSource:
         started = self.clock()
         conn = self._connect()
         try:
-            changed, following, found = probe_usn(
-                self, conn, cursor, self._bases, now=started, key=dn_key
-            )
+            with self._stoppable(conn):
+                changed, following, found = probe_usn(
+                    self, conn, cursor, self._bases, now=started, key=dn_key
+                )
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
@@ -480,6 +501,42 @@ class LdapSource:
         if changed:
             log.info("source.changes_found", system="ldap", changed_entries=found)
         return ChangeProbe(changed=changed, cursor=following.dump(), calls=self.pages)
+
+    @contextmanager
+    def _stoppable(self, conn: ldap3.Connection) -> Iterator[None]:
+        """A stop request ends the searches on `conn` within `SLICE` seconds.
+
+        ldap3 waits for an answer in a blocking `recv`, which no flag reaches; a watcher
+        thread shuts the socket down (which, unlike a close, wakes a `recv` blocked in
+        another thread), and whatever that makes the search raise becomes `Interrupted`.
+        """
+        interrupt = self.interrupt
+        if interrupt is None:
+            yield
+            return
+        interrupt.check("reading the directory")
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(SLICE):
+                if interrupt.is_set():
+                    sock = getattr(conn, "socket", None)
+                    if sock is not None:
+                        with suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                    return
+
+        watcher = threading.Thread(target=watch, name="ldap-stop-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        except Exception as error:
+            if interrupt.is_set():
+                raise Interrupted("ldap: the read was stopped: orgsync is shutting down") from error
+            raise
+        finally:
+            done.set()
+            watcher.join()
 
     def entry(self, conn: ldap3.Connection, dn: str, attributes: Sequence[str]) -> Raw | None:
         """One base search (a rootDSE, a configuration object); None when absent."""
@@ -547,10 +604,11 @@ class LdapSource:
         self.pages = self.searches = 0
         conn = self._connect()
         try:
-            people_entries = list(self._users(conn))
-            disabled = self._disabled(conn)
-            group_entries = list(self._groups(conn))
-            chains = self._in_chain(conn, group_entries)
+            with self._stoppable(conn):
+                people_entries = list(self._users(conn))
+                disabled = self._disabled(conn)
+                group_entries = list(self._groups(conn))
+                chains = self._in_chain(conn, group_entries)
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
@@ -559,6 +617,8 @@ class LdapSource:
 
     def _connect(self) -> ldap3.Connection:
         s = self.settings
+        if self.interrupt is not None:
+            self.interrupt.check(f"connecting to {s.url}")
         parts = urlsplit(s.url)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
             raise SourceError(f"ldap: {s.url!r} is not an ldap:// or ldaps:// URL")
@@ -656,6 +716,8 @@ class LdapSource:
         cookie: bytes | None = None
         self.searches += 1
         while True:
+            if self.interrupt is not None:
+                self.interrupt.check(f"the next page of {base!r}")
             conn.search(
                 base,
                 search_filter,
