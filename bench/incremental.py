@@ -226,10 +226,16 @@ def ad_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], 
             "member": [dn(p.index) for p in directory.people],
         }
     )
-    server.bulk_add(entries)
-    with server.admin() as conn:
-        conn.delete(f"OU=Gone,{SAMBA_BASE}")  # a live domain always holds tombstones
-    server.grant_deleted_objects("reader")
+    try:
+        started = time.monotonic()
+        server.bulk_add(entries)
+        print(f"(ad: {len(entries)} entries loaded in {time.monotonic() - started:.0f} s)")
+        with server.admin() as conn:
+            conn.delete(f"OU=Gone,{SAMBA_BASE}")  # a live domain always holds tombstones
+        server.grant_deleted_objects("reader")
+    except BaseException:
+        server.stop()
+        raise
     table = f"""[source]
 type = "ldap"
 flavor = "ad"

@@ -98,8 +98,8 @@ class SambaDC:
     def url(self) -> str:
         return f"ldap://{self.address}"
 
-    def _run(self, *argv: str) -> str:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    def _run(self, *argv: str, timeout: float = 180) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{argv[0]} {argv[1:3]} failed: {done.stderr[-2000:]}")
         return done.stdout
@@ -176,7 +176,7 @@ class SambaDC:
         costs about 50 (a 10k directory in two minutes rather than eight)."""
         data = self.folder / "bulk.json"
         data.write_text(json.dumps(entries))
-        self._run("/usr/bin/python3", "-c", _BULK, str(self.conf), str(data))
+        self._run("/usr/bin/python3", "-c", _BULK, str(self.conf), str(data), timeout=7200)
 
     def grant_deleted_objects(self, account: str = "reader") -> None:
         """Let `account` list the Deleted Objects container (List Contents, Read
