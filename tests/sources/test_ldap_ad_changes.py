@@ -111,6 +111,21 @@ def admin_write(dc: SambaDC, write: Callable[[ldap3.Connection], bool]) -> None:
         assert write(conn), conn.result
 
 
+def test_a_paged_read_of_active_directory(dc: SambaDC) -> None:
+    """Samba answers every page of a search with the same cookie (a handle, `1\\0`):
+    the read moves on by its pages, not its cookie, and gets everyone once."""
+    reader = source(dc, page_size=7)
+    snapshot = reader.read()
+    assert reader.pages > 3
+    emails = sorted(p.email for p in snapshot.people)
+    assert emails == sorted(f"person{i}@example.com" for i in range(20))
+    assert all(p.active for p in snapshot.people)
+    groups = {g.name: g for g in snapshot.groups}
+    assert len(groups["openai-users"].members) == 20
+    by_id = {p.id: p.email for p in snapshot.people}
+    assert [by_id[m] for m in groups["openai-owners"].members] == ["person0@example.com"]
+
+
 def test_a_quiet_directory_is_one_search(dc: SambaDC, prober: Prober) -> None:
     for _ in range(3):
         assert not prober.changed()

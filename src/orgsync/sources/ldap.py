@@ -712,8 +712,16 @@ class LdapSource:
         scope: Literal["BASE", "LEVEL", "SUBTREE"] = "SUBTREE",
         controls: list[tuple[str, bool, bytes | None]] | None = None,
     ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
-        """(dn, raw attributes) of every entry, page by page, the cookie sequence checked."""
+        """(dn, raw attributes) of every entry, page by page, checked to move forward.
+
+        RFC 2696's cookie is opaque and need not change between pages (Samba's AD DC
+        answers every page of a search with the same handle, `1\\0`): what must change is
+        the page. A page that starts with an entry an earlier page started with, or a
+        further page with no entry at all under the same cookie, is a server going round
+        in circles, and the read fails rather than loops or doubles people.
+        """
         cookie: bytes | None = None
+        firsts: set[str] = set()
         self.searches += 1
         while True:
             if self.interrupt is not None:
@@ -732,9 +740,17 @@ class LdapSource:
             )
             self.pages += 1
             self._check_result(conn, base)
-            for entry in conn.response or []:
-                if entry.get("type") == "searchResEntry":
-                    yield entry["dn"], dict(entry["raw_attributes"])
+            entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
+            if entries:
+                first = entries[0]["dn"]
+                if first in firsts:
+                    raise SourceError(
+                        f"ldap: search of {base!r}: the server answered a page it had "
+                        "already sent (the paged search does not move forward)"
+                    )
+                firsts.add(first)
+            for entry in entries:
+                yield entry["dn"], dict(entry["raw_attributes"])
             control = (conn.result.get("controls") or {}).get(PAGED_RESULTS)
             if control is None:
                 raise SourceError(
@@ -744,7 +760,7 @@ class LdapSource:
             following = control["value"]["cookie"]
             if not following:
                 return
-            if following == cookie:
+            if following == cookie and not entries:
                 raise SourceError(
                     f"ldap: search of {base!r}: the paged-results cookie did not advance"
                 )
