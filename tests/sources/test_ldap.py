@@ -29,6 +29,7 @@ from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap import PAGED_RESULTS, LdapSettings, LdapSource, dn_key
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.test_interrupt import PROMPT, runs, start_sync, terminate_while_reading
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.conftest import LDAP_DANGLING
 from tests.sources.directory import Directory, Person, make_directory
@@ -214,6 +215,30 @@ def test_a_stop_request_ends_a_read_stuck_on_a_frozen_server(mid_slapd: Slapd) -
     assert stopped_at, "the read ended before the stop request"
     assert ended - stopped_at[0] < 1.0
     assert not [e for e in logs if e["event"] == "source.retry"]
+
+
+def test_sigterm_stops_a_sync_waiting_on_a_frozen_directory(
+    small_directory: Directory, tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """`orgsync sync` against a slapd that accepts connections and answers nothing
+    (SIGSTOP): SIGTERM ends the run at once (not after the 10 s timeout and its retry),
+    `interrupted`, with nothing sent to the organization."""
+    frozen = Slapd(tmp_path / "slapd", ldif(small_directory))
+    assert frozen.process is not None
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        config = write_config(tmp_path, emulator, ldap_config(frozen.url))
+        sync = start_sync(config, **{SOURCE_SECRET_ENV: READER_PASSWORD})
+        took, out, err = terminate_while_reading(sync, frozen.port)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        frozen.stop()
+    assert took < PROMPT, err
+    assert sync.returncode == 1, out + err
+    (run,) = runs(tmp_path / "state.db")
+    assert (run["status"], run["origin"]) == ("interrupted", "cli")
+    assert "shutting down" in run["error"]
+    assert emulator.requests == []
 
 
 def test_a_stop_request_before_a_read_sends_nothing(small_slapd: Slapd) -> None:

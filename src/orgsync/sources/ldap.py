@@ -657,11 +657,16 @@ class LdapSource:
         step = "connect"
         try:
             conn.open()
-            if s.start_tls and not use_ssl:
-                step = "StartTLS"
-                conn.start_tls()
-            step = "bind"
-            conn.bind()
+            # A server that accepted the connection may still never answer the bind.
+            with self._stoppable(conn):
+                if s.start_tls and not use_ssl:
+                    step = "StartTLS"
+                    conn.start_tls()
+                step = "bind"
+                conn.bind()
+        except Interrupted:
+            _close(conn)
+            raise
         except lx.LDAPInvalidCredentialsResult as error:
             _close(conn)
             raise SourceError(
