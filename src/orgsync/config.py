@@ -661,6 +661,21 @@ class EmailNotify(_NotifyEntry):
 NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discriminator="type")]
 
 
+def _organization_identity(target: TargetConfig) -> tuple[object, ...]:
+    """What names the organization a target table administers: its type, its address
+    (scheme and host case-insensitive, no trailing slash) and every credential and
+    organization key (a credential belongs to one organization, or names it)."""
+    parts = urlsplit(target.base_url.strip())
+    address = (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query)
+    keys = tuple(
+        (key, str(value))
+        for key, value in sorted(target.model_dump().items())
+        if value is not None
+        and (key.endswith(("_env", "_file")) or key in {"organization_id", "client_id"})
+    )
+    return (target.type, address, keys)
+
+
 class Config(_Strict):
     source: AnySource
     targets: tuple[AnyTarget, ...]
@@ -679,6 +694,17 @@ class Config(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
+        seen: dict[tuple[object, ...], str] = {}
+        for target in targets:
+            first = seen.setdefault(_organization_identity(target), target.name)
+            if first != target.name:
+                # Two sets of rules and two memories for one organization fight for ever:
+                # each run replaces the other's invitations and flips roles back.
+                raise ValueError(
+                    f"targets {first} and {target.name} are the same organization (same "
+                    "type, base_url and credentials): each would undo the other's changes "
+                    "on every run; configure it once, with all its rules in one table"
+                )
         return targets
 
     @model_validator(mode="after")
