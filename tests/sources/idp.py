@@ -13,6 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from orgsync.retrying import RetrySettings
+from orgsync.sources._http import HttpSettings
 from orgsync.testing.entra import EntraEmulator
 from orgsync.testing.google import GoogleEmulator
 from orgsync.testing.okta import OktaEmulator
@@ -20,6 +22,11 @@ from orgsync.testing.okta import OktaEmulator
 SERVICE_ACCOUNT = "orgsync-test@orgsync-test.iam.gserviceaccount.com"
 KEY_ID = "0123456789abcdef0123456789abcdef01234567"
 ADMIN = "admin@example.com"
+
+FAST = HttpSettings(retry=RetrySettings(max_attempts=3, max_delay=5.0, base=0.01, cap=0.05))
+"""Retry settings that give up quickly, for tests that expect a `SourceError`."""
+PATIENT = HttpSettings(retry=RetrySettings(max_attempts=10, max_delay=60.0, base=0.01, cap=0.05))
+"""For throttling: workers share one request counter, so a call may meet several 429s."""
 
 
 @dataclass(frozen=True)

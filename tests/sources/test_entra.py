@@ -15,7 +15,7 @@ from orgsync.sources._http import HttpSettings
 from orgsync.sources.entra import EntraSource, pick_email
 from orgsync.testing.entra import EntraEmulator, PageFailure, Throttle
 from orgsync.testing.faults import Faults
-from tests.sources.idp import Recorder, Sleeps
+from tests.sources.idp import FAST, PATIENT, Recorder, Sleeps
 from tests.sources.idp_contract import ContractViolation, check_openapi
 from tests.sources.idp_directory import (
     Directory,
@@ -26,9 +26,6 @@ from tests.sources.idp_directory import (
     pages,
     seed_entra,
 )
-
-FAST = HttpSettings(retry=RetrySettings(max_attempts=3, max_delay=5.0, base=0.01, cap=0.05))
-PATIENT = HttpSettings(retry=RetrySettings(max_attempts=10, max_delay=60.0, base=0.01, cap=0.05))
 
 
 def source(

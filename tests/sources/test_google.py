@@ -15,7 +15,16 @@ from orgsync.sources._http import HttpSettings
 from orgsync.sources.google import SCOPES, GoogleSource, ServiceAccountKey
 from orgsync.testing.faults import Faults
 from orgsync.testing.google import GoogleEmulator, PageFailure, Throttle
-from tests.sources.idp import ADMIN, KEY_ID, SERVICE_ACCOUNT, Recorder, ServiceAccount, Sleeps
+from tests.sources.idp import (
+    ADMIN,
+    FAST,
+    KEY_ID,
+    PATIENT,
+    SERVICE_ACCOUNT,
+    Recorder,
+    ServiceAccount,
+    Sleeps,
+)
 from tests.sources.idp_contract import ContractViolation, check_google
 from tests.sources.idp_directory import (
     Directory,
@@ -26,9 +35,6 @@ from tests.sources.idp_directory import (
     pages,
     seed_google,
 )
-
-FAST = HttpSettings(retry=RetrySettings(max_attempts=3, max_delay=5.0, base=0.01, cap=0.05))
-PATIENT = HttpSettings(retry=RetrySettings(max_attempts=10, max_delay=60.0, base=0.01, cap=0.05))
 
 
 def source(

@@ -13,7 +13,7 @@ from orgsync.sources._http import HttpSettings
 from orgsync.sources.okta import ACTIVE_STATUSES, OktaSource, okta_retry_after
 from orgsync.testing.faults import Faults
 from orgsync.testing.okta import OktaEmulator, PageFailure, Throttle
-from tests.sources.idp import Recorder, Sleeps
+from tests.sources.idp import FAST, PATIENT, Recorder, Sleeps
 from tests.sources.idp_contract import ContractViolation, check_openapi
 from tests.sources.idp_directory import (
     Directory,
@@ -24,10 +24,6 @@ from tests.sources.idp_directory import (
     pages,
     seed_okta,
 )
-
-FAST = HttpSettings(retry=RetrySettings(max_attempts=3, max_delay=5.0, base=0.01, cap=0.05))
-PATIENT = HttpSettings(retry=RetrySettings(max_attempts=10, max_delay=60.0, base=0.01, cap=0.05))
-"""For throttling: four workers share one request counter, so a call may meet several 429s."""
 
 
 def source(
