@@ -176,10 +176,26 @@ class SecretRef(BaseModel):
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise ConfigError(f"{self.key}_file: cannot read {path}: {error.strerror}") from error
+            raise ConfigError(
+                f"{self.key}_file: cannot read {self._named(path, credentials)}: {error.strerror}"
+            ) from error
         if not value:
             raise ConfigError(f"{self.key}_file: {path} is empty")
         return SecretStr(value)
+
+    def _named(self, path: Path, credentials: str | None) -> str:
+        """`path`, if the configured value is unmistakably one; else where it was looked
+        for: a credential pasted where its file's path belongs must not be repeated (on
+        the terminal, in the log, in the run history)."""
+        assert self.file is not None
+        given = str(self.file)
+        if given.startswith(("/", "./", "../", "~")):
+            return str(path)
+        folder = credentials or f"the working directory {Path.cwd()}"
+        return (
+            f"the file it names (a relative name, looked for in {folder}; not repeated "
+            "here, in case it is a pasted secret rather than a path)"
+        )
 
 
 def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> SecretRef | None:
