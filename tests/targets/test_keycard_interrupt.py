@@ -167,7 +167,7 @@ def test_sigterm_while_the_sync_waits_for_a_token_mid_apply_ends_it_promptly(
     with sqlite3.connect(tmp_path / "state.db") as db:
         (status,) = db.execute("SELECT status FROM runs").fetchone()
         rows = db.execute("SELECT status, COUNT(*) FROM operations GROUP BY status").fetchall()
-    assert status in {"interrupted", "partial", "failed", "ok"}, status
+    assert status == "interrupted", status
     counts = dict(rows)
     # Every invitation the organization holds was recorded as done, none is left
     # in flight with its outcome unknown or never reached, and the rest were skipped, not
