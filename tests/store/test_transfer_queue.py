@@ -11,8 +11,12 @@ replica that does not exist (its fair share halved).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
+
+from orgsync.core.errors import StateError
 from orgsync.store import StateStore
 from orgsync.store.queue import Request
 from orgsync.store.transfer import copy_state
@@ -96,3 +100,17 @@ def test_waiting_requests_survive_a_move_and_back_liveness_rows_do_not(
     with StateStore.open(back) as store:
         assert _open_rows(store) == waiting
         assert all(r.claimed_by is None for r in store.queued_requests())
+
+
+def test_one_file_under_two_names_is_the_same_database(tmp_path: Path) -> None:
+    """Red team: `--from` and `--to` were compared as strings, so the same file through a
+    symbolic link (or a hard link) was copied onto itself with `--overwrite`, losing the
+    rows the copy does not carry (leases, replica rows, served requests)."""
+    with StateStore.open(tmp_path / "state.db") as store:
+        store.queue_requests([Request("t", "generic", emails=frozenset({"a@example.com"}))])
+    (tmp_path / "alias").symlink_to(tmp_path)
+    os.link(tmp_path / "state.db", tmp_path / "hard.db")
+    for other in (tmp_path / "alias" / "state.db", tmp_path / "hard.db"):
+        with StateStore.open(tmp_path / "state.db") as source, StateStore.open(other) as same:
+            with pytest.raises(StateError, match="are the same database"):
+                copy_state(source, same, overwrite=True)

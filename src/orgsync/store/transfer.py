@@ -29,6 +29,7 @@ destination are compared with the source's after the commit.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from orgsync.core.errors import StateError
@@ -72,7 +73,7 @@ def count_rows(store: StateStore) -> dict[str, int]:
 
 def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) -> Transfer:
     """Copy every table of `source` into `destination` (see the module docstring)."""
-    if source.location == destination.location:
+    if source.location == destination.location or _same_file(source, destination):
         raise StateError(f"--from and --to are the same database ({source.location})")
     before = count_rows(destination)
     held = {table: n for table, n in before.items() if n and table in TABLES}
@@ -108,6 +109,16 @@ def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) 
         )
         raise StateError(f"the copy in {destination.location} is incomplete ({detail})")
     return Transfer(counts={t: after[t] for t in TABLES}, replaced=held)
+
+
+def _same_file(source: StateStore, destination: StateStore) -> bool:
+    """One SQLite file under two names (a symbolic or hard link, another spelling)."""
+    if source.path is None or destination.path is None:
+        return False
+    try:
+        return os.path.samefile(source.path, destination.path)
+    except OSError:
+        return False
 
 
 def _waiting_requests(session: Session) -> list[dict[str, SqlValue]]:
