@@ -1,4 +1,5 @@
-"""Red team: `orgsync explain` of a directory record carrying terminal control sequences.
+"""Red team: `orgsync explain` and `orgsync status` printing text others control (a
+directory record carrying terminal control sequences, a server's error message).
 
 A rejected record's email was printed as it came from the directory, so whoever could
 edit that attribute (a helpdesk role, a SCIM client, an LDAP write) wrote to the terminal
@@ -8,6 +9,7 @@ lines. It is shown escaped now.
 
 from __future__ import annotations
 
+from orgsync.store import StateStore
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import Rig, directory
 
@@ -27,3 +29,23 @@ def test_explain_shows_a_records_control_characters_escaped(
         assert result.returncode in (0, 2), result.stderr[-2000:]
         assert "\x1b" not in result.stdout and "\x07" not in result.stdout, result.stdout
         assert "\\x1b" in result.stdout
+
+
+def test_status_shows_a_runs_error_escaped(rig: Rig) -> None:
+    """`orgsync status` printed a run's error (a server's message) as it was."""
+    rig.write(directory(2))
+    assert rig.orgsync("sync").returncode == 0
+    with StateStore.open(rig.folder / "state.db") as store:
+        run_id = store.start_run("openai-test", "sync")
+        store.finish_run(
+            run_id,
+            status="failed",
+            exit_code=1,
+            summary={},
+            checksum=None,
+            error=f"HTTP 500 from openai-test: {HOSTILE}",
+        )
+    result = rig.orgsync("status")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout, result.stdout
+    assert "HTTP 500 from openai-test: \\x1b]52" in result.stdout
