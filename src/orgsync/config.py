@@ -679,16 +679,14 @@ NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discri
 
 def _organization_identity(target: TargetConfig) -> tuple[object, ...]:
     """What names the organization a target table administers: its type, its address
-    (scheme and host case-insensitive, no trailing slash) and every credential and
-    organization key (a credential belongs to one organization, or names it)."""
+    (scheme and host case-insensitive, no trailing slash) and every key its connector adds
+    to the ones all targets share (credentials, an organization or workspace id), since
+    any of those may pick another organization behind one address. The shared keys are
+    the rules and limits, which two tables for one organization would fight over."""
     parts = urlsplit(target.base_url.strip())
     address = (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query)
-    keys = tuple(
-        (key, str(value))
-        for key, value in sorted(target.model_dump().items())
-        if value is not None
-        and (key.endswith(("_env", "_file")) or key in {"organization_id", "client_id"})
-    )
+    own = sorted(set(type(target).model_fields) - set(TargetConfig.model_fields))
+    keys = tuple((key, str(getattr(target, key))) for key in own)
     return (target.type, address, keys)
 
 
