@@ -68,3 +68,33 @@ def running(folder: Path) -> bool:
             return bool(db.execute("SELECT 1 FROM runs WHERE status = 'running'").fetchall())
     except sqlite3.Error:
         return False
+
+
+def test_under_nohup_a_hangup_leaves_the_sync_running(tmp_path: Path) -> None:
+    """`nohup orgsync sync &` ignores SIGHUP so that the sync outlives its terminal; the
+    stop on SIGHUP must not undo that."""
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = Rig(folder=tmp_path, emulator=emulator)
+        rig.write(directory(5))
+        rig.config_path.write_text(
+            rig.config_path.read_text().replace('timeout = "2s"', 'timeout = "30s"')
+        )
+        emulator.faults = Faults(latency=2.0)
+        sync = cli.start(
+            rig.config_path,
+            "sync",
+            env={**os.environ, KEY_ENV: API_KEY},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup
+        )
+        try:
+            wait_for(lambda: running(tmp_path), timeout=60, what="the sync's run")
+            sync.send_signal(signal.SIGHUP)
+            _, err = sync.communicate(timeout=120)
+        finally:
+            if sync.poll() is None:
+                sync.kill()
+                sync.communicate()
+    assert sync.returncode == 0, err[-2000:]
+    assert "sync.stopping" not in err

@@ -153,7 +153,12 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may install handlers (an embedding caller's thread)
         return
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    previous = {
+        sig: signal.signal(sig, on_signal)
+        for sig in STOP_SIGNALS
+        # Under nohup SIGHUP is ignored on purpose: the sync must outlive its terminal.
+        if not (sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN)
+    }
     try:
         yield
     finally:
