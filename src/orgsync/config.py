@@ -176,10 +176,26 @@ class SecretRef(BaseModel):
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise ConfigError(f"{self.key}_file: cannot read {path}: {error.strerror}") from error
+            raise ConfigError(
+                f"{self.key}_file: cannot read {self._named(path, credentials)}: {error.strerror}"
+            ) from error
         if not value:
             raise ConfigError(f"{self.key}_file: {path} is empty")
         return SecretStr(value)
+
+    def _named(self, path: Path, credentials: str | None) -> str:
+        """`path`, if the configured value is unmistakably one; else where it was looked
+        for: a credential pasted where its file's path belongs must not be repeated (on
+        the terminal, in the log, in the run history)."""
+        assert self.file is not None
+        given = str(self.file)
+        if given.startswith(("/", "./", "../", "~")):
+            return str(path)
+        folder = credentials or f"the working directory {Path.cwd()}"
+        return (
+            f"the file it names (a relative name, looked for in {folder}; not repeated "
+            "here, in case it is a pasted secret rather than a path)"
+        )
 
 
 def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> SecretRef | None:
@@ -661,6 +677,19 @@ class EmailNotify(_NotifyEntry):
 NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discriminator="type")]
 
 
+def _organization_identity(target: TargetConfig) -> tuple[object, ...]:
+    """What names the organization a target table administers: its type, its address
+    (scheme and host case-insensitive, no trailing slash) and every key its connector adds
+    to the ones all targets share (credentials, an organization or workspace id), since
+    any of those may pick another organization behind one address. The shared keys are
+    the rules and limits, which two tables for one organization would fight over."""
+    parts = urlsplit(target.base_url.strip())
+    address = (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query)
+    own = sorted(set(type(target).model_fields) - set(TargetConfig.model_fields))
+    keys = tuple((key, str(getattr(target, key))) for key in own)
+    return (target.type, address, keys)
+
+
 class Config(_Strict):
     source: AnySource
     targets: tuple[AnyTarget, ...]
@@ -679,6 +708,17 @@ class Config(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
+        seen: dict[tuple[object, ...], str] = {}
+        for target in targets:
+            first = seen.setdefault(_organization_identity(target), target.name)
+            if first != target.name:
+                # Two sets of rules and two memories for one organization fight for ever:
+                # each run replaces the other's invitations and flips roles back.
+                raise ValueError(
+                    f"targets {first} and {target.name} are the same organization (same "
+                    "type, base_url and credentials): each would undo the other's changes "
+                    "on every run; configure it once, with all its rules in one table"
+                )
         return targets
 
     @model_validator(mode="after")

@@ -39,12 +39,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orgsync.logs import configure_logging
 
     configure_logging(_log_level(args), json=_log_json(args))
-    if not args.quiet:
-        return _command(args)
-    from orgsync.progress import quiet_stdout
+    try:
+        if not args.quiet:
+            code = _command(args)
+        else:
+            from orgsync.progress import quiet_stdout
 
-    with quiet_stdout() as quiet:
-        return quiet.ended(_command(args))
+            with quiet_stdout() as quiet:
+                code = quiet.ended(_command(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
+    return code
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`orgsync ... | head`): one line, not a traceback,
+    and nothing more written there (the interpreter's last flush would fail again)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    print(
+        "orgsync: stdout was closed before the output was written (a pipe's reader exited)",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
 
 
 def _log_level(args: argparse.Namespace) -> str:
