@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from orgsync.cli._parser import build_parser, check_usage
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(lazy=True).parse_args(argv)
     check_usage(args)
     _without_plugin_lookup()
     from orgsync.logs import configure_logging
