@@ -6,7 +6,8 @@ never in the file, only the name of an environment variable (`*_env`) or a file 
 Errors are `ConfigError`s whose message names the key path and the reason.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: pydantic would compile and evaluate each
+# annotation's text when it creates a model, a part of every command's start-up.
 
 import os
 import re
@@ -230,7 +231,7 @@ class SourceConfig(_Strict):
 
     type: str
 
-    def anchored(self, base_dir: Path) -> SourceConfig:
+    def anchored(self, base_dir: Path) -> "SourceConfig":
         """Itself with the relative paths the reader opens taken from `base_dir`."""
         return self
 
@@ -353,7 +354,7 @@ class TargetConfig(_Strict):
     max_retry_delay: Duration = timedelta(seconds=60)
 
     @model_validator(mode="after")
-    def _check_base_url(self) -> TargetConfig:
+    def _check_base_url(self) -> "TargetConfig":
         _check_url(self.base_url, "base_url", allow_plaintext=self.allow_plaintext)
         return self
 
@@ -444,7 +445,7 @@ class StateConfig(_Strict):
     of each target, and its newest finished sync, are kept whatever their age."""
 
     @model_validator(mode="after")
-    def _check(self) -> StateConfig:
+    def _check(self) -> "StateConfig":
         if self.lease_ttl < timedelta(seconds=1):
             raise ValueError("lease_ttl must be at least 1s")
         if self.keep_runs < timedelta(hours=1):
@@ -488,7 +489,7 @@ class ScheduleConfig(_Strict):
     """The back-off of a quarantined target grows towards this, and no further."""
 
     @model_validator(mode="after")
-    def _check(self) -> ScheduleConfig:
+    def _check(self) -> "ScheduleConfig":
         if self.interval < timedelta(seconds=1):
             raise ValueError("interval must be at least 1s")
         if self.jitter < timedelta(0) or self.jitter >= self.interval:
@@ -534,7 +535,7 @@ class ServerConfig(_Strict):
     """Open connections per client address (IPv6: per /64) and listener; more get 503."""
 
     @model_validator(mode="after")
-    def _check(self) -> ServerConfig:
+    def _check(self) -> "ServerConfig":
         host, port = parse_listen(self.listen)
         if self.health_listen is not None:
             health = parse_listen(self.health_listen, "health_listen")
@@ -593,7 +594,7 @@ class _NotifyEntry(_Strict):
     ca_file: Path | None = None
 
     @model_validator(mode="after")
-    def _check_common(self) -> _NotifyEntry:
+    def _check_common(self) -> "_NotifyEntry":
         if not self.events:
             raise ValueError("events must name at least one of " + ", ".join(NOTIFY_EVENTS))
         if not timedelta(0) < self.timeout <= timedelta(minutes=2):
@@ -612,7 +613,7 @@ class WebhookNotify(_NotifyEntry):
     secret_file: Path | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> WebhookNotify:
+    def _check(self) -> "WebhookNotify":
         _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
         _secret("secret", self.secret_env, self.secret_file, required=True)
         return self
@@ -632,7 +633,7 @@ class SlackNotify(_NotifyEntry):
     url_file: Path | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> SlackNotify:
+    def _check(self) -> "SlackNotify":
         _secret("url", self.url_env, self.url_file, required=True)
         return self
 
@@ -661,7 +662,7 @@ class EmailNotify(_NotifyEntry):
     subject_prefix: str = Field(default="[orgsync]", max_length=40)
 
     @model_validator(mode="after")
-    def _check(self) -> EmailNotify:
+    def _check(self) -> "EmailNotify":
         if self.tls == "none" and not self.allow_plaintext:
             raise ValueError(
                 'tls = "none" sends the message (and any password) in clear; use "starttls" '
@@ -729,7 +730,7 @@ class Config(_Strict):
         return targets
 
     @model_validator(mode="after")
-    def _check_notify(self) -> Config:
+    def _check_notify(self) -> "Config":
         names = [n.name for n in self.notify]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -768,7 +769,7 @@ def parse_config(
     return _anchor_paths(config, base_dir)
 
 
-def _schema(document: Mapping[str, Any]) -> Schema:
+def _schema(document: Mapping[str, Any]) -> "Schema":
     """The models the explanation of `document`'s errors needs, with the model of each
     `[[targets]]` table, so that key hints speak of the right type's keys. Only on the
     error path: it loads every built-in target type (to say which type a misplaced key
