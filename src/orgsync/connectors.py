@@ -341,12 +341,25 @@ def _load(module: str, attribute: str, origin: str) -> object:
 
 def _load_entry_point(entry_point: metadata.EntryPoint, origin: str) -> object:
     try:
-        return entry_point.load()
+        loaded = entry_point.load()
+        _build_settings(loaded)
     except Exception as error:  # any failure of foreign code is the package's to fix
         raise ConfigError(
             f"connector {entry_point.name} = {entry_point.value} ({origin}) cannot be "
             f"loaded: {type(error).__name__}: {error}"
         ) from error
+    return loaded
+
+
+def _build_settings(candidate: object) -> None:
+    """Build a foreign model's validator now: a configuration model defers it to first
+    use (`config.StrictModel`), and a model pydantic cannot build must be refused as the
+    package's fault, as it was when the models were built on import."""
+    from pydantic import BaseModel
+
+    settings = getattr(candidate, "settings", None)
+    if isinstance(settings, type) and issubclass(settings, BaseModel):
+        settings.model_rebuild(raise_errors=False)
 
 
 def _check(kind: Kind, candidate: object, type_: str, origin: str) -> object:

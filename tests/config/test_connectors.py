@@ -218,3 +218,50 @@ def test_a_finder_of_its_own_sends_the_registry_to_importlib_metadata(tmp_path: 
 
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2] / "src"
+
+
+UNBUILDABLE = """
+from typing import Literal
+
+from orgsync.config import TargetConfig
+from orgsync.connectors import TargetConnector
+from orgsync.core.model import Capabilities
+
+
+class Opaque:
+    pass
+
+
+class WeirdConfig(TargetConfig):
+    type: Literal["weird"]
+    handle: Opaque  # no pydantic schema for it: the model cannot be built
+
+
+CONNECTOR = TargetConnector(
+    type="weird",
+    settings=WeirdConfig,
+    build=lambda config, environ, hooks: None,
+    capabilities=Capabilities(),
+    credentials=lambda config: [],
+)
+"""
+
+
+def test_a_package_whose_model_cannot_be_built_is_refused_when_loaded(tmp_path: Path) -> None:
+    # Configuration models build their validators on first use; a foreign one is built
+    # when its package is loaded, so that its failure is still the package's refusal.
+    site = tmp_path / "site"
+    _dist(site, "orgsync-weird", "[orgsync.connectors]\ntarget.weird = orgsync_weird:CONNECTOR\n")
+    (site / "orgsync_weird.py").write_text(UNBUILDABLE, encoding="utf-8")
+    sys.path.insert(0, str(site))
+    connectors.refresh()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            connectors.target("weird")
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("orgsync_weird", None)
+        connectors.refresh()
+    assert "(orgsync-weird 1.0) cannot be loaded: PydanticSchemaGenerationError" in str(
+        caught.value
+    )
