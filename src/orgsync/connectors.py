@@ -27,7 +27,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NamedTuple, TypeVar, cast
 
 from orgsync.core.errors import ConfigError
 
@@ -137,9 +137,11 @@ class SourceConnector(Generic[S]):
 Kind = Literal["source", "target"]
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A connector the registry knows of, without importing it."""
+class Found(NamedTuple):
+    """A connector the registry knows of, without importing it.
+
+    (A named tuple rather than a dataclass, as `_Declared`: a dataclass costs start-up
+    milliseconds to create, and these are only read.)"""
 
     kind: Kind
     type: str
@@ -149,8 +151,7 @@ class Found:
     """Why it is not used (it claims a built-in or another package's type)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Declared:
+class _Declared(NamedTuple):
     entry_point: metadata.EntryPoint
     origin: str
 
