@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from orgsync.cli._common import EXIT_USAGE
 from orgsync.core.errors import EXIT_ERROR, OrgsyncError
@@ -34,8 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from orgsync.cli._parser import build_parser, check_usage
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(lazy=True).parse_args(argv)
     check_usage(args)
+    _without_plugin_lookup()
     from orgsync.logs import configure_logging
 
     configure_logging(_log_level(args), json=_log_json(args))
@@ -64,6 +65,41 @@ def _stdout_closed() -> int:
         file=sys.stderr,
     )
     return EXIT_ERROR
+
+
+_PLUGINS_OFF = ("__all__", "1", "true")
+"""The PYDANTIC_DISABLE_PLUGINS values with which pydantic looks for no plugin at all."""
+_LOADER = "pydantic.plugin._loader"
+
+
+def _without_plugin_lookup() -> None:
+    """Stand in for pydantic's plugin loader while plugins are off.
+
+    pydantic imports its loader when it builds the first validator, and the loader
+    imports importlib.metadata (and the email package) at the top, to find plugins it
+    then does not look for when PYDANTIC_DISABLE_PLUGINS turns them off: a tenth of
+    `validate --offline` (bench/startup.py). The stand-in answers as the loader does,
+    no plugins, and should the setting change, hands over to the real loader.
+    """
+    if os.environ.get("PYDANTIC_DISABLE_PLUGINS") not in _PLUGINS_OFF or _LOADER in sys.modules:
+        return
+    import types
+
+    stand_in = types.ModuleType(_LOADER, "pydantic's plugin loader while plugins are off")
+
+    def get_plugins() -> Iterable[object]:
+        if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in _PLUGINS_OFF:
+            return ()
+        import importlib
+
+        if sys.modules.get(_LOADER) is stand_in:
+            del sys.modules[_LOADER]
+        loader = importlib.import_module(_LOADER)
+        plugins: Iterable[object] = loader.get_plugins()
+        return plugins
+
+    stand_in.get_plugins = get_plugins  # type: ignore[attr-defined]
+    sys.modules[_LOADER] = stand_in
 
 
 def _log_level(args: argparse.Namespace) -> str:
