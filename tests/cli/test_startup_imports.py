@@ -220,7 +220,7 @@ def test_pydantic_s_loader_is_stood_in_for_only_while_plugins_are_off(tmp_path: 
         "    x: int\n"
         "assert Probe(x=1).x == 1\n"
         "loader = sys.modules['pydantic.plugin._loader']\n"
-        "assert not hasattr(loader, 'entry_points'), 'the real loader'\n"
+        "assert 'entry_points' not in vars(loader), 'the real loader'\n"
         "assert 'importlib.metadata' not in sys.modules\n"
         "os.environ['PYDANTIC_DISABLE_PLUGINS'] = ''\n"
         "assert list(loader.get_plugins()) == []\n"
@@ -237,3 +237,20 @@ def test_the_log_levels_are_the_standard_library_s() -> None:
 
     assert {name: logging.getLevelName(name.upper()) for name in _LEVELS} == _LEVELS
     assert sorted(_LEVELS) == ["debug", "error", "info", "warning"]
+
+
+def test_pydantic_s_loader_stand_in_hands_any_other_name_to_the_real_loader(
+    tmp_path: Path,
+) -> None:
+    """A pydantic release asking its loader for a name the stand-in lacks gets the real
+    one, not an ImportError that would stop every command."""
+    action = (
+        "import os\n"
+        "os.environ['PYDANTIC_DISABLE_PLUGINS'] = '__all__'\n"
+        "from orgsync.cli import _without_plugin_lookup\n"
+        "_without_plugin_lookup()\n"
+        "from pydantic.plugin._loader import PYDANTIC_ENTRY_POINT_GROUP\n"
+        "assert PYDANTIC_ENTRY_POINT_GROUP == 'pydantic'\n"
+        "assert 'entry_points' in vars(sys.modules['pydantic.plugin._loader'])"
+    )
+    assert "importlib.metadata" in imported(action, cwd=tmp_path)

@@ -87,18 +87,29 @@ def _without_plugin_lookup() -> None:
 
     stand_in = types.ModuleType(_LOADER, "pydantic's plugin loader while plugins are off")
 
-    def get_plugins() -> Iterable[object]:
-        if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in _PLUGINS_OFF:
-            return ()
+    def real_loader() -> types.ModuleType:
         import importlib
 
         if sys.modules.get(_LOADER) is stand_in:
             del sys.modules[_LOADER]
-        loader = importlib.import_module(_LOADER)
-        plugins: Iterable[object] = loader.get_plugins()
+        return importlib.import_module(_LOADER)
+
+    def get_plugins() -> Iterable[object]:
+        if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in _PLUGINS_OFF:
+            return ()
+        plugins: Iterable[object] = real_loader().get_plugins()
         return plugins
 
+    def anything_else(name: str) -> object:
+        # A pydantic release that asks its loader for another name gets the real one,
+        # rather than an ImportError from a stand-in written for an older release. The
+        # import system's own probes (__path__ and the like) are not such a request.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(real_loader(), name)
+
     stand_in.get_plugins = get_plugins  # type: ignore[attr-defined]
+    stand_in.__getattr__ = anything_else  # type: ignore[method-assign]
     sys.modules[_LOADER] = stand_in
 
 
