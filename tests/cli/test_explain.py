@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orgsync.store.writer_lock import FileLock, lock_path
-from tests.cli.harness import Rig, directory, openai_target
+from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory, openai_target
 
 TEAM_RULE = """
 [[targets.groups]]
@@ -201,12 +201,16 @@ def test_a_rejected_record_is_shown_with_its_reason_and_its_member_is_kept(rig: 
     assert "REJECTED: email 'bob@' is not an address" in human
 
 
-def test_usage_errors_exit_64_and_an_unknown_target_is_an_error(rig: Rig) -> None:
+def test_usage_errors_exit_64_an_unknown_target_too(rig: Rig) -> None:
+    """`--target` naming no configured target is a bad option value (SPEC: 64, nothing
+    read or changed), not a failed run: a script must not take a typo for an outage."""
     rig.write(directory(1))
     missing = rig.orgsync("explain")
     assert missing.returncode == 64, missing.stderr
-    unknown = rig.orgsync("explain", "p0", "--target", "nope")
-    assert unknown.returncode == 1 and "nope" in unknown.stderr
+    for command in (("explain", "p0"), ("sync",), ("sync", "--dry-run")):
+        unknown = rig.orgsync(*command, "--target", "nope")
+        assert unknown.returncode == 64, (command, unknown.stderr)
+        assert "usage error: --target nope: no such target" in unknown.stderr
     assert not Path(rig.folder / "state.db").exists()
 
 
@@ -237,9 +241,14 @@ def test_explain_runs_beside_a_sync_holding_the_lock_and_changes_no_byte_of_stat
 
 
 def test_every_target_is_explained_unless_one_is_named(rig: Rig) -> None:
-    rig.more_targets = openai_target("openai-second", rig.emulator.start()).replace(
-        'scope_groups = ["openai-*"]', 'scope_groups = ["nobody-*"]'
+    # A second table for the one emulated organization, as if another one: under its
+    # own key variable (one organization configured twice is refused).
+    rig.more_targets = (
+        openai_target("openai-second", rig.emulator.start())
+        .replace('scope_groups = ["openai-*"]', 'scope_groups = ["nobody-*"]')
+        .replace(f'api_key_env = "{KEY_ENV}"', 'api_key_env = "ORGSYNC_TEST_SECOND_KEY"')
     )
+    rig.env = {"ORGSYNC_TEST_SECOND_KEY": API_KEY}
     rig.write(directory(2))
     code, both = explain_json(rig, "person1@example.com")
     assert [(t["target"], t["exit_code"]) for t in both["targets"]] == [
