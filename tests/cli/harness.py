@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,19 @@ path = "directory.json"
     def orgsync(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return cli.run(self.config_path, *args, env=self.environ(), timeout=timeout)
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return cli.start(self.config_path, *args, env=self.environ())
+    def popen(
+        self, *args: str, piped: bool = False, preexec_fn: Callable[[], object] | None = None
+    ) -> subprocess.Popen[str]:
+        """Start orgsync without waiting; `piped` keeps its stdout and stderr to read."""
+        output = subprocess.PIPE if piped else subprocess.DEVNULL
+        return cli.start(
+            self.config_path,
+            *args,
+            env=self.environ(),
+            stdout=output,
+            stderr=output,
+            preexec_fn=preexec_fn,
+        )
 
     def holdings(self) -> dict[str, str]:
         """email -> role of every member and pending invitation, minus the key's owner."""

@@ -8,17 +8,14 @@ stops the sync as SIGTERM does: the run is recorded `interrupted`, nothing more 
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests import cli
-from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
+from tests.cli.harness import API_KEY, Rig, directory
 from tests.daemon.harness import wait_for
 
 SLOW = 6.0
@@ -32,13 +29,7 @@ def test_sighup_during_a_sync_stops_it_cleanly(tmp_path: Path) -> None:
             rig.config_path.read_text().replace('timeout = "2s"', 'timeout = "30s"')
         )
         emulator.faults = Faults(latency=SLOW)
-        sync = cli.start(
-            rig.config_path,
-            "sync",
-            env={**os.environ, KEY_ENV: API_KEY},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        sync = rig.popen("sync", piped=True)
         try:
             wait_for(
                 lambda: (tmp_path / "state.db").exists() and running(tmp_path),
@@ -80,14 +71,9 @@ def test_under_nohup_a_hangup_leaves_the_sync_running(tmp_path: Path) -> None:
             rig.config_path.read_text().replace('timeout = "2s"', 'timeout = "30s"')
         )
         emulator.faults = Faults(latency=2.0)
-        sync = cli.start(
-            rig.config_path,
-            "sync",
-            env={**os.environ, KEY_ENV: API_KEY},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup
-        )
+        sync = rig.popen(
+            "sync", piped=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        )  # as nohup
         try:
             wait_for(lambda: running(tmp_path), timeout=60, what="the sync's run")
             sync.send_signal(signal.SIGHUP)

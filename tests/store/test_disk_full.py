@@ -11,19 +11,16 @@ write, names the database, and the next sync converges with no duplicate.
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests import cli
-from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
+from tests.cli.harness import API_KEY, Rig, directory
 
 LIMIT = 600_000
 """Bytes any file of the sync may grow to: room for the database and the start of the
@@ -50,14 +47,7 @@ def test_a_full_disk_mid_apply_stops_the_run_and_the_next_one_converges(rig: Rig
     rig.write(directory(20))
     assert rig.orgsync("sync").returncode == 0
     rig.write(directory(400))
-    sync = cli.start(
-        rig.config_path,
-        "sync",
-        env={**os.environ, KEY_ENV: API_KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=full_disk,
-    )
+    sync = rig.popen("sync", piped=True, preexec_fn=full_disk)
     out, err = sync.communicate(timeout=300)
     assert sync.returncode == 1, (sync.returncode, out[-2000:], err[-2000:])
     assert "state database" in out + err
