@@ -210,7 +210,26 @@ class SecretRef(BaseModel):
             ) from error
         if not value:
             raise ConfigError(f"{self.key}_file: {path} is empty")
+        self._warn_if_world_readable(path, credentials)
         return SecretStr(value)
+
+    def _warn_if_world_readable(self, path: Path, credentials: str | None) -> None:
+        """A key file every account on the host may read is a key every account holds:
+        said, not refused (refusing would stop a running daemon over a chmod)."""
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return
+        if mode & 0o004:
+            import structlog
+
+            structlog.get_logger("orgsync.config").warning(
+                "config.secret_file_readable_by_all",
+                key=f"{self.key}_file",
+                file=self._named(path, credentials),
+                mode=f"{mode & 0o777:04o}",
+                advice="chmod 600 the file (or 640 with a group orgsync runs in)",
+            )
 
     def _named(self, path: Path, credentials: str | None) -> str:
         """`path`, if the configured value is unmistakably one; else where it was looked
