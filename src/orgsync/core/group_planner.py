@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from typing import cast
+from typing import TypedDict, cast
 
 from orgsync.core.model import EmailKey, SourceId, TargetGroup, TargetMember, TargetSnapshot
 from orgsync.core.plan import (
@@ -28,6 +28,15 @@ from orgsync.core.plan import (
     Waiting,
 )
 from orgsync.core.rules import DesiredGroup, MembershipSpace
+
+
+class _Common(TypedDict):
+    """The fields every operation on one group shares."""
+
+    group: str
+    group_id: str | None
+    source_group_id: str | None
+
 
 _NOT_A_MEMBER = object()
 """What a wanted person who is no member of the organization (yet) stands for among user
@@ -187,12 +196,16 @@ class GroupPlanner:
                     reason=f"IdP group {desired.source_id} is now named {desired.source_name!r}",
                 )
             )
-        common = {"group": label, "group_id": group_id, "source_group_id": desired.source_id}
+        common: _Common = {
+            "group": label,
+            "group_id": group_id,
+            "source_group_id": desired.source_id,
+        }
         self.plan_members(desired, target, common)
         self.plan_roles(desired, target, common)
 
     def plan_members(
-        self, desired: DesiredGroup, target: TargetGroup | None, common: dict[str, str | None]
+        self, desired: DesiredGroup, target: TargetGroup | None, common: _Common
     ) -> None:
         current = target.member_ids if target is not None else frozenset()
         member_ids = self.member_ids
@@ -272,7 +285,7 @@ class GroupPlanner:
         return self._space
 
     def plan_member_removal(
-        self, user_id: str, common: dict[str, str | None], reason: str, *, deleting: bool = False
+        self, user_id: str, common: _Common, reason: str, *, deleting: bool = False
     ) -> None:
         member = self.members_by_id.get(user_id)
         label = (member.email if member else None) or user_id
@@ -290,7 +303,7 @@ class GroupPlanner:
         )
 
     def plan_roles(
-        self, desired: DesiredGroup, target: TargetGroup | None, common: dict[str, str | None]
+        self, desired: DesiredGroup, target: TargetGroup | None, common: _Common
     ) -> None:
         catalog = self.observed.roles
         wanted: dict[str, str] = {}
@@ -318,7 +331,7 @@ class GroupPlanner:
         )
 
     def plan_unassignments(
-        self, current: frozenset[str], keep: set[str], common: dict[str, str | None], reason: str
+        self, current: frozenset[str], keep: set[str], common: _Common, reason: str
     ) -> None:
         for role_id in sorted(current - keep):
             self.operations.append(
@@ -333,7 +346,7 @@ class GroupPlanner:
     # ------------------------------------------------------------------ groups that go
 
     def plan_deletion(self, target: TargetGroup, source_id: SourceId) -> None:
-        common: dict[str, str | None] = {
+        common: _Common = {
             "group": target.name,
             "group_id": target.id,
             "source_group_id": source_id,
