@@ -38,7 +38,7 @@ class _Common(TypedDict):
     source_group_id: str | None
 
 
-_NOT_A_MEMBER = object()
+NOT_A_MEMBER = object()
 """What a wanted person who is no member of the organization (yet) stands for among user
 ids."""
 
@@ -48,7 +48,10 @@ class GroupPlanner:
 
     `member_ids` maps the email of each wanted person who already is a member to their
     user id; `untouchable` says why a member must never be removed from a group (None if
-    they may be).
+    they may be). The planner also hands over what it indexed already, so that nothing is
+    indexed twice at 100k people: `members_by_id` (the organization's members by id),
+    `key_of_user` (`member_ids` inverted) and `user_of_source` (each wanted person's source
+    id -> their user id, or `NOT_A_MEMBER`).
     """
 
     def __init__(
@@ -58,6 +61,10 @@ class GroupPlanner:
         member_ids: Mapping[EmailKey, str],
         untouchable: Callable[[TargetMember], str | None],
         being_created: frozenset[EmailKey] = frozenset(),
+        *,
+        members_by_id: Mapping[str, TargetMember] | None = None,
+        key_of_user: Mapping[str, EmailKey] | None = None,
+        user_of_source: Mapping[SourceId, object] | None = None,
     ) -> None:
         self.observed = observed
         self.owned = owned
@@ -78,11 +85,15 @@ class GroupPlanner:
         present = [(g.is_scim_managed, g.id) for g in observed.groups if g.id in owned]
         for _, group_id in sorted(present):
             self.owned_by_source.setdefault(owned[group_id], group_id)
-        self.members_by_id = {m.id: m for m in observed.members}
+        self.members_by_id = (
+            members_by_id if members_by_id is not None else {m.id: m for m in observed.members}
+        )
         # Each member's wanted person, when no member stands for two people (the planner
         # matches one member per person, but an email and a stale link can meet).
-        key_of_user = {user_id: key for key, user_id in member_ids.items()}
+        if key_of_user is None:
+            key_of_user = {user_id: key for key, user_id in member_ids.items()}
         self.key_of_user = key_of_user if len(key_of_user) == len(member_ids) else None
+        self.user_of_source = user_of_source
         catalog = observed.roles
         self.role_names = {role_id: name for name, role_id in catalog.assignable.items()}
         self.kept: set[str] = set()
@@ -221,10 +232,10 @@ class GroupPlanner:
         else:
             # The group resolved straight to user ids: one look-up per membership.
             found = desired.membership.resolve(desired.source_id, self.user_space(desired))
-            if _NOT_A_MEMBER in found:
+            if NOT_A_MEMBER in found:
                 # Someone the group wants is no member yet (invited, or created by this
                 # plan): only such a group pays for its people's email keys.
-                found = found - {_NOT_A_MEMBER}
+                found = found - {NOT_A_MEMBER}
                 looked_at.update(k for k in desired.members if k not in member_ids)
         wanted_ids = cast(frozenset[str], found)
         missing = wanted_ids - current
@@ -271,17 +282,18 @@ class GroupPlanner:
             )
 
     def user_space(self, desired: DesiredGroup) -> MembershipSpace:
-        """Each wanted person's source id -> their user id, or `_NOT_A_MEMBER`; one space
+        """Each wanted person's source id -> their user id, or `NOT_A_MEMBER`; one space
         per desired state (every group of one shares its membership)."""
         membership = desired.membership
         if self._space is None or self._space.membership is not membership:
-            member_ids = self.member_ids
-            self._space = membership.space(
-                {
-                    source_id: member_ids.get(key, _NOT_A_MEMBER)
+            user_of_source = self.user_of_source
+            if user_of_source is None:
+                member_ids = self.member_ids
+                user_of_source = {
+                    source_id: member_ids.get(key, NOT_A_MEMBER)
                     for source_id, key in membership.wanted_keys.items()
                 }
-            )
+            self._space = membership.space(user_of_source)
         return self._space
 
     def plan_member_removal(

@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Literal
 
 from orgsync.core.collector import paused
-from orgsync.core.group_planner import GroupPlanner
+from orgsync.core.group_planner import NOT_A_MEMBER, GroupPlanner
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -102,6 +102,9 @@ class _Planner:
         self.linked_member_ids = frozenset(given.memory.links.values())
         self.matched_members: set[str] = set()
         self.member_ids: dict[EmailKey, str] = {}
+        # The same matches indexed the ways the group planner reads them.
+        self.key_of_user: dict[str, EmailKey] = {}
+        self.user_of_source: dict[SourceId, object] = {}
         # Whoever a rejected source record stands for: the member linked to its id, the
         # emails linked to its id before, and the email it carries now. A bad record is
         # not an absence: removing them (or their invitation, role or groups) would turn
@@ -221,9 +224,13 @@ class _Planner:
 
     def plan_wanted(self, wanted: Wanted) -> None:
         member = self.find_member(wanted)
-        if member is not None:
+        if member is None:
+            self.user_of_source[wanted.source_id] = NOT_A_MEMBER
+        else:
             self.matched_members.add(member.id)
             self.member_ids[wanted.email_key] = member.id
+            self.key_of_user[member.id] = wanted.email_key
+            self.user_of_source[wanted.source_id] = member.id
             renamed = self.given.capabilities.change_emails and member.email_key != wanted.email_key
             if (renamed or not member.active) and self.untouchable(member) is None:
                 why = [] if member.active else ["suspended member returns: re-enabled"]
@@ -444,7 +451,14 @@ class _Planner:
             normalize_email(op.email) for op in self.operations if isinstance(op, CreateUser)
         )
         groups = GroupPlanner(
-            given.observed, given.memory.owned_groups, self.member_ids, self.untouchable, created
+            given.observed,
+            given.memory.owned_groups,
+            self.member_ids,
+            self.untouchable,
+            created,
+            members_by_id=self.members_by_id,
+            key_of_user=self.key_of_user,
+            user_of_source=self.user_of_source,
         )
         groups.plan(given.desired.groups)
         self.operations.extend(groups.operations)

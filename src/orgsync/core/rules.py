@@ -181,7 +181,7 @@ class _Nesting:
         self._nested: dict[SourceId, tuple[SourceId, ...]] = {}
         self._people: _Space | None = None
         self._wanted: _Space | None = None
-        self._group_people: list[SourceId] | None = None
+        self._group_people: frozenset[SourceId] | None = None
 
     def people_in(self, group_id: SourceId) -> frozenset[SourceId]:
         """Everyone reachable from `group_id` through nested groups."""
@@ -208,12 +208,15 @@ class _Nesting:
         """A space where the person of each id in `values` stands for its value, and
         everybody else for nothing."""
         if self._group_people is None:
-            self._group_people = [p for p in self._person_ids if p in self._groups]
-        lookup: dict[SourceId, object] = dict.fromkeys(self._groups, _GROUP)
-        # Only a person whose id is also a group's must be told apart from the group;
-        # anyone else missing from `values` is simply absent from the lookup.
-        lookup.update(dict.fromkeys(self._group_people, _SKIPPED))
-        lookup.update(values)
+            self._group_people = frozenset(p for p in self._person_ids if p in self._groups)
+        # A copy of `values` (one block copy, not 100k insertions), completed with the
+        # groups: only a person whose id is also a group's must be told apart from the
+        # group; anyone else missing from `values` is simply absent from the lookup.
+        lookup: dict[SourceId, object] = dict(values)
+        people = self._group_people
+        for group_id in self._groups:
+            if group_id not in lookup:
+                lookup[group_id] = _SKIPPED if group_id in people else _GROUP
         return _Space(lookup)
 
     def closure(self, group_id: SourceId, space: _Space) -> frozenset[object]:
@@ -286,10 +289,29 @@ class GroupMembership:
     as an email key and then again as a user id.
     """
 
-    def __init__(self, nesting: _Nesting, wanted_keys: Mapping[SourceId, EmailKey]) -> None:
+    def __init__(
+        self,
+        nesting: _Nesting,
+        keys: Mapping[SourceId, EmailKey],
+        wanted: Mapping[EmailKey, Wanted],
+    ) -> None:
         self._nesting = nesting
-        self.wanted_keys: Mapping[SourceId, EmailKey] = MappingProxyType(wanted_keys)
-        """The source id of each wanted person -> their email key."""
+        self._keys = keys
+        self._wanted = wanted
+        self._wanted_keys: Mapping[SourceId, EmailKey] | None = None
+
+    @property
+    def wanted_keys(self) -> Mapping[SourceId, EmailKey]:
+        """The source id of each wanted person -> their email key.
+
+        Built on first use: the planner resolves groups from its own matches, so only
+        explain, tests and a planner without them pay for it."""
+        if self._wanted_keys is None:
+            wanted = self._wanted
+            self._wanted_keys = MappingProxyType(
+                {person_id: key for person_id, key in self._keys.items() if key in wanted}
+            )
+        return self._wanted_keys
 
     def keys_in(self, group_id: SourceId) -> frozenset[EmailKey]:
         """The email keys of the wanted people `group_id` reaches."""
@@ -455,9 +477,7 @@ def _desired_groups(
     """Mirror IdP groups selected by the group rules; the first matching rule wins."""
     if not rules:
         return (), []
-    membership = GroupMembership(
-        nesting, {person_id: key for person_id, key in keys.items() if key in wanted}
-    )
+    membership = GroupMembership(nesting, keys, wanted)
     patterns = [(_glob([rule.source]), rule) for rule in rules]
     chosen: list[DesiredGroup] = []
     for group in sorted(snapshot.groups, key=lambda g: (g.name, g.id)):
