@@ -82,8 +82,12 @@ class _Planner:
         # those addresses get a list (not one per member).
         self.more_with_email: dict[EmailKey, list[TargetMember]] = defaultdict(list)
         self.members_in_id_order = sorted(observed.members, key=attrgetter("id"))
+        # Each member's email key, normalized once here and read again by id (a linked
+        # person is compared with their member's address).
+        self.member_keys: dict[str, EmailKey | None] = {}
         for member in self.members_in_id_order:
             key = member.email_key
+            self.member_keys[member.id] = key
             if key is not None and self.members_by_email.setdefault(key, member) is not member:
                 self.more_with_email[key].append(member)
         self.live_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
@@ -93,6 +97,7 @@ class _Planner:
                 self.live_invites[invite.email_key].append(invite)
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
+        self.links = given.memory.links
         self.wanted_order = sorted(given.desired.wanted)
         self.link_claimant = self._link_claimants()
         owner_roles = self.catalog.owner_roles
@@ -189,11 +194,13 @@ class _Planner:
         ) == (wanted.source_id)
 
     def find_member(self, wanted: Wanted) -> TargetMember | None:
-        linked_id = self.given.memory.links.get(wanted.source_id)
-        member = self.members_by_id.get(linked_id) if linked_id else None
+        linked_id = self.links.get(wanted.source_id)
+        if not linked_id:
+            return self.free_by_email(wanted)
+        member = self.members_by_id.get(linked_id)
         if member is not None and not self.free_for(member, wanted):
             member = None  # one member stands for one person; a stale link loses
-        if member is not None and member.email_key != wanted.email_key:
+        if member is not None and self.member_keys[member.id] != wanted.email_key:
             other = self.free_by_email(wanted)
             if other is not None:
                 return other
@@ -215,8 +222,11 @@ class _Planner:
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
         first = self.members_by_email.get(wanted.email_key)
-        if first is None or self.free_for(first, wanted):
-            return first
+        if first is None or (
+            first.id not in self.matched_members
+            and self.link_claimant.get(first.id, wanted.source_id) == wanted.source_id
+        ):
+            return first  # (free_for, inlined: once per wanted person)
         for member in self.more_with_email.get(wanted.email_key, ()):
             if self.free_for(member, wanted):
                 return member

@@ -361,38 +361,35 @@ def desired_state(
     known: dict[EmailKey, SourceId] = {}
     out_of_scope: dict[EmailKey, str] = {}
     by_source_id: dict[SourceId, EmailKey] = {}
-    reasons: dict[str, str] = {}  # one string per distinct reason, shared by its people
+    # (scope group, grant) -> (role, reason), or None: decided once per distinct pair, so
+    # the people sharing one share its reason string (and nobody formats it again).
+    decided: dict[tuple[str | None, tuple[str, str] | None], tuple[str, str] | None] = {}
+    new_wanted = tuple.__new__  # Wanted's own __new__ is Python; the tuple's is not
     for person, key in zip(people, person_keys, strict=True):
         if key in ambiguous:
             continue
-        known[key] = person.id
-        by_source_id[person.id] = key
+        person_id = person.id
+        known[key] = person_id
+        by_source_id[person_id] = key
         if not person.active:
             out_of_scope[key] = "inactive in the source"
             continue
-        scope_name = first_scope.get(person.id)
+        scope_name = first_scope.get(person_id)
         if scope_match is not None and scope_name is None:
             out_of_scope[key] = "in no scope group"
             continue
-        grant = best_grant.get(person.id)
-        if rules.roleless:
-            role = ""
-            reason = f"member of {scope_name}" if scope_name else "active in the source"
-        elif grant is not None:
-            role, group_name = grant
-            reason = f"member of {group_name}"
-        elif rules.default_role is not None:
-            role = rules.default_role
-            reason = (
-                f"member of {scope_name} (default role)"
-                if scope_name
-                else "active in the source (default role)"
-            )
-        else:
+        pair = (scope_name, best_grant.get(person_id))
+        try:
+            choice = decided[pair]
+        except KeyError:
+            choice = decided[pair] = _role_and_reason(rules, *pair)
+        if choice is None:
             out_of_scope[key] = "no role rule matches and no default_role is set"
             continue
-        reason = reasons.setdefault(reason, reason)
-        wanted[key] = Wanted(person.id, person.email.strip(), key, role, reason, person.name)
+        role, reason = choice
+        wanted[key] = new_wanted(
+            Wanted, (person_id, person.email.strip(), key, role, reason, person.name)
+        )
 
     groups, group_warnings = _desired_groups(snapshot, rules.groups, nesting, keys, wanted)
     warnings.extend(group_warnings)
@@ -409,6 +406,25 @@ def desired_state(
             normalize_email(r.email) for r in rejected if r.email and r.email.strip()
         ),
     )
+
+
+def _role_and_reason(
+    rules: MembershipRules, scope_name: str | None, grant: tuple[str, str] | None
+) -> tuple[str, str] | None:
+    """The role and reason of a person in scope through `scope_name` (None: no scope
+    rules) whose best role grant is `grant`; None when no rule gives them a role."""
+    if rules.roleless:
+        return "", f"member of {scope_name}" if scope_name else "active in the source"
+    if grant is not None:
+        role, group_name = grant
+        return role, f"member of {group_name}"
+    if rules.default_role is not None:
+        return rules.default_role, (
+            f"member of {scope_name} (default role)"
+            if scope_name
+            else "active in the source (default role)"
+        )
+    return None
 
 
 def _scope_and_grants(
