@@ -38,9 +38,16 @@ class _Common(TypedDict):
     source_group_id: str | None
 
 
-NOT_A_MEMBER = object()
-"""What a wanted person who is no member of the organization (yet) stands for among user
-ids."""
+class NotAMember:
+    """What a wanted person who is no member of the organization (yet: invited, or created
+    by this plan) stands for among user ids: one per person, carrying their email key, so
+    that a group resolved to user ids also says who of it still has to join (it can never
+    be among a group's current members, so it always lands among the missing)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: EmailKey) -> None:
+        self.key = key
 
 
 class GroupPlanner:
@@ -51,7 +58,7 @@ class GroupPlanner:
     they may be). The planner also hands over what it indexed already, so that nothing is
     indexed twice at 100k people: `members_by_id` (the organization's members by id),
     `key_of_user` (`member_ids` inverted) and `user_of_source` (each wanted person's source
-    id -> their user id, or `NOT_A_MEMBER`).
+    id -> their user id, or their `NotAMember`).
     """
 
     def __init__(
@@ -230,17 +237,15 @@ class GroupPlanner:
             found: frozenset[object] | set[object] = cast(set[object], by_email)
             looked_at.update(desired.members)
         else:
-            # The group resolved straight to user ids: one look-up per membership.
+            # The group resolved straight to user ids (and a `NotAMember` for each of its
+            # people who is no member yet): one look-up per membership.
             found = desired.membership.resolve(desired.source_id, self.user_space(desired))
-            if NOT_A_MEMBER in found:
-                # Someone the group wants is no member yet (invited, or created by this
-                # plan): only such a group pays for its people's email keys.
-                found = found - {NOT_A_MEMBER}
-                looked_at.update(k for k in desired.members if k not in member_ids)
-        wanted_ids = cast(frozenset[str], found)
-        missing = wanted_ids - current
+        missing = found - current
         if key_of_user is not None:
-            looked_at.update(map(key_of_user.__getitem__, missing))
+            for user in missing:
+                looked_at.add(
+                    user.key if isinstance(user, NotAMember) else key_of_user[cast(str, user)]
+                )
         for key in sorted(looked_at):
             user_id = member_ids.get(key)
             if user_id is None and key in self.being_created:
@@ -273,25 +278,27 @@ class GroupPlanner:
                         reason=f"member of IdP group {desired.source_name!r}",
                     )
                 )
-        # The group holds len(wanted_ids) - len(missing) wanted members: anyone beyond them
-        # is extra (in a group already in sync, no second pass over its members).
-        extra = current - wanted_ids if len(current) > len(wanted_ids) - len(missing) else ()
+        # The group holds len(found) - len(missing) wanted members (every `NotAMember` is
+        # missing): anyone beyond them is extra (in a group already in sync, no second pass
+        # over its members).
+        extra = current - found if len(current) > len(found) - len(missing) else ()
         for user_id in sorted(extra):
             self.plan_member_removal(
                 user_id, common, f"not a member of IdP group {desired.source_name!r}"
             )
 
     def user_space(self, desired: DesiredGroup) -> MembershipSpace:
-        """Each wanted person's source id -> their user id, or `NOT_A_MEMBER`; one space
-        per desired state (every group of one shares its membership)."""
+        """Each wanted person's source id -> their user id, or their `NotAMember`; one
+        space per desired state (every group of one shares its membership)."""
         membership = desired.membership
         if self._space is None or self._space.membership is not membership:
             user_of_source = self.user_of_source
             if user_of_source is None:
                 member_ids = self.member_ids
                 user_of_source = {
-                    source_id: member_ids.get(key, NOT_A_MEMBER)
+                    source_id: NotAMember(key) if user_id is None else user_id
                     for source_id, key in membership.wanted_keys.items()
+                    for user_id in (member_ids.get(key),)
                 }
             self._space = membership.space(user_of_source)
         return self._space

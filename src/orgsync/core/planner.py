@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Literal
 
 from orgsync.core.collector import paused
-from orgsync.core.group_planner import NOT_A_MEMBER, GroupPlanner
+from orgsync.core.group_planner import GroupPlanner, NotAMember
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -105,9 +105,9 @@ class _Planner:
         # in someone's hands, so only they count towards the last-owner rule.
         self.owners_left = sum(1 for m in observed.members if m.role in owner_roles and m.active)
         self.linked_member_ids = frozenset(given.memory.links.values())
-        self.matched_members: set[str] = set()
         self.member_ids: dict[EmailKey, str] = {}
-        # The same matches indexed the ways the group planner reads them.
+        # The same matches indexed the ways the group planner reads them; a member is
+        # matched (taken by a wanted person) when it is in `key_of_user`.
         self.key_of_user: dict[str, EmailKey] = {}
         self.user_of_source: dict[SourceId, object] = {}
         # Whoever a rejected source record stands for: the member linked to its id, the
@@ -189,7 +189,7 @@ class _Planner:
         """Whether `wanted` may be matched to `member`: nobody has it yet, and no other
         wanted person's link claims it (an address reused by a newcomer must not inherit
         the account of the person it belonged to)."""
-        return member.id not in self.matched_members and self.link_claimant.get(
+        return member.id not in self.key_of_user and self.link_claimant.get(
             member.id, wanted.source_id
         ) == (wanted.source_id)
 
@@ -223,7 +223,7 @@ class _Planner:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
         first = self.members_by_email.get(wanted.email_key)
         if first is None or (
-            first.id not in self.matched_members
+            first.id not in self.key_of_user
             and self.link_claimant.get(first.id, wanted.source_id) == wanted.source_id
         ):
             return first  # (free_for, inlined: once per wanted person)
@@ -235,9 +235,8 @@ class _Planner:
     def plan_wanted(self, wanted: Wanted) -> None:
         member = self.find_member(wanted)
         if member is None:
-            self.user_of_source[wanted.source_id] = NOT_A_MEMBER
+            self.user_of_source[wanted.source_id] = NotAMember(wanted.email_key)
         else:
-            self.matched_members.add(member.id)
             self.member_ids[wanted.email_key] = member.id
             self.key_of_user[member.id] = wanted.email_key
             self.user_of_source[wanted.source_id] = member.id
@@ -480,7 +479,7 @@ class _Planner:
         for key in self.wanted_order:
             self.plan_wanted(desired.wanted[key])
         for member in self.members_in_id_order:
-            if member.id not in self.matched_members:
+            if member.id not in self.key_of_user:
                 self.plan_member_removal(member)
         for key in sorted(self.live_invites):
             self.plan_invite_removal(key, self.live_invites[key])
