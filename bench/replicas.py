@@ -231,16 +231,35 @@ def measure(count: int, url: str, password: str, origin: str, args: argparse.Nam
                 d.kill()
 
 
+def pick_victim(
+    rows: dict[str, tuple[int, datetime]], now: datetime, pids: set[int]
+) -> tuple[int, set[str]] | None:
+    """The replica (one of `pids`) holding the most live leases, and those targets; None
+    when none of them holds one (a lease is held only while its target runs, so with few
+    targets, or more replicas than targets, there may be none at a given instant)."""
+    held: dict[int, set[str]] = {}
+    for target, (pid, expires) in rows.items():
+        if expires > now and pid in pids:
+            held.setdefault(pid, set()).add(target)
+    if not held:
+        return None
+    pid = max(sorted(held), key=lambda p: len(held[p]))
+    return pid, held[pid]
+
+
 def failover(daemons: list[Any], url: str, password: str, args: argparse.Namespace) -> dict:
     """Kill the replica holding the most leases; how long until its targets run again."""
-    now = datetime.now(UTC)
-    held: dict[int, list[str]] = {}
-    for target, (pid, expires) in leases(url, password).items():
-        if expires > now:
-            held.setdefault(pid, []).append(target)
-    pid = max(held, key=lambda p: len(held[p]))
+    pids = {d.pid for d in daemons if d.poll() is None}
+
+    def someone_holds() -> tuple[int, set[str]] | None:
+        return pick_victim(leases(url, password), datetime.now(UTC), pids)
+
+    try:
+        # Leases come and go with the runs: look for a holder for a few TTLs.
+        pid, orphaned = wait(someone_holds, 3 * args.ttl + 2, "a replica holding a lease")
+    except TimeoutError as error:
+        return {"lease_ttl_s": args.ttl, "error": str(error)}
     victim = next(d for d in daemons if d.pid == pid)
-    orphaned = set(held[pid])
     victim.kill()  # SIGKILL
     killed = datetime.now(UTC)
     victim.wait(10)
@@ -323,6 +342,9 @@ def main() -> None:
     for r in results:
         if "failover" in r:
             f = r["failover"]
+            if "error" in f:
+                print(f"failover (kill -9 of 1 of {r['replicas']}): not measured: {f['error']}")
+                continue
             print(
                 f"failover (kill -9 of 1 of {r['replicas']}): {f['targets']} targets taken over "
                 f"after {f['min_s']}-{f['max_s']} s (median {f['median_s']} s), lease TTL "
@@ -346,7 +368,7 @@ def databases(url: str | None) -> Iterator[Any]:
 
         yield reuse
         return
-    from tests.postgres import PASSWORD, running_postgres
+    from orgsync.testing.postgres import PASSWORD, running_postgres
 
     with running_postgres() as server:
         yield lambda: (server.url(server.new_database("bench")), PASSWORD)

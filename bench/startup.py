@@ -10,11 +10,15 @@ median to the issue's goal (`--help` 0.2 s, `validate --offline` on the demo's
 configuration 0.3 s). The machine is shared: the CPU figure is the steadier one when
 other work runs, the wall figure is what an administrator waits.
 
+The same medians follow for a bare interpreter and for the floor of `validate`: importing
+what no configuration can be read without (pydantic, as far as building a model imports
+it: `pydantic.types`, with `secrets` and OpenSSL's hashes), which no change to orgsync
+can lower.
+
 With `--instructions` (needs valgrind), each command runs once more under callgrind and
 the instructions it executed are printed: a figure the machine's load does not move, for
-comparing two versions on a busy machine, beside the same figure for a bare interpreter
-and for importing what no configuration can be read without (pydantic, and the
-importlib.metadata pydantic imports): the floor of `validate`.
+comparing two versions on a busy machine (hash randomisation is pinned,
+PYTHONHASHSEED=0, so that one version gives one figure).
 
 usage: .venv/bin/python bench/startup.py [N] [--instructions]   (default 15)
 """
@@ -66,10 +70,11 @@ def sample(command: list[str], cwd: Path) -> tuple[float, float]:
 
 FLOOR = (
     "from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, "
-    "ValidationError, field_validator, model_validator\n"
-    "import importlib.metadata"
+    "ValidationError, field_validator, model_validator"
 )
-"""What reading any configuration imports before orgsync's own code runs."""
+"""What reading any configuration imports before orgsync's own code runs (importing
+pydantic.fields, which creating a model does, imports pydantic.types). orgsync reads no
+importlib.metadata unless a package declares a connector or pydantic plugins are on."""
 
 
 def instructions(command: list[str], cwd: Path) -> int | None:
@@ -80,7 +85,7 @@ def instructions(command: list[str], cwd: Path) -> int | None:
     done = subprocess.run(
         [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
         cwd=cwd,
-        env=ENVIRON,
+        env={**ENVIRON, "PYTHONHASHSEED": "0"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -114,19 +119,21 @@ def main(samples: int, *, count: bool) -> None:
             ],
         }
         print(f"median of {samples} fresh processes ({' '.join(orgsync)}), load {_load()}")
+        commands["(bare interpreter)"] = [sys.executable, "-c", "pass"]
+        commands["(pydantic floor)"] = [sys.executable, "-c", FLOOR]
         for name, command in commands.items():
             sample(command, folder)  # cold: page cache, .pyc files
             walls, cpus = zip(*(sample(command, folder) for _ in range(samples)), strict=True)
             wall, cpu = statistics.median(walls), statistics.median(cpus)
-            goal = GOALS[name]
-            print(
-                f"orgsync {name:<20} wall {wall:.3f} s  cpu {cpu:.3f} s   "
-                f"goal {goal:.1f} s: wall {wall / goal:.2f}x, cpu {cpu / goal:.2f}x"
-            )
+            goal = GOALS.get(name)
+            label = name if name.startswith("(") else f"orgsync {name}"
+            line = f"{label:<28} wall {wall:.3f} s  cpu {cpu:.3f} s"
+            if goal is not None:
+                line += f"   goal {goal:.1f} s: wall {wall / goal:.2f}x, cpu {cpu / goal:.2f}x"
+            print(line)
+        print(f"load {_load()} at the end")
         if not count:
             return
-        commands["(bare interpreter)"] = [sys.executable, "-c", "pass"]
-        commands["(pydantic floor)"] = [sys.executable, "-c", FLOOR]
         for name, command in commands.items():
             counted = instructions(command, folder)
             if counted is None:

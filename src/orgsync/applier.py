@@ -29,6 +29,7 @@ from tenacity import Retrying
 from orgsync.core.errors import (
     AuthError,
     ConflictError,
+    Interrupted,
     NotFoundError,
     TargetError,
     TransientError,
@@ -142,6 +143,11 @@ class Applier:
                 self._abort = f"credentials refused: {error}"
             outcome = Outcome(seq, operation, OperationStatus.FAILED, str(error))
             bound.error("apply.op.failed", error=str(error))
+        except Interrupted as error:
+            # Only what precedes a call (a token fetch) is interrupted during the apply:
+            # the operation was not sent, as one skipped at a stop.
+            outcome = Outcome(seq, operation, OperationStatus.SKIPPED, f"shutdown: {error}")
+            bound.warning("apply.op.skipped", reason=str(error))
         except TargetError as error:
             outcome = Outcome(seq, operation, OperationStatus.FAILED, str(error))
             bound.error("apply.op.failed", error=str(error))

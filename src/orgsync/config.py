@@ -6,12 +6,13 @@ never in the file, only the name of an environment variable (`*_env`) or a file 
 Errors are `ConfigError`s whose message names the key path and the reason.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: pydantic would compile and evaluate each
+# annotation's text when it creates a model, a part of every command's start-up.
 
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -23,16 +24,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
-    SerializeAsAny,
     StrictBool,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema, core_schema
 
 from orgsync import connectors
 from orgsync.core.errors import ConfigError
@@ -118,7 +119,9 @@ _CONVENTIONAL_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built on first use, not on import: a model's validator costs milliseconds to build,
+    # and a file uses a few of the tables orgsync knows (bench/startup.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     @field_validator("*")
     @classmethod
@@ -141,12 +144,38 @@ class _Strict(BaseModel):
 
 
 StrictModel = _Strict
-"""The base of every configuration table: unknown keys refused, frozen, `*_env` checked."""
+"""The base of every configuration table: unknown keys refused, frozen, `*_env` checked,
+its validator built on first use (`defer_build`)."""
 
 BASE_ONLY = ConfigDict(defer_build=True)
 """`model_config` of a model only ever subclassed (`RemoteSourceConfig`): pydantic builds
 no validator for it, and each subclass builds its own on first use rather than on import
-(`validate --offline` pays only for the tables the file has, bench/startup.py)."""
+(`validate --offline` pays only for the tables the file has, bench/startup.py). Every
+`StrictModel` defers now; connectors' models still name it."""
+
+
+class _Lazily:
+    """A field validated by `validate` when a file has it, instead of by a schema built
+    into `Config`'s: the model it calls is built on that first use, so a table the file
+    does not have costs nothing (bench/startup.py).
+
+    A `ValidationError` the function raises keeps its errors, each located under the
+    field, exactly as a nested model's would be; a model's own `model_validate` raises
+    the error a nested model would (`model_type` for a value that is not a table).
+    """
+
+    def __init__(self, validate: Callable[[Any], Any]) -> None:
+        self._validate = validate
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        del source, handler  # never the field's own schema: building it is what is saved
+        return core_schema.no_info_plain_validator_function(self._validate)
+
+
+def _section(model: type[BaseModel]) -> _Lazily:
+    return _Lazily(model.model_validate)
 
 
 class SecretRef(BaseModel):
@@ -176,10 +205,26 @@ class SecretRef(BaseModel):
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as error:
-            raise ConfigError(f"{self.key}_file: cannot read {path}: {error.strerror}") from error
+            raise ConfigError(
+                f"{self.key}_file: cannot read {self._named(path, credentials)}: {error.strerror}"
+            ) from error
         if not value:
             raise ConfigError(f"{self.key}_file: {path} is empty")
         return SecretStr(value)
+
+    def _named(self, path: Path, credentials: str | None) -> str:
+        """`path`, if the configured value is unmistakably one; else where it was looked
+        for: a credential pasted where its file's path belongs must not be repeated (on
+        the terminal, in the log, in the run history)."""
+        assert self.file is not None
+        given = str(self.file)
+        if given.startswith(("/", "./", "../", "~")):
+            return str(path)
+        folder = credentials or f"the working directory {Path.cwd()}"
+        return (
+            f"the file it names (a relative name, looked for in {folder}; not repeated "
+            "here, in case it is a pasted secret rather than a path)"
+        )
 
 
 def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> SecretRef | None:
@@ -202,7 +247,7 @@ class SourceConfig(_Strict):
 
     type: str
 
-    def anchored(self, base_dir: Path) -> SourceConfig:
+    def anchored(self, base_dir: Path) -> "SourceConfig":
         """Itself with the relative paths the reader opens taken from `base_dir`."""
         return self
 
@@ -218,11 +263,11 @@ class RemoteSourceConfig(SourceConfig):
     max_retry_delay: Duration = timedelta(seconds=60)
 
 
-def _source_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+def _source_model(value: Any) -> Any:
     """Validate the `[source]` table with the model of its `type`, loaded on first use;
     a missing or unknown type is reported as pydantic reports a discriminated union's."""
     if isinstance(value, SourceConfig) or not isinstance(value, dict):
-        return handler(value)  # not a table: "must be a table"
+        return SourceConfig.model_validate(value)  # not a table: "must be a table"
     tag = value.get("type")
     if tag is None:
         raise ValidationError.from_exception_data(
@@ -256,8 +301,8 @@ def _source_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return connectors.source(tag).settings.model_validate(value)
 
 
-AnySource = SerializeAsAny[Annotated[SourceConfig, WrapValidator(_source_model)]]
-"""The `[source]` table: an instance of its type's own model."""
+AnySource = Annotated[SourceConfig, _Lazily(_source_model)]
+"""The `[source]` table: an instance of its type's own model (serialized as that model)."""
 
 
 Glob = Annotated[str, AfterValidator(_check_glob)]
@@ -325,7 +370,7 @@ class TargetConfig(_Strict):
     max_retry_delay: Duration = timedelta(seconds=60)
 
     @model_validator(mode="after")
-    def _check_base_url(self) -> TargetConfig:
+    def _check_base_url(self) -> "TargetConfig":
         _check_url(self.base_url, "base_url", allow_plaintext=self.allow_plaintext)
         return self
 
@@ -349,14 +394,14 @@ def check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
     _check_url(url, key, allow_plaintext=allow_plaintext)
 
 
-def _target_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+def _target_model(value: Any) -> Any:
     """Validate one `[[targets]]` table with the model of its `type`.
 
     The type's connector is imported here, on first use. An unknown type is reported as
     a choice among the installed ones, exactly as a fixed `Literal` would be.
     """
     if isinstance(value, TargetConfig) or not isinstance(value, dict):
-        return handler(value)  # not a table: "must be a table"
+        return TargetConfig.model_validate(value)  # not a table: "must be a table"
     tag = value.get("type")
     if tag is None:
         raise ValidationError.from_exception_data(
@@ -379,8 +424,8 @@ def _target_model(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return connectors.target(tag).settings.model_validate(value)
 
 
-AnyTarget = SerializeAsAny[Annotated[TargetConfig, WrapValidator(_target_model)]]
-"""A `[[targets]]` table: an instance of its type's own model."""
+AnyTarget = Annotated[TargetConfig, _Lazily(_target_model)]
+"""A `[[targets]]` table: an instance of its type's own model (serialized as that model)."""
 
 
 class SafetyConfig(_Strict):
@@ -416,7 +461,7 @@ class StateConfig(_Strict):
     of each target, and its newest finished sync, are kept whatever their age."""
 
     @model_validator(mode="after")
-    def _check(self) -> StateConfig:
+    def _check(self) -> "StateConfig":
         if self.lease_ttl < timedelta(seconds=1):
             raise ValueError("lease_ttl must be at least 1s")
         if self.keep_runs < timedelta(hours=1):
@@ -460,7 +505,7 @@ class ScheduleConfig(_Strict):
     """The back-off of a quarantined target grows towards this, and no further."""
 
     @model_validator(mode="after")
-    def _check(self) -> ScheduleConfig:
+    def _check(self) -> "ScheduleConfig":
         if self.interval < timedelta(seconds=1):
             raise ValueError("interval must be at least 1s")
         if self.jitter < timedelta(0) or self.jitter >= self.interval:
@@ -506,7 +551,7 @@ class ServerConfig(_Strict):
     """Open connections per client address (IPv6: per /64) and listener; more get 503."""
 
     @model_validator(mode="after")
-    def _check(self) -> ServerConfig:
+    def _check(self) -> "ServerConfig":
         host, port = parse_listen(self.listen)
         if self.health_listen is not None:
             health = parse_listen(self.health_listen, "health_listen")
@@ -565,7 +610,7 @@ class _NotifyEntry(_Strict):
     ca_file: Path | None = None
 
     @model_validator(mode="after")
-    def _check_common(self) -> _NotifyEntry:
+    def _check_common(self) -> "_NotifyEntry":
         if not self.events:
             raise ValueError("events must name at least one of " + ", ".join(NOTIFY_EVENTS))
         if not timedelta(0) < self.timeout <= timedelta(minutes=2):
@@ -584,7 +629,7 @@ class WebhookNotify(_NotifyEntry):
     secret_file: Path | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> WebhookNotify:
+    def _check(self) -> "WebhookNotify":
         _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
         _secret("secret", self.secret_env, self.secret_file, required=True)
         return self
@@ -604,7 +649,7 @@ class SlackNotify(_NotifyEntry):
     url_file: Path | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> SlackNotify:
+    def _check(self) -> "SlackNotify":
         _secret("url", self.url_env, self.url_file, required=True)
         return self
 
@@ -633,7 +678,7 @@ class EmailNotify(_NotifyEntry):
     subject_prefix: str = Field(default="[orgsync]", max_length=40)
 
     @model_validator(mode="after")
-    def _check(self) -> EmailNotify:
+    def _check(self) -> "EmailNotify":
         if self.tls == "none" and not self.allow_plaintext:
             raise ValueError(
                 'tls = "none" sends the message (and any password) in clear; use "starttls" '
@@ -660,15 +705,47 @@ class EmailNotify(_NotifyEntry):
 
 NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discriminator="type")]
 
+_notify_entries: TypeAdapter[tuple[NotifyConfig, ...]] | None = None
+
+
+def _notify(value: Any) -> Any:
+    """`[[notify]]`, validated by its union's adapter, built when a file has the table."""
+    global _notify_entries  # noqa: PLW0603 - built once, on first use
+    if _notify_entries is None:
+        _notify_entries = TypeAdapter(tuple[NotifyConfig, ...])
+    return _notify_entries.validate_python(value)
+
+
+def _default(model: type[_Strict]) -> Any:
+    """A table's default when the file has none: its declared defaults, without building
+    its validator (`cls()` would build it; tests/config hold the two equal)."""
+    return Field(default_factory=model.model_construct)
+
+
+def _organization_identity(target: TargetConfig) -> tuple[object, ...]:
+    """What names the organization a target table administers: its type, its address
+    (scheme and host case-insensitive, no trailing slash) and every key its connector adds
+    to the ones all targets share (credentials, an organization or workspace id), since
+    any of those may pick another organization behind one address. The shared keys are
+    the rules and limits, which two tables for one organization would fight over."""
+    parts = urlsplit(target.base_url.strip())
+    address = (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query)
+    own = sorted(set(type(target).model_fields) - set(TargetConfig.model_fields))
+    keys = tuple((key, str(getattr(target, key))) for key in own)
+    return (target.type, address, keys)
+
 
 class Config(_Strict):
+    # Each table is validated by its own model, built when the file has the table (and
+    # `Config`'s own schema holds none of them): `validate --offline` builds the models
+    # of the tables a file has, not of every table orgsync knows (bench/startup.py).
     source: AnySource
     targets: tuple[AnyTarget, ...]
-    safety: SafetyConfig = SafetyConfig()
-    state: StateConfig = StateConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    server: ServerConfig = ServerConfig()
-    notify: tuple[NotifyConfig, ...] = ()
+    safety: Annotated[SafetyConfig, _section(SafetyConfig)] = _default(SafetyConfig)
+    state: Annotated[StateConfig, _section(StateConfig)] = _default(StateConfig)
+    schedule: Annotated[ScheduleConfig, _section(ScheduleConfig)] = _default(ScheduleConfig)
+    server: Annotated[ServerConfig, _section(ServerConfig)] = _default(ServerConfig)
+    notify: Annotated[tuple[NotifyConfig, ...], _Lazily(_notify)] = ()
 
     @field_validator("targets")
     @classmethod
@@ -679,10 +756,21 @@ class Config(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"target names must be unique; repeated: {', '.join(duplicates)}")
+        seen: dict[tuple[object, ...], str] = {}
+        for target in targets:
+            first = seen.setdefault(_organization_identity(target), target.name)
+            if first != target.name:
+                # Two sets of rules and two memories for one organization fight for ever:
+                # each run replaces the other's invitations and flips roles back.
+                raise ValueError(
+                    f"targets {first} and {target.name} are the same organization (same "
+                    "type, base_url and credentials): each would undo the other's changes "
+                    "on every run; configure it once, with all its rules in one table"
+                )
         return targets
 
     @model_validator(mode="after")
-    def _check_notify(self) -> Config:
+    def _check_notify(self) -> "Config":
         names = [n.name for n in self.notify]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -721,7 +809,7 @@ def parse_config(
     return _anchor_paths(config, base_dir)
 
 
-def _schema(document: Mapping[str, Any]) -> Schema:
+def _schema(document: Mapping[str, Any]) -> "Schema":
     """The models the explanation of `document`'s errors needs, with the model of each
     `[[targets]]` table, so that key hints speak of the right type's keys. Only on the
     error path: it loads every built-in target type (to say which type a misplaced key

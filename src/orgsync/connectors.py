@@ -22,15 +22,20 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import os
+import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NamedTuple, TypeVar, cast
 
 from orgsync.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    # importlib.metadata (and the email package it loads) is imported only where some
+    # installed package may declare a connector: `_declared_anywhere` (bench/startup.py).
+    from importlib import metadata
+
     # Types only: the configuration imports this module, and must not pay for the plan
     # models (`core.ports` imports `core.plan`) to read a file.
     from orgsync.config import SecretRef, SourceConfig, TargetConfig
@@ -132,9 +137,11 @@ class SourceConnector(Generic[S]):
 Kind = Literal["source", "target"]
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A connector the registry knows of, without importing it."""
+class Found(NamedTuple):
+    """A connector the registry knows of, without importing it.
+
+    (A named tuple rather than a dataclass, as `_Declared`: a dataclass costs start-up
+    milliseconds to create, and these are only read.)"""
 
     kind: Kind
     type: str
@@ -144,8 +151,7 @@ class Found:
     """Why it is not used (it claims a built-in or another package's type)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Declared:
+class _Declared(NamedTuple):
     entry_point: metadata.EntryPoint
     origin: str
 
@@ -166,11 +172,68 @@ def _origin(entry_point: metadata.EntryPoint) -> str:
     return f"{dist.metadata['Name'] or dist.name} {dist.version}"
 
 
+def _entry_point_files() -> Iterator[str] | None:
+    """Every `entry_points.txt` importlib.metadata would read, by the rules it finds
+    distributions with (`*.dist-info` and `*.egg-info` in each `sys.path` folder, an
+    `.egg` folder's `EGG-INFO`); None when some distribution could be found another way
+    (a zip file on the path, a finder of its own), which this does not follow."""
+    from importlib.machinery import PathFinder
+
+    if any(
+        getattr(finder, "find_distributions", None) is not None and finder is not PathFinder
+        for finder in sys.meta_path
+    ):
+        return None
+    folders: list[tuple[str, list[str]]] = []
+    for entry in sys.path:
+        folder = entry or "."
+        try:
+            children = os.listdir(folder)
+        except OSError:
+            if os.path.exists(folder):
+                return None  # a zip archive, or a folder that cannot be listed
+            continue
+        folders.append((folder, children))
+
+    def files() -> Iterator[str]:
+        for folder, children in folders:
+            egg = os.path.basename(folder).lower().endswith(".egg")
+            for child in children:
+                low = child.lower()
+                if low.endswith((".dist-info", ".egg-info")) or (egg and low == "egg-info"):
+                    yield os.path.join(folder, child, "entry_points.txt")
+
+    return files()
+
+
+def _declared_anywhere() -> bool:
+    """Whether any installed package may declare an `orgsync.connectors` entry point: a
+    look at the raw `entry_points.txt` files, so that the common case, none, costs
+    neither importlib.metadata's import nor its parse of every package's entry points
+    (a tenth of `validate --offline`, bench/startup.py). True whenever unsure."""
+    files = _entry_point_files()
+    if files is None:
+        return True
+    needle = ENTRY_POINT_GROUP.encode()
+    for path in files:
+        try:
+            with open(path, "rb") as file:
+                if needle in file.read():
+                    return True
+        except OSError:
+            continue  # no entry points (importlib.metadata reads none there either)
+    return False
+
+
 def _third_party() -> dict[tuple[Kind, str], list[_Declared]]:
     """`<kind>.<type>` entry points, read once (metadata only, nothing imported)."""
     global _declared  # noqa: PLW0603 - one read of the installed packages per process
     with _lock:
+        if _declared is None and not _declared_anywhere():
+            _declared = {}
         if _declared is None:
+            from importlib import metadata
+
             found: dict[tuple[Kind, str], list[_Declared]] = {}
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 kind, _, tag = entry_point.name.partition(".")
@@ -279,12 +342,25 @@ def _load(module: str, attribute: str, origin: str) -> object:
 
 def _load_entry_point(entry_point: metadata.EntryPoint, origin: str) -> object:
     try:
-        return entry_point.load()
+        loaded = entry_point.load()
+        _build_settings(loaded)
     except Exception as error:  # any failure of foreign code is the package's to fix
         raise ConfigError(
             f"connector {entry_point.name} = {entry_point.value} ({origin}) cannot be "
             f"loaded: {type(error).__name__}: {error}"
         ) from error
+    return loaded
+
+
+def _build_settings(candidate: object) -> None:
+    """Build a foreign model's validator now: a configuration model defers it to first
+    use (`config.StrictModel`), and a model pydantic cannot build must be refused as the
+    package's fault, as it was when the models were built on import."""
+    from pydantic import BaseModel
+
+    settings = getattr(candidate, "settings", None)
+    if isinstance(settings, type) and issubclass(settings, BaseModel):
+        settings.model_rebuild(raise_errors=False)
 
 
 def _check(kind: Kind, candidate: object, type_: str, origin: str) -> object:

@@ -21,6 +21,7 @@ from orgsync.core.explain import explain as explain_one
 from orgsync.core.model import Memory
 from orgsync.core.plan import PHASE_MARKS, Operation, SetRole
 from orgsync.core.ports import LearnsForms
+from orgsync.core.text import visible
 from orgsync.engine import Engine
 from orgsync.policy import safety_limits
 from orgsync.results import RunOptions
@@ -158,7 +159,8 @@ def render_explanation(item: Explanation) -> str:
         lines.append(f"=> {item.target}: {verdict} for this person (exit {item.exit_code})")
     else:
         lines.append(f"=> {item.target}: not found here")
-    return "\n".join(lines)
+    # Records, names and group names come from the directory and the organization.
+    return "\n".join(visible(line) for line in lines)
 
 
 def _source_lines(item: Explanation) -> list[str]:

@@ -52,6 +52,12 @@ class ReadInterrupt:
     def is_set(self) -> bool:
         return self._stop.is_set() and not self._paused
 
+    def unpausable(self) -> ReadInterrupt:
+        """The same stop request, never paused: for what an apply's call waits on before
+        it is sent (an OAuth token fetch), which changes nothing anywhere, so ending it
+        at a stop leaves no write half done (the operation is then not sent)."""
+        return ReadInterrupt(self._stop)
+
     def pause(self) -> None:
         """From now on the calls are an apply's: they run to their end (see module doc)."""
         self._paused = True

@@ -8,7 +8,6 @@ logs imports structlog, so it is configured before anything can log.
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,13 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from importlib.abc import Loader, MetaPathFinder
+
     import structlog
+else:
+    # importlib.abc imports importlib.resources (tempfile, shutil, random...), a part of
+    # `validate --offline`'s start-up; the import system needs only the methods.
+    Loader = MetaPathFinder = object
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 """The standard library's logging levels (`logging.DEBUG`...), without importing it: a
@@ -47,7 +52,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         sys.meta_path.insert(0, _ConfigureOnImport(level, json))
 
 
-class _ConfigureOnImport(importlib.abc.MetaPathFinder):
+class _ConfigureOnImport(MetaPathFinder):
     """Finds structlog as the other finders do, and configures it once it is loaded."""
 
     def __init__(self, level: str, json: bool | None) -> None:
@@ -67,8 +72,8 @@ class _ConfigureOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _ThenConfigure(importlib.abc.Loader):
-    def __init__(self, inner: importlib.abc.Loader, level: str, json: bool | None) -> None:
+class _ThenConfigure(Loader):
+    def __init__(self, inner: Loader, level: str, json: bool | None) -> None:
         self.inner = inner
         self.level = level
         self.json = json

@@ -34,6 +34,7 @@ from orgsync.core.plan import (
     UnassignGroupRole,
     UpdateUser,
 )
+from orgsync.core.text import visible
 from orgsync.results import TargetResult, worst_exit_code
 from orgsync.store import RunRecord
 
@@ -94,7 +95,8 @@ Cell = str | tuple[str, tuple[str, ...]]
 
 
 def _text(cell: Cell) -> str:
-    return cell if isinstance(cell, str) else cell[0]
+    # Escaped before it is measured: a cell may hold a server's or a directory's text.
+    return visible(cell if isinstance(cell, str) else cell[0])
 
 
 def column_widths(rows: Iterable[Sequence[Cell]], caps: Sequence[int]) -> list[int]:
@@ -115,7 +117,7 @@ def table_line(row: Sequence[Cell], widths: Sequence[int], style: Style, indent:
     parts: list[str] = []
     overflow = 0
     for index, cell in enumerate(row):
-        text, styles = (cell, ()) if isinstance(cell, str) else cell
+        text, styles = _text(cell), (() if isinstance(cell, str) else cell[1])
         last = index == len(row) - 1
         if last:
             parts.append(style.paint(text, *styles))
@@ -283,14 +285,14 @@ def render_plan(plan: Plan, style: Style = PLAIN) -> str:
         lines.append(table_line(heading, widths, style, _INDENT))
         for item in items:
             if isinstance(item, str):
-                lines.append("  " + style.paint(item, "bold"))
+                lines.append("  " + style.paint(visible(item), "bold"))
             elif isinstance(item, _Note):
-                lines.append(_INDENT + item.text)
+                lines.append(_INDENT + visible(item.text))
             else:
                 lines.append(table_line(item, widths, style, _INDENT))
     if plan.warnings:
         lines.append("  " + style.paint("Warnings", "bold", "yellow"))
-        lines.extend(f"{_INDENT}{warning}" for warning in plan.warnings)
+        lines.extend(f"{_INDENT}{visible(warning)}" for warning in plan.warnings)
     lines.append(f"  checksum {plan.checksum}")
     lines.append(f"{_INDENT}{_CHECKSUM_NOTE}")
     return "\n".join(lines)
@@ -349,11 +351,12 @@ def render_result(
             f"failed {len(report.failed)}; held {len(result.plan.held) if result.plan else 0}."
         )
         parts.extend(
-            f"  {style.paint('failed', 'red')}: {o.operation.op} {o.operation.subject}: {o.detail}"
+            f"  {style.paint('failed', 'red')}: "
+            + visible(f"{o.operation.op} {o.operation.subject}: {o.detail}")
             for o in report.failed
         )
     if result.error:
-        parts.append(style.paint(f"Error: {result.error}", "red"))
+        parts.append(style.paint(f"Error: {visible(result.error)}", "red"))
     if result.pass_reason is not None:  # asked for an incremental pass: say which it was
         parts.append(f"{result.pass_kind} pass: {result.pass_reason}")
     verdict = {

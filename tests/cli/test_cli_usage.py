@@ -21,6 +21,8 @@ USAGE_ERRORS = [
         ["sync", "--plan-out", "plan.json"],
         "--plan-out writes a plan for review and needs --dry-run",
     ),
+    # Found by the red team: exited 1, like a failed run, after reading the configuration.
+    (["sync", "--dry-run", "--plan", "plan.json"], "--plan applies a reviewed plan"),
 ]
 
 

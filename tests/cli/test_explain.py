@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orgsync.store.writer_lock import FileLock, lock_path
-from tests.cli.harness import Rig, directory, openai_target
+from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory, openai_target
 
 TEAM_RULE = """
 [[targets.groups]]
@@ -237,9 +237,14 @@ def test_explain_runs_beside_a_sync_holding_the_lock_and_changes_no_byte_of_stat
 
 
 def test_every_target_is_explained_unless_one_is_named(rig: Rig) -> None:
-    rig.more_targets = openai_target("openai-second", rig.emulator.start()).replace(
-        'scope_groups = ["openai-*"]', 'scope_groups = ["nobody-*"]'
+    # A second table for the one emulated organization, as if another one: under its
+    # own key variable (one organization configured twice is refused).
+    rig.more_targets = (
+        openai_target("openai-second", rig.emulator.start())
+        .replace('scope_groups = ["openai-*"]', 'scope_groups = ["nobody-*"]')
+        .replace(f'api_key_env = "{KEY_ENV}"', 'api_key_env = "ORGSYNC_TEST_SECOND_KEY"')
     )
+    rig.env = {"ORGSYNC_TEST_SECOND_KEY": API_KEY}
     rig.write(directory(2))
     code, both = explain_json(rig, "person1@example.com")
     assert [(t["target"], t["exit_code"]) for t in both["targets"]] == [

@@ -123,6 +123,11 @@ OFFLINE_UNUSED = (
     "logging",
     "orgsync.config_errors",  # the error path's
     "difflib",
+    # Third pass: no package declares a connector, and pydantic looks for no plugin, so
+    # nothing reads the installed packages' metadata.
+    "importlib.metadata",
+    "importlib.abc",
+    "email",
 )
 """Loaded by `validate --offline` before issue 13, each a measurable part of its start-up."""
 
@@ -202,6 +207,29 @@ def test_pydantic_plugins_are_not_looked_for_unless_asked(
     assert (site / "spy_plugin" / "loaded").exists() == (setting == "")
 
 
+def test_pydantic_s_loader_is_stood_in_for_only_while_plugins_are_off(tmp_path: Path) -> None:
+    """The stand-in answers "no plugins" as pydantic's loader does while they are off, and
+    hands over to the real loader (which reads the packages' metadata) once they are not."""
+    action = (
+        "import os\n"
+        "os.environ['PYDANTIC_DISABLE_PLUGINS'] = '__all__'\n"
+        "from orgsync.cli import _without_plugin_lookup\n"
+        "_without_plugin_lookup()\n"
+        "from pydantic import BaseModel\n"
+        "class Probe(BaseModel):\n"
+        "    x: int\n"
+        "assert Probe(x=1).x == 1\n"
+        "loader = sys.modules['pydantic.plugin._loader']\n"
+        "assert 'entry_points' not in vars(loader), 'the real loader'\n"
+        "assert 'importlib.metadata' not in sys.modules\n"
+        "os.environ['PYDANTIC_DISABLE_PLUGINS'] = ''\n"
+        "assert list(loader.get_plugins()) == []\n"
+        "assert hasattr(sys.modules['pydantic.plugin._loader'], 'entry_points')\n"
+        "assert 'importlib.metadata' in sys.modules"
+    )
+    assert "pydantic" in {n.split(".")[0] for n in imported(action, cwd=tmp_path)}
+
+
 def test_the_log_levels_are_the_standard_library_s() -> None:
     import logging
 
@@ -209,3 +237,20 @@ def test_the_log_levels_are_the_standard_library_s() -> None:
 
     assert {name: logging.getLevelName(name.upper()) for name in _LEVELS} == _LEVELS
     assert sorted(_LEVELS) == ["debug", "error", "info", "warning"]
+
+
+def test_pydantic_s_loader_stand_in_hands_any_other_name_to_the_real_loader(
+    tmp_path: Path,
+) -> None:
+    """A pydantic release asking its loader for a name the stand-in lacks gets the real
+    one, not an ImportError that would stop every command."""
+    action = (
+        "import os\n"
+        "os.environ['PYDANTIC_DISABLE_PLUGINS'] = '__all__'\n"
+        "from orgsync.cli import _without_plugin_lookup\n"
+        "_without_plugin_lookup()\n"
+        "from pydantic.plugin._loader import PYDANTIC_ENTRY_POINT_GROUP\n"
+        "assert PYDANTIC_ENTRY_POINT_GROUP == 'pydantic'\n"
+        "assert 'entry_points' in vars(sys.modules['pydantic.plugin._loader'])"
+    )
+    assert "importlib.metadata" in imported(action, cwd=tmp_path)

@@ -180,7 +180,10 @@ def test_state_migrate_moves_an_installation_without_losing_anything(
         store.learn_form(TARGET, LearnedForm("remove_members", "value_array", server, "HTTP 501"))
         assert store.memory(TARGET).missing_since  # the clock of the person who left
         original = dump(store)
-    assert all(original[t] for t in TABLES), {t: len(r) for t, r in original.items()}
+    # (The webhook queue's move has its own test: tests/store/test_transfer_queue.py.)
+    assert all(original[t] for t in TABLES if t != "webhook_queue"), {
+        t: len(r) for t, r in original.items()
+    }
 
     url = postgres.url_for_new_database()
     monkeypatch.setenv("PGPASSWORD", PASSWORD)  # libpq's own variable, for the command line

@@ -249,3 +249,22 @@ def test_bad_state_urls_are_refused_without_their_secret(
     with pytest.raises(ConfigError, match=message) as refused:
         load_config(write(tmp_path, MINIMAL + f"[state]\n{state}\n"))
     assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("table", ["safety", "state", "schedule", "server"])
+def test_a_table_the_file_lacks_is_its_validated_defaults(table: str) -> None:
+    # A missing table is made from its declared defaults without building its validator
+    # (start-up); it must be what validating an empty table gives, and an empty table
+    # must still go through the validator.
+    import tomllib
+
+    from orgsync.config import Config
+
+    document = tomllib.loads(MINIMAL)
+    absent = getattr(Config.model_validate(document), table)
+    model = type(absent)
+    empty = getattr(Config.model_validate({**document, table: {}}), table)
+    assert absent == model() == empty
+    assert absent.model_dump() == model().model_dump() == empty.model_dump()
+    assert absent.model_fields_set == empty.model_fields_set == set()
+    assert Config.model_fields[table].annotation is model  # config_errors' key hints

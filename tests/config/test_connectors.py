@@ -155,3 +155,113 @@ def test_capabilities_are_declared_without_building_a_target() -> None:
     assert connectors.target("keycard").capabilities.groups is False
     assert connectors.target("scim").capabilities.roles is False
     assert connectors.target("openai").capabilities.invites is True
+
+
+def _declared_anywhere_with(path: list[str]) -> bool:
+    """`_declared_anywhere` with `path` as `sys.path`, in this process."""
+    saved = sys.path[:]
+    sys.path[:] = path
+    try:
+        return connectors._declared_anywhere()
+    finally:
+        sys.path[:] = saved
+
+
+def _dist(folder: Path, name: str, entry_points: str | None) -> None:
+    dist = folder / f"{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    if entry_points is not None:
+        (dist / "entry_points.txt").write_text(entry_points, encoding="utf-8")
+
+
+def test_packages_declaring_no_connector_are_told_apart_without_importlib_metadata(
+    tmp_path: Path,
+) -> None:
+    # Start-up: the registry reads importlib.metadata only when some package may declare
+    # a connector. Whenever it may, it must say so, or a connector would go unseen.
+    site = tmp_path / "site"
+    _dist(site, "plain", "[console_scripts]\nplain = plain:main\n")
+    _dist(site, "bare", None)
+    (site / "broken.egg-info").write_text("Metadata-Version: 1.0\n")  # PKG-INFO as a file
+    assert _declared_anywhere_with([str(site), str(tmp_path / "absent")]) is False
+    assert _declared_anywhere_with([str(site), str(SOURCE_ROOT)]) is False
+
+    _dist(site, "acme", "[orgsync.connectors]\ntarget.acme = acme:CONNECTOR\n")
+    assert _declared_anywhere_with([str(site)]) is True
+
+    egg = tmp_path / "old.egg"
+    (egg / "EGG-INFO").mkdir(parents=True)
+    (egg / "EGG-INFO" / "entry_points.txt").write_text("[orgsync.connectors]\nsource.x = x:C\n")
+    assert _declared_anywhere_with([str(egg)]) is True
+    zipped = tmp_path / "bundle.zip"
+    zipped.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip: not looked into
+    assert _declared_anywhere_with([str(zipped)]) is True
+
+
+def test_a_finder_of_its_own_sends_the_registry_to_importlib_metadata(tmp_path: Path) -> None:
+    class Finder:
+        def find_spec(self, *args: object) -> None:
+            return None
+
+        def find_distributions(self, *args: object) -> list[object]:
+            return []
+
+    site = tmp_path / "site"
+    site.mkdir()
+    sys.meta_path.append(Finder())
+    try:
+        assert _declared_anywhere_with([str(site)]) is True
+    finally:
+        sys.meta_path.pop()
+    assert _declared_anywhere_with([str(site)]) is False
+
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2] / "src"
+
+
+UNBUILDABLE = """
+from typing import Literal
+
+from orgsync.config import TargetConfig
+from orgsync.connectors import TargetConnector
+from orgsync.core.model import Capabilities
+
+
+class Opaque:
+    pass
+
+
+class WeirdConfig(TargetConfig):
+    type: Literal["weird"]
+    handle: Opaque  # no pydantic schema for it: the model cannot be built
+
+
+CONNECTOR = TargetConnector(
+    type="weird",
+    settings=WeirdConfig,
+    build=lambda config, environ, hooks: None,
+    capabilities=Capabilities(),
+    credentials=lambda config: [],
+)
+"""
+
+
+def test_a_package_whose_model_cannot_be_built_is_refused_when_loaded(tmp_path: Path) -> None:
+    # Configuration models build their validators on first use; a foreign one is built
+    # when its package is loaded, so that its failure is still the package's refusal.
+    site = tmp_path / "site"
+    _dist(site, "orgsync-weird", "[orgsync.connectors]\ntarget.weird = orgsync_weird:CONNECTOR\n")
+    (site / "orgsync_weird.py").write_text(UNBUILDABLE, encoding="utf-8")
+    sys.path.insert(0, str(site))
+    connectors.refresh()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            connectors.target("weird")
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("orgsync_weird", None)
+        connectors.refresh()
+    assert "(orgsync-weird 1.0) cannot be loaded: PydanticSchemaGenerationError" in str(
+        caught.value
+    )

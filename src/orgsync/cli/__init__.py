@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from orgsync.cli._common import EXIT_USAGE
 from orgsync.core.errors import EXIT_ERROR, OrgsyncError
@@ -34,17 +34,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from orgsync.cli._parser import build_parser, check_usage
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(lazy=True).parse_args(argv)
     check_usage(args)
+    _without_plugin_lookup()
     from orgsync.logs import configure_logging
 
     configure_logging(_log_level(args), json=_log_json(args))
-    if not args.quiet:
-        return _command(args)
-    from orgsync.progress import quiet_stdout
+    try:
+        if not args.quiet:
+            code = _command(args)
+        else:
+            from orgsync.progress import quiet_stdout
 
-    with quiet_stdout() as quiet:
-        return quiet.ended(_command(args))
+            with quiet_stdout() as quiet:
+                code = quiet.ended(_command(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
+    return code
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`orgsync ... | head`): one line, not a traceback,
+    and nothing more written there (the interpreter's last flush would fail again)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    print(
+        "orgsync: stdout was closed before the output was written (a pipe's reader exited)",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
+
+
+_PLUGINS_OFF = ("__all__", "1", "true")
+"""The PYDANTIC_DISABLE_PLUGINS values with which pydantic looks for no plugin at all."""
+_LOADER = "pydantic.plugin._loader"
+
+
+def _without_plugin_lookup() -> None:
+    """Stand in for pydantic's plugin loader while plugins are off.
+
+    pydantic imports its loader when it builds the first validator, and the loader
+    imports importlib.metadata (and the email package) at the top, to find plugins it
+    then does not look for when PYDANTIC_DISABLE_PLUGINS turns them off: a tenth of
+    `validate --offline` (bench/startup.py). The stand-in answers as the loader does,
+    no plugins, and should the setting change, hands over to the real loader.
+    """
+    if os.environ.get("PYDANTIC_DISABLE_PLUGINS") not in _PLUGINS_OFF or _LOADER in sys.modules:
+        return
+    import types
+
+    stand_in = types.ModuleType(_LOADER, "pydantic's plugin loader while plugins are off")
+
+    def real_loader() -> types.ModuleType:
+        import importlib
+
+        if sys.modules.get(_LOADER) is stand_in:
+            del sys.modules[_LOADER]
+        return importlib.import_module(_LOADER)
+
+    def get_plugins() -> Iterable[object]:
+        if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in _PLUGINS_OFF:
+            return ()
+        plugins: Iterable[object] = real_loader().get_plugins()
+        return plugins
+
+    def anything_else(name: str) -> object:
+        # A pydantic release that asks its loader for another name gets the real one,
+        # rather than an ImportError from a stand-in written for an older release. The
+        # import system's own probes (__path__ and the like) are not such a request.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(real_loader(), name)
+
+    stand_in.get_plugins = get_plugins  # type: ignore[attr-defined]
+    stand_in.__getattr__ = anything_else  # type: ignore[method-assign]
+    sys.modules[_LOADER] = stand_in
 
 
 def _log_level(args: argparse.Namespace) -> str:

@@ -126,10 +126,15 @@ def open_state(config: Config) -> StateStore | None:
         return None
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""SIGHUP too: the terminal a sync runs in went away (an SSH session dropped), which by
+default ended the process on the spot, mid-apply included."""
+
+
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM or SIGINT ends a sync cleanly: a read in flight ends at once, an apply
-    finishes its calls in flight and starts no more, and the run is recorded
+    """SIGTERM, SIGINT or SIGHUP ends a sync cleanly: a read in flight ends at once, an
+    apply finishes its calls in flight and starts no more, and the run is recorded
     `interrupted`. A second signal ends the process at once (the journal makes it safe)."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -148,7 +153,12 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may install handlers (an embedding caller's thread)
         return
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, on_signal)
+        for sig in STOP_SIGNALS
+        # Under nohup SIGHUP is ignored on purpose: the sync must outlive its terminal.
+        if not (sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN)
+    }
     try:
         yield
     finally:

@@ -9,7 +9,8 @@ beyond the standard library.
 from __future__ import annotations
 
 import argparse
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from orgsync import __version__
 from orgsync.cli import daemon, demo, emulate, explain, runs, state, status, sync, validate
@@ -42,7 +43,53 @@ COMMANDS: dict[str, Command] = {module.NAME: module for module in _MODULES}
 """Every command, in the order `orgsync --help` lists them."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _CommandParser(UsageParser):
+    """A command's parser whose options are added when it is first used: parsing the
+    command line, or showing its usage or help. A run uses one command; adding every
+    command's options costs a run a few milliseconds (bench/startup.py)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        add: Callable[[argparse.ArgumentParser], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # `add` None: complete from the start (a command's own sub-commands, `state
+        # migrate`, are made by argparse with the parent's class and no `add`).
+        super().__init__(*args, **kwargs)
+        self._add: Callable[[argparse.ArgumentParser], None] | None = add
+
+    def complete(self) -> None:
+        add, self._add = self._add, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self.complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.complete()
+        return super().format_help()
+
+
+def _adder(module: Command) -> Callable[[argparse.ArgumentParser], None]:
+    def add(parser: argparse.ArgumentParser) -> None:
+        global_options(parser, top=False)
+        module.add_arguments(parser)
+
+    return add
+
+
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The whole parser; `lazy`, each command's options are added on first use (what a
+    run needs; a caller looking at the options themselves wants them all)."""
     parser = UsageParser(
         prog="orgsync",
         description="Keep SaaS organizations in step with your identity provider.",
@@ -51,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"orgsync {__version__}")
     global_options(parser, top=True)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
     for name, module in COMMANDS.items():
         sub = commands.add_parser(
             name,
@@ -59,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
             description=module.HELP,
             epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            add=_adder(module),
         )
-        global_options(sub, top=False)
-        module.add_arguments(sub)
+        if not lazy:
+            sub.complete()
     return parser
 
 

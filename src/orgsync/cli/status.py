@@ -84,6 +84,7 @@ def _print_status(
     learned: Mapping[str, list[LearnedForm]],
 ) -> None:
     from orgsync.core.forms import describe as describe_forms
+    from orgsync.core.text import visible  # a server's message, a directory's names
 
     for name, last, lease, held, pending in views:
         print(f"{name}:")
@@ -98,7 +99,7 @@ def _print_status(
             if last.status == "running" and not held:
                 print("  (its process ended without finishing; the next sync records it)")
             if last.error:
-                print(f"  error: {last.error}")
+                print(f"  error: {visible(last.error)}")
             drift = ", ".join(f"{n} {op}" for op, n in last.summary.items()) or "none"
             print(f"  drift at last run: {drift}")
         if lease is not None:
@@ -119,7 +120,8 @@ def _print_status(
         elif standing.failures:
             print(f"  failed runs in a row: {standing.failures}")
         for item in pending:
-            print(f"  {item.status.value}: {item.kind} {item.subject} {item.detail or ''}".rstrip())
+            line = f"{item.status.value}: {item.kind} {item.subject} {item.detail or ''}"
+            print(f"  {visible(line.rstrip())}")
         from orgsync.targets.scim.connector import ScimTargetConfig
 
         target = config.target(name)

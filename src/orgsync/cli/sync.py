@@ -109,6 +109,11 @@ def check_usage(args: argparse.Namespace) -> None:
             f"--incremental cannot be combined with {'--only' if args.only else '--plan'}: "
             "an incremental pass decides itself whom to reconcile; nothing was read or changed"
         )
+    if args.plan and args.dry_run:
+        args.usage.error(
+            "--plan applies a reviewed plan; it cannot be combined with --dry-run "
+            "(orgsync sync --dry-run --plan-out FILE writes one); nothing was read or changed"
+        )
     if args.plan_out is not None and not args.dry_run:
         args.usage.error(
             "--plan-out writes a plan for review and needs --dry-run "
@@ -124,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
     from orgsync.results import RunOptions
 
     config = load(args)
-    if args.plan and args.dry_run:
-        raise OrgsyncError("--plan applies a reviewed plan; it cannot be combined with --dry-run")
     reviewed = read_plans(args.plan) if args.plan else None
     if args.plan_out and not args.plan_out.parent.is_dir():
         raise OrgsyncError(f"--plan-out {args.plan_out}: no such directory; nothing was run")

@@ -82,6 +82,17 @@ def resolve_secrets(config: Config, environ: Mapping[str, str]) -> WebhookSecret
 RECENT_RUNS_SCANNED = 50
 
 
+def _on_hangup(signum: int, frame: FrameType | None) -> None:
+    """`kill -HUP` by habit (a reload elsewhere): orgsync reads its configuration at start
+    only, so the daemon keeps serving, as it was, and says how to apply a change."""
+    del signum, frame
+    log.warning(
+        "daemon.sighup",
+        note="the configuration is read at start only; nothing was reloaded: restart "
+        "the daemon (systemctl restart orgsync) to apply a changed file",
+    )
+
+
 class Service:
     """Every part of one daemon process; `run()` blocks until it has stopped."""
 
@@ -279,6 +290,8 @@ class Service:
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            # Python's default for SIGHUP ends the process on the spot, mid-apply too.
+            signal.signal(signal.SIGHUP, _on_hangup)
         try:
             host, port = self.http.start()
             health = self.health_http.start() if self.health_http is not None else None

@@ -473,6 +473,16 @@ class SqliteDB(StateDB):
             store._configure(fresh=fresh)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if path is not None and _folder_read_only(path, exc):
+                # SQLite in WAL mode creates <db>-shm beside the file to open it: a healthy
+                # database must not be called unreadable (and a backup advised) for that.
+                raise StateError(
+                    f"cannot open state database {target}: its directory {path.parent} is "
+                    "not writable (a read-only filesystem, or another user's folder), and "
+                    f"SQLite needs to create {path.name}-wal and {path.name}-shm beside it. "
+                    "The database itself was not found broken: keep it as it is, and run "
+                    "orgsync where its directory is writable"
+                ) from exc
             raise StateError(
                 f"state database {target} is unreadable ({exc}). {start_over(target)}"
             ) from exc
@@ -598,6 +608,15 @@ class NoStateDatabase(StateError):
             f"no state database at {path} yet: the first `orgsync sync` (or the daemon) creates it"
         )
         self.path = path
+
+
+def _folder_read_only(path: Path, error: sqlite3.DatabaseError) -> bool:
+    """Whether `error` opening `path` comes from its directory refusing the files SQLite
+    creates beside it (a read-only filesystem, a folder this user may not write)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code not in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+        return False
+    return path.exists() and not os.access(path.parent, os.W_OK)
 
 
 def start_over(path: str | Path) -> str:

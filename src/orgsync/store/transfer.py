@@ -2,10 +2,22 @@
 
 Everything orgsync remembers goes: run history and its journal, links (whom orgsync
 manages), missing-since clocks (removal grace), the ownership ledger of target groups and
-the learned request forms, and the baselines incremental passes trust (source digests
-and cursors). Lease rows do not: they name the process holding a writer lock in the
-source, which means nothing in the destination; nor does the webhook queue
-(its requests are covered by the full reconcile a daemon starts with).
+the learned request forms, the baselines incremental passes trust (source digests
+and cursors), and the webhook requests not yet served (`webhook_queue` rows not done):
+a leaver's removal a webhook queued must not be dropped by a move, and a destination
+may be used by `orgsync sync` alone, with no daemon's full start-up pass to cover it.
+They arrive unclaimed, whoever had claimed them in the source (a daemon of the source
+claimed them and was stopped before its run finished, or it would hold a writer lock
+and the move be refused), and one row per person and target, as the queue keeps them.
+Served (done) rows stay behind: history for `status`, pruned within minutes anyway.
+
+Liveness rows do not go: `leases` (who holds a target's writer lease now, until when,
+with which fencing token) and `replicas` (which daemons are alive). They describe
+processes attached to the source database; in the destination they would make a daemon
+wait out the expiry of a lease no process holds, or count a replica that does not exist
+and take less than its share of the targets. The destination's daemons write their own
+within a lease TTL of starting; a lease's token restarts at 1 there, which fences nothing
+wrongly since no process of the source can write to the destination.
 
 Both databases are brought to the latest schema first (the same migrations on either
 backend), so the tables and columns match. The source's writer locks of every target it
@@ -17,9 +29,11 @@ destination are compared with the source's after the commit.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from orgsync.core.errors import StateError
+from orgsync.store.db import Session, SqlValue
 from orgsync.store.state import StateStore
 from orgsync.store.writer_lock import WriterLock
 
@@ -33,10 +47,10 @@ TABLES = (
     "learned_forms",
     "baselines",
     "source_digests",
+    "webhook_queue",
 )
-# Webhook requests waiting in the source are claimed by (or for) its daemons; a daemon
-# started on the destination reconciles every target in full first anyway.
-_NOT_COPIED = ("leases", "replicas", "webhook_queue")
+_NOT_COPIED = ("leases", "replicas")
+_QUEUE_COLUMNS = ("id", "target", "kind", "person", "triggered_by", "received_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +73,7 @@ def count_rows(store: StateStore) -> dict[str, int]:
 
 def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) -> Transfer:
     """Copy every table of `source` into `destination` (see the module docstring)."""
-    if source.location == destination.location:
+    if source.location == destination.location or _same_file(source, destination):
         raise StateError(f"--from and --to are the same database ({source.location})")
     before = count_rows(destination)
     held = {table: n for table, n in before.items() if n and table in TABLES}
@@ -73,12 +87,17 @@ def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) 
     locks = _hold_all_writer_locks(source)
     try:
         with source.db.read() as reading:
-            rows = {table: reading.query(f"SELECT * FROM {table}") for table in TABLES}  # noqa: S608
+            rows = {
+                table: [row.values() for row in reading.query(f"SELECT * FROM {table}")]  # noqa: S608
+                for table in TABLES
+                if table != "webhook_queue"
+            }
+            rows["webhook_queue"] = _waiting_requests(reading)
         with destination.db.write() as writing:
             for table in reversed((*TABLES, *_NOT_COPIED)):
                 writing.execute(f"DELETE FROM {table}")  # noqa: S608 - our names
             for table in TABLES:
-                writing.insert_all(table, (row.values() for row in rows[table]))
+                writing.insert_all(table, iter(rows[table]))
     finally:
         for lock in locks:
             lock.release()
@@ -92,13 +111,44 @@ def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) 
     return Transfer(counts={t: after[t] for t in TABLES}, replaced=held)
 
 
+def _same_file(source: StateStore, destination: StateStore) -> bool:
+    """One SQLite file under two names (a symbolic or hard link, another spelling)."""
+    if source.path is None or destination.path is None:
+        return False
+    try:
+        return os.path.samefile(source.path, destination.path)
+    except OSError:
+        return False
+
+
+def _waiting_requests(session: Session) -> list[dict[str, SqlValue]]:
+    """The queue's rows not done, unclaimed, the oldest one per (target, kind, person)."""
+    found = session.query(
+        "SELECT id, target, kind, person, triggered_by, received_at FROM webhook_queue "
+        "WHERE done = 0 ORDER BY received_at, id"
+    )
+    kept: dict[tuple[SqlValue, SqlValue, SqlValue], dict[str, SqlValue]] = {}
+    for row in found:
+        values = row.values()
+        key = (values["target"], values["kind"], values["person"])
+        if key not in kept:
+            kept[key] = {column: values[column] for column in _QUEUE_COLUMNS} | {
+                "claimed_by": None,
+                "claimed_at": None,
+                "done": 0,
+                "done_at": None,
+            }
+    return list(kept.values())
+
+
 def _hold_all_writer_locks(store: StateStore) -> list[WriterLock]:
     """The writer lock of every target `store` has state for; refused if one is busy."""
     with store.db.read() as session:
         found = session.query(
             "SELECT target FROM runs UNION SELECT target FROM links "
             "UNION SELECT target FROM missing UNION SELECT target FROM owned_groups "
-            "UNION SELECT target FROM learned_forms UNION SELECT target FROM leases"
+            "UNION SELECT target FROM learned_forms UNION SELECT target FROM leases "
+            "UNION SELECT target FROM webhook_queue"
         )
     if store.db.leases_expire:
         # On PostgreSQL the lease rows, not the advisory locks, say who is writing.

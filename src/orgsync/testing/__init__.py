@@ -20,6 +20,8 @@ its service-account tokens). Directories (sources): `orgsync.testing.okta`,
 `orgsync.testing.google` (the Admin SDK Directory API and the service-account JWT grant).
 `orgsync.testing.fleet` serves many OpenAI organizations at once and writes the
 configuration of daemon replicas sharing them (the replica test and bench/replicas.py).
+`orgsync.testing.postgres` starts a throwaway PostgreSQL server (Debian's initdb and
+pg_ctl in a temporary folder) for the test suite's fixtures and bench/replicas.py.
 
 They follow the vendors' published OpenAPI or discovery documents (each module names the
 revision) and import nothing of orgsync outside this package, so each stays a fake of

@@ -108,6 +108,8 @@ class KeycardTarget:
         `base_url` + `/service-account-token`. `transport` replaces the network (tests)."""
         # OAuth client credentials, sent as HTTP Basic as Keycard's SDKs do; the token
         # endpoint has its own client, so the Basic credentials never ride on API calls.
+        # A stop ends a token fetch even during the apply (which pauses the stop for the
+        # calls in flight): the operation waiting for the token has not been sent.
         credentials = ClientCredentials(
             TokenEndpoint(
                 token_url or base_url.rstrip("/") + TOKEN_PATH,
@@ -117,7 +119,7 @@ class KeycardTarget:
                 timeout=timeout,
                 verify=verify,
                 transport=transport,
-                interrupt=interrupt,
+                interrupt=interrupt.unpausable() if interrupt is not None else None,
                 on_response=on_response,
             ),
             client_id=client_id,

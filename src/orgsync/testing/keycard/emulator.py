@@ -15,6 +15,7 @@ stays a fake of the vendor rather than a mirror of our own client.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -141,6 +142,9 @@ class KeycardEmulator(LoopbackEmulator):
         self.client_secret = client_secret
         #: Seconds an issued token lives (`expires_in` rounds it up to whole seconds).
         self.token_lifetime = token_lifetime
+        #: Seconds the token endpoint alone takes to answer (a slow identity service while
+        #: the API answers at once), on top of any `faults` latency.
+        self.token_delay = 0.0
         #: On: a second pending invitation for one email is created, so fault tests see
         #: whether a client's blind retry would duplicate it.
         self.allow_duplicate_invitations = allow_duplicate_invitations
@@ -217,6 +221,8 @@ class KeycardEmulator(LoopbackEmulator):
         return self.state
 
     async def _token(self, request: Request) -> Response:
+        if self.token_delay > 0:
+            await asyncio.sleep(self.token_delay)
         form = await _form(request)
         client_id, secret = _basic_credentials(request.headers.get("authorization", ""))
         if client_id is None:  # the Terraform provider's style: credentials in the form
