@@ -377,16 +377,32 @@ class HeldOperation:
     guard: str
 
 
-class Waiting(BaseModel):
-    """Something that cannot happen yet, e.g. a removal inside `removal_grace`."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Waiting:
+    """Something that cannot happen yet, e.g. a removal inside `removal_grace`.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A dataclass, as the operations are: a group planner lists one per group membership
+    of each invited person (100k at 100k people with 10% invited)."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _STRICT_FIELDS
 
     op: str
     email: str
     reason: str
     until: datetime | None = None
     group: str | None = None
+
+
+_WAITING_ADAPTER: TypeAdapter[Waiting] = TypeAdapter(Waiting)
+
+
+def waiting_json(waiting: Waiting) -> dict[str, object]:
+    """The wire form of a waiting item (reference "Plan JSON"): no null fields, `until`
+    as pydantic writes a datetime."""
+    document: dict[str, object] = _WAITING_ADAPTER.dump_python(
+        waiting, mode="json", exclude_none=True
+    )
+    return document
 
 
 class Plan(BaseModel):
@@ -446,7 +462,7 @@ class Plan(BaseModel):
             "generated_at": self.generated_at.isoformat().replace("+00:00", "Z"),
             "operations": [operation_json(op) for op in self.operations],
             "held": [{**operation_json(h.operation), "guard": h.guard} for h in self.held],
-            "waiting": [w.model_dump(mode="json", exclude_none=True) for w in self.waiting],
+            "waiting": [waiting_json(w) for w in self.waiting],
             "warnings": list(self.warnings),
             "checksum": self.checksum,
             "summary": self.summary,
