@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic_core import CoreSchema, core_schema
 
 from orgsync import connectors
-from orgsync.core.errors import ConfigError
+from orgsync.core.errors import ConfigError, UsageError
 from orgsync.core.model import email_problem
 from orgsync.core.state_url import is_server_url, redact_state_url, state_url_problem
 
@@ -790,7 +790,7 @@ class Config(_Strict):
             if target.name == name:
                 return target
         known = ", ".join(t.name for t in self.targets)
-        raise ConfigError(f"--target {name}: no such target (configured: {known})")
+        raise UsageError(f"--target {name}: no such target (configured: {known})")
 
 
 def parse_config(

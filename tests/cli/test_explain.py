@@ -201,12 +201,16 @@ def test_a_rejected_record_is_shown_with_its_reason_and_its_member_is_kept(rig: 
     assert "REJECTED: email 'bob@' is not an address" in human
 
 
-def test_usage_errors_exit_64_and_an_unknown_target_is_an_error(rig: Rig) -> None:
+def test_usage_errors_exit_64_an_unknown_target_too(rig: Rig) -> None:
+    """`--target` naming no configured target is a bad option value (SPEC: 64, nothing
+    read or changed), not a failed run: a script must not take a typo for an outage."""
     rig.write(directory(1))
     missing = rig.orgsync("explain")
     assert missing.returncode == 64, missing.stderr
-    unknown = rig.orgsync("explain", "p0", "--target", "nope")
-    assert unknown.returncode == 1 and "nope" in unknown.stderr
+    for command in (("explain", "p0"), ("sync",), ("sync", "--dry-run")):
+        unknown = rig.orgsync(*command, "--target", "nope")
+        assert unknown.returncode == 64, (command, unknown.stderr)
+        assert "usage error: --target nope: no such target" in unknown.stderr
     assert not Path(rig.folder / "state.db").exists()
 
 

@@ -12,6 +12,7 @@ from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY
 from tests.sources.directory import Directory, make_directory
 from tests.sources.idp import entra, google, okta, service_account  # noqa: F401 - fixtures
+from tests.sources.samba import SambaDC
 from tests.sources.servers import ServerProcess, Slapd, ldif, start_scim2_server, start_scimmy
 
 SCIM_TOKEN = "scim-test-token-0123456789"
@@ -71,3 +72,12 @@ def emulator() -> Iterator[OpenAIEmulator]:
     with OpenAIEmulator(api_key=API_KEY, key_owner_email="key-owner@example.com") as running:
         running.start()
         yield running
+
+
+@pytest.fixture(scope="session")
+def samba_dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaDC]:
+    """A real Samba AD DC (provision ~7-20 s, start ~3 s), one per session: its LDAP port
+    is fixed (tests/sources/samba.py)."""
+    dc = SambaDC(tmp_path_factory.mktemp("samba-dc"))
+    yield dc
+    dc.stop()

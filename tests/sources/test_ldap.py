@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+import signal
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +22,14 @@ import pytest
 from ldap3.utils.conv import escape_filter_chars
 from structlog.testing import capture_logs
 
-from orgsync.core.errors import SourceError
+from orgsync.core.errors import Interrupted, SourceError
 from orgsync.core.model import RoleCatalog, SourceSnapshot
 from orgsync.core.rules import MembershipRules, desired_state
+from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap import PAGED_RESULTS, LdapSettings, LdapSource, dn_key
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.test_interrupt import PROMPT, runs, start_sync, terminate_while_reading
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.conftest import LDAP_DANGLING
 from tests.sources.directory import Directory, Person, make_directory
@@ -172,6 +177,82 @@ def test_slapd_killed_mid_read_fails_the_read(mid_slapd: Slapd) -> None:
         with pytest.raises(SourceError, match="gave up after retrying"):
             source(proxy.url, page_size=100, max_attempts=3).read()
         assert proxy.tripped.is_set()
+
+
+def test_a_stop_request_ends_a_read_stuck_on_a_frozen_server(mid_slapd: Slapd) -> None:
+    """slapd frozen (SIGSTOP) in the middle of a paged read: ldap3 waits in a blocking
+    recv for an answer that is not coming (up to the 10 s timeout, then retries). A stop
+    request (SIGTERM sets it) ends the read within a few tenths of a second, as
+    `Interrupted` (the run is `interrupted`, not `failed`), and no attempt follows."""
+    interrupt = ReadInterrupt()
+    stopped_at: list[float] = []
+
+    def freeze_then_stop() -> None:
+        assert mid_slapd.process is not None
+        mid_slapd.process.send_signal(signal.SIGSTOP)
+
+        def stop() -> None:
+            stopped_at.append(time.monotonic())
+            interrupt._stop.set()  # what the signal handler sets
+
+        threading.Timer(0.5, stop).start()
+
+    reader = LdapSource(
+        settings(mid_slapd.url, page_size=100),
+        retry=RetrySettings(max_attempts=3, max_delay=30),
+        interrupt=interrupt,
+    )
+    try:
+        with TcpProxy(mid_slapd.port, after=150_000, trip=freeze_then_stop) as proxy:
+            reader.settings = settings(proxy.url, page_size=100)
+            with capture_logs() as logs, pytest.raises(Interrupted, match="stopped"):
+                reader.read()
+            ended = time.monotonic()
+            assert proxy.tripped.is_set()
+    finally:
+        assert mid_slapd.process is not None
+        mid_slapd.process.send_signal(signal.SIGCONT)
+    assert stopped_at, "the read ended before the stop request"
+    assert ended - stopped_at[0] < 1.0
+    assert not [e for e in logs if e["event"] == "source.retry"]
+
+
+def test_sigterm_stops_a_sync_waiting_on_a_frozen_directory(
+    small_directory: Directory, tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """`orgsync sync` against a slapd that accepts connections and answers nothing
+    (SIGSTOP): SIGTERM ends the run at once (not after the 10 s timeout and its retry),
+    `interrupted`, with nothing sent to the organization."""
+    frozen = Slapd(tmp_path / "slapd", ldif(small_directory))
+    assert frozen.process is not None
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        config = write_config(tmp_path, emulator, ldap_config(frozen.url))
+        sync = start_sync(config, **{SOURCE_SECRET_ENV: READER_PASSWORD})
+        took, out, err = terminate_while_reading(sync, frozen.port)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        frozen.stop()
+    assert took < PROMPT, err
+    assert sync.returncode == 1, out + err
+    (run,) = runs(tmp_path / "state.db")
+    assert (run["status"], run["origin"]) == ("interrupted", "cli")
+    assert "shutting down" in run["error"]
+    assert emulator.requests == []
+
+
+def test_a_stop_request_before_a_read_sends_nothing(small_slapd: Slapd) -> None:
+    interrupt = ReadInterrupt()
+    interrupt._stop.set()
+    with TcpProxy(small_slapd.port, after=1, trip=lambda: None) as proxy:
+        reader = LdapSource(
+            settings(proxy.url),
+            retry=RetrySettings(max_attempts=1, max_delay=1),
+            interrupt=interrupt,
+        )
+        with pytest.raises(Interrupted):
+            reader.read()
+        assert not proxy.tripped.is_set(), "no search was answered"
 
 
 def test_a_connection_cut_mid_read_is_retried_from_the_start(mid_slapd: Slapd) -> None:

@@ -15,10 +15,12 @@ from typing import Any
 
 import ldap3
 import pytest
+from structlog.testing import capture_logs
 
 from orgsync.core.errors import CursorExpired
 from orgsync.core.ports import DetectsChanges
 from orgsync.retrying import RetrySettings
+from orgsync.sources import ldap as ldap_module
 from orgsync.sources.ldap import LdapSource
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import holdings, orgsync, write_config
@@ -122,6 +124,31 @@ def test_probes_report_each_change_once(server: Slapd, tmp_path: Path) -> None:
         assert prober.changed()
         prober.groups = groups - 1
         assert not prober.changed()
+
+
+def test_without_syncprov_the_costlier_probe_is_said_once(
+    server: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet pass costs a count of every entry there (a deletion leaves no timestamp):
+    the log says so, and what to enable, once per process rather than at every pass."""
+    monkeypatch.setattr(ldap_module, "_SAID_DEGRADED", set())
+    with capture_logs() as logs:
+        for _ in range(2):
+            LdapSource(
+                settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1)
+            ).change_cursor()
+    (said,) = [e for e in logs if e["event"] == "source.change_probe_degraded"]
+    assert "syncprov" in said["enable"]
+    assert "counts every person and group" in said["cost"]
+
+
+def test_with_syncprov_nothing_is_said(synced: Slapd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ldap_module, "_SAID_DEGRADED", set())
+    with capture_logs() as logs:
+        LdapSource(
+            settings(synced.url), retry=RetrySettings(max_attempts=1, max_delay=1)
+        ).change_cursor()
+    assert not [e for e in logs if e["event"] == "source.change_probe_degraded"]
 
 
 def person_dn_of(index: int) -> str:

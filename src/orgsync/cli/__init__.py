@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from orgsync.cli._common import EXIT_USAGE
-from orgsync.core.errors import EXIT_ERROR, OrgsyncError
+from orgsync.core.errors import EXIT_ERROR, OrgsyncError, UsageError
 
 __all__ = ["EXIT_USAGE", "main"]
 
@@ -136,6 +136,9 @@ def _command(args: argparse.Namespace) -> int:
 
     try:
         return COMMANDS[args.command].run(args)
+    except UsageError as error:
+        print(f"orgsync: usage error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except OrgsyncError as error:
         print(f"orgsync: {error}", file=sys.stderr)
         return EXIT_ERROR

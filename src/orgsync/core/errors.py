@@ -46,6 +46,11 @@ class ConfigError(OrgsyncError):
     """The configuration is unusable; the message names the key path and the reason."""
 
 
+class UsageError(ConfigError):
+    """A command-line value the configuration rules out (`--target` naming no configured
+    target): a usage error (exit 64), found only once the configuration is read."""
+
+
 class SourceError(OrgsyncError):
     """The identity provider could not be read completely; nothing may be planned."""
 

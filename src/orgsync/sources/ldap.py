@@ -43,15 +43,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import socket
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 import ldap3
@@ -61,10 +63,23 @@ from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn, to_dn
 
-from orgsync.core.errors import CursorExpired, SourceDataError, SourceError, TransientError
+from orgsync.core.errors import (
+    CursorExpired,
+    Interrupted,
+    SourceDataError,
+    SourceError,
+    TransientError,
+)
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.retrying import RetrySettings
+from orgsync.sources.ldap_ad import UsnCursor, probe_usn, usn_cursor
+
+if TYPE_CHECKING:
+    from orgsync.interrupt import ReadInterrupt
+
+SLICE: Final = 0.1
+"""Seconds between two looks at a stop request while a search waits (as `interrupt.SLICE`)."""
 
 __all__ = ["AD", "OPENLDAP", "Flavor", "LdapSettings", "LdapSource"]
 
@@ -185,6 +200,9 @@ def _close(conn: ldap3.Connection) -> None:
             sock.close()
 
 
+_SAID_DEGRADED: set[tuple[str, str]] = set()
+"""(server, reason) whose costlier probe was already reported by this process."""
+Raw = dict[str, list[bytes]]
 Marker = dict[str, list[str]]
 """DN of the entry holding a database's `contextCSN` -> its values (one per provider)."""
 
@@ -197,6 +215,17 @@ def _cursor(since: datetime, seen: Mapping[str, str], marker: Marker | None = No
     if marker is not None:
         value["csn"] = marker
     return json.dumps(value)
+
+
+def _usn_cursor(cursor: str) -> UsnCursor | None:
+    """The Active Directory cursor, when `cursor` is one (see `ldap_ad`)."""
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        return None  # _parse_cursor names the problem
+    if isinstance(value, dict) and "usn" in value:
+        return UsnCursor.parse(value["usn"])
+    return None
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]:
@@ -264,7 +293,12 @@ def _entry_id(raw: Sequence[bytes], attribute: str) -> str | None:
 def _text(raw: Mapping[str, Sequence[bytes]], attribute: str | None) -> str | None:
     if not attribute:
         return None
-    values = raw.get(attribute) or []
+    values = raw.get(attribute)
+    if values is None:
+        # Servers answer in their schema's spelling (AD: modifyTimeStamp), whatever the
+        # spelling asked for.
+        folded = attribute.lower()
+        values = next((v for k, v in raw.items() if k.lower() == folded), [])
     for value in values:
         text = value.decode("utf-8", errors="replace").strip()
         if text:
@@ -279,6 +313,8 @@ class LdapSource:
         settings: connection, bases, filters and attribute names.
         retry: the retry budget of the whole read (each attempt starts over).
         sleep: how to wait between attempts; tests pass a fake.
+        interrupt: set on a stop request (SIGTERM): a read or probe in flight ends within
+            `SLICE` seconds with `Interrupted`, and no attempt follows.
     """
 
     def __init__(
@@ -288,12 +324,15 @@ class LdapSource:
         retry: RetrySettings,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        interrupt: ReadInterrupt | None = None,
     ) -> None:
         if settings.page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.settings = settings
         self.retry = retry
-        self.sleep = sleep
+        # A retry's wait ends at a stop request too (the next attempt is then refused).
+        self.sleep = interrupt.sleep if interrupt is not None and sleep is time.sleep else sleep
+        self.interrupt = interrupt
         self.clock = clock
         self.pages = 0
         """Pages (search result batches) fetched by the last successful attempt."""
@@ -324,7 +363,24 @@ class LdapSource:
             log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
             return _cursor(since, {})
         try:
+            why = enable = ""
+            if self.settings.flavor == "ad":
+                usn, why = usn_cursor(self, conn, self._bases, now=self.clock(), key=dn_key)
+                if usn is not None:
+                    return usn.dump()
+                enable = (
+                    "grant the bind account List Contents and Read Property on "
+                    "CN=Deleted Objects (dsacls ... /G DOMAIN\\account:LCRP)"
+                )
             marker = self._find_marker(conn)
+            if marker is None:
+                if not why:
+                    why = "no contextCSN at or above the bases (OpenLDAP's syncprov keeps one)"
+                    enable = (
+                        "load the syncprov overlay on the database holding the bases "
+                        "(olcOverlay=syncprov): a quiet pass is then one search"
+                    )
+                self._say_degraded(why, enable)
         except lx.LDAPException as error:
             log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
             marker = None
@@ -332,9 +388,39 @@ class LdapSource:
             _close(conn)
         return _cursor(since, {}, marker)
 
+    def _say_degraded(self, why: str, enable: str) -> None:
+        """Once per process and server: what every quiet incremental pass costs, and what
+        would make it one search. A deletion leaves no timestamp, so without a server-side
+        marker the probe must count every person and group to notice a leaver."""
+        said = (self.settings.url, why)
+        if said in _SAID_DEGRADED:
+            return
+        _SAID_DEGRADED.add(said)
+        pages = max(self.settings.page_size, COUNT_PAGE)
+        log.warning(
+            "source.change_probe_degraded",
+            system="ldap",
+            reason=why,
+            cost=(
+                "each incremental pass searches the changed entries and counts every "
+                f"person and group, DNs only, {pages} a page (a deletion leaves no timestamp)"
+            ),
+            enable=enable,
+        )
+
+    @property
+    def _bases(self) -> list[str]:
+        return list(dict.fromkeys((self.settings.users_base, self.settings.groups_base)))
+
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
-        since, seen, marker = _parse_cursor(cursor)
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
+        usn = _usn_cursor(cursor)
+        if usn is not None:
+            try:
+                return retrying(self._probe_usn_once, usn)
+            except TransientError as error:
+                raise SourceError(f"ldap: {error} (gave up after retrying)") from error
+        since, seen, marker = _parse_cursor(cursor)
         try:
             return retrying(self._probe_once, since, seen, marker, (people, groups))
         except TransientError as error:
@@ -356,25 +442,26 @@ class LdapSource:
         counting = ([_NO_ATTRIBUTES], max(s.page_size, COUNT_PAGE))
         conn = self._connect()
         try:
-            now_marker = self._read_marker(conn, marker) if marker is not None else None
-            if marker is not None and now_marker == marker:
-                # Nothing written since the cursor was taken: the entries seen inside the
-                # overlap are still the latest versions.
-                keep = {dn: stamp for dn, stamp in seen.items() if _stamp(stamp) >= following}
-                return ChangeProbe(
-                    changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
+            with self._stoppable(conn):
+                now_marker = self._read_marker(conn, marker) if marker is not None else None
+                if marker is not None and now_marker == marker:
+                    # Nothing written since the cursor was taken: the entries seen inside the
+                    # overlap are still the latest versions.
+                    keep = {dn: stamp for dn, stamp in seen.items() if _stamp(stamp) >= following}
+                    return ChangeProbe(
+                        changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
+                    )
+                recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
+                for base in dict.fromkeys((s.users_base, s.groups_base)):
+                    for dn, raw in self._paged(conn, base, recently, list(_VERSION_ATTRIBUTES)):
+                        # A timestamp has whole seconds: a second change within the same
+                        # second is told apart by OpenLDAP's entryCSN or AD's uSNChanged.
+                        version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
+                        recent[dn_key(dn)] = "|".join(version)
+                counted = (
+                    sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
+                    sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
                 )
-            recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
-            for base in dict.fromkeys((s.users_base, s.groups_base)):
-                for dn, raw in self._paged(conn, base, recently, list(_VERSION_ATTRIBUTES)):
-                    # A timestamp has whole seconds: a second change within the same
-                    # second is told apart by OpenLDAP's entryCSN or AD's uSNChanged.
-                    version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
-                    recent[dn_key(dn)] = "|".join(version)
-            counted = (
-                sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
-                sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
-            )
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
@@ -397,6 +484,82 @@ class LdapSource:
         return ChangeProbe(
             changed=changed, cursor=_cursor(following, keep, now_marker), calls=self.pages
         )
+
+    def _probe_usn_once(self, cursor: UsnCursor) -> ChangeProbe:
+        self.pages = self.searches = 0
+        started = self.clock()
+        conn = self._connect()
+        try:
+            with self._stoppable(conn):
+                changed, following, found = probe_usn(
+                    self, conn, cursor, self._bases, now=started, key=dn_key
+                )
+        except lx.LDAPException as error:
+            raise self._classify(error, "search") from error
+        finally:
+            _close(conn)
+        if changed:
+            log.info("source.changes_found", system="ldap", changed_entries=found)
+        return ChangeProbe(changed=changed, cursor=following.dump(), calls=self.pages)
+
+    @contextmanager
+    def _stoppable(self, conn: ldap3.Connection) -> Iterator[None]:
+        """A stop request ends the searches on `conn` within `SLICE` seconds.
+
+        ldap3 waits for an answer in a blocking `recv`, which no flag reaches; a watcher
+        thread shuts the socket down (which, unlike a close, wakes a `recv` blocked in
+        another thread), and whatever that makes the search raise becomes `Interrupted`.
+        """
+        interrupt = self.interrupt
+        if interrupt is None:
+            yield
+            return
+        interrupt.check("reading the directory")
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(SLICE):
+                if interrupt.is_set():
+                    sock = getattr(conn, "socket", None)
+                    if sock is not None:
+                        with suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                    return
+
+        watcher = threading.Thread(target=watch, name="ldap-stop-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        except Exception as error:
+            if interrupt.is_set():
+                raise Interrupted("ldap: the read was stopped: orgsync is shutting down") from error
+            raise
+        finally:
+            done.set()
+            watcher.join()
+
+    def entry(self, conn: ldap3.Connection, dn: str, attributes: Sequence[str]) -> Raw | None:
+        """One base search (a rootDSE, a configuration object); None when absent."""
+        self.searches += 1
+        self.pages += 1
+        try:
+            conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=list(attributes))
+        except (lx.LDAPNoSuchObjectResult, lx.LDAPInsufficientAccessRightsResult):
+            return None
+        found = next((e for e in conn.response or [] if e.get("type") == "searchResEntry"), None)
+        return dict(found["raw_attributes"]) if found else None
+
+    def entries(
+        self,
+        conn: ldap3.Connection,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        *,
+        scope: Literal["BASE", "LEVEL", "SUBTREE"] = "SUBTREE",
+        controls: list[tuple[str, bool, bytes | None]] | None = None,
+    ) -> Iterator[tuple[str, Raw]]:
+        return self._paged(conn, base, search_filter, attributes, scope=scope, controls=controls)
 
     def _find_marker(self, conn: ldap3.Connection) -> Marker | None:
         """The `contextCSN` of the database holding each base: the nearest entry at or
@@ -441,10 +604,11 @@ class LdapSource:
         self.pages = self.searches = 0
         conn = self._connect()
         try:
-            people_entries = list(self._users(conn))
-            disabled = self._disabled(conn)
-            group_entries = list(self._groups(conn))
-            chains = self._in_chain(conn, group_entries)
+            with self._stoppable(conn):
+                people_entries = list(self._users(conn))
+                disabled = self._disabled(conn)
+                group_entries = list(self._groups(conn))
+                chains = self._in_chain(conn, group_entries)
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
@@ -453,6 +617,8 @@ class LdapSource:
 
     def _connect(self) -> ldap3.Connection:
         s = self.settings
+        if self.interrupt is not None:
+            self.interrupt.check(f"connecting to {s.url}")
         parts = urlsplit(s.url)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
             raise SourceError(f"ldap: {s.url!r} is not an ldap:// or ldaps:// URL")
@@ -491,11 +657,16 @@ class LdapSource:
         step = "connect"
         try:
             conn.open()
-            if s.start_tls and not use_ssl:
-                step = "StartTLS"
-                conn.start_tls()
-            step = "bind"
-            conn.bind()
+            # A server that accepted the connection may still never answer the bind.
+            with self._stoppable(conn):
+                if s.start_tls and not use_ssl:
+                    step = "StartTLS"
+                    conn.start_tls()
+                step = "bind"
+                conn.bind()
+        except Interrupted:
+            _close(conn)
+            raise
         except lx.LDAPInvalidCredentialsResult as error:
             _close(conn)
             raise SourceError(
@@ -542,16 +713,30 @@ class LdapSource:
         search_filter: str,
         attributes: list[str],
         page_size: int | None = None,
+        *,
+        scope: Literal["BASE", "LEVEL", "SUBTREE"] = "SUBTREE",
+        controls: list[tuple[str, bool, bytes | None]] | None = None,
     ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
-        """(dn, raw attributes) of every entry, page by page, the cookie sequence checked."""
+        """(dn, raw attributes) of every entry, page by page, checked to move forward.
+
+        RFC 2696's cookie is opaque and need not change between pages (Samba's AD DC
+        answers every page of a search with the same handle, `1\\0`): what must change is
+        the page. A page that starts with an entry an earlier page started with, or a
+        further page with no entry at all under the same cookie, is a server going round
+        in circles, and the read fails rather than loops or doubles people.
+        """
         cookie: bytes | None = None
+        firsts: set[str] = set()
         self.searches += 1
         while True:
+            if self.interrupt is not None:
+                self.interrupt.check(f"the next page of {base!r}")
             conn.search(
                 base,
                 search_filter,
-                search_scope=ldap3.SUBTREE,
+                search_scope=scope,
                 attributes=attributes,
+                controls=controls,
                 paged_size=page_size or self.settings.page_size,
                 # Critical: a server that cannot page must refuse, not answer a truncated
                 # list that would read as "these people left".
@@ -560,9 +745,17 @@ class LdapSource:
             )
             self.pages += 1
             self._check_result(conn, base)
-            for entry in conn.response or []:
-                if entry.get("type") == "searchResEntry":
-                    yield entry["dn"], dict(entry["raw_attributes"])
+            entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
+            if entries:
+                first = entries[0]["dn"]
+                if first in firsts:
+                    raise SourceError(
+                        f"ldap: search of {base!r}: the server answered a page it had "
+                        "already sent (the paged search does not move forward)"
+                    )
+                firsts.add(first)
+            for entry in entries:
+                yield entry["dn"], dict(entry["raw_attributes"])
             control = (conn.result.get("controls") or {}).get(PAGED_RESULTS)
             if control is None:
                 raise SourceError(
@@ -572,7 +765,7 @@ class LdapSource:
             following = control["value"]["cookie"]
             if not following:
                 return
-            if following == cookie:
+            if following == cookie and not entries:
                 raise SourceError(
                     f"ldap: search of {base!r}: the paged-results cookie did not advance"
                 )

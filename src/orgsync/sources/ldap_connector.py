@@ -87,7 +87,7 @@ def build(config: LdapSourceConfig, environ: Mapping[str, str], hooks: Hooks) ->
     retry = RetrySettings(
         max_attempts=config.max_attempts, max_delay=config.max_retry_delay.total_seconds()
     )
-    return LdapSource(settings, retry=retry)
+    return LdapSource(settings, retry=retry, interrupt=hooks.interrupt)
 
 
 CONNECTOR = SourceConnector(
