@@ -4,6 +4,7 @@ rate limiting, and the bearer token staying secret."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -340,6 +341,41 @@ class TestRetries:
         assert len(retries) == attempts - 1
         assert all(e["log_level"] == "warning" for e in retries)
         assert [e["attempt"] for e in retries] == list(range(1, attempts))
+
+    def test_the_first_attempt_counts_in_the_budget(
+        self, make_client: Callable[..., ApiClient], recorder: Recorder
+    ) -> None:
+        """The first attempt runs before the retry loop starts (it nearly always succeeds),
+        yet its time is spent budget: one that took longer than `max_delay` is not retried."""
+
+        def slow_then_busy(_: httpx.Request) -> httpx.Response:
+            time.sleep(0.3)
+            return openai_error(503)
+
+        client = make_client(
+            slow_then_busy, retry=RetrySettings(max_attempts=4, max_delay=0.2, base=0.0, cap=0.0)
+        )
+        with pytest.raises(TransientError):
+            client.request("GET", "/organization/users", idempotent=True)
+        assert len(recorder.requests) == 1
+        assert recorder.sleeps == []
+
+    def test_a_retried_call_returns_the_attempt_that_succeeded(
+        self, make_client: Callable[..., ApiClient], recorder: Recorder
+    ) -> None:
+        """Failures first, then success: the parsed success comes back, each failure
+        waited for and logged once."""
+        answers = iter([openai_error(500), openai_error(503, **{"retry-after": "1.5"})])
+
+        def recovering(_: httpx.Request) -> httpx.Response:
+            return next(answers, None) or httpx.Response(200, json={"n": len(recorder.requests)})
+
+        client = make_client(recovering)
+        with capture_logs() as logs:
+            response = client.request("GET", "/organization/users", idempotent=True)
+        assert response.json() == {"n": 3}
+        assert recorder.sleeps == [0.0, 1.5]
+        assert [e["attempt"] for e in logs if e["event"] == "http.retry"] == [1, 2]
 
     def test_non_idempotent_calls_are_never_retried(
         self, make_client: Callable[..., ApiClient], recorder: Recorder

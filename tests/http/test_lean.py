@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from orgsync.core.errors import Interrupted, TransientError
 from orgsync.http.auth import HeaderAuth
-from orgsync.http.client import HttpClient
+from orgsync.http.client import HttpClient, request_id
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 
@@ -272,3 +273,29 @@ def test_header_values_httpx_would_refuse_are_left_to_httpx(
     ):
         refused.send("GET", "/things", idempotent=True, parse=lambda r: r)
     assert server.requests == []
+
+
+def test_headers_read_the_lean_way_are_httpx_s(scripted: Callable[..., Scripted]) -> None:
+    """A lean answer builds its `httpx.Headers` only when they are read, and the request id
+    (read for every debug line) comes from the raw headers: both as httpx gives them,
+    repeated headers joined, names in any case."""
+    answers = [
+        ok(b"{}", "X-Request-Id: req_1", "x-request-id: req_2", "Retry-After: 3"),
+        ok(b"{}"),
+        ok(b"{}", "X-Request-ID: r\u00e9q"),
+    ]
+    server = scripted(answers)
+    lean = client(server.url)
+    through_httpx = client(server.url, transport=httpx.HTTPTransport())
+    seen: list[list[tuple[str | None, list[tuple[str, str]]]]] = []
+    with lean, through_httpx, capture_logs() as logs:
+        for each in (lean, through_httpx):
+            server.answers = list(answers)
+            responses = [
+                each.send("GET", "/things", idempotent=True, parse=lambda r: r) for _ in answers
+            ]
+            seen.append([(request_id(r), r.headers.multi_items()) for r in responses])
+    assert seen[0] == seen[1]
+    assert [found for found, _ in seen[0]] == ["req_1, req_2", None, "réq"]
+    ids = [line.get("request_id") for line in logs if line["event"] == "http.request"]
+    assert ids == ["req_1, req_2", None, "réq"] * 2

@@ -524,6 +524,29 @@ def test_pending_is_what_the_latest_finished_sync_left(store: StateStore) -> Non
 # --------------------------------------------------------------------------- links
 
 
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        ("UPDATE links SET member_id = X'01' WHERE email_key = 'b@x'", "'member_id' holds bytes"),
+        ("UPDATE links SET email_key = X'00' WHERE email_key = 'b@x'", "'email_key' holds bytes"),
+        ("UPDATE links SET updated_at = 'soon' WHERE email_key = 'a@x'", "ISO 8601 timestamp"),
+    ],
+)
+def test_a_corrupt_link_is_named_not_used(db_path: Path, tamper: str, message: str) -> None:
+    """Links are read as plain tuples (a row per person at 100k people), yet a value of the
+    wrong kind is still a corrupt database naming its column, on every read of them."""
+    with StateStore.open(db_path) as store:
+        store.record_links("t", [LinkRow("a@x", "s1", "m1"), LinkRow("b@x", "s2", "m2")])
+        assert store.memory("t").links == {"s1": "m1", "s2": "m2"}
+    raw(db_path).execute(tamper)
+    with StateStore.open(db_path) as store:
+        if "updated_at" not in tamper:
+            with pytest.raises(StateError, match=message):
+                store.memory("t")
+        with pytest.raises(StateError, match=message):
+            store.record_links("t", [LinkRow("c@x", "s3", "m3")])
+
+
 def test_link_upsert_keeps_known_values(location: str) -> None:
     clock = Clock()
     with StateStore.open(location, clock=clock) as store:

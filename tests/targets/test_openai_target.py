@@ -8,11 +8,13 @@ the emulator does not produce (contradictory pagination, unknown statuses).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from orgsync.core.errors import (
@@ -26,7 +28,7 @@ from orgsync.core.model import Capabilities, EmailKey, InviteStatus, TargetSnaps
 from orgsync.core.plan import Invite, RemoveMember, RevokeInvite, SetRole, SuspendMember
 from orgsync.retrying import RetrySettings
 from orgsync.targets.http import ApiClient
-from orgsync.targets.openai import OpenAITarget
+from orgsync.targets.openai import OpenAITarget, wire
 from orgsync.testing.openai.emulator import Faults, OpenAIEmulator, redact_key
 from tests.openapi_contract import check_exchange, check_response
 
@@ -611,6 +613,61 @@ class TestMisbehavingServer:
         (member,) = snapshot.members
         assert member.email == "n@x.test"
         assert member.role is None
+
+    @pytest.mark.parametrize(
+        "user",
+        [
+            {"id": "u", "name": None, "email": "a@x.test", "role": "owner", "user": None},
+            {"id": "u", "is_service_account": None, "is_scim_managed": True, "added_at": 3},
+            {"id": "u", "name": "", "user": {"name": "Nested", "email": "n@x.test", "id": "x"}},
+            {"id": "u", "email": "", "user": {"email": None}, "extra": {"deep": [1, None]}},
+            {"id": "u", "is_service_account": "true", "is_scim_managed": 0},
+            {"id": "u", "is_service_account": "maybe"},
+            {"id": "u", "user": {"email": 5}},
+            {"id": "u", "user": []},
+            {"id": 5},
+            {"name": "no id"},
+            [],
+        ],
+    )
+    def test_members_are_read_as_the_user_model_reads_them(self, user: object) -> None:
+        """The users list is read into plain dictionaries (`wire.UserFields`), not a `User`
+        model each: what one accepts, refuses and reads, the other does too."""
+        body = json.dumps(user).encode()
+        try:
+            model = wire.User.model_validate_json(body)
+        except ValidationError:
+            with pytest.raises(ValidationError):
+                wire.USER_FIELDS.validate_json(body)
+            return
+        fields = wire.USER_FIELDS.validate_json(body)
+        for name in ("id", "name", "email", "role", "is_service_account", "is_scim_managed"):
+            assert fields.get(name) == getattr(model, name), name
+        nested = fields.get("user")
+        assert (nested is None) == (model.user is None)
+        if nested is not None and model.user is not None:
+            assert nested.get("email") == model.user.email
+            assert nested.get("name") == model.user.name
+
+    def test_a_member_s_missing_fields_come_from_the_nested_user(self) -> None:
+        def script(request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/users"):
+                users = [
+                    {"id": "u1", "name": "", "email": None, "user": {"name": "N", "email": "n@x"}},
+                    {"id": "u2", "name": "Top", "email": "t@x", "user": {"name": "N"}},
+                    {"id": "u3", "is_service_account": None, "is_scim_managed": None},
+                ]
+                return _list(users, has_more=False)
+            return _empty_lists(request)
+
+        target = _scripted(script)
+        members = {m.id: m for m in target.read().members}
+        target.close()
+        assert (members["u1"].name, members["u1"].email) == ("N", "n@x")
+        assert (members["u2"].name, members["u2"].email) == ("Top", "t@x")
+        assert (members["u3"].name, members["u3"].email, members["u3"].role) == ("", None, None)
+        assert not members["u3"].is_service_account
+        assert not members["u3"].is_scim_managed
 
     def test_a_key_that_may_not_list_admin_keys_reads_with_a_warning(self) -> None:
         def script(request: httpx.Request) -> httpx.Response:

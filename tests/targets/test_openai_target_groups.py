@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -602,3 +604,38 @@ class TestScriptedServer:
         with pytest.raises(error, match=message):
             target.read()
         target.close()
+
+
+def test_every_group_is_read_and_the_first_failure_in_order_is_raised() -> None:
+    """Groups are read on several threads, as `ThreadPoolExecutor.map` read them: every
+    group is asked for, the snapshot keeps the groups' order, and when groups fail the
+    error raised is the first failing group's in that order, whichever failed first."""
+    names = [f"g{n}" for n in range(12)]
+    asked: list[str] = []
+    lock = threading.Lock()
+
+    def script(request: httpx.Request, failing: set[str]) -> httpx.Response:
+        path = request.url.path.removeprefix(V1)
+        if path == "/groups":
+            return _page([_group(name, f"team-{name}") for name in names])
+        group = path.split("/")[2] if path.startswith("/groups/") else ""
+        if group and path.endswith("/users"):
+            with lock:
+                asked.append(group)
+            if group in failing:
+                time.sleep(0.05 if group == "g3" else 0.0)  # g9 fails first in time
+                return httpx.Response(200, json={"data": [{"name": group}], "has_more": False})
+            return _page([{"id": f"user_{group}", "name": "", "email": f"{group}@x.test"}])
+        return _page([])
+
+    target = _scripted(lambda request: script(request, set()))
+    assert [g.id for g in target.read().groups] == names
+    assert [g.member_ids for g in target.read().groups] == [{f"user_{n}"} for n in names]
+    target.close()
+
+    asked.clear()
+    target = _scripted(lambda request: script(request, {"g3", "g9"}))
+    with pytest.raises(TargetError, match="/organization/groups/g3/users"):
+        target.read()
+    target.close()
+    assert sorted(asked) == sorted(names)

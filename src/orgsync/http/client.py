@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypedDict, TypeVar, cast, runtime_checkable
 from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
@@ -63,6 +63,7 @@ __all__ = [
     "SecretSet",
     "network_transport",
     "new_client",
+    "request_id",
     "ssl_verify",
 ]
 
@@ -402,10 +403,53 @@ class HttpClient:
 
         if not idempotent:
             return attempt()
+        # The first attempt runs outside tenacity: nearly every call succeeds at once, and
+        # a tenacity loop per call (a policy copy, its actions, their reference cycles for
+        # the garbage collector) cost more CPU than the lean exchange itself in a read of
+        # tens of thousands of pages. A failure goes on in `_retrying`, as if tenacity had
+        # made that attempt.
+        started = time.monotonic()
+        try:
+            return attempt()
+        except Exception as error:  # noqa: BLE001 - the policy decides, as it would have
+            return self._retrying(method, path, attempt, started, error)
+
+    def _retrying(
+        self,
+        method: str,
+        path: str,
+        attempt: Callable[[], _T],
+        started: float,
+        error: Exception,
+    ) -> _T:
+        """Go on after a first attempt that raised `error`, under the retry policy.
+
+        The loop is tenacity's own (`Retrying.__call__`) entered after its first attempt:
+        the state starts when that attempt did (the budget counts its time) and holds its
+        outcome, so what is retried, how long is waited, when it stops and what is raised
+        are the policy's, exactly as when tenacity made every attempt.
+        """
         retrying = self._policy.copy(
             before_sleep=lambda state: self._log_retry(method, path, state)
         )
-        return retrying(attempt)
+        retrying.begin()
+        state = tenacity.RetryCallState(retrying, attempt, (), {})
+        state.start_time = started
+        state.set_exception((type(error), error, error.__traceback__))
+        while True:
+            action = retrying.iter(state)
+            if isinstance(action, tenacity.DoAttempt):
+                try:
+                    result = attempt()
+                except BaseException as failure:  # noqa: BLE001 - the policy decides
+                    state.set_exception((type(failure), failure, failure.__traceback__))
+                else:
+                    state.set_result(result)
+            elif isinstance(action, tenacity.DoSleep):
+                state.prepare_for_next_attempt()
+                retrying.sleep(action)
+            else:
+                return cast("_T", action)
 
     def scrubbed(self, text: str) -> str:
         """`text` without any credential this client knows."""
@@ -467,7 +511,7 @@ class HttpClient:
             "http.request",
             **line,
             status=response.status_code,
-            request_id=response.headers.get("x-request-id"),
+            request_id=request_id(response),
             duration_ms=_millis(started),
         )
         error = error_for_response(
@@ -622,6 +666,8 @@ _PLAIN_PATH = re.compile(r"(?![A-Za-z][A-Za-z0-9+.-]*:)(?!//)[^?#]*")
 # percent escapes): anything else is left to httpx's own encoding.
 _SAFE_TARGET = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
 _TOKEN = re.compile(r"[A-Z]+")
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.\-~]*")
+"""What `urllib.parse.quote_plus` never escapes."""
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 """Printable ASCII only: no line break to inject a header, nothing httpx would encode."""
@@ -665,7 +711,14 @@ def _query(params: QueryParams | None) -> httpx.QueryParams | None:
 def _query_text(params: QueryParams | None) -> str:
     """`str(_query(params))` without building the `QueryParams`: the same encoding
     (`urllib.parse.urlencode`, which httpx's `QueryParams` uses)."""
-    return urlencode(_items(params)) if params else ""
+    if not params:
+        return ""
+    items = _items(params)
+    # Limits, cursors and ids are unreserved text, which `urlencode` leaves as it is:
+    # joined here without its per-character quoting.
+    if all(_UNRESERVED.fullmatch(key) and _UNRESERVED.fullmatch(value) for key, value in items):
+        return "&".join([f"{key}={value}" for key, value in items])
+    return urlencode(items)
 
 
 class _LeanResponse(httpx.Response):
@@ -676,7 +729,8 @@ class _LeanResponse(httpx.Response):
     def __init__(self, exchange: Exchange, method: str, url: str) -> None:
         # Not `super().__init__`: that re-encodes the body into a stream and reads it back.
         self.status_code = exchange.status
-        self.headers = httpx.Headers(exchange.headers)
+        self._raw_headers = exchange.headers
+        self._headers: httpx.Headers | None = None
         self._request = None
         self._method_url = (method, url)
         self.next_request = None
@@ -690,6 +744,30 @@ class _LeanResponse(httpx.Response):
         self._num_bytes_downloaded = len(exchange.body)
 
     @property
+    def headers(self) -> httpx.Headers:
+        # Built when first read: a success is parsed from its body alone, and building
+        # `httpx.Headers` for each of tens of thousands of pages was a measurable cost.
+        if self._headers is None:
+            self._headers = httpx.Headers(self._raw_headers)
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: httpx.Headers) -> None:
+        self._headers = value
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of the header `name` (lower case), as `headers.get` gives it,
+        read from the raw headers without building `headers`."""
+        values = [value for key, value in self._raw_headers if key.lower() == name]
+        if not values:
+            return None
+        joined = b", ".join(values)  # several occurrences: joined, as httpx joins them
+        if joined.isascii():  # the same text whatever encoding httpx would pick
+            return joined.decode("ascii")
+        found: str | None = self.headers.get(name.decode("ascii"))
+        return found
+
+    @property
     def request(self) -> httpx.Request:
         if self._request is None:
             self._request = httpx.Request(*self._method_url)
@@ -698,6 +776,14 @@ class _LeanResponse(httpx.Response):
     @request.setter
     def request(self, value: httpx.Request) -> None:
         self._request = value
+
+
+def request_id(response: httpx.Response) -> str | None:
+    """The response's `x-request-id`, without building the headers of a lean answer."""
+    if isinstance(response, _LeanResponse):
+        return response.header(b"x-request-id")
+    found: str | None = response.headers.get("x-request-id")
+    return found
 
 
 def _millis(started: float) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
 
+from orgsync.core.collector import paused
 from orgsync.core.errors import SourceDataError, SourceError
 from orgsync.core.model import (
     RejectedRecord,
@@ -45,14 +46,21 @@ class FileSource:
             ) from error
         except UnicodeDecodeError as error:
             raise SourceDataError(f"{self.path}: not UTF-8 text ({error.reason})") from error
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SourceDataError(
-                f"{self.path}: invalid JSON at line {error.lineno} "
-                f"column {error.colno}: {error.msg}"
-            ) from error
-        return parse_directory(document, origin=str(self.path))
+        return _snapshot(text, origin=str(self.path))
+
+
+@paused
+def _snapshot(text: str, *, origin: str) -> SourceSnapshot:
+    # Parsing and building allocate a few objects per person and membership, all alive
+    # until the snapshot is built, and no garbage cycles: the collector's passes over
+    # them (and everything else alive) would find nothing (see `orgsync.core.collector`).
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SourceDataError(
+            f"{origin}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from error
+    return parse_directory(document, origin=origin)
 
 
 def parse_directory(document: Any, *, origin: str) -> SourceSnapshot:

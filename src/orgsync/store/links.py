@@ -9,13 +9,16 @@ first seen absent from the source, for `removal_grace`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
+from typing import cast
 
+from orgsync.core.collector import paused
 from orgsync.core.model import EmailKey, Memory, SourceId
-from orgsync.store.db import StateDB, encode_json, encode_time
+from orgsync.store.db import StateDB, encode_json, encode_time, text_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +77,19 @@ class Links:
         with self._db.write() as session:
             stored: dict[str, tuple[str | None, str | None]] = {}
             winner: dict[str, str] = {}  # source id -> member id of its newest link
-            for row in session.query(
+            for key, source_id, member_id, updated_at in session.texts(
                 "SELECT email_key, source_id, member_id, updated_at FROM links "
                 "WHERE target = ? ORDER BY updated_at, email_key",
                 (target,),
+                optional=(False, True, True, False),
             ):
-                key, source_id = row.text("email_key"), row.opt_text("source_id")
-                member_id = row.opt_text("member_id")
-                stored[key] = (source_id, member_id)
+                stored[cast("str", key)] = (source_id, member_id)
                 if source_id is not None and member_id is not None:
                     winner[source_id] = member_id
                 # Rows come oldest first: what is written now must sort after all of them
                 # (a clock that did not move, or went back, must not make it older).
-                now = max(now, row.time("updated_at") + timedelta(microseconds=1))
+                stored_at = text_time("updated_at", cast("str", updated_at))
+                now = max(now, stored_at + timedelta(microseconds=1))
             written = 0
             for link in rows:
                 old = stored.get(link.email_key)
@@ -129,29 +132,39 @@ class Links:
                 "DELETE FROM missing WHERE target = ? AND email_key = ?", (target, email_key)
             )
 
+    # A few objects per person, all kept in the result: the collector's passes during the
+    # build would find no garbage (see `orgsync.core.collector`).
+    @paused
     def memory(self, target: str) -> Memory:
         with self._db.read() as session:
-            links = session.query(
-                "SELECT email_key, source_id, member_id FROM links WHERE target = ? "
-                "ORDER BY updated_at, email_key",
-                (target,),
+            links = cast(
+                "list[tuple[EmailKey, SourceId | None, str | None]]",
+                session.texts(
+                    "SELECT email_key, source_id, member_id FROM links WHERE target = ? "
+                    "ORDER BY updated_at, email_key",
+                    (target,),
+                    optional=(False, True, True),
+                ),
             )
             missing = session.query(
                 "SELECT email_key, since FROM missing WHERE target = ?", (target,)
             )
-        by_source: dict[SourceId, str] = {}
-        sources: dict[EmailKey, SourceId] = {}
-        for row in links:
-            source_id, member_id = row.opt_text("source_id"), row.opt_text("member_id")
-            if source_id is not None and member_id is not None:
-                # Rows come oldest first: after an email change the newest link wins.
-                by_source[SourceId(source_id)] = member_id
-            if source_id is not None:
-                sources[EmailKey(row.text("email_key"))] = SourceId(source_id)
+        # Ids interned, as the source's and the target's are: one object per id in the
+        # whole run (memory at 100k people), and the planner's look-ups compare by identity.
+        intern = sys.intern
         return Memory(
-            managed=frozenset(EmailKey(row.text("email_key")) for row in links),
-            links=MappingProxyType(by_source),
-            linked_sources=MappingProxyType(sources),
+            managed=frozenset([key for key, _, _ in links]),
+            # Rows come oldest first: after an email change the newest link wins.
+            links=MappingProxyType(
+                {
+                    SourceId(intern(source)): intern(member)
+                    for _, source, member in links
+                    if source is not None and member is not None
+                }
+            ),
+            linked_sources=MappingProxyType(
+                {key: SourceId(intern(source)) for key, source, _ in links if source is not None}
+            ),
             missing_since=MappingProxyType(
                 {EmailKey(row.text("email_key")): row.time("since") for row in missing}
             ),

@@ -183,10 +183,11 @@ def _identity(response: httpx.Response) -> httpx.Response:
 
 
 def _parse_model(response: httpx.Response, validate: Callable[[bytes], _T], *, context: str) -> _T:
-    request_id = response.headers.get("x-request-id")
     try:
         return validate(response.content)
     except ValidationError as exc:
+        # Looked up on failure only: a lean answer's headers are built when first read.
+        request_id = response.headers.get("x-request-id")
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise TransientError(
                 f"{context}: response body is not JSON",

@@ -53,6 +53,7 @@ from orgsync.core.plan import (
     SetRole,
     SuspendMember,
 )
+from orgsync.http.client import QueryParams
 from orgsync.http.paging import PageGuard
 from orgsync.targets._common import Item, invite_to_adopt, newest_live_invite, segment, utcnow
 from orgsync.targets.http import ApiClient
@@ -135,7 +136,7 @@ class OpenAITarget:
     def read(self) -> TargetSnapshot:
         """Read every member, every outstanding invitation (`read_invitations`), the
         roles, every group with its members and role assignments, and the key owner."""
-        members = tuple(_member(user) for user in self._list_by_id(USERS, wire.UserPage))
+        members = tuple(self._members())
         invites = self.read_invitations()
         catalog = role_catalog(ORG_ROLES, self._list_roles())
         groups = self._groups.read()
@@ -162,25 +163,24 @@ class OpenAITarget:
         filtered by `emails` (one request per 100 emails), each linked member id the
         filter did not return by `GET /users/{id}` (a person whose email changed), the
         roles and the key owner; no invitations (`read_invitations`), no groups."""
-        found: dict[str, wire.User] = {}
+        found: dict[str, TargetMember] = {}
         ordered = sorted(emails)
         for start in range(0, len(ordered), LEGACY_PAGE_SIZE):
             batch = ordered[start : start + LEGACY_PAGE_SIZE]
-            for user in self._list_by_id(USERS, wire.UserPage, emails=batch):
-                found.setdefault(user.id, user)
+            for member in self._members(emails=batch):
+                found.setdefault(member.id, member)
         for member_id in sorted(member_ids - found.keys()):
             try:
-                user = self._client.request_model(
-                    "GET", f"{USERS}/{segment(member_id)}", wire.User, idempotent=True
+                user = self._client.request_adapted(
+                    "GET", f"{USERS}/{segment(member_id)}", wire.USER_FIELDS, idempotent=True
                 )
             except NotFoundError:
                 continue  # removed since orgsync linked it: absent, as in a full read
-            found[user.id] = user
+            member = _member(user)
+            found[member.id] = member
         # The filter is the server's; the email match is ours (normalized), so that a
         # server matching loosely never brings a stranger into the slice.
-        members = tuple(
-            m for m in map(_member, found.values()) if m.email_key in emails or m.id in member_ids
-        )
+        members = tuple(m for m in found.values() if m.email_key in emails or m.id in member_ids)
         catalog = role_catalog(ORG_ROLES, self._list_roles())
         log.debug(
             "openai.read_people",
@@ -278,37 +278,33 @@ class OpenAITarget:
         if not result.deleted:
             raise TargetError(f"DELETE {path}: the server answered but reports nothing deleted")
 
-    def _list_by_id(
-        self,
-        path: str,
-        page_model: type[wire.CursorPage[Item]],
-        *,
-        emails: Sequence[str] = (),
-    ) -> list[Item]:
-        """Every item of an id-cursor list, in server order, each id once; `emails`
-        filters the users list (repeated `emails` parameters, as the spec's array)."""
-        items: dict[str, Item] = {}
-        after: str | None = None
-        guard = PageGuard(f"GET {path}")
-        while True:
+    def _list_by_id(self, path: str, page_model: type[wire.CursorPage[Item]]) -> list[Item]:
+        """Every item of an id-cursor list, in server order, each id once."""
+
+        def fetch(params: QueryParams) -> tuple[list[Item], bool, str | None]:
             page = self._client.request_model(
+                "GET", path, page_model, params=params, idempotent=True
+            )
+            return page.data, page.has_more, page.last_id
+
+        return _walk_by_id(path, fetch)
+
+    def _members(self, *, emails: Sequence[str] = ()) -> list[TargetMember]:
+        """Every member, in server order, each id once; `emails` filters the users list
+        (repeated `emails` parameters, as the spec's array). Each page is mapped to
+        members as it comes (`wire.UserFieldsPage`): nothing else of it is kept."""
+
+        def fetch(params: QueryParams) -> tuple[list[TargetMember], bool, str | None]:
+            page = self._client.request_adapted(
                 "GET",
-                path,
-                page_model,
-                params={"limit": LEGACY_PAGE_SIZE, "after": after, "emails": list(emails)}
-                if emails
-                else {"limit": LEGACY_PAGE_SIZE, "after": after},
+                USERS,
+                wire.USER_FIELDS_PAGE,
+                params={**params, "emails": list(emails)} if emails else params,
                 idempotent=True,
             )
-            for item in page.data:
-                items.setdefault(item.id, item)
-            if not page.has_more:
-                return list(items.values())
-            if not page.data:
-                raise TransientError(f"GET {path}: has_more with an empty page (after {after!r})")
-            cursor = page.last_id or page.data[-1].id
-            guard.page(len(page.data), cursor)
-            after = cursor
+            return list(map(_member, page["data"])), page["has_more"], page.get("last_id")
+
+        return _walk_by_id(USERS, fetch)
 
     def _list_roles(self) -> list[wire.Role]:
         return list_by_next(self._client, ROLES, wire.RolePage, limit=ROLES_PAGE_SIZE)
@@ -346,18 +342,39 @@ class OpenAITarget:
 # --------------------------------------------------------------------------- mapping
 
 
-def _member(user: wire.User) -> TargetMember:
-    nested = user.user
-    email = user.email or (nested.email if nested else None)
+def _walk_by_id(
+    path: str, fetch: Callable[[QueryParams], tuple[list[Item], bool, str | None]]
+) -> list[Item]:
+    """Every item of the id-cursor list at `path`, in server order, each id once: `fetch`
+    gives a page's items, `has_more` and `last_id` for the parameters of that page."""
+    items: dict[str, Item] = {}
+    after: str | None = None
+    guard = PageGuard(f"GET {path}")
+    while True:
+        data, has_more, last_id = fetch({"limit": LEGACY_PAGE_SIZE, "after": after})
+        for item in data:
+            items.setdefault(item.id, item)
+        if not has_more:
+            return list(items.values())
+        if not data:
+            raise TransientError(f"GET {path}: has_more with an empty page (after {after!r})")
+        cursor = last_id or data[-1].id
+        guard.page(len(data), cursor)
+        after = cursor
+
+
+def _member(user: wire.UserFields) -> TargetMember:
+    nested = user.get("user") or {}
+    email = user.get("email") or nested.get("email")
     return TargetMember(
         # Interned, as the groups' member ids are: each user id is then one object, held
         # once however many groups list it, and compared by identity when planning.
-        id=sys.intern(user.id),
+        id=sys.intern(user["id"]),
         email=email or None,
-        role=user.role,
-        name=user.name or (nested.name if nested and nested.name else ""),
-        is_service_account=bool(user.is_service_account),
-        is_scim_managed=bool(user.is_scim_managed),
+        role=user.get("role"),
+        name=user.get("name") or nested.get("name") or "",
+        is_service_account=bool(user.get("is_service_account")),
+        is_scim_managed=bool(user.get("is_scim_managed")),
     )
 
 

@@ -70,6 +70,43 @@ class User(_Wire):
     user: NestedUser | None = None
 
 
+class NestedUserFields(TypedDict):
+    """`User.user` as a member's read needs it (other fields ignored)."""
+
+    email: NotRequired[str | None]
+    name: NotRequired[str | None]
+
+
+class UserFields(TypedDict):
+    """A `User` as a member's read needs it: the fields and types of `User`, validated
+    the same way, into a plain dictionary (other fields ignored)."""
+
+    id: str
+    name: NotRequired[str | None]
+    email: NotRequired[str | None]
+    role: NotRequired[str | None]
+    is_service_account: NotRequired[bool | None]
+    is_scim_managed: NotRequired[bool | None]
+    user: NotRequired[NestedUserFields | None]
+
+
+class UserFieldsPage(TypedDict):
+    """A page of the users list (`UserListResponse`) as plain dictionaries.
+
+    A full read lists every member: 100k at 100k people. A `User` model per member (with
+    its nested model) cost several times the CPU and memory of a dictionary of the fields
+    used, and the pages' models all lived until the last page was read."""
+
+    data: list[UserFields]
+    has_more: bool
+    first_id: NotRequired[str | None]
+    last_id: NotRequired[str | None]
+
+
+USER_FIELDS: Final = TypeAdapter(UserFields)
+USER_FIELDS_PAGE: Final = TypeAdapter(UserFieldsPage)
+
+
 class Deletion(_Wire):
     """Every deletion answer carries `deleted`; a false one means nothing was removed."""
 
