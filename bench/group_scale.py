@@ -7,12 +7,18 @@ find the missing 2% and the extra members. The step measured is what `Planning.m
 does: desired state, plan, and both safety gates. Growth per doubling of the whole world
 from 10k to 160k people must stay at most x2.2 (linear, with room for caches).
 
+`--not-members P` makes P percent of the people no members yet (each with a pending
+invitation): the groups they are in must list them as waiting, which a plan finds without
+resolving those groups a second time.
+
 usage: .venv/bin/python bench/group_scale.py [--sizes 10000 20000 ...] [--goal-size 100000]
-       [--repeats 3] [--tracemalloc]
+       [--repeats 3] [--tracemalloc] [--not-members PERCENT]
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import random
 import sys
 from datetime import UTC, datetime
@@ -20,6 +26,7 @@ from datetime import UTC, datetime
 import measure
 from orgsync.core.model import (
     Capabilities,
+    InviteStatus,
     Memory,
     RoleCatalog,
     SourceGroup,
@@ -27,6 +34,7 @@ from orgsync.core.model import (
     SourcePerson,
     SourceSnapshot,
     TargetGroup,
+    TargetInvite,
     TargetMember,
     TargetSnapshot,
 )
@@ -51,8 +59,9 @@ RULES = MembershipRules(("openai-*",), (), "reader", (GroupRule("team-*", roles=
 World = tuple[SourceSnapshot, TargetSnapshot, Memory]
 
 
-def world(people_count: int, seed: int = 11) -> World:
-    """`people_count` people, all members already; people/10 groups of 100 random people."""
+def world(people_count: int, seed: int = 11, not_members: float = 0.0) -> World:
+    """`people_count` people, all members already but `not_members` percent of them (who
+    are invited); people/10 groups of 100 random people."""
     rng = random.Random(seed)
     groups = max(1, people_count // 10)
     people = tuple(
@@ -74,7 +83,18 @@ def world(people_count: int, seed: int = 11) -> World:
         )
         owned[f"tg{g}"] = SourceId(f"g{g}")
     source_groups.append(SourceGroup(SourceId("all"), "openai-users", tuple(p.id for p in people)))
-    observed = TargetSnapshot(members, (), CATALOG, groups=tuple(target_groups))
+    invites: tuple[TargetInvite, ...] = ()
+    if not_members:
+        # A generator of its own, so that the rest of the world is the same with or without.
+        left_out = random.Random(seed + 1)
+        out = {m.id for m in members if left_out.random() * 100 < not_members}
+        invites = tuple(
+            TargetInvite(f"i{m.id}", m.email, "reader", InviteStatus.PENDING)
+            for m in members
+            if m.id in out
+        )
+        members = tuple(m for m in members if m.id not in out)
+    observed = TargetSnapshot(members, invites, CATALOG, groups=tuple(target_groups))
     return SourceSnapshot(people, tuple(source_groups)), observed, Memory(owned_groups=owned)
 
 
@@ -96,9 +116,23 @@ def label(people: int) -> str:
     return f"{measure.human(people)}/{measure.human(groups)}/{measure.human(groups * PER_GROUP)}"
 
 
+def more_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--not-members",
+        type=float,
+        default=0.0,
+        metavar="PERCENT",
+        help="share of the people who are no members yet, each invited (default 0)",
+    )
+
+
 if __name__ == "__main__":
-    options = measure.arguments(__doc__, [10_000, 20_000, 40_000, 80_000, 160_000], 100_000)
+    options = measure.arguments(
+        __doc__, [10_000, 20_000, 40_000, 80_000, 160_000], 100_000, more_options
+    )
+    build = functools.partial(world, not_members=options.not_members)
     if options.child is not None:
-        measure.child(world, make_plan, options.child, options.tracemalloc)
+        measure.child(build, make_plan, options.child, options.tracemalloc)
     else:
-        measure.report(sys.argv[0], label, options)
+        extra = ["--not-members", str(options.not_members)] if options.not_members else []
+        measure.report(sys.argv[0], label, options, extra)

@@ -86,11 +86,14 @@ def child(build: Callable[[int], Any], step: Callable[[Any], int], size: int, tr
     print(json.dumps(figures.__dict__))
 
 
-def measure(script: str, size: int, repeats: int, *, trace: bool = False) -> Figures:
-    """Median figures of `repeats` fresh processes running `script --child size`."""
+def measure(
+    script: str, size: int, repeats: int, *, trace: bool = False, extra: Sequence[str] = ()
+) -> Figures:
+    """Median figures of `repeats` fresh processes running `script --child size`, with
+    `extra` arguments (the options that shape the script's world)."""
     runs: list[Figures] = []
     for _ in range(repeats):
-        command = [sys.executable, script, "--child", str(size)]
+        command = [sys.executable, script, "--child", str(size), *extra]
         if trace:
             command.append("--tracemalloc")
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -109,7 +112,13 @@ def measure(script: str, size: int, repeats: int, *, trace: bool = False) -> Fig
     )
 
 
-def arguments(doc: str | None, default_sizes: list[int], goal_size: int) -> argparse.Namespace:
+def arguments(
+    doc: str | None,
+    default_sizes: list[int],
+    goal_size: int,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """The options every planning bench takes; `more` adds the script's own."""
     parser = argparse.ArgumentParser(
         description=(doc or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -130,13 +139,21 @@ def arguments(doc: str | None, default_sizes: list[int], goal_size: int) -> argp
         "--tracemalloc", action="store_true", help="also report the traced heap (separate runs)"
     )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    if more is not None:
+        more(parser)
     return parser.parse_args()
 
 
-def report(script: str, label: Callable[[int], str], options: argparse.Namespace) -> None:
-    """Print the goal line, then one line per size and the growth per doubling."""
+def report(
+    script: str,
+    label: Callable[[int], str],
+    options: argparse.Namespace,
+    extra: Sequence[str] = (),
+) -> None:
+    """Print the goal line, then one line per size and the growth per doubling; each child
+    gets `extra` arguments too."""
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    goal = measure(script, options.goal_size, options.repeats)
+    goal = measure(script, options.goal_size, options.repeats, extra=extra)
     peak_mb = goal.peak_rss_mib * MiB / MB
     print(
         f"plan {label(options.goal_size)}: cpu {goal.cpu_s:.2f} s "
@@ -146,12 +163,12 @@ def report(script: str, label: Callable[[int], str], options: argparse.Namespace
         f"{goal.operations} operations"
     )
     if options.tracemalloc:
-        traced = measure(script, options.goal_size, 1, trace=True)
+        traced = measure(script, options.goal_size, 1, trace=True, extra=extra)
         print(f"  traced heap peak of planning: {traced.traced_peak_mib:.0f} MiB (tracemalloc)")
     print(f"{'people':>8} {'cpu s':>7} {'peak MiB':>9} {'inputs MiB':>11} {'ops':>8} {'growth':>7}")
     figures: list[Figures] = []
     for size in options.sizes:
-        current = measure(script, size, options.repeats)
+        current = measure(script, size, options.repeats, extra=extra)
         growth = f"x{current.cpu_s / figures[-1].cpu_s:.2f}" if figures else ""
         figures.append(current)
         print(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 
 import structlog
@@ -169,19 +169,19 @@ class Applier:
         """Fill in ids of a group or user created earlier in this plan; None if one was not."""
         if not isinstance(operation, GroupOperationFields) or isinstance(operation, CreateGroup):
             return operation
-        update: dict[str, str] = {}
+        resolved = operation
         with self._lock:
             if operation.group_id is None:
                 group_id = self._created_groups.get(operation.source_group_id or operation.group)
                 if group_id is None:
                     return None
-                update["group_id"] = group_id
-            if isinstance(operation, AddGroupMember) and operation.user_id is None:
-                user_id = self._created_users.get(normalize_email(operation.email))
+                resolved = replace(resolved, group_id=group_id)
+            if isinstance(resolved, AddGroupMember) and resolved.user_id is None:
+                user_id = self._created_users.get(normalize_email(resolved.email))
                 if user_id is None:
                     return None
-                update["user_id"] = user_id
-        return operation.model_copy(update=update) if update else operation
+                resolved = replace(resolved, user_id=user_id)
+        return resolved
 
     def _call(self, operation: Operation) -> tuple[str | None, str | None]:
         """Perform one operation; returns (object id, detail).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import get_args
+from typing import get_args, get_type_hints
 
 import pytest
 
@@ -113,7 +113,7 @@ PINNED_DOCUMENT_SHA256 = "cce0ec05e72a0d2f09594cdb99108e1a3aa89a88f71b9bfea263fb
 def test_every_kind_is_covered() -> None:
     kinds = {op.op for op in every_kind()}
     union = get_args(get_args(Operation)[0])
-    assert kinds == {get_args(kind.model_fields["op"].annotation)[0] for kind in union}
+    assert kinds == {get_args(get_type_hints(kind)["op"])[0] for kind in union}
 
 
 def test_plan_checksum_is_pinned() -> None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from datetime import timedelta
@@ -39,6 +40,7 @@ from orgsync.core.plan import (
     RevokeInvite,
     SetRole,
     SuspendMember,
+    operation_json,
 )
 from orgsync.core.planner import RemovalPolicy
 from orgsync.core.safety import Population, SafetyLimits, gate, managed_people
@@ -368,4 +370,4 @@ def identity(operation: Operation) -> tuple[int, str, str, str]:
 
 
 def operation_json_text(operation: Operation) -> str:
-    return operation.model_dump_json()
+    return json.dumps(operation_json(operation), sort_keys=True)

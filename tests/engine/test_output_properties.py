@@ -96,20 +96,21 @@ def test_colour_changes_nothing_but_the_escape_codes(found: list[TargetResult], 
 
 def test_the_schema_knows_every_operation_kind_and_nothing_else() -> None:
     """A new kind of operation cannot reach `--json` undocumented."""
+    from dataclasses import fields
     from typing import get_args
 
     from orgsync.core.plan import GroupOperation, MemberOperation
 
-    kinds = {
-        model.model_fields["op"].default
-        for model in (*get_args(MemberOperation), *get_args(GroupOperation))
-    }
+    def default_op(kind: type) -> object:
+        return next(f.default for f in fields(kind) if f.name == "op")
+
+    kinds = {default_op(model) for model in (*get_args(MemberOperation), *get_args(GroupOperation))}
     assert set(schema()["$defs"]["operationKind"]["enum"]) == kinds
     for kind in kinds:
         model = next(
             m
             for m in (*get_args(MemberOperation), *get_args(GroupOperation))
-            if m.model_fields["op"].default == kind
+            if default_op(m) == kind
         )
-        wire = {f.alias or name for name, f in model.model_fields.items()}
+        wire = {"raise" if f.name == "raise_" else f.name for f in fields(model)}
         assert set(schema()["$defs"][f"op_{kind}"]["properties"]) == wire, kind

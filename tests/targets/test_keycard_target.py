@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -209,7 +210,7 @@ def test_invite_revoke_and_replace(emulator: KeycardEmulator, recorder: Recorder
     first = target.execute(op)
     assert first is not None
     assert target.find_existing(op) == first
-    assert target.find_existing(op.model_copy(update={"role": "org_admin"})) is None
+    assert target.find_existing(replace(op, role="org_admin")) is None
     live = target.find_invite("ADA@example.com")
     assert live is not None and live.id == first
     # A second invitation for the same email is a 409 from the API.

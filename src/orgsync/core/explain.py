@@ -42,6 +42,7 @@ from orgsync.core.plan import (
     UpdateUser,
     Waiting,
     operation_json,
+    waiting_json,
 )
 from orgsync.core.planner import PlanInput, _Planner
 from orgsync.core.rules import MembershipRules, name_matcher, paths_to
@@ -268,7 +269,7 @@ class Explanation:
             },
             "operations": [operation_json(op) for op in self.operations],
             "held": [{**operation_json(h.operation), "guard": h.guard} for h in self.held],
-            "waiting": [w.model_dump(mode="json", exclude_none=True) for w in self.waiting],
+            "waiting": [waiting_json(w) for w in self.waiting],
             "guards": [{"kind": g.kind, "reason": g.reason} for g in self.guards],
             "warnings": list(self.warnings),
         }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from typing import cast
+from typing import TypedDict, cast
 
 from orgsync.core.model import EmailKey, SourceId, TargetGroup, TargetMember, TargetSnapshot
 from orgsync.core.plan import (
@@ -29,9 +29,25 @@ from orgsync.core.plan import (
 )
 from orgsync.core.rules import DesiredGroup, MembershipSpace
 
-_NOT_A_MEMBER = object()
-"""What a wanted person who is no member of the organization (yet) stands for among user
-ids."""
+
+class _Common(TypedDict):
+    """The fields every operation on one group shares."""
+
+    group: str
+    group_id: str | None
+    source_group_id: str | None
+
+
+class NotAMember:
+    """What a wanted person who is no member of the organization (yet: invited, or created
+    by this plan) stands for among user ids: one per person, carrying their email key, so
+    that a group resolved to user ids also says who of it still has to join (it can never
+    be among a group's current members, so it always lands among the missing)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: EmailKey) -> None:
+        self.key = key
 
 
 class GroupPlanner:
@@ -39,7 +55,10 @@ class GroupPlanner:
 
     `member_ids` maps the email of each wanted person who already is a member to their
     user id; `untouchable` says why a member must never be removed from a group (None if
-    they may be).
+    they may be). The planner also hands over what it indexed already, so that nothing is
+    indexed twice at 100k people: `members_by_id` (the organization's members by id),
+    `key_of_user` (`member_ids` inverted) and `user_of_source` (each wanted person's source
+    id -> their user id, or their `NotAMember`).
     """
 
     def __init__(
@@ -49,6 +68,10 @@ class GroupPlanner:
         member_ids: Mapping[EmailKey, str],
         untouchable: Callable[[TargetMember], str | None],
         being_created: frozenset[EmailKey] = frozenset(),
+        *,
+        members_by_id: Mapping[str, TargetMember] | None = None,
+        key_of_user: Mapping[str, EmailKey] | None = None,
+        user_of_source: Mapping[SourceId, object] | None = None,
     ) -> None:
         self.observed = observed
         self.owned = owned
@@ -69,11 +92,15 @@ class GroupPlanner:
         present = [(g.is_scim_managed, g.id) for g in observed.groups if g.id in owned]
         for _, group_id in sorted(present):
             self.owned_by_source.setdefault(owned[group_id], group_id)
-        self.members_by_id = {m.id: m for m in observed.members}
+        self.members_by_id = (
+            members_by_id if members_by_id is not None else {m.id: m for m in observed.members}
+        )
         # Each member's wanted person, when no member stands for two people (the planner
         # matches one member per person, but an email and a stale link can meet).
-        key_of_user = {user_id: key for key, user_id in member_ids.items()}
+        if key_of_user is None:
+            key_of_user = {user_id: key for key, user_id in member_ids.items()}
         self.key_of_user = key_of_user if len(key_of_user) == len(member_ids) else None
+        self.user_of_source = user_of_source
         catalog = observed.roles
         self.role_names = {role_id: name for name, role_id in catalog.assignable.items()}
         self.kept: set[str] = set()
@@ -187,12 +214,16 @@ class GroupPlanner:
                     reason=f"IdP group {desired.source_id} is now named {desired.source_name!r}",
                 )
             )
-        common = {"group": label, "group_id": group_id, "source_group_id": desired.source_id}
+        common: _Common = {
+            "group": label,
+            "group_id": group_id,
+            "source_group_id": desired.source_id,
+        }
         self.plan_members(desired, target, common)
         self.plan_roles(desired, target, common)
 
     def plan_members(
-        self, desired: DesiredGroup, target: TargetGroup | None, common: dict[str, str | None]
+        self, desired: DesiredGroup, target: TargetGroup | None, common: _Common
     ) -> None:
         current = target.member_ids if target is not None else frozenset()
         member_ids = self.member_ids
@@ -206,17 +237,15 @@ class GroupPlanner:
             found: frozenset[object] | set[object] = cast(set[object], by_email)
             looked_at.update(desired.members)
         else:
-            # The group resolved straight to user ids: one look-up per membership.
+            # The group resolved straight to user ids (and a `NotAMember` for each of its
+            # people who is no member yet): one look-up per membership.
             found = desired.membership.resolve(desired.source_id, self.user_space(desired))
-            if _NOT_A_MEMBER in found:
-                # Someone the group wants is no member yet (invited, or created by this
-                # plan): only such a group pays for its people's email keys.
-                found = found - {_NOT_A_MEMBER}
-                looked_at.update(k for k in desired.members if k not in member_ids)
-        wanted_ids = cast(frozenset[str], found)
-        missing = wanted_ids - current
+        missing = found - current
         if key_of_user is not None:
-            looked_at.update(map(key_of_user.__getitem__, missing))
+            for user in missing:
+                looked_at.add(
+                    user.key if isinstance(user, NotAMember) else key_of_user[cast(str, user)]
+                )
         for key in sorted(looked_at):
             user_id = member_ids.get(key)
             if user_id is None and key in self.being_created:
@@ -249,30 +278,33 @@ class GroupPlanner:
                         reason=f"member of IdP group {desired.source_name!r}",
                     )
                 )
-        # The group holds len(wanted_ids) - len(missing) wanted members: anyone beyond them
-        # is extra (in a group already in sync, no second pass over its members).
-        extra = current - wanted_ids if len(current) > len(wanted_ids) - len(missing) else ()
+        # The group holds len(found) - len(missing) wanted members (every `NotAMember` is
+        # missing): anyone beyond them is extra (in a group already in sync, no second pass
+        # over its members).
+        extra = current - found if len(current) > len(found) - len(missing) else ()
         for user_id in sorted(extra):
             self.plan_member_removal(
                 user_id, common, f"not a member of IdP group {desired.source_name!r}"
             )
 
     def user_space(self, desired: DesiredGroup) -> MembershipSpace:
-        """Each wanted person's source id -> their user id, or `_NOT_A_MEMBER`; one space
-        per desired state (every group of one shares its membership)."""
+        """Each wanted person's source id -> their user id, or their `NotAMember`; one
+        space per desired state (every group of one shares its membership)."""
         membership = desired.membership
         if self._space is None or self._space.membership is not membership:
-            member_ids = self.member_ids
-            self._space = membership.space(
-                {
-                    source_id: member_ids.get(key, _NOT_A_MEMBER)
+            user_of_source = self.user_of_source
+            if user_of_source is None:
+                member_ids = self.member_ids
+                user_of_source = {
+                    source_id: NotAMember(key) if user_id is None else user_id
                     for source_id, key in membership.wanted_keys.items()
+                    for user_id in (member_ids.get(key),)
                 }
-            )
+            self._space = membership.space(user_of_source)
         return self._space
 
     def plan_member_removal(
-        self, user_id: str, common: dict[str, str | None], reason: str, *, deleting: bool = False
+        self, user_id: str, common: _Common, reason: str, *, deleting: bool = False
     ) -> None:
         member = self.members_by_id.get(user_id)
         label = (member.email if member else None) or user_id
@@ -290,7 +322,7 @@ class GroupPlanner:
         )
 
     def plan_roles(
-        self, desired: DesiredGroup, target: TargetGroup | None, common: dict[str, str | None]
+        self, desired: DesiredGroup, target: TargetGroup | None, common: _Common
     ) -> None:
         catalog = self.observed.roles
         wanted: dict[str, str] = {}
@@ -318,7 +350,7 @@ class GroupPlanner:
         )
 
     def plan_unassignments(
-        self, current: frozenset[str], keep: set[str], common: dict[str, str | None], reason: str
+        self, current: frozenset[str], keep: set[str], common: _Common, reason: str
     ) -> None:
         for role_id in sorted(current - keep):
             self.operations.append(
@@ -333,7 +365,7 @@ class GroupPlanner:
     # ------------------------------------------------------------------ groups that go
 
     def plan_deletion(self, target: TargetGroup, source_id: SourceId) -> None:
-        common: dict[str, str | None] = {
+        common: _Common = {
             "group": target.name,
             "group_id": target.id,
             "source_group_id": source_id,

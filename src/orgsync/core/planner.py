@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Literal
 
 from orgsync.core.collector import paused
-from orgsync.core.group_planner import GroupPlanner
+from orgsync.core.group_planner import GroupPlanner, NotAMember
 from orgsync.core.model import (
     Capabilities,
     EmailKey,
@@ -82,8 +82,12 @@ class _Planner:
         # those addresses get a list (not one per member).
         self.more_with_email: dict[EmailKey, list[TargetMember]] = defaultdict(list)
         self.members_in_id_order = sorted(observed.members, key=attrgetter("id"))
+        # Each member's email key, normalized once here and read again by id (a linked
+        # person is compared with their member's address).
+        self.member_keys: dict[str, EmailKey | None] = {}
         for member in self.members_in_id_order:
             key = member.email_key
+            self.member_keys[member.id] = key
             if key is not None and self.members_by_email.setdefault(key, member) is not member:
                 self.more_with_email[key].append(member)
         self.live_invites: dict[EmailKey, list[TargetInvite]] = defaultdict(list)
@@ -93,6 +97,7 @@ class _Planner:
                 self.live_invites[invite.email_key].append(invite)
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
+        self.links = given.memory.links
         self.wanted_order = sorted(given.desired.wanted)
         self.link_claimant = self._link_claimants()
         owner_roles = self.catalog.owner_roles
@@ -100,8 +105,11 @@ class _Planner:
         # in someone's hands, so only they count towards the last-owner rule.
         self.owners_left = sum(1 for m in observed.members if m.role in owner_roles and m.active)
         self.linked_member_ids = frozenset(given.memory.links.values())
-        self.matched_members: set[str] = set()
         self.member_ids: dict[EmailKey, str] = {}
+        # The same matches indexed the ways the group planner reads them; a member is
+        # matched (taken by a wanted person) when it is in `key_of_user`.
+        self.key_of_user: dict[str, EmailKey] = {}
+        self.user_of_source: dict[SourceId, object] = {}
         # Whoever a rejected source record stands for: the member linked to its id, the
         # emails linked to its id before, and the email it carries now. A bad record is
         # not an absence: removing them (or their invitation, role or groups) would turn
@@ -181,16 +189,18 @@ class _Planner:
         """Whether `wanted` may be matched to `member`: nobody has it yet, and no other
         wanted person's link claims it (an address reused by a newcomer must not inherit
         the account of the person it belonged to)."""
-        return member.id not in self.matched_members and self.link_claimant.get(
+        return member.id not in self.key_of_user and self.link_claimant.get(
             member.id, wanted.source_id
         ) == (wanted.source_id)
 
     def find_member(self, wanted: Wanted) -> TargetMember | None:
-        linked_id = self.given.memory.links.get(wanted.source_id)
-        member = self.members_by_id.get(linked_id) if linked_id else None
+        linked_id = self.links.get(wanted.source_id)
+        if not linked_id:
+            return self.free_by_email(wanted)
+        member = self.members_by_id.get(linked_id)
         if member is not None and not self.free_for(member, wanted):
             member = None  # one member stands for one person; a stale link loses
-        if member is not None and member.email_key != wanted.email_key:
+        if member is not None and self.member_keys[member.id] != wanted.email_key:
             other = self.free_by_email(wanted)
             if other is not None:
                 return other
@@ -212,8 +222,11 @@ class _Planner:
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
         first = self.members_by_email.get(wanted.email_key)
-        if first is None or self.free_for(first, wanted):
-            return first
+        if first is None or (
+            first.id not in self.key_of_user
+            and self.link_claimant.get(first.id, wanted.source_id) == wanted.source_id
+        ):
+            return first  # (free_for, inlined: once per wanted person)
         for member in self.more_with_email.get(wanted.email_key, ()):
             if self.free_for(member, wanted):
                 return member
@@ -221,9 +234,12 @@ class _Planner:
 
     def plan_wanted(self, wanted: Wanted) -> None:
         member = self.find_member(wanted)
-        if member is not None:
-            self.matched_members.add(member.id)
+        if member is None:
+            self.user_of_source[wanted.source_id] = NotAMember(wanted.email_key)
+        else:
             self.member_ids[wanted.email_key] = member.id
+            self.key_of_user[member.id] = wanted.email_key
+            self.user_of_source[wanted.source_id] = member.id
             renamed = self.given.capabilities.change_emails and member.email_key != wanted.email_key
             if (renamed or not member.active) and self.untouchable(member) is None:
                 why = [] if member.active else ["suspended member returns: re-enabled"]
@@ -444,7 +460,14 @@ class _Planner:
             normalize_email(op.email) for op in self.operations if isinstance(op, CreateUser)
         )
         groups = GroupPlanner(
-            given.observed, given.memory.owned_groups, self.member_ids, self.untouchable, created
+            given.observed,
+            given.memory.owned_groups,
+            self.member_ids,
+            self.untouchable,
+            created,
+            members_by_id=self.members_by_id,
+            key_of_user=self.key_of_user,
+            user_of_source=self.user_of_source,
         )
         groups.plan(given.desired.groups)
         self.operations.extend(groups.operations)
@@ -456,7 +479,7 @@ class _Planner:
         for key in self.wanted_order:
             self.plan_wanted(desired.wanted[key])
         for member in self.members_in_id_order:
-            if member.id not in self.matched_members:
+            if member.id not in self.key_of_user:
                 self.plan_member_removal(member)
         for key in sorted(self.live_invites):
             self.plan_invite_removal(key, self.live_invites[key])

@@ -181,7 +181,7 @@ class _Nesting:
         self._nested: dict[SourceId, tuple[SourceId, ...]] = {}
         self._people: _Space | None = None
         self._wanted: _Space | None = None
-        self._group_people: list[SourceId] | None = None
+        self._group_people: frozenset[SourceId] | None = None
 
     def people_in(self, group_id: SourceId) -> frozenset[SourceId]:
         """Everyone reachable from `group_id` through nested groups."""
@@ -208,12 +208,15 @@ class _Nesting:
         """A space where the person of each id in `values` stands for its value, and
         everybody else for nothing."""
         if self._group_people is None:
-            self._group_people = [p for p in self._person_ids if p in self._groups]
-        lookup: dict[SourceId, object] = dict.fromkeys(self._groups, _GROUP)
-        # Only a person whose id is also a group's must be told apart from the group;
-        # anyone else missing from `values` is simply absent from the lookup.
-        lookup.update(dict.fromkeys(self._group_people, _SKIPPED))
-        lookup.update(values)
+            self._group_people = frozenset(p for p in self._person_ids if p in self._groups)
+        # A copy of `values` (one block copy, not 100k insertions), completed with the
+        # groups: only a person whose id is also a group's must be told apart from the
+        # group; anyone else missing from `values` is simply absent from the lookup.
+        lookup: dict[SourceId, object] = dict(values)
+        people = self._group_people
+        for group_id in self._groups:
+            if group_id not in lookup:
+                lookup[group_id] = _SKIPPED if group_id in people else _GROUP
         return _Space(lookup)
 
     def closure(self, group_id: SourceId, space: _Space) -> frozenset[object]:
@@ -286,10 +289,29 @@ class GroupMembership:
     as an email key and then again as a user id.
     """
 
-    def __init__(self, nesting: _Nesting, wanted_keys: Mapping[SourceId, EmailKey]) -> None:
+    def __init__(
+        self,
+        nesting: _Nesting,
+        keys: Mapping[SourceId, EmailKey],
+        wanted: Mapping[EmailKey, Wanted],
+    ) -> None:
         self._nesting = nesting
-        self.wanted_keys: Mapping[SourceId, EmailKey] = MappingProxyType(wanted_keys)
-        """The source id of each wanted person -> their email key."""
+        self._keys = keys
+        self._wanted = wanted
+        self._wanted_keys: Mapping[SourceId, EmailKey] | None = None
+
+    @property
+    def wanted_keys(self) -> Mapping[SourceId, EmailKey]:
+        """The source id of each wanted person -> their email key.
+
+        Built on first use: the planner resolves groups from its own matches, so only
+        explain, tests and a planner without them pay for it."""
+        if self._wanted_keys is None:
+            wanted = self._wanted
+            self._wanted_keys = MappingProxyType(
+                {person_id: key for person_id, key in self._keys.items() if key in wanted}
+            )
+        return self._wanted_keys
 
     def keys_in(self, group_id: SourceId) -> frozenset[EmailKey]:
         """The email keys of the wanted people `group_id` reaches."""
@@ -339,38 +361,35 @@ def desired_state(
     known: dict[EmailKey, SourceId] = {}
     out_of_scope: dict[EmailKey, str] = {}
     by_source_id: dict[SourceId, EmailKey] = {}
-    reasons: dict[str, str] = {}  # one string per distinct reason, shared by its people
+    # (scope group, grant) -> (role, reason), or None: decided once per distinct pair, so
+    # the people sharing one share its reason string (and nobody formats it again).
+    decided: dict[tuple[str | None, tuple[str, str] | None], tuple[str, str] | None] = {}
+    new_wanted = tuple.__new__  # Wanted's own __new__ is Python; the tuple's is not
     for person, key in zip(people, person_keys, strict=True):
         if key in ambiguous:
             continue
-        known[key] = person.id
-        by_source_id[person.id] = key
+        person_id = person.id
+        known[key] = person_id
+        by_source_id[person_id] = key
         if not person.active:
             out_of_scope[key] = "inactive in the source"
             continue
-        scope_name = first_scope.get(person.id)
+        scope_name = first_scope.get(person_id)
         if scope_match is not None and scope_name is None:
             out_of_scope[key] = "in no scope group"
             continue
-        grant = best_grant.get(person.id)
-        if rules.roleless:
-            role = ""
-            reason = f"member of {scope_name}" if scope_name else "active in the source"
-        elif grant is not None:
-            role, group_name = grant
-            reason = f"member of {group_name}"
-        elif rules.default_role is not None:
-            role = rules.default_role
-            reason = (
-                f"member of {scope_name} (default role)"
-                if scope_name
-                else "active in the source (default role)"
-            )
-        else:
+        pair = (scope_name, best_grant.get(person_id))
+        try:
+            choice = decided[pair]
+        except KeyError:
+            choice = decided[pair] = _role_and_reason(rules, *pair)
+        if choice is None:
             out_of_scope[key] = "no role rule matches and no default_role is set"
             continue
-        reason = reasons.setdefault(reason, reason)
-        wanted[key] = Wanted(person.id, person.email.strip(), key, role, reason, person.name)
+        role, reason = choice
+        wanted[key] = new_wanted(
+            Wanted, (person_id, person.email.strip(), key, role, reason, person.name)
+        )
 
     groups, group_warnings = _desired_groups(snapshot, rules.groups, nesting, keys, wanted)
     warnings.extend(group_warnings)
@@ -387,6 +406,25 @@ def desired_state(
             normalize_email(r.email) for r in rejected if r.email and r.email.strip()
         ),
     )
+
+
+def _role_and_reason(
+    rules: MembershipRules, scope_name: str | None, grant: tuple[str, str] | None
+) -> tuple[str, str] | None:
+    """The role and reason of a person in scope through `scope_name` (None: no scope
+    rules) whose best role grant is `grant`; None when no rule gives them a role."""
+    if rules.roleless:
+        return "", f"member of {scope_name}" if scope_name else "active in the source"
+    if grant is not None:
+        role, group_name = grant
+        return role, f"member of {group_name}"
+    if rules.default_role is not None:
+        return rules.default_role, (
+            f"member of {scope_name} (default role)"
+            if scope_name
+            else "active in the source (default role)"
+        )
+    return None
 
 
 def _scope_and_grants(
@@ -455,9 +493,7 @@ def _desired_groups(
     """Mirror IdP groups selected by the group rules; the first matching rule wins."""
     if not rules:
         return (), []
-    membership = GroupMembership(
-        nesting, {person_id: key for person_id, key in keys.items() if key in wanted}
-    )
+    membership = GroupMembership(nesting, keys, wanted)
     patterns = [(_glob([rule.source]), rule) for rule in rules]
     chosen: list[DesiredGroup] = []
     for group in sorted(snapshot.groups, key=lambda g: (g.name, g.id)):

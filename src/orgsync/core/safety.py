@@ -105,9 +105,13 @@ def managed_people(
     member orgsync may remove counts. Never counted: the API key's owner, service accounts
     and members another provisioner manages, which orgsync never removes.
     """
-    linked: dict[str, set[SourceId]] = {}
+    # Member id -> the source ids linked to it: nearly always one, so the first is kept
+    # apart and only a member several links name gets a list (not 100k sets).
+    first_link: dict[str, SourceId] = {}
+    more_links: dict[str, list[SourceId]] = {}
     for source_id, member_id in memory.links.items():
-        linked.setdefault(member_id, set()).add(source_id)
+        if first_link.setdefault(member_id, source_id) is not source_id:
+            more_links.setdefault(member_id, []).append(source_id)
     people: dict[str, bool] = {}  # person → reported by the source
     for member in observed.members:
         if (
@@ -117,10 +121,12 @@ def managed_people(
         ):
             continue
         key = member.email_key
-        ids = linked.get(member.id, set())
-        if remove_unmanaged or ids or (key is not None and key in memory.managed):
-            reported = _reported(desired, key) or any(
-                desired is not None and i in desired.by_source_id for i in ids
+        linked = first_link.get(member.id)
+        if remove_unmanaged or linked is not None or (key is not None and key in memory.managed):
+            reported = _reported(desired, key) or (
+                desired is not None
+                and linked is not None
+                and any(i in desired.by_source_id for i in (linked, *more_links.get(member.id, ())))
             )
             people[key if key is not None else f"member {member.id}"] = reported
     for invite in observed.invites:
