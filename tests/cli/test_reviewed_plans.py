@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from orgsync.core.errors import OrgsyncError
 from orgsync.core.plan import Plan
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, Rig, directory, openai_target
@@ -119,3 +120,28 @@ def test_something_else_given_as_a_plan_says_so_plainly(
     for noise in ("pydantic", "Traceback", "validation error", "input_value"):
         assert noise not in result.stderr + result.stdout
     assert no_writes(two, second)
+
+
+def test_a_device_given_as_a_plan_is_refused_without_reading_it(
+    two: Rig, second: OpenAIEmulator
+) -> None:
+    """`--plan /dev/zero` (a slip of the completion key) used to read until memory ran out."""
+    result = two.orgsync("sync", "--plan", "/dev/zero", timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "--plan /dev/zero: a device, not a plan written by --plan-out" in result.stderr
+    assert no_writes(two, second)
+
+
+def test_a_plan_larger_than_the_bound_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orgsync.cli import plan_files
+
+    monkeypatch.setattr(plan_files, "MAX_PLAN_BYTES", 16)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text('{"hello": "world", "padding": "0123456789"}')
+    with pytest.raises(OrgsyncError, match=r"larger than 0 MiB, not a plan written by --plan-out"):
+        plan_files.read_plans(plan_file)
+    monkeypatch.setattr(plan_files, "MAX_PLAN_BYTES", 1 << 20)
+    with pytest.raises(OrgsyncError, match=r"not a plan written by --plan-out: "):
+        plan_files.read_plans(plan_file)

@@ -4,6 +4,7 @@ writes one readable by its owner only (plans hold e-mails and ids)."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,13 +15,29 @@ if TYPE_CHECKING:
     from orgsync.core.plan import Plan
 
 
+MAX_PLAN_BYTES = 1 << 30
+"""Far above a plan for 100k people and 1M memberships (about 300 MB): a bound on what a
+mistyped path (a device, an endless pipe) may make orgsync read into memory."""
+
+
 def read_plans(path: Path) -> dict[str, Plan]:
     from orgsync.core.plan_file import PlanFileError, read_plan_file
 
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise OrgsyncError(f"--plan {path}: a device, not a plan written by --plan-out")
+            data = handle.read(MAX_PLAN_BYTES + 1)
     except OSError as error:
         raise OrgsyncError(f"--plan {path}: cannot read the plan: {error.strerror}") from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise OrgsyncError(
+            f"--plan {path}: larger than {MAX_PLAN_BYTES >> 20} MiB, not a plan written by "
+            "--plan-out"
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise OrgsyncError(f"--plan {path}: not a plan written by --plan-out (not UTF-8)") from None
     try:
