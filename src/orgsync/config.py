@@ -178,6 +178,10 @@ def _section(model: type[BaseModel]) -> _Lazily:
     return _Lazily(model.model_validate)
 
 
+_SAID_WORLD_READABLE: set[Path] = set()
+"""Key files already reported as readable by every account, in this process."""
+
+
 class SecretRef(BaseModel):
     """Where a secret comes from; exactly one of `env` and `file` is set."""
 
@@ -215,12 +219,14 @@ class SecretRef(BaseModel):
 
     def _warn_if_world_readable(self, path: Path, credentials: str | None) -> None:
         """A key file every account on the host may read is a key every account holds:
-        said, not refused (refusing would stop a running daemon over a chmod)."""
+        said, not refused (refusing would stop a running daemon over a chmod). Said once
+        per file and process: a daemon resolves its keys again for every pass."""
         try:
             mode = path.stat().st_mode
         except OSError:
             return
-        if mode & 0o004:
+        if mode & 0o004 and path not in _SAID_WORLD_READABLE:
+            _SAID_WORLD_READABLE.add(path)
             import structlog
 
             structlog.get_logger("orgsync.config").warning(

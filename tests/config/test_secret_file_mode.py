@@ -33,3 +33,14 @@ def test_a_world_readable_key_file_is_said_without_its_value(
         assert entry["key"] == "api_key_file" and entry["file"] == str(key_file)
         assert entry["mode"] == f"{mode:04o}"
         assert KEY not in repr(logs)
+
+
+def test_a_world_readable_key_file_is_said_once_per_process(tmp_path: Path) -> None:
+    """A daemon resolves its keys for every pass: one warning, not one per pass."""
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY, encoding="utf-8")
+    key_file.chmod(0o644)
+    with capture_logs() as logs:
+        for _ in range(3):
+            SecretRef(key="api_key", file=key_file).resolve({})
+    assert [e["event"] for e in logs] == ["config.secret_file_readable_by_all"]
