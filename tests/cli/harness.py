@@ -22,18 +22,23 @@ API_KEY = "sk-admin-e2e-test-key-0123456789abcdef0123456789"
 KEY_ENV = "ORGSYNC_TEST_ADMIN_KEY"
 
 
+def people_records(people: int, *, inactive: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    """The directory file's records of p0..pN, person{i}@example.com, active but `inactive`."""
+    return [
+        {
+            "id": f"p{i}",
+            "email": f"person{i}@example.com",
+            "name": f"Person {i}",
+            "active": i not in inactive,
+        }
+        for i in range(people)
+    ]
+
+
 def directory(people: int, *, owners: int = 1, inactive: tuple[int, ...] = ()) -> dict[str, Any]:
     """`people` people p0..pN in openai-users, the first `owners` also in openai-owners."""
     return {
-        "people": [
-            {
-                "id": f"p{i}",
-                "email": f"person{i}@example.com",
-                "name": f"Person {i}",
-                "active": i not in inactive,
-            }
-            for i in range(people)
-        ],
+        "people": people_records(people, inactive=inactive),
         "groups": [
             {"id": "g-users", "name": "openai-users", "members": [f"p{i}" for i in range(people)]},
             {
@@ -131,20 +136,31 @@ path = "directory.json"
         )
 
     def holdings(self) -> dict[str, str]:
-        """email -> role of every member and pending invitation, minus the key's owner."""
-        held: dict[str, str] = {}
-        for user in self.emulator.state.users():
-            if user["id"] != self.emulator.state.key_owner_id:
-                held[str(user["email"]).lower()] = str(user["role"])
-        for invite in self.emulator.state.invites():
-            if invite["status"] == "pending":
-                held[str(invite["email"]).lower()] = str(invite["role"])
-        return held
+        return holdings(self.emulator)
 
     def pending_invites_per_email(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for invite in self.emulator.state.invites():
-            if invite["status"] == "pending":
-                email = str(invite["email"]).lower()
-                counts[email] = counts.get(email, 0) + 1
-        return counts
+        return pending_invites_per_email(self.emulator)
+
+
+def holdings(emulator: OpenAIEmulator) -> dict[str, str]:
+    """email -> role of every member and pending invitation, minus the key's owner."""
+    state = emulator.state
+    held = {
+        str(user["email"]).lower(): str(user["role"])
+        for user in state.users()
+        if user["id"] != state.key_owner_id
+    }
+    for invite in state.invites():
+        if invite["status"] == "pending":
+            held[str(invite["email"]).lower()] = str(invite["role"])
+    return held
+
+
+def pending_invites_per_email(emulator: OpenAIEmulator) -> dict[str, int]:
+    """email -> how many pending invitations it has (more than one is a duplicate e-mail)."""
+    counts: dict[str, int] = {}
+    for invite in emulator.state.invites():
+        if invite["status"] == "pending":
+            email = str(invite["email"]).lower()
+            counts[email] = counts.get(email, 0) + 1
+    return counts

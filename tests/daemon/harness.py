@@ -25,7 +25,7 @@ import httpx
 from orgsync.daemon.webhooks import sign
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
-from tests.cli.harness import API_KEY, KEY_ENV
+from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
 from tests.postgres import PASSWORD, PASSWORD_ENV, state_keys
 
 SECRET = "daemon-test-webhook-secret-0123456789"
@@ -176,25 +176,10 @@ debounce = "{self.debounce}"
     # ------------------------------------------------------------------ the organization
 
     def holdings(self) -> dict[str, str]:
-        """email -> role of every member and pending invitation, minus the key's owner."""
-        state = self.emulator.state
-        held = {
-            str(u["email"]).lower(): str(u["role"])
-            for u in state.users()
-            if u["id"] != state.key_owner_id
-        }
-        for invite in state.invites():
-            if invite["status"] == "pending":
-                held[str(invite["email"]).lower()] = str(invite["role"])
-        return held
+        return holdings(self.emulator)
 
     def pending_invites(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for invite in self.emulator.state.invites():
-            if invite["status"] == "pending":
-                email = str(invite["email"]).lower()
-                counts[email] = counts.get(email, 0) + 1
-        return counts
+        return pending_invites_per_email(self.emulator)
 
 
 def start_daemon(config: Path, log_path: Path, env: dict[str, str]) -> Daemon:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import cli
+from tests.cli.harness import people_records
 from tests.output_schema import assert_sync_output
 from tests.targets.scim_servers import TOKEN as SCIM_TOKEN
 
@@ -104,15 +105,7 @@ def directory(
     for team, members in (teams or {}).items():
         groups.append({"id": f"t-{team}", "name": team, "members": [f"p{i}" for i in members]})
     return {
-        "people": [
-            {
-                "id": f"p{i}",
-                "email": f"person{i}@example.com",
-                "name": f"Person {i}",
-                "active": i not in inactive,
-            }
-            for i in range(people)
-        ],
+        "people": people_records(people, inactive=inactive),
         "groups": groups,
     }
 
