@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import pytest
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, Rig, directory, wanted_roles
+from tests.targets.crash import killed_during_apply, wait_for_apply
 
 PEOPLE = 40
 INACTIVE = tuple(range(30, 40))
@@ -77,35 +76,6 @@ def _drift(emulator: OpenAIEmulator, rng: random.Random) -> None:
             state.directory.api_delete_group(rng.choice(groups)["id"])
 
 
-def _killed_during_apply(state_db: Path, *, any_started: bool = False) -> bool:
-    """Whether the last (killed) run had started applying and not finished."""
-    with sqlite3.connect(state_db, timeout=5) as db:
-        run = db.execute(
-            "SELECT run_id, status FROM runs ORDER BY started_at DESC LIMIT 1"
-        ).fetchone()
-        if run is None or run[1] != "running":
-            return False
-        statuses = [
-            row[0]
-            for row in db.execute("SELECT status FROM operations WHERE run_id = ?", (run[0],))
-        ]
-    started = any(s != "planned" for s in statuses)
-    return started and (any_started or any(s in {"planned", "in_flight"} for s in statuses))
-
-
-def _wait_for_apply(state_db: Path, process: subprocess.Popen[str]) -> None:
-    """Return once the running sync has journaled its first operation (or has ended)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if state_db.exists() and _killed_during_apply(state_db, any_started=True):
-                return
-        except sqlite3.OperationalError:
-            pass  # the sync is still creating its tables
-
-        time.sleep(0.01)
-
-
 def _assert_converged(rig: Rig, document: dict[str, Any]) -> None:
     assert rig.holdings() == wanted_roles(document)
     duplicates = {email: n for email, n in rig.pending_invites_per_email().items() if n > 1}
@@ -136,13 +106,11 @@ def test_kill_9_at_random_moments_then_sync_converges(tmp_path: Path) -> None:
             assert attempts <= 80, f"only {kills_during_apply} kills landed during apply"
             _drift(emulator, rng)
             process = rig.popen("sync")
-            _wait_for_apply(tmp_path / "state.db", process)
+            wait_for_apply(tmp_path / "state.db", process)
             time.sleep(rng.uniform(0.0, 0.8))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
-            if process.returncode == -signal.SIGKILL and _killed_during_apply(
-                tmp_path / "state.db"
-            ):
+            if process.returncode == -signal.SIGKILL and killed_during_apply(tmp_path / "state.db"):
                 kills_during_apply += 1
         final = rig.orgsync("sync")
         assert final.returncode == 0, final.stdout + final.stderr

@@ -1,7 +1,7 @@
 """Helpers of the kill -9 tests: was the sync killed while it was applying?
 
-Read from the state database the sync writes (the journal of its last run), as
-tests/cli/test_crash_and_faults.py does for the OpenAI target.
+Read from the state database the sync writes (the journal of its last run), for every
+target's kill -9 tests (OpenAI in tests/cli/test_crash_and_faults.py, Keycard, SCIM).
 """
 
 from __future__ import annotations
