@@ -9,11 +9,21 @@ from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, Rig
 
 
-@pytest.fixture
-def emulator() -> Iterator[OpenAIEmulator]:
+def _organization() -> Iterator[OpenAIEmulator]:
     with OpenAIEmulator(api_key=API_KEY, key_owner_email="key-owner@example.com") as running:
         running.start()
         yield running
+
+
+@pytest.fixture
+def emulator() -> Iterator[OpenAIEmulator]:
+    yield from _organization()
+
+
+@pytest.fixture
+def second() -> Iterator[OpenAIEmulator]:
+    """A second organization, for a configuration with two targets."""
+    yield from _organization()
 
 
 @pytest.fixture

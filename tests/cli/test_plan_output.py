@@ -9,7 +9,6 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +56,6 @@ def sync_output(rig: Rig, *args: str) -> tuple[int, dict[str, Any]]:
     assert_sync_output(document)
     assert document["exit_code"] == result.returncode
     return result.returncode, document
-
-
-@pytest.fixture
-def second() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator(api_key=API_KEY, key_owner_email="key-owner@example.com") as running:
-        running.start()
-        yield running
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,7 @@ import pytest
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.plan import Plan
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.cli.harness import API_KEY, Rig, directory, openai_target
-
-
-@pytest.fixture
-def second() -> Iterator[OpenAIEmulator]:
-    with OpenAIEmulator(api_key=API_KEY, key_owner_email="key-owner@example.com") as running:
-        running.start()
-        yield running
+from tests.cli.harness import Rig, directory, openai_target
 
 
 @pytest.fixture
