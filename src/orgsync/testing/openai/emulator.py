@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import secrets
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orgsync.testing._server import LoopbackEmulator
 from orgsync.testing.faults import FaultInjector, Faults, RecordedRequest
@@ -113,7 +114,17 @@ class _BearerAuth:
             )
         else:
             self.emulator.state.touch_admin_key(self.emulator.admin_key_id)
-            await self.app(scope, receive, send)
+            organization = self.emulator.organization_id.encode()
+
+            async def send_with_organization(message: Message) -> None:
+                # Which organization the key is bound to, on every answer to it (the API
+                # reference's "Debugging requests": `openai-organization`).
+                if message["type"] == "http.response.start":
+                    headers = [*message.get("headers", []), (b"openai-organization", organization)]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, send_with_organization)
             return
         await _error_response(err)(scope, receive, send)
 
@@ -134,8 +145,12 @@ class OpenAIEmulator(LoopbackEmulator):
         allow_duplicate_invites: bool = False,
         allow_duplicate_group_names: bool = False,
         key_owner_email: str = "key-owner@example.com",
+        organization_id: str | None = None,
     ) -> None:
         self.api_key = api_key
+        #: Sent as the `openai-organization` header of every authenticated answer; a new
+        #: random `org-...` per emulator unless given.
+        self.organization_id = organization_id or f"org-{secrets.token_hex(12)}"
         self.allow_duplicate_invites = allow_duplicate_invites
         #: Off: a group name already taken answers 409. On: a second group of that name is
         #: created, so fault tests can see a blind retry of a create duplicate a group.
