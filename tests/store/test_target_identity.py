@@ -1,0 +1,120 @@
+"""Which organization a target's memory is about (`orgsync.store.identity`), end to end:
+the real `orgsync` command, the OpenAI emulator, a real state database (SQLite and
+PostgreSQL).
+
+The harm (red team, reproduced on main before this fence): two configurations share one
+state database and both name a target "openai-test", one for organization X, one for
+organization Y, at the same base URL (every OpenAI organization has the same one). X's
+memory lists people by e-mail; a sync of Y then removed the members of Y with those
+e-mails, people orgsync never managed in Y: lost access. Now the run is refused before
+anything is planned, a dry run and a targeted run too, and the way out (`orgsync state
+forget`) works. What must not trip it: a rotated key, a new address of the same
+organization, a database from before this check (adopted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from orgsync.store import StateStore
+from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
+from tests.postgres import PASSWORD, PASSWORD_ENV, state_keys
+
+TARGET = "openai-test"
+ORG_X = "org-XXXXXXXXXXXXXXXXXXXXXXXX"
+ORG_Y = "org-YYYYYYYYYYYYYYYYYYYYYYYY"
+KEY_Y = "sk-admin-organization-y-0123456789abcdef0123456789"
+# Y's own people, whom orgsync never managed there; two share e-mails with X's memory.
+Y_PEOPLE = ("person1@example.com", "person2@example.com", "someone@example.com")
+LOOSE = "max_removals = 100\nmax_removal_ratio = 1.0"
+
+
+@pytest.fixture
+def org_x() -> Iterator[OpenAIEmulator]:
+    with OpenAIEmulator(api_key=API_KEY, organization_id=ORG_X) as running:
+        running.start()
+        yield running
+
+
+def organization_y() -> OpenAIEmulator:
+    emulator = OpenAIEmulator(
+        api_key=KEY_Y, organization_id=ORG_Y, key_owner_email="owner-y@example.com"
+    )
+    for email in Y_PEOPLE:
+        emulator.state.add_user(email, "reader")
+    return emulator
+
+
+def state_lines(location: str) -> tuple[str, dict[str, str]]:
+    if location.startswith("postgresql://"):
+        return state_keys(location), {PASSWORD_ENV: PASSWORD}
+    return f'path = "{location}"', {}
+
+
+def rig(folder: Path, location: str, emulator: OpenAIEmulator, key: str, safety: str) -> Rig:
+    """A configuration in `folder` whose target openai-test is `emulator`'s organization,
+    on the state database at `location` (shared by every such configuration)."""
+    state, env = state_lines(location)
+    folder.mkdir()
+    return Rig(
+        folder=folder, emulator=emulator, state=state, env={**env, KEY_ENV: key}, safety=safety
+    )
+
+
+def members(emulator: OpenAIEmulator) -> set[str]:
+    return {str(user["email"]) for user in emulator.state.users()}
+
+
+def at_the_same_url(x: OpenAIEmulator) -> OpenAIEmulator:
+    """Organization Y served where X was: the base URL every OpenAI organization shares."""
+    port = urlsplit(x.base_url).port
+    assert port is not None
+    x.stop()
+    y = organization_y()
+    y.start(port=port)
+    return y
+
+
+def test_a_target_name_reused_for_another_organization_is_refused(
+    tmp_path: Path, location: str, org_x: OpenAIEmulator
+) -> None:
+    a = rig(tmp_path / "a", location, org_x, API_KEY, LOOSE)
+    a.write(directory(5))
+    first = a.orgsync("sync")
+    assert first.returncode == 0, first.stdout + first.stderr
+    url = org_x.base_url
+
+    y = at_the_same_url(org_x)
+    try:
+        b = rig(tmp_path / "b", location, y, KEY_Y, LOOSE)
+        b.write(directory(1))  # only person0: X's memory lists person1..4 as managed
+        assert y.base_url == url
+        before = members(y)
+        for args in (("sync", "--dry-run"), ("sync",), ("sync", "--only", "person1@example.com")):
+            refused = b.orgsync(*args)
+            assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+            said = refused.stdout + refused.stderr
+            assert f"target {TARGET}" in said
+            assert ORG_X in said and ORG_Y in said, said
+            assert f"orgsync state forget {TARGET}" in said
+            assert members(y) == before  # nobody removed
+            assert not y.writes(), [w.path for w in y.writes()]
+
+        # The way out: forget the memory of X; B then manages only whom it links in Y.
+        forgot = b.orgsync("state", "forget", TARGET)
+        assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+        assert ORG_X in forgot.stdout
+        synced = b.orgsync("sync")
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        assert set(Y_PEOPLE) <= members(y)  # Y's own people kept their access
+        with StateStore.open(location) as store:
+            recorded = store.identity(TARGET)
+            assert recorded is not None
+            assert recorded.identity.organization == ORG_Y
+    finally:
+        y.stop()
