@@ -14,6 +14,7 @@ organization, a database from before this check (adopted).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -118,3 +119,62 @@ def test_a_target_name_reused_for_another_organization_is_refused(
             assert recorded.identity.organization == ORG_Y
     finally:
         y.stop()
+
+
+def test_a_rotated_key_and_a_new_address_of_the_same_organization_are_not_refused(
+    tmp_path: Path, org_x: OpenAIEmulator
+) -> None:
+    location = str(tmp_path / "state.db")
+    a = rig(tmp_path / "a", location, org_x, API_KEY, LOOSE)
+    a.write(directory(3))
+    assert a.orgsync("sync").returncode == 0
+
+    # The key is rotated: another secret, the same organization.
+    rotated = "sk-admin-rotated-0123456789abcdef0123456789abcdef"
+    org_x.api_key = rotated
+    a.env = {KEY_ENV: rotated}
+    again = a.orgsync("sync")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    # The same organization under another address (a vendor's domain move).
+    moved = org_x.base_url.replace("127.0.0.1", "localhost")
+    a.write(directory(3))
+    config = a.config_path.read_text(encoding="utf-8")
+    a.config_path.write_text(config.replace(org_x.base_url, moved), encoding="utf-8")
+    there = a.orgsync("sync")
+    assert there.returncode == 0, there.stdout + there.stderr
+    with StateStore.open(location) as store:
+        recorded = store.identity(TARGET)
+    assert recorded is not None
+    assert recorded.identity.organization == ORG_X
+    assert recorded.identity.address == f"openai {moved}"
+
+
+def test_a_database_from_before_the_check_is_adopted(tmp_path: Path, org_x: OpenAIEmulator) -> None:
+    location = str(tmp_path / "state.db")
+    a = rig(tmp_path / "a", location, org_x, API_KEY, LOOSE)
+    a.write(directory(3))
+    assert a.orgsync("sync").returncode == 0
+    # What an orgsync of schema 7 left: memory, no identity table.
+    with sqlite3.connect(location) as db:
+        db.execute("DROP TABLE target_identities")
+        db.execute("DROP TABLE state_markers")
+        db.execute("DELETE FROM schema_version WHERE version = 8")
+    with StateStore.open(location) as store:
+        assert store.identity(TARGET) is None  # migrated again: no row yet
+        assert store.memory(TARGET).managed
+    upgraded = a.orgsync("sync")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    with StateStore.open(location) as store:
+        recorded = store.identity(TARGET)
+    assert recorded is not None
+    assert recorded.identity.organization == ORG_X
+
+
+def test_a_dry_run_checks_but_records_nothing(tmp_path: Path, org_x: OpenAIEmulator) -> None:
+    location = str(tmp_path / "state.db")
+    a = rig(tmp_path / "a", location, org_x, API_KEY, LOOSE)
+    a.write(directory(2))
+    assert a.orgsync("sync", "--dry-run").returncode == 2
+    with StateStore.open(location) as store:
+        assert store.identity(TARGET) is None
