@@ -245,11 +245,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 updated_at   TEXT NOT NULL
             )
             """,
-            # A random token `state migrate` writes into its source and looks for in its
+            # A random value `state migrate` writes into its source and looks for in its
             # destination (one database under two URLs), then deletes.
             """
             CREATE TABLE state_markers (
-                token      TEXT PRIMARY KEY,
+                marker     TEXT PRIMARY KEY,
                 written_at TEXT NOT NULL
             )
             """,

@@ -137,18 +137,18 @@ def _same_file(source: StateStore, destination: StateStore) -> bool:
 
 def _same_database(source: StateStore, destination: StateStore) -> bool:
     """Whether a marker row written into `source` can be read in `destination`."""
-    token = secrets.token_hex(16)
+    marker = secrets.token_hex(16)
     with source.db.write() as session:
         session.execute(
-            "INSERT INTO state_markers (token, written_at) VALUES (?, ?)",
-            (token, encode_time(source.db.clock())),
+            "INSERT INTO state_markers (marker, written_at) VALUES (?, ?)",
+            (marker, encode_time(source.db.clock())),
         )
     try:
         with destination.db.read() as session:
-            found = session.scalar("SELECT COUNT(*) FROM state_markers WHERE token = ?", (token,))
+            found = session.scalar("SELECT COUNT(*) FROM state_markers WHERE marker = ?", (marker,))
     finally:
         with source.db.write() as session:
-            session.execute("DELETE FROM state_markers WHERE token = ?", (token,))
+            session.execute("DELETE FROM state_markers WHERE marker = ?", (marker,))
     return found == 1
 
 
