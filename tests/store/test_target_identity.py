@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -178,3 +179,31 @@ def test_a_dry_run_checks_but_records_nothing(tmp_path: Path, org_x: OpenAIEmula
     assert a.orgsync("sync", "--dry-run").returncode == 2
     with StateStore.open(location) as store:
         assert store.identity(TARGET) is None
+
+
+def test_state_forget_waits_for_no_sync_and_forgets_only_that_target(
+    tmp_path: Path, location: str, org_x: OpenAIEmulator
+) -> None:
+    a = rig(tmp_path / "a", location, org_x, API_KEY, LOOSE)
+    a.write(directory(3))
+    assert a.orgsync("sync").returncode == 0
+    with StateStore.open(location) as store:
+        store.link("another", email_key="ada@example.com", source_id="p9", member_id="u9")
+        keeper = store.lease_keeper(
+            "a sync in another process", timedelta(seconds=30), instance="x"
+        )
+        assert keeper.try_take(TARGET) is not None  # a sync of the target is running
+        try:
+            busy = a.orgsync("state", "forget", TARGET)
+        finally:
+            keeper.close()
+        assert busy.returncode == 1, busy.stdout + busy.stderr
+        assert "being synced right now" in busy.stderr
+        assert store.memory(TARGET).managed  # nothing forgotten
+
+        forgot = a.orgsync("state", "forget", TARGET)
+        assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+        assert not store.memory(TARGET).managed
+        assert store.identity(TARGET) is None
+        assert store.memory("another").managed  # another target's memory stays
+        assert store.runs(target=TARGET)  # history stays
