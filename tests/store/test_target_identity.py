@@ -97,7 +97,12 @@ def test_a_target_name_reused_for_another_organization_is_refused(
         b.write(directory(1))  # only person0: X's memory lists person1..4 as managed
         assert y.base_url == url
         before = members(y)
-        for args in (("sync", "--dry-run"), ("sync",), ("sync", "--only", "person1@example.com")):
+        for args in (
+            ("sync", "--dry-run"),
+            ("sync",),
+            ("sync", "--only", "person1@example.com"),
+            ("explain", "person1@example.com"),
+        ):
             refused = b.orgsync(*args)
             assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
             said = refused.stdout + refused.stderr
