@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import secrets
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -78,6 +77,9 @@ def _fault_body(kind: str) -> bytes:
 
 def _error_response(err: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+EMULATED_ORGANIZATION = "org-emulated0000000000000000"
 
 
 class _BearerAuth:
@@ -145,12 +147,13 @@ class OpenAIEmulator(LoopbackEmulator):
         allow_duplicate_invites: bool = False,
         allow_duplicate_group_names: bool = False,
         key_owner_email: str = "key-owner@example.com",
-        organization_id: str | None = None,
+        organization_id: str = EMULATED_ORGANIZATION,
     ) -> None:
         self.api_key = api_key
-        #: Sent as the `openai-organization` header of every authenticated answer; a new
-        #: random `org-...` per emulator unless given.
-        self.organization_id = organization_id or f"org-{secrets.token_hex(12)}"
+        #: Sent as the `openai-organization` header of every authenticated answer. The same
+        #: by default, so that a rehearsal's emulator restarted on its state database is
+        #: the organization it was; give another to emulate another organization.
+        self.organization_id = organization_id
         self.allow_duplicate_invites = allow_duplicate_invites
         #: Off: a group name already taken answers 409. On: a second group of that name is
         #: created, so fault tests can see a blind retry of a create duplicate a group.
