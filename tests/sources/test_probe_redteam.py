@@ -1,0 +1,158 @@
+"""Red team of the LDAP change probe (issue 13) against a real slapd on loopback: clocks
+that disagree, a directory restored from a backup or replaced under the same URL.
+
+How it could hurt an administrator: a probe that answers "nothing changed" while a
+person was taken out of a group keeps that leaver's access until the next full pass (a
+day later), and nothing says so. The probe's timestamp search trusts the directory's
+clock to be at most `PROBE_OVERLAP` behind orgsync's; where syncprov keeps a
+`contextCSN` (whose first part is the time of the directory's last write, on its own
+clock), a write the probe cannot vouch for is recognizable and must not read as quiet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from orgsync.core.errors import CursorExpired
+from orgsync.retrying import RetrySettings
+from orgsync.sources.ldap import PROBE_OVERLAP, LdapSource
+from tests.sources.directory import make_directory
+from tests.sources.probing import Prober
+from tests.sources.servers import Slapd, group_dn, ldif, person_dn
+from tests.sources.test_ldap import settings
+from tests.sources.test_ldap_changes import admin
+
+DIRECTORY = make_directory(20, 2)
+
+
+def member_of_group1() -> str:
+    return person_dn(DIRECTORY.people[3])
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    running = Slapd(tmp_path_factory.mktemp("slapd-redteam"), ldif(DIRECTORY), syncprov=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    running = Slapd(tmp_path_factory.mktemp("slapd-redteam-plain"), ldif(DIRECTORY))
+    yield running
+    running.stop()
+
+
+def source(server: Slapd, skew: timedelta = timedelta(0)) -> LdapSource:
+    """`skew`: how far orgsync's clock is ahead of the directory's."""
+    return LdapSource(
+        settings(server.url),
+        retry=RetrySettings(max_attempts=1, max_delay=1),
+        clock=lambda: datetime.now(UTC) + skew,
+    )
+
+
+def prober(server: Slapd, skew: timedelta = timedelta(0)) -> Prober:
+    reader = source(server, skew)
+    snapshot = reader.read()
+    probe = Prober(reader, len(snapshot.people), len(snapshot.groups))
+    probe.changed()  # the seed's entries are minutes old: seen once
+    assert not probe.changed()
+    return probe
+
+
+def toggle_membership(server: Slapd) -> None:
+    """Take a member out of group1 or put them back: a leaver's (or joiner's) only trace
+    is the group's modifyTimestamp."""
+    with admin(server) as conn:
+        assert conn.search(group_dn("group1"), "(objectClass=*)", attributes=["member"])
+        members = {str(m).lower() for m in conn.entries[0].member.values}
+        change = ldap3.MODIFY_DELETE if member_of_group1().lower() in members else ldap3.MODIFY_ADD
+        assert conn.modify(group_dn("group1"), {"member": [(change, [member_of_group1()])]})
+
+
+@pytest.mark.parametrize("kind", ["synced", "plain"])
+def test_a_directory_behind_within_the_overlap_misses_nothing(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Sound: the documented window (Kerberos allows 5 minutes of skew)."""
+    server: Slapd = request.getfixturevalue(kind)
+    probe = prober(server, skew=PROBE_OVERLAP - timedelta(seconds=30))
+    toggle_membership(server)
+    assert probe.changed()
+    assert not probe.changed()
+
+
+@pytest.mark.parametrize("kind", ["synced", "plain"])
+def test_a_directory_ahead_of_orgsync_reports_a_change_once(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Sound: entries stamped in orgsync's future are remembered until they are older
+    than the window, so a change is reported once, not on every pass for an hour."""
+    server: Slapd = request.getfixturevalue(kind)
+    probe = prober(server, skew=-timedelta(hours=1))
+    toggle_membership(server)
+    assert probe.changed()
+    assert not probe.changed()
+    assert not probe.changed()
+
+
+def test_a_directory_further_behind_than_the_overlap_is_not_taken_for_quiet(
+    synced: Slapd,
+) -> None:
+    """Bug found: with the directory's clock 10 minutes behind, the contextCSN moved but
+    the timestamp search (since orgsync's time less 5 minutes) found nothing, the counts
+    were unchanged, and the probe answered "quiet": the leaver kept their access until the
+    next full pass. The moved contextCSN's own time is older than the cursor: the
+    directory's stamps cannot be trusted, so the source is read whole."""
+    probe = prober(synced, skew=timedelta(minutes=10))
+    toggle_membership(synced)
+    with pytest.raises(CursorExpired, match="clock"):
+        probe.changed()
+    # Nothing written since: still one search, quiet.
+    reader = probe.source
+    assert isinstance(reader, LdapSource)
+    fresh = Prober(reader, probe.people, probe.groups)
+    assert not fresh.changed()
+    assert fresh.calls == 1
+
+
+def test_a_directory_restored_from_an_older_backup_expires_the_cursor(synced: Slapd) -> None:
+    """A cursor that saw a later state than the directory holds now (restored from a
+    backup, or another directory under the same URL): its contextCSN went back. The
+    entries the restore brought back carry their old timestamps, so the timestamp
+    search cannot see them; the source must be read whole."""
+    probe = prober(synced)
+    cursor = json.loads(probe.cursor)
+    ((dn, values),) = cursor["csn"].items()
+    later = [f"{int(v[:4]) + 1}{v[4:]}" for v in values]  # a year after the directory's
+    cursor["csn"] = {dn: later}
+    probe.cursor = json.dumps(cursor)
+    with pytest.raises(CursorExpired, match="went back"):
+        probe.changed()
+
+
+def test_a_directory_that_lost_its_provider_expires_the_cursor(synced: Slapd) -> None:
+    """Another directory at the same URL: the contextCSN of the cursor's server id is
+    gone (only another provider's is there)."""
+    probe = prober(synced)
+    cursor = json.loads(probe.cursor)
+    ((dn, values),) = cursor["csn"].items()
+    cursor["csn"] = {dn: [v.replace("#000#", "#07b#") for v in values]}
+    probe.cursor = json.dumps(cursor)
+    with pytest.raises(CursorExpired, match="went back"):
+        probe.changed()
+
+
+def test_the_skew_check_holds_on_a_real_write_only(synced: Slapd, tmp_path: Path) -> None:
+    """The check must not turn every quiet pass into a full read: a contextCSN that did
+    not move is quiet whatever the clocks say."""
+    probe = prober(synced, skew=timedelta(hours=2))
+    assert not probe.changed()
+    assert probe.calls == 1
