@@ -532,6 +532,11 @@ class Engine:
                 if narrow
                 else planning.population(observed, memory, desired)
             )
+            if options.subjects and not options.incremental:
+                # Named people only: the gate must not judge their removals as the few
+                # they are while the source lost many (an incremental pass names every
+                # change, its removals are a full pass's).
+                population = replace(population, named=True)
             fresh = planning.make_plan(
                 config,
                 scoped.desired if scoped else desired,

@@ -16,17 +16,29 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import ldap3
 import pytest
 
 from orgsync.core.errors import CursorExpired
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap import PROBE_OVERLAP, LdapSource
+from orgsync.sources.scim import ScimSource
+from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory
 from tests.sources.probing import Prober
-from tests.sources.servers import Slapd, group_dn, ldif, person_dn
+from tests.sources.servers import (
+    ServerProcess,
+    Slapd,
+    group_dn,
+    ldif,
+    person_dn,
+    start_scim2_server,
+)
 from tests.sources.test_ldap import settings
 from tests.sources.test_ldap_changes import admin
+from tests.sources.test_scim import scim_source
+from tests.sources.test_scim_changes import AUTH as SCIM_AUTH
 
 DIRECTORY = make_directory(20, 2)
 
@@ -156,3 +168,64 @@ def test_the_skew_check_holds_on_a_real_write_only(synced: Slapd, tmp_path: Path
     probe = prober(synced, skew=timedelta(hours=2))
     assert not probe.changed()
     assert probe.calls == 1
+
+
+# ---------------------------------------------------------------------------- SCIM
+
+
+@pytest.fixture
+def scim_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    running = start_scim2_server(make_directory(20, 2), tmp_path / "scim2", SCIM_TOKEN)
+    yield running
+    running.stop()
+
+
+def scim_prober(server: ServerProcess, skew: timedelta) -> Prober:
+    """`skew`: how far orgsync's clock is ahead of the provider's."""
+    snapshot = scim_source(server.url).read()
+    reader = scim_source(server.url)
+    reader.clock = lambda: datetime.now(UTC) + skew
+    return Prober(reader, len(snapshot.people), len(snapshot.groups))
+
+
+def take_out_of_a_group(server: ServerProcess) -> None:
+    """A leaver's only trace: the group's lastModified (no user changes, no count)."""
+    groups = httpx.get(f"{server.url}/Groups", params={"count": 100}, headers=SCIM_AUTH).json()
+    group = next(g for g in groups["Resources"] if g.get("members"))
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [
+            {"op": "remove", "path": f'members[value eq "{group["members"][0]["value"]}"]'}
+        ],
+    }
+    answer = httpx.patch(f"{server.url}/Groups/{group['id']}", json=patch, headers=SCIM_AUTH)
+    assert answer.is_success, answer.text
+
+
+def test_a_scim_provider_behind_within_the_overlap_misses_nothing(
+    scim_server: ServerProcess,
+) -> None:
+    probe = scim_prober(scim_server, PROBE_OVERLAP - timedelta(seconds=30))
+    probe.changed()  # seeded moments ago
+    assert not probe.changed()
+    take_out_of_a_group(scim_server)
+    assert probe.changed()
+    assert not probe.changed()
+    closer = probe.source
+    assert isinstance(closer, ScimSource)
+    closer.close()
+
+
+def test_a_scim_provider_further_behind_than_the_overlap_is_not_taken_for_quiet(
+    scim_server: ServerProcess,
+) -> None:
+    """Bug found: the provider's clock 10 minutes behind orgsync's, a member taken out of
+    a group was stamped before the cursor and the probe answered "quiet". Its `Date`
+    header shows the skew: the probe must not vouch for the filter then."""
+    probe = scim_prober(scim_server, timedelta(minutes=10))
+    take_out_of_a_group(scim_server)
+    with pytest.raises(CursorExpired, match="clock"):
+        probe.changed()
+    closer = probe.source
+    assert isinstance(closer, ScimSource)
+    closer.close()
