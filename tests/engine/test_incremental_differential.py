@@ -317,3 +317,40 @@ def test_two_people_swapping_addresses_then_one_changing_again(
         assert pending_invites_per_email(emulator) == {first: 1, "moved@example.com": 1}
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("release", ["delete", "reject", "move"])
+def test_a_shared_address_released_reaches_the_one_still_holding_it(
+    tmp_path: Path, emulator: OpenAIEmulator, release: str
+) -> None:
+    """Found by the sequences above (seed 26): two records share an address, so neither
+    is acted on. One of them leaves it (deleted, rejected, moved to another address):
+    the other is now a joiner, but only the leaving record's digest changed, and the
+    incremental pass never invited the joiner (until the next full pass). Each digest
+    now covers the other holders of its address."""
+    world = World(random.Random(0))
+    a, b = world.add(), world.add()
+    world.members["g-users"] |= {a, b}
+    world.people[b]["email"] = world.people[a]["email"]
+    world.write(tmp_path)
+    engine = Engine(config(tmp_path, emulator, SAFETY_OPEN), environ={KEY_ENV: API_KEY})
+    try:
+        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
+        shared = str(world.people[a]["email"])
+        assert shared not in holdings(emulator), "a shared address is acted on for nobody"
+        if release == "delete":
+            del world.people[a]
+            for members in world.members.values():
+                members.discard(a)
+        elif release == "reject":
+            world.people[a]["email"] = ""
+        else:
+            world.people[a]["email"] = "elsewhere@example.com"
+        world.write(tmp_path)
+        passed = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert passed.pass_kind == "incremental"
+        assert shared in holdings(emulator)
+        after = one(engine.run(RunOptions(dry_run=True)))
+        assert shape(after.plan)["operations"] == []
+    finally:
+        engine.close()
