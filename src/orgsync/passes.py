@@ -18,7 +18,7 @@ import structlog
 
 from orgsync.config import Config, TargetConfig
 from orgsync.core.delta import config_fingerprint, diff, fingerprint
-from orgsync.core.errors import CursorExpired, OrgsyncError
+from orgsync.core.errors import CursorExpired, OrgsyncError, SourceError
 from orgsync.core.model import SourceSnapshot
 from orgsync.core.ports import ChangeProbe, DetectsChanges, Source
 from orgsync.results import RunOptions
@@ -140,6 +140,11 @@ class Passes:
                 probe = source.probe_changes(cursor, baseline.people, baseline.groups)
             except CursorExpired as error:
                 bound.warning("source.cursor_expired", error=str(error), fallback="full read")
+            except SourceError as error:
+                # The probe only spares a read: one failing (a provider answering 500 to
+                # the filtered query alone) must not fail every pass between full ones
+                # while the lists read fine. A source that is down fails the read too.
+                bound.warning("source.probe_failed", error=str(error), fallback="full read")
             else:
                 bound.info("source.probed", changed=probe.changed, calls=probe.calls)
         if probe is not None and not probe.changed and not due:

@@ -20,14 +20,23 @@ import httpx
 import ldap3
 import pytest
 
+from orgsync.config import load_config
 from orgsync.core.errors import CursorExpired
+from orgsync.engine import Engine
+from orgsync.results import RunOptions
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap import PROBE_OVERLAP, LdapSource
 from orgsync.sources.scim import ScimSource
+from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, KEY_ENV
+from tests.engine.test_incremental_differential import one
+from tests.sources.cli import SOURCE_SECRET_ENV, holdings, write_config
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory
 from tests.sources.probing import Prober
 from tests.sources.servers import (
+    FaultProxy,
+    Respond,
     ServerProcess,
     Slapd,
     group_dn,
@@ -37,7 +46,7 @@ from tests.sources.servers import (
 )
 from tests.sources.test_ldap import settings
 from tests.sources.test_ldap_changes import admin
-from tests.sources.test_scim import scim_source
+from tests.sources.test_scim import scim_config, scim_source
 from tests.sources.test_scim_changes import AUTH as SCIM_AUTH
 
 DIRECTORY = make_directory(20, 2)
@@ -229,3 +238,38 @@ def test_a_scim_provider_further_behind_than_the_overlap_is_not_taken_for_quiet(
     closer = probe.source
     assert isinstance(closer, ScimSource)
     closer.close()
+
+
+# ------------------------------------------------------------- a probe that fails
+
+
+def test_a_probe_that_fails_while_reads_work_does_not_stop_reconciling(
+    scim_server: ServerProcess, tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """A provider whose filtered query answers 500 every time (a bug behind one query,
+    a gateway rule) while its plain lists work: every incremental pass failed, so a
+    daemon reconciled nothing between full passes (a day) and a leaver kept access; its
+    quarantine then alternated full attempts with failures. The probe is only a way to
+    skip a read: when it fails, the pass reads the source whole and compares."""
+
+    def break_filters(_number: int, path: str) -> Respond | None:
+        return Respond(500) if "filter=" in path else None
+
+    with FaultProxy(scim_server.url, break_filters) as proxy:
+        config = write_config(tmp_path, emulator, scim_config(proxy.url))
+        environ = {KEY_ENV: API_KEY, SOURCE_SECRET_ENV: SCIM_TOKEN}
+        engine = Engine(load_config(config), environ=environ)
+        try:
+            assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
+            users = httpx.get(
+                f"{scim_server.url}/Users", params={"count": 100}, headers=SCIM_AUTH
+            ).json()["Resources"]
+            held = holdings(emulator)
+            leaver = next(u for u in users if u["emails"][0]["value"].lower() in held)
+            gone = httpx.delete(f"{scim_server.url}/Users/{leaver['id']}", headers=SCIM_AUTH)
+            assert gone.is_success
+            passed = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+            assert (passed.status, passed.pass_kind) == ("ok", "incremental"), passed.error
+            assert leaver["emails"][0]["value"].lower() not in holdings(emulator)
+        finally:
+            engine.close()
