@@ -67,3 +67,37 @@ def test_a_failed_start_up_pass_leaves_the_next_pass_full(
     wait_for(lambda: "person2@example.com" in rig.holdings(), timeout=30, what="the re-invitation")
     wait_for(lambda: syncs(rig)[-1][1] == "incremental", timeout=30, what="incremental again")
     assert daemon.terminate() == 0
+
+
+def test_a_webhook_naming_one_joiner_many_ways_invites_them_once_and_nobody_else(
+    tmp_path: Path, emulator: OpenAIEmulator, started: list[Daemon]
+) -> None:
+    """An event names the same joiner under case, full-width and padded spellings of
+    their address and their id twice, beside a stranger and ids that look like filters:
+    one invitation, to the joiner, and nothing else changes."""
+    rig = DaemonRig(folder=tmp_path, emulator=emulator, interval="1h")
+    rig.write(directory(5))
+    daemon = rig.start()
+    started.append(daemon)
+    daemon.wait_started()
+    wait_for(lambda: len(syncs(rig)) >= 1, timeout=60, what="the pass at start")
+    before = rig.holdings()
+    rig.write(directory(6))  # person5 joins; nobody else changes
+    named = {
+        "id": "evt-hostile",
+        "emails": [
+            "PERSON5@EXAMPLE.COM",
+            "ｐｅｒｓｏｎ５@ｅｘａｍｐｌｅ.ｃｏｍ",
+            "  person5@example.com ",
+            "stranger@elsewhere.example",
+            'person1@example.com" or "1" eq "1',
+        ],
+        "source_ids": ["p5", "*", "(|(uid=*))", 'p1" or "1" eq "1'],
+    }
+    response = daemon.post_generic(named)
+    assert response.status_code == 202, response.text
+    wait_for(lambda: "person5@example.com" in rig.holdings(), timeout=60, what="the joiner invited")
+    wait_for(lambda: len(syncs(rig)) >= 2, timeout=30, what="the targeted run recorded")
+    assert rig.pending_invites() == {**dict.fromkeys(before, 1), "person5@example.com": 1}
+    assert rig.holdings() == {**before, "person5@example.com": "reader"}
+    assert daemon.terminate() == 0

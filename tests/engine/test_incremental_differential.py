@@ -354,3 +354,42 @@ def test_a_shared_address_released_reaches_the_one_still_holding_it(
         assert shape(after.plan)["operations"] == []
     finally:
         engine.close()
+
+
+def test_a_truncated_source_is_refused_by_min_source_users_as_in_a_full_pass(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """A directory read that comes back with a handful of people is refused before any
+    plan, incremental or not, and the baseline stays what it was: once the directory is
+    whole again, the next incremental pass finds nothing to do (nobody was removed)."""
+    world = World(random.Random(0))
+    for _ in range(20):
+        world.add()
+    world.write(tmp_path)
+    safety = {**SAFETY_OPEN, "min_source_users": 10}
+    engine = Engine(config(tmp_path, emulator, safety), environ={KEY_ENV: API_KEY})
+    try:
+        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
+        before = holdings(emulator)
+        whole = world.document()
+        kept = {p["id"] for p in whole["people"][:5]} | set(GROUPS)
+        truncated = {
+            "people": whole["people"][:5],
+            "groups": [
+                {**g, "members": [m for m in g["members"] if m in kept]} for g in whole["groups"]
+            ],
+        }
+        (tmp_path / "directory.json").write_text(json.dumps(truncated), encoding="utf-8")
+        for options in (RunOptions(dry_run=False, incremental=True), RunOptions(dry_run=False)):
+            refused = one(engine.run(options))
+            assert refused.status == "failed", refused
+            assert "min_source_users" in str(refused.error)
+        assert holdings(emulator) == before
+        world.write(tmp_path)
+        mark = len(emulator.requests)
+        quiet = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert (quiet.status, quiet.pass_kind) == ("ok", "incremental")
+        assert shape(quiet.plan)["operations"] == []
+        assert emulator.requests[mark:] == []
+    finally:
+        engine.close()
