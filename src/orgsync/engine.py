@@ -370,6 +370,9 @@ class Engine:
                         # What it left undone concerns people no change may touch again:
                         # the next pass must be full too.
                         store.invalidate_baseline(config.name)
+                    elif result.exit_code != EXIT_OK and pass_.on_unclean is not None:
+                        # An incremental pass: its people are touched again next time.
+                        pass_.on_unclean(store)
                     # Finished before the lease is released: a `running` row never outlives
                     # its writer's hold on the target.
                     ended = outcome_of(result)

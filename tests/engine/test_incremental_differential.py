@@ -21,6 +21,7 @@ import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -228,19 +229,37 @@ def one(results: list[TargetResult]) -> TargetResult:
 SAFETY_OPEN = {"max_removals": 1000, "max_removal_ratio": 1.0}
 
 
+class Clock:
+    """orgsync's clock, moved by the test only: a removal grace ends between two steps,
+    never between the full dry run and the incremental pass compared with it."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 def run_sequence(
-    folder: Path, emulator: OpenAIEmulator, seed: int, steps: int, safety: dict[str, Any]
+    folder: Path,
+    emulator: OpenAIEmulator,
+    seed: int,
+    steps: int,
+    safety: dict[str, Any],
+    tick: timedelta = timedelta(minutes=25),
 ) -> dict[str, int]:
     world = World(random.Random(seed))
     for _ in range(12):
         world.add()
     world.write(folder)
-    engine = Engine(config(folder, emulator, safety), environ={KEY_ENV: API_KEY})
+    clock = Clock()
+    engine = Engine(config(folder, emulator, safety), environ={KEY_ENV: API_KEY}, clock=clock)
     kinds: dict[str, int] = {}
     try:
         first = one(engine.run(RunOptions(dry_run=False)))
         assert first.status in ("ok", "held"), first
         for step in range(steps):
+            clock.now += tick
             for _ in range(world.rng.choice([1, 1, 1, 2, 3])):
                 world.mutate()
             world.write(folder)
@@ -261,7 +280,16 @@ def run_sequence(
             waiting = {normalize_email(e) for _, e, _ in wanted["waiting"]}
             assert waiting <= set(engine.store.memory("t").missing_since), message
             after = one(engine.run(RunOptions(dry_run=True)))
-            assert shape(after.plan)["operations"] == [], (replay, holdings(emulator))
+            # Nothing left to do, but what the gate held: once its removals are applied, a
+            # pass may let in what "the source looks wrong" held (a full sync converges
+            # over the same two passes).
+            assert incremental.plan is not None
+            held_ops = {
+                json.dumps(operation_json(h.operation), sort_keys=True)
+                for h in incremental.plan.held
+            }
+            left = set(shape(after.plan)["operations"]) - held_ops
+            assert not left, f"{replay}\nafter: {shape(after.plan)}"
             duplicates = {e: n for e, n in pending_invites_per_email(emulator).items() if n > 1}
             assert duplicates == {}, replay
     finally:
@@ -269,24 +297,25 @@ def run_sequence(
     return kinds
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 26])  # each found a bug (tests below)
 def test_an_incremental_pass_plans_what_a_full_pass_plans(
     tmp_path: Path, emulator: OpenAIEmulator, seed: int
 ) -> None:
-    kinds = run_sequence(tmp_path, emulator, seed, steps=25, safety=SAFETY_OPEN)
+    kinds = run_sequence(tmp_path, emulator, seed, steps=30, safety=SAFETY_OPEN)
     # The sequences must exercise the incremental path, not fall back to full passes.
-    assert kinds.get("incremental", 0) >= 20, kinds
+    assert kinds.get("incremental", 0) >= 25, kinds
 
 
-@pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("seed", [61, 63])  # 61 found a bug; 63 needs the held check
 def test_with_a_removal_grace_and_a_tight_gate_too(
     tmp_path: Path, emulator: OpenAIEmulator, seed: int
 ) -> None:
-    """Leavers wait out a grace (waiting items must match), and the gate holds removals
+    """Leavers wait out a grace (25 minutes pass per step: a leaver is due three steps
+    after leaving, whether or not anything changed since), and the gate holds removals
     beyond 2 per run: an incremental pass may never apply one a full pass would hold."""
     safety = {"max_removals": 2, "max_removal_ratio": 1.0, "removal_grace": "1h"}
-    kinds = run_sequence(tmp_path, emulator, seed, steps=20, safety=safety)
-    assert kinds.get("incremental", 0) >= 15, kinds
+    kinds = run_sequence(tmp_path, emulator, seed, steps=25, safety=safety)
+    assert kinds.get("incremental", 0) >= 20, kinds
 
 
 def test_two_people_swapping_addresses_then_one_changing_again(
@@ -391,5 +420,46 @@ def test_a_truncated_source_is_refused_by_min_source_users_as_in_a_full_pass(
         assert (quiet.status, quiet.pass_kind) == ("ok", "incremental")
         assert shape(quiet.plan)["operations"] == []
         assert emulator.requests[mark:] == []
+    finally:
+        engine.close()
+
+
+def test_what_a_held_pass_applied_is_undone_when_the_source_turns_back(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """Found by the sequences above (seed 61, a removal grace and a tight gate): a group
+    nested in brings two joiners (invited) while the gate holds three other removals, so
+    the pass ends held and the baseline stays as it was. The group is un-nested again:
+    the source now equals that baseline, the two joiners were no longer touched, and
+    their invitations stayed until the next full pass. The people an unclean pass
+    planned are now touched until a pass ends clean."""
+    world = World(random.Random(0))
+    regulars = [world.add() for _ in range(10)]
+    joiners = [world.add() for _ in range(2)]
+    for person in (*regulars, *joiners):
+        for members in world.members.values():
+            members.discard(person)
+    world.members["g-users"] |= set(regulars)
+    world.members["g-team"] |= set(joiners)
+    world.members["g-users"].discard("g-team")
+    world.write(tmp_path)
+    safety = {"max_removals": 2, "max_removal_ratio": 1.0}
+    engine = Engine(config(tmp_path, emulator, safety), environ={KEY_ENV: API_KEY})
+    emails = [str(world.people[j]["email"]) for j in joiners]
+    try:
+        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
+        world.members["g-users"].add("g-team")
+        world.members["g-users"] -= set(regulars[:3])
+        world.write(tmp_path)
+        held_pass = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert (held_pass.status, held_pass.pass_kind) == ("held", "incremental")
+        assert all(e in holdings(emulator) for e in emails), "the joiners were invited"
+        world.members["g-users"].discard("g-team")
+        world.members["g-users"] |= set(regulars[:3])
+        world.write(tmp_path)
+        back = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert (back.status, back.pass_kind) == ("ok", "incremental"), back
+        assert not any(e in holdings(emulator) for e in emails), "their invitations revoked"
+        assert shape(one(engine.run(RunOptions(dry_run=True))).plan)["operations"] == []
     finally:
         engine.close()
