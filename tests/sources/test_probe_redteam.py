@@ -22,6 +22,7 @@ import pytest
 
 from orgsync.config import load_config
 from orgsync.core.errors import CursorExpired
+from orgsync.core.model import SourceSnapshot
 from orgsync.engine import Engine
 from orgsync.results import RunOptions
 from orgsync.retrying import RetrySettings
@@ -273,3 +274,73 @@ def test_a_probe_that_fails_while_reads_work_does_not_stop_reconciling(
             assert leaver["emails"][0]["value"].lower() not in holdings(emulator)
         finally:
             engine.close()
+
+
+def test_a_change_landing_during_the_read_is_seen_by_the_next_pass(
+    scim_server: ServerProcess,
+    tmp_path: Path,
+    emulator: OpenAIEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sound: a leaver taken out of the group just after the pass read the provider (so
+    its snapshot, which becomes the baseline, still has them) is found by the next pass:
+    the cursor recorded is the probe's, taken before the read, not one taken after."""
+    config = write_config(tmp_path, emulator, scim_config(scim_server.url))
+    environ = {KEY_ENV: API_KEY, SOURCE_SECRET_ENV: SCIM_TOKEN}
+    engine = Engine(load_config(config), environ=environ)
+    later: list[str] = []
+    real_read = ScimSource.read
+
+    def read_then_change(self: ScimSource) -> SourceSnapshot:
+        snapshot = real_read(self)
+        while later:
+            take_out(scim_server, later.pop())
+        return snapshot
+
+    monkeypatch.setattr(ScimSource, "read", read_then_change)
+    try:
+        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
+        one(engine.run(RunOptions(dry_run=False, incremental=True)))  # seeded: read once
+        owners = set(group_members(scim_server, "openai-owners"))
+        users = [u for u in group_members(scim_server, "openai-users") if u not in owners]
+        first, second = users[0], users[1]
+        take_out(scim_server, first)
+        later.append(second)
+        passed = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert passed.pass_kind == "incremental"
+        assert email_of(scim_server, first) not in holdings(emulator)
+        assert email_of(scim_server, second) in holdings(emulator), "after the read"
+        passed = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert (passed.status, passed.pass_kind) == ("ok", "incremental")
+        assert email_of(scim_server, second) not in holdings(emulator)
+    finally:
+        engine.close()
+
+
+def group_members(server: ServerProcess, name: str) -> list[str]:
+    groups = httpx.get(f"{server.url}/Groups", params={"count": 100}, headers=SCIM_AUTH).json()
+    group = next(g for g in groups["Resources"] if g["displayName"] == name)
+    users = {
+        u["id"]
+        for u in httpx.get(f"{server.url}/Users", params={"count": 100}, headers=SCIM_AUTH).json()[
+            "Resources"
+        ]
+        if u.get("active", True) and u.get("emails")
+    }
+    return [m["value"] for m in group.get("members") or [] if m["value"] in users]
+
+
+def take_out(server: ServerProcess, user_id: str) -> None:
+    groups = httpx.get(f"{server.url}/Groups", params={"count": 100}, headers=SCIM_AUTH).json()
+    group = next(g for g in groups["Resources"] if g["displayName"] == "openai-users")
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": f'members[value eq "{user_id}"]'}],
+    }
+    answer = httpx.patch(f"{server.url}/Groups/{group['id']}", json=patch, headers=SCIM_AUTH)
+    assert answer.is_success, answer.text
+
+
+def email_of(server: ServerProcess, user_id: str) -> str:
+    user = httpx.get(f"{server.url}/Users/{user_id}", headers=SCIM_AUTH).json()
+    return str(user["emails"][0]["value"]).lower()
