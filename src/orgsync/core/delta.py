@@ -102,12 +102,21 @@ def fingerprint(snapshot: SourceSnapshot) -> Fingerprint:
     # leaving an address (deleted, rejected, moved to another) changes what the rules
     # decide for the others still holding it, which must then be touched too.
     keys = [normalize_email(person.email) for person in snapshot.people]
-    holders: dict[str, list[str]] = {}
-    for person, key in zip(snapshot.people, keys, strict=True):
-        holders.setdefault(key, []).append(person.id)
-    for record in snapshot.rejected:
-        if record.email and record.email.strip():
-            holders.setdefault(normalize_email(record.email), []).append(record.source_id)
+    distinct = set(keys)
+    rejected = [
+        (normalize_email(r.email), r.source_id)
+        for r in snapshot.rejected
+        if r.email and r.email.strip()
+    ]
+    shared: dict[str, list[str]] = {}
+    # Nearly always every address is held once: then nothing is built per person.
+    if len(distinct) != len(keys) or any(key in distinct for key, _ in rejected):
+        holders: dict[str, list[str]] = {}
+        for person, key in zip(snapshot.people, keys, strict=True):
+            holders.setdefault(key, []).append(person.id)
+        for key, source_id in rejected:
+            holders.setdefault(key, []).append(source_id)
+        shared = {key: ids for key, ids in holders.items() if len(ids) > 1}
     people: dict[str, str] = {}
     for person, key in zip(snapshot.people, keys, strict=True):
         effective: set[str] = set()
@@ -123,10 +132,9 @@ def fingerprint(snapshot: SourceSnapshot) -> Fingerprint:
             {str(k): v for k, v in person.attributes.items()},
             sorted([g, names[g]] for g in effective),
         ]
-        shared = holders[key]
-        if len(shared) > 1:
+        if key in shared:
             # Only then: the digest of everyone else is what it was before this was kept.
-            material.append(sorted(shared))
+            material.append(sorted(shared[key]))
         people[person.id] = _digest(material)
     for record in snapshot.rejected:
         people[record.source_id] = _digest(
