@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from fnmatch import translate
 from types import MappingProxyType
@@ -158,7 +159,7 @@ class _Space:
         """Member id -> the value a closure holds for it, or `_GROUP`, or `_SKIPPED`; an id
         it lacks (a person who does not count, an unknown id) stands for nothing."""
         self.direct: dict[SourceId, frozenset[object]] = {}
-        self.closure: dict[SourceId, frozenset[object]] = {}
+        self.closure: dict[SourceId, AbstractSet[object]] = {}
 
 
 class _Nesting:
@@ -219,13 +220,21 @@ class _Nesting:
                 lookup[group_id] = _SKIPPED if group_id in people else _GROUP
         return _Space(lookup)
 
-    def closure(self, group_id: SourceId, space: _Space) -> frozenset[object]:
+    def closure(
+        self, group_id: SourceId, space: _Space, *, keep: bool = True
+    ) -> AbstractSet[object]:
         """Iterative, so deep nesting cannot exhaust the stack; a group met twice on one
-        walk (a cycle or a diamond) is expanded once."""
+        walk (a cycle or a diamond) is expanded once.
+
+        With `keep` false the answer about `group_id` itself is not memoized (groups met
+        below it still are), and may be a set of its own rather than a frozenset: for a
+        caller that asks once per group (the group planner), so that a million
+        memberships do not leave a frozenset per group behind, each in fresh memory. A
+        group asked that way and later met below another is read a second time, once."""
         cached = space.closure.get(group_id)
         if cached is not None:
             return cached
-        parts: list[frozenset[object]] = []
+        parts: list[AbstractSet[object]] = []
         seen: set[SourceId] = {group_id}
         stack = [group_id]
         while stack:
@@ -233,7 +242,7 @@ class _Nesting:
             group = self._groups.get(current)
             if group is None:
                 continue
-            own = self._direct(current, group, space)
+            own = self._direct(current, group, space, keep=keep or current != group_id)
             if own:
                 parts.append(own)
             for nested in self._nested[current]:
@@ -244,12 +253,17 @@ class _Nesting:
                         stack.append(nested)
                     elif done:
                         parts.append(done)
-        result = _union(parts)
+        if not keep:
+            return _union(parts)
+        result = frozenset(_union(parts))
         space.closure[group_id] = result
         return result
 
-    def _direct(self, group_id: SourceId, group: SourceGroup, space: _Space) -> frozenset[object]:
-        """What the group's own members stand for in `space`; records its nested groups."""
+    def _direct(
+        self, group_id: SourceId, group: SourceGroup, space: _Space, *, keep: bool
+    ) -> AbstractSet[object]:
+        """What the group's own members stand for in `space`; records its nested groups.
+        Memoized (as a frozenset) when `keep`."""
         found = space.direct.get(group_id)
         if found is not None:
             return found
@@ -265,13 +279,15 @@ class _Nesting:
             # `type`/`$ref`) says so, and ids shared with a person mean the group there.
             self._nested[group_id] = listed + group.subgroups
         values.difference_update((_GROUP, _SKIPPED, None))
+        if not keep:
+            return values
         # Copied from a set, a frozenset's table is sized for its contents.
-        found = frozenset(values)
-        space.direct[group_id] = found
-        return found
+        kept = frozenset(values)
+        space.direct[group_id] = kept
+        return kept
 
 
-def _union(parts: list[frozenset[object]]) -> frozenset[object]:
+def _union(parts: list[AbstractSet[object]]) -> AbstractSet[object]:
     if not parts:
         return frozenset()
     if len(parts) == 1:
@@ -322,11 +338,14 @@ class GroupMembership:
         there (ids it lacks count for nothing)."""
         return MembershipSpace(self, self._nesting.space(values))
 
-    def resolve(self, group_id: SourceId, space: MembershipSpace) -> frozenset[object]:
-        """What the wanted people `group_id` reaches stand for in `space` (memoized)."""
+    def resolve(self, group_id: SourceId, space: MembershipSpace) -> AbstractSet[object]:
+        """What the wanted people `group_id` reaches stand for in `space`.
+
+        For a caller that asks once per group: the answer about `group_id` itself is not
+        kept (the groups it nests are), and is the caller's to read, never to change."""
         if space.membership is not self:
             raise ValueError("a space resolves the groups of the membership that made it")
-        return self._nesting.closure(group_id, space.inner)
+        return self._nesting.closure(group_id, space.inner, keep=False)
 
 
 @dataclass(frozen=True, slots=True)
