@@ -184,14 +184,15 @@ class _Nesting:
         self._wanted: _Space | None = None
         self._group_people: frozenset[SourceId] | None = None
 
-    def people_in(self, group_id: SourceId) -> frozenset[SourceId]:
-        """Everyone reachable from `group_id` through nested groups."""
+    def people_in(self, group_id: SourceId, *, keep: bool = True) -> AbstractSet[SourceId]:
+        """Everyone reachable from `group_id` through nested groups (`keep`: see
+        `closure`)."""
         if self._people is None:
             lookup: dict[SourceId, object] = dict.fromkeys(self._groups, _GROUP)
             # The person's own id object, so that later look-ups find it by identity.
             lookup.update(zip(self._person_ids, self._person_ids, strict=True))
             self._people = _Space(lookup)
-        return cast(frozenset[SourceId], self.closure(group_id, self._people))
+        return cast(AbstractSet[SourceId], self.closure(group_id, self._people, keep=keep))
 
     def wanted_in(
         self, group_id: SourceId, wanted_keys: Mapping[SourceId, EmailKey]
@@ -466,12 +467,31 @@ def _scope_and_grants(
             if pattern is not None and pattern.fullmatch(name):
                 rank = catalog.rank(rule.role)
                 grants.append((rank, -len(grants), (rule.role, group.name), group.id))
+    # Each group is resolved once here (a group both rules name is asked twice), and
+    # nowhere else in this space: nothing is memoized for it beyond this function, and
+    # the first group's people become the dictionary rather than being copied into it.
+    resolved: dict[SourceId, AbstractSet[SourceId]] = {}
+
+    def people_in(group_id: SourceId) -> AbstractSet[SourceId]:
+        found = resolved.get(group_id)
+        if found is None:
+            found = resolved[group_id] = nesting.people_in(group_id, keep=False)
+        return found
+
     first_scope: dict[SourceId, str] = {}
     for group in reversed(scope_groups):
-        first_scope.update(dict.fromkeys(nesting.people_in(group.id), group.name))
+        reached = dict.fromkeys(people_in(group.id), group.name)
+        if first_scope:
+            first_scope.update(reached)
+        else:
+            first_scope = reached
     best_grant: dict[SourceId, tuple[str, str]] = {}
     for _, _, grant, group_id in sorted(grants):
-        best_grant.update(dict.fromkeys(nesting.people_in(group_id), grant))
+        granted = dict.fromkeys(people_in(group_id), grant)
+        if best_grant:
+            best_grant.update(granted)
+        else:
+            best_grant = granted
     return first_scope, best_grant
 
 
