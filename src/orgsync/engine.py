@@ -371,6 +371,9 @@ class Engine:
                         # What it left undone concerns people no change may touch again:
                         # the next pass must be full too.
                         store.invalidate_baseline(config.name)
+                    elif result.exit_code != EXIT_OK and pass_.on_unclean is not None:
+                        # An incremental pass: its people are touched again next time.
+                        pass_.on_unclean(store)
                     # Finished before the lease is released: a `running` row never outlives
                     # its writer's hold on the target.
                     ended = outcome_of(result)
@@ -539,6 +542,11 @@ class Engine:
                 if narrow
                 else planning.population(observed, memory, desired)
             )
+            if options.subjects and not options.incremental:
+                # Named people only: the gate must not judge their removals as the few
+                # they are while the source lost many (an incremental pass names every
+                # change, its removals are a full pass's).
+                population = replace(population, named=True)
             fresh = planning.make_plan(
                 config,
                 scoped.desired if scoped else desired,
