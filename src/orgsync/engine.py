@@ -74,6 +74,7 @@ from orgsync.store import (
     StateStore,
     TargetBusy,
 )
+from orgsync.store.identity import seen as seen_identity
 
 log = structlog.get_logger(__name__)
 
@@ -509,6 +510,12 @@ class Engine:
             memory = store.memory(config.name)
             observed, desired, _ = planning.read_target(
                 config, snapshot, target, memory=memory, subjects=options.subjects
+            )
+            # Before anything is planned: is the memory about the organization just read?
+            store.check_identity(
+                config.name,
+                seen_identity(config.type, config.base_url, target),
+                record=run_id is not None,
             )
             narrow = isinstance(target, ReadsPeople) and bool(options.subjects)
             scoped = scope(config.name, desired, observed, memory, options)
