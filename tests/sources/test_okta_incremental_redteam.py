@@ -29,7 +29,12 @@ from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
 from tests.engine.test_incremental_differential import one, shape
+from tests.sources.conftest import SCIM_TOKEN
+from tests.sources.directory import make_directory
+from tests.sources.servers import ServerProcess, start_scim2_server
 from tests.sources.test_okta import source
+from tests.sources.test_probe_redteam import take_out_of_a_group
+from tests.sources.test_scim import scim_source
 
 OKTA_ENV = "OKTA_TOKEN_FOR_TEST"
 
@@ -222,4 +227,32 @@ def test_a_host_clock_fixed_after_a_full_read_does_not_hide_a_leaver(okta: OktaE
     okta.clock = lambda: start + timedelta(minutes=30)  # the next pass, clocks agreeing
     good = source(okta, clock=lambda: start + timedelta(minutes=30))
     probe = good.probe_changes(cursor, 2, 1)
+    assert probe.changed, "the leaver kept their access: the probe trusted a future cursor"
+
+
+@pytest.fixture
+def scim_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    running = start_scim2_server(make_directory(20, 2), tmp_path / "scim2", SCIM_TOKEN)
+    yield running
+    running.stop()
+
+
+def test_a_host_clock_fast_during_a_full_scim_read_does_not_hide_a_leaver(
+    scim_server: ServerProcess,
+) -> None:
+    """The same as Okta's over a real SCIM provider (scim2-server): a cursor written on a
+    host ten minutes fast is in the provider's future; a probe on a good clock (NTP back,
+    or another replica) passed its clock check and missed the member taken out of a
+    group meanwhile (the counts do not move)."""
+    fast = scim_source(scim_server.url)
+    fast.clock = lambda: datetime.now(UTC) + timedelta(minutes=10)
+    cursor = fast.change_cursor()
+    assert cursor is not None
+    snapshot = fast.read()
+    take_out_of_a_group(scim_server)
+    good = scim_source(scim_server.url)
+    try:
+        probe = good.probe_changes(cursor, len(snapshot.people), len(snapshot.groups))
+    finally:
+        good.close()
     assert probe.changed, "the leaver kept their access: the probe trusted a future cursor"
