@@ -14,20 +14,25 @@ run afterwards plans nothing.
 
 from __future__ import annotations
 
+import json
 import random
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orgsync.config import Config, parse_config
+from orgsync.core.errors import CursorExpired, SourceError
 from orgsync.engine import Engine
 from orgsync.results import RunOptions
 from orgsync.testing.entra import EntraEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
 from tests.engine.test_incremental_differential import one, shape
+from tests.sources.test_entra import source as entra_source
 
 SECRET_ENV = "ENTRA_SECRET_FOR_TEST"
 
@@ -192,3 +197,39 @@ def test_incremental_passes_over_entra_plan_what_full_passes_plan(
     finally:
         engine.close()
     assert kinds.get("incremental", 0) >= 12, kinds
+
+
+def test_a_cursor_naming_another_host_never_gets_the_token(entra: EntraEmulator) -> None:
+    """The cursor is two deltaLinks (URLs) kept in the state database: one rewritten to
+    another host (a tampered or shared database) must not receive Graph's bearer token.
+    The probe fails, which the pass answers by reading whole (a probe only spares a
+    read), and the next cursor comes from Graph again."""
+    entra.start()
+    entra.add_user(display_name="Ada", user_principal_name="ada@example.com")
+    seen: list[str] = []
+
+    class Catch(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    catcher = HTTPServer(("127.0.0.1", 0), Catch)
+    thread = threading.Thread(target=catcher.serve_forever, daemon=True)
+    thread.start()
+    try:
+        reader = entra_source(entra)
+        honest = json.loads(str(reader.change_cursor()))
+        foreign = f"http://127.0.0.1:{catcher.server_port}/v1.0/users/delta?$deltatoken=x"
+        cursor = json.dumps({"users": foreign, "groups": honest["groups"]})
+        with pytest.raises(SourceError, match="refusing to send the credential") as caught:
+            reader.probe_changes(cursor, 1, 0)
+        assert not isinstance(caught.value, CursorExpired)
+        assert seen == []
+        assert len(reader.read().people) == 1
+    finally:
+        catcher.shutdown()
+        catcher.server_close()
