@@ -171,10 +171,17 @@ class Org:
         self.log.append(f"{kind} {user[-4:]}")
 
 
-@pytest.mark.parametrize("seed", [3, 11])
+@pytest.mark.parametrize(
+    ("seed", "okta_ahead"),
+    [(3, timedelta(0)), (11, timedelta(minutes=10)), (5, timedelta(minutes=-4))],
+    ids=["same-clock", "okta-10min-ahead", "okta-4min-behind"],
+)
 def test_incremental_passes_over_okta_plan_what_full_passes_plan(
-    tmp_path: Path, emulator: OpenAIEmulator, okta: OktaEmulator, seed: int
+    tmp_path: Path, emulator: OpenAIEmulator, okta: OktaEmulator, seed: int, okta_ahead: timedelta
 ) -> None:
+    """`okta_ahead`: Okta's clock (its stamps, its `Date`) against orgsync's; behind by
+    less than the overlap is allowed, ahead by any amount."""
+    okta.clock = lambda: datetime.now(UTC) + okta_ahead
     org = Org(okta, random.Random(seed))
     engine = Engine(
         okta_config(tmp_path, okta, emulator), environ={KEY_ENV: API_KEY, OKTA_ENV: okta.token}
