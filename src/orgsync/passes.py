@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -30,6 +30,9 @@ FULL, INCREMENTAL, TARGETED = "full", "incremental", "targeted"
 INCREMENTAL_MAX_PEOPLE = 500
 """An incremental pass touching more people than this plans the whole organization: one
 read of it is then cheaper than many lookups, and a full plan is never less safe."""
+CLOCK_STEP_ALLOWANCE = timedelta(minutes=5)
+"""How far ahead of this clock a recorded full pass may be (replicas' clocks differ a
+little) before it is taken for a clock that ran ahead, and the pass is made full."""
 
 
 class SourceOnce:
@@ -190,8 +193,14 @@ class Passes:
             return "the last full pass did not end clean"
         if baseline.config != self.config_fingerprint(target):
             return "the configuration changed since the last full pass"
+        now = self.clock()
+        if baseline.full_at > now + CLOCK_STEP_ALLOWANCE:
+            # Recorded by a clock that ran ahead (corrected since, or another replica's):
+            # trusting it would put off every full pass until the clock caught up.
+            when = f"{baseline.full_at:%Y-%m-%d %H:%M}Z"
+            return f"the last full pass ({when}) is recorded in the future"
         due = baseline.full_at + self.config.schedule.full_interval
-        if due <= self.clock():
+        if due <= now:
             return f"the last full pass ({baseline.full_at:%Y-%m-%d %H:%M}Z) is full_interval old"
         return None
 

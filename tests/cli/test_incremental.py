@@ -6,6 +6,7 @@ the people it touches alone, and every guard a full pass has still holds (issue 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -147,3 +148,19 @@ def test_incremental_with_only_or_a_reviewed_plan_is_a_usage_error(rig: Rig) -> 
         result = rig.orgsync("sync", "--incremental", *extra)
         assert result.returncode == 64, result.stderr
         assert "--incremental cannot be combined" in result.stderr
+
+
+def test_a_full_pass_recorded_by_a_clock_that_ran_ahead_does_not_put_off_the_next(
+    rig: Rig,
+) -> None:
+    """A host whose clock ran a year ahead records its full pass a year ahead; once NTP
+    corrects the clock, `full_interval` must not wait for that year to come."""
+    synced(rig)
+    future = "2099-01-01T00:00:00.000000+00:00"
+    with sqlite3.connect(rig.folder / "state.db") as db:
+        assert db.execute("UPDATE baselines SET full_at = ?", (future,)).rowcount == 1
+    code, target = incremental(rig)
+    assert code == 0, target
+    assert target["run"]["pass"] == "full", target["run"]
+    assert "recorded in the future" in target["run"]["pass_reason"]
+    assert incremental(rig)[1]["run"]["pass"] == "incremental", "the new full pass is trusted"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
+
+import apscheduler.executors.base
+import apscheduler.schedulers.base
+import pytest
 
 from orgsync.daemon.scheduler import ReconcileSchedule
 
@@ -39,3 +44,88 @@ def test_each_target_is_enqueued_every_interval_under_a_stable_id() -> None:
         assert len(times) >= 2, ticks
         assert times[0] > 0.9, ticks  # the first tick is one interval after the start
         assert times[1] - times[0] > 0.9, ticks  # and the next one an interval later
+
+
+class _SteppableClock:
+    """A wall clock that can be stepped, seen alike by APScheduler and the schedule.
+
+    APScheduler 3 reads `datetime.now` in its scheduler and executor modules; both are
+    given this clock, while waits stay on the real monotonic clock, as after a real step.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def datetime_class(self) -> type[datetime]:
+        clock = self
+
+        class Stepped(datetime):
+            @classmethod
+            def now(cls, tz: tzinfo | None = None) -> Stepped:
+                return cls.fromtimestamp(clock.time(), tz)
+
+        return Stepped
+
+
+def _ticks_around_a_step(
+    monkeypatch: pytest.MonkeyPatch, step: float, *, wait_for: int, within: float
+) -> tuple[list[float], float]:
+    clock = _SteppableClock()
+    stepped = clock.datetime_class()
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", stepped)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", stepped)
+    ticks: list[float] = []
+    lock = threading.Lock()
+
+    def enqueue(target: str) -> None:
+        with lock:
+            ticks.append(time.monotonic())
+
+    schedule = ReconcileSchedule(
+        ["a"],
+        interval=timedelta(seconds=1),
+        jitter=timedelta(0),
+        enqueue=enqueue,
+        wall_clock=clock.time,
+    )
+    schedule.start()
+    stepped_at = 0.0
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            with lock:
+                count = len(ticks)
+            if count >= 1 and not stepped_at:
+                clock.offset += step
+                stepped_at = time.monotonic()
+            if count >= wait_for:
+                break
+            time.sleep(0.02)
+    finally:
+        schedule.shutdown()
+    return ticks, stepped_at
+
+
+def test_a_wall_clock_stepped_back_an_hour_does_not_postpone_the_next_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the watcher, APScheduler waits for the old wall-clock time: an hour.
+    ticks, stepped_at = _ticks_around_a_step(monkeypatch, -3600, wait_for=3, within=15)
+    assert stepped_at, "the first tick never came"
+    assert len(ticks) >= 3, f"{len(ticks)} ticks in 15 s after the clock went back an hour"
+    assert ticks[1] - stepped_at < 3.5, ticks
+
+
+def test_a_wall_clock_stepped_forward_runs_one_pass_not_a_storm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A day of missed one-second ticks is coalesced into one pass, then the rhythm resumes.
+    ticks, stepped_at = _ticks_around_a_step(monkeypatch, 86400, wait_for=4, within=10)
+    assert stepped_at
+    after = [t for t in ticks if t > stepped_at]
+    assert len(after) >= 3, ticks
+    spacing = [b - a for a, b in itertools.pairwise(after)]
+    assert min(spacing) > 0.5, ticks

@@ -1003,3 +1003,14 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(location: str)
         rows = sql(store, "SELECT version FROM schema_version ORDER BY version")
         assert len(store.runs()) == 5
     assert [row.integer("version") for row in rows] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_a_missing_time_recorded_by_a_clock_that_ran_ahead_is_replaced_by_the_next_pass(
+    store: StateStore,
+) -> None:
+    """A clock a year ahead when someone left, corrected since: the grace counts from the
+    next pass's (correct) time, not from a year ahead, which would keep the leaver's access
+    for a year."""
+    store.mark_missing("t", ["gone@x"], T0 + timedelta(days=365))
+    store.mark_missing("t", ["gone@x"], T0)
+    assert dict(store.memory("t").missing_since) == {"gone@x": T0}

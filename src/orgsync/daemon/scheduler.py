@@ -7,16 +7,32 @@ trusted), so a slow run never blocks the scheduler, and `coalesce` plus
 `max_instances = 1` make a backlog of missed ticks (a suspended laptop, a stalled
 process) one request, not a storm. Job ids are stable (`reconcile:<target>`).
 Jitter spreads the runs of several daemons (or several targets) over time.
+
+APScheduler 3 keeps next run times on the wall clock, so a wall clock stepped backwards
+(an NTP correction of a clock that ran ahead, a restored VM) would postpone every pass by
+the size of the step: a clock corrected from a year ahead would stop reconciling for a
+year. A watcher compares the wall clock with the monotonic one and, on a backward step,
+moves each next run back by the step, keeping its phase.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+log = structlog.get_logger(__name__)
+
+# A step smaller than this is drift or a slew, not worth rescheduling over.
+CLOCK_STEP_TOLERANCE = 2.0
+# How often the watcher compares the clocks (or once per interval, if that is shorter).
+CLOCK_CHECK_EVERY = 5.0
 
 
 class ReconcileSchedule:
@@ -29,8 +45,16 @@ class ReconcileSchedule:
         interval: timedelta,
         jitter: timedelta,
         enqueue: Callable[[str], None],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         seconds = interval.total_seconds()
+        self._interval = interval
+        self._wall_clock = wall_clock
+        self._check_every = min(CLOCK_CHECK_EVERY, max(0.1, seconds / 2))
+        self._stopped = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch_clock, name="orgsync-clock-watch", daemon=True
+        )
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             # One thread is plenty: a job only puts a request into a mailbox.
@@ -57,10 +81,34 @@ class ReconcileSchedule:
 
     def start(self) -> None:
         self._scheduler.start()
+        self._watcher.start()
 
     def shutdown(self) -> None:
+        self._stopped.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    def _watch_clock(self) -> None:
+        # Event.wait runs on the monotonic clock, which no clock step moves.
+        offset = self._wall_clock() - time.monotonic()
+        while not self._stopped.wait(self._check_every):
+            current = self._wall_clock() - time.monotonic()
+            step, offset = current - offset, current
+            if step < -CLOCK_STEP_TOLERANCE:
+                self._clock_went_back(-step)
+
+    def _clock_went_back(self, seconds: float) -> None:
+        step = timedelta(seconds=seconds)
+        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        log.warning("schedule.clock_stepped_back", seconds=round(seconds, 1))
+        for job in self._scheduler.get_jobs():
+            when = getattr(job, "next_run_time", None)
+            if not isinstance(when, datetime):
+                continue  # paused, or being removed
+            # Never later than one interval from now, whatever the step.
+            moved = min(max(when - step, now), now + self._interval)
+            if moved < when:
+                self._scheduler.modify_job(job.id, next_run_time=moved)
 
     @property
     def running(self) -> bool:
