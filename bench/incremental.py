@@ -1,8 +1,10 @@
 """Incremental passes per source kind: what a quiet pass and a one-change pass cost.
 
 For each source kind (the file source; a real slapd without and with the syncprov overlay,
-`ldap` and `ldap-syncprov`; a real Active Directory DC, Samba's, `ad` (loaded at about
-10 ms a person: 100k take some 20 minutes; not in the default list); a real scim2-server; the Okta, Entra ID and Google emulators,
+`ldap` and `ldap-syncprov`; a real Active Directory DC, Samba's, `ad` (loaded through
+Samba's own module stack in ldb batch mode, tests/sources/samba.py: 100k people and a
+100k-member group in about 20 minutes on this 2-core machine, still more than linear;
+not in the default list); a real scim2-server; the Okta, Entra ID and Google emulators,
 in this process) the same made-up organization of N people (everyone in scope through the
 `all-staff` group) is loaded, the OpenAI emulator (in this process) already holds every
 active person, and `orgsync` runs in fresh processes against one state database:
@@ -12,7 +14,9 @@ active person, and `orgsync` runs in fresh processes against one state database:
    probes' overlap window, so this one still reads the source once);
 3. `orgsync sync --incremental`, measured: a quiet pass;
 4. one person changed at the source (a display name; Google: suspended, the emulator
-   changes nothing else), `orgsync sync --incremental`, measured.
+   changes nothing else), `orgsync sync --incremental`, measured. Active Directory makes
+   three such changes, each followed by a measured pass: a display name modified, a
+   person deleted (only a tombstone says so), a person taken out of all-staff.
 
 Okta's objects and System Log events are stamped a week back (a directory that has been
 there a while; its probe's overlap window holds none of them). Google has no change probe
@@ -20,7 +24,9 @@ there a while; its probe's overlap window holds none of them). Google has no cha
 
 Per measured pass: source requests (LDAP searches and pages, HTTP requests including
 token requests; the file source makes none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
-(`strace -f -c`, the emulator not traced), wall seconds and the process's peak RSS. The
+(`strace -f -c --seccomp-bpf`: only those calls stop it; the emulator not traced), what
+the change probe answered (`changed/3`: changed, in 3 calls), wall seconds, orgsync's
+CPU seconds and the process's peak RSS. The
 issue's goal for a quiet pass over 100k people: at most 5 calls in total (source and
 target), and 0 target calls for the file source; each line prints its ratio to it.
 
