@@ -74,6 +74,7 @@ from orgsync.store import (
     StateStore,
     TargetBusy,
 )
+from orgsync.store.identity import seen as seen_identity
 
 log = structlog.get_logger(__name__)
 
@@ -370,6 +371,9 @@ class Engine:
                         # What it left undone concerns people no change may touch again:
                         # the next pass must be full too.
                         store.invalidate_baseline(config.name)
+                    elif result.exit_code != EXIT_OK and pass_.on_unclean is not None:
+                        # An incremental pass: its people are touched again next time.
+                        pass_.on_unclean(store)
                     # Finished before the lease is released: a `running` row never outlives
                     # its writer's hold on the target.
                     ended = outcome_of(result)
@@ -507,6 +511,12 @@ class Engine:
             observed, desired, _ = planning.read_target(
                 config, snapshot, target, memory=memory, subjects=options.subjects
             )
+            # Before anything is planned: is the memory about the organization just read?
+            store.check_identity(
+                config.name,
+                seen_identity(config.type, config.base_url, target),
+                record=run_id is not None,
+            )
             narrow = isinstance(target, ReadsPeople) and bool(options.subjects)
             scoped = scope(config.name, desired, observed, memory, options)
             if narrow and scoped and needs_invitations(scoped) and isinstance(target, ReadsPeople):
@@ -532,6 +542,11 @@ class Engine:
                 if narrow
                 else planning.population(observed, memory, desired)
             )
+            if options.subjects and not options.incremental:
+                # Named people only: the gate must not judge their removals as the few
+                # they are while the source lost many (an incremental pass names every
+                # change, its removals are a full pass's).
+                population = replace(population, named=True)
             fresh = planning.make_plan(
                 config,
                 scoped.desired if scoped else desired,

@@ -10,7 +10,7 @@ the outcome and its exit code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -23,9 +23,11 @@ from orgsync.core.plan import PHASE_MARKS, Operation, SetRole
 from orgsync.core.ports import LearnsForms
 from orgsync.core.text import visible
 from orgsync.engine import Engine
+from orgsync.factories import open_state_store
 from orgsync.policy import safety_limits
 from orgsync.results import RunOptions
 from orgsync.store import NoStateDatabase, StateStore
+from orgsync.store.identity import seen as seen_identity
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +47,7 @@ def explain(engine: Engine, person: str, *, target: str | None = None) -> list[E
     from orgsync.interrupt import ReadInterrupt
 
     targets = engine.selected_targets(RunOptions(target=target))
-    store = _read_only_store(engine.config)
+    store = _read_only_store(engine.config, engine.environ)
     try:
         snapshot = engine.read_source()
         planning = engine.planning
@@ -59,6 +61,12 @@ def explain(engine: Engine, person: str, *, target: str | None = None) -> list[E
                 connector.use_learned_forms(learned, lambda form: None)
             try:
                 observed, desired, rules = planning.read_target(config, snapshot, connector)
+                if store is not None:  # as a dry run: another organization's memory is refused
+                    store.check_identity(
+                        config.name,
+                        seen_identity(config.type, config.base_url, connector),
+                        record=False,
+                    )
                 memory = store.memory(config.name) if store is not None else Memory()
                 given = planning.plan_input(config, desired, observed, connector, memory)
                 inputs = ExplainInput(
@@ -77,12 +85,13 @@ def explain(engine: Engine, person: str, *, target: str | None = None) -> list[E
             store.close()
 
 
-def _read_only_store(config: Config) -> StateStore | None:
-    """The state database as it is, or None when there is none yet (never created)."""
+def _read_only_store(config: Config, environ: Mapping[str, str]) -> StateStore | None:
+    """The state database as it is (`[state] path` or `url`), or None when there is none
+    yet (never created)."""
     try:
-        return StateStore.open(config.state.path, create=False)
-    except NoStateDatabase:
-        log.info("state.absent", path=str(config.state.path))
+        return open_state_store(config.state, environ, create=False)
+    except NoStateDatabase as absent:
+        log.info("state.absent", reason=str(absent))
         return None
 
 

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from orgsync.config import Config, TargetConfig
-from orgsync.core.delta import config_fingerprint, diff, fingerprint
-from orgsync.core.errors import CursorExpired, OrgsyncError
+from orgsync.core.delta import Fingerprint, config_fingerprint, diff, fingerprint
+from orgsync.core.errors import CursorExpired, OrgsyncError, SourceError
 from orgsync.core.model import SourceSnapshot
 from orgsync.core.ports import ChangeProbe, DetectsChanges, Source
 from orgsync.results import RunOptions
@@ -27,6 +27,9 @@ from orgsync.store import INVALIDATED, Baseline, StateStore
 log = structlog.get_logger(__name__)
 
 FULL, INCREMENTAL, TARGETED = "full", "incremental", "targeted"
+UNSETTLED = "unsettled"
+"""The stored digest of a person an unclean incremental pass planned: no digest equals
+it, so every pass touches them until one ends clean."""
 INCREMENTAL_MAX_PEOPLE = 500
 """An incremental pass touching more people than this plans the whole organization: one
 read of it is then cheaper than many lookups, and a full plan is never less safe."""
@@ -86,6 +89,8 @@ class Pass:
     kind: str
     reason: str | None = None
     on_clean: Callable[[StateStore], None] | None = None
+    on_unclean: Callable[[StateStore], None] | None = None
+    """A sync of it that did not end clean (held, failed, interrupted): what to record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,11 @@ class Passes:
                 probe = source.probe_changes(cursor, baseline.people, baseline.groups)
             except CursorExpired as error:
                 bound.warning("source.cursor_expired", error=str(error), fallback="full read")
+            except SourceError as error:
+                # The probe only spares a read: one failing (a provider answering 500 to
+                # the filtered query alone) must not fail every pass between full ones
+                # while the lists read fine. A source that is down fails the read too.
+                bound.warning("source.probe_failed", error=str(error), fallback="full read")
             else:
                 bound.info("source.probed", changed=probe.changed, calls=probe.calls)
         if probe is not None and not probe.changed and not due:
@@ -172,7 +182,8 @@ class Passes:
         if not touched and not emails:
             return Decision(None, options, Pass(INCREMENTAL, note, writer))
         scoped = replace(options, only_emails=frozenset(emails), only_source_ids=touched)
-        return Decision(snapshot, scoped, Pass(INCREMENTAL, note, writer))
+        unsettled = self.unsettled_writer(name, touched)
+        return Decision(snapshot, scoped, Pass(INCREMENTAL, note, writer, unsettled))
 
     def config_fingerprint(self, target: TargetConfig) -> str:
         """What a baseline depends on: the source, the target's rules and the guards (not
@@ -219,6 +230,35 @@ class Passes:
                 full_at=self.clock() if full else None,
             )
             log.info("baseline.recorded", target=target.name, full=full, rows=written)
+
+        return write
+
+    def unsettled_writer(
+        self, target: str, touched: frozenset[str]
+    ) -> Callable[[StateStore], None]:
+        """Called once an incremental sync ended unclean: the baseline stays, but the
+        people it planned are marked unsettled there, so that every later pass touches
+        them until one ends clean. Keeping the baseline alone is not enough: what the
+        pass did apply (the invitations of a group nested in, while the gate held its
+        removals) is on the organization, and a source that returns to the baseline's
+        state (the group un-nested again) would no longer touch those people, whose
+        invitations would then stay until the next full pass."""
+
+        def write(store: StateStore) -> None:
+            baseline = store.baseline(target)
+            if baseline is None or not touched:
+                return
+            before = store.source_fingerprint(target)
+            people = dict(before.people)
+            people.update(dict.fromkeys(touched, UNSETTLED))
+            store.record_baseline(
+                target,
+                config=baseline.config,
+                cursor=baseline.cursor,
+                fingerprint=Fingerprint(people=people, groups=before.groups),
+                full_at=None,
+            )
+            log.info("baseline.unsettled", target=target, people=len(touched))
 
         return write
 

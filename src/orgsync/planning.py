@@ -161,12 +161,21 @@ class Planning:
         """
         by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
         # One transaction writing only the links that change: a quiet pass costs no fsync.
+        # An address orgsync invited that another source record holds now (two people
+        # swapped addresses, an address given to someone else) is relinked too: an
+        # incremental pass finds a changed person's old address through this link, and a
+        # stale one would leave that address's invitation pending until the next full pass.
         store.record_links(
             target,
             (
-                LinkRow(email_key=key, source_id=wanted.source_id, member_id=member.id)
+                LinkRow(
+                    email_key=key,
+                    source_id=wanted.source_id,
+                    member_id=member.id if member is not None else None,
+                )
                 for key, wanted in desired.wanted.items()
                 if (member := by_email.get(key)) is not None
+                or (key in memory.managed and memory.linked_sources.get(key) != wanted.source_id)
             ),
         )
         leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]

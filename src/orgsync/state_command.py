@@ -1,5 +1,6 @@
 """`orgsync state migrate --from sqlite:PATH --to postgresql://...`: moving an
-installation's state between databases (the copy itself is `orgsync.store.transfer`).
+installation's state between databases (the copy itself is `orgsync.store.transfer`);
+`orgsync state forget TARGET`: forgetting what the state remembers of one target.
 
 Either side may be a SQLite file (`sqlite:PATH`) or a PostgreSQL URL without a password;
 the password of a PostgreSQL side comes from `--password-env` / `--password-file`, or
@@ -70,3 +71,47 @@ def _password(args: argparse.Namespace, environ: Mapping[str, str]) -> str | Non
         raise ConfigError("give either --password-env or --password-file, not both")
     ref = SecretRef(key="password", env=args.password_env, file=args.password_file)
     return ref.resolve(environ).get_secret_value()
+
+
+def forget_target(args: argparse.Namespace, store: StateStore) -> int:
+    """Forget `args.target`'s memory (or only which organization it is about), as its
+    writer: refused while a sync of it runs. Prints what was deleted."""
+    import os
+    import secrets
+    import socket
+    from datetime import timedelta
+
+    from orgsync.core.errors import StateError
+
+    instance = secrets.token_hex(4)
+    keeper = store.lease_keeper(
+        f"state forget on {socket.gethostname()} (pid {os.getpid()}, instance {instance})",
+        timedelta(minutes=1),
+        instance=instance,
+    )
+    try:
+        lease = keeper.try_take(args.target, patience=1.0)
+        if lease is None:
+            holder = store.lease_holder(args.target)
+            who = f" (by {holder.holder})" if holder is not None else ""
+            raise StateError(
+                f"target {args.target} is being synced right now{who}; nothing was "
+                "forgotten: try again once that run ended"
+            )
+        was = store.identity(args.target)
+        deleted = store.fenced(lease).forget_target(args.target, identity_only=args.identity_only)
+    finally:
+        keeper.close()
+    about = f" (it was about {was.identity.describe()})" if was is not None else ""
+    if args.identity_only:
+        print(
+            f"forgot which organization target {args.target} is about{about}; its next "
+            "sync records the organization it reaches, and keeps its memory"
+        )
+    else:
+        rows = ", ".join(f"{n} {table}" for table, n in deleted.items() if n) or "nothing"
+        print(
+            f"forgot what orgsync remembered of target {args.target}{about}: {rows}; its "
+            "next sync manages nobody there until it links people again (run history kept)"
+        )
+    return 0

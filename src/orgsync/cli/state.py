@@ -10,7 +10,7 @@ from pathlib import Path
 from orgsync.cli._common import EXIT_CODES, global_options
 
 NAME = "state"
-HELP = "move the state database to another one"
+HELP = "move the state database to another one; forget a target's memory"
 
 
 def state_location(text: str) -> str:
@@ -60,9 +60,36 @@ def add_arguments(state: argparse.ArgumentParser) -> None:
     migrate.add_argument(
         "--password-file", type=Path, metavar="PATH", help="file with the PostgreSQL password"
     )
+    forget = actions.add_parser(
+        "forget",
+        help="forget whom orgsync manages in a target (or only which organization it is)",
+        description="Forget what the state database ([state] of the configuration) "
+        "remembers of one target: links, missing-since clocks, owned groups, learned "
+        "forms, incremental baselines and which organization it is about. Run history "
+        "stays. For a target name now used for another organization; with "
+        "--identity-only, for the same organization reached at a new address.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    global_options(forget, top=False)
+    forget.add_argument("target", metavar="TARGET", help="the target's name")
+    forget.add_argument(
+        "--identity-only",
+        action="store_true",
+        help="forget only which organization it is about; keep whom orgsync manages there",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.state_command == "forget":
+        from orgsync.cli._common import load, open_state
+        from orgsync.state_command import forget_target
+
+        store = open_state(load(args))
+        if store is None:
+            return 1
+        with store:
+            return forget_target(args, store)
     from orgsync.state_command import migrate_state
 
     return migrate_state(args, os.environ)

@@ -4,7 +4,9 @@ An incremental pass plans only the people a change touches, so it must know, for
 person, whether anything the rules can see about them changed. The state database keeps
 one compact fingerprint per source record (never the record, never a secret): a digest
 of the normalized person record together with every group the person is in, directly or
-through nesting, by id and name. A group change therefore changes the digest of each
+through nesting, by id and name, and the ids of any other records holding the same
+address (a shared address is acted on for nobody, so its other holders are touched
+when one of them leaves it). A group change therefore changes the digest of each
 person it concerns, and the targeted path can plan them alone. Groups also get their own
 digests, because a target that mirrors groups plans them over whole groups, which only a
 full pass does.
@@ -96,23 +98,44 @@ def fingerprint(snapshot: SourceSnapshot) -> Fingerprint:
         for member in group.members:
             if member not in group_ids:
                 direct.setdefault(member, set()).add(group.id)
+    # Who holds each address: records sharing one are none of them acted on, so a record
+    # leaving an address (deleted, rejected, moved to another) changes what the rules
+    # decide for the others still holding it, which must then be touched too.
+    keys = [normalize_email(person.email) for person in snapshot.people]
+    distinct = set(keys)
+    rejected = [
+        (normalize_email(r.email), r.source_id)
+        for r in snapshot.rejected
+        if r.email and r.email.strip()
+    ]
+    shared: dict[str, list[str]] = {}
+    # Nearly always every address is held once: then nothing is built per person.
+    if len(distinct) != len(keys) or any(key in distinct for key, _ in rejected):
+        holders: dict[str, list[str]] = {}
+        for person, key in zip(snapshot.people, keys, strict=True):
+            holders.setdefault(key, []).append(person.id)
+        for key, source_id in rejected:
+            holders.setdefault(key, []).append(source_id)
+        shared = {key: ids for key, ids in holders.items() if len(ids) > 1}
     people: dict[str, str] = {}
-    for person in snapshot.people:
+    for person, key in zip(snapshot.people, keys, strict=True):
         effective: set[str] = set()
         for group_id in direct.get(person.id, ()):
             effective |= ancestors[group_id]
-        people[person.id] = _digest(
-            [
-                DIGEST_VERSION,
-                person.id,
-                person.email.strip(),
-                normalize_email(person.email),
-                person.name,
-                person.active,
-                {str(k): v for k, v in person.attributes.items()},
-                sorted([g, names[g]] for g in effective),
-            ]
-        )
+        material: list[object] = [
+            DIGEST_VERSION,
+            person.id,
+            person.email.strip(),
+            key,
+            person.name,
+            person.active,
+            {str(k): v for k, v in person.attributes.items()},
+            sorted([g, names[g]] for g in effective),
+        ]
+        if key in shared:
+            # Only then: the digest of everyone else is what it was before this was kept.
+            material.append(sorted(shared[key]))
+        people[person.id] = _digest(material)
     for record in snapshot.rejected:
         people[record.source_id] = _digest(
             [DIGEST_VERSION, "rejected", record.source_id, record.reason, record.email]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TypedDict, cast
 
 from orgsync.core.model import EmailKey, SourceId, TargetGroup, TargetMember, TargetSnapshot
@@ -234,7 +235,7 @@ class GroupPlanner:
             # is, so every wanted person of the group is looked at by email.
             by_email = set(map(member_ids.get, desired.members))
             by_email.discard(None)
-            found: frozenset[object] | set[object] = cast(set[object], by_email)
+            found: AbstractSet[object] = cast(set[object], by_email)
             looked_at.update(desired.members)
         else:
             # The group resolved straight to user ids (and a `NotAMember` for each of its

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Literal
 
 from orgsync.core.collector import paused
@@ -98,7 +98,11 @@ class _Planner:
             elif invite.status is not InviteStatus.ACCEPTED:
                 self.expired_invites[invite.email_key].append(invite)
         self.links = given.memory.links
-        self.wanted_order = sorted(given.desired.wanted)
+        # Wanted people by email key, sorted with their records: looking each one up
+        # again by key afterwards was a dictionary miss per person at 100k people.
+        self.wanted_order: list[Wanted] = [
+            wanted for _, wanted in sorted(given.desired.wanted.items(), key=itemgetter(0))
+        ]
         self.link_claimant = self._link_claimants()
         owner_roles = self.catalog.owner_roles
         # A suspended owner administers nothing: only active owners keep the organization
@@ -169,11 +173,9 @@ class _Planner:
         """
         links = self.given.memory.links
         claimants: dict[str, Wanted] = {}
-        wanted = self.given.desired.wanted
         if not links:
             return {}
-        for key in self.wanted_order:
-            person = wanted[key]
+        for person in self.wanted_order:
             linked_id = links.get(person.source_id)
             member = self.members_by_id.get(linked_id) if linked_id else None
             if member is None:
@@ -475,9 +477,8 @@ class _Planner:
         self.warnings.extend(groups.warnings)
 
     def run(self) -> Plan:
-        desired = self.given.desired
-        for key in self.wanted_order:
-            self.plan_wanted(desired.wanted[key])
+        for wanted in self.wanted_order:
+            self.plan_wanted(wanted)
         for member in self.members_in_id_order:
             if member.id not in self.key_of_user:
                 self.plan_member_removal(member)

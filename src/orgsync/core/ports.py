@@ -126,6 +126,21 @@ class ReadsPeople(Protocol):
 
 
 @runtime_checkable
+class IdentifiesOrganization(Protocol):
+    """A target whose API says which organization answered (optional).
+
+    The state database remembers it per target and refuses a run whose target now
+    answers as another organization (`orgsync.store.identity`); a target without it is
+    known by its type and base URL only.
+    """
+
+    def organization(self) -> str | None:
+        """The organization's id as the API gave it during this target's reads so far
+        (no call of its own), or None when it gave none. Never a secret."""
+        ...
+
+
+@runtime_checkable
 class LearnsForms(Protocol):
     """A target that learns which request forms its server accepts (SCIM).
 

@@ -88,6 +88,12 @@ class Population:
     """What the ratios are measured against."""
     missing: int = 0
     """Managed people the source no longer reports at all (not merely out of scope)."""
+    named: bool = False
+    """The plan is about a few people an event or an operator named (a webhook, `sync
+    --only`), not everyone: its removals are few whatever the source lost, so while
+    `missing` exceeds the removal limits they are held, as a whole plan removing all those
+    people would be (one webhook per "leaver" of a truncated directory must not get each
+    of them past the gate)."""
 
 
 def managed_people(
@@ -169,6 +175,15 @@ def gate(
     managed = population.managed
     removals = [i for i, op in enumerate(operations) if op.is_removal]
     too_many = _over("removals", len(removals), managed, limits)
+    if too_many is None and removals and population.named:
+        too_many = _over(
+            "removals",
+            population.missing,
+            managed,
+            limits,
+            counted="managed people missing from the source (a targeted run's removals "
+            "wait for a whole pass to judge them)",
+        )
     guards = _removal_guards(operations, removals, too_many, limits, allowances.removals)
     # People the source no longer reports at all, whether removed now or waiting out
     # removal_grace: too many of them, and the new people it reports may be strangers.

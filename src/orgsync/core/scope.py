@@ -7,8 +7,9 @@ outside the view would be invited again; members outside it would be judged on p
 facts), so both sides are cut to the same people before the planner sees them:
 
 - `wanted`, the members and the invitations are restricted to the named people, found
-  by normalized email, by source id, and by the member a source id was linked to earlier
-  (so a person whose email changed is still found);
+  by normalized email, by source id, and through orgsync's links: the member and the
+  addresses a source id was linked to earlier, the person a named address was linked to
+  (so a person whose email changed is still found under either address);
 - what the source knows about everybody else (`known`, `out_of_scope`, `ambiguous`) is
   kept whole: it only ever stops the planner from acting;
 - group planning is switched off (no desired groups, no observed groups, no owned
@@ -102,9 +103,17 @@ def restrict(
     Returns None when the people cannot be reconciled on their own (one of them is an
     owner of the organization now); the caller then plans the whole organization.
     """
-    keys = set(subjects.emails)
-    keys.update(desired.by_source_id[s] for s in subjects.source_ids if s in desired.by_source_id)
+    # Memory links both ways: a named address orgsync knew leads to the person it was
+    # linked to (who may have moved to another address since), and a named id to every
+    # address it was linked under (a leaver holding only an invitation is found by it).
     source_ids = set(subjects.source_ids)
+    source_ids.update(
+        memory.linked_sources[k] for k in subjects.emails if k in memory.linked_sources
+    )
+    keys = set(subjects.emails)
+    keys.update(desired.by_source_id[s] for s in source_ids if s in desired.by_source_id)
+    if source_ids:
+        keys.update(k for k, s in memory.linked_sources.items() if s in source_ids)
     source_ids.update(desired.known[k] for k in keys if k in desired.known)
     linked = {memory.links[s] for s in source_ids if s in memory.links}
 

@@ -35,6 +35,7 @@ from orgsync.core.errors import OrgsyncError
 from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
 from orgsync.daemon.queue import SCHEDULED, Mailbox, SyncRequest
 from orgsync.engine import Engine
+from orgsync.passes import FULL
 from orgsync.results import RunOptions, TargetResult
 from orgsync.store import StateStore
 
@@ -86,6 +87,9 @@ class TargetWorker:
         self._deferred = False
         self.started_at = clock()
         self.runs = 0
+        self.reconciled = False
+        """Whether a full pass of this process reached the organization: until one has,
+        every pass is full (a start-up pass the source failed corrected nothing)."""
         self.busy_since: float | None = None
         self.standing = Quarantine()
         self._thread = threading.Thread(target=self._loop, name=f"worker:{target}", daemon=True)
@@ -149,7 +153,7 @@ class TargetWorker:
             request.full
             and request.trigger == SCHEDULED
             and not request.absorbed
-            and self.runs > 0
+            and self.reconciled
             and not self.standing.quarantined
         )
         options = RunOptions(
@@ -168,6 +172,9 @@ class TargetWorker:
         )
         try:
             results = self.engine.run(options)
+            # A full pass that reached the organization (planned, whatever came of it:
+            # one that did not end clean leaves the next pass full by itself).
+            self.reconciled = self.reconciled or any(r.pass_kind == FULL for r in results)
             self._after(results)
         except Exception:  # noqa: BLE001 - a bug must not kill the target's only worker
             self._log.exception("run.crashed")

@@ -33,9 +33,12 @@ within one second apart), and DN-only searches (`1.1`, no attributes) counting t
 people and the groups, since a deletion leaves no timestamp behind. The cursor is a time
 on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
 window, so the directory's clock may be that far behind orgsync's without a change being
-missed, and a change is reported once. A `contextCSN` does not move for what syncprov
-does not see: an offline `slapadd` without `-w`, or a glued subordinate database when
-syncprov sits on the subordinate only; full passes (`full_interval`) catch those.
+missed, and a change is reported once; where a moved `contextCSN` shows that bound
+broken (a CSN stamped before the cursor) or the directory restored or replaced (a CSN
+that went back), the cursor is expired and the source read whole. A `contextCSN` does
+not move for what syncprov does not see: an offline `slapadd` without `-w`, or a glued
+subordinate database when syncprov sits on the subordinate only; full passes
+(`full_interval`) catch those.
 """
 
 from __future__ import annotations
@@ -246,6 +249,44 @@ def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]
     return since, seen, marker
 
 
+def _csn_untrusted(before: Marker, after: Marker, since: datetime) -> str | None:
+    """Why a moved `contextCSN` cannot vouch for the timestamp search that follows, or
+    None. A CSN is `time#count#server id#mod`, its time on the writing server's clock.
+
+    - A server id's CSN went back, or is gone: the directory was restored from an older
+      backup or replaced by another one under the same URL, and the entries it brought
+      back carry timestamps older than the cursor.
+    - A new CSN's time is before `since`: the write happened after the cursor was taken
+      (the marker moved) yet is stamped earlier, so the directory's clock is behind
+      orgsync's by more than the overlap (or a replica delivered an old write late), and
+      the search by `modifyTimestamp` would miss it: a leaver taken out of a group would
+      read as quiet.
+    """
+    for dn, values in before.items():
+        old = {_csn_server(v): v for v in values}
+        new = {_csn_server(v): v for v in after.get(dn, [])}
+        for server, value in old.items():
+            if server not in new or new[server] < value:
+                now = new.get(server, "none")
+                return (
+                    f"the contextCSN of {dn} went back ({value} to {now}): the directory "
+                    "was restored from a backup or replaced"
+                )
+        for server, value in new.items():
+            if value != old.get(server) and _stamp(value) < since:
+                return (
+                    f"the directory wrote at {value[:14]}Z by its clock, after the cursor "
+                    f"of {since:{_GENERALIZED}} was taken: its clock is behind orgsync's by "
+                    f"more than {PROBE_OVERLAP}, so its modifyTimestamps cannot be trusted"
+                )
+    return None
+
+
+def _csn_server(csn: str) -> str:
+    parts = csn.split("#")
+    return parts[2] if len(parts) == 4 else ""
+
+
 def _stamp(text: str) -> datetime:
     """The generalizedTime that starts an entry's version (seconds, optional fraction);
     unreadable: the epoch (never kept)."""
@@ -451,6 +492,10 @@ class LdapSource:
                     return ChangeProbe(
                         changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
                     )
+                if marker is not None and now_marker is not None:
+                    untrusted = _csn_untrusted(marker, now_marker, since)
+                    if untrusted is not None:
+                        raise CursorExpired(f"ldap: {untrusted}; reading the directory whole")
                 recently = f"(&(|{s.users}{s.groups})(modifyTimestamp>={since:{_GENERALIZED}}))"
                 for base in dict.fromkeys((s.users_base, s.groups_base)):
                     for dn, raw in self._paged(conn, base, recently, list(_VERSION_ATTRIBUTES)):

@@ -17,7 +17,9 @@ asks (their `maxResults`): the first page's length is taken as the page size.
 Change probe (incremental passes, `core.ports.DetectsChanges`): `filter=meta.lastModified
 gt "<cursor>"` on `/Users` and `/Groups` (attributes `id,meta`), and a one-resource page
 of each for `totalResults`, since a deletion leaves no timestamp. The cursor is a time on
-orgsync's clock minus `PROBE_OVERLAP` with the resources already seen inside that window.
+orgsync's clock minus `PROBE_OVERLAP` with the resources already seen inside that window;
+a provider whose `Date` header shows its clock further behind than that expires the
+cursor (the source is read whole), since its stamps could fall before the cursor.
 A server that refuses the filter (400, 501), or answers resources older than it asked for
 (it ignored the filter), is read whole on every incremental pass instead (a snapshot
 diff), until the next full pass tries the filter again.
@@ -29,6 +31,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 
 import httpx
@@ -252,7 +255,7 @@ class ScimSource:
             "count": self.page_size,
         }
         try:
-            body = self.http.get_json(path, params)
+            body, response = self.http.get_page(path, params)
         except SourceError as error:
             cause = error.__cause__
             if (
@@ -262,6 +265,7 @@ class ScimSource:
             ):
                 raise _FilterRefused(f"GET {path}?filter=meta.lastModified: {error}") from error
             raise
+        self._check_clock(response)
         if not isinstance(body, Mapping):
             raise SourceDataError(f"scim: GET {path} (filter): the answer is no JSON object")
         resources = body.get("Resources") or []
@@ -279,6 +283,25 @@ class ScimSource:
             found[f"{path}/{resource.get('id')}"] = f"{modified}|{meta.get('version') or ''}"
         total = body.get("totalResults")
         return found, isinstance(total, int) and total <= len(found)
+
+    def _check_clock(self, response: httpx.Response) -> None:
+        """The filter compares the provider's `lastModified` stamps with a time on
+        orgsync's clock: a provider whose clock is behind by more than the overlap stamps a
+        change before the cursor, and a member taken out of a group would read as quiet.
+        Its `Date` header (whole seconds, hence the margin) shows that skew."""
+        try:
+            said = parsedate_to_datetime(response.headers.get("date", ""))
+        except (TypeError, ValueError):
+            return  # no Date: nothing to compare (RFC 9110 makes it a server's duty)
+        if said.tzinfo is None:
+            return
+        behind = self.clock() - said
+        if behind > PROBE_OVERLAP - timedelta(seconds=2):
+            raise CursorExpired(
+                f"scim: the provider's clock (Date: {response.headers['date']}) is "
+                f"{behind.total_seconds():.0f} s behind orgsync's, more than the "
+                f"{PROBE_OVERLAP} its meta.lastModified filter allows; reading it whole"
+            )
 
     def _total(self, path: str) -> int:
         body = self.http.get_json(path, {"startIndex": 1, "count": 1, "attributes": "id"})

@@ -229,6 +229,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        8,
+        "which organization each target's memory is about; markers telling two databases apart",
+        (
+            # `organization`: what the API says it is (OpenAI's `openai-organization` response
+            # header, Keycard's organization id); NULL when it says nothing (SCIM). `address`:
+            # the target type and base URL without credentials or query. Never a secret.
+            """
+            CREATE TABLE target_identities (
+                target       TEXT PRIMARY KEY,
+                organization TEXT,
+                address      TEXT NOT NULL,
+                recorded_at  TEXT NOT NULL,
+                updated_at   TEXT NOT NULL
+            )
+            """,
+            # A random value `state migrate` writes into its source and looks for in its
+            # destination (one database under two URLs), then deletes.
+            """
+            CREATE TABLE state_markers (
+                marker     TEXT PRIMARY KEY,
+                written_at TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -24,6 +24,7 @@ from orgsync.store.baselines import Baseline, Baselines
 from orgsync.store.db import Clock, SqliteDB, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
+from orgsync.store.identity import Identities, Identity, Recorded, judge
 from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
 from orgsync.store.leases import FencedDB, HeldLease, LeaseKeeper, LeaseRecord, LeaseTable
 from orgsync.store.links import LinkRow, Links
@@ -63,6 +64,7 @@ class StateStore:
         self._forms = FormMemory(db)
         self._baselines = Baselines(db)
         self._queue = WebhookQueue(db)
+        self._identities = Identities(db)
 
     @classmethod
     def open(
@@ -438,3 +440,31 @@ class StateStore:
 
     def forget_baseline(self, target: str) -> None:
         self._baselines.forget(target)
+
+    # ------------------------------------------------------------------ organization identity
+
+    def check_identity(self, target: str, seen: Identity, *, record: bool) -> None:
+        """Refuse (`OrganizationChanged`) when `target`'s memory is about another
+        organization than `seen`; with `record`, remember `seen` as what it is about
+        (a sync, under its lease; a dry run only checks). See `orgsync.store.identity`."""
+        recorded = self._identities.get(target)
+        update = judge(target, recorded, seen)
+        if update is not None and record:
+            self._identities.record(target, update)
+            if recorded is None:
+                log.info("state.identity_recorded", target=target, identity=update.describe())
+            else:
+                log.warning(
+                    "state.identity_updated",
+                    target=target,
+                    was=recorded.identity.describe(),
+                    now=update.describe(),
+                )
+
+    def identity(self, target: str) -> Recorded | None:
+        """Which organization `target`'s memory is about, if recorded."""
+        return self._identities.get(target)
+
+    def forget_target(self, target: str, *, identity_only: bool = False) -> dict[str, int]:
+        """See `Identities.forget` (`orgsync state forget`)."""
+        return self._identities.forget(target, identity_only=identity_only)

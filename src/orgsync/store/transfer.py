@@ -25,15 +25,22 @@ knows are held for the whole copy: a sync running there is refused, not raced. T
 destination is written in one transaction (all or nothing), and must hold none of
 orgsync's rows unless `overwrite` (then they are replaced). The row counts of the
 destination are compared with the source's after the commit.
+
+Copying a database onto itself would, with `overwrite`, delete everything before copying
+nothing. A file under two names is caught by `os.path.samefile`; a server reached under
+two URLs (`localhost` and `127.0.0.1`, another user, a pooler in front) is not, so a
+random marker row is written into the source and looked for in the destination first
+(then deleted): found, it is the same database.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 
 from orgsync.core.errors import StateError
-from orgsync.store.db import Session, SqlValue
+from orgsync.store.db import Session, SqlValue, encode_time
 from orgsync.store.state import StateStore
 from orgsync.store.writer_lock import WriterLock
 
@@ -48,6 +55,7 @@ TABLES = (
     "baselines",
     "source_digests",
     "webhook_queue",
+    "target_identities",
 )
 _NOT_COPIED = ("leases", "replicas")
 _QUEUE_COLUMNS = ("id", "target", "kind", "person", "triggered_by", "received_at")
@@ -75,6 +83,12 @@ def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) 
     """Copy every table of `source` into `destination` (see the module docstring)."""
     if source.location == destination.location or _same_file(source, destination):
         raise StateError(f"--from and --to are the same database ({source.location})")
+    if _same_database(source, destination):
+        raise StateError(
+            f"--from and --to are the same database, reached under two names "
+            f"({source.location} and {destination.location}): a marker written into the "
+            "first was found in the second; nothing was copied"
+        )
     before = count_rows(destination)
     held = {table: n for table, n in before.items() if n and table in TABLES}
     if held and not overwrite:
@@ -121,6 +135,23 @@ def _same_file(source: StateStore, destination: StateStore) -> bool:
         return False
 
 
+def _same_database(source: StateStore, destination: StateStore) -> bool:
+    """Whether a marker row written into `source` can be read in `destination`."""
+    marker = secrets.token_hex(16)
+    with source.db.write() as session:
+        session.execute(
+            "INSERT INTO state_markers (marker, written_at) VALUES (?, ?)",
+            (marker, encode_time(source.db.clock())),
+        )
+    try:
+        with destination.db.read() as session:
+            found = session.scalar("SELECT COUNT(*) FROM state_markers WHERE marker = ?", (marker,))
+    finally:
+        with source.db.write() as session:
+            session.execute("DELETE FROM state_markers WHERE marker = ?", (marker,))
+    return found == 1
+
+
 def _waiting_requests(session: Session) -> list[dict[str, SqlValue]]:
     """The queue's rows not done, unclaimed, the oldest one per (target, kind, person)."""
     found = session.query(
@@ -148,7 +179,8 @@ def _hold_all_writer_locks(store: StateStore) -> list[WriterLock]:
             "SELECT target FROM runs UNION SELECT target FROM links "
             "UNION SELECT target FROM missing UNION SELECT target FROM owned_groups "
             "UNION SELECT target FROM learned_forms UNION SELECT target FROM leases "
-            "UNION SELECT target FROM webhook_queue"
+            "UNION SELECT target FROM webhook_queue UNION SELECT target FROM baselines "
+            "UNION SELECT target FROM target_identities"
         )
     if store.db.leases_expire:
         # On PostgreSQL the lease rows, not the advisory locks, say who is writing.

@@ -85,8 +85,13 @@ class ApiClient:
         bearer_token: str | None = None,
         auth: httpx.Auth | None = None,
         more_secrets: Iterable[str] = (),
+        identity_header: str | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
+        # The first 2xx answer's value of this header (`header_seen`): which organization
+        # answered, read once, so the lean path's lazy headers are built for one answer only.
+        self._identity_header = identity_header
+        self._header_seen: str | None = None
         if (bearer_token is None) == (auth is None):
             raise ValueError("give a bearer_token or an auth flow")
         options.setdefault("error_parser", openai_error_message)
@@ -102,6 +107,26 @@ class ApiClient:
     @property
     def system(self) -> str:
         return self._http.system
+
+    @property
+    def header_seen(self) -> str | None:
+        """`identity_header`'s value in the first successful answer (None before one, or
+        when it had none)."""
+        return self._header_seen
+
+    def _watch(self, parse: Callable[[httpx.Response], _T]) -> Callable[[httpx.Response], _T]:
+        name = self._identity_header
+        if name is None:
+            return parse
+
+        def watched(response: httpx.Response) -> _T:
+            result = parse(response)
+            if self._identity_header is not None:
+                self._identity_header = None
+                self._header_seen = response.headers.get(name) or None
+            return result
+
+        return watched
 
     @property
     def base_url(self) -> str:
@@ -127,7 +152,12 @@ class ApiClient:
         """
         _check_relative(path)
         return self._http.send(
-            method, path, params=params, json=json, idempotent=idempotent, parse=_identity
+            method,
+            path,
+            params=params,
+            json=json,
+            idempotent=idempotent,
+            parse=self._watch(_identity),
         )
 
     def request_model(
@@ -147,7 +177,7 @@ class ApiClient:
             return _parse_model(response, model.model_validate_json, context=f"{method} {path}")
 
         return self._http.send(
-            method, path, params=params, json=json, idempotent=idempotent, parse=parse
+            method, path, params=params, json=json, idempotent=idempotent, parse=self._watch(parse)
         )
 
     def request_adapted(
@@ -166,7 +196,9 @@ class ApiClient:
         def parse(response: httpx.Response) -> _T:
             return _parse_model(response, adapter.validate_json, context=f"{method} {path}")
 
-        return self._http.send(method, path, params=params, idempotent=idempotent, parse=parse)
+        return self._http.send(
+            method, path, params=params, idempotent=idempotent, parse=self._watch(parse)
+        )
 
     def close(self) -> None:
         self._http.close()

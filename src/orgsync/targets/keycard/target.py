@@ -83,6 +83,7 @@ class KeycardTarget:
     ) -> None:
         self._client = client
         self._org = f"/organizations/{segment(organization_id)}"
+        self._organization_id = organization_id
         self._clock = clock
 
     @classmethod
@@ -147,6 +148,11 @@ class KeycardTarget:
     @property
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
+
+    def organization(self) -> str:
+        """The organization every path names, which the API answered for: a base URL
+        or credential change keeps it (see `orgsync.core.ports.IdentifiesOrganization`)."""
+        return self._organization_id
 
     # ------------------------------------------------------------------ reading
 

@@ -22,6 +22,12 @@ CAPABILITIES: Final = Capabilities(
 )
 
 
+ORGANIZATION_HEADER: Final = "openai-organization"
+"""The response header naming the organization a request was served for (OpenAI API
+reference, "Debugging requests": an API meta information header returned with responses).
+The admin key is bound to one organization, so it tells which one this target is."""
+
+
 class OpenAITargetConfig(ApiKeyTarget):
     """An OpenAI organization; its `api_key` is an admin API key."""
 
@@ -45,6 +51,7 @@ def build(config: OpenAITargetConfig, environ: Mapping[str, str], hooks: Hooks) 
         user_agent="orgsync",
         on_response=hooks.on_response,
         interrupt=hooks.interrupt,
+        identity_header=ORGANIZATION_HEADER,
     )
     projects = [(p.id, p.role) for p in config.invite_projects]
     return OpenAITarget(client, api_key=api_key, invite_projects=projects)

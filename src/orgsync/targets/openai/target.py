@@ -131,6 +131,11 @@ class OpenAITarget:
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
 
+    def organization(self) -> str | None:
+        """The `openai-organization` header of the first answer this target read (see
+        `orgsync.core.ports.IdentifiesOrganization`)."""
+        return self._client.header_seen
+
     # ------------------------------------------------------------------ reading
 
     def read(self) -> TargetSnapshot:

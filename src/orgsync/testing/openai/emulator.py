@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orgsync.testing._server import LoopbackEmulator
 from orgsync.testing.faults import FaultInjector, Faults, RecordedRequest
@@ -79,6 +79,9 @@ def _error_response(err: ApiError, headers: dict[str, str] | None = None) -> JSO
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
+EMULATED_ORGANIZATION = "org-emulated0000000000000000"
+
+
 class _BearerAuth:
     """Rejects any request under /v1 without the configured admin key (before routing, as
     the real API does: an unknown path with a bad key is a 401, not a 404)."""
@@ -113,7 +116,17 @@ class _BearerAuth:
             )
         else:
             self.emulator.state.touch_admin_key(self.emulator.admin_key_id)
-            await self.app(scope, receive, send)
+            organization = self.emulator.organization_id.encode()
+
+            async def send_with_organization(message: Message) -> None:
+                # Which organization the key is bound to, on every answer to it (the API
+                # reference's "Debugging requests": `openai-organization`).
+                if message["type"] == "http.response.start":
+                    headers = [*message.get("headers", []), (b"openai-organization", organization)]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await self.app(scope, receive, send_with_organization)
             return
         await _error_response(err)(scope, receive, send)
 
@@ -134,8 +147,13 @@ class OpenAIEmulator(LoopbackEmulator):
         allow_duplicate_invites: bool = False,
         allow_duplicate_group_names: bool = False,
         key_owner_email: str = "key-owner@example.com",
+        organization_id: str = EMULATED_ORGANIZATION,
     ) -> None:
         self.api_key = api_key
+        #: Sent as the `openai-organization` header of every authenticated answer. The same
+        #: by default, so that a rehearsal's emulator restarted on its state database is
+        #: the organization it was; give another to emulate another organization.
+        self.organization_id = organization_id
         self.allow_duplicate_invites = allow_duplicate_invites
         #: Off: a group name already taken answers 409. On: a second group of that name is
         #: created, so fault tests can see a blind retry of a create duplicate a group.
