@@ -1,8 +1,10 @@
 """Incremental passes per source kind: what a quiet pass and a one-change pass cost.
 
 For each source kind (the file source; a real slapd without and with the syncprov overlay,
-`ldap` and `ldap-syncprov`; a real Active Directory DC, Samba's, `ad` (loaded at about
-10 ms a person: 100k take some 20 minutes; not in the default list); a real scim2-server; the Okta, Entra ID and Google emulators,
+`ldap` and `ldap-syncprov`; a real Active Directory DC, Samba's, `ad` (loaded through
+Samba's own module stack in ldb batch mode, tests/sources/samba.py: 100k people and a
+100k-member group in about 20 minutes on this 2-core machine, still more than linear;
+not in the default list); a real scim2-server; the Okta, Entra ID and Google emulators,
 in this process) the same made-up organization of N people (everyone in scope through the
 `all-staff` group) is loaded, the OpenAI emulator (in this process) already holds every
 active person, and `orgsync` runs in fresh processes against one state database:
@@ -12,7 +14,9 @@ active person, and `orgsync` runs in fresh processes against one state database:
    probes' overlap window, so this one still reads the source once);
 3. `orgsync sync --incremental`, measured: a quiet pass;
 4. one person changed at the source (a display name; Google: suspended, the emulator
-   changes nothing else), `orgsync sync --incremental`, measured.
+   changes nothing else), `orgsync sync --incremental`, measured. Active Directory makes
+   three such changes, each followed by a measured pass: a display name modified, a
+   person deleted (only a tombstone says so), a person taken out of all-staff.
 
 Okta's objects and System Log events are stamped a week back (a directory that has been
 there a while; its probe's overlap window holds none of them). Google has no change probe
@@ -20,7 +24,9 @@ there a while; its probe's overlap window holds none of them). Google has no cha
 
 Per measured pass: source requests (LDAP searches and pages, HTTP requests including
 token requests; the file source makes none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
-(`strace -f -c`, the emulator not traced), wall seconds and the process's peak RSS. The
+(`strace -f -c --seccomp-bpf`: only those calls stop it; the emulator not traced), what
+the change probe answered (`changed/3`: changed, in 3 calls), wall seconds, orgsync's
+CPU seconds and the process's peak RSS. The
 issue's goal for a quiet pass over 100k people: at most 5 calls in total (source and
 target), and 0 target calls for the file source; each line prints its ratio to it.
 
@@ -85,18 +91,22 @@ class Pass:
     seconds: float
     rss_mib: float
     kind: str
+    cpu: float
+    """orgsync's user+system CPU seconds (strace stops it at fsyncs only: seccomp-bpf)."""
+    probe: str
+    """What the change probe answered: `quiet/1` (changed?/its calls), `-` if none ran."""
 
 
 def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
     """One `orgsync sync` under strace; the counts of its calls."""
     summary = folder / "strace.txt"
     command = [
-        "strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", str(summary),
+        "strace", "-f", "-c", "--seccomp-bpf", "-e", "trace=fsync,fdatasync", "-o", str(summary),
         sys.executable, "-c",
         "import resource, sys, runpy; sys.argv = ['orgsync', *sys.argv[1:]]\n"
         "try:\n    runpy.run_module('orgsync', run_name='__main__')\n"
-        "finally:\n    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-        " file=sys.stderr)",
+        "finally:\n    u = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "    print('PEAK_RSS_KB', u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr)",
         "--config", str(folder / "orgsync.toml"), "sync", "--json",
         "--log-format", "json", "--log-level", "debug", *args,
     ]  # fmt: skip
@@ -112,10 +122,11 @@ def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
         if match:
             fsyncs += int(match.group(1))
     http_source = probe_calls = ldap_pages = 0
-    rss = 0.0
+    rss = cpu = 0.0
+    probe = "-"
     for line in done.stderr.splitlines():
         if line.startswith("PEAK_RSS_KB"):
-            rss = int(line.split()[1]) / 1024
+            rss, cpu = int(line.split()[1]) / 1024, float(line.split()[2])
             continue
         if not line.startswith("{"):
             continue
@@ -124,13 +135,15 @@ def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
             http_source += 1
         elif event.get("event") == "source.probed":
             probe_calls += int(event.get("calls", 0))
+            changed = "changed" if event.get("changed") else "quiet"
+            probe = f"{changed}/{event.get('calls', 0)}"
         elif event.get("event") == "source.requests":
             ldap_pages += int(event.get("pages", 0))
     # HTTP sources log each request (their probes' too); LDAP logs pages per read or probe.
     source = http_source or probe_calls + ldap_pages
     (target,) = json.loads(done.stdout)["targets"]
     kind = target["run"].get("pass", "full")
-    return Pass(source, 0, fsyncs, seconds, rss, kind)
+    return Pass(source, 0, fsyncs, seconds, rss, kind, cpu, probe)
 
 
 def file_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], None]]:
@@ -194,9 +207,13 @@ page_size = 1000
     return table, rename, server
 
 
-def ad_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], None], SambaDC]:
+def ad_source(directory: Directory, folder: Path) -> tuple[str, Changes, SambaDC]:
     """A real Samba AD DC holding the directory under OU=People / OU=Groups, the bind
-    account a plain user allowed to list Deleted Objects (one tombstone exists)."""
+    account a plain user allowed to list Deleted Objects (one tombstone exists).
+
+    Its changes, each measured in a pass of its own: person 3's display name modified,
+    person 4 deleted (a tombstone is the only trace), person 5 taken out of all-staff
+    (a group's `member` changed; the person is unchanged)."""
     server = SambaDC(folder / "samba")
     people, groups = f"OU=People,{SAMBA_BASE}", f"OU=Groups,{SAMBA_BASE}"
 
@@ -248,11 +265,25 @@ groups_base = "{groups}"
 page_size = 1000
 """
 
-    def rename(index: int) -> None:
-        with server.admin() as conn:
-            conn.modify(dn(index), {"displayName": [(ldap3.MODIFY_REPLACE, ["Renamed"])]})
+    def write(change: Callable[[ldap3.Connection], bool]) -> Callable[[], None]:
+        def run() -> None:
+            with server.admin() as conn:
+                if not change(conn):
+                    raise SystemExit(f"the change to Samba failed: {conn.result}")
 
-    return table, rename, server
+        return run
+
+    everyone = f"CN=all-staff,{groups}"
+    changes = {
+        "one modified": write(
+            lambda c: c.modify(dn(3), {"displayName": [(ldap3.MODIFY_REPLACE, ["Renamed"])]})
+        ),
+        "one deleted": write(lambda c: c.delete(dn(4))),
+        "one membership": write(
+            lambda c: c.modify(everyone, {"member": [(ldap3.MODIFY_DELETE, [dn(5)])]})
+        ),
+    }
+    return table, changes, server
 
 
 def scim_source(
@@ -283,8 +314,16 @@ timeout = "600s"
     return table, rename, server
 
 
-Source = tuple[str, Callable[[int], None], Callable[[], None], str]
-"""The `[source]` table, a change to person N, how to stop the source, its secret."""
+Changes = dict[str, Callable[[], None]]
+"""Changes at the source by name, each followed by a measured incremental pass."""
+Source = tuple[str, Changes, Callable[[], None], str]
+"""The `[source]` table, its changes, how to stop the source, its secret."""
+
+
+def one_change(
+    table: str, rename: Callable[[int], None], stop: Callable[[], None], secret: str
+) -> Source:
+    return table, {"one change": lambda: rename(3)}, stop, secret
 
 
 def okta_source(directory: Directory) -> Source:
@@ -312,7 +351,9 @@ url = "{url}"
 token_env = "BENCH_SOURCE_SECRET"
 allow_plaintext = true
 """
-    return table, lambda i: okta.set_display_name(ids[i], "Renamed"), okta.stop, okta.token
+    return one_change(
+        table, lambda i: okta.set_display_name(ids[i], "Renamed"), okta.stop, okta.token
+    )
 
 
 def entra_source(directory: Directory) -> Source:
@@ -340,7 +381,7 @@ login_url = "{entra.login_url}"
 allow_plaintext = true
 """
     change = lambda i: entra.set_display_name(ids[i], "Renamed")  # noqa: E731
-    return table, change, entra.stop, entra.client_secret
+    return one_change(table, change, entra.stop, entra.client_secret)
 
 
 def google_source(directory: Directory, folder: Path) -> Source:
@@ -387,7 +428,7 @@ directory_url = "{google.directory_url}"
 token_url = "{google.token_url}"
 allow_plaintext = true
 """
-    return table, lambda i: google.set_suspended(ids[i], True), google.stop, ""
+    return one_change(table, lambda i: google.set_suspended(ids[i], True), google.stop, "")
 
 
 def configure(folder: Path, source: str, url: str) -> None:
@@ -412,22 +453,22 @@ path = "state.db"
 
 
 def make_source(kind: str, directory: Directory, folder: Path) -> Source:
-    """The `[source]` table of `kind`, loaded with `directory`; how to change person N,
-    how to stop it, its secret."""
+    """The `[source]` table of `kind`, loaded with `directory`; its changes, how to stop
+    it, its secret."""
     if kind == "file":
         table, rename = file_source(directory, folder)
-        return table, rename, lambda: None, SOURCE_SECRET
+        return one_change(table, rename, lambda: None, SOURCE_SECRET)
     if kind in ("ldap", "ldap-syncprov"):
         table, rename, ldap_server = ldap_source(
             directory, folder, syncprov=kind == "ldap-syncprov"
         )
-        return table, rename, ldap_server.stop, READER_PASSWORD
+        return one_change(table, rename, ldap_server.stop, READER_PASSWORD)
     if kind == "ad":
-        table, rename, samba = ad_source(directory, folder)
-        return table, rename, samba.stop, SAMBA_READER_PASSWORD
+        table, changes, samba = ad_source(directory, folder)
+        return table, changes, samba.stop, SAMBA_READER_PASSWORD
     if kind == "scim":
         table, rename, scim_server = scim_source(directory, folder)
-        return table, rename, scim_server.stop, SOURCE_SECRET
+        return one_change(table, rename, scim_server.stop, SOURCE_SECRET)
     if kind == "okta":
         return okta_source(directory)
     if kind == "entra":
@@ -444,7 +485,7 @@ def bench(kind: str, people: int, groups: int) -> None:
         for person in directory.people:
             if person.active:
                 emulator.state.add_user(person.email, "reader")
-        table, rename, stop, secret = make_source(kind, directory, folder)
+        table, changes, stop, secret = make_source(kind, directory, folder)
         loaded = time.monotonic()
         try:
             configure(folder, table, emulator.start())
@@ -463,12 +504,13 @@ def bench(kind: str, people: int, groups: int) -> None:
                 # probe's overlap window (5 minutes), or its cursor still covers them.
                 time.sleep(max(0.0, loaded + 310 - time.monotonic()))
                 measured("--incremental")
-            quiet = measured("--incremental")
-            rename(3)
-            one = measured("--incremental")
+            passes = [("full sync", full), ("quiet incremental", measured("--incremental"))]
+            for name, change in changes.items():
+                change()
+                passes.append((name, measured("--incremental")))
         finally:
             stop()
-    for name, result in (("full sync", full), ("quiet incremental", quiet), ("one change", one)):
+    for name, result in passes:
         calls = result.source + result.target
         goal = ""
         if name == "quiet incremental":
@@ -476,9 +518,9 @@ def bench(kind: str, people: int, groups: int) -> None:
             if kind == "file":
                 goal += f"; target calls {result.target} (goal 0)"
         print(
-            f"{kind:<13} {people:>7} {name:<18} {result.kind:<12} {result.source:>7} "
-            f"{result.target:>7} {result.fsyncs:>6} {result.seconds:>7.1f} {result.rss_mib:>7.0f}"
-            f"{goal}"
+            f"{kind:<13} {people:>7} {name:<18} {result.kind:<12} {result.probe:<11} "
+            f"{result.source:>7} {result.target:>7} {result.fsyncs:>6} {result.seconds:>7.1f} "
+            f"{result.cpu:>6.1f} {result.rss_mib:>7.0f}{goal}"
         )
 
 
@@ -491,8 +533,8 @@ def main() -> None:
     if shutil.which("strace") is None:
         raise SystemExit("bench/incremental.py needs strace (apt-get install strace)")
     print(
-        f"{'kind':<13} {'people':>7} {'pass':<18} {'was':<12} {'source':>7} {'target':>7} "
-        f"{'fsyncs':>6} {'seconds':>7} {'RSS MiB':>7}"
+        f"{'kind':<13} {'people':>7} {'pass':<18} {'was':<12} {'probe':<11} {'source':>7} "
+        f"{'target':>7} {'fsyncs':>6} {'seconds':>7} {'CPU s':>6} {'RSS MiB':>7}"
     )
     for people in args.people:
         for kind in args.only.split(","):

@@ -269,6 +269,25 @@ def test_writes_elsewhere_are_not_changes(dc: SambaDC, prober: Prober) -> None:
         assert prober.calls == 1
 
 
+def test_many_changes_end_the_probe_at_the_first(dc: SambaDC) -> None:
+    """A busy domain (a bulk import; logons stamping lastLogonTimestamp on thousands of
+    users) is not paged through by the probe only to be counted: the first change of
+    ours ends it, and the pass reads the source whole anyway. With pages of 5 and 20
+    people changed, the probe is the rootDSE, the invocationId and one page."""
+    reader = source(dc, page_size=5)
+    snapshot = reader.read()
+    prober = Prober(reader, len(snapshot.people), len(snapshot.groups))
+    settle(prober)
+    with dc.admin() as conn:
+        for i in range(20):
+            replace = [(ldap3.MODIFY_REPLACE, [f"busy {i}"])]
+            assert conn.modify(person(i), {"description": replace}), conn.result
+    assert prober.changed()
+    assert prober.calls == 3
+    assert not prober.changed()
+    assert prober.calls == 1
+
+
 def edited(cursor: str, **changes: Any) -> str:
     value = json.loads(cursor)
     value["usn"].update(changes)

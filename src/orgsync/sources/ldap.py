@@ -536,7 +536,7 @@ class LdapSource:
         conn = self._connect()
         try:
             with self._stoppable(conn):
-                changed, following, found = probe_usn(
+                changed, following = probe_usn(
                     self, conn, cursor, self._bases, now=started, key=dn_key
                 )
         except lx.LDAPException as error:
@@ -544,7 +544,7 @@ class LdapSource:
         finally:
             _close(conn)
         if changed:
-            log.info("source.changes_found", system="ldap", changed_entries=found)
+            log.info("source.changes_found", system="ldap")
         return ChangeProbe(changed=changed, cursor=following.dump(), calls=self.pages)
 
     @contextmanager

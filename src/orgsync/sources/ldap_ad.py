@@ -11,6 +11,9 @@ Attribute"). So:
   continue the cursor's), then the objects with `uSNChanged` in (cursor, now] under the
   naming context holding the bases, then the tombstones (`isDeleted=TRUE`) in its
   Deleted Objects container, asked for with the show-deleted control, in that range.
+  The first change of ours ends the probe (the pass then reads the source whole): a busy
+  domain (a bulk import, logons stamping `lastLogonTimestamp` on thousands of users) is
+  not paged through only to be counted and read again.
 
 A change is the probe's business when the object is under a base (or is a base, or
 above one), or is a user, group, organizational unit or container anywhere in the
@@ -231,8 +234,9 @@ def probe_usn(
     *,
     now: datetime,
     key: Callable[[str], str],
-) -> tuple[bool, UsnCursor, int]:
-    """(changed, the next cursor, relevant changes found) since `cursor`."""
+) -> tuple[bool, UsnCursor]:
+    """(changed, the next cursor) since `cursor`; the searches end at the first change
+    of ours."""
     if now >= cursor.taken + timedelta(days=cursor.tombstone_days) - TOMBSTONE_MARGIN:
         raise CursorExpired(
             f"ldap: the USN cursor is from {cursor.taken:%Y-%m-%d}, beyond the "
@@ -257,7 +261,7 @@ def probe_usn(
         naming_context=cursor.naming_context,
     )
     if usn == cursor.usn:
-        return False, following, 0
+        return False, following
     if _invocation(search, conn, dc) != cursor.invocation:
         raise CursorExpired(
             f"ldap: {dc!r}'s invocationId changed (restored from a backup): its USNs no "
@@ -275,13 +279,10 @@ def probe_usn(
         return any(_within(k, b) for b in keys)
 
     window = f"(uSNChanged>={cursor.usn + 1})(uSNChanged<={usn})"
-    found = 0
     for dn, raw in search.entries(conn, cursor.naming_context, f"(&{window})", ["objectClass"]):
         classes = _classes(raw)
         if in_scope(dn) or (classes & _KINDS and "computer" not in classes):
-            found += 1
-    if found:
-        return True, following, found
+            return True, following
     for _, raw in search.entries(
         conn,
         f"CN=Deleted Objects,{cursor.naming_context}",
@@ -295,5 +296,5 @@ def probe_usn(
         if (parent and was_under(parent)) or (
             classes & _PEOPLE_KINDS and "computer" not in classes
         ):
-            found += 1
-    return bool(found), following, found
+            return True, following
+    return False, following
