@@ -25,6 +25,7 @@ import pytest
 from orgsync.config import Config, parse_config
 from orgsync.engine import Engine
 from orgsync.results import RunOptions
+from orgsync.sources.okta import PROBE_PAGE
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
@@ -263,3 +264,28 @@ def test_a_host_clock_fast_during_a_full_scim_read_does_not_hide_a_leaver(
     finally:
         good.close()
     assert probe.changed, "the leaver kept their access: the probe trusted a future cursor"
+
+
+def test_leavers_only_in_the_system_log_beyond_one_page_are_not_quiet(
+    okta: OktaEmulator,
+) -> None:
+    """Deletions leave only System Log events (no user left to list, no group stamp
+    moved). More of them than one probe page holds, with the already-seen events of the
+    window filling the page: the probe must not answer quiet, on this pass or the next."""
+    okta.clock = lambda: datetime.now(UTC) - timedelta(days=7)
+    users = [okta.add_user(email=f"leaver{i}@example.com") for i in range(PROBE_PAGE + 5)]
+    group = okta.add_group("openai-users")
+    for user in users:
+        okta.add_member(group, user)
+    okta.clock = lambda: datetime.now(UTC)
+    reader = source(okta)
+    cursor = reader.change_cursor()
+    assert cursor is not None
+    for user in users[: PROBE_PAGE // 2 + 1]:  # two events each: a page and more
+        okta.set_status(user, "DEPROVISIONED")
+    first = reader.probe_changes(cursor, len(users), 1)
+    assert first.changed
+    for user in users[: PROBE_PAGE // 2 + 1]:
+        okta.delete_user(user)
+    second = reader.probe_changes(str(first.cursor), len(users), 1)
+    assert second.changed, "the deletions hid behind a page of events already seen"
