@@ -33,7 +33,8 @@ each. Users with `filter=lastUpdated gt "<cursor>"` (a filtered listing includes
 events' persistence time, so an event published late is not missed) for what leaves no
 record behind: deleted users and groups, and membership and deactivation events besides.
 A full page means more changed than one page holds: the source is read whole. The
-cursor is a time on orgsync's clock minus `PROBE_OVERLAP` with what was already seen
+cursor is a time on the earlier of orgsync's clock and Okta's (the `Date` of a response;
+a full read's cursor costs one request for it) minus `PROBE_OVERLAP`, with what was already seen
 inside that window (each object's stamps, each event's uuid), so Okta's clock may be that
 far behind orgsync's and a change is reported once; a probe whose answer's `Date` shows
 orgsync's clock further ahead than that is refused (`CursorExpired`: read whole), since
@@ -188,6 +189,12 @@ def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str]]:
     return since, seen
 
 
+def _earlier(ours: datetime, okta: datetime | None) -> datetime:
+    """The earlier of orgsync's clock and Okta's (`Date`): a cursor on the earlier one
+    never lies after a change Okta stamps from then on."""
+    return ours if okta is None or ours <= okta else okta
+
+
 def _latest(version: str) -> datetime:
     """The latest of the `|`-separated stamps of a version."""
     return max(_instant(part) for part in version.split("|"))
@@ -295,13 +302,21 @@ class OktaSource:
     # ------------------------------------------------------------------ change probe
 
     def change_cursor(self) -> str | None:
-        return _cursor(self.clock() - PROBE_OVERLAP, {})
+        """A time on Okta's clock when orgsync's runs ahead of it: the probe's clock
+        check guards the pass that probes, not the one that wrote the cursor, so a host
+        ten minutes fast during a full read (or a replica whose clock is wrong) would
+        leave a cursor in Okta's future, and once the clocks agree again the changes
+        stamped before it (a leaver taken out of a group) would read as quiet. One
+        request, `Date` only; its whole seconds are truncated, hence never ahead."""
+        with self._http() as http:
+            _, response = http.get_page("/api/v1/users", {"limit": 1})
+        return _cursor(_earlier(self.clock(), _server_time(response)) - PROBE_OVERLAP, {})
 
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         """See the module docstring; `people` and `groups` are not needed (deletions are
         in the System Log)."""
         since, seen = _parse_cursor(cursor)
-        following = self.clock() - PROBE_OVERLAP
+        now = self.clock()
         stamp = _iso(since)
         queries: tuple[tuple[str, str, dict[str, object]], ...] = (
             ("user", "/api/v1/users", {"filter": f'lastUpdated gt "{stamp}"'}),
@@ -326,12 +341,14 @@ class OktaSource:
                 items, server = self._probe_page(http, path, {**params, "limit": PROBE_PAGE})
                 if kind == "user":
                     self._check_clock(server)
+                    now = _earlier(now, server)
                 # A polling System Log query always has a next link; a page that is not
                 # full holds everything there is so far, for every listing alike.
                 complete = complete and len(items) < PROBE_PAGE
                 for doc in items:
                     key, version = _probe_version(kind, doc)
                     recent[key] = version
+        following = now - PROBE_OVERLAP
         fresh = sorted(k for k, v in recent.items() if seen.get(k) != v)
         changed = bool(fresh) or not complete
         if changed:

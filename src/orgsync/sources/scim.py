@@ -201,7 +201,18 @@ class ScimSource:
     # ------------------------------------------------------------------ change probe
 
     def change_cursor(self) -> str | None:
-        return _cursor(self.clock() - PROBE_OVERLAP, {}, filters=True)
+        """A time on the earlier of orgsync's clock and the provider's (`Date`, one
+        request): the probe's clock check guards the pass that probes, not the full read
+        that wrote the cursor, so a host clock ahead during that read (or a replica whose
+        clock is wrong) would leave a cursor in the provider's future, and a member taken
+        out of a group before it would read as quiet once the clocks agree again."""
+        ours = self.clock()
+        _, response = self.http.get_page(
+            "/Users", {"startIndex": 1, "count": 1, "attributes": "id"}
+        )
+        theirs = _provider_time(response)
+        now = ours if theirs is None or ours <= theirs else theirs
+        return _cursor(now - PROBE_OVERLAP, {}, filters=True)
 
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         """See the module docstring. The connection stays open: a probe that finds
@@ -372,6 +383,15 @@ class ScimSource:
 
 class _FilterRefused(Exception):
     """The provider does not filter on meta.lastModified (refused, or ignored)."""
+
+
+def _provider_time(response: httpx.Response) -> datetime | None:
+    """The provider's clock, from the response's `Date` (whole seconds); None without."""
+    try:
+        said = parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError):
+        return None
+    return said if said.tzinfo is not None else None
 
 
 def _cursor(since: datetime, seen: Mapping[str, str], *, filters: bool) -> str:

@@ -274,6 +274,32 @@ class EntraEmulator(LoopbackEmulator):
                 self._members[group_id][(kind, member_id)] = None
                 self._changes.append(("group", group_id))
 
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        """Take a user or a group out of a group; the group is listed by the next delta."""
+        with self._lock:
+            members = self._members[group_id]
+            kinds: tuple[MemberType, ...] = ("user", "group", "device")
+            for kind in kinds:
+                if (kind, member_id) in members:
+                    del members[(kind, member_id)]
+                    self._changes.append(("group", group_id))
+
+    def rename_group(self, group_id: str, display_name: str) -> None:
+        with self._lock:
+            self._groups[group_id]["displayName"] = display_name
+            self._changes.append(("group", group_id))
+
+    def remove_group(self, group_id: str) -> None:
+        """Delete a group (and its membership in other groups); listed as `@removed`."""
+        with self._lock:
+            del self._groups[group_id]
+            del self._members[group_id]
+            self._changes.append(("group", group_id))
+            for other, members in self._members.items():
+                if ("group", group_id) in members:
+                    del members[("group", group_id)]
+                    self._changes.append(("group", other))
+
     def expire_tokens(self) -> None:
         """Revoke every access token issued so far (the next Graph call answers 401)."""
         with self._lock:

@@ -271,6 +271,27 @@ class GoogleEmulator(LoopbackEmulator):
             if (kind, member_id) not in self._members[group_id]:
                 self._members[group_id].append((kind, member_id))
 
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        with self._lock:
+            self._members[group_id] = [m for m in self._members[group_id] if m[1] != member_id]
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user and its memberships, as Google does."""
+        with self._lock:
+            del self._users[user_id]
+            for group_id, members in self._members.items():
+                self._members[group_id] = [m for m in members if m[1] != user_id]
+
+    def set_primary_email(self, user_id: str, email: str) -> None:
+        with self._lock:
+            user = self._users[user_id]
+            user["primaryEmail"] = email
+            user["emails"] = [{"address": email, "primary": True}]
+
+    def rename_group(self, group_id: str, name: str) -> None:
+        with self._lock:
+            self._groups[group_id]["name"] = name
+
     def add_everyone(self, group_id: str) -> None:
         """Make the whole account a member (a member of type CUSTOMER)."""
         with self._lock:
