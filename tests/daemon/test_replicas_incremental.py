@@ -24,7 +24,7 @@ from orgsync.sources.okta import OktaSource
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, holdings
-from tests.engine.test_incremental_differential import one
+from tests.engine.differential import one
 
 OKTA_ENV = "OKTA_TOKEN_FOR_TEST"
 

@@ -29,11 +29,12 @@ import pytest
 
 from orgsync.config import Config, parse_config
 from orgsync.core.model import normalize_email
-from orgsync.core.plan import Plan, operation_json
+from orgsync.core.plan import operation_json
 from orgsync.engine import Engine
-from orgsync.results import RunOptions, TargetResult
+from orgsync.results import RunOptions
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
+from tests.engine.differential import one, openai_target, shape
 
 
 @pytest.fixture
@@ -45,18 +46,7 @@ def emulator() -> Iterator[OpenAIEmulator]:
 def config(folder: Path, emulator: OpenAIEmulator, safety: dict[str, Any]) -> Config:
     document = {
         "source": {"type": "file", "path": "directory.json"},
-        "targets": [
-            {
-                "name": "t",
-                "type": "openai",
-                "base_url": emulator.start(),
-                "api_key_env": KEY_ENV,
-                "allow_plaintext": True,
-                "default_role": "reader",
-                "scope_groups": ["openai-*"],
-                "roles": [{"group": "openai-owners", "role": "owner"}],
-            }
-        ],
+        "targets": [openai_target(emulator)],
         "safety": safety,
         "state": {"path": "state.db"},
     }
@@ -205,25 +195,6 @@ class World:
         elif kind == "reject":
             record["email"] = "" if record["email"] else self.fresh_email()
         self.log.append(f"{kind} {who}")
-
-
-def shape(plan: Plan | None) -> dict[str, list[Any]]:
-    """What a plan does, without its times (generated_at, a grace's `until`)."""
-    assert plan is not None
-    return {
-        "operations": sorted(
-            json.dumps(operation_json(o), sort_keys=True) for o in plan.operations
-        ),
-        "held": sorted(
-            json.dumps([operation_json(h.operation), h.guard], sort_keys=True) for h in plan.held
-        ),
-        "waiting": sorted((w.op, w.email, w.reason) for w in plan.waiting if w.group is None),
-    }
-
-
-def one(results: list[TargetResult]) -> TargetResult:
-    (result,) = results
-    return result
 
 
 SAFETY_OPEN = {"max_removals": 1000, "max_removal_ratio": 1.0}

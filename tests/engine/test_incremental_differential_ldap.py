@@ -28,8 +28,8 @@ from orgsync.config import load_config
 from orgsync.engine import Engine
 from orgsync.results import RunOptions
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
-from tests.engine.test_incremental_differential import one, shape
+from tests.cli.harness import API_KEY, KEY_ENV
+from tests.engine.differential import check_step, one
 from tests.sources.cli import SOURCE_SECRET_ENV, write_config
 from tests.sources.directory import make_directory
 from tests.sources.servers import READER_PASSWORD, SUFFIX, Slapd, group_dn, ldif
@@ -169,19 +169,7 @@ def test_incremental_passes_over_ldap_plan_what_full_passes_plan(
                     for _ in range(changes.rng.choice([1, 1, 2, 3])):
                         changes.step()
                     replay = f"step {step}: " + "; ".join(changes.log)
-                    full = one(engine.run(RunOptions(dry_run=True)))
-                    assert full.status != "failed", (replay, full.error)
-                    incremental = one(engine.run(RunOptions(dry_run=False, incremental=True)))
-                    assert incremental.status != "failed", (replay, incremental.error)
-                    kind = str(incremental.pass_kind)
-                    kinds[kind] = kinds.get(kind, 0) + 1
-                    got, wanted = shape(incremental.plan), shape(full.plan)
-                    message = f"{replay}\n{kind}: {got}\nfull: {wanted}"
-                    assert got["operations"] == wanted["operations"], message
-                    assert got["held"] == wanted["held"], message
-                    after = one(engine.run(RunOptions(dry_run=True)))
-                    assert shape(after.plan)["operations"] == [], (replay, holdings(emulator))
-                    assert all(n == 1 for n in pending_invites_per_email(emulator).values())
+                    check_step(engine, emulator, replay, kinds)
             finally:
                 engine.close()
         assert kinds.get("incremental", 0) >= 18, kinds

@@ -22,8 +22,8 @@ from orgsync.engine import Engine
 from orgsync.results import RunOptions
 from orgsync.testing.google import GoogleEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
-from tests.engine.test_incremental_differential import one, shape
+from tests.cli.harness import API_KEY, KEY_ENV
+from tests.engine.differential import check_step, one, openai_target
 from tests.sources.idp import ADMIN, ServiceAccount
 
 
@@ -45,18 +45,7 @@ def google_config(
             "token_url": google.token_url,
             "allow_plaintext": True,
         },
-        "targets": [
-            {
-                "name": "t",
-                "type": "openai",
-                "base_url": emulator.start(),
-                "api_key_env": KEY_ENV,
-                "allow_plaintext": True,
-                "default_role": "reader",
-                "scope_groups": ["openai-*"],
-                "roles": [{"group": "openai-owners", "role": "owner"}],
-            }
-        ],
+        "targets": [openai_target(emulator)],
         "safety": {"max_removals": 1000, "max_removal_ratio": 1.0},
         "state": {"path": "state.db"},
     }
@@ -150,19 +139,7 @@ def test_incremental_passes_over_google_plan_what_full_passes_plan(
             for _ in range(account.rng.choice([1, 1, 2, 3])):
                 account.step()
             replay = f"seed {seed} step {step}: " + "; ".join(account.log)
-            full = one(engine.run(RunOptions(dry_run=True)))
-            assert full.status != "failed", (replay, full.error)
-            incremental = one(engine.run(RunOptions(dry_run=False, incremental=True)))
-            assert incremental.status != "failed", (replay, incremental.error)
-            kind = str(incremental.pass_kind)
-            kinds[kind] = kinds.get(kind, 0) + 1
-            got, wanted = shape(incremental.plan), shape(full.plan)
-            message = f"{replay}\n{kind}: {got}\nfull: {wanted}"
-            assert got["operations"] == wanted["operations"], message
-            assert got["held"] == wanted["held"], message
-            after = one(engine.run(RunOptions(dry_run=True)))
-            assert shape(after.plan)["operations"] == [], (replay, holdings(emulator))
-            assert all(n == 1 for n in pending_invites_per_email(emulator).values())
+            check_step(engine, emulator, replay, kinds)
     finally:
         engine.close()
     assert kinds.get("incremental", 0) >= 10, kinds

@@ -28,8 +28,8 @@ from orgsync.results import RunOptions
 from orgsync.sources.okta import PROBE_PAGE
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.cli.harness import API_KEY, KEY_ENV, holdings, pending_invites_per_email
-from tests.engine.test_incremental_differential import one, shape
+from tests.cli.harness import API_KEY, KEY_ENV
+from tests.engine.differential import check_step, one, openai_target
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory
 from tests.sources.servers import ServerProcess, start_scim2_server
@@ -54,18 +54,7 @@ def okta_config(folder: Path, okta: OktaEmulator, emulator: OpenAIEmulator) -> C
             "token_env": OKTA_ENV,
             "allow_plaintext": True,
         },
-        "targets": [
-            {
-                "name": "t",
-                "type": "openai",
-                "base_url": emulator.start(),
-                "api_key_env": KEY_ENV,
-                "allow_plaintext": True,
-                "default_role": "reader",
-                "scope_groups": ["openai-*"],
-                "roles": [{"group": "openai-owners", "role": "owner"}],
-            }
-        ],
+        "targets": [openai_target(emulator)],
         "safety": {"max_removals": 1000, "max_removal_ratio": 1.0},
         "state": {"path": "state.db"},
     }
@@ -194,19 +183,7 @@ def test_incremental_passes_over_okta_plan_what_full_passes_plan(
             for _ in range(org.rng.choice([1, 1, 2, 3])):
                 org.step()
             replay = f"seed {seed} step {step}: " + "; ".join(org.log)
-            full = one(engine.run(RunOptions(dry_run=True)))
-            assert full.status != "failed", (replay, full.error)
-            incremental = one(engine.run(RunOptions(dry_run=False, incremental=True)))
-            assert incremental.status != "failed", (replay, incremental.error)
-            kind = str(incremental.pass_kind)
-            kinds[kind] = kinds.get(kind, 0) + 1
-            got, wanted = shape(incremental.plan), shape(full.plan)
-            message = f"{replay}\n{kind}: {got}\nfull: {wanted}"
-            assert got["operations"] == wanted["operations"], message
-            assert got["held"] == wanted["held"], message
-            after = one(engine.run(RunOptions(dry_run=True)))
-            assert shape(after.plan)["operations"] == [], (replay, holdings(emulator))
-            assert all(n == 1 for n in pending_invites_per_email(emulator).values())
+            check_step(engine, emulator, replay, kinds)
     finally:
         engine.close()
     assert kinds.get("incremental", 0) >= 12, kinds

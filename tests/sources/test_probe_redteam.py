@@ -30,7 +30,7 @@ from orgsync.sources.ldap import PROBE_OVERLAP, LdapSource
 from orgsync.sources.scim import ScimSource
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV
-from tests.engine.test_incremental_differential import one
+from tests.engine.differential import one
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, write_config
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory
