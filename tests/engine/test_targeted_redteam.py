@@ -27,10 +27,12 @@ from orgsync.core.model import normalize_email
 from orgsync.core.plan import Plan, operation_json
 from orgsync.core.safety import Allowances, Population, SafetyLimits, gate
 from orgsync.engine import Engine
-from orgsync.results import RunOptions, TargetResult
+from orgsync.results import RunOptions
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings, pending_invites_per_email
+from tests.cli.test_only import without
 from tests.coremodels import group, make_plan, member, org, person, snapshot
+from tests.engine.differential import one, openai_target
 
 
 @pytest.fixture
@@ -42,18 +44,7 @@ def emulator() -> Iterator[OpenAIEmulator]:
 def config(folder: Path, emulator: OpenAIEmulator, **safety: Any) -> Config:
     document = {
         "source": {"type": "file", "path": "directory.json"},
-        "targets": [
-            {
-                "name": "t",
-                "type": "openai",
-                "base_url": emulator.start(),
-                "api_key_env": KEY_ENV,
-                "allow_plaintext": True,
-                "default_role": "reader",
-                "scope_groups": ["openai-*"],
-                "roles": [{"group": "openai-owners", "role": "owner"}],
-            }
-        ],
+        "targets": [openai_target(emulator)],
         "safety": {"max_removals": 10, "max_removal_ratio": 1.0, **safety},
         "state": {"path": "state.db"},
     }
@@ -62,21 +53,6 @@ def config(folder: Path, emulator: OpenAIEmulator, **safety: Any) -> Config:
 
 def write(folder: Path, document: dict[str, Any]) -> None:
     (folder / "directory.json").write_text(json.dumps(document), encoding="utf-8")
-
-
-def without(document: dict[str, Any], *ids: str) -> dict[str, Any]:
-    gone = set(ids)
-    return {
-        "people": [p for p in document["people"] if p["id"] not in gone],
-        "groups": [
-            {**g, "members": [m for m in g["members"] if m not in gone]} for g in document["groups"]
-        ],
-    }
-
-
-def one(results: list[TargetResult]) -> TargetResult:
-    (result,) = results
-    return result
 
 
 def ops(plan: Plan | None) -> set[str]:
