@@ -5,8 +5,9 @@
 `samba -i -M single` in the foreground with only its LDAP service (`server services =
 ldap`: no Kerberos, SMB, DNS or replication daemons), bound to one loopback address.
 Samba's LDAP server listens on fixed ports (389, 636, 3268, 3269; smb.conf has no
-option to move them), so each instance gets an address of its own in 127.0.0.0/8
-instead of a port of its own. It runs as root (it refuses otherwise: it must own its
+option to move them) and keeps its pid file in /run/samba, so one instance runs on this
+machine at a time, on 127.0.0.1: the AD tests and `bench/incremental.py --only ad` must
+not run at once (the second finds port 389 taken and says so). It runs as root (it refuses otherwise: it must own its
 private folder), which the sandbox and CI are. Started: about 1-4 s until the rootDSE
 answers.
 
