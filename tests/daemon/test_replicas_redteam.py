@@ -1,0 +1,131 @@
+"""Red team of incremental passes decided by one process while another writes the same
+target, on one PostgreSQL state database (replicas, or a careless operator's
+`orgsync sync --incremental` from cron on a second host while the daemons run).
+
+An incremental pass decides what it plans (`Passes.decide`: baseline, source read) before
+it takes the target's lease; the other writer may run a pass in between. How it could
+hurt an administrator: the other writer's full pass does not end clean (the target down
+halfway), which must make the next pass full; the late incremental pass, decided from the
+baseline as it was, ends clean and records its baseline as trusted again, so every later
+pass is incremental and what only a full pass corrects (a role raised to owner by hand on
+the organization) stays until `full_interval` (a day by default).
+
+Real file source, real PostgreSQL, the OpenAI emulator over loopback; engines in-process
+(two engines are two replicas: each has its own instance, lease keeper and connections).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from orgsync.config import Config, parse_config
+from orgsync.core.model import SourceSnapshot
+from orgsync.core.ports import Source
+from orgsync.engine import Engine
+from orgsync.factories import build_source
+from orgsync.interrupt import ReadInterrupt
+from orgsync.results import RunOptions
+from orgsync.store import INVALIDATED, StateStore
+from orgsync.testing.faults import Faults
+from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings
+from tests.engine.differential import one, openai_target
+
+
+def config(folder: Path, emulator: OpenAIEmulator, state: str) -> Config:
+    document: dict[str, Any] = {
+        "source": {"type": "file", "path": "directory.json"},
+        "targets": [{**openai_target(emulator), "max_retry_delay": "100ms"}],
+        "safety": {"max_removals": 10, "max_removal_ratio": 1.0},
+        "state": {"url": state},
+    }
+    return parse_config(document, origin="test", base_dir=folder)
+
+
+class Paused:
+    """The real file source, whose read returns only once `go` is set: the moment between
+    a pass's decision and its lease, held open so the other replica can run in it."""
+
+    def __init__(self, source: Source, read: threading.Event, go: threading.Event) -> None:
+        self._source = source
+        self._read = read
+        self._go = go
+
+    def read(self) -> SourceSnapshot:
+        snapshot = self._source.read()
+        self._read.set()
+        assert self._go.wait(20), "the test never let the paused read return"
+        return snapshot
+
+
+def test_a_late_incremental_pass_does_not_trust_again_a_baseline_another_replica_invalidated(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    faults = Faults(kinds=("500",), phases=("before",))
+    with OpenAIEmulator(api_key=API_KEY, faults=faults) as emulator:
+        # person2 is a member already (adopted by the first pass as a reader).
+        uid = emulator.state.add_user("person2@example.com", "reader")
+        (tmp_path / "directory.json").write_text(json.dumps(directory(4)), encoding="utf-8")
+        environ = {KEY_ENV: API_KEY}
+        first = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
+        try:
+            assert one(first.run(RunOptions(dry_run=False))).status == "ok"
+        finally:
+            first.close()
+        assert holdings(emulator)["person2@example.com"] == "reader"
+
+        read, go = threading.Event(), threading.Event()
+
+        def paused(
+            config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt
+        ) -> Source:
+            return Paused(build_source(config, environ, interrupt=interrupt), read, go)
+
+        late = Engine(
+            config(tmp_path, emulator, postgres_url), environ=environ, source_factory=paused
+        )
+        other = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
+        outcome: list[Any] = []
+        try:
+            # The late replica decides its incremental pass (the source read happens
+            # inside the decision) ...
+            runner = threading.Thread(
+                target=lambda: outcome.append(
+                    one(late.run(RunOptions(dry_run=False, incremental=True)))
+                )
+            )
+            runner.start()
+            assert read.wait(20)
+            # ... meanwhile somebody raises person2 to owner by hand, and the other
+            # replica's full pass meets the target down: not clean, the next must be full.
+            emulator.state.api_update_user(uid, {"role": "owner"})
+            faults.error_rate = 1.0
+            failed = one(other.run(RunOptions(dry_run=False)))
+            faults.error_rate = 0.0
+            assert failed.status != "ok"
+            with StateStore.open(postgres_url) as store:
+                stored = store.baseline("t")
+                assert stored is not None and stored.config == INVALIDATED
+            go.set()
+            runner.join(30)
+            (quiet,) = outcome
+            assert quiet.status == "ok", quiet.error
+            with StateStore.open(postgres_url) as store:
+                stored = store.baseline("t")
+                assert stored is not None and stored.config == INVALIDATED, (
+                    "the late incremental pass trusted again a baseline the failed full "
+                    "pass had invalidated"
+                )
+            # The next pass is full, and corrects the hand-made owner.
+            following = one(other.run(RunOptions(dry_run=False, incremental=True)))
+            assert following.status == "ok", following.error
+            assert following.pass_kind == "full", following.pass_reason
+            assert holdings(emulator)["person2@example.com"] == "reader"
+        finally:
+            go.set()
+            late.close()
+            other.close()
