@@ -36,11 +36,11 @@ from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings
 from tests.engine.differential import one, openai_target
 
 
-def config(folder: Path, emulator: OpenAIEmulator, state: str) -> Config:
+def config(folder: Path, emulator: OpenAIEmulator, state: str, max_removals: int = 10) -> Config:
     document: dict[str, Any] = {
         "source": {"type": "file", "path": "directory.json"},
         "targets": [{**openai_target(emulator), "max_retry_delay": "100ms"}],
-        "safety": {"max_removals": 10, "max_removal_ratio": 1.0},
+        "safety": {"max_removals": max_removals, "max_removal_ratio": 1.0},
         "state": {"url": state},
     }
     return parse_config(document, origin="test", base_dir=folder)
@@ -129,3 +129,38 @@ def test_a_late_incremental_pass_does_not_trust_again_a_baseline_another_replica
             go.set()
             late.close()
             other.close()
+
+
+def test_replicas_configured_with_different_limits_never_trust_each_others_baseline(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A careless operator deploys one replica with `max_removals = 1` and the other with
+    100. Neither may run an incremental pass from the baseline the other recorded (its
+    digests were reconciled under other guards): every pass of either is full, and says
+    why; the tight replica holds a mass removal its own gate holds."""
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        document = directory(6)
+        (tmp_path / "directory.json").write_text(json.dumps(document), encoding="utf-8")
+        environ = {KEY_ENV: API_KEY}
+        tight = Engine(config(tmp_path, emulator, postgres_url, 1), environ=environ)
+        loose = Engine(config(tmp_path, emulator, postgres_url, 100), environ=environ)
+        try:
+            assert one(tight.run(RunOptions(dry_run=False))).status == "ok"
+            for engine in (loose, tight, loose):
+                result = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+                assert result.status == "ok", result.error
+                assert result.pass_kind == "full", result.pass_reason
+                assert "configuration changed" in str(result.pass_reason)
+            # Three leavers: the tight replica's pass (full, from the loose one's
+            # baseline) holds them; it must not have planned them as an incremental
+            # pass under the loose replica's trust.
+            leavers = {"person3@example.com", "person4@example.com", "person5@example.com"}
+            smaller = directory(3)
+            (tmp_path / "directory.json").write_text(json.dumps(smaller), encoding="utf-8")
+            held = one(tight.run(RunOptions(dry_run=False, incremental=True)))
+            assert held.pass_kind == "full", held.pass_reason
+            assert held.status != "ok" and held.plan is not None and len(held.plan.held) == 3
+            assert leavers <= set(holdings(emulator))
+        finally:
+            tight.close()
+            loose.close()
