@@ -59,5 +59,8 @@ def test_one_delivery_sent_to_both_replicas_invites_once_and_removes_the_leaver(
         created = Counter(str(i["email"]).lower() for i in emulator.state.invites())
         assert max(created.values()) == 1, created
         assert "person5@example.com" not in rig.holdings()
+        # A daemon's runs read the source under the lease it already holds: never twice.
+        for daemon in daemons:
+            assert not [e for e in daemon.events() if e.get("event") == "source.reread"]
         for daemon in daemons:
             assert daemon.terminate() == 0

@@ -32,7 +32,8 @@ from orgsync.results import RunOptions
 from orgsync.store import INVALIDATED, StateStore
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings
+from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings, wanted_roles
+from tests.daemon.test_daemon_process import with_people
 from tests.engine.differential import one, openai_target
 
 
@@ -164,3 +165,65 @@ def test_replicas_configured_with_different_limits_never_trust_each_others_basel
         finally:
             tight.close()
             loose.close()
+
+
+def test_a_pass_planned_from_a_snapshot_older_than_another_replicas_writes_reads_again(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Bug found: an operator's `orgsync sync` reads the source (carol, p4, has joined);
+    before it takes the lease a replica's pass reads a newer source (carol left again,
+    dave, p5, joined) and invites dave. The late sync planned from its older snapshot:
+    it revoked dave's invitation and invited carol; the next pass invited dave again (a
+    second e-mail) and revoked carol's. Now a run that takes a lease another writer held
+    since it read the source reads the source again, under the lease."""
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        base = directory(4)
+        (tmp_path / "directory.json").write_text(json.dumps(base), encoding="utf-8")
+        environ = {KEY_ENV: API_KEY}
+        first = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
+        try:
+            assert one(first.run(RunOptions(dry_run=False))).status == "ok"
+        finally:
+            first.close()
+        read, go = threading.Event(), threading.Event()
+
+        def paused(
+            config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt
+        ) -> Source:
+            return Paused(build_source(config, environ, interrupt=interrupt), read, go)
+
+        late = Engine(
+            config(tmp_path, emulator, postgres_url), environ=environ, source_factory=paused
+        )
+        other = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
+        outcome: list[Any] = []
+        newer = with_people(base, 5)
+        try:
+            (tmp_path / "directory.json").write_text(
+                json.dumps(with_people(base, 4)), encoding="utf-8"
+            )
+            runner = threading.Thread(
+                target=lambda: outcome.append(one(late.run(RunOptions(dry_run=False))))
+            )
+            runner.start()
+            assert read.wait(20)
+            (tmp_path / "directory.json").write_text(json.dumps(newer), encoding="utf-8")
+            assert one(other.run(RunOptions(dry_run=False))).status == "ok"
+            invited = {i["email"]: i["id"] for i in emulator.state.invites()}
+            assert "person5@example.com" in invited
+            go.set()
+            runner.join(30)
+            (stale,) = outcome
+            assert stale.status == "ok", stale.error
+            assert stale.plan is not None and list(stale.plan.operations) == [], (
+                stale.plan.operations
+            )
+            assert holdings(emulator) == wanted_roles(newer)
+            after = {i["email"]: i["id"] for i in emulator.state.invites()}
+            assert after == invited, "an invitation was revoked or sent again"
+            following = one(other.run(RunOptions(dry_run=False, incremental=True)))
+            assert following.plan is not None and list(following.plan.operations) == []
+        finally:
+            go.set()
+            late.close()
+            other.close()
