@@ -3,7 +3,10 @@
 Reads, never writes. Offline, it checks the file, that every secret resolves, that the
 source parses, and that the state path is usable (its directory exists and is writable,
 and a database already there is a sound orgsync one); online, it also reads each target
-and checks that every role the configuration names exists in that target's catalog.
+and checks that every role the configuration names exists in that target's catalog, and
+that it answers as the organization the state database's memory of it is about (the
+organization fence of `orgsync.store.identity`: what it reads is what a sync compares,
+so no call of its own).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING
 from orgsync import connectors
 from orgsync.config import Config, TargetConfig
 from orgsync.core.errors import OrgsyncError
+from orgsync.core.text import visible
 from orgsync.factories import build_source, build_target, check_state, open_state_store
 
 # What only an online check or a configured notification uses is imported there:
@@ -22,6 +26,7 @@ from orgsync.factories import build_source, build_target, check_state, open_stat
 if TYPE_CHECKING:
     from orgsync.core.forms import LearnedForm
     from orgsync.core.ports import Target
+    from orgsync.store.identity import Identity
 
 
 def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
@@ -63,6 +68,7 @@ def validate(
                 lines.append(f"{label}: credentials present (not contacted: --offline)")
                 continue
             from orgsync.policy import check_capabilities, check_roles  # online only
+            from orgsync.store.identity import seen as seen_identity
 
             target = build_target(target_config, environ)
             check_capabilities(target_config, target.capabilities)
@@ -70,6 +76,7 @@ def validate(
                 observed = target.read()
                 learned = _learned_forms(config, target_config, target, environ)
                 report = connector.probe(target_config, target, observed, learned)
+                seen = seen_identity(target_config.type, target_config.base_url, target)
             finally:
                 target.close()
             check_roles(target_config, observed.roles)
@@ -81,6 +88,10 @@ def validate(
             )
             lines.append("; ".join((line, *report.notes)))
             lines.extend(report.details)
+            fence, fence_ok = _check_organization(config, target_config.name, seen, environ)
+            ok = ok and fence_ok
+            fence = visible(fence)  # the organization is what the server said
+            lines.append(fence if fence_ok else f"{label}: FAILED: {fence}")
         except OrgsyncError as error:
             ok = False
             lines.append(f"{label}: FAILED: {error}")
@@ -96,6 +107,41 @@ def validate(
             lines.append(f"{label}: FAILED: {error}")
     lines.extend(connector_lines())
     return lines, ok
+
+
+def _check_organization(
+    config: Config, target: str, seen: Identity, environ: Mapping[str, str]
+) -> tuple[str, bool]:
+    """Whether `target`, as just read (`seen`), is the organization the state database's
+    memory of it is about: the check every sync makes before planning, with the sync's
+    refusal (and its way out) when it is not. A line, and whether a sync would go on."""
+    from orgsync.store import NoStateDatabase
+    from orgsync.store.identity import OrganizationChanged, judge
+
+    if config.state.url is None and not config.state.path.is_file():
+        return f"  memory: none yet; the first sync records {seen.describe()}", True
+    try:
+        with open_state_store(config.state, environ, create=False) as store:
+            recorded = store.identity(target)
+    except NoStateDatabase:
+        return f"  memory: none yet; the first sync records {seen.describe()}", True
+    except OrgsyncError as error:  # the state line above says what is wrong with it
+        return f"  memory: not checked (state database: {error})", False
+    if recorded is None:
+        return (
+            f"  memory: which organization it is about is not recorded yet; the next sync "
+            f"records {seen.describe()}",
+            True,
+        )
+    when = recorded.recorded_at.strftime("%Y-%m-%d %H:%M UTC")
+    about = f"  memory: about {recorded.identity.describe()} (recorded {when})"
+    try:
+        update = judge(target, recorded, seen)
+    except OrganizationChanged as refusal:
+        return str(refusal), False
+    if update is None:
+        return f"{about}; it answers as that", True
+    return f"{about}; it answers as {seen.describe()}, which the next sync records", True
 
 
 def _learned_forms(

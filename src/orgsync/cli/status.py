@@ -1,5 +1,6 @@
 """`orgsync status`: per target, the last run, pending work, the lock, the quarantine
-standing and (SCIM) the request forms learned. Reads the state database; starts nothing."""
+standing, which organization its memory is about and (SCIM) the request forms learned.
+Reads the state database; starts nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from orgsync.core.forms import LearnedForm
     from orgsync.core.quarantine import Quarantine
     from orgsync.store import LeaseRecord, RunRecord
+    from orgsync.store.identity import Recorded
 
 NAME = "status"
 HELP = "last run, pending work and lock per target"
@@ -34,14 +36,17 @@ def run(args: argparse.Namespace) -> int:
     views: list[tuple[str, RunRecord | None, LeaseRecord | None, bool, list[Any]]] = []
     standings: dict[str, Quarantine] = {}
     learned: dict[str, list[LearnedForm]] = {}
+    identities: dict[str, Recorded | None] = {}
     try:
         for target in config.targets:
             if store is None:
                 views.append((target.name, None, None, False, []))
                 standings[target.name] = Quarantine()
                 learned[target.name] = []
+                identities[target.name] = None
                 continue
             learned[target.name] = store.learned_forms(target.name)
+            identities[target.name] = store.identity(target.name)
             lease, held = store.lease_view(target.name)
             views.append(
                 (target.name, store.last_run(target.name), lease, held, store.pending(target.name))
@@ -68,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
                 "drift": last.summary if last else {},
                 "quarantine": standings[name].as_json(),
                 "learned_forms": [_learned_json(f) for f in learned[name]],
+                "identity": _identity_json(identities[name]),
             }
             for name, last, lease, held, pending in views
         ]
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    _print_status(config, views, standings, learned)
+    _print_status(config, views, standings, learned, identities)
     return EXIT_OK
 
 
@@ -82,6 +88,7 @@ def _print_status(
     views: list[tuple[str, RunRecord | None, LeaseRecord | None, bool, list[Any]]],
     standings: Mapping[str, Quarantine],
     learned: Mapping[str, list[LearnedForm]],
+    identities: Mapping[str, Recorded | None],
 ) -> None:
     from orgsync.core.forms import describe as describe_forms
     from orgsync.core.text import visible  # a server's message, a directory's names
@@ -119,6 +126,7 @@ def _print_status(
             )
         elif standing.failures:
             print(f"  failed runs in a row: {standing.failures}")
+        print(f"  memory is about: {_describe_identity(identities[name])}")
         for item in pending:
             line = f"{item.status.value}: {item.kind} {item.subject} {item.detail or ''}"
             print(f"  {visible(line.rstrip())}")
@@ -130,6 +138,27 @@ def _print_status(
             if target.scim_dialect == "auto":
                 forms = describe_forms(learned[name])
             print(f"  SCIM request forms: {forms}")
+
+
+def _describe_identity(recorded: Recorded | None) -> str:
+    from orgsync.core.text import visible  # the organization is what a server said
+
+    if recorded is None:
+        return "not recorded yet (the next sync records it)"
+    when = recorded.recorded_at.strftime("%Y-%m-%d %H:%M UTC")
+    return visible(f"{recorded.identity.describe()} (recorded {when})")
+
+
+def _identity_json(recorded: Recorded | None) -> dict[str, str | None] | None:
+    """Which organization the target's memory is about, as the state database recorded
+    it (`orgsync.store.identity`); None: not recorded yet."""
+    if recorded is None:
+        return None
+    return {
+        "organization": recorded.identity.organization,
+        "address": recorded.identity.address,
+        "recorded_at": recorded.recorded_at.isoformat(),
+    }
 
 
 def _learned_json(learned: LearnedForm) -> dict[str, str | None]:
