@@ -321,8 +321,22 @@ class Engine:
         """One target's incremental pass (orgsync.passes decides what it plans)."""
         mode = "dry-run" if options.dry_run else "sync"
         try:
+            mark = None if options.dry_run else LeaseMark(self.store.lease_mark(config.name))
             decided = self.passes.decide(self.store, config, options, once)
-            return self._run_target(config, decided.snapshot, decided.options, decided.pass_)
+
+            def again() -> tuple[SourceSnapshot | None, RunOptions, Pass]:
+                # Decided again under the lease, from the baseline and source as they are.
+                log.info("source.reread", target=config.name, reason="another writer held it")
+                fresh = SourceOnce(self.build_source, self.read_source)
+                try:
+                    redone = self.passes.decide(self.store, config, options, fresh)
+                finally:
+                    fresh.close()
+                return redone.snapshot, redone.options, redone.pass_
+
+            return self._run_target(
+                config, decided.snapshot, decided.options, decided.pass_, mark=mark, again=again
+            )
         except Interrupted as error:
             log.warning("source.interrupted", error=str(error))
             status, message = "interrupted", str(error)
@@ -366,9 +380,12 @@ class Engine:
         pass_: Pass,
         *,
         mark: LeaseMark | None = None,
+        again: Callable[[], tuple[SourceSnapshot | None, RunOptions, Pass]] | None = None,
     ) -> TargetResult:
         """`snapshot` None: an incremental pass with nothing to plan (no target call).
-        `mark`: the target's lease row before `snapshot` was read (None: not checked)."""
+        `mark`: the target's lease row before `snapshot` was read (None: not checked);
+        `again`: what the run plans when another writer held the target since (the
+        source read again under the lease; a full or targeted run's by default)."""
         mode = "dry-run" if options.dry_run else "sync"
         bound = log.bind(target=config.name, mode=mode)
         started = time.monotonic()
@@ -392,7 +409,10 @@ class Engine:
                     store = self.store.fenced(lease)
                     if mark is not None and _written_since(mark, lease):
                         try:
-                            snapshot, pass_ = self._reread(config, pass_)
+                            if again is not None:
+                                snapshot, options, pass_ = again()
+                            else:
+                                snapshot, pass_ = self._reread(config, pass_)
                         except OrgsyncError as error:
                             log.error("source.failed", error=str(error))
                             return self._ended_early(
