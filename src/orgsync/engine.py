@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -75,6 +75,7 @@ from orgsync.store import (
     TargetBusy,
 )
 from orgsync.store.identity import seen as seen_identity
+from orgsync.store.leases import RELEASED
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +103,26 @@ class SourceFactory(Protocol):
     def __call__(
         self, config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt
     ) -> Source: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseMark:
+    """A target's lease row (holder, token; None: never taken) before a run read the
+    source, to compare with the lease the run then takes."""
+
+    row: tuple[str, int] | None
+
+
+def _written_since(mark: LeaseMark, lease: HeldLease) -> bool:
+    """Whether a writer other than `lease`'s holder may have held the target since its
+    lease row was `mark`: the token grows with every takeover, and a released row's next
+    taker is the only one to raise it by exactly one."""
+    if mark.row is None:
+        return lease.token != 1
+    holder, token = mark.row
+    if holder == lease.holder:
+        return lease.token != token
+    return not (holder == RELEASED and lease.token == token + 1)
 
 
 class Engine:
@@ -253,6 +274,13 @@ class Engine:
             self._prune()
             return results
         kind = TARGETED if options.subjects else FULL
+        # Who held each target's lease before the source is read: a writer that takes a
+        # target after another one wrote it re-reads the source (`_reread`).
+        marks = (
+            {}
+            if options.dry_run
+            else {t.name: LeaseMark(self.store.lease_mark(t.name)) for t in targets}
+        )
         try:
             source = self.build_source()
             cursor = source.change_cursor() if isinstance(source, DetectsChanges) else None
@@ -278,6 +306,7 @@ class Engine:
                     snapshot,
                     options,
                     self.passes.full(t, snapshot, cursor) if kind == FULL else Pass(kind),
+                    mark=marks.get(t.name),
                 )
                 for t in targets
             ]
@@ -292,8 +321,22 @@ class Engine:
         """One target's incremental pass (orgsync.passes decides what it plans)."""
         mode = "dry-run" if options.dry_run else "sync"
         try:
+            mark = None if options.dry_run else LeaseMark(self.store.lease_mark(config.name))
             decided = self.passes.decide(self.store, config, options, once)
-            return self._run_target(config, decided.snapshot, decided.options, decided.pass_)
+
+            def again() -> tuple[SourceSnapshot | None, RunOptions, Pass]:
+                # Decided again under the lease, from the baseline and source as they are.
+                log.info("source.reread", target=config.name, reason="another writer held it")
+                fresh = SourceOnce(self.build_source, self.read_source)
+                try:
+                    redone = self.passes.decide(self.store, config, options, fresh)
+                finally:
+                    fresh.close()
+                return redone.snapshot, redone.options, redone.pass_
+
+            return self._run_target(
+                config, decided.snapshot, decided.options, decided.pass_, mark=mark, again=again
+            )
         except Interrupted as error:
             log.warning("source.interrupted", error=str(error))
             status, message = "interrupted", str(error)
@@ -335,8 +378,14 @@ class Engine:
         snapshot: SourceSnapshot | None,
         options: RunOptions,
         pass_: Pass,
+        *,
+        mark: LeaseMark | None = None,
+        again: Callable[[], tuple[SourceSnapshot | None, RunOptions, Pass]] | None = None,
     ) -> TargetResult:
-        """`snapshot` None: an incremental pass with nothing to plan (no target call)."""
+        """`snapshot` None: an incremental pass with nothing to plan (no target call).
+        `mark`: the target's lease row before `snapshot` was read (None: not checked);
+        `again`: what the run plans when another writer held the target since (the
+        source read again under the lease; a full or targeted run's by default)."""
         mode = "dry-run" if options.dry_run else "sync"
         bound = log.bind(target=config.name, mode=mode)
         started = time.monotonic()
@@ -358,6 +407,22 @@ class Engine:
                     # Every write of the run is fenced by its lease: refused, nothing
                     # written, once another holder took the target over.
                     store = self.store.fenced(lease)
+                    if mark is not None and _written_since(mark, lease):
+                        try:
+                            if again is not None:
+                                snapshot, options, pass_ = again()
+                            else:
+                                snapshot, pass_ = self._reread(config, pass_)
+                        except OrgsyncError as error:
+                            log.error("source.failed", error=str(error))
+                            return self._ended_early(
+                                config.name,
+                                mode,
+                                options,
+                                self.clock(),
+                                status="failed",
+                                error=str(error),
+                            )
                     store.recover_interrupted(config.name)
                     run_id = store.start_run(config.name, mode, options.trigger, origin=self.origin)
                     result = self._attempt(
@@ -418,6 +483,18 @@ class Engine:
             seconds=time.monotonic() - started,
         )
         return result
+
+    def _reread(self, config: TargetConfig, pass_: Pass) -> tuple[SourceSnapshot, Pass]:
+        """The source again, under the lease: another writer held the target after this
+        run read it, and may have applied a newer source (a newcomer invited, whom the
+        older snapshot does not know and would remove; a leaver it would invite again)."""
+        log.info("source.reread", target=config.name, reason="another writer held the target")
+        source = self.build_source()
+        cursor = source.change_cursor() if isinstance(source, DetectsChanges) else None
+        snapshot = self.read_source(source)
+        if pass_.kind == FULL:
+            pass_ = self.passes.full(config, snapshot, cursor)
+        return snapshot, pass_
 
     def _attempt(
         self,

@@ -176,7 +176,7 @@ class Passes:
         # The emails each touched id was linked under: a person deleted at the source, or
         # whose email changed, is found on the target under the email orgsync knew.
         emails = {k for k, s in memory.linked_sources.items() if s in touched} | set(due)
-        writer = self.baseline_writer(target, snapshot, cursor, full=False)
+        writer = self.incremental_writer(target, snapshot, cursor, baseline, touched)
         note = f"{len(touched)} changed at the source, {len(due)} missing past their grace"
         bound.info("pass.incremental", changed=len(touched), due=len(due))
         if not touched and not emails:
@@ -230,6 +230,38 @@ class Passes:
                 full_at=self.clock() if full else None,
             )
             log.info("baseline.recorded", target=target.name, full=full, rows=written)
+
+        return write
+
+    def incremental_writer(
+        self,
+        target: TargetConfig,
+        snapshot: SourceSnapshot,
+        cursor: str | None,
+        decided: Baseline,
+        touched: frozenset[str],
+    ) -> Callable[[StateStore], None]:
+        """Called once an incremental sync ended clean: its snapshot becomes the baseline,
+        but only if the stored baseline is still the one it was decided from. The decision
+        is made before the target's lease is taken, so another writer (a replica, an
+        operator's `sync --incremental` on another host) may have run a pass in between:
+        a full pass that did not end clean invalidated the baseline, and recording over
+        it would trust it again, every later pass incremental until `full_interval`
+        (`tests/daemon/test_replicas_redteam.py`). Then its people are only marked
+        unsettled, in the baseline as it now is, so the next pass touches them again."""
+        record = self.baseline_writer(target, snapshot, cursor, full=False)
+        unsettle = self.unsettled_writer(target.name, touched)
+
+        def write(store: StateStore) -> None:
+            now = store.baseline(target.name)
+            if now is not None and (now.config, now.updated_at) == (
+                decided.config,
+                decided.updated_at,
+            ):
+                record(store)
+                return
+            log.warning("baseline.moved", target=target.name, people=len(touched))
+            unsettle(store)
 
         return write
 

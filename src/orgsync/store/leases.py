@@ -252,6 +252,20 @@ class LeaseTable:
                 (RELEASED, encode_time(at), target, holder, token, encode_time(at)),
             )
 
+    def mark(self, target: str) -> tuple[str, int] | None:
+        """(holder, token) of `target`'s lease row, expired or not; None: never taken.
+        A run compares it with the lease it then takes: any other holder in between may
+        have written the target (`Engine.run`)."""
+        with self._db.read() as session:
+            row = session.one(
+                f"SELECT {_COLUMNS} FROM leases WHERE target = ?",  # noqa: S608 - our names
+                (target,),
+            )
+        if row is None:
+            return None
+        record = _record(target, row)
+        return record.holder, record.token
+
     def holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
         """The lease of `target` unless it expired (released, or not renewed in time)."""
         with self._db.read() as session:

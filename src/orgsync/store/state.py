@@ -358,6 +358,10 @@ class StateStore:
         """The unexpired lease row of `target`, or None."""
         return self._leases.holder(target, now)
 
+    def lease_mark(self, target: str) -> tuple[str, int] | None:
+        """See `LeaseTable.mark`."""
+        return self._leases.mark(target)
+
     def lease_holders(self) -> dict[str, LeaseRecord]:
         """Every unexpired lease, by target (who holds which target now)."""
         return self._leases.holders()
