@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +171,62 @@ def test_replicas_configured_with_different_limits_never_trust_each_others_basel
             loose.close()
 
 
+@dataclass
+class Race:
+    stale: Any  # the late run's TargetResult
+    invited: dict[str, str]  # the invitations as the other replica's pass left them
+    other: Engine
+
+
+@contextmanager
+def late_run_after_another_replica(
+    folder: Path, emulator: OpenAIEmulator, postgres_url: str, options: RunOptions
+) -> Iterator[Race]:
+    """A run that read the source (carol, p4, joined), paused before its lease, while
+    another replica's full pass reads a newer source (carol left, dave, p5, joined) and
+    applies it; then the late run goes on. Yields its result, with the other engine."""
+    base = directory(4)
+    (folder / "directory.json").write_text(json.dumps(base), encoding="utf-8")
+    environ = {KEY_ENV: API_KEY}
+    first = Engine(config(folder, emulator, postgres_url), environ=environ)
+    try:
+        assert one(first.run(RunOptions(dry_run=False))).status == "ok"
+    finally:
+        first.close()
+    read, go = threading.Event(), threading.Event()
+
+    def paused(config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt) -> Source:
+        return Paused(build_source(config, environ, interrupt=interrupt), read, go)
+
+    late = Engine(config(folder, emulator, postgres_url), environ=environ, source_factory=paused)
+    other = Engine(config(folder, emulator, postgres_url), environ=environ)
+    outcome: list[Any] = []
+    newer = with_people(base, 5)
+    try:
+        (folder / "directory.json").write_text(json.dumps(with_people(base, 4)), encoding="utf-8")
+        runner = threading.Thread(target=lambda: outcome.append(one(late.run(options))))
+        runner.start()
+        assert read.wait(20)
+        (folder / "directory.json").write_text(json.dumps(newer), encoding="utf-8")
+        assert one(other.run(RunOptions(dry_run=False))).status == "ok"
+        invited = {i["email"]: i["id"] for i in emulator.state.invites()}
+        go.set()
+        runner.join(30)
+        (stale,) = outcome
+        assert stale.status == "ok", stale.error
+        ops = list(stale.plan.operations) if stale.plan is not None else []
+        assert ops == [], ops
+        assert holdings(emulator) == wanted_roles(newer)
+        assert {i["email"]: i["id"] for i in emulator.state.invites()} == invited, (
+            "an invitation was revoked or sent again"
+        )
+        yield Race(stale, invited, other)
+    finally:
+        go.set()
+        late.close()
+        other.close()
+
+
 def test_a_pass_planned_from_a_snapshot_older_than_another_replicas_writes_reads_again(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -178,57 +236,15 @@ def test_a_pass_planned_from_a_snapshot_older_than_another_replicas_writes_reads
     it revoked dave's invitation and invited carol; the next pass invited dave again (a
     second e-mail) and revoked carol's. Now a run that takes a lease another writer held
     since it read the source reads the source again, under the lease."""
-    with OpenAIEmulator(api_key=API_KEY) as emulator:
-        base = directory(4)
-        (tmp_path / "directory.json").write_text(json.dumps(base), encoding="utf-8")
-        environ = {KEY_ENV: API_KEY}
-        first = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
-        try:
-            assert one(first.run(RunOptions(dry_run=False))).status == "ok"
-        finally:
-            first.close()
-        read, go = threading.Event(), threading.Event()
-
-        def paused(
-            config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt
-        ) -> Source:
-            return Paused(build_source(config, environ, interrupt=interrupt), read, go)
-
-        late = Engine(
-            config(tmp_path, emulator, postgres_url), environ=environ, source_factory=paused
-        )
-        other = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
-        outcome: list[Any] = []
-        newer = with_people(base, 5)
-        try:
-            (tmp_path / "directory.json").write_text(
-                json.dumps(with_people(base, 4)), encoding="utf-8"
-            )
-            runner = threading.Thread(
-                target=lambda: outcome.append(one(late.run(RunOptions(dry_run=False))))
-            )
-            runner.start()
-            assert read.wait(20)
-            (tmp_path / "directory.json").write_text(json.dumps(newer), encoding="utf-8")
-            assert one(other.run(RunOptions(dry_run=False))).status == "ok"
-            invited = {i["email"]: i["id"] for i in emulator.state.invites()}
-            assert "person5@example.com" in invited
-            go.set()
-            runner.join(30)
-            (stale,) = outcome
-            assert stale.status == "ok", stale.error
-            assert stale.plan is not None and list(stale.plan.operations) == [], (
-                stale.plan.operations
-            )
-            assert holdings(emulator) == wanted_roles(newer)
-            after = {i["email"]: i["id"] for i in emulator.state.invites()}
-            assert after == invited, "an invitation was revoked or sent again"
-            following = one(other.run(RunOptions(dry_run=False, incremental=True)))
-            assert following.plan is not None and list(following.plan.operations) == []
-        finally:
-            go.set()
-            late.close()
-            other.close()
+    with (
+        OpenAIEmulator(api_key=API_KEY) as emulator,
+        late_run_after_another_replica(
+            tmp_path, emulator, postgres_url, RunOptions(dry_run=False)
+        ) as race,
+    ):
+        assert "person5@example.com" in race.invited
+        following = one(race.other.run(RunOptions(dry_run=False, incremental=True)))
+        assert following.plan is not None and list(following.plan.operations) == []
 
 
 def test_an_incremental_pass_decided_before_another_replicas_pass_decides_again(
@@ -239,48 +255,10 @@ def test_an_incremental_pass_decided_before_another_replicas_pass_decides_again(
     source (carol left again, dave joined). The late pass invited carol from its older
     snapshot (an e-mail to someone who left; revoked only by the pass after). Now it
     decides again under the lease, and plans nothing."""
-    with OpenAIEmulator(api_key=API_KEY) as emulator:
-        base = directory(4)
-        (tmp_path / "directory.json").write_text(json.dumps(base), encoding="utf-8")
-        environ = {KEY_ENV: API_KEY}
-        first = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
-        try:
-            assert one(first.run(RunOptions(dry_run=False))).status == "ok"
-        finally:
-            first.close()
-        read, go = threading.Event(), threading.Event()
-
-        def paused(
-            config: Config, environ: Mapping[str, str], *, interrupt: ReadInterrupt
-        ) -> Source:
-            return Paused(build_source(config, environ, interrupt=interrupt), read, go)
-
-        late = Engine(
-            config(tmp_path, emulator, postgres_url), environ=environ, source_factory=paused
-        )
-        other = Engine(config(tmp_path, emulator, postgres_url), environ=environ)
-        outcome: list[Any] = []
-        newer = with_people(base, 5)
-        try:
-            (tmp_path / "directory.json").write_text(
-                json.dumps(with_people(base, 4)), encoding="utf-8"
-            )
-            options = RunOptions(dry_run=False, incremental=True)
-            runner = threading.Thread(target=lambda: outcome.append(one(late.run(options))))
-            runner.start()
-            assert read.wait(20)
-            (tmp_path / "directory.json").write_text(json.dumps(newer), encoding="utf-8")
-            assert one(other.run(RunOptions(dry_run=False))).status == "ok"
-            invited = {i["email"]: i["id"] for i in emulator.state.invites()}
-            go.set()
-            runner.join(30)
-            (stale,) = outcome
-            assert stale.status == "ok", stale.error
-            ops = list(stale.plan.operations) if stale.plan is not None else []
-            assert ops == [], ops
-            assert holdings(emulator) == wanted_roles(newer)
-            assert {i["email"]: i["id"] for i in emulator.state.invites()} == invited
-        finally:
-            go.set()
-            late.close()
-            other.close()
+    with (
+        OpenAIEmulator(api_key=API_KEY) as emulator,
+        late_run_after_another_replica(
+            tmp_path, emulator, postgres_url, RunOptions(dry_run=False, incremental=True)
+        ),
+    ):
+        pass
