@@ -127,6 +127,15 @@ def _record(target: str, row: Row) -> LeaseRecord:
 _COLUMNS = "holder, acquired_at, expires_at, fence"
 
 
+def _read(session: Session, target: str) -> LeaseRecord | None:
+    """`target`'s lease row, expired or not; None: never taken."""
+    row = session.one(
+        f"SELECT {_COLUMNS} FROM leases WHERE target = ?",  # noqa: S608 - our names
+        (target,),
+    )
+    return None if row is None else _record(target, row)
+
+
 class LeaseTable:
     """The `leases` rows (module docstring); each method is one transaction."""
 
@@ -257,27 +266,15 @@ class LeaseTable:
         A run compares it with the lease it then takes: any other holder in between may
         have written the target (`Engine.run`)."""
         with self._db.read() as session:
-            row = session.one(
-                f"SELECT {_COLUMNS} FROM leases WHERE target = ?",  # noqa: S608 - our names
-                (target,),
-            )
-        if row is None:
-            return None
-        record = _record(target, row)
-        return record.holder, record.token
+            record = _read(session, target)
+        return None if record is None else (record.holder, record.token)
 
     def holder(self, target: str, now: datetime | None = None) -> LeaseRecord | None:
         """The lease of `target` unless it expired (released, or not renewed in time)."""
         with self._db.read() as session:
             at = now if now is not None else server_now(self._db, session)
-            row = session.one(
-                f"SELECT {_COLUMNS} FROM leases WHERE target = ?",  # noqa: S608 - our names
-                (target,),
-            )
-        if row is None:
-            return None
-        record = _record(target, row)
-        return record if record.expires_at > at else None
+            record = _read(session, target)
+        return record if record is not None and record.expires_at > at else None
 
     def holders(self, now: datetime | None = None) -> dict[str, LeaseRecord]:
         """Every unexpired lease, by target."""
