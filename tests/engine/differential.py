@@ -7,7 +7,9 @@ pending invitations."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from orgsync.core.plan import Plan, operation_json
 from orgsync.engine import Engine
@@ -66,3 +68,35 @@ def check_step(
     after = one(engine.run(RunOptions(dry_run=True)))
     assert shape(after.plan)["operations"] == [], (replay, holdings(emulator))
     assert all(n == 1 for n in pending_invites_per_email(emulator).values())
+
+
+class RandomChanges(Protocol):
+    """Random changes made to a source as an administrator makes them: `step` makes one
+    and says what in `log`."""
+
+    rng: random.Random
+    log: list[str]
+
+    def step(self) -> None: ...
+
+
+def run_sequence(
+    engine: Engine,
+    emulator: OpenAIEmulator,
+    changes: RandomChanges,
+    *,
+    steps: int,
+    label: str = "",
+    after_changes: Callable[[int], None] = lambda step: None,
+) -> dict[str, int]:
+    """A first sync, then `steps` steps of one to three random changes, each followed by
+    `check_step`; returns how many passes of each kind the incremental syncs were."""
+    kinds: dict[str, int] = {}
+    assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
+    for step in range(steps):
+        for _ in range(changes.rng.choice([1, 1, 2, 3])):
+            changes.step()
+        after_changes(step)
+        replay = f"{label}step {step}: " + "; ".join(changes.log)
+        check_step(engine, emulator, replay, kinds)
+    return kinds

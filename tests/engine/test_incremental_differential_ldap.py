@@ -26,10 +26,9 @@ import pytest
 
 from orgsync.config import load_config
 from orgsync.engine import Engine
-from orgsync.results import RunOptions
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV
-from tests.engine.differential import check_step, one
+from tests.engine.differential import run_sequence
 from tests.sources.cli import SOURCE_SECRET_ENV, write_config
 from tests.sources.directory import make_directory
 from tests.sources.servers import READER_PASSWORD, SUFFIX, Slapd, group_dn, ldif
@@ -160,16 +159,10 @@ def test_incremental_passes_over_ldap_plan_what_full_passes_plan(
         )
         environ = {KEY_ENV: API_KEY, SOURCE_SECRET_ENV: READER_PASSWORD}
         engine = Engine(load_config(config), environ=environ)
-        kinds: dict[str, int] = {}
         with admin(server) as conn:
             changes = Changes(conn, random.Random(7 if syncprov else 8))
             try:
-                assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
-                for step in range(25):
-                    for _ in range(changes.rng.choice([1, 1, 2, 3])):
-                        changes.step()
-                    replay = f"step {step}: " + "; ".join(changes.log)
-                    check_step(engine, emulator, replay, kinds)
+                kinds = run_sequence(engine, emulator, changes, steps=25)
             finally:
                 engine.close()
         assert kinds.get("incremental", 0) >= 18, kinds

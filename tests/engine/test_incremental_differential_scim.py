@@ -22,10 +22,9 @@ import pytest
 
 from orgsync.config import load_config
 from orgsync.engine import Engine
-from orgsync.results import RunOptions
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV
-from tests.engine.differential import check_step, one
+from tests.engine.differential import run_sequence
 from tests.sources.cli import SOURCE_SECRET_ENV, write_config
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory
@@ -145,14 +144,8 @@ def test_incremental_passes_over_scim_plan_what_full_passes_plan(
     )
     engine = Engine(load_config(config), environ={KEY_ENV: API_KEY, SOURCE_SECRET_ENV: SCIM_TOKEN})
     provider = Provider(server.url, random.Random(5))
-    kinds: dict[str, int] = {}
     try:
-        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
-        for step in range(15):
-            for _ in range(provider.rng.choice([1, 1, 2, 3])):
-                provider.step()
-            replay = f"step {step}: " + "; ".join(provider.log)
-            check_step(engine, emulator, replay, kinds)
+        kinds = run_sequence(engine, emulator, provider, steps=15)
     finally:
         engine.close()
         provider.client.close()

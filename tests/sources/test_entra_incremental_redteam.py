@@ -27,11 +27,10 @@ import pytest
 from orgsync.config import Config, parse_config
 from orgsync.core.errors import CursorExpired, SourceError
 from orgsync.engine import Engine
-from orgsync.results import RunOptions
 from orgsync.testing.entra import EntraEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV
-from tests.engine.differential import check_step, one, openai_target
+from tests.engine.differential import openai_target, run_sequence
 from tests.sources.test_entra import source as entra_source
 
 SECRET_ENV = "ENTRA_SECRET_FOR_TEST"
@@ -161,16 +160,15 @@ def test_incremental_passes_over_entra_plan_what_full_passes_plan(
         entra_config(tmp_path, entra, emulator),
         environ={KEY_ENV: API_KEY, SECRET_ENV: entra.client_secret},
     )
-    kinds: dict[str, int] = {}
+
+    def expire_midway(step: int) -> None:
+        if step == 7:
+            entra.expire_delta_tokens()  # 410 Gone: this pass reads whole
+
     try:
-        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
-        for step in range(15):
-            for _ in range(tenant.rng.choice([1, 1, 2, 3])):
-                tenant.step()
-            if step == 7:
-                entra.expire_delta_tokens()  # 410 Gone: this pass reads whole
-            replay = f"seed {seed} step {step}: " + "; ".join(tenant.log)
-            check_step(engine, emulator, replay, kinds)
+        kinds = run_sequence(
+            engine, emulator, tenant, steps=15, label=f"seed {seed} ", after_changes=expire_midway
+        )
     finally:
         engine.close()
     assert kinds.get("incremental", 0) >= 12, kinds

@@ -19,11 +19,10 @@ import pytest
 
 from orgsync.config import Config, parse_config
 from orgsync.engine import Engine
-from orgsync.results import RunOptions
 from orgsync.testing.google import GoogleEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV
-from tests.engine.differential import check_step, one, openai_target
+from tests.engine.differential import openai_target, run_sequence
 from tests.sources.idp import ADMIN, ServiceAccount
 
 
@@ -132,14 +131,8 @@ def test_incremental_passes_over_google_plan_what_full_passes_plan(
     account = Account(google, random.Random(seed))
     key_file = service_account.write(tmp_path)
     engine = Engine(google_config(tmp_path, google, key_file, emulator), environ={KEY_ENV: API_KEY})
-    kinds: dict[str, int] = {}
     try:
-        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
-        for step in range(15):
-            for _ in range(account.rng.choice([1, 1, 2, 3])):
-                account.step()
-            replay = f"seed {seed} step {step}: " + "; ".join(account.log)
-            check_step(engine, emulator, replay, kinds)
+        kinds = run_sequence(engine, emulator, account, steps=15, label=f"seed {seed} ")
     finally:
         engine.close()
     assert kinds.get("incremental", 0) >= 10, kinds

@@ -24,12 +24,11 @@ import pytest
 
 from orgsync.config import Config, parse_config
 from orgsync.engine import Engine
-from orgsync.results import RunOptions
 from orgsync.sources.okta import PROBE_PAGE
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV
-from tests.engine.differential import check_step, one, openai_target
+from tests.engine.differential import openai_target, run_sequence
 from tests.sources.conftest import SCIM_TOKEN
 from tests.sources.directory import make_directory
 from tests.sources.servers import ServerProcess, start_scim2_server
@@ -176,14 +175,8 @@ def test_incremental_passes_over_okta_plan_what_full_passes_plan(
     engine = Engine(
         okta_config(tmp_path, okta, emulator), environ={KEY_ENV: API_KEY, OKTA_ENV: okta.token}
     )
-    kinds: dict[str, int] = {}
     try:
-        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
-        for step in range(15):
-            for _ in range(org.rng.choice([1, 1, 2, 3])):
-                org.step()
-            replay = f"seed {seed} step {step}: " + "; ".join(org.log)
-            check_step(engine, emulator, replay, kinds)
+        kinds = run_sequence(engine, emulator, org, steps=15, label=f"seed {seed} ")
     finally:
         engine.close()
     assert kinds.get("incremental", 0) >= 12, kinds
