@@ -130,6 +130,12 @@ def http_date(value: str) -> datetime | None:
     return when
 
 
+def server_time(response: httpx.Response) -> datetime | None:
+    """The server's clock, from the response's `Date` (whole seconds); None without one."""
+    date = response.headers.get("date")
+    return None if date is None else http_date(date)
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """The default `RetryAfter`: `parse_retry_after` of the response's headers."""
     return parse_retry_after(response.headers)

@@ -59,7 +59,7 @@ from orgsync.core.errors import ApiError, CursorExpired, SourceDataError, Source
 from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import HeaderAuth
-from orgsync.http.responses import http_date, parse_retry_after
+from orgsync.http.responses import parse_retry_after, server_time
 from orgsync.sources._http import (
     HttpSettings,
     SourceHttp,
@@ -144,17 +144,11 @@ def okta_retry_after(
         reset = float(raw.strip())
     except ValueError:
         return None
-    server = _server_time(response)
+    server = server_time(response)
     now = server.timestamp() if server is not None else clock()
     wait = reset - now
     # A reset already past means the clocks disagree; plain backoff is the safer guess.
     return wait if wait > 0 else None
-
-
-def _server_time(response: httpx.Response) -> datetime | None:
-    """Okta's clock, from the response's `Date` (whole seconds); None without one."""
-    date = response.headers.get("date")
-    return None if date is None else http_date(date)
 
 
 def _iso(moment: datetime) -> str:
@@ -310,7 +304,7 @@ class OktaSource:
         request, `Date` only; its whole seconds are truncated, hence never ahead."""
         with self._http() as http:
             _, response = http.get_page("/api/v1/users", {"limit": 1})
-        return _cursor(_earlier(self.clock(), _server_time(response)) - PROBE_OVERLAP, {})
+        return _cursor(_earlier(self.clock(), server_time(response)) - PROBE_OVERLAP, {})
 
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         """See the module docstring; `people` and `groups` are not needed (deletions are
@@ -380,7 +374,7 @@ class OktaSource:
                 raise CursorExpired(f"okta: GET {path}: {why}: {error}") from error
             raise
         items = require_list(body, system="okta", where=f"GET {path} (change probe)")
-        return items, _server_time(response)
+        return items, server_time(response)
 
     def _check_clock(self, server: datetime | None) -> None:
         """Refuse the probe when orgsync's clock runs so far ahead of Okta's that the

@@ -31,7 +31,6 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 
 import httpx
@@ -53,6 +52,7 @@ from orgsync.core.member_kinds import member_kind
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import HeaderAuth
+from orgsync.http.responses import server_time
 from orgsync.sources._http import HttpSettings, SourceHttp
 
 __all__ = ["GROUP_ATTRIBUTES", "USER_ATTRIBUTES", "ScimSource", "pick_email"]
@@ -210,8 +210,8 @@ class ScimSource:
         _, response = self.http.get_page(
             "/Users", {"startIndex": 1, "count": 1, "attributes": "id"}
         )
-        theirs = _provider_time(response)
-        now = ours if theirs is None or ours <= theirs else theirs
+        theirs = server_time(response)
+        now = ours if theirs is None else min(ours, theirs)
         return _cursor(now - PROBE_OVERLAP, {}, filters=True)
 
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
@@ -300,12 +300,9 @@ class ScimSource:
         orgsync's clock: a provider whose clock is behind by more than the overlap stamps a
         change before the cursor, and a member taken out of a group would read as quiet.
         Its `Date` header (whole seconds, hence the margin) shows that skew."""
-        try:
-            said = parsedate_to_datetime(response.headers.get("date", ""))
-        except (TypeError, ValueError):
+        said = server_time(response)
+        if said is None:
             return  # no Date: nothing to compare (RFC 9110 makes it a server's duty)
-        if said.tzinfo is None:
-            return
         behind = self.clock() - said
         if behind > PROBE_OVERLAP - timedelta(seconds=2):
             raise CursorExpired(
@@ -383,15 +380,6 @@ class ScimSource:
 
 class _FilterRefused(Exception):
     """The provider does not filter on meta.lastModified (refused, or ignored)."""
-
-
-def _provider_time(response: httpx.Response) -> datetime | None:
-    """The provider's clock, from the response's `Date` (whole seconds); None without."""
-    try:
-        said = parsedate_to_datetime(response.headers.get("date", ""))
-    except (TypeError, ValueError):
-        return None
-    return said if said.tzinfo is not None else None
 
 
 def _cursor(since: datetime, seen: Mapping[str, str], *, filters: bool) -> str:
