@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -75,7 +74,7 @@ from orgsync.store import (
     TargetBusy,
 )
 from orgsync.store.identity import seen as seen_identity
-from orgsync.store.leases import RELEASED
+from orgsync.store.leases import RELEASED, holder_label
 
 log = structlog.get_logger(__name__)
 
@@ -164,12 +163,7 @@ class Engine:
         self.stop = stop or threading.Event()
         self.instance = secrets.token_hex(4)
         self.origin = Origin(origin, self.instance)
-        # Who holds a lease, for people: the pid is as this process sees itself, and is
-        # never used to decide anything (see `orgsync.store.writer_lock`).
-        self.holder = (
-            f"{origin} on {socket.gethostname()} (pid {os.getpid()}, "
-            f"instance {self.origin.instance})"
-        )
+        self.holder = holder_label(origin, self.instance)
         self._on_lease = on_lease
         self._keeper: LeaseKeeper | None = None
         self._keeper_guard = threading.Lock()

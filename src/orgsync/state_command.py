@@ -10,13 +10,16 @@ from libpq's own environment (PGPASSWORD, PGPASSFILE).
 from __future__ import annotations
 
 import argparse
+import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from orgsync.config import SecretRef
-from orgsync.core.errors import ConfigError
+from orgsync.core.errors import ConfigError, StateError
 from orgsync.core.state_url import is_server_url, redact_state_url, state_url_problem
 from orgsync.store import StateStore
+from orgsync.store.leases import holder_label
 from orgsync.store.transfer import TABLES, copy_state
 
 SQLITE_PREFIX = "sqlite:"
@@ -76,18 +79,9 @@ def _password(args: argparse.Namespace, environ: Mapping[str, str]) -> str | Non
 def forget_target(args: argparse.Namespace, store: StateStore) -> int:
     """Forget `args.target`'s memory (or only which organization it is about), as its
     writer: refused while a sync of it runs. Prints what was deleted."""
-    import os
-    import secrets
-    import socket
-    from datetime import timedelta
-
-    from orgsync.core.errors import StateError
-
     instance = secrets.token_hex(4)
     keeper = store.lease_keeper(
-        f"state forget on {socket.gethostname()} (pid {os.getpid()}, instance {instance})",
-        timedelta(minutes=1),
-        instance=instance,
+        holder_label("state forget", instance), timedelta(minutes=1), instance=instance
     )
     try:
         lease = keeper.try_take(args.target, patience=1.0)

@@ -40,6 +40,8 @@ clocks disagree still agree on who holds what; the store's clock on SQLite.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -103,6 +105,12 @@ class Taken:
 
     record: LeaseRecord
     previous: LeaseRecord | None
+
+
+def holder_label(who: str, instance: str) -> str:
+    """A lease holder's name, for people: the pid is as this process sees itself, and is
+    never used to decide anything (see `orgsync.store.writer_lock`)."""
+    return f"{who} on {socket.gethostname()} (pid {os.getpid()}, instance {instance})"
 
 
 def margin_of(ttl: timedelta) -> timedelta:
