@@ -492,6 +492,9 @@ class SafetyConfig(_Strict):
     max_addition_ratio: float | None = Field(default=None, ge=0)
     """Of the people orgsync manages; unset: no limit."""
     min_source_users: int = Field(default=1, ge=0)
+    max_privilege_grants: int = Field(default=10, ge=0)
+    """Grants of an owner/admin-level role (invitations, users, role raises) per run and
+    target; more are all held (`--allow-additions N` lifts it for one run)."""
     removal_grace: Duration = timedelta(0)
     protected: tuple[Address, ...] = ()
     remove_unmanaged: StrictBool = False

@@ -113,6 +113,7 @@ class Planning:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+            privileged=observed.roles.privileged,
         )
 
     def plan_input(

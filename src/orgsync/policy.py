@@ -117,6 +117,7 @@ def safety_limits(config: Config) -> SafetyLimits:
         min_managed_for_ratio=safety.min_managed_for_ratio,
         max_group_member_removals=safety.max_group_member_removals,
         max_additions=safety.max_additions,
+        max_privilege_grants=safety.max_privilege_grants,
         max_addition_ratio=safety.max_addition_ratio,
         min_source_users=safety.min_source_users,
     )

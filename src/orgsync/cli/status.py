@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
 def _print_dropped(dropped: Mapping[str, tuple[Recorded, int]]) -> None:
     """The targets the configuration lost: nothing happens to their people any more (no
     removal, no change), which an operator who only deleted a table may not expect."""
+    from orgsync.core.text import visible
+
     for name, (recorded, managed) in sorted(dropped.items()):
+        name = visible(name)  # noqa: PLW2901 - shown, as a run's error is
         print(f"{name} (in the state database, not in the configuration):")
         print(f"  memory is about: {_describe_identity(recorded)}")
         print(
