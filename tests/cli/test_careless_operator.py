@@ -13,7 +13,9 @@ regression tests; the one still open is marked `xfail(strict=True)` with what is
   stale baseline? (held: full pass); a leaver invited after the backup was taken keeps
   access? (STILL BROKEN: the backup does not know orgsync invited them; see the xfail);
 - a target deleted from the configuration: its people removed, or silently forgotten?
-  (held: nothing is done to them; `status` now says its memory is still there).
+  (held: nothing is done to them; `status` now says its memory is still there);
+- `orgsync sync` by hand while the daemon applies: two writers, two invitations?
+  (held: refused with exit 1, naming the daemon).
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import shutil
 import signal
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.cli.harness import Rig, directory, openai_target
+from tests.cli.harness import Rig, directory, openai_target, wanted_roles
+from tests.cli.test_one_writer import applying
+from tests.daemon.harness import DaemonRig, wait_for
 
 
 def _moved(document: dict[str, Any], *, ids: str = "", domain: str = "") -> dict[str, Any]:
@@ -174,3 +179,29 @@ def test_a_target_removed_from_the_configuration_keeps_its_people_and_status_say
     status = rig.orgsync("status")
     assert "second (in the state database, not in the configuration):" in status.stdout
     assert "5 people orgsync manages there are left as they are" in status.stdout
+
+
+def test_a_sync_while_the_daemon_applies_is_refused_with_exit_1_naming_the_daemon(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """An operator runs `orgsync sync` by hand while the service is half-way through its
+    pass: refused (exit 1), the daemon named, no second invitation to anyone."""
+    rig = DaemonRig(folder=tmp_path, emulator=emulator, target_keys="max_concurrency = 1")
+    document = directory(30)
+    rig.write(document)
+    emulator.faults = Faults(latency=0.25)
+    emulator.allow_duplicate_invites = True  # only the single writer prevents a second e-mail
+    daemon = rig.start()
+    try:
+        daemon.wait_started()
+        wait_for(lambda: applying(rig.folder / "state.db"), timeout=60, what="the daemon to apply")
+        emulator.faults = Faults(latency=2.0)
+        by_hand = rig.orgsync("sync")
+        emulator.faults = Faults()
+        assert by_hand.returncode == 1, by_hand.stdout + by_hand.stderr
+        assert "another orgsync is syncing openai-test: daemon" in by_hand.stdout
+        wait_for(lambda: len(rig.holdings()) == 30, timeout=120, what="the daemon's pass")
+    finally:
+        assert daemon.terminate() == 0
+    assert set(rig.pending_invites()) == set(wanted_roles(document))
+    assert set(rig.pending_invites().values()) == {1}
