@@ -425,6 +425,7 @@ type = "google"
 subject = "{admin}"
 credentials_file = "{credentials}"
 directory_url = "{google.directory_url}"
+reports_url = "{google.reports_url}"
 token_url = "{google.token_url}"
 allow_plaintext = true
 """
