@@ -226,3 +226,44 @@ def test_an_expired_cursor_reads_the_directory_whole(
         assert directory_calls(google, mark) == 0
     finally:
         engine.close()
+
+
+def test_delegating_the_reports_scope_later_turns_the_probe_on(
+    tmp_path: Path,
+    emulator: OpenAIEmulator,
+    google: GoogleEmulator,
+    service_account: ServiceAccount,
+) -> None:
+    """An install upgraded without the new delegation reads whole each pass (and works);
+    once the administrator delegates the scope, the next pass's read writes a cursor and
+    the pass after it only probes. No restart, no configuration change."""
+    google.register_service_account(
+        SERVICE_ACCOUNT, KEY_ID, service_account.public_pem, delegated_scopes=DIRECTORY_SCOPES
+    )
+    account = Account(google, random.Random(2))
+    key_file = service_account.write(tmp_path)
+    engine = Engine(google_config(tmp_path, google, key_file, emulator), environ={KEY_ENV: API_KEY})
+    try:
+        assert one(engine.run(RunOptions(dry_run=False))).status == "ok"
+        mark = len(google.requests)
+        unprobed = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert (unprobed.status, unprobed.pass_kind) == ("ok", "incremental")
+        assert directory_calls(google, mark) > 0
+        google.register_service_account(SERVICE_ACCOUNT, KEY_ID, service_account.public_pem)
+        reads = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert reads.status == "ok"
+        mark = len(google.requests)
+        quiet = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert (quiet.status, quiet.pass_kind) == ("ok", "incremental")
+        assert directory_calls(google, mark) == 0
+        assert reports_calls(google, mark) == 2
+        member = next(iter(account.members[account.groups["openai-users"]]))
+        assert account.users[member] in holdings(emulator)
+        google.remove_member(account.groups["openai-users"], member, by_owner=True)
+        mark = len(google.requests)
+        removed = one(engine.run(RunOptions(dry_run=False, incremental=True)))
+        assert removed.status == "ok"
+        assert directory_calls(google, mark) > 0
+        assert account.users[member] not in holdings(emulator)
+    finally:
+        engine.close()
