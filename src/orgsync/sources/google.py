@@ -29,8 +29,8 @@ Decisions:
 Change probe (incremental passes, `core.ports.DetectsChanges`), on the Admin SDK Reports
 API, since the Directory API lists without any change filter: `activities.list`
 (`GET {reports_url}/activity/users/all/applications/{admin,groups_enterprise}` with
-`startTime`, `maxResults=1000`, `pageToken`): a quiet pass costs one token request (in a
-fresh process) and two requests, whatever the directory's size.
+`startTime`, `maxResults=1000`, `pageToken`): a quiet pass costs one token request (each
+run builds its source anew) and two requests, whatever the directory's size.
 
 * Its own token, asking only `admin.reports.audit.readonly`: domain-wide delegation refuses
   a token for any scope not delegated, so adding it to the directory token would break
