@@ -22,8 +22,11 @@ configuration no longer names.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import Rig, directory
+from tests.store.test_target_identity import state_lines
 
 
 def _rename(rig: Rig, old: str, new: str) -> None:
@@ -107,3 +110,29 @@ def test_state_rename_refuses_a_name_with_memory_and_a_name_without(rig: Rig) ->
     assert same.returncode == 1
     assert "one name" in same.stderr
     assert rig.orgsync("sync", "--dry-run").returncode == 0  # the memory is untouched
+
+
+def test_the_refusal_and_the_rename_work_on_both_backends(
+    tmp_path: Path, location: str, emulator: OpenAIEmulator
+) -> None:
+    """Two configurations on one state database (a SQLite file or one PostgreSQL
+    database): the second name is refused; renamed, it manages what the first did."""
+    state, env = state_lines(location)
+    first = Rig(folder=tmp_path / "a", emulator=emulator, state=state, env=dict(env))
+    first.folder.mkdir()
+    document = directory(4)
+    first.write(document)
+    assert first.orgsync("sync").returncode == 0
+    second = Rig(folder=tmp_path / "b", emulator=emulator, state=state, env=dict(env))
+    second.folder.mkdir()
+    second.write(_without(document, "p3"))
+    _rename(second, "openai-test", "renamed")
+    refused = second.orgsync("sync")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "which the state database remembers as target openai-test" in refused.stdout
+    assert "person3@example.com" in second.holdings()
+    moved = second.orgsync("state", "rename", "openai-test", "renamed")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    synced = second.orgsync("sync")
+    assert synced.returncode == 0, synced.stdout
+    assert "person3@example.com" not in second.holdings()
