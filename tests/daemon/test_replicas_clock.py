@@ -44,7 +44,7 @@ from orgsync.daemon.worker import TargetWorker
 from orgsync.engine import Engine
 from orgsync.results import RunOptions, TargetResult
 from orgsync.store import StateStore
-from orgsync.store.db import server_now
+from orgsync.store.db import encode_time, server_now
 from orgsync.store.runs import Origin
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings
@@ -314,3 +314,28 @@ def test_the_status_page_shows_a_fast_replicas_run_as_just_done(postgres_url: st
     ]
     assert not future, ages
     assert [a for a in ages if re.fullmatch(r"in [23](\.[0-9])? min", a)], ages  # next run
+
+
+def test_a_full_pass_recorded_in_the_future_before_the_one_clock_makes_the_next_full(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`passes.CLOCK_STEP_ALLOWANCE` on the one clock: a full pass recorded a day ahead
+    (by an orgsync that still used each host's clock, or the server's clock stepped back
+    since) is distrusted at once, not waited for."""
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        cfg = config(tmp_path, emulator, postgres_url)
+        write(tmp_path, directory(3))
+        right = replica(cfg, postgres_url)
+        try:
+            first = one(right.run(RunOptions(dry_run=False, incremental=True)))
+            assert first.pass_kind == "full", first.pass_reason
+            future = server_time(postgres_url) + timedelta(days=1)
+            with StateStore.open(postgres_url) as store, store.db.write() as session:
+                session.execute("UPDATE baselines SET full_at = ?", (encode_time(future),))
+            again = one(right.run(RunOptions(dry_run=False, incremental=True)))
+            assert again.pass_kind == "full", again.pass_reason
+            assert "recorded in the future" in str(again.pass_reason)
+            trusted = one(right.run(RunOptions(dry_run=False, incremental=True)))
+            assert trusted.pass_kind == "incremental", trusted.pass_reason
+        finally:
+            right.close()
