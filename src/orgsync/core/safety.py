@@ -3,6 +3,11 @@
 Guards (docs/reference.md "Safety guards"):
 - before planning, a source that answers with fewer than `min_source_users` people aborts
   the run (`check_source_size`): an IdP hiccup must never read as "everybody left";
+- before planning, a whole read of the target that lacks what orgsync put there (the
+  members it linked and the groups it owns, still wanted, with no invitation instead)
+  beyond the removal limits, or every one of them, aborts the run (`check_target_read`):
+  a 200 with an empty or short list must never read as "everybody was removed by hand",
+  which would invite or create each of them again and recreate every group;
 - after planning, `gate` holds back, in one place:
   - every operation that takes access away (`Operation.is_removal`: removals, suspensions,
     revocations, role lowerings, group member removals, group role unassignments, group
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orgsync.core.collector import paused
-from orgsync.core.errors import SourceError
+from orgsync.core.errors import SourceError, TargetError
 from orgsync.core.model import (
     EmailKey,
     InviteStatus,
@@ -77,6 +82,62 @@ def check_source_size(people: int, limits: SafetyLimits) -> None:
         raise SourceError(
             f"the source returned {people} people, fewer than safety.min_source_users = "
             f"{limits.min_source_users}; nothing was planned or changed"
+        )
+
+
+def check_target_read(
+    observed: TargetSnapshot,
+    memory: Memory,
+    desired: DesiredState,
+    limits: SafetyLimits,
+    *,
+    allowed: int | None = None,
+) -> None:
+    """Abort before planning when a whole read of the target looks truncated.
+
+    Counted: wanted people whose linked member the read lacks, with no invitation for
+    them either (each would be invited or created again), and the groups orgsync owns and
+    still mirrors that the read lacks (each would be created again, a duplicate where
+    names are not unique, and the owned one disowned). Too many: more than the removal
+    limits allow, or all of them when there are at least two. A few gone is believed
+    (someone removed them by hand: they are added again). `allowed` (`--allow-additions
+    N`) lets a run through when N covers them all, for when they really were removed.
+    """
+    wanted = {person.source_id for person in desired.wanted.values()}
+    present = {member.id for member in observed.members}
+    invited = {invite.email_key for invite in observed.invites}
+    linked: set[str] = set()
+    placed: set[str] = set()  # linked members still there or invited again
+    email_of = {source_id: key for key, source_id in memory.linked_sources.items()}
+    for source_id, member_id in memory.links.items():
+        if source_id not in wanted:
+            continue  # a leaver's stale link: nothing would be added for them
+        linked.add(member_id)
+        if member_id in present or email_of.get(source_id) in invited:
+            placed.add(member_id)
+    mirrored = {group.source_id for group in desired.groups}
+    owned = {g for g, source_group in memory.owned_groups.items() if source_group in mirrored}
+    groups_gone = owned - {group.id for group in observed.groups}
+    people_gone = len(linked - placed)
+    if allowed is not None and people_gone + len(groups_gone) <= allowed:
+        return
+    reasons = []
+    over = _over(
+        "removals", people_gone, len(linked), limits, counted="of them missing from the read"
+    )
+    if over is not None or (people_gone >= 2 and people_gone == len(linked)):
+        reasons.append(
+            f"{people_gone} of the {len(linked)} members orgsync linked"
+            + (f" ({over})" if over is not None else "")
+        )
+    if len(groups_gone) >= 2 and groups_gone == owned:
+        reasons.append(f"all {len(owned)} groups orgsync owns")
+    if reasons:
+        count = people_gone + len(groups_gone)
+        raise TargetError(
+            f"the target's read lacks {' and '.join(reasons)}, with no invitation instead: "
+            "a truncated answer would have them all added again, so nothing was planned or "
+            f"changed; if they were removed on purpose, run once with --allow-additions {count}"
         )
 
 

@@ -659,9 +659,16 @@ class ScimTarget:
         return list(page.resources or [])
 
     def _walk(self, path: str, model: type[R], attributes: str | None) -> list[R]:
-        """Every resource of a list, page by page; an inconsistent walk is an error."""
+        """Every resource of a list, page by page; an inconsistent walk is an error.
+
+        The walk ends at `totalResults`, so a server that under-reports it would end the
+        read early and leave people out (each read as absent: created again). More
+        resources than the total is refused; reaching it on a full page asks for the page
+        after, which must be empty (some servers report the page's size as the total).
+        """
         seen: dict[str, R] = {}
         start, total = 1, -1
+        confirming = False
         while True:
             params: dict[str, str | int] = {"startIndex": start, "count": self._page_size}
             if attributes:
@@ -675,15 +682,28 @@ class ScimTarget:
                 total = reported
             elif reported != total:
                 raise TransientError(f"{where}: totalResults changed from {total} to {reported}")
+            if confirming:
+                if all(r.id in seen for r in resources):
+                    return list(seen.values())  # empty, or startIndex ignored: all read
+                raise TargetError(
+                    f"{where}: the list goes on past its totalResults ({total}): the server "
+                    "under-reports it, and a read ending there would leave people out"
+                )
             for resource in resources:
                 if not resource.id:
                     raise TargetError(f"{where}: a resource without an id")
                 if resource.id in seen:
                     raise TransientError(f"{where}: {resource.id} listed twice (list changed)")
                 seen[resource.id] = resource
-            if len(seen) >= total:
-                return list(seen.values())
-            if not resources:
+            if len(seen) > total:
+                raise TargetError(
+                    f"{where}: {len(seen)} resources listed, more than totalResults ({total})"
+                )
+            if len(seen) == total:
+                if confirming or not resources or len(resources) < self._page_size:
+                    return list(seen.values())
+                confirming = True  # a full last page: the next one must be empty
+            elif not resources:
                 raise TransientError(f"{where}: empty page after {len(seen)} of {total}")
             start += len(resources)
 

@@ -1,0 +1,552 @@
+"""Red team of the target connectors' reads, and of what a plan built on a wrong read does.
+
+How a wrong read of the organization could hurt an administrator:
+- extra invitations or accounts (duplicate e-mails, duplicate users on a SCIM server that
+  does not enforce unique userNames) when people who are there are read as absent: a
+  200 with an empty or short list (a backend hiccup), a total that under-reports, an
+  offset page skipped;
+- lost access when people who are gone are read as present, or present ones twice;
+- a wrong role change when a member's role is one orgsync cannot rank (a renamed or new
+  role) and a demotion passes as a "raise" past the removal gate and the last-owner rule;
+- a leaked key when a compromised target redirects to another host;
+- a daemon that dies (not a failed run) on a huge or deeply nested body.
+
+Each attempt runs over loopback: the vendor emulators (`orgsync.testing`) or a real SCIM
+server, behind `ScimProxy`, whose `tamper` hook rewrites the real server's answer into
+the lie. The engine runs in-process on a real file source and SQLite state database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from orgsync.config import Config, parse_config
+from orgsync.core.errors import TargetError, TransientError
+from orgsync.core.plan import CreateUser
+from orgsync.engine import Engine
+from orgsync.results import RunOptions, TargetResult
+from orgsync.testing.keycard.emulator import KeycardEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings, pending_invites_per_email
+from tests.targets.cli import KEYCARD_SECRET_ENV, SCIM_TOKEN_ENV
+from tests.targets.cli import directory as scim_directory
+from tests.targets.scim_servers import TOKEN, Scim2Server, ScimProxy, Tamper, start_scimmy
+from tests.targets.test_scim_e2e import Org
+from tests.targets.test_scim_target import Server
+
+PEOPLE = 30
+
+
+def one(results: list[TargetResult]) -> TargetResult:
+    (result,) = results
+    return result
+
+
+def write(folder: Path, document: dict[str, Any]) -> None:
+    (folder / "directory.json").write_text(json.dumps(document), encoding="utf-8")
+
+
+def openai_config(folder: Path, url: str, **safety: Any) -> Config:
+    document = {
+        "source": {"type": "file", "path": "directory.json"},
+        "targets": [
+            {
+                "name": "t",
+                "type": "openai",
+                "base_url": url,
+                "api_key_env": KEY_ENV,
+                "allow_plaintext": True,
+                "default_role": "reader",
+                "scope_groups": ["openai-*"],
+                "roles": [{"group": "openai-owners", "role": "owner"}],
+                "max_attempts": 2,
+            }
+        ],
+        "safety": {"max_removals": 10, **safety},
+        "state": {"path": "state.db"},
+    }
+    return parse_config(document, origin="test", base_dir=folder)
+
+
+class OpenAIOrg:
+    """An OpenAI emulator whose PEOPLE people joined (orgsync invited them, they accepted,
+    orgsync linked their member ids), reached through a proxy that can lie."""
+
+    def __init__(self, folder: Path) -> None:
+        self.emulator = OpenAIEmulator(api_key=API_KEY)
+        self.proxy = ScimProxy(self.emulator.start())
+        self.document = directory(PEOPLE)
+        write(folder, self.document)
+        self.engine = Engine(openai_config(folder, self.proxy.url), environ={KEY_ENV: API_KEY})
+        assert one(self.engine.run(RunOptions(dry_run=False))).status == "ok"
+        for invite in self.emulator.state.invites():
+            if invite["status"] == "pending":
+                self.emulator.state.accept_invite(str(invite["id"]))
+        assert one(self.engine.run(RunOptions(dry_run=False))).status == "ok"
+        self.before = holdings(self.emulator)
+        assert len(self.before) == PEOPLE
+        self.setup_invites = self.proxy.count("POST", "/invites")
+
+    def invites_sent(self) -> int:
+        """Invitations asked for since the organization was set up."""
+        return self.proxy.count("POST", "/invites") - self.setup_invites
+
+    def close(self) -> None:
+        self.engine.close()
+        self.proxy.stop()
+        self.emulator.stop()
+
+    def sync(self, **options: Any) -> TargetResult:
+        return self.run(dry_run=False, **options)
+
+    def run(self, **options: Any) -> TargetResult:
+        return one(self.engine.run(RunOptions(**{"dry_run": False, **options})))
+
+    def unchanged(self) -> None:
+        assert holdings(self.emulator) == self.before
+        assert all(n == 0 for n in pending_invites_per_email(self.emulator).values())
+
+
+@pytest.fixture
+def openai_org(tmp_path: Path) -> Iterator[OpenAIOrg]:
+    org = OpenAIOrg(tmp_path)
+    yield org
+    org.close()
+
+
+def _empty_users(
+    method: str, path: str, query: str, status: int, body: bytes
+) -> tuple[int, bytes] | None:
+    if method == "GET" and path.endswith("/organization/users") and status == 200:
+        page = json.loads(body)
+        return 200, json.dumps(
+            {**page, "data": [], "has_more": False, "first_id": None, "last_id": None}
+        ).encode()
+    return None
+
+
+def test_an_empty_users_list_from_a_hiccup_invites_nobody_again(openai_org: OpenAIOrg) -> None:
+    """Harm: the users list answers 200 with no users (a backend hiccup) while the 30
+    people orgsync linked are members; each would be read as gone and invited again."""
+    openai_org.proxy.tamper = _empty_users
+    for options in ({}, {"incremental": True}, {"dry_run": True}):
+        result = openai_org.run(**options)
+        assert result.status == "failed", result
+        assert "the target's read lacks 30 of the 30 members orgsync linked" in str(result.error)
+        assert "--allow-additions 30" in str(result.error)
+    assert openai_org.invites_sent() == 0
+    openai_org.unchanged()
+    # The answer is whole again: nothing to do, nothing held.
+    openai_org.proxy.tamper = None
+    again = openai_org.sync()
+    assert again.status == "ok" and again.plan is not None and not again.plan.operations
+
+
+def test_members_removed_by_hand_are_invited_again_within_the_limits(
+    openai_org: OpenAIOrg,
+) -> None:
+    """Not a wrong read: an administrator removed a few linked members on the target by
+    hand; orgsync invites them again (within the removal limits the read is believed), and
+    once invited they no longer count as vanished (their links keep the old member id)."""
+    state = openai_org.emulator.state
+    (gone,) = [u for u in state.users() if u["email"] == "person1@example.com"]
+    state.api_delete_user(str(gone["id"]))
+    result = openai_org.sync()
+    assert result.status == "ok", result
+    assert openai_org.invites_sent() == 1
+    assert holdings(openai_org.emulator) == openai_org.before
+
+
+def test_too_many_members_removed_by_hand_wait_for_allow_additions(openai_org: OpenAIOrg) -> None:
+    """Beyond the limits a removal by hand looks like a truncated read: the run fails,
+    naming the way out, and the operator lets one run through with --allow-additions."""
+    state = openai_org.emulator.state
+    for user in [u for u in state.users() if str(u["email"]).startswith("person1")]:
+        state.api_delete_user(str(user["id"]))  # person1, person10..19: 11 > max_removals
+    result = openai_org.sync()
+    assert result.status == "failed", result
+    assert "11 of the 30 members orgsync linked" in str(result.error)
+    assert openai_org.sync(allow_additions=10).status == "failed"
+    assert openai_org.invites_sent() == 0
+    lifted = openai_org.sync(allow_additions=11)
+    assert lifted.status == "ok", lifted
+    assert holdings(openai_org.emulator) == openai_org.before
+    after = openai_org.sync()
+    assert after.status == "ok" and after.plan is not None and not after.plan.operations
+
+
+# --------------------------------------------------------------------------- SCIM lists
+
+
+SCIM_USERS = 12
+SCIM_PAGE = 5
+
+
+@pytest.fixture(params=["scim2-server", "scimmy"])
+def scim(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    if request.param == "scim2-server":
+        scim2: Scim2Server = request.getfixturevalue("scim2")
+        running = Server("scim2-server", scim2.tenant())
+    else:
+        scimmy = start_scimmy(tmp_path / "scimmy")
+        running = Server("scimmy", scimmy.url, scimmy.stop)
+    for i in range(SCIM_USERS):
+        running.direct.post(
+            "/Users",
+            json={
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": f"user{i}@example.com",
+                "emails": [{"value": f"user{i}@example.com", "primary": True}],
+                "active": True,
+            },
+        ).raise_for_status()
+    yield running
+    running.close()
+
+
+def _users_list(rewrite: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]]) -> Tamper:
+    """A tamper rewriting the /Users list answers (not a filtered search) with `rewrite`
+    (the body and the query asked)."""
+
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        asked = dict(parse_qsl(query))
+        if method != "GET" or not path.endswith("/Users") or status != 200 or "filter" in asked:
+            return None
+        return status, json.dumps(rewrite(json.loads(body), asked)).encode()
+
+    return tamper
+
+
+def _read_users(scim: Server) -> set[str]:
+    target = scim.target(page=SCIM_PAGE)
+    try:
+        return {m.email or "" for m in target.read().members}
+    finally:
+        target.close()
+
+
+ALL_USERS = {f"user{i}@example.com" for i in range(SCIM_USERS)}
+
+
+def test_scim_a_total_that_counts_the_page_only_fails_the_read(scim: Server) -> None:
+    """Harm: a server reporting each page's size as `totalResults` ended the walk after
+    the first page: 7 of 12 users read as absent (created again, never suspended)."""
+    scim.proxy.tamper = _users_list(lambda b, _: {**b, "totalResults": len(b["Resources"])})
+    with pytest.raises(TargetError, match="goes on past its totalResults"):
+        _read_users(scim)
+
+
+def test_scim_a_total_below_what_a_page_lists_fails_the_read(scim: Server) -> None:
+    scim.proxy.tamper = _users_list(lambda b, _: {**b, "totalResults": 3})
+    with pytest.raises(TargetError, match="more than totalResults"):
+        _read_users(scim)
+
+
+def test_scim_a_list_without_total_fails_the_read(scim: Server) -> None:
+    """Held: `totalResults` is REQUIRED (RFC 7644 §3.4.2); without it the first page
+    could be taken for the whole list, and the answer is refused."""
+    scim.proxy.tamper = _users_list(
+        lambda b, _: {k: v for k, v in b.items() if k != "totalResults"}
+    )
+    with pytest.raises(TargetError, match="not a valid SCIM ListResponse"):
+        _read_users(scim)
+
+
+def test_scim_a_server_ignoring_start_index_fails_the_read(scim: Server) -> None:
+    first = scim.direct.get("/Users", params={"startIndex": 1, "count": SCIM_PAGE}).json()
+    scim.proxy.tamper = _users_list(lambda b, _: first)
+    with pytest.raises(TransientError, match="listed twice"):
+        _read_users(scim)
+
+
+def test_scim_an_empty_page_before_the_total_fails_the_read(scim: Server) -> None:
+    scim.proxy.tamper = _users_list(
+        lambda b, asked: {**b, "Resources": []} if asked.get("startIndex") == "6" else b
+    )
+    with pytest.raises(TransientError, match="empty page after 5 of 12"):
+        _read_users(scim)
+
+
+def test_scim_a_duplicate_within_a_page_fails_the_read(scim: Server) -> None:
+    scim.proxy.tamper = _users_list(
+        lambda b, _: {**b, "Resources": [*b["Resources"], b["Resources"][0]]}
+    )
+    with pytest.raises(TargetError, match=r"listed twice|more than totalResults"):
+        _read_users(scim)
+
+
+def test_scim_pages_larger_or_smaller_than_asked_still_read_everyone(scim: Server) -> None:
+    """Held: a server ignoring `count` (everything at once, `itemsPerPage` > asked) or
+    capping it below what was asked (2 per page while more remain) is read whole."""
+    everything = scim.direct.get("/Users", params={"startIndex": 1, "count": 100}).json()
+    scim.proxy.tamper = _users_list(
+        lambda b, asked: everything if asked["startIndex"] == "1" else b
+    )
+    assert _read_users(scim) == ALL_USERS
+    scim.proxy.tamper = _users_list(
+        lambda b, _: {**b, "Resources": b["Resources"][:2], "itemsPerPage": 2}
+    )
+    assert _read_users(scim) == ALL_USERS
+
+
+def test_scim_a_filter_answered_with_strangers_adopts_nobody(scim: Server) -> None:
+    """Harm: after a lost create, `userName eq` answered with another user (or the whole
+    list) would adopt a stranger's account for the new person. Held: matched on the
+    normalized address, never the first result."""
+    stranger = scim.direct.get("/Users", params={"filter": 'userName eq "user3@example.com"'})
+    body = stranger.content
+
+    def answer(
+        method: str, path: str, query: str, status: int, _: bytes
+    ) -> tuple[int, bytes] | None:
+        return (200, body) if method == "GET" and "filter" in query else None
+
+    scim.proxy.tamper = answer
+    target = scim.target(page=SCIM_PAGE)
+    try:
+        create = CreateUser(email="new@example.com", name="N", source_id="s-new", reason="t")
+        assert target.find_existing(create) is None
+        again = CreateUser(email="USER4@example.com", name="U", source_id="s-4", reason="t")
+        found = target.find_existing(again)  # the filter lies; the walk finds user4
+        assert found is not None
+        assert scim.direct.get(f"/Users/{found}").json()["userName"] == "user4@example.com"
+    finally:
+        target.close()
+
+
+# --------------------------------------------------------------------------- SCIM runs
+
+
+SCIM_PEOPLE = 24
+TEAMS = {"team-a": list(range(0, 12)), "team-b": list(range(6, 20))}
+
+
+def scim_config(folder: Path, url: str) -> Config:
+    document = {
+        "source": {"type": "file", "path": "directory.json"},
+        "targets": [
+            {
+                "name": "s",
+                "type": "scim",
+                "base_url": url,
+                "api_key_env": SCIM_TOKEN_ENV,
+                "allow_plaintext": True,
+                "scope_groups": ["scim-*"],
+                "on_removal": "suspend",
+                "max_attempts": 2,
+                "groups": [{"source": "team-*", "name": "{source}"}],
+            }
+        ],
+        "safety": {"max_removals": 10},
+        "state": {"path": "state.db"},
+    }
+    return parse_config(document, origin="test", base_dir=folder)
+
+
+class ScimOrg:
+    """A real SCIM server orgsync synced SCIM_PEOPLE people and two teams into, reached
+    through a proxy that can lie."""
+
+    def __init__(self, folder: Path, scim: Server) -> None:
+        self.scim = scim
+        self.org = Org(scim.upstream)
+        write(folder, scim_directory(SCIM_PEOPLE, teams=TEAMS))
+        self.engine = Engine(scim_config(folder, scim.proxy.url), environ={SCIM_TOKEN_ENV: TOKEN})
+        assert one(self.engine.run(RunOptions(dry_run=False))).status == "ok"
+        self.users = self.org.users()
+        self.groups = {name: g["id"] for name, g in self.org.groups().items()}
+        assert len(self.users) == SCIM_PEOPLE and set(self.groups) == set(TEAMS)
+        self.setup_posts = scim.proxy.count("POST")
+
+    def close(self) -> None:
+        self.engine.close()
+        self.org.close()
+
+    def sync(self, **options: Any) -> TargetResult:
+        return one(self.engine.run(RunOptions(dry_run=False, **options)))
+
+    def posts(self) -> int:
+        return self.scim.proxy.count("POST") - self.setup_posts
+
+    def unchanged(self) -> None:
+        assert {n: u["id"] for n, u in self.org.users().items()} == {
+            n: u["id"] for n, u in self.users.items()
+        }
+        assert {name: g["id"] for name, g in self.org.groups().items()} == self.groups
+
+
+@pytest.fixture
+def scim_org(tmp_path: Path, scim_server: Server) -> Iterator[ScimOrg]:
+    org = ScimOrg(tmp_path, scim_server)
+    yield org
+    org.close()
+
+
+@pytest.fixture(params=["scim2-server", "scimmy"])
+def scim_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    if request.param == "scim2-server":
+        scim2: Scim2Server = request.getfixturevalue("scim2")
+        running = Server("scim2-server", scim2.tenant())
+    else:
+        scimmy = start_scimmy(tmp_path / "scimmy")
+        running = Server("scimmy", scimmy.url, scimmy.stop)
+    yield running
+    running.close()
+
+
+def _empty_list(resource: str) -> Tamper:
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        if method != "GET" or not path.endswith(resource) or status != 200 or "filter" in query:
+            return None
+        listed = json.loads(body)
+        return 200, json.dumps({**listed, "Resources": [], "totalResults": 0}).encode()
+
+    return tamper
+
+
+def test_scim_an_empty_users_list_creates_nobody_again(scim_org: ScimOrg) -> None:
+    """Harm: /Users answers 200 with no users; every linked person would be created
+    again (a second account where userName is not unique, a 409 per person elsewhere)."""
+    scim_org.scim.proxy.tamper = _empty_list("/Users")
+    result = scim_org.sync()
+    assert result.status == "failed", result
+    assert "lacks 24 of the 24 members orgsync linked" in str(result.error)
+    assert scim_org.posts() == 0
+    scim_org.scim.proxy.tamper = None
+    scim_org.unchanged()
+    again = scim_org.sync()
+    assert again.status == "ok" and again.plan is not None and not again.plan.operations
+
+
+def test_scim_an_empty_groups_list_creates_no_second_group(scim_org: ScimOrg) -> None:
+    """Harm: /Groups answers 200 with no groups; each mirrored group would be created
+    again (a duplicate group) and the ones orgsync owns disowned for good."""
+    scim_org.scim.proxy.tamper = _empty_list("/Groups")
+    result = scim_org.sync()
+    assert result.status == "failed", result
+    assert "lacks all 2 groups orgsync owns" in str(result.error)
+    assert scim_org.posts() == 0
+    scim_org.scim.proxy.tamper = None
+    again = scim_org.sync()
+    assert again.status == "ok" and again.plan is not None and not again.plan.operations
+    scim_org.unchanged()
+
+
+def test_scim_a_group_deleted_by_hand_is_created_again(scim_org: ScimOrg) -> None:
+    """Not a wrong read: one of two owned groups deleted on the server is recreated."""
+    scim_org.org.http.delete(f"/Groups/{scim_org.groups['team-a']}").raise_for_status()
+    result = scim_org.sync()
+    assert result.status == "ok", result
+    assert set(scim_org.org.groups()) == set(TEAMS)
+
+
+# --------------------------------------------------------------------------- roles
+
+
+KEYCARD_ID = "sa_read_redteam"
+KEYCARD_SECRET = "read-redteam-secret-0123456789"
+
+
+class KeycardOrg:
+    """A Keycard emulator whose 4 people joined and were linked (person0 an admin),
+    reached through a proxy that can lie."""
+
+    def __init__(self, folder: Path) -> None:
+        self.emulator = KeycardEmulator(client_id=KEYCARD_ID, client_secret=KEYCARD_SECRET)
+        self.emulator.state.add_user("root@example.com", "org_admin")
+        self.proxy = ScimProxy(self.emulator.start())
+        write(folder, scim_directory(4))
+        config = {
+            "source": {"type": "file", "path": "directory.json"},
+            "targets": [
+                {
+                    "name": "k",
+                    "type": "keycard",
+                    "base_url": self.proxy.url,
+                    "client_id": KEYCARD_ID,
+                    "client_secret_env": KEYCARD_SECRET_ENV,
+                    "organization_id": self.emulator.state.organization_id,
+                    "allow_plaintext": True,
+                    "scope_groups": ["scim-*"],
+                    "default_role": "org_member",
+                    "on_removal": "suspend",
+                    "max_attempts": 2,
+                    "roles": [{"group": "scim-admins", "role": "org_admin"}],
+                }
+            ],
+            "safety": {"max_removals": 10},
+            "state": {"path": "state.db"},
+        }
+        self.engine = Engine(
+            parse_config(config, origin="test", base_dir=folder),
+            environ={KEYCARD_SECRET_ENV: KEYCARD_SECRET},
+        )
+        assert self.sync().status == "ok"
+        for invitation in self.emulator.state.invitations():
+            if invitation["status"] == "pending":
+                self.emulator.state.accept_invitation(str(invitation["id"]))
+        assert self.sync().status == "ok"
+        self.roles = self.held_roles()
+        assert self.roles["person0@example.com"] == "org_admin"
+
+    def held_roles(self) -> dict[str, str]:
+        return {str(u["email"]): str(u["role"]) for u in self.emulator.state.users()}
+
+    def sync(self, **options: Any) -> TargetResult:
+        return one(self.engine.run(RunOptions(dry_run=False, **options)))
+
+    def close(self) -> None:
+        self.engine.close()
+        self.proxy.stop()
+        self.emulator.stop()
+
+
+@pytest.fixture
+def keycard_org(tmp_path: Path) -> Iterator[KeycardOrg]:
+    org = KeycardOrg(tmp_path)
+    yield org
+    org.close()
+
+
+def _role_renamed(email: str, role: str) -> Tamper:
+    """The users list answering `role` for `email` (a role the vendor added or renamed)."""
+
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        if method != "GET" or not path.endswith("/users") or status != 200:
+            return None
+        listed = json.loads(body)
+        for user in listed["items"]:
+            if user.get("email") == email:
+                user["role"] = role
+        return status, json.dumps(listed).encode()
+
+    return tamper
+
+
+@pytest.mark.parametrize("role", ["org_owner", "ORG_ADMIN", "admin"])
+def test_keycard_a_member_s_unknown_role_is_left_as_it_is(
+    keycard_org: KeycardOrg, role: str
+) -> None:
+    """Harm: a member listed under a role orgsync cannot rank (the vendor added an owner
+    role, renamed one, changed case) ranked below every role, so setting the role the
+    rules want was planned as a *raise*: a demotion that passed the removal gate and the
+    last-owner rule. Now the member is left as they are, with a warning."""
+    keycard_org.proxy.tamper = _role_renamed("person1@example.com", role)
+    result = keycard_org.sync()
+    assert result.status == "ok", result
+    assert result.plan is not None and not result.plan.operations
+    assert any("person1@example.com" in w and repr(role) in w for w in result.plan.warnings)
+    assert keycard_org.held_roles() == keycard_org.roles
+    assert keycard_org.proxy.count("PATCH") == 0
