@@ -550,3 +550,70 @@ def test_keycard_a_member_s_unknown_role_is_left_as_it_is(
     assert any("person1@example.com" in w and repr(role) in w for w in result.plan.warnings)
     assert keycard_org.held_roles() == keycard_org.roles
     assert keycard_org.proxy.count("PATCH") == 0
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000
+HOSTILE_BODIES = {
+    "html": b"<html><body>Bad gateway</body></html>",
+    "deep": DEEP,
+    "deep-object": b'{"Resources":' * 100_000 + b"1" + b"}" * 100_000,
+    "truncated": b'{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalRe',
+}
+
+
+def _body_on(resource: str, body: bytes) -> Tamper:
+    def tamper(
+        method: str, path: str, query: str, status: int, _: bytes
+    ) -> tuple[int, bytes] | None:
+        return (200, body) if method == "GET" and path.endswith(resource) else None
+
+    return tamper
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
+def test_scim_a_hostile_body_fails_the_run_cleanly(scim_org: ScimOrg, kind: str) -> None:
+    """Harm: a compromised server answering a body that is not JSON, or JSON nested
+    deeper than Python's recursion limit, raised out of the run (ValueError,
+    RecursionError) instead of failing it: a daemon worker's run dies without a result,
+    and nothing says which target answered what."""
+    scim_org.scim.proxy.tamper = _body_on("/Users", HOSTILE_BODIES[kind])
+    result = scim_org.sync()
+    assert result.status == "failed", result
+    assert "GET /Users" in str(result.error)
+    assert scim_org.posts() == 0
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
+def test_openai_a_hostile_body_fails_the_run_cleanly(openai_org: OpenAIOrg, kind: str) -> None:
+    """Held: the OpenAI lists are parsed by pydantic's parser, whose depth limit is an
+    error like any body that is not JSON (transient: retried, then the run fails)."""
+    openai_org.proxy.tamper = _body_on("/organization/users", HOSTILE_BODIES[kind])
+    result = openai_org.sync()
+    assert result.status == "failed", result
+    assert "GET /organization/users" in str(result.error)
+    assert openai_org.invites_sent() == 0
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
+@pytest.mark.parametrize("resource", ["/users", "/service-account-token"])
+def test_keycard_a_hostile_body_fails_the_run_cleanly(
+    keycard_org: KeycardOrg, kind: str, resource: str
+) -> None:
+    """Harm: the token endpoint's answer was parsed by the standard library, so JSON
+    nested too deeply raised RecursionError out of the run."""
+    keycard_org.engine.close()  # a fresh engine: its token is fetched again
+    keycard_org.engine = Engine(keycard_org.engine.config, environ=keycard_org.engine.environ)
+
+    def tamper(
+        method: str, path: str, query: str, status: int, _: bytes
+    ) -> tuple[int, bytes] | None:
+        return (200, HOSTILE_BODIES[kind]) if path.endswith(resource) else None
+
+    keycard_org.proxy.tamper = tamper
+    result = keycard_org.sync()
+    assert result.status == "failed", result
+    assert resource in str(result.error)
+    assert keycard_org.held_roles() == keycard_org.roles

@@ -38,6 +38,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 import structlog
+from pydantic_core import from_json
 from scim2_models import Group, PatchOperation, Resource
 
 from orgsync.core.errors import (
@@ -76,7 +77,7 @@ from orgsync.http.client import network_transport, ssl_verify
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.targets._common import segment
-from orgsync.targets.http import ApiClient
+from orgsync.targets.http import ApiClient, json_body
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.connector import CAPABILITIES
 from orgsync.targets.scim.dialect import DIALECTS, Dialect
@@ -336,7 +337,8 @@ class ScimTarget:
         if isinstance(operation, CreateGroup):
             body = wire.new_group(name=operation.group, external_id=operation.source_group_id)
             created = self._client.request("POST", "/Groups", json=body, idempotent=False)
-            return _created_id(wire.parse(Group, created.json(), "POST /Groups"), "POST /Groups")
+            group = wire.parse(Group, json_body(created, "POST /Groups"), "POST /Groups")
+            return _created_id(group, "POST /Groups")
         if isinstance(operation, AdoptGroup):
             return operation.group_id  # ownership is recorded by the engine; no call
         if isinstance(operation, RenameGroup):
@@ -361,7 +363,7 @@ class ScimTarget:
 
     def _discover(self) -> ServerFeatures:
         try:
-            response = self._client.request("GET", "/ServiceProviderConfig", idempotent=True)
+            body = self._client.request_json("GET", "/ServiceProviderConfig", idempotent=True)
         except (NotFoundError, UnsupportedRequest):
             log.warning(
                 "scim.discovery.missing",
@@ -369,7 +371,7 @@ class ScimTarget:
                 assumed="patch and filter supported, no etag",
             )
             return _ASSUMED
-        config = wire.parse_config(response.json(), "GET /ServiceProviderConfig")
+        config = wire.parse_config(body, "GET /ServiceProviderConfig")
         features = ServerFeatures(
             patch=bool(config.patch and config.patch.supported),
             filter=bool(config.filter and config.filter.supported),
@@ -397,7 +399,7 @@ class ScimTarget:
         )
         # Not idempotent: after a lost response the applier looks the user up first.
         response = self._client.request("POST", "/Users", json=body, idempotent=False)
-        user = wire.parse(wire.ScimUser, response.json(), "POST /Users")
+        user = wire.parse(wire.ScimUser, json_body(response, "POST /Users"), "POST /Users")
         user_id = _created_id(user, "POST /Users")
         self._changes.user_created(operation.email, user_id)
         return user_id
@@ -471,8 +473,9 @@ class ScimTarget:
 
     def _get_group(self, group_id: str) -> Group:
         path = f"/Groups/{segment(group_id)}"
-        response = self._client.request("GET", path, idempotent=True)
-        return wire.parse(Group, response.json(), f"GET {path}")
+        return wire.parse(
+            Group, self._client.request_json("GET", path, idempotent=True), f"GET {path}"
+        )
 
     def _member_values(self, group_id: str) -> frozenset[str]:
         """The ids of the group's user members (nested groups left out)."""
@@ -632,7 +635,7 @@ class ScimTarget:
         """
         for _ in range(PUT_ATTEMPTS):
             response = self._client.request("GET", path, idempotent=True)
-            resource = response.json()
+            resource = json_body(response, f"GET {path}")
             if not isinstance(resource, dict):
                 raise TargetError(f"GET {path}: not a SCIM resource")
             etag = response.headers.get("etag") or _meta_version(resource)
@@ -652,10 +655,10 @@ class ScimTarget:
     # ------------------------------------------------------------------ lists
 
     def _search(self, path: str, model: type[R], query: str) -> list[R]:
-        response = self._client.request(
+        body = self._client.request_json(
             "GET", path, params={"filter": query, "count": self._page_size}, idempotent=True
         )
-        page = wire.parse_list(model, response.json(), f"GET {path}?filter")
+        page = wire.parse_list(model, body, f"GET {path}?filter")
         return list(page.resources or [])
 
     def _walk(self, path: str, model: type[R], attributes: str | None) -> list[R]:
@@ -673,9 +676,9 @@ class ScimTarget:
             params: dict[str, str | int] = {"startIndex": start, "count": self._page_size}
             if attributes:
                 params["attributes"] = attributes
-            response = self._client.request("GET", path, params=params, idempotent=True)
+            body = self._client.request_json("GET", path, params=params, idempotent=True)
             where = f"GET {path} (startIndex={start})"
-            page = wire.parse_list(model, response.json(), where)
+            page = wire.parse_list(model, body, where)
             resources = page.resources or []
             reported = page.total_results if page.total_results is not None else len(resources)
             if total == -1:
@@ -739,7 +742,7 @@ def _check_put(path: str, answer: httpx.Response, made: Callable[[dict[str, Any]
     if not answer.content:
         return  # 204: nothing to check
     try:
-        resource = answer.json()
+        resource = from_json(answer.content)
     except ValueError:
         return
     if isinstance(resource, dict) and not made(resource):
