@@ -25,12 +25,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from orgsync.config import Config, parse_config
 from orgsync.core.errors import TargetError, TransientError
 from orgsync.core.plan import CreateUser
 from orgsync.engine import Engine
 from orgsync.results import RunOptions, TargetResult
+from orgsync.testing._server import BackgroundServer
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings, pending_invites_per_email
@@ -617,3 +619,81 @@ def test_keycard_a_hostile_body_fails_the_run_cleanly(
     assert result.status == "failed", result
     assert resource in str(result.error)
     assert keycard_org.held_roles() == keycard_org.roles
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+class Elsewhere:
+    """Two loopback servers: `redirector` answers every request with `status` and a
+    Location on `recorder`, which records the headers of whatever reaches it."""
+
+    def __init__(self, status: int) -> None:
+        self.seen: list[dict[str, str]] = []
+
+        async def recorder(scope: Scope, receive: Receive, send: Send) -> None:
+            self.seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        async def redirector(scope: Scope, receive: Receive, send: Send) -> None:
+            location = f"http://127.0.0.1:{self._recorder.port}{scope['path']}"
+            headers = [(b"location", location.encode()), (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+
+        self._recorder = BackgroundServer(recorder, name="elsewhere")
+        self._recorder.start()
+        self._redirector = BackgroundServer(redirector, name="redirector")
+        self.url = f"http://127.0.0.1:{self._redirector.start()}/v1"
+
+    def stop(self) -> None:
+        self._redirector.stop()
+        self._recorder.stop()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("kind", ["openai", "scim", "keycard"])
+def test_a_redirect_to_another_host_is_not_followed(tmp_path: Path, status: int, kind: str) -> None:
+    """Harm: a compromised target (or a DNS name taken over) redirecting to a host of
+    the attacker's: following it would send the bearer token, the SCIM token or the
+    Keycard client secret (to the token endpoint) there. Held: nothing is followed; the
+    run fails naming the redirect."""
+    elsewhere = Elsewhere(status)
+    try:
+        write(tmp_path, scim_directory(3))
+        if kind == "openai":
+            config = openai_config(tmp_path, elsewhere.url)
+        elif kind == "scim":
+            config = scim_config(tmp_path, elsewhere.url)
+        else:
+            document = {
+                "source": {"type": "file", "path": "directory.json"},
+                "targets": [
+                    {
+                        "name": "k",
+                        "type": "keycard",
+                        "base_url": elsewhere.url,
+                        "client_id": KEYCARD_ID,
+                        "client_secret_env": KEYCARD_SECRET_ENV,
+                        "organization_id": "org",
+                        "allow_plaintext": True,
+                        "scope_groups": ["scim-*"],
+                        "default_role": "org_member",
+                        "max_attempts": 2,
+                    }
+                ],
+                "state": {"path": "state.db"},
+            }
+            config = parse_config(document, origin="test", base_dir=tmp_path)
+        environ = {KEY_ENV: API_KEY, SCIM_TOKEN_ENV: TOKEN, KEYCARD_SECRET_ENV: KEYCARD_SECRET}
+        engine = Engine(config, environ=environ)
+        try:
+            result = one(engine.run(RunOptions(dry_run=True)))
+        finally:
+            engine.close()
+        assert result.status == "failed", result
+        assert str(status) in str(result.error)
+        assert elsewhere.seen == []
+    finally:
+        elsewhere.stop()
