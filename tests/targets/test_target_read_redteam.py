@@ -697,3 +697,74 @@ def test_a_redirect_to_another_host_is_not_followed(tmp_path: Path, status: int,
         assert elsewhere.seen == []
     finally:
         elsewhere.stop()
+
+
+# --------------------------------------------------------------------------- odd OpenAI reads
+
+
+def _users_rewritten(rewrite: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Tamper:
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        if method != "GET" or not path.endswith("/organization/users") or status != 200:
+            return None
+        page = json.loads(body)
+        return status, json.dumps({**page, "data": rewrite(page["data"])}).encode()
+
+    return tamper
+
+
+def _person(users: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    return next(u for u in users if u["email"] == f"person{n}@example.com")
+
+
+def _twin(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """person3 listed a second time under another id and another case of the address."""
+    twin = {**_person(users, 3), "id": "user-twin", "email": "PERSON3@Example.com"}
+    return [*users, twin]
+
+
+def _repeated(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [*users, *users[:5]]
+
+
+def _null_email(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**u, "email": None} if u["email"] == "person4@example.com" else u for u in users]
+
+
+def _no_role(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in u.items() if k != "role"} if u["email"] == "person0@example.com" else u
+        for u in users
+    ]
+
+
+@pytest.mark.parametrize("lie", [_twin, _repeated, _null_email, _no_role])
+def test_openai_odd_members_change_nobody(
+    openai_org: OpenAIOrg, lie: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+) -> None:
+    """Odd but possible reads: one person listed twice (another id, the address in
+    another case), a page listing members it already listed, a linked member without
+    an address, a member without a role (person0, an owner). None may cost access,
+    invite anyone, or change a role: each is a person orgsync already placed."""
+    openai_org.proxy.tamper = _users_rewritten(lie)
+    result = openai_org.sync()
+    assert result.status == "ok", result
+    assert result.plan is not None and not result.plan.operations, result.plan.operations
+    openai_org.unchanged()
+    assert openai_org.proxy.count("DELETE") == 0
+    assert openai_org.proxy.count("POST", "/users/") == 0
+
+
+def test_openai_a_pending_invitation_beside_the_member_revokes_nothing_of_theirs(
+    openai_org: OpenAIOrg,
+) -> None:
+    """A pending invitation for an address whose member exists (a race: invited, then
+    joined another way; the address in another case). The member keeps their access."""
+    state = openai_org.emulator.state
+    state.add_invite("PERSON5@Example.COM", "reader")
+    result = openai_org.sync()
+    assert result.status == "ok", result
+    assert openai_org.invites_sent() == 0
+    assert openai_org.proxy.count("DELETE", "/users/") == 0
+    assert "person5@example.com" in {str(u["email"]) for u in state.users()}
