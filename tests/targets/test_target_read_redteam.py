@@ -18,7 +18,9 @@ the lie. The engine runs in-process on a real file source and SQLite state datab
 
 from __future__ import annotations
 
+import gzip
 import json
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from orgsync.config import Config, parse_config
 from orgsync.core.errors import TargetError, TransientError
 from orgsync.core.plan import CreateUser
 from orgsync.engine import Engine
+from orgsync.http import lean
 from orgsync.results import RunOptions, TargetResult
 from orgsync.testing._server import BackgroundServer
 from orgsync.testing.keycard.emulator import KeycardEmulator
@@ -768,3 +771,82 @@ def test_openai_a_pending_invitation_beside_the_member_revokes_nothing_of_theirs
     assert openai_org.invites_sent() == 0
     assert openai_org.proxy.count("DELETE", "/users/") == 0
     assert "person5@example.com" in {str(u["email"]) for u in state.users()}
+
+
+# --------------------------------------------------------------------------- huge bodies
+
+
+class Flood:
+    """A loopback server (in this process: the test measures the peak of its memory)
+    answering every request with a body of `size` bytes: sent as is with a
+    Content-Length, chunked without one, or as gzip that inflates to `size`."""
+
+    def __init__(self, size: int, how: str) -> None:
+        self.size, self.how = size, how
+        # Compressed here, before the test measures memory.
+        bomb = gzip.compress(b"[" + b" " * (size - 2) + b"]", compresslevel=9)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            headers = [(b"content-type", b"application/json")]
+            if self.how == "gzip":
+                body = bomb
+                headers += [
+                    (b"content-encoding", b"gzip"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            if self.how == "length":
+                headers.append((b"content-length", str(self.size).encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            block = b" " * (1024 * 1024)
+            sent = 0
+            while sent < self.size:
+                piece = block[: self.size - sent]
+                sent += len(piece)
+                try:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                except OSError:
+                    return  # the client hung up: it refused the body
+            await send({"type": "http.response.body", "body": b""})
+
+        self._server = BackgroundServer(app, name="flood")
+        self.url = f"http://127.0.0.1:{self._server.start()}/v1"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.mark.parametrize("how", ["length", "chunked", "gzip"])
+@pytest.mark.parametrize("kind", ["openai", "scim"])
+def test_a_huge_body_is_refused_without_holding_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, kind: str
+) -> None:
+    """Harm: a hostile or broken target answering an endless body (or a small gzip that
+    inflates a thousandfold) held all of it in memory: the daemon, and every target's
+    sync with it, dies of it. Now a body over `MAX_BODY` (as sent or decoded) fails the
+    run, not retried, after reading at most that much. OpenAI goes the lean way, SCIM
+    through httpx. The limit is lowered to 4 MiB here; the server offers 64 MiB."""
+    monkeypatch.setattr(lean, "MAX_BODY", 4 * 1024 * 1024, raising=False)
+    flood = Flood(64 * 1024 * 1024, how)
+    try:
+        write(tmp_path, scim_directory(3))
+        config = (
+            openai_config(tmp_path, flood.url)
+            if kind == "openai"
+            else scim_config(tmp_path, flood.url)
+        )
+        engine = Engine(config, environ={KEY_ENV: API_KEY, SCIM_TOKEN_ENV: TOKEN})
+        tracemalloc.start()
+        try:
+            result = one(engine.run(RunOptions(dry_run=True)))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            engine.close()
+        assert result.status == "failed", result
+        assert "exceeds 4194304 bytes" in str(result.error)
+        assert peak < 32 * 1024 * 1024, f"held {peak} bytes at the peak"
+    finally:
+        flood.stop()
