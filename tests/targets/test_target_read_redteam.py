@@ -850,3 +850,113 @@ def test_a_huge_body_is_refused_without_holding_it(
         assert peak < 32 * 1024 * 1024, f"held {peak} bytes at the peak"
     finally:
         flood.stop()
+
+
+# --------------------------------------------------------------------------- cursor lies
+
+
+def _keycard_users_paged(lie: str) -> Tamper:
+    """The Keycard users list claiming a next page: `empty` (a next page with no items
+    after it), `repeat` (the same cursor again), `no-cursor` (a next page, no cursor)."""
+
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        if method != "GET" or not path.endswith("/users") or status != 200:
+            return None
+        page = json.loads(body)
+        after = dict(parse_qsl(query)).get("after")
+        info = {"has_next_page": True, "end_cursor": "c1"}
+        if lie == "no-cursor":
+            info["end_cursor"] = None
+        elif lie == "empty" and after is not None:
+            page["items"] = []
+            info["end_cursor"] = f"c{len(after) + 1}"
+        return status, json.dumps({**page, "page_info": info}).encode()
+
+    return tamper
+
+
+@pytest.mark.parametrize("lie", ["empty", "repeat", "no-cursor"])
+def test_keycard_a_cursor_that_lies_fails_the_read(keycard_org: KeycardOrg, lie: str) -> None:
+    """Held: a users list whose cursor repeats, is missing, or leads to empty pages
+    forever is refused rather than followed or taken as the whole list."""
+    keycard_org.proxy.tamper = _keycard_users_paged(lie)
+    result = keycard_org.sync()
+    assert result.status == "failed", result
+    assert "/users" in str(result.error)
+    assert keycard_org.held_roles() == keycard_org.roles
+
+
+def test_scim_a_zero_based_start_index_fails_the_read(scim: Server) -> None:
+    """A server counting `startIndex` from 0 skips the first user of the first page:
+    the walk comes one short of the total and is refused (an empty page after 11 of
+    12, or on SCIMMY, which answers a startIndex past the end with the last page, a
+    user listed twice)."""
+    scim.proxy.tamper = _users_list(
+        lambda b, asked: scim.direct.get(
+            "/Users", params={"startIndex": int(asked["startIndex"]) + 1, "count": SCIM_PAGE}
+        ).json()
+    )
+    with pytest.raises(TransientError, match=r"empty page after 11 of 12|listed twice"):
+        _read_users(scim)
+
+
+# --------------------------------------------------------------------------- races
+
+
+def test_openai_a_member_deleted_before_their_role_change_fails_that_one_call(
+    openai_org: OpenAIOrg, tmp_path: Path
+) -> None:
+    """A user removed by hand between the read and the role change: the POST answers
+    404; that one operation fails with the server's message, nobody else is touched,
+    and the next run (which no longer reads them) plans nothing for them."""
+    document = json.loads((tmp_path / "directory.json").read_text())
+    document["groups"][1]["members"].append("p5")  # person5 becomes an owner
+    write(tmp_path, document)
+    state = openai_org.emulator.state
+    (victim,) = [u for u in state.users() if u["email"] == "person5@example.com"]
+
+    def vanish(method: str, path: str) -> None:
+        if method == "POST" and path.endswith(f"/users/{victim['id']}"):
+            state.api_delete_user(str(victim["id"]))
+
+    openai_org.proxy.before = vanish
+    result = openai_org.sync()
+    assert result.status == "failed", result
+    assert "404" in str(result.error) and "set_role" in str(result.error)
+    openai_org.proxy.before = None
+    assert len(holdings(openai_org.emulator)) == PEOPLE - 1
+    again = openai_org.sync()
+    assert again.status == "ok", again
+    assert openai_org.invites_sent() == 1  # person5 is invited back, as an owner
+
+
+def test_openai_an_invitation_accepted_before_it_is_renewed_invites_nobody_twice(
+    openai_org: OpenAIOrg, tmp_path: Path
+) -> None:
+    """A joiner's pending invitation has the wrong role, so it is replaced (delete, then
+    create); the joiner accepts it in between the read and the delete. The delete is
+    refused (an accepted invitation), no second invitation is sent, and the next run
+    sets the member's role."""
+    document = json.loads((tmp_path / "directory.json").read_text())
+    document["people"].append({"id": "p99", "email": "joiner@example.com", "name": "J"})
+    document["groups"][0]["members"].append("p99")
+    document["groups"][1]["members"].append("p99")  # wanted as an owner
+    write(tmp_path, document)
+    state = openai_org.emulator.state
+    invite_id = state.add_invite("joiner@example.com", "reader")
+
+    def accept(method: str, path: str) -> None:
+        if method == "DELETE" and path.endswith(f"/invites/{invite_id}"):
+            state.accept_invite(invite_id)
+
+    openai_org.proxy.before = accept
+    result = openai_org.sync()
+    openai_org.proxy.before = None
+    assert result.status == "failed", result
+    assert openai_org.invites_sent() == 0
+    again = openai_org.sync()
+    assert again.status == "ok", again
+    assert holdings(openai_org.emulator)["joiner@example.com"] == "owner"
+    assert pending_invites_per_email(openai_org.emulator).get("joiner@example.com", 0) == 0
