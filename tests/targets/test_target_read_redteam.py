@@ -960,3 +960,54 @@ def test_openai_an_invitation_accepted_before_it_is_renewed_invites_nobody_twice
     assert again.status == "ok", again
     assert holdings(openai_org.emulator)["joiner@example.com"] == "owner"
     assert pending_invites_per_email(openai_org.emulator).get("joiner@example.com", 0) == 0
+
+
+# --------------------------------------------------------------------------- targeted reads
+
+
+def _filter_lie(state: Any, lie: str) -> Tamper:
+    """The users list's `emails` filter answered wrongly: `ignored` (every member),
+    `stranger` (another member), `nothing` (no member)."""
+
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        if method != "GET" or not path.endswith("/organization/users") or "emails" not in query:
+            return None
+        everyone = state.api_list_users(limit=100, after=None, emails=[])
+        if lie == "ignored":
+            return 200, json.dumps(everyone).encode()
+        data = [u for u in everyone["data"] if u["email"] == "person9@example.com"]
+        page = {**everyone, "data": data if lie == "stranger" else [], "has_more": False}
+        return 200, json.dumps(page).encode()
+
+    return tamper
+
+
+@pytest.mark.parametrize("lie", ["ignored", "stranger", "nothing"])
+@pytest.mark.parametrize("incremental", [False, True])
+def test_openai_a_lying_emails_filter_changes_only_the_named_person(
+    openai_org: OpenAIOrg, tmp_path: Path, lie: str, incremental: bool
+) -> None:
+    """Harm: a targeted read (`sync --only`, a webhook, an incremental pass) asks the
+    users list for the named people; a filter answered with everyone, a stranger or
+    nobody would change someone not named, or invite the named person again. Held:
+    the slice is matched on the normalized address and linked members are read by id."""
+    document = json.loads((tmp_path / "directory.json").read_text())
+    document["groups"][1]["members"] += ["p3", "p4"]  # both promoted to owner
+    write(tmp_path, document)
+    openai_org.proxy.tamper = _filter_lie(openai_org.emulator.state, lie)
+    options: dict[str, Any] = (
+        {"incremental": True}
+        if incremental
+        else {"only_emails": frozenset({"person3@example.com"})}
+    )
+    result = openai_org.sync(**options)
+    assert result.status == "ok", result
+    assert any("emails=" in p for m, p, _ in openai_org.proxy.bodies if m == "GET"), "not read"
+    held = holdings(openai_org.emulator)
+    assert held["person3@example.com"] == "owner"
+    if not incremental:
+        assert held["person4@example.com"] == "reader", "not named: the next pass's"
+    assert openai_org.invites_sent() == 0
+    assert openai_org.proxy.count("DELETE") == 0
