@@ -753,7 +753,8 @@ def test_openai_odd_members_change_nobody(
     openai_org.proxy.tamper = _users_rewritten(lie)
     result = openai_org.sync()
     assert result.status == "ok", result
-    assert result.plan is not None and not result.plan.operations, result.plan.operations
+    assert result.plan is not None
+    assert not result.plan.operations, result.plan.operations
     openai_org.unchanged()
     assert openai_org.proxy.count("DELETE") == 0
     assert openai_org.proxy.count("POST", "/users/") == 0
@@ -1011,3 +1012,50 @@ def test_openai_a_lying_emails_filter_changes_only_the_named_person(
         assert held["person4@example.com"] == "reader", "not named: the next pass's"
     assert openai_org.invites_sent() == 0
     assert openai_org.proxy.count("DELETE") == 0
+
+
+def _roles_renamed(names: dict[str, str]) -> Tamper:
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        if method != "GET" or not path.endswith("/roles") or status != 200:
+            return None
+        listed = json.loads(body)
+        for role in listed["items"]:
+            role["name"] = names.get(role["name"], role["name"])
+        return status, json.dumps(listed).encode()
+
+    return tamper
+
+
+def test_keycard_roles_listed_under_unknown_names_fail_the_run(keycard_org: KeycardOrg) -> None:
+    """Held: the roles list naming none of the roles orgsync knows (renamed by the
+    vendor) fails the run before planning; guessing their order could demote anyone."""
+    keycard_org.proxy.tamper = _roles_renamed(
+        {"org_admin": "admin", "org_member": "member", "org_viewer": "viewer"}
+    )
+    result = keycard_org.sync()
+    assert result.status == "failed", result
+    assert "no organization roles listed" in str(result.error)
+    assert keycard_org.proxy.count("PATCH") == 0
+
+
+def test_keycard_an_extra_unknown_role_changes_nobody(keycard_org: KeycardOrg) -> None:
+    """Held: a role orgsync does not know listed (in place of org_viewer, and held by
+    person2) is logged, its holder left alone, everyone else reconciled as before."""
+    keycard_org.proxy.tamper = _roles_renamed({"org_viewer": "org_owner"})
+    renamed = _role_renamed("person2@example.com", "org_owner")
+    roles = keycard_org.proxy.tamper
+
+    def both(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        return roles(method, path, query, status, body) or renamed(
+            method, path, query, status, body
+        )
+
+    keycard_org.proxy.tamper = both
+    result = keycard_org.sync()
+    assert result.status == "ok", result
+    assert result.plan is not None and not result.plan.operations
+    assert keycard_org.held_roles() == keycard_org.roles
