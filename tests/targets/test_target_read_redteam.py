@@ -23,6 +23,7 @@ import json
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -31,7 +32,9 @@ from starlette.types import Receive, Scope, Send
 
 from orgsync.config import Config, parse_config
 from orgsync.core.errors import TargetError, TransientError
+from orgsync.core.model import EmailKey, Memory, SourceId, TargetSnapshot
 from orgsync.core.plan import CreateUser
+from orgsync.core.safety import SafetyLimits, check_target_read
 from orgsync.engine import Engine
 from orgsync.http import lean
 from orgsync.results import RunOptions, TargetResult
@@ -39,6 +42,7 @@ from orgsync.testing._server import BackgroundServer
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings, pending_invites_per_email
+from tests.coremodels import desired_for, group, invite, member, org, person, snapshot
 from tests.targets.cli import KEYCARD_SECRET_ENV, SCIM_TOKEN_ENV
 from tests.targets.cli import directory as scim_directory
 from tests.targets.scim_servers import TOKEN, Scim2Server, ScimProxy, Tamper, start_scimmy
@@ -90,9 +94,9 @@ class OpenAIOrg:
         write(folder, self.document)
         self.engine = Engine(openai_config(folder, self.proxy.url), environ={KEY_ENV: API_KEY})
         assert one(self.engine.run(RunOptions(dry_run=False))).status == "ok"
-        for invite in self.emulator.state.invites():
-            if invite["status"] == "pending":
-                self.emulator.state.accept_invite(str(invite["id"]))
+        for pending in self.emulator.state.invites():
+            if pending["status"] == "pending":
+                self.emulator.state.accept_invite(str(pending["id"]))
         assert one(self.engine.run(RunOptions(dry_run=False))).status == "ok"
         self.before = holdings(self.emulator)
         assert len(self.before) == PEOPLE
@@ -1061,3 +1065,58 @@ def test_keycard_an_extra_unknown_role_changes_nobody(keycard_org: KeycardOrg) -
     assert result.status == "ok", result
     assert result.plan is not None and not result.plan.operations
     assert keycard_org.held_roles() == keycard_org.roles
+
+
+# --------------------------------------------------------------------------- the check itself
+
+
+def _memory(*pairs: tuple[str, str, str]) -> Memory:
+    """Links of (source id, email, member id)."""
+    return Memory(
+        managed=frozenset(EmailKey(e) for _, e, _ in pairs),
+        links=MappingProxyType({SourceId(s): m for s, _, m in pairs}),
+        linked_sources=MappingProxyType({EmailKey(e): SourceId(s) for s, e, _ in pairs}),
+    )
+
+
+FOUR = [(f"p{i}", f"p{i}@example.com", f"u{i}") for i in range(4)]
+SOURCE = snapshot(
+    *(person(f"p{i}", f"p{i}@example.com") for i in range(4)),
+    groups=(group("g", "openai-users", "p0", "p1", "p2", "p3"),),
+)
+
+
+def _check(observed: TargetSnapshot, memory: Memory, **kwargs: Any) -> None:
+    check_target_read(
+        observed, memory, desired_for(SOURCE, observed), SafetyLimits(max_removals=1), **kwargs
+    )
+
+
+def test_the_check_fails_a_read_lacking_the_linked_members() -> None:
+    with pytest.raises(TargetError, match="lacks 2 of the 4 members orgsync linked"):
+        _check(org(member("u0", "p0@example.com"), member("u1", "p1@example.com")), _memory(*FOUR))
+
+
+def test_the_check_believes_a_few_gone_and_the_invited_again() -> None:
+    _check(org(*(member(f"u{i}", f"p{i}@example.com") for i in range(3))), _memory(*FOUR))
+    again = (invite("i2", "P2@example.com"), invite("i3", "p3@example.com"))
+    _check(
+        org(member("u0", "p0@example.com"), member("u1", "p1@example.com"), invites=again),
+        _memory(*FOUR),
+    )
+
+
+def test_the_check_ignores_the_stale_links_of_leavers() -> None:
+    """Links are never pruned: leavers removed by hand must not add up to a refusal."""
+    leavers = [(f"x{i}", f"x{i}@example.com", f"v{i}") for i in range(10)]
+    _check(org(*(member(f"u{i}", f"p{i}@example.com") for i in range(4))), _memory(*FOUR, *leavers))
+
+
+def test_the_check_fails_a_read_without_any_linked_member_and_lets_an_allowance_through() -> None:
+    empty = org()
+    with pytest.raises(TargetError, match="--allow-additions 4"):
+        _check(empty, _memory(*FOUR))
+    _check(empty, _memory(*FOUR), allowed=4)
+    with pytest.raises(TargetError):
+        _check(empty, _memory(*FOUR), allowed=3)
+    _check(empty, _memory(*FOUR[:1]))  # one person: a removal by hand is as likely

@@ -103,31 +103,28 @@ def check_target_read(
     (someone removed them by hand: they are added again). `allowed` (`--allow-additions
     N`) lets a run through when N covers them all, for when they really were removed.
     """
-    wanted = {person.source_id for person in desired.wanted.values()}
     present = {member.id for member in observed.members}
-    invited = {invite.email_key for invite in observed.invites}
-    linked: set[str] = set()
-    placed: set[str] = set()  # linked members still there or invited again
-    email_of = {source_id: key for key, source_id in memory.linked_sources.items()}
-    for source_id, member_id in memory.links.items():
-        if source_id not in wanted:
-            continue  # a leaver's stale link: nothing would be added for them
-        linked.add(member_id)
-        if member_id in present or email_of.get(source_id) in invited:
-            placed.add(member_id)
+    absent = [
+        source_id for source_id, member_id in memory.links.items() if member_id not in present
+    ]
+    # Gone and still wanted: each would be added again (not a leaver's stale link).
+    keys = [key for s in absent if (key := desired.by_source_id.get(s)) in desired.wanted]
+    if keys:
+        invited = {invite.email_key for invite in observed.invites}
+        keys = [key for key in keys if key not in invited]
+    people_gone = len(keys)
+    # The links of members still there, and of the wanted ones gone.
+    linked = len(memory.links) - len(absent) + people_gone
     mirrored = {group.source_id for group in desired.groups}
     owned = {g for g, source_group in memory.owned_groups.items() if source_group in mirrored}
     groups_gone = owned - {group.id for group in observed.groups}
-    people_gone = len(linked - placed)
     if allowed is not None and people_gone + len(groups_gone) <= allowed:
         return
     reasons = []
-    over = _over(
-        "removals", people_gone, len(linked), limits, counted="of them missing from the read"
-    )
-    if over is not None or (people_gone >= 2 and people_gone == len(linked)):
+    over = _over("removals", people_gone, linked, limits, counted="of them missing from the read")
+    if over is not None or (people_gone >= 2 and people_gone == linked):
         reasons.append(
-            f"{people_gone} of the {len(linked)} members orgsync linked"
+            f"{people_gone} of the {linked} members orgsync linked"
             + (f" ({over})" if over is not None else "")
         )
     if len(groups_gone) >= 2 and groups_gone == owned:
