@@ -1120,3 +1120,37 @@ def test_the_check_fails_a_read_without_any_linked_member_and_lets_an_allowance_
     with pytest.raises(TargetError):
         _check(empty, _memory(*FOUR), allowed=3)
     _check(empty, _memory(*FOUR[:1]))  # one person: a removal by hand is as likely
+
+
+def test_keycard_an_invitation_accepted_before_its_revocation_is_suspended_next(
+    keycard_org: KeycardOrg, tmp_path: Path
+) -> None:
+    """A leaver's pending invitation is revoked; they accept it between the read and
+    the DELETE. The revocation cannot undo the join: the next run, which reads them as
+    a member, suspends them (on_removal = "suspend"), never leaving them in for good."""
+    document = json.loads((tmp_path / "directory.json").read_text())
+    joined = json.loads(json.dumps(document))
+    joined["people"].append({"id": "p-late", "email": "late@example.com", "name": "L"})
+    joined["groups"][0]["members"].append("p-late")
+    write(tmp_path, joined)
+    assert keycard_org.sync().status == "ok"  # invited
+    state = keycard_org.emulator.state
+    (invitation,) = [
+        i
+        for i in state.invitations()
+        if i["email"] == "late@example.com" and i["status"] == "pending"
+    ]
+    write(tmp_path, document)  # and gone from the source again
+
+    def accept(method: str, path: str) -> None:
+        if method == "DELETE" and path.endswith(f"/invitations/{invitation['id']}"):
+            state.accept_invitation(str(invitation["id"]))
+
+    keycard_org.proxy.before = accept
+    first = keycard_org.sync()
+    keycard_org.proxy.before = None
+    assert first.status == "failed" and "cannot be revoked" in str(first.error), first
+    second = keycard_org.sync()
+    assert second.status == "ok", second
+    (user,) = [u for u in state.users() if u["email"] == "late@example.com"]
+    assert user["status"] == "disabled"
