@@ -1154,3 +1154,38 @@ def test_keycard_an_invitation_accepted_before_its_revocation_is_suspended_next(
     assert second.status == "ok", second
     (user,) = [u for u in state.users() if u["email"] == "late@example.com"]
     assert user["status"] == "disabled"
+
+
+def _without_group(name: str) -> Tamper:
+    """The /Groups list leaving out the group `name` (a page shifted by a group deleted
+    and another added during the walk, with the total unchanged)."""
+
+    def tamper(
+        method: str, path: str, query: str, status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        if method != "GET" or not path.endswith("/Groups") or status != 200 or "filter" in query:
+            return None
+        listed = json.loads(body)
+        kept = [g for g in listed["Resources"] if g.get("displayName") != name]
+        gone = len(listed["Resources"]) - len(kept)
+        total = listed["totalResults"] - gone
+        return status, json.dumps({**listed, "Resources": kept, "totalResults": total}).encode()
+
+    return tamper
+
+
+def test_scim_a_group_the_read_skipped_is_not_created_twice(scim_org: ScimOrg) -> None:
+    """Harm: one owned group missing from a read that is otherwise whole (within the
+    limits, so believed) was created a second time under the same name, and the one
+    orgsync owned disowned for good: its members (leavers too) kept it. Now a creation
+    first looks the name up (one filtered GET); a group of that name, which the read
+    did not list, is adopted as a 409 would be, never duplicated."""
+    scim_org.scim.proxy.tamper = _without_group("team-a")
+    result = scim_org.sync()
+    assert result.status == "ok", result
+    scim_org.scim.proxy.tamper = None
+    names = [g["displayName"] for g in scim_org.org._all("/Groups")]
+    assert sorted(names) == sorted(TEAMS), names
+    again = scim_org.sync()
+    assert again.status == "ok" and again.plan is not None and not again.plan.operations
+    scim_org.unchanged()

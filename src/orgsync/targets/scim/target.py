@@ -42,6 +42,7 @@ from pydantic_core import from_json
 from scim2_models import Group, PatchOperation, Resource
 
 from orgsync.core.errors import (
+    ConflictError,
     NotFoundError,
     RequestRejected,
     TargetError,
@@ -335,6 +336,15 @@ class ScimTarget:
             self._client.request("DELETE", f"/Users/{segment(operation.user_id)}", idempotent=True)
             return None
         if isinstance(operation, CreateGroup):
+            # Planned because the read did not list a group of this name. Most servers do
+            # not keep names unique (scim2-server and SCIMMY create a second one), so a
+            # group the read skipped (a page shifted during the walk) would be duplicated,
+            # and the one orgsync owned left to its members. One look-up first; a group
+            # found is taken as a 409 would be (the applier adopts it).
+            if self._find_group(operation.group) is not None:
+                raise ConflictError(
+                    f"a group named {operation.group!r} exists, which the read did not list"
+                )
             body = wire.new_group(name=operation.group, external_id=operation.source_group_id)
             created = self._client.request("POST", "/Groups", json=body, idempotent=False)
             group = wire.parse(Group, json_body(created, "POST /Groups"), "POST /Groups")
