@@ -19,7 +19,8 @@ RFC 7644 shapes everything here; the departures of real servers are dialect swit
   by which ids it matches (`orgsync.core.member_kinds`): servers numbering users and
   groups from separate sequences give user 2 and group 2 the same id;
 - after a 409 or a lost response, a user is found again by `userName eq "…"`, a group by
-  `displayName eq "…"`, a membership by reading the group;
+  `displayName eq "…"`, a membership by reading the group; a group is also looked up
+  before it is created (names are rarely unique: a group a read skipped is adopted);
 - lists are index pages (`startIndex`/`count`) checked for consistency: a total that
   changes, a resource seen twice or a short walk is an error, never a partial snapshot.
 
