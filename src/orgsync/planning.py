@@ -34,6 +34,7 @@ from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.policy import (
     check_capabilities,
     check_roles,
+    check_rule_groups,
     membership_rules,
     removal_policy,
     safety_limits,
@@ -92,6 +93,7 @@ class Planning:
         check_roles(config, observed.roles)
         rules = membership_rules(config, target.capabilities)
         desired = desired_state(snapshot, rules, observed.roles)
+        check_rule_groups(config, snapshot, observed, desired)
         if memory is not None and not (subjects and isinstance(target, ReadsPeople)):
             check_target_read(
                 observed, memory, desired, safety_limits(self.config), allowed=allow_additions
@@ -125,6 +127,7 @@ class Planning:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+            privileged=observed.roles.privileged,
         )
 
     def plan_input(
