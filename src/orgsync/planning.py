@@ -23,7 +23,13 @@ from orgsync.core.plan import Plan, RemoveMember, RevokeInvite, SuspendMember
 from orgsync.core.planner import PlanInput, plan
 from orgsync.core.ports import READ_TARGET, ReadsPeople, RunProgress, Target
 from orgsync.core.rules import DesiredState, MembershipRules, desired_state
-from orgsync.core.safety import Allowances, Population, gate, managed_people
+from orgsync.core.safety import (
+    Allowances,
+    Population,
+    check_target_read,
+    gate,
+    managed_people,
+)
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.policy import (
     check_capabilities,
@@ -61,9 +67,13 @@ class Planning:
         *,
         memory: Memory | None = None,
         subjects: Subjects | None = None,
+        allow_additions: int | None = None,
     ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
         """Read the organization (for a targeted run only the named people, where the
-        target can: `read_org`), check the configuration against it, and apply the rules."""
+        target can: `read_org`), check the configuration against it, and apply the rules.
+
+        Given `memory`, a whole read is also checked against it (`check_target_read`):
+        one lacking what orgsync put there fails the run before anything is planned."""
         self.progress.begin(READ_TARGET, config.name, None)
         self.reading = config.name
         try:
@@ -84,6 +94,10 @@ class Planning:
         rules = membership_rules(config, target.capabilities)
         desired = desired_state(snapshot, rules, observed.roles)
         check_rule_groups(config, snapshot, observed, desired)
+        if memory is not None and not (subjects and isinstance(target, ReadsPeople)):
+            check_target_read(
+                observed, memory, desired, safety_limits(self.config), allowed=allow_additions
+            )
         return observed, desired, rules
 
     def make_plan(

@@ -357,6 +357,15 @@ class _Planner:
     def plan_role(self, wanted: Wanted, member: TargetMember) -> None:
         if not self.given.capabilities.roles or member.role == wanted.role:
             return
+        if self.catalog.rank(member.role) < 0:
+            # A role the catalog does not rank (added or renamed by the vendor, or missing
+            # from the read) would rank below all: a demotion planned as a raise, past the
+            # removal gate and the last-owner rule.
+            self.warnings.append(
+                f"{wanted.email}: has role {member.role!r}, which this target's role "
+                f"catalog does not rank; not changed to {wanted.role}"
+            )
+            return
         raising = self.catalog.rank(wanted.role) > self.catalog.rank(member.role)
         blocked = self.untouchable(member)
         if not raising and blocked is None:
