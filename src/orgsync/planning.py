@@ -159,7 +159,11 @@ class Planning:
         when the organization was read for a few people only, so an owned group absent from
         `observed` was simply not read, not deleted by someone else.
         """
-        by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
+        # The member the planner matched each person to, never whichever member carries
+        # their address: a person kept on their linked account while another account holds
+        # their new address, or a newcomer waiting for a reused address, must not be linked
+        # to that other account (the next run would hand it to them).
+        matches = fresh.matches
         # One transaction writing only the links that change: a quiet pass costs no fsync.
         # An address orgsync invited that another source record holds now (two people
         # swapped addresses, an address given to someone else) is relinked too: an
@@ -168,13 +172,9 @@ class Planning:
         store.record_links(
             target,
             (
-                LinkRow(
-                    email_key=key,
-                    source_id=wanted.source_id,
-                    member_id=member.id if member is not None else None,
-                )
+                LinkRow(email_key=key, source_id=wanted.source_id, member_id=member_id)
                 for key, wanted in desired.wanted.items()
-                if (member := by_email.get(key)) is not None
+                if (member_id := matches.get(key)) is not None
                 or (key in memory.managed and memory.linked_sources.get(key) != wanted.source_id)
             ),
         )

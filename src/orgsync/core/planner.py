@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
-from typing import Literal
+from typing import Literal, cast
 
 from orgsync.core.collector import paused
 from orgsync.core.group_planner import GroupPlanner, NotAMember
@@ -118,11 +118,19 @@ class _Planner:
         # emails linked to its id before, and the email it carries now. A bad record is
         # not an absence: removing them (or their invitation, role or groups) would turn
         # a typo in the directory into lost access.
+        # The same holds for people whose email another source person shares: they are
+        # still in the source, and a typo giving one of them the other's address must not
+        # remove the account or invitation orgsync linked to them.
         rejected = given.desired.rejected
+        ambiguous = given.desired.ambiguous_ids
         memory = given.memory
-        self.held_back_ids = frozenset(memory.links[s] for s in rejected if s in memory.links)
+        self.held_back_ids = frozenset(
+            memory.links[s] for s in (*rejected, *ambiguous) if s in memory.links
+        )
         self.held_back_keys = given.desired.rejected_emails | {
-            key for key, source_id in memory.linked_sources.items() if source_id in rejected
+            key
+            for key, source_id in memory.linked_sources.items()
+            if source_id in rejected or source_id in ambiguous
         }
 
     # ------------------------------------------------------------------ classification
@@ -138,7 +146,7 @@ class _Planner:
         if member.id in self.held_back_ids or (
             self.held_back_keys and member.email_key in self.held_back_keys
         ):
-            return "the person of a rejected source record (see its warning)"
+            return "the person of a rejected source record or a shared email (see its warning)"
         return None
 
     def is_protected(self, key: EmailKey | None) -> bool:
@@ -198,15 +206,35 @@ class _Planner:
     def find_member(self, wanted: Wanted) -> TargetMember | None:
         linked_id = self.links.get(wanted.source_id)
         if not linked_id:
-            return self.free_by_email(wanted)
+            found = self.free_by_email(wanted)
+            if found is not None and found.id in self.linked_member_ids:
+                self.note_adoption(found, wanted)
+            return found
         member = self.members_by_id.get(linked_id)
         if member is not None and not self.free_for(member, wanted):
             member = None  # one member stands for one person; a stale link loses
-        if member is not None and self.member_keys[member.id] != wanted.email_key:
-            other = self.free_by_email(wanted)
-            if other is not None:
-                return other
-            if not self.given.capabilities.change_emails:
+        if member is None:
+            return self.free_by_email(wanted)
+        if self.member_keys[member.id] != wanted.email_key:
+            # A linked person stays on the account they are linked to, whatever address
+            # the IdP gives them now: another account already carrying the new address
+            # is never taken instead (reference "Matching"). Taking it let anyone who can
+            # edit their IdP email (self-service, a SCIM client) become another person's
+            # account, an owner's included: its role set by their rules, and removed
+            # with them when they leave.
+            holder = self.address_holder(member, wanted)
+            if holder is not None:
+                self.waiting.append(
+                    Waiting(
+                        op="update_user",
+                        email=wanted.email,
+                        reason=f"the IdP changed this person's email from {member.email}, "
+                        f"but member {holder.id} already carries the new address: member "
+                        f"{member.id} is kept as {member.email}, linked by source id, and "
+                        f"member {holder.id} is not taken for them (resolve it by hand)",
+                    )
+                )
+            elif not self.given.capabilities.change_emails:
                 self.waiting.append(
                     Waiting(
                         op="update_user",
@@ -216,10 +244,45 @@ class _Planner:
                         f"{member.id} is kept as {member.email}, linked by source id",
                     )
                 )
-            return member
-        if member is not None:
-            return member
-        return self.free_by_email(wanted)
+        return member
+
+    def note_adoption(self, member: TargetMember, wanted: Wanted) -> None:
+        """Say so when a person is matched by email to a member orgsync linked to another
+        source id, which the source no longer reports (that person would claim it).
+
+        It is the same person re-created (a re-hire, an IdP whose ids changed), or the
+        address given to someone else, who gets the account of whoever had it (its
+        history, its groups): nothing in the data tells them apart, so the operator is
+        told which it took for which."""
+        previous = sorted(s for s, m in self.links.items() if m == member.id)
+        if not previous or wanted.source_id in previous:
+            return
+        self.warnings.append(
+            f"{wanted.email}: member {member.id} was linked to source id "
+            f"{', '.join(map(repr, previous))}, which the source no longer reports; source "
+            f"id {wanted.source_id!r} now has its address and takes it over (a re-created "
+            "person keeps their account; if the address was given to someone else, remove "
+            "that account first)"
+        )
+
+    def address_holder(self, member: TargetMember, wanted: Wanted) -> TargetMember | None:
+        """Another member carrying `wanted`'s new address that keeps it this run (none
+        that another wanted person's link claims: that one is renamed away or kept by its
+        person, as a swap of addresses between two people is).
+
+        `member` (linked to `wanted`) is then neither renamed into the address, which
+        the target would refuse as taken, nor swapped for the holder."""
+        first = self.members_by_email.get(wanted.email_key)
+        if first is None:
+            return None
+        holders: list[TargetMember] = [first, *self.more_with_email.get(wanted.email_key, ())]
+        for holder in holders:
+            if holder.id == member.id:
+                continue
+            claimant = self.link_claimant.get(holder.id)
+            if claimant is None or claimant == wanted.source_id:
+                return holder
+        return None
 
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
@@ -242,7 +305,11 @@ class _Planner:
             self.member_ids[wanted.email_key] = member.id
             self.key_of_user[member.id] = wanted.email_key
             self.user_of_source[wanted.source_id] = member.id
-            renamed = self.given.capabilities.change_emails and member.email_key != wanted.email_key
+            renamed = (
+                self.given.capabilities.change_emails
+                and member.email_key != wanted.email_key
+                and self.address_holder(member, wanted) is None
+            )
             if (renamed or not member.active) and self.untouchable(member) is None:
                 why = [] if member.active else ["suspended member returns: re-enabled"]
                 if renamed:
@@ -423,8 +490,8 @@ class _Planner:
             return
         if key in self.held_back_keys:
             self.warnings.append(
-                f"{invites[0].email}: {reason}, but the person of a rejected source record; "
-                "invitation kept"
+                f"{invites[0].email}: {reason}, but the person of a rejected source record "
+                "or a shared email; invitation kept"
             )
             return
         if self.is_protected(key):
@@ -491,6 +558,8 @@ class _Planner:
             operations=self.operations,
             waiting=self.waiting,
             warnings=self.warnings,
+            # Email keys are strings; the plan module names no core type.
+            matches=cast("dict[str, str]", self.member_ids),
         )
 
 

@@ -206,6 +206,7 @@ def gate(
         held=[*plan.held, *held],
         waiting=list(plan.waiting),
         warnings=list(plan.warnings),
+        matches=plan.matches,
     )
 
 
