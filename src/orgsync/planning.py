@@ -22,7 +22,7 @@ from orgsync.core.model import EmailKey, Memory, SourceSnapshot, TargetSnapshot,
 from orgsync.core.plan import Plan, RemoveMember, RevokeInvite, SuspendMember
 from orgsync.core.planner import PlanInput, plan
 from orgsync.core.ports import READ_TARGET, ReadsPeople, RunProgress, Target
-from orgsync.core.rules import DesiredState, MembershipRules, desired_state
+from orgsync.core.rules import DesiredState, MembershipRules, Wanted, desired_state
 from orgsync.core.safety import Allowances, Population, gate, managed_people
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.policy import (
@@ -164,6 +164,26 @@ class Planning:
         # their new address, or a newcomer waiting for a reused address, must not be linked
         # to that other account (the next run would hand it to them).
         matches = fresh.matches
+        # Nor is an address another member carries recorded as this person's: a link row's
+        # address is one orgsync manages, and whoever holds it would be removed as a
+        # managed leaver once the person moved on (their own rows keep their link).
+        holder: dict[EmailKey, str | None] = {}
+        for member in observed.members:
+            key = member.email_key
+            if key is not None:
+                # An address on two accounts is nobody's alone (None): no row is written.
+                holder[key] = member.id if key not in holder else None
+
+        def linked_row(key: EmailKey, wanted: Wanted) -> LinkRow | None:
+            member_id = matches.get(key)
+            if key in holder and (holder[key] is None or holder[key] != member_id):
+                return None
+            if member_id is None and (
+                key not in memory.managed or memory.linked_sources.get(key) == wanted.source_id
+            ):
+                return None
+            return LinkRow(email_key=key, source_id=wanted.source_id, member_id=member_id)
+
         # One transaction writing only the links that change: a quiet pass costs no fsync.
         # An address orgsync invited that another source record holds now (two people
         # swapped addresses, an address given to someone else) is relinked too: an
@@ -171,12 +191,11 @@ class Planning:
         # stale one would leave that address's invitation pending until the next full pass.
         store.record_links(
             target,
-            (
-                LinkRow(email_key=key, source_id=wanted.source_id, member_id=member_id)
+            [
+                row
                 for key, wanted in desired.wanted.items()
-                if (member_id := matches.get(key)) is not None
-                or (key in memory.managed and memory.linked_sources.get(key) != wanted.source_id)
-            ),
+                if (row := linked_row(key, wanted)) is not None
+            ],
         )
         leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]
         leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
