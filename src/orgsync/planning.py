@@ -174,10 +174,22 @@ class Planning:
                 # An address on two accounts is nobody's alone (None): no row is written.
                 holder[key] = member.id if key not in holder else None
 
+        own_address: dict[str, EmailKey | None] = {}
+
         def linked_row(key: EmailKey, wanted: Wanted) -> LinkRow | None:
             member_id = matches.get(key)
             if key in holder and (holder[key] is None or holder[key] != member_id):
-                return None
+                if member_id is None:
+                    return None
+                # Linked under the address their own account carries instead: the row of
+                # their old address may go to whoever is renamed into it during this apply
+                # (two people who swapped addresses), and the person must stay linked.
+                if not own_address:
+                    own_address.update((m.id, m.email_key) for m in observed.members)
+                own = own_address.get(member_id)
+                if own is None or holder.get(own) != member_id:
+                    return None
+                return LinkRow(email_key=own, source_id=wanted.source_id, member_id=member_id)
             if member_id is None and (
                 key not in memory.managed or memory.linked_sources.get(key) == wanted.source_id
             ):

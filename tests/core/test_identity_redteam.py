@@ -176,6 +176,25 @@ def test_two_people_swapping_addresses_keep_their_own_accounts() -> None:
     assert ops(plan) == []
     assert dict(plan.matches) == {"b@x.com": "u-a", "a@x.com": "u-b"}
     assert sorted(w.op for w in plan.waiting) == ["update_user", "update_user"]
+    # Where emails can be changed, each rename waits for the other (the server would
+    # refuse both as taken); a chain (b@ leaves its address for a new one) goes a run apart.
+    renaming = make_plan(
+        source(person("a", "b@x.com"), person("b", "a@x.com")),
+        observed,
+        memory=memory,
+        capabilities=SCIM_LIKE,
+    )
+    assert ops(renaming) == []
+    assert all("swapped addresses" in w.reason for w in renaming.waiting)
+    assert len(renaming.waiting) == 2
+    chain = make_plan(
+        source(person("a", "b@x.com"), person("b", "b2@x.com")),
+        observed,
+        memory=memory,
+        capabilities=SCIM_LIKE,
+    )
+    assert ops(chain) == [("update_user", "b2@x.com")]
+    assert [w.email for w in chain.waiting] == ["b@x.com"]
 
 
 def test_a_re_created_person_keeps_the_account_and_the_plan_names_both_ids() -> None:

@@ -284,6 +284,41 @@ class _Planner:
                 return holder
         return None
 
+    def rename_is_free(self, member: TargetMember, wanted: Wanted) -> bool:
+        """Whether no other member carries `wanted`'s new address, so that `member` can be
+        renamed into it now; else the rename waits (one is already listed when the
+        holder is nobody's, `address_holder`).
+
+        A target refuses a second account with one address (SCIM `userName` is unique,
+        409): two people who swapped addresses were renamed into each other's and both
+        failed on every run, and a chain (one person taking the address another leaves)
+        depended on the order the calls ran in. The holder renamed away this run, the
+        rename follows on the next."""
+        first = self.members_by_email.get(wanted.email_key)
+        if first is None or (
+            first.id == member.id and wanted.email_key not in self.more_with_email
+        ):
+            return True
+        holders: list[TargetMember] = [first, *self.more_with_email.get(wanted.email_key, ())]
+        for holder in holders:
+            if holder.id == member.id:
+                continue
+            claimant = self.link_claimant.get(holder.id)
+            if claimant is not None and claimant != wanted.source_id:
+                self.waiting.append(
+                    Waiting(
+                        op="update_user",
+                        email=wanted.email,
+                        reason=f"the IdP changed this person's email from {member.email}, "
+                        f"but member {holder.id}, another person's account, still carries "
+                        f"the new address: member {member.id} is renamed once it no longer "
+                        "does (two people who swapped addresses wait for each other: "
+                        "rename one of them by hand to a free address)",
+                    )
+                )
+            return False
+        return True
+
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
         first = self.members_by_email.get(wanted.email_key)
@@ -308,7 +343,7 @@ class _Planner:
             renamed = (
                 self.given.capabilities.change_emails
                 and member.email_key != wanted.email_key
-                and self.address_holder(member, wanted) is None
+                and self.rename_is_free(member, wanted)
             )
             if (renamed or not member.active) and self.untouchable(member) is None:
                 why = [] if member.active else ["suspended member returns: re-enabled"]
