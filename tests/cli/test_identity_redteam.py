@@ -136,3 +136,27 @@ def test_a_punycode_member_is_the_unicode_idp_person(rig: Rig, emulator: OpenAIE
         ("invite", "person0@example.com")
     ]
     assert "zoe@xn--bcher-kva.example" in members(emulator)
+
+
+def test_an_idp_group_named_after_a_privileged_group_gets_none_of_it(
+    rig: Rig, emulator: OpenAIEmulator
+) -> None:
+    """An IdP user who may create groups names one after the organization's hand-made
+    `team-admins`, which grants the owner role. Before: adopted, the creator added while
+    it still granted owner, its members removed. Now it is left alone, named."""
+    rig.extra_target = '[[targets.groups]]\nsource = "team-*"\n'
+    document = directory(3)
+    onboarded(rig, emulator, document)
+    state = emulator.state
+    ids = {email: uid for email, (uid, _) in members(emulator).items()}
+    admins = state.add_group("team-admins")
+    state.add_group_member(admins, ids["person0@example.com"])
+    state.assign_group_role(admins, state.role_id("owner"))
+
+    document["groups"].append({"id": "g-mal", "name": "team-admins", "members": ["p2"]})
+    plan = synced(rig, document)
+    assert plan["operations"] == [] and plan["held"] == []
+    assert any("holds roles the rule does not give (owner)" in w for w in plan["warnings"])
+    (group,) = [g for g in state.groups() if g["name"] == "team-admins"]
+    assert group["members"] == [ids["person0@example.com"]]
+    assert group["roles"] == [state.role_id("owner")]

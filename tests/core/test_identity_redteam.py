@@ -30,7 +30,17 @@ import unicodedata
 from orgsync.core.model import Capabilities, Memory, SourceId, normalize_email
 from orgsync.core.plan import Plan
 from orgsync.core.planner import RemovalPolicy
-from tests.coremodels import group, invite, make_plan, member, org, person, snapshot
+from tests.coremodels import (
+    group,
+    invite,
+    make_plan,
+    member,
+    org,
+    org_with_groups,
+    person,
+    snapshot,
+    target_group,
+)
 
 SCIM_LIKE = Capabilities(invites=False, create_users=True, roles=False, change_emails=True)
 
@@ -223,3 +233,27 @@ def test_an_owner_renamed_into_an_address_another_member_holds_is_not_renamed() 
     )
     assert ops(plan) == []
     assert [w.op for w in plan.waiting] == ["update_user"]
+
+
+def test_an_idp_group_named_after_a_privileged_hand_made_group_does_not_adopt_it() -> None:
+    """Whoever can create an IdP group the rule `team-*` selects names it after the
+    organization's hand-made 'team-admins', which grants the owner role: the group was
+    adopted, its owner role unassigned only after the creator was added (additions apply
+    first, and the gate may hold the unassignment), its own members taken out. A group
+    holding roles beyond the rule's is now left alone, with a warning saying why."""
+    people = snapshot(
+        person("1", "a@x.com"),
+        person("3", "mal@x.com"),
+        groups=(group("g", "openai-users", "1", "3"), group("ga", "team-admins", "3")),
+    )
+    hand_made = target_group("tg", "team-admins", ("u1",), ("role-owner",))
+    members = (member("u1", "a@x.com"), member("u3", "mal@x.com"))
+    plan = make_plan(people, org_with_groups(hand_made, members=members))
+    assert ops(plan) == []
+    assert any("holds roles the rule does not give (owner)" in w for w in plan.warnings)
+    # A group granting what the rule grants (or nothing) is still adopted on first sight.
+    plain = target_group("tg", "team-admins", ("u1",), ("role-ml",))
+    adopted = make_plan(people, org_with_groups(plain, members=members))
+    assert ("adopt_group", "team-admins") in [
+        (op.op, getattr(op, "group", "")) for op in adopted.operations
+    ]
