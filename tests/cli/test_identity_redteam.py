@@ -160,3 +160,23 @@ def test_an_idp_group_named_after_a_privileged_group_gets_none_of_it(
     (group,) = [g for g in state.groups() if g["name"] == "team-admins"]
     assert group["members"] == [ids["person0@example.com"]]
     assert group["roles"] == [state.role_id("owner")]
+
+
+def test_an_invited_person_moving_to_an_owners_address_is_not_given_the_account(
+    rig: Rig, emulator: OpenAIEmulator
+) -> None:
+    emulator.state.add_user("ceo@example.com", "owner")
+    document = directory(3)
+    synced(rig, document)  # invited; person2 never accepts
+    for pending in emulator.state.invites():
+        if pending["email"] != "person2@example.com":
+            emulator.state.accept_invite(str(pending["id"]))
+    synced(rig, document)
+    ceo = members(emulator)["ceo@example.com"]
+
+    document["people"][2]["email"] = "ceo@example.com"
+    synced(rig, document)
+    document["people"].pop(2)  # then they leave
+    document["groups"][0]["members"].remove("p2")
+    synced(rig, document)
+    assert members(emulator)["ceo@example.com"] == ceo, "the CEO is neither lowered nor removed"

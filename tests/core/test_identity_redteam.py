@@ -257,3 +257,26 @@ def test_an_idp_group_named_after_a_privileged_hand_made_group_does_not_adopt_it
     assert ("adopt_group", "team-admins") in [
         (op.op, getattr(op, "group", "")) for op in adopted.operations
     ]
+
+
+def test_an_invited_person_moving_to_an_unmanaged_owners_address_is_not_given_it() -> None:
+    """Mallory has only a pending invitation (no account, so no member link) and sets
+    her IdP email to the CEO's: she was matched to the CEO's account by email, which
+    orgsync then managed (its role set by her rules, removed when she leaves). A person
+    orgsync knows under another address is not adopted onto an unmanaged account."""
+    observed = org(
+        member("u-ceo", "ceo@x.com", "owner"),
+        member("u-cto", "cto@x.com", "owner"),
+        invites=(invite("i-mal", "mal@x.com"),),
+    )
+    memory = Memory(
+        managed=frozenset({normalize_email("mal@x.com")}),
+        linked_sources={normalize_email("mal@x.com"): SourceId("mal")},
+    )
+    plan = make_plan(source(person("mal", "ceo@x.com")), observed, memory=memory)
+    assert [op for op in plan.operations if getattr(op, "user_id", None) == "u-ceo"] == []
+    assert dict(plan.matches) == {}
+    assert any("which orgsync does not manage" in w.reason for w in plan.waiting)
+    # A person orgsync never met is still matched by email on first sight (onboarding).
+    fresh = make_plan(source(person("new", "ceo@x.com")), observed)
+    assert dict(fresh.matches) == {"ceo@x.com": "u-ceo"}

@@ -104,6 +104,10 @@ class _Planner:
             wanted for _, wanted in sorted(given.desired.wanted.items(), key=itemgetter(0))
         ]
         self.link_claimant = self._link_claimants()
+        # Source id -> the addresses orgsync linked it under (built when first asked), and
+        # the people refused an unmanaged account by email this plan (`find_member`).
+        self.addresses_of: dict[SourceId, list[EmailKey]] | None = None
+        self.not_adopted: set[SourceId] = set()
         owner_roles = self.catalog.owner_roles
         # A suspended owner administers nothing: only active owners keep the organization
         # in someone's hands, so only they count towards the last-owner rule.
@@ -205,16 +209,23 @@ class _Planner:
 
     def find_member(self, wanted: Wanted) -> TargetMember | None:
         linked_id = self.links.get(wanted.source_id)
-        if not linked_id:
-            found = self.free_by_email(wanted)
-            if found is not None and found.id in self.linked_member_ids:
-                self.note_adoption(found, wanted)
-            return found
-        member = self.members_by_id.get(linked_id)
+        member = self.members_by_id.get(linked_id) if linked_id else None
         if member is not None and not self.free_for(member, wanted):
             member = None  # one member stands for one person; a stale link loses
         if member is None:
-            return self.free_by_email(wanted)
+            found = self.free_by_email(wanted)
+            if found is None:
+                return None
+            if found.id in self.linked_member_ids:
+                self.note_adoption(found, wanted)
+            elif self.known_elsewhere(wanted) and found.email_key not in self.given.memory.managed:
+                # Adoption by email is for a person orgsync meets for the first time. One
+                # it invited or linked under another address who now carries the address
+                # of an account orgsync never managed (an owner's) is not given it: the
+                # address is the only thing tying them to it, and it is theirs to edit.
+                self.not_adopted.add(wanted.source_id)
+                return None
+            return found
         if self.member_keys[member.id] != wanted.email_key:
             # A linked person stays on the account they are linked to, whatever address
             # the IdP gives them now: another account already carrying the new address
@@ -245,6 +256,14 @@ class _Planner:
                     )
                 )
         return member
+
+    def known_elsewhere(self, wanted: Wanted) -> bool:
+        """Whether orgsync linked or invited `wanted`'s source id under another address."""
+        if self.addresses_of is None:
+            self.addresses_of = defaultdict(list)
+            for key, source_id in self.given.memory.linked_sources.items():
+                self.addresses_of[source_id].append(key)
+        return any(k != wanted.email_key for k in self.addresses_of.get(wanted.source_id, ()))
 
     def note_adoption(self, member: TargetMember, wanted: Wanted) -> None:
         """Say so when a person is matched by email to a member orgsync linked to another
@@ -370,6 +389,17 @@ class _Planner:
             self.plan_role(wanted, member)
             return
         holder = self.members_by_email.get(wanted.email_key)
+        if holder is not None and wanted.source_id in self.not_adopted:
+            self.waiting.append(
+                Waiting(
+                    op="invite" if self.given.capabilities.invites else "create_user",
+                    email=wanted.email,
+                    reason=f"the IdP changed this person's email to the address of member "
+                    f"{holder.id}, which orgsync does not manage: it is not taken for "
+                    "them (orgsync knows them under another address); resolve it by hand",
+                )
+            )
+            return
         if holder is not None:
             # The address is still on a member another person's link claims (being renamed
             # away, or kept): a newcomer with a reused address neither inherits that
