@@ -38,6 +38,8 @@ from orgsync.store import LinkRow, StateStore
 log = structlog.get_logger(__name__)
 
 _PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
+_GRACE_OPS = frozenset({"remove_member", "revoke_invite"})
+"""The waiting items `removal_grace` makes (the planner's `in_grace`)."""
 
 
 class Planning:
@@ -213,7 +215,14 @@ class Planning:
         leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
         # Held removals keep their clock: the grace must not restart while a person waits
         # for a human to lift the guard.
-        missing = [normalize_email(w.email) for w in fresh.waiting if w.group is None]
+        # Only a removal waiting out its grace is someone missing: a rename or a newcomer
+        # waiting for an address is not (the address may be another account's, whose
+        # grace would start counting, and `explain` showed them missing).
+        missing = [
+            normalize_email(w.email)
+            for w in fresh.waiting
+            if w.group is None and w.op in _GRACE_OPS
+        ]
         missing += [normalize_email(op.email) for op in leaving]
         store.mark_missing(target, missing, self.clock())
         if scope is not None:

@@ -73,6 +73,9 @@ def test_an_email_changed_to_an_unmanaged_owners_address_takes_nothing(
         links = store.memory("openai-test").links
     assert links["p2"] == before["person2@example.com"][0]
     assert before["ceo@example.com"][0] not in links.values()
+    explained = rig.orgsync("explain", "p2")
+    assert "already carries the new address" in explained.stdout, explained.stdout
+    assert "missing from the source" not in explained.stdout, explained.stdout
 
     # Back to their own address: still their own account, and the CEO untouched.
     document["people"][2]["email"] = "person2@example.com"
