@@ -77,6 +77,13 @@ def test_an_email_changed_to_an_unmanaged_owners_address_takes_nothing(
     assert "already carries the new address" in explained.stdout, explained.stdout
     assert "missing from the source" not in explained.stdout, explained.stdout
 
+    # A webhook naming them (a targeted run) decides the same.
+    rig.write(document)
+    only = rig.orgsync("sync", "--only", "p2", "--json")
+    assert only.returncode == 0, only.stdout[-3000:] + only.stderr[-3000:]
+    assert json.loads(only.stdout)["targets"][0]["operations"] == []
+    assert members(emulator) == before
+
     # Back to their own address: still their own account, and the CEO untouched.
     document["people"][2]["email"] = "person2@example.com"
     assert synced(rig, document)["operations"] == []
@@ -183,3 +190,21 @@ def test_an_invited_person_moving_to_an_owners_address_is_not_given_the_account(
     document["groups"][0]["members"].remove("p2")
     synced(rig, document)
     assert members(emulator)["ceo@example.com"] == ceo, "the CEO is neither lowered nor removed"
+
+
+def test_a_re_created_person_keeps_their_account(rig: Rig, emulator: OpenAIEmulator) -> None:
+    """Deleted and re-created in the IdP (a re-hire): a new source id, the same address.
+    The account is kept (no removal, no second invitation), the link moves to the new id,
+    and the plan names both ids."""
+    document = directory(3)
+    onboarded(rig, emulator, document)
+    before = members(emulator)
+    document["people"][1]["id"] = "p1-rehired"
+    document["groups"][0]["members"][1] = "p1-rehired"
+    plan = synced(rig, document)
+    assert plan["operations"] == [] and plan["held"] == []
+    assert any("'p1'" in w and "'p1-rehired'" in w for w in plan["warnings"])
+    assert members(emulator) == before
+    with StateStore.open(rig.folder / "state.db") as store:
+        assert store.memory("openai-test").links["p1-rehired"] == before["person1@example.com"][0]
+    assert synced(rig, document)["warnings"] == []

@@ -154,10 +154,15 @@ def test_a_look_alike_or_plus_address_is_another_person_who_touches_nobody_else(
     """A Cyrillic 'a' (U+0430) or a +tag is another mailbox: invited as written, and the owner whose
     address it imitates is neither matched, lowered nor removed."""
     observed = org(member("u-ceo", "ceo@x.com", "owner"), member("u-2", "b@x.com", "owner"))
-    for address in ("сeo@x.com", "ceo+x@x.com"):
+    for address in ("сeo@x.com", "ceo+x@x.com", "ceo@exаmple.com"):
         plan = make_plan(source(person("1", address)), observed)
         assert ops(plan) == [("invite", address)], address
         assert dict(plan.matches) == {}
+        # The reviewer reading "invite ceo@x.com" is told it is not what it reads as.
+        mixes = [w for w in plan.warnings if "mixes scripts (CYRILLIC, LATIN)" in w]
+        assert len(mixes) == (0 if address.isascii() else 1), plan.warnings
+    for own_script in ("иван@example.com", "山田たろう@例え.jp", "zoë@bücher.de"):
+        assert make_plan(source(person("1", own_script)), observed).warnings == ()
 
 
 def test_addresses_with_invisible_or_trailing_characters_are_rejected_records() -> None:

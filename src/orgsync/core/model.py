@@ -59,6 +59,32 @@ def _unicode_domain(key: str) -> str:
     return f"{local}@{'.'.join(labels)}"
 
 
+# Scripts that one writing system mixes by design (Japanese, Korean), counted as one.
+_ONE_SCRIPT = {"CJK": "CJK", "HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK"}
+
+
+def mixed_scripts(email: str) -> tuple[str, ...]:
+    """The scripts mixed within one part of `email` (its local part or a domain label),
+    or () when every part keeps to one.
+
+    A Cyrillic 'es' (U+0441) among Latin letters makes another address that reads as
+    the one it imitates ("ceo" with its first letter Cyrillic); it is a valid address
+    and a different person, so a plan that invites it says so (UTS #39 restricts a
+    label to one script likewise)."""
+    if email.isascii():
+        return ()
+    local, _, domain = normalize_email(email).rpartition("@")
+    for part in (local, *domain.split(".")):
+        scripts = set()
+        for char in part:
+            if char.isalpha():
+                first = unicodedata.name(char, "UNKNOWN").split(" ", 1)[0]
+                scripts.add(_ONE_SCRIPT.get(first, first))
+        if len(scripts) > 1:
+            return tuple(sorted(scripts))
+    return ()
+
+
 # Plain ASCII addresses every rule of email-validator accepts, decided by one regular
 # expression (about a microsecond) instead of its full parse (about 80 µs): a 100k-person
 # directory read by a fresh `orgsync sync` would spend seconds there. Anything else (quoted

@@ -27,6 +27,7 @@ from orgsync.core.model import (
     TargetInvite,
     TargetMember,
     TargetSnapshot,
+    mixed_scripts,
     normalize_email,
 )
 from orgsync.core.plan import (
@@ -611,6 +612,15 @@ class _Planner:
     def run(self) -> Plan:
         for wanted in self.wanted_order:
             self.plan_wanted(wanted)
+        for operation in self.operations:
+            if isinstance(operation, Invite | CreateUser):
+                scripts = mixed_scripts(operation.email)
+                if scripts:
+                    self.warnings.append(
+                        f"{operation.email}: mixes scripts ({', '.join(scripts)}) within one "
+                        "part, so it can read as another address: check it is this person's "
+                        "own before the invitation or account goes out"
+                    )
         for member in self.members_in_id_order:
             if member.id not in self.key_of_user:
                 self.plan_member_removal(member)
