@@ -48,9 +48,11 @@ def synced(rig: Rig, document: dict[str, Any], *args: str) -> dict[str, Any]:
 
 
 def onboarded(rig: Rig, emulator: OpenAIEmulator, document: dict[str, Any]) -> None:
-    """Everyone invited, every invitation accepted, and a sync that links them."""
+    """Everyone invited, every invitation accepted, and a sync that links them (and
+    puts them in their groups, which an invitation cannot)."""
     synced(rig, document)
     accept_all(emulator)
+    synced(rig, document)
     assert synced(rig, document)["operations"] == []
 
 
@@ -208,3 +210,23 @@ def test_a_re_created_person_keeps_their_account(rig: Rig, emulator: OpenAIEmula
     with StateStore.open(rig.folder / "state.db") as store:
         assert store.memory("openai-test").links["p1-rehired"] == before["person1@example.com"][0]
     assert synced(rig, document)["warnings"] == []
+
+
+def test_an_idp_group_renamed_to_a_privileged_groups_name_keeps_its_own(
+    rig: Rig, emulator: OpenAIEmulator
+) -> None:
+    """The mirrored group was renamed into the hand-made group's name, which the API
+    refused (409 group_name_taken) on every run: a target failing until quarantined."""
+    rig.extra_target = '[[targets.groups]]\nsource = "team-*"\n'
+    document = directory(3)
+    document["groups"].append({"id": "g-a", "name": "team-a", "members": ["p2"]})
+    onboarded(rig, emulator, document)
+    state = emulator.state
+    admins = state.add_group("team-admins")
+    state.assign_group_role(admins, state.role_id("owner"))
+
+    document["groups"][-1]["name"] = "team-admins"
+    plan = synced(rig, document)
+    assert plan["operations"] == [], plan["operations"]
+    assert any("keeps its name" in w for w in plan["warnings"])
+    assert sorted(g["name"] for g in state.groups()) == ["team-a", "team-admins"]

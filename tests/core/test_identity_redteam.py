@@ -285,3 +285,27 @@ def test_an_invited_person_moving_to_an_unmanaged_owners_address_is_not_given_it
     # A person orgsync never met is still matched by email on first sight (onboarding).
     fresh = make_plan(source(person("new", "ceo@x.com")), observed)
     assert dict(fresh.matches) == {"ceo@x.com": "u-ceo"}
+
+
+def test_an_idp_group_renamed_to_a_hand_made_groups_name_keeps_its_own_name() -> None:
+    """Renamed in the IdP to 'team-admins', which a hand-made group granting owner has:
+    the mirrored group was renamed too, which OpenAI refuses (409, every run: a target
+    failing until quarantined) and a target allowing it shows as two 'team-admins', one
+    of them orgsync's ordinary group dressed as the privileged one."""
+    people = snapshot(
+        person("1", "a@x.com"),
+        person("3", "mal@x.com"),
+        groups=(group("g", "openai-users", "1", "3"), group("ga", "team-admins", "3")),
+    )
+    observed = org_with_groups(
+        target_group("tx", "team-a", ("u3",)),
+        target_group("tg", "team-admins", ("u1",), ("role-owner",)),
+        members=(member("u1", "a@x.com"), member("u3", "mal@x.com")),
+    )
+    memory = Memory(
+        links={SourceId("1"): "u1", SourceId("3"): "u3"}, owned_groups={"tx": SourceId("ga")}
+    )
+    plan = make_plan(people, observed, memory=memory)
+    assert [op.op for op in plan.operations] == ["assign_group_role"]  # the rule's own role
+    assert plan.operations[0].group == "team-a"  # type: ignore[union-attr]
+    assert any("group 'team-a' keeps its name" in w for w in plan.warnings)

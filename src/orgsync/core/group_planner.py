@@ -224,7 +224,27 @@ class GroupPlanner:
             return
         group_id = target.id if target is not None else None
         label = desired.name
-        if target is not None and target.name != desired.name:
+        namesakes = (
+            [
+                g
+                for g in self.groups_by_name.get(desired.name.casefold(), [])
+                if g.id != target.id and g.id not in self.owned
+            ]
+            if target is not None and target.name != desired.name
+            else []
+        )
+        if target is not None and namesakes:
+            # A group orgsync does not own (made by hand, another provisioner's) has that
+            # name: renaming into it would leave two groups of one name, one of them
+            # orgsync's, and whoever can rename IdP groups could so dress an ordinary group
+            # as a privileged one (or the target refuses the name on every run).
+            label = target.name
+            self.warnings.append(
+                f"IdP group {desired.source_id} is now named {desired.source_name!r}, but "
+                f"group {namesakes[0].id}, which orgsync does not own, is named "
+                f"{desired.name!r}: group {target.name!r} keeps its name"
+            )
+        elif target is not None and target.name != desired.name:
             self.operations.append(
                 RenameGroup(
                     group=desired.name,
