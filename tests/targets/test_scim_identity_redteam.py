@@ -1,5 +1,5 @@
-"""Red team: who a person is on a SCIM target (scim2-server over loopback, the real
-`orgsync` command), where orgsync can change a user's `userName`.
+"""Red team: who a person is on a SCIM target (scim2-server and SCIMMY over loopback, the
+real `orgsync` command), where orgsync can change a user's `userName`.
 
 - An IdP person sets their email to the address of an account orgsync does not manage
   (an administrator's). They were matched to that account, their own suspended; moving
@@ -19,15 +19,21 @@ from typing import Any
 import pytest
 
 from tests.targets.cli import Rig, directory, scim_target
-from tests.targets.scim_servers import Scim2Server
+from tests.targets.scim_servers import Scim2Server, start_scimmy
 from tests.targets.test_scim_e2e import Org
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
-@pytest.fixture
-def upstream(scim2: Scim2Server) -> str:
-    return scim2.tenant()
+@pytest.fixture(params=["scim2-server", "scimmy"])
+def upstream(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "scim2-server":
+        scim2: Scim2Server = request.getfixturevalue("scim2")
+        yield scim2.tenant()
+        return
+    scimmy = start_scimmy(tmp_path / "scimmy")
+    yield scimmy.url
+    scimmy.stop()
 
 
 @pytest.fixture
@@ -120,13 +126,12 @@ def test_two_people_swapping_addresses_keep_their_accounts(
         json={
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [
+                {"op": "replace", "path": "userName", "value": "tmp@example.com"},
                 {
                     "op": "replace",
-                    "value": {
-                        "userName": "tmp@example.com",
-                        "emails": [{"value": "tmp@example.com", "type": "work", "primary": True}],
-                    },
-                }
+                    "path": "emails",
+                    "value": [{"value": "tmp@example.com", "type": "work", "primary": True}],
+                },
             ],
         },
     )
