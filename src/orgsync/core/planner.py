@@ -219,7 +219,9 @@ class _Planner:
                 return None
             if found.id in self.linked_member_ids:
                 self.note_adoption(found, wanted)
-            elif self.known_elsewhere(wanted) and found.email_key not in self.given.memory.managed:
+            elif self.member_keys[
+                found.id
+            ] not in self.given.memory.managed and self.known_elsewhere(wanted):
                 # Adoption by email is for a person orgsync meets for the first time. One
                 # it invited or linked under another address who now carries the address
                 # of an account orgsync never managed (an owner's) is not given it: the
@@ -264,7 +266,8 @@ class _Planner:
             self.addresses_of = defaultdict(list)
             for key, source_id in self.given.memory.linked_sources.items():
                 self.addresses_of[source_id].append(key)
-        return any(k != wanted.email_key for k in self.addresses_of.get(wanted.source_id, ()))
+        keys = self.addresses_of.get(wanted.source_id)
+        return keys is not None and (len(keys) > 1 or keys[0] != wanted.email_key)
 
     def note_adoption(self, member: TargetMember, wanted: Wanted) -> None:
         """Say so when a person is matched by email to a member orgsync linked to another
