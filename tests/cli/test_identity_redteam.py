@@ -148,6 +148,11 @@ def test_a_punycode_member_is_the_unicode_idp_person(rig: Rig, emulator: OpenAIE
         ("invite", "person0@example.com")
     ]
     assert "zoe@xn--bcher-kva.example" in members(emulator)
+    # `explain` finds the person under either spelling.
+    for spelling in ("ZOE@XN--BCHER-KVA.example", "zoe@bücher.example"):
+        explained = rig.orgsync("explain", spelling)
+        assert explained.returncode == 0, explained.stdout + explained.stderr[-2000:]
+        assert "zoe@xn--bcher-kva.example" in explained.stdout, explained.stdout
 
 
 def test_an_idp_group_named_after_a_privileged_group_gets_none_of_it(

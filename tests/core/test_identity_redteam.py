@@ -309,3 +309,23 @@ def test_an_idp_group_renamed_to_a_hand_made_groups_name_keeps_its_own_name() ->
     assert [op.op for op in plan.operations] == ["assign_group_role"]  # the rule's own role
     assert plan.operations[0].group == "team-a"  # type: ignore[union-attr]
     assert any("group 'team-a' keeps its name" in w for w in plan.warnings)
+
+
+def test_an_email_set_to_the_key_owners_address_changes_nothing_of_theirs() -> None:
+    """A new IdP record carrying the address of the identity behind orgsync's key (or a
+    service account) is matched on first sight, but that member is never changed: not
+    lowered now, not removed when the record goes."""
+    observed = org(
+        member("u-key", "key@x.com", "owner"),
+        member("u-svc", "svc@x.com", "reader", is_service_account=True),
+        member("u-2", "two@x.com", "owner"),
+        key_owner="u-key",
+    )
+    plan = make_plan(source(person("m1", "key@x.com"), person("m2", "svc@x.com")), observed)
+    assert ops(plan) == []
+    gone = make_plan(
+        source(),
+        observed,
+        memory=Memory(links={SourceId("m1"): "u-key", SourceId("m2"): "u-svc"}),
+    )
+    assert ops(gone) == []
