@@ -28,6 +28,7 @@ from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.policy import (
     check_capabilities,
     check_roles,
+    check_rule_groups,
     membership_rules,
     removal_policy,
     safety_limits,
@@ -83,7 +84,9 @@ class Planning:
         check_capabilities(config, target.capabilities)
         check_roles(config, observed.roles)
         rules = membership_rules(config, target.capabilities)
-        return observed, desired_state(snapshot, rules, observed.roles), rules
+        desired = desired_state(snapshot, rules, observed.roles)
+        check_rule_groups(config, snapshot, observed, desired)
+        return observed, desired, rules
 
     def make_plan(
         self,
@@ -112,6 +115,7 @@ class Planning:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+            privileged=observed.roles.privileged,
         )
 
     def plan_input(
