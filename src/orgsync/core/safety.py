@@ -282,6 +282,7 @@ def gate(
         held=[*plan.held, *held],
         waiting=list(plan.waiting),
         warnings=list(plan.warnings),
+        matches=plan.matches,
     )
 
 
