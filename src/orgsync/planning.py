@@ -60,6 +60,9 @@ class Planning:
         self.progress = progress
         # The target being read, so that its HTTP responses count as that read's progress.
         self.reading: str | None = None
+        # Per target: why its last whole read looks truncated (`check_target_read`), for
+        # the plan made from it to hold what it would add again.
+        self.suspect_reads: dict[str, str | None] = {}
 
     def read_target(
         self,
@@ -69,13 +72,12 @@ class Planning:
         *,
         memory: Memory | None = None,
         subjects: Subjects | None = None,
-        allow_additions: int | None = None,
     ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
         """Read the organization (for a targeted run only the named people, where the
         target can: `read_org`), check the configuration against it, and apply the rules.
 
         Given `memory`, a whole read is also checked against it (`check_target_read`):
-        one lacking what orgsync put there fails the run before anything is planned."""
+        the plan made from one lacking what orgsync put there holds every addition."""
         self.progress.begin(READ_TARGET, config.name, None)
         self.reading = config.name
         try:
@@ -96,10 +98,11 @@ class Planning:
         rules = membership_rules(config, target.capabilities)
         desired = desired_state(snapshot, rules, observed.roles)
         check_rule_groups(config, snapshot, observed, desired)
-        if memory is not None and not (subjects and isinstance(target, ReadsPeople)):
-            check_target_read(
-                observed, memory, desired, safety_limits(self.config), allowed=allow_additions
-            )
+        self.suspect_reads[config.name] = (
+            check_target_read(observed, memory, desired, safety_limits(self.config))
+            if memory is not None and not (subjects and isinstance(target, ReadsPeople))
+            else None
+        )
         return observed, desired, rules
 
     def make_plan(
@@ -130,6 +133,7 @@ class Planning:
                 removals=options.allow_removals, additions=options.allow_additions
             ),
             privileged=observed.roles.privileged,
+            target_read=self.suspect_reads.get(config.name),
         )
 
     def plan_input(
@@ -249,7 +253,9 @@ class Planning:
         if scope is not None:
             missing += [k for k in memory.missing_since if k not in scope]
         store.clear_missing(target, keep_only=missing)
-        if not groups_read:
+        if not groups_read or self.suspect_reads.get(target) is not None:
+            # A read that looks truncated may lack owned groups that still exist: they
+            # stay owned (their re-creation is held, `check_target_read`).
             return
         present = {group.id for group in observed.groups}
         for group_id in store.owned_groups(target):

@@ -33,8 +33,8 @@ from starlette.types import Receive, Scope, Send
 from orgsync.config import Config, parse_config
 from orgsync.core.errors import TargetError, TransientError
 from orgsync.core.model import EmailKey, Memory, SourceId, TargetSnapshot
-from orgsync.core.plan import CreateUser
-from orgsync.core.safety import SafetyLimits, check_target_read
+from orgsync.core.plan import CreateUser, Invite, Plan, RemoveMember
+from orgsync.core.safety import Allowances, Population, SafetyLimits, check_target_read, gate
 from orgsync.engine import Engine
 from orgsync.http import lean
 from orgsync.results import RunOptions, TargetResult
@@ -42,7 +42,7 @@ from orgsync.testing._server import BackgroundServer
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, directory, holdings, pending_invites_per_email
-from tests.coremodels import desired_for, group, invite, member, org, person, snapshot
+from tests.coremodels import NOW, desired_for, group, invite, member, org, person, snapshot
 from tests.targets.cli import KEYCARD_SECRET_ENV, SCIM_TOKEN_ENV
 from tests.targets.cli import directory as scim_directory
 from tests.targets.scim_servers import TOKEN, Scim2Server, ScimProxy, Tamper, start_scimmy
@@ -81,6 +81,12 @@ def openai_config(folder: Path, url: str, **safety: Any) -> Config:
         "state": {"path": "state.db"},
     }
     return parse_config(document, origin="test", base_dir=folder)
+
+
+def held_guards(result: TargetResult) -> set[str]:
+    """The distinct guards of what a run held back."""
+    assert result.plan is not None, result
+    return {held.guard for held in result.plan.held}
 
 
 class OpenAIOrg:
@@ -146,9 +152,11 @@ def test_an_empty_users_list_from_a_hiccup_invites_nobody_again(openai_org: Open
     openai_org.proxy.tamper = _empty_users
     for options in ({}, {"incremental": True}, {"dry_run": True}):
         result = openai_org.run(**options)
-        assert result.status == "failed", result
-        assert "the target's read lacks 30 of the 30 members orgsync linked" in str(result.error)
-        assert "--allow-additions 30" in str(result.error)
+        assert result.status == "held", result
+        guards = held_guards(result)
+        assert len(guards) == 1, guards
+        (guard,) = guards
+        assert "the target's read lacks 30 of the 30 members orgsync linked" in guard
     assert openai_org.invites_sent() == 0
     openai_org.unchanged()
     # The answer is whole again: nothing to do, nothing held.
@@ -173,15 +181,20 @@ def test_members_removed_by_hand_are_invited_again_within_the_limits(
 
 
 def test_too_many_members_removed_by_hand_wait_for_allow_additions(openai_org: OpenAIOrg) -> None:
-    """Beyond the limits a removal by hand looks like a truncated read: the run fails,
-    naming the way out, and the operator lets one run through with --allow-additions."""
+    """Beyond the limits a removal by hand looks like a truncated read: the invitations
+    are held (exit 3, the rest applies), and the operator lets one run through with
+    --allow-additions."""
     state = openai_org.emulator.state
     for user in [u for u in state.users() if str(u["email"]).startswith("person1")]:
         state.api_delete_user(str(user["id"]))  # person1, person10..19: 11 > max_removals
     result = openai_org.sync()
-    assert result.status == "failed", result
-    assert "11 of the 30 members orgsync linked" in str(result.error)
-    assert openai_org.sync(allow_additions=10).status == "failed"
+    assert result.status == "held", result
+    assert any("11 of the 30 members orgsync linked" in g for g in held_guards(result))
+    assert result.plan is not None and len(result.plan.held) == 11
+    short = openai_org.sync(allow_additions=10)
+    assert short.status == "held" and "(more than --allow-additions 10)" in "".join(
+        held_guards(short)
+    )
     assert openai_org.invites_sent() == 0
     lifted = openai_org.sync(allow_additions=11)
     assert lifted.status == "ok", lifted
@@ -430,8 +443,8 @@ def test_scim_an_empty_users_list_creates_nobody_again(scim_org: ScimOrg) -> Non
     # A whole read also backs a SCIM target's incremental passes and named runs.
     for options in ({}, {"incremental": True}, {"only_emails": frozenset({"person1@example.com"})}):
         result = scim_org.sync(**options)
-        assert result.status == "failed", (options, result)
-        assert "lacks 24 of the 24 members orgsync linked" in str(result.error)
+        assert result.status == "held", (options, result)
+        assert any("lacks 24 of the 24 members orgsync linked" in g for g in held_guards(result))
     assert scim_org.posts() == 0
     scim_org.scim.proxy.tamper = None
     scim_org.unchanged()
@@ -443,9 +456,10 @@ def test_scim_an_empty_groups_list_creates_no_second_group(scim_org: ScimOrg) ->
     """Harm: /Groups answers 200 with no groups; each mirrored group would be created
     again (a duplicate group) and the ones orgsync owns disowned for good."""
     scim_org.scim.proxy.tamper = _empty_list("/Groups")
-    result = scim_org.sync()
-    assert result.status == "failed", result
-    assert "lacks all 2 groups orgsync owns" in str(result.error)
+    for _ in range(2):  # the groups stay owned: a second such read holds them again
+        result = scim_org.sync()
+        assert result.status == "held", result
+        assert any("lacks all 2 groups orgsync owns" in g for g in held_guards(result))
     assert scim_org.posts() == 0
     scim_org.scim.proxy.tamper = None
     again = scim_org.sync()
@@ -1086,40 +1100,73 @@ SOURCE = snapshot(
 )
 
 
-def _check(observed: TargetSnapshot, memory: Memory, **kwargs: Any) -> None:
-    check_target_read(
-        observed, memory, desired_for(SOURCE, observed), SafetyLimits(max_removals=1), **kwargs
+def _check(observed: TargetSnapshot, memory: Memory) -> str | None:
+    return check_target_read(
+        observed, memory, desired_for(SOURCE, observed), SafetyLimits(max_removals=1)
     )
 
 
-def test_the_check_fails_a_read_lacking_the_linked_members() -> None:
-    with pytest.raises(TargetError, match="lacks 2 of the 4 members orgsync linked"):
-        _check(org(member("u0", "p0@example.com"), member("u1", "p1@example.com")), _memory(*FOUR))
+def test_the_check_finds_a_read_lacking_the_linked_members() -> None:
+    found = _check(
+        org(member("u0", "p0@example.com"), member("u1", "p1@example.com")), _memory(*FOUR)
+    )
+    assert found is not None and "lacks 2 of the 4 members orgsync linked" in found
 
 
 def test_the_check_believes_a_few_gone_and_the_invited_again() -> None:
-    _check(org(*(member(f"u{i}", f"p{i}@example.com") for i in range(3))), _memory(*FOUR))
+    assert (
+        _check(org(*(member(f"u{i}", f"p{i}@example.com") for i in range(3))), _memory(*FOUR))
+        is None
+    )
     again = (invite("i2", "P2@example.com"), invite("i3", "p3@example.com"))
-    _check(
-        org(member("u0", "p0@example.com"), member("u1", "p1@example.com"), invites=again),
-        _memory(*FOUR),
+    assert (
+        _check(
+            org(member("u0", "p0@example.com"), member("u1", "p1@example.com"), invites=again),
+            _memory(*FOUR),
+        )
+        is None
     )
 
 
 def test_the_check_ignores_the_stale_links_of_leavers() -> None:
-    """Links are never pruned: leavers removed by hand must not add up to a refusal."""
+    """Links are never pruned: leavers removed by hand must not add up to a suspicion."""
     leavers = [(f"x{i}", f"x{i}@example.com", f"v{i}") for i in range(10)]
-    _check(org(*(member(f"u{i}", f"p{i}@example.com") for i in range(4))), _memory(*FOUR, *leavers))
+    assert (
+        _check(
+            org(*(member(f"u{i}", f"p{i}@example.com") for i in range(4))),
+            _memory(*FOUR, *leavers),
+        )
+        is None
+    )
 
 
-def test_the_check_fails_a_read_without_any_linked_member_and_lets_an_allowance_through() -> None:
+def test_a_suspect_read_holds_every_addition_and_lets_an_allowance_through() -> None:
+    """Held, not refused: a leaver's removal in the same plan still applies."""
     empty = org()
-    with pytest.raises(TargetError, match="--allow-additions 4"):
-        _check(empty, _memory(*FOUR))
-    _check(empty, _memory(*FOUR), allowed=4)
-    with pytest.raises(TargetError):
-        _check(empty, _memory(*FOUR), allowed=3)
-    _check(empty, _memory(*FOUR[:1]))  # one person: a removal by hand is as likely
+    suspicion = _check(empty, _memory(*FOUR))
+    assert suspicion is not None and "lacks 4 of the 4" in suspicion
+    assert _check(empty, _memory(*FOUR[:1])) is None  # one person: a removal by hand is as likely
+    invites = [
+        Invite(email=f"p{i}@example.com", role="reader", source_id=f"p{i}", reason="new")
+        for i in range(4)
+    ]
+    leaver = RemoveMember(email="x@example.com", user_id="ux", reason="left")
+    draft = Plan.build(target="t", generated_at=NOW, operations=[*invites, leaver])
+
+    def gated(allowed: int | None) -> Plan:
+        return gate(
+            draft,
+            population=Population(managed=30),
+            limits=SafetyLimits(),
+            allowances=Allowances(additions=allowed),
+            target_read=suspicion,
+        )
+
+    held = gated(None)
+    assert [op.op for op in held.operations] == ["remove_member"]
+    assert len(held.held) == 4 and all(suspicion in h.guard for h in held.held)
+    assert "(more than --allow-additions 3)" in gated(3).held[0].guard
+    assert len(gated(4).operations) == 5 and not gated(4).held
 
 
 def test_keycard_an_invitation_accepted_before_its_revocation_is_suspended_next(

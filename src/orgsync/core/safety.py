@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orgsync.core.collector import paused
-from orgsync.core.errors import SourceError, TargetError
+from orgsync.core.errors import SourceError
 from orgsync.core.model import (
     EmailKey,
     InviteStatus,
@@ -50,6 +50,7 @@ from orgsync.core.model import (
 )
 from orgsync.core.plan import (
     AddGroupMember,
+    CreateGroup,
     CreateUser,
     GroupOperationFields,
     HeldOperation,
@@ -102,18 +103,18 @@ def check_target_read(
     memory: Memory,
     desired: DesiredState,
     limits: SafetyLimits,
-    *,
-    allowed: int | None = None,
-) -> None:
-    """Abort before planning when a whole read of the target looks truncated.
+) -> str | None:
+    """Why a whole read of the target looks truncated, or None.
 
     Counted: wanted people whose linked member the read lacks, with no invitation for
     them either (each would be invited or created again), and the groups orgsync owns and
     still mirrors that the read lacks (each would be created again, a duplicate where
     names are not unique, and the owned one disowned). Too many: more than the removal
     limits allow, or all of them when there are at least two. A few gone is believed
-    (someone removed them by hand: they are added again). `allowed` (`--allow-additions
-    N`) lets a run through when N covers them all, for when they really were removed.
+    (someone removed them by hand: they are added again). A suspect read holds every
+    addition of the run (`gate`'s `target_read`); the rest, a leaver's removal among it,
+    still applies, and `--allow-additions N` lets the additions through when they really
+    were removed.
     """
     present = {member.id for member in observed.members}
     absent = [
@@ -130,8 +131,6 @@ def check_target_read(
     mirrored = {group.source_id for group in desired.groups}
     owned = {g for g, source_group in memory.owned_groups.items() if source_group in mirrored}
     groups_gone = owned - {group.id for group in observed.groups}
-    if allowed is not None and people_gone + len(groups_gone) <= allowed:
-        return
     reasons = []
     over = _over("removals", people_gone, linked, limits, counted="of them missing from the read")
     if over is not None or (people_gone >= 2 and people_gone == linked):
@@ -141,13 +140,9 @@ def check_target_read(
         )
     if len(groups_gone) >= 2 and groups_gone == owned:
         reasons.append(f"all {len(owned)} groups orgsync owns")
-    if reasons:
-        count = people_gone + len(groups_gone)
-        raise TargetError(
-            f"the target's read lacks {' and '.join(reasons)}, with no invitation instead: "
-            "a truncated answer would have them all added again, so nothing was planned or "
-            f"changed; if they were removed on purpose, run once with --allow-additions {count}"
-        )
+    if not reasons:
+        return None
+    return f"the target's read lacks {' and '.join(reasons)}, with no invitation instead"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +234,12 @@ def gate(
     limits: SafetyLimits,
     allowances: Allowances | None = None,
     privileged: frozenset[str] = frozenset(),
+    target_read: str | None = None,
 ) -> Plan:
     """Move what the guards hold into `plan.held`, each with its guard's reason;
-    `privileged` names the target's owner/admin-level roles (`RoleCatalog.privileged`)."""
+    `privileged` names the target's owner/admin-level roles (`RoleCatalog.privileged`);
+    `target_read`: why the target's read looks truncated (`check_target_read`), which
+    holds every addition of the plan."""
     allowances = allowances or Allowances()
     operations = plan.operations
     managed = population.managed
@@ -267,6 +265,9 @@ def gate(
         counted="managed people missing from the source",
     )
     guards.update(_addition_guards(operations, suspicion, managed, limits, allowances.additions))
+    if target_read is not None:
+        for index, guard in _read_guards(operations, target_read, allowances.additions).items():
+            guards.setdefault(index, guard)
     for index, guard in _privilege_guards(
         operations, privileged, limits, allowances.additions
     ).items():
@@ -320,6 +321,39 @@ def _addition_guards(
         return {}
     guard += _refused_allowance("--allow-additions", allowed)
     return _with_memberships(operations, dict.fromkeys(additions, guard))
+
+
+def _read_guards(
+    operations: tuple[Operation, ...], target_read: str, allowed: int | None
+) -> dict[int, str]:
+    """Operation index → guard, for what a truncated read of the target would add again:
+    every invitation, creation and group creation (with what depends on the created).
+
+    Held rather than refused: the rest of the plan (a leaver's removal, a role change of a
+    member the read did list) is about what the read showed, and still applies."""
+    created_groups = {op.source_group_id for op in operations if isinstance(op, CreateGroup)}
+    held = [
+        i
+        for i, op in enumerate(operations)
+        if op.is_addition
+        or isinstance(op, CreateGroup)
+        or (
+            isinstance(op, GroupOperationFields)
+            and op.group_id is None
+            and op.source_group_id in created_groups
+        )
+    ]
+    counted = sum(
+        1 for i in held if operations[i].is_addition or isinstance(operations[i], CreateGroup)
+    )
+    if not held or (allowed is not None and counted <= allowed):
+        return {}
+    guard = (
+        f"{target_read}: a truncated answer would have them all added again, so nothing "
+        "is added until a read lists them, or the operator confirms they were removed"
+        + _refused_allowance("--allow-additions", allowed)
+    )
+    return _with_memberships(operations, dict.fromkeys(held, guard))
 
 
 def _with_memberships(operations: tuple[Operation, ...], held: dict[int, str]) -> dict[int, str]:
