@@ -108,7 +108,9 @@ def test_kill_9_at_random_moments_then_sync_converges(
             if process.returncode == -signal.SIGKILL and killed_during_apply(tmp_path / "state.db"):
                 kills += 1
         proxy.set_faults(Faults())
-        final = rig.orgsync("sync")
+        # The drift deletes linked users by hand, more than the removal limits: a read
+        # lacking them is held as a possibly truncated one until an operator confirms.
+        final = rig.orgsync("sync", "--allow-additions", "1000")
         assert final.returncode == 0, final.stdout + final.stderr
         assert_converged(org)
         assert rig.orgsync("sync", "--dry-run").returncode == 0
