@@ -51,6 +51,7 @@ from orgsync.core.redaction import MIN_FRAGMENT
 from orgsync.daemon.queue import SyncRequest
 from orgsync.results import RunOptions, TargetResult
 from orgsync.store import OperationRecord, RunRecord, StateStore
+from orgsync.store.identity import Recorded
 
 RECENT_RUNS: Final = 20
 """Runs in the "Recent runs" table (all targets)."""
@@ -99,6 +100,9 @@ class TargetStatus:
     unsettled: Mapping[str, Listed[OperationRecord]] | None = None
     """Status (held, failed, …) -> operations the last sync left in it."""
     waiting: KnownWaiting | None = None
+    identity: Recorded | None = None
+    """Which organization the target's memory is about (`orgsync.store.identity`), as
+    `orgsync status` shows it: an operator pointing a target elsewhere sees it here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,7 @@ class Page:
         else:
             state = self.badge("never synced", "none")
         rows = [
+            ("Organization", self.identity(t.identity)),
             ("Last sync", self.last_sync(t.last_sync)),
             ("Now", self.now_line(t)),
             ("Next full reconcile", self.next_line(t)),
@@ -288,6 +293,14 @@ class Page:
             f'<span class="kind">{self.text(t.kind)}</span>{state}</h2>'
             f"{self.quarantine(t.quarantine)}<dl>{fields}</dl>"
             f"{self.operations(t)}{self.waiting(t)}</article>"
+        )
+
+    def identity(self, recorded: Recorded | None) -> Html:
+        if recorded is None:
+            return Html('<span class="muted">not recorded yet (the first sync records it)</span>')
+        return Html(
+            f'<span class="identity">{self.text(recorded.identity.describe())}</span> '
+            f'<span class="muted">recorded {self.when(recorded.recorded_at)}</span>'
         )
 
     def last_sync(self, run: RunRecord | None) -> Html:
@@ -671,6 +684,7 @@ class StatusPage:
             quarantine=memory.quarantine,
             unsettled=self._unsettled(store, memory.name, last.run_id) if last else None,
             waiting=memory.waiting,
+            identity=store.identity(memory.name),
         )
 
     def _unsettled(
