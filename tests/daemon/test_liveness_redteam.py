@@ -10,18 +10,23 @@ outside), and judged by what an operator can see: the organization, the run hist
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
 from tests.cli.harness import API_KEY, directory, wanted_roles
-from tests.daemon.harness import DaemonRig, wait_for
-from tests.daemon.test_daemon_process import with_people
+from tests.daemon.harness import Daemon, DaemonRig, wait_for
+from tests.daemon.test_daemon_process import NotifySocket, with_people
 from tests.servers import free_port
 
 
@@ -119,3 +124,113 @@ def test_a_daemon_started_with_stdout_and_stderr_closed_still_reconciles(
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+class StuckServer:
+    """A TCP server that takes every connection and then never finishes an answer:
+    `silent` reads the request and says nothing; `trickle` sends the head of a large
+    answer and then one byte a second, within any read timeout, for ever."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.connections = 0
+        self._stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.port = int(self._sock.getsockname()[1])
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def start(self) -> str:
+        """The base URL (what `DaemonRig` asks an emulator for)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            thread = threading.Thread(target=self._hold, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(1.0)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+            if self.mode == "trickle":
+                with contextlib.suppress(OSError):
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100000000\r\n\r\n["
+                    )
+            while not self._stop.wait(1.0):
+                if self.mode == "trickle":
+                    try:
+                        conn.sendall(b" ")
+                    except OSError:
+                        return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._accepting.join(5)
+        for thread in self._threads:
+            thread.join(5)
+        self._sock.close()
+
+
+def test_a_target_trickling_its_answer_is_a_visible_stall_and_stops_the_watchdog(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """A target (or a proxy in front of it) that accepts the call and sends its answer a
+    byte a second: each read is within `timeout`, so no timeout ever fires and the run
+    never ends. It used to look healthy everywhere: the worker thread alive (`/healthz`
+    200, the systemd watchdog fed), `/readyz` 200 (it judged finished runs only), the
+    status page "running". Now, past `stall_after` without progress, `/healthz` is 503,
+    the watchdog heartbeat stops (systemd restarts the daemon), `/readyz` and the status
+    page say stalled; when the server lets go the daemon is healthy again, and SIGTERM
+    still stops it at once while a call trickles."""
+    stuck = StuckServer("trickle")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        rig = DaemonRig(
+            folder=tmp_path,
+            emulator=stuck,  # type: ignore[arg-type] - it only needs start()
+            quarantine='stall_after = "3s"',
+            env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "600000"},
+        )
+        rig.write(directory(3, owners=1))
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(lambda: notify.saw("WATCHDOG=1"), timeout=10, what="a first heartbeat")
+
+        def health() -> dict[str, Any] | None:
+            response = daemon.get("/healthz")
+            return response.json() if response.status_code == 503 else None
+
+        sick = wait_for(health, timeout=30, what="/healthz 503")
+        assert sick["components"]["progress:openai-test"] is False
+        assert sick["components"]["worker:openai-test"] is True
+        ready = daemon.get("/readyz")
+        assert ready.status_code == 503
+        assert "stalled" in ready.json()["failed_targets"]["openai-test"]
+        page = daemon.get("/").text
+        assert "stalled" in page and "no progress for" in page
+
+        # No heartbeat while it lasts (systemd's WatchdogSec then restarts the daemon).
+        beats = sum("WATCHDOG=1" in m for m in notify.messages)
+        time.sleep(2.0)  # more than three heartbeat intervals
+        assert sum("WATCHDOG=1" in m for m in notify.messages) == beats
+        assert any(e.get("event") == "daemon.unhealthy" for e in daemon.events())
+
+        # The operator stops it: SIGTERM ends the call in flight, and exits 0.
+        assert daemon.terminate() == 0
+        assert rig.finished_runs()[-1]["status"] in {"interrupted", "failed"}
+    finally:
+        stuck.close()
+        notify.close()

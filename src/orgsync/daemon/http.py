@@ -97,6 +97,7 @@ class Readiness:
         instance: str | None,
         standing: Callable[[str], Quarantine] = lambda _target: Quarantine(),
         holders: Callable[[], Mapping[str, str | None]] | None = None,
+        stalled: Callable[[str], float | None] = lambda _target: None,
     ) -> None:
         """`holders()`: who holds each target's lease now, shown in the answer's
         `leases` (replicas sharing the targets); it never decides readiness."""
@@ -105,6 +106,7 @@ class Readiness:
         self._targets = tuple(targets)
         self._instance = instance
         self._standing = standing
+        self._stalled = stalled
         self._lock = threading.Lock()
         self._cached: tuple[float, Verdict] | None = None
 
@@ -119,8 +121,15 @@ class Readiness:
 
     def _compute(self) -> Verdict:
         failing: dict[str, str | None] = {}
+        # First, and from memory: a stall may be the state database itself not answering.
+        for target in self._targets:
+            idle = self._stalled(target)
+            if idle is not None:
+                failing[target] = f"stalled: its run has shown no progress for {idle:.0f} s"
         try:
             for target in self._targets:
+                if target in failing:
+                    continue
                 standing = self._standing(target)
                 if standing.quarantined:
                     failing[target] = f"quarantined: {standing.last_error}"

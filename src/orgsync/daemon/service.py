@@ -40,6 +40,7 @@ from orgsync.daemon.http import (
     build_app,
     reserve_open_files,
 )
+from orgsync.daemon.liveness import Activity
 from orgsync.daemon.queue import SCHEDULED, Mailbox, SyncRequest
 from orgsync.daemon.relay import Relay
 from orgsync.daemon.scheduler import ReconcileSchedule
@@ -111,17 +112,22 @@ class Service:
         # Opened (and migrated) now: an unusable database stops the start. The engine runs
         # on it (and closes it); the workers, readiness and the metrics read it directly.
         self.store = open_state_store(config.state, env)
+        names = [t.name for t in config.targets]
+        # The engine reports to the metrics through it, and it clocks each target's run.
+        self.activity = Activity(
+            names, self.metrics, stall_after=config.schedule.stall_after.total_seconds()
+        )
         self.engine = Engine(
             config,
             environ=env,
             store=self.store,
             stop=self.stop,
-            observer=self.metrics,
+            observer=self.activity,
+            progress=self.activity,
             on_finished=self._run_finished,
             origin="daemon",
             on_lease=self.metrics.lease,
         )
-        names = [t.name for t in config.targets]
         debounce = config.server.debounce.total_seconds()
         self.mailboxes = {name: Mailbox(debounce=debounce) for name in names}
         # Webhooks go through the state database's queue to the replica running the
@@ -147,6 +153,7 @@ class Service:
                 on_ran=self.relay.finished,
                 preferred=partial(self._preferred, name),
                 grace=config.state.lease_ttl.total_seconds(),
+                activity=self.activity,
             )
             for name in names
         ]
@@ -164,6 +171,7 @@ class Service:
             standing=lambda target: self._workers_by_target[target].standing,
             next_run=self.schedule.next_run,
             queued=lambda target: self.mailboxes[target].pending(),
+            stalled=self.activity.stalled,
             scrub=Scrubber(secret_values(config, env)),
         )
         server = config.server
@@ -180,6 +188,7 @@ class Service:
             instance=self.engine.origin.instance,
             standing=lambda target: self._workers_by_target[target].standing,
             holders=self.lease_holders,
+            stalled=self.activity.stalled,
         )
         limits = ConnectionLimits(
             header_timeout=server.header_timeout.total_seconds(),
@@ -277,6 +286,8 @@ class Service:
     def alive(self) -> dict[str, bool]:
         """Each part that must be running, and whether it is (for `/healthz`)."""
         parts = {f"worker:{w.target}": w.alive for w in self.workers}
+        # A run that gets nowhere is as dead as its thread (`daemon.liveness`).
+        parts.update({f"progress:{t}": self.activity.stalled(t) is None for t in self.mailboxes})
         parts["scheduler"] = self.schedule.running
         parts["relay"] = self.relay.alive
         parts["http"] = self.http.alive
@@ -344,13 +355,31 @@ class Service:
         )
         self.notifier.ready(f"serving on {host}:{port}")
         tick = self.notifier.watchdog_interval or _IDLE_TICK
+        dead: list[str] = []
         while not self.stop.wait(tick):
             parts = self.alive()
             if all(parts.values()):
                 self.notifier.watchdog()
-            else:
-                # No heartbeat: systemd's watchdog restarts a daemon with a dead part.
-                log.error("daemon.unhealthy", dead=[k for k, v in parts.items() if not v])
+                if dead:
+                    log.info("daemon.healthy_again", were=dead)
+                    dead = []
+                continue
+            # No heartbeat: systemd's watchdog restarts a daemon with a dead part or a
+            # stalled run. Said when it changes, not every tick.
+            now_dead = [k for k, v in parts.items() if not v]
+            if now_dead != dead:
+                dead = now_dead
+                log.error(
+                    "daemon.unhealthy",
+                    dead=dead,
+                    stalled={
+                        t: round(s)
+                        for t in self.mailboxes
+                        if (s := self.activity.stalled(t)) is not None
+                    },
+                    note="no watchdog heartbeat while this lasts: under systemd's "
+                    "WatchdogSec the daemon is restarted",
+                )
         return self._shutdown()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -103,6 +103,8 @@ class TargetStatus:
     identity: Recorded | None = None
     """Which organization the target's memory is about (`orgsync.store.identity`), as
     `orgsync status` shows it: an operator pointing a target elsewhere sees it here."""
+    stalled: float | None = None
+    """Seconds the run in progress has shown no progress, once past `stall_after`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +272,9 @@ class Page:
     # ------------------------------------------------------------------ one target
 
     def target(self, t: TargetStatus) -> Html:
-        if t.quarantine.quarantined:
+        if t.stalled is not None:
+            state = self.badge("stalled", "bad")
+        elif t.quarantine.quarantined:
             state = self.badge("quarantined", "bad")
         elif t.running is not None:
             state = self.badge("running", "info")
@@ -330,6 +334,13 @@ class Page:
 
     def now_line(self, t: TargetStatus) -> Html:
         parts: list[str] = []
+        if t.stalled is not None:
+            parts.append(
+                f"{self.badge('stalled', 'bad')} no progress for "
+                f"{self.text(_duration(timedelta(seconds=t.stalled)))} (no answer from the "
+                "source, the target or the state database): the daemon is unhealthy and "
+                "its watchdog stopped, so systemd or the orchestrator restarts it"
+            )
         if t.running is not None:
             parts.append(
                 f"{self.badge('running', 'info')} since {self.when(t.running.started_at)}, "
@@ -595,6 +606,7 @@ class StatusPage:
         standing: Callable[[str], Quarantine],
         next_run: Callable[[str], datetime | None],
         queued: Callable[[str], SyncRequest | None],
+        stalled: Callable[[str], float | None] = lambda _target: None,
         scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache_seconds: float = CACHE_SECONDS,
@@ -604,6 +616,7 @@ class StatusPage:
         self._standing = standing
         self._next_run = next_run
         self._queued = queued
+        self._stalled = stalled
         self._scrub = scrub
         self._clock = clock
         self._cache_seconds = cache_seconds
@@ -654,6 +667,7 @@ class StatusPage:
                 next_run_at=self._next_run(name),
                 quarantine=self._standing(name),
                 waiting=waiting.get(name),
+                stalled=self._stalled(name),
             )
             for name, kind in self._targets
         }
@@ -685,6 +699,7 @@ class StatusPage:
             unsettled=self._unsettled(store, memory.name, last.run_id) if last else None,
             waiting=memory.waiting,
             identity=store.identity(memory.name),
+            stalled=memory.stalled,
         )
 
     def _unsettled(
