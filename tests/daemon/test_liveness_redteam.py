@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -234,3 +235,53 @@ def test_a_target_trickling_its_answer_is_a_visible_stall_and_stops_the_watchdog
     finally:
         stuck.close()
         notify.close()
+
+
+def test_a_state_database_locked_by_another_program_is_not_ready_until_released(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """An operator's `sqlite3 state.db` shell left inside a write transaction (or a backup
+    tool holding the lock): no run can take its lease, so nothing is reconciled. Reads
+    still work under WAL, so `/readyz` said ready, `/healthz` ok, and no metric moved;
+    only a log line said why. Now `/readyz` is 503 naming the lock and the status page
+    says no run can start; once the shell lets go, the daemon runs again by itself."""
+    document = directory(3, owners=1)
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = DaemonRig(folder=tmp_path, emulator=emulator, interval="2s")
+        rig.write(document)
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(rig.finished_runs, timeout=30, what="the startup run")
+        shell = subprocess.Popen(["sqlite3", str(rig.state_db)], stdin=subprocess.PIPE, text=True)
+        try:
+            assert shell.stdin is not None
+            shell.stdin.write("BEGIN IMMEDIATE;\n")
+            shell.stdin.flush()
+
+            def not_ready() -> dict[str, Any] | None:
+                response = daemon.get("/readyz")
+                return response.json() if response.status_code == 503 else None
+
+            verdict = wait_for(not_ready, timeout=60, what="/readyz 503")
+            assert "locked" in verdict["failed_targets"]["openai-test"]
+            page = daemon.get("/").text
+            assert "no run can start" in page and "locked" in page
+            assert daemon.get("/healthz").status_code == 200  # a restart would not help
+            runs_before = len(rig.finished_runs())
+            later = with_people(document, 9)
+            rig.write(later)
+
+            shell.stdin.write("ROLLBACK;\n.quit\n")
+            shell.stdin.flush()
+            shell.wait(10)
+            wait_for(lambda: rig.holdings() == wanted_roles(later), timeout=60, what="a run")
+            wait_for(lambda: len(rig.finished_runs()) > runs_before, timeout=30, what="it recorded")
+            wait_for(lambda: daemon.get("/readyz").status_code == 200, timeout=30, what="ready")
+            assert daemon.terminate() == 0
+        finally:
+            if shell.poll() is None:
+                shell.kill()
+                shell.wait(10)
+            if shell.stdin is not None:
+                shell.stdin.close()

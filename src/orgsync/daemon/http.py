@@ -98,6 +98,7 @@ class Readiness:
         standing: Callable[[str], Quarantine] = lambda _target: Quarantine(),
         holders: Callable[[], Mapping[str, str | None]] | None = None,
         stalled: Callable[[str], float | None] = lambda _target: None,
+        blocked: Callable[[str], str | None] = lambda _target: None,
     ) -> None:
         """`holders()`: who holds each target's lease now, shown in the answer's
         `leases` (replicas sharing the targets); it never decides readiness."""
@@ -107,6 +108,7 @@ class Readiness:
         self._instance = instance
         self._standing = standing
         self._stalled = stalled
+        self._blocked = blocked
         self._lock = threading.Lock()
         self._cached: tuple[float, Verdict] | None = None
 
@@ -126,6 +128,11 @@ class Readiness:
             idle = self._stalled(target)
             if idle is not None:
                 failing[target] = f"stalled: its run has shown no progress for {idle:.0f} s"
+            elif (why := self._blocked(target)) is not None:
+                # Reads still work (an outside program holding SQLite's write lock leaves
+                # WAL readers alone), so without this the daemon looked ready while no
+                # run could start.
+                failing[target] = f"cannot start a run: {why}"
         try:
             for target in self._targets:
                 if target in failing:

@@ -172,6 +172,7 @@ class Service:
             next_run=self.schedule.next_run,
             queued=lambda target: self.mailboxes[target].pending(),
             stalled=self.activity.stalled,
+            blocked=lambda target: self._workers_by_target[target].blocked,
             scrub=Scrubber(secret_values(config, env)),
         )
         server = config.server
@@ -189,6 +190,7 @@ class Service:
             standing=lambda target: self._workers_by_target[target].standing,
             holders=self.lease_holders,
             stalled=self.activity.stalled,
+            blocked=lambda target: self._workers_by_target[target].blocked,
         )
         limits = ConnectionLimits(
             header_timeout=server.header_timeout.total_seconds(),

@@ -105,6 +105,8 @@ class TargetStatus:
     `orgsync status` shows it: an operator pointing a target elsewhere sees it here."""
     stalled: float | None = None
     """Seconds the run in progress has shown no progress, once past `stall_after`."""
+    blocked: str | None = None
+    """Why no run can start (the state database locked or broken), from the worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +276,8 @@ class Page:
     def target(self, t: TargetStatus) -> Html:
         if t.stalled is not None:
             state = self.badge("stalled", "bad")
+        elif t.blocked is not None:
+            state = self.badge("blocked", "bad")
         elif t.quarantine.quarantined:
             state = self.badge("quarantined", "bad")
         elif t.running is not None:
@@ -340,6 +344,11 @@ class Page:
                 f"{self.text(_duration(timedelta(seconds=t.stalled)))} (no answer from the "
                 "source, the target or the state database): the daemon is unhealthy and "
                 "its watchdog stopped, so systemd or the orchestrator restarts it"
+            )
+        if t.blocked is not None:
+            parts.append(
+                f"{self.badge('blocked', 'bad')} no run can start: "
+                f'<span class="error">{self.text(t.blocked)}</span>'
             )
         if t.running is not None:
             parts.append(
@@ -607,6 +616,7 @@ class StatusPage:
         next_run: Callable[[str], datetime | None],
         queued: Callable[[str], SyncRequest | None],
         stalled: Callable[[str], float | None] = lambda _target: None,
+        blocked: Callable[[str], str | None] = lambda _target: None,
         scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache_seconds: float = CACHE_SECONDS,
@@ -617,6 +627,7 @@ class StatusPage:
         self._next_run = next_run
         self._queued = queued
         self._stalled = stalled
+        self._blocked = blocked
         self._scrub = scrub
         self._clock = clock
         self._cache_seconds = cache_seconds
@@ -668,6 +679,7 @@ class StatusPage:
                 quarantine=self._standing(name),
                 waiting=waiting.get(name),
                 stalled=self._stalled(name),
+                blocked=self._blocked(name),
             )
             for name, kind in self._targets
         }
@@ -700,6 +712,7 @@ class StatusPage:
             waiting=memory.waiting,
             identity=store.identity(memory.name),
             stalled=memory.stalled,
+            blocked=memory.blocked,
         )
 
     def _unsettled(

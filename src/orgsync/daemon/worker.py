@@ -94,6 +94,10 @@ class TargetWorker:
         """Whether a full pass of this process reached the organization: until one has,
         every pass is full (a start-up pass the source failed corrected nothing)."""
         self.busy_since: float | None = None
+        self.blocked: str | None = None
+        """Why the last attempt to take the target's lease failed (the state database
+        locked by another program, or broken), until one succeeds: nothing runs
+        meanwhile, and `/readyz` and the status page say why."""
         self.standing = Quarantine()
         self._thread = threading.Thread(target=self._loop, name=f"worker:{target}", daemon=True)
         self._log = log.bind(target=target)
@@ -147,8 +151,10 @@ class TargetWorker:
             return LEASE_RETRY_FIRST
         try:
             leased = self.engine.try_lease(self.target, limit=self.share())
+            self.blocked = None
         except OrgsyncError as error:  # the state database is busy or broken
             self._log.error("lease.unavailable", error=str(error))
+            self.blocked = str(error)
             leased = False
         if not leased:
             holder = self._holder()
