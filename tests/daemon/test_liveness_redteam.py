@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
 from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import NotifySocket, with_people
+from tests.postgres import PostgresServer
 from tests.servers import free_port
 
 
@@ -285,3 +287,115 @@ def test_a_state_database_locked_by_another_program_is_not_ready_until_released(
                 shell.wait(10)
             if shell.stdin is not None:
                 shell.stdin.close()
+
+
+LDAP_SOURCE = """[source]
+type = "ldap"
+url = "ldap://127.0.0.1:{port}"
+allow_plaintext = true
+bind_dn = "cn=admin,dc=example,dc=org"
+bind_password_env = "ORGSYNC_TEST_LDAP_PASSWORD"
+users_base = "ou=people,dc=example,dc=org"
+groups_base = "ou=groups,dc=example,dc=org"
+timeout = "2s"
+"""
+
+
+@pytest.mark.parametrize("silent", ["target", "ldap source"])
+def test_a_server_that_accepts_and_never_answers_fails_each_pass_and_the_next_runs(
+    tmp_path: Path, started: list[Daemon], silent: str
+) -> None:
+    """The target's API, or the LDAP server (which then never answers the bind), takes
+    the TCP connection and says nothing. Each call's timeout ends the pass (failed,
+    recorded, `/readyz` 503 naming the timeout), the next scheduled pass runs, and the
+    daemon stays healthy: nothing hangs and nothing is silent."""
+    stuck = StuckServer("silent")
+    try:
+        with OpenAIEmulator(api_key=API_KEY) as emulator:
+            rig = DaemonRig(
+                folder=tmp_path,
+                emulator=stuck if silent == "target" else emulator,  # type: ignore[arg-type]
+                interval="1s",
+                quarantine="quarantine_after = 10",
+                env={"ORGSYNC_TEST_LDAP_PASSWORD": "not-a-real-password"},
+            )
+            rig.write(directory(3, owners=1))
+            if silent == "ldap source":
+                text = rig.config_path.read_text(encoding="utf-8")
+                file_source = '[source]\ntype = "file"\npath = "directory.json"\n'
+                assert file_source in text
+                rig.config_path.write_text(
+                    text.replace(file_source, LDAP_SOURCE.format(port=stuck.port)),
+                    encoding="utf-8",
+                )
+            daemon = rig.start()
+            started.append(daemon)
+            daemon.wait_started()
+            wait_for(lambda: len(rig.finished_runs()) >= 2, timeout=90, what="two passes ended")
+            runs = rig.finished_runs()
+            assert {r["status"] for r in runs} == {"failed"}
+            assert stuck.connections >= 2
+            verdict = daemon.get("/readyz")
+            assert verdict.status_code == 503
+            reason = verdict.json()["failed_targets"]["openai-test"]
+            assert "time" in reason.lower(), reason  # timed out / timeout
+            assert daemon.get("/healthz").status_code == 200
+            assert daemon.terminate() == 0
+    finally:
+        stuck.close()
+
+
+def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
+    tmp_path: Path, started: list[Daemon], postgres: PostgresServer
+) -> None:
+    """The state database's server processes frozen (SIGSTOP: a hung storage volume, a
+    VM paused under the database): its statement and lock timeouts run in the frozen
+    processes and its kernel still answers TCP keepalives, so the daemon's next query
+    waits for ever. The run stalls: `/healthz` 503 (a restart), and `/readyz` answers 503
+    at once instead of hanging with the database. Thawed, the daemon is healthy again and
+    reconciles."""
+    database = postgres.new_database()
+    document = directory(3, owners=1)
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = DaemonRig(
+            folder=tmp_path, emulator=emulator, interval="1s", quarantine='stall_after = "3s"'
+        )
+        rig.on_postgres(postgres.url(database))
+        rig.write(document)
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(lambda: daemon.get("/readyz").status_code == 200, timeout=30, what="ready")
+        with postgres.admin(database) as admin:
+            backends = [
+                int(str(row[0]))
+                for row in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                    "AND pid <> pg_backend_pid()",
+                    (database,),
+                )
+            ]
+        assert backends
+        for pid in backends:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+
+            def unhealthy() -> dict[str, Any] | None:
+                response = daemon.get("/healthz")
+                return response.json() if response.status_code == 503 else None
+
+            sick = wait_for(unhealthy, timeout=30, what="/healthz 503")
+            assert sick["components"]["progress:openai-test"] is False
+            began = time.monotonic()
+            ready = httpx.get(daemon.probe_url("/readyz"), timeout=20)
+            assert ready.status_code == 503
+            assert time.monotonic() - began < 10
+        finally:
+            for pid in backends:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        later = with_people(document, 5)
+        rig.write(later)
+        wait_for(lambda: daemon.get("/healthz").status_code == 200, timeout=60, what="healthy")
+        wait_for(lambda: rig.holdings() == wanted_roles(later), timeout=60, what="reconciled")
+        assert daemon.terminate() == 0
