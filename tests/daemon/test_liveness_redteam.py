@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
-from tests.cli.harness import API_KEY, directory, wanted_roles
+from tests.cli.harness import API_KEY, KEY_ENV, directory, wanted_roles
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 from tests.daemon.test_daemon_process import NotifySocket, with_people
 from tests.postgres import PostgresServer
@@ -202,7 +203,7 @@ def test_a_target_trickling_its_answer_is_a_visible_stall_and_stops_the_watchdog
     try:
         rig = DaemonRig(
             folder=tmp_path,
-            emulator=stuck,  # type: ignore[arg-type] - it only needs start()
+            emulator=stuck,  # type: ignore[arg-type]  # it only needs start()
             quarantine='stall_after = "3s"',
             env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "600000"},
         )
@@ -399,3 +400,60 @@ def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
         wait_for(lambda: daemon.get("/healthz").status_code == 200, timeout=60, what="healthy")
         wait_for(lambda: rig.holdings() == wanted_roles(later), timeout=60, what="reconciled")
         assert daemon.terminate() == 0
+
+
+def _holds(rig: DaemonRig, wanted: dict[str, str]) -> bool:
+    return rig.holdings() == wanted
+
+
+def test_a_target_stuck_for_ever_does_not_starve_the_other_targets(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """Two targets; the second one's API trickles its answers for ever. The first one
+    is reconciled on every pass as if nothing were wrong (each target has its own
+    worker, and no lock of the engine is held across a call), while the stuck one is
+    named stalled."""
+    stuck = StuckServer("trickle")
+    try:
+        with OpenAIEmulator(api_key=API_KEY) as emulator:
+            rig = DaemonRig(
+                folder=tmp_path, emulator=emulator, interval="1s", quarantine='stall_after = "3s"'
+            )
+            document = directory(3, owners=1)
+            rig.write(document)
+            text = rig.config_path.read_text(encoding="utf-8")
+            second = (
+                f'[[targets]]\nname = "openai-stuck"\ntype = "openai"\n'
+                f'base_url = "{stuck.start()}"\napi_key_env = "{KEY_ENV}"\n'
+                'allow_plaintext = true\ndefault_role = "reader"\nscope_groups = ["openai-*"]\n'
+                'timeout = "5s"\n\n'
+            )
+            rig.config_path.write_text(text.replace("[safety]", second + "[safety]"), "utf-8")
+            daemon = rig.start()
+            started.append(daemon)
+            daemon.wait_started()
+
+            def verdict() -> dict[str, Any] | None:
+                response = daemon.get("/readyz")
+                body: dict[str, Any] = response.json()
+                return body if "openai-stuck" in body.get("failed_targets", {}) else None
+
+            assert (
+                "stalled"
+                in wait_for(verdict, timeout=30, what="stalled")["failed_targets"]["openai-stuck"]
+            )
+            for i in (20, 21):
+                document = with_people(document, i)
+                rig.write(document)
+                wanted = wanted_roles(document)
+                wait_for(
+                    partial(_holds, rig, wanted),
+                    timeout=30,
+                    what=f"person{i} invited while the other target is stuck",
+                )
+            good = [r for r in rig.finished_runs() if r["target"] == "openai-test"]
+            assert len(good) >= 3 and {r["status"] for r in good} == {"ok"}
+            assert "openai-test" not in (verdict() or {}).get("failed_targets", {})
+            assert daemon.terminate() == 0
+    finally:
+        stuck.close()
