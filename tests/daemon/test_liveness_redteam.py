@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
@@ -457,3 +458,68 @@ def test_a_target_stuck_for_ever_does_not_starve_the_other_targets(
             assert daemon.terminate() == 0
     finally:
         stuck.close()
+
+
+def _metric(daemon: Daemon, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(daemon.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += float(sample.value)
+    return total
+
+
+def test_a_guard_that_holds_every_pass_is_visible_not_a_silent_no_op(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """The source comes back truncated on every pass, for weeks. Below `min_source_users`
+    each pass is refused before any change: a failed run, `/readyz` 503 with the reason,
+    then quarantine (`orgsync_quarantined`). Above it but removing more than
+    `max_removals`: each pass holds the removals (exit 3 in a shell): the runs say `held`,
+    `orgsync_held_operations` stays at the count and the status page lists each one with
+    the guard's reason. Either way nobody is removed, and it shows."""
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = DaemonRig(
+            folder=tmp_path,
+            emulator=emulator,
+            interval="1s",
+            safety_extra="min_source_users = 4",
+            quarantine="quarantine_after = 2",
+        )
+        document = directory(10, owners=1)
+        rig.write(document)
+        text = rig.config_path.read_text(encoding="utf-8")
+        rig.config_path.write_text(
+            text.replace("max_removals = 100", "max_removals = 2"), encoding="utf-8"
+        )
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(lambda: rig.holdings() == wanted_roles(document), timeout=30, what="synced")
+        before = rig.holdings()
+
+        # Six people missing: more removals than max_removals, held on every pass.
+        rig.write(directory(4, owners=1))
+        wait_for(
+            lambda: _metric(daemon, "orgsync_runs_total", target="openai-test", result="held") >= 3,
+            timeout=30,
+            what="three held passes",
+        )
+        assert _metric(daemon, "orgsync_held_operations", target="openai-test") == 6
+        page = daemon.get("/").text
+        assert "Held by the safety gate (6)" in page and "max_removals" in page
+        assert rig.holdings() == before
+
+        # Truncated below min_source_users: each pass refused, then quarantined.
+        rig.write(directory(2, owners=1))
+
+        def quarantined() -> bool:
+            return _metric(daemon, "orgsync_quarantined", target="openai-test") == 1
+
+        wait_for(quarantined, timeout=30, what="quarantined")
+        verdict = daemon.get("/readyz")
+        assert verdict.status_code == 503
+        assert "min_source_users" in json.dumps(verdict.json())
+        assert "quarantined" in daemon.get("/").text.lower()
+        assert rig.holdings() == before
+        assert daemon.terminate() == 0
