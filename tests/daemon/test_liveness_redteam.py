@@ -523,3 +523,58 @@ def test_a_guard_that_holds_every_pass_is_visible_not_a_silent_no_op(
         assert "quarantined" in daemon.get("/").text.lower()
         assert rig.holdings() == before
         assert daemon.terminate() == 0
+
+
+def test_an_unexpected_error_before_a_run_does_not_end_the_target_s_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver raising something that is not orgsync's own error (a psycopg or sqlite3
+    exception a store method did not translate, a bug) while the worker decides whether
+    to run: it ended the worker thread, and with it every pass of that target for the
+    life of the process (`/healthz` 503 then, but outside systemd or Kubernetes nobody
+    restarts it). Now it is logged and the request tried again."""
+    import orgsync.daemon.worker as worker_module
+    from orgsync.config import load_config
+    from orgsync.daemon.queue import Mailbox, SyncRequest
+    from orgsync.daemon.worker import TargetWorker
+    from orgsync.engine import Engine
+
+    monkeypatch.setattr(worker_module, "LEASE_RETRY_MAX", 0.2)
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = DaemonRig(folder=tmp_path, emulator=emulator)
+        document = directory(3, owners=1)
+        rig.write(document)
+        config = load_config(rig.config_path)
+        stop = threading.Event()
+        engine = Engine(config, environ=rig.environ(), stop=stop, origin="daemon")
+        mailbox = Mailbox(debounce=0.0)
+        worker = TargetWorker(
+            "openai-test",
+            config=config,
+            engine=engine,
+            store=engine.store,
+            mailbox=mailbox,
+            stop=stop,
+            on_quarantine=lambda target, standing: None,
+        )
+        real_runs = engine.store.runs
+        failures = iter([RuntimeError("an exception no layer translated")])
+
+        def runs(*args: Any, **kwargs: Any) -> Any:
+            error = next(failures, None)
+            if error is not None:
+                raise error
+            return real_runs(*args, **kwargs)
+
+        worker.start()
+        monkeypatch.setattr(engine.store, "runs", runs)
+        try:
+            mailbox.put(SyncRequest("startup"))
+            wait_for(lambda: worker.runs >= 1 or not worker.alive, timeout=30, what="a run")
+            assert worker.alive
+            assert rig.holdings() == wanted_roles(document)
+        finally:
+            stop.set()
+            mailbox.close()
+            worker.join(30)
+            engine.close()
