@@ -134,10 +134,11 @@ def test_a_daemon_started_with_stdout_and_stderr_closed_still_reconciles(
 class StuckServer:
     """A TCP server that takes every connection and then never finishes an answer:
     `silent` reads the request and says nothing; `trickle` sends the head of a large
-    answer and then one byte a second, within any read timeout, for ever."""
+    answer and then one byte `every` seconds, within any read timeout, for ever."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, *, every: float = 1.0) -> None:
         self.mode = mode
+        self.every = every
         self.connections = 0
         self._stop = threading.Event()
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -173,7 +174,7 @@ class StuckServer:
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                         b"Content-Length: 100000000\r\n\r\n["
                     )
-            while not self._stop.wait(1.0):
+            while not self._stop.wait(self.every):
                 if self.mode == "trickle":
                     try:
                         conn.sendall(b" ")
@@ -578,3 +579,38 @@ def test_an_unexpected_error_before_a_run_does_not_end_the_target_s_worker(
             mailbox.close()
             worker.join(30)
             engine.close()
+
+
+def test_an_answer_trickled_for_ever_times_out_and_the_next_pass_runs(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """The same trickling target, with the default `stall_after`: the call itself now
+    ends. A whole answer must arrive within four read timeouts (`lean`), so each attempt
+    ends as a read timeout, the pass fails and is recorded (`/readyz` 503 naming it),
+    and the next pass runs; nothing stalls. It used to wait for ever."""
+    stuck = StuckServer("trickle", every=0.2)
+    try:
+        rig = DaemonRig(
+            folder=tmp_path,
+            emulator=stuck,  # type: ignore[arg-type]  # it only needs start()
+            interval="1s",
+            quarantine="quarantine_after = 10",
+        )
+        rig.write(directory(3, owners=1))
+        text = rig.config_path.read_text(encoding="utf-8")
+        rig.config_path.write_text(text.replace('timeout = "5s"', 'timeout = "1s"'), "utf-8")
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(lambda: len(rig.finished_runs()) >= 2, timeout=40, what="two passes ended")
+        runs = rig.finished_runs()
+        assert {r["status"] for r in runs} == {"failed"}
+        assert all(
+            "did not arrive" in (r["error"] or "") or "timed out" in (r["error"] or "")
+            for r in runs
+        ), [r["error"] for r in runs]
+        assert daemon.get("/readyz").status_code == 503
+        assert daemon.get("/healthz").status_code == 200
+        assert daemon.terminate() == 0
+    finally:
+        stuck.close()
