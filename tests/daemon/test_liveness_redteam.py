@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -614,3 +615,48 @@ def test_an_answer_trickled_for_ever_times_out_and_the_next_pass_runs(
         assert daemon.terminate() == 0
     finally:
         stuck.close()
+
+
+def test_a_webhook_flood_during_scheduled_passes_drains_and_runs_stay_few(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """Eight senders post 320 signed deliveries naming 1,600 different people while a
+    pass is scheduled every second. Nothing queues up without bound: each delivery is
+    answered 202, the people waiting are merged (past 1,000 into one full reconcile),
+    the runs are a handful rather than one per delivery, the queue drains to nothing
+    open, and a joiner written during the flood is invited."""
+    document = directory(5, owners=1)
+    with OpenAIEmulator(api_key=API_KEY) as emulator:
+        rig = DaemonRig(folder=tmp_path, emulator=emulator, interval="1s")
+        rig.write(document)
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(rig.finished_runs, timeout=30, what="the startup run")
+        runs_before = len(rig.finished_runs())
+
+        def sender(first: int) -> list[int]:
+            codes = []
+            with httpx.Client(timeout=30) as client:
+                for n in range(40):
+                    emails = [f"flood{first}-{n}-{k}@example.com" for k in range(5)]
+                    codes.append(daemon.post_generic({"emails": emails}, client=client).status_code)
+            return codes
+
+        later = with_people(document, 30)
+        with ThreadPoolExecutor(8) as pool:
+            results = [pool.submit(sender, i) for i in range(8)]
+            rig.write(later)
+            codes = [code for result in results for code in result.result()]
+        assert codes.count(202) == len(codes) == 320, sorted(set(codes))
+
+        def drained() -> bool:
+            rows = rig.query("SELECT count(*) AS n FROM webhook_queue WHERE done = 0")
+            return bool(rows) and rows[0]["n"] == 0
+
+        wait_for(drained, timeout=60, what="the queue drained")
+        wait_for(lambda: rig.holdings() == wanted_roles(later), timeout=30, what="the joiner")
+        runs = len(rig.finished_runs()) - runs_before
+        assert runs < 20, runs  # one when measured: merged, never one per delivery
+        assert daemon.get("/healthz").status_code == 200
+        assert daemon.terminate() == 0
