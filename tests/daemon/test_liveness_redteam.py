@@ -301,7 +301,7 @@ bind_dn = "cn=admin,dc=example,dc=org"
 bind_password_env = "ORGSYNC_TEST_LDAP_PASSWORD"
 users_base = "ou=people,dc=example,dc=org"
 groups_base = "ou=groups,dc=example,dc=org"
-timeout = "2s"
+timeout = "1s"
 """
 
 
