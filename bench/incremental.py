@@ -13,14 +13,16 @@ active person, and `orgsync` runs in fresh processes against one state database:
 2. `orgsync sync --incremental`: settles (the seeded entries are minutes old, inside the
    probes' overlap window, so this one still reads the source once);
 3. `orgsync sync --incremental`, measured: a quiet pass;
-4. one person changed at the source (a display name; Google: suspended, the emulator
-   changes nothing else), `orgsync sync --incremental`, measured. Active Directory makes
+4. one person changed at the source (a display name; Google: suspended, a leaver; the
+   Reports log says so), `orgsync sync --incremental`, measured. Active Directory makes
    three such changes, each followed by a measured pass: a display name modified, a
    person deleted (only a tombstone says so), a person taken out of all-staff.
 
-Okta's objects and System Log events are stamped a week back (a directory that has been
-there a while; its probe's overlap window holds none of them). Google has no change probe
-(see docs/design.md): its quiet pass reads the source whole and compares.
+Okta's objects and System Log events, and Google's audit log activities, are stamped a
+week back (a directory that has been there a while; a probe's overlap window holds none of
+them). Google's probe lists the Reports API's `admin` and `groups_enterprise` activities:
+its quiet pass is a token request (each pass is a fresh process) and two requests; the
+source column counts token requests too, for every HTTP source.
 
 Per measured pass: source requests (LDAP searches and pages, HTTP requests including
 token requests; the file source makes none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
@@ -412,6 +414,8 @@ def google_source(directory: Directory, folder: Path) -> Source:
     credentials.chmod(0o600)
     google = GoogleEmulator(domain="example.test", admins=(admin,))
     google.register_service_account(account, key_id, public)
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    google.clock = lambda: week_ago
     ids = [
         google.add_user(
             primary_email=p.email, given_name=p.given, family_name=p.family, suspended=not p.active
@@ -419,12 +423,14 @@ def google_source(directory: Directory, folder: Path) -> Source:
         for p in directory.people
     ]
     google.add_everyone(google.add_group("all-staff"))
+    google.clock = lambda: datetime.now(UTC)
     google.start()
     table = f"""[source]
 type = "google"
 subject = "{admin}"
 credentials_file = "{credentials}"
 directory_url = "{google.directory_url}"
+reports_url = "{google.reports_url}"
 token_url = "{google.token_url}"
 allow_plaintext = true
 """

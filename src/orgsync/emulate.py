@@ -485,6 +485,7 @@ def _table(kind: str, emulator: Any, url: str, key_folder: Path) -> tuple[list[s
         f'subject = "{GOOGLE_ADMIN}"',
         f'credentials_file = "{key_folder / "service-account.json"}"',
         f'directory_url = "{emulator.directory_url}"',
+        f'reports_url = "{emulator.reports_url}"',
         f'token_url = "{emulator.token_url}"',
     ], None
 

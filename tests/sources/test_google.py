@@ -51,6 +51,7 @@ def source(
         key=ServiceAccountKey.from_json(account.text),
         subject=subject,
         directory_url=google.directory_url,
+        reports_url=google.reports_url,
         token_url=google.token_url,
         page_size=page_size,
         settings=settings,
@@ -150,6 +151,7 @@ def test_a_key_google_does_not_know_is_refused(
         key=ServiceAccountKey.from_json(json.dumps(other)),
         subject=ADMIN,
         directory_url=google.directory_url,
+        reports_url=google.reports_url,
         token_url=google.token_url,
         settings=FAST,
     )

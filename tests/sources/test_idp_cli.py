@@ -119,6 +119,7 @@ class IdpRig:
         return (
             f'type = "google"\nsubject = "{ADMIN}"\ncredentials_file = "{key_file}"\n'
             f'directory_url = "{self.google.directory_url}"\n'
+            f'reports_url = "{self.google.reports_url}"\n'
             f'token_url = "{self.google.token_url}"\npage_size = 3\n{common}'
         )
 
