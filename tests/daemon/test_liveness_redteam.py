@@ -234,6 +234,7 @@ def test_a_target_trickling_its_answer_is_a_visible_stall_and_stops_the_watchdog
         time.sleep(2.0)  # more than three heartbeat intervals
         assert sum("WATCHDOG=1" in m for m in notify.messages) == beats
         assert any(e.get("event") == "daemon.unhealthy" for e in daemon.events())
+        assert notify.saw("STATUS=unhealthy: progress:openai-test")  # systemctl status
 
         # The operator stops it: SIGTERM ends the call in flight, and exits 0.
         assert daemon.terminate() == 0

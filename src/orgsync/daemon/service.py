@@ -355,7 +355,8 @@ class Service:
                 if secret is not None
             ],
         )
-        self.notifier.ready(f"serving on {host}:{port}")
+        serving = f"serving on {host}:{port}"
+        self.notifier.ready(serving)
         tick = self.notifier.watchdog_interval or _IDLE_TICK
         dead: list[str] = []
         while not self.stop.wait(tick):
@@ -364,6 +365,7 @@ class Service:
                 self.notifier.watchdog()
                 if dead:
                     log.info("daemon.healthy_again", were=dead)
+                    self.notifier.status(serving)
                     dead = []
                 continue
             # No heartbeat: systemd's watchdog restarts a daemon with a dead part or a
@@ -371,6 +373,8 @@ class Service:
             now_dead = [k for k, v in parts.items() if not v]
             if now_dead != dead:
                 dead = now_dead
+                # What `systemctl status orgsync` shows while it lasts.
+                self.notifier.status(f"unhealthy: {', '.join(dead)}")
                 log.error(
                     "daemon.unhealthy",
                     dead=dead,
