@@ -661,3 +661,49 @@ def test_a_webhook_flood_during_scheduled_passes_drains_and_runs_stay_few(
         assert runs < 20, runs  # one when measured: merged, never one per delivery
         assert daemon.get("/healthz").status_code == 200
         assert daemon.terminate() == 0
+
+
+def test_an_oauth_token_call_trickled_for_ever_times_out_too(
+    tmp_path: Path, started: list[Daemon]
+) -> None:
+    """The calls that do not go the lean way (an OAuth client-credentials flow: Keycard's
+    token request and every call after it go through httpx) had the same hole: a token
+    endpoint sending its answer a byte within each read timeout held the pass for ever.
+    The whole answer must now arrive within four read timeouts there too."""
+    stuck = StuckServer("trickle", every=0.2)
+    try:
+        rig = DaemonRig(
+            folder=tmp_path,
+            emulator=stuck,  # type: ignore[arg-type]  # it only needs start()
+            interval="1s",
+            quarantine="quarantine_after = 10",
+            env={"ORGSYNC_TEST_KEYCARD_SECRET": "not-a-real-secret"},
+        )
+        rig.write(directory(3, owners=1))
+        text = rig.config_path.read_text(encoding="utf-8")
+        start, end = text.index("[[targets]]"), text.index("[safety]")
+        keycard = f"""[[targets]]
+name = "openai-test"
+type = "keycard"
+base_url = "{stuck.start()}"
+client_id = "orgsync-test"
+client_secret_env = "ORGSYNC_TEST_KEYCARD_SECRET"
+organization_id = "org-test"
+allow_plaintext = true
+scope_groups = ["openai-*"]
+timeout = "1s"
+max_attempts = 2
+max_retry_delay = "1s"
+
+"""
+        rig.config_path.write_text(text[:start] + keycard + text[end:], encoding="utf-8")
+        daemon = rig.start()
+        started.append(daemon)
+        daemon.wait_started()
+        wait_for(lambda: len(rig.finished_runs()) >= 2, timeout=60, what="two passes ended")
+        runs = rig.finished_runs()
+        assert {r["status"] for r in runs} == {"failed"}
+        assert daemon.get("/healthz").status_code == 200
+        assert daemon.terminate() == 0
+    finally:
+        stuck.close()

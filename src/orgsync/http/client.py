@@ -36,7 +36,7 @@ import tenacity
 
 from orgsync.core.errors import ApiError, TransientError
 from orgsync.core.redaction import scrub
-from orgsync.http.lean import Exchange, LeanPool
+from orgsync.http.lean import ANSWER_WITHIN_READ_TIMEOUTS, Exchange, LeanPool
 from orgsync.http.ratelimit import TokenBucket
 from orgsync.http.responses import (
     ErrorParser,
@@ -51,7 +51,7 @@ from orgsync.http.responses import (
     redact,
     retry_after,
 )
-from orgsync.interrupt import ReadInterrupt, interruptible_transport
+from orgsync.interrupt import ReadInterrupt, answer_within, interruptible_transport
 from orgsync.retrying import RetrySettings
 
 __all__ = [
@@ -298,6 +298,7 @@ class HttpClient:
         self.system = system
         self._retry = retry
         self._auth = auth
+        self._answer_within = ANSWER_WITHIN_READ_TIMEOUTS * timeout
         self.secrets = secrets if isinstance(secrets, SecretSet) else SecretSet(secrets)
         proxies = environment_proxies()
         for proxy in proxies.values():  # a proxy's password, if its URL has one
@@ -488,14 +489,17 @@ class HttpClient:
                 self._count(response)
             else:
                 target, query = self._resolve(url, params)
-                response = self._http.request(
-                    method,
-                    target,
-                    params=query,
-                    json=json_body,
-                    data=data,
-                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                )
+                # The whole answer (an auth flow's token call included) within four read
+                # timeouts, as the lean way: see `interrupt.answer_within`.
+                with answer_within(self._answer_within):
+                    response = self._http.request(
+                        method,
+                        target,
+                        params=query,
+                        json=json_body,
+                        data=data,
+                        auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    )
         except httpx.RequestError as exc:
             if self._on_response is not None:
                 self._on_response(self.system, 0)
