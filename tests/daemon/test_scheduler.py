@@ -149,3 +149,28 @@ def test_after_a_suspend_the_overdue_pass_runs_at_once_not_an_interval_later(
     assert stepped_at, "the first tick never came"
     assert len(ticks) >= 2, ticks
     assert ticks[1] - stepped_at < 5.0, (ticks, stepped_at)
+
+
+def test_a_tick_whose_enqueue_raises_keeps_the_job_and_the_next_tick_runs() -> None:
+    """A scheduled job that raises (a bug, a mailbox in a bad state) must not end the
+    schedule of its target: APScheduler logs the error and keeps the job."""
+    calls: list[float] = []
+
+    def enqueue(target: str) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("the first tick fails")
+
+    schedule = ReconcileSchedule(
+        ["a"], interval=timedelta(seconds=1), jitter=timedelta(0), enqueue=enqueue
+    )
+    schedule.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(calls) >= 3, calls
+        assert schedule.job_ids() == ["reconcile:a"]
+        assert schedule.next_run("a") is not None
+    finally:
+        schedule.shutdown()
