@@ -235,6 +235,9 @@ def test_a_target_trickling_its_answer_is_a_visible_stall_and_stops_the_watchdog
         assert sum("WATCHDOG=1" in m for m in notify.messages) == beats
         assert any(e.get("event") == "daemon.unhealthy" for e in daemon.events())
         assert notify.saw("STATUS=unhealthy: progress:openai-test")  # systemctl status
+        # stall_after = 3s is shorter than one call may be silent (4 x 5s + 1s): said.
+        short = [e for e in daemon.events() if e.get("event") == "schedule.stall_after_short"]
+        assert short and short[0]["of"] == "targets.openai-test", short
 
         # The operator stops it: SIGTERM ends the call in flight, and exits 0.
         assert daemon.terminate() == 0
@@ -659,6 +662,8 @@ def test_a_webhook_flood_during_scheduled_passes_drains_and_runs_stay_few(
         wait_for(lambda: rig.holdings() == wanted_roles(later), timeout=30, what="the joiner")
         runs = len(rig.finished_runs()) - runs_before
         assert runs < 20, runs  # one when measured: merged, never one per delivery
+        # The defaults leave room for the slowest call: no warning about stall_after.
+        assert not any(e.get("event") == "schedule.stall_after_short" for e in daemon.events())
         assert daemon.get("/healthz").status_code == 200
         assert daemon.terminate() == 0
 

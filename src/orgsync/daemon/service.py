@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import partial
 from types import FrameType
 
@@ -113,6 +114,7 @@ class Service:
         # on it (and closes it); the workers, readiness and the metrics read it directly.
         self.store = open_state_store(config.state, env)
         names = [t.name for t in config.targets]
+        _warn_if_stall_after_is_short(config)
         # The engine reports to the metrics through it, and it clocks each target's run.
         self.activity = Activity(
             names, self.metrics, stall_after=config.schedule.stall_after.total_seconds()
@@ -416,6 +418,30 @@ class Service:
         self.engine.close()
         log.info("daemon.stopped")
         return EXIT_OK
+
+
+def _warn_if_stall_after_is_short(config: Config) -> None:
+    """A call may be silent for up to four timeouts (its whole answer), then wait out a
+    retry delay: a `stall_after` shorter than that would call a slow but moving run
+    stalled (and have it restarted). Said at start, with the keys to change."""
+    waits = [(f"targets.{t.name}", 4 * t.timeout + t.max_retry_delay) for t in config.targets]
+    timeout = getattr(config.source, "timeout", None)
+    retry = getattr(config.source, "max_retry_delay", None)
+    if isinstance(timeout, timedelta) and isinstance(retry, timedelta):
+        waits.append(("source", 4 * timeout + retry))
+    stall_after = config.schedule.stall_after
+    longer = [(where, wait) for where, wait in waits if wait >= stall_after]
+    if longer:
+        where, wait = max(longer, key=lambda item: item[1])
+        log.warning(
+            "schedule.stall_after_short",
+            stall_after_seconds=stall_after.total_seconds(),
+            longest_wait_seconds=wait.total_seconds(),
+            of=where,
+            note="one call of it may be silent longer than [schedule] stall_after (four "
+            "times its timeout, plus max_retry_delay): a slow run may be called stalled "
+            "and restarted; raise stall_after, or lower that timeout",
+        )
 
 
 def run_daemon(config: Config, *, environ: Mapping[str, str] | None = None) -> int:
