@@ -360,8 +360,9 @@ def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
     VM paused under the database): its statement and lock timeouts run in the frozen
     processes and its kernel still answers TCP keepalives, so the daemon's next query
     waits for ever. The run stalls: `/healthz` 503 (a restart), and `/readyz` answers 503
-    at once instead of hanging with the database. Thawed, the daemon is healthy again and
-    reconciles."""
+    at once instead of hanging with the database; webhooks are answered 503 in bounded
+    time and never take the threads the probes and the status page need (each used to
+    hold one for ever). Thawed, the daemon is healthy again and reconciles."""
     database = postgres.new_database()
     document = directory(3, owners=1)
     with OpenAIEmulator(api_key=API_KEY) as emulator:
@@ -398,6 +399,23 @@ def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
             ready = httpx.get(daemon.probe_url("/readyz"), timeout=20)
             assert ready.status_code == 503
             assert time.monotonic() - began < 10
+
+            # Webhooks meanwhile: each is answered 503 (send it again) in bounded time,
+            # and the 60 of them do not take the threads the probes and the page need.
+            def deliver(i: int) -> int:
+                body = {"emails": [f"late{i}@example.com"]}
+                with httpx.Client(timeout=30) as client:
+                    return daemon.post_generic(body, client=client).status_code
+
+            began = time.monotonic()
+            with ThreadPoolExecutor(60) as pool:
+                codes = list(pool.map(deliver, range(60)))
+            assert set(codes) == {503}, codes
+            assert time.monotonic() - began < 25
+            began = time.monotonic()
+            assert httpx.get(daemon.probe_url("/readyz"), timeout=20).status_code == 503
+            assert daemon.get("/").status_code == 200
+            assert time.monotonic() - began < 15
         finally:
             for pid in backends:
                 with contextlib.suppress(ProcessLookupError):

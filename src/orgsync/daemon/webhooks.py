@@ -105,6 +105,13 @@ REPLAY_WINDOW: Final = 300
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
 MAX_ID: Final = 512
+QUEUE_WRITERS: Final = 4
+"""Deliveries writing to the state database's queue at once; one more is answered 503 at
+once. A database that does not answer (a frozen server) then holds a few threads, not one
+per delivery: those held the thread pool that also serves `/readyz` and the page."""
+QUEUE_TIMEOUT: Final = 10.0
+"""Seconds a delivery waits for its queue write before it is answered 503 (the write
+may still land: the sender's retry then coalesces with it)."""
 """Characters of a named person's email or id, at most (an address has at most 254): a
 longer one names nobody, and the queue's index over people would refuse it."""
 _SHOWN: Final = 64
@@ -301,6 +308,9 @@ class WebhookReceiver:
     _generic_seen: SeenEvents = field(default_factory=lambda: SeenEvents(2 * REPLAY_WINDOW))
     _okta_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
     _graph_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
+    _writers: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(QUEUE_WRITERS)
+    )
 
     def routes(self) -> list[Route]:
         return [
@@ -450,16 +460,37 @@ class WebhookReceiver:
                 f"names {people} people, more than the {MAX_TARGETED_PEOPLE} a targeted run "
                 "takes: everybody is reconciled"
             )
+        if not self._writers.acquire(blocking=False):
+            if seen is not None:
+                seen[0].forget(seen[1])
+            raise Refused(503, "unavailable", "the state database is not answering; send it again")
+
+        # Whoever takes it first decides: the write (it then gives the slot back when it
+        # ends), or this handler giving up before the write began (it gives it back now).
+        claim = threading.Lock()
+
+        def write() -> None:
+            if not claim.acquire(blocking=False):
+                return  # given up before it began: answered 503 already
+            try:
+                self.enqueue(event)
+            finally:
+                self._writers.release()
+
         try:
             # The queue is in the state database: a write (and on SQLite an fsync) that
             # must not hold up the event loop serving other deliveries and probes.
-            await anyio.to_thread.run_sync(self.enqueue, event)
-        except OrgsyncError:
+            with anyio.fail_after(QUEUE_TIMEOUT):
+                await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
+        except (OrgsyncError, TimeoutError):
             if seen is not None:
                 seen[0].forget(seen[1])  # the sender's retry must be taken, not a replay
             raise Refused(
                 503, "unavailable", "the request could not be queued; send it again"
             ) from None
+        finally:
+            if claim.acquire(blocking=False):
+                self._writers.release()
         self.count(event.kind, "accepted")
         answer["scope"] = "targeted" if event.emails or event.source_ids else "full"
         log.info(
