@@ -362,7 +362,8 @@ def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
     waits for ever. The run stalls: `/healthz` 503 (a restart), and `/readyz` answers 503
     at once instead of hanging with the database; webhooks are answered 503 in bounded
     time and never take the threads the probes and the status page need (each used to
-    hold one for ever). Thawed, the daemon is healthy again and reconciles."""
+    hold one for ever); the status page is served from memory with a banner (each reload
+    used to hold a thread too). Thawed, the daemon is healthy again and reconciles."""
     database = postgres.new_database()
     document = directory(3, owners=1)
     with OpenAIEmulator(api_key=API_KEY) as emulator:
@@ -375,6 +376,7 @@ def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
         started.append(daemon)
         daemon.wait_started()
         wait_for(lambda: daemon.get("/readyz").status_code == 200, timeout=30, what="ready")
+        assert daemon.get("/").status_code == 200  # the page has its connection now
         with postgres.admin(database) as admin:
             backends = [
                 int(str(row[0]))
@@ -385,6 +387,9 @@ def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
                 )
             ]
         assert backends
+        # The whole server: its backends, and the postmaster (no new connection either).
+        postmaster = (postgres.folder / "data" / "postmaster.pid").read_text().split()[0]
+        backends.append(int(postmaster))
         for pid in backends:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -414,8 +419,21 @@ def test_a_frozen_postgresql_state_database_is_a_visible_stall_not_a_hang(
             assert time.monotonic() - began < 25
             began = time.monotonic()
             assert httpx.get(daemon.probe_url("/readyz"), timeout=20).status_code == 503
-            assert daemon.get("/").status_code == 200
-            assert time.monotonic() - began < 15
+            assert time.monotonic() - began < 10
+
+            # The status page too: served from memory, saying so, however often reloaded.
+            def reload(_: int) -> httpx.Response:
+                return httpx.get(daemon.url("/"), timeout=30)
+
+            began = time.monotonic()
+            with ThreadPoolExecutor(30) as pool:  # under max_connections_per_client
+                pages = list(pool.map(reload, range(90)))
+            assert {p.status_code for p in pages} == {200}
+            assert "did not answer" in pages[-1].text and "stalled" in pages[-1].text
+            assert time.monotonic() - began < 25
+            began = time.monotonic()
+            assert httpx.get(daemon.probe_url("/readyz"), timeout=20).status_code == 503
+            assert time.monotonic() - began < 10
         finally:
             for pid in backends:
                 with contextlib.suppress(ProcessLookupError):

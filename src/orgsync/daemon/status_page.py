@@ -33,6 +33,8 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -60,6 +62,8 @@ MAX_LISTED: Final = 50
 CACHE_SECONDS: Final = 1.0
 """A page rendered less than this ago is served again as it is."""
 REFRESH_SECONDS: Final = 15
+RENDER_TIMEOUT: Final = 5.0
+"""Seconds a render waits for the state database before the page is served from memory."""
 """The browser reloads the page this often (meta refresh)."""
 
 T = TypeVar("T")
@@ -620,6 +624,7 @@ class StatusPage:
         scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         cache_seconds: float = CACHE_SECONDS,
+        timeout: float = RENDER_TIMEOUT,
     ) -> None:
         self._targets = tuple(targets)
         self._open_store = open_store
@@ -631,6 +636,8 @@ class StatusPage:
         self._scrub = scrub
         self._clock = clock
         self._cache_seconds = cache_seconds
+        self._timeout = timeout
+        self._pending: Future[str] | None = None
         # These locks are the page's own: a run never waits on them.
         self._lock = threading.Lock()
         self._store: StateStore | None = None
@@ -652,14 +659,40 @@ class StatusPage:
             self._waiting[result.target] = known
 
     def html(self) -> str:
-        """The page, rendered at most once per `cache_seconds`."""
+        """The page, rendered at most once per `cache_seconds`; from memory only, with a
+        banner, when the state database does not answer within `timeout` (one render
+        at a time: a database that never answers holds one thread, not one per reload,
+        which took the pool `/readyz` runs in)."""
         with self._lock:
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < self._cache_seconds:
                 return self._cached[1]
+            if self._pending is None:
+                pending: Future[str] = Future()
+                self._pending = pending
+                threading.Thread(
+                    target=self._fill, args=(pending,), name="status-page", daemon=True
+                ).start()
+            pending = self._pending
+        try:
+            return pending.result(timeout=self._timeout)
+        except FutureTimeout:
+            error = f"the state database did not answer within {self._timeout:.0f} s"
+            memory = StatusSnapshot(self._clock(), tuple(self._memory().values()), error=error)
+            return render(memory, scrub=self._scrub)
+
+    def _fill(self, pending: Future[str]) -> None:
+        try:
             page = render(self._snapshot(), scrub=self._scrub)
-            self._cached = (now, page)
-            return page
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting request
+            with self._lock:
+                self._pending = None
+            pending.set_exception(error)
+            return
+        with self._lock:
+            self._cached = (time.monotonic(), page)
+            self._pending = None
+        pending.set_result(page)
 
     def close(self) -> None:
         with self._lock:
@@ -667,10 +700,11 @@ class StatusPage:
                 self._store.close()
                 self._store = None
 
-    def _snapshot(self) -> StatusSnapshot:
+    def _memory(self) -> dict[str, TargetStatus]:
+        """What the daemon knows without the state database."""
         with self._waiting_lock:
             waiting = dict(self._waiting)
-        memory = {
+        return {
             name: TargetStatus(
                 name=name,
                 kind=kind,
@@ -683,6 +717,9 @@ class StatusPage:
             )
             for name, kind in self._targets
         }
+
+    def _snapshot(self) -> StatusSnapshot:
+        memory = self._memory()
         try:
             store = self._connected()
             targets = tuple(self._from_store(store, memory[name]) for name, _ in self._targets)
