@@ -28,6 +28,7 @@ from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.policy import (
     check_capabilities,
     check_roles,
+    check_rule_groups,
     membership_rules,
     removal_policy,
     safety_limits,
@@ -81,7 +82,9 @@ class Planning:
         check_capabilities(config, target.capabilities)
         check_roles(config, observed.roles)
         rules = membership_rules(config, target.capabilities)
-        return observed, desired_state(snapshot, rules, observed.roles), rules
+        desired = desired_state(snapshot, rules, observed.roles)
+        check_rule_groups(config, snapshot, observed, desired)
+        return observed, desired, rules
 
     def make_plan(
         self,
@@ -110,6 +113,7 @@ class Planning:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+            privileged=observed.roles.privileged,
         )
 
     def plan_input(
@@ -119,9 +123,12 @@ class Planning:
         observed: TargetSnapshot,
         target: Target,
         memory: Memory,
+        *,
+        now: datetime | None = None,
     ) -> PlanInput:
         """What the planner plans from, with the target's `[safety]` removal policy: built
-        here only, so a dry run, a sync and `explain` plan from the same inputs."""
+        here only, so a dry run, a sync and `explain` plan from the same inputs. `now`:
+        the time of the store `memory` came from (default this planning's clock)."""
         return PlanInput(
             target=config.name,
             desired=desired,
@@ -129,7 +136,7 @@ class Planning:
             memory=memory,
             policy=removal_policy(self.config, config),
             capabilities=target.capabilities,
-            now=self.clock(),
+            now=now if now is not None else self.clock(),
         )
 
     def population(

@@ -379,6 +379,7 @@ def explain(lookup: str, inputs: ExplainInput) -> Explanation:
         population=inputs.population,
         limits=inputs.limits,
         allowances=inputs.allowances,
+        privileged=given.observed.roles.privileged,
     )
     person = _find(lookup, given, inputs.snapshot)
     member_ids = frozenset(m.id for m in person.members)

@@ -14,8 +14,14 @@ Guards (docs/reference.md "Safety guards"):
     suspect (the managed people it no longer reports at all, those waiting out
     `removal_grace` included, exceed the removal limits: it may be truncated, or another
     tenant), or beyond the optional `max_additions` / `max_addition_ratio`.
+  - every grant of a privileged role (an invitation, a user or a role raise to an
+    owner/admin-level role of the target's catalog) when there are more than
+    `max_privilege_grants` of them: a rule naming the wrong role (`role = "owner"` on the
+    everyone group, `default_role = "owner"`) would otherwise make everybody an owner in
+    one run, and the gate held only what takes access away.
   Everything else still applies. `--allow-removals N` lifts the removal guards for a run
-  removing at most N; `--allow-additions N` the addition guards for a run adding at most N.
+  removing at most N; `--allow-additions N` the addition guards for a run adding at most N,
+  and the privilege guard for a run granting at most N.
 
 The ratios apply only once orgsync manages `min_managed_for_ratio` people: below that one
 leaver is already a large share, and the absolute limits guard alone.
@@ -42,11 +48,16 @@ from orgsync.core.plan import (
     CreateUser,
     GroupOperationFields,
     HeldOperation,
+    Invite,
     Operation,
     Plan,
     RemoveGroupMember,
+    SetRole,
 )
 from orgsync.core.rules import DesiredState
+
+PRIVILEGE_GUARD = "safety.max_privilege_grants"
+"""Named by the guard of every grant of a privileged role held back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,7 @@ class SafetyLimits:
     max_additions: int | None = None
     max_addition_ratio: float | None = None
     min_source_users: int = 1
+    max_privilege_grants: int | None = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +180,10 @@ def gate(
     population: Population,
     limits: SafetyLimits,
     allowances: Allowances | None = None,
+    privileged: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Move what the guards hold into `plan.held`, each with its guard's reason."""
+    """Move what the guards hold into `plan.held`, each with its guard's reason;
+    `privileged` names the target's owner/admin-level roles (`RoleCatalog.privileged`)."""
     allowances = allowances or Allowances()
     operations = plan.operations
     managed = population.managed
@@ -195,6 +209,10 @@ def gate(
         counted="managed people missing from the source",
     )
     guards.update(_addition_guards(operations, suspicion, managed, limits, allowances.additions))
+    for index, guard in _privilege_guards(
+        operations, privileged, limits, allowances.additions
+    ).items():
+        guards.setdefault(index, guard)
     if not guards:
         return plan
     kept = [op for i, op in enumerate(operations) if i not in guards]
@@ -242,19 +260,54 @@ def _addition_guards(
     if guard is None:
         return {}
     guard += _refused_allowance("--allow-additions", allowed)
-    held = dict.fromkeys(additions, guard)
-    # A group membership of a user this plan creates cannot happen without the user.
+    return _with_memberships(operations, dict.fromkeys(additions, guard))
+
+
+def _with_memberships(operations: tuple[Operation, ...], held: dict[int, str]) -> dict[int, str]:
+    """`held` plus the group memberships of the users it holds back from creation: a
+    group membership of a user this plan creates cannot happen without the user."""
     created = {
-        normalize_email(op.email) for i in additions if isinstance(op := operations[i], CreateUser)
+        normalize_email(op.email): guard
+        for i, guard in held.items()
+        if isinstance(op := operations[i], CreateUser)
     }
     for i, op in enumerate(operations):
-        if (
-            isinstance(op, AddGroupMember)
-            and op.user_id is None
-            and normalize_email(op.email) in created
-        ):
-            held[i] = guard
+        if isinstance(op, AddGroupMember) and op.user_id is None:
+            guard = created.get(normalize_email(op.email))
+            if guard is not None:
+                held.setdefault(i, guard)
     return held
+
+
+def _grants(op: Operation, privileged: frozenset[str]) -> str | None:
+    """The privileged role `op` gives someone, or None."""
+    if isinstance(op, SetRole):
+        return op.role if op.raise_ and op.role in privileged else None
+    if isinstance(op, Invite | CreateUser):
+        return op.role if op.role in privileged else None
+    return None
+
+
+def _privilege_guards(
+    operations: tuple[Operation, ...],
+    privileged: frozenset[str],
+    limits: SafetyLimits,
+    allowed: int | None,
+) -> dict[int, str]:
+    """Operation index → guard, for the grants of a privileged role held back: every one
+    of them once there are more than `max_privilege_grants`."""
+    most = limits.max_privilege_grants
+    if most is None or not privileged:
+        return {}
+    grants = {i: role for i, op in enumerate(operations) if (role := _grants(op, privileged))}
+    if len(grants) <= most or (allowed is not None and len(grants) <= allowed):
+        return {}
+    roles = ", ".join(sorted(set(grants.values())))
+    guard = (
+        f"{len(grants)} grants of a privileged role ({roles}) exceed "
+        f"{PRIVILEGE_GUARD} = {most}" + _refused_allowance("--allow-additions", allowed)
+    )
+    return _with_memberships(operations, dict.fromkeys(grants, guard))
 
 
 def _over(

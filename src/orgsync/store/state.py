@@ -24,7 +24,14 @@ from orgsync.store.baselines import Baseline, Baselines
 from orgsync.store.db import Clock, SqliteDB, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
-from orgsync.store.identity import Identities, Identity, Recorded, judge
+from orgsync.store.identity import (
+    Identities,
+    Identity,
+    OrganizationTwice,
+    Recorded,
+    judge,
+    twin,
+)
 from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
 from orgsync.store.leases import FencedDB, HeldLease, LeaseKeeper, LeaseRecord, LeaseTable
 from orgsync.store.links import LinkRow, Links
@@ -72,6 +79,7 @@ class StateStore:
         path: str | Path,
         *,
         clock: Clock = utc_now,
+        server_clock: bool = True,
         create: bool = True,
         password: str | None = None,
     ) -> StateStore:
@@ -84,14 +92,23 @@ class StateStore:
         False (`status`, `runs`): then `NoStateDatabase`. Raises `StateError` for an
         existing file that is empty, unreadable or not orgsync's, one locked beyond the
         busy timeout, a server that cannot be reached, or a schema newer than this code.
-        `clock` must return aware datetimes.
+        `clock` (this host's) must return aware datetimes. It is the store's clock on
+        SQLite; on PostgreSQL the store's clock is the server's (`db.ServerClock`), so
+        that replicas on hosts whose clocks disagree record and compare shared times on
+        one clock; `server_clock=False` keeps `clock` there too (tests that need times
+        of their choosing; never for replicas).
         """
         db: StateDB
         if is_server_url(str(path)):
             from orgsync.store.postgres import PostgresDB
 
             db = PostgresDB.open(
-                str(path), password=password, clock=clock, prepare=migrate, create=create
+                str(path),
+                password=password,
+                clock=clock,
+                server_clock=server_clock,
+                prepare=migrate,
+                create=create,
             )
         else:
             db = SqliteDB.open(path, clock=clock, prepare=migrate, create=create)
@@ -112,6 +129,11 @@ class StateStore:
     def location(self) -> str:
         """Where the state is, for people: a file, or a server's URL without a secret."""
         return self._db.location
+
+    def clock(self) -> datetime:
+        """Now, on the store's clock (`StateDB.clock`): what every time shared through
+        the database is written in and compared with (the server's on PostgreSQL)."""
+        return self._db.clock()
 
     @property
     def db(self) -> StateDB:
@@ -453,6 +475,10 @@ class StateStore:
         (a sync, under its lease; a dry run only checks). See `orgsync.store.identity`."""
         recorded = self._identities.get(target)
         update = judge(target, recorded, seen)
+        if recorded is None:
+            refusal = self.twin_of(target, seen)
+            if refusal is not None:
+                raise refusal
         if update is not None and record:
             self._identities.record(target, update)
             if recorded is None:
@@ -464,6 +490,20 @@ class StateStore:
                     was=recorded.identity.describe(),
                     now=update.describe(),
                 )
+
+    def twin_of(self, target: str, seen: Identity) -> OrganizationTwice | None:
+        """The refusal when `target` has no memory yet and `seen` is the organization
+        another target's memory is about (see `orgsync.store.identity.twin`)."""
+        return twin(target, seen, self._identities.others(target))
+
+    def remembered_targets(self) -> dict[str, Recorded]:
+        """Every target whose organization the state database records, by name: those a
+        configuration no longer names still have memory (`orgsync status` says so)."""
+        return self._identities.others(None)
+
+    def rename_target(self, old: str, new: str) -> dict[str, int]:
+        """See `Identities.rename` (`orgsync state rename`)."""
+        return self._identities.rename(old, new)
 
     def identity(self, target: str) -> Recorded | None:
         """Which organization `target`'s memory is about, if recorded."""
