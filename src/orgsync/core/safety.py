@@ -3,6 +3,11 @@
 Guards (docs/reference.md "Safety guards"):
 - before planning, a source that answers with fewer than `min_source_users` people aborts
   the run (`check_source_size`): an IdP hiccup must never read as "everybody left";
+- before planning, a whole read of the target that lacks what orgsync put there (the
+  members it linked and the groups it owns, still wanted, with no invitation instead)
+  beyond the removal limits, or every one of them, aborts the run (`check_target_read`):
+  a 200 with an empty or short list must never read as "everybody was removed by hand",
+  which would invite or create each of them again and recreate every group;
 - after planning, `gate` holds back, in one place:
   - every operation that takes access away (`Operation.is_removal`: removals, suspensions,
     revocations, role lowerings, group member removals, group role unassignments, group
@@ -34,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orgsync.core.collector import paused
-from orgsync.core.errors import SourceError
+from orgsync.core.errors import SourceError, TargetError
 from orgsync.core.model import (
     EmailKey,
     InviteStatus,
@@ -89,6 +94,59 @@ def check_source_size(people: int, limits: SafetyLimits) -> None:
         raise SourceError(
             f"the source returned {people} people, fewer than safety.min_source_users = "
             f"{limits.min_source_users}; nothing was planned or changed"
+        )
+
+
+def check_target_read(
+    observed: TargetSnapshot,
+    memory: Memory,
+    desired: DesiredState,
+    limits: SafetyLimits,
+    *,
+    allowed: int | None = None,
+) -> None:
+    """Abort before planning when a whole read of the target looks truncated.
+
+    Counted: wanted people whose linked member the read lacks, with no invitation for
+    them either (each would be invited or created again), and the groups orgsync owns and
+    still mirrors that the read lacks (each would be created again, a duplicate where
+    names are not unique, and the owned one disowned). Too many: more than the removal
+    limits allow, or all of them when there are at least two. A few gone is believed
+    (someone removed them by hand: they are added again). `allowed` (`--allow-additions
+    N`) lets a run through when N covers them all, for when they really were removed.
+    """
+    present = {member.id for member in observed.members}
+    absent = [
+        source_id for source_id, member_id in memory.links.items() if member_id not in present
+    ]
+    # Gone and still wanted: each would be added again (not a leaver's stale link).
+    keys = [key for s in absent if (key := desired.by_source_id.get(s)) in desired.wanted]
+    if keys:
+        invited = {invite.email_key for invite in observed.invites}
+        keys = [key for key in keys if key not in invited]
+    people_gone = len(keys)
+    # The links of members still there, and of the wanted ones gone.
+    linked = len(memory.links) - len(absent) + people_gone
+    mirrored = {group.source_id for group in desired.groups}
+    owned = {g for g, source_group in memory.owned_groups.items() if source_group in mirrored}
+    groups_gone = owned - {group.id for group in observed.groups}
+    if allowed is not None and people_gone + len(groups_gone) <= allowed:
+        return
+    reasons = []
+    over = _over("removals", people_gone, linked, limits, counted="of them missing from the read")
+    if over is not None or (people_gone >= 2 and people_gone == linked):
+        reasons.append(
+            f"{people_gone} of the {linked} members orgsync linked"
+            + (f" ({over})" if over is not None else "")
+        )
+    if len(groups_gone) >= 2 and groups_gone == owned:
+        reasons.append(f"all {len(owned)} groups orgsync owns")
+    if reasons:
+        count = people_gone + len(groups_gone)
+        raise TargetError(
+            f"the target's read lacks {' and '.join(reasons)}, with no invitation instead: "
+            "a truncated answer would have them all added again, so nothing was planned or "
+            f"changed; if they were removed on purpose, run once with --allow-additions {count}"
         )
 
 
@@ -224,6 +282,7 @@ def gate(
         held=[*plan.held, *held],
         waiting=list(plan.waiting),
         warnings=list(plan.warnings),
+        matches=plan.matches,
     )
 
 
