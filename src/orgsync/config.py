@@ -560,6 +560,10 @@ class ScheduleConfig(_Strict):
     """Consecutive failed runs after which a target is quarantined (runs back off)."""
     quarantine_max_interval: Duration = timedelta(days=1)
     """The back-off of a quarantined target grows towards this, and no further."""
+    stall_after: Duration = timedelta(minutes=30)
+    """A daemon run with no progress this long (no answer from the source or the target,
+    no operation done) is stalled: `/healthz` fails, the watchdog stops (a restart), and
+    `/readyz` and the status page name it (`orgsync.daemon.liveness`)."""
 
     @model_validator(mode="after")
     def _check(self) -> "ScheduleConfig":
@@ -571,6 +575,8 @@ class ScheduleConfig(_Strict):
             raise ValueError("quarantine_max_interval must not be shorter than interval")
         if self.full_interval < self.interval:
             raise ValueError("full_interval must not be shorter than interval")
+        if self.stall_after < timedelta(seconds=1):
+            raise ValueError("stall_after must be at least 1s")
         return self
 
 

@@ -21,10 +21,11 @@ This module may import only httpx, httpcore, the standard library and `orgsync.c
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -32,7 +33,7 @@ import httpx
 
 from orgsync.core.errors import Interrupted
 
-__all__ = ["SLICE", "ReadInterrupt", "interruptible_transport"]
+__all__ = ["SLICE", "ReadInterrupt", "answer_within", "interruptible_transport"]
 
 SLICE = 0.1
 """Seconds between two looks at the signal while a read waits for the server."""
@@ -40,6 +41,25 @@ SLICE = 0.1
 _SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 )
+
+
+_answer = threading.local()
+"""`deadline`: when the answer the calling thread waits for must be complete (monotonic
+clock), or None. Thread-local: httpx's synchronous client reads on the caller's thread."""
+
+
+@contextlib.contextmanager
+def answer_within(seconds: float | None) -> Iterator[None]:
+    """The reads of this thread (through `interruptible_transport`) must be done within
+    `seconds`, in all: a read timeout bounds one wait for bytes, and a server sending a
+    byte within each would otherwise hold the call for ever (`orgsync.http.lean` bounds
+    the calls it makes alike)."""
+    previous = getattr(_answer, "deadline", None)
+    _answer.deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _answer.deadline = previous
 
 
 class ReadInterrupt:
@@ -146,7 +166,15 @@ class _Stream(httpcore.NetworkStream):
         self._interrupt = interrupt
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        answer_by: float | None = getattr(_answer, "deadline", None)
+        if answer_by is not None:
+            if now >= answer_by:
+                raise httpcore.ReadTimeout(
+                    "the answer did not arrive in time (a server sending it a little at a time)"
+                )
+            deadline = answer_by if deadline is None else min(deadline, answer_by)
         while True:
             self._interrupt.check("the server answered")
             wait = SLICE

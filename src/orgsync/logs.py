@@ -30,13 +30,31 @@ command that logs nothing (`validate --offline`) never loads it."""
 
 class _Stderr:
     """Whatever `sys.stderr` is at the moment of writing, not when logging was set up:
-    progress bars on a terminal swap it for a proxy that prints log lines above them."""
+    progress bars on a terminal swap it for a proxy that prints log lines above them.
+
+    A log line that cannot be written is dropped, never raised: stderr closed or its
+    reader gone (`orgsync daemon 2>&1 | head`, journald restarted, a container runtime's
+    log pipe lost) made the first log call after it raise BrokenPipeError in whichever
+    thread logged, which ended the daemon (exit 1) before any pass ran. The work does not
+    depend on the log; `/readyz`, `/metrics` and the status page still tell the state."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        stream = sys.stderr
+        if stream is None:  # started with file descriptor 2 closed
+            return len(text)
+        try:
+            return stream.write(text)
+        except (OSError, ValueError):  # EPIPE, EIO, ENOSPC; ValueError: closed file
+            return len(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        stream = sys.stderr
+        if stream is None:
+            return
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            return
 
 
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
@@ -105,7 +123,7 @@ def _inert(_logger: object, _name: str, event: dict[str, object]) -> dict[str, o
 def _configure(level: str, json: bool | None) -> None:
     import structlog
 
-    as_json = not sys.stderr.isatty() if json is None else json
+    as_json = not (sys.stderr is not None and sys.stderr.isatty()) if json is None else json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if as_json

@@ -71,7 +71,12 @@ class _SteppableClock:
 
 
 def _ticks_around_a_step(
-    monkeypatch: pytest.MonkeyPatch, step: float, *, wait_for: int, within: float
+    monkeypatch: pytest.MonkeyPatch,
+    step: float,
+    *,
+    wait_for: int,
+    within: float,
+    interval: float = 1.0,
 ) -> tuple[list[float], float]:
     clock = _SteppableClock()
     stepped = clock.datetime_class()
@@ -86,7 +91,7 @@ def _ticks_around_a_step(
 
     schedule = ReconcileSchedule(
         ["a"],
-        interval=timedelta(seconds=1),
+        interval=timedelta(seconds=interval),
         jitter=timedelta(0),
         enqueue=enqueue,
         wall_clock=clock.time,
@@ -129,3 +134,43 @@ def test_a_wall_clock_stepped_forward_runs_one_pass_not_a_storm(
     assert len(after) >= 3, ticks
     spacing = [b - a for a, b in itertools.pairwise(after)]
     assert min(spacing) > 0.5, ticks
+
+
+def test_after_a_suspend_the_overdue_pass_runs_at_once_not_an_interval_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host suspended for a day (the wall clock jumps, the monotonic clock stood
+    still): the scheduler slept on until the wait it had started on the monotonic clock
+    ended, so the overdue pass came up to one interval after the resume (a day with
+    interval = 24h). Now the clock watcher runs it within one of its checks."""
+    ticks, stepped_at = _ticks_around_a_step(
+        monkeypatch, 86400, wait_for=2, within=20, interval=8.0
+    )
+    assert stepped_at, "the first tick never came"
+    assert len(ticks) >= 2, ticks
+    assert ticks[1] - stepped_at < 5.0, (ticks, stepped_at)
+
+
+def test_a_tick_whose_enqueue_raises_keeps_the_job_and_the_next_tick_runs() -> None:
+    """A scheduled job that raises (a bug, a mailbox in a bad state) must not end the
+    schedule of its target: APScheduler logs the error and keeps the job."""
+    calls: list[float] = []
+
+    def enqueue(target: str) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("the first tick fails")
+
+    schedule = ReconcileSchedule(
+        ["a"], interval=timedelta(seconds=1), jitter=timedelta(0), enqueue=enqueue
+    )
+    schedule.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(calls) >= 3, calls
+        assert schedule.job_ids() == ["reconcile:a"]
+        assert schedule.next_run("a") is not None
+    finally:
+        schedule.shutdown()

@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             with quiet_stdout() as quiet:
                 code = quiet.ended(_command(args))
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with descriptor 1 closed (a daemon)
+            sys.stdout.flush()
     except BrokenPipeError:
         return _stdout_closed()
     return code

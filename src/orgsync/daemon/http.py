@@ -41,6 +41,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -63,6 +65,10 @@ from orgsync.store import StateStore
 log = structlog.get_logger(__name__)
 
 READY_CACHE_SECONDS = 2.0
+READY_TIMEOUT_SECONDS: Final = 5.0
+"""How long `/readyz` waits for the state database before it answers 503: a database
+server that does not answer at all (frozen, its host paused) held every probe, and each
+held probe a thread of the pool that also serves the status page."""
 MAX_HEAD_BYTES: Final = 16 * 1024
 """Request line plus headers; a longer head is refused with 431 and the connection closed."""
 DROP_LOG_INTERVAL: Final = 10.0
@@ -97,6 +103,9 @@ class Readiness:
         instance: str | None,
         standing: Callable[[str], Quarantine] = lambda _target: Quarantine(),
         holders: Callable[[], Mapping[str, str | None]] | None = None,
+        stalled: Callable[[str], float | None] = lambda _target: None,
+        blocked: Callable[[str], str | None] = lambda _target: None,
+        timeout: float = READY_TIMEOUT_SECONDS,
     ) -> None:
         """`holders()`: who holds each target's lease now, shown in the answer's
         `leases` (replicas sharing the targets); it never decides readiness."""
@@ -105,22 +114,65 @@ class Readiness:
         self._targets = tuple(targets)
         self._instance = instance
         self._standing = standing
+        self._stalled = stalled
+        self._blocked = blocked
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._cached: tuple[float, Verdict] | None = None
+        self._pending: Future[Verdict] | None = None
 
     def verdict(self) -> Verdict:
+        """The cached verdict, or a fresh one; 503 after `READY_TIMEOUT_SECONDS` when the
+        state database does not answer. One computation at a time: probes that come
+        while it is under way wait for it, so a hung database holds one thread."""
         with self._lock:
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < READY_CACHE_SECONDS:
                 return self._cached[1]
+            if self._pending is None:
+                pending: Future[Verdict] = Future()
+                self._pending = pending
+                threading.Thread(
+                    target=self._fill, args=(pending,), name="readiness", daemon=True
+                ).start()
+            pending = self._pending
+        try:
+            return pending.result(timeout=self._timeout)
+        except FutureTimeout:
+            return Verdict(
+                False,
+                {
+                    "status": "not ready",
+                    "state_database": f"did not answer within {self._timeout:.0f} s",
+                },
+            )
+
+    def _fill(self, pending: Future[Verdict]) -> None:
+        try:
             verdict = self._compute()
-            self._cached = (now, verdict)
-            return verdict
+        except Exception as error:  # noqa: BLE001 - the probe must get an answer
+            verdict = Verdict(False, {"status": "not ready", "error": type(error).__name__})
+        with self._lock:
+            self._cached = (time.monotonic(), verdict)
+            self._pending = None
+        pending.set_result(verdict)
 
     def _compute(self) -> Verdict:
         failing: dict[str, str | None] = {}
+        # First, and from memory: a stall may be the state database itself not answering.
+        for target in self._targets:
+            idle = self._stalled(target)
+            if idle is not None:
+                failing[target] = f"stalled: its run has shown no progress for {idle:.0f} s"
+            elif (why := self._blocked(target)) is not None:
+                # Reads still work (an outside program holding SQLite's write lock leaves
+                # WAL readers alone), so without this the daemon looked ready while no
+                # run could start.
+                failing[target] = f"cannot start a run: {why}"
         try:
             for target in self._targets:
+                if target in failing:
+                    continue
                 standing = self._standing(target)
                 if standing.quarantined:
                     failing[target] = f"quarantined: {standing.last_error}"

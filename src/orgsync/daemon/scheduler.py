@@ -8,6 +8,10 @@ trusted), so a slow run never blocks the scheduler, and `coalesce` plus
 process) one request, not a storm. Job ids are stable (`reconcile:<target>`).
 Jitter spreads the runs of several daemons (or several targets) over time.
 
+After a suspend of the host (or a paused VM, or a clock stepped forward) the overdue pass
+runs as soon as the watcher below sees the wall clock jump ahead of the monotonic one,
+not when the scheduler's wait on the monotonic clock ends (up to an interval later).
+
 APScheduler 3 keeps next run times on the wall clock, so a wall clock stepped backwards
 (an NTP correction of a clock that ran ahead, a restored VM) would postpone every pass by
 the size of the step: a clock corrected from a year ahead would stop reconciling for a
@@ -17,6 +21,7 @@ moves each next run back by the step, keeping its phase.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -67,17 +73,25 @@ class ReconcileSchedule:
             },
             daemon=True,
         )
+        self._enqueue = enqueue
+        self._jitter = int(jitter.total_seconds()) or None
         for target in targets:
             self._scheduler.add_job(
                 enqueue,
-                trigger=IntervalTrigger(
-                    seconds=seconds, jitter=int(jitter.total_seconds()) or None, timezone=UTC
-                ),
+                trigger=self._trigger(),
                 args=[target],
                 id=f"reconcile:{target}",
                 name=f"full reconcile of {target}",
                 replace_existing=True,
             )
+
+    def _trigger(self, start: datetime | None = None) -> IntervalTrigger:
+        return IntervalTrigger(
+            seconds=self._interval.total_seconds(),
+            jitter=self._jitter,
+            start_date=start,
+            timezone=UTC,
+        )
 
     def start(self) -> None:
         self._scheduler.start()
@@ -96,6 +110,26 @@ class ReconcileSchedule:
             step, offset = current - offset, current
             if step < -CLOCK_STEP_TOLERANCE:
                 self._clock_went_back(-step)
+            elif step > CLOCK_STEP_TOLERANCE:
+                self._clock_went_forward(step)
+
+    def _clock_went_forward(self, seconds: float) -> None:
+        """The host resumed from a suspend (a VM from a pause; the monotonic clock stood
+        still) or the clock was stepped forward: the scheduler sleeps on until the time it
+        had planned on the monotonic clock, up to one interval (a day with interval =
+        24h) before the overdue pass. Each overdue pass runs now, once, and its ticks go
+        on one interval from now (so no tick of the old rhythm follows it closely)."""
+        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        log.info("schedule.clock_stepped_forward", seconds=round(seconds, 1))
+        for job in self._scheduler.get_jobs():
+            when = getattr(job, "next_run_time", None)
+            if not isinstance(when, datetime) or when > now:
+                continue  # paused, or already run by the scheduler itself
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.reschedule_job(
+                    job.id, trigger=self._trigger(start=now + self._interval)
+                )
+                self._enqueue(*job.args)
 
     def _clock_went_back(self, seconds: float) -> None:
         step = timedelta(seconds=seconds)

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import partial
 from types import FrameType
 
@@ -40,6 +41,7 @@ from orgsync.daemon.http import (
     build_app,
     reserve_open_files,
 )
+from orgsync.daemon.liveness import Activity
 from orgsync.daemon.queue import SCHEDULED, Mailbox, SyncRequest
 from orgsync.daemon.relay import Relay
 from orgsync.daemon.scheduler import ReconcileSchedule
@@ -111,17 +113,23 @@ class Service:
         # Opened (and migrated) now: an unusable database stops the start. The engine runs
         # on it (and closes it); the workers, readiness and the metrics read it directly.
         self.store = open_state_store(config.state, env)
+        names = [t.name for t in config.targets]
+        _warn_if_stall_after_is_short(config)
+        # The engine reports to the metrics through it, and it clocks each target's run.
+        self.activity = Activity(
+            names, self.metrics, stall_after=config.schedule.stall_after.total_seconds()
+        )
         self.engine = Engine(
             config,
             environ=env,
             store=self.store,
             stop=self.stop,
-            observer=self.metrics,
+            observer=self.activity,
+            progress=self.activity,
             on_finished=self._run_finished,
             origin="daemon",
             on_lease=self.metrics.lease,
         )
-        names = [t.name for t in config.targets]
         debounce = config.server.debounce.total_seconds()
         self.mailboxes = {name: Mailbox(debounce=debounce) for name in names}
         # Webhooks go through the state database's queue to the replica running the
@@ -147,6 +155,7 @@ class Service:
                 on_ran=self.relay.finished,
                 preferred=partial(self._preferred, name),
                 grace=config.state.lease_ttl.total_seconds(),
+                activity=self.activity,
             )
             for name in names
         ]
@@ -164,6 +173,8 @@ class Service:
             standing=lambda target: self._workers_by_target[target].standing,
             next_run=self.schedule.next_run,
             queued=lambda target: self.mailboxes[target].pending(),
+            stalled=self.activity.stalled,
+            blocked=lambda target: self._workers_by_target[target].blocked,
             scrub=Scrubber(secret_values(config, env)),
         )
         server = config.server
@@ -180,6 +191,8 @@ class Service:
             instance=self.engine.origin.instance,
             standing=lambda target: self._workers_by_target[target].standing,
             holders=self.lease_holders,
+            stalled=self.activity.stalled,
+            blocked=lambda target: self._workers_by_target[target].blocked,
         )
         limits = ConnectionLimits(
             header_timeout=server.header_timeout.total_seconds(),
@@ -277,6 +290,8 @@ class Service:
     def alive(self) -> dict[str, bool]:
         """Each part that must be running, and whether it is (for `/healthz`)."""
         parts = {f"worker:{w.target}": w.alive for w in self.workers}
+        # A run that gets nowhere is as dead as its thread (`daemon.liveness`).
+        parts.update({f"progress:{t}": self.activity.stalled(t) is None for t in self.mailboxes})
         parts["scheduler"] = self.schedule.running
         parts["relay"] = self.relay.alive
         parts["http"] = self.http.alive
@@ -342,15 +357,37 @@ class Service:
                 if secret is not None
             ],
         )
-        self.notifier.ready(f"serving on {host}:{port}")
+        serving = f"serving on {host}:{port}"
+        self.notifier.ready(serving)
         tick = self.notifier.watchdog_interval or _IDLE_TICK
+        dead: list[str] = []
         while not self.stop.wait(tick):
             parts = self.alive()
             if all(parts.values()):
                 self.notifier.watchdog()
-            else:
-                # No heartbeat: systemd's watchdog restarts a daemon with a dead part.
-                log.error("daemon.unhealthy", dead=[k for k, v in parts.items() if not v])
+                if dead:
+                    log.info("daemon.healthy_again", were=dead)
+                    self.notifier.status(serving)
+                    dead = []
+                continue
+            # No heartbeat: systemd's watchdog restarts a daemon with a dead part or a
+            # stalled run. Said when it changes, not every tick.
+            now_dead = [k for k, v in parts.items() if not v]
+            if now_dead != dead:
+                dead = now_dead
+                # What `systemctl status orgsync` shows while it lasts.
+                self.notifier.status(f"unhealthy: {', '.join(dead)}")
+                log.error(
+                    "daemon.unhealthy",
+                    dead=dead,
+                    stalled={
+                        t: round(s)
+                        for t in self.mailboxes
+                        if (s := self.activity.stalled(t)) is not None
+                    },
+                    note="no watchdog heartbeat while this lasts: under systemd's "
+                    "WatchdogSec the daemon is restarted",
+                )
         return self._shutdown()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -381,6 +418,30 @@ class Service:
         self.engine.close()
         log.info("daemon.stopped")
         return EXIT_OK
+
+
+def _warn_if_stall_after_is_short(config: Config) -> None:
+    """A call may be silent for up to four timeouts (its whole answer), then wait out a
+    retry delay: a `stall_after` shorter than that would call a slow but moving run
+    stalled (and have it restarted). Said at start, with the keys to change."""
+    waits = [(f"targets.{t.name}", 4 * t.timeout + t.max_retry_delay) for t in config.targets]
+    timeout = getattr(config.source, "timeout", None)
+    retry = getattr(config.source, "max_retry_delay", None)
+    if isinstance(timeout, timedelta) and isinstance(retry, timedelta):
+        waits.append(("source", 4 * timeout + retry))
+    stall_after = config.schedule.stall_after
+    longer = [(where, wait) for where, wait in waits if wait >= stall_after]
+    if longer:
+        where, wait = max(longer, key=lambda item: item[1])
+        log.warning(
+            "schedule.stall_after_short",
+            stall_after_seconds=stall_after.total_seconds(),
+            longest_wait_seconds=wait.total_seconds(),
+            of=where,
+            note="one call of it may be silent longer than [schedule] stall_after (four "
+            "times its timeout, plus max_retry_delay): a slow run may be called stalled "
+            "and restarted; raise stall_after, or lower that timeout",
+        )
 
 
 def run_daemon(config: Config, *, environ: Mapping[str, str] | None = None) -> int:

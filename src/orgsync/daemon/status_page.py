@@ -33,6 +33,8 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -51,6 +53,7 @@ from orgsync.core.redaction import MIN_FRAGMENT
 from orgsync.daemon.queue import SyncRequest
 from orgsync.results import RunOptions, TargetResult
 from orgsync.store import OperationRecord, RunRecord, StateStore
+from orgsync.store.identity import Recorded
 
 RECENT_RUNS: Final = 20
 """Runs in the "Recent runs" table (all targets)."""
@@ -59,6 +62,8 @@ MAX_LISTED: Final = 50
 CACHE_SECONDS: Final = 1.0
 """A page rendered less than this ago is served again as it is."""
 REFRESH_SECONDS: Final = 15
+RENDER_TIMEOUT: Final = 5.0
+"""Seconds a render waits for the state database before the page is served from memory."""
 """The browser reloads the page this often (meta refresh)."""
 
 T = TypeVar("T")
@@ -99,6 +104,13 @@ class TargetStatus:
     unsettled: Mapping[str, Listed[OperationRecord]] | None = None
     """Status (held, failed, …) -> operations the last sync left in it."""
     waiting: KnownWaiting | None = None
+    identity: Recorded | None = None
+    """Which organization the target's memory is about (`orgsync.store.identity`), as
+    `orgsync status` shows it: an operator pointing a target elsewhere sees it here."""
+    stalled: float | None = None
+    """Seconds the run in progress has shown no progress, once past `stall_after`."""
+    blocked: str | None = None
+    """Why no run can start (the state database locked or broken), from the worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +278,11 @@ class Page:
     # ------------------------------------------------------------------ one target
 
     def target(self, t: TargetStatus) -> Html:
-        if t.quarantine.quarantined:
+        if t.stalled is not None:
+            state = self.badge("stalled", "bad")
+        elif t.blocked is not None:
+            state = self.badge("blocked", "bad")
+        elif t.quarantine.quarantined:
             state = self.badge("quarantined", "bad")
         elif t.running is not None:
             state = self.badge("running", "info")
@@ -275,6 +291,7 @@ class Page:
         else:
             state = self.badge("never synced", "none")
         rows = [
+            ("Organization", self.identity(t.identity)),
             ("Last sync", self.last_sync(t.last_sync)),
             ("Now", self.now_line(t)),
             ("Next full reconcile", self.next_line(t)),
@@ -288,6 +305,14 @@ class Page:
             f'<span class="kind">{self.text(t.kind)}</span>{state}</h2>'
             f"{self.quarantine(t.quarantine)}<dl>{fields}</dl>"
             f"{self.operations(t)}{self.waiting(t)}</article>"
+        )
+
+    def identity(self, recorded: Recorded | None) -> Html:
+        if recorded is None:
+            return Html('<span class="muted">not recorded yet (the first sync records it)</span>')
+        return Html(
+            f'<span class="identity">{self.text(recorded.identity.describe())}</span> '
+            f'<span class="muted">recorded {self.when(recorded.recorded_at)}</span>'
         )
 
     def last_sync(self, run: RunRecord | None) -> Html:
@@ -317,6 +342,18 @@ class Page:
 
     def now_line(self, t: TargetStatus) -> Html:
         parts: list[str] = []
+        if t.stalled is not None:
+            parts.append(
+                f"{self.badge('stalled', 'bad')} no progress for "
+                f"{self.text(_duration(timedelta(seconds=t.stalled)))} (no answer from the "
+                "source, the target or the state database): the daemon is unhealthy and "
+                "its watchdog stopped, so systemd or the orchestrator restarts it"
+            )
+        if t.blocked is not None:
+            parts.append(
+                f"{self.badge('blocked', 'bad')} no run can start: "
+                f'<span class="error">{self.text(t.blocked)}</span>'
+            )
         if t.running is not None:
             parts.append(
                 f"{self.badge('running', 'info')} since {self.when(t.running.started_at)}, "
@@ -582,9 +619,12 @@ class StatusPage:
         standing: Callable[[str], Quarantine],
         next_run: Callable[[str], datetime | None],
         queued: Callable[[str], SyncRequest | None],
+        stalled: Callable[[str], float | None] = lambda _target: None,
+        blocked: Callable[[str], str | None] = lambda _target: None,
         scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] | None = None,
         cache_seconds: float = CACHE_SECONDS,
+        timeout: float = RENDER_TIMEOUT,
     ) -> None:
         """`clock`: what the page's "now" is; None: the state store's clock (the
         server's on PostgreSQL, which every run time there is written in), with the
@@ -595,10 +635,14 @@ class StatusPage:
         self._standing = standing
         self._next_run = next_run
         self._queued = queued
+        self._stalled = stalled
+        self._blocked = blocked
         self._scrub = scrub
         self._clock = clock or (lambda: datetime.now(UTC))
         self._on_store_clock = clock is None
         self._cache_seconds = cache_seconds
+        self._timeout = timeout
+        self._pending: Future[str] | None = None
         # These locks are the page's own: a run never waits on them.
         self._lock = threading.Lock()
         self._store: StateStore | None = None
@@ -620,14 +664,40 @@ class StatusPage:
             self._waiting[result.target] = known
 
     def html(self) -> str:
-        """The page, rendered at most once per `cache_seconds`."""
+        """The page, rendered at most once per `cache_seconds`; from memory only, with a
+        banner, when the state database does not answer within `timeout` (one render
+        at a time: a database that never answers holds one thread, not one per reload,
+        which took the pool `/readyz` runs in)."""
         with self._lock:
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < self._cache_seconds:
                 return self._cached[1]
+            if self._pending is None:
+                pending: Future[str] = Future()
+                self._pending = pending
+                threading.Thread(
+                    target=self._fill, args=(pending,), name="status-page", daemon=True
+                ).start()
+            pending = self._pending
+        try:
+            return pending.result(timeout=self._timeout)
+        except FutureTimeout:
+            error = f"the state database did not answer within {self._timeout:.0f} s"
+            memory = StatusSnapshot(self._clock(), tuple(self._memory().values()), error=error)
+            return render(memory, scrub=self._scrub)
+
+    def _fill(self, pending: Future[str]) -> None:
+        try:
             page = render(self._snapshot(), scrub=self._scrub)
-            self._cached = (now, page)
-            return page
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting request
+            with self._lock:
+                self._pending = None
+            pending.set_exception(error)
+            return
+        with self._lock:
+            self._cached = (time.monotonic(), page)
+            self._pending = None
+        pending.set_result(page)
 
     def close(self) -> None:
         with self._lock:
@@ -635,10 +705,11 @@ class StatusPage:
                 self._store.close()
                 self._store = None
 
-    def _snapshot(self) -> StatusSnapshot:
+    def _memory(self) -> dict[str, TargetStatus]:
+        """What the daemon knows without the state database."""
         with self._waiting_lock:
             waiting = dict(self._waiting)
-        memory = {
+        return {
             name: TargetStatus(
                 name=name,
                 kind=kind,
@@ -646,9 +717,14 @@ class StatusPage:
                 next_run_at=self._next_run(name),
                 quarantine=self._standing(name),
                 waiting=waiting.get(name),
+                stalled=self._stalled(name),
+                blocked=self._blocked(name),
             )
             for name, kind in self._targets
         }
+
+    def _snapshot(self) -> StatusSnapshot:
+        memory = self._memory()
         try:
             store = self._connected()
             shift = store.clock() - self._clock() if self._on_store_clock else timedelta(0)
@@ -683,6 +759,9 @@ class StatusPage:
             waiting=KnownWaiting(memory.waiting.waiting, memory.waiting.at + shift)
             if memory.waiting
             else None,
+            identity=store.identity(memory.name),
+            stalled=memory.stalled,
+            blocked=memory.blocked,
         )
 
     def _unsettled(

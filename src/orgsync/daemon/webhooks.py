@@ -107,6 +107,16 @@ _MAX_TOKEN: Final = 1024
 MAX_ID: Final = 512
 """Characters of a named person's email or id, at most (an address has at most 254): a
 longer one names nobody, and the queue's index over people would refuse it."""
+QUEUE_WRITERS: Final = 4
+"""Deliveries writing to the state database's queue at once (threads); more wait for a
+slot without a thread. A database that does not answer (a frozen server) then holds a
+few threads, not one per delivery: those held the thread pool that also serves `/readyz`
+and the page."""
+QUEUE_TIMEOUT: Final = 10.0
+"""Seconds a delivery waits for a slot and its queue write before it is answered 503
+(the write may still land: the sender's retry then coalesces with it)."""
+_SLOT_POLL: Final = 0.005
+"""Seconds between two looks for a free writer's slot."""
 _SHOWN: Final = 64
 """Characters of a sender's value quoted back in a refusal, at most."""
 
@@ -301,6 +311,9 @@ class WebhookReceiver:
     _generic_seen: SeenEvents = field(default_factory=lambda: SeenEvents(2 * REPLAY_WINDOW))
     _okta_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
     _graph_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
+    _writers: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(QUEUE_WRITERS)
+    )
 
     def routes(self) -> list[Route]:
         return [
@@ -450,16 +463,44 @@ class WebhookReceiver:
                 f"names {people} people, more than the {MAX_TARGETED_PEOPLE} a targeted run "
                 "takes: everybody is reconciled"
             )
+        # A free writer's slot, waited for without holding a thread (writes take
+        # milliseconds: a burst waits its turn; a database that does not answer, 10 s).
+        deadline = time.monotonic() + QUEUE_TIMEOUT
+        while not self._writers.acquire(blocking=False):
+            if time.monotonic() >= deadline:
+                if seen is not None:
+                    seen[0].forget(seen[1])
+                raise Refused(
+                    503, "unavailable", "the state database is not answering; send it again"
+                )
+            await anyio.sleep(_SLOT_POLL)
+
+        # Whoever takes it first decides: the write (it then gives the slot back when it
+        # ends), or this handler giving up before the write began (it gives it back now).
+        claim = threading.Lock()
+
+        def write() -> None:
+            if not claim.acquire(blocking=False):
+                return  # given up before it began: answered 503 already
+            try:
+                self.enqueue(event)
+            finally:
+                self._writers.release()
+
         try:
             # The queue is in the state database: a write (and on SQLite an fsync) that
             # must not hold up the event loop serving other deliveries and probes.
-            await anyio.to_thread.run_sync(self.enqueue, event)
-        except OrgsyncError:
+            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
+        except (OrgsyncError, TimeoutError):
             if seen is not None:
                 seen[0].forget(seen[1])  # the sender's retry must be taken, not a replay
             raise Refused(
                 503, "unavailable", "the request could not be queued; send it again"
             ) from None
+        finally:
+            if claim.acquire(blocking=False):
+                self._writers.release()
         self.count(event.kind, "accepted")
         answer["scope"] = "targeted" if event.emails or event.source_ids else "full"
         log.info(

@@ -33,6 +33,7 @@ import structlog
 from orgsync.config import Config
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.quarantine import DAEMON_WRITES, HISTORY, Quarantine, assess
+from orgsync.daemon.liveness import Activity
 from orgsync.daemon.queue import SCHEDULED, Mailbox, SyncRequest
 from orgsync.engine import Engine
 from orgsync.passes import FULL
@@ -66,6 +67,7 @@ class TargetWorker:
         share: Callable[[], int | None] = lambda: None,
         preferred: Callable[[], bool] = lambda: True,
         grace: float = 0.0,
+        activity: Activity | None = None,
     ) -> None:
         """`share()`: how many targets this daemon may hold at once (None: all);
         `preferred()`: whether the target falls to this replica, else a scheduled
@@ -86,6 +88,7 @@ class TargetWorker:
         self.share = share
         self.preferred = preferred
         self.grace = grace
+        self.activity = activity
         self._deferred = False
         self.started_at = self.clock()
         self.runs = 0
@@ -93,6 +96,10 @@ class TargetWorker:
         """Whether a full pass of this process reached the organization: until one has,
         every pass is full (a start-up pass the source failed corrected nothing)."""
         self.busy_since: float | None = None
+        self.blocked: str | None = None
+        """Why the last attempt to take the target's lease failed (the state database
+        locked by another program, or broken), until one succeeds: nothing runs
+        meanwhile, and `/readyz` and the status page say why."""
         self.standing = Quarantine()
         self._thread = threading.Thread(target=self._loop, name=f"worker:{target}", daemon=True)
         self._log = log.bind(target=target)
@@ -119,29 +126,46 @@ class TargetWorker:
             request = self.mailbox.take(not_before=self._not_before())
             if request is None or self.stop.is_set():
                 return
-            if self.standing.quarantined and not request.full:
-                # The attempt that may end a quarantine checks the whole organization.
-                request = request.widened()
-            if self._defer(request):
-                continue
-            if self._done_elsewhere(request):
-                lease_wait = LEASE_RETRY_FIRST
-                self._deferred = False
-                continue
+            # Clocked from here (`daemon.liveness`): the lease and the history reads
+            # before a run can hang on a frozen state database as well as the run.
+            if self.activity is not None:
+                self.activity.begun(self.target)
             try:
-                leased = self.engine.try_lease(self.target, limit=self.share())
-            except OrgsyncError as error:  # the state database is busy or broken
-                self._log.error("lease.unavailable", error=str(error))
-                leased = False
-            if not leased:
-                holder = self._holder()
-                self._log.info("run.waiting_for_lease", holder=holder, retry_in=lease_wait)
-                self.mailbox.put(request, delay=lease_wait)
-                lease_wait = min(lease_wait * 2, LEASE_RETRY_MAX)
-                continue
-            lease_wait = LEASE_RETRY_FIRST
+                lease_wait = self._handle(request, lease_wait)
+            except Exception:  # noqa: BLE001 - the target's only worker must not die
+                # A bug or an unexpected error of a driver before the run: it used to end
+                # the thread, and with it every pass of the target. Tried again later.
+                self._log.exception("worker.request_failed", retry_in=LEASE_RETRY_MAX)
+                self.mailbox.put(request, delay=LEASE_RETRY_MAX)
+            finally:
+                if self.activity is not None:
+                    self.activity.ended(self.target)
+
+    def _handle(self, request: SyncRequest, lease_wait: float) -> float:
+        """Run `request` or put it back for later; the next lease wait."""
+        if self.standing.quarantined and not request.full:
+            # The attempt that may end a quarantine checks the whole organization.
+            request = request.widened()
+        if self._defer(request):
+            return lease_wait
+        if self._done_elsewhere(request):
             self._deferred = False
-            self._run(request)
+            return LEASE_RETRY_FIRST
+        try:
+            leased = self.engine.try_lease(self.target, limit=self.share())
+            self.blocked = None
+        except OrgsyncError as error:  # the state database is busy or broken
+            self._log.error("lease.unavailable", error=str(error))
+            self.blocked = str(error)
+            leased = False
+        if not leased:
+            holder = self._holder()
+            self._log.info("run.waiting_for_lease", holder=holder, retry_in=lease_wait)
+            self.mailbox.put(request, delay=lease_wait)
+            return min(lease_wait * 2, LEASE_RETRY_MAX)
+        self._deferred = False
+        self._run(request)
+        return LEASE_RETRY_FIRST
 
     def _run(self, request: SyncRequest) -> None:
         self.busy_since = time.monotonic()

@@ -37,7 +37,13 @@ import tenacity
 from orgsync.core.errors import ApiError, TransientError
 from orgsync.core.redaction import scrub
 from orgsync.http import lean
-from orgsync.http.lean import Exchange, LeanPool, body_too_large, decode_body
+from orgsync.http.lean import (
+    ANSWER_WITHIN_READ_TIMEOUTS,
+    Exchange,
+    LeanPool,
+    body_too_large,
+    decode_body,
+)
 from orgsync.http.ratelimit import TokenBucket
 from orgsync.http.responses import (
     ErrorParser,
@@ -52,7 +58,7 @@ from orgsync.http.responses import (
     redact,
     retry_after,
 )
-from orgsync.interrupt import ReadInterrupt, interruptible_transport
+from orgsync.interrupt import ReadInterrupt, answer_within, interruptible_transport
 from orgsync.retrying import RetrySettings
 
 __all__ = [
@@ -306,6 +312,7 @@ class HttpClient:
         self.system = system
         self._retry = retry
         self._auth = auth
+        self._answer_within = ANSWER_WITHIN_READ_TIMEOUTS * timeout
         self.secrets = secrets if isinstance(secrets, SecretSet) else SecretSet(secrets)
         proxies = environment_proxies()
         for proxy in proxies.values():  # a proxy's password, if its URL has one
@@ -499,12 +506,15 @@ class HttpClient:
                 request = self._http.build_request(
                     method, target, params=query, json=json_body, data=data
                 )
-                response = self._http.send(
-                    request,
-                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                    stream=True,
-                )
-                _read_capped(response)
+                # The whole answer (an auth flow's token call included) within four read
+                # timeouts, as the lean way: see `interrupt.answer_within`.
+                with answer_within(self._answer_within):
+                    response = self._http.send(
+                        request,
+                        auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                        stream=True,
+                    )
+                    _read_capped(response)
         except httpx.RequestError as exc:
             if self._on_response is not None:
                 self._on_response(self.system, 0)

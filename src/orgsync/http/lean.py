@@ -66,6 +66,12 @@ def body_too_large(limit: int) -> httpx.DecodingError:
 
 
 _RECV: Final = 256 * 1024
+ANSWER_WITHIN_READ_TIMEOUTS: Final = 4
+"""A whole answer (head and body) must arrive within this many read timeouts of the
+request being sent. The read timeout bounds one wait for bytes: a server (or a proxy in
+front of it) sending a byte within each timeout held a call, and the daemon's pass, for
+ever; this bound ends it as a read timeout (retried as one). With the default 30 s read
+timeout, two minutes: far beyond any page of a list."""
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
@@ -81,13 +87,15 @@ class Exchange:
 
 
 class _Connection:
-    __slots__ = ("buffer", "idle_since", "sock", "timeout")
+    __slots__ = ("buffer", "deadline", "idle_since", "sock", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
         self.idle_since = 0.0
         self.timeout: float | None = None
+        self.deadline: float | None = None
+        """When the answer being read must be complete (monotonic clock)."""
 
     def set_timeout(self, seconds: float | None) -> None:
         # A system call each time: skipped when the value is already in place.
@@ -218,6 +226,10 @@ class LeanPool:
         reusable = False
         try:
             self._send(connection, request)
+            limit = self._read_timeout
+            connection.deadline = (
+                None if limit is None else time.monotonic() + ANSWER_WITHIN_READ_TIMEOUTS * limit
+            )
             answer, reusable = self._receive(connection, head=head)
             return answer
         finally:
@@ -239,7 +251,17 @@ class LeanPool:
         wait goes in slices, looking at the signal in between."""
         interrupt = self._interrupt
         limit = self._read_timeout
-        deadline = None if limit is None else time.monotonic() + limit
+        now = time.monotonic()
+        answer_by = connection.deadline
+        if answer_by is not None:
+            if now >= answer_by:
+                raise httpx.ReadTimeout(
+                    f"the answer did not arrive within {ANSWER_WITHIN_READ_TIMEOUTS} read "
+                    "timeouts (a server sending it a little at a time)"
+                )
+            if limit is not None:
+                limit = min(limit, answer_by - now)
+        deadline = None if limit is None else now + limit
         while True:
             wait = limit
             if interrupt is not None:
