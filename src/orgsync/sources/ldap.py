@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import ldap3
 import structlog
@@ -190,6 +190,17 @@ class LdapSettings:
     @property
     def id_attr(self) -> str:
         return self.id_attribute or self.defaults.id_attribute
+
+
+_AD_PARTITIONS: Final = frozenset({"dc=domaindnszones", "dc=forestdnszones", "cn=configuration"})
+"""First RDNs of Active Directory's naming contexts that hold no people or groups."""
+
+
+def _ad_partition(uri: str) -> bool:
+    """Whether an LDAP URL's DN is one of `_AD_PARTITIONS`."""
+    path = unquote(urlsplit(uri).path).lstrip("/")
+    first = path.split(",", 1)[0].replace(" ", "").lower()
+    return first in _AD_PARTITIONS
 
 
 def _close(conn: ldap3.Connection) -> None:
@@ -790,6 +801,7 @@ class LdapSource:
             )
             self.pages += 1
             self._check_result(conn, base)
+            self._check_references(conn, base)
             entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
             if entries:
                 first = entries[0]["dn"]
@@ -827,6 +839,26 @@ class LdapSource:
         if code == 4:  # sizeLimitExceeded: the entries so far are only part of the answer
             raise lx.LDAPSizeLimitExceededResult(f"{description} {message}".strip())
         raise SourceError(f"ldap: search of {base!r}: result {code} {description} {message}")
+
+    def _check_references(self, conn: ldap3.Connection, base: str) -> None:
+        """A continuation reference (`searchResRef`) is part of the subtree held by another
+        server, which is never followed (it would receive the bind password): the people
+        there would read as gone, so the read fails instead, naming it. Active Directory
+        answers a search from a domain's root with references to its DNS and configuration
+        partitions, which hold no people or groups: those alone are passed over."""
+        for response in conn.response or []:
+            if response.get("type") != "searchResRef":
+                continue
+            uris = [str(u) for u in response.get("uri") or []]
+            if self.settings.flavor == "ad" and uris and all(map(_ad_partition, uris)):
+                continue
+            raise SourceError(
+                f"ldap: search of {base!r}: the server referred part of the subtree to "
+                f"{', '.join(uris) or 'another server'} (a continuation reference); orgsync "
+                "does not follow referrals, so the people and groups there would read as "
+                "gone: point the base at the server that holds them, or narrow it to "
+                "exclude the referral"
+            )
 
     def _users(self, conn: ldap3.Connection) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
         s = self.settings
