@@ -9,17 +9,41 @@ right picture or a `SourceError` that names what is wrong, never a quiet partial
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
-from orgsync.core.errors import SourceError
+from orgsync.core.errors import SourceDataError, SourceError
 from orgsync.retrying import RetrySettings
+from orgsync.sources._http import HttpSettings
+from orgsync.sources.entra import EntraSource
 from orgsync.sources.ldap import LdapSettings, LdapSource
+from orgsync.sources.okta import OktaSource
+from orgsync.sources.scim import ScimSource
+from orgsync.testing.entra import EntraEmulator
+from orgsync.testing.okta import OktaEmulator
 from tests.sources.directory import make_directory
-from tests.sources.servers import READER_DN, READER_PASSWORD, SUFFIX, Slapd, ldif
+from tests.sources.idp import FAST, Sleeps
+from tests.sources.servers import (
+    READER_DN,
+    READER_PASSWORD,
+    SUFFIX,
+    FaultProxy,
+    Respond,
+    Rewrite,
+    ServerProcess,
+    Slapd,
+    ldif,
+    start_scim2_server,
+)
 
 PEOPLE, GROUPS = f"ou=people,{SUFFIX}", f"ou=groups,{SUFFIX}"
 
@@ -115,3 +139,462 @@ def test_ldap_an_active_directory_partition_reference_is_passed_over(tmp_path: P
             _ldap(server.url).read()  # the OpenLDAP flavour passes nothing over
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- Okta
+
+Tamper = Callable[[str, str | None, Any], Any]
+"""(listing, group id or None, the page's JSON body) -> the body to answer instead."""
+
+
+class HostileOkta(OktaEmulator):
+    """The Okta emulator with each listing page passed through `tamper` (a backend that
+    answers inconsistently, or a hostile one)."""
+
+    tamper: Tamper | None = None
+
+    def _page(
+        self, request: Request, listing: Any, rows: Any, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super()._page(request, listing, rows, *args, **kwargs)
+        if self.tamper is None or response.status_code != 200:
+            return response
+        body = self.tamper(listing, kwargs.get("group"), json.loads(bytes(response.body)))
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return JSONResponse(body, headers=headers)
+
+
+@pytest.fixture
+def hostile_okta() -> Iterator[HostileOkta]:
+    with HostileOkta() as running:
+        yield running
+
+
+def _okta(okta: OktaEmulator, page_size: int = 200) -> OktaSource:
+    return OktaSource(
+        okta.url, token=okta.token, page_size=page_size, settings=FAST, sleep=Sleeps()
+    )
+
+
+def _seed_okta(okta: OktaEmulator, people: int = 6) -> list[str]:
+    return [okta.add_user(email=f"u{i}@example.test", first_name=f"U{i}") for i in range(people)]
+
+
+def test_okta_a_person_on_two_pages_with_different_data_fails_the_read(
+    hostile_okta: HostileOkta,
+) -> None:
+    """Harm: extra or lost access. The listing moves while it is paged (or one page comes
+    from a stale replica): the first person shows up again on page 2, suspended. Taking
+    the last copy deactivates someone who is active (or the reverse grants a leaver);
+    the read must fail, naming the id."""
+    ids = _seed_okta(hostile_okta)
+
+    def tamper(listing: str, _group: str | None, body: Any) -> Any:
+        if listing == "users" and body and body[0]["id"] != ids[0]:
+            return [{**body[0], "id": ids[0], "status": "SUSPENDED"}, *body]
+        return body
+
+    hostile_okta.tamper = tamper
+    with pytest.raises(SourceDataError, match=rf"{ids[0]}.*listed twice with different data"):
+        _okta(hostile_okta, page_size=3).read()
+
+
+def test_okta_the_same_record_twice_is_read_once(hostile_okta: HostileOkta) -> None:
+    """Held: a record repeated unchanged is harmless and must not stop reconciling."""
+    ids = _seed_okta(hostile_okta)
+
+    def tamper(listing: str, _group: str | None, body: Any) -> Any:
+        return [*body, body[0]] if listing == "users" and body else body
+
+    hostile_okta.tamper = tamper
+    snapshot = _okta(hostile_okta, page_size=3).read()
+    assert sorted(p.id for p in snapshot.people) == sorted(ids)
+
+
+def test_okta_a_group_listed_twice_under_another_name_fails_the_read(
+    hostile_okta: HostileOkta,
+) -> None:
+    """Harm: extra access. A group seen again as "owners" would hand its members the
+    owner role mapped to that name."""
+    _seed_okta(hostile_okta)
+    staff = hostile_okta.add_group("staff")
+    for name in ("a", "b"):
+        hostile_okta.add_group(name)
+    first = hostile_okta.group_record(staff)  # taken here: the page holds the lock
+
+    def tamper(listing: str, _group: str | None, body: Any) -> Any:
+        if listing == "groups" and body and body[0]["id"] != staff:
+            return [{**first, "profile": {**first["profile"], "name": "owners"}}, *body]
+        return body
+
+    hostile_okta.tamper = tamper
+    with pytest.raises(SourceDataError, match="listed twice with different data"):
+        _okta(hostile_okta, page_size=2).read()
+
+
+def test_okta_a_group_id_in_a_member_list_fails_the_read(hostile_okta: HostileOkta) -> None:
+    """Harm: extra access. Okta groups cannot nest, yet a member listing of "owners"
+    that names the id of "all-staff" would be read by the core as all-staff nested in
+    owners: everyone an owner. The read must fail instead."""
+    ids = _seed_okta(hostile_okta)
+    staff = hostile_okta.add_group("all-staff")
+    owners = hostile_okta.add_group("owners")
+    for user in ids:
+        hostile_okta.add_member(staff, user)
+    hostile_okta.add_member(owners, ids[0])
+
+    def tamper(listing: str, group: str | None, body: Any) -> Any:
+        if listing == "members" and group == owners:
+            return [*body, {**body[0], "id": staff}]
+        return body
+
+    hostile_okta.tamper = tamper
+    with pytest.raises(SourceDataError, match=rf"member '{staff}' is a group"):
+        _okta(hostile_okta).read()
+
+
+def test_okta_an_id_naming_a_user_and_a_group_fails_the_read(hostile_okta: HostileOkta) -> None:
+    """Harm: extra access. A group whose id is also a person's: the core would read the
+    person's memberships as the group nested there."""
+    ids = _seed_okta(hostile_okta)
+    hostile_okta.add_group("owners")
+
+    def tamper(listing: str, _group: str | None, body: Any) -> Any:
+        if listing == "groups":
+            return [{**doc, "id": ids[1]} for doc in body]
+        return body
+
+    hostile_okta.tamper = tamper
+    with pytest.raises(SourceDataError, match=rf"name both a user and a group \(first '{ids[1]}'"):
+        _okta(hostile_okta).read()
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "http://{host}/api/v1/users?after=x",  # a downgrade to plain HTTP
+        "https://{host}:8443/api/v1/users?after=x",  # another port of the same host
+        "https://{host}.evil.example/api/v1/users?after=x",
+        "https://evil.example/?u=https://{host}/api/v1/users",
+    ],
+)
+def test_okta_a_next_link_off_the_api_never_gets_the_token(link: str) -> None:
+    """Harm: leaked credential. Whatever the next link points to off the API's scheme,
+    host and port, no request is sent there (so no SSWS token)."""
+    sent: list[httpx.Request] = []
+    host = "example.okta.com"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(
+            200, json=[], headers={"Link": f'<{link.format(host=host)}>; rel="next"'}
+        )
+
+    okta = OktaSource(
+        f"https://{host}",
+        token="t0ken-value",
+        settings=FAST,
+        transport=httpx.MockTransport(handler),
+    )
+    with pytest.raises(SourceError, match="leaves the API") as caught:
+        okta.read()
+    assert [str(r.url.host) for r in sent] == [host]
+    assert "t0ken-value" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- Entra
+
+
+class HostileEntra(EntraEmulator):
+    """The Graph emulator with each listing page's `value` passed through `tamper`."""
+
+    tamper: Tamper | None = None
+
+    def _page(self, request: Request, listing: Any, rows: Any, **kwargs: Any) -> Response:
+        response = super()._page(request, listing, rows, **kwargs)
+        if self.tamper is None or response.status_code != 200:
+            return response
+        body = json.loads(bytes(response.body))
+        body["value"] = self.tamper(listing, kwargs.get("group"), body["value"])
+        return JSONResponse(body)
+
+
+@pytest.fixture
+def hostile_entra() -> Iterator[HostileEntra]:
+    with HostileEntra() as running:
+        yield running
+
+
+def _entra(entra: EntraEmulator, page_size: int = 999, **kwargs: Any) -> EntraSource:
+    values: dict[str, Any] = {
+        "tenant_id": entra.tenant_id,
+        "client_id": entra.client_id,
+        "client_secret": entra.client_secret,
+        "graph_url": entra.graph_url,
+        "login_url": entra.login_url,
+        "page_size": page_size,
+        "settings": FAST,
+        "sleep": Sleeps(),
+    }
+    values.update(kwargs)
+    return EntraSource(**values)
+
+
+def _seed_entra(entra: EntraEmulator, people: int = 6) -> list[str]:
+    return [
+        entra.add_user(
+            display_name=f"U{i}", user_principal_name=f"u{i}@example.test", mail=f"u{i}@x.test"
+        )
+        for i in range(people)
+    ]
+
+
+def test_entra_a_person_on_two_pages_with_different_data_fails_the_read(
+    hostile_entra: HostileEntra,
+) -> None:
+    """Harm: extra or lost access, as for Okta: disabled on one page, enabled on the next."""
+    ids = _seed_entra(hostile_entra)
+
+    def tamper(listing: str, _group: str | None, value: Any) -> Any:
+        if listing == "users" and value and value[0]["id"] != ids[0]:
+            return [{**value[0], "id": ids[0], "accountEnabled": False}, *value]
+        return value
+
+    hostile_entra.tamper = tamper
+    with pytest.raises(SourceDataError, match=rf"{ids[0]}.*listed twice with different data"):
+        _entra(hostile_entra, page_size=3).read()
+
+
+def test_entra_a_member_typed_user_that_is_a_group_fails_the_read(
+    hostile_entra: HostileEntra,
+) -> None:
+    """Harm: extra access. "owners" lists all-staff's id typed as a user: the core would
+    nest all-staff in owners by its id. Graph's type and the directory disagree: the read
+    fails."""
+    ids = _seed_entra(hostile_entra)
+    staff = hostile_entra.add_group("all-staff")
+    owners = hostile_entra.add_group("owners")
+    for user in ids:
+        hostile_entra.add_member(staff, user)
+    hostile_entra.add_member(owners, ids[0])
+
+    def tamper(listing: str, group: str | None, value: Any) -> Any:
+        if group == owners:
+            return [*value, {"@odata.type": "#microsoft.graph.user", "id": staff}]
+        return value
+
+    hostile_entra.tamper = tamper
+    with pytest.raises(SourceDataError, match=rf"member '{staff}' is typed #microsoft.graph.user"):
+        _entra(hostile_entra).read()
+
+
+def test_entra_an_id_naming_a_user_and_a_group_fails_the_read(
+    hostile_entra: HostileEntra,
+) -> None:
+    """Harm: extra access, as for Okta."""
+    ids = _seed_entra(hostile_entra)
+    hostile_entra.add_group("owners")
+
+    def tamper(listing: str, _group: str | None, value: Any) -> Any:
+        if listing == "groups":
+            return [{**doc, "id": ids[2]} for doc in value]
+        return value
+
+    hostile_entra.tamper = tamper
+    with pytest.raises(SourceDataError, match="name both a user and a group"):
+        _entra(hostile_entra).read()
+
+
+def test_entra_a_next_link_under_another_scheme_never_gets_the_bearer_token(
+    hostile_entra: HostileEntra,
+) -> None:
+    """Harm: leaked credential. A nextLink to the same host under another scheme (here
+    http to https, as the emulator serves plain HTTP; https to http in production would
+    carry the bearer token in clear): refused before anything is sent to it."""
+    _seed_entra(hostile_entra)
+    seen: list[str] = []
+    original = hostile_entra._page
+
+    def downgrade(request: Request, listing: Any, rows: Any, **kwargs: Any) -> Response:
+        response = original(request, listing, rows, **kwargs)
+        body = json.loads(bytes(response.body))
+        seen.append(str(request.url))
+        if "@odata.nextLink" in body:
+            body["@odata.nextLink"] = body["@odata.nextLink"].replace("http://", "https://")
+        return JSONResponse(body)
+
+    hostile_entra._page = downgrade  # type: ignore[method-assign]
+    with pytest.raises(SourceError, match="leaves the API"):
+        _entra(hostile_entra, page_size=2).read()
+    assert len(seen) == 1
+
+
+def test_entra_a_token_endpoint_answering_a_redirect_is_not_followed() -> None:
+    """Harm: leaked credential. A token endpoint that redirects (a captive proxy, a
+    hijacked login URL) would, if followed, post the client secret to wherever it
+    points. The redirect fails the read, naming it, and nothing reaches the target."""
+    posted: list[bytes] = []
+
+    class Catcher(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            posted.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    catcher = ThreadingHTTPServer(("127.0.0.1", 0), Catcher)
+    target = f"http://127.0.0.1:{catcher.server_port}/steal"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    login = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (catcher, login)]
+    for thread in threads:
+        thread.start()
+    try:
+        source = EntraSource(
+            tenant_id="tenant",
+            client_id="client",
+            client_secret="s3cret-value",
+            graph_url="http://127.0.0.1:9/v1.0",
+            login_url=f"http://127.0.0.1:{login.server_port}",
+            settings=FAST,
+            sleep=Sleeps(),
+        )
+        with pytest.raises(SourceError, match="redirect") as caught:
+            source.read()
+        assert posted == []
+        assert "s3cret-value" not in str(caught.value)
+    finally:
+        for server in (catcher, login):
+            server.shutdown()
+            server.server_close()
+
+
+# --------------------------------------------------------------------------- SCIM
+
+SCIM_TOKEN = "scim-redteam-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def small_scim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_scim2_server(
+        make_directory(40, 2), tmp_path_factory.mktemp("scim2-redteam"), SCIM_TOKEN
+    )
+    yield server
+    server.stop()
+
+
+def _scim(url: str) -> ScimSource:
+    return ScimSource.connect(
+        url,
+        token=SCIM_TOKEN,
+        credential_key="source.token_env (IDP_TOKEN)",
+        page_size=100,
+        settings=HttpSettings(timeout=30, retry=RetrySettings(max_attempts=2, max_delay=1)),
+        sleep=lambda _s: None,
+    )
+
+
+def _users_page(change: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[int, str], Any]:
+    """Rewrite each /Users page's first resource with `change`."""
+
+    def plan(_n: int, path: str) -> Any:
+        if not path.split("?", maxsplit=1)[0].endswith("/Users"):
+            return None
+
+        def rewrite(body: dict[str, Any]) -> dict[str, Any]:
+            first, *rest = body["Resources"]
+            return {**body, "Resources": [change(first), *rest]}
+
+        return Rewrite(rewrite)
+
+    return plan
+
+
+def test_scim_two_different_primary_emails_fail_the_read(small_scim: ServerProcess) -> None:
+    """Harm: extra access or a duplicate account. A user with two primary addresses (the
+    second someone else's): which one a server lists first is arbitrary, so orgsync
+    could invite the person under the other address, or flip between the two on every
+    read. Held: scim2-models refuses the ListResponse (`primary_uniqueness_error`), so
+    the read fails naming it and nothing is planned."""
+
+    def two(user: dict[str, Any]) -> dict[str, Any]:
+        emails = [
+            {"value": "ceo@example.test", "primary": True, "type": "work"},
+            *[{**e, "primary": True} for e in user.get("emails", [])],
+        ]
+        return {**user, "emails": emails}
+
+    with FaultProxy(small_scim.url, _users_page(two)) as proxy:
+        with pytest.raises(SourceDataError, match="primary_uniqueness_error"):
+            _scim(proxy.url).read()
+
+
+def test_scim_the_same_primary_email_twice_also_fails_the_read(small_scim: ServerProcess) -> None:
+    """Held, strictly: even one address listed twice as primary is refused by
+    scim2-models, so the read fails (nothing planned) rather than guessing. Noted: one
+    such record stops reading everyone until the directory is fixed."""
+
+    def twice(user: dict[str, Any]) -> dict[str, Any]:
+        email = user["emails"][0]["value"]
+        emails = [{"value": email, "primary": True}, {"value": email.upper(), "primary": True}]
+        return {**user, "emails": emails}
+
+    with FaultProxy(small_scim.url, _users_page(twice)) as proxy:
+        with pytest.raises(SourceDataError, match="primary_uniqueness_error"):
+            _scim(proxy.url).read()
+
+
+@pytest.mark.parametrize(("value", "active"), [("false", False), ("False", False), (0, False)])
+def test_scim_active_as_a_string_false_is_inactive(
+    small_scim: ServerProcess, value: object, active: bool
+) -> None:
+    """Held: `active: "false"` (a string, as some providers send it) must not read as
+    truthy and grant a leaver access."""
+    ids: list[str] = []
+
+    def stringly(user: dict[str, Any]) -> dict[str, Any]:
+        ids.append(user["id"])
+        return {**user, "active": value}
+
+    with FaultProxy(small_scim.url, _users_page(stringly)) as proxy:
+        snapshot = _scim(proxy.url).read()
+    assert {p.id: p.active for p in snapshot.people}[ids[0]] is active
+
+
+def test_scim_active_that_is_no_boolean_fails_the_read(small_scim: ServerProcess) -> None:
+    """Held: `active: "suspended"` is neither true nor false; guessing either way is
+    wrong, so the read fails naming the field."""
+
+    def odd(user: dict[str, Any]) -> dict[str, Any]:
+        return {**user, "active": "suspended"}
+
+    with FaultProxy(small_scim.url, _users_page(odd)) as proxy:
+        with pytest.raises(SourceDataError, match="active"):
+            _scim(proxy.url).read()
+
+
+def test_scim_a_refusal_that_echoes_the_token_does_not_repeat_it(
+    small_scim: ServerProcess,
+) -> None:
+    """Held: leaked credential. A server (or proxy) whose 401 body quotes the token it
+    refused: the error orgsync reports carries no token."""
+    body = json.dumps({"detail": f"token {SCIM_TOKEN} refused", "status": "401"}).encode()
+    with FaultProxy(small_scim.url, lambda _n, _p: Respond(401, {}, body)) as proxy:
+        with pytest.raises(SourceError) as caught:
+            _scim(proxy.url).read()
+    assert SCIM_TOKEN not in str(caught.value)
+    assert "refused" in str(caught.value)

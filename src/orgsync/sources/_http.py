@@ -46,6 +46,8 @@ from orgsync.retrying import RetrySettings
 __all__ = [
     "HttpSettings",
     "SourceHttp",
+    "add_once",
+    "check_disjoint",
     "metrics_system",
     "page_guard",
     "parallel_map",
@@ -240,6 +242,43 @@ def require_list(value: Any, *, system: str, where: str) -> list[Any]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise SourceDataError(f"{system}: {where}: expected a list of objects")
     return value
+
+
+def add_once(
+    found: dict[SourceId, _T], key: SourceId, value: _T, *, system: str, where: str
+) -> None:
+    """Keep `value` under `key`; the same id listed again with other data fails the read.
+
+    A listing that moves while it is paged, or a server answering one page from a stale
+    replica, can show one person twice: active on one page and suspended on the next, or
+    in two names. Taking either would plan from a guess (the wrong one grants access or
+    removes it), so the read fails and the next one reads again. The same record twice
+    is harmless and kept once.
+    """
+    known = found.get(key)
+    if known is None:
+        found[key] = value
+    elif known != value:
+        raise SourceDataError(
+            f"{system}: {where}: {key!r} is listed twice with different data (the "
+            "directory changed while it was paged, or the server answers inconsistently); "
+            "nothing will be planned"
+        )
+
+
+def check_disjoint(system: str, people: Iterable[SourceId], groups: Iterable[SourceId]) -> None:
+    """Fail the read when an id names both a person and a group.
+
+    The core reads a group member that is a person's id as that person, and one that is
+    a group's id as the group nested: an id naming both would give its group's members
+    the access of wherever the person is a member, or the reverse.
+    """
+    shared = sorted(set(people).intersection(groups))
+    if shared:
+        raise SourceDataError(
+            f"{system}: {len(shared)} id(s) name both a user and a group (first "
+            f"{shared[0]!r}); nothing will be planned"
+        )
 
 
 def resolve_groups(

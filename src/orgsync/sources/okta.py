@@ -63,6 +63,8 @@ from orgsync.http.responses import parse_retry_after, server_time
 from orgsync.sources._http import (
     HttpSettings,
     SourceHttp,
+    add_once,
+    check_disjoint,
     page_guard,
     require_list,
     resolve_groups,
@@ -397,14 +399,22 @@ class OktaSource:
         user_limit = min(self.page_size, USERS_MAX_LIMIT)
         for doc in self._pages(http, "/api/v1/users", {"limit": user_limit}):
             person = _person(doc)
-            people[person.id] = person
-        deprovisioned = {"limit": user_limit, "filter": DEPROVISIONED_FILTER}
-        for doc in self._pages(http, "/api/v1/users", deprovisioned):
+            add_once(people, person.id, person, system="okta", where="GET /api/v1/users")
+        deprovisioned: dict[SourceId, SourcePerson] = {}
+        query = {"limit": user_limit, "filter": DEPROVISIONED_FILTER}
+        for doc in self._pages(http, "/api/v1/users", query):
             person = _person(doc)
-            people[person.id] = person  # the later listing is the fresher status
+            where = f"GET /api/v1/users?filter={DEPROVISIONED_FILTER}"
+            add_once(deprovisioned, person.id, person, system="okta", where=where)
+        people.update(deprovisioned)  # the later listing is the fresher status
 
         group_pages = self._pages(http, "/api/v1/groups", {"limit": self.page_size})
-        groups = [_group(doc) for doc in group_pages]
+        named: dict[SourceId, str] = {}
+        for doc in group_pages:
+            group_id, name = _group(doc)
+            add_once(named, group_id, name, system="okta", where="GET /api/v1/groups")
+        groups = list(named.items())
+        check_disjoint("okta", people, named)
 
         def members(group: tuple[SourceId, str]) -> tuple[SourceId, ...]:
             path = f"/api/v1/groups/{group[0]}/users"
@@ -413,6 +423,13 @@ class OktaSource:
                 member_id = doc.get("id")
                 if not isinstance(member_id, str) or not member_id:
                     raise SourceDataError(f"okta: GET {path}: a member without an id")
+                if member_id in named:
+                    # Okta groups hold users only; the core would read a group's id here
+                    # as that group nested, giving its members this group's access.
+                    raise SourceDataError(
+                        f"okta: GET {path}: member {member_id!r} is a group, and Okta groups "
+                        "cannot contain groups; nothing will be planned"
+                    )
                 ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
