@@ -158,8 +158,10 @@ class Engine:
             build_target, on_response=self._on_response
         )
         self.clock = clock
-        self.passes = Passes(config, clock)
-        self.planning = Planning(config, clock, self.progress)
+        # Decided on the store's clock, which other replicas share (the server's on
+        # PostgreSQL): when a removal grace or a full interval ends, what a pass records.
+        self.passes = Passes(config, self.now)
+        self.planning = Planning(config, self.now, self.progress)
         self.stop = stop or threading.Event()
         self.instance = secrets.token_hex(4)
         self.origin = Origin(origin, self.instance)
@@ -177,8 +179,14 @@ class Engine:
     @property
     def store(self) -> StateStore:
         if self._store is None:
-            self._store = open_state_store(self.config.state, self.environ)
+            self._store = open_state_store(self.config.state, self.environ, clock=self.clock)
         return self._store
+
+    def now(self) -> datetime:
+        """Now on the state store's clock (`StateStore.clock`): every time a run records
+        or compares with what another process recorded (runs, missing-since, baselines)
+        is on it. `clock` is this host's, and the store's only on SQLite."""
+        return self.store.clock()
 
     @property
     def leases(self) -> LeaseKeeper:
@@ -256,7 +264,7 @@ class Engine:
         targets = self.selected_targets(options)
         mode = "dry-run" if options.dry_run else "sync"
         self.store  # noqa: B018 - an unusable state database stops the run before any read
-        started = self.clock()
+        started = self.now()
         if options.incremental and not options.subjects and options.reviewed_plans is None:
             once = SourceOnce(self.build_source, self.read_source)
             try:
@@ -352,7 +360,7 @@ class Engine:
         """A run that ended before it reached the target (the source failed or stopped)."""
         # Counted like any other run: an alert on failed runs must see a source that fails.
         self.observer.run_finished(
-            target, status, held=0, seconds=(self.clock() - started).total_seconds()
+            target, status, held=0, seconds=(self.now() - started).total_seconds()
         )
         run_id = self.store.record_run(
             target,
@@ -384,7 +392,7 @@ class Engine:
         bound = log.bind(target=config.name, mode=mode)
         started = time.monotonic()
         if options.dry_run:
-            began = self.clock()
+            began = self.now()
             result = self._attempt(config, snapshot, options, None, store=self.store, lease=None)
             result.pass_kind, result.pass_reason = pass_.kind, pass_.reason
             result.run_id = self.store.record_run(
@@ -413,7 +421,7 @@ class Engine:
                                 config.name,
                                 mode,
                                 options,
-                                self.clock(),
+                                self.now(),
                                 status="failed",
                                 error=str(error),
                             )
@@ -503,7 +511,7 @@ class Engine:
         """Plan (and apply); an error becomes a failed result, a stop an interrupted one,
         a lost lease `LeaseLost` (nothing of it may be recorded)."""
         if snapshot is None:  # an incremental pass that found nothing to do
-            empty = Plan.build(target=config.name, generated_at=self.clock(), operations=[])
+            empty = Plan.build(target=config.name, generated_at=self.now(), operations=[])
             return TargetResult(config.name, EXIT_OK, "ok", run_id=run_id, plan=empty)
         try:
             return self._plan_and_apply(config, snapshot, options, run_id, store=store, lease=lease)
@@ -522,7 +530,7 @@ class Engine:
         """Forget runs older than `[state] keep_runs`, with their journal."""
         keep = self.config.state.keep_runs
         try:
-            pruned = self.store.prune_runs(self.clock() - keep)
+            pruned = self.store.prune_runs(self.now() - keep)
         except StateError as error:  # a busy database: the next run prunes
             log.warning("runs.prune_failed", error=str(error))
             return

@@ -68,7 +68,9 @@ def explain(engine: Engine, person: str, *, target: str | None = None) -> list[E
                         record=False,
                     )
                 memory = store.memory(config.name) if store is not None else Memory()
-                given = planning.plan_input(config, desired, observed, connector, memory)
+                # Grace is counted on the clock the missing-since times were written on.
+                now = store.clock() if store is not None else engine.clock()
+                given = planning.plan_input(config, desired, observed, connector, memory, now=now)
                 inputs = ExplainInput(
                     given=given,
                     snapshot=snapshot,

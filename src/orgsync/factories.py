@@ -19,6 +19,8 @@ from orgsync.config import Config, StateConfig, TargetConfig
 # The state database's modules (SQLite, the store) are imported by the functions that
 # open or check it: `validate --offline` without a database yet needs neither.
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from orgsync.core.ports import Source, Target
     from orgsync.interrupt import ReadInterrupt
     from orgsync.store import StateStore
@@ -62,18 +64,25 @@ retry_settings = connectors.retry_settings
 
 
 def open_state_store(
-    state: StateConfig, environ: Mapping[str, str], *, create: bool = True
+    state: StateConfig,
+    environ: Mapping[str, str],
+    *,
+    create: bool = True,
+    clock: Callable[[], datetime] | None = None,
 ) -> StateStore:
     """The state database `[state]` names: the SQLite file at `path`, or the PostgreSQL
     database at `url` with the password of `password_env` / `password_file` (resolved
     now, handed to the connection, kept nowhere else). `create=False`: `NoStateDatabase`
-    rather than a new database (reading commands)."""
+    rather than a new database (reading commands). `clock`: this host's (the store's on
+    SQLite; on PostgreSQL the server's clock is the store's)."""
     from orgsync.store import StateStore
+    from orgsync.store.db import utc_now
 
+    host = clock or utc_now
     if state.url is None:
-        return StateStore.open(state.path, create=create)
+        return StateStore.open(state.path, create=create, clock=host)
     password = state.password.resolve(environ).get_secret_value() if state.password else None
-    return StateStore.open(state.url, password=password, create=create)
+    return StateStore.open(state.url, password=password, create=create, clock=host)
 
 
 def check_state(state: StateConfig, environ: Mapping[str, str], *, offline: bool) -> str:

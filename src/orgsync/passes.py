@@ -34,8 +34,11 @@ INCREMENTAL_MAX_PEOPLE = 500
 """An incremental pass touching more people than this plans the whole organization: one
 read of it is then cheaper than many lookups, and a full plan is never less safe."""
 CLOCK_STEP_ALLOWANCE = timedelta(minutes=5)
-"""How far ahead of this clock a recorded full pass may be (replicas' clocks differ a
-little) before it is taken for a clock that ran ahead, and the pass is made full."""
+"""How far ahead of the store's clock a recorded full pass may be before it is taken for
+a clock that ran ahead, and the pass is made full. Passes are recorded and compared on
+the store's clock (the server's on PostgreSQL, whichever replica records them), so only
+a clock that moved back since shows one ahead: a SQLite host's clock stepped back, the
+database server's, or a row written by an orgsync that still used each host's clock."""
 
 
 class SourceOnce:
@@ -107,6 +110,8 @@ class Passes:
     """Decides each target's pass from its baseline in the state database."""
 
     def __init__(self, config: Config, clock: Callable[[], datetime]) -> None:
+        """`clock`: the store's (`Engine.now`), which baselines and missing-since times
+        are recorded on, whichever replica recorded them."""
         self.config = config
         self.clock = clock
 
@@ -206,8 +211,9 @@ class Passes:
             return "the configuration changed since the last full pass"
         now = self.clock()
         if baseline.full_at > now + CLOCK_STEP_ALLOWANCE:
-            # Recorded by a clock that ran ahead (corrected since, or another replica's):
-            # trusting it would put off every full pass until the clock caught up.
+            # Recorded by a clock that ran ahead and was corrected since (see
+            # CLOCK_STEP_ALLOWANCE): trusting it would put off every full pass until
+            # the clock caught up.
             when = f"{baseline.full_at:%Y-%m-%d %H:%M}Z"
             return f"the last full pass ({when}) is recorded in the future"
         due = baseline.full_at + self.config.schedule.full_interval

@@ -119,9 +119,12 @@ class Planning:
         observed: TargetSnapshot,
         target: Target,
         memory: Memory,
+        *,
+        now: datetime | None = None,
     ) -> PlanInput:
         """What the planner plans from, with the target's `[safety]` removal policy: built
-        here only, so a dry run, a sync and `explain` plan from the same inputs."""
+        here only, so a dry run, a sync and `explain` plan from the same inputs. `now`:
+        the time of the store `memory` came from (default this planning's clock)."""
         return PlanInput(
             target=config.name,
             desired=desired,
@@ -129,7 +132,7 @@ class Planning:
             memory=memory,
             policy=removal_policy(self.config, config),
             capabilities=target.capabilities,
-            now=self.clock(),
+            now=now if now is not None else self.clock(),
         )
 
     def population(

@@ -108,7 +108,7 @@ def test_the_config_fingerprint_follows_its_material() -> None:
 
 @pytest.fixture
 def store(location: str) -> Iterator[StateStore]:
-    with StateStore.open(location, clock=lambda: T0) as opened:
+    with StateStore.open(location, clock=lambda: T0, server_clock=False) as opened:
         yield opened
 
 

@@ -194,7 +194,7 @@ def test_validate_check_names_what_would_stop_a_run(tmp_path: Path) -> None:
 
 def test_old_runs_are_pruned_with_their_journal(location: str) -> None:
     now = T0 + timedelta(days=200)
-    with StateStore.open(location, clock=lambda: now) as store:
+    with StateStore.open(location, clock=lambda: now, server_clock=False) as store:
         old = T0
 
         def recorded(target: str, mode: str, days: int, status: str = "ok") -> str:

@@ -234,7 +234,7 @@ def test_no_column_is_named_like_a_secret(sqlite_store: StateStore, db_path: Pat
 
 def test_run_lifecycle(location: str) -> None:
     clock = Clock()
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         run_id = store.start_run("openai-prod", "sync", trigger="webhook")
         running = store.last_run("openai-prod")
         assert running is not None
@@ -344,7 +344,7 @@ def test_record_plan_refuses_mismatches(store: StateStore) -> None:
 
 def test_journal_started_and_finished(location: str) -> None:
     clock = Clock()
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         plan = make_plan()
         run_id = store.start_run(plan.target, "sync")
         store.record_plan(run_id, plan)
@@ -549,7 +549,7 @@ def test_a_corrupt_link_is_named_not_used(db_path: Path, tamper: str, message: s
 
 def test_link_upsert_keeps_known_values(location: str) -> None:
     clock = Clock()
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         store.link("t", email_key="ada@example.com", source_id="00u1", invite_id="inv-1")
         clock.advance(timedelta(hours=1))
         store.link("t", email_key="ada@example.com", source_id=None, member_id="user-1")

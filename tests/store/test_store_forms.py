@@ -26,7 +26,7 @@ class Clock:
 
 def test_a_form_is_remembered_replaced_and_forgotten(location: str) -> None:
     clock = Clock()
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         assert store.learned_forms("scim") == []
         store.learn_form("scim", LearnedForm("remove_members", "filter", SERVER, "accepted"))
         clock.now += timedelta(hours=1)
@@ -34,7 +34,7 @@ def test_a_form_is_remembered_replaced_and_forgotten(location: str) -> None:
         store.learn_form("scim", LearnedForm("remove_members", "value_array", SERVER, refused))
         store.learn_form("scim", LearnedForm("rename_group", "put", SERVER, "path refused"))
         store.learn_form("other", LearnedForm("rename_group", "path", SERVER, "accepted"))
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         learned = store.learned_forms("scim")
         assert [(f.change, f.form, f.reason) for f in learned] == [
             ("remove_members", "value_array", refused),

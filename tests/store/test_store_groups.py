@@ -38,7 +38,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(location: str, clock: Clock) -> Iterator[StateStore]:
-    with StateStore.open(location, clock=clock) as opened:
+    with StateStore.open(location, clock=clock, server_clock=False) as opened:
         yield opened
 
 
@@ -51,11 +51,11 @@ def own(store: StateStore, group_id: str, source: str, name: str, how: Any = "cr
 
 
 def test_owned_groups_survive_reopening_and_fill_memory(location: str, clock: Clock) -> None:
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         own(store, "group_a", "src-a", "team-a")
         own(store, "group_b", "src-b", "team-b", "adopted")
         store.link("openai", email_key="ada@example.com", source_id="00u1", member_id="user_1")
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         assert store.owned_groups("openai") == {"group_a": "src-a", "group_b": "src-b"}
         memory = store.memory("openai")
         assert dict(memory.owned_groups) == {"group_a": "src-a", "group_b": "src-b"}
@@ -152,7 +152,7 @@ def test_version_1_database_with_data_is_migrated(
     with monkeypatch.context() as patch:
         patch.setattr(migrations_module, "MIGRATIONS", migrations_module.MIGRATIONS[:1])
         patch.setattr(migrations_module, "LATEST_VERSION", 1)
-        with StateStore.open(location, clock=clock) as old:
+        with StateStore.open(location, clock=clock, server_clock=False) as old:
             run_id = "20260101T000000.000000Z-00000001"
             with old._db.write() as session:  # as that release wrote it: no origin column
                 session.execute(
@@ -167,7 +167,7 @@ def test_version_1_database_with_data_is_migrated(
             assert versions(old) == [1]
 
     assert LATEST_VERSION >= 2
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         assert store.run(run_id) is not None
         assert dict(store.memory("openai").links) == {"00u1": "u1"}
         assert store.owned_groups("openai") == {}

@@ -32,14 +32,14 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(location: str, clock: Clock) -> Iterator[StateStore]:
-    with StateStore.open(location, clock=clock) as opened:
+    with StateStore.open(location, clock=clock, server_clock=False) as opened:
         yield opened
 
 
 @pytest.fixture
 def other(location: str, store: StateStore, clock: Clock) -> Iterator[StateStore]:
     """A second connection to the same database: another replica."""
-    with StateStore.open(location, clock=clock) as opened:
+    with StateStore.open(location, clock=clock, server_clock=False) as opened:
         yield opened
 
 
@@ -116,7 +116,7 @@ def test_a_full_request_absorbs_the_people_waiting_for_its_target(store: StateSt
 
 
 def test_too_many_waiting_people_become_one_full_reconcile(location: str, clock: Clock) -> None:
-    with StateStore.open(location, clock=clock) as store:
+    with StateStore.open(location, clock=clock, server_clock=False) as store:
         queue = WebhookQueue(store.db, max_pending=3)
         assert queue.put([people("a@x.example", "b@x.example")]).widened == ()
         result = queue.put([people("c@x.example", "d@x.example")])
@@ -154,7 +154,7 @@ def test_concurrent_claims_never_take_the_same_row(location: str, clock: Clock) 
     """Two replicas claiming at the same moment (each thinks it holds the target, as
     during a handover): every row goes to exactly one."""
     emails = [f"p{i}@example.com" for i in range(200)]
-    with StateStore.open(location, clock=clock) as writer:
+    with StateStore.open(location, clock=clock, server_clock=False) as writer:
         for name in ("a", "b"):
             ReplicaTable(writer.db).heartbeat(name, f"daemon {name}", timedelta(hours=1))
         for start in range(0, 200, 20):
@@ -163,7 +163,7 @@ def test_concurrent_claims_never_take_the_same_row(location: str, clock: Clock) 
     barrier = threading.Barrier(2)
 
     def claimer(name: str) -> None:
-        with StateStore.open(location, clock=clock) as mine:
+        with StateStore.open(location, clock=clock, server_clock=False) as mine:
             barrier.wait()
             for claimed in mine.claim_requests(name, ["t1"]):
                 results[name].append(set(claimed.emails))
@@ -177,7 +177,7 @@ def test_concurrent_claims_never_take_the_same_row(location: str, clock: Clock) 
     b = set().union(*results["b"])
     assert a | b == set(emails)
     assert not a & b
-    with StateStore.open(location, clock=clock) as reader:
+    with StateStore.open(location, clock=clock, server_clock=False) as reader:
         owners = {r.claimed_by for r in reader.queued_requests()}
     assert owners <= {"a", "b"} and None not in owners
 

@@ -583,16 +583,21 @@ class StatusPage:
         next_run: Callable[[str], datetime | None],
         queued: Callable[[str], SyncRequest | None],
         scrub: Callable[[str], str] = lambda text: text,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
         cache_seconds: float = CACHE_SECONDS,
     ) -> None:
+        """`clock`: what the page's "now" is; None: the state store's clock (the
+        server's on PostgreSQL, which every run time there is written in), with the
+        times this host keeps (the schedule's next run, when a waiting list was known)
+        moved onto it, so that ages read right on a host whose clock is off."""
         self._targets = tuple(targets)
         self._open_store = open_store
         self._standing = standing
         self._next_run = next_run
         self._queued = queued
         self._scrub = scrub
-        self._clock = clock
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._on_store_clock = clock is None
         self._cache_seconds = cache_seconds
         # These locks are the page's own: a run never waits on them.
         self._lock = threading.Lock()
@@ -646,14 +651,19 @@ class StatusPage:
         }
         try:
             store = self._connected()
-            targets = tuple(self._from_store(store, memory[name]) for name, _ in self._targets)
+            shift = store.clock() - self._clock() if self._on_store_clock else timedelta(0)
+            targets = tuple(
+                self._from_store(store, memory[name], shift) for name, _ in self._targets
+            )
             recent = tuple(store.runs(limit=RECENT_RUNS))
         except OrgsyncError as error:
             self._drop_store()
             return StatusSnapshot(self._clock(), tuple(memory.values()), error=str(error))
-        return StatusSnapshot(self._clock(), targets, recent)
+        return StatusSnapshot(self._clock() + shift, targets, recent)
 
-    def _from_store(self, store: StateStore, memory: TargetStatus) -> TargetStatus:
+    def _from_store(
+        self, store: StateStore, memory: TargetStatus, shift: timedelta
+    ) -> TargetStatus:
         # A handful of syncs back is enough to find the newest finished one: one target
         # has at most one run in progress, plus any a killed process left `running`.
         syncs = store.runs(limit=5, target=memory.name, mode="sync")
@@ -667,10 +677,12 @@ class StatusPage:
             if running is not None and (last is None or _newer(running, last))
             else None,
             queued=memory.queued,
-            next_run_at=memory.next_run_at,
+            next_run_at=memory.next_run_at + shift if memory.next_run_at else None,
             quarantine=memory.quarantine,
             unsettled=self._unsettled(store, memory.name, last.run_id) if last else None,
-            waiting=memory.waiting,
+            waiting=KnownWaiting(memory.waiting.waiting, memory.waiting.at + shift)
+            if memory.waiting
+            else None,
         )
 
     def _unsettled(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -62,7 +62,7 @@ class TargetWorker:
         stop: threading.Event,
         on_quarantine: Callable[[str, Quarantine], None],
         on_ran: Callable[[str, SyncRequest], None] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
         share: Callable[[], int | None] = lambda: None,
         preferred: Callable[[], bool] = lambda: True,
         grace: float = 0.0,
@@ -80,12 +80,14 @@ class TargetWorker:
         self.stop = stop
         self.on_quarantine = on_quarantine
         self.on_ran = on_ran
-        self.clock = clock
+        # The store's clock by default: run times written by other replicas (quarantine,
+        # "done elsewhere") are compared with it, and it is the server's on PostgreSQL.
+        self.clock = clock if clock is not None else store.clock
         self.share = share
         self.preferred = preferred
         self.grace = grace
         self._deferred = False
-        self.started_at = clock()
+        self.started_at = self.clock()
         self.runs = 0
         self.reconciled = False
         """Whether a full pass of this process reached the organization: until one has,

@@ -21,13 +21,14 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from orgsync.core.errors import StateError
 from orgsync.store.writer_lock import WriterLock, WriterLocks
@@ -300,6 +301,10 @@ class StateDB(ABC):
     path: Path | None
     """The SQLite file; None in memory and on a server."""
     clock: Clock
+    """The store's clock: every time it writes that another process reads as a time
+    (missing-since, runs, baselines, journal, queue). The host's on SQLite (one host);
+    the server's on PostgreSQL (`ServerClock`: replicas on hosts whose clocks disagree
+    must still agree on when a grace or an interval ends)."""
     created: bool
     """True when `open` created the database (a brand-new one, announced once)."""
 
@@ -380,16 +385,107 @@ class BorrowedDB(StateDB):
 
 
 def server_now(db: StateDB, session: Session) -> datetime:
-    """The server's time on PostgreSQL (what lease and replica expiries are written in,
-    so that hosts whose clocks disagree still agree on who holds what and who is live);
-    the store's clock on SQLite."""
+    """The server's time on PostgreSQL, asked now (what lease and replica expiries are
+    written in, so that hosts whose clocks disagree still agree on who holds what and who
+    is live); the store's clock on SQLite. Each answer also sets the store's
+    `ServerClock` again, which every other time of the store is read from."""
     query = session.dialect.now_epoch
     if query is None:
         return db.clock()
+    sent = _elapsed()
     value = session.scalar(query)
+    received = _elapsed()
     if not isinstance(value, int | float):
         raise StateError(f"the state database's clock answered {value!r}")
+    if isinstance(db.clock, ServerClock):
+        db.clock.observe(float(value), sent, received)
     return datetime.fromtimestamp(float(value), UTC)
+
+
+def _elapsed() -> float:
+    """Seconds on this host's boot clock: never stepped (as the monotonic clock), and
+    counting a suspended host's sleep too (Linux's CLOCK_BOOTTIME), so that a laptop or
+    a VM resumed after hours does not read a server time hours old."""
+    return time.clock_gettime(_BOOT_CLOCK)
+
+
+_BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+class ServerClock:
+    """A database server's clock, read without a round trip (the store's clock on
+    PostgreSQL, `StateDB.clock`).
+
+    Replicas on several hosts share one state database, and everything they write there
+    that another replica reads as a time must be on one clock: when a person went
+    missing (`removal_grace` counts from it), when a full pass ran (`full_interval`),
+    when a run started and ended (quarantine, "done elsewhere", `status`, pruning), when
+    a queued request was claimed, a baseline, a journal row. Each host's own clock is
+    only as right as its NTP: one running two hours ahead would cut a person's grace
+    short, or postpone the others' full passes. The server's clock is the one all of
+    them read (leases already decide on it).
+
+    Asking the server for every time (a round trip per journal row) would cost as much
+    as the write itself. So the server's answer is kept with the moment it came, on this
+    host's boot clock (`_elapsed`: never stepped, unlike the wall clock, so an NTP step
+    or a wrong host clock never moves it), and a time is that answer plus the boot clock's
+    seconds since. The server is asked when the store connects, each time a lease is
+    taken, renewed or checked or a replica's registration renewed (those queries ask it
+    anyway: `server_now`), and, with none of them for `REFRESH`, once more when a time is
+    read. Error: half a round trip, plus the drift of this host's crystal over at most
+    `REFRESH` (tens of ppm: milliseconds), far below any interval orgsync counts.
+    """
+
+    REFRESH = 60.0
+    """Seconds after which a time read asks the server again (`refresh`)."""
+
+    def __init__(self, host: Clock) -> None:
+        self._host = host
+        self._guard = threading.Lock()
+        self._sample: tuple[float, float] | None = None  # (server epoch, boot clock)
+        self.refresh: Callable[[], None] | None = None
+        """Asks the server again, without waiting behind another thread's transaction
+        (set by the database); None: only `observe` moves the clock."""
+
+    def observe(self, server_epoch: float, sent: float, received: float) -> None:
+        """The server answered `server_epoch` to a query sent at `sent` and answered at
+        `received` (boot clock): taken as the server's time halfway."""
+        with self._guard:
+            first = self._sample is None
+            self._sample = (server_epoch, (sent + received) / 2)
+        if first:
+            skew = self._host().timestamp() - server_epoch
+            if abs(skew) > SKEW_WARNING.total_seconds():
+                # The store goes by the server's clock; the host's is still wrong for
+                # everything else it stamps (logs, notifications, the schedule).
+                _log().warning(
+                    "state.clock_skew",
+                    seconds=round(skew, 1),
+                    note="this host's clock differs from the state database server's; "
+                    "orgsync records shared times on the server's clock, but fix NTP",
+                )
+
+    def __call__(self) -> datetime:
+        sample = self._sample
+        if sample is None or _elapsed() - sample[1] > self.REFRESH:
+            refresh = self.refresh
+            if refresh is not None:
+                refresh()
+            sample = self._sample
+        if sample is None:  # never connected: nothing shared is written without a server
+            return self._host()
+        epoch, at = sample
+        return datetime.fromtimestamp(epoch + (_elapsed() - at), UTC)
+
+
+SKEW_WARNING = timedelta(minutes=1)
+"""How far this host's clock may be from the state server's before a warning says so."""
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger(__name__)
 
 
 class SqliteDB(StateDB):

@@ -43,9 +43,11 @@ from orgsync.store.db import (
     NoStateDatabase,
     Params,
     Row,
+    ServerClock,
     Session,
     SqlValue,
     StateDB,
+    server_now,
     utc_now,
 )
 from orgsync.store.writer_lock import WriterLock
@@ -212,6 +214,7 @@ class PostgresDB(StateDB):
         *,
         password: str | None = None,
         clock: Clock = utc_now,
+        server_clock: bool = True,
         prepare: Callable[[StateDB], object] | None = None,
         create: bool = True,
     ) -> PostgresDB:
@@ -219,15 +222,22 @@ class PostgresDB(StateDB):
 
         A database with no table gets the schema (with `create`; else `NoStateDatabase`)
         and `created` is then True; one with tables that are not orgsync's is refused by
-        the migrations.
+        the migrations. `clock` is this host's; the store's clock is the server's
+        (`ServerClock`, set at once here), or `clock` itself without `server_clock`
+        (tests that need times of their choosing).
         """
         problem = state_url_problem(url)
         if problem is not None:
             raise StateError(f"state url {redact_state_url(url)} {problem}")
         connect = _connector(url, password)
-        db = cls(connect(), connect, url, Scrubber([password] if password else []), clock)
+        shared = ServerClock(clock) if server_clock else clock
+        db = cls(connect(), connect, url, Scrubber([password] if password else []), shared)
+        if isinstance(shared, ServerClock):
+            shared.refresh = db._sample_clock
         try:
             with db.read() as session:
+                if isinstance(shared, ServerClock):
+                    server_now(db, session)
                 empty = not session.query(POSTGRESQL.table_names)
             if not (empty and not create) and prepare is not None:
                 prepare(db)
@@ -312,6 +322,25 @@ class PostgresDB(StateDB):
         if self._idle_limit is not None:
             milliseconds = max(1, int(self._idle_limit.total_seconds() * 1000))
             self._conn.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
+
+    def _sample_clock(self) -> None:
+        """Ask the server its time again for the store's `ServerClock` (which asks when its
+        last answer is old): never waiting for another thread's transaction, nor inside a
+        failed one of this thread's; on any error the clock goes on from its last answer."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._closed:
+                return
+            status = _psycopg().pq.TransactionStatus
+            if self._conn.info.transaction_status == status.INERROR:
+                return
+            with self.read() as session:
+                server_now(self, session)
+        except StateError:
+            pass
+        finally:
+            self._lock.release()
 
     def _in_transaction(self) -> bool:
         # UNKNOWN is a connection the server ended: no transaction of ours is open on it.

@@ -72,6 +72,7 @@ class StateStore:
         path: str | Path,
         *,
         clock: Clock = utc_now,
+        server_clock: bool = True,
         create: bool = True,
         password: str | None = None,
     ) -> StateStore:
@@ -84,14 +85,23 @@ class StateStore:
         False (`status`, `runs`): then `NoStateDatabase`. Raises `StateError` for an
         existing file that is empty, unreadable or not orgsync's, one locked beyond the
         busy timeout, a server that cannot be reached, or a schema newer than this code.
-        `clock` must return aware datetimes.
+        `clock` (this host's) must return aware datetimes. It is the store's clock on
+        SQLite; on PostgreSQL the store's clock is the server's (`db.ServerClock`), so
+        that replicas on hosts whose clocks disagree record and compare shared times on
+        one clock; `server_clock=False` keeps `clock` there too (tests that need times
+        of their choosing; never for replicas).
         """
         db: StateDB
         if is_server_url(str(path)):
             from orgsync.store.postgres import PostgresDB
 
             db = PostgresDB.open(
-                str(path), password=password, clock=clock, prepare=migrate, create=create
+                str(path),
+                password=password,
+                clock=clock,
+                server_clock=server_clock,
+                prepare=migrate,
+                create=create,
             )
         else:
             db = SqliteDB.open(path, clock=clock, prepare=migrate, create=create)
@@ -112,6 +122,11 @@ class StateStore:
     def location(self) -> str:
         """Where the state is, for people: a file, or a server's URL without a secret."""
         return self._db.location
+
+    def clock(self) -> datetime:
+        """Now, on the store's clock (`StateDB.clock`): what every time shared through
+        the database is written in and compared with (the server's on PostgreSQL)."""
+        return self._db.clock()
 
     @property
     def db(self) -> StateDB:
