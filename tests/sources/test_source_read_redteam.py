@@ -598,3 +598,47 @@ def test_scim_a_refusal_that_echoes_the_token_does_not_repeat_it(
             _scim(proxy.url).read()
     assert SCIM_TOKEN not in str(caught.value)
     assert "refused" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+"""Valid JSON nested past Python's parser depth (it raises RecursionError, no ValueError)."""
+
+
+class DeepOkta(OktaEmulator):
+    """Answers the users listing with `status` and a body nested 100k levels deep."""
+
+    status = 200
+
+    async def _list_users(self, request: Request) -> Response:
+        return Response(DEEP, status_code=self.status, media_type="application/json")
+
+
+@pytest.mark.parametrize("status", [200, 400, 401, 500])
+def test_okta_a_body_nested_too_deep_fails_the_read_with_a_source_error(status: int) -> None:
+    """Harm: a daemon that stops reconciling without saying why. A body nested past the
+    JSON parser's depth (a hostile or broken proxy) raised RecursionError out of the
+    read, past every handler that expects a `SourceError`; the read must fail as one,
+    naming the call, and an error body must still give the status."""
+    with DeepOkta() as okta:
+        okta.status = status
+        with pytest.raises(SourceError, match=r"GET /api/v1/users") as caught:
+            _okta(okta).read()
+    assert not isinstance(caught.value.__cause__, RecursionError)
+    if status == 200:
+        assert "nests JSON too deeply" in str(caught.value)
+
+
+class DeepTokenEntra(EntraEmulator):
+    """A token endpoint answering 200 with a body nested 100k levels deep."""
+
+    async def _token(self, request: Request) -> Response:
+        return Response(DEEP, media_type="application/json")
+
+
+def test_entra_a_token_answer_nested_too_deep_fails_the_read_with_a_source_error() -> None:
+    """As above, for the client-credentials token request."""
+    with DeepTokenEntra() as entra:
+        with pytest.raises(SourceError, match="token response nests JSON too deeply"):
+            _entra(entra).read()

@@ -316,6 +316,8 @@ def _token(response: httpx.Response) -> AccessToken:
     context = f"POST {response.request.url.path}"
     try:
         body: Any = json.loads(response.content)
+    except RecursionError:
+        raise ApiError(f"{context}: the token response nests JSON too deeply") from None
     except ValueError as exc:
         # A truncated transfer or a proxy's HTML page: another attempt may well succeed.
         raise TransientError(

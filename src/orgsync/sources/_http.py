@@ -229,6 +229,14 @@ def _query_value(value: object) -> str:
 def _json_page(response: httpx.Response) -> tuple[Any, httpx.Response]:
     try:
         return json.loads(response.content), response
+    except RecursionError:
+        # Python's parser gives up past about a thousand levels: no directory nests that
+        # deep, and the same body would come again, so this is no transient failure.
+        raise ApiError(
+            f"GET {response.request.url.path}: the body nests JSON too deeply to be a "
+            "directory's answer",
+            status=response.status_code,
+        ) from None
     except ValueError as exc:
         # A truncated transfer or a proxy's HTML page: another attempt may well succeed.
         raise TransientError(
