@@ -30,6 +30,8 @@ from orgsync.sources.okta import OktaSource
 from orgsync.sources.scim import ScimSource
 from orgsync.testing.entra import EntraEmulator
 from orgsync.testing.okta import OktaEmulator
+from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.directory import make_directory
 from tests.sources.idp import FAST, Sleeps
 from tests.sources.servers import (
@@ -642,3 +644,44 @@ def test_entra_a_token_answer_nested_too_deep_fails_the_read_with_a_source_error
     with DeepTokenEntra() as entra:
         with pytest.raises(SourceError, match="token response nests JSON too deeply"):
             _entra(entra).read()
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+@pytest.mark.parametrize("truncate", ["members", "groups"])
+def test_okta_a_truncated_answer_is_held_by_the_guards_end_to_end(
+    truncate: str, tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """Harm: lost access. Okta answers 200 with less than it holds (a backend hiccup):
+    the member list of openai-users stops after 5 people with no next link, or the
+    group listing comes back empty. Nothing in such an answer says it is short, so the
+    read cannot refuse it; the safety guards must hold the mass removal it implies
+    (exit 3), and the target keeps everyone."""
+    with HostileOkta() as okta:
+        people = _seed_okta(okta, 30)
+        users, owners = okta.add_group("openai-users"), okta.add_group("openai-owners")
+        for user in people:
+            okta.add_member(users, user)
+        okta.add_member(owners, people[0])
+        source = (
+            f'[source]\ntype = "okta"\nurl = "{okta.url}"\ntoken_env = "{SOURCE_SECRET_ENV}"\n'
+            "allow_plaintext = true\nmax_attempts = 1\n"
+        )
+        config = write_config(tmp_path, emulator, source)
+        first = orgsync(config, "sync", secret=okta.token)
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = holdings(emulator)
+        assert len(before) == 30 and before["u0@example.test"] == "owner"
+
+        def short(listing: str, group: str | None, body: Any) -> Any:
+            if truncate == "members" and listing == "members" and group == users:
+                return body[:5]
+            if truncate == "groups" and listing == "groups":
+                return []
+            return body
+
+        okta.tamper = short
+        second = orgsync(config, "sync", secret=okta.token)
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert holdings(emulator) == before
