@@ -685,3 +685,32 @@ def test_okta_a_truncated_answer_is_held_by_the_guards_end_to_end(
         second = orgsync(config, "sync", secret=okta.token)
     assert second.returncode == 3, second.stdout + second.stderr
     assert holdings(emulator) == before
+
+
+class CursorIgnoringOkta(OktaEmulator):
+    """Answers every users page with the first three users and a fresh `after` cursor,
+    for `pages` pages (then no next link, so that a client without the check ends)."""
+
+    pages = 200
+
+    async def _list_users(self, request: Request) -> Response:
+        served = int(request.query_params.get("after", "0")) + 1
+        rows = self._users.rows()[:3]
+        headers = {}
+        if served < self.pages:
+            url = request.url.include_query_params(after=str(served), limit=3)
+            headers["Link"] = f'<{url}>; rel="next"'
+        return JSONResponse([self._render_user(r, request) for r in rows], headers=headers)
+
+
+def test_okta_a_server_ignoring_the_page_cursor_fails_the_read() -> None:
+    """Harm: a daemon that stops reconciling, then lost access. A server ignoring `after`
+    answers the first page again under a fresh cursor each time: no cursor repeats and
+    no page is empty, so the read went on for up to 100,000 pages (hours of rate limit),
+    and a server that stops after a while leaves a snapshot of three people. Pages that
+    bring nobody new, more than 20 in a row, fail the read."""
+    with CursorIgnoringOkta() as okta:
+        _seed_okta(okta, 10)
+        with pytest.raises(SourceError, match="list only objects already read"):
+            _okta(okta, page_size=3).read()
+        assert len(okta.requests) < 30

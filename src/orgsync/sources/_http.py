@@ -39,12 +39,13 @@ from orgsync.core.errors import (
 )
 from orgsync.core.model import SourceGroup, SourceId
 from orgsync.http.client import ClientOptions, HttpClient, OnResponse
-from orgsync.http.paging import PageGuard
+from orgsync.http.paging import MAX_EMPTY_PAGES, PageGuard
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 
 __all__ = [
     "HttpSettings",
+    "NewIds",
     "SourceHttp",
     "add_once",
     "check_disjoint",
@@ -124,6 +125,41 @@ def page_guard(system: str, listing: str) -> PageGuard:
         return SourceError(f"{system}: {message}; nothing will be planned")
 
     return PageGuard(listing, error=error)
+
+
+class NewIds:
+    """Whether a listing still moves forward when its pages are not empty.
+
+    `PageGuard` catches a cursor seen before and a run of empty pages; a server that
+    ignores the cursor and answers the first page again under a fresh one each time
+    passes both, and the read would go on for `MAX_PAGES` pages (hours of rate limit)
+    while reading nobody new. Pages that point onward with no id not already read, more
+    than `max_stale` in a row, fail the read.
+    """
+
+    def __init__(self, system: str, listing: str, *, max_stale: int = MAX_EMPTY_PAGES) -> None:
+        self._system = system
+        self._listing = listing
+        self._max_stale = max_stale
+        self._seen: set[str] = set()
+        self._stale = 0
+
+    def page(self, items: Iterable[Mapping[str, Any]], *, more: bool) -> None:
+        """Record one page's objects; `more`: the page points to another."""
+        fresh = False
+        for item in items:
+            key = item.get("id")
+            if not isinstance(key, str) or key not in self._seen:
+                fresh = True
+                if isinstance(key, str):
+                    self._seen.add(key)
+        self._stale = 0 if fresh or not more else self._stale + 1
+        if self._stale > self._max_stale:
+            raise SourceError(
+                f"{self._system}: {self._listing}: {self._stale} pages in a row list only "
+                "objects already read, yet point to another page (the server ignores the "
+                "page cursor); nothing will be planned"
+            )
 
 
 class SourceHttp:

@@ -55,6 +55,7 @@ from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.sources._http import (
     HttpSettings,
+    NewIds,
     SourceHttp,
     add_once,
     check_disjoint,
@@ -347,6 +348,7 @@ class EntraSource:
         """Every object of one listing, following `@odata.nextLink` to the end."""
         listing = f"GET {path}"
         guard = page_guard("entra", listing)
+        progress = NewIds("entra", listing)
         body = http.get_json(path, params)
         while True:
             where = f"{listing} (page {guard.pages + 1})"
@@ -357,6 +359,7 @@ class EntraSource:
             if next_link is not None and not isinstance(next_link, str):
                 raise SourceDataError(f"entra: {where}: @odata.nextLink is not a string")
             guard.page(len(items), next_link)
+            progress.page(items, more=next_link is not None)
             yield from items
             if next_link is None:
                 return

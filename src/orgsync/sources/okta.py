@@ -62,6 +62,7 @@ from orgsync.http.auth import HeaderAuth
 from orgsync.http.responses import parse_retry_after, server_time
 from orgsync.sources._http import (
     HttpSettings,
+    NewIds,
     SourceHttp,
     add_once,
     check_disjoint,
@@ -444,11 +445,13 @@ class OktaSource:
         """Every object of one listing, following `Link: rel="next"` to the end."""
         listing = f"GET {path}"
         guard = page_guard("okta", listing)
+        progress = NewIds("okta", listing)
         body, response = http.get_page(path, params)
         while True:
             items = require_list(body, system="okta", where=f"{listing} (page {guard.pages + 1})")
             next_url = response.links.get("next", {}).get("url")
             guard.page(len(items), next_url)
+            progress.page(items, more=next_url is not None)
             yield from items
             if next_url is None:
                 return
