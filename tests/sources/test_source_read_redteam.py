@@ -714,3 +714,36 @@ def test_okta_a_server_ignoring_the_page_cursor_fails_the_read() -> None:
         with pytest.raises(SourceError, match="list only objects already read"):
             _okta(okta, page_size=3).read()
         assert len(okta.requests) < 30
+
+
+@pytest.fixture(scope="module")
+def clashing_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """40 people, and under ou=more one more person whose uid repeats user3's and whose
+    cn is the name of group0 (ids that are unique only if the operator chose well)."""
+    data = ldif(make_directory(40, 2))
+    data += (
+        f"\ndn: ou=more,{PEOPLE}\nobjectClass: organizationalUnit\nou: more\n"
+        f"\ndn: uid=user3,ou=more,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: user3\n"
+        "cn: group0\nsn: Clash\nmail: mallory@example.test\n"
+    )
+    server = Slapd(tmp_path_factory.mktemp("slapd-clash"), data)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("attribute", ["uid", "cn"])
+def test_ldap_an_id_attribute_that_is_not_unique_fails_the_read(
+    clashing_slapd: Slapd, attribute: str
+) -> None:
+    """Harm: extra and lost access. With `id_attribute = "uid"` two people in two OUs
+    shared one id: the core read both under the last one's address, so user3 looked
+    gone and mallory took user3's groups. With `"cn"`, a person named like group0 was
+    taken for group0 wherever group0 is a member. The read fails naming both entries."""
+    with pytest.raises(SourceDataError, match=rf"share the id .*\({attribute} is not unique\)"):
+        _ldap(clashing_slapd.url, id_attribute=attribute).read()
+
+
+def test_ldap_the_same_directory_read_with_a_unique_id_is_whole(clashing_slapd: Slapd) -> None:
+    """Held: with the default entryUUID, both entries are read, each with its own id."""
+    snapshot = _ldap(clashing_slapd.url).read()
+    assert len(snapshot.people) == len({p.id for p in snapshot.people}) == 41

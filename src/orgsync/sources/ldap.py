@@ -950,11 +950,18 @@ class LdapSource:
         s = self.settings
         people: list[SourcePerson] = []
         by_dn: dict[str, SourceId] = {}
+        # The id attribute is the operator's choice (`id_attribute`): one that is not
+        # unique (a `uid` repeated in two OUs, a `cn` shared by a person and a group)
+        # would merge two entries, and the core would give one's groups to the other.
+        owner: dict[SourceId, str] = {}
         for dn, raw in people_entries:
             key = dn_key(dn)
+            if key in by_dn:
+                continue  # the same entry answered twice: read once
             person_id = _entry_id(raw.get(s.id_attr) or [], s.id_attr)
             if person_id is None:
                 raise SourceDataError(f"ldap: {dn!r} has no {s.id_attr} (the stable id)")
+            self._unique(owner, SourceId(person_id), dn)
             # Without an address the core rejects the entry (reported with its id, never
             # acted on); add (mail=*) to user_filter to leave such entries out.
             email = _text(raw, s.email_attribute) or ""
@@ -974,11 +981,17 @@ class LdapSource:
             group_id = _entry_id(raw.get(s.id_attr) or [], s.id_attr)
             if group_id is None:
                 raise SourceDataError(f"ldap: group {dn!r} has no {s.id_attr} (the stable id)")
+            if dn_key(dn) not in group_ids:
+                self._unique(owner, SourceId(group_id), dn)
             group_ids[dn_key(dn)] = SourceId(group_id)
         dangling = 0
         groups: list[SourceGroup] = []
+        done: set[str] = set()
         for dn, raw in group_entries:
             key = dn_key(dn)
+            if key in done:
+                continue
+            done.add(key)
             if chains:
                 member_dns = chains.get(key, [])
             else:
@@ -1003,6 +1016,16 @@ class LdapSource:
                 reason="member DNs that are neither a person nor a group found under the bases",
             )
         return SourceSnapshot(people=tuple(people), groups=tuple(groups))
+
+    def _unique(self, owner: dict[SourceId, str], entry_id: SourceId, dn: str) -> None:
+        """Fail the read when `entry_id` already names another entry."""
+        other = owner.setdefault(entry_id, dn)
+        if dn_key(other) != dn_key(dn):
+            raise SourceDataError(
+                f"ldap: {other!r} and {dn!r} share the id {entry_id!r} ({self.settings.id_attr} "
+                "is not unique): choose an id_attribute every person and group has its own "
+                "value of (entryUUID, objectGUID); nothing will be planned"
+            )
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
