@@ -34,6 +34,9 @@ from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.directory import make_directory
 from tests.sources.idp import FAST, Sleeps
+from tests.sources.samba import BASE as SAMBA_BASE
+from tests.sources.samba import READER_PASSWORD as SAMBA_READER_PASSWORD
+from tests.sources.samba import SambaDC
 from tests.sources.servers import (
     READER_DN,
     READER_PASSWORD,
@@ -747,3 +750,54 @@ def test_ldap_the_same_directory_read_with_a_unique_id_is_whole(clashing_slapd: 
     """Held: with the default entryUUID, both entries are read, each with its own id."""
     snapshot = _ldap(clashing_slapd.url).read()
     assert len(snapshot.people) == len({p.id for p in snapshot.people}) == 41
+
+
+def test_ldap_active_directory_from_the_domain_root_reads_past_its_partition_references(
+    samba_dc: SambaDC,
+) -> None:
+    """Held, on a real Samba AD DC: a search from the domain root is answered with
+    references to the DNS and configuration partitions, which hold no people; the read
+    passes over them (and only them) and completes."""
+    ad = LdapSource(
+        LdapSettings(
+            url=samba_dc.url,
+            bind_dn="reader@example.test",
+            password=SAMBA_READER_PASSWORD,
+            users_base=SAMBA_BASE,
+            groups_base=SAMBA_BASE,
+            flavor="ad",
+            allow_plaintext=True,
+            timeout=10,
+        ),
+        retry=RetrySettings(max_attempts=1, max_delay=1),
+    )
+    snapshot = ad.read()
+    assert snapshot.groups  # the built-in groups at least
+
+
+def test_ldap_a_base_held_by_another_server_fails_the_read(referring_slapd: Slapd) -> None:
+    """Held: lost access. A base that is itself a referral answers result 10 (referral)
+    with no entries; read as an empty OU it would make everyone look gone. The read
+    fails naming the result."""
+    with pytest.raises(SourceError, match=r"result 10 referral: the base is held by ldap://127"):
+        _ldap(referring_slapd.url, users_base=f"ou=contractors,{PEOPLE}").read()
+
+
+@pytest.mark.parametrize("value", ["true", "True", 1, None])
+def test_entra_account_enabled_that_is_no_true_boolean_is_inactive(
+    hostile_entra: HostileEntra, value: object
+) -> None:
+    """Held: extra access. `accountEnabled: "true"` (a string), 1 or null is not Graph's
+    boolean true; an unknown state must never grant access."""
+    ids = _seed_entra(hostile_entra, 3)
+
+    def stringly(listing: str, _group: str | None, rows: Any) -> Any:
+        if listing == "users":
+            return [
+                {**doc, "accountEnabled": value} if doc["id"] == ids[1] else doc for doc in rows
+            ]
+        return rows
+
+    hostile_entra.tamper = stringly
+    snapshot = _entra(hostile_entra).read()
+    assert {p.id: p.active for p in snapshot.people} == {ids[0]: True, ids[1]: False, ids[2]: True}

@@ -838,6 +838,13 @@ class LdapSource:
         message = conn.result.get("message", "")
         if code == 4:  # sizeLimitExceeded: the entries so far are only part of the answer
             raise lx.LDAPSizeLimitExceededResult(f"{description} {message}".strip())
+        if code == 10:  # referral: the base itself is held by another server
+            where = ", ".join(map(str, conn.result.get("referrals") or [])) or "another server"
+            raise SourceError(
+                f"ldap: search of {base!r}: result 10 referral: the base is held by {where}; "
+                "orgsync does not follow referrals (the other server would get the bind "
+                "password): point the URL at the server that holds the base"
+            )
         raise SourceError(f"ldap: search of {base!r}: result {code} {description} {message}")
 
     def _check_references(self, conn: ldap3.Connection, base: str) -> None:
