@@ -25,6 +25,7 @@ from orgsync.core.errors import SourceDataError, SourceError
 from orgsync.retrying import RetrySettings
 from orgsync.sources._http import HttpSettings
 from orgsync.sources.entra import EntraSource
+from orgsync.sources.file import FileSource
 from orgsync.sources.ldap import LdapSettings, LdapSource
 from orgsync.sources.okta import OktaSource
 from orgsync.sources.scim import ScimSource
@@ -801,3 +802,14 @@ def test_entra_account_enabled_that_is_no_true_boolean_is_inactive(
     hostile_entra.tamper = stringly
     snapshot = _entra(hostile_entra).read()
     assert {p.id: p.active for p in snapshot.people} == {ids[0]: True, ids[1]: False, ids[2]: True}
+
+
+def test_file_a_document_nested_too_deep_fails_the_read_with_a_source_error(
+    tmp_path: Path,
+) -> None:
+    """Harm: an unclear failure. A file nested past the JSON parser's depth raised
+    RecursionError out of the read; it must be a `SourceDataError` naming the file."""
+    path = tmp_path / "people.json"
+    path.write_bytes(b'{"people": ' + DEEP + b"}")
+    with pytest.raises(SourceDataError, match=r"people\.json: the JSON nests too deeply"):
+        FileSource(path).read()
