@@ -813,3 +813,37 @@ def test_file_a_document_nested_too_deep_fails_the_read_with_a_source_error(
     path.write_bytes(b'{"people": ' + DEEP + b"}")
     with pytest.raises(SourceDataError, match=r"people\.json: the JSON nests too deeply"):
         FileSource(path).read()
+
+
+def test_scim_a_member_of_another_type_is_no_person(small_scim: ServerProcess) -> None:
+    """Harm: extra access. A provider numbering users, groups and devices from separate
+    sequences lists device "N" in a group: its value equals some user's id, and looking
+    it up made that user a member. A member typed neither User nor Group is skipped
+    (counted with the dangling members)."""
+    user_ids: list[str] = []
+    planted: list[tuple[str, str]] = []  # (group id, the device's value)
+
+    def users(body: dict[str, Any]) -> dict[str, Any]:
+        user_ids.extend(r["id"] for r in body["Resources"])
+        return body
+
+    def groups(body: dict[str, Any]) -> dict[str, Any]:
+        first, *rest = body["Resources"]
+        inside = {m["value"] for m in first.get("members", [])}
+        outsider = next(u for u in user_ids if u not in inside)
+        planted.append((first["id"], outsider))
+        device = {"value": outsider, "type": "Device"}
+        return {**body, "Resources": [{**first, "members": [*first["members"], device]}, *rest]}
+
+    def plan(_n: int, path: str) -> Any:
+        route = path.split("?", maxsplit=1)[0]
+        if route.endswith("/Users"):
+            return Rewrite(users)
+        return Rewrite(groups) if route.endswith("/Groups") else None
+
+    with FaultProxy(small_scim.url, plan) as proxy:
+        snapshot = _scim(proxy.url).read()
+    group_id, outsider = planted[0]
+    group = next(g for g in snapshot.groups if g.id == group_id)
+    assert group.members, "the group's real members are still read"
+    assert outsider not in group.members
