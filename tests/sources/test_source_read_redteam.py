@@ -847,3 +847,26 @@ def test_scim_a_member_of_another_type_is_no_person(small_scim: ServerProcess) -
     group = next(g for g in snapshot.groups if g.id == group_id)
     assert group.members, "the group's real members are still read"
     assert outsider not in group.members
+
+
+class EchoingTokenEntra(EntraEmulator):
+    """A token endpoint that refuses and quotes the form it was sent (the secret in it)."""
+
+    async def _token(self, request: Request) -> Response:
+        form = (await request.body()).decode()
+        return JSONResponse(
+            {"error": "invalid_client", "error_description": f"AADSTS7000215: got {form}"},
+            status_code=401,
+        )
+
+
+def test_entra_a_token_refusal_quoting_the_secret_does_not_repeat_it() -> None:
+    """Held: leaked credential. The refusal names the problem (AADSTS code) but not the
+    client secret the endpoint echoed, raw or form-encoded."""
+    secret = "s3cret+value/with=chars"
+    with EchoingTokenEntra() as entra:
+        with pytest.raises(SourceError, match="invalid_client") as caught:
+            _entra(entra, client_secret=secret).read()
+    text = str(caught.value) + repr(caught.value.__cause__)
+    assert secret not in text
+    assert "s3cret%2Bvalue%2Fwith%3Dchars" not in text
