@@ -870,3 +870,18 @@ def test_entra_a_token_refusal_quoting_the_secret_does_not_repeat_it() -> None:
     text = str(caught.value) + repr(caught.value.__cause__)
     assert secret not in text
     assert "s3cret%2Bvalue%2Fwith%3Dchars" not in text
+
+
+def test_ldap_a_server_message_echoing_the_bind_password_is_scrubbed() -> None:
+    """Harm: leaked credential. A failed step's error quotes the server's diagnostic
+    message; a server (or a proxy in front of it) that echoes the bind password would
+    put it in logs and the run history. Unit test of `_classify`: no server answers so."""
+    from ldap3.core import exceptions as lx
+
+    ldap = _ldap("ldap://127.0.0.1:9")
+    echo = lx.LDAPUnwillingToPerformResult(
+        result=53, description="unwillingToPerform", message=f"bind with {READER_PASSWORD} refused"
+    )
+    error = ldap._classify(echo, "bind")
+    assert READER_PASSWORD not in str(error)
+    assert "unwillingToPerform" in str(error)

@@ -74,6 +74,7 @@ from orgsync.core.errors import (
     TransientError,
 )
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
+from orgsync.core.redaction import scrub
 from orgsync.core.ports import ChangeProbe
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap_ad import UsnCursor, probe_usn, usn_cursor
@@ -737,7 +738,9 @@ class LdapSource:
     def _classify(self, error: Exception, step: str) -> Exception:
         """Map an ldap3 failure to TransientError (retry the read) or SourceError."""
         where = f"{self.settings.url}: {step}"
-        detail = f"{type(error).__name__}: {error}"
+        # A server's diagnostic message is quoted: one that echoes the bind password
+        # (a misbehaving proxy, a hostile server) must not put it in logs or run history.
+        detail = scrub(f"{type(error).__name__}: {error}", [self.settings.password])
         text = str(error).lower()
         if "certificate" in text or isinstance(error, ssl.SSLError | lx.LDAPStartTLSError):
             return SourceError(
