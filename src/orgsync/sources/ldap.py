@@ -74,8 +74,8 @@ from orgsync.core.errors import (
     TransientError,
 )
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
-from orgsync.core.redaction import scrub
 from orgsync.core.ports import ChangeProbe
+from orgsync.core.redaction import scrub
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap_ad import UsnCursor, probe_usn, usn_cursor
 
