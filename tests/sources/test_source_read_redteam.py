@@ -509,7 +509,7 @@ def _scim(url: str) -> ScimSource:
         token=SCIM_TOKEN,
         credential_key="source.token_env (IDP_TOKEN)",
         page_size=100,
-        settings=HttpSettings(timeout=30, retry=RetrySettings(max_attempts=2, max_delay=1)),
+        settings=HttpSettings(timeout=60, retry=RetrySettings(max_attempts=4, max_delay=5)),
         sleep=lambda _s: None,
     )
 
@@ -711,13 +711,34 @@ def test_okta_a_server_ignoring_the_page_cursor_fails_the_read() -> None:
     """Harm: a daemon that stops reconciling, then lost access. A server ignoring `after`
     answers the first page again under a fresh cursor each time: no cursor repeats and
     no page is empty, so the read went on for up to 100,000 pages (hours of rate limit),
-    and a server that stops after a while leaves a snapshot of three people. Pages that
-    bring nobody new, more than 20 in a row, fail the read."""
+    and a server that stops after a while (here after 4 pages) left a snapshot of three
+    people out of ten. A page of repeats that points onward fails the read at once."""
     with CursorIgnoringOkta() as okta:
+        okta.pages = 4
         _seed_okta(okta, 10)
-        with pytest.raises(SourceError, match="list only objects already read"):
+        with pytest.raises(SourceError, match="lists only objects already read"):
             _okta(okta, page_size=3).read()
-        assert len(okta.requests) < 30
+        assert len(okta.requests) == 2
+
+
+def test_entra_a_server_ignoring_the_skiptoken_fails_the_read(
+    hostile_entra: HostileEntra,
+) -> None:
+    """As for Okta: Graph's pages keep advancing their $skiptoken but each carries the
+    first page's users again; the read ended with 3 people of 9."""
+    _seed_entra(hostile_entra, 9)
+    first: list[Any] = []
+
+    def again(listing: str, _group: str | None, rows: Any) -> Any:
+        if listing != "users":
+            return rows
+        if not first:
+            first.extend(rows)
+        return first
+
+    hostile_entra.tamper = again
+    with pytest.raises(SourceError, match="lists only objects already read"):
+        _entra(hostile_entra, page_size=3).read()
 
 
 @pytest.fixture(scope="module")

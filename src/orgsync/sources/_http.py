@@ -39,7 +39,7 @@ from orgsync.core.errors import (
 )
 from orgsync.core.model import SourceGroup, SourceId
 from orgsync.http.client import ClientOptions, HttpClient, OnResponse
-from orgsync.http.paging import MAX_EMPTY_PAGES, PageGuard
+from orgsync.http.paging import PageGuard
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 
@@ -132,33 +132,32 @@ class NewIds:
 
     `PageGuard` catches a cursor seen before and a run of empty pages; a server that
     ignores the cursor and answers the first page again under a fresh one each time
-    passes both, and the read would go on for `MAX_PAGES` pages (hours of rate limit)
-    while reading nobody new. Pages that point onward with no id not already read, more
-    than `max_stale` in a row, fail the read.
+    passes both: the read went on for `MAX_PAGES` pages (hours of rate limit), or, if
+    the server stopped after a while, ended with the first page's people only. With a
+    cursor (Okta's `after`, Graph's `$skiptoken`) no page repeats a whole earlier one, so
+    a page that lists objects, only ones already read, and points onward fails the read.
     """
 
-    def __init__(self, system: str, listing: str, *, max_stale: int = MAX_EMPTY_PAGES) -> None:
+    def __init__(self, system: str, listing: str) -> None:
         self._system = system
         self._listing = listing
-        self._max_stale = max_stale
         self._seen: set[str] = set()
-        self._stale = 0
 
     def page(self, items: Iterable[Mapping[str, Any]], *, more: bool) -> None:
         """Record one page's objects; `more`: the page points to another."""
-        fresh = False
+        listed = fresh = False
         for item in items:
+            listed = True
             key = item.get("id")
             if not isinstance(key, str) or key not in self._seen:
                 fresh = True
                 if isinstance(key, str):
                     self._seen.add(key)
-        self._stale = 0 if fresh or not more else self._stale + 1
-        if self._stale > self._max_stale:
+        if listed and more and not fresh:
             raise SourceError(
-                f"{self._system}: {self._listing}: {self._stale} pages in a row list only "
-                "objects already read, yet point to another page (the server ignores the "
-                "page cursor); nothing will be planned"
+                f"{self._system}: {self._listing}: a page lists only objects already read, "
+                "yet points to another page (the server ignores the page cursor); nothing "
+                "will be planned"
             )
 
 
