@@ -906,3 +906,34 @@ def test_ldap_a_server_message_echoing_the_bind_password_is_scrubbed() -> None:
     error = ldap._classify(echo, "bind")
     assert READER_PASSWORD not in str(error)
     assert "unwillingToPerform" in str(error)
+
+
+class RelinkingOkta(HostileOkta):
+    """Rewrites the next link of one group's member listing to another group's."""
+
+    relink: tuple[str, str] | None = None
+
+    def _page(
+        self, request: Request, listing: Any, rows: Any, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super()._page(request, listing, rows, *args, **kwargs)
+        if self.relink and kwargs.get("group") == self.relink[0] and "link" in response.headers:
+            response.headers["link"] = response.headers["link"].replace(*self.relink)
+        return response
+
+
+def test_okta_a_next_link_to_another_listing_fails_the_read() -> None:
+    """Harm: extra access. The next link of owners' member listing names all-staff's
+    member listing (a caching proxy mixing up URLs): everyone after the first page
+    would read as an owner. Okta's next link is the same listing with `after`: the read
+    fails."""
+    with RelinkingOkta() as okta:
+        people = _seed_okta(okta, 6)
+        staff, owners = okta.add_group("all-staff"), okta.add_group("owners")
+        for user in people:
+            okta.add_member(staff, user)
+        okta.add_member(owners, people[0])
+        okta.add_member(owners, people[1])
+        okta.relink = (owners, staff)
+        with pytest.raises(SourceError, match="the next-page link leads to another listing"):
+            _okta(okta, page_size=1).read()

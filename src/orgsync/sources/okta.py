@@ -455,6 +455,13 @@ class OktaSource:
             yield from items
             if next_url is None:
                 return
+            if http.url(next_url).path != http.url(path).path:
+                # Okta's next link is the same listing with `after`: one naming another
+                # (all-staff's members after owners') would read one group as another.
+                raise SourceError(
+                    f"okta: {listing}: the next-page link leads to another listing "
+                    f"({http.url(next_url).path}); nothing will be planned"
+                )
             # The next link carries `after` and `limit` (and the filter) itself.
             body, response = http.get_page(next_url)
 
