@@ -32,6 +32,7 @@ from orgsync.sources.scim import ScimSource
 from orgsync.testing.entra import EntraEmulator
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from orgsync.testing.pagination import offset_token
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.directory import make_directory
 from tests.sources.idp import FAST, Sleeps
@@ -937,3 +938,28 @@ def test_okta_a_next_link_to_another_listing_fails_the_read() -> None:
         okta.relink = (owners, staff)
         with pytest.raises(SourceError, match="the next-page link leads to another listing"):
             _okta(okta, page_size=1).read()
+
+
+def test_entra_a_next_link_to_another_listing_fails_the_read(hostile_entra: HostileEntra) -> None:
+    """As for Okta: owners' member listing's nextLink names all-staff's listing."""
+    people = _seed_entra(hostile_entra, 6)
+    staff, owners = hostile_entra.add_group("all-staff"), hostile_entra.add_group("owners")
+    for user in people:
+        hostile_entra.add_member(staff, user)
+    hostile_entra.add_member(owners, people[0])
+    hostile_entra.add_member(owners, people[1])
+    original = hostile_entra._page
+
+    def relink(request: Request, listing: Any, rows: Any, **kwargs: Any) -> Response:
+        response = original(request, listing, rows, **kwargs)
+        body = json.loads(bytes(response.body))
+        if kwargs.get("group") == owners and "@odata.nextLink" in body:
+            # A link the emulator honours: all-staff's listing from its second member.
+            link = httpx.URL(body["@odata.nextLink"].replace(owners, staff))
+            token = offset_token("members", staff, 1)
+            body["@odata.nextLink"] = str(link.copy_set_param("$skiptoken", token))
+        return JSONResponse(body, status_code=response.status_code)
+
+    hostile_entra._page = relink  # type: ignore[method-assign]
+    with pytest.raises(SourceError, match=r"the @odata\.nextLink leads to another listing"):
+        _entra(hostile_entra, page_size=1).read()

@@ -363,5 +363,12 @@ class EntraSource:
             yield from items
             if next_link is None:
                 return
+            if http.url(next_link).path.casefold() != http.url(path).path.casefold():
+                # Graph's nextLink is the same listing with a $skiptoken: one naming
+                # another (all-staff's members after owners') would read one as another.
+                raise SourceError(
+                    f"entra: {listing}: the @odata.nextLink leads to another listing "
+                    f"({http.url(next_link).path}); nothing will be planned"
+                )
             # The next link repeats $select and $top and adds the $skiptoken.
             body = http.get_json(next_link)
