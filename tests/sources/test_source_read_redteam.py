@@ -26,16 +26,18 @@ from orgsync.retrying import RetrySettings
 from orgsync.sources._http import HttpSettings
 from orgsync.sources.entra import EntraSource
 from orgsync.sources.file import FileSource
+from orgsync.sources.google import GoogleSource, ServiceAccountKey
 from orgsync.sources.ldap import LdapSettings, LdapSource
 from orgsync.sources.okta import OktaSource
 from orgsync.sources.scim import ScimSource
 from orgsync.testing.entra import EntraEmulator
+from orgsync.testing.google import GoogleEmulator
 from orgsync.testing.okta import OktaEmulator
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from orgsync.testing.pagination import offset_token
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.directory import make_directory
-from tests.sources.idp import FAST, Sleeps
+from tests.sources.idp import ADMIN, FAST, KEY_ID, SERVICE_ACCOUNT, ServiceAccount, Sleeps
 from tests.sources.samba import BASE as SAMBA_BASE
 from tests.sources.samba import READER_PASSWORD as SAMBA_READER_PASSWORD
 from tests.sources.samba import SambaDC
@@ -963,3 +965,102 @@ def test_entra_a_next_link_to_another_listing_fails_the_read(hostile_entra: Host
     hostile_entra._page = relink  # type: ignore[method-assign]
     with pytest.raises(SourceError, match=r"the @odata\.nextLink leads to another listing"):
         _entra(hostile_entra, page_size=1).read()
+
+
+# --------------------------------------------------------------------------- Google
+
+
+class HostileGoogle(GoogleEmulator):
+    """The Directory emulator with each listing page's list passed through `tamper`."""
+
+    tamper: Tamper | None = None
+
+    def _page(self, request: Request, listing: Any, rows: Any, **kwargs: Any) -> Response:
+        response = super()._page(request, listing, rows, **kwargs)
+        if self.tamper is None or response.status_code != 200:
+            return response
+        body = json.loads(bytes(response.body))
+        body[listing] = self.tamper(listing, kwargs.get("group"), body.get(listing, []))
+        return JSONResponse(body)
+
+
+@pytest.fixture
+def hostile_google(service_account: ServiceAccount) -> Iterator[HostileGoogle]:
+    with HostileGoogle(admins=(ADMIN,)) as running:
+        running.register_service_account(SERVICE_ACCOUNT, KEY_ID, service_account.public_pem)
+        yield running
+
+
+def _google(google: GoogleEmulator, account: ServiceAccount, page_size: int = 500) -> GoogleSource:
+    return GoogleSource(
+        key=ServiceAccountKey.from_json(account.text),
+        subject=ADMIN,
+        directory_url=google.directory_url,
+        reports_url=google.reports_url,
+        token_url=google.token_url,
+        page_size=page_size,
+        settings=FAST,
+        sleep=Sleeps(),
+    )
+
+
+def _seed_google(google: GoogleEmulator, people: int = 6) -> list[str]:
+    return [
+        google.add_user(primary_email=f"u{i}@example.com", given_name=f"U{i}", family_name="X")
+        for i in range(people)
+    ]
+
+
+def test_google_a_person_on_two_pages_with_different_data_fails_the_read(
+    hostile_google: HostileGoogle, service_account: ServiceAccount
+) -> None:
+    """Harm: extra or lost access, as for Okta: suspended on one page, active on the next."""
+    ids = _seed_google(hostile_google)
+
+    def tamper(listing: str, _group: str | None, rows: Any) -> Any:
+        if listing == "users" and rows and rows[0]["id"] != ids[0]:
+            return [{**rows[0], "id": ids[0], "suspended": True}, *rows]
+        return rows
+
+    hostile_google.tamper = tamper
+    with pytest.raises(SourceDataError, match=rf"{ids[0]}.*listed twice with different data"):
+        _google(hostile_google, service_account, page_size=3).read()
+
+
+def test_google_a_member_typed_user_that_is_a_group_fails_the_read(
+    hostile_google: HostileGoogle, service_account: ServiceAccount
+) -> None:
+    """Harm: extra access, as for Entra: owners lists all-staff's id typed USER."""
+    ids = _seed_google(hostile_google)
+    staff, owners = hostile_google.add_group("all-staff"), hostile_google.add_group("owners")
+    for user in ids:
+        hostile_google.add_member(staff, user)
+    hostile_google.add_member(owners, ids[0])
+
+    def tamper(listing: str, group: str | None, rows: Any) -> Any:
+        if listing == "members" and group == owners:
+            return [*rows, {**rows[0], "id": staff, "type": "USER"}]
+        return rows
+
+    hostile_google.tamper = tamper
+    with pytest.raises(SourceDataError, match=rf"member '{staff}' is typed USER"):
+        _google(hostile_google, service_account).read()
+
+
+def test_google_a_server_ignoring_the_page_token_fails_the_read(
+    hostile_google: HostileGoogle, service_account: ServiceAccount
+) -> None:
+    """As for Okta: each page carries the first page's users again under a new token."""
+    _seed_google(hostile_google, 9)
+    first: list[Any] = []
+
+    def again(listing: str, _group: str | None, rows: Any) -> Any:
+        if listing != "users":
+            return rows
+        if not first:
+            first.extend(rows)
+        return first
+
+    hostile_google.tamper = again
+    with pytest.raises(SourceError, match="lists only objects already read"):
+        _google(hostile_google, service_account, page_size=3).read()
