@@ -1,12 +1,12 @@
 """What a time read costs on PostgreSQL: the store's `ServerClock` against asking the
 server each time (what a round trip per journal row, run or link batch would cost).
 
-A throwaway PostgreSQL (tests/postgres.py's, in a temporary folder, loopback), one store:
+A throwaway PostgreSQL (orgsync.testing.postgres, in a temporary folder, loopback), one store:
 N reads of `StateStore.clock()`, then M `SELECT clock_timestamp()` in a read transaction,
 as `server_now` runs it. Loopback is the best case for the round trip; a database on
 another host adds its network latency to every one.
 
-usage: PYTHONPATH=. .venv/bin/python bench/server_clock.py [READS] [QUERIES]
+usage: .venv/bin/python bench/server_clock.py [READS] [QUERIES]
        (default 20000 2000)
 """
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 import sys
 import time
 
-from tests.postgres import PASSWORD, running_postgres
-
 from orgsync.store import StateStore
 from orgsync.store.db import server_now
+from orgsync.testing.postgres import PASSWORD, running_postgres
 
 
 def main() -> None:

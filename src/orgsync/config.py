@@ -190,32 +190,38 @@ class SecretRef(BaseModel):
     key: str
     env: str | None = None
     file: Path | None = None
+    document: bool = False
+    """A document of several lines (a service account's JSON key), not a one-line secret."""
 
     def resolve(self, environ: Mapping[str, str]) -> SecretStr:
         if self.env is not None:
-            value = environ.get(self.env)
+            # A name that does not look like one may be a pasted secret: not repeated.
+            named = self.env if _CONVENTIONAL_NAME.match(self.env) else "it names"
+            where = f"{self.key}_env: environment variable {named}"
+            value = _trimmed(environ.get(self.env) or "")
             if not value:
-                # A name that does not look like one may be a pasted secret: not repeated.
-                named = self.env if _CONVENTIONAL_NAME.match(self.env) else "it names"
-                raise ConfigError(
-                    f"{self.key}_env: environment variable {named} is not set or empty"
-                )
-            return SecretStr(value)
+                raise ConfigError(f"{where} is not set or empty")
+            return SecretStr(value if self.document else _one_line(value, where))
         assert self.file is not None
         path = self.file
         credentials = environ.get("CREDENTIALS_DIRECTORY")
         if not path.is_absolute() and credentials:
             path = Path(credentials) / path
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            value = _trimmed(path.read_text(encoding="utf-8"))
         except OSError as error:
             raise ConfigError(
                 f"{self.key}_file: cannot read {self._named(path, credentials)}: {error.strerror}"
             ) from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{self.key}_file: {self._named(path, credentials)} is not UTF-8 text"
+            ) from error
+        where = f"{self.key}_file: {self._named(path, credentials)}"
         if not value:
-            raise ConfigError(f"{self.key}_file: {path} is empty")
+            raise ConfigError(f"{where} is empty")
         self._warn_if_world_readable(path, credentials)
-        return SecretStr(value)
+        return SecretStr(value if self.document else _one_line(value, where))
 
     def _warn_if_world_readable(self, path: Path, credentials: str | None) -> None:
         """A key file every account on the host may read is a key every account holds:
@@ -250,6 +256,29 @@ class SecretRef(BaseModel):
             f"the file it names (a relative name, looked for in {folder}; not repeated "
             "here, in case it is a pasted secret rather than a path)"
         )
+
+
+def _trimmed(value: str) -> str:
+    """A secret as given less what editors and shells add around it: a byte-order mark
+    (Notepad's UTF-8), the line ending (`\\n` or `\\r\\n`: `echo key > file`, a Windows
+    editor, an `EnvironmentFile=` written on Windows) and surrounding blanks. Sent as is,
+    a trailing `\\r` failed every request as an illegal header; a mark made a wrong key."""
+    return value.lstrip("\ufeff").strip()
+
+
+def _one_line(value: str, where: str) -> str:
+    """`value`, refused when a control character (a line break, a tab) is left inside it:
+    two lines in a key file, or two values glued together, would be sent as one
+    credential, and fail as an illegal header or a wrong key the operator cannot tell
+    from a revoked one. The value is never repeated, only where it came from."""
+    bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        kind = "a line break" if bad in "\r\n" else f"a control character (U+{ord(bad):04X})"
+        raise ConfigError(
+            f"{where} has {kind} inside it (value not shown); a secret is one line: "
+            "keep only the secret itself"
+        )
+    return value
 
 
 def _secret(key: str, env: str | None, file: Path | None, *, required: bool) -> SecretRef | None:
@@ -463,6 +492,9 @@ class SafetyConfig(_Strict):
     max_addition_ratio: float | None = Field(default=None, ge=0)
     """Of the people orgsync manages; unset: no limit."""
     min_source_users: int = Field(default=1, ge=0)
+    max_privilege_grants: int = Field(default=10, ge=0)
+    """Grants of an owner/admin-level role (invitations, users, role raises) per run and
+    target; more are all held (`--allow-additions N` lifts it for one run)."""
     removal_grace: Duration = timedelta(0)
     protected: tuple[Address, ...] = ()
     remove_unmanaged: StrictBool = False

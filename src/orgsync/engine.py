@@ -588,7 +588,12 @@ class Engine:
         try:
             memory = store.memory(config.name)
             observed, desired, _ = planning.read_target(
-                config, snapshot, target, memory=memory, subjects=options.subjects
+                config,
+                snapshot,
+                target,
+                memory=memory,
+                subjects=options.subjects,
+                allow_additions=options.allow_additions,
             )
             # Before anything is planned: is the memory about the organization just read?
             store.check_identity(
@@ -605,7 +610,9 @@ class Engine:
             if scoped is None and narrow:
                 # A named person is an owner: the last-owner rule needs every owner, and
                 # no API here lists owners alone, so read and plan the whole organization.
-                observed, desired, _ = planning.read_target(config, snapshot, target)
+                observed, desired, _ = planning.read_target(
+                    config, snapshot, target, memory=memory, allow_additions=options.allow_additions
+                )
                 narrow = False
             if options.only_must_exist:
                 unknown = unknown_subjects(options.subjects, desired, observed, memory)

@@ -86,6 +86,22 @@ class _ThenConfigure(Loader):
         _configure(self.level, self.json)
 
 
+def _inert(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
+    """Escape control characters in the text values of a line written to a terminal.
+
+    Log values carry text others control (a group's name from the IdP, a server's error
+    message), and the console renderer writes a string as it is: an ESC sequence in a
+    group name erased the lines above it on the operator's terminal, as it did in a plan
+    before `core.text.visible`. JSON lines escape them already. A traceback keeps its
+    line breaks."""
+    from orgsync.core.text import visible
+
+    for key, value in event.items():
+        if isinstance(value, str) and key != "exception":
+            event[key] = visible(value)
+    return event
+
+
 def _configure(level: str, json: bool | None) -> None:
     import structlog
 
@@ -104,6 +120,7 @@ def _configure(level: str, json: bool | None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *(() if as_json else (_inert,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, _LEVELS["info"])),

@@ -22,12 +22,19 @@ from orgsync.core.model import EmailKey, Memory, SourceSnapshot, TargetSnapshot,
 from orgsync.core.plan import Plan, RemoveMember, RevokeInvite, SuspendMember
 from orgsync.core.planner import PlanInput, plan
 from orgsync.core.ports import READ_TARGET, ReadsPeople, RunProgress, Target
-from orgsync.core.rules import DesiredState, MembershipRules, desired_state
-from orgsync.core.safety import Allowances, Population, gate, managed_people
+from orgsync.core.rules import DesiredState, MembershipRules, Wanted, desired_state
+from orgsync.core.safety import (
+    Allowances,
+    Population,
+    check_target_read,
+    gate,
+    managed_people,
+)
 from orgsync.core.scope import Scoped, Subjects, restrict
 from orgsync.policy import (
     check_capabilities,
     check_roles,
+    check_rule_groups,
     membership_rules,
     removal_policy,
     safety_limits,
@@ -38,6 +45,8 @@ from orgsync.store import LinkRow, StateStore
 log = structlog.get_logger(__name__)
 
 _PERSON_REMOVALS = (RemoveMember, SuspendMember, RevokeInvite)
+_GRACE_OPS = frozenset({"remove_member", "revoke_invite"})
+"""The waiting items `removal_grace` makes (the planner's `in_grace`)."""
 
 
 class Planning:
@@ -60,9 +69,13 @@ class Planning:
         *,
         memory: Memory | None = None,
         subjects: Subjects | None = None,
+        allow_additions: int | None = None,
     ) -> tuple[TargetSnapshot, DesiredState, MembershipRules]:
         """Read the organization (for a targeted run only the named people, where the
-        target can: `read_org`), check the configuration against it, and apply the rules."""
+        target can: `read_org`), check the configuration against it, and apply the rules.
+
+        Given `memory`, a whole read is also checked against it (`check_target_read`):
+        one lacking what orgsync put there fails the run before anything is planned."""
         self.progress.begin(READ_TARGET, config.name, None)
         self.reading = config.name
         try:
@@ -81,7 +94,13 @@ class Planning:
         check_capabilities(config, target.capabilities)
         check_roles(config, observed.roles)
         rules = membership_rules(config, target.capabilities)
-        return observed, desired_state(snapshot, rules, observed.roles), rules
+        desired = desired_state(snapshot, rules, observed.roles)
+        check_rule_groups(config, snapshot, observed, desired)
+        if memory is not None and not (subjects and isinstance(target, ReadsPeople)):
+            check_target_read(
+                observed, memory, desired, safety_limits(self.config), allowed=allow_additions
+            )
+        return observed, desired, rules
 
     def make_plan(
         self,
@@ -110,6 +129,7 @@ class Planning:
             allowances=Allowances(
                 removals=options.allow_removals, additions=options.allow_additions
             ),
+            privileged=observed.roles.privileged,
         )
 
     def plan_input(
@@ -162,7 +182,43 @@ class Planning:
         when the organization was read for a few people only, so an owned group absent from
         `observed` was simply not read, not deleted by someone else.
         """
-        by_email = {m.email_key: m for m in observed.members if m.email_key is not None}
+        # The member the planner matched each person to, never whichever member carries
+        # their address: a person kept on their linked account while another account holds
+        # their new address, or a newcomer waiting for a reused address, must not be linked
+        # to that other account (the next run would hand it to them).
+        matches = fresh.matches
+        # Nor is an address another member carries recorded as this person's: a link row's
+        # address is one orgsync manages, and whoever holds it would be removed as a
+        # managed leaver once the person moved on (their own rows keep their link).
+        holder: dict[EmailKey, str | None] = {}
+        for member in observed.members:
+            key = member.email_key
+            if key is not None:
+                # An address on two accounts is nobody's alone (None): no row is written.
+                holder[key] = member.id if key not in holder else None
+
+        own_address: dict[str, EmailKey | None] = {}
+
+        def linked_row(key: EmailKey, wanted: Wanted) -> LinkRow | None:
+            member_id = matches.get(key)
+            if key in holder and (holder[key] is None or holder[key] != member_id):
+                if member_id is None:
+                    return None
+                # Linked under the address their own account carries instead: the row of
+                # their old address may go to whoever is renamed into it during this apply
+                # (two people who swapped addresses), and the person must stay linked.
+                if not own_address:
+                    own_address.update((m.id, m.email_key) for m in observed.members)
+                own = own_address.get(member_id)
+                if own is None or holder.get(own) != member_id:
+                    return None
+                return LinkRow(email_key=own, source_id=wanted.source_id, member_id=member_id)
+            if member_id is None and (
+                key not in memory.managed or memory.linked_sources.get(key) == wanted.source_id
+            ):
+                return None
+            return LinkRow(email_key=key, source_id=wanted.source_id, member_id=member_id)
+
         # One transaction writing only the links that change: a quiet pass costs no fsync.
         # An address orgsync invited that another source record holds now (two people
         # swapped addresses, an address given to someone else) is relinked too: an
@@ -170,22 +226,24 @@ class Planning:
         # stale one would leave that address's invitation pending until the next full pass.
         store.record_links(
             target,
-            (
-                LinkRow(
-                    email_key=key,
-                    source_id=wanted.source_id,
-                    member_id=member.id if member is not None else None,
-                )
+            [
+                row
                 for key, wanted in desired.wanted.items()
-                if (member := by_email.get(key)) is not None
-                or (key in memory.managed and memory.linked_sources.get(key) != wanted.source_id)
-            ),
+                if (row := linked_row(key, wanted)) is not None
+            ],
         )
         leaving = [op for op in fresh.operations if isinstance(op, _PERSON_REMOVALS)]
         leaving += [h.operation for h in fresh.held if isinstance(h.operation, _PERSON_REMOVALS)]
         # Held removals keep their clock: the grace must not restart while a person waits
         # for a human to lift the guard.
-        missing = [normalize_email(w.email) for w in fresh.waiting if w.group is None]
+        # Only a removal waiting out its grace is someone missing: a rename or a newcomer
+        # waiting for an address is not (the address may be another account's, whose
+        # grace would start counting, and `explain` showed them missing).
+        missing = [
+            normalize_email(w.email)
+            for w in fresh.waiting
+            if w.group is None and w.op in _GRACE_OPS
+        ]
         missing += [normalize_email(op.email) for op in leaving]
         store.mark_missing(target, missing, self.clock())
         if scope is not None:

@@ -34,6 +34,7 @@ from orgsync.core.plan import (
     UnassignGroupRole,
     UpdateUser,
 )
+from orgsync.core.safety import PRIVILEGE_GUARD
 from orgsync.core.text import visible
 from orgsync.results import TargetResult, worst_exit_code
 from orgsync.store import RunRecord
@@ -313,6 +314,9 @@ def _headline(plan: Plan) -> str:
 def _allow_flags(plan: Plan) -> str:
     """The one-run flags that let what is held through, sized for this plan."""
     everything = [*plan.operations, *(h.operation for h in plan.held)]
+    # Grants of a privileged role held back (`core.safety`) are lifted by --allow-additions
+    # too: a role raise is no addition, so they are counted by their guard.
+    grants = sum(PRIVILEGE_GUARD in h.guard for h in plan.held)
     flags = [
         f"--allow-{kind} {count}"
         for kind, count, held in (
@@ -323,8 +327,8 @@ def _allow_flags(plan: Plan) -> str:
             ),
             (
                 "additions",
-                sum(op.is_addition for op in everything),
-                any(h.operation.is_addition for h in plan.held),
+                max(sum(op.is_addition for op in everything), grants),
+                grants > 0 or any(h.operation.is_addition for h in plan.held),
             ),
         )
         if held

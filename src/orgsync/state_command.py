@@ -1,6 +1,7 @@
 """`orgsync state migrate --from sqlite:PATH --to postgresql://...`: moving an
 installation's state between databases (the copy itself is `orgsync.store.transfer`);
-`orgsync state forget TARGET`: forgetting what the state remembers of one target.
+`orgsync state forget TARGET`: forgetting what the state remembers of one target;
+`orgsync state rename OLD NEW`: moving it to the target's new name.
 
 Either side may be a SQLite file (`sqlite:PATH`) or a PostgreSQL URL without a password;
 the password of a PostgreSQL side comes from `--password-env` / `--password-file`, or
@@ -108,4 +109,42 @@ def forget_target(args: argparse.Namespace, store: StateStore) -> int:
             f"forgot what orgsync remembered of target {args.target}{about}: {rows}; its "
             "next sync manages nobody there until it links people again (run history kept)"
         )
+    return 0
+
+
+def rename_target(args: argparse.Namespace, store: StateStore) -> int:
+    """Move `args.old`'s memory to `args.new`, as the writer of both: refused while a
+    sync of either runs, and when `args.new` already has memory. Prints what moved."""
+    if args.old == args.new:
+        raise StateError(f"state rename: {args.old} and {args.new} are one name; nothing to do")
+    instance = secrets.token_hex(4)
+    keeper = store.lease_keeper(
+        holder_label("state rename", instance), timedelta(minutes=1), instance=instance
+    )
+    try:
+        leases = []
+        for name in (args.old, args.new):
+            lease = keeper.try_take(name, patience=1.0)
+            if lease is None:
+                holder = store.lease_holder(name)
+                who = f" (by {holder.holder})" if holder is not None else ""
+                raise StateError(
+                    f"target {name} is being synced right now{who}; nothing was renamed: "
+                    "try again once that run ended"
+                )
+            leases.append(lease)
+        moved = store.fenced(leases[0]).rename_target(args.old, args.new)
+    finally:
+        keeper.close()
+    if not any(moved.values()):
+        raise StateError(
+            f"the state database remembers nothing of target {args.old}; nothing was "
+            "renamed (`orgsync status` lists the targets it remembers)"
+        )
+    rows = ", ".join(f"{n} {table}" for table, n in moved.items() if n) or "nothing"
+    print(
+        f"moved what orgsync remembered of target {args.old} to {args.new}: {rows}; "
+        f"{args.new}'s next sync manages the people {args.old} managed (run history kept "
+        "under the old name)"
+    )
     return 0

@@ -6,7 +6,9 @@ and a database already there is a sound orgsync one); online, it also reads each
 and checks that every role the configuration names exists in that target's catalog, and
 that it answers as the organization the state database's memory of it is about (the
 organization fence of `orgsync.store.identity`: what it reads is what a sync compares,
-so no call of its own).
+so no call of its own). Whenever the source was read (online, or a file source), every
+group pattern of a target (`scope_groups`, role rules, `[[targets.groups]]`) must match a
+group the source has: one that matches none is a typo until shown otherwise.
 """
 
 from __future__ import annotations
@@ -29,21 +31,25 @@ if TYPE_CHECKING:
     from orgsync.store.identity import Identity
 
 
-def _check_source(config: Config, environ: Mapping[str, str], *, offline: bool) -> tuple[str, bool]:
-    """One report line for the source, and whether it is usable."""
+def _check_source(
+    config: Config, environ: Mapping[str, str], *, offline: bool
+) -> tuple[str, bool, list[str] | None]:
+    """One report line for the source, whether it is usable, and the names of its groups
+    (None: not read)."""
     label = f"source {config.source.type}"
     try:
         source = build_source(config, environ)  # resolves the source's secrets
         if offline and not connectors.source(config.source.type).reads_offline:
-            return f"{label}: credentials present (not contacted: --offline)", True
+            return f"{label}: credentials present (not contacted: --offline)", True, None
         snapshot = source.read()
     except OrgsyncError as error:
-        return f"{label}: FAILED: {error}", False
+        return f"{label}: FAILED: {error}", False, None
     inactive = sum(1 for p in snapshot.people if not p.active)
     return (
         f"{label}: {len(snapshot.people)} people ({inactive} inactive), "
         f"{len(snapshot.groups)} groups",
         True,
+        [group.name for group in snapshot.groups],
     )
 
 
@@ -51,7 +57,7 @@ def validate(
     config: Config, *, environ: Mapping[str, str], offline: bool
 ) -> tuple[list[str], bool]:
     """Return report lines and whether everything checked is usable."""
-    source_line, ok = _check_source(config, environ, offline=offline)
+    source_line, ok, group_names = _check_source(config, environ, offline=offline)
     lines = [f"configuration: ok ({len(config.targets)} target(s))", source_line]
     try:
         lines.append(f"state {check_state(config.state, environ, offline=offline)}")
@@ -60,41 +66,11 @@ def validate(
         lines.append(f"state: FAILED: {error}")
     for target_config in config.targets:
         label = f"target {target_config.name} ({target_config.type})"
-        try:
-            connector = connectors.target(target_config.type)
-            for ref in connector.credentials(target_config):
-                ref.resolve(environ)
-            if offline:
-                lines.append(f"{label}: credentials present (not contacted: --offline)")
-                continue
-            from orgsync.policy import check_capabilities, check_roles  # online only
-            from orgsync.store.identity import seen as seen_identity
-
-            target = build_target(target_config, environ)
-            check_capabilities(target_config, target.capabilities)
-            try:
-                observed = target.read()
-                learned = _learned_forms(config, target_config, target, environ)
-                report = connector.probe(target_config, target, observed, learned)
-                seen = seen_identity(target_config.type, target_config.base_url, target)
-            finally:
-                target.close()
-            check_roles(target_config, observed.roles)
-            pending = sum(1 for i in observed.invites if i.status.value == "pending")
-            roles = ", ".join(observed.roles.order) or "none (scope alone decides)"
-            line = (
-                f"{label}: reachable; {len(observed.members)} members, {pending} pending "
-                f"invitations, {len(observed.groups)} groups; roles {roles}"
-            )
-            lines.append("; ".join((line, *report.notes)))
-            lines.extend(report.details)
-            fence, fence_ok = _check_organization(config, target_config.name, seen, environ)
-            ok = ok and fence_ok
-            fence = visible(fence)  # the organization is what the server said
-            lines.append(fence if fence_ok else f"{label}: FAILED: {fence}")
-        except OrgsyncError as error:
-            ok = False
-            lines.append(f"{label}: FAILED: {error}")
+        target_lines, target_ok = _check_target(config, target_config, environ, offline=offline)
+        lines.extend(target_lines)
+        unmatched = _unmatched(target_config, group_names)
+        lines.extend(f"{label}: FAILED: {visible(problem)}" for problem in unmatched)
+        ok = ok and target_ok and not unmatched
     for entry in config.notify:
         from orgsync.notify import check_secrets
 
@@ -106,6 +82,59 @@ def validate(
             ok = False
             lines.append(f"{label}: FAILED: {error}")
     lines.extend(connector_lines())
+    return lines, ok
+
+
+def _unmatched(target: TargetConfig, group_names: list[str] | None) -> list[str]:
+    if group_names is None:  # the source was not read (--offline)
+        return []
+    from orgsync.rule_groups import unmatched_rules
+
+    return [problem.message for problem in unmatched_rules(target, group_names)]
+
+
+def _check_target(
+    config: Config, target_config: TargetConfig, environ: Mapping[str, str], *, offline: bool
+) -> tuple[list[str], bool]:
+    """The report lines of one target, and whether a sync of it could go on."""
+    label = f"target {target_config.name} ({target_config.type})"
+    lines: list[str] = []
+    ok = True
+    try:
+        connector = connectors.target(target_config.type)
+        for ref in connector.credentials(target_config):
+            ref.resolve(environ)
+        if offline:
+            lines.append(f"{label}: credentials present (not contacted: --offline)")
+            return lines, ok
+        from orgsync.policy import check_capabilities, check_roles  # online only
+        from orgsync.store.identity import seen as seen_identity
+
+        target = build_target(target_config, environ)
+        check_capabilities(target_config, target.capabilities)
+        try:
+            observed = target.read()
+            learned = _learned_forms(config, target_config, target, environ)
+            report = connector.probe(target_config, target, observed, learned)
+            seen = seen_identity(target_config.type, target_config.base_url, target)
+        finally:
+            target.close()
+        check_roles(target_config, observed.roles)
+        pending = sum(1 for i in observed.invites if i.status.value == "pending")
+        roles = ", ".join(observed.roles.order) or "none (scope alone decides)"
+        line = (
+            f"{label}: reachable; {len(observed.members)} members, {pending} pending "
+            f"invitations, {len(observed.groups)} groups; roles {roles}"
+        )
+        lines.append("; ".join((line, *report.notes)))
+        lines.extend(report.details)
+        fence, fence_ok = _check_organization(config, target_config.name, seen, environ)
+        ok = ok and fence_ok
+        fence = visible(fence)  # the organization is what the server said
+        lines.append(fence if fence_ok else f"{label}: FAILED: {fence}")
+    except OrgsyncError as error:
+        ok = False
+        lines.append(f"{label}: FAILED: {error}")
     return lines, ok
 
 
@@ -123,10 +152,13 @@ def _check_organization(
     try:
         with open_state_store(config.state, environ, create=False) as store:
             recorded = store.identity(target)
+            twin = store.twin_of(target, seen) if recorded is None else None
     except NoStateDatabase:
         return f"  memory: none yet; the first sync records {seen.describe()}", True
     except OrgsyncError as error:  # the state line above says what is wrong with it
         return f"  memory: not checked (state database: {error})", False
+    if twin is not None:
+        return str(twin), False
     if recorded is None:
         return (
             f"  memory: which organization it is about is not recorded yet; the next sync "

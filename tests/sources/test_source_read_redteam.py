@@ -647,9 +647,10 @@ class DeepTokenEntra(EntraEmulator):
 
 
 def test_entra_a_token_answer_nested_too_deep_fails_the_read_with_a_source_error() -> None:
-    """As above, for the client-credentials token request."""
+    """As above, for the client-credentials token request (retried as a garbled answer,
+    then a `SourceError`)."""
     with DeepTokenEntra() as entra:
-        with pytest.raises(SourceError, match="token response nests JSON too deeply"):
+        with pytest.raises(SourceError, match="the token response is not JSON"):
             _entra(entra).read()
 
 

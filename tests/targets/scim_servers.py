@@ -188,6 +188,9 @@ Loss = Callable[[str, str, bytes], bool]
 """(method, path, body) -> whether to forward, then answer 502 (a lost response)."""
 Before = Callable[[str, str], None]
 """(method, path) -> called before forwarding (to change the server behind our back)."""
+Tamper = Callable[[str, str, str, int, bytes], "tuple[int, bytes] | None"]
+"""(method, path, query, status, body) of the upstream's answer -> the (status, body) to
+send instead, or None to pass it on: a lying or compromised server in front of a real one."""
 
 
 @dataclass
@@ -199,6 +202,7 @@ class ScimProxy:
     refuse: Refusal | None = None
     lose: Loss | None = None
     before: Before | None = None
+    tamper: Tamper | None = None
     quirks: frozenset[str] = frozenset()
     bodies: list[tuple[str, str, bytes]] = field(default_factory=list)
     """(method, path?query, body) of every request forwarded or refused, in order."""
@@ -269,7 +273,12 @@ class ScimProxy:
                           _scim_error(502, "the response was lost"))  # fmt: skip
             return
         returned = {k: v for k, v in upstream.headers.items() if k.lower() in _RETURNED}
-        await _answer(send, upstream.status_code, returned, upstream.content)
+        status, content = upstream.status_code, upstream.content
+        if self.tamper is not None:
+            lie = self.tamper(method, path, query, status, content)
+            if lie is not None:
+                status, content = lie
+        await _answer(send, status, returned, content)
 
 
 async def _answer(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:

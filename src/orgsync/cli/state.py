@@ -10,7 +10,7 @@ from pathlib import Path
 from orgsync.cli._common import EXIT_CODES, global_options
 
 NAME = "state"
-HELP = "move the state database to another one; forget a target's memory"
+HELP = "move the state database to another one; forget or rename a target's memory"
 
 
 def state_location(text: str) -> str:
@@ -78,17 +78,33 @@ def add_arguments(state: argparse.ArgumentParser) -> None:
         action="store_true",
         help="forget only which organization it is about; keep whom orgsync manages there",
     )
+    rename = actions.add_parser(
+        "rename",
+        help="move a target's memory to its new name in the configuration",
+        description="Move what the state database ([state] of the configuration) "
+        "remembers of target OLD (whom orgsync manages there, missing-since clocks, owned "
+        "groups, learned forms, incremental baselines, which organization it is about) to "
+        "NEW, after the target was renamed in the configuration; NEW must have no memory "
+        "yet. Run history stays under the name it ran as.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    global_options(rename, top=False)
+    rename.add_argument("old", metavar="OLD", help="the target's former name")
+    rename.add_argument("new", metavar="NEW", help="its name in the configuration now")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.state_command == "forget":
+    if args.state_command in ("forget", "rename"):
         from orgsync.cli._common import load, open_state
-        from orgsync.state_command import forget_target
+        from orgsync.state_command import forget_target, rename_target
 
         store = open_state(load(args))
         if store is None:
             return 1
         with store:
+            if args.state_command == "rename":
+                return rename_target(args, store)
             return forget_target(args, store)
     from orgsync.state_command import migrate_state
 

@@ -37,7 +37,14 @@ def run(args: argparse.Namespace) -> int:
     standings: dict[str, Quarantine] = {}
     learned: dict[str, list[LearnedForm]] = {}
     identities: dict[str, Recorded | None] = {}
+    # Targets with memory that the configuration no longer names: (recorded, people managed).
+    dropped: dict[str, tuple[Recorded, int]] = {}
     try:
+        if store is not None:
+            configured = {target.name for target in config.targets}
+            for name, recorded in store.remembered_targets().items():
+                if name not in configured:
+                    dropped[name] = (recorded, len(store.memory(name).managed))
         for target in config.targets:
             if store is None:
                 views.append((target.name, None, None, False, []))
@@ -80,7 +87,24 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
         return EXIT_OK
     _print_status(config, views, standings, learned, identities)
+    _print_dropped(dropped)
     return EXIT_OK
+
+
+def _print_dropped(dropped: Mapping[str, tuple[Recorded, int]]) -> None:
+    """The targets the configuration lost: nothing happens to their people any more (no
+    removal, no change), which an operator who only deleted a table may not expect."""
+    from orgsync.core.text import visible
+
+    for name, (recorded, managed) in sorted(dropped.items()):
+        name = visible(name)  # noqa: PLW2901 - shown, as a run's error is
+        print(f"{name} (in the state database, not in the configuration):")
+        print(f"  memory is about: {_describe_identity(recorded)}")
+        print(
+            f"  {managed} people orgsync manages there are left as they are: nothing is "
+            "synced, removed or changed while no [[targets]] table names it. Renamed? "
+            f"`orgsync state rename {name} NEW`. Given up? `orgsync state forget {name}`"
+        )
 
 
 def _print_status(

@@ -379,6 +379,7 @@ def explain(lookup: str, inputs: ExplainInput) -> Explanation:
         population=inputs.population,
         limits=inputs.limits,
         allowances=inputs.allowances,
+        privileged=given.observed.roles.privileged,
     )
     person = _find(lookup, given, inputs.snapshot)
     member_ids = frozenset(m.id for m in person.members)
@@ -634,8 +635,9 @@ def _guards(
         guards.append(
             Guard(
                 "rejected_record",
-                "a rejected source record carries this email or was linked to this member: "
-                "left exactly as they are",
+                "a rejected source record (or a source person whose email another "
+                "shares) carries this email or was linked to this member: left exactly as "
+                "they are",
             )
         )
     for key in sorted(person.keys & given.desired.ambiguous):

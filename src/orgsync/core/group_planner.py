@@ -176,6 +176,25 @@ class GroupPlanner:
                 f"{len(candidates)} unowned groups have that name: none is adopted"
             )
             return None, False
+        if candidates and not ours:
+            target = candidates[0]
+            catalog = self.observed.roles
+            given = {catalog.assignable.get(name) for name in desired.roles}
+            beyond = sorted(self.role_names.get(r, r) for r in target.role_ids - given)
+            if beyond:
+                # Adopting would put the IdP group's people into a group that grants more
+                # than the rule does, before the extra roles are unassigned (additions
+                # apply first, and the gate may hold the unassignment): whoever can create
+                # an IdP group the rule selects, named after a privileged group made by
+                # hand, would get its roles, and its members would be taken out.
+                self.warnings.append(
+                    f"rule targets.groups[{desired.rule}] names existing group "
+                    f"{target.name!r} for IdP group {desired.source_name!r}, but that group "
+                    f"holds roles the rule does not give ({', '.join(beyond)}): not adopted, "
+                    "left alone (give the rule those roles, or take them off the group, to "
+                    "adopt it)"
+                )
+                return None, False
         if candidates:
             target = candidates[0]
             self.operations.append(
@@ -205,7 +224,27 @@ class GroupPlanner:
             return
         group_id = target.id if target is not None else None
         label = desired.name
-        if target is not None and target.name != desired.name:
+        namesakes = (
+            [
+                g
+                for g in self.groups_by_name.get(desired.name.casefold(), [])
+                if g.id != target.id and g.id not in self.owned
+            ]
+            if target is not None and target.name != desired.name
+            else []
+        )
+        if target is not None and namesakes:
+            # A group orgsync does not own (made by hand, another provisioner's) has that
+            # name: renaming into it would leave two groups of one name, one of them
+            # orgsync's, and whoever can rename IdP groups could so dress an ordinary group
+            # as a privileged one (or the target refuses the name on every run).
+            label = target.name
+            self.warnings.append(
+                f"IdP group {desired.source_id} is now named {desired.source_name!r}, but "
+                f"group {namesakes[0].id}, which orgsync does not own, is named "
+                f"{desired.name!r}: group {target.name!r} keeps its name"
+            )
+        elif target is not None and target.name != desired.name:
             self.operations.append(
                 RenameGroup(
                     group=desired.name,

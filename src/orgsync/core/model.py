@@ -26,15 +26,63 @@ SourceId = NewType("SourceId", str)
 
 def normalize_email(email: str) -> EmailKey:
     """Return the matching key of an email address (reference "Matching": NFKC, case-folded,
-    trimmed).
+    trimmed, an internationalized domain in its Unicode form).
 
     The one place emails are normalized: every comparison of two addresses goes through it.
     """
     if email.isascii():
         # NFKC leaves ASCII as it is and case-folds it as lower() does: the same key
         # for a fifth of the cost, on nearly every address of a directory.
-        return EmailKey(email.lower().strip())
-    return EmailKey(unicodedata.normalize("NFKC", email).casefold().strip())
+        key = email.lower().strip()
+        return EmailKey(_unicode_domain(key) if "xn--" in key else key)
+    return EmailKey(_unicode_domain(unicodedata.normalize("NFKC", email).casefold().strip()))
+
+
+def _unicode_domain(key: str) -> str:
+    """`key` with each Punycode label of its domain ("xn--bcher-kva") decoded ("bücher").
+
+    One mailbox has two spellings: a directory may write `alice@bücher.de` while a target
+    lists the account as `alice@xn--bcher-kva.de`. Keyed apart, the member was taken for
+    a stranger (removed under `remove_unmanaged`, or once the link was lost) and the
+    person invited again. A label that is no valid Punycode is kept as written."""
+    local, at, domain = key.rpartition("@")
+    if not at or "xn--" not in domain:
+        return key
+    labels = domain.split(".")
+    for index, label in enumerate(labels):
+        if label.startswith("xn--"):
+            try:
+                decoded = label[4:].encode("ascii").decode("punycode")
+            except (UnicodeError, ValueError):
+                continue
+            labels[index] = unicodedata.normalize("NFKC", decoded).casefold()
+    return f"{local}@{'.'.join(labels)}"
+
+
+# Scripts that one writing system mixes by design (Japanese, Korean), counted as one.
+_ONE_SCRIPT = {"CJK": "CJK", "HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK"}
+
+
+def mixed_scripts(email: str) -> tuple[str, ...]:
+    """The scripts mixed within one part of `email` (its local part or a domain label),
+    or () when every part keeps to one.
+
+    A Cyrillic 'es' (U+0441) among Latin letters makes another address that reads as
+    the one it imitates ("ceo" with its first letter Cyrillic); it is a valid address
+    and a different person, so a plan that invites it says so (UTS #39 restricts a
+    label to one script likewise)."""
+    if email.isascii():
+        return ()
+    local, _, domain = normalize_email(email).rpartition("@")
+    for part in (local, *domain.split(".")):
+        scripts = set()
+        for char in part:
+            if char.isalpha():
+                first = unicodedata.name(char, "UNKNOWN").split(" ", 1)[0]
+                scripts.add(_ONE_SCRIPT.get(first, first))
+        if len(scripts) > 1:
+            return tuple(sorted(scripts))
+    return ()
 
 
 # Plain ASCII addresses every rule of email-validator accepts, decided by one regular

@@ -416,6 +416,13 @@ class Plan(BaseModel):
     held: tuple[HeldOperation, ...] = ()
     waiting: tuple[Waiting, ...] = ()
     warnings: tuple[str, ...] = ()
+    matches: Mapping[str, str] = Field(
+        default_factory=lambda: MappingProxyType({}), exclude=True, repr=False
+    )
+    """Each wanted person's email key -> the member the planner matched them to. Not part
+    of the plan document (nor its checksum): what a sync links afterwards, so that the
+    links record the planner's decision rather than whichever member carries an address
+    (reference "Matching")."""
 
     @classmethod
     def build(
@@ -427,6 +434,7 @@ class Plan(BaseModel):
         held: list[HeldOperation] | None = None,
         waiting: list[Waiting] | None = None,
         warnings: list[str] | None = None,
+        matches: Mapping[str, str] | None = None,
     ) -> Plan:
         # Every operation is a validated model already and the rest is typed: validating
         # the tuples again would cost a pass over tens of thousands of operations.
@@ -437,6 +445,7 @@ class Plan(BaseModel):
             held=tuple(sorted(held or [], key=lambda h: operation_key(h.operation))),
             waiting=tuple(sorted(waiting or [], key=lambda w: (w.email, w.op, w.group or ""))),
             warnings=tuple(sorted(set(warnings or []))),
+            matches=MappingProxyType(dict(matches or {})),
         )
 
     @property

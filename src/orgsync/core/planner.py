@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
-from typing import Literal
+from typing import Literal, cast
 
 from orgsync.core.collector import paused
 from orgsync.core.group_planner import GroupPlanner, NotAMember
@@ -27,6 +27,7 @@ from orgsync.core.model import (
     TargetInvite,
     TargetMember,
     TargetSnapshot,
+    mixed_scripts,
     normalize_email,
 )
 from orgsync.core.plan import (
@@ -104,6 +105,10 @@ class _Planner:
             wanted for _, wanted in sorted(given.desired.wanted.items(), key=itemgetter(0))
         ]
         self.link_claimant = self._link_claimants()
+        # Source id -> the addresses orgsync linked it under (built when first asked), and
+        # the people refused an unmanaged account by email this plan (`find_member`).
+        self.addresses_of: dict[SourceId, list[EmailKey]] | None = None
+        self.not_adopted: set[SourceId] = set()
         owner_roles = self.catalog.owner_roles
         # A suspended owner administers nothing: only active owners keep the organization
         # in someone's hands, so only they count towards the last-owner rule.
@@ -118,11 +123,19 @@ class _Planner:
         # emails linked to its id before, and the email it carries now. A bad record is
         # not an absence: removing them (or their invitation, role or groups) would turn
         # a typo in the directory into lost access.
+        # The same holds for people whose email another source person shares: they are
+        # still in the source, and a typo giving one of them the other's address must not
+        # remove the account or invitation orgsync linked to them.
         rejected = given.desired.rejected
+        ambiguous = given.desired.ambiguous_ids
         memory = given.memory
-        self.held_back_ids = frozenset(memory.links[s] for s in rejected if s in memory.links)
+        self.held_back_ids = frozenset(
+            memory.links[s] for s in (*rejected, *ambiguous) if s in memory.links
+        )
         self.held_back_keys = given.desired.rejected_emails | {
-            key for key, source_id in memory.linked_sources.items() if source_id in rejected
+            key
+            for key, source_id in memory.linked_sources.items()
+            if source_id in rejected or source_id in ambiguous
         }
 
     # ------------------------------------------------------------------ classification
@@ -138,7 +151,7 @@ class _Planner:
         if member.id in self.held_back_ids or (
             self.held_back_keys and member.email_key in self.held_back_keys
         ):
-            return "the person of a rejected source record (see its warning)"
+            return "the person of a rejected source record or a shared email (see its warning)"
         return None
 
     def is_protected(self, key: EmailKey | None) -> bool:
@@ -197,16 +210,45 @@ class _Planner:
 
     def find_member(self, wanted: Wanted) -> TargetMember | None:
         linked_id = self.links.get(wanted.source_id)
-        if not linked_id:
-            return self.free_by_email(wanted)
-        member = self.members_by_id.get(linked_id)
+        member = self.members_by_id.get(linked_id) if linked_id else None
         if member is not None and not self.free_for(member, wanted):
             member = None  # one member stands for one person; a stale link loses
-        if member is not None and self.member_keys[member.id] != wanted.email_key:
-            other = self.free_by_email(wanted)
-            if other is not None:
-                return other
-            if not self.given.capabilities.change_emails:
+        if member is None:
+            found = self.free_by_email(wanted)
+            if found is None:
+                return None
+            if found.id in self.linked_member_ids:
+                self.note_adoption(found, wanted)
+            elif self.member_keys[
+                found.id
+            ] not in self.given.memory.managed and self.known_elsewhere(wanted):
+                # Adoption by email is for a person orgsync meets for the first time. One
+                # it invited or linked under another address who now carries the address
+                # of an account orgsync never managed (an owner's) is not given it: the
+                # address is the only thing tying them to it, and it is theirs to edit.
+                self.not_adopted.add(wanted.source_id)
+                return None
+            return found
+        if self.member_keys[member.id] != wanted.email_key:
+            # A linked person stays on the account they are linked to, whatever address
+            # the IdP gives them now: another account already carrying the new address
+            # is never taken instead (reference "Matching"). Taking it let anyone who can
+            # edit their IdP email (self-service, a SCIM client) become another person's
+            # account, an owner's included: its role set by their rules, and removed
+            # with them when they leave.
+            holder = self.address_holder(member, wanted)
+            if holder is not None:
+                self.waiting.append(
+                    Waiting(
+                        op="update_user",
+                        email=wanted.email,
+                        reason=f"the IdP changed this person's email from {member.email}, "
+                        f"but member {holder.id} already carries the new address: member "
+                        f"{member.id} is kept as {member.email}, linked by source id, and "
+                        f"member {holder.id} is not taken for them (resolve it by hand)",
+                    )
+                )
+            elif not self.given.capabilities.change_emails:
                 self.waiting.append(
                     Waiting(
                         op="update_user",
@@ -216,10 +258,89 @@ class _Planner:
                         f"{member.id} is kept as {member.email}, linked by source id",
                     )
                 )
-            return member
-        if member is not None:
-            return member
-        return self.free_by_email(wanted)
+        return member
+
+    def known_elsewhere(self, wanted: Wanted) -> bool:
+        """Whether orgsync linked or invited `wanted`'s source id under another address."""
+        if self.addresses_of is None:
+            self.addresses_of = defaultdict(list)
+            for key, source_id in self.given.memory.linked_sources.items():
+                self.addresses_of[source_id].append(key)
+        keys = self.addresses_of.get(wanted.source_id)
+        return keys is not None and (len(keys) > 1 or keys[0] != wanted.email_key)
+
+    def note_adoption(self, member: TargetMember, wanted: Wanted) -> None:
+        """Say so when a person is matched by email to a member orgsync linked to another
+        source id, which the source no longer reports (that person would claim it).
+
+        It is the same person re-created (a re-hire, an IdP whose ids changed), or the
+        address given to someone else, who gets the account of whoever had it (its
+        history, its groups): nothing in the data tells them apart, so the operator is
+        told which it took for which."""
+        previous = sorted(s for s, m in self.links.items() if m == member.id)
+        if not previous or wanted.source_id in previous:
+            return
+        self.warnings.append(
+            f"{wanted.email}: member {member.id} was linked to source id "
+            f"{', '.join(map(repr, previous))}, which the source no longer reports; source "
+            f"id {wanted.source_id!r} now has its address and takes it over (a re-created "
+            "person keeps their account; if the address was given to someone else, remove "
+            "that account first)"
+        )
+
+    def address_holder(self, member: TargetMember, wanted: Wanted) -> TargetMember | None:
+        """Another member carrying `wanted`'s new address that keeps it this run (none
+        that another wanted person's link claims: that one is renamed away or kept by its
+        person, as a swap of addresses between two people is).
+
+        `member` (linked to `wanted`) is then neither renamed into the address, which
+        the target would refuse as taken, nor swapped for the holder."""
+        first = self.members_by_email.get(wanted.email_key)
+        if first is None:
+            return None
+        holders: list[TargetMember] = [first, *self.more_with_email.get(wanted.email_key, ())]
+        for holder in holders:
+            if holder.id == member.id:
+                continue
+            claimant = self.link_claimant.get(holder.id)
+            if claimant is None or claimant == wanted.source_id:
+                return holder
+        return None
+
+    def rename_is_free(self, member: TargetMember, wanted: Wanted) -> bool:
+        """Whether no other member carries `wanted`'s new address, so that `member` can be
+        renamed into it now; else the rename waits (one is already listed when the
+        holder is nobody's, `address_holder`).
+
+        A target refuses a second account with one address (SCIM `userName` is unique,
+        409): two people who swapped addresses were renamed into each other's and both
+        failed on every run, and a chain (one person taking the address another leaves)
+        depended on the order the calls ran in. The holder renamed away this run, the
+        rename follows on the next."""
+        first = self.members_by_email.get(wanted.email_key)
+        if first is None or (
+            first.id == member.id and wanted.email_key not in self.more_with_email
+        ):
+            return True
+        holders: list[TargetMember] = [first, *self.more_with_email.get(wanted.email_key, ())]
+        for holder in holders:
+            if holder.id == member.id:
+                continue
+            claimant = self.link_claimant.get(holder.id)
+            if claimant is not None and claimant != wanted.source_id:
+                self.waiting.append(
+                    Waiting(
+                        op="update_user",
+                        email=wanted.email,
+                        reason=f"the IdP changed this person's email from {member.email}, "
+                        f"but member {holder.id}, another person's account, still carries "
+                        f"the new address: member {member.id} is renamed once it no longer "
+                        "does (two people who swapped addresses wait for each other: "
+                        "rename one of them by hand to a free address)",
+                    )
+                )
+            return False
+        return True
 
     def free_by_email(self, wanted: Wanted) -> TargetMember | None:
         """The first member (by id) carrying `wanted`'s address that may be theirs."""
@@ -242,7 +363,11 @@ class _Planner:
             self.member_ids[wanted.email_key] = member.id
             self.key_of_user[member.id] = wanted.email_key
             self.user_of_source[wanted.source_id] = member.id
-            renamed = self.given.capabilities.change_emails and member.email_key != wanted.email_key
+            renamed = (
+                self.given.capabilities.change_emails
+                and member.email_key != wanted.email_key
+                and self.rename_is_free(member, wanted)
+            )
             if (renamed or not member.active) and self.untouchable(member) is None:
                 why = [] if member.active else ["suspended member returns: re-enabled"]
                 if renamed:
@@ -268,6 +393,17 @@ class _Planner:
             self.plan_role(wanted, member)
             return
         holder = self.members_by_email.get(wanted.email_key)
+        if holder is not None and wanted.source_id in self.not_adopted:
+            self.waiting.append(
+                Waiting(
+                    op="invite" if self.given.capabilities.invites else "create_user",
+                    email=wanted.email,
+                    reason=f"the IdP changed this person's email to the address of member "
+                    f"{holder.id}, which orgsync does not manage: it is not taken for "
+                    "them (orgsync knows them under another address); resolve it by hand",
+                )
+            )
+            return
         if holder is not None:
             # The address is still on a member another person's link claims (being renamed
             # away, or kept): a newcomer with a reused address neither inherits that
@@ -357,6 +493,15 @@ class _Planner:
     def plan_role(self, wanted: Wanted, member: TargetMember) -> None:
         if not self.given.capabilities.roles or member.role == wanted.role:
             return
+        if self.catalog.rank(member.role) < 0:
+            # A role the catalog does not rank (added or renamed by the vendor, or missing
+            # from the read) would rank below all: a demotion planned as a raise, past the
+            # removal gate and the last-owner rule.
+            self.warnings.append(
+                f"{wanted.email}: has role {member.role!r}, which this target's role "
+                f"catalog does not rank; not changed to {wanted.role}"
+            )
+            return
         raising = self.catalog.rank(wanted.role) > self.catalog.rank(member.role)
         blocked = self.untouchable(member)
         if not raising and blocked is None:
@@ -423,8 +568,8 @@ class _Planner:
             return
         if key in self.held_back_keys:
             self.warnings.append(
-                f"{invites[0].email}: {reason}, but the person of a rejected source record; "
-                "invitation kept"
+                f"{invites[0].email}: {reason}, but the person of a rejected source record "
+                "or a shared email; invitation kept"
             )
             return
         if self.is_protected(key):
@@ -479,6 +624,15 @@ class _Planner:
     def run(self) -> Plan:
         for wanted in self.wanted_order:
             self.plan_wanted(wanted)
+        for operation in self.operations:
+            if isinstance(operation, Invite | CreateUser):
+                scripts = mixed_scripts(operation.email)
+                if scripts:
+                    self.warnings.append(
+                        f"{operation.email}: mixes scripts ({', '.join(scripts)}) within one "
+                        "part, so it can read as another address: check it is this person's "
+                        "own before the invitation or account goes out"
+                    )
         for member in self.members_in_id_order:
             if member.id not in self.key_of_user:
                 self.plan_member_removal(member)
@@ -491,6 +645,8 @@ class _Planner:
             operations=self.operations,
             waiting=self.waiting,
             warnings=self.warnings,
+            # Email keys are strings; the plan module names no core type.
+            matches=cast("dict[str, str]", self.member_ids),
         )
 
 

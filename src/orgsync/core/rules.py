@@ -127,6 +127,10 @@ class DesiredState:
     """Known but not wanted, with the reason (inactive, in no scope group, …)."""
     ambiguous: frozenset[EmailKey] = frozenset()
     """Emails shared by several source people: nothing is done about them."""
+    ambiguous_ids: frozenset[SourceId] = frozenset()
+    """The source ids of those people: like a rejected record, each is still in the
+    source, so the member or invitation linked to them is left as it is (a typo giving
+    one person another's address is not their departure)."""
     warnings: tuple[str, ...] = ()
     by_source_id: Mapping[SourceId, EmailKey] = field(default_factory=lambda: MappingProxyType({}))
     groups: tuple[DesiredGroup, ...] = ()
@@ -424,6 +428,11 @@ def desired_state(
         known=MappingProxyType(known),
         out_of_scope=MappingProxyType(out_of_scope),
         ambiguous=frozenset(ambiguous),
+        ambiguous_ids=frozenset(
+            person.id for person, key in zip(people, person_keys, strict=True) if key in ambiguous
+        )
+        if ambiguous
+        else frozenset(),
         warnings=tuple(warnings),
         by_source_id=MappingProxyType(by_source_id),
         groups=groups,

@@ -3,6 +3,11 @@
 Guards (docs/reference.md "Safety guards"):
 - before planning, a source that answers with fewer than `min_source_users` people aborts
   the run (`check_source_size`): an IdP hiccup must never read as "everybody left";
+- before planning, a whole read of the target that lacks what orgsync put there (the
+  members it linked and the groups it owns, still wanted, with no invitation instead)
+  beyond the removal limits, or every one of them, aborts the run (`check_target_read`):
+  a 200 with an empty or short list must never read as "everybody was removed by hand",
+  which would invite or create each of them again and recreate every group;
 - after planning, `gate` holds back, in one place:
   - every operation that takes access away (`Operation.is_removal`: removals, suspensions,
     revocations, role lowerings, group member removals, group role unassignments, group
@@ -14,8 +19,14 @@ Guards (docs/reference.md "Safety guards"):
     suspect (the managed people it no longer reports at all, those waiting out
     `removal_grace` included, exceed the removal limits: it may be truncated, or another
     tenant), or beyond the optional `max_additions` / `max_addition_ratio`.
+  - every grant of a privileged role (an invitation, a user or a role raise to an
+    owner/admin-level role of the target's catalog) when there are more than
+    `max_privilege_grants` of them: a rule naming the wrong role (`role = "owner"` on the
+    everyone group, `default_role = "owner"`) would otherwise make everybody an owner in
+    one run, and the gate held only what takes access away.
   Everything else still applies. `--allow-removals N` lifts the removal guards for a run
-  removing at most N; `--allow-additions N` the addition guards for a run adding at most N.
+  removing at most N; `--allow-additions N` the addition guards for a run adding at most N,
+  and the privilege guard for a run granting at most N.
 
 The ratios apply only once orgsync manages `min_managed_for_ratio` people: below that one
 leaver is already a large share, and the absolute limits guard alone.
@@ -28,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orgsync.core.collector import paused
-from orgsync.core.errors import SourceError
+from orgsync.core.errors import SourceError, TargetError
 from orgsync.core.model import (
     EmailKey,
     InviteStatus,
@@ -42,11 +53,16 @@ from orgsync.core.plan import (
     CreateUser,
     GroupOperationFields,
     HeldOperation,
+    Invite,
     Operation,
     Plan,
     RemoveGroupMember,
+    SetRole,
 )
 from orgsync.core.rules import DesiredState
+
+PRIVILEGE_GUARD = "safety.max_privilege_grants"
+"""Named by the guard of every grant of a privileged role held back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,7 @@ class SafetyLimits:
     max_additions: int | None = None
     max_addition_ratio: float | None = None
     min_source_users: int = 1
+    max_privilege_grants: int | None = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,59 @@ def check_source_size(people: int, limits: SafetyLimits) -> None:
         raise SourceError(
             f"the source returned {people} people, fewer than safety.min_source_users = "
             f"{limits.min_source_users}; nothing was planned or changed"
+        )
+
+
+def check_target_read(
+    observed: TargetSnapshot,
+    memory: Memory,
+    desired: DesiredState,
+    limits: SafetyLimits,
+    *,
+    allowed: int | None = None,
+) -> None:
+    """Abort before planning when a whole read of the target looks truncated.
+
+    Counted: wanted people whose linked member the read lacks, with no invitation for
+    them either (each would be invited or created again), and the groups orgsync owns and
+    still mirrors that the read lacks (each would be created again, a duplicate where
+    names are not unique, and the owned one disowned). Too many: more than the removal
+    limits allow, or all of them when there are at least two. A few gone is believed
+    (someone removed them by hand: they are added again). `allowed` (`--allow-additions
+    N`) lets a run through when N covers them all, for when they really were removed.
+    """
+    present = {member.id for member in observed.members}
+    absent = [
+        source_id for source_id, member_id in memory.links.items() if member_id not in present
+    ]
+    # Gone and still wanted: each would be added again (not a leaver's stale link).
+    keys = [key for s in absent if (key := desired.by_source_id.get(s)) in desired.wanted]
+    if keys:
+        invited = {invite.email_key for invite in observed.invites}
+        keys = [key for key in keys if key not in invited]
+    people_gone = len(keys)
+    # The links of members still there, and of the wanted ones gone.
+    linked = len(memory.links) - len(absent) + people_gone
+    mirrored = {group.source_id for group in desired.groups}
+    owned = {g for g, source_group in memory.owned_groups.items() if source_group in mirrored}
+    groups_gone = owned - {group.id for group in observed.groups}
+    if allowed is not None and people_gone + len(groups_gone) <= allowed:
+        return
+    reasons = []
+    over = _over("removals", people_gone, linked, limits, counted="of them missing from the read")
+    if over is not None or (people_gone >= 2 and people_gone == linked):
+        reasons.append(
+            f"{people_gone} of the {linked} members orgsync linked"
+            + (f" ({over})" if over is not None else "")
+        )
+    if len(groups_gone) >= 2 and groups_gone == owned:
+        reasons.append(f"all {len(owned)} groups orgsync owns")
+    if reasons:
+        count = people_gone + len(groups_gone)
+        raise TargetError(
+            f"the target's read lacks {' and '.join(reasons)}, with no invitation instead: "
+            "a truncated answer would have them all added again, so nothing was planned or "
+            f"changed; if they were removed on purpose, run once with --allow-additions {count}"
         )
 
 
@@ -168,8 +238,10 @@ def gate(
     population: Population,
     limits: SafetyLimits,
     allowances: Allowances | None = None,
+    privileged: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Move what the guards hold into `plan.held`, each with its guard's reason."""
+    """Move what the guards hold into `plan.held`, each with its guard's reason;
+    `privileged` names the target's owner/admin-level roles (`RoleCatalog.privileged`)."""
     allowances = allowances or Allowances()
     operations = plan.operations
     managed = population.managed
@@ -195,6 +267,10 @@ def gate(
         counted="managed people missing from the source",
     )
     guards.update(_addition_guards(operations, suspicion, managed, limits, allowances.additions))
+    for index, guard in _privilege_guards(
+        operations, privileged, limits, allowances.additions
+    ).items():
+        guards.setdefault(index, guard)
     if not guards:
         return plan
     kept = [op for i, op in enumerate(operations) if i not in guards]
@@ -206,6 +282,7 @@ def gate(
         held=[*plan.held, *held],
         waiting=list(plan.waiting),
         warnings=list(plan.warnings),
+        matches=plan.matches,
     )
 
 
@@ -242,19 +319,54 @@ def _addition_guards(
     if guard is None:
         return {}
     guard += _refused_allowance("--allow-additions", allowed)
-    held = dict.fromkeys(additions, guard)
-    # A group membership of a user this plan creates cannot happen without the user.
+    return _with_memberships(operations, dict.fromkeys(additions, guard))
+
+
+def _with_memberships(operations: tuple[Operation, ...], held: dict[int, str]) -> dict[int, str]:
+    """`held` plus the group memberships of the users it holds back from creation: a
+    group membership of a user this plan creates cannot happen without the user."""
     created = {
-        normalize_email(op.email) for i in additions if isinstance(op := operations[i], CreateUser)
+        normalize_email(op.email): guard
+        for i, guard in held.items()
+        if isinstance(op := operations[i], CreateUser)
     }
     for i, op in enumerate(operations):
-        if (
-            isinstance(op, AddGroupMember)
-            and op.user_id is None
-            and normalize_email(op.email) in created
-        ):
-            held[i] = guard
+        if isinstance(op, AddGroupMember) and op.user_id is None:
+            guard = created.get(normalize_email(op.email))
+            if guard is not None:
+                held.setdefault(i, guard)
     return held
+
+
+def _grants(op: Operation, privileged: frozenset[str]) -> str | None:
+    """The privileged role `op` gives someone, or None."""
+    if isinstance(op, SetRole):
+        return op.role if op.raise_ and op.role in privileged else None
+    if isinstance(op, Invite | CreateUser):
+        return op.role if op.role in privileged else None
+    return None
+
+
+def _privilege_guards(
+    operations: tuple[Operation, ...],
+    privileged: frozenset[str],
+    limits: SafetyLimits,
+    allowed: int | None,
+) -> dict[int, str]:
+    """Operation index → guard, for the grants of a privileged role held back: every one
+    of them once there are more than `max_privilege_grants`."""
+    most = limits.max_privilege_grants
+    if most is None or not privileged:
+        return {}
+    grants = {i: role for i, op in enumerate(operations) if (role := _grants(op, privileged))}
+    if len(grants) <= most or (allowed is not None and len(grants) <= allowed):
+        return {}
+    roles = ", ".join(sorted(set(grants.values())))
+    guard = (
+        f"{len(grants)} grants of a privileged role ({roles}) exceed "
+        f"{PRIVILEGE_GUARD} = {most}" + _refused_allowance("--allow-additions", allowed)
+    )
+    return _with_memberships(operations, dict.fromkeys(grants, guard))
 
 
 def _over(

@@ -227,7 +227,7 @@ def oauth_error_message(response: httpx.Response) -> str | None:
     """`error: error_description` of an OAuth error body (RFC 6749 §5.2), else None."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         return None
     if not isinstance(body, dict) or not isinstance(body.get("error"), str):
         return None
@@ -316,9 +316,7 @@ def _token(response: httpx.Response) -> AccessToken:
     context = f"POST {response.request.url.path}"
     try:
         body: Any = json.loads(response.content)
-    except RecursionError:
-        raise ApiError(f"{context}: the token response nests JSON too deeply") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
         # A truncated transfer or a proxy's HTML page: another attempt may well succeed.
         raise TransientError(
             f"{context}: the token response is not JSON", status=response.status_code

@@ -36,7 +36,8 @@ import tenacity
 
 from orgsync.core.errors import ApiError, TransientError
 from orgsync.core.redaction import scrub
-from orgsync.http.lean import Exchange, LeanPool
+from orgsync.http import lean
+from orgsync.http.lean import Exchange, LeanPool, body_too_large, decode_body
 from orgsync.http.ratelimit import TokenBucket
 from orgsync.http.responses import (
     ErrorParser,
@@ -212,7 +213,14 @@ def new_client(
     hooks: dict[str, list[Callable[..., Any]]] = {"response": [on_response]} if on_response else {}
     return httpx.Client(
         base_url=base_url,
-        headers={"User-Agent": user_agent, "Accept": "application/json", **(headers or {})},
+        # Only the encodings `_read_capped` decodes within its limit (httpx would also
+        # offer br and zstd when their packages are installed).
+        headers={
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            **(headers or {}),
+        },
         auth=auth,
         timeout=httpx.Timeout(timeout),
         verify=trust,
@@ -488,14 +496,15 @@ class HttpClient:
                 self._count(response)
             else:
                 target, query = self._resolve(url, params)
-                response = self._http.request(
-                    method,
-                    target,
-                    params=query,
-                    json=json_body,
-                    data=data,
-                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                request = self._http.build_request(
+                    method, target, params=query, json=json_body, data=data
                 )
+                response = self._http.send(
+                    request,
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    stream=True,
+                )
+                _read_capped(response)
         except httpx.RequestError as exc:
             if self._on_response is not None:
                 self._on_response(self.system, 0)
@@ -673,6 +682,32 @@ _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 """Printable ASCII only: no line break to inject a header, nothing httpx would encode."""
 _DEFAULT_MAX_CONNECTIONS = 100
 """httpx's default `max_connections`, kept for the lean way."""
+
+
+def _read_capped(response: httpx.Response) -> None:
+    """Read a streamed answer's body into it, as `Response.read` does, refusing one over
+    `lean.MAX_BODY` bytes as sent or once decoded (an endless body, a decompression
+    bomb): read raw, then decoded the lean way, since httpx inflates a whole chunk at
+    once (64 KiB of gzip is 64 MiB in one piece)."""
+    if response.is_stream_consumed:
+        return  # built from bytes already in memory (a test's transport): nothing to read
+    limit = lean.MAX_BODY
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > limit:
+                raise body_too_large(limit)
+            parts.append(chunk)
+    finally:
+        response.close()
+    encodings = [
+        token.strip().lower().encode("latin-1")
+        for token in response.headers.get("content-encoding", "").split(",")
+        if token.strip()
+    ]
+    response._content = decode_body(b"".join(parts), encodings)  # what `Response.read` keeps
 
 
 def _path_of(url: httpx.URL | str) -> str:

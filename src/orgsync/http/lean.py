@@ -43,7 +43,7 @@ import httpx
 
 from orgsync.interrupt import SLICE, ReadInterrupt
 
-__all__ = ["KEEPALIVE_EXPIRY", "Exchange", "LeanPool"]
+__all__ = ["KEEPALIVE_EXPIRY", "MAX_BODY", "Exchange", "LeanPool", "body_too_large", "decode_body"]
 
 KEEPALIVE_EXPIRY: Final = 4.0
 """Seconds an idle connection is kept. Below the common server default of 5 s (uvicorn,
@@ -52,6 +52,19 @@ MAX_IDLE: Final = 20
 """Idle connections kept per pool (httpx's default `max_keepalive_connections`)."""
 MAX_HEAD: Final = 64 * 1024
 """Bytes of status line and headers accepted before the response is called malformed."""
+MAX_BODY = 128 * 1024 * 1024
+"""Bytes of a response body accepted, as sent and once decoded (httpx's way too: see
+`orgsync.http.client`). Ten times the largest answer a real server gives orgsync (a SCIM
+group of 100k members read whole); beyond it a hostile or broken server (an endless
+body, a gzip bomb) would take the daemon's memory, and every target's sync with it."""
+
+
+def body_too_large(limit: int) -> httpx.DecodingError:
+    """The error of a response body beyond `limit`: refused, and never retried (a
+    `DecodingError`, which `orgsync.http.responses` counts as permanent)."""
+    return httpx.DecodingError(f"the response body exceeds {limit} bytes; refused")
+
+
 _RECV: Final = 256 * 1024
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
@@ -283,13 +296,15 @@ class LeanPool:
         elif chunked:
             body = self._read_chunked(connection)
         elif length is not None:
+            if length > MAX_BODY:
+                raise body_too_large(MAX_BODY)
             body = self._read_exactly(connection, length)
         else:
             body = self._read_to_end(connection)
             keep_alive = False
         if connection.buffer:
             keep_alive = False  # bytes beyond the answer: nothing we can trust on it
-        return Exchange(status, reason, headers, _decode(body, encodings)), keep_alive
+        return Exchange(status, reason, headers, decode_body(body, encodings)), keep_alive
 
     def _read_head(
         self, connection: _Connection
@@ -351,6 +366,7 @@ class LeanPool:
 
     def _read_chunked(self, connection: _Connection) -> bytes:
         parts: list[bytes] = []
+        total = 0
         while True:
             size_text = self._read_line(connection).split(b";", 1)[0].strip()
             try:
@@ -365,13 +381,17 @@ class LeanPool:
                 while self._read_line(connection):
                     pass  # trailers: read and dropped, as httpx does
                 return b"".join(parts)
+            total += size
+            if total > MAX_BODY:
+                raise body_too_large(MAX_BODY)
             parts.append(self._read_exactly(connection, size))
             if self._read_exactly(connection, 2) != b"\r\n":
                 raise httpx.RemoteProtocolError("a chunk does not end with CRLF")
 
     def _read_to_end(self, connection: _Connection) -> bytes:
         while self._fill(connection):
-            pass
+            if len(connection.buffer) > MAX_BODY:
+                raise body_too_large(MAX_BODY)
         body = bytes(connection.buffer)
         connection.buffer.clear()
         return body
@@ -399,18 +419,30 @@ def _content_length(value: bytes, seen: int | None) -> int:
     return length
 
 
-def _decode(body: bytes, encodings: Sequence[bytes]) -> bytes:
+def decode_body(body: bytes, encodings: Sequence[bytes]) -> bytes:
+    """`body` as sent with these `Content-Encoding`s, decoded (gzip, deflate), at most
+    `MAX_BODY` bytes of it; another encoding is a `httpx.DecodingError`."""
     for encoding in reversed(encodings):
         try:
             if encoding in (b"gzip", b"x-gzip"):
-                body = zlib.decompress(body, zlib.MAX_WBITS | 16)
+                body = _inflate(body, zlib.MAX_WBITS | 16)
             elif encoding == b"deflate":
                 try:
-                    body = zlib.decompress(body)
+                    body = _inflate(body, zlib.MAX_WBITS)
                 except zlib.error:
-                    body = zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as httpx
+                    body = _inflate(body, -zlib.MAX_WBITS)  # raw deflate, as httpx
             elif encoding != b"identity":
                 raise httpx.DecodingError(f"unsupported content-encoding {encoding!r}")
         except zlib.error as error:
             raise httpx.DecodingError(f"the body is not valid {encoding.decode()}") from error
     return body
+
+
+def _inflate(body: bytes, wbits: int) -> bytes:
+    """`body` decompressed, at most `MAX_BODY` bytes of it (a small body may expand a
+    thousandfold)."""
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(body, MAX_BODY + 1)
+    if len(out) > MAX_BODY or inflater.unconsumed_tail:
+        raise body_too_large(MAX_BODY)
+    return out + inflater.flush()

@@ -36,7 +36,7 @@ class GoogleSourceConfig(RemoteSourceConfig):
 
     @property
     def credentials(self) -> SecretRef:
-        return SecretRef(key="source.credentials", file=self.credentials_file)
+        return SecretRef(key="source.credentials", file=self.credentials_file, document=True)
 
 
 def build(config: GoogleSourceConfig, environ: Mapping[str, str], hooks: Hooks) -> Source:

@@ -105,6 +105,46 @@ def _changed(target: str, recorded: Recorded, seen: Identity) -> OrganizationCha
     )
 
 
+class OrganizationTwice(ConfigError):
+    """A target name new to the state database reaches the organization another name's
+    memory is about: nothing is planned or changed (exit 1)."""
+
+
+def same_organization(one: Identity, other: Identity) -> bool:
+    """Whether two identities surely name one organization: one type and address, and the
+    same organization from the API (or none from either). Deliberately narrow: a false
+    match would stop a target that is not a twin (every OpenAI organization shares one
+    address, and an API that names no organization once cannot be compared)."""
+    return one.address == other.address and one.organization == other.organization
+
+
+def twin(target: str, seen: Identity, others: dict[str, Recorded]) -> OrganizationTwice | None:
+    """The refusal when `target`, with no memory yet, reaches the organization another
+    target's memory is about (None: it does not).
+
+    Two names for one organization fight: each manages only the people it linked, so a
+    person one configuration wants out and the other wants in is removed and invited
+    again, run after run (an invitation e-mail each time), and roles flip between their
+    rules. And a renamed target starts with no memory: whom it managed under the old name
+    is unmanaged under the new one, so leavers are never removed, silently. Either way
+    the operator must say which it is."""
+    for name, recorded in sorted(others.items()):
+        if name != target and same_organization(recorded.identity, seen):
+            when = recorded.recorded_at.strftime("%Y-%m-%d %H:%M UTC")
+            return OrganizationTwice(
+                f"target {target}: it reaches {seen.describe()}, which the state database "
+                f"remembers as target {name} (recorded {when}). Under a second name it "
+                f"would manage none of the people orgsync manages there as {name} (leavers "
+                "would keep their access), and two configurations syncing it under two "
+                "names would undo each other's changes; nothing was planned or changed. "
+                f"If {name} was renamed to {target}, run `orgsync state rename {name} "
+                f"{target}` (keeps whom orgsync manages there). If {name} is no longer "
+                f"synced at all, run `orgsync state forget {name}`. Two configurations "
+                "must not manage one organization"
+            )
+    return None
+
+
 class Identities:
     """Owns `target_identities`."""
 
@@ -139,6 +179,45 @@ class Identities:
                 """,
                 (target, identity.organization, identity.address, now, now),
             )
+
+    def others(self, target: str | None) -> dict[str, Recorded]:
+        """What every target's memory but `target`'s is about."""
+        with self._db.read() as session:
+            rows = session.query(
+                "SELECT target, organization, address, recorded_at FROM target_identities "
+                "WHERE target <> ?",
+                (target or "",),
+            )
+        return {
+            row.text("target"): Recorded(
+                Identity(organization=row.opt_text("organization"), address=row.text("address")),
+                recorded_at=row.time("recorded_at"),
+            )
+            for row in rows
+        }
+
+    def rename(self, old: str, new: str) -> dict[str, int]:
+        """Move `old`'s memory (whom orgsync manages there, and which organization it is
+        about) to `new`, which must have none; returns the rows moved per table. Run
+        history stays under the name it ran as."""
+        with self._db.write() as session:
+            for table in TARGET_MEMORY:
+                if session.scalar(
+                    f"SELECT COUNT(*) FROM {table} WHERE target = ?",  # noqa: S608 - our names
+                    (new,),
+                ):
+                    raise ConfigError(
+                        f"target {new} already has memory in the state database ({table}); "
+                        f"nothing was renamed: `orgsync state forget {new}` first if it is "
+                        "not needed"
+                    )
+            return {
+                table: session.execute(
+                    f"UPDATE {table} SET target = ? WHERE target = ?",  # noqa: S608 - our names
+                    (new, old),
+                )
+                for table in TARGET_MEMORY
+            }
 
     def forget(self, target: str, *, identity_only: bool) -> dict[str, int]:
         """Forget which organization `target` is about and, unless `identity_only`, all

@@ -44,7 +44,10 @@ class Links:
         invite_id: str | None = None,
     ) -> None:
         """Insert or update one link. A None value keeps what is stored: a later call that
-        only learns the member id must not forget the source id, nor the invitation."""
+        only learns the member id must not forget the source id, nor the invitation. A
+        member id belongs to the person it was linked for: an address linked now to
+        another source id (reused, or swapped between two people) keeps no member id it
+        is not given, or the next run would hand that person the other's account."""
         now = encode_time(self._db.clock())
         with self._db.write() as session:
             session.execute(
@@ -54,7 +57,10 @@ class Links:
                 VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (target, email_key) DO UPDATE SET
                     source_id = COALESCE(excluded.source_id, links.source_id),
-                    member_id = COALESCE(excluded.member_id, links.member_id),
+                    member_id = CASE WHEN excluded.source_id IS NOT NULL
+                        AND links.source_id IS NOT NULL AND excluded.source_id <> links.source_id
+                        THEN excluded.member_id
+                        ELSE COALESCE(excluded.member_id, links.member_id) END,
                     invite_id = COALESCE(excluded.invite_id, links.invite_id),
                     updated_at = excluded.updated_at
                 """,
@@ -94,9 +100,12 @@ class Links:
             for link in rows:
                 old = stored.get(link.email_key)
                 old_source, old_member = old if old is not None else (None, None)
-                # As in `link`: None keeps what is stored.
+                # As in `link`: None keeps what is stored, but another person's member id
+                # is never kept.
                 source_id = link.source_id if link.source_id is not None else old_source
-                member_id = link.member_id if link.member_id is not None else old_member
+                member_id = link.member_id
+                if member_id is None and (old_source is None or source_id == old_source):
+                    member_id = old_member
                 wins = source_id is None or member_id is None or winner.get(source_id) == member_id
                 if old == (source_id, member_id) and wins:
                     continue

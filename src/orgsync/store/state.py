@@ -24,7 +24,14 @@ from orgsync.store.baselines import Baseline, Baselines
 from orgsync.store.db import Clock, SqliteDB, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
-from orgsync.store.identity import Identities, Identity, Recorded, judge
+from orgsync.store.identity import (
+    Identities,
+    Identity,
+    OrganizationTwice,
+    Recorded,
+    judge,
+    twin,
+)
 from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
 from orgsync.store.leases import FencedDB, HeldLease, LeaseKeeper, LeaseRecord, LeaseTable
 from orgsync.store.links import LinkRow, Links
@@ -468,6 +475,10 @@ class StateStore:
         (a sync, under its lease; a dry run only checks). See `orgsync.store.identity`."""
         recorded = self._identities.get(target)
         update = judge(target, recorded, seen)
+        if recorded is None:
+            refusal = self.twin_of(target, seen)
+            if refusal is not None:
+                raise refusal
         if update is not None and record:
             self._identities.record(target, update)
             if recorded is None:
@@ -479,6 +490,20 @@ class StateStore:
                     was=recorded.identity.describe(),
                     now=update.describe(),
                 )
+
+    def twin_of(self, target: str, seen: Identity) -> OrganizationTwice | None:
+        """The refusal when `target` has no memory yet and `seen` is the organization
+        another target's memory is about (see `orgsync.store.identity.twin`)."""
+        return twin(target, seen, self._identities.others(target))
+
+    def remembered_targets(self) -> dict[str, Recorded]:
+        """Every target whose organization the state database records, by name: those a
+        configuration no longer names still have memory (`orgsync status` says so)."""
+        return self._identities.others(None)
+
+    def rename_target(self, old: str, new: str) -> dict[str, int]:
+        """See `Identities.rename` (`orgsync state rename`)."""
+        return self._identities.rename(old, new)
 
     def identity(self, target: str) -> Recorded | None:
         """Which organization `target`'s memory is about, if recorded."""

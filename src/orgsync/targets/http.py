@@ -19,17 +19,18 @@ This module imports only httpx, pydantic, the standard library, `orgsync.core`,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from orgsync.core.errors import TargetError, TransientError
 from orgsync.http.auth import HeaderAuth
 from orgsync.http.client import ClientOptions, HttpClient, QueryParams
 from orgsync.retrying import RetrySettings
 
-__all__ = ["ApiClient", "openai_error_message"]
+__all__ = ["ApiClient", "json_body", "openai_error_message"]
 
 M = TypeVar("M", bound=BaseModel)
 _T = TypeVar("_T")
@@ -200,6 +201,26 @@ class ApiClient:
             method, path, params=params, idempotent=idempotent, parse=self._watch(parse)
         )
 
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParams | None = None,
+        json: object = None,
+        idempotent: bool,
+    ) -> Any:
+        """Like `request`, then the body's JSON (`json_body`), inside the same retry loop:
+        for callers that validate it themselves (SCIM's models)."""
+        _check_relative(path)
+
+        def parse(response: httpx.Response) -> Any:
+            return json_body(response, f"{method} {path}")
+
+        return self._http.send(
+            method, path, params=params, json=json, idempotent=idempotent, parse=self._watch(parse)
+        )
+
     def close(self) -> None:
         self._http.close()
 
@@ -232,6 +253,21 @@ def _parse_model(response: httpx.Response, validate: Callable[[bytes], _T], *, c
             f"{context}: unexpected response shape ({', '.join(fields[:5])})",
             status=response.status_code,
             request_id=request_id,
+        ) from exc
+
+
+def json_body(response: httpx.Response, context: str) -> Any:
+    """The JSON of an answer. A body that is not JSON (a truncated transfer, a proxy's
+    page) or is nested beyond the parser's depth limit (a hostile server: the standard
+    library's parser raises RecursionError there) is a `TransientError` naming the call,
+    never an exception the run does not expect."""
+    try:
+        return from_json(response.content)
+    except ValueError as exc:
+        raise TransientError(
+            f"{context}: response body is not JSON ({exc})",
+            status=response.status_code,
+            request_id=response.headers.get("x-request-id"),
         ) from exc
 
 

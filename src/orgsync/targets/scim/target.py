@@ -19,7 +19,8 @@ RFC 7644 shapes everything here; the departures of real servers are dialect swit
   by which ids it matches (`orgsync.core.member_kinds`): servers numbering users and
   groups from separate sequences give user 2 and group 2 the same id;
 - after a 409 or a lost response, a user is found again by `userName eq "…"`, a group by
-  `displayName eq "…"`, a membership by reading the group;
+  `displayName eq "…"`, a membership by reading the group; a group is also looked up
+  before it is created (names are rarely unique: a group a read skipped is adopted);
 - lists are index pages (`startIndex`/`count`) checked for consistency: a total that
   changes, a resource seen twice or a short walk is an error, never a partial snapshot.
 
@@ -38,9 +39,11 @@ from typing import Any, Final, TypeVar
 
 import httpx
 import structlog
+from pydantic_core import from_json
 from scim2_models import Group, PatchOperation, Resource
 
 from orgsync.core.errors import (
+    ConflictError,
     NotFoundError,
     RequestRejected,
     TargetError,
@@ -76,7 +79,7 @@ from orgsync.http.client import network_transport, ssl_verify
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.targets._common import segment
-from orgsync.targets.http import ApiClient
+from orgsync.targets.http import ApiClient, json_body
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.connector import CAPABILITIES
 from orgsync.targets.scim.dialect import DIALECTS, Dialect
@@ -334,9 +337,19 @@ class ScimTarget:
             self._client.request("DELETE", f"/Users/{segment(operation.user_id)}", idempotent=True)
             return None
         if isinstance(operation, CreateGroup):
+            # Planned because the read did not list a group of this name. Most servers do
+            # not keep names unique (scim2-server and SCIMMY create a second one), so a
+            # group the read skipped (a page shifted during the walk) would be duplicated,
+            # and the one orgsync owned left to its members. One look-up first; a group
+            # found is taken as a 409 would be (the applier adopts it).
+            if self._find_group(operation.group) is not None:
+                raise ConflictError(
+                    f"a group named {operation.group!r} exists, which the read did not list"
+                )
             body = wire.new_group(name=operation.group, external_id=operation.source_group_id)
             created = self._client.request("POST", "/Groups", json=body, idempotent=False)
-            return _created_id(wire.parse(Group, created.json(), "POST /Groups"), "POST /Groups")
+            group = wire.parse(Group, json_body(created, "POST /Groups"), "POST /Groups")
+            return _created_id(group, "POST /Groups")
         if isinstance(operation, AdoptGroup):
             return operation.group_id  # ownership is recorded by the engine; no call
         if isinstance(operation, RenameGroup):
@@ -361,7 +374,7 @@ class ScimTarget:
 
     def _discover(self) -> ServerFeatures:
         try:
-            response = self._client.request("GET", "/ServiceProviderConfig", idempotent=True)
+            body = self._client.request_json("GET", "/ServiceProviderConfig", idempotent=True)
         except (NotFoundError, UnsupportedRequest):
             log.warning(
                 "scim.discovery.missing",
@@ -369,7 +382,7 @@ class ScimTarget:
                 assumed="patch and filter supported, no etag",
             )
             return _ASSUMED
-        config = wire.parse_config(response.json(), "GET /ServiceProviderConfig")
+        config = wire.parse_config(body, "GET /ServiceProviderConfig")
         features = ServerFeatures(
             patch=bool(config.patch and config.patch.supported),
             filter=bool(config.filter and config.filter.supported),
@@ -397,7 +410,7 @@ class ScimTarget:
         )
         # Not idempotent: after a lost response the applier looks the user up first.
         response = self._client.request("POST", "/Users", json=body, idempotent=False)
-        user = wire.parse(wire.ScimUser, response.json(), "POST /Users")
+        user = wire.parse(wire.ScimUser, json_body(response, "POST /Users"), "POST /Users")
         user_id = _created_id(user, "POST /Users")
         self._changes.user_created(operation.email, user_id)
         return user_id
@@ -471,8 +484,9 @@ class ScimTarget:
 
     def _get_group(self, group_id: str) -> Group:
         path = f"/Groups/{segment(group_id)}"
-        response = self._client.request("GET", path, idempotent=True)
-        return wire.parse(Group, response.json(), f"GET {path}")
+        return wire.parse(
+            Group, self._client.request_json("GET", path, idempotent=True), f"GET {path}"
+        )
 
     def _member_values(self, group_id: str) -> frozenset[str]:
         """The ids of the group's user members (nested groups left out)."""
@@ -632,7 +646,7 @@ class ScimTarget:
         """
         for _ in range(PUT_ATTEMPTS):
             response = self._client.request("GET", path, idempotent=True)
-            resource = response.json()
+            resource = json_body(response, f"GET {path}")
             if not isinstance(resource, dict):
                 raise TargetError(f"GET {path}: not a SCIM resource")
             etag = response.headers.get("etag") or _meta_version(resource)
@@ -652,38 +666,58 @@ class ScimTarget:
     # ------------------------------------------------------------------ lists
 
     def _search(self, path: str, model: type[R], query: str) -> list[R]:
-        response = self._client.request(
+        body = self._client.request_json(
             "GET", path, params={"filter": query, "count": self._page_size}, idempotent=True
         )
-        page = wire.parse_list(model, response.json(), f"GET {path}?filter")
+        page = wire.parse_list(model, body, f"GET {path}?filter")
         return list(page.resources or [])
 
     def _walk(self, path: str, model: type[R], attributes: str | None) -> list[R]:
-        """Every resource of a list, page by page; an inconsistent walk is an error."""
+        """Every resource of a list, page by page; an inconsistent walk is an error.
+
+        The walk ends at `totalResults`, so a server that under-reports it would end the
+        read early and leave people out (each read as absent: created again). More
+        resources than the total is refused; reaching it on a full page asks for the page
+        after, which must be empty (some servers report the page's size as the total).
+        """
         seen: dict[str, R] = {}
         start, total = 1, -1
+        confirming = False
         while True:
             params: dict[str, str | int] = {"startIndex": start, "count": self._page_size}
             if attributes:
                 params["attributes"] = attributes
-            response = self._client.request("GET", path, params=params, idempotent=True)
+            body = self._client.request_json("GET", path, params=params, idempotent=True)
             where = f"GET {path} (startIndex={start})"
-            page = wire.parse_list(model, response.json(), where)
+            page = wire.parse_list(model, body, where)
             resources = page.resources or []
             reported = page.total_results if page.total_results is not None else len(resources)
             if total == -1:
                 total = reported
             elif reported != total:
                 raise TransientError(f"{where}: totalResults changed from {total} to {reported}")
+            if confirming:
+                if all(r.id in seen for r in resources):
+                    return list(seen.values())  # empty, or startIndex ignored: all read
+                raise TargetError(
+                    f"{where}: the list goes on past its totalResults ({total}): the server "
+                    "under-reports it, and a read ending there would leave people out"
+                )
             for resource in resources:
                 if not resource.id:
                     raise TargetError(f"{where}: a resource without an id")
                 if resource.id in seen:
                     raise TransientError(f"{where}: {resource.id} listed twice (list changed)")
                 seen[resource.id] = resource
-            if len(seen) >= total:
-                return list(seen.values())
-            if not resources:
+            if len(seen) > total:
+                raise TargetError(
+                    f"{where}: {len(seen)} resources listed, more than totalResults ({total})"
+                )
+            if len(seen) == total:
+                if confirming or not resources or len(resources) < self._page_size:
+                    return list(seen.values())
+                confirming = True  # a full last page: the next one must be empty
+            elif not resources:
                 raise TransientError(f"{where}: empty page after {len(seen)} of {total}")
             start += len(resources)
 
@@ -719,7 +753,7 @@ def _check_put(path: str, answer: httpx.Response, made: Callable[[dict[str, Any]
     if not answer.content:
         return  # 204: nothing to check
     try:
-        resource = answer.json()
+        resource = from_json(answer.content)
     except ValueError:
         return
     if isinstance(resource, dict) and not made(resource):

@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 from pydantic import ValidationError
+from pydantic_core import from_json
 from scim2_models import (
     Context,
     Email,
@@ -186,7 +187,7 @@ def pick_email(user: User[Any]) -> str | None:
 def error_message(response: httpx.Response) -> str | None:
     """`detail [scimType]` of a SCIM Error body (RFC 7644 §3.12), else None."""
     try:
-        body = response.json()
+        body = from_json(response.content)
         error = Error.model_validate(body, scim_policy=TOLERANT)
     except (ValueError, ValidationError):
         return None
@@ -199,7 +200,7 @@ def refuses_form(response: httpx.Response) -> bool:
     if response.status_code != 400:
         return False
     try:
-        body = response.json()
+        body = from_json(response.content)
     except ValueError:
         return False
     return isinstance(body, dict) and body.get("scimType") in FORM_SCIM_TYPES
