@@ -518,15 +518,18 @@ def _scim(url: str) -> ScimSource:
 
 
 def _users_page(change: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[int, str], Any]:
-    """Rewrite each /Users page's first resource with `change`."""
+    """Rewrite the first resource with emails of each /Users page with `change` (the
+    server's order is its ids', random, and some seeded users have no emails)."""
 
     def plan(_n: int, path: str) -> Any:
         if not path.split("?", maxsplit=1)[0].endswith("/Users"):
             return None
 
         def rewrite(body: dict[str, Any]) -> dict[str, Any]:
-            first, *rest = body["Resources"]
-            return {**body, "Resources": [change(first), *rest]}
+            resources = list(body["Resources"])
+            at = next(i for i, r in enumerate(resources) if r.get("emails"))
+            resources[at] = change(resources[at])
+            return {**body, "Resources": resources}
 
         return Rewrite(rewrite)
 
@@ -665,7 +668,8 @@ def test_okta_a_truncated_answer_is_held_by_the_guards_end_to_end(
     the member list of openai-users stops after 5 people with no next link, or the
     group listing comes back empty. Nothing in such an answer says it is short, so the
     read cannot refuse it; the safety guards must hold the mass removal it implies
-    (exit 3), and the target keeps everyone."""
+    (exit 3; with no group at all, the scope rule matching nothing refuses the run,
+    exit 1), and the target keeps everyone."""
     with HostileOkta() as okta:
         people = _seed_okta(okta, 30)
         users, owners = okta.add_group("openai-users"), okta.add_group("openai-owners")
@@ -691,7 +695,11 @@ def test_okta_a_truncated_answer_is_held_by_the_guards_end_to_end(
 
         okta.tamper = short
         second = orgsync(config, "sync", secret=okta.token)
-    assert second.returncode == 3, second.stdout + second.stderr
+    if truncate == "members":  # the removal guards hold it
+        assert second.returncode == 3, second.stdout + second.stderr
+    else:  # a scope rule matching no group refuses the run before any guard
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "matches no group of the source" in second.stdout + second.stderr
     assert holdings(emulator) == before
 
 
