@@ -1073,3 +1073,33 @@ def test_google_a_server_ignoring_the_page_token_fails_the_read(
     hostile_google.tamper = again
     with pytest.raises(SourceError, match="lists only objects already read"):
         _google(hostile_google, service_account, page_size=3).read()
+
+
+def test_okta_email_wins_over_a_different_login(hostile_okta: HostileOkta) -> None:
+    """Held: duplicate account or extra access. A user whose `login` names another
+    address than their `email` (a renamed person, or a login copied from a colleague's):
+    the email is who they are, the login only an attribute; the login stands in only when
+    there is no address-shaped email."""
+    ids = _seed_okta(hostile_okta, 3)
+
+    def tamper(listing: str, _group: str | None, body: Any) -> Any:
+        if listing != "users":
+            return body
+        out = []
+        for doc in body:
+            profile = dict(doc["profile"])
+            if doc["id"] == ids[0]:
+                profile["login"] = "ceo@example.test"
+            elif doc["id"] == ids[1]:
+                profile["email"] = "not-an-address"
+                profile["login"] = "u1-login@example.test"
+            out.append({**doc, "profile": profile})
+        return out
+
+    hostile_okta.tamper = tamper
+    emails = {p.id: p.email for p in _okta(hostile_okta).read().people}
+    assert emails == {
+        ids[0]: "u0@example.test",
+        ids[1]: "u1-login@example.test",
+        ids[2]: "u2@example.test",
+    }
