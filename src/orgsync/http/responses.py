@@ -187,12 +187,16 @@ def error_for_response(
     if 200 <= status < 300:
         return None
     request_id = response.headers.get("x-request-id")
+    try:
+        parsed = error_parser(response)
+    except RecursionError:  # a body nested past the JSON parser's depth: no message in it
+        parsed = None
     if status in (401, 403):
         # A refused credential's body is never quoted raw: servers echo what they were
         # sent. The vendor's parsed message (scrubbed and capped by `redact`) or nothing.
-        detail = error_parser(response) or response.reason_phrase or "refused"
+        detail = parsed or response.reason_phrase or "refused"
     else:
-        detail = error_parser(response) or fallback_message(response)
+        detail = parsed or fallback_message(response)
     message = f"{context}: {detail}"
     if status == 501:
         # Not Implemented: the same request will be refused again, whoever sends it.

@@ -45,7 +45,10 @@ from orgsync.retrying import RetrySettings
 
 __all__ = [
     "HttpSettings",
+    "NewIds",
     "SourceHttp",
+    "add_once",
+    "check_disjoint",
     "metrics_system",
     "page_guard",
     "parallel_map",
@@ -122,6 +125,40 @@ def page_guard(system: str, listing: str) -> PageGuard:
         return SourceError(f"{system}: {message}; nothing will be planned")
 
     return PageGuard(listing, error=error)
+
+
+class NewIds:
+    """Whether a listing still moves forward when its pages are not empty.
+
+    `PageGuard` catches a cursor seen before and a run of empty pages; a server that
+    ignores the cursor and answers the first page again under a fresh one each time
+    passes both: the read went on for `MAX_PAGES` pages (hours of rate limit), or, if
+    the server stopped after a while, ended with the first page's people only. With a
+    cursor (Okta's `after`, Graph's `$skiptoken`) no page repeats a whole earlier one, so
+    a page that lists objects, only ones already read, and points onward fails the read.
+    """
+
+    def __init__(self, system: str, listing: str) -> None:
+        self._system = system
+        self._listing = listing
+        self._seen: set[str] = set()
+
+    def page(self, items: Iterable[Mapping[str, Any]], *, more: bool) -> None:
+        """Record one page's objects; `more`: the page points to another."""
+        listed = fresh = False
+        for item in items:
+            listed = True
+            key = item.get("id")
+            if not isinstance(key, str) or key not in self._seen:
+                fresh = True
+                if isinstance(key, str):
+                    self._seen.add(key)
+        if listed and more and not fresh:
+            raise SourceError(
+                f"{self._system}: {self._listing}: a page lists only objects already read, "
+                "yet points to another page (the server ignores the page cursor); nothing "
+                "will be planned"
+            )
 
 
 class SourceHttp:
@@ -227,6 +264,14 @@ def _query_value(value: object) -> str:
 def _json_page(response: httpx.Response) -> tuple[Any, httpx.Response]:
     try:
         return json.loads(response.content), response
+    except RecursionError:
+        # Python's parser gives up past about a thousand levels: no directory nests that
+        # deep, and the same body would come again, so this is no transient failure.
+        raise ApiError(
+            f"GET {response.request.url.path}: the body nests JSON too deeply to be a "
+            "directory's answer",
+            status=response.status_code,
+        ) from None
     except ValueError as exc:
         # A truncated transfer or a proxy's HTML page: another attempt may well succeed.
         raise TransientError(
@@ -240,6 +285,43 @@ def require_list(value: Any, *, system: str, where: str) -> list[Any]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise SourceDataError(f"{system}: {where}: expected a list of objects")
     return value
+
+
+def add_once(
+    found: dict[SourceId, _T], key: SourceId, value: _T, *, system: str, where: str
+) -> None:
+    """Keep `value` under `key`; the same id listed again with other data fails the read.
+
+    A listing that moves while it is paged, or a server answering one page from a stale
+    replica, can show one person twice: active on one page and suspended on the next, or
+    in two names. Taking either would plan from a guess (the wrong one grants access or
+    removes it), so the read fails and the next one reads again. The same record twice
+    is harmless and kept once.
+    """
+    known = found.get(key)
+    if known is None:
+        found[key] = value
+    elif known != value:
+        raise SourceDataError(
+            f"{system}: {where}: {key!r} is listed twice with different data (the "
+            "directory changed while it was paged, or the server answers inconsistently); "
+            "nothing will be planned"
+        )
+
+
+def check_disjoint(system: str, people: Iterable[SourceId], groups: Iterable[SourceId]) -> None:
+    """Fail the read when an id names both a person and a group.
+
+    The core reads a group member that is a person's id as that person, and one that is
+    a group's id as the group nested: an id naming both would give its group's members
+    the access of wherever the person is a member, or the reverse.
+    """
+    shared = sorted(set(people).intersection(groups))
+    if shared:
+        raise SourceDataError(
+            f"{system}: {len(shared)} id(s) name both a user and a group (first "
+            f"{shared[0]!r}); nothing will be planned"
+        )
 
 
 def resolve_groups(

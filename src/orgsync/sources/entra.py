@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote
@@ -55,7 +55,10 @@ from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.sources._http import (
     HttpSettings,
+    NewIds,
     SourceHttp,
+    add_once,
+    check_disjoint,
     metrics_system,
     page_guard,
     require_list,
@@ -102,6 +105,28 @@ def pick_email(user: dict[str, Any]) -> str | None:
     if isinstance(upn, str) and "@" in upn and "#EXT#" not in upn.upper():
         return upn
     return None
+
+
+def _check_member_kind(
+    path: str,
+    member_id: str,
+    kind: str | None,
+    user_ids: Collection[SourceId],
+    group_ids: Collection[SourceId],
+) -> None:
+    """A member typed a user must not be a listed group, nor one typed a group a listed
+    user: the core tells people from nested groups by id, so a mistyped member would give
+    a group's members a person's access, or a person a group's."""
+    if kind == "#microsoft.graph.user" and member_id in group_ids:
+        actual = "a group"
+    elif kind == "#microsoft.graph.group" and member_id in user_ids:
+        actual = "a user"
+    else:
+        return
+    raise SourceDataError(
+        f"entra: GET {path}: member {member_id!r} is typed {kind} but is {actual} of the "
+        "directory; nothing will be planned"
+    )
 
 
 def _person(doc: dict[str, Any]) -> SourcePerson | None:
@@ -271,7 +296,7 @@ class EntraSource:
             if person is None:
                 skipped.append(str(doc["id"]))
             else:
-                people[person.id] = person
+                add_once(people, person.id, person, system="entra", where="GET /users")
         rejected = tuple(
             RejectedRecord(SourceId(user_id), "neither mail nor an address-shaped UPN")
             for user_id in skipped
@@ -286,14 +311,17 @@ class EntraSource:
                 reason="neither mail nor an address-shaped userPrincipalName: cannot be matched",
             )
 
-        groups: list[tuple[SourceId, str]] = []
+        named: dict[SourceId, str] = {}
         for doc in self._pages(http, "/groups", {"$select": GROUP_SELECT, "$top": top}):
             group_id, name = doc.get("id"), doc.get("displayName")
             if not isinstance(group_id, str) or not group_id:
                 raise SourceDataError("entra: a group without an id in GET /groups")
             if not isinstance(name, str) or not name.strip():
                 raise SourceDataError(f"entra: group {group_id!r} has no displayName")
-            groups.append((SourceId(group_id), name))
+            add_once(named, SourceId(group_id), name, system="entra", where="GET /groups")
+        groups = list(named.items())
+        user_ids: set[SourceId] = {*people, *(SourceId(i) for i in skipped)}
+        check_disjoint("entra", user_ids, named)
 
         def members(group: tuple[SourceId, str]) -> tuple[SourceId, ...]:
             path = f"/groups/{quote(group[0], safe='')}/members"
@@ -303,6 +331,7 @@ class EntraSource:
                 if not isinstance(member_id, str) or not member_id:
                     raise SourceDataError(f"entra: GET {path}: a member without an id")
                 if kind is None or kind in MEMBER_TYPES:
+                    _check_member_kind(path, member_id, kind, user_ids, named)
                     ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
@@ -319,6 +348,7 @@ class EntraSource:
         """Every object of one listing, following `@odata.nextLink` to the end."""
         listing = f"GET {path}"
         guard = page_guard("entra", listing)
+        progress = NewIds("entra", listing)
         body = http.get_json(path, params)
         while True:
             where = f"{listing} (page {guard.pages + 1})"
@@ -329,8 +359,16 @@ class EntraSource:
             if next_link is not None and not isinstance(next_link, str):
                 raise SourceDataError(f"entra: {where}: @odata.nextLink is not a string")
             guard.page(len(items), next_link)
+            progress.page(items, more=next_link is not None)
             yield from items
             if next_link is None:
                 return
+            if http.url(next_link).path.casefold() != http.url(path).path.casefold():
+                # Graph's nextLink is the same listing with a $skiptoken: one naming
+                # another (all-staff's members after owners') would read one as another.
+                raise SourceError(
+                    f"entra: {listing}: the @odata.nextLink leads to another listing "
+                    f"({http.url(next_link).path}); nothing will be planned"
+                )
             # The next link repeats $select and $top and adds the $skiptoken.
             body = http.get_json(next_link)

@@ -60,6 +60,8 @@ def _snapshot(text: str, *, origin: str) -> SourceSnapshot:
         raise SourceDataError(
             f"{origin}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
         ) from error
+    except RecursionError:  # Python's parser stops near a thousand levels deep
+        raise SourceDataError(f"{origin}: the JSON nests too deeply to be a directory") from None
     return parse_directory(document, origin=origin)
 
 

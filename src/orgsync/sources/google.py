@@ -101,7 +101,10 @@ from orgsync.http.auth import JWT_BEARER_GRANT, JwtBearer, TokenEndpoint
 from orgsync.http.responses import default_is_transient, server_time
 from orgsync.sources._http import (
     HttpSettings,
+    NewIds,
     SourceHttp,
+    add_once,
+    check_disjoint,
     metrics_system,
     page_guard,
     require_list,
@@ -545,10 +548,10 @@ class GoogleSource:
         }
         for doc in self._pages(http, "/users", "users", user_params):
             person = _person(doc)
-            people[person.id] = person
+            add_once(people, person.id, person, system="google", where="users.list")
 
         group_size = min(self.page_size, GROUPS_MAX_RESULTS)
-        groups: list[tuple[SourceId, str]] = []
+        named: dict[SourceId, str] = {}
         group_params = {"customer": self.customer, "maxResults": group_size}
         for doc in self._pages(http, "/groups", "groups", group_params):
             group_id = doc.get("id")
@@ -560,7 +563,9 @@ class GoogleSource:
                 name = doc.get("email")
             if not isinstance(name, str) or not name.strip():
                 raise SourceDataError(f"google: group {group_id!r} has neither name nor email")
-            groups.append((SourceId(group_id), name))
+            add_once(named, SourceId(group_id), name, system="google", where="groups.list")
+        groups = list(named.items())
+        check_disjoint("google", people, named)
 
         everyone = tuple(people)
 
@@ -576,6 +581,15 @@ class GoogleSource:
                 if not isinstance(member_id, str) or not member_id:
                     raise SourceDataError(f"google: GET {path}: a member without an id")
                 if kind in ("USER", "GROUP"):
+                    # The core tells people from nested groups by id: a member typed
+                    # USER that is a group would nest that group here, and the reverse.
+                    if (member_id in named) != (kind == "GROUP") and (
+                        member_id in named or member_id in people
+                    ):
+                        raise SourceDataError(
+                            f"google: GET {path}: member {member_id!r} is typed {kind} but "
+                            "the directory lists it as the other kind; nothing will be planned"
+                        )
                     ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
@@ -592,6 +606,7 @@ class GoogleSource:
         """Every object of one listing, passing `nextPageToken` back until there is none."""
         listing = f"GET {path}"
         guard = page_guard("google", listing)
+        progress = NewIds("google", listing)
         body = http.get_json(path, params)
         while True:
             where = f"{listing} (page {guard.pages + 1})"
@@ -603,6 +618,7 @@ class GoogleSource:
             if token is not None and not isinstance(token, str):
                 raise SourceDataError(f"google: {where}: nextPageToken is not a string")
             guard.page(len(items), token)
+            progress.page(items, more=token is not None)
             yield from items
             if token is None:
                 return

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import ldap3
 import structlog
@@ -75,6 +75,7 @@ from orgsync.core.errors import (
 )
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
+from orgsync.core.redaction import scrub
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap_ad import UsnCursor, probe_usn, usn_cursor
 
@@ -190,6 +191,17 @@ class LdapSettings:
     @property
     def id_attr(self) -> str:
         return self.id_attribute or self.defaults.id_attribute
+
+
+_AD_PARTITIONS: Final = frozenset({"dc=domaindnszones", "dc=forestdnszones", "cn=configuration"})
+"""First RDNs of Active Directory's naming contexts that hold no people or groups."""
+
+
+def _ad_partition(uri: str) -> bool:
+    """Whether an LDAP URL's DN is one of `_AD_PARTITIONS`."""
+    path = unquote(urlsplit(uri).path).lstrip("/")
+    first = path.split(",", 1)[0].replace(" ", "").lower()
+    return first in _AD_PARTITIONS
 
 
 def _close(conn: ldap3.Connection) -> None:
@@ -726,7 +738,9 @@ class LdapSource:
     def _classify(self, error: Exception, step: str) -> Exception:
         """Map an ldap3 failure to TransientError (retry the read) or SourceError."""
         where = f"{self.settings.url}: {step}"
-        detail = f"{type(error).__name__}: {error}"
+        # A server's diagnostic message is quoted: one that echoes the bind password
+        # (a misbehaving proxy, a hostile server) must not put it in logs or run history.
+        detail = scrub(f"{type(error).__name__}: {error}", [self.settings.password])
         text = str(error).lower()
         if "certificate" in text or isinstance(error, ssl.SSLError | lx.LDAPStartTLSError):
             return SourceError(
@@ -790,6 +804,7 @@ class LdapSource:
             )
             self.pages += 1
             self._check_result(conn, base)
+            self._check_references(conn, base)
             entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
             if entries:
                 first = entries[0]["dn"]
@@ -826,7 +841,34 @@ class LdapSource:
         message = conn.result.get("message", "")
         if code == 4:  # sizeLimitExceeded: the entries so far are only part of the answer
             raise lx.LDAPSizeLimitExceededResult(f"{description} {message}".strip())
+        if code == 10:  # referral: the base itself is held by another server
+            where = ", ".join(map(str, conn.result.get("referrals") or [])) or "another server"
+            raise SourceError(
+                f"ldap: search of {base!r}: result 10 referral: the base is held by {where}; "
+                "orgsync does not follow referrals (the other server would get the bind "
+                "password): point the URL at the server that holds the base"
+            )
         raise SourceError(f"ldap: search of {base!r}: result {code} {description} {message}")
+
+    def _check_references(self, conn: ldap3.Connection, base: str) -> None:
+        """A continuation reference (`searchResRef`) is part of the subtree held by another
+        server, which is never followed (it would receive the bind password): the people
+        there would read as gone, so the read fails instead, naming it. Active Directory
+        answers a search from a domain's root with references to its DNS and configuration
+        partitions, which hold no people or groups: those alone are passed over."""
+        for response in conn.response or []:
+            if response.get("type") != "searchResRef":
+                continue
+            uris = [str(u) for u in response.get("uri") or []]
+            if self.settings.flavor == "ad" and uris and all(map(_ad_partition, uris)):
+                continue
+            raise SourceError(
+                f"ldap: search of {base!r}: the server referred part of the subtree to "
+                f"{', '.join(uris) or 'another server'} (a continuation reference); orgsync "
+                "does not follow referrals, so the people and groups there would read as "
+                "gone: point the base at the server that holds them, or narrow it to "
+                "exclude the referral"
+            )
 
     def _users(self, conn: ldap3.Connection) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
         s = self.settings
@@ -918,11 +960,18 @@ class LdapSource:
         s = self.settings
         people: list[SourcePerson] = []
         by_dn: dict[str, SourceId] = {}
+        # The id attribute is the operator's choice (`id_attribute`): one that is not
+        # unique (a `uid` repeated in two OUs, a `cn` shared by a person and a group)
+        # would merge two entries, and the core would give one's groups to the other.
+        owner: dict[SourceId, str] = {}
         for dn, raw in people_entries:
             key = dn_key(dn)
+            if key in by_dn:
+                continue  # the same entry answered twice: read once
             person_id = _entry_id(raw.get(s.id_attr) or [], s.id_attr)
             if person_id is None:
                 raise SourceDataError(f"ldap: {dn!r} has no {s.id_attr} (the stable id)")
+            self._unique(owner, SourceId(person_id), dn)
             # Without an address the core rejects the entry (reported with its id, never
             # acted on); add (mail=*) to user_filter to leave such entries out.
             email = _text(raw, s.email_attribute) or ""
@@ -942,11 +991,17 @@ class LdapSource:
             group_id = _entry_id(raw.get(s.id_attr) or [], s.id_attr)
             if group_id is None:
                 raise SourceDataError(f"ldap: group {dn!r} has no {s.id_attr} (the stable id)")
+            if dn_key(dn) not in group_ids:
+                self._unique(owner, SourceId(group_id), dn)
             group_ids[dn_key(dn)] = SourceId(group_id)
         dangling = 0
         groups: list[SourceGroup] = []
+        done: set[str] = set()
         for dn, raw in group_entries:
             key = dn_key(dn)
+            if key in done:
+                continue
+            done.add(key)
             if chains:
                 member_dns = chains.get(key, [])
             else:
@@ -971,6 +1026,16 @@ class LdapSource:
                 reason="member DNs that are neither a person nor a group found under the bases",
             )
         return SourceSnapshot(people=tuple(people), groups=tuple(groups))
+
+    def _unique(self, owner: dict[SourceId, str], entry_id: SourceId, dn: str) -> None:
+        """Fail the read when `entry_id` already names another entry."""
+        other = owner.setdefault(entry_id, dn)
+        if dn_key(other) != dn_key(dn):
+            raise SourceDataError(
+                f"ldap: {other!r} and {dn!r} share the id {entry_id!r} ({self.settings.id_attr} "
+                "is not unique): choose an id_attribute every person and group has its own "
+                "value of (entryUUID, objectGUID); nothing will be planned"
+            )
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None

@@ -62,7 +62,10 @@ from orgsync.http.auth import HeaderAuth
 from orgsync.http.responses import parse_retry_after, server_time
 from orgsync.sources._http import (
     HttpSettings,
+    NewIds,
     SourceHttp,
+    add_once,
+    check_disjoint,
     page_guard,
     require_list,
     resolve_groups,
@@ -397,14 +400,22 @@ class OktaSource:
         user_limit = min(self.page_size, USERS_MAX_LIMIT)
         for doc in self._pages(http, "/api/v1/users", {"limit": user_limit}):
             person = _person(doc)
-            people[person.id] = person
-        deprovisioned = {"limit": user_limit, "filter": DEPROVISIONED_FILTER}
-        for doc in self._pages(http, "/api/v1/users", deprovisioned):
+            add_once(people, person.id, person, system="okta", where="GET /api/v1/users")
+        deprovisioned: dict[SourceId, SourcePerson] = {}
+        query = {"limit": user_limit, "filter": DEPROVISIONED_FILTER}
+        for doc in self._pages(http, "/api/v1/users", query):
             person = _person(doc)
-            people[person.id] = person  # the later listing is the fresher status
+            where = f"GET /api/v1/users?filter={DEPROVISIONED_FILTER}"
+            add_once(deprovisioned, person.id, person, system="okta", where=where)
+        people.update(deprovisioned)  # the later listing is the fresher status
 
         group_pages = self._pages(http, "/api/v1/groups", {"limit": self.page_size})
-        groups = [_group(doc) for doc in group_pages]
+        named: dict[SourceId, str] = {}
+        for doc in group_pages:
+            group_id, name = _group(doc)
+            add_once(named, group_id, name, system="okta", where="GET /api/v1/groups")
+        groups = list(named.items())
+        check_disjoint("okta", people, named)
 
         def members(group: tuple[SourceId, str]) -> tuple[SourceId, ...]:
             path = f"/api/v1/groups/{group[0]}/users"
@@ -413,6 +424,13 @@ class OktaSource:
                 member_id = doc.get("id")
                 if not isinstance(member_id, str) or not member_id:
                     raise SourceDataError(f"okta: GET {path}: a member without an id")
+                if member_id in named:
+                    # Okta groups hold users only; the core would read a group's id here
+                    # as that group nested, giving its members this group's access.
+                    raise SourceDataError(
+                        f"okta: GET {path}: member {member_id!r} is a group, and Okta groups "
+                        "cannot contain groups; nothing will be planned"
+                    )
                 ids.append(SourceId(member_id))
             return tuple(dict.fromkeys(ids))
 
@@ -427,14 +445,23 @@ class OktaSource:
         """Every object of one listing, following `Link: rel="next"` to the end."""
         listing = f"GET {path}"
         guard = page_guard("okta", listing)
+        progress = NewIds("okta", listing)
         body, response = http.get_page(path, params)
         while True:
             items = require_list(body, system="okta", where=f"{listing} (page {guard.pages + 1})")
             next_url = response.links.get("next", {}).get("url")
             guard.page(len(items), next_url)
+            progress.page(items, more=next_url is not None)
             yield from items
             if next_url is None:
                 return
+            if http.url(next_url).path != http.url(path).path:
+                # Okta's next link is the same listing with `after`: one naming another
+                # (all-staff's members after owners') would read one group as another.
+                raise SourceError(
+                    f"okta: {listing}: the next-page link leads to another listing "
+                    f"({http.url(next_url).path}); nothing will be planned"
+                )
             # The next link carries `after` and `limit` (and the filter) itself.
             body, response = http.get_page(next_url)
 

@@ -460,6 +460,12 @@ def _groups(groups: list[Group], people: tuple[SourcePerson, ...]) -> tuple[Sour
         subgroups: list[SourceId] = []
         for member in group.members or []:
             value = member.value or ""
+            if member.type and member.type.strip().casefold() not in ("user", "group"):
+                # A device, contact or service principal: no person. Providers numbering
+                # each kind from its own sequence give device 2 and user 2 the same id,
+                # and looking the value up would hand this group's access to user 2.
+                dangling += 1
+                continue
             kind = member_kind(
                 value, type_=member.type, ref=member.ref, user_ids=person_ids, group_ids=group_ids
             )
