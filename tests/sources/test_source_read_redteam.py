@@ -976,6 +976,20 @@ def test_entra_a_next_link_to_another_listing_fails_the_read(hostile_entra: Host
         _entra(hostile_entra, page_size=1).read()
 
 
+def test_entra_a_next_link_spelling_the_service_root_its_own_way_is_the_same_listing() -> None:
+    """Graph documents nextLinks as opaque: a tenant segment or another casing before the
+    resource path is still the listing asked for; another resource path is not."""
+    from orgsync.sources.entra import _same_listing
+
+    members = "/groups/g-owners/members"
+    assert _same_listing("/v1.0/groups/g-owners/members", members)
+    assert _same_listing("/v1.0/0f1e2d3c-tenant/Groups/G-Owners/members/", members)
+    assert not _same_listing("/v1.0/groups/g-staff/members", members)
+    assert not _same_listing("/v1.0/groups/g-owners/members/extra", members)
+    assert _same_listing("/v1.0/users", "/users")
+    assert not _same_listing("/v1.0/groups", "/users")
+
+
 # --------------------------------------------------------------------------- Google
 
 

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import structlog
@@ -363,7 +363,7 @@ class EntraSource:
             yield from items
             if next_link is None:
                 return
-            if http.url(next_link).path.casefold() != http.url(path).path.casefold():
+            if not _same_listing(http.url(next_link).path, unquote(path)):
                 # Graph's nextLink is the same listing with a $skiptoken: one naming
                 # another (all-staff's members after owners') would read one as another.
                 raise SourceError(
@@ -372,3 +372,14 @@ class EntraSource:
                 )
             # The next link repeats $select and $top and adds the $skiptoken.
             body = http.get_json(next_link)
+
+
+def _same_listing(link_path: str, listing_path: str) -> bool:
+    """Whether a nextLink's path names the listing asked for.
+
+    Compared without case and by its end: Graph documents nextLinks as opaque and may
+    spell the service root its own way (a tenant segment before the resource, another
+    casing), but the resource path itself (`/groups/{id}/members`) must be the one
+    asked for."""
+    link, listing = link_path.casefold().rstrip("/"), listing_path.casefold().rstrip("/")
+    return link == listing or link.endswith(listing)
