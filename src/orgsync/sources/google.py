@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -99,6 +99,7 @@ from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import JWT_BEARER_GRANT, JwtBearer, TokenEndpoint
 from orgsync.http.responses import default_is_transient, server_time
+from orgsync.sources._cursors import dump_cursor, earlier, iso_millis, load_cursor
 from orgsync.sources._http import (
     HttpSettings,
     NewIds,
@@ -386,15 +387,15 @@ class GoogleSource:
             log.warning("source.change_marker_unavailable", system="google", error=str(error))
             return None
         if not scan.complete:
-            return _cursor(scan.since, {})
-        return _cursor(
+            return dump_cursor(scan.since, {})
+        return dump_cursor(
             scan.since, {k: t for k, t in scan.counted.items() if _instant(t) >= scan.since}
         )
 
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         """See the module docstring; `people` and `groups` are not needed (deletions are
         logged)."""
-        since, seen = _parse_cursor(cursor)
+        since, seen = load_cursor(cursor, system="google")
         age = self._now() - since
         if age > REPORTS_RETENTION - RETENTION_MARGIN:
             raise CursorExpired(
@@ -418,7 +419,7 @@ class GoogleSource:
         keep = {k: t for k, t in scan.counted.items() if _instant(t) >= scan.since}
         if not scan.complete:
             keep = {}  # more than the pages walked: read whole until the window has passed
-        return ChangeProbe(changed=changed, cursor=_cursor(scan.since, keep), calls=scan.calls)
+        return ChangeProbe(changed=changed, cursor=dump_cursor(scan.since, keep), calls=scan.calls)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._wall_clock(), UTC)
@@ -459,7 +460,7 @@ class GoogleSource:
                 raise SourceError(f"google: the change probe's token: {error}") from error
             for application in PROBE_APPLICATIONS:
                 path = f"/activity/users/all/applications/{application}"
-                params = {"startTime": _iso(start), "maxResults": PROBE_PAGE}
+                params = {"startTime": iso_millis(start), "maxResults": PROBE_PAGE}
                 token: str | None = None
                 for page in range(PROBE_MAX_PAGES + 1):
                     if page == PROBE_MAX_PAGES:
@@ -468,7 +469,7 @@ class GoogleSource:
                     body, response = self._probe_page(http, path, {**params, "pageToken": token})
                     calls += 1
                     # The next window is on the earlier clock: Google stamps activities.
-                    now = _earlier(now, server_time(response))
+                    now = earlier(now, server_time(response))
                     for activity in body.get("items", []) or []:
                         if _counts(application, activity):
                             key, stamp = _activity_key(application, activity)
@@ -639,11 +640,6 @@ class _Scan:
     calls: int
 
 
-def _iso(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def _instant(text: str) -> datetime:
     """An activity's time; unreadable: far future (kept in the cursor, never dropped)."""
     try:
@@ -651,30 +647,6 @@ def _instant(text: str) -> datetime:
     except ValueError:
         return datetime.max.replace(tzinfo=UTC)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _earlier(ours: datetime, google: datetime | None) -> datetime:
-    """The earlier of orgsync's clock and Google's (`Date`): a cursor on it never lies
-    after an activity Google stamps from then on."""
-    return ours if google is None or ours <= google else google
-
-
-def _cursor(since: datetime, seen: Mapping[str, str]) -> str:
-    return json.dumps({"since": _iso(since), "seen": dict(seen)})
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str]]:
-    try:
-        value = json.loads(cursor)
-        since = datetime.fromisoformat(str(value["since"]).replace("Z", "+00:00"))
-        seen = {str(k): str(v) for k, v in dict(value["seen"]).items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CursorExpired(
-            f"google: the change cursor is not one this source wrote ({error})"
-        ) from None
-    if since.tzinfo is None:
-        raise CursorExpired("google: the change cursor's time has no time zone")
-    return since, seen
 
 
 def _activity_key(application: str, activity: dict[str, Any]) -> tuple[str, str]:

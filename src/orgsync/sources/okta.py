@@ -45,9 +45,8 @@ not read the System Log (403) is `CursorExpired`: the source is read whole that 
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
@@ -60,6 +59,7 @@ from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
 from orgsync.core.ports import ChangeProbe
 from orgsync.http.auth import HeaderAuth
 from orgsync.http.responses import parse_retry_after, server_time
+from orgsync.sources._cursors import dump_cursor, earlier, iso_millis, load_cursor
 from orgsync.sources._http import (
     HttpSettings,
     NewIds,
@@ -154,11 +154,6 @@ def okta_retry_after(
     return wait if wait > 0 else None
 
 
-def _iso(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def _instant(text: str) -> datetime:
     """An Okta timestamp; unreadable: the epoch (never kept in a cursor)."""
     try:
@@ -166,30 +161,6 @@ def _instant(text: str) -> datetime:
     except ValueError:
         return datetime.fromtimestamp(0, UTC)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _cursor(since: datetime, seen: Mapping[str, str]) -> str:
-    return json.dumps({"since": _iso(since), "seen": dict(seen)})
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str]]:
-    try:
-        value = json.loads(cursor)
-        since = datetime.fromisoformat(str(value["since"]).replace("Z", "+00:00"))
-        seen = {str(k): str(v) for k, v in dict(value["seen"]).items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CursorExpired(
-            f"okta: the change cursor is not one this source wrote ({error})"
-        ) from None
-    if since.tzinfo is None:
-        raise CursorExpired("okta: the change cursor's time has no time zone")
-    return since, seen
-
-
-def _earlier(ours: datetime, okta: datetime | None) -> datetime:
-    """The earlier of orgsync's clock and Okta's (`Date`): a cursor on the earlier one
-    never lies after a change Okta stamps from then on."""
-    return ours if okta is None or ours <= okta else okta
 
 
 def _latest(version: str) -> datetime:
@@ -307,14 +278,14 @@ class OktaSource:
         request, `Date` only; its whole seconds are truncated, hence never ahead."""
         with self._http() as http:
             _, response = http.get_page("/api/v1/users", {"limit": 1})
-        return _cursor(_earlier(self.clock(), server_time(response)) - PROBE_OVERLAP, {})
+        return dump_cursor(earlier(self.clock(), server_time(response)) - PROBE_OVERLAP, {})
 
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         """See the module docstring; `people` and `groups` are not needed (deletions are
         in the System Log)."""
-        since, seen = _parse_cursor(cursor)
+        since, seen = load_cursor(cursor, system="okta")
         now = self.clock()
-        stamp = _iso(since)
+        stamp = iso_millis(since)
         queries: tuple[tuple[str, str, dict[str, object]], ...] = (
             ("user", "/api/v1/users", {"filter": f'lastUpdated gt "{stamp}"'}),
             (
@@ -338,7 +309,7 @@ class OktaSource:
                 items, server = self._probe_page(http, path, {**params, "limit": PROBE_PAGE})
                 if kind == "user":
                     self._check_clock(server)
-                    now = _earlier(now, server)
+                    now = earlier(now, server)
                 # A polling System Log query always has a next link; a page that is not
                 # full holds everything there is so far, for every listing alike.
                 complete = complete and len(items) < PROBE_PAGE
@@ -358,7 +329,7 @@ class OktaSource:
         keep = {k: v for k, v in recent.items() if _latest(v) >= following}
         if not complete:
             keep = {}  # more than a page changed: read whole until the window has passed
-        return ChangeProbe(changed=changed, cursor=_cursor(following, keep), calls=len(queries))
+        return ChangeProbe(changed=changed, cursor=dump_cursor(following, keep), calls=len(queries))
 
     @staticmethod
     def _probe_page(
