@@ -72,6 +72,50 @@ class DetectsChanges(Protocol):
         ...
 
 
+class ProbeState(StrEnum):
+    """How an incremental pass over a source finds out whether anything changed."""
+
+    AVAILABLE = "available"
+    """The source's change probe works: a quiet pass costs a few requests."""
+    DEGRADED = "degraded"
+    """The source has a cheap probe, but this install cannot use it: each pass costs more."""
+    NOT_APPLICABLE = "not applicable"
+    """The source has no probe to enable (a file: each pass reads it and compares)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStatus:
+    """What `orgsync validate` says of a source's change probe (`ReportsProbeStatus`).
+
+    The texts are the ones the source logs (`source.change_probe_degraded`, a cursor
+    expired): an operator reads the same words in either place."""
+
+    state: ProbeState
+    cost: str
+    """What a quiet incremental pass costs (available, not applicable), or what each one
+    costs as things are (degraded)."""
+    reason: str = ""
+    """Why the probe cannot be used (degraded only)."""
+    enable: str = ""
+    """Exactly what to enable or grant so that it can be (degraded only; may be empty when
+    nothing on the operator's side would help)."""
+
+
+@runtime_checkable
+class ReportsProbeStatus(Protocol):
+    """A source that can say whether its change probe works here (optional).
+
+    Only `orgsync validate` asks, after a successful read: it takes a cursor and probes it
+    once, as an incremental pass would, reading only. It logs no degradation of its own
+    (validate prints the status), and a degraded probe is a warning, never a failure."""
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """The probe's status; `people` (rejected records included) and `groups` are what
+        the read just made held. Raises `SourceError` when the probe failed for a reason
+        that says nothing about its configuration (the server went away)."""
+        ...
+
+
 class Target(Protocol):
     """One organization's admin API."""
 

@@ -27,6 +27,7 @@ from orgsync.core.model import (
     SourcePerson,
     SourceSnapshot,
 )
+from orgsync.core.ports import ProbeState, ProbeStatus
 
 _PERSON_FIELDS = {"id", "email", "name", "active"}
 
@@ -47,6 +48,16 @@ class FileSource:
         except UnicodeDecodeError as error:
             raise SourceDataError(f"{self.path}: not UTF-8 text ({error.reason})") from error
         return _snapshot(text, origin=str(self.path))
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """Nothing to probe: an incremental pass reads the file and compares it."""
+        return ProbeStatus(
+            ProbeState.NOT_APPLICABLE,
+            cost=(
+                "each pass reads the file and compares it with the last one "
+                "(snapshot diff, 0 calls)"
+            ),
+        )
 
 
 @paused
