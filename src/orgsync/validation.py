@@ -28,7 +28,7 @@ from orgsync.factories import build_source, build_target, check_state, open_stat
 if TYPE_CHECKING:
     from orgsync.core.forms import LearnedForm
     from orgsync.core.model import SourceSnapshot
-    from orgsync.core.ports import Source, Target
+    from orgsync.core.ports import Target
     from orgsync.store.identity import Identity
 
 
@@ -51,22 +51,19 @@ def _check_source(
         f"{len(snapshot.groups)} groups"
     ]
     if not offline:
-        try:
-            lines.append(_probe_line(source, snapshot))
-        finally:
-            closer = getattr(source, "close", None)  # a probe leaves SCIM's client open
-            if callable(closer):
-                closer()
+        lines.append(_probe_line(config, environ, snapshot))
     return lines, True, [group.name for group in snapshot.groups]
 
 
-def _probe_line(source: Source, snapshot: SourceSnapshot) -> str:
+def _probe_line(config: Config, environ: Mapping[str, str], snapshot: SourceSnapshot) -> str:
     """What an incremental pass over the source, as configured, would cost: the change
     probe available, degraded (why, and what to enable) or not applicable. A warning at
     most: the source reads, so every sync works, only each pass costs more."""
     from orgsync.core.ports import DetectsChanges, ProbeState, ReportsProbeStatus
 
     label = "  change probe"
+    # A source of its own, as a pass probes with: a read may close its source (SCIM's).
+    source = build_source(config, environ)
     if not isinstance(source, ReportsProbeStatus):
         if isinstance(source, DetectsChanges):
             return f"{label}: not checked (the source does not report its probe's status)"
@@ -76,6 +73,10 @@ def _probe_line(source: Source, snapshot: SourceSnapshot) -> str:
         status = source.change_probe_status(people, len(snapshot.groups))
     except OrgsyncError as error:
         return f"{label}: WARNING: not checked: {visible(str(error))}"
+    finally:
+        closer = getattr(source, "close", None)  # a probe leaves SCIM's client open
+        if callable(closer):
+            closer()
     if status.state is ProbeState.DEGRADED:
         enable = f"; to enable: {status.enable}" if status.enable else ""
         return f"{label}: WARNING: degraded: {visible(status.reason)}; {status.cost}{enable}"
