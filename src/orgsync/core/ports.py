@@ -2,10 +2,11 @@
 
 They live in the core so that the applier and the planner depend on nothing but the core,
 and every adapter depends only inwards. Sources and targets implement `Source`, `Target`
-and the optional `ReadsPeople`, `LearnsForms` and `PlanAware`; the store implements
-`OperationJournal`; the entry points implement `RunObserver` (the daemon's metrics) and
-`RunProgress` (the CLI's bars and events), which the engine reports to without knowing
-Prometheus or terminals.
+and the optional `ReadsPeople`, `LearnsForms` and `PlanAware`, sources `DetectsChanges`
+and `ReportsProbeStatus` (what `orgsync validate` says of incremental passes); the store
+implements `OperationJournal`; the entry points implement `RunObserver` (the daemon's
+metrics) and `RunProgress` (the CLI's bars and events), which the engine reports to
+without knowing Prometheus or terminals.
 """
 
 from __future__ import annotations

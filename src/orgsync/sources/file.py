@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from orgsync.core.collector import paused
 from orgsync.core.errors import SourceDataError, SourceError
@@ -27,7 +27,11 @@ from orgsync.core.model import (
     SourcePerson,
     SourceSnapshot,
 )
-from orgsync.core.ports import ProbeState, ProbeStatus
+
+# The file source is read by `validate --offline`, which never asks for a probe's status:
+# it does not pay for the ports' import (tests/cli/test_startup_imports.py).
+if TYPE_CHECKING:
+    from orgsync.core.ports import ProbeStatus
 
 _PERSON_FIELDS = {"id", "email", "name", "active"}
 
@@ -51,6 +55,8 @@ class FileSource:
 
     def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
         """Nothing to probe: an incremental pass reads the file and compares it."""
+        from orgsync.core.ports import ProbeState, ProbeStatus
+
         return ProbeStatus(
             ProbeState.NOT_APPLICABLE,
             cost=(
