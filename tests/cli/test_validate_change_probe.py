@@ -121,42 +121,55 @@ def test_ldap_probe_degraded_without_syncprov_and_one_search_with_it(
 # ------------------------------------------------------------------------------ Google
 
 
-@pytest.mark.parametrize("delegated", [True, False])
+@pytest.mark.parametrize("setup", ["delegated", "scope not delegated", "no report reader"])
 def test_google_probe_needs_the_reports_scope_delegated(
-    delegated: bool,
+    setup: str,
     tmp_path: Path,
     openai: OpenAIEmulator,
     service_account: ServiceAccount,  # noqa: F811 - fixture
 ) -> None:
+    """Without the Reports scope delegated (the token is refused), or with a `subject`
+    who may not read reports (the API answers 403): degraded, with what to delegate, in
+    the words a running pass logs; exit 0 all the same."""
     with GoogleEmulator(admins=(ADMIN,)) as google:
-        scopes = {} if delegated else {"delegated_scopes": DIRECTORY_SCOPES}
+        scopes = {"delegated_scopes": DIRECTORY_SCOPES} if setup == "scope not delegated" else {}
         google.register_service_account(
             SERVICE_ACCOUNT, KEY_ID, service_account.public_pem, **scopes
         )
+        if setup == "no report reader":
+            google.report_readers = frozenset()
         rig = IdpRig("google", tmp_path, openai, service_account, google=google)
         seed_google(google, scoped_directory(nested=True))
         result = rig.orgsync("validate")
         assert result.returncode == 0, result.stdout + result.stderr
         line = probe_line(result)
-        if delegated:
+        if setup == "delegated":
             assert line == (
                 "  change probe: available; a quiet incremental pass is a token and two "
                 "requests (the Reports API's activities)"
             )
             return
-        assert line.startswith(
-            "  change probe: WARNING: degraded: the token endpoint refused the scope "
-            "https://www.googleapis.com/auth/admin.reports.audit.readonly"
-        ), line
+        if setup == "scope not delegated":
+            assert line.startswith(
+                "  change probe: WARNING: degraded: the token endpoint refused the scope "
+                "https://www.googleapis.com/auth/admin.reports.audit.readonly"
+            ), line
+        else:
+            assert line.startswith("  change probe: WARNING: degraded: the Reports API refused")
+            assert "403" in line
         enable = (
-            "to enable: delegate the scope "
+            "delegate the scope "
             "https://www.googleapis.com/auth/admin.reports.audit.readonly to the service "
             "account's client id (Admin console, Security, API controls, Domain-wide "
             f"delegation), and let {ADMIN} read reports: a quiet pass is then a token and "
             "two requests"
         )
-        assert line.endswith(enable), line
+        assert line.endswith(f"; to enable: {enable}"), line
         assert "each incremental pass reads the whole directory" in line
+        # The same words a running pass logs.
+        synced = rig.orgsync("sync", "--dry-run")
+        assert "source.change_probe_degraded" in synced.stderr
+        assert enable in synced.stderr
 
 
 # ------------------------------------------------------------------------------ Okta
