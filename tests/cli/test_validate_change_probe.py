@@ -265,6 +265,30 @@ def test_scim_probe_needs_the_last_modified_filter(
         server.stop()
 
 
+def test_a_probe_failing_otherwise_is_not_checked_and_validate_still_passes(
+    tmp_path: Path, openai: OpenAIEmulator
+) -> None:
+    """A provider answering 500 to the probe's filtered query only (every listing read
+    fine): a pass would read whole (`source.probe_failed`); validate says the probe was
+    not checked and why, and exits 0: every sync works."""
+    server = start_scim2_server(make_directory(20, 2), tmp_path / "scim2", SCIM_TOKEN)
+    try:
+
+        def fail(_number: int, path: str) -> Respond | None:
+            return Respond(500) if "filter=" in path else None
+
+        with FaultProxy(server.url, fail) as proxy:
+            config = write_config(tmp_path, openai, scim_config(proxy.url))
+            result = validate(config, SCIM_TOKEN)
+        assert result.returncode == 0, result.stdout + result.stderr
+        line = probe_line(result)
+        assert line.startswith("  change probe: WARNING: not checked: scim: "), line
+        assert "500" in line
+        assert SCIM_TOKEN not in result.stdout + result.stderr
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------------------ file
 
 
