@@ -27,38 +27,68 @@ from orgsync.factories import build_source, build_target, check_state, open_stat
 # nor the state database's modules (bench/startup.py, tests/cli/test_startup_imports.py).
 if TYPE_CHECKING:
     from orgsync.core.forms import LearnedForm
+    from orgsync.core.model import SourceSnapshot
     from orgsync.core.ports import Target
     from orgsync.store.identity import Identity
 
 
 def _check_source(
     config: Config, environ: Mapping[str, str], *, offline: bool
-) -> tuple[str, bool, list[str] | None]:
-    """One report line for the source, whether it is usable, and the names of its groups
-    (None: not read)."""
+) -> tuple[list[str], bool, list[str] | None]:
+    """The report lines for the source, whether it is usable, and the names of its groups
+    (None: not read). Online, the second line is its change probe's."""
     label = f"source {config.source.type}"
     try:
         source = build_source(config, environ)  # resolves the source's secrets
         if offline and not connectors.source(config.source.type).reads_offline:
-            return f"{label}: credentials present (not contacted: --offline)", True, None
+            return [f"{label}: credentials present (not contacted: --offline)"], True, None
         snapshot = source.read()
     except OrgsyncError as error:
-        return f"{label}: FAILED: {error}", False, None
+        return [f"{label}: FAILED: {error}"], False, None
     inactive = sum(1 for p in snapshot.people if not p.active)
-    return (
+    lines = [
         f"{label}: {len(snapshot.people)} people ({inactive} inactive), "
-        f"{len(snapshot.groups)} groups",
-        True,
-        [group.name for group in snapshot.groups],
-    )
+        f"{len(snapshot.groups)} groups"
+    ]
+    if not offline:
+        lines.append(_probe_line(config, environ, snapshot))
+    return lines, True, [group.name for group in snapshot.groups]
+
+
+def _probe_line(config: Config, environ: Mapping[str, str], snapshot: SourceSnapshot) -> str:
+    """What an incremental pass over the source, as configured, would cost: the change
+    probe available, degraded (why, and what to enable) or not applicable. A warning at
+    most: the source reads, so every sync works, only each pass costs more."""
+    from orgsync.core.ports import DetectsChanges, ProbeState, ReportsProbeStatus
+
+    label = "  change probe"
+    # A source of its own, as a pass probes with: a read may close its source (SCIM's).
+    source = build_source(config, environ)
+    if not isinstance(source, ReportsProbeStatus):
+        if isinstance(source, DetectsChanges):
+            return f"{label}: not checked (the source does not report its probe's status)"
+        return f"{label}: none; each incremental pass reads the source whole and compares it"
+    people = len(snapshot.people) + len(snapshot.rejected)
+    try:
+        status = source.change_probe_status(people, len(snapshot.groups))
+    except OrgsyncError as error:
+        return f"{label}: WARNING: not checked: {visible(str(error))}"
+    finally:
+        closer = getattr(source, "close", None)  # a probe leaves SCIM's client open
+        if callable(closer):
+            closer()
+    if status.state is ProbeState.DEGRADED:
+        enable = f"; to enable: {status.enable}" if status.enable else ""
+        return f"{label}: WARNING: degraded: {visible(status.reason)}; {status.cost}{enable}"
+    return f"{label}: {status.state.value}; {status.cost}"
 
 
 def validate(
     config: Config, *, environ: Mapping[str, str], offline: bool
 ) -> tuple[list[str], bool]:
     """Return report lines and whether everything checked is usable."""
-    source_line, ok, group_names = _check_source(config, environ, offline=offline)
-    lines = [f"configuration: ok ({len(config.targets)} target(s))", source_line]
+    source_lines, ok, group_names = _check_source(config, environ, offline=offline)
+    lines = [f"configuration: ok ({len(config.targets)} target(s))", *source_lines]
     try:
         lines.append(f"state {check_state(config.state, environ, offline=offline)}")
     except OrgsyncError as error:

@@ -345,6 +345,31 @@ def test_an_account_that_cannot_list_deleted_objects_keeps_counting(
         restore_person(dc, 9)
 
 
+def test_validate_says_whether_the_usn_probe_is_available(
+    dc: SambaDC, tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """`orgsync validate` as the reader (who lists Deleted Objects): the USN probe is
+    available; as an account who may not: degraded, with the dsacls grant to make, in the
+    words the source logs, and exit 0 all the same."""
+    reader = source(dc)
+    snapshot = reader.read()
+    counts = (len(snapshot.people), len(snapshot.groups))
+    status = source(dc).change_probe_status(*counts)
+    assert status.state.value == "available", status
+    assert "update sequence numbers" in status.cost
+    dc.add_account("blind2")
+    blind = source(dc, "blind2").change_probe_status(*counts)
+    assert blind.state.value == "degraded", blind
+    assert "CN=Deleted Objects" in blind.reason
+    assert "LCRP" in blind.enable
+    config = write_config(tmp_path, emulator, ad_config(dc).replace("reader@", "blind2@"))
+    result = orgsync(config, "validate", secret=READER_PASSWORD)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [x for x in result.stdout.splitlines() if "change probe" in x]
+    assert line.startswith("  change probe: WARNING: degraded: this account sees no tombstone")
+    assert line.endswith(f"; to enable: {blind.enable}"), line
+
+
 def restore_person(dc: SambaDC, index: int) -> None:
     with dc.admin() as conn:
         conn.add(

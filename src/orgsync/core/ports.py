@@ -2,10 +2,11 @@
 
 They live in the core so that the applier and the planner depend on nothing but the core,
 and every adapter depends only inwards. Sources and targets implement `Source`, `Target`
-and the optional `ReadsPeople`, `LearnsForms` and `PlanAware`; the store implements
-`OperationJournal`; the entry points implement `RunObserver` (the daemon's metrics) and
-`RunProgress` (the CLI's bars and events), which the engine reports to without knowing
-Prometheus or terminals.
+and the optional `ReadsPeople`, `LearnsForms` and `PlanAware`, sources `DetectsChanges`
+and `ReportsProbeStatus` (what `orgsync validate` says of incremental passes); the store
+implements `OperationJournal`; the entry points implement `RunObserver` (the daemon's
+metrics) and `RunProgress` (the CLI's bars and events), which the engine reports to
+without knowing Prometheus or terminals.
 """
 
 from __future__ import annotations
@@ -69,6 +70,50 @@ class DetectsChanges(Protocol):
         `people` and `groups` are how many person records (rejected ones included) and
         groups the last reconciled read held: a deletion leaves no timestamp. Raises
         `CursorExpired` when the cursor can no longer be used, `SourceError` otherwise."""
+        ...
+
+
+class ProbeState(StrEnum):
+    """How an incremental pass over a source finds out whether anything changed."""
+
+    AVAILABLE = "available"
+    """The source's change probe works: a quiet pass costs a few requests."""
+    DEGRADED = "degraded"
+    """The source has a cheap probe, but this install cannot use it: each pass costs more."""
+    NOT_APPLICABLE = "not applicable"
+    """The source has no probe to enable (a file: each pass reads it and compares)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStatus:
+    """What `orgsync validate` says of a source's change probe (`ReportsProbeStatus`).
+
+    The texts are the ones the source logs (`source.change_probe_degraded`, a cursor
+    expired): an operator reads the same words in either place."""
+
+    state: ProbeState
+    cost: str
+    """What a quiet incremental pass costs (available, not applicable), or what each one
+    costs as things are (degraded)."""
+    reason: str = ""
+    """Why the probe cannot be used (degraded only)."""
+    enable: str = ""
+    """Exactly what to enable or grant so that it can be (degraded only; may be empty when
+    nothing on the operator's side would help)."""
+
+
+@runtime_checkable
+class ReportsProbeStatus(Protocol):
+    """A source that can say whether its change probe works here (optional).
+
+    Only `orgsync validate` asks, after a successful read: it takes a cursor and probes it
+    once, as an incremental pass would, reading only. It logs no degradation of its own
+    (validate prints the status), and a degraded probe is a warning, never a failure."""
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """The probe's status; `people` (rejected records included) and `groups` are what
+        the read just made held. Raises `SourceError` when the probe failed for a reason
+        that says nothing about its configuration (the server went away)."""
         ...
 
 

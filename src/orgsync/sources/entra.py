@@ -51,7 +51,7 @@ from orgsync.core.model import (
     SourcePerson,
     SourceSnapshot,
 )
-from orgsync.core.ports import ChangeProbe
+from orgsync.core.ports import ChangeProbe, ProbeState, ProbeStatus
 from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.sources._http import (
     HttpSettings,
@@ -262,6 +262,26 @@ class EntraSource:
         if changed:
             log.info("source.changes_found", system="entra", changed_objects=changed)
         return ChangeProbe(changed=bool(changed), cursor=json.dumps(following), calls=calls)
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """A cursor taken now and probed once, as an incremental pass would (reads only).
+        Graph delta needs no permission the read does not: nothing to enable."""
+        cursor = self.change_cursor()
+        try:
+            probe = self.probe_changes(cursor or "", people, groups)
+        except CursorExpired as expired:
+            return ProbeStatus(
+                ProbeState.DEGRADED,
+                reason=str(expired),
+                cost="each incremental pass reads the whole directory and compares it",
+            )
+        return ProbeStatus(
+            ProbeState.AVAILABLE,
+            cost=(
+                f"a quiet incremental pass is {probe.calls} requests (Graph delta of /users "
+                "and /groups)"
+            ),
+        )
 
     def _delta_round(
         self, http: SourceHttp, start: str, params: dict[str, object] | None

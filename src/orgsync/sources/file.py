@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from orgsync.core.collector import paused
 from orgsync.core.errors import SourceDataError, SourceError
@@ -27,6 +27,11 @@ from orgsync.core.model import (
     SourcePerson,
     SourceSnapshot,
 )
+
+# The file source is read by `validate --offline`, which never asks for a probe's status:
+# it does not pay for the ports' import (tests/cli/test_startup_imports.py).
+if TYPE_CHECKING:
+    from orgsync.core.ports import ProbeStatus
 
 _PERSON_FIELDS = {"id", "email", "name", "active"}
 
@@ -47,6 +52,18 @@ class FileSource:
         except UnicodeDecodeError as error:
             raise SourceDataError(f"{self.path}: not UTF-8 text ({error.reason})") from error
         return _snapshot(text, origin=str(self.path))
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """Nothing to probe: an incremental pass reads the file and compares it."""
+        from orgsync.core.ports import ProbeState, ProbeStatus
+
+        return ProbeStatus(
+            ProbeState.NOT_APPLICABLE,
+            cost=(
+                "each pass reads the file and compares it with the last one "
+                "(snapshot diff, 0 calls)"
+            ),
+        )
 
 
 @paused

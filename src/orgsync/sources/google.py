@@ -96,7 +96,7 @@ from orgsync.core.errors import (
     SourceError,
 )
 from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
-from orgsync.core.ports import ChangeProbe
+from orgsync.core.ports import ChangeProbe, ProbeState, ProbeStatus
 from orgsync.http.auth import JWT_BEARER_GRANT, JwtBearer, TokenEndpoint
 from orgsync.http.responses import default_is_transient, server_time
 from orgsync.sources._cursors import dump_cursor, earlier, iso_millis, load_cursor
@@ -167,6 +167,8 @@ _UNCOUNTED_USER_EVENTS: Final = frozenset(
 """`USER_SETTINGS` activities that change nothing orgsync reads (credentials only)."""
 _DEGRADED_REFUSALS: Final = ("unauthorized_client", "access_denied", "invalid_scope")
 """A token endpoint's refusals that mean "this scope is not delegated"."""
+_QUIET: Final = "a token and two requests"
+"""A quiet probe: the Reports token, and one listing per `PROBE_APPLICATIONS`."""
 _SAID_DEGRADED: set[tuple[str, str, str]] = set()
 
 
@@ -502,16 +504,11 @@ class GoogleSource:
             raise SourceDataError(f"google: GET {path}: nextPageToken is not a string")
         return body, response
 
-    def _say_degraded(self, why: str) -> None:
-        """Once per process and account: what every incremental pass costs without the
-        Reports API's scope, and what to delegate."""
-        said = (self.token_url, self.key.client_email, self.subject)
-        if said in _SAID_DEGRADED:
-            return
-        _SAID_DEGRADED.add(said)
-        log.warning(
-            "source.change_probe_degraded",
-            system="google",
+    def _degraded(self, why: str) -> ProbeStatus:
+        """What every incremental pass costs without the Reports API's scope, and what to
+        delegate."""
+        return ProbeStatus(
+            ProbeState.DEGRADED,
             reason=why,
             cost=(
                 "each incremental pass reads the whole directory (users, groups and one "
@@ -520,8 +517,35 @@ class GoogleSource:
             enable=(
                 f"delegate the scope {REPORTS_SCOPE} to the service account's client id "
                 "(Admin console, Security, API controls, Domain-wide delegation), and let "
-                f"{self.subject} read reports: a quiet pass is then a token and two requests"
+                f"{self.subject} read reports: a quiet pass is then {_QUIET}"
             ),
+        )
+
+    def _say_degraded(self, why: str) -> None:
+        """Once per process and account (see `_degraded`)."""
+        said = (self.token_url, self.key.client_email, self.subject)
+        if said in _SAID_DEGRADED:
+            return
+        _SAID_DEGRADED.add(said)
+        status = self._degraded(why)
+        log.warning(
+            "source.change_probe_degraded",
+            system="google",
+            reason=status.reason,
+            cost=status.cost,
+            enable=status.enable,
+        )
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """The overlap window listed now, as a full read's cursor is taken (reads only);
+        `people` and `groups` are not needed (deletions are logged)."""
+        try:
+            self._scan(None)
+        except _Degraded as degraded:
+            return self._degraded(str(degraded))
+        return ProbeStatus(
+            ProbeState.AVAILABLE,
+            cost=f"a quiet incremental pass is {_QUIET} (the Reports API's activities)",
         )
 
     def read(self) -> SourceSnapshot:

@@ -53,7 +53,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, Literal
@@ -74,7 +74,7 @@ from orgsync.core.errors import (
     TransientError,
 )
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
-from orgsync.core.ports import ChangeProbe
+from orgsync.core.ports import ChangeProbe, ProbeState, ProbeStatus
 from orgsync.core.redaction import scrub
 from orgsync.retrying import RetrySettings
 from orgsync.sources.ldap_ad import UsnCursor, probe_usn, usn_cursor
@@ -220,6 +220,10 @@ _SAID_DEGRADED: set[tuple[str, str]] = set()
 Raw = dict[str, list[bytes]]
 Marker = dict[str, list[str]]
 """DN of the entry holding a database's `contextCSN` -> its values (one per provider)."""
+
+
+def _searches(pages: int) -> str:
+    return f"{pages} search page{'s' if pages != 1 else ''}"
 
 
 def _cursor(since: datetime, seen: Mapping[str, str], marker: Marker | None = None) -> str:
@@ -410,22 +414,30 @@ class LdapSource:
         (looked for here, before a full read, so that a quiet probe is one search)."""
         since = self.clock() - PROBE_OVERLAP
         try:
-            conn = self._connect()
-        except (SourceError, TransientError) as error:
+            cursor, degraded = self._take_cursor(since)
+        except (SourceError, TransientError, lx.LDAPException) as error:
             # The read that follows reports the failure; the cursor just goes without.
             log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
             return _cursor(since, {})
+        if degraded is not None:
+            self._say_degraded(degraded)
+        return cursor
+
+    def _take_cursor(self, since: datetime) -> tuple[str, ProbeStatus | None]:
+        """The cursor for now, and what degrades the probe it starts (None: nothing)."""
+        conn = self._connect()
         try:
             why = enable = ""
             if self.settings.flavor == "ad":
                 usn, why = usn_cursor(self, conn, self._bases, now=self.clock(), key=dn_key)
                 if usn is not None:
-                    return usn.dump()
+                    return usn.dump(), None
                 enable = (
                     "grant the bind account List Contents and Read Property on "
                     "CN=Deleted Objects (dsacls ... /G DOMAIN\\account:LCRP)"
                 )
             marker = self._find_marker(conn)
+            degraded = None
             if marker is None:
                 if not why:
                     why = "no contextCSN at or above the bases (OpenLDAP's syncprov keeps one)"
@@ -433,26 +445,17 @@ class LdapSource:
                         "load the syncprov overlay on the database holding the bases "
                         "(olcOverlay=syncprov): a quiet pass is then one search"
                     )
-                self._say_degraded(why, enable)
-        except lx.LDAPException as error:
-            log.warning("source.change_marker_unavailable", system="ldap", error=str(error))
-            marker = None
+                degraded = self._degraded(why, enable)
         finally:
             _close(conn)
-        return _cursor(since, {}, marker)
+        return _cursor(since, {}, marker), degraded
 
-    def _say_degraded(self, why: str, enable: str) -> None:
-        """Once per process and server: what every quiet incremental pass costs, and what
-        would make it one search. A deletion leaves no timestamp, so without a server-side
-        marker the probe must count every person and group to notice a leaver."""
-        said = (self.settings.url, why)
-        if said in _SAID_DEGRADED:
-            return
-        _SAID_DEGRADED.add(said)
+    def _degraded(self, why: str, enable: str) -> ProbeStatus:
+        """A deletion leaves no timestamp, so without a server-side marker the probe must
+        count every person and group to notice a leaver."""
         pages = max(self.settings.page_size, COUNT_PAGE)
-        log.warning(
-            "source.change_probe_degraded",
-            system="ldap",
+        return ProbeStatus(
+            ProbeState.DEGRADED,
             reason=why,
             cost=(
                 "each incremental pass searches the changed entries and counts every "
@@ -460,6 +463,41 @@ class LdapSource:
             ),
             enable=enable,
         )
+
+    def _say_degraded(self, status: ProbeStatus) -> None:
+        """Once per process and server: what every quiet incremental pass costs, and what
+        would make it one search."""
+        said = (self.settings.url, status.reason)
+        if said in _SAID_DEGRADED:
+            return
+        _SAID_DEGRADED.add(said)
+        log.warning(
+            "source.change_probe_degraded",
+            system="ldap",
+            reason=status.reason,
+            cost=status.cost,
+            enable=status.enable,
+        )
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """A cursor taken now and probed once, as an incremental pass would (reads only);
+        the cost is the searches that probe made."""
+        try:
+            cursor, degraded = self._take_cursor(self.clock() - PROBE_OVERLAP)
+        except lx.LDAPException as error:
+            raise self._classify(error, "search") from error
+        except TransientError as error:
+            raise SourceError(f"ldap: {error}") from error
+        probe = self.probe_changes(cursor, people, groups)
+        if degraded is not None:
+            return replace(degraded, cost=f"{degraded.cost}: {_searches(probe.calls)} here now")
+        how = (
+            "the domain controller's update sequence numbers"
+            if _usn_cursor(cursor) is not None
+            else "the contextCSN the syncprov overlay keeps"
+        )
+        quiet = f"a quiet incremental pass is {_searches(probe.calls)} ({how})"
+        return ProbeStatus(ProbeState.AVAILABLE, cost=quiet)
 
     @property
     def _bases(self) -> list[str]:

@@ -56,7 +56,7 @@ import structlog
 
 from orgsync.core.errors import ApiError, CursorExpired, SourceDataError, SourceError
 from orgsync.core.model import SourceId, SourcePerson, SourceSnapshot
-from orgsync.core.ports import ChangeProbe
+from orgsync.core.ports import ChangeProbe, ProbeState, ProbeStatus
 from orgsync.http.auth import HeaderAuth
 from orgsync.http.responses import parse_retry_after, server_time
 from orgsync.sources._cursors import dump_cursor, earlier, iso_millis, load_cursor
@@ -213,6 +213,19 @@ def _group(doc: dict[str, Any]) -> tuple[SourceId, str]:
     return SourceId(group_id), name
 
 
+LOG_REFUSED: Final = "the token may not read the System Log (okta.logs.read)"
+"""Why the probe cannot see deletions: the words a pass logs and `validate` prints."""
+LOG_ENABLE: Final = (
+    "let the token read the System Log: an API token has its creating admin's rights, so "
+    "create it as an admin whose role may view the System Log (Read-only Administrator, "
+    "Report Administrator or above)"
+)
+
+
+class _LogRefused(CursorExpired):
+    """The System Log was refused (403): the probe cannot see deletions."""
+
+
 class OktaSource:
     """Reads an Okta org through the Management API with an API token.
 
@@ -331,6 +344,31 @@ class OktaSource:
             keep = {}  # more than a page changed: read whole until the window has passed
         return ChangeProbe(changed=changed, cursor=dump_cursor(following, keep), calls=len(queries))
 
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """A cursor taken now and probed once, as an incremental pass would (reads only).
+        A probe refused (`CursorExpired`, which a pass logs as `source.cursor_expired`)
+        degrades every pass to a whole read."""
+        cursor = self.change_cursor()
+        try:
+            probe = self.probe_changes(cursor or "", people, groups)
+        except CursorExpired as expired:
+            return ProbeStatus(
+                ProbeState.DEGRADED,
+                reason=str(expired),
+                cost=(
+                    "each incremental pass makes the probe's requests, then reads the whole "
+                    "directory and compares it with the last one"
+                ),
+                enable=LOG_ENABLE if isinstance(expired, _LogRefused) else "",
+            )
+        return ProbeStatus(
+            ProbeState.AVAILABLE,
+            cost=(
+                f"a quiet incremental pass is {probe.calls} requests (users and groups "
+                "changed since, and the System Log)"
+            ),
+        )
+
     @staticmethod
     def _probe_page(
         http: SourceHttp, path: str, params: dict[str, object]
@@ -339,13 +377,12 @@ class OktaSource:
             body, response = http.get_page(path, params)
         except SourceError as error:
             cause = error.__cause__
-            if isinstance(cause, ApiError) and cause.status in (400, 403):
-                why = (
-                    "the token may not read the System Log (okta.logs.read)"
-                    if cause.status == 403
-                    else "Okta refused the probe's query"
-                )
-                raise CursorExpired(f"okta: GET {path}: {why}: {error}") from error
+            if isinstance(cause, ApiError) and cause.status == 403:
+                raise _LogRefused(f"okta: GET {path}: {LOG_REFUSED}: {error}") from error
+            if isinstance(cause, ApiError) and cause.status == 400:
+                raise CursorExpired(
+                    f"okta: GET {path}: Okta refused the probe's query: {error}"
+                ) from error
             raise
         items = require_list(body, system="okta", where=f"GET {path} (change probe)")
         return items, server_time(response)

@@ -50,7 +50,7 @@ from scim2_models import (
 from orgsync.core.errors import ApiError, AuthError, CursorExpired, SourceDataError, SourceError
 from orgsync.core.member_kinds import member_kind
 from orgsync.core.model import SourceGroup, SourceId, SourcePerson, SourceSnapshot
-from orgsync.core.ports import ChangeProbe
+from orgsync.core.ports import ChangeProbe, ProbeState, ProbeStatus
 from orgsync.http.auth import HeaderAuth
 from orgsync.http.responses import server_time
 from orgsync.sources._http import HttpSettings, SourceHttp
@@ -65,6 +65,7 @@ GROUP_ATTRIBUTES: Final = "id,displayName,members,externalId"
 
 PROBE_OVERLAP: Final = timedelta(minutes=5)
 """How far behind orgsync's clock the provider's may be without a change being missed."""
+_WHOLE: Final = "each incremental pass reads /Users and /Groups whole and compares them"
 
 _TOLERANT: Final = ScimPolicy(unknown=ScimPolicy.Unknown.ignore)
 """Vendor extensions and attributes we did not ask for are dropped, never fatal."""
@@ -140,6 +141,8 @@ class ScimSource:
         self.clock = clock
         self.pages = 0
         """Pages fetched by the last `read` (the benchmark reports it)."""
+        self.filter_refused: str | None = None
+        """Why the provider refused the probe's filter, once a probe found out."""
 
     @classmethod
     def connect(
@@ -232,6 +235,7 @@ class ScimSource:
                 recent.update(found)
                 too_many = too_many or not complete
         except _FilterRefused as refused:
+            self.filter_refused = str(refused)
             log.warning("source.filter_unsupported", system="scim", reason=str(refused))
             return ChangeProbe(
                 changed=True, cursor=_cursor(following, {}, filters=False), calls=calls + 1
@@ -253,6 +257,32 @@ class ScimSource:
             keep = {}  # more than a page changed: read whole until the window has passed
         return ChangeProbe(
             changed=changed, cursor=_cursor(following, keep, filters=True), calls=calls
+        )
+
+    def change_probe_status(self, people: int, groups: int) -> ProbeStatus:
+        """A cursor taken now and probed once, as an incremental pass would (reads only)."""
+        self.filter_refused = None
+        try:
+            probe = self.probe_changes(self.change_cursor() or "", people, groups)
+        except CursorExpired as expired:
+            return ProbeStatus(ProbeState.DEGRADED, reason=str(expired), cost=_WHOLE)
+        if self.filter_refused is not None:
+            return ProbeStatus(
+                ProbeState.DEGRADED,
+                reason=f"the provider does not filter on meta.lastModified ({self.filter_refused})",
+                cost=_WHOLE,
+                enable=(
+                    'a provider that answers filter=meta.lastModified gt "<time>" on /Users '
+                    "and /Groups (RFC 7644 3.4.2.2; check its filter support and whether "
+                    "meta.lastModified is filterable): nothing to set in orgsync"
+                ),
+            )
+        return ProbeStatus(
+            ProbeState.AVAILABLE,
+            cost=(
+                f"a quiet incremental pass is {probe.calls} requests (resources changed "
+                "since, and how many there are, of /Users and /Groups)"
+            ),
         )
 
     def _changed_since(self, path: str, since: datetime) -> tuple[dict[str, str], bool]:
