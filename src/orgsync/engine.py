@@ -265,10 +265,19 @@ class Engine:
         targets = self.selected_targets(options)
         mode = "dry-run" if options.dry_run else "sync"
         self.store  # noqa: B018 - an unusable state database stops the run before any read
-        if not options.dry_run:
+        behind = None if options.dry_run else self.store.behind()
+        if behind is not None:
             # A database restored from an older backup forgot whom orgsync invited since:
-            # refused before any read, nothing written (`orgsync.store.marks`).
-            self.store.check_writable()
+            # refused before any read, nothing written, not even a run row
+            # (`orgsync.store.marks`); the daemon's readiness and notifications see it.
+            log.error("state.behind", error=behind.summary)
+            refused = [
+                TargetResult(t.name, EXIT_ERROR, "failed", error=str(behind)) for t in targets
+            ]
+            for result in refused:
+                self.observer.run_finished(result.target, "failed", held=0, seconds=0.0)
+                self.on_finished(result, options)
+            return refused
         started = self.now()
         if options.incremental and not options.subjects and options.reviewed_plans is None:
             once = SourceOnce(self.build_source, self.read_source)

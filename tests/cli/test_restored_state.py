@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 
 from orgsync.store import StateStore
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
+from tests.daemon.harness import DaemonRig, wait_for
 
 BEHIND = "is behind its high-water mark"
 
@@ -270,3 +272,38 @@ def test_a_mark_that_cannot_be_written_is_logged_and_the_sync_goes_on(rig: Rig) 
     assert "person3@example.com" in rig.holdings()
     assert rig.orgsync("sync").returncode == 0, "the next write raises the mark again"
     assert _mark(rig.folder)["generation"] == _generation(rig.folder / "state.db")[1]
+
+
+def test_the_daemon_on_a_restored_database_changes_nothing_and_is_not_ready(
+    tmp_path: Path, emulator: OpenAIEmulator
+) -> None:
+    """The service restarted on a restored database: its start-up pass is refused (no
+    call, no run row), `/readyz` answers 503 naming the database, and `/` still renders."""
+    rig = DaemonRig(folder=tmp_path, emulator=emulator)
+    rig.write(directory(3))
+    assert rig.orgsync("sync").returncode == 0
+    shutil.copy(rig.state_db, tmp_path / "backup.db")
+    rig.write(directory(4))
+    assert rig.orgsync("sync").returncode == 0
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", rig.state_db)
+    rig.write(directory(2))
+    before = rig.holdings()
+    runs_before = len(rig.runs())
+    daemon = rig.start()
+    try:
+        daemon.wait_started()
+        wait_for(
+            lambda: any(e.get("event") == "state.behind" for e in daemon.events()),
+            timeout=60,
+            what="the start-up pass to be refused",
+        )
+        ready = daemon.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert BEHIND in ready.json()["state_database"]
+        assert daemon.get("/").status_code == 200
+    finally:
+        assert daemon.terminate() == 0
+    assert rig.holdings() == before
+    assert len(rig.runs()) == runs_before
