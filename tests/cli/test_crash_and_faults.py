@@ -112,7 +112,10 @@ def test_kill_9_at_random_moments_then_sync_converges(tmp_path: Path) -> None:
             process.wait(timeout=30)
             if process.returncode == -signal.SIGKILL and killed_during_apply(tmp_path / "state.db"):
                 kills_during_apply += 1
-        final = rig.orgsync("sync")
+        # The drift revokes invitations and deletes groups by hand, more than the removal
+        # limits: a read lacking them is held as a possibly truncated one until an
+        # operator confirms, as here.
+        final = rig.orgsync("sync", "--allow-additions", "1000")
         assert final.returncode == 0, final.stdout + final.stderr
         _assert_converged(rig, document)
         _assert_groups_converged(rig)

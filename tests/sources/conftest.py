@@ -77,7 +77,9 @@ def emulator() -> Iterator[OpenAIEmulator]:
 @pytest.fixture(scope="session")
 def samba_dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaDC]:
     """A real Samba AD DC (provision ~7-20 s, start ~3 s), one per session: its LDAP port
-    is fixed (tests/sources/samba.py)."""
+    is fixed (tests/sources/samba.py). Only tests/sources/test_ldap_ad_changes.py uses it:
+    `--dist loadfile` runs one file on one worker, and two workers each starting a DC
+    collide on port 389."""
     dc = SambaDC(tmp_path_factory.mktemp("samba-dc"))
     yield dc
     dc.stop()

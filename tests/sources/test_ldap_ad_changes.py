@@ -419,3 +419,26 @@ def test_incremental_passes_over_active_directory(
         assert "person11@example.com" not in holdings(emulator)
     finally:
         restore_person(dc, 11)
+
+
+def test_ldap_active_directory_from_the_domain_root_reads_past_its_partition_references(
+    samba_dc: SambaDC,
+) -> None:
+    """Held (source red team), on a real Samba AD DC: a search from the domain root is answered with
+    references to the DNS and configuration partitions, which hold no people; the read
+    passes over them (and only them) and completes."""
+    ad = LdapSource(
+        LdapSettings(
+            url=samba_dc.url,
+            bind_dn="reader@example.test",
+            password=READER_PASSWORD,
+            users_base=BASE,
+            groups_base=BASE,
+            flavor="ad",
+            allow_plaintext=True,
+            timeout=10,
+        ),
+        retry=RetrySettings(max_attempts=1, max_delay=1),
+    )
+    snapshot = ad.read()
+    assert snapshot.groups  # the built-in groups at least

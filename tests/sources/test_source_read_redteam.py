@@ -38,9 +38,6 @@ from orgsync.testing.pagination import offset_token
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.directory import make_directory
 from tests.sources.idp import ADMIN, FAST, KEY_ID, SERVICE_ACCOUNT, ServiceAccount, Sleeps
-from tests.sources.samba import BASE as SAMBA_BASE
-from tests.sources.samba import READER_PASSWORD as SAMBA_READER_PASSWORD
-from tests.sources.samba import SambaDC
 from tests.sources.servers import (
     READER_DN,
     READER_PASSWORD,
@@ -784,29 +781,6 @@ def test_ldap_the_same_directory_read_with_a_unique_id_is_whole(clashing_slapd: 
     """Held: with the default entryUUID, both entries are read, each with its own id."""
     snapshot = _ldap(clashing_slapd.url).read()
     assert len(snapshot.people) == len({p.id for p in snapshot.people}) == 41
-
-
-def test_ldap_active_directory_from_the_domain_root_reads_past_its_partition_references(
-    samba_dc: SambaDC,
-) -> None:
-    """Held, on a real Samba AD DC: a search from the domain root is answered with
-    references to the DNS and configuration partitions, which hold no people; the read
-    passes over them (and only them) and completes."""
-    ad = LdapSource(
-        LdapSettings(
-            url=samba_dc.url,
-            bind_dn="reader@example.test",
-            password=SAMBA_READER_PASSWORD,
-            users_base=SAMBA_BASE,
-            groups_base=SAMBA_BASE,
-            flavor="ad",
-            allow_plaintext=True,
-            timeout=10,
-        ),
-        retry=RetrySettings(max_attempts=1, max_delay=1),
-    )
-    snapshot = ad.read()
-    assert snapshot.groups  # the built-in groups at least
 
 
 def test_ldap_a_base_held_by_another_server_fails_the_read(referring_slapd: Slapd) -> None:
