@@ -8,13 +8,14 @@ good database of an earlier day.
 
 So every write run (a sync's start and finish, `state forget`/`rename`, an accepted
 restore) raises a write generation inside the database (one `write_marks` row, in the
-same transaction as the run row) and then copies it into a small high-water-mark file
-beside the SQLite file (`<db>.mark`: JSON of the database's random id, the generation,
-its time and what wrote it; never a secret; replaced atomically and fsynced, with its
-folder). A database whose generation is below its mark's is behind: write runs are
-refused (`StateBehind`, exit 1, nothing read or changed) until an operator says the
-restore is known (`orgsync state accept-restore`), which records the acknowledgement,
-raises the generation past the mark and makes every target's next pass full.
+same transaction as the run row) and then (a sync: at its end) copies it into a small
+high-water-mark file beside the SQLite file (`<db>.mark`: JSON of the database's random
+id, the generation, its time and what wrote it; never a secret; written to a scratch
+file, fsynced, renamed over the mark). A database whose generation is below its mark's
+is behind: write runs are refused (`StateBehind`, exit 1, nothing read or changed)
+until an operator says the restore is known (`orgsync state accept-restore`), which
+records the acknowledgement, raises the generation past the mark and makes every
+target's next pass full.
 
 The order is database first, file second: a crash in between leaves the database ahead
 of its mark, which is fine (the next write raises the mark); the other order would leave
@@ -169,14 +170,12 @@ def _write_mark_file(file: Path, mark: Mark) -> None:
                 os.fsync(out)
             finally:
                 os.close(out)
+            # No fsync of the folder: a rename lost to a power cut leaves the previous
+            # mark, lower, which can only miss a restore, never refuse a good database;
+            # and a sync's fsyncs are counted (bench/state_writes.py).
             os.replace(scratch, file)
         finally:
             scratch.unlink(missing_ok=True)
-        folder = os.open(file.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
     finally:
         os.close(fd)
 

@@ -169,12 +169,11 @@ class StateStore:
         """
         if mode != "sync":
             return self._runs.start(target, mode, trigger, origin)
-        bumped: list[Mark] = []
-        run_id = self._runs.start(
-            target, mode, trigger, origin, also=lambda s: bumped.append(self._bump_in(s, target))
+        # The generation moves in the run's own transaction; the mark file follows at the
+        # run's end only (one fsync per run): a backup taken during the run is below it.
+        return self._runs.start(
+            target, mode, trigger, origin, also=lambda s: self._bump_in(s, target)
         )
-        self._marks.publish(bumped[0])
-        return run_id
 
     def _bump_in(self, session: Session, target: str) -> Mark:
         return bump_in(session, self._db.clock(), f"a sync of {target}")
