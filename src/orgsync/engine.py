@@ -38,7 +38,7 @@ from orgsync.core.errors import (
     OrgsyncError,
     StateError,
 )
-from orgsync.core.model import SourceSnapshot, screen
+from orgsync.core.model import Memory, SourceSnapshot, TargetSnapshot, screen
 from orgsync.core.plan import Plan
 from orgsync.core.plan_file import check_reviewed
 from orgsync.core.ports import (
@@ -56,6 +56,7 @@ from orgsync.core.ports import (
     Unobserved,
     Unwatched,
 )
+from orgsync.core.restore import forgotten_leavers, review_warning
 from orgsync.core.safety import check_source_size, managed_in_memory
 from orgsync.core.scope import needs_invitations, unknown_subjects
 from orgsync.factories import build_source, build_target, open_state_store, retry_settings
@@ -264,6 +265,19 @@ class Engine:
         targets = self.selected_targets(options)
         mode = "dry-run" if options.dry_run else "sync"
         self.store  # noqa: B018 - an unusable state database stops the run before any read
+        behind = None if options.dry_run else self.store.behind()
+        if behind is not None:
+            # A database restored from an older backup forgot whom orgsync invited since:
+            # refused before any read, nothing written, not even a run row
+            # (`orgsync.store.marks`); the daemon's readiness and notifications see it.
+            log.error("state.behind", error=behind.summary)
+            refused = [
+                TargetResult(t.name, EXIT_ERROR, "failed", error=str(behind)) for t in targets
+            ]
+            for result in refused:
+                self.observer.run_finished(result.target, "failed", held=0, seconds=0.0)
+                self.on_finished(result, options)
+            return refused
         started = self.now()
         if options.incremental and not options.subjects and options.reviewed_plans is None:
             once = SourceOnce(self.build_source, self.read_source)
@@ -644,6 +658,9 @@ class Engine:
                 raise ConfigError(f"the reviewed plan has no plan for {config.name}")
             if reviewed is not None:
                 check_reviewed(reviewed, fresh)
+            notes = self._restore_notes(config.name, snapshot, observed, memory)
+            if notes:
+                fresh = fresh.model_copy(update={"warnings": (*fresh.warnings, *notes)})
             if options.dry_run or run_id is None:
                 return dry_result(config.name, fresh, run_id)
             # From here on the calls are the apply's: a stop lets those in flight finish.
@@ -677,6 +694,25 @@ class Engine:
         finally:
             target.close()
         return sync_result(config.name, fresh, report, run_id)
+
+    def _restore_notes(
+        self, target: str, snapshot: SourceSnapshot, observed: TargetSnapshot, memory: Memory
+    ) -> list[str]:
+        """The plan warnings of a restored state database: that it is behind its mark (a
+        dry run: a sync was refused), and the people it may have forgotten, listed while
+        it is behind and after `state accept-restore` until the target's first full sync
+        that ended clean (`orgsync.core.restore`)."""
+        behind = self.store.behind()
+        notes = [behind.summary] if behind is not None else []
+        if behind is None:
+            accepted = self.store.restore_accepted_at()
+            if accepted is None or any(
+                run.started_at >= accepted and run.pass_kind == FULL and run.status == "ok"
+                for run in self.store.runs(50, target, mode="sync")
+            ):
+                return notes
+        review = review_warning(forgotten_leavers(snapshot, observed, memory))
+        return [*notes, review] if review is not None else notes
 
     def _operation_finished(self, target: str, outcome: ApplyOutcome) -> None:
         self.observer.operation_finished(target, outcome.operation.op, outcome.status.value)

@@ -91,10 +91,14 @@ def _read_only_store(config: Config, environ: Mapping[str, str]) -> StateStore |
     """The state database as it is (`[state] path` or `url`), or None when there is none
     yet (never created)."""
     try:
-        return open_state_store(config.state, environ, create=False)
+        store = open_state_store(config.state, environ, create=False)
     except NoStateDatabase as absent:
         log.info("state.absent", reason=str(absent))
         return None
+    behind = store.behind()
+    if behind is not None:
+        log.warning("state.behind", note=behind.summary)
+    return store
 
 
 def found_anywhere(explanations: Sequence[Explanation]) -> bool:

@@ -1,7 +1,8 @@
 """`orgsync state migrate --from sqlite:PATH --to postgresql://...`: moving an
 installation's state between databases (the copy itself is `orgsync.store.transfer`);
 `orgsync state forget TARGET`: forgetting what the state remembers of one target;
-`orgsync state rename OLD NEW`: moving it to the target's new name.
+`orgsync state rename OLD NEW`: moving it to the target's new name;
+`orgsync state accept-restore`: going on with a database restored from an older backup.
 
 Either side may be a SQLite file (`sqlite:PATH`) or a PostgreSQL URL without a password;
 the password of a PostgreSQL side comes from `--password-env` / `--password-file`, or
@@ -48,7 +49,10 @@ def migrate_state(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         _open(args.source, password, create=False) as source,
         _open(args.destination, password, create=True) as destination,
     ):
+        # A copy of a restored database would carry no mark: the restore would go unseen.
+        source.check_writable()
         transfer = copy_state(source, destination, overwrite=args.overwrite)
+        destination.publish_mark()
         shown_from, shown_to = source.location, destination.location
     print(f"copied the state of {shown_from} to {shown_to}:")
     for table in TABLES:
@@ -84,6 +88,7 @@ def forget_target(args: argparse.Namespace, store: StateStore) -> int:
     keeper = store.lease_keeper(
         holder_label("state forget", instance), timedelta(minutes=1), instance=instance
     )
+    store.check_writable()
     try:
         lease = keeper.try_take(args.target, patience=1.0)
         if lease is None:
@@ -95,6 +100,7 @@ def forget_target(args: argparse.Namespace, store: StateStore) -> int:
             )
         was = store.identity(args.target)
         deleted = store.fenced(lease).forget_target(args.target, identity_only=args.identity_only)
+        store.fenced(lease).bump_generation(f"state forget {args.target}")
     finally:
         keeper.close()
     about = f" (it was about {was.identity.describe()})" if was is not None else ""
@@ -121,6 +127,7 @@ def rename_target(args: argparse.Namespace, store: StateStore) -> int:
     keeper = store.lease_keeper(
         holder_label("state rename", instance), timedelta(minutes=1), instance=instance
     )
+    store.check_writable()
     try:
         leases = []
         for name in (args.old, args.new):
@@ -134,6 +141,7 @@ def rename_target(args: argparse.Namespace, store: StateStore) -> int:
                 )
             leases.append(lease)
         moved = store.fenced(leases[0]).rename_target(args.old, args.new)
+        store.fenced(leases[0]).bump_generation(f"state rename {args.old} {args.new}")
     finally:
         keeper.close()
     if not any(moved.values()):
@@ -146,5 +154,29 @@ def rename_target(args: argparse.Namespace, store: StateStore) -> int:
         f"moved what orgsync remembered of target {args.old} to {args.new}: {rows}; "
         f"{args.new}'s next sync manages the people {args.old} managed (run history kept "
         "under the old name)"
+    )
+    return 0
+
+
+def accept_restore(store: StateStore) -> int:
+    """Record that the operator knows the database went back in time; prints both marks
+    and what follows. Not behind: says so, and changes nothing (exit 0)."""
+    if store.behind() is None:
+        print(
+            f"state database {store.location} is not behind its high-water mark; nothing to accept"
+        )
+        return 0
+    refusal, mark = store.accept_restore()
+    if refusal is not None:
+        had = refusal.database.describe() if refusal.database is not None else "no generation"
+        print(
+            f"accepted the restored state database {store.location}: it held {had}, its "
+            f"mark {refusal.mark_file} {refusal.mark.describe()}; now {mark.describe()}"
+        )
+    print(
+        "every target's next pass is full; until it ended clean, each plan lists the "
+        "members and invitations the database does not know whom the source no longer "
+        "reports as active (orgsync may have invited them after the backup: review them, "
+        "orgsync leaves them alone)"
     )
     return 0

@@ -11,7 +11,8 @@ regression tests; the one still open is marked `xfail(strict=True)` with what is
   invitation on the next run? (held: exit 1, recorded `interrupted`, the next converges);
 - a week-old backup of the state database restored: an incremental pass that trusts its
   stale baseline? (held: full pass); a leaver invited after the backup was taken keeps
-  access? (STILL BROKEN: the backup does not know orgsync invited them; see the xfail);
+  access, silently? (was broken, fixed: the database is behind the mark beside it, write
+  runs are refused until `state accept-restore`, and the leaver is named for review);
 - a target deleted from the configuration: its people removed, or silently forgotten?
   (held: nothing is done to them; `status` now says its memory is still there);
 - `orgsync sync` by hand while the daemon applies: two writers, two invitations?
@@ -27,8 +28,6 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
@@ -116,8 +115,8 @@ def test_ctrl_c_in_the_middle_of_an_apply_exits_1_and_the_next_sync_converges(ri
 
 def _restore_week_old(rig: Rig) -> None:
     """Put back `backup.db` as the state database, its last full pass a week old."""
-    for file in rig.folder.glob("state.db*"):
-        file.unlink()
+    for name in ("state.db", "state.db-wal", "state.db-shm"):  # the mark beside it stays
+        (rig.folder / name).unlink(missing_ok=True)
     shutil.copy(rig.folder / "backup.db", rig.folder / "state.db")
     week_ago = "2026-01-01T00:00:00.000000+00:00"
     with sqlite3.connect(rig.folder / "state.db") as db:
@@ -134,6 +133,10 @@ def test_a_restored_week_old_backup_is_not_trusted_by_an_incremental_pass(rig: R
     assert "person8@example.com" not in rig.holdings()
     rig.write(_without(document, "p8", "p9"))  # person9 too, while the database is lost
     _restore_week_old(rig)
+    refused = rig.orgsync("sync", "--incremental", "--json")
+    assert refused.returncode == 1, refused.stdout
+    assert "is behind its high-water mark" in refused.stderr + refused.stdout
+    assert rig.orgsync("state", "accept-restore").returncode == 0
     result = rig.orgsync("sync", "--incremental", "--json")
     assert result.returncode == 0, result.stdout
     run = json.loads(result.stdout)["targets"][0]["run"]
@@ -142,14 +145,16 @@ def test_a_restored_week_old_backup_is_not_trusted_by_an_incremental_pass(rig: R
     assert "person9@example.com" not in rig.holdings(), "the backup knew them: removed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="still broken: a state database restored from a backup does not know the "
-    "people orgsync invited after the backup was taken, so they are unmanaged and a "
-    "leaver among them keeps access; nothing tells the database went back in time "
-    "(needs a high-water mark kept outside it, in orgsync.store)",
-)
-def test_a_leaver_invited_after_the_backup_was_taken_is_removed(rig: Rig) -> None:
+def test_a_leaver_invited_after_the_backup_was_taken_stops_the_sync_and_is_named(
+    rig: Rig,
+) -> None:
+    """The backup does not know orgsync invited person9 after it was taken: person9 is
+    unmanaged to it, and a sync would leave the leaver's invitation alone, silently. The
+    database's write generation is behind the mark beside it: the sync is refused (exit 1,
+    nothing changed) naming both marks and the way forward; the dry run, `status` and
+    `runs` still work and say so, and the dry run names person9 for review. Once the
+    operator accepts the restore, syncs run again (a full pass), still naming person9
+    until that full pass ends clean; orgsync never removes an unmanaged person itself."""
     document = directory(10)
     rig.write(_without(document, "p9"))
     assert rig.orgsync("sync").returncode == 0
@@ -159,8 +164,33 @@ def test_a_leaver_invited_after_the_backup_was_taken_is_removed(rig: Rig) -> Non
     assert "person9@example.com" in rig.holdings()
     _restore_week_old(rig)
     rig.write(_without(document, "p9"))  # and leaves again
-    result = rig.orgsync("sync")
-    assert "person9@example.com" not in rig.holdings(), result.stdout
+    before = rig.holdings()
+    refused = rig.orgsync("sync")
+    told = refused.stdout + refused.stderr
+    assert refused.returncode == 1, told
+    assert "is behind its high-water mark" in told, told
+    assert "state.db.mark records generation" in told, told
+    assert "people it invited or linked since are treated as unmanaged" in told, told
+    assert "orgsync state accept-restore" in told, told
+    assert rig.holdings() == before, "nothing changed"
+    planned = rig.orgsync("sync", "--dry-run")
+    assert planned.returncode in (0, 2), planned.stdout + planned.stderr
+    assert "is behind its high-water mark" in planned.stdout, planned.stdout
+    assert "not active in the source: person9@example.com" in planned.stdout, planned.stdout
+    status = rig.orgsync("status")
+    assert status.returncode == 0, status.stderr
+    assert "WARNING: state database" in status.stdout, status.stdout
+    runs = rig.orgsync("runs")
+    assert runs.returncode == 0 and "is behind its high-water mark" in runs.stderr, runs.stderr
+    accepted = rig.orgsync("state", "accept-restore")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "accepted the restored state database" in accepted.stdout, accepted.stdout
+    synced = rig.orgsync("sync")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "person9@example.com" in synced.stdout, "named for review after the acceptance"
+    assert "person9@example.com" in rig.holdings(), "unmanaged: never removed by orgsync"
+    again = rig.orgsync("sync")
+    assert again.returncode == 0 and "person9" not in again.stdout, again.stdout
 
 
 def test_a_target_removed_from_the_configuration_keeps_its_people_and_status_says_so(

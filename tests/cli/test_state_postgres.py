@@ -181,7 +181,8 @@ def test_state_migrate_moves_an_installation_without_losing_anything(
         assert store.memory(TARGET).missing_since  # the clock of the person who left
         original = dump(store)
     # (The webhook queue's move has its own test: tests/store/test_transfer_queue.py.)
-    assert all(original[t] for t in TABLES if t != "webhook_queue"), {
+    # (No restore was accepted: `restores` is empty; its move is in test_restored_state.py.)
+    assert all(original[t] for t in TABLES if t not in ("webhook_queue", "restores")), {
         t: len(r) for t, r in original.items()
     }
 
@@ -357,3 +358,25 @@ def test_sqlite_needs_nothing_new(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_on_postgresql_the_write_generation_is_kept_and_no_mark_is_compared(
+    rig: Rig, postgres: PostgresServer
+) -> None:
+    """reference.md "A restored state database": on PostgreSQL the generation moves in
+    the database (and `state migrate` carries it), but no mark file is written anywhere
+    and a server restored to an older generation is not refused (out of scope: replicas
+    share no folder)."""
+    url = postgres.url_for_new_database()
+    use_postgres(rig, url)
+    rig.write(directory(3))
+    assert rig.orgsync("sync").returncode == 0
+    assert rig.orgsync("sync").returncode == 0
+    with StateStore.open(url, password=PASSWORD) as store:
+        mark = store.write_mark()
+        assert mark is not None and mark.generation == 4
+        with store.db.write() as session:  # as a restore of the server would leave it
+            session.execute("UPDATE write_marks SET generation = 1")
+        assert store.behind() is None
+    assert not list(rig.folder.glob("*.mark"))
+    assert rig.orgsync("sync").returncode == 0

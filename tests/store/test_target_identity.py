@@ -165,7 +165,10 @@ def test_a_database_from_before_the_check_is_adopted(tmp_path: Path, org_x: Open
     with sqlite3.connect(location) as db:
         db.execute("DROP TABLE target_identities")
         db.execute("DROP TABLE state_markers")
-        db.execute("DELETE FROM schema_version WHERE version = 8")
+        db.execute("DROP TABLE write_marks")
+        db.execute("DROP TABLE restores")
+        db.execute("DELETE FROM schema_version WHERE version >= 8")
+    Path(location + ".mark").unlink()  # nor a write mark beside it
     with StateStore.open(location) as store:
         assert store.identity(TARGET) is None  # migrated again: no row yet
         assert store.memory(TARGET).managed

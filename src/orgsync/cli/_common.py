@@ -120,10 +120,15 @@ def open_state(config: Config) -> StateStore | None:
     from orgsync.store import NoStateDatabase
 
     try:
-        return open_state_store(config.state, os.environ, create=False)
+        store = open_state_store(config.state, os.environ, create=False)
     except NoStateDatabase as missing:
         print(f"orgsync: {missing}", file=sys.stderr)
         return None
+    behind = store.behind()
+    if behind is not None:
+        # On stderr: `runs --json` and `status --json` stay parseable.
+        print(f"orgsync: warning: {behind.summary}", file=sys.stderr)
+    return store
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

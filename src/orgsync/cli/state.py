@@ -10,7 +10,10 @@ from pathlib import Path
 from orgsync.cli._common import EXIT_CODES, global_options
 
 NAME = "state"
-HELP = "move the state database to another one; forget or rename a target's memory"
+HELP = (
+    "move the state database to another one; forget or rename a target's memory; "
+    "accept a restored one"
+)
 
 
 def state_location(text: str) -> str:
@@ -92,17 +95,32 @@ def add_arguments(state: argparse.ArgumentParser) -> None:
     global_options(rename, top=False)
     rename.add_argument("old", metavar="OLD", help="the target's former name")
     rename.add_argument("new", metavar="NEW", help="its name in the configuration now")
+    accept = actions.add_parser(
+        "accept-restore",
+        help="go on with a state database restored from an older backup",
+        description="A state database older than its high-water mark (<db>.mark beside "
+        "it: restored from a backup, rolled back with a VM snapshot) refuses write runs: "
+        "what orgsync did after the backup is unknown to it (people it invited since are "
+        "unmanaged). Review `orgsync sync --dry-run` first; this records the "
+        "acknowledgement, raises the database past its mark and makes every target's next "
+        "pass full.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    global_options(accept, top=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.state_command in ("forget", "rename"):
+    if args.state_command in ("forget", "rename", "accept-restore"):
         from orgsync.cli._common import load, open_state
-        from orgsync.state_command import forget_target, rename_target
+        from orgsync.state_command import accept_restore, forget_target, rename_target
 
         store = open_state(load(args))
         if store is None:
             return 1
         with store:
+            if args.state_command == "accept-restore":
+                return accept_restore(store)
             if args.state_command == "rename":
                 return rename_target(args, store)
             return forget_target(args, store)

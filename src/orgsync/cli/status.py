@@ -39,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
     identities: dict[str, Recorded | None] = {}
     # Targets with memory that the configuration no longer names: (recorded, people managed).
     dropped: dict[str, tuple[Recorded, int]] = {}
+    behind: str | None = None
     try:
         if store is not None:
+            refusal = store.behind()
+            behind = refusal.summary if refusal is not None else None
             configured = {target.name for target in config.targets}
             for name, recorded in store.remembered_targets().items():
                 if name not in configured:
@@ -81,11 +84,14 @@ def run(args: argparse.Namespace) -> int:
                 "quarantine": standings[name].as_json(),
                 "learned_forms": [_learned_json(f) for f in learned[name]],
                 "identity": _identity_json(identities[name]),
+                "state_behind": behind,
             }
             for name, last, lease, held, pending in views
         ]
         print(json.dumps(document, indent=2))
         return EXIT_OK
+    if behind is not None:
+        print(f"WARNING: {behind}")
     _print_status(config, views, standings, learned, identities)
     _print_dropped(dropped)
     return EXIT_OK

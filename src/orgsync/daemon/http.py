@@ -170,6 +170,11 @@ class Readiness:
                 # run could start.
                 failing[target] = f"cannot start a run: {why}"
         try:
+            behind = self._store.behind()
+            if behind is not None:
+                # Every sync is refused until `state accept-restore` (`store/marks.py`),
+                # and a refused run leaves no run row to fail the check below.
+                return Verdict(False, {"status": "not ready", "state_database": behind.summary})
             for target in self._targets:
                 if target in failing:
                     continue

@@ -255,6 +255,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        9,
+        "write generation and restore acknowledgements (a database restored from a backup)",
+        (
+            # One row: the database's random id and its write generation, raised by every
+            # write run and copied into the mark file beside the database (store/marks.py).
+            """
+            CREATE TABLE write_marks (
+                id          INTEGER PRIMARY KEY CHECK (id = 1),
+                database_id TEXT NOT NULL,
+                generation  INTEGER NOT NULL,
+                written_at  TEXT NOT NULL,
+                what        TEXT NOT NULL
+            )
+            """,
+            # `orgsync state accept-restore`: when, and which generations it reconciled.
+            """
+            CREATE TABLE restores (
+                accepted_at         TEXT NOT NULL,
+                database_generation INTEGER,
+                database_written_at TEXT,
+                mark_generation     INTEGER,
+                mark_written_at     TEXT
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

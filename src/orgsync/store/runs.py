@@ -19,12 +19,12 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from orgsync.core.errors import StateError
-from orgsync.store.db import Row, SqlValue, StateDB, encode_json, encode_time, iso_z
+from orgsync.store.db import Row, Session, SqlValue, StateDB, encode_json, encode_time, iso_z
 
 RUN_MODES = frozenset({"dry-run", "sync"})
 RUNNING = "running"
@@ -128,12 +128,22 @@ class Runs:
             self._last_stamp = now
         return _run_id(now), now
 
-    def start(self, target: str, mode: str, trigger: str, origin: Origin) -> str:
-        """Write a `running` run; only the holder of the target's writer lock may."""
+    def start(
+        self,
+        target: str,
+        mode: str,
+        trigger: str,
+        origin: Origin,
+        also: Callable[[Session], object] | None = None,
+    ) -> str:
+        """Write a `running` run; only the holder of the target's writer lock may. `also`
+        runs in the same transaction (the write generation, `marks.py`)."""
         run_id, started = self._new_run_id()
         row = _row(target, mode, trigger, origin, run_id=run_id, started=started)
         with self._db.write() as session:
             session.insert_all("runs", [{**row, "status": RUNNING}])
+            if also is not None:
+                also(session)
         with _live_lock:
             _live_runs.add(run_id)
         return run_id
@@ -191,9 +201,13 @@ class Runs:
                 {"before": encode_time(before)},
             )
 
-    def finish(self, run_id: str, outcome: Outcome) -> None:
+    def finish(
+        self, run_id: str, outcome: Outcome, also: Callable[[Session], object] | None = None
+    ) -> None:
         columns = {**outcome.columns(), "finished_at": encode_time(self._db.clock())}
         with self._db.write() as session:
+            if also is not None:
+                also(session)
             changed = session.execute(
                 """
                 UPDATE runs SET status = :status, exit_code = :exit_code,

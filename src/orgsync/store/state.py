@@ -21,7 +21,7 @@ from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Plan
 from orgsync.core.state_url import is_server_url
 from orgsync.store.baselines import Baseline, Baselines
-from orgsync.store.db import Clock, SqliteDB, StateDB, utc_now
+from orgsync.store.db import Clock, Session, SqliteDB, StateDB, utc_now
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
 from orgsync.store.identity import (
@@ -35,7 +35,8 @@ from orgsync.store.identity import (
 from orgsync.store.journal import Journal, OperationRecord, RunJournal, Unsettled
 from orgsync.store.leases import FencedDB, HeldLease, LeaseKeeper, LeaseRecord, LeaseTable
 from orgsync.store.links import LinkRow, Links
-from orgsync.store.migrations import migrate
+from orgsync.store.marks import MARKS_VERSION, Mark, StateBehind, WriteMarks, bump_in
+from orgsync.store.migrations import migrate, schema_version
 from orgsync.store.queue import (
     CHANNEL,
     Claimed,
@@ -72,6 +73,7 @@ class StateStore:
         self._baselines = Baselines(db)
         self._queue = WebhookQueue(db)
         self._identities = Identities(db)
+        self._marks = WriteMarks(db)
 
     @classmethod
     def open(
@@ -112,7 +114,8 @@ class StateStore:
             )
         else:
             db = SqliteDB.open(path, clock=clock, prepare=migrate, create=create)
-        if db.created:
+        if db.created and schema_version(db) >= MARKS_VERSION:
+            WriteMarks(db).initialize()
             log.warning(
                 "state.created",
                 path=db.location,
@@ -164,7 +167,16 @@ class StateStore:
         Only while holding `target`'s writer lock: recovery takes any `running` run of a
         target whose lock it holds for one whose process ended.
         """
-        return self._runs.start(target, mode, trigger, origin)
+        if mode != "sync":
+            return self._runs.start(target, mode, trigger, origin)
+        # The generation moves in the run's own transaction; the mark file follows at the
+        # run's end only (one fsync per run): a backup taken during the run is below it.
+        return self._runs.start(
+            target, mode, trigger, origin, also=lambda s: self._bump_in(s, target)
+        )
+
+    def _bump_in(self, session: Session, target: str) -> Mark:
+        return bump_in(session, self._db.clock(), f"a sync of {target}")
 
     def record_run(
         self,
@@ -199,9 +211,15 @@ class StateStore:
         pass_reason: str | None = None,
     ) -> None:
         """Status: ok | changes-pending | held | failed | interrupted."""
+        bumped: list[Mark] = []
+        record = self._runs.get(run_id)
+        write = record is not None and record.mode == "sync"
         self._runs.finish(
             run_id,
-            Outcome(
+            also=(lambda s: bumped.append(self._bump_in(s, record.target)))
+            if write and record is not None
+            else None,
+            outcome=Outcome(
                 status=status,
                 exit_code=exit_code,
                 summary=summary,
@@ -214,6 +232,8 @@ class StateStore:
                 pass_reason=pass_reason,
             ),
         )
+        if bumped:
+            self._marks.publish(bumped[0])
 
     def run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
@@ -512,3 +532,37 @@ class StateStore:
     def forget_target(self, target: str, *, identity_only: bool = False) -> dict[str, int]:
         """See `Identities.forget` (`orgsync state forget`)."""
         return self._identities.forget(target, identity_only=identity_only)
+
+    # ------------------------------------------------------------------ restored databases
+
+    def behind(self) -> StateBehind | None:
+        """The refusal when this database is older than its high-water mark (restored from
+        a backup, rolled back); None when it is not or cannot be told. Reads only."""
+        return self._marks.behind()
+
+    def check_writable(self) -> None:
+        """Raise `StateBehind` when this database is older than its mark (see `marks.py`):
+        asked before a write run reads anything."""
+        self._marks.check_writable()
+
+    def write_mark(self) -> Mark | None:
+        """The database's own write generation (None: never written by a write run)."""
+        return self._marks.database_mark()
+
+    def bump_generation(self, what: str) -> Mark:
+        """Raise the write generation (a write outside runs: `state forget`/`rename`)."""
+        return self._marks.bump(what)
+
+    def accept_restore(self) -> tuple[StateBehind | None, Mark]:
+        """See `WriteMarks.accept_restore` (`orgsync state accept-restore`)."""
+        return self._marks.accept_restore()
+
+    def restore_accepted_at(self) -> datetime | None:
+        """When an operator last accepted a restored database, if ever."""
+        return self._marks.last_accepted()
+
+    def publish_mark(self) -> None:
+        """Write the database's generation into its mark file (after `state migrate`)."""
+        mark = self._marks.database_mark()
+        if mark is not None:
+            self._marks.publish(mark)

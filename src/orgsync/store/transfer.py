@@ -3,7 +3,10 @@
 Everything orgsync remembers goes: run history and its journal, links (whom orgsync
 manages), missing-since clocks (removal grace), the ownership ledger of target groups and
 the learned request forms, the baselines incremental passes trust (source digests
-and cursors), and the webhook requests not yet served (`webhook_queue` rows not done):
+and cursors), the write generation and restore acknowledgements (`marks.py`: the copy
+keeps the source's database id and generation, and a SQLite destination gets its mark
+file at once, so a later restore of the destination is seen too), and the webhook
+requests not yet served (`webhook_queue` rows not done):
 a leaver's removal a webhook queued must not be dropped by a move, and a destination
 may be used by `orgsync sync` alone, with no daemon's full start-up pass to cover it.
 They arrive unclaimed, whoever had claimed them in the source (a daemon of the source
@@ -56,6 +59,8 @@ TABLES = (
     "source_digests",
     "webhook_queue",
     "target_identities",
+    "write_marks",
+    "restores",
 )
 _NOT_COPIED = ("leases", "replicas")
 _QUEUE_COLUMNS = ("id", "target", "kind", "person", "triggered_by", "received_at")
@@ -90,7 +95,10 @@ def copy_state(source: StateStore, destination: StateStore, *, overwrite: bool) 
             "first was found in the second; nothing was copied"
         )
     before = count_rows(destination)
-    held = {table: n for table, n in before.items() if n and table in TABLES}
+    # A new database's own write generation row (`marks.py`) is not state to protect.
+    held = {
+        table: n for table, n in before.items() if n and table in TABLES and table != "write_marks"
+    }
     if held and not overwrite:
         listed = ", ".join(f"{n} {table}" for table, n in held.items())
         raise StateError(
