@@ -436,19 +436,7 @@ class GoogleSource:
         calls = 0
         start = now - PROBE_OVERLAP if since is None else since
         # Closing the session closes the token endpoint's connections too.
-        with SourceHttp(
-            self.reports_url,
-            system="google",
-            credential_key="source.credentials_file",
-            auth=self.reports_token,
-            retry=self.settings.retry,
-            **self.settings.options(
-                error_parser=_reports_error_message,
-                is_transient=google_is_transient,
-                transport=self._transport,
-                sleep=self._sleep,
-            ),
-        ) as http:
+        with self._session(self.reports_url, self.reports_token, _reports_error_message) as http:
             try:
                 # Asked for before any call: a refusal here is the scope, not the API.
                 self.reports_token.tokens.get()
@@ -549,20 +537,27 @@ class GoogleSource:
         )
 
     def read(self) -> SourceSnapshot:
-        with SourceHttp(
-            self.directory_url,
+        with self._session(self.directory_url, self.token, google_error_message) as http:
+            return self._read(http)
+
+    def _session(
+        self, url: str, auth: httpx.Auth, error_parser: Callable[[httpx.Response], str | None]
+    ) -> SourceHttp:
+        """A session on one of Google's APIs (the Directory, the Reports), each with its
+        own token and its own error shape."""
+        return SourceHttp(
+            url,
             system="google",
             credential_key="source.credentials_file",
-            auth=self.token,
+            auth=auth,
             retry=self.settings.retry,
             **self.settings.options(
-                error_parser=google_error_message,
+                error_parser=error_parser,
                 is_transient=google_is_transient,
                 transport=self._transport,
                 sleep=self._sleep,
             ),
-        ) as http:
-            return self._read(http)
+        )
 
     def _read(self, http: SourceHttp) -> SourceSnapshot:
         people: dict[SourceId, SourcePerson] = {}
