@@ -835,12 +835,21 @@ def test_scim_a_member_of_another_type_is_no_person(small_scim: ServerProcess) -
         return body
 
     def groups(body: dict[str, Any]) -> dict[str, Any]:
-        first, *rest = body["Resources"]
-        inside = {m["value"] for m in first.get("members", [])}
+        # The server lists groups in the order of their random ids, and the seeded
+        # all-staff group holds only subgroups: plant in a group with people.
+        resources = list(body["Resources"])
+        at = next(
+            i
+            for i, g in enumerate(resources)
+            if any(m["value"] in user_ids for m in g.get("members", []))
+        )
+        chosen = resources[at]
+        inside = {m["value"] for m in chosen["members"]}
         outsider = next(u for u in user_ids if u not in inside)
-        planted.append((first["id"], outsider))
+        planted.append((chosen["id"], outsider))
         device = {"value": outsider, "type": "Device"}
-        return {**body, "Resources": [{**first, "members": [*first["members"], device]}, *rest]}
+        resources[at] = {**chosen, "members": [*chosen["members"], device]}
+        return {**body, "Resources": resources}
 
     def plan(_n: int, path: str) -> Any:
         route = path.split("?", maxsplit=1)[0]
