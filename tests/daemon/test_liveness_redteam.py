@@ -313,6 +313,8 @@ bind_password_env = "ORGSYNC_TEST_LDAP_PASSWORD"
 users_base = "ou=people,dc=example,dc=org"
 groups_base = "ou=groups,dc=example,dc=org"
 timeout = "1s"
+max_attempts = 2
+max_retry_delay = "1s"
 """
 
 
@@ -335,6 +337,10 @@ def test_a_server_that_accepts_and_never_answers_fails_each_pass_and_the_next_ru
                 env={"ORGSYNC_TEST_LDAP_PASSWORD": "not-a-real-password"},
             )
             rig.write(directory(3, owners=1))
+            text = rig.config_path.read_text(encoding="utf-8")
+            # A short timeout: each pass then ends in seconds (the point is that it ends).
+            assert 'timeout = "5s"' in text
+            rig.config_path.write_text(text.replace('timeout = "5s"', 'timeout = "1s"'), "utf-8")
             if silent == "ldap source":
                 text = rig.config_path.read_text(encoding="utf-8")
                 file_source = '[source]\ntype = "file"\npath = "directory.json"\n'
