@@ -56,13 +56,15 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 import ldap3
 import structlog
 import tenacity
 from ldap3.core import exceptions as lx
+from ldap3.operation.search import search_operation
+from ldap3.utils.asn1 import decode_message_fast
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn, to_dn
 
@@ -97,6 +99,13 @@ _NO_ATTRIBUTES: Final = "1.1"
 PROBE_OVERLAP: Final = timedelta(minutes=5)
 """How far behind orgsync's clock the directory's may be (Kerberos allows as much)."""
 COUNT_PAGE: Final = 5000
+"""DN-only entries a page when a server caps unpaged answers and the count is paged."""
+_SEARCH_RESULT_ENTRY: Final = 4
+"""RFC 4511's [APPLICATION 4] SearchResultEntry."""
+_CAPPED: Final = frozenset({4, 11})
+"""sizeLimitExceeded, adminLimitExceeded: an answer the server cut short."""
+_decode_message: Final[Callable[[bytes], dict[str, Any]]] = decode_message_fast
+"""ldap3's BER decoder of one LDAPMessage (untyped in types-ldap3)."""
 MAX_SEEN: Final = 1000
 """Entries changed within the overlap that a cursor remembers, at most."""
 _GENERALIZED: Final = "%Y%m%d%H%M%SZ"
@@ -395,6 +404,8 @@ class LdapSource:
         """Pages (search result batches) fetched by the last successful attempt."""
         self.searches = 0
         """Search requests sent by the last successful attempt."""
+        self._capped: set[tuple[str, str]] = set()
+        """(base, filter) whose unpaged count the server cut short: counted in pages."""
 
     def read(self) -> SourceSnapshot:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
@@ -529,8 +540,6 @@ class LdapSource:
         following = started - PROBE_OVERLAP
         self.pages = self.searches = 0
         recent: dict[str, str] = {}
-        # DN-only entries are tiny: larger pages (a server capping them answers fewer).
-        counting = ([_NO_ATTRIBUTES], max(s.page_size, COUNT_PAGE))
         conn = self._connect()
         try:
             with self._stoppable(conn):
@@ -554,8 +563,8 @@ class LdapSource:
                         version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
                         recent[dn_key(dn)] = "|".join(version)
                 counted = (
-                    sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
-                    sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
+                    self._count(conn, s.users_base, s.users),
+                    self._count(conn, s.groups_base, s.groups),
                 )
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
@@ -579,6 +588,102 @@ class LdapSource:
         return ChangeProbe(
             changed=changed, cursor=_cursor(following, keep, now_marker), calls=self.pages
         )
+
+    def _count(self, conn: ldap3.Connection, base: str, search_filter: str) -> int:
+        """How many entries under `base` match, exactly, or the search fails.
+
+        One DN-only search without paging, counted as it streams in (`_count_unpaged`).
+        A server that caps an unpaged answer for this account (OpenLDAP's default
+        `sizelimit 500`, AD's MaxPageSize) ends it with sizeLimitExceeded or
+        adminLimitExceeded after part of the entries: those are never taken for the
+        count (fewer people would read as leavers); the count is then paged, DN-only,
+        `COUNT_PAGE` a page, or the configured `page_size` when the server refuses a page
+        that large (OpenLDAP's `size.pr`). A total the server will not page through
+        either (`size.prtotal`) fails the probe with the size-limit error, as it would
+        fail the read.
+        """
+        key = (base, search_filter)
+        if key not in self._capped:
+            counted = self._count_unpaged(conn, base, search_filter)
+            if counted is not None:
+                return counted
+            self._capped.add(key)
+        page = max(self.settings.page_size, COUNT_PAGE)
+        try:
+            return sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES], page))
+        except lx.LDAPAdminLimitExceededResult:
+            if page == self.settings.page_size:
+                raise
+            # OpenLDAP answers "illegal pagedResults page size" to a page above the
+            # account's `size.pr`; the configured page size is the one the reads use.
+            log.info("source.count_page_refused", system="ldap", base=base, page=page)
+            return sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES]))
+
+    def _count_unpaged(self, conn: ldap3.Connection, base: str, search_filter: str) -> int | None:
+        """The entries of one unpaged DN-only search, counted as they arrive; None when the
+        server capped the answer (sizeLimitExceeded, adminLimitExceeded).
+
+        ldap3's `search` keeps every entry of an answer as a dict of about 800 bytes
+        (80 MB for 100k DNs): the messages are read off the connection here and only
+        the final result is decoded, so the count holds one network read at a time
+        whatever the directory's size. Only a searchResDone with success ends a count.
+        """
+        strategy = conn.strategy
+        request = search_operation(
+            base,
+            search_filter,
+            ldap3.SUBTREE,
+            ldap3.DEREF_ALWAYS,  # as `Connection.search`, which the paged count uses
+            [_NO_ATTRIBUTES],
+            0,
+            0,
+            False,
+            conn.auto_escape,
+            conn.auto_encode,
+        )
+        self.searches += 1
+        self.pages += 1
+        message_id = strategy.send("searchRequest", request, None)
+        count = 0
+        try:
+            while True:
+                messages = strategy.receiving()
+                if not messages:
+                    raise lx.LDAPSessionTerminatedByServerError(
+                        f"the connection closed during the count of {base!r}"
+                    )
+                for raw in messages:
+                    message = _decode_message(raw)
+                    if int(message["messageID"]) != message_id:
+                        raise lx.LDAPSocketReceiveError(
+                            f"an answer to message {message['messageID']} during the count "
+                            f"of {base!r} (message {message_id})"
+                        )
+                    if message["protocolOp"] == _SEARCH_RESULT_ENTRY:
+                        count += 1
+                        continue
+                    answer = strategy.decode_response_fast(message)
+                    if answer["type"] == "searchResRef":
+                        self._refuse_references([answer], base)
+                        continue
+                    if answer["type"] != "searchResDone":
+                        raise lx.LDAPSocketReceiveError(
+                            f"a {answer['type']} during the count of {base!r}"
+                        )
+                    if answer["result"] in _CAPPED:
+                        log.info(
+                            "source.count_capped",
+                            system="ldap",
+                            base=base,
+                            result=answer["description"],
+                            reason="the server caps an unpaged answer for this account: paged",
+                        )
+                        return None
+                    conn.result = answer
+                    self._check_result(conn, base)
+                    return count
+        finally:
+            strategy._outstanding.pop(message_id, None)
 
     def _probe_usn_once(self, cursor: UsnCursor) -> ChangeProbe:
         self.pages = self.searches = 0
@@ -894,10 +999,13 @@ class LdapSource:
         there would read as gone, so the read fails instead, naming it. Active Directory
         answers a search from a domain's root with references to its DNS and configuration
         partitions, which hold no people or groups: those alone are passed over."""
-        for response in conn.response or []:
+        self._refuse_references(conn.response or [], base)
+
+    def _refuse_references(self, responses: Sequence[Mapping[str, object]], base: str) -> None:
+        for response in responses:
             if response.get("type") != "searchResRef":
                 continue
-            uris = [str(u) for u in response.get("uri") or []]
+            uris = [str(u) for u in cast("list[object]", response.get("uri") or [])]
             if self.settings.flavor == "ad" and uris and all(map(_ad_partition, uris)):
                 continue
             raise SourceError(
