@@ -8,6 +8,7 @@ and a write outside the bases costs the four searches once and is reported quiet
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import ldap3
 import pytest
 from structlog.testing import capture_logs
 
-from orgsync.core.errors import CursorExpired
+from orgsync.core.errors import CursorExpired, SourceError
 from orgsync.core.ports import DetectsChanges
 from orgsync.retrying import RetrySettings
 from orgsync.sources import ldap as ldap_module
@@ -272,3 +273,94 @@ def test_incremental_passes_over_ldap(
     target, logged = incremental()
     assert [op["email"] for op in target["operations"]] == [newcomer]
     assert newcomer in holdings(emulator)
+
+
+# ------------------------------------------------------------------ counts a server caps
+
+
+def aged(data: str) -> str:
+    """`data` as written years ago: the timestamp searches then find nothing (one page
+    each, whatever the page size), as in a directory that has been there a while."""
+    old = "modifyTimestamp: 20200101000000Z\ncreateTimestamp: 20200101000000Z\n"
+    return "\n".join(block.rstrip("\n") + "\n" + old for block in data.split("\n\n") if block)
+
+
+CAPS = {
+    # What the tests' other servers allow the reader: anything, unpaged.
+    "unlimited": "size.soft=unlimited size.hard=unlimited size.prtotal=unlimited",
+    # OpenLDAP's default `sizelimit 500` (scaled down) with paging allowed past it: an
+    # unpaged search answers 15 entries and sizeLimitExceeded.
+    "unpaged capped": "size.soft=15 size.hard=15 size.prtotal=unlimited",
+    # ... and pages above 12 entries refused (adminLimitExceeded, "illegal pagedResults
+    # page size"), below COUNT_PAGE; the configured page_size (10) passes.
+    "page capped": "size.soft=15 size.hard=15 size.pr=12 size.prtotal=unlimited",
+}
+
+
+@pytest.mark.parametrize("cap", list(CAPS))
+def test_a_quiet_probe_counts_in_one_search_and_a_capped_server_still_counts_exactly(
+    cap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Harm: a leaver missed (lost-access territory: they keep their seat until the next
+    full pass), or a count cut short by the server's limits read as leavers.
+
+    Without syncprov a deletion leaves no timestamp, so the probe counts people and
+    groups. Where the server answers an unpaged search whole, a quiet probe is four
+    searches whatever the directory's size (two timestamp searches, one count per base;
+    paged, it was 20 pages more at 100k people). Where it caps unpaged answers, or
+    refuses pages as large as COUNT_PAGE, the count is paged at a size it takes, and is
+    exact: a quiet directory reads quiet, one deletion reads changed."""
+    monkeypatch.setattr(ldap_module, "COUNT_PAGE", 25)
+    server = Slapd(tmp_path / "slapd", aged(ldif(make_directory(40, 2))), limits=CAPS[cap])
+    try:
+        source = LdapSource(
+            settings(server.url, page_size=10), retry=RetrySettings(max_attempts=1, max_delay=1)
+        )
+        snapshot = source.read()
+        people, groups = len(snapshot.people), len(snapshot.groups)
+        assert people > 15 and groups < 15
+        prober = Prober(source, people, groups)
+        people_pages = {
+            "unlimited": 1,
+            "unpaged capped": math.ceil(people / 25),
+            "page capped": math.ceil(people / 10),
+        }[cap]
+        # Found out once per source: the unpaged search cut short, the page refused.
+        learning = {"unlimited": 0, "unpaged capped": 1, "page capped": 2}[cap]
+        for extra in (learning, 0):
+            assert not prober.changed(), "the count is exact: no one reads as gone"
+            # Two timestamp searches, the people's count, the groups' (one search).
+            assert prober.calls == 2 + people_pages + 1 + extra
+
+        with admin(server) as conn:
+            assert conn.delete(person_dn_of(7))
+        assert prober.changed(), "a deletion leaves no timestamp: the count tells"
+        prober.people = people - 1
+        assert not prober.changed()
+    finally:
+        server.stop()
+
+
+def test_a_server_that_will_not_page_through_everyone_fails_the_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that caps the total of a paged search too (`size.prtotal`) cannot be
+    counted: the probe fails naming the size limit (as the read would), never answers
+    a short count that would read as leavers, nor a quiet directory."""
+    monkeypatch.setattr(ldap_module, "COUNT_PAGE", 25)
+    server = Slapd(
+        tmp_path / "slapd",
+        ldif(make_directory(40, 2)),
+        limits="size.soft=15 size.hard=15 size.prtotal=30",
+    )
+    try:
+        source = LdapSource(
+            settings(server.url, page_size=10), retry=RetrySettings(max_attempts=1, max_delay=1)
+        )
+        cursor = source.change_cursor()
+        assert cursor is not None
+        for known in (15, 30, 40):
+            with pytest.raises(SourceError, match="size limit was exceeded"):
+                source.probe_changes(cursor, known, 8)
+    finally:
+        server.stop()

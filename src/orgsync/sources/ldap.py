@@ -404,8 +404,9 @@ class LdapSource:
         """Pages (search result batches) fetched by the last successful attempt."""
         self.searches = 0
         """Search requests sent by the last successful attempt."""
-        self._capped: set[tuple[str, str]] = set()
-        """(base, filter) whose unpaged count the server cut short: counted in pages."""
+        self._count_pages: dict[tuple[str, str], int] = {}
+        """(base, filter) whose unpaged count the server cut short -> the page size its
+        paged count worked with."""
 
     def read(self) -> SourceSnapshot:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
@@ -470,7 +471,9 @@ class LdapSource:
             reason=why,
             cost=(
                 "each incremental pass searches the changed entries and counts every "
-                f"person and group, DNs only, {pages} a page (a deletion leaves no timestamp)"
+                "person and group, DNs only, one search each (a deletion leaves no "
+                f"timestamp): about 50 bytes a person on the wire, {pages} a page where "
+                "the server caps an unpaged answer"
             ),
             enable=enable,
         )
@@ -603,21 +606,26 @@ class LdapSource:
         fail the read.
         """
         key = (base, search_filter)
-        if key not in self._capped:
+        page = self._count_pages.get(key)
+        if page is None:
             counted = self._count_unpaged(conn, base, search_filter)
             if counted is not None:
                 return counted
-            self._capped.add(key)
-        page = max(self.settings.page_size, COUNT_PAGE)
+            page = max(self.settings.page_size, COUNT_PAGE)
         try:
-            return sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES], page))
+            counted = sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES], page))
         except lx.LDAPAdminLimitExceededResult:
             if page == self.settings.page_size:
                 raise
             # OpenLDAP answers "illegal pagedResults page size" to a page above the
             # account's `size.pr`; the configured page size is the one the reads use.
+            self.pages += 1  # the refused page was a request all the same
             log.info("source.count_page_refused", system="ldap", base=base, page=page)
-            return sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES]))
+            page = self.settings.page_size
+            counted = sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES], page))
+        # The next probes of this source go straight to the page that worked.
+        self._count_pages[key] = page
+        return counted
 
     def _count_unpaged(self, conn: ldap3.Connection, base: str, search_filter: str) -> int | None:
         """The entries of one unpaged DN-only search, counted as they arrive; None when the
