@@ -25,7 +25,8 @@ its quiet pass is a token request (each pass is a fresh process) and two request
 source column counts token requests too, for every HTTP source.
 
 Per measured pass: source requests (LDAP searches and pages, HTTP requests including
-token requests; the file source makes none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
+token requests; the file source makes none; for LDAP the quiet pass also prints the bytes
+received, since its counts are one search each carrying every DN), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
 (`strace -f -c --seccomp-bpf`: only those calls stop it; the emulator not traced), what
 the change probe answered (`changed/3`: changed, in 3 calls), wall seconds, orgsync's
 CPU seconds and the process's peak RSS. The
@@ -97,6 +98,8 @@ class Pass:
     """orgsync's user+system CPU seconds (strace stops it at fsyncs only: seccomp-bpf)."""
     probe: str
     """What the change probe answered: `quiet/1` (changed?/its calls), `-` if none ran."""
+    received: int = 0
+    """Bytes of LDAP messages the source received (reads and probes; LDAP sources only)."""
 
 
 def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
@@ -123,7 +126,7 @@ def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
         match = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)$", line)
         if match:
             fsyncs += int(match.group(1))
-    http_source = probe_calls = ldap_pages = 0
+    http_source = probe_calls = ldap_pages = received = 0
     rss = cpu = 0.0
     probe = "-"
     for line in done.stderr.splitlines():
@@ -141,11 +144,13 @@ def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
             probe = f"{changed}/{event.get('calls', 0)}"
         elif event.get("event") == "source.requests":
             ldap_pages += int(event.get("pages", 0))
+        if event.get("event") in ("source.requests", "source.probe_received"):
+            received += int(event.get("received", 0))
     # HTTP sources log each request (their probes' too); LDAP logs pages per read or probe.
     source = http_source or probe_calls + ldap_pages
     (target,) = json.loads(done.stdout)["targets"]
     kind = target["run"].get("pass", "full")
-    return Pass(source, 0, fsyncs, seconds, rss, kind, cpu, probe)
+    return Pass(source, 0, fsyncs, seconds, rss, kind, cpu, probe, received)
 
 
 def file_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], None]]:
@@ -521,6 +526,10 @@ def bench(kind: str, people: int, groups: int) -> None:
         goal = ""
         if name == "quiet incremental":
             goal = f"   goal <= {GOAL_CALLS} calls: {calls / GOAL_CALLS:.2f}x"
+            if result.received:
+                # A call's size is not in the goal: an LDAP count is one search carrying
+                # every DN, so the bytes are printed beside the calls.
+                goal += f" ({result.received / 1e6:.1f} MB received from the source)"
             if kind == "file":
                 goal += f"; target calls {result.target} (goal 0)"
         print(

@@ -426,6 +426,8 @@ class LdapSource:
         """Pages (search result batches) fetched by the last successful attempt."""
         self.searches = 0
         """Search requests sent by the last successful attempt."""
+        self.received = 0
+        """Bytes of LDAP messages received by the last successful attempt."""
         self._count_pages: dict[tuple[str, str], int] = {}
         """(base, filter) whose unpaged count the server cut short -> the page size its
         paged count worked with."""
@@ -438,7 +440,13 @@ class LdapSource:
             raise SourceError(
                 f"ldap: {error} (gave up after retrying; nothing will be planned)"
             ) from error
-        log.debug("source.requests", system="ldap", pages=self.pages, searches=self.searches)
+        log.debug(
+            "source.requests",
+            system="ldap",
+            pages=self.pages,
+            searches=self.searches,
+            received=self.received,
+        )
         return snapshot
 
     # ------------------------------------------------------------------ change probe
@@ -542,16 +550,18 @@ class LdapSource:
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
         usn = _usn_cursor(cursor)
-        if usn is not None:
-            try:
-                return retrying(self._probe_usn_once, usn)
-            except TransientError as error:
-                raise SourceError(f"ldap: {error} (gave up after retrying)") from error
-        since, seen, marker = _parse_cursor(cursor)
         try:
-            return retrying(self._probe_once, since, seen, marker, (people, groups))
+            if usn is not None:
+                probe: ChangeProbe = retrying(self._probe_usn_once, usn)
+            else:
+                since, seen, marker = _parse_cursor(cursor)
+                probe = retrying(self._probe_once, since, seen, marker, (people, groups))
         except TransientError as error:
             raise SourceError(f"ldap: {error} (gave up after retrying)") from error
+        # What the calls carried: a quiet pass without syncprov is a few searches, but
+        # its counts bring every DN.
+        log.debug("source.probe_received", system="ldap", received=self.received)
+        return probe
 
     def _probe_once(
         self,
@@ -563,7 +573,7 @@ class LdapSource:
         s = self.settings
         started = self.clock()
         following = started - PROBE_OVERLAP
-        self.pages = self.searches = 0
+        self.pages = self.searches = self.received = 0
         recent: dict[str, str] = {}
         conn = self._connect()
         try:
@@ -594,7 +604,7 @@ class LdapSource:
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
-            _close(conn)
+            self._finish(conn)
         fresh = sorted(dn for dn, stamp in recent.items() if seen.get(dn) != stamp)
         changed = bool(fresh) or counted != known
         if changed:
@@ -683,6 +693,7 @@ class LdapSource:
                         f"the connection closed during the count of {base!r}"
                     )
                 for raw in messages:
+                    self.received += len(raw)  # ldap3's usage sees only its own reads
                     message = _decode_message(raw)
                     if int(message["messageID"]) != message_id:
                         raise lx.LDAPSocketReceiveError(
@@ -716,7 +727,7 @@ class LdapSource:
             strategy._outstanding.pop(message_id, None)
 
     def _probe_usn_once(self, cursor: UsnCursor) -> ChangeProbe:
-        self.pages = self.searches = 0
+        self.pages = self.searches = self.received = 0
         started = self.clock()
         conn = self._connect()
         try:
@@ -727,10 +738,16 @@ class LdapSource:
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
-            _close(conn)
+            self._finish(conn)
         if changed:
             log.info("source.changes_found", system="ldap")
         return ChangeProbe(changed=changed, cursor=following.dump(), calls=self.pages)
+
+    def _finish(self, conn: ldap3.Connection) -> None:
+        """Close `conn`, adding the bytes ldap3 received on it to `received`."""
+        if conn.usage is not None:
+            self.received += conn.usage.bytes_received
+        _close(conn)
 
     @contextmanager
     def _stoppable(self, conn: ldap3.Connection) -> Iterator[None]:
@@ -831,7 +848,7 @@ class LdapSource:
     # ------------------------------------------------------------------ one attempt
 
     def _read_once(self) -> SourceSnapshot:
-        self.pages = self.searches = 0
+        self.pages = self.searches = self.received = 0
         conn = self._connect()
         try:
             with self._stoppable(conn):
@@ -842,7 +859,7 @@ class LdapSource:
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
-            _close(conn)
+            self._finish(conn)
         return self._snapshot(people_entries, disabled, group_entries, chains)
 
     def _connect(self) -> ldap3.Connection:
@@ -879,6 +896,7 @@ class LdapSource:
             authentication=ldap3.SIMPLE,
             auto_bind=ldap3.AUTO_BIND_NONE,
             read_only=True,
+            collect_usage=True,  # bytes received, for `received`
             raise_exceptions=True,
             auto_referrals=False,
             # ldap3 packs this into SO_RCVTIMEO as an integer number of seconds.
