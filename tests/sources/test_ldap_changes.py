@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +20,9 @@ import ldap3
 import pytest
 from structlog.testing import capture_logs
 
-from orgsync.core.errors import CursorExpired, SourceError
+from orgsync.core.errors import CursorExpired, Interrupted, SourceError
 from orgsync.core.ports import DetectsChanges
+from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.sources import ldap as ldap_module
 from orgsync.sources.ldap import LdapSource
@@ -27,7 +30,15 @@ from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.sources.cli import holdings, orgsync, write_config
 from tests.sources.directory import Directory, make_directory
 from tests.sources.probing import Prober
-from tests.sources.servers import READER_PASSWORD, SUFFIX, Slapd, group_dn, ldif, person_dn
+from tests.sources.servers import (
+    READER_PASSWORD,
+    SUFFIX,
+    Slapd,
+    TcpProxy,
+    group_dn,
+    ldif,
+    person_dn,
+)
 from tests.sources.test_ldap import ldap_config, settings
 
 ADMIN_DN, ADMIN_PASSWORD = f"cn=admin,{SUFFIX}", "admin-secret"
@@ -364,3 +375,66 @@ def test_a_server_that_will_not_page_through_everyone_fails_the_probe(
                 source.probe_changes(cursor, known, 8)
     finally:
         server.stop()
+
+
+def test_the_count_refuses_a_continuation_reference(tmp_path: Path) -> None:
+    """Harm: lost access. The count reads the answer off the connection itself; part of
+    the people base held by another server (a `searchResRef`) is not followed (the bind
+    password would go there), so the people there are not counted and would read as
+    leavers: the count fails naming it, as the read does."""
+    data = ldif(make_directory(40, 2)) + (
+        f"\ndn: ou=contractors,ou=people,{SUFFIX}\nobjectClass: referral\n"
+        "objectClass: extensibleObject\nou: contractors\n"
+        f"ref: ldap://127.0.0.1:9/ou=contractors,ou=people,{SUFFIX}\n"
+    )
+    server = Slapd(tmp_path / "slapd", data)
+    try:
+        source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
+        conn = source._connect()
+        try:
+            with pytest.raises(SourceError, match=r"referred part of the subtree to ldap://"):
+                source._count(conn, source.settings.users_base, source.settings.users)
+        finally:
+            conn.unbind()
+    finally:
+        server.stop()
+
+
+def test_a_stop_request_ends_a_count_stuck_mid_answer(tmp_path: Path) -> None:
+    """Harm: a daemon that does not stop. The count reads its answer off the socket
+    itself, not through ldap3's search: the answer stalled half-way (the proxy stops
+    forwarding), a stop request still ends the probe within a few tenths of a second,
+    as `Interrupted`, and no attempt follows."""
+    server = Slapd(tmp_path / "slapd", aged(ldif(make_directory(3000, 10))))
+    interrupt, release = ReadInterrupt(), threading.Event()
+    stopped_at: list[float] = []
+
+    def stall() -> None:
+        def stop() -> None:
+            stopped_at.append(time.monotonic())
+            interrupt._stop.set()  # what the signal handler sets
+
+        threading.Timer(0.3, stop).start()
+        release.wait(30)  # the proxy forwards nothing more meanwhile
+
+    try:
+        # The bind and the two timestamp searches (nothing changed) are a few hundred
+        # bytes; the people's count, 3000 DNs, about 160 kB.
+        with TcpProxy(server.port, after=20_000, trip=stall) as proxy:
+            source = LdapSource(
+                settings(proxy.url),
+                retry=RetrySettings(max_attempts=3, max_delay=30),
+                interrupt=interrupt,
+            )
+            cursor = source.change_cursor()
+            assert cursor is not None
+            with capture_logs() as logs, pytest.raises(Interrupted, match="stopped"):
+                source.probe_changes(cursor, 3000, 15)
+            ended = time.monotonic()
+            assert proxy.tripped.is_set()
+    finally:
+        release.set()
+        server.stop()
+    assert stopped_at, "the probe ended before the stop request"
+    assert ended - stopped_at[0] < 1.0
+    assert not [e for e in logs if e["event"] == "source.retry"]
