@@ -3,7 +3,9 @@ loopback. Without syncprov: a quiet directory is reported quiet in four small se
 and every kind of change (an attribute, a second change within the same second, a
 group's members, a rename, a deletion, an addition) is reported once. With syncprov: a
 quiet directory is one base search (the database's `contextCSN`), every write moves it,
-and a write outside the bases costs the four searches once and is reported quiet."""
+and a write outside the bases costs the four searches once and is reported quiet.
+The counts (one streamed search each) against servers that cap unpaged answers, page
+sizes or paged totals: exact, or a clear failure, never a short count."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import ldap3
 import pytest
+from ldap3.core import exceptions as lx
 from structlog.testing import capture_logs
 
 from orgsync.core.errors import CursorExpired, Interrupted, SourceError
@@ -438,3 +441,19 @@ def test_a_stop_request_ends_a_count_stuck_mid_answer(tmp_path: Path) -> None:
     assert stopped_at, "the probe ended before the stop request"
     assert ended - stopped_at[0] < 1.0
     assert not [e for e in logs if e["event"] == "source.retry"]
+
+
+def test_a_count_the_server_refuses_fails_as_the_search_would(server: Slapd) -> None:
+    """The count decodes the server's answer itself: a refusal keeps its kind, so a base
+    that does not exist is named as such (and a busy server is retried), as for the
+    other searches."""
+    source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
+    conn = source._connect()
+    try:
+        with pytest.raises(lx.LDAPNoSuchObjectResult):
+            source._count(conn, f"ou=nowhere,{SUFFIX}", source.settings.users)
+        assert "a search base does not exist" in str(
+            source._classify(lx.LDAPNoSuchObjectResult(), "search")
+        )
+    finally:
+        conn.unbind()

@@ -721,6 +721,16 @@ class LdapSource:
                         )
                         return None
                     conn.result = answer
+                    if answer["result"] not in (0, 10):
+                        # As ldap3's search raises it: `_classify` tells a busy server
+                        # (retried) from a missing base or a refused account.
+                        raise lx.LDAPOperationResult(
+                            result=answer["result"],
+                            description=answer["description"],
+                            dn=answer["dn"],
+                            message=answer["message"],
+                            response_type=answer["type"],
+                        )
                     self._check_result(conn, base)
                     return count
         finally:
