@@ -230,6 +230,9 @@ def test_a_cursor_it_did_not_write_is_expired(server: Slapd) -> None:
         '{"since": "20260101000000Z", "seen": {}, "csn": {}}',
         '{"since": "20260101000000Z", "seen": {}, "csn": {"dc=example,dc=com": []}}',
         '{"since": "20260101000000Z", "seen": {}, "csn": ["x"]}',
+        '{"since": "20260101000000Z", "seen": {}, "count_pages": [["ou=people", "(x=*)", 0]]}',
+        '{"since": "20260101000000Z", "seen": {}, "count_pages": [["ou=people"]]}',
+        '{"since": "20260101000000Z", "seen": {}, "count_pages": 5}',
     ):
         with pytest.raises(CursorExpired):
             source.probe_changes(cursor, 40, 8)
@@ -339,12 +342,17 @@ def test_a_quiet_probe_counts_in_one_search_and_a_capped_server_still_counts_exa
             "unpaged capped": math.ceil(people / 25),
             "page capped": math.ceil(people / 10),
         }[cap]
-        # Found out once per source: the unpaged search cut short, the page refused.
+        # Found out once: the unpaged search cut short, the page refused. The cursor
+        # keeps what was found for the next pass, which builds its source anew.
         learning = {"unlimited": 0, "unpaged capped": 1, "page capped": 2}[cap]
         for extra in (learning, 0):
             assert not prober.changed(), "the count is exact: no one reads as gone"
             # Two timestamp searches, the people's count, the groups' (one search).
             assert prober.calls == 2 + people_pages + 1 + extra
+            prober.source = LdapSource(
+                settings(server.url, page_size=10),
+                retry=RetrySettings(max_attempts=1, max_delay=1),
+            )
 
         with admin(server) as conn:
             assert conn.delete(person_dn_of(7))

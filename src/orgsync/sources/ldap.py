@@ -48,9 +48,10 @@ memory that grows with it. Only a searchResDone with success ends a count: a ser
 caps unpaged answers for the bind account (OpenLDAP's default `sizelimit 500`, AD's
 MaxPageSize) ends it with sizeLimitExceeded or adminLimitExceeded, and the count is then
 paged (`COUNT_PAGE` a page, or `page_size` where the server refuses pages that large,
-`size.pr`), remembered for the source's later probes; a server that will not page through
-everyone either (`size.prtotal`) fails the probe with the size-limit error (as it fails
-the read), and never answers a short count.
+`size.pr`), and the cursor keeps the page for the next passes (a full pass's new cursor
+asks again); a server that will not page through everyone either (`size.prtotal`) fails
+the probe with the size-limit error (as it fails the read), and never answers a short
+count.
 Considered and not taken: larger pages (the same transfer under a smaller number, refused
 above `size.pr`, and ldap3 keeps a page's entries at about 800 bytes each: 80 MB for a
 page of 100k); a count from the server (OpenLDAP has none without an overlay: no count
@@ -257,13 +258,27 @@ def _searches(pages: int) -> str:
     return f"{pages} search page{'s' if pages != 1 else ''}"
 
 
-def _cursor(since: datetime, seen: Mapping[str, str], marker: Marker | None = None) -> str:
+CountPages = dict[tuple[str, str], int]
+"""(base, filter) whose unpaged count the server cut short -> the page size its paged
+count worked with."""
+
+
+def _cursor(
+    since: datetime,
+    seen: Mapping[str, str],
+    marker: Marker | None = None,
+    pages: CountPages | None = None,
+) -> str:
     value: dict[str, object] = {
         "since": since.astimezone(UTC).strftime(_GENERALIZED),
         "seen": seen,
     }
     if marker is not None:
         value["csn"] = marker
+    if pages:
+        # Each pass builds its source anew: the cursor tells the next probe to page at
+        # once rather than have the server cut one more unpaged count short.
+        value["count_pages"] = [[base, flt, page] for (base, flt), page in sorted(pages.items())]
     return json.dumps(value)
 
 
@@ -278,7 +293,7 @@ def _usn_cursor(cursor: str) -> UsnCursor | None:
     return None
 
 
-def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]:
+def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None, CountPages]:
     try:
         value = json.loads(cursor)
         since = datetime.strptime(value["since"], _GENERALIZED).replace(tzinfo=UTC)
@@ -287,13 +302,16 @@ def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]
         marker = None
         if raw is not None:
             marker = {str(k): sorted(str(x) for x in v) for k, v in dict(raw).items()}
+        pages = {(str(b), str(f)): p for b, f, p in value.get("count_pages", [])}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CursorExpired(
             f"ldap: the change cursor is not one this source wrote ({error})"
         ) from None
     if marker is not None and (not marker or not all(marker.values())):
         raise CursorExpired("ldap: the change cursor holds an empty contextCSN")
-    return since, seen, marker
+    if not all(isinstance(p, int) and p >= 1 for p in pages.values()):
+        raise CursorExpired("ldap: the change cursor holds a count page that is not a size")
+    return since, seen, marker, pages
 
 
 def _csn_untrusted(before: Marker, after: Marker, since: datetime) -> str | None:
@@ -428,9 +446,7 @@ class LdapSource:
         """Search requests sent by the last successful attempt."""
         self.received = 0
         """Bytes of LDAP messages received by the last successful attempt."""
-        self._count_pages: dict[tuple[str, str], int] = {}
-        """(base, filter) whose unpaged count the server cut short -> the page size its
-        paged count worked with."""
+        self._count_pages: CountPages = {}
 
     def read(self) -> SourceSnapshot:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
@@ -554,7 +570,8 @@ class LdapSource:
             if usn is not None:
                 probe: ChangeProbe = retrying(self._probe_usn_once, usn)
             else:
-                since, seen, marker = _parse_cursor(cursor)
+                since, seen, marker, pages = _parse_cursor(cursor)
+                self._count_pages.update(pages)
                 probe = retrying(self._probe_once, since, seen, marker, (people, groups))
         except TransientError as error:
             raise SourceError(f"ldap: {error} (gave up after retrying)") from error
@@ -584,7 +601,9 @@ class LdapSource:
                     # overlap are still the latest versions.
                     keep = {dn: stamp for dn, stamp in seen.items() if _stamp(stamp) >= following}
                     return ChangeProbe(
-                        changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
+                        changed=False,
+                        cursor=_cursor(following, keep, marker, self._count_pages),
+                        calls=self.pages,
                     )
                 if marker is not None and now_marker is not None:
                     untrusted = _csn_untrusted(marker, now_marker, since)
@@ -621,7 +640,9 @@ class LdapSource:
             # overlap read and compare until it is older than the window.
             keep, changed = {}, True
         return ChangeProbe(
-            changed=changed, cursor=_cursor(following, keep, now_marker), calls=self.pages
+            changed=changed,
+            cursor=_cursor(following, keep, now_marker, self._count_pages),
+            calls=self.pages,
         )
 
     def _count(self, conn: ldap3.Connection, base: str, search_filter: str) -> int:
@@ -655,7 +676,7 @@ class LdapSource:
             log.info("source.count_page_refused", system="ldap", base=base, page=page)
             page = self.settings.page_size
             counted = sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES], page))
-        # The next probes of this source go straight to the page that worked.
+        # The next probes go straight to the page that worked (the cursor keeps it).
         self._count_pages[key] = page
         return counted
 
