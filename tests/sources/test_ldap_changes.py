@@ -346,7 +346,12 @@ def test_a_quiet_probe_counts_in_one_search_and_a_capped_server_still_counts_exa
         # keeps what was found for the next pass, which builds its source anew.
         learning = {"unlimited": 0, "unpaged capped": 1, "page capped": 2}[cap]
         for extra in (learning, 0):
-            assert not prober.changed(), "the count is exact: no one reads as gone"
+            with capture_logs() as logs:
+                assert not prober.changed(), "the count is exact: no one reads as gone"
+            capped = [e for e in logs if e["event"] == "source.count_capped"]
+            # What lifts the cap is said when it is found out, not at every pass.
+            assert len(capped) == (1 if extra else 0), capped
+            assert all("size=unlimited" in e["enable"] for e in capped)
             # Two timestamp searches, the people's count, the groups' (one search).
             assert prober.calls == 2 + people_pages + 1 + extra
             prober.source = LdapSource(

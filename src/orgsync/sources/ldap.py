@@ -733,12 +733,20 @@ class LdapSource:
                             f"a {answer['type']} during the count of {base!r}"
                         )
                     if answer["result"] in _CAPPED:
-                        log.info(
+                        # Said when found out, about once per full pass (the cursor keeps
+                        # the page until a full pass takes a new one).
+                        log.warning(
                             "source.count_capped",
                             system="ldap",
                             base=base,
                             result=answer["description"],
-                            reason="the server caps an unpaged answer for this account: paged",
+                            reason="the server caps an unpaged answer for the bind account",
+                            cost="the count of every entry there is paged: a search a page",
+                            enable=(
+                                "lift the bind account's size limit (OpenLDAP: olcLimits "
+                                'dn.exact="<bind_dn>" size=unlimited): the count is then one '
+                                "search; or load the syncprov overlay: a quiet pass is one search"
+                            ),
                         )
                         return None
                     conn.result = answer
