@@ -1,7 +1,9 @@
 """Incremental passes per source kind: what a quiet pass and a one-change pass cost.
 
 For each source kind (the file source; a real slapd without and with the syncprov overlay,
-`ldap` and `ldap-syncprov`; a real Active Directory DC, Samba's, `ad` (loaded through
+`ldap` and `ldap-syncprov`, and `ldap-capped`, without it and with the bind account under
+OpenLDAP's default `sizelimit 500` (paging allowed), whose counts are paged (not in the
+default list); a real Active Directory DC, Samba's, `ad` (loaded through
 Samba's own module stack in ldb batch mode, tests/sources/samba.py: 100k people and a
 100k-member group in about 20 minutes on this 2-core machine, still more than linear;
 not in the default list); a real scim2-server; the Okta, Entra ID and Google emulators,
@@ -34,7 +36,7 @@ issue's goal for a quiet pass over 100k people: at most 5 calls in total (source
 target), and 0 target calls for the file source; each line prints its ratio to it.
 
 usage: .venv/bin/python bench/incremental.py [--people 10000 100000]
-       [--only file,ldap,ldap-syncprov,ad,scim,okta,entra,google]
+       [--only file,ldap,ldap-syncprov,ldap-capped,ad,scim,okta,entra,google]
 needs: strace, slapd, samba-ad-dc for `ad` (scripts/setup-system installs them)
 """
 
@@ -176,8 +178,12 @@ def file_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int]
     return '[source]\ntype = "file"\npath = "directory.json"\n', write
 
 
+CAPPED_LIMITS = "size.soft=500 size.hard=500 size.prtotal=unlimited"
+"""OpenLDAP's default `sizelimit 500` for the bind account, with paging allowed past it."""
+
+
 def ldap_source(
-    directory: Directory, folder: Path, *, syncprov: bool = False
+    directory: Directory, folder: Path, *, syncprov: bool = False, limits: str | None = None
 ) -> tuple[str, Callable[[int], None], Slapd]:
     # Loaded as a directory that has been there a while: a probe's overlap window (entries
     # changed in the last 5 minutes are looked at again) would otherwise hold everyone.
@@ -185,7 +191,7 @@ def ldap_source(
     data = "\n".join(
         block.rstrip("\n") + "\n" + old for block in ldif(directory).split("\n\n") if block
     )
-    server = Slapd(folder / "slapd", data, syncprov=syncprov)
+    server = Slapd(folder / "slapd", data, syncprov=syncprov, limits=limits)
     table = f"""[source]
 type = "ldap"
 url = "{server.url}"
@@ -469,9 +475,12 @@ def make_source(kind: str, directory: Directory, folder: Path) -> Source:
     if kind == "file":
         table, rename = file_source(directory, folder)
         return one_change(table, rename, lambda: None, SOURCE_SECRET)
-    if kind in ("ldap", "ldap-syncprov"):
+    if kind in ("ldap", "ldap-syncprov", "ldap-capped"):
         table, rename, ldap_server = ldap_source(
-            directory, folder, syncprov=kind == "ldap-syncprov"
+            directory,
+            folder,
+            syncprov=kind == "ldap-syncprov",
+            limits=CAPPED_LIMITS if kind == "ldap-capped" else None,
         )
         return one_change(table, rename, ldap_server.stop, READER_PASSWORD)
     if kind == "ad":
