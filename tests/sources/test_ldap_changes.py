@@ -4,8 +4,8 @@ and every kind of change (an attribute, a second change within the same second, 
 group's members, a rename, a deletion, an addition) is reported once. With syncprov: a
 quiet directory is one base search (the database's `contextCSN`), every write moves it,
 and a write outside the bases costs the four searches once and is reported quiet.
-The counts (one streamed search each) against servers that cap unpaged answers, page
-sizes or paged totals: exact, or a clear failure, never a short count."""
+The counts (one streamed paged search each) against servers that cap unpaged answers,
+page sizes or paged totals: exact, or a clear failure, never a short count."""
 
 from __future__ import annotations
 
@@ -303,31 +303,32 @@ def aged(data: str) -> str:
 
 
 CAPS = {
-    # What the tests' other servers allow the reader: anything, unpaged.
+    # What the tests' other servers allow the reader: anything.
     "unlimited": "size.soft=unlimited size.hard=unlimited size.prtotal=unlimited",
     # OpenLDAP's default `sizelimit 500` (scaled down) with paging allowed past it: an
-    # unpaged search answers 15 entries and sizeLimitExceeded.
+    # unpaged search would answer 15 entries and sizeLimitExceeded; a page of any size
+    # is honoured.
     "unpaged capped": "size.soft=15 size.hard=15 size.prtotal=unlimited",
     # ... and pages above 12 entries refused (adminLimitExceeded, "illegal pagedResults
-    # page size"), below COUNT_PAGE; the configured page_size (10) passes.
+    # page size"); the configured page_size (10) passes.
     "page capped": "size.soft=15 size.hard=15 size.pr=12 size.prtotal=unlimited",
 }
 
 
 @pytest.mark.parametrize("cap", list(CAPS))
 def test_a_quiet_probe_counts_in_one_search_and_a_capped_server_still_counts_exactly(
-    cap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cap: str, tmp_path: Path
 ) -> None:
     """Harm: a leaver missed (lost-access territory: they keep their seat until the next
     full pass), or a count cut short by the server's limits read as leavers.
 
     Without syncprov a deletion leaves no timestamp, so the probe counts people and
-    groups. Where the server answers an unpaged search whole, a quiet probe is four
-    searches whatever the directory's size (two timestamp searches, one count per base;
-    paged, it was 20 pages more at 100k people). Where it caps unpaged answers, or
-    refuses pages as large as COUNT_PAGE, the count is paged at a size it takes, and is
-    exact: a quiet directory reads quiet, one deletion reads changed."""
-    monkeypatch.setattr(ldap_module, "COUNT_PAGE", 25)
+    groups: one paged search each, asking for COUNT_PAGE entries a page. A server that
+    honours the page, a size limit on unpaged answers or not, makes a quiet probe four
+    searches (two timestamp searches, one count per base). One that refuses a page that
+    large is counted in pages of `page_size`, and the cursor keeps that for the next
+    passes. Either way the count is exact: a quiet directory reads quiet, one deletion
+    reads changed."""
     server = Slapd(tmp_path / "slapd", aged(ldif(make_directory(40, 2))), limits=CAPS[cap])
     try:
         source = LdapSource(
@@ -337,21 +338,17 @@ def test_a_quiet_probe_counts_in_one_search_and_a_capped_server_still_counts_exa
         people, groups = len(snapshot.people), len(snapshot.groups)
         assert people > 15 and groups < 15
         prober = Prober(source, people, groups)
-        people_pages = {
-            "unlimited": 1,
-            "unpaged capped": math.ceil(people / 25),
-            "page capped": math.ceil(people / 10),
-        }[cap]
-        # Found out once: the unpaged search cut short, the page refused. The cursor
-        # keeps what was found for the next pass, which builds its source anew.
-        learning = {"unlimited": 0, "unpaged capped": 1, "page capped": 2}[cap]
+        people_pages = math.ceil(people / 10) if cap == "page capped" else 1
+        # Found out once: the page refused, for people and for groups. The cursor keeps
+        # the page that worked for the next pass, which builds its source anew.
+        learning = 2 if cap == "page capped" else 0
         for extra in (learning, 0):
             with capture_logs() as logs:
                 assert not prober.changed(), "the count is exact: no one reads as gone"
             capped = [e for e in logs if e["event"] == "source.count_capped"]
             # What lifts the cap is said when it is found out, not at every pass.
-            assert len(capped) == (1 if extra else 0), capped
-            assert all("size=unlimited" in e["enable"] for e in capped)
+            assert len(capped) == extra, capped
+            assert all("size.pr=unlimited" in e["enable"] for e in capped)
             # Two timestamp searches, the people's count, the groups' (one search).
             assert prober.calls == 2 + people_pages + 1 + extra
             prober.source = LdapSource(
@@ -368,16 +365,13 @@ def test_a_quiet_probe_counts_in_one_search_and_a_capped_server_still_counts_exa
         server.stop()
 
 
-def test_a_server_that_will_not_page_through_everyone_fails_the_probe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_server_that_will_not_page_through_everyone_fails_the_probe(tmp_path: Path) -> None:
     """A server that caps the total of a paged search too (`size.prtotal`) cannot be
     counted: the probe fails naming the size limit (as the read would), never answers
     a short count that would read as leavers, nor a quiet directory."""
-    monkeypatch.setattr(ldap_module, "COUNT_PAGE", 25)
     server = Slapd(
         tmp_path / "slapd",
-        ldif(make_directory(40, 2)),
+        aged(ldif(make_directory(40, 2))),  # the timestamp searches find nothing
         limits="size.soft=15 size.hard=15 size.prtotal=30",
     )
     try:
@@ -470,3 +464,25 @@ def test_a_count_the_server_refuses_fails_as_the_search_would(server: Slapd) -> 
         )
     finally:
         conn.unbind()
+
+
+def test_a_quiet_probe_is_four_searches_at_10k_people(tmp_path: Path) -> None:
+    """The count's page is not what grows with the directory: 10k people are one search
+    (two pages of the 5000 it asked for before, twenty at 100k), and exact."""
+    directory = make_directory(10_000, 10)
+    server = Slapd(tmp_path / "slapd", aged(ldif(directory)))
+    try:
+        source = LdapSource(settings(server.url), retry=RetrySettings(max_attempts=1, max_delay=1))
+        prober = Prober(source)
+        with capture_logs() as logs:
+            assert prober.changed(), "none of the 10k was counted before"
+        (found,) = [e for e in logs if e["event"] == "source.changes_found"]
+        assert found["counted"][0] == len(directory.people)
+        prober.people, prober.groups = found["counted"]
+        assert not prober.changed()
+        assert prober.calls == 4
+        with admin(server) as conn:
+            assert conn.delete(person_dn(directory.people[9_999]))
+        assert prober.changed()
+    finally:
+        server.stop()

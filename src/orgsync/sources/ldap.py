@@ -30,8 +30,8 @@ it moved (a write anywhere in that database, in scope or not), one search per ba
 people and groups whose `modifyTimestamp` is at or after the cursor (entries added or
 changed, a group's membership included; `entryCSN` or `uSNChanged` tell two changes
 within one second apart), and DN-only searches (`1.1`, no attributes) counting the
-people and the groups, since a deletion leaves no timestamp behind (below). The cursor is a time
-on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
+people and the groups, since a deletion leaves no timestamp behind (below). The cursor is
+a time on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
 window, so the directory's clock may be that far behind orgsync's without a change being
 missed, and a change is reported once; where a moved `contextCSN` shows that bound
 broken (a CSN stamped before the cursor) or the directory restored or replaced (a CSN
@@ -40,28 +40,30 @@ not move for what syncprov does not see: an offline `slapadd` without `-w`, or a
 subordinate database when syncprov sits on the subordinate only; full passes
 (`full_interval`) catch those.
 
-The counts (`_count`) are what a quiet pass without syncprov costs. Each is one unpaged
-DN-only search whose entries are counted as they stream in, not kept: a quiet pass is four
-searches (three when the bases are one) whatever the directory's size, about 50 bytes a
-person on the wire (5.3 MB and about 0.5 s of orgsync's CPU at 100k people) and no
-memory that grows with it. Only a searchResDone with success ends a count: a server that
-caps unpaged answers for the bind account (OpenLDAP's default `sizelimit 500`, AD's
-MaxPageSize) ends it with sizeLimitExceeded or adminLimitExceeded, and the count is then
-paged (`COUNT_PAGE` a page, or `page_size` where the server refuses pages that large,
-`size.pr`), and the cursor keeps the page for the next passes (a full pass's new cursor
-asks again); a server that will not page through everyone either (`size.prtotal`) fails
-the probe with the size-limit error (as it fails the read), and never answers a short
-count.
-Considered and not taken: larger pages (the same transfer under a smaller number, refused
-above `size.pr`, and ldap3 keeps a page's entries at about 800 bytes each: 80 MB for a
-page of 100k); a count from the server (OpenLDAP has none without an overlay: no count
-control, no `numSubordinates` in back-mdb, VLV's `contentCount` needs sssvlv, cn=Monitor's
-`olmMDBEntries` counts the whole database and needs the monitor backend); the accesslog
-overlay's `reqType=delete` entries (a deletion is not the only way out: a `mail` removed
-or a move out of the base leave none, so it would replace the counts only as "any write
-under the bases", needs read access to `cn=accesslog` and a purge window longer than the
-interval, and an operator who can load it can load syncprov, which makes a quiet pass one
-search).
+The counts (`_count`) are what a quiet pass without syncprov costs. Each is one DN-only
+paged search asking for `COUNT_PAGE` (a million) entries a page, counted as they stream
+in, not kept: where the server honours the page (OpenLDAP does unless the account's
+`size.pr` is lower, whatever its `sizelimit` on unpaged answers) a quiet pass is four
+searches (three when the bases are one) up to a million people, about 50 bytes a person
+on the wire (5.3 MB and about 0.5 s of orgsync's CPU at 100k people) and no memory that
+grows with it. Only a searchResDone with success ends a page: a server that refuses the
+page (adminLimitExceeded) or cuts the first one short (sizeLimitExceeded; AD caps pages
+at MaxPageSize without either, and is simply paged) is counted again in pages of
+`page_size`, the one the reads use, and the cursor keeps that page for the next passes (a
+full pass's new cursor asks again); a server that will not page through everyone
+(`size.prtotal`) fails the probe with the size-limit error (as it fails the read), and
+never answers a short count.
+Considered and not taken: ldap3's own search with larger pages, or unpaged (the same
+transfer under a smaller number, and ldap3 keeps a page's entries at about 800 bytes
+each: 80 MB for 100k DNs); an unpaged search first (OpenLDAP's default `sizelimit 500`
+cuts it short where a large page passes, so it would cost a call more); a count from the
+server (OpenLDAP has none without an overlay: no count control, no `numSubordinates` in
+back-mdb, VLV's `contentCount` needs sssvlv, cn=Monitor's `olmMDBEntries` counts the
+whole database and needs the monitor backend); the accesslog overlay's `reqType=delete`
+entries (a deletion is not the only way out: a `mail` removed or a move out of the base
+leave none, so it would replace the counts only as "any write under the bases", needs
+read access to `cn=accesslog` and a purge window longer than the interval, and an
+operator who can load it can load syncprov, which makes a quiet pass one search).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ import structlog
 import tenacity
 from ldap3.core import exceptions as lx
 from ldap3.operation.search import search_operation
+from ldap3.protocol.rfc2696 import paged_search_control
 from ldap3.utils.asn1 import decode_message_fast
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn, to_dn
@@ -121,8 +124,9 @@ _NO_ATTRIBUTES: Final = "1.1"
 """RFC 4511: ask for no attributes at all (just the DNs)."""
 PROBE_OVERLAP: Final = timedelta(minutes=5)
 """How far behind orgsync's clock the directory's may be (Kerberos allows as much)."""
-COUNT_PAGE: Final = 5000
-"""DN-only entries a page when a server caps unpaged answers and the count is paged."""
+COUNT_PAGE: Final = 1_000_000
+"""DN-only entries asked a page when counting: the whole count in one search where the
+server honours the page (the entries are counted as they arrive, never held)."""
 _SEARCH_RESULT_ENTRY: Final = 4
 """RFC 4511's [APPLICATION 4] SearchResultEntry."""
 _CAPPED: Final = frozenset({4, 11})
@@ -511,15 +515,14 @@ class LdapSource:
     def _degraded(self, why: str, enable: str) -> ProbeStatus:
         """A deletion leaves no timestamp, so without a server-side marker the probe must
         count every person and group to notice a leaver."""
-        pages = max(self.settings.page_size, COUNT_PAGE)
         return ProbeStatus(
             ProbeState.DEGRADED,
             reason=why,
             cost=(
                 "each incremental pass searches the changed entries and counts every "
-                "person and group, DNs only, one search each (a deletion leaves no "
-                f"timestamp): about 50 bytes a person on the wire, {pages} a page where "
-                "the server caps an unpaged answer"
+                "person and group, DNs only (a deletion leaves no timestamp): one search "
+                "each, or a search a page where the server refuses pages of "
+                f"{COUNT_PAGE} entries, about 50 bytes a person on the wire"
             ),
             enable=enable,
         )
@@ -648,53 +651,62 @@ class LdapSource:
     def _count(self, conn: ldap3.Connection, base: str, search_filter: str) -> int:
         """How many entries under `base` match, exactly, or the search fails.
 
-        One DN-only search without paging, counted as it streams in (`_count_unpaged`).
-        A server that caps an unpaged answer for this account (OpenLDAP's default
-        `sizelimit 500`, AD's MaxPageSize) ends it with sizeLimitExceeded or
-        adminLimitExceeded after part of the entries: those are never taken for the
-        count (fewer people would read as leavers); the count is then paged, DN-only,
-        `COUNT_PAGE` a page, or the configured `page_size` when the server refuses a page
-        that large (OpenLDAP's `size.pr`). A total the server will not page through
-        either (`size.prtotal`) fails the probe with the size-limit error, as it would
-        fail the read.
+        One DN-only paged search asking for `COUNT_PAGE` entries a page, counted as they
+        stream in (`_count_pages_of`): one request where the server honours the page,
+        as OpenLDAP does unless the account's `size.pr` is lower, even under a
+        `sizelimit` that caps unpaged answers (paged ones count against `size.prtotal`).
+        A server that refuses the page (adminLimitExceeded, "illegal pagedResults page
+        size") or cuts the first one short (sizeLimitExceeded) is counted again with the
+        configured `page_size`, the one the reads use, and the cursor keeps that page.
+        Entries of an answer cut short are never taken for the count (fewer people would
+        read as leavers); a server that will not page through everyone (`size.prtotal`)
+        fails the probe with the size-limit error, as it would fail the read.
         """
         key = (base, search_filter)
-        page = self._count_pages.get(key)
-        if page is None:
-            counted = self._count_unpaged(conn, base, search_filter)
-            if counted is not None:
-                return counted
-            page = max(self.settings.page_size, COUNT_PAGE)
-        try:
-            counted = sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES], page))
-        except lx.LDAPAdminLimitExceededResult:
-            if page == self.settings.page_size:
-                raise
-            # OpenLDAP answers "illegal pagedResults page size" to a page above the
-            # account's `size.pr`; the configured page size is the one the reads use.
-            self.pages += 1  # the refused page was a request all the same
-            log.info("source.count_page_refused", system="ldap", base=base, page=page)
+        page = self._count_pages.get(key, max(self.settings.page_size, COUNT_PAGE))
+        counted = self._count_pages_of(conn, base, search_filter, page)
+        if counted is None:
+            log.warning(
+                "source.count_capped",
+                system="ldap",
+                base=base,
+                page=page,
+                reason="the server refused or cut short a page that large for the bind account",
+                cost=f"the count of every entry there is paged, {self.settings.page_size} a page",
+                enable=(
+                    "lift the bind account's page limit (OpenLDAP: olcLimits "
+                    'dn.exact="<bind_dn>" size.pr=unlimited size.prtotal=unlimited): the '
+                    "count is then one search; or load the syncprov overlay: a quiet pass "
+                    "is one search"
+                ),
+            )
             page = self.settings.page_size
-            counted = sum(1 for _ in self._paged(conn, base, search_filter, [_NO_ATTRIBUTES], page))
-        # The next probes go straight to the page that worked (the cursor keeps it).
-        self._count_pages[key] = page
+            counted = self._count_pages_of(conn, base, search_filter, page)
+            assert counted is not None  # the configured page is never refused quietly
+        # Kept for the next probes (the cursor carries it to the next passes).
+        if page != max(self.settings.page_size, COUNT_PAGE):
+            self._count_pages[key] = page
         return counted
 
-    def _count_unpaged(self, conn: ldap3.Connection, base: str, search_filter: str) -> int | None:
-        """The entries of one unpaged DN-only search, counted as they arrive; None when the
-        server capped the answer (sizeLimitExceeded, adminLimitExceeded).
+    def _count_pages_of(
+        self, conn: ldap3.Connection, base: str, search_filter: str, page: int
+    ) -> int | None:
+        """The entries of a DN-only paged search, `page` a page, counted as they arrive;
+        None when the server refused or cut short its first page of more than `page_size`.
 
-        ldap3's `search` keeps every entry of an answer as a dict of about 800 bytes
-        (80 MB for 100k DNs): the messages are read off the connection here and only
-        the final result is decoded, so the count holds one network read at a time
-        whatever the directory's size. Only a searchResDone with success ends a count.
+        ldap3's `search` keeps every entry of a page as a dict of about 800 bytes (80 MB
+        for a page of 100k DNs): the messages are read off the connection here and only
+        each page's first entry and its end are decoded, so the count holds one network
+        read at a time whatever the page. The checks are `_paged`'s: only a
+        searchResDone with success and a paged-results control ends a page, and a page
+        that repeats an earlier one or a cookie that does not advance fail the count.
         """
         strategy = conn.strategy
         request = search_operation(
             base,
             search_filter,
             ldap3.SUBTREE,
-            ldap3.DEREF_ALWAYS,  # as `Connection.search`, which the paged count uses
+            ldap3.DEREF_ALWAYS,  # as `Connection.search`, which the reads use
             [_NO_ATTRIBUTES],
             0,
             0,
@@ -702,68 +714,94 @@ class LdapSource:
             conn.auto_escape,
             conn.auto_encode,
         )
+        may_refuse = page > self.settings.page_size
         self.searches += 1
-        self.pages += 1
-        message_id = strategy.send("searchRequest", request, None)
         count = 0
-        try:
-            while True:
-                messages = strategy.receiving()
-                if not messages:
-                    raise lx.LDAPSessionTerminatedByServerError(
-                        f"the connection closed during the count of {base!r}"
+        cookie: bytes | None = None
+        firsts: set[str] = set()
+        while True:
+            if self.interrupt is not None:
+                self.interrupt.check(f"the next page of {base!r}")
+            control = paged_search_control(True, page, cookie)
+            message_id = strategy.send("searchRequest", request, [control])
+            self.pages += 1
+            try:
+                entries, first, done = self._stream_page(strategy, message_id, base)
+            finally:
+                strategy._outstanding.pop(message_id, None)
+            if done["result"] in _CAPPED and cookie is None and may_refuse:
+                return None
+            conn.result = done
+            if done["result"] not in (0, 4, 10):
+                # As ldap3's search raises it: `_classify` tells a busy server (retried)
+                # from a missing base or a refused account.
+                raise lx.LDAPOperationResult(
+                    result=done["result"],
+                    description=done["description"],
+                    dn=done["dn"],
+                    message=done["message"],
+                    response_type=done["type"],
+                )
+            self._check_result(conn, base)
+            count += entries
+            if first is not None:
+                if first in firsts:
+                    raise SourceError(
+                        f"ldap: search of {base!r}: the server answered a page it had "
+                        "already sent (the paged search does not move forward)"
                     )
-                for raw in messages:
-                    self.received += len(raw)  # ldap3's usage sees only its own reads
-                    message = _decode_message(raw)
-                    if int(message["messageID"]) != message_id:
-                        raise lx.LDAPSocketReceiveError(
-                            f"an answer to message {message['messageID']} during the count "
-                            f"of {base!r} (message {message_id})"
-                        )
-                    if message["protocolOp"] == _SEARCH_RESULT_ENTRY:
-                        count += 1
-                        continue
-                    answer = strategy.decode_response_fast(message)
-                    if answer["type"] == "searchResRef":
-                        self._refuse_references([answer], base)
-                        continue
-                    if answer["type"] != "searchResDone":
-                        raise lx.LDAPSocketReceiveError(
-                            f"a {answer['type']} during the count of {base!r}"
-                        )
-                    if answer["result"] in _CAPPED:
-                        # Said when found out, about once per full pass (the cursor keeps
-                        # the page until a full pass takes a new one).
-                        log.warning(
-                            "source.count_capped",
-                            system="ldap",
-                            base=base,
-                            result=answer["description"],
-                            reason="the server caps an unpaged answer for the bind account",
-                            cost="the count of every entry there is paged: a search a page",
-                            enable=(
-                                "lift the bind account's size limit (OpenLDAP: olcLimits "
-                                'dn.exact="<bind_dn>" size=unlimited): the count is then one '
-                                "search; or load the syncprov overlay: a quiet pass is one search"
-                            ),
-                        )
-                        return None
-                    conn.result = answer
-                    if answer["result"] not in (0, 10):
-                        # As ldap3's search raises it: `_classify` tells a busy server
-                        # (retried) from a missing base or a refused account.
-                        raise lx.LDAPOperationResult(
-                            result=answer["result"],
-                            description=answer["description"],
-                            dn=answer["dn"],
-                            message=answer["message"],
-                            response_type=answer["type"],
-                        )
-                    self._check_result(conn, base)
-                    return count
-        finally:
-            strategy._outstanding.pop(message_id, None)
+                firsts.add(first)
+            paged = (done.get("controls") or {}).get(PAGED_RESULTS)
+            if paged is None:
+                raise SourceError(
+                    f"ldap: search of {base!r}: the answer carries no paged-results control, "
+                    "so it cannot be known complete"
+                )
+            following = paged["value"]["cookie"]
+            if not following:
+                return count
+            if following == cookie and not entries:
+                raise SourceError(
+                    f"ldap: search of {base!r}: the paged-results cookie did not advance"
+                )
+            cookie = following
+
+    def _stream_page(
+        self, strategy: Any, message_id: int, base: str
+    ) -> tuple[int, str | None, dict[str, Any]]:
+        """One answer read off the connection: its entries (counted), the DN of the first,
+        and its searchResDone decoded. A continuation reference fails it."""
+        entries = 0
+        first: str | None = None
+        while True:
+            messages = strategy.receiving()
+            if not messages:
+                raise lx.LDAPSessionTerminatedByServerError(
+                    f"the connection closed during the count of {base!r}"
+                )
+            for raw in messages:
+                self.received += len(raw)  # ldap3's usage sees only its own reads
+                message = _decode_message(raw)
+                if int(message["messageID"]) != message_id:
+                    raise lx.LDAPSocketReceiveError(
+                        f"an answer to message {message['messageID']} during the count of "
+                        f"{base!r} (message {message_id})"
+                    )
+                if message["protocolOp"] == _SEARCH_RESULT_ENTRY and first is not None:
+                    entries += 1
+                    continue
+                answer: dict[str, Any] = strategy.decode_response_fast(message)
+                if answer["type"] == "searchResEntry":
+                    entries += 1
+                    first = str(answer["dn"])
+                elif answer["type"] == "searchResRef":
+                    self._refuse_references([answer], base)
+                elif answer["type"] == "searchResDone":
+                    return entries, first, answer
+                else:
+                    raise lx.LDAPSocketReceiveError(
+                        f"a {answer['type']} during the count of {base!r}"
+                    )
 
     def _probe_usn_once(self, cursor: UsnCursor) -> ChangeProbe:
         self.pages = self.searches = self.received = 0
