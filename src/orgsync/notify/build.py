@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
@@ -40,6 +41,28 @@ def _secrets(entry: NotifyConfig, environ: Mapping[str, str]) -> dict[str, str]:
         return {"url": url}
     password = entry.password
     return {"password": password.resolve(environ).get_secret_value()} if password else {}
+
+
+_TOKEN_PART = 12
+"""A path segment or query value this long in a secret URL is redacted on its own."""
+
+
+def _url_parts(url: str) -> list[str]:
+    """The pieces of a secret URL a receiver may echo without the rest.
+
+    A web server's 404 page quotes the request path ("The requested URL /services/T0/B0/
+    <token> was not found"), a proxy quotes the query: redacting only the whole URL let
+    the token through into `notify.failed`. The path, the query and each long segment or
+    value (Slack's token, Teams' `sig`, Discord's token) are secrets too.
+    """
+    try:
+        parts = urlsplit(url)
+        values = [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError:
+        return []
+    found = [url.split("://", 1)[-1], parts.path, parts.query]
+    found += [part for part in (*parts.path.split("/"), *values) if len(part) >= _TOKEN_PART]
+    return [part for part in found if len(part) > 1]
 
 
 def _channel(entry: NotifyConfig, secrets: Mapping[str, str], redact: Redactor) -> Channel:
@@ -95,7 +118,12 @@ def build_dispatcher(
             if strict:
                 raise
             log.error("notify.disabled", entry=entry.name, error=str(error))
-    redact = Redactor(value for _, secrets in resolved for value in secrets.values())
+    redact = Redactor(
+        part
+        for _, secrets in resolved
+        for role, value in secrets.items()
+        for part in ([value, *_url_parts(value)] if role == "url" else [value])
+    )
     routes = [
         Route(
             name=entry.name,

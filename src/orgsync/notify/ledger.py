@@ -1,5 +1,11 @@
 """What was sent when: the memory that keeps a repeated event from paging people again.
 
+It also keeps each entry's sendings of the last hour, for `max_per_hour`: the limit holds
+across processes (cron'd `orgsync sync` runs, the daemon beside them), not only within
+one, where 12 targets failing at once each pass of a cron'd sync sent 12 messages a pass.
+A sending is `reserve`d before it is made, and `unreserve`d if it fails; an event the
+limit drops is counted, and the next sending of the entry takes that count to report.
+
 A key is (entry, target, kind, fingerprint). `claim` answers whether an event with that key
 may be sent now: yes if none was sent within `window` seconds (the entry's `repeat_after`),
 and then it records the sending at once, so that a daemon and an operator's `orgsync sync`
@@ -46,6 +52,20 @@ class Claim:
     previous: tuple[float, int] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A sending counted against its entry's `max_per_hour`."""
+
+    entry: str
+    at: float
+    dropped: int
+    """Events of the entry the limit dropped before this sending (to report in it)."""
+    row: int = 0
+
+
+HOUR = 3600.0
+
+
 class Ledger(Protocol):
     def claim(self, key: Key, *, now: float, window: float) -> Claim | None:
         """A claim to send now, or None: sent within `window`, counted as a repeat."""
@@ -55,10 +75,20 @@ class Ledger(Protocol):
         """The claimed sending failed: forget it."""
         ...
 
+    def reserve(self, entry: str, *, now: float, limit: int) -> Slot | None:
+        """A slot to send now, or None: `limit` sent within the hour, counted as dropped."""
+        ...
+
+    def unreserve(self, slot: Slot) -> None:
+        """The reserved sending failed: it does not count, its dropped count is kept."""
+        ...
+
 
 class MemoryLedger:
     def __init__(self) -> None:
         self._rows: dict[Key, tuple[float, int]] = {}
+        self._sendings: dict[str, list[float]] = {}
+        self._dropped: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def claim(self, key: Key, *, now: float, window: float) -> Claim | None:
@@ -79,13 +109,32 @@ class MemoryLedger:
                 extra = current[1] if current else 0
                 self._rows[claim.key] = (claim.previous[0], claim.previous[1] + extra)
 
+    def reserve(self, entry: str, *, now: float, limit: int) -> Slot | None:
+        with self._lock:
+            recent = [at for at in self._sendings.get(entry, []) if now - at < HOUR]
+            self._sendings[entry] = recent
+            if len(recent) >= limit:
+                self._dropped[entry] = self._dropped.get(entry, 0) + 1
+                return None
+            recent.append(now)
+            return Slot(entry, now, self._dropped.pop(entry, 0))
+
+    def unreserve(self, slot: Slot) -> None:
+        with self._lock:
+            sendings = self._sendings.get(slot.entry, [])
+            if slot.at in sendings:
+                sendings.remove(slot.at)
+            self._dropped[slot.entry] = self._dropped.get(slot.entry, 0) + slot.dropped
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sent (
     key TEXT PRIMARY KEY,   -- JSON [entry, target, kind, fingerprint]
     last_sent REAL NOT NULL,
     repeats INTEGER NOT NULL DEFAULT 0
-)
+);
+CREATE TABLE IF NOT EXISTS sendings (entry TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dropped (entry TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
 
 
@@ -110,7 +159,7 @@ class FileLedger:
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         connection = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
-        connection.execute(_SCHEMA)
+        connection.executescript(_SCHEMA)
         return connection
 
     def _degrade(self, error: sqlite3.Error | OSError) -> None:
@@ -162,5 +211,56 @@ class FileLedger:
                         "UPDATE sent SET last_sent = ?, repeats = repeats + ? WHERE key = ?",
                         (*claim.previous, _encode(claim.key)),
                     )
+        except (sqlite3.Error, OSError) as error:
+            self._degrade(error)
+
+    def reserve(self, entry: str, *, now: float, limit: int) -> Slot | None:
+        if self._degraded:
+            return self._fallback.reserve(entry, now=now, limit=limit)
+        try:
+            with closing(self._connect()) as db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("DELETE FROM sendings WHERE at <= ?", (now - HOUR,))
+                    (count,) = db.execute(
+                        "SELECT count(*) FROM sendings WHERE entry = ?", (entry,)
+                    ).fetchone()
+                    slot = None
+                    if count >= limit:
+                        db.execute(
+                            "INSERT INTO dropped VALUES (?, 1) "
+                            "ON CONFLICT (entry) DO UPDATE SET count = count + 1",
+                            (entry,),
+                        )
+                    else:
+                        row = db.execute("INSERT INTO sendings VALUES (?, ?)", (entry, now))
+                        found = db.execute(
+                            "DELETE FROM dropped WHERE entry = ? RETURNING count", (entry,)
+                        ).fetchone()
+                        slot = Slot(entry, now, int(found[0]) if found else 0, row.lastrowid or 0)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                return slot
+        except (sqlite3.Error, OSError) as error:
+            self._degrade(error)
+            return self._fallback.reserve(entry, now=now, limit=limit)
+
+    def unreserve(self, slot: Slot) -> None:
+        if self._degraded:
+            self._fallback.unreserve(slot)
+            return
+        try:
+            with closing(self._connect()) as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM sendings WHERE rowid = ?", (slot.row,))
+                if slot.dropped:
+                    db.execute(
+                        "INSERT INTO dropped VALUES (?, ?) "
+                        "ON CONFLICT (entry) DO UPDATE SET count = count + excluded.count",
+                        (slot.entry, slot.dropped),
+                    )
+                db.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
             self._degrade(error)

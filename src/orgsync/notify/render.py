@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from orgsync.core.text import visible
 from orgsync.notify.events import Notification, clip
 
 REDACTED = "[redacted]"
@@ -32,6 +33,9 @@ _CREDENTIAL_SHAPES = (
     (re.compile(r"(?i)(hooks\.slack\.com/)[^\s]+"), r"\1" + REDACTED),
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # all that splitlines() splits on
+# A lone surrogate (JSON from an IdP may carry "\ud800") cannot be encoded as UTF-8: in an
+# e-mail it raised, so one hostile display name silenced the channel for that event.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class Redactor:
@@ -50,8 +54,10 @@ class Redactor:
 
 
 def one_line(text: str) -> str:
-    """Control characters and line breaks become single spaces."""
-    return _CONTROL.sub(" ", text).strip()
+    """Control characters and line breaks become single spaces, direction overrides are
+    shown escaped (`\\u202e`: they reorder what a person reads), lone surrogates are
+    U+FFFD: the result is one line any channel can encode."""
+    return _SURROGATE.sub("\ufffd", visible(_CONTROL.sub(" ", text))).strip()
 
 
 @dataclass(frozen=True, slots=True)

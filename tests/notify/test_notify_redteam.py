@@ -1,0 +1,359 @@
+"""Notifications red-teamed: what a careless operator or an attacker can make them do,
+each tried against real receivers on loopback.
+
+The harms looked for:
+- a leaked secret: the Slack URL (it is the credential) or a signing key in a log line,
+  an error, the ledger file, a redirect that forwards the message elsewhere, a TLS
+  connection nobody verified;
+- hostile directory content (a display name, a group name, an e-mail an IdP user can set):
+  a Slack ping or link, a reordered line, a character that makes a channel fail, so that
+  one person silences the alert about their own change;
+- a receiver that trickles, answers endlessly, refuses forever or hangs: the entry's only
+  sender thread held for hours (every later message dropped), the process' memory, an
+  event claimed as told but never delivered, so the next process stays quiet about it;
+- a flood: one failing target paging on every pass because its error carries a new trace
+  id, many targets failing at once beyond `max_per_hour`.
+The daemon's runs are not delayed by a hanging receiver (tests/daemon/test_notify_daemon.py)
+and an `orgsync sync` with one waits a bounded time (tests/cli/test_notify_cli.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from orgsync.config import Config, parse_config
+from orgsync.core.errors import RequestRejected, TransientError
+from orgsync.core.plan import HeldOperation, Plan, RemoveMember
+from orgsync.notify import build_dispatcher
+from orgsync.notify.dispatcher import Dispatcher, Route
+from orgsync.notify.events import Notification, from_run
+from orgsync.notify.ledger import FileLedger, ledger_path
+from orgsync.notify.render import Delivery, Redactor
+from orgsync.notify.senders import EmailChannel, SlackChannel, WebhookChannel
+from tests.notify.receivers import HttpReceiver, SmtpReceiver
+from tests.sources.servers import TlsFiles, make_tls
+
+SECRET = b"redteam-notify-secret-0123456789"
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+FAILED = Notification(kind="failed", target="prod", at=AT, error="HTTP 401: bad key")
+HELD = Notification(kind="held", target="prod", at=AT, held=1, checksum="sha256:one")
+EVENTS = frozenset({"held", "failed", "quarantined", "recovered"})
+SLACK_TOKEN = "xoxWebhookToken0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+def webhook(url: str, *, timeout: float = 5, ca_file: Path | None = None) -> WebhookChannel:
+    return WebhookChannel(url, secret=SECRET, timeout=timeout, ca_file=ca_file, redact=Redactor())
+
+
+def route(url: str, **settings: Any) -> Route:
+    channel = webhook(url, timeout=settings.pop("timeout", 5))
+    return Route(name="hook", channel=channel, events=EVENTS, **settings)
+
+
+def slack_config(tmp_path: Path, **entry: Any) -> Config:
+    document = {
+        "source": {"type": "file", "path": "directory.json"},
+        "targets": [
+            {"name": "prod", "type": "openai", "base_url": "https://x.test/v1", "api_key_env": "K"}
+        ],
+        "state": {"path": str(tmp_path / "orgsync.db")},
+        "notify": [
+            {"name": "slack", "type": "slack", "url_env": "SLACK_URL", "allow_plaintext": True}
+            | entry
+        ],
+    }
+    return parse_config(document, origin="orgsync.toml", base_dir=tmp_path)
+
+
+def logged(logs: list[dict[str, Any]]) -> str:
+    return json.dumps(logs, default=str)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_a_slack_url_quoted_back_by_a_404_page_is_not_logged(tmp_path: Path) -> None:
+    """Web servers quote the request path in a 404 page; the path holds Slack's token.
+    Redacting only the whole URL let the token into `notify.failed` (was broken)."""
+    with HttpReceiver(default="echo-path") as receiver:
+        url = f"{receiver.url}/services/T0ABC/B0DEF/{SLACK_TOKEN}"
+        dispatcher = build_dispatcher(slack_config(tmp_path), {"SLACK_URL": url}, strict=True)
+        with capture_logs() as logs:
+            dispatcher.publish(FAILED)
+            assert dispatcher.close(timeout=10)
+        (request,) = receiver.received
+    assert SLACK_TOKEN in request.path  # the receiver did quote it back
+    assert dispatcher.counts == {("slack", "failed"): 1}
+    failed = next(e for e in logs if e["event"] == "notify.failed")
+    assert "answered 404" in failed["error"]
+    assert SLACK_TOKEN not in logged(logs)
+    assert "T0ABC/B0DEF" not in logged(logs)
+    # Nor does the ledger beside the state database keep anything of it.
+    ledger = (tmp_path / "orgsync.notify.db").read_bytes()
+    assert SLACK_TOKEN.encode() not in ledger and b"bad key" not in ledger
+
+
+@pytest.mark.parametrize("kind", ["webhook", "slack"])
+def test_a_redirect_to_another_host_is_not_followed(kind: str) -> None:
+    """A receiver (or whoever took over its DNS name) answering 307 elsewhere gets the
+    message no further, the other host hears nothing, the error does not name it."""
+    with HttpReceiver() as elsewhere:
+        target = elsewhere.url + "?collect=1"
+        with HttpReceiver(secret=SECRET, default=("redirect", target)) as receiver:
+            if kind == "webhook":
+                channel: WebhookChannel | SlackChannel = webhook(receiver.url)
+            else:
+                secret_url = f"{receiver.url}/services/T0/B0/{SLACK_TOKEN}"
+                channel = SlackChannel(
+                    secret_url, timeout=5, ca_file=None, redact=Redactor([secret_url])
+                )
+            with pytest.raises(RequestRejected, match="answered 307") as raised:
+                channel.send(HELD, Delivery(id="d1"))
+            channel.close()
+            assert len(receiver.received) == 1
+        assert elsewhere.received == []
+    assert "collect" not in str(raised.value) and str(elsewhere.url) not in str(raised.value)
+
+
+def test_https_receivers_are_verified_by_default(tls: TlsFiles, tmp_path: Path) -> None:
+    """No `ca_file`: a private certificate is refused, not retried, and sent nothing;
+    with the CA that signed it, the same receiver gets the signed message."""
+    with HttpReceiver(secret=SECRET, tls=tls) as receiver:
+        with pytest.raises(RequestRejected, match="certificate not trusted"):
+            webhook(receiver.url).send(HELD, Delivery(id="d1"))
+        other = make_tls(tmp_path / "other")
+        with pytest.raises(RequestRejected, match="certificate not trusted"):
+            webhook(receiver.url, ca_file=other.ca).send(HELD, Delivery(id="d1"))
+        assert receiver.received == []
+        webhook(receiver.url, ca_file=tls.ca).send(HELD, Delivery(id="d1"))
+        (request,) = receiver.received
+    assert request.signature_ok is True
+
+
+# --------------------------------------------------------------------------- hostile content
+
+HOSTILE = (
+    "<!channel> <!here|here> <@U0123> @here @channel",
+    "<https://evil.example/login|Click to approve> [approve](https://evil.example)",
+    "<b>bold</b><script>alert(1)</script> &lt;!channel&gt;",
+    "alice\u202e@moc.elpmaxe\u202c bob\u2066x\u2069",
+    "lone\ud800surrogate \udfff",
+    "x" * 20_000,
+    "line\r\nBcc: victim@example.com\x1b[2J\x00",
+)
+
+
+def hostile_held() -> Notification:
+    """A held plan as `from_run` makes it of removals whose subjects a directory user set."""
+    held = [
+        HeldOperation(
+            operation=RemoveMember(email=text, user_id=f"u{i}", reason="not in the source"),
+            guard="group <!subteam^S123> holds \ud83d everyone",
+        )
+        for i, text in enumerate(HOSTILE)
+    ]
+    plan = Plan.build(target="prod", generated_at=AT, operations=[], held=held)
+    event = from_run(Run(plan), Mode(), AT)
+    assert event is not None
+    return event
+
+
+@dataclass
+class Run:
+    plan: Plan
+    target: str = "prod"
+    status: str = "held"
+    run_id: str | None = "run-1"
+    report: None = None
+    error: str | None = None
+
+
+@dataclass
+class Mode:
+    dry_run: bool = False
+    trigger: str = "schedule"
+
+
+def test_directory_markup_pings_nobody_links_nothing_and_keeps_slack_blocks_valid() -> None:
+    with HttpReceiver() as receiver:
+        secret_url = f"{receiver.url}/services/T0/B0/{SLACK_TOKEN}"
+        channel = SlackChannel(secret_url, timeout=5, ca_file=None, redact=Redactor([secret_url]))
+        channel.send(hostile_held(), Delivery(id="d1"))
+        channel.close()
+        (request,) = receiver.received
+    raw = request.body.decode("utf-8")  # strict: valid UTF-8
+    assert "\\ud8" not in raw and "\\udf" not in raw  # no lone surrogate a strict parser refuses
+    payload = json.loads(raw)
+    texts = [payload["text"]]
+    for block in payload["blocks"]:
+        if "text" in block:
+            texts.append(block["text"]["text"])
+        texts.extend(element["text"] for element in block.get("elements", ()))
+    for text in texts:
+        # Slack's only markup for mentions and links is <...>: none may survive.
+        assert "<" not in text and ">" not in text, text
+        assert "\u202e" not in text and "\x1b" not in text and "\r" not in text
+    header = payload["blocks"][0]["text"]["text"]
+    assert len(header) <= 150
+    assert all(len(text) <= 3000 for text in texts)
+    assert "\\u202e" in payload["blocks"][1]["text"]["text"]  # shown, not obeyed
+
+
+def test_a_lone_surrogate_in_a_name_cannot_silence_the_email_or_the_webhook() -> None:
+    """A JSON source can hand over "\\ud800"; in an e-mail it raised UnicodeEncodeError,
+    a final failure: one user's display name stopped the alert (was broken)."""
+    with SmtpReceiver(None, tls="none") as smtp, HttpReceiver(secret=SECRET) as hook:
+        mail = EmailChannel(
+            host="127.0.0.1",
+            port=smtp.port,
+            tls="none",
+            sender="orgsync@example.com",
+            recipients=["ops@example.com"],
+            subject_prefix="[orgsync]",
+            username=None,
+            password=None,
+            timeout=5,
+            ca_file=None,
+            redact=Redactor(),
+        )
+        mail.send(hostile_held(), Delivery(id="d1"))
+        (message,) = smtp.wait_for(1)
+        webhook(hook.url).send(hostile_held(), Delivery(id="d1"))
+        (request,) = hook.received
+    content = message.message.get_content()
+    assert "lone\ufffdsurrogate" in content
+    assert message.message["Bcc"] is None
+    body = request.body.decode("utf-8")
+    assert "\\ud8" not in body and "\\udf" not in body
+    document = json.loads(body)
+    assert document["held"] == len(HOSTILE) and document["held_not_listed"] == 0
+    assert len(request.body) < 12_000  # 20 000 characters of one name were cut
+
+
+# --------------------------------------------------------------------------- bad receivers
+
+
+def test_a_receiver_trickling_its_answer_costs_one_timeout() -> None:
+    """httpx's timeout bounds each read: a receiver sending a header line every 0.1 s
+    held the sender thread as long as it liked (was broken: the whole 5 s here)."""
+    with HttpReceiver(secret=SECRET, default="trickle") as receiver:
+        channel = webhook(receiver.url, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(TransientError, match=r"no answer within 0\.5s"):
+            channel.send(FAILED, Delivery(id="d1"))
+        took = time.monotonic() - started
+        receiver.default = 200
+        channel.send(FAILED, Delivery(id="d2"))  # the next attempt has a working client
+        channel.close()
+    print(f"\ntrickling receiver: gave up after {took:.2f} s")
+    assert took < 1.5
+    assert len(receiver.received) == 2
+
+
+def test_an_endless_refusal_is_read_no_further_than_its_start() -> None:
+    """A 500 whose body never ends was read whole for the error message (memory, and
+    the thread held as long as it lasted); now its first 4 KiB are enough."""
+    with HttpReceiver(secret=SECRET, default="endless") as receiver:
+        channel = webhook(receiver.url, timeout=3)
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="answered 500") as raised:
+            channel.send(FAILED, Delivery(id="d1"))
+        took = time.monotonic() - started
+        channel.close()
+    assert took < 1.0
+    assert len(str(raised.value)) < 300
+
+
+def test_a_receiver_refusing_forever_gets_max_attempts_then_the_next_event_tries_again() -> None:
+    with HttpReceiver(secret=SECRET, default=(429, 0)) as receiver:
+        dispatcher = Dispatcher([route(receiver.url, max_attempts=3)])
+        with capture_logs() as logs:
+            dispatcher.publish(FAILED)
+            dispatcher.publish(FAILED)  # the failed one was not taken for told
+            assert dispatcher.close(timeout=20)
+    assert len(receiver.received) == 6
+    assert dispatcher.counts == {("hook", "failed"): 2}
+    assert sum(e["event"] == "notify.failed" for e in logs) == 2
+
+
+def test_a_retry_after_of_a_day_is_not_waited_for() -> None:
+    """The retry budget (60 s a message) is spent at once: the message fails, logged,
+    and nothing sleeps for a day in the entry's thread."""
+    with HttpReceiver(secret=SECRET, default=(429, 86400)) as receiver:
+        dispatcher = Dispatcher([route(receiver.url, max_attempts=3)])
+        dispatcher.publish(FAILED)
+        started = time.monotonic()
+        assert dispatcher.close(timeout=5)
+        assert time.monotonic() - started < 1.5
+    assert len(receiver.received) == 1
+    assert dispatcher.counts == {("hook", "failed"): 1}
+
+
+def test_an_event_abandoned_at_exit_is_told_by_the_next_process(tmp_path: Path) -> None:
+    """`orgsync sync` stops waiting after DRAIN_SECONDS while a send is still blocked in
+    the receiver; its claim stayed in the ledger, so the next sync took the failure for
+    one already told and said nothing for `repeat_after` (was broken)."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    with (
+        HttpReceiver(secret=SECRET, default="hang") as hanging,
+        HttpReceiver(secret=SECRET) as working,
+    ):
+        first = Dispatcher([route(hanging.url, timeout=30)], ledger=FileLedger(path))
+        first.publish(FAILED)
+        hanging.wait_for(1)
+        assert first.close(timeout=0.2) is False  # its send is still blocked
+        second = Dispatcher([route(working.url)], ledger=FileLedger(path))
+        second.publish(FAILED)
+        assert second.close(timeout=10)
+        assert len(working.received) == 1
+    assert second.counts == {("hook", "sent"): 1}
+
+
+# --------------------------------------------------------------------------- floods
+
+TRACE_IDS = (
+    "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "9c1d2e7a-0b4f-4a3e-8d6c-1f2e3a4b5c6d",
+    "ab12cd34-ef56-7890-abcd-ef1234567890",
+)
+
+
+def test_a_failure_carrying_a_new_trace_id_each_pass_pages_once() -> None:
+    """Ids whose letters differ too ("b3fc") made every pass of a failing target a new
+    failure: a page per pass until max_per_hour (was broken)."""
+    with HttpReceiver(secret=SECRET) as receiver:
+        dispatcher = Dispatcher([route(receiver.url)])
+        for trace in TRACE_IDS:
+            dispatcher.publish(replace(FAILED, error=f"HTTP 503: upstream down, trace {trace}"))
+        assert dispatcher.close(timeout=10)
+    assert len(receiver.received) == 1
+    assert dispatcher.counts == {("hook", "sent"): 1, ("hook", "suppressed"): 2}
+
+
+def test_many_targets_failing_at_once_send_at_most_max_per_hour_across_processes(
+    tmp_path: Path,
+) -> None:
+    """An IdP outage fails every target: at most `max_per_hour` messages in the hour,
+    also when each pass is a new `orgsync sync` process (cron)."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    targets = [f"team-{i}" for i in range(12)]
+    with HttpReceiver(secret=SECRET) as receiver:
+        for _ in range(3):  # three cron'd syncs
+            dispatcher = Dispatcher([route(receiver.url, max_per_hour=4)], ledger=FileLedger(path))
+            for target in targets:
+                dispatcher.publish(replace(FAILED, target=target))
+            assert dispatcher.close(timeout=10)
+    assert len(receiver.received) == 4
