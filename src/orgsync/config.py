@@ -683,6 +683,20 @@ class _NotifyEntry(_Strict):
         return self
 
 
+_CREDENTIAL_URL = re.compile(
+    r"(?i)^[a-z]+://(?:[^/?#]*@)?"
+    r"(hooks\.slack\.com/|[^/?#]*\.webhook\.office\.com/|outlook\.office(?:365)?\.com/webhook"
+    r"|[^/?#]*\.logic\.azure\.com(?::\d+)?/workflows/|(?:discord|discordapp)\.com/api/webhooks/"
+    r"|chat\.googleapis\.com/)"
+)
+
+
+def _is_credential_url(url: str) -> bool:
+    """A chat service's incoming-webhook URL: whoever has it can post (the path or the
+    query is the token), so it is a secret, never a plain `url`."""
+    return _CREDENTIAL_URL.match(url.strip()) is not None
+
+
 class WebhookNotify(_NotifyEntry):
     """A JSON POST signed like `POST /webhooks/generic` (`X-Orgsync-Signature`)."""
 
@@ -693,6 +707,14 @@ class WebhookNotify(_NotifyEntry):
 
     @model_validator(mode="after")
     def _check(self) -> "WebhookNotify":
+        if _is_credential_url(self.url):
+            # Not repeated, and refused before `_check_url` could quote it: it is a secret.
+            raise ValueError(
+                "url is an incoming-webhook URL of a chat service (Slack, Teams, Discord, "
+                "Google Chat), which is itself a credential and must not sit in the file; "
+                'for Slack or a Slack-compatible service use type = "slack" with url_env '
+                "or url_file"
+            )
         _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
         _secret("secret", self.secret_env, self.secret_file, required=True)
         return self

@@ -16,6 +16,7 @@ import contextlib
 import email
 import email.policy
 import json
+import socket
 import ssl
 import threading
 import time
@@ -295,3 +296,36 @@ class SmtpReceiver:
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Mail]:
         return _wait_for(self._lock, self.messages, count, timeout, "message(s)")
+
+
+class SlowSmtp:
+    """A TCP server on loopback that greets like SMTP one continuation line every 0.1 s
+    (`220-slow`) for `HOSTILE_SECONDS` and never finishes the greeting."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self._stop = threading.Event()
+
+    def _greet(self, connection: socket.socket) -> None:
+        deadline = time.monotonic() + HOSTILE_SECONDS
+        with connection, contextlib.suppress(OSError):
+            while time.monotonic() < deadline and not self._stop.is_set():
+                connection.sendall(b"220-slow\r\n")
+                time.sleep(0.1)
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                connection, _ = self._socket.accept()
+                threading.Thread(target=self._greet, args=(connection,), daemon=True).start()
+
+    def __enter__(self) -> SlowSmtp:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept
+        self._socket.close()

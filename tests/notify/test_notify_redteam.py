@@ -30,7 +30,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from orgsync.config import Config, parse_config
-from orgsync.core.errors import RequestRejected, TransientError
+from orgsync.core.errors import ConfigError, RequestRejected, TransientError
 from orgsync.core.plan import HeldOperation, Plan, RemoveMember
 from orgsync.notify import build_dispatcher
 from orgsync.notify.dispatcher import Dispatcher, Route
@@ -38,7 +38,7 @@ from orgsync.notify.events import Notification, from_run
 from orgsync.notify.ledger import FileLedger, ledger_path
 from orgsync.notify.render import Delivery, Redactor
 from orgsync.notify.senders import EmailChannel, SlackChannel, WebhookChannel
-from tests.notify.receivers import HttpReceiver, SmtpReceiver
+from tests.notify.receivers import HttpReceiver, SlowSmtp, SmtpReceiver
 from tests.sources.servers import TlsFiles, make_tls
 
 SECRET = b"redteam-notify-secret-0123456789"
@@ -104,6 +104,55 @@ def test_a_slack_url_quoted_back_by_a_404_page_is_not_logged(tmp_path: Path) -> 
     # Nor does the ledger beside the state database keep anything of it.
     ledger = (tmp_path / "orgsync.notify.db").read_bytes()
     assert SLACK_TOKEN.encode() not in ledger and b"bad key" not in ledger
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"https:///services/T0/B0/{SLACK_TOKEN}", "names no host"),
+        (f"https://hooks.slack.test:99999/services/T0/B0/{SLACK_TOKEN}", "bad host or port"),
+        (f"https://hooks.slack.test/services/T0/B0/{SLACK_TOKEN} x", "a blank"),
+        (f"http://hooks.slack.test/services/T0/B0/{SLACK_TOKEN}", "must start with https://"),
+    ],
+)
+def test_a_broken_slack_url_is_refused_at_start_without_being_shown(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """A pasted URL with a typo failed each event as a retried "cannot deliver"; now the
+    daemon refuses to start (and `orgsync validate` fails) naming the key, not the URL."""
+    config = slack_config(tmp_path, allow_plaintext=False)
+    with pytest.raises(ConfigError, match=problem) as raised:
+        build_dispatcher(config, {"SLACK_URL": url}, strict=True)
+    assert "notify.slack.url" in str(raised.value)
+    assert SLACK_TOKEN not in str(raised.value) and "hooks.slack" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://hooks.slack.com/services/T0ABC/B0DEF/{SLACK_TOKEN}",
+        f"https://contoso.webhook.office.com/webhookb2/abc@def/IncomingWebhook/{SLACK_TOKEN}/x",
+        f"https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig={SLACK_TOKEN}",
+        f"https://discord.com/api/webhooks/123/{SLACK_TOKEN}",
+        f"https://chat.googleapis.com/v1/spaces/AAA/messages?key=k&token={SLACK_TOKEN}",
+        f"http://HOOKS.SLACK.COM/services/T0ABC/B0DEF/{SLACK_TOKEN}",
+    ],
+)
+def test_a_chat_services_webhook_url_in_the_file_is_refused_without_being_shown(url: str) -> None:
+    """A careless operator pastes a Slack or Teams incoming-webhook URL (whoever has it
+    can post) into a `type = "webhook"` entry, in the configuration file, where secrets are
+    refused; it was accepted, and a plain-HTTP one was quoted in the error (was broken)."""
+    document = {
+        "source": {"type": "file", "path": "directory.json"},
+        "targets": [
+            {"name": "prod", "type": "openai", "base_url": "https://x.test/v1", "api_key_env": "K"}
+        ],
+        "notify": [{"name": "chat", "type": "webhook", "url": url, "secret_env": "S"}],
+    }
+    with pytest.raises(ConfigError, match='type = "slack" with url_env') as raised:
+        parse_config(document, origin="orgsync.toml", base_dir=Path("/etc/orgsync"))
+    assert SLACK_TOKEN not in str(raised.value)
+    assert "notify" in str(raised.value)
 
 
 @pytest.mark.parametrize("kind", ["webhook", "slack"])
@@ -261,6 +310,30 @@ def test_a_receiver_trickling_its_answer_costs_one_timeout() -> None:
     print(f"\ntrickling receiver: gave up after {took:.2f} s")
     assert took < 1.5
     assert len(receiver.received) == 2
+
+
+def test_an_smtp_server_trickling_its_greeting_costs_one_timeout() -> None:
+    """smtplib's timeout bounds each read too: a greeting a line every 0.1 s held the
+    e-mail entry's thread for as long as the server went on (was broken)."""
+    with SlowSmtp() as server:
+        channel = EmailChannel(
+            host="127.0.0.1",
+            port=server.port,
+            tls="starttls",
+            sender="orgsync@example.com",
+            recipients=["ops@example.com"],
+            subject_prefix="[orgsync]",
+            username=None,
+            password=None,
+            timeout=0.5,
+            ca_file=None,
+            redact=Redactor(),
+        )
+        started = time.monotonic()
+        with pytest.raises(TransientError, match=r"no answer within 0\.5s"):
+            channel.send(FAILED, Delivery(id="d1"))
+        took = time.monotonic() - started
+    assert took < 1.5
 
 
 def test_an_endless_refusal_is_read_no_further_than_its_start() -> None:

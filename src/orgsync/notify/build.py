@@ -38,9 +38,26 @@ def _secrets(entry: NotifyConfig, environ: Mapping[str, str]) -> dict[str, str]:
                 f"notify.{entry.name}.url: the webhook URL must start with https:// "
                 "(http:// only with allow_plaintext = true)"
             )
+        if (problem := _url_problem(url)) is not None:
+            raise ConfigError(f"notify.{entry.name}.url: {problem} (the URL is not shown)")
         return {"url": url}
     password = entry.password
     return {"password": password.resolve(environ).get_secret_value()} if password else {}
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes a secret URL unusable, in words that quote none of it: found at start
+    (and by `orgsync validate`), not as a retried "cannot deliver" on every event."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the webhook URL has a bad host or port"
+    if not parts.hostname or port == 0:
+        return "the webhook URL names no host"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "the webhook URL contains a blank or a control character"
+    return None
 
 
 _TOKEN_PART = 12

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -228,6 +229,23 @@ class SlackChannel(_HttpChannel):
         self._post(body, {"Content-Type": "application/json"})
 
 
+class _Smtp(smtplib.SMTP):
+    """An SMTP client that keeps its TCP socket, for the deadline to shut down."""
+
+    raw: socket.socket | None = None
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # The name TLS verifies (STARTTLS and implicit): smtplib sets it only when the
+        # constructor connects, and this client connects later.
+        self._host = host
+        self.raw = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        return self.raw
+
+
+class _SmtpSsl(smtplib.SMTP_SSL, _Smtp):
+    """Implicit TLS; `_Smtp` records the TCP socket before SMTP_SSL wraps it."""
+
+
 class EmailChannel:
     kind = "email"
 
@@ -262,19 +280,47 @@ class EmailChannel:
             prefix=self._prefix,
             at=event.at,
         )
+        smtp = self._client()
+        expired = threading.Event()
+
+        def expire() -> None:
+            # smtplib's timeout bounds each read: a server sending its greeting a line at
+            # a time held the entry's thread as long as it liked. Shutting the socket
+            # down ends the blocked read.
+            expired.set()
+            if smtp.raw is not None:
+                with contextlib.suppress(OSError):
+                    smtp.raw.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self._timeout, expire)
+        timer.daemon = True
+        timer.start()
         try:
-            with self._connect() as smtp:
-                if self._tls == "starttls":
-                    smtp.ehlo()
-                    if not smtp.has_extn("starttls"):
-                        raise RequestRejected(
-                            f"{self._host}:{self._port} offers no STARTTLS; not sending in clear"
-                        )
-                    smtp.starttls(context=self._context)
-                    smtp.ehlo()
-                if self._username is not None and self._password is not None:
-                    smtp.login(self._username, self._password)
-                smtp.send_message(mail)
+            self._deliver(smtp, mail)
+        except (TransientError, RequestRejected):
+            if expired.is_set():
+                raise TransientError(f"no answer within {self._timeout:g}s") from None
+            raise
+        finally:
+            timer.cancel()
+            smtp.close()
+
+    def _deliver(self, smtp: smtplib.SMTP, mail: EmailMessage) -> None:
+        try:
+            smtp.connect(self._host, self._port)
+            if self._tls == "starttls":
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):
+                    raise RequestRejected(
+                        f"{self._host}:{self._port} offers no STARTTLS; not sending in clear"
+                    )
+                smtp.starttls(context=self._context)
+                smtp.ehlo()
+            if self._username is not None and self._password is not None:
+                smtp.login(self._username, self._password)
+            smtp.send_message(mail)
+            with contextlib.suppress(smtplib.SMTPException, OSError):  # sent is sent
+                smtp.quit()
         except smtplib.SMTPRecipientsRefused as error:
             codes = [code for code, _ in error.recipients.values()]
             text = f"every recipient refused (SMTP {', '.join(map(str, sorted(set(codes))))})"
@@ -297,24 +343,19 @@ class EmailChannel:
         except ssl.SSLError as error:
             raise RequestRejected(f"TLS failed: {error.reason}") from None
         except TimeoutError:
-            raise TransientError(f"no answer within {self._timeout}s") from None
+            raise TransientError(f"no answer within {self._timeout:g}s") from None
         except OSError as error:
             raise TransientError(
                 f"cannot reach {self._host}:{self._port}: {error.strerror}"
             ) from None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _client(self) -> _Smtp | _SmtpSsl:
+        """An unconnected client (connected in `_deliver`, under the deadline)."""
         # gethostname, not smtplib's default getfqdn: that can wait on DNS for seconds.
         local = socket.gethostname()
         if self._tls == "implicit":
-            return smtplib.SMTP_SSL(
-                self._host,
-                self._port,
-                local_hostname=local,
-                timeout=self._timeout,
-                context=self._context,
-            )
-        return smtplib.SMTP(self._host, self._port, local_hostname=local, timeout=self._timeout)
+            return _SmtpSsl(local_hostname=local, timeout=self._timeout, context=self._context)
+        return _Smtp(local_hostname=local, timeout=self._timeout)
 
     def close(self) -> None:
         pass
