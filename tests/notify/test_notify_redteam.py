@@ -395,6 +395,42 @@ def test_an_event_abandoned_at_exit_is_told_by_the_next_process(tmp_path: Path) 
     assert second.counts == {("hook", "sent"): 1}
 
 
+def test_an_event_claimed_by_a_process_killed_mid_send_is_told_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """A sync killed by a cron timeout (or a daemon by systemd) while sending left its
+    claim in the ledger: the event read as told, nobody heard of it for `repeat_after`
+    (was broken). A claim neither confirmed nor released in time is undone."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    hook = route("http://127.0.0.1:9/unused")
+    key = ("hook", FAILED.target, FAILED.kind, FAILED.fingerprint or "")
+    killed = FileLedger(path)  # the process that died: it claimed, then nothing
+    started = time.time() - hook.in_flight_for - 1
+    claimed = killed.claim(key, now=started, window=21600, pending_for=hook.in_flight_for)
+    assert claimed is not None
+    with HttpReceiver(secret=SECRET) as receiver:
+        with capture_logs() as logs:
+            dispatcher = Dispatcher([route(receiver.url)], ledger=FileLedger(path))
+            dispatcher.publish(FAILED)
+            dispatcher.publish(FAILED)  # told now, so this one is a repeat
+            assert dispatcher.close(timeout=10)
+    assert len(receiver.received) == 1
+    assert dispatcher.counts == {("hook", "sent"): 1, ("hook", "suppressed"): 1}
+    assert "notify.unfinished" in [e["event"] for e in logs]
+
+
+def test_a_claim_still_in_flight_in_another_process_is_not_sent_twice(tmp_path: Path) -> None:
+    path = ledger_path(tmp_path / "orgsync.db")
+    key = ("hook", "prod", "failed", "sha256:x")
+    daemon, operator = FileLedger(path), FileLedger(path)
+    claim = daemon.claim(key, now=1000.0, window=600, pending_for=100)
+    assert claim is not None
+    assert operator.claim(key, now=1050.0, window=600, pending_for=100) is None  # sending
+    daemon.confirm(claim)
+    assert operator.claim(key, now=1200.0, window=600, pending_for=100) is None  # was told
+    assert operator.claim(key, now=1700.0, window=600, pending_for=100) is not None
+
+
 # --------------------------------------------------------------------------- floods
 
 TRACE_IDS = (

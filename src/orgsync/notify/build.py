@@ -150,6 +150,7 @@ def build_dispatcher(
             max_per_hour=entry.max_per_hour,
             repeat_after=entry.repeat_after.total_seconds(),
             max_attempts=entry.max_attempts,
+            timeout=entry.timeout.total_seconds(),
         )
         for entry, secrets in resolved
     ]

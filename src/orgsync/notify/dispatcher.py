@@ -72,6 +72,14 @@ class Route:
     max_per_hour: int = 12
     repeat_after: float = 6 * _HOUR
     max_attempts: int = 3
+    timeout: float = 10.0
+    """One attempt's longest time (the channel's own deadline)."""
+
+    @property
+    def in_flight_for(self) -> float:
+        """How long a sending can last, retries included: a claim older than this is a
+        process that died mid-send (`ledger.py`)."""
+        return RETRY_BUDGET + self.max_attempts * self.timeout + 60.0
 
     def wants(self, event: Notification) -> bool:
         return event.kind in self.events and (not self.targets or event.target in self.targets)
@@ -107,9 +115,13 @@ class _Sender:
         not sent is given back to the ledger: neither told nor counted."""
         with self._claim_lock:
             held, self._in_flight = self._in_flight, None
-        if held is None or sent:
+        if held is None:
             return
         claim, slot = held
+        if sent:
+            if claim is not None:
+                ledger.confirm(claim)
+            return
         if claim is not None:
             ledger.release(claim)
         ledger.unreserve(slot)
@@ -269,7 +281,9 @@ class Dispatcher:
         claim = None
         if fingerprint is not None:
             key = (route.name, event.target, event.kind, fingerprint)
-            claim = self.ledger.claim(key, now=time.time(), window=route.repeat_after)
+            claim = self.ledger.claim(
+                key, now=time.time(), window=route.repeat_after, pending_for=route.in_flight_for
+            )
             if claim is None:
                 self.tally(route, "suppressed", event, repeat_after=route.repeat_after)
                 return

@@ -11,7 +11,10 @@ may be sent now: yes if none was sent within `window` seconds (the entry's `repe
 and then it records the sending at once, so that a daemon and an operator's `orgsync sync`
 sharing the state directory do not both send it; no otherwise, and the suppressed repeat is
 counted for the summary the next sending carries. A sending that fails is `release`d, so
-the next occurrence tries again.
+the next occurrence tries again; one that succeeds is `confirm`ed. A claim neither
+confirmed nor released within `pending_for` seconds belonged to a process that died
+mid-send (killed by a cron timeout or systemd): the next claim undoes it, so that event
+is told, not taken for one already told and kept quiet for `repeat_after`.
 
 `FileLedger` keeps this in a small SQLite file beside the state database
 (`orgsync.db` -> `orgsync.notify.db`, mode 0600), so that a `sync` run every 15 minutes by
@@ -67,8 +70,15 @@ HOUR = 3600.0
 
 
 class Ledger(Protocol):
-    def claim(self, key: Key, *, now: float, window: float) -> Claim | None:
-        """A claim to send now, or None: sent within `window`, counted as a repeat."""
+    def claim(
+        self, key: Key, *, now: float, window: float, pending_for: float = 3600.0
+    ) -> Claim | None:
+        """A claim to send now, or None: sent within `window`, counted as a repeat.
+        `pending_for`: how long the sending may take before it is presumed to have died."""
+        ...
+
+    def confirm(self, claim: Claim) -> None:
+        """The claimed sending was delivered."""
         ...
 
     def release(self, claim: Claim) -> None:
@@ -91,7 +101,10 @@ class MemoryLedger:
         self._dropped: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def claim(self, key: Key, *, now: float, window: float) -> Claim | None:
+    def claim(
+        self, key: Key, *, now: float, window: float, pending_for: float = 3600.0
+    ) -> Claim | None:
+        # In memory a claim dies with its process: `pending_for` has nothing to undo.
         with self._lock:
             row = self._rows.get(key)
             if row is not None and now - row[0] < window:
@@ -99,6 +112,9 @@ class MemoryLedger:
                 return None
             self._rows[key] = (now, 0)
             return Claim(key, row[1] if row else 0, row[0] if row else None, row)
+
+    def confirm(self, claim: Claim) -> None:
+        pass
 
     def release(self, claim: Claim) -> None:
         with self._lock:
@@ -132,6 +148,12 @@ CREATE TABLE IF NOT EXISTS sent (
     key TEXT PRIMARY KEY,   -- JSON [entry, target, kind, fingerprint]
     last_sent REAL NOT NULL,
     repeats INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS pending (  -- claims being sent; the sent row's values before
+    key TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    last_sent REAL,
+    repeats INTEGER
 );
 CREATE TABLE IF NOT EXISTS sendings (entry TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS dropped (entry TEXT PRIMARY KEY, count INTEGER NOT NULL);
@@ -167,7 +189,9 @@ class FileLedger:
             log.warning("notify.ledger_unavailable", path=str(self.path), error=str(error))
             self._degraded = True
 
-    def claim(self, key: Key, *, now: float, window: float) -> Claim | None:
+    def claim(
+        self, key: Key, *, now: float, window: float, pending_for: float = 3600.0
+    ) -> Claim | None:
         if self._degraded:
             return self._fallback.claim(key, now=now, window=window)
         try:
@@ -175,6 +199,7 @@ class FileLedger:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     db.execute("DELETE FROM sent WHERE last_sent < ?", (now - FORGET_AFTER,))
+                    self._undo_dead_claim(db, key, now)
                     found = db.execute(
                         "SELECT last_sent, repeats FROM sent WHERE key = ?", (_encode(key),)
                     ).fetchone()
@@ -188,6 +213,10 @@ class FileLedger:
                         db.execute(
                             "INSERT OR REPLACE INTO sent VALUES (?, ?, 0)", (_encode(key), now)
                         )
+                        db.execute(
+                            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
+                            (_encode(key), now + pending_for, *(row or (None, None))),
+                        )
                         claim = Claim(key, row[1] if row else 0, row[0] if row else None, row)
                     db.execute("COMMIT")
                 except BaseException:
@@ -198,12 +227,41 @@ class FileLedger:
             self._degrade(error)
             return self._fallback.claim(key, now=now, window=window)
 
+    @staticmethod
+    def _undo_dead_claim(db: sqlite3.Connection, key: Key, now: float) -> None:
+        """Put back the row a claim overwrote if its sending outlived `pending_for`."""
+        dead = db.execute(
+            "SELECT last_sent, repeats FROM pending WHERE key = ? AND until < ?",
+            (_encode(key), now),
+        ).fetchone()
+        if dead is None:
+            return
+        log.warning("notify.unfinished", entry=key[0], target=key[1], kind=key[2])
+        if dead[0] is None:
+            db.execute("DELETE FROM sent WHERE key = ?", (_encode(key),))
+        else:  # the repeats counted while it was pending stay counted
+            db.execute(
+                "UPDATE sent SET last_sent = ?, repeats = repeats + ? WHERE key = ?",
+                (dead[0], dead[1], _encode(key)),
+            )
+        db.execute("DELETE FROM pending WHERE key = ?", (_encode(key),))
+
+    def confirm(self, claim: Claim) -> None:
+        if self._degraded:
+            return
+        try:
+            with closing(self._connect()) as db:
+                db.execute("DELETE FROM pending WHERE key = ?", (_encode(claim.key),))
+        except (sqlite3.Error, OSError) as error:
+            self._degrade(error)
+
     def release(self, claim: Claim) -> None:
         if self._degraded:
             self._fallback.release(claim)
             return
         try:
             with closing(self._connect()) as db:
+                db.execute("DELETE FROM pending WHERE key = ?", (_encode(claim.key),))
                 if claim.previous is None:
                     db.execute("DELETE FROM sent WHERE key = ?", (_encode(claim.key),))
                 else:
