@@ -433,6 +433,26 @@ def test_a_claim_still_in_flight_in_another_process_is_not_sent_twice(tmp_path: 
 
 # --------------------------------------------------------------------------- floods
 
+
+def test_events_a_full_queue_dropped_are_counted_in_the_next_message() -> None:
+    """While a receiver is slow the queue fills and events are dropped: logged and
+    counted, but the next message people read did not mention them (was broken)."""
+    with HttpReceiver(secret=SECRET, script=["hang"]) as receiver:
+        dispatcher = Dispatcher(
+            [route(receiver.url, timeout=0.5, max_attempts=1, max_per_hour=100)], queue_size=2
+        )
+        dispatcher.publish(replace(HELD, checksum="sha256:first"))
+        receiver.wait_for(1)  # the sender thread is stuck in it
+        for i in range(10):
+            dispatcher.publish(replace(HELD, checksum=f"sha256:{i}"))
+        assert dispatcher.close(timeout=10)
+    dropped = dispatcher.counts[("hook", "dropped")]
+    assert dropped == 8
+    told = [body["dropped_before"] for body in receiver.bodies()]
+    assert sum(told) == dropped
+    assert any("8 earlier notification(s) were dropped" in b["text"] for b in receiver.bodies())
+
+
 TRACE_IDS = (
     "3fa85f64-5717-4562-b3fc-2c963f66afa6",
     "9c1d2e7a-0b4f-4a3e-8d6c-1f2e3a4b5c6d",

@@ -199,6 +199,7 @@ class FileLedger:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     db.execute("DELETE FROM sent WHERE last_sent < ?", (now - FORGET_AFTER,))
+                    db.execute("DELETE FROM pending WHERE until < ?", (now - FORGET_AFTER,))
                     self._undo_dead_claim(db, key, now)
                     found = db.execute(
                         "SELECT last_sent, repeats FROM sent WHERE key = ?", (_encode(key),)

@@ -160,7 +160,7 @@ def compose(event: Notification, delivery: Delivery, redact: Redactor) -> Messag
     if delivery.dropped:
         lines.append(
             f"{delivery.dropped} earlier notification(s) were dropped by this channel's "
-            "rate limit (max_per_hour); see the log."
+            "rate limit (max_per_hour) or its full queue; see the log."
         )
     footer = " · ".join(
         part
