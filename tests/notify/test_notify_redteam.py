@@ -255,6 +255,7 @@ def test_directory_markup_pings_nobody_links_nothing_and_keeps_slack_blocks_vali
         # Slack's only markup for mentions and links is <...>: none may survive.
         assert "<" not in text and ">" not in text, text
         assert "\u202e" not in text and "\x1b" not in text and "\r" not in text
+    assert payload["unfurl_links"] is False and payload["unfurl_media"] is False
     header = payload["blocks"][0]["text"]["text"]
     assert len(header) <= 150
     assert all(len(text) <= 3000 for text in texts)

@@ -234,6 +234,10 @@ def slack_payload(message: Message) -> dict[str, Any]:
     commands = clip("\n".join(message.commands), _SLACK_SECTION - 20).replace("```", "'''")
     return {
         "text": _slack_escape(clip(message.title, 300)),
+        # A URL someone put in a group name is not fetched by Slack nor shown as a
+        # preview card under the alert (a bare URL is still shown as a link).
+        "unfurl_links": False,
+        "unfurl_media": False,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": clip(message.title, 150)}},
             {"type": "section", "text": {"type": "mrkdwn", "text": body or "-"}},
