@@ -20,7 +20,9 @@ and an `orgsync sync` with one waits a bounded time (tests/cli/test_notify_cli.p
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,6 +155,37 @@ def test_a_chat_services_webhook_url_in_the_file_is_refused_without_being_shown(
         parse_config(document, origin="orgsync.toml", base_dir=Path("/etc/orgsync"))
     assert SLACK_TOKEN not in str(raised.value)
     assert "notify" in str(raised.value)
+
+
+def test_a_plain_http_slack_url_is_warned_about_once_allowed(tmp_path: Path) -> None:
+    """`allow_plaintext` lets an http:// Slack URL through (a loopback rig); its token then
+    travels in clear, which the webhook and e-mail channels warned about and Slack did not."""
+    url = f"http://127.0.0.1:9/services/T0/B0/{SLACK_TOKEN}"
+    with capture_logs() as logs:
+        build_dispatcher(slack_config(tmp_path), {"SLACK_URL": url}, strict=True)
+    assert [(e["event"], e["entry"]) for e in logs] == [("notify.plaintext", "slack")]
+    assert SLACK_TOKEN not in logged(logs)
+
+
+def test_distinct_failures_beyond_the_rate_limit_leave_no_ledger_rows(
+    tmp_path: Path,
+) -> None:
+    """Events the rate limit drops are not taken as told, and leave no row behind."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    with HttpReceiver(secret=SECRET) as receiver:
+        dispatcher = Dispatcher(
+            [route(receiver.url, max_per_hour=3)], ledger=FileLedger(path), queue_size=50
+        )
+        for i in range(15):
+            dispatcher.publish(replace(FAILED, error=f"HTTP 500: broken part {'x' * (i % 50)}"))
+        assert dispatcher.close(timeout=20)
+    with closing(sqlite3.connect(path)) as db:
+        rows = {
+            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("sent", "pending", "sendings")
+        }
+    assert len(receiver.received) == 3
+    assert rows == {"sent": 3, "pending": 0, "sendings": 3}
 
 
 @pytest.mark.parametrize("kind", ["webhook", "slack"])
