@@ -65,19 +65,21 @@ def route(url: str, **settings: Any) -> Route:
     return Route(name="hook", channel=channel, events=EVENTS, **settings)
 
 
-def slack_config(tmp_path: Path, **entry: Any) -> Config:
+def notify_config(tmp_path: Path, entry: dict[str, Any]) -> Config:
     document = {
         "source": {"type": "file", "path": "directory.json"},
         "targets": [
             {"name": "prod", "type": "openai", "base_url": "https://x.test/v1", "api_key_env": "K"}
         ],
         "state": {"path": str(tmp_path / "orgsync.db")},
-        "notify": [
-            {"name": "slack", "type": "slack", "url_env": "SLACK_URL", "allow_plaintext": True}
-            | entry
-        ],
+        "notify": [entry],
     }
     return parse_config(document, origin="orgsync.toml", base_dir=tmp_path)
+
+
+def slack_config(tmp_path: Path, **entry: Any) -> Config:
+    slack = {"name": "slack", "type": "slack", "url_env": "SLACK_URL", "allow_plaintext": True}
+    return notify_config(tmp_path, slack | entry)
 
 
 def logged(logs: list[dict[str, Any]]) -> str:
@@ -106,6 +108,21 @@ def test_a_slack_url_quoted_back_by_a_404_page_is_not_logged(tmp_path: Path) -> 
     # Nor does the ledger beside the state database keep anything of it.
     ledger = (tmp_path / "orgsync.notify.db").read_bytes()
     assert SLACK_TOKEN.encode() not in ledger and b"bad key" not in ledger
+
+
+def test_a_token_in_a_plain_webhook_url_quoted_back_is_not_logged(tmp_path: Path) -> None:
+    """A receiver that wants a token in its URL (a catch hook, `?key=`) quotes it back
+    in its 404 page; the webhook `url` was not redacted at all (was broken)."""
+    with HttpReceiver(secret=SECRET, default="echo-path") as receiver:
+        url = f"{receiver.url}/catch/123/{SLACK_TOKEN}?key={SLACK_TOKEN[::-1]}"
+        hook = {"name": "hook", "type": "webhook", "url": url, "secret_env": "S"}
+        cfg = notify_config(tmp_path, hook | {"allow_plaintext": True})
+        dispatcher = build_dispatcher(cfg, {"S": SECRET.decode()}, strict=True)
+        with capture_logs() as logs:
+            dispatcher.publish(FAILED)
+            assert dispatcher.close(timeout=10)
+    assert "answered 404" in logged(logs)
+    assert SLACK_TOKEN not in logged(logs) and SLACK_TOKEN[::-1] not in logged(logs)
 
 
 @pytest.mark.parametrize(

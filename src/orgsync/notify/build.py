@@ -60,6 +60,14 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def _looks_secret(part: str) -> bool:
+    """A URL piece worth redacting in a plain webhook URL: one with a long segment or
+    value (a token), not a short readable path such as `/orgsync`."""
+    return any(
+        len(piece) >= _TOKEN_PART for piece in part.replace("&", "/").replace("=", "/").split("/")
+    )
+
+
 _TOKEN_PART = 12
 """A path segment or query value this long in a secret URL is redacted on its own."""
 
@@ -139,10 +147,23 @@ def build_dispatcher(
                 raise
             log.error("notify.disabled", entry=entry.name, error=str(error))
     redact = Redactor(
-        part
-        for _, secrets in resolved
-        for role, value in secrets.items()
-        for part in ([value, *_url_parts(value)] if role == "url" else [value])
+        [
+            *(
+                part
+                for _, secrets in resolved
+                for role, value in secrets.items()
+                for part in ([value, *_url_parts(value)] if role == "url" else [value])
+            ),
+            # A webhook's `url` sits in the file, yet a receiver may want a token in it
+            # (`?key=`, a catch-hook path): what a server quotes back of it is not logged.
+            *(
+                part
+                for entry, _ in resolved
+                if isinstance(entry, WebhookNotify)
+                for part in _url_parts(entry.url)[1:]
+                if _looks_secret(part)
+            ),
+        ]
     )
     routes = [
         Route(
