@@ -168,7 +168,7 @@ def test_a_chat_services_webhook_url_in_the_file_is_refused_without_being_shown(
         ],
         "notify": [{"name": "chat", "type": "webhook", "url": url, "secret_env": "S"}],
     }
-    with pytest.raises(ConfigError, match='type = "slack" with url_env') as raised:
+    with pytest.raises(ConfigError, match="give it with url_env or url_file") as raised:
         parse_config(document, origin="orgsync.toml", base_dir=Path("/etc/orgsync"))
     assert SLACK_TOKEN not in str(raised.value)
     assert "notify" in str(raised.value)
@@ -203,6 +203,40 @@ def test_distinct_failures_beyond_the_rate_limit_leave_no_ledger_rows(
         }
     assert len(receiver.received) == 3
     assert rows == {"sent": 3, "pending": 0, "sendings": 3}
+
+
+def test_a_webhook_url_carrying_a_token_is_given_as_a_secret_and_never_shown(
+    tmp_path: Path,
+) -> None:
+    """The refusal above has somewhere to go: `url_env`/`url_file` on a webhook entry.
+    The message arrives signed; what the receiver quotes back of the URL is redacted."""
+    with HttpReceiver(secret=SECRET, script=[200, "echo-path"]) as receiver:
+        url = f"{receiver.url}/workflows/abc/invoke?sig={SLACK_TOKEN}"
+        hook = {"name": "hook", "type": "webhook", "url_env": "HOOK_URL", "secret_env": "S"}
+        cfg = notify_config(tmp_path, hook | {"allow_plaintext": True})
+        dispatcher = build_dispatcher(cfg, {"S": SECRET.decode(), "HOOK_URL": url}, strict=True)
+        with capture_logs() as logs:
+            dispatcher.publish(FAILED)
+            dispatcher.publish(HELD)
+            assert dispatcher.close(timeout=10)
+        signed, quoted = receiver.received
+    assert signed.signature_ok is True and SLACK_TOKEN in signed.path
+    assert SLACK_TOKEN in quoted.path and "answered 404" in logged(logs)
+    assert SLACK_TOKEN not in logged(logs)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"url": "https://h.test/x", "url_env": "U"}, "got url, url_env"),
+        ({}, "give one of url, url_env or url_file"),
+    ],
+)
+def test_a_webhook_takes_exactly_one_of_url_url_env_url_file(
+    tmp_path: Path, keys: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        notify_config(tmp_path, {"name": "hook", "type": "webhook", "secret_env": "S", **keys})
 
 
 @pytest.mark.parametrize("kind", ["webhook", "slack"])

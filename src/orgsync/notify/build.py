@@ -28,21 +28,28 @@ log = structlog.get_logger(__name__)
 def _secrets(entry: NotifyConfig, environ: Mapping[str, str]) -> dict[str, str]:
     """The entry's secrets by role; `ConfigError` naming the key if one is missing."""
     if isinstance(entry, WebhookNotify):
-        return {"secret": entry.secret.resolve(environ).get_secret_value()}
+        secrets = {"secret": entry.secret.resolve(environ).get_secret_value()}
+        if (ref := entry.url_secret) is not None:
+            secrets["url"] = _secret_url(entry, ref.resolve(environ).get_secret_value())
+        return secrets
     if isinstance(entry, SlackNotify):
-        url = entry.url.resolve(environ).get_secret_value()
-        plain_ok = entry.allow_plaintext and url.startswith("http://")
-        if not (url.startswith("https://") or plain_ok):
-            # The URL is the credential: say what is wrong with it, never what it is.
-            raise ConfigError(
-                f"notify.{entry.name}.url: the webhook URL must start with https:// "
-                "(http:// only with allow_plaintext = true)"
-            )
-        if (problem := _url_problem(url)) is not None:
-            raise ConfigError(f"notify.{entry.name}.url: {problem} (the URL is not shown)")
-        return {"url": url}
+        return {"url": _secret_url(entry, entry.url.resolve(environ).get_secret_value())}
     password = entry.password
     return {"password": password.resolve(environ).get_secret_value()} if password else {}
+
+
+def _secret_url(entry: NotifyConfig, url: str) -> str:
+    """`url` if it is usable; a `ConfigError` naming the key, never the URL, if not."""
+    plain_ok = entry.allow_plaintext and url.startswith("http://")
+    if not (url.startswith("https://") or plain_ok):
+        # The URL is the credential: say what is wrong with it, never what it is.
+        raise ConfigError(
+            f"notify.{entry.name}.url: the webhook URL must start with https:// "
+            "(http:// only with allow_plaintext = true)"
+        )
+    if (problem := _url_problem(url)) is not None:
+        raise ConfigError(f"notify.{entry.name}.url: {problem} (the URL is not shown)")
+    return url
 
 
 def _url_problem(url: str) -> str | None:
@@ -93,10 +100,12 @@ def _url_parts(url: str) -> list[str]:
 def _channel(entry: NotifyConfig, secrets: Mapping[str, str], redact: Redactor) -> Channel:
     timeout = entry.timeout.total_seconds()
     if isinstance(entry, WebhookNotify):
-        if entry.url.startswith("http://"):
+        url = secrets.get("url") or entry.url
+        assert url is not None  # the model requires url, url_env or url_file
+        if url.startswith("http://"):
             log.warning("notify.plaintext", entry=entry.name)
         return WebhookChannel(
-            entry.url,
+            url,
             secret=secrets["secret"].encode(),
             timeout=timeout,
             ca_file=entry.ca_file,
@@ -159,7 +168,7 @@ def build_dispatcher(
             *(
                 part
                 for entry, _ in resolved
-                if isinstance(entry, WebhookNotify)
+                if isinstance(entry, WebhookNotify) and entry.url is not None
                 for part in _url_parts(entry.url)[1:]
                 if _looks_secret(part)
             ),
