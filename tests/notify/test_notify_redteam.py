@@ -2,9 +2,10 @@
 each tried against real receivers on loopback.
 
 The harms looked for:
-- a leaked secret: the Slack URL (it is the credential) or a signing key in a log line,
-  an error, the ledger file, a redirect that forwards the message elsewhere, a TLS
-  connection nobody verified;
+- a leaked secret: the Slack URL (it is the credential), a token in a webhook URL or a
+  signing key in a log line, an error, `status`/`runs`, the state directory, a redirect
+  that forwards the message elsewhere, a TLS connection nobody verified; a chat
+  service's webhook URL pasted into the configuration file;
 - hostile directory content (a display name, a group name, an e-mail an IdP user can set):
   a Slack ping or link, a reordered line, a character that makes a channel fail, so that
   one person silences the alert about their own change;
@@ -61,8 +62,9 @@ def webhook(url: str, *, timeout: float = 5, ca_file: Path | None = None) -> Web
 
 
 def route(url: str, **settings: Any) -> Route:
-    channel = webhook(url, timeout=settings.pop("timeout", 5))
-    return Route(name="hook", channel=channel, events=EVENTS, **settings)
+    timeout = settings.pop("timeout", 5)
+    channel = webhook(url, timeout=timeout)
+    return Route(name="hook", channel=channel, events=EVENTS, timeout=timeout, **settings)
 
 
 def notify_config(tmp_path: Path, entry: dict[str, Any]) -> Config:
