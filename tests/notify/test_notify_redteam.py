@@ -518,6 +518,32 @@ def test_a_claim_still_in_flight_in_another_process_is_not_sent_twice(tmp_path: 
     assert operator.claim(key, now=1700.0, window=600, pending_for=100) is not None
 
 
+def test_a_ledger_file_busy_for_a_moment_is_used_again_after(tmp_path: Path) -> None:
+    """A backup or an operator's sqlite3 shell locks the ledger past its busy timeout:
+    that decision is made in memory, and the file is used again right after. It was
+    given up for the rest of the process, and the next cron'd sync, reading the file,
+    told again what the daemon had told since (was broken)."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    with HttpReceiver(secret=SECRET) as receiver:
+        dispatcher = Dispatcher([route(receiver.url)], ledger=FileLedger(path, busy_timeout=0.1))
+        dispatcher.publish(replace(HELD, checksum="sha256:before"))  # creates the file
+        receiver.wait_for(1)
+        with closing(sqlite3.connect(path, isolation_level=None)) as locker:
+            locker.execute("BEGIN EXCLUSIVE")
+            with capture_logs() as logs:
+                dispatcher.publish(FAILED)
+                receiver.wait_for(2)
+            locker.execute("ROLLBACK")
+        dispatcher.publish(HELD)
+        assert dispatcher.close(timeout=10)
+        later = Dispatcher([route(receiver.url)], ledger=FileLedger(path))
+        later.publish(HELD)  # a cron'd sync: the file says it was told
+        assert later.close(timeout=10)
+    assert later.counts == {("hook", "suppressed"): 1}
+    assert len(receiver.received) == 3
+    assert "notify.ledger_busy" in [e["event"] for e in logs]
+
+
 # --------------------------------------------------------------------------- floods
 
 

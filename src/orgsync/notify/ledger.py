@@ -20,7 +20,8 @@ is told, not taken for one already told and kept quiet for `repeat_after`.
 (`orgsync.db` -> `orgsync.notify.db`, mode 0600), so that a `sync` run every 15 minutes by
 cron, or a daemon restarted by systemd, does not forget what it already said. If that
 file cannot be used the ledger degrades to memory with a log line: a notification sent
-twice is better than one never sent.
+twice is better than one never sent. A file another process holds locked past the busy
+timeout is only skipped for that one decision.
 """
 
 from __future__ import annotations
@@ -169,22 +170,34 @@ def ledger_path(state_path: Path) -> Path:
     return state_path.with_name(f"{state_path.stem}.notify.db")
 
 
+def _busy(error: sqlite3.Error | OSError) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error).lower()
+
+
 class FileLedger:
     """The ledger in a SQLite file; one short connection per call (a sender thread's)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 2.0) -> None:
         self.path = path
+        self._busy_timeout = busy_timeout
         self._fallback = MemoryLedger()
         self._degraded = False
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        connection = sqlite3.connect(self.path, timeout=2.0, isolation_level=None)
+        connection = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         connection.executescript(_SCHEMA)
         return connection
 
     def _degrade(self, error: sqlite3.Error | OSError) -> None:
+        if _busy(error):
+            # Another process held the file a moment too long (a backup, an operator's
+            # sqlite3 shell): this call decides in memory, the next one tries the file
+            # again. Degrading for good made the daemon forget across processes until
+            # it restarted, and a cron'd sync then told again what the daemon had told.
+            log.warning("notify.ledger_busy", path=str(self.path))
+            return
         if not self._degraded:
             log.warning("notify.ledger_unavailable", path=str(self.path), error=str(error))
             self._degraded = True
