@@ -322,7 +322,7 @@ class Mode:
     trigger: str = "schedule"
 
 
-def test_directory_markup_pings_nobody_links_nothing_and_keeps_slack_blocks_valid() -> None:
+def test_directory_markup_pings_nobody_forges_no_link_and_keeps_slack_blocks_valid() -> None:
     with HttpReceiver() as receiver:
         secret_url = f"{receiver.url}/services/T0/B0/{SLACK_TOKEN}"
         channel = SlackChannel(secret_url, timeout=5, ca_file=None, redact=Redactor([secret_url]))
