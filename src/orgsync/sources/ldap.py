@@ -677,7 +677,7 @@ class LdapSource:
                     "lift the bind account's page limit (OpenLDAP: olcLimits "
                     'dn.exact="<bind_dn>" size.pr=unlimited size.prtotal=unlimited): the '
                     "count is then one search; or load the syncprov overlay: a quiet pass "
-                    "is one search"
+                    "is one search; or, fewer pages, raise source.page_size to the limit"
                 ),
             )
             page = self.settings.page_size
