@@ -8,7 +8,6 @@ Stdlib only at import time: `orgsync --help` builds every command's parser.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import re
 import signal
@@ -110,19 +109,9 @@ def global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 def load(args: argparse.Namespace) -> Config:
     """The configuration `--config` (or its default) names, refused whole when wrong."""
-    # Loading imports pydantic, the configuration's models and the connectors' and builds
-    # their validators: tens of thousands of long-lived objects and no garbage, over which
-    # the cyclic collector would run some fifty times for nothing (a tenth of `validate
-    # --offline`, bench/startup.py). It runs again, as before, once the file is loaded.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        from orgsync.config import default_config_path, load_config
+    from orgsync.config import default_config_path, load_config
 
-        return load_config(args.config or default_config_path())
-    finally:
-        if paused:
-            gc.enable()
+    return load_config(args.config or default_config_path())
 
 
 def open_state(config: Config) -> StateStore | None:

@@ -20,9 +20,8 @@ def add_arguments(validate: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load(args)  # first: it imports the configuration's modules collector-free
     from orgsync.validation import validate
 
-    lines, ok = validate(config, environ=dict(os.environ), offline=args.offline)
+    lines, ok = validate(load(args), environ=dict(os.environ), offline=args.offline)
     print("\n".join(lines))
     return EXIT_OK if ok else EXIT_ERROR
