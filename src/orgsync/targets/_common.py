@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 from urllib.parse import quote
 
+from orgsync.core.errors import TargetError
 from orgsync.core.model import TargetInvite, normalize_email
 from orgsync.core.plan import Invite, Operation
 
@@ -51,3 +52,27 @@ def invite_to_adopt(
     if invite is not None and invite.role == operation.role:
         return invite.id
     return None
+
+
+def check_created(where: str, what: str, asked: str, answered: str | None) -> None:
+    """Refuse a create's 2xx answer that describes another resource than the one asked for.
+
+    `asked` and `answered` are compared as the planner matches them (emails normalized,
+    names case-folded); an answer that leaves the attribute out is taken as it is. The
+    id of such an answer must not be recorded: a link to another person's account or
+    invitation (added to the newcomer's groups, removed when the newcomer leaves) or a
+    hand-made group owned (its members reconciled away). The operation fails instead;
+    what the server did make is found by the next run's read.
+    """
+    if answered is None:
+        return
+    same = (
+        normalize_email(answered) == normalize_email(asked)
+        if what == "email"
+        else answered.casefold() == asked.casefold()
+    )
+    if not same:
+        raise TargetError(
+            f"{where}: the answer describes another resource ({what} {answered!r}, not "
+            f"{asked!r}); its id is not recorded"
+        )

@@ -51,7 +51,14 @@ from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.http.paging import PageGuard
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets._common import Item, invite_to_adopt, newest_live_invite, segment, utcnow
+from orgsync.targets._common import (
+    Item,
+    check_created,
+    invite_to_adopt,
+    newest_live_invite,
+    segment,
+    utcnow,
+)
 from orgsync.targets.http import ApiClient
 from orgsync.targets.keycard import wire
 from orgsync.targets.keycard.connector import CAPABILITIES
@@ -229,6 +236,7 @@ class KeycardTarget:
             "POST", f"{self._org}/invitations", wire.Invitation, json=body.model_dump(),
             idempotent=False,
         )  # fmt: skip
+        check_created(f"POST {self._org}/invitations", "email", operation.email, created.email)
         return created.id
 
     def _update(self, user_id: str, body: wire.UserUpdate) -> None:

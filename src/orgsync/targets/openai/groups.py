@@ -42,7 +42,7 @@ from orgsync.core.plan import (
     RenameGroup,
     UnassignGroupRole,
 )
-from orgsync.targets._common import segment
+from orgsync.targets._common import check_created, segment
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.paging import ids_by_next, list_by_next
@@ -197,6 +197,7 @@ class OpenAIGroups:
                 json=wire.GroupName(name=operation.group).model_dump(),
                 idempotent=False,
             )
+            check_created(f"POST {GROUPS}", "name", operation.group, created.name)
             return created.id
         group_id = _group_id(operation)
         base = f"{GROUPS}/{segment(group_id)}"

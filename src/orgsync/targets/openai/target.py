@@ -55,7 +55,14 @@ from orgsync.core.plan import (
 )
 from orgsync.http.client import QueryParams
 from orgsync.http.paging import PageGuard
-from orgsync.targets._common import Item, invite_to_adopt, newest_live_invite, segment, utcnow
+from orgsync.targets._common import (
+    Item,
+    check_created,
+    invite_to_adopt,
+    newest_live_invite,
+    segment,
+    utcnow,
+)
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.connector import CAPABILITIES
@@ -276,6 +283,7 @@ class OpenAITarget:
         created = self._client.request_model(
             "POST", INVITES, wire.Invite, json=body.model_dump(), idempotent=False
         )
+        check_created(f"POST {INVITES}", "email", operation.email, created.email)
         return created.id
 
     def _delete(self, path: str, model: type[wire.Deletion]) -> None:

@@ -78,7 +78,7 @@ from orgsync.core.plan import (
 from orgsync.http.client import network_transport, ssl_verify
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets._common import segment
+from orgsync.targets._common import check_created, segment
 from orgsync.targets.http import ApiClient, json_body
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.connector import CAPABILITIES
@@ -349,6 +349,7 @@ class ScimTarget:
             body = wire.new_group(name=operation.group, external_id=operation.source_group_id)
             created = self._client.request("POST", "/Groups", json=body, idempotent=False)
             group = wire.parse(Group, json_body(created, "POST /Groups"), "POST /Groups")
+            check_created("POST /Groups", "name", operation.group, group.display_name)
             return _created_id(group, "POST /Groups")
         if isinstance(operation, AdoptGroup):
             return operation.group_id  # ownership is recorded by the engine; no call
@@ -411,6 +412,7 @@ class ScimTarget:
         # Not idempotent: after a lost response the applier looks the user up first.
         response = self._client.request("POST", "/Users", json=body, idempotent=False)
         user = wire.parse(wire.ScimUser, json_body(response, "POST /Users"), "POST /Users")
+        check_created("POST /Users", "email", operation.email, _user_key(user))
         user_id = _created_id(user, "POST /Users")
         self._changes.user_created(operation.email, user_id)
         return user_id
