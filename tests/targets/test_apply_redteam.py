@@ -357,6 +357,41 @@ def test_a_created_group_answer_naming_another_group_is_not_owned_on_openai(
     assert outcome.object_id is None and "hand-made-openai" in str(outcome.detail)
 
 
+def test_a_privileged_namesake_made_before_apply_is_not_adopted_on_a_conflict(
+    openai: tuple[OpenAIEmulator, ScimProxy],
+) -> None:
+    """Harm: the plan creates group "team-z" for an IdP team; before it is applied someone
+    makes a "team-z" holding the owner role. The create's 409 must not adopt it (the
+    planner refuses to adopt a namesake holding roles its rule does not give): the
+    team's members would be added to it and become owners."""
+    emulator, proxy = openai
+    state = emulator.state
+    member = state.add_user("team-member@example.com", "reader")
+    namesake = state.add_group("team-z")
+    state.assign_group_role(namesake, state.role_id("owner"))
+    target = openai_target(proxy)
+    report = apply(
+        target,
+        [
+            CreateGroup(group="team-z", source_group_id="t-z", reason="t"),
+            AddGroupMember(
+                group="team-z",
+                source_group_id="t-z",
+                email="team-member@example.com",
+                user_id=member,
+                reason="t",
+            ),
+        ],
+    )
+    target.close()
+    created = by_op(report)["create_group"]
+    assert created.status is OperationStatus.FAILED, created
+    assert created.object_id is None
+    assert by_op(report)["add_group_member"].status is OperationStatus.SKIPPED
+    (group,) = [g for g in state.groups() if g["id"] == namesake]
+    assert member not in group["members"]
+
+
 # --------------------------------------------------------------------------- Keycard
 
 
