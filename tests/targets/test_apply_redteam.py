@@ -68,6 +68,8 @@ from orgsync.testing._server import BackgroundServer
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.keycard.state import KeycardState
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.targets.cli import SCIM_TOKEN_ENV
+from tests.targets.cli import directory as scim_directory
 from tests.targets.scim_servers import TOKEN, Scim2Server, ScimProxy
 
 FAST = RetrySettings(max_attempts=4, max_delay=5, base=0.01, cap=0.05)
@@ -295,6 +297,66 @@ def test_a_lost_answer_to_a_removal_is_done_on_the_retry(
     assert lost and outcome.status is OperationStatus.DONE, outcome
     assert outcome.detail == "already gone (404)"
     assert direct.get(f"/Users/{gone['id']}").status_code == 404
+
+
+def scim_engine(folder: Path, url: str) -> Engine:
+    document = {
+        "source": {"type": "file", "path": "directory.json"},
+        "targets": [
+            {
+                "name": "s",
+                "type": "scim",
+                "base_url": url,
+                "api_key_env": SCIM_TOKEN_ENV,
+                "allow_plaintext": True,
+                "scope_groups": ["scim-*"],
+                "on_removal": "suspend",
+                "max_attempts": 2,
+                "groups": [{"source": "team-*", "name": "{source}"}],
+            }
+        ],
+        "safety": {"max_removals": 10},
+        "state": {"path": "state.db"},
+    }
+    config = parse_config(document, origin="test", base_dir=folder)
+    return Engine(config, environ={SCIM_TOKEN_ENV: TOKEN})
+
+
+def test_after_a_wrong_create_answer_the_next_sync_links_the_right_account(
+    tmp_path: Path, scim: tuple[ScimProxy, httpx.Client]
+) -> None:
+    """The sync whose POST /Users answer named a stranger fails (exit 1) without giving the
+    stranger the team; the next sync finds the account the server did make (no second
+    one), links it, and puts it in the team; the stranger is never touched."""
+    proxy, direct = scim
+    stranger = scim_post(direct, "Users", {"userName": "stranger@example.com"})
+    (tmp_path / "directory.json").write_text(
+        json.dumps(scim_directory(3, teams={"team-a": [0, 1, 2]})), encoding="utf-8"
+    )
+    proxy.tamper = answer_with("POST", "/Users", lambda: json.dumps(stranger).encode())
+    engine = scim_engine(tmp_path, proxy.url)
+    try:
+        first = sync(engine)
+        assert first.status == "failed" and first.exit_code == 1, first
+        proxy.tamper = None
+        second = sync(engine)
+        assert second.status == "ok", second
+        third = sync(engine)
+        assert third.status == "ok" and third.plan is not None and not third.plan.operations
+    finally:
+        engine.close()
+    users = {u["userName"]: u["id"] for u in scim_list(direct, "Users")}
+    assert sorted(users) == sorted(
+        ["stranger@example.com", *(f"person{i}@example.com" for i in range(3))]
+    )
+    (team,) = [g for g in scim_list(direct, "Groups") if g["displayName"] == "team-a"]
+    assert sorted(m["value"] for m in team.get("members") or []) == sorted(
+        users[f"person{i}@example.com"] for i in range(3)
+    )
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        linked = dict(db.execute("SELECT email_key, member_id FROM links").fetchall())
+    assert stranger["id"] not in linked.values()
+    assert linked == {f"person{i}@example.com": users[f"person{i}@example.com"] for i in range(3)}
 
 
 # --------------------------------------------------------------------------- OpenAI
