@@ -65,6 +65,7 @@ from orgsync.targets.keycard import KeycardTarget
 from orgsync.targets.openai import OpenAITarget
 from orgsync.targets.scim import ScimTarget
 from orgsync.testing._server import BackgroundServer
+from orgsync.testing.faults import Faults
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.keycard.state import KeycardState
 from orgsync.testing.openai.emulator import OpenAIEmulator
@@ -684,6 +685,39 @@ def test_a_refused_owner_raise_does_not_let_the_plan_drop_the_last_owner(
         engine.close()
 
 
+def test_an_invitation_accepted_between_plan_and_apply_still_ends_in_a_removal(
+    tmp_path: Path, fresh_keycard: tuple[KeycardEmulator, ScimProxy]
+) -> None:
+    """Harm: a leaver's pending invitation is to be revoked, and they accept it just
+    before the call. Journaled as revoked, the link would go and the new member would
+    be someone orgsync does not manage: a leaver keeping access. The refusal fails the
+    run instead, the link stays, and the next run removes the member."""
+    emulator, proxy = fresh_keycard
+    state = emulator.state
+    state.add_user("ana@example.com", "org_admin")
+    keycard_directory(tmp_path, ["ana", "leaver"], admins=["ana"])
+    engine = keycard_engine(tmp_path, emulator, proxy)
+    try:
+        assert sync(engine).status == "ok"  # invites the leaver
+        (invitation,) = [i for i in state.invitations() if i["email"] == "leaver@example.com"]
+        keycard_directory(tmp_path, ["ana"], admins=["ana"])
+
+        def accept_first(method: str, path: str) -> None:
+            if method == "DELETE" and path.endswith(invitation["id"]):
+                state.accept_invitation(invitation["id"])
+
+        proxy.before = accept_first
+        raced = sync(engine)
+        proxy.before = None
+        assert raced.status == "failed", raced
+        assert "leaver@example.com" in [u["email"] for u in state.users()]
+        after = sync(engine)
+        assert after.status == "ok", after
+        assert [u["email"] for u in state.users()] == ["ana@example.com"]
+    finally:
+        engine.close()
+
+
 # --------------------------------------------------------------------------- Retry-After
 
 
@@ -761,3 +795,33 @@ def test_a_negative_retry_after_backs_off_instead_of_hammering() -> None:
         client.close()
         server.stop()
     assert server.seen == 2 and len(slept) == 1 and 0.0 <= slept[0] <= 0.05
+
+
+def test_a_target_asking_to_wait_hours_ends_the_apply_instead_of_hammering_it() -> None:
+    """Harm: the target answers 429 with a Retry-After of hours (its quota is spent). Each
+    later operation would send its call anyway, be refused and fail (hundreds of calls
+    the server asked not to get), or, with a client-side rate limit, wait out the retry
+    budget one after another (an apply of hours). The apply stops at the first such
+    answer; what is left is skipped for the next run, and the run fails."""
+    with OpenAIEmulator(api_key=OPENAI_KEY) as emulator:
+        url = emulator.start()
+        # One request, then the next token in 10000 s: a Retry-After of hours.
+        emulator.faults = Faults(rate_limit=0.0001)
+        client = ApiClient(
+            url, bearer_token=OPENAI_KEY, system="openai-quota", timeout=5, retry=FAST
+        )
+        target = OpenAITarget(client, api_key=OPENAI_KEY)
+        invites = [
+            Invite(email=f"p{i}@example.com", role="reader", source_id=f"s{i}", reason="t")
+            for i in range(6)
+        ]
+        plan = Plan.build(target="t", generated_at=datetime.now(UTC), operations=invites)
+        settings = ApplySettings(max_concurrency=1, retry=FAST)
+        report = Applier(target, MemoryJournal(), settings).apply(plan)
+        target.close()
+        sent = [r for r in emulator.requests if r.method == "POST"]
+    statuses = [o.status for o in report.outcomes]
+    assert statuses[:2] == [OperationStatus.DONE, OperationStatus.FAILED], report
+    assert statuses[2:] == [OperationStatus.SKIPPED] * 4, report
+    assert report.aborted is not None and "Retry-After" in report.aborted
+    assert len(sent) == 2  # nothing more once the server asked to wait
