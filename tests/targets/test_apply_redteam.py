@@ -54,6 +54,7 @@ from orgsync.core.plan import (
     Operation,
     Plan,
     RemoveMember,
+    SuspendMember,
 )
 from orgsync.core.ports import OperationStatus, Target
 from orgsync.engine import Engine
@@ -146,9 +147,9 @@ def scim(scim2: Scim2Server) -> Iterator[tuple[ScimProxy, httpx.Client]]:
     proxy.stop()
 
 
-def scim_target(proxy: ScimProxy) -> ScimTarget:
+def scim_target(proxy: ScimProxy, dialect: str = "strict") -> ScimTarget:
     return ScimTarget.connect(
-        proxy.url, token=TOKEN, system="scim-redteam", retry=FAST, dialect="strict", timeout=10
+        proxy.url, token=TOKEN, system="scim-redteam", retry=FAST, dialect=dialect, timeout=10
     )
 
 
@@ -298,6 +299,53 @@ def test_a_lost_answer_to_a_removal_is_done_on_the_retry(
     assert lost and outcome.status is OperationStatus.DONE, outcome
     assert outcome.detail == "already gone (404)"
     assert direct.get(f"/Users/{gone['id']}").status_code == 404
+
+
+@pytest.mark.parametrize("dialect", ["auto", "strict"])
+def test_a_suspension_the_server_answers_but_ignores_is_not_journaled_done(
+    scim: tuple[ScimProxy, httpx.Client], dialect: str
+) -> None:
+    """Harm: the server answers 200 to the PATCH setting `active` false and ignores it
+    (some servers drop an attribute they do not take in that form). Journaled done, the
+    leaver keeps access, and every run suspends them again, "done" each time. With
+    learned forms the next form is tried (a PUT of the whole user here); with the
+    forms fixed by a dialect, the operation fails."""
+    proxy, direct = scim
+    leaver = scim_post(direct, "Users", {"userName": "leaver@example.test", "active": True})
+
+    def ignore_patches(
+        method: str, path: str, query: str, status: int, content: bytes
+    ) -> tuple[int, bytes] | None:
+        del query, content
+        if method == "PATCH" and path.endswith(leaver["id"]) and status in (200, 204):
+            # The server "ignores" it: put it back, and answer with what it then holds
+            # (scim2-server answers 204; others, SCIMMY, 200 with the resource).
+            direct.patch(
+                f"/Users/{leaver['id']}",
+                json={
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "active", "value": True}],
+                },
+            ).raise_for_status()
+            return 200, direct.get(f"/Users/{leaver['id']}").content
+        return None
+
+    proxy.tamper = ignore_patches
+    target = scim_target(proxy, dialect)
+    report = apply(
+        target, [SuspendMember(email="leaver@example.test", user_id=leaver["id"], reason="t")]
+    )
+    target.close()
+    (outcome,) = report.outcomes
+    active = direct.get(f"/Users/{leaver['id']}").json()["active"]
+    if dialect == "auto":
+        assert outcome.status is OperationStatus.DONE, outcome
+        assert active is False
+        assert proxy.count("PUT", "/Users") == 1
+    else:
+        assert outcome.status is OperationStatus.FAILED, outcome
+        assert "did not make the change" in str(outcome.detail)
+        assert active is True
 
 
 def scim_engine(folder: Path, url: str) -> Engine:

@@ -421,20 +421,20 @@ class ScimTarget:
         """Replace these attributes of a user, in the form the server accepts."""
         path = f"/Users/{segment(user_id)}"
 
+        def made(resource: dict[str, Any]) -> bool:
+            # Only what the answer shows; userName is not case-exact (RFC 7643).
+            active = "active" not in resource or resource["active"] == changes["active"]
+            name = changes.get("userName")
+            renamed = name is None or str(resource.get("userName", name)).casefold() == (
+                name.casefold()
+            )
+            return active and renamed
+
         def send(form: Form) -> None:
             if form == "put":
 
                 def edit(resource: dict[str, Any]) -> None:
                     resource.update(changes)
-
-                def made(resource: dict[str, Any]) -> bool:
-                    # Only what the answer shows; userName is not case-exact (RFC 7643).
-                    active = "active" not in resource or resource["active"] == changes["active"]
-                    name = changes.get("userName")
-                    renamed = name is None or str(resource.get("userName", name)).casefold() == (
-                        name.casefold()
-                    )
-                    return active and renamed
 
                 self._put_modified(path, edit, made)
                 return
@@ -448,7 +448,13 @@ class ScimTarget:
                 if form == "path"
                 else [PatchOperation[wire.ScimUser](op=PatchOperation.Op.replace_, value=changes)]
             )
-            self._client.request("PATCH", path, json=wire.user_patch(operations), idempotent=True)
+            answer = self._client.request(
+                "PATCH", path, json=wire.user_patch(operations), idempotent=True
+            )
+            # A server that answers 200 and ignores the change (a suspension that leaves
+            # the leaver active) would be journaled done on every run while nothing
+            # changes: the next form is tried, and failing all, the operation fails.
+            _check_made("PATCH", path, answer, made)
 
         self._forms.attempt("update_user", send, patch=self.features.patch)
 
@@ -518,7 +524,10 @@ class ScimTarget:
                     op=PatchOperation.Op.replace_, value={"displayName": name}
                 )
             )
-            self._client.request("PATCH", path, json=wire.group_patch([operation]), idempotent=True)
+            answer = self._client.request(
+                "PATCH", path, json=wire.group_patch([operation]), idempotent=True
+            )
+            _check_made("PATCH", path, answer, lambda r: r.get("displayName", name) == name)
 
         self._forms.attempt("rename_group", send, patch=self.features.patch)
 
@@ -661,7 +670,7 @@ class ScimTarget:
                 if error.status == 412:
                     continue  # changed since we read it: read again
                 raise
-            _check_put(path, answer, made)
+            _check_made("PUT", path, answer, made)
             return
         raise TransientError(f"PUT {path}: the resource kept changing (412 {PUT_ATTEMPTS} times)")
 
@@ -750,8 +759,11 @@ def _group(group: Group, user_ids: frozenset[str], group_ids: frozenset[str]) ->
     return TargetGroup(id=group.id, name=group.display_name or group.id, member_ids=members)
 
 
-def _check_put(path: str, answer: httpx.Response, made: Callable[[dict[str, Any]], bool]) -> None:
-    """Raise `UnsupportedRequest` when the resource a PUT answered lacks the change."""
+def _check_made(
+    method: str, path: str, answer: httpx.Response, made: Callable[[dict[str, Any]], bool]
+) -> None:
+    """Raise `UnsupportedRequest` when the resource a PUT or PATCH answered lacks the
+    change (an answer without a body, 204, has nothing to check)."""
     if not answer.content:
         return  # 204: nothing to check
     try:
@@ -760,8 +772,8 @@ def _check_put(path: str, answer: httpx.Response, made: Callable[[dict[str, Any]
         return
     if isinstance(resource, dict) and not made(resource):
         raise UnsupportedRequest(
-            f"PUT {path}: the server answered {answer.status_code} but did not make the "
-            "change (it ignores that attribute in a PUT)",
+            f"{method} {path}: the server answered {answer.status_code} but did not make "
+            f"the change (it ignores that attribute in a {method})",
             status=answer.status_code,
         )
 
