@@ -54,6 +54,7 @@ from orgsync.core.plan import (
     Operation,
     Plan,
     RemoveMember,
+    SetRole,
     SuspendMember,
 )
 from orgsync.core.ports import OperationStatus, Target
@@ -503,6 +504,38 @@ def test_a_privileged_namesake_made_before_apply_is_not_adopted_on_a_conflict(
     assert member not in group["members"]
 
 
+def test_a_demotion_the_server_answers_but_ignores_is_not_journaled_done(
+    openai: tuple[OpenAIEmulator, ScimProxy],
+) -> None:
+    """Harm: POST /users/{id} answers 200 showing the member still an owner (the change
+    ignored, or another member's body): journaled done, the owner keeps the role and
+    every run "demotes" them again."""
+    emulator, proxy = openai
+    state = emulator.state
+    owner = state.add_user("was-owner@example.com", "owner")
+    before = json.dumps(state.api_get_user(owner)).encode()
+    other = json.dumps(state.api_get_user(state.key_owner_id)).encode()
+    target = openai_target(proxy)
+    outcomes = []
+    for body in (before, other):
+        proxy.tamper = answer_with("POST", f"/users/{owner}", lambda body=body: body)
+        demote = SetRole(
+            email="was-owner@example.com",
+            user_id=owner,
+            role="reader",
+            previous_role="owner",
+            raise_=False,
+            reason="t",
+        )
+        (outcome,) = apply(target, [demote]).outcomes
+        outcomes.append(outcome)
+    target.close()
+    proxy.tamper = None
+    assert [o.status for o in outcomes] == [OperationStatus.FAILED] * 2, outcomes
+    assert "did not make the change (role is 'owner', not 'reader')" in str(outcomes[0].detail)
+    assert "another resource" in str(outcomes[1].detail)
+
+
 # --------------------------------------------------------------------------- Keycard
 
 
@@ -554,6 +587,21 @@ def test_a_keycard_invitation_answer_naming_another_email_is_not_recorded(
     (outcome,) = report.outcomes
     assert outcome.status is OperationStatus.FAILED, outcome
     assert outcome.object_id is None and "someone-else@example.com" in str(outcome.detail)
+
+
+def test_a_keycard_suspension_the_server_answers_but_ignores_is_not_journaled_done(
+    fresh_keycard: tuple[KeycardEmulator, ScimProxy],
+) -> None:
+    emulator, proxy = fresh_keycard
+    leaver = emulator.state.add_user("leaver@example.com", "org_member")
+    (unchanged,) = [u for u in emulator.state.users() if u["id"] == leaver]
+    proxy.tamper = answer_with("PATCH", f"/users/{leaver}", lambda: json.dumps(unchanged).encode())
+    target = keycard_target(emulator, proxy)
+    report = apply(target, [SuspendMember(email="leaver@example.com", user_id=leaver, reason="t")])
+    target.close()
+    (outcome,) = report.outcomes
+    assert outcome.status is OperationStatus.FAILED, outcome
+    assert "status is 'active', not 'disabled'" in str(outcome.detail)
 
 
 def keycard_config(folder: Path, url: str, organization: str) -> Any:

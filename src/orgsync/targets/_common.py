@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 from urllib.parse import quote
@@ -75,4 +75,31 @@ def check_created(where: str, what: str, asked: str, answered: str | None) -> No
         raise TargetError(
             f"{where}: the answer describes another resource ({what} {answered!r}, not "
             f"{asked!r}); its id is not recorded"
+        )
+
+
+def check_changed(
+    where: str,
+    asked_id: str,
+    answered_id: str,
+    changes: Mapping[str, tuple[object, object | None]],
+) -> None:
+    """Refuse an update's 2xx answer that shows another resource, or this one without the
+    change: `changes` maps each attribute to (the value asked for, the value the answer
+    holds); an answer that leaves the attribute out (None) is taken as it is.
+
+    A server that answers 200 and ignores a role lowering or a suspension would otherwise
+    be journaled done on every run while the person keeps their access."""
+    if answered_id != asked_id:
+        raise TargetError(
+            f"{where}: the answer describes another resource ({answered_id!r}, not {asked_id!r})"
+        )
+    missed = [
+        f"{name} is {held!r}, not {asked!r}"
+        for name, (asked, held) in sorted(changes.items())
+        if held is not None and held != asked
+    ]
+    if missed:
+        raise TargetError(
+            f"{where}: the server answered but did not make the change ({'; '.join(missed)})"
         )

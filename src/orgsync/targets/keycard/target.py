@@ -53,6 +53,7 @@ from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
 from orgsync.targets._common import (
     Item,
+    check_changed,
     check_created,
     invite_to_adopt,
     newest_live_invite,
@@ -240,12 +241,21 @@ class KeycardTarget:
         return created.id
 
     def _update(self, user_id: str, body: wire.UserUpdate) -> None:
-        self._client.request_model(
+        path = f"{self._org}/users/{segment(user_id)}"
+        changes = body.model_dump(exclude_none=True)
+        user = self._client.request_model(
             "PATCH",
-            f"{self._org}/users/{segment(user_id)}",
+            path,
             wire.OrganizationUser,
-            json=body.model_dump(exclude_none=True),
+            json=changes,
             idempotent=True,  # setting a role or status twice ends in the same state
+        )
+        answered = {"role": user.role, "status": user.status}
+        check_changed(
+            f"PATCH {path}",
+            user_id,
+            user.id,
+            {name: (value, answered[name]) for name, value in changes.items()},
         )
 
     def _delete(self, path: str) -> None:

@@ -57,6 +57,7 @@ from orgsync.http.client import QueryParams
 from orgsync.http.paging import PageGuard
 from orgsync.targets._common import (
     Item,
+    check_changed,
     check_created,
     invite_to_adopt,
     newest_live_invite,
@@ -248,12 +249,16 @@ class OpenAITarget:
             self._delete(f"{INVITES}/{segment(operation.invite_id)}", wire.InviteDeleted)
             return None
         if isinstance(operation, SetRole):
-            self._client.request_model(
+            path = f"{USERS}/{segment(operation.user_id)}"
+            user = self._client.request_model(
                 "POST",
-                f"{USERS}/{segment(operation.user_id)}",
+                path,
                 wire.User,
                 json=wire.UserRoleUpdate(role=operation.role).model_dump(),
                 idempotent=True,  # setting the same role twice ends in the same state
+            )
+            check_changed(
+                f"POST {path}", operation.user_id, user.id, {"role": (operation.role, user.role)}
             )
             return None
         if isinstance(operation, RemoveMember):
