@@ -814,6 +814,35 @@ def test_an_invitation_accepted_between_plan_and_apply_still_ends_in_a_removal(
         engine.close()
 
 
+def test_a_renewal_whose_new_invitation_is_refused_is_invited_once_next_run(
+    tmp_path: Path, fresh_keycard: tuple[KeycardEmulator, ScimProxy]
+) -> None:
+    """A renewal is one operation: revoke the expired invitation, then invite. The
+    invitation refused after the revoke leaves the person with none (the run fails);
+    the next run invites them once, never twice."""
+    emulator, proxy = fresh_keycard
+    state = emulator.state
+    state.add_user("ana@example.com", "org_admin")
+    state.add_invitation("late@example.com", "org_member", expires_at=state.clock() - 60)
+    keycard_directory(tmp_path, ["ana", "late"], admins=["ana"])
+    proxy.refuse = lambda method, path, body: method == "POST" and path.endswith("/invitations")
+    engine = keycard_engine(tmp_path, emulator, proxy)
+    try:
+        refused = sync(engine)
+        assert refused.status == "failed", refused
+        assert refused.plan is not None
+        (renewal,) = refused.plan.operations
+        assert isinstance(renewal, Invite) and renewal.replaces_invite_id is not None
+        assert pending_invitations(emulator) == {}
+        proxy.refuse = None
+        assert sync(engine).status == "ok"
+        assert pending_invitations(emulator) == {"late@example.com": 1}
+        again = sync(engine)
+        assert again.plan is not None and not again.plan.operations
+    finally:
+        engine.close()
+
+
 # --------------------------------------------------------------------------- Retry-After
 
 
