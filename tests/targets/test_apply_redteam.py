@@ -349,6 +349,40 @@ def test_a_suspension_the_server_answers_but_ignores_is_not_journaled_done(
         assert active is True
 
 
+def test_a_create_meeting_several_namesakes_adopts_none(
+    scim: tuple[ScimProxy, httpx.Client],
+) -> None:
+    """Harm: two groups named "team-dup" appeared since the plan (the read skipped them, or
+    they were made by hand; scim2-server keeps names unique no more than most servers).
+    The planner adopts none of several namesakes; the create's look-up took the first by
+    id, made it orgsync's and put the IdP team in it."""
+    proxy, direct = scim
+    person = scim_post(direct, "Users", {"userName": "dup-member@example.test"})
+    first = scim_post(direct, "Groups", {"displayName": "team-dup"})
+    second = scim_post(direct, "Groups", {"displayName": "team-dup"})
+    target = scim_target(proxy)
+    report = apply(
+        target,
+        [
+            CreateGroup(group="team-dup", source_group_id="t-dup", reason="t"),
+            AddGroupMember(
+                group="team-dup",
+                source_group_id="t-dup",
+                email="dup-member@example.test",
+                user_id=person["id"],
+                reason="t",
+            ),
+        ],
+    )
+    target.close()
+    created = by_op(report)["create_group"]
+    assert created.status is OperationStatus.FAILED, created
+    assert by_op(report)["add_group_member"].status is OperationStatus.SKIPPED
+    for group in (first, second):
+        assert not direct.get(f"/Groups/{group['id']}").json().get("members")
+    assert len([g for g in scim_list(direct, "Groups") if g["displayName"] == "team-dup"]) == 2
+
+
 def scim_engine(folder: Path, url: str) -> Engine:
     document = {
         "source": {"type": "file", "path": "directory.json"},

@@ -284,7 +284,8 @@ class OpenAIGroups:
         ]
         exact = [g.id for g in candidates if g.name == name]
         if exact:
-            return exact[0]
+            # Of several (a server letting names repeat) none: the planner adopts none.
+            return exact[0] if len(exact) == 1 else None
         folded = [g.id for g in candidates if g.name.casefold() == name.casefold()]
         return folded[0] if len(folded) == 1 else None
 

@@ -309,7 +309,18 @@ class ScimTarget:
                 self._changes.user_created(operation.email, user_id)
             return user_id
         if isinstance(operation, CreateGroup):
-            return self._find_group(operation.group)
+            found = self._find_groups(operation.group)
+            if len(found) > 1:
+                # As the planner: of several namesakes none is adopted, since any one
+                # may be a group made by hand that the IdP team must not be put in.
+                log.warning(
+                    "scim.group.namesakes_not_adopted",
+                    system=self._client.system,
+                    group=operation.group,
+                    count=len(found),
+                )
+                return None
+            return found[0] if found else None
         if isinstance(operation, AddGroupMember):
             if operation.group_id is None or operation.user_id is None:
                 return None
@@ -342,7 +353,7 @@ class ScimTarget:
             # group the read skipped (a page shifted during the walk) would be duplicated,
             # and the one orgsync owned left to its members. One look-up first; a group
             # found is taken as a 409 would be (the applier adopts it).
-            if self._find_group(operation.group) is not None:
+            if self._find_groups(operation.group):
                 raise ConflictError(
                     f"a group named {operation.group!r} exists, which the read did not list"
                 )
@@ -478,7 +489,8 @@ class ScimTarget:
 
     # ------------------------------------------------------------------ groups
 
-    def _find_group(self, name: str) -> str | None:
+    def _find_groups(self, name: str) -> list[str]:
+        """The ids of the groups named exactly `name`, sorted."""
         found: list[Group] | None = None
         if self.features.filter:
             try:
@@ -487,8 +499,7 @@ class ScimTarget:
                 found = None  # a filter the server does not take after all: walk
         if found is None:
             found = self._walk("/Groups", Group, _attrs(self._dialect, "id,displayName"))
-        matches = sorted(g.id for g in found if g.id and g.display_name == name)
-        return matches[0] if matches else None
+        return sorted(g.id for g in found if g.id and g.display_name == name)
 
     def _get_group(self, group_id: str) -> Group:
         path = f"/Groups/{segment(group_id)}"
