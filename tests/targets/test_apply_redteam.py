@@ -638,6 +638,78 @@ def test_a_keycard_suspension_the_server_answers_but_ignores_is_not_journaled_do
     assert "status is 'active', not 'disabled'" in str(outcome.detail)
 
 
+def test_lost_answers_to_a_role_change_and_a_removal_end_done_once(
+    fresh_keycard: tuple[KeycardEmulator, ScimProxy],
+) -> None:
+    """Harm: the role change and the removal happened but their answers were lost (502).
+    The retries must end in the state asked for and be journaled done: the PATCH sent
+    again sets the same role, the DELETE sent again finds the user gone (404)."""
+    emulator, proxy = fresh_keycard
+    state = emulator.state
+    state.add_user("admin@example.com", "org_admin")
+    raised = state.add_user("raised@example.com", "org_member")
+    leaver = state.add_user("leaver@example.com", "org_member")
+    lost: list[str] = []
+
+    def lose(method: str, path: str, body: bytes) -> bool:
+        del body
+        if method in ("PATCH", "DELETE") and method not in lost:
+            lost.append(method)
+            return True
+        return False
+
+    proxy.lose = lose
+    target = keycard_target(emulator, proxy)
+    report = apply(
+        target,
+        [
+            SetRole(
+                email="raised@example.com",
+                user_id=raised,
+                role="org_admin",
+                previous_role="org_member",
+                raise_=True,
+                reason="t",
+            ),
+            RemoveMember(email="leaver@example.com", user_id=leaver, reason="t"),
+        ],
+    )
+    target.close()
+    assert sorted(lost) == ["DELETE", "PATCH"]
+    assert [o.status for o in report.outcomes] == [OperationStatus.DONE] * 2, report
+    assert by_op(report)["remove_member"].detail == "already gone (404)"
+    roles = {u["email"]: u["role"] for u in state.users()}
+    assert roles == {"admin@example.com": "org_admin", "raised@example.com": "org_admin"}
+
+
+def test_an_invitation_made_with_a_lower_role_fails_loudly(
+    fresh_keycard: tuple[KeycardEmulator, ScimProxy],
+) -> None:
+    """Harm: the organization makes the admin invitation a member one (a policy lowering
+    it). Journaled done, the next plan replaces the wrong-role invitation, and so on: a
+    new e-mail on every run, each run "ok". The create fails, naming the roles."""
+    emulator, proxy = fresh_keycard
+
+    def lowered(
+        method: str, path: str, query: str, status: int, content: bytes
+    ) -> tuple[int, bytes] | None:
+        del query
+        if method == "POST" and path.endswith("/invitations") and status == 201:
+            return status, json.dumps({**json.loads(content), "role": "org_member"}).encode()
+        return None
+
+    proxy.tamper = lowered
+    target = keycard_target(emulator, proxy)
+    report = apply(
+        target,
+        [Invite(email="boss@example.com", role="org_admin", source_id="s-b", reason="t")],
+    )
+    target.close()
+    (outcome,) = report.outcomes
+    assert outcome.status is OperationStatus.FAILED, outcome
+    assert "role is 'org_member', not 'org_admin'" in str(outcome.detail)
+
+
 def keycard_config(folder: Path, url: str, organization: str) -> Any:
     document = {
         "source": {"type": "file", "path": "directory.json"},

@@ -238,6 +238,14 @@ class KeycardTarget:
             idempotent=False,
         )  # fmt: skip
         check_created(f"POST {self._org}/invitations", "email", operation.email, created.email)
+        # Made with another role (an organization policy lowering it), the invitation
+        # would be replaced on every run, an e-mail each time: say so, loudly.
+        check_changed(
+            f"POST {self._org}/invitations",
+            created.id,
+            created.id,
+            {"role": (operation.role, created.role)},
+        )
         return created.id
 
     def _update(self, user_id: str, body: wire.UserUpdate) -> None:

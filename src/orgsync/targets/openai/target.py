@@ -289,6 +289,11 @@ class OpenAITarget:
             "POST", INVITES, wire.Invite, json=body.model_dump(), idempotent=False
         )
         check_created(f"POST {INVITES}", "email", operation.email, created.email)
+        # Made with another role (an organization policy lowering it), the invitation
+        # would be replaced on every run, an e-mail each time: say so, loudly.
+        check_changed(
+            f"POST {INVITES}", created.id, created.id, {"role": (operation.role, created.role)}
+        )
         return created.id
 
     def _delete(self, path: str, model: type[wire.Deletion]) -> None:
