@@ -53,6 +53,7 @@ from orgsync.core.plan import (
     Invite,
     Operation,
     Plan,
+    RemoveGroupMember,
     RemoveMember,
     SetRole,
     SuspendMember,
@@ -381,6 +382,58 @@ def test_a_create_meeting_several_namesakes_adopts_none(
     for group in (first, second):
         assert not direct.get(f"/Groups/{group['id']}").json().get("members")
     assert len([g for g in scim_list(direct, "Groups") if g["displayName"] == "team-dup"]) == 2
+
+
+@pytest.mark.parametrize("dialect", ["auto", "strict"])
+def test_a_member_removal_the_server_answers_but_ignores_is_not_journaled_done(
+    scim: tuple[ScimProxy, httpx.Client], dialect: str
+) -> None:
+    """Harm: the server answers 200 to the PATCH removing a leaver from a group, with the
+    group still holding them (a removal form it does not take, silently). Journaled
+    done, the leaver keeps the group's access and every run removes them again."""
+    proxy, direct = scim
+    leaver = scim_post(direct, "Users", {"userName": "group-leaver@example.test"})
+    team = scim_post(
+        direct, "Groups", {"displayName": "team-keep", "members": [{"value": leaver["id"]}]}
+    )
+
+    def ignore_removals(
+        method: str, path: str, query: str, status: int, content: bytes
+    ) -> tuple[int, bytes] | None:
+        del query, content
+        if method == "PATCH" and path.endswith(team["id"]) and status in (200, 204):
+            direct.patch(
+                f"/Groups/{team['id']}",
+                json={
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [
+                        {"op": "add", "path": "members", "value": [{"value": leaver["id"]}]}
+                    ],
+                },
+            ).raise_for_status()
+            return 200, direct.get(f"/Groups/{team['id']}").content
+        return None
+
+    proxy.tamper = ignore_removals
+    target = scim_target(proxy, dialect)
+    target.read()  # as a sync does: the ids read tell users from groups
+    removal = RemoveGroupMember(
+        group="team-keep",
+        group_id=team["id"],
+        email="group-leaver@example.test",
+        user_id=leaver["id"],
+        reason="t",
+    )
+    (outcome,) = apply(target, [removal]).outcomes
+    target.close()
+    members = [m["value"] for m in direct.get(f"/Groups/{team['id']}").json().get("members") or []]
+    if dialect == "auto":
+        assert outcome.status is OperationStatus.DONE, outcome
+        assert members == []
+        assert proxy.count("PUT", "/Groups") == 1
+    else:
+        assert outcome.status is OperationStatus.FAILED, outcome
+        assert members == [leaver["id"]]
 
 
 def scim_engine(folder: Path, url: str) -> Engine:

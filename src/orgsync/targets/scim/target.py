@@ -595,18 +595,32 @@ class ScimTarget:
             ]
         path = f"/Groups/{segment(group_id)}"
         # Not idempotent (see `_send_members`): the retries are ours, with a re-read.
-        self._client.request("PATCH", path, json=wire.group_patch(operations), idempotent=False)
+        answer = self._client.request(
+            "PATCH", path, json=wire.group_patch(operations), idempotent=False
+        )
+        # A server answering 200 with the group unchanged ignored the form (a value-array
+        # removal some servers do not take): journaled done, the leaver would stay in the
+        # group on every run. The next form is tried instead.
+        _check_made("PATCH", path, answer, self._members_made(change, set(user_ids)))
+
+    def _members_made(self, change: Change, user_ids: set[str]) -> Callable[[dict[str, Any]], bool]:
+        """Whether a group resource an answer shows holds the member change."""
+
+        def made(resource: dict[str, Any]) -> bool:
+            if "members" not in resource:
+                return True  # a server that leaves members out of its answer: not shown
+            users = self._user_values(resource.get("members"))
+            return user_ids <= users if change == "add" else not (user_ids & users)
+
+        return made
 
     def _put_members(self, group_id: str, change: Change, user_ids: set[str]) -> None:
         """Add or remove user members by PUT; nested groups (even one whose id equals a
         user's) are kept as they are."""
 
-        def users_in(resource: dict[str, Any]) -> frozenset[str]:
-            return self._user_values(resource.get("members"))
-
         def edit(resource: dict[str, Any]) -> None:
             current = [m for m in resource.get("members") or [] if isinstance(m, dict)]
-            users = users_in(resource)
+            users = self._user_values(resource.get("members"))
             if change == "add":
                 current += [{"value": u, "type": "User"} for u in sorted(user_ids - users)]
             else:
@@ -615,13 +629,9 @@ class ScimTarget:
                 ]
             resource["members"] = current
 
-        def made(resource: dict[str, Any]) -> bool:
-            if "members" not in resource:
-                return True  # a server that leaves members out of its answer: not shown
-            users = users_in(resource)
-            return user_ids <= users if change == "add" else not (user_ids & users)
-
-        self._put_modified(f"/Groups/{segment(group_id)}", edit, made)
+        self._put_modified(
+            f"/Groups/{segment(group_id)}", edit, self._members_made(change, user_ids)
+        )
 
     def _is_user(self, member: dict[str, Any]) -> bool:
         value, type_, ref = member.get("value"), member.get("type"), member.get("$ref")
