@@ -72,6 +72,8 @@ from orgsync.testing.faults import Faults
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.keycard.state import KeycardState
 from orgsync.testing.openai.emulator import OpenAIEmulator
+from tests.cli.harness import KEY_ENV as OPENAI_KEY_ENV
+from tests.cli.harness import directory as openai_directory
 from tests.targets.cli import SCIM_TOKEN_ENV
 from tests.targets.cli import directory as scim_directory
 from tests.targets.scim_servers import TOKEN, Scim2Server, ScimProxy
@@ -621,6 +623,72 @@ def test_a_demotion_the_server_answers_but_ignores_is_not_journaled_done(
     assert [o.status for o in outcomes] == [OperationStatus.FAILED] * 2, outcomes
     assert "did not make the change (role is 'owner', not 'reader')" in str(outcomes[0].detail)
     assert "another resource" in str(outcomes[1].detail)
+
+
+def test_a_refused_group_create_skips_what_needs_it_and_the_next_run_converges(
+    tmp_path: Path,
+) -> None:
+    """Harm: the group create is refused (a 400 naming an unexpected reason); the
+    memberships and the role assignment that need its id must be skipped and journaled
+    so (not failed against another group, not claimed done), the run exit 1, and the
+    next run make the group once, with its members and role."""
+    with OpenAIEmulator(api_key=OPENAI_KEY) as emulator:
+        proxy = ScimProxy(emulator.start())
+        state = emulator.state
+        role = state.add_role("ml-engineer", ["api.model.read"])
+        document = openai_directory(2)
+        for person in document["people"]:
+            state.add_user(person["email"], "owner" if person["id"] == "p0" else "reader")
+        document["groups"].append({"id": "t-ml", "name": "team-ml", "members": ["p0", "p1"]})
+        (tmp_path / "directory.json").write_text(json.dumps(document), encoding="utf-8")
+        config = parse_config(
+            {
+                "source": {"type": "file", "path": "directory.json"},
+                "targets": [
+                    {
+                        "name": "o",
+                        "type": "openai",
+                        "base_url": proxy.url,
+                        "api_key_env": OPENAI_KEY_ENV,
+                        "allow_plaintext": True,
+                        "default_role": "reader",
+                        "scope_groups": ["openai-*"],
+                        "roles": [{"group": "openai-owners", "role": "owner"}],
+                        "groups": [{"source": "team-*", "roles": ["ml-engineer"]}],
+                        "max_attempts": 2,
+                    }
+                ],
+                "state": {"path": "state.db"},
+            },
+            origin="test",
+            base_dir=tmp_path,
+        )
+        engine = Engine(config, environ={OPENAI_KEY_ENV: OPENAI_KEY})
+        proxy.refuse = lambda method, path, body: method == "POST" and path.endswith("/groups")
+        try:
+            first = sync(engine)
+            assert first.status == "failed" and first.exit_code == 1, first
+            statuses = {kind: status for kind, _, status in journal_rows(tmp_path, first.run_id)}
+            assert statuses == {
+                "create_group": "failed",
+                "add_group_member": "skipped",
+                "assign_group_role": "skipped",
+            }
+            assert state.groups() == []
+            proxy.refuse = None
+            assert sync(engine).status == "ok"
+            again = sync(engine)
+            assert again.plan is not None and not again.plan.operations
+            (group,) = state.groups()
+            users = {u["email"]: u["id"] for u in state.users()}
+            assert set(group["members"]) == {
+                users["person0@example.com"],
+                users["person1@example.com"],
+            }
+            assert group["roles"] == [role]
+        finally:
+            engine.close()
+            proxy.stop()
 
 
 # --------------------------------------------------------------------------- Keycard
