@@ -7,6 +7,13 @@ How applying a plan could hurt an administrator, and where each is tried here:
   adds that other account to the newcomer's groups (extra access), reconciles a
   hand-made group as its own (members removed), and later removes or revokes the other
   person when the newcomer leaves (lost access);
+- a change journaled done that the server did not make: a 200 to a suspension, a role
+  lowering or a group member removal that the server ignored (or answered with the old
+  role, another user's body, an invitation made with a lower role), so the person keeps
+  the access while every run "does" it again;
+- a group the IdP team must not join adopted by a create's conflict look-up: a
+  namesake made since the plan holding the owner role, or one of several namesakes (the
+  planner adopts neither);
 - duplicates after a lost answer: the server made the user, group or invitation but the
   answer never arrived (a 502 from a proxy after processing), and the retry made a
   second one (duplicate accounts, duplicate invitation e-mails);
