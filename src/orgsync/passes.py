@@ -69,8 +69,9 @@ class SourceOnce:
         """The snapshot and the cursor the next probe starts from. `cursor`: one already
         taken before this read (a change probe's, taken before the probe's first request),
         kept rather than taking another, which costs the source calls of its own (Entra's
-        delta rounds, Okta's and SCIM's clock request, LDAP's marker search). Ignored once
-        the source was read: that read's cursor stands, and it too was taken before it."""
+        delta rounds, Google's activity listing, Okta's and SCIM's clock request, LDAP's
+        marker search). Ignored once the source was read: that read's cursor stands, and
+        it too was taken before it."""
         if self._error is not None:
             raise self._error
         if self._read is None:
