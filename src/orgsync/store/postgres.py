@@ -23,6 +23,7 @@ use, with an error saying how to install it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import time
@@ -31,12 +32,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orgsync.core.errors import StateError
 from orgsync.core.redaction import Scrubber
-from orgsync.core.state_url import redact_state_url, state_url_problem
+from orgsync.core.state_url import (
+    DEFAULT_SSLMODE,
+    redact_state_url,
+    state_url_problem,
+    tls_settings,
+    unverified_tls,
+)
 from orgsync.store.db import (
     Clock,
     Dialect,
@@ -404,12 +412,31 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
         extra["password"] = password
     if "connect_timeout" not in url:
         extra["connect_timeout"] = CONNECT_TIMEOUT_S
+    # TLS verification stays on by default (core.state_url.tls_settings): libpq's own
+    # default would encrypt to whoever answers, checking nobody's certificate.
+    extra.update(
+        tls_settings(url, os.environ, root_certificate_configured=_default_root_certificate())
+    )
+    weak = unverified_tls(url, os.environ)
+    if weak is not None:
+        _log().warning(
+            "state_tls_unverified",
+            url=shown,
+            sslmode=weak,
+            hint="the server's certificate is not checked: anyone between here and it can "
+            "read the state and forge leases; use sslmode=verify-full",
+        )
 
     def connect() -> psycopg.Connection[Any]:
         try:
             conn: psycopg.Connection[Any] = pg.connect(url, autocommit=True, **extra)
         except pg.Error as exc:
             message = scrubber(str(exc).strip()) or type(exc).__name__
+            if extra.get("sslmode") == DEFAULT_SSLMODE and _is_tls_failure(message):
+                message += (
+                    " (orgsync verifies the server's certificate by default: give its CA "
+                    "with sslrootcert=PATH in the URL, or sslmode=... to choose otherwise)"
+                )
             raise StateError(f"cannot connect to the state database {shown}: {message}") from exc
         try:
             conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
@@ -425,6 +452,27 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
         return conn
 
     return connect
+
+
+def _default_root_certificate() -> bool:
+    """Whether libpq's own root certificate file (~/.postgresql/root.crt) exists."""
+    try:
+        return (Path.home() / ".postgresql" / "root.crt").is_file()
+    except (OSError, RuntimeError):  # no home directory
+        return False
+
+
+def _is_tls_failure(message: str) -> bool:
+    lowered = message.lower()
+    return any(
+        word in lowered for word in ("ssl", "certificate", "does not match host name", "tls")
+    )
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger(__name__)
 
 
 # --------------------------------------------------------------------------- writer lock
