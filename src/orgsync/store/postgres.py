@@ -104,9 +104,14 @@ class _PostgresDialect(Dialect):
 POSTGRESQL = _PostgresDialect(
     name="postgresql",
     json_array_values="SELECT jsonb_array_elements_text(CAST(? AS jsonb))",
+    # From the catalog, not information_schema: that one lists only the tables our role
+    # has a privilege on, and another application's `runs` or `leases` in our schema
+    # would pass for an empty database (tables, partitioned tables, views, materialized
+    # and foreign tables: any name a CREATE TABLE of ours would collide with).
     table_names=(
-        "SELECT CAST(table_name AS text) AS name FROM information_schema.tables "
-        "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        "SELECT CAST(relname AS text) AS name FROM pg_catalog.pg_class "
+        "WHERE relnamespace = CAST(current_schema() AS regnamespace) "
+        "AND relkind IN ('r', 'p', 'v', 'm', 'f')"
     ),
     schema_lock=f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_SCHEMA_LOCK})",
     now_epoch="SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS double precision)",
@@ -246,7 +251,10 @@ class PostgresDB(StateDB):
             with db.read() as session:
                 if isinstance(shared, ServerClock):
                     server_now(db, session)
-                empty = not session.query(POSTGRESQL.table_names)
+                tables = {row.text("name") for row in session.query(POSTGRESQL.table_names)}
+                if "schema_version" in tables:
+                    _refuse_foreign_versions(db, session)
+                empty = not tables
             if not (empty and not create) and prepare is not None:
                 prepare(db)
         except BaseException:
@@ -439,6 +447,16 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
                 )
             raise StateError(f"cannot connect to the state database {shown}: {message}") from exc
         try:
+            read_only = conn.execute("SELECT current_setting('transaction_read_only')")
+            row = read_only.fetchone()
+            if row is not None and row[0] == "on":
+                conn.close()
+                raise StateError(
+                    f"state database {shown} is read-only (a hot standby, or "
+                    "default_transaction_read_only = on): every run records what it does "
+                    "there before calling a target; give the primary's URL (with several "
+                    "hosts, add target_session_attrs=read-write)"
+                )
             conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
             # The server probes an idle connection after 30 s and drops it (and the
             # session's advisory lock) after three unanswered probes: a writer whose host
@@ -452,6 +470,27 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
         return conn
 
     return connect
+
+
+def _refuse_foreign_versions(db: PostgresDB, session: Session) -> None:
+    """A `schema_version` table is a common name (Flyway before 5, hand-made migrations):
+    one whose first row is not orgsync's first migration belongs to another application,
+    and taking it for an old orgsync schema would run our migrations into its database."""
+    from orgsync.store.migrations import MIGRATIONS
+
+    first = MIGRATIONS[0]
+    # Through jsonb, so that a table with other columns answers NULL instead of failing
+    # (one that our role may not read fails, naming the permission: not ours either).
+    found = session.scalar(
+        "SELECT to_jsonb(s) ->> 'description' FROM schema_version AS s "
+        "WHERE to_jsonb(s) ->> 'version' = ?",
+        (str(first.version),),
+    )
+    if found != first.description:
+        raise StateError(
+            f"{db.location} is not an orgsync state database (its schema_version table "
+            "is another application's); refusing to write into it"
+        )
 
 
 def _default_root_certificate() -> bool:
