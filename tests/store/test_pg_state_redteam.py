@@ -142,3 +142,25 @@ def test_a_search_path_onto_another_schema_never_writes_there(postgres: Postgres
         assert _tables(postgres, name) == {"app.leases"}
     finally:
         postgres.drop_database(name)
+
+
+def test_a_reconnect_landing_on_a_read_only_server_is_named(postgres: PostgresServer) -> None:
+    """A failover that leaves the URL pointing at a standby: the store's next transaction
+    opens a new connection (the old one was ended) and must say the server is read-only,
+    not fail later on whatever statement first writes."""
+    name = postgres.new_database("failover")
+    url = postgres.url(name)
+    store = StateStore.open(url, password=PASSWORD)
+    try:
+        _admin_sql(
+            postgres,
+            "postgres",
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = on',
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+        )
+        with pytest.raises(StateError, match="read-only"):
+            store.runs(limit=1)
+    finally:
+        store.close()
+        postgres.drop_database(name)

@@ -25,6 +25,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from orgsync.core.errors import StateError
+from orgsync.core.state_url import tls_settings
 from orgsync.store.postgres import PostgresDB
 from tests.postgres import PASSWORD, USER, PostgresServer, running_postgres
 
@@ -48,7 +49,7 @@ class TlsServer:
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)  # noqa: S603, S607
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_certificate_for_another_host_is_refused_by_default(tls_server: TlsServe
     """A certificate of a trusted CA, but issued to another host, is refused: verify-full
     checks the name, not only the chain (verify-ca or require would connect)."""
     url = tls_server.url("wrong.test", f"sslrootcert={tls_server.ca}")
-    with pytest.raises(StateError, match="wrong.test"):
+    with pytest.raises(StateError, match=r"wrong\.test"):
         PostgresDB.open(url, password=PASSWORD, create=True)
 
 
@@ -154,7 +155,7 @@ def test_explicit_weak_sslmode_connects_but_is_logged(tls_server: TlsServer) -> 
         assert _ssl_in_use(db)
     finally:
         db.close()
-    warnings = [e for e in logs if e["event"] == "state_tls_unverified"]
+    warnings = [e for e in logs if e["event"] == "state.tls_unverified"]
     assert warnings and warnings[0]["sslmode"] == "require"
     assert PASSWORD not in repr(logs)
 
@@ -174,4 +175,34 @@ def test_loopback_keeps_libpq_default(tls_server: TlsServer) -> None:
     with capture_logs() as logs:
         db = PostgresDB.open(url, password=PASSWORD, create=True)
     db.close()
-    assert not [e for e in logs if e["event"] == "state_tls_unverified"]
+    assert not [e for e in logs if e["event"] == "state.tls_unverified"]
+
+
+@pytest.mark.parametrize(
+    ("url", "environ", "expected"),
+    [
+        ("postgresql://u@db.internal/x", {}, {"sslmode": "verify-full", "sslrootcert": "system"}),
+        ("postgresql://u@db/x?sslrootcert=/ca.pem", {}, {"sslmode": "verify-full"}),
+        ("postgresql://u@db/x", {"PGSSLROOTCERT": "/ca.pem"}, {"sslmode": "verify-full"}),
+        ("postgresql://u@db/x?sslmode=require", {}, {}),
+        ("postgresql://u@db/x", {"PGSSLMODE": "disable"}, {}),
+        ("postgresql://u@127.0.0.1:5432/x", {}, {}),
+        ("postgresql://u@[::1]:5432/x", {}, {}),
+        ("postgresql://u@localhost/x", {}, {}),
+        ("postgresql://u@%2Fvar%2Frun%2Fpostgresql/x", {}, {}),
+        ("postgresql://u@/x?host=/run/pg", {}, {}),
+        # One remote host among several, or a remote address behind a local name.
+        (
+            "postgresql://u@localhost:1,db:2/x",
+            {},
+            {"sslmode": "verify-full", "sslrootcert": "system"},
+        ),
+        (
+            "postgresql://u@localhost/x?hostaddr=10.0.0.5",
+            {},
+            {"sslmode": "verify-full", "sslrootcert": "system"},
+        ),
+    ],
+)
+def test_tls_defaults_by_url(url: str, environ: dict[str, str], expected: dict[str, str]) -> None:
+    assert tls_settings(url, environ, root_certificate_configured=False) == expected

@@ -428,7 +428,7 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
     weak = unverified_tls(url, os.environ)
     if weak is not None:
         _log().warning(
-            "state_tls_unverified",
+            "state.tls_unverified",
             url=shown,
             sslmode=weak,
             hint="the server's certificate is not checked: anyone between here and it can "
