@@ -26,7 +26,9 @@ from structlog.testing import capture_logs
 
 from orgsync.core.errors import StateError
 from orgsync.core.state_url import tls_settings
+from orgsync.store.checkup import check_state_url
 from orgsync.store.postgres import PostgresDB
+from orgsync.store.state import StateStore
 from tests.postgres import PASSWORD, USER, PostgresServer, running_postgres
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
@@ -206,3 +208,15 @@ def test_loopback_keeps_libpq_default(tls_server: TlsServer) -> None:
 )
 def test_tls_defaults_by_url(url: str, environ: dict[str, str], expected: dict[str, str]) -> None:
     assert tls_settings(url, environ, root_certificate_configured=False) == expected
+
+
+def test_validate_says_whether_tls_verifies_the_server(tls_server: TlsServer) -> None:
+    """`orgsync validate`'s state line (check_state_url) says how the connection is
+    protected: TLS left unverified, or off, is never invisible to the operator."""
+    trusted = tls_server.url(SERVER_NAME, f"sslrootcert={tls_server.ca}")
+    StateStore.open(trusted, password=PASSWORD).close()
+    assert "TLS, server certificate verified" in check_state_url(trusted, password=PASSWORD)
+    weak = tls_server.url(SERVER_NAME, "sslmode=require")
+    assert "NOT verified (sslmode=require)" in check_state_url(weak, password=PASSWORD)
+    off = tls_server.url(SERVER_NAME, "sslmode=disable")
+    assert check_state_url(off, password=PASSWORD).endswith("; TLS off)")

@@ -358,6 +358,25 @@ class PostgresDB(StateDB):
         finally:
             self._lock.release()
 
+    def tls(self) -> str:
+        """How the store's connection is protected, in a few words for `validate`."""
+        with self._guard():
+            if not self._conn.pgconn.ssl_in_use:
+                return "TLS off"
+            mode = next(
+                (
+                    o.val.decode()
+                    for o in self._conn.pgconn.info
+                    if o.keyword == b"sslmode" and o.val
+                ),
+                "prefer",
+            )
+        if mode == "verify-full":
+            return "TLS, server certificate verified"
+        if mode == "verify-ca":
+            return "TLS, server certificate's CA verified (not its host name)"
+        return f"TLS, server certificate NOT verified (sslmode={mode})"
+
     def _in_transaction(self) -> bool:
         # UNKNOWN is a connection the server ended: no transaction of ours is open on it.
         status = _psycopg().pq.TransactionStatus
