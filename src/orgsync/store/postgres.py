@@ -513,7 +513,11 @@ def _refuse_foreign_versions(db: PostgresDB, session: Session) -> None:
 
 
 def _default_root_certificate() -> bool:
-    """Whether libpq's own root certificate file (~/.postgresql/root.crt) exists."""
+    """Whether libpq's own root certificate file (~/.postgresql/root.crt) exists; or
+    whether a libpq before 16, which knows no `sslrootcert=system`, must be left to its
+    own default (that file, its error naming it when missing)."""
+    if _psycopg().pq.version() < 160000:
+        return True
     try:
         return (Path.home() / ".postgresql" / "root.crt").is_file()
     except (OSError, RuntimeError):  # no home directory
