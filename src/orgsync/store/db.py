@@ -528,7 +528,7 @@ class SqliteDB(StateDB):
         """
         if str(path) == MEMORY:
             return cls._prepared(cls._connect(MEMORY, None, clock), prepare)
-        file = Path(path)
+        file = _real_file(Path(path))
         if not file.parent.is_dir():
             raise StateError(f"state database directory {file.parent} does not exist")
         if file.is_dir():
@@ -743,6 +743,21 @@ class NoStateDatabase(StateError):
             f"no state database at {path} yet: the first `orgsync sync` (or the daemon) creates it"
         )
         self.path = path
+
+
+def _real_file(path: Path) -> Path:
+    """The file `path` names, symbolic links followed, as an absolute path.
+
+    SQLite follows a link to the database and puts its -wal and -shm beside the real file;
+    the writer locks, the write mark and the scratch file of a new database must go there
+    too. Left beside the link, a process opening the database through the link and
+    another opening it by its real name would each hold "the" writer lock of a target
+    (both applying, inviting everyone twice) and keep marks of their own.
+    """
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # a loop of links
+        raise StateError(f"state database path {path} cannot be followed: {exc}") from exc
 
 
 def _folder_read_only(path: Path, error: sqlite3.DatabaseError) -> bool:
