@@ -71,12 +71,10 @@ def fill(folder: Path) -> Path:
                 out.write(b"\0" * 65536)
                 out.flush()
     # Whatever a partial block left: fill it byte by byte, so the next write fails.
-    with filler.open("ab", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 512)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
+    with filler.open("ab", buffering=0) as out, pytest.raises(OSError, match="space") as full:  # noqa: PT012
+        while True:
+            out.write(b"\0" * 512)
+    assert full.value.errno == errno.ENOSPC, full.value
     return filler
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from orgsync.core.errors import StateError
-from orgsync.store.writer_lock import WriterLock, WriterLocks
+from orgsync.store.writer_lock import WriterLock, WriterLocks, owner_hint
 
 if TYPE_CHECKING:
     # Imported on first connection: sqlite-utils (and click, which it imports) cost every
@@ -599,7 +599,8 @@ class SqliteDB(StateDB):
                 uri=path is not None,
             )
         except sqlite3.Error as exc:
-            raise StateError(f"cannot open state database {target}: {exc}") from exc
+            denied = _access_problem(path) if path is not None else None
+            raise StateError(f"cannot open state database {target}: {denied or exc}") from exc
         from sqlite_utils import Database
 
         try:
@@ -618,6 +619,11 @@ class SqliteDB(StateDB):
                     "The database itself was not found broken: keep it as it is, and run "
                     "orgsync where its directory is writable"
                 ) from exc
+            denied = _access_problem(path) if path is not None else None
+            if denied is not None:
+                # Not a broken database: the advice to restore or start over would lose
+                # whom orgsync manages for a chown's sake.
+                raise StateError(f"cannot open state database {target}: {denied}") from exc
             raise StateError(
                 f"state database {target} is unreadable ({exc}). {start_over(target)}"
             ) from exc
@@ -706,6 +712,9 @@ class SqliteDB(StateDB):
                         f"state database {self._name} is locked by another writer "
                         f"(waited {BUSY_TIMEOUT_MS} ms): {exc}"
                     ) from exc
+                denied = _access_problem(self.path) if self.path is not None else None
+                if denied is not None and "readonly" in str(exc):
+                    raise StateError(f"state database {self._name}: {exc}: {denied}") from exc
                 raise StateError(f"state database {self._name}: {exc}") from exc
             except sqlite3.DatabaseError as exc:
                 hint = f" {start_over(self._name)}" if _is_corruption(exc) else ""
@@ -758,6 +767,19 @@ def _real_file(path: Path) -> Path:
         return path.resolve()
     except (RuntimeError, OSError) as exc:  # a loop of links
         raise StateError(f"state database path {path} cannot be followed: {exc}") from exc
+
+
+def _access_problem(path: Path) -> str | None:
+    """Which of the database's files this process may not read and write, if any: a file
+    another user owns (root ran orgsync once), or one made read-only."""
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            hint = owner_hint(file, path) or " (chmod 600 it)"
+            return (
+                f"{file} is not readable and writable by this user{hint}. The database "
+                "was not found broken: keep it as it is"
+            )
+    return None
 
 
 def _folder_read_only(path: Path, error: sqlite3.DatabaseError) -> bool:
