@@ -506,6 +506,8 @@ class SqliteDB(StateDB):
         self.clock = clock
         self.created = False
         self._locks = WriterLocks(path)
+        self._companions: tuple[int, int] | None = None
+        """The -wal and -shm this connection has open (see `_follow_companions`)."""
 
     # ------------------------------------------------------------------ opening
 
@@ -591,13 +593,7 @@ class SqliteDB(StateDB):
             # transaction is an explicit BEGIN IMMEDIATE below. check_same_thread=False: the
             # connection is shared by the applier's threads, serialised by `_lock`.
             # mode=rw: SQLite must never create the file itself (see `open`).
-            conn = sqlite3.connect(
-                f"{path.absolute().as_uri()}?mode=rw" if path is not None else target,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-                uri=path is not None,
-            )
+            conn = _sqlite_connect(target, path)
         except sqlite3.Error as exc:
             denied = _access_problem(path) if path is not None else None
             raise StateError(f"cannot open state database {target}: {denied or exc}") from exc
@@ -705,6 +701,8 @@ class SqliteDB(StateDB):
             if self._closed:
                 raise StateError("the state database is closed")
             try:
+                if self.path is not None and not self._db.conn.in_transaction:
+                    self._follow_companions(self.path)
                 yield
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
@@ -721,6 +719,38 @@ class SqliteDB(StateDB):
                 raise StateError(f"state database {self._name}: {exc}.{hint}") from exc
             except sqlite3.Error as exc:
                 raise StateError(f"state database {self._name}: {exc}") from exc
+
+    def _follow_companions(self, path: Path) -> None:
+        """Reconnect if `<db>-wal` or `<db>-shm` was deleted or replaced while open.
+
+        A cleanup job or an operator removing them under a running daemon leaves it
+        committing into a log no other process sees: `orgsync status` and `sync` read the
+        database without those commits (the links of people just invited: "unmanaged",
+        leavers no longer removed), and a `kill -9` of the daemon loses them for good.
+        Checkpointing the unlinked log into the file at once saves them; a new connection
+        then makes a log every process shares again.
+        """
+        current = _companions(path)
+        if self._companions is None or current == self._companions:
+            self._companions = current
+            return
+        log_ = _log()
+        log_.warning(
+            "state.wal_replaced",
+            path=str(path),
+            note="the database's -wal or -shm file was deleted or replaced while orgsync "
+            "had it open; its commits were checkpointed into the file and it reconnected. "
+            "Never delete them while orgsync runs",
+        )
+        old = self._db
+        old.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        from sqlite_utils import Database
+
+        self._db = Database(_sqlite_connect(str(path), path), execute_plugins=False)
+        self._session = SqliteSession(self._db)
+        old.close()
+        self._configure(fresh=False)
+        self._companions = _companions(path)
 
     @property
     def _name(self) -> str:
@@ -742,6 +772,24 @@ class SqliteDB(StateDB):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+
+
+def _sqlite_connect(target: str, path: Path | None) -> sqlite3.Connection:
+    return sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode=rw" if path is not None else target,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+        uri=path is not None,
+    )
+
+
+def _companions(path: Path) -> tuple[int, int] | None:
+    """The inodes of `<db>-wal` and `<db>-shm`; None while either is missing."""
+    try:
+        return (os.stat(f"{path}-wal").st_ino, os.stat(f"{path}-shm").st_ino)
+    except FileNotFoundError:
+        return None
 
 
 class NoStateDatabase(StateError):
