@@ -115,3 +115,19 @@ def test_a_database_the_user_may_not_write_is_named_not_called_broken(
     assert "Traceback" not in output
     assert shared.holdings() == before, "sent to the target before the failure was known"
     assert db.read_bytes() == kept
+
+
+def test_a_database_others_may_read_is_said_at_every_run(shared: Rig) -> None:
+    """Harm: a leaked secret's cousin, every managed person's e-mail readable by every
+    local user, after a restore with `cp` (umask 022 makes it 0644). Was silent; now each
+    command says so (and leaves the mode as the operator set it)."""
+    made = shared.orgsync("sync")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "state.readable_by_others" not in made.stdout + made.stderr
+    db = shared.folder / "state.db"
+    db.chmod(0o644)
+    again = shared.orgsync("sync")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "state.readable_by_others" in again.stdout + again.stderr
+    assert f"chmod 600 {db}" in again.stdout + again.stderr
+    assert db.stat().st_mode & 0o777 == 0o644

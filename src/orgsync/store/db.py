@@ -549,6 +549,7 @@ class SqliteDB(StateDB):
             finally:
                 os.umask(previous)
         db.created = created
+        _warn_if_readable_by_others(file)
         return db
 
     @classmethod
@@ -772,6 +773,25 @@ class SqliteDB(StateDB):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+
+
+def _warn_if_readable_by_others(file: Path) -> None:
+    """Say so when users other than the owner may read the database (and so its -wal and
+    -shm, which SQLite gives the file's mode): it holds every managed person's e-mail.
+    orgsync creates it 0600; a copy restored with `cp` under umask 022 is 0644. Left as it
+    is (the operator may mean it: a group that reads it), but never unnoticed."""
+    try:
+        mode = file.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        _log().warning(
+            "state.readable_by_others",
+            path=str(file),
+            mode=f"{mode:o}",
+            note="the state database holds the e-mail of everyone orgsync manages; "
+            f"other users may open it. chmod 600 {file} unless that is meant",
+        )
 
 
 def _sqlite_connect(target: str, path: Path | None) -> sqlite3.Connection:
