@@ -563,7 +563,14 @@ class SqliteDB(StateDB):
         scratch = file.with_name(f".{file.name}.new-{secrets.token_hex(4)}")
         try:
             _create_private(scratch)
-            cls._prepared(cls._connect(str(scratch), scratch, clock, fresh=True), prepare).close()
+            try:
+                built = cls._connect(str(scratch), scratch, clock, fresh=True)
+                cls._prepared(built, prepare).close()
+            except StateError as exc:
+                # Named by the path the operator configured, with the cause only: advice
+                # about restoring or moving aside a scratch file would make no sense.
+                cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
+                raise StateError(f"cannot create state database {file}: {cause}") from exc
             try:
                 os.link(scratch, file)
             except FileExistsError:
@@ -606,6 +613,14 @@ class SqliteDB(StateDB):
             store._configure(fresh=fresh)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            disk = _disk_problem(path, exc) if path is not None else None
+            if disk is not None:
+                # Not a broken database either: restoring or moving it aside for a full
+                # or failing disk would forget whom orgsync manages.
+                raise StateError(
+                    f"cannot open state database {target}: {disk}. The database was not "
+                    "found broken: keep it as it is"
+                ) from exc
             if path is not None and _folder_read_only(path, exc):
                 # SQLite in WAL mode creates <db>-shm beside the file to open it: a healthy
                 # database must not be called unreadable (and a backup advised) for that.
@@ -773,6 +788,28 @@ class SqliteDB(StateDB):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+
+
+FULL_BELOW = 1 << 20
+"""Free bytes under which an I/O error opening the database is put down to a full disk
+(SQLite reports one when it cannot make its 32 KiB -shm there)."""
+
+
+def _disk_problem(path: Path, error: sqlite3.DatabaseError) -> str | None:
+    """What the disk under `path` has to do with `error`: full, or failing; else None."""
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return None
+    try:
+        stat = os.statvfs(path.parent)
+        free: int | None = stat.f_bavail * stat.f_frsize
+    except OSError:
+        free = None
+    if primary == sqlite3.SQLITE_FULL or (free is not None and free < FULL_BELOW):
+        room = "" if free is None else f", {free} bytes free"
+        return f"the disk of {path.parent} is full ({error}{room}): free space there and run again"
+    return f"an I/O error on the disk of {path.parent} ({error}): check the disk and the system log"
 
 
 def _warn_if_readable_by_others(file: Path) -> None:
