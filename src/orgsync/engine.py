@@ -615,11 +615,12 @@ class Engine:
                 record=run_id is not None,
             )
             narrow = isinstance(target, ReadsPeople) and bool(options.subjects)
-            scoped = scope(config.name, desired, observed, memory, options)
+            limits = safety_limits(self.config)  # the guards a slice must not slip past
+            scoped = scope(config.name, desired, observed, memory, options, limits=limits)
             if narrow and scoped and needs_invitations(scoped) and isinstance(target, ReadsPeople):
                 # Only a person who is not a wanted member can be invited or lose one.
                 observed = replace(observed, invites=target.read_invitations())
-                scoped = scope(config.name, desired, observed, memory, options)
+                scoped = scope(config.name, desired, observed, memory, options, limits=limits)
             if scoped is None and narrow:
                 # A named person is an owner: the last-owner rule needs every owner, and
                 # no API here lists owners alone, so read and plan the whole organization.

@@ -26,11 +26,12 @@ from orgsync.core.rules import DesiredState, MembershipRules, Wanted, desired_st
 from orgsync.core.safety import (
     Allowances,
     Population,
+    SafetyLimits,
     check_target_read,
     gate,
     managed_people,
 )
-from orgsync.core.scope import Scoped, Subjects, restrict
+from orgsync.core.scope import Scoped, Subjects, restrict, whole_plan_needed
 from orgsync.policy import (
     check_capabilities,
     check_roles,
@@ -295,6 +296,8 @@ def scope(
     observed: TargetSnapshot,
     memory: Memory,
     options: RunOptions,
+    *,
+    limits: SafetyLimits | None = None,
 ) -> Scoped | None:
     """The slice of a targeted reconcile, or None to plan the whole organization."""
     subjects = options.subjects
@@ -303,4 +306,17 @@ def scope(
     scoped = restrict(desired, observed, memory, subjects)
     if scoped is None:
         log.info("run.widened", target=target, reason="a named person is an owner")
+        return None
+    if limits is not None:
+        reason = whole_plan_needed(
+            scoped,
+            memory,
+            desired,
+            limits,
+            judge_removals=options.allow_removals is None,
+            judge_grants=options.allow_additions is None,
+        )
+        if reason is not None:
+            log.info("run.widened", target=target, reason=reason)
+            return None
     return scoped

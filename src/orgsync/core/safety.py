@@ -403,6 +403,11 @@ def _privilege_guards(
     return _with_memberships(operations, dict.fromkeys(grants, guard))
 
 
+def exceeds_removal_limits(count: int, population: int, limits: SafetyLimits) -> str | None:
+    """Why `count` managed people leaving, of `population`, exceed the removal limits."""
+    return _over("removals", count, population, limits, counted="managed people")
+
+
 def _over(
     kind: Literal["removals", "additions"],
     count: int,
