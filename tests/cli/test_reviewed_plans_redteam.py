@@ -1,0 +1,249 @@
+"""Red team of reviewed plans (`sync --dry-run --plan-out FILE`, then `sync --plan FILE`)
+through the real `orgsync` command against the OpenAI emulator.
+
+How it could hurt an administrator, each tried below:
+- applying something other than what was reviewed: an old plan replayed after it was
+  applied or after the world changed; an edited file whose checksum and summary were
+  recomputed; held removals made to apply by passing `--allow-removals` at apply time
+  (or the other way round);
+- a plan file swapped between review and apply: one others can write (world- or
+  group-writable, owned by another user, in a folder others can rename files in);
+- a plan leaking: `--plan-out` writing the plan's e-mails into a FIFO, or through a
+  symlink, that another user planted at the path (they read it as it is written);
+- a hostile file breaking the operator's terminal: escape sequences in a key or a target
+  name of the file, printed in the refusal;
+- the written file shows hostile IdP values escaped (it is reviewed with `cat` / `less`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orgsync.core.plan import Plan
+from tests.cli.harness import API_KEY, Rig, directory
+from tests.cli.test_only import without
+
+NOBODY = 65534
+"""Another user of the machine (`nobody`)."""
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+
+
+def writes(rig: Rig, since: int) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in rig.emulator.requests[since:] if r.method != "GET"]
+
+
+def reviewed(rig: Rig, *extra: str, expect: int = 2) -> Path:
+    plan_file = rig.folder / "plan.json"
+    result = rig.orgsync("sync", "--dry-run", "--plan-out", str(plan_file), *extra)
+    assert result.returncode == expect, result.stdout + result.stderr
+    return plan_file
+
+
+def test_a_plan_applied_once_is_refused_when_replayed(rig: Rig) -> None:
+    rig.write(directory(3))
+    plan_file = reviewed(rig)
+    assert rig.orgsync("sync", "--plan", str(plan_file)).returncode == 0
+    mark = len(rig.emulator.requests)
+    again = rig.orgsync("sync", "--plan", str(plan_file))
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "no longer matches a fresh plan" in again.stderr
+    assert writes(rig, mark) == []
+    assert len(rig.emulator.state.invites()) == 3
+
+
+def test_a_plan_reviewed_before_the_source_changed_is_refused(rig: Rig) -> None:
+    rig.write(directory(3))
+    plan_file = reviewed(rig)
+    rig.write(directory(4))  # someone joined since the review
+    mark = len(rig.emulator.requests)
+    result = rig.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert writes(rig, mark) == []
+
+
+def test_an_edited_plan_with_recomputed_checksum_and_summary_is_refused(rig: Rig) -> None:
+    """A tamperer who knows the format raises person2 to owner and rewrites the checksum
+    and the summary: the file reads as a plan, and still applies nothing."""
+    rig.write(directory(3))
+    plan_file = reviewed(rig)
+    document = json.loads(plan_file.read_text())
+    (target,) = document["targets"]
+    for operation in target["operations"]:
+        if operation.get("email") == "person2@example.com":
+            operation["role"] = "owner"
+    forged = Plan.from_json(target)
+    document["targets"] = [forged.to_json()]
+    plan_file.write_text(json.dumps(document))
+    plan_file.chmod(0o600)
+    mark = len(rig.emulator.requests)
+    result = rig.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no longer matches a fresh plan" in result.stderr
+    assert writes(rig, mark) == []
+
+
+def test_held_removals_never_apply_by_changing_the_allowance_at_apply_time(rig: Rig) -> None:
+    rig.safety = "max_removals = 2\nmax_removal_ratio = 1.0"
+    document = directory(12)
+    rig.write(document)
+    assert rig.orgsync("sync").returncode == 0
+    rig.write(without(document, *(f"p{i}" for i in range(6, 12))))
+    held_plan = reviewed(rig, expect=3)
+    assert len(json.loads(held_plan.read_text())["targets"][0]["held"]) == 6
+    before = rig.holdings()
+    mark = len(rig.emulator.requests)
+
+    lifted = rig.orgsync("sync", "--plan", str(held_plan), "--allow-removals", "6")
+    assert lifted.returncode == 1, lifted.stdout + lifted.stderr
+    assert writes(rig, mark) == [] and rig.holdings() == before
+
+    as_reviewed = rig.orgsync("sync", "--plan", str(held_plan))
+    assert as_reviewed.returncode == 3, as_reviewed.stdout + as_reviewed.stderr
+    assert writes(rig, mark) == [] and rig.holdings() == before
+
+    allowed = rig.folder / "allowed.json"
+    result = rig.orgsync("sync", "--dry-run", "--plan-out", str(allowed), "--allow-removals", "6")
+    assert result.returncode == 2, result.stdout + result.stderr
+    without_allowance = rig.orgsync("sync", "--plan", str(allowed))
+    assert without_allowance.returncode == 1, without_allowance.stdout + without_allowance.stderr
+    assert writes(rig, mark) == [] and rig.holdings() == before
+
+
+def _planted_by_another_user(plan_file: Path, mode: int) -> None:
+    plan_file.chmod(mode)
+    if os.geteuid() == 0:
+        os.chown(plan_file, NOBODY, NOBODY)
+
+
+@pytest.mark.parametrize(
+    ("how", "mode", "other_owner"),
+    [
+        ("world-writable", 0o666, False),
+        ("group-writable", 0o620, False),
+        pytest.param("another user's", 0o644, True, marks=as_root),
+    ],
+)
+def test_a_plan_file_others_could_have_swapped_is_refused(
+    rig: Rig, how: str, mode: int, other_owner: bool
+) -> None:
+    """Between review and apply, whoever can write the file can replace what was
+    reviewed with what they want applied: such a file is refused, as ssh refuses a key
+    file others can write."""
+    rig.write(directory(3))
+    plan_file = reviewed(rig)
+    plan_file.chmod(mode)
+    if other_owner:
+        os.chown(plan_file, NOBODY, NOBODY)
+    mark = len(rig.emulator.requests)
+    result = rig.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, f"{how}: {result.stdout + result.stderr}"
+    assert f"--plan {plan_file}:" in result.stderr
+    assert "others could have replaced" in result.stderr, result.stderr
+    assert writes(rig, mark) == []
+
+
+def test_a_plan_file_in_a_folder_others_can_write_is_refused(rig: Rig) -> None:
+    rig.write(directory(3))
+    shared = rig.folder / "shared"
+    shared.mkdir()
+    plan_file = shared / "plan.json"
+    assert rig.orgsync("sync", "--dry-run", "--plan-out", str(plan_file)).returncode == 2
+    shared.chmod(0o777)  # anyone may rename another file over plan.json
+    result = rig.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "others could have replaced" in result.stderr
+    shared.chmod(0o777 | stat.S_ISVTX)  # sticky, as /tmp: only the owner may replace it
+    applied = rig.orgsync("sync", "--plan", str(plan_file))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+
+
+def _drain(fifo: Path, into: list[bytes]) -> threading.Thread:
+    def read() -> None:
+        with fifo.open("rb") as handle:
+            into.append(handle.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+@as_root
+@pytest.mark.parametrize("through_symlink", [False, True])
+def test_plan_out_never_writes_into_another_users_fifo(rig: Rig, through_symlink: bool) -> None:
+    """Another user plants a FIFO (or a symlink to one) where the plan is to be written
+    and reads the e-mails as they arrive."""
+    rig.write(directory(3))
+    fifo = rig.folder / "trap"
+    os.mkfifo(fifo, 0o666)
+    os.chown(fifo, NOBODY, NOBODY)
+    target = fifo
+    if through_symlink:
+        target = rig.folder / "plan.json"
+        target.symlink_to(fifo)
+        os.chown(target, NOBODY, NOBODY, follow_symlinks=False)
+    stolen: list[bytes] = []
+    reader = _drain(fifo, stolen)
+    result = rig.orgsync("sync", "--dry-run", "--plan-out", str(target))
+    # Release a reader still waiting (open for writing, write nothing, close); none
+    # waits any more when it read what was written (ENXIO).
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(10)
+    assert b"person0@example.com" not in b"".join(stolen)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"--plan-out {target}:" in result.stderr and "another user" in result.stderr
+
+
+def test_plan_out_to_the_operators_own_stdout_still_works(rig: Rig) -> None:
+    rig.write(directory(3))
+    result = rig.orgsync("--quiet", "sync", "--dry-run", "--plan-out", "/dev/stdout")
+    assert result.returncode == 2, result.stderr
+    (target,) = json.loads(result.stdout)["targets"]
+    assert target["summary"] == {"invite": 3}
+
+
+ESCAPES = "\x1b[1A\x1b[2K\x1b]52;c;ZXZpbA==\x07\u202e"
+
+
+@pytest.mark.parametrize("where", ["key", "target"])
+def test_a_hostile_plan_file_cannot_write_to_the_terminal(rig: Rig, where: str) -> None:
+    rig.write(directory(3))
+    plan_file = reviewed(rig)
+    document: dict[str, Any] = json.loads(plan_file.read_text())
+    if where == "key":
+        document["targets"][0]["operations"][0][f"x{ESCAPES}"] = 1
+    else:
+        forged = Plan.from_json(document["targets"][0]).model_copy(
+            update={"target": f"openai-test{ESCAPES}"}
+        )
+        document["targets"] = [forged.to_json()]
+    plan_file.write_text(json.dumps(document))
+    plan_file.chmod(0o600)
+    mark = len(rig.emulator.requests)
+    result = rig.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    for stream in (result.stdout, result.stderr):
+        assert "\x1b" not in stream and "\x07" not in stream and "\u202e" not in stream, stream
+    assert "[1A" in result.stderr, result.stderr  # shown, inert
+    assert writes(rig, mark) == []
+
+
+def test_the_plan_file_is_plain_ascii_and_holds_no_secret(rig: Rig) -> None:
+    """A reviewer reads the file with `cat` or `less`: an IdP name's escapes stay inert."""
+    document = directory(3)
+    document["people"][1]["name"] = f"Mallory{ESCAPES}"
+    rig.write(document)
+    plan_file = reviewed(rig)
+    raw = plan_file.read_bytes()
+    assert raw.isascii() and b"\x1b" not in raw and b"\x07" not in raw
+    assert API_KEY.encode() not in raw
+    assert stat.S_IMODE(plan_file.stat().st_mode) == 0o600
