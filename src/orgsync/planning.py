@@ -307,14 +307,16 @@ def scope(
     if scoped is None:
         log.info("run.widened", target=target, reason="a named person is an owner")
         return None
-    if limits is not None:
+    # An incremental pass names every change: its slice holds all of a pass's removals
+    # and additions, and the gate judges them as a full pass's.
+    if limits is not None and not options.incremental:
         reason = whole_plan_needed(
             scoped,
             memory,
             desired,
             limits,
             judge_removals=options.allow_removals is None,
-            judge_grants=options.allow_additions is None,
+            judge_additions=options.allow_additions is None,
         )
         if reason is not None:
             log.info("run.widened", target=target, reason=reason)

@@ -134,3 +134,28 @@ def test_a_webhook_for_one_leaver_still_removes_them_at_once(
     assert "person7@example.com" not in rig.holdings()
     assert not [e for e in daemon.events() if e.get("event") == "run.widened"]
     assert daemon.terminate() == 0
+
+
+def test_webhooks_two_newcomers_at_a_time_cannot_invite_what_a_full_pass_holds(
+    tmp_path: Path, emulator: OpenAIEmulator, started: list[Daemon]
+) -> None:
+    """A scope group that suddenly lists 12 strangers: a full pass holds the 12
+    invitations (max_additions = 3). Webhooks naming two of them at a time must not
+    invite them piecemeal."""
+    rig = guarded_rig(tmp_path, emulator, "max_additions = 3")
+    document = directory(PEOPLE)
+    for i in range(PEOPLE):  # members already: the first pass links them, invites nobody
+        emulator.state.add_user(f"person{i}@example.com", "owner" if i == 0 else "reader")
+    daemon = started_synced(rig, document, started)
+    grown = directory(PEOPLE + 12)
+    write(rig, grown)
+    full = rig.orgsync("sync", "--dry-run", "--json")
+    assert full.returncode == 3, full.stdout + full.stderr
+
+    for first in (PEOPLE, PEOPLE + 2):
+        run = run_after(
+            rig, daemon, grown, [f"person{first}@example.com", f"person{first + 1}@example.com"]
+        )
+        assert run["status"] == "held", dict(run)
+    assert rig.holdings() == wanted_roles(document)
+    assert daemon.terminate() == 0

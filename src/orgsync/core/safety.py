@@ -408,6 +408,12 @@ def exceeds_removal_limits(count: int, population: int, limits: SafetyLimits) ->
     return _over("removals", count, population, limits, counted="managed people")
 
 
+def exceeds_addition_limits(count: int, population: int, limits: SafetyLimits) -> str | None:
+    """Why `count` people joining, against `population` managed, exceed the addition
+    limits."""
+    return _over("additions", count, population, limits, counted="newcomers")
+
+
 def _over(
     kind: Literal["removals", "additions"],
     count: int,

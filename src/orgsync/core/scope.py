@@ -33,7 +33,7 @@ from types import MappingProxyType
 
 from orgsync.core.model import EmailKey, Memory, SourceId, TargetSnapshot, normalize_email
 from orgsync.core.rules import DesiredState
-from orgsync.core.safety import SafetyLimits, exceeds_removal_limits
+from orgsync.core.safety import SafetyLimits, exceeds_addition_limits, exceeds_removal_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,7 @@ def whole_plan_needed(
     limits: SafetyLimits,
     *,
     judge_removals: bool = True,
-    judge_grants: bool = True,
+    judge_additions: bool = True,
 ) -> str | None:
     """Why the slice's plan must be a whole organization's plan for the guards to judge
     it, or None.
@@ -158,14 +158,18 @@ def whole_plan_needed(
     from a named person while more managed people than the removal limits allow are no
     longer wanted by the source (out of scope: deactivated, moved out of every scope
     group, or gone): `max_removals` / `max_removal_ratio` count every removal of a plan.
-    Counted from memory, without reading the organization: a managed person already
-    suspended counts too, so the estimate errs towards a whole plan, never past a guard.
-    `judge_*` off: the operator lifted that guard for this run (`--allow-*`).
+    Letting a named person in while the source wants more people orgsync never let in
+    than `max_additions` / `max_addition_ratio` allow (a scope group that suddenly lists
+    everybody). Counted from memory, without reading the organization: a managed person
+    already suspended counts too, so the estimate errs towards a whole plan. (A managed
+    person removed by hand is not counted among the newcomers, though a whole plan
+    invites them again.) `judge_*` off: the operator lifted those guards for this run
+    (`--allow-removals`, `--allow-additions`).
     """
     observed = scoped.observed
     most = limits.max_privilege_grants
     if (
-        judge_grants
+        judge_additions
         and most is not None
         and observed.roles.privileged
         # A plan grants a privileged role only to someone the source wants in it: while
@@ -181,6 +185,14 @@ def whole_plan_needed(
                 and (key, wanted.role) not in held_roles
             ):
                 return "a named person is granted a privileged role"
+    members = {m.email_key for m in observed.members}
+    if judge_additions and any(
+        key in scoped.desired.wanted and key not in members for key in scoped.keys
+    ):
+        joining = sum(1 for key in whole.wanted if key not in memory.managed)
+        over = exceeds_addition_limits(joining, len(memory.managed), limits)
+        if over is not None:
+            return f"a named person is let in while the source wants many newcomers: {over}"
     if judge_removals and any(
         key in memory.managed and key not in whole.wanted for key in scoped.keys
     ):
