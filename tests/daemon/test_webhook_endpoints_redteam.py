@@ -172,6 +172,8 @@ def test_the_validation_echo_is_inert_text_and_bounded(quiet: Served) -> None:
     assert answer.text == TOKEN
     assert answer.headers["content-type"] == "text/plain; charset=utf-8"
     assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["content-security-policy"] == "default-src 'none'; sandbox"
+    assert answer.headers["cache-control"] == "no-store"
     assert "set-cookie" not in answer.headers
     too_long = quiet.entra(None, validationToken="x" * 1025)
     assert too_long.status_code == 400 and "x" * 100 not in too_long.text
