@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from orgsync.core.plan import Plan
+from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, Rig, directory
 from tests.cli.test_only import without
 
@@ -247,3 +248,43 @@ def test_the_plan_file_is_plain_ascii_and_holds_no_secret(rig: Rig) -> None:
     assert raw.isascii() and b"\x1b" not in raw and b"\x07" not in raw
     assert API_KEY.encode() not in raw
     assert stat.S_IMODE(plan_file.stat().st_mode) == 0o600
+
+
+def test_a_plan_reviewed_for_one_organization_never_applies_to_another_of_that_name(
+    rig: Rig, second: OpenAIEmulator, tmp_path: Path
+) -> None:
+    """A careless operator applies with the other environment's configuration, whose
+    target has the same name but another organization (and state database): the fresh
+    plan there is not the reviewed one, so nothing is applied to either."""
+    rig.write(directory(3))
+    plan_file = reviewed(rig)
+    other = Rig(folder=tmp_path / "other", emulator=second)
+    other.folder.mkdir()
+    second.state.add_user("person1@example.com", "reader")  # that organization differs
+    other.write(directory(3))
+    mark = len(second.requests)
+    result = other.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no longer matches a fresh plan" in result.stderr
+    assert [r for r in second.requests[mark:] if r.method != "GET"] == []
+    assert rig.emulator.writes() == []
+
+
+def test_a_plan_reviewed_against_another_state_database_is_refused(rig: Rig) -> None:
+    """What orgsync manages is in its state database: a plan reviewed with one (which
+    remembers inviting a leaver, and so revokes them) is refused with another (which
+    never heard of them, and so leaves them alone)."""
+    document = directory(4)
+    rig.write(document)
+    assert rig.orgsync("sync").returncode == 0
+    rig.write(without(document, "p3"))
+    plan_file = reviewed(rig)
+    assert '"revoke_invite"' in plan_file.read_text()
+    rig.state = 'path = "other-state.db"'
+    rig.write(without(document, "p3"))
+    mark = len(rig.emulator.requests)
+    result = rig.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert writes(rig, mark) == []
+    assert "person3@example.com" in rig.holdings()
+    assert "no longer matches a fresh plan" in result.stderr, result.stderr

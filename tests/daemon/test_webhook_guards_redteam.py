@@ -23,9 +23,10 @@ import pytest
 
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, directory, wanted_roles
+from tests.cli.test_only import without
 from tests.daemon.harness import Daemon, DaemonRig, wait_for
 
-PEOPLE = 30
+PEOPLE = 20
 
 
 @pytest.fixture
@@ -74,13 +75,13 @@ def started_synced(rig: DaemonRig, document: dict[str, Any], started: list[Daemo
 def test_webhooks_one_leaver_at_a_time_cannot_remove_a_mass_deactivation(
     tmp_path: Path, emulator: OpenAIEmulator, started: list[Daemon]
 ) -> None:
-    """20 of 30 people deactivated at once (a bad IdP script): a full pass holds the 20
+    """10 of 20 people deactivated at once (a bad IdP script): a full pass holds the 10
     removals (max_removals = 5). Webhooks naming two of them at a time must not remove
     them piecemeal: each targeted run holds its removals too."""
     rig = guarded_rig(tmp_path, emulator, "max_removals = 5\nmax_removal_ratio = 1.0")
     document = directory(PEOPLE)
     daemon = started_synced(rig, document, started)
-    gone = tuple(range(10, 30))
+    gone = tuple(range(10, PEOPLE))
     write(rig, directory(PEOPLE, inactive=gone))
     full = rig.orgsync("sync", "--dry-run", "--json")
     assert full.returncode == 3, full.stdout + full.stderr
@@ -158,4 +159,25 @@ def test_webhooks_two_newcomers_at_a_time_cannot_invite_what_a_full_pass_holds(
         )
         assert run["status"] == "held", dict(run)
     assert rig.holdings() == wanted_roles(document)
+    assert daemon.terminate() == 0
+
+
+def test_a_webhook_naming_the_last_owner_as_a_leaver_never_removes_them(
+    tmp_path: Path, emulator: OpenAIEmulator, started: list[Daemon]
+) -> None:
+    """The key's owner stepped down, so person0 is the organization's last owner; they
+    leave the directory and a webhook names them: the targeted run sees every owner (a
+    whole plan) and keeps the last one."""
+    rig = guarded_rig(tmp_path, emulator, "")
+    document = directory(PEOPLE)
+    for i in range(PEOPLE):
+        emulator.state.add_user(f"person{i}@example.com", "owner" if i == 0 else "reader")
+    daemon = started_synced(rig, document, started)
+    emulator.state.api_update_user(emulator.state.key_owner_id, {"role": "reader"})
+    write(rig, without(document, "p0"))
+    writes = sum(1 for r in emulator.requests if r.method != "GET")
+    run_after(rig, daemon, document, ["person0@example.com"])
+    owners = [u["email"] for u in emulator.state.users() if u["role"] == "owner"]
+    assert owners == ["person0@example.com"]
+    assert sum(1 for r in emulator.requests if r.method != "GET") == writes
     assert daemon.terminate() == 0
