@@ -26,6 +26,7 @@ from orgsync.store import StateStore
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
+from tests.daemon.browser import Dom
 from tests.daemon.harness import DaemonRig, wait_for
 
 BEHIND = "is behind its high-water mark"
@@ -302,7 +303,11 @@ def test_the_daemon_on_a_restored_database_changes_nothing_and_is_not_ready(
         ready = daemon.get("/readyz")
         assert ready.status_code == 503, ready.text
         assert BEHIND in ready.json()["state_database"]
-        assert daemon.get("/").status_code == 200
+        page = daemon.get("/")
+        assert page.status_code == 200
+        banner = Dom(page.text).text
+        assert "Syncs are refused: the state database" in banner, banner
+        assert "orgsync state accept-restore" in banner
     finally:
         assert daemon.terminate() == 0
     assert rig.holdings() == before

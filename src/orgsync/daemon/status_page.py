@@ -120,6 +120,10 @@ class StatusSnapshot:
     recent: tuple[RunRecord, ...] = ()
     error: str | None = None
     """Why the state database could not be read (the rest comes from memory)."""
+    behind: str | None = None
+    """Why syncs are refused: the state database is older than its high-water mark
+    (restored from a backup; `orgsync.store.marks`). No run row says so, since a refused
+    run writes none, so without it the page showed an old success as the latest news."""
     version: str = __version__
 
 
@@ -255,6 +259,11 @@ class Page:
             if snap.error
             else Html("")
         )
+        if snap.behind:
+            banner = Html(
+                f'{banner}<p class="banner" role="alert">Syncs are refused: the '
+                f"{self.text(snap.behind)}.</p>"
+            )
         targets = _join(self.target(t) for t in snap.targets) or Html(
             '<p class="muted">No targets are configured.</p>'
         )
@@ -732,10 +741,16 @@ class StatusPage:
                 self._from_store(store, memory[name], shift) for name, _ in self._targets
             )
             recent = tuple(store.runs(limit=RECENT_RUNS))
+            behind = store.behind()
         except OrgsyncError as error:
             self._drop_store()
             return StatusSnapshot(self._clock(), tuple(memory.values()), error=str(error))
-        return StatusSnapshot(self._clock() + shift, targets, recent)
+        return StatusSnapshot(
+            self._clock() + shift,
+            targets,
+            recent,
+            behind=behind.summary if behind is not None else None,
+        )
 
     def _from_store(
         self, store: StateStore, memory: TargetStatus, shift: timedelta
