@@ -156,9 +156,17 @@ def test_a_plan_file_in_a_folder_others_can_write_is_refused(rig: Rig) -> None:
     rig.write(directory(3))
     shared = rig.folder / "shared"
     shared.mkdir()
-    plan_file = shared / "plan.json"
-    assert rig.orgsync("sync", "--dry-run", "--plan-out", str(plan_file)).returncode == 2
     shared.chmod(0o777)  # anyone may rename another file over plan.json
+    plan_file = shared / "plan.json"
+    mark = len(rig.emulator.requests)
+    written = rig.orgsync("sync", "--dry-run", "--plan-out", str(plan_file))
+    assert written.returncode == 1, written.stdout + written.stderr
+    assert "others could replace the plan before it is applied" in written.stderr
+    assert not plan_file.exists()
+    assert len(rig.emulator.requests) == mark, "refused before anything was read"
+    shared.chmod(0o700)
+    assert rig.orgsync("sync", "--dry-run", "--plan-out", str(plan_file)).returncode == 2
+    shared.chmod(0o777)  # opened up after the review
     result = rig.orgsync("sync", "--plan", str(plan_file))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "others could have replaced" in result.stderr

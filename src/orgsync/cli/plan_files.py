@@ -75,13 +75,33 @@ def _others_could_replace(path: Path, status: os.stat_result) -> str | None:
         return f"a symlink owned by another user (uid {link.st_uid})"
     if not stat.S_ISREG(status.st_mode):
         return None  # the operator's own pipe (`--plan <(...)`): no folder holds it
-    folder = path.resolve().parent
+    return _open_folder(path.resolve().parent)
+
+
+def _open_folder(folder: Path) -> str | None:
+    """Why others could rename a file over one of the operator's in `folder`, or None."""
     held = folder.stat()
     if not _trusted(held.st_uid):
         return f"in {folder}, a folder owned by another user (uid {held.st_uid})"
     if held.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not held.st_mode & stat.S_ISVTX:
         return f"in {folder}, a folder others can write without the sticky bit"
     return None
+
+
+def check_plan_out(path: Path) -> None:
+    """Refuse a `--plan-out` path whose folder others could rename a file in: told before
+    the dry run rather than at `--plan`, which would refuse the file."""
+    if path.exists() and not path.is_file():
+        return  # written through (`/dev/stdout`): checked when it is opened
+    try:
+        swappable = _open_folder(path.parent.resolve())
+    except OSError as error:
+        raise OrgsyncError(f"--plan-out {path}: cannot write: {error.strerror}") from None
+    if swappable is not None:
+        raise OrgsyncError(
+            f"--plan-out {path}: {swappable}: others could replace the plan before it is "
+            "applied, and --plan would refuse it; nothing was run"
+        )
 
 
 def write_private(path: Path, text: str) -> None:
@@ -93,6 +113,7 @@ def write_private(path: Path, text: str) -> None:
     if path.exists() and not path.is_file():  # /dev/stdout and the like: write through
         _write_through(path, text)
         return
+    check_plan_out(path)
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as error:
