@@ -152,19 +152,21 @@ def whole_plan_needed(
     """Why the slice's plan must be a whole organization's plan for the guards to judge
     it, or None.
 
-    `memory` and `whole` are the unsliced memory and desired state. A grant of a
-    privileged role while the source wants more people in privileged roles than
-    `max_privilege_grants`, which counts every grant of a plan. Taking access
-    from a named person while more managed people than the removal limits allow are no
-    longer wanted by the source (out of scope: deactivated, moved out of every scope
-    group, or gone): `max_removals` / `max_removal_ratio` count every removal of a plan.
-    Letting a named person in while the source wants more people orgsync never let in
-    than `max_additions` / `max_addition_ratio` allow (a scope group that suddenly lists
-    everybody). Counted from memory, without reading the organization: a managed person
-    already suspended counts too, so the estimate errs towards a whole plan. (A managed
-    person removed by hand is not counted among the newcomers, though a whole plan
-    invites them again.) `judge_*` off: the operator lifted those guards for this run
-    (`--allow-removals`, `--allow-additions`).
+    `memory` and `whole` are the unsliced memory and desired state. Each guard counts
+    over a whole plan, so the slice defers to one when it would:
+    - grant a privileged role while the source wants more people in privileged roles
+      than `max_privilege_grants`;
+    - lower a named person's role (every lowering counts as a removal, and nothing read
+      for a slice says how many others a rule change lowers);
+    - take access from a named person while more managed people than the removal limits
+      allow are no longer wanted (deactivated, out of every scope group, or gone);
+    - let a named person in while the source wants more people orgsync never let in than
+      `max_additions` / `max_addition_ratio` allow (a scope group suddenly listing all).
+    Counted from memory, without reading the organization: a managed person already
+    suspended counts among the unwanted, so the estimate errs towards a whole plan (a
+    managed person removed by hand is not counted among the newcomers, though a whole
+    plan invites them again). `judge_*` off: the operator lifted those guards for this
+    run (`--allow-removals`, `--allow-additions`).
     """
     observed = scoped.observed
     most = limits.max_privilege_grants
@@ -193,6 +195,13 @@ def whole_plan_needed(
         over = exceeds_addition_limits(joining, len(memory.managed), limits)
         if over is not None:
             return f"a named person is let in while the source wants many newcomers: {over}"
+    if judge_removals:
+        # A lowering is rare: a whole read for it costs little.
+        roles = observed.roles
+        for found in observed.members:
+            wanted = scoped.desired.wanted.get(found.email_key) if found.email_key else None
+            if wanted is not None and roles.rank(found.role) > roles.rank(wanted.role) >= 0:
+                return "a named person's role is lowered"
     if judge_removals and any(
         key in memory.managed and key not in whole.wanted for key in scoped.keys
     ):
