@@ -33,8 +33,9 @@ def read_plans(path: Path) -> dict[str, Plan]:
             if swappable is not None:
                 raise OrgsyncError(
                     f"--plan {path}: {swappable}: others could have replaced what was "
-                    "reviewed; nothing was applied (chmod go-w, or write the plan again "
-                    "with --plan-out where only you can)"
+                    "reviewed; nothing was applied (make it yours and writable by you "
+                    "alone, chown and chmod go-w, in a folder of yours; or write the plan "
+                    "again with --plan-out there)"
                 )
             data = handle.read(MAX_PLAN_BYTES + 1)
     except OSError as error:
