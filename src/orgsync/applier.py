@@ -9,7 +9,8 @@ target:
   object exists after all, since a lost response may hide a success (not after a 429 or
   a 503 with Retry-After: the server says it did nothing);
 - 409 on a create → look the object up and adopt it; 404 on a removal → already done;
-- 401/403 stop the run; any other error fails that operation alone, with its message;
+- 401/403 stop the run, and so does a Retry-After beyond the retry budget (the rest is
+  skipped, left for the next run); any other error fails that operation alone;
 - `check_lease` is asked before every operation and every call to the target: once the
   run's lease is lost (`orgsync.store.leases`) it raises, and the apply ends with no
   further call and nothing more journaled.
@@ -151,12 +152,33 @@ class Applier:
         except TargetError as error:
             outcome = Outcome(seq, operation, OperationStatus.FAILED, str(error))
             bound.error("apply.op.failed", error=str(error))
+            self._stop_if_told_to_wait(error)
         self.journal.finished(
             seq, operation, outcome.status, detail=outcome.detail, object_id=outcome.object_id
         )
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return outcome
+
+    def _stop_if_told_to_wait(self, error: TargetError) -> None:
+        """End the apply when the target asks for a wait beyond the retry budget.
+
+        A Retry-After longer than `max_delay` (a quota spent for hours) is about the
+        target, not this call: every later operation would send its call anyway and be
+        refused (calls the server asked not to get), or, under a client-side rate limit,
+        wait out the budget one after another (an apply of hours). What is left is
+        skipped, as after refused credentials, and the next run does it."""
+        if not isinstance(error, TransientError) or error.retry_after is None:
+            return
+        if error.retry_after <= self.settings.retry.max_delay:
+            return
+        with self._lock:
+            if self._abort is None:
+                self._abort = (
+                    f"the target asks to wait {error.retry_after:.0f} s (Retry-After), "
+                    f"longer than the retry budget of {self.settings.retry.max_delay:.0f} s: "
+                    "the rest is left for the next run"
+                )
 
     def _remember_created(self, operation: Operation, object_id: str) -> None:
         with self._lock:

@@ -683,17 +683,51 @@ class _NotifyEntry(_Strict):
         return self
 
 
+_CREDENTIAL_URL = re.compile(
+    r"(?i)^[a-z]+://(?:[^/?#]*@)?"
+    r"(hooks\.slack\.com/|[^/?#]*\.webhook\.office\.com/|outlook\.office(?:365)?\.com/webhook"
+    r"|[^/?#]*\.logic\.azure\.com(?::\d+)?/workflows/|(?:discord|discordapp)\.com/api/webhooks/"
+    r"|chat\.googleapis\.com/)"
+)
+
+
+def _is_credential_url(url: str) -> bool:
+    """A chat service's incoming-webhook URL: whoever has it can post (the path or the
+    query is the token), so it is a secret, never a plain `url`."""
+    return _CREDENTIAL_URL.match(url.strip()) is not None
+
+
 class WebhookNotify(_NotifyEntry):
-    """A JSON POST signed like `POST /webhooks/generic` (`X-Orgsync-Signature`)."""
+    """A JSON POST signed like `POST /webhooks/generic` (`X-Orgsync-Signature`).
+
+    Its URL is `url` in the file, or `url_env`/`url_file` when it carries a token (a
+    Teams workflow's `sig=`, a catch-hook path): then it is a secret like Slack's."""
 
     type: Literal["webhook"]
-    url: str
+    url: str | None = None
+    url_env: str | None = None
+    url_file: Path | None = None
     secret_env: str | None = None
     secret_file: Path | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "WebhookNotify":
-        _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
+        given = [k for k in ("url", "url_env", "url_file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give one of url, url_env or url_file (url_env/url_file when the URL "
+                f"carries a token){'; got ' + ', '.join(given) if given else ''}"
+            )
+        if self.url is not None and _is_credential_url(self.url):
+            # Not repeated, and refused before `_check_url` could quote it: it is a secret.
+            raise ValueError(
+                "url is an incoming-webhook URL of a chat service (Slack, Teams, Discord, "
+                "Google Chat), which is itself a credential and must not sit in the file; "
+                "give it with url_env or url_file (for Slack or a Slack-compatible "
+                'service, as type = "slack")'
+            )
+        if self.url is not None:
+            _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
         _secret("secret", self.secret_env, self.secret_file, required=True)
         return self
 
@@ -702,6 +736,12 @@ class WebhookNotify(_NotifyEntry):
         ref = _secret("secret", self.secret_env, self.secret_file, required=True)
         assert ref is not None
         return ref.model_copy(update={"key": f"notify.{self.name}.secret"})
+
+    @property
+    def url_secret(self) -> SecretRef | None:
+        """`url_env`/`url_file` as a secret; None when the URL is the plain `url`."""
+        ref = _secret("url", self.url_env, self.url_file, required=False)
+        return ref.model_copy(update={"key": f"notify.{self.name}.url"}) if ref else None
 
 
 class SlackNotify(_NotifyEntry):

@@ -189,3 +189,29 @@ def test_a_missing_notify_secret_fails_validate_but_never_an_operators_sync(
     present = rig.orgsync("validate", "--offline")
     assert present.returncode == 0, present.stdout
     assert "notify hook (webhook): credentials present (not contacted)" in present.stdout
+
+
+def test_a_slack_url_quoted_back_by_the_receiver_leaks_nowhere(rig: Rig) -> None:
+    """Red team: the receiver answers a 404 page quoting the request path (Slack's token).
+    Neither `sync`'s output, nor `status` or `runs`, nor any file in the state directory
+    holds the token or the path."""
+    token = "xoxSlackPathToken0123456789abcdef"
+    hold_removals(rig)
+    with HttpReceiver(default="echo-path") as slack:
+        add_notify(
+            rig,
+            '[[notify]]\nname = "slack"\ntype = "slack"\nurl_env = "E2E_SLACK_URL"\n'
+            "allow_plaintext = true\nmax_attempts = 1\n",
+        )
+        rig.env["E2E_SLACK_URL"] = f"{slack.url}/services/T0ABC/B0DEF/{token}"
+        held = rig.orgsync("sync")
+        assert held.returncode == 3, held.stderr
+        (request,) = slack.received
+    assert token in request.path  # it was quoted back
+    assert "notify.failed" in held.stderr and "answered 404" in held.stderr
+    outputs = [held, rig.orgsync("status"), rig.orgsync("runs"), rig.orgsync("runs", "--json")]
+    shown = "".join(result.stdout + result.stderr for result in outputs)
+    assert token not in shown and "T0ABC/B0DEF" not in shown
+    for path in rig.folder.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path

@@ -3,15 +3,20 @@
 `HttpReceiver` is a stdlib HTTP server that records every request, checks the
 `X-Orgsync-Signature` with the daemon's own verifier (`orgsync.daemon.webhooks`), and
 answers from a script: a status, `("429", seconds)` with Retry-After, or `"hang"` (read
-the request, never answer, until the receiver stops). `SmtpReceiver` is aiosmtpd with
+the request, never answer, until the receiver stops). Hostile answers: `"echo-path"` (a
+404 page quoting the request path, as Apache's does), `"trickle"` (a 200 whose header
+lines come one every 0.1 s for 5 s), `"endless"` (a 500 whose body never ends, 1 KiB
+every 5 ms for 5 s), `("redirect", url)` (a 307 to `url`). With `tls`, it serves HTTPS. `SmtpReceiver` is aiosmtpd with
 STARTTLS, implicit TLS or none, and optional AUTH, recording each message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
+import socket
 import ssl
 import threading
 import time
@@ -27,7 +32,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from orgsync.daemon.webhooks import Refused, verify_signature
 from tests.sources.servers import TlsFiles, free_port
 
-Answer = int | str | tuple[int, int]
+Answer = int | str | tuple[int, int] | tuple[str, str]
+HOSTILE_SECONDS = 5.0
+"""How long a trickling or endless answer goes on (bounded, so a failing test ends)."""
 T = TypeVar("T")
 
 
@@ -64,6 +71,7 @@ class HttpReceiver:
     script: list[Answer] = field(default_factory=list)
     default: Answer = 200
     received: list[Received] = field(default_factory=list)
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -73,7 +81,8 @@ class HttpReceiver:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/hook"
 
     def _next_answer(self) -> Answer:
         with self._lock:
@@ -108,6 +117,12 @@ class HttpReceiver:
                 if answer == "hang":
                     receiver._released.wait(120)
                     return
+                if isinstance(answer, str) or (
+                    isinstance(answer, tuple) and answer[0] == "redirect"
+                ):
+                    with contextlib.suppress(OSError):  # the client gave up: that is the point
+                        self._hostile(answer)
+                    return
                 if signature_ok is False:
                     answer = 401
                 status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
@@ -120,7 +135,40 @@ class HttpReceiver:
                 self.end_headers()
                 self.wfile.write(reply)
 
+            def _hostile(self, answer: Answer) -> None:
+                deadline = time.monotonic() + HOSTILE_SECONDS
+                if isinstance(answer, tuple):
+                    self.send_response(307)
+                    self.send_header("Location", str(answer[1]))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif answer == "echo-path":
+                    page = f"<p>The requested URL {self.path} was not found here.</p>".encode()
+                    self.send_response(404)
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                elif answer == "trickle":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    while time.monotonic() < deadline and not receiver._released.is_set():
+                        self.wfile.write(b"X-Slow: 1\r\n")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                elif answer == "endless":
+                    self.wfile.write(b"HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\n\r\n")
+                    while time.monotonic() < deadline and not receiver._released.is_set():
+                        self.wfile.write(b"e" * 1024)
+                        self.wfile.flush()
+                        time.sleep(0.005)
+                self.close_connection = True
+
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+            # The handshake runs at accept; one a client refuses is an OSError there,
+            # which the server drops without recording a request.
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -248,3 +296,36 @@ class SmtpReceiver:
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Mail]:
         return _wait_for(self._lock, self.messages, count, timeout, "message(s)")
+
+
+class SlowSmtp:
+    """A TCP server on loopback that greets like SMTP one continuation line every 0.1 s
+    (`220-slow`) for `HOSTILE_SECONDS` and never finishes the greeting."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self._stop = threading.Event()
+
+    def _greet(self, connection: socket.socket) -> None:
+        deadline = time.monotonic() + HOSTILE_SECONDS
+        with connection, contextlib.suppress(OSError):
+            while time.monotonic() < deadline and not self._stop.is_set():
+                connection.sendall(b"220-slow\r\n")
+                time.sleep(0.1)
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                connection, _ = self._socket.accept()
+                threading.Thread(target=self._greet, args=(connection,), daemon=True).start()
+
+    def __enter__(self) -> SlowSmtp:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept
+        self._socket.close()

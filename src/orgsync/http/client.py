@@ -326,7 +326,9 @@ class HttpClient:
         self._interrupt = interrupt or ReadInterrupt()
         self._sleep = self._interrupt.sleep if sleep is time.sleep else sleep
         self._bucket = (
-            TokenBucket(requests_per_second, clock=clock, sleep=self._sleep)
+            TokenBucket(
+                requests_per_second, clock=clock, sleep=self._sleep, max_pause=retry.max_delay
+            )
             if requests_per_second is not None
             else None
         )

@@ -24,10 +24,10 @@ class TokenBucket:
 
     The configured rate is a ceiling, not a promise the server keeps: `limited` (a 429, or
     a 503 with Retry-After) halves the rate and holds every caller off for the server's
-    Retry-After; `succeeded` brings it back, quickly up to just below the rate that was
-    refused (or the rate the server was seen to let through, if lower), then creeping, so
-    that a client configured above the server's limit settles just under it instead of
-    paying a refusal, and a wait, every few requests.
+    Retry-After (at most `max_pause` seconds); `succeeded` brings it back, quickly up to
+    just below the rate that was refused (or the rate the server was seen to let through,
+    if lower), then creeping, so that a client configured above the server's limit
+    settles just under it instead of paying a refusal, and a wait, every few requests.
     """
 
     RECOVER = 1.05
@@ -46,9 +46,13 @@ class TokenBucket:
         burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_pause: float = math.inf,
     ) -> None:
         if not rate > 0 or not math.isfinite(rate):
             raise ValueError("rate must be a positive number of requests per second")
+        if not max_pause >= 0:
+            raise ValueError("max_pause must not be negative")
+        self._max_pause = max_pause
         self._ceiling = rate
         self._rate = rate
         self._floor = rate / 64
@@ -95,7 +99,11 @@ class TokenBucket:
             passed = self._passed / spent if spent > 0 and self._passed else math.inf
             self._refused_at = min(self._rate, passed)
             self._rate = max(self._floor, min(self._rate / 2, self._refused_at * self.BELOW))
-            pause = max(0.0, retry_after or 0.0)
+            # Capped as the retry policy caps one wait: a Retry-After of hours (a broken
+            # or hostile server) would otherwise hold every later call of every thread,
+            # an apply's included (a stop request does not end an apply's waits), for
+            # those hours, and the daemon would silently stop reconciling.
+            pause = min(max(0.0, retry_after or 0.0), self._max_pause)
             self._tokens = min(self._tokens, 0.0) - pause * self._rate
             self._calm_after = now + max(pause, 1.0)
             self._passed, self._counting_from = 0, now + pause

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
@@ -27,34 +28,93 @@ log = structlog.get_logger(__name__)
 def _secrets(entry: NotifyConfig, environ: Mapping[str, str]) -> dict[str, str]:
     """The entry's secrets by role; `ConfigError` naming the key if one is missing."""
     if isinstance(entry, WebhookNotify):
-        return {"secret": entry.secret.resolve(environ).get_secret_value()}
+        secrets = {"secret": entry.secret.resolve(environ).get_secret_value()}
+        if (ref := entry.url_secret) is not None:
+            secrets["url"] = _secret_url(entry, ref.resolve(environ).get_secret_value())
+        return secrets
     if isinstance(entry, SlackNotify):
-        url = entry.url.resolve(environ).get_secret_value()
-        plain_ok = entry.allow_plaintext and url.startswith("http://")
-        if not (url.startswith("https://") or plain_ok):
-            # The URL is the credential: say what is wrong with it, never what it is.
-            raise ConfigError(
-                f"notify.{entry.name}.url: the webhook URL must start with https:// "
-                "(http:// only with allow_plaintext = true)"
-            )
-        return {"url": url}
+        return {"url": _secret_url(entry, entry.url.resolve(environ).get_secret_value())}
     password = entry.password
     return {"password": password.resolve(environ).get_secret_value()} if password else {}
+
+
+def _secret_url(entry: NotifyConfig, url: str) -> str:
+    """`url` if it is usable; a `ConfigError` naming the key, never the URL, if not."""
+    plain_ok = entry.allow_plaintext and url.startswith("http://")
+    if not (url.startswith("https://") or plain_ok):
+        # The URL is the credential: say what is wrong with it, never what it is.
+        raise ConfigError(
+            f"notify.{entry.name}.url: the webhook URL must start with https:// "
+            "(http:// only with allow_plaintext = true)"
+        )
+    if (problem := _url_problem(url)) is not None:
+        raise ConfigError(f"notify.{entry.name}.url: {problem} (the URL is not shown)")
+    return url
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes a secret URL unusable, in words that quote none of it: found at start
+    (and by `orgsync validate`), not as a retried "cannot deliver" on every event."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the webhook URL has a bad host or port"
+    if not parts.hostname or port == 0:
+        return "the webhook URL names no host"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "the webhook URL contains a blank or a control character"
+    return None
+
+
+def _looks_secret(part: str) -> bool:
+    """A URL piece worth redacting in a plain webhook URL: one with a long segment or
+    value (a token), not a short readable path such as `/orgsync`."""
+    return any(
+        len(piece) >= _TOKEN_PART for piece in part.replace("&", "/").replace("=", "/").split("/")
+    )
+
+
+_TOKEN_PART = 12
+"""A path segment or query value this long in a secret URL is redacted on its own."""
+
+
+def _url_parts(url: str) -> list[str]:
+    """The pieces of a secret URL a receiver may echo without the rest.
+
+    A web server's 404 page quotes the request path ("The requested URL /services/T0/B0/
+    <token> was not found"), a proxy quotes the query: redacting only the whole URL let
+    the token through into `notify.failed`. The path, the query and each long segment or
+    value (Slack's token, Teams' `sig`, Discord's token) are secrets too.
+    """
+    try:
+        parts = urlsplit(url)
+        values = [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError:
+        return []
+    found = [url.split("://", 1)[-1], parts.path, parts.query]
+    found += [part for part in (*parts.path.split("/"), *values) if len(part) >= _TOKEN_PART]
+    return [part for part in found if len(part) > 1]
 
 
 def _channel(entry: NotifyConfig, secrets: Mapping[str, str], redact: Redactor) -> Channel:
     timeout = entry.timeout.total_seconds()
     if isinstance(entry, WebhookNotify):
-        if entry.url.startswith("http://"):
+        url = secrets.get("url") or entry.url
+        assert url is not None  # the model requires url, url_env or url_file
+        if url.startswith("http://"):
             log.warning("notify.plaintext", entry=entry.name)
         return WebhookChannel(
-            entry.url,
+            url,
             secret=secrets["secret"].encode(),
             timeout=timeout,
             ca_file=entry.ca_file,
             redact=redact,
         )
     if isinstance(entry, SlackNotify):
+        if secrets["url"].startswith("http://"):
+            # allow_plaintext let it through; the URL, the credential itself, goes in clear.
+            log.warning("notify.plaintext", entry=entry.name)
         return SlackChannel(secrets["url"], timeout=timeout, ca_file=entry.ca_file, redact=redact)
     assert isinstance(entry, EmailNotify)
     if entry.tls == "none":
@@ -95,7 +155,25 @@ def build_dispatcher(
             if strict:
                 raise
             log.error("notify.disabled", entry=entry.name, error=str(error))
-    redact = Redactor(value for _, secrets in resolved for value in secrets.values())
+    redact = Redactor(
+        [
+            *(
+                part
+                for _, secrets in resolved
+                for role, value in secrets.items()
+                for part in ([value, *_url_parts(value)] if role == "url" else [value])
+            ),
+            # A webhook's `url` sits in the file, yet a receiver may want a token in it
+            # (`?key=`, a catch-hook path): what a server quotes back of it is not logged.
+            *(
+                part
+                for entry, _ in resolved
+                if isinstance(entry, WebhookNotify) and entry.url is not None
+                for part in _url_parts(entry.url)[1:]
+                if _looks_secret(part)
+            ),
+        ]
+    )
     routes = [
         Route(
             name=entry.name,
@@ -105,6 +183,7 @@ def build_dispatcher(
             max_per_hour=entry.max_per_hour,
             repeat_after=entry.repeat_after.total_seconds(),
             max_attempts=entry.max_attempts,
+            timeout=entry.timeout.total_seconds(),
         )
         for entry, secrets in resolved
     ]

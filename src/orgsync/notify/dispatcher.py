@@ -7,11 +7,12 @@ receiver that hangs delays only its own messages. A full queue drops the event w
 `notify.dropped` log line and a count.
 
 Per entry, in its sender thread:
-1. Rate limit: at most `max_per_hour` sent in any hour; beyond that an event is dropped
-   (`notify.rate_limited`) and the next message sent says how many were.
-2. De-duplication: an event with the same fingerprint as one sent within `repeat_after`
+1. De-duplication: an event with the same fingerprint as one sent within `repeat_after`
    (the same held plan, the same failure) is not sent, only counted (`notify.suppressed`);
    the first one after the quiet period is sent with that count. See `ledger.py`.
+2. Rate limit: at most `max_per_hour` sent in any hour, by every process sharing the
+   ledger; beyond that an event is dropped (`notify.rate_limited`), not taken as told, and
+   the next message sent says how many were.
 3. Send, retried by the project's retry policy (`orgsync.retrying`): `TransientError`
    (5xx, 429 with its Retry-After, timeouts) up to `max_attempts`, nothing else.
 
@@ -27,7 +28,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +44,7 @@ from orgsync.notify.events import (
     from_run,
     quarantine_change,
 )
-from orgsync.notify.ledger import Ledger, MemoryLedger
+from orgsync.notify.ledger import Claim, Ledger, MemoryLedger, Slot
 from orgsync.notify.render import Delivery, Redactor
 from orgsync.notify.senders import Channel
 from orgsync.retrying import RetrySettings
@@ -71,6 +72,14 @@ class Route:
     max_per_hour: int = 12
     repeat_after: float = 6 * _HOUR
     max_attempts: int = 3
+    timeout: float = 10.0
+    """One attempt's longest time (the channel's own deadline)."""
+
+    @property
+    def in_flight_for(self) -> float:
+        """How long a sending can last, retries included: a claim older than this is a
+        process that died mid-send (`ledger.py`)."""
+        return RETRY_BUDGET + self.max_attempts * self.timeout + 60.0
 
     def wants(self, event: Notification) -> bool:
         return event.kind in self.events and (not self.targets or event.target in self.targets)
@@ -90,10 +99,43 @@ class _Sender:
         self.route = route
         self.dispatcher = dispatcher
         self.queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
-        self.sent_at: deque[float] = deque()
-        self.rate_limited = 0
         self.abandon = threading.Event()
+        self._in_flight: tuple[Claim | None, Slot] | None = None
+        self._overflow = 0
+        """Events a full queue dropped since the last message (told in the next one)."""
+        self._claim_lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name=f"notify:{route.name}", daemon=True)
+
+    def overflowed(self) -> None:
+        with self._claim_lock:
+            self._overflow += 1
+
+    def take_overflow(self) -> int:
+        with self._claim_lock:
+            count, self._overflow = self._overflow, 0
+            return count
+
+    def hold(self, claim: Claim | None, slot: Slot) -> None:
+        """`claim` and `slot` are being sent now (see `settle`)."""
+        with self._claim_lock:
+            self._in_flight = (claim, slot)
+
+    def settle(self, ledger: Ledger, *, sent: bool) -> None:
+        """End the sending in flight once: by this thread when it ends (`sent` or not),
+        or by `close` when it abandons one still blocked in the receiver's socket. One
+        not sent is given back to the ledger: neither told nor counted."""
+        with self._claim_lock:
+            held, self._in_flight = self._in_flight, None
+        if held is None:
+            return
+        claim, slot = held
+        if sent:
+            if claim is not None:
+                ledger.confirm(claim)
+            return
+        if claim is not None:
+            ledger.release(claim)
+        ledger.unreserve(slot)
 
     def sleep(self, seconds: float) -> None:
         if self.abandon.wait(seconds):
@@ -185,6 +227,7 @@ class Dispatcher:
                 try:
                     sender.queue.put_nowait(event)
                 except queue.Full:
+                    sender.overflowed()
                     self.tally(sender.route, "dropped", event, queue_size=sender.queue.maxsize)
         except Exception as error:  # noqa: BLE001 - the caller is a run; it must go on
             log.error("notify.publish_failed", error=f"{type(error).__name__}")
@@ -219,6 +262,10 @@ class Dispatcher:
             if sender.thread.is_alive():
                 drained = False
                 sender.abandon.set()
+                # The process may end before the blocked send does: a claim left in the
+                # ledger file would make the next `orgsync sync` take this event for
+                # one already told, and nobody would hear of it for `repeat_after`.
+                sender.settle(self.ledger, sent=False)
                 log.warning(
                     "notify.abandoned",
                     entry=sender.route.name,
@@ -242,48 +289,49 @@ class Dispatcher:
 
     def deliver(self, sender: _Sender, event: Notification) -> None:
         route = sender.route
-        now = time.monotonic()
-        while sender.sent_at and now - sender.sent_at[0] >= _HOUR:
-            sender.sent_at.popleft()
-        if len(sender.sent_at) >= route.max_per_hour:
-            sender.rate_limited += 1
-            self.tally(route, "rate_limited", event, max_per_hour=route.max_per_hour)
-            return
         fingerprint = event.fingerprint
         claim = None
         if fingerprint is not None:
             key = (route.name, event.target, event.kind, fingerprint)
-            claim = self.ledger.claim(key, now=time.time(), window=route.repeat_after)
+            claim = self.ledger.claim(
+                key, now=time.time(), window=route.repeat_after, pending_for=route.in_flight_for
+            )
             if claim is None:
                 self.tally(route, "suppressed", event, repeat_after=route.repeat_after)
                 return
+        slot = self.ledger.reserve(route.name, now=time.time(), limit=route.max_per_hour)
+        if slot is None:
+            if claim is not None:  # not told: the next occurrence is news again
+                self.ledger.release(claim)
+            self.tally(route, "rate_limited", event, max_per_hour=route.max_per_hour)
+            return
         delivery = Delivery(
             id=uuid.uuid4().hex,
             host=self.host,
             repeats=claim.repeats if claim else 0,
             since=datetime.fromtimestamp(claim.since, UTC) if claim and claim.since else None,
-            dropped=sender.rate_limited,
+            # Only logged before, events a full queue dropped while the receiver was
+            # slow went unmentioned in the message people read next.
+            dropped=slot.dropped + sender.take_overflow(),
         )
         policy = RetrySettings(
             max_attempts=route.max_attempts, max_delay=RETRY_BUDGET, base=0.5, cap=8.0
         ).policy(sleep=sender.sleep)
         attempts = 0
+        sender.hold(claim, slot)
         try:
             for attempt in policy:
                 with attempt:
                     attempts += 1
                     route.channel.send(event, delivery)
         except _Abandoned:
-            if claim is not None:
-                self.ledger.release(claim)
+            sender.settle(self.ledger, sent=False)
             self.tally(route, "abandoned", event)
             return
         except Exception as error:  # noqa: BLE001 - any failure is this message's, not the run's
-            if claim is not None:
-                self.ledger.release(claim)
+            sender.settle(self.ledger, sent=False)
             reason = str(error) if isinstance(error, OrgsyncError) else type(error).__name__
             self.tally(route, "failed", event, attempts=attempts, error=self.redact(reason))
             return
-        sender.sent_at.append(time.monotonic())
-        sender.rate_limited = 0
+        sender.settle(self.ledger, sent=True)
         self.tally(route, "sent", event, attempts=attempts, repeats=delivery.repeats)

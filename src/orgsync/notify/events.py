@@ -79,7 +79,10 @@ class Notification:
 
 
 _REQUEST_ID = re.compile(r"\(request id [^)]*\)", re.IGNORECASE)
-_VARYING = re.compile(r"\b[0-9a-f]{8,}\b|\d+", re.IGNORECASE)
+# A word with a digit in it is a count, a time or an id: a trace id such as "3fa85f64-5717-
+# 4562-b3fc-2c963f66afa6" differs in its letters too, and a failing target paged again on
+# every pass when only the digits were ignored.
+_VARYING = re.compile(r"\b[0-9a-f]{8,}\b|[\w-]*\d[\w-]*", re.IGNORECASE)
 
 
 def _normalized(error: str) -> str:

@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from orgsync.core.text import visible
 from orgsync.notify.events import Notification, clip
 
 REDACTED = "[redacted]"
@@ -32,6 +33,9 @@ _CREDENTIAL_SHAPES = (
     (re.compile(r"(?i)(hooks\.slack\.com/)[^\s]+"), r"\1" + REDACTED),
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # all that splitlines() splits on
+# A lone surrogate (JSON from an IdP may carry "\ud800") cannot be encoded as UTF-8: in an
+# e-mail it raised, so one hostile display name silenced the channel for that event.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class Redactor:
@@ -50,8 +54,10 @@ class Redactor:
 
 
 def one_line(text: str) -> str:
-    """Control characters and line breaks become single spaces."""
-    return _CONTROL.sub(" ", text).strip()
+    """Control characters and line breaks become single spaces, direction overrides are
+    shown escaped (`\\u202e`: they reorder what a person reads), lone surrogates are
+    U+FFFD: the result is one line any channel can encode."""
+    return _SURROGATE.sub("\ufffd", visible(_CONTROL.sub(" ", text))).strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +160,7 @@ def compose(event: Notification, delivery: Delivery, redact: Redactor) -> Messag
     if delivery.dropped:
         lines.append(
             f"{delivery.dropped} earlier notification(s) were dropped by this channel's "
-            "rate limit (max_per_hour); see the log."
+            "rate limit (max_per_hour) or its full queue; see the log."
         )
     footer = " · ".join(
         part
@@ -228,6 +234,10 @@ def slack_payload(message: Message) -> dict[str, Any]:
     commands = clip("\n".join(message.commands), _SLACK_SECTION - 20).replace("```", "'''")
     return {
         "text": _slack_escape(clip(message.title, 300)),
+        # A URL someone put in a group name is not fetched by Slack nor shown as a
+        # preview card under the alert (a bare URL is still shown as a link).
+        "unfurl_links": False,
+        "unfurl_media": False,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": clip(message.title, 150)}},
             {"type": "section", "text": {"type": "mrkdwn", "text": body or "-"}},

@@ -15,14 +15,17 @@ so one verifier serves both directions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -73,47 +76,114 @@ def _retry_after(response: httpx.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
+def _certificate_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind a transport error, however deep httpx wrapped it
+    (httpx.ConnectError <- httpcore.ConnectError <- ssl: one level down was not enough,
+    and an untrusted receiver read as "cannot deliver", retried as if it were down)."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+ERROR_BODY_BYTES: Final = 4096
+"""Bytes of a refusal's body read for the error message (a receiver can answer gigabytes)."""
+
+
 class _HttpChannel:
-    """POSTs JSON to one URL; the URL is never put in an error."""
+    """POSTs JSON to one URL; the URL is never put in an error.
+
+    One attempt lasts `timeout` at most, whatever the receiver does: httpx's timeouts
+    bound each read, so a receiver trickling its answer a byte at a time would otherwise
+    hold the entry's only sender thread for hours (every later message of the entry
+    dropped). A timer closes the client at the deadline, which ends the blocked read;
+    the next attempt gets a new client. Only the first `ERROR_BODY_BYTES` of a refusal
+    are read, and nothing of an acceptance.
+    """
 
     kind = "http"
 
     def __init__(self, url: str, *, timeout: float, ca_file: Path | None, redact: Redactor) -> None:
-        import httpx  # only a configured Slack or webhook channel needs the HTTP client
-
         self._url = url
         self._redact = redact
-        self._client = httpx.Client(
-            timeout=timeout,
-            verify=tls_context(ca_file),
+        self._timeout = timeout
+        self._verify = tls_context(ca_file)
+        self._client = self._new_client()
+
+    def _new_client(self) -> httpx.Client:
+        import httpx  # only a configured Slack or webhook channel needs the HTTP client
+
+        return httpx.Client(
+            timeout=self._timeout,
+            verify=self._verify,
             follow_redirects=False,  # a redirect could carry the message somewhere else
-            headers={"User-Agent": USER_AGENT},
+            # Raw bytes are read (a compressed refusal could inflate without bound).
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         )
 
     def _post(self, body: bytes, headers: dict[str, str]) -> None:
+        client = self._client
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(Exception):  # a timer thread must not die noisily
+                client.close()
+
+        timer = threading.Timer(self._timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            status, retry_after, said = self._attempt(client, body, headers, expired)
+        finally:
+            timer.cancel()
+            if expired.is_set():
+                self._client = self._new_client()
+        if 200 <= status < 300:
+            return
+        detail = clip(self._redact(said.strip()), 200)
+        message = f"the receiver answered {status}" + (f": {detail}" if detail else "")
+        if status == 429 or status >= 500:
+            raise TransientError(message, status=status, retry_after=retry_after)
+        raise RequestRejected(message, status=status)
+
+    def _attempt(
+        self, client: httpx.Client, body: bytes, headers: dict[str, str], expired: threading.Event
+    ) -> tuple[int, float | None, str]:
+        """(status, Retry-After, the start of a refusal's body) of one POST."""
         import httpx
 
+        late = f"no answer within {self._timeout:g}s"
         try:
-            response = self._client.post(self._url, content=body, headers=headers)
+            with client.stream("POST", self._url, content=body, headers=headers) as response:
+                if 200 <= response.status_code < 300:
+                    return response.status_code, None, ""
+                head = bytearray()
+                for chunk in response.iter_raw():
+                    head += chunk
+                    if len(head) >= ERROR_BODY_BYTES:
+                        break
+                said = bytes(head[:ERROR_BODY_BYTES]).decode("utf-8", "replace")
+                return response.status_code, _retry_after(response), said
         except httpx.TimeoutException:
-            raise TransientError(f"no answer within {self._client.timeout.read}s") from None
+            raise TransientError(late) from None
         except ssl.SSLCertVerificationError as error:
             raise RequestRejected(f"TLS certificate not trusted: {error.verify_message}") from None
         except httpx.TransportError as error:
-            cause = error.__cause__ or error.__context__
-            if isinstance(cause, ssl.SSLCertVerificationError):
+            if expired.is_set():
+                raise TransientError(late) from None
+            if (refused := _certificate_error(error)) is not None:
                 raise RequestRejected(
-                    f"TLS certificate not trusted: {cause.verify_message}"
+                    f"TLS certificate not trusted: {refused.verify_message}"
                 ) from None
             raise TransientError(f"cannot deliver: {type(error).__name__}") from None
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        detail = clip(self._redact(response.text.strip()), 200)
-        message = f"the receiver answered {status}" + (f": {detail}" if detail else "")
-        if status == 429 or status >= 500:
-            raise TransientError(message, status=status, retry_after=_retry_after(response))
-        raise RequestRejected(message, status=status)
+        except RuntimeError:
+            # httpx refuses a request on a client the deadline closed under it.
+            if expired.is_set():
+                raise TransientError(late) from None
+            raise
 
     def close(self) -> None:
         self._client.close()
@@ -159,6 +229,23 @@ class SlackChannel(_HttpChannel):
         self._post(body, {"Content-Type": "application/json"})
 
 
+class _Smtp(smtplib.SMTP):
+    """An SMTP client that keeps its TCP socket, for the deadline to shut down."""
+
+    raw: socket.socket | None = None
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # The name TLS verifies (STARTTLS and implicit): smtplib sets it only when the
+        # constructor connects, and this client connects later.
+        self._host = host
+        self.raw = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        return self.raw
+
+
+class _SmtpSsl(smtplib.SMTP_SSL, _Smtp):
+    """Implicit TLS; `_Smtp` records the TCP socket before SMTP_SSL wraps it."""
+
+
 class EmailChannel:
     kind = "email"
 
@@ -193,19 +280,47 @@ class EmailChannel:
             prefix=self._prefix,
             at=event.at,
         )
+        smtp = self._client()
+        expired = threading.Event()
+
+        def expire() -> None:
+            # smtplib's timeout bounds each read: a server sending its greeting a line at
+            # a time held the entry's thread as long as it liked. Shutting the socket
+            # down ends the blocked read.
+            expired.set()
+            if smtp.raw is not None:
+                with contextlib.suppress(OSError):
+                    smtp.raw.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self._timeout, expire)
+        timer.daemon = True
+        timer.start()
         try:
-            with self._connect() as smtp:
-                if self._tls == "starttls":
-                    smtp.ehlo()
-                    if not smtp.has_extn("starttls"):
-                        raise RequestRejected(
-                            f"{self._host}:{self._port} offers no STARTTLS; not sending in clear"
-                        )
-                    smtp.starttls(context=self._context)
-                    smtp.ehlo()
-                if self._username is not None and self._password is not None:
-                    smtp.login(self._username, self._password)
-                smtp.send_message(mail)
+            self._deliver(smtp, mail)
+        except (TransientError, RequestRejected):
+            if expired.is_set():
+                raise TransientError(f"no answer within {self._timeout:g}s") from None
+            raise
+        finally:
+            timer.cancel()
+            smtp.close()
+
+    def _deliver(self, smtp: smtplib.SMTP, mail: EmailMessage) -> None:
+        try:
+            smtp.connect(self._host, self._port)
+            if self._tls == "starttls":
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):
+                    raise RequestRejected(
+                        f"{self._host}:{self._port} offers no STARTTLS; not sending in clear"
+                    )
+                smtp.starttls(context=self._context)
+                smtp.ehlo()
+            if self._username is not None and self._password is not None:
+                smtp.login(self._username, self._password)
+            smtp.send_message(mail)
+            with contextlib.suppress(smtplib.SMTPException, OSError):  # sent is sent
+                smtp.quit()
         except smtplib.SMTPRecipientsRefused as error:
             codes = [code for code, _ in error.recipients.values()]
             text = f"every recipient refused (SMTP {', '.join(map(str, sorted(set(codes))))})"
@@ -228,24 +343,19 @@ class EmailChannel:
         except ssl.SSLError as error:
             raise RequestRejected(f"TLS failed: {error.reason}") from None
         except TimeoutError:
-            raise TransientError(f"no answer within {self._timeout}s") from None
+            raise TransientError(f"no answer within {self._timeout:g}s") from None
         except OSError as error:
             raise TransientError(
                 f"cannot reach {self._host}:{self._port}: {error.strerror}"
             ) from None
 
-    def _connect(self) -> smtplib.SMTP:
+    def _client(self) -> _Smtp | _SmtpSsl:
+        """An unconnected client (connected in `_deliver`, under the deadline)."""
         # gethostname, not smtplib's default getfqdn: that can wait on DNS for seconds.
         local = socket.gethostname()
         if self._tls == "implicit":
-            return smtplib.SMTP_SSL(
-                self._host,
-                self._port,
-                local_hostname=local,
-                timeout=self._timeout,
-                context=self._context,
-            )
-        return smtplib.SMTP(self._host, self._port, local_hostname=local, timeout=self._timeout)
+            return _SmtpSsl(local_hostname=local, timeout=self._timeout, context=self._context)
+        return _Smtp(local_hostname=local, timeout=self._timeout)
 
     def close(self) -> None:
         pass

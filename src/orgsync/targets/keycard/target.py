@@ -51,7 +51,15 @@ from orgsync.http.auth import ClientCredentials, TokenEndpoint
 from orgsync.http.paging import PageGuard
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets._common import Item, invite_to_adopt, newest_live_invite, segment, utcnow
+from orgsync.targets._common import (
+    Item,
+    check_changed,
+    check_created,
+    invite_to_adopt,
+    newest_live_invite,
+    segment,
+    utcnow,
+)
 from orgsync.targets.http import ApiClient
 from orgsync.targets.keycard import wire
 from orgsync.targets.keycard.connector import CAPABILITIES
@@ -229,15 +237,33 @@ class KeycardTarget:
             "POST", f"{self._org}/invitations", wire.Invitation, json=body.model_dump(),
             idempotent=False,
         )  # fmt: skip
+        check_created(f"POST {self._org}/invitations", "email", operation.email, created.email)
+        # Made with another role (an organization policy lowering it), the invitation
+        # would be replaced on every run, an e-mail each time: say so, loudly.
+        check_changed(
+            f"POST {self._org}/invitations",
+            created.id,
+            created.id,
+            {"role": (operation.role, created.role)},
+        )
         return created.id
 
     def _update(self, user_id: str, body: wire.UserUpdate) -> None:
-        self._client.request_model(
+        path = f"{self._org}/users/{segment(user_id)}"
+        changes = body.model_dump(exclude_none=True)
+        user = self._client.request_model(
             "PATCH",
-            f"{self._org}/users/{segment(user_id)}",
+            path,
             wire.OrganizationUser,
-            json=body.model_dump(exclude_none=True),
+            json=changes,
             idempotent=True,  # setting a role or status twice ends in the same state
+        )
+        answered = {"role": user.role, "status": user.status}
+        check_changed(
+            f"PATCH {path}",
+            user_id,
+            user.id,
+            {name: (value, answered[name]) for name, value in changes.items()},
         )
 
     def _delete(self, path: str) -> None:

@@ -13,7 +13,8 @@ What the Admin API allows shapes everything here (see `wire` for the shapes):
   `is_scim_managed`, so the planner never touches it;
 - creations (a group, a membership, a role assignment) are not idempotent: they are sent
   once, and `find_existing` answers whether an earlier attempt took effect (after a 409
-  or a lost response); deletions, renames and unassignments are idempotent and retried.
+  or a lost response; a namesake holding roles is not what a create made, and is left
+  to the next plan); deletions, renames and unassignments are idempotent and retried.
 
 Users' own role lists (`/organization/users/{id}/roles`) are never read or written: a role
 a member inherits through a group is changed by changing the group.
@@ -42,7 +43,7 @@ from orgsync.core.plan import (
     RenameGroup,
     UnassignGroupRole,
 )
-from orgsync.targets._common import segment
+from orgsync.targets._common import check_created, segment
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.paging import ids_by_next, list_by_next
@@ -197,6 +198,7 @@ class OpenAIGroups:
                 json=wire.GroupName(name=operation.group).model_dump(),
                 idempotent=False,
             )
+            check_created(f"POST {GROUPS}", "name", operation.group, created.name)
             return created.id
         group_id = _group_id(operation)
         base = f"{GROUPS}/{segment(group_id)}"
@@ -245,7 +247,21 @@ class OpenAIGroups:
         """Whether an earlier attempt of a creation took effect (after a 409 or a lost
         response): the group's id if so, None otherwise (or for other operations)."""
         if isinstance(operation, CreateGroup):
-            return self._find_group(operation.group)
+            found = self._find_group(operation.group)
+            if found is None or not self._holds_roles(found):
+                return found
+            # A group the create made holds no role yet (assignments come in a later
+            # phase), so this is a namesake made by someone else since the plan. The
+            # planner adopts one only when its rule gives every role it holds; adopted
+            # here, the IdP team would be added to a group granting, say, owner.
+            log.warning(
+                "openai.group.namesake_not_adopted",
+                system=self._client.system,
+                group=operation.group,
+                group_id=found,
+                reason="it holds roles; the next run's plan decides whether to adopt it",
+            )
+            return None
         group_id = operation.group_id
         if group_id is None:
             return None
@@ -268,9 +284,17 @@ class OpenAIGroups:
         ]
         exact = [g.id for g in candidates if g.name == name]
         if exact:
-            return exact[0]
+            # Of several (a server letting names repeat) none: the planner adopts none.
+            return exact[0] if len(exact) == 1 else None
         folded = [g.id for g in candidates if g.name.casefold() == name.casefold()]
         return folded[0] if len(folded) == 1 else None
+
+    def _holds_roles(self, group_id: str) -> bool:
+        base = f"{GROUPS}/{segment(group_id)}"
+        roles = list_by_next(
+            self._client, f"{base}/roles", wire.AssignedRolePage, limit=GROUP_PAGE_SIZE
+        )
+        return bool(_own_roles(group_id, roles))
 
     def _exists(self, path: str, group_id: str) -> str | None:
         try:

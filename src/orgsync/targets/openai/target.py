@@ -55,7 +55,15 @@ from orgsync.core.plan import (
 )
 from orgsync.http.client import QueryParams
 from orgsync.http.paging import PageGuard
-from orgsync.targets._common import Item, invite_to_adopt, newest_live_invite, segment, utcnow
+from orgsync.targets._common import (
+    Item,
+    check_changed,
+    check_created,
+    invite_to_adopt,
+    newest_live_invite,
+    segment,
+    utcnow,
+)
 from orgsync.targets.http import ApiClient
 from orgsync.targets.openai import wire
 from orgsync.targets.openai.connector import CAPABILITIES
@@ -241,12 +249,16 @@ class OpenAITarget:
             self._delete(f"{INVITES}/{segment(operation.invite_id)}", wire.InviteDeleted)
             return None
         if isinstance(operation, SetRole):
-            self._client.request_model(
+            path = f"{USERS}/{segment(operation.user_id)}"
+            user = self._client.request_model(
                 "POST",
-                f"{USERS}/{segment(operation.user_id)}",
+                path,
                 wire.User,
                 json=wire.UserRoleUpdate(role=operation.role).model_dump(),
                 idempotent=True,  # setting the same role twice ends in the same state
+            )
+            check_changed(
+                f"POST {path}", operation.user_id, user.id, {"role": (operation.role, user.role)}
             )
             return None
         if isinstance(operation, RemoveMember):
@@ -275,6 +287,12 @@ class OpenAITarget:
         # retries only after `find_existing` has looked for it.
         created = self._client.request_model(
             "POST", INVITES, wire.Invite, json=body.model_dump(), idempotent=False
+        )
+        check_created(f"POST {INVITES}", "email", operation.email, created.email)
+        # Made with another role (an organization policy lowering it), the invitation
+        # would be replaced on every run, an e-mail each time: say so, loudly.
+        check_changed(
+            f"POST {INVITES}", created.id, created.id, {"role": (operation.role, created.role)}
         )
         return created.id
 

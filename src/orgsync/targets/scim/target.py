@@ -78,7 +78,7 @@ from orgsync.core.plan import (
 from orgsync.http.client import network_transport, ssl_verify
 from orgsync.interrupt import ReadInterrupt
 from orgsync.retrying import RetrySettings
-from orgsync.targets._common import segment
+from orgsync.targets._common import check_created, segment
 from orgsync.targets.http import ApiClient, json_body
 from orgsync.targets.scim import wire
 from orgsync.targets.scim.connector import CAPABILITIES
@@ -309,7 +309,18 @@ class ScimTarget:
                 self._changes.user_created(operation.email, user_id)
             return user_id
         if isinstance(operation, CreateGroup):
-            return self._find_group(operation.group)
+            found = self._find_groups(operation.group)
+            if len(found) > 1:
+                # As the planner: of several namesakes none is adopted, since any one
+                # may be a group made by hand that the IdP team must not be put in.
+                log.warning(
+                    "scim.group.namesakes_not_adopted",
+                    system=self._client.system,
+                    group=operation.group,
+                    count=len(found),
+                )
+                return None
+            return found[0] if found else None
         if isinstance(operation, AddGroupMember):
             if operation.group_id is None or operation.user_id is None:
                 return None
@@ -342,13 +353,14 @@ class ScimTarget:
             # group the read skipped (a page shifted during the walk) would be duplicated,
             # and the one orgsync owned left to its members. One look-up first; a group
             # found is taken as a 409 would be (the applier adopts it).
-            if self._find_group(operation.group) is not None:
+            if self._find_groups(operation.group):
                 raise ConflictError(
                     f"a group named {operation.group!r} exists, which the read did not list"
                 )
             body = wire.new_group(name=operation.group, external_id=operation.source_group_id)
             created = self._client.request("POST", "/Groups", json=body, idempotent=False)
             group = wire.parse(Group, json_body(created, "POST /Groups"), "POST /Groups")
+            check_created("POST /Groups", "name", operation.group, group.display_name)
             return _created_id(group, "POST /Groups")
         if isinstance(operation, AdoptGroup):
             return operation.group_id  # ownership is recorded by the engine; no call
@@ -411,6 +423,7 @@ class ScimTarget:
         # Not idempotent: after a lost response the applier looks the user up first.
         response = self._client.request("POST", "/Users", json=body, idempotent=False)
         user = wire.parse(wire.ScimUser, json_body(response, "POST /Users"), "POST /Users")
+        check_created("POST /Users", "email", operation.email, _user_key(user))
         user_id = _created_id(user, "POST /Users")
         self._changes.user_created(operation.email, user_id)
         return user_id
@@ -419,20 +432,20 @@ class ScimTarget:
         """Replace these attributes of a user, in the form the server accepts."""
         path = f"/Users/{segment(user_id)}"
 
+        def made(resource: dict[str, Any]) -> bool:
+            # Only what the answer shows; userName is not case-exact (RFC 7643).
+            active = "active" not in resource or resource["active"] == changes["active"]
+            name = changes.get("userName")
+            renamed = name is None or str(resource.get("userName", name)).casefold() == (
+                name.casefold()
+            )
+            return active and renamed
+
         def send(form: Form) -> None:
             if form == "put":
 
                 def edit(resource: dict[str, Any]) -> None:
                     resource.update(changes)
-
-                def made(resource: dict[str, Any]) -> bool:
-                    # Only what the answer shows; userName is not case-exact (RFC 7643).
-                    active = "active" not in resource or resource["active"] == changes["active"]
-                    name = changes.get("userName")
-                    renamed = name is None or str(resource.get("userName", name)).casefold() == (
-                        name.casefold()
-                    )
-                    return active and renamed
 
                 self._put_modified(path, edit, made)
                 return
@@ -446,7 +459,13 @@ class ScimTarget:
                 if form == "path"
                 else [PatchOperation[wire.ScimUser](op=PatchOperation.Op.replace_, value=changes)]
             )
-            self._client.request("PATCH", path, json=wire.user_patch(operations), idempotent=True)
+            answer = self._client.request(
+                "PATCH", path, json=wire.user_patch(operations), idempotent=True
+            )
+            # A server that answers 200 and ignores the change (a suspension that leaves
+            # the leaver active) would be journaled done on every run while nothing
+            # changes: the next form is tried, and failing all, the operation fails.
+            _check_made("PATCH", path, answer, made)
 
         self._forms.attempt("update_user", send, patch=self.features.patch)
 
@@ -470,7 +489,8 @@ class ScimTarget:
 
     # ------------------------------------------------------------------ groups
 
-    def _find_group(self, name: str) -> str | None:
+    def _find_groups(self, name: str) -> list[str]:
+        """The ids of the groups named exactly `name`, sorted."""
         found: list[Group] | None = None
         if self.features.filter:
             try:
@@ -479,8 +499,7 @@ class ScimTarget:
                 found = None  # a filter the server does not take after all: walk
         if found is None:
             found = self._walk("/Groups", Group, _attrs(self._dialect, "id,displayName"))
-        matches = sorted(g.id for g in found if g.id and g.display_name == name)
-        return matches[0] if matches else None
+        return sorted(g.id for g in found if g.id and g.display_name == name)
 
     def _get_group(self, group_id: str) -> Group:
         path = f"/Groups/{segment(group_id)}"
@@ -516,7 +535,10 @@ class ScimTarget:
                     op=PatchOperation.Op.replace_, value={"displayName": name}
                 )
             )
-            self._client.request("PATCH", path, json=wire.group_patch([operation]), idempotent=True)
+            answer = self._client.request(
+                "PATCH", path, json=wire.group_patch([operation]), idempotent=True
+            )
+            _check_made("PATCH", path, answer, lambda r: r.get("displayName", name) == name)
 
         self._forms.attempt("rename_group", send, patch=self.features.patch)
 
@@ -573,18 +595,32 @@ class ScimTarget:
             ]
         path = f"/Groups/{segment(group_id)}"
         # Not idempotent (see `_send_members`): the retries are ours, with a re-read.
-        self._client.request("PATCH", path, json=wire.group_patch(operations), idempotent=False)
+        answer = self._client.request(
+            "PATCH", path, json=wire.group_patch(operations), idempotent=False
+        )
+        # A server answering 200 with the group unchanged ignored the form (a value-array
+        # removal some servers do not take): journaled done, the leaver would stay in the
+        # group on every run. The next form is tried instead.
+        _check_made("PATCH", path, answer, self._members_made(change, set(user_ids)))
+
+    def _members_made(self, change: Change, user_ids: set[str]) -> Callable[[dict[str, Any]], bool]:
+        """Whether a group resource an answer shows holds the member change."""
+
+        def made(resource: dict[str, Any]) -> bool:
+            if "members" not in resource:
+                return True  # a server that leaves members out of its answer: not shown
+            users = self._user_values(resource.get("members"))
+            return user_ids <= users if change == "add" else not (user_ids & users)
+
+        return made
 
     def _put_members(self, group_id: str, change: Change, user_ids: set[str]) -> None:
         """Add or remove user members by PUT; nested groups (even one whose id equals a
         user's) are kept as they are."""
 
-        def users_in(resource: dict[str, Any]) -> frozenset[str]:
-            return self._user_values(resource.get("members"))
-
         def edit(resource: dict[str, Any]) -> None:
             current = [m for m in resource.get("members") or [] if isinstance(m, dict)]
-            users = users_in(resource)
+            users = self._user_values(resource.get("members"))
             if change == "add":
                 current += [{"value": u, "type": "User"} for u in sorted(user_ids - users)]
             else:
@@ -593,13 +629,9 @@ class ScimTarget:
                 ]
             resource["members"] = current
 
-        def made(resource: dict[str, Any]) -> bool:
-            if "members" not in resource:
-                return True  # a server that leaves members out of its answer: not shown
-            users = users_in(resource)
-            return user_ids <= users if change == "add" else not (user_ids & users)
-
-        self._put_modified(f"/Groups/{segment(group_id)}", edit, made)
+        self._put_modified(
+            f"/Groups/{segment(group_id)}", edit, self._members_made(change, user_ids)
+        )
 
     def _is_user(self, member: dict[str, Any]) -> bool:
         value, type_, ref = member.get("value"), member.get("type"), member.get("$ref")
@@ -659,7 +691,7 @@ class ScimTarget:
                 if error.status == 412:
                     continue  # changed since we read it: read again
                 raise
-            _check_put(path, answer, made)
+            _check_made("PUT", path, answer, made)
             return
         raise TransientError(f"PUT {path}: the resource kept changing (412 {PUT_ATTEMPTS} times)")
 
@@ -748,8 +780,11 @@ def _group(group: Group, user_ids: frozenset[str], group_ids: frozenset[str]) ->
     return TargetGroup(id=group.id, name=group.display_name or group.id, member_ids=members)
 
 
-def _check_put(path: str, answer: httpx.Response, made: Callable[[dict[str, Any]], bool]) -> None:
-    """Raise `UnsupportedRequest` when the resource a PUT answered lacks the change."""
+def _check_made(
+    method: str, path: str, answer: httpx.Response, made: Callable[[dict[str, Any]], bool]
+) -> None:
+    """Raise `UnsupportedRequest` when the resource a PUT or PATCH answered lacks the
+    change (an answer without a body, 204, has nothing to check)."""
     if not answer.content:
         return  # 204: nothing to check
     try:
@@ -758,8 +793,8 @@ def _check_put(path: str, answer: httpx.Response, made: Callable[[dict[str, Any]
         return
     if isinstance(resource, dict) and not made(resource):
         raise UnsupportedRequest(
-            f"PUT {path}: the server answered {answer.status_code} but did not make the "
-            "change (it ignores that attribute in a PUT)",
+            f"{method} {path}: the server answered {answer.status_code} but did not make "
+            f"the change (it ignores that attribute in a {method})",
             status=answer.status_code,
         )
 
