@@ -119,36 +119,25 @@ def test_held_removals_never_apply_by_changing_the_allowance_at_apply_time(rig: 
     assert writes(rig, mark) == [] and rig.holdings() == before
 
 
-def _planted_by_another_user(plan_file: Path, mode: int) -> None:
-    plan_file.chmod(mode)
-    if os.geteuid() == 0:
-        os.chown(plan_file, NOBODY, NOBODY)
+SWAPPABLE = [("world-writable", 0o666, False), ("group-writable", 0o620, False)]
+if os.geteuid() == 0:  # planting another user's file needs root
+    SWAPPABLE.append(("another user's", 0o644, True))
 
 
-@pytest.mark.parametrize(
-    ("how", "mode", "other_owner"),
-    [
-        ("world-writable", 0o666, False),
-        ("group-writable", 0o620, False),
-        pytest.param("another user's", 0o644, True, marks=as_root),
-    ],
-)
-def test_a_plan_file_others_could_have_swapped_is_refused(
-    rig: Rig, how: str, mode: int, other_owner: bool
-) -> None:
+def test_a_plan_file_others_could_have_swapped_is_refused(rig: Rig) -> None:
     """Between review and apply, whoever can write the file can replace what was
     reviewed with what they want applied: such a file is refused, as ssh refuses a key
     file others can write."""
     rig.write(directory(3))
     plan_file = reviewed(rig)
-    plan_file.chmod(mode)
-    if other_owner:
-        os.chown(plan_file, NOBODY, NOBODY)
     mark = len(rig.emulator.requests)
-    result = rig.orgsync("sync", "--plan", str(plan_file))
-    assert result.returncode == 1, f"{how}: {result.stdout + result.stderr}"
-    assert f"--plan {plan_file}:" in result.stderr
-    assert "others could have replaced" in result.stderr, result.stderr
+    for how, mode, other_owner in SWAPPABLE:
+        plan_file.chmod(mode)
+        os.chown(plan_file, NOBODY if other_owner else os.geteuid(), -1)
+        result = rig.orgsync("sync", "--plan", str(plan_file))
+        assert result.returncode == 1, f"{how}: {result.stdout + result.stderr}"
+        assert f"--plan {plan_file}:" in result.stderr
+        assert "others could have replaced" in result.stderr, result.stderr
     assert writes(rig, mark) == []
 
 
@@ -223,26 +212,25 @@ def test_plan_out_to_the_operators_own_stdout_still_works(rig: Rig) -> None:
 ESCAPES = "\x1b[1A\x1b[2K\x1b]52;c;ZXZpbA==\x07\u202e"
 
 
-@pytest.mark.parametrize("where", ["key", "target"])
-def test_a_hostile_plan_file_cannot_write_to_the_terminal(rig: Rig, where: str) -> None:
+def test_a_hostile_plan_file_cannot_write_to_the_terminal(rig: Rig) -> None:
+    """Escape sequences in a key of an operation, then in a target's name."""
     rig.write(directory(3))
     plan_file = reviewed(rig)
-    document: dict[str, Any] = json.loads(plan_file.read_text())
-    if where == "key":
-        document["targets"][0]["operations"][0][f"x{ESCAPES}"] = 1
-    else:
-        forged = Plan.from_json(document["targets"][0]).model_copy(
-            update={"target": f"openai-test{ESCAPES}"}
-        )
-        document["targets"] = [forged.to_json()]
-    plan_file.write_text(json.dumps(document))
-    plan_file.chmod(0o600)
+    original: dict[str, Any] = json.loads(plan_file.read_text())
+    with_key = json.loads(json.dumps(original))
+    with_key["targets"][0]["operations"][0][f"x{ESCAPES}"] = 1
+    renamed = Plan.from_json(original["targets"][0]).model_copy(
+        update={"target": f"openai-test{ESCAPES}"}
+    )
     mark = len(rig.emulator.requests)
-    result = rig.orgsync("sync", "--plan", str(plan_file))
-    assert result.returncode == 1, result.stdout + result.stderr
-    for stream in (result.stdout, result.stderr):
-        assert "\x1b" not in stream and "\x07" not in stream and "\u202e" not in stream, stream
-    assert "[1A" in result.stderr, result.stderr  # shown, inert
+    for document in (with_key, {"targets": [renamed.to_json()]}):
+        plan_file.write_text(json.dumps(document))
+        result = rig.orgsync("sync", "--plan", str(plan_file))
+        assert result.returncode == 1, result.stdout + result.stderr
+        for stream in (result.stdout, result.stderr):
+            assert "\x1b" not in stream and "\x07" not in stream, stream
+            assert "\u202e" not in stream, stream
+        assert "[1A" in result.stderr, result.stderr  # shown, inert
     assert writes(rig, mark) == []
 
 
