@@ -29,7 +29,7 @@ import pytest
 
 from orgsync.core.plan import Plan
 from orgsync.testing.openai.emulator import OpenAIEmulator
-from tests.cli.harness import API_KEY, Rig, directory
+from tests.cli.harness import API_KEY, Rig, directory, openai_target
 from tests.cli.test_only import without
 
 NOBODY = 65534
@@ -284,3 +284,20 @@ def test_a_plan_reviewed_against_another_state_database_is_refused(rig: Rig) -> 
     assert writes(rig, mark) == []
     assert "person3@example.com" in rig.holdings()
     assert "no longer matches a fresh plan" in result.stderr, result.stderr
+
+
+def test_a_file_whose_second_target_changed_applies_neither(
+    rig: Rig, second: OpenAIEmulator
+) -> None:
+    """One review covers a move between two organizations (removed from one, invited to
+    the other): when one of them no longer matches, applying the other alone could leave
+    the person in neither. Nothing is applied unless every target still matches."""
+    rig.more_targets = openai_target("openai-b", second.start())
+    rig.write(directory(3))
+    plan_file = reviewed(rig)
+    second.state.add_user("person2@example.com", "reader")  # openai-b changed since
+    result = rig.orgsync("sync", "--plan", str(plan_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "openai-b" in result.stderr and "no longer matches" in result.stderr
+    assert rig.emulator.writes() == [], "openai-test matched, but was not applied alone"
+    assert second.writes() == []
