@@ -42,8 +42,8 @@ database server's, or a row written by an orgsync that still used each host's cl
 
 
 class SourceOnce:
-    """One run's source: built once, read whole at most once, with the change cursor taken
-    just before that read (a change made during it is seen by the next probe). A failed
+    """One run's source: built once, read whole at most once, with one change cursor taken
+    before that read starts (a change made during it is seen by the next probe). A failed
     read fails every target of the run alike, as a full run's does."""
 
     def __init__(
@@ -65,13 +65,20 @@ class SourceOnce:
     def was_read(self) -> bool:
         return self._read is not None
 
-    def read(self) -> tuple[SourceSnapshot, str | None]:
+    def read(self, cursor: str | None = None) -> tuple[SourceSnapshot, str | None]:
+        """The snapshot and the cursor the next probe starts from. `cursor`: one already
+        taken before this read (a change probe's, taken before the probe's first request),
+        kept rather than taking another, which costs the source calls of its own (Entra's
+        delta rounds, Google's activity listing, Okta's and SCIM's clock request, LDAP's
+        marker search). Ignored once the source was read: that read's cursor stands, and
+        it too was taken before it."""
         if self._error is not None:
             raise self._error
         if self._read is None:
             source = self.source
             try:
-                cursor = source.change_cursor() if isinstance(source, DetectsChanges) else None
+                if cursor is None and isinstance(source, DetectsChanges):
+                    cursor = source.change_cursor()
                 self._read = (self._read_whole(source), cursor)
             except OrgsyncError as error:
                 self._error = error
@@ -162,9 +169,10 @@ class Passes:
             note = "nothing changed at the source"
             return Decision(None, options, Pass(INCREMENTAL, note, writer))
 
-        snapshot, cursor = once.read()
-        if probe is not None:
-            cursor = probe.cursor
+        # The probe's cursor was taken before its first request, so before this read: a
+        # change made during the read is after it, and the next probe sees it. Taking
+        # another for the read would only spend the source's calls on a second one.
+        snapshot, cursor = once.read(probe.cursor if probe is not None else None)
         before = store.source_fingerprint(name)
         after = fingerprint(snapshot)
         touched = diff(before.people, after.people).touched

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orgsync.config import TargetConfig
-from orgsync.core.rules import name_matcher
+from orgsync.core.globs import name_matcher
 
 
 @dataclass(frozen=True, slots=True)

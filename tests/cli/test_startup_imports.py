@@ -128,6 +128,11 @@ OFFLINE_UNUSED = (
     "importlib.metadata",
     "importlib.abc",
     "email",
+    # Fourth pass: the group patterns are checked by `core.globs` without the rules engine,
+    # and a connector's module names the ports' types for the type checker only.
+    "orgsync.core.rules",
+    "orgsync.core.ports",
+    "orgsync.core.forms",
 )
 """Loaded by `validate --offline` before issue 13, each a measurable part of its start-up."""
 
@@ -254,3 +259,22 @@ def test_pydantic_s_loader_stand_in_hands_any_other_name_to_the_real_loader(
         "assert 'entry_points' in vars(sys.modules['pydantic.plugin._loader'])"
     )
     assert "importlib.metadata" in imported(action, cwd=tmp_path)
+
+
+def test_every_connector_s_description_loads_without_the_ports_and_the_rules(
+    tmp_path: Path,
+) -> None:
+    """`validate --offline` reads the configured connectors' descriptions (their keys'
+    models) whatever the types: none of them may bring the ports' models, the rules
+    engine or anything that talks to a server back onto that path."""
+    action = (
+        "from orgsync import connectors\n"
+        "for kind in ('source', 'target'):\n"
+        "    for type_ in connectors.types(kind):\n"
+        "        getattr(connectors, kind)(type_)"
+    )
+    names = imported(action, cwd=tmp_path)
+    assert "orgsync.targets.scim.connector" in names
+    assert "orgsync.sources.ldap_connector" in names
+    assert within(names, ("orgsync.core.ports", "orgsync.core.forms", "orgsync.core.rules")) == []
+    assert within(names, HEAVY) == []

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from orgsync.core.globs import name_matcher
 from orgsync.core.model import (
     EmailKey,
     InviteStatus,
@@ -45,7 +46,7 @@ from orgsync.core.plan import (
     waiting_json,
 )
 from orgsync.core.planner import PlanInput, _Planner
-from orgsync.core.rules import MembershipRules, name_matcher, paths_to
+from orgsync.core.rules import MembershipRules, paths_to
 from orgsync.core.safety import Allowances, Population, SafetyLimits, gate
 
 EXIT_NOTHING, EXIT_PENDING, EXIT_HELD = 0, 2, 3

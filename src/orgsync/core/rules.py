@@ -9,16 +9,15 @@ in the size of the directory plus the memberships reachable from the groups the 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from fnmatch import translate
 from types import MappingProxyType
 from typing import NamedTuple, cast
 
 from orgsync.core.collector import paused
+from orgsync.core.globs import glob_pattern as _glob
 from orgsync.core.model import (
     EmailKey,
     RejectedRecord,
@@ -141,12 +140,6 @@ class DesiredState:
     rejected_emails: frozenset[EmailKey] = frozenset()
     """The normalized emails those records carry, as written: a member with one of them
     is theirs."""
-
-
-def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    """One case-insensitive regex for a list of globs, or None when the list is empty."""
-    parts = [translate(p.casefold()) for p in patterns]
-    return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
 
 
 _GROUP = object()
@@ -573,15 +566,6 @@ def _desired_groups(
 
 
 # --------------------------------------------------------------------------- provenance
-
-
-def name_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Whether an IdP group name matches one of `patterns`, the way the rules match it
-    (globs, case-insensitive, whole name)."""
-    pattern = _glob(patterns)
-    if pattern is None:
-        return lambda name: False
-    return lambda name: pattern.fullmatch(name.casefold()) is not None
 
 
 def paths_to(snapshot: SourceSnapshot, person_id: SourceId) -> Mapping[SourceId, tuple[str, ...]]:

@@ -8,14 +8,18 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import Field, model_validator
 
 from orgsync.config import RemoteSourceConfig, SecretRef, check_url, secret_ref
 from orgsync.connectors import Hooks, SourceConnector
-from orgsync.core.ports import Source
 from orgsync.core.webhook import Refused, WebhookEvent, is_text, parse_json
+
+if TYPE_CHECKING:
+    # Types only: a connector's module is read to check a configuration (`validate
+    # --offline`), which must not pay for the ports' models (bench/startup.py).
+    from orgsync.core.ports import Source
 
 _GRAPH_USER: Final = re.compile(r"^/?users/([^/?]+)$", re.IGNORECASE)
 

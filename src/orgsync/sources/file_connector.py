@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from orgsync.config import SourceConfig
 from orgsync.connectors import Hooks, SourceConnector
-from orgsync.core.ports import Source
+
+if TYPE_CHECKING:
+    # Types only: a connector's module is read to check a configuration (`validate
+    # --offline`), which must not pay for the ports' models (bench/startup.py).
+    from orgsync.core.ports import Source
 
 
 class FileSourceConfig(SourceConfig):

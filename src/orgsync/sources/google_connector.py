@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from orgsync.config import RemoteSourceConfig, SecretRef, check_url
 from orgsync.connectors import Hooks, SourceConnector
-from orgsync.core.ports import Source
+
+if TYPE_CHECKING:
+    # Types only: a connector's module is read to check a configuration (`validate
+    # --offline`), which must not pay for the ports' models (bench/startup.py).
+    from orgsync.core.ports import Source
 
 
 class GoogleSourceConfig(RemoteSourceConfig):

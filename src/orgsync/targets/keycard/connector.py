@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import model_validator
 
@@ -12,8 +12,12 @@ from orgsync.config import SecretRef, secret_ref
 from orgsync.connectors import Hooks, TargetConnector, plaintext_warning, retry_settings
 from orgsync.core.errors import ConfigError
 from orgsync.core.model import Capabilities
-from orgsync.core.ports import Target
 from orgsync.targets._shared_keys import SharedKeys
+
+if TYPE_CHECKING:
+    # Types only: a connector's module is read to check a configuration (`validate
+    # --offline`), which must not pay for the ports' models (bench/startup.py).
+    from orgsync.core.ports import Target
 
 CAPABILITIES: Final = Capabilities(
     invites=True, create_users=False, suspend=True, roles=True, groups=False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import model_validator
 
@@ -14,10 +14,15 @@ from orgsync.connectors import (
     plaintext_warning,
     retry_settings,
 )
-from orgsync.core.forms import LearnedForm
-from orgsync.core.model import Capabilities, TargetSnapshot
-from orgsync.core.ports import Target
+from orgsync.core.model import Capabilities
 from orgsync.targets._keys import ApiKeyTarget
+
+if TYPE_CHECKING:
+    # Types only: a connector's module is read to check a configuration (`validate
+    # --offline`), which must not pay for the ports' models (bench/startup.py).
+    from orgsync.core.forms import LearnedForm
+    from orgsync.core.model import TargetSnapshot
+    from orgsync.core.ports import Target
 
 CAPABILITIES: Final = Capabilities(
     invites=False, create_users=True, suspend=True, roles=False, groups=True, change_emails=True
