@@ -1,7 +1,9 @@
 """Incremental passes per source kind: what a quiet pass and a one-change pass cost.
 
 For each source kind (the file source; a real slapd without and with the syncprov overlay,
-`ldap` and `ldap-syncprov`; a real Active Directory DC, Samba's, `ad` (loaded through
+`ldap` and `ldap-syncprov`, and `ldap-capped`, without it and with the bind account under
+OpenLDAP's default `sizelimit 500` (paging allowed), whose counts are paged (not in the
+default list); a real Active Directory DC, Samba's, `ad` (loaded through
 Samba's own module stack in ldb batch mode, tests/sources/samba.py: 100k people and a
 100k-member group in about 20 minutes on this 2-core machine, still more than linear;
 not in the default list); a real scim2-server; the Okta, Entra ID and Google emulators,
@@ -25,7 +27,8 @@ its quiet pass is a token request (each pass is a fresh process) and two request
 source column counts token requests too, for every HTTP source.
 
 Per measured pass: source requests (LDAP searches and pages, HTTP requests including
-token requests; the file source makes none), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
+token requests; the file source makes none; for LDAP the quiet pass also prints the bytes
+received, since its counts are one search each carrying every DN), target requests (the emulator's log), fsync+fdatasync calls of the orgsync process
 (`strace -f -c --seccomp-bpf`: only those calls stop it; the emulator not traced), what
 the change probe answered (`changed/3`: changed, in 3 calls), wall seconds, orgsync's
 CPU seconds and the process's peak RSS. The
@@ -33,7 +36,7 @@ issue's goal for a quiet pass over 100k people: at most 5 calls in total (source
 target), and 0 target calls for the file source; each line prints its ratio to it.
 
 usage: .venv/bin/python bench/incremental.py [--people 10000 100000]
-       [--only file,ldap,ldap-syncprov,ad,scim,okta,entra,google]
+       [--only file,ldap,ldap-syncprov,ldap-capped,ad,scim,okta,entra,google]
 needs: strace, slapd, samba-ad-dc for `ad` (scripts/setup-system installs them)
 """
 
@@ -97,6 +100,8 @@ class Pass:
     """orgsync's user+system CPU seconds (strace stops it at fsyncs only: seccomp-bpf)."""
     probe: str
     """What the change probe answered: `quiet/1` (changed?/its calls), `-` if none ran."""
+    received: int = 0
+    """Bytes of LDAP messages the source received (reads and probes; LDAP sources only)."""
 
 
 def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
@@ -123,7 +128,7 @@ def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
         match = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)$", line)
         if match:
             fsyncs += int(match.group(1))
-    http_source = probe_calls = ldap_pages = 0
+    http_source = probe_calls = ldap_pages = received = 0
     rss = cpu = 0.0
     probe = "-"
     for line in done.stderr.splitlines():
@@ -141,11 +146,13 @@ def run_orgsync(folder: Path, *args: str, secret: str) -> Pass:
             probe = f"{changed}/{event.get('calls', 0)}"
         elif event.get("event") == "source.requests":
             ldap_pages += int(event.get("pages", 0))
+        if event.get("event") in ("source.requests", "source.probe_received"):
+            received += int(event.get("received", 0))
     # HTTP sources log each request (their probes' too); LDAP logs pages per read or probe.
     source = http_source or probe_calls + ldap_pages
     (target,) = json.loads(done.stdout)["targets"]
     kind = target["run"].get("pass", "full")
-    return Pass(source, 0, fsyncs, seconds, rss, kind, cpu, probe)
+    return Pass(source, 0, fsyncs, seconds, rss, kind, cpu, probe, received)
 
 
 def file_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int], None]]:
@@ -171,8 +178,12 @@ def file_source(directory: Directory, folder: Path) -> tuple[str, Callable[[int]
     return '[source]\ntype = "file"\npath = "directory.json"\n', write
 
 
+CAPPED_LIMITS = "size.soft=500 size.hard=500 size.prtotal=unlimited"
+"""OpenLDAP's default `sizelimit 500` for the bind account, with paging allowed past it."""
+
+
 def ldap_source(
-    directory: Directory, folder: Path, *, syncprov: bool = False
+    directory: Directory, folder: Path, *, syncprov: bool = False, limits: str | None = None
 ) -> tuple[str, Callable[[int], None], Slapd]:
     # Loaded as a directory that has been there a while: a probe's overlap window (entries
     # changed in the last 5 minutes are looked at again) would otherwise hold everyone.
@@ -180,7 +191,7 @@ def ldap_source(
     data = "\n".join(
         block.rstrip("\n") + "\n" + old for block in ldif(directory).split("\n\n") if block
     )
-    server = Slapd(folder / "slapd", data, syncprov=syncprov)
+    server = Slapd(folder / "slapd", data, syncprov=syncprov, limits=limits)
     table = f"""[source]
 type = "ldap"
 url = "{server.url}"
@@ -464,9 +475,12 @@ def make_source(kind: str, directory: Directory, folder: Path) -> Source:
     if kind == "file":
         table, rename = file_source(directory, folder)
         return one_change(table, rename, lambda: None, SOURCE_SECRET)
-    if kind in ("ldap", "ldap-syncprov"):
+    if kind in ("ldap", "ldap-syncprov", "ldap-capped"):
         table, rename, ldap_server = ldap_source(
-            directory, folder, syncprov=kind == "ldap-syncprov"
+            directory,
+            folder,
+            syncprov=kind == "ldap-syncprov",
+            limits=CAPPED_LIMITS if kind == "ldap-capped" else None,
         )
         return one_change(table, rename, ldap_server.stop, READER_PASSWORD)
     if kind == "ad":
@@ -521,6 +535,10 @@ def bench(kind: str, people: int, groups: int) -> None:
         goal = ""
         if name == "quiet incremental":
             goal = f"   goal <= {GOAL_CALLS} calls: {calls / GOAL_CALLS:.2f}x"
+            if result.received:
+                # A call's size is not in the goal: an LDAP count is one search carrying
+                # every DN, so the bytes are printed beside the calls.
+                goal += f" ({result.received / 1e6:.1f} MB received from the source)"
             if kind == "file":
                 goal += f"; target calls {result.target} (goal 0)"
         print(

@@ -212,7 +212,7 @@ index objectClass eq
 index uid,mail,cn eq
 index member eq
 index employeeType eq
-limits dn.exact="{reader}" size.soft={size} size.hard={size} size.prtotal={size}
+limits dn.exact="{reader}" {limits}
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 {overlays}"""
@@ -257,9 +257,12 @@ class Slapd:
         size_limit: str = "unlimited",
         tls: TlsFiles | None = None,
         syncprov: bool = False,
+        limits: str | None = None,
     ) -> None:
         """`syncprov`: load the syncprov overlay (RFC 4533 provider), which keeps the
-        database's `contextCSN` on its suffix entry."""
+        database's `contextCSN` on its suffix entry. `limits`: the reader's limits as
+        slapd.conf(5) spells them (`size.soft=500 size.pr=100 ...`), instead of
+        `size_limit` for unpaged and paged searches alike."""
         self.folder = folder
         self.port = free_port()
         self.ldaps_port = free_port() if tls else None
@@ -281,7 +284,8 @@ class Slapd:
                 dir=folder,
                 suffix=SUFFIX,
                 reader=READER_DN,
-                size=size_limit,
+                limits=limits
+                or f"size.soft={size_limit} size.hard={size_limit} size.prtotal={size_limit}",
                 tls=tls_conf,
                 modules="moduleload syncprov\n" if syncprov else "",
                 overlays="index entryCSN,entryUUID eq\noverlay syncprov\n" if syncprov else "",

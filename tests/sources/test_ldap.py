@@ -33,6 +33,7 @@ from tests.cli.test_interrupt import PROMPT, runs, start_sync, terminate_while_r
 from tests.sources.cli import SOURCE_SECRET_ENV, holdings, orgsync, write_config
 from tests.sources.conftest import LDAP_DANGLING
 from tests.sources.directory import Directory, Person, make_directory
+from tests.sources.probing import Prober
 from tests.sources.servers import (
     READER_DN,
     READER_PASSWORD,
@@ -313,7 +314,14 @@ def test_ldaps_and_start_tls_with_a_private_ca(
         ca_file=str(tls_files.ca),
         allow_plaintext=False,
     )
-    check(start_tls.read(), small_directory)
+    snapshot = start_tls.read()
+    check(snapshot, small_directory)
+    # The change probe's counts read their answers off the (TLS) socket themselves.
+    for over in (ldaps, start_tls):
+        prober = Prober(over, len(snapshot.people), len(snapshot.groups))
+        assert prober.changed(), "slapadd wrote everything in the last minutes"
+        assert not prober.changed(), "the counts over TLS are exact"
+        assert prober.calls == 4
 
 
 @pytest.mark.parametrize("scheme", ["ldaps", "start_tls"])

@@ -30,8 +30,8 @@ it moved (a write anywhere in that database, in scope or not), one search per ba
 people and groups whose `modifyTimestamp` is at or after the cursor (entries added or
 changed, a group's membership included; `entryCSN` or `uSNChanged` tell two changes
 within one second apart), and DN-only searches (`1.1`, no attributes) counting the
-people and the groups, since a deletion leaves no timestamp behind. The cursor is a time
-on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
+people and the groups, since a deletion leaves no timestamp behind (below). The cursor is
+a time on orgsync's clock minus `PROBE_OVERLAP`, with the entries already seen inside that
 window, so the directory's clock may be that far behind orgsync's without a change being
 missed, and a change is reported once; where a moved `contextCSN` shows that bound
 broken (a CSN stamped before the cursor) or the directory restored or replaced (a CSN
@@ -39,6 +39,31 @@ that went back), the cursor is expired and the source read whole. A `contextCSN`
 not move for what syncprov does not see: an offline `slapadd` without `-w`, or a glued
 subordinate database when syncprov sits on the subordinate only; full passes
 (`full_interval`) catch those.
+
+The counts (`_count`) are what a quiet pass without syncprov costs. Each is one DN-only
+paged search asking for `COUNT_PAGE` (a million) entries a page, counted as they stream
+in, not kept: where the server honours the page (OpenLDAP does unless the account's
+`size.pr` is lower, whatever its `sizelimit` on unpaged answers) a quiet pass is four
+searches (three when the bases are one) up to a million people, about 50 bytes a person
+on the wire (5.3 MB and about 0.5 s of orgsync's CPU at 100k people) and no memory that
+grows with it. Only a searchResDone with success ends a page: a server that refuses the
+page (adminLimitExceeded) or cuts the first one short (sizeLimitExceeded; AD caps pages
+at MaxPageSize without either, and is simply paged) is counted again in pages of
+`page_size`, the one the reads use, and the cursor keeps that page for the next passes (a
+full pass's new cursor asks again); a server that will not page through everyone
+(`size.prtotal`) fails the probe with the size-limit error (as it fails the read), and
+never answers a short count.
+Considered and not taken: ldap3's own search with larger pages, or unpaged (the same
+transfer under a smaller number, and ldap3 keeps a page's entries at about 800 bytes
+each: 80 MB for 100k DNs); an unpaged search first (OpenLDAP's default `sizelimit 500`
+cuts it short where a large page passes, so it would cost a call more); a count from the
+server (OpenLDAP has none without an overlay: no count control, no `numSubordinates` in
+back-mdb, VLV's `contentCount` needs sssvlv, cn=Monitor's `olmMDBEntries` counts the
+whole database and needs the monitor backend); the accesslog overlay's `reqType=delete`
+entries (a deletion is not the only way out: a `mail` removed or a move out of the base
+leave none, so it would replace the counts only as "any write under the bases", needs
+read access to `cn=accesslog` and a purge window longer than the interval, and an
+operator who can load it can load syncprov, which makes a quiet pass one search).
 """
 
 from __future__ import annotations
@@ -56,13 +81,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 import ldap3
 import structlog
 import tenacity
 from ldap3.core import exceptions as lx
+from ldap3.operation.search import search_operation
+from ldap3.protocol.rfc2696 import paged_search_control
+from ldap3.utils.asn1 import decode_message_fast
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn, to_dn
 
@@ -96,7 +124,15 @@ _NO_ATTRIBUTES: Final = "1.1"
 """RFC 4511: ask for no attributes at all (just the DNs)."""
 PROBE_OVERLAP: Final = timedelta(minutes=5)
 """How far behind orgsync's clock the directory's may be (Kerberos allows as much)."""
-COUNT_PAGE: Final = 5000
+COUNT_PAGE: Final = 1_000_000
+"""DN-only entries asked a page when counting: the whole count in one search where the
+server honours the page (the entries are counted as they arrive, never held)."""
+_SEARCH_RESULT_ENTRY: Final = 4
+"""RFC 4511's [APPLICATION 4] SearchResultEntry."""
+_CAPPED: Final = frozenset({4, 11})
+"""sizeLimitExceeded, adminLimitExceeded: an answer the server cut short."""
+_decode_message: Final[Callable[[bytes], dict[str, Any]]] = decode_message_fast
+"""ldap3's BER decoder of one LDAPMessage (untyped in types-ldap3)."""
 MAX_SEEN: Final = 1000
 """Entries changed within the overlap that a cursor remembers, at most."""
 _GENERALIZED: Final = "%Y%m%d%H%M%SZ"
@@ -226,13 +262,27 @@ def _searches(pages: int) -> str:
     return f"{pages} search page{'s' if pages != 1 else ''}"
 
 
-def _cursor(since: datetime, seen: Mapping[str, str], marker: Marker | None = None) -> str:
+CountPages = dict[tuple[str, str], int]
+"""(base, filter) whose unpaged count the server cut short -> the page size its paged
+count worked with."""
+
+
+def _cursor(
+    since: datetime,
+    seen: Mapping[str, str],
+    marker: Marker | None = None,
+    pages: CountPages | None = None,
+) -> str:
     value: dict[str, object] = {
         "since": since.astimezone(UTC).strftime(_GENERALIZED),
         "seen": seen,
     }
     if marker is not None:
         value["csn"] = marker
+    if pages:
+        # Each pass builds its source anew: the cursor tells the next probe to page at
+        # once rather than have the server cut one more unpaged count short.
+        value["count_pages"] = [[base, flt, page] for (base, flt), page in sorted(pages.items())]
     return json.dumps(value)
 
 
@@ -247,7 +297,7 @@ def _usn_cursor(cursor: str) -> UsnCursor | None:
     return None
 
 
-def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]:
+def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None, CountPages]:
     try:
         value = json.loads(cursor)
         since = datetime.strptime(value["since"], _GENERALIZED).replace(tzinfo=UTC)
@@ -256,13 +306,16 @@ def _parse_cursor(cursor: str) -> tuple[datetime, dict[str, str], Marker | None]
         marker = None
         if raw is not None:
             marker = {str(k): sorted(str(x) for x in v) for k, v in dict(raw).items()}
+        pages = {(str(b), str(f)): p for b, f, p in value.get("count_pages", [])}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CursorExpired(
             f"ldap: the change cursor is not one this source wrote ({error})"
         ) from None
     if marker is not None and (not marker or not all(marker.values())):
         raise CursorExpired("ldap: the change cursor holds an empty contextCSN")
-    return since, seen, marker
+    if not all(isinstance(p, int) and p >= 1 for p in pages.values()):
+        raise CursorExpired("ldap: the change cursor holds a count page that is not a size")
+    return since, seen, marker, pages
 
 
 def _csn_untrusted(before: Marker, after: Marker, since: datetime) -> str | None:
@@ -395,6 +448,9 @@ class LdapSource:
         """Pages (search result batches) fetched by the last successful attempt."""
         self.searches = 0
         """Search requests sent by the last successful attempt."""
+        self.received = 0
+        """Bytes of LDAP messages received by the last successful attempt."""
+        self._count_pages: CountPages = {}
 
     def read(self) -> SourceSnapshot:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
@@ -404,7 +460,13 @@ class LdapSource:
             raise SourceError(
                 f"ldap: {error} (gave up after retrying; nothing will be planned)"
             ) from error
-        log.debug("source.requests", system="ldap", pages=self.pages, searches=self.searches)
+        log.debug(
+            "source.requests",
+            system="ldap",
+            pages=self.pages,
+            searches=self.searches,
+            received=self.received,
+        )
         return snapshot
 
     # ------------------------------------------------------------------ change probe
@@ -453,13 +515,14 @@ class LdapSource:
     def _degraded(self, why: str, enable: str) -> ProbeStatus:
         """A deletion leaves no timestamp, so without a server-side marker the probe must
         count every person and group to notice a leaver."""
-        pages = max(self.settings.page_size, COUNT_PAGE)
         return ProbeStatus(
             ProbeState.DEGRADED,
             reason=why,
             cost=(
                 "each incremental pass searches the changed entries and counts every "
-                f"person and group, DNs only, {pages} a page (a deletion leaves no timestamp)"
+                "person and group, DNs only (a deletion leaves no timestamp): one search "
+                "each, or a search a page where the server refuses pages of "
+                f"{COUNT_PAGE} entries, about 50 bytes a person on the wire"
             ),
             enable=enable,
         )
@@ -506,16 +569,19 @@ class LdapSource:
     def probe_changes(self, cursor: str, people: int, groups: int) -> ChangeProbe:
         retrying = self.retry.policy(sleep=self.sleep).copy(before_sleep=self._log_retry)
         usn = _usn_cursor(cursor)
-        if usn is not None:
-            try:
-                return retrying(self._probe_usn_once, usn)
-            except TransientError as error:
-                raise SourceError(f"ldap: {error} (gave up after retrying)") from error
-        since, seen, marker = _parse_cursor(cursor)
         try:
-            return retrying(self._probe_once, since, seen, marker, (people, groups))
+            if usn is not None:
+                probe: ChangeProbe = retrying(self._probe_usn_once, usn)
+            else:
+                since, seen, marker, pages = _parse_cursor(cursor)
+                self._count_pages.update(pages)
+                probe = retrying(self._probe_once, since, seen, marker, (people, groups))
         except TransientError as error:
             raise SourceError(f"ldap: {error} (gave up after retrying)") from error
+        # What the calls carried: a quiet pass without syncprov is a few searches, but
+        # its counts bring every DN.
+        log.debug("source.probe_received", system="ldap", received=self.received)
+        return probe
 
     def _probe_once(
         self,
@@ -527,10 +593,8 @@ class LdapSource:
         s = self.settings
         started = self.clock()
         following = started - PROBE_OVERLAP
-        self.pages = self.searches = 0
+        self.pages = self.searches = self.received = 0
         recent: dict[str, str] = {}
-        # DN-only entries are tiny: larger pages (a server capping them answers fewer).
-        counting = ([_NO_ATTRIBUTES], max(s.page_size, COUNT_PAGE))
         conn = self._connect()
         try:
             with self._stoppable(conn):
@@ -540,7 +604,9 @@ class LdapSource:
                     # overlap are still the latest versions.
                     keep = {dn: stamp for dn, stamp in seen.items() if _stamp(stamp) >= following}
                     return ChangeProbe(
-                        changed=False, cursor=_cursor(following, keep, marker), calls=self.pages
+                        changed=False,
+                        cursor=_cursor(following, keep, marker, self._count_pages),
+                        calls=self.pages,
                     )
                 if marker is not None and now_marker is not None:
                     untrusted = _csn_untrusted(marker, now_marker, since)
@@ -554,13 +620,13 @@ class LdapSource:
                         version = [_text(raw, a) or "" for a in _VERSION_ATTRIBUTES]
                         recent[dn_key(dn)] = "|".join(version)
                 counted = (
-                    sum(1 for _ in self._paged(conn, s.users_base, s.users, *counting)),
-                    sum(1 for _ in self._paged(conn, s.groups_base, s.groups, *counting)),
+                    self._count(conn, s.users_base, s.users),
+                    self._count(conn, s.groups_base, s.groups),
                 )
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
-            _close(conn)
+            self._finish(conn)
         fresh = sorted(dn for dn, stamp in recent.items() if seen.get(dn) != stamp)
         changed = bool(fresh) or counted != known
         if changed:
@@ -577,11 +643,168 @@ class LdapSource:
             # overlap read and compare until it is older than the window.
             keep, changed = {}, True
         return ChangeProbe(
-            changed=changed, cursor=_cursor(following, keep, now_marker), calls=self.pages
+            changed=changed,
+            cursor=_cursor(following, keep, now_marker, self._count_pages),
+            calls=self.pages,
         )
 
+    def _count(self, conn: ldap3.Connection, base: str, search_filter: str) -> int:
+        """How many entries under `base` match, exactly, or the search fails.
+
+        One DN-only paged search asking for `COUNT_PAGE` entries a page, counted as they
+        stream in (`_count_pages_of`): one request where the server honours the page,
+        as OpenLDAP does unless the account's `size.pr` is lower, even under a
+        `sizelimit` that caps unpaged answers (paged ones count against `size.prtotal`).
+        A server that refuses the page (adminLimitExceeded, "illegal pagedResults page
+        size") or cuts the first one short (sizeLimitExceeded) is counted again with the
+        configured `page_size`, the one the reads use, and the cursor keeps that page.
+        Entries of an answer cut short are never taken for the count (fewer people would
+        read as leavers); a server that will not page through everyone (`size.prtotal`)
+        fails the probe with the size-limit error, as it would fail the read.
+        """
+        key = (base, search_filter)
+        page = self._count_pages.get(key, max(self.settings.page_size, COUNT_PAGE))
+        counted = self._count_pages_of(conn, base, search_filter, page)
+        if counted is None:
+            log.warning(
+                "source.count_capped",
+                system="ldap",
+                base=base,
+                page=page,
+                reason="the server refused or cut short a page that large for the bind account",
+                cost=f"the count of every entry there is paged, {self.settings.page_size} a page",
+                enable=(
+                    "lift the bind account's page limit (OpenLDAP: olcLimits "
+                    'dn.exact="<bind_dn>" size.pr=unlimited size.prtotal=unlimited): the '
+                    "count is then one search; or load the syncprov overlay: a quiet pass "
+                    "is one search; or, fewer pages, raise source.page_size to the limit"
+                ),
+            )
+            page = self.settings.page_size
+            counted = self._count_pages_of(conn, base, search_filter, page)
+            assert counted is not None  # the configured page is never refused quietly
+        # Kept for the next probes (the cursor carries it to the next passes).
+        if page != max(self.settings.page_size, COUNT_PAGE):
+            self._count_pages[key] = page
+        return counted
+
+    def _count_pages_of(
+        self, conn: ldap3.Connection, base: str, search_filter: str, page: int
+    ) -> int | None:
+        """The entries of a DN-only paged search, `page` a page, counted as they arrive;
+        None when the server refused or cut short its first page of more than `page_size`.
+
+        ldap3's `search` keeps every entry of a page as a dict of about 800 bytes (80 MB
+        for a page of 100k DNs): the messages are read off the connection here and only
+        each page's first entry and its end are decoded, so the count holds one network
+        read at a time whatever the page. The checks are `_paged`'s: only a
+        searchResDone with success and a paged-results control ends a page, and a page
+        that repeats an earlier one or a cookie that does not advance fail the count.
+        """
+        strategy = conn.strategy
+        request = search_operation(
+            base,
+            search_filter,
+            ldap3.SUBTREE,
+            ldap3.DEREF_ALWAYS,  # as `Connection.search`, which the reads use
+            [_NO_ATTRIBUTES],
+            0,
+            0,
+            False,
+            conn.auto_escape,
+            conn.auto_encode,
+        )
+        may_refuse = page > self.settings.page_size
+        self.searches += 1
+        count = 0
+        cookie: bytes | None = None
+        firsts: set[str] = set()
+        while True:
+            if self.interrupt is not None:
+                self.interrupt.check(f"the next page of {base!r}")
+            control = paged_search_control(True, page, cookie)
+            message_id = strategy.send("searchRequest", request, [control])
+            self.pages += 1
+            try:
+                entries, first, done = self._stream_page(strategy, message_id, base)
+            finally:
+                strategy._outstanding.pop(message_id, None)
+            if done["result"] in _CAPPED and cookie is None and may_refuse:
+                return None
+            conn.result = done
+            if done["result"] not in (0, 4, 10):
+                # As ldap3's search raises it: `_classify` tells a busy server (retried)
+                # from a missing base or a refused account.
+                raise lx.LDAPOperationResult(
+                    result=done["result"],
+                    description=done["description"],
+                    dn=done["dn"],
+                    message=done["message"],
+                    response_type=done["type"],
+                )
+            self._check_result(conn, base)
+            count += entries
+            if first is not None:
+                if first in firsts:
+                    raise SourceError(
+                        f"ldap: search of {base!r}: the server answered a page it had "
+                        "already sent (the paged search does not move forward)"
+                    )
+                firsts.add(first)
+            paged = (done.get("controls") or {}).get(PAGED_RESULTS)
+            if paged is None:
+                raise SourceError(
+                    f"ldap: search of {base!r}: the answer carries no paged-results control, "
+                    "so it cannot be known complete"
+                )
+            following = paged["value"]["cookie"]
+            if not following:
+                return count
+            if following == cookie and not entries:
+                raise SourceError(
+                    f"ldap: search of {base!r}: the paged-results cookie did not advance"
+                )
+            cookie = following
+
+    def _stream_page(
+        self, strategy: Any, message_id: int, base: str
+    ) -> tuple[int, str | None, dict[str, Any]]:
+        """One answer read off the connection: its entries (counted), the DN of the first,
+        and its searchResDone decoded. A continuation reference fails it."""
+        entries = 0
+        first: str | None = None
+        while True:
+            messages = strategy.receiving()
+            if not messages:
+                raise lx.LDAPSessionTerminatedByServerError(
+                    f"the connection closed during the count of {base!r}"
+                )
+            for raw in messages:
+                self.received += len(raw)  # ldap3's usage sees only its own reads
+                message = _decode_message(raw)
+                if int(message["messageID"]) != message_id:
+                    raise lx.LDAPSocketReceiveError(
+                        f"an answer to message {message['messageID']} during the count of "
+                        f"{base!r} (message {message_id})"
+                    )
+                if message["protocolOp"] == _SEARCH_RESULT_ENTRY and first is not None:
+                    entries += 1
+                    continue
+                answer: dict[str, Any] = strategy.decode_response_fast(message)
+                if answer["type"] == "searchResEntry":
+                    entries += 1
+                    first = str(answer["dn"])
+                elif answer["type"] == "searchResRef":
+                    self._refuse_references([answer], base)
+                elif answer["type"] == "searchResDone":
+                    return entries, first, answer
+                else:
+                    raise lx.LDAPSocketReceiveError(
+                        f"a {answer['type']} during the count of {base!r}"
+                    )
+
     def _probe_usn_once(self, cursor: UsnCursor) -> ChangeProbe:
-        self.pages = self.searches = 0
+        self.pages = self.searches = self.received = 0
         started = self.clock()
         conn = self._connect()
         try:
@@ -592,10 +815,16 @@ class LdapSource:
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
-            _close(conn)
+            self._finish(conn)
         if changed:
             log.info("source.changes_found", system="ldap")
         return ChangeProbe(changed=changed, cursor=following.dump(), calls=self.pages)
+
+    def _finish(self, conn: ldap3.Connection) -> None:
+        """Close `conn`, adding the bytes ldap3 received on it to `received`."""
+        if conn.usage is not None:
+            self.received += conn.usage.bytes_received
+        _close(conn)
 
     @contextmanager
     def _stoppable(self, conn: ldap3.Connection) -> Iterator[None]:
@@ -696,7 +925,7 @@ class LdapSource:
     # ------------------------------------------------------------------ one attempt
 
     def _read_once(self) -> SourceSnapshot:
-        self.pages = self.searches = 0
+        self.pages = self.searches = self.received = 0
         conn = self._connect()
         try:
             with self._stoppable(conn):
@@ -707,7 +936,7 @@ class LdapSource:
         except lx.LDAPException as error:
             raise self._classify(error, "search") from error
         finally:
-            _close(conn)
+            self._finish(conn)
         return self._snapshot(people_entries, disabled, group_entries, chains)
 
     def _connect(self) -> ldap3.Connection:
@@ -744,6 +973,7 @@ class LdapSource:
             authentication=ldap3.SIMPLE,
             auto_bind=ldap3.AUTO_BIND_NONE,
             read_only=True,
+            collect_usage=True,  # bytes received, for `received`
             raise_exceptions=True,
             auto_referrals=False,
             # ldap3 packs this into SO_RCVTIMEO as an integer number of seconds.
@@ -894,10 +1124,13 @@ class LdapSource:
         there would read as gone, so the read fails instead, naming it. Active Directory
         answers a search from a domain's root with references to its DNS and configuration
         partitions, which hold no people or groups: those alone are passed over."""
-        for response in conn.response or []:
+        self._refuse_references(conn.response or [], base)
+
+    def _refuse_references(self, responses: Sequence[Mapping[str, object]], base: str) -> None:
+        for response in responses:
             if response.get("type") != "searchResRef":
                 continue
-            uris = [str(u) for u in response.get("uri") or []]
+            uris = [str(u) for u in cast("list[object]", response.get("uri") or [])]
             if self.settings.flavor == "ad" and uris and all(map(_ad_partition, uris)):
                 continue
             raise SourceError(
