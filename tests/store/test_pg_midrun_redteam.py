@@ -49,10 +49,10 @@ def test_connections_cut_mid_apply_leave_an_honest_journal(
     monkeypatch.delenv("PGPASSWORD", raising=False)
     database = postgres.new_database("midrun")
     url = postgres.url(database)
-    document = directory(6, owners=1)
+    document = directory(4, owners=1)
     (tmp_path / "directory.json").write_text(json.dumps(document), encoding="utf-8")
     with OpenAIEmulator(
-        api_key=API_KEY, faults=Faults(latency=0.3), allow_duplicate_invites=True
+        api_key=API_KEY, faults=Faults(latency=0.2), allow_duplicate_invites=True
     ) as emulator:
         target = openai_target("t", emulator.base_url, "max_concurrency = 1")
         config = write_config(tmp_path, url, target, lease_ttl="3s")
