@@ -147,7 +147,8 @@ def test_a_search_path_onto_another_schema_never_writes_there(postgres: Postgres
 def test_a_reconnect_landing_on_a_read_only_server_is_named(postgres: PostgresServer) -> None:
     """A failover that leaves the URL pointing at a standby: the store's next transaction
     opens a new connection (the old one was ended) and must say the server is read-only,
-    not fail later on whatever statement first writes."""
+    not fail later on whatever statement first writes; and work again, without a
+    restart, once the URL leads to a writable server."""
     name = postgres.new_database("failover")
     url = postgres.url(name)
     store = StateStore.open(url, password=PASSWORD)
@@ -161,6 +162,13 @@ def test_a_reconnect_landing_on_a_read_only_server_is_named(postgres: PostgresSe
         )
         with pytest.raises(StateError, match="read-only"):
             store.runs(limit=1)
+        with pytest.raises(StateError, match="read-only"):
+            store.runs(limit=1)  # still refused, not an error of a closed connection
+        # The primary is back under that URL: the same store works again, no restart.
+        _admin_sql(
+            postgres, "postgres", f'ALTER DATABASE "{name}" RESET default_transaction_read_only'
+        )
+        assert store.runs(limit=1) == []
     finally:
         store.close()
         postgres.drop_database(name)
