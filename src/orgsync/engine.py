@@ -316,7 +316,7 @@ class Engine:
                 for t in targets
             ]
         else:
-            results = [
+            results = self._reviewed_mismatch(targets, snapshot, options, started) or [
                 self._run_target(
                     t,
                     snapshot,
@@ -330,6 +330,43 @@ class Engine:
             self.on_finished(result, options)
         self._prune()
         return results
+
+    def _reviewed_mismatch(
+        self,
+        targets: list[TargetConfig],
+        snapshot: SourceSnapshot,
+        options: RunOptions,
+        started: datetime,
+    ) -> list[TargetResult] | None:
+        """A reviewed plan of several targets is applied whole or not at all: one review
+        may move a person between organizations, and one side applied alone could leave
+        them in neither. Every target's fresh plan is compared before any is applied (each
+        is compared again as it is applied); the failed results when one differs, else
+        None."""
+        if options.reviewed_plans is None or options.dry_run or len(targets) < 2:
+            return None
+        checking = replace(options, dry_run=True)
+        failed: dict[str, str] = {}
+        for target in targets:
+            result = self._attempt(target, snapshot, checking, None, store=self.store, lease=None)
+            if result.exit_code == EXIT_ERROR:
+                failed[target.name] = result.error or result.status
+        if not failed:
+            return None
+        names = ", ".join(sorted(failed))
+        return [
+            self._ended_early(
+                t.name,
+                "sync",
+                options,
+                started,
+                status="failed",
+                error=failed.get(t.name)
+                or f"not applied: the reviewed plan is applied whole or not at all, and {names} "
+                "no longer matches",
+            )
+            for t in targets
+        ]
 
     def _incremental(
         self, config: TargetConfig, options: RunOptions, started: datetime, once: SourceOnce
@@ -615,11 +652,12 @@ class Engine:
                 record=run_id is not None,
             )
             narrow = isinstance(target, ReadsPeople) and bool(options.subjects)
-            scoped = scope(config.name, desired, observed, memory, options)
+            limits = safety_limits(self.config)  # the guards a slice must not slip past
+            scoped = scope(config.name, desired, observed, memory, options, limits=limits)
             if narrow and scoped and needs_invitations(scoped) and isinstance(target, ReadsPeople):
                 # Only a person who is not a wanted member can be invited or lose one.
                 observed = replace(observed, invites=target.read_invitations())
-                scoped = scope(config.name, desired, observed, memory, options)
+                scoped = scope(config.name, desired, observed, memory, options, limits=limits)
             if scoped is None and narrow:
                 # A named person is an owner: the last-owner rule needs every owner, and
                 # no API here lists owners alone, so read and plan the whole organization.

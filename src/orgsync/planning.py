@@ -26,11 +26,12 @@ from orgsync.core.rules import DesiredState, MembershipRules, Wanted, desired_st
 from orgsync.core.safety import (
     Allowances,
     Population,
+    SafetyLimits,
     check_target_read,
     gate,
     managed_people,
 )
-from orgsync.core.scope import Scoped, Subjects, restrict
+from orgsync.core.scope import Scoped, Subjects, restrict, whole_plan_needed
 from orgsync.policy import (
     check_capabilities,
     check_roles,
@@ -295,6 +296,8 @@ def scope(
     observed: TargetSnapshot,
     memory: Memory,
     options: RunOptions,
+    *,
+    limits: SafetyLimits | None = None,
 ) -> Scoped | None:
     """The slice of a targeted reconcile, or None to plan the whole organization."""
     subjects = options.subjects
@@ -303,4 +306,19 @@ def scope(
     scoped = restrict(desired, observed, memory, subjects)
     if scoped is None:
         log.info("run.widened", target=target, reason="a named person is an owner")
+        return None
+    # An incremental pass names every change: its slice holds all of a pass's removals
+    # and additions, and the gate judges them as a full pass's.
+    if limits is not None and not options.incremental:
+        reason = whole_plan_needed(
+            scoped,
+            memory,
+            desired,
+            limits,
+            judge_removals=options.allow_removals is None,
+            judge_additions=options.allow_additions is None,
+        )
+        if reason is not None:
+            log.info("run.widened", target=target, reason=reason)
+            return None
     return scoped

@@ -79,7 +79,7 @@ def test_a_sync_on_postgresql_keeps_the_password_out_of_everything(
     after = rig.orgsync("validate")
     assert after.returncode == 0, after.stdout + after.stderr
     assert f"state {url}: ok (schema version" in after.stdout
-    assert ", 2 runs)" in after.stdout
+    assert ", 2 runs; TLS off)" in after.stdout
     assert TARGET in status.stdout
     assert history.stdout.count('"run_id"') == 2
     assert max(rig.pending_invites_per_email().values()) == 1

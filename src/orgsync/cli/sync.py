@@ -122,7 +122,7 @@ def check_usage(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orgsync.cli.plan_files import read_plans
+    from orgsync.cli.plan_files import check_plan_out, read_plans
     from orgsync.engine import Engine
     from orgsync.notify import DRAIN_SECONDS, build_dispatcher
     from orgsync.progress import reporter
@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     reviewed = read_plans(args.plan) if args.plan else None
     if args.plan_out and not args.plan_out.parent.is_dir():
         raise OrgsyncError(f"--plan-out {args.plan_out}: no such directory; nothing was run")
+    if args.plan_out:
+        check_plan_out(args.plan_out)
     emails, source_ids = _subjects(args.only or ())
     options = RunOptions(
         dry_run=args.dry_run,

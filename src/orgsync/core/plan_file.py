@@ -16,6 +16,7 @@ from typing import Any
 
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.plan import Plan, PlanDocumentError, _json_kind
+from orgsync.core.text import visible
 
 
 class PlanFileError(OrgsyncError):
@@ -67,6 +68,11 @@ def read_plan_file(text: str) -> dict[str, Plan]:
             plan = Plan.from_json(item)
         except PlanDocumentError as error:
             raise PlanFileError(f"not a plan written by --plan-out: {where}{error}") from None
+        if visible(plan.target) != plan.target:
+            raise PlanFileError(
+                f"not a plan written by --plan-out: {where}target {_shown(plan.target)} holds "
+                "control characters, which no configured target's name has"
+            )
         written = item["checksum"]
         if written != plan.checksum:
             raise PlanFileError(

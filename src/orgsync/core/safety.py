@@ -403,6 +403,17 @@ def _privilege_guards(
     return _with_memberships(operations, dict.fromkeys(grants, guard))
 
 
+def exceeds_removal_limits(count: int, population: int, limits: SafetyLimits) -> str | None:
+    """Why `count` managed people leaving, of `population`, exceed the removal limits."""
+    return _over("removals", count, population, limits, counted="managed people")
+
+
+def exceeds_addition_limits(count: int, population: int, limits: SafetyLimits) -> str | None:
+    """Why `count` people joining, against `population` managed, exceed the addition
+    limits."""
+    return _over("additions", count, population, limits, counted="newcomers")
+
+
 def _over(
     kind: Literal["removals", "additions"],
     count: int,

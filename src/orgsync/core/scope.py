@@ -15,7 +15,12 @@ facts), so both sides are cut to the same people before the planner sees them:
 - group planning is switched off (no desired groups, no observed groups, no owned
   groups): group membership is decided over whole groups, which a slice cannot see;
 - when a named person is an owner today, the slice is refused (`None`): the last-owner
-  rule needs every owner in view, so the caller runs a full pass instead.
+  rule needs every owner in view, so the caller runs a full pass instead;
+- `whole_plan_needed`: the guards count over a whole plan, and a slice shows them only its
+  few people. When the slice would grant a privileged role, or take access from someone
+  while the source no longer wants more managed people than the removal limits allow,
+  the caller plans the whole organization, so a webhook per person cannot get, a few at
+  a time, what a full pass holds (a mass deactivation, a rule making many owners).
 
 Pure: no I/O, no clock.
 """
@@ -28,6 +33,7 @@ from types import MappingProxyType
 
 from orgsync.core.model import EmailKey, Memory, SourceId, TargetSnapshot, normalize_email
 from orgsync.core.rules import DesiredState
+from orgsync.core.safety import SafetyLimits, exceeds_addition_limits, exceeds_removal_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +138,75 @@ def restrict(
         memory=replace(memory, owned_groups=MappingProxyType({})),
         keys=frozenset(keys),
     )
+
+
+def whole_plan_needed(
+    scoped: Scoped,
+    memory: Memory,
+    whole: DesiredState,
+    limits: SafetyLimits,
+    *,
+    judge_removals: bool = True,
+    judge_additions: bool = True,
+) -> str | None:
+    """Why the slice's plan must be a whole organization's plan for the guards to judge
+    it, or None.
+
+    `memory` and `whole` are the unsliced memory and desired state. Each guard counts
+    over a whole plan, so the slice defers to one when it would:
+    - grant a privileged role while the source wants more people in privileged roles
+      than `max_privilege_grants`;
+    - lower a named person's role (every lowering counts as a removal, and nothing read
+      for a slice says how many others a rule change lowers);
+    - take access from a named person while more managed people than the removal limits
+      allow are no longer wanted (deactivated, out of every scope group, or gone);
+    - let a named person in while the source wants more people orgsync never let in than
+      `max_additions` / `max_addition_ratio` allow (a scope group suddenly listing all).
+    Counted from memory, without reading the organization: a managed person already
+    suspended counts among the unwanted, so the estimate errs towards a whole plan (a
+    managed person removed by hand is not counted among the newcomers, though a whole
+    plan invites them again). `judge_*` off: the operator lifted those guards for this
+    run (`--allow-removals`, `--allow-additions`).
+    """
+    observed = scoped.observed
+    most = limits.max_privilege_grants
+    if (
+        judge_additions
+        and most is not None
+        and observed.roles.privileged
+        # A plan grants a privileged role only to someone the source wants in it: while
+        # those are within the limit, no plan can exceed it.
+        and sum(1 for w in whole.wanted.values() if w.role in observed.roles.privileged) > most
+    ):
+        held_roles = {(m.email_key, m.role) for m in observed.members}
+        for key in scoped.keys:
+            wanted = scoped.desired.wanted.get(key)
+            if (
+                wanted is not None
+                and wanted.role in observed.roles.privileged
+                and (key, wanted.role) not in held_roles
+            ):
+                return "a named person is granted a privileged role"
+    members = {m.email_key for m in observed.members}
+    if judge_additions and any(
+        key in scoped.desired.wanted and key not in members for key in scoped.keys
+    ):
+        joining = sum(1 for key in whole.wanted if key not in memory.managed)
+        over = exceeds_addition_limits(joining, len(memory.managed), limits)
+        if over is not None:
+            return f"a named person is let in while the source wants many newcomers: {over}"
+    if judge_removals:
+        # A lowering is rare: a whole read for it costs little.
+        roles = observed.roles
+        for found in observed.members:
+            wanted = scoped.desired.wanted.get(found.email_key) if found.email_key else None
+            if wanted is not None and roles.rank(found.role) > roles.rank(wanted.role) >= 0:
+                return "a named person's role is lowered"
+    if judge_removals and any(
+        key in memory.managed and key not in whole.wanted for key in scoped.keys
+    ):
+        leaving = sum(1 for key in memory.managed if key not in whole.wanted)
+        over = exceeds_removal_limits(leaving, len(memory.managed), limits)
+        if over is not None:
+            return f"a named person loses access while the source no longer wants many: {over}"
+    return None

@@ -9,8 +9,10 @@ redaction is there for a URL that was never checked (a command line, an error me
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from ipaddress import ip_address
 from typing import Final
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from orgsync.core.redaction import REDACTED
 
@@ -74,3 +76,81 @@ def redact_state_url(url: str) -> str:
             safe="[]",
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+# libpq's sslmode values that encrypt nothing or check nothing of who answers.
+UNVERIFIED_SSLMODES: Final = frozenset({"disable", "allow", "prefer", "require"})
+DEFAULT_SSLMODE: Final = "verify-full"
+
+
+def state_url_hosts(url: str) -> list[str]:
+    """The hosts (names, addresses, socket folders) `url` connects to: those of its
+    authority part and of its `host=` / `hostaddr=` query parameters; empty when it names
+    none (libpq then takes PGHOST, else its default socket)."""
+    parts = urlsplit(url)
+    hosts: list[str] = []
+    authority = parts.netloc.rpartition("@")[2]
+    for item in authority.split(","):
+        host = unquote(item)
+        if host.startswith("["):
+            host = host[1 : host.find("]")] if "]" in host else host[1:]
+        elif not host.startswith("/"):
+            host = host.rpartition(":")[0] if ":" in host else host
+        if host:
+            hosts.append(host)
+    for key, value in parse_qsl(parts.query):
+        if key in ("host", "hostaddr"):
+            hosts += [h for h in value.split(",") if h]
+    return hosts
+
+
+def is_local_host(host: str) -> bool:
+    """A Unix socket folder (or an abstract socket) or a loopback name or address: what
+    travels there never leaves this machine, so TLS has nothing to protect."""
+    if host.startswith(("/", "@")) or host.lower() == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_settings(
+    url: str, environ: Mapping[str, str], *, root_certificate_configured: bool
+) -> dict[str, str]:
+    """The TLS parameters orgsync adds to libpq's for `url` (none when the URL or the
+    environment chose, or when every host is local).
+
+    libpq's own default is `prefer`: encrypted when the server offers it, but nobody's
+    certificate checked, so a man in the middle reads every e-mail address and can answer
+    for the lease table. orgsync's rule is that TLS verification stays on unless said
+    otherwise: `verify-full` (the certificate must chain to a trusted root and name the
+    host), with the system's trusted roots (`sslrootcert=system`) when no root
+    certificate is configured (`sslrootcert` in the URL, PGSSLROOTCERT, or libpq's
+    ~/.postgresql/root.crt, which `root_certificate_configured` says)."""
+    query = {key for key, _ in parse_qsl(urlsplit(url).query)}
+    if "sslmode" in query or environ.get("PGSSLMODE"):
+        return {}
+    hosts = state_url_hosts(url) or [h for h in environ.get("PGHOST", "").split(",") if h]
+    if not hosts or all(is_local_host(h) for h in hosts):
+        return {}  # libpq's default socket, or loopback only
+    settings = {"sslmode": DEFAULT_SSLMODE}
+    configured = (
+        root_certificate_configured or "sslrootcert" in query or environ.get("PGSSLROOTCERT")
+    )
+    if not configured:
+        settings["sslrootcert"] = "system"
+    return settings
+
+
+def unverified_tls(url: str, environ: Mapping[str, str]) -> str | None:
+    """The sslmode `url` (or PGSSLMODE) sets when it leaves a remote server unverified
+    (`disable` ... `require`), for a warning; None when verified or local only."""
+    pairs = dict(parse_qsl(urlsplit(url).query))
+    mode = pairs.get("sslmode") or environ.get("PGSSLMODE")
+    if mode is None or mode not in UNVERIFIED_SSLMODES:
+        return None
+    hosts = state_url_hosts(url) or [h for h in environ.get("PGHOST", "").split(",") if h]
+    if not hosts or all(is_local_host(h) for h in hosts):
+        return None
+    return mode

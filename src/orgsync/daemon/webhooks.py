@@ -118,6 +118,11 @@ QUEUE_TIMEOUT: Final = 10.0
 _SLOT_POLL: Final = 0.005
 """Seconds between two looks for a free writer's slot."""
 _SHOWN: Final = 64
+_ECHO_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cache-Control": "no-store",
+}
 """Characters of a sender's value quoted back in a refusal, at most."""
 
 
@@ -382,8 +387,10 @@ class WebhookReceiver:
                     raise Refused(400, "malformed", "validationToken is empty or too long")
                 self.count("entra", "verification")
                 log.info("webhook.verification", kind="entra")
-                # text/plain and nosniff: the echo must never be interpreted as a page.
-                return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
+                # Anyone can make the daemon say this (Graph cannot sign it), on the origin
+                # of the status page: text/plain, nosniff and a sandbox with no sources, so
+                # that no browser ever runs it as a page; never cached.
+                return PlainTextResponse(token, headers=_ECHO_HEADERS)
             self._check_accepting()
             body = await read_body(request, self.body_timeout)
             keys, event = parse_graph(body, client_state)

@@ -71,7 +71,8 @@ def check_state_url(url: str, *, password: str | None) -> str:
         with db.read() as session:
             runs = session.scalar("SELECT COUNT(*) FROM runs")
         location = db.location
+        tls = db.tls()
     finally:
         db.close()
     upgrade = f", upgraded to {LATEST_VERSION} by the next run" if version < LATEST_VERSION else ""
-    return f"{location}: ok (schema version {version}{upgrade}, {runs} runs)"
+    return f"{location}: ok (schema version {version}{upgrade}, {runs} runs; {tls})"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from orgsync.core.errors import StateError
-from orgsync.store.writer_lock import WriterLock, WriterLocks
+from orgsync.store.writer_lock import WriterLock, WriterLocks, owner_hint
 
 if TYPE_CHECKING:
     # Imported on first connection: sqlite-utils (and click, which it imports) cost every
@@ -506,6 +506,8 @@ class SqliteDB(StateDB):
         self.clock = clock
         self.created = False
         self._locks = WriterLocks(path)
+        self._companions: tuple[int, int] | None = None
+        """The -wal and -shm this connection has open (see `_follow_companions`)."""
 
     # ------------------------------------------------------------------ opening
 
@@ -528,7 +530,7 @@ class SqliteDB(StateDB):
         """
         if str(path) == MEMORY:
             return cls._prepared(cls._connect(MEMORY, None, clock), prepare)
-        file = Path(path)
+        file = _real_file(Path(path))
         if not file.parent.is_dir():
             raise StateError(f"state database directory {file.parent} does not exist")
         if file.is_dir():
@@ -547,6 +549,7 @@ class SqliteDB(StateDB):
             finally:
                 os.umask(previous)
         db.created = created
+        _warn_if_readable_by_others(file)
         return db
 
     @classmethod
@@ -560,7 +563,14 @@ class SqliteDB(StateDB):
         scratch = file.with_name(f".{file.name}.new-{secrets.token_hex(4)}")
         try:
             _create_private(scratch)
-            cls._prepared(cls._connect(str(scratch), scratch, clock, fresh=True), prepare).close()
+            try:
+                built = cls._connect(str(scratch), scratch, clock, fresh=True)
+                cls._prepared(built, prepare).close()
+            except StateError as exc:
+                # Named by the path the operator configured, with the cause only: advice
+                # about restoring or moving aside a scratch file would make no sense.
+                cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
+                raise StateError(f"cannot create state database {file}: {cause}") from exc
             try:
                 os.link(scratch, file)
             except FileExistsError:
@@ -591,15 +601,10 @@ class SqliteDB(StateDB):
             # transaction is an explicit BEGIN IMMEDIATE below. check_same_thread=False: the
             # connection is shared by the applier's threads, serialised by `_lock`.
             # mode=rw: SQLite must never create the file itself (see `open`).
-            conn = sqlite3.connect(
-                f"{path.absolute().as_uri()}?mode=rw" if path is not None else target,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-                uri=path is not None,
-            )
+            conn = _sqlite_connect(target, path)
         except sqlite3.Error as exc:
-            raise StateError(f"cannot open state database {target}: {exc}") from exc
+            denied = _access_problem(path) if path is not None else None
+            raise StateError(f"cannot open state database {target}: {denied or exc}") from exc
         from sqlite_utils import Database
 
         try:
@@ -608,6 +613,14 @@ class SqliteDB(StateDB):
             store._configure(fresh=fresh)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            disk = _disk_problem(path, exc) if path is not None else None
+            if disk is not None:
+                # Not a broken database either: restoring or moving it aside for a full
+                # or failing disk would forget whom orgsync manages.
+                raise StateError(
+                    f"cannot open state database {target}: {disk}. The database was not "
+                    "found broken: keep it as it is"
+                ) from exc
             if path is not None and _folder_read_only(path, exc):
                 # SQLite in WAL mode creates <db>-shm beside the file to open it: a healthy
                 # database must not be called unreadable (and a backup advised) for that.
@@ -618,6 +631,11 @@ class SqliteDB(StateDB):
                     "The database itself was not found broken: keep it as it is, and run "
                     "orgsync where its directory is writable"
                 ) from exc
+            denied = _access_problem(path) if path is not None else None
+            if denied is not None:
+                # Not a broken database: the advice to restore or start over would lose
+                # whom orgsync manages for a chown's sake.
+                raise StateError(f"cannot open state database {target}: {denied}") from exc
             raise StateError(
                 f"state database {target} is unreadable ({exc}). {start_over(target)}"
             ) from exc
@@ -699,6 +717,8 @@ class SqliteDB(StateDB):
             if self._closed:
                 raise StateError("the state database is closed")
             try:
+                if self.path is not None and not self._db.conn.in_transaction:
+                    self._follow_companions(self.path)
                 yield
             except sqlite3.OperationalError as exc:
                 if "locked" in str(exc) or "busy" in str(exc):
@@ -706,12 +726,47 @@ class SqliteDB(StateDB):
                         f"state database {self._name} is locked by another writer "
                         f"(waited {BUSY_TIMEOUT_MS} ms): {exc}"
                     ) from exc
+                denied = _access_problem(self.path) if self.path is not None else None
+                if denied is not None and "readonly" in str(exc):
+                    raise StateError(f"state database {self._name}: {exc}: {denied}") from exc
                 raise StateError(f"state database {self._name}: {exc}") from exc
             except sqlite3.DatabaseError as exc:
                 hint = f" {start_over(self._name)}" if _is_corruption(exc) else ""
                 raise StateError(f"state database {self._name}: {exc}.{hint}") from exc
             except sqlite3.Error as exc:
                 raise StateError(f"state database {self._name}: {exc}") from exc
+
+    def _follow_companions(self, path: Path) -> None:
+        """Reconnect if `<db>-wal` or `<db>-shm` was deleted or replaced while open.
+
+        A cleanup job or an operator removing them under a running daemon leaves it
+        committing into a log no other process sees: `orgsync status` and `sync` read the
+        database without those commits (the links of people just invited: "unmanaged",
+        leavers no longer removed), and a `kill -9` of the daemon loses them for good.
+        Checkpointing the unlinked log into the file at once saves them; a new connection
+        then makes a log every process shares again.
+        """
+        current = _companions(path)
+        if self._companions is None or current == self._companions:
+            self._companions = current
+            return
+        log_ = _log()
+        log_.warning(
+            "state.wal_replaced",
+            path=str(path),
+            note="the database's -wal or -shm file was deleted or replaced while orgsync "
+            "had it open; its commits were checkpointed into the file and it reconnected. "
+            "Never delete them while orgsync runs",
+        )
+        old = self._db
+        old.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        from sqlite_utils import Database
+
+        self._db = Database(_sqlite_connect(str(path), path), execute_plugins=False)
+        self._session = SqliteSession(self._db)
+        old.close()
+        self._configure(fresh=False)
+        self._companions = _companions(path)
 
     @property
     def _name(self) -> str:
@@ -735,6 +790,65 @@ class SqliteDB(StateDB):
                 self._db.close()
 
 
+FULL_BELOW = 1 << 20
+"""Free bytes under which an I/O error opening the database is put down to a full disk
+(SQLite reports one when it cannot make its 32 KiB -shm there)."""
+
+
+def _disk_problem(path: Path, error: sqlite3.DatabaseError) -> str | None:
+    """What the disk under `path` has to do with `error`: full, or failing; else None."""
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return None
+    try:
+        stat = os.statvfs(path.parent)
+        free: int | None = stat.f_bavail * stat.f_frsize
+    except OSError:
+        free = None
+    if primary == sqlite3.SQLITE_FULL or (free is not None and free < FULL_BELOW):
+        room = "" if free is None else f", {free} bytes free"
+        return f"the disk of {path.parent} is full ({error}{room}): free space there and run again"
+    return f"an I/O error on the disk of {path.parent} ({error}): check the disk and the system log"
+
+
+def _warn_if_readable_by_others(file: Path) -> None:
+    """Say so when users other than the owner may read the database (and so its -wal and
+    -shm, which SQLite gives the file's mode): it holds every managed person's e-mail.
+    orgsync creates it 0600; a copy restored with `cp` under umask 022 is 0644. Left as it
+    is (the operator may mean it: a group that reads it), but never unnoticed."""
+    try:
+        mode = file.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        _log().warning(
+            "state.readable_by_others",
+            path=str(file),
+            mode=f"{mode:o}",
+            note="the state database holds the e-mail of everyone orgsync manages; "
+            f"other users may open it. chmod 600 {file} unless that is meant",
+        )
+
+
+def _sqlite_connect(target: str, path: Path | None) -> sqlite3.Connection:
+    return sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode=rw" if path is not None else target,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+        uri=path is not None,
+    )
+
+
+def _companions(path: Path) -> tuple[int, int] | None:
+    """The inodes of `<db>-wal` and `<db>-shm`; None while either is missing."""
+    try:
+        return (os.stat(f"{path}-wal").st_ino, os.stat(f"{path}-shm").st_ino)
+    except FileNotFoundError:
+        return None
+
+
 class NoStateDatabase(StateError):
     """There is no state database at the configured path yet (nothing has run)."""
 
@@ -743,6 +857,34 @@ class NoStateDatabase(StateError):
             f"no state database at {path} yet: the first `orgsync sync` (or the daemon) creates it"
         )
         self.path = path
+
+
+def _real_file(path: Path) -> Path:
+    """The file `path` names, symbolic links followed, as an absolute path.
+
+    SQLite follows a link to the database and puts its -wal and -shm beside the real file;
+    the writer locks, the write mark and the scratch file of a new database must go there
+    too. Left beside the link, a process opening the database through the link and
+    another opening it by its real name would each hold "the" writer lock of a target
+    (both applying, inviting everyone twice) and keep marks of their own.
+    """
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # a loop of links
+        raise StateError(f"state database path {path} cannot be followed: {exc}") from exc
+
+
+def _access_problem(path: Path) -> str | None:
+    """Which of the database's files this process may not read and write, if any: a file
+    another user owns (root ran orgsync once), or one made read-only."""
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            hint = owner_hint(file, path) or " (chmod 600 it)"
+            return (
+                f"{file} is not readable and writable by this user{hint}. The database "
+                "was not found broken: keep it as it is"
+            )
+    return None
 
 
 def _folder_read_only(path: Path, error: sqlite3.DatabaseError) -> bool:

@@ -55,6 +55,7 @@ import structlog
 from orgsync.core.errors import StateError
 from orgsync.store.baselines import INVALIDATED
 from orgsync.store.db import Session, StateDB, encode_time, text_time
+from orgsync.store.writer_lock import share_owner
 
 log = structlog.get_logger(__name__)
 
@@ -152,7 +153,9 @@ def _write_mark_file(file: Path, mark: Mark) -> None:
         sort_keys=True,
     )
     lock_path = file.with_name(file.name + ".lock")
+    database = file.with_name(file.name.removesuffix(MARK_SUFFIX))
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    share_owner(fd, database)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         current = read_mark_file(file) if file.exists() else None
@@ -166,6 +169,7 @@ def _write_mark_file(file: Path, mark: Mark) -> None:
         try:
             out = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
+                share_owner(out, database)
                 os.write(out, body.encode("utf-8"))
                 os.fsync(out)
             finally:

@@ -23,6 +23,7 @@ use, with an error saying how to install it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import time
@@ -31,12 +32,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orgsync.core.errors import StateError
 from orgsync.core.redaction import Scrubber
-from orgsync.core.state_url import redact_state_url, state_url_problem
+from orgsync.core.state_url import (
+    DEFAULT_SSLMODE,
+    redact_state_url,
+    state_url_problem,
+    tls_settings,
+    unverified_tls,
+)
 from orgsync.store.db import (
     Clock,
     Dialect,
@@ -96,9 +104,14 @@ class _PostgresDialect(Dialect):
 POSTGRESQL = _PostgresDialect(
     name="postgresql",
     json_array_values="SELECT jsonb_array_elements_text(CAST(? AS jsonb))",
+    # From the catalog, not information_schema: that one lists only the tables our role
+    # has a privilege on, and another application's `runs` or `leases` in our schema
+    # would pass for an empty database (tables, partitioned tables, views, materialized
+    # and foreign tables: any name a CREATE TABLE of ours would collide with).
     table_names=(
-        "SELECT CAST(table_name AS text) AS name FROM information_schema.tables "
-        "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        "SELECT CAST(relname AS text) AS name FROM pg_catalog.pg_class "
+        "WHERE relnamespace = CAST(current_schema() AS regnamespace) "
+        "AND relkind IN ('r', 'p', 'v', 'm', 'f')"
     ),
     schema_lock=f"SELECT pg_advisory_xact_lock({_LOCK_SPACE}, {_SCHEMA_LOCK})",
     now_epoch="SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS double precision)",
@@ -238,7 +251,10 @@ class PostgresDB(StateDB):
             with db.read() as session:
                 if isinstance(shared, ServerClock):
                     server_now(db, session)
-                empty = not session.query(POSTGRESQL.table_names)
+                tables = {row.text("name") for row in session.query(POSTGRESQL.table_names)}
+                if "schema_version" in tables:
+                    _refuse_foreign_versions(db, session)
+                empty = not tables
             if not (empty and not create) and prepare is not None:
                 prepare(db)
         except BaseException:
@@ -342,6 +358,25 @@ class PostgresDB(StateDB):
         finally:
             self._lock.release()
 
+    def tls(self) -> str:
+        """How the store's connection is protected, in a few words for `validate`."""
+        with self._guard():
+            if not self._conn.pgconn.ssl_in_use:
+                return "TLS off"
+            mode = next(
+                (
+                    o.val.decode()
+                    for o in self._conn.pgconn.info
+                    if o.keyword == b"sslmode" and o.val
+                ),
+                "prefer",
+            )
+        if mode == "verify-full":
+            return "TLS, server certificate verified"
+        if mode == "verify-ca":
+            return "TLS, server certificate's CA verified (not its host name)"
+        return f"TLS, server certificate NOT verified (sslmode={mode})"
+
     def _in_transaction(self) -> bool:
         # UNKNOWN is a connection the server ended: no transaction of ours is open on it.
         status = _psycopg().pq.TransactionStatus
@@ -404,14 +439,43 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
         extra["password"] = password
     if "connect_timeout" not in url:
         extra["connect_timeout"] = CONNECT_TIMEOUT_S
+    # TLS verification stays on by default (core.state_url.tls_settings): libpq's own
+    # default would encrypt to whoever answers, checking nobody's certificate.
+    extra.update(
+        tls_settings(url, os.environ, root_certificate_configured=_default_root_certificate())
+    )
+    weak = unverified_tls(url, os.environ)
+    if weak is not None:
+        _log().warning(
+            "state.tls_unverified",
+            url=shown,
+            sslmode=weak,
+            hint="the server's certificate is not checked: anyone between here and it can "
+            "read the state and forge leases; use sslmode=verify-full",
+        )
 
     def connect() -> psycopg.Connection[Any]:
         try:
             conn: psycopg.Connection[Any] = pg.connect(url, autocommit=True, **extra)
         except pg.Error as exc:
             message = scrubber(str(exc).strip()) or type(exc).__name__
+            if extra.get("sslmode") == DEFAULT_SSLMODE and _is_tls_failure(message):
+                message += (
+                    " (orgsync verifies the server's certificate by default: give its CA "
+                    "with sslrootcert=PATH in the URL, or sslmode=... to choose otherwise)"
+                )
             raise StateError(f"cannot connect to the state database {shown}: {message}") from exc
         try:
+            read_only = conn.execute("SELECT current_setting('transaction_read_only')")
+            row = read_only.fetchone()
+            if row is not None and row[0] == "on":
+                conn.close()
+                raise StateError(
+                    f"state database {shown} is read-only (a hot standby, or "
+                    "default_transaction_read_only = on): every run records what it does "
+                    "there before calling a target; give the primary's URL (with several "
+                    "hosts, add target_session_attrs=read-write)"
+                )
             conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
             # The server probes an idle connection after 30 s and drops it (and the
             # session's advisory lock) after three unanswered probes: a writer whose host
@@ -425,6 +489,52 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
         return conn
 
     return connect
+
+
+def _refuse_foreign_versions(db: PostgresDB, session: Session) -> None:
+    """A `schema_version` table is a common name (Flyway before 5, hand-made migrations):
+    one whose first row is not orgsync's first migration belongs to another application,
+    and taking it for an old orgsync schema would run our migrations into its database."""
+    from orgsync.store.migrations import MIGRATIONS
+
+    first = MIGRATIONS[0]
+    # Through jsonb, so that a table with other columns answers NULL instead of failing
+    # (one that our role may not read fails, naming the permission: not ours either).
+    found = session.scalar(
+        "SELECT to_jsonb(s) ->> 'description' FROM schema_version AS s "
+        "WHERE to_jsonb(s) ->> 'version' = ?",
+        (str(first.version),),
+    )
+    if found != first.description:
+        raise StateError(
+            f"{db.location} is not an orgsync state database (its schema_version table "
+            "is another application's); refusing to write into it"
+        )
+
+
+def _default_root_certificate() -> bool:
+    """Whether libpq's own root certificate file (~/.postgresql/root.crt) exists; or
+    whether a libpq before 16, which knows no `sslrootcert=system`, must be left to its
+    own default (that file, its error naming it when missing)."""
+    if _psycopg().pq.version() < 160000:
+        return True
+    try:
+        return (Path.home() / ".postgresql" / "root.crt").is_file()
+    except (OSError, RuntimeError):  # no home directory
+        return False
+
+
+def _is_tls_failure(message: str) -> bool:
+    lowered = message.lower()
+    return any(
+        word in lowered for word in ("ssl", "certificate", "does not match host name", "tls")
+    )
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger(__name__)
 
 
 # --------------------------------------------------------------------------- writer lock

@@ -63,11 +63,44 @@ def lock_path(database: Path, target: str) -> Path:
     return database.with_name(f"{database.name}.{label}.lock")
 
 
+def share_owner(fd: int, database: Path | None) -> None:
+    """Give a file orgsync just made beside the database (`fd`) the database file's owner,
+    when running as root: as SQLite does for -wal and -shm. Otherwise one `sudo orgsync`
+    leaves root-owned lock and mark files that stop every later run as the service user
+    ("Permission denied")."""
+    if database is None or os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(database)
+        made = os.fstat(fd)
+        if (made.st_uid, made.st_gid) != (owner.st_uid, owner.st_gid):
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+    except OSError:
+        return  # no database yet (or gone): nothing to match
+
+
+def owner_hint(path: Path, database: Path | None) -> str:
+    """Why this process may not open `path`, when it belongs to another user."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    if info.st_uid == os.geteuid():
+        return ""
+    return (
+        f" ({path.name} is owned by uid {info.st_uid}, mode {info.st_mode & 0o777:o}, and "
+        f"orgsync runs as uid {os.geteuid()}: was it run once as another user, e.g. root? "
+        f"chown the files {database or path}* back to the user orgsync runs as)"
+    )
+
+
 class FileLock:
     """An exclusive flock on a file (see the module docstring). Not shared between threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database: Path | None = None) -> None:
         self.path = path
+        self.database = database
+        """The database it guards, whose owner the lock file is given (`share_owner`)."""
         self._fd: int | None = None
 
     def __repr__(self) -> str:
@@ -115,7 +148,9 @@ class FileLock:
             except OSError as error:
                 raise StateError(
                     f"cannot open the lock file {self.path}: {error.strerror}"
+                    f"{owner_hint(self.path, self.database)}"
                 ) from error
+            share_owner(fd, self.database)
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -204,4 +239,4 @@ class WriterLocks:
         if self._memory is not None:
             return self._memory.lock(target)
         assert self._database is not None
-        return FileLock(lock_path(self._database, target))
+        return FileLock(lock_path(self._database, target), self._database)
