@@ -43,7 +43,9 @@ def test_online_validation_reports_an_unreachable_source(tmp_path: Path) -> None
     path.write_text(
         CONFIG.replace(
             '"ldap://127.0.0.1:9"', '"ldap://127.0.0.1:9"\ntimeout = "1s"\nmax_attempts = 1'
-        ),
+        )
+        # The target is unreachable too: one attempt, not the default retries with backoff.
+        .replace('api_key_env = "OPENAI_KEY"', 'api_key_env = "OPENAI_KEY"\nmax_attempts = 1'),
         encoding="utf-8",
     )
     lines, ok = validate(

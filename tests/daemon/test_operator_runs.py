@@ -128,7 +128,11 @@ def test_another_daemon_s_failures_do_not_turn_this_daemon_s_readiness(
     """A second daemon on the same database whose environment lacks the API key (a bad
     rollout) is not ready; the first, whose own runs are clean, stays ready."""
     with OpenAIEmulator(api_key=API_KEY) as emulator:
-        rig = DaemonRig(folder=tmp_path, emulator=emulator)
+        # A short lease: the second daemon's start-up pass first waits one lease_ttl for
+        # the replica its target falls to (30 s by default), which this test is not about.
+        rig = DaemonRig(
+            folder=tmp_path, emulator=emulator, state='path = "state.db"\nlease_ttl = "2s"'
+        )
         rig.write(directory(3, owners=1))
         good = rig.start("good")
         started.append(good)
