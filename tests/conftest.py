@@ -5,12 +5,9 @@
 from __future__ import annotations
 
 import compileall
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.postgres import PASSWORD, PostgresServer, running_postgres
@@ -28,31 +25,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     the bytecode regardless of that setting, and only for modules whose source changed."""
     if SOURCE.is_dir():
         compileall.compile_dir(SOURCE, quiet=1)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_default_tls_context() -> Iterator[None]:
-    """Each `HttpClient` built in this process shares one default TLS context.
-
-    The product builds one per client (`httpx.create_ssl_context(verify=True)` reads the
-    whole CA bundle: 20-70 ms), and the in-process engine tests build hundreds: a third
-    of `tests/engine/test_incremental_differential.py`'s time. A context is never changed
-    once built (orgsync only hands it to httpx), so sharing the one with the same CA
-    bundle checks certificates exactly as a fresh one would. `orgsync` processes the
-    tests start still build their own."""
-    real = httpx.create_ssl_context
-    built: dict[bool, ssl.SSLContext] = {}
-
-    def shared(verify: Any = True, *args: Any, **kwargs: Any) -> ssl.SSLContext:
-        if (verify is True or verify is False) and not args and not kwargs:
-            if verify not in built:
-                built[verify] = real(verify=verify)
-            return built[verify]
-        return real(verify, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(httpx, "create_ssl_context", shared)
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,13 @@ rate limiting, and the bearer token staying secret."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import certifi
 import httpx
@@ -24,6 +26,7 @@ from orgsync.core.errors import (
     TransientError,
     UnsupportedRequest,
 )
+from orgsync.http.client import ssl_verify
 from orgsync.http.ratelimit import TokenBucket
 from orgsync.http.responses import error_for_transport, parse_retry_after
 from orgsync.retrying import RetrySettings
@@ -666,3 +669,19 @@ def test_paths_join_the_base_url_as_httpx_would(base_url: str, path: str, expect
     finally:
         client.close()
     assert [str(url) for url in sent] == [f"{expected}?limit=2"]
+
+
+def test_the_default_tls_contexts_are_built_once_and_a_ca_file_is_read_each_time(
+    tmp_path: Path,
+) -> None:
+    """Building a context reads the whole CA bundle (20-70 ms) and a daemon builds clients
+    every pass: the defaults are shared; a private CA file is read anew, so a rotated CA
+    is picked up without a restart."""
+    assert ssl_verify(True) is ssl_verify(True)
+    assert ssl_verify(False) is ssl_verify(False)
+    assert ssl_verify(True) is not ssl_verify(False)
+    assert ssl_verify(True).verify_mode == ssl.CERT_REQUIRED and ssl_verify(True).check_hostname
+    assert ssl_verify(False).verify_mode == ssl.CERT_NONE
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(certifi.where()).read_text())
+    assert ssl_verify(str(bundle)) is not ssl_verify(str(bundle))

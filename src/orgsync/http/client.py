@@ -133,13 +133,30 @@ class FixedHeader(Protocol):
 # --------------------------------------------------------------------------- the factory
 
 
-def ssl_verify(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
-    """What httpx's `verify` takes for a `ca_file` key (a path) or True/False."""
+_DEFAULT_CONTEXTS: dict[bool, ssl.SSLContext] = {}
+_DEFAULT_CONTEXTS_LOCK = threading.Lock()
+
+
+def ssl_verify(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext:
+    """The TLS context for a `ca_file` key (a path) or True/False.
+
+    The default contexts (True: the CA bundle; False: no verification) are built once
+    per process and shared: building one reads and parses the whole CA bundle (20-70 ms),
+    and a daemon builds clients on every pass, a CLI run several. httpx and httpcore only
+    read a context, apart from setting ALPN, which is the same HTTP/1.1 for every orgsync
+    client. A `ca_file` is read anew each time, so a rotated private CA is picked up at
+    the next pass without a restart."""
     # httpx 0.28 deprecates `verify=<path>`; a context built from the CA file is the
     # supported spelling and still checks host names.
     if isinstance(verify, str):
         return ssl.create_default_context(cafile=verify)
-    return verify
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    with _DEFAULT_CONTEXTS_LOCK:
+        context = _DEFAULT_CONTEXTS.get(verify)
+        if context is None:
+            context = _DEFAULT_CONTEXTS[verify] = httpx.create_ssl_context(verify=verify)
+        return context
 
 
 def environment_proxies() -> dict[str, str | None]:
@@ -338,8 +355,6 @@ class HttpClient:
         self._policy = retry.policy(sleep=self._sleep)
         # One TLS context for both ways of sending (building one reads the CA bundle).
         trust = ssl_verify(verify)
-        if trust is True or trust is False:
-            trust = httpx.create_ssl_context(verify=trust)
         self._http = new_client(
             base_url=base_url,
             timeout=timeout,
