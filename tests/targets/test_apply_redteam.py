@@ -125,6 +125,16 @@ def by_op(report: ApplyReport) -> dict[str, Outcome]:
     return {o.operation.op: o for o in report.outcomes}
 
 
+def new_group_with(group: str, source_id: str, email: str, user_id: str) -> list[Operation]:
+    """A plan creating `group` with one member, who depends on the creation."""
+    return [
+        CreateGroup(group=group, source_group_id=source_id, reason="t"),
+        AddGroupMember(
+            group=group, source_group_id=source_id, email=email, user_id=user_id, reason="t"
+        ),
+    ]
+
+
 def answer_with(
     method: str, path_end: str, body: Callable[[], bytes]
 ) -> Callable[[str, str, str, int, bytes], tuple[int, bytes] | None]:
@@ -227,16 +237,7 @@ def test_a_created_group_answer_naming_another_group_is_not_owned(
     target = scim_target(proxy)
     report = apply(
         target,
-        [
-            CreateGroup(group="team-x", source_group_id="t-x", reason="t"),
-            AddGroupMember(
-                group="team-x",
-                source_group_id="t-x",
-                email="member@example.test",
-                user_id=person["id"],
-                reason="t",
-            ),
-        ],
+        new_group_with("team-x", "t-x", "member@example.test", person["id"]),
     )
     target.close()
     created = by_op(report)["create_group"]
@@ -373,16 +374,7 @@ def test_a_create_meeting_several_namesakes_adopts_none(
     target = scim_target(proxy)
     report = apply(
         target,
-        [
-            CreateGroup(group="team-dup", source_group_id="t-dup", reason="t"),
-            AddGroupMember(
-                group="team-dup",
-                source_group_id="t-dup",
-                email="dup-member@example.test",
-                user_id=person["id"],
-                reason="t",
-            ),
-        ],
+        new_group_with("team-dup", "t-dup", "dup-member@example.test", person["id"]),
     )
     target.close()
     created = by_op(report)["create_group"]
@@ -580,16 +572,7 @@ def test_a_privileged_namesake_made_before_apply_is_not_adopted_on_a_conflict(
     target = openai_target(proxy)
     report = apply(
         target,
-        [
-            CreateGroup(group="team-z", source_group_id="t-z", reason="t"),
-            AddGroupMember(
-                group="team-z",
-                source_group_id="t-z",
-                email="team-member@example.com",
-                user_id=member,
-                reason="t",
-            ),
-        ],
+        new_group_with("team-z", "t-z", "team-member@example.com", member),
     )
     target.close()
     created = by_op(report)["create_group"]
