@@ -202,6 +202,40 @@ def test_foreign_database_and_garbage_are_refused(tmp_path: Path) -> None:
         StateStore.open(garbage)
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        # Another application's hand-made migrations, shaped like ours, at a lower version.
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, "
+        "applied_at TEXT); INSERT INTO schema_version VALUES (1, 'add invoices', '2020');",
+        # Its own columns, an integer version.
+        "CREATE TABLE schema_version (version INTEGER, script TEXT); "
+        "INSERT INTO schema_version VALUES (3, 'V3__invoices.sql');",
+    ],
+)
+def test_another_applications_schema_version_table_is_never_migrated(
+    tmp_path: Path, script: str
+) -> None:
+    """A `[state] path` pointed at another application's SQLite file with a
+    `schema_version` table (a common name) was taken for an old orgsync database and
+    migrated: our tables were written into that application's file."""
+    foreign = tmp_path / "app.db"
+    with raw(foreign) as conn:
+        conn.executescript(script + "CREATE TABLE invoices (id INTEGER PRIMARY KEY);")
+
+    def schema() -> list[tuple[str, str]]:
+        conn = raw(foreign)
+        try:
+            return conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        finally:
+            conn.close()
+
+    before = schema()
+    with pytest.raises(StateError, match="not an orgsync state database"):
+        StateStore.open(foreign)
+    assert schema() == before
+
+
 def test_missing_directory_is_a_state_error(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="does not exist"):
         StateStore.open(tmp_path / "nope" / "state.db")

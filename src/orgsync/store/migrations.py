@@ -13,6 +13,7 @@ a secret: credentials live in the environment or in files named by the configura
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 from orgsync.core.errors import StateError
@@ -302,7 +303,7 @@ def migrate(db: StateDB) -> int:
     code does not know, and writing to them could corrupt it for the newer version.
     """
     with db.read() as session:
-        found = _current_version(session)
+        found = _current_version(db, session)
     _refuse_newer(db, found)
     if found == LATEST_VERSION:
         return found
@@ -311,7 +312,7 @@ def migrate(db: StateDB) -> int:
     with db.write() as session:
         if session.dialect.schema_lock is not None:
             session.scalar(session.dialect.schema_lock)
-        found = _current_version(session)
+        found = _current_version(db, session)
         _refuse_newer(db, found)
         if found == 0:
             _refuse_foreign(db, session)
@@ -332,17 +333,19 @@ def schema_version(db: StateDB) -> int:
     """The version of `db`'s schema, reading only; refuses one that is not orgsync's or is
     newer than this code (as `migrate` would)."""
     with db.read() as session:
-        found = _current_version(session)
+        found = _current_version(db, session)
         if found == 0:
             _refuse_foreign(db, session)
     _refuse_newer(db, found)
     return found
 
 
-def _current_version(session: Session) -> int:
+def _current_version(db: StateDB, session: Session) -> int:
     tables = {row.text("name") for row in session.query(session.dialect.table_names)}
     if "schema_version" not in tables:
         return 0
+    if session.dialect.name == "sqlite":  # PostgreSQL checks when it connects (postgres.py)
+        _refuse_foreign_versions(db, session)
     version = session.scalar("SELECT MAX(version) FROM schema_version")
     if version is None:
         return 0
@@ -359,6 +362,26 @@ def _refuse_foreign(db: StateDB, session: Session) -> None:
         raise StateError(
             f"{db.location} is not an orgsync state database (it has tables {names} but no "
             "schema_version); refusing to write into it"
+        )
+
+
+def _refuse_foreign_versions(db: StateDB, session: Session) -> None:
+    """A `schema_version` table is a common name (Flyway before 5, hand-made migrations):
+    a `[state] path` pointed at another application's SQLite file holding one whose first
+    row is not orgsync's first migration must not be taken for an old orgsync database
+    and "upgraded" with our tables (the migration would write into that application's
+    file)."""
+    first = MIGRATIONS[0]
+    try:
+        found = session.scalar(
+            "SELECT description FROM schema_version WHERE version = ?", (first.version,)
+        )
+    except sqlite3.Error:  # a table with other columns
+        found = None
+    if found != first.description:
+        raise StateError(
+            f"{db.location} is not an orgsync state database (its schema_version table "
+            "is another application's); refusing to write into it"
         )
 
 
