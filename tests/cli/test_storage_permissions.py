@@ -35,7 +35,18 @@ pytestmark = pytest.mark.skipif(
 NOBODY = 65534
 
 
-AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+# CAP_DAC_READ_SEARCH: the service user may read (never write) what it does not own, so
+# that it can load orgsync from a checkout under a folder only root may enter (a clone in
+# `mktemp -d`, /root): without it, that is "No module named orgsync". Writing, what these
+# tests are about, is still refused on files it does not own.
+AS_NOBODY = [
+    "setpriv",
+    f"--reuid={NOBODY}",
+    f"--regid={NOBODY}",
+    "--clear-groups",
+    "--inh-caps=+dac_read_search",
+    "--ambient-caps=+dac_read_search",
+]
 
 
 @pytest.fixture
