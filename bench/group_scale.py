@@ -5,7 +5,10 @@ by one group rule, planned within 3 s of CPU and 500 MiB of peak RSS. The target
 holds every group (owned by orgsync) with 98% of its members and its role; the plan must
 find the missing 2% and the extra members. The step measured is what `Planning.make_plan`
 does: desired state, plan, and both safety gates. Growth per doubling of the whole world
-from 10k to 160k people must stay at most x2.2 (linear, with room for caches).
+from 10k to 160k people must stay at most x2.2 (linear, with room for caches);
+`bench/growth_floor.py` measures, on the same world, the growth of the least work any
+planner does (one look-up per membership), which on a machine whose caches the larger
+worlds outgrow is itself above x2.2.
 
 `--not-members P` makes P percent of the people no members yet (each with a pending
 invitation): the groups they are in must list them as waiting, which a plan finds without
