@@ -97,6 +97,7 @@ role = "owner"
 [safety]
 max_removals = 1000
 max_removal_ratio = 1.0
+max_privilege_grants = 1000
 [state]
 path = "state.db"
 """
