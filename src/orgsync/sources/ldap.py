@@ -416,6 +416,39 @@ def _text(raw: Mapping[str, Sequence[bytes]], attribute: str | None) -> str | No
     return None
 
 
+def _check_new_page(base: str, first: str | None, firsts: set[str]) -> None:
+    """Fail a page of a paged search that starts with the entry an earlier page started
+    with (RFC 2696's cookie may stay the same between pages: the page must change)."""
+    if first is None:
+        return
+    if first in firsts:
+        raise SourceError(
+            f"ldap: search of {base!r}: the server answered a page it had "
+            "already sent (the paged search does not move forward)"
+        )
+    firsts.add(first)
+
+
+def _next_cookie(
+    base: str, done: Mapping[str, Any], cookie: bytes | None, had_entries: bool
+) -> bytes | None:
+    """The cookie asking for the page after the one `done` ends, None after the last; an
+    answer without the paged-results control, or an empty page under the same cookie,
+    fails the search (it cannot be known complete, or goes round in circles)."""
+    control = (done.get("controls") or {}).get(PAGED_RESULTS)
+    if control is None:
+        raise SourceError(
+            f"ldap: search of {base!r}: the answer carries no paged-results control, "
+            "so it cannot be known complete"
+        )
+    following: bytes = control["value"]["cookie"]
+    if not following:
+        return None
+    if following == cookie and not had_entries:
+        raise SourceError(f"ldap: search of {base!r}: the paged-results cookie did not advance")
+    return following
+
+
 class LdapSource:
     """Reads people and groups from an LDAP directory or Active Directory.
 
@@ -744,27 +777,10 @@ class LdapSource:
                 )
             self._check_result(conn, base)
             count += entries
-            if first is not None:
-                if first in firsts:
-                    raise SourceError(
-                        f"ldap: search of {base!r}: the server answered a page it had "
-                        "already sent (the paged search does not move forward)"
-                    )
-                firsts.add(first)
-            paged = (done.get("controls") or {}).get(PAGED_RESULTS)
-            if paged is None:
-                raise SourceError(
-                    f"ldap: search of {base!r}: the answer carries no paged-results control, "
-                    "so it cannot be known complete"
-                )
-            following = paged["value"]["cookie"]
-            if not following:
+            _check_new_page(base, first, firsts)
+            cookie = _next_cookie(base, done, cookie, entries > 0)
+            if cookie is None:
                 return count
-            if following == cookie and not entries:
-                raise SourceError(
-                    f"ldap: search of {base!r}: the paged-results cookie did not advance"
-                )
-            cookie = following
 
     def _stream_page(
         self, strategy: Any, message_id: int, base: str
@@ -1074,30 +1090,12 @@ class LdapSource:
             self._check_result(conn, base)
             self._check_references(conn, base)
             entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
-            if entries:
-                first = entries[0]["dn"]
-                if first in firsts:
-                    raise SourceError(
-                        f"ldap: search of {base!r}: the server answered a page it had "
-                        "already sent (the paged search does not move forward)"
-                    )
-                firsts.add(first)
+            _check_new_page(base, entries[0]["dn"] if entries else None, firsts)
             for entry in entries:
                 yield entry["dn"], dict(entry["raw_attributes"])
-            control = (conn.result.get("controls") or {}).get(PAGED_RESULTS)
-            if control is None:
-                raise SourceError(
-                    f"ldap: search of {base!r}: the answer carries no paged-results control, "
-                    "so it cannot be known complete"
-                )
-            following = control["value"]["cookie"]
-            if not following:
+            cookie = _next_cookie(base, conn.result, cookie, bool(entries))
+            if cookie is None:
                 return
-            if following == cookie and not entries:
-                raise SourceError(
-                    f"ldap: search of {base!r}: the paged-results cookie did not advance"
-                )
-            cookie = following
 
     @staticmethod
     def _check_result(conn: ldap3.Connection, base: str) -> None:
