@@ -83,7 +83,7 @@ from tests.cli.harness import KEY_ENV as OPENAI_KEY_ENV
 from tests.cli.harness import directory as openai_directory
 from tests.targets.cli import SCIM_TOKEN_ENV
 from tests.targets.cli import directory as scim_directory
-from tests.targets.scim_servers import TOKEN, Scim2Server, ScimProxy
+from tests.targets.scim_servers import TOKEN, Scim2Server, ScimProxy, Tamper
 
 FAST = RetrySettings(max_attempts=4, max_delay=5, base=0.01, cap=0.05)
 OPENAI_KEY = "sk-admin-apply-redteam-0123456789abcdef"
@@ -135,9 +135,7 @@ def new_group_with(group: str, source_id: str, email: str, user_id: str) -> list
     ]
 
 
-def answer_with(
-    method: str, path_end: str, body: Callable[[], bytes]
-) -> Callable[[str, str, str, int, bytes], tuple[int, bytes] | None]:
+def answer_with(method: str, path_end: str, body: Callable[[], bytes]) -> Tamper:
     """A `ScimProxy.tamper` answering the first 2xx `method` on a path ending `path_end`
     with `body()` instead of the server's own answer (the change itself happened)."""
     used: list[bool] = []
@@ -182,6 +180,29 @@ def scim_post(direct: httpx.Client, resource: str, body: dict[str, Any]) -> dict
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+def ignoring_patches(direct: httpx.Client, resource: str, undo: dict[str, Any]) -> Tamper:
+    """A server that answers a PATCH of `resource` and ignores it: the change is put back
+    with `undo` (one PatchOp operation) and the answer is what the server then holds
+    (scim2-server answers 204; others, SCIMMY, 200 with the resource)."""
+
+    def tamper(
+        method: str, path: str, query: str, status: int, content: bytes
+    ) -> tuple[int, bytes] | None:
+        del query, content
+        if method == "PATCH" and path.endswith(resource) and status in (200, 204):
+            direct.patch(
+                resource,
+                json={
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [undo],
+                },
+            ).raise_for_status()
+            return 200, direct.get(resource).content
+        return None
+
+    return tamper
 
 
 def scim_list(direct: httpx.Client, resource: str) -> list[dict[str, Any]]:
@@ -325,24 +346,9 @@ def test_a_suspension_the_server_answers_but_ignores_is_not_journaled_done(
     proxy, direct = scim
     leaver = scim_post(direct, "Users", {"userName": "leaver@example.test", "active": True})
 
-    def ignore_patches(
-        method: str, path: str, query: str, status: int, content: bytes
-    ) -> tuple[int, bytes] | None:
-        del query, content
-        if method == "PATCH" and path.endswith(leaver["id"]) and status in (200, 204):
-            # The server "ignores" it: put it back, and answer with what it then holds
-            # (scim2-server answers 204; others, SCIMMY, 200 with the resource).
-            direct.patch(
-                f"/Users/{leaver['id']}",
-                json={
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [{"op": "replace", "path": "active", "value": True}],
-                },
-            ).raise_for_status()
-            return 200, direct.get(f"/Users/{leaver['id']}").content
-        return None
-
-    proxy.tamper = ignore_patches
+    proxy.tamper = ignoring_patches(
+        direct, f"/Users/{leaver['id']}", {"op": "replace", "path": "active", "value": True}
+    )
     target = scim_target(proxy, dialect)
     report = apply(
         target, [SuspendMember(email="leaver@example.test", user_id=leaver["id"], reason="t")]
@@ -398,24 +404,11 @@ def test_a_member_removal_the_server_answers_but_ignores_is_not_journaled_done(
         direct, "Groups", {"displayName": "team-keep", "members": [{"value": leaver["id"]}]}
     )
 
-    def ignore_removals(
-        method: str, path: str, query: str, status: int, content: bytes
-    ) -> tuple[int, bytes] | None:
-        del query, content
-        if method == "PATCH" and path.endswith(team["id"]) and status in (200, 204):
-            direct.patch(
-                f"/Groups/{team['id']}",
-                json={
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [
-                        {"op": "add", "path": "members", "value": [{"value": leaver["id"]}]}
-                    ],
-                },
-            ).raise_for_status()
-            return 200, direct.get(f"/Groups/{team['id']}").content
-        return None
-
-    proxy.tamper = ignore_removals
+    proxy.tamper = ignoring_patches(
+        direct,
+        f"/Groups/{team['id']}",
+        {"op": "add", "path": "members", "value": [{"value": leaver["id"]}]},
+    )
     target = scim_target(proxy, dialect)
     target.read()  # as a sync does: the ids read tell users from groups
     removal = RemoveGroupMember(
