@@ -43,6 +43,7 @@ from tests.sources.servers import (
     READER_PASSWORD,
     FaultProxy,
     Respond,
+    ServerProcess,
     Slapd,
     ldif,
     start_scim2_server,
@@ -228,6 +229,20 @@ def test_entra_probe_is_graph_delta(
 # ------------------------------------------------------------------------------ SCIM
 
 
+def validate_with_filters_answered(
+    status: int, server: ServerProcess, tmp_path: Path, openai: OpenAIEmulator
+) -> subprocess.CompletedProcess[str]:
+    """`orgsync validate` with the SCIM source behind a proxy answering `status` to every
+    filtered query (the probe's), and the server's own answer to everything else."""
+
+    def answer(_number: int, path: str) -> Respond | None:
+        return Respond(status) if "filter=" in path else None
+
+    with FaultProxy(server.url, answer) as proxy:
+        config = write_config(tmp_path, openai, scim_config(proxy.url))
+        return validate(config, SCIM_TOKEN)
+
+
 @pytest.mark.parametrize("filters", [True, False])
 def test_scim_probe_needs_the_last_modified_filter(
     filters: bool, tmp_path: Path, openai: OpenAIEmulator
@@ -246,12 +261,7 @@ def test_scim_probe_needs_the_last_modified_filter(
             )
             return
 
-        def refuse(_number: int, path: str) -> Respond | None:
-            return Respond(400) if "filter=" in path else None
-
-        with FaultProxy(server.url, refuse) as proxy:
-            config = write_config(tmp_path, openai, scim_config(proxy.url))
-            result = validate(config, SCIM_TOKEN)
+        result = validate_with_filters_answered(400, server, tmp_path, openai)
         assert result.returncode == 0, result.stdout + result.stderr
         line = probe_line(result)
         assert line.startswith(
@@ -273,13 +283,7 @@ def test_a_probe_failing_otherwise_is_not_checked_and_validate_still_passes(
     not checked and why, and exits 0: every sync works."""
     server = start_scim2_server(make_directory(20, 2), tmp_path / "scim2", SCIM_TOKEN)
     try:
-
-        def fail(_number: int, path: str) -> Respond | None:
-            return Respond(500) if "filter=" in path else None
-
-        with FaultProxy(server.url, fail) as proxy:
-            config = write_config(tmp_path, openai, scim_config(proxy.url))
-            result = validate(config, SCIM_TOKEN)
+        result = validate_with_filters_answered(500, server, tmp_path, openai)
         assert result.returncode == 0, result.stdout + result.stderr
         line = probe_line(result)
         assert line.startswith("  change probe: WARNING: not checked: scim: "), line
