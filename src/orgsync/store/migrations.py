@@ -345,7 +345,7 @@ def _current_version(db: StateDB, session: Session) -> int:
     if "schema_version" not in tables:
         return 0
     if session.dialect.name == "sqlite":  # PostgreSQL checks when it connects (postgres.py)
-        _refuse_foreign_versions(db, session)
+        refuse_foreign_versions(db, session)
     version = session.scalar("SELECT MAX(version) FROM schema_version")
     if version is None:
         return 0
@@ -365,19 +365,29 @@ def _refuse_foreign(db: StateDB, session: Session) -> None:
         )
 
 
-def _refuse_foreign_versions(db: StateDB, session: Session) -> None:
+def refuse_foreign_versions(db: StateDB, session: Session) -> None:
     """A `schema_version` table is a common name (Flyway before 5, hand-made migrations):
-    a `[state] path` pointed at another application's SQLite file holding one whose first
-    row is not orgsync's first migration must not be taken for an old orgsync database
-    and "upgraded" with our tables (the migration would write into that application's
-    file)."""
+    one whose first row is not orgsync's first migration belongs to another application
+    (a `[state]` path or search_path pointed at its database), and taking it for an old
+    orgsync schema would run our migrations into its database. SQLite checks it here,
+    PostgreSQL when it connects (`postgres.py`, before `information_schema` could hide it)."""
     first = MIGRATIONS[0]
-    try:
+    if session.dialect.name == "sqlite":
+        try:
+            found = session.scalar(
+                "SELECT description FROM schema_version WHERE version = ?", (first.version,)
+            )
+        except sqlite3.Error:  # a table with other columns
+            found = None
+    else:
+        # Through jsonb, so that a table with other columns answers NULL instead of failing
+        # (a failed statement would end the transaction; one that our role may not read
+        # fails, naming the permission: not ours either).
         found = session.scalar(
-            "SELECT description FROM schema_version WHERE version = ?", (first.version,)
+            "SELECT to_jsonb(s) ->> 'description' FROM schema_version AS s "
+            "WHERE to_jsonb(s) ->> 'version' = ?",
+            (str(first.version),),
         )
-    except sqlite3.Error:  # a table with other columns
-        found = None
     if found != first.description:
         raise StateError(
             f"{db.location} is not an orgsync state database (its schema_version table "

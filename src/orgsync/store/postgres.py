@@ -253,7 +253,9 @@ class PostgresDB(StateDB):
                     server_now(db, session)
                 tables = {row.text("name") for row in session.query(POSTGRESQL.table_names)}
                 if "schema_version" in tables:
-                    _refuse_foreign_versions(db, session)
+                    from orgsync.store.migrations import refuse_foreign_versions
+
+                    refuse_foreign_versions(db, session)
                 empty = not tables
             if not (empty and not create) and prepare is not None:
                 prepare(db)
@@ -489,27 +491,6 @@ def _connector(url: str, password: str | None) -> Callable[[], psycopg.Connectio
         return conn
 
     return connect
-
-
-def _refuse_foreign_versions(db: PostgresDB, session: Session) -> None:
-    """A `schema_version` table is a common name (Flyway before 5, hand-made migrations):
-    one whose first row is not orgsync's first migration belongs to another application,
-    and taking it for an old orgsync schema would run our migrations into its database."""
-    from orgsync.store.migrations import MIGRATIONS
-
-    first = MIGRATIONS[0]
-    # Through jsonb, so that a table with other columns answers NULL instead of failing
-    # (one that our role may not read fails, naming the permission: not ours either).
-    found = session.scalar(
-        "SELECT to_jsonb(s) ->> 'description' FROM schema_version AS s "
-        "WHERE to_jsonb(s) ->> 'version' = ?",
-        (str(first.version),),
-    )
-    if found != first.description:
-        raise StateError(
-            f"{db.location} is not an orgsync state database (its schema_version table "
-            "is another application's); refusing to write into it"
-        )
 
 
 def _default_root_certificate() -> bool:
