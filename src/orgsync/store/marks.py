@@ -262,12 +262,13 @@ class WriteMarks:
         """A database created just now: its id and generation 0, so a mark that another
         database left beside the path is seen as another database's."""
         with self._db.write() as session:
-            if _row_mark(session) is None:
-                session.execute(
-                    "INSERT INTO write_marks (id, database_id, generation, written_at, what) "
-                    "VALUES (1, ?, 0, ?, 'creation')",
-                    (secrets.token_hex(8), encode_time(self._db.clock())),
-                )
+            # Two processes opening a new PostgreSQL database at once both find no row
+            # (its writers are not serialised as SQLite's are): the first id stays.
+            session.execute(
+                "INSERT INTO write_marks (id, database_id, generation, written_at, what) "
+                "VALUES (1, ?, 0, ?, 'creation') ON CONFLICT (id) DO NOTHING",
+                (secrets.token_hex(8), encode_time(self._db.clock())),
+            )
 
     def publish(self, mark: Mark) -> None:
         """Copy a generation the database committed into the mark file (never fatal)."""
