@@ -21,6 +21,7 @@ from orgsync.daemon.webhooks import (
     MAX_BODY,
     MAX_DEPTH,
     REPLAY_WINDOW,
+    Delivery,
     Refused,
     WebhookEvent,
     WebhookReceiver,
@@ -67,12 +68,16 @@ class Rig:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.receiver = WebhookReceiver(
             secrets=secrets or WebhookSecrets(SECRET, OKTA, STATE),
-            enqueue=self.events.append,
+            enqueue=self.enqueue,
             count=lambda kind, result: self.counts.update([(kind, result)]),
             known_targets=frozenset({"openai-prod", "openai-test"}),
             clock=lambda: NOW,
         )
         self.client = Client(Starlette(routes=self.receiver.routes()))
+
+    def enqueue(self, event: WebhookEvent, delivery: Delivery) -> tuple[str, ...]:
+        self.events.append(event)
+        return delivery.keys
 
     def generic(
         self,
