@@ -32,7 +32,15 @@ checks the nesting first), so no input gives a 500.
 
 Authentication comes before parsing wherever the protocol allows: the generic HMAC is
 checked over the raw bytes, Okta's Authorization header before the body is read. Graph
-puts its secret (`clientState`) inside the body, so that body is parsed first, bounded.
+puts its secret (`clientState`) inside the body: the first one is found in the raw bytes
+and compared before the body is parsed (bounded), then every notification's once parsed.
+
+Deliveries seen are remembered where every replica and the next start of this daemon
+look (`orgsync.store.deliveries`, through `enqueue`): a delivery's keys are recorded in
+the state database in the transaction that queues it, so a replay is refused whichever
+process it reaches, one delivery reaching two replicas at once runs once, and a delivery
+answered 503 leaves no record. Each process's own `SeenEvents` is a first filter in front.
+Nothing is recorded before the delivery is authenticated.
 
 An event naming more than `MAX_TARGETED_PEOPLE` people is accepted as a full reconcile
 (answered `"scope": "full"` with the reason): every person it names is reconciled, and
