@@ -16,8 +16,9 @@ very transaction that queues its requests (`WebhookQueue.put(first=...)`), so:
   nothing, and its caller queues nothing;
 - a row whose window is over counts as unseen (renewed in place), before it is pruned.
 
-Bounded: rows are deleted once expired, by the first recording after `prune_every`
-(per process; in the recording's transaction); a kind holding more than `max_rows` live
+Bounded: rows are deleted once expired, after the first recording past `prune_every`
+(per process; in a transaction of its own, whose failure is only logged: pruning never
+refuses a delivery); a kind holding more than `max_rows` live
 rows then loses those nearest their end (their replay becomes possible again early, as the
 daemon's memory forgot its oldest before; logged). Only authenticated deliveries reach
 this table (the signature, authorization or clientState is checked first), so its size
@@ -87,7 +88,6 @@ class SeenDeliveries:
             raise ValueError(f"unknown delivery kind {kind!r}")
         by_digest = {digest(kind, key): key for key in dict.fromkeys(keys)}
         now = self._db.clock()
-        self._prune_if_due(session, now)
         if not by_digest:
             return []
         if session.dialect.name == "postgresql":
@@ -113,9 +113,19 @@ class SeenDeliveries:
         return [key for found, key in by_digest.items() if found in fresh]
 
     def prune(self) -> int:
-        """Delete expired rows and apply the cap now; returns the rows deleted."""
+        """Delete expired rows and apply the cap now, in a transaction of its own; returns
+        the rows deleted."""
         with self._db.write() as session:
             return self._prune(session, self._db.clock())
+
+    def prune_if_due(self) -> int:
+        """`prune` when `prune_every` has passed since this process last did (or never
+        did); 0 otherwise."""
+        with self._prune_lock:
+            due = time.monotonic() >= self._next_prune
+            if due:
+                self._next_prune = time.monotonic() + self._prune_every
+        return self.prune() if due else 0
 
     def rows(self, kind: str | None = None) -> list[SeenRow]:
         """Every row (of `kind`), for tests and a curious operator."""
@@ -135,17 +145,14 @@ class SeenDeliveries:
             for r in found
         ]
 
-    def _prune_if_due(self, session: Session, now: datetime) -> None:
-        with self._prune_lock:
-            due = time.monotonic() >= self._next_prune
-            if due:
-                self._next_prune = time.monotonic() + self._prune_every
-        if due:
-            self._prune(session, now)
-
     def _prune(self, session: Session, now: datetime) -> int:
+        # Rows another replica's prune holds are skipped, not waited for: two prunes at
+        # once never deadlock, and whatever one skips the next takes.
+        skip = " FOR UPDATE SKIP LOCKED" if session.dialect.name == "postgresql" else ""
         deleted = session.execute(
-            "DELETE FROM seen_deliveries WHERE expires_at <= ?", (encode_time(now),)
+            "DELETE FROM seen_deliveries WHERE (kind, digest) IN ("  # noqa: S608
+            f"SELECT kind, digest FROM seen_deliveries WHERE expires_at <= ?{skip})",
+            (encode_time(now),),
         )
         for kind in KINDS:
             count = session.scalar("SELECT COUNT(*) FROM seen_deliveries WHERE kind = ?", (kind,))
@@ -153,9 +160,9 @@ class SeenDeliveries:
             if over <= 0:
                 continue
             deleted += session.execute(
-                "DELETE FROM seen_deliveries WHERE kind = ? AND digest IN ("
+                "DELETE FROM seen_deliveries WHERE kind = ? AND digest IN ("  # noqa: S608
                 "SELECT digest FROM seen_deliveries WHERE kind = ? "
-                "ORDER BY expires_at, digest LIMIT ?)",
+                f"ORDER BY expires_at, digest LIMIT ?{skip})",
                 (kind, kind, over),
             )
             log.warning(

@@ -16,6 +16,7 @@ from types import MappingProxyType, TracebackType
 import structlog
 
 from orgsync.core.delta import Fingerprint
+from orgsync.core.errors import StateError
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Plan
@@ -443,7 +444,12 @@ class StateStore:
             fresh.extend(self._seen.record(session, kind, keys, window))
             return bool(fresh) or not keys
 
-        return self._queue.put(requests, first=record), fresh
+        queued = self._queue.put(requests, first=record)
+        try:
+            self._seen.prune_if_due()
+        except StateError as error:  # the delivery is queued; the next one prunes
+            log.warning("webhook.seen_prune_failed", error=str(error))
+        return queued, fresh
 
     def seen_deliveries(self) -> SeenDeliveries:
         """The table of webhook deliveries seen (for pruning now, tests and operators)."""
