@@ -348,6 +348,72 @@ def test_directory_markup_pings_nobody_forges_no_link_and_keeps_slack_blocks_val
     assert "\\u202e" in payload["blocks"][1]["text"]["text"]  # shown, not obeyed
 
 
+LINKS = ("http://evil.example/login", "www.evil.example", "https://evil.example")
+
+
+def linked_held() -> Notification:
+    """A held plan naming people and groups a directory user called after a phishing page."""
+    held = [
+        HeldOperation(
+            operation=RemoveMember(email=text, user_id=f"u{i}", reason="not in the source"),
+            guard=f"group {LINKS[0]} lost everyone",
+        )
+        for i, text in enumerate(LINKS)
+    ]
+    plan = Plan.build(target="prod", generated_at=AT, operations=[], held=held)
+    event = from_run(Run(plan), Mode(), AT)
+    assert event is not None
+    return event
+
+
+def test_a_bare_url_in_a_name_is_no_link_in_slack_email_or_the_webhook_text() -> None:
+    """Harm: a group named `http://evil.example/login` became a clickable link in the
+    alert an administrator reads (Slack links a bare URL: escaping `<`/`>` only stops
+    forged `<url|label>` links; mail readers link URLs in plain text). Was broken: every
+    channel carried the URL as is. Now written `http[:]//evil[.]example/login` in each,
+    readable, and Slack's mrkdwn is `verbatim` (no link made of a bare domain either)."""
+    with (
+        HttpReceiver() as slack,
+        HttpReceiver(secret=SECRET) as hook,
+        SmtpReceiver(None, tls="none") as smtp,
+    ):
+        secret_url = f"{slack.url}/services/T0/B0/{SLACK_TOKEN}"
+        channel = SlackChannel(secret_url, timeout=5, ca_file=None, redact=Redactor([secret_url]))
+        channel.send(linked_held(), Delivery(id="d1"))
+        channel.close()
+        webhook(hook.url).send(linked_held(), Delivery(id="d1"))
+        mail = EmailChannel(
+            host="127.0.0.1",
+            port=smtp.port,
+            tls="none",
+            sender="orgsync@example.com",
+            recipients=["ops@example.com"],
+            subject_prefix="[orgsync]",
+            username=None,
+            password=None,
+            timeout=5,
+            ca_file=None,
+            redact=Redactor(),
+        )
+        mail.send(linked_held(), Delivery(id="d1"))
+        (message,) = smtp.wait_for(1)
+    payload = slack.received[0].json()
+    texts = [b["text"] for b in payload["blocks"] if "text" in b]
+    texts += [e for b in payload["blocks"] for e in b.get("elements", ())]
+    mrkdwn = [text for text in texts if text["type"] == "mrkdwn"]
+    assert mrkdwn and all(text["verbatim"] is True for text in mrkdwn)
+    readings = {
+        "slack": json.dumps(payload, ensure_ascii=False),
+        "webhook text": hook.received[0].json()["text"],
+        "e-mail": message.message.get_content(),
+    }
+    for channel_name, text in readings.items():
+        for link in ("://", "www.", "evil.example"):
+            assert link not in text, (channel_name, link)
+        assert "http[:]//evil[.]example/login" in text, channel_name  # still readable
+        assert "www[.]evil[.]example" in text, channel_name
+
+
 def test_a_lone_surrogate_in_a_name_cannot_silence_the_email_or_the_webhook() -> None:
     """A JSON source can hand over "\\ud800"; in an e-mail it raised UnicodeEncodeError,
     a final failure: one user's display name stopped the alert (was broken)."""

@@ -7,8 +7,9 @@ structured fields too), `slack_payload` (incoming-webhook `text` + Block Kit `bl
 
 Every string that came from outside (reasons, e-mail addresses, errors, group names) goes
 through a `Redactor` before it is used, which removes the channel secrets it was given
-and anything shaped like a credential; Slack text is escaped so that a group named
-`<!channel>` cannot ping a whole channel; an e-mail subject is one line.
+and anything shaped like a credential; a URL in it is written so that no client makes a
+link of it (`disarm_links`); Slack text is escaped so that a group named `<!channel>`
+cannot ping a whole channel; an e-mail subject is one line.
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ class Redactor:
         for pattern, replacement in _CREDENTIAL_SHAPES:
             text = pattern.sub(replacement, text)
         return text
+
+
+# A URL's scheme and host, or a host starting "www.": what a chat client or a mail reader
+# turns into a link by itself (Slack does so to bare URLs, whatever `<`/`>` escaping).
+_LINK = re.compile(r"(?i)\b(?:([a-z][a-z0-9+.-]*)://|(?=www\.))([^\s/?#\\<>]+)")
+
+
+def disarm_links(text: str) -> str:
+    """`text` with every URL made plain text that no client makes a link of, the way
+    security alerts write them: `http://evil.example/login` reads
+    `http[:]//evil[.]example/login`, `www.evil.example` `www[.]evil[.]example`. A group
+    a directory user named after a phishing page must not become a link in the alert an
+    administrator reads; the name stays readable, and is shown, not followed."""
+
+    def one(found: re.Match[str]) -> str:
+        scheme = f"{found[1]}[:]//" if found[1] is not None else ""
+        return scheme + found[2].replace(".", "[.]")
+
+    return _LINK.sub(one, text)
 
 
 def one_line(text: str) -> str:
@@ -99,7 +119,8 @@ def compose(event: Notification, delivery: Delivery, redact: Redactor) -> Messag
     """The message for `event`: never raises, never longer than a screen."""
 
     def safe(text: str, limit: int = 500) -> str:
-        return clip(one_line(redact(text)), limit)
+        # Redacted first: a secret URL must still match whole to be found.
+        return clip(disarm_links(one_line(redact(text))), limit)
 
     target = safe(event.target, 100)
     trigger = f" ({safe(event.trigger, 60)})" if event.trigger else ""
@@ -235,22 +256,22 @@ def slack_payload(message: Message) -> dict[str, Any]:
     return {
         "text": _slack_escape(clip(message.title, 300)),
         # A URL someone put in a group name is not fetched by Slack nor shown as a
-        # preview card under the alert (a bare URL is still shown as a link).
+        # preview card under the alert.
         "unfurl_links": False,
         "unfurl_media": False,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": clip(message.title, 150)}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": body or "-"}},
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*Next:*\n```{_slack_escape(commands)}```"},
-            },
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": _slack_escape(message.footer)}],
-            },
+            {"type": "section", "text": _mrkdwn(body or "-")},
+            {"type": "section", "text": _mrkdwn(f"*Next:*\n```{_slack_escape(commands)}```")},
+            {"type": "context", "elements": [_mrkdwn(_slack_escape(message.footer))]},
         ],
     }
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # `verbatim`: Slack makes no link of a bare URL or domain ("evil.example") nor a
+    # channel name in it; `compose` already wrote URLs so that no client does either.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def email_message(
