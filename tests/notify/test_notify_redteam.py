@@ -37,8 +37,8 @@ from orgsync.core.errors import ConfigError, RequestRejected, TransientError
 from orgsync.core.plan import HeldOperation, Plan, RemoveMember
 from orgsync.notify import build_dispatcher
 from orgsync.notify.dispatcher import Dispatcher, Route
-from orgsync.notify.events import Notification, from_run
-from orgsync.notify.ledger import FileLedger, ledger_path
+from orgsync.notify.events import Notification, Standing, from_run, quarantine_change
+from orgsync.notify.ledger import UNSENT_PER_ENTRY, UNSENT_TRIES, FileLedger, ledger_path
 from orgsync.notify.render import Delivery, Redactor
 from orgsync.notify.senders import EmailChannel, SlackChannel, WebhookChannel
 from tests.notify.receivers import HttpReceiver, SlowSmtp, SmtpReceiver
@@ -665,3 +665,88 @@ def test_many_targets_failing_at_once_send_at_most_max_per_hour_across_processes
                 dispatcher.publish(replace(FAILED, target=target))
             assert dispatcher.close(timeout=10)
     assert len(receiver.received) == 4
+
+
+# --------------------------------------------------------------------------- kept messages
+
+RESTARTS = 10
+QUARANTINED = Standing(True, 3, datetime(2026, 3, 1, 12, 30, tzinfo=UTC), error="HTTP 401")
+
+
+def unsent_rows(path: Path) -> list[tuple[str, int]]:
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT event, tries FROM unsent ORDER BY row").fetchall()
+    return [(json.loads(event)["kind"], tries) for event, tries in rows]
+
+
+def test_a_quarantine_and_a_recovery_nobody_received_are_sent_by_the_next_process(
+    tmp_path: Path,
+) -> None:
+    """Harm: a daemon that stops reconciling a target says so once; when every attempt
+    of that message failed (a receiver down for a minute) it was only logged, and the
+    next daemon took the quarantine as its baseline: nobody was ever told (was broken).
+    Now a quarantine or recovery message that is not delivered stays in the ledger and
+    the next process (or pass) sends it, saying it is late. A failure is not kept: the
+    next failing run reports it anew."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    with HttpReceiver(secret=SECRET, default=503) as receiver:
+        first = Dispatcher(
+            [route(receiver.url, max_attempts=1)], ledger=FileLedger(path), retry_after=0
+        )
+        quarantined = quarantine_change("prod", Standing(False), QUARANTINED, AT)
+        recovered = quarantine_change("prod", QUARANTINED, Standing(False), AT)
+        assert quarantined is not None and recovered is not None
+        first.publish(quarantined)  # as `quarantine` publishes them
+        first.publish(recovered)
+        first.publish(FAILED)
+        assert first.close(timeout=10)
+        assert first.counts == {("hook", "failed"): 3}
+        assert unsent_rows(path) == [("quarantined", 1), ("recovered", 1)]
+        receiver.default = 200
+        second = Dispatcher([route(receiver.url)], ledger=FileLedger(path), retry_after=0)
+        second.quarantine("prod", Standing(False))  # its baseline: no event of its own
+        assert second.close(timeout=10)
+    late = receiver.bodies()[3:]
+    assert [body["kind"] for body in late] == ["quarantined", "recovered"]
+    assert all("Sent late: this could not be delivered at" in body["text"] for body in late)
+    assert second.counts == {("hook", "sent"): 2}
+    assert unsent_rows(path) == []
+
+
+def test_a_kept_message_is_given_up_after_its_rounds_and_never_pages_forever(
+    tmp_path: Path,
+) -> None:
+    """A receiver that never comes back gets `UNSENT_TRIES` rounds of the message, then
+    it is given up, logged; and an entry keeps at most `UNSENT_PER_ENTRY` of them."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    with HttpReceiver(secret=SECRET, default=503) as receiver:
+        with capture_logs() as logs:
+            for restart in range(RESTARTS):  # daemon restarts, each a new round
+                dispatcher = Dispatcher(
+                    [route(receiver.url, max_attempts=1)], ledger=FileLedger(path), retry_after=0
+                )
+                if restart == 0:
+                    dispatcher.quarantine("prod", Standing(False))
+                dispatcher.quarantine("prod", QUARANTINED)  # later: the baseline, no event
+                assert dispatcher.close(timeout=10)
+    assert unsent_rows(path) == []
+    assert len(receiver.received) == UNSENT_TRIES < RESTARTS
+    assert [e["event"] for e in logs].count("notify.given_up") == 1
+    ledger = FileLedger(path)
+    for i in range(UNSENT_PER_ENTRY + 5):
+        ledger.keep("hook", f'{{"kind":"quarantined","target":"t{i}"}}', now=1.0, retry_after=0)
+    assert len(unsent_rows(path)) == UNSENT_PER_ENTRY
+
+
+def test_a_kept_quarantine_message_is_sent_at_the_daemons_next_pass_in_memory_too() -> None:
+    """The same within one daemon, with the ledger in memory (its file unusable): the
+    next pass (the standing reported after the next run) sends the kept message."""
+    with HttpReceiver(secret=SECRET, script=[503]) as receiver:
+        dispatcher = Dispatcher([route(receiver.url, max_attempts=1)], retry_after=0)
+        dispatcher.quarantine("prod", Standing(False))
+        dispatcher.quarantine("prod", QUARANTINED)
+        receiver.wait_for(1)
+        dispatcher.quarantine("prod", QUARANTINED)  # the next run's standing: no event
+        assert dispatcher.close(timeout=10)
+    assert [body["kind"] for body in receiver.bodies()] == ["quarantined", "quarantined"]
+    assert dispatcher.counts == {("hook", "failed"): 1, ("hook", "sent"): 1}

@@ -93,6 +93,8 @@ class Delivery:
     """When that last identical one was sent."""
     dropped: int = 0
     """Notifications of this entry the rate limit dropped before this one."""
+    late: bool = False
+    """A kept message sent again: its first attempts, when it happened, failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,11 @@ def compose(event: Notification, delivery: Delivery, redact: Redactor) -> Messag
     if delivery.repeats:
         since = f" since {_when(delivery.since)}" if delivery.since else ""
         lines.append(f"The same happened {delivery.repeats} more time(s){since} without a message.")
+    if delivery.late:
+        lines.append(
+            f"Sent late: this could not be delivered at {_when(event.at)}; it may no "
+            "longer be the current standing (see orgsync status)."
+        )
     if delivery.dropped:
         lines.append(
             f"{delivery.dropped} earlier notification(s) were dropped by this channel's "
