@@ -64,12 +64,16 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verification always on; `ca_file` trusts a private CA instead of the default
-    store. The one TLS setting of orgsync's HTTP clients (`orgsync.http.client.ssl_verify`),
-    for the SMTP channel too."""
-    from orgsync.http.client import ssl_verify  # httpx: only when a channel is built
+    """Verification always on: `ca_file` read as the connectors read theirs
+    (`orgsync.http.client.ssl_verify`), or else the system's trust store. Not the
+    connectors' default (certifi's bundle): notifications often go to an internal
+    receiver or mail relay whose CA only the system store holds, and trusting less
+    than before would silence them after an upgrade."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    from orgsync.http.client import ssl_verify  # httpx: only when a CA file is configured
 
-    return ssl_verify(str(ca_file) if ca_file else True)
+    return ssl_verify(str(ca_file))
 
 
 ERROR_BODY_BYTES: Final = 4096
