@@ -503,6 +503,19 @@ def test_an_endless_refusal_is_read_no_further_than_its_start() -> None:
     assert len(str(raised.value)) < 300
 
 
+def test_an_endless_acceptance_is_delivered_reading_no_more_than_its_start() -> None:
+    """A 200 whose body never ends: the message is delivered (the status says so) after
+    reading at most the first 4 KiB, not held until the receiver stops talking."""
+    with HttpReceiver(secret=SECRET, default="endless-ok") as receiver:
+        channel = webhook(receiver.url, timeout=3)
+        started = time.monotonic()
+        channel.send(FAILED, Delivery(id="d1"))
+        took = time.monotonic() - started
+        channel.close()
+    assert took < 1.0
+    assert len(receiver.received) == 1
+
+
 def test_a_receiver_refusing_forever_gets_max_attempts_then_the_next_event_tries_again() -> None:
     with HttpReceiver(secret=SECRET, default=(429, 0)) as receiver:
         dispatcher = Dispatcher([route(receiver.url, max_attempts=3)])
