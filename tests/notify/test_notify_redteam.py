@@ -21,6 +21,7 @@ and an `orgsync sync` with one waits a bounded time (tests/cli/test_notify_cli.p
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from contextlib import closing
@@ -40,7 +41,7 @@ from orgsync.notify.dispatcher import Dispatcher, Route
 from orgsync.notify.events import Notification, Standing, from_run, quarantine_change
 from orgsync.notify.ledger import UNSENT_PER_ENTRY, UNSENT_TRIES, FileLedger, ledger_path
 from orgsync.notify.render import Delivery, Redactor
-from orgsync.notify.senders import EmailChannel, SlackChannel, WebhookChannel
+from orgsync.notify.senders import EmailChannel, SlackChannel, TeamsChannel, WebhookChannel
 from tests.notify.receivers import HttpReceiver, SlowSmtp, SmtpReceiver
 from tests.sources.servers import TlsFiles, make_tls
 
@@ -412,6 +413,35 @@ def test_a_bare_url_in_a_name_is_no_link_in_slack_email_or_the_webhook_text() ->
             assert link not in text, (channel_name, link)
         assert "http[:]//evil[.]example/login" in text, channel_name  # still readable
         assert "www[.]evil[.]example" in text, channel_name
+
+
+def test_directory_markup_forges_no_link_in_a_teams_card_and_stays_under_its_limit() -> None:
+    """Adaptive Card text is Markdown: a name `[Click to approve](https://evil.example)`
+    would be a link with a label the attacker chose, and a bare URL a link too. Neither
+    is; the 20 000-character name and the rest stay under Teams' 28 KB; the `sig` a
+    404 page quotes back is not logged."""
+    with HttpReceiver(script=[202, 202, "echo-path"]) as receiver:
+        secret_url = f"{receiver.url}/workflows/w/triggers/manual/paths/invoke?sig={SLACK_TOKEN}"
+        channel = TeamsChannel(
+            secret_url, timeout=5, ca_file=None, redact=Redactor([secret_url, SLACK_TOKEN])
+        )
+        channel.send(hostile_held(), Delivery(id="d1"))
+        channel.send(linked_held(), Delivery(id="d2"))
+        with pytest.raises(RequestRejected, match="answered 404") as raised:
+            channel.send(FAILED, Delivery(id="d3"))
+        channel.close()
+    assert SLACK_TOKEN not in str(raised.value)
+    for request in receiver.received[:2]:
+        assert len(request.body) < 28_000
+        card = request.json()["attachments"][0]["content"]
+        for block in card["body"]:
+            text = block["text"]
+            assert re.search(r"\]\s*\(", text) is None, text  # no [label](url)
+            assert "://" not in text and "\u202e" not in text, text
+    texts = " ".join(
+        b["text"] for b in receiver.received[1].json()["attachments"][0]["content"]["body"]
+    )
+    assert "http[:]//evil[.]example/login" in texts
 
 
 def test_a_lone_surrogate_in_a_name_cannot_silence_the_email_or_the_webhook() -> None:

@@ -3,7 +3,7 @@
 `compose` turns a `Notification` into a `Message` (a title, fact lines, the commands to
 type next, a footer), and each channel renders that: `webhook_document` (JSON with the
 structured fields too), `slack_payload` (incoming-webhook `text` + Block Kit `blocks`),
-`email_message` (text/plain).
+`teams_payload` (an Adaptive Card), `email_message` (text/plain).
 
 Every string that came from outside (reasons, e-mail addresses, errors, group names) goes
 through a `Redactor` before it is used, which removes the channel secrets it was given
@@ -279,6 +279,57 @@ def _mrkdwn(text: str) -> dict[str, Any]:
     # `verbatim`: Slack makes no link of a bare URL or domain ("evil.example") nor a
     # channel name in it; `compose` already wrote URLs so that no client does either.
     return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+_TEAMS_TEXT = 6000
+"""Characters of a Teams card's lines: Teams refuses a message over 28 KB."""
+# Adaptive Card text is Markdown: `[label](url)` would be a link with a label a
+# directory user chose. A zero-width space between `]` and `(` leaves it plain text.
+_MARKDOWN_LINK = re.compile(r"\]\s*\(")
+
+
+def _teams_escape(text: str) -> str:
+    return _MARKDOWN_LINK.sub("]\u200b(", text)
+
+
+def teams_payload(message: Message) -> dict[str, Any]:
+    """A Teams incoming-webhook body: one Adaptive Card (what Teams Workflows take; a
+    Microsoft 365 connector takes it too) with the title, the lines, the commands in a
+    monospace font and the footer."""
+
+    def block(text: str, **style: object) -> dict[str, Any]:
+        return {"type": "TextBlock", "text": _teams_escape(text) or "-", "wrap": True, **style}
+
+    lines, room = [], _TEAMS_TEXT
+    for line in message.lines:
+        if room <= 0:
+            lines.append(block("…"))
+            break
+        lines.append(block(clip(line, room), spacing="Small"))
+        room -= len(line)
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "msteams": {"width": "Full"},
+        "body": [
+            block(clip(message.title, 300), size="Medium", weight="Bolder"),
+            *lines,
+            block("Next:", weight="Bolder"),
+            *(block(clip(c, 300), fontType="Monospace", spacing="None") for c in message.commands),
+            block(message.footer, isSubtle=True, size="Small"),
+        ],
+    }
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+            }
+        ],
+    }
 
 
 def email_message(

@@ -1,4 +1,4 @@
-"""The three channels: a signed JSON webhook, a Slack incoming webhook, SMTP e-mail.
+"""The channels: a signed JSON webhook, a Slack or a Teams incoming webhook, SMTP e-mail.
 
 Each `send` is ONE attempt and says how it failed in the project's error vocabulary, so
 that `orgsync.retrying` decides about retries as it does everywhere else:
@@ -38,6 +38,7 @@ from orgsync.notify.render import (
     compose,
     email_message,
     slack_payload,
+    teams_payload,
     webhook_document,
 )
 
@@ -188,6 +189,19 @@ class SlackChannel(_HttpChannel):
     def send(self, event: Notification, delivery: Delivery) -> None:
         payload = slack_payload(compose(event, delivery, self._redact))
         body = json.dumps(payload, separators=(",", ":")).encode()
+        self._post(body, {"Content-Type": "application/json"})
+
+
+class TeamsChannel(_HttpChannel):
+    """A Teams incoming webhook. A Workflows URL answers 202 once it has queued the
+    message: a flow that fails after that is seen in Teams, not here."""
+
+    kind = "teams"
+
+    def send(self, event: Notification, delivery: Delivery) -> None:
+        payload = teams_payload(compose(event, delivery, self._redact))
+        # UTF-8, not \u escapes: six bytes a character would pass Teams' 28 KB limit.
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         self._post(body, {"Content-Type": "application/json"})
 
 
