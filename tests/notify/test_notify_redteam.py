@@ -793,3 +793,43 @@ def test_a_kept_quarantine_message_is_sent_at_the_daemons_next_pass_in_memory_to
         assert dispatcher.close(timeout=10)
     assert [body["kind"] for body in receiver.bodies()] == ["quarantined", "quarantined"]
     assert dispatcher.counts == {("hook", "failed"): 1, ("hook", "sent"): 1}
+
+
+def test_a_quarantine_message_abandoned_at_exit_is_sent_by_the_next_process(
+    tmp_path: Path,
+) -> None:
+    """A daemon stopping while its quarantine message hangs in the receiver: abandoned
+    (logged), it was lost; now it is kept and the next process sends it."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    quarantined = quarantine_change("prod", Standing(False), QUARANTINED, AT)
+    assert quarantined is not None
+    with (
+        HttpReceiver(secret=SECRET, default="hang") as hanging,
+        HttpReceiver(secret=SECRET) as working,
+    ):
+        first = Dispatcher([route(hanging.url, timeout=30)], ledger=FileLedger(path))
+        first.publish(quarantined)
+        hanging.wait_for(1)
+        assert first.close(timeout=0.2) is False  # its send is still blocked
+        assert unsent_rows(path) == [("quarantined", 1)]
+        second = Dispatcher([route(working.url)], ledger=FileLedger(path))
+        second.quarantine("prod", QUARANTINED)  # a daemon starting: its baseline
+        assert second.close(timeout=10)
+    assert [body["kind"] for body in working.bodies()] == ["quarantined"]
+    assert unsent_rows(path) == []
+
+
+def test_a_kept_message_taken_by_one_process_is_not_sent_by_another_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """A daemon and a cron'd sync share the ledger: the one that takes a kept message
+    leases it for the time a sending may last; the other does not send it too."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    daemon, operator = FileLedger(path), FileLedger(path)
+    daemon.keep("hook", '{"kind":"quarantined","target":"prod"}', now=1000.0, retry_after=0)
+    (taken,) = daemon.due("hook", now=1000.0, lease=100)
+    assert operator.due("hook", now=1050.0, lease=100) == []
+    (again,) = operator.due("hook", now=1101.0, lease=100)  # the daemon died mid-send
+    assert again.row == taken.row
+    operator.retried(again, sent=True, now=1102.0, retry_after=0)
+    assert daemon.due("hook", now=5000.0, lease=100) == []

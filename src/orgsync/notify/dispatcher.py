@@ -180,13 +180,15 @@ class _Sender:
             else:
                 ledger.postpone(item.unsent, now=now)
         elif item.kind in KEPT_KINDS:
-            ledger.keep(self.route.name, to_json(item), now=now, retry_after=after)
+            # One abandoned at exit was not refused: the next process may try it at once.
+            wait = after if failed_round else 0.0
+            ledger.keep(self.route.name, to_json(item), now=now, retry_after=wait)
             log.warning(
                 "notify.kept",
                 entry=self.route.name,
                 kind=item.kind,
                 target=item.target,
-                retry_after=after,
+                retry_after=wait,
             )
 
     def sleep(self, seconds: float) -> None:
