@@ -4,6 +4,7 @@ documented, and how each failure is classified (retried or not)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from orgsync.notify import build_dispatcher
 from orgsync.notify.events import Notification
 from orgsync.notify.render import Delivery, Redactor
 from orgsync.notify.senders import EmailChannel, SlackChannel, WebhookChannel, sign
+from tests.cli.test_proxy import Tinyproxy
 from tests.notify.receivers import HttpReceiver, SmtpReceiver, closed_port_url
 from tests.sources.servers import TlsFiles, free_port, make_tls
 
@@ -254,3 +256,38 @@ def test_a_teams_message_is_one_adaptive_card(tmp_path: Path) -> None:
     assert "• remove_member a@example.com" in texts
     assert "orgsync sync --dry-run --target prod" in texts
     assert texts[-1].startswith("orgsync on ")
+
+
+@pytest.fixture
+def behind_proxy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Tinyproxy]:
+    """The environment names a real tinyproxy for every HTTP call, loopback included."""
+    server = Tinyproxy(tmp_path)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_webhook_goes_through_the_environments_proxy_and_never_around_it(
+    behind_proxy: Tinyproxy,
+) -> None:
+    """Documented (reference, "Egress proxy") and untested before the channels moved
+    onto `orgsync.http.client.new_client`: the message goes through the proxy; with the
+    proxy down it is a retried failure, and the receiver hears nothing directly."""
+    with HttpReceiver(secret=SECRET) as receiver:
+        channel = webhook(receiver.url)
+        channel.send(EVENT, DELIVERY)
+        channel.close()
+        assert len(receiver.received) == 1
+        port = receiver.url.split(":")[2].split("/")[0]
+        assert any(f"127.0.0.1:{port}" in line for line in behind_proxy.requests())
+        behind_proxy.stop()
+        channel = webhook(receiver.url)
+        with pytest.raises(TransientError, match="cannot deliver"):
+            channel.send(EVENT, DELIVERY)
+        channel.close()
+        assert len(receiver.received) == 1
