@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -16,12 +18,15 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from orgsync.core.webhook import first_string_member
+from orgsync.daemon import webhooks as webhooks_module
 from orgsync.daemon.queue import MAX_TARGETED_PEOPLE, Mailbox
 from orgsync.daemon.relay import Relay
 from orgsync.daemon.webhooks import (
     MAX_BODY,
     MAX_DEPTH,
     REPLAY_WINDOW,
+    UNNAMED_REMEMBERED,
+    VENDOR_REMEMBERED,
     Delivery,
     Refused,
     WebhookEvent,
@@ -66,6 +71,7 @@ class Client:
 class Rig:
     def __init__(self, secrets: WebhookSecrets | None = None) -> None:
         self.events: list[WebhookEvent] = []
+        self.deliveries: list[Delivery] = []
         self.counts: Counter[tuple[str, str]] = Counter()
         self.receiver = WebhookReceiver(
             secrets=secrets or WebhookSecrets(SECRET, OKTA, STATE),
@@ -78,6 +84,7 @@ class Rig:
 
     def enqueue(self, event: WebhookEvent, delivery: Delivery) -> tuple[str, ...]:
         self.events.append(event)
+        self.deliveries.append(delivery)
         return delivery.keys
 
     def generic(
@@ -264,6 +271,29 @@ class TestEntra:
         ]
         assert rig.client.post("/webhooks/entra", json=graph(USER_CHANGE)).status_code == 202
         assert len(rig.events) == 1  # the redelivery was recognised
+
+    def test_a_notification_without_an_id_is_a_copy_only_within_a_minute(
+        self, rig: Rig, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Graph sends a user's directory changes without an id, so the next change to the
+        same person is the same body: remembered for the day, a leaver disabled after an
+        earlier edit that day would wait for the next scheduled pass (extra access). A copy
+        within the minute is still taken once; one with an id is remembered for the day."""
+        now = [1000.0]
+        monkeypatch.setattr(
+            webhooks_module, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time)
+        )
+        named = {**USER_CHANGE, "id": "notification-1"}
+        for body in (USER_CHANGE, named):
+            assert rig.client.post("/webhooks/entra", json=graph(body)).status_code == 202
+            assert rig.client.post("/webhooks/entra", json=graph(body)).status_code == 202
+        assert len(rig.events) == 2  # each copy within the minute was recognised
+        assert [d.window for d in rig.deliveries] == [UNNAMED_REMEMBERED, VENDOR_REMEMBERED]
+        now[0] += UNNAMED_REMEMBERED + 1
+        for body in (USER_CHANGE, named):
+            assert rig.client.post("/webhooks/entra", json=graph(body)).status_code == 202
+        assert len(rig.events) == 3  # the next change to that user, not the named copy
+        assert rig.counts[("entra", "duplicate")] == 3
 
     def test_a_wrong_client_state_is_refused(self, rig: Rig) -> None:
         forged = {**USER_CHANGE, "clientState": "guess"}

@@ -14,6 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
+UNNAMED: Final = "unnamed:"
+"""Prefix of a key that names no event: a notification the vendor sent without an id (Graph
+omits it on directory objects), keyed by its body. The same body is also what the next
+change to that person sends, so such a key is remembered for a minute, never a vendor's
+day: a copy seen after that costs one more targeted run (idempotent),
+while a longer memory would drop a real change (a leaver disabled after an earlier edit
+that day) until the next scheduled pass."""
+
 MAX_DEPTH: Final = 32
 """Deepest JSON nesting a webhook body may have (Okta's and Graph's nest about six)."""
 

@@ -68,6 +68,7 @@ from orgsync import connectors
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.webhook import (
     MAX_DEPTH,
+    UNNAMED,
     Delivery,
     Refused,
     WebhookEvent,
@@ -120,8 +121,12 @@ GENERIC_REMEMBERED: Final = 3 * REPLAY_WINDOW
 longer than a signed timestamp is taken either way of now (2 x `REPLAY_WINDOW`), with
 one window more for a replica whose clock is off the database's."""
 VENDOR_REMEMBERED: Final = 24 * 3600
-"""Seconds an Okta event uuid or a Graph notification is remembered (they carry no
+"""Seconds an Okta event uuid or a Graph notification with an id is remembered (they carry no
 timestamp of ours; Okta retries a delivery once, Graph for up to 4 hours)."""
+UNNAMED_REMEMBERED: Final = 60
+"""Seconds a Graph notification without an id is remembered (`core.webhook.UNNAMED`): long
+enough to take a burst of at-least-once copies once, short enough that the next change to
+the same person (whose notification is the same body) is not taken for a copy."""
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
 MAX_ID: Final = 512
@@ -341,6 +346,7 @@ class WebhookReceiver:
     _generic_seen: SeenEvents = field(default_factory=lambda: SeenEvents(GENERIC_REMEMBERED))
     _okta_seen: SeenEvents = field(default_factory=lambda: SeenEvents(VENDOR_REMEMBERED))
     _graph_seen: SeenEvents = field(default_factory=lambda: SeenEvents(VENDOR_REMEMBERED))
+    _graph_unnamed_seen: SeenEvents = field(default_factory=lambda: SeenEvents(UNNAMED_REMEMBERED))
     _writers: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(QUEUE_WRITERS)
     )
@@ -448,7 +454,11 @@ class WebhookReceiver:
             ):
                 raise Refused(401, "bad_client_state", "clientState is missing or does not match")
             keys, event = parse_graph(body, client_state)
-            fresh = self._graph_seen.first_time(keys, time.monotonic())
+            # Notifications without an id are remembered briefly (see `UNNAMED`); a
+            # delivery holding one is kept for the shorter window as a whole.
+            brief = any(key.startswith(UNNAMED) for key in keys)
+            memory = self._graph_unnamed_seen if brief else self._graph_seen
+            fresh = memory.first_time(keys, time.monotonic())
 
             def duplicate() -> Response:
                 self.count("entra", "duplicate")
@@ -459,8 +469,10 @@ class WebhookReceiver:
                 return duplicate()
             return await self._accept(
                 event,
-                seen=(self._graph_seen, fresh),
-                delivery=Delivery("entra", tuple(fresh), VENDOR_REMEMBERED),
+                seen=(memory, fresh),
+                delivery=Delivery(
+                    "entra", tuple(fresh), UNNAMED_REMEMBERED if brief else VENDOR_REMEMBERED
+                ),
                 replay=duplicate,
             )
 
