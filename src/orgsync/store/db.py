@@ -253,6 +253,13 @@ class Session(ABC):
     @abstractmethod
     def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None: ...
 
+    def recheck(self, check: Callable[[Session], None]) -> None:
+        """Have `check` run again, at this point of the transaction, if the transaction is
+        redone on a new connection (PostgreSQL, after the server ended the connection
+        inside it): for a decision taken on the server's clock, which a redo reads anew
+        (`PostgresDB._recover`). Nothing on SQLite, whose transactions are never redone."""
+        return
+
 
 class SqliteSession(Session):
     dialect = SQLITE

@@ -310,8 +310,16 @@ class LeaseTable:
             raise LeaseLost(
                 target, f"{current.holder} took it over (token {current.token} > {token})"
             )
-        if self._db.leases_expire and current.expires_at <= server_now(self._db, session):
-            raise LeaseLost(target, f"it expired at {current.expires_at:%H:%M:%S}Z")
+        if self._db.leases_expire:
+            _unexpired(self._db, session, current)
+            # A transaction redone on a new connection reads the server's clock anew:
+            # the lease must not have expired by then either.
+            session.recheck(lambda again: _unexpired(self._db, again, current))
+
+
+def _unexpired(db: StateDB, session: Session, lease: LeaseRecord) -> None:
+    if lease.expires_at <= server_now(db, session):
+        raise LeaseLost(lease.target, f"it expired at {lease.expires_at:%H:%M:%S}Z")
 
 
 @dataclass(frozen=True, slots=True)
