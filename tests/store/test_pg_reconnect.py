@@ -196,7 +196,7 @@ def test_a_lease_taken_over_during_the_cut_is_not_written_through(
     store: StateStore, relay: CutRelay, postgres: PostgresServer
 ) -> None:
     """A fenced write (the lease checked first) is cut; meanwhile another replica takes
-    the lease over: the redo sees the lease row changed and writes nothing."""
+    the lease over: the redo checks the lease again, finds it lost, writes nothing."""
     taken = store.leases.take("t", "me", timedelta(seconds=30))
     assert taken is not None
 
@@ -209,9 +209,28 @@ def test_a_lease_taken_over_during_the_cut_is_not_written_through(
                 admin.execute("UPDATE leases SET holder = 'other', fence = fence + 1")
             session.execute("INSERT INTO scratch (n) VALUES (2)")
 
-    with pytest.raises(StateError, match="nothing of it was written"):
+    with pytest.raises(LeaseLost, match="other took it over"):
         fenced_write()
     assert _rows(store) == []
+
+
+def test_a_lease_renewed_during_the_cut_is_written_through_once(
+    store: StateStore, relay: CutRelay, postgres: PostgresServer
+) -> None:
+    """The lease's own renewal (another connection of the same replica) moves its
+    expiry while the fenced write is cut: still the replica's lease, so the redo goes
+    on, and each row is there once."""
+    taken = store.leases.take("t", "me", timedelta(seconds=30))
+    assert taken is not None
+    with store.db.write() as session:
+        store.leases.check_fence(session, "t", taken.record.token)
+        session.execute("INSERT INTO scratch (n) VALUES (1)")
+        relay.cut()
+        with postgres.admin(_database(store.location)) as admin:
+            # What a renewal writes: a later expiry, the same holder and token.
+            admin.execute("UPDATE leases SET expires_at = '2999-01-01T00:00:00.000000+00:00'")
+        session.execute("INSERT INTO scratch (n) VALUES (2)")
+    assert _rows(store) == [1, 2]
 
 
 def test_a_lease_that_expired_during_the_cut_is_not_written_through(
@@ -235,3 +254,20 @@ def test_a_lease_that_expired_during_the_cut_is_not_written_through(
     with pytest.raises(LeaseLost, match="expired"):
         fenced_write()
     assert _rows(store) == []
+
+
+def test_a_cut_inside_the_lease_check_runs_the_check_again(
+    store: StateStore, relay: CutRelay
+) -> None:
+    """The connection ends on the fencing check's own read (it never reaches the
+    server): the check is run again on the new connection, after the writes before it
+    are redone, and the block goes on."""
+    taken = store.leases.take("t", "me", timedelta(seconds=30))
+    assert taken is not None
+    with store.db.write() as session:
+        session.execute("INSERT INTO scratch (n) VALUES (1)")
+        relay.cut_at(b"FOR KEY SHARE", answered=False)
+        store.leases.check_fence(session, "t", taken.record.token)
+        session.execute("INSERT INTO scratch (n) VALUES (2)")
+    assert relay.cuts >= 1
+    assert _rows(store) == [1, 2]

@@ -255,12 +255,14 @@ class Session(ABC):
     @abstractmethod
     def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None: ...
 
-    def recheck(self, check: Callable[[Session], None]) -> None:
-        """Have `check` run again, at this point of the transaction, if the transaction is
-        redone on a new connection (PostgreSQL, after the server ended the connection
-        inside it): for a decision taken on the server's clock, which a redo reads anew
-        (`PostgresDB._recover`). Nothing on SQLite, whose transactions are never redone."""
-        return
+    def rerun(self, check: Callable[[Session], None]) -> None:
+        """Run `check` (statements that decide whether the transaction may go on, raising
+        if not) now; and, if the transaction is redone on a new connection (PostgreSQL,
+        after the server ended the connection inside it: `PostgresDB._recover`), run it
+        again there, rather than require its statements to answer as they did. For a
+        decision on rows that may change harmlessly meanwhile (a lease renewed) or on
+        the server's clock. SQLite never redoes a transaction: it just runs `check`."""
+        check(self)
 
 
 class SqliteSession(Session):

@@ -204,8 +204,8 @@ class PostgresSession(Session):
 
         self._db._statement(sql, insert)
 
-    def recheck(self, check: Callable[[Session], None]) -> None:
-        self._db._recheck(check)
+    def rerun(self, check: Callable[[Session], None]) -> None:
+        self._db._rerun(check)
 
 
 def _bound(params: Params) -> Any:
@@ -235,6 +235,10 @@ def _execute(sql: str, params: Params) -> Callable[[psycopg.Connection[Any]], in
         return conn.execute(translate(sql), _bound(params)).rowcount
 
     return run
+
+
+class _Redone(Exception):
+    """Unwinds a `Session.rerun` check whose connection was lost: the redo ran it again."""
 
 
 @dataclass(slots=True)
@@ -269,6 +273,8 @@ class PostgresDB(StateDB):
         self._steps: list[_Step] | None = None
         """The current transaction's statements (`_statement`); None outside one."""
         self._redoing = False
+        self._unrecorded = False
+        """Inside a `Session.rerun` check: its statements are not recorded."""
         self._begun = "BEGIN"
         self._retries = 0
         """Connections the current transaction may still open again (`_reconnect`)."""
@@ -437,6 +443,14 @@ class PostgresDB(StateDB):
         steps = self._steps
         if steps is None or self._redoing:
             return run(self._conn)
+        if self._unrecorded:
+            try:
+                return run(self._conn)
+            except _psycopg().OperationalError as exc:
+                if not self._connection_lost():
+                    raise
+                self._recover(exc)
+                raise _Redone from exc
         while True:
             try:
                 result = run(self._conn)
@@ -448,9 +462,21 @@ class PostgresDB(StateDB):
             steps.append(_Step(sql, run, result, clock=clock))
             return result
 
-    def _recheck(self, check: Callable[[Session], None]) -> None:
-        if self._steps is not None and not self._redoing:
-            self._steps.append(_Step("", None, check=check))
+    def _rerun(self, check: Callable[[Session], None]) -> None:
+        """`Session.rerun`: `check` is recorded as one step, its statements not (a redo
+        runs it again instead of comparing their answers)."""
+        steps = self._steps
+        if steps is None or self._redoing or self._unrecorded:
+            check(self._session)
+            return
+        steps.append(_Step("", None, check=check))
+        self._unrecorded = True
+        try:
+            check(self._session)
+        except _Redone:
+            pass  # the connection was lost inside it: the redo has run it again
+        finally:
+            self._unrecorded = False
 
     def _recover(self, lost: Exception, *, connected: bool = False) -> None:
         """Redo the current transaction on a new connection, after the server ended ours
@@ -459,8 +485,9 @@ class PostgresDB(StateDB):
         Its statements are run again in order, and each must answer what it answered the
         first time: the block that issued them decided on those answers, so it would
         issue the same statements again, and the redo writes what it would have written.
-        The server's clock alone is read anew (later; a lease's expiry is checked again
-        by the check its fencing registered, `Session.recheck`). Anything else changed
+        The server's clock alone is read anew (later), and a check run through
+        `Session.rerun` (a lease's fencing) is run again rather than compared. Anything
+        else changed
         meanwhile (another replica took the lease over, a row was written): the redo is
         given up, nothing is written, and `lost` is the error the block sees.
         """
