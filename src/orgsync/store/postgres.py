@@ -344,7 +344,7 @@ class PostgresDB(StateDB):
     def read(self) -> Iterator[Session]:
         """A consistent snapshot for several SELECTs (a repeatable-read transaction)."""
         with self._guard():
-            if self._in_transaction():
+            if self._steps is not None or self._in_transaction():
                 yield self._session  # inside a write of this thread: that is the snapshot
                 return
             self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -376,7 +376,13 @@ class PostgresDB(StateDB):
                 self._commit()
             except BaseException:
                 if self._in_transaction():
-                    self._conn.execute("ROLLBACK")
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except _psycopg().OperationalError:
+                        # Lost too: the server rolls back what it ends. The block's own
+                        # error is the one to tell.
+                        if not self._connection_lost():
+                            raise
                 raise
             finally:
                 self._steps = None
