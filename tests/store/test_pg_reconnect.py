@@ -29,7 +29,9 @@ from tests.postgres import PASSWORD, USER, PostgresServer
 class CutRelay:
     """A TCP relay to PostgreSQL that ends every connection through it: now
     (`cut`), or when the client sends a statement holding `marker` (`cut_at`): before
-    the server sees it, or after the server answered it, its answer dropped."""
+    the server sees it, or after the server answered it, its answer dropped; or ends
+    the client's side only, the statement lost and the server's side left open (`hold`:
+    a network gone quiet, as the server sees it)."""
 
     def __init__(self, upstream: int) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -37,7 +39,8 @@ class CutRelay:
         self._upstream = upstream
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
-        self._trap: tuple[bytes, bool] | None = None
+        self._trap: tuple[bytes, bool | None] | None = None
+        self._held: list[socket.socket] = []
         self._swallow: set[int] = set()
         self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
@@ -76,6 +79,10 @@ class CutRelay:
                 trap = self._trap
                 if up and trap is not None and trap[0] in data:
                     self._trap = None
+                    if trap[1] is None:  # held: the client is cut, the server waits on
+                        self._held.append(pair[1])
+                        self._close((pair[0],))
+                        return
                     if not trap[1]:  # before: the server never sees it
                         self._close(pair)
                         return
@@ -90,7 +97,7 @@ class CutRelay:
             except OSError:
                 return
 
-    def _close(self, pair: tuple[socket.socket, socket.socket]) -> None:
+    def _close(self, pair: tuple[socket.socket, ...]) -> None:
         for sock in pair:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -103,13 +110,15 @@ class CutRelay:
         for pair in pairs:
             self._close(pair)
 
-    def cut_at(self, marker: bytes, *, answered: bool) -> None:
+    def cut_at(self, marker: bytes, *, answered: bool | None) -> None:
         with self._lock:
             self._trap = (marker, answered)
 
     def close(self) -> None:
         self._listener.close()
         self.cut()
+        for sock in self._held:
+            sock.close()
 
 
 @pytest.fixture
@@ -177,14 +186,18 @@ def test_a_redo_that_finds_the_database_changed_writes_nothing(
     assert _rows(store) == [1, 5]
 
 
-@pytest.mark.parametrize("answered", [True, False], ids=["committed", "never-sent"])
+@pytest.mark.parametrize(
+    "answered", [True, False, None], ids=["committed", "never-sent", "lost-on-the-way"]
+)
 def test_a_cut_during_commit_writes_the_transaction_once(
     store: StateStore, relay: CutRelay, answered: bool
 ) -> None:
     """The connection ends while COMMIT is under way: whether the server committed is
     unknown to orgsync. It asks the server (by the transaction's id) on a new
     connection: committed (the answer was lost), it is not redone; never received, it
-    is redone. Either way the row is there once, and the block's caller goes on."""
+    is redone; lost on the way while the server's session lives on (still "in
+    progress"), that session is ended, and then it is redone. Either way the row is
+    there once, and the block's caller goes on."""
     relay.cut_at(b"COMMIT", answered=answered)
     with store.db.write() as session:
         session.execute("INSERT INTO scratch (n) VALUES (7)")

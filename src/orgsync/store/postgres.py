@@ -552,11 +552,19 @@ class PostgresDB(StateDB):
     def _committed(self, xid: int, lost: Exception) -> bool:
         """Whether transaction `xid`, whose COMMIT was under way when `lost` ended the
         connection, committed (asked on a new connection; waiting while the server still
-        finishes it)."""
+        finishes it).
+
+        Still in progress: the server has not seen the COMMIT (lost on the way) and its
+        session has not yet noticed the connection is gone (it would after the
+        keepalives, a minute). Only that session can commit it, and it never will now:
+        it is ended (`pg_terminate_backend`, by the transaction's id, allowed on the
+        role's own sessions), which rolls the transaction back, or lets a commit under
+        way finish; either is final and then known."""
         pg = _psycopg()
         while True:
             self._reconnect(lost)
             deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
+            ended = False
             try:
                 while True:
                     row = self._conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()
@@ -565,6 +573,14 @@ class PostgresDB(StateDB):
                         return True
                     if status == "aborted":
                         return False
+                    if status == "in progress" and not ended:
+                        self._conn.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE backend_xid = CAST(CAST(%s AS text) AS xid)",
+                            (xid & 0xFFFFFFFF,),
+                        )
+                        ended = True
+                        continue
                     if status != "in progress" or time.monotonic() > deadline:
                         raise StateError(
                             f"state database {self._url}: the connection was lost while a "
