@@ -896,14 +896,20 @@ def _refuse_stray_log(file: Path) -> None:
         if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
             return  # not a database: the usual checks name it
         counters = _page_one_counters(wal)
+        if not counters:
+            return
+        ours = int.from_bytes(header[60:64], "big")
+        first, last = counters[0], max(counters)
+        if first - 1 <= ours <= last:
+            return
+        # A process that opened the database meanwhile may have moved both files on
+        # (a checkpoint, a new log): only files that stood still are judged.
+        with file.open("rb") as main:
+            still = main.read(100) == header
+        if not still or _open_elsewhere(file) or _page_one_counters(wal) != counters:
+            return
     except OSError:
         return  # unreadable: opening it says so
-    if not counters:
-        return
-    ours = int.from_bytes(header[60:64], "big")
-    first, last = counters[0], max(counters)
-    if first - 1 <= ours <= last:
-        return
     raise StateError(
         f"state database {file}: the write-ahead log {wal} beside it is not this "
         f"database's (the database file's commit count is {ours}, the log holds commits "
