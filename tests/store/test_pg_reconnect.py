@@ -284,3 +284,22 @@ def test_a_cut_inside_the_lease_check_runs_the_check_again(
         session.execute("INSERT INTO scratch (n) VALUES (2)")
     assert relay.cuts >= 1
     assert _rows(store) == [1, 2]
+
+
+def test_a_server_restart_inside_a_transaction_is_waited_for_and_redone(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    """The server itself restarts (a fast shutdown ends every session) in the middle of
+    a write transaction, and is still starting up when orgsync reconnects: it waits a
+    moment, tries again, redoes the transaction, and each row is there once."""
+    with StateStore.open(postgres_url, password=PASSWORD) as store:
+        with store.db.write() as session:
+            session.execute("CREATE TABLE scratch (n integer)")
+        with store.db.write() as session:
+            session.execute("INSERT INTO scratch (n) VALUES (1)")
+            # -W: back once the server is stopped and starting, not once it is ready.
+            log = str(postgres.folder / "server.log")
+            restarted = postgres.pg_ctl("restart", "-m", "fast", "-W", "-l", log)
+            assert restarted.returncode == 0, restarted.stderr
+            session.execute("INSERT INTO scratch (n) VALUES (2)")
+        assert _rows(store) == [1, 2]
