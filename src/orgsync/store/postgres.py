@@ -492,10 +492,10 @@ class PostgresDB(StateDB):
         first time: the block that issued them decided on those answers, so it would
         issue the same statements again, and the redo writes what it would have written.
         The server's clock alone is read anew (later), and a check run through
-        `Session.rerun` (a lease's fencing) is run again rather than compared. Anything
-        else changed
-        meanwhile (another replica took the lease over, a row was written): the redo is
-        given up, nothing is written, and `lost` is the error the block sees.
+        `Session.rerun` (a lease's fencing) is run again rather than compared: a lease
+        taken over or expired meanwhile raises its `LeaseLost`. Anything else changed
+        meanwhile (a row the block read was written): the redo is given up, nothing is
+        written, and the error says so.
         """
         steps = self._steps
         assert steps is not None
