@@ -15,12 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
+from orgsync.core.webhook import first_string_member
 from orgsync.daemon.queue import MAX_TARGETED_PEOPLE, Mailbox
 from orgsync.daemon.relay import Relay
 from orgsync.daemon.webhooks import (
     MAX_BODY,
     MAX_DEPTH,
     REPLAY_WINDOW,
+    Delivery,
     Refused,
     WebhookEvent,
     WebhookReceiver,
@@ -67,12 +69,16 @@ class Rig:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.receiver = WebhookReceiver(
             secrets=secrets or WebhookSecrets(SECRET, OKTA, STATE),
-            enqueue=self.events.append,
+            enqueue=self.enqueue,
             count=lambda kind, result: self.counts.update([(kind, result)]),
             known_targets=frozenset({"openai-prod", "openai-test"}),
             clock=lambda: NOW,
         )
         self.client = Client(Starlette(routes=self.receiver.routes()))
+
+    def enqueue(self, event: WebhookEvent, delivery: Delivery) -> tuple[str, ...]:
+        self.events.append(event)
+        return delivery.keys
 
     def generic(
         self,
@@ -432,3 +438,32 @@ def test_an_id_too_long_to_name_anybody_is_refused_before_the_queue(tmp_path: Pa
     assert answer.status_code == 400
     assert rig.events == []
     assert rig.generic({"id": "e1", "emails": ["a" * 200 + "@example.com"]}).status_code == 202
+
+
+# Values may spell the member's name and quotes around it: escaped, they are not it.
+MEMBERS = st.dictionaries(
+    st.text(alphabet='ab"\\ :{}[]', max_size=6),
+    st.none() | st.integers() | st.text(alphabet='clientSa"\\: {}', max_size=30),
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    before=MEMBERS,
+    after=MEMBERS,
+    state=st.text(alphabet='aZ9"\\/ é\u2028\x00', max_size=20),
+    ascii_only=st.booleans(),
+    indent=st.sampled_from([None, 2]),
+)
+def test_the_first_client_state_is_read_from_what_a_serializer_writes(
+    before: dict[str, Any], after: dict[str, Any], state: str, ascii_only: bool, indent: int | None
+) -> None:
+    """What the receiver looks at before the parse is exactly the notification's
+    `clientState`, however a JSON serializer escapes or spaces it and whatever members
+    come before it; a body without one reads as None (refused 401, never accepted)."""
+    item = {**before, "clientState": state, **after}
+    body = json.dumps({"value": [item]}, ensure_ascii=ascii_only, indent=indent).encode()
+    assert first_string_member(body, "clientState") == state
+    without = json.dumps({"value": [{**before, **after}]}, ensure_ascii=ascii_only).encode()
+    assert first_string_member(without, "clientState") is None

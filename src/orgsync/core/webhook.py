@@ -29,6 +29,16 @@ class WebhookEvent:
     """Target names the event is for; None for every target."""
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What makes a delivery the same one sent again: its `keys` (an event id, Okta's
+    event uuids, Graph notification digests), remembered for `window` seconds."""
+
+    kind: str
+    keys: tuple[str, ...]
+    window: float
+
+
 class Refused(Exception):
     """A delivery refused with `status`; `result` is the metric label."""
 
@@ -111,3 +121,25 @@ def parse_json(body: bytes) -> Any:
         raise Refused(
             400, "malformed", "body is not JSON this daemon reads: a number is too long"
         ) from None
+
+
+def first_string_member(body: bytes, name: str) -> str | None:
+    """The string value of the first member `name` in `body`'s raw bytes, found without
+    parsing the document (None: none found, or not a valid string). For a secret a
+    vendor puts in the body (Graph's `clientState`): a forgery is refused before the
+    whole body is parsed (a search stopping at the first match, rather than a parse of
+    up to a mebibyte).
+
+    A quick look, not a parser: a member name spelled with escapes is not found, and a
+    crafted name ending in `\\"name` is taken for it. So it may only refuse early, never
+    accept: the caller still checks the parsed document, every item of it.
+    """
+    pattern = b'"' + re.escape(name.encode()) + rb'"[ \t\n\r]*+:[ \t\n\r]*+"((?:[^"\\]|\\.)*+)"'
+    match = re.search(pattern, body)
+    if match is None:
+        return None
+    try:
+        value = json.loads(b'"' + match.group(1) + b'"')
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if is_text(value) else None

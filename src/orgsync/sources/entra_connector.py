@@ -85,7 +85,9 @@ def parse_webhook(body: bytes, client_state: str) -> tuple[list[str], WebhookEve
         state = item.get("clientState")
         if not is_text(state) or not hmac.compare_digest(state.encode(), client_state.encode()):
             raise Refused(401, "bad_client_state", "clientState does not match")
-        keys.append(hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
+        # The key leaves the secret out: it is stored (as a digest) to refuse replays.
+        keyed = {name: value for name, value in item.items() if name != "clientState"}
+        keys.append(hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest())
         resource = item.get("resource")
         data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
         odata_type = str(data.get("@odata.type", "")).lower()
