@@ -6,7 +6,7 @@ and mixed with the memoized questions of other spaces, every answer must be the 
 reachable through nested groups (cycles, diamonds, ids naming both a person and a group,
 unknown ids, duplicate group ids), each standing for its value in the space (the space
 holds copies of its string keys and values, packed together: the copies must answer as the
-originals, and a text holding the packing's separator must not shift the others).
+originals).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def test_resolve_equals_reachability_in_any_order_of_questions(  # type: ignore[
     }
     nesting = _Nesting(source.groups, keys.keys())
     membership = GroupMembership(nesting, keys, wanted)
-    # Strings (user ids), other objects (a person who is no member yet), and now and then
-    # a user id holding the NUL character the space packs its strings with: each must
+    # Strings (user ids, now and then one holding a NUL) and other objects (a person who
+    # is no member yet): the space holds copies of the strings, and each value must still
     # stand for itself whatever the others are.
     values: dict[SourceId, object] = {
         pid: rnd.choice([f"user-{pid}", f"user-{pid}", f"us\x00er-{pid}", NotAMember(key)])
