@@ -4,9 +4,8 @@
 group), while the groups met below it are memoized: whatever the order of the questions,
 and mixed with the memoized questions of other spaces, every answer must be the people
 reachable through nested groups (cycles, diamonds, ids naming both a person and a group,
-unknown ids, duplicate group ids), each standing for its value in the space (the space
-holds copies of its string keys and values, packed together: the copies must answer as the
-originals).
+unknown ids, duplicate group ids), each standing for its value in the space, whatever kind
+of value that is (a user id, or the object standing for a person who is no member yet).
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ def test_resolve_equals_reachability_in_any_order_of_questions(  # type: ignore[
     nesting = _Nesting(source.groups, keys.keys())
     membership = GroupMembership(nesting, keys, wanted)
     # Strings (user ids, now and then one holding a NUL) and other objects (a person who
-    # is no member yet): the space holds copies of the strings, and each value must still
-    # stand for itself whatever the others are.
+    # is no member yet, as the group planner's space holds them): each must stand for
+    # itself whatever the others are.
     values: dict[SourceId, object] = {
         pid: rnd.choice([f"user-{pid}", f"user-{pid}", f"us\x00er-{pid}", NotAMember(key)])
         for pid, key in keys.items()

@@ -169,13 +169,12 @@ class _Nesting:
     never builds a set of one kind only to translate it into another. A group's members
     are read once per space, in one dictionary look-up each (the dominant cost at a
     million memberships: every member id is a string of its own, far from the others in
-    memory, so each look-up is a cache miss; `space` packs what it looks up, `_packed`).
-    A closure made of one part (a group without nested groups, or one that only nests
-    another) is that part, shared. Callers that ask once per group (the group planner,
-    the scope and role grants) ask with `keep` false: what a group met below another
-    holds is still memoized, but the group asked about leaves no frozenset behind (16k of
-    them at 160k people were 50 MiB of fresh memory that every later look-up's cache
-    lines competed with).
+    memory, so each look-up is a cache miss). A closure made of one part (a group without
+    nested groups, or one that only nests another) is that part, shared. Callers that ask
+    once per group (the group planner, the scope and role grants) ask with `keep` false:
+    what a group met below another holds is still memoized, but the group asked about
+    leaves no frozenset behind (16k of them at 160k people were 50 MiB of fresh memory
+    that every later look-up's cache lines competed with).
     """
 
     def __init__(self, groups: Sequence[SourceGroup], person_ids: Iterable[SourceId]) -> None:
@@ -215,10 +214,10 @@ class _Nesting:
             # One C loop over the people (a dictionary view's intersection), not a
             # generator: 160k people cost 10 ms here rather than 25.
             self._group_people = frozenset(self._groups.keys() & self._person_ids)
-        # A copy of `values` completed with the groups: only a person whose id is also a
-        # group's must be told apart from the group; anyone else missing from `values` is
-        # simply absent from the lookup.
-        lookup = _packed(values)
+        # A copy of `values` (one block copy, not 100k insertions), completed with the
+        # groups: only a person whose id is also a group's must be told apart from the
+        # group; anyone else missing from `values` is simply absent from the lookup.
+        lookup: dict[SourceId, object] = dict(values)
         people = self._group_people
         for group_id in self._groups:
             if group_id not in lookup:
@@ -290,25 +289,6 @@ class _Nesting:
         kept = frozenset(values)
         space.direct[group_id] = kept
         return kept
-
-
-def _packed(values: Mapping[SourceId, object]) -> dict[SourceId, object]:
-    """A copy of `values` whose keys, and the values that are strings, are new strings
-    made one after the other, each key beside its value in memory.
-
-    A space is asked once per membership, with a member id that is a string of its own
-    (never the person's id object), so every look-up reads the key it finds (to compare
-    the text) and then the value (to hash it into the group's set). Left where the
-    snapshots put them, those are two objects scattered among hundreds of thousands of
-    records: at 160k people, two cache misses per membership. Copied in one sweep, the
-    pairs lie together in a few MiB, the value on the line after its key's (160k
-    people: the look-ups take 1.2-1.5 s of CPU rather than 1.6-2.0 s, for 0.1 s of
-    copying). Copies are equal to the originals: nothing outside the space can tell."""
-    join = "".join  # of a pair with an empty text: a new string equal to the first
-    packed: dict[str, object] = {}
-    for key, value in values.items():
-        packed[join((key, ""))] = join((value, "")) if type(value) is str else value
-    return cast(dict[SourceId, object], packed)
 
 
 def _union(parts: list[AbstractSet[object]]) -> AbstractSet[object]:
