@@ -11,7 +11,9 @@ Errors are `ConfigError`s whose message names the key path and the reason.
 
 import os
 import re
+import stat
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -67,6 +69,16 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
+MAX_URL_LENGTH = 2048
+"""Far above any API's base address; a longer value is a paste gone wrong."""
+
+
+def _invisible(char: str) -> bool:
+    """A control character, or one that shows as nothing (zero-width, bidi marks, line
+    and paragraph separators): in an address it is a paste gone wrong or a disguise."""
+    return unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}
+
+
 def _check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
     try:
         parts = urlsplit(url)
@@ -78,6 +90,16 @@ def _check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
         raise ValueError(
             f"{key} carries a user name or password; secrets never sit in the file: "
             "give them with the *_env or *_file keys"
+        )
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"{key} is longer than {MAX_URL_LENGTH} characters: not an address")
+    hidden = next((c for c in url if _invisible(c)), None)
+    if hidden is not None:
+        # Not repeated: the character would act on the terminal; the HTTP client refused
+        # such a URL only at the first request, with a traceback.
+        raise ValueError(
+            f"{key} has an invisible or control character (U+{ord(hidden):04X}) in it; "
+            "retype the URL"
         )
     shown = url if len(url) <= 200 else url[:200] + "…"
     if parts.scheme not in {"http", "https"} or not parts.hostname or any(c.isspace() for c in url):
@@ -196,7 +218,7 @@ class SecretRef(BaseModel):
     def resolve(self, environ: Mapping[str, str]) -> SecretStr:
         if self.env is not None:
             # A name that does not look like one may be a pasted secret: not repeated.
-            named = self.env if _CONVENTIONAL_NAME.match(self.env) else "it names"
+            named = self.env if _shown_name(self.env) else "it names"
             where = f"{self.key}_env: environment variable {named}"
             value = _trimmed(environ.get(self.env) or "")
             if not value:
@@ -208,11 +230,16 @@ class SecretRef(BaseModel):
         if not path.is_absolute() and credentials:
             path = Path(credentials) / path
         try:
-            value = _trimmed(path.read_text(encoding="utf-8"))
+            text = _read_secret_file(path).decode("utf-8")
+            # Universal newlines, as a text read gives them: a document keeps its lines.
+            value = _trimmed(text.replace("\r\n", "\n").replace("\r", "\n"))
         except OSError as error:
             raise ConfigError(
                 f"{self.key}_file: cannot read {self._named(path, credentials)}: {error.strerror}"
             ) from error
+        except _NotAKeyFile as error:
+            where = self._named(path, credentials)
+            raise ConfigError(f"{self.key}_file: {where} {error}") from None
         except UnicodeDecodeError as error:
             raise ConfigError(
                 f"{self.key}_file: {self._named(path, credentials)} is not UTF-8 text"
@@ -256,6 +283,61 @@ class SecretRef(BaseModel):
             f"the file it names (a relative name, looked for in {folder}; not repeated "
             "here, in case it is a pasted secret rather than a path)"
         )
+
+
+MAX_SECRET_BYTES = 1 << 20
+"""Far above any key, token or service account's JSON key (a few kilobytes): a bound on
+what a mistyped path (a log file, a device) makes orgsync read into memory."""
+
+
+class _NotAKeyFile(Exception):
+    """A `*_file` that is not a regular file of a sensible size (the reason)."""
+
+
+def _read_secret_file(path: Path) -> bytes:
+    """The bytes of a key file, which must be a regular file of at most MAX_SECRET_BYTES.
+
+    Opened without blocking: a FIFO (nobody writing) or a terminal named by mistake hung
+    the command, and the daemon's start, for ever; a device (`/dev/zero`) was read until
+    memory ran out. Key files are regular files (systemd credentials, Kubernetes and
+    Docker secrets through their symlinks)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket"
+                if stat.S_ISSOCK(mode)
+                else "not a file"
+            )
+            raise _NotAKeyFile(f"is {kind}, not a regular file holding the secret")
+        data = handle.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise _NotAKeyFile(
+            f"is larger than {MAX_SECRET_BYTES >> 20} MiB: not a key file (value not read)"
+        )
+    return data
+
+
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+
+
+def _shown_name(name: str) -> bool:
+    """Whether an environment variable's name may be repeated in a message: one written
+    as names are (capitals, digits, `_`), with no long run of letters mixed with digits,
+    which names seldom have and keys do (`AKIAIOSFODNN7EXAMPLE`, upper-case hex tokens):
+    such a value pasted into `*_env` passes as a name and was repeated by the "not set"
+    error, on the terminal and in the run history."""
+    if not _CONVENTIONAL_NAME.match(name):
+        return False
+    return not any(
+        any(c.isdigit() for c in run) and any(c.isalpha() for c in run)
+        for run in _TOKEN_RUN.findall(name)
+    )
 
 
 def _trimmed(value: str) -> str:
@@ -316,6 +398,23 @@ class RemoteSourceConfig(SourceConfig):
     max_attempts: int = Field(default=6, ge=1, le=20)
     max_retry_delay: Duration = timedelta(seconds=60)
 
+    @model_validator(mode="after")
+    def _check_timeout(self) -> "RemoteSourceConfig":
+        _check_timeout(self.timeout)
+        return self
+
+
+MIN_TIMEOUT = timedelta(milliseconds=100)
+MAX_TIMEOUT = timedelta(minutes=10)
+
+
+def _check_timeout(timeout: timedelta) -> None:
+    """A source's or target's per-request `timeout`: `"0s"` (or `0`) failed every request
+    at once, as a connection error ("Operation now in progress") that named no key, and a
+    day-long one let a hung server hold a `sync` for that long."""
+    if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
+        raise ValueError("timeout must be between 100ms and 10m (it bounds each request)")
+
 
 def _source_model(value: Any) -> Any:
     """Validate the `[source]` table with the model of its `type`, loaded on first use;
@@ -366,7 +465,8 @@ def _check_address(email: str) -> str:
     """A protected person must be an address: a typo would silently protect nobody."""
     problem = email_problem(email)
     if problem is not None:
-        shown = repr(email) if len(email) <= 80 else "the value given"
+        # Without an @ it may be anything pasted in the wrong place, a key included.
+        shown = repr(email) if len(email) <= 80 and "@" in email else "the value given"
         raise ValueError(f"{shown} is not an email address: {problem}")
     return email
 
@@ -426,6 +526,7 @@ class TargetConfig(_Strict):
     @model_validator(mode="after")
     def _check_base_url(self) -> "TargetConfig":
         _check_url(self.base_url, "base_url", allow_plaintext=self.allow_plaintext)
+        _check_timeout(self.timeout)
         return self
 
     def secret(self, key: str, *, required: bool = True) -> SecretRef | None:
@@ -909,7 +1010,13 @@ def parse_config(
         from orgsync.config_errors import explain
 
         raise explain(error, origin=origin, text=text, schema=_schema(document)) from None
-    return _anchor_paths(config, base_dir)
+    config = _anchor_paths(config, base_dir)
+    problems = _ca_file_problems(config)
+    if problems:
+        from orgsync.config_errors import located
+
+        raise located(problems, origin=origin, text=text)
+    return config
 
 
 def _schema(document: Mapping[str, Any]) -> "Schema":
@@ -966,19 +1073,87 @@ def _anchor_paths(config: Config, base_dir: Path) -> Config:
     def anchored(path: Path) -> Path:
         return path if path.is_absolute() else base_dir / path
 
-    source = config.source.anchored(base_dir)
+    def ca_anchored(model: Any) -> Any:
+        # A private CA beside the configuration (`ca_file = "corp-ca.pem"`) is found there
+        # whatever the working directory: it was looked for in the working directory,
+        # which is / under systemd, so a file that worked by hand failed as a service.
+        ca_file = getattr(model, "ca_file", None)
+        if ca_file is None or ca_file.is_absolute():
+            return model
+        return model.model_copy(update={"ca_file": anchored(ca_file)})
+
+    source = ca_anchored(config.source.anchored(base_dir))
     state = config.state
     if str(state.path) != ":memory:":
         state = state.model_copy(update={"path": anchored(state.path)})
-    return config.model_copy(update={"source": source, "state": state})
+    return config.model_copy(
+        update={
+            "source": source,
+            "state": state,
+            "targets": tuple(ca_anchored(target) for target in config.targets),
+            "notify": tuple(ca_anchored(entry) for entry in config.notify),
+        }
+    )
+
+
+def _ca_file_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each `ca_file` that is not a readable bundle of PEM certificates, by key path: it
+    was first opened by the first connection, where a missing or wrong file ended the
+    run (or `validate`) in a traceback after `validate --offline` had said all was well."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    tables: list[tuple[tuple[str | int, ...], Any]] = [(("source",), config.source)]
+    tables += [(("targets", i), target) for i, target in enumerate(config.targets)]
+    tables += [(("notify", i), entry) for i, entry in enumerate(config.notify)]
+    for location, table in tables:
+        ca_file = getattr(table, "ca_file", None)
+        if ca_file is not None:
+            problem = _ca_file_problem(Path(ca_file))
+            if problem is not None:
+                found.append(((*location, "ca_file"), problem))
+    return found
+
+
+def _ca_file_problem(path: Path) -> str | None:
+    """Why `path` cannot serve as the CA bundle of a TLS client, or None."""
+    import ssl
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"{path} is not a file of PEM certificates"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except ssl.SSLError:
+        return f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----) to trust"
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror}"
+    return None
+
+
+MAX_CONFIG_BYTES = 16 << 20
+"""Far above any configuration (the documented example is a few dozen kilobytes): a
+bound on what a mistyped `--config` (a log file, an endless pipe) makes orgsync read."""
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate the configuration file at `path`."""
+    """Read and validate the configuration file at `path`.
+
+    A regular file, or a pipe (`--config <(envsubst < orgsync.toml.in)`); a device
+    (`/dev/zero`) was read until memory ran out, ending in a traceback."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise ConfigError(f"{path}: a device, not a configuration file")
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from error
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a configuration file"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -994,4 +1169,6 @@ def load_config(path: Path) -> Config:
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
-    return Path(environ.get("ORGSYNC_CONFIG", "orgsync.toml"))
+    # Set but empty (`Environment=ORGSYNC_CONFIG=` in a unit, a template left blank) is
+    # unset: Path("") is the working directory, refused as "." being a directory.
+    return Path(environ.get("ORGSYNC_CONFIG") or "orgsync.toml")

@@ -146,6 +146,18 @@ def explain(error: ValidationError, *, origin: str, text: str, schema: Schema) -
     return ConfigError(f"{origin}: invalid configuration\n" + "\n".join(found))
 
 
+def located(problems: Sequence[tuple[Location, str]], *, origin: str, text: str) -> ConfigError:
+    """A refusal in `explain`'s form for mistakes found after validation (a `ca_file`
+    that is not a CA bundle): each by its key path and line."""
+    lines = key_lines(text)
+    found = []
+    for path, message in problems:
+        line = _line_of(path, lines)
+        at = f"line {line}: " if line is not None else ""
+        found.append(f"  {at}{_location(path)}: {message}")
+    return ConfigError(f"{origin}: invalid configuration\n" + "\n".join(found))
+
+
 def _anchor(problem: ErrorDetails, raw: Location, path: Location, schema: Schema) -> Location:
     """The key whose line a message points at: a model-wide check (`jitter must be
     shorter than interval`) points at the first key it names."""
