@@ -926,14 +926,33 @@ def _default(model: type[_Strict]) -> Any:
     return Field(default_factory=model.model_construct)
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _address_key(url: str) -> tuple[str, str, int | None, str, str]:
+    """An address as the server sees it, for comparing two: the scheme's own port
+    written or not (`:443`), a fully qualified host's final dot, the case of scheme and
+    host, the names of this host's loopback (`localhost`, `127.0.0.1`, `::1`) and a
+    trailing slash all reach the same organization; compared as written, two spellings
+    of one address passed as two organizations, and their targets undid each other's
+    changes every run (tests/cli/test_config_redteam.py)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if host in _LOOPBACK_NAMES:
+        host = "loopback"
+    port = parts.port if parts.port != _DEFAULT_PORTS.get(scheme) else None
+    return (scheme, host, port, re.sub("/+", "/", parts.path).rstrip("/"), parts.query)
+
+
 def _organization_identity(target: TargetConfig) -> tuple[object, ...]:
     """What names the organization a target table administers: its type, its address
     (scheme and host case-insensitive, no trailing slash) and every key its connector adds
     to the ones all targets share (credentials, an organization or workspace id), since
     any of those may pick another organization behind one address. The shared keys are
     the rules and limits, which two tables for one organization would fight over."""
-    parts = urlsplit(target.base_url.strip())
-    address = (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query)
+    address = _address_key(target.base_url)
     own = sorted(set(type(target).model_fields) - set(TargetConfig.model_fields))
     keys = tuple((key, str(getattr(target, key))) for key in own)
     return (target.type, address, keys)
@@ -994,7 +1013,9 @@ class Config(_Strict):
             if target.name == name:
                 return target
         known = ", ".join(t.name for t in self.targets)
-        raise UsageError(f"--target {name}: no such target (configured: {known})")
+        from orgsync.core.text import visible  # the name is as typed: made inert
+
+        raise UsageError(f"--target {visible(name)}: no such target (configured: {known})")
 
 
 def parse_config(

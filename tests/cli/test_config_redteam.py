@@ -493,3 +493,113 @@ def test_held_a_target_key_written_under_its_role_rule_is_refused(
     code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
     assert (code, out) == (1, ""), err
     assert "targets[0].roles[0].on_removal: unknown key here; on_removal belongs in" in err
+
+
+# --------------------------------------------------------------------------- one organization
+
+
+def _second_target(url: str, role: str = "owner") -> str:
+    return f"""
+[[targets]]
+name = "openai-again"
+type = "openai"
+base_url = "{url}"
+api_key_env = "{KEY_ENV}"
+allow_plaintext = true
+default_role = "{role}"
+scope_groups = ["openai-*"]
+"""
+
+
+def test_one_organization_at_two_spellings_of_its_address_is_refused(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    environ: None,
+    organization: OpenAIEmulator,
+) -> None:
+    """One organization configured twice, its address written `localhost` in one table
+    and `127.0.0.1` in the other, passed as two organizations: measured on the emulator,
+    each sync replaced the other's invitation (a new e-mail to the person every run) and
+    flipped the role, reader then owner, while both said "in sync (exit 0)"; the state
+    database's twin check did not see it either (it compares addresses as written).
+    Refused now before anything runs, naming both targets."""
+    url = organization.base_url
+    assert "127.0.0.1" in url
+    alias = url.replace("127.0.0.1", "localhost")
+    config = write(tmp_path, base_url=url, target=_second_target(alias))
+    before = organization.state.invites()
+    for command in (["validate", "--offline"], ["sync"]):
+        code, out, err = orgsync(capfd, "--config", str(config), *command)
+        assert (code, out) == (1, ""), (out, err)
+        assert "targets openai-test and openai-again are the same organization" in err, err
+    assert organization.state.invites() == before
+    assert not (tmp_path / "state.db").exists()
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        "https://api.openai.com:443/v1",
+        "https://api.openai.com./v1",
+        "https://api.openai.com//v1/",
+    ],
+)
+def test_a_default_port_a_final_dot_or_a_double_slash_is_the_same_address(
+    tmp_path: Path, second: str
+) -> None:
+    """The same, written with the scheme's own port, a fully qualified host's final dot
+    or a doubled slash."""
+    first = "https://api.openai.com/v1"
+    text = write(tmp_path, base_url=first, target=_second_target(second)).read_text()
+    (tmp_path / "orgsync.toml").write_text(text.replace("allow_plaintext = true\n", ""))
+    with pytest.raises(ConfigError, match="are the same organization"):
+        load_config(tmp_path / "orgsync.toml")
+
+
+def test_held_another_port_is_another_organization(tmp_path: Path) -> None:
+    """Held (the other side): the same host at another port, or another host, is
+    another organization, as are the same address with another key."""
+    write(tmp_path, target=_second_target("https://api.openai.example:8443/v1"))
+    assert len(load_config(tmp_path / "orgsync.toml").targets) == 2
+
+
+# --------------------------------------------------------------------------- --target
+
+
+def test_runs_of_a_mistyped_target_is_a_usage_error_not_an_empty_history(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    environ: None,
+    organization: OpenAIEmulator,
+) -> None:
+    """`orgsync runs --target openai-tset` answered "No runs recorded yet" (exit 0): the
+    operator reads that the target never ran. A name neither configured nor in the
+    history is a usage error now; a target gone from the configuration still shows
+    its history."""
+    config = write(tmp_path, base_url=organization.base_url)
+    code, _, err = orgsync(capfd, "--config", str(config), "sync", "--dry-run")
+    assert code == 2, err
+    code, out, err = orgsync(capfd, "--config", str(config), "runs", "--target", "openai-tset")
+    assert (code, out) == (EXIT_USAGE, ""), err
+    assert "--target openai-tset: no such target, in the configuration (openai-test)" in err
+    config.write_text(config.read_text().replace('name = "openai-test"', 'name = "renamed"'))
+    code, out, err = orgsync(capfd, "--config", str(config), "runs", "--target", "openai-test")
+    assert code == 0, err
+    assert "openai-test" in out and "dry-run" in out
+    code, out, err = orgsync(capfd, "--config", str(config), "runs", "--target", "renamed")
+    assert (code, out.strip().lower()) == (0, "no runs recorded yet"), err
+
+
+def test_a_target_name_typed_with_terminal_escapes_is_echoed_inert(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None
+) -> None:
+    """`--target` is repeated by its "no such target" error; an escape sequence in it
+    (pasted from a colored listing) reached the terminal as a command. Shown escaped."""
+    config = write(tmp_path)
+    for command in (["sync", "--dry-run"], ["explain", "ada@example.com"], ["runs"]):
+        code, out, err = orgsync(
+            capfd, "--config", str(config), *command, "--target", "\x1b[2Jprod"
+        )
+        assert (code, out) == (EXIT_USAGE, ""), err
+        assert "--target \\x1b[2Jprod: no such target" in err, err
+        assert "\x1b" not in err
