@@ -603,3 +603,62 @@ def test_a_target_name_typed_with_terminal_escapes_is_echoed_inert(
         assert (code, out) == (EXIT_USAGE, ""), err
         assert "--target \\x1b[2Jprod: no such target" in err, err
         assert "\x1b" not in err
+
+
+# --------------------------------------------------------------------------- TLS off
+
+
+def _keycard(base_url: str, token_url: str) -> str:
+    return f"""
+[[targets]]
+name = "keycard-test"
+type = "keycard"
+base_url = "{base_url}"
+token_url = "{token_url}"
+client_id = "sa_orgsync"
+client_secret_env = "{KEY_ENV}"
+organization_id = "org-a"
+allow_plaintext = true
+max_attempts = 1
+"""
+
+
+def test_every_plain_http_address_is_warned_about_at_start(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    environ: None,
+    organization: OpenAIEmulator,
+) -> None:
+    """`allow_plaintext = true` lets a table use `http://`; the start must say so for
+    every plain address (SPEC: "logs a warning at start"). Keycard's `token_url`, where
+    the client secret is sent, went unsaid when only it was plain HTTP, as did an
+    address written `HTTP://`. Each is named by its key now."""
+    closed = "127.0.0.1:9"  # discard: refused at once, nothing listens
+    config = write(
+        tmp_path,
+        base_url=organization.base_url.replace("http://", "HTTP://"),
+        tail=_keycard(f"https://{closed}", f"http://{closed}/oauth/token"),
+    )
+    code, out, err = orgsync(capfd, "--config", str(config), "--log-format", "json", "validate")
+    assert code == 1, (out, err)  # the Keycard organization is not there
+    warnings = [json.loads(line) for line in err.splitlines() if '"target.plaintext"' in line]
+    said = {(w["target"], w["key"]) for w in warnings}
+    assert said == {("openai-test", "base_url"), ("keycard-test", "token_url")}, err
+    assert API_KEY not in out + err
+
+
+def test_held_a_plain_http_source_is_warned_about_at_start(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None
+) -> None:
+    """Held: a network source reached over plain HTTP says so at start (`validate
+    --offline` builds the source, contacting nothing)."""
+    source = (
+        'type = "scim"\nurl = "http://127.0.0.1:9/scim/v2"\n'
+        f'token_env = "{KEY_ENV}"\nallow_plaintext = true\nmax_attempts = 1'
+    )
+    config = write(tmp_path, source=source)
+    code, _, err = orgsync(
+        capfd, "--config", str(config), "--log-format", "json", "validate", "--offline"
+    )
+    assert code == 0, err
+    assert '"event": "source.plaintext"' in err and "http://127.0.0.1:9/scim/v2" in err, err
