@@ -17,7 +17,8 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -163,6 +164,37 @@ class _Strict(BaseModel):
                 f"an environment variable and give its name, or use {secret}_file"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """`true` or `false` where a number or a duration belongs is refused, not read
+        as 1 or 0: `removal_grace = true` was a grace of one second, and
+        `max_removal_ratio = true` a ratio of 100%, the ratio guard off. (On the table,
+        not on each field: a field validator running before the tag's would stop
+        pydantic from choosing a `[[notify]]` entry's model by its `type`.)"""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            value = data.get(field.alias or name)
+            if isinstance(value, bool):
+                kind = _number_kind(field.annotation)
+                if kind is not None:
+                    raise ValueError(f"{name} must be {kind}, not {str(value).lower()}")
+        return data
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """What a field takes, when it is a number or a duration (None: anything else)."""
+    choices = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    for choice in choices or (annotation,):
+        if choice is bool:
+            return None
+        if choice is timedelta:
+            return 'a duration such as "30s", "15m", "1h" or "7d"'
+        if choice in (int, float):
+            return "a number"
+    return None
 
 
 StrictModel = _Strict

@@ -662,3 +662,53 @@ def test_held_a_plain_http_source_is_warned_about_at_start(
     )
     assert code == 0, err
     assert '"event": "source.plaintext"' in err and "http://127.0.0.1:9/scim/v2" in err, err
+
+
+# --------------------------------------------------------------------------- wrong kinds
+
+
+@pytest.mark.parametrize(
+    ("tail", "says"),
+    [
+        (
+            "[safety]\nremoval_grace = true",
+            'safety: removal_grace must be a duration such as "30s"',
+        ),
+        (
+            "[safety]\nmax_removal_ratio = true",
+            "safety: max_removal_ratio must be a number, not true",
+        ),
+        ("[safety]\nmax_removals = false", "safety: max_removals must be a number, not false"),
+        ("[schedule]\njitter = false", "schedule: jitter must be a duration"),
+        ("[server]\nmax_connections = true", "server: max_connections must be a number, not true"),
+    ],
+)
+def test_true_or_false_where_a_number_belongs_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None, tail: str, says: str
+) -> None:
+    """TOML's `true` where a number or a duration belongs was read as 1: `removal_grace
+    = true` (meaning "yes, a grace") was a grace of one second, `max_removal_ratio =
+    true` a ratio of 100%, the ratio guard off; `false` was 0. Refused, naming the key."""
+    config = write(tmp_path, tail=tail)
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert (code, out) == (1, ""), err
+    assert says in err, err
+
+
+def test_held_text_where_true_or_false_belongs_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None
+) -> None:
+    """Held: `remove_unmanaged = "false"` (text, which a lax reader takes as true
+    or as false depending on its spelling) is refused; so is `allow_plaintext = "yes"`."""
+    for tail, says in (
+        ('[safety]\nremove_unmanaged = "false"', "safety.remove_unmanaged: must be true or false"),
+    ):
+        config = write(tmp_path, tail=tail)
+        code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+        assert (code, out) == (1, ""), err
+        assert says in err, err
+    config = write(tmp_path, target='allow_plaintext = "yes"').read_text()
+    (tmp_path / "orgsync.toml").write_text(config.replace("allow_plaintext = true\n", "", 1))
+    code, out, err = orgsync(capfd, "--config", str(tmp_path / "orgsync.toml"), "validate")
+    assert (code, out) == (1, ""), err
+    assert "targets[0].allow_plaintext: must be true or false" in err, err
