@@ -62,6 +62,11 @@ _TOKEN_LIKE = re.compile(r"[A-Za-z0-9]{16,}")
 such a value pasted into `type` is not repeated either."""
 
 
+_TLS_OFF = re.compile(r"(?i)verif|insecure|^(tls|ssl)$|no_?(tls|ssl)|disable_?(tls|ssl)")
+"""Keys an administrator writes to switch certificate checks off (`verify = false`,
+`insecure = true`, `tls_verify`, `ssl_verify`); `start_tls` is LDAP's own key."""
+
+
 def key_lines(text: str) -> dict[Location, int]:
     """Where each table and key of a TOML document starts, by key path.
 
@@ -306,6 +311,12 @@ def _unknown_key(key: str, raw: Location, schema: Schema) -> str:
             f"a secret never sits in the configuration file: put it in an environment "
             f"variable and give its name as {key}_env, or put it in a file and give the "
             f"path as {key}_file (the value written here is not shown)"
+        )
+    if _TLS_OFF.search(key) and "ca_file" in known:
+        return (
+            "unknown key: TLS verification cannot be turned off; to trust a private CA "
+            "give its certificate as ca_file, and for a plain http:// or ldap:// test rig "
+            "set allow_plaintext = true"
         )
     if raw[:1] == ("targets",) and len(raw) == 3:
         owners = [tag for tag, m in schema.target_types.items() if key in m.model_fields]

@@ -712,3 +712,29 @@ def test_held_text_where_true_or_false_belongs_is_refused(
     code, out, err = orgsync(capfd, "--config", str(tmp_path / "orgsync.toml"), "validate")
     assert (code, out) == (1, ""), err
     assert "targets[0].allow_plaintext: must be true or false" in err, err
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [("target", "verify = false"), ("target", "insecure = true"), ("source", "tls_verify = false")],
+)
+def test_a_key_turning_tls_verification_off_is_refused_saying_what_to_do(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None, table: str, key: str
+) -> None:
+    """`verify = false`, as other tools spell it, must never quietly turn certificate
+    checks off. It was refused as a bare "unknown key" (held: nothing was turned off);
+    the refusal now says that verification cannot be turned off and what to use
+    instead: ca_file for a private CA, allow_plaintext for a test rig."""
+    if table == "target":
+        config = write(tmp_path, target=key)
+    else:
+        source = (
+            'type = "scim"\nurl = "https://idp.example.com/scim/v2"\n'
+            f'token_env = "{KEY_ENV}"\n{key}'
+        )
+        config = write(tmp_path, source=source)
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert (code, out) == (1, ""), err
+    name = key.split(" ", maxsplit=1)[0]
+    assert f"{name}: unknown key: TLS verification cannot be turned off" in err, err
+    assert "ca_file" in err and "allow_plaintext = true" in err
