@@ -80,7 +80,30 @@ def _invisible(char: str) -> bool:
     return unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}
 
 
-def _check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
+_CREDENTIAL_PARAMETER = re.compile(
+    r"(?i)^(.*[_-])?(token|key|apikey|secret|password|passwd|pwd|sig|signature|auth"
+    r"|authorization|credentials?|code)$"
+)
+"""Query parameters that carry a credential (`?api_key=`, `?access_token=`, `?sig=`)."""
+
+
+def _credential_field(query: str) -> str | None:
+    """The first parameter of `query` whose name says it holds a credential."""
+    for pair in query.split("&"):
+        name = pair.partition("=")[0].strip()
+        if name and _CREDENTIAL_PARAMETER.match(name):
+            return name if _BARE_PARAMETER.match(name) else "a parameter"
+    return None
+
+
+_BARE_PARAMETER = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+
+
+def _check_url(url: str, key: str, *, allow_plaintext: bool, query_secrets: bool = False) -> None:
+    """Refuse `url` unless it is an http(s) address without credentials, control
+    characters or (without `allow_plaintext`) plain HTTP; `query_secrets` lets through
+    a query parameter named like a credential (a notification webhook's `url`, which is
+    redacted wherever it is shown)."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -91,6 +114,14 @@ def _check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
         raise ValueError(
             f"{key} carries a user name or password; secrets never sit in the file: "
             "give them with the *_env or *_file keys"
+        )
+    secret_field = _credential_field(parts.query) or _credential_field(parts.fragment)
+    if secret_field is not None and not query_secrets:
+        # Not repeated: that parameter's value is a credential, and the URL is logged,
+        # shown by `status` and kept in the state database as the target's address.
+        raise ValueError(
+            f"{key} carries a credential in its query ({secret_field}=, value not shown); "
+            "secrets never sit in the file: give it with the *_env or *_file keys"
         )
     if len(url) > MAX_URL_LENGTH:
         raise ValueError(f"{key} is longer than {MAX_URL_LENGTH} characters: not an address")
@@ -860,7 +891,7 @@ class WebhookNotify(_NotifyEntry):
                 'service, as type = "slack")'
             )
         if self.url is not None:
-            _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
+            _check_url(self.url, "url", allow_plaintext=self.allow_plaintext, query_secrets=True)
         _secret("secret", self.secret_env, self.secret_file, required=True)
         return self
 

@@ -738,3 +738,36 @@ def test_a_key_turning_tls_verification_off_is_refused_saying_what_to_do(
     name = key.split(" ", maxsplit=1)[0]
     assert f"{name}: unknown key: TLS verification cannot be turned off" in err, err
     assert "ca_file" in err and "allow_plaintext = true" in err
+
+
+@pytest.mark.parametrize(
+    ("table", "url"),
+    [
+        ("target", "https://scim.example.com/scim/v2?api_key=PASTEDsecretVALUE0123456789"),
+        ("target", "https://scim.example.com/scim/v2?tenant=a&access_token=PASTEDsecretVALUE0123"),
+        ("source", "https://idp.example.com/scim/v2#token=PASTEDsecretVALUE0123456789"),
+    ],
+)
+def test_a_credential_in_a_url_query_is_refused_unshown(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None, table: str, url: str
+) -> None:
+    """Some APIs take their key in the query (`?api_key=`, `?access_token=`, Azure's
+    `?code=`); pasted so into `base_url` or a source `url`, the key sat in the file and
+    went wherever the address goes (logs, `status`, the state database's identity of
+    the organization), while `user:password@` had been refused. Refused now, naming the
+    parameter, never its value."""
+    if table == "target":
+        config = write(tmp_path, base_url=url)
+    else:
+        source = f'type = "scim"\nurl = "{url}"\ntoken_env = "{KEY_ENV}"'
+        config = write(tmp_path, source=source)
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert (code, out) == (1, ""), err
+    assert "carries a credential in its query" in err, err
+    assert traces("PASTEDsecretVALUE0123456789", err) == [], err
+
+
+def test_held_an_ordinary_query_parameter_is_accepted(tmp_path: Path) -> None:
+    """Held (the other side): a parameter that is not a credential stays allowed."""
+    write(tmp_path, base_url="https://scim.example.com/scim/v2?tenant=acme&keycard=1")
+    assert load_config(tmp_path / "orgsync.toml").targets[0].base_url.endswith("keycard=1")
