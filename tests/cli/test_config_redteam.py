@@ -100,6 +100,13 @@ path = "state.db"
     return path
 
 
+def _state_files(folder: Path) -> str:
+    """The state database and its journal files, as text to search for a secret."""
+    files = sorted(folder.glob("state.db*"))
+    assert files
+    return "".join(f.read_bytes().decode("latin-1") for f in files)
+
+
 def orgsync(capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """`orgsync ARGS...` in process: its exit code, stdout and stderr. An exception out of
     `main` (a traceback for the operator) fails the test."""
@@ -239,7 +246,7 @@ def test_an_upper_case_key_pasted_into_api_key_env_is_repeated_nowhere(
         assert code == 1 or command[0] in {"runs", "status"}, (command, code, out, err)
         outputs.append(out + err)
     assert "api_key_env: environment variable it names is not set or empty" in outputs[0]
-    database = (tmp_path / "state.db").read_bytes().decode("latin-1")
+    database = _state_files(tmp_path)
     assert json.loads(outputs[4])  # the failed sync is in the history, without the key
     for text in (*outputs, database):
         assert traces(pasted, text) == [], text[:2000]
@@ -771,3 +778,31 @@ def test_held_an_ordinary_query_parameter_is_accepted(tmp_path: Path) -> None:
     """Held (the other side): a parameter that is not a credential stays allowed."""
     write(tmp_path, base_url="https://scim.example.com/scim/v2?tenant=acme&keycard=1")
     assert load_config(tmp_path / "orgsync.toml").targets[0].base_url.endswith("keycard=1")
+
+
+def test_held_debug_logs_and_every_reading_command_keep_the_key_out(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    environ: None,
+    organization: OpenAIEmulator,
+) -> None:
+    """Held: with `-v` (debug logs, JSON), a sync, `validate`, `status`, `explain` and
+    `runs` print no trace of the admin key, and the state database holds none."""
+    config = write(tmp_path, base_url=organization.base_url)
+    seen = []
+    for command in (
+        ["sync"],
+        ["validate"],
+        ["status", "--json"],
+        ["explain", "ada@example.com"],
+        ["runs"],
+    ):
+        code, out, err = orgsync(
+            capfd, "--config", str(config), "-v", "--log-format", "json", *command
+        )
+        assert code == 0, (command, out, err)
+        seen.append(out + err)
+    assert any('"level": "debug"' in text for text in seen)
+    database = _state_files(tmp_path)
+    for text in (*seen, database):
+        assert traces(API_KEY, text) == []
