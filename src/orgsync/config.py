@@ -82,7 +82,7 @@ def _invisible(char: str) -> bool:
 
 _CREDENTIAL_PARAMETER = re.compile(
     r"(?i)^(.*[_-])?(token|key|apikey|secret|password|passwd|pwd|sig|signature|auth"
-    r"|authorization|credentials?|code)$"
+    r"|authorization|credentials?|code)\Z"
 )
 """Query parameters that carry a credential (`?api_key=`, `?access_token=`, `?sig=`)."""
 
@@ -96,7 +96,7 @@ def _credential_field(query: str) -> str | None:
     return None
 
 
-_BARE_PARAMETER = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_BARE_PARAMETER = re.compile(r"^[A-Za-z0-9_.-]{1,40}\Z")
 
 
 def _check_url(url: str, key: str, *, allow_plaintext: bool, query_secrets: bool = False) -> None:
@@ -168,8 +168,8 @@ def _check_glob(pattern: str) -> str:
     return pattern
 
 
-_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONVENTIONAL_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_CONVENTIONAL_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}\Z")
 
 
 class _Strict(BaseModel):

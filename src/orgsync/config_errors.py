@@ -55,7 +55,7 @@ _LISTS = {
 }
 _TABLE_LISTS = {"roles": "[[targets.roles]]", "groups": "[[targets.groups]]"}
 
-_QUOTABLE = re.compile(r"^[\w .:/@*?\[\]{}-]{0,60}$")
+_QUOTABLE = re.compile(r"^[\w .:/@*?\[\]{}-]{0,60}\Z")
 """Values short and plain enough to repeat back (choices, names); anything else is not."""
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9]{16,}")
 """A run no choice or name has, and most credentials do (`sk-proj-…`, `ghp_…`, AWS keys):
@@ -185,7 +185,7 @@ def _strip_tags(loc: Location) -> Location:
     return loc
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,60}\Z")
 
 
 def _location(path: Location) -> str:

@@ -806,3 +806,21 @@ def test_held_debug_logs_and_every_reading_command_keep_the_key_out(
     database = _state_files(tmp_path)
     for text in (*seen, database):
         assert traces(API_KEY, text) == []
+
+
+def test_a_trailing_line_break_in_a_name_is_not_taken_for_a_name(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None
+) -> None:
+    """Python's `$` matches before a final line break: `api_key_env = "KEY\\n"` passed
+    as a variable name (then named no variable, its "not set" message broken over two
+    lines), and a key `"0\\n"` was printed bare, its line break starting a line of its
+    own that reads as another message (found by tests/config/test_config_properties.py).
+    Names are matched whole now."""
+    config = write(tmp_path, key=f'api_key_env = "{KEY_ENV}\\n"')
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert (code, out) == (1, ""), err
+    assert "targets[0].api_key_env: must be the NAME of an environment variable" in err, err
+    config = write(tmp_path, tail='"0\\n" = 1')
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert (code, out) == (1, ""), err
+    assert 'state."0\\n": unknown key' in err, err
