@@ -1249,6 +1249,29 @@ MAX_CONFIG_BYTES = 16 << 20
 bound on what a mistyped `--config` (a log file, an endless pipe) makes orgsync read."""
 
 
+def _refuse_if_anyone_can_edit(path: Path, mode: int) -> None:
+    """A configuration every account on the host can change (the file writable by all,
+    or a folder writable by all without the sticky bit, where a file can be renamed over
+    it) hands every credential it names to any local user: `base_url` pointed at their
+    own server receives the admin key with the next request. Refused, as a reviewed plan
+    in such a place is (cli/plan_files.py); a group the operator chose may still write."""
+    if mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{path}: writable by every account on this host, who could point a target's "
+            "base_url at their own server and receive its key; nothing was run (chmod o-w "
+            "the file)"
+        )
+    # The folder of the name given (a symlink there can be replaced) and of the file.
+    for folder in dict.fromkeys((path.absolute().parent, path.resolve().parent)):
+        held = folder.stat().st_mode
+        if held & stat.S_IWOTH and not held & stat.S_ISVTX:
+            raise ConfigError(
+                f"{path}: in {folder}, a folder every account can write without the "
+                "sticky bit: anyone could replace the configuration and receive the "
+                "targets' keys; nothing was run (move it, or chmod o-w the folder)"
+            )
+
+
 def load_config(path: Path) -> Config:
     """Read and validate the configuration file at `path`.
 
@@ -1259,6 +1282,8 @@ def load_config(path: Path) -> Config:
             mode = os.fstat(handle.fileno()).st_mode
             if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                 raise ConfigError(f"{path}: a device, not a configuration file")
+            if stat.S_ISREG(mode):
+                _refuse_if_anyone_can_edit(path, mode)
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from error

@@ -824,3 +824,49 @@ def test_a_trailing_line_break_in_a_name_is_not_taken_for_a_name(
     code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
     assert (code, out) == (1, ""), err
     assert 'state."0\\n": unknown key' in err, err
+
+
+# --------------------------------------------------------------------------- who may edit it
+
+
+def test_a_configuration_anyone_on_the_host_can_edit_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None
+) -> None:
+    """An attacker with any local account and a configuration writable by all (0666, or
+    in a folder writable by all without the sticky bit, where they can rename their own
+    file over it) points `base_url` at their server: the next run sends them the admin
+    key. orgsync read such a file without a word. Refused now, saying why and what to
+    change; a folder with the sticky bit (as /tmp) and a group-writable file (a group
+    the administrator chose) are accepted."""
+    config = write(tmp_path)
+    config.chmod(0o666)
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert (code, out) == (1, ""), err
+    assert "writable by every account on this host" in err and "chmod o-w" in err, err
+    config.chmod(0o664)
+    assert orgsync(capfd, "--config", str(config), "validate", "--offline")[0] == 0
+    tmp_path.chmod(0o777)
+    try:
+        code, out, err = orgsync(capfd, "--config", str(config), "sync", "--dry-run")
+        assert (code, out) == (1, ""), err
+        assert f"in {tmp_path}, a folder every account can write without the sticky" in err
+        assert not (tmp_path / "state.db").exists()
+        tmp_path.chmod(0o777 | 0o1000)  # sticky: only the owner may replace the file
+        assert orgsync(capfd, "--config", str(config), "validate", "--offline")[0] == 0
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_symlink_to_the_configuration_in_an_open_folder_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None
+) -> None:
+    """The same through a symlink: the link in a folder everyone can write can be
+    replaced, whatever the folder of the file it points to."""
+    config = write(tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "orgsync.toml").symlink_to(config)
+    shared.chmod(0o777)
+    code, out, err = orgsync(capfd, "--config", str(shared / "orgsync.toml"), "validate")
+    assert (code, out) == (1, ""), err
+    assert f"in {shared}, a folder every account can write" in err, err
