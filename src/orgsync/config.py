@@ -1301,7 +1301,44 @@ def load_config(path: Path) -> Config:
         from orgsync.config_errors import toml_error
 
         raise toml_error(str(path), error, text) from None
-    return parse_config(document, origin=str(path), base_dir=path.resolve().parent, text=text)
+    config = parse_config(document, origin=str(path), base_dir=path.resolve().parent, text=text)
+    _refuse_state_over_an_input(config, path, text)
+    return config
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them does not exist (yet): compare the names
+        return one.resolve() == other.resolve()
+
+
+def _refuse_state_over_an_input(config: Config, path: Path, text: str) -> None:
+    """`[state] path` naming the configuration itself or the file source's directory
+    (a copy-paste of the line above it): the run refused it as "unreadable, not a
+    database" and advised moving it aside to start a new database, which moves the
+    configuration (or the directory export) away instead."""
+    if config.state.url is not None or str(config.state.path) == ":memory:":
+        return
+    inputs = [("the configuration file itself", path)]
+    source_path = getattr(config.source, "path", None)
+    if config.source.type == "file" and isinstance(source_path, Path):
+        inputs.append(("the [source] directory file", source_path))
+    for what, other in inputs:
+        if _same_file(config.state.path, other):
+            from orgsync.config_errors import located
+
+            raise located(
+                [
+                    (
+                        ("state", "path"),
+                        f"names {what} ({other}); give the state database a file of "
+                        'its own, e.g. "orgsync.db"',
+                    )
+                ],
+                origin=str(path),
+                text=text,
+            )
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:

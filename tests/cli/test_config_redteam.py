@@ -870,3 +870,24 @@ def test_a_symlink_to_the_configuration_in_an_open_folder_is_refused(
     code, out, err = orgsync(capfd, "--config", str(shared / "orgsync.toml"), "validate")
     assert (code, out) == (1, ""), err
     assert f"in {shared}, a folder every account can write" in err, err
+
+
+@pytest.mark.parametrize("named", ["orgsync.toml", "directory.json", "./sub/../directory.json"])
+def test_a_state_path_naming_the_configuration_or_the_directory_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], environ: None, named: str
+) -> None:
+    """`[state] path = "orgsync.toml"` (the `path` line of `[source]` copied, or the
+    file's own name): the run refused the file as "unreadable, not a database" and told
+    the operator to move it aside and run again to start a new database, which moves
+    the configuration (or the directory export) away. Refused now as a configuration
+    mistake naming the key; both files are left as they were."""
+    (tmp_path / "sub").mkdir()
+    config = write(tmp_path)
+    config.write_text(config.read_text().replace('path = "state.db"', f'path = "{named}"'))
+    before = {f: (tmp_path / f).read_bytes() for f in ("orgsync.toml", "directory.json")}
+    code, out, err = orgsync(capfd, "--config", str(config), "sync", "--dry-run")
+    assert (code, out) == (1, ""), err
+    what = "the configuration file itself" if named == "orgsync.toml" else "the [source]"
+    assert f"state.path: names {what}" in err, err
+    assert "move it aside" not in err
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before
