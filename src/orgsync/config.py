@@ -1310,7 +1310,11 @@ def _same_file(one: Path, other: Path) -> bool:
     try:
         return os.path.samefile(one, other)
     except OSError:  # one of them does not exist (yet): compare the names
+        pass
+    try:
         return one.resolve() == other.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the state's own check names it
+        return False
 
 
 def _refuse_state_over_an_input(config: Config, path: Path, text: str) -> None:
