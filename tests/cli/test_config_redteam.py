@@ -891,3 +891,42 @@ def test_a_state_path_naming_the_configuration_or_the_directory_is_refused(
     assert f"state.path: names {what}" in err, err
     assert "move it aside" not in err
     assert {f: (tmp_path / f).read_bytes() for f in before} == before
+
+
+# --------------------------------------------------------------------------- [server] secrets
+
+
+def test_validate_checks_the_webhook_secrets_the_daemon_needs_to_start(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    environ: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`[server] webhook_secret_env` naming a variable the service does not have: the
+    daemon refuses to start (its secrets are resolved first), but `validate`, which an
+    administrator runs before deploying, checked no `[server]` secret and said all was
+    well (exit 0). It checks them now, as the daemon's start does, never showing a
+    value; a short one (guessable: whoever guesses it can send webhooks) is a warning."""
+    tail = (
+        '[server]\nwebhook_secret_env = "ORGSYNC_TEST_HOOK"\n'
+        f'okta_authorization_file = "{tmp_path / "okta-auth"}"'
+    )
+    config = write(tmp_path, tail=tail)
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert code == 1, (out, err)
+    assert (
+        "server webhook_secret: FAILED: server.webhook_secret_env: environment variable "
+        "ORGSYNC_TEST_HOOK is not set or empty"
+    ) in out
+    assert (
+        f"server okta_authorization: FAILED: server.okta_authorization_file: cannot read {tmp_path / 'okta-auth'}"
+        in out
+    )
+    monkeypatch.setenv("ORGSYNC_TEST_HOOK", "hunter2")
+    (tmp_path / "okta-auth").write_text("Bearer 0123456789abcdef0123456789abcdef\n")
+    (tmp_path / "okta-auth").chmod(0o600)
+    code, out, err = orgsync(capfd, "--config", str(config), "validate", "--offline")
+    assert code == 0, (out, err)
+    assert "server webhook_secret: WARNING: shorter than 16 characters" in out
+    assert "server okta_authorization: present" in out
+    assert "hunter2" not in out + err and "0123456789abcdef" not in out + err
