@@ -11,11 +11,14 @@ Errors are `ConfigError`s whose message names the key path and the reason.
 
 import os
 import re
+import stat
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -67,7 +70,40 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
-def _check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
+MAX_URL_LENGTH = 2048
+"""Far above any API's base address; a longer value is a paste gone wrong."""
+
+
+def _invisible(char: str) -> bool:
+    """A control character, or one that shows as nothing (zero-width, bidi marks, line
+    and paragraph separators): in an address it is a paste gone wrong or a disguise."""
+    return unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}
+
+
+_CREDENTIAL_PARAMETER = re.compile(
+    r"(?i)^(.*[_-])?(token|key|apikey|secret|password|passwd|pwd|sig|signature|auth"
+    r"|authorization|credentials?|code)\Z"
+)
+"""Query parameters that carry a credential (`?api_key=`, `?access_token=`, `?sig=`)."""
+
+
+def _credential_field(query: str) -> str | None:
+    """The first parameter of `query` whose name says it holds a credential."""
+    for pair in query.split("&"):
+        name = pair.partition("=")[0].strip()
+        if name and _CREDENTIAL_PARAMETER.match(name):
+            return name if _BARE_PARAMETER.match(name) else "a parameter"
+    return None
+
+
+_BARE_PARAMETER = re.compile(r"^[A-Za-z0-9_.-]{1,40}\Z")
+
+
+def _check_url(url: str, key: str, *, allow_plaintext: bool, query_secrets: bool = False) -> None:
+    """Refuse `url` unless it is an http(s) address without credentials, control
+    characters or (without `allow_plaintext`) plain HTTP; `query_secrets` lets through
+    a query parameter named like a credential (a notification webhook's `url`, which is
+    redacted wherever it is shown)."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -78,6 +114,24 @@ def _check_url(url: str, key: str, *, allow_plaintext: bool) -> None:
         raise ValueError(
             f"{key} carries a user name or password; secrets never sit in the file: "
             "give them with the *_env or *_file keys"
+        )
+    secret_field = _credential_field(parts.query) or _credential_field(parts.fragment)
+    if secret_field is not None and not query_secrets:
+        # Not repeated: that parameter's value is a credential, and the URL is logged,
+        # shown by `status` and kept in the state database as the target's address.
+        raise ValueError(
+            f"{key} carries a credential in its query ({secret_field}=, value not shown); "
+            "secrets never sit in the file: give it with the *_env or *_file keys"
+        )
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"{key} is longer than {MAX_URL_LENGTH} characters: not an address")
+    hidden = next((c for c in url if _invisible(c)), None)
+    if hidden is not None:
+        # Not repeated: the character would act on the terminal; the HTTP client refused
+        # such a URL only at the first request, with a traceback.
+        raise ValueError(
+            f"{key} has an invisible or control character (U+{ord(hidden):04X}) in it; "
+            "retype the URL"
         )
     shown = url if len(url) <= 200 else url[:200] + "…"
     if parts.scheme not in {"http", "https"} or not parts.hostname or any(c.isspace() for c in url):
@@ -114,8 +168,8 @@ def _check_glob(pattern: str) -> str:
     return pattern
 
 
-_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONVENTIONAL_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_CONVENTIONAL_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}\Z")
 
 
 class _Strict(BaseModel):
@@ -141,6 +195,37 @@ class _Strict(BaseModel):
                 f"an environment variable and give its name, or use {secret}_file"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """`true` or `false` where a number or a duration belongs is refused, not read
+        as 1 or 0: `removal_grace = true` was a grace of one second, and
+        `max_removal_ratio = true` a ratio of 100%, the ratio guard off. (On the table,
+        not on each field: a field validator running before the tag's would stop
+        pydantic from choosing a `[[notify]]` entry's model by its `type`.)"""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            value = data.get(field.alias or name)
+            if isinstance(value, bool):
+                kind = _number_kind(field.annotation)
+                if kind is not None:
+                    raise ValueError(f"{name} must be {kind}, not {str(value).lower()}")
+        return data
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """What a field takes, when it is a number or a duration (None: anything else)."""
+    choices = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    for choice in choices or (annotation,):
+        if choice is bool:
+            return None
+        if choice is timedelta:
+            return 'a duration such as "30s", "15m", "1h" or "7d"'
+        if choice in (int, float):
+            return "a number"
+    return None
 
 
 StrictModel = _Strict
@@ -196,7 +281,7 @@ class SecretRef(BaseModel):
     def resolve(self, environ: Mapping[str, str]) -> SecretStr:
         if self.env is not None:
             # A name that does not look like one may be a pasted secret: not repeated.
-            named = self.env if _CONVENTIONAL_NAME.match(self.env) else "it names"
+            named = self.env if _shown_name(self.env) else "it names"
             where = f"{self.key}_env: environment variable {named}"
             value = _trimmed(environ.get(self.env) or "")
             if not value:
@@ -208,11 +293,16 @@ class SecretRef(BaseModel):
         if not path.is_absolute() and credentials:
             path = Path(credentials) / path
         try:
-            value = _trimmed(path.read_text(encoding="utf-8"))
+            text = _read_secret_file(path).decode("utf-8")
+            # Universal newlines, as a text read gives them: a document keeps its lines.
+            value = _trimmed(text.replace("\r\n", "\n").replace("\r", "\n"))
         except OSError as error:
             raise ConfigError(
                 f"{self.key}_file: cannot read {self._named(path, credentials)}: {error.strerror}"
             ) from error
+        except _NotAKeyFile as error:
+            where = self._named(path, credentials)
+            raise ConfigError(f"{self.key}_file: {where} {error}") from None
         except UnicodeDecodeError as error:
             raise ConfigError(
                 f"{self.key}_file: {self._named(path, credentials)} is not UTF-8 text"
@@ -256,6 +346,61 @@ class SecretRef(BaseModel):
             f"the file it names (a relative name, looked for in {folder}; not repeated "
             "here, in case it is a pasted secret rather than a path)"
         )
+
+
+MAX_SECRET_BYTES = 1 << 20
+"""Far above any key, token or service account's JSON key (a few kilobytes): a bound on
+what a mistyped path (a log file, a device) makes orgsync read into memory."""
+
+
+class _NotAKeyFile(Exception):
+    """A `*_file` that is not a regular file of a sensible size (the reason)."""
+
+
+def _read_secret_file(path: Path) -> bytes:
+    """The bytes of a key file, which must be a regular file of at most MAX_SECRET_BYTES.
+
+    Opened without blocking: a FIFO (nobody writing) or a terminal named by mistake hung
+    the command, and the daemon's start, for ever; a device (`/dev/zero`) was read until
+    memory ran out. Key files are regular files (systemd credentials, Kubernetes and
+    Docker secrets through their symlinks)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket"
+                if stat.S_ISSOCK(mode)
+                else "not a file"
+            )
+            raise _NotAKeyFile(f"is {kind}, not a regular file holding the secret")
+        data = handle.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise _NotAKeyFile(
+            f"is larger than {MAX_SECRET_BYTES >> 20} MiB: not a key file (value not read)"
+        )
+    return data
+
+
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+
+
+def _shown_name(name: str) -> bool:
+    """Whether an environment variable's name may be repeated in a message: one written
+    as names are (capitals, digits, `_`), with no long run of letters mixed with digits,
+    which names seldom have and keys do (`AKIAIOSFODNN7EXAMPLE`, upper-case hex tokens):
+    such a value pasted into `*_env` passes as a name and was repeated by the "not set"
+    error, on the terminal and in the run history."""
+    if not _CONVENTIONAL_NAME.match(name):
+        return False
+    return not any(
+        any(c.isdigit() for c in run) and any(c.isalpha() for c in run)
+        for run in _TOKEN_RUN.findall(name)
+    )
 
 
 def _trimmed(value: str) -> str:
@@ -316,6 +461,23 @@ class RemoteSourceConfig(SourceConfig):
     max_attempts: int = Field(default=6, ge=1, le=20)
     max_retry_delay: Duration = timedelta(seconds=60)
 
+    @model_validator(mode="after")
+    def _check_timeout(self) -> "RemoteSourceConfig":
+        _check_timeout(self.timeout)
+        return self
+
+
+MIN_TIMEOUT = timedelta(milliseconds=100)
+MAX_TIMEOUT = timedelta(minutes=10)
+
+
+def _check_timeout(timeout: timedelta) -> None:
+    """A source's or target's per-request `timeout`: `"0s"` (or `0`) failed every request
+    at once, as a connection error ("Operation now in progress") that named no key, and a
+    day-long one let a hung server hold a `sync` for that long."""
+    if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
+        raise ValueError("timeout must be between 100ms and 10m (it bounds each request)")
+
 
 def _source_model(value: Any) -> Any:
     """Validate the `[source]` table with the model of its `type`, loaded on first use;
@@ -366,7 +528,8 @@ def _check_address(email: str) -> str:
     """A protected person must be an address: a typo would silently protect nobody."""
     problem = email_problem(email)
     if problem is not None:
-        shown = repr(email) if len(email) <= 80 else "the value given"
+        # Without an @ it may be anything pasted in the wrong place, a key included.
+        shown = repr(email) if len(email) <= 80 and "@" in email else "the value given"
         raise ValueError(f"{shown} is not an email address: {problem}")
     return email
 
@@ -426,6 +589,7 @@ class TargetConfig(_Strict):
     @model_validator(mode="after")
     def _check_base_url(self) -> "TargetConfig":
         _check_url(self.base_url, "base_url", allow_plaintext=self.allow_plaintext)
+        _check_timeout(self.timeout)
         return self
 
     def secret(self, key: str, *, required: bool = True) -> SecretRef | None:
@@ -727,7 +891,7 @@ class WebhookNotify(_NotifyEntry):
                 'service, as type = "slack"; for Teams, as type = "teams")'
             )
         if self.url is not None:
-            _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
+            _check_url(self.url, "url", allow_plaintext=self.allow_plaintext, query_secrets=True)
         _secret("secret", self.secret_env, self.secret_file, required=True)
         return self
 
@@ -848,14 +1012,33 @@ def _default(model: type[_Strict]) -> Any:
     return Field(default_factory=model.model_construct)
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _address_key(url: str) -> tuple[str, str, int | None, str, str]:
+    """An address as the server sees it, for comparing two: the scheme's own port
+    written or not (`:443`), a fully qualified host's final dot, the case of scheme and
+    host, the names of this host's loopback (`localhost`, `127.0.0.1`, `::1`) and a
+    trailing slash all reach the same organization; compared as written, two spellings
+    of one address passed as two organizations, and their targets undid each other's
+    changes every run (tests/cli/test_config_redteam.py)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    if host in _LOOPBACK_NAMES:
+        host = "loopback"
+    port = parts.port if parts.port != _DEFAULT_PORTS.get(scheme) else None
+    return (scheme, host, port, re.sub("/+", "/", parts.path).rstrip("/"), parts.query)
+
+
 def _organization_identity(target: TargetConfig) -> tuple[object, ...]:
     """What names the organization a target table administers: its type, its address
     (scheme and host case-insensitive, no trailing slash) and every key its connector adds
     to the ones all targets share (credentials, an organization or workspace id), since
     any of those may pick another organization behind one address. The shared keys are
     the rules and limits, which two tables for one organization would fight over."""
-    parts = urlsplit(target.base_url.strip())
-    address = (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query)
+    address = _address_key(target.base_url)
     own = sorted(set(type(target).model_fields) - set(TargetConfig.model_fields))
     keys = tuple((key, str(getattr(target, key))) for key in own)
     return (target.type, address, keys)
@@ -916,7 +1099,9 @@ class Config(_Strict):
             if target.name == name:
                 return target
         known = ", ".join(t.name for t in self.targets)
-        raise UsageError(f"--target {name}: no such target (configured: {known})")
+        from orgsync.core.text import visible  # the name is as typed: made inert
+
+        raise UsageError(f"--target {visible(name)}: no such target (configured: {known})")
 
 
 def parse_config(
@@ -932,7 +1117,13 @@ def parse_config(
         from orgsync.config_errors import explain
 
         raise explain(error, origin=origin, text=text, schema=_schema(document)) from None
-    return _anchor_paths(config, base_dir)
+    config = _anchor_paths(config, base_dir)
+    problems = _ca_file_problems(config)
+    if problems:
+        from orgsync.config_errors import located
+
+        raise located(problems, origin=origin, text=text)
+    return config
 
 
 def _schema(document: Mapping[str, Any]) -> "Schema":
@@ -994,19 +1185,112 @@ def _anchor_paths(config: Config, base_dir: Path) -> Config:
     def anchored(path: Path) -> Path:
         return path if path.is_absolute() else base_dir / path
 
-    source = config.source.anchored(base_dir)
+    def ca_anchored(model: Any) -> Any:
+        # A private CA beside the configuration (`ca_file = "corp-ca.pem"`) is found there
+        # whatever the working directory: it was looked for in the working directory,
+        # which is / under systemd, so a file that worked by hand failed as a service.
+        ca_file = getattr(model, "ca_file", None)
+        if ca_file is None or ca_file.is_absolute():
+            return model
+        return model.model_copy(update={"ca_file": anchored(ca_file)})
+
+    source = ca_anchored(config.source.anchored(base_dir))
     state = config.state
     if str(state.path) != ":memory:":
         state = state.model_copy(update={"path": anchored(state.path)})
-    return config.model_copy(update={"source": source, "state": state})
+    return config.model_copy(
+        update={
+            "source": source,
+            "state": state,
+            "targets": tuple(ca_anchored(target) for target in config.targets),
+            "notify": tuple(ca_anchored(entry) for entry in config.notify),
+        }
+    )
+
+
+def _ca_file_problems(config: Config) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each `ca_file` that is not a readable bundle of PEM certificates, by key path: it
+    was first opened by the first connection, where a missing or wrong file ended the
+    run (or `validate`) in a traceback after `validate --offline` had said all was well."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    tables: list[tuple[tuple[str | int, ...], Any]] = [(("source",), config.source)]
+    tables += [(("targets", i), target) for i, target in enumerate(config.targets)]
+    tables += [(("notify", i), entry) for i, entry in enumerate(config.notify)]
+    for location, table in tables:
+        ca_file = getattr(table, "ca_file", None)
+        if ca_file is not None:
+            problem = _ca_file_problem(Path(ca_file))
+            if problem is not None:
+                found.append(((*location, "ca_file"), problem))
+    return found
+
+
+def _ca_file_problem(path: Path) -> str | None:
+    """Why `path` cannot serve as the CA bundle of a TLS client, or None."""
+    import ssl
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror}"
+    if not stat.S_ISREG(mode):
+        return f"{path} is not a file of PEM certificates"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except ssl.SSLError:
+        return f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----) to trust"
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror}"
+    return None
+
+
+MAX_CONFIG_BYTES = 16 << 20
+"""Far above any configuration (the documented example is a few dozen kilobytes): a
+bound on what a mistyped `--config` (a log file, an endless pipe) makes orgsync read."""
+
+
+def _refuse_if_anyone_can_edit(path: Path, mode: int) -> None:
+    """A configuration every account on the host can change (the file writable by all,
+    or a folder writable by all without the sticky bit, where a file can be renamed over
+    it) hands every credential it names to any local user: `base_url` pointed at their
+    own server receives the admin key with the next request. Refused, as a reviewed plan
+    in such a place is (cli/plan_files.py); a group the operator chose may still write."""
+    if mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{path}: writable by every account on this host, who could point a target's "
+            "base_url at their own server and receive its key; nothing was run (chmod o-w "
+            "the file)"
+        )
+    # The folder of the name given (a symlink there can be replaced) and of the file.
+    for folder in dict.fromkeys((path.absolute().parent, path.resolve().parent)):
+        held = folder.stat().st_mode
+        if held & stat.S_IWOTH and not held & stat.S_ISVTX:
+            raise ConfigError(
+                f"{path}: in {folder}, a folder every account can write without the "
+                "sticky bit: anyone could replace the configuration and receive the "
+                "targets' keys; nothing was run (move it, or chmod o-w the folder)"
+            )
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate the configuration file at `path`."""
+    """Read and validate the configuration file at `path`.
+
+    A regular file, or a pipe (`--config <(envsubst < orgsync.toml.in)`); a device
+    (`/dev/zero`) was read until memory ran out, ending in a traceback."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise ConfigError(f"{path}: a device, not a configuration file")
+            if stat.S_ISREG(mode):
+                _refuse_if_anyone_can_edit(path, mode)
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from error
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a configuration file"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -1017,9 +1301,52 @@ def load_config(path: Path) -> Config:
         from orgsync.config_errors import toml_error
 
         raise toml_error(str(path), error, text) from None
-    return parse_config(document, origin=str(path), base_dir=path.resolve().parent, text=text)
+    config = parse_config(document, origin=str(path), base_dir=path.resolve().parent, text=text)
+    _refuse_state_over_an_input(config, path, text)
+    return config
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them does not exist (yet): compare the names
+        pass
+    try:
+        return one.resolve() == other.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the state's own check names it
+        return False
+
+
+def _refuse_state_over_an_input(config: Config, path: Path, text: str) -> None:
+    """`[state] path` naming the configuration itself or the file source's directory
+    (a copy-paste of the line above it): the run refused it as "unreadable, not a
+    database" and advised moving it aside to start a new database, which moves the
+    configuration (or the directory export) away instead."""
+    if config.state.url is not None or str(config.state.path) == ":memory:":
+        return
+    inputs = [("the configuration file itself", path)]
+    source_path = getattr(config.source, "path", None)
+    if config.source.type == "file" and isinstance(source_path, Path):
+        inputs.append(("the [source] directory file", source_path))
+    for what, other in inputs:
+        if _same_file(config.state.path, other):
+            from orgsync.config_errors import located
+
+            raise located(
+                [
+                    (
+                        ("state", "path"),
+                        f"names {what} ({other}); give the state database a file of "
+                        'its own, e.g. "orgsync.db"',
+                    )
+                ],
+                origin=str(path),
+                text=text,
+            )
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
-    return Path(environ.get("ORGSYNC_CONFIG", "orgsync.toml"))
+    # Set but empty (`Environment=ORGSYNC_CONFIG=` in a unit, a template left blank) is
+    # unset: Path("") is the working directory, refused as "." being a directory.
+    return Path(environ.get("ORGSYNC_CONFIG") or "orgsync.toml")

@@ -55,11 +55,16 @@ _LISTS = {
 }
 _TABLE_LISTS = {"roles": "[[targets.roles]]", "groups": "[[targets.groups]]"}
 
-_QUOTABLE = re.compile(r"^[\w .:/@*?\[\]{}-]{0,60}$")
+_QUOTABLE = re.compile(r"^[\w .:/@*?\[\]{}-]{0,60}\Z")
 """Values short and plain enough to repeat back (choices, names); anything else is not."""
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9]{16,}")
 """A run no choice or name has, and most credentials do (`sk-proj-…`, `ghp_…`, AWS keys):
 such a value pasted into `type` is not repeated either."""
+
+
+_TLS_OFF = re.compile(r"(?i)verif|insecure|^(tls|ssl)$|no_?(tls|ssl)|disable_?(tls|ssl)")
+"""Keys an administrator writes to switch certificate checks off (`verify = false`,
+`insecure = true`, `tls_verify`, `ssl_verify`); `start_tls` is LDAP's own key."""
 
 
 def key_lines(text: str) -> dict[Location, int]:
@@ -146,6 +151,18 @@ def explain(error: ValidationError, *, origin: str, text: str, schema: Schema) -
     return ConfigError(f"{origin}: invalid configuration\n" + "\n".join(found))
 
 
+def located(problems: Sequence[tuple[Location, str]], *, origin: str, text: str) -> ConfigError:
+    """A refusal in `explain`'s form for mistakes found after validation (a `ca_file`
+    that is not a CA bundle): each by its key path and line."""
+    lines = key_lines(text)
+    found = []
+    for path, message in problems:
+        line = _line_of(path, lines)
+        at = f"line {line}: " if line is not None else ""
+        found.append(f"  {at}{_location(path)}: {message}")
+    return ConfigError(f"{origin}: invalid configuration\n" + "\n".join(found))
+
+
 def _anchor(problem: ErrorDetails, raw: Location, path: Location, schema: Schema) -> Location:
     """The key whose line a message points at: a model-wide check (`jitter must be
     shorter than interval`) points at the first key it names."""
@@ -168,7 +185,7 @@ def _strip_tags(loc: Location) -> Location:
     return loc
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,60}\Z")
 
 
 def _location(path: Location) -> str:
@@ -294,6 +311,12 @@ def _unknown_key(key: str, raw: Location, schema: Schema) -> str:
             f"a secret never sits in the configuration file: put it in an environment "
             f"variable and give its name as {key}_env, or put it in a file and give the "
             f"path as {key}_file (the value written here is not shown)"
+        )
+    if _TLS_OFF.search(key) and "ca_file" in known:
+        return (
+            "unknown key: TLS verification cannot be turned off; to trust a private CA "
+            "give its certificate as ca_file, and for a plain http:// or ldap:// test rig "
+            "set allow_plaintext = true"
         )
     if raw[:1] == ("targets",) and len(raw) == 3:
         owners = [tag for tag, m in schema.target_types.items() if key in m.model_fields]

@@ -397,13 +397,19 @@ def retry_settings(config: TargetConfig) -> RetrySettings:
 
 
 def plaintext_warning(config: TargetConfig) -> None:
-    """Warn when a target is reached without TLS (`allow_plaintext = true`)."""
-    if config.base_url.startswith("http://"):
-        import structlog
+    """Warn when a target is reached without TLS (`allow_plaintext = true`): each URL key
+    of its table, `base_url` and any other (Keycard's `token_url`, to which the client
+    secret is sent, went unsaid when only it was plain HTTP)."""
+    for key in type(config).model_fields:
+        url = getattr(config, key)
+        if not (key.endswith("_url") and isinstance(url, str)):
+            continue
+        if url.strip().lower().startswith("http://"):
+            import structlog
 
-        structlog.get_logger("orgsync.factories").warning(
-            "target.plaintext", target=config.name, base_url=config.base_url
-        )
+            structlog.get_logger("orgsync.factories").warning(
+                "target.plaintext", target=config.name, key=key, url=url
+            )
 
 
 def plaintext_source_warning(source: str, url: str) -> None:

@@ -101,6 +101,9 @@ def validate(
         unmatched = _unmatched(target_config, group_names)
         lines.extend(f"{label}: FAILED: {visible(problem)}" for problem in unmatched)
         ok = ok and target_ok and not unmatched
+    server_lines, server_ok = _check_server_secrets(config, environ)
+    lines.extend(server_lines)
+    ok = ok and server_ok
     for entry in config.notify:
         from orgsync.notify import check_secrets
 
@@ -112,6 +115,36 @@ def validate(
             ok = False
             lines.append(f"{label}: FAILED: {error}")
     lines.extend(connector_lines())
+    return lines, ok
+
+
+SERVER_SECRETS = ("webhook_secret", "okta_authorization", "entra_client_state")
+SHORT_SECRET = 16
+"""Characters below which a webhook secret is said to be guessable."""
+
+
+def _check_server_secrets(config: Config, environ: Mapping[str, str]) -> tuple[list[str], bool]:
+    """The `[server]` secrets, resolved as the daemon's start resolves them: one that is
+    missing stopped the daemon at its start while `validate` had said all was well."""
+    lines: list[str] = []
+    ok = True
+    for key in SERVER_SECRETS:
+        ref = config.server.secret(key)
+        if ref is None:
+            continue
+        try:
+            value = ref.resolve(environ).get_secret_value()
+        except OrgsyncError as error:
+            ok = False
+            lines.append(f"server {key}: FAILED: {error}")
+            continue
+        if len(value) < SHORT_SECRET:
+            lines.append(
+                f"server {key}: WARNING: shorter than {SHORT_SECRET} characters: whoever "
+                "guesses it can send webhooks; use a random one (openssl rand -hex 32)"
+            )
+        else:
+            lines.append(f"server {key}: present")
     return lines, ok
 
 

@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import certifi
 import pytest
 
 from orgsync.config import load_config
@@ -237,7 +238,8 @@ def test_secret_values_finds_env_and_file_secrets_not_ca_files(tmp_path: Path) -
     key_file = tmp_path / "scim.key"
     key_file.write_text("file-secret-0123456789\n", encoding="utf-8")
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    # A real bundle: the configuration refuses a ca_file holding no certificate.
+    ca.write_bytes(Path(certifi.where()).read_bytes())
     (tmp_path / "dir.json").write_text('{"people": [], "groups": []}', encoding="utf-8")
     config_path = tmp_path / "orgsync.toml"
     config_path.write_text(

@@ -46,16 +46,27 @@ class UsageParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: usage error: {message}\n")
 
 
+MAX_COUNT = 1_000_000_000
+"""The largest number an option takes: `runs --limit 99999999999999999999` reached
+SQLite, which cannot hold it, and ended in a traceback with exit 1 instead of a usage
+error; no organization, history or removal count comes near it."""
+
+
 def count(minimum: int) -> Callable[[str], int]:
-    """An argument type: a whole number of at least `minimum`."""
+    """An argument type: a whole number of at least `minimum` and at most MAX_COUNT."""
 
     def parse(text: str) -> int:
         # ASCII digits only: int() would also take "1_000", "+5" and other scripts' digits.
         if re.fullmatch(r"-?[0-9]+", text) is None:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number")
+        if len(text.lstrip("-0")) > len(str(MAX_COUNT)):  # before int(): 4,300 digits
+            bound = f"{minimum} or more" if text.startswith("-") else f"at most {MAX_COUNT:,}"
+            raise argparse.ArgumentTypeError(f"must be {bound}")
         value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        if value > MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}")
         return value
 
     parse.__name__ = "number"  # argparse names the converter in its messages

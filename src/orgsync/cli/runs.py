@@ -26,7 +26,8 @@ def add_arguments(runs: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from orgsync.report import Style, render_runs
 
-    store = open_state(load(args))
+    config = load(args)
+    store = open_state(config)
     if store is None:
         records: list[RunRecord] = []
     else:
@@ -34,6 +35,17 @@ def run(args: argparse.Namespace) -> int:
             records = store.runs(limit=args.limit, target=args.target)
         finally:
             store.close()
+    configured = [target.name for target in config.targets]
+    if args.target is not None and not records and args.target not in configured:
+        # A typo read as "no runs recorded yet": a target that never ran. A target gone
+        # from the configuration still shows its history (it has records).
+        from orgsync.core.errors import UsageError
+        from orgsync.core.text import visible
+
+        raise UsageError(
+            f"--target {visible(args.target)}: no such target, in the configuration "
+            f"({', '.join(configured)}) or in the run history"
+        )
     if args.json:
         print(json.dumps([r.as_json() for r in records], indent=2))
         return EXIT_OK

@@ -13,7 +13,7 @@ from orgsync.sources._http import HttpSettings
 def http_settings(config: RemoteSourceConfig, hooks: Hooks, urls: Iterable[str]) -> HttpSettings:
     """The client settings `config` asks for; a warning for each plain-HTTP URL."""
     for url in urls:
-        if url.startswith("http://"):
+        if url.strip().lower().startswith("http://"):  # HTTP:// is plain too
             plaintext_source_warning(config.type, url)
     return HttpSettings(
         timeout=config.timeout.total_seconds(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, StrictBool, model_validator
 
@@ -40,6 +41,14 @@ class LdapSourceConfig(RemoteSourceConfig):
     @model_validator(mode="after")
     def _check(self) -> LdapSourceConfig:
         secret_ref("bind_password", self.bind_password_env, self.bind_password_file, required=True)
+        if "@" in urlsplit(self.url).netloc:
+            # Not repeated: it was echoed by `validate`, by every connection error and
+            # into the run history. LDAP binds with bind_dn and bind_password_*.
+            raise ValueError(
+                "url carries a user name or password before an @; secrets never sit in "
+                "the file: give the user as bind_dn and the password with "
+                "bind_password_env or bind_password_file"
+            )
         if self.url.startswith("ldaps://"):
             return self
         if not self.url.startswith("ldap://"):
