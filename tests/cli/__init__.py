@@ -5,13 +5,24 @@ from the environment, never from the command line).
 Every folder's rig (`tests/cli/harness.py`, `tests/daemon/harness.py`,
 `tests/sources/cli.py`, `tests/targets/cli.py`) builds its configuration and environment,
 then runs the command through `run` or `start`.
+
+`run_here` is the exception, for tests whose point is what a command decides and prints,
+not the process: the same `orgsync.cli.main` in this process (its environment, stdin,
+stdout and stderr swapped in for the call), without the interpreter's start-up and the
+product's imports (0.5-2 s a call on a busy machine). Each command keeps tests that run
+it as a process (`run`), which cover the real entry point.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -78,3 +89,69 @@ def start(
         env=dict(env),
         preexec_fn=preexec_fn,  # noqa: PLW1509 - callers only set resource limits
     )
+
+
+_HERE = threading.Lock()
+"""One in-process command at a time: the environment and the standard streams are the
+process's own."""
+
+
+def run_here(
+    config: Path | None,
+    *args: str,
+    env: Mapping[str, str],
+    stdin: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`run`, but through `orgsync.cli.main` in this process: its exit code (a SystemExit's
+    too), stdout and stderr as `run` gives them, and an escaping exception as the
+    interpreter would end on it (its traceback on stderr, exit code 1)."""
+    argv = command(config, *args)[len(command(None)) :]
+    out, err = io.StringIO(), io.StringIO()
+    with _HERE, _environment(env), _directory(cwd), contextlib.ExitStack() as streams:
+        streams.enter_context(contextlib.redirect_stdout(out))
+        streams.enter_context(contextlib.redirect_stderr(err))
+        previous_stdin = sys.stdin
+        sys.stdin = io.StringIO(stdin or "")
+        try:
+            from orgsync.cli import main
+
+            code = main(argv)
+        except SystemExit as exit_:
+            code = _exit_code(exit_, err)
+        except Exception:  # as the interpreter ends on it
+            traceback.print_exc(file=err)
+            code = 1
+        finally:
+            sys.stdin = previous_stdin
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def _exit_code(exit_: SystemExit, err: io.StringIO) -> int:
+    if exit_.code is None:
+        return 0
+    if isinstance(exit_.code, int):
+        return exit_.code
+    print(exit_.code, file=err)
+    return 1
+
+
+@contextlib.contextmanager
+def _environment(env: Mapping[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _directory(cwd: Path | None) -> Iterator[None]:
+    if cwd is None:
+        yield
+        return
+    with contextlib.chdir(cwd):
+        yield
