@@ -6,11 +6,14 @@ Every folder's rig (`tests/cli/harness.py`, `tests/daemon/harness.py`,
 `tests/sources/cli.py`, `tests/targets/cli.py`) builds its configuration and environment,
 then runs the command through `run` or `start`.
 
-`run_here` is the exception, for tests whose point is what a command decides and prints,
-not the process: the same `orgsync.cli.main` in this process (its environment, stdin,
-stdout and stderr swapped in for the call), without the interpreter's start-up and the
-product's imports (0.5-2 s a call on a busy machine). Each command keeps tests that run
-it as a process (`run`), which cover the real entry point.
+In a test module marked `pytestmark = pytest.mark.orgsync_in_process` (tests/conftest.py),
+`run` calls `run_here` instead: the same `orgsync.cli.main` in the test's process (its
+environment, stdin, stdout and stderr swapped in for the call), without an interpreter's
+start-up and the product's imports (0.5-2 s a call on a busy machine). That is for tests
+whose point is what a command decides, writes and prints, not the process: a run with a
+pseudo-terminal, another entry or a working directory of its own, and `start`, still
+start a process, and a test marked `orgsync_in_process(False)` runs every command as a
+process. Each command keeps tests that run it as a process, through the real entry point.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import IO
 
 DEFAULT_TIMEOUT = 120.0
+_here = False
+"""Whether `run` runs the command in this process (`in_process`)."""
 MODULE = ("-m", "orgsync")
 """How the interpreter is told to run orgsync: `python -m orgsync`. A test that must change
 the interpreter first (hide a library) gives its own, e.g. `("-c", code)`."""
@@ -54,7 +59,17 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run the command to its end; its output captured as text (unless `stdout`/`stderr`
     send it elsewhere, e.g. to a pseudo-terminal), its exit code not checked (the tests
-    assert on it)."""
+    assert on it). In this process (`run_here`) under `in_process`, when nothing but its
+    arguments, environment and stdin is asked for, from the main thread."""
+    if (
+        _here
+        and entry == MODULE
+        and stdout == stderr == subprocess.PIPE
+        and cwd is None
+        # Commands run from other threads run at the same time as others: processes.
+        and threading.current_thread() is threading.main_thread()
+    ):
+        return run_here(config, *args, env=env, stdin=stdin)
     return subprocess.run(
         command(config, *args, entry=entry),
         input=stdin,
@@ -91,6 +106,17 @@ def start(
     )
 
 
+@contextlib.contextmanager
+def in_process(on: bool = True) -> Iterator[None]:
+    """`run` calls `run_here` (or, `on` False, starts processes) while this lasts."""
+    global _here  # noqa: PLW0603 - the switch of the test that is running
+    previous, _here = _here, on
+    try:
+        yield
+    finally:
+        _here = previous
+
+
 _HERE = threading.Lock()
 """One in-process command at a time: the environment and the standard streams are the
 process's own."""
@@ -101,14 +127,13 @@ def run_here(
     *args: str,
     env: Mapping[str, str],
     stdin: str | None = None,
-    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`run`, but through `orgsync.cli.main` in this process: its exit code (a SystemExit's
     too), stdout and stderr as `run` gives them, and an escaping exception as the
     interpreter would end on it (its traceback on stderr, exit code 1)."""
     argv = command(config, *args)[len(command(None)) :]
     out, err = io.StringIO(), io.StringIO()
-    with _HERE, _environment(env), _directory(cwd), contextlib.ExitStack() as streams:
+    with _HERE, _environment(env), contextlib.ExitStack() as streams:
         streams.enter_context(contextlib.redirect_stdout(out))
         streams.enter_context(contextlib.redirect_stderr(err))
         previous_stdin = sys.stdin
@@ -146,12 +171,3 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-@contextlib.contextmanager
-def _directory(cwd: Path | None) -> Iterator[None]:
-    if cwd is None:
-        yield
-        return
-    with contextlib.chdir(cwd):
-        yield

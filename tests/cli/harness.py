@@ -91,9 +91,6 @@ class Rig:
     env: dict[str, str] = field(default_factory=dict)
     state: str = 'path = "state.db"'
     """The `[state]` table's keys (a PostgreSQL `url` instead of the SQLite file)."""
-    in_process: bool = False
-    """`orgsync()` runs the command in this process (`cli.run_here`), for a file whose
-    tests are about what it decides and prints; `popen()` always starts a process."""
 
     @property
     def config_path(self) -> Path:
@@ -122,8 +119,6 @@ path = "directory.json"
         return {**os.environ, KEY_ENV: API_KEY, **self.env}
 
     def orgsync(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        if self.in_process:
-            return cli.run_here(self.config_path, *args, env=self.environ())
         return cli.run(self.config_path, *args, env=self.environ(), timeout=timeout)
 
     def popen(

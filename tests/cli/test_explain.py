@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from orgsync.store.writer_lock import FileLock, lock_path
-from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory, openai_target
 
 TEAM_RULE = """
@@ -22,11 +21,9 @@ name = "{source}"
 """
 
 
-@pytest.fixture
-def rig(tmp_path: Path, emulator: OpenAIEmulator) -> Rig:
-    """`orgsync` in this process (`cli.run_here`): these tests are about what explain and
-    the dry run decide and print. The writer-lock test runs them as processes."""
-    return Rig(folder=tmp_path, emulator=emulator, in_process=True)
+# In this process (cli.run_here): these tests are about what explain and the dry run
+# decide and print. The writer-lock test runs them as processes.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def explain_json(rig: Rig, *args: str) -> tuple[int, dict[str, Any]]:
@@ -229,12 +226,12 @@ def database_dump(path: Path) -> list[str]:
         return list(db.iterdump())
 
 
+# As processes: the lock is another process's, and `orgsync explain` runs through its real
+# entry point (python -m orgsync) here.
+@pytest.mark.orgsync_in_process(False)
 def test_explain_runs_beside_a_sync_holding_the_lock_and_changes_no_byte_of_state(
     rig: Rig,
 ) -> None:
-    # As processes: the lock belongs to another process, and the real entry point of
-    # `orgsync explain` (python -m orgsync) is run here.
-    rig.in_process = False
     rig.emulator.state.add_user("person0@example.com", "reader")
     rig.write(directory(2, owners=0))
     assert rig.orgsync("sync").returncode == 0

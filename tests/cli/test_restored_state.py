@@ -29,6 +29,9 @@ from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
 from tests.daemon.browser import Dom
 from tests.daemon.harness import DaemonRig, wait_for
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 BEHIND = "is behind its high-water mark"
 
 
