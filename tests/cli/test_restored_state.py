@@ -136,6 +136,8 @@ def test_a_database_ahead_of_its_mark_is_not_refused(rig: Rig) -> None:
     assert _mark(rig.folder)["generation"] == _generation(rig.folder / "state.db")[1]
 
 
+# As processes: `orgsync state accept-restore` through its real entry point.
+@pytest.mark.orgsync_in_process(False)
 def test_a_restored_database_refuses_a_sync_and_changes_nothing_until_accepted(
     rig: Rig,
 ) -> None:
