@@ -133,7 +133,7 @@ def run_here(
     interpreter would end on it (its traceback on stderr, exit code 1)."""
     argv = command(config, *args)[len(command(None)) :]
     out, err = io.StringIO(), io.StringIO()
-    with _HERE, _environment(env), contextlib.ExitStack() as streams:
+    with _HERE, _environment(env), _logging(), contextlib.ExitStack() as streams:
         streams.enter_context(contextlib.redirect_stdout(out))
         streams.enter_context(contextlib.redirect_stderr(err))
         previous_stdin = sys.stdin
@@ -171,3 +171,19 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _logging() -> Iterator[None]:
+    """The command configures structlog (level, renderer) and may bind context: the
+    test process's own logging, which later tests capture, is put back as it was."""
+    import structlog
+
+    saved = structlog.get_config()
+    bound = structlog.contextvars.get_contextvars()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**bound)
