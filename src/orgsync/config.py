@@ -724,7 +724,7 @@ class WebhookNotify(_NotifyEntry):
                 "url is an incoming-webhook URL of a chat service (Slack, Teams, Discord, "
                 "Google Chat), which is itself a credential and must not sit in the file; "
                 "give it with url_env or url_file (for Slack or a Slack-compatible "
-                'service, as type = "slack")'
+                'service, as type = "slack"; for Teams, as type = "teams")'
             )
         if self.url is not None:
             _check_url(self.url, "url", allow_plaintext=self.allow_plaintext)
@@ -753,6 +753,27 @@ class SlackNotify(_NotifyEntry):
 
     @model_validator(mode="after")
     def _check(self) -> "SlackNotify":
+        _secret("url", self.url_env, self.url_file, required=True)
+        return self
+
+    @property
+    def url(self) -> SecretRef:
+        ref = _secret("url", self.url_env, self.url_file, required=True)
+        assert ref is not None
+        return ref.model_copy(update={"key": f"notify.{self.name}.url"})
+
+
+class TeamsNotify(_NotifyEntry):
+    """A Microsoft Teams incoming webhook (a Workflows "When a Teams webhook request is
+    received" URL, or a Microsoft 365 connector's): an Adaptive Card. The URL (with its
+    `sig`) is the credential, so it is a secret, as Slack's."""
+
+    type: Literal["teams"]
+    url_env: str | None = None
+    url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TeamsNotify":
         _secret("url", self.url_env, self.url_file, required=True)
         return self
 
@@ -806,7 +827,9 @@ class EmailNotify(_NotifyEntry):
         return {"starttls": 587, "implicit": 465, "none": 25}[self.tls]
 
 
-NotifyConfig = Annotated[WebhookNotify | SlackNotify | EmailNotify, Field(discriminator="type")]
+NotifyConfig = Annotated[
+    WebhookNotify | SlackNotify | TeamsNotify | EmailNotify, Field(discriminator="type")
+]
 
 _notify_entries: TypeAdapter[tuple[NotifyConfig, ...]] | None = None
 
@@ -946,7 +969,12 @@ def _schema(document: Mapping[str, Any]) -> "Schema":
                 continue
     return Schema(
         root=Config,
-        notify={"webhook": WebhookNotify, "slack": SlackNotify, "email": EmailNotify},
+        notify={
+            "webhook": WebhookNotify,
+            "slack": SlackNotify,
+            "teams": TeamsNotify,
+            "email": EmailNotify,
+        },
         sections={
             "[targets]": TargetConfig,
             "safety": SafetyConfig,

@@ -155,6 +155,7 @@ def test_every_target_key_is_documented(type_: str) -> None:
     [
         ("webhook", config.WebhookNotify),
         ("slack", config.SlackNotify),
+        ("teams", config.TeamsNotify),
         ("email", config.EmailNotify),
     ],
 )

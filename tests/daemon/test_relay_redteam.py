@@ -1,8 +1,8 @@
 """Red team of webhooks across two `orgsync daemon` replicas on one PostgreSQL database.
 
 How it could hurt an administrator: an IdP that retries a delivery through a load
-balancer hands the same delivery to both replicas (each remembers the deliveries it saw,
-not the other's); the replica that does not hold the target queues it, the holder queues
+balancer hands the same delivery to both replicas (each remembered the deliveries it saw,
+not the other's; now the second refuses it as a replay, and it runs once); the replica that does not hold the target queues it, the holder queues
 it too: a newcomer invited twice (two e-mails), or a leaver's removal lost between them.
 Real daemon processes, the suite's PostgreSQL, the OpenAI emulator over loopback.
 """
@@ -48,9 +48,9 @@ def test_one_delivery_sent_to_both_replicas_invites_once_and_removes_the_leaver(
         changed = with_people(without(document, "p5"), PEOPLE)
         rig.write(changed)
         delivery = {"id": "once", "emails": ["person5@example.com", f"person{PEOPLE}@example.com"]}
-        for daemon in daemons:
-            answer = daemon.post_generic(delivery)
-            assert answer.status_code == 202, answer.text
+        answers = [daemon.post_generic(delivery) for daemon in daemons]
+        # The replica it reaches second finds it recorded by the first (seen_deliveries).
+        assert [a.status_code for a in answers] == [202, 409], [a.text for a in answers]
 
         wait_for(lambda: rig.holdings() == wanted_roles(changed), timeout=30, what="convergence")
         with StateStore.open(url) as store:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -15,12 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
+from orgsync.core.webhook import first_string_member
+from orgsync.daemon import webhooks as webhooks_module
 from orgsync.daemon.queue import MAX_TARGETED_PEOPLE, Mailbox
 from orgsync.daemon.relay import Relay
 from orgsync.daemon.webhooks import (
     MAX_BODY,
     MAX_DEPTH,
     REPLAY_WINDOW,
+    UNNAMED_REMEMBERED,
+    VENDOR_REMEMBERED,
+    Delivery,
     Refused,
     WebhookEvent,
     WebhookReceiver,
@@ -64,15 +71,21 @@ class Client:
 class Rig:
     def __init__(self, secrets: WebhookSecrets | None = None) -> None:
         self.events: list[WebhookEvent] = []
+        self.deliveries: list[Delivery] = []
         self.counts: Counter[tuple[str, str]] = Counter()
         self.receiver = WebhookReceiver(
             secrets=secrets or WebhookSecrets(SECRET, OKTA, STATE),
-            enqueue=self.events.append,
+            enqueue=self.enqueue,
             count=lambda kind, result: self.counts.update([(kind, result)]),
             known_targets=frozenset({"openai-prod", "openai-test"}),
             clock=lambda: NOW,
         )
         self.client = Client(Starlette(routes=self.receiver.routes()))
+
+    def enqueue(self, event: WebhookEvent, delivery: Delivery) -> tuple[str, ...]:
+        self.events.append(event)
+        self.deliveries.append(delivery)
+        return delivery.keys
 
     def generic(
         self,
@@ -259,6 +272,29 @@ class TestEntra:
         assert rig.client.post("/webhooks/entra", json=graph(USER_CHANGE)).status_code == 202
         assert len(rig.events) == 1  # the redelivery was recognised
 
+    def test_a_notification_without_an_id_is_a_copy_only_within_a_minute(
+        self, rig: Rig, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Graph sends a user's directory changes without an id, so the next change to the
+        same person is the same body: remembered for the day, a leaver disabled after an
+        earlier edit that day would wait for the next scheduled pass (extra access). A copy
+        within the minute is still taken once; one with an id is remembered for the day."""
+        now = [1000.0]
+        monkeypatch.setattr(
+            webhooks_module, "time", SimpleNamespace(monotonic=lambda: now[0], time=time.time)
+        )
+        named = {**USER_CHANGE, "id": "notification-1"}
+        for body in (USER_CHANGE, named):
+            assert rig.client.post("/webhooks/entra", json=graph(body)).status_code == 202
+            assert rig.client.post("/webhooks/entra", json=graph(body)).status_code == 202
+        assert len(rig.events) == 2  # each copy within the minute was recognised
+        assert [d.window for d in rig.deliveries] == [UNNAMED_REMEMBERED, VENDOR_REMEMBERED]
+        now[0] += UNNAMED_REMEMBERED + 1
+        for body in (USER_CHANGE, named):
+            assert rig.client.post("/webhooks/entra", json=graph(body)).status_code == 202
+        assert len(rig.events) == 3  # the next change to that user, not the named copy
+        assert rig.counts[("entra", "duplicate")] == 3
+
     def test_a_wrong_client_state_is_refused(self, rig: Rig) -> None:
         forged = {**USER_CHANGE, "clientState": "guess"}
         response = rig.client.post("/webhooks/entra", json=graph(USER_CHANGE, forged))
@@ -432,3 +468,32 @@ def test_an_id_too_long_to_name_anybody_is_refused_before_the_queue(tmp_path: Pa
     assert answer.status_code == 400
     assert rig.events == []
     assert rig.generic({"id": "e1", "emails": ["a" * 200 + "@example.com"]}).status_code == 202
+
+
+# Values may spell the member's name and quotes around it: escaped, they are not it.
+MEMBERS = st.dictionaries(
+    st.text(alphabet='ab"\\ :{}[]', max_size=6),
+    st.none() | st.integers() | st.text(alphabet='clientSa"\\: {}', max_size=30),
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    before=MEMBERS,
+    after=MEMBERS,
+    state=st.text(alphabet='aZ9"\\/ é\u2028\x00', max_size=20),
+    ascii_only=st.booleans(),
+    indent=st.sampled_from([None, 2]),
+)
+def test_the_first_client_state_is_read_from_what_a_serializer_writes(
+    before: dict[str, Any], after: dict[str, Any], state: str, ascii_only: bool, indent: int | None
+) -> None:
+    """What the receiver looks at before the parse is exactly the notification's
+    `clientState`, however a JSON serializer escapes or spaces it and whatever members
+    come before it; a body without one reads as None (refused 401, never accepted)."""
+    item = {**before, "clientState": state, **after}
+    body = json.dumps({"value": [item]}, ensure_ascii=ascii_only, indent=indent).encode()
+    assert first_string_member(body, "clientState") == state
+    without = json.dumps({"value": [{**before, **after}]}, ensure_ascii=ascii_only).encode()
+    assert first_string_member(without, "clientState") is None

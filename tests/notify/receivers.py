@@ -6,7 +6,7 @@ answers from a script: a status, `("429", seconds)` with Retry-After, or `"hang"
 the request, never answer, until the receiver stops). Hostile answers: `"echo-path"` (a
 404 page quoting the request path, as Apache's does), `"trickle"` (a 200 whose header
 lines come one every 0.1 s for 5 s), `"endless"` (a 500 whose body never ends, 1 KiB
-every 5 ms for 5 s), `("redirect", url)` (a 307 to `url`). With `tls`, it serves HTTPS. `SmtpReceiver` is aiosmtpd with
+every 5 ms for 5 s; `"endless-ok"` the same as a 200), `("redirect", url)` (a 307 to `url`). With `tls`, it serves HTTPS. `SmtpReceiver` is aiosmtpd with
 STARTTLS, implicit TLS or none, and optional AUTH, recording each message.
 """
 
@@ -154,8 +154,9 @@ class HttpReceiver:
                         self.wfile.write(b"X-Slow: 1\r\n")
                         self.wfile.flush()
                         time.sleep(0.1)
-                elif answer == "endless":
-                    self.wfile.write(b"HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\n\r\n")
+                elif answer in ("endless", "endless-ok"):
+                    status = b"200 OK" if answer == "endless-ok" else b"500 Oops"
+                    self.wfile.write(b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\n\r\n" % status)
                     while time.monotonic() < deadline and not receiver._released.is_set():
                         self.wfile.write(b"e" * 1024)
                         self.wfile.flush()

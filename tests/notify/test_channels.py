@@ -4,17 +4,22 @@ documented, and how each failure is classified (retried or not)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orgsync.config import parse_config
 from orgsync.core.errors import RequestRejected, TransientError
 from orgsync.daemon.webhooks import sign as daemon_sign
+from orgsync.notify import build_dispatcher
 from orgsync.notify.events import Notification
 from orgsync.notify.render import Delivery, Redactor
 from orgsync.notify.senders import EmailChannel, SlackChannel, WebhookChannel, sign
+from tests.cli.test_proxy import Tinyproxy
 from tests.notify.receivers import HttpReceiver, SmtpReceiver, closed_port_url
 from tests.sources.servers import TlsFiles, free_port, make_tls
 
@@ -212,3 +217,77 @@ def test_smtp_4yz_is_transient_5yz_final(tls: TlsFiles) -> None:
 def test_a_dead_smtp_server_is_transient() -> None:
     with pytest.raises(TransientError, match="cannot reach"):
         email(free_port(), None).send(EVENT, DELIVERY)
+
+
+def test_a_teams_message_is_one_adaptive_card(tmp_path: Path) -> None:
+    """`type = "teams"`: what a Teams Workflows webhook takes (Adaptive Cards only; the
+    generic webhook's document has no card, and its template flow posts nothing of it):
+    one card with the title, the lines, the commands and the footer, in UTF-8. Built
+    from the configuration as the daemon builds it; Workflows answers 202."""
+    document = {
+        "source": {"type": "file", "path": "directory.json"},
+        "targets": [
+            {"name": "prod", "type": "openai", "base_url": "https://x.test/v1", "api_key_env": "K"}
+        ],
+        "state": {"path": str(tmp_path / "orgsync.db")},
+        "notify": [
+            {"name": "teams", "type": "teams", "url_env": "TEAMS_URL", "allow_plaintext": True}
+        ],
+    }
+    config = parse_config(document, origin="orgsync.toml", base_dir=tmp_path)
+    with HttpReceiver(default=202) as receiver:
+        url = f"{receiver.url}/workflows/abc/triggers/manual/paths/invoke?sig=SIG0123456789"
+        dispatcher = build_dispatcher(config, {"TEAMS_URL": url}, strict=True)
+        dispatcher.publish(replace(EVENT, target="prod", guards=(("max_removals é", 3),)))
+        assert dispatcher.close(timeout=10)
+        (request,) = receiver.received
+    assert dispatcher.counts == {("teams", "sent"): 1}
+    assert request.headers["content-type"] == "application/json"
+    assert "é".encode() in request.body  # UTF-8, not \\u escapes
+    body = request.json()
+    assert body["type"] == "message"
+    (attachment,) = body["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
+    texts = [block["text"] for block in card["body"]]
+    assert all(block["type"] == "TextBlock" and block["wrap"] for block in card["body"])
+    assert texts[0] == "prod: 3 operations held by the safety gate"
+    assert "• remove_member a@example.com" in texts
+    assert "orgsync sync --dry-run --target prod" in texts
+    assert texts[-1].startswith("orgsync on ")
+
+
+@pytest.fixture
+def behind_proxy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Tinyproxy]:
+    """The environment names a real tinyproxy for every HTTP call, loopback included."""
+    server = Tinyproxy(tmp_path)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_webhook_goes_through_the_environments_proxy_and_never_around_it(
+    behind_proxy: Tinyproxy,
+) -> None:
+    """Documented (reference, "Egress proxy") and untested before the channels moved
+    onto `orgsync.http.client.new_client`: the message goes through the proxy; with the
+    proxy down it is a retried failure, and the receiver hears nothing directly."""
+    with HttpReceiver(secret=SECRET) as receiver:
+        channel = webhook(receiver.url)
+        channel.send(EVENT, DELIVERY)
+        channel.close()
+        assert len(receiver.received) == 1
+        port = receiver.url.split(":")[2].split("/")[0]
+        assert any(f"127.0.0.1:{port}" in line for line in behind_proxy.requests())
+        behind_proxy.stop()
+        channel = webhook(receiver.url)
+        with pytest.raises(TransientError, match="cannot deliver"):
+            channel.send(EVENT, DELIVERY)
+        channel.close()
+        assert len(receiver.received) == 1

@@ -22,6 +22,7 @@ BASE: dict[str, Any] = {
 }
 WEBHOOK = {"name": "hook", "type": "webhook", "url": "https://h.test/x", "secret_env": "S"}
 SLACK = {"name": "slack", "type": "slack", "url_env": "SLACK_URL"}
+TEAMS = {"name": "teams", "type": "teams", "url_env": "TEAMS_URL"}
 EMAIL = {
     "name": "mail",
     "type": "email",
@@ -78,6 +79,11 @@ def test_defaults_are_all_events_every_target_and_gentle_limits() -> None:
             r"notify\[0\]\.url: a secret never sits in the configuration file.*url_env",
         ),
         ({**SLACK, "url_env": None}, r"notify\[0\]: url_env or url_file is required"),
+        ({**TEAMS, "url_env": None}, r"notify\[0\]: url_env or url_file is required"),
+        (
+            {**TEAMS, "url": "https://x.logic.azure.com/workflows/a/triggers/manual?sig=S"},
+            r"notify\[0\]\.url: a secret never sits in the configuration file.*url_env",
+        ),
         ({**EMAIL, "tls": "none"}, r'notify\[0\]: tls = "none" sends the message'),
         ({**EMAIL, "username": "bot"}, r"username and password_env/password_file go together"),
         ({**EMAIL, "password_env": "P"}, r"username and password_env/password_file go together"),
@@ -92,7 +98,8 @@ def test_defaults_are_all_events_every_target_and_gentle_limits() -> None:
         ({**WEBHOOK, "targets": ["staging"]}, r"no such target staging \(configured: prod\)"),
         (
             {**WEBHOOK, "type": "pager"},
-            r"notify\[0\]: type = 'pager' is not a notification type; use one of: webhook, slack, email",
+            r"notify\[0\]: type = 'pager' is not a notification type; use one of: webhook, slack, "
+            "teams, email",
         ),
     ],
 )

@@ -21,6 +21,7 @@ and an `orgsync sync` with one waits a bounded time (tests/cli/test_notify_cli.p
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from contextlib import closing
@@ -37,10 +38,10 @@ from orgsync.core.errors import ConfigError, RequestRejected, TransientError
 from orgsync.core.plan import HeldOperation, Plan, RemoveMember
 from orgsync.notify import build_dispatcher
 from orgsync.notify.dispatcher import Dispatcher, Route
-from orgsync.notify.events import Notification, from_run
-from orgsync.notify.ledger import FileLedger, ledger_path
+from orgsync.notify.events import Notification, Standing, from_run, quarantine_change
+from orgsync.notify.ledger import UNSENT_PER_ENTRY, UNSENT_TRIES, FileLedger, ledger_path
 from orgsync.notify.render import Delivery, Redactor
-from orgsync.notify.senders import EmailChannel, SlackChannel, WebhookChannel
+from orgsync.notify.senders import EmailChannel, SlackChannel, TeamsChannel, WebhookChannel
 from tests.notify.receivers import HttpReceiver, SlowSmtp, SmtpReceiver
 from tests.sources.servers import TlsFiles, make_tls
 
@@ -348,6 +349,101 @@ def test_directory_markup_pings_nobody_forges_no_link_and_keeps_slack_blocks_val
     assert "\\u202e" in payload["blocks"][1]["text"]["text"]  # shown, not obeyed
 
 
+LINKS = ("http://evil.example/login", "www.evil.example", "https://evil.example")
+
+
+def linked_held() -> Notification:
+    """A held plan naming people and groups a directory user called after a phishing page."""
+    held = [
+        HeldOperation(
+            operation=RemoveMember(email=text, user_id=f"u{i}", reason="not in the source"),
+            guard=f"group {LINKS[0]} lost everyone",
+        )
+        for i, text in enumerate(LINKS)
+    ]
+    plan = Plan.build(target="prod", generated_at=AT, operations=[], held=held)
+    event = from_run(Run(plan), Mode(), AT)
+    assert event is not None
+    return event
+
+
+def test_a_bare_url_in_a_name_is_no_link_in_slack_email_or_the_webhook_text() -> None:
+    """Harm: a group named `http://evil.example/login` became a clickable link in the
+    alert an administrator reads (Slack links a bare URL: escaping `<`/`>` only stops
+    forged `<url|label>` links; mail readers link URLs in plain text). Was broken: every
+    channel carried the URL as is. Now written `http[:]//evil[.]example/login` in each,
+    readable, and Slack's mrkdwn is `verbatim` (no link made of a bare domain either)."""
+    with (
+        HttpReceiver() as slack,
+        HttpReceiver(secret=SECRET) as hook,
+        SmtpReceiver(None, tls="none") as smtp,
+    ):
+        secret_url = f"{slack.url}/services/T0/B0/{SLACK_TOKEN}"
+        channel = SlackChannel(secret_url, timeout=5, ca_file=None, redact=Redactor([secret_url]))
+        channel.send(linked_held(), Delivery(id="d1"))
+        channel.close()
+        webhook(hook.url).send(linked_held(), Delivery(id="d1"))
+        mail = EmailChannel(
+            host="127.0.0.1",
+            port=smtp.port,
+            tls="none",
+            sender="orgsync@example.com",
+            recipients=["ops@example.com"],
+            subject_prefix="[orgsync]",
+            username=None,
+            password=None,
+            timeout=5,
+            ca_file=None,
+            redact=Redactor(),
+        )
+        mail.send(linked_held(), Delivery(id="d1"))
+        (message,) = smtp.wait_for(1)
+    payload = slack.received[0].json()
+    texts = [b["text"] for b in payload["blocks"] if "text" in b]
+    texts += [e for b in payload["blocks"] for e in b.get("elements", ())]
+    mrkdwn = [text for text in texts if text["type"] == "mrkdwn"]
+    assert mrkdwn and all(text["verbatim"] is True for text in mrkdwn)
+    readings = {
+        "slack": json.dumps(payload, ensure_ascii=False),
+        "webhook text": hook.received[0].json()["text"],
+        "e-mail": message.message.get_content(),
+    }
+    for channel_name, text in readings.items():
+        for link in ("://", "www.", "evil.example"):
+            assert link not in text, (channel_name, link)
+        assert "http[:]//evil[.]example/login" in text, channel_name  # still readable
+        assert "www[.]evil[.]example" in text, channel_name
+
+
+def test_directory_markup_forges_no_link_in_a_teams_card_and_stays_under_its_limit() -> None:
+    """Adaptive Card text is Markdown: a name `[Click to approve](https://evil.example)`
+    would be a link with a label the attacker chose, and a bare URL a link too. Neither
+    is; the 20 000-character name and the rest stay under Teams' 28 KB; the `sig` a
+    404 page quotes back is not logged."""
+    with HttpReceiver(script=[202, 202, "echo-path"]) as receiver:
+        secret_url = f"{receiver.url}/workflows/w/triggers/manual/paths/invoke?sig={SLACK_TOKEN}"
+        channel = TeamsChannel(
+            secret_url, timeout=5, ca_file=None, redact=Redactor([secret_url, SLACK_TOKEN])
+        )
+        channel.send(hostile_held(), Delivery(id="d1"))
+        channel.send(linked_held(), Delivery(id="d2"))
+        with pytest.raises(RequestRejected, match="answered 404") as raised:
+            channel.send(FAILED, Delivery(id="d3"))
+        channel.close()
+    assert SLACK_TOKEN not in str(raised.value)
+    for request in receiver.received[:2]:
+        assert len(request.body) < 28_000
+        card = request.json()["attachments"][0]["content"]
+        for block in card["body"]:
+            text = block["text"]
+            assert re.search(r"\]\s*\(", text) is None, text  # no [label](url)
+            assert "://" not in text and "\u202e" not in text, text
+    texts = " ".join(
+        b["text"] for b in receiver.received[1].json()["attachments"][0]["content"]["body"]
+    )
+    assert "http[:]//evil[.]example/login" in texts
+
+
 def test_a_lone_surrogate_in_a_name_cannot_silence_the_email_or_the_webhook() -> None:
     """A JSON source can hand over "\\ud800"; in an e-mail it raised UnicodeEncodeError,
     a final failure: one user's display name stopped the alert (was broken)."""
@@ -435,6 +531,19 @@ def test_an_endless_refusal_is_read_no_further_than_its_start() -> None:
         channel.close()
     assert took < 1.0
     assert len(str(raised.value)) < 300
+
+
+def test_an_endless_acceptance_is_delivered_reading_no_more_than_its_start() -> None:
+    """A 200 whose body never ends: the message is delivered (the status says so) after
+    reading at most the first 4 KiB, not held until the receiver stops talking."""
+    with HttpReceiver(secret=SECRET, default="endless-ok") as receiver:
+        channel = webhook(receiver.url, timeout=3)
+        started = time.monotonic()
+        channel.send(FAILED, Delivery(id="d1"))
+        took = time.monotonic() - started
+        channel.close()
+    assert took < 1.0
+    assert len(receiver.received) == 1
 
 
 def test_a_receiver_refusing_forever_gets_max_attempts_then_the_next_event_tries_again() -> None:
@@ -599,3 +708,128 @@ def test_many_targets_failing_at_once_send_at_most_max_per_hour_across_processes
                 dispatcher.publish(replace(FAILED, target=target))
             assert dispatcher.close(timeout=10)
     assert len(receiver.received) == 4
+
+
+# --------------------------------------------------------------------------- kept messages
+
+RESTARTS = 10
+QUARANTINED = Standing(True, 3, datetime(2026, 3, 1, 12, 30, tzinfo=UTC), error="HTTP 401")
+
+
+def unsent_rows(path: Path) -> list[tuple[str, int]]:
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT event, tries FROM unsent ORDER BY row").fetchall()
+    return [(json.loads(event)["kind"], tries) for event, tries in rows]
+
+
+def test_a_quarantine_and_a_recovery_nobody_received_are_sent_by_the_next_process(
+    tmp_path: Path,
+) -> None:
+    """Harm: a daemon that stops reconciling a target says so once; when every attempt
+    of that message failed (a receiver down for a minute) it was only logged, and the
+    next daemon took the quarantine as its baseline: nobody was ever told (was broken).
+    Now a quarantine or recovery message that is not delivered stays in the ledger and
+    the next process (or pass) sends it, saying it is late. A failure is not kept: the
+    next failing run reports it anew."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    with HttpReceiver(secret=SECRET, default=503) as receiver:
+        first = Dispatcher(
+            [route(receiver.url, max_attempts=1)], ledger=FileLedger(path), retry_after=0
+        )
+        quarantined = quarantine_change("prod", Standing(False), QUARANTINED, AT)
+        recovered = quarantine_change("prod", QUARANTINED, Standing(False), AT)
+        assert quarantined is not None and recovered is not None
+        first.publish(quarantined)  # as `quarantine` publishes them
+        first.publish(recovered)
+        first.publish(FAILED)
+        assert first.close(timeout=10)
+        assert first.counts == {("hook", "failed"): 3}
+        assert unsent_rows(path) == [("quarantined", 1), ("recovered", 1)]
+        receiver.default = 200
+        second = Dispatcher([route(receiver.url)], ledger=FileLedger(path), retry_after=0)
+        second.quarantine("prod", Standing(False))  # its baseline: no event of its own
+        assert second.close(timeout=10)
+    late = receiver.bodies()[3:]
+    assert [body["kind"] for body in late] == ["quarantined", "recovered"]
+    assert all("Sent late: this could not be delivered at" in body["text"] for body in late)
+    assert second.counts == {("hook", "sent"): 2}
+    assert unsent_rows(path) == []
+
+
+def test_a_kept_message_is_given_up_after_its_rounds_and_never_pages_forever(
+    tmp_path: Path,
+) -> None:
+    """A receiver that never comes back gets `UNSENT_TRIES` rounds of the message, then
+    it is given up, logged; and an entry keeps at most `UNSENT_PER_ENTRY` of them."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    with HttpReceiver(secret=SECRET, default=503) as receiver:
+        with capture_logs() as logs:
+            for restart in range(RESTARTS):  # daemon restarts, each a new round
+                dispatcher = Dispatcher(
+                    [route(receiver.url, max_attempts=1)], ledger=FileLedger(path), retry_after=0
+                )
+                if restart == 0:
+                    dispatcher.quarantine("prod", Standing(False))
+                dispatcher.quarantine("prod", QUARANTINED)  # later: the baseline, no event
+                assert dispatcher.close(timeout=10)
+    assert unsent_rows(path) == []
+    assert len(receiver.received) == UNSENT_TRIES < RESTARTS
+    assert [e["event"] for e in logs].count("notify.given_up") == 1
+    ledger = FileLedger(path)
+    for i in range(UNSENT_PER_ENTRY + 5):
+        ledger.keep("hook", f'{{"kind":"quarantined","target":"t{i}"}}', now=1.0, retry_after=0)
+    assert len(unsent_rows(path)) == UNSENT_PER_ENTRY
+
+
+def test_a_kept_quarantine_message_is_sent_at_the_daemons_next_pass_in_memory_too() -> None:
+    """The same within one daemon, with the ledger in memory (its file unusable): the
+    next pass (the standing reported after the next run) sends the kept message."""
+    with HttpReceiver(secret=SECRET, script=[503]) as receiver:
+        dispatcher = Dispatcher([route(receiver.url, max_attempts=1)], retry_after=0)
+        dispatcher.quarantine("prod", Standing(False))
+        dispatcher.quarantine("prod", QUARANTINED)
+        receiver.wait_for(1)
+        dispatcher.quarantine("prod", QUARANTINED)  # the next run's standing: no event
+        assert dispatcher.close(timeout=10)
+    assert [body["kind"] for body in receiver.bodies()] == ["quarantined", "quarantined"]
+    assert dispatcher.counts == {("hook", "failed"): 1, ("hook", "sent"): 1}
+
+
+def test_a_quarantine_message_abandoned_at_exit_is_sent_by_the_next_process(
+    tmp_path: Path,
+) -> None:
+    """A daemon stopping while its quarantine message hangs in the receiver: abandoned
+    (logged), it was lost; now it is kept and the next process sends it."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    quarantined = quarantine_change("prod", Standing(False), QUARANTINED, AT)
+    assert quarantined is not None
+    with (
+        HttpReceiver(secret=SECRET, default="hang") as hanging,
+        HttpReceiver(secret=SECRET) as working,
+    ):
+        first = Dispatcher([route(hanging.url, timeout=30)], ledger=FileLedger(path))
+        first.publish(quarantined)
+        hanging.wait_for(1)
+        assert first.close(timeout=0.2) is False  # its send is still blocked
+        assert unsent_rows(path) == [("quarantined", 1)]
+        second = Dispatcher([route(working.url)], ledger=FileLedger(path))
+        second.quarantine("prod", QUARANTINED)  # a daemon starting: its baseline
+        assert second.close(timeout=10)
+    assert [body["kind"] for body in working.bodies()] == ["quarantined"]
+    assert unsent_rows(path) == []
+
+
+def test_a_kept_message_taken_by_one_process_is_not_sent_by_another_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """A daemon and a cron'd sync share the ledger: the one that takes a kept message
+    leases it for the time a sending may last; the other does not send it too."""
+    path = ledger_path(tmp_path / "orgsync.db")
+    daemon, operator = FileLedger(path), FileLedger(path)
+    daemon.keep("hook", '{"kind":"quarantined","target":"prod"}', now=1000.0, retry_after=0)
+    (taken,) = daemon.due("hook", now=1000.0, lease=100)
+    assert operator.due("hook", now=1050.0, lease=100) == []
+    (again,) = operator.due("hook", now=1101.0, lease=100)  # the daemon died mid-send
+    assert again.row == taken.row
+    operator.retried(again, sent=True, now=1102.0, retry_after=0)
+    assert daemon.due("hook", now=5000.0, lease=100) == []

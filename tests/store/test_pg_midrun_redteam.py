@@ -7,8 +7,8 @@ the next run sends it again: a duplicate e-mail), a run left "running" for ever,
 second writer while the first still thinks it holds the lease. Tried against the suite's
 real PostgreSQL and the OpenAI emulator: a second sync
 converges the organization with one invitation per person and every run is closed.
-The first sync itself, its connections cut between transactions, opens them again and
-finishes (exit 0); cut inside one, it fails and is recorded failed."""
+The first sync itself opens its connections again and finishes (exit 0), whether they
+were cut between transactions or inside one (redone: tests/store/test_pg_reconnect.py)."""
 
 from __future__ import annotations
 
@@ -68,20 +68,13 @@ def test_connections_cut_mid_apply_leave_an_honest_journal(
         with StateStore.open(url, password=PASSWORD) as store:
             (run,) = store.runs(limit=10)
             done = [op for op in store.operations(run.run_id) if op.status.value == "done"]
-        if first.returncode == 0:
-            # The cut found the connections idle between transactions: the run opens
-            # them again by itself and finishes, a server restart costs no run, and every
-            # invitation the target holds is journaled as done.
-            assert run.status == "ok"
-            assert len(done) == invite_posts(emulator) == len(wanted_roles(document))
-        else:
-            # The cut landed inside a transaction (a journal write, a fenced check): that
-            # transaction is not retried, so the run fails, says why, and is recorded as
-            # failed (not left running); what it journaled done, the target holds.
-            assert first.returncode == 1, out + err
-            assert "terminating connection" in err, err
-            assert run.status == "failed"
-            assert len(done) <= invite_posts(emulator)
+        # Whether the cut found the connections idle between transactions or inside
+        # one (a journal write, a fenced check), the run opens them again, redoes the
+        # transaction cut short, and finishes: a server restart costs no run, and every
+        # invitation the target holds is journaled as done, once.
+        assert first.returncode == 0, out + err
+        assert run.status == "ok"
+        assert len(done) == invite_posts(emulator) == len(wanted_roles(document))
         emulator.faults = Faults()
         second = sync(config)
         out2, err2 = second.communicate(timeout=120)

@@ -14,6 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
+UNNAMED: Final = "unnamed:"
+"""Prefix of a key that names no event: a notification the vendor sent without an id (Graph
+omits it on directory objects), keyed by its body. The same body is also what the next
+change to that person sends, so such a key is remembered for a minute, never a vendor's
+day: a copy seen after that costs one more targeted run (idempotent),
+while a longer memory would drop a real change (a leaver disabled after an earlier edit
+that day) until the next scheduled pass."""
+
 MAX_DEPTH: Final = 32
 """Deepest JSON nesting a webhook body may have (Okta's and Graph's nest about six)."""
 
@@ -27,6 +35,16 @@ class WebhookEvent:
     source_ids: frozenset[str] = frozenset()
     targets: tuple[str, ...] | None = None
     """Target names the event is for; None for every target."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What makes a delivery the same one sent again: its `keys` (an event id, Okta's
+    event uuids, Graph notification digests), remembered for `window` seconds."""
+
+    kind: str
+    keys: tuple[str, ...]
+    window: float
 
 
 class Refused(Exception):
@@ -111,3 +129,25 @@ def parse_json(body: bytes) -> Any:
         raise Refused(
             400, "malformed", "body is not JSON this daemon reads: a number is too long"
         ) from None
+
+
+def first_string_member(body: bytes, name: str) -> str | None:
+    """The string value of the first member `name` in `body`'s raw bytes, found without
+    parsing the document (None: none found, or not a valid string). For a secret a
+    vendor puts in the body (Graph's `clientState`): a forgery is refused before the
+    whole body is parsed (a search stopping at the first match, rather than a parse of
+    up to a mebibyte).
+
+    A quick look, not a parser: a member name spelled with escapes is not found, and a
+    crafted name ending in `\\"name` is taken for it. So it may only refuse early, never
+    accept: the caller still checks the parsed document, every item of it.
+    """
+    pattern = b'"' + re.escape(name.encode()) + rb'"[ \t\n\r]*+:[ \t\n\r]*+"((?:[^"\\]|\\.)*+)"'
+    match = re.search(pattern, body)
+    if match is None:
+        return None
+    try:
+        value = json.loads(b'"' + match.group(1) + b'"')
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if is_text(value) else None

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Mapping
+from datetime import timedelta
 
 import structlog
 
 from orgsync.core.errors import OrgsyncError
-from orgsync.core.webhook import WebhookEvent
+from orgsync.core.webhook import Delivery, WebhookEvent
 from orgsync.daemon.queue import Mailbox, SyncRequest
 from orgsync.store import StateStore
 from orgsync.store.queue import QueueListener, Request
@@ -73,17 +74,29 @@ class Relay:
 
     # ------------------------------------------------------------------ the receiving side
 
-    def submit(self, event: WebhookEvent) -> None:
-        """Queue an accepted event for its targets (all when it names none); durable on
-        return. Raises `QueueUnavailable` when the state database cannot take it."""
+    def submit(self, event: WebhookEvent, delivery: Delivery | None = None) -> tuple[str, ...]:
+        """Queue an accepted event for its targets (all when it names none), and record
+        its `delivery`'s keys as seen, in one transaction; durable on return. Returns the
+        keys no process had recorded within their window: keys given and none of them
+        new is a replay, and nothing is queued. Raises `QueueUnavailable` when the state
+        database cannot take it (then nothing is recorded either)."""
         targets = event.targets if event.targets is not None else tuple(self._mailboxes)
         trigger = f"webhook:{event.kind}"
         requests = [Request(t, trigger, event.emails, event.source_ids) for t in targets]
+        fresh: list[str] = []
         try:
-            queued = self._store.queue_requests(requests)
+            if delivery is None:
+                queued = self._store.queue_requests(requests)
+            else:
+                window = timedelta(seconds=delivery.window)
+                queued, fresh = self._store.queue_delivery(
+                    requests, delivery.kind, delivery.keys, window
+                )
         except OrgsyncError as error:
             log.error("webhook.queue_unavailable", error=str(error))
             raise QueueUnavailable(str(error)) from error
+        if delivery is not None and delivery.keys and not fresh:
+            return ()
         for target in targets:
             self._count(target, "queued")
         for target in queued.widened:
@@ -94,6 +107,7 @@ class Relay:
                 reason="too many people waiting for this target: one full reconcile instead",
             )
         self._wake.set()
+        return tuple(fresh)
 
     # ------------------------------------------------------------------ the holding side
 

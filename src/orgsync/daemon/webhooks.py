@@ -32,7 +32,15 @@ checks the nesting first), so no input gives a 500.
 
 Authentication comes before parsing wherever the protocol allows: the generic HMAC is
 checked over the raw bytes, Okta's Authorization header before the body is read. Graph
-puts its secret (`clientState`) inside the body, so that body is parsed first, bounded.
+puts its secret (`clientState`) inside the body: the first one is found in the raw bytes
+and compared before the body is parsed (bounded), then every notification's once parsed.
+
+Deliveries seen are remembered where every replica and the next start of this daemon
+look (`orgsync.store.deliveries`, through `enqueue`): a delivery's keys are recorded in
+the state database in the transaction that queues it, so a replay is refused whichever
+process it reaches, one delivery reaching two replicas at once runs once, and a delivery
+answered 503 leaves no record. Each process's own `SeenEvents` is a first filter in front.
+Nothing is recorded before the delivery is authenticated.
 
 An event naming more than `MAX_TARGETED_PEOPLE` people is accepted as a full reconcile
 (answered `"scope": "full"` with the reason): every person it names is reconciled, and
@@ -46,7 +54,7 @@ import hmac
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -60,9 +68,12 @@ from orgsync import connectors
 from orgsync.core.errors import OrgsyncError
 from orgsync.core.webhook import (
     MAX_DEPTH,
+    UNNAMED,
+    Delivery,
     Refused,
     WebhookEvent,
     WebhookParser,
+    first_string_member,
     nesting_problem,
     parse_json,
 )
@@ -71,10 +82,13 @@ from orgsync.daemon.queue import MAX_TARGETED_PEOPLE
 
 __all__ = [
     "BODY_TIMEOUT",
+    "GENERIC_REMEMBERED",
     "MAX_BODY",
     "MAX_DEPTH",
     "REPLAY_WINDOW",
     "SIGNATURE_HEADER",
+    "VENDOR_REMEMBERED",
+    "Delivery",
     "Refused",
     "SeenEvents",
     "WebhookEvent",
@@ -102,6 +116,17 @@ BODY_TIMEOUT: Final = 30.0
 """Default seconds a body may take to arrive after its headers (`[server] body_timeout`)."""
 REPLAY_WINDOW: Final = 300
 """Seconds a signed timestamp may be away from now (older: 401, "stale timestamp")."""
+GENERIC_REMEMBERED: Final = 3 * REPLAY_WINDOW
+"""Seconds a generic delivery's key is remembered (in memory and in the state database):
+longer than a signed timestamp is taken either way of now (2 x `REPLAY_WINDOW`), with
+one window more for a replica whose clock is off the database's."""
+VENDOR_REMEMBERED: Final = 24 * 3600
+"""Seconds an Okta event uuid or a Graph notification with an id is remembered (they carry no
+timestamp of ours; Okta retries a delivery once, Graph for up to 4 hours)."""
+UNNAMED_REMEMBERED: Final = 60
+"""Seconds a Graph notification without an id is remembered (`core.webhook.UNNAMED`): long
+enough to take a burst of at-least-once copies once, short enough that the next change to
+the same person (whose notification is the same body) is not taken for a copy."""
 SIGNATURE_HEADER: Final = "x-orgsync-signature"
 _MAX_TOKEN: Final = 1024
 MAX_ID: Final = 512
@@ -306,16 +331,22 @@ class WebhookReceiver:
     """The webhook routes; `enqueue` gets every accepted event."""
 
     secrets: WebhookSecrets
-    enqueue: Callable[[WebhookEvent], None]
+    enqueue: Callable[[WebhookEvent, Delivery], Collection[str]]
+    """Queue an accepted event and record its delivery's keys as seen, both or neither
+    (`Relay.submit`): returns the keys nobody had recorded within their window (none of
+    those given: a replay, nothing queued); raises `OrgsyncError` when it cannot."""
     count: Callable[[str, str], None]
     """`(kind, result)`: the `orgsync_webhooks_total` counter."""
     known_targets: frozenset[str]
     clock: Callable[[], float] = time.time
     body_timeout: float = BODY_TIMEOUT
     accepting: bool = True
-    _generic_seen: SeenEvents = field(default_factory=lambda: SeenEvents(2 * REPLAY_WINDOW))
-    _okta_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
-    _graph_seen: SeenEvents = field(default_factory=lambda: SeenEvents(24 * 3600))
+    # This process's memory: a first filter in front of the state database's record,
+    # which every replica and the next start of this daemon share (`enqueue`).
+    _generic_seen: SeenEvents = field(default_factory=lambda: SeenEvents(GENERIC_REMEMBERED))
+    _okta_seen: SeenEvents = field(default_factory=lambda: SeenEvents(VENDOR_REMEMBERED))
+    _graph_seen: SeenEvents = field(default_factory=lambda: SeenEvents(VENDOR_REMEMBERED))
+    _graph_unnamed_seen: SeenEvents = field(default_factory=lambda: SeenEvents(UNNAMED_REMEMBERED))
     _writers: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(QUEUE_WRITERS)
     )
@@ -344,10 +375,20 @@ class WebhookReceiver:
                 more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
                 raise Refused(400, "malformed", f"no such target(s): {named}{more}")
             key = f"id:{event_id}" if event_id is not None else f"sig:{signature}"
+            shown = _shown(event_id) if event_id is not None else signature[:12]
+
+            def replay() -> Response:
+                raise Refused(409, "replay", f"event {shown} seen before")
+
             if not self._generic_seen.first_time([key], time.monotonic()):
-                seen = _shown(event_id) if event_id is not None else signature[:12]
-                raise Refused(409, "replay", f"event {seen} seen before")
-            return await self._accept(event, event_id=event_id, seen=(self._generic_seen, [key]))
+                return replay()
+            return await self._accept(
+                event,
+                event_id=event_id,
+                seen=(self._generic_seen, [key]),
+                delivery=Delivery("generic", (key,), GENERIC_REMEMBERED),
+                replay=replay,
+            )
 
         return await self._guarded("generic", request, handle)
 
@@ -369,11 +410,22 @@ class WebhookReceiver:
             body = await read_body(request, self.body_timeout)
             uuids, event = parse_okta(body)
             fresh = self._okta_seen.first_time(uuids, time.monotonic())
-            if uuids and not fresh:
+
+            def duplicate() -> Response:
                 self.count("okta", "duplicate")
                 log.info("webhook.duplicate", kind="okta", events=len(uuids))
                 return Response(status_code=204)
-            await self._accept(event, seen=(self._okta_seen, fresh))
+
+            if uuids and not fresh:
+                return duplicate()
+            accepted = await self._accept(
+                event,
+                seen=(self._okta_seen, fresh),
+                delivery=Delivery("okta", tuple(fresh), VENDOR_REMEMBERED),
+                replay=duplicate,
+            )
+            if accepted.status_code != 202:
+                return accepted
             return Response(status_code=204)  # Okta wants an empty 200 or 204
 
         return await self._guarded("okta", request, handle)
@@ -393,13 +445,36 @@ class WebhookReceiver:
                 return PlainTextResponse(token, headers=_ECHO_HEADERS)
             self._check_accepting()
             body = await read_body(request, self.body_timeout)
+            # The secret is inside the body: its first `clientState` is looked at before
+            # the body is parsed, so a forgery costs a search, not a parse of a mebibyte.
+            # (Every notification's is checked again once parsed.)
+            first_state = first_string_member(body, "clientState")
+            if first_state is None or not hmac.compare_digest(
+                first_state.encode(), client_state.encode()
+            ):
+                raise Refused(401, "bad_client_state", "clientState is missing or does not match")
             keys, event = parse_graph(body, client_state)
-            fresh = self._graph_seen.first_time(keys, time.monotonic())
-            if not fresh:
+            # Notifications without an id are remembered briefly (see `UNNAMED`); a
+            # delivery holding one is kept for the shorter window as a whole.
+            brief = any(key.startswith(UNNAMED) for key in keys)
+            memory = self._graph_unnamed_seen if brief else self._graph_seen
+            fresh = memory.first_time(keys, time.monotonic())
+
+            def duplicate() -> Response:
                 self.count("entra", "duplicate")
                 log.info("webhook.duplicate", kind="entra", notifications=len(keys))
                 return Response(status_code=202)
-            return await self._accept(event, seen=(self._graph_seen, fresh))
+
+            if not fresh:
+                return duplicate()
+            return await self._accept(
+                event,
+                seen=(memory, fresh),
+                delivery=Delivery(
+                    "entra", tuple(fresh), UNNAMED_REMEMBERED if brief else VENDOR_REMEMBERED
+                ),
+                replay=duplicate,
+            )
 
         return await self._guarded("entra", request, handle, check_accepting=False)
 
@@ -455,9 +530,14 @@ class WebhookReceiver:
         self,
         event: WebhookEvent,
         *,
+        delivery: Delivery,
+        replay: Callable[[], Response],
         event_id: str | None = None,
         seen: tuple[SeenEvents, list[str]] | None = None,
     ) -> Response:
+        """Queue `event`, recording `delivery` as seen in the state database; a delivery
+        another process (a replica, this daemon before a restart) recorded is answered
+        by `replay()` and not queued."""
         people = len(event.emails) + len(event.source_ids)
         answer: dict[str, str] = {"status": "accepted"}
         if any(len(value) > MAX_ID for value in (*event.emails, *event.source_ids)):
@@ -486,19 +566,22 @@ class WebhookReceiver:
         # ends), or this handler giving up before the write began (it gives it back now).
         claim = threading.Lock()
 
-        def write() -> None:
+        def write() -> Collection[str]:
             if not claim.acquire(blocking=False):
-                return  # given up before it began: answered 503 already
+                return ()  # given up before it began: answered 503 already
             try:
-                self.enqueue(event)
+                return self.enqueue(event, delivery)
             finally:
                 self._writers.release()
 
         try:
             # The queue is in the state database: a write (and on SQLite an fsync) that
             # must not hold up the event loop serving other deliveries and probes.
+            # One transaction records the delivery and queues it: a 503 leaves no record
+            # anywhere, and the retry is taken. (A write that lands after its 503, the
+            # database answering past QUEUE_TIMEOUT, was taken: its retry is a replay.)
             with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
+                fresh = await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
         except (OrgsyncError, TimeoutError):
             if seen is not None:
                 seen[0].forget(seen[1])  # the sender's retry must be taken, not a replay
@@ -508,6 +591,8 @@ class WebhookReceiver:
         finally:
             if claim.acquire(blocking=False):
                 self._writers.release()
+        if delivery.keys and not fresh:
+            return replay()
         self.count(event.kind, "accepted")
         answer["scope"] = "targeted" if event.emails or event.source_ids else "full"
         log.info(

@@ -27,7 +27,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypedDict, TypeVar, cast, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, cast, runtime_checkable
 from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
@@ -70,7 +70,9 @@ __all__ = [
     "SecretSet",
     "network_transport",
     "new_client",
+    "read_capped",
     "request_id",
+    "send_capped",
     "ssl_verify",
 ]
 
@@ -236,7 +238,7 @@ def new_client(
     hooks: dict[str, list[Callable[..., Any]]] = {"response": [on_response]} if on_response else {}
     return httpx.Client(
         base_url=base_url,
-        # Only the encodings `_read_capped` decodes within its limit (httpx would also
+        # Only the encodings `read_capped` decodes within its limit (httpx would also
         # offer br and zstd when their packages are installed).
         headers={
             "User-Agent": user_agent,
@@ -525,13 +527,12 @@ class HttpClient:
                 )
                 # The whole answer (an auth flow's token call included) within four read
                 # timeouts, as the lean way: see `interrupt.answer_within`.
-                with answer_within(self._answer_within):
-                    response = self._http.send(
-                        request,
-                        auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                        stream=True,
-                    )
-                    _read_capped(response)
+                response = send_capped(
+                    self._http,
+                    request,
+                    within=self._answer_within,
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                )
         except httpx.RequestError as exc:
             if self._on_response is not None:
                 self._on_response(self.system, 0)
@@ -711,21 +712,57 @@ _DEFAULT_MAX_CONNECTIONS = 100
 """httpx's default `max_connections`, kept for the lean way."""
 
 
-def _read_capped(response: httpx.Response) -> None:
-    """Read a streamed answer's body into it, as `Response.read` does, refusing one over
-    `lean.MAX_BODY` bytes as sent or once decoded (an endless body, a decompression
-    bomb): read raw, then decoded the lean way, since httpx inflates a whole chunk at
-    once (64 KiB of gzip is 64 MiB in one piece)."""
+BeyondLimit = Literal["refuse", "cut"]
+"""What `read_capped` does with a body longer than its limit: refuse it (`body_too_large`,
+for an answer that is parsed) or keep its start (for an error message quoting one)."""
+
+
+def send_capped(
+    client: httpx.Client,
+    request: httpx.Request,
+    *,
+    within: float | None,
+    limit: int | None = None,
+    beyond: BeyondLimit = "refuse",
+    auth: httpx.Auth | httpx._client.UseClientDefault | None = httpx.USE_CLIENT_DEFAULT,
+) -> httpx.Response:
+    """`client.send(request)` with its answer read by `read_capped(limit, beyond)`, the
+    whole answer (head and body, every read) within `within` seconds of the call: a read
+    timeout bounds one wait for bytes, and a server sending a byte within each would hold
+    the call for ever. The bound ends it as `httpx.ReadTimeout`. It holds for a client
+    whose transport reads through `orgsync.interrupt` (`new_client` with an `interrupt`);
+    connecting, and a TLS handshake, are bounded by the client's own timeout."""
+    with answer_within(within):
+        response = client.send(request, auth=auth, stream=True)
+        read_capped(response, limit, beyond=beyond)
+    return response
+
+
+def read_capped(
+    response: httpx.Response, limit: int | None = None, *, beyond: BeyondLimit = "refuse"
+) -> None:
+    """Read a streamed answer's body into it, as `Response.read` does, at most `limit`
+    bytes as sent or once decoded (an endless body, a decompression bomb): read raw,
+    then decoded the lean way, since httpx inflates a whole chunk at once (64 KiB of gzip
+    is 64 MiB in one piece). Beyond `limit`, `beyond="refuse"` raises `body_too_large`;
+    `beyond="cut"` keeps the first `limit` bytes as sent (a compressed prefix, or an
+    encoding `decode_body` does not know, is kept undecoded) and reads no further.
+    `limit` None: `lean.MAX_BODY`, read at each call."""
     if response.is_stream_consumed:
         return  # built from bytes already in memory (a test's transport): nothing to read
-    limit = lean.MAX_BODY
+    if limit is None:
+        limit = lean.MAX_BODY
     parts: list[bytes] = []
     size = 0
     try:
         for chunk in response.iter_raw():
             size += len(chunk)
             if size > limit:
-                raise body_too_large(limit)
+                if beyond == "refuse":
+                    raise body_too_large(limit)
+                parts.append(chunk[: len(chunk) - (size - limit)])
+                response._content = b"".join(parts)  # what `Response.read` keeps
+                return
             parts.append(chunk)
     finally:
         response.close()
@@ -734,7 +771,14 @@ def _read_capped(response: httpx.Response) -> None:
         for token in response.headers.get("content-encoding", "").split(",")
         if token.strip()
     ]
-    response._content = decode_body(b"".join(parts), encodings)  # what `Response.read` keeps
+    raw = b"".join(parts)
+    if beyond == "refuse":
+        response._content = decode_body(raw, encodings)  # what `Response.read` keeps
+        return
+    try:
+        response._content = decode_body(raw, encodings)[:limit]
+    except httpx.DecodingError:  # only quoted, never parsed: as sent is good enough
+        response._content = raw
 
 
 def _path_of(url: httpx.URL | str) -> str:

@@ -21,6 +21,7 @@ This module imports only httpx, the standard library and `orgsync.core`.
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -44,6 +45,7 @@ __all__ = [
     "FormRefusal",
     "IsTransient",
     "RetryAfter",
+    "certificate_failure",
     "default_is_transient",
     "error_for_response",
     "error_for_transport",
@@ -235,6 +237,18 @@ def error_for_transport(error: httpx.RequestError, *, context: str) -> ApiError:
     # Timeouts, connect/read/write/close errors, resets and proxy failures: the request may
     # or may not have reached the server, and trying again later may well succeed.
     return TransientError(message)
+
+
+def certificate_failure(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate refusal behind a transport error, however deep httpx wrapped it
+    (httpx.ConnectError <- httpcore.ConnectError <- ssl), or None: for a caller that
+    must tell an untrusted server (no retry helps) from one that is down."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a cycle of causes is possible; ten levels is far beyond httpx's
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def redact(error: ApiError, secrets: Iterable[str]) -> ApiError:

@@ -15,12 +15,25 @@ from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
-from orgsync.config import Config, EmailNotify, NotifyConfig, SlackNotify, WebhookNotify
+from orgsync.config import (
+    Config,
+    EmailNotify,
+    NotifyConfig,
+    SlackNotify,
+    TeamsNotify,
+    WebhookNotify,
+)
 from orgsync.core.errors import ConfigError
 from orgsync.notify.dispatcher import Dispatcher, Route
 from orgsync.notify.ledger import FileLedger, Ledger, MemoryLedger, ledger_path
 from orgsync.notify.render import Redactor
-from orgsync.notify.senders import Channel, EmailChannel, SlackChannel, WebhookChannel
+from orgsync.notify.senders import (
+    Channel,
+    EmailChannel,
+    SlackChannel,
+    TeamsChannel,
+    WebhookChannel,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +45,7 @@ def _secrets(entry: NotifyConfig, environ: Mapping[str, str]) -> dict[str, str]:
         if (ref := entry.url_secret) is not None:
             secrets["url"] = _secret_url(entry, ref.resolve(environ).get_secret_value())
         return secrets
-    if isinstance(entry, SlackNotify):
+    if isinstance(entry, SlackNotify | TeamsNotify):
         return {"url": _secret_url(entry, entry.url.resolve(environ).get_secret_value())}
     password = entry.password
     return {"password": password.resolve(environ).get_secret_value()} if password else {}
@@ -111,11 +124,12 @@ def _channel(entry: NotifyConfig, secrets: Mapping[str, str], redact: Redactor) 
             ca_file=entry.ca_file,
             redact=redact,
         )
-    if isinstance(entry, SlackNotify):
+    if isinstance(entry, SlackNotify | TeamsNotify):
         if secrets["url"].startswith("http://"):
             # allow_plaintext let it through; the URL, the credential itself, goes in clear.
             log.warning("notify.plaintext", entry=entry.name)
-        return SlackChannel(secrets["url"], timeout=timeout, ca_file=entry.ca_file, redact=redact)
+        kind = SlackChannel if isinstance(entry, SlackNotify) else TeamsChannel
+        return kind(secrets["url"], timeout=timeout, ca_file=entry.ca_file, redact=redact)
     assert isinstance(entry, EmailNotify)
     if entry.tls == "none":
         log.warning("notify.plaintext", entry=entry.name)

@@ -19,10 +19,17 @@ Per entry, in its sender thread:
 `close(timeout)` waits at most `timeout` seconds for the queues to drain, then abandons
 what is left (logged): the CLI calls it after printing its result, the daemon when it
 stops, so a dead receiver costs a bounded wait at exit and nothing during a run.
+
+A quarantine or recovery message that is not delivered (every attempt failed, or
+abandoned at exit) is kept in the ledger (`ledger.py`, `events.KEPT_KINDS`) and sent
+again later: each sender looks for its entry's kept messages whose turn has come when the
+daemon reports a standing (after each run of each target) or a real sync finishes, at
+most once per `retry_after` (`look_for_unsent`), in its own thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -37,14 +44,17 @@ import structlog
 
 from orgsync.core.errors import OrgsyncError
 from orgsync.notify.events import (
+    KEPT_KINDS,
     FinishedRun,
     Notification,
     RunMode,
     Standing,
+    from_json,
     from_run,
     quarantine_change,
+    to_json,
 )
-from orgsync.notify.ledger import Claim, Ledger, MemoryLedger, Slot
+from orgsync.notify.ledger import Claim, Ledger, MemoryLedger, Slot, Unsent
 from orgsync.notify.render import Delivery, Redactor
 from orgsync.notify.senders import Channel
 from orgsync.retrying import RetrySettings
@@ -57,6 +67,9 @@ DRAIN_SECONDS = 10.0
 """How long `orgsync sync` and a stopping daemon wait for unsent notifications."""
 RETRY_BUDGET = 60.0
 """Seconds one notification may spend on retries (waits and attempts together)."""
+UNSENT_RETRY_AFTER = 300.0
+"""Seconds before a kept quarantine or recovery message is tried again, doubling at each
+round (`ledger.UNSENT_TRIES` rounds at most: 5, 10, 20, 40 and 80 minutes)."""
 _HOUR = 3600.0
 
 
@@ -90,6 +103,19 @@ class _Abandoned(Exception):
 
 
 _STOP = object()
+_LOOK = object()
+"""Look for the entry's kept messages whose turn has come, and send them."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A kept message being sent again."""
+
+    unsent: Unsent
+    event: Notification
+
+
+Item = Notification | _Kept
 
 
 class _Sender:
@@ -100,7 +126,7 @@ class _Sender:
         self.dispatcher = dispatcher
         self.queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self.abandon = threading.Event()
-        self._in_flight: tuple[Claim | None, Slot] | None = None
+        self._in_flight: tuple[Claim | None, Slot, Item] | None = None
         self._overflow = 0
         """Events a full queue dropped since the last message (told in the next one)."""
         self._claim_lock = threading.Lock()
@@ -115,27 +141,55 @@ class _Sender:
             count, self._overflow = self._overflow, 0
             return count
 
-    def hold(self, claim: Claim | None, slot: Slot) -> None:
-        """`claim` and `slot` are being sent now (see `settle`)."""
+    def hold(self, claim: Claim | None, slot: Slot, item: Item) -> None:
+        """`claim` and `slot` are being sent now, for `item` (see `settle`)."""
         with self._claim_lock:
-            self._in_flight = (claim, slot)
+            self._in_flight = (claim, slot, item)
 
-    def settle(self, ledger: Ledger, *, sent: bool) -> None:
+    def settle(self, ledger: Ledger, *, sent: bool, failed_round: bool = False) -> None:
         """End the sending in flight once: by this thread when it ends (`sent` or not),
         or by `close` when it abandons one still blocked in the receiver's socket. One
-        not sent is given back to the ledger: neither told nor counted."""
+        not sent is given back to the ledger: neither told nor counted; a quarantine or
+        recovery message is kept to be sent again (`keep_unsent`)."""
         with self._claim_lock:
             held, self._in_flight = self._in_flight, None
         if held is None:
             return
-        claim, slot = held
+        claim, slot, item = held
         if sent:
             if claim is not None:
                 ledger.confirm(claim)
+            if isinstance(item, _Kept):
+                ledger.retried(
+                    item.unsent, sent=True, now=time.time(), retry_after=self.dispatcher.retry_after
+                )
             return
         if claim is not None:
             ledger.release(claim)
         ledger.unreserve(slot)
+        self.keep_unsent(item, failed_round=failed_round)
+
+    def keep_unsent(self, item: Item, *, failed_round: bool) -> None:
+        """`item` was not delivered: a quarantine or recovery message is kept in the
+        ledger to be sent again; a kept one gets its next turn (`failed_round`: it was
+        tried and failed) or is left for the next look (it was not tried to the end)."""
+        ledger, now, after = self.dispatcher.ledger, time.time(), self.dispatcher.retry_after
+        if isinstance(item, _Kept):
+            if failed_round:
+                ledger.retried(item.unsent, sent=False, now=now, retry_after=after)
+            else:
+                ledger.postpone(item.unsent, now=now)
+        elif item.kind in KEPT_KINDS:
+            # One abandoned at exit was not refused: the next process may try it at once.
+            wait = after if failed_round else 0.0
+            ledger.keep(self.route.name, to_json(item), now=now, retry_after=wait)
+            log.warning(
+                "notify.kept",
+                entry=self.route.name,
+                kind=item.kind,
+                target=item.target,
+                retry_after=wait,
+            )
 
     def sleep(self, seconds: float) -> None:
         if self.abandon.wait(seconds):
@@ -146,9 +200,16 @@ class _Sender:
             item = self.queue.get()
             if item is _STOP:
                 return
-            assert isinstance(item, Notification)
+            if item is _LOOK:
+                try:
+                    self.look()
+                except Exception as error:  # noqa: BLE001 - the sender thread must outlive any bug
+                    log.error("notify.crashed", entry=self.route.name, error=type(error).__name__)
+                continue
+            assert isinstance(item, Notification | _Kept)
             if self.abandon.is_set():
-                self.dispatcher.tally(self.route, "abandoned", item)
+                self.dispatcher.tally(self.route, "abandoned", _event(item))
+                self.keep_unsent(item, failed_round=False)
                 continue
             try:
                 self.dispatcher.deliver(self, item)
@@ -158,6 +219,27 @@ class _Sender:
                     entry=self.route.name,
                     error=self.dispatcher.redact(f"{type(error).__name__}: {error}"),
                 )
+
+    def look(self) -> None:
+        """Send the entry's kept messages whose turn has come (in this thread)."""
+        ledger = self.dispatcher.ledger
+        for unsent in ledger.due(self.route.name, now=time.time(), lease=self.route.in_flight_for):
+            try:
+                event = from_json(unsent.event)
+            except (ValueError, TypeError, KeyError):
+                event = None
+            if event is None or not self.route.wants(event):
+                # Unreadable, or the entry no longer takes it: forgotten, not retried.
+                ledger.retried(unsent, sent=True, now=time.time(), retry_after=0.0)
+                continue
+            if self.abandon.is_set():
+                ledger.postpone(unsent, now=time.time())
+                continue
+            self.dispatcher.deliver(self, _Kept(unsent, event))
+
+
+def _event(item: Item) -> Notification:
+    return item.event if isinstance(item, _Kept) else item
 
 
 class Dispatcher:
@@ -173,6 +255,7 @@ class Dispatcher:
         host: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         queue_size: int = QUEUE_SIZE,
+        retry_after: float = UNSENT_RETRY_AFTER,
     ) -> None:
         self.routes = tuple(routes)
         self.ledger: Ledger = ledger or MemoryLedger()
@@ -186,6 +269,8 @@ class Dispatcher:
         self._started = False
         self._closed = False
         self._standings: dict[str, Standing] = {}
+        self.retry_after = retry_after
+        self._looked: float | None = None
 
     # ------------------------------------------------------------------ what callers feed
 
@@ -193,6 +278,8 @@ class Dispatcher:
         """The engine's hook: a held or failed real run becomes a notification."""
         if not self.routes:
             return
+        if not options.dry_run:  # a dry run sends nothing, kept messages included
+            self.look_for_unsent()
         try:
             event = from_run(result, options, self.clock(), self.redact)
         except Exception as error:  # noqa: BLE001 - never fail a run over a message
@@ -203,6 +290,7 @@ class Dispatcher:
 
     def quarantine(self, target: str, standing: Standing) -> None:
         """The daemon's standing of `target` after a run (or at start: the baseline)."""
+        self.look_for_unsent()
         try:
             with self._lock:
                 before = self._standings.get(target)
@@ -229,6 +317,24 @@ class Dispatcher:
                 except queue.Full:
                     sender.overflowed()
                     self.tally(sender.route, "dropped", event, queue_size=sender.queue.maxsize)
+        except Exception as error:  # noqa: BLE001 - the caller is a run; it must go on
+            log.error("notify.publish_failed", error=f"{type(error).__name__}")
+
+    def look_for_unsent(self) -> None:
+        """Have each entry send its kept messages whose turn has come (see the module
+        doc); at most once per `retry_after`, never blocks, never raises."""
+        try:
+            now = time.monotonic()
+            with self._lock:
+                if self._closed or (
+                    self._looked is not None and now - self._looked < self.retry_after
+                ):
+                    return
+                self._looked = now
+            self._start()
+            for sender in self._senders:
+                with contextlib.suppress(queue.Full):  # a busy entry looks next time
+                    sender.queue.put_nowait(_LOOK)
         except Exception as error:  # noqa: BLE001 - the caller is a run; it must go on
             log.error("notify.publish_failed", error=f"{type(error).__name__}")
 
@@ -266,6 +372,14 @@ class Dispatcher:
                 # ledger file would make the next `orgsync sync` take this event for
                 # one already told, and nobody would hear of it for `repeat_after`.
                 sender.settle(self.ledger, sent=False)
+                # Nor is a quarantine or recovery still queued behind it lost.
+                while True:
+                    try:
+                        item = sender.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(item, Notification | _Kept):
+                        sender.keep_unsent(item, failed_round=False)
                 log.warning(
                     "notify.abandoned",
                     entry=sender.route.name,
@@ -287,8 +401,9 @@ class Dispatcher:
             f"notify.{result}", entry=route.name, kind=event.kind, target=event.target, **fields
         )
 
-    def deliver(self, sender: _Sender, event: Notification) -> None:
+    def deliver(self, sender: _Sender, item: Item) -> None:
         route = sender.route
+        event = _event(item)
         fingerprint = event.fingerprint
         claim = None
         if fingerprint is not None:
@@ -303,6 +418,8 @@ class Dispatcher:
         if slot is None:
             if claim is not None:  # not told: the next occurrence is news again
                 self.ledger.release(claim)
+            if isinstance(item, _Kept):  # not tried: its turn comes at the next look
+                self.ledger.postpone(item.unsent, now=time.time())
             self.tally(route, "rate_limited", event, max_per_hour=route.max_per_hour)
             return
         delivery = Delivery(
@@ -313,12 +430,13 @@ class Dispatcher:
             # Only logged before, events a full queue dropped while the receiver was
             # slow went unmentioned in the message people read next.
             dropped=slot.dropped + sender.take_overflow(),
+            late=isinstance(item, _Kept),
         )
         policy = RetrySettings(
             max_attempts=route.max_attempts, max_delay=RETRY_BUDGET, base=0.5, cap=8.0
         ).policy(sleep=sender.sleep)
         attempts = 0
-        sender.hold(claim, slot)
+        sender.hold(claim, slot, item)
         try:
             for attempt in policy:
                 with attempt:
@@ -329,7 +447,7 @@ class Dispatcher:
             self.tally(route, "abandoned", event)
             return
         except Exception as error:  # noqa: BLE001 - any failure is this message's, not the run's
-            sender.settle(self.ledger, sent=False)
+            sender.settle(self.ledger, sent=False, failed_round=True)
             reason = str(error) if isinstance(error, OrgsyncError) else type(error).__name__
             self.tally(route, "failed", event, attempts=attempts, error=self.redact(reason))
             return

@@ -78,6 +78,33 @@ class Notification:
         return None
 
 
+KEPT_KINDS: frozenset[str] = frozenset({"quarantined", "recovered"})
+"""Kinds whose message is kept to be sent again when every attempt failed (`ledger.py`):
+a quarantined target is one orgsync stopped reconciling, and each is a transition that
+never comes again, unlike a held plan or a failure, which the next run reports anew."""
+
+
+def to_json(event: Notification) -> str:
+    """`event` as JSON, for the ledger to keep (its texts are redacted already)."""
+    fields = {name: getattr(event, name) for name in Notification.__slots__}
+    for name in ("at", "next_run_at"):
+        moment = fields[name]
+        fields[name] = moment.isoformat() if moment is not None else None
+    return json.dumps(fields, separators=(",", ":"))  # ASCII: a lone surrogate too
+
+
+def from_json(text: str) -> Notification:
+    """The event `to_json` wrote; ValueError (or TypeError, KeyError) if it is not one."""
+    fields = json.loads(text)
+    fields["at"] = datetime.fromisoformat(fields["at"])
+    if fields.get("next_run_at") is not None:
+        fields["next_run_at"] = datetime.fromisoformat(fields["next_run_at"])
+    for name in ("guards", "summary"):
+        fields[name] = tuple((str(k), int(n)) for k, n in fields.get(name, ()))
+    fields["held_subjects"] = tuple(fields.get("held_subjects", ()))
+    return Notification(**fields)
+
+
 _REQUEST_ID = re.compile(r"\(request id [^)]*\)", re.IGNORECASE)
 # A word with a digit in it is a count, a time or an id: a trace id such as "3fa85f64-5717-
 # 4562-b3fc-2c963f66afa6" differs in its letters too, and a failing target paged again on

@@ -16,6 +16,15 @@ confirmed nor released within `pending_for` seconds belonged to a process that d
 mid-send (killed by a cron timeout or systemd): the next claim undoes it, so that event
 is told, not taken for one already told and kept quiet for `repeat_after`.
 
+It also keeps the quarantine and recovery messages that failed every attempt
+(`events.KEPT_KINDS`), so that the next pass, or the next process, sends them again:
+`keep` records one, `due` hands back those whose turn has come (and pushes their turn
+past the time a sending takes, so that two processes do not both send one), `retried`
+settles a new try. It is bounded: at most `UNSENT_TRIES` rounds of attempts, the wait
+between two doubling from the dispatcher's `retry_after`, nothing kept beyond
+`UNSENT_FOR`, at most `UNSENT_PER_ENTRY` per entry (the oldest goes first); a message
+given up is logged as `notify.given_up`.
+
 `FileLedger` keeps this in a small SQLite file beside the state database
 (`orgsync.db` -> `orgsync.notify.db`, mode 0600), so that a `sync` run every 15 minutes by
 cron, or a daemon restarted by systemd, does not forget what it already said. If that
@@ -69,6 +78,41 @@ class Slot:
 
 HOUR = 3600.0
 
+UNSENT_TRIES = 6
+"""Rounds of attempts of a kept message, its first included; then it is given up."""
+UNSENT_FOR = 86400.0
+"""A kept message older than this is given up: news of a day ago is no longer news."""
+UNSENT_PER_ENTRY = 20
+"""Kept messages per entry: a receiver down for days must not grow the file without
+bound (a target flapping in and out of quarantine makes two a flap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    """A kept message: `event` is `events.to_json` of it."""
+
+    row: int
+    entry: str
+    event: str
+    first_failed: float
+    tries: int
+    in_memory: bool = False
+    """Kept by a `MemoryLedger` (a `FileLedger`'s, while its file could not be used)."""
+
+
+def _next_try(now: float, tries: int, retry_after: float) -> float:
+    return now + retry_after * float(2 ** max(0, tries - 1))
+
+
+def _given_up(entry: str, event: str, why: str) -> None:
+    kind, target = "?", "?"
+    try:
+        fields = json.loads(event)
+        kind, target = str(fields["kind"]), str(fields["target"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    log.error("notify.given_up", entry=entry, kind=kind, target=target, reason=why)
+
 
 class Ledger(Protocol):
     def claim(
@@ -94,12 +138,33 @@ class Ledger(Protocol):
         """The reserved sending failed: it does not count, its dropped count is kept."""
         ...
 
+    def keep(self, entry: str, event: str, *, now: float, retry_after: float) -> None:
+        """A message that failed its first round: to send again after `retry_after`."""
+        ...
+
+    def due(self, entry: str, *, now: float, lease: float) -> list[Unsent]:
+        """The kept messages of `entry` to send now, oldest first; each is taken for
+        `lease` seconds (the longest a sending lasts) so no other process sends it."""
+        ...
+
+    def retried(self, unsent: Unsent, *, sent: bool, now: float, retry_after: float) -> None:
+        """A kept message was sent (forgotten) or failed again (its next turn, or given
+        up after `UNSENT_TRIES` rounds)."""
+        ...
+
+    def postpone(self, unsent: Unsent, *, now: float) -> None:
+        """A kept message was not tried (the rate limit): its turn comes at the next look."""
+        ...
+
 
 class MemoryLedger:
     def __init__(self) -> None:
         self._rows: dict[Key, tuple[float, int]] = {}
         self._sendings: dict[str, list[float]] = {}
         self._dropped: dict[str, int] = {}
+        self._unsent: dict[int, tuple[Unsent, float]] = {}
+        """Kept messages by row, with the time of their next turn."""
+        self._rows_made = 0
         self._lock = threading.Lock()
 
     def claim(
@@ -143,6 +208,46 @@ class MemoryLedger:
                 sendings.remove(slot.at)
             self._dropped[slot.entry] = self._dropped.get(slot.entry, 0) + slot.dropped
 
+    def keep(self, entry: str, event: str, *, now: float, retry_after: float) -> None:
+        with self._lock:
+            self._rows_made += 1
+            unsent = Unsent(self._rows_made, entry, event, now, 1, in_memory=True)
+            self._unsent[unsent.row] = (unsent, _next_try(now, 1, retry_after))
+            mine = sorted(row for row, (u, _) in self._unsent.items() if u.entry == entry)
+            for row in mine[: max(0, len(mine) - UNSENT_PER_ENTRY)]:
+                dropped, _ = self._unsent.pop(row)
+                _given_up(entry, dropped.event, f"more than {UNSENT_PER_ENTRY} kept")
+
+    def due(self, entry: str, *, now: float, lease: float) -> list[Unsent]:
+        with self._lock:
+            for row, (unsent, _) in list(self._unsent.items()):
+                if now - unsent.first_failed > UNSENT_FOR:
+                    del self._unsent[row]
+                    _given_up(unsent.entry, unsent.event, "undelivered for a day")
+            found = sorted(
+                (u for u, turn in self._unsent.values() if u.entry == entry and turn <= now),
+                key=lambda u: u.row,
+            )
+            for unsent in found:
+                self._unsent[unsent.row] = (unsent, now + lease)
+            return found
+
+    def retried(self, unsent: Unsent, *, sent: bool, now: float, retry_after: float) -> None:
+        with self._lock:
+            if self._unsent.pop(unsent.row, None) is None or sent:
+                return
+            tries = unsent.tries + 1
+            if tries >= UNSENT_TRIES:
+                _given_up(unsent.entry, unsent.event, f"{tries} rounds of attempts failed")
+                return
+            again = Unsent(unsent.row, unsent.entry, unsent.event, unsent.first_failed, tries, True)
+            self._unsent[unsent.row] = (again, _next_try(now, tries, retry_after))
+
+    def postpone(self, unsent: Unsent, *, now: float) -> None:
+        with self._lock:
+            if unsent.row in self._unsent:
+                self._unsent[unsent.row] = (unsent, now)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sent (
@@ -158,6 +263,14 @@ CREATE TABLE IF NOT EXISTS pending (  -- claims being sent; the sent row's value
 );
 CREATE TABLE IF NOT EXISTS sendings (entry TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS dropped (entry TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS unsent (  -- quarantine and recovery messages not delivered yet
+    row INTEGER PRIMARY KEY AUTOINCREMENT,
+    entry TEXT NOT NULL,
+    event TEXT NOT NULL,          -- events.to_json: redacted, as the message would be
+    first_failed REAL NOT NULL,
+    tries INTEGER NOT NULL,       -- rounds of attempts made
+    next_try REAL NOT NULL        -- not before: a round in flight pushes it past its end
+);
 """
 
 
@@ -334,5 +447,97 @@ class FileLedger:
                         (slot.entry, slot.dropped),
                     )
                 db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as error:
+            self._degrade(error)
+
+    def keep(self, entry: str, event: str, *, now: float, retry_after: float) -> None:
+        if self._degraded:
+            self._fallback.keep(entry, event, now=now, retry_after=retry_after)
+            return
+        try:
+            with closing(self._connect()) as db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute(
+                        "INSERT INTO unsent (entry, event, first_failed, tries, next_try) "
+                        "VALUES (?, ?, ?, 1, ?)",
+                        (entry, event, now, _next_try(now, 1, retry_after)),
+                    )
+                    beyond = db.execute(
+                        "SELECT row, event FROM unsent WHERE entry = ? ORDER BY row DESC "
+                        "LIMIT -1 OFFSET ?",
+                        (entry, UNSENT_PER_ENTRY),
+                    ).fetchall()
+                    for row, dropped in beyond:
+                        db.execute("DELETE FROM unsent WHERE row = ?", (row,))
+                        _given_up(entry, dropped, f"more than {UNSENT_PER_ENTRY} kept")
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except (sqlite3.Error, OSError) as error:
+            self._degrade(error)
+            self._fallback.keep(entry, event, now=now, retry_after=retry_after)
+
+    def due(self, entry: str, *, now: float, lease: float) -> list[Unsent]:
+        found = [] if self._degraded else self._due(entry, now=now, lease=lease)
+        # Kept in memory while the file could not be used: those too.
+        return found + self._fallback.due(entry, now=now, lease=lease)
+
+    def _due(self, entry: str, *, now: float, lease: float) -> list[Unsent]:
+        try:
+            with closing(self._connect()) as db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for old_entry, event in db.execute(
+                        "DELETE FROM unsent WHERE first_failed < ? RETURNING entry, event",
+                        (now - UNSENT_FOR,),
+                    ).fetchall():
+                        _given_up(old_entry, event, "undelivered for a day")
+                    rows = db.execute(
+                        "SELECT row, entry, event, first_failed, tries FROM unsent "
+                        "WHERE entry = ? AND next_try <= ? ORDER BY row",
+                        (entry, now),
+                    ).fetchall()
+                    db.execute(
+                        "UPDATE unsent SET next_try = ? WHERE entry = ? AND next_try <= ?",
+                        (now + lease, entry, now),
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except (sqlite3.Error, OSError) as error:
+            self._degrade(error)
+            return []
+        return [Unsent(int(r), str(e), str(ev), float(f), int(t)) for r, e, ev, f, t in rows]
+
+    def retried(self, unsent: Unsent, *, sent: bool, now: float, retry_after: float) -> None:
+        if unsent.in_memory or self._degraded:
+            self._fallback.retried(unsent, sent=sent, now=now, retry_after=retry_after)
+            return
+        tries = unsent.tries + 1
+        try:
+            with closing(self._connect()) as db:
+                if sent or tries >= UNSENT_TRIES:
+                    db.execute("DELETE FROM unsent WHERE row = ?", (unsent.row,))
+                else:
+                    db.execute(
+                        "UPDATE unsent SET tries = ?, next_try = ? WHERE row = ?",
+                        (tries, _next_try(now, tries, retry_after), unsent.row),
+                    )
+        except (sqlite3.Error, OSError) as error:
+            self._degrade(error)
+            return
+        if not sent and tries >= UNSENT_TRIES:
+            _given_up(unsent.entry, unsent.event, f"{tries} rounds of attempts failed")
+
+    def postpone(self, unsent: Unsent, *, now: float) -> None:
+        if unsent.in_memory or self._degraded:
+            self._fallback.postpone(unsent, now=now)
+            return
+        try:
+            with closing(self._connect()) as db:
+                db.execute("UPDATE unsent SET next_try = ? WHERE row = ?", (now, unsent.row))
         except (sqlite3.Error, OSError) as error:
             self._degrade(error)

@@ -3,12 +3,13 @@
 `compose` turns a `Notification` into a `Message` (a title, fact lines, the commands to
 type next, a footer), and each channel renders that: `webhook_document` (JSON with the
 structured fields too), `slack_payload` (incoming-webhook `text` + Block Kit `blocks`),
-`email_message` (text/plain).
+`teams_payload` (an Adaptive Card), `email_message` (text/plain).
 
 Every string that came from outside (reasons, e-mail addresses, errors, group names) goes
 through a `Redactor` before it is used, which removes the channel secrets it was given
-and anything shaped like a credential; Slack text is escaped so that a group named
-`<!channel>` cannot ping a whole channel; an e-mail subject is one line.
+and anything shaped like a credential; a URL in it is written so that no client makes a
+link of it (`disarm_links`); Slack text is escaped so that a group named `<!channel>`
+cannot ping a whole channel; an e-mail subject is one line.
 """
 
 from __future__ import annotations
@@ -53,6 +54,25 @@ class Redactor:
         return text
 
 
+# A URL's scheme and host, or a host starting "www.": what a chat client or a mail reader
+# turns into a link by itself (Slack does so to bare URLs, whatever `<`/`>` escaping).
+_LINK = re.compile(r"(?i)\b(?:([a-z][a-z0-9+.-]*)://|(?=www\.))([^\s/?#\\<>]+)")
+
+
+def disarm_links(text: str) -> str:
+    """`text` with every URL made plain text that no client makes a link of, the way
+    security alerts write them: `http://evil.example/login` reads
+    `http[:]//evil[.]example/login`, `www.evil.example` `www[.]evil[.]example`. A group
+    a directory user named after a phishing page must not become a link in the alert an
+    administrator reads; the name stays readable, and is shown, not followed."""
+
+    def one(found: re.Match[str]) -> str:
+        scheme = f"{found[1]}[:]//" if found[1] is not None else ""
+        return scheme + found[2].replace(".", "[.]")
+
+    return _LINK.sub(one, text)
+
+
 def one_line(text: str) -> str:
     """Control characters and line breaks become single spaces, direction overrides are
     shown escaped (`\\u202e`: they reorder what a person reads), lone surrogates are
@@ -73,6 +93,8 @@ class Delivery:
     """When that last identical one was sent."""
     dropped: int = 0
     """Notifications of this entry the rate limit dropped before this one."""
+    late: bool = False
+    """A kept message sent again: its first attempts, when it happened, failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +121,8 @@ def compose(event: Notification, delivery: Delivery, redact: Redactor) -> Messag
     """The message for `event`: never raises, never longer than a screen."""
 
     def safe(text: str, limit: int = 500) -> str:
-        return clip(one_line(redact(text)), limit)
+        # Redacted first: a secret URL must still match whole to be found.
+        return clip(disarm_links(one_line(redact(text))), limit)
 
     target = safe(event.target, 100)
     trigger = f" ({safe(event.trigger, 60)})" if event.trigger else ""
@@ -157,6 +180,11 @@ def compose(event: Notification, delivery: Delivery, redact: Redactor) -> Messag
     if delivery.repeats:
         since = f" since {_when(delivery.since)}" if delivery.since else ""
         lines.append(f"The same happened {delivery.repeats} more time(s){since} without a message.")
+    if delivery.late:
+        lines.append(
+            f"Sent late: this could not be delivered at {_when(event.at)}; it may no "
+            "longer be the current standing (see orgsync status)."
+        )
     if delivery.dropped:
         lines.append(
             f"{delivery.dropped} earlier notification(s) were dropped by this channel's "
@@ -235,20 +263,71 @@ def slack_payload(message: Message) -> dict[str, Any]:
     return {
         "text": _slack_escape(clip(message.title, 300)),
         # A URL someone put in a group name is not fetched by Slack nor shown as a
-        # preview card under the alert (a bare URL is still shown as a link).
+        # preview card under the alert.
         "unfurl_links": False,
         "unfurl_media": False,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": clip(message.title, 150)}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": body or "-"}},
+            {"type": "section", "text": _mrkdwn(body or "-")},
+            {"type": "section", "text": _mrkdwn(f"*Next:*\n```{_slack_escape(commands)}```")},
+            {"type": "context", "elements": [_mrkdwn(_slack_escape(message.footer))]},
+        ],
+    }
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # `verbatim`: Slack makes no link of a bare URL or domain ("evil.example") nor a
+    # channel name in it; `compose` already wrote URLs so that no client does either.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+_TEAMS_TEXT = 6000
+"""Characters of a Teams card's lines: Teams refuses a message over 28 KB."""
+# Adaptive Card text is Markdown: `[label](url)` would be a link with a label a
+# directory user chose. A zero-width space between `]` and `(` leaves it plain text.
+_MARKDOWN_LINK = re.compile(r"\]\s*\(")
+
+
+def _teams_escape(text: str) -> str:
+    return _MARKDOWN_LINK.sub("]\u200b(", text)
+
+
+def teams_payload(message: Message) -> dict[str, Any]:
+    """A Teams incoming-webhook body: one Adaptive Card (what Teams Workflows take; a
+    Microsoft 365 connector takes it too) with the title, the lines, the commands in a
+    monospace font and the footer."""
+
+    def block(text: str, **style: object) -> dict[str, Any]:
+        return {"type": "TextBlock", "text": _teams_escape(text) or "-", "wrap": True, **style}
+
+    lines, room = [], _TEAMS_TEXT
+    for line in message.lines:
+        if room <= 0:
+            lines.append(block("…"))
+            break
+        lines.append(block(clip(line, room), spacing="Small"))
+        room -= len(line)
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "msteams": {"width": "Full"},
+        "body": [
+            block(clip(message.title, 300), size="Medium", weight="Bolder"),
+            *lines,
+            block("Next:", weight="Bolder"),
+            *(block(clip(c, 300), fontType="Monospace", spacing="None") for c in message.commands),
+            block(message.footer, isSubtle=True, size="Small"),
+        ],
+    }
+    return {
+        "type": "message",
+        "attachments": [
             {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*Next:*\n```{_slack_escape(commands)}```"},
-            },
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": _slack_escape(message.footer)}],
-            },
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+            }
         ],
     }
 

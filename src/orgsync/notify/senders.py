@@ -1,4 +1,4 @@
-"""The three channels: a signed JSON webhook, a Slack incoming webhook, SMTP e-mail.
+"""The channels: a signed JSON webhook, a Slack or a Teams incoming webhook, SMTP e-mail.
 
 Each `send` is ONE attempt and says how it failed in the project's error vocabulary, so
 that `orgsync.retrying` decides about retries as it does everywhere else:
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from orgsync import __version__
 from orgsync.core.errors import RequestRejected, TransientError
@@ -38,11 +38,9 @@ from orgsync.notify.render import (
     compose,
     email_message,
     slack_payload,
+    teams_payload,
     webhook_document,
 )
-
-if TYPE_CHECKING:
-    import httpx
 
 SIGNATURE_HEADER: Final = "X-Orgsync-Signature"
 USER_AGENT: Final = f"orgsync/{__version__}"
@@ -67,80 +65,55 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verification always on; `ca_file` adds a private CA to trust."""
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    """Verification always on: `ca_file` read as the connectors read theirs
+    (`orgsync.http.client.ssl_verify`), or else the system's trust store. Not the
+    connectors' default (certifi's bundle): notifications often go to an internal
+    receiver or mail relay whose CA only the system store holds, and trusting less
+    than before would silence them after an upgrade."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    from orgsync.http.client import ssl_verify  # httpx: only when a CA file is configured
 
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isdigit() else None
-
-
-def _certificate_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate failure behind a transport error, however deep httpx wrapped it
-    (httpx.ConnectError <- httpcore.ConnectError <- ssl: one level down was not enough,
-    and an untrusted receiver read as "cannot deliver", retried as if it were down)."""
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+    return ssl_verify(str(ca_file))
 
 
 ERROR_BODY_BYTES: Final = 4096
-"""Bytes of a refusal's body read for the error message (a receiver can answer gigabytes)."""
+"""Bytes of an answer's body read (a receiver can answer gigabytes); a refusal's start
+goes into the error message."""
 
 
 class _HttpChannel:
-    """POSTs JSON to one URL; the URL is never put in an error.
+    """POSTs JSON to one URL with orgsync's HTTP client; the URL is never put in an error.
 
-    One attempt lasts `timeout` at most, whatever the receiver does: httpx's timeouts
-    bound each read, so a receiver trickling its answer a byte at a time would otherwise
-    hold the entry's only sender thread for hours (every later message of the entry
-    dropped). A timer closes the client at the deadline, which ends the blocked read;
-    the next attempt gets a new client. Only the first `ERROR_BODY_BYTES` of a refusal
-    are read, and nothing of an acceptance.
+    The client is `orgsync.http.client.new_client`'s (verification on, redirects never
+    followed: one could carry the message somewhere else), and each POST goes through
+    `send_capped` with this channel's bounds: the whole answer within `timeout` (httpx's
+    timeouts bound each read, so a receiver trickling its answer a byte at a time held the
+    entry's only sender thread for hours, every later message of the entry dropped), and
+    at most `ERROR_BODY_BYTES` of its body read, raw (`Accept-Encoding: identity`).
     """
 
     kind = "http"
 
     def __init__(self, url: str, *, timeout: float, ca_file: Path | None, redact: Redactor) -> None:
+        from orgsync.http.client import new_client  # only an HTTP channel needs httpx
+        from orgsync.interrupt import ReadInterrupt
+
         self._url = url
         self._redact = redact
         self._timeout = timeout
-        self._verify = tls_context(ca_file)
-        self._client = self._new_client()
-
-    def _new_client(self) -> httpx.Client:
-        import httpx  # only a configured Slack or webhook channel needs the HTTP client
-
-        return httpx.Client(
-            timeout=self._timeout,
-            verify=self._verify,
-            follow_redirects=False,  # a redirect could carry the message somewhere else
-            # Raw bytes are read (a compressed refusal could inflate without bound).
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        self._client = new_client(
+            timeout=timeout,
+            verify=tls_context(ca_file),
+            user_agent=USER_AGENT,
+            headers={"Accept": "*/*", "Accept-Encoding": "identity"},
+            # Never set: it is what makes the transport read in slices, so that
+            # `send_capped`'s deadline can end a read (see `orgsync.interrupt`).
+            interrupt=ReadInterrupt(),
         )
 
     def _post(self, body: bytes, headers: dict[str, str]) -> None:
-        client = self._client
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            with contextlib.suppress(Exception):  # a timer thread must not die noisily
-                client.close()
-
-        timer = threading.Timer(self._timeout, expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            status, retry_after, said = self._attempt(client, body, headers, expired)
-        finally:
-            timer.cancel()
-            if expired.is_set():
-                self._client = self._new_client()
+        status, retry_after, said = self._attempt(body, headers)
         if 200 <= status < 300:
             return
         detail = clip(self._redact(said.strip()), 200)
@@ -149,41 +122,31 @@ class _HttpChannel:
             raise TransientError(message, status=status, retry_after=retry_after)
         raise RequestRejected(message, status=status)
 
-    def _attempt(
-        self, client: httpx.Client, body: bytes, headers: dict[str, str], expired: threading.Event
-    ) -> tuple[int, float | None, str]:
+    def _attempt(self, body: bytes, headers: dict[str, str]) -> tuple[int, float | None, str]:
         """(status, Retry-After, the start of a refusal's body) of one POST."""
         import httpx
 
-        late = f"no answer within {self._timeout:g}s"
+        from orgsync.http.client import send_capped
+        from orgsync.http.responses import certificate_failure, retry_after
+
         try:
-            with client.stream("POST", self._url, content=body, headers=headers) as response:
-                if 200 <= response.status_code < 300:
-                    return response.status_code, None, ""
-                head = bytearray()
-                for chunk in response.iter_raw():
-                    head += chunk
-                    if len(head) >= ERROR_BODY_BYTES:
-                        break
-                said = bytes(head[:ERROR_BODY_BYTES]).decode("utf-8", "replace")
-                return response.status_code, _retry_after(response), said
+            request = self._client.build_request("POST", self._url, content=body, headers=headers)
+            response = send_capped(
+                self._client, request, within=self._timeout, limit=ERROR_BODY_BYTES, beyond="cut"
+            )
         except httpx.TimeoutException:
-            raise TransientError(late) from None
-        except ssl.SSLCertVerificationError as error:
-            raise RequestRejected(f"TLS certificate not trusted: {error.verify_message}") from None
+            raise TransientError(f"no answer within {self._timeout:g}s") from None
         except httpx.TransportError as error:
-            if expired.is_set():
-                raise TransientError(late) from None
-            if (refused := _certificate_error(error)) is not None:
+            if (refused := certificate_failure(error)) is not None:
                 raise RequestRejected(
                     f"TLS certificate not trusted: {refused.verify_message}"
                 ) from None
             raise TransientError(f"cannot deliver: {type(error).__name__}") from None
-        except RuntimeError:
-            # httpx refuses a request on a client the deadline closed under it.
-            if expired.is_set():
-                raise TransientError(late) from None
-            raise
+        status = response.status_code
+        if 200 <= status < 300:
+            return status, None, ""
+        said = response.content.decode("utf-8", "replace")
+        return status, retry_after(response), said
 
     def close(self) -> None:
         self._client.close()
@@ -226,6 +189,19 @@ class SlackChannel(_HttpChannel):
     def send(self, event: Notification, delivery: Delivery) -> None:
         payload = slack_payload(compose(event, delivery, self._redact))
         body = json.dumps(payload, separators=(",", ":")).encode()
+        self._post(body, {"Content-Type": "application/json"})
+
+
+class TeamsChannel(_HttpChannel):
+    """A Teams incoming webhook. A Workflows URL answers 202 once it has queued the
+    message: a flow that fails after that is seen in Teams, not here."""
+
+    kind = "teams"
+
+    def send(self, event: Notification, delivery: Delivery) -> None:
+        payload = teams_payload(compose(event, delivery, self._redact))
+        # UTF-8, not \u escapes: six bytes a character would pass Teams' 28 KB limit.
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         self._post(body, {"Content-Type": "application/json"})
 
 

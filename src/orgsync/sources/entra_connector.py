@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from orgsync.config import RemoteSourceConfig, SecretRef, check_url, secret_ref
 from orgsync.connectors import Hooks, SourceConnector
-from orgsync.core.webhook import Refused, WebhookEvent, is_text, parse_json
+from orgsync.core.webhook import UNNAMED, Refused, WebhookEvent, is_text, parse_json
 
 if TYPE_CHECKING:
     # Types only: a connector's module is read to check a configuration (`validate
@@ -85,7 +85,11 @@ def parse_webhook(body: bytes, client_state: str) -> tuple[list[str], WebhookEve
         state = item.get("clientState")
         if not is_text(state) or not hmac.compare_digest(state.encode(), client_state.encode()):
             raise Refused(401, "bad_client_state", "clientState does not match")
-        keys.append(hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest())
+        # The key leaves the secret out: it is stored (as a digest) to refuse replays.
+        keyed = {name: value for name, value in item.items() if name != "clientState"}
+        digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+        named = is_text(item.get("id")) and bool(str(item.get("id")).strip())
+        keys.append(digest if named else UNNAMED + digest)
         resource = item.get("resource")
         data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
         odata_type = str(data.get("@odata.type", "")).lower()

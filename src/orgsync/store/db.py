@@ -16,10 +16,12 @@ Schema and migrations live in `migrations.py`; the tables' meaning in the other 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -252,6 +254,15 @@ class Session(ABC):
 
     @abstractmethod
     def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None: ...
+
+    def rerun(self, check: Callable[[Session], None]) -> None:
+        """Run `check` (statements that decide whether the transaction may go on, raising
+        if not) now; and, if the transaction is redone on a new connection (PostgreSQL,
+        after the server ended the connection inside it: `PostgresDB._recover`), run it
+        again there, rather than require its statements to answer as they did. For a
+        decision on rows that may change harmlessly meanwhile (a lease renewed) or on
+        the server's clock. SQLite never redoes a transaction: it just runs `check`."""
+        check(self)
 
 
 class SqliteSession(Session):
@@ -508,6 +519,8 @@ class SqliteDB(StateDB):
         self._locks = WriterLocks(path)
         self._companions: tuple[int, int] | None = None
         """The -wal and -shm this connection has open (see `_follow_companions`)."""
+        if path is not None:
+            _OPEN_FILES.opened(path)
 
     # ------------------------------------------------------------------ opening
 
@@ -545,6 +558,8 @@ class SqliteDB(StateDB):
                     if not create:
                         raise NoStateDatabase(file)
                     created = cls._create(file, clock, prepare)
+                else:
+                    _refuse_stray_log(file)
                 db = cls._prepared(cls._connect(str(file), file, clock), prepare)
             finally:
                 os.umask(previous)
@@ -663,6 +678,13 @@ class SqliteDB(StateDB):
                     f"state database {self.path} exists but is empty ({size} bytes, no "
                     f"tables): it was truncated or replaced. {start_over(self.path)}"
                 )
+            current = conn.execute("PRAGMA journal_mode").fetchone()
+            if not fresh and (current is None or str(current[0]).lower() != "wal"):
+                # Switching to WAL rewrites the file's header: another application's
+                # database (a wrong `path`) must be refused before, left as it was.
+                from orgsync.store.migrations import schema_version
+
+                schema_version(self)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StateError(
@@ -703,8 +725,11 @@ class SqliteDB(StateDB):
         with self._guard():
             conn = self._db.conn
             conn.execute("BEGIN IMMEDIATE")
+            changes = conn.total_changes
             try:
                 yield self._session
+                if self.path is not None and conn.total_changes != changes:
+                    _count_commit(conn)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -788,6 +813,157 @@ class SqliteDB(StateDB):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+                if self.path is not None:
+                    _OPEN_FILES.closed(self.path)
+
+
+class _OpenFiles:
+    """The database files this process has open (SQLite's own POSIX locks, which tell
+    other processes, are invisible to the process holding them)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._count: dict[Path, int] = {}
+
+    def opened(self, file: Path) -> None:
+        with self._guard:
+            self._count[file] = self._count.get(file, 0) + 1
+
+    def closed(self, file: Path) -> None:
+        with self._guard:
+            left = self._count.get(file, 0) - 1
+            if left > 0:
+                self._count[file] = left
+            else:
+                self._count.pop(file, None)
+
+    def __contains__(self, file: Path) -> bool:
+        with self._guard:
+            return file in self._count
+
+
+_OPEN_FILES = _OpenFiles()
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_WAL_HEADER = 32
+_FRAME_HEADER = 24
+_SHM_DMS = 128
+"""The byte of `-shm` every connection to the database holds a shared lock on (SQLite's
+unix VFS, `UNIX_SHM_DMS`)."""
+
+
+def _count_commit(conn: sqlite3.Connection) -> None:
+    """Raise the database's commit count (SQLite's `user_version`, in page 1's header),
+    in the transaction about to commit: page 1, and the count with it, then goes into the
+    write-ahead log with every commit that changed anything (one page more), and tells
+    the log's own database from another file (`_refuse_stray_log`)."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    count = int(row[0]) if row is not None else 0
+    conn.execute(f"PRAGMA user_version = {count % _COUNT_WRAP + 1}")
+
+
+_COUNT_WRAP = 0x7FFFFFFF
+
+
+def _refuse_stray_log(file: Path) -> None:
+    """Refuse, before SQLite reads anything, a `-wal` beside `file` that is not its own.
+
+    SQLite replays a write-ahead log it finds beside a database over whatever file is
+    there: the log carries nothing naming its database. A backup copied over the file
+    while the log of a crash was still beside it therefore gets the other database's
+    pages written into it without an error, a database mixing both.
+
+    What ties a log to its file: every commit of orgsync that changes anything raises the
+    commit count in page 1 (`_count_commit`), so each commit's frames carry an image of
+    page 1 with its count. A log starts (new salts in its header) only once everything
+    before it was copied into the file, and a checkpoint copies into the file only page
+    images of the log. So the file's count is at least the log's first image's less one
+    (the commit before the log began), and at most its last image's: a crash's own log,
+    even one checkpointed in part, always passes. A file outside that range is another
+    file (a backup from before the log began, or a copy from later), refused. One inside
+    it is the log's own, or a copy of it taken at one of the log's commits (or just
+    before the log began), onto which replaying the log gives back that same database:
+    the restore undone, never a mixture. A log with no page-1 image (written by a
+    version of orgsync without the count), or a database open in another process (its
+    log still growing), tells nothing, and is left to SQLite as before.
+    """
+    wal = Path(f"{file}-wal")
+    try:
+        if wal.stat().st_size < _WAL_HEADER + _FRAME_HEADER or _open_elsewhere(file):
+            return
+        with file.open("rb") as main:
+            header = main.read(100)
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+            return  # not a database: the usual checks name it
+        counters = _page_one_counters(wal)
+        if not counters:
+            return
+        ours = int.from_bytes(header[60:64], "big")
+        first, last = counters[0], max(counters)
+        if first - 1 <= ours <= last:
+            return
+        # A process that opened the database meanwhile may have moved both files on
+        # (a checkpoint, a new log): only files that stood still are judged.
+        with file.open("rb") as main:
+            still = main.read(100) == header
+        if not still or _open_elsewhere(file) or _page_one_counters(wal) != counters:
+            return
+    except OSError:
+        return  # unreadable: opening it says so
+    raise StateError(
+        f"state database {file}: the write-ahead log {wal} beside it is not this "
+        f"database's (the database file's commit count is {ours}, the log holds commits "
+        f"{first} to {last}): it was left by the database that was there "
+        f"before {file} was replaced (a backup copied over it while the log of a crash "
+        "was still beside it). SQLite would replay it into this file, mixing the two "
+        "databases; nothing was read or changed. If you restored the file on purpose, "
+        "stop every orgsync using it and move the log aside, not the database: "
+        f"mv {wal} {wal}.stray && mv {file}-shm {file}-shm.stray (keep them: they hold "
+        "the old database's last commits), then run again. If you did not, keep all "
+        "three files as they are and find out what replaced the file"
+    )
+
+
+def _page_one_counters(wal: Path) -> list[int]:
+    """The commit counts (`_count_commit`) of the page-1 images in `wal`'s current
+    frames (those with its header's salts), in log order."""
+    counters: list[int] = []
+    with wal.open("rb") as log_:
+        header = log_.read(_WAL_HEADER)
+        if len(header) < _WAL_HEADER or int.from_bytes(header[:4], "big") not in _WAL_MAGIC:
+            return counters
+        page_size = int.from_bytes(header[8:12], "big")
+        if page_size == 1:
+            page_size = 65536
+        salts = header[16:24]
+        offset = _WAL_HEADER
+        size = wal.stat().st_size
+        while offset + _FRAME_HEADER + 64 <= size:
+            log_.seek(offset)
+            frame = log_.read(_FRAME_HEADER + 64)
+            if frame[8:16] != salts:
+                break  # a frame of an earlier log, beyond this one's end
+            if int.from_bytes(frame[:4], "big") == 1:
+                counters.append(int.from_bytes(frame[_FRAME_HEADER + 60 :], "big"))
+            offset += _FRAME_HEADER + page_size
+    return counters
+
+
+def _open_elsewhere(file: Path) -> bool:
+    """Whether a connection of any process has `file` open (SQLite's shared lock on
+    `-shm`), asked without taking any lock."""
+    if file in _OPEN_FILES:
+        return True
+    try:
+        fd = os.open(f"{file}-shm", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        query = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return bool(struct.unpack("hh4xqqi4x", answer)[0] != fcntl.F_UNLCK)
+    finally:
+        os.close(fd)
 
 
 FULL_BELOW = 1 << 20

@@ -298,7 +298,14 @@ class LeaseTable:
         """Inside a write transaction: raise `LeaseLost` (the transaction then writes
         nothing) unless `token` still holds `target` (and, where leases expire by time,
         has not expired). The row is held until the transaction ends, so a takeover
-        skips it while the write is under way, or the write sees the takeover."""
+        skips it while the write is under way, or the write sees the takeover.
+
+        Run again, as a whole, if the transaction is redone on a new connection
+        (`Session.rerun`): the lease must still be ours, unexpired, by then; a renewal
+        in between (a later expiry) is no reason to give the redo up."""
+        session.rerun(lambda again: self._check_fence(again, target, token))
+
+    def _check_fence(self, session: Session, target: str, token: int) -> None:
         row = session.one(
             f"SELECT {_COLUMNS} FROM leases WHERE target = ?{session.dialect.share_row}",  # noqa: S608
             (target,),

@@ -283,6 +283,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        10,
+        "webhook deliveries seen: replays refused across restarts and replicas",
+        (
+            # A digest of each delivery's key (an event id, Okta's event uuid, a Graph
+            # notification's digest, a signature), never the key, a body or a secret.
+            """
+            CREATE TABLE seen_deliveries (
+                kind       TEXT NOT NULL CHECK (kind IN ('generic', 'okta', 'entra')),
+                digest     TEXT NOT NULL,
+                seen_at    TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                PRIMARY KEY (kind, digest)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX seen_deliveries_expiry ON seen_deliveries (kind, expires_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -34,7 +34,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orgsync.core.errors import StateError
 from orgsync.core.redaction import Scrubber
@@ -76,6 +76,11 @@ _KEEPALIVES = (
 _LOCK_SPACE = 0x6F726773  # "orgs": the first key of orgsync's advisory locks
 _SCHEMA_LOCK = 0  # second key of the lock that serialises migrations
 _POLL = 0.05
+RETRY_DELAYS = (0.1, 0.5, 2.0)
+"""Pauses before opening a lost connection again, within one transaction: a server
+restart or a failover takes a second or two; longer, and the error is the run's."""
+_XID = "SELECT txid_current_if_assigned()"
+_T = TypeVar("_T")
 
 
 def _psycopg() -> ModuleType:
@@ -156,26 +161,28 @@ def translate(sql: str) -> str:
 
 
 class PostgresSession(Session):
+    """The statements of one transaction of a `PostgresDB`, each recorded with its
+    result while the transaction lasts, so that the database can redo it on a new
+    connection when the server ends ours in the middle (`PostgresDB._recover`)."""
+
     dialect = POSTGRESQL
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._conn = conn
-
-    def _run(self, sql: str, params: Params) -> psycopg.Cursor[Any]:
-        bound: Any = dict(params) if isinstance(params, Mapping) else tuple(params)
-        return self._conn.execute(translate(sql), bound)
+    def __init__(self, db: PostgresDB) -> None:
+        self._db = db
 
     def query(self, sql: str, params: Params = ()) -> list[Row]:
-        cursor = self._run(sql, params)
-        names = [c.name for c in cursor.description or ()]
-        return [Row(dict(zip(names, values, strict=True))) for values in cursor.fetchall()]
+        names, rows = self._db._statement(sql, _query(sql, params))
+        return [Row(dict(zip(names, values, strict=True))) for values in rows]
+
+    def _tuples(self, sql: str, params: Params) -> tuple[list[str], list[tuple[object, ...]]]:
+        names, rows = self._db._statement(sql, _query(sql, params))
+        return names, rows
 
     def scalar(self, sql: str, params: Params = ()) -> object:
-        row = self._run(sql, params).fetchone()
-        return None if row is None else row[0]
+        return self._db._statement(sql, _scalar(sql, params), clock=sql == POSTGRESQL.now_epoch)
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        return self._run(sql, params).rowcount
+        return self._db._statement(sql, _execute(sql, params))
 
     def insert_all(self, table: str, rows: Iterable[Mapping[str, SqlValue]]) -> None:
         batch = [dict(r) for r in rows]
@@ -189,8 +196,61 @@ class PostgresSession(Session):
             f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
             f"VALUES ({', '.join(f'%({c})s' for c in columns)})"
         )
-        with self._conn.cursor() as cursor:
-            cursor.executemany(sql, batch)
+
+        def insert(conn: psycopg.Connection[Any]) -> int:
+            with conn.cursor() as cursor:
+                cursor.executemany(sql, batch)
+                return cursor.rowcount
+
+        self._db._statement(sql, insert)
+
+    def rerun(self, check: Callable[[Session], None]) -> None:
+        self._db._rerun(check)
+
+
+def _bound(params: Params) -> Any:
+    return dict(params) if isinstance(params, Mapping) else tuple(params)
+
+
+def _query(
+    sql: str, params: Params
+) -> Callable[[psycopg.Connection[Any]], tuple[list[str], list[tuple[object, ...]]]]:
+    def run(conn: psycopg.Connection[Any]) -> tuple[list[str], list[tuple[object, ...]]]:
+        cursor = conn.execute(translate(sql), _bound(params))
+        return [c.name for c in cursor.description or ()], cursor.fetchall()
+
+    return run
+
+
+def _scalar(sql: str, params: Params) -> Callable[[psycopg.Connection[Any]], object]:
+    def run(conn: psycopg.Connection[Any]) -> object:
+        row = conn.execute(translate(sql), _bound(params)).fetchone()
+        return None if row is None else row[0]
+
+    return run
+
+
+def _execute(sql: str, params: Params) -> Callable[[psycopg.Connection[Any]], int]:
+    def run(conn: psycopg.Connection[Any]) -> int:
+        return conn.execute(translate(sql), _bound(params)).rowcount
+
+    return run
+
+
+class _Redone(Exception):
+    """Unwinds a `Session.rerun` check whose connection was lost: the redo ran it again."""
+
+
+@dataclass(slots=True)
+class _Step:
+    """A statement run in the current transaction and what it answered (`clock`: the
+    server's time, which a redo reads anew), or a `check` to run again on a redo."""
+
+    sql: str
+    run: Callable[[psycopg.Connection[Any]], object] | None
+    result: object = None
+    clock: bool = False
+    check: Callable[[Session], None] | None = None
 
 
 # --------------------------------------------------------------------------- the database
@@ -209,7 +269,15 @@ class PostgresDB(StateDB):
     ) -> None:
         self._conn = conn
         self._connect = connect
-        self._session = PostgresSession(conn)
+        self._session = PostgresSession(self)
+        self._steps: list[_Step] | None = None
+        """The current transaction's statements (`_statement`); None outside one."""
+        self._redoing = False
+        self._unrecorded = False
+        """Inside a `Session.rerun` check: its statements are not recorded."""
+        self._begun = "BEGIN"
+        self._retries = 0
+        """Connections the current transaction may still open again (`_reconnect`)."""
         self._lock = threading.RLock()
         self._closed = False
         self._url = redact_state_url(url)
@@ -276,46 +344,255 @@ class PostgresDB(StateDB):
     def read(self) -> Iterator[Session]:
         """A consistent snapshot for several SELECTs (a repeatable-read transaction)."""
         with self._guard():
-            if self._in_transaction():
+            if self._steps is not None or self._in_transaction():
                 yield self._session  # inside a write of this thread: that is the snapshot
                 return
             self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 yield self._session
             finally:
+                self._steps = None
                 if self._in_transaction():
-                    self._conn.execute("COMMIT")
+                    try:
+                        self._conn.execute("COMMIT")
+                    except _psycopg().OperationalError:
+                        # Everything was read already; the next transaction reconnects.
+                        if not self._connection_lost():
+                            raise
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """One write transaction, committed before the block's caller continues."""
+        """One write transaction, committed before the block's caller continues.
+
+        A connection the server ends inside it (a restart, a failover, an idle timeout
+        of a proxy) is opened again and the transaction redone there (`_recover`); one
+        ended while COMMIT was under way is asked whether it committed before anything
+        is redone (`_commit`), so nothing is ever written twice.
+        """
         with self._guard():
             self._begin("BEGIN")
             try:
                 yield self._session
+                self._commit()
             except BaseException:
                 if self._in_transaction():
-                    self._conn.execute("ROLLBACK")
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except _psycopg().OperationalError:
+                        # Lost too: the server rolls back what it ends. The block's own
+                        # error is the one to tell.
+                        if not self._connection_lost():
+                            raise
                 raise
-            self._conn.execute("COMMIT")
+            finally:
+                self._steps = None
 
     def _begin(self, statement: str) -> None:
         """Start a transaction, on a new connection if the server ended ours (a restart,
         a failover, an idle timeout): nothing was done in it yet, so nothing is lost, and
         a daemon goes on reconciling instead of failing every run until restarted."""
-        try:
-            self._conn.execute(statement)
-        except _psycopg().OperationalError:
-            # `closed` too: psycopg closes a connection whose server ended it mid-call.
-            if not (self._conn.broken or self._conn.closed):
-                raise
-        else:
+        self._retries = len(RETRY_DELAYS)
+        self._begun = statement
+        first = True
+        while True:
+            try:
+                self._conn.execute(statement)
+            except _psycopg().OperationalError as exc:
+                # `closed` too: psycopg closes a connection whose server ended it mid-call.
+                if not self._connection_lost():
+                    raise
+                self._reconnect(exc, first=first)
+                first = False
+            else:
+                self._steps = []
+                return
+
+    def _connection_lost(self) -> bool:
+        return bool(self._conn.broken or self._conn.closed)
+
+    def _reconnect(self, lost: Exception, *, first: bool = False) -> None:
+        """Open the connection again after `lost` ended it: at once the first time a
+        transaction finds it ended before it began, else after a short pause (a server
+        restarting, a failover under way), at most `RETRY_DELAYS` times a transaction;
+        then `lost` is the error."""
+        pg = _psycopg()
+        while True:
+            if not first:
+                if self._retries <= 0:
+                    raise StateError(
+                        f"state database {self._url}: the connection was lost and could not "
+                        f"be opened again in time: {self._scrub(lost)}"
+                    ) from lost
+                time.sleep(RETRY_DELAYS[len(RETRY_DELAYS) - self._retries])
+                self._retries -= 1
+            first = False
+            self._conn.close()
+            try:
+                self._conn = self._connect()
+                self._limit_idle_transactions()
+            except (StateError, pg.OperationalError) as exc:
+                if isinstance(exc, StateError) and "read-only" in str(exc):
+                    raise  # a standby answered: no pause makes it the primary
+                lost = exc
+                continue
+            _log().warning(
+                "state.reconnected", url=self._url, error=self._scrub(lost).splitlines()[0]
+            )
             return
-        self._conn.close()
-        self._conn = self._connect()
-        self._session = PostgresSession(self._conn)
-        self._limit_idle_transactions()
-        self._conn.execute(statement)
+
+    def _statement(
+        self, sql: str, run: Callable[[psycopg.Connection[Any]], _T], *, clock: bool = False
+    ) -> _T:
+        """`run` a statement on the connection; inside a transaction, recorded with its
+        result, and on a connection the server ended, the transaction redone on a new
+        one first (`_recover`)."""
+        steps = self._steps
+        if steps is None or self._redoing:
+            return run(self._conn)
+        if self._unrecorded:
+            try:
+                return run(self._conn)
+            except _psycopg().OperationalError as exc:
+                if not self._connection_lost():
+                    raise
+                self._recover(exc)
+                raise _Redone from exc
+        while True:
+            try:
+                result = run(self._conn)
+            except _psycopg().OperationalError as exc:
+                if not self._connection_lost():
+                    raise
+                self._recover(exc)
+                continue
+            steps.append(_Step(sql, run, result, clock=clock))
+            return result
+
+    def _rerun(self, check: Callable[[Session], None]) -> None:
+        """`Session.rerun`: `check` is recorded as one step, its statements not (a redo
+        runs it again instead of comparing their answers)."""
+        steps = self._steps
+        if steps is None or self._redoing or self._unrecorded:
+            check(self._session)
+            return
+        steps.append(_Step("", None, check=check))
+        self._unrecorded = True
+        try:
+            check(self._session)
+        except _Redone:
+            pass  # the connection was lost inside it: the redo has run it again
+        finally:
+            self._unrecorded = False
+
+    def _recover(self, lost: Exception, *, connected: bool = False) -> None:
+        """Redo the current transaction on a new connection, after the server ended ours
+        (`lost`) before its COMMIT: the server rolled it back, so nothing of it is there.
+
+        Its statements are run again in order, and each must answer what it answered the
+        first time: the block that issued them decided on those answers, so it would
+        issue the same statements again, and the redo writes what it would have written.
+        The server's clock alone is read anew (later), and a check run through
+        `Session.rerun` (a lease's fencing) is run again rather than compared: a lease
+        taken over or expired meanwhile raises its `LeaseLost`. Anything else changed
+        meanwhile (a row the block read was written): the redo is given up, nothing is
+        written, and the error says so.
+        """
+        steps = self._steps
+        assert steps is not None
+        while True:
+            if not connected:
+                self._reconnect(lost)
+            connected = False
+            self._redoing = True
+            try:
+                self._conn.execute(self._begun)
+                for step in steps:
+                    if step.check is not None:
+                        step.check(self._session)
+                        continue
+                    assert step.run is not None
+                    again = step.run(self._conn)
+                    if not step.clock and again != step.result:
+                        raise StateError(
+                            f"state database {self._url}: the connection was lost inside a "
+                            f"transaction ({self._scrub(lost).splitlines()[0]}), and the "
+                            "database had changed when it was redone on a new connection "
+                            f"({step.sql.split()[0]} answered otherwise): nothing of it was "
+                            "written"
+                        ) from lost
+            except _psycopg().OperationalError as exc:
+                if not self._connection_lost():
+                    raise
+                lost = exc
+                continue
+            finally:
+                self._redoing = False
+            return
+
+    def _commit(self) -> None:
+        """COMMIT; if the connection is lost while it is under way, whether the server
+        committed is unknown: ask it by the transaction's id on a new connection, and
+        redo the transaction only if it did not (never twice)."""
+        pg = _psycopg()
+        while True:
+            xid = self._statement(_XID, _scalar(_XID, ()), clock=True)
+            try:
+                self._conn.execute("COMMIT")
+            except pg.OperationalError as exc:
+                if not self._connection_lost():
+                    raise
+                if xid is None:
+                    return  # it had written nothing: committed or not, nothing is lost
+                if self._committed(int(str(xid)), exc):
+                    return
+                self._recover(exc, connected=True)
+            else:
+                return
+
+    def _committed(self, xid: int, lost: Exception) -> bool:
+        """Whether transaction `xid`, whose COMMIT was under way when `lost` ended the
+        connection, committed (asked on a new connection; waiting while the server still
+        finishes it).
+
+        Still in progress: the server has not seen the COMMIT (lost on the way) and its
+        session has not yet noticed the connection is gone (it would after the
+        keepalives, a minute). Only that session can commit it, and it never will now:
+        it is ended (`pg_terminate_backend`, by the transaction's id, allowed on the
+        role's own sessions), which rolls the transaction back, or lets a commit under
+        way finish; either is final and then known."""
+        pg = _psycopg()
+        while True:
+            self._reconnect(lost)
+            deadline = time.monotonic() + LOCK_TIMEOUT_MS / 1000
+            ended = False
+            try:
+                while True:
+                    row = self._conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+                    status = None if row is None else row[0]
+                    if status == "committed":
+                        return True
+                    if status == "aborted":
+                        return False
+                    if status == "in progress" and not ended:
+                        self._conn.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE backend_xid = CAST(CAST(%s AS text) AS xid)",
+                            (xid & 0xFFFFFFFF,),
+                        )
+                        ended = True
+                        continue
+                    if status != "in progress" or time.monotonic() > deadline:
+                        raise StateError(
+                            f"state database {self._url}: the connection was lost while a "
+                            f"transaction committed ({self._scrub(lost).splitlines()[0]}), "
+                            f"and the server cannot say whether it did (status {status!r}): "
+                            "the run stops here rather than risk writing it twice"
+                        ) from lost
+                    time.sleep(_POLL)
+            except pg.OperationalError as exc:
+                if not self._connection_lost():
+                    raise
+                lost = exc
 
     def bound_idle_transactions(self, limit: timedelta) -> None:
         """Have the server end any transaction of ours left idle longer than `limit`,

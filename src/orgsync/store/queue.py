@@ -26,7 +26,7 @@ same row. On SQLite there is one process, and `BEGIN IMMEDIATE` serialises claim
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -114,15 +114,22 @@ class WebhookQueue:
 
     # ------------------------------------------------------------------ writing
 
-    def put(self, requests: Iterable[Request]) -> Queued:
-        """Queue requests, in one transaction (notifying listeners on PostgreSQL)."""
+    def put(
+        self, requests: Iterable[Request], *, first: Callable[[Session], bool] | None = None
+    ) -> Queued:
+        """Queue requests, in one transaction (notifying listeners on PostgreSQL).
+
+        `first(session)` runs first in that transaction (the delivery's seen keys,
+        `store/deliveries.py`); when it answers False, nothing is queued."""
         batch = list(requests)
-        if not batch:
+        if not batch and first is None:
             return Queued()
         now = encode_time(self._db.clock())
         added = coalesced = 0
         widened: list[str] = []
         with self._db.write() as session:
+            if first is not None and not first(session):
+                return Queued()
             for request in batch:
                 rows = _rows(request)
                 if _has_pending_full(session, request.target):
@@ -162,7 +169,7 @@ class WebhookQueue:
                         "AND done = 0 AND kind != 'full'",
                         (request.target,),
                     )
-            if session.dialect.name == "postgresql":
+            if batch and session.dialect.name == "postgresql":
                 targets = sorted({r.target for r in batch})
                 session.scalar("SELECT pg_notify(?, ?)", (CHANNEL, encode_json(targets)))
         return Queued(added=added, coalesced=coalesced, widened=tuple(widened))

@@ -16,12 +16,14 @@ from types import MappingProxyType, TracebackType
 import structlog
 
 from orgsync.core.delta import Fingerprint
+from orgsync.core.errors import StateError
 from orgsync.core.forms import LearnedForm
 from orgsync.core.model import Memory, SourceId
 from orgsync.core.plan import Plan
 from orgsync.core.state_url import is_server_url
 from orgsync.store.baselines import Baseline, Baselines
 from orgsync.store.db import Clock, Session, SqliteDB, StateDB, utc_now
+from orgsync.store.deliveries import SeenDeliveries
 from orgsync.store.forms import FormMemory
 from orgsync.store.groups import GroupLedger, OwnedGroup, OwnedHow
 from orgsync.store.identity import (
@@ -72,6 +74,7 @@ class StateStore:
         self._forms = FormMemory(db)
         self._baselines = Baselines(db)
         self._queue = WebhookQueue(db)
+        self._seen = SeenDeliveries(db)
         self._identities = Identities(db)
         self._marks = WriteMarks(db)
 
@@ -427,6 +430,30 @@ class StateStore:
         """Queue webhook requests for the replicas holding their targets (see
         `orgsync.store.queue`); on PostgreSQL every listening replica is notified."""
         return self._queue.put(requests)
+
+    def queue_delivery(
+        self, requests: Iterable[Request], kind: str, keys: Collection[str], window: timedelta
+    ) -> tuple[Queued, list[str]]:
+        """Record a webhook delivery's `keys` as seen for `window` and queue its
+        `requests`, in one transaction; returns what was queued and the keys not seen
+        before. Keys given and none new: a replay, and nothing is queued
+        (`orgsync.store.deliveries`)."""
+        fresh: list[str] = []
+
+        def record(session: Session) -> bool:
+            fresh.extend(self._seen.record(session, kind, keys, window))
+            return bool(fresh) or not keys
+
+        queued = self._queue.put(requests, first=record)
+        try:
+            self._seen.prune_if_due()
+        except StateError as error:  # the delivery is queued; the next one prunes
+            log.warning("webhook.seen_prune_failed", error=str(error))
+        return queued, fresh
+
+    def seen_deliveries(self) -> SeenDeliveries:
+        """The table of webhook deliveries seen (for pruning now, tests and operators)."""
+        return self._seen
 
     def claim_requests(self, claimer: str, targets: Collection[str]) -> list[Claimed]:
         """Claim the queued requests of `targets`, which `claimer` may run now (also those

@@ -20,7 +20,10 @@ processes attached to the source database; in the destination they would make a 
 wait out the expiry of a lease no process holds, or count a replica that does not exist
 and take less than its share of the targets. The destination's daemons write their own
 within a lease TTL of starting; a lease's token restarts at 1 there, which fences nothing
-wrongly since no process of the source can write to the destination.
+wrongly since no process of the source can write to the destination. Nor do the
+webhook deliveries seen (`deliveries.py`, at most a day old): within its window, a
+delivery captured before the move could be taken once more by the destination's
+daemons, which costs one reconcile of the people it names.
 
 Both databases are brought to the latest schema first (the same migrations on either
 backend), so the tables and columns match. The source's writer locks of every target it
@@ -62,7 +65,7 @@ TABLES = (
     "write_marks",
     "restores",
 )
-_NOT_COPIED = ("leases", "replicas")
+_NOT_COPIED = ("leases", "replicas", "seen_deliveries")
 _QUEUE_COLUMNS = ("id", "target", "kind", "person", "triggered_by", "received_at")
 
 
