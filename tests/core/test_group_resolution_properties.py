@@ -4,7 +4,8 @@
 group), while the groups met below it are memoized: whatever the order of the questions,
 and mixed with the memoized questions of other spaces, every answer must be the people
 reachable through nested groups (cycles, diamonds, ids naming both a person and a group,
-unknown ids, duplicate group ids), each standing for its value in the space.
+unknown ids, duplicate group ids), each standing for its value in the space, whatever kind
+of value that is (a user id, or the object standing for a person who is no member yet).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orgsync.core.group_planner import NotAMember
 from orgsync.core.model import EmailKey, SourceId, SourceSnapshot
 from orgsync.core.rules import GroupMembership, Wanted, _Nesting
 from tests.core.test_rules_properties import GROUP_IDS, PROPERTY, directories, reachable
@@ -30,8 +32,13 @@ def test_resolve_equals_reachability_in_any_order_of_questions(  # type: ignore[
     }
     nesting = _Nesting(source.groups, keys.keys())
     membership = GroupMembership(nesting, keys, wanted)
+    # Strings (user ids, now and then one holding a NUL) and other objects (a person who
+    # is no member yet, as the group planner's space holds them): each must stand for
+    # itself whatever the others are.
     values: dict[SourceId, object] = {
-        pid: f"user-{pid}" for pid, key in keys.items() if key in wanted
+        pid: rnd.choice([f"user-{pid}", f"user-{pid}", f"us\x00er-{pid}", NotAMember(key)])
+        for pid, key in keys.items()
+        if key in wanted
     }
     space = membership.space(values)
     questions = [*GROUP_IDS, "unknown"] * 2

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from orgsync.core.errors import StateError
+from orgsync.store import StateStore
+from orgsync.store.db import SqliteDB
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, directory, wanted_roles
 from tests.daemon.harness import DaemonRig, wait_for
@@ -111,3 +114,40 @@ def test_a_full_state_disk_is_visible_and_the_daemon_recovers_by_itself(
             assert daemon.terminate() == 0
         finally:
             daemon.kill()
+
+
+def test_a_log_that_took_the_last_room_is_copied_in_and_cut_by_the_failed_write(
+    volume: Path,
+) -> None:
+    """The state volume with little room left, and a daemon renewing its lease: each
+    renewal adds the same pages to the write-ahead log, which SQLite copies into the
+    database only past `WAL_PAGES`. A log that reaches the end of the disk first wedged
+    every later write (the log held the room, and nothing copied it in), although the
+    database itself needed no more space. The write refused for a full disk now copies
+    the log in and cuts it, so the next write has its room back."""
+    path = volume / "state.db"
+    StateStore.open(path).close()  # migrated, and the log copied in on close
+    db = SqliteDB.open(path)
+    with db.write() as session:
+        session.execute("CREATE TABLE beat (k INTEGER PRIMARY KEY, v BLOB)")
+        session.execute("INSERT INTO beat VALUES (1, ?)", (b"0" * 3000,))
+    db.close()
+    db = SqliteDB.open(path)
+    filler = fill(volume)
+    with filler.open("r+b") as out:
+        out.truncate(filler.stat().st_size - 64 * 1024)  # a renewal's worth, a few times
+
+    def renew(value: int) -> None:
+        with db.write() as session:
+            session.execute("UPDATE beat SET v = ? WHERE k = 1", (bytes([value]) * 3000,))
+
+    refusals: list[str] = []
+    for value in range(200):
+        try:
+            renew(value % 256)
+        except StateError as error:
+            refusals.append(str(error))
+            renew(value % 256)  # the very next write has room again
+    assert len(refusals) >= 2, "the log never reached the end of the disk"
+    assert all("full" in refusal for refusal in refusals), refusals
+    db.close()

@@ -16,6 +16,7 @@ Schema and migrations live in `migrations.py`; the tables' meaning in the other 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -694,6 +695,12 @@ class SqliteDB(StateDB):
         # FULL: in WAL mode NORMAL may lose the last commits on power loss; the journal
         # must not, and it is a few small rows per operation.
         conn.execute("PRAGMA synchronous = FULL")
+        # A quarter of SQLite's 1000 pages: the log is copied into the database (and then
+        # reused from its start) once past 1 MiB, not 4 MiB. On a volume with little room
+        # left, a log allowed to grow to 4 MiB takes all of it, and then the copy that
+        # would free it cannot grow the database: every write fails until a restart,
+        # although the disk was cleared (`_free_the_log`).
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
 
     # ------------------------------------------------------------------ transactions
 
@@ -751,6 +758,8 @@ class SqliteDB(StateDB):
                         f"state database {self._name} is locked by another writer "
                         f"(waited {BUSY_TIMEOUT_MS} ms): {exc}"
                     ) from exc
+                if _is_full(exc):
+                    self._free_the_log()
                 denied = _access_problem(self.path) if self.path is not None else None
                 if denied is not None and "readonly" in str(exc):
                     raise StateError(f"state database {self._name}: {exc}: {denied}") from exc
@@ -760,6 +769,21 @@ class SqliteDB(StateDB):
                 raise StateError(f"state database {self._name}: {exc}.{hint}") from exc
             except sqlite3.Error as exc:
                 raise StateError(f"state database {self._name}: {exc}") from exc
+
+    def _free_the_log(self) -> None:
+        """After a write refused for a full disk, copy the write-ahead log into the
+        database and cut it to nothing. SQLite checkpoints on its own only once the log
+        passes 1000 pages (4 MiB): on a volume that filled up, a log just below that
+        stays as it is, each retry adds to it, and freed space goes straight back to it,
+        so writes would keep failing after the disk was cleared. Best effort: with a
+        reader in the log, or no room for the database to grow, it does nothing."""
+        conn = self._db.conn
+        if conn.in_transaction:
+            return
+        if conn.in_transaction:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _follow_companions(self, path: Path) -> None:
         """Reconnect if `<db>-wal` or `<db>-shm` was deleted or replaced while open.
@@ -964,6 +988,15 @@ def _open_elsewhere(file: Path) -> bool:
         return bool(struct.unpack("hh4xqqi4x", answer)[0] != fcntl.F_UNLCK)
     finally:
         os.close(fd)
+
+
+WAL_PAGES = 250
+"""Pages of write-ahead log after which a commit copies it into the database."""
+
+
+def _is_full(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
 
 FULL_BELOW = 1 << 20
