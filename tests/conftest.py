@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cli
 from tests.postgres import PASSWORD, PostgresServer, running_postgres
 
 SOURCE = Path(__file__).resolve().parent.parent / "src" / "orgsync"
@@ -53,3 +54,21 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "state.db")
     return str(request.getfixturevalue("postgres_url"))
+
+
+IN_PROCESS = "orgsync_in_process"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{IN_PROCESS}(on=True): cli.run runs `orgsync` in the test process "
+        "(tests/cli/__init__.py); on=False on a test of such a module: as a process",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _orgsync_in_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker(IN_PROCESS)
+    with cli.in_process(marker is not None and marker.args[:1] != (False,)):
+        yield

@@ -1,8 +1,9 @@
 """A real organization on loopback and the real `orgsync` command, for end-to-end tests.
 
 `Rig` writes a directory file and a configuration into a temporary folder, runs the CLI
-as a separate process (as an administrator would, through `tests/cli/__init__.py`), and reads the
-emulator's state back.
+as a separate process (as an administrator would, through `tests/cli/__init__.py`; in the
+test's process in a module marked `orgsync_in_process`), and reads the emulator's state
+back.
 """
 
 from __future__ import annotations

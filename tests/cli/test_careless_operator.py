@@ -29,11 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from orgsync.testing.faults import Faults
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import Rig, directory, openai_target, wanted_roles
 from tests.cli.test_one_writer import applying
 from tests.daemon.harness import DaemonRig, wait_for
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def _moved(document: dict[str, Any], *, ids: str = "", domain: str = "") -> dict[str, Any]:

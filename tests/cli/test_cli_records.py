@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.cli.harness import Rig
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def people(*records: tuple[str, str]) -> dict[str, object]:

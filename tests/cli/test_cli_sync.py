@@ -9,6 +9,9 @@ import pytest
 
 from tests.cli.harness import Rig, directory, wanted_roles
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 
 def test_dry_run_writes_nothing_and_exits_2(rig: Rig) -> None:
     rig.write(directory(5, owners=2))

@@ -9,6 +9,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from orgsync.store.writer_lock import FileLock, lock_path
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory, openai_target
 
@@ -17,6 +19,11 @@ TEAM_RULE = """
 source = "team-*"
 name = "{source}"
 """
+
+
+# In this process (cli.run_here): these tests are about what explain and the dry run
+# decide and print. The writer-lock test runs them as processes.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def explain_json(rig: Rig, *args: str) -> tuple[int, dict[str, Any]]:
@@ -219,6 +226,9 @@ def database_dump(path: Path) -> list[str]:
         return list(db.iterdump())
 
 
+# As processes: the lock is another process's, and `orgsync explain` runs through its real
+# entry point (python -m orgsync) here.
+@pytest.mark.orgsync_in_process(False)
 def test_explain_runs_beside_a_sync_holding_the_lock_and_changes_no_byte_of_state(
     rig: Rig,
 ) -> None:

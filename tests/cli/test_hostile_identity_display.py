@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import Rig, directory
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 HIDE = "\x1b[1A\x1b[2K"
 CLIPBOARD = "\x1b]52;c;ZXZpbA==\x07"

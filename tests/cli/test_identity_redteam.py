@@ -18,9 +18,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from orgsync.store import StateStore
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import Rig, directory
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def accept_all(emulator: OpenAIEmulator) -> None:

@@ -34,6 +34,9 @@ from tests.store.test_target_identity import (
     rig,
 )
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 REFUSAL = "the state database's memory of it is about"
 
 

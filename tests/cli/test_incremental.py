@@ -10,8 +10,13 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
+
 from tests.cli.harness import Rig, directory
 from tests.cli.test_only import PEOPLE, USERS, reads, synced, without, writes
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def incremental(rig: Rig, *args: str) -> tuple[int, dict[str, Any]]:

@@ -15,6 +15,9 @@ from tests.cli.harness import Rig, directory
 from tests.notify.receivers import HttpReceiver, SmtpReceiver, closed_port_url
 from tests.sources.servers import TlsFiles, make_tls
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 SECRET = "e2e-notify-hmac-secret-0123456789"
 SMTP_PASSWORD = "e2e-smtp-password-0123456789"
 PEOPLE = 16

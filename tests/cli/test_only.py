@@ -12,6 +12,9 @@ import pytest
 
 from tests.cli.harness import Rig, directory
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 PEOPLE = 150
 """More than a page of the users list (100 a page): a full read takes two requests."""
 

@@ -13,9 +13,14 @@ import re
 import select
 import time
 
+import pytest
+
 from tests import cli
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
 from tests.cli.shapes import only_target
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:

@@ -25,6 +25,9 @@ from tests.output_schema import (
     assert_sync_output,
 )
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 

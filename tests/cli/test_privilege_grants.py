@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.cli.harness import Rig, directory
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def _members(rig: Rig, people: int, owners: int) -> None:

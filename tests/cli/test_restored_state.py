@@ -29,6 +29,9 @@ from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
 from tests.daemon.browser import Dom
 from tests.daemon.harness import DaemonRig, wait_for
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 BEHIND = "is behind its high-water mark"
 
 
@@ -133,6 +136,8 @@ def test_a_database_ahead_of_its_mark_is_not_refused(rig: Rig) -> None:
     assert _mark(rig.folder)["generation"] == _generation(rig.folder / "state.db")[1]
 
 
+# As processes: `orgsync state accept-restore` through its real entry point.
+@pytest.mark.orgsync_in_process(False)
 def test_a_restored_database_refuses_a_sync_and_changes_nothing_until_accepted(
     rig: Rig,
 ) -> None:

@@ -17,6 +17,9 @@ from orgsync.core.plan import Plan
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import Rig, directory, openai_target
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 
 @pytest.fixture
 def two(rig: Rig, second: OpenAIEmulator) -> Rig:

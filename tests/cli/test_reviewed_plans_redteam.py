@@ -33,6 +33,9 @@ from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, Rig, directory, openai_target
 from tests.cli.test_only import without
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 NOBODY = 65534
 """Another user of the machine (`nobody`)."""
 
@@ -198,6 +201,7 @@ def test_plan_out_never_writes_into_another_users_fifo(rig: Rig, through_symlink
     assert f"--plan-out {target}:" in result.stderr and "another user" in result.stderr
 
 
+@pytest.mark.orgsync_in_process(False)  # /dev/stdout: the process's own descriptor 1
 def test_plan_out_to_the_operators_own_stdout_still_works(rig: Rig) -> None:
     rig.write(directory(3))
     result = rig.orgsync("--quiet", "sync", "--dry-run", "--plan-out", "/dev/stdout")

@@ -19,7 +19,12 @@ takes nothing (a group not created yet, a first sync).
 
 from __future__ import annotations
 
+import pytest
+
 from tests.cli.harness import Rig, directory
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def _members(rig: Rig, people: int, owners: int) -> None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from tests.cli.harness import Rig, directory
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 TEAM_RULE = """
 [[targets.groups]]

@@ -18,6 +18,9 @@ import pytest
 from tests import cli
 from tests.leaks import ECHOES, echo, traces
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 KEY = "sk-admin-Ab+/c=d~EFGH0123456789ijklmnop"
 KEY_ENV = "ORGSYNC_LEAK_TEST_KEY"
 

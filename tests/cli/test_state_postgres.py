@@ -30,6 +30,9 @@ from tests.leaks import traces
 from tests.postgres import PASSWORD, PASSWORD_ENV, PostgresServer, state_keys
 from tests.servers import free_port
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 TARGET = "openai-test"
 
 

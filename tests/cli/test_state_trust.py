@@ -13,7 +13,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.cli.harness import Rig, directory, wanted_roles
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def state_files(folder: Path) -> list[str]:

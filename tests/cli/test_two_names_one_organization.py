@@ -24,9 +24,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import Rig, directory
 from tests.store.test_target_identity import state_lines
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def _rename(rig: Rig, old: str, new: str) -> None:

@@ -52,6 +52,9 @@ from tests.sources.test_idp_cli import IdpRig, scoped_directory
 from tests.sources.test_ldap import ldap_config
 from tests.sources.test_scim import scim_config
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 SCIM_TOKEN = "scim-test-token-0123456789"
 
 

@@ -29,6 +29,9 @@ from tests.cli.harness import API_KEY, KEY_ENV
 from tests.sources.idp import ADMIN, KEY_ID, SERVICE_ACCOUNT, ServiceAccount
 from tests.sources.idp_directory import Directory, build, seed_entra, seed_google, seed_okta
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 SECRET_ENV = "ORGSYNC_TEST_IDP_SECRET"
 KINDS = ("okta", "entra", "google")
 
@@ -188,6 +191,8 @@ def rig(
                 yield IdpRig(kind, tmp_path, openai, service_account, google=google)
 
 
+# As processes: `orgsync sync` reading each IdP through its real entry point.
+@pytest.mark.orgsync_in_process(False)
 def test_dry_run_sync_and_a_quiet_second_dry_run(rig: IdpRig) -> None:
     directory = scoped_directory(nested=rig.kind != "okta")
     rig.seed(directory)

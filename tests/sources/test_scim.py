@@ -37,6 +37,9 @@ from tests.sources.servers import (
     start_scimmy,
 )
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 SERVERS = ["scim2-server", "scimmy"]
 
 
@@ -345,6 +348,8 @@ def expected_holdings(directory: Directory) -> dict[str, str]:
     return wanted
 
 
+# As processes: `orgsync sync` reading SCIM through its real entry point.
+@pytest.mark.orgsync_in_process(False)
 @pytest.mark.parametrize("which", SERVERS)
 def test_end_to_end_sync_into_the_openai_emulator(
     which: str, tmp_path: Path, emulator: OpenAIEmulator

@@ -27,6 +27,9 @@ from orgsync.testing.openai.emulator import OpenAIEmulator
 from tests.cli.harness import API_KEY, KEY_ENV, Rig, directory
 from tests.postgres import PASSWORD, PASSWORD_ENV, state_keys
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 TARGET = "openai-test"
 ORG_X = "org-XXXXXXXXXXXXXXXXXXXXXXXX"
 ORG_Y = "org-YYYYYYYYYYYYYYYYYYYYYYYY"

@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.output_schema import assert_status_output
 from tests.targets.cli import Rig, directory, scim_target
 from tests.targets.scim_servers import Scim2Server
 from tests.targets.test_scim_e2e import Org
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 
 def test_validate_fails_on_another_scim_address_as_a_sync_would(

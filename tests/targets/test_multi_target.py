@@ -30,6 +30,9 @@ from tests.targets.cli import (
 from tests.targets.scim_servers import Scim2Server, ScimProxy
 from tests.targets.test_scim_e2e import Org
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 KEYCARD_ID = "sa_multi"
 KEYCARD_SECRET = "multi-target-secret-0123456789"
 PEOPLE = 8

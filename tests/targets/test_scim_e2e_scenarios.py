@@ -25,6 +25,9 @@ from tests.targets.scim_servers import (
 )
 from tests.targets.test_scim_e2e import Org, emails
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 # --------------------------------------------------------------------------- issue 11
 
 LEARNED = {

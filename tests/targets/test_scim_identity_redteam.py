@@ -22,6 +22,9 @@ from tests.targets.cli import Rig, directory, scim_target
 from tests.targets.scim_servers import Scim2Server, start_scimmy
 from tests.targets.test_scim_e2e import Org
 
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from orgsync.store import StateStore
 from orgsync.testing.keycard.emulator import KeycardEmulator
 from orgsync.testing.keycard.state import KeycardState
 from tests.targets.cli import KEYCARD_SECRET_ENV, Rig, directory, keycard_target, scim_target
 from tests.targets.scim_servers import Scim2Server
 from tests.targets.test_scim_e2e import Org
+
+# In this process (cli.run_here): what the command decides, writes and prints.
+pytestmark = pytest.mark.orgsync_in_process
 
 CLIENT = "sa_identity"
 SECRET = "identity-test-secret-0123456789"
