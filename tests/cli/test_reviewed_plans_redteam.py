@@ -21,7 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -302,3 +306,42 @@ def test_a_file_whose_second_target_changed_applies_neither(
     assert "openai-b" in result.stderr and "no longer matches" in result.stderr
     assert rig.emulator.writes() == [], "openai-test matched, but was not applied alone"
     assert second.writes() == []
+
+
+@pytest.mark.orgsync_in_process(False)  # the process's own /dev/stdout, in its own /dev
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare for a private /dev (CI runs as root)",
+)
+def test_plan_out_to_a_redirected_stdout_fills_the_file_and_keeps_dev_stdout(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """`orgsync sync --dry-run --plan-out /dev/stdout > plan.json`: /dev/stdout then names a
+    regular file, and the plan went to a temporary file renamed over /dev/stdout: as root
+    that replaced the system's /dev/stdout (every later `> /dev/stdout` wrote into a
+    file) and plan.json stayed empty. Run in a private /dev, so that a failure harms
+    nothing outside this test."""
+    rig.write(directory(3))
+    plan, report = tmp_path / "plan.json", tmp_path / "dev-stdout.txt"
+    command = " ".join(
+        shlex.quote(part)
+        for part in (sys.executable, "-m", "orgsync", "--config", str(rig.config_path))
+    )
+    script = (
+        "mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && "
+        "ln -s /proc/self/fd/1 /dev/stdout && "
+        f"{command} --quiet sync --dry-run --plan-out /dev/stdout > {shlex.quote(str(plan))}; "
+        f"code=$?; stat -c %F /dev/stdout > {shlex.quote(str(report))}; exit $code"
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        env=rig.environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert report.read_text().strip() == "symbolic link", "/dev/stdout was replaced"
+    (target,) = json.loads(plan.read_text())["targets"]
+    assert target["summary"] == {"invite": 3}

@@ -92,8 +92,8 @@ def _open_folder(folder: Path) -> str | None:
 def check_plan_out(path: Path) -> None:
     """Refuse a `--plan-out` path whose folder others could rename a file in: told before
     the dry run rather than at `--plan`, which would refuse the file."""
-    if path.exists() and not path.is_file():
-        return  # written through (`/dev/stdout`): checked when it is opened
+    if _written_through(path):
+        return  # `/dev/stdout` and the like: checked when it is opened
     try:
         swappable = _open_folder(path.parent.resolve())
     except OSError as error:
@@ -111,7 +111,7 @@ def write_private(path: Path, text: str) -> None:
     A new file replaces an existing one, so a file that was readable by others before is
     never written into, and a reader holding it open sees only its old content.
     """
-    if path.exists() and not path.is_file():  # /dev/stdout and the like: write through
+    if _written_through(path):
         _write_through(path, text)
         return
     check_plan_out(path)
@@ -126,6 +126,18 @@ def write_private(path: Path, text: str) -> None:
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
         raise OrgsyncError(f"--plan-out {path}: cannot write: {error.strerror}") from None
+
+
+def _written_through(path: Path) -> bool:
+    """Whether the plan goes into what `path` already is (a pipe, a terminal, a device,
+    the process's own descriptors) rather than a new file renamed over it. Anything under
+    /dev or /proc is written through even when it is a regular file: `--plan-out
+    /dev/stdout > plan.json` makes /dev/stdout name plan.json, and a file renamed over it
+    replaced the system's /dev/stdout (as root) for every later process, while plan.json
+    stayed empty."""
+    if path.exists() and not path.is_file():
+        return True
+    return path.absolute().parts[1:2] in (("dev",), ("proc",))
 
 
 def _write_through(path: Path, text: str) -> None:
