@@ -170,6 +170,7 @@ def test_a_database_from_before_the_check_is_adopted(tmp_path: Path, org_x: Open
         db.execute("DROP TABLE state_markers")
         db.execute("DROP TABLE write_marks")
         db.execute("DROP TABLE restores")
+        db.execute("DROP TABLE seen_deliveries")  # schema 10
         db.execute("DELETE FROM schema_version WHERE version >= 8")
     Path(location + ".mark").unlink()  # nor a write mark beside it
     with StateStore.open(location) as store:
