@@ -68,6 +68,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _default_logging() -> None:
+    """Every test starts from structlog's defaults (nothing filtered): a test asserting on
+    debug lines (`http.request`) must not depend on what an earlier test on the same
+    worker left configured. (`test_lean`'s debug capture came back empty once in CI
+    after a file had run `orgsync` in-process; each run puts the configuration back,
+    and this makes sure of it whatever the cause.)"""
+    import structlog
+
+    structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
 def _orgsync_in_process(request: pytest.FixtureRequest) -> Iterator[None]:
     marker = request.node.get_closest_marker(IN_PROCESS)
     with cli.in_process(marker is not None and marker.args[:1] != (False,)):
