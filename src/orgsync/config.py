@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -908,44 +908,37 @@ class WebhookNotify(_NotifyEntry):
         return ref.model_copy(update={"key": f"notify.{self.name}.url"}) if ref else None
 
 
-class SlackNotify(_NotifyEntry):
-    """A Slack-compatible incoming webhook; its URL is the credential, so it is a secret."""
+class _SecretUrlNotify(_NotifyEntry):
+    """An entry whose URL is the credential (a chat's incoming webhook): a secret, given
+    only by `url_env` or `url_file`."""
+
+    url_env: str | None = None
+    url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _secret("url", self.url_env, self.url_file, required=True)
+        return self
+
+    @property
+    def url(self) -> SecretRef:
+        ref = _secret("url", self.url_env, self.url_file, required=True)
+        assert ref is not None
+        return ref.model_copy(update={"key": f"notify.{self.name}.url"})
+
+
+class SlackNotify(_SecretUrlNotify):
+    """A Slack-compatible incoming webhook."""
 
     type: Literal["slack"]
-    url_env: str | None = None
-    url_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "SlackNotify":
-        _secret("url", self.url_env, self.url_file, required=True)
-        return self
-
-    @property
-    def url(self) -> SecretRef:
-        ref = _secret("url", self.url_env, self.url_file, required=True)
-        assert ref is not None
-        return ref.model_copy(update={"key": f"notify.{self.name}.url"})
 
 
-class TeamsNotify(_NotifyEntry):
+class TeamsNotify(_SecretUrlNotify):
     """A Microsoft Teams incoming webhook (a Workflows "When a Teams webhook request is
     received" URL, or a Microsoft 365 connector's): an Adaptive Card. The URL (with its
-    `sig`) is the credential, so it is a secret, as Slack's."""
+    `sig`) is the credential, as Slack's."""
 
     type: Literal["teams"]
-    url_env: str | None = None
-    url_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "TeamsNotify":
-        _secret("url", self.url_env, self.url_file, required=True)
-        return self
-
-    @property
-    def url(self) -> SecretRef:
-        ref = _secret("url", self.url_env, self.url_file, required=True)
-        assert ref is not None
-        return ref.model_copy(update={"key": f"notify.{self.name}.url"})
 
 
 class EmailNotify(_NotifyEntry):

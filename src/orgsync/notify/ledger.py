@@ -39,7 +39,8 @@ import json
 import os
 import sqlite3
 import threading
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -303,6 +304,19 @@ class FileLedger:
         connection.executescript(_SCHEMA)
         return connection
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction on a connection of its own to the ledger file: every
+        decision reads and writes it whole, so two processes never decide on one state."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def _degrade(self, error: sqlite3.Error | OSError) -> None:
         if _busy(error):
             # Another process held the file a moment too long (a backup, an operator's
@@ -321,34 +335,26 @@ class FileLedger:
         if self._degraded:
             return self._fallback.claim(key, now=now, window=window)
         try:
-            with closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.execute("DELETE FROM sent WHERE last_sent < ?", (now - FORGET_AFTER,))
-                    db.execute("DELETE FROM pending WHERE until < ?", (now - FORGET_AFTER,))
-                    self._undo_dead_claim(db, key, now)
-                    found = db.execute(
-                        "SELECT last_sent, repeats FROM sent WHERE key = ?", (_encode(key),)
-                    ).fetchone()
-                    row = (float(found[0]), int(found[1])) if found else None
-                    if row is not None and now - row[0] < window:
-                        db.execute(
-                            "UPDATE sent SET repeats = repeats + 1 WHERE key = ?", (_encode(key),)
-                        )
-                        claim = None
-                    else:
-                        db.execute(
-                            "INSERT OR REPLACE INTO sent VALUES (?, ?, 0)", (_encode(key), now)
-                        )
-                        db.execute(
-                            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
-                            (_encode(key), now + pending_for, *(row or (None, None))),
-                        )
-                        claim = Claim(key, row[1] if row else 0, row[0] if row else None, row)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+            with self._transaction() as db:
+                db.execute("DELETE FROM sent WHERE last_sent < ?", (now - FORGET_AFTER,))
+                db.execute("DELETE FROM pending WHERE until < ?", (now - FORGET_AFTER,))
+                self._undo_dead_claim(db, key, now)
+                found = db.execute(
+                    "SELECT last_sent, repeats FROM sent WHERE key = ?", (_encode(key),)
+                ).fetchone()
+                row = (float(found[0]), int(found[1])) if found else None
+                if row is not None and now - row[0] < window:
+                    db.execute(
+                        "UPDATE sent SET repeats = repeats + 1 WHERE key = ?", (_encode(key),)
+                    )
+                    claim = None
+                else:
+                    db.execute("INSERT OR REPLACE INTO sent VALUES (?, ?, 0)", (_encode(key), now))
+                    db.execute(
+                        "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
+                        (_encode(key), now + pending_for, *(row or (None, None))),
+                    )
+                    claim = Claim(key, row[1] if row else 0, row[0] if row else None, row)
                 return claim
         except (sqlite3.Error, OSError) as error:
             self._degrade(error)
@@ -403,30 +409,24 @@ class FileLedger:
         if self._degraded:
             return self._fallback.reserve(entry, now=now, limit=limit)
         try:
-            with closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.execute("DELETE FROM sendings WHERE at <= ?", (now - HOUR,))
-                    (count,) = db.execute(
-                        "SELECT count(*) FROM sendings WHERE entry = ?", (entry,)
+            with self._transaction() as db:
+                db.execute("DELETE FROM sendings WHERE at <= ?", (now - HOUR,))
+                (count,) = db.execute(
+                    "SELECT count(*) FROM sendings WHERE entry = ?", (entry,)
+                ).fetchone()
+                slot = None
+                if count >= limit:
+                    db.execute(
+                        "INSERT INTO dropped VALUES (?, 1) "
+                        "ON CONFLICT (entry) DO UPDATE SET count = count + 1",
+                        (entry,),
+                    )
+                else:
+                    row = db.execute("INSERT INTO sendings VALUES (?, ?)", (entry, now))
+                    found = db.execute(
+                        "DELETE FROM dropped WHERE entry = ? RETURNING count", (entry,)
                     ).fetchone()
-                    slot = None
-                    if count >= limit:
-                        db.execute(
-                            "INSERT INTO dropped VALUES (?, 1) "
-                            "ON CONFLICT (entry) DO UPDATE SET count = count + 1",
-                            (entry,),
-                        )
-                    else:
-                        row = db.execute("INSERT INTO sendings VALUES (?, ?)", (entry, now))
-                        found = db.execute(
-                            "DELETE FROM dropped WHERE entry = ? RETURNING count", (entry,)
-                        ).fetchone()
-                        slot = Slot(entry, now, int(found[0]) if found else 0, row.lastrowid or 0)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+                    slot = Slot(entry, now, int(found[0]) if found else 0, row.lastrowid or 0)
                 return slot
         except (sqlite3.Error, OSError) as error:
             self._degrade(error)
@@ -437,8 +437,7 @@ class FileLedger:
             self._fallback.unreserve(slot)
             return
         try:
-            with closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE")
+            with self._transaction() as db:
                 db.execute("DELETE FROM sendings WHERE rowid = ?", (slot.row,))
                 if slot.dropped:
                     db.execute(
@@ -446,7 +445,6 @@ class FileLedger:
                         "ON CONFLICT (entry) DO UPDATE SET count = count + excluded.count",
                         (slot.entry, slot.dropped),
                     )
-                db.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
             self._degrade(error)
 
@@ -455,26 +453,20 @@ class FileLedger:
             self._fallback.keep(entry, event, now=now, retry_after=retry_after)
             return
         try:
-            with closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.execute(
-                        "INSERT INTO unsent (entry, event, first_failed, tries, next_try) "
-                        "VALUES (?, ?, ?, 1, ?)",
-                        (entry, event, now, _next_try(now, 1, retry_after)),
-                    )
-                    beyond = db.execute(
-                        "SELECT row, event FROM unsent WHERE entry = ? ORDER BY row DESC "
-                        "LIMIT -1 OFFSET ?",
-                        (entry, UNSENT_PER_ENTRY),
-                    ).fetchall()
-                    for row, dropped in beyond:
-                        db.execute("DELETE FROM unsent WHERE row = ?", (row,))
-                        _given_up(entry, dropped, f"more than {UNSENT_PER_ENTRY} kept")
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO unsent (entry, event, first_failed, tries, next_try) "
+                    "VALUES (?, ?, ?, 1, ?)",
+                    (entry, event, now, _next_try(now, 1, retry_after)),
+                )
+                beyond = db.execute(
+                    "SELECT row, event FROM unsent WHERE entry = ? ORDER BY row DESC "
+                    "LIMIT -1 OFFSET ?",
+                    (entry, UNSENT_PER_ENTRY),
+                ).fetchall()
+                for row, dropped in beyond:
+                    db.execute("DELETE FROM unsent WHERE row = ?", (row,))
+                    _given_up(entry, dropped, f"more than {UNSENT_PER_ENTRY} kept")
         except (sqlite3.Error, OSError) as error:
             self._degrade(error)
             self._fallback.keep(entry, event, now=now, retry_after=retry_after)
@@ -486,27 +478,21 @@ class FileLedger:
 
     def _due(self, entry: str, *, now: float, lease: float) -> list[Unsent]:
         try:
-            with closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    for old_entry, event in db.execute(
-                        "DELETE FROM unsent WHERE first_failed < ? RETURNING entry, event",
-                        (now - UNSENT_FOR,),
-                    ).fetchall():
-                        _given_up(old_entry, event, "undelivered for a day")
-                    rows = db.execute(
-                        "SELECT row, entry, event, first_failed, tries FROM unsent "
-                        "WHERE entry = ? AND next_try <= ? ORDER BY row",
-                        (entry, now),
-                    ).fetchall()
-                    db.execute(
-                        "UPDATE unsent SET next_try = ? WHERE entry = ? AND next_try <= ?",
-                        (now + lease, entry, now),
-                    )
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+            with self._transaction() as db:
+                for old_entry, event in db.execute(
+                    "DELETE FROM unsent WHERE first_failed < ? RETURNING entry, event",
+                    (now - UNSENT_FOR,),
+                ).fetchall():
+                    _given_up(old_entry, event, "undelivered for a day")
+                rows = db.execute(
+                    "SELECT row, entry, event, first_failed, tries FROM unsent "
+                    "WHERE entry = ? AND next_try <= ? ORDER BY row",
+                    (entry, now),
+                ).fetchall()
+                db.execute(
+                    "UPDATE unsent SET next_try = ? WHERE entry = ? AND next_try <= ?",
+                    (now + lease, entry, now),
+                )
         except (sqlite3.Error, OSError) as error:
             self._degrade(error)
             return []
