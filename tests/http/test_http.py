@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from orgsync.core.errors import (
     AuthError,
+    ConfigError,
     ConflictError,
     NotFoundError,
     RequestRejected,
@@ -685,3 +686,19 @@ def test_the_default_tls_contexts_are_built_once_and_a_ca_file_is_read_each_time
     bundle = tmp_path / "ca.pem"
     bundle.write_text(Path(certifi.where()).read_text())
     assert ssl_verify(str(bundle)) is not ssl_verify(str(bundle))
+
+
+@pytest.mark.parametrize("change", ["removed", "garbled"])
+def test_a_ca_file_gone_since_the_configuration_was_loaded_is_named(
+    tmp_path: Path, change: str
+) -> None:
+    """The configuration checks `ca_file` when it is loaded; a daemon builds its clients
+    again every pass, and a rotation half done (the file removed, or replaced by a file
+    without a certificate) ended each pass in a raw FileNotFoundError or SSLError
+    traceback. It is a configuration error naming the file and what to do."""
+    bundle = tmp_path / "ca.pem"
+    if change == "garbled":
+        bundle.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"ca_file .*ca\.pem: cannot be used any more") as error:
+        ssl_verify(str(bundle))
+    assert "put the CA file back" in str(error.value)

@@ -34,7 +34,7 @@ import httpx
 import structlog
 import tenacity
 
-from orgsync.core.errors import ApiError, TransientError
+from orgsync.core.errors import ApiError, ConfigError, TransientError
 from orgsync.core.redaction import scrub
 from orgsync.http import lean
 from orgsync.http.lean import (
@@ -151,7 +151,16 @@ def ssl_verify(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext:
     # httpx 0.28 deprecates `verify=<path>`; a context built from the CA file is the
     # supported spelling and still checks host names.
     if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as error:
+            # Checked when the configuration was loaded: removed or replaced since (a
+            # rotation half done). Named, as a configuration error, not a traceback.
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ConfigError(
+                f"ca_file {verify}: cannot be used any more ({reason}); it was when the "
+                "configuration was loaded: put the CA file back, then run again"
+            ) from None
     if isinstance(verify, ssl.SSLContext):
         return verify
     with _DEFAULT_CONTEXTS_LOCK:
