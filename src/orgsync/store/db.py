@@ -174,7 +174,8 @@ class Dialect:
 
     name: str
     json_array_values: str
-    """A subquery of the text values of a JSON array bound as one parameter."""
+    """A subquery of the text values of a JSON array bound as one parameter, column
+    `value`."""
     table_names: str
     """The names of the tables of the database (the current schema), column `name`."""
     schema_lock: str | None

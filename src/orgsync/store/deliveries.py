@@ -90,10 +90,7 @@ class SeenDeliveries:
         now = self._db.clock()
         if not by_digest:
             return []
-        if session.dialect.name == "postgresql":
-            digests = "SELECT jsonb_array_elements_text(CAST(? AS jsonb)) AS value"
-        else:
-            digests = "SELECT value FROM json_each(?)"
+        digests = session.dialect.json_array_values
         # `WHERE true`: SQLite's parser needs it between an INSERT's SELECT and ON CONFLICT.
         rows = session.query(
             "INSERT INTO seen_deliveries (kind, digest, seen_at, expires_at) "  # noqa: S608
@@ -148,7 +145,7 @@ class SeenDeliveries:
     def _prune(self, session: Session, now: datetime) -> int:
         # Rows another replica's prune holds are skipped, not waited for: two prunes at
         # once never deadlock, and whatever one skips the next takes.
-        skip = " FOR UPDATE SKIP LOCKED" if session.dialect.name == "postgresql" else ""
+        skip = session.dialect.lock_row
         deleted = session.execute(
             "DELETE FROM seen_deliveries WHERE (kind, digest) IN ("  # noqa: S608
             f"SELECT kind, digest FROM seen_deliveries WHERE expires_at <= ?{skip})",

@@ -108,7 +108,7 @@ class _PostgresDialect(Dialect):
 
 POSTGRESQL = _PostgresDialect(
     name="postgresql",
-    json_array_values="SELECT jsonb_array_elements_text(CAST(? AS jsonb))",
+    json_array_values="SELECT jsonb_array_elements_text(CAST(? AS jsonb)) AS value",
     # From the catalog, not information_schema: that one lists only the tables our role
     # has a privilege on, and another application's `runs` or `leases` in our schema
     # would pass for an empty database (tables, partitioned tables, views, materialized

@@ -189,7 +189,7 @@ class WebhookQueue:
         with self._db.write() as session:
             now = encode_time(server_now(self._db, session))
             values = session.dialect.json_array_values
-            lock = " FOR UPDATE SKIP LOCKED" if session.dialect.name == "postgresql" else ""
+            lock = session.dialect.lock_row
             rows = session.query(
                 "UPDATE webhook_queue SET claimed_by = ?, claimed_at = ? WHERE id IN ("  # noqa: S608
                 "SELECT id FROM webhook_queue WHERE done = 0 "
