@@ -995,9 +995,14 @@ WAL_PAGES = 250
 """Pages of write-ahead log after which a commit copies it into the database."""
 
 
-def _is_full(error: sqlite3.Error) -> bool:
+def _primary_code(error: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of `error` (its extended code's low byte)."""
     code = getattr(error, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_full(error: sqlite3.Error) -> bool:
+    return _primary_code(error) == sqlite3.SQLITE_FULL
 
 
 FULL_BELOW = 1 << 20
@@ -1007,8 +1012,7 @@ FULL_BELOW = 1 << 20
 
 def _disk_problem(path: Path, error: sqlite3.DatabaseError) -> str | None:
     """What the disk under `path` has to do with `error`: full, or failing; else None."""
-    code = getattr(error, "sqlite_errorcode", None)
-    primary = None if code is None else code & 0xFF
+    primary = _primary_code(error)
     if primary not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
         return None
     try:
