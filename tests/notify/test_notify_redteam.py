@@ -41,8 +41,9 @@ from orgsync.notify.dispatcher import Dispatcher, Route
 from orgsync.notify.events import Notification, Standing, from_run, quarantine_change
 from orgsync.notify.ledger import UNSENT_PER_ENTRY, UNSENT_TRIES, FileLedger, ledger_path
 from orgsync.notify.render import Delivery, Redactor
-from orgsync.notify.senders import EmailChannel, SlackChannel, TeamsChannel, WebhookChannel
+from orgsync.notify.senders import SlackChannel, TeamsChannel, WebhookChannel
 from tests.notify.receivers import HttpReceiver, SlowSmtp, SmtpReceiver
+from tests.notify.test_channels import email
 from tests.sources.servers import TlsFiles, make_tls
 
 SECRET = b"redteam-notify-secret-0123456789"
@@ -383,19 +384,7 @@ def test_a_bare_url_in_a_name_is_no_link_in_slack_email_or_the_webhook_text() ->
         channel.send(linked_held(), Delivery(id="d1"))
         channel.close()
         webhook(hook.url).send(linked_held(), Delivery(id="d1"))
-        mail = EmailChannel(
-            host="127.0.0.1",
-            port=smtp.port,
-            tls="none",
-            sender="orgsync@example.com",
-            recipients=["ops@example.com"],
-            subject_prefix="[orgsync]",
-            username=None,
-            password=None,
-            timeout=5,
-            ca_file=None,
-            redact=Redactor(),
-        )
+        mail = email(smtp.port, None, tls="none", recipients=["ops@example.com"])
         mail.send(linked_held(), Delivery(id="d1"))
         (message,) = smtp.wait_for(1)
     payload = slack.received[0].json()
@@ -448,19 +437,7 @@ def test_a_lone_surrogate_in_a_name_cannot_silence_the_email_or_the_webhook() ->
     """A JSON source can hand over "\\ud800"; in an e-mail it raised UnicodeEncodeError,
     a final failure: one user's display name stopped the alert (was broken)."""
     with SmtpReceiver(None, tls="none") as smtp, HttpReceiver(secret=SECRET) as hook:
-        mail = EmailChannel(
-            host="127.0.0.1",
-            port=smtp.port,
-            tls="none",
-            sender="orgsync@example.com",
-            recipients=["ops@example.com"],
-            subject_prefix="[orgsync]",
-            username=None,
-            password=None,
-            timeout=5,
-            ca_file=None,
-            redact=Redactor(),
-        )
+        mail = email(smtp.port, None, tls="none", recipients=["ops@example.com"])
         mail.send(hostile_held(), Delivery(id="d1"))
         (message,) = smtp.wait_for(1)
         webhook(hook.url).send(hostile_held(), Delivery(id="d1"))
@@ -499,18 +476,8 @@ def test_an_smtp_server_trickling_its_greeting_costs_one_timeout() -> None:
     """smtplib's timeout bounds each read too: a greeting a line every 0.1 s held the
     e-mail entry's thread for as long as the server went on (was broken)."""
     with SlowSmtp() as server:
-        channel = EmailChannel(
-            host="127.0.0.1",
-            port=server.port,
-            tls="starttls",
-            sender="orgsync@example.com",
-            recipients=["ops@example.com"],
-            subject_prefix="[orgsync]",
-            username=None,
-            password=None,
-            timeout=0.5,
-            ca_file=None,
-            redact=Redactor(),
+        channel = email(
+            server.port, None, tls="starttls", recipients=["ops@example.com"], timeout=0.5
         )
         started = time.monotonic()
         with pytest.raises(TransientError, match=r"no answer within 0\.5s"):
